@@ -1,0 +1,43 @@
+# CosmicAI: the two commands of the README, and the set-up they share.
+#   make demo   set up, then run the main job on the bundled real data
+#   make test   set up, then run the whole test suite
+# Both are idempotent: a second run reuses what the first installed or built.
+
+SHELL := /bin/bash
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+COSMICAI_DEBUG := $(CARGO_TARGET_DIR)/debug/cosmicai
+COSMICAI := $(CARGO_TARGET_DIR)/release/cosmicai
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+DEMO := data/demo
+
+.PHONY: demo test setup rust-setup python-setup
+
+demo: rust-setup
+	cargo build --release --bin cosmicai
+	rm -rf $(DEMO)
+	$(COSMICAI) catalog import assets/catalogs/sdss17_star_classification.csv.gz assets/catalogs/skyserver_dr14.csv.gz --out $(DEMO)/catalog
+	$(COSMICAI) partition --input $(DEMO)/catalog --objects 4096 --out $(DEMO)/partitions
+	$(COSMICAI) inspect $(DEMO)/partitions
+
+test: setup
+	cargo test --workspace
+	cargo build --bin cosmicai
+	COSMICAI_BIN=$(COSMICAI_DEBUG) $(PYTHON) -m pytest -q tests/python
+
+setup: rust-setup python-setup
+
+# The toolchain itself comes from rustup (rust-toolchain.toml pins it).
+rust-setup:
+	@command -v cargo >/dev/null || { echo "install Rust with rustup first: https://rustup.rs"; exit 1; }
+	cargo fetch --locked
+
+# A virtual environment for the Python-side tests (format interoperability).
+python-setup: $(VENV)/.installed
+
+$(VENV)/.installed: tests/python/requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r tests/python/requirements.txt
+	touch $@

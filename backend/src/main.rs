@@ -1,0 +1,54 @@
+//! `cosmicai`: the command line of CosmicAI.
+//!
+//! Each subcommand lives in its own file under `commands/` and is a thin layer
+//! over the `cosmicai-engine` crate: parse arguments, show progress, print a
+//! report (for people, or one JSON object with `--json`).
+
+mod commands;
+mod output;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cosmicai",
+    version,
+    about = "Galaxy redshifts from SDSS data, at any scale",
+    after_help = "Example: build a dataset from the bundled real catalogs and look at it\n  \
+        cosmicai catalog import assets/catalogs/*.csv.gz --out data/catalog\n  \
+        cosmicai partition --input data/catalog --objects 4096 --out data/parts\n  \
+        cosmicai inspect data/parts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with SDSS spectroscopic catalogs (CSV).
+    #[command(subcommand)]
+    Catalog(commands::catalog::CatalogCommand),
+    /// Re-split a dataset into numbered partitions by size or object count.
+    Partition(commands::partition::PartitionArgs),
+    /// Summarise a partition file or a dataset directory.
+    Inspect(commands::inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Catalog(command) => commands::catalog::run(command),
+        Command::Partition(args) => commands::partition::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The `cosmicai` commands as users (and independent checks) call them:
+//! `catalog import`, `partition`, `inspect`, on the bundled real catalogs.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cosmicai(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args(args)
+        .output()
+        .expect("run cosmicai")
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let out = cosmicai(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+fn failure(args: &[&str]) -> String {
+    let out = cosmicai(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn catalogs() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/catalogs");
+    ["sdss17_star_classification.csv.gz", "skyserver_dr14.csv.gz"]
+        .iter()
+        .map(|f| dir.join(f).display().to_string())
+        .collect()
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn import_partition_inspect_on_the_bundled_catalogs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (catalog, parts) = (tmp.path().join("catalog"), tmp.path().join("parts"));
+    let cats = catalogs();
+
+    let import = ok_json(&[
+        "catalog",
+        "import",
+        &cats[0],
+        &cats[1],
+        "--out",
+        &s(&catalog),
+        "--json",
+    ]);
+    let objects = import["objects"].as_u64().unwrap();
+    let rows: u64 = import["catalogs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, 25466 + 8443);
+    assert!(objects > 33_800 && objects <= rows, "{objects}");
+
+    let split = ok_json(&[
+        "partition",
+        "--input",
+        &s(&catalog),
+        "--objects",
+        "5000",
+        "--out",
+        &s(&parts),
+        "--json",
+    ]);
+    assert_eq!(split["objects"].as_u64(), Some(objects));
+    assert_eq!(
+        split["partitions"].as_array().unwrap().len() as u64,
+        objects.div_ceil(5000)
+    );
+
+    let summary = ok_json(&["inspect", &s(&parts), "--json"]);
+    assert_eq!(summary["objects"].as_u64(), Some(objects));
+    assert_eq!(summary["provenance"]["real"].as_u64(), Some(objects));
+    assert_eq!(summary["provenance"]["synthetic"].as_u64(), Some(0));
+    let classes: u64 = ["GALAXY", "STAR", "QSO"]
+        .iter()
+        .map(|c| summary["classes"][c].as_u64().unwrap())
+        .sum();
+    assert_eq!(classes, objects);
+    let bytes: u64 = std::fs::read_dir(&parts)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(summary["bytes"].as_u64(), Some(bytes));
+    assert!(summary["redshift"]["max"].as_f64().unwrap() > 5.0);
+
+    // A single file can be inspected too, and the human report names what it found.
+    let first = parts.join("part-000000.safetensors");
+    assert_eq!(
+        ok_json(&["inspect", &s(&first), "--json"])["objects"].as_u64(),
+        Some(5000)
+    );
+    let out = cosmicai(&["inspect", &s(&parts)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("GALAXY") && text.contains("real") && text.contains("objects"),
+        "{text}"
+    );
+}
+
+#[test]
+fn partition_by_size_uses_decimal_megabytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (catalog, parts) = (tmp.path().join("catalog"), tmp.path().join("parts"));
+    ok_json(&[
+        "catalog",
+        "import",
+        &catalogs()[1],
+        "--out",
+        &s(&catalog),
+        "--json",
+    ]);
+    let split = ok_json(&[
+        "partition",
+        "--input",
+        &s(&catalog),
+        "--size",
+        "0.1MB",
+        "--out",
+        &s(&parts),
+        "--json",
+    ]);
+    let files = split["partitions"].as_array().unwrap();
+    assert!(files.len() >= 4, "{}", files.len());
+    assert!(
+        files
+            .iter()
+            .all(|f| f["bytes"].as_u64().unwrap() <= 100_000)
+    );
+}
+
+#[test]
+fn import_reports_skipped_rows_by_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("bad.csv");
+    std::fs::write(&csv, "objid,ra,dec,u,g,r,i,z,class,redshift\n1,1,1,-9999,18,17,16,15,GALAXY,0.1\n2,2,1,19,18,17,16,15,,0.1\n3,3,1,19,18,17,16,15,STAR,0\n").unwrap();
+    let report = ok_json(&[
+        "catalog",
+        "import",
+        &s(&csv),
+        "--out",
+        &s(&tmp.path().join("out")),
+        "--json",
+    ]);
+    assert_eq!(report["objects"].as_u64(), Some(1));
+    let skipped = &report["catalogs"][0]["skipped"];
+    assert_eq!(skipped["sentinel_magnitude"]["rows"].as_u64(), Some(1));
+    assert_eq!(skipped["missing_class"]["rows"].as_u64(), Some(1));
+
+    let out = cosmicai(&[
+        "catalog",
+        "import",
+        &s(&csv),
+        "--out",
+        &s(&tmp.path().join("out2")),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sentinel magnitude") && text.contains("missing class"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_nothing_stored_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = tmp.path().join("catalog");
+    ok_json(&[
+        "catalog",
+        "import",
+        &catalogs()[1],
+        "--out",
+        &s(&catalog),
+        "--json",
+    ]);
+    let stored: Vec<PathBuf> = std::fs::read_dir(&catalog)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+
+    // Writing into a dataset that exists is refused; its files are untouched.
+    let e = failure(&["catalog", "import", &catalogs()[0], "--out", &s(&catalog)]);
+    assert!(e.contains("already holds partition files"), "{e}");
+    let e = failure(&[
+        "partition",
+        "--input",
+        &s(&catalog),
+        "--objects",
+        "10",
+        "--out",
+        &s(&catalog),
+    ]);
+    assert!(e.contains("already holds partition files"), "{e}");
+    assert_eq!(std::fs::read_dir(&catalog).unwrap().count(), stored.len());
+
+    // A corrupt partition is named with its field.
+    let broken = tmp.path().join("broken.safetensors");
+    std::fs::write(&broken, &std::fs::read(&stored[0]).unwrap()[..100]).unwrap();
+    let e = failure(&["inspect", &s(&broken)]);
+    assert!(
+        e.contains("broken.safetensors") && e.contains("header"),
+        "{e}"
+    );
+
+    let missing_column = tmp.path().join("nomag.csv");
+    std::fs::write(
+        &missing_column,
+        "ra,dec,u,g,r,i,class\n1,1,19,18,17,16,STAR\n",
+    )
+    .unwrap();
+    let e = failure(&[
+        "catalog",
+        "import",
+        &s(&missing_column),
+        "--out",
+        &s(&tmp.path().join("x")),
+    ]);
+    assert!(e.contains("nomag.csv") && e.contains("`z`"), "{e}");
+
+    let e = failure(&[
+        "partition",
+        "--input",
+        &s(&catalog),
+        "--size",
+        "25XB",
+        "--out",
+        &s(&tmp.path().join("y")),
+    ]);
+    assert!(e.contains("25XB"), "{e}");
+    let e = failure(&[
+        "partition",
+        "--input",
+        &s(&catalog),
+        "--out",
+        &s(&tmp.path().join("z")),
+    ]);
+    assert!(e.contains("--size") && e.contains("--objects"), "{e}");
+    let e = failure(&["inspect", &s(&tmp.path().join("nowhere"))]);
+    assert!(e.contains("nowhere"), "{e}");
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for args in [
+        &["--help"][..],
+        &["catalog", "import", "--help"],
+        &["partition", "--help"],
+        &["inspect", "--help"],
+    ] {
+        let out = cosmicai(args);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Example"), "{args:?}: {text}");
+    }
+}

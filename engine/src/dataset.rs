@@ -1,0 +1,255 @@
+//! A dataset is a directory of partition files whose names sort in object order.
+//!
+//! [`PartitionSink`] writes objects into numbered partitions, cutting a new
+//! file at a size or object budget; [`repartition`] streams existing
+//! partitions through a sink, one input file in memory at a time.
+
+use crate::partition::{
+    self, EXTENSION, Images, ObjectRow, Partition, PartitionError, PartitionFile, PartitionMeta,
+    Source,
+};
+use std::path::{Path, PathBuf};
+
+/// How to cut a stream of objects into partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitBy {
+    /// At most this many objects per partition.
+    Objects(usize),
+    /// At most this many bytes per file (CAI used 25, 50, 75 and 100 MB).
+    Bytes(u64),
+}
+
+/// Bytes reserved for the safetensors header when splitting by size.
+const HEADER_BUDGET: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: holds no partition files (*.{EXTENSION})", .0.display())]
+    NoPartitions(PathBuf),
+    #[error("{}: already holds partition files; choose an empty output directory so nothing stored is overwritten", .0.display())]
+    OutputNotEmpty(PathBuf),
+    #[error("{}: {problem}", path.display())]
+    Incompatible { path: PathBuf, problem: String },
+    #[error("--size {bytes} bytes cannot hold even one object of {per_object} bytes")]
+    SizeTooSmall { bytes: u64, per_object: u64 },
+    #[error("--objects must be at least 1")]
+    ZeroObjects,
+}
+
+/// The partition files of a dataset directory in name order, or the file itself.
+pub fn list_partitions(path: &Path) -> Result<Vec<PathBuf>, DatasetError> {
+    let io = |source| DatasetError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry_path = entry.map_err(io)?.path();
+        if entry_path.is_file() && entry_path.extension().is_some_and(|e| e == EXTENSION) {
+            files.push(entry_path);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(DatasetError::NoPartitions(path.to_path_buf()));
+    }
+    Ok(files)
+}
+
+/// File name of partition number `index`: names sort in partition order.
+pub fn partition_file_name(index: usize) -> String {
+    format!("part-{index:06}.{EXTENSION}")
+}
+
+/// One written partition file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WrittenPartition {
+    pub path: PathBuf,
+    pub objects: usize,
+    pub bytes: u64,
+}
+
+/// Writes objects into numbered partition files in an empty directory.
+pub struct PartitionSink {
+    dir: PathBuf,
+    split: SplitBy,
+    meta: PartitionMeta,
+    current: Partition,
+    /// Objects per file, fixed by the first object (its image size).
+    capacity: Option<usize>,
+    written: Vec<WrittenPartition>,
+}
+
+impl PartitionSink {
+    /// Creates `dir` if needed; refuses a directory that already holds partitions.
+    pub fn create(dir: &Path, split: SplitBy, meta: PartitionMeta) -> Result<Self, DatasetError> {
+        if split == SplitBy::Objects(0) {
+            return Err(DatasetError::ZeroObjects);
+        }
+        std::fs::create_dir_all(dir).map_err(|source| DatasetError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if list_partitions(dir).is_ok() {
+            return Err(DatasetError::OutputNotEmpty(dir.to_path_buf()));
+        }
+        Ok(PartitionSink {
+            dir: dir.to_path_buf(),
+            split,
+            current: Partition::new(meta.clone(), Vec::new()),
+            meta,
+            capacity: None,
+            written: Vec::new(),
+        })
+    }
+
+    /// Adds one object; `image` is its `[5, H, W]` cutout with H and W.
+    pub fn push(
+        &mut self,
+        row: ObjectRow,
+        source: &Source,
+        image: Option<(&[f32], usize, usize)>,
+    ) -> Result<(), DatasetError> {
+        let image_size = image.map(|(_, h, w)| (h, w));
+        let capacity = match self.capacity {
+            Some(c) => c,
+            None => {
+                let c = self.capacity_for(image_size)?;
+                self.capacity = Some(c);
+                c
+            }
+        };
+        let current_size = self.current.images.as_ref().map(|i| (i.height, i.width));
+        if !self.current.is_empty() && current_size != image_size {
+            return Err(DatasetError::Incompatible {
+                path: self.dir.clone(),
+                problem: format!(
+                    "cannot mix objects with image size {} and {} in one dataset",
+                    describe_size(current_size),
+                    describe_size(image_size)
+                ),
+            });
+        }
+        if self.current.is_empty() {
+            self.current.images = image_size.map(|(h, w)| Images::empty(h, w));
+        }
+        let index = self.current.source_index(source);
+        self.current.push(row, index);
+        if let (Some(images), Some((pixels, _, _))) = (&mut self.current.images, image) {
+            images.pixels.extend_from_slice(pixels);
+        }
+        if self.current.len() >= capacity {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the last, partly filled partition and returns every file written.
+    pub fn finish(mut self) -> Result<Vec<WrittenPartition>, DatasetError> {
+        self.flush()?;
+        Ok(self.written)
+    }
+
+    /// Objects written so far, including the partition being filled.
+    pub fn objects(&self) -> usize {
+        self.written.iter().map(|w| w.objects).sum::<usize>() + self.current.len()
+    }
+
+    fn capacity_for(&self, image_size: Option<(usize, usize)>) -> Result<usize, DatasetError> {
+        match self.split {
+            SplitBy::Objects(n) => Ok(n),
+            SplitBy::Bytes(bytes) => {
+                let per_object = partition::bytes_per_object(image_size) as u64;
+                let n = bytes.saturating_sub(HEADER_BUDGET) / per_object;
+                if n == 0 {
+                    return Err(DatasetError::SizeTooSmall { bytes, per_object });
+                }
+                Ok(n as usize)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), DatasetError> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(partition_file_name(self.written.len()));
+        let full = std::mem::replace(
+            &mut self.current,
+            Partition::new(self.meta.clone(), Vec::new()),
+        );
+        partition::write_partition(&path, &full)?;
+        let bytes = std::fs::metadata(&path)
+            .map_err(|source| DatasetError::Io {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        self.written.push(WrittenPartition {
+            path,
+            objects: full.len(),
+            bytes,
+        });
+        Ok(())
+    }
+}
+
+fn describe_size(size: Option<(usize, usize)>) -> String {
+    size.map_or("none (catalog only)".into(), |(h, w)| format!("{h}x{w}"))
+}
+
+/// Re-splits the partitions `inputs` (in order) into `out`, keeping object order.
+/// `out` must hold no partitions yet, so the input can never be overwritten.
+///
+/// `progress` is told how many input bytes have been read so far.
+pub fn repartition(
+    inputs: &[PathBuf],
+    out: &Path,
+    split: SplitBy,
+    mut progress: impl FnMut(u64),
+) -> Result<Vec<WrittenPartition>, DatasetError> {
+    let mut bytes_done = 0;
+    let mut sink: Option<PartitionSink> = None;
+    for input in inputs {
+        let file = PartitionFile::open(input)?;
+        let catalog = file.catalog();
+        let sink = match &mut sink {
+            Some(s) => s,
+            None => sink.insert(PartitionSink::create(out, split, catalog.meta.clone())?),
+        };
+        let image_size = file.image_size();
+        let per_object = file.file_bytes() / file.len() as u64;
+        for i in 0..file.len() {
+            let pixels = file.images(i..i + 1);
+            let image = image_size.map(|(h, w)| (pixels.as_slice(), h, w));
+            let source = &catalog.sources[catalog.source[i] as usize];
+            sink.push(catalog.row(i), source, image)
+                .map_err(|e| match e {
+                    DatasetError::Incompatible { problem, .. } => DatasetError::Incompatible {
+                        path: input.clone(),
+                        problem,
+                    },
+                    other => other,
+                })?;
+            if i % 256 == 255 {
+                progress(bytes_done + per_object * (i as u64 + 1));
+            }
+        }
+        bytes_done += file.file_bytes();
+        progress(bytes_done);
+    }
+    match sink {
+        Some(s) => s.finish(),
+        None => Err(DatasetError::NoPartitions(out.to_path_buf())),
+    }
+}

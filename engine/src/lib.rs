@@ -1,0 +1,19 @@
+//! The CosmicAI engine: everything between the raw survey data and a result.
+//!
+//! Read top-down, the data flows like this:
+//! 1. [`catalog`] reads real SDSS spectroscopic catalogs (CSV, two schemas) into
+//!    [`catalog::CatalogObject`]s, skipping and counting rows that cannot be trusted.
+//! 2. [`partition`] is the on-disk unit of work: one safetensors file holding a
+//!    columnar [`partition::Partition`] (magnitudes, redshift, class, position,
+//!    provenance and, optionally, 5-band images). Its reader validates every field.
+//! 3. [`dataset`] is a directory of partitions: listing them in order and
+//!    re-splitting them by size or object count, as CAI's experiments do.
+//! 4. [`inspect`] summarises a partition or a dataset.
+//!
+//! The pipeline stages (Initialize → Map → Summarize) build on these.
+
+pub mod catalog;
+pub mod dataset;
+pub mod inspect;
+pub mod partition;
+pub mod size;

@@ -1,0 +1,10 @@
+//! Types shared by every part of CosmicAI: the CLI, the HTTP API, the Lambda
+//! handlers and the browser explorer.
+//!
+//! This crate is deliberately small (serde only) so it compiles to wasm and
+//! every side agrees on the same words: a [`Class`] of object, the five SDSS
+//! [`Band`]s, and the [`Provenance`] that keeps real and synthetic data apart.
+
+mod domain;
+
+pub use domain::{BANDS, Band, Class, Provenance};
