@@ -69,8 +69,8 @@ impl FromStr for Class {
             "STAR" => Ok(Class::Star),
             "QSO" | "QUASAR" => Ok(Class::Qso),
             "UNKNOWN" => Ok(Class::Unknown),
-            other => Err(format!(
-                "unknown class '{other}' (expected GALAXY, STAR or QSO)"
+            _ => Err(format!(
+                "unknown class '{s}' (expected GALAXY, STAR or QSO)"
             )),
         }
     }
