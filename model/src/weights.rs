@@ -1,0 +1,147 @@
+//! Reading named f32 tensors from safetensors files into burn modules.
+//!
+//! PyTorch and burn store some parameters differently (a `Linear` weight is
+//! `[out, in]` in PyTorch, `[in, out]` in burn); the helpers here take the
+//! PyTorch layout and name, check the shape, and build the burn parameter.
+
+use burn::module::{Param, RunningState};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, LayerNorm, Linear};
+use burn::prelude::*;
+use safetensors::SafeTensors;
+use safetensors::tensor::Dtype;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Why weights cannot be loaded, naming the file and the tensor.
+#[derive(Debug, thiserror::Error)]
+#[error("weights {}: {name}: {problem}", path.display())]
+pub struct WeightsError {
+    pub path: PathBuf,
+    pub name: String,
+    pub problem: String,
+}
+
+/// All f32 tensors of one safetensors file, by name.
+pub struct Weights {
+    path: PathBuf,
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Weights {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| WeightsError {
+            path: path.into(),
+            name: "file".into(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parses safetensors `bytes`; `path` only names the source in errors.
+    pub fn from_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Self, WeightsError> {
+        let path = path.as_ref().to_path_buf();
+        let file = SafeTensors::deserialize(bytes).map_err(|e| WeightsError {
+            path: path.clone(),
+            name: "header".into(),
+            problem: format!("not a valid safetensors file: {e}"),
+        })?;
+        let mut tensors = HashMap::new();
+        for (name, view) in file.iter() {
+            // Integer bookkeeping such as BatchNorm's num_batches_tracked is not a weight.
+            if view.dtype() != Dtype::F32 {
+                continue;
+            }
+            let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            tensors.insert(name.to_string(), (view.shape().to_vec(), values));
+        }
+        Ok(Weights { path, tensors })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Names of all f32 tensors.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn error(&self, name: &str, problem: impl Into<String>) -> WeightsError {
+        WeightsError { path: self.path.clone(), name: name.into(), problem: problem.into() }
+    }
+
+    /// Tensor `name`, which must have exactly `shape`.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, WeightsError> {
+        let (found, values) = self.tensors.get(name).ok_or_else(|| self.error(name, "missing tensor"))?;
+        if found.as_slice() != shape {
+            return Err(self.error(name, format!("shape {found:?}, expected {shape:?}")));
+        }
+        Ok(Tensor::from_data(TensorData::new(values.clone(), shape), device))
+    }
+
+    /// The first dimension of tensor `name` (for sizes a file decides, like depth).
+    pub fn shape(&self, name: &str) -> Result<&[usize], WeightsError> {
+        self.tensors.get(name).map(|(s, _)| s.as_slice()).ok_or_else(|| self.error(name, "missing tensor"))
+    }
+
+    /// Loads `prefix.weight` (PyTorch `[out, in]`) and `prefix.bias` into `linear`.
+    pub fn linear<B: Backend>(&self, prefix: &str, linear: Linear<B>) -> Result<Linear<B>, WeightsError> {
+        self.linear_named(&format!("{prefix}.weight"), &format!("{prefix}.bias"), linear)
+    }
+
+    /// Loads a PyTorch-layout `[out, in]` weight and its bias, by full names.
+    pub fn linear_named<B: Backend>(&self, weight: &str, bias: &str, mut linear: Linear<B>) -> Result<Linear<B>, WeightsError> {
+        let [d_in, d_out] = linear.weight.shape().dims();
+        let device = linear.weight.device();
+        let w: Tensor<B, 2> = self.tensor(weight, [d_out, d_in], &device)?;
+        linear.weight = Param::from_tensor(w.transpose());
+        if linear.bias.is_some() {
+            linear.bias = Some(Param::from_tensor(self.tensor(bias, [d_out], &device)?));
+        }
+        Ok(linear)
+    }
+
+    /// Loads `prefix.weight` `[out, in, kh, kw]` and `prefix.bias` into `conv`.
+    pub fn conv2d<B: Backend>(&self, prefix: &str, mut conv: Conv2d<B>) -> Result<Conv2d<B>, WeightsError> {
+        let shape = conv.weight.shape().dims::<4>();
+        let device = conv.weight.device();
+        conv.weight = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), shape, &device)?);
+        if conv.bias.is_some() {
+            conv.bias = Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [shape[0]], &device)?));
+        }
+        Ok(conv)
+    }
+
+    /// Loads PyTorch BatchNorm `weight`, `bias`, `running_mean`, `running_var`.
+    pub fn batch_norm<B: Backend>(&self, prefix: &str, mut bn: BatchNorm<B>) -> Result<BatchNorm<B>, WeightsError> {
+        let [c] = bn.gamma.shape().dims();
+        let device = bn.gamma.device();
+        bn.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [c], &device)?);
+        bn.beta = Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [c], &device)?);
+        bn.running_mean = RunningState::new(self.tensor(&format!("{prefix}.running_mean"), [c], &device)?);
+        bn.running_var = RunningState::new(self.tensor(&format!("{prefix}.running_var"), [c], &device)?);
+        Ok(bn)
+    }
+
+    /// Loads PyTorch LayerNorm `weight` and `bias`.
+    pub fn layer_norm<B: Backend>(&self, prefix: &str, mut ln: LayerNorm<B>) -> Result<LayerNorm<B>, WeightsError> {
+        let [d] = ln.gamma.shape().dims();
+        let device = ln.gamma.device();
+        ln.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d], &device)?);
+        if ln.beta.is_some() {
+            ln.beta = Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d], &device)?));
+        }
+        Ok(ln)
+    }
+}
