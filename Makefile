@@ -20,6 +20,9 @@ demo: rust-setup
 	$(COSMICAI) catalog import assets/catalogs/sdss17_star_classification.csv.gz assets/catalogs/skyserver_dr14.csv.gz --out $(DEMO)/catalog
 	$(COSMICAI) partition --input $(DEMO)/catalog --objects 4096 --out $(DEMO)/partitions
 	$(COSMICAI) inspect $(DEMO)/partitions
+	$(COSMICAI) eval --catalog assets/catalogs/sdss17_star_classification.csv.gz --split validation --plot $(DEMO)/photoz-sdss17.png
+	$(COSMICAI) eval --catalog assets/catalogs/skyserver_dr14.csv.gz --split validation --plot $(DEMO)/photoz-dr14.png
+	@echo "plots: $(DEMO)/photoz-sdss17.png $(DEMO)/photoz-dr14.png"
 
 test: setup
 	cargo test --workspace

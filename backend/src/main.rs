@@ -5,7 +5,9 @@
 //! report (for people, or one JSON object with `--json`).
 
 mod commands;
+mod models;
 mod output;
+mod plot;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,10 @@ enum Command {
     Partition(commands::partition::PartitionArgs),
     /// Summarise a partition file or a dataset directory.
     Inspect(commands::inspect::InspectArgs),
+    /// Train PhotoZ on real catalogs; writes weights and a model card.
+    Train(commands::train::TrainArgs),
+    /// Score PhotoZ on a labelled catalog (NMAD, bias, outliers, class accuracy).
+    Eval(commands::eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +49,8 @@ fn main() -> ExitCode {
         Command::Catalog(command) => commands::catalog::run(command),
         Command::Partition(args) => commands::partition::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

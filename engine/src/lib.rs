@@ -9,11 +9,16 @@
 //! 3. [`dataset`] is a directory of partitions: listing them in order and
 //!    re-splitting them by size or object count, as CAI's experiments do.
 //! 4. [`inspect`] summarises a partition or a dataset.
+//! 5. [`predict`] runs a model over objects; [`metrics`] scores the predictions
+//!    against spectroscopic labels; [`split`] fixes which objects validate.
 //!
 //! The pipeline stages (Initialize → Map → Summarize) build on these.
 
 pub mod catalog;
 pub mod dataset;
 pub mod inspect;
+pub mod metrics;
 pub mod partition;
+pub mod predict;
 pub mod size;
+pub mod split;

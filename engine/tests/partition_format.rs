@@ -91,6 +91,16 @@ fn round_trip_with_images_keeps_every_value() {
 }
 
 #[test]
+fn equal_content_gives_equal_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = sample(5, Some((2, 2)));
+    let a = std::fs::read(write_sample(dir.path(), "a.safetensors", &p)).unwrap();
+    for _ in 0..5 {
+        assert!(a == std::fs::read(write_sample(dir.path(), "b.safetensors", &p)).unwrap());
+    }
+}
+
+#[test]
 fn catalog_only_partition_is_valid_and_lazy_images_are_empty() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_sample(dir.path(), "c.safetensors", &sample(3, None));

@@ -5,10 +5,13 @@
 //!   (ViT encoder + Inception branch on the 32x32 centre crop, plus a magnitude
 //!   MLP). Weights load from safetensors files with PyTorch `state_dict` names,
 //!   so users of CAI can bring theirs.
+//! - [`photoz`]: PhotoZ, our own multi-task model: class and redshift from the
+//!   five magnitudes, small enough for the browser; and its training loop.
 //! - [`crop`]: the centre crop every image model applies to 64x64 cutouts.
 //!
 //! Model code is apart from training and inference drivers (as in burn's examples).
 
 pub mod astromae;
 pub mod crop;
+pub mod photoz;
 pub mod weights;

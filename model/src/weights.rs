@@ -53,7 +53,11 @@ impl Weights {
             if view.dtype() != Dtype::F32 {
                 continue;
             }
-            let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
             tensors.insert(name.to_string(), (view.shape().to_vec(), values));
         }
         Ok(Weights { path, tensors })
@@ -73,7 +77,11 @@ impl Weights {
     }
 
     pub fn error(&self, name: &str, problem: impl Into<String>) -> WeightsError {
-        WeightsError { path: self.path.clone(), name: name.into(), problem: problem.into() }
+        WeightsError {
+            path: self.path.clone(),
+            name: name.into(),
+            problem: problem.into(),
+        }
     }
 
     /// Tensor `name`, which must have exactly `shape`.
@@ -83,25 +91,47 @@ impl Weights {
         shape: [usize; D],
         device: &B::Device,
     ) -> Result<Tensor<B, D>, WeightsError> {
-        let (found, values) = self.tensors.get(name).ok_or_else(|| self.error(name, "missing tensor"))?;
+        let (found, values) = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| self.error(name, "missing tensor"))?;
         if found.as_slice() != shape {
             return Err(self.error(name, format!("shape {found:?}, expected {shape:?}")));
         }
-        Ok(Tensor::from_data(TensorData::new(values.clone(), shape), device))
+        Ok(Tensor::from_data(
+            TensorData::new(values.clone(), shape),
+            device,
+        ))
     }
 
     /// The first dimension of tensor `name` (for sizes a file decides, like depth).
     pub fn shape(&self, name: &str) -> Result<&[usize], WeightsError> {
-        self.tensors.get(name).map(|(s, _)| s.as_slice()).ok_or_else(|| self.error(name, "missing tensor"))
+        self.tensors
+            .get(name)
+            .map(|(s, _)| s.as_slice())
+            .ok_or_else(|| self.error(name, "missing tensor"))
     }
 
     /// Loads `prefix.weight` (PyTorch `[out, in]`) and `prefix.bias` into `linear`.
-    pub fn linear<B: Backend>(&self, prefix: &str, linear: Linear<B>) -> Result<Linear<B>, WeightsError> {
-        self.linear_named(&format!("{prefix}.weight"), &format!("{prefix}.bias"), linear)
+    pub fn linear<B: Backend>(
+        &self,
+        prefix: &str,
+        linear: Linear<B>,
+    ) -> Result<Linear<B>, WeightsError> {
+        self.linear_named(
+            &format!("{prefix}.weight"),
+            &format!("{prefix}.bias"),
+            linear,
+        )
     }
 
     /// Loads a PyTorch-layout `[out, in]` weight and its bias, by full names.
-    pub fn linear_named<B: Backend>(&self, weight: &str, bias: &str, mut linear: Linear<B>) -> Result<Linear<B>, WeightsError> {
+    pub fn linear_named<B: Backend>(
+        &self,
+        weight: &str,
+        bias: &str,
+        mut linear: Linear<B>,
+    ) -> Result<Linear<B>, WeightsError> {
         let [d_in, d_out] = linear.weight.shape().dims();
         let device = linear.weight.device();
         let w: Tensor<B, 2> = self.tensor(weight, [d_out, d_in], &device)?;
@@ -113,35 +143,93 @@ impl Weights {
     }
 
     /// Loads `prefix.weight` `[out, in, kh, kw]` and `prefix.bias` into `conv`.
-    pub fn conv2d<B: Backend>(&self, prefix: &str, mut conv: Conv2d<B>) -> Result<Conv2d<B>, WeightsError> {
+    pub fn conv2d<B: Backend>(
+        &self,
+        prefix: &str,
+        mut conv: Conv2d<B>,
+    ) -> Result<Conv2d<B>, WeightsError> {
         let shape = conv.weight.shape().dims::<4>();
         let device = conv.weight.device();
-        conv.weight = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), shape, &device)?);
+        conv.weight =
+            Param::from_tensor(self.tensor(&format!("{prefix}.weight"), shape, &device)?);
         if conv.bias.is_some() {
-            conv.bias = Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [shape[0]], &device)?));
+            conv.bias = Some(Param::from_tensor(self.tensor(
+                &format!("{prefix}.bias"),
+                [shape[0]],
+                &device,
+            )?));
         }
         Ok(conv)
     }
 
     /// Loads PyTorch BatchNorm `weight`, `bias`, `running_mean`, `running_var`.
-    pub fn batch_norm<B: Backend>(&self, prefix: &str, mut bn: BatchNorm<B>) -> Result<BatchNorm<B>, WeightsError> {
+    pub fn batch_norm<B: Backend>(
+        &self,
+        prefix: &str,
+        mut bn: BatchNorm<B>,
+    ) -> Result<BatchNorm<B>, WeightsError> {
         let [c] = bn.gamma.shape().dims();
         let device = bn.gamma.device();
         bn.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [c], &device)?);
         bn.beta = Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [c], &device)?);
-        bn.running_mean = RunningState::new(self.tensor(&format!("{prefix}.running_mean"), [c], &device)?);
-        bn.running_var = RunningState::new(self.tensor(&format!("{prefix}.running_var"), [c], &device)?);
+        bn.running_mean =
+            RunningState::new(self.tensor(&format!("{prefix}.running_mean"), [c], &device)?);
+        bn.running_var =
+            RunningState::new(self.tensor(&format!("{prefix}.running_var"), [c], &device)?);
         Ok(bn)
     }
 
     /// Loads PyTorch LayerNorm `weight` and `bias`.
-    pub fn layer_norm<B: Backend>(&self, prefix: &str, mut ln: LayerNorm<B>) -> Result<LayerNorm<B>, WeightsError> {
+    pub fn layer_norm<B: Backend>(
+        &self,
+        prefix: &str,
+        mut ln: LayerNorm<B>,
+    ) -> Result<LayerNorm<B>, WeightsError> {
         let [d] = ln.gamma.shape().dims();
         let device = ln.gamma.device();
         ln.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d], &device)?);
         if ln.beta.is_some() {
-            ln.beta = Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d], &device)?));
+            ln.beta = Some(Param::from_tensor(self.tensor(
+                &format!("{prefix}.bias"),
+                [d],
+                &device,
+            )?));
         }
         Ok(ln)
     }
+}
+
+/// The same safetensors bytes with the JSON header's keys in sorted order.
+///
+/// The safetensors writer keeps `__metadata__` in a `HashMap`, whose order changes
+/// from run to run; sorting makes equal content give equal bytes (reproducible
+/// training, stable content hashes). Tensor offsets are explicit, so only the
+/// header (re-padded to 8 bytes with spaces, as the format asks) changes.
+pub fn canonical_safetensors(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or("no header")?;
+    let header = bytes.get(8..8 + n).ok_or("header past the end")?;
+    let parsed: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let mut sorted = serde_json::Map::new();
+    for (key, value) in parsed {
+        let value = match (key.as_str(), value) {
+            ("__metadata__", serde_json::Value::Object(m)) => {
+                let m: BTreeMap<String, serde_json::Value> = m.into_iter().collect();
+                serde_json::to_value(m).map_err(|e| e.to_string())?
+            }
+            (_, v) => v,
+        };
+        sorted.insert(key, value);
+    }
+    let mut json = serde_json::to_vec(&sorted).map_err(|e| e.to_string())?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }

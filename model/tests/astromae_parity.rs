@@ -12,7 +12,9 @@ use std::path::PathBuf;
 type B = NdArray<f32>;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 #[test]
@@ -24,10 +26,22 @@ fn burn_astromae_matches_pytorch_within_1e_4() {
 
     let images: Tensor<B, 4> = io.tensor("images", [2, 5, 40, 40], &device).unwrap();
     let magnitudes: Tensor<B, 2> = io.tensor("magnitudes", [2, 5], &device).unwrap();
-    let expected: Vec<f32> = io.tensor::<B, 2>("redshift", [2, 1], &device).unwrap().into_data().to_vec().unwrap();
-    let got: Vec<f32> = model.forward(images, magnitudes).into_data().to_vec().unwrap();
+    let expected: Vec<f32> = io
+        .tensor::<B, 2>("redshift", [2, 1], &device)
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let got: Vec<f32> = model
+        .forward(images, magnitudes)
+        .into_data()
+        .to_vec()
+        .unwrap();
     for (g, e) in got.iter().zip(&expected) {
-        assert!((g - e).abs() <= 1e-4, "burn {got:?} vs PyTorch {expected:?}");
+        assert!(
+            (g - e).abs() <= 1e-4,
+            "burn {got:?} vs PyTorch {expected:?}"
+        );
     }
 }
 
@@ -35,8 +49,19 @@ fn burn_astromae_matches_pytorch_within_1e_4() {
 fn the_weight_file_decides_depth_and_widths() {
     let weights = Weights::open(fixture("astromae_small.safetensors")).unwrap();
     let config = config_of(&weights, 3).unwrap();
-    assert_eq!((config.depth, config.dim, config.image, config.patch), (2, 24, 32, 4));
-    assert_eq!((config.branch_width, config.magnitude_width, config.head_width, config.magnitude_layers), (48, 32, 40, 3));
+    assert_eq!(
+        (config.depth, config.dim, config.image, config.patch),
+        (2, 24, 32, 4)
+    );
+    assert_eq!(
+        (
+            config.branch_width,
+            config.magnitude_width,
+            config.head_width,
+            config.magnitude_layers
+        ),
+        (48, 32, 40, 3)
+    );
 }
 
 #[test]
@@ -48,9 +73,21 @@ fn missing_or_misshapen_weights_are_named() {
 
     let io = Weights::open(fixture("astromae_small_io.safetensors")).unwrap();
     let device = Default::default();
-    let e = AstroMae::<B>::from_pytorch(&io, 3, &device).err().unwrap().to_string();
-    assert!(e.contains("astromae_small_io.safetensors") && e.contains("patch.weight") && e.contains("missing"), "{e}");
-    let e = io.tensor::<B, 2>("magnitudes", [5, 2], &device).err().unwrap().to_string();
+    let e = AstroMae::<B>::from_pytorch(&io, 3, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("astromae_small_io.safetensors")
+            && e.contains("patch.weight")
+            && e.contains("missing"),
+        "{e}"
+    );
+    let e = io
+        .tensor::<B, 2>("magnitudes", [5, 2], &device)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("shape [2, 5], expected [5, 2]"), "{e}");
     assert!(Weights::from_bytes("junk", b"not safetensors").is_err());
 }
@@ -61,6 +98,9 @@ fn full_size_astromae_has_the_cai_shape() {
     let device = Default::default();
     let model = AstroMaeConfig::new().init::<B>(&device);
     assert_eq!(model.vit.blocks.len(), 12);
-    let out = model.forward(Tensor::zeros([2, 5, 64, 64], &device), Tensor::ones([2, 5], &device));
+    let out = model.forward(
+        Tensor::zeros([2, 5, 64, 64], &device),
+        Tensor::ones([2, 5], &device),
+    );
     assert_eq!(out.dims(), [2, 1]);
 }

@@ -1,6 +1,8 @@
 pub mod catalog;
+pub mod eval;
 pub mod inspect;
 pub mod partition;
+pub mod train;
 
 use cosmicai_engine::dataset::SplitBy;
 use cosmicai_engine::size::parse_size;

@@ -109,8 +109,23 @@ pub fn write_partition(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 
-    safetensors::serialize_to_file(tensors, Some(metadata), path)
-        .map_err(|e| err("file", format!("cannot write: {e}")))
+    let bytes = safetensors::serialize(tensors, Some(metadata))
+        .map_err(|e| err("file", format!("cannot encode: {e}")))?;
+    let bytes =
+        cosmicai_model::weights::canonical_safetensors(bytes).map_err(|e| err("header", e))?;
+    write_atomically(path, &bytes).map_err(|e| err("file", format!("cannot write: {e}")))
+}
+
+/// Writes through a temporary file in the same directory, then renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut temp, bytes)?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn le_bytes<T, const W: usize>(values: &[T], to_bytes: impl Fn(&T) -> [u8; W]) -> Vec<u8> {

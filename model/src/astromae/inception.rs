@@ -49,7 +49,12 @@ impl<B: Backend> Inception<B> {
             b1: ConvBlock::new(c_in, width, 1, device),
             b3_reduce: ConvBlock::new(c_in, width, 1, device),
             b3: ConvBlock::new(width, width, 3, device),
-            b5: with_5x5.then(|| (ConvBlock::new(c_in, width, 1, device), ConvBlock::new(width, width, 5, device))),
+            b5: with_5x5.then(|| {
+                (
+                    ConvBlock::new(c_in, width, 1, device),
+                    ConvBlock::new(width, width, 5, device),
+                )
+            }),
             pool: MaxPool2dConfig::new([3, 3])
                 .with_strides([1, 1])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -59,7 +64,10 @@ impl<B: Backend> Inception<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let mut branches = vec![self.b1.forward(x.clone()), self.b3.forward(self.b3_reduce.forward(x.clone()))];
+        let mut branches = vec![
+            self.b1.forward(x.clone()),
+            self.b3.forward(self.b3_reduce.forward(x.clone())),
+        ];
         if let Some((reduce, conv)) = &self.b5 {
             branches.push(conv.forward(reduce.forward(x.clone())));
         }

@@ -20,7 +20,11 @@ const INCEPTION_MLP: (usize, usize) = (10, 12);
 impl<B: Backend> AstroMae<B> {
     /// Loads PyTorch weights; `heads` is the number of attention heads (3 for AstroMAE),
     /// the only size a weight file cannot tell.
-    pub fn from_pytorch(weights: &Weights, heads: usize, device: &B::Device) -> Result<Self, WeightsError> {
+    pub fn from_pytorch(
+        weights: &Weights,
+        heads: usize,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
         let config = config_of(weights, heads)?;
         let model = config.init::<B>(device);
         Ok(AstroMae {
@@ -45,19 +49,29 @@ impl<B: Backend> AstroMae<B> {
 pub fn config_of(weights: &Weights, heads: usize) -> Result<AstroMaeConfig, WeightsError> {
     let patch = weights.shape("patch.weight")?.to_vec();
     let [dim, bands, p, _] = patch[..] else {
-        return Err(weights.error("patch.weight", format!("shape {patch:?}, expected [dim, bands, patch, patch]")));
+        return Err(weights.error(
+            "patch.weight",
+            format!("shape {patch:?}, expected [dim, bands, patch, patch]"),
+        ));
     };
     let tokens = weights.shape("pos")?.get(1).copied().unwrap_or(0);
     let side = ((tokens.saturating_sub(1)) as f64).sqrt() as usize;
-    let depth = (0..).take_while(|i| weights.contains(&format!("blocks.{i}.n1.weight"))).count();
+    let depth = (0..)
+        .take_while(|i| weights.contains(&format!("blocks.{i}.n1.weight")))
+        .count();
     if dim % heads != 0 {
-        return Err(weights.error("patch.weight", format!("embedding width {dim} is not divisible by {heads} heads")));
+        return Err(weights.error(
+            "patch.weight",
+            format!("embedding width {dim} is not divisible by {heads} heads"),
+        ));
     }
     let branch_width = weights.shape("vit_block.0.weight")?[0];
     let magnitude_width = weights.shape("mag.0.weight")?[0];
     let head_width = weights.shape("concat.0.weight")?[0];
     // mag.0 and the last layer are not hidden layers: 2 + hidden linears in all.
-    let magnitude_linears = (0..).take_while(|j| weights.contains(&format!("mag.{}.weight", 2 * j))).count();
+    let magnitude_linears = (0..)
+        .take_while(|j| weights.contains(&format!("mag.{}.weight", 2 * j)))
+        .count();
     Ok(AstroMaeConfig::new()
         .with_branch_width(branch_width)
         .with_magnitude_width(magnitude_width)
@@ -71,8 +85,16 @@ pub fn config_of(weights: &Weights, heads: usize) -> Result<AstroMaeConfig, Weig
         .with_image(side * p))
 }
 
-fn two_layer<B: Backend>(w: &Weights, first: &str, second: &str, m: TwoLayer<B>) -> Result<TwoLayer<B>, WeightsError> {
-    Ok(TwoLayer { first: w.linear(first, m.first)?, second: w.linear(second, m.second)? })
+fn two_layer<B: Backend>(
+    w: &Weights,
+    first: &str,
+    second: &str,
+    m: TwoLayer<B>,
+) -> Result<TwoLayer<B>, WeightsError> {
+    Ok(TwoLayer {
+        first: w.linear(first, m.first)?,
+        second: w.linear(second, m.second)?,
+    })
 }
 
 fn vit<B: Backend>(w: &Weights, m: VitEncoder<B>) -> Result<VitEncoder<B>, WeightsError> {
@@ -84,7 +106,11 @@ fn vit<B: Backend>(w: &Weights, m: VitEncoder<B>) -> Result<VitEncoder<B>, Weigh
         .map(|(i, b)| {
             let p = format!("blocks.{i}");
             let mut attention = b.attention;
-            attention.qkv = w.linear_named(&format!("{p}.attn.in_proj_weight"), &format!("{p}.attn.in_proj_bias"), attention.qkv)?;
+            attention.qkv = w.linear_named(
+                &format!("{p}.attn.in_proj_weight"),
+                &format!("{p}.attn.in_proj_bias"),
+                attention.qkv,
+            )?;
             attention.out = w.linear(&format!("{p}.attn.out_proj"), attention.out)?;
             Ok(Block {
                 norm1: w.layer_norm(&format!("{p}.n1"), b.norm1)?,
@@ -105,11 +131,21 @@ fn vit<B: Backend>(w: &Weights, m: VitEncoder<B>) -> Result<VitEncoder<B>, Weigh
     })
 }
 
-fn conv_block<B: Backend>(w: &Weights, prefix: &str, m: ConvBlock<B>) -> Result<ConvBlock<B>, WeightsError> {
-    Ok(ConvBlock { conv: w.conv2d(&format!("{prefix}.conv"), m.conv)?, norm: w.batch_norm(&format!("{prefix}.bn"), m.norm)? })
+fn conv_block<B: Backend>(
+    w: &Weights,
+    prefix: &str,
+    m: ConvBlock<B>,
+) -> Result<ConvBlock<B>, WeightsError> {
+    Ok(ConvBlock {
+        conv: w.conv2d(&format!("{prefix}.conv"), m.conv)?,
+        norm: w.batch_norm(&format!("{prefix}.bn"), m.norm)?,
+    })
 }
 
-fn inception_branch<B: Backend>(w: &Weights, m: InceptionBranch<B>) -> Result<InceptionBranch<B>, WeightsError> {
+fn inception_branch<B: Backend>(
+    w: &Weights,
+    m: InceptionBranch<B>,
+) -> Result<InceptionBranch<B>, WeightsError> {
     let blocks = m
         .blocks
         .into_iter()
@@ -121,9 +157,10 @@ fn inception_branch<B: Backend>(w: &Weights, m: InceptionBranch<B>) -> Result<In
                 b3_reduce: conv_block(w, &format!("{p}.b2.0"), b.b3_reduce)?,
                 b3: conv_block(w, &format!("{p}.b2.1"), b.b3)?,
                 b5: match b.b5 {
-                    Some((reduce, conv)) => {
-                        Some((conv_block(w, &format!("{p}.b3.0"), reduce)?, conv_block(w, &format!("{p}.b3.1"), conv)?))
-                    }
+                    Some((reduce, conv)) => Some((
+                        conv_block(w, &format!("{p}.b3.0"), reduce)?,
+                        conv_block(w, &format!("{p}.b3.1"), conv)?,
+                    )),
                     None => None,
                 },
                 pool: b.pool,
@@ -136,6 +173,11 @@ fn inception_branch<B: Backend>(w: &Weights, m: InceptionBranch<B>) -> Result<In
         stem: w.conv2d("incept.0", m.stem)?,
         pool: m.pool,
         blocks,
-        mlp: two_layer(w, &format!("incept.{first}"), &format!("incept.{second}"), m.mlp)?,
+        mlp: two_layer(
+            w,
+            &format!("incept.{first}"),
+            &format!("incept.{second}"),
+            m.mlp,
+        )?,
     })
 }

@@ -55,11 +55,15 @@ pub struct TwoLayer<B: Backend> {
 
 impl<B: Backend> TwoLayer<B> {
     pub fn new(d_in: usize, hidden: usize, d_out: usize, device: &B::Device) -> Self {
-        TwoLayer { first: LinearConfig::new(d_in, hidden).init(device), second: LinearConfig::new(hidden, d_out).init(device) }
+        TwoLayer {
+            first: LinearConfig::new(d_in, hidden).init(device),
+            second: LinearConfig::new(hidden, d_out).init(device),
+        }
     }
 
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.second.forward(Relu::new().forward(self.first.forward(x)))
+        self.second
+            .forward(Relu::new().forward(self.first.forward(x)))
     }
 }
 
@@ -104,14 +108,23 @@ pub struct AstroMae<B: Backend> {
 impl AstroMaeConfig {
     /// A model with random weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> AstroMae<B> {
-        let vit = VitEncoderConfig::new(self.dim, self.depth, self.heads, self.patch, self.image, self.bands).init(device);
-        let inception = InceptionBranchConfig::new(self.bands, self.image, self.branch_width).init(device);
+        let vit = VitEncoderConfig::new(
+            self.dim, self.depth, self.heads, self.patch, self.image, self.bands,
+        )
+        .init(device);
+        let inception =
+            InceptionBranchConfig::new(self.bands, self.image, self.branch_width).init(device);
         let concat = 2 * self.branch_width + self.magnitude_width;
         AstroMae {
             vit,
             vit_block: TwoLayer::new(self.dim, self.branch_width, self.branch_width, device),
             inception,
-            magnitudes: MagnitudeMlp::new(self.bands, self.magnitude_width, self.magnitude_layers, device),
+            magnitudes: MagnitudeMlp::new(
+                self.bands,
+                self.magnitude_width,
+                self.magnitude_layers,
+                device,
+            ),
             head: TwoLayer::new(concat, self.head_width, 1, device),
         }
     }
@@ -124,6 +137,7 @@ impl<B: Backend> AstroMae<B> {
         let vit = self.vit_block.forward(self.vit.forward(images.clone()));
         let inception = self.inception.forward(images);
         let magnitudes = self.magnitudes.forward(magnitudes);
-        self.head.forward(Tensor::cat(vec![vit, inception, magnitudes], 1))
+        self.head
+            .forward(Tensor::cat(vec![vit, inception, magnitudes], 1))
     }
 }

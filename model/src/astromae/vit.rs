@@ -36,12 +36,23 @@ impl<B: Backend> Attention<B> {
         let [batch, tokens, dim] = x.dims();
         let head_dim = dim / self.heads;
         // [B, T, 3D] -> [3, B, H, T, Dh]
-        let qkv = self.qkv.forward(x).reshape([batch, tokens, 3, self.heads, head_dim]).permute([2, 0, 3, 1, 4]);
-        let part = |i: usize| qkv.clone().slice([i..i + 1]).reshape([batch, self.heads, tokens, head_dim]);
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([batch, tokens, 3, self.heads, head_dim])
+            .permute([2, 0, 3, 1, 4]);
+        let part = |i: usize| {
+            qkv.clone()
+                .narrow(0, i, 1)
+                .reshape([batch, self.heads, tokens, head_dim])
+        };
         let (q, k, v) = (part(0), part(1), part(2));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((head_dim as f64).sqrt());
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((head_dim as f64).sqrt());
         let attended = softmax(scores, 3).matmul(v);
-        self.out.forward(attended.swap_dims(1, 2).reshape([batch, tokens, dim]))
+        self.out
+            .forward(attended.swap_dims(1, 2).reshape([batch, tokens, dim]))
     }
 }
 
@@ -75,13 +86,24 @@ pub struct VitEncoder<B: Backend> {
 impl VitEncoderConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> VitEncoder<B> {
         let tokens = (self.image / self.patch).pow(2) + 1;
-        let norm = || LayerNormConfig::new(self.dim).with_epsilon(LAYER_NORM_EPS).init(device);
+        let norm = || {
+            LayerNormConfig::new(self.dim)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device)
+        };
         let linear = |i, o| LinearConfig::new(i, o).init(device);
-        let small = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let small = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
         let blocks = (0..self.depth)
             .map(|_| Block {
                 norm1: norm(),
-                attention: Attention { qkv: linear(self.dim, 3 * self.dim), out: linear(self.dim, self.dim), heads: self.heads },
+                attention: Attention {
+                    qkv: linear(self.dim, 3 * self.dim),
+                    out: linear(self.dim, self.dim),
+                    heads: self.heads,
+                },
                 norm2: norm(),
                 mlp_in: linear(self.dim, self.mlp_ratio * self.dim),
                 mlp_out: linear(self.mlp_ratio * self.dim, self.dim),
@@ -112,7 +134,10 @@ impl<B: Backend> VitEncoder<B> {
             x = block.forward(x);
         }
         let tokens = x.dims()[1];
-        let pooled = x.slice([0..n, 1..tokens, 0..dim]).mean_dim(1).reshape([n, dim]);
+        let pooled = x
+            .slice([0..n, 1..tokens, 0..dim])
+            .mean_dim(1)
+            .reshape([n, dim]);
         self.head.forward(self.fc_norm.forward(pooled))
     }
 }

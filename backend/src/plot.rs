@@ -1,0 +1,125 @@
+//! Plots people would rather look at than tables, drawn with plotters.
+
+use anyhow::{Result, anyhow};
+use plotters::prelude::*;
+use plotters::style::colors::colormaps::ViridisRGB;
+use std::path::Path;
+use std::sync::Once;
+
+/// DejaVu Sans, bundled so plots draw text the same on every machine.
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Registration only fails on a malformed font, and this one is bundled.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Bins per axis of the histogram that measures local density.
+const DENSITY_BINS: usize = 80;
+
+/// Predicted vs spectroscopic redshift like CAI's inference.png: points coloured
+/// by local density (log scale, colour bar), the y = x line dashed.
+pub fn density_scatter(path: &Path, spec: &[f32], pred: &[f32], title: &str) -> Result<()> {
+    register_font();
+    let points: Vec<(f64, f64)> = spec
+        .iter()
+        .zip(pred)
+        .filter(|(s, p)| s.is_finite() && p.is_finite())
+        .map(|(&s, &p)| (f64::from(s), f64::from(p)))
+        .collect();
+    if points.is_empty() {
+        return Err(anyhow!(
+            "nothing to plot: no object has both a spectroscopic and a predicted redshift"
+        ));
+    }
+    // Axis range: up to the 99.5th percentile of both, so a few outliers do not squash the plot.
+    let mut all: Vec<f64> = points.iter().flat_map(|(s, p)| [*s, *p]).collect();
+    all.sort_by(f64::total_cmp);
+    let top = (all[(all.len() as f64 * 0.995) as usize].max(0.05) * 1.05)
+        .min(all[all.len() - 1].max(0.05));
+    let bottom = all[0].min(0.0);
+
+    let cell = |v: f64| {
+        (((v - bottom) / (top - bottom) * DENSITY_BINS as f64) as usize).min(DENSITY_BINS - 1)
+    };
+    let mut counts = vec![0u32; DENSITY_BINS * DENSITY_BINS];
+    for &(s, p) in points.iter().filter(|(s, p)| *s <= top && *p <= top) {
+        counts[cell(s) * DENSITY_BINS + cell(p)] += 1;
+    }
+    let max_count = f64::from(*counts.iter().max().unwrap_or(&1)).max(1.0);
+    let density = |s: f64, p: f64| {
+        if s > top || p > top {
+            1.0
+        } else {
+            f64::from(counts[cell(s) * DENSITY_BINS + cell(p)])
+        }
+    };
+    // Dense points drawn last, on top.
+    let mut shaded: Vec<(f64, f64, f64)> = points
+        .iter()
+        .map(|&(s, p)| (s, p, (density(s, p)).ln_1p() / max_count.ln_1p()))
+        .collect();
+    shaded.sort_by(|a, b| a.2.total_cmp(&b.2));
+
+    let root = BitMapBackend::new(path, (900, 760)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (main, bar) = root.split_horizontally(790);
+    let mut chart = ChartBuilder::on(&main)
+        .caption(
+            format!("{title} (n = {})", points.len()),
+            ("sans-serif", 24),
+        )
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(bottom..top, bottom..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("spectroscopic redshift")
+        .y_desc("predicted redshift")
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    chart.draw_series(
+        shaded
+            .iter()
+            .filter(|(s, p, _)| *s <= top && *p <= top)
+            .map(|&(s, p, d)| Circle::new((s, p), 2, ViridisRGB::get_color(d).filled())),
+    )?;
+    chart.draw_series(DashedLineSeries::new(
+        vec![(bottom, bottom), (top, top)],
+        8,
+        6,
+        BLACK.stroke_width(2),
+    ))?;
+
+    // Colour bar: objects per density cell, log scale.
+    let mut legend = ChartBuilder::on(&bar)
+        .margin_top(60)
+        .margin_bottom(66)
+        .margin_right(10)
+        .y_label_area_size(50)
+        .caption("objects/cell", ("sans-serif", 13))
+        .build_cartesian_2d(0.0..1.0, (1.0f64..max_count + 1.0).log_scale())?;
+    legend
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_x_axis()
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    let steps = 100;
+    legend.draw_series((0..steps).map(|i| {
+        let (lo, hi) = (i as f64 / steps as f64, (i + 1) as f64 / steps as f64);
+        let value = |t: f64| (max_count + 1.0).powf(t);
+        Rectangle::new(
+            [(0.0, value(lo)), (1.0, value(hi))],
+            ViridisRGB::get_color(lo).filled(),
+        )
+    }))?;
+    root.present()?;
+    Ok(())
+}

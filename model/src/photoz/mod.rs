@@ -1,0 +1,192 @@
+//! PhotoZ: CosmicAI's own model. From the five ugriz magnitudes (their colours
+//! carry the redshift) it predicts the class (galaxy / star / QSO) and a
+//! redshift for each class; the reported redshift is that of the most probable
+//! class. It needs no image, so every catalog object can be scored, and it is
+//! small enough (about 0.6 MB of weights) for the browser to fetch.
+//!
+//! Redshifts are learned as ln(1 + z), so an error means the same thing at z = 0.05
+//! and at z = 3. The feature scaling is part of the weights.
+
+pub mod train;
+
+use crate::weights::{Weights, WeightsError};
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Gelu, Linear, LinearConfig};
+use burn::prelude::*;
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::HashMap;
+
+/// Number of classes predicted, in partition class-code order: GALAXY, STAR, QSO.
+pub const CLASSES: usize = 3;
+/// Features: 5 magnitudes and 4 adjacent colours (u-g, g-r, r-i, i-z).
+pub const FEATURES: usize = 9;
+
+#[derive(Config, Debug)]
+pub struct PhotoZConfig {
+    #[config(default = 256)]
+    pub width: usize,
+    #[config(default = 3)]
+    pub layers: usize,
+    #[config(default = 0.1)]
+    pub dropout: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct PhotoZ<B: Backend> {
+    /// Feature mean and standard deviation of the training set (not trained).
+    pub feature_mean: Param<Tensor<B, 1>>,
+    pub feature_std: Param<Tensor<B, 1>>,
+    pub hidden: Vec<Linear<B>>,
+    pub dropout: Dropout,
+    /// Class logits (3) then ln(1+z) for each class (3).
+    pub out: Linear<B>,
+}
+
+/// What the model says about a batch.
+pub struct PhotoZOutput<B: Backend> {
+    /// `[N, 3]` unnormalised class scores.
+    pub class_logits: Tensor<B, 2>,
+    /// `[N, 3]` ln(1 + z) if the object were of each class.
+    pub log1p_z: Tensor<B, 2>,
+}
+
+impl PhotoZConfig {
+    /// A model with random weights and identity feature scaling.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> PhotoZ<B> {
+        let mut hidden = vec![LinearConfig::new(FEATURES, self.width).init(device)];
+        for _ in 1..self.layers {
+            hidden.push(LinearConfig::new(self.width, self.width).init(device));
+        }
+        PhotoZ {
+            feature_mean: Param::from_tensor(Tensor::zeros([FEATURES], device))
+                .set_require_grad(false),
+            feature_std: Param::from_tensor(Tensor::ones([FEATURES], device))
+                .set_require_grad(false),
+            hidden,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            out: LinearConfig::new(self.width, 2 * CLASSES).init(device),
+        }
+    }
+}
+
+/// `[N, 5]` magnitudes -> `[N, 9]` magnitudes and adjacent colours.
+pub fn features<B: Backend>(magnitudes: Tensor<B, 2>) -> Tensor<B, 2> {
+    let n = magnitudes.dims()[0];
+    let colours = magnitudes.clone().slice([0..n, 0..4]) - magnitudes.clone().slice([0..n, 1..5]);
+    Tensor::cat(vec![magnitudes, colours], 1)
+}
+
+impl<B: Backend> PhotoZ<B> {
+    pub fn forward(&self, magnitudes: Tensor<B, 2>) -> PhotoZOutput<B> {
+        let mut x = (features(magnitudes) - self.feature_mean.val().unsqueeze())
+            / self.feature_std.val().unsqueeze();
+        for layer in &self.hidden {
+            x = self.dropout.forward(Gelu::new().forward(layer.forward(x)));
+        }
+        let out = self.out.forward(x);
+        let n = out.dims()[0];
+        PhotoZOutput {
+            class_logits: out.clone().slice([0..n, 0..CLASSES]),
+            log1p_z: out.slice([0..n, CLASSES..2 * CLASSES]),
+        }
+    }
+
+    /// Class probabilities `[N, 3]` and the redshift `[N]` of the most probable class.
+    pub fn predict(&self, magnitudes: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let out = self.forward(magnitudes);
+        let n = out.class_logits.dims()[0];
+        let best = out.class_logits.clone().argmax(1); // [N, 1]
+        let z = out.log1p_z.gather(1, best).reshape([n]).exp() - 1.0;
+        (burn::tensor::activation::softmax(out.class_logits, 1), z)
+    }
+
+    /// The weights as a safetensors file (names `hidden.{i}.weight` in burn's `[in, out]` layout).
+    pub fn to_safetensors(&self, metadata: HashMap<String, String>) -> Result<Vec<u8>, String> {
+        let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut put = |name: String, data: TensorData| {
+            let bytes = data
+                .to_vec::<f32>()
+                .map_err(|e| format!("{name}: {e:?}"))?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            named.push((name, data.shape.to_vec(), bytes));
+            Ok::<(), String>(())
+        };
+        put("feature_mean".into(), self.feature_mean.val().into_data())?;
+        put("feature_std".into(), self.feature_std.val().into_data())?;
+        for (i, layer) in self
+            .hidden
+            .iter()
+            .chain(std::iter::once(&self.out))
+            .enumerate()
+        {
+            let prefix = if i < self.hidden.len() {
+                format!("hidden.{i}")
+            } else {
+                "out".into()
+            };
+            put(format!("{prefix}.weight"), layer.weight.val().into_data())?;
+            if let Some(bias) = &layer.bias {
+                put(format!("{prefix}.bias"), bias.val().into_data())?;
+            }
+        }
+        let views: Vec<(String, TensorView)> = named
+            .iter()
+            .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let mut metadata = metadata;
+        metadata.insert("model".into(), "photoz".into());
+        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+        crate::weights::canonical_safetensors(bytes)
+    }
+
+    /// A model from weights written by [`PhotoZ::to_safetensors`]; sizes come from the file.
+    pub fn from_weights(weights: &Weights, device: &B::Device) -> Result<Self, WeightsError> {
+        let layers = (0..)
+            .take_while(|i| weights.contains(&format!("hidden.{i}.weight")))
+            .count();
+        let width = weights
+            .shape("hidden.0.weight")?
+            .get(1)
+            .copied()
+            .unwrap_or(0);
+        if layers == 0 || width == 0 {
+            return Err(weights.error(
+                "hidden.0.weight",
+                "not a PhotoZ weight file (no hidden layers)",
+            ));
+        }
+        let mut model = PhotoZConfig::new()
+            .with_width(width)
+            .with_layers(layers)
+            .with_dropout(0.0)
+            .init::<B>(device);
+        let linear = |name: &str, mut l: Linear<B>| -> Result<Linear<B>, WeightsError> {
+            let dims = l.weight.shape().dims::<2>();
+            l.weight =
+                Param::from_tensor(weights.tensor(&format!("{name}.weight"), dims, device)?);
+            l.bias = Some(Param::from_tensor(weights.tensor(
+                &format!("{name}.bias"),
+                [dims[1]],
+                device,
+            )?));
+            Ok(l)
+        };
+        model.hidden = model
+            .hidden
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| linear(&format!("hidden.{i}"), l))
+            .collect::<Result<_, _>>()?;
+        model.out = linear("out", model.out)?;
+        model.feature_mean =
+            Param::from_tensor(weights.tensor("feature_mean", [FEATURES], device)?)
+                .set_require_grad(false);
+        model.feature_std =
+            Param::from_tensor(weights.tensor("feature_std", [FEATURES], device)?)
+                .set_require_grad(false);
+        Ok(model)
+    }
+}
