@@ -41,6 +41,9 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Score PhotoZ on a labelled catalog (NMAD, bias, outliers, class accuracy).
     Eval(commands::eval::EvalArgs),
+    /// Benchmarks that print figures (inference throughput, memory).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Bench(command) => commands::bench::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -200,3 +200,27 @@ fn eval_plot_writes_a_png_of_the_scatter() {
         bytes.len()
     );
 }
+
+#[test]
+fn bench_infer_prints_figures() {
+    for backend in ["flex", "ndarray"] {
+        let figures = ok_json(&[
+            "bench",
+            "infer",
+            "--model",
+            "photoz",
+            "--batch-size",
+            "64",
+            "--samples",
+            "128",
+            "--threads",
+            "1",
+            "--backend",
+            backend,
+            "--json",
+        ]);
+        assert_eq!(figures["samples"].as_u64(), Some(128));
+        assert!(figures["samples_per_s"].as_f64().unwrap() > 0.0);
+        assert!(figures["peak_rss_mb"].as_f64().unwrap() > 0.0);
+    }
+}

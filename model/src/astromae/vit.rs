@@ -32,10 +32,13 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, tokens, dim] = x.dims();
+    /// `x` holds `tokens` rows per object, `[N * tokens, D]`: linear layers then run
+    /// as one large matrix product instead of N small ones.
+    pub fn forward(&self, x: Tensor<B, 2>, tokens: usize) -> Tensor<B, 2> {
+        let [rows, dim] = x.dims();
+        let batch = rows / tokens;
         let head_dim = dim / self.heads;
-        // [B, T, 3D] -> [3, B, H, T, Dh]
+        // [N*T, 3D] -> [3, N, H, T, Dh]
         let qkv = self
             .qkv
             .forward(x)
@@ -48,11 +51,11 @@ impl<B: Backend> Attention<B> {
         };
         let (q, k, v) = (part(0), part(1), part(2));
         let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt());
+            .mul_scalar(1.0 / (head_dim as f64).sqrt())
+            .matmul(k.swap_dims(2, 3));
         let attended = softmax(scores, 3).matmul(v);
         self.out
-            .forward(attended.swap_dims(1, 2).reshape([batch, tokens, dim]))
+            .forward(attended.swap_dims(1, 2).reshape([rows, dim]))
     }
 }
 
@@ -66,8 +69,9 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attention.forward(self.norm1.forward(x));
+    /// Pre-norm transformer block over `[N * tokens, D]` rows.
+    pub fn forward(&self, x: Tensor<B, 2>, tokens: usize) -> Tensor<B, 2> {
+        let x = x.clone() + self.attention.forward(self.norm1.forward(x), tokens);
         let h = Gelu::new().forward(self.mlp_in.forward(self.norm2.forward(x.clone())));
         x + self.mlp_out.forward(h)
     }
@@ -129,12 +133,14 @@ impl<B: Backend> VitEncoder<B> {
         let [n, dim, _, _] = patches.dims();
         let patches = patches.flatten::<3>(2, 3).swap_dims(1, 2); // [N, 64, D]
         let cls = self.cls_token.val().expand([n, 1, dim]);
-        let mut x = Tensor::cat(vec![cls, patches], 1) + self.position.val();
-        for block in &self.blocks {
-            x = block.forward(x);
-        }
+        let x = Tensor::cat(vec![cls, patches], 1) + self.position.val();
         let tokens = x.dims()[1];
+        let mut x = x.reshape([n * tokens, dim]);
+        for block in &self.blocks {
+            x = block.forward(x, tokens);
+        }
         let pooled = x
+            .reshape([n, tokens, dim])
             .slice([0..n, 1..tokens, 0..dim])
             .mean_dim(1)
             .reshape([n, dim]);

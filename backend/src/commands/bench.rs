@@ -1,0 +1,168 @@
+//! `cosmicai bench`: figures for the speed targets, printed, never asserted.
+
+use anyhow::Result;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use clap::{Args, Subcommand, ValueEnum};
+use cosmicai_model::astromae::AstroMaeConfig;
+use cosmicai_model::photoz::PhotoZ;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Inference throughput with random inputs (and random AstroMAE weights).
+    #[command(
+        after_help = "Example (compare with ../shared/peers/astromae_torch.py --batch 512 --threads 2):\n  \
+        cosmicai bench infer --model astromae --batch-size 512 --samples 2048 --threads 2 --json"
+    )]
+    Infer(InferArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelName {
+    Astromae,
+    Photoz,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuBackend {
+    /// burn-ndarray (matrixmultiply, rayon)
+    Ndarray,
+    /// burn-flex (gemm, SIMD, rayon)
+    Flex,
+}
+
+#[derive(Args)]
+pub struct InferArgs {
+    #[arg(long, value_enum, default_value_t = ModelName::Astromae)]
+    pub model: ModelName,
+    #[arg(long, default_value_t = 512)]
+    pub batch_size: usize,
+    /// Objects to push through (rounded up to whole batches), after one warm-up batch.
+    #[arg(long, default_value_t = 2048)]
+    pub samples: usize,
+    /// CPU threads (sets the rayon pool before any work starts).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[arg(long, value_enum, default_value_t = CpuBackend::Flex)]
+    pub backend: CpuBackend,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct InferFigures {
+    model: ModelName,
+    backend: CpuBackend,
+    batch_size: usize,
+    threads: usize,
+    samples: usize,
+    seconds: f64,
+    samples_per_s: f64,
+    first_batch_s: f64,
+    peak_rss_mb: f64,
+}
+
+pub fn run(command: BenchCommand) -> Result<()> {
+    let BenchCommand::Infer(args) = command;
+    if args.batch_size == 0 || args.threads == 0 {
+        anyhow::bail!("--batch-size and --threads must be at least 1");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build_global()
+        .ok();
+    let (seconds, first_batch_s, samples) = match args.backend {
+        CpuBackend::Ndarray => time::<burn::backend::NdArray<f32>>(&args)?,
+        CpuBackend::Flex => time::<burn::backend::Flex>(&args)?,
+    };
+    let figures = InferFigures {
+        model: args.model,
+        backend: args.backend,
+        batch_size: args.batch_size,
+        threads: args.threads,
+        samples,
+        seconds,
+        samples_per_s: samples as f64 / seconds,
+        first_batch_s,
+        peak_rss_mb: peak_rss_mb(),
+    };
+    let text = if args.json {
+        serde_json::to_string(&figures)?
+    } else {
+        format!(
+            "{:?} on {:?}, batch {}, {} threads: {:.1} samples/s ({} in {:.2} s; first batch {:.2} s), peak RSS {:.0} MB",
+            figures.model,
+            figures.backend,
+            figures.batch_size,
+            figures.threads,
+            figures.samples_per_s,
+            figures.samples,
+            figures.seconds,
+            figures.first_batch_s,
+            figures.peak_rss_mb
+        )
+    };
+    crate::output::emit(&(text + "\n"))
+}
+
+/// (seconds for the timed batches, seconds for the warm-up batch, objects timed).
+fn time<B: Backend>(args: &InferArgs) -> Result<(f64, f64, usize)> {
+    let device = B::Device::default();
+    B::seed(&device, 0);
+    let b = args.batch_size;
+    let magnitudes = Tensor::<B, 2>::random([b, 5], Distribution::Normal(18.0, 1.0), &device);
+    let run: Box<dyn Fn() -> Vec<f32>> = match args.model {
+        ModelName::Astromae => {
+            let model = AstroMaeConfig::new().init::<B>(&device);
+            let images =
+                Tensor::<B, 4>::random([b, 5, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+            Box::new(move || {
+                model
+                    .forward(images.clone(), magnitudes.clone())
+                    .into_data()
+                    .to_vec()
+                    .unwrap_or_default()
+            })
+        }
+        ModelName::Photoz => {
+            let weights = cosmicai_model::weights::Weights::from_bytes(
+                "shipped",
+                crate::models::SHIPPED_PHOTOZ,
+            )?;
+            let model = PhotoZ::<B>::from_weights(&weights, &device)?;
+            Box::new(move || {
+                model
+                    .predict(magnitudes.clone())
+                    .1
+                    .into_data()
+                    .to_vec()
+                    .unwrap_or_default()
+            })
+        }
+    };
+    let start = Instant::now();
+    run();
+    let first = start.elapsed().as_secs_f64();
+    let batches = args.samples.div_ceil(b).max(1);
+    let start = Instant::now();
+    for _ in 0..batches {
+        std::hint::black_box(run());
+    }
+    Ok((start.elapsed().as_secs_f64(), first, batches * b))
+}
+
+/// Peak resident memory of this process (VmHWM), in MB; 0 where /proc is absent.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
