@@ -9,6 +9,7 @@ mod models;
 mod output;
 mod plot;
 mod progress;
+mod registry;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +42,13 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Score PhotoZ on a labelled catalog (NMAD, bias, outliers, class accuracy).
     Eval(commands::eval::EvalArgs),
+    /// Run the pipeline (Initialize, Map over world_size ranks, Summarize) on this machine.
+    Run(commands::run::RunArgs),
+    /// List the runs recorded for a data directory.
+    Runs(commands::runs::RunsArgs),
+    /// One rank of a run (started by `cosmicai run`).
+    #[command(hide = true)]
+    Worker(commands::worker::WorkerArgs),
     /// Benchmarks that print figures (inference throughput, memory).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -55,6 +63,9 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(command) => commands::bench::run(command),
+        Command::Run(args) => commands::run::run(args),
+        Command::Runs(args) => commands::runs::run(args),
+        Command::Worker(args) => commands::worker::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,13 +12,20 @@
 //! 5. [`predict`] runs a model over objects; [`metrics`] scores the predictions
 //!    against spectroscopic labels; [`split`] fixes which objects validate.
 //!
-//! The pipeline stages (Initialize → Map → Summarize) build on these.
+//! 6. [`pipeline`]: Initialize → Map over ranks → Summarize, reading and writing
+//!    through an [`store::ObjectStore`]; [`executor`] runs each rank as its own
+//!    process and measures it like Lambda; [`cost`] prices the run at AWS rates.
 
 pub mod catalog;
+pub mod cost;
 pub mod dataset;
+pub mod executor;
 pub mod inspect;
 pub mod metrics;
 pub mod partition;
+pub mod pipeline;
 pub mod predict;
 pub mod size;
 pub mod split;
+pub mod store;
+pub mod system;

@@ -10,24 +10,7 @@
 use crate::partition::ObjectRow;
 use crate::predict::Prediction;
 use cosmicai_shared::Class;
-use serde::{Deserialize, Serialize};
-
-/// How well predictions match the labels of a set of objects.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Evaluation {
-    /// Objects scored (known class, and redshift for the redshift metrics).
-    pub objects: usize,
-    /// Redshift metrics over objects whose true class is GALAXY.
-    pub galaxy: Option<RedshiftMetrics>,
-    /// Redshift metrics over QSOs.
-    pub qso: Option<RedshiftMetrics>,
-    /// Redshift metrics over every object with a known redshift.
-    pub all: Option<RedshiftMetrics>,
-    /// Fraction of objects with a known class whose predicted class is right.
-    pub class_accuracy: f64,
-    /// confusion[true][predicted], classes GALAXY, STAR, QSO.
-    pub confusion: [[usize; 3]; 3],
-}
+pub use cosmicai_shared::metrics::{Evaluation, RedshiftMetrics};
 
 /// Scores `predictions` (one per row) against the rows' spectroscopic labels.
 pub fn evaluate(rows: &[ObjectRow], predictions: &[Prediction]) -> Evaluation {
@@ -63,18 +46,6 @@ pub fn evaluate(rows: &[ObjectRow], predictions: &[Prediction]) -> Evaluation {
 
 fn class_index(class: Class) -> Option<usize> {
     (class != Class::Unknown).then_some(class.code() as usize)
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RedshiftMetrics {
-    pub n: usize,
-    pub nmad: f64,
-    pub bias: f64,
-    pub outlier_frac_0_05: f64,
-    pub outlier_frac_0_15: f64,
-    pub mae: f64,
-    pub mse: f64,
-    pub r2: f64,
 }
 
 /// Metrics over pairs with a finite spectroscopic and predicted redshift; `None` if there are none.

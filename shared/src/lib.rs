@@ -3,8 +3,11 @@
 //!
 //! This crate is deliberately small (serde only) so it compiles to wasm and
 //! every side agrees on the same words: a [`Class`] of object, the five SDSS
-//! [`Band`]s, and the [`Provenance`] that keeps real and synthetic data apart.
+//! [`Band`]s, and the [`Provenance`] that keeps real and synthetic data apart;
+//! and in [`run`] the pipeline's request, per-rank results, cost and status.
 
 mod domain;
+pub mod metrics;
+pub mod run;
 
 pub use domain::{BANDS, Band, Class, Provenance};

@@ -3,7 +3,10 @@ pub mod catalog;
 pub mod eval;
 pub mod inspect;
 pub mod partition;
+pub mod run;
+pub mod runs;
 pub mod train;
+pub mod worker;
 
 use cosmicai_engine::dataset::SplitBy;
 use cosmicai_engine::size::parse_size;

@@ -1,0 +1,273 @@
+//! `cosmicai run`: the whole pipeline on this machine, one process per rank.
+
+use crate::registry::Registry;
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use cosmicai_engine::executor::{ExecutorConfig, ExecutorEvent, WorkerCommand, execute};
+use cosmicai_engine::pipeline::{RunSummary, initialize, summarize};
+use cosmicai_engine::store::LocalStore;
+use cosmicai_shared::run::{Device, RunRequest};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    cosmicai run --data data/demo/partitions --world-size 4 --batch-size 512\n  \
+    cosmicai run --data data/demo/partitions --world-size 2 --batch-size 256 --file-limit 4 --json\n\n\
+    Results follow CAI's layout under --data: RESULT_PATH/payload.json, RESULT_PATH/<rank>.json,\n\
+    RESULT_PATH/combined_data.json, plus summary.json (metrics, cost) and predictions/<rank>.safetensors.\n\
+    With --json the last line is the run summary (status, ranks, failed_ranks, objects, duration_s,\n\
+    samples_per_s, cost_usd, result_path). Runs are recorded in DATA/cosmicai.sqlite (`cosmicai runs`).")]
+pub struct RunArgs {
+    /// Directory holding the partitions; it is the run's store (results are written inside it).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub world_size: usize,
+    #[arg(long)]
+    pub batch_size: usize,
+    /// Use at most this many partition files.
+    #[arg(long)]
+    pub file_limit: Option<usize>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Folder for results, inside --data (default results/<run id>).
+    #[arg(long)]
+    pub result_path: Option<String>,
+    /// Memory per rank in MB, enforced like Lambda's.
+    #[arg(long, default_value_t = 2048)]
+    pub memory_mb: u32,
+    /// Times a failed rank is retried.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// Ranks running at once (default: the number of cores), like Lambda's concurrency limit.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// photoz (shipped weights) or photoz:PATH.
+    #[arg(long, default_value = "photoz")]
+    pub model: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+/// A run id that sorts by time: run-<unix seconds>-<pid>.
+fn new_run_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("run-{secs}-{}", std::process::id())
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    if !args.data.is_dir() {
+        bail!("--data {}: not a directory", args.data.display());
+    }
+    let run_id = new_run_id();
+    let request = RunRequest {
+        bucket: "local".into(),
+        data_prefix: String::new(),
+        file_limit: args.file_limit,
+        batch_size: args.batch_size,
+        world_size: args.world_size,
+        result_path: args
+            .result_path
+            .clone()
+            .unwrap_or_else(|| format!("results/{run_id}")),
+        device: match args.device {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::Cuda,
+        },
+        memory_mb: args.memory_mb,
+        model: args.model.clone(),
+        retries: args.retries,
+    };
+    let store = LocalStore::new(&args.data);
+    let started = Instant::now();
+    let payload = initialize(&store, &request, &run_id)?;
+    let init_s = started.elapsed().as_secs_f64();
+    let registry = Registry::open(&args.data.join("cosmicai.sqlite"))?;
+    registry.start(&run_id, &request)?;
+
+    let exe = std::env::current_exe().context("finding the cosmicai executable for workers")?;
+    let command = WorkerCommand {
+        program: exe,
+        args: vec![
+            "worker".into(),
+            "--store".into(),
+            args.data.display().to_string(),
+            "--result-path".into(),
+            request.result_path.clone(),
+        ],
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let config = ExecutorConfig {
+        concurrency: args.concurrency.unwrap_or(cores),
+        memory_mb: request.memory_mb,
+        retries: request.retries,
+    };
+
+    let bars = MultiProgress::new();
+    let overall = bars.add(ProgressBar::new(request.world_size as u64));
+    overall.set_style(
+        ProgressStyle::with_template(
+            "run {msg} [{bar:30.green/blue}] {pos}/{len} ranks {elapsed}",
+        )?
+        .progress_chars("=> "),
+    );
+    overall.set_message(run_id.clone());
+    let rank_style = ProgressStyle::with_template("  rank {prefix:>3} {spinner} {msg}")?;
+    let rank_bars: Vec<ProgressBar> = (0..request.world_size)
+        .map(|r| {
+            let bar = bars.add(ProgressBar::new_spinner());
+            bar.set_style(rank_style.clone());
+            bar.set_prefix(r.to_string());
+            bar.set_message(format!("queued ({} files)", payload.ranks[r].len()));
+            bar
+        })
+        .collect();
+    let measures = execute(&command, request.world_size, config, |event| {
+        let result = match event {
+            ExecutorEvent::Started { rank, attempt } => {
+                rank_bars[*rank].set_message(format!("starting (attempt {attempt})"));
+                rank_bars[*rank].enable_steady_tick(std::time::Duration::from_millis(120));
+                registry.rank_update(&run_id, *rank, "running", None, *attempt, None)
+            }
+            ExecutorEvent::Ready { rank } => {
+                rank_bars[*rank].set_message("model ready");
+                Ok(())
+            }
+            ExecutorEvent::Objects { rank, objects } => {
+                rank_bars[*rank].set_message(format!("{objects} objects"));
+                Ok(())
+            }
+            ExecutorEvent::Finished(m) => {
+                rank_bars[m.rank].finish_with_message(format!(
+                    "done: {} objects in {:.2} s, {:.0} MB",
+                    m.objects, m.duration_s, m.peak_rss_mb
+                ));
+                overall.inc(1);
+                registry.rank_update(&run_id, m.rank, "succeeded", Some(m), m.attempts, None)
+            }
+            ExecutorEvent::Failed {
+                rank,
+                attempt,
+                error,
+                retrying,
+            } => {
+                let what = if *retrying { "retrying" } else { "failed" };
+                rank_bars[*rank].set_message(format!("{what}: {error}"));
+                if !retrying {
+                    rank_bars[*rank].abandon();
+                    overall.inc(1);
+                }
+                registry.rank_update(
+                    &run_id,
+                    *rank,
+                    if *retrying { "retrying" } else { "failed" },
+                    None,
+                    *attempt,
+                    Some(error),
+                )
+            }
+        };
+        if let Err(e) = result {
+            let _ = bars.println(format!("registry: {e:#}"));
+        }
+    });
+    overall.finish_and_clear();
+
+    let summarize_start = Instant::now();
+    let duration_s = started.elapsed().as_secs_f64();
+    let summary = match summarize(&store, &payload, &measures, duration_s, &[init_s, 0.0]) {
+        Ok(mut s) => {
+            // Summarize is billed too: account for its own duration.
+            let stage = [init_s, summarize_start.elapsed().as_secs_f64()];
+            s.cost = cosmicai_engine::cost::run_cost(
+                &measures,
+                &payload.ranks.iter().map(Vec::len).collect::<Vec<_>>(),
+                &stage,
+                request.memory_mb,
+                false,
+            );
+            s.cost_usd = s.cost.total_usd;
+            s
+        }
+        Err(e) => {
+            registry.fail(&run_id, &e.to_string())?;
+            return Err(e.into());
+        }
+    };
+    registry.finish(&summary)?;
+    print_summary(&summary, args.json)
+}
+
+fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
+    if json {
+        let line = json!({
+            "run_id": s.run_id, "status": s.status, "ranks": s.ranks, "failed_ranks": s.failed_ranks,
+            "objects": s.objects, "duration_s": s.duration_s, "samples_per_s": s.samples_per_s,
+            "cost_usd": s.cost_usd, "result_path": s.result_path, "metrics": s.metrics, "per_rank": s.per_rank,
+        });
+        return crate::output::emit(&format!("{line}\n"));
+    }
+    let mut out = String::new();
+    crate::line!(
+        out,
+        "{} {}: {} objects, {} ranks ({} failed) in {:.2} s, {:.0} objects/s",
+        s.run_id,
+        s.status.name(),
+        s.objects,
+        s.ranks,
+        s.failed_ranks.len(),
+        s.duration_s,
+        s.samples_per_s
+    );
+    crate::line!(
+        out,
+        "  rank  attempts  duration_s  init_s  cpu_s  peak_MB  objects  error"
+    );
+    for m in &s.per_rank {
+        crate::line!(
+            out,
+            "  {:>4}  {:>8}  {:>10.3}  {:>6.3}  {:>5.2}  {:>7.0}  {:>7}  {}",
+            m.rank,
+            m.attempts,
+            m.duration_s,
+            m.init_duration_s,
+            m.cpu_time_s,
+            m.peak_rss_mb,
+            m.objects,
+            m.error.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(g) = s.metrics.as_ref().and_then(|m| m.galaxy.as_ref()) {
+        crate::line!(
+            out,
+            "  galaxies (every labelled object, training split included): n {} NMAD {:.4} bias {:+.4} outliers(0.15) {:.3}",
+            g.n,
+            g.nmad,
+            g.bias,
+            g.outlier_frac_0_15
+        );
+    }
+    crate::line!(
+        out,
+        "  cost at AWS prices: ${:.6} (Lambda {:.2} GB-s ${:.6}, {} requests, {} transitions, S3 ${:.6})",
+        s.cost.total_usd,
+        s.cost.lambda_gb_s,
+        s.cost.lambda_compute_usd,
+        s.cost.lambda_requests,
+        s.cost.state_transitions,
+        s.cost.s3_usd
+    );
+    crate::line!(out, "  results: {}", s.result_path);
+    crate::output::emit(&out)
+}

@@ -1,0 +1,333 @@
+//! `cosmicai run` end to end on the bundled real catalogs: CAI's result layout,
+//! the registry, bad requests refused up front, workers and coordinators killed.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn cosmicai(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args(args)
+        .output()
+        .expect("run cosmicai")
+}
+
+fn last_json_line(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no output; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// A dataset of the DR14 catalog in 4 partitions.
+fn dataset(dir: &Path) -> String {
+    let catalog =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/catalogs/skyserver_dr14.csv.gz");
+    let data = dir.join("data");
+    let out = cosmicai(&[
+        "catalog",
+        "import",
+        &catalog.display().to_string(),
+        "--out",
+        &data.display().to_string(),
+        "--objects",
+        "2200",
+    ]);
+    assert!(out.status.success());
+    data.display().to_string()
+}
+
+#[test]
+fn a_run_writes_cai_results_and_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &data,
+        "--world-size",
+        "3",
+        "--batch-size",
+        "500",
+        "--result-path",
+        "results/r1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = last_json_line(&out);
+    assert_eq!(s["status"], "succeeded");
+    assert_eq!(
+        (s["ranks"].as_u64(), s["objects"].as_u64()),
+        (Some(3), Some(8443))
+    );
+    assert_eq!(s["failed_ranks"].as_array().unwrap().len(), 0);
+    assert!(s["duration_s"].as_f64().unwrap() > 0.0 && s["samples_per_s"].as_f64().unwrap() > 0.0);
+    assert!(s["cost_usd"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["result_path"], "results/r1");
+    assert!(s["metrics"]["galaxy"]["nmad"].as_f64().unwrap() < 0.03);
+
+    let results = PathBuf::from(&data).join("results/r1");
+    for f in [
+        "payload.json",
+        "0.json",
+        "1.json",
+        "2.json",
+        "combined_data.json",
+        "summary.json",
+        "predictions/0.safetensors",
+    ] {
+        assert!(results.join(f).exists(), "{f} missing");
+    }
+    // 4 files over 3 ranks, CAI's ceil split: 2, 2, 0.
+    let payload: Value =
+        serde_json::from_slice(&std::fs::read(results.join("payload.json")).unwrap()).unwrap();
+    let planned: Vec<usize> = payload["ranks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().len())
+        .collect();
+    assert_eq!(planned, [2, 2, 0]);
+    let rank0: Value =
+        serde_json::from_slice(&std::fs::read(results.join("0.json")).unwrap()).unwrap();
+    for key in [
+        "total_cpu_time (seconds)",
+        "total_cpu_memory (MB)",
+        "execution_time (seconds/batch)",
+        "num_batches",
+        "batch_size",
+        "device",
+        "throughput_bps",
+        "sample_persec",
+        "data_path",
+    ] {
+        assert!(!rank0[key].is_null(), "0.json lacks {key}");
+    }
+    // Two files of 2200 objects, batches of 500 within each file: 5 + 5.
+    assert_eq!(rank0["num_batches"].as_u64(), Some(10));
+    assert!(rank0["system"]["cores"].as_u64().unwrap() >= 1);
+    let combined: Value =
+        serde_json::from_slice(&std::fs::read(results.join("combined_data.json")).unwrap())
+            .unwrap();
+    assert_eq!(combined.as_array().unwrap().len(), 3);
+    for m in s["per_rank"].as_array().unwrap() {
+        assert!(m["billed_duration_ms"].as_u64().unwrap() >= 1);
+        assert!(
+            m["peak_rss_mb"].as_f64().unwrap() > 1.0 && m["cpu_time_s"].as_f64().unwrap() >= 0.0
+        );
+    }
+
+    let out = cosmicai(&["runs", "--data", &data, "--json"]);
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[0]["objects"].as_u64(), Some(8443));
+}
+
+#[test]
+fn bad_requests_are_refused_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    for (args, needle) in [
+        (
+            vec!["--world-size", "0", "--batch-size", "10"],
+            "world_size",
+        ),
+        (vec!["--world-size", "1", "--batch-size", "0"], "batch_size"),
+        (
+            vec![
+                "--world-size",
+                "1",
+                "--batch-size",
+                "10",
+                "--result-path",
+                "../escape",
+            ],
+            "result_path",
+        ),
+        (
+            vec![
+                "--world-size",
+                "1",
+                "--batch-size",
+                "10",
+                "--result-path",
+                "/tmp/abs",
+            ],
+            "result_path",
+        ),
+        (
+            vec![
+                "--world-size",
+                "1",
+                "--batch-size",
+                "10",
+                "--memory-mb",
+                "64",
+            ],
+            "memory_mb",
+        ),
+        (
+            vec![
+                "--world-size",
+                "1",
+                "--batch-size",
+                "10",
+                "--device",
+                "cuda",
+            ],
+            "cuda",
+        ),
+        (
+            vec![
+                "--world-size",
+                "1",
+                "--batch-size",
+                "10",
+                "--file-limit",
+                "0",
+            ],
+            "file_limit",
+        ),
+    ] {
+        let mut full = vec!["run", "--data", &data];
+        full.extend(args);
+        let out = cosmicai(&full);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && e.contains(needle) && !e.contains("panicked"),
+            "{needle}: {e}"
+        );
+    }
+    assert!(
+        !PathBuf::from(&data).join("results").exists(),
+        "a refused run wrote results"
+    );
+    assert!(!Path::new("/tmp/abs").exists());
+}
+
+/// Pids of workers of the run whose data directory is `data`.
+fn workers(data: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "worker") && args.iter().any(|a| a == data) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn start_paused_run(data: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args([
+            "run",
+            "--data",
+            data,
+            "--world-size",
+            "2",
+            "--batch-size",
+            "256",
+            "--json",
+        ])
+        .args(extra)
+        .env("COSMICAI_WORKER_PAUSE_MS", "1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn kill_one_worker(data: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(&pid) = workers(data).first() {
+            // Give it time to load the model and pause, then kill it mid-run.
+            std::thread::sleep(Duration::from_millis(300));
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no worker appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_killed_worker_is_retried_and_the_run_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = start_paused_run(&data, &["--retries", "1", "--concurrency", "1"]);
+    kill_one_worker(&data);
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = last_json_line(&out);
+    assert_eq!(s["status"], "succeeded");
+    assert_eq!(s["objects"].as_u64(), Some(8443));
+    let attempts: Vec<u64> = s["per_rank"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["attempts"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        attempts.iter().sum::<u64>(),
+        3,
+        "one rank needed a second attempt: {attempts:?}"
+    );
+}
+
+#[test]
+fn without_retries_a_killed_worker_fails_its_rank_and_keeps_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = start_paused_run(&data, &["--concurrency", "1", "--result-path", "results/k"]);
+    kill_one_worker(&data);
+    let out = run.wait_with_output().unwrap();
+    let s = last_json_line(&out);
+    assert_eq!(s["status"], "partial");
+    assert_eq!(s["failed_ranks"], serde_json::json!([0]));
+    let error = s["per_rank"][0]["error"].as_str().unwrap();
+    assert!(error.contains("killed by signal 9"), "{error}");
+    assert_eq!(s["objects"].as_u64(), Some(8443 - 4400));
+    let combined: Value = serde_json::from_slice(
+        &std::fs::read(PathBuf::from(&data).join("results/k/combined_data.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(combined.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_run_whose_coordinator_dies_is_marked_interrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let mut run = start_paused_run(&data, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while workers(&data).is_empty() {
+        assert!(Instant::now() < deadline, "no worker appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let out = cosmicai(&["runs", "--data", &data, "--json"]);
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "interrupted", "{runs}");
+}

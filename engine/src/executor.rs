@@ -1,0 +1,277 @@
+//! The local executor: each rank is its own OS process (`cosmicai worker`), so
+//! duration, CPU time and peak memory are measured per rank the way Lambda and
+//! CloudWatch report them. At most `concurrency` ranks run at once (Lambda's
+//! concurrency limit); a rank over `memory_mb` is killed with an out-of-memory
+//! error; a failed rank is retried up to `retries` times.
+//!
+//! Workers talk back on stdout, one JSON object a line:
+//! `{"event":"ready"}` once the model is loaded, `{"event":"objects","objects":N}`
+//! as they go, `{"event":"done","objects":N,"throughput_bps":B}` at the end.
+
+use crate::cost::billed_ms;
+use cosmicai_shared::run::RankMeasure;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How to start a worker; the executor appends `--rank N`.
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ExecutorConfig {
+    pub concurrency: usize,
+    pub memory_mb: u32,
+    pub retries: u32,
+}
+
+/// A line a worker writes on stdout.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum WorkerMessage {
+    Ready,
+    Objects { objects: usize },
+    Done { objects: usize, throughput_bps: f64 },
+}
+
+/// What the executor reports as ranks progress.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutorEvent {
+    Started {
+        rank: usize,
+        attempt: u32,
+    },
+    Ready {
+        rank: usize,
+    },
+    Objects {
+        rank: usize,
+        objects: usize,
+    },
+    Finished(RankMeasure),
+    Failed {
+        rank: usize,
+        attempt: u32,
+        error: String,
+        retrying: bool,
+    },
+}
+
+enum Message {
+    Event(ExecutorEvent),
+    Ended {
+        rank: usize,
+        attempt: u32,
+        outcome: Result<RankMeasure, String>,
+    },
+}
+
+/// Runs ranks `0..world_size` and returns one measure per rank (with `error` set
+/// for ranks that failed for good). Events arrive in order on the calling thread.
+pub fn execute(
+    command: &WorkerCommand,
+    world_size: usize,
+    config: ExecutorConfig,
+    mut on_event: impl FnMut(&ExecutorEvent),
+) -> Vec<RankMeasure> {
+    let (tx, rx) = mpsc::channel();
+    let mut queue: VecDeque<(usize, u32)> = (0..world_size).map(|r| (r, 1)).collect();
+    let mut measures: Vec<RankMeasure> = (0..world_size)
+        .map(|rank| RankMeasure {
+            rank,
+            ..Default::default()
+        })
+        .collect();
+    let (mut running, mut finished) = (0, 0);
+    while finished < world_size {
+        while running < config.concurrency.max(1) {
+            let Some((rank, attempt)) = queue.pop_front() else {
+                break;
+            };
+            running += 1;
+            on_event(&ExecutorEvent::Started { rank, attempt });
+            let (command, tx) = (command.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let outcome = run_attempt(&command, rank, config.memory_mb, &tx);
+                let _ = tx.send(Message::Ended {
+                    rank,
+                    attempt,
+                    outcome,
+                });
+            });
+        }
+        let Ok(message) = rx.recv() else { break };
+        match message {
+            Message::Event(event) => on_event(&event),
+            Message::Ended {
+                rank,
+                attempt,
+                outcome,
+            } => {
+                running -= 1;
+                match outcome {
+                    Ok(mut measure) => {
+                        measure.attempts = attempt;
+                        on_event(&ExecutorEvent::Finished(measure.clone()));
+                        measures[rank] = measure;
+                        finished += 1;
+                    }
+                    Err(error) => {
+                        let retrying = attempt <= config.retries;
+                        on_event(&ExecutorEvent::Failed {
+                            rank,
+                            attempt,
+                            error: error.clone(),
+                            retrying,
+                        });
+                        if retrying {
+                            queue.push_back((rank, attempt + 1));
+                        } else {
+                            measures[rank] = RankMeasure {
+                                rank,
+                                attempts: attempt,
+                                error: Some(error),
+                                ..Default::default()
+                            };
+                            finished += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    measures
+}
+
+/// Starts one worker process and watches it to the end.
+fn run_attempt(
+    command: &WorkerCommand,
+    rank: usize,
+    memory_mb: u32,
+    tx: &mpsc::Sender<Message>,
+) -> Result<RankMeasure, String> {
+    let start = Instant::now();
+    let mut child = Command::new(&command.program)
+        .args(&command.args)
+        .arg("--rank")
+        .arg(rank.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start worker {}: {e}", command.program.display()))?;
+    let pid = child.id();
+    let stdout = child.stdout.take().ok_or("worker has no stdout")?;
+    let mut stderr = child.stderr.take().ok_or("worker has no stderr")?;
+    let events = tx.clone();
+    let reader = std::thread::spawn(move || {
+        let (mut ready, mut done) = (None, None);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            match serde_json::from_str::<WorkerMessage>(&line) {
+                Ok(WorkerMessage::Ready) => {
+                    ready = Some(start.elapsed());
+                    let _ = events.send(Message::Event(ExecutorEvent::Ready { rank }));
+                }
+                Ok(WorkerMessage::Objects { objects }) => {
+                    let _ = events.send(Message::Event(ExecutorEvent::Objects { rank, objects }));
+                }
+                Ok(WorkerMessage::Done {
+                    objects,
+                    throughput_bps,
+                }) => done = Some((objects, throughput_bps)),
+                Err(_) => {} // anything else on stdout is the worker's own business
+            }
+        }
+        (ready, done)
+    });
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+
+    // Poll the child: enforce memory like Lambda, and collect its rusage at exit.
+    let mut out_of_memory = None;
+    let (status, usage) = loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data; wait4 fills it for our own child.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid as i32 {
+            break (status, usage);
+        }
+        if r < 0 {
+            return Err(format!(
+                "lost track of worker {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if let Some(rss) = crate::system::rss_mb(pid)
+            && rss > f64::from(memory_mb)
+            && out_of_memory.is_none()
+        {
+            out_of_memory = Some(rss);
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let duration = start.elapsed();
+    let (ready, done) = reader.join().unwrap_or((None, None));
+    let stderr_text = errors.join().unwrap_or_default();
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let peak_rss_mb = usage.ru_maxrss as f64 / 1024.0;
+
+    if let Some(rss) = out_of_memory {
+        return Err(format!(
+            "rank {rank} ran out of memory: {rss:.0} MB used, memory_mb is {memory_mb} (killed, as Lambda does)"
+        ));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Err(format!(
+            "rank {rank} worker was killed by signal {}",
+            libc::WTERMSIG(status)
+        ));
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let tail: String = stderr_text
+        .lines()
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let Some((objects, throughput_bps)) = done.filter(|_| code == 0) else {
+        return Err(format!(
+            "rank {rank} worker exited with code {code}: {}",
+            if tail.is_empty() { "no message" } else { &tail }
+        ));
+    };
+    let duration_s = duration.as_secs_f64();
+    Ok(RankMeasure {
+        rank,
+        attempts: 1,
+        duration_s,
+        billed_duration_ms: billed_ms(duration_s),
+        init_duration_s: ready.map_or(0.0, |r| r.as_secs_f64()),
+        cpu_time_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        peak_rss_mb,
+        objects,
+        samples_per_s: objects as f64 / duration_s.max(1e-9),
+        bits_per_s: throughput_bps,
+        error: None,
+    })
+}

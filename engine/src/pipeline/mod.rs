@@ -1,0 +1,47 @@
+//! The CAI pipeline: Initialize → Map over ranks → Summarize.
+//!
+//! - [`initialize`] lists the partitions, applies `file_limit`, plans which
+//!   files each rank reads and writes `result_path/payload.json`;
+//! - [`infer_rank`] is one rank: load the model once, stream its partitions in
+//!   batches, write `result_path/<rank>.json` and its predictions;
+//! - [`summarize`] gathers the ranks into `combined_data.json` and `summary.json`
+//!   (accuracy on known labels, totals, cost).
+//!
+//! The same functions serve the local executor and the Lambda handlers.
+
+mod plan;
+mod rank;
+mod summary;
+
+pub use plan::{Payload, initialize, plan_ranks};
+pub use rank::{RankEvent, infer_rank, read_predictions};
+pub use summary::{RunSummary, summarize};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("invalid request: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Partition(#[from] crate::partition::PartitionError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Key of the payload written by Initialize.
+pub fn payload_key(result_path: &str) -> String {
+    crate::store::join(result_path, "payload.json")
+}
+
+/// Key of rank `rank`'s result, as CAI names it.
+pub fn rank_key(result_path: &str, rank: usize) -> String {
+    crate::store::join(result_path, &format!("{rank}.json"))
+}
+
+/// Key of rank `rank`'s predictions.
+pub fn predictions_key(result_path: &str, rank: usize) -> String {
+    crate::store::join(result_path, &format!("predictions/{rank}.safetensors"))
+}

@@ -1,0 +1,104 @@
+//! Initialize: list partitions, apply `file_limit`, plan ranks, write the payload.
+
+use super::{PipelineError, payload_key};
+use crate::partition::EXTENSION;
+use crate::store::ObjectStore;
+use cosmicai_shared::run::{Device, RunRequest};
+use serde::{Deserialize, Serialize};
+
+/// `result_path/payload.json`: the request and which files each rank reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Payload {
+    pub run_id: String,
+    pub request: RunRequest,
+    /// Partition keys with their sizes in bytes, in order.
+    pub files: Vec<(String, u64)>,
+    /// `ranks[r]` = the keys rank r reads (possibly none).
+    pub ranks: Vec<Vec<String>>,
+}
+
+/// CAI's initializer: `ceil(files / world_size)` files per rank, in order; the
+/// last ranks may get fewer, or none (they exit at once).
+pub fn plan_ranks(files: &[String], world_size: usize) -> Vec<Vec<String>> {
+    let per_rank = files.len().div_ceil(world_size.max(1)).max(1);
+    (0..world_size)
+        .map(|r| {
+            files
+                .iter()
+                .skip(r * per_rank)
+                .take(per_rank)
+                .cloned()
+                .collect()
+        })
+        .collect()
+}
+
+/// Validates the request, lists and plans the partitions, and writes the payload.
+pub fn initialize(
+    store: &dyn ObjectStore,
+    request: &RunRequest,
+    run_id: &str,
+) -> Result<Payload, PipelineError> {
+    let problems = request.problems();
+    if !problems.is_empty() {
+        return Err(PipelineError::Invalid(problems));
+    }
+    if request.device == Device::Cuda && !cfg!(feature = "cuda") {
+        return Err(PipelineError::Invalid(vec![
+            "device cuda: this cosmicai was built without CUDA (build with --features cuda on a machine with an NVIDIA driver)".into(),
+        ]));
+    }
+    let mut files: Vec<(String, u64)> = store
+        .list(&request.data_prefix)?
+        .into_iter()
+        .filter(|o| o.key.ends_with(&format!(".{EXTENSION}")))
+        .filter(|o| {
+            !o.key
+                .starts_with(&format!("{}/", request.result_path.trim_end_matches('/')))
+        })
+        .map(|o| (o.key, o.size))
+        .collect();
+    if files.is_empty() {
+        return Err(PipelineError::Invalid(vec![format!(
+            "data_prefix '{}' holds no partition files (*.{EXTENSION}) in {}",
+            request.data_prefix,
+            store.describe()
+        )]));
+    }
+    if let Some(limit) = request.file_limit {
+        files.truncate(limit);
+    }
+    let keys: Vec<String> = files.iter().map(|(k, _)| k.clone()).collect();
+    let payload = Payload {
+        run_id: run_id.to_string(),
+        request: request.clone(),
+        ranks: plan_ranks(&keys, request.world_size),
+        files,
+    };
+    let json =
+        serde_json::to_vec_pretty(&payload).map_err(|e| PipelineError::Other(e.to_string()))?;
+    store.put(&payload_key(&request.result_path), &json)?;
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{i}.safetensors")).collect()
+    }
+
+    #[test]
+    fn ceil_split_like_cai() {
+        let plan = plan_ranks(&files(10), 4);
+        assert_eq!(plan.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert_eq!(plan[3], ["9.safetensors"]);
+        // More ranks than files: the extra ranks get nothing.
+        let plan = plan_ranks(&files(2), 4);
+        assert_eq!(plan.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 0, 0]);
+        // Every file exactly once, in order.
+        let plan = plan_ranks(&files(7), 3);
+        assert_eq!(plan.concat(), files(7));
+    }
+}

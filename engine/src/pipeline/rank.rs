@@ -1,0 +1,202 @@
+//! One rank: its partitions through the model, in batches.
+
+use super::{Payload, PipelineError, predictions_key, rank_key};
+use crate::partition::PartitionFile;
+use crate::predict::{Prediction, predict_photoz};
+use crate::store::ObjectStore;
+use burn::prelude::*;
+use cosmicai_model::photoz::PhotoZ;
+use cosmicai_shared::Class;
+use cosmicai_shared::run::{RankResult, SystemInfo};
+use safetensors::tensor::{Dtype, TensorView};
+use std::time::Instant;
+
+/// Progress a rank reports while it works.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RankEvent {
+    /// Objects done so far.
+    Objects(usize),
+}
+
+/// Every object's labels and prediction, as stored in `predictions/<rank>.safetensors`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RankPredictions {
+    pub object_id: Vec<i64>,
+    pub redshift: Vec<f32>,
+    pub class: Vec<Class>,
+    pub predicted: Vec<Prediction>,
+}
+
+/// Runs rank `rank` of `payload` with `model`, writing its result and predictions.
+pub fn infer_rank<B: Backend>(
+    store: &dyn ObjectStore,
+    payload: &Payload,
+    rank: usize,
+    model: &PhotoZ<B>,
+    device: &B::Device,
+    system: SystemInfo,
+    mut on_event: impl FnMut(RankEvent),
+) -> Result<RankResult, PipelineError> {
+    let request = &payload.request;
+    let keys = payload.ranks.get(rank).ok_or_else(|| {
+        PipelineError::Other(format!(
+            "rank {rank} is not in the plan of {} ranks",
+            payload.ranks.len()
+        ))
+    })?;
+    let mut out = RankPredictions::default();
+    let (mut batches, mut bits, mut seconds) = (0usize, 0u64, 0f64);
+    for key in keys {
+        // Remote objects are copied to a temporary file so partitions are always memory-mapped.
+        let temp;
+        let path = match store.local_path(key) {
+            Some(p) => p,
+            None => {
+                temp = tempfile::NamedTempFile::new()
+                    .map_err(|e| PipelineError::Other(format!("{key}: {e}")))?;
+                std::fs::write(temp.path(), store.get(key)?)
+                    .map_err(|e| PipelineError::Other(format!("{key}: {e}")))?;
+                temp.path().to_path_buf()
+            }
+        };
+        let file = PartitionFile::open(&path)?;
+        let catalog = file.catalog();
+        for start in (0..file.len()).step_by(request.batch_size) {
+            let end = (start + request.batch_size).min(file.len());
+            let t = Instant::now();
+            let predicted = predict_photoz(
+                model,
+                &catalog.magnitudes[start..end],
+                request.batch_size,
+                device,
+            );
+            seconds += t.elapsed().as_secs_f64();
+            batches += 1;
+            bits += (end - start) as u64 * 5 * 32;
+            out.object_id
+                .extend_from_slice(&catalog.object_id[start..end]);
+            out.redshift
+                .extend_from_slice(&catalog.redshift[start..end]);
+            out.class.extend_from_slice(&catalog.class[start..end]);
+            out.predicted.extend(predicted);
+            on_event(RankEvent::Objects(out.object_id.len()));
+        }
+    }
+    let objects = out.object_id.len();
+    let seconds = seconds.max(1e-9);
+    let result = RankResult {
+        rank,
+        total_time_s: seconds,
+        memory_mb: crate::system::peak_rss_mb(),
+        execution_time_per_batch_s: if batches > 0 {
+            seconds / batches as f64
+        } else {
+            0.0
+        },
+        num_batches: batches,
+        batch_size: request.batch_size,
+        device: request.device,
+        throughput_bps: bits as f64 / seconds,
+        sample_persec: objects as f64 / seconds,
+        result_path: request.result_path.clone(),
+        data_path: keys.clone(),
+        objects,
+        system,
+    };
+    store.put(
+        &predictions_key(&request.result_path, rank),
+        &write_predictions(&out)?,
+    )?;
+    let json =
+        serde_json::to_vec_pretty(&result).map_err(|e| PipelineError::Other(e.to_string()))?;
+    store.put(&rank_key(&request.result_path, rank), &json)?;
+    Ok(result)
+}
+
+fn write_predictions(p: &RankPredictions) -> Result<Vec<u8>, PipelineError> {
+    let n = p.object_id.len();
+    let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let ids: Vec<u8> = p.object_id.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let z = le(&p.redshift);
+    let zp = le(&p.predicted.iter().map(|q| q.redshift).collect::<Vec<_>>());
+    let class: Vec<u8> = p.class.iter().map(|c| c.code()).collect();
+    let pclass: Vec<u8> = p.predicted.iter().map(|q| q.class.code()).collect();
+    let prob = le(&p
+        .predicted
+        .iter()
+        .flat_map(|q| q.class_probability)
+        .collect::<Vec<_>>());
+    let tensors = [
+        ("object_id", Dtype::I64, vec![n], &ids),
+        ("redshift", Dtype::F32, vec![n], &z),
+        ("predicted_redshift", Dtype::F32, vec![n], &zp),
+        ("class", Dtype::U8, vec![n], &class),
+        ("predicted_class", Dtype::U8, vec![n], &pclass),
+        ("class_probability", Dtype::F32, vec![n, 3], &prob),
+    ];
+    let views = tensors
+        .into_iter()
+        .map(|(name, dtype, shape, data)| TensorView::new(dtype, shape, data).map(|v| (name, v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PipelineError::Other(e.to_string()))?;
+    let bytes =
+        safetensors::serialize(views, None).map_err(|e| PipelineError::Other(e.to_string()))?;
+    cosmicai_model::weights::canonical_safetensors(bytes).map_err(PipelineError::Other)
+}
+
+/// Reads a rank's predictions file.
+pub fn read_predictions(bytes: &[u8]) -> Result<RankPredictions, String> {
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let column = |name: &str| {
+        file.tensor(name)
+            .map(|t| t.data().to_vec())
+            .map_err(|e| format!("{name}: {e}"))
+    };
+    let f32s = |b: Vec<u8>| {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect::<Vec<f32>>()
+    };
+    let object_id: Vec<i64> = column("object_id")?
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    let redshift = f32s(column("redshift")?);
+    let predicted_redshift = f32s(column("predicted_redshift")?);
+    let class: Vec<Class> = column("class")?
+        .iter()
+        .map(|&c| Class::from_code(c).unwrap_or(Class::Unknown))
+        .collect();
+    let predicted_class = column("predicted_class")?;
+    let probability = f32s(column("class_probability")?);
+    let n = object_id.len();
+    if [
+        redshift.len(),
+        predicted_redshift.len(),
+        class.len(),
+        predicted_class.len(),
+        probability.len() / 3,
+    ]
+    .iter()
+    .any(|&l| l != n)
+    {
+        return Err("columns of different lengths".into());
+    }
+    let predicted = (0..n)
+        .map(|i| Prediction {
+            class: Class::from_code(predicted_class[i]).unwrap_or(Class::Unknown),
+            class_probability: [
+                probability[3 * i],
+                probability[3 * i + 1],
+                probability[3 * i + 2],
+            ],
+            redshift: predicted_redshift[i],
+        })
+        .collect();
+    Ok(RankPredictions {
+        object_id,
+        redshift,
+        class,
+        predicted,
+    })
+}

@@ -1,0 +1,117 @@
+//! Summarize: gather rank results, score predictions, add up the cost.
+
+use super::{Payload, PipelineError, predictions_key, rank_key, read_predictions};
+use crate::cost::run_cost;
+use crate::metrics::evaluate;
+use crate::partition::ObjectRow;
+use crate::store::{ObjectStore, StoreError, join};
+use cosmicai_shared::metrics::Evaluation;
+use cosmicai_shared::run::{Cost, Device, RankMeasure, RankResult, RunStatus};
+use serde::{Deserialize, Serialize};
+
+/// `result_path/summary.json`: what `cosmicai run --json` prints last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub ranks: usize,
+    pub failed_ranks: Vec<usize>,
+    pub objects: usize,
+    pub duration_s: f64,
+    pub samples_per_s: f64,
+    pub cost_usd: f64,
+    pub result_path: String,
+    pub device: Device,
+    pub batch_size: usize,
+    pub memory_mb: u32,
+    pub files: usize,
+    pub cost: Cost,
+    /// Accuracy over predictions whose object has a spectroscopic label.
+    pub metrics: Option<Evaluation>,
+    pub per_rank: Vec<RankMeasure>,
+}
+
+/// Reads the rank results written so far, writes `combined_data.json` and `summary.json`.
+///
+/// `measures` are the executor's figures per rank; `duration_s` is the whole run's wall
+/// time; `stage_durations_s` the Initialize and Summarize invocations (for cost).
+pub fn summarize(
+    store: &dyn ObjectStore,
+    payload: &Payload,
+    measures: &[RankMeasure],
+    duration_s: f64,
+    stage_durations_s: &[f64],
+) -> Result<RunSummary, PipelineError> {
+    let request = &payload.request;
+    let mut results: Vec<RankResult> = Vec::new();
+    let mut failed_ranks = Vec::new();
+    let (mut rows, mut predictions) = (Vec::new(), Vec::new());
+    for rank in 0..request.world_size {
+        let failed = measures.get(rank).is_some_and(|m| m.error.is_some());
+        let result = match store.get(&rank_key(&request.result_path, rank)) {
+            Ok(bytes) if !failed => serde_json::from_slice::<RankResult>(&bytes).ok(),
+            Ok(_) | Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(result) = result else {
+            failed_ranks.push(rank);
+            continue;
+        };
+        if let Ok(bytes) = store.get(&predictions_key(&request.result_path, rank)) {
+            let p = read_predictions(&bytes)
+                .map_err(|e| PipelineError::Other(format!("rank {rank} predictions: {e}")))?;
+            for i in 0..p.object_id.len() {
+                rows.push(ObjectRow {
+                    object_id: p.object_id[i],
+                    ra: f64::NAN,
+                    dec: f64::NAN,
+                    magnitudes: [0.0; 5],
+                    redshift: p.redshift[i],
+                    class: p.class[i],
+                });
+            }
+            predictions.extend(p.predicted);
+        }
+        results.push(result);
+    }
+    let combined =
+        serde_json::to_vec_pretty(&results).map_err(|e| PipelineError::Other(e.to_string()))?;
+    store.put(&join(&request.result_path, "combined_data.json"), &combined)?;
+
+    let objects: usize = results.iter().map(|r| r.objects).sum();
+    let files_per_rank: Vec<usize> = payload.ranks.iter().map(Vec::len).collect();
+    let cost = run_cost(
+        measures,
+        &files_per_rank,
+        stage_durations_s,
+        request.memory_mb,
+        false,
+    );
+    let status = match failed_ranks.len() {
+        0 => RunStatus::Succeeded,
+        n if n == request.world_size => RunStatus::Failed,
+        _ => RunStatus::Partial,
+    };
+    let summary = RunSummary {
+        run_id: payload.run_id.clone(),
+        status,
+        ranks: request.world_size,
+        failed_ranks,
+        objects,
+        duration_s,
+        samples_per_s: objects as f64 / duration_s.max(1e-9),
+        cost_usd: cost.total_usd,
+        result_path: request.result_path.clone(),
+        device: request.device,
+        batch_size: request.batch_size,
+        memory_mb: request.memory_mb,
+        files: payload.files.len(),
+        cost,
+        metrics: (!rows.is_empty()).then(|| evaluate(&rows, &predictions)),
+        per_rank: measures.to_vec(),
+    };
+    let json =
+        serde_json::to_vec_pretty(&summary).map_err(|e| PipelineError::Other(e.to_string()))?;
+    store.put(&join(&request.result_path, "summary.json"), &json)?;
+    Ok(summary)
+}

@@ -1,0 +1,179 @@
+//! Object stores: where partitions are read and results written, by key.
+//!
+//! Keys are `/`-separated paths relative to the store (S3 style). The local
+//! store maps them under a root directory and refuses any key that would leave it.
+
+use cosmicai_shared::run::check_key;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("key '{key}' {problem}")]
+    BadKey { key: String, problem: String },
+    #[error("{key}: not found in {store}")]
+    NotFound { key: String, store: String },
+    #[error("{key}: {source}")]
+    Io { key: String, source: std::io::Error },
+}
+
+/// One stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreObject {
+    pub key: String,
+    pub size: u64,
+}
+
+pub trait ObjectStore: Send + Sync {
+    /// Objects whose key starts with `prefix` (a folder), sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<StoreObject>, StoreError>;
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// A file holding the object, when the store is a local file system (lets readers map it).
+    fn local_path(&self, key: &str) -> Option<PathBuf>;
+    /// For messages: `local:/data` or `s3://bucket`.
+    fn describe(&self) -> String;
+}
+
+/// Joins a folder and a name into a key.
+pub fn join(prefix: &str, name: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// A directory used as a store.
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        check_key(key).map_err(|p| StoreError::BadKey {
+            key: key.into(),
+            problem: p.into(),
+        })?;
+        Ok(self.root.join(key.trim_start_matches('/')))
+    }
+}
+
+impl ObjectStore for LocalStore {
+    fn list(&self, prefix: &str) -> Result<Vec<StoreObject>, StoreError> {
+        let dir = self.path(prefix)?;
+        let mut out = Vec::new();
+        let mut pending = vec![dir.clone()];
+        while let Some(d) = pending.pop() {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && d == dir => return Ok(out),
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        key: prefix.into(),
+                        source: e,
+                    });
+                }
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    pending.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    let key = rel
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    out.push(StoreObject {
+                        key,
+                        size: meta.len(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(key)?;
+        std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::NotFound {
+                key: key.into(),
+                store: self.describe(),
+            },
+            _ => StoreError::Io {
+                key: key.into(),
+                source: e,
+            },
+        })
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let io = |source| StoreError::Io {
+            key: key.into(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        // Whole objects only, as S3 does: write aside, then rename.
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        std::io::Write::write_all(&mut temp, bytes).map_err(io)?;
+        temp.persist(&path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
+    fn describe(&self) -> String {
+        format!("local:{}", self.root.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_lists_sorted_and_refuses_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.put("a/2.json", b"two").unwrap();
+        store.put("a/1.json", b"one").unwrap();
+        store.put("b.json", b"b").unwrap();
+        assert_eq!(store.get("a/1.json").unwrap(), b"one");
+        let keys: Vec<_> = store
+            .list("a")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["a/1.json", "a/2.json"]);
+        assert_eq!(store.list("").unwrap().len(), 3);
+        assert!(store.list("missing").unwrap().is_empty());
+        for bad in ["../x", "a/../../x", "/etc/passwd"] {
+            assert!(
+                matches!(store.get(bad), Err(StoreError::BadKey { .. })),
+                "{bad}"
+            );
+            assert!(store.put(bad, b"x").is_err());
+        }
+        assert!(matches!(
+            store.get("nope.json"),
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+}

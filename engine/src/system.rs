@@ -1,0 +1,52 @@
+//! The machine a rank runs on, and this process's memory, read from /proc.
+
+use cosmicai_shared::run::SystemInfo;
+
+pub fn system_info() -> SystemInfo {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(
+            || std::env::consts::ARCH.to_string(),
+            |m| m.trim().to_string(),
+        );
+    let memory_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| kb_field(&m, "MemTotal:"))
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    SystemInfo {
+        cpu_model,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gb,
+        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+    }
+}
+
+/// Peak resident memory of this process (VmHWM) in MB; 0 where /proc is absent.
+pub fn peak_rss_mb() -> f64 {
+    status_mb("self", "VmHWM:")
+}
+
+/// Current resident memory of process `pid` in MB, if it is still there.
+pub fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kb_field(&status, "VmRSS:").map(|kb| kb / 1024.0)
+}
+
+fn status_mb(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| kb_field(&s, field))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn kb_field(text: &str, field: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,102 @@
+//! The local executor with real child processes (small Python programs standing
+//! in for workers): memory enforcement, retries, failures kept apart.
+
+use cosmicai_engine::executor::{ExecutorConfig, ExecutorEvent, WorkerCommand, execute};
+use std::path::PathBuf;
+
+fn python(code: &str) -> WorkerCommand {
+    WorkerCommand {
+        program: PathBuf::from("python3"),
+        args: vec!["-c".into(), code.into()],
+    }
+}
+
+/// A worker that follows the protocol; `--rank N` arrives as argv[2].
+const GOOD: &str = r#"
+import sys, json
+rank = int(sys.argv[2])
+print(json.dumps({"event": "ready"}), flush=True)
+print(json.dumps({"event": "objects", "objects": 10 * (rank + 1)}), flush=True)
+print(json.dumps({"event": "done", "objects": 10 * (rank + 1), "throughput_bps": 1000.0}), flush=True)
+"#;
+
+#[test]
+fn every_rank_runs_once_and_is_measured() {
+    let mut events = Vec::new();
+    let config = ExecutorConfig {
+        concurrency: 2,
+        memory_mb: 512,
+        retries: 0,
+    };
+    let measures = execute(&python(GOOD), 3, config, |e| events.push(e.clone()));
+    assert_eq!(measures.len(), 3);
+    for (rank, m) in measures.iter().enumerate() {
+        assert_eq!(m.error, None);
+        assert_eq!((m.rank, m.objects, m.attempts), (rank, 10 * (rank + 1), 1));
+        assert!(m.duration_s > 0.0 && m.billed_duration_ms >= 1 && m.peak_rss_mb > 1.0);
+        assert!(m.init_duration_s > 0.0 && m.init_duration_s <= m.duration_s);
+    }
+    let started = events
+        .iter()
+        .filter(|e| matches!(e, ExecutorEvent::Started { .. }))
+        .count();
+    assert_eq!(started, 3);
+}
+
+#[test]
+fn a_rank_over_its_memory_is_killed_with_an_out_of_memory_error() {
+    let hog = "import time\nx = bytearray(400 * 1024 * 1024)\nfor i in range(0, len(x), 4096): x[i] = 1\ntime.sleep(30)";
+    let config = ExecutorConfig {
+        concurrency: 1,
+        memory_mb: 128,
+        retries: 0,
+    };
+    let measures = execute(&python(hog), 1, config, |_| {});
+    let error = measures[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("out of memory") && error.contains("memory_mb is 128"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_failed_rank_is_retried_and_a_hopeless_one_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("tried");
+    // Fails on its first attempt (no marker yet), succeeds on the second.
+    let flaky = format!(
+        "import os, sys, json\nm = {:?}\nif not os.path.exists(m):\n    open(m, 'w').close()\n    sys.exit('first attempt fails')\n{}",
+        marker.display().to_string(),
+        GOOD
+    );
+    let config = ExecutorConfig {
+        concurrency: 1,
+        memory_mb: 512,
+        retries: 1,
+    };
+    let measures = execute(&python(&flaky), 1, config, |_| {});
+    assert_eq!(
+        (measures[0].error.as_deref(), measures[0].attempts),
+        (None, 2)
+    );
+
+    let broken = "import sys\nsys.exit('model weights missing')";
+    let mut failures = 0;
+    let config = ExecutorConfig {
+        concurrency: 2,
+        memory_mb: 512,
+        retries: 2,
+    };
+    let measures = execute(&python(broken), 2, config, |e| {
+        failures += usize::from(matches!(e, ExecutorEvent::Failed { .. }))
+    });
+    assert_eq!(failures, 6, "two ranks, three attempts each");
+    for m in &measures {
+        let error = m.error.as_deref().unwrap();
+        assert!(
+            error.contains("exited with code 1") && error.contains("model weights missing"),
+            "{error}"
+        );
+        assert_eq!(m.attempts, 3);
+    }
+}

@@ -1,0 +1,270 @@
+//! A pipeline run: the CAI request payload, per-rank results and the summary.
+//!
+//! Field names follow the CAI pipeline so its users feel at home: the payload
+//! (`bucket`, `data_prefix`, `file_limit`, `batch_size`, `world_size`,
+//! `result_path`) and the per-rank result keys such as `"sample_persec"`.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a rank runs its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+/// What to run: CAI's payload plus Lambda-like settings. Unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// `local` for the local store, or an S3 bucket name.
+    #[serde(default = "default_bucket")]
+    pub bucket: String,
+    /// Folder (key prefix) holding the partitions.
+    #[serde(default)]
+    pub data_prefix: String,
+    /// Use at most this many partition files (all when absent).
+    #[serde(default)]
+    pub file_limit: Option<usize>,
+    pub batch_size: usize,
+    pub world_size: usize,
+    /// Folder for `payload.json`, `<rank>.json`, `combined_data.json` and `summary.json`.
+    pub result_path: String,
+    #[serde(default)]
+    pub device: Device,
+    /// Memory per rank in MB, enforced like Lambda's setting (128 to 10,240).
+    #[serde(default = "default_memory")]
+    pub memory_mb: u32,
+    /// `photoz` (the shipped weights) or `photoz:PATH` for other weights.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Times a failed rank is started again.
+    #[serde(default)]
+    pub retries: u32,
+}
+
+fn default_bucket() -> String {
+    "local".into()
+}
+
+fn default_memory() -> u32 {
+    2048
+}
+
+fn default_model() -> String {
+    "photoz".into()
+}
+
+impl RunRequest {
+    /// Every problem with the request, each naming its field; empty when valid.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.world_size == 0 {
+            problems.push("world_size must be at least 1".to_string());
+        }
+        if self.world_size > 10_000 {
+            problems.push(format!(
+                "world_size {} is more than 10,000 workers",
+                self.world_size
+            ));
+        }
+        if self.batch_size == 0 {
+            problems.push("batch_size must be at least 1".to_string());
+        }
+        if self.file_limit == Some(0) {
+            problems.push("file_limit must be at least 1 when given".to_string());
+        }
+        if !(128..=10_240).contains(&self.memory_mb) {
+            problems.push(format!(
+                "memory_mb {} is outside Lambda's 128 to 10,240 MB",
+                self.memory_mb
+            ));
+        }
+        if self.bucket.trim().is_empty() {
+            problems.push("bucket is empty (use \"local\" for the local store)".to_string());
+        }
+        for (field, value) in [
+            ("data_prefix", &self.data_prefix),
+            ("result_path", &self.result_path),
+        ] {
+            if let Err(e) = check_key(value) {
+                problems.push(format!("{field} '{value}' {e}"));
+            }
+        }
+        if self.result_path.trim_matches('/').is_empty() {
+            problems.push("result_path is empty".to_string());
+        }
+        if self.model != "photoz" && !self.model.starts_with("photoz:") {
+            problems.push(format!(
+                "model '{}' is unknown (use photoz or photoz:PATH)",
+                self.model
+            ));
+        }
+        problems
+    }
+}
+
+/// A store key must stay inside the store: relative, no `..`, no backslashes or NULs.
+pub fn check_key(key: &str) -> Result<(), &'static str> {
+    if key.starts_with('/') {
+        return Err("is absolute: give a path inside the store");
+    }
+    if key.contains('\\') || key.contains('\0') {
+        return Err("contains a backslash or NUL");
+    }
+    if key.split('/').any(|part| part == "..") {
+        return Err("contains '..': it would leave the store");
+    }
+    Ok(())
+}
+
+/// One rank's result, `result_path/<rank>.json`, with CAI's keys plus CloudWatch-like figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankResult {
+    pub rank: usize,
+    #[serde(rename = "total_cpu_time (seconds)")]
+    pub total_time_s: f64,
+    #[serde(rename = "total_cpu_memory (MB)")]
+    pub memory_mb: f64,
+    #[serde(rename = "execution_time (seconds/batch)")]
+    pub execution_time_per_batch_s: f64,
+    pub num_batches: usize,
+    pub batch_size: usize,
+    pub device: Device,
+    pub throughput_bps: f64,
+    pub sample_persec: f64,
+    pub result_path: String,
+    /// The partitions this rank read.
+    pub data_path: Vec<String>,
+    pub objects: usize,
+    pub system: SystemInfo,
+}
+
+/// The machine a rank ran on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SystemInfo {
+    pub cpu_model: String,
+    pub cores: usize,
+    pub memory_gb: f64,
+    pub os: String,
+}
+
+/// What the executor measured around a rank, like Lambda's REPORT line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RankMeasure {
+    pub rank: usize,
+    pub attempts: u32,
+    pub duration_s: f64,
+    /// Lambda bills whole milliseconds.
+    pub billed_duration_ms: u64,
+    /// Process start to model ready.
+    pub init_duration_s: f64,
+    pub cpu_time_s: f64,
+    pub peak_rss_mb: f64,
+    pub objects: usize,
+    pub samples_per_s: f64,
+    pub bits_per_s: f64,
+    /// Set when the rank failed for good.
+    pub error: Option<String>,
+}
+
+/// Cost of a run at AWS prices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Cost {
+    pub lambda_gb_s: f64,
+    pub lambda_compute_usd: f64,
+    pub lambda_requests: u64,
+    pub lambda_requests_usd: f64,
+    pub state_transitions: u64,
+    pub step_functions_usd: f64,
+    pub s3_put_list: u64,
+    pub s3_get: u64,
+    pub s3_usd: f64,
+    pub total_usd: f64,
+}
+
+/// Lifecycle of a run in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    /// Finished, but some ranks failed for good.
+    Partial,
+    Failed,
+    /// Cut short by a crash or a kill of the coordinator.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Partial,
+            RunStatus::Failed,
+            RunStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|r| r.name() == s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> RunRequest {
+        RunRequest {
+            bucket: "local".into(),
+            data_prefix: String::new(),
+            file_limit: None,
+            batch_size: 512,
+            world_size: 2,
+            result_path: "results/r1".into(),
+            device: Device::Cpu,
+            memory_mb: 2048,
+            model: "photoz".into(),
+            retries: 0,
+        }
+    }
+
+    #[test]
+    fn a_valid_request_has_no_problems() {
+        assert!(request().problems().is_empty());
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let mut r = request();
+        r.world_size = 0;
+        r.batch_size = 0;
+        r.result_path = "../outside".into();
+        r.data_prefix = "/etc".into();
+        r.memory_mb = 64;
+        r.model = "gpt".into();
+        let problems = r.problems().join("; ");
+        for field in [
+            "world_size",
+            "batch_size",
+            "result_path",
+            "data_prefix",
+            "memory_mb",
+            "model",
+        ] {
+            assert!(problems.contains(field), "{field} not named in: {problems}");
+        }
+    }
+}
