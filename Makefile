@@ -22,6 +22,9 @@ demo: rust-setup
 	$(COSMICAI) inspect $(DEMO)/partitions
 	$(COSMICAI) eval --catalog assets/catalogs/sdss17_star_classification.csv.gz --split validation --plot $(DEMO)/photoz-sdss17.png
 	$(COSMICAI) eval --catalog assets/catalogs/skyserver_dr14.csv.gz --split validation --plot $(DEMO)/photoz-dr14.png
+	$(COSMICAI) run --data $(DEMO)/partitions --world-size 2 --batch-size 512 --estimate
+	$(COSMICAI) run --data $(DEMO)/partitions --world-size 2 --batch-size 512
+	$(COSMICAI) runs --data $(DEMO)/partitions
 	@echo "plots: $(DEMO)/photoz-sdss17.png $(DEMO)/photoz-dr14.png"
 
 test: setup

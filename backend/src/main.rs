@@ -44,6 +44,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// Run the pipeline (Initialize, Map over world_size ranks, Summarize) on this machine.
     Run(commands::run::RunArgs),
+    /// Run the pipeline over several world sizes (and devices); writes a CSV and a chart.
+    Sweep(commands::sweep::SweepArgs),
     /// List the runs recorded for a data directory.
     Runs(commands::runs::RunsArgs),
     /// One rank of a run (started by `cosmicai run`).
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => commands::bench::run(command),
         Command::Run(args) => commands::run::run(args),
         Command::Runs(args) => commands::runs::run(args),
+        Command::Sweep(args) => commands::sweep::run(args),
         Command::Worker(args) => commands::worker::run(args),
     };
     match result {

@@ -123,3 +123,81 @@ pub fn density_scatter(path: &Path, spec: &[f32], pred: &[f32], title: &str) -> 
     root.present()?;
     Ok(())
 }
+
+/// One point of a sweep: a world size, a device, what the run measured.
+pub struct SweepPoint {
+    pub world_size: usize,
+    pub device: String,
+    pub duration_s: f64,
+    pub cost_usd: f64,
+}
+
+/// Duration and cost against world size, one line per device, side by side.
+pub fn sweep_chart(path: &Path, points: &[SweepPoint], title: &str) -> Result<()> {
+    register_font();
+    if points.is_empty() {
+        return Err(anyhow!("nothing to plot: the sweep has no finished runs"));
+    }
+    let root = BitMapBackend::new(path, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 24))?;
+    let (left, right) = root.split_horizontally(600);
+    let max_world = points.iter().map(|p| p.world_size).max().unwrap_or(1) as f64;
+    let mut devices: Vec<&str> = points.iter().map(|p| p.device.as_str()).collect();
+    devices.sort();
+    devices.dedup();
+    /// Which figure a panel shows, with its axis label.
+    type Measure = (&'static str, fn(&SweepPoint) -> f64);
+    let measures: [Measure; 2] = [
+        ("duration (s)", |p| p.duration_s),
+        ("cost (USD at AWS prices)", |p| p.cost_usd),
+    ];
+    let panels = [&left, &right]
+        .into_iter()
+        .zip(measures)
+        .map(|(area, (label, value))| (area, label, value));
+    for (area, label, value) in panels {
+        let top = points.iter().map(value).fold(0.0, f64::max) * 1.15 + 1e-12;
+        let mut chart = ChartBuilder::on(area)
+            .margin(20)
+            .x_label_area_size(45)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0.5..max_world + 0.5, 0.0..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("world size (workers)")
+            .y_desc(label)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()?;
+        for (i, device) in devices.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            let mut series: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| p.device == *device)
+                .map(|p| (p.world_size as f64, value(p)))
+                .collect();
+            series.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(LineSeries::new(series.clone(), colour.stroke_width(3)))?
+                .label(device.to_string())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
+                });
+            chart.draw_series(
+                series
+                    .into_iter()
+                    .map(|(x, y)| Circle::new((x, y), 5, colour.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}

@@ -331,3 +331,100 @@ fn a_run_whose_coordinator_dies_is_marked_interrupted() {
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs[0]["status"], "interrupted", "{runs}");
 }
+
+#[test]
+fn estimate_then_sweep_with_a_chart_and_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &data,
+        "--world-size",
+        "2",
+        "--batch-size",
+        "500",
+        "--estimate",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = last_json_line(&out);
+    assert_eq!(e["objects"].as_u64(), Some(8443));
+    assert_eq!(e["objects_per_rank"], serde_json::json!([4400, 4043]));
+    assert!(e["duration_s"].as_f64().unwrap() > 0.0 && e["cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(
+        !PathBuf::from(&data).join("results").exists(),
+        "an estimate must not run anything"
+    );
+
+    let sweep_dir = tmp.path().join("sweep");
+    let out = cosmicai(&[
+        "sweep",
+        "--data",
+        &data,
+        "--world-sizes",
+        "1,2",
+        "--batch-size",
+        "1000",
+        "--out",
+        &sweep_dir.display().to_string(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(sweep_dir.join("sweep.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[1].starts_with("1,cpu,")
+            && lines[2].starts_with("2,cpu,")
+            && lines[2].contains("succeeded")
+    );
+    let png = std::fs::read(sweep_dir.join("sweep.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+
+    let out = cosmicai(&[
+        "sweep",
+        "--data",
+        &data,
+        "--world-sizes",
+        "1",
+        "--devices",
+        "cpu,cuda",
+    ]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cuda"));
+}
+
+#[test]
+fn bench_pipeline_prints_its_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let out = cosmicai(&[
+        "bench", "pipeline", "--data", &data, "--copies", "2", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = last_json_line(&out);
+    assert_eq!(f["objects"].as_u64(), Some(2 * 8443));
+    for key in [
+        "pure_inference_s",
+        "world_1_s",
+        "world_2_s",
+        "overhead_pct",
+        "scaling_efficiency_pct",
+        "cold_start_ms",
+    ] {
+        assert!(f[key].is_number(), "{key}: {f}");
+    }
+    assert!(f["cold_start_ms"].as_f64().unwrap() > 0.0);
+}

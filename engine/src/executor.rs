@@ -6,7 +6,7 @@
 //!
 //! Workers talk back on stdout, one JSON object a line:
 //! `{"event":"ready"}` once the model is loaded, `{"event":"objects","objects":N}`
-//! as they go, `{"event":"done","objects":N,"throughput_bps":B}` at the end.
+//! after the first batch and then as they go, `{"event":"done","objects":N,"throughput_bps":B}` at the end.
 
 use crate::cost::billed_ms;
 use cosmicai_shared::run::RankMeasure;
@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 pub struct WorkerCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Extra environment, e.g. the worker's thread count.
+    pub envs: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +164,7 @@ fn run_attempt(
         .args(&command.args)
         .arg("--rank")
         .arg(rank.to_string())
+        .envs(command.envs.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -172,7 +175,7 @@ fn run_attempt(
     let mut stderr = child.stderr.take().ok_or("worker has no stderr")?;
     let events = tx.clone();
     let reader = std::thread::spawn(move || {
-        let (mut ready, mut done) = (None, None);
+        let (mut ready, mut first_batch, mut done) = (None, None, None);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             match serde_json::from_str::<WorkerMessage>(&line) {
                 Ok(WorkerMessage::Ready) => {
@@ -180,6 +183,7 @@ fn run_attempt(
                     let _ = events.send(Message::Event(ExecutorEvent::Ready { rank }));
                 }
                 Ok(WorkerMessage::Objects { objects }) => {
+                    first_batch.get_or_insert(start.elapsed());
                     let _ = events.send(Message::Event(ExecutorEvent::Objects { rank, objects }));
                 }
                 Ok(WorkerMessage::Done {
@@ -189,7 +193,7 @@ fn run_attempt(
                 Err(_) => {} // anything else on stdout is the worker's own business
             }
         }
-        (ready, done)
+        (ready, first_batch, done)
     });
     let errors = std::thread::spawn(move || {
         let mut text = String::new();
@@ -224,7 +228,7 @@ fn run_attempt(
         std::thread::sleep(Duration::from_millis(5));
     };
     let duration = start.elapsed();
-    let (ready, done) = reader.join().unwrap_or((None, None));
+    let (ready, first_batch, done) = reader.join().unwrap_or((None, None, None));
     let stderr_text = errors.join().unwrap_or_default();
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let peak_rss_mb = usage.ru_maxrss as f64 / 1024.0;
@@ -267,6 +271,7 @@ fn run_attempt(
         duration_s,
         billed_duration_ms: billed_ms(duration_s),
         init_duration_s: ready.map_or(0.0, |r| r.as_secs_f64()),
+        first_batch_s: first_batch.map_or(0.0, |r| r.as_secs_f64()),
         cpu_time_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
         peak_rss_mb,
         objects,

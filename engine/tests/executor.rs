@@ -8,6 +8,7 @@ fn python(code: &str) -> WorkerCommand {
     WorkerCommand {
         program: PathBuf::from("python3"),
         args: vec!["-c".into(), code.into()],
+        envs: vec![],
     }
 }
 
@@ -34,7 +35,11 @@ fn every_rank_runs_once_and_is_measured() {
         assert_eq!(m.error, None);
         assert_eq!((m.rank, m.objects, m.attempts), (rank, 10 * (rank + 1), 1));
         assert!(m.duration_s > 0.0 && m.billed_duration_ms >= 1 && m.peak_rss_mb > 1.0);
-        assert!(m.init_duration_s > 0.0 && m.init_duration_s <= m.duration_s);
+        assert!(
+            m.init_duration_s > 0.0
+                && m.init_duration_s <= m.first_batch_s
+                && m.first_batch_s <= m.duration_s
+        );
     }
     let started = events
         .iter()

@@ -161,6 +161,8 @@ pub struct RankMeasure {
     pub billed_duration_ms: u64,
     /// Process start to model ready.
     pub init_duration_s: f64,
+    /// Process start to the first batch done (the cold start).
+    pub first_batch_s: f64,
     pub cpu_time_s: f64,
     pub peak_rss_mb: f64,
     pub objects: usize,

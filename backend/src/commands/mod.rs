@@ -5,6 +5,7 @@ pub mod inspect;
 pub mod partition;
 pub mod run;
 pub mod runs;
+pub mod sweep;
 pub mod train;
 pub mod worker;
 

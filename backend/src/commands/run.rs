@@ -4,7 +4,7 @@ use crate::registry::Registry;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use cosmicai_engine::executor::{ExecutorConfig, ExecutorEvent, WorkerCommand, execute};
-use cosmicai_engine::pipeline::{RunSummary, initialize, summarize};
+use cosmicai_engine::pipeline::{RunSummary, estimate, initialize, plan, summarize};
 use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::run::{Device, RunRequest};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -48,6 +48,9 @@ pub struct RunArgs {
     /// photoz (shipped weights) or photoz:PATH.
     #[arg(long, default_value = "photoz")]
     pub model: String,
+    /// Print the duration and cost estimate (from a calibration of this machine) and stop.
+    #[arg(long)]
+    pub estimate: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -58,20 +61,30 @@ pub enum DeviceArg {
     Cuda,
 }
 
-/// A run id that sorts by time: run-<unix seconds>-<pid>.
+/// A run id that sorts by time: run-<unix seconds>-<pid>-<sequence in this process>.
 fn new_run_id() -> String {
+    static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    format!("run-{secs}-{}", std::process::id())
+    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("run-{secs}-{}-{n}", std::process::id())
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if args.estimate {
+        return print_estimate(&args);
+    }
+    let summary = execute_run(&args, false)?;
+    print_summary(&summary, args.json)
+}
+
+/// The request `args` describe, for run `run_id`.
+fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
     if !args.data.is_dir() {
         bail!("--data {}: not a directory", args.data.display());
     }
-    let run_id = new_run_id();
-    let request = RunRequest {
+    Ok(RunRequest {
         bucket: "local".into(),
         data_prefix: String::new(),
         file_limit: args.file_limit,
@@ -88,7 +101,23 @@ pub fn run(args: RunArgs) -> Result<()> {
         memory_mb: args.memory_mb,
         model: args.model.clone(),
         retries: args.retries,
-    };
+    })
+}
+
+/// Ranks at once, and CPU threads each worker may use (the cores shared among them).
+fn concurrency_and_threads(args: &RunArgs) -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let concurrency = args.concurrency.unwrap_or(cores).max(1);
+    (
+        concurrency,
+        (cores / concurrency.min(args.world_size.max(1))).max(1),
+    )
+}
+
+/// Runs the whole pipeline; `quiet` hides the progress bars (sweeps show their own).
+pub fn execute_run(args: &RunArgs, quiet: bool) -> Result<RunSummary> {
+    let run_id = new_run_id();
+    let request = request_of(args, &run_id)?;
     let store = LocalStore::new(&args.data);
     let started = Instant::now();
     let payload = initialize(&store, &request, &run_id)?;
@@ -96,9 +125,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let registry = Registry::open(&args.data.join("cosmicai.sqlite"))?;
     registry.start(&run_id, &request)?;
 
-    let exe = std::env::current_exe().context("finding the cosmicai executable for workers")?;
+    let (concurrency, threads) = concurrency_and_threads(args);
     let command = WorkerCommand {
-        program: exe,
+        program: std::env::current_exe().context("finding the cosmicai executable for workers")?,
         args: vec![
             "worker".into(),
             "--store".into(),
@@ -106,15 +135,19 @@ pub fn run(args: RunArgs) -> Result<()> {
             "--result-path".into(),
             request.result_path.clone(),
         ],
+        envs: vec![("RAYON_NUM_THREADS".into(), threads.to_string())],
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let config = ExecutorConfig {
-        concurrency: args.concurrency.unwrap_or(cores),
+        concurrency,
         memory_mb: request.memory_mb,
         retries: request.retries,
     };
 
-    let bars = MultiProgress::new();
+    let bars = if quiet {
+        MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+    } else {
+        MultiProgress::new()
+    };
     let overall = bars.add(ProgressBar::new(request.world_size as u64));
     overall.set_style(
         ProgressStyle::with_template(
@@ -168,14 +201,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     rank_bars[*rank].abandon();
                     overall.inc(1);
                 }
-                registry.rank_update(
-                    &run_id,
-                    *rank,
-                    if *retrying { "retrying" } else { "failed" },
-                    None,
-                    *attempt,
-                    Some(error),
-                )
+                registry.rank_update(&run_id, *rank, what, None, *attempt, Some(error))
             }
         };
         if let Err(e) = result {
@@ -186,27 +212,84 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let summarize_start = Instant::now();
     let duration_s = started.elapsed().as_secs_f64();
-    let summary = match summarize(&store, &payload, &measures, duration_s, &[init_s, 0.0]) {
-        Ok(mut s) => {
-            // Summarize is billed too: account for its own duration.
-            let stage = [init_s, summarize_start.elapsed().as_secs_f64()];
-            s.cost = cosmicai_engine::cost::run_cost(
-                &measures,
-                &payload.ranks.iter().map(Vec::len).collect::<Vec<_>>(),
-                &stage,
-                request.memory_mb,
-                false,
-            );
-            s.cost_usd = s.cost.total_usd;
-            s
-        }
+    let mut summary = match summarize(&store, &payload, &measures, duration_s, &[init_s, 0.0]) {
+        Ok(s) => s,
         Err(e) => {
             registry.fail(&run_id, &e.to_string())?;
             return Err(e.into());
         }
     };
+    // Summarize is billed too: account for its own duration.
+    let files_per_rank: Vec<usize> = payload.ranks.iter().map(Vec::len).collect();
+    let stages = [init_s, summarize_start.elapsed().as_secs_f64()];
+    summary.cost = cosmicai_engine::cost::run_cost(
+        &measures,
+        &files_per_rank,
+        &stages,
+        request.memory_mb,
+        false,
+    );
+    summary.cost_usd = summary.cost.total_usd;
     registry.finish(&summary)?;
-    print_summary(&summary, args.json)
+    Ok(summary)
+}
+
+/// This machine's rate for one worker (its share of the cores) and a worker's cold start.
+pub fn calibrate(threads: usize) -> Result<(f64, f64)> {
+    let start = Instant::now();
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let model = crate::models::load_photoz(None)?;
+    let cold_start_s = start.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("calibration: cannot start cosmicai");
+    }
+    let magnitudes: Vec<[f32; 5]> = (0..16_384)
+        .map(|i| {
+            let x = (i % 97) as f32 / 97.0;
+            [19.0 + x, 18.0 + x, 17.5 + x, 17.2 + x, 17.0 + x]
+        })
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let rate = pool.install(|| {
+        let start = Instant::now();
+        let n = cosmicai_engine::predict::predict_photoz::<crate::models::Cpu>(
+            &model,
+            &magnitudes,
+            512,
+            &Default::default(),
+        )
+        .len();
+        n as f64 / start.elapsed().as_secs_f64()
+    });
+    Ok((rate, cold_start_s))
+}
+
+fn print_estimate(args: &RunArgs) -> Result<()> {
+    let request = request_of(args, "estimate")?;
+    let store = LocalStore::new(&args.data);
+    let payload = plan(&store, &request, "estimate")?;
+    let (concurrency, threads) = concurrency_and_threads(args);
+    let (rate, cold) = calibrate(threads)?;
+    let e = estimate(&store, &payload, rate, cold, concurrency)?;
+    if args.json {
+        return crate::output::emit(&(serde_json::to_string(&e)? + "\n"));
+    }
+    crate::output::emit(&format!(
+        "estimate: {} objects over {} ranks ({} at a time): about {:.2} s, ${:.6} at AWS prices\n  (calibrated {:.0} objects/s per worker, cold start {:.3} s; Lambda {:.2} GB-s)\n",
+        e.objects,
+        e.ranks,
+        e.concurrency,
+        e.duration_s,
+        e.cost_usd,
+        e.calibration_samples_per_s,
+        e.cold_start_s,
+        e.cost.lambda_gb_s
+    ))
 }
 
 fn print_summary(s: &RunSummary, json: bool) -> Result<()> {

@@ -1,12 +1,13 @@
 //! `cosmicai worker`: one rank of a run, as its own process (started by the
 //! local executor, like a Lambda invocation). Speaks the executor's stdout protocol.
 
-use crate::models::{Cpu, load_photoz};
+use crate::models::{Cpu, load_photoz_on};
 use anyhow::{Context, Result};
 use clap::Args;
 use cosmicai_engine::executor::WorkerMessage;
 use cosmicai_engine::pipeline::{Payload, RankEvent, infer_rank, payload_key};
 use cosmicai_engine::store::{LocalStore, ObjectStore};
+use cosmicai_shared::run::Device;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -35,8 +36,25 @@ pub fn run(args: WorkerArgs) -> Result<()> {
     let store = LocalStore::new(&args.store);
     let bytes = store.get(&payload_key(&args.result_path))?;
     let payload: Payload = serde_json::from_slice(&bytes).context("reading payload.json")?;
+    match payload.request.device {
+        Device::Cpu => run_on::<Cpu>(&store, &payload, args.rank, &Default::default()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => {
+            run_on::<crate::models::Gpu>(&store, &payload, args.rank, &Default::default())
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => anyhow::bail!("device cuda: this cosmicai was built without CUDA"),
+    }
+}
+
+fn run_on<B: burn::prelude::Backend>(
+    store: &LocalStore,
+    payload: &Payload,
+    rank: usize,
+    device: &B::Device,
+) -> Result<()> {
     let weights = payload.request.model.strip_prefix("photoz:").map(Path::new);
-    let model = load_photoz(weights)?;
+    let model = load_photoz_on::<B>(weights, device)?;
     say(&WorkerMessage::Ready);
     if let Some(ms) = std::env::var("COSMICAI_WORKER_PAUSE_MS")
         .ok()
@@ -45,16 +63,17 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     let mut last = 0;
-    let result = infer_rank::<Cpu>(
-        &store,
-        &payload,
-        args.rank,
+    let system = cosmicai_engine::system::system_info();
+    let result = infer_rank::<B>(
+        store,
+        payload,
+        rank,
         &model,
-        &Default::default(),
-        cosmicai_engine::system::system_info(),
+        device,
+        system,
         |RankEvent::Objects(n)| {
-            // A line per few thousand objects is plenty for a progress bar.
-            if n >= last + 4096 {
+            // The first batch, then a line per few thousand objects: plenty for a progress bar.
+            if last == 0 || n >= last + 4096 {
                 last = n;
                 say(&WorkerMessage::Objects { objects: n });
             }

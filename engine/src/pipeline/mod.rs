@@ -9,11 +9,13 @@
 //!
 //! The same functions serve the local executor and the Lambda handlers.
 
+mod estimate;
 mod plan;
 mod rank;
 mod summary;
 
-pub use plan::{Payload, initialize, plan_ranks};
+pub use estimate::{Estimate, estimate};
+pub use plan::{Payload, initialize, plan, plan_ranks};
 pub use rank::{RankEvent, infer_rank, read_predictions};
 pub use summary::{RunSummary, summarize};
 

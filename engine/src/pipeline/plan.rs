@@ -39,6 +39,19 @@ pub fn initialize(
     request: &RunRequest,
     run_id: &str,
 ) -> Result<Payload, PipelineError> {
+    let payload = plan(store, request, run_id)?;
+    let json =
+        serde_json::to_vec_pretty(&payload).map_err(|e| PipelineError::Other(e.to_string()))?;
+    store.put(&payload_key(&request.result_path), &json)?;
+    Ok(payload)
+}
+
+/// Initialize without writing anything: the plan a run would follow (for estimates).
+pub fn plan(
+    store: &dyn ObjectStore,
+    request: &RunRequest,
+    run_id: &str,
+) -> Result<Payload, PipelineError> {
     let problems = request.problems();
     if !problems.is_empty() {
         return Err(PipelineError::Invalid(problems));
@@ -48,14 +61,21 @@ pub fn initialize(
             "device cuda: this cosmicai was built without CUDA (build with --features cuda on a machine with an NVIDIA driver)".into(),
         ]));
     }
-    let mut files: Vec<(String, u64)> = store
-        .list(&request.data_prefix)?
+    let listing = store.list(&request.data_prefix)?;
+    // Result folders (any folder holding a payload.json) hold predictions, not partitions.
+    let result_dirs: Vec<String> = listing
+        .iter()
+        .filter_map(|o| o.key.strip_suffix("payload.json"))
+        .map(str::to_string)
+        .chain(std::iter::once(format!(
+            "{}/",
+            request.result_path.trim_end_matches('/')
+        )))
+        .collect();
+    let mut files: Vec<(String, u64)> = listing
         .into_iter()
         .filter(|o| o.key.ends_with(&format!(".{EXTENSION}")))
-        .filter(|o| {
-            !o.key
-                .starts_with(&format!("{}/", request.result_path.trim_end_matches('/')))
-        })
+        .filter(|o| !result_dirs.iter().any(|d| o.key.starts_with(d.as_str())))
         .map(|o| (o.key, o.size))
         .collect();
     if files.is_empty() {
@@ -69,16 +89,12 @@ pub fn initialize(
         files.truncate(limit);
     }
     let keys: Vec<String> = files.iter().map(|(k, _)| k.clone()).collect();
-    let payload = Payload {
+    Ok(Payload {
         run_id: run_id.to_string(),
         request: request.clone(),
         ranks: plan_ranks(&keys, request.world_size),
         files,
-    };
-    let json =
-        serde_json::to_vec_pretty(&payload).map_err(|e| PipelineError::Other(e.to_string()))?;
-    store.put(&payload_key(&request.result_path), &json)?;
-    Ok(payload)
+    })
 }
 
 #[cfg(test)]

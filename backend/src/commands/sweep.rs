@@ -1,0 +1,149 @@
+//! `cosmicai sweep`: the same run over several world sizes (and devices), as a CSV and a chart.
+
+use super::run::{DeviceArg, RunArgs, execute_run};
+use crate::plot::{SweepPoint, sweep_chart};
+use anyhow::{Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Args)]
+#[command(after_help = "Example:\n  \
+    cosmicai sweep --data data/demo/partitions --world-sizes 1,2,4 --batch-size 512\n\n\
+    Writes sweep.csv and sweep.png (duration and cost against world size, a line per device)\n\
+    in --out (default DATA/sweeps/sweep-<time>).")]
+pub struct SweepArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// World sizes to run, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub world_sizes: Vec<usize>,
+    /// Devices to run, comma separated (cpu, cuda).
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "cpu")]
+    pub devices: Vec<DeviceArg>,
+    #[arg(long, default_value_t = 512)]
+    pub batch_size: usize,
+    #[arg(long)]
+    pub file_limit: Option<usize>,
+    #[arg(long, default_value_t = 2048)]
+    pub memory_mb: u32,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    world_size: usize,
+    device: &'static str,
+    run_id: String,
+    status: &'static str,
+    objects: usize,
+    duration_s: f64,
+    samples_per_s: f64,
+    cost_usd: f64,
+}
+
+fn device_name(d: DeviceArg) -> &'static str {
+    match d {
+        DeviceArg::Cpu => "cpu",
+        DeviceArg::Cuda => "cuda",
+    }
+}
+
+pub fn run(args: SweepArgs) -> Result<()> {
+    if args.world_sizes.is_empty() || args.world_sizes.contains(&0) {
+        bail!("--world-sizes needs world sizes of at least 1, e.g. 1,2,4");
+    }
+    if args.devices.iter().any(|d| matches!(d, DeviceArg::Cuda)) && !cfg!(feature = "cuda") {
+        bail!("device cuda: this cosmicai was built without CUDA; no run was started");
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.data.join(format!("sweeps/sweep-{stamp}")));
+    std::fs::create_dir_all(&out)?;
+    let total = args.world_sizes.len() * args.devices.len();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("sweep [{bar:30.cyan/blue}] {pos}/{len} runs {msg}")?
+            .progress_chars("=> "),
+    );
+    let mut rows = Vec::new();
+    for &device in &args.devices {
+        for &world_size in &args.world_sizes {
+            bar.set_message(format!("{} x{world_size}", device_name(device)));
+            let run_args = RunArgs {
+                data: args.data.clone(),
+                world_size,
+                batch_size: args.batch_size,
+                file_limit: args.file_limit,
+                device,
+                result_path: None,
+                memory_mb: args.memory_mb,
+                retries: 0,
+                concurrency: None,
+                model: "photoz".into(),
+                estimate: false,
+                json: false,
+            };
+            let s = execute_run(&run_args, true)?;
+            rows.push(Row {
+                world_size,
+                device: device_name(device),
+                run_id: s.run_id,
+                status: s.status.name(),
+                objects: s.objects,
+                duration_s: s.duration_s,
+                samples_per_s: s.samples_per_s,
+                cost_usd: s.cost_usd,
+            });
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let mut csv =
+        String::from("world_size,device,run_id,status,objects,duration_s,samples_per_s,cost_usd\n");
+    for r in &rows {
+        csv += &format!(
+            "{},{},{},{},{},{:.6},{:.3},{:.9}\n",
+            r.world_size,
+            r.device,
+            r.run_id,
+            r.status,
+            r.objects,
+            r.duration_s,
+            r.samples_per_s,
+            r.cost_usd
+        );
+    }
+    std::fs::write(out.join("sweep.csv"), &csv)?;
+    let points: Vec<SweepPoint> = rows
+        .iter()
+        .map(|r| SweepPoint {
+            world_size: r.world_size,
+            device: r.device.to_string(),
+            duration_s: r.duration_s,
+            cost_usd: r.cost_usd,
+        })
+        .collect();
+    sweep_chart(
+        &out.join("sweep.png"),
+        &points,
+        "CosmicAI sweep: duration and cost vs world size",
+    )?;
+    if args.json {
+        crate::output::emit(&(serde_json::json!({ "out": out, "runs": rows }).to_string() + "\n"))
+    } else {
+        crate::output::emit(&format!(
+            "{csv}wrote {} and {}\n",
+            out.join("sweep.csv").display(),
+            out.join("sweep.png").display()
+        ))
+    }
+}

@@ -1,0 +1,97 @@
+//! Before launch: how long a run will take and what it will cost, from a
+//! calibration of this machine's samples/s and worker cold start.
+
+use super::{Payload, PipelineError};
+use crate::cost::{billed_ms, run_cost};
+use crate::partition::PartitionFile;
+use crate::store::ObjectStore;
+use cosmicai_shared::run::{Cost, RankMeasure};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Estimate {
+    pub ranks: usize,
+    pub objects: usize,
+    pub objects_per_rank: Vec<usize>,
+    /// One worker's calibrated inference rate.
+    pub calibration_samples_per_s: f64,
+    pub cold_start_s: f64,
+    pub concurrency: usize,
+    /// Wall time: ranks run `concurrency` at a time.
+    pub duration_s: f64,
+    pub cost_usd: f64,
+    pub cost: Cost,
+}
+
+/// Estimates `payload`'s run: each rank takes `cold_start_s + objects / samples_per_s`,
+/// ranks are scheduled `concurrency` at a time, the bill uses the same prices as real runs.
+pub fn estimate(
+    store: &dyn ObjectStore,
+    payload: &Payload,
+    samples_per_s: f64,
+    cold_start_s: f64,
+    concurrency: usize,
+) -> Result<Estimate, PipelineError> {
+    let mut objects_per_rank = Vec::new();
+    for keys in &payload.ranks {
+        let mut n = 0;
+        for key in keys {
+            n += match store.local_path(key) {
+                Some(path) => PartitionFile::open(&path)?.len(),
+                // Remote objects: assume the average catalog object size.
+                None => payload
+                    .files
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map_or(0, |(_, size)| {
+                        (*size as usize) / crate::partition::bytes_per_object(None)
+                    }),
+            };
+        }
+        objects_per_rank.push(n);
+    }
+    let rate = samples_per_s.max(1e-9);
+    let durations: Vec<f64> = objects_per_rank
+        .iter()
+        .map(|&n| cold_start_s + n as f64 / rate)
+        .collect();
+    // Greedy schedule: each rank starts on the slot that frees first.
+    let mut slots = vec![0.0f64; concurrency.max(1)];
+    for d in &durations {
+        let first = slots
+            .iter_mut()
+            .min_by(|a, b| a.total_cmp(b))
+            .expect("at least one slot");
+        *first += d;
+    }
+    let measures: Vec<RankMeasure> = durations
+        .iter()
+        .enumerate()
+        .map(|(rank, &d)| RankMeasure {
+            rank,
+            attempts: 1,
+            duration_s: d,
+            billed_duration_ms: billed_ms(d),
+            ..Default::default()
+        })
+        .collect();
+    let files_per_rank: Vec<usize> = payload.ranks.iter().map(Vec::len).collect();
+    let cost = run_cost(
+        &measures,
+        &files_per_rank,
+        &[cold_start_s, cold_start_s],
+        payload.request.memory_mb,
+        false,
+    );
+    Ok(Estimate {
+        ranks: payload.ranks.len(),
+        objects: objects_per_rank.iter().sum(),
+        objects_per_rank,
+        calibration_samples_per_s: samples_per_s,
+        cold_start_s,
+        concurrency,
+        duration_s: slots.into_iter().fold(0.0, f64::max),
+        cost_usd: cost.total_usd,
+        cost,
+    })
+}
