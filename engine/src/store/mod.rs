@@ -1,7 +1,10 @@
 //! Object stores: where partitions are read and results written, by key.
 //!
 //! Keys are `/`-separated paths relative to the store (S3 style). The local
-//! store maps them under a root directory and refuses any key that would leave it.
+//! store maps them under a root directory and refuses any key that would leave it;
+//! [`s3::S3Store`] keeps them in a bucket.
+
+pub mod s3;
 
 use cosmicai_shared::run::check_key;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,280 @@
+//! An S3 bucket as a store, through aws-sdk-s3: AWS itself or any S3-compatible
+//! endpoint. Credentials come from the standard AWS provider chain unless given.
+//!
+//! The store's methods are blocking (the pipeline is synchronous); it owns a
+//! small tokio runtime. Call it from plain threads, not from inside async code.
+
+use super::{ObjectStore, StoreError, StoreObject};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use cosmicai_shared::run::check_key;
+use std::path::PathBuf;
+
+/// Objects larger than this are uploaded in parts.
+pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// Part size of multipart uploads (S3's minimum is 5 MiB).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Where and how to reach the bucket.
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: Option<String>,
+    /// A non-AWS endpoint, e.g. `http://127.0.0.1:9000`; path-style addressing is used then.
+    pub endpoint: Option<String>,
+    /// Static credentials (tests, local servers); `None` uses the AWS provider chain.
+    pub static_credentials: Option<(String, String)>,
+}
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl S3Store {
+    pub fn connect(config: S3Config) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Io {
+                key: String::new(),
+                source: e,
+            })?;
+        // rustls with ring: no aws-lc C build (see README).
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let region = Region::new(config.region.clone().unwrap_or_else(|| "us-east-1".into()));
+        let shared = runtime.block_on(async {
+            let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .http_client(http)
+                .region(region);
+            if let Some((key, secret)) = &config.static_credentials {
+                loader = loader.credentials_provider(Credentials::new(
+                    key,
+                    secret,
+                    None,
+                    None,
+                    "cosmicai-static",
+                ));
+            }
+            loader.load().await
+        });
+        let mut s3 = aws_sdk_s3::config::Builder::from(&shared);
+        if let Some(endpoint) = &config.endpoint {
+            s3 = s3.endpoint_url(endpoint).force_path_style(true);
+        }
+        Ok(S3Store {
+            client: Client::from_conf(s3.build()),
+            bucket: config.bucket,
+            runtime,
+        })
+    }
+
+    /// The underlying client (the launcher creates buckets and checks access with it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Runs `future` on the store's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    fn error(&self, key: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            key: key.into(),
+            source: std::io::Error::other(format!("s3://{}: {e}", self.bucket)),
+        }
+    }
+
+    async fn put_multipart(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error(key, sdk(&e)))?;
+        let id = upload
+            .upload_id()
+            .ok_or_else(|| self.error(key, "no upload id"))?;
+        let mut parts = Vec::new();
+        for (i, chunk) in bytes.chunks(PART_SIZE).enumerate() {
+            let number = i as i32 + 1;
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(number)
+                .body(ByteStream::from(chunk.to_vec()))
+                .send()
+                .await;
+            match part {
+                Ok(p) => parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(p.e_tag().map(str::to_string))
+                        .build(),
+                ),
+                Err(e) => {
+                    // Leave no half upload behind.
+                    let _ = self
+                        .client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await;
+                    return Err(self.error(key, sdk(&e)));
+                }
+            }
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.error(key, sdk(&e)))?;
+        Ok(())
+    }
+}
+
+/// An SDK error with its service code and message, not just "service error".
+fn sdk<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(s) => format!(
+            "{}: {}",
+            s.code().unwrap_or("error"),
+            s.message().unwrap_or("no message")
+        ),
+        None => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+fn checked(key: &str) -> Result<&str, StoreError> {
+    check_key(key).map_err(|p| StoreError::BadKey {
+        key: key.into(),
+        problem: p.into(),
+    })?;
+    Ok(key)
+}
+
+impl ObjectStore for S3Store {
+    fn list(&self, prefix: &str) -> Result<Vec<StoreObject>, StoreError> {
+        let prefix = checked(prefix)?;
+        // A folder: "a" lists "a/..." not "ab".
+        let folder = if prefix.is_empty() || prefix.ends_with('/') {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/")
+        };
+        self.block_on(async {
+            let mut out = Vec::new();
+            let mut token = None;
+            loop {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&folder)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| self.error(prefix, sdk(&e)))?;
+                for o in page.contents() {
+                    if let Some(key) = o.key() {
+                        out.push(StoreObject {
+                            key: key.to_string(),
+                            size: o.size().unwrap_or(0).max(0) as u64,
+                        });
+                    }
+                }
+                token = page.next_continuation_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let key = checked(key)?;
+        self.block_on(async {
+            let object = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                        StoreError::NotFound {
+                            key: key.into(),
+                            store: self.describe(),
+                        }
+                    } else {
+                        self.error(key, sdk(&e))
+                    }
+                })?;
+            let body = object
+                .body
+                .collect()
+                .await
+                .map_err(|e| self.error(key, e))?;
+            Ok(body.into_bytes().to_vec())
+        })
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let key = checked(key)?;
+        self.block_on(async {
+            if bytes.len() > MULTIPART_THRESHOLD {
+                return self.put_multipart(key, bytes).await;
+            }
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .body(ByteStream::from(bytes.to_vec()))
+                .send()
+                .await
+                .map_err(|e| self.error(key, sdk(&e)))?;
+            Ok(())
+        })
+    }
+
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+
+    fn describe(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+}

@@ -1,0 +1,220 @@
+//! The S3 store against a real S3 API server: s3s-fs, in process, on 127.0.0.1:0.
+//! Then the whole pipeline (Initialize, ranks, Summarize) with its data and
+//! results in a bucket, as the Lambda handlers will run it.
+
+use burn::backend::NdArray;
+use cosmicai_engine::catalog::read_catalog;
+use cosmicai_engine::dataset::{PartitionSink, SplitBy};
+use cosmicai_engine::partition::{PartitionMeta, Source};
+use cosmicai_engine::pipeline::{infer_rank, initialize, summarize};
+use cosmicai_engine::store::s3::{S3Config, S3Store};
+use cosmicai_engine::store::{ObjectStore, StoreError};
+use cosmicai_model::photoz::PhotoZ;
+use cosmicai_model::weights::Weights;
+use cosmicai_shared::Provenance;
+use cosmicai_shared::run::{Device, RankMeasure, RunRequest, RunStatus, SystemInfo};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use std::collections::HashSet;
+use std::path::Path;
+
+const KEY: &str = "cosmicai-test-key";
+const SECRET: &str = "cosmicai-test-secret";
+
+/// A running s3s-fs server; dropped with the test.
+struct Server {
+    endpoint: String,
+    _runtime: tokio::runtime::Runtime,
+    _root: tempfile::TempDir,
+}
+
+fn start_server() -> Server {
+    let root = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+    let mut builder = S3ServiceBuilder::new(fs);
+    builder.set_auth(SimpleAuth::from_single(KEY, SECRET));
+    let service = builder.build();
+    runtime.spawn(async move {
+        let http = ConnBuilder::new(TokioExecutor::new());
+        while let Ok((socket, _)) = listener.accept().await {
+            let conn = http
+                .serve_connection(TokioIo::new(socket), service.clone())
+                .into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+    Server {
+        endpoint: format!("http://{addr}"),
+        _runtime: runtime,
+        _root: root,
+    }
+}
+
+fn store(server: &Server, bucket: &str) -> S3Store {
+    let store = S3Store::connect(S3Config {
+        bucket: bucket.into(),
+        region: Some("us-east-1".into()),
+        endpoint: Some(server.endpoint.clone()),
+        static_credentials: Some((KEY.into(), SECRET.into())),
+    })
+    .unwrap();
+    store
+        .block_on(store.client().create_bucket().bucket(bucket).send())
+        .unwrap();
+    store
+}
+
+#[test]
+fn s3_store_round_trips_lists_and_refuses_bad_keys() {
+    let server = start_server();
+    let s3 = store(&server, "cosmicai-unit");
+    s3.put("a/2.json", b"two").unwrap();
+    s3.put("a/1.json", b"one").unwrap();
+    s3.put("ab.json", b"not in folder a").unwrap();
+    assert_eq!(s3.get("a/1.json").unwrap(), b"one");
+    let keys: Vec<String> = s3.list("a").unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(keys, ["a/1.json", "a/2.json"]);
+    assert_eq!(s3.list("").unwrap().len(), 3);
+    assert_eq!(s3.list("a").unwrap()[0].size, 3);
+    assert!(matches!(
+        s3.get("a/none.json"),
+        Err(StoreError::NotFound { .. })
+    ));
+    for bad in ["../x", "/abs", "a/../../b"] {
+        assert!(
+            matches!(s3.put(bad, b"x"), Err(StoreError::BadKey { .. })),
+            "{bad}"
+        );
+    }
+    // Large objects go up in parts and come back whole.
+    let big: Vec<u8> = (0..20 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    s3.put("big.bin", &big).unwrap();
+    assert!(s3.get("big.bin").unwrap() == big);
+    // A bucket that does not exist is an error that names it.
+    let missing = S3Store::connect(S3Config {
+        bucket: "no-such-bucket".into(),
+        region: None,
+        endpoint: Some(server.endpoint.clone()),
+        static_credentials: Some((KEY.into(), SECRET.into())),
+    })
+    .unwrap();
+    let e = missing.list("").unwrap_err().to_string();
+    assert!(e.contains("no-such-bucket"), "{e}");
+}
+
+#[test]
+fn the_pipeline_runs_against_a_bucket() {
+    let server = start_server();
+    let s3 = store(&server, "cosmicai-data");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+
+    // The DR14 catalog as 4 partitions, uploaded under data/.
+    let scratch = tempfile::tempdir().unwrap();
+    let catalog = read_catalog(
+        &root.join("assets/catalogs/skyserver_dr14.csv.gz"),
+        &mut HashSet::new(),
+        |_| {},
+    )
+    .unwrap();
+    let mut sink = PartitionSink::create(
+        scratch.path(),
+        SplitBy::Objects(2200),
+        PartitionMeta::default(),
+    )
+    .unwrap();
+    let source = Source {
+        name: "skyserver_dr14.csv".into(),
+        provenance: Provenance::Real,
+        detail: String::new(),
+    };
+    for row in &catalog.objects {
+        sink.push(*row, &source, None).unwrap();
+    }
+    for written in sink.finish().unwrap() {
+        let name = written
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        s3.put(
+            &format!("data/{name}"),
+            &std::fs::read(&written.path).unwrap(),
+        )
+        .unwrap();
+    }
+
+    let request = RunRequest {
+        bucket: "cosmicai-data".into(),
+        data_prefix: "data".into(),
+        file_limit: Some(3),
+        batch_size: 1000,
+        world_size: 2,
+        result_path: "results/s3run".into(),
+        device: Device::Cpu,
+        memory_mb: 1024,
+        model: "photoz".into(),
+        retries: 0,
+    };
+    let payload = initialize(&s3, &request, "s3run").unwrap();
+    assert_eq!(payload.files.len(), 3);
+    let weights = Weights::open(root.join("assets/model/photoz.safetensors")).unwrap();
+    let device = Default::default();
+    let model = PhotoZ::<NdArray<f32>>::from_weights(&weights, &device).unwrap();
+    let mut measures = Vec::new();
+    for rank in 0..2 {
+        let result = infer_rank(
+            &s3,
+            &payload,
+            rank,
+            &model,
+            &device,
+            SystemInfo::default(),
+            |_| {},
+        )
+        .unwrap();
+        measures.push(RankMeasure {
+            rank,
+            attempts: 1,
+            objects: result.objects,
+            billed_duration_ms: 10,
+            ..Default::default()
+        });
+    }
+    let summary = summarize(&s3, &payload, &measures, 1.0, &[0.1, 0.1]).unwrap();
+    assert_eq!(summary.status, RunStatus::Succeeded);
+    assert_eq!(summary.objects, 3 * 2200);
+    let keys: Vec<String> = s3
+        .list("results/s3run")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    for k in [
+        "payload.json",
+        "0.json",
+        "1.json",
+        "combined_data.json",
+        "summary.json",
+        "predictions/0.safetensors",
+    ] {
+        assert!(
+            keys.contains(&format!("results/s3run/{k}")),
+            "{k} missing from {keys:?}"
+        );
+    }
+    assert!(summary.metrics.unwrap().galaxy.unwrap().nmad < 0.03);
+}
