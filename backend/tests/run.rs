@@ -428,3 +428,70 @@ fn bench_pipeline_prints_its_figures() {
     }
     assert!(f["cold_start_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let write = |name: &str, json: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, json).unwrap();
+        path.display().to_string()
+    };
+    let good = write(
+        "good.json",
+        r#"{"bucket": "local", "data_prefix": "", "file_limit": 2, "batch_size": 1000, "world_size": 2, "result_path": "results/req", "retries": 1}"#,
+    );
+    let out = cosmicai(&["run", "--data", &data, "--request", &good, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = last_json_line(&out);
+    assert_eq!(
+        (s["result_path"].as_str(), s["objects"].as_u64()),
+        (Some("results/req"), Some(4400))
+    );
+
+    for (name, json, needle) in [
+        (
+            "typo.json",
+            r#"{"batch_size": 10, "worldsize": 2, "result_path": "r"}"#,
+            "unknown field `worldsize`",
+        ),
+        (
+            "s3.json",
+            r#"{"bucket": "my-bucket", "batch_size": 10, "world_size": 2, "result_path": "r"}"#,
+            "bucket 'my-bucket'",
+        ),
+        (
+            "zero.json",
+            r#"{"batch_size": 10, "world_size": 0, "result_path": "r"}"#,
+            "world_size must be at least 1",
+        ),
+        (
+            "broken.json",
+            r#"{"batch_size": 10,"#,
+            "not a valid run request",
+        ),
+    ] {
+        let path = write(name, json);
+        let out = cosmicai(&["run", "--data", &data, "--request", &path]);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && e.contains(needle) && e.contains(name),
+            "{name}: {e}"
+        );
+    }
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &data,
+        "--request",
+        &good,
+        "--world-size",
+        "3",
+    ]);
+    assert!(!out.status.success());
+}

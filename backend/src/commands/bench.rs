@@ -137,8 +137,9 @@ fn bench_pipeline(args: PipelineArgs) -> Result<()> {
     let run = |world_size| {
         let run_args = RunArgs {
             data: scratch.path().to_path_buf(),
-            world_size,
-            batch_size: args.batch_size,
+            world_size: Some(world_size),
+            batch_size: Some(args.batch_size),
+            request: None,
             file_limit: None,
             device: DeviceArg::Cpu,
             result_path: None,

@@ -24,10 +24,14 @@ pub struct RunArgs {
     /// Directory holding the partitions; it is the run's store (results are written inside it).
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long)]
-    pub world_size: usize,
-    #[arg(long)]
-    pub batch_size: usize,
+    #[arg(long, required_unless_present = "request")]
+    pub world_size: Option<usize>,
+    #[arg(long, required_unless_present = "request")]
+    pub batch_size: Option<usize>,
+    /// A CAI payload as JSON (bucket, data_prefix, file_limit, batch_size, world_size,
+    /// result_path, device, memory_mb, model, retries) instead of the flags above.
+    #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "result_path", "retries", "model", "device", "memory_mb"])]
+    pub request: Option<PathBuf>,
     /// Use at most this many partition files.
     #[arg(long)]
     pub file_limit: Option<usize>,
@@ -84,12 +88,30 @@ fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
     if !args.data.is_dir() {
         bail!("--data {}: not a directory", args.data.display());
     }
+    if let Some(path) = &args.request {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --request {}", path.display()))?;
+        let request: RunRequest = serde_json::from_str(&text)
+            .with_context(|| format!("--request {}: not a valid run request", path.display()))?;
+        let problems = request.problems();
+        if !problems.is_empty() {
+            bail!("--request {}: {}", path.display(), problems.join("; "));
+        }
+        if request.bucket != "local" {
+            bail!(
+                "--request {}: bucket '{}': this command runs on the local store (bucket \"local\", data under --data); S3 data is run by the AWS launcher",
+                path.display(),
+                request.bucket
+            );
+        }
+        return Ok(request);
+    }
     Ok(RunRequest {
         bucket: "local".into(),
         data_prefix: String::new(),
         file_limit: args.file_limit,
-        batch_size: args.batch_size,
-        world_size: args.world_size,
+        batch_size: args.batch_size.unwrap_or(0),
+        world_size: args.world_size.unwrap_or(0),
         result_path: args
             .result_path
             .clone()
@@ -105,12 +127,12 @@ fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
 }
 
 /// Ranks at once, and CPU threads each worker may use (the cores shared among them).
-fn concurrency_and_threads(args: &RunArgs) -> (usize, usize) {
+fn concurrency_and_threads(concurrency: Option<usize>, world_size: usize) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let concurrency = args.concurrency.unwrap_or(cores).max(1);
+    let concurrency = concurrency.unwrap_or(cores).max(1);
     (
         concurrency,
-        (cores / concurrency.min(args.world_size.max(1))).max(1),
+        (cores / concurrency.min(world_size.max(1))).max(1),
     )
 }
 
@@ -125,7 +147,7 @@ pub fn execute_run(args: &RunArgs, quiet: bool) -> Result<RunSummary> {
     let registry = Registry::open(&args.data.join("cosmicai.sqlite"))?;
     registry.start(&run_id, &request)?;
 
-    let (concurrency, threads) = concurrency_and_threads(args);
+    let (concurrency, threads) = concurrency_and_threads(args.concurrency, request.world_size);
     let command = WorkerCommand {
         program: std::env::current_exe().context("finding the cosmicai executable for workers")?,
         args: vec![
@@ -273,7 +295,7 @@ fn print_estimate(args: &RunArgs) -> Result<()> {
     let request = request_of(args, "estimate")?;
     let store = LocalStore::new(&args.data);
     let payload = plan(&store, &request, "estimate")?;
-    let (concurrency, threads) = concurrency_and_threads(args);
+    let (concurrency, threads) = concurrency_and_threads(args.concurrency, request.world_size);
     let (rate, cold) = calibrate(threads)?;
     let e = estimate(&store, &payload, rate, cold, concurrency)?;
     if args.json {

@@ -80,8 +80,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
             bar.set_message(format!("{} x{world_size}", device_name(device)));
             let run_args = RunArgs {
                 data: args.data.clone(),
-                world_size,
-                batch_size: args.batch_size,
+                world_size: Some(world_size),
+                batch_size: Some(args.batch_size),
+                request: None,
                 file_limit: args.file_limit,
                 device,
                 result_path: None,
