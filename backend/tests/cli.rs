@@ -1,26 +1,9 @@
 //! The `cosmicai` commands as users (and independent checks) call them:
 //! `catalog import`, `partition`, `inspect`, on the bundled real catalogs.
 
-use serde_json::Value;
+mod common;
+use common::{cosmicai, ok_json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn cosmicai(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cosmicai"))
-        .args(args)
-        .output()
-        .expect("run cosmicai")
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let out = cosmicai(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
-}
 
 fn failure(args: &[&str]) -> String {
     let out = cosmicai(args);

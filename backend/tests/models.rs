@@ -1,34 +1,10 @@
 //! `cosmicai train` and `cosmicai eval` as users call them, with the shipped
 //! PhotoZ weights scored on the real validation split.
 
+mod common;
+use common::{asset, cosmicai, ok_json};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn cosmicai(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cosmicai"))
-        .args(args)
-        .output()
-        .expect("run cosmicai")
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let out = cosmicai(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
-}
-
-fn asset(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../assets")
-        .join(name)
-        .display()
-        .to_string()
-}
 
 #[test]
 fn shipped_photoz_meets_its_card_on_the_real_validation_split() {

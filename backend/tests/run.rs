@@ -1,28 +1,12 @@
 //! `cosmicai run` end to end on the bundled real catalogs: CAI's result layout,
 //! the registry, bad requests refused up front, workers and coordinators killed.
 
+mod common;
+use common::{cosmicai, last_json_line};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn cosmicai(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cosmicai"))
-        .args(args)
-        .output()
-        .expect("run cosmicai")
-}
-
-fn last_json_line(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or_else(|| {
-        panic!(
-            "no output; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
-}
 
 /// A dataset of the DR14 catalog in 4 partitions.
 fn dataset(dir: &Path) -> String {
