@@ -136,10 +136,27 @@ fn concurrency_and_threads(concurrency: Option<usize>, world_size: usize) -> (us
     )
 }
 
+/// Whether an NVIDIA driver can be loaded (a CUDA build still needs one at run time).
+pub fn cuda_driver_present() -> bool {
+    // SAFETY: dlopen with a constant name; the handle is closed again at once.
+    unsafe {
+        let handle = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY);
+        if !handle.is_null() {
+            libc::dlclose(handle);
+        }
+        !handle.is_null()
+    }
+}
+
 /// Runs the whole pipeline; `quiet` hides the progress bars (sweeps show their own).
 pub fn execute_run(args: &RunArgs, quiet: bool) -> Result<RunSummary> {
     let run_id = new_run_id();
     let request = request_of(args, &run_id)?;
+    if request.device == Device::Cuda && cfg!(feature = "cuda") && !cuda_driver_present() {
+        bail!(
+            "device cuda: no NVIDIA driver here (libcuda.so.1 cannot be loaded); no rank was started"
+        );
+    }
     let store = LocalStore::new(&args.data);
     let started = Instant::now();
     let payload = initialize(&store, &request, &run_id)?;
