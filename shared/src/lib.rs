@@ -4,8 +4,10 @@
 //! This crate is deliberately small (serde only) so it compiles to wasm and
 //! every side agrees on the same words: a [`Class`] of object, the five SDSS
 //! [`Band`]s, and the [`Provenance`] that keeps real and synthetic data apart;
-//! and in [`run`] the pipeline's request, per-rank results, cost and status.
+//! in [`run`] the pipeline's request, per-rank results, cost and status; and in
+//! [`display`] the asinh colour composite both the server and the browser draw.
 
+pub mod display;
 mod domain;
 pub mod metrics;
 pub mod run;
