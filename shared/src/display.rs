@@ -78,6 +78,7 @@ pub fn asinh_gray(band: &[f32], s: Stretch) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::excessive_precision)] // the exact values astropy was given
 mod tests {
     use super::*;
 
