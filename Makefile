@@ -28,11 +28,11 @@ demo: rust-setup
 	@echo "plots: $(DEMO)/photoz-sdss17.png $(DEMO)/photoz-dr14.png"
 
 test: setup
+	# The CUDA backend must keep compiling without a CUDA toolkit (it loads the driver at run time).
+	cargo check -p cosmicai-backend --features cuda
 	cargo test --workspace
 	cargo build --bin cosmicai
 	COSMICAI_BIN=$(COSMICAI_DEBUG) $(PYTHON) -m pytest -q tests/python
-	# The CUDA backend must keep compiling without a CUDA toolkit (it loads the driver at run time).
-	cargo check -p cosmicai-backend --features cuda
 
 setup: rust-setup python-setup
 
