@@ -183,12 +183,13 @@ pub fn train<B: AutodiffBackend>(
 
     let n = train.len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
-    let total_steps = config.epochs * steps_per_epoch;
+    let total_steps = config.epochs.max(1) * steps_per_epoch;
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut best: Option<(f32, usize, PhotoZ<B::InnerBackend>)> = None;
     let mut reports = Vec::new();
     let mut step = 0;
-    for epoch in 1..=config.epochs {
+    // At least one epoch, so there is always a model to return.
+    for epoch in 1..=config.epochs.max(1) {
         rng.shuffle(&mut order);
         let mut train_loss = 0.0;
         let mut lr = 0.0;
