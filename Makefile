@@ -30,6 +30,8 @@ demo: rust-setup
 test: setup
 	# The CUDA backend must keep compiling without a CUDA toolkit (it loads the driver at run time).
 	cargo check -p cosmicai-backend --features cuda
+	# The shared types and display code go to the browser: they must build for wasm.
+	cargo check -p cosmicai-shared --target wasm32-unknown-unknown
 	cargo test --workspace
 	cargo build --bin cosmicai
 	COSMICAI_BIN=$(COSMICAI_DEBUG) $(PYTHON) -m pytest -q tests/python
@@ -39,6 +41,7 @@ setup: rust-setup python-setup
 # The toolchain itself comes from rustup (rust-toolchain.toml pins it).
 rust-setup:
 	@command -v cargo >/dev/null || { echo "install Rust with rustup first: https://rustup.rs"; exit 1; }
+	rustup target add wasm32-unknown-unknown
 	cargo fetch --locked
 
 # A virtual environment for the Python-side tests (format interoperability).
