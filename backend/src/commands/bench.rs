@@ -135,21 +135,12 @@ fn bench_pipeline(args: PipelineArgs) -> Result<()> {
         pure += start.elapsed().as_secs_f64();
     }
     let run = |world_size| {
-        let run_args = RunArgs {
-            data: scratch.path().to_path_buf(),
-            world_size: Some(world_size),
-            batch_size: Some(args.batch_size),
-            request: None,
-            file_limit: None,
-            device: DeviceArg::Cpu,
-            result_path: None,
-            memory_mb: 2048,
-            retries: 0,
-            concurrency: None,
-            model: "photoz".into(),
-            estimate: false,
-            json: false,
-        };
+        let run_args = RunArgs::new(
+            scratch.path().to_path_buf(),
+            world_size,
+            args.batch_size,
+            DeviceArg::Cpu,
+        );
         execute_run(&run_args, true)
     };
     let one = run(1)?;

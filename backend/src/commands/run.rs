@@ -59,6 +59,27 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+impl RunArgs {
+    /// A run with the CLI's defaults, for commands that start runs themselves (sweep, bench).
+    pub fn new(data: PathBuf, world_size: usize, batch_size: usize, device: DeviceArg) -> Self {
+        RunArgs {
+            data,
+            world_size: Some(world_size),
+            batch_size: Some(batch_size),
+            request: None,
+            file_limit: None,
+            device,
+            result_path: None,
+            memory_mb: 2048,
+            retries: 0,
+            concurrency: None,
+            model: "photoz".into(),
+            estimate: false,
+            json: false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum DeviceArg {
     Cpu,

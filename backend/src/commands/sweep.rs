@@ -79,19 +79,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
         for &world_size in &args.world_sizes {
             bar.set_message(format!("{} x{world_size}", device_name(device)));
             let run_args = RunArgs {
-                data: args.data.clone(),
-                world_size: Some(world_size),
-                batch_size: Some(args.batch_size),
-                request: None,
                 file_limit: args.file_limit,
-                device,
-                result_path: None,
                 memory_mb: args.memory_mb,
-                retries: 0,
-                concurrency: None,
-                model: "photoz".into(),
-                estimate: false,
-                json: false,
+                ..RunArgs::new(args.data.clone(), world_size, args.batch_size, device)
             };
             let s = execute_run(&run_args, true)?;
             rows.push(Row {
