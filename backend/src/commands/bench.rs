@@ -204,7 +204,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         seconds,
         samples_per_s: samples as f64 / seconds,
         first_batch_s,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: cosmicai_engine::system::peak_rss_mb(),
     };
     let text = if args.json {
         serde_json::to_string(&figures)?
@@ -269,16 +269,4 @@ fn time<B: Backend>(args: &InferArgs) -> Result<(f64, f64, usize)> {
         std::hint::black_box(run());
     }
     Ok((start.elapsed().as_secs_f64(), first, batches * b))
-}
-
-/// Peak resident memory of this process (VmHWM), in MB; 0 where /proc is absent.
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
