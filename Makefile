@@ -20,6 +20,8 @@ demo: rust-setup
 	$(COSMICAI) catalog import assets/catalogs/sdss17_star_classification.csv.gz assets/catalogs/skyserver_dr14.csv.gz --out $(DEMO)/catalog
 	$(COSMICAI) partition --input $(DEMO)/catalog --objects 4096 --out $(DEMO)/partitions
 	$(COSMICAI) inspect $(DEMO)/partitions
+	$(COSMICAI) ingest --frames assets/fields/2820-3-0122 --detect --out $(DEMO)/real-cutouts
+	$(COSMICAI) synth --catalog assets/catalogs/skyserver_dr14.csv.gz --objects 2000 --seed 1 --out $(DEMO)/synthetic-cutouts
 	$(COSMICAI) eval --catalog assets/catalogs/sdss17_star_classification.csv.gz --split validation --plot $(DEMO)/photoz-sdss17.png
 	$(COSMICAI) eval --catalog assets/catalogs/skyserver_dr14.csv.gz --split validation --plot $(DEMO)/photoz-dr14.png
 	$(COSMICAI) run --data $(DEMO)/partitions --world-size 2 --batch-size 512 --estimate

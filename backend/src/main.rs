@@ -38,6 +38,12 @@ enum Command {
     Partition(commands::partition::PartitionArgs),
     /// Summarise a partition file or a dataset directory.
     Inspect(commands::inspect::InspectArgs),
+    /// Cut real 5-band cutouts from SDSS frames (at catalog positions or detected sources).
+    Ingest(commands::ingest::IngestArgs),
+    /// Measure seeing and sky noise per band on real SDSS frames.
+    Calibrate(commands::calibrate::CalibrateArgs),
+    /// Render labelled synthetic cutouts from catalog magnitudes (calibrated on real frames).
+    Synth(commands::synth::SynthArgs),
     /// Train PhotoZ on real catalogs; writes weights and a model card.
     Train(commands::train::TrainArgs),
     /// Score PhotoZ on a labelled catalog (NMAD, bias, outliers, class accuracy).
@@ -62,6 +68,9 @@ fn main() -> ExitCode {
         Command::Catalog(command) => commands::catalog::run(command),
         Command::Partition(args) => commands::partition::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Ingest(args) => commands::ingest::run(args),
+        Command::Calibrate(args) => commands::calibrate::run(args),
+        Command::Synth(args) => commands::synth::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(command) => commands::bench::run(command),

@@ -26,3 +26,17 @@ pub fn counter(message: &str) -> ProgressBar {
     bar.set_message(message.to_string());
     bar
 }
+
+/// A bar over a known number of objects.
+pub fn count_bar(total: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:12} [{bar:40.cyan/blue}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}

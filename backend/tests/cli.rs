@@ -2,16 +2,8 @@
 //! `catalog import`, `partition`, `inspect`, on the bundled real catalogs.
 
 mod common;
-use common::{cosmicai, ok_json};
+use common::{cosmicai, failure, ok_json};
 use std::path::{Path, PathBuf};
-
-fn failure(args: &[&str]) -> String {
-    let out = cosmicai(args);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
 
 fn catalogs() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/catalogs");

@@ -12,7 +12,10 @@
 //! 5. [`predict`] runs a model over objects; [`metrics`] scores the predictions
 //!    against spectroscopic labels; [`split`] fixes which objects validate.
 //!
-//! 6. [`pipeline`]: Initialize → Map over ranks → Summarize, reading and writing
+//! 6. [`imagery`]: real cutouts from SDSS frames, a renderer calibrated on them
+//!    for labelled synthetic cutouts, and PNG views.
+//!
+//! 7. [`pipeline`]: Initialize → Map over ranks → Summarize, reading and writing
 //!    through an [`store::ObjectStore`]; [`executor`] runs each rank as its own
 //!    process and measures it like Lambda; [`cost`] prices the run at AWS rates.
 
@@ -20,6 +23,7 @@ pub mod catalog;
 pub mod cost;
 pub mod dataset;
 pub mod executor;
+pub mod imagery;
 pub mod inspect;
 pub mod metrics;
 pub mod partition;

@@ -1,11 +1,14 @@
 pub mod bench;
+pub mod calibrate;
 pub mod catalog;
 pub mod eval;
+pub mod ingest;
 pub mod inspect;
 pub mod partition;
 pub mod run;
 pub mod runs;
 pub mod sweep;
+pub mod synth;
 pub mod train;
 pub mod worker;
 

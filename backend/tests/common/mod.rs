@@ -43,3 +43,12 @@ pub fn asset(name: &str) -> String {
         .display()
         .to_string()
 }
+
+/// Runs a command that must fail without a panic; its stderr.
+pub fn failure(args: &[&str]) -> String {
+    let out = cosmicai(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
