@@ -10,6 +10,7 @@ mod output;
 mod plot;
 mod progress;
 mod registry;
+mod server;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ enum Command {
     /// One rank of a run (started by `cosmicai run`).
     #[command(hide = true)]
     Worker(commands::worker::WorkerArgs),
+    /// Serve the HTTP API and the explorer (fills a new data directory from the bundled data).
+    Serve(server::ServeArgs),
     /// Benchmarks that print figures (inference throughput, memory).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Synth(args) => commands::synth::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Serve(args) => server::run(args),
         Command::Bench(command) => commands::bench::run(command),
         Command::Run(args) => commands::run::run(args),
         Command::Runs(args) => commands::runs::run(args),

@@ -15,8 +15,12 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
+
+/// The error of ranks stopped by a cancel.
+pub const CANCELLED: &str = "cancelled";
 
 /// How to start a worker; the executor appends `--rank N`.
 #[derive(Debug, Clone)]
@@ -81,6 +85,18 @@ pub fn execute(
     command: &WorkerCommand,
     world_size: usize,
     config: ExecutorConfig,
+    on_event: impl FnMut(&ExecutorEvent),
+) -> Vec<RankMeasure> {
+    execute_cancellable(command, world_size, config, Arc::default(), on_event)
+}
+
+/// [`execute`], stopped early when `cancel` is set: running workers are killed and
+/// queued ranks never start; both end with the error `cancelled`.
+pub fn execute_cancellable(
+    command: &WorkerCommand,
+    world_size: usize,
+    config: ExecutorConfig,
+    cancel: Arc<AtomicBool>,
     mut on_event: impl FnMut(&ExecutorEvent),
 ) -> Vec<RankMeasure> {
     let (tx, rx) = mpsc::channel();
@@ -93,15 +109,37 @@ pub fn execute(
         .collect();
     let (mut running, mut finished) = (0, 0);
     while finished < world_size {
-        while running < config.concurrency.max(1) {
+        while cancel.load(Ordering::Relaxed) && running == 0 {
+            let Some((rank, attempt)) = queue.pop_front() else {
+                break;
+            };
+            let error = CANCELLED.to_string();
+            on_event(&ExecutorEvent::Failed {
+                rank,
+                attempt,
+                error: error.clone(),
+                retrying: false,
+            });
+            measures[rank] = RankMeasure {
+                rank,
+                attempts: attempt,
+                error: Some(error),
+                ..Default::default()
+            };
+            finished += 1;
+        }
+        if finished == world_size {
+            break;
+        }
+        while running < config.concurrency.max(1) && !cancel.load(Ordering::Relaxed) {
             let Some((rank, attempt)) = queue.pop_front() else {
                 break;
             };
             running += 1;
             on_event(&ExecutorEvent::Started { rank, attempt });
-            let (command, tx) = (command.clone(), tx.clone());
+            let (command, tx, cancel) = (command.clone(), tx.clone(), cancel.clone());
             std::thread::spawn(move || {
-                let outcome = run_attempt(&command, rank, config.memory_mb, &tx);
+                let outcome = run_attempt(&command, rank, config.memory_mb, &cancel, &tx);
                 let _ = tx.send(Message::Ended {
                     rank,
                     attempt,
@@ -126,7 +164,7 @@ pub fn execute(
                         finished += 1;
                     }
                     Err(error) => {
-                        let retrying = attempt <= config.retries;
+                        let retrying = attempt <= config.retries && !cancel.load(Ordering::Relaxed);
                         on_event(&ExecutorEvent::Failed {
                             rank,
                             attempt,
@@ -157,6 +195,7 @@ fn run_attempt(
     command: &WorkerCommand,
     rank: usize,
     memory_mb: u32,
+    cancel: &AtomicBool,
     tx: &mpsc::Sender<Message>,
 ) -> Result<RankMeasure, String> {
     let start = Instant::now();
@@ -216,6 +255,14 @@ fn run_attempt(
                 "lost track of worker {pid}: {}",
                 std::io::Error::last_os_error()
             ));
+        }
+        if cancel.load(Ordering::Relaxed) {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = child.wait();
+            let _ = reader.join();
+            let _ = errors.join();
+            return Err(CANCELLED.into());
         }
         if let Some(rss) = crate::system::rss_mb(pid)
             && rss > f64::from(memory_mb)

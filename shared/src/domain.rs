@@ -8,6 +8,7 @@ use std::str::FromStr;
 ///
 /// The numeric codes are the ones stored in partition files (`class` tensor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Class {
     Galaxy,
@@ -78,6 +79,7 @@ impl FromStr for Class {
 
 /// One of the five SDSS photometric bands, in survey order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Band {
     U,
@@ -115,6 +117,7 @@ impl Band {
 
 /// Where an object's data came from. Accuracy is only ever claimed on `Real`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Provenance {
     /// Measured by the survey (catalog values, cutouts of real frames).

@@ -5,8 +5,10 @@
 //! every side agrees on the same words: a [`Class`] of object, the five SDSS
 //! [`Band`]s, and the [`Provenance`] that keeps real and synthetic data apart;
 //! in [`run`] the pipeline's request, per-rank results, cost and status; and in
-//! [`display`] the asinh colour composite both the server and the browser draw.
+//! [`display`] the asinh colour composite both the server and the browser draw;
+//! in [`api`] the HTTP API's bodies.
 
+pub mod api;
 pub mod display;
 mod domain;
 pub mod metrics;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RedshiftMetrics {
     pub n: usize,
     pub nmad: f64,
@@ -17,6 +18,7 @@ pub struct RedshiftMetrics {
 
 /// How well predictions match the labels of a set of objects.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Evaluation {
     /// Objects scored (known class, and redshift for the redshift metrics).
     pub objects: usize,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a rank runs its model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     #[default]
@@ -17,6 +18,7 @@ pub enum Device {
 
 /// What to run: CAI's payload plus Lambda-like settings. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// `local` for the local store, or an S3 bucket name.
@@ -122,6 +124,7 @@ pub fn check_key(key: &str) -> Result<(), &'static str> {
 
 /// One rank's result, `result_path/<rank>.json`, with CAI's keys plus CloudWatch-like figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RankResult {
     pub rank: usize,
     #[serde(rename = "total_cpu_time (seconds)")]
@@ -144,6 +147,7 @@ pub struct RankResult {
 
 /// The machine a rank ran on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SystemInfo {
     pub cpu_model: String,
     pub cores: usize,
@@ -153,6 +157,7 @@ pub struct SystemInfo {
 
 /// What the executor measured around a rank, like Lambda's REPORT line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RankMeasure {
     pub rank: usize,
     pub attempts: u32,
@@ -174,6 +179,7 @@ pub struct RankMeasure {
 
 /// Cost of a run at AWS prices.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cost {
     pub lambda_gb_s: f64,
     pub lambda_compute_usd: f64,
@@ -189,6 +195,7 @@ pub struct Cost {
 
 /// Lifecycle of a run in the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Running,

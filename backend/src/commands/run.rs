@@ -3,13 +3,17 @@
 use crate::registry::Registry;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use cosmicai_engine::executor::{ExecutorConfig, ExecutorEvent, WorkerCommand, execute};
+use cosmicai_engine::executor::{
+    ExecutorConfig, ExecutorEvent, WorkerCommand, execute_cancellable,
+};
 use cosmicai_engine::pipeline::{RunSummary, estimate, initialize, plan, summarize};
 use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::run::{Device, RunRequest};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 #[derive(Args)]
@@ -87,7 +91,7 @@ pub enum DeviceArg {
 }
 
 /// A run id that sorts by time: run-<unix seconds>-<pid>-<sequence in this process>.
-fn new_run_id() -> String {
+pub fn new_run_id() -> String {
     static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -148,7 +152,7 @@ fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
 }
 
 /// Ranks at once, and CPU threads each worker may use (the cores shared among them).
-fn concurrency_and_threads(concurrency: Option<usize>, world_size: usize) -> (usize, usize) {
+pub fn concurrency_and_threads(concurrency: Option<usize>, world_size: usize) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let concurrency = concurrency.unwrap_or(cores).max(1);
     (
@@ -173,25 +177,64 @@ pub fn cuda_driver_present() -> bool {
 pub fn execute_run(args: &RunArgs, quiet: bool) -> Result<RunSummary> {
     let run_id = new_run_id();
     let request = request_of(args, &run_id)?;
-    if request.device == Device::Cuda && cfg!(feature = "cuda") && !cuda_driver_present() {
+    let control = RunControl {
+        concurrency: args.concurrency,
+        quiet,
+        cancel: Arc::default(),
+    };
+    execute_request(&args.data, &request, &run_id, control, &mut |_| {})
+}
+
+/// How a run is driven: by the CLI (bars on the terminal) or the HTTP API (quiet,
+/// events to the browser, cancellable).
+pub struct RunControl {
+    pub concurrency: Option<usize>,
+    pub quiet: bool,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// Refuses a CUDA run up front when this build or machine cannot run one.
+pub fn check_device(device: Device) -> Result<()> {
+    if device == Device::Cuda && !cfg!(feature = "cuda") {
+        bail!(
+            "device cuda: this cosmicai was built without CUDA (build with --features cuda); no rank was started"
+        );
+    }
+    if device == Device::Cuda && !cuda_driver_present() {
         bail!(
             "device cuda: no NVIDIA driver here (libcuda.so.1 cannot be loaded); no rank was started"
         );
     }
-    let store = LocalStore::new(&args.data);
+    Ok(())
+}
+
+/// Runs `request` on the local store rooted at `root` as run `run_id`, recording it
+/// in the registry; `observe` sees every executor event as it happens.
+pub fn execute_request(
+    root: &std::path::Path,
+    request: &RunRequest,
+    run_id: &str,
+    control: RunControl,
+    observe: &mut dyn FnMut(&ExecutorEvent),
+) -> Result<RunSummary> {
+    let (args_concurrency, quiet) = (control.concurrency, control.quiet);
+    let run_id = run_id.to_string();
+    let request = request.clone();
+    check_device(request.device)?;
+    let store = LocalStore::new(root);
     let started = Instant::now();
     let payload = initialize(&store, &request, &run_id)?;
     let init_s = started.elapsed().as_secs_f64();
-    let registry = Registry::open(&args.data.join("cosmicai.sqlite"))?;
+    let registry = Registry::open(&root.join("cosmicai.sqlite"))?;
     registry.start(&run_id, &request)?;
 
-    let (concurrency, threads) = concurrency_and_threads(args.concurrency, request.world_size);
+    let (concurrency, threads) = concurrency_and_threads(args_concurrency, request.world_size);
     let command = WorkerCommand {
         program: std::env::current_exe().context("finding the cosmicai executable for workers")?,
         args: vec![
             "worker".into(),
             "--store".into(),
-            args.data.display().to_string(),
+            root.display().to_string(),
             "--result-path".into(),
             request.result_path.clone(),
         ],
@@ -226,48 +269,55 @@ pub fn execute_run(args: &RunArgs, quiet: bool) -> Result<RunSummary> {
             bar
         })
         .collect();
-    let measures = execute(&command, request.world_size, config, |event| {
-        let result = match event {
-            ExecutorEvent::Started { rank, attempt } => {
-                rank_bars[*rank].set_message(format!("starting (attempt {attempt})"));
-                rank_bars[*rank].enable_steady_tick(std::time::Duration::from_millis(120));
-                registry.rank_update(&run_id, *rank, "running", None, *attempt, None)
-            }
-            ExecutorEvent::Ready { rank } => {
-                rank_bars[*rank].set_message("model ready");
-                Ok(())
-            }
-            ExecutorEvent::Objects { rank, objects } => {
-                rank_bars[*rank].set_message(format!("{objects} objects"));
-                Ok(())
-            }
-            ExecutorEvent::Finished(m) => {
-                rank_bars[m.rank].finish_with_message(format!(
-                    "done: {} objects in {:.2} s, {:.0} MB",
-                    m.objects, m.duration_s, m.peak_rss_mb
-                ));
-                overall.inc(1);
-                registry.rank_update(&run_id, m.rank, "succeeded", Some(m), m.attempts, None)
-            }
-            ExecutorEvent::Failed {
-                rank,
-                attempt,
-                error,
-                retrying,
-            } => {
-                let what = if *retrying { "retrying" } else { "failed" };
-                rank_bars[*rank].set_message(format!("{what}: {error}"));
-                if !retrying {
-                    rank_bars[*rank].abandon();
-                    overall.inc(1);
+    let measures = execute_cancellable(
+        &command,
+        request.world_size,
+        config,
+        control.cancel,
+        |event| {
+            observe(event);
+            let result = match event {
+                ExecutorEvent::Started { rank, attempt } => {
+                    rank_bars[*rank].set_message(format!("starting (attempt {attempt})"));
+                    rank_bars[*rank].enable_steady_tick(std::time::Duration::from_millis(120));
+                    registry.rank_update(&run_id, *rank, "running", None, *attempt, None)
                 }
-                registry.rank_update(&run_id, *rank, what, None, *attempt, Some(error))
+                ExecutorEvent::Ready { rank } => {
+                    rank_bars[*rank].set_message("model ready");
+                    Ok(())
+                }
+                ExecutorEvent::Objects { rank, objects } => {
+                    rank_bars[*rank].set_message(format!("{objects} objects"));
+                    Ok(())
+                }
+                ExecutorEvent::Finished(m) => {
+                    rank_bars[m.rank].finish_with_message(format!(
+                        "done: {} objects in {:.2} s, {:.0} MB",
+                        m.objects, m.duration_s, m.peak_rss_mb
+                    ));
+                    overall.inc(1);
+                    registry.rank_update(&run_id, m.rank, "succeeded", Some(m), m.attempts, None)
+                }
+                ExecutorEvent::Failed {
+                    rank,
+                    attempt,
+                    error,
+                    retrying,
+                } => {
+                    let what = if *retrying { "retrying" } else { "failed" };
+                    rank_bars[*rank].set_message(format!("{what}: {error}"));
+                    if !retrying {
+                        rank_bars[*rank].abandon();
+                        overall.inc(1);
+                    }
+                    registry.rank_update(&run_id, *rank, what, None, *attempt, Some(error))
+                }
+            };
+            if let Err(e) = result {
+                let _ = bars.println(format!("registry: {e:#}"));
             }
-        };
-        if let Err(e) = result {
-            let _ = bars.println(format!("registry: {e:#}"));
-        }
-    });
+        },
+    );
     overall.finish_and_clear();
 
     let summarize_start = Instant::now();

@@ -1,0 +1,527 @@
+//! The handlers of `/api`: objects and images, the model, runs.
+
+use super::AppState;
+use super::error::{ApiResult, Error};
+use super::objects::ObjectQuery;
+use crate::registry::Registry;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use cosmicai_shared::api::{ObjectDetail, ObjectPage, RunEvent, RunInfo, RunLaunch, ScatterPoint};
+use cosmicai_shared::display::{Stretch, asinh_gray, lupton_rgb};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type AppStateRef = State<Arc<AppState>>;
+
+#[utoipa::path(get, path = "/api/health", responses((status = 200, description = "Server is up", body = Health)))]
+pub async fn health(State(state): AppStateRef) -> Json<Health> {
+    Json(Health {
+        objects: state.index.objects.len(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub objects: usize,
+    pub version: String,
+}
+
+#[utoipa::path(get, path = "/api/objects",
+    params(
+        ("class" = Option<cosmicai_shared::Class>, Query, description = "GALAXY, STAR, QSO or UNKNOWN"),
+        ("z_min" = Option<f32>, Query), ("z_max" = Option<f32>, Query),
+        ("r_min" = Option<f32>, Query, description = "r-band magnitude range"), ("r_max" = Option<f32>, Query),
+        ("provenance" = Option<cosmicai_shared::Provenance>, Query),
+        ("has_image" = Option<bool>, Query),
+        ("sort" = Option<String>, Query, description = "id, redshift, -redshift or r"),
+        ("offset" = Option<usize>, Query), ("limit" = Option<usize>, Query, description = "1 to 1000, default 60"),
+    ),
+    responses((status = 200, body = ObjectPage), (status = 400, body = cosmicai_shared::api::ApiError)))]
+pub async fn list_objects(
+    State(state): AppStateRef,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<Json<ObjectPage>> {
+    let query = ObjectQuery::parse(&params).map_err(Error::bad_request)?;
+    let (hits, counts) = query.select(&state.index);
+    Ok(Json(ObjectPage {
+        total: hits.len(),
+        offset: query.offset,
+        limit: query.limit,
+        counts,
+        objects: hits
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .cloned()
+            .collect(),
+    }))
+}
+
+fn entry(state: &AppState, id: i64) -> ApiResult<&super::objects::Entry> {
+    state
+        .index
+        .get(id)
+        .ok_or_else(|| Error::not_found(format!("object {id}: no such object")))
+}
+
+#[utoipa::path(get, path = "/api/objects/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = ObjectDetail), (status = 404, body = cosmicai_shared::api::ApiError)))]
+pub async fn object_detail(
+    State(state): AppStateRef,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<ObjectDetail>> {
+    let e = entry(&state, id)?;
+    Ok(Json(ObjectDetail {
+        object: e.summary.clone(),
+        source_detail: e.source_detail.clone(),
+        image_size: state.index.image_size(e),
+        valid_fraction: e.valid_fraction,
+        predictions: vec![e.prediction.clone()],
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ImageParams {
+    /// `gri` (colour composite) or one band: u, g, r, i, z.
+    view: Option<String>,
+    /// Lupton stretch (default 0.5).
+    stretch: Option<f32>,
+    /// Lupton Q (default 8).
+    q: Option<f32>,
+}
+
+#[utoipa::path(get, path = "/api/objects/{id}/image.png", params(("id" = i64, Path), ImageParams),
+    responses((status = 200, description = "PNG image", content_type = "image/png"),
+        (status = 304, description = "Not modified"),
+        (status = 400, body = cosmicai_shared::api::ApiError), (status = 404, body = cosmicai_shared::api::ApiError)))]
+pub async fn object_image(
+    State(state): AppStateRef,
+    Path(id): Path<i64>,
+    Query(params): Query<ImageParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let e = entry(&state, id)?;
+    let view = params.view.unwrap_or_else(|| "gri".into());
+    let stretch = params.stretch.unwrap_or(0.5);
+    let q = params.q.unwrap_or(8.0);
+    if !(stretch.is_finite() && stretch > 0.0 && stretch <= 1000.0) {
+        return Err(Error::bad_request(format!(
+            "stretch={stretch}: use a number above 0 (up to 1000)"
+        )));
+    }
+    if !(q.is_finite() && (0.0..=1000.0).contains(&q)) {
+        return Err(Error::bad_request(format!("q={q}: use 0 to 1000")));
+    }
+    let band = match view.as_str() {
+        "gri" => None,
+        "u" => Some(0),
+        "g" => Some(1),
+        "r" => Some(2),
+        "i" => Some(3),
+        "z" => Some(4),
+        other => {
+            return Err(Error::bad_request(format!(
+                "view={other:?}: use gri, u, g, r, i or z"
+            )));
+        }
+    };
+    let etag = format!("\"{id:x}-{view}-{stretch}-{q}-{}\"", state.data_version);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let (pixels, size) = state
+        .index
+        .image(e)
+        .ok_or_else(|| Error::not_found(format!("object {id} has no image")))?;
+    let plane = size * size;
+    let clean: Vec<f32> = pixels
+        .iter()
+        .map(|v| if v.is_finite() { *v } else { 0.0 })
+        .collect();
+    let band_of = |b: usize| &clean[b * plane..(b + 1) * plane];
+    let s = Stretch {
+        minimum: 0.0,
+        stretch,
+        q,
+    };
+    let png = match band {
+        None => cosmicai_engine::imagery::png::encode(
+            size as u32,
+            size as u32,
+            3,
+            &lupton_rgb(band_of(3), band_of(2), band_of(1), s),
+        ),
+        Some(b) => cosmicai_engine::imagery::png::encode(
+            size as u32,
+            size as u32,
+            1,
+            &asinh_gray(band_of(b), s),
+        ),
+    }
+    .map_err(Error::internal)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png".to_string()),
+            (header::CACHE_CONTROL, "public, max-age=86400".to_string()),
+            (header::ETAG, etag),
+        ],
+        png,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct CutoutParams {
+    /// Comma-separated object ids (at most 256).
+    ids: String,
+    /// Centre crop side in pixels (default: the whole cutout).
+    crop: Option<usize>,
+}
+
+/// Raw f32 bands for in-browser inference. Layout (little-endian): u32 count, u32 side,
+/// then per object an i64 id and count × 5 × side × side f32 (u,g,r,i,z; NaN off the frame).
+#[utoipa::path(get, path = "/api/cutouts", params(CutoutParams),
+    responses((status = 200, description = "Binary cutouts", content_type = "application/octet-stream"),
+        (status = 400, body = cosmicai_shared::api::ApiError), (status = 404, body = cosmicai_shared::api::ApiError)))]
+pub async fn cutouts(
+    State(state): AppStateRef,
+    Query(params): Query<CutoutParams>,
+) -> ApiResult<Response> {
+    let ids: Vec<i64> = params
+        .ids
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<i64>()
+                .map_err(|_| Error::bad_request(format!("ids: {s:?} is not an object id")))
+        })
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() || ids.len() > 256 {
+        return Err(Error::bad_request(format!(
+            "ids: give 1 to 256 object ids, not {}",
+            ids.len()
+        )));
+    }
+    let mut out = Vec::new();
+    let mut side = None;
+    for id in &ids {
+        let (pixels, size) = state
+            .index
+            .image(entry(&state, *id)?)
+            .ok_or_else(|| Error::not_found(format!("object {id} has no image")))?;
+        let crop = params.crop.unwrap_or(size);
+        if crop == 0 || crop > size {
+            return Err(Error::bad_request(format!("crop={crop}: use 1 to {size}")));
+        }
+        if *side.get_or_insert(crop) != crop {
+            return Err(Error::bad_request(
+                "ids: the objects have cutouts of different sizes; give crop",
+            ));
+        }
+        if out.is_empty() {
+            out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(crop as u32).to_le_bytes());
+        }
+        out.extend_from_slice(&id.to_le_bytes());
+        let start = (size - crop) / 2;
+        for b in 0..5 {
+            for y in start..start + crop {
+                for x in start..start + crop {
+                    out.extend_from_slice(&pixels[b * size * size + y * size + x].to_le_bytes());
+                }
+            }
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    pub name: String,
+    pub bytes: usize,
+    /// FNV-1a 64 of the weights, hex: the cache key of `/api/model/weights`.
+    pub hash: String,
+    pub weights_url: String,
+    /// The model card (data, split, metrics on real labels).
+    #[schema(value_type = Object)]
+    pub card: serde_json::Value,
+}
+
+#[utoipa::path(get, path = "/api/model", responses((status = 200, body = ModelInfo)))]
+pub async fn model(State(state): AppStateRef) -> Json<ModelInfo> {
+    Json(ModelInfo {
+        name: "photoz".into(),
+        bytes: crate::models::SHIPPED_PHOTOZ.len(),
+        hash: state.model_hash.clone(),
+        weights_url: format!("/api/model/weights?v={}", state.model_hash),
+        card: state.model_card.clone(),
+    })
+}
+
+#[utoipa::path(get, path = "/api/model/weights",
+    responses((status = 200, description = "PhotoZ weights (safetensors)", content_type = "application/octet-stream")))]
+pub async fn model_weights(State(state): AppStateRef) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_string(),
+            ),
+            (header::ETAG, format!("\"{}\"", state.model_hash)),
+        ],
+        crate::models::SHIPPED_PHOTOZ,
+    )
+        .into_response()
+}
+
+fn registry(state: &AppState) -> ApiResult<Registry> {
+    Registry::open(&state.data_dir.join("cosmicai.sqlite")).map_err(Error::internal)
+}
+
+fn run_info(r: crate::registry::RunRecord) -> RunInfo {
+    RunInfo {
+        id: r.id,
+        created_at: r.created_at,
+        status: r.status,
+        world_size: r.world_size,
+        batch_size: r.batch_size,
+        device: r.device,
+        data_prefix: r.data_prefix,
+        result_path: r.result_path,
+        objects: r.objects,
+        duration_s: r.duration_s,
+        cost_usd: r.cost_usd,
+    }
+}
+
+#[utoipa::path(get, path = "/api/runs", responses((status = 200, body = Vec<RunInfo>)))]
+pub async fn list_runs(State(state): AppStateRef) -> ApiResult<Json<Vec<RunInfo>>> {
+    let state = state.clone();
+    let runs =
+        tokio::task::spawn_blocking(move || registry(&state)?.list().map_err(Error::internal))
+            .await
+            .map_err(Error::internal)??;
+    Ok(Json(runs.into_iter().map(run_info).collect()))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Created {
+    pub id: String,
+}
+
+#[utoipa::path(post, path = "/api/runs", request_body = RunLaunch,
+    security(("bearer" = [])),
+    responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
+        (status = 401, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
+pub async fn create_run(
+    State(state): AppStateRef,
+    Json(launch): Json<RunLaunch>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    let id = state
+        .runs
+        .start(&state.data_dir, &launch)
+        .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok((StatusCode::ACCEPTED, Json(Created { id })))
+}
+
+fn find_run(state: &AppState, id: &str) -> ApiResult<RunInfo> {
+    registry(state)?
+        .list()
+        .map_err(Error::internal)?
+        .into_iter()
+        .find(|r| r.id == id)
+        .map(run_info)
+        .ok_or_else(|| Error::not_found(format!("run {id:?}: no such run")))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunDetail {
+    pub run: RunInfo,
+    /// Events so far (runs started by this server process).
+    pub events: Vec<RunEvent>,
+}
+
+#[utoipa::path(get, path = "/api/runs/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = RunDetail), (status = 404, body = cosmicai_shared::api::ApiError)))]
+pub async fn run_detail(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunDetail>> {
+    let st = state.clone();
+    let id2 = id.clone();
+    let run = tokio::task::spawn_blocking(move || find_run(&st, &id2))
+        .await
+        .map_err(Error::internal)??;
+    let events = state
+        .runs
+        .get(&id)
+        .map(|l| l.events_from(0))
+        .unwrap_or_default();
+    Ok(Json(RunDetail { run, events }))
+}
+
+#[utoipa::path(post, path = "/api/runs/{id}/cancel", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 202, body = Created), (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 404, body = cosmicai_shared::api::ApiError), (status = 409, body = cosmicai_shared::api::ApiError)))]
+pub async fn cancel_run(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    let live = state
+        .runs
+        .get(&id)
+        .ok_or_else(|| Error::not_found(format!("run {id:?}: not a run this server is running")))?;
+    if live.is_over() {
+        return Err(Error(
+            StatusCode::CONFLICT,
+            format!("run {id}: already finished"),
+        ));
+    }
+    live.cancel
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok((StatusCode::ACCEPTED, Json(Created { id })))
+}
+
+/// Server-Sent Events: every event of the run (from the start), then new ones live;
+/// the stream ends after `finished` or `error`.
+#[utoipa::path(get, path = "/api/runs/{id}/events", params(("id" = String, Path)),
+    responses((status = 200, description = "Server-Sent Events of RunEvent JSON", content_type = "text/event-stream"),
+        (status = 404, body = cosmicai_shared::api::ApiError)))]
+pub async fn run_events(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
+    let live = match state.runs.get(&id) {
+        Some(live) => live,
+        None => {
+            // A run from the registry (an earlier server, or the CLI): its final status.
+            let st = state.clone();
+            let run = tokio::task::spawn_blocking(move || find_run(&st, &id))
+                .await
+                .map_err(Error::internal)??;
+            let event = RunEvent::Finished { status: run.status };
+            let stream = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                Event::default().json_data(&event).unwrap_or_default(),
+            )]);
+            return Ok(Sse::new(stream).into_response());
+        }
+    };
+    let stream =
+        futures_util::stream::unfold((live, 0usize, false), |(live, sent, done)| async move {
+            if done {
+                return None;
+            }
+            let mut rx = live.subscribe();
+            loop {
+                let events = live.events_from(sent);
+                if !events.is_empty() {
+                    let over = events
+                        .iter()
+                        .any(|e| matches!(e, RunEvent::Finished { .. } | RunEvent::Error { .. }));
+                    let n = events.len();
+                    let data = events
+                        .into_iter()
+                        .map(|e| {
+                            Ok::<_, std::convert::Infallible>(
+                                Event::default().json_data(&e).unwrap_or_default(),
+                            )
+                        })
+                        .collect::<Vec<_>>();
+                    return Some((futures_util::stream::iter(data), (live, sent + n, over)));
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        });
+    use futures_util::StreamExt;
+    Ok(Sse::new(stream.flatten())
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunResults {
+    /// `summary.json`: status, metrics on real labels, per-rank measures, cost.
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+    /// Predicted against spectroscopic redshift for labelled objects (at most 20,000).
+    pub scatter: Vec<ScatterPoint>,
+}
+
+#[utoipa::path(get, path = "/api/runs/{id}/results", params(("id" = String, Path)),
+    responses((status = 200, body = RunResults), (status = 404, body = cosmicai_shared::api::ApiError),
+        (status = 409, body = cosmicai_shared::api::ApiError)))]
+pub async fn run_results(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunResults>> {
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let run = find_run(&st, &id)?;
+        let dir = st.data_dir.join(&run.result_path);
+        let text = std::fs::read_to_string(dir.join("summary.json")).map_err(|_| {
+            Error(
+                StatusCode::CONFLICT,
+                format!("run {id}: no results yet (status {})", run.status.name()),
+            )
+        })?;
+        let summary: serde_json::Value = serde_json::from_str(&text).map_err(Error::internal)?;
+        let mut scatter = Vec::new();
+        for rank in 0..run.world_size {
+            let Ok(bytes) =
+                std::fs::read(dir.join("predictions").join(format!("{rank}.safetensors")))
+            else {
+                continue;
+            };
+            let p = cosmicai_engine::pipeline::read_predictions(&bytes).map_err(Error::internal)?;
+            for i in 0..p.redshift.len() {
+                if p.redshift[i].is_finite() && scatter.len() < 20_000 {
+                    scatter.push(ScatterPoint {
+                        z_spec: p.redshift[i],
+                        z_pred: p.predicted[i].redshift,
+                        class: p.class[i],
+                    });
+                }
+            }
+        }
+        Ok(Json(RunResults { summary, scatter }))
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+#[utoipa::path(post, path = "/api/estimate", request_body = RunLaunch,
+    responses((status = 200, description = "Duration and cost estimate", body = Object),
+        (status = 400, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
+pub async fn estimate(
+    State(state): AppStateRef,
+    Json(launch): Json<RunLaunch>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let request = super::runs::request_of(&st.data_dir, &launch, "estimate")
+            .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+        let store = cosmicai_engine::store::LocalStore::new(&st.data_dir);
+        let payload = cosmicai_engine::pipeline::plan(&store, &request, "estimate")
+            .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        let (concurrency, threads) =
+            crate::commands::run::concurrency_and_threads(None, request.world_size);
+        let (rate, cold) = *st
+            .calibration
+            .get_or_init(|| crate::commands::run::calibrate(threads).unwrap_or((50_000.0, 0.1)));
+        let e = cosmicai_engine::pipeline::estimate(&store, &payload, rate, cold, concurrency)
+            .map_err(Error::internal)?;
+        Ok(Json(serde_json::to_value(e).map_err(Error::internal)?))
+    })
+    .await
+    .map_err(Error::internal)?
+}

@@ -1,0 +1,247 @@
+//! `cosmicai serve`: the HTTP API under `/api` and the explorer at `/`.
+//!
+//! Read top-down: [`prepare`] builds the served datasets on first start,
+//! [`objects`] indexes them, [`runs`] starts and follows pipeline runs, and
+//! [`api`] holds the handlers; this file wires them into a router with its
+//! limits (body size, timeouts) and its security (loopback by default, a bearer
+//! token for anything that starts or stops work on other addresses).
+
+mod api;
+mod error;
+mod objects;
+mod prepare;
+mod runs;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use utoipa::OpenApi;
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    cosmicai serve                                  # http://127.0.0.1:8080, data in ./data/serve\n  \
+    cosmicai serve --addr 0.0.0.0:8080 --data-dir /srv/cosmicai\n\n\
+    On first start the data directory is filled from the bundled real data: the two\n\
+    catalogs (catalog/), real cutouts of the bundled SDSS field (real/) and 3,000\n\
+    synthetic cutouts (synthetic/). Off loopback, starting or cancelling runs needs\n\
+    `Authorization: Bearer TOKEN` (COSMICAI_TOKEN, or a token printed at start).")]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    #[arg(long, default_value = "data/serve")]
+    pub data_dir: PathBuf,
+    /// The bundled data (catalogs, SDSS field) used to fill a new data directory.
+    #[arg(long, default_value = "assets")]
+    pub assets: PathBuf,
+    /// The built explorer (Trunk's output).
+    #[arg(long, default_value = "dist")]
+    pub frontend: PathBuf,
+}
+
+pub struct AppState {
+    data_dir: PathBuf,
+    index: objects::ObjectIndex,
+    runs: runs::Runs,
+    token: Option<String>,
+    model_hash: String,
+    model_card: serde_json::Value,
+    /// Changes when the served data is rebuilt, so image ETags change with it.
+    data_version: u64,
+    calibration: OnceLock<(f64, f64)>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "CosmicAI API", description = "Galaxy redshifts from SDSS data: objects, images, the model, pipeline runs."),
+    paths(api::health, api::list_objects, api::object_detail, api::object_image, api::cutouts, api::model,
+        api::model_weights, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
+        api::run_results, api::estimate),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 24];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Endpoints that start or stop work need the token, when there is one.
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return error::Error(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs Authorization: Bearer TOKEN (printed by cosmicai serve, or COSMICAI_TOKEN)".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
+    let guarded = Router::new()
+        .route("/api/runs", post(api::create_run))
+        .route("/api/runs/{id}/cancel", post(api::cancel_run))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let timed = Router::new()
+        .route("/api/health", get(api::health))
+        .route("/api/objects", get(api::list_objects))
+        .route("/api/objects/{id}", get(api::object_detail))
+        .route("/api/objects/{id}/image.png", get(api::object_image))
+        .route("/api/cutouts", get(api::cutouts))
+        .route("/api/model", get(api::model))
+        .route("/api/model/weights", get(api::model_weights))
+        .route("/api/runs", get(api::list_runs))
+        .route("/api/runs/{id}", get(api::run_detail))
+        .route("/api/runs/{id}/results", get(api::run_results))
+        .route("/api/estimate", post(api::estimate))
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
+        )
+        .merge(guarded)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(30),
+        ));
+    // The event stream lives as long as its run: no timeout there.
+    let streams = Router::new().route("/api/runs/{id}/events", get(api::run_events));
+    let index = frontend.join("index.html");
+    let app = Router::new()
+        .merge(timed)
+        .merge(streams)
+        .route("/api/{*rest}", get(api_not_found).post(api_not_found));
+    let app = if index.is_file() {
+        let site = tower_http::services::ServeDir::new(&frontend)
+            .fallback(tower_http::services::ServeFile::new(index));
+        app.fallback_service(site)
+    } else {
+        app.fallback(get(no_frontend))
+    };
+    app.layer(middleware::from_fn(error::json_errors))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+/// Without a built explorer, `/` says so and points at the API.
+async fn no_frontend() -> Response {
+    axum::response::Html(
+        "<!doctype html><title>CosmicAI</title><h1>CosmicAI</h1>\
+         <p>The explorer is not built here (build it with Trunk; see the README).</p>\
+         <p>The API is up: <a href=\"/api/openapi.json\">/api/openapi.json</a>, \
+         <a href=\"/api/objects\">/api/objects</a>.</p>",
+    )
+    .into_response()
+}
+
+async fn api_not_found(request: Request) -> Response {
+    error::Error::not_found(format!("{}: no such endpoint", request.uri().path())).into_response()
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    prepare::prepare(&args.data_dir, &args.assets)?;
+    let index = objects::ObjectIndex::load(&args.data_dir)?;
+    let token = if args.addr.ip().is_loopback() {
+        None
+    } else {
+        Some(match std::env::var("COSMICAI_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+            _ => random_token()?,
+        })
+    };
+    let card_path = args.assets.join("model/photoz.card.json");
+    let model_card = std::fs::read_to_string(&card_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let data_version = std::fs::metadata(args.data_dir.join("synthetic"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let objects = index.objects.len();
+    let state = Arc::new(AppState {
+        data_dir: args.data_dir.clone(),
+        index,
+        runs: runs::Runs::default(),
+        token: token.clone(),
+        model_hash: format!("{:016x}", fnv(crate::models::SHIPPED_PHOTOZ)),
+        model_card,
+        data_version,
+        calibration: OnceLock::new(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("binding {}", args.addr))?;
+        let addr = listener.local_addr()?;
+        // The first line is for scripts and tests: where to connect.
+        println!("listening on http://{addr}");
+        eprintln!(
+            "serving {objects} objects from {}; explorer from {}",
+            args.data_dir.display(),
+            args.frontend.display()
+        );
+        if let Some(t) = &token {
+            eprintln!("token for starting and cancelling runs: {t}");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        axum::serve(listener, router(state, args.frontend))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("serving")
+    })
+}

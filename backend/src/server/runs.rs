@@ -1,0 +1,185 @@
+//! Runs started from the API: each runs on its own thread with the same code as
+//! `cosmicai run`, and its events are kept for the live view (Server-Sent Events).
+
+use crate::commands::run::{RunControl, check_device, execute_request, new_run_id};
+use cosmicai_engine::executor::ExecutorEvent;
+use cosmicai_shared::api::{RunEvent, RunLaunch, Target};
+use cosmicai_shared::run::{RunRequest, RunStatus, check_key};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// A run this server started: its events so far and how to stop it.
+pub struct LiveRun {
+    events: Mutex<Vec<RunEvent>>,
+    /// Number of events, for waiting on the next one.
+    count: watch::Sender<usize>,
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl LiveRun {
+    fn push(&self, event: RunEvent) {
+        let n = {
+            let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+            events.push(event);
+            events.len()
+        };
+        self.count.send_replace(n);
+    }
+
+    /// Events from number `from` on.
+    pub fn events_from(&self, from: usize) -> Vec<RunEvent> {
+        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events
+            .get(from..)
+            .map(<[RunEvent]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
+    pub fn is_over(&self) -> bool {
+        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events
+            .last()
+            .is_some_and(|e| matches!(e, RunEvent::Finished { .. } | RunEvent::Error { .. }))
+    }
+}
+
+#[derive(Default)]
+pub struct Runs {
+    live: Mutex<HashMap<String, Arc<LiveRun>>>,
+}
+
+impl Runs {
+    pub fn get(&self, id: &str) -> Option<Arc<LiveRun>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Validates `launch` and starts it; the run id, or what is wrong with the request.
+    pub fn start(&self, data_dir: &Path, launch: &RunLaunch) -> Result<String, String> {
+        let id = new_run_id();
+        let request = request_of(data_dir, launch, &id)?;
+        check_device(request.device).map_err(|e| format!("{e:#}"))?;
+        let live = Arc::new(LiveRun {
+            events: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
+            cancel: Arc::default(),
+        });
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), live.clone());
+        let (root, run_id) = (data_dir.to_path_buf(), id.clone());
+        std::thread::spawn(move || {
+            let control = RunControl {
+                concurrency: None,
+                quiet: true,
+                cancel: live.cancel.clone(),
+            };
+            let outcome = execute_request(&root, &request, &run_id, control, &mut |e| {
+                live.push(event_of(e))
+            });
+            match outcome {
+                Ok(summary) => {
+                    let status = if live.cancel.load(Ordering::Relaxed)
+                        && summary.status != RunStatus::Succeeded
+                    {
+                        RunStatus::Failed
+                    } else {
+                        summary.status
+                    };
+                    live.push(RunEvent::Finished { status })
+                }
+                Err(e) => live.push(RunEvent::Error {
+                    error: format!("{e:#}"),
+                }),
+            }
+        });
+        Ok(id)
+    }
+}
+
+fn event_of(e: &ExecutorEvent) -> RunEvent {
+    match e {
+        ExecutorEvent::Started { rank, attempt } => RunEvent::RankStarted {
+            rank: *rank,
+            attempt: *attempt,
+        },
+        ExecutorEvent::Ready { rank } => RunEvent::RankReady { rank: *rank },
+        ExecutorEvent::Objects { rank, objects } => RunEvent::RankObjects {
+            rank: *rank,
+            objects: *objects,
+        },
+        ExecutorEvent::Finished(m) => RunEvent::RankFinished { measure: m.clone() },
+        ExecutorEvent::Failed {
+            rank,
+            attempt,
+            error,
+            retrying,
+        } => RunEvent::RankFailed {
+            rank: *rank,
+            attempt: *attempt,
+            error: error.clone(),
+            retrying: *retrying,
+        },
+    }
+}
+
+/// The pipeline request for `launch`, checked; paths never leave `data_dir`.
+pub fn request_of(data_dir: &Path, launch: &RunLaunch, id: &str) -> Result<RunRequest, String> {
+    if launch.target == Target::Aws {
+        return Err("target aws: this server has no AWS configuration yet (state machine, bucket); run with target local".into());
+    }
+    let data_prefix = launch
+        .data_prefix
+        .clone()
+        .unwrap_or_else(|| "catalog".into());
+    let request = RunRequest {
+        bucket: "local".into(),
+        data_prefix: data_prefix.trim_matches('/').to_string(),
+        file_limit: launch.file_limit,
+        batch_size: launch.batch_size,
+        world_size: launch.world_size,
+        result_path: format!("results/{id}"),
+        device: launch.device,
+        memory_mb: launch.memory_mb.unwrap_or(2048),
+        model: "photoz".into(),
+        retries: launch.retries,
+    };
+    let mut problems = request.problems();
+    if launch
+        .data_prefix
+        .as_deref()
+        .is_some_and(|p| check_key(p).is_err() || p.trim_matches('/').is_empty())
+        && problems.is_empty()
+    {
+        problems.push("data_prefix must name a folder inside the data directory".into());
+    }
+    if launch.retries > 10 {
+        problems.push(format!("retries {} is more than 10", launch.retries));
+    }
+    if problems.is_empty() && !dataset_dir(data_dir, &request.data_prefix).is_dir() {
+        problems.push(format!(
+            "data_prefix '{}': no such dataset in the data directory",
+            request.data_prefix
+        ));
+    }
+    if problems.is_empty() {
+        Ok(request)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn dataset_dir(data_dir: &Path, prefix: &str) -> PathBuf {
+    data_dir.join(prefix)
+}

@@ -1,0 +1,176 @@
+//! The HTTP API's request and response bodies (`/api/...`), shared by the
+//! server and the browser.
+
+use crate::run::{Device, RankMeasure, RunStatus};
+use crate::{Class, Provenance};
+use serde::{Deserialize, Serialize};
+
+/// Every error the API returns: a message that names the input at fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// A prediction of one model for one object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Prediction {
+    pub model: String,
+    pub redshift: f32,
+    pub class: Class,
+    /// Probabilities of GALAXY, STAR, QSO.
+    pub class_probabilities: [f32; 3],
+}
+
+/// One object in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ObjectSummary {
+    /// Stable id (below 2^53, exact in JSON).
+    pub id: i64,
+    /// Degrees; null when unknown.
+    pub ra: Option<f64>,
+    pub dec: Option<f64>,
+    pub class: Class,
+    /// Spectroscopic redshift; null when unknown.
+    pub redshift: Option<f32>,
+    /// u, g, r, i, z asinh magnitudes.
+    pub magnitudes: [f32; 5],
+    pub provenance: Provenance,
+    /// Name of the source (catalog, SDSS field, renderer run).
+    pub source: String,
+    pub has_image: bool,
+}
+
+/// Objects per class in a filtered listing (before paging).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClassCounts {
+    pub galaxy: usize,
+    pub star: usize,
+    pub qso: usize,
+    pub unknown: usize,
+}
+
+/// A page of `GET /api/objects`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ObjectPage {
+    /// Objects matching the filters.
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+    pub counts: ClassCounts,
+    pub objects: Vec<ObjectSummary>,
+}
+
+/// `GET /api/objects/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ObjectDetail {
+    pub object: ObjectSummary,
+    /// How the source was made.
+    pub source_detail: String,
+    /// Cutout side in pixels, when the object has an image.
+    pub image_size: Option<usize>,
+    /// Share of the cutout inside the survey frames (real cutouts can be cut off).
+    pub valid_fraction: Option<f32>,
+    /// Predictions stored by the server (the shipped model).
+    pub predictions: Vec<Prediction>,
+}
+
+/// Where a run executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    #[default]
+    Local,
+    Aws,
+}
+
+/// `POST /api/runs` and `POST /api/estimate`: a run as the launcher describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RunLaunch {
+    #[serde(default)]
+    pub target: Target,
+    /// Dataset folder inside the server's data directory (default `catalog`).
+    #[serde(default)]
+    pub data_prefix: Option<String>,
+    #[serde(default)]
+    pub file_limit: Option<usize>,
+    pub world_size: usize,
+    pub batch_size: usize,
+    #[serde(default)]
+    pub device: Device,
+    /// Memory per rank in MB (128 to 10,240; default 2048).
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+    #[serde(default)]
+    pub retries: u32,
+}
+
+/// A run as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunInfo {
+    pub id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub status: RunStatus,
+    pub world_size: usize,
+    pub batch_size: usize,
+    pub device: String,
+    pub data_prefix: String,
+    pub result_path: String,
+    pub objects: Option<usize>,
+    pub duration_s: Option<f64>,
+    pub cost_usd: Option<f64>,
+}
+
+/// What the run's event stream (`GET /api/runs/{id}/events`, Server-Sent Events) says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    RankStarted {
+        rank: usize,
+        attempt: u32,
+    },
+    RankReady {
+        rank: usize,
+    },
+    RankObjects {
+        rank: usize,
+        objects: usize,
+    },
+    RankFinished {
+        measure: RankMeasure,
+    },
+    RankFailed {
+        rank: usize,
+        attempt: u32,
+        error: String,
+        retrying: bool,
+    },
+    /// The run ended; `status` is final.
+    Finished {
+        status: RunStatus,
+    },
+    /// The run could not go on (bad data, store error).
+    Error {
+        error: String,
+    },
+}
+
+/// One point of the results scatter plot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScatterPoint {
+    pub z_spec: f32,
+    pub z_pred: f32,
+    pub class: Class,
+}
