@@ -70,7 +70,8 @@ fn entry(state: &AppState, id: i64) -> ApiResult<&super::objects::Entry> {
 }
 
 #[utoipa::path(get, path = "/api/objects/{id}", params(("id" = i64, Path)),
-    responses((status = 200, body = ObjectDetail), (status = 404, body = cosmicai_shared::api::ApiError)))]
+    responses((status = 200, body = ObjectDetail), (status = 400, body = cosmicai_shared::api::ApiError),
+        (status = 404, body = cosmicai_shared::api::ApiError)))]
 pub async fn object_detail(
     State(state): AppStateRef,
     Path(id): Path<i64>,
@@ -322,7 +323,8 @@ pub struct Created {
 #[utoipa::path(post, path = "/api/runs", request_body = RunLaunch,
     security(("bearer" = [])),
     responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
-        (status = 401, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
+        (status = 401, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
+        (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
 pub async fn create_run(
     State(state): AppStateRef,
     Json(launch): Json<RunLaunch>,
@@ -501,7 +503,8 @@ pub async fn run_results(
 
 #[utoipa::path(post, path = "/api/estimate", request_body = RunLaunch,
     responses((status = 200, description = "Duration and cost estimate", body = Object),
-        (status = 400, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
+        (status = 400, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
+        (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
 pub async fn estimate(
     State(state): AppStateRef,
     Json(launch): Json<RunLaunch>,

@@ -1,0 +1,484 @@
+//! `cosmicai serve` as a browser or script sees it: a real server process on a
+//! free port, spoken to over TCP with plain HTTP/1.1.
+
+mod common;
+use common::asset;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+struct Server {
+    child: Child,
+    /// host:port to connect to.
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A data directory filled by one first start, shared by every test of this file.
+fn data_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        drop(start_in(&dir, "127.0.0.1:0", &[]));
+        dir
+    })
+}
+
+fn start_in(dir: &Path, addr: &str, envs: &[(&str, &str)]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args(["serve", "--addr", addr, "--data-dir"])
+        .arg(dir)
+        .args([
+            "--assets",
+            &asset(""),
+            "--frontend",
+            "/nonexistent-frontend",
+        ])
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listening on "))
+        .map(|l| line = l)
+        .expect("serve printed its address");
+    let port = line.rsplit(':').next().unwrap().to_string();
+    Server {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    }
+}
+
+fn start() -> Server {
+    start_in(data_dir(), "127.0.0.1:0", &[])
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+fn request(s: &Server, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(&s.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        s.addr,
+        body.len()
+    );
+    for h in headers {
+        head += &format!("{h}\r\n");
+    }
+    head += "\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete reply");
+    let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = headers[9..12].parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = unchunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn unchunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..eol]).unwrap().trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 4 + size..];
+    }
+    out
+}
+
+fn get(s: &Server, path: &str) -> Reply {
+    request(s, "GET", path, &[], b"")
+}
+
+fn post(s: &Server, path: &str, body: &str, headers: &[&str]) -> Reply {
+    let mut all = vec!["Content-Type: application/json"];
+    all.extend_from_slice(headers);
+    request(s, "POST", path, &all, body.as_bytes())
+}
+
+/// Every error is JSON with a message.
+fn assert_json_error(r: &Reply, status: u16, needle: &str) {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    let message = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+}
+
+#[test]
+fn objects_filter_page_and_show_images() {
+    let s = start();
+    let all = get(&s, "/api/objects?limit=5").json();
+    let galaxies = get(&s, "/api/objects?class=GALAXY&limit=1000").json();
+    assert_eq!(all["counts"]["galaxy"], galaxies["total"]);
+    assert!(
+        galaxies["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["class"] == "GALAXY")
+    );
+    let slice = get(
+        &s,
+        "/api/objects?z_min=0.1&z_max=0.2&r_max=17&limit=1000&sort=redshift",
+    )
+    .json();
+    let zs: Vec<f64> = slice["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["redshift"].as_f64().unwrap())
+        .collect();
+    assert!(!zs.is_empty() && zs.iter().all(|z| (0.1..=0.2).contains(&(*z as f32 as f64))));
+    assert!(zs.windows(2).all(|w| w[0] <= w[1]), "sorted by redshift");
+    let synthetic = get(&s, "/api/objects?provenance=synthetic&limit=3").json();
+    assert_eq!(synthetic["total"], 3000);
+    let real_images = get(&s, "/api/objects?provenance=real&has_image=true&limit=2").json();
+    assert!(real_images["total"].as_u64().unwrap() > 300);
+    let id = real_images["objects"][0]["id"].as_i64().unwrap();
+
+    let detail = get(&s, &format!("/api/objects/{id}")).json();
+    assert_eq!(detail["image_size"], 64);
+    assert_eq!(detail["object"]["provenance"], "real");
+    assert!(detail["valid_fraction"].as_f64().unwrap() > 0.0);
+    assert_eq!(detail["predictions"][0]["model"], "photoz (shipped)");
+
+    let png = get(
+        &s,
+        &format!("/api/objects/{id}/image.png?view=gri&stretch=0.5&q=8"),
+    );
+    assert_eq!(png.status, 200);
+    assert!(png.body.starts_with(b"\x89PNG\r\n\x1a\n"));
+    assert!(png.header("cache-control").unwrap().contains("max-age"));
+    let etag = png.header("etag").unwrap();
+    let again = request(
+        &s,
+        "GET",
+        &format!("/api/objects/{id}/image.png?view=gri&stretch=0.5&q=8"),
+        &[&format!("If-None-Match: {etag}")],
+        b"",
+    );
+    assert_eq!(again.status, 304);
+    assert_eq!(
+        get(&s, &format!("/api/objects/{id}/image.png?view=r")).status,
+        200
+    );
+
+    let cut = get(
+        &s,
+        &format!(
+            "/api/cutouts?ids={id},{}&crop=32",
+            real_images["objects"][1]["id"]
+        ),
+    );
+    assert_eq!(cut.status, 200);
+    assert_eq!(cut.body.len(), 8 + 2 * (8 + 5 * 32 * 32 * 4));
+    assert_eq!(u32::from_le_bytes(cut.body[0..4].try_into().unwrap()), 2);
+    assert_eq!(i64::from_le_bytes(cut.body[8..16].try_into().unwrap()), id);
+
+    assert_json_error(&get(&s, "/api/objects?limit=abc"), 400, "limit");
+    assert_json_error(&get(&s, "/api/objects?class=COMET"), 400, "class");
+    assert_json_error(&get(&s, "/api/objects/12345"), 404, "no such object");
+    assert_json_error(
+        &get(&s, &format!("/api/objects/{id}/image.png?view=x")),
+        400,
+        "view",
+    );
+    let catalog_only = get(&s, "/api/objects?has_image=false&limit=1").json()["objects"][0]["id"]
+        .as_i64()
+        .unwrap();
+    assert_json_error(
+        &get(&s, &format!("/api/objects/{catalog_only}/image.png")),
+        404,
+        "no image",
+    );
+    assert_json_error(&get(&s, "/api/nothing-here"), 404, "no such endpoint");
+
+    let model = get(&s, "/api/model").json();
+    let weights = get(&s, model["weights_url"].as_str().unwrap());
+    assert_eq!(weights.body.len() as u64, model["bytes"].as_u64().unwrap());
+    assert!(
+        weights
+            .header("cache-control")
+            .unwrap()
+            .contains("immutable")
+    );
+}
+
+#[test]
+fn no_request_path_leaves_the_data_directory() {
+    let s = start();
+    for prefix in [
+        "../",
+        "../../etc",
+        "/etc",
+        "/tmp",
+        "catalog/../../x",
+        "..\\\\x",
+        "",
+        "nonexistent",
+    ] {
+        let r = post(
+            &s,
+            "/api/runs",
+            &format!(r#"{{"world_size":1,"batch_size":64,"data_prefix":"{prefix}"}}"#),
+            &[],
+        );
+        assert_eq!(
+            r.status,
+            422,
+            "{prefix}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.json()["error"].as_str().unwrap().contains("data_prefix"));
+        let e = post(
+            &s,
+            "/api/estimate",
+            &format!(r#"{{"world_size":1,"batch_size":64,"data_prefix":"{prefix}"}}"#),
+            &[],
+        );
+        assert_eq!(e.status, 422, "{prefix}");
+    }
+    for path in [
+        "/api/objects/..%2F..%2Fetc%2Fpasswd",
+        "/api/runs/..%2F..%2Fetc%2Fpasswd",
+        "/api/runs/..%2F..%2Fetc/results",
+        "/api/runs/%2Fetc%2Fpasswd/events",
+        "/api/../../etc/passwd",
+    ] {
+        let r = get(&s, path);
+        assert!(matches!(r.status, 400 | 404), "{path}: {}", r.status);
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("root:"),
+            "{path}"
+        );
+    }
+    // Nothing was started by any of those.
+    assert_eq!(
+        get(&s, "/api/runs")
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["data_prefix"] != "catalog")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn off_loopback_starting_runs_needs_the_token() {
+    let s = start_in(data_dir(), "0.0.0.0:0", &[("COSMICAI_TOKEN", "s3cret")]);
+    let body = r#"{"world_size":1,"batch_size":4096,"file_limit":1}"#;
+    assert_json_error(&post(&s, "/api/runs", body, &[]), 401, "Bearer");
+    assert_json_error(
+        &post(&s, "/api/runs", body, &["Authorization: Bearer wrong"]),
+        401,
+        "Bearer",
+    );
+    assert_json_error(&post(&s, "/api/runs/run-x/cancel", "", &[]), 401, "Bearer");
+    // Reading needs no token.
+    assert_eq!(get(&s, "/api/objects?limit=1").status, 200);
+    let ok = post(&s, "/api/runs", body, &["Authorization: Bearer s3cret"]);
+    assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
+}
+
+#[test]
+fn a_run_streams_its_progress_and_ends_in_a_scatter() {
+    let s = start();
+    let estimate = post(
+        &s,
+        "/api/estimate",
+        r#"{"world_size":2,"batch_size":4096}"#,
+        &[],
+    )
+    .json();
+    assert_eq!(estimate["ranks"], 2);
+    assert!(estimate["cost_usd"].as_f64().unwrap() > 0.0);
+    let created = post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":2,"batch_size":4096}"#,
+        &[],
+    );
+    assert_eq!(created.status, 202);
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let events = get(&s, &format!("/api/runs/{id}/events"));
+    assert_eq!(
+        events.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    let text = String::from_utf8_lossy(&events.body);
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "rank_started")
+            .count(),
+        2
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "rank_finished")
+            .count(),
+        2
+    );
+    assert_eq!(
+        events.last().unwrap(),
+        &serde_json::json!({"event": "finished", "status": "succeeded"})
+    );
+
+    let results = get(&s, &format!("/api/runs/{id}/results")).json();
+    assert_eq!(results["summary"]["status"], "succeeded");
+    assert_eq!(results["summary"]["objects"], 33884);
+    assert!(results["scatter"].as_array().unwrap().len() > 10_000);
+    let listed = get(&s, "/api/runs").json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str() && r["status"] == "succeeded")
+    );
+    assert_json_error(
+        &post(&s, &format!("/api/runs/{id}/cancel"), "", &[]),
+        409,
+        "already finished",
+    );
+    assert_json_error(&get(&s, "/api/runs/run-unknown"), 404, "no such run");
+}
+
+#[test]
+fn a_cancelled_run_stops() {
+    let s = start();
+    let id = post(&s, "/api/runs", r#"{"world_size":4,"batch_size":8}"#, &[]).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        post(&s, &format!("/api/runs/{id}/cancel"), "", &[]).status,
+        202
+    );
+    let text =
+        String::from_utf8_lossy(&get(&s, &format!("/api/runs/{id}/events")).body).into_owned();
+    assert!(text.contains("cancelled"), "{text}");
+    assert!(
+        text.contains(r#""event":"finished""#) && !text.contains(r#""status":"succeeded""#),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_bodies_get_json_errors() {
+    let s = start();
+    assert_json_error(&post(&s, "/api/runs", "{not json", &[]), 400, "");
+    assert_json_error(
+        &post(
+            &s,
+            "/api/runs",
+            r#"{"world_size":1,"batch_size":1,"bogus":1}"#,
+            &[],
+        ),
+        422,
+        "bogus",
+    );
+    assert_json_error(
+        &post(&s, "/api/runs", r#"{"world_size":0,"batch_size":1}"#, &[]),
+        422,
+        "world_size",
+    );
+    assert_json_error(
+        &post(
+            &s,
+            "/api/runs",
+            r#"{"world_size":1,"batch_size":1,"target":"aws"}"#,
+            &[],
+        ),
+        422,
+        "aws",
+    );
+    let big = format!(
+        r#"{{"world_size":1,"batch_size":1,"data_prefix":"{}"}}"#,
+        "a".repeat(100_000)
+    );
+    assert_json_error(&post(&s, "/api/runs", &big, &[]), 413, "");
+}
+
+#[test]
+fn the_openapi_document_lists_every_endpoint() {
+    let s = start();
+    let doc = get(&s, "/api/openapi.json").json();
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/objects",
+        "/api/objects/{id}",
+        "/api/objects/{id}/image.png",
+        "/api/cutouts",
+        "/api/model",
+        "/api/runs",
+        "/api/runs/{id}/events",
+        "/api/runs/{id}/results",
+        "/api/estimate",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing");
+    }
+    let home = get(&s, "/");
+    assert_eq!(home.status, 200);
+    assert!(String::from_utf8_lossy(&home.body).contains("/api/openapi.json"));
+}
