@@ -1,6 +1,7 @@
-# CosmicAI: the two commands of the README, and the set-up they share.
-#   make demo   set up, then run the main job on the bundled real data
+# CosmicAI: the commands of the README, and the set-up they share.
+#   make serve  set up, build the explorer, then serve it and the API on the bundled real data
 #   make test   set up, then run the whole test suite
+#   make demo   the command-line tour (import, partition, images, eval, a run)
 # Both are idempotent: a second run reuses what the first installed or built.
 
 SHELL := /bin/bash
@@ -12,7 +13,32 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 DEMO := data/demo
 
-.PHONY: demo test setup rust-setup python-setup
+E2E := tests/e2e
+# Trunk finds wasm-opt (npm binaryen@132) here; Debian's binaryen 108 breaks wasm-bindgen's output.
+TOOLS_PATH := $(CURDIR)/$(E2E)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
+TRUNK_VERSION := 0.21.14
+WASM_BINDGEN_VERSION := $(shell grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')
+
+.PHONY: demo serve test setup rust-setup python-setup frontend-setup frontend e2e
+
+serve: rust-setup frontend
+	cargo build --release --bin cosmicai
+	$(COSMICAI) serve
+
+# The explorer: Trunk builds frontend/ into dist/ (offline: tools installed by frontend-setup).
+frontend: frontend-setup
+	PATH=$(TOOLS_PATH) trunk build --release
+
+frontend-setup: rust-setup
+	@trunk --version 2>/dev/null | grep -q "$(TRUNK_VERSION)" || cargo install trunk --version $(TRUNK_VERSION) --locked
+	@wasm-bindgen --version 2>/dev/null | grep -q "$(WASM_BINDGEN_VERSION)" || cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
+	@test -x $(E2E)/node_modules/.bin/wasm-opt || (cd $(E2E) && npm ci --no-audit --no-fund)
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver) || { echo "install Debian's chromium for the browser tests"; exit 1; }
+
+# Browser tests: headless Chromium against a real `cosmicai serve` with the built explorer.
+e2e: frontend
+	cargo build --bin cosmicai
+	COSMICAI_BIN=$(COSMICAI_DEBUG) SCREENSHOTS=$(CARGO_TARGET_DIR)/e2e node $(E2E)/explorer.mjs
 
 demo: rust-setup
 	cargo build --release --bin cosmicai
@@ -34,11 +60,13 @@ test: setup
 	cargo check -p cosmicai-backend --features cuda
 	# The shared types and display code go to the browser: they must build for wasm.
 	cargo check -p cosmicai-shared --target wasm32-unknown-unknown
-	cargo test --workspace
+	# The explorer is tested in a browser (make e2e), not natively.
+	cargo test --workspace --exclude cosmicai-frontend
 	cargo build --bin cosmicai
 	COSMICAI_BIN=$(COSMICAI_DEBUG) $(PYTHON) -m pytest -q tests/python
+	$(MAKE) e2e
 
-setup: rust-setup python-setup
+setup: rust-setup python-setup frontend-setup
 
 # The toolchain itself comes from rustup (rust-toolchain.toml pins it).
 rust-setup:

@@ -47,18 +47,13 @@ pub async fn list_objects(
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<ObjectPage>> {
     let query = ObjectQuery::parse(&params).map_err(Error::bad_request)?;
-    let (hits, counts) = query.select(&state.index);
+    let (page, total, counts) = query.select(&state.index);
     Ok(Json(ObjectPage {
-        total: hits.len(),
+        total,
         offset: query.offset,
         limit: query.limit,
         counts,
-        objects: hits
-            .into_iter()
-            .skip(query.offset)
-            .take(query.limit)
-            .cloned()
-            .collect(),
+        objects: page.into_iter().cloned().collect(),
     }))
 }
 

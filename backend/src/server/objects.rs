@@ -22,8 +22,19 @@ pub struct Entry {
     row: usize,
 }
 
+/// The fields the listing filters on, packed, so a query scans 16 bytes per object.
+#[derive(Clone, Copy)]
+struct Key {
+    redshift: f32,
+    r: f32,
+    class: Class,
+    provenance: Provenance,
+    has_image: bool,
+}
+
 pub struct ObjectIndex {
     pub objects: Vec<Entry>,
+    keys: Vec<Key>,
     by_id: HashMap<i64, usize>,
     files: Vec<PartitionFile>,
 }
@@ -34,6 +45,7 @@ impl ObjectIndex {
         let model = crate::models::load_photoz(None)?;
         let mut index = ObjectIndex {
             objects: Vec::new(),
+            keys: Vec::new(),
             by_id: HashMap::new(),
             files: Vec::new(),
         };
@@ -69,6 +81,13 @@ impl ObjectIndex {
                     };
                     let finite = |v: f64| v.is_finite().then_some(v);
                     index.by_id.insert(id, index.objects.len());
+                    index.keys.push(Key {
+                        redshift: part.redshift[row],
+                        r: part.magnitudes[row][2],
+                        class: part.class[row],
+                        provenance,
+                        has_image,
+                    });
                     index.objects.push(Entry {
                         summary: ObjectSummary {
                             id,
@@ -214,45 +233,60 @@ impl ObjectQuery {
         })
     }
 
-    fn matches(&self, o: &ObjectSummary) -> bool {
-        let z_ok = |z: Option<f32>| match (z, self.z_min, self.z_max) {
-            (_, None, None) => true,
-            (None, _, _) => false,
-            (Some(z), lo, hi) => lo.is_none_or(|lo| z >= lo) && hi.is_none_or(|hi| z <= hi),
-        };
-        let r = o.magnitudes[2];
-        self.class.is_none_or(|c| o.class == c)
-            && z_ok(o.redshift)
-            && self.r_min.is_none_or(|lo| r >= lo)
-            && self.r_max.is_none_or(|hi| r <= hi)
-            && self.provenance.is_none_or(|p| o.provenance == p)
-            && self.has_image.is_none_or(|h| o.has_image == h)
+    fn matches(&self, k: &Key) -> bool {
+        let z = k.redshift;
+        let z_ok = (self.z_min.is_none() && self.z_max.is_none())
+            || (z.is_finite()
+                && self.z_min.is_none_or(|lo| z >= lo)
+                && self.z_max.is_none_or(|hi| z <= hi));
+        z_ok && self.class.is_none_or(|c| k.class == c)
+            && self.r_min.is_none_or(|lo| k.r >= lo)
+            && self.r_max.is_none_or(|hi| k.r <= hi)
+            && self.provenance.is_none_or(|p| k.provenance == p)
+            && self.has_image.is_none_or(|h| k.has_image == h)
     }
 
-    /// The matching objects (all of them, ordered) and their counts per class.
-    pub fn select<'a>(&self, index: &'a ObjectIndex) -> (Vec<&'a ObjectSummary>, ClassCounts) {
-        let mut hits: Vec<&ObjectSummary> = index
-            .objects
-            .iter()
-            .map(|e| &e.summary)
-            .filter(|o| self.matches(o))
-            .collect();
+    /// The page of matching objects, the number of matches and their counts per class.
+    pub fn select<'a>(
+        &self,
+        index: &'a ObjectIndex,
+    ) -> (Vec<&'a ObjectSummary>, usize, ClassCounts) {
         let mut counts = ClassCounts::default();
-        for o in &hits {
-            match o.class {
+        let mut hits: Vec<u32> = Vec::new();
+        for (i, k) in index.keys.iter().enumerate() {
+            if !self.matches(k) {
+                continue;
+            }
+            match k.class {
                 Class::Galaxy => counts.galaxy += 1,
                 Class::Star => counts.star += 1,
                 Class::Qso => counts.qso += 1,
                 Class::Unknown => counts.unknown += 1,
             }
+            hits.push(i as u32);
         }
-        let z = |o: &ObjectSummary| o.redshift.unwrap_or(f32::NAN);
+        let key = |i: &u32| index.keys[*i as usize];
         match self.sort {
             Sort::Id => {}
-            Sort::Redshift => hits.sort_by(|a, b| z(a).total_cmp(&z(b))),
-            Sort::RedshiftDesc => hits.sort_by(|a, b| z(b).total_cmp(&z(a))),
-            Sort::RMag => hits.sort_by(|a, b| a.magnitudes[2].total_cmp(&b.magnitudes[2])),
+            Sort::Redshift => hits.sort_by(|a, b| key(a).redshift.total_cmp(&key(b).redshift)),
+            // Objects without a redshift go last either way.
+            Sort::RedshiftDesc => hits.sort_by(|a, b| {
+                let z = |i: &u32| {
+                    Some(key(i).redshift)
+                        .filter(|z| z.is_finite())
+                        .unwrap_or(f32::NEG_INFINITY)
+                };
+                z(b).total_cmp(&z(a))
+            }),
+            Sort::RMag => hits.sort_by(|a, b| key(a).r.total_cmp(&key(b).r)),
         }
-        (hits, counts)
+        let total = hits.len();
+        let page = hits
+            .iter()
+            .skip(self.offset)
+            .take(self.limit)
+            .map(|&i| &index.objects[i as usize].summary)
+            .collect();
+        (page, total, counts)
     }
 }

@@ -1,0 +1,76 @@
+//! Talking to `cosmicai serve`: JSON over fetch; errors come back as the API's message.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Request, RequestInit, Response};
+
+async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response, String> {
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some(body) = body {
+        init.set_body(&wasm_bindgen::JsValue::from_str(&body));
+    }
+    let request = Request::new_with_str_and_init(url, &init).map_err(|e| format!("{e:?}"))?;
+    if method == "POST" {
+        request
+            .headers()
+            .set("Content-Type", "application/json")
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    let window = web_sys::window().ok_or("no window")?;
+    let response: Response = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .map_err(|_| format!("{url}: the server cannot be reached"))?
+        .unchecked_into();
+    if response.ok() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let text = match response.text() {
+        Ok(p) => JsFuture::from(p)
+            .await
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let message = serde_json::from_str::<cosmicai_shared::api::ApiError>(&text)
+        .map(|e| e.error)
+        .unwrap_or(text);
+    Err(format!("{status}: {message}"))
+}
+
+async fn json<T: DeserializeOwned>(response: Response) -> Result<T, String> {
+    let text = JsFuture::from(response.text().map_err(|e| format!("{e:?}"))?)
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .as_string()
+        .unwrap_or_default();
+    serde_json::from_str(&text).map_err(|e| format!("unexpected reply: {e}"))
+}
+
+pub async fn get<T: DeserializeOwned>(url: &str) -> Result<T, String> {
+    json(fetch(url, "GET", None).await?).await
+}
+
+pub async fn post<B: Serialize, T: DeserializeOwned>(url: &str, body: &B) -> Result<T, String> {
+    let body = serde_json::to_string(body).map_err(|e| e.to_string())?;
+    json(fetch(url, "POST", Some(body)).await?).await
+}
+
+pub async fn bytes(url: &str) -> Result<Vec<u8>, String> {
+    let response = fetch(url, "GET", None).await?;
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{e:?}"))?)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// Milliseconds since page load, for timing.
+pub fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now())
+}

@@ -1,0 +1,111 @@
+//! Small SVG charts: density scatter of predicted vs spectroscopic z, histograms, bars.
+
+use leptos::prelude::*;
+
+const W: f64 = 360.0;
+const H: f64 = 360.0;
+const PAD: f64 = 40.0;
+
+/// Colour for a density in 0..=1 (dark blue → yellow, like viridis' ends).
+fn colour(t: f64) -> String {
+    let t = t.clamp(0.0, 1.0);
+    let (r, g, b) = (
+        68.0 + t * (253.0 - 68.0),
+        1.0 + t * (231.0 - 1.0),
+        84.0 + t * (37.0 - 84.0),
+    );
+    format!("rgb({r:.0},{g:.0},{b:.0})")
+}
+
+/// Predicted (y) against spectroscopic (x) redshift, binned and coloured by how many
+/// points fall in each bin (log scale), with the y = x line dashed.
+#[component]
+pub fn DensityScatter(points: Vec<(f32, f32)>) -> impl IntoView {
+    const BINS: usize = 60;
+    let max_z = points
+        .iter()
+        .flat_map(|(a, b)| [*a, *b])
+        .filter(|v| v.is_finite())
+        .fold(0.1f32, f32::max)
+        .min(7.0) as f64;
+    let mut counts = vec![0u32; BINS * BINS];
+    for (x, y) in &points {
+        let bx = ((*x as f64 / max_z) * BINS as f64).floor() as isize;
+        let by = ((*y as f64 / max_z) * BINS as f64).floor() as isize;
+        if (0..BINS as isize).contains(&bx) && (0..BINS as isize).contains(&by) {
+            counts[by as usize * BINS + bx as usize] += 1;
+        }
+    }
+    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let cell = (W - 2.0 * PAD) / BINS as f64;
+    let cells = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c > 0)
+        .map(|(i, c)| {
+            let (bx, by) = ((i % BINS) as f64, (i / BINS) as f64);
+            let t = (1.0 + *c as f64).ln() / (1.0 + top).ln();
+            view! { <rect x=PAD + bx * cell y=H - PAD - (by + 1.0) * cell width=cell height=cell fill=colour(t) /> }
+        })
+        .collect_view();
+    view! {
+        <svg class="chart scatter" viewBox=format!("0 0 {W} {H}") width=W height=H role="img" aria-label="predicted against spectroscopic redshift">
+            <rect x=PAD y=PAD width=W - 2.0 * PAD height=H - 2.0 * PAD fill="#111" />
+            {cells}
+            <line x1=PAD y1=H - PAD x2=W - PAD y2=PAD stroke="#ddd" stroke-dasharray="5,4" />
+            <text x=W / 2.0 y=H - 8.0 text-anchor="middle">"spectroscopic z"</text>
+            <text x=12 y=H / 2.0 transform=format!("rotate(-90 12 {})", H / 2.0) text-anchor="middle">"predicted z"</text>
+            <text x=PAD y=H - PAD + 14.0>"0"</text>
+            <text x=W - PAD y=H - PAD + 14.0 text-anchor="end">{format!("{max_z:.2}")}</text>
+            <text x=PAD - 4.0 y=PAD + 4.0 text-anchor="end">{format!("{max_z:.2}")}</text>
+            <text x=W - PAD y=PAD - 6.0 text-anchor="end">{format!("{} points; colour: log count", points.len())}</text>
+        </svg>
+    }
+}
+
+/// A histogram of `values` over `[lo, hi]`.
+#[component]
+pub fn Histogram(values: Vec<f64>, lo: f64, hi: f64, label: String) -> impl IntoView {
+    const BINS: usize = 50;
+    let mut counts = [0u32; BINS];
+    for v in &values {
+        let b = ((v - lo) / (hi - lo) * BINS as f64).floor();
+        if b >= 0.0 && (b as usize) < BINS {
+            counts[b as usize] += 1;
+        }
+    }
+    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let bw = (W - 2.0 * PAD) / BINS as f64;
+    let aria = label.clone();
+    view! {
+        <svg class="chart histogram" viewBox=format!("0 0 {W} 220") width=W height=220 role="img" aria-label=aria>
+            {counts.iter().enumerate().map(|(i, c)| {
+                let h = (*c as f64 / top) * 150.0;
+                view! { <rect x=PAD + i as f64 * bw y=180.0 - h width=bw - 1.0 height=h fill="#4a90d9" /> }
+            }).collect_view()}
+            <text x=PAD y=196>{format!("{lo}")}</text>
+            <text x=W - PAD y=196 text-anchor="end">{format!("{hi}")}</text>
+            <text x=W / 2.0 y=214 text-anchor="middle">{label}</text>
+        </svg>
+    }
+}
+
+/// One horizontal bar per item: `(label, value)`, scaled to the largest.
+#[component]
+pub fn Bars(items: Vec<(String, f64)>, unit: String) -> impl IntoView {
+    let top = items.iter().map(|(_, v)| *v).fold(1e-9, f64::max);
+    let h = 22.0 * items.len() as f64 + 10.0;
+    let aria = unit.clone();
+    view! {
+        <svg class="chart bars" viewBox=format!("0 0 {W} {h}") width=W height=h role="img" aria-label=aria>
+            {items.into_iter().enumerate().map(|(i, (name, v))| {
+                let y = 5.0 + 22.0 * i as f64;
+                view! {
+                    <text x=0 y=y + 14.0>{name}</text>
+                    <rect x=70 y=y width=(v / top) * (W - 170.0) height=16 fill="#e5a33d" />
+                    <text x=75.0 + (v / top) * (W - 170.0) y=y + 13.0>{format!("{v:.2} {unit}")}</text>
+                }
+            }).collect_view()}
+        </svg>
+    }
+}

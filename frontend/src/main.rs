@@ -1,0 +1,83 @@
+//! The CosmicAI explorer: browse SDSS objects and their images, predict redshifts
+//! in the browser, launch and watch pipeline runs, read their results.
+//!
+//! A client-side leptos app (built by Trunk) over `cosmicai serve`'s `/api`; the
+//! types come from `cosmicai-shared`. Pages live in `pages/`, one per view; the
+//! route is the URL hash (`#/object/ID`), so any view can be linked and reloaded.
+
+mod api;
+mod charts;
+mod model;
+mod pages;
+
+use cosmicai_shared::api::ObjectSummary;
+use leptos::prelude::*;
+
+/// Objects picked on Explore for in-browser prediction.
+#[derive(Clone, Copy)]
+pub struct Selection(pub RwSignal<Vec<ObjectSummary>>);
+
+fn current_route() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().hash().ok())
+        .unwrap_or_default()
+        .trim_start_matches('#')
+        .to_string()
+}
+
+pub fn navigate(to: &str) {
+    if let Some(w) = web_sys::window() {
+        let _ = w.location().set_hash(to);
+    }
+}
+
+#[component]
+fn App() -> impl IntoView {
+    let route = RwSignal::new(current_route());
+    let handle = window_event_listener(leptos::ev::hashchange, move |_| route.set(current_route()));
+    on_cleanup(move || handle.remove());
+    provide_context(Selection(RwSignal::new(Vec::new())));
+    let page = move || {
+        let r = route.get();
+        let parts: Vec<&str> = r.trim_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["object", id] => match id.parse::<i64>() {
+                Ok(id) => {
+                    pages::object::ObjectPage(pages::object::ObjectPageProps { id }).into_any()
+                }
+                Err(_) => {
+                    view! { <p class="error">"Not an object id: " {id.to_string()}</p> }.into_any()
+                }
+            },
+            ["predict"] => pages::predict::PredictPage().into_any(),
+            ["runs"] => pages::runs::RunsPage().into_any(),
+            ["runs", id] => {
+                pages::runs::RunPage(pages::runs::RunPageProps { id: id.to_string() }).into_any()
+            }
+            _ => pages::explore::ExplorePage().into_any(),
+        }
+    };
+    view! {
+        <header>
+            <a href="#/" class="brand">"CosmicAI"</a>
+            <nav>
+                <a href="#/">"Explore"</a>
+                <a href="#/predict">"Predict in the browser"</a>
+                <a href="#/runs">"Runs"</a>
+            </nav>
+        </header>
+        <main>{page}</main>
+    }
+}
+
+fn main() {
+    console_error_panic_hook();
+    leptos::mount::mount_to_body(App);
+}
+
+/// Panics show up in the console with their message rather than "unreachable".
+fn console_error_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&info.to_string().into());
+    }));
+}

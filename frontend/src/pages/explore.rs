@@ -1,0 +1,129 @@
+//! Explore: a paged grid of objects with filters, counts and thumbnails.
+
+use super::ErrorMessage;
+use crate::Selection;
+use cosmicai_shared::Provenance;
+use cosmicai_shared::api::{ObjectPage, ObjectSummary};
+use leptos::prelude::*;
+
+const PAGE: usize = 60;
+
+#[component]
+pub fn ExplorePage() -> impl IntoView {
+    let class = RwSignal::new(String::new());
+    let provenance = RwSignal::new(String::new());
+    let images = RwSignal::new(true);
+    let z_min = RwSignal::new(String::new());
+    let z_max = RwSignal::new(String::new());
+    let r_max = RwSignal::new(String::new());
+    let sort = RwSignal::new("id".to_string());
+    let offset = RwSignal::new(0usize);
+    let query = move || {
+        let mut q = format!(
+            "/api/objects?limit={PAGE}&offset={}&sort={}",
+            offset.get(),
+            sort.get()
+        );
+        for (key, value) in [
+            ("class", class.get()),
+            ("provenance", provenance.get()),
+            ("z_min", z_min.get()),
+            ("z_max", z_max.get()),
+            ("r_max", r_max.get()),
+        ] {
+            if !value.trim().is_empty() {
+                q += &format!("&{key}={}", value.trim());
+            }
+        }
+        if images.get() {
+            q += "&has_image=true";
+        }
+        q
+    };
+    let page = LocalResource::new(move || {
+        let url = query();
+        async move { crate::api::get::<ObjectPage>(&url).await }
+    });
+    let reset = move || offset.set(0);
+    let selection = use_context::<Selection>().expect("selection context").0;
+    view! {
+        <section class="filters">
+            <label>"Class "
+                <select on:change=move |ev| { class.set(event_target_value(&ev)); reset() }>
+                    <option value="">"any"</option>
+                    <option value="GALAXY">"galaxy"</option>
+                    <option value="STAR">"star"</option>
+                    <option value="QSO">"quasar"</option>
+                    <option value="UNKNOWN">"unlabelled"</option>
+                </select>
+            </label>
+            <label>"Data "
+                <select on:change=move |ev| { provenance.set(event_target_value(&ev)); reset() }>
+                    <option value="">"real and synthetic"</option>
+                    <option value="real">"real"</option>
+                    <option value="synthetic">"synthetic"</option>
+                </select>
+            </label>
+            <label>"z from " <input type="number" step="0.05" min="0" class="short" on:change=move |ev| { z_min.set(event_target_value(&ev)); reset() } /></label>
+            <label>" to " <input type="number" step="0.05" min="0" class="short" on:change=move |ev| { z_max.set(event_target_value(&ev)); reset() } /></label>
+            <label>"r brighter than " <input type="number" step="0.5" class="short" on:change=move |ev| { r_max.set(event_target_value(&ev)); reset() } /></label>
+            <label>"Sort "
+                <select on:change=move |ev| { sort.set(event_target_value(&ev)); reset() }>
+                    <option value="id">"id"</option>
+                    <option value="redshift">"redshift"</option>
+                    <option value="-redshift">"redshift, high first"</option>
+                    <option value="r">"r magnitude"</option>
+                </select>
+            </label>
+            <label><input type="checkbox" prop:checked=move || images.get() on:change=move |ev| { images.set(event_target_checked(&ev)); reset() } />" with images"</label>
+        </section>
+        {move || match page.get() {
+            None => view! { <p class="loading">"Loading objects…"</p> }.into_any(),
+            Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
+            Some(Ok(p)) => {
+                let shown: Vec<ObjectSummary> = p.objects.clone();
+                let for_predict = shown.clone();
+                view! {
+                    <p class="counts" data-total=p.total>
+                        {format!("{} objects: {} galaxies, {} stars, {} quasars, {} unlabelled",
+                            p.total, p.counts.galaxy, p.counts.star, p.counts.qso, p.counts.unknown)}
+                        <button class="predict-these" on:click=move |_| {
+                            selection.set(for_predict.iter().take(64).cloned().collect());
+                            crate::navigate("/predict");
+                        }>{format!("Predict these {} in the browser", shown.len().min(64))}</button>
+                    </p>
+                    <div class="grid">
+                        {shown.into_iter().map(|o| view! { <ObjectCard object=o /> }).collect_view()}
+                    </div>
+                    <p class="pager">
+                        <button disabled=move || offset.get() == 0 on:click=move |_| offset.update(|o| *o = o.saturating_sub(PAGE))>"Previous"</button>
+                        {format!(" {}–{} of {} ", p.offset + 1, (p.offset + PAGE).min(p.total), p.total)}
+                        <button disabled=p.offset + PAGE >= p.total on:click=move |_| offset.update(|o| *o += PAGE)>"Next"</button>
+                    </p>
+                }
+                .into_any()
+            }
+        }}
+    }
+}
+
+#[component]
+fn ObjectCard(object: ObjectSummary) -> impl IntoView {
+    let href = format!("#/object/{}", object.id);
+    let z = object
+        .redshift
+        .map_or("z unknown".to_string(), |z| format!("z = {z:.3}"));
+    let synthetic = object.provenance == Provenance::Synthetic;
+    let picture = if object.has_image {
+        view! { <img loading="lazy" width="96" height="96" alt="gri composite" src=format!("/api/objects/{}/image.png", object.id) /> }.into_any()
+    } else {
+        view! { <div class="no-image">"no image"<br />{format!("r = {:.2}", object.magnitudes[2])}</div> }.into_any()
+    };
+    view! {
+        <a class="card" href=href data-class=object.class.name()>
+            {picture}
+            <span class="label">{object.class.name()}" · "{z}</span>
+            {synthetic.then(|| view! { <span class="synthetic" title="rendered by CosmicAI, not observed">"synthetic"</span> })}
+        </a>
+    }
+}

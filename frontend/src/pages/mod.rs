@@ -1,0 +1,14 @@
+//! One module per view.
+
+pub mod explore;
+pub mod object;
+pub mod predict;
+pub mod runs;
+
+use leptos::prelude::*;
+
+/// An API error, shown instead of the view (never a blank page).
+#[component]
+pub fn ErrorMessage(message: String) -> impl IntoView {
+    view! { <p class="error" role="alert">{message}</p> }
+}

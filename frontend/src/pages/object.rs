@@ -1,0 +1,165 @@
+//! Object: the five bands and the gri composite (drawn here, in the browser, with
+//! the same Lupton code as the server), magnitudes, colours, labels, predictions.
+
+use super::ErrorMessage;
+use cosmicai_shared::api::ObjectDetail;
+use cosmicai_shared::display::{Stretch, lupton_rgb};
+use leptos::prelude::*;
+use wasm_bindgen::{Clamped, JsCast};
+
+/// `/api/cutouts` for one object: its `[5, side, side]` pixels.
+async fn cutout(id: i64) -> Result<(Vec<f32>, usize), String> {
+    let raw = crate::api::bytes(&format!("/api/cutouts?ids={id}")).await?;
+    let side = u32::from_le_bytes(
+        raw.get(4..8)
+            .ok_or("short reply")?
+            .try_into()
+            .unwrap_or_default(),
+    ) as usize;
+    let pixels = raw
+        .get(16..)
+        .ok_or("short reply")?
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .map(|v| if v.is_finite() { v } else { 0.0 })
+        .collect::<Vec<f32>>();
+    if pixels.len() != 5 * side * side {
+        return Err("unexpected cutout size".into());
+    }
+    Ok((pixels, side))
+}
+
+fn draw(
+    canvas: &web_sys::HtmlCanvasElement,
+    pixels: &[f32],
+    side: usize,
+    s: Stretch,
+) -> Result<(), String> {
+    let plane = side * side;
+    let rgb = lupton_rgb(
+        &pixels[3 * plane..4 * plane],
+        &pixels[2 * plane..3 * plane],
+        &pixels[plane..2 * plane],
+        s,
+    );
+    let mut rgba = Vec::with_capacity(plane * 4);
+    for p in rgb.chunks_exact(3) {
+        rgba.extend_from_slice(&[p[0], p[1], p[2], 255]);
+    }
+    canvas.set_width(side as u32);
+    canvas.set_height(side as u32);
+    let ctx: web_sys::CanvasRenderingContext2d = canvas
+        .get_context("2d")
+        .map_err(|e| format!("{e:?}"))?
+        .ok_or("no 2d context")?
+        .unchecked_into();
+    let image = web_sys::ImageData::new_with_u8_clamped_array_and_sh(
+        Clamped(&rgba),
+        side as u32,
+        side as u32,
+    )
+    .map_err(|e| format!("{e:?}"))?;
+    ctx.put_image_data(&image, 0.0, 0.0)
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[component]
+pub fn ObjectPage(id: i64) -> impl IntoView {
+    let detail = LocalResource::new(move || async move {
+        crate::api::get::<ObjectDetail>(&format!("/api/objects/{id}")).await
+    });
+    view! {
+        <p><a href="#/">"← Explore"</a></p>
+        {move || match detail.get() {
+            None => view! { <p class="loading">"Loading…"</p> }.into_any(),
+            Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
+            Some(Ok(d)) => view! { <Detail detail=d /> }.into_any(),
+        }}
+    }
+}
+
+#[component]
+fn Detail(detail: ObjectDetail) -> impl IntoView {
+    let o = detail.object.clone();
+    let id = o.id;
+    let m = o.magnitudes;
+    let colours = format!(
+        "u−g {:.2} · g−r {:.2} · r−i {:.2} · i−z {:.2}",
+        m[0] - m[1],
+        m[1] - m[2],
+        m[2] - m[3],
+        m[3] - m[4]
+    );
+    let stretch = RwSignal::new(0.5f32);
+    let q = RwSignal::new(8.0f32);
+    let canvas = NodeRef::<leptos::html::Canvas>::new();
+    let pixels = LocalResource::new(move || async move {
+        if o.has_image {
+            Some(cutout(id).await)
+        } else {
+            None
+        }
+    });
+    Effect::new(move |_| {
+        let s = Stretch {
+            minimum: 0.0,
+            stretch: stretch.get(),
+            q: q.get(),
+        };
+        if let (Some(Some(Ok((p, side)))), Some(c)) = (pixels.get(), canvas.get()) {
+            let _ = draw(&c, &p, side, s);
+        }
+    });
+    let browser = LocalResource::new(move || async move {
+        crate::model::ensure_loaded().await?;
+        let start = crate::api::now_ms();
+        let p = crate::model::predict(&[m])?;
+        Ok::<_, String>((p[0].clone(), crate::api::now_ms() - start))
+    });
+    let server = detail.predictions.first().cloned();
+    let o = detail.object.clone();
+    let images = o.has_image.then(|| {
+        view! {
+            <section class="images">
+                <figure>
+                    <canvas node_ref=canvas class="composite" width="64" height="64"></canvas>
+                    <figcaption>"gri composite (drawn in the browser)"</figcaption>
+                </figure>
+                {["u", "g", "r", "i", "z"].into_iter().map(|b| view! {
+                    <figure><img width="96" height="96" alt=format!("{b} band") src=format!("/api/objects/{id}/image.png?view={b}") /><figcaption>{b}</figcaption></figure>
+                }).collect_view()}
+                <div class="sliders">
+                    <label>"stretch " <input type="range" min="0.05" max="3" step="0.05" prop:value=move || stretch.get().to_string() on:input=move |ev| stretch.set(event_target_value(&ev).parse().unwrap_or(0.5)) /> {move || format!("{:.2}", stretch.get())}</label>
+                    <label>"Q " <input type="range" min="0" max="20" step="0.5" prop:value=move || q.get().to_string() on:input=move |ev| q.set(event_target_value(&ev).parse().unwrap_or(8.0)) /> {move || format!("{:.1}", q.get())}</label>
+                </div>
+            </section>
+        }
+    });
+    view! {
+        <h2>{format!("{} {}", o.class.name(), o.id)}
+            {(o.provenance == cosmicai_shared::Provenance::Synthetic).then(|| view! { <span class="synthetic">"synthetic"</span> })}
+        </h2>
+        {images}
+        <table class="facts">
+            <tr><th>"Magnitudes (u g r i z)"</th><td>{m.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join("  ")}</td></tr>
+            <tr><th>"Colours"</th><td>{colours}</td></tr>
+            <tr><th>"Spectroscopic z"</th><td>{o.redshift.map_or("unknown".into(), |z| format!("{z:.4}"))}</td></tr>
+            <tr><th>"Class"</th><td>{o.class.name()}</td></tr>
+            <tr><th>"Position"</th><td>{match (o.ra, o.dec) { (Some(r), Some(d)) => format!("RA {r:.5}°, Dec {d:.5}°"), _ => "unknown".into() }}</td></tr>
+            <tr><th>"Provenance"</th><td>{format!("{} — {}: {}", o.provenance.name(), o.source, detail.source_detail)}</td></tr>
+            {detail.valid_fraction.map(|v| view! { <tr><th>"Inside the frame"</th><td>{format!("{:.0}%", v * 100.0)}</td></tr> })}
+        </table>
+        <h3>"Predictions"</h3>
+        <table class="predictions">
+            <tr><th></th><th>"redshift"</th><th>"class"</th></tr>
+            {server.map(|p| view! { <tr class="server"><td>"server (" {p.model} ")"</td><td>{format!("{:.4}", p.redshift)}</td><td>{p.class.name()}</td></tr> })}
+            {move || match browser.get() {
+                None => view! { <tr><td>"browser"</td><td colspan="2">"running…"</td></tr> }.into_any(),
+                Some(Err(e)) => view! { <tr><td>"browser"</td><td colspan="2" class="error">{e}</td></tr> }.into_any(),
+                Some(Ok((p, ms))) => view! {
+                    <tr class="browser"><td>{format!("browser ({}, {ms:.1} ms)", crate::model::BACKEND)}</td><td>{format!("{:.4}", p.redshift)}</td><td>{p.class.name()}</td></tr>
+                }.into_any(),
+            }}
+        </table>
+    }
+}

@@ -1,0 +1,138 @@
+// End-to-end test of the explorer in headless Chromium against a real `cosmicai serve`:
+// browse and filter, open an object, predict in the browser, launch a local run with
+// world size 2 and watch it complete to a scatter plot. Screenshots of each page go to
+// $SCREENSHOTS (default target/e2e). Exits non-zero on the first failed expectation.
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import assert from 'node:assert/strict';
+
+const root = resolve(import.meta.dirname, '../..');
+const bin = process.env.COSMICAI_BIN ?? join(root, 'target/debug/cosmicai');
+const shots = process.env.SCREENSHOTS ?? join(root, 'target/e2e');
+mkdirSync(shots, { recursive: true });
+const data = process.env.E2E_DATA ?? mkdtempSync(join(tmpdir(), 'cosmicai-e2e-'));
+
+const server = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', data,
+  '--assets', join(root, 'assets'), '--frontend', join(root, 'dist')], { stdio: ['ignore', 'pipe', 'inherit'] });
+process.on('exit', () => server.kill());
+const base = await new Promise((ok, fail) => {
+  let out = '';
+  server.stdout.on('data', (d) => {
+    out += d;
+    const m = out.match(/listening on (http:\/\/\S+)/);
+    if (m) ok(m[1]);
+  });
+  server.on('exit', (code) => fail(new Error(`serve exited with ${code}`)));
+});
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+  // playwright gives every launch a fresh, empty profile (the --user-data-dir of the recipe).
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+const consoleErrors = [];
+page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+const step = async (name, f) => {
+  process.stdout.write(`e2e: ${name} ... `);
+  try { await f(); console.log('ok'); } catch (e) {
+    await page.screenshot({ path: join(shots, `failed-${name.replace(/\W+/g, '-')}.png`), fullPage: true }).catch(() => {});
+    console.log('FAILED'); throw e;
+  }
+};
+
+try {
+  await step('explore shows a grid of real and synthetic images', async () => {
+    await page.goto(base + '/');
+    await page.waitForSelector('.card img', { timeout: 60000 });
+    const cards = await page.locator('.card').count();
+    assert.ok(cards >= 30, `only ${cards} cards`);
+    const total = Number(await page.getAttribute('.counts', 'data-total'));
+    assert.ok(total > 3000, `total ${total}`);
+    await page.waitForFunction(() => [...document.querySelectorAll('.card img')].slice(0, 10).every((i) => i.complete && i.naturalWidth === 64));
+    await page.screenshot({ path: join(shots, 'explore.png'), fullPage: false });
+  });
+
+  await step('filtering by class keeps only that class', async () => {
+    await page.selectOption('.filters select >> nth=0', 'STAR');
+    await page.waitForFunction(() => {
+      const c = [...document.querySelectorAll('.card')];
+      return c.length > 0 && c.every((e) => e.dataset.class === 'STAR');
+    }, null, { timeout: 30000 });
+    const text = await page.textContent('.counts');
+    assert.match(text, / 0 galaxies, \d+ stars, 0 quasars/);
+    await page.screenshot({ path: join(shots, 'explore-stars.png') });
+  });
+
+  await step('an object shows its bands, composite and both predictions', async () => {
+    await page.click('.card >> nth=0');
+    await page.waitForSelector('canvas.composite');
+    await page.waitForSelector('tr.browser', { timeout: 60000 });
+    const server = await page.textContent('tr.server');
+    const mine = await page.textContent('tr.browser');
+    assert.match(server, /server/);
+    assert.match(mine, /browser \(burn ndarray/);
+    assert.equal(await page.locator('.images img').count(), 5);
+    // The composite was drawn: some pixel is not black.
+    const lit = await page.evaluate(() => {
+      const c = document.querySelector('canvas.composite');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      return d.some((v, i) => i % 4 !== 3 && v > 20);
+    });
+    assert.ok(lit, 'the composite canvas is black');
+    await page.screenshot({ path: join(shots, 'object.png'), fullPage: true });
+  });
+
+  await step('prediction in the browser of the objects on a page', async () => {
+    await page.goto(base + '/#/');
+    await page.selectOption('.filters select >> nth=0', 'GALAXY');
+    await page.waitForFunction(() => [...document.querySelectorAll('.card')].every((e) => e.dataset.class === 'GALAXY'));
+    await page.click('button.predict-these');
+    await page.waitForSelector('.timing', { timeout: 60000 });
+    const n = Number(await page.getAttribute('.timing', 'data-objects'));
+    assert.ok(n > 0 && n <= 64, `${n} objects`);
+    assert.equal(await page.locator('td.zpred').count(), n);
+    assert.ok(await page.locator('svg.scatter rect').count() > 1);
+    console.log(`(${await page.textContent('.timing')})`);
+    await page.screenshot({ path: join(shots, 'predict.png'), fullPage: true });
+  });
+
+  await step('a local run with world size 2 completes to a scatter plot', async () => {
+    await page.goto(base + '/#/runs');
+    await page.fill('input[name=world_size]', '2');
+    await page.fill('input[name=batch_size]', '4096');
+    await page.click('button.estimate');
+    await page.waitForSelector('.estimate-result');
+    assert.match(await page.textContent('.estimate-result'), /over 2 ranks/);
+    await page.click('button.launch');
+    await page.waitForSelector('.rank', { timeout: 30000 });
+    await page.screenshot({ path: join(shots, 'run-live.png') });
+    await page.waitForFunction(() => document.querySelector('.run-status')?.textContent.startsWith('finished'), null, { timeout: 180000 });
+    assert.equal(await page.textContent('.run-status'), 'finished: succeeded');
+    await page.waitForSelector('.results svg.scatter', { timeout: 30000 });
+    assert.equal(await page.locator('.rank').count(), 2);
+    assert.ok(await page.locator('.results svg.scatter rect').count() > 20);
+    assert.ok(await page.locator('table.metrics tr').count() >= 2);
+    await page.screenshot({ path: join(shots, 'run-results.png'), fullPage: true });
+  });
+
+  await step('API errors are shown as messages', async () => {
+    await page.goto(base + '/#/object/123');
+    await page.waitForSelector('.error');
+    assert.match(await page.textContent('.error'), /no such object/);
+    await page.goto(base + '/#/runs');
+    await page.fill('input[name=world_size]', '0');
+    await page.click('button.launch');
+    await page.waitForSelector('.error');
+    assert.match(await page.textContent('.error'), /world_size/);
+    await page.screenshot({ path: join(shots, 'error.png') });
+  });
+  assert.deepEqual(consoleErrors.filter((e) => !/Failed to load resource/.test(e)), [], 'console errors');
+  console.log(`e2e: all passed; screenshots in ${shots}`);
+} finally {
+  await browser.close();
+  server.kill();
+}
