@@ -482,3 +482,68 @@ fn the_openapi_document_lists_every_endpoint() {
     assert_eq!(home.status, 200);
     assert!(String::from_utf8_lossy(&home.body).contains("/api/openapi.json"));
 }
+
+#[test]
+fn a_sweep_runs_every_world_size_and_reports_each() {
+    let s = start();
+    assert_json_error(
+        &post(
+            &s,
+            "/api/sweeps",
+            r#"{"world_sizes":[],"batch_size":512}"#,
+            &[],
+        ),
+        422,
+        "world_sizes",
+    );
+    assert_json_error(
+        &post(
+            &s,
+            "/api/sweeps",
+            r#"{"world_sizes":[1,100],"batch_size":512}"#,
+            &[],
+        ),
+        422,
+        "100",
+    );
+    assert_json_error(
+        &post(
+            &s,
+            "/api/sweeps",
+            r#"{"world_sizes":[1],"batch_size":512,"data_prefix":"../x"}"#,
+            &[],
+        ),
+        422,
+        "data_prefix",
+    );
+    let created = post(
+        &s,
+        "/api/sweeps",
+        r#"{"world_sizes":[1,2],"batch_size":4096,"file_limit":4}"#,
+        &[],
+    );
+    assert_eq!(
+        created.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let info = loop {
+        let info = get(&s, &format!("/api/sweeps/{id}")).json();
+        if info["state"] != "running" {
+            break info;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(info["state"], "finished", "{info}");
+    let rows = info["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["world_size"], 1);
+    assert_eq!(rows[1]["world_size"], 2);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "succeeded" && r["objects"] == 4 * 4096)
+    );
+    assert_json_error(&get(&s, "/api/sweeps/sweep-nope"), 404, "no such sweep");
+}

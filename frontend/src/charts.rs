@@ -109,3 +109,42 @@ pub fn Bars(items: Vec<(String, f64)>, unit: String) -> impl IntoView {
         </svg>
     }
 }
+
+/// Lines of `(x, y)` points, one per named series (e.g. duration against world size per device).
+#[component]
+pub fn LineChart(
+    series: Vec<(String, Vec<(f64, f64)>)>,
+    x_label: String,
+    y_label: String,
+) -> impl IntoView {
+    const COLOURS: [&str; 4] = ["#e5534b", "#57ab5a", "#4a90d9", "#e5a33d"];
+    let xs = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x));
+    let x_max = xs.clone().fold(1.0, f64::max);
+    let y_max = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .fold(1e-12, f64::max)
+        * 1.1;
+    let sx = move |x: f64| PAD + x / x_max * (W - 2.0 * PAD);
+    let sy = move |y: f64| H - PAD - y / y_max * (H - 2.0 * PAD);
+    let aria = format!("{y_label} against {x_label}");
+    view! {
+        <svg class="chart lines" viewBox=format!("0 0 {W} {H}") width=W height=H role="img" aria-label=aria>
+            <line x1=PAD y1=H - PAD x2=W - PAD y2=H - PAD stroke="#888" />
+            <line x1=PAD y1=PAD x2=PAD y2=H - PAD stroke="#888" />
+            {series.into_iter().enumerate().map(|(i, (name, points))| {
+                let colour = COLOURS[i % COLOURS.len()];
+                let path = points.iter().map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y))).collect::<Vec<_>>().join(" ");
+                view! {
+                    <polyline points=path fill="none" stroke=colour stroke-width="2" />
+                    {points.iter().map(|(x, y)| view! { <circle cx=sx(*x) cy=sy(*y) r="4" fill=colour /> }).collect_view()}
+                    <text x=W - PAD y=PAD + 14.0 * i as f64 text-anchor="end" fill=colour>{name}</text>
+                }
+            }).collect_view()}
+            <text x=W / 2.0 y=H - 8.0 text-anchor="middle">{x_label}</text>
+            <text x=12 y=H / 2.0 transform=format!("rotate(-90 12 {})", H / 2.0) text-anchor="middle">{y_label}</text>
+            <text x=PAD - 4.0 y=PAD + 4.0 text-anchor="end">{format!("{y_max:.3}")}</text>
+            <text x=W - PAD y=H - PAD + 14.0 text-anchor="end">{format!("{x_max}")}</text>
+        </svg>
+    }
+}

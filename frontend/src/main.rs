@@ -39,7 +39,8 @@ fn App() -> impl IntoView {
     provide_context(Selection(RwSignal::new(Vec::new())));
     let page = move || {
         let r = route.get();
-        let parts: Vec<&str> = r.trim_matches('/').split('/').collect();
+        let path = r.split('?').next().unwrap_or_default();
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         match parts.as_slice() {
             ["object", id] => match id.parse::<i64>() {
                 Ok(id) => {
@@ -51,6 +52,10 @@ fn App() -> impl IntoView {
             },
             ["predict"] => pages::predict::PredictPage().into_any(),
             ["runs"] => pages::runs::RunsPage().into_any(),
+            ["sweeps", id] => {
+                pages::sweeps::SweepPage(pages::sweeps::SweepPageProps { id: id.to_string() })
+                    .into_any()
+            }
             ["runs", id] => {
                 pages::runs::RunPage(pages::runs::RunPageProps { id: id.to_string() }).into_any()
             }

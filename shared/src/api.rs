@@ -174,3 +174,48 @@ pub struct ScatterPoint {
     pub z_pred: f32,
     pub class: Class,
 }
+
+/// `POST /api/sweeps`: the same run over several world sizes and devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SweepLaunch {
+    /// 1 to 8 world sizes, each 1 to 64.
+    pub world_sizes: Vec<usize>,
+    /// cpu and/or cuda (default cpu).
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    pub batch_size: usize,
+    #[serde(default)]
+    pub data_prefix: Option<String>,
+    #[serde(default)]
+    pub file_limit: Option<usize>,
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+}
+
+/// One run of a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SweepRow {
+    pub world_size: usize,
+    pub device: Device,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub objects: usize,
+    pub duration_s: f64,
+    pub cost_usd: f64,
+}
+
+/// `GET /api/sweeps/{id}`: the runs done so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SweepInfo {
+    pub id: String,
+    /// running, finished or failed.
+    pub state: String,
+    /// Runs planned in all.
+    pub planned: usize,
+    pub rows: Vec<SweepRow>,
+    pub error: Option<String>,
+}

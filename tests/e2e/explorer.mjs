@@ -119,6 +119,19 @@ try {
     await page.screenshot({ path: join(shots, 'run-results.png'), fullPage: true });
   });
 
+  await step('a sweep over world sizes 1 and 2 draws duration and cost charts', async () => {
+    await page.goto(base + '/#/runs');
+    await page.fill('input[name=batch_size]', '4096');
+    await page.fill('input[name=file_limit]', '4');
+    await page.fill('input[name=sweep_sizes]', '1,2');
+    await page.click('button.sweep');
+    await page.waitForSelector('.sweep-state[data-state=finished]', { timeout: 180000 });
+    assert.equal(await page.locator('table.sweep tr').count(), 3);
+    assert.equal(await page.locator('svg.lines').count(), 2);
+    assert.equal(await page.locator('svg.lines circle').count(), 4);
+    await page.screenshot({ path: join(shots, 'sweep.png'), fullPage: true });
+  });
+
   await step('API errors are shown as messages', async () => {
     await page.goto(base + '/#/object/123');
     await page.waitForSelector('.error');

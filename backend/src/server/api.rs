@@ -9,7 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use cosmicai_shared::api::{ObjectDetail, ObjectPage, RunEvent, RunInfo, RunLaunch, ScatterPoint};
+use cosmicai_shared::api::{
+    ObjectDetail, ObjectPage, RunEvent, RunInfo, RunLaunch, ScatterPoint, SweepInfo, SweepLaunch,
+};
 use cosmicai_shared::display::{Stretch, asinh_gray, lupton_rgb};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -522,4 +524,33 @@ pub async fn estimate(
     })
     .await
     .map_err(Error::internal)?
+}
+
+#[utoipa::path(post, path = "/api/sweeps", request_body = SweepLaunch,
+    security(("bearer" = [])),
+    responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
+        (status = 401, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
+        (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
+pub async fn create_sweep(
+    State(state): AppStateRef,
+    Json(launch): Json<SweepLaunch>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    let id = state
+        .sweeps
+        .start(&state.data_dir, &launch)
+        .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok((StatusCode::ACCEPTED, Json(Created { id })))
+}
+
+#[utoipa::path(get, path = "/api/sweeps/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = SweepInfo), (status = 404, body = cosmicai_shared::api::ApiError)))]
+pub async fn sweep_detail(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SweepInfo>> {
+    state.sweeps.get(&id).map(Json).ok_or_else(|| {
+        Error::not_found(format!(
+            "sweep {id:?}: no such sweep (sweeps live as long as the server)"
+        ))
+    })
 }

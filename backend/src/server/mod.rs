@@ -11,6 +11,7 @@ mod error;
 mod objects;
 mod prepare;
 mod runs;
+mod sweeps;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -51,6 +52,7 @@ pub struct AppState {
     data_dir: PathBuf,
     index: objects::ObjectIndex,
     runs: runs::Runs,
+    sweeps: sweeps::Sweeps,
     token: Option<String>,
     model_hash: String,
     model_card: serde_json::Value,
@@ -64,7 +66,7 @@ pub struct AppState {
     info(title = "CosmicAI API", description = "Galaxy redshifts from SDSS data: objects, images, the model, pipeline runs."),
     paths(api::health, api::list_objects, api::object_detail, api::object_image, api::cutouts, api::model,
         api::model_weights, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
-        api::run_results, api::estimate),
+        api::run_results, api::estimate, api::create_sweep, api::sweep_detail),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -127,6 +129,7 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
     let guarded = Router::new()
         .route("/api/runs", post(api::create_run))
         .route("/api/runs/{id}/cancel", post(api::cancel_run))
+        .route("/api/sweeps", post(api::create_sweep))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let timed = Router::new()
         .route("/api/health", get(api::health))
@@ -140,6 +143,7 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
         .route("/api/runs/{id}", get(api::run_detail))
         .route("/api/runs/{id}/results", get(api::run_results))
         .route("/api/estimate", post(api::estimate))
+        .route("/api/sweeps/{id}", get(api::sweep_detail))
         .route(
             "/api/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
@@ -211,6 +215,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         data_dir: args.data_dir.clone(),
         index,
         runs: runs::Runs::default(),
+        sweeps: sweeps::Sweeps::default(),
         token: token.clone(),
         model_hash: format!("{:016x}", fnv(crate::models::SHIPPED_PHOTOZ)),
         model_card,

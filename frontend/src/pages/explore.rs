@@ -6,8 +6,6 @@ use cosmicai_shared::Provenance;
 use cosmicai_shared::api::{ObjectPage, ObjectSummary};
 use leptos::prelude::*;
 
-const PAGE: usize = 60;
-
 #[component]
 pub fn ExplorePage() -> impl IntoView {
     let class = RwSignal::new(String::new());
@@ -18,9 +16,12 @@ pub fn ExplorePage() -> impl IntoView {
     let r_max = RwSignal::new(String::new());
     let sort = RwSignal::new("id".to_string());
     let offset = RwSignal::new(0usize);
+    // Objects per page; `#/?per_page=N` picks it from a link (the benchmark uses 1000).
+    let per_page = RwSignal::new(initial_page_size());
     let query = move || {
         let mut q = format!(
-            "/api/objects?limit={PAGE}&offset={}&sort={}",
+            "/api/objects?limit={}&offset={}&sort={}",
+            per_page.get(),
             offset.get(),
             sort.get()
         );
@@ -75,6 +76,11 @@ pub fn ExplorePage() -> impl IntoView {
                     <option value="r">"r magnitude"</option>
                 </select>
             </label>
+            <label>"Per page "
+                <select on:change=move |ev| { per_page.set(event_target_value(&ev).parse().unwrap_or(60)); reset() }>
+                    {[60usize, 240, 1000].into_iter().map(|n| view! { <option value=n selected=move || per_page.get() == n>{n}</option> }).collect_view()}
+                </select>
+            </label>
             <label><input type="checkbox" prop:checked=move || images.get() on:change=move |ev| { images.set(event_target_checked(&ev)); reset() } />" with images"</label>
         </section>
         {move || match page.get() {
@@ -96,15 +102,25 @@ pub fn ExplorePage() -> impl IntoView {
                         {shown.into_iter().map(|o| view! { <ObjectCard object=o /> }).collect_view()}
                     </div>
                     <p class="pager">
-                        <button disabled=move || offset.get() == 0 on:click=move |_| offset.update(|o| *o = o.saturating_sub(PAGE))>"Previous"</button>
-                        {format!(" {}–{} of {} ", p.offset + 1, (p.offset + PAGE).min(p.total), p.total)}
-                        <button disabled=p.offset + PAGE >= p.total on:click=move |_| offset.update(|o| *o += PAGE)>"Next"</button>
+                        <button disabled=move || offset.get() == 0 on:click=move |_| offset.update(|o| *o = o.saturating_sub(p.limit))>"Previous"</button>
+                        {format!(" {}–{} of {} ", p.offset + 1, (p.offset + p.limit).min(p.total), p.total)}
+                        <button disabled=p.offset + p.limit >= p.total on:click=move |_| offset.update(|o| *o += p.limit)>"Next"</button>
                     </p>
                 }
                 .into_any()
             }
         }}
     }
+}
+
+fn initial_page_size() -> usize {
+    let hash = web_sys::window()
+        .and_then(|w| w.location().hash().ok())
+        .unwrap_or_default();
+    hash.split_once("per_page=")
+        .and_then(|(_, n)| n.split('&').next()?.parse().ok())
+        .filter(|n| (1..=1000).contains(n))
+        .unwrap_or(60)
 }
 
 #[component]

@@ -4,6 +4,7 @@ pub mod explore;
 pub mod object;
 pub mod predict;
 pub mod runs;
+pub mod sweeps;
 
 use leptos::prelude::*;
 

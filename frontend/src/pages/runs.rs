@@ -81,6 +81,47 @@ pub fn RunsPage() -> impl IntoView {
             }
         });
     };
+    let sweep_sizes = RwSignal::new("1,2,4".to_string());
+    let sweep_cuda = RwSignal::new(false);
+    let sweep = move |_| {
+        let sizes: Result<Vec<usize>, String> = sweep_sizes
+            .get()
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("world sizes: {s:?} is not a whole number"))
+            })
+            .collect();
+        let batch = batch_size
+            .get()
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| "batch size: not a whole number".to_string());
+        let mut devices = vec![Device::Cpu];
+        if sweep_cuda.get() {
+            devices.push(Device::Cuda);
+        }
+        let body = sizes.and_then(|world_sizes| {
+            Ok(cosmicai_shared::api::SweepLaunch {
+                world_sizes,
+                devices,
+                batch_size: batch?,
+                data_prefix: Some(data_prefix.get()),
+                file_limit: file_limit.get().trim().parse().ok(),
+                memory_mb: memory.get().trim().parse().ok(),
+            })
+        });
+        leptos::task::spawn_local(async move {
+            match body {
+                Err(e) => message.set(Some(Err(e))),
+                Ok(body) => match crate::api::post::<_, Created>("/api/sweeps", &body).await {
+                    Ok(c) => crate::navigate(&format!("/sweeps/{}", c.id)),
+                    Err(e) => message.set(Some(Err(e))),
+                },
+            }
+        });
+    };
     let history =
         LocalResource::new(|| async { crate::api::get::<Vec<RunInfo>>("/api/runs").await });
     let field = |label: &'static str, name: &'static str, signal: RwSignal<String>| {
@@ -100,6 +141,12 @@ pub fn RunsPage() -> impl IntoView {
             <label>"Target "<select on:change=move |ev| target.set(event_target_value(&ev))><option value="local">"this machine"</option><option value="aws">"AWS"</option></select></label>
             <button type="button" class="estimate" on:click=estimate>"Estimate"</button>
             <button type="button" class="launch" on:click=start>"Launch"</button>
+        </form>
+        <form class="launcher sweep" on:submit=|ev| ev.prevent_default()>
+            <label>"Sweep world sizes "<input name="sweep_sizes" prop:value=move || sweep_sizes.get() on:input=move |ev| sweep_sizes.set(event_target_value(&ev)) /></label>
+            <label><input type="checkbox" on:change=move |ev| sweep_cuda.set(event_target_checked(&ev)) />" also on CUDA"</label>
+            <button type="button" class="sweep" on:click=sweep>"Run sweep"</button>
+            <span class="note">"(uses the data folder, batch size, file limit and memory above)"</span>
         </form>
         {move || message.get().map(|m| match m {
             Ok(text) => view! { <p class="estimate-result">{text}</p> }.into_any(),

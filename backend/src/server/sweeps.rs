@@ -1,0 +1,105 @@
+//! Sweeps from the API: the same run over several world sizes and devices, one
+//! after another on a thread, each recorded like any run.
+
+use super::runs::request_of;
+use crate::commands::run::{RunControl, check_device, execute_request, new_run_id};
+use cosmicai_shared::api::{RunLaunch, SweepInfo, SweepLaunch, SweepRow, Target};
+use cosmicai_shared::run::Device;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub struct Sweeps {
+    all: Mutex<HashMap<String, Arc<Mutex<SweepInfo>>>>,
+}
+
+impl Sweeps {
+    pub fn get(&self, id: &str) -> Option<SweepInfo> {
+        let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(id)
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Checks every run of the sweep first, then starts it; its id, or what is wrong.
+    pub fn start(&self, data_dir: &Path, launch: &SweepLaunch) -> Result<String, String> {
+        if launch.world_sizes.is_empty() || launch.world_sizes.len() > 8 {
+            return Err(format!(
+                "world_sizes: give 1 to 8 world sizes, not {}",
+                launch.world_sizes.len()
+            ));
+        }
+        if let Some(w) = launch.world_sizes.iter().find(|w| !(1..=64).contains(*w)) {
+            return Err(format!("world_sizes: {w} is outside 1 to 64"));
+        }
+        let devices = if launch.devices.is_empty() {
+            vec![Device::Cpu]
+        } else {
+            launch.devices.clone()
+        };
+        if devices.len() > 2 {
+            return Err("devices: give cpu, cuda or both".into());
+        }
+        let id = format!("sweep-{}", new_run_id().trim_start_matches("run-"));
+        let mut plan = Vec::new();
+        for &device in &devices {
+            check_device(device).map_err(|e| format!("{e:#}"))?;
+            for &world_size in &launch.world_sizes {
+                let run = RunLaunch {
+                    target: Target::Local,
+                    data_prefix: launch.data_prefix.clone(),
+                    file_limit: launch.file_limit,
+                    world_size,
+                    batch_size: launch.batch_size,
+                    device,
+                    memory_mb: launch.memory_mb,
+                    retries: 0,
+                };
+                plan.push(request_of(data_dir, &run, &id)?);
+            }
+        }
+        let info = Arc::new(Mutex::new(SweepInfo {
+            id: id.clone(),
+            state: "running".into(),
+            planned: plan.len(),
+            rows: Vec::new(),
+            error: None,
+        }));
+        self.all
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), info.clone());
+        let root = data_dir.to_path_buf();
+        std::thread::spawn(move || {
+            for mut request in plan {
+                let run_id = new_run_id();
+                request.result_path = format!("results/{run_id}");
+                let control = RunControl {
+                    concurrency: None,
+                    quiet: true,
+                    cancel: Arc::default(),
+                };
+                let outcome = execute_request(&root, &request, &run_id, control, &mut |_| {});
+                let mut info = info.lock().unwrap_or_else(|e| e.into_inner());
+                match outcome {
+                    Ok(s) => info.rows.push(SweepRow {
+                        world_size: request.world_size,
+                        device: request.device,
+                        run_id,
+                        status: s.status,
+                        objects: s.objects,
+                        duration_s: s.duration_s,
+                        cost_usd: s.cost_usd,
+                    }),
+                    Err(e) => {
+                        info.state = "failed".into();
+                        info.error = Some(format!("{e:#}"));
+                        return;
+                    }
+                }
+            }
+            info.lock().unwrap_or_else(|e| e.into_inner()).state = "finished".into();
+        });
+        Ok(id)
+    }
+}
