@@ -143,7 +143,7 @@ pub fn LineChart(
             }).collect_view()}
             <text x=W / 2.0 y=H - 8.0 text-anchor="middle">{x_label}</text>
             <text x=12 y=H / 2.0 transform=format!("rotate(-90 12 {})", H / 2.0) text-anchor="middle">{y_label}</text>
-            <text x=PAD - 4.0 y=PAD + 4.0 text-anchor="end">{format!("{y_max:.3}")}</text>
+            <text x=PAD - 4.0 y=PAD + 4.0 text-anchor="end">{if y_max < 0.01 { format!("{y_max:.1e}") } else { format!("{y_max:.3}") }}</text>
             <text x=W - PAD y=H - PAD + 14.0 text-anchor="end">{format!("{x_max}")}</text>
         </svg>
     }
