@@ -5,29 +5,13 @@
 
 use anyhow::{Context, Result};
 use cosmicai_engine::pipeline::RunSummary;
+use cosmicai_shared::api::RunInfo;
 use cosmicai_shared::run::{RankMeasure, RunRequest, RunStatus};
 use rusqlite::{Connection, params};
-use serde::Serialize;
 use std::path::Path;
 
 pub struct Registry {
     db: Connection,
-}
-
-/// One row of `cosmicai runs`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    pub id: String,
-    pub created_at: i64,
-    pub status: RunStatus,
-    pub world_size: usize,
-    pub batch_size: usize,
-    pub device: String,
-    pub data_prefix: String,
-    pub result_path: String,
-    pub objects: Option<usize>,
-    pub duration_s: Option<f64>,
-    pub cost_usd: Option<f64>,
 }
 
 const SCHEMA: &str = "
@@ -166,14 +150,14 @@ impl Registry {
     }
 
     /// All runs, newest first.
-    pub fn list(&self) -> Result<Vec<RunRecord>> {
+    pub fn list(&self) -> Result<Vec<RunInfo>> {
         let mut stmt = self.db.prepare(
             "SELECT id, created_at, status, world_size, batch_size, device, data_prefix, result_path, objects, duration_s, cost_usd
              FROM runs ORDER BY created_at DESC, id DESC",
         )?;
         let rows = stmt.query_map([], |r| {
             let status: String = r.get(2)?;
-            Ok(RunRecord {
+            Ok(RunInfo {
                 id: r.get(0)?,
                 created_at: r.get(1)?,
                 status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),

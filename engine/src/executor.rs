@@ -113,19 +113,13 @@ pub fn execute_cancellable(
             let Some((rank, attempt)) = queue.pop_front() else {
                 break;
             };
-            let error = CANCELLED.to_string();
             on_event(&ExecutorEvent::Failed {
                 rank,
                 attempt,
-                error: error.clone(),
+                error: CANCELLED.into(),
                 retrying: false,
             });
-            measures[rank] = RankMeasure {
-                rank,
-                attempts: attempt,
-                error: Some(error),
-                ..Default::default()
-            };
+            measures[rank] = failed_for_good(rank, attempt, CANCELLED.into());
             finished += 1;
         }
         if finished == world_size {
@@ -174,12 +168,7 @@ pub fn execute_cancellable(
                         if retrying {
                             queue.push_back((rank, attempt + 1));
                         } else {
-                            measures[rank] = RankMeasure {
-                                rank,
-                                attempts: attempt,
-                                error: Some(error),
-                                ..Default::default()
-                            };
+                            measures[rank] = failed_for_good(rank, attempt, error);
                             finished += 1;
                         }
                     }
@@ -188,6 +177,16 @@ pub fn execute_cancellable(
         }
     }
     measures
+}
+
+/// The measure of a rank that will not be tried again.
+fn failed_for_good(rank: usize, attempts: u32, error: String) -> RankMeasure {
+    RankMeasure {
+        rank,
+        attempts,
+        error: Some(error),
+        ..Default::default()
+    }
 }
 
 /// Starts one worker process and watches it to the end.

@@ -286,22 +286,6 @@ fn registry(state: &AppState) -> ApiResult<Registry> {
     Registry::open(&state.data_dir.join("cosmicai.sqlite")).map_err(Error::internal)
 }
 
-fn run_info(r: crate::registry::RunRecord) -> RunInfo {
-    RunInfo {
-        id: r.id,
-        created_at: r.created_at,
-        status: r.status,
-        world_size: r.world_size,
-        batch_size: r.batch_size,
-        device: r.device,
-        data_prefix: r.data_prefix,
-        result_path: r.result_path,
-        objects: r.objects,
-        duration_s: r.duration_s,
-        cost_usd: r.cost_usd,
-    }
-}
-
 #[utoipa::path(get, path = "/api/runs", responses((status = 200, body = Vec<RunInfo>)))]
 pub async fn list_runs(State(state): AppStateRef) -> ApiResult<Json<Vec<RunInfo>>> {
     let state = state.clone();
@@ -309,7 +293,7 @@ pub async fn list_runs(State(state): AppStateRef) -> ApiResult<Json<Vec<RunInfo>
         tokio::task::spawn_blocking(move || registry(&state)?.list().map_err(Error::internal))
             .await
             .map_err(Error::internal)??;
-    Ok(Json(runs.into_iter().map(run_info).collect()))
+    Ok(Json(runs))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -339,7 +323,6 @@ fn find_run(state: &AppState, id: &str) -> ApiResult<RunInfo> {
         .map_err(Error::internal)?
         .into_iter()
         .find(|r| r.id == id)
-        .map(run_info)
         .ok_or_else(|| Error::not_found(format!("run {id:?}: no such run")))
 }
 
