@@ -60,8 +60,9 @@ test: setup
 	cargo check -p cosmicai-backend --features cuda
 	# The shared types and display code go to the browser: they must build for wasm.
 	cargo check -p cosmicai-shared --target wasm32-unknown-unknown
-	# The explorer is tested in a browser (make e2e), not natively.
-	cargo test --workspace --exclude cosmicai-frontend
+	# The explorer is tested in a browser (make e2e), not natively. The AWS tests need
+	# the venv's moto and cargo-lambda (python-setup), so here they must not skip.
+	COSMICAI_REQUIRE_AWS_TESTS=1 COSMICAI_TEST_VENV=$(CURDIR)/$(VENV) cargo test --workspace --exclude cosmicai-frontend
 	cargo build --bin cosmicai
 	COSMICAI_BIN=$(COSMICAI_DEBUG) $(PYTHON) -m pytest -q tests/python
 	$(MAKE) e2e
@@ -74,7 +75,8 @@ rust-setup:
 	rustup target add wasm32-unknown-unknown
 	cargo fetch --locked
 
-# A virtual environment for the Python-side tests (format interoperability).
+# A virtual environment for the Python-side tests (format interoperability, the API
+# schema) and the AWS tests' servers: moto, cfn-lint, cargo-lambda (all pinned).
 python-setup: $(VENV)/.installed
 
 $(VENV)/.installed: tests/python/requirements.txt

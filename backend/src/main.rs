@@ -4,6 +4,7 @@
 //! over the `cosmicai-engine` crate: parse arguments, show progress, print a
 //! report (for people, or one JSON object with `--json`).
 
+mod aws;
 mod commands;
 mod models;
 mod output;

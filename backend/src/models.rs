@@ -1,15 +1,13 @@
 //! The models the CLI runs: the CPU backend and the weights shipped in the binary.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cosmicai_model::photoz::PhotoZ;
-use cosmicai_model::weights::Weights;
 use std::path::Path;
+
+pub use cosmicai_engine::shipped::SHIPPED_PHOTOZ;
 
 /// The CPU backend for inference.
 pub type Cpu = burn::backend::NdArray<f32>;
-
-/// PhotoZ weights trained by `cosmicai train` on the bundled real catalogs (see its model card).
-pub const SHIPPED_PHOTOZ: &[u8] = include_bytes!("../../assets/model/photoz.safetensors");
 
 /// The CUDA backend, when built with `--features cuda`.
 #[cfg(feature = "cuda")]
@@ -25,9 +23,5 @@ pub fn load_photoz_on<B: burn::prelude::Backend>(
     path: Option<&Path>,
     device: &B::Device,
 ) -> Result<PhotoZ<B>> {
-    let weights = match path {
-        Some(p) => Weights::open(p)?,
-        None => Weights::from_bytes("shipped photoz.safetensors", SHIPPED_PHOTOZ)?,
-    };
-    PhotoZ::from_weights(&weights, device).context("loading PhotoZ")
+    cosmicai_engine::shipped::load_photoz_on(path, device).map_err(anyhow::Error::msg)
 }

@@ -17,6 +17,9 @@ pub const S3_PUT_LIST: f64 = 0.005 / 1e3;
 /// S3 GET, USD per request ($0.0004 per 1,000).
 pub const S3_GET: f64 = 0.0004 / 1e3;
 
+/// Whether this build prices Lambda as arm64 (Graviton) rather than x86_64.
+pub const ARM64: bool = cfg!(target_arch = "aarch64");
+
 /// Lambda bills duration rounded up to the millisecond.
 pub fn billed_ms(duration_s: f64) -> u64 {
     (duration_s * 1000.0).ceil().max(1.0) as u64

@@ -12,6 +12,8 @@
 //! 5. [`predict`] runs a model over objects; [`metrics`] scores the predictions
 //!    against spectroscopic labels; [`split`] fixes which objects validate.
 //!
+//!    [`shipped`] holds the PhotoZ weights every binary carries.
+//!
 //! 6. [`imagery`]: real cutouts from SDSS frames, a renderer calibrated on them
 //!    for labelled synthetic cutouts, and PNG views.
 //!
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod partition;
 pub mod pipeline;
 pub mod predict;
+pub mod shipped;
 pub mod size;
 pub mod split;
 pub mod store;

@@ -168,6 +168,7 @@ fn the_pipeline_runs_against_a_bucket() {
         memory_mb: 1024,
         model: "photoz".into(),
         retries: 0,
+        tolerated_failure_percentage: 100.0,
     };
     let payload = initialize(&s3, &request, "s3run").unwrap();
     assert_eq!(payload.files.len(), 3);

@@ -6,9 +6,10 @@
 //! [`Band`]s, and the [`Provenance`] that keeps real and synthetic data apart;
 //! in [`run`] the pipeline's request, per-rank results, cost and status; and in
 //! [`display`] the asinh colour composite both the server and the browser draw;
-//! in [`api`] the HTTP API's bodies.
+//! in [`api`] the HTTP API's bodies; in [`aws`] the events of the AWS state machine.
 
 pub mod api;
+pub mod aws;
 pub mod display;
 mod domain;
 pub mod metrics;

@@ -45,6 +45,10 @@ pub struct RunRequest {
     /// Times a failed rank is started again.
     #[serde(default)]
     pub retries: u32,
+    /// On AWS, the share of ranks (percent) that may fail before the Map stops early;
+    /// failed ranks are reported in the summary either way.
+    #[serde(default = "default_tolerated")]
+    pub tolerated_failure_percentage: f64,
 }
 
 fn default_bucket() -> String {
@@ -53,6 +57,10 @@ fn default_bucket() -> String {
 
 fn default_memory() -> u32 {
     2048
+}
+
+fn default_tolerated() -> f64 {
+    100.0
 }
 
 fn default_model() -> String {
@@ -82,6 +90,12 @@ impl RunRequest {
             problems.push(format!(
                 "memory_mb {} is outside Lambda's 128 to 10,240 MB",
                 self.memory_mb
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.tolerated_failure_percentage) {
+            problems.push(format!(
+                "tolerated_failure_percentage {} is outside 0 to 100",
+                self.tolerated_failure_percentage
             ));
         }
         if self.bucket.trim().is_empty() {
@@ -247,6 +261,7 @@ mod tests {
             memory_mb: 2048,
             model: "photoz".into(),
             retries: 0,
+            tolerated_failure_percentage: 100.0,
         }
     }
 

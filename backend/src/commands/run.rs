@@ -61,6 +61,37 @@ pub struct RunArgs {
     pub estimate: bool,
     #[arg(long)]
     pub json: bool,
+    /// Where the ranks run: this machine, or AWS Step Functions + Lambda (see infra/aws).
+    #[arg(long, value_enum, default_value_t = TargetArg::Local)]
+    pub target: TargetArg,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum TargetArg {
+    Local,
+    Aws,
+}
+
+/// The AWS deployment, for `--target aws` (the stack outputs; flags win over the environment).
+#[derive(Args, Default)]
+pub struct AwsArgs {
+    /// The stack's bucket [env: COSMICAI_AWS_BUCKET].
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// The stack's state machine [env: COSMICAI_STATE_MACHINE_ARN].
+    #[arg(long)]
+    pub state_machine_arn: Option<String>,
+    /// [env: AWS_REGION]
+    #[arg(long)]
+    pub region: Option<String>,
+    /// An S3 + Step Functions endpoint other than AWS (moto, LocalStack) [env: COSMICAI_AWS_ENDPOINT].
+    #[arg(long)]
+    pub aws_endpoint: Option<String>,
+    /// Folder in the bucket the partitions of --data go to.
+    #[arg(long, default_value = "partitions")]
+    pub s3_prefix: String,
 }
 
 impl RunArgs {
@@ -80,6 +111,8 @@ impl RunArgs {
             model: "photoz".into(),
             estimate: false,
             json: false,
+            target: TargetArg::Local,
+            aws: AwsArgs::default(),
         }
     }
 }
@@ -104,7 +137,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.estimate {
         return print_estimate(&args);
     }
-    let summary = execute_run(&args, false)?;
+    let summary = if args.target == TargetArg::Aws {
+        execute_aws_run(&args)?
+    } else {
+        execute_run(&args, false)?
+    };
     print_summary(&summary, args.json)
 }
 
@@ -148,6 +185,7 @@ fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         memory_mb: args.memory_mb,
         model: args.model.clone(),
         retries: args.retries,
+        tolerated_failure_percentage: 100.0,
     })
 }
 
@@ -183,6 +221,36 @@ pub fn execute_run(args: &RunArgs, quiet: bool) -> Result<RunSummary> {
         cancel: Arc::default(),
     };
     execute_request(&args.data, &request, &run_id, control, &mut |_| {})
+}
+
+/// `cosmicai run --target aws`: the partitions of --data on Step Functions + Lambda.
+fn execute_aws_run(args: &RunArgs) -> Result<RunSummary> {
+    let config = crate::aws::AwsConfig::resolve(
+        args.aws.bucket.clone(),
+        args.aws.state_machine_arn.clone(),
+        args.aws.region.clone(),
+        args.aws.aws_endpoint.clone(),
+    )?;
+    if let Err(e) = cosmicai_shared::run::check_key(&args.aws.s3_prefix) {
+        bail!("--s3-prefix '{}' {e}", args.aws.s3_prefix);
+    }
+    let run_id = new_run_id();
+    let request = request_of(args, &run_id)?;
+    let aws = crate::aws::Aws::connect(config)?;
+    let control = RunControl {
+        concurrency: None,
+        quiet: args.json,
+        cancel: Arc::default(),
+    };
+    crate::aws::execute_on_aws(
+        &aws,
+        &args.data,
+        &request,
+        &args.aws.s3_prefix,
+        &run_id,
+        control,
+        &mut |_| {},
+    )
 }
 
 /// How a run is driven: by the CLI (bars on the terminal) or the HTTP API (quiet,
@@ -337,7 +405,7 @@ pub fn execute_request(
         &files_per_rank,
         &stages,
         request.memory_mb,
-        false,
+        cosmicai_engine::cost::ARM64,
     );
     summary.cost_usd = summary.cost.total_usd;
     registry.finish(&summary)?;

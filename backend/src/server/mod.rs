@@ -214,7 +214,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let state = Arc::new(AppState {
         data_dir: args.data_dir.clone(),
         index,
-        runs: runs::Runs::default(),
+        runs: runs::Runs::new(crate::aws::AwsConfig::from_env()),
         sweeps: sweeps::Sweeps::default(),
         token: token.clone(),
         model_hash: format!("{:016x}", fnv(crate::models::SHIPPED_PHOTOZ)),
@@ -239,6 +239,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         );
         if let Some(t) = &token {
             eprintln!("token for starting and cancelling runs: {t}");
+        }
+        match crate::aws::AwsConfig::from_env() {
+            Some(aws) => eprintln!(
+                "target aws: s3://{} and {} (credentials from the AWS provider chain)",
+                aws.bucket, aws.state_machine_arn
+            ),
+            None => eprintln!(
+                "target aws: off (set COSMICAI_AWS_BUCKET and COSMICAI_STATE_MACHINE_ARN)"
+            ),
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();

@@ -1,6 +1,7 @@
 //! Runs started from the API: each runs on its own thread with the same code as
 //! `cosmicai run`, and its events are kept for the live view (Server-Sent Events).
 
+use crate::aws::AwsConfig;
 use crate::commands::run::{RunControl, check_device, execute_request, new_run_id};
 use cosmicai_engine::executor::ExecutorEvent;
 use cosmicai_shared::api::{RunEvent, RunLaunch, Target};
@@ -53,9 +54,18 @@ impl LiveRun {
 #[derive(Default)]
 pub struct Runs {
     live: Mutex<HashMap<String, Arc<LiveRun>>>,
+    /// The AWS deployment runs with target `aws` go to (from the environment at start).
+    aws: Option<AwsConfig>,
 }
 
 impl Runs {
+    pub fn new(aws: Option<AwsConfig>) -> Self {
+        Runs {
+            live: Mutex::default(),
+            aws,
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<LiveRun>> {
         self.live
             .lock()
@@ -68,7 +78,15 @@ impl Runs {
     pub fn start(&self, data_dir: &Path, launch: &RunLaunch) -> Result<String, String> {
         let id = new_run_id();
         let request = request_of(data_dir, launch, &id)?;
-        check_device(request.device).map_err(|e| format!("{e:#}"))?;
+        let aws = match (launch.target, &self.aws) {
+            (Target::Local, _) => {
+                check_device(request.device).map_err(|e| format!("{e:#}"))?;
+                None
+            }
+            // Lambda has no GPU: cuda ranks go to the stack's AWS Batch queue.
+            (Target::Aws, Some(config)) => Some(config.clone()),
+            (Target::Aws, None) => return Err("target aws: this server has no AWS deployment; start it with COSMICAI_AWS_BUCKET and COSMICAI_STATE_MACHINE_ARN set (the outputs of infra/aws/template.yaml), or run with target local".into()),
+        };
         let live = Arc::new(LiveRun {
             events: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
@@ -85,9 +103,23 @@ impl Runs {
                 quiet: true,
                 cancel: live.cancel.clone(),
             };
-            let outcome = execute_request(&root, &request, &run_id, control, &mut |e| {
-                live.push(event_of(e))
-            });
+            let mut observe = |e: &ExecutorEvent| live.push(event_of(e));
+            let outcome = match aws {
+                None => execute_request(&root, &request, &run_id, control, &mut observe),
+                // The dataset goes to the same folder name in the bucket.
+                Some(config) => crate::aws::Aws::connect(config).and_then(|aws| {
+                    let prefix = request.data_prefix.clone();
+                    crate::aws::execute_on_aws(
+                        &aws,
+                        &root,
+                        &request,
+                        &prefix,
+                        &run_id,
+                        control,
+                        &mut observe,
+                    )
+                }),
+            };
             match outcome {
                 Ok(summary) => {
                     let status = if live.cancel.load(Ordering::Relaxed)
@@ -136,9 +168,6 @@ fn event_of(e: &ExecutorEvent) -> RunEvent {
 
 /// The pipeline request for `launch`, checked; paths never leave `data_dir`.
 pub fn request_of(data_dir: &Path, launch: &RunLaunch, id: &str) -> Result<RunRequest, String> {
-    if launch.target == Target::Aws {
-        return Err("target aws: this server has no AWS configuration yet (state machine, bucket); run with target local".into());
-    }
     let data_prefix = launch
         .data_prefix
         .clone()
@@ -154,6 +183,7 @@ pub fn request_of(data_dir: &Path, launch: &RunLaunch, id: &str) -> Result<RunRe
         memory_mb: launch.memory_mb.unwrap_or(2048),
         model: "photoz".into(),
         retries: launch.retries,
+        tolerated_failure_percentage: 100.0,
     };
     let mut problems = request.problems();
     if launch

@@ -43,6 +43,11 @@ pub fn rank_key(result_path: &str, rank: usize) -> String {
     crate::store::join(result_path, &format!("{rank}.json"))
 }
 
+/// Key of rank `rank`'s measures on AWS (Lambda's REPORT figures, as the handler saw them).
+pub fn measures_key(result_path: &str, rank: usize) -> String {
+    crate::store::join(result_path, &format!("measures/{rank}.json"))
+}
+
 /// Key of rank `rank`'s predictions.
 pub fn predictions_key(result_path: &str, rank: usize) -> String {
     crate::store::join(result_path, &format!("predictions/{rank}.safetensors"))

@@ -85,7 +85,7 @@ pub fn summarize(
         &files_per_rank,
         stage_durations_s,
         request.memory_mb,
-        false,
+        crate::cost::ARM64,
     );
     let status = match failed_ranks.len() {
         0 => RunStatus::Succeeded,

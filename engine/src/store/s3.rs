@@ -31,6 +31,7 @@ pub struct S3Config {
 
 pub struct S3Store {
     client: Client,
+    shared: aws_config::SdkConfig,
     bucket: String,
     runtime: tokio::runtime::Runtime,
 }
@@ -70,6 +71,7 @@ impl S3Store {
         }
         Ok(S3Store {
             client: Client::from_conf(s3.build()),
+            shared,
             bucket: config.bucket,
             runtime,
         })
@@ -78,6 +80,12 @@ impl S3Store {
     /// The underlying client (the launcher creates buckets and checks access with it).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The region, credentials and HTTPS client the store was made with, for other
+    /// AWS clients (the launcher's Step Functions client).
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        &self.shared
     }
 
     pub fn bucket(&self) -> &str {

@@ -1,0 +1,62 @@
+//! Where the AWS deployment is: from flags, else the environment.
+
+use anyhow::{Result, bail};
+
+/// The deployment a run with target `aws` uses (the stack's outputs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConfig {
+    /// `COSMICAI_AWS_BUCKET`: the stack's bucket (partitions and results).
+    pub bucket: String,
+    /// `COSMICAI_STATE_MACHINE_ARN`: the stack's state machine.
+    pub state_machine_arn: String,
+    /// `AWS_REGION` (or the provider chain's).
+    pub region: Option<String>,
+    /// `COSMICAI_AWS_ENDPOINT`: one endpoint for S3 and Step Functions instead of
+    /// AWS (moto in the tests, LocalStack).
+    pub endpoint: Option<String>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl AwsConfig {
+    /// The configuration from the environment, or `None` when no deployment is named.
+    pub fn from_env() -> Option<AwsConfig> {
+        Some(AwsConfig {
+            bucket: env("COSMICAI_AWS_BUCKET")?,
+            state_machine_arn: env("COSMICAI_STATE_MACHINE_ARN")?,
+            region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
+            endpoint: env("COSMICAI_AWS_ENDPOINT"),
+        })
+    }
+
+    /// Flags first, then the environment; says what is missing.
+    pub fn resolve(
+        bucket: Option<String>,
+        state_machine_arn: Option<String>,
+        region: Option<String>,
+        endpoint: Option<String>,
+    ) -> Result<AwsConfig> {
+        let bucket = bucket.or_else(|| env("COSMICAI_AWS_BUCKET"));
+        let arn = state_machine_arn.or_else(|| env("COSMICAI_STATE_MACHINE_ARN"));
+        let (Some(bucket), Some(state_machine_arn)) = (bucket, arn) else {
+            bail!(
+                "target aws needs the deployment: --bucket and --state-machine-arn (or COSMICAI_AWS_BUCKET and COSMICAI_STATE_MACHINE_ARN), the outputs of the stack in infra/aws/template.yaml"
+            );
+        };
+        if !state_machine_arn.starts_with("arn:") || !state_machine_arn.contains(":stateMachine:") {
+            bail!(
+                "state machine ARN '{state_machine_arn}' is not a state machine ARN (arn:aws:states:REGION:ACCOUNT:stateMachine:NAME)"
+            );
+        }
+        Ok(AwsConfig {
+            bucket,
+            state_machine_arn,
+            region: region
+                .or_else(|| env("AWS_REGION"))
+                .or_else(|| env("AWS_DEFAULT_REGION")),
+            endpoint: endpoint.or_else(|| env("COSMICAI_AWS_ENDPOINT")),
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! Start an execution and follow it: DescribeExecution, GetExecutionHistory and
+//! DescribeMapRun for the state, the ranks' `measures/<rank>.json` for progress.
+
+use super::{Aws, sdk_error};
+use anyhow::{Context, Result, bail};
+use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
+use cosmicai_engine::executor::ExecutorEvent;
+use cosmicai_engine::pipeline::{RunSummary, measures_key};
+use cosmicai_engine::store::{LocalStore, ObjectStore, StoreError, join};
+use cosmicai_shared::run::{RankMeasure, RunRequest};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// What the CLI's bar shows while a run is on AWS.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AwsProgress {
+    /// RUNNING, SUCCEEDED, FAILED, ABORTED, TIMED_OUT.
+    pub status: String,
+    /// The Distributed Map's item counts, once it started.
+    pub succeeded: i64,
+    pub failed: i64,
+    pub running: i64,
+    pub total: i64,
+}
+
+/// What the execution's history told so far.
+#[derive(Default)]
+struct History {
+    map_run_arn: Option<String>,
+    /// The last task failure's cause (a rank's error, after retries).
+    last_failure: Option<String>,
+}
+
+fn poll_interval() -> Duration {
+    let ms = std::env::var("COSMICAI_AWS_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000u64);
+    Duration::from_millis(ms.clamp(50, 60_000))
+}
+
+/// Starts `request` (its partitions already in the bucket) as execution `run_id`
+/// and follows it to the end; `observe` gets each rank's start, end or failure.
+/// Cancelling stops the execution. The results end up under `local` too.
+pub fn start_and_follow(
+    aws: &Aws,
+    request: &RunRequest,
+    run_id: &str,
+    local: &LocalStore,
+    cancel: &AtomicBool,
+    observe: &mut dyn FnMut(&ExecutorEvent),
+    progress: &mut dyn FnMut(&AwsProgress),
+) -> Result<RunSummary> {
+    let input = serde_json::to_string(request)?;
+    let started = aws
+        .s3
+        .block_on(
+            aws.sfn
+                .start_execution()
+                .state_machine_arn(&aws.config.state_machine_arn)
+                .name(run_id)
+                .input(input)
+                .send(),
+        )
+        .map_err(|e| anyhow::anyhow!("StartExecution {run_id}: {}", sdk_error(&e)))?;
+    let arn = started.execution_arn().to_string();
+    let world = request.world_size;
+    let mut finished = BTreeSet::new();
+    let mut announced = false;
+    let mut stop_sent = false;
+    let (status, error) = loop {
+        if cancel.load(Ordering::Relaxed) && !stop_sent {
+            aws.s3
+                .block_on(
+                    aws.sfn
+                        .stop_execution()
+                        .execution_arn(&arn)
+                        .cause("cancelled by the user")
+                        .send(),
+                )
+                .map_err(|e| anyhow::anyhow!("StopExecution {arn}: {}", sdk_error(&e)))?;
+            stop_sent = true;
+        }
+        let described = aws
+            .s3
+            .block_on(aws.sfn.describe_execution().execution_arn(&arn).send())
+            .map_err(|e| anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e)))?;
+        let history = read_history(aws, &arn)?;
+        let mut shown = AwsProgress {
+            status: described.status().as_str().to_string(),
+            ..Default::default()
+        };
+        if let Some(map_run) = &history.map_run_arn {
+            if !announced {
+                announced = true;
+                for rank in 0..world {
+                    observe(&ExecutorEvent::Started { rank, attempt: 1 });
+                }
+            }
+            let run = aws
+                .s3
+                .block_on(aws.sfn.describe_map_run().map_run_arn(map_run).send())
+                .map_err(|e| anyhow::anyhow!("DescribeMapRun {map_run}: {}", sdk_error(&e)))?;
+            if let Some(c) = run.item_counts() {
+                (shown.succeeded, shown.failed, shown.running, shown.total) =
+                    (c.succeeded(), c.failed(), c.running(), c.total());
+            }
+        }
+        for measure in new_measures(aws, request, &finished)? {
+            finished.insert(measure.rank);
+            observe(&ExecutorEvent::Finished(measure));
+        }
+        progress(&shown);
+        if *described.status() != ExecutionStatus::Running {
+            let error = match (described.error(), described.cause()) {
+                (Some(e), Some(c)) if !e.is_empty() => Some(format!("{e}: {c}")),
+                (_, Some(c)) => Some(c.to_string()),
+                (Some(e), None) => Some(e.to_string()),
+                (None, None) => history.last_failure,
+            };
+            break (described.status().clone(), error);
+        }
+        std::thread::sleep(poll_interval());
+    };
+    for rank in (0..world).filter(|r| !finished.contains(r)) {
+        observe(&ExecutorEvent::Failed {
+            rank,
+            attempt: 1,
+            error: error
+                .clone()
+                .unwrap_or_else(|| format!("the execution ended {}", status.as_str())),
+            retrying: false,
+        });
+    }
+    copy_results(aws, &request.result_path, local)?;
+    match local.get(&join(&request.result_path, "summary.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).context("reading the run's summary.json"),
+        Err(StoreError::NotFound { .. }) => bail!(
+            "execution {run_id} ended {} without a summary{}",
+            status.as_str(),
+            error.map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn read_history(aws: &Aws, arn: &str) -> Result<History> {
+    let mut history = History::default();
+    let mut token = None;
+    loop {
+        let page = aws
+            .s3
+            .block_on(
+                aws.sfn
+                    .get_execution_history()
+                    .execution_arn(arn)
+                    .set_next_token(token)
+                    .send(),
+            )
+            .map_err(|e| anyhow::anyhow!("GetExecutionHistory {arn}: {}", sdk_error(&e)))?;
+        for event in page.events() {
+            match event.r#type() {
+                HistoryEventType::MapRunStarted => {
+                    history.map_run_arn = event
+                        .map_run_started_event_details()
+                        .and_then(|d| d.map_run_arn())
+                        .map(str::to_string);
+                }
+                HistoryEventType::TaskFailed => {
+                    if let Some(d) = event.task_failed_event_details() {
+                        history.last_failure = Some(format!(
+                            "{}: {}",
+                            d.error().unwrap_or("TaskFailed"),
+                            d.cause().unwrap_or("")
+                        ));
+                    }
+                }
+                HistoryEventType::LambdaFunctionFailed => {
+                    if let Some(d) = event.lambda_function_failed_event_details() {
+                        history.last_failure = d.cause().map(str::to_string);
+                    }
+                }
+                _ => {}
+            }
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(history);
+        }
+    }
+}
+
+/// Measures written by ranks not seen yet.
+fn new_measures(
+    aws: &Aws,
+    request: &RunRequest,
+    seen: &BTreeSet<usize>,
+) -> Result<Vec<RankMeasure>> {
+    let folder = join(&request.result_path, "measures");
+    let mut out = Vec::new();
+    for object in aws.s3.list(&folder)? {
+        let Some(rank) = object
+            .key
+            .rsplit('/')
+            .next()
+            .and_then(|name| name.strip_suffix(".json"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if seen.contains(&rank) || rank >= request.world_size {
+            continue;
+        }
+        let key = measures_key(&request.result_path, rank);
+        if let Ok(m) = serde_json::from_slice::<RankMeasure>(&aws.s3.get(&key)?) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// Copies everything under the run's result path from the bucket to the local store.
+fn copy_results(aws: &Aws, result_path: &str, local: &LocalStore) -> Result<()> {
+    for object in aws.s3.list(result_path)? {
+        let bytes = aws.s3.get(&object.key)?;
+        local.put(&object.key, &bytes)?;
+    }
+    Ok(())
+}

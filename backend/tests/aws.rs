@@ -1,0 +1,634 @@
+//! The AWS path offline, against real implementations of the AWS APIs:
+//! moto's server (S3 and Step Functions, executing our state machine definition)
+//! with its Lambda invocations served by `cargo lambda watch` running our real
+//! `bootstrap` binary. Needs the test venv (`make python-setup`); without it these
+//! tests say so and pass, unless COSMICAI_REQUIRE_AWS_TESTS=1 (as `make test` sets).
+
+mod common;
+use common::{cosmicai, last_json_line};
+use cosmicai_engine::store::ObjectStore;
+use cosmicai_engine::store::s3::{S3Config, S3Store};
+use cosmicai_lambda::{S3Settings, handle};
+use cosmicai_shared::aws::{RankItem, StageEvent, SummarizeEvent};
+use cosmicai_shared::run::{Device, RunRequest};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BUCKET: &str = "cosmicai-test";
+const ROLE: &str = "arn:aws:iam::123456789012:role/cosmicai-states";
+const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:cosmicai-worker";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The test venv's bin folder, or `None` (with a note) when it is not installed.
+fn venv_bin() -> Option<PathBuf> {
+    let bin = std::env::var_os("COSMICAI_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv"))
+        .join("bin");
+    if bin.join("moto_server").exists() && bin.join("cargo-lambda").exists() {
+        return Some(bin);
+    }
+    if std::env::var("COSMICAI_REQUIRE_AWS_TESTS").as_deref() == Ok("1") {
+        panic!(
+            "moto and cargo-lambda are not in {}: run `make python-setup`",
+            bin.display()
+        );
+    }
+    eprintln!(
+        "skipping: no moto/cargo-lambda in {} (make python-setup)",
+        bin.display()
+    );
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// moto + cargo lambda + our bootstrap; all killed on drop.
+struct Stack {
+    endpoint: String,
+    children: Vec<Child>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_stack(bin: &Path) -> Stack {
+    let mut children = Vec::new();
+    // The Lambda runtime and invoke APIs, without building anything.
+    let lambda_port = free_port();
+    children.push(
+        Command::new(bin.join("cargo-lambda"))
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "-A",
+                "127.0.0.1",
+                "-P",
+            ])
+            .arg(lambda_port.to_string())
+            .current_dir(workspace().join("lambda"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cargo lambda watch"),
+    );
+    wait_for_port(lambda_port, "cargo lambda watch");
+    let mut moto = Command::new(bin.join("python"))
+        .arg(workspace().join("tests/aws/moto_server.py"))
+        .args(["--port", "0", "--lambda-url"])
+        .arg(format!("http://127.0.0.1:{lambda_port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto");
+    let mut line = String::new();
+    BufReader::new(moto.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    children.push(moto);
+    let port: u16 = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("moto said {line:?}"));
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let bootstrap = Path::new(env!("CARGO_BIN_EXE_cosmicai")).with_file_name("bootstrap");
+    assert!(
+        bootstrap.exists(),
+        "{} is missing: cargo build -p cosmicai-lambda",
+        bootstrap.display()
+    );
+    children.push(
+        Command::new(bootstrap)
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{lambda_port}/.rt"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("COSMICAI_S3_ENDPOINT", &endpoint)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bootstrap"),
+    );
+    Stack { endpoint, children }
+}
+
+fn s3(stack: &Stack) -> S3Store {
+    let store = S3Store::connect(S3Config {
+        bucket: BUCKET.into(),
+        region: Some("us-east-1".into()),
+        endpoint: Some(stack.endpoint.clone()),
+        static_credentials: Some(("test".into(), "test".into())),
+    })
+    .unwrap();
+    let _ = store.block_on(store.client().create_bucket().bucket(BUCKET).send());
+    store
+}
+
+fn sfn(store: &S3Store, stack: &Stack) -> aws_sdk_sfn::Client {
+    let config = aws_sdk_sfn::config::Builder::from(store.sdk_config())
+        .endpoint_url(&stack.endpoint)
+        .build();
+    aws_sdk_sfn::Client::from_conf(config)
+}
+
+/// Our definition with the template's substitutions, as CloudFormation makes it.
+fn definition() -> String {
+    std::fs::read_to_string(workspace().join("infra/aws/statemachine.asl.json"))
+        .unwrap()
+        .replace("${FunctionArn}", FUNCTION)
+        // moto runs only STANDARD child executions (production uses EXPRESS).
+        .replace("${ChildExecutionType}", "STANDARD")
+        .replace("${GpuJobQueueArn}", "none")
+        .replace("${GpuJobDefinitionArn}", "none")
+}
+
+fn create_state_machine(store: &S3Store, client: &aws_sdk_sfn::Client, name: &str) -> String {
+    store
+        .block_on(
+            client
+                .create_state_machine()
+                .name(name)
+                .definition(definition())
+                .role_arn(ROLE)
+                .send(),
+        )
+        .unwrap()
+        .state_machine_arn()
+        .to_string()
+}
+
+/// The stack with our state machine created in it: (stack, bucket, Step Functions, ARN).
+fn deployed(bin: &Path, name: &str) -> (Stack, S3Store, aws_sdk_sfn::Client, String) {
+    let stack = start_stack(bin);
+    let store = s3(&stack);
+    let client = sfn(&store, &stack);
+    let arn = create_state_machine(&store, &client, name);
+    (stack, store, client, arn)
+}
+
+/// Copies the partitions of `data` into the bucket under `prefix`.
+fn upload_dir(store: &S3Store, data: &Path, prefix: &str) {
+    for entry in std::fs::read_dir(data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let name = path.file_name().unwrap().to_string_lossy();
+            store
+                .put(&format!("{prefix}/{name}"), &std::fs::read(&path).unwrap())
+                .unwrap();
+        }
+    }
+}
+
+/// The Map run an execution started, as DescribeMapRun tells it.
+fn map_run_of(
+    store: &S3Store,
+    client: &aws_sdk_sfn::Client,
+    execution: &str,
+) -> aws_sdk_sfn::operation::describe_map_run::DescribeMapRunOutput {
+    let history = store
+        .block_on(
+            client
+                .get_execution_history()
+                .execution_arn(execution)
+                .send(),
+        )
+        .unwrap();
+    let map_run = history
+        .events()
+        .iter()
+        .find_map(|e| {
+            e.map_run_started_event_details()
+                .and_then(|d| d.map_run_arn())
+        })
+        .expect("a MapRunStarted event")
+        .to_string();
+    store
+        .block_on(client.describe_map_run().map_run_arn(&map_run).send())
+        .unwrap()
+}
+
+/// The DR14 catalog in 4 partitions, in a local data directory.
+fn dataset(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let out = cosmicai(&[
+        "catalog",
+        "import",
+        &common::asset("catalogs/skyserver_dr14.csv.gz"),
+        "--out",
+        &data.display().to_string(),
+        "--objects",
+        "2200",
+    ]);
+    assert!(out.status.success());
+    data
+}
+
+fn aws_run(stack: &Stack, arn: &str, data: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args(["run", "--target", "aws", "--data"])
+        .arg(data)
+        .args([
+            "--bucket",
+            BUCKET,
+            "--state-machine-arn",
+            arn,
+            "--aws-endpoint",
+        ])
+        .arg(&stack.endpoint)
+        .args(extra)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("COSMICAI_AWS_POLL_MS", "200")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_run_on_step_functions_and_lambda_matches_the_local_layout() {
+    let Some(bin) = venv_bin() else { return };
+    let (stack, store, client, arn) = deployed(&bin, "cosmicai-e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+
+    let out = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &["--world-size", "3", "--batch-size", "512", "--json"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("4 partitions uploaded"), "{stderr}");
+    let s = last_json_line(&out);
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(
+        (s["ranks"].as_u64(), s["objects"].as_u64()),
+        (Some(3), Some(8443))
+    );
+    assert!(s["cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(s["metrics"]["galaxy"]["nmad"].as_f64().unwrap() < 0.03);
+    let run_id = s["run_id"].as_str().unwrap().to_string();
+    let result_path = s["result_path"].as_str().unwrap().to_string();
+    // Every rank measured by the handler itself: billed like Lambda, in whole ms.
+    for m in s["per_rank"].as_array().unwrap() {
+        assert!(m["error"].is_null(), "{m}");
+        let (d, billed) = (
+            m["duration_s"].as_f64().unwrap(),
+            m["billed_duration_ms"].as_u64().unwrap(),
+        );
+        assert!(
+            billed as f64 >= d * 1000.0 && (billed as f64) < d * 1000.0 + 1.0,
+            "{m}"
+        );
+    }
+
+    // CAI's layout in the bucket, and the same files copied into the data directory.
+    let keys: Vec<String> = store
+        .list(&result_path)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    for name in [
+        "payload.json",
+        "0.json",
+        "1.json",
+        "2.json",
+        "combined_data.json",
+        "summary.json",
+    ] {
+        let key = format!("{result_path}/{name}");
+        assert!(keys.contains(&key), "{key} not in {keys:?}");
+        assert!(data.join(&key).is_file(), "{key} not copied back");
+    }
+    let combined: Value = serde_json::from_slice(
+        &store
+            .get(&format!("{result_path}/combined_data.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(combined.as_array().unwrap().len(), 3);
+
+    // The execution as Step Functions recorded it: named after the run, a Map run of 3.
+    let execution = format!("{}:{run_id}", arn.replace(":stateMachine:", ":execution:"));
+    let described = store
+        .block_on(client.describe_execution().execution_arn(&execution).send())
+        .unwrap();
+    assert_eq!(described.status().as_str(), "SUCCEEDED");
+    let run = map_run_of(&store, &client, &execution);
+    assert_eq!(run.max_concurrency(), 3, "MaxConcurrency from world_size");
+    assert_eq!(run.item_counts().unwrap().succeeded(), 3);
+
+    // Recorded in the registry like a local run.
+    let runs = cosmicai(&["runs", "--data", &data.display().to_string(), "--json"]);
+    let listed = String::from_utf8_lossy(&runs.stdout);
+    assert!(
+        listed.contains(&run_id) && listed.contains("succeeded"),
+        "{listed}"
+    );
+
+    // A second run finds the partitions already in the bucket.
+    let again = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &["--world-size", "2", "--batch-size", "1000"],
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("0 partitions uploaded (0 bytes), 4 already there"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn failed_ranks_are_reported_and_the_tolerance_decides_the_execution() {
+    let Some(bin) = venv_bin() else { return };
+    let (stack, store, client, arn) = deployed(&bin, "cosmicai-failures");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    // Upload once, then break the last partition in the bucket (same size, so
+    // later uploads leave it alone): the rank reading it fails for good.
+    let ok = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &["--world-size", "4", "--batch-size", "512"],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let last = store
+        .list("partitions")
+        .unwrap()
+        .into_iter()
+        .rfind(|o| o.key.ends_with(".safetensors"))
+        .unwrap();
+    store
+        .put(&last.key, &vec![b'x'; last.size as usize])
+        .unwrap();
+
+    // moto runs every item and ignores the tolerance (real Step Functions fails the Map
+    // above it, and the definition then summarizes and fails the execution); what
+    // can be checked here is that the request's value reaches the Map run.
+    for tolerated in [100.0, 10.0] {
+        let request = tmp.path().join(format!("request-{tolerated}.json"));
+        std::fs::write(
+            &request,
+            serde_json::json!({"batch_size": 512, "world_size": 4, "result_path": format!("results/t{tolerated}"),
+                "tolerated_failure_percentage": tolerated})
+            .to_string(),
+        )
+        .unwrap();
+        let out = aws_run(
+            &stack,
+            &arn,
+            &data,
+            &["--request", &request.display().to_string(), "--json"],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let s = last_json_line(&out);
+        assert_eq!(s["status"], "partial", "{s}");
+        assert_eq!(s["failed_ranks"], serde_json::json!([3]), "{s}");
+        let error = s["per_rank"][3]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("Map item failed"), "{s}");
+        assert!(s["per_rank"][2]["error"].is_null(), "{s}");
+        let execution = format!(
+            "{}:{}",
+            arn.replace(":stateMachine:", ":execution:"),
+            s["run_id"].as_str().unwrap()
+        );
+        let run = map_run_of(&store, &client, &execution);
+        assert_eq!(run.tolerated_failure_percentage(), tolerated as f32);
+    }
+}
+
+#[test]
+fn an_execution_can_be_stopped() {
+    let Some(bin) = venv_bin() else { return };
+    let (_stack, store, client, arn) = deployed(&bin, "cosmicai-stop");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    upload_dir(&store, &data, "stop");
+    // Many ranks, one function instance: the Map takes a few seconds.
+    let input = serde_json::json!({"bucket": BUCKET, "data_prefix": "stop", "batch_size": 8,
+        "world_size": 64, "result_path": "results/stop"});
+    let started = store
+        .block_on(
+            client
+                .start_execution()
+                .state_machine_arn(&arn)
+                .name("stopped-run")
+                .input(input.to_string())
+                .send(),
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let history = store
+            .block_on(
+                client
+                    .get_execution_history()
+                    .execution_arn(started.execution_arn())
+                    .send(),
+            )
+            .unwrap();
+        if history
+            .events()
+            .iter()
+            .any(|e| e.map_run_started_event_details().is_some())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the Map never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    store
+        .block_on(
+            client
+                .stop_execution()
+                .execution_arn(started.execution_arn())
+                .cause("test")
+                .send(),
+        )
+        .unwrap();
+    // moto stops it asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let described = store
+            .block_on(
+                client
+                    .describe_execution()
+                    .execution_arn(started.execution_arn())
+                    .send(),
+            )
+            .unwrap();
+        if described.status().as_str() != "RUNNING" || Instant::now() > deadline {
+            break described.status().as_str().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, "ABORTED");
+    // Summarize never ran. (moto lets the Map's items already handed out finish.)
+    assert!(store.get("results/stop/summary.json").is_err());
+}
+
+#[test]
+fn the_handler_stages_called_directly() {
+    let Some(bin) = venv_bin() else { return };
+    let stack = start_stack(&bin);
+    let store = s3(&stack);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    upload_dir(&store, &data, "direct");
+    let settings = S3Settings {
+        region: Some("us-east-1".into()),
+        endpoint: Some(stack.endpoint.clone()),
+        static_credentials: Some(("test".into(), "test".into())),
+    };
+    let request = RunRequest {
+        bucket: BUCKET.into(),
+        data_prefix: "direct".into(),
+        file_limit: Some(3),
+        batch_size: 256,
+        world_size: 2,
+        result_path: "results/direct".into(),
+        device: Device::Cpu,
+        memory_mb: 1024,
+        model: "photoz".into(),
+        retries: 0,
+        tolerated_failure_percentage: 100.0,
+    };
+    let init = handle(
+        &settings,
+        StageEvent::Initialize {
+            run_id: "direct".into(),
+            request: request.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(init["files"], 3);
+    assert_eq!(init["max_concurrency"], 2);
+    assert_eq!(init["ranks"].as_array().unwrap().len(), 2);
+    let item = |rank| RankItem {
+        run_id: "direct".into(),
+        bucket: BUCKET.into(),
+        result_path: "results/direct".into(),
+        rank,
+        device: Device::Cpu,
+    };
+    let m0 = handle(&settings, StageEvent::Infer(item(0))).unwrap();
+    assert!(m0["objects"].as_u64().unwrap() > 0 && m0["billed_duration_ms"].as_u64().unwrap() >= 1);
+    // Rank 1 never ran: Summarize names it failed.
+    let summary = handle(
+        &settings,
+        StageEvent::Summarize(SummarizeEvent {
+            run_id: "direct".into(),
+            bucket: BUCKET.into(),
+            result_path: "results/direct".into(),
+            started: None,
+            initialize_s: 0.1,
+            map_error: None,
+        }),
+    )
+    .unwrap();
+    assert_eq!(summary["status"], "partial");
+    assert_eq!(summary["failed_ranks"], serde_json::json!([1]));
+    assert_eq!(summary["objects"], m0["objects"]);
+    // After a Map that failed as a whole, the missing ranks carry its error.
+    let failed_map = handle(
+        &settings,
+        StageEvent::Summarize(SummarizeEvent {
+            run_id: "direct".into(),
+            bucket: BUCKET.into(),
+            result_path: "results/direct".into(),
+            started: Some("2026-01-01T00:00:00Z".into()),
+            initialize_s: 0.1,
+            map_error: Some(cosmicai_shared::aws::ItemError {
+                error: Some("States.ExceedToleratedFailureThreshold".into()),
+                cause: Some("1 of 2 items failed".into()),
+            }),
+        }),
+    )
+    .unwrap();
+    assert_eq!(failed_map["failed_ranks"], serde_json::json!([1]));
+    let written: Value =
+        serde_json::from_slice(&store.get("results/direct/summary.json").unwrap()).unwrap();
+    assert_eq!(
+        written["per_rank"][1]["error"],
+        "States.ExceedToleratedFailureThreshold: 1 of 2 items failed"
+    );
+    assert!(
+        written["duration_s"].as_f64().unwrap() > 1e6,
+        "wall time from the execution start"
+    );
+
+    // Bad input: a clear error, classed so the state machine does not retry it.
+    let mut bad = request.clone();
+    bad.world_size = 0;
+    let e = handle(
+        &settings,
+        StageEvent::Initialize {
+            run_id: "bad".into(),
+            request: bad,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, "InvalidRequest");
+    assert!(e.message.contains("world_size"), "{}", e.message);
+    let mut local = request.clone();
+    local.bucket = "local".into();
+    let e = handle(
+        &settings,
+        StageEvent::Initialize {
+            run_id: "l".into(),
+            request: local,
+        },
+    )
+    .unwrap_err();
+    assert!(e.message.contains("bucket 'local'"), "{}", e.message);
+    // A rank of another run's result path is refused, not overwritten.
+    let mut other = item(0);
+    other.run_id = "someone-else".into();
+    let e = handle(&settings, StageEvent::Infer(other)).unwrap_err();
+    assert!(e.message.contains("belongs to run direct"), "{}", e.message);
+}

@@ -1,0 +1,397 @@
+//! CosmicAI on AWS Lambda: the pipeline's three stages behind one handler.
+//!
+//! The Step Functions state machine (`infra/aws/statemachine.asl.json`) calls the
+//! same function three ways, tagged by `stage` ([`StageEvent`]):
+//! 1. `initialize`: plan the run from the CAI payload, write `payload.json`, return
+//!    one [`RankItem`] per rank for the Distributed Map;
+//! 2. `infer`: one rank, exactly as a local worker runs it (`engine::pipeline::infer_rank`),
+//!    answering with Lambda-style measures ([`RankMeasure`]);
+//! 3. `summarize`: `combined_data.json` and `summary.json`, with the failed ranks and cost.
+//!
+//! The handler is thin on purpose: all pipeline logic is in `cosmicai-engine`,
+//! so a run on AWS and a run on a laptop give the same files.
+
+use cosmicai_engine::cost::billed_ms;
+use cosmicai_engine::pipeline::{
+    Payload, PipelineError, RankEvent, infer_rank, initialize, measures_key, payload_key, summarize,
+};
+use cosmicai_engine::store::s3::{S3Config, S3Store};
+use cosmicai_engine::store::{ObjectStore, StoreError, join};
+use cosmicai_shared::aws::{
+    InitializeOutput, RankItem, StageEvent, SummarizeEvent, SummarizeOutput,
+};
+use cosmicai_shared::run::{Device, RankMeasure, RunRequest};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// The CPU backend the Lambda runs the model on.
+pub type Cpu = burn::backend::NdArray<f32>;
+
+/// How the handler reaches S3: AWS itself (the default) or another endpoint in tests.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub region: Option<String>,
+    /// `COSMICAI_S3_ENDPOINT`: an S3-compatible endpoint instead of AWS.
+    pub endpoint: Option<String>,
+    /// Static credentials (tests); `None` uses the Lambda role through the provider chain.
+    pub static_credentials: Option<(String, String)>,
+}
+
+impl S3Settings {
+    /// From the Lambda environment: `AWS_REGION` and, for tests, `COSMICAI_S3_ENDPOINT`.
+    pub fn from_env() -> Self {
+        S3Settings {
+            region: std::env::var("AWS_REGION").ok(),
+            endpoint: std::env::var("COSMICAI_S3_ENDPOINT").ok(),
+            static_credentials: None,
+        }
+    }
+
+    fn connect(&self, bucket: &str) -> Result<S3Store, String> {
+        if bucket == "local" || bucket.trim().is_empty() {
+            return Err(format!(
+                "bucket '{bucket}': a run on AWS reads its partitions from an S3 bucket; name it in the payload"
+            ));
+        }
+        S3Store::connect(S3Config {
+            bucket: bucket.into(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            static_credentials: self.static_credentials.clone(),
+        })
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// A stage's failure, reported to Step Functions as `errorType` / `errorMessage`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageError {
+    /// `InvalidRequest` (never retried by the state machine) or `StageFailed`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl StageError {
+    fn invalid(message: impl Into<String>) -> Self {
+        StageError {
+            kind: "InvalidRequest",
+            message: message.into(),
+        }
+    }
+
+    fn failed(message: impl Into<String>) -> Self {
+        StageError {
+            kind: "StageFailed",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<PipelineError> for StageError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Invalid(_) => StageError::invalid(e.to_string()),
+            other => StageError::failed(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for StageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// Process start, for the cold start of the first invocation.
+static PROCESS_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+/// Whether this process has served an Infer yet (the next one is warm).
+static WARM: AtomicBool = AtomicBool::new(false);
+
+/// Marks the process start; call first thing in `main`.
+pub fn mark_process_start() {
+    PROCESS_START.get_or_init(Instant::now);
+}
+
+/// Handles one event. Blocking work: call it from a blocking thread.
+pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Value, StageError> {
+    let value = match event {
+        StageEvent::Initialize { run_id, request } => {
+            serde_json::to_value(initialize_stage(settings, &run_id, &request)?)
+        }
+        StageEvent::Infer(item) => serde_json::to_value(infer_stage(settings, &item)?),
+        StageEvent::Summarize(event) => serde_json::to_value(summarize_stage(settings, &event)?),
+    };
+    value.map_err(|e| StageError::failed(e.to_string()))
+}
+
+/// Initialize: validate, plan, write `payload.json`, hand the Map its items.
+pub fn initialize_stage(
+    settings: &S3Settings,
+    run_id: &str,
+    request: &RunRequest,
+) -> Result<InitializeOutput, StageError> {
+    let started = Instant::now();
+    if let Some(path) = request.model.strip_prefix("photoz:") {
+        return Err(StageError::invalid(format!(
+            "model 'photoz:{path}': a Lambda runs the weights in its package (model \"photoz\")"
+        )));
+    }
+    let store = settings
+        .connect(&request.bucket)
+        .map_err(StageError::invalid)?;
+    let payload = initialize(&store, request, run_id)?;
+    let ranks = (0..request.world_size)
+        .map(|rank| RankItem {
+            run_id: run_id.to_string(),
+            bucket: request.bucket.clone(),
+            result_path: request.result_path.clone(),
+            rank,
+            device: request.device,
+        })
+        .collect();
+    Ok(InitializeOutput {
+        run_id: run_id.to_string(),
+        bucket: request.bucket.clone(),
+        result_path: request.result_path.clone(),
+        ranks,
+        max_concurrency: request.world_size,
+        tolerated_failure_percentage: request.tolerated_failure_percentage,
+        files: payload.files.len(),
+        duration_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn read_payload(store: &S3Store, result_path: &str, run_id: &str) -> Result<Payload, StageError> {
+    let key = payload_key(result_path);
+    let bytes = store
+        .get(&key)
+        .map_err(|e| StageError::failed(format!("{key}: {e}")))?;
+    let payload: Payload = serde_json::from_slice(&bytes)
+        .map_err(|e| StageError::failed(format!("{key}: not a payload: {e}")))?;
+    if payload.run_id != run_id {
+        return Err(StageError::invalid(format!(
+            "{key} belongs to run {}, not {run_id}: give each run its own result_path",
+            payload.run_id
+        )));
+    }
+    Ok(payload)
+}
+
+/// Infer: one rank on this function's CPU, measured like Lambda's REPORT line.
+pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure, StageError> {
+    let started = Instant::now();
+    let cold = !WARM.swap(true, Ordering::SeqCst);
+    let cold_start_s = match (cold, PROCESS_START.get()) {
+        (true, Some(t)) => t.elapsed().as_secs_f64(),
+        _ => 0.0,
+    };
+    let store = settings
+        .connect(&item.bucket)
+        .map_err(StageError::invalid)?;
+    let payload = read_payload(&store, &item.result_path, &item.run_id)?;
+    if payload.request.device == Device::Cuda && !cfg!(feature = "cuda") {
+        return Err(StageError::invalid(
+            "device cuda: Lambda has no GPU; CUDA runs go to the AWS Batch queue of the template",
+        ));
+    }
+    let mut first_batch_s = None;
+    let usage_before = cpu_seconds();
+    let result = match payload.request.device {
+        Device::Cpu => run_rank::<Cpu>(&store, &payload, item.rank, started, &mut first_batch_s)?,
+        #[cfg(feature = "cuda")]
+        Device::Cuda => run_rank::<burn::backend::Cuda<f32>>(
+            &store,
+            &payload,
+            item.rank,
+            started,
+            &mut first_batch_s,
+        )?,
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => unreachable!("refused above"),
+    };
+    let duration_s = started.elapsed().as_secs_f64();
+    let measure = RankMeasure {
+        rank: item.rank,
+        attempts: 1,
+        duration_s,
+        billed_duration_ms: billed_ms(duration_s),
+        init_duration_s: cold_start_s + result.1,
+        first_batch_s: cold_start_s + first_batch_s.unwrap_or(duration_s),
+        cpu_time_s: cpu_seconds() - usage_before,
+        peak_rss_mb: cosmicai_engine::system::peak_rss_mb(),
+        objects: result.0.objects,
+        samples_per_s: result.0.objects as f64 / duration_s.max(1e-9),
+        bits_per_s: result.0.throughput_bps,
+        error: None,
+    };
+    let key = measures_key(&item.result_path, item.rank);
+    let json =
+        serde_json::to_vec_pretty(&measure).map_err(|e| StageError::failed(e.to_string()))?;
+    store
+        .put(&key, &json)
+        .map_err(|e| StageError::failed(format!("{key}: {e}")))?;
+    Ok(measure)
+}
+
+/// Loads the model on backend `B` and runs the rank; also returns when the model was ready.
+fn run_rank<B: burn::prelude::Backend>(
+    store: &S3Store,
+    payload: &Payload,
+    rank: usize,
+    started: Instant,
+    first_batch_s: &mut Option<f64>,
+) -> Result<(cosmicai_shared::run::RankResult, f64), StageError> {
+    let device = B::Device::default();
+    let model =
+        cosmicai_engine::shipped::load_photoz_on::<B>(None, &device).map_err(StageError::failed)?;
+    let ready_s = started.elapsed().as_secs_f64();
+    let result = infer_rank::<B>(
+        store,
+        payload,
+        rank,
+        &model,
+        &device,
+        cosmicai_engine::system::system_info(),
+        |RankEvent::Objects(_)| {
+            first_batch_s.get_or_insert_with(|| started.elapsed().as_secs_f64());
+        },
+    )?;
+    Ok((result, ready_s))
+}
+
+/// Summarize: every rank's result gathered, failures named, the bill added up.
+pub fn summarize_stage(
+    settings: &S3Settings,
+    event: &SummarizeEvent,
+) -> Result<SummarizeOutput, StageError> {
+    let started = Instant::now();
+    let store = settings
+        .connect(&event.bucket)
+        .map_err(StageError::invalid)?;
+    let payload = read_payload(&store, &event.result_path, &event.run_id)?;
+    let world = payload.request.world_size;
+    // A rank without measures failed (or the Map stopped before it ran).
+    let map_failure = event
+        .map_error
+        .as_ref()
+        .map(|e| describe(e.error.as_deref(), e.cause.as_deref()));
+    let mut measures = Vec::with_capacity(world);
+    for rank in 0..world {
+        let key = measures_key(&event.result_path, rank);
+        let measure = match store.get(&key) {
+            Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes).ok(),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(StageError::failed(format!("{key}: {e}"))),
+        };
+        measures.push(measure.unwrap_or_else(|| {
+            RankMeasure {
+                rank,
+                attempts: 1,
+                error: Some(
+                    map_failure
+                        .clone()
+                        .unwrap_or_else(|| "the rank's Map item failed".into()),
+                ),
+                ..Default::default()
+            }
+        }));
+    }
+    let duration_s = event
+        .started
+        .as_deref()
+        .and_then(seconds_since)
+        .unwrap_or_else(|| measures.iter().map(|m| m.duration_s).fold(0.0, f64::max));
+    let stages = [event.initialize_s, started.elapsed().as_secs_f64()];
+    let summary = summarize(&store, &payload, &measures, duration_s, &stages)?;
+    let summary_key = join(&payload.request.result_path, "summary.json");
+    Ok(SummarizeOutput {
+        run_id: summary.run_id,
+        status: summary.status,
+        objects: summary.objects,
+        failed_ranks: summary.failed_ranks,
+        cost_usd: summary.cost_usd,
+        summary_key,
+    })
+}
+
+fn describe(error: Option<&str>, cause: Option<&str>) -> String {
+    match (error, cause) {
+        (Some(e), Some(c)) if !e.is_empty() => format!("{e}: {c}"),
+        (_, Some(c)) => c.to_string(),
+        (Some(e), None) => e.to_string(),
+        (None, None) => "the Map failed".into(),
+    }
+}
+
+/// Seconds from an RFC 3339 time (the execution's start) until now.
+fn seconds_since(rfc3339: &str) -> Option<f64> {
+    use aws_smithy_types::date_time::{DateTime, Format};
+    // Smithy reads `Z` times; an offset (`+00:00`, as moto writes) is applied by hand.
+    let (utc, offset_s) = match rfc3339.len().checked_sub(6).map(|i| rfc3339.split_at(i)) {
+        Some((time, offset))
+            if (offset.starts_with('+') || offset.starts_with('-'))
+                && offset.as_bytes()[3] == b':' =>
+        {
+            let hours: f64 = offset[1..3].parse().ok()?;
+            let minutes: f64 = offset[4..].parse().ok()?;
+            let sign = if offset.starts_with('-') { -1.0 } else { 1.0 };
+            (format!("{time}Z"), sign * (hours * 3600.0 + minutes * 60.0))
+        }
+        _ => (rfc3339.to_string(), 0.0),
+    };
+    let start = DateTime::from_str(&utc, Format::DateTime).ok()?;
+    let now = DateTime::from(std::time::SystemTime::now());
+    let s = now.as_secs_f64() - (start.as_secs_f64() - offset_s);
+    (s >= 0.0).then_some(s)
+}
+
+/// User plus system CPU time of this process.
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return 0.0;
+        }
+        usage.assume_init()
+    };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(usage.ru_utime) + s(usage.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_described_with_error_and_cause() {
+        assert_eq!(
+            describe(
+                Some("States.ExceedToleratedFailureThreshold"),
+                Some("2 of 4")
+            ),
+            "States.ExceedToleratedFailureThreshold: 2 of 4"
+        );
+        assert_eq!(describe(Some(""), Some("boom")), "boom");
+        assert_eq!(describe(None, None), "the Map failed");
+    }
+
+    #[test]
+    fn rfc3339_start_times_are_read() {
+        assert!(seconds_since("2020-01-01T00:00:00Z").is_some_and(|s| s > 1e8));
+        let z = seconds_since("2020-01-01T00:00:00Z").unwrap();
+        let moto = seconds_since("2020-01-01T00:00:00.176423+00:00").unwrap();
+        assert!((z - moto - 0.176423).abs() < 0.01, "{z} {moto}");
+        // 02:00 at +02:00 is midnight UTC.
+        let east = seconds_since("2020-01-01T02:00:00+02:00").unwrap();
+        assert!((z - east).abs() < 0.01, "{z} {east}");
+        assert!(seconds_since("yesterday").is_none());
+        assert!(seconds_since("2999-01-01T00:00:00Z").is_none());
+    }
+
+    #[test]
+    fn a_local_bucket_is_refused_before_any_connection() {
+        let err = S3Settings::default().connect("local").err().unwrap();
+        assert!(err.contains("bucket 'local'"), "{err}");
+    }
+}

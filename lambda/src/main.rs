@@ -1,0 +1,61 @@
+//! `bootstrap`: the Lambda function (runtime `provided.al2023`), or, as
+//! `bootstrap run-event JSON`, the same handler once as an AWS Batch GPU job
+//! (the Map passes a bare rank item there, which means `infer`).
+
+use cosmicai_lambda::{S3Settings, handle, mark_process_start};
+use cosmicai_shared::aws::{RankItem, StageEvent};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    mark_process_start();
+    let settings = S3Settings::from_env();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("run-event") {
+        return run_once(settings, args.get(2).cloned()).await;
+    }
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<StageEvent>| {
+        let settings = settings.clone();
+        async move {
+            // The pipeline blocks (memory-mapped partitions, its own S3 runtime).
+            tokio::task::spawn_blocking(move || handle(&settings, event.payload))
+                .await
+                .map_err(|e| diagnostic("StageFailed", e.to_string()))?
+                .map_err(|e| diagnostic(e.kind, e.message))
+        }
+    }))
+    .await
+}
+
+fn diagnostic(kind: &str, message: String) -> Diagnostic {
+    eprintln!("{kind}: {message}");
+    Diagnostic {
+        error_type: kind.to_string(),
+        error_message: message,
+    }
+}
+
+/// One event from the command line; prints the stage's answer, fails with its error.
+async fn run_once(
+    settings: S3Settings,
+    event: Option<String>,
+) -> Result<(), lambda_runtime::Error> {
+    let text = event.ok_or("usage: bootstrap run-event '{\"stage\": ...}'")?;
+    let event: StageEvent = match serde_json::from_str(&text) {
+        Ok(event) => event,
+        Err(e) => match serde_json::from_str::<RankItem>(&text) {
+            Ok(item) => StageEvent::Infer(item),
+            Err(_) => {
+                return Err(format!("run-event: not a stage event or a rank item: {e}").into());
+            }
+        },
+    };
+    let answer = tokio::task::spawn_blocking(move || handle(&settings, event)).await?;
+    match answer {
+        Ok(value) => {
+            println!("{value}");
+            Ok(())
+        }
+        Err(e) => Err(e.to_string().into()),
+    }
+}

@@ -1,0 +1,76 @@
+"""moto's AWS server for the tests, with Lambda invocations run by a real function.
+
+moto executes our state machine itself (`execute_state_machine`), but without
+Docker its Lambda only echoes payloads. Given `--lambda-url`, every Invoke is
+forwarded to that Lambda invoke API instead: `cargo lambda watch` serving the
+real `bootstrap` binary. Prints `PORT <n>` once it listens; runs until killed.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.server import ThreadedMotoServer
+
+
+def forwarding_invoke(lambda_url, function):
+    def invoke(self, function_name, qualifier, body, headers, response_headers):
+        # cargo lambda serves one function, whatever the ARN names.
+        url = f"{lambda_url}/2015-03-31/functions/{function}/invocations"
+        request = urllib.request.Request(
+            url, data=body if isinstance(body, bytes) else str(body).encode(), method="POST"
+        )
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=900) as response:
+                payload = response.read()
+                error = response.headers.get("X-Amz-Function-Error")
+        except urllib.error.HTTPError as e:
+            payload, error = e.read(), "Unhandled"
+        if not error:
+            # A handler error arrives as {"errorType", "errorMessage"}.
+            try:
+                parsed = json.loads(payload or b"null")
+                if isinstance(parsed, dict) and "errorType" in parsed and "errorMessage" in parsed:
+                    error = "Unhandled"
+            except ValueError:
+                pass
+        if error:
+            response_headers["x-amz-function-error"] = error
+        return payload
+
+    return invoke
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--lambda-url", default=None)
+    # `cargo lambda watch --only-lambda-apis` names the function it serves `_`.
+    parser.add_argument("--lambda-function", default="_")
+    args = parser.parse_args()
+    if args.lambda_url:
+        LambdaSimpleBackend.invoke = forwarding_invoke(args.lambda_url.rstrip("/"), args.lambda_function)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    # moto's state machine interpreter calls the other services through this port.
+    os.environ["MOTO_PORT"] = str(port)
+    config = json.dumps(
+        {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+    ).encode()
+    urllib.request.urlopen(
+        urllib.request.Request(f"http://{host}:{port}/moto-api/config", data=config, method="POST")
+    ).read()
+    print(f"PORT {port}", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
