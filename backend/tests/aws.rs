@@ -78,6 +78,24 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
+/// The handler binary, built once per test process (`cargo test` builds only the
+/// binaries of the package under test; a no-op when it is up to date).
+fn bootstrap() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "cosmicai-lambda", "--bin", "bootstrap"])
+                .current_dir(workspace())
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building bootstrap failed");
+            Path::new(env!("CARGO_BIN_EXE_cosmicai")).with_file_name("bootstrap")
+        })
+        .clone()
+}
+
 fn start_stack(bin: &Path) -> Stack {
     let mut children = Vec::new();
     // The Lambda runtime and invoke APIs, without building anything.
@@ -119,12 +137,7 @@ fn start_stack(bin: &Path) -> Stack {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("moto said {line:?}"));
     let endpoint = format!("http://127.0.0.1:{port}");
-    let bootstrap = Path::new(env!("CARGO_BIN_EXE_cosmicai")).with_file_name("bootstrap");
-    assert!(
-        bootstrap.exists(),
-        "{} is missing: cargo build -p cosmicai-lambda",
-        bootstrap.display()
-    );
+    let bootstrap = bootstrap();
     children.push(
         Command::new(bootstrap)
             .env(
