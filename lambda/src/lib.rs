@@ -327,7 +327,11 @@ fn describe(error: Option<&str>, cause: Option<&str>) -> String {
 fn seconds_since(rfc3339: &str) -> Option<f64> {
     use aws_smithy_types::date_time::{DateTime, Format};
     // Smithy reads `Z` times; an offset (`+00:00`, as moto writes) is applied by hand.
-    let (utc, offset_s) = match rfc3339.len().checked_sub(6).map(|i| rfc3339.split_at(i)) {
+    let split = rfc3339
+        .len()
+        .checked_sub(6)
+        .and_then(|i| rfc3339.split_at_checked(i));
+    let (utc, offset_s) = match split {
         Some((time, offset))
             if (offset.starts_with('+') || offset.starts_with('-'))
                 && offset.as_bytes()[3] == b':' =>
@@ -386,6 +390,7 @@ mod tests {
         let east = seconds_since("2020-01-01T02:00:00+02:00").unwrap();
         assert!((z - east).abs() < 0.01, "{z} {east}");
         assert!(seconds_since("yesterday").is_none());
+        assert!(seconds_since("2020-01-01T00:00:00Zéé").is_none());
         assert!(seconds_since("2999-01-01T00:00:00Z").is_none());
     }
 

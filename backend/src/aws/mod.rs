@@ -53,18 +53,5 @@ impl Aws {
     }
 }
 
-/// An SDK error as `Code: message` rather than "service error".
-pub fn sdk_error<E, R>(e: &aws_sdk_sfn::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_sfn::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match e.as_service_error() {
-        Some(s) => format!(
-            "{}: {}",
-            s.code().filter(|c| !c.is_empty()).unwrap_or("error"),
-            s.message().unwrap_or("no message")
-        ),
-        None => aws_sdk_sfn::error::DisplayErrorContext(e).to_string(),
-    }
-}
+/// An SDK error as `Code: message` (shared with the S3 store).
+pub use cosmicai_engine::store::s3::sdk as sdk_error;

@@ -167,8 +167,9 @@ impl S3Store {
     }
 }
 
-/// An SDK error with its service code and message, not just "service error".
-fn sdk<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+/// An SDK error with its service code and message, not just "service error"
+/// (any AWS SDK client's: S3 here, Step Functions in the launcher).
+pub fn sdk<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -176,7 +177,8 @@ where
     match e.as_service_error() {
         Some(s) => format!(
             "{}: {}",
-            s.code().unwrap_or("error"),
+            // Some S3-compatible servers (moto) send an empty code.
+            s.code().filter(|c| !c.is_empty()).unwrap_or("error"),
             s.message().unwrap_or("no message")
         ),
         None => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
