@@ -181,6 +181,43 @@ fn objects_filter_page_and_show_images() {
         .collect();
     assert!(!zs.is_empty() && zs.iter().all(|z| (0.1..=0.2).contains(&(*z as f32 as f64))));
     assert!(zs.windows(2).all(|w| w[0] <= w[1]), "sorted by redshift");
+    // The other orders, and paging through them: a page continues where the last stopped.
+    let column = |query: &str, field: &dyn Fn(&serde_json::Value) -> f64| -> Vec<f64> {
+        get(&s, query).json()["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(field)
+            .collect()
+    };
+    let z = |o: &serde_json::Value| o["redshift"].as_f64().unwrap_or(f64::NAN);
+    let r = |o: &serde_json::Value| o["magnitudes"][2].as_f64().unwrap();
+    let desc = column("/api/objects?class=QSO&sort=-redshift&limit=40", &z);
+    let next = column(
+        "/api/objects?class=QSO&sort=-redshift&limit=40&offset=40",
+        &z,
+    );
+    assert!(desc.len() == 40 && next.len() == 40);
+    let both: Vec<f64> = desc.iter().chain(&next).copied().collect();
+    assert!(
+        both.windows(2).all(|w| w[0] >= w[1]),
+        "descending redshift: {both:?}"
+    );
+    let by_r = column("/api/objects?provenance=real&sort=r&limit=200", &r);
+    assert!(
+        by_r.windows(2).all(|w| w[0] <= w[1]),
+        "sorted by r magnitude"
+    );
+    let counted = get(&s, "/api/objects?z_max=0.3&r_min=15&limit=1").json();
+    let sum: u64 = ["galaxy", "star", "qso", "unknown"]
+        .iter()
+        .map(|k| counted["counts"][k].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        counted["total"].as_u64().unwrap(),
+        sum,
+        "counts add up to the total"
+    );
     let synthetic = get(&s, "/api/objects?provenance=synthetic&limit=3").json();
     assert_eq!(synthetic["total"], 3000);
     let real_images = get(&s, "/api/objects?provenance=real&has_image=true&limit=2").json();

@@ -22,19 +22,70 @@ pub struct Entry {
     row: usize,
 }
 
-/// The fields the listing filters on, packed, so a query scans 16 bytes per object.
-#[derive(Clone, Copy)]
-struct Key {
-    redshift: f32,
-    r: f32,
-    class: Class,
-    provenance: Provenance,
-    has_image: bool,
+/// The fields the listing filters on, as columns, so a query is one tight
+/// branch-free pass (about 9 bytes per object) instead of a walk over entries.
+#[derive(Default)]
+struct Columns {
+    redshift: Vec<f32>,
+    r: Vec<f32>,
+    /// Bits 0-1: the class's slot in `Class::ALL`; bit 2: synthetic; bit 3: has an image.
+    tag: Vec<u8>,
+    /// Object positions in each sort order, made once at load so a sorted page
+    /// is a walk that stops after `offset + limit` matches.
+    by_redshift: Vec<u32>,
+    by_redshift_desc: Vec<u32>,
+    by_r: Vec<u32>,
+}
+
+const SYNTHETIC: u8 = 1 << 2;
+const HAS_IMAGE: u8 = 1 << 3;
+
+fn class_slot(class: Class) -> u8 {
+    Class::ALL.iter().position(|&c| c == class).unwrap_or(3) as u8
+}
+
+impl Columns {
+    fn push(
+        &mut self,
+        redshift: f32,
+        r: f32,
+        class: Class,
+        provenance: Provenance,
+        has_image: bool,
+    ) {
+        self.redshift.push(redshift);
+        self.r.push(r);
+        let synthetic = if provenance == Provenance::Synthetic {
+            SYNTHETIC
+        } else {
+            0
+        };
+        let image = if has_image { HAS_IMAGE } else { 0 };
+        self.tag.push(class_slot(class) | synthetic | image);
+    }
+
+    fn sort_orders(&mut self) {
+        let z = &self.redshift;
+        let all = || (0..z.len() as u32).collect::<Vec<u32>>();
+        // Objects without a redshift go last in both directions.
+        let finite_first =
+            |a: u32, b: u32| z[b as usize].is_finite().cmp(&z[a as usize].is_finite());
+        self.by_redshift = all();
+        self.by_redshift
+            .sort_by(|&a, &b| finite_first(a, b).then(z[a as usize].total_cmp(&z[b as usize])));
+        self.by_redshift_desc = all();
+        self.by_redshift_desc
+            .sort_by(|&a, &b| finite_first(a, b).then(z[b as usize].total_cmp(&z[a as usize])));
+        let r = &self.r;
+        self.by_r = all();
+        self.by_r
+            .sort_by(|&a, &b| r[a as usize].total_cmp(&r[b as usize]));
+    }
 }
 
 pub struct ObjectIndex {
     pub objects: Vec<Entry>,
-    keys: Vec<Key>,
+    columns: Columns,
     by_id: HashMap<i64, usize>,
     files: Vec<PartitionFile>,
 }
@@ -45,7 +96,7 @@ impl ObjectIndex {
         let model = crate::models::load_photoz(None)?;
         let mut index = ObjectIndex {
             objects: Vec::new(),
-            keys: Vec::new(),
+            columns: Columns::default(),
             by_id: HashMap::new(),
             files: Vec::new(),
         };
@@ -81,13 +132,13 @@ impl ObjectIndex {
                     };
                     let finite = |v: f64| v.is_finite().then_some(v);
                     index.by_id.insert(id, index.objects.len());
-                    index.keys.push(Key {
-                        redshift: part.redshift[row],
-                        r: part.magnitudes[row][2],
-                        class: part.class[row],
+                    index.columns.push(
+                        part.redshift[row],
+                        part.magnitudes[row][2],
+                        part.class[row],
                         provenance,
                         has_image,
-                    });
+                    );
                     index.objects.push(Entry {
                         summary: ObjectSummary {
                             id,
@@ -115,6 +166,7 @@ impl ObjectIndex {
                 index.files.push(file);
             }
         }
+        index.columns.sort_orders();
         anyhow::ensure!(
             !index.objects.is_empty(),
             "no objects under {} (expected partitions in {})",
@@ -233,17 +285,37 @@ impl ObjectQuery {
         })
     }
 
-    fn matches(&self, k: &Key) -> bool {
-        let z = k.redshift;
-        let z_ok = (self.z_min.is_none() && self.z_max.is_none())
-            || (z.is_finite()
-                && self.z_min.is_none_or(|lo| z >= lo)
-                && self.z_max.is_none_or(|hi| z <= hi));
-        z_ok && self.class.is_none_or(|c| k.class == c)
-            && self.r_min.is_none_or(|lo| k.r >= lo)
-            && self.r_max.is_none_or(|hi| k.r <= hi)
-            && self.provenance.is_none_or(|p| k.provenance == p)
-            && self.has_image.is_none_or(|h| k.has_image == h)
+    /// The query as one test on the columns; unset bounds accept everything,
+    /// including objects without a redshift.
+    fn filter(&self) -> Filter {
+        let mut mask = 0;
+        let mut want = 0;
+        if let Some(c) = self.class {
+            mask |= 3;
+            want |= class_slot(c);
+        }
+        if let Some(p) = self.provenance {
+            mask |= SYNTHETIC;
+            want |= if p == Provenance::Synthetic {
+                SYNTHETIC
+            } else {
+                0
+            };
+        }
+        if let Some(h) = self.has_image {
+            mask |= HAS_IMAGE;
+            want |= if h { HAS_IMAGE } else { 0 };
+        }
+        Filter {
+            mask,
+            want,
+            z_on: self.z_min.is_some() || self.z_max.is_some(),
+            z_lo: self.z_min.unwrap_or(f32::NEG_INFINITY),
+            z_hi: self.z_max.unwrap_or(f32::INFINITY),
+            r_on: self.r_min.is_some() || self.r_max.is_some(),
+            r_lo: self.r_min.unwrap_or(f32::NEG_INFINITY),
+            r_hi: self.r_max.unwrap_or(f32::INFINITY),
+        }
     }
 
     /// The page of matching objects, the number of matches and their counts per class.
@@ -251,42 +323,61 @@ impl ObjectQuery {
         &self,
         index: &'a ObjectIndex,
     ) -> (Vec<&'a ObjectSummary>, usize, ClassCounts) {
-        let mut counts = ClassCounts::default();
-        let mut hits: Vec<u32> = Vec::new();
-        for (i, k) in index.keys.iter().enumerate() {
-            if !self.matches(k) {
-                continue;
-            }
-            match k.class {
-                Class::Galaxy => counts.galaxy += 1,
-                Class::Star => counts.star += 1,
-                Class::Qso => counts.qso += 1,
-                Class::Unknown => counts.unknown += 1,
-            }
-            hits.push(i as u32);
+        let columns = &index.columns;
+        let filter = self.filter();
+        // Pass 1, branch-free so it vectorises: counts per class.
+        let mut per_slot = [0usize; 4];
+        for ((&z, &r), &tag) in columns.redshift.iter().zip(&columns.r).zip(&columns.tag) {
+            per_slot[(tag & 3) as usize] += filter.accepts(z, r, tag) as usize;
         }
-        let key = |i: &u32| index.keys[*i as usize];
-        match self.sort {
-            Sort::Id => {}
-            Sort::Redshift => hits.sort_by(|a, b| key(a).redshift.total_cmp(&key(b).redshift)),
-            // Objects without a redshift go last either way.
-            Sort::RedshiftDesc => hits.sort_by(|a, b| {
-                let z = |i: &u32| {
-                    Some(key(i).redshift)
-                        .filter(|z| z.is_finite())
-                        .unwrap_or(f32::NEG_INFINITY)
-                };
-                z(b).total_cmp(&z(a))
-            }),
-            Sort::RMag => hits.sort_by(|a, b| key(a).r.total_cmp(&key(b).r)),
-        }
-        let total = hits.len();
-        let page = hits
-            .iter()
-            .skip(self.offset)
-            .take(self.limit)
-            .map(|&i| &index.objects[i as usize].summary)
-            .collect();
-        (page, total, counts)
+        let counts = ClassCounts {
+            galaxy: per_slot[0],
+            star: per_slot[1],
+            qso: per_slot[2],
+            unknown: per_slot[3],
+        };
+        // Pass 2: walk the requested order until the page is full.
+        let accepts = |&i: &u32| {
+            let i = i as usize;
+            filter.accepts(columns.redshift[i], columns.r[i], columns.tag[i])
+        };
+        let pick = |order: &mut dyn Iterator<Item = u32>| -> Vec<&'a ObjectSummary> {
+            order
+                .skip(self.offset)
+                .take(self.limit)
+                .map(|i| &index.objects[i as usize].summary)
+                .collect()
+        };
+        let page = match self.sort {
+            Sort::Id => pick(&mut (0..columns.tag.len() as u32).filter(accepts)),
+            Sort::Redshift => pick(&mut columns.by_redshift.iter().copied().filter(accepts)),
+            Sort::RedshiftDesc => {
+                pick(&mut columns.by_redshift_desc.iter().copied().filter(accepts))
+            }
+            Sort::RMag => pick(&mut columns.by_r.iter().copied().filter(accepts)),
+        };
+        (page, per_slot.iter().sum(), counts)
+    }
+}
+
+/// An [`ObjectQuery`]'s filters in the columns' terms.
+struct Filter {
+    mask: u8,
+    want: u8,
+    z_on: bool,
+    z_lo: f32,
+    z_hi: f32,
+    r_on: bool,
+    r_lo: f32,
+    r_hi: f32,
+}
+
+impl Filter {
+    #[inline]
+    fn accepts(&self, z: f32, r: f32, tag: u8) -> bool {
+        // `&` rather than `&&`: no branches, so the counting loop vectorises.
+        (tag & self.mask == self.want)
+            & (!self.z_on | ((z >= self.z_lo) & (z <= self.z_hi)))
+            & (!self.r_on | ((r >= self.r_lo) & (r <= self.r_hi)))
     }
 }
