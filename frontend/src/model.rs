@@ -1,19 +1,75 @@
-//! PhotoZ in the browser: burn's CPU backend compiled to wasm, weights from the API.
+//! PhotoZ in the browser with burn: on the GPU through WebGPU (burn's wgpu
+//! backend) when the browser offers an adapter, else burn's CPU backend
+//! (ndarray) compiled to wasm. The weights come from the API once per page load
+//! (the browser caches them by content hash).
 
 use burn::backend::NdArray;
+use burn::backend::wgpu::{RuntimeOptions, Wgpu, WgpuDevice, graphics, init_setup_async};
 use burn::prelude::*;
 use cosmicai_model::photoz::PhotoZ;
 use cosmicai_model::weights::Weights;
 use cosmicai_shared::Class;
 use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::{JsCast, JsValue};
 
 type Cpu = NdArray<f32>;
+type Gpu = Wgpu<f32, i32>;
 
-/// The backend the page ran, as shown to the user.
-pub const BACKEND: &str = "burn ndarray (CPU, wasm)";
+/// Which backend the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// WebGPU when there is an adapter, else the CPU.
+    Auto,
+    WebGpu,
+    Cpu,
+}
 
-thread_local! {
-    static MODEL: RefCell<Option<PhotoZ<Cpu>>> = const { RefCell::new(None) };
+impl Choice {
+    pub const ALL: [Choice; 3] = [Choice::Auto, Choice::WebGpu, Choice::Cpu];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Choice::Auto => "auto",
+            Choice::WebGpu => "webgpu",
+            Choice::Cpu => "cpu",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Choice::Auto => "auto (WebGPU if available)",
+            Choice::WebGpu => "WebGPU",
+            Choice::Cpu => "CPU (wasm)",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Choice> {
+        Choice::ALL.into_iter().find(|c| c.key() == key)
+    }
+}
+
+/// The backend a batch ran on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ran {
+    WebGpu,
+    Cpu,
+}
+
+impl Ran {
+    pub fn label(self) -> &'static str {
+        match self {
+            Ran::WebGpu => "burn wgpu (WebGPU)",
+            Ran::Cpu => "burn ndarray (CPU, wasm)",
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Ran::WebGpu => "webgpu",
+            Ran::Cpu => "cpu",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -22,10 +78,96 @@ pub struct BrowserPrediction {
     pub class: Class,
 }
 
-/// Fetches the shipped weights once (the browser caches them by content hash).
-pub async fn ensure_loaded() -> Result<(), String> {
-    if MODEL.with(|m| m.borrow().is_some()) {
-        return Ok(());
+/// One batch: what ran, where, how long (input upload to results read back).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub predictions: Vec<BrowserPrediction>,
+    pub ran: Ran,
+    pub ms: f64,
+    /// The first batch on a backend includes its set-up (WebGPU compiles its shaders then).
+    pub first_on_backend: bool,
+    /// The WebGPU adapter, when the batch ran there.
+    pub adapter: Option<String>,
+    /// Why WebGPU was not used, when it was wanted (auto) but not there.
+    pub fallback: Option<String>,
+}
+
+/// The model on WebGPU and the adapter's description.
+type GpuModel = (Rc<PhotoZ<Gpu>>, String);
+
+#[derive(Default)]
+struct Loaded {
+    weights: Option<Rc<Weights>>,
+    cpu: Option<Rc<PhotoZ<Cpu>>>,
+    cpu_batches: usize,
+    /// `Err` says why WebGPU cannot be used in this browser.
+    gpu: Option<Result<GpuModel, String>>,
+    gpu_batches: usize,
+}
+
+thread_local! {
+    static LOADED: RefCell<Loaded> = RefCell::new(Loaded::default());
+}
+
+/// Predicts redshift and class from ugriz magnitudes on the chosen backend.
+pub async fn run(magnitudes: &[[f32; 5]], choice: Choice) -> Result<Batch, String> {
+    let weights = weights().await?;
+    let gpu = match choice {
+        Choice::Cpu => None,
+        Choice::Auto | Choice::WebGpu => Some(gpu_model(&weights).await),
+    };
+    match gpu {
+        Some(Ok((model, adapter))) => {
+            let (predictions, ms, first) = timed(&model, magnitudes, &WgpuDevice::default(), |l| {
+                &mut l.gpu_batches
+            })
+            .await?;
+            Ok(Batch {
+                predictions,
+                ran: Ran::WebGpu,
+                ms,
+                first_on_backend: first,
+                adapter: Some(adapter),
+                fallback: None,
+            })
+        }
+        Some(Err(why)) if choice == Choice::WebGpu => Err(format!("WebGPU: {why}")),
+        other => {
+            let model = cpu_model(&weights)?;
+            let (predictions, ms, first) = timed(&model, magnitudes, &Default::default(), |l| {
+                &mut l.cpu_batches
+            })
+            .await?;
+            Ok(Batch {
+                predictions,
+                ran: Ran::Cpu,
+                ms,
+                first_on_backend: first,
+                adapter: None,
+                fallback: other.and_then(Result::err),
+            })
+        }
+    }
+}
+
+/// One forward pass, timed; also says whether it was the first on its backend.
+async fn timed<B: Backend>(
+    model: &PhotoZ<B>,
+    magnitudes: &[[f32; 5]],
+    device: &B::Device,
+    batches: fn(&mut Loaded) -> &mut usize,
+) -> Result<(Vec<BrowserPrediction>, f64, bool), String> {
+    let first = LOADED.with(|l| *batches(&mut l.borrow_mut()) == 0);
+    let start = crate::api::now_ms();
+    let predictions = forward(model, magnitudes, device).await?;
+    let ms = crate::api::now_ms() - start;
+    LOADED.with(|l| *batches(&mut l.borrow_mut()) += 1);
+    Ok((predictions, ms, first))
+}
+
+async fn weights() -> Result<Rc<Weights>, String> {
+    if let Some(w) = LOADED.with(|l| l.borrow().weights.clone()) {
+        return Ok(w);
     }
     #[derive(serde::Deserialize)]
     struct Info {
@@ -33,44 +175,121 @@ pub async fn ensure_loaded() -> Result<(), String> {
     }
     let info: Info = crate::api::get("/api/model").await?;
     let bytes = crate::api::bytes(&info.weights_url).await?;
-    let weights = Weights::from_bytes("photoz.safetensors", &bytes).map_err(|e| e.to_string())?;
-    let model =
-        PhotoZ::<Cpu>::from_weights(&weights, &Default::default()).map_err(|e| e.to_string())?;
-    MODEL.with(|m| *m.borrow_mut() = Some(model));
-    Ok(())
+    let weights =
+        Rc::new(Weights::from_bytes("photoz.safetensors", &bytes).map_err(|e| e.to_string())?);
+    LOADED.with(|l| l.borrow_mut().weights = Some(weights.clone()));
+    Ok(weights)
 }
 
-/// Predicts redshift and class from ugriz magnitudes (call [`ensure_loaded`] first).
-pub fn predict(magnitudes: &[[f32; 5]]) -> Result<Vec<BrowserPrediction>, String> {
-    MODEL.with(|m| {
-        let model = m.borrow();
-        let model = model.as_ref().ok_or("the model is not loaded")?;
-        if magnitudes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let device = Default::default();
-        let input = Tensor::<Cpu, 2>::from_data(
-            TensorData::new(magnitudes.as_flattened().to_vec(), [magnitudes.len(), 5]),
-            &device,
-        );
-        let (probability, redshift) = model.predict(input);
-        let p: Vec<f32> = probability
-            .into_data()
-            .to_vec()
-            .map_err(|e| format!("{e:?}"))?;
-        let z: Vec<f32> = redshift
-            .into_data()
-            .to_vec()
-            .map_err(|e| format!("{e:?}"))?;
-        Ok(p.chunks_exact(3)
-            .zip(z)
-            .map(|(p, z)| {
-                let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
-                BrowserPrediction {
-                    redshift: z,
-                    class: Class::from_code(best as u8).unwrap_or(Class::Unknown),
-                }
-            })
-            .collect())
-    })
+fn cpu_model(weights: &Weights) -> Result<Rc<PhotoZ<Cpu>>, String> {
+    if let Some(m) = LOADED.with(|l| l.borrow().cpu.clone()) {
+        return Ok(m);
+    }
+    let model = Rc::new(
+        PhotoZ::<Cpu>::from_weights(weights, &Default::default()).map_err(|e| e.to_string())?,
+    );
+    LOADED.with(|l| l.borrow_mut().cpu = Some(model.clone()));
+    Ok(model)
+}
+
+/// The model on WebGPU, set up once; `Err` (kept) says why WebGPU is not there.
+async fn gpu_model(weights: &Weights) -> Result<GpuModel, String> {
+    if let Some(known) = LOADED.with(|l| l.borrow().gpu.clone()) {
+        return known;
+    }
+    let outcome = async {
+        // Asked first here because burn's own request panics when there is no adapter.
+        let adapter = webgpu_adapter().await?;
+        let device = WgpuDevice::default();
+        init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
+        let model = PhotoZ::<Gpu>::from_weights(weights, &device).map_err(|e| e.to_string())?;
+        Ok((Rc::new(model), adapter))
+    }
+    .await;
+    LOADED.with(|l| l.borrow_mut().gpu = Some(outcome.clone()));
+    outcome
+}
+
+/// `navigator.gpu.requestAdapter()`, described as "vendor architecture (fallback)".
+async fn webgpu_adapter() -> Result<String, String> {
+    let get = |target: &JsValue, key: &str| js_sys::Reflect::get(target, &key.into()).ok();
+    let navigator = web_sys::window()
+        .ok_or("no window")?
+        .navigator()
+        .unchecked_into::<JsValue>();
+    let gpu = get(&navigator, "gpu")
+        .filter(|g| !g.is_undefined() && !g.is_null())
+        .ok_or("this browser has no WebGPU (navigator.gpu is missing)")?;
+    let request = get(&gpu, "requestAdapter")
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .ok_or("navigator.gpu.requestAdapter is missing")?;
+    let promise = request
+        .call0(&gpu)
+        .map_err(|e| format!("requestAdapter failed: {e:?}"))?;
+    let adapter = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise))
+        .await
+        .map_err(|e| format!("requestAdapter failed: {e:?}"))?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return Err("the browser offers no WebGPU adapter".into());
+    }
+    let info = get(&adapter, "info").unwrap_or(JsValue::UNDEFINED);
+    let text = |key: &str| {
+        get(&info, key)
+            .and_then(|v| v.as_string())
+            .filter(|s| !s.is_empty())
+    };
+    let fallback = get(&info, "isFallbackAdapter")
+        .or_else(|| get(&adapter, "isFallbackAdapter"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let mut name: Vec<String> = [text("vendor"), text("architecture"), text("description")]
+        .into_iter()
+        .flatten()
+        .collect();
+    if name.is_empty() {
+        name.push("unnamed adapter".into());
+    }
+    if fallback {
+        name.push("(software fallback)".into());
+    }
+    Ok(name.join(" "))
+}
+
+async fn forward<B: Backend>(
+    model: &PhotoZ<B>,
+    magnitudes: &[[f32; 5]],
+    device: &B::Device,
+) -> Result<Vec<BrowserPrediction>, String> {
+    if magnitudes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let input = Tensor::<B, 2>::from_data(
+        TensorData::new(magnitudes.as_flattened().to_vec(), [magnitudes.len(), 5]),
+        device,
+    );
+    let (probability, redshift) = model.predict(input);
+    // Async reads: a GPU result cannot be waited for synchronously in a browser.
+    let read = |e| format!("reading the result: {e:?}");
+    let p: Vec<f32> = probability
+        .into_data_async()
+        .await
+        .map_err(read)?
+        .to_vec()
+        .map_err(|e| format!("{e:?}"))?;
+    let z: Vec<f32> = redshift
+        .into_data_async()
+        .await
+        .map_err(read)?
+        .to_vec()
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(p.chunks_exact(3)
+        .zip(z)
+        .map(|(p, z)| {
+            let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
+            BrowserPrediction {
+                redshift: z,
+                class: Class::from_code(best as u8).unwrap_or(Class::Unknown),
+            }
+        })
+        .collect())
 }

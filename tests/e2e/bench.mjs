@@ -1,5 +1,6 @@
 // Browser benchmark (figures, not a test): first paint of Explore with 1,000 objects
-// and in-browser inference of 32 objects, in headless Chromium against `cosmicai serve`.
+// and in-browser inference of 32 objects on the CPU (wasm) and WebGPU paths (first batch,
+// which compiles the shaders, and warm batches), in headless Chromium against `cosmicai serve`.
 //   node tests/e2e/bench.mjs          (COSMICAI_BIN, E2E_DATA as for explorer.mjs)
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
@@ -22,26 +23,52 @@ const browser = await chromium.launch({
   args: ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-gpu', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--no-first-run'],
 });
-const figures = { first_paint_1000_ms: [], inference_32_ms: [] };
+const figures = { first_paint_1000_ms: [], inference_32_ms: [], webgpu_first_32_ms: [], webgpu_warm_32_ms: [] };
+// One batch of 32 on a fresh page with `backend`; then `again` more batches on that page.
+const infer = async (page, backend, again) => {
+  await page.goto(`${base}/#/predict?backend=${backend}`);
+  await page.waitForSelector('.timing, .error', { timeout: 120000 });
+  if (await page.locator('.error').count()) return { error: await page.textContent('.error') };
+  const ms = [Number(await page.getAttribute('.timing', 'data-ms'))];
+  const ran = await page.getAttribute('.timing', 'data-backend');
+  for (let i = 1; i <= again; i++) {
+    await page.click('button.again');
+    await page.waitForFunction((n) => document.querySelectorAll('table.batches tr').length === n + 1, i + 1);
+    ms.push(Number(await page.getAttribute('.timing', 'data-ms')));
+  }
+  return { ms, ran, text: await page.textContent('.timing') };
+};
 for (let run = 0; run < 5; run++) {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  let page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const t0 = Date.now();
   await page.goto(`${base}/#/?per_page=1000`);
   await page.waitForFunction(() => document.querySelectorAll('.card').length === 1000, null, { timeout: 60000 });
   await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())));
   figures.first_paint_1000_ms.push(Date.now() - t0);
-  await page.goto(`${base}/#/predict`);
-  await page.waitForSelector('.timing', { timeout: 60000 });
-  const text = await page.textContent('.timing');
-  figures.inference_32_ms.push(Number(text.match(/([\d.]+) ms/)[1]));
-  const gpu = await page.evaluate(async () => !!(navigator.gpu && await navigator.gpu.requestAdapter()));
-  figures.webgpu_adapter = gpu;
+  await page.close();
+  page = await browser.newPage();
+  const cpu = await infer(page, 'cpu', 0);
+  figures.inference_32_ms.push(cpu.ms[0]);
+  await page.close();
+  page = await browser.newPage();
+  const gpu = await infer(page, 'webgpu', 3);
+  if (gpu.error) {
+    figures.webgpu = gpu.error;
+  } else {
+    figures.webgpu = gpu.text;
+    figures.webgpu_first_32_ms.push(gpu.ms[0]);
+    figures.webgpu_warm_32_ms.push(...gpu.ms.slice(1));
+  }
   await page.close();
 }
-const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const median = (v) => v.length ? [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] : null;
+const round = (v) => v.map((x) => Math.round(x * 10) / 10);
 console.log(JSON.stringify({
   first_paint_1000_ms_median: median(figures.first_paint_1000_ms), first_paint_1000_ms: figures.first_paint_1000_ms,
-  inference_32_ms_median: median(figures.inference_32_ms), inference_32_ms: figures.inference_32_ms,
-  backend: 'burn ndarray (CPU, wasm)', webgpu_adapter_present: figures.webgpu_adapter,
+  cpu_backend: 'burn ndarray (CPU, wasm)',
+  inference_32_ms_median: median(figures.inference_32_ms), inference_32_ms: round(figures.inference_32_ms),
+  webgpu_first_batch_32_ms_median: median(figures.webgpu_first_32_ms), webgpu_first_batch_32_ms: round(figures.webgpu_first_32_ms),
+  webgpu_warm_32_ms_median: median(figures.webgpu_warm_32_ms), webgpu_warm_32_ms: round(figures.webgpu_warm_32_ms),
+  webgpu: figures.webgpu,
 }));
 await browser.close();

@@ -100,6 +100,48 @@ try {
     await page.screenshot({ path: join(shots, 'predict.png'), fullPage: true });
   });
 
+  // The same 32 galaxies on each backend: WebGPU (Chromium's adapter; SwiftShader when
+  // headless) must agree with the CPU path, and both say which backend ran.
+  const predictOn = async (backend) => {
+    await page.goto(`${base}/#/predict?backend=${backend}`);
+    await page.reload(); // a fresh page: the backend is read from the link at start
+    await page.waitForSelector('.timing, .error', { timeout: 120000 });
+    assert.equal(await page.locator('.error').count(), 0, await page.locator('.error').first().textContent().catch(() => ''));
+    const ran = await page.getAttribute('.timing', 'data-backend');
+    const zs = (await page.locator('td.zpred').allTextContents()).map(Number);
+    return { ran, zs, text: await page.textContent('.timing') };
+  };
+  await step('in-browser inference on WebGPU agrees with the CPU path', async () => {
+    const cpu = await predictOn('cpu');
+    assert.equal(cpu.ran, 'cpu');
+    const gpu = await predictOn('webgpu');
+    assert.equal(gpu.ran, 'webgpu', gpu.text);
+    assert.match(gpu.text, /WebGPU/);
+    assert.equal(gpu.zs.length, 32);
+    assert.deepEqual(gpu.zs.length, cpu.zs.length);
+    const worst = Math.max(...gpu.zs.map((z, i) => Math.abs(z - cpu.zs[i])));
+    assert.ok(worst <= 2e-4, `WebGPU and CPU differ by ${worst}`);
+    await page.click('button.again');
+    await page.waitForFunction(() => document.querySelectorAll('table.batches tr').length === 3);
+    assert.equal(await page.getAttribute('.timing', 'data-first'), 'false');
+    console.log(`(${cpu.text}; ${gpu.text})`);
+    await page.screenshot({ path: join(shots, 'predict-webgpu.png'), fullPage: true });
+  });
+
+  await step('without WebGPU, auto falls back to the CPU and says why', async () => {
+    const plain = await browser.newPage();
+    // A browser without WebGPU: navigator.gpu removed before the app starts.
+    await plain.addInitScript(() => { Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }); });
+    await plain.goto(`${base}/#/predict?backend=auto`);
+    await plain.waitForSelector('.timing', { timeout: 60000 });
+    assert.equal(await plain.getAttribute('.timing', 'data-backend'), 'cpu');
+    assert.match(await plain.textContent('.fallback'), /no WebGPU/);
+    await plain.selectOption('select.backend', 'webgpu');
+    await plain.waitForSelector('.error');
+    assert.match(await plain.textContent('.error'), /WebGPU/);
+    await plain.close();
+  });
+
   await step('a local run with world size 2 completes to a scatter plot', async () => {
     await page.goto(base + '/#/runs');
     await page.fill('input[name=world_size]', '2');

@@ -111,10 +111,10 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
         }
     });
     let browser = LocalResource::new(move || async move {
-        crate::model::ensure_loaded().await?;
-        let start = crate::api::now_ms();
-        let p = crate::model::predict(&[m])?;
-        Ok::<_, String>((p[0].clone(), crate::api::now_ms() - start))
+        // One object: the CPU path (setting up WebGPU would cost more than it saves).
+        let batch = crate::model::run(&[m], crate::model::Choice::Cpu).await?;
+        let p = batch.predictions.first().cloned().ok_or("no prediction")?;
+        Ok::<_, String>((p, batch.ran, batch.ms))
     });
     let server = detail.predictions.first().cloned();
     let o = detail.object.clone();
@@ -156,8 +156,8 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
             {move || match browser.get() {
                 None => view! { <tr><td>"browser"</td><td colspan="2">"running…"</td></tr> }.into_any(),
                 Some(Err(e)) => view! { <tr><td>"browser"</td><td colspan="2" class="error">{e}</td></tr> }.into_any(),
-                Some(Ok((p, ms))) => view! {
-                    <tr class="browser"><td>{format!("browser ({}, {ms:.1} ms)", crate::model::BACKEND)}</td><td>{format!("{:.4}", p.redshift)}</td><td>{p.class.name()}</td></tr>
+                Some(Ok((p, ran, ms))) => view! {
+                    <tr class="browser"><td>{format!("browser ({}, {ms:.1} ms)", ran.label())}</td><td>{format!("{:.4}", p.redshift)}</td><td>{p.class.name()}</td></tr>
                 }.into_any(),
             }}
         </table>

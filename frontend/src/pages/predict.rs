@@ -3,14 +3,31 @@
 use super::ErrorMessage;
 use crate::Selection;
 use crate::charts::DensityScatter;
+use crate::model::{Choice, Ran};
 use cosmicai_shared::api::{ObjectPage, ObjectSummary};
 use leptos::prelude::*;
+
+/// `#/predict?backend=webgpu|cpu|auto` picks the backend from a link (the benchmark uses it).
+fn initial_choice() -> Choice {
+    let hash = web_sys::window()
+        .and_then(|w| w.location().hash().ok())
+        .unwrap_or_default();
+    hash.split_once("backend=")
+        .and_then(|(_, v)| Choice::from_key(v.split('&').next()?))
+        .unwrap_or(Choice::Auto)
+}
 
 #[component]
 pub fn PredictPage() -> impl IntoView {
     let selection = use_context::<Selection>().expect("selection context").0;
+    let choice = RwSignal::new(initial_choice());
+    // Bumped by "run again": the same selection, timed again (warm).
+    let again = RwSignal::new(0u32);
+    let history = RwSignal::new(Vec::<(Ran, usize, f64, bool)>::new());
     let outcome = LocalResource::new(move || {
         let chosen = selection.get();
+        let choice = choice.get();
+        again.track();
         async move {
             let objects: Vec<ObjectSummary> = if chosen.is_empty() {
                 // Nothing picked on Explore: these 32 labelled galaxies.
@@ -22,30 +39,48 @@ pub fn PredictPage() -> impl IntoView {
             } else {
                 chosen
             };
-            crate::model::ensure_loaded().await?;
             let magnitudes: Vec<[f32; 5]> = objects.iter().map(|o| o.magnitudes).collect();
-            let start = crate::api::now_ms();
-            let predictions = crate::model::predict(&magnitudes)?;
-            let ms = crate::api::now_ms() - start;
-            Ok::<_, String>((objects, predictions, ms))
+            let batch = crate::model::run(&magnitudes, choice).await?;
+            history
+                .update(|h| h.push((batch.ran, objects.len(), batch.ms, batch.first_on_backend)));
+            Ok::<_, String>((objects, batch))
         }
     });
     view! {
         <h2>"Predict in the browser"</h2>
-        <p>"PhotoZ (the shipped weights) runs here, in WebAssembly, on the objects picked on Explore (or 32 real galaxies)."</p>
+        <p>"PhotoZ (the shipped weights) runs here with burn, on the GPU through WebGPU when the browser offers it, else on the CPU in WebAssembly, on the objects picked on Explore (or 32 real galaxies)."</p>
+        <div class="backend-choice">
+            <label>"backend "
+                <select class="backend" on:change=move |ev| {
+                    if let Some(c) = Choice::from_key(&event_target_value(&ev)) { choice.set(c) }
+                }>
+                    {Choice::ALL.into_iter().map(|c| view! {
+                        <option value=c.key() selected=move || choice.get() == c>{c.label()}</option>
+                    }).collect_view()}
+                </select>
+            </label>
+            <button class="again" on:click=move |_| again.update(|n| *n += 1)>"run again"</button>
+        </div>
         {move || match outcome.get() {
             None => view! { <p class="loading">"Loading the model and predicting…"</p> }.into_any(),
             Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
-            Some(Ok((objects, predictions, ms))) => {
-                let points: Vec<(f32, f32)> = objects.iter().zip(&predictions).filter_map(|(o, p)| o.redshift.map(|z| (z, p.redshift))).collect();
+            Some(Ok((objects, batch))) => {
+                let predictions = &batch.predictions;
+                let points: Vec<(f32, f32)> = objects.iter().zip(predictions).filter_map(|(o, p)| o.redshift.map(|z| (z, p.redshift))).collect();
+                let where_ = match &batch.adapter {
+                    Some(a) => format!("{} on {a}", batch.ran.label()),
+                    None => batch.ran.label().to_string(),
+                };
+                let first = if batch.first_on_backend { " (first batch on this backend: includes its set-up)" } else { "" };
                 view! {
-                    <p class="timing" data-objects=objects.len()>
-                        {format!("{} objects in one batch on {}: {ms:.1} ms", objects.len(), crate::model::BACKEND)}
+                    <p class="timing" data-objects=objects.len() data-backend=batch.ran.key() data-ms=batch.ms data-first=batch.first_on_backend.to_string()>
+                        {format!("{} objects in one batch on {where_}: {:.1} ms{first}", objects.len(), batch.ms)}
                     </p>
+                    {batch.fallback.clone().map(|why| view! { <p class="fallback">"Ran on the CPU: WebGPU is not available (" {why} ")."</p> })}
                     <DensityScatter points=points />
                     <table class="predictions">
                         <tr><th>"object"</th><th>"class"</th><th>"predicted class"</th><th>"spectroscopic z"</th><th>"predicted z"</th></tr>
-                        {objects.iter().zip(&predictions).map(|(o, p)| view! {
+                        {objects.iter().zip(predictions).map(|(o, p)| view! {
                             <tr>
                                 <td><a href=format!("#/object/{}", o.id)>{o.id}</a></td>
                                 <td>{o.class.name()}</td>
@@ -58,5 +93,12 @@ pub fn PredictPage() -> impl IntoView {
                 }.into_any()
             }
         }}
+        <h3>"Batches on this page"</h3>
+        <table class="batches">
+            <tr><th>"#"</th><th>"backend"</th><th>"objects"</th><th>"latency"</th><th></th></tr>
+            {move || history.get().into_iter().enumerate().map(|(i, (ran, n, ms, first))| view! {
+                <tr><td>{i + 1}</td><td>{ran.label()}</td><td>{n}</td><td>{format!("{ms:.1} ms")}</td><td>{if first { "first on this backend" } else { "" }}</td></tr>
+            }).collect_view()}
+        </table>
     }
 }
