@@ -127,6 +127,77 @@ fn train_writes_weights_and_a_card_deterministically() {
 }
 
 #[test]
+fn the_image_branch_trains_on_synthetic_cutouts_and_still_runs_on_magnitudes() {
+    use std::io::{BufRead, BufReader, Write};
+    // The first 300 DR14 objects and one epoch: convolution gradients are slow in a
+    // debug build, so this checks the plumbing; the accuracy figures come from release runs.
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("dr14-300.csv");
+    let gz = std::fs::File::open(asset("catalogs/skyserver_dr14.csv.gz")).unwrap();
+    let mut out = std::fs::File::create(&small).unwrap();
+    for line in BufReader::new(flate2::read::GzDecoder::new(gz))
+        .lines()
+        .take(301)
+    {
+        writeln!(out, "{}", line.unwrap()).unwrap();
+    }
+    drop(out);
+    let small = small.display().to_string();
+    let dir = tmp.path().join("model");
+    let train = |extra: &[&str]| {
+        let out = dir.join(extra.len().to_string()).display().to_string();
+        let args = [
+            &[
+                "train",
+                "--catalog",
+                &small,
+                "--out",
+                &out,
+                "--epochs",
+                "1",
+                "--width",
+                "32",
+                "--json",
+            ],
+            extra,
+        ]
+        .concat();
+        (
+            ok_json(&args),
+            std::fs::read(Path::new(&out).join("photoz.safetensors")).unwrap(),
+        )
+    };
+    let (plain, plain_weights) = train(&[]);
+    let (card, weights) = train(&["--synthetic-cutouts"]);
+    assert!(plain.get("cutouts").is_none());
+    let cutouts = &card["cutouts"];
+    assert!(
+        cutouts["source"].as_str().unwrap().starts_with("synthetic"),
+        "{cutouts}"
+    );
+    assert_eq!(cutouts["side"], 32);
+    assert_eq!(
+        cutouts["train"].as_u64().unwrap() + cutouts["validation"].as_u64().unwrap(),
+        300
+    );
+    for key in [
+        "validation_class_accuracy_with_synthetic_cutouts",
+        "validation_class_accuracy_magnitudes_only",
+    ] {
+        let a = cutouts[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{key} = {a}");
+    }
+    // The image branch is in the weights (and only there).
+    let has_branch = |w: &[u8]| w.windows(11).any(|s| s == b"cutout.join");
+    assert!(has_branch(&weights) && !has_branch(&plain_weights));
+    // Real-label metrics stay magnitudes-only, and eval runs the weights on magnitudes.
+    assert!(card["validation"]["dr14-300.csv"]["class_accuracy"].is_number());
+    let model = dir.join("1/photoz.safetensors").display().to_string();
+    let report = ok_json(&["eval", "--catalog", &small, "--model", &model, "--json"]);
+    assert_eq!(report["objects"], 300);
+}
+
+#[test]
 fn eval_errors_name_the_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let csv = tmp.path().join("noclass.csv");

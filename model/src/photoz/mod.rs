@@ -7,7 +7,10 @@
 //! Redshifts are learned as ln(1 + z), so an error means the same thing at z = 0.05
 //! and at z = 3. The feature scaling is part of the weights.
 
+pub mod cutout;
 pub mod train;
+
+use cutout::CutoutEncoder;
 
 use crate::weights::{Weights, WeightsError};
 use burn::module::Param;
@@ -29,6 +32,9 @@ pub struct PhotoZConfig {
     pub layers: usize,
     #[config(default = 0.1)]
     pub dropout: f64,
+    /// With the image branch ([`CutoutEncoder`]).
+    #[config(default = false)]
+    pub cutout: bool,
 }
 
 #[derive(Module, Debug)]
@@ -38,6 +44,8 @@ pub struct PhotoZ<B: Backend> {
     pub feature_std: Param<Tensor<B, 1>>,
     pub hidden: Vec<Linear<B>>,
     pub dropout: Dropout,
+    /// The optional image branch, added into the first hidden layer.
+    pub cutout: Option<CutoutEncoder<B>>,
     /// Class logits (3) then ln(1+z) for each class (3).
     pub out: Linear<B>,
 }
@@ -64,6 +72,7 @@ impl PhotoZConfig {
                 .set_require_grad(false),
             hidden,
             dropout: DropoutConfig::new(self.dropout).init(),
+            cutout: self.cutout.then(|| CutoutEncoder::new(self.width, device)),
             out: LinearConfig::new(self.width, 2 * CLASSES).init(device),
         }
     }
@@ -78,10 +87,28 @@ pub fn features<B: Backend>(magnitudes: Tensor<B, 2>) -> Tensor<B, 2> {
 
 impl<B: Backend> PhotoZ<B> {
     pub fn forward(&self, magnitudes: Tensor<B, 2>) -> PhotoZOutput<B> {
+        self.forward_with(magnitudes, None)
+    }
+
+    /// With cutouts: `images` `[N, 5, H, W]` and `mask` `[N, 1]` (1 where the object
+    /// has a cutout to use, 0 where not). A model without the image branch ignores them.
+    pub fn forward_with(
+        &self,
+        magnitudes: Tensor<B, 2>,
+        cutouts: Option<(Tensor<B, 4>, Tensor<B, 2>)>,
+    ) -> PhotoZOutput<B> {
         let mut x = (features(magnitudes) - self.feature_mean.val().unsqueeze())
             / self.feature_std.val().unsqueeze();
+        let mut image = match (&self.cutout, cutouts) {
+            (Some(branch), Some((images, mask))) => Some(branch.forward(images) * mask),
+            _ => None,
+        };
         for layer in &self.hidden {
-            x = self.dropout.forward(Gelu::new().forward(layer.forward(x)));
+            let mut h = layer.forward(x);
+            if let Some(im) = image.take() {
+                h = h + im;
+            }
+            x = self.dropout.forward(Gelu::new().forward(h));
         }
         let out = self.out.forward(x);
         let n = out.dims()[0];
@@ -93,7 +120,16 @@ impl<B: Backend> PhotoZ<B> {
 
     /// Class probabilities `[N, 3]` and the redshift `[N]` of the most probable class.
     pub fn predict(&self, magnitudes: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        let out = self.forward(magnitudes);
+        self.predict_with(magnitudes, None)
+    }
+
+    /// [`PhotoZ::predict`] with cutouts (see [`PhotoZ::forward_with`]).
+    pub fn predict_with(
+        &self,
+        magnitudes: Tensor<B, 2>,
+        cutouts: Option<(Tensor<B, 4>, Tensor<B, 2>)>,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let out = self.forward_with(magnitudes, cutouts);
         let n = out.class_logits.dims()[0];
         let best = out.class_logits.clone().argmax(1); // [N, 1]
         let z = out.log1p_z.gather(1, best).reshape([n]).exp() - 1.0;
@@ -131,6 +167,24 @@ impl<B: Backend> PhotoZ<B> {
                 put(format!("{prefix}.bias"), bias.val().into_data())?;
             }
         }
+        if let Some(branch) = &self.cutout {
+            for (i, conv) in branch.conv.iter().enumerate() {
+                put(
+                    format!("cutout.conv.{i}.weight"),
+                    conv.weight.val().into_data(),
+                )?;
+                if let Some(bias) = &conv.bias {
+                    put(format!("cutout.conv.{i}.bias"), bias.val().into_data())?;
+                }
+            }
+            put(
+                "cutout.join.weight".into(),
+                branch.join.weight.val().into_data(),
+            )?;
+            if let Some(bias) = &branch.join.bias {
+                put("cutout.join.bias".into(), bias.val().into_data())?;
+            }
+        }
         let views: Vec<(String, TensorView)> = named
             .iter()
             .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
@@ -162,6 +216,7 @@ impl<B: Backend> PhotoZ<B> {
             .with_width(width)
             .with_layers(layers)
             .with_dropout(0.0)
+            .with_cutout(weights.contains("cutout.join.weight"))
             .init::<B>(device);
         let linear = |name: &str, mut l: Linear<B>| -> Result<Linear<B>, WeightsError> {
             let dims = l.weight.shape().dims::<2>();
@@ -181,6 +236,16 @@ impl<B: Backend> PhotoZ<B> {
             .map(|(i, l)| linear(&format!("hidden.{i}"), l))
             .collect::<Result<_, _>>()?;
         model.out = linear("out", model.out)?;
+        if let Some(mut branch) = model.cutout.take() {
+            branch.conv = branch
+                .conv
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| weights.conv2d(&format!("cutout.conv.{i}"), c))
+                .collect::<Result<_, _>>()?;
+            branch.join = linear("cutout.join", branch.join)?;
+            model.cutout = Some(branch);
+        }
         model.feature_mean =
             Param::from_tensor(weights.tensor("feature_mean", [FEATURES], device)?)
                 .set_require_grad(false);

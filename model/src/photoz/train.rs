@@ -8,12 +8,14 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-/// Labelled objects: magnitudes, class code (0 GALAXY, 1 STAR, 2 QSO), redshift.
+/// Labelled objects: magnitudes, class code (0 GALAXY, 1 STAR, 2 QSO), redshift,
+/// and optionally a `[5, CROP, CROP]` cutout for every object (flattened, in order).
 #[derive(Debug, Clone, Default)]
 pub struct Examples {
     pub magnitudes: Vec<[f32; 5]>,
     pub class: Vec<u8>,
     pub redshift: Vec<f32>,
+    pub cutouts: Option<Vec<f32>>,
 }
 
 impl Examples {
@@ -51,6 +53,10 @@ pub struct TrainConfig {
     pub patience: usize,
     #[config(default = 42)]
     pub seed: u64,
+    /// With cutouts: the chance a training example shows its image, so the model
+    /// also learns to work on magnitudes alone.
+    #[config(default = 0.5)]
+    pub cutout_keep: f64,
 }
 
 /// One epoch's figures.
@@ -60,6 +66,9 @@ pub struct EpochReport {
     pub train_loss: f32,
     pub valid_loss: f32,
     pub valid_class_accuracy: f32,
+    /// The same objects shown their cutouts (synthetic ones in `cosmicai train`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_class_accuracy_with_cutouts: Option<f32>,
     pub learning_rate: f64,
 }
 
@@ -101,6 +110,11 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     fn shuffle(&mut self, items: &mut [u32]) {
         for i in (1..items.len()).rev() {
             items.swap(i, (self.next() % (i as u64 + 1)) as usize);
@@ -113,6 +127,8 @@ struct Batch<B: Backend> {
     magnitudes: Tensor<B, 2>,
     class: Tensor<B, 1, Int>,
     log1p_z: Tensor<B, 1>,
+    /// Cutouts and the `[N, 1]` mask of those shown to the model.
+    cutouts: Option<(Tensor<B, 4>, Tensor<B, 2>)>,
 }
 
 fn tensors<B: Backend>(examples: &Examples, device: &B::Device) -> Batch<B> {
@@ -124,15 +140,22 @@ fn tensors<B: Backend>(examples: &Examples, device: &B::Device) -> Batch<B> {
         .iter()
         .map(|&z| z.max(-0.99).ln_1p())
         .collect();
+    let side = crate::crop::CROP;
     Batch {
         magnitudes: Tensor::from_data(TensorData::new(mags, [n, 5]), device),
         class: Tensor::from_data(TensorData::new(class, [n]), device),
         log1p_z: Tensor::from_data(TensorData::new(t, [n]), device),
+        cutouts: examples.cutouts.as_ref().map(|c| {
+            (
+                Tensor::from_data(TensorData::new(c.clone(), [n, 5, side, side]), device),
+                Tensor::ones([n, 1], device),
+            )
+        }),
     }
 }
 
 fn loss<B: Backend>(model: &PhotoZ<B>, batch: &Batch<B>, redshift_weight: f32) -> Tensor<B, 1> {
-    let out = model.forward(batch.magnitudes.clone());
+    let out = model.forward_with(batch.magnitudes.clone(), batch.cutouts.clone());
     let n = batch.class.dims()[0];
     let ce = CrossEntropyLossConfig::new()
         .init(&out.class_logits.device())
@@ -171,7 +194,10 @@ pub fn train<B: AutodiffBackend>(
     B::seed(device, config.seed);
     let mut rng = SplitMix(config.seed);
     let all = tensors::<B>(train, device);
-    let valid_batch = tensors::<B::InnerBackend>(valid, device);
+    let mut valid_batch = tensors::<B::InnerBackend>(valid, device);
+    // Early stopping looks at magnitudes alone (real objects mostly have no cutout);
+    // the cutouts give a second accuracy figure.
+    let valid_cutouts = valid_batch.cutouts.take();
 
     let mut model: PhotoZ<B> = config.model.init(device);
     let (mean, std) = feature_scaling(all.magnitudes.clone().inner());
@@ -201,10 +227,21 @@ pub fn train<B: AutodiffBackend>(
                 ),
                 device,
             );
+            let cutouts = all.cutouts.as_ref().map(|(images, _)| {
+                let keep: Vec<f32> = chunk
+                    .iter()
+                    .map(|_| f32::from(rng.unit() < config.cutout_keep))
+                    .collect();
+                (
+                    images.clone().select(0, index.clone()),
+                    Tensor::from_data(TensorData::new(keep, [chunk.len(), 1]), device),
+                )
+            });
             let batch = Batch {
                 magnitudes: all.magnitudes.clone().select(0, index.clone()),
                 class: all.class.clone().select(0, index.clone()),
                 log1p_z: all.log1p_z.clone().select(0, index),
+                cutouts,
             };
             let l = loss(&model, &batch, config.redshift_weight);
             train_loss += l.clone().into_scalar().elem::<f32>() * chunk.len() as f32;
@@ -217,22 +254,28 @@ pub fn train<B: AutodiffBackend>(
         let valid_loss = loss(&inference, &valid_batch, config.redshift_weight)
             .into_scalar()
             .elem::<f32>();
-        let predicted = inference
-            .forward(valid_batch.magnitudes.clone())
-            .class_logits
-            .argmax(1)
-            .reshape([valid.len()]);
-        let correct = predicted
-            .equal(valid_batch.class.clone())
-            .int()
-            .sum()
-            .into_scalar()
-            .elem::<i64>();
+        let accuracy = |cutouts| {
+            let predicted = inference
+                .forward_with(valid_batch.magnitudes.clone(), cutouts)
+                .class_logits
+                .argmax(1)
+                .reshape([valid.len()]);
+            let correct = predicted
+                .equal(valid_batch.class.clone())
+                .int()
+                .sum()
+                .into_scalar()
+                .elem::<i64>();
+            correct as f32 / valid.len().max(1) as f32
+        };
+        let valid_class_accuracy = accuracy(None);
+        let with_cutouts = valid_cutouts.clone().map(|c| accuracy(Some(c)));
         let report = EpochReport {
             epoch,
             train_loss: train_loss / n as f32,
             valid_loss,
-            valid_class_accuracy: correct as f32 / valid.len().max(1) as f32,
+            valid_class_accuracy,
+            valid_class_accuracy_with_cutouts: with_cutouts,
             learning_rate: lr,
         };
         on_epoch(&report);
