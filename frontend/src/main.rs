@@ -25,6 +25,16 @@ fn current_route() -> String {
         .to_string()
 }
 
+/// The value of `name` in the route's query (`#/page?name=value&…`), for links that set a view up.
+pub fn hash_param(name: &str) -> Option<String> {
+    let route = current_route();
+    let (_, query) = route.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
 pub fn navigate(to: &str) {
     if let Some(w) = web_sys::window() {
         let _ = w.location().set_hash(to);

@@ -118,51 +118,47 @@ pub async fn run(magnitudes: &[[f32; 5]], choice: Choice) -> Result<Batch, Strin
     };
     match gpu {
         Some(Ok((model, adapter))) => {
-            let (predictions, ms, first) = timed(&model, magnitudes, &WgpuDevice::default(), |l| {
-                &mut l.gpu_batches
-            })
-            .await?;
-            Ok(Batch {
-                predictions,
-                ran: Ran::WebGpu,
-                ms,
-                first_on_backend: first,
-                adapter: Some(adapter),
-                fallback: None,
-            })
+            let device = WgpuDevice::default();
+            let mut batch = timed(&model, magnitudes, &device, Ran::WebGpu).await?;
+            batch.adapter = Some(adapter);
+            Ok(batch)
         }
         Some(Err(why)) if choice == Choice::WebGpu => Err(format!("WebGPU: {why}")),
         other => {
             let model = cpu_model(&weights)?;
-            let (predictions, ms, first) = timed(&model, magnitudes, &Default::default(), |l| {
-                &mut l.cpu_batches
-            })
-            .await?;
-            Ok(Batch {
-                predictions,
-                ran: Ran::Cpu,
-                ms,
-                first_on_backend: first,
-                adapter: None,
-                fallback: other.and_then(Result::err),
-            })
+            let mut batch = timed(&model, magnitudes, &Default::default(), Ran::Cpu).await?;
+            batch.fallback = other.and_then(Result::err);
+            Ok(batch)
         }
     }
 }
 
-/// One forward pass, timed; also says whether it was the first on its backend.
+/// One forward pass on the backend `ran`, timed, counted per backend.
 async fn timed<B: Backend>(
     model: &PhotoZ<B>,
     magnitudes: &[[f32; 5]],
     device: &B::Device,
-    batches: fn(&mut Loaded) -> &mut usize,
-) -> Result<(Vec<BrowserPrediction>, f64, bool), String> {
-    let first = LOADED.with(|l| *batches(&mut l.borrow_mut()) == 0);
+    ran: Ran,
+) -> Result<Batch, String> {
+    fn batches(l: &mut Loaded, ran: Ran) -> &mut usize {
+        match ran {
+            Ran::WebGpu => &mut l.gpu_batches,
+            Ran::Cpu => &mut l.cpu_batches,
+        }
+    }
+    let first = LOADED.with(|l| *batches(&mut l.borrow_mut(), ran) == 0);
     let start = crate::api::now_ms();
     let predictions = forward(model, magnitudes, device).await?;
     let ms = crate::api::now_ms() - start;
-    LOADED.with(|l| *batches(&mut l.borrow_mut()) += 1);
-    Ok((predictions, ms, first))
+    LOADED.with(|l| *batches(&mut l.borrow_mut(), ran) += 1);
+    Ok(Batch {
+        predictions,
+        ran,
+        ms,
+        first_on_backend: first,
+        adapter: None,
+        fallback: None,
+    })
 }
 
 async fn weights() -> Result<Rc<Weights>, String> {

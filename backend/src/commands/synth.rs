@@ -45,6 +45,17 @@ pub struct SynthArgs {
     pub json: bool,
 }
 
+/// Renders `rows` (object numbers `first..`) into `out`, `[5, size, size]` each, on every core.
+pub fn render_rows(renderer: &Renderer, first: usize, rows: &[ObjectRow], out: &mut [f32]) {
+    let per_object = 5 * renderer.size() * renderer.size();
+    out.par_chunks_mut(per_object)
+        .zip(rows)
+        .enumerate()
+        .for_each_init(Scratch::default, |scratch, (k, (cutout, row))| {
+            renderer.render((first + k) as u64, row, scratch, cutout)
+        });
+}
+
 /// Objects rendered between writes: enough to keep every core busy.
 const CHUNK: usize = 4096;
 
@@ -98,13 +109,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         let rows: Vec<ObjectRow> = (first..first + n)
             .map(|i| draw(&catalog, i, args.objects.is_some(), args.seed))
             .collect();
-        pixels[..n * per_object]
-            .par_chunks_mut(per_object)
-            .zip(&rows)
-            .enumerate()
-            .for_each_init(Scratch::default, |scratch, (k, (out, row))| {
-                renderer.render((first + k) as u64, row, scratch, out)
-            });
+        render_rows(&renderer, first, &rows, &mut pixels[..n * per_object]);
         for (k, row) in rows.iter().enumerate() {
             let image = &pixels[k * per_object..(k + 1) * per_object];
             sink.push(*row, &source, Some((image, args.size, args.size)))?;

@@ -70,18 +70,11 @@ struct CutoutUse {
 /// `[5, CROP, CROP]` synthetic cutouts of `rows`, in order; each marked synthetic in the card.
 fn render_cutouts(rows: &[ObjectRow], seed: u64) -> Vec<f32> {
     use cosmicai_engine::imagery::calibrate::Calibration;
-    use cosmicai_engine::imagery::synth::{Renderer, Scratch};
-    use rayon::prelude::*;
+    use cosmicai_engine::imagery::synth::Renderer;
     let side = cosmicai_model::crop::CROP;
     let renderer = Renderer::new(&Calibration::bundled(), side, seed);
-    let pixels = 5 * side * side;
-    let mut out = vec![0.0; rows.len() * pixels];
-    out.par_chunks_mut(pixels)
-        .zip(rows.par_iter())
-        .enumerate()
-        .for_each_init(Scratch::default, |scratch, (i, (cutout, row))| {
-            renderer.render(i as u64, row, scratch, cutout)
-        });
+    let mut out = vec![0.0; rows.len() * 5 * side * side];
+    super::synth::render_rows(&renderer, 0, rows, &mut out);
     out
 }
 

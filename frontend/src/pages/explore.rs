@@ -114,11 +114,8 @@ pub fn ExplorePage() -> impl IntoView {
 }
 
 fn initial_page_size() -> usize {
-    let hash = web_sys::window()
-        .and_then(|w| w.location().hash().ok())
-        .unwrap_or_default();
-    hash.split_once("per_page=")
-        .and_then(|(_, n)| n.split('&').next()?.parse().ok())
+    crate::hash_param("per_page")
+        .and_then(|n| n.parse().ok())
         .filter(|n| (1..=1000).contains(n))
         .unwrap_or(60)
 }

@@ -9,11 +9,8 @@ use leptos::prelude::*;
 
 /// `#/predict?backend=webgpu|cpu|auto` picks the backend from a link (the benchmark uses it).
 fn initial_choice() -> Choice {
-    let hash = web_sys::window()
-        .and_then(|w| w.location().hash().ok())
-        .unwrap_or_default();
-    hash.split_once("backend=")
-        .and_then(|(_, v)| Choice::from_key(v.split('&').next()?))
+    crate::hash_param("backend")
+        .and_then(|v| Choice::from_key(&v))
         .unwrap_or(Choice::Auto)
 }
 
