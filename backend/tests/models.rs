@@ -195,6 +195,70 @@ fn the_image_branch_trains_on_synthetic_cutouts_and_still_runs_on_magnitudes() {
     let model = dir.join("1/photoz.safetensors").display().to_string();
     let report = ok_json(&["eval", "--catalog", &small, "--model", &model, "--json"]);
     assert_eq!(report["objects"], 300);
+
+    // A run over partitions with cutouts: the image branch reads them; the plain model does not.
+    let data = tmp.path().join("synth").display().to_string();
+    ok_json(&[
+        "synth",
+        "--catalog",
+        &small,
+        "--objects",
+        "40",
+        "--size",
+        "48",
+        "--seed",
+        "3",
+        "--objects-per-file",
+        "20",
+        "--out",
+        &data,
+        "--json",
+    ]);
+    let run = |weights: &str, result_path: &str| {
+        let model = format!("photoz:{weights}");
+        let args = [
+            "run",
+            "--data",
+            &data,
+            "--world-size",
+            "2",
+            "--batch-size",
+            "16",
+            "--model",
+            &model,
+            "--result-path",
+            result_path,
+            "--json",
+        ];
+        let out = cosmicai(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        common::last_json_line(&out)
+    };
+    let with_branch = run(&model, "results/branch");
+    let plain = run(
+        &dir.join("0/photoz.safetensors").display().to_string(),
+        "results/plain",
+    );
+    assert_eq!(
+        (with_branch["objects"].as_u64(), plain["objects"].as_u64()),
+        (Some(40), Some(40))
+    );
+    let used = with_branch["objects_with_cutouts"].as_u64().unwrap();
+    assert!(used > 0 && used <= 40, "{with_branch}");
+    assert_eq!(plain["objects_with_cutouts"], 0);
+    // Per-rank results say the same, in CAI's layout.
+    let ranks: u64 = (0..2)
+        .map(|r| {
+            let f = Path::new(&data).join(format!("results/branch/{r}.json"));
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+            v["objects_with_cutouts"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(ranks, used);
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! Running PhotoZ over catalog objects in batches.
+//! Running PhotoZ over catalog objects in batches, with their cutouts when the
+//! model has an image branch and the objects have images.
 
 use burn::prelude::*;
+use cosmicai_model::crop::CROP;
 use cosmicai_model::photoz::PhotoZ;
 use cosmicai_shared::Class;
 use serde::Serialize;
@@ -14,25 +16,121 @@ pub struct Prediction {
     pub redshift: f32,
 }
 
-/// Predictions for `magnitudes`, `batch_size` objects at a time.
+/// The cutouts of the objects being predicted, in the same order:
+/// `[N, 5, height, width]` flattened, NaN where a pixel lies outside its frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Cutouts<'a> {
+    pub pixels: &'a [f32],
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Cutouts<'_> {
+    fn values_per_object(&self) -> usize {
+        5 * self.height * self.width
+    }
+
+    /// Whether object `i` has a pixel inside the centre crop the model reads
+    /// (a cutout off its frame is all NaN: that object goes on magnitudes alone).
+    fn usable(&self, i: usize) -> bool {
+        let (top, left) = ((self.height - CROP) / 2, (self.width - CROP) / 2);
+        let object = &self.pixels[i * self.values_per_object()..(i + 1) * self.values_per_object()];
+        object
+            .chunks_exact(self.height * self.width)
+            .flat_map(|band| band.chunks_exact(self.width).skip(top).take(CROP))
+            .any(|row| row[left..left + CROP].iter().any(|p| p.is_finite()))
+    }
+}
+
+/// Predictions and how many objects the image branch saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Predicted {
+    pub predictions: Vec<Prediction>,
+    pub with_cutouts: usize,
+}
+
+/// Predictions for `magnitudes` alone, `batch_size` objects at a time.
 pub fn predict_photoz<B: Backend>(
     model: &PhotoZ<B>,
     magnitudes: &[[f32; 5]],
     batch_size: usize,
     device: &B::Device,
 ) -> Vec<Prediction> {
-    let mut out = Vec::with_capacity(magnitudes.len());
-    for chunk in magnitudes.chunks(batch_size.max(1)) {
+    run(model, magnitudes, None, batch_size, device).predictions
+}
+
+/// Predictions for `magnitudes` and, if any, their `cutouts`. The cutouts are
+/// used when the model has an image branch; objects whose cutout is empty get
+/// the magnitudes-only answer. Errors name what is wrong with the cutouts.
+pub fn predict_photoz_with<B: Backend>(
+    model: &PhotoZ<B>,
+    magnitudes: &[[f32; 5]],
+    cutouts: Option<Cutouts>,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<Predicted, String> {
+    let Some(cutouts) = cutouts.filter(|_| model.cutout.is_some()) else {
+        return Ok(run(model, magnitudes, None, batch_size, device));
+    };
+    if cutouts.height < CROP || cutouts.width < CROP {
+        return Err(format!(
+            "cutouts are {}x{} pixels; the model's image branch reads the centre {CROP}x{CROP}",
+            cutouts.height, cutouts.width
+        ));
+    }
+    if cutouts.pixels.len() != magnitudes.len() * cutouts.values_per_object() {
+        return Err(format!(
+            "{} cutout values for {} objects of 5x{}x{}",
+            cutouts.pixels.len(),
+            magnitudes.len(),
+            cutouts.height,
+            cutouts.width
+        ));
+    }
+    Ok(run(model, magnitudes, Some(cutouts), batch_size, device))
+}
+
+fn run<B: Backend>(
+    model: &PhotoZ<B>,
+    magnitudes: &[[f32; 5]],
+    cutouts: Option<Cutouts>,
+    batch_size: usize,
+    device: &B::Device,
+) -> Predicted {
+    let mut out = Predicted {
+        predictions: Vec::with_capacity(magnitudes.len()),
+        with_cutouts: 0,
+    };
+    let batch_size = batch_size.max(1);
+    for (b, chunk) in magnitudes.chunks(batch_size).enumerate() {
+        let n = chunk.len();
         let input = Tensor::from_data(
-            TensorData::new(chunk.as_flattened().to_vec(), [chunk.len(), 5]),
+            TensorData::new(chunk.as_flattened().to_vec(), [n, 5]),
             device,
         );
-        let (probability, redshift) = model.predict(input);
+        let images = cutouts.and_then(|c| {
+            let first = b * batch_size;
+            let mask: Vec<f32> = (first..first + n)
+                .map(|i| if c.usable(i) { 1.0 } else { 0.0 })
+                .collect();
+            let used = mask.iter().filter(|&&m| m > 0.0).count();
+            if used == 0 {
+                return None; // Nothing to look at: skip the branch's cost.
+            }
+            out.with_cutouts += used;
+            let per = c.values_per_object();
+            let pixels = c.pixels[first * per..(first + n) * per].to_vec();
+            Some((
+                Tensor::from_data(TensorData::new(pixels, [n, 5, c.height, c.width]), device),
+                Tensor::from_data(TensorData::new(mask, [n, 1]), device),
+            ))
+        });
+        let (probability, redshift) = model.predict_with(input, images);
         let probability: Vec<f32> = probability.into_data().to_vec().unwrap_or_default();
         let redshift: Vec<f32> = redshift.into_data().to_vec().unwrap_or_default();
         for (p, &z) in probability.chunks_exact(3).zip(&redshift) {
             let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
-            out.push(Prediction {
+            out.predictions.push(Prediction {
                 class: Class::from_code(best as u8).unwrap_or(Class::Unknown),
                 class_probability: [p[0], p[1], p[2]],
                 redshift: z,

@@ -156,6 +156,9 @@ pub struct RankResult {
     /// The partitions this rank read.
     pub data_path: Vec<String>,
     pub objects: usize,
+    /// Objects whose cutout the model's image branch read (0 for a magnitudes-only model).
+    #[serde(default)]
+    pub objects_with_cutouts: usize,
     pub system: SystemInfo,
 }
 

@@ -474,7 +474,7 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
     if json {
         let line = json!({
             "run_id": s.run_id, "status": s.status, "ranks": s.ranks, "failed_ranks": s.failed_ranks,
-            "objects": s.objects, "duration_s": s.duration_s, "samples_per_s": s.samples_per_s,
+            "objects": s.objects, "objects_with_cutouts": s.objects_with_cutouts, "duration_s": s.duration_s, "samples_per_s": s.samples_per_s,
             "cost_usd": s.cost_usd, "result_path": s.result_path, "metrics": s.metrics, "per_rank": s.per_rank,
         });
         return crate::output::emit(&format!("{line}\n"));
@@ -491,6 +491,13 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
         s.duration_s,
         s.samples_per_s
     );
+    if s.objects_with_cutouts > 0 {
+        crate::line!(
+            out,
+            "  the model's image branch read the cutouts of {} objects; the rest went on magnitudes alone",
+            s.objects_with_cutouts
+        );
+    }
     crate::line!(
         out,
         "  rank  attempts  duration_s  init_s  cpu_s  peak_MB  objects  error"

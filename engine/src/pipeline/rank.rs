@@ -2,7 +2,7 @@
 
 use super::{Payload, PipelineError, predictions_key, rank_key};
 use crate::partition::PartitionFile;
-use crate::predict::{Prediction, predict_photoz};
+use crate::predict::{Cutouts, Prediction, predict_photoz_with};
 use crate::store::ObjectStore;
 use burn::prelude::*;
 use cosmicai_model::photoz::PhotoZ;
@@ -45,7 +45,7 @@ pub fn infer_rank<B: Backend>(
         ))
     })?;
     let mut out = RankPredictions::default();
-    let (mut batches, mut bits, mut seconds) = (0usize, 0u64, 0f64);
+    let (mut batches, mut bits, mut seconds, mut with_cutouts) = (0usize, 0u64, 0f64, 0usize);
     for key in keys {
         // Remote objects are copied to a temporary file so partitions are always memory-mapped.
         let temp;
@@ -61,24 +61,36 @@ pub fn infer_rank<B: Backend>(
         };
         let file = PartitionFile::open(&path)?;
         let catalog = file.catalog();
+        // Pixels are read only for a model that looks at them.
+        let image_size = file.image_size().filter(|_| model.cutout.is_some());
         for start in (0..file.len()).step_by(request.batch_size) {
             let end = (start + request.batch_size).min(file.len());
             let t = Instant::now();
-            let predicted = predict_photoz(
+            let pixels = image_size
+                .map(|_| file.images(start..end))
+                .unwrap_or_default();
+            let predicted = predict_photoz_with(
                 model,
                 &catalog.magnitudes[start..end],
+                image_size.map(|(height, width)| Cutouts {
+                    pixels: &pixels,
+                    height,
+                    width,
+                }),
                 request.batch_size,
                 device,
-            );
+            )
+            .map_err(|e| PipelineError::Other(format!("{key}: {e}")))?;
             seconds += t.elapsed().as_secs_f64();
             batches += 1;
-            bits += (end - start) as u64 * 5 * 32;
+            bits += (end - start) as u64 * 5 * 32 + pixels.len() as u64 * 32;
+            with_cutouts += predicted.with_cutouts;
             out.object_id
                 .extend_from_slice(&catalog.object_id[start..end]);
             out.redshift
                 .extend_from_slice(&catalog.redshift[start..end]);
             out.class.extend_from_slice(&catalog.class[start..end]);
-            out.predicted.extend(predicted);
+            out.predicted.extend(predicted.predictions);
             on_event(RankEvent::Objects(out.object_id.len()));
         }
     }
@@ -101,6 +113,7 @@ pub fn infer_rank<B: Backend>(
         result_path: request.result_path.clone(),
         data_path: keys.clone(),
         objects,
+        objects_with_cutouts: with_cutouts,
         system,
     };
     store.put(

@@ -17,6 +17,9 @@ pub struct RunSummary {
     pub ranks: usize,
     pub failed_ranks: Vec<usize>,
     pub objects: usize,
+    /// Objects the model's image branch saw (0 for a magnitudes-only model).
+    #[serde(default)]
+    pub objects_with_cutouts: usize,
     pub duration_s: f64,
     pub samples_per_s: f64,
     pub cost_usd: f64,
@@ -98,6 +101,7 @@ pub fn summarize(
         ranks: request.world_size,
         failed_ranks,
         objects,
+        objects_with_cutouts: results.iter().map(|r| r.objects_with_cutouts).sum(),
         duration_s,
         samples_per_s: objects as f64 / duration_s.max(1e-9),
         cost_usd: cost.total_usd,
