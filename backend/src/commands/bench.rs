@@ -143,8 +143,13 @@ pub struct InferArgs {
     /// CPU threads (sets the rayon pool before any work starts).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    #[arg(long, value_enum, default_value_t = InferBackend::Flex)]
+    /// The CPU default is the fastest measured here (see the README).
+    #[arg(long, value_enum, default_value_t = InferBackend::Ndarray)]
     pub backend: InferBackend,
+    /// AstroMAE: objects per slice of a batch, slices run in parallel (0: the whole
+    /// batch in one forward, as a GPU wants it).
+    #[arg(long, default_value_t = 16)]
+    pub slice: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -154,6 +159,7 @@ struct InferFigures {
     model: ModelName,
     backend: InferBackend,
     batch_size: usize,
+    slice: usize,
     threads: usize,
     samples: usize,
     seconds: f64,
@@ -291,6 +297,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         model: args.model,
         backend: args.backend,
         batch_size: args.batch_size,
+        slice: args.slice,
         threads: args.threads,
         samples,
         seconds,
@@ -302,10 +309,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
         serde_json::to_string(&figures)?
     } else {
         format!(
-            "{:?} on {:?}, batch {}, {} threads: {:.1} samples/s ({} in {:.2} s; first batch {:.2} s), peak RSS {:.0} MB",
+            "{:?} on {:?}, batch {} (slices of {}), {} threads: {:.1} samples/s ({} in {:.2} s; first batch {:.2} s), peak RSS {:.0} MB",
             figures.model,
             figures.backend,
             figures.batch_size,
+            figures.slice,
             figures.threads,
             figures.samples_per_s,
             figures.samples,
@@ -328,12 +336,14 @@ fn time<B: Backend>(args: &InferArgs) -> Result<(f64, f64, usize)> {
             let model = AstroMaeConfig::new().init::<B>(&device);
             let images =
                 Tensor::<B, 4>::random([b, 5, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+            let slice = args.slice;
             Box::new(move || {
-                model
-                    .forward(images.clone(), magnitudes.clone())
-                    .into_data()
-                    .to_vec()
-                    .unwrap_or_default()
+                let z = if slice == 0 {
+                    model.forward(images.clone(), magnitudes.clone())
+                } else {
+                    model.forward_sliced(images.clone(), magnitudes.clone(), slice)
+                };
+                z.into_data().to_vec().unwrap_or_default()
             })
         }
         ModelName::Photoz => {

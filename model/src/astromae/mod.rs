@@ -140,4 +140,77 @@ impl<B: Backend> AstroMae<B> {
         self.head
             .forward(Tensor::cat(vec![vit, inception, magnitudes], 1))
     }
+
+    /// [`AstroMae::forward`] of a large batch, `slice` objects at a time, the slices
+    /// spread over rayon's threads; the same redshifts. On a CPU this is about 3x
+    /// faster for a batch of 512 (see the README): a slice's activations (65 tokens
+    /// x 768 per object in the ViT's MLP) stay in cache, and whole slices run in
+    /// parallel where single operations on a large batch parallelise poorly.
+    #[cfg(feature = "parallel")]
+    pub fn forward_sliced(
+        &self,
+        images: Tensor<B, 4>,
+        magnitudes: Tensor<B, 2>,
+        slice: usize,
+    ) -> Tensor<B, 2>
+    where
+        Self: Sync,
+    {
+        use rayon::prelude::*;
+        let n = images.dims()[0];
+        let slice = slice.max(1);
+        if slice >= n {
+            return self.forward(images, magnitudes);
+        }
+        let slices: Vec<_> = (0..n)
+            .step_by(slice)
+            .map(|start| {
+                let end = (start + slice).min(n);
+                (
+                    images.clone().narrow(0, start, end - start),
+                    magnitudes.clone().narrow(0, start, end - start),
+                )
+            })
+            .collect();
+        let out: Vec<Tensor<B, 2>> = slices
+            .into_par_iter()
+            .map(|(images, magnitudes)| self.forward(images, magnitudes))
+            .collect();
+        Tensor::cat(out, 0)
+    }
+}
+
+#[cfg(all(test, feature = "parallel"))]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn a_sliced_batch_gives_the_redshifts_of_the_whole_batch() {
+        type B = NdArray<f32>;
+        let device = Default::default();
+        let config = AstroMaeConfig::new().with_depth(1);
+        let model = config.init::<B>(&device);
+        let images =
+            Tensor::<B, 4>::random([11, 5, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let magnitudes = Tensor::<B, 2>::random([11, 5], Distribution::Normal(18.0, 1.0), &device);
+        let whole: Vec<f32> = model
+            .forward(images.clone(), magnitudes.clone())
+            .into_data()
+            .to_vec()
+            .unwrap();
+        // 4 + 4 + 3: the last slice is short.
+        let sliced: Vec<f32> = model
+            .forward_sliced(images, magnitudes, 4)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(whole.len(), 11);
+        let spread = whole.iter().fold(0f32, |m, z| m.max((z - whole[0]).abs()));
+        assert!(spread > 0.0, "objects should differ: {whole:?}");
+        for (a, b) in whole.iter().zip(&sliced) {
+            assert!((a - b).abs() < 1e-5, "{whole:?} vs {sliced:?}");
+        }
+    }
 }
