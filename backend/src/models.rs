@@ -9,6 +9,11 @@ pub use cosmicai_engine::shipped::SHIPPED_PHOTOZ;
 /// The CPU backend for inference.
 pub type Cpu = burn::backend::NdArray<f32>;
 
+/// The backend `cosmicai train` runs burn's autodiff on: burn-flex. Measured on this
+/// 2-core machine: the shipped configuration trains in 39 s (ndarray: 55 s) and the
+/// image branch's convolution gradients are about 7x faster (see the README).
+pub type Train = burn::backend::Autodiff<burn::backend::Flex>;
+
 /// The CUDA backend, when built with `--features cuda`.
 #[cfg(feature = "cuda")]
 pub type Gpu = burn::backend::Cuda<f32>;

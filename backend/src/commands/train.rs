@@ -1,8 +1,7 @@
 //! `cosmicai train`: train PhotoZ on real catalogs and write weights plus a model card.
 
-use crate::models::Cpu;
+use crate::models::Train;
 use anyhow::{Result, bail};
-use burn::backend::Autodiff;
 use clap::Args;
 use cosmicai_engine::catalog::{Catalog, read_catalogs};
 use cosmicai_engine::metrics::{Evaluation, evaluate};
@@ -93,6 +92,8 @@ struct ModelCard {
     weights: &'static str,
     weights_bytes: usize,
     config: TrainConfig,
+    /// burn backend the weights were trained on (same seed and backend, same bytes).
+    trained_on: &'static str,
     data: Vec<DataUse>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cutouts: Option<CutoutUse>,
@@ -170,7 +171,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .progress_chars("=> "),
     );
     let device = Default::default();
-    let trained = train::<Autodiff<Cpu>>(&config, &train_set, &valid_set, &device, |r| {
+    let trained = train::<Train>(&config, &train_set, &valid_set, &device, |r| {
         bar.set_message(format!(
             "loss {:.4} val {:.4} acc {:.3}",
             r.train_loss, r.valid_loss, r.valid_class_accuracy
@@ -220,6 +221,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         weights: "photoz.safetensors",
         weights_bytes: bytes.len(),
         config,
+        trained_on: "burn 0.21 autodiff on flex (CPU)",
         data,
         cutouts,
         split: "validation = objects whose id (hash of RA/Dec rounded to 1e-6 deg) is divisible by 5",
