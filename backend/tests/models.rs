@@ -334,4 +334,25 @@ fn bench_infer_prints_figures() {
         assert!(figures["samples_per_s"].as_f64().unwrap() > 0.0);
         assert!(figures["peak_rss_mb"].as_f64().unwrap() > 0.0);
     }
+    // Full-size AstroMAE with random weights, a batch of 6 in slices of 4 (the last one short).
+    let figures = ok_json(&[
+        "bench",
+        "infer",
+        "--model",
+        "astromae",
+        "--batch-size",
+        "6",
+        "--samples",
+        "6",
+        "--threads",
+        "2",
+        "--slice",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(
+        (figures["samples"].as_u64(), figures["slice"].as_u64()),
+        (Some(6), Some(4))
+    );
+    assert_eq!(figures["backend"], "ndarray");
 }

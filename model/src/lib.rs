@@ -7,11 +7,13 @@
 //!   so users of CAI can bring theirs.
 //! - [`photoz`]: PhotoZ, our own multi-task model: class and redshift from the
 //!   five magnitudes, small enough for the browser; and its training loop.
-//! - [`crop`]: the centre crop every image model applies to 64x64 cutouts.
+//! - [`crop`]: the centre crop every image model applies to 64x64 cutouts;
+//!   [`conv`]: convolution as one matrix product, much faster on the CPU backends.
 //!
 //! Model code is apart from training and inference drivers (as in burn's examples).
 
 pub mod astromae;
+pub mod conv;
 pub mod crop;
 pub mod photoz;
 pub mod weights;

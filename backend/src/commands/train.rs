@@ -43,6 +43,11 @@ pub struct TrainArgs {
     pub width: usize,
     #[arg(long, default_value_t = 3)]
     pub layers: usize,
+    /// Weight of the redshift loss against the class loss.
+    #[arg(long, default_value_t = 2.0)]
+    pub redshift_weight: f32,
+    #[arg(long, default_value_t = 2e-3)]
+    pub learning_rate: f64,
     /// Also train the image branch, on synthetic 32x32 cutouts rendered for every
     /// labelled object (the renderer with the bundled calibration). Real-label metrics
     /// stay magnitudes-only; the image figures are on synthetic cutouts and say so.
@@ -162,7 +167,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     )
     .with_epochs(args.epochs as usize)
     .with_seed(args.seed)
-    .with_batch_size(args.batch_size);
+    .with_batch_size(args.batch_size)
+    .with_redshift_weight(args.redshift_weight)
+    .with_learning_rate(args.learning_rate);
     let bar = ProgressBar::new(args.epochs as u64);
     bar.set_style(
         ProgressStyle::with_template(

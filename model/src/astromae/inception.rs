@@ -2,6 +2,7 @@
 //! average pooling between pairs, then 192 -> 1096 -> 1096.
 
 use super::TwoLayer;
+use crate::conv::conv2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
@@ -26,7 +27,7 @@ impl<B: Backend> ConvBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        Relu::new().forward(self.norm.forward(self.conv.forward(x)))
+        Relu::new().forward(self.norm.forward(conv2d(&self.conv, x)))
     }
 }
 
@@ -117,7 +118,7 @@ impl InceptionBranchConfig {
 
 impl<B: Backend> InceptionBranch<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = self.pool.forward(self.stem.forward(images));
+        let mut x = self.pool.forward(conv2d(&self.stem, images));
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
             if i % 2 == 1 {

@@ -129,7 +129,7 @@ impl VitEncoderConfig {
 impl<B: Backend> VitEncoder<B> {
     /// `[N, 5, 32, 32]` -> pooled features `[N, dim]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let patches = self.patch_embed.forward(images); // [N, D, 8, 8]
+        let patches = crate::conv::conv2d(&self.patch_embed, images); // [N, D, 8, 8]
         let [n, dim, _, _] = patches.dims();
         let patches = patches.flatten::<3>(2, 3).swap_dims(1, 2); // [N, 64, D]
         let cls = self.cls_token.val().expand([n, 1, dim]);
