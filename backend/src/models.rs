@@ -13,6 +13,8 @@ pub type Cpu = burn::backend::NdArray<f32>;
 /// 2-core machine: the shipped configuration trains in 39 s (ndarray: 55 s) and the
 /// image branch's convolution gradients are about 7x faster (see the README).
 pub type Train = burn::backend::Autodiff<burn::backend::Flex>;
+/// [`Train`] in words, for model cards.
+pub const TRAIN_BACKEND: &str = "burn 0.21 autodiff on flex (CPU)";
 
 /// The CUDA backend, when built with `--features cuda`.
 #[cfg(feature = "cuda")]

@@ -15,8 +15,8 @@ use burn::tensor::ops::PadMode;
 /// (Inception's convolutions) and for a stride equal to the kernel without padding
 /// (ViT's patch embedding); any other convolution goes to `conv.forward`.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [c_out, c_in, kh, kw] = conv.weight.dims();
-    let [n, _, h, w] = x.dims();
+    let [_, _, kh, kw] = conv.weight.dims();
+    let [_, _, h, w] = x.dims();
     let pad = match conv.padding {
         PaddingConfig2d::Valid => Some((0, 0)),
         PaddingConfig2d::Same if kh % 2 == 1 && kw % 2 == 1 => Some((kh / 2, kw / 2)),
@@ -25,57 +25,74 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         }
         _ => None,
     };
-    let patches = conv.stride == [kh, kw] && pad == Some((0, 0)) && h % kh == 0 && w % kw == 0;
-    if patches && conv.dilation == [1, 1] && conv.groups == 1 {
-        return patch_embedding(conv, x);
+    let simple = conv.dilation == [1, 1] && conv.groups == 1;
+    match pad {
+        Some((0, 0)) if simple && conv.stride == [kh, kw] && h % kh == 0 && w % kw == 0 => {
+            let (rows, cols) = (h / kh, w / kw);
+            apply_kernel(conv, patch_columns(x, kh, kw), rows, cols)
+        }
+        Some((ph, pw)) if simple && conv.stride == [1, 1] => {
+            let (h_out, w_out) = (h + 2 * ph + 1 - kh, w + 2 * pw + 1 - kw);
+            apply_kernel(conv, window_columns(x, kh, kw, ph, pw), h_out, w_out)
+        }
+        _ => conv.forward(x),
     }
-    let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
-    let Some((ph, pw)) = pad.filter(|_| plain) else {
-        return conv.forward(x);
+}
+
+/// `[N, C*kh*kw, H'*W']`: every stride-1 window of the (zero-padded) input as a column.
+fn window_columns<B: Backend>(
+    x: Tensor<B, 4>,
+    kh: usize,
+    kw: usize,
+    ph: usize,
+    pw: usize,
+) -> Tensor<B, 3> {
+    let [n, c, h, w] = x.dims();
+    if (kh, kw, ph, pw) == (1, 1, 0, 0) {
+        return x.reshape([n, c, h * w]);
+    }
+    let x = if ph + pw > 0 {
+        x.pad([(ph, ph), (pw, pw)], PadMode::Constant(0.0))
+    } else {
+        x
     };
     let (h_out, w_out) = (h + 2 * ph + 1 - kh, w + 2 * pw + 1 - kw);
-    let columns = if (kh, kw, ph, pw) == (1, 1, 0, 0) {
-        x.reshape([n, c_in, h * w])
-    } else {
-        let x = if ph + pw > 0 {
-            x.pad([(ph, ph), (pw, pw)], PadMode::Constant(0.0))
-        } else {
-            x
-        };
-        // [N, C, kh*kw, H', W'], window offsets in the kernel's (row, column) order.
-        let shifted = (0..kh)
-            .flat_map(|dy| (0..kw).map(move |dx| (dy, dx)))
-            .map(|(dy, dx)| {
-                x.clone()
-                    .slice([0..n, 0..c_in, dy..dy + h_out, dx..dx + w_out])
-            })
-            .collect();
-        Tensor::stack::<5>(shifted, 2).reshape([n, c_in * kh * kw, h_out * w_out])
-    };
+    // [N, C, kh*kw, H', W'], window offsets in the kernel's (row, column) order.
+    let shifted = (0..kh)
+        .flat_map(|dy| (0..kw).map(move |dx| (dy, dx)))
+        .map(|(dy, dx)| {
+            x.clone()
+                .slice([0..n, 0..c, dy..dy + h_out, dx..dx + w_out])
+        })
+        .collect();
+    Tensor::stack::<5>(shifted, 2).reshape([n, c * kh * kw, h_out * w_out])
+}
+
+/// The columns of a convolution whose stride is its kernel: each output pixel reads
+/// its own patch, so they are the input rearranged, without copies of overlapping windows.
+fn patch_columns<B: Backend>(x: Tensor<B, 4>, kh: usize, kw: usize) -> Tensor<B, 3> {
+    let [n, c, h, w] = x.dims();
+    let (rows, cols) = (h / kh, w / kw);
+    x.reshape([n, c, rows, kh, cols, kw])
+        .permute([0, 1, 3, 5, 2, 4]) // [N, C, y, x, row, col]
+        .reshape([n, c * kh * kw, rows * cols])
+}
+
+/// The kernel `[O, C*kh*kw]` times the columns, plus the bias: `[N, O, h_out, w_out]`.
+fn apply_kernel<B: Backend>(
+    conv: &Conv2d<B>,
+    columns: Tensor<B, 3>,
+    h_out: usize,
+    w_out: usize,
+) -> Tensor<B, 4> {
+    let [c_out, c_in, kh, kw] = conv.weight.dims();
+    let n = columns.dims()[0];
     let kernel = conv.weight.val().reshape([1, c_out, c_in * kh * kw]);
     let mut y = kernel.matmul(columns); // [N, O, H'*W']
     if let Some(bias) = &conv.bias {
         y = y + bias.val().reshape([1, c_out, 1]);
     }
     y.reshape([n, c_out, h_out, w_out])
-}
-
-/// A convolution whose stride is its kernel: each output pixel reads its own patch,
-/// so the columns are the input rearranged, without copies of overlapping windows.
-fn patch_embedding<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [c_out, c_in, kh, kw] = conv.weight.dims();
-    let [n, _, h, w] = x.dims();
-    let (rows, cols) = (h / kh, w / kw);
-    let columns = x
-        .reshape([n, c_in, rows, kh, cols, kw])
-        .permute([0, 1, 3, 5, 2, 4]) // [N, C, y, x, row, col]
-        .reshape([n, c_in * kh * kw, rows * cols]);
-    let kernel = conv.weight.val().reshape([1, c_out, c_in * kh * kw]);
-    let mut y = kernel.matmul(columns);
-    if let Some(bias) = &conv.bias {
-        y = y + bias.val().reshape([1, c_out, 1]);
-    }
-    y.reshape([n, c_out, rows, cols])
 }
 
 #[cfg(test)]

@@ -228,7 +228,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         weights: "photoz.safetensors",
         weights_bytes: bytes.len(),
         config,
-        trained_on: "burn 0.21 autodiff on flex (CPU)",
+        trained_on: crate::models::TRAIN_BACKEND,
         data,
         cutouts,
         split: "validation = objects whose id (hash of RA/Dec rounded to 1e-6 deg) is divisible by 5",
