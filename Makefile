@@ -59,6 +59,7 @@ test: setup
 	# The CUDA backend must keep compiling without a CUDA toolkit (it loads the driver at run time),
 	# and the OpenBLAS build without OpenBLAS installed (only linking needs it).
 	cargo check -p cosmicai-backend --features cuda,openblas
+	cargo check -p cosmicai-lambda --features cuda
 	# The shared types and display code go to the browser: they must build for wasm.
 	cargo check -p cosmicai-shared --target wasm32-unknown-unknown
 	# The explorer is tested in a browser (make e2e), not natively. The AWS tests need

@@ -61,6 +61,9 @@ enum Command {
     Worker(commands::worker::WorkerArgs),
     /// Serve the HTTP API and the explorer (fills a new data directory from the bundled data).
     Serve(server::ServeArgs),
+    /// Bring a model in: `model import` reads a CAI AstroMAE checkpoint (.pt).
+    #[command(subcommand)]
+    Model(commands::model::ModelCommand),
     /// Benchmarks that print figures (inference throughput, memory).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(args),
         Command::Serve(args) => server::run(args),
         Command::Bench(command) => commands::bench::run(command),
+        Command::Model(command) => commands::model::run(command),
         Command::Run(args) => commands::run::run(args),
         Command::Runs(args) => commands::runs::run(args),
         Command::Sweep(args) => commands::sweep::run(args),

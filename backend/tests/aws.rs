@@ -645,3 +645,108 @@ fn the_handler_stages_called_directly() {
     let e = handle(&settings, StageEvent::Infer(other)).unwrap_err();
     assert!(e.message.contains("belongs to run direct"), "{}", e.message);
 }
+
+#[test]
+fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
+    let Some(bin) = venv_bin() else { return };
+    let stack = start_stack(&bin);
+    let store = s3(&stack);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cai");
+    common::astromae_partitions(&data, true);
+    upload_dir(&store, &data, "cai");
+    // CAI's checkpoint as CAI ships it (a pickled DataParallel module), in the bucket.
+    store
+        .put(
+            "models/astromae.pt",
+            &std::fs::read(common::astromae_fixture("astromae_module.pt")).unwrap(),
+        )
+        .unwrap();
+    let settings = S3Settings {
+        region: Some("us-east-1".into()),
+        endpoint: Some(stack.endpoint.clone()),
+        static_credentials: Some(("test".into(), "test".into())),
+    };
+    let request = RunRequest {
+        bucket: BUCKET.into(),
+        data_prefix: "cai".into(),
+        file_limit: None,
+        batch_size: 3,
+        world_size: 2,
+        result_path: "results/cai".into(),
+        device: Device::Cpu,
+        memory_mb: 1024,
+        model: "astromae:models/astromae.pt".into(),
+        retries: 0,
+        tolerated_failure_percentage: 100.0,
+    };
+    handle(
+        &settings,
+        StageEvent::Initialize {
+            run_id: "cai".into(),
+            request: request.clone(),
+        },
+    )
+    .unwrap();
+    for rank in 0..2 {
+        let item = RankItem {
+            run_id: "cai".into(),
+            bucket: BUCKET.into(),
+            result_path: "results/cai".into(),
+            rank,
+            device: Device::Cpu,
+        };
+        let m = handle(&settings, StageEvent::Infer(item)).unwrap();
+        assert_eq!(m["objects"], 2, "{m}");
+        assert!(m["init_duration_s"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    let summary = handle(
+        &settings,
+        StageEvent::Summarize(SummarizeEvent {
+            run_id: "cai".into(),
+            bucket: BUCKET.into(),
+            result_path: "results/cai".into(),
+            started: None,
+            initialize_s: 0.1,
+            map_error: None,
+        }),
+    )
+    .unwrap();
+    assert_eq!(summary["status"], "succeeded", "{summary}");
+    let expected = common::astromae_expected();
+    let mut seen = 0;
+    for rank in 0..2 {
+        let bytes = store
+            .get(&format!("results/cai/predictions/{rank}.safetensors"))
+            .unwrap();
+        let p = cosmicai_engine::pipeline::read_predictions(&bytes).unwrap();
+        for (id, q) in p.object_id.iter().zip(&p.predicted) {
+            let want = expected[(*id - 1) as usize];
+            assert!(
+                (q.redshift - want).abs() <= 1e-4,
+                "object {id}: {} vs {want}",
+                q.redshift
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 4);
+    let combined: Value =
+        serde_json::from_slice(&store.get("results/cai/combined_data.json").unwrap()).unwrap();
+    assert_eq!(combined.as_array().unwrap().len(), 2);
+
+    // Weights that are not in the bucket: refused at Initialize, before any rank.
+    let mut missing = request.clone();
+    missing.model = "astromae:models/none.pt".into();
+    missing.result_path = "results/none".into();
+    let e = handle(
+        &settings,
+        StageEvent::Initialize {
+            run_id: "none".into(),
+            request: missing,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, "InvalidRequest");
+    assert!(e.message.contains("models/none.pt"), "{}", e.message);
+}

@@ -8,8 +8,10 @@
 //!    provenance and, optionally, 5-band images). Its reader validates every field.
 //! 3. [`dataset`] is a directory of partitions: listing them in order and
 //!    re-splitting them by size or object count, as CAI's experiments do.
+//!    [`cai`] reads CAI's own `.pt` data partitions into partitions.
 //! 4. [`inspect`] summarises a partition or a dataset.
-//! 5. [`predict`] runs a model over objects; [`metrics`] scores the predictions
+//! 5. [`redshift_model`] loads the model a run names (PhotoZ or a CAI user's
+//!    AstroMAE checkpoint); [`predict`] runs it over objects; [`metrics`] scores the predictions
 //!    against spectroscopic labels; [`split`] fixes which objects validate.
 //!
 //!    [`shipped`] holds the PhotoZ weights every binary carries.
@@ -21,6 +23,7 @@
 //!    through an [`store::ObjectStore`]; [`executor`] runs each rank as its own
 //!    process and measures it like Lambda; [`cost`] prices the run at AWS rates.
 
+pub mod cai;
 pub mod catalog;
 pub mod cost;
 pub mod dataset;
@@ -31,6 +34,7 @@ pub mod metrics;
 pub mod partition;
 pub mod pipeline;
 pub mod predict;
+pub mod redshift_model;
 pub mod shipped;
 pub mod size;
 pub mod split;

@@ -35,11 +35,7 @@ pub fn evaluate(rows: &[ObjectRow], predictions: &[Prediction]) -> Evaluation {
         galaxy: of_class(Some(Class::Galaxy)),
         qso: of_class(Some(Class::Qso)),
         all: of_class(None),
-        class_accuracy: if labelled > 0 {
-            correct as f64 / labelled as f64
-        } else {
-            f64::NAN
-        },
+        class_accuracy: (labelled > 0).then(|| correct as f64 / labelled as f64),
         confusion,
     }
 }

@@ -1,7 +1,9 @@
-//! Running PhotoZ over catalog objects in batches, with their cutouts when the
-//! model has an image branch and the objects have images.
+//! Running the models over catalog objects in batches: PhotoZ, with their
+//! cutouts when the model has an image branch and the objects have images, and
+//! AstroMAE, which always reads the cutouts.
 
 use burn::prelude::*;
+use cosmicai_model::astromae::AstroMae;
 use cosmicai_model::crop::CROP;
 use cosmicai_model::photoz::PhotoZ;
 use cosmicai_shared::Class;
@@ -10,10 +12,22 @@ use serde::Serialize;
 /// What the model says about one object.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Prediction {
+    /// `Unknown` for a model that predicts no class (AstroMAE).
     pub class: Class,
-    /// Probability of GALAXY, STAR, QSO.
+    /// Probability of GALAXY, STAR, QSO (NaN for a model that predicts no class).
     pub class_probability: [f32; 3],
     pub redshift: f32,
+}
+
+impl Prediction {
+    /// A redshift without a class.
+    pub fn redshift_only(redshift: f32) -> Self {
+        Prediction {
+            class: Class::Unknown,
+            class_probability: [f32::NAN; 3],
+            redshift,
+        }
+    }
 }
 
 /// The cutouts of the objects being predicted, in the same order:
@@ -88,6 +102,69 @@ pub fn predict_photoz_with<B: Backend>(
         ));
     }
     Ok(run(model, magnitudes, Some(cutouts), batch_size, device))
+}
+
+/// AstroMAE's redshifts for `magnitudes` and their `cutouts` (at least 32x32; the
+/// model reads the centre 32x32, as CAI crops). Pixels outside an object's frame
+/// (NaN) read as 0, the level of the sky-subtracted background; an object counts
+/// in `with_cutouts` when its centre crop has a pixel on the frame. `slice` runs
+/// each batch in parallel slices of that many objects (the CPU path).
+pub fn predict_astromae<B: Backend>(
+    model: &AstroMae<B>,
+    magnitudes: &[[f32; 5]],
+    cutouts: Cutouts,
+    batch_size: usize,
+    slice: Option<usize>,
+    device: &B::Device,
+) -> Result<Predicted, String>
+where
+    AstroMae<B>: Sync,
+{
+    if cutouts.height < CROP || cutouts.width < CROP {
+        return Err(format!(
+            "cutouts are {}x{} pixels; AstroMAE reads the centre {CROP}x{CROP}",
+            cutouts.height, cutouts.width
+        ));
+    }
+    let per = cutouts.values_per_object();
+    if cutouts.pixels.len() != magnitudes.len() * per {
+        return Err(format!(
+            "{} cutout values for {} objects of 5x{}x{}",
+            cutouts.pixels.len(),
+            magnitudes.len(),
+            cutouts.height,
+            cutouts.width
+        ));
+    }
+    let mut out = Predicted {
+        predictions: Vec::with_capacity(magnitudes.len()),
+        with_cutouts: 0,
+    };
+    let batch_size = batch_size.max(1);
+    for (b, chunk) in magnitudes.chunks(batch_size).enumerate() {
+        let (n, first) = (chunk.len(), b * batch_size);
+        out.with_cutouts += (first..first + n).filter(|&i| cutouts.usable(i)).count();
+        let pixels: Vec<f32> = cutouts.pixels[first * per..(first + n) * per]
+            .iter()
+            .map(|&p| if p.is_finite() { p } else { 0.0 })
+            .collect();
+        let images = Tensor::from_data(
+            TensorData::new(pixels, [n, 5, cutouts.height, cutouts.width]),
+            device,
+        );
+        let mags = Tensor::from_data(
+            TensorData::new(chunk.as_flattened().to_vec(), [n, 5]),
+            device,
+        );
+        let z = match slice {
+            Some(s) => model.forward_sliced(images, mags, s),
+            None => model.forward(images, mags),
+        };
+        let z: Vec<f32> = z.into_data().to_vec().map_err(|e| format!("{e:?}"))?;
+        out.predictions
+            .extend(z.into_iter().map(Prediction::redshift_only));
+    }
+    Ok(out)
 }
 
 fn run<B: Backend>(

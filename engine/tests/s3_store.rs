@@ -7,6 +7,7 @@ use cosmicai_engine::catalog::read_catalog;
 use cosmicai_engine::dataset::{PartitionSink, SplitBy};
 use cosmicai_engine::partition::{PartitionMeta, Source};
 use cosmicai_engine::pipeline::{infer_rank, initialize, summarize};
+use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::s3::{S3Config, S3Store};
 use cosmicai_engine::store::{ObjectStore, StoreError};
 use cosmicai_model::photoz::PhotoZ;
@@ -174,7 +175,8 @@ fn the_pipeline_runs_against_a_bucket() {
     assert_eq!(payload.files.len(), 3);
     let weights = Weights::open(root.join("assets/model/photoz.safetensors")).unwrap();
     let device = Default::default();
-    let model = PhotoZ::<NdArray<f32>>::from_weights(&weights, &device).unwrap();
+    let model =
+        RedshiftModel::PhotoZ(PhotoZ::<NdArray<f32>>::from_weights(&weights, &device).unwrap());
     let mut measures = Vec::new();
     for rank in 0..2 {
         let result = infer_rank(

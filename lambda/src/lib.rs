@@ -15,13 +15,17 @@ use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::pipeline::{
     Payload, PipelineError, RankEvent, infer_rank, initialize, measures_key, payload_key, summarize,
 };
+use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::s3::{S3Config, S3Store};
 use cosmicai_engine::store::{ObjectStore, StoreError, join};
+use cosmicai_model::weights::Weights;
 use cosmicai_shared::aws::{
     InitializeOutput, RankItem, StageEvent, SummarizeEvent, SummarizeOutput,
 };
+use cosmicai_shared::model::ModelSpec;
 use cosmicai_shared::run::{Device, RankMeasure, RunRequest};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The CPU backend the Lambda runs the model on.
@@ -131,14 +135,31 @@ pub fn initialize_stage(
     request: &RunRequest,
 ) -> Result<InitializeOutput, StageError> {
     let started = Instant::now();
-    if let Some(path) = request.model.strip_prefix("photoz:") {
-        return Err(StageError::invalid(format!(
-            "model 'photoz:{path}': a Lambda runs the weights in its package (model \"photoz\")"
-        )));
-    }
+    let spec = request.model_spec().map_err(StageError::invalid)?;
     let store = settings
         .connect(&request.bucket)
         .map_err(StageError::invalid)?;
+    // A model whose weights cannot be found fails here, before any rank is paid for.
+    if let Some(path) = spec.weights() {
+        let (bucket, key) = weights_location(path, &request.bucket);
+        let found = if bucket == request.bucket {
+            object_exists(&store, &key)
+        } else {
+            settings
+                .connect(&bucket)
+                .and_then(|other| object_exists(&other, &key))
+        };
+        match found {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(StageError::invalid(format!(
+                    "model '{spec}': no object s3://{bucket}/{key}; upload the weights first"
+                )));
+            }
+            Err(e) => return Err(StageError::failed(format!("model '{spec}': {e}"))),
+        }
+    }
+    drop(spec);
     let payload = initialize(&store, request, run_id)?;
     let ranks = (0..request.world_size)
         .map(|rank| RankItem {
@@ -196,16 +217,38 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
     }
     let mut first_batch_s = None;
     let usage_before = cpu_seconds();
+    let spec = payload.request.model_spec().map_err(StageError::invalid)?;
     let result = match payload.request.device {
-        Device::Cpu => run_rank::<Cpu>(&store, &payload, item.rank, started, &mut first_batch_s)?,
+        Device::Cpu => {
+            // Loaded once per container: warm invocations reuse it.
+            let model = cached_cpu_model(settings, &store, &spec)?;
+            let ready_s = started.elapsed().as_secs_f64();
+            let r = run_rank::<Cpu>(
+                &store,
+                &payload,
+                item.rank,
+                &model,
+                started,
+                &mut first_batch_s,
+            )?;
+            (r, ready_s)
+        }
         #[cfg(feature = "cuda")]
-        Device::Cuda => run_rank::<burn::backend::Cuda<f32>>(
-            &store,
-            &payload,
-            item.rank,
-            started,
-            &mut first_batch_s,
-        )?,
+        Device::Cuda => {
+            let device = Default::default();
+            let model =
+                load_model::<burn::backend::Cuda<f32>>(settings, &store, &spec, &device, false)?;
+            let ready_s = started.elapsed().as_secs_f64();
+            let r = run_rank(
+                &store,
+                &payload,
+                item.rank,
+                &model,
+                started,
+                &mut first_batch_s,
+            )?;
+            (r, ready_s)
+        }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => unreachable!("refused above"),
     };
@@ -233,30 +276,125 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
     Ok(measure)
 }
 
-/// Loads the model on backend `B` and runs the rank; also returns when the model was ready.
+/// Runs the rank with `model` on backend `B`.
 fn run_rank<B: burn::prelude::Backend>(
     store: &S3Store,
     payload: &Payload,
     rank: usize,
+    model: &RedshiftModel<B>,
     started: Instant,
     first_batch_s: &mut Option<f64>,
-) -> Result<(cosmicai_shared::run::RankResult, f64), StageError> {
+) -> Result<cosmicai_shared::run::RankResult, StageError>
+where
+    cosmicai_model::astromae::AstroMae<B>: Sync,
+{
     let device = B::Device::default();
-    let model =
-        cosmicai_engine::shipped::load_photoz_on::<B>(None, &device).map_err(StageError::failed)?;
-    let ready_s = started.elapsed().as_secs_f64();
-    let result = infer_rank::<B>(
+    Ok(infer_rank::<B>(
         store,
         payload,
         rank,
-        &model,
+        model,
         &device,
         cosmicai_engine::system::system_info(),
         |RankEvent::Objects(_)| {
             first_batch_s.get_or_insert_with(|| started.elapsed().as_secs_f64());
         },
-    )?;
-    Ok((result, ready_s))
+    )?)
+}
+
+/// Whether `key` is an object of `store` (listing its folder: no GET of the whole object).
+fn object_exists(store: &S3Store, key: &str) -> Result<bool, String> {
+    let folder = key.rsplit_once('/').map_or("", |(folder, _)| folder);
+    store
+        .list(folder)
+        .map(|objects| objects.iter().any(|o| o.key == key))
+        .map_err(|e| e.to_string())
+}
+
+/// Where weights named `path` live: `s3://BUCKET/KEY`, or a key in the run's bucket.
+pub fn weights_location(path: &str, run_bucket: &str) -> (String, String) {
+    match path
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((bucket, key)) => (bucket.to_string(), key.to_string()),
+        None => (
+            run_bucket.to_string(),
+            path.trim_start_matches('/').to_string(),
+        ),
+    }
+}
+
+/// The model `spec` names: the shipped PhotoZ, or weights read from S3.
+fn load_model<B: burn::prelude::Backend>(
+    settings: &S3Settings,
+    store: &S3Store,
+    spec: &ModelSpec,
+    device: &B::Device,
+    cpu: bool,
+) -> Result<RedshiftModel<B>, StageError> {
+    let Some(path) = spec.weights() else {
+        return RedshiftModel::load(spec, device, cpu).map_err(StageError::failed);
+    };
+    let (bucket, key) = weights_location(path, store.bucket());
+    let bytes = if bucket == store.bucket() {
+        store.get(&key)
+    } else {
+        settings
+            .connect(&bucket)
+            .map_err(StageError::invalid)?
+            .get(&key)
+    }
+    .map_err(|e| StageError::failed(format!("model '{spec}': s3://{bucket}/{key}: {e}")))?;
+    let weights = Weights::from_file_bytes(format!("s3://{bucket}/{key}"), bytes)
+        .map_err(|e| StageError::failed(e.to_string()))?;
+    RedshiftModel::from_weights(spec, &weights, device, cpu).map_err(StageError::failed)
+}
+
+/// The CPU model of this container, loaded by its first invocation (or at init,
+/// see [`preload`]) and kept while later invocations name the same model.
+type CpuModel = Arc<RedshiftModel<Cpu>>;
+static MODEL: Mutex<Option<(String, CpuModel)>> = Mutex::new(None);
+
+fn cached_cpu_model(
+    settings: &S3Settings,
+    store: &S3Store,
+    spec: &ModelSpec,
+) -> Result<CpuModel, StageError> {
+    let name = format!("{}|{spec}", store.bucket());
+    let mut cache = MODEL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((cached, model)) = cache.as_ref()
+        && *cached == name
+    {
+        return Ok(model.clone());
+    }
+    let model = Arc::new(load_model::<Cpu>(
+        settings,
+        store,
+        spec,
+        &Default::default(),
+        true,
+    )?);
+    *cache = Some((name, model.clone()));
+    Ok(model)
+}
+
+/// Loads the model of `COSMICAI_MODEL` (with `COSMICAI_MODEL_BUCKET` for keys) during
+/// the Lambda init phase, so the first invocation finds it ready. Errors are left
+/// for that invocation to report.
+pub fn preload(settings: &S3Settings) {
+    let (Ok(model), Ok(bucket)) = (
+        std::env::var("COSMICAI_MODEL"),
+        std::env::var("COSMICAI_MODEL_BUCKET"),
+    ) else {
+        return;
+    };
+    let Ok(spec) = ModelSpec::parse(&model) else {
+        return;
+    };
+    if let Ok(store) = settings.connect(&bucket) {
+        let _ = cached_cpu_model(settings, &store, &spec);
+    }
 }
 
 /// Summarize: every rank's result gathered, failures named, the bill added up.

@@ -2,7 +2,7 @@
 //! `bootstrap run-event JSON`, the same handler once as an AWS Batch GPU job
 //! (the Map passes a bare rank item there, which means `infer`).
 
-use cosmicai_lambda::{S3Settings, handle, mark_process_start};
+use cosmicai_lambda::{S3Settings, handle, mark_process_start, preload};
 use cosmicai_shared::aws::{RankItem, StageEvent};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 
@@ -10,6 +10,8 @@ use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 async fn main() -> Result<(), lambda_runtime::Error> {
     mark_process_start();
     let settings = S3Settings::from_env();
+    // Lambda's init phase: load the function's model before the first event.
+    preload(&settings);
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("run-event") {
         return run_once(settings, args.get(2).cloned()).await;

@@ -3,8 +3,8 @@
 //!
 //! - [`astromae`]: a faithful port of AstroMAE, the model of the CAI pipeline
 //!   (ViT encoder + Inception branch on the 32x32 centre crop, plus a magnitude
-//!   MLP). Weights load from safetensors files with PyTorch `state_dict` names,
-//!   so users of CAI can bring theirs.
+//!   MLP). Weights load from CAI's own checkpoints: `.pt` files read by
+//!   [`pytorch`] (no Python), or safetensors with the same `state_dict` names.
 //! - [`photoz`]: PhotoZ, our own multi-task model: class and redshift from the
 //!   five magnitudes, small enough for the browser; and its training loop.
 //! - [`crop`]: the centre crop every image model applies to 64x64 cutouts;
@@ -16,4 +16,5 @@ pub mod astromae;
 pub mod conv;
 pub mod crop;
 pub mod photoz;
+pub mod pytorch;
 pub mod weights;

@@ -1,4 +1,4 @@
-//! Reading named f32 tensors from safetensors files into burn modules.
+//! Reading named f32 tensors from safetensors or PyTorch `.pt` files into burn modules.
 //!
 //! PyTorch and burn store some parameters differently (a `Linear` weight is
 //! `[out, in]` in PyTorch, `[in, out]` in burn); the helpers here take the
@@ -29,6 +29,7 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// A safetensors file, or a PyTorch `.pt` (a zip: a state_dict or a pickled module).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| WeightsError {
@@ -36,7 +37,84 @@ impl Weights {
             name: "file".into(),
             problem: format!("cannot read: {e}"),
         })?;
+        Self::from_file_bytes(path, bytes)
+    }
+
+    /// The bytes of a weight file of either kind: a `.pt` zip or safetensors.
+    pub fn from_file_bytes(path: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self, WeightsError> {
+        if bytes.starts_with(b"PK\x03\x04") {
+            return Self::from_pt_bytes(path, bytes);
+        }
         Self::from_bytes(path, &bytes)
+    }
+
+    /// The float tensors of a PyTorch `.pt` file (state_dict or pickled module), as f32.
+    pub fn from_pt_bytes(path: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self, WeightsError> {
+        let path = path.as_ref().to_path_buf();
+        let fail = |e: crate::pytorch::PtError| WeightsError {
+            path: path.clone(),
+            name: "file".into(),
+            problem: e.problem,
+        };
+        let mut file =
+            crate::pytorch::PtFile::new(&path, std::io::Cursor::new(bytes)).map_err(fail)?;
+        let mut tensors = HashMap::new();
+        for (name, tensor) in file.named_tensors().map_err(fail)? {
+            // Integer bookkeeping such as BatchNorm's num_batches_tracked is not a weight.
+            if !tensor.dtype.is_float() {
+                continue;
+            }
+            let t = file.read(&tensor).map_err(fail)?;
+            tensors.insert(name, (t.shape, t.values));
+        }
+        Ok(Weights::new(path, tensors))
+    }
+
+    /// Named tensors; DataParallel's `module.` prefix, when every name has it, is dropped.
+    pub fn new(path: PathBuf, mut tensors: HashMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
+        if !tensors.is_empty() && tensors.keys().all(|k| k.starts_with("module.")) {
+            tensors = tensors
+                .into_iter()
+                .map(|(k, v)| (k["module.".len()..].to_string(), v))
+                .collect();
+        }
+        Weights { path, tensors }
+    }
+
+    /// Every tensor, sorted by name: `(name, shape, values)`.
+    pub fn sorted(&self) -> Vec<(&str, &[usize], &[f32])> {
+        let mut all: Vec<_> = self
+            .tensors
+            .iter()
+            .map(|(k, (s, v))| (k.as_str(), s.as_slice(), v.as_slice()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+
+    /// All tensors as one safetensors file (f32, names sorted, canonical header).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, String> {
+        let all = self.sorted();
+        let bytes: Vec<Vec<u8>> = all
+            .iter()
+            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let views = all
+            .iter()
+            .zip(&bytes)
+            .map(|((name, shape, _), b)| {
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.to_vec(), b)
+                    .map(|view| (name.to_string(), view))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let out = safetensors::serialize(views, None).map_err(|e| e.to_string())?;
+        canonical_safetensors(out)
+    }
+
+    /// The values of tensor `name`, if present.
+    pub fn values(&self, name: &str) -> Option<&[f32]> {
+        self.tensors.get(name).map(|(_, v)| v.as_slice())
     }
 
     /// Parses safetensors `bytes`; `path` only names the source in errors.
@@ -60,7 +138,7 @@ impl Weights {
                 .collect();
             tensors.insert(name.to_string(), (view.shape().to_vec(), values));
         }
-        Ok(Weights { path, tensors })
+        Ok(Weights::new(path, tensors))
     }
 
     pub fn path(&self) -> &Path {

@@ -1,42 +1,43 @@
-//! The burn AstroMAE matches PyTorch's on the same weights and inputs.
-//! Fixture: tests/fixtures/make_astromae_fixture.py (depth 2, narrow MLPs, random
-//! weights and BatchNorm statistics, 40x40 inputs cropped to the centre 32x32).
+//! The burn AstroMAE matches PyTorch's on a CAI-named checkpoint, read from
+//! safetensors and from both `.pt` forms a CAI user holds.
+//! Fixture: tests/fixtures/astromae_small (see its README; made by the PyTorch peer).
 
 use burn::backend::NdArray;
 use burn::prelude::*;
 use cosmicai_model::astromae::AstroMae;
 use cosmicai_model::astromae::load::config_of;
+use cosmicai_model::pytorch::PtFile;
 use cosmicai_model::weights::Weights;
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 type B = NdArray<f32>;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("tests/fixtures/astromae_small")
         .join(name)
 }
 
-#[test]
-fn burn_astromae_matches_pytorch_within_1e_4() {
+/// PyTorch's redshifts and burn's for the fixture's inputs, with `weights`.
+fn redshifts(weights: &Weights) -> (Vec<f32>, Vec<f32>) {
     let device = Default::default();
-    let weights = Weights::open(fixture("astromae_small.safetensors")).unwrap();
-    let io = Weights::open(fixture("astromae_small_io.safetensors")).unwrap();
-    let model = AstroMae::<B>::from_pytorch(&weights, 3, &device).unwrap();
-
-    let images: Tensor<B, 4> = io.tensor("images", [2, 5, 40, 40], &device).unwrap();
-    let magnitudes: Tensor<B, 2> = io.tensor("magnitudes", [2, 5], &device).unwrap();
-    let expected: Vec<f32> = io
-        .tensor::<B, 2>("redshift", [2, 1], &device)
-        .unwrap()
-        .into_data()
-        .to_vec()
-        .unwrap();
-    let got: Vec<f32> = model
+    let io = Weights::open(fixture("io.safetensors")).unwrap();
+    let model = AstroMae::<B>::from_pytorch(weights, 3, &device).unwrap();
+    let images: Tensor<B, 4> = io.tensor("images", [4, 5, 32, 32], &device).unwrap();
+    let magnitudes: Tensor<B, 2> = io.tensor("magnitudes", [4, 5], &device).unwrap();
+    let expected = io.values("redshift").unwrap().to_vec();
+    let got = model
         .forward(images, magnitudes)
         .into_data()
         .to_vec()
         .unwrap();
+    (got, expected)
+}
+
+fn assert_parity(weights: &Weights) {
+    let (got, expected) = redshifts(weights);
+    assert_eq!(got.len(), 4);
     for (g, e) in got.iter().zip(&expected) {
         assert!(
             (g - e).abs() <= 1e-4,
@@ -46,8 +47,48 @@ fn burn_astromae_matches_pytorch_within_1e_4() {
 }
 
 #[test]
+fn burn_astromae_matches_pytorch_within_1e_4() {
+    assert_parity(&Weights::open(fixture("astromae.safetensors")).unwrap());
+}
+
+#[test]
+fn a_state_dict_pt_gives_the_same_redshifts() {
+    assert_parity(&Weights::open(fixture("astromae_state_dict.pt")).unwrap());
+}
+
+#[test]
+fn a_pickled_data_parallel_module_gives_the_same_redshifts() {
+    let file = PtFile::open(fixture("astromae_module.pt")).unwrap();
+    let names = file.named_tensors().unwrap();
+    // DataParallel keeps the model under `module.`, and the stem is listed twice.
+    assert!(names.contains_key("module.inception_model.conv2d_init.weight"));
+    assert!(names.contains_key("module.inception_model.vis_inception.0.weight"));
+    assert!(names.contains_key("module.blocks.1.attn.qkv.weight"));
+    let weights = Weights::open(fixture("astromae_module.pt")).unwrap();
+    assert!(
+        weights.contains("blocks.1.attn.qkv.weight"),
+        "module. prefix dropped"
+    );
+    assert_parity(&weights);
+}
+
+#[test]
+fn every_tensor_of_the_pt_files_equals_the_safetensors_one() {
+    let reference = Weights::open(fixture("astromae.safetensors")).unwrap();
+    for file in ["astromae_state_dict.pt", "astromae_module.pt"] {
+        let pt = Weights::open(fixture(file)).unwrap();
+        let (a, b) = (reference.sorted(), pt.sorted());
+        assert_eq!(a.len(), b.len(), "{file}");
+        for ((na, sa, va), (nb, sb, vb)) in a.iter().zip(&b) {
+            assert_eq!((na, sa), (nb, sb), "{file}");
+            assert!(va == vb, "{file}: {na} differs");
+        }
+    }
+}
+
+#[test]
 fn the_weight_file_decides_depth_and_widths() {
-    let weights = Weights::open(fixture("astromae_small.safetensors")).unwrap();
+    let weights = Weights::open(fixture("astromae.safetensors")).unwrap();
     let config = config_of(&weights, 3).unwrap();
     assert_eq!(
         (config.depth, config.dim, config.image, config.patch),
@@ -60,36 +101,84 @@ fn the_weight_file_decides_depth_and_widths() {
             config.head_width,
             config.magnitude_layers
         ),
-        (48, 32, 40, 3)
+        (40, 32, 16, 3)
     );
+}
+
+/// The fixture's tensors, by name, to edit into bad checkpoints.
+fn tensors() -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let w = Weights::open(fixture("astromae.safetensors")).unwrap();
+    w.sorted()
+        .into_iter()
+        .map(|(n, s, v)| (n.to_string(), (s.to_vec(), v.to_vec())))
+        .collect()
+}
+
+fn load_error(t: HashMap<String, (Vec<usize>, Vec<f32>)>) -> String {
+    let w = Weights::new("edited.safetensors".into(), t);
+    AstroMae::<B>::from_pytorch(&w, 3, &Default::default())
+        .err()
+        .expect("must not load")
+        .to_string()
 }
 
 #[test]
 fn missing_or_misshapen_weights_are_named() {
-    let bytes = std::fs::read(fixture("astromae_small.safetensors")).unwrap();
-    let weights = Weights::from_bytes("small.safetensors", &bytes).unwrap();
-    let e = config_of(&weights, 5).unwrap_err().to_string();
+    let e = config_of(&Weights::open(fixture("astromae.safetensors")).unwrap(), 5)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not divisible by 5 heads"), "{e}");
 
-    let io = Weights::open(fixture("astromae_small_io.safetensors")).unwrap();
-    let device = Default::default();
-    let e = AstroMae::<B>::from_pytorch(&io, 3, &device)
-        .err()
-        .unwrap()
-        .to_string();
+    let mut t = tensors();
+    t.remove("blocks.1.mlp.fc2.bias");
+    let e = load_error(t);
     assert!(
-        e.contains("astromae_small_io.safetensors")
-            && e.contains("patch.weight")
+        e.contains("edited.safetensors")
+            && e.contains("blocks.1.mlp.fc2.bias")
             && e.contains("missing"),
         "{e}"
     );
-    let e = io
-        .tensor::<B, 2>("magnitudes", [5, 2], &device)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(e.contains("shape [2, 5], expected [5, 2]"), "{e}");
+
+    let mut t = tensors();
+    t.insert("head.weight".into(), (vec![24, 23], vec![0.0; 24 * 23]));
+    let e = load_error(t);
+    assert!(
+        e.contains("head.weight") && e.contains("expected [24, 24]"),
+        "{e}"
+    );
+
+    // A 0-d tensor where a matrix belongs is an error, not a panic.
+    let mut t = tensors();
+    t.insert("vit_block.0.weight".into(), (vec![], vec![1.0]));
+    let e = load_error(t);
+    assert!(e.contains("vit_block.0.weight"), "{e}");
+
     assert!(Weights::from_bytes("junk", b"not safetensors").is_err());
+}
+
+#[test]
+fn the_stem_is_read_under_either_name_and_two_different_stems_are_refused() {
+    let mut t = tensors();
+    for part in ["weight", "bias"] {
+        t.remove(&format!("inception_model.conv2d_init.{part}"));
+    }
+    let w = Weights::new("second-name.safetensors".into(), t);
+    assert_parity(&w);
+
+    let mut t = tensors();
+    t.get_mut("inception_model.vis_inception.0.weight")
+        .unwrap()
+        .1[0] += 1.0;
+    let e = load_error(t);
+    assert!(e.contains("two different stem convolutions"), "{e}");
+}
+
+#[test]
+fn a_state_dict_without_batch_norm_statistics_is_refused() {
+    let mut t = tensors();
+    t.remove("inception_model.vis_inception.3.branch2.1.bn.running_var");
+    let e = load_error(t);
+    assert!(e.contains("branch2.1.bn.running_var"), "{e}");
 }
 
 #[test]

@@ -18,9 +18,27 @@ pub struct ApiError {
 pub struct Prediction {
     pub model: String,
     pub redshift: f32,
-    pub class: Class,
-    /// Probabilities of GALAXY, STAR, QSO.
-    pub class_probabilities: [f32; 3],
+    /// Null for a model that predicts no class (AstroMAE).
+    pub class: Option<Class>,
+    /// Probabilities of GALAXY, STAR, QSO; null without a class prediction.
+    pub class_probabilities: Option<[f32; 3]>,
+}
+
+/// `GET /api/models`: a model the server can run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelEntry {
+    /// What `model` in `POST /api/runs` takes: `photoz` (shipped), or `FAMILY:FILE`
+    /// for a model given to `cosmicai serve --model` or put in the data directory's
+    /// `models/` folder (the file name, never its path).
+    pub name: String,
+    /// `photoz` or `astromae`.
+    pub family: String,
+    pub predicts_class: bool,
+    /// Whether runs need partitions with cutouts.
+    pub reads_images: bool,
+    /// Size of the weight file.
+    pub bytes: u64,
 }
 
 /// One object in a listing.
@@ -111,6 +129,9 @@ pub struct RunLaunch {
     pub memory_mb: Option<u32>,
     #[serde(default)]
     pub retries: u32,
+    /// A name from `GET /api/models` (default `photoz`).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// A run as listed.
@@ -192,6 +213,9 @@ pub struct SweepLaunch {
     pub file_limit: Option<usize>,
     #[serde(default)]
     pub memory_mb: Option<u32>,
+    /// A name from `GET /api/models` (default `photoz`).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// One run of a sweep.

@@ -6,13 +6,15 @@
 //! [`Band`]s, and the [`Provenance`] that keeps real and synthetic data apart;
 //! in [`run`] the pipeline's request, per-rank results, cost and status; and in
 //! [`display`] the asinh colour composite both the server and the browser draw;
-//! in [`api`] the HTTP API's bodies; in [`aws`] the events of the AWS state machine.
+//! in [`api`] the HTTP API's bodies; in [`aws`] the events of the AWS state machine;
+//! in [`model`] the names of the models a run can use.
 
 pub mod api;
 pub mod aws;
 pub mod display;
 mod domain;
 pub mod metrics;
+pub mod model;
 pub mod run;
 
 pub use domain::{BANDS, Band, Class, Provenance};

@@ -28,8 +28,10 @@ pub struct Evaluation {
     pub qso: Option<RedshiftMetrics>,
     /// Redshift metrics over every object with a known redshift.
     pub all: Option<RedshiftMetrics>,
-    /// Fraction of objects with a known class whose predicted class is right.
-    pub class_accuracy: f64,
+    /// Fraction of objects with a known class whose predicted class is right;
+    /// `None` when the model predicts no class (AstroMAE) or no object has a known one.
+    #[serde(default)]
+    pub class_accuracy: Option<f64>,
     /// confusion[true][predicted], classes GALAXY, STAR, QSO.
     pub confusion: [[usize; 3]; 3],
 }

@@ -39,7 +39,8 @@ pub struct RunRequest {
     /// Memory per rank in MB, enforced like Lambda's setting (128 to 10,240).
     #[serde(default = "default_memory")]
     pub memory_mb: u32,
-    /// `photoz` (the shipped weights) or `photoz:PATH` for other weights.
+    /// `photoz` (the shipped weights), `photoz:PATH` for other weights, or
+    /// `astromae:PATH` for a CAI checkpoint (see [`crate::model::ModelSpec`]).
     #[serde(default = "default_model")]
     pub model: String,
     /// Times a failed rank is started again.
@@ -112,13 +113,15 @@ impl RunRequest {
         if self.result_path.trim_matches('/').is_empty() {
             problems.push("result_path is empty".to_string());
         }
-        if self.model != "photoz" && !self.model.starts_with("photoz:") {
-            problems.push(format!(
-                "model '{}' is unknown (use photoz or photoz:PATH)",
-                self.model
-            ));
+        if let Err(e) = self.model_spec() {
+            problems.push(e);
         }
         problems
+    }
+
+    /// The parsed `model` field.
+    pub fn model_spec(&self) -> Result<crate::model::ModelSpec, String> {
+        crate::model::ModelSpec::parse(&self.model)
     }
 }
 
@@ -159,6 +162,9 @@ pub struct RankResult {
     /// Objects whose cutout the model's image branch read (0 for a magnitudes-only model).
     #[serde(default)]
     pub objects_with_cutouts: usize,
+    /// The model that ran (`photoz`, `photoz:PATH`, `astromae:PATH`).
+    #[serde(default)]
+    pub model: String,
     pub system: SystemInfo,
 }
 

@@ -15,8 +15,11 @@ const shots = process.env.SCREENSHOTS ?? join(root, 'target/e2e');
 mkdirSync(shots, { recursive: true });
 const data = process.env.E2E_DATA ?? mkdtempSync(join(tmpdir(), 'cosmicai-e2e-'));
 
+// A CAI user's AstroMAE checkpoint (the small parity fixture, in CAI's .pt form) is served too.
+const astromae = join(root, 'model/tests/fixtures/astromae_small/astromae_module.pt');
 const server = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', data,
-  '--assets', join(root, 'assets'), '--frontend', join(root, 'dist')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  '--assets', join(root, 'assets'), '--frontend', join(root, 'dist'),
+  '--model', `astromae:${astromae}`], { stdio: ['ignore', 'pipe', 'inherit'] });
 process.on('exit', () => server.kill());
 const base = await new Promise((ok, fail) => {
   let out = '';
@@ -75,6 +78,10 @@ try {
     const mine = await page.textContent('tr.browser');
     assert.match(server, /server/);
     assert.match(mine, /browser \(burn ndarray/);
+    // The served AstroMAE predicts this object's redshift from its cutout, and no class.
+    const cai = await page.textContent('tr.server[data-model="astromae:astromae_module.pt"]');
+    assert.match(cai, /\d\.\d{4}/);
+    assert.match(cai, /no class prediction/);
     assert.equal(await page.locator('.images img').count(), 5);
     // The composite was drawn: some pixel is not black.
     const lit = await page.evaluate(() => {
@@ -159,6 +166,24 @@ try {
     assert.ok(await page.locator('.results svg.scatter rect').count() > 20);
     assert.ok(await page.locator('table.metrics tr').count() >= 2);
     await page.screenshot({ path: join(shots, 'run-results.png'), fullPage: true });
+  });
+
+  await step('an AstroMAE run chosen in the launcher completes to a scatter plot', async () => {
+    const models = await (await fetch(base + '/api/models')).json();
+    assert.deepEqual(models.map((m) => m.name), ['photoz', 'astromae:astromae_module.pt']);
+    await page.goto(base + '/#/runs');
+    await page.waitForSelector('select[name=model] option[value="astromae:astromae_module.pt"]');
+    await page.selectOption('select[name=model]', 'astromae:astromae_module.pt');
+    await page.fill('input[name=data_prefix]', 'synthetic');
+    await page.fill('input[name=world_size]', '2');
+    await page.fill('input[name=batch_size]', '256');
+    await page.click('button.launch');
+    await page.waitForFunction(() => document.querySelector('.run-status')?.textContent.startsWith('finished'), null, { timeout: 300000 });
+    assert.equal(await page.textContent('.run-status'), 'finished: succeeded');
+    await page.waitForSelector('.results svg.scatter', { timeout: 30000 });
+    assert.ok(await page.locator('.results svg.scatter rect').count() > 20);
+    assert.match(await page.textContent('.results-line'), /astromae:astromae_module\.pt, no class prediction/);
+    await page.screenshot({ path: join(shots, 'run-astromae.png'), fullPage: true });
   });
 
   await step('a sweep over world sizes 1 and 2 draws duration and cost charts', async () => {

@@ -113,7 +113,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             report.catalog.display(),
             e.objects,
             split,
-            e.class_accuracy
+            e.class_accuracy.unwrap_or(f64::NAN)
         );
         for (name, m) in [("galaxies", &e.galaxy), ("QSOs", &e.qso), ("all", &e.all)] {
             if let Some(m) = m {

@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod eval;
 pub mod ingest;
 pub mod inspect;
+pub mod model;
 pub mod partition;
 pub mod run;
 pub mod runs;

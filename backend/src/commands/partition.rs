@@ -1,8 +1,9 @@
-//! `cosmicai partition`: re-split a dataset by size or object count.
+//! `cosmicai partition`: re-split a dataset by size or object count;
+//! `cosmicai partition import`: CAI's `.pt` partitions into CosmicAI partitions.
 
 use super::SplitArgs;
 use crate::progress;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use cosmicai_engine::dataset::{list_partitions, repartition};
 use cosmicai_engine::size::format_size;
@@ -15,13 +16,16 @@ use std::path::PathBuf;
     cosmicai partition --input data/catalog --objects 1000 --out data/parts-1k\n\n\
     Objects keep their order (input files by name, then rows); output files are\n\
     named part-000000.safetensors, part-000001.safetensors, ... so they sort.")]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct PartitionArgs {
+    #[command(subcommand)]
+    pub command: Option<PartitionCommand>,
     /// Dataset directory (or one partition file) to split.
     #[arg(long)]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
     /// Output directory (created; must not hold partitions yet).
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
     #[command(flatten)]
     pub split: SplitArgs,
     /// Print one JSON object instead of a report.
@@ -29,7 +33,43 @@ pub struct PartitionArgs {
     pub json: bool,
 }
 
+#[derive(clap::Subcommand)]
+pub enum PartitionCommand {
+    /// Convert CAI's .pt partitions (TensorDatasets of images, magnitudes, redshift) in Rust.
+    #[command(after_help = "Example:\n  \
+        cosmicai partition import cai_data/ --out data/cai\n  \
+        cosmicai run --data data/cai --model astromae:astromae.safetensors --world-size 4\n\n\
+        Each FILE.pt becomes FILE.safetensors in --out: images and magnitudes as they are, the\n\
+        redshift as the label, class unknown, positions unknown, provenance real. Files already\n\
+        converted are skipped, so an interrupted import can simply be run again.")]
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// CAI .pt files, or folders holding them.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output dataset directory (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Source name recorded in the partitions (default: each file's name).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Every object's class, when known (CAI's partitions hold galaxies): GALAXY, STAR, QSO.
+    #[arg(long, default_value = "UNKNOWN", value_parser = parse_class)]
+    pub class: cosmicai_shared::Class,
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(args: PartitionArgs) -> Result<()> {
+    if let Some(PartitionCommand::Import(import)) = args.command {
+        return run_import(import);
+    }
+    let (Some(input), Some(out)) = (args.input.clone(), args.out.clone()) else {
+        bail!("give --input DATASET and --out DIR (or `cosmicai partition import`)");
+    };
     let (size, objects) = (args.split.size, args.split.objects);
     if size.is_none() && objects.is_none() {
         bail!("give --size (e.g. 25MB) or --objects N");
@@ -37,14 +77,14 @@ pub fn run(args: PartitionArgs) -> Result<()> {
     let split = args
         .split
         .split(cosmicai_engine::dataset::SplitBy::Objects(1));
-    let inputs = list_partitions(&args.input)?;
+    let inputs = list_partitions(&input)?;
     let total: u64 = inputs
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();
     let bar = progress::bytes_bar(total, "partitioning");
-    let written = repartition(&inputs, &args.out, split, |done| bar.set_position(done))?;
+    let written = repartition(&inputs, &out, split, |done| bar.set_position(done))?;
     bar.finish_and_clear();
 
     let objects: usize = written.iter().map(|w| w.objects).sum();
@@ -74,4 +114,110 @@ pub fn run(args: PartitionArgs) -> Result<()> {
         crate::output::emit(&out)?;
     }
     Ok(())
+}
+
+/// The `.pt` files named by `inputs` (folders give their `.pt` files), sorted.
+fn cai_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("reading {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "pt" || x == "pth"))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("{}: no .pt files in this folder", input.display());
+            }
+            files.extend(found);
+        } else if input.is_file() {
+            files.push(input.clone());
+        } else {
+            bail!("{}: no such file or folder", input.display());
+        }
+    }
+    Ok(files)
+}
+
+/// Converts CAI `.pt` files into `out`; `FILE.pt` becomes `FILE.safetensors`, and
+/// one already there (and readable) is kept. Returns (written, skipped).
+pub fn import_cai(
+    inputs: &[PathBuf],
+    out: &std::path::Path,
+    source: Option<&str>,
+    class: cosmicai_shared::Class,
+    mut on_file: impl FnMut(&std::path::Path, u64),
+) -> Result<(Vec<cosmicai_engine::dataset::WrittenPartition>, usize)> {
+    let files = cai_files(inputs)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (mut written, mut skipped) = (Vec::new(), 0);
+    for file in &files {
+        let size = std::fs::metadata(file).map_or(0, |m| m.len());
+        let stem = file
+            .file_stem()
+            .map_or_else(|| "partition".into(), |s| s.to_string_lossy());
+        let target = out.join(format!("{stem}.safetensors"));
+        if cosmicai_engine::partition::PartitionFile::open(&target).is_ok() {
+            skipped += 1;
+            on_file(file, size);
+            continue;
+        }
+        let partition = cosmicai_engine::cai::read_cai_partition(file, source, class)?;
+        cosmicai_engine::partition::write_partition(&target, &partition)?;
+        written.push(cosmicai_engine::dataset::WrittenPartition {
+            path: target.clone(),
+            objects: partition.len(),
+            bytes: std::fs::metadata(&target).map_or(0, |m| m.len()),
+        });
+        on_file(file, size);
+    }
+    Ok((written, skipped))
+}
+
+fn run_import(args: ImportArgs) -> Result<()> {
+    let files = cai_files(&args.inputs)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = progress::bytes_bar(total, "importing CAI partitions");
+    let started = std::time::Instant::now();
+    let (written, skipped) = import_cai(
+        &files,
+        &args.out,
+        args.source.as_deref(),
+        args.class,
+        |file, size| {
+            bar.set_message(file.display().to_string());
+            bar.inc(size);
+        },
+    )?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let objects: usize = written.iter().map(|w| w.objects).sum();
+    let bytes: u64 = written.iter().map(|w| w.bytes).sum();
+    if args.json {
+        return crate::output::emit(
+            &(json!({
+                "files": files.len(), "written": written.len(), "skipped": skipped,
+                "objects": objects, "bytes": bytes, "seconds": seconds,
+                "mb_per_s": total as f64 / 1e6 / seconds.max(1e-9),
+                "partitions": written,
+            })
+            .to_string()
+                + "\n"),
+        );
+    }
+    crate::output::emit(&format!(
+        "{} CAI files: wrote {} partitions ({objects} objects, {}), skipped {skipped} already converted, in {seconds:.2} s\n",
+        files.len(),
+        written.len(),
+        format_size(bytes)
+    ))
+}
+
+fn parse_class(text: &str) -> Result<cosmicai_shared::Class, String> {
+    text.to_ascii_uppercase().parse()
 }

@@ -8,6 +8,7 @@ use cosmicai_engine::executor::{
 };
 use cosmicai_engine::pipeline::{RunSummary, estimate, initialize, plan, summarize};
 use cosmicai_engine::store::LocalStore;
+use cosmicai_shared::model::ModelSpec;
 use cosmicai_shared::run::{Device, RunRequest};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -53,7 +54,8 @@ pub struct RunArgs {
     /// Ranks running at once (default: the number of cores), like Lambda's concurrency limit.
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// photoz (shipped weights) or photoz:PATH.
+    /// photoz (shipped weights), photoz:PATH, or astromae:PATH (a CAI checkpoint,
+    /// .pt or safetensors; the partitions must hold cutouts).
     #[arg(long, default_value = "photoz")]
     pub model: String,
     /// Print the duration and cost estimate (from a calibration of this machine) and stop.
@@ -166,11 +168,11 @@ fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
                 request.bucket
             );
         }
-        return Ok(request);
+        return with_local_weights(request);
     }
-    Ok(RunRequest {
+    let request = RunRequest {
         bucket: "local".into(),
-        data_prefix: String::new(),
+        data_prefix: cai_partitions(&args.data, args.json)?,
         file_limit: args.file_limit,
         batch_size: args.batch_size.unwrap_or(0),
         world_size: args.world_size.unwrap_or(0),
@@ -186,7 +188,65 @@ fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         model: args.model.clone(),
         retries: args.retries,
         tolerated_failure_percentage: 100.0,
-    })
+    };
+    if args.target == TargetArg::Aws {
+        return Ok(request); // weights named by S3 key, checked by Initialize
+    }
+    with_local_weights(request)
+}
+
+/// Folder of the CAI-converted partitions inside a data directory.
+pub const CAI_CACHE: &str = "cai-partitions";
+
+/// The data prefix for `data`: empty, or, when `data` holds CAI `.pt` partitions
+/// and no partitions of ours, the folder they are converted into (once: files
+/// already converted are skipped). Converting beats reading the pickles in every
+/// rank of every run: ranks then memory-map safetensors, as for any dataset.
+fn cai_partitions(data: &std::path::Path, quiet: bool) -> Result<String> {
+    let listed = |ext: &str| {
+        std::fs::read_dir(data).map_or(0, |d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == ext))
+                .count()
+        })
+    };
+    let (pt, ours) = (listed("pt"), listed("safetensors"));
+    if pt == 0 || ours > 0 {
+        return Ok(String::new());
+    }
+    let out = data.join(CAI_CACHE);
+    if !quiet {
+        eprintln!(
+            "{}: {pt} CAI .pt partitions; converting them into {} (once)",
+            data.display(),
+            out.display()
+        );
+    }
+    super::partition::import_cai(
+        &[data.to_path_buf()],
+        &out,
+        None,
+        cosmicai_shared::Class::Unknown,
+        |_, _| {},
+    )?;
+    Ok(CAI_CACHE.into())
+}
+
+/// The request with its model's weight file made absolute (workers may start
+/// elsewhere), or an error naming the file when it is not there.
+pub fn with_local_weights(mut request: RunRequest) -> Result<RunRequest> {
+    let spec = request.model_spec().map_err(anyhow::Error::msg)?;
+    if let Some(path) = spec.weights() {
+        let absolute = std::fs::canonicalize(path)
+            .with_context(|| format!("model '{spec}': weights file {path}"))?;
+        let absolute = absolute.display().to_string();
+        request.model = match spec {
+            ModelSpec::PhotoZ(_) => ModelSpec::PhotoZ(Some(absolute)),
+            ModelSpec::AstroMae(_) => ModelSpec::AstroMae(absolute),
+        }
+        .to_string();
+    }
+    Ok(request)
 }
 
 /// Ranks at once, and CPU threads each worker may use (the cores shared among them).
@@ -474,7 +534,7 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
     if json {
         let line = json!({
             "run_id": s.run_id, "status": s.status, "ranks": s.ranks, "failed_ranks": s.failed_ranks,
-            "objects": s.objects, "objects_with_cutouts": s.objects_with_cutouts, "duration_s": s.duration_s, "samples_per_s": s.samples_per_s,
+            "objects": s.objects, "objects_with_cutouts": s.objects_with_cutouts, "model": s.model, "predicts_class": s.predicts_class, "duration_s": s.duration_s, "samples_per_s": s.samples_per_s,
             "cost_usd": s.cost_usd, "result_path": s.result_path, "metrics": s.metrics, "per_rank": s.per_rank,
         });
         return crate::output::emit(&format!("{line}\n"));
@@ -491,7 +551,14 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
         s.duration_s,
         s.samples_per_s
     );
-    if s.objects_with_cutouts > 0 {
+    if !s.predicts_class {
+        crate::line!(
+            out,
+            "  {}: redshifts from the cutouts of {} objects (no class prediction)",
+            s.model,
+            s.objects_with_cutouts
+        );
+    } else if s.objects_with_cutouts > 0 {
         crate::line!(
             out,
             "  the model's image branch read the cutouts of {} objects; the rest went on magnitudes alone",

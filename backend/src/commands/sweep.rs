@@ -28,6 +28,9 @@ pub struct SweepArgs {
     pub file_limit: Option<usize>,
     #[arg(long, default_value_t = 2048)]
     pub memory_mb: u32,
+    /// photoz, photoz:PATH or astromae:PATH (as in `cosmicai run`).
+    #[arg(long, default_value = "photoz")]
+    pub model: String,
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[arg(long)]
@@ -81,6 +84,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             let run_args = RunArgs {
                 file_limit: args.file_limit,
                 memory_mb: args.memory_mb,
+                model: args.model.clone(),
                 ..RunArgs::new(args.data.clone(), world_size, args.batch_size, device)
             };
             let s = execute_run(&run_args, true)?;

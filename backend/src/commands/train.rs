@@ -261,7 +261,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 out,
                 "  {name} validation: {} objects, class accuracy {:.4}, galaxy NMAD {:.4}, outliers(0.15) {:.4}",
                 e.objects,
-                e.class_accuracy,
+                e.class_accuracy.unwrap_or(f64::NAN),
                 g.map_or(f64::NAN, |g| g.nmad),
                 g.map_or(f64::NAN, |g| g.outlier_frac_0_15)
             );

@@ -1,14 +1,15 @@
 //! `cosmicai worker`: one rank of a run, as its own process (started by the
 //! local executor, like a Lambda invocation). Speaks the executor's stdout protocol.
 
-use crate::models::{Cpu, load_photoz_on};
+use crate::models::Cpu;
 use anyhow::{Context, Result};
 use clap::Args;
 use cosmicai_engine::executor::WorkerMessage;
 use cosmicai_engine::pipeline::{Payload, RankEvent, infer_rank, payload_key};
+use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::{LocalStore, ObjectStore};
 use cosmicai_shared::run::Device;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args)]
 #[command(after_help = "Started by `cosmicai run`, not by hand:\n  \
@@ -37,10 +38,10 @@ pub fn run(args: WorkerArgs) -> Result<()> {
     let bytes = store.get(&payload_key(&args.result_path))?;
     let payload: Payload = serde_json::from_slice(&bytes).context("reading payload.json")?;
     match payload.request.device {
-        Device::Cpu => run_on::<Cpu>(&store, &payload, args.rank, &Default::default()),
+        Device::Cpu => run_on::<Cpu>(&store, &payload, args.rank, &Default::default(), true),
         #[cfg(feature = "cuda")]
         Device::Cuda => {
-            run_on::<crate::models::Gpu>(&store, &payload, args.rank, &Default::default())
+            run_on::<crate::models::Gpu>(&store, &payload, args.rank, &Default::default(), false)
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => anyhow::bail!("device cuda: this cosmicai was built without CUDA"),
@@ -52,9 +53,13 @@ fn run_on<B: burn::prelude::Backend>(
     payload: &Payload,
     rank: usize,
     device: &B::Device,
-) -> Result<()> {
-    let weights = payload.request.model.strip_prefix("photoz:").map(Path::new);
-    let model = load_photoz_on::<B>(weights, device)?;
+    cpu: bool,
+) -> Result<()>
+where
+    cosmicai_model::astromae::AstroMae<B>: Sync,
+{
+    let spec = payload.request.model_spec().map_err(anyhow::Error::msg)?;
+    let model = RedshiftModel::<B>::load(&spec, device, cpu).map_err(anyhow::Error::msg)?;
     say(&WorkerMessage::Ready);
     if let Some(ms) = std::env::var("COSMICAI_WORKER_PAUSE_MS")
         .ok()

@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cosmicai_shared::api::{
-    ObjectDetail, ObjectPage, RunEvent, RunInfo, RunLaunch, ScatterPoint, SweepInfo, SweepLaunch,
+    ModelEntry, ObjectDetail, ObjectPage, Prediction, RunEvent, RunInfo, RunLaunch, ScatterPoint,
+    SweepInfo, SweepLaunch,
 };
 use cosmicai_shared::display::{Stretch, asinh_gray, lupton_rgb};
 use serde::{Deserialize, Serialize};
@@ -74,13 +75,62 @@ pub async fn object_detail(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<ObjectDetail>> {
     let e = entry(&state, id)?;
+    let mut predictions = vec![e.prediction.clone()];
+    // Image models served here predict from the object's cutout, on demand.
+    if e.summary.has_image && state.models.all.iter().any(|m| m.entry.reads_images) {
+        let st = state.clone();
+        let more = tokio::task::spawn_blocking(move || image_predictions(&st, id))
+            .await
+            .map_err(Error::internal)?;
+        predictions.extend(more);
+    }
     Ok(Json(ObjectDetail {
         object: e.summary.clone(),
         source_detail: e.source_detail.clone(),
         image_size: state.index.image_size(e),
         valid_fraction: e.valid_fraction,
-        predictions: vec![e.prediction.clone()],
+        predictions,
     }))
+}
+
+/// The predictions of the served image models (AstroMAE) for object `id`; a model
+/// that cannot run is left out (its load error was reported at start).
+fn image_predictions(state: &AppState, id: i64) -> Vec<Prediction> {
+    let Some(e) = state.index.get(id) else {
+        return Vec::new();
+    };
+    let Some((pixels, size)) = state.index.image(e) else {
+        return Vec::new();
+    };
+    let cutouts = cosmicai_engine::predict::Cutouts {
+        pixels: &pixels,
+        height: size,
+        width: size,
+    };
+    state
+        .models
+        .all
+        .iter()
+        .filter(|m| m.entry.reads_images)
+        .filter_map(|m| {
+            let model = m.model().ok()?;
+            let p = model
+                .predict(
+                    &[e.summary.magnitudes],
+                    Some(cutouts),
+                    1,
+                    &Default::default(),
+                )
+                .ok()?;
+            let p = p.predictions.first()?;
+            Some(Prediction {
+                model: m.entry.name.clone(),
+                redshift: p.redshift,
+                class: model.predicts_class().then_some(p.class),
+                class_probabilities: model.predicts_class().then_some(p.class_probability),
+            })
+        })
+        .collect()
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -282,6 +332,11 @@ pub async fn model_weights(State(state): AppStateRef) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/api/models", responses((status = 200, body = Vec<ModelEntry>)))]
+pub async fn list_models(State(state): AppStateRef) -> Json<Vec<ModelEntry>> {
+    Json(state.models.entries())
+}
+
 fn registry(state: &AppState) -> ApiResult<Registry> {
     Registry::open(&state.data_dir.join("cosmicai.sqlite")).map_err(Error::internal)
 }
@@ -312,7 +367,7 @@ pub async fn create_run(
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let id = state
         .runs
-        .start(&state.data_dir, &launch)
+        .start(&state.data_dir, &state.models, &launch)
         .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }
@@ -491,7 +546,7 @@ pub async fn estimate(
 ) -> ApiResult<Json<serde_json::Value>> {
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
-        let request = super::runs::request_of(&st.data_dir, &launch, "estimate")
+        let request = super::runs::request_of(&st.data_dir, &st.models, &launch, "estimate")
             .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
         let store = cosmicai_engine::store::LocalStore::new(&st.data_dir);
         let payload = cosmicai_engine::pipeline::plan(&store, &request, "estimate")
@@ -520,7 +575,7 @@ pub async fn create_sweep(
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let id = state
         .sweeps
-        .start(&state.data_dir, &launch)
+        .start(&state.data_dir, &state.models, &launch)
         .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }

@@ -8,6 +8,7 @@
 
 mod api;
 mod error;
+mod models;
 mod objects;
 mod prepare;
 mod runs;
@@ -30,7 +31,8 @@ use utoipa::OpenApi;
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     cosmicai serve                                  # http://127.0.0.1:8080, data in ./data/serve\n  \
-    cosmicai serve --addr 0.0.0.0:8080 --data-dir /srv/cosmicai\n\n\
+    cosmicai serve --addr 0.0.0.0:8080 --data-dir /srv/cosmicai\n  \
+    cosmicai serve --model astromae:Mixed_Inception_z_VITAE_Base_Img_Full_New_Full.pt\n\n\
     On first start the data directory is filled from the bundled real data: the two\n\
     catalogs (catalog/), real cutouts of the bundled SDSS field (real/) and 3,000\n\
     synthetic cutouts (synthetic/). Off loopback, starting or cancelling runs needs\n\
@@ -46,11 +48,16 @@ pub struct ServeArgs {
     /// The built explorer (Trunk's output).
     #[arg(long, default_value = "dist")]
     pub frontend: PathBuf,
+    /// More models to offer (repeatable): astromae:CHECKPOINT (a CAI .pt or its
+    /// safetensors) or photoz:WEIGHTS. Files in DATA_DIR/models/ are offered too.
+    #[arg(long = "model")]
+    pub models: Vec<String>,
 }
 
 pub struct AppState {
     data_dir: PathBuf,
     index: objects::ObjectIndex,
+    models: models::ServedModels,
     runs: runs::Runs,
     sweeps: sweeps::Sweeps,
     token: Option<String>,
@@ -65,7 +72,7 @@ pub struct AppState {
 #[openapi(
     info(title = "CosmicAI API", description = "Galaxy redshifts from SDSS data: objects, images, the model, pipeline runs."),
     paths(api::health, api::list_objects, api::object_detail, api::object_image, api::cutouts, api::model,
-        api::model_weights, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
+        api::model_weights, api::list_models, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
         api::run_results, api::estimate, api::create_sweep, api::sweep_detail),
     modifiers(&BearerAuth)
 )]
@@ -139,6 +146,7 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
         .route("/api/cutouts", get(api::cutouts))
         .route("/api/model", get(api::model))
         .route("/api/model/weights", get(api::model_weights))
+        .route("/api/models", get(api::list_models))
         .route("/api/runs", get(api::list_runs))
         .route("/api/runs/{id}", get(api::run_detail))
         .route("/api/runs/{id}/results", get(api::run_results))
@@ -192,6 +200,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     prepare::prepare(&args.data_dir, &args.assets)?;
     let index = objects::ObjectIndex::load(&args.data_dir)?;
+    let models = models::ServedModels::load(&args.models, &args.data_dir)?;
     let token = if args.addr.ip().is_loopback() {
         None
     } else {
@@ -214,6 +223,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let state = Arc::new(AppState {
         data_dir: args.data_dir.clone(),
         index,
+        models,
         runs: runs::Runs::new(crate::aws::AwsConfig::from_env()),
         sweeps: sweeps::Sweeps::default(),
         token: token.clone(),

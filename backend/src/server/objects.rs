@@ -155,8 +155,8 @@ impl ObjectIndex {
                         prediction: Prediction {
                             model: "photoz (shipped)".into(),
                             redshift: p.redshift,
-                            class: p.class,
-                            class_probabilities: p.class_probability,
+                            class: Some(p.class),
+                            class_probabilities: Some(p.class_probability),
                         },
                         valid_fraction: valid,
                         file: file_index,

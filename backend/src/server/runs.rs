@@ -1,6 +1,7 @@
 //! Runs started from the API: each runs on its own thread with the same code as
 //! `cosmicai run`, and its events are kept for the live view (Server-Sent Events).
 
+use super::models::ServedModels;
 use crate::aws::AwsConfig;
 use crate::commands::run::{RunControl, check_device, execute_request, new_run_id};
 use cosmicai_engine::executor::ExecutorEvent;
@@ -75,9 +76,14 @@ impl Runs {
     }
 
     /// Validates `launch` and starts it; the run id, or what is wrong with the request.
-    pub fn start(&self, data_dir: &Path, launch: &RunLaunch) -> Result<String, String> {
+    pub fn start(
+        &self,
+        data_dir: &Path,
+        models: &ServedModels,
+        launch: &RunLaunch,
+    ) -> Result<String, String> {
         let id = new_run_id();
-        let request = request_of(data_dir, launch, &id)?;
+        let request = request_of(data_dir, models, launch, &id)?;
         let aws = match (launch.target, &self.aws) {
             (Target::Local, _) => {
                 check_device(request.device).map_err(|e| format!("{e:#}"))?;
@@ -167,7 +173,12 @@ fn event_of(e: &ExecutorEvent) -> RunEvent {
 }
 
 /// The pipeline request for `launch`, checked; paths never leave `data_dir`.
-pub fn request_of(data_dir: &Path, launch: &RunLaunch, id: &str) -> Result<RunRequest, String> {
+pub fn request_of(
+    data_dir: &Path,
+    models: &ServedModels,
+    launch: &RunLaunch,
+    id: &str,
+) -> Result<RunRequest, String> {
     let data_prefix = launch
         .data_prefix
         .clone()
@@ -181,7 +192,7 @@ pub fn request_of(data_dir: &Path, launch: &RunLaunch, id: &str) -> Result<RunRe
         result_path: format!("results/{id}"),
         device: launch.device,
         memory_mb: launch.memory_mb.unwrap_or(2048),
-        model: "photoz".into(),
+        model: models.resolve(launch.model.as_deref())?,
         retries: launch.retries,
         tolerated_failure_percentage: 100.0,
     };

@@ -1,6 +1,7 @@
 //! Sweeps from the API: the same run over several world sizes and devices, one
 //! after another on a thread, each recorded like any run.
 
+use super::models::ServedModels;
 use super::runs::request_of;
 use crate::commands::run::{RunControl, check_device, execute_request, new_run_id};
 use cosmicai_shared::api::{RunLaunch, SweepInfo, SweepLaunch, SweepRow, Target};
@@ -22,7 +23,12 @@ impl Sweeps {
     }
 
     /// Checks every run of the sweep first, then starts it; its id, or what is wrong.
-    pub fn start(&self, data_dir: &Path, launch: &SweepLaunch) -> Result<String, String> {
+    pub fn start(
+        &self,
+        data_dir: &Path,
+        models: &ServedModels,
+        launch: &SweepLaunch,
+    ) -> Result<String, String> {
         if launch.world_sizes.is_empty() || launch.world_sizes.len() > 8 {
             return Err(format!(
                 "world_sizes: give 1 to 8 world sizes, not {}",
@@ -54,8 +60,9 @@ impl Sweeps {
                     device,
                     memory_mb: launch.memory_mb,
                     retries: 0,
+                    model: launch.model.clone(),
                 };
-                plan.push(request_of(data_dir, &run, &id)?);
+                plan.push(request_of(data_dir, models, &run, &id)?);
             }
         }
         let info = Arc::new(Mutex::new(SweepInfo {

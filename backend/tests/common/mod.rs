@@ -52,3 +52,81 @@ pub fn failure(args: &[&str]) -> String {
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
 }
+
+/// A file of the small AstroMAE fixture (made by the PyTorch peer, see its README).
+pub fn astromae_fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../model/tests/fixtures/astromae_small")
+        .join(name)
+}
+
+/// PyTorch's redshifts for the fixture's four objects (object ids 1 to 4).
+pub fn astromae_expected() -> Vec<f32> {
+    let io = cosmicai_model::weights::Weights::open(astromae_fixture("io.safetensors")).unwrap();
+    io.values("redshift").unwrap().to_vec()
+}
+
+/// The fixture's four objects as two partitions in `dir` (32x32 cutouts, the
+/// labels PyTorch's redshifts); `images: false` leaves the second one without cutouts.
+pub fn astromae_partitions(dir: &Path, images: bool) {
+    use cosmicai_engine::partition::{
+        Images, ObjectRow, Partition, PartitionMeta, Source, write_partition,
+    };
+    let io = cosmicai_model::weights::Weights::open(astromae_fixture("io.safetensors")).unwrap();
+    let (pixels, mags, z) = (
+        io.values("images").unwrap(),
+        io.values("magnitudes").unwrap(),
+        io.values("redshift").unwrap(),
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let per = 5 * 32 * 32;
+    for (part, range) in [0..2usize, 2..4].into_iter().enumerate() {
+        let mut p = Partition::new(
+            PartitionMeta::default(),
+            vec![Source {
+                name: "astromae fixture".into(),
+                provenance: cosmicai_shared::Provenance::Synthetic,
+                detail: "random inputs of the PyTorch peer".into(),
+            }],
+        );
+        for i in range.clone() {
+            let m = &mags[i * 5..i * 5 + 5];
+            p.push(
+                ObjectRow {
+                    object_id: i as i64 + 1,
+                    ra: f64::NAN,
+                    dec: f64::NAN,
+                    magnitudes: [m[0], m[1], m[2], m[3], m[4]],
+                    redshift: z[i],
+                    class: cosmicai_shared::Class::Galaxy,
+                },
+                0,
+            );
+        }
+        if images || part == 0 {
+            p.images = Some(Images {
+                height: 32,
+                width: 32,
+                pixels: pixels[range.start * per..range.end * per].to_vec(),
+            });
+        }
+        write_partition(dir.join(format!("part-{part}.safetensors")), &p).unwrap();
+    }
+}
+
+/// Every object's predicted redshift in a local run's predictions, by object id.
+pub fn predicted_redshifts(result_dir: &Path, ranks: usize) -> Vec<(i64, f32)> {
+    let mut out = Vec::new();
+    for rank in 0..ranks {
+        let bytes =
+            std::fs::read(result_dir.join(format!("predictions/{rank}.safetensors"))).unwrap();
+        let p = cosmicai_engine::pipeline::read_predictions(&bytes).unwrap();
+        out.extend(
+            p.object_id
+                .iter()
+                .copied()
+                .zip(p.predicted.iter().map(|q| q.redshift)),
+        );
+    }
+    out
+}

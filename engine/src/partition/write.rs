@@ -116,16 +116,19 @@ pub fn write_partition(
     write_atomically(path, &bytes).map_err(|e| err("file", format!("cannot write: {e}")))
 }
 
-/// Writes through a temporary file in the same directory, then renames it over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes through a temporary file in the same directory, synced, then renamed
+/// over `path` and the directory synced: after a power cut `path` holds either its
+/// old bytes or all of the new ones.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut temp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut temp, bytes)?;
+    temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn le_bytes<T, const W: usize>(values: &[T], to_bytes: impl Fn(&T) -> [u8; W]) -> Vec<u8> {

@@ -2,10 +2,11 @@
 
 use super::{Payload, PipelineError, predictions_key, rank_key};
 use crate::partition::PartitionFile;
-use crate::predict::{Cutouts, Prediction, predict_photoz_with};
+use crate::predict::{Cutouts, Prediction};
+use crate::redshift_model::RedshiftModel;
 use crate::store::ObjectStore;
 use burn::prelude::*;
-use cosmicai_model::photoz::PhotoZ;
+use cosmicai_model::astromae::AstroMae;
 use cosmicai_shared::Class;
 use cosmicai_shared::run::{RankResult, SystemInfo};
 use safetensors::tensor::{Dtype, TensorView};
@@ -32,11 +33,14 @@ pub fn infer_rank<B: Backend>(
     store: &dyn ObjectStore,
     payload: &Payload,
     rank: usize,
-    model: &PhotoZ<B>,
+    model: &RedshiftModel<B>,
     device: &B::Device,
     system: SystemInfo,
     mut on_event: impl FnMut(RankEvent),
-) -> Result<RankResult, PipelineError> {
+) -> Result<RankResult, PipelineError>
+where
+    AstroMae<B>: Sync,
+{
     let request = &payload.request;
     let keys = payload.ranks.get(rank).ok_or_else(|| {
         PipelineError::Other(format!(
@@ -62,25 +66,25 @@ pub fn infer_rank<B: Backend>(
         let file = PartitionFile::open(&path)?;
         let catalog = file.catalog();
         // Pixels are read only for a model that looks at them.
-        let image_size = file.image_size().filter(|_| model.cutout.is_some());
+        let image_size = file.image_size().filter(|_| model.reads_cutouts());
         for start in (0..file.len()).step_by(request.batch_size) {
             let end = (start + request.batch_size).min(file.len());
             let t = Instant::now();
             let pixels = image_size
                 .map(|_| file.images(start..end))
                 .unwrap_or_default();
-            let predicted = predict_photoz_with(
-                model,
-                &catalog.magnitudes[start..end],
-                image_size.map(|(height, width)| Cutouts {
-                    pixels: &pixels,
-                    height,
-                    width,
-                }),
-                request.batch_size,
-                device,
-            )
-            .map_err(|e| PipelineError::Other(format!("{key}: {e}")))?;
+            let predicted = model
+                .predict(
+                    &catalog.magnitudes[start..end],
+                    image_size.map(|(height, width)| Cutouts {
+                        pixels: &pixels,
+                        height,
+                        width,
+                    }),
+                    request.batch_size,
+                    device,
+                )
+                .map_err(|e| PipelineError::Other(format!("partition {key}: {e}")))?;
             seconds += t.elapsed().as_secs_f64();
             batches += 1;
             bits += (end - start) as u64 * 5 * 32 + pixels.len() as u64 * 32;
@@ -114,6 +118,7 @@ pub fn infer_rank<B: Backend>(
         data_path: keys.clone(),
         objects,
         objects_with_cutouts: with_cutouts,
+        model: request.model.clone(),
         system,
     };
     store.put(

@@ -20,6 +20,13 @@ pub struct RunSummary {
     /// Objects the model's image branch saw (0 for a magnitudes-only model).
     #[serde(default)]
     pub objects_with_cutouts: usize,
+    /// The model that ran (`photoz`, `photoz:PATH`, `astromae:PATH`).
+    #[serde(default)]
+    pub model: String,
+    /// False for a model without a class prediction (AstroMAE): predictions carry
+    /// redshifts only, and `metrics.class_accuracy` is absent.
+    #[serde(default = "yes")]
+    pub predicts_class: bool,
     pub duration_s: f64,
     pub samples_per_s: f64,
     pub cost_usd: f64,
@@ -32,6 +39,10 @@ pub struct RunSummary {
     /// Accuracy over predictions whose object has a spectroscopic label.
     pub metrics: Option<Evaluation>,
     pub per_rank: Vec<RankMeasure>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Reads the rank results written so far, writes `combined_data.json` and `summary.json`.
@@ -102,6 +113,8 @@ pub fn summarize(
         failed_ranks,
         objects,
         objects_with_cutouts: results.iter().map(|r| r.objects_with_cutouts).sum(),
+        model: request.model.clone(),
+        predicts_class: request.model_spec().is_ok_and(|m| m.predicts_class()),
         duration_s,
         samples_per_s: objects as f64 / duration_s.max(1e-9),
         cost_usd: cost.total_usd,

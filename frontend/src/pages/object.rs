@@ -116,7 +116,7 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
         let p = batch.predictions.first().cloned().ok_or("no prediction")?;
         Ok::<_, String>((p, batch.ran, batch.ms))
     });
-    let server = detail.predictions.first().cloned();
+    let server = detail.predictions.clone();
     let o = detail.object.clone();
     let images = o.has_image.then(|| {
         view! {
@@ -152,7 +152,10 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
         <h3>"Predictions"</h3>
         <table class="predictions">
             <tr><th></th><th>"redshift"</th><th>"class"</th></tr>
-            {server.map(|p| view! { <tr class="server"><td>"server (" {p.model} ")"</td><td>{format!("{:.4}", p.redshift)}</td><td>{p.class.name()}</td></tr> })}
+            {server.into_iter().map(|p| view! {
+                <tr class="server" data-model=p.model.clone()><td>"server (" {p.model} ")"</td><td>{format!("{:.4}", p.redshift)}</td>
+                <td>{p.class.map_or_else(|| "no class prediction".to_string(), |c| c.name().to_string())}</td></tr>
+            }).collect_view()}
             {move || match browser.get() {
                 None => view! { <tr><td>"browser"</td><td colspan="2">"running…"</td></tr> }.into_any(),
                 Some(Err(e)) => view! { <tr><td>"browser"</td><td colspan="2" class="error">{e}</td></tr> }.into_any(),

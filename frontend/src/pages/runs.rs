@@ -3,7 +3,7 @@
 
 use super::ErrorMessage;
 use crate::charts::{Bars, DensityScatter, Histogram};
-use cosmicai_shared::api::{RunEvent, RunInfo, RunLaunch, ScatterPoint, Target};
+use cosmicai_shared::api::{ModelEntry, RunEvent, RunInfo, RunLaunch, ScatterPoint, Target};
 use cosmicai_shared::run::Device;
 use leptos::prelude::*;
 use serde::Deserialize;
@@ -24,6 +24,9 @@ pub fn RunsPage() -> impl IntoView {
     let memory = RwSignal::new("2048".to_string());
     let device = RwSignal::new("cpu".to_string());
     let target = RwSignal::new("local".to_string());
+    let model = RwSignal::new("photoz".to_string());
+    let models =
+        LocalResource::new(|| async { crate::api::get::<Vec<ModelEntry>>("/api/models").await });
     let message = RwSignal::new(None::<Result<String, String>>);
     let launch = move || -> Result<RunLaunch, String> {
         let number = |name: &str, v: String| {
@@ -52,6 +55,7 @@ pub fn RunsPage() -> impl IntoView {
             },
             memory_mb: Some(number("memory", memory.get())? as u32),
             retries: 0,
+            model: Some(model.get()),
         })
     };
     let estimate = move |_| {
@@ -110,6 +114,7 @@ pub fn RunsPage() -> impl IntoView {
                 data_prefix: Some(data_prefix.get()),
                 file_limit: file_limit.get().trim().parse().ok(),
                 memory_mb: memory.get().trim().parse().ok(),
+                model: Some(model.get()),
             })
         });
         leptos::task::spawn_local(async move {
@@ -137,6 +142,15 @@ pub fn RunsPage() -> impl IntoView {
             {field("World size", "world_size", world_size)}
             {field("Batch size", "batch_size", batch_size)}
             {field("Memory (MB)", "memory_mb", memory)}
+            <label>"Model "<select name="model" on:change=move |ev| model.set(event_target_value(&ev))>
+                {move || match models.get() {
+                    Some(Ok(list)) => list.into_iter().map(|m| {
+                        let label = format!("{}{}", m.name, if m.reads_images { " (reads cutouts: use a folder with images)" } else { "" });
+                        view! { <option value=m.name.clone() selected=m.name == model.get_untracked()>{label}</option> }
+                    }).collect_view().into_any(),
+                    _ => view! { <option value="photoz">"photoz"</option> }.into_any(),
+                }}
+            </select></label>
             <label>"Device "<select on:change=move |ev| device.set(event_target_value(&ev))><option value="cpu">"CPU"</option><option value="cuda">"CUDA"</option></select></label>
             <label>"Target "<select on:change=move |ev| target.set(event_target_value(&ev))><option value="local">"this machine"</option><option value="aws">"AWS"</option></select></label>
             <button type="button" class="estimate" on:click=estimate>"Estimate"</button>
@@ -309,6 +323,29 @@ pub fn RunPage(id: String) -> impl IntoView {
     }
 }
 
+/// The run's model as the API names it (file name only).
+fn model_name(summary: &serde_json::Value) -> String {
+    let model = summary["model"].as_str().unwrap_or("photoz");
+    match model.split_once(':') {
+        Some((family, path)) => {
+            let file = path.rsplit('/').next().unwrap_or(path);
+            format!("{family}:{file}")
+        }
+        None => model.to_string(),
+    }
+}
+
+/// Class accuracy, or why there is none.
+fn class_line(summary: &serde_json::Value) -> String {
+    if summary["predicts_class"].as_bool() == Some(false) {
+        return "no class prediction (redshift only)".into();
+    }
+    match summary["metrics"]["class_accuracy"].as_f64() {
+        Some(a) => format!("class accuracy {a:.3}"),
+        None => "class accuracy: no labelled objects".into(),
+    }
+}
+
 #[component]
 fn RunResults(results: Results) -> impl IntoView {
     let s = results.summary.clone();
@@ -359,9 +396,9 @@ fn RunResults(results: Results) -> impl IntoView {
     view! {
         <section class="results">
             <h3>"Results"</h3>
-            <p>{format!("{} objects in {:.2} s ({:.0} objects/s), class accuracy {:.3}",
+            <p class="results-line">{format!("{} objects in {:.2} s ({:.0} objects/s) with {}, {}",
                 s["objects"], s["duration_s"].as_f64().unwrap_or(0.0), s["samples_per_s"].as_f64().unwrap_or(0.0),
-                s["metrics"]["class_accuracy"].as_f64().unwrap_or(f64::NAN))}</p>
+                model_name(&s), class_line(&s))}</p>
             <div class="charts">
                 <DensityScatter points=points />
                 <Histogram values=residuals lo=-0.3 hi=0.3 label="(z_pred − z_spec) / (1 + z_spec)".to_string() />

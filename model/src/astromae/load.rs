@@ -1,9 +1,12 @@
-//! AstroMAE from a safetensors file with PyTorch `state_dict` names.
+//! AstroMAE from a CAI checkpoint's `state_dict` names.
 //!
-//! The names are those of `astromae_torch.py` (CAI's architecture): `patch`,
-//! `cls`, `pos`, `blocks.{i}.{n1,attn,n2,mlp}`, `fc_norm`, `head`, `vit_block`,
-//! `incept.{k}` (an `nn.Sequential`), `mag.{k}`, `concat`. Depth and width
-//! come from the file; a wrong shape or a missing tensor is an error naming it.
+//! The names are what a CAI user gets from `torch.load(ckpt).module.state_dict()`
+//! (timm's `VisionTransformer` blocks, CAI's Inception and magnitude branches):
+//! `cls_token`, `pos_embed`, `patch_embed.proj`, `blocks.{i}.{norm1,attn.qkv,attn.proj,
+//! norm2,mlp.fc1,mlp.fc2}`, `fc_norm`, `head`, `vit_block.{0,2}`, `concat_block.{0,2}`,
+//! `inception_model.vis_inception.{k}` and `inception_model.magnitude_block.{k}`.
+//! DataParallel's `module.` prefix is dropped by [`Weights`]. Every size comes
+//! from the file; a missing or misshapen tensor is an error naming it.
 
 use super::inception::{ConvBlock, Inception, InceptionBranch};
 use super::vit::{Block, VitEncoder};
@@ -12,14 +15,50 @@ use crate::weights::{Weights, WeightsError};
 use burn::module::Param;
 use burn::prelude::*;
 
-/// Positions of the Inception blocks and the final linears in PyTorch's `incept` Sequential:
-/// conv, avgpool, inc, inc, avgpool, inc, inc, avgpool, inc, flatten, linear, relu, linear.
+/// Positions in CAI's `vis_inception` Sequential: conv, avgpool, inc, inc, avgpool,
+/// inc, inc, avgpool, inc, flatten, linear, relu, linear.
 const INCEPTION_BLOCKS: [usize; 5] = [2, 3, 5, 6, 8];
 const INCEPTION_MLP: (usize, usize) = (10, 12);
+const INCEPTION: &str = "inception_model.vis_inception";
+const MAGNITUDES: &str = "inception_model.magnitude_block";
+/// The stem convolution is one module registered twice, so a state_dict lists it
+/// under both names; either is enough.
+const STEM: &str = "inception_model.conv2d_init";
+const STEM_AGAIN: &str = "inception_model.vis_inception.0";
+
+/// Width of a weight matrix (`[out, in]` or `[out, in, kh, kw]`): its first dimension.
+fn rows(weights: &Weights, name: &str) -> Result<usize, WeightsError> {
+    weights
+        .shape(name)?
+        .first()
+        .copied()
+        .ok_or_else(|| weights.error(name, "is a scalar, expected a weight matrix"))
+}
+
+/// The stem's prefix: whichever of its two names the file has, after checking that
+/// the two agree when both are present.
+fn stem(weights: &Weights) -> Result<&'static str, WeightsError> {
+    let (a, b) = (
+        weights.contains(&format!("{STEM}.weight")),
+        weights.contains(&format!("{STEM_AGAIN}.weight")),
+    );
+    if a && b {
+        for part in ["weight", "bias"] {
+            let (x, y) = (format!("{STEM}.{part}"), format!("{STEM_AGAIN}.{part}"));
+            if weights.values(&x) != weights.values(&y) {
+                return Err(weights.error(
+                    &x,
+                    format!("differs from {y}: the file holds two different stem convolutions"),
+                ));
+            }
+        }
+    }
+    Ok(if a || !b { STEM } else { STEM_AGAIN })
+}
 
 impl<B: Backend> AstroMae<B> {
-    /// Loads PyTorch weights; `heads` is the number of attention heads (3 for AstroMAE),
-    /// the only size a weight file cannot tell.
+    /// Loads a CAI checkpoint's weights; `heads` is the number of attention heads
+    /// (3 for AstroMAE), the only size a weight file cannot tell.
     pub fn from_pytorch(
         weights: &Weights,
         heads: usize,
@@ -37,46 +76,50 @@ impl<B: Backend> AstroMae<B> {
                     .layers
                     .into_iter()
                     .enumerate()
-                    .map(|(j, l)| weights.linear(&format!("mag.{}", 2 * j), l))
+                    .map(|(j, l)| weights.linear(&format!("{MAGNITUDES}.{}", 2 * j), l))
                     .collect::<Result<_, _>>()?,
             },
-            head: two_layer(weights, "concat.0", "concat.2", model.head)?,
+            head: two_layer(weights, "concat_block.0", "concat_block.2", model.head)?,
         })
     }
 }
 
-/// The configuration a weight file describes (depth, embedding width, image size).
+/// The configuration a weight file describes (depth, widths, image size).
 pub fn config_of(weights: &Weights, heads: usize) -> Result<AstroMaeConfig, WeightsError> {
-    let patch = weights.shape("patch.weight")?.to_vec();
+    let name = "patch_embed.proj.weight";
+    let patch = weights.shape(name)?.to_vec();
     let [dim, bands, p, _] = patch[..] else {
         return Err(weights.error(
-            "patch.weight",
+            name,
             format!("shape {patch:?}, expected [dim, bands, patch, patch]"),
         ));
     };
-    let tokens = weights.shape("pos")?.get(1).copied().unwrap_or(0);
-    let side = ((tokens.saturating_sub(1)) as f64).sqrt() as usize;
-    let depth = (0..)
-        .take_while(|i| weights.contains(&format!("blocks.{i}.n1.weight")))
-        .count();
-    if dim % heads != 0 {
+    if p == 0 || heads == 0 || dim % heads != 0 {
         return Err(weights.error(
-            "patch.weight",
-            format!("embedding width {dim} is not divisible by {heads} heads"),
+            name,
+            format!("embedding width {dim} is not divisible by {heads} heads (patch {p})"),
         ));
     }
-    let branch_width = weights.shape("vit_block.0.weight")?[0];
-    let magnitude_width = weights.shape("mag.0.weight")?[0];
-    let head_width = weights.shape("concat.0.weight")?[0];
-    // mag.0 and the last layer are not hidden layers: 2 + hidden linears in all.
-    let magnitude_linears = (0..)
-        .take_while(|j| weights.contains(&format!("mag.{}.weight", 2 * j)))
+    let tokens = weights.shape("pos_embed")?.get(1).copied().unwrap_or(0);
+    let side = ((tokens.saturating_sub(1)) as f64).sqrt() as usize;
+    let depth = (0..)
+        .take_while(|i| weights.contains(&format!("blocks.{i}.norm1.weight")))
         .count();
+    let magnitude_linears = (0..)
+        .take_while(|j| weights.contains(&format!("{MAGNITUDES}.{}.weight", 2 * j)))
+        .count();
+    let mut widths = [0; 5];
+    for (w, k) in widths.iter_mut().zip(INCEPTION_BLOCKS) {
+        *w = rows(weights, &format!("{INCEPTION}.{k}.branch1.conv.weight"))?;
+    }
     Ok(AstroMaeConfig::new()
-        .with_branch_width(branch_width)
-        .with_magnitude_width(magnitude_width)
+        .with_branch_width(rows(weights, "vit_block.0.weight")?)
+        .with_magnitude_width(rows(weights, &format!("{MAGNITUDES}.0.weight"))?)
+        // the first and last linears are not hidden layers
         .with_magnitude_layers(magnitude_linears.saturating_sub(2))
-        .with_head_width(head_width)
+        .with_head_width(rows(weights, "concat_block.0.weight")?)
+        .with_inception_widths(widths)
+        .with_inception_stem(rows(weights, &format!("{}.weight", stem(weights)?))?)
         .with_dim(dim)
         .with_depth(depth)
         .with_heads(heads)
@@ -106,25 +149,25 @@ fn vit<B: Backend>(w: &Weights, m: VitEncoder<B>) -> Result<VitEncoder<B>, Weigh
         .map(|(i, b)| {
             let p = format!("blocks.{i}");
             let mut attention = b.attention;
-            attention.qkv = w.linear_named(
-                &format!("{p}.attn.in_proj_weight"),
-                &format!("{p}.attn.in_proj_bias"),
-                attention.qkv,
-            )?;
-            attention.out = w.linear(&format!("{p}.attn.out_proj"), attention.out)?;
+            attention.qkv = w.linear(&format!("{p}.attn.qkv"), attention.qkv)?;
+            attention.out = w.linear(&format!("{p}.attn.proj"), attention.out)?;
             Ok(Block {
-                norm1: w.layer_norm(&format!("{p}.n1"), b.norm1)?,
+                norm1: w.layer_norm(&format!("{p}.norm1"), b.norm1)?,
                 attention,
-                norm2: w.layer_norm(&format!("{p}.n2"), b.norm2)?,
-                mlp_in: w.linear(&format!("{p}.mlp.0"), b.mlp_in)?,
-                mlp_out: w.linear(&format!("{p}.mlp.2"), b.mlp_out)?,
+                norm2: w.layer_norm(&format!("{p}.norm2"), b.norm2)?,
+                mlp_in: w.linear(&format!("{p}.mlp.fc1"), b.mlp_in)?,
+                mlp_out: w.linear(&format!("{p}.mlp.fc2"), b.mlp_out)?,
             })
         })
         .collect::<Result<_, WeightsError>>()?;
     Ok(VitEncoder {
-        patch_embed: w.conv2d("patch", m.patch_embed)?,
-        cls_token: Param::from_tensor(w.tensor("cls", m.cls_token.shape().dims(), &device)?),
-        position: Param::from_tensor(w.tensor("pos", m.position.shape().dims(), &device)?),
+        patch_embed: w.conv2d("patch_embed.proj", m.patch_embed)?,
+        cls_token: Param::from_tensor(w.tensor(
+            "cls_token",
+            m.cls_token.shape().dims(),
+            &device,
+        )?),
+        position: Param::from_tensor(w.tensor("pos_embed", m.position.shape().dims(), &device)?),
         blocks,
         fc_norm: w.layer_norm("fc_norm", m.fc_norm)?,
         head: w.linear("head", m.head)?,
@@ -151,32 +194,32 @@ fn inception_branch<B: Backend>(
         .into_iter()
         .zip(INCEPTION_BLOCKS)
         .map(|(b, k)| {
-            let p = format!("incept.{k}");
+            let p = format!("{INCEPTION}.{k}");
             Ok(Inception {
-                b1: conv_block(w, &format!("{p}.b1"), b.b1)?,
-                b3_reduce: conv_block(w, &format!("{p}.b2.0"), b.b3_reduce)?,
-                b3: conv_block(w, &format!("{p}.b2.1"), b.b3)?,
+                b1: conv_block(w, &format!("{p}.branch1"), b.b1)?,
+                b3_reduce: conv_block(w, &format!("{p}.branch2.0"), b.b3_reduce)?,
+                b3: conv_block(w, &format!("{p}.branch2.1"), b.b3)?,
                 b5: match b.b5 {
                     Some((reduce, conv)) => Some((
-                        conv_block(w, &format!("{p}.b3.0"), reduce)?,
-                        conv_block(w, &format!("{p}.b3.1"), conv)?,
+                        conv_block(w, &format!("{p}.branch3.0"), reduce)?,
+                        conv_block(w, &format!("{p}.branch3.1"), conv)?,
                     )),
                     None => None,
                 },
                 pool: b.pool,
-                pool_proj: conv_block(w, &format!("{p}.b4.1"), b.pool_proj)?,
+                pool_proj: conv_block(w, &format!("{p}.branch4.1"), b.pool_proj)?,
             })
         })
         .collect::<Result<_, WeightsError>>()?;
     let (first, second) = INCEPTION_MLP;
     Ok(InceptionBranch {
-        stem: w.conv2d("incept.0", m.stem)?,
+        stem: w.conv2d(stem(w)?, m.stem)?,
         pool: m.pool,
         blocks,
         mlp: two_layer(
             w,
-            &format!("incept.{first}"),
-            &format!("incept.{second}"),
+            &format!("{INCEPTION}.{first}"),
+            &format!("{INCEPTION}.{second}"),
             m.mlp,
         )?,
     })

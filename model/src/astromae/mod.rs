@@ -7,8 +7,8 @@
 //! - [`inception`]: an Inception network on the same crop;
 //! - a magnitude MLP on the 5 ugriz magnitudes.
 //!
-//! [`load`] builds the model from a safetensors file with PyTorch `state_dict`
-//! names (those of `astromae_torch.py`).
+//! [`load`] builds the model from a CAI checkpoint's `state_dict` names, read from
+//! safetensors or from the `.pt` file itself ([`crate::weights::Weights::open`]).
 
 pub mod inception;
 pub mod load;
@@ -44,6 +44,12 @@ pub struct AstroMaeConfig {
     pub magnitude_layers: usize,
     #[config(default = 1024)]
     pub head_width: usize,
+    /// Channels of each Inception branch, per block (the last block has three branches).
+    #[config(default = "[16, 16, 8, 8, 4]")]
+    pub inception_widths: [usize; 5],
+    /// Channels of the Inception stem (`conv2d_init`).
+    #[config(default = 32)]
+    pub inception_stem: usize,
 }
 
 /// Two linear layers with a ReLU between them.
@@ -112,8 +118,10 @@ impl AstroMaeConfig {
             self.dim, self.depth, self.heads, self.patch, self.image, self.bands,
         )
         .init(device);
-        let inception =
-            InceptionBranchConfig::new(self.bands, self.image, self.branch_width).init(device);
+        let inception = InceptionBranchConfig::new(self.bands, self.image, self.branch_width)
+            .with_widths(self.inception_widths)
+            .with_stem(self.inception_stem)
+            .init(device);
         let concat = 2 * self.branch_width + self.magnitude_width;
         AstroMae {
             vit,

@@ -1,0 +1,230 @@
+//! AstroMAE through the pipeline: a CAI checkpoint (the pickled DataParallel
+//! module) over partitions made from the parity fixture's inputs, world size 2,
+//! reproduces PyTorch's redshifts; a partition without cutouts fails its rank.
+
+use burn::backend::NdArray;
+use cosmicai_engine::partition::{
+    Images, ObjectRow, Partition, PartitionMeta, Source, write_partition,
+};
+use cosmicai_engine::pipeline::{infer_rank, initialize, read_predictions, summarize};
+use cosmicai_engine::redshift_model::RedshiftModel;
+use cosmicai_engine::store::{LocalStore, ObjectStore};
+use cosmicai_model::weights::Weights;
+use cosmicai_shared::model::ModelSpec;
+use cosmicai_shared::run::{Device, RankMeasure, RankResult, RunRequest, RunStatus, SystemInfo};
+use cosmicai_shared::{Class, Provenance};
+use std::path::{Path, PathBuf};
+
+type B = NdArray<f32>;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../model/tests/fixtures/astromae_small")
+        .join(name)
+}
+
+/// The fixture's objects `range` as a partition with 32x32 cutouts (or none).
+fn partition(range: std::ops::Range<usize>, images: bool) -> Partition {
+    let io = Weights::open(fixture("io.safetensors")).unwrap();
+    let (pixels, mags, z) = (
+        io.values("images").unwrap(),
+        io.values("magnitudes").unwrap(),
+        io.values("redshift").unwrap(),
+    );
+    let mut p = Partition::new(
+        PartitionMeta::default(),
+        vec![Source {
+            name: "astromae fixture".into(),
+            provenance: Provenance::Synthetic,
+            detail: "random inputs of the PyTorch peer".into(),
+        }],
+    );
+    let per = 5 * 32 * 32;
+    for i in range.clone() {
+        let m = &mags[i * 5..i * 5 + 5];
+        p.push(
+            ObjectRow {
+                object_id: i as i64 + 1,
+                ra: f64::NAN,
+                dec: f64::NAN,
+                magnitudes: [m[0], m[1], m[2], m[3], m[4]],
+                redshift: z[i],
+                class: Class::Galaxy,
+            },
+            0,
+        );
+    }
+    if images {
+        p.images = Some(Images {
+            height: 32,
+            width: 32,
+            pixels: pixels[range.start * per..range.end * per].to_vec(),
+        });
+    }
+    p
+}
+
+fn request(model: &str) -> RunRequest {
+    RunRequest {
+        bucket: "local".into(),
+        data_prefix: "data".into(),
+        file_limit: None,
+        batch_size: 3,
+        world_size: 2,
+        result_path: "results/a".into(),
+        device: Device::Cpu,
+        memory_mb: 1024,
+        model: model.into(),
+        retries: 0,
+        tolerated_failure_percentage: 100.0,
+    }
+}
+
+fn run(dir: &Path, model: &str) -> (LocalStore, Vec<Result<RankResult, String>>) {
+    let store = LocalStore::new(dir);
+    let request = request(model);
+    let payload = initialize(&store, &request, "a").unwrap();
+    let spec = request.model_spec().unwrap();
+    let loaded = RedshiftModel::<B>::load(&spec, &Default::default(), true).unwrap();
+    let results = (0..2)
+        .map(|rank| {
+            infer_rank(
+                &store,
+                &payload,
+                rank,
+                &loaded,
+                &Default::default(),
+                SystemInfo::default(),
+                |_| {},
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect::<Vec<_>>();
+    let measures: Vec<RankMeasure> = results
+        .iter()
+        .enumerate()
+        .map(|(rank, r)| RankMeasure {
+            rank,
+            attempts: 1,
+            error: r.as_ref().err().cloned(),
+            ..Default::default()
+        })
+        .collect();
+    summarize(&store, &payload, &measures, 1.0, &[0.1, 0.1]).unwrap();
+    (store, results)
+}
+
+#[test]
+fn a_cai_checkpoint_reproduces_pytorch_over_two_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_partition(
+        dir.path().join("data/part-0.safetensors"),
+        &partition(0..2, true),
+    )
+    .unwrap();
+    write_partition(
+        dir.path().join("data/part-1.safetensors"),
+        &partition(2..4, true),
+    )
+    .unwrap();
+    let model = format!("astromae:{}", fixture("astromae_module.pt").display());
+    let (store, results) = run(dir.path(), &model);
+
+    let expected = Weights::open(fixture("io.safetensors")).unwrap();
+    let expected = expected.values("redshift").unwrap();
+    let mut seen = 0;
+    for (rank, result) in results.iter().enumerate() {
+        let result = result.as_ref().unwrap();
+        assert_eq!((result.objects, result.objects_with_cutouts), (2, 2));
+        assert_eq!(result.model, model);
+        let bytes = store
+            .get(&format!("results/a/predictions/{rank}.safetensors"))
+            .unwrap();
+        let p = read_predictions(&bytes).unwrap();
+        for (id, q) in p.object_id.iter().zip(&p.predicted) {
+            let want = expected[(*id - 1) as usize];
+            assert!(
+                (q.redshift - want).abs() <= 1e-4,
+                "object {id}: {} vs PyTorch {want}",
+                q.redshift
+            );
+            assert_eq!(q.class, Class::Unknown, "AstroMAE predicts no class");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 4);
+
+    // CAI's combined_data.json lists both ranks; the summary says there is no class.
+    let combined: Vec<RankResult> =
+        serde_json::from_slice(&store.get("results/a/combined_data.json").unwrap()).unwrap();
+    assert_eq!(combined.len(), 2);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&store.get("results/a/summary.json").unwrap()).unwrap();
+    assert_eq!(summary["status"], "succeeded");
+    assert_eq!(summary["predicts_class"], false);
+    assert_eq!(summary["model"], model.as_str());
+    assert!(summary["metrics"]["class_accuracy"].is_null(), "{summary}");
+    // Labels are PyTorch's redshifts, so the scatter is (nearly) zero.
+    assert!(summary["metrics"]["all"]["mae"].as_f64().unwrap() < 1e-4);
+    assert!(matches!(
+        ModelSpec::parse(&model),
+        Ok(ModelSpec::AstroMae(_))
+    ));
+}
+
+#[test]
+fn a_partition_without_cutouts_fails_its_rank_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_partition(
+        dir.path().join("data/part-0.safetensors"),
+        &partition(0..2, true),
+    )
+    .unwrap();
+    write_partition(
+        dir.path().join("data/part-1.safetensors"),
+        &partition(2..4, false),
+    )
+    .unwrap();
+    let model = format!("astromae:{}", fixture("astromae.safetensors").display());
+    let (store, results) = run(dir.path(), &model);
+    assert!(results[0].is_ok());
+    let e = results[1].as_ref().unwrap_err();
+    assert!(
+        e.contains("part-1.safetensors") && e.contains("no cutouts"),
+        "{e}"
+    );
+    assert!(
+        store.get("results/a/1.json").is_err(),
+        "the failed rank wrote nothing"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&store.get("results/a/summary.json").unwrap()).unwrap();
+    assert_eq!(
+        summary["status"],
+        serde_json::to_value(RunStatus::Partial).unwrap()
+    );
+    assert_eq!(summary["failed_ranks"], serde_json::json!([1]));
+}
+
+#[test]
+fn cutouts_under_32_pixels_are_refused() {
+    use cosmicai_engine::predict::Cutouts;
+    let spec = ModelSpec::AstroMae(fixture("astromae.safetensors").display().to_string());
+    let model = RedshiftModel::<B>::load(&spec, &Default::default(), true).unwrap();
+    let pixels = vec![0.0; 5 * 16 * 16];
+    let e = model
+        .predict(
+            &[[18.0; 5]],
+            Some(Cutouts {
+                pixels: &pixels,
+                height: 16,
+                width: 16,
+            }),
+            4,
+            &Default::default(),
+        )
+        .unwrap_err();
+    assert!(e.contains("16x16") && e.contains("32x32"), "{e}");
+}

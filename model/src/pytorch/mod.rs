@@ -1,0 +1,347 @@
+//! Reading PyTorch `.pt` files (what `torch.save` writes) in Rust, no Python.
+//!
+//! A `.pt` file is a zip: `ARCHIVE/data.pkl` (a pickle describing the object)
+//! and `ARCHIVE/data/KEY` (raw little-endian tensor storages). CAI's users hold
+//! three kinds of them, and [`PtFile`] reads each:
+//! - a `state_dict` (`OrderedDict` of name → tensor): [`PtFile::named_tensors`];
+//! - a pickled module (`torch.save(nn.DataParallel(model))`, CAI's checkpoint):
+//!   the same names, found by walking `_modules` / `_parameters` / `_buffers`;
+//! - a `TensorDataset` (CAI's data partitions): [`PtFile::dataset_tensors`].
+//!
+//! None of the classes in the file is ever built (see [`pickle`]), and every size
+//! is checked against the zip before anything is allocated from it.
+
+pub mod pickle;
+
+use pickle::{Dtype, Id, Node, Pickle, TensorRef, unpickle};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+
+/// Largest `data.pkl` read (the pickle of a checkpoint is a few hundred KB).
+const MAX_PICKLE_BYTES: u64 = 256 << 20;
+/// Deepest module nesting followed (cycles in a hostile pickle stop here).
+const MAX_DEPTH: usize = 64;
+
+/// Why a `.pt` file cannot be read, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+pub struct PtError {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+/// A tensor's values, converted to f32, with its shape and stored type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PtTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// An open `.pt` file: its zip and its unpickled object graph.
+pub struct PtFile<R> {
+    path: PathBuf,
+    zip: zip::ZipArchive<R>,
+    /// `ARCHIVE/` before `data.pkl` and `data/KEY`.
+    prefix: String,
+    pickle: Pickle,
+}
+
+impl PtFile<std::io::BufReader<std::fs::File>> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, PtError> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|e| PtError {
+            path: path.into(),
+            problem: format!("cannot open: {e}"),
+        })?;
+        PtFile::new(path, std::io::BufReader::new(file))
+    }
+}
+
+impl<R: Read + Seek> PtFile<R> {
+    /// Reads the zip directory and the pickle of `reader`; `path` names it in errors.
+    pub fn new(path: impl AsRef<Path>, reader: R) -> Result<Self, PtError> {
+        let path = path.as_ref().to_path_buf();
+        let fail = |problem: String| PtError {
+            path: path.clone(),
+            problem,
+        };
+        let mut zip = zip::ZipArchive::new(reader).map_err(|e| {
+            fail(format!(
+                "not a PyTorch zip file ({e}); files from torch.save before PyTorch 1.6 \
+                 must be re-saved with a newer torch"
+            ))
+        })?;
+        let pkl = (0..zip.len())
+            .filter_map(|i| zip.name_for_index(i).map(str::to_string))
+            .find(|name| name == "data.pkl" || name.ends_with("/data.pkl"))
+            .ok_or_else(|| fail("no data.pkl in the zip: not a torch.save file".into()))?;
+        let prefix = pkl.trim_end_matches("data.pkl").to_string();
+        let bytes = {
+            let entry = zip.by_name(&pkl).map_err(|e| fail(format!("{pkl}: {e}")))?;
+            if entry.size() > MAX_PICKLE_BYTES {
+                return Err(fail(format!(
+                    "{pkl} is {} bytes, more than the {MAX_PICKLE_BYTES} a checkpoint needs",
+                    entry.size()
+                )));
+            }
+            let mut bytes = Vec::new();
+            entry
+                .take(MAX_PICKLE_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(|e| fail(format!("{pkl}: {e}")))?;
+            bytes
+        };
+        let pickle = unpickle(&bytes).map_err(|e| fail(format!("{pkl}: {e}")))?;
+        Ok(PtFile {
+            path,
+            zip,
+            prefix,
+            pickle,
+        })
+    }
+
+    fn fail(&self, problem: impl Into<String>) -> PtError {
+        PtError {
+            path: self.path.clone(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Every tensor of a state_dict or a pickled module, by its `state_dict` name
+    /// (a `DataParallel`'s `module.` prefix included, as PyTorch writes it).
+    pub fn named_tensors(&self) -> Result<BTreeMap<String, TensorRef>, PtError> {
+        let mut out = BTreeMap::new();
+        self.collect(self.pickle.root, "", 0, &mut out)?;
+        if out.is_empty() {
+            return Err(
+                self.fail("holds no tensors: neither a state_dict nor a pickled torch module")
+            );
+        }
+        Ok(out)
+    }
+
+    fn collect(
+        &self,
+        id: Id,
+        prefix: &str,
+        depth: usize,
+        out: &mut BTreeMap<String, TensorRef>,
+    ) -> Result<(), PtError> {
+        if depth > MAX_DEPTH {
+            return Err(self.fail(format!("modules nested deeper than {MAX_DEPTH}")));
+        }
+        let p = &self.pickle;
+        let name = |key: Id| {
+            p.str(key)
+                .map(|k| format!("{prefix}{k}"))
+                .or_else(|| match p.node(key) {
+                    Node::Int(i) => Some(format!("{prefix}{i}")),
+                    _ => None,
+                })
+        };
+        match p.node(id) {
+            Node::Tensor(t) => {
+                out.insert(prefix.trim_end_matches('.').to_string(), t.clone());
+            }
+            Node::Dict(items) => {
+                for &(k, v) in items {
+                    if let Some(n) = name(k) {
+                        self.collect(v, &format!("{n}."), depth + 1, out)?;
+                    }
+                }
+            }
+            // A module: its state holds _parameters, _buffers and _modules.
+            Node::Object {
+                state: Some(state), ..
+            } => {
+                for field in ["_parameters", "_buffers"] {
+                    if let Some(Node::Dict(items)) = p.get(*state, field).map(|d| p.node(d)) {
+                        for &(k, v) in items {
+                            if let (Some(n), Node::Tensor(t)) = (name(k), p.node(v)) {
+                                out.insert(n, t.clone());
+                            }
+                        }
+                    }
+                }
+                if let Some(Node::Dict(items)) = p.get(*state, "_modules").map(|d| p.node(d)) {
+                    for &(k, v) in items {
+                        if let Some(n) = name(k) {
+                            self.collect(v, &format!("{n}."), depth + 1, out)?;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The tensors of a pickled `TensorDataset` (`dataset.tensors`), in order.
+    pub fn dataset_tensors(&self) -> Result<Vec<TensorRef>, PtError> {
+        let p = &self.pickle;
+        let Node::Object {
+            class,
+            state: Some(state),
+            ..
+        } = p.node(p.root)
+        else {
+            return Err(self.fail("is not a pickled TensorDataset (no object at its root)"));
+        };
+        let class = p
+            .global(*class)
+            .map(|(m, n)| format!("{m}.{n}"))
+            .unwrap_or_else(|| "?".into());
+        let tensors = p.get(*state, "tensors").map(|t| p.node(t));
+        let Some(Node::Tuple(items) | Node::List(items)) = tensors else {
+            return Err(self.fail(format!(
+                "is a pickled {class} without a `tensors` tuple, not a TensorDataset"
+            )));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| match p.node(t) {
+                Node::Tensor(t) => Ok(t.clone()),
+                _ => Err(self.fail(format!("dataset tensor {i} is not a tensor"))),
+            })
+            .collect()
+    }
+
+    /// The values of `tensor` as f32, read from its storage record; every extent
+    /// is checked against the record's real size before reading.
+    pub fn read(&mut self, tensor: &TensorRef) -> Result<PtTensor, PtError> {
+        let what = format!("tensor of storage {}", tensor.storage);
+        let numel = tensor
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| self.fail(format!("{what}: shape {:?} overflows", tensor.shape)))?;
+        // The last element's index + 1: what the view needs of the storage.
+        let extent = if numel == 0 {
+            0
+        } else {
+            tensor
+                .shape
+                .iter()
+                .zip(&tensor.stride)
+                .try_fold(tensor.offset, |end, (&d, &s)| {
+                    (d - 1).checked_mul(s).and_then(|x| end.checked_add(x))
+                })
+                .and_then(|last| last.checked_add(1))
+                .ok_or_else(|| self.fail(format!("{what}: strides overflow")))?
+        };
+        // A view that repeats elements (stride 0, overlaps) is no weight or data
+        // tensor, and would let a tiny storage ask for a huge allocation.
+        if numel > extent {
+            return Err(self.fail(format!(
+                "{what}: shape {:?} with strides {:?} repeats elements of its storage",
+                tensor.shape, tensor.stride
+            )));
+        }
+        let record = format!("{}data/{}", self.prefix, tensor.storage);
+        let bytes = {
+            let entry = self.zip.by_name(&record).map_err(|e| PtError {
+                path: self.path.clone(),
+                problem: format!("{record}: {e}"),
+            })?;
+            let needed = extent
+                .checked_mul(tensor.dtype.size())
+                .ok_or_else(|| PtError {
+                    path: self.path.clone(),
+                    problem: format!("{what}: size overflows"),
+                })?;
+            if (entry.size() as u128) < needed as u128 {
+                return Err(PtError {
+                    path: self.path.clone(),
+                    problem: format!(
+                        "{record} holds {} bytes, shorter than its tensor of shape {:?} ({} x {} needs {needed})",
+                        entry.size(),
+                        tensor.shape,
+                        tensor.dtype,
+                        extent
+                    ),
+                });
+            }
+            let mut bytes = Vec::with_capacity(needed);
+            entry
+                .take(needed as u64)
+                .read_to_end(&mut bytes)
+                .map_err(|e| PtError {
+                    path: self.path.clone(),
+                    problem: format!("{record}: {e}"),
+                })?;
+            if bytes.len() < needed {
+                return Err(self.fail(format!(
+                    "{record} ends after {} of its {needed} bytes",
+                    bytes.len()
+                )));
+            }
+            bytes
+        };
+        let values = gather(&bytes, tensor, numel);
+        Ok(PtTensor {
+            dtype: tensor.dtype,
+            shape: tensor.shape.clone(),
+            values,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The tensor's elements in row-major order, from a storage that covers its extent.
+fn gather(bytes: &[u8], t: &TensorRef, numel: usize) -> Vec<f32> {
+    let size = t.dtype.size();
+    let value = |i: usize| -> f32 {
+        let b = &bytes[i * size..(i + 1) * size];
+        match t.dtype {
+            Dtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Dtype::F64 => f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32,
+            Dtype::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Dtype::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Dtype::I64 => i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32,
+            Dtype::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
+            Dtype::I16 => i16::from_le_bytes([b[0], b[1]]) as f32,
+            Dtype::I8 => b[0] as i8 as f32,
+            Dtype::U8 | Dtype::Bool => b[0] as f32,
+        }
+    };
+    let contiguous = {
+        let mut expected = 1;
+        let mut ok = true;
+        for (&d, &s) in t.shape.iter().zip(&t.stride).rev() {
+            if d > 1 && s != expected {
+                ok = false;
+            }
+            expected *= d;
+        }
+        ok
+    };
+    if contiguous {
+        return (t.offset..t.offset + numel).map(value).collect();
+    }
+    // A strided view: walk the indices like an odometer.
+    let mut out = Vec::with_capacity(numel);
+    let mut index = vec![0usize; t.shape.len()];
+    for _ in 0..numel {
+        let at = t.offset
+            + index
+                .iter()
+                .zip(&t.stride)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
+        out.push(value(at));
+        for axis in (0..index.len()).rev() {
+            index[axis] += 1;
+            if index[axis] < t.shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+    out
+}

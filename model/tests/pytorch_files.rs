@@ -1,0 +1,141 @@
+//! Reading `.pt` files: CAI's TensorDataset partitions, and hostile or broken
+//! files refused with an error that names them (never a panic).
+
+use cosmicai_model::pytorch::PtFile;
+use cosmicai_model::weights::Weights;
+use std::io::{Cursor, Read, Write};
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/astromae_small")
+        .join(name)
+}
+
+/// The entries of a `.pt` zip, in order.
+fn entries(name: &str) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+    (0..zip.len())
+        .map(|i| {
+            let mut f = zip.by_index(i).unwrap();
+            let mut data = Vec::new();
+            f.read_to_end(&mut data).unwrap();
+            (f.name().to_string(), data)
+        })
+        .collect()
+}
+
+/// A zip of `entries`, stored uncompressed as torch.save writes them.
+fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in entries {
+        out.start_file(name.as_str(), options).unwrap();
+        out.write_all(data).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+fn weights_error(bytes: Vec<u8>) -> String {
+    match Weights::from_file_bytes("hostile.pt", bytes) {
+        Ok(_) => "loaded".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_tensor_dataset_gives_the_images_magnitudes_and_redshifts() {
+    let mut file = PtFile::open(fixture("partition.pt")).unwrap();
+    let io = Weights::open(fixture("io.safetensors")).unwrap();
+    let tensors = file.dataset_tensors().unwrap();
+    assert_eq!(tensors.len(), 3);
+    for (t, name) in tensors.iter().zip(["images", "magnitudes", "redshift"]) {
+        let read = file.read(t).unwrap();
+        assert_eq!(read.values.as_slice(), io.values(name).unwrap(), "{name}");
+    }
+    assert_eq!(file.read(&tensors[0]).unwrap().shape, vec![4, 5, 32, 32]);
+}
+
+#[test]
+fn a_module_pickle_is_not_a_tensor_dataset() {
+    let file = PtFile::open(fixture("astromae_module.pt")).unwrap();
+    let e = file.dataset_tensors().unwrap_err().to_string();
+    assert!(
+        e.contains("astromae_module.pt") && e.contains("not a TensorDataset"),
+        "{e}"
+    );
+}
+
+#[test]
+fn not_a_zip_and_a_cut_zip_are_errors() {
+    let e = weights_error(b"PK\x03\x04 and then nothing of a zip".to_vec());
+    assert!(
+        e.contains("hostile.pt") && e.contains("not a PyTorch zip"),
+        "{e}"
+    );
+    let whole = std::fs::read(fixture("astromae_state_dict.pt")).unwrap();
+    let e = weights_error(whole[..whole.len() / 2].to_vec());
+    assert!(e.contains("hostile.pt"), "{e}");
+}
+
+#[test]
+fn an_unknown_opcode_is_named() {
+    let mut e = entries("astromae_state_dict.pt");
+    let pkl = e.iter_mut().find(|(n, _)| n.ends_with("data.pkl")).unwrap();
+    pkl.1 = b"\x80\x02\xffjunk".to_vec();
+    let msg = weights_error(zip_of(&e));
+    assert!(
+        msg.contains("opcode 0xff") && msg.contains("byte 2"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_storage_shorter_than_its_tensor_is_refused() {
+    let mut e = entries("astromae_state_dict.pt");
+    // The largest storage, cut short.
+    let big = e
+        .iter_mut()
+        .filter(|(n, _)| n.contains("/data/"))
+        .max_by_key(|(_, d)| d.len())
+        .unwrap();
+    let name = big.0.clone();
+    big.1.truncate(big.1.len() / 2);
+    let msg = weights_error(zip_of(&e));
+    assert!(
+        msg.contains(&name) && msg.contains("shorter than its tensor"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_zip_without_a_pickle_is_not_a_checkpoint() {
+    let msg = weights_error(zip_of(&[("a/version".into(), b"3".to_vec())]));
+    assert!(msg.contains("no data.pkl"), "{msg}");
+}
+
+#[test]
+fn damaged_pickles_never_panic() {
+    // Every byte of the module pickle changed in turn, three ways: each load is an
+    // error or a result, never a panic, and stays bounded by the file.
+    let e = entries("astromae_module.pt");
+    let at = e.iter().position(|(n, _)| n.ends_with("data.pkl")).unwrap();
+    let pickle = e[at].1.clone();
+    let step = (pickle.len() / 300).max(1);
+    let mut errors = 0;
+    for i in (0..pickle.len()).step_by(step) {
+        for change in [0x00u8, 0xff, pickle[i].wrapping_add(1)] {
+            let mut damaged = pickle.clone();
+            damaged[i] = change;
+            let result = cosmicai_model::pytorch::pickle::unpickle(&damaged);
+            errors += result.is_err() as usize;
+        }
+    }
+    assert!(errors > 0, "some damage must be detected");
+    // Truncations at every length are errors.
+    for n in (0..pickle.len()).step_by(step * 3) {
+        assert!(cosmicai_model::pytorch::pickle::unpickle(&pickle[..n]).is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! Which redshift model a run uses, as written in payloads and on the command line.
+//!
+//! - `photoz`: our own model with the weights every binary ships;
+//! - `photoz:PATH`: PhotoZ with other weights (`cosmicai train`);
+//! - `astromae:PATH`: AstroMAE, CAI's model, from a CAI checkpoint (`.pt`, as CAI
+//!   ships it, or the safetensors `cosmicai model import` writes). On AWS, PATH is
+//!   `s3://BUCKET/KEY` or a key in the run's bucket.
+
+use std::fmt;
+
+/// A parsed model name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSpec {
+    /// PhotoZ: the shipped weights (`None`) or a weight file.
+    PhotoZ(Option<String>),
+    /// AstroMAE from a checkpoint.
+    AstroMae(String),
+}
+
+impl ModelSpec {
+    /// Reads `photoz`, `photoz:PATH` or `astromae:PATH`; the error names the model.
+    pub fn parse(text: &str) -> Result<ModelSpec, String> {
+        let path = |p: &str| {
+            if p.trim().is_empty() {
+                Err(format!("model '{text}' names no weights file after ':'"))
+            } else {
+                Ok(p.to_string())
+            }
+        };
+        match text.split_once(':') {
+            None if text == "photoz" => Ok(ModelSpec::PhotoZ(None)),
+            Some(("photoz", p)) => Ok(ModelSpec::PhotoZ(Some(path(p)?))),
+            Some(("astromae", p)) => Ok(ModelSpec::AstroMae(path(p)?)),
+            None if text == "astromae" => Err(
+                "model 'astromae' needs its checkpoint: astromae:PATH (a CAI .pt or safetensors)"
+                    .into(),
+            ),
+            _ => Err(format!(
+                "model '{text}' is unknown (use photoz, photoz:PATH or astromae:PATH)"
+            )),
+        }
+    }
+
+    /// `photoz` or `astromae`.
+    pub fn family(&self) -> &'static str {
+        match self {
+            ModelSpec::PhotoZ(_) => "photoz",
+            ModelSpec::AstroMae(_) => "astromae",
+        }
+    }
+
+    /// The weight file, when not the shipped one.
+    pub fn weights(&self) -> Option<&str> {
+        match self {
+            ModelSpec::PhotoZ(p) => p.as_deref(),
+            ModelSpec::AstroMae(p) => Some(p),
+        }
+    }
+
+    /// Whether the model predicts a class as well as a redshift (AstroMAE does not).
+    pub fn predicts_class(&self) -> bool {
+        matches!(self, ModelSpec::PhotoZ(_))
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.weights() {
+            Some(p) => write!(f, "{}:{p}", self.family()),
+            None => write!(f, "{}", self.family()),
+        }
+    }
+}
+
+impl std::str::FromStr for ModelSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ModelSpec::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_form_round_trips() {
+        for text in [
+            "photoz",
+            "photoz:w.safetensors",
+            "astromae:ckpt.pt",
+            "astromae:s3://b/k.pt",
+        ] {
+            assert_eq!(ModelSpec::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(
+            ModelSpec::parse("astromae:s3://b/k.pt").unwrap().weights(),
+            Some("s3://b/k.pt")
+        );
+    }
+
+    #[test]
+    fn bad_names_are_explained() {
+        assert!(
+            ModelSpec::parse("gpt")
+                .unwrap_err()
+                .contains("'gpt' is unknown")
+        );
+        assert!(
+            ModelSpec::parse("astromae")
+                .unwrap_err()
+                .contains("astromae:PATH")
+        );
+        assert!(
+            ModelSpec::parse("photoz:")
+                .unwrap_err()
+                .contains("no weights")
+        );
+        assert!(ModelSpec::parse("photo:x").is_err());
+    }
+}
