@@ -187,6 +187,8 @@ fn definition() -> String {
         .replace("${ChildExecutionType}", "STANDARD")
         .replace("${GpuJobQueueArn}", "none")
         .replace("${GpuJobDefinitionArn}", "none")
+        .replace("${DataBucketName}", BUCKET)
+        .replace("${ResultsPrefix}", "results")
 }
 
 fn create_state_machine(store: &S3Store, client: &aws_sdk_sfn::Client, name: &str) -> String {
@@ -349,6 +351,22 @@ fn a_run_on_step_functions_and_lambda_matches_the_local_layout() {
         assert!(keys.contains(&key), "{key} not in {keys:?}");
         assert!(data.join(&key).is_file(), "{key} not copied back");
     }
+    // The Map read its items from the plan in S3 and wrote its results back there
+    // (ItemReader, ResultWriter), not through the state.
+    assert!(
+        keys.contains(&format!("{result_path}/plan.json")),
+        "{keys:?}"
+    );
+    let written: Vec<String> = store
+        .list("results/map-results")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(
+        written.iter().any(|k| k.ends_with("manifest.json")),
+        "no ResultWriter manifest in {written:?}"
+    );
     let combined: Value = serde_json::from_slice(
         &store
             .get(&format!("{result_path}/combined_data.json"))
@@ -561,7 +579,11 @@ fn the_handler_stages_called_directly() {
     .unwrap();
     assert_eq!(init["files"], 3);
     assert_eq!(init["max_concurrency"], 2);
-    assert_eq!(init["ranks"].as_array().unwrap().len(), 2);
+    assert_eq!(init["ranks"], 2);
+    // The Map's items come from S3, one per rank; the state carries only their key.
+    let plan: Vec<RankItem> =
+        serde_json::from_slice(&store.get(init["plan_key"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(plan.iter().map(|i| i.rank).collect::<Vec<_>>(), [0, 1]);
     let item = |rank| RankItem {
         run_id: "direct".into(),
         bucket: BUCKET.into(),

@@ -324,5 +324,6 @@ fn run_attempt(
         samples_per_s: objects as f64 / duration_s.max(1e-9),
         bits_per_s: throughput_bps,
         error: None,
+        ..Default::default()
     })
 }

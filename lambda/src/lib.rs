@@ -2,8 +2,9 @@
 //!
 //! The Step Functions state machine (`infra/aws/statemachine.asl.json`) calls the
 //! same function three ways, tagged by `stage` ([`StageEvent`]):
-//! 1. `initialize`: plan the run from the CAI payload, write `payload.json`, return
-//!    one [`RankItem`] per rank for the Distributed Map;
+//! 1. `initialize`: plan the run from the CAI payload, write `payload.json` and the
+//!    Map's items (one [`RankItem`] per rank) to `plan.json`, which the Distributed
+//!    Map reads from S3;
 //! 2. `infer`: one rank, exactly as a local worker runs it (`engine::pipeline::infer_rank`),
 //!    answering with Lambda-style measures ([`RankMeasure`]);
 //! 3. `summarize`: `combined_data.json` and `summary.json`, with the failed ranks and cost.
@@ -13,7 +14,8 @@
 
 use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::pipeline::{
-    Payload, PipelineError, RankEvent, infer_rank, initialize, measures_key, payload_key, summarize,
+    Payload, PipelineError, RankEvent, infer_rank, initialize, measures_key, payload_key, plan_key,
+    summarize,
 };
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::s3::{S3Config, S3Store};
@@ -136,6 +138,16 @@ pub fn initialize_stage(
 ) -> Result<InitializeOutput, StageError> {
     let started = Instant::now();
     let spec = request.model_spec().map_err(StageError::invalid)?;
+    // The function may write only under the deployment's results prefix (its IAM policy).
+    if let Ok(prefix) = std::env::var("COSMICAI_RESULTS_PREFIX") {
+        let prefix = format!("{}/", prefix.trim_matches('/'));
+        if !request.result_path.starts_with(&prefix) {
+            return Err(StageError::invalid(format!(
+                "result_path '{}' is outside '{prefix}': this deployment writes results only there (template parameter ResultsPrefix)",
+                request.result_path
+            )));
+        }
+    }
     let store = settings
         .connect(&request.bucket)
         .map_err(StageError::invalid)?;
@@ -159,9 +171,28 @@ pub fn initialize_stage(
             Err(e) => return Err(StageError::failed(format!("model '{spec}': {e}"))),
         }
     }
-    drop(spec);
     let payload = initialize(&store, request, run_id)?;
-    let ranks = (0..request.world_size)
+    let plan = plan_key(&request.result_path);
+    let json = serde_json::to_vec(&plan_items(run_id, request))
+        .map_err(|e| StageError::failed(e.to_string()))?;
+    store
+        .put(&plan, &json)
+        .map_err(|e| StageError::failed(format!("{plan}: {e}")))?;
+    let ceiling = std::env::var("COSMICAI_MAX_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    Ok(initialize_output(
+        run_id,
+        request,
+        payload.files.len(),
+        started.elapsed().as_secs_f64(),
+        ceiling,
+    ))
+}
+
+/// The Map's items: one per rank, written to `plan.json` (never through the state).
+pub fn plan_items(run_id: &str, request: &RunRequest) -> Vec<RankItem> {
+    (0..request.world_size)
         .map(|rank| RankItem {
             run_id: run_id.to_string(),
             bucket: request.bucket.clone(),
@@ -169,18 +200,38 @@ pub fn initialize_stage(
             rank,
             device: request.device,
         })
-        .collect();
-    Ok(InitializeOutput {
+        .collect()
+}
+
+/// Initialize's answer to the state machine: the same few fields at any world size.
+pub fn initialize_output(
+    run_id: &str,
+    request: &RunRequest,
+    files: usize,
+    duration_s: f64,
+    concurrency_ceiling: Option<usize>,
+) -> InitializeOutput {
+    InitializeOutput {
         run_id: run_id.to_string(),
         bucket: request.bucket.clone(),
         result_path: request.result_path.clone(),
-        ranks,
-        max_concurrency: request.world_size,
+        plan_key: plan_key(&request.result_path),
+        ranks: request.world_size,
+        device: request.device,
+        // Never above the function's reserved concurrency: more would only be throttled.
+        max_concurrency: request
+            .world_size
+            .min(concurrency_ceiling.unwrap_or(usize::MAX))
+            .max(1),
         tolerated_failure_percentage: request.tolerated_failure_percentage,
-        files: payload.files.len(),
-        duration_s: started.elapsed().as_secs_f64(),
-    })
+        files,
+        duration_s,
+    }
 }
+
+/// Most failed ranks Summarize names in its answer (all are in `summary.json`): the
+/// answer goes through the state machine, whose payloads stop at 256 KiB.
+pub const FAILED_RANKS_LISTED: usize = 1000;
 
 fn read_payload(store: &S3Store, result_path: &str, run_id: &str) -> Result<Payload, StageError> {
     let key = payload_key(result_path);
@@ -255,6 +306,7 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
     let duration_s = started.elapsed().as_secs_f64();
     let measure = RankMeasure {
         rank: item.rank,
+        run_id: item.run_id.clone(),
         attempts: 1,
         duration_s,
         billed_duration_ms: billed_ms(duration_s),
@@ -417,7 +469,10 @@ pub fn summarize_stage(
     for rank in 0..world {
         let key = measures_key(&event.result_path, rank);
         let measure = match store.get(&key) {
-            Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes).ok(),
+            // Measures of another run under the same path are not this run's ranks.
+            Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes)
+                .ok()
+                .filter(|m| m.run_id.is_empty() || m.run_id == event.run_id),
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(StageError::failed(format!("{key}: {e}"))),
         };
@@ -446,7 +501,12 @@ pub fn summarize_stage(
         run_id: summary.run_id,
         status: summary.status,
         objects: summary.objects,
-        failed_ranks: summary.failed_ranks,
+        failed: summary.failed_ranks.len(),
+        failed_ranks: summary
+            .failed_ranks
+            .into_iter()
+            .take(FAILED_RANKS_LISTED)
+            .collect(),
         cost_usd: summary.cost_usd,
         summary_key,
     })
@@ -530,6 +590,53 @@ mod tests {
         assert!(seconds_since("yesterday").is_none());
         assert!(seconds_since("2020-01-01T00:00:00Zéé").is_none());
         assert!(seconds_since("2999-01-01T00:00:00Z").is_none());
+    }
+
+    /// Every state input and output of a run at CAI's largest size (1,000 GB in
+    /// partitions of 25 MB: 40,000 ranks) stays under Step Functions' 256 KiB.
+    #[test]
+    fn state_payloads_stay_under_256_kib_at_40000_ranks() {
+        use cosmicai_shared::aws::STATE_PAYLOAD_LIMIT;
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "bucket": "a-bucket-name-of-the-longest-kind-allowed-by-s3-0123456789abcdef",
+            "data_prefix": "sdss/partitions/".repeat(8),
+            "batch_size": 512, "world_size": 40_000,
+            "result_path": format!("results/{}", "r".repeat(200)),
+            "model": format!("astromae:{}", "m".repeat(400)),
+        }))
+        .unwrap();
+        let run_id = "run-".repeat(20);
+        macro_rules! size {
+            ($v:expr) => {
+                serde_json::to_string(&$v).unwrap().len()
+            };
+        }
+        let init = initialize_output(&run_id, &request, 40_000, 12.5, Some(1000));
+        assert_eq!(
+            init.max_concurrency, 1000,
+            "bounded by the reserved concurrency"
+        );
+        // The execution input, and the state after Initialize (input + its output).
+        let state = serde_json::json!({"request": &request, "initialize": {"output": &init}});
+        assert!(size!(request) < STATE_PAYLOAD_LIMIT);
+        assert!(size!(state) < 8 * 1024, "{} bytes", size!(state));
+        // Each Map item (a child execution's input) is one small rank item; the plan
+        // itself goes to S3, where it may be large.
+        let items = plan_items(&run_id, &request);
+        assert_eq!(items.len(), 40_000);
+        assert!(items.iter().all(|i| size!(i) < 2 * 1024));
+        assert!(serde_json::to_vec(&items).unwrap().len() > STATE_PAYLOAD_LIMIT);
+        // Summarize's answer when every rank failed.
+        let output = SummarizeOutput {
+            run_id: run_id.clone(),
+            status: cosmicai_shared::run::RunStatus::Failed,
+            objects: 0,
+            failed: 40_000,
+            failed_ranks: (0..40_000).take(FAILED_RANKS_LISTED).collect(),
+            cost_usd: 1.0,
+            summary_key: format!("{}/summary.json", request.result_path),
+        };
+        assert!(size!(output) < 16 * 1024, "{} bytes", size!(output));
     }
 
     #[test]

@@ -35,13 +35,20 @@ pub struct RankItem {
     pub device: Device,
 }
 
-/// Initialize's answer; the Map iterates over `ranks`.
+/// Initialize's answer. The Map reads its items, one [`RankItem`] per rank, from the
+/// JSON array at `plan_key` (an S3 ItemReader), so this answer stays the same small
+/// size at any world size: Step Functions refuses state payloads over 256 KiB.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InitializeOutput {
     pub run_id: String,
     pub bucket: String,
     pub result_path: String,
-    pub ranks: Vec<RankItem>,
+    /// Key of the plan: a JSON array of [`RankItem`]s.
+    pub plan_key: String,
+    /// Number of ranks (items in the plan).
+    pub ranks: usize,
+    /// `cpu` ranks run on Lambda, `cuda` ranks on AWS Batch (the state machine's Device choice).
+    pub device: Device,
     /// The Map's MaxConcurrency: the request's world size.
     pub max_concurrency: usize,
     /// The Map's ToleratedFailurePercentage, from the request's `tolerated_failure_percentage`.
@@ -84,11 +91,19 @@ pub struct SummarizeOutput {
     pub run_id: String,
     pub status: crate::run::RunStatus,
     pub objects: usize,
+    /// How many ranks failed.
+    #[serde(default)]
+    pub failed: usize,
+    /// The first of them (at most 1,000: this answer goes through the state
+    /// machine); `summary.json` names them all.
     pub failed_ranks: Vec<usize>,
     pub cost_usd: f64,
     /// Key of `summary.json`.
     pub summary_key: String,
 }
+
+/// Step Functions' limit on any state's input or output (256 KiB of UTF-8 text).
+pub const STATE_PAYLOAD_LIMIT: usize = 262_144;
 
 #[cfg(test)]
 mod tests {

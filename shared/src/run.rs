@@ -144,6 +144,9 @@ pub fn check_key(key: &str) -> Result<(), &'static str> {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RankResult {
     pub rank: usize,
+    /// The run that wrote this file (a result path never mixes runs).
+    #[serde(default)]
+    pub run_id: String,
     #[serde(rename = "total_cpu_time (seconds)")]
     pub total_time_s: f64,
     #[serde(rename = "total_cpu_memory (MB)")]
@@ -183,6 +186,9 @@ pub struct SystemInfo {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RankMeasure {
     pub rank: usize,
+    /// The run measured, where the measures are stored apart (`measures/<rank>.json` on AWS).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_id: String,
     pub attempts: u32,
     pub duration_s: f64,
     /// Lambda bills whole milliseconds.

@@ -1,11 +1,15 @@
-"""The AWS template and state machine: cfn-lint passes, and the definition's
-placeholders are exactly the template's DefinitionSubstitutions."""
+"""The AWS template and state machine: cfn-lint passes, the definition's
+placeholders are exactly the template's DefinitionSubstitutions, and the rules of
+Step Functions, Lambda, IAM and S3 that cfn-lint and moto do not enforce hold
+(each checked from the services' documentation, cited beside it)."""
 
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 INFRA = Path(__file__).resolve().parents[2] / "infra" / "aws"
 
@@ -29,17 +33,134 @@ def test_definition_placeholders_match_the_substitutions():
     block = template.split("DefinitionSubstitutions:")[1].split("LoggingConfiguration:")[0]
     substitutions = set(re.findall(r"^\s+(\w+):", block, re.MULTILINE))
     assert placeholders == substitutions
-    assert placeholders == {"FunctionArn", "ChildExecutionType", "GpuJobQueueArn", "GpuJobDefinitionArn"}
+    assert placeholders == {"FunctionArn", "ChildExecutionType", "GpuJobQueueArn", "GpuJobDefinitionArn",
+                            "DataBucketName", "ResultsPrefix"}
 
 
-def test_the_map_takes_concurrency_and_tolerance_from_initialize():
-    states = json.loads((INFRA / "statemachine.asl.json").read_text())["States"]
-    ranks = states["Ranks"]
-    assert ranks["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
-    assert ranks["MaxConcurrencyPath"] == "$.initialize.output.max_concurrency"
-    assert ranks["ToleratedFailurePercentagePath"] == "$.initialize.output.tolerated_failure_percentage"
+def states():
+    return json.loads((INFRA / "statemachine.asl.json").read_text())["States"]
+
+
+def maps():
+    return {name: s for name, s in states().items() if s["Type"] == "Map"}
+
+
+def test_the_maps_take_concurrency_and_tolerance_from_initialize():
+    assert set(maps()) == {"Ranks", "GpuRanks"}
+    for ranks in maps().values():
+        assert ranks["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+        assert ranks["MaxConcurrencyPath"] == "$.initialize.output.max_concurrency"
+        assert ranks["ToleratedFailurePercentagePath"] == "$.initialize.output.tolerated_failure_percentage"
     # Every Lambda task retries Lambda's own service errors.
-    tasks = [s for s in states.values() if s.get("Resource") == "arn:aws:states:::lambda:invoke"]
-    tasks.append(ranks["ItemProcessor"]["States"]["Infer"])
+    tasks = [s for s in states().values() if s.get("Resource") == "arn:aws:states:::lambda:invoke"]
+    tasks.append(maps()["Ranks"]["ItemProcessor"]["States"]["Infer"])
     for task in tasks:
         assert any("Lambda.TooManyRequestsException" in r["ErrorEquals"] for r in task["Retry"])
+
+
+def test_express_children_use_request_response_only():
+    # "Express Workflows support Request Response, but they do not support Run a Job
+    # (.sync) or Wait for Callback (.waitForTaskToken)" (Step Functions developer guide,
+    # "Integrating services"). moto runs only STANDARD children, so it cannot tell.
+    for name, m in maps().items():
+        kind = m["ItemProcessor"]["ProcessorConfig"]["ExecutionType"]
+        resources = [s.get("Resource", "") for s in m["ItemProcessor"]["States"].values()]
+        waits = [r for r in resources if r.endswith(".sync") or ".sync:" in r or r.endswith(".waitForTaskToken")]
+        if kind != "STANDARD":  # EXPRESS, or the template's choice (EXPRESS by default)
+            assert not waits, f"{name}: {waits} under {kind} children"
+    assert maps()["GpuRanks"]["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] == "STANDARD"
+
+
+def test_an_express_rank_cannot_outlive_its_execution():
+    # Express executions stop at 5 minutes ("Maximum execution time: 5 minutes",
+    # Express workflow quotas); the Lambda call of a rank must time out before that.
+    infer = maps()["Ranks"]["ItemProcessor"]["States"]["Infer"]
+    assert 0 < infer["TimeoutSeconds"] < 300
+
+
+def test_no_state_carries_a_per_rank_list():
+    # State input and output stop at 256 KiB ("States.DataLimitExceeded", a terminal
+    # error that States.ALL does not catch). Items come from S3 (ItemReader) and results
+    # go to S3 (ResultWriter); the Rust test state_payloads_stay_under_256_kib_at_40000_ranks
+    # checks the sizes of what remains.
+    for name, m in maps().items():
+        assert "ItemsPath" not in m and "Items" not in m, name
+        reader = m["ItemReader"]
+        assert reader["Resource"] == "arn:aws:states:::s3:getObject"
+        assert reader["ReaderConfig"]["InputType"] == "JSON"
+        assert reader["Parameters"]["Key.$"] == "$.initialize.output.plan_key"
+        writer = m["ResultWriter"]
+        assert writer["Resource"] == "arn:aws:states:::s3:putObject"
+        # Under the results prefix: the only place the state machine role may write.
+        assert writer["Parameters"] == {"Bucket": "${DataBucketName}", "Prefix": "${ResultsPrefix}/map-results"}
+        assert m["ResultPath"] is None
+
+
+class Tagged(yaml.SafeLoader):
+    """CloudFormation YAML with its short-form tags kept as {tag: value}."""
+
+
+def _tag(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {suffix: value}
+
+
+Tagged.add_multi_constructor("!", _tag)
+
+
+def template():
+    return yaml.load((INFRA / "template.yaml").read_text(), Loader=Tagged)
+
+
+def statements(role):
+    return [s for p in role["Properties"]["Policies"] if isinstance(p, dict) and "PolicyDocument" in p
+            for s in p["PolicyDocument"]["Statement"]]
+
+
+def test_workers_write_only_under_the_results_prefix():
+    resources = template()["Resources"]
+    for role in ["FunctionRole", "GpuJobRole"]:
+        for s in statements(resources[role]):
+            actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+            if any(a in ("s3:PutObject", "s3:*", "s3:DeleteObject") for a in actions):
+                assert s["Resource"] == {"Sub": "${DataBucket.Arn}/${ResultsPrefix}/*"}, (role, s)
+    env = resources["Function"]["Properties"]["Environment"]["Variables"]
+    assert env["COSMICAI_RESULTS_PREFIX"] == {"Ref": "ResultsPrefix"}
+
+
+def test_nothing_is_granted_on_every_resource_that_can_be_scoped():
+    # batch:DescribeJobs has no resource-level permissions (Service Authorization
+    # Reference, AWS Batch); TerminateJob does, so it is scoped to jobs.
+    gpu = template()["Resources"]["StateMachineRole"]["Properties"]["Policies"][1]
+    for s in gpu["If"][1]["PolicyDocument"]["Statement"]:  # !If [WithGpu, policy, NoValue]
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        if s["Resource"] == "*":
+            assert actions == ["batch:DescribeJobs"], s
+
+
+def test_the_bucket_takes_tls_only_and_aborts_stale_uploads():
+    resources = template()["Resources"]
+    policy = resources["DataBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    deny = [s for s in policy if s["Effect"] == "Deny"]
+    assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} and s["Action"] == "s3:*" and s["Principal"] == "*"
+               for s in deny)
+    rules = resources["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(r["Status"] == "Enabled" and r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1 for r in rules)
+
+
+def test_concurrency_is_reserved_and_bounds_the_map():
+    resources = template()["Resources"]
+    function = resources["Function"]["Properties"]
+    assert function["ReservedConcurrentExecutions"] == {"Ref": "ReservedConcurrency"}
+    assert function["Environment"]["Variables"]["COSMICAI_MAX_CONCURRENCY"] == {"Ref": "ReservedConcurrency"}
+    params = template()["Parameters"]["ReservedConcurrency"]
+    assert 1 <= params["MinValue"] and params["MaxValue"] <= 10000  # a Distributed Map runs at most 10,000 children
+    # Lambda: ephemeral storage 512 to 10,240 MB, memory 128 to 10,240 MB, timeout at most 900 s.
+    storage = template()["Parameters"]["EphemeralStorageMB"]
+    assert (storage["MinValue"], storage["MaxValue"]) == (512, 10240)
+    assert function["Timeout"] <= 900

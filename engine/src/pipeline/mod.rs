@@ -38,6 +38,11 @@ pub fn payload_key(result_path: &str) -> String {
     crate::store::join(result_path, "payload.json")
 }
 
+/// Key of the plan Initialize writes for the AWS Map: a JSON array of rank items.
+pub fn plan_key(result_path: &str) -> String {
+    crate::store::join(result_path, "plan.json")
+}
+
 /// Key of rank `rank`'s result, as CAI names it.
 pub fn rank_key(result_path: &str, rank: usize) -> String {
     crate::store::join(result_path, &format!("{rank}.json"))

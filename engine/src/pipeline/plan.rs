@@ -40,6 +40,22 @@ pub fn initialize(
     run_id: &str,
 ) -> Result<Payload, PipelineError> {
     let payload = plan(store, request, run_id)?;
+    // A result path holds one run: reusing it would mix an older run's rank files
+    // and measures into this one's summary.
+    let key = payload_key(&request.result_path);
+    match store.get(&key) {
+        Ok(bytes) => {
+            let owner = serde_json::from_slice::<Payload>(&bytes)
+                .map(|p| format!("run {}", p.run_id))
+                .unwrap_or_else(|_| "another run".into());
+            return Err(PipelineError::Invalid(vec![format!(
+                "result_path '{}' already holds the results of {owner}: give each run its own result_path",
+                request.result_path
+            )]));
+        }
+        Err(crate::store::StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let json =
         serde_json::to_vec_pretty(&payload).map_err(|e| PipelineError::Other(e.to_string()))?;
     store.put(&payload_key(&request.result_path), &json)?;
@@ -103,6 +119,22 @@ mod tests {
 
     fn files(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{i}.safetensors")).collect()
+    }
+
+    #[test]
+    fn a_used_result_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::new(dir.path());
+        store.put("data/a.safetensors", b"x").unwrap();
+        let request: RunRequest = serde_json::from_str(
+            r#"{"data_prefix":"data","batch_size":1,"world_size":1,"result_path":"results/r"}"#,
+        )
+        .unwrap();
+        initialize(&store, &request, "first").unwrap();
+        let e = initialize(&store, &request, "second")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("already holds the results of run first"), "{e}");
     }
 
     #[test]

@@ -51,15 +51,13 @@ where
     let mut out = RankPredictions::default();
     let (mut batches, mut bits, mut seconds, mut with_cutouts) = (0usize, 0u64, 0f64, 0usize);
     for key in keys {
-        // Remote objects are copied to a temporary file so partitions are always memory-mapped.
+        // Remote objects are streamed to a temporary file (never whole in memory), so
+        // partitions are always memory-mapped.
         let temp;
         let path = match store.local_path(key) {
             Some(p) => p,
             None => {
-                temp = tempfile::NamedTempFile::new()
-                    .map_err(|e| PipelineError::Other(format!("{key}: {e}")))?;
-                std::fs::write(temp.path(), store.get(key)?)
-                    .map_err(|e| PipelineError::Other(format!("{key}: {e}")))?;
+                temp = download(store, payload, key)?;
                 temp.path().to_path_buf()
             }
         };
@@ -102,6 +100,7 @@ where
     let seconds = seconds.max(1e-9);
     let result = RankResult {
         rank,
+        run_id: payload.run_id.clone(),
         total_time_s: seconds,
         memory_mb: crate::system::peak_rss_mb(),
         execution_time_per_batch_s: if batches > 0 {
@@ -129,6 +128,36 @@ where
         serde_json::to_vec_pretty(&result).map_err(|e| PipelineError::Other(e.to_string()))?;
     store.put(&rank_key(&request.result_path, rank), &json)?;
     Ok(result)
+}
+
+/// Streams partition `key` to a temporary file, after checking that the file
+/// system has room for it (a Lambda's /tmp is its ephemeral storage).
+fn download(
+    store: &dyn ObjectStore,
+    payload: &Payload,
+    key: &str,
+) -> Result<tempfile::NamedTempFile, PipelineError> {
+    let fail = |e: String| PipelineError::Other(format!("partition {key}: {e}"));
+    let size = payload
+        .files
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or(0, |(_, s)| *s);
+    let dir = std::env::temp_dir();
+    if let Some(free) = crate::system::free_bytes(&dir)
+        && size > free
+    {
+        return Err(fail(format!(
+            "{size} bytes do not fit in the {free} bytes free in {} (raise the function's ephemeral storage)",
+            dir.display()
+        )));
+    }
+    let mut temp = tempfile::NamedTempFile::new().map_err(|e| fail(e.to_string()))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, temp.as_file_mut());
+    store.get_to(key, &mut writer)?;
+    std::io::Write::flush(&mut writer).map_err(|e| fail(e.to_string()))?;
+    drop(writer);
+    Ok(temp)
 }
 
 fn write_predictions(p: &RankPredictions) -> Result<Vec<u8>, PipelineError> {

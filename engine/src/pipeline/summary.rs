@@ -63,7 +63,10 @@ pub fn summarize(
     for rank in 0..request.world_size {
         let failed = measures.get(rank).is_some_and(|m| m.error.is_some());
         let result = match store.get(&rank_key(&request.result_path, rank)) {
-            Ok(bytes) if !failed => serde_json::from_slice::<RankResult>(&bytes).ok(),
+            // Only this run's own rank files count (older files carry another run id).
+            Ok(bytes) if !failed => serde_json::from_slice::<RankResult>(&bytes)
+                .ok()
+                .filter(|r| r.run_id.is_empty() || r.run_id == payload.run_id),
             Ok(_) | Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };

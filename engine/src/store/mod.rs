@@ -30,6 +30,16 @@ pub trait ObjectStore: Send + Sync {
     /// Objects whose key starts with `prefix` (a folder), sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<StoreObject>, StoreError>;
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// Copies object `key` into `out`, in chunks where the store can stream (S3):
+    /// a large partition never has to fit in memory. Returns the bytes copied.
+    fn get_to(&self, key: &str, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
+        let bytes = self.get(key)?;
+        out.write_all(&bytes).map_err(|source| StoreError::Io {
+            key: key.to_string(),
+            source,
+        })?;
+        Ok(bytes.len() as u64)
+    }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// A file holding the object, when the store is a local file system (lets readers map it).
     fn local_path(&self, key: &str) -> Option<PathBuf>;

@@ -262,6 +262,39 @@ impl ObjectStore for S3Store {
         })
     }
 
+    fn get_to(&self, key: &str, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
+        let key = checked(key)?;
+        self.block_on(async {
+            let mut object = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                        StoreError::NotFound {
+                            key: key.into(),
+                            store: self.describe(),
+                        }
+                    } else {
+                        self.error(key, sdk(&e))
+                    }
+                })?;
+            let mut copied = 0u64;
+            while let Some(chunk) = object.body.next().await {
+                let chunk = chunk.map_err(|e| self.error(key, e))?;
+                out.write_all(&chunk).map_err(|source| StoreError::Io {
+                    key: key.to_string(),
+                    source,
+                })?;
+                copied += chunk.len() as u64;
+            }
+            Ok(copied)
+        })
+    }
+
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let key = checked(key)?;
         self.block_on(async {
