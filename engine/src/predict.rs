@@ -44,6 +44,25 @@ impl Cutouts<'_> {
         5 * self.height * self.width
     }
 
+    /// Whether these are cutouts of `objects` objects that `reader` can crop.
+    fn check(&self, objects: usize, reader: &str) -> Result<(), String> {
+        if self.height < CROP || self.width < CROP {
+            return Err(format!(
+                "cutouts are {}x{} pixels; {reader} reads the centre {CROP}x{CROP}",
+                self.height, self.width
+            ));
+        }
+        if self.pixels.len() != objects * self.values_per_object() {
+            return Err(format!(
+                "{} cutout values for {objects} objects of 5x{}x{}",
+                self.pixels.len(),
+                self.height,
+                self.width
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether object `i` has a pixel inside the centre crop the model reads
     /// (a cutout off its frame is all NaN: that object goes on magnitudes alone).
     fn usable(&self, i: usize) -> bool {
@@ -86,21 +105,7 @@ pub fn predict_photoz_with<B: Backend>(
     let Some(cutouts) = cutouts.filter(|_| model.cutout.is_some()) else {
         return Ok(run(model, magnitudes, None, batch_size, device));
     };
-    if cutouts.height < CROP || cutouts.width < CROP {
-        return Err(format!(
-            "cutouts are {}x{} pixels; the model's image branch reads the centre {CROP}x{CROP}",
-            cutouts.height, cutouts.width
-        ));
-    }
-    if cutouts.pixels.len() != magnitudes.len() * cutouts.values_per_object() {
-        return Err(format!(
-            "{} cutout values for {} objects of 5x{}x{}",
-            cutouts.pixels.len(),
-            magnitudes.len(),
-            cutouts.height,
-            cutouts.width
-        ));
-    }
+    cutouts.check(magnitudes.len(), "the model's image branch")?;
     Ok(run(model, magnitudes, Some(cutouts), batch_size, device))
 }
 
@@ -120,22 +125,8 @@ pub fn predict_astromae<B: Backend>(
 where
     AstroMae<B>: Sync,
 {
-    if cutouts.height < CROP || cutouts.width < CROP {
-        return Err(format!(
-            "cutouts are {}x{} pixels; AstroMAE reads the centre {CROP}x{CROP}",
-            cutouts.height, cutouts.width
-        ));
-    }
+    cutouts.check(magnitudes.len(), "AstroMAE")?;
     let per = cutouts.values_per_object();
-    if cutouts.pixels.len() != magnitudes.len() * per {
-        return Err(format!(
-            "{} cutout values for {} objects of 5x{}x{}",
-            cutouts.pixels.len(),
-            magnitudes.len(),
-            cutouts.height,
-            cutouts.width
-        ));
-    }
     let mut out = Predicted {
         predictions: Vec::with_capacity(magnitudes.len()),
         with_cutouts: 0,

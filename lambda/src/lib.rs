@@ -270,35 +270,31 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
     let usage_before = cpu_seconds();
     let spec = payload.request.model_spec().map_err(StageError::invalid)?;
     let result = match payload.request.device {
+        // Loaded once per container: warm invocations reuse it.
         Device::Cpu => {
-            // Loaded once per container: warm invocations reuse it.
             let model = cached_cpu_model(settings, &store, &spec)?;
-            let ready_s = started.elapsed().as_secs_f64();
-            let r = run_rank::<Cpu>(
+            run_rank::<Cpu>(
                 &store,
                 &payload,
                 item.rank,
                 &model,
                 started,
                 &mut first_batch_s,
-            )?;
-            (r, ready_s)
+            )?
         }
         #[cfg(feature = "cuda")]
         Device::Cuda => {
             let device = Default::default();
             let model =
                 load_model::<burn::backend::Cuda<f32>>(settings, &store, &spec, &device, false)?;
-            let ready_s = started.elapsed().as_secs_f64();
-            let r = run_rank(
+            run_rank(
                 &store,
                 &payload,
                 item.rank,
                 &model,
                 started,
                 &mut first_batch_s,
-            )?;
-            (r, ready_s)
+            )?
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => unreachable!("refused above"),
@@ -328,7 +324,8 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
     Ok(measure)
 }
 
-/// Runs the rank with `model` on backend `B`.
+/// Runs the rank with `model` (ready now) on backend `B`; also returns when the
+/// model was ready, since the invocation started.
 fn run_rank<B: burn::prelude::Backend>(
     store: &S3Store,
     payload: &Payload,
@@ -336,12 +333,13 @@ fn run_rank<B: burn::prelude::Backend>(
     model: &RedshiftModel<B>,
     started: Instant,
     first_batch_s: &mut Option<f64>,
-) -> Result<cosmicai_shared::run::RankResult, StageError>
+) -> Result<(cosmicai_shared::run::RankResult, f64), StageError>
 where
     cosmicai_model::astromae::AstroMae<B>: Sync,
 {
+    let ready_s = started.elapsed().as_secs_f64();
     let device = B::Device::default();
-    Ok(infer_rank::<B>(
+    let result = infer_rank::<B>(
         store,
         payload,
         rank,
@@ -351,7 +349,8 @@ where
         |RankEvent::Objects(_)| {
             first_batch_s.get_or_insert_with(|| started.elapsed().as_secs_f64());
         },
-    )?)
+    )?;
+    Ok((result, ready_s))
 }
 
 /// Whether `key` is an object of `store` (listing its folder: no GET of the whole object).

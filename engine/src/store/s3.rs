@@ -234,32 +234,9 @@ impl ObjectStore for S3Store {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let key = checked(key)?;
-        self.block_on(async {
-            let object = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| {
-                    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                        StoreError::NotFound {
-                            key: key.into(),
-                            store: self.describe(),
-                        }
-                    } else {
-                        self.error(key, sdk(&e))
-                    }
-                })?;
-            let body = object
-                .body
-                .collect()
-                .await
-                .map_err(|e| self.error(key, e))?;
-            Ok(body.into_bytes().to_vec())
-        })
+        let mut bytes = Vec::new();
+        self.get_to(key, &mut bytes)?;
+        Ok(bytes)
     }
 
     fn get_to(&self, key: &str, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
