@@ -143,12 +143,16 @@ pub fn RunsPage() -> impl IntoView {
             {field("Batch size", "batch_size", batch_size)}
             {field("Memory (MB)", "memory_mb", memory)}
             <label>"Model "<select name="model" on:change=move |ev| model.set(event_target_value(&ev))>
-                {move || match models.get() {
-                    Some(Ok(list)) => list.into_iter().map(|m| {
-                        let label = format!("{}{}", m.name, if m.reads_images { " (reads cutouts: use a folder with images)" } else { "" });
-                        view! { <option value=m.name.clone() selected=m.name == model.get_untracked()>{label}</option> }
-                    }).collect_view().into_any(),
-                    _ => view! { <option value="photoz">"photoz"</option> }.into_any(),
+                {move || {
+                    let offered: Vec<(String, bool)> = match models.get() {
+                        Some(Ok(list)) => list.into_iter().map(|m| (m.name, m.reads_images)).collect(),
+                        _ => vec![("photoz".to_string(), false)],
+                    };
+                    offered.into_iter().map(|(name, images)| {
+                        let label = format!("{name}{}", if images { " (reads cutouts: use a folder with images)" } else { "" });
+                        let chosen = name == model.get_untracked();
+                        view! { <option value=name selected=chosen>{label}</option> }
+                    }).collect_view()
                 }}
             </select></label>
             <label>"Device "<select on:change=move |ev| device.set(event_target_value(&ev))><option value="cpu">"CPU"</option><option value="cuda">"CUDA"</option></select></label>
