@@ -152,9 +152,12 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
         <h3>"Predictions"</h3>
         <table class="predictions">
             <tr><th></th><th>"redshift"</th><th>"class"</th></tr>
-            {server.into_iter().map(|p| view! {
-                <tr class="server" data-model=p.model.clone()><td>"server (" {p.model} ")"</td><td>{format!("{:.4}", p.redshift)}</td>
+            {server.into_iter().map(|p| {
+                let name = p.model.clone();
+                view! {
+                <tr class="server" data-model=name><td>"server (" {p.model} ")"</td><td>{format!("{:.4}", p.redshift)}</td>
                 <td>{p.class.map_or_else(|| "no class prediction".to_string(), |c| c.name().to_string())}</td></tr>
+                }
             }).collect_view()}
             {move || match browser.get() {
                 None => view! { <tr><td>"browser"</td><td colspan="2">"running…"</td></tr> }.into_any(),
