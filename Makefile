@@ -19,7 +19,7 @@ TOOLS_PATH := $(CURDIR)/$(E2E)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 TRUNK_VERSION := 0.21.14
 WASM_BINDGEN_VERSION := $(shell grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')
 
-.PHONY: demo serve test setup rust-setup python-setup frontend-setup frontend e2e
+.PHONY: demo serve test setup rust-setup python-setup frontend-setup frontend e2e e2e-run
 
 serve: rust-setup frontend
 	cargo build --release --bin cosmicai
@@ -38,6 +38,9 @@ frontend-setup: rust-setup
 # Browser tests: headless Chromium against a real `cosmicai serve` with the built explorer.
 e2e: frontend
 	cargo build --bin cosmicai
+	$(MAKE) e2e-run
+
+e2e-run:
 	COSMICAI_BIN=$(COSMICAI_DEBUG) SCREENSHOTS=$(CARGO_TARGET_DIR)/e2e node $(E2E)/explorer.mjs
 
 demo: rust-setup
@@ -57,17 +60,18 @@ demo: rust-setup
 
 test: setup
 	# The CUDA backend must keep compiling without a CUDA toolkit (it loads the driver at run time),
-	# and the OpenBLAS build without OpenBLAS installed (only linking needs it).
-	cargo check -p cosmicai-backend --features cuda,openblas
-	cargo check -p cosmicai-lambda --features cuda
+	# and the OpenBLAS build without OpenBLAS installed (only linking needs it). One invocation,
+	# so both packages share one feature resolution and each dependency is checked once.
+	cargo check -p cosmicai-backend -p cosmicai-lambda --features cosmicai-backend/cuda,cosmicai-backend/openblas,cosmicai-lambda/cuda
 	# The shared types and display code go to the browser: they must build for wasm.
 	cargo check -p cosmicai-shared --target wasm32-unknown-unknown
 	# The explorer is tested in a browser (make e2e), not natively. The AWS tests need
 	# the venv's moto and cargo-lambda (python-setup), so here they must not skip.
+	# This build also makes the `cosmicai` and `bootstrap` binaries the later steps run,
+	# with the same features, so nothing is compiled twice.
 	COSMICAI_REQUIRE_AWS_TESTS=1 COSMICAI_TEST_VENV=$(CURDIR)/$(VENV) cargo test --workspace --exclude cosmicai-frontend
-	cargo build --bin cosmicai
 	COSMICAI_BIN=$(COSMICAI_DEBUG) $(PYTHON) -m pytest -q tests/python
-	$(MAKE) e2e
+	$(MAKE) frontend e2e-run
 
 setup: rust-setup python-setup frontend-setup
 

@@ -2,10 +2,13 @@
 //!
 //! Each subcommand lives in its own file under `commands/` and is a thin layer
 //! over the `cosmicai-engine` crate: parse arguments, show progress, print a
-//! report (for people, or one JSON object with `--json`).
+//! report (for people, or one JSON object with `--json`). Runs and sweeps, from
+//! here or from the HTTP API (`server/`), all go through [`coordinator`], which
+//! owns a run from request to registry row, locally or on AWS (`aws/`).
 
 mod aws;
 mod commands;
+mod coordinator;
 mod models;
 mod output;
 mod plot;

@@ -78,12 +78,18 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
-/// The handler binary, built once per test process (`cargo test` builds only the
-/// binaries of the package under test; a no-op when it is up to date).
+/// The handler binary. `cargo test --workspace` builds it with the test build's
+/// features (the lambda crate has an integration test), so it is used as is when
+/// it is newer than every source it is made of; otherwise (this package tested
+/// alone, or sources edited since) it is built here, once per test process.
 fn bootstrap() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
+            let path = Path::new(env!("CARGO_BIN_EXE_cosmicai")).with_file_name("bootstrap");
+            if is_fresh(&path) {
+                return path;
+            }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
                 .args(["build", "-p", "cosmicai-lambda", "--bin", "bootstrap"])
@@ -91,9 +97,43 @@ fn bootstrap() -> PathBuf {
                 .status()
                 .expect("run cargo build");
             assert!(status.success(), "building bootstrap failed");
-            Path::new(env!("CARGO_BIN_EXE_cosmicai")).with_file_name("bootstrap")
+            path
         })
         .clone()
+}
+
+/// Whether `binary` is newer than the Lambda's sources and everything they use.
+fn is_fresh(binary: &Path) -> bool {
+    fn newest(path: &Path) -> std::time::SystemTime {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return std::time::SystemTime::UNIX_EPOCH;
+        };
+        let own = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        if !meta.is_dir() {
+            return own;
+        }
+        std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| newest(&entry.path()))
+            .fold(own, std::cmp::max)
+    }
+    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = workspace();
+    [
+        "lambda",
+        "engine",
+        "model",
+        "shared",
+        "Cargo.lock",
+        "Cargo.toml",
+    ]
+    .iter()
+    .map(|part| newest(&root.join(part)))
+    .all(|changed| changed <= built)
 }
 
 fn start_stack(bin: &Path) -> Stack {

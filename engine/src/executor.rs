@@ -9,6 +9,7 @@
 //! after the first batch and then as they go, `{"event":"done","objects":N,"throughput_bps":B}` at the end.
 
 use crate::cost::billed_ms;
+use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::RankMeasure;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -47,31 +48,8 @@ pub enum WorkerMessage {
     Done { objects: usize, throughput_bps: f64 },
 }
 
-/// What the executor reports as ranks progress.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExecutorEvent {
-    Started {
-        rank: usize,
-        attempt: u32,
-    },
-    Ready {
-        rank: usize,
-    },
-    Objects {
-        rank: usize,
-        objects: usize,
-    },
-    Finished(RankMeasure),
-    Failed {
-        rank: usize,
-        attempt: u32,
-        error: String,
-        retrying: bool,
-    },
-}
-
 enum Message {
-    Event(ExecutorEvent),
+    Event(RunEvent),
     Ended {
         rank: usize,
         attempt: u32,
@@ -81,11 +59,13 @@ enum Message {
 
 /// Runs ranks `0..world_size` and returns one measure per rank (with `error` set
 /// for ranks that failed for good). Events arrive in order on the calling thread.
+/// Events are the API's rank events ([`RunEvent::RankStarted`] to
+/// [`RunEvent::RankFailed`]): one type from here to the registry, terminal and browser.
 pub fn execute(
     command: &WorkerCommand,
     world_size: usize,
     config: ExecutorConfig,
-    on_event: impl FnMut(&ExecutorEvent),
+    on_event: impl FnMut(&RunEvent),
 ) -> Vec<RankMeasure> {
     execute_cancellable(command, world_size, config, Arc::default(), on_event)
 }
@@ -97,7 +77,7 @@ pub fn execute_cancellable(
     world_size: usize,
     config: ExecutorConfig,
     cancel: Arc<AtomicBool>,
-    mut on_event: impl FnMut(&ExecutorEvent),
+    mut on_event: impl FnMut(&RunEvent),
 ) -> Vec<RankMeasure> {
     let (tx, rx) = mpsc::channel();
     let mut queue: VecDeque<(usize, u32)> = (0..world_size).map(|r| (r, 1)).collect();
@@ -113,7 +93,7 @@ pub fn execute_cancellable(
             let Some((rank, attempt)) = queue.pop_front() else {
                 break;
             };
-            on_event(&ExecutorEvent::Failed {
+            on_event(&RunEvent::RankFailed {
                 rank,
                 attempt,
                 error: CANCELLED.into(),
@@ -130,7 +110,7 @@ pub fn execute_cancellable(
                 break;
             };
             running += 1;
-            on_event(&ExecutorEvent::Started { rank, attempt });
+            on_event(&RunEvent::RankStarted { rank, attempt });
             let (command, tx, cancel) = (command.clone(), tx.clone(), cancel.clone());
             std::thread::spawn(move || {
                 let outcome = run_attempt(&command, rank, config.memory_mb, &cancel, &tx);
@@ -153,13 +133,15 @@ pub fn execute_cancellable(
                 match outcome {
                     Ok(mut measure) => {
                         measure.attempts = attempt;
-                        on_event(&ExecutorEvent::Finished(measure.clone()));
+                        on_event(&RunEvent::RankFinished {
+                            measure: measure.clone(),
+                        });
                         measures[rank] = measure;
                         finished += 1;
                     }
                     Err(error) => {
                         let retrying = attempt <= config.retries && !cancel.load(Ordering::Relaxed);
-                        on_event(&ExecutorEvent::Failed {
+                        on_event(&RunEvent::RankFailed {
                             rank,
                             attempt,
                             error: error.clone(),
@@ -218,11 +200,11 @@ fn run_attempt(
             match serde_json::from_str::<WorkerMessage>(&line) {
                 Ok(WorkerMessage::Ready) => {
                     ready = Some(start.elapsed());
-                    let _ = events.send(Message::Event(ExecutorEvent::Ready { rank }));
+                    let _ = events.send(Message::Event(RunEvent::RankReady { rank }));
                 }
                 Ok(WorkerMessage::Objects { objects }) => {
                     first_batch.get_or_insert(start.elapsed());
-                    let _ = events.send(Message::Event(ExecutorEvent::Objects { rank, objects }));
+                    let _ = events.send(Message::Event(RunEvent::RankObjects { rank, objects }));
                 }
                 Ok(WorkerMessage::Done {
                     objects,

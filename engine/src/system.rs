@@ -65,3 +65,27 @@ pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
     };
     Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
+
+/// Why this process cannot run CUDA ranks, or `None` when it can: the one place
+/// that answers "can this build run CUDA" (built with the `cuda` feature, and an
+/// NVIDIA driver that loads; the CUDA backend needs no toolkit, only the driver).
+pub fn cuda_unavailable() -> Option<&'static str> {
+    if !cfg!(feature = "cuda") {
+        return Some("this cosmicai was built without CUDA (build with --features cuda)");
+    }
+    if !cuda_driver_present() {
+        return Some("no NVIDIA driver here (libcuda.so.1 cannot be loaded)");
+    }
+    None
+}
+
+fn cuda_driver_present() -> bool {
+    // SAFETY: dlopen with a constant name; the handle is closed again at once.
+    unsafe {
+        let handle = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY);
+        if !handle.is_null() {
+            libc::dlclose(handle);
+        }
+        !handle.is_null()
+    }
+}

@@ -110,7 +110,15 @@ fn run(dir: &Path, model: &str) -> (LocalStore, Vec<Result<RankResult, String>>)
             ..Default::default()
         })
         .collect();
-    summarize(&store, &payload, &measures, 1.0, &[0.1, 0.1]).unwrap();
+    summarize(
+        &store,
+        &payload,
+        &measures,
+        1.0,
+        0.1,
+        std::time::Instant::now(),
+    )
+    .unwrap();
     (store, results)
 }
 

@@ -1,7 +1,8 @@
 //! The local executor with real child processes (small Python programs standing
 //! in for workers): memory enforcement, retries, failures kept apart.
 
-use cosmicai_engine::executor::{ExecutorConfig, ExecutorEvent, WorkerCommand, execute};
+use cosmicai_engine::executor::{ExecutorConfig, WorkerCommand, execute};
+use cosmicai_shared::api::RunEvent;
 use std::path::PathBuf;
 
 fn python(code: &str) -> WorkerCommand {
@@ -43,7 +44,7 @@ fn every_rank_runs_once_and_is_measured() {
     }
     let started = events
         .iter()
-        .filter(|e| matches!(e, ExecutorEvent::Started { .. }))
+        .filter(|e| matches!(e, RunEvent::RankStarted { .. }))
         .count();
     assert_eq!(started, 3);
 }
@@ -93,7 +94,7 @@ fn a_failed_rank_is_retried_and_a_hopeless_one_is_reported() {
         retries: 2,
     };
     let measures = execute(&python(broken), 2, config, |e| {
-        failures += usize::from(matches!(e, ExecutorEvent::Failed { .. }))
+        failures += usize::from(matches!(e, RunEvent::RankFailed { .. }))
     });
     assert_eq!(failures, 6, "two ranks, three attempts each");
     for m in &measures {

@@ -197,7 +197,15 @@ fn the_pipeline_runs_against_a_bucket() {
             ..Default::default()
         });
     }
-    let summary = summarize(&s3, &payload, &measures, 1.0, &[0.1, 0.1]).unwrap();
+    let summary = summarize(
+        &s3,
+        &payload,
+        &measures,
+        1.0,
+        0.1,
+        std::time::Instant::now(),
+    )
+    .unwrap();
     assert_eq!(summary.status, RunStatus::Succeeded);
     assert_eq!(summary.objects, 3 * 2200);
     let keys: Vec<String> = s3

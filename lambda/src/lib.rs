@@ -493,8 +493,14 @@ pub fn summarize_stage(
         .as_deref()
         .and_then(seconds_since)
         .unwrap_or_else(|| measures.iter().map(|m| m.duration_s).fold(0.0, f64::max));
-    let stages = [event.initialize_s, started.elapsed().as_secs_f64()];
-    let summary = summarize(&store, &payload, &measures, duration_s, &stages)?;
+    let summary = summarize(
+        &store,
+        &payload,
+        &measures,
+        duration_s,
+        event.initialize_s,
+        started,
+    )?;
     let summary_key = join(&payload.request.result_path, "summary.json");
     Ok(SummarizeOutput {
         run_id: summary.run_id,

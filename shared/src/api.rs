@@ -228,6 +228,8 @@ pub struct SweepRow {
     pub status: RunStatus,
     pub objects: usize,
     pub duration_s: f64,
+    #[serde(default)]
+    pub samples_per_s: f64,
     pub cost_usd: f64,
 }
 

@@ -16,6 +16,16 @@ pub enum Device {
     Cuda,
 }
 
+impl Device {
+    /// The name used on the wire and the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
 /// What to run: CAI's payload plus Lambda-like settings. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -2,19 +2,20 @@
 //! DescribeMapRun for the state, the ranks' `measures/<rank>.json` for progress.
 
 use super::{Aws, sdk_error};
+use crate::coordinator::Recorder;
 use anyhow::{Context, Result, bail};
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
-use cosmicai_engine::executor::ExecutorEvent;
 use cosmicai_engine::pipeline::{RunSummary, measures_key};
 use cosmicai_engine::store::{LocalStore, ObjectStore, StoreError, join};
+use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::{RankMeasure, RunRequest};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// What the CLI's bar shows while a run is on AWS.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct AwsProgress {
+struct AwsProgress {
     /// RUNNING, SUCCEEDED, FAILED, ABORTED, TIMED_OUT.
     pub status: String,
     /// The Distributed Map's item counts, once it started.
@@ -41,17 +42,16 @@ fn poll_interval() -> Duration {
 }
 
 /// Starts `request` (its partitions already in the bucket) as execution `run_id`
-/// and follows it to the end; `observe` gets each rank's start, end or failure.
-/// Cancelling stops the execution. The results end up under `local` too.
+/// and follows it to the end; `recorder` gets each rank's start, end or failure and
+/// the Map's counts. Cancelling stops the execution. The results end up under `local` too.
 pub fn start_and_follow(
     aws: &Aws,
     request: &RunRequest,
     run_id: &str,
     local: &LocalStore,
-    cancel: &AtomicBool,
-    observe: &mut dyn FnMut(&ExecutorEvent),
-    progress: &mut dyn FnMut(&AwsProgress),
+    recorder: &mut Recorder,
 ) -> Result<RunSummary> {
+    let cancel = recorder.cancel.clone();
     let input = serde_json::to_string(request)?;
     let started = aws
         .s3
@@ -95,7 +95,7 @@ pub fn start_and_follow(
             if !announced {
                 announced = true;
                 for rank in 0..world {
-                    observe(&ExecutorEvent::Started { rank, attempt: 1 });
+                    recorder.event(&RunEvent::RankStarted { rank, attempt: 1 });
                 }
             }
             let run = aws
@@ -109,9 +109,12 @@ pub fn start_and_follow(
         }
         for measure in new_measures(aws, request, &finished)? {
             finished.insert(measure.rank);
-            observe(&ExecutorEvent::Finished(measure));
+            recorder.event(&RunEvent::RankFinished { measure });
         }
-        progress(&shown);
+        recorder.status(format!(
+            "on AWS: {} (map items: {} done, {} failed, {} running of {})",
+            shown.status, shown.succeeded, shown.failed, shown.running, shown.total
+        ));
         if *described.status() != ExecutionStatus::Running {
             let error = match (described.error(), described.cause()) {
                 (Some(e), Some(c)) if !e.is_empty() => Some(format!("{e}: {c}")),
@@ -124,7 +127,7 @@ pub fn start_and_follow(
         std::thread::sleep(poll_interval());
     };
     for rank in (0..world).filter(|r| !finished.contains(r)) {
-        observe(&ExecutorEvent::Failed {
+        recorder.event(&RunEvent::RankFailed {
             rank,
             attempt: 1,
             error: error

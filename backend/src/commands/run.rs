@@ -1,21 +1,12 @@
 //! `cosmicai run`: the whole pipeline on this machine, one process per rank.
 
-use crate::registry::Registry;
+use crate::coordinator::{self, Executor, RunControl, new_run_id, with_local_weights};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use cosmicai_engine::executor::{
-    ExecutorConfig, ExecutorEvent, WorkerCommand, execute_cancellable,
-};
-use cosmicai_engine::pipeline::{RunSummary, estimate, initialize, plan, summarize};
-use cosmicai_engine::store::LocalStore;
-use cosmicai_shared::model::ModelSpec;
+use cosmicai_engine::pipeline::RunSummary;
 use cosmicai_shared::run::{Device, RunRequest};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -125,16 +116,6 @@ pub enum DeviceArg {
     Cuda,
 }
 
-/// A run id that sorts by time: run-<unix seconds>-<pid>-<sequence in this process>.
-pub fn new_run_id() -> String {
-    static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("run-{secs}-{}-{n}", std::process::id())
-}
-
 pub fn run(args: RunArgs) -> Result<()> {
     if args.estimate {
         return print_estimate(&args);
@@ -148,7 +129,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 }
 
 /// The request `args` describe, for run `run_id`.
-fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
+pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
     if !args.data.is_dir() {
         bail!("--data {}: not a directory", args.data.display());
     }
@@ -232,55 +213,18 @@ fn cai_partitions(data: &std::path::Path, quiet: bool) -> Result<String> {
     Ok(CAI_CACHE.into())
 }
 
-/// The request with its model's weight file made absolute (workers may start
-/// elsewhere), or an error naming the file when it is not there.
-pub fn with_local_weights(mut request: RunRequest) -> Result<RunRequest> {
-    let spec = request.model_spec().map_err(anyhow::Error::msg)?;
-    if let Some(path) = spec.weights() {
-        let absolute = std::fs::canonicalize(path)
-            .with_context(|| format!("model '{spec}': weights file {path}"))?;
-        let absolute = absolute.display().to_string();
-        request.model = match spec {
-            ModelSpec::PhotoZ(_) => ModelSpec::PhotoZ(Some(absolute)),
-            ModelSpec::AstroMae(_) => ModelSpec::AstroMae(absolute),
-        }
-        .to_string();
-    }
-    Ok(request)
-}
-
-/// Ranks at once, and CPU threads each worker may use (the cores shared among them).
-pub fn concurrency_and_threads(concurrency: Option<usize>, world_size: usize) -> (usize, usize) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let concurrency = concurrency.unwrap_or(cores).max(1);
-    (
-        concurrency,
-        (cores / concurrency.min(world_size.max(1))).max(1),
-    )
-}
-
-/// Whether an NVIDIA driver can be loaded (a CUDA build still needs one at run time).
-pub fn cuda_driver_present() -> bool {
-    // SAFETY: dlopen with a constant name; the handle is closed again at once.
-    unsafe {
-        let handle = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY);
-        if !handle.is_null() {
-            libc::dlclose(handle);
-        }
-        !handle.is_null()
-    }
-}
-
-/// Runs the whole pipeline; `quiet` hides the progress bars (sweeps show their own).
+/// Runs the whole pipeline on this machine; `quiet` hides the progress bars (sweeps show their own).
 pub fn execute_run(args: &RunArgs, quiet: bool) -> Result<RunSummary> {
     let run_id = new_run_id();
     let request = request_of(args, &run_id)?;
     let control = RunControl {
-        concurrency: args.concurrency,
         quiet,
-        cancel: Arc::default(),
+        ..Default::default()
     };
-    execute_request(&args.data, &request, &run_id, control, &mut |_| {})
+    let local = Executor::Local {
+        concurrency: args.concurrency,
+    };
+    coordinator::execute(&args.data, &request, &run_id, &local, control, &mut |_| {})
 }
 
 /// `cosmicai run --target aws`: the partitions of --data on Step Functions + Lambda.
@@ -296,224 +240,20 @@ fn execute_aws_run(args: &RunArgs) -> Result<RunSummary> {
     }
     let run_id = new_run_id();
     let request = request_of(args, &run_id)?;
-    let aws = crate::aws::Aws::connect(config)?;
+    let aws = Executor::Aws {
+        aws: Box::new(crate::aws::Aws::connect(config)?),
+        s3_prefix: args.aws.s3_prefix.clone(),
+    };
     let control = RunControl {
-        concurrency: None,
         quiet: args.json,
-        cancel: Arc::default(),
+        ..Default::default()
     };
-    crate::aws::execute_on_aws(
-        &aws,
-        &args.data,
-        &request,
-        &args.aws.s3_prefix,
-        &run_id,
-        control,
-        &mut |_| {},
-    )
-}
-
-/// How a run is driven: by the CLI (bars on the terminal) or the HTTP API (quiet,
-/// events to the browser, cancellable).
-pub struct RunControl {
-    pub concurrency: Option<usize>,
-    pub quiet: bool,
-    pub cancel: Arc<AtomicBool>,
-}
-
-/// Refuses a CUDA run up front when this build or machine cannot run one.
-pub fn check_device(device: Device) -> Result<()> {
-    if device == Device::Cuda && !cfg!(feature = "cuda") {
-        bail!(
-            "device cuda: this cosmicai was built without CUDA (build with --features cuda); no rank was started"
-        );
-    }
-    if device == Device::Cuda && !cuda_driver_present() {
-        bail!(
-            "device cuda: no NVIDIA driver here (libcuda.so.1 cannot be loaded); no rank was started"
-        );
-    }
-    Ok(())
-}
-
-/// Runs `request` on the local store rooted at `root` as run `run_id`, recording it
-/// in the registry; `observe` sees every executor event as it happens.
-pub fn execute_request(
-    root: &std::path::Path,
-    request: &RunRequest,
-    run_id: &str,
-    control: RunControl,
-    observe: &mut dyn FnMut(&ExecutorEvent),
-) -> Result<RunSummary> {
-    let (args_concurrency, quiet) = (control.concurrency, control.quiet);
-    let run_id = run_id.to_string();
-    let request = request.clone();
-    check_device(request.device)?;
-    let store = LocalStore::new(root);
-    let started = Instant::now();
-    let payload = initialize(&store, &request, &run_id)?;
-    let init_s = started.elapsed().as_secs_f64();
-    let registry = Registry::open(&root.join("cosmicai.sqlite"))?;
-    registry.start(&run_id, &request)?;
-
-    let (concurrency, threads) = concurrency_and_threads(args_concurrency, request.world_size);
-    let command = WorkerCommand {
-        program: std::env::current_exe().context("finding the cosmicai executable for workers")?,
-        args: vec![
-            "worker".into(),
-            "--store".into(),
-            root.display().to_string(),
-            "--result-path".into(),
-            request.result_path.clone(),
-        ],
-        envs: vec![("RAYON_NUM_THREADS".into(), threads.to_string())],
-    };
-    let config = ExecutorConfig {
-        concurrency,
-        memory_mb: request.memory_mb,
-        retries: request.retries,
-    };
-
-    let bars = if quiet {
-        MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
-    } else {
-        MultiProgress::new()
-    };
-    let overall = bars.add(ProgressBar::new(request.world_size as u64));
-    overall.set_style(
-        ProgressStyle::with_template(
-            "run {msg} [{bar:30.green/blue}] {pos}/{len} ranks {elapsed}",
-        )?
-        .progress_chars("=> "),
-    );
-    overall.set_message(run_id.clone());
-    let rank_style = ProgressStyle::with_template("  rank {prefix:>3} {spinner} {msg}")?;
-    let rank_bars: Vec<ProgressBar> = (0..request.world_size)
-        .map(|r| {
-            let bar = bars.add(ProgressBar::new_spinner());
-            bar.set_style(rank_style.clone());
-            bar.set_prefix(r.to_string());
-            bar.set_message(format!("queued ({} files)", payload.ranks[r].len()));
-            bar
-        })
-        .collect();
-    let measures = execute_cancellable(
-        &command,
-        request.world_size,
-        config,
-        control.cancel,
-        |event| {
-            observe(event);
-            let result = match event {
-                ExecutorEvent::Started { rank, attempt } => {
-                    rank_bars[*rank].set_message(format!("starting (attempt {attempt})"));
-                    rank_bars[*rank].enable_steady_tick(std::time::Duration::from_millis(120));
-                    registry.rank_update(&run_id, *rank, "running", None, *attempt, None)
-                }
-                ExecutorEvent::Ready { rank } => {
-                    rank_bars[*rank].set_message("model ready");
-                    Ok(())
-                }
-                ExecutorEvent::Objects { rank, objects } => {
-                    rank_bars[*rank].set_message(format!("{objects} objects"));
-                    Ok(())
-                }
-                ExecutorEvent::Finished(m) => {
-                    rank_bars[m.rank].finish_with_message(format!(
-                        "done: {} objects in {:.2} s, {:.0} MB",
-                        m.objects, m.duration_s, m.peak_rss_mb
-                    ));
-                    overall.inc(1);
-                    registry.rank_update(&run_id, m.rank, "succeeded", Some(m), m.attempts, None)
-                }
-                ExecutorEvent::Failed {
-                    rank,
-                    attempt,
-                    error,
-                    retrying,
-                } => {
-                    let what = if *retrying { "retrying" } else { "failed" };
-                    rank_bars[*rank].set_message(format!("{what}: {error}"));
-                    if !retrying {
-                        rank_bars[*rank].abandon();
-                        overall.inc(1);
-                    }
-                    registry.rank_update(&run_id, *rank, what, None, *attempt, Some(error))
-                }
-            };
-            if let Err(e) = result {
-                let _ = bars.println(format!("registry: {e:#}"));
-            }
-        },
-    );
-    overall.finish_and_clear();
-
-    let summarize_start = Instant::now();
-    let duration_s = started.elapsed().as_secs_f64();
-    let mut summary = match summarize(&store, &payload, &measures, duration_s, &[init_s, 0.0]) {
-        Ok(s) => s,
-        Err(e) => {
-            registry.fail(&run_id, &e.to_string())?;
-            return Err(e.into());
-        }
-    };
-    // Summarize is billed too: account for its own duration.
-    let files_per_rank: Vec<usize> = payload.ranks.iter().map(Vec::len).collect();
-    let stages = [init_s, summarize_start.elapsed().as_secs_f64()];
-    summary.cost = cosmicai_engine::cost::run_cost(
-        &measures,
-        &files_per_rank,
-        &stages,
-        request.memory_mb,
-        cosmicai_engine::cost::ARM64,
-    );
-    summary.cost_usd = summary.cost.total_usd;
-    registry.finish(&summary)?;
-    Ok(summary)
-}
-
-/// This machine's rate for one worker (its share of the cores) and a worker's cold start.
-pub fn calibrate(threads: usize) -> Result<(f64, f64)> {
-    let start = Instant::now();
-    let status = std::process::Command::new(std::env::current_exe()?)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    let model = crate::models::load_photoz(None)?;
-    let cold_start_s = start.elapsed().as_secs_f64();
-    if !status.success() {
-        bail!("calibration: cannot start cosmicai");
-    }
-    let magnitudes: Vec<[f32; 5]> = (0..16_384)
-        .map(|i| {
-            let x = (i % 97) as f32 / 97.0;
-            [19.0 + x, 18.0 + x, 17.5 + x, 17.2 + x, 17.0 + x]
-        })
-        .collect();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()?;
-    let rate = pool.install(|| {
-        let start = Instant::now();
-        let n = cosmicai_engine::predict::predict_photoz::<crate::models::Cpu>(
-            &model,
-            &magnitudes,
-            512,
-            &Default::default(),
-        )
-        .len();
-        n as f64 / start.elapsed().as_secs_f64()
-    });
-    Ok((rate, cold_start_s))
+    coordinator::execute(&args.data, &request, &run_id, &aws, control, &mut |_| {})
 }
 
 fn print_estimate(args: &RunArgs) -> Result<()> {
     let request = request_of(args, "estimate")?;
-    let store = LocalStore::new(&args.data);
-    let payload = plan(&store, &request, "estimate")?;
-    let (concurrency, threads) = concurrency_and_threads(args.concurrency, request.world_size);
-    let (rate, cold) = calibrate(threads)?;
-    let e = estimate(&store, &payload, rate, cold, concurrency)?;
+    let e = coordinator::estimate(&args.data, &request, args.concurrency, &Default::default())?;
     if args.json {
         return crate::output::emit(&(serde_json::to_string(&e)? + "\n"));
     }

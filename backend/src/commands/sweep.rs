@@ -1,11 +1,11 @@
 //! `cosmicai sweep`: the same run over several world sizes (and devices), as a CSV and a chart.
 
-use super::run::{DeviceArg, RunArgs, execute_run};
+use super::run::{DeviceArg, RunArgs, request_of};
+use crate::coordinator::{check_device, sweep};
 use crate::plot::{SweepPoint, sweep_chart};
 use anyhow::{Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -37,31 +37,12 @@ pub struct SweepArgs {
     pub json: bool,
 }
 
-#[derive(Serialize)]
-struct Row {
-    world_size: usize,
-    device: &'static str,
-    run_id: String,
-    status: &'static str,
-    objects: usize,
-    duration_s: f64,
-    samples_per_s: f64,
-    cost_usd: f64,
-}
-
-fn device_name(d: DeviceArg) -> &'static str {
-    match d {
-        DeviceArg::Cpu => "cpu",
-        DeviceArg::Cuda => "cuda",
-    }
-}
-
 pub fn run(args: SweepArgs) -> Result<()> {
     if args.world_sizes.is_empty() || args.world_sizes.contains(&0) {
         bail!("--world-sizes needs world sizes of at least 1, e.g. 1,2,4");
     }
-    if args.devices.iter().any(|d| matches!(d, DeviceArg::Cuda)) && !cfg!(feature = "cuda") {
-        bail!("device cuda: this cosmicai was built without CUDA; no run was started");
+    if args.devices.iter().any(|d| matches!(d, DeviceArg::Cuda)) {
+        check_device(cosmicai_shared::run::Device::Cuda)?;
     }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -77,30 +58,23 @@ pub fn run(args: SweepArgs) -> Result<()> {
         ProgressStyle::with_template("sweep [{bar:30.cyan/blue}] {pos}/{len} runs {msg}")?
             .progress_chars("=> "),
     );
-    let mut rows = Vec::new();
+    let mut requests = Vec::new();
     for &device in &args.devices {
         for &world_size in &args.world_sizes {
-            bar.set_message(format!("{} x{world_size}", device_name(device)));
             let run_args = RunArgs {
                 file_limit: args.file_limit,
                 memory_mb: args.memory_mb,
                 model: args.model.clone(),
+                json: true, // no conversion notes between the bars
                 ..RunArgs::new(args.data.clone(), world_size, args.batch_size, device)
             };
-            let s = execute_run(&run_args, true)?;
-            rows.push(Row {
-                world_size,
-                device: device_name(device),
-                run_id: s.run_id,
-                status: s.status.name(),
-                objects: s.objects,
-                duration_s: s.duration_s,
-                samples_per_s: s.samples_per_s,
-                cost_usd: s.cost_usd,
-            });
-            bar.inc(1);
+            requests.push(request_of(&run_args, "sweep")?);
         }
     }
+    let rows = sweep(&args.data, &requests, |row| {
+        bar.set_message(format!("{} x{}", row.device.name(), row.world_size));
+        bar.inc(1);
+    })?;
     bar.finish_and_clear();
     let mut csv =
         String::from("world_size,device,run_id,status,objects,duration_s,samples_per_s,cost_usd\n");
@@ -108,9 +82,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
         csv += &format!(
             "{},{},{},{},{},{:.6},{:.3},{:.9}\n",
             r.world_size,
-            r.device,
+            r.device.name(),
             r.run_id,
-            r.status,
+            r.status.name(),
             r.objects,
             r.duration_s,
             r.samples_per_s,
@@ -122,7 +96,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         .iter()
         .map(|r| SweepPoint {
             world_size: r.world_size,
-            device: r.device.to_string(),
+            device: r.device.name().to_string(),
             duration_s: r.duration_s,
             cost_usd: r.cost_usd,
         })

@@ -548,16 +548,13 @@ pub async fn estimate(
     tokio::task::spawn_blocking(move || {
         let request = super::runs::request_of(&st.data_dir, &st.models, &launch, "estimate")
             .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-        let store = cosmicai_engine::store::LocalStore::new(&st.data_dir);
-        let payload = cosmicai_engine::pipeline::plan(&store, &request, "estimate")
-            .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-        let (concurrency, threads) =
-            crate::commands::run::concurrency_and_threads(None, request.world_size);
-        let (rate, cold) = *st
-            .calibration
-            .get_or_init(|| crate::commands::run::calibrate(threads).unwrap_or((50_000.0, 0.1)));
-        let e = cosmicai_engine::pipeline::estimate(&store, &payload, rate, cold, concurrency)
-            .map_err(Error::internal)?;
+        let e = crate::coordinator::estimate(&st.data_dir, &request, None, &st.calibration)
+            .map_err(
+                |e| match e.downcast_ref::<cosmicai_engine::pipeline::PipelineError>() {
+                    Some(bad) => Error(StatusCode::UNPROCESSABLE_ENTITY, bad.to_string()),
+                    None => Error::internal(e),
+                },
+            )?;
         Ok(Json(serde_json::to_value(e).map_err(Error::internal)?))
     })
     .await

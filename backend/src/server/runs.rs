@@ -3,8 +3,7 @@
 
 use super::models::ServedModels;
 use crate::aws::AwsConfig;
-use crate::commands::run::{RunControl, check_device, execute_request, new_run_id};
-use cosmicai_engine::executor::ExecutorEvent;
+use crate::coordinator::{self, Executor, RunControl, check_device, new_run_id};
 use cosmicai_shared::api::{RunEvent, RunLaunch, Target};
 use cosmicai_shared::run::{RunRequest, RunStatus, check_key};
 use std::collections::HashMap;
@@ -105,27 +104,22 @@ impl Runs {
         let (root, run_id) = (data_dir.to_path_buf(), id.clone());
         std::thread::spawn(move || {
             let control = RunControl {
-                concurrency: None,
                 quiet: true,
                 cancel: live.cancel.clone(),
             };
-            let mut observe = |e: &ExecutorEvent| live.push(event_of(e));
-            let outcome = match aws {
-                None => execute_request(&root, &request, &run_id, control, &mut observe),
-                // The dataset goes to the same folder name in the bucket.
-                Some(config) => crate::aws::Aws::connect(config).and_then(|aws| {
-                    let prefix = request.data_prefix.clone();
-                    crate::aws::execute_on_aws(
-                        &aws,
-                        &root,
-                        &request,
-                        &prefix,
-                        &run_id,
-                        control,
-                        &mut observe,
-                    )
+            // The dataset goes to the same folder name in the bucket.
+            let executor = match aws {
+                None => Ok(Executor::Local { concurrency: None }),
+                Some(config) => crate::aws::Aws::connect(config).map(|aws| Executor::Aws {
+                    aws: Box::new(aws),
+                    s3_prefix: request.data_prefix.clone(),
                 }),
             };
+            let outcome = executor.and_then(|executor| {
+                coordinator::execute(&root, &request, &run_id, &executor, control, &mut |e| {
+                    live.push(e.clone())
+                })
+            });
             match outcome {
                 Ok(summary) => {
                     let status = if live.cancel.load(Ordering::Relaxed)
@@ -143,32 +137,6 @@ impl Runs {
             }
         });
         Ok(id)
-    }
-}
-
-fn event_of(e: &ExecutorEvent) -> RunEvent {
-    match e {
-        ExecutorEvent::Started { rank, attempt } => RunEvent::RankStarted {
-            rank: *rank,
-            attempt: *attempt,
-        },
-        ExecutorEvent::Ready { rank } => RunEvent::RankReady { rank: *rank },
-        ExecutorEvent::Objects { rank, objects } => RunEvent::RankObjects {
-            rank: *rank,
-            objects: *objects,
-        },
-        ExecutorEvent::Finished(m) => RunEvent::RankFinished { measure: m.clone() },
-        ExecutorEvent::Failed {
-            rank,
-            attempt,
-            error,
-            retrying,
-        } => RunEvent::RankFailed {
-            rank: *rank,
-            attempt: *attempt,
-            error: error.clone(),
-            retrying: *retrying,
-        },
     }
 }
 

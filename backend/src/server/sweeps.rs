@@ -3,8 +3,8 @@
 
 use super::models::ServedModels;
 use super::runs::request_of;
-use crate::commands::run::{RunControl, check_device, execute_request, new_run_id};
-use cosmicai_shared::api::{RunLaunch, SweepInfo, SweepLaunch, SweepRow, Target};
+use crate::coordinator::{check_device, new_run_id, sweep};
+use cosmicai_shared::api::{RunLaunch, SweepInfo, SweepLaunch, Target};
 use cosmicai_shared::run::Device;
 use std::collections::HashMap;
 use std::path::Path;
@@ -78,34 +78,20 @@ impl Sweeps {
             .insert(id.clone(), info.clone());
         let root = data_dir.to_path_buf();
         std::thread::spawn(move || {
-            for mut request in plan {
-                let run_id = new_run_id();
-                request.result_path = format!("results/{run_id}");
-                let control = RunControl {
-                    concurrency: None,
-                    quiet: true,
-                    cancel: Arc::default(),
-                };
-                let outcome = execute_request(&root, &request, &run_id, control, &mut |_| {});
-                let mut info = info.lock().unwrap_or_else(|e| e.into_inner());
-                match outcome {
-                    Ok(s) => info.rows.push(SweepRow {
-                        world_size: request.world_size,
-                        device: request.device,
-                        run_id,
-                        status: s.status,
-                        objects: s.objects,
-                        duration_s: s.duration_s,
-                        cost_usd: s.cost_usd,
-                    }),
-                    Err(e) => {
-                        info.state = "failed".into();
-                        info.error = Some(format!("{e:#}"));
-                        return;
-                    }
+            let outcome = sweep(&root, &plan, |row| {
+                info.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .rows
+                    .push(row.clone())
+            });
+            let mut info = info.lock().unwrap_or_else(|e| e.into_inner());
+            match outcome {
+                Ok(_) => info.state = "finished".into(),
+                Err(e) => {
+                    info.state = "failed".into();
+                    info.error = Some(format!("{e:#}"));
                 }
             }
-            info.lock().unwrap_or_else(|e| e.into_inner()).state = "finished".into();
         });
         Ok(id)
     }

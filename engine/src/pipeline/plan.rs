@@ -73,9 +73,11 @@ pub fn plan(
         return Err(PipelineError::Invalid(problems));
     }
     if request.device == Device::Cuda && !cfg!(feature = "cuda") {
-        return Err(PipelineError::Invalid(vec![
-            "device cuda: this cosmicai was built without CUDA (build with --features cuda on a machine with an NVIDIA driver)".into(),
-        ]));
+        // Only the build is checked: the plan may be made where the ranks do not run.
+        return Err(PipelineError::Invalid(vec![format!(
+            "device cuda: {}",
+            crate::system::cuda_unavailable().unwrap_or("no CUDA in this build")
+        )]));
     }
     let listing = store.list(&request.data_prefix)?;
     // Result folders (any folder holding a payload.json) hold predictions, not partitions.

@@ -48,13 +48,16 @@ fn yes() -> bool {
 /// Reads the rank results written so far, writes `combined_data.json` and `summary.json`.
 ///
 /// `measures` are the executor's figures per rank; `duration_s` is the whole run's wall
-/// time; `stage_durations_s` the Initialize and Summarize invocations (for cost).
+/// time; `initialize_s` the Initialize stage's. The Summarize stage is billed from
+/// `started` (when it began) to just before `summary.json` is written, so the cost
+/// is computed once, here, and every copy of it (the file, the registry, the API) agrees.
 pub fn summarize(
     store: &dyn ObjectStore,
     payload: &Payload,
     measures: &[RankMeasure],
     duration_s: f64,
-    stage_durations_s: &[f64],
+    initialize_s: f64,
+    started: std::time::Instant,
 ) -> Result<RunSummary, PipelineError> {
     let request = &payload.request;
     let mut results: Vec<RankResult> = Vec::new();
@@ -100,7 +103,7 @@ pub fn summarize(
     let cost = run_cost(
         measures,
         &files_per_rank,
-        stage_durations_s,
+        &[initialize_s, started.elapsed().as_secs_f64()],
         request.memory_mb,
         crate::cost::ARM64,
     );

@@ -6,13 +6,6 @@ use cosmicai_shared::api::SweepInfo;
 use cosmicai_shared::run::Device;
 use leptos::prelude::*;
 
-fn device_name(d: Device) -> &'static str {
-    match d {
-        Device::Cpu => "cpu",
-        Device::Cuda => "cuda",
-    }
-}
-
 #[component]
 pub fn SweepPage(id: String) -> impl IntoView {
     let info = RwSignal::new(None::<Result<SweepInfo, String>>);
@@ -46,7 +39,7 @@ pub fn SweepPage(id: String) -> impl IntoView {
                 let mut devices: Vec<Device> = s.rows.iter().map(|r| r.device).collect();
                 devices.dedup();
                 let series = |f: fn(&cosmicai_shared::api::SweepRow) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
-                    devices.iter().map(|d| (device_name(*d).to_string(), s.rows.iter().filter(|r| r.device == *d).map(|r| (r.world_size as f64, f(r))).collect())).collect()
+                    devices.iter().map(|d| (d.name().to_string(), s.rows.iter().filter(|r| r.device == *d).map(|r| (r.world_size as f64, f(r))).collect())).collect()
                 };
                 view! {
                     <p class="sweep-state" data-state=s.state.clone()>{format!("{}: {} of {} runs done", s.state, s.rows.len(), s.planned)}</p>
@@ -58,7 +51,7 @@ pub fn SweepPage(id: String) -> impl IntoView {
                     <table class="sweep">
                         <tr><th>"device"</th><th>"world size"</th><th>"run"</th><th>"status"</th><th>"objects"</th><th>"duration"</th><th>"cost"</th></tr>
                         {s.rows.iter().map(|r| view! {
-                            <tr><td>{device_name(r.device)}</td><td>{r.world_size}</td><td><a href=format!("#/runs/{}", r.run_id)>{r.run_id.clone()}</a></td>
+                            <tr><td>{r.device.name()}</td><td>{r.world_size}</td><td><a href=format!("#/runs/{}", r.run_id)>{r.run_id.clone()}</a></td>
                             <td>{r.status.name()}</td><td>{r.objects}</td><td>{format!("{:.2} s", r.duration_s)}</td><td>{format!("${:.6}", r.cost_usd)}</td></tr>
                         }).collect_view()}
                     </table>

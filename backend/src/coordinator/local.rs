@@ -1,0 +1,57 @@
+//! The local executor's run: Initialize here, one `cosmicai worker` process per
+//! rank, Summarize here.
+
+use super::record::Recorder;
+use anyhow::{Context, Result};
+use cosmicai_engine::executor::{ExecutorConfig, WorkerCommand, execute_cancellable};
+use cosmicai_engine::pipeline::{RunSummary, initialize, summarize};
+use cosmicai_engine::store::LocalStore;
+use cosmicai_shared::run::RunRequest;
+use std::path::Path;
+use std::time::Instant;
+
+pub fn execute(
+    root: &Path,
+    request: &RunRequest,
+    run_id: &str,
+    concurrency: Option<usize>,
+    recorder: &mut Recorder,
+) -> Result<RunSummary> {
+    let store = LocalStore::new(root);
+    let started = Instant::now();
+    let payload = initialize(&store, request, run_id)?;
+    let initialize_s = started.elapsed().as_secs_f64();
+    recorder.start(request)?;
+
+    let (concurrency, threads) = super::concurrency_and_threads(concurrency, request.world_size);
+    let command = WorkerCommand {
+        program: std::env::current_exe().context("finding the cosmicai executable for workers")?,
+        args: vec![
+            "worker".into(),
+            "--store".into(),
+            root.display().to_string(),
+            "--result-path".into(),
+            request.result_path.clone(),
+        ],
+        envs: vec![("RAYON_NUM_THREADS".into(), threads.to_string())],
+    };
+    let config = ExecutorConfig {
+        concurrency,
+        memory_mb: request.memory_mb,
+        retries: request.retries,
+    };
+    let cancel = recorder.cancel.clone();
+    let measures = execute_cancellable(&command, request.world_size, config, cancel, |event| {
+        recorder.event(event)
+    });
+    let summarize_started = Instant::now();
+    let duration_s = started.elapsed().as_secs_f64();
+    Ok(summarize(
+        &store,
+        &payload,
+        &measures,
+        duration_s,
+        initialize_s,
+        summarize_started,
+    )?)
+}

@@ -1,0 +1,106 @@
+//! The run coordinator: one run from request to result, wherever its ranks execute.
+//!
+//! Every way to start a run comes here: `cosmicai run` and `cosmicai sweep`, the
+//! API's runs and sweeps, locally or on AWS. A run goes
+//! request → plan (Initialize) → ranks (the [`Executor`]: local processes, or Step
+//! Functions + Lambda) → measures → summary (Summarize, with the cost computed
+//! once) → registry row. One [`record::Recorder`] turns the executor's events into
+//! registry rows, terminal bars and the API's live events, so they cannot drift.
+//!
+//! It lives in the backend, not the engine, because it owns the SQLite registry and
+//! the AWS launcher; the engine stays free of both.
+
+mod estimate;
+mod local;
+mod record;
+mod sweep;
+
+pub use estimate::estimate;
+pub use record::{Recorder, RunControl};
+pub use sweep::sweep;
+
+use crate::aws::Aws;
+use anyhow::{Context, Result, bail};
+use cosmicai_engine::pipeline::RunSummary;
+use cosmicai_shared::api::RunEvent;
+use cosmicai_shared::model::ModelSpec;
+use cosmicai_shared::run::{Device, RunRequest};
+use std::path::Path;
+
+/// Where a run's ranks execute.
+pub enum Executor {
+    /// One `cosmicai worker` process per rank on this machine; at most
+    /// `concurrency` at once (default: the number of cores).
+    Local { concurrency: Option<usize> },
+    /// The stack's state machine. The partitions of the local dataset go to
+    /// `s3_prefix` in the bucket first (only what is not there yet); results come back.
+    Aws { aws: Box<Aws>, s3_prefix: String },
+}
+
+/// Runs `request` on the data directory `root` as run `run_id`, recording it in
+/// `root/cosmicai.sqlite`; `observe` sees every rank event as it happens.
+pub fn execute(
+    root: &Path,
+    request: &RunRequest,
+    run_id: &str,
+    executor: &Executor,
+    control: RunControl,
+    observe: &mut dyn FnMut(&RunEvent),
+) -> Result<RunSummary> {
+    let mut recorder = record::Recorder::new(root, run_id, request.world_size, control, observe)?;
+    let outcome = match executor {
+        Executor::Local { concurrency } => check_device(request.device)
+            .and_then(|()| local::execute(root, request, run_id, *concurrency, &mut recorder)),
+        Executor::Aws { aws, s3_prefix } => {
+            crate::aws::execute_on_aws(aws, root, request, s3_prefix, run_id, &mut recorder)
+        }
+    };
+    recorder.end(outcome)
+}
+
+/// A run id that sorts by time: run-<unix seconds>-<pid>-<sequence in this process>.
+pub fn new_run_id() -> String {
+    static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("run-{secs}-{}-{n}", std::process::id())
+}
+
+/// Refuses a CUDA run up front when this build or machine cannot run one.
+pub fn check_device(device: Device) -> Result<()> {
+    if device == Device::Cuda
+        && let Some(why) = cosmicai_engine::system::cuda_unavailable()
+    {
+        bail!("device cuda: {why}; no rank was started");
+    }
+    Ok(())
+}
+
+/// Ranks at once, and CPU threads each worker may use (the cores shared among them).
+pub fn concurrency_and_threads(concurrency: Option<usize>, world_size: usize) -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let concurrency = concurrency.unwrap_or(cores).max(1);
+    (
+        concurrency,
+        (cores / concurrency.min(world_size.max(1))).max(1),
+    )
+}
+
+/// The request with its model's weight file made absolute (workers may start
+/// elsewhere), or an error naming the file when it is not there.
+pub fn with_local_weights(mut request: RunRequest) -> Result<RunRequest> {
+    let spec = request.model_spec().map_err(anyhow::Error::msg)?;
+    if let Some(path) = spec.weights() {
+        let absolute = std::fs::canonicalize(path)
+            .with_context(|| format!("model '{spec}': weights file {path}"))?;
+        let absolute = absolute.display().to_string();
+        request.model = match spec {
+            ModelSpec::PhotoZ(_) => ModelSpec::PhotoZ(Some(absolute)),
+            ModelSpec::AstroMae(_) => ModelSpec::AstroMae(absolute),
+        }
+        .to_string();
+    }
+    Ok(request)
+}

@@ -1,0 +1,177 @@
+//! What a run leaves behind as it goes: registry rows, bars on the terminal and
+//! the events the API streams, all from the same rank events.
+
+use crate::registry::Registry;
+use anyhow::Result;
+use cosmicai_engine::pipeline::RunSummary;
+use cosmicai_shared::api::RunEvent;
+use cosmicai_shared::run::RunRequest;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// How a run is driven: by the CLI (bars on the terminal) or the API (quiet,
+/// events to the browser, cancellable).
+#[derive(Default)]
+pub struct RunControl {
+    pub quiet: bool,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// Above this many ranks the terminal shows the overall bar only.
+const RANK_BARS_UP_TO: usize = 32;
+
+pub struct Recorder<'a> {
+    registry: Registry,
+    run_id: String,
+    pub cancel: Arc<AtomicBool>,
+    bars: MultiProgress,
+    overall: ProgressBar,
+    ranks: Vec<ProgressBar>,
+    observe: &'a mut dyn FnMut(&RunEvent),
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(
+        root: &Path,
+        run_id: &str,
+        world_size: usize,
+        control: RunControl,
+        observe: &'a mut dyn FnMut(&RunEvent),
+    ) -> Result<Self> {
+        let registry = Registry::open(&root.join("cosmicai.sqlite"))?;
+        let bars = if control.quiet {
+            MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+        } else {
+            MultiProgress::new()
+        };
+        let overall = bars.add(ProgressBar::new(world_size as u64));
+        overall.set_style(
+            ProgressStyle::with_template(
+                "run {prefix} [{bar:30.green/blue}] {pos}/{len} ranks {elapsed} {msg}",
+            )?
+            .progress_chars("=> "),
+        );
+        overall.set_prefix(run_id.to_string());
+        let rank_style = ProgressStyle::with_template("  rank {prefix:>3} {spinner} {msg}")?;
+        let ranks = (0..world_size)
+            .take_while(|_| world_size <= RANK_BARS_UP_TO)
+            .map(|r| {
+                let bar = bars.add(ProgressBar::new_spinner());
+                bar.set_style(rank_style.clone());
+                bar.set_prefix(r.to_string());
+                bar.set_message("queued");
+                bar
+            })
+            .collect();
+        Ok(Recorder {
+            registry,
+            run_id: run_id.to_string(),
+            cancel: control.cancel,
+            bars,
+            overall,
+            ranks,
+            observe,
+        })
+    }
+
+    /// The run's row, once its ranks are planned (`request` as the ranks see it).
+    pub fn start(&self, request: &RunRequest) -> Result<()> {
+        self.registry.start(&self.run_id, request)
+    }
+
+    pub fn is_quiet(&self) -> bool {
+        self.bars.is_hidden()
+    }
+
+    /// A line above the bars (or on stderr when they are hidden).
+    pub fn println(&self, line: &str) {
+        if self.bars.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            let _ = self.bars.println(line);
+        }
+    }
+
+    /// What the overall bar says after its counts (the AWS Map's state, say).
+    pub fn status(&self, message: String) {
+        self.overall.set_message(message);
+    }
+
+    pub fn event(&mut self, event: &RunEvent) {
+        (self.observe)(event);
+        let bar = |rank: usize| self.ranks.get(rank);
+        let recorded = match event {
+            RunEvent::RankStarted { rank, attempt } => {
+                if let Some(b) = bar(*rank) {
+                    b.set_message(format!("starting (attempt {attempt})"));
+                    b.enable_steady_tick(std::time::Duration::from_millis(120));
+                }
+                self.registry
+                    .rank_update(&self.run_id, *rank, "running", None, *attempt, None)
+            }
+            RunEvent::RankReady { rank } => {
+                bar(*rank).inspect(|b| b.set_message("model ready"));
+                Ok(())
+            }
+            RunEvent::RankObjects { rank, objects } => {
+                bar(*rank).inspect(|b| b.set_message(format!("{objects} objects")));
+                Ok(())
+            }
+            RunEvent::RankFinished { measure: m } => {
+                bar(m.rank).inspect(|b| {
+                    b.finish_with_message(format!(
+                        "done: {} objects in {:.2} s, {:.0} MB",
+                        m.objects, m.duration_s, m.peak_rss_mb
+                    ))
+                });
+                self.overall.inc(1);
+                self.registry.rank_update(
+                    &self.run_id,
+                    m.rank,
+                    "succeeded",
+                    Some(m),
+                    m.attempts,
+                    None,
+                )
+            }
+            RunEvent::RankFailed {
+                rank,
+                attempt,
+                error,
+                retrying,
+            } => {
+                let what = if *retrying { "retrying" } else { "failed" };
+                bar(*rank).inspect(|b| b.set_message(format!("{what}: {error}")));
+                if !retrying {
+                    bar(*rank).inspect(|b| b.abandon());
+                    self.overall.inc(1);
+                }
+                self.registry
+                    .rank_update(&self.run_id, *rank, what, None, *attempt, Some(error))
+            }
+            RunEvent::Finished { .. } | RunEvent::Error { .. } => Ok(()),
+        };
+        if let Err(e) = recorded {
+            self.println(&format!("registry: {e:#}"));
+        }
+    }
+
+    /// Closes the run's row with its summary or its error, and clears the bars.
+    pub fn end(self, outcome: Result<RunSummary>) -> Result<RunSummary> {
+        self.overall.finish_and_clear();
+        let _ = self.bars.clear();
+        match outcome {
+            Ok(summary) => {
+                self.registry.finish(&summary)?;
+                Ok(summary)
+            }
+            Err(e) => {
+                // A run refused before it was planned has no row: nothing to update.
+                self.registry.fail(&self.run_id, &format!("{e:#}"))?;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! A sweep: the same run over several world sizes and devices, one after another,
+//! each recorded like any run. The CLI's `sweep` and the API's sweeps both use it.
+
+use super::{Executor, RunControl, execute, new_run_id};
+use anyhow::Result;
+use cosmicai_shared::api::SweepRow;
+use cosmicai_shared::run::RunRequest;
+use std::path::Path;
+
+/// Runs each request in turn (each gets its own run id and result path) and hands
+/// `on_row` its row as it finishes; stops at the first run that cannot go on.
+pub fn sweep(
+    root: &Path,
+    requests: &[RunRequest],
+    mut on_row: impl FnMut(&SweepRow),
+) -> Result<Vec<SweepRow>> {
+    let mut rows = Vec::with_capacity(requests.len());
+    for request in requests {
+        let run_id = new_run_id();
+        let request = RunRequest {
+            result_path: format!("results/{run_id}"),
+            ..request.clone()
+        };
+        let control = RunControl {
+            quiet: true,
+            ..Default::default()
+        };
+        let local = Executor::Local { concurrency: None };
+        let s = execute(root, &request, &run_id, &local, control, &mut |_| {})?;
+        let row = SweepRow {
+            world_size: request.world_size,
+            device: request.device,
+            run_id,
+            status: s.status,
+            objects: s.objects,
+            duration_s: s.duration_s,
+            samples_per_s: s.samples_per_s,
+            cost_usd: s.cost_usd,
+        };
+        on_row(&row);
+        rows.push(row);
+    }
+    Ok(rows)
+}
