@@ -9,9 +9,8 @@ pub use cosmicai_engine::shipped::SHIPPED_PHOTOZ;
 /// The CPU backend for inference.
 pub type Cpu = burn::backend::NdArray<f32>;
 
-/// The backend `cosmicai train` runs burn's autodiff on: burn-flex. Measured on this
-/// 2-core machine: the shipped configuration trains in 39 s (ndarray: 55 s) and the
-/// image branch's convolution gradients are about 7x faster (see the README).
+/// The backend `cosmicai train` runs burn's autodiff on: burn-flex, faster than
+/// ndarray at training here (the README has the figures).
 pub type Train = burn::backend::Autodiff<burn::backend::Flex>;
 /// [`Train`] in words, for model cards.
 pub const TRAIN_BACKEND: &str = "burn 0.21 autodiff on flex (CPU)";

@@ -2,7 +2,7 @@
 //!
 //! Read top-down, the data flows like this:
 //! 1. [`catalog`] reads real SDSS spectroscopic catalogs (CSV, two schemas) into
-//!    [`catalog::CatalogObject`]s, skipping and counting rows that cannot be trusted.
+//!    [`partition::ObjectRow`]s, skipping and counting rows that cannot be trusted.
 //! 2. [`partition`] is the on-disk unit of work: one safetensors file holding a
 //!    columnar [`partition::Partition`] (magnitudes, redshift, class, position,
 //!    provenance and, optionally, 5-band images). Its reader validates every field.

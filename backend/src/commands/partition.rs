@@ -211,10 +211,11 @@ fn run_import(args: ImportArgs) -> Result<()> {
         );
     }
     crate::output::emit(&format!(
-        "{} CAI files: wrote {} partitions ({objects} objects, {}), skipped {skipped} already converted, in {seconds:.2} s\n",
+        "{} CAI files: wrote {} partitions ({objects} objects, {}), skipped {skipped} already converted, in {seconds:.2} s ({:.0} MB/s read)\n",
         files.len(),
         written.len(),
-        format_size(bytes)
+        format_size(bytes),
+        total as f64 / 1e6 / seconds.max(1e-9)
     ))
 }
 
