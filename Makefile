@@ -19,6 +19,9 @@ TOOLS_PATH := $(CURDIR)/$(E2E)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 TRUNK_VERSION := 0.21.14
 WASM_BINDGEN_VERSION := $(shell grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')
 
+# Every native crate with every feature (the frontend is built by Trunk, for wasm).
+NATIVE_ALL := -p cosmicai-backend -p cosmicai-lambda --features cosmicai-backend/cuda,cosmicai-backend/openblas,cosmicai-lambda/cuda
+
 .PHONY: demo serve test setup rust-setup python-setup frontend-setup frontend e2e e2e-run
 
 serve: rust-setup frontend
@@ -59,10 +62,13 @@ demo: rust-setup
 	@echo "plots: $(DEMO)/photoz-sdss17.png $(DEMO)/photoz-dr14.png"
 
 test: setup
-	# The CUDA backend must keep compiling without a CUDA toolkit (it loads the driver at run time),
-	# and the OpenBLAS build without OpenBLAS installed (only linking needs it). One invocation,
-	# so both packages share one feature resolution and each dependency is checked once.
-	cargo check -p cosmicai-backend -p cosmicai-lambda --features cosmicai-backend/cuda,cosmicai-backend/openblas,cosmicai-lambda/cuda
+	cargo fmt --all --check
+	# Lints and docs (broken intra-doc links are errors), with every native feature on: the
+	# CUDA backend must keep compiling without a CUDA toolkit (it loads the driver at run time),
+	# and the OpenBLAS build without OpenBLAS installed (only linking needs it). Clippy checks
+	# as it lints, and both share one feature resolution, so each dependency is checked once.
+	cargo clippy -p cosmicai-shared -p cosmicai-model -p cosmicai-engine $(NATIVE_ALL) --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p cosmicai-shared -p cosmicai-model -p cosmicai-engine $(NATIVE_ALL)
 	# The shared types and display code go to the browser: they must build for wasm.
 	cargo check -p cosmicai-shared --target wasm32-unknown-unknown
 	# The explorer is tested in a browser (make e2e), not natively. The AWS tests need

@@ -20,6 +20,7 @@ pub const CPU_SLICE: usize = 16;
 
 /// A loaded model.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per rank process: boxing would buy nothing
 pub enum RedshiftModel<B: burn::prelude::Backend> {
     PhotoZ(PhotoZ<B>),
     AstroMae {

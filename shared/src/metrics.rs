@@ -32,6 +32,6 @@ pub struct Evaluation {
     /// `None` when the model predicts no class (AstroMAE) or no object has a known one.
     #[serde(default)]
     pub class_accuracy: Option<f64>,
-    /// confusion[true][predicted], classes GALAXY, STAR, QSO.
+    /// `confusion[true][predicted]`, classes GALAXY, STAR, QSO.
     pub confusion: [[usize; 3]; 3],
 }

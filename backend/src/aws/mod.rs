@@ -1,7 +1,7 @@
 //! The AWS launcher: the same pipeline on Step Functions + Lambda.
 //!
 //! A run with target `aws` uploads the partitions its bucket lacks
-//! ([`upload`]), starts the state machine of `infra/aws/` with the CAI payload
+//! ([`upload()`]), starts the state machine of `infra/aws/` with the CAI payload
 //! as input (the execution is named after the run), then follows it
 //! ([`follow`]): execution status and history, the Distributed Map's item
 //! counts, and the measures each rank writes, turned into the same events and

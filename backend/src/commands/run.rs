@@ -33,7 +33,7 @@ pub struct RunArgs {
     pub file_limit: Option<usize>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// Folder for results, inside --data (default results/<run id>).
+    /// Folder for results, inside --data (default `results/<run id>`).
     #[arg(long)]
     pub result_path: Option<String>,
     /// Memory per rank in MB, enforced like Lambda's.

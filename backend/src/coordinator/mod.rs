@@ -58,7 +58,7 @@ pub fn execute(
     recorder.end(outcome)
 }
 
-/// A run id that sorts by time: run-<unix seconds>-<pid>-<sequence in this process>.
+/// A run id that sorts by time: `run-<unix seconds>-<pid>-<sequence in this process>`.
 pub fn new_run_id() -> String {
     static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let secs = std::time::SystemTime::now()

@@ -267,7 +267,7 @@ impl Machine<'_> {
     }
 
     fn extend(&mut self, target: Id, items: Vec<Id>, pairs: bool) -> Result<(), PickleError> {
-        if pairs && items.len() % 2 != 0 {
+        if pairs && !items.len().is_multiple_of(2) {
             return self.fail("SETITEMS with an odd number of values");
         }
         match &mut self.nodes[target] {
