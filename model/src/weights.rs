@@ -284,12 +284,24 @@ impl Weights {
 /// training, stable content hashes). Tensor offsets are explicit, so only the
 /// header (re-padded to 8 bytes with spaces, as the format asks) changes.
 pub fn canonical_safetensors(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
-    use std::collections::BTreeMap;
     let n = bytes
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
         .ok_or("no header")?;
     let header = bytes.get(8..8 + n).ok_or("header past the end")?;
+    let json = canonical_header(header)?;
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
+/// A safetensors header (the JSON after the length) with its keys, and the
+/// metadata's, in sorted order, padded with spaces to a multiple of 8 bytes.
+/// The same entries in another order give a header of the same length.
+pub fn canonical_header(header: &[u8]) -> Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
     let parsed: BTreeMap<String, serde_json::Value> =
         serde_json::from_slice(header).map_err(|e| e.to_string())?;
     let mut sorted = serde_json::Map::new();
@@ -305,9 +317,5 @@ pub fn canonical_safetensors(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     }
     let mut json = serde_json::to_vec(&sorted).map_err(|e| e.to_string())?;
     json.resize(json.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&bytes[8 + n..]);
-    Ok(out)
+    Ok(json)
 }

@@ -54,10 +54,8 @@ pub fn write_partition(
     let redshift = le_bytes(&partition.redshift, |v| v.to_le_bytes());
     let class: Vec<u8> = partition.class.iter().map(|c| c.code()).collect();
     let source = le_bytes(&partition.source, |v| (*v as i32).to_le_bytes());
-    let pixels = partition
-        .images
-        .as_ref()
-        .map(|i| le_bytes(&i.pixels, |v| v.to_le_bytes()));
+    // The pixels are most of the file: viewed in place, never copied.
+    let pixels = partition.images.as_ref().map(|i| f32_bytes(&i.pixels));
 
     let mut tensors = vec![
         ("object_id", view(path, Dtype::I64, vec![n], &object_id)?),
@@ -78,7 +76,7 @@ pub fn write_partition(
                 path,
                 Dtype::F32,
                 vec![n, 5, images.height, images.width],
-                pixels,
+                pixels.as_ref(),
             )?,
         ));
     }
@@ -109,11 +107,72 @@ pub fn write_partition(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 
-    let bytes = safetensors::serialize(tensors, Some(metadata))
+    write_tensors_atomically(path, tensors, metadata)
+}
+
+/// Like [`write_atomically`], but the file is serialized straight into the
+/// temporary file (no buffer of the whole file), then its header is rewritten in
+/// canonical order (the same length), so equal partitions give equal bytes.
+fn write_tensors_atomically(
+    path: &Path,
+    tensors: Vec<(&str, TensorView<'_>)>,
+    metadata: HashMap<String, String>,
+) -> Result<(), PartitionError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let err = |field: &str, problem: String| PartitionError::new(path, field, problem);
+    let io = |e: std::io::Error| err("file", format!("cannot write: {e}"));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    // safetensors writes a sibling file and renames it over the temporary path:
+    // reopen that path (the NamedTempFile still removes it on an error).
+    safetensors::serialize_to_file(tensors, Some(metadata), temp.path())
         .map_err(|e| err("file", format!("cannot encode: {e}")))?;
-    let bytes =
-        cosmicai_model::weights::canonical_safetensors(bytes).map_err(|e| err("header", e))?;
-    write_atomically(path, &bytes).map_err(|e| err("file", format!("cannot write: {e}")))
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(temp.path())
+        .map_err(io)?;
+    let mut length = [0u8; 8];
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.read_exact(&mut length).map_err(io)?;
+    // Our own header, just written: bounded by safetensors' 100 MB header limit.
+    let mut header = vec![0u8; u64::from_le_bytes(length) as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let canonical =
+        cosmicai_model::weights::canonical_header(&header).map_err(|e| err("header", e))?;
+    if canonical.len() != header.len() {
+        return Err(err(
+            "header",
+            format!(
+                "canonical header of {} bytes for one of {}",
+                canonical.len(),
+                header.len()
+            ),
+        ));
+    }
+    file.seek(SeekFrom::Start(8)).map_err(io)?;
+    file.write_all(&canonical).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    temp.persist(path).map_err(|e| io(e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+/// The little-endian bytes of `values`: a view on little-endian machines, a copy elsewhere.
+fn f32_bytes(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: any f32 is 4 initialised bytes, u8 has no alignment, and the
+        // slice borrows `values` for as long as it lives.
+        std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        })
+    } else {
+        std::borrow::Cow::Owned(le_bytes(values, |v| v.to_le_bytes()))
+    }
 }
 
 /// Writes through a temporary file in the same directory, synced, then renamed
