@@ -66,12 +66,16 @@ pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
     Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
+/// Why a build without the `cuda` feature refuses device cuda.
+pub const BUILT_WITHOUT_CUDA: &str =
+    "this cosmicai was built without CUDA (build with --features cuda)";
+
 /// Why this process cannot run CUDA ranks, or `None` when it can: the one place
 /// that answers "can this build run CUDA" (built with the `cuda` feature, and an
 /// NVIDIA driver that loads; the CUDA backend needs no toolkit, only the driver).
 pub fn cuda_unavailable() -> Option<&'static str> {
     if !cfg!(feature = "cuda") {
-        return Some("this cosmicai was built without CUDA (build with --features cuda)");
+        return Some(BUILT_WITHOUT_CUDA);
     }
     if !cuda_driver_present() {
         return Some("no NVIDIA driver here (libcuda.so.1 cannot be loaded)");

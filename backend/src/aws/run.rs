@@ -52,7 +52,7 @@ pub fn execute_on_aws(
         data_prefix: s3_prefix.to_string(),
         ..request.clone()
     };
-    recorder.start(&remote)?;
+    recorder.start(&remote, &local_plan.ranks)?;
     recorder.status("on AWS".into());
     start_and_follow(aws, &remote, run_id, &local, recorder)
 }

@@ -65,7 +65,6 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 file_limit: args.file_limit,
                 memory_mb: args.memory_mb,
                 model: args.model.clone(),
-                json: true, // no conversion notes between the bars
                 ..RunArgs::new(args.data.clone(), world_size, args.batch_size, device)
             };
             requests.push(request_of(&run_args, "sweep")?);

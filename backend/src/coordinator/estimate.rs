@@ -22,9 +22,13 @@ pub fn estimate(
     let store = LocalStore::new(root);
     let payload = plan(&store, request, "estimate")?;
     let (concurrency, threads) = super::concurrency_and_threads(concurrency, request.world_size);
+    // A failed calibration is an error, not an estimate from made-up rates.
     let (rate, cold) = match calibration.get() {
         Some(c) => *c,
-        None => *calibration.get_or_init(|| calibrate(threads).unwrap_or((50_000.0, 0.1))),
+        None => {
+            let measured = calibrate(threads)?;
+            *calibration.get_or_init(|| measured)
+        }
     };
     Ok(cosmicai_engine::pipeline::estimate(
         &store,

@@ -21,7 +21,7 @@ pub fn execute(
     let started = Instant::now();
     let payload = initialize(&store, request, run_id)?;
     let initialize_s = started.elapsed().as_secs_f64();
-    recorder.start(request)?;
+    recorder.start(request, &payload.ranks)?;
 
     let (concurrency, threads) = super::concurrency_and_threads(concurrency, request.world_size);
     let command = WorkerCommand {

@@ -61,7 +61,6 @@ impl<'a> Recorder<'a> {
                 let bar = bars.add(ProgressBar::new_spinner());
                 bar.set_style(rank_style.clone());
                 bar.set_prefix(r.to_string());
-                bar.set_message("queued");
                 bar
             })
             .collect();
@@ -76,8 +75,12 @@ impl<'a> Recorder<'a> {
         })
     }
 
-    /// The run's row, once its ranks are planned (`request` as the ranks see it).
-    pub fn start(&self, request: &RunRequest) -> Result<()> {
+    /// The run's row, once its ranks are planned (`request` as the ranks see it,
+    /// `ranks` the files of each).
+    pub fn start(&self, request: &RunRequest, ranks: &[Vec<String>]) -> Result<()> {
+        for (bar, files) in self.ranks.iter().zip(ranks) {
+            bar.set_message(format!("queued ({} files)", files.len()));
+        }
         self.registry.start(&self.run_id, request)
     }
 

@@ -118,48 +118,32 @@ fn write_tensors_atomically(
     tensors: Vec<(&str, TensorView<'_>)>,
     metadata: HashMap<String, String>,
 ) -> Result<(), PartitionError> {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let err = |field: &str, problem: String| PartitionError::new(path, field, problem);
-    let io = |e: std::io::Error| err("file", format!("cannot write: {e}"));
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    // safetensors writes a sibling file and renames it over the temporary path:
-    // reopen that path (the NamedTempFile still removes it on an error).
-    safetensors::serialize_to_file(tensors, Some(metadata), temp.path())
-        .map_err(|e| err("file", format!("cannot encode: {e}")))?;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(temp.path())
-        .map_err(io)?;
-    let mut length = [0u8; 8];
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
-    file.read_exact(&mut length).map_err(io)?;
-    // Our own header, just written: bounded by safetensors' 100 MB header limit.
-    let mut header = vec![0u8; u64::from_le_bytes(length) as usize];
-    file.read_exact(&mut header).map_err(io)?;
-    let canonical =
-        cosmicai_model::weights::canonical_header(&header).map_err(|e| err("header", e))?;
-    if canonical.len() != header.len() {
-        return Err(err(
-            "header",
-            format!(
+    use std::io::{Error, Read, Seek, SeekFrom, Write};
+    replace_synced(path, |temp| {
+        // safetensors writes a sibling file and renames it over `temp`: reopen by path.
+        safetensors::serialize_to_file(tensors, Some(metadata), temp)
+            .map_err(|e| Error::other(format!("cannot encode: {e}")))?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(temp)?;
+        let mut length = [0u8; 8];
+        file.read_exact(&mut length)?;
+        // Our own header, just written: bounded by safetensors' 100 MB header limit.
+        let mut header = vec![0u8; u64::from_le_bytes(length) as usize];
+        file.read_exact(&mut header)?;
+        let canonical = cosmicai_model::weights::canonical_header(&header).map_err(Error::other)?;
+        if canonical.len() != header.len() {
+            return Err(Error::other(format!(
                 "canonical header of {} bytes for one of {}",
                 canonical.len(),
                 header.len()
-            ),
-        ));
-    }
-    file.seek(SeekFrom::Start(8)).map_err(io)?;
-    file.write_all(&canonical).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    temp.persist(path).map_err(|e| io(e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)
+            )));
+        }
+        file.seek(SeekFrom::Start(8))?;
+        file.write_all(&canonical)
+    })
+    .map_err(|e| PartitionError::new(path, "file", format!("cannot write: {e}")))
 }
 
 /// The little-endian bytes of `values`: a view on little-endian machines, a copy elsewhere.
@@ -179,13 +163,23 @@ fn f32_bytes(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
 /// over `path` and the directory synced: after a power cut `path` holds either its
 /// old bytes or all of the new ones.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_synced(path, |temp| std::fs::write(temp, bytes))
+}
+
+/// The mechanism of [`write_atomically`]: `fill` writes the temporary file (by its
+/// path), which is then synced and renamed over `path`, and the directory synced.
+/// The temporary file is removed if anything fails.
+fn replace_synced(
+    path: &Path,
+    fill: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut temp, bytes)?;
-    temp.as_file().sync_all()?;
+    let temp = tempfile::NamedTempFile::new_in(dir)?;
+    fill(temp.path())?;
+    std::fs::File::open(temp.path())?.sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
 }

@@ -76,7 +76,7 @@ pub fn plan(
         // Only the build is checked: the plan may be made where the ranks do not run.
         return Err(PipelineError::Invalid(vec![format!(
             "device cuda: {}",
-            crate::system::cuda_unavailable().unwrap_or("no CUDA in this build")
+            crate::system::BUILT_WITHOUT_CUDA
         )]));
     }
     let listing = store.list(&request.data_prefix)?;
