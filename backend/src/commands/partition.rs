@@ -3,7 +3,7 @@
 
 use super::SplitArgs;
 use crate::progress;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use cosmicai_engine::dataset::{list_partitions, repartition};
 use cosmicai_engine::size::format_size;
@@ -116,67 +116,8 @@ pub fn run(args: PartitionArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `.pt` files named by `inputs` (folders give their `.pt` files), sorted.
-fn cai_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .with_context(|| format!("reading {}", input.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "pt" || x == "pth"))
-                .collect();
-            found.sort();
-            if found.is_empty() {
-                bail!("{}: no .pt files in this folder", input.display());
-            }
-            files.extend(found);
-        } else if input.is_file() {
-            files.push(input.clone());
-        } else {
-            bail!("{}: no such file or folder", input.display());
-        }
-    }
-    Ok(files)
-}
-
-/// Converts CAI `.pt` files into `out`; `FILE.pt` becomes `FILE.safetensors`, and
-/// one already there (and readable) is kept. Returns (written, skipped).
-pub fn import_cai(
-    inputs: &[PathBuf],
-    out: &std::path::Path,
-    source: Option<&str>,
-    class: cosmicai_shared::Class,
-    mut on_file: impl FnMut(&std::path::Path, u64),
-) -> Result<(Vec<cosmicai_engine::dataset::WrittenPartition>, usize)> {
-    let files = cai_files(inputs)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let (mut written, mut skipped) = (Vec::new(), 0);
-    for file in &files {
-        let size = std::fs::metadata(file).map_or(0, |m| m.len());
-        let stem = file
-            .file_stem()
-            .map_or_else(|| "partition".into(), |s| s.to_string_lossy());
-        let target = out.join(format!("{stem}.safetensors"));
-        if cosmicai_engine::partition::PartitionFile::open(&target).is_ok() {
-            skipped += 1;
-            on_file(file, size);
-            continue;
-        }
-        let partition = cosmicai_engine::cai::read_cai_partition(file, source, class)?;
-        cosmicai_engine::partition::write_partition(&target, &partition)?;
-        written.push(cosmicai_engine::dataset::WrittenPartition {
-            path: target.clone(),
-            objects: partition.len(),
-            bytes: std::fs::metadata(&target).map_or(0, |m| m.len()),
-        });
-        on_file(file, size);
-    }
-    Ok((written, skipped))
-}
-
 fn run_import(args: ImportArgs) -> Result<()> {
-    let files = cai_files(&args.inputs)?;
+    let files = cosmicai_engine::cai::cai_files(&args.inputs)?;
     let total: u64 = files
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
@@ -184,7 +125,7 @@ fn run_import(args: ImportArgs) -> Result<()> {
         .sum();
     let bar = progress::bytes_bar(total, "importing CAI partitions");
     let started = std::time::Instant::now();
-    let (written, skipped) = import_cai(
+    let cosmicai_engine::cai::ImportReport { written, skipped } = cosmicai_engine::cai::import(
         &files,
         &args.out,
         args.source.as_deref(),

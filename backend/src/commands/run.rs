@@ -153,7 +153,7 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
     }
     let request = RunRequest {
         bucket: "local".into(),
-        data_prefix: cai_partitions(&args.data, args.json)?,
+        data_prefix: String::new(),
         file_limit: args.file_limit,
         batch_size: args.batch_size.unwrap_or(0),
         world_size: args.world_size.unwrap_or(0),
@@ -174,43 +174,6 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         return Ok(request); // weights named by S3 key, checked by Initialize
     }
     with_local_weights(request)
-}
-
-/// Folder of the CAI-converted partitions inside a data directory.
-pub const CAI_CACHE: &str = "cai-partitions";
-
-/// The data prefix for `data`: empty, or, when `data` holds CAI `.pt` partitions
-/// and no partitions of ours, the folder they are converted into (once: files
-/// already converted are skipped). Converting beats reading the pickles in every
-/// rank of every run: ranks then memory-map safetensors, as for any dataset.
-fn cai_partitions(data: &std::path::Path, quiet: bool) -> Result<String> {
-    let listed = |ext: &str| {
-        std::fs::read_dir(data).map_or(0, |d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.path().extension().is_some_and(|x| x == ext))
-                .count()
-        })
-    };
-    let (pt, ours) = (listed("pt"), listed("safetensors"));
-    if pt == 0 || ours > 0 {
-        return Ok(String::new());
-    }
-    let out = data.join(CAI_CACHE);
-    if !quiet {
-        eprintln!(
-            "{}: {pt} CAI .pt partitions; converting them into {} (once)",
-            data.display(),
-            out.display()
-        );
-    }
-    super::partition::import_cai(
-        &[data.to_path_buf()],
-        &out,
-        None,
-        cosmicai_shared::Class::Unknown,
-        |_, _| {},
-    )?;
-    Ok(CAI_CACHE.into())
 }
 
 /// Runs the whole pipeline on this machine; `quiet` hides the progress bars (sweeps show their own).

@@ -264,19 +264,47 @@ impl<R: Read + Seek> PtFile<R> {
                     ),
                 });
             }
+            let read_fail = |e: std::io::Error| PtError {
+                path: self.path.clone(),
+                problem: format!("{record}: {e}"),
+            };
+            let mut entry = entry.take(needed as u64);
+            if tensor.dtype == Dtype::F32 && is_contiguous(tensor) {
+                // CAI's images: read straight into the values, one copy of the
+                // storage in memory rather than its bytes and then its floats.
+                std::io::copy(
+                    &mut (&mut entry).take(tensor.offset as u64 * 4),
+                    &mut std::io::sink(),
+                )
+                .map_err(read_fail)?;
+                let mut values = vec![0f32; numel];
+                entry
+                    .read_exact(f32_bytes_mut(&mut values))
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => PtError {
+                            path: self.path.clone(),
+                            problem: format!("{record} ends before its {needed} bytes"),
+                        },
+                        _ => read_fail(e),
+                    })?;
+                if cfg!(target_endian = "big") {
+                    for v in &mut values {
+                        *v = f32::from_bits(v.to_bits().swap_bytes());
+                    }
+                }
+                return Ok(PtTensor {
+                    dtype: tensor.dtype,
+                    shape: tensor.shape.clone(),
+                    values,
+                });
+            }
             let mut bytes = Vec::with_capacity(needed);
-            entry
-                .take(needed as u64)
-                .read_to_end(&mut bytes)
-                .map_err(|e| PtError {
-                    path: self.path.clone(),
-                    problem: format!("{record}: {e}"),
-                })?;
+            entry.read_to_end(&mut bytes).map_err(read_fail)?;
             if bytes.len() < needed {
-                return Err(self.fail(format!(
-                    "{record} ends after {} of its {needed} bytes",
-                    bytes.len()
-                )));
+                return Err(PtError {
+                    path: self.path.clone(),
+                    problem: format!("{record} ends after {} of its {needed} bytes", bytes.len()),
+                });
             }
             bytes
         };
@@ -310,18 +338,7 @@ fn gather(bytes: &[u8], t: &TensorRef, numel: usize) -> Vec<f32> {
             Dtype::U8 | Dtype::Bool => b[0] as f32,
         }
     };
-    let contiguous = {
-        let mut expected = 1;
-        let mut ok = true;
-        for (&d, &s) in t.shape.iter().zip(&t.stride).rev() {
-            if d > 1 && s != expected {
-                ok = false;
-            }
-            expected *= d;
-        }
-        ok
-    };
-    if contiguous {
+    if is_contiguous(t) {
         return (t.offset..t.offset + numel).map(value).collect();
     }
     // A strided view: walk the indices like an odometer.
@@ -344,4 +361,28 @@ fn gather(bytes: &[u8], t: &TensorRef, numel: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Whether the view walks its storage in row-major order without gaps.
+fn is_contiguous(t: &TensorRef) -> bool {
+    let mut expected = 1;
+    for (&d, &s) in t.shape.iter().zip(&t.stride).rev() {
+        if d > 1 && s != expected {
+            return false;
+        }
+        expected *= d;
+    }
+    true
+}
+
+/// `values` as their bytes, to read little-endian storage into them directly.
+fn f32_bytes_mut(values: &mut [f32]) -> &mut [u8] {
+    // SAFETY: every bit pattern is a valid f32, u8 has no alignment, and the
+    // slice borrows `values` mutably for as long as it lives.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            values.as_mut_ptr().cast::<u8>(),
+            std::mem::size_of_val(values),
+        )
+    }
 }

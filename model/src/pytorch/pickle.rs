@@ -64,7 +64,19 @@ impl Dtype {
 
 impl fmt::Display for Dtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", format!("{self:?}").to_lowercase())
+        // torch's own names, as a CAI user sees them in Python.
+        f.write_str(match self {
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
+            Dtype::F16 => "float16",
+            Dtype::BF16 => "bfloat16",
+            Dtype::I64 => "int64",
+            Dtype::I32 => "int32",
+            Dtype::I16 => "int16",
+            Dtype::I8 => "int8",
+            Dtype::U8 => "uint8",
+            Dtype::Bool => "bool",
+        })
     }
 }
 

@@ -7,13 +7,19 @@
 //! provenance, redshift as the label, class unknown unless given, positions unknown (NaN),
 //! a source naming the file, and object ids derived from the file name and row.
 //! No Python is involved (the file is read by `cosmicai_model::pytorch`).
+//! [`import`] converts folders of them; [`converted_prefix`] does so once for a
+//! run whose data is such a folder.
+
+mod import;
+
+pub use import::{CONVERTED, ImportReport, cai_files, converted_prefix, import};
 
 use crate::partition::{Images, ObjectRow, Partition, PartitionMeta, Source};
 use cosmicai_model::pytorch::{PtFile, pickle::TensorRef};
 use cosmicai_shared::{Class, Provenance};
 use std::path::Path;
 
-/// Why a CAI partition cannot be read; the message names the file.
+/// Why a CAI partition cannot be read or converted; the message names the file.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {problem}")]
 pub struct CaiError {

@@ -1,0 +1,173 @@
+//! CAI `.pt` partitions that are not what CAI's `split_data.py` writes: each is
+//! refused with an error naming the file and the problem, never a panic. The
+//! damaged files are the fixture's `partition.pt` with one thing changed in its
+//! pickle or storages (CI has no torch to write them).
+
+use cosmicai_engine::cai::read_cai_partition;
+use cosmicai_shared::Class;
+use std::io::{Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../model/tests/fixtures/astromae_small/partition.pt")
+}
+
+/// The fixture's zip entries, with `change` applied to them.
+fn damaged(dir: &Path, change: impl FnOnce(&mut Vec<(String, Vec<u8>)>)) -> PathBuf {
+    let mut zip = zip::ZipArchive::new(Cursor::new(std::fs::read(fixture()).unwrap())).unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = (0..zip.len())
+        .map(|i| {
+            let mut f = zip.by_index(i).unwrap();
+            let mut data = Vec::new();
+            f.read_to_end(&mut data).unwrap();
+            (f.name().to_string(), data)
+        })
+        .collect();
+    change(&mut entries);
+    let path = dir.join("damaged.pt");
+    let mut out = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in &entries {
+        out.start_file(name.as_str(), stored).unwrap();
+        out.write_all(data).unwrap();
+    }
+    out.finish().unwrap();
+    path
+}
+
+fn entry<'a>(entries: &'a mut [(String, Vec<u8>)], suffix: &str) -> &'a mut Vec<u8> {
+    &mut entries
+        .iter_mut()
+        .find(|(n, _)| n.ends_with(suffix))
+        .unwrap()
+        .1
+}
+
+/// Replaces the one occurrence of `from` in the pickle with `to`.
+fn patch_pickle(from: &[u8], to: &[u8]) -> impl FnOnce(&mut Vec<(String, Vec<u8>)>) {
+    let (from, to) = (from.to_vec(), to.to_vec());
+    move |entries| {
+        let pickle = entry(entries, "/data.pkl");
+        let hits: Vec<usize> = (0..pickle.len())
+            .filter(|&i| pickle[i..].starts_with(&from))
+            .collect();
+        assert_eq!(hits.len(), 1, "{from:?} occurs {} times", hits.len());
+        pickle.splice(hits[0]..hits[0] + from.len(), to);
+    }
+}
+
+fn error_of(change: impl FnOnce(&mut Vec<(String, Vec<u8>)>)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = damaged(dir.path(), change);
+    match read_cai_partition(&path, None, Class::Galaxy) {
+        Ok(p) => panic!("read {} objects from a damaged file", p.len()),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("damaged.pt"), "the file is named: {e}");
+            e
+        }
+    }
+}
+
+// The fixture's pickle: images (4, 5, 32, 32), magnitudes (4, 5), redshift (4,),
+// each a view of a FloatStorage; `K n` is a one-byte integer in a shape tuple.
+const IMAGE_SHAPE: &[u8] = b"K\x04K\x05K\x20K\x20t";
+const MAGNITUDE_SHAPE: &[u8] = b"K\x04K\x05\x86";
+
+#[test]
+fn the_undamaged_fixture_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = damaged(dir.path(), |_| {});
+    assert_eq!(
+        read_cai_partition(&path, None, Class::Galaxy)
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+#[test]
+fn integer_tensors_are_not_float32() {
+    let e = error_of(patch_pickle(
+        b"torch\nFloatStorage\n",
+        b"torch\nLongStorage\n",
+    ));
+    assert!(e.contains("images are int64, expected float32"), "{e}");
+}
+
+#[test]
+fn images_with_three_bands_are_the_wrong_shape() {
+    let e = error_of(patch_pickle(IMAGE_SHAPE, b"K\x04K\x03K\x20K\x20t"));
+    assert!(e.contains("images have shape [4, 3, 32, 32]"), "{e}");
+    assert!(e.contains("expected [N, 5, H, W]"), "{e}");
+}
+
+#[test]
+fn fewer_images_than_magnitudes_is_a_length_mismatch() {
+    let e = error_of(patch_pickle(IMAGE_SHAPE, b"K\x03K\x05K\x20K\x20t"));
+    assert!(e.contains("3 images but 4 magnitudes"), "{e}");
+}
+
+#[test]
+fn more_magnitudes_than_redshifts_is_a_length_mismatch() {
+    let e = error_of(patch_pickle(MAGNITUDE_SHAPE, b"K\x03K\x05\x86"));
+    assert!(e.contains("redshift has shape [4], expected [3]"), "{e}");
+}
+
+#[test]
+fn magnitudes_of_the_wrong_width_are_refused() {
+    let e = error_of(patch_pickle(MAGNITUDE_SHAPE, b"K\x04K\x04\x86"));
+    assert!(e.contains("magnitudes have shape [4, 4]"), "{e}");
+}
+
+#[test]
+fn an_image_storage_shorter_than_its_tensor_is_refused() {
+    let e = error_of(|entries| entry(entries, "/data/0").truncate(1000));
+    assert!(e.contains("data/0 holds 1000 bytes"), "{e}");
+    assert!(e.contains("shorter than its tensor"), "{e}");
+}
+
+#[test]
+fn a_missing_storage_is_named() {
+    let e = error_of(|entries| entries.retain(|(n, _)| !n.ends_with("/data/2")));
+    assert!(e.contains("data/2"), "{e}");
+}
+
+#[test]
+fn a_magnitude_that_is_not_a_number_names_its_object() {
+    let e = error_of(|entries| {
+        // Object 1's g magnitude (the 7th float of storage 1).
+        entry(entries, "/data/1")[24..28].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    assert!(e.contains("object 1: magnitude NaN is not finite"), "{e}");
+}
+
+#[test]
+fn a_run_over_a_folder_of_pt_files_converts_it_once() {
+    use cosmicai_engine::cai::{CONVERTED, converted_prefix};
+    let root = tempfile::tempdir().unwrap();
+    let cai = root.path().join("cai");
+    std::fs::create_dir_all(&cai).unwrap();
+    std::fs::copy(fixture(), cai.join("partition_0.pt")).unwrap();
+    let mut told = Vec::new();
+    let prefix =
+        converted_prefix(root.path(), "cai", |n, out| told.push((n, out.to_owned()))).unwrap();
+    assert_eq!(prefix, format!("cai/{CONVERTED}"));
+    assert_eq!(told, vec![(1, cai.join(CONVERTED))]);
+    let written = cai.join(CONVERTED).join("partition_0.safetensors");
+    let modified = std::fs::metadata(&written).unwrap().modified().unwrap();
+    // Again: the same prefix, the partition kept as it was.
+    let again = converted_prefix(root.path(), "cai", |_, _| {}).unwrap();
+    assert_eq!(again, prefix);
+    assert_eq!(
+        std::fs::metadata(&written).unwrap().modified().unwrap(),
+        modified
+    );
+    // Folders of our own partitions, and prefixes leaving the root, are left alone.
+    let ours = converted_prefix(root.path(), &prefix, |_, _| panic!("converted")).unwrap();
+    assert_eq!(ours, prefix);
+    let outside = converted_prefix(&cai, "../cai", |_, _| panic!("converted")).unwrap();
+    assert_eq!(outside, "../cai");
+}
