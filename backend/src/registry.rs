@@ -14,6 +14,22 @@ pub struct Registry {
     db: Connection,
 }
 
+/// Where a run executes on AWS.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AwsExecution {
+    pub config: crate::aws::AwsConfig,
+    pub execution_arn: String,
+}
+
+/// A run's row, as a follower needs it.
+#[derive(Debug, Clone)]
+pub struct StoredRun {
+    pub status: RunStatus,
+    pub coordinator_pid: i64,
+    pub request: RunRequest,
+    pub aws: Option<AwsExecution>,
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -29,7 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     objects INTEGER,
     duration_s REAL,
     cost_usd REAL,
-    summary_json TEXT
+    summary_json TEXT,
+    aws_json TEXT
 );
 CREATE TABLE IF NOT EXISTS ranks (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -55,8 +72,22 @@ impl Registry {
         db.execute_batch(SCHEMA)
             .with_context(|| format!("preparing run registry {}", path.display()))?;
         let registry = Registry { db };
+        registry.migrate()?;
         registry.mark_interrupted()?;
         Ok(registry)
+    }
+
+    /// Columns added since the first registries were written.
+    fn migrate(&self) -> Result<()> {
+        let has_aws: bool = self
+            .db
+            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'aws_json'")?
+            .exists([])?;
+        if !has_aws {
+            self.db
+                .execute_batch("ALTER TABLE runs ADD COLUMN aws_json TEXT")?;
+        }
+        Ok(())
     }
 
     fn mark_interrupted(&self) -> Result<()> {
@@ -126,6 +157,18 @@ impl Registry {
         Ok(())
     }
 
+    /// Starts a transaction (until [`Registry::commit`]): a Map's 10,000 rank
+    /// rows then cost one sync to disk, not one each.
+    pub fn begin(&self) -> Result<()> {
+        self.db.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    pub fn commit(&self) -> Result<()> {
+        self.db.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
     pub fn finish(&self, summary: &RunSummary) -> Result<()> {
         self.db.execute(
             "UPDATE runs SET status = ?2, objects = ?3, duration_s = ?4, cost_usd = ?5, summary_json = ?6 WHERE id = ?1",
@@ -137,6 +180,68 @@ impl Registry {
                 summary.cost_usd,
                 serde_json::to_string(summary)?
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Records where run `id` executes on AWS (the deployment and the execution's
+    /// ARN), so it can be followed again after its launcher stopped.
+    pub fn set_aws(&self, id: &str, aws: &AwsExecution) -> Result<()> {
+        self.db.execute(
+            "UPDATE runs SET aws_json = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(aws)?],
+        )?;
+        Ok(())
+    }
+
+    /// Run `id`'s request, status and AWS execution, if it has a row.
+    pub fn run(&self, id: &str) -> Result<Option<StoredRun>> {
+        let mut stmt = self.db.prepare(
+            "SELECT status, coordinator_pid, request_json, aws_json FROM runs WHERE id = ?1",
+        )?;
+        let mut rows = stmt.query(params![id])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let status: String = row.get(0)?;
+        let request: String = row.get(2)?;
+        let aws: Option<String> = row.get(3)?;
+        Ok(Some(StoredRun {
+            status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+            coordinator_pid: row.get(1)?,
+            request: serde_json::from_str(&request)
+                .with_context(|| format!("run {id}: its stored request"))?,
+            aws: aws
+                .map(|a| serde_json::from_str(&a))
+                .transpose()
+                .with_context(|| format!("run {id}: its stored AWS execution"))?,
+        }))
+    }
+
+    /// Ids of interrupted runs that have an AWS execution, created since `since`
+    /// (unix seconds): executions that may have gone on without a follower.
+    pub fn interrupted_on_aws(&self, since: i64) -> Result<Vec<String>> {
+        let mut stmt = self.db.prepare(
+            "SELECT id FROM runs WHERE status = 'interrupted' AND aws_json IS NOT NULL AND created_at >= ?1 ORDER BY created_at",
+        )?;
+        let ids = stmt.query_map(params![since], |r| r.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
+    }
+
+    /// This process follows run `id` from now on.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.db.execute(
+            "UPDATE runs SET status = 'running', coordinator_pid = ?2 WHERE id = ?1",
+            params![id, i64::from(std::process::id())],
+        )?;
+        Ok(())
+    }
+
+    /// Run `id` lost its follower but may still be running (on AWS).
+    pub fn interrupt(&self, id: &str, error: &str) -> Result<()> {
+        self.db.execute(
+            "UPDATE runs SET status = 'interrupted', summary_json = ?2 WHERE id = ?1",
+            params![id, serde_json::json!({ "error": error }).to_string()],
         )?;
         Ok(())
     }
@@ -175,7 +280,52 @@ impl Registry {
     }
 }
 
-fn process_alive(pid: i64) -> bool {
+pub fn process_alive(pid: i64) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     pid > 0 && pid <= i64::from(i32::MAX) && unsafe { libc::kill(pid as i32, 0) } == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_from_before_aws_executions_is_migrated_and_keeps_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cosmicai.sqlite");
+        {
+            // The first schema: no aws_json column.
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(&SCHEMA.replace(",\n    aws_json TEXT", ""))
+                .unwrap();
+            db.execute(
+                "INSERT INTO runs (id, created_at, status, world_size, batch_size, device, data_prefix, result_path, coordinator_pid, request_json)
+                 VALUES ('old', 1, 'succeeded', 1, 1, 'cpu', '', 'results/old', 0, ?1)",
+                params![r#"{"batch_size": 1, "world_size": 1, "result_path": "results/old"}"#],
+            )
+            .unwrap();
+        }
+        let registry = Registry::open(&path).unwrap();
+        let old = registry.run("old").unwrap().unwrap();
+        assert_eq!((old.status, old.aws), (RunStatus::Succeeded, None));
+        let aws = AwsExecution {
+            config: crate::aws::AwsConfig {
+                bucket: "b".into(),
+                state_machine_arn: "arn:aws:states:us-east-1:1:stateMachine:s".into(),
+                region: None,
+                endpoint: None,
+            },
+            execution_arn: "arn:aws:states:us-east-1:1:execution:s:old".into(),
+        };
+        registry.set_aws("old", &aws).unwrap();
+        registry.interrupt("old", "lost contact").unwrap();
+        assert_eq!(
+            registry.interrupted_on_aws(0).unwrap(),
+            vec!["old".to_string()]
+        );
+        assert_eq!(registry.run("old").unwrap().unwrap().aws, Some(aws));
+        // Opening it again migrates nothing twice.
+        drop(registry);
+        assert_eq!(Registry::open(&path).unwrap().list().unwrap().len(), 1);
+    }
 }

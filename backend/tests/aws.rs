@@ -313,7 +313,13 @@ fn dataset(dir: &Path) -> PathBuf {
 }
 
 fn aws_run(stack: &Stack, arn: &str, data: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+    aws_command(stack, arn, data, extra).output().unwrap()
+}
+
+/// `cosmicai run --target aws` against the stack, with moto's credentials.
+fn aws_command(stack: &Stack, arn: &str, data: &Path, extra: &[&str]) -> Command {
+    let mut command = aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")));
+    command
         .args(["run", "--target", "aws", "--data"])
         .arg(data)
         .args([
@@ -324,13 +330,42 @@ fn aws_run(stack: &Stack, arn: &str, data: &Path, extra: &[&str]) -> std::proces
             "--aws-endpoint",
         ])
         .arg(&stack.endpoint)
-        .args(extra)
+        .args(extra);
+    command
+}
+
+fn aws_env(mut command: Command) -> Command {
+    command
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
-        .env("COSMICAI_AWS_POLL_MS", "200")
-        .output()
-        .unwrap()
+        .env("COSMICAI_AWS_POLL_MS", "200");
+    command
+}
+
+/// Sets (`Some`) or reads the faults moto_server.py injects: calls of a Step
+/// Functions action answered with a ThrottlingException.
+fn faults(stack: &Stack, set: Option<Value>) -> Value {
+    use std::io::{Read, Write};
+    let addr = stack.endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = match set {
+        Some(body) => {
+            let body = body.to_string();
+            format!(
+                "POST /cosmicai-faults HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        None => {
+            format!("GET /cosmicai-faults HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        }
+    };
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"))
 }
 
 #[test]
@@ -811,4 +846,84 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
     .unwrap_err();
     assert_eq!(e.kind, "InvalidRequest");
     assert!(e.message.contains("models/none.pt"), "{}", e.message);
+}
+
+#[test]
+fn the_follower_rides_out_throttling_and_a_lost_run_is_followed_again() {
+    let Some(bin) = venv_bin() else { return };
+    let (stack, _store, _client, arn) = deployed(&bin, "cosmicai-throttled");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let args = ["--world-size", "2", "--batch-size", "512", "--json"];
+
+    // Throttled calls, more than the SDK's own retries would absorb (one attempt
+    // each here): the follower backs off and carries on.
+    faults(
+        &stack,
+        Some(serde_json::json!({"DescribeExecution": 3, "GetExecutionHistory": 2})),
+    );
+    let out = aws_command(&stack, &arn, &data, &args)
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(last_json_line(&out)["status"], "succeeded");
+    assert_eq!(
+        faults(&stack, None),
+        serde_json::json!({"DescribeExecution": 0, "GetExecutionHistory": 0}),
+        "every injected fault was met"
+    );
+
+    // Throttled for longer than the follower's patience: the run is left
+    // interrupted (its execution goes on), not failed...
+    faults(
+        &stack,
+        Some(serde_json::json!({"DescribeExecution": 1_000_000})),
+    );
+    let out = aws_command(&stack, &arn, &data, &args)
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("COSMICAI_AWS_PATIENCE_S", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("lost contact") && stderr.contains("cosmicai runs --follow"),
+        "{stderr}"
+    );
+    let runs = common::ok_json(&["runs", "--data", &data.display().to_string(), "--json"]);
+    let lost = &runs[0];
+    assert_eq!(lost["status"], "interrupted", "{runs}");
+    let id = lost["id"].as_str().unwrap().to_string();
+
+    // ...and `runs --follow` picks it up once AWS answers again: the execution's
+    // end, its results copied back, its row closed.
+    faults(&stack, Some(serde_json::json!({"DescribeExecution": 0})));
+    let out = aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")))
+        .args(["runs", "--data"])
+        .arg(&data)
+        .args(["--follow", &id, "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = last_json_line(&out);
+    assert_eq!(
+        (summary["status"].as_str(), summary["objects"].as_u64()),
+        (Some("succeeded"), Some(8443))
+    );
+    let result_path = summary["result_path"].as_str().unwrap();
+    assert!(data.join(result_path).join("combined_data.json").is_file());
+    let runs = common::ok_json(&["runs", "--data", &data.display().to_string(), "--json"]);
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
+    // A local run, or one followed already, is no AWS execution to follow.
+    let e = common::failure(&[
+        "runs",
+        "--data",
+        &data.display().to_string(),
+        "--follow",
+        "run-0-0-0",
+    ]);
+    assert!(e.contains("not in the registry"), "{e}");
 }

@@ -19,7 +19,7 @@ use cosmicai_engine::pipeline::{
 };
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::s3::{S3Config, S3Store};
-use cosmicai_engine::store::{ObjectStore, StoreError, join};
+use cosmicai_engine::store::{ObjectStore, PARALLEL_GETS, StoreError, for_each_fetched, join};
 use cosmicai_model::weights::Weights;
 use cosmicai_shared::aws::{
     InitializeOutput, RankItem, StageEvent, SummarizeEvent, SummarizeOutput,
@@ -464,16 +464,18 @@ pub fn summarize_stage(
         .map_error
         .as_ref()
         .map(|e| describe(e.error.as_deref(), e.cause.as_deref()));
+    let keys: Vec<String> = (0..world)
+        .map(|rank| measures_key(&event.result_path, rank))
+        .collect();
     let mut measures = Vec::with_capacity(world);
-    for rank in 0..world {
-        let key = measures_key(&event.result_path, rank);
-        let measure = match store.get(&key) {
+    for_each_fetched(&store, &keys, PARALLEL_GETS, |rank, fetched| {
+        let measure = match fetched {
             // Measures of another run under the same path are not this run's ranks.
             Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes)
                 .ok()
                 .filter(|m| m.run_id.is_empty() || m.run_id == event.run_id),
             Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(StageError::failed(format!("{key}: {e}"))),
+            Err(e) => return Err(StageError::failed(e.to_string())),
         };
         measures.push(measure.unwrap_or_else(|| {
             RankMeasure {
@@ -487,7 +489,8 @@ pub fn summarize_stage(
                 ..Default::default()
             }
         }));
-    }
+        Ok(())
+    })?;
     let duration_s = event
         .started
         .as_deref()

@@ -4,18 +4,68 @@ moto executes our state machine itself (`execute_state_machine`), but without
 Docker its Lambda only echoes payloads. Given `--lambda-url`, every Invoke is
 forwarded to that Lambda invoke API instead: `cargo lambda watch` serving the
 real `bootstrap` binary. Prints `PORT <n>` once it listens; runs until killed.
+
+Faults for the tests: `POST /cosmicai-faults {"DescribeExecution": 3}` makes the
+next 3 calls of that Step Functions action fail with a ThrottlingException (as
+real Step Functions does under load, which moto never does); `GET` tells how many
+are left.
 """
 
 import argparse
 import json
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import ThreadedMotoServer
+
+FAULTS = {}
+FAULTS_LOCK = threading.Lock()
+
+
+def with_faults(call):
+    """Wraps moto's WSGI app: the fault endpoint, and throttling by JSON action."""
+
+    def wrapped(self, environ, start_response):
+        def reply(status, body, content_type="application/json", headers=()):
+            start_response(
+                status,
+                [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers],
+            )
+            return [body]
+
+        if environ.get("PATH_INFO") == "/cosmicai-faults":
+            with FAULTS_LOCK:
+                if environ["REQUEST_METHOD"] == "POST":
+                    length = int(environ.get("CONTENT_LENGTH") or 0)
+                    FAULTS.update(json.loads(environ["wsgi.input"].read(length) or b"{}"))
+                return reply("200 OK", json.dumps(FAULTS).encode())
+        action = environ.get("HTTP_X_AMZ_TARGET", "").rsplit(".", 1)[-1]
+        with FAULTS_LOCK:
+            throttled = FAULTS.get(action, 0) > 0
+            if throttled:
+                FAULTS[action] -= 1
+        if throttled:
+            body = json.dumps(
+                {"__type": "ThrottlingException", "message": "Rate exceeded (injected by the test)"}
+            ).encode()
+            return reply(
+                "400 Bad Request",
+                body,
+                "application/x-amz-json-1.0",
+                [("x-amzn-ErrorType", "ThrottlingException")],
+            )
+        return call(self, environ, start_response)
+
+    return wrapped
+
+
+DomainDispatcherApplication.__call__ = with_faults(DomainDispatcherApplication.__call__)
 
 
 def forwarding_invoke(lambda_url, function):

@@ -2,8 +2,10 @@
 
 use anyhow::{Result, bail};
 
-/// The deployment a run with target `aws` uses (the stack's outputs).
-#[derive(Debug, Clone, PartialEq)]
+/// The deployment a run with target `aws` uses (the stack's outputs). Kept in the
+/// registry with the execution's ARN, so a run can be followed again later; it
+/// holds no credentials (those come from the provider chain only).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AwsConfig {
     /// `COSMICAI_AWS_BUCKET`: the stack's bucket (partitions and results).
     pub bucket: String,

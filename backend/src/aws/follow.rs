@@ -3,15 +3,31 @@
 
 use super::{Aws, sdk_error};
 use crate::coordinator::Recorder;
+use crate::registry::AwsExecution;
 use anyhow::{Context, Result, bail};
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
 use cosmicai_engine::pipeline::{RunSummary, measures_key};
-use cosmicai_engine::store::{LocalStore, ObjectStore, StoreError, join};
+use cosmicai_engine::store::{
+    LocalStore, ObjectStore, PARALLEL_GETS, StoreError, for_each_fetched, join,
+};
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::{RankMeasure, RunRequest};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+/// The follower gave up watching an execution that may still be running: the
+/// run is left `interrupted`, to be followed again, not `failed`.
+#[derive(Debug)]
+pub struct LostContact(pub String);
+
+impl std::fmt::Display for LostContact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LostContact {}
 
 /// What the CLI's bar shows while a run is on AWS.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,6 +49,16 @@ struct History {
     last_failure: Option<String>,
 }
 
+/// How long the follower keeps retrying failed AWS calls before it gives up
+/// watching (the execution itself is not stopped).
+fn patience() -> Duration {
+    let s = std::env::var("COSMICAI_AWS_PATIENCE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600u64);
+    Duration::from_secs(s.clamp(1, 86_400))
+}
+
 fn poll_interval() -> Duration {
     let ms = std::env::var("COSMICAI_AWS_POLL_MS")
         .ok()
@@ -51,7 +77,6 @@ pub fn start_and_follow(
     local: &LocalStore,
     recorder: &mut Recorder,
 ) -> Result<RunSummary> {
-    let cancel = recorder.cancel.clone();
     let input = serde_json::to_string(request)?;
     let started = aws
         .s3
@@ -65,67 +90,66 @@ pub fn start_and_follow(
         )
         .map_err(|e| anyhow::anyhow!("StartExecution {run_id}: {}", sdk_error(&e)))?;
     let arn = started.execution_arn().to_string();
+    recorder.record_aws(&AwsExecution {
+        config: aws.config.clone(),
+        execution_arn: arn.clone(),
+    })?;
+    follow(aws, request, run_id, &arn, local, recorder)
+}
+
+/// Follows execution `arn` of `request` to its end (also for a run reattached
+/// after its launcher stopped), then copies its results into `local`.
+pub fn follow(
+    aws: &Aws,
+    request: &RunRequest,
+    run_id: &str,
+    arn: &str,
+    local: &LocalStore,
+    recorder: &mut Recorder,
+) -> Result<RunSummary> {
+    let cancel = recorder.cancel.clone();
     let world = request.world_size;
-    let mut finished = BTreeSet::new();
-    let mut announced = false;
-    let mut stop_sent = false;
+    let mut poll = Poll::default();
+    // A failed call (throttling, a network blip) is retried with backoff: the
+    // execution goes on billing whether or not we are watching it.
+    let mut failing_since: Option<std::time::Instant> = None;
+    let mut backoff = poll_interval();
     let (status, error) = loop {
-        if cancel.load(Ordering::Relaxed) && !stop_sent {
-            aws.s3
-                .block_on(
-                    aws.sfn
-                        .stop_execution()
-                        .execution_arn(&arn)
-                        .cause("cancelled by the user")
-                        .send(),
-                )
-                .map_err(|e| anyhow::anyhow!("StopExecution {arn}: {}", sdk_error(&e)))?;
-            stop_sent = true;
-        }
-        let described = aws
-            .s3
-            .block_on(aws.sfn.describe_execution().execution_arn(&arn).send())
-            .map_err(|e| anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e)))?;
-        let history = read_history(aws, &arn)?;
-        let mut shown = AwsProgress {
-            status: described.status().as_str().to_string(),
-            ..Default::default()
-        };
-        if let Some(map_run) = &history.map_run_arn {
-            if !announced {
-                announced = true;
-                for rank in 0..world {
-                    recorder.event(&RunEvent::RankStarted { rank, attempt: 1 });
+        match poll.once(
+            aws,
+            request,
+            run_id,
+            arn,
+            cancel.load(Ordering::Relaxed),
+            recorder,
+        ) {
+            Ok(Some(ended)) => break ended,
+            Ok(None) => {
+                failing_since = None;
+                backoff = poll_interval();
+            }
+            Err(e) => {
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > patience() {
+                    return Err(LostContact(format!(
+                        "lost contact with execution {arn} for {:.0} s ({e:#}); it may still \
+                         be running: `cosmicai runs --follow {run_id}` reattaches",
+                        since.elapsed().as_secs_f64()
+                    ))
+                    .into());
                 }
+                recorder.status(format!(
+                    "on AWS: {e:#}; retrying in {:.1} s",
+                    backoff.as_secs_f64()
+                ));
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                continue;
             }
-            let run = aws
-                .s3
-                .block_on(aws.sfn.describe_map_run().map_run_arn(map_run).send())
-                .map_err(|e| anyhow::anyhow!("DescribeMapRun {map_run}: {}", sdk_error(&e)))?;
-            if let Some(c) = run.item_counts() {
-                (shown.succeeded, shown.failed, shown.running, shown.total) =
-                    (c.succeeded(), c.failed(), c.running(), c.total());
-            }
-        }
-        for measure in new_measures(aws, request, &finished)? {
-            finished.insert(measure.rank);
-            recorder.event(&RunEvent::RankFinished { measure });
-        }
-        recorder.status(format!(
-            "on AWS: {} (map items: {} done, {} failed, {} running of {})",
-            shown.status, shown.succeeded, shown.failed, shown.running, shown.total
-        ));
-        if *described.status() != ExecutionStatus::Running {
-            let error = match (described.error(), described.cause()) {
-                (Some(e), Some(c)) if !e.is_empty() => Some(format!("{e}: {c}")),
-                (_, Some(c)) => Some(c.to_string()),
-                (Some(e), None) => Some(e.to_string()),
-                (None, None) => history.last_failure,
-            };
-            break (described.status().clone(), error);
         }
         std::thread::sleep(poll_interval());
     };
+    let finished = poll.finished;
     for rank in (0..world).filter(|r| !finished.contains(r)) {
         recorder.event(&RunEvent::RankFailed {
             rank,
@@ -145,6 +169,91 @@ pub fn start_and_follow(
             error.map(|e| format!(": {e}")).unwrap_or_default()
         ),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// What one look at the execution has found so far.
+#[derive(Default)]
+struct Poll {
+    finished: BTreeSet<usize>,
+    announced: bool,
+    stop_sent: bool,
+}
+
+impl Poll {
+    /// One look: stop it if cancelled, its status, the Map's counts and the ranks
+    /// finished since the last look. `Some((status, error))` once it has ended.
+    fn once(
+        &mut self,
+        aws: &Aws,
+        request: &RunRequest,
+        run_id: &str,
+        arn: &str,
+        cancelled: bool,
+        recorder: &mut Recorder,
+    ) -> Result<Option<(ExecutionStatus, Option<String>)>> {
+        if cancelled && !self.stop_sent {
+            aws.s3
+                .block_on(
+                    aws.sfn
+                        .stop_execution()
+                        .execution_arn(arn)
+                        .cause("cancelled by the user")
+                        .send(),
+                )
+                .map_err(|e| anyhow::anyhow!("StopExecution {arn}: {}", sdk_error(&e)))?;
+            self.stop_sent = true;
+        }
+        let described = aws
+            .s3
+            .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
+            .map_err(|e| anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e)))?;
+        let history = read_history(aws, arn)?;
+        let mut shown = AwsProgress {
+            status: described.status().as_str().to_string(),
+            ..Default::default()
+        };
+        if let Some(map_run) = &history.map_run_arn {
+            let run = aws
+                .s3
+                .block_on(aws.sfn.describe_map_run().map_run_arn(map_run).send())
+                .map_err(|e| anyhow::anyhow!("DescribeMapRun {map_run}: {}", sdk_error(&e)))?;
+            if let Some(c) = run.item_counts() {
+                (shown.succeeded, shown.failed, shown.running, shown.total) =
+                    (c.succeeded(), c.failed(), c.running(), c.total());
+            }
+            if !self.announced {
+                self.announced = true;
+                let started: Vec<RunEvent> = (0..request.world_size)
+                    .filter(|r| !self.finished.contains(r))
+                    .map(|rank| RunEvent::RankStarted { rank, attempt: 1 })
+                    .collect();
+                recorder.events(&started);
+            }
+        }
+        let measures = new_measures(aws, request, run_id, &self.finished)?;
+        let events: Vec<RunEvent> = measures
+            .into_iter()
+            .map(|measure| {
+                self.finished.insert(measure.rank);
+                RunEvent::RankFinished { measure }
+            })
+            .collect();
+        recorder.events(&events);
+        recorder.status(format!(
+            "on AWS: {} (map items: {} done, {} failed, {} running of {})",
+            shown.status, shown.succeeded, shown.failed, shown.running, shown.total
+        ));
+        if *described.status() == ExecutionStatus::Running {
+            return Ok(None);
+        }
+        let error = match (described.error(), described.cause()) {
+            (Some(e), Some(c)) if !e.is_empty() => Some(format!("{e}: {c}")),
+            (_, Some(c)) => Some(c.to_string()),
+            (Some(e), None) => Some(e.to_string()),
+            (None, None) => history.last_failure,
+        };
+        Ok(Some((described.status().clone(), error)))
     }
 }
 
@@ -198,28 +307,35 @@ fn read_history(aws: &Aws, arn: &str) -> Result<History> {
 fn new_measures(
     aws: &Aws,
     request: &RunRequest,
+    run_id: &str,
     seen: &BTreeSet<usize>,
 ) -> Result<Vec<RankMeasure>> {
     let folder = join(&request.result_path, "measures");
+    let keys: Vec<String> = aws
+        .s3
+        .list(&folder)?
+        .into_iter()
+        .filter_map(|object| {
+            let rank = object
+                .key
+                .rsplit('/')
+                .next()
+                .and_then(|name| name.strip_suffix(".json"))
+                .and_then(|n| n.parse::<usize>().ok())?;
+            (!seen.contains(&rank) && rank < request.world_size)
+                .then(|| measures_key(&request.result_path, rank))
+        })
+        .collect();
     let mut out = Vec::new();
-    for object in aws.s3.list(&folder)? {
-        let Some(rank) = object
-            .key
-            .rsplit('/')
-            .next()
-            .and_then(|name| name.strip_suffix(".json"))
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        if seen.contains(&rank) || rank >= request.world_size {
-            continue;
-        }
-        let key = measures_key(&request.result_path, rank);
-        if let Ok(m) = serde_json::from_slice::<RankMeasure>(&aws.s3.get(&key)?) {
+    for_each_fetched(&aws.s3, &keys, PARALLEL_GETS, |_, fetched| {
+        // Only this run's measures (a rank's file names its run).
+        if let Ok(m) = serde_json::from_slice::<RankMeasure>(&fetched?)
+            && (m.run_id.is_empty() || m.run_id == run_id)
+        {
             out.push(m);
         }
-    }
+        Ok::<_, StoreError>(())
+    })?;
     Ok(out)
 }
 

@@ -17,7 +17,7 @@ mod run;
 mod upload;
 
 pub use config::AwsConfig;
-pub use follow::start_and_follow;
+pub use follow::{LostContact, follow, start_and_follow};
 pub use run::execute_on_aws;
 pub use upload::upload;
 

@@ -12,10 +12,12 @@
 
 mod estimate;
 mod local;
+mod reattach;
 mod record;
 mod sweep;
 
 pub use estimate::estimate;
+pub use reattach::{reattach, reattach_interrupted};
 pub use record::{Recorder, RunControl};
 pub use sweep::sweep;
 

@@ -84,6 +84,16 @@ impl<'a> Recorder<'a> {
         self.registry.start(&self.run_id, request)
     }
 
+    /// Where the run executes on AWS, kept so it can be followed again.
+    pub fn record_aws(&self, aws: &crate::registry::AwsExecution) -> Result<()> {
+        self.registry.set_aws(&self.run_id, aws)
+    }
+
+    /// The run's row, taken over by this process (a run followed again).
+    pub fn resume(&self) -> Result<()> {
+        self.registry.resume(&self.run_id)
+    }
+
     pub fn is_quiet(&self) -> bool {
         self.bars.is_hidden()
     }
@@ -161,6 +171,22 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// Several events at once, their registry rows written in one transaction.
+    pub fn events(&mut self, events: &[RunEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.registry.begin() {
+            self.println(&format!("registry: {e:#}"));
+        }
+        for event in events {
+            self.event(event);
+        }
+        if let Err(e) = self.registry.commit() {
+            self.println(&format!("registry: {e:#}"));
+        }
+    }
+
     /// Closes the run's row with its summary or its error, and clears the bars.
     pub fn end(self, outcome: Result<RunSummary>) -> Result<RunSummary> {
         self.overall.finish_and_clear();
@@ -169,6 +195,11 @@ impl<'a> Recorder<'a> {
             Ok(summary) => {
                 self.registry.finish(&summary)?;
                 Ok(summary)
+            }
+            // Still running on AWS, unwatched: left to be followed again.
+            Err(e) if e.is::<crate::aws::LostContact>() => {
+                self.registry.interrupt(&self.run_id, &format!("{e:#}"))?;
+                Err(e)
             }
             Err(e) => {
                 // A run refused before it was planned has no row: nothing to update.

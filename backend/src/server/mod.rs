@@ -251,10 +251,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
             eprintln!("token for starting and cancelling runs: {t}");
         }
         match crate::aws::AwsConfig::from_env() {
-            Some(aws) => eprintln!(
-                "target aws: s3://{} and {} (credentials from the AWS provider chain)",
-                aws.bucket, aws.state_machine_arn
-            ),
+            Some(aws) => {
+                eprintln!(
+                    "target aws: s3://{} and {} (credentials from the AWS provider chain)",
+                    aws.bucket, aws.state_machine_arn
+                );
+                // AWS runs whose follower stopped (this server, before a restart)
+                // are followed again, so their rows and results complete.
+                match crate::coordinator::reattach_interrupted(&args.data_dir) {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("following {n} interrupted AWS runs again"),
+                    Err(e) => eprintln!("interrupted AWS runs: {e:#}"),
+                }
+            }
             None => eprintln!(
                 "target aws: off (set COSMICAI_AWS_BUCKET and COSMICAI_STATE_MACHINE_ARN)"
             ),

@@ -16,7 +16,7 @@ mod summary;
 
 pub use estimate::{Estimate, estimate};
 pub use plan::{Payload, initialize, plan, plan_ranks};
-pub use rank::{RankEvent, infer_rank, read_predictions};
+pub use rank::{RankEvent, RankPredictions, encode_predictions, infer_rank, read_predictions};
 pub use summary::{RunSummary, summarize};
 
 use crate::store::StoreError;

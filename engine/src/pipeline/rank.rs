@@ -122,7 +122,7 @@ where
     };
     store.put(
         &predictions_key(&request.result_path, rank),
-        &write_predictions(&out)?,
+        &encode_predictions(&out)?,
     )?;
     let json =
         serde_json::to_vec_pretty(&result).map_err(|e| PipelineError::Other(e.to_string()))?;
@@ -160,7 +160,8 @@ fn download(
     Ok(temp)
 }
 
-fn write_predictions(p: &RankPredictions) -> Result<Vec<u8>, PipelineError> {
+/// A rank's predictions file (the counterpart of [`read_predictions`]).
+pub fn encode_predictions(p: &RankPredictions) -> Result<Vec<u8>, PipelineError> {
     let n = p.object_id.len();
     let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let ids: Vec<u8> = p.object_id.iter().flat_map(|x| x.to_le_bytes()).collect();

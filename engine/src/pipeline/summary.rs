@@ -2,9 +2,8 @@
 
 use super::{Payload, PipelineError, predictions_key, rank_key, read_predictions};
 use crate::cost::run_cost;
-use crate::metrics::evaluate;
-use crate::partition::ObjectRow;
-use crate::store::{ObjectStore, StoreError, join};
+use crate::metrics::Scorer;
+use crate::store::{ObjectStore, PARALLEL_GETS, StoreError, for_each_fetched, join};
 use cosmicai_shared::metrics::Evaluation;
 use cosmicai_shared::run::{Cost, Device, RankMeasure, RankResult, RunStatus};
 use serde::{Deserialize, Serialize};
@@ -62,38 +61,53 @@ pub fn summarize(
     let request = &payload.request;
     let mut results: Vec<RankResult> = Vec::new();
     let mut failed_ranks = Vec::new();
-    let (mut rows, mut predictions) = (Vec::new(), Vec::new());
-    for rank in 0..request.world_size {
-        let failed = measures.get(rank).is_some_and(|m| m.error.is_some());
-        let result = match store.get(&rank_key(&request.result_path, rank)) {
-            // Only this run's own rank files count (older files carry another run id).
-            Ok(bytes) if !failed => serde_json::from_slice::<RankResult>(&bytes)
-                .ok()
-                .filter(|r| r.run_id.is_empty() || r.run_id == payload.run_id),
-            Ok(_) | Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
-        };
-        let Some(result) = result else {
-            failed_ranks.push(rank);
-            continue;
-        };
-        if let Ok(bytes) = store.get(&predictions_key(&request.result_path, rank)) {
-            let p = read_predictions(&bytes)
-                .map_err(|e| PipelineError::Other(format!("rank {rank} predictions: {e}")))?;
-            for i in 0..p.object_id.len() {
-                rows.push(ObjectRow {
-                    object_id: p.object_id[i],
-                    ra: f64::NAN,
-                    dec: f64::NAN,
-                    magnitudes: [0.0; 5],
-                    redshift: p.redshift[i],
-                    class: p.class[i],
-                });
+    // Scored rank by rank: one rank's predictions in memory at a time.
+    let mut scorer = Scorer::default();
+    // Each rank's result and predictions, read with many requests in flight (a
+    // run may have 10,000 ranks) and scored in rank order.
+    let keys: Vec<String> = (0..request.world_size)
+        .flat_map(|rank| {
+            [
+                rank_key(&request.result_path, rank),
+                predictions_key(&request.result_path, rank),
+            ]
+        })
+        .collect();
+    let mut result: Option<RankResult> = None;
+    for_each_fetched(store, &keys, PARALLEL_GETS, |i, fetched| {
+        let rank = i / 2;
+        if i % 2 == 0 {
+            let failed = measures.get(rank).is_some_and(|m| m.error.is_some());
+            result = match fetched {
+                // Only this run's own rank files count (older files carry another run id).
+                Ok(bytes) if !failed => serde_json::from_slice::<RankResult>(&bytes)
+                    .ok()
+                    .filter(|r| r.run_id.is_empty() || r.run_id == payload.run_id),
+                Ok(_) | Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(PipelineError::from(e)),
+            };
+            if result.is_none() {
+                failed_ranks.push(rank);
             }
-            predictions.extend(p.predicted);
+            return Ok(());
         }
-        results.push(result);
-    }
+        let Some(rank_result) = result.take() else {
+            return Ok(());
+        };
+        match fetched {
+            Ok(bytes) => {
+                let p = read_predictions(&bytes)
+                    .map_err(|e| PipelineError::Other(format!("rank {rank} predictions: {e}")))?;
+                for ((z, class), predicted) in p.redshift.iter().zip(&p.class).zip(&p.predicted) {
+                    scorer.add(*z, *class, predicted);
+                }
+            }
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        results.push(rank_result);
+        Ok(())
+    })?;
     let combined =
         serde_json::to_vec_pretty(&results).map_err(|e| PipelineError::Other(e.to_string()))?;
     store.put(&join(&request.result_path, "combined_data.json"), &combined)?;
@@ -130,7 +144,7 @@ pub fn summarize(
         memory_mb: request.memory_mb,
         files: payload.files.len(),
         cost,
-        metrics: (!rows.is_empty()).then(|| evaluate(&rows, &predictions)),
+        metrics: (scorer.objects() > 0).then(|| scorer.finish()),
         per_rank: measures.to_vec(),
     };
     let json =

@@ -4,7 +4,10 @@
 //! store maps them under a root directory and refuses any key that would leave it;
 //! [`s3::S3Store`] keeps them in a bucket.
 
+mod fetch;
 pub mod s3;
+
+pub use fetch::{PARALLEL_GETS, for_each_fetched};
 
 use cosmicai_shared::run::check_key;
 use std::path::{Path, PathBuf};

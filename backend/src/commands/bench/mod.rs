@@ -1,5 +1,7 @@
 //! `cosmicai bench`: figures for the speed targets, printed, never asserted.
 
+mod summarize;
+
 use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -30,6 +32,13 @@ pub enum BenchCommand {
         Renders catalog objects into memory (nothing written) with the bundled calibration."
     )]
     Synth(SynthBenchArgs),
+    /// The Summarize stage's time and peak memory at a run's size (no inference).
+    #[command(
+        after_help = "Example (CAI's 1,000 GB run: about 26 million objects):\n  \
+        cosmicai bench summarize --objects 26000000 --ranks 10000\n\n\
+        Writes rank results and predictions files into a scratch store, then summarizes them."
+    )]
+    Summarize(summarize::SummarizeBenchArgs),
 }
 
 #[derive(Args)]
@@ -281,6 +290,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Infer(args) => args,
         BenchCommand::Pipeline(args) => return bench_pipeline(args),
         BenchCommand::Synth(args) => return bench_synth(args),
+        BenchCommand::Summarize(args) => return summarize::bench_summarize(args),
     };
     if args.batch_size == 0 || args.threads == 0 {
         anyhow::bail!("--batch-size and --threads must be at least 1");
