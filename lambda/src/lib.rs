@@ -14,8 +14,8 @@
 
 use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::pipeline::{
-    Payload, PipelineError, RankEvent, infer_rank, initialize, measures_key, payload_key, plan_key,
-    summarize,
+    Payload, PipelineError, RankEvent, check_express_time, infer_rank, initialize_with,
+    measures_key, payload_key, plan_key, summarize,
 };
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::s3::{S3Config, S3Store};
@@ -171,7 +171,12 @@ pub fn initialize_stage(
             Err(e) => return Err(StageError::failed(format!("model '{spec}': {e}"))),
         }
     }
-    let payload = initialize(&store, request, run_id)?;
+    // CPU ranks run in Express children, stopped at 5 minutes: a plan whose
+    // ranks could run longer is refused before anything is written or paid for.
+    let payload = initialize_with(&store, request, run_id, |payload| match request.device {
+        Device::Cpu => check_express_time(payload),
+        Device::Cuda => Ok(()),
+    })?;
     let plan = plan_key(&request.result_path);
     let json = serde_json::to_vec(&plan_items(run_id, request))
         .map_err(|e| StageError::failed(e.to_string()))?;

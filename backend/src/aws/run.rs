@@ -4,7 +4,7 @@
 use super::{Aws, start_and_follow, upload};
 use crate::coordinator::Recorder;
 use anyhow::Result;
-use cosmicai_engine::pipeline::{RunSummary, plan};
+use cosmicai_engine::pipeline::{RunSummary, check_express_time, plan};
 use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::run::RunRequest;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -23,6 +23,10 @@ pub fn execute_on_aws(
 ) -> Result<RunSummary> {
     let local = LocalStore::new(root);
     let local_plan = plan(&local, request, run_id)?;
+    // Refused here too, before the upload (Initialize on AWS checks it again).
+    if request.device == cosmicai_shared::run::Device::Cpu {
+        check_express_time(&local_plan)?;
+    }
     let bar = if recorder.is_quiet() {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
     } else {

@@ -39,7 +39,20 @@ pub fn initialize(
     request: &RunRequest,
     run_id: &str,
 ) -> Result<Payload, PipelineError> {
+    initialize_with(store, request, run_id, |_| Ok(()))
+}
+
+/// [`initialize`], with `check` of the plan before anything is written (the AWS
+/// Initialize refuses ranks that could outlive their execution): a refused plan
+/// leaves the result path unused.
+pub fn initialize_with(
+    store: &dyn ObjectStore,
+    request: &RunRequest,
+    run_id: &str,
+    check: impl FnOnce(&Payload) -> Result<(), PipelineError>,
+) -> Result<Payload, PipelineError> {
     let payload = plan(store, request, run_id)?;
+    check(&payload)?;
     // A result path holds one run: reusing it would mix an older run's rank files
     // and measures into this one's summary.
     let key = payload_key(&request.result_path);
@@ -123,8 +136,8 @@ mod tests {
         (0..n).map(|i| format!("{i}.safetensors")).collect()
     }
 
-    #[test]
-    fn a_used_result_path_is_refused() {
+    /// A store with one partition, and a request over it.
+    fn one_partition() -> (tempfile::TempDir, crate::store::LocalStore, RunRequest) {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::LocalStore::new(dir.path());
         store.put("data/a.safetensors", b"x").unwrap();
@@ -132,11 +145,28 @@ mod tests {
             r#"{"data_prefix":"data","batch_size":1,"world_size":1,"result_path":"results/r"}"#,
         )
         .unwrap();
+        (dir, store, request)
+    }
+
+    #[test]
+    fn a_used_result_path_is_refused() {
+        let (_dir, store, request) = one_partition();
         initialize(&store, &request, "first").unwrap();
         let e = initialize(&store, &request, "second")
             .unwrap_err()
             .to_string();
         assert!(e.contains("already holds the results of run first"), "{e}");
+    }
+
+    #[test]
+    fn a_plan_refused_by_its_check_leaves_the_result_path_unused() {
+        let (_dir, store, request) = one_partition();
+        let refused = initialize_with(&store, &request, "first", |_| {
+            Err(PipelineError::Invalid(vec!["too slow".into()]))
+        });
+        assert!(refused.unwrap_err().to_string().contains("too slow"));
+        // Nothing was written: the same result path is free for the next try.
+        initialize(&store, &request, "second").unwrap();
     }
 
     #[test]
