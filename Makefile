@@ -77,6 +77,10 @@ test: setup
 	# with the same features, so nothing is compiled twice.
 	COSMICAI_REQUIRE_AWS_TESTS=1 COSMICAI_TEST_VENV=$(CURDIR)/$(VENV) cargo test --workspace --exclude cosmicai-frontend
 	COSMICAI_BIN=$(COSMICAI_DEBUG) $(PYTHON) -m pytest -q tests/python
+	# The Lambda package for arm64 (Graviton, the template's default), cross-compiled with
+	# the venv's zig (PyPI's ziglang); checked to be an AArch64 ELF (e_machine 183).
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cargo-lambda lambda build --arm64 -p cosmicai-lambda
+	$(PYTHON) -c "import sys; h = open(sys.argv[1], 'rb').read(20); sys.exit(0 if h[:4] == b'\x7fELF' and int.from_bytes(h[18:20], 'little') == 183 else 'not an arm64 binary: ' + sys.argv[1])" $(CARGO_TARGET_DIR)/lambda/bootstrap/bootstrap
 	$(MAKE) frontend e2e-run
 
 setup: rust-setup python-setup frontend-setup
@@ -84,7 +88,7 @@ setup: rust-setup python-setup frontend-setup
 # The toolchain itself comes from rustup (rust-toolchain.toml pins it).
 rust-setup:
 	@command -v cargo >/dev/null || { echo "install Rust with rustup first: https://rustup.rs"; exit 1; }
-	rustup target add wasm32-unknown-unknown
+	rustup target add wasm32-unknown-unknown aarch64-unknown-linux-gnu
 	cargo fetch --locked
 
 # A virtual environment for the Python-side tests (format interoperability, the API

@@ -57,6 +57,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Run the pipeline over several world sizes (and devices); writes a CSV and a chart.
     Sweep(commands::sweep::SweepArgs),
+    /// Project a run of a given dataset size onto Lambda, from throughput measured here.
+    Project(commands::project::ProjectArgs),
     /// List the runs recorded for a data directory.
     Runs(commands::runs::RunsArgs),
     /// One rank of a run (started by `cosmicai run`).
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Model(command) => commands::model::run(command),
         Command::Run(args) => commands::run::run(args),
         Command::Runs(args) => commands::runs::run(args),
+        Command::Project(args) => commands::project::run(args),
         Command::Sweep(args) => commands::sweep::run(args),
         Command::Worker(args) => commands::worker::run(args),
     };

@@ -243,3 +243,32 @@ fn every_command_has_help_with_an_example() {
         assert!(text.contains("Example"), "{args:?}: {text}");
     }
 }
+
+#[test]
+fn project_plans_sizes_like_cai_and_flags_ranks_past_the_express_limit() {
+    let report = ok_json(&[
+        "project",
+        "--size",
+        "12.6GB",
+        "--size",
+        "1000GB",
+        "--model",
+        "photoz",
+        "--world-size",
+        "1",
+        "--samples",
+        "256",
+        "--json",
+    ]);
+    assert!(report["measured_objects_per_core_s"].as_f64().unwrap() > 0.0);
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    // 12.6 GB in 25 MB partitions, all on the one rank.
+    assert_eq!(rows[0]["partitions"], 504);
+    assert_eq!(rows[0]["files_per_rank"], 504);
+    // One rank downloading 1,000 GB cannot finish inside an Express child.
+    assert_eq!(rows[1]["fits_express"], false);
+    assert!(rows[1]["cost_usd"].as_f64().unwrap() > rows[0]["cost_usd"].as_f64().unwrap());
+    let e = failure(&["project", "--size", "1GB", "--world-size", "0"]);
+    assert!(e.contains("--world-size"), "{e}");
+}

@@ -21,7 +21,8 @@
 //!
 //! 7. [`pipeline`]: Initialize → Map over ranks → Summarize, reading and writing
 //!    through an [`store::ObjectStore`]; [`executor`] runs each rank as its own
-//!    process and measures it like Lambda; [`cost`] prices the run at AWS rates.
+//!    process and measures it like Lambda; [`cost`] prices the run at AWS rates;
+//!    [`projection`] projects a run of a size not at hand onto Lambda.
 
 pub mod cai;
 pub mod catalog;
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod partition;
 pub mod pipeline;
 pub mod predict;
+pub mod projection;
 pub mod redshift_model;
 pub mod shipped;
 pub mod size;

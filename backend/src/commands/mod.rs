@@ -6,6 +6,7 @@ pub mod ingest;
 pub mod inspect;
 pub mod model;
 pub mod partition;
+pub mod project;
 pub mod run;
 pub mod runs;
 pub mod sweep;

@@ -4,6 +4,7 @@
 //! times out at [`EXPRESS_RANK_TIMEOUT_S`]) before any rank is paid for.
 
 use super::{Payload, PipelineError};
+use crate::projection::MB_PER_VCPU;
 use cosmicai_shared::model::ModelSpec;
 
 /// The Infer task's timeout in `infra/aws/statemachine.asl.json`: an Express
@@ -21,8 +22,6 @@ const ASTROMAE_OBJECTS_PER_VCPU_S: f64 = 25.0;
 const S3_BYTES_PER_S: f64 = 50e6;
 /// Start-up: process, weights read (0.7 s measured for AstroMAE's 63 MB).
 const COLD_START_S: f64 = 2.0;
-/// Lambda gives one vCPU per 1,769 MB of memory, up to 6.
-const MB_PER_VCPU: f64 = 1769.0;
 
 /// The longest rank of a plan, as bounded here.
 #[derive(Debug, Clone, PartialEq)]

@@ -347,7 +347,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
 }
 
 /// (seconds for the timed batches, seconds for the warm-up batch, objects timed).
-fn time<B: Backend>(args: &InferArgs, slice: usize) -> Result<(f64, f64, usize)> {
+pub fn time<B: Backend>(args: &InferArgs, slice: usize) -> Result<(f64, f64, usize)> {
     let device = B::Device::default();
     B::seed(&device, 0);
     let b = args.batch_size;
