@@ -12,6 +12,14 @@ pub const LAMBDA_GB_S_ARM: f64 = 0.0000133334;
 pub const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
 /// Step Functions Standard, USD per state transition ($0.025 per 1,000).
 pub const STATE_TRANSITION: f64 = 0.025 / 1e3;
+/// Step Functions Express, USD per execution ($1.00 per million).
+pub const EXPRESS_REQUEST: f64 = 1.00 / 1e6;
+/// Step Functions Express duration, USD per GB-second (first 1,000 hours a month).
+pub const EXPRESS_GB_S: f64 = 0.00001667;
+/// Express bills memory in 64 MB steps; a child that only calls a Lambda uses the first.
+pub const EXPRESS_BILLED_GB: f64 = 64.0 / 1024.0;
+/// State transitions a STANDARD child makes (its start, the Infer task, its end).
+pub const STANDARD_CHILD_TRANSITIONS: u64 = 3;
 /// S3 PUT, COPY, POST, LIST, USD per request ($0.005 per 1,000).
 pub const S3_PUT_LIST: f64 = 0.005 / 1e3;
 /// S3 GET, USD per request ($0.0004 per 1,000).
@@ -20,22 +28,42 @@ pub const S3_GET: f64 = 0.0004 / 1e3;
 /// Whether this build prices Lambda as arm64 (Graviton) rather than x86_64.
 pub const ARM64: bool = cfg!(target_arch = "aarch64");
 
+/// What the Distributed Map's child executions are (the template's choice): CPU
+/// ranks run in EXPRESS children, CUDA ranks (a `.sync` Batch job) in STANDARD ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Children {
+    Express,
+    Standard,
+}
+
+impl Children {
+    pub fn for_device(device: cosmicai_shared::run::Device) -> Self {
+        match device {
+            cosmicai_shared::run::Device::Cpu => Children::Express,
+            cosmicai_shared::run::Device::Cuda => Children::Standard,
+        }
+    }
+}
+
 /// Lambda bills duration rounded up to the millisecond.
 pub fn billed_ms(duration_s: f64) -> u64 {
     (duration_s * 1000.0).ceil().max(1.0) as u64
 }
 
 /// The pipeline's AWS bill: one Lambda invocation per rank attempt plus Initialize
-/// and Summarize (`stage_durations_s`), Step Functions transitions (start and end
-/// of Initialize, Map and Summarize, plus two per Map item), and S3 requests
-/// (LIST and payload PUT at Initialize; each rank GETs its partitions and PUTs
-/// its result and predictions; Summarize GETs every rank result and PUTs two files).
+/// and Summarize (`stage_durations_s`); Step Functions: the parent's transitions
+/// (start and end of Initialize, Map and Summarize, and one per child execution
+/// the Distributed Map starts), and each child's own bill (an EXPRESS child: a
+/// request and its duration at 64 MB; a STANDARD child: its transitions); and S3
+/// requests (LIST and payload PUT at Initialize; each rank GETs its partitions and
+/// PUTs its result and predictions; Summarize GETs every rank result and PUTs two files).
 pub fn run_cost(
     ranks: &[RankMeasure],
     files_per_rank: &[usize],
     stage_durations_s: &[f64],
     memory_mb: u32,
     arm64: bool,
+    children: Children,
 ) -> Cost {
     let gb = f64::from(memory_mb) / 1024.0;
     let billed_s: f64 = ranks
@@ -55,7 +83,17 @@ pub fn run_cost(
     let attempts: u64 = ranks.iter().map(|r| u64::from(r.attempts.max(1))).sum();
     let lambda_requests = attempts + stage_durations_s.len() as u64;
     let world = ranks.len() as u64;
-    let state_transitions = 6 + 2 * world;
+    let (state_transitions, express_executions, express_gb_s) = match children {
+        Children::Express => {
+            // The child lasts as long as its Lambda call, billed in 100 ms steps.
+            let seconds: f64 = ranks
+                .iter()
+                .map(|r| (r.billed_duration_ms as f64 / 100.0).ceil() / 10.0)
+                .sum();
+            (6 + world, world, seconds * EXPRESS_BILLED_GB)
+        }
+        Children::Standard => (6 + world * (1 + STANDARD_CHILD_TRANSITIONS), 0, 0.0),
+    };
     let s3_put_list = 2 + 2 * world + 2;
     let s3_get = files_per_rank.iter().sum::<usize>() as u64 + world;
     let mut cost = Cost {
@@ -64,7 +102,11 @@ pub fn run_cost(
         lambda_requests,
         lambda_requests_usd: lambda_requests as f64 * LAMBDA_REQUEST,
         state_transitions,
-        step_functions_usd: state_transitions as f64 * STATE_TRANSITION,
+        express_executions,
+        express_gb_s,
+        step_functions_usd: state_transitions as f64 * STATE_TRANSITION
+            + express_executions as f64 * EXPRESS_REQUEST
+            + express_gb_s * EXPRESS_GB_S,
         s3_put_list,
         s3_get,
         s3_usd: s3_put_list as f64 * S3_PUT_LIST + s3_get as f64 * S3_GET,
@@ -93,7 +135,7 @@ mod tests {
             attempts: 1,
             ..Default::default()
         };
-        let c = run_cost(&[rank], &[3], &[], 1024, false);
+        let c = run_cost(&[rank], &[3], &[], 1024, false, Children::Standard);
         assert!((c.lambda_gb_s - 10.0).abs() < 1e-12);
         assert!((c.lambda_compute_usd - 10.0 * 0.0000166667).abs() < 1e-15);
         assert_eq!(
@@ -103,7 +145,7 @@ mod tests {
                 c.s3_put_list,
                 c.s3_get
             ),
-            (1, 8, 6, 4)
+            (1, 10, 6, 4)
         );
         let sum = c.lambda_compute_usd + c.lambda_requests_usd + c.step_functions_usd + c.s3_usd;
         assert!((c.total_usd - sum).abs() < 1e-15);
@@ -117,7 +159,41 @@ mod tests {
             &[],
             1024,
             true,
+            Children::Standard,
         );
         assert!(arm.lambda_compute_usd < c.lambda_compute_usd);
+    }
+
+    #[test]
+    fn express_children_cost_a_request_and_their_duration() {
+        let rank = |ms| RankMeasure {
+            billed_duration_ms: ms,
+            attempts: 1,
+            ..Default::default()
+        };
+        let ranks = [rank(34_001), rank(100)];
+        let express = run_cost(&ranks, &[1, 1], &[], 2048, true, Children::Express);
+        // One parent transition per child; 34.1 s + 0.1 s at 64 MB.
+        assert_eq!(
+            (express.state_transitions, express.express_executions),
+            (8, 2)
+        );
+        assert!((express.express_gb_s - 34.2 / 16.0).abs() < 1e-9);
+        let expected = 8.0 * STATE_TRANSITION + 2.0 * EXPRESS_REQUEST + 34.2 / 16.0 * EXPRESS_GB_S;
+        assert!((express.step_functions_usd - expected).abs() < 1e-12);
+        // STANDARD children: their own transitions instead, nothing per second.
+        let standard = run_cost(&ranks, &[1, 1], &[], 2048, true, Children::Standard);
+        assert_eq!(
+            (standard.state_transitions, standard.express_executions),
+            (14, 0)
+        );
+        // Short ranks are cheaper in EXPRESS children; from about 71 s on, STANDARD.
+        let long = [rank(140_000)];
+        let (e, s) = (
+            run_cost(&long, &[1], &[], 2048, true, Children::Express),
+            run_cost(&long, &[1], &[], 2048, true, Children::Standard),
+        );
+        assert!(express.step_functions_usd / 2.0 < standard.step_functions_usd / 2.0);
+        assert!(e.step_functions_usd > s.step_functions_usd);
     }
 }

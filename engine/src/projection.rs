@@ -49,6 +49,9 @@ pub struct Projection {
     pub map_s: f64,
     pub cost_usd: f64,
     pub cost: Cost,
+    /// Step Functions' share had the children been STANDARD (the template's
+    /// other choice), beside `cost.step_functions_usd` for EXPRESS ones.
+    pub step_functions_standard_usd: f64,
 }
 
 pub fn project(input: &ProjectionInput) -> Projection {
@@ -91,8 +94,25 @@ pub fn project(input: &ProjectionInput) -> Projection {
                 .min(files_per_rank) as usize
         })
         .collect();
-    let cost = run_cost(&ranks, &files, &[1.0, 1.0], input.memory_mb, input.arm64);
+    // CPU ranks: EXPRESS children, as the template runs them.
+    let cost = run_cost(
+        &ranks,
+        &files,
+        &[1.0, 1.0],
+        input.memory_mb,
+        input.arm64,
+        crate::cost::Children::Express,
+    );
+    let standard = run_cost(
+        &ranks,
+        &files,
+        &[1.0, 1.0],
+        input.memory_mb,
+        input.arm64,
+        crate::cost::Children::Standard,
+    );
     Projection {
+        step_functions_standard_usd: standard.step_functions_usd,
         objects,
         partitions,
         files_per_rank,

@@ -225,6 +225,13 @@ pub struct Cost {
     pub lambda_requests: u64,
     pub lambda_requests_usd: f64,
     pub state_transitions: u64,
+    /// EXPRESS child executions (CPU ranks), billed per request and duration.
+    #[serde(default)]
+    pub express_executions: u64,
+    /// Their duration at the 64 MB Express bills at least.
+    #[serde(default)]
+    pub express_gb_s: f64,
+    /// Transitions, and EXPRESS children's requests and duration.
     pub step_functions_usd: f64,
     pub s3_put_list: u64,
     pub s3_get: u64,

@@ -139,7 +139,7 @@ pub fn run(args: ProjectArgs) -> Result<()> {
     );
     crate::line!(
         out,
-        "{:>10} {:>11} {:>10} {:>10} {:>9} {:>7} {:>10} {:>10}  projected",
+        "{:>10} {:>11} {:>10} {:>10} {:>9} {:>7} {:>10} {:>10} {:>21}  projected",
         "dataset",
         "objects",
         "partitions",
@@ -147,13 +147,14 @@ pub fn run(args: ProjectArgs) -> Result<()> {
         "rank_s",
         "waves",
         "map_s",
-        "cost_usd"
+        "cost_usd",
+        "sfn_usd express/std"
     );
     for row in &rows {
         let p = &row.projection;
         crate::line!(
             out,
-            "{:>10} {:>11} {:>10} {:>10} {:>9.1} {:>7} {:>10.1} {:>10.2}{}",
+            "{:>10} {:>11} {:>10} {:>10} {:>9.1} {:>7} {:>10.1} {:>10.2} {:>10.3}/{:<10.3}{}",
             format_size(row.dataset_bytes),
             p.objects,
             p.partitions,
@@ -162,6 +163,8 @@ pub fn run(args: ProjectArgs) -> Result<()> {
             p.waves,
             p.map_s,
             p.cost_usd,
+            p.cost.step_functions_usd,
+            p.step_functions_standard_usd,
             if p.fits_express {
                 ""
             } else {

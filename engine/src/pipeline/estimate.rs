@@ -82,6 +82,7 @@ pub fn estimate(
         &[cold_start_s, cold_start_s],
         payload.request.memory_mb,
         false,
+        crate::cost::Children::for_device(payload.request.device),
     );
     Ok(Estimate {
         ranks: payload.ranks.len(),

@@ -120,6 +120,7 @@ pub fn summarize(
         &[initialize_s, started.elapsed().as_secs_f64()],
         request.memory_mb,
         crate::cost::ARM64,
+        crate::cost::Children::for_device(request.device),
     );
     let status = match failed_ranks.len() {
         0 => RunStatus::Succeeded,
