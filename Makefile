@@ -69,8 +69,9 @@ test: setup
 	# as it lints, and both share one feature resolution, so each dependency is checked once.
 	cargo clippy -p cosmicai-shared -p cosmicai-model -p cosmicai-engine $(NATIVE_ALL) --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p cosmicai-shared -p cosmicai-model -p cosmicai-engine $(NATIVE_ALL)
-	# The shared types and display code go to the browser: they must build for wasm.
-	cargo check -p cosmicai-shared --target wasm32-unknown-unknown
+	# The shared types and display code go to the browser: they must build for wasm, and
+	# the explorer passes the same lints for wasm (Trunk builds it below).
+	cargo clippy -p cosmicai-shared -p cosmicai-frontend --target wasm32-unknown-unknown -- -D warnings
 	# The explorer is tested in a browser (make e2e), not natively. The AWS tests need
 	# the venv's moto and cargo-lambda (python-setup), so here they must not skip.
 	# This build also makes the `cosmicai` and `bootstrap` binaries the later steps run,

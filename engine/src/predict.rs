@@ -6,29 +6,8 @@ use burn::prelude::*;
 use cosmicai_model::astromae::AstroMae;
 use cosmicai_model::crop::CROP;
 use cosmicai_model::photoz::PhotoZ;
-use cosmicai_shared::Class;
-use serde::Serialize;
 
-/// What the model says about one object.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Prediction {
-    /// `Unknown` for a model that predicts no class (AstroMAE).
-    pub class: Class,
-    /// Probability of GALAXY, STAR, QSO (NaN for a model that predicts no class).
-    pub class_probability: [f32; 3],
-    pub redshift: f32,
-}
-
-impl Prediction {
-    /// A redshift without a class.
-    pub fn redshift_only(redshift: f32) -> Self {
-        Prediction {
-            class: Class::Unknown,
-            class_probability: [f32::NAN; 3],
-            redshift,
-        }
-    }
-}
+pub use cosmicai_shared::model::Prediction;
 
 /// The cutouts of the objects being predicted, in the same order:
 /// `[N, 5, height, width]` flattened, NaN where a pixel lies outside its frame.
@@ -197,12 +176,8 @@ fn run<B: Backend>(
         let probability: Vec<f32> = probability.into_data().to_vec().unwrap_or_default();
         let redshift: Vec<f32> = redshift.into_data().to_vec().unwrap_or_default();
         for (p, &z) in probability.chunks_exact(3).zip(&redshift) {
-            let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
-            out.predictions.push(Prediction {
-                class: Class::from_code(best as u8).unwrap_or(Class::Unknown),
-                class_probability: [p[0], p[1], p[2]],
-                redshift: z,
-            });
+            out.predictions
+                .push(Prediction::from_probabilities([p[0], p[1], p[2]], z));
         }
     }
     out

@@ -8,7 +8,7 @@ use burn::backend::wgpu::{RuntimeOptions, Wgpu, WgpuDevice, graphics, init_setup
 use burn::prelude::*;
 use cosmicai_model::photoz::PhotoZ;
 use cosmicai_model::weights::Weights;
-use cosmicai_shared::Class;
+use cosmicai_shared::model::Prediction;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
@@ -72,16 +72,10 @@ impl Ran {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct BrowserPrediction {
-    pub redshift: f32,
-    pub class: Class,
-}
-
 /// One batch: what ran, where, how long (input upload to results read back).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
-    pub predictions: Vec<BrowserPrediction>,
+    pub predictions: Vec<Prediction>,
     pub ran: Ran,
     pub ms: f64,
     /// The first batch on a backend includes its set-up (WebGPU compiles its shaders then).
@@ -165,11 +159,7 @@ async fn weights() -> Result<Rc<Weights>, String> {
     if let Some(w) = LOADED.with(|l| l.borrow().weights.clone()) {
         return Ok(w);
     }
-    #[derive(serde::Deserialize)]
-    struct Info {
-        weights_url: String,
-    }
-    let info: Info = crate::api::get("/api/model").await?;
+    let info: cosmicai_shared::api::ModelInfo = crate::api::get("/api/model").await?;
     let bytes = crate::api::bytes(&info.weights_url).await?;
     let weights =
         Rc::new(Weights::from_bytes("photoz.safetensors", &bytes).map_err(|e| e.to_string())?);
@@ -255,7 +245,7 @@ async fn forward<B: Backend>(
     model: &PhotoZ<B>,
     magnitudes: &[[f32; 5]],
     device: &B::Device,
-) -> Result<Vec<BrowserPrediction>, String> {
+) -> Result<Vec<Prediction>, String> {
     if magnitudes.is_empty() {
         return Ok(Vec::new());
     }
@@ -280,12 +270,6 @@ async fn forward<B: Backend>(
         .map_err(|e| format!("{e:?}"))?;
     Ok(p.chunks_exact(3)
         .zip(z)
-        .map(|(p, z)| {
-            let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
-            BrowserPrediction {
-                redshift: z,
-                class: Class::from_code(best as u8).unwrap_or(Class::Unknown),
-            }
-        })
+        .map(|(p, z)| Prediction::from_probabilities([p[0], p[1], p[2]], z))
         .collect())
 }

@@ -24,6 +24,22 @@ pub struct Prediction {
     pub class_probabilities: Option<[f32; 3]>,
 }
 
+impl Prediction {
+    /// Model `model`'s prediction `p`, with its class only when the model has one.
+    pub fn of(
+        model: impl Into<String>,
+        p: &crate::model::Prediction,
+        predicts_class: bool,
+    ) -> Self {
+        Prediction {
+            model: model.into(),
+            redshift: p.redshift,
+            class: predicts_class.then_some(p.class),
+            class_probabilities: predicts_class.then_some(p.class_probability),
+        }
+    }
+}
+
 /// `GET /api/models`: a model the server can run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -185,6 +201,37 @@ pub enum RunEvent {
     Error {
         error: String,
     },
+}
+
+/// `POST /api/runs`, `POST /api/sweeps`: what was started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Created {
+    pub id: String,
+}
+
+/// `GET /api/runs/{id}/results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunResults {
+    /// `summary.json`: status, metrics on real labels, per-rank measures, cost.
+    pub summary: crate::run::RunSummary,
+    /// Predicted against spectroscopic redshift for labelled objects (at most 20,000).
+    pub scatter: Vec<ScatterPoint>,
+}
+
+/// `GET /api/model`: the shipped PhotoZ the browser runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelInfo {
+    pub name: String,
+    pub bytes: usize,
+    /// FNV-1a 64 of the weights, hex: the cache key of `/api/model/weights`.
+    pub hash: String,
+    pub weights_url: String,
+    /// The model card (data, split, metrics on real labels).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub card: serde_json::Value,
 }
 
 /// One point of the results scatter plot.

@@ -17,7 +17,7 @@ pub struct RedshiftMetrics {
 }
 
 /// How well predictions match the labels of a set of objects.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Evaluation {
     /// Objects scored (known class, and redshift for the redshift metrics).

@@ -6,7 +6,44 @@
 //!   ships it, or the safetensors `cosmicai model import` writes). On AWS, PATH is
 //!   `s3://BUCKET/KEY` or a key in the run's bucket.
 
+use crate::Class;
+use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// What a redshift model says about one object: one type for the pipeline, the
+/// server and the browser.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// `Unknown` for a model that predicts no class (AstroMAE).
+    pub class: Class,
+    /// Probability of GALAXY, STAR, QSO (NaN for a model that predicts no class).
+    pub class_probability: [f32; 3],
+    pub redshift: f32,
+}
+
+impl Prediction {
+    /// A redshift without a class.
+    pub fn redshift_only(redshift: f32) -> Self {
+        Prediction {
+            class: Class::Unknown,
+            class_probability: [f32::NAN; 3],
+            redshift,
+        }
+    }
+
+    /// The class decision, made once for every caller: the most probable of
+    /// GALAXY, STAR and QSO (the later one on a tie).
+    pub fn from_probabilities(class_probability: [f32; 3], redshift: f32) -> Self {
+        let best = (0..3)
+            .max_by(|&a, &b| class_probability[a].total_cmp(&class_probability[b]))
+            .unwrap_or(0);
+        Prediction {
+            class: Class::from_code(best as u8).unwrap_or(Class::Unknown),
+            class_probability,
+            redshift,
+        }
+    }
+}
 
 /// A parsed model name.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -216,6 +216,62 @@ pub struct RankMeasure {
     pub error: Option<String>,
 }
 
+/// `result_path/summary.json`: what `cosmicai run --json` prints last, and what
+/// the API's run results carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunSummary {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub ranks: usize,
+    pub failed_ranks: Vec<usize>,
+    pub objects: usize,
+    /// Objects the model's image branch saw (0 for a magnitudes-only model).
+    #[serde(default)]
+    pub objects_with_cutouts: usize,
+    /// The model that ran (`photoz`, `photoz:PATH`, `astromae:PATH`).
+    #[serde(default)]
+    pub model: String,
+    /// False for a model without a class prediction (AstroMAE): predictions carry
+    /// redshifts only, and `metrics.class_accuracy` is absent.
+    #[serde(default = "yes")]
+    pub predicts_class: bool,
+    pub duration_s: f64,
+    pub samples_per_s: f64,
+    pub cost_usd: f64,
+    pub result_path: String,
+    pub device: Device,
+    pub batch_size: usize,
+    pub memory_mb: u32,
+    pub files: usize,
+    pub cost: Cost,
+    /// Accuracy over predictions whose object has a spectroscopic label.
+    pub metrics: Option<crate::metrics::Evaluation>,
+    pub per_rank: Vec<RankMeasure>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A run's duration and cost before it starts (`cosmicai run --estimate`,
+/// `POST /api/estimate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Estimate {
+    pub ranks: usize,
+    pub objects: usize,
+    pub objects_per_rank: Vec<usize>,
+    /// One worker's calibrated inference rate.
+    pub calibration_samples_per_s: f64,
+    pub cold_start_s: f64,
+    pub concurrency: usize,
+    /// Wall time: ranks run `concurrency` at a time.
+    pub duration_s: f64,
+    pub cost_usd: f64,
+    pub cost: Cost,
+}
+
 /// Cost of a run at AWS prices.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -3,7 +3,7 @@
 //! A run with target `aws` uploads the partitions its bucket lacks
 //! ([`upload()`]), starts the state machine of `infra/aws/` with the CAI payload
 //! as input (the execution is named after the run), then follows it
-//! ([`follow`]): execution status and history, the Distributed Map's item
+//! ([`follow()`]): execution status and history, the Distributed Map's item
 //! counts, and the measures each rank writes, turned into the same events and
 //! registry rows as a local run. At the end the results are copied from the
 //! bucket into the local data directory, so every results view works unchanged.

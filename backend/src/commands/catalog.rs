@@ -42,24 +42,36 @@ pub struct ImportArgs {
 /// enough that the bundled catalogs make several partitions to spread over workers.
 const DEFAULT_OBJECTS: usize = 4096;
 
+/// What a catalog import read and wrote.
 #[derive(Serialize)]
-struct ImportReport {
-    objects: usize,
-    catalogs: Vec<CatalogReport>,
-    partitions: Vec<WrittenPartition>,
+pub struct ImportReport {
+    pub objects: usize,
+    pub catalogs: Vec<CatalogReport>,
+    pub partitions: Vec<WrittenPartition>,
 }
 
 pub fn run(command: CatalogCommand) -> Result<()> {
     let CatalogCommand::Import(args) = command;
+    let split = args.split.split(SplitBy::Objects(DEFAULT_OBJECTS));
+    let report = import_catalogs(&args.csv, &args.out, split)?;
+    if args.json {
+        crate::output::emit(&(serde_json::to_string(&report)? + "\n"))?;
+    } else {
+        crate::output::emit(&report_text(&report, &args.out))?;
+    }
+    Ok(())
+}
+
+/// Reads SDSS catalog CSVs (both schemas, `.csv.gz` too) into partitions under
+/// `out`, split by `split`; rows that cannot be trusted are skipped and counted.
+pub fn import_catalogs(csv: &[PathBuf], out: &Path, split: SplitBy) -> Result<ImportReport> {
     let bar = progress::counter("reading");
-    let catalogs = read_catalogs(&args.csv, |file, rows| {
+    let catalogs = read_catalogs(csv, |file, rows| {
         bar.set_message(format!("reading {}", file.display()));
         bar.set_position(rows as u64);
     })?;
     bar.finish_and_clear();
-
-    let split = args.split.split(SplitBy::Objects(DEFAULT_OBJECTS));
-    let mut sink = PartitionSink::create(&args.out, split, PartitionMeta::default())?;
+    let mut sink = PartitionSink::create(out, split, PartitionMeta::default())?;
     for catalog in &catalogs {
         let source = catalog_source(&catalog.report);
         for row in &catalog.objects {
@@ -68,18 +80,12 @@ pub fn run(command: CatalogCommand) -> Result<()> {
     }
     let partitions = sink
         .finish()
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    let report = ImportReport {
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(ImportReport {
         objects: partitions.iter().map(|p| p.objects).sum(),
         catalogs: catalogs.into_iter().map(|c| c.report).collect(),
         partitions,
-    };
-    if args.json {
-        crate::output::emit(&(serde_json::to_string(&report)? + "\n"))?;
-    } else {
-        crate::output::emit(&report_text(&report, &args.out))?;
-    }
-    Ok(())
+    })
 }
 
 /// The source every object of a catalog file points at.

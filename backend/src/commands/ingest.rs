@@ -4,14 +4,14 @@
 use anyhow::{Result, bail};
 use clap::Args;
 use cosmicai_engine::catalog::read_catalogs;
-use cosmicai_engine::dataset::{PartitionSink, SplitBy};
+use cosmicai_engine::dataset::{PartitionSink, SplitBy, WrittenPartition};
 use cosmicai_engine::imagery::detect::DetectOptions;
 use cosmicai_engine::imagery::frame::open_fields;
 use cosmicai_engine::imagery::ingest::{cut_catalog, cut_detections};
 use cosmicai_engine::partition::{PartitionMeta, Source};
 use cosmicai_shared::Provenance;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -49,86 +49,39 @@ pub struct IngestArgs {
     pub json: bool,
 }
 
+/// One field's cutouts.
 #[derive(Serialize)]
-struct FieldReport {
-    field: String,
-    objects: usize,
-    mean_valid_fraction: f32,
-    min_valid_fraction: f32,
+pub struct FieldReport {
+    pub field: String,
+    pub objects: usize,
+    pub mean_valid_fraction: f32,
+    pub min_valid_fraction: f32,
 }
 
 pub fn run(args: IngestArgs) -> Result<()> {
     if args.catalog.is_empty() && !args.detect {
         bail!("give --catalog CSV... to cut catalog objects, or --detect to find sources");
     }
-    if !(8..=512).contains(&args.size) {
-        bail!("--size {}: cutouts are 8 to 512 pixels", args.size);
-    }
-    let fields = open_fields(&args.frames)?;
-    let objects: Vec<_> = read_catalogs(&args.catalog, |_, _| {})?
-        .into_iter()
-        .flat_map(|c| c.objects)
-        .collect();
-    let catalog_names: Vec<String> = args
-        .catalog
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        })
-        .collect();
-    let mut sink = PartitionSink::create(
-        &args.out,
-        SplitBy::Objects(args.objects_per_file),
-        PartitionMeta::default(),
-    )?;
-    let mut reports = Vec::new();
-    for field in &fields {
-        let cutouts = if args.detect {
-            let options = DetectOptions {
-                threshold_sigma: args.threshold,
-                ..DetectOptions::default()
-            };
-            cut_detections(field, args.size, options, args.max_sources)
-        } else {
-            cut_catalog(field, &objects, args.size)
-        };
-        let source = Source {
-            name: format!("SDSS frame {}", field.name),
-            provenance: Provenance::Real,
-            detail: if args.detect {
-                "real SDSS corrected-frame cutouts at sources detected in r; unlabelled, 3\" aperture magnitudes".into()
-            } else {
-                format!(
-                    "real SDSS corrected-frame cutouts at the positions of {}",
-                    catalog_names.join(", ")
-                )
-            },
-        };
-        for c in &cutouts {
-            sink.push(c.row, &source, Some((&c.pixels, args.size, args.size)))?;
+    let at = if args.detect {
+        CutAt::Detections {
+            threshold_sigma: args.threshold,
+            max_sources: args.max_sources,
         }
-        let valid: Vec<f32> = cutouts.iter().map(|c| c.valid_fraction).collect();
-        reports.push(FieldReport {
-            field: field.name.clone(),
-            objects: cutouts.len(),
-            mean_valid_fraction: valid.iter().sum::<f32>() / valid.len().max(1) as f32,
-            min_valid_fraction: valid.iter().copied().fold(f32::NAN, f32::min),
-        });
-    }
-    let written = sink.finish()?;
-    if written.is_empty() {
-        bail!(
-            "no objects fall on the frames in {}; nothing written",
-            args.frames.display()
-        );
-    }
+    } else {
+        CutAt::Catalog(&args.catalog)
+    };
+    let report = cut(
+        &args.frames,
+        at,
+        args.size,
+        &args.out,
+        args.objects_per_file,
+    )?;
     if args.json {
-        let report = serde_json::json!({ "fields": reports, "partitions": written });
-        crate::output::emit(&(report.to_string() + "\n"))
+        crate::output::emit(&(serde_json::to_string(&report)? + "\n"))
     } else {
         let mut out = String::new();
-        for r in &reports {
+        for r in &report.fields {
             crate::line!(
                 out,
                 "field {}: {} cutouts of {}x{} px, valid fraction mean {:.3}, min {:.3}",
@@ -143,9 +96,114 @@ pub fn run(args: IngestArgs) -> Result<()> {
         crate::line!(
             out,
             "wrote {} partitions to {}",
-            written.len(),
+            report.partitions.len(),
             args.out.display()
         );
         crate::output::emit(&out)
     }
+}
+
+/// Where cutouts are cut.
+pub enum CutAt<'a> {
+    /// At the sources found in the r band (peaks above `threshold_sigma` times
+    /// its noise), the brightest `max_sources` per field.
+    Detections {
+        threshold_sigma: f32,
+        max_sources: usize,
+    },
+    /// At the positions of these catalogs' objects that fall on a field.
+    Catalog(&'a [PathBuf]),
+}
+
+/// What was cut, per field, and the partitions written.
+#[derive(Serialize)]
+pub struct IngestReport {
+    pub fields: Vec<FieldReport>,
+    pub partitions: Vec<WrittenPartition>,
+}
+
+/// Cuts `size` x `size` five-band cutouts from the SDSS fields in `frames` into
+/// partitions of `objects_per_file` under `out`.
+pub fn cut(
+    frames: &Path,
+    at: CutAt,
+    size: usize,
+    out: &Path,
+    objects_per_file: usize,
+) -> Result<IngestReport> {
+    if !(8..=512).contains(&size) {
+        bail!("--size {size}: cutouts are 8 to 512 pixels");
+    }
+    let fields = open_fields(frames)?;
+    let catalogs: &[PathBuf] = match at {
+        CutAt::Catalog(c) => c,
+        CutAt::Detections { .. } => &[],
+    };
+    let objects: Vec<_> = read_catalogs(catalogs, |_, _| {})?
+        .into_iter()
+        .flat_map(|c| c.objects)
+        .collect();
+    let catalog_names: Vec<String> = catalogs
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        })
+        .collect();
+    let mut sink = PartitionSink::create(
+        out,
+        SplitBy::Objects(objects_per_file),
+        PartitionMeta::default(),
+    )?;
+    let mut reports = Vec::new();
+    for field in &fields {
+        let (cutouts, detail) = match at {
+            CutAt::Detections {
+                threshold_sigma,
+                max_sources,
+            } => {
+                let options = DetectOptions {
+                    threshold_sigma,
+                    ..DetectOptions::default()
+                };
+                (
+                    cut_detections(field, size, options, max_sources),
+                    "real SDSS corrected-frame cutouts at sources detected in r; unlabelled, 3\" aperture magnitudes".to_string(),
+                )
+            }
+            CutAt::Catalog(_) => (
+                cut_catalog(field, &objects, size),
+                format!(
+                    "real SDSS corrected-frame cutouts at the positions of {}",
+                    catalog_names.join(", ")
+                ),
+            ),
+        };
+        let source = Source {
+            name: format!("SDSS frame {}", field.name),
+            provenance: Provenance::Real,
+            detail,
+        };
+        for c in &cutouts {
+            sink.push(c.row, &source, Some((&c.pixels, size, size)))?;
+        }
+        let valid: Vec<f32> = cutouts.iter().map(|c| c.valid_fraction).collect();
+        reports.push(FieldReport {
+            field: field.name.clone(),
+            objects: cutouts.len(),
+            mean_valid_fraction: valid.iter().sum::<f32>() / valid.len().max(1) as f32,
+            min_valid_fraction: valid.iter().copied().fold(f32::NAN, f32::min),
+        });
+    }
+    let written = sink.finish()?;
+    if written.is_empty() {
+        bail!(
+            "no objects fall on the frames in {}; nothing written",
+            frames.display()
+        );
+    }
+    Ok(IngestReport {
+        fields: reports,
+        partitions: written,
+    })
 }

@@ -12,7 +12,7 @@ use cosmicai_engine::imagery::synth::{Renderer, Scratch};
 use cosmicai_engine::partition::{ObjectRow, PartitionMeta, Source};
 use cosmicai_shared::Provenance;
 use rayon::prelude::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -60,35 +60,85 @@ pub fn render_rows(renderer: &Renderer, first: usize, rows: &[ObjectRow], out: &
 const CHUNK: usize = 4096;
 
 pub fn run(args: SynthArgs) -> Result<()> {
-    if !(8..=512).contains(&args.size) {
-        bail!("--size {}: cutouts are 8 to 512 pixels", args.size);
+    let report = render(
+        &args.catalog,
+        &args.out,
+        args.size,
+        args.seed,
+        args.objects,
+        args.frames.as_deref(),
+        args.objects_per_file,
+    )?;
+    if args.json {
+        crate::output::emit(&(serde_json::to_string(&report)? + "\n"))
+    } else {
+        crate::output::emit(&format!(
+            "rendered {objects} synthetic {size}x{size} cutouts in {seconds:.1} s into {partitions} partitions in {out} (seeing and noise from {calibration})\n",
+            objects = report.objects,
+            size = report.size,
+            seconds = report.seconds,
+            partitions = report.partitions,
+            out = args.out.display(),
+            calibration = report.calibration
+        ))
     }
-    let calibration = match &args.frames {
+}
+
+/// What a rendering made.
+#[derive(serde::Serialize)]
+pub struct SynthReport {
+    pub objects: usize,
+    /// Always true: every object rendered here is marked synthetic.
+    pub synthetic: bool,
+    pub size: usize,
+    pub seconds: f64,
+    /// Where the seeing and noise were measured.
+    pub calibration: String,
+    pub partitions: usize,
+}
+
+/// Renders `objects` labelled `size` x `size` cutouts (default: each catalog
+/// object once; more are drawn with replacement) from the magnitudes, class and
+/// redshift of `catalogs`, with seeing and noise from `frames` or the bundled
+/// calibration, into partitions of `objects_per_file` under `out`.
+pub fn render(
+    catalogs: &[PathBuf],
+    out: &Path,
+    size: usize,
+    seed: u64,
+    objects: Option<usize>,
+    frames: Option<&Path>,
+    objects_per_file: usize,
+) -> Result<SynthReport> {
+    if !(8..=512).contains(&size) {
+        bail!("--size {size}: cutouts are 8 to 512 pixels");
+    }
+    let calibration = match frames {
         Some(dir) => {
             let fields = open_fields(dir)?;
             measure_field(fields.first().context("no field")?)?
         }
         None => Calibration::bundled(),
     };
-    let catalog: Vec<ObjectRow> = read_catalogs(&args.catalog, |_, _| {})?
+    let catalog: Vec<ObjectRow> = read_catalogs(catalogs, |_, _| {})?
         .into_iter()
         .flat_map(|c| c.objects)
         .collect();
     if catalog.is_empty() {
         bail!("the catalogs hold no usable objects");
     }
-    let total = args.objects.unwrap_or(catalog.len());
+    let total = objects.unwrap_or(catalog.len());
     if total == 0 {
         bail!("--objects 0: nothing to make");
     }
-    let renderer = Renderer::new(&calibration, args.size, args.seed);
+    let renderer = Renderer::new(&calibration, size, seed);
     let source = Source {
-        name: format!("cosmicai synth seed {}", args.seed),
+        name: format!("cosmicai synth seed {seed}"),
         provenance: Provenance::Synthetic,
         detail: format!(
             "synthetic images rendered by CosmicAI (PSF / Sersic, seeing and noise from {}); magnitudes, class and redshift from {}",
             calibration.measured_on,
-            args.catalog
+            catalogs
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
@@ -96,48 +146,37 @@ pub fn run(args: SynthArgs) -> Result<()> {
         ),
     };
     let mut sink = PartitionSink::create(
-        &args.out,
-        SplitBy::Objects(args.objects_per_file),
+        out,
+        SplitBy::Objects(objects_per_file),
         PartitionMeta::default(),
     )?;
-    let per_object = 5 * args.size * args.size;
+    let per_object = 5 * size * size;
     let bar = progress::count_bar(total as u64, "rendering");
     let start = std::time::Instant::now();
     let mut pixels = vec![0.0f32; CHUNK * per_object];
     for first in (0..total).step_by(CHUNK) {
         let n = CHUNK.min(total - first);
         let rows: Vec<ObjectRow> = (first..first + n)
-            .map(|i| draw(&catalog, i, args.objects.is_some(), args.seed))
+            .map(|i| draw(&catalog, i, objects.is_some(), seed))
             .collect();
         render_rows(&renderer, first, &rows, &mut pixels[..n * per_object]);
         for (k, row) in rows.iter().enumerate() {
             let image = &pixels[k * per_object..(k + 1) * per_object];
-            sink.push(*row, &source, Some((image, args.size, args.size)))?;
+            sink.push(*row, &source, Some((image, size, size)))?;
         }
         bar.set_position((first + n) as u64);
     }
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let written = sink.finish()?;
-    let report = serde_json::json!({
-        "objects": total,
-        "synthetic": true,
-        "size": args.size,
-        "seconds": seconds,
-        "calibration": calibration.measured_on,
-        "partitions": written.len(),
-    });
-    if args.json {
-        crate::output::emit(&(report.to_string() + "\n"))
-    } else {
-        crate::output::emit(&format!(
-            "rendered {total} synthetic {0}x{0} cutouts in {seconds:.1} s into {1} partitions in {2} (seeing and noise from {3})\n",
-            args.size,
-            written.len(),
-            args.out.display(),
-            calibration.measured_on
-        ))
-    }
+    Ok(SynthReport {
+        objects: total,
+        synthetic: true,
+        size,
+        seconds,
+        calibration: calibration.measured_on,
+        partitions: written.len(),
+    })
 }
 
 /// Object `i` of the output: the catalog in order, or a draw with replacement.

@@ -10,10 +10,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cosmicai_shared::api::{
-    ModelEntry, ObjectDetail, ObjectPage, Prediction, RunEvent, RunInfo, RunLaunch, ScatterPoint,
-    SweepInfo, SweepLaunch,
+    Created, ModelEntry, ModelInfo, ObjectDetail, ObjectPage, Prediction, RunEvent, RunInfo,
+    RunLaunch, RunResults, ScatterPoint, SweepInfo, SweepLaunch,
 };
 use cosmicai_shared::display::{Stretch, asinh_gray, lupton_rgb};
+use cosmicai_shared::run::{Estimate, RunSummary};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -123,12 +124,11 @@ fn image_predictions(state: &AppState, id: i64) -> Vec<Prediction> {
                 )
                 .ok()?;
             let p = p.predictions.first()?;
-            Some(Prediction {
-                model: m.entry.name.clone(),
-                redshift: p.redshift,
-                class: model.predicts_class().then_some(p.class),
-                class_probabilities: model.predicts_class().then_some(p.class_probability),
-            })
+            Some(Prediction::of(
+                m.entry.name.clone(),
+                p,
+                model.predicts_class(),
+            ))
         })
         .collect()
 }
@@ -276,32 +276,18 @@ pub async fn cutouts(
             ));
         }
         if out.is_empty() {
-            out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(crop as u32).to_le_bytes());
+            out = cosmicai_shared::cutouts::begin(ids.len(), crop);
         }
-        out.extend_from_slice(&id.to_le_bytes());
         let start = (size - crop) / 2;
-        for b in 0..5 {
-            for y in start..start + crop {
-                for x in start..start + crop {
-                    out.extend_from_slice(&pixels[b * size * size + y * size + x].to_le_bytes());
-                }
-            }
-        }
+        let pixels: &[f32] = &pixels;
+        let cropped = (0..5).flat_map(|b| {
+            (start..start + crop).flat_map(move |y| {
+                (start..start + crop).map(move |x| pixels[b * size * size + y * size + x])
+            })
+        });
+        cosmicai_shared::cutouts::push(&mut out, *id, cropped);
     }
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ModelInfo {
-    pub name: String,
-    pub bytes: usize,
-    /// FNV-1a 64 of the weights, hex: the cache key of `/api/model/weights`.
-    pub hash: String,
-    pub weights_url: String,
-    /// The model card (data, split, metrics on real labels).
-    #[schema(value_type = Object)]
-    pub card: serde_json::Value,
 }
 
 #[utoipa::path(get, path = "/api/model", responses((status = 200, body = ModelInfo)))]
@@ -349,11 +335,6 @@ pub async fn list_runs(State(state): AppStateRef) -> ApiResult<Json<Vec<RunInfo>
             .await
             .map_err(Error::internal)??;
     Ok(Json(runs))
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Created {
-    pub id: String,
 }
 
 #[utoipa::path(post, path = "/api/runs", request_body = RunLaunch,
@@ -485,15 +466,6 @@ pub async fn run_events(State(state): AppStateRef, Path(id): Path<String>) -> Ap
         .into_response())
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct RunResults {
-    /// `summary.json`: status, metrics on real labels, per-rank measures, cost.
-    #[schema(value_type = Object)]
-    pub summary: serde_json::Value,
-    /// Predicted against spectroscopic redshift for labelled objects (at most 20,000).
-    pub scatter: Vec<ScatterPoint>,
-}
-
 #[utoipa::path(get, path = "/api/runs/{id}/results", params(("id" = String, Path)),
     responses((status = 200, body = RunResults), (status = 404, body = cosmicai_shared::api::ApiError),
         (status = 409, body = cosmicai_shared::api::ApiError)))]
@@ -511,7 +483,7 @@ pub async fn run_results(
                 format!("run {id}: no results yet (status {})", run.status.name()),
             )
         })?;
-        let summary: serde_json::Value = serde_json::from_str(&text).map_err(Error::internal)?;
+        let summary: RunSummary = serde_json::from_str(&text).map_err(Error::internal)?;
         let mut scatter = Vec::new();
         for rank in 0..run.world_size {
             let Ok(bytes) =
@@ -537,13 +509,13 @@ pub async fn run_results(
 }
 
 #[utoipa::path(post, path = "/api/estimate", request_body = RunLaunch,
-    responses((status = 200, description = "Duration and cost estimate", body = Object),
+    responses((status = 200, description = "Duration and cost estimate", body = Estimate),
         (status = 400, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
         (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
 pub async fn estimate(
     State(state): AppStateRef,
     Json(launch): Json<RunLaunch>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Estimate>> {
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
         let request = super::runs::request_of(&st.data_dir, &st.models, &launch, "estimate")
@@ -555,7 +527,7 @@ pub async fn estimate(
                     None => Error::internal(e),
                 },
             )?;
-        Ok(Json(serde_json::to_value(e).map_err(Error::internal)?))
+        Ok(Json(e))
     })
     .await
     .map_err(Error::internal)?

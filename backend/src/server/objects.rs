@@ -152,12 +152,7 @@ impl ObjectIndex {
                             has_image,
                         },
                         source_detail: source.detail.clone(),
-                        prediction: Prediction {
-                            model: "photoz (shipped)".into(),
-                            redshift: p.redshift,
-                            class: Some(p.class),
-                            class_probabilities: Some(p.class_probability),
-                        },
+                        prediction: Prediction::of("photoz (shipped)", p, true),
                         valid_fraction: valid,
                         file: file_index,
                         row,

@@ -1,8 +1,9 @@
 //! First start: build the served datasets from the bundled real data, so a fresh
 //! clone serves real catalog objects, real cutouts and labelled synthetic cutouts.
 
-use crate::commands::{SplitArgs, catalog, ingest, synth};
+use crate::commands::{catalog, ingest, synth};
 use anyhow::{Context, Result};
+use cosmicai_engine::dataset::SplitBy;
 use std::path::Path;
 
 /// Synthetic cutouts made on first start (drawn from the bundled catalogs).
@@ -26,16 +27,8 @@ pub fn prepare(data_dir: &Path, assets: &Path) -> Result<()> {
             "preparing {}: importing the bundled catalogs",
             data_dir.display()
         );
-        catalog::run(catalog::CatalogCommand::Import(catalog::ImportArgs {
-            csv: catalogs.clone(),
-            out: data_dir.join("catalog"),
-            split: SplitArgs {
-                size: None,
-                objects: Some(4096),
-            },
-            json: false,
-        }))
-        .context("importing the bundled catalogs")?;
+        catalog::import_catalogs(&catalogs, &data_dir.join("catalog"), SplitBy::Objects(4096))
+            .context("importing the bundled catalogs")?;
     }
     let field = assets.join("fields/2820-3-0122");
     if !data_dir.join("real").is_dir() && field.is_dir() {
@@ -43,17 +36,16 @@ pub fn prepare(data_dir: &Path, assets: &Path) -> Result<()> {
             "preparing {}: real cutouts of the bundled SDSS field",
             data_dir.display()
         );
-        ingest::run(ingest::IngestArgs {
-            frames: field,
-            catalog: Vec::new(),
-            detect: true,
-            threshold: 8.0,
-            max_sources: 1000,
-            size: 64,
-            out: data_dir.join("real"),
-            objects_per_file: 4096,
-            json: false,
-        })
+        ingest::cut(
+            &field,
+            ingest::CutAt::Detections {
+                threshold_sigma: 8.0,
+                max_sources: 1000,
+            },
+            64,
+            &data_dir.join("real"),
+            4096,
+        )
         .context("cutting the bundled field")?;
     }
     if !data_dir.join("synthetic").is_dir() {
@@ -61,16 +53,15 @@ pub fn prepare(data_dir: &Path, assets: &Path) -> Result<()> {
             "preparing {}: {SYNTHETIC_OBJECTS} synthetic cutouts",
             data_dir.display()
         );
-        synth::run(synth::SynthArgs {
-            catalog: catalogs,
-            out: data_dir.join("synthetic"),
-            size: 64,
-            seed: 1,
-            objects: Some(SYNTHETIC_OBJECTS),
-            frames: None,
-            objects_per_file: 4096,
-            json: false,
-        })
+        synth::render(
+            &catalogs,
+            &data_dir.join("synthetic"),
+            64,
+            1,
+            Some(SYNTHETIC_OBJECTS),
+            None,
+            4096,
+        )
         .context("rendering synthetic cutouts")?;
     }
     Ok(())

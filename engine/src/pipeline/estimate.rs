@@ -5,23 +5,8 @@ use super::{Payload, PipelineError};
 use crate::cost::{billed_ms, run_cost};
 use crate::partition::PartitionFile;
 use crate::store::ObjectStore;
-use cosmicai_shared::run::{Cost, RankMeasure};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Estimate {
-    pub ranks: usize,
-    pub objects: usize,
-    pub objects_per_rank: Vec<usize>,
-    /// One worker's calibrated inference rate.
-    pub calibration_samples_per_s: f64,
-    pub cold_start_s: f64,
-    pub concurrency: usize,
-    /// Wall time: ranks run `concurrency` at a time.
-    pub duration_s: f64,
-    pub cost_usd: f64,
-    pub cost: Cost,
-}
+pub use cosmicai_shared::run::Estimate;
+use cosmicai_shared::run::RankMeasure;
 
 /// Estimates `payload`'s run: each rank takes `cold_start_s + objects / samples_per_s`,
 /// ranks are scheduled `concurrency` at a time, the bill uses the same prices as real runs.

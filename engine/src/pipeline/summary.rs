@@ -4,45 +4,8 @@ use super::{Payload, PipelineError, predictions_key, rank_key, read_predictions}
 use crate::cost::run_cost;
 use crate::metrics::Scorer;
 use crate::store::{ObjectStore, PARALLEL_GETS, StoreError, for_each_fetched, join};
-use cosmicai_shared::metrics::Evaluation;
-use cosmicai_shared::run::{Cost, Device, RankMeasure, RankResult, RunStatus};
-use serde::{Deserialize, Serialize};
-
-/// `result_path/summary.json`: what `cosmicai run --json` prints last.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSummary {
-    pub run_id: String,
-    pub status: RunStatus,
-    pub ranks: usize,
-    pub failed_ranks: Vec<usize>,
-    pub objects: usize,
-    /// Objects the model's image branch saw (0 for a magnitudes-only model).
-    #[serde(default)]
-    pub objects_with_cutouts: usize,
-    /// The model that ran (`photoz`, `photoz:PATH`, `astromae:PATH`).
-    #[serde(default)]
-    pub model: String,
-    /// False for a model without a class prediction (AstroMAE): predictions carry
-    /// redshifts only, and `metrics.class_accuracy` is absent.
-    #[serde(default = "yes")]
-    pub predicts_class: bool,
-    pub duration_s: f64,
-    pub samples_per_s: f64,
-    pub cost_usd: f64,
-    pub result_path: String,
-    pub device: Device,
-    pub batch_size: usize,
-    pub memory_mb: u32,
-    pub files: usize,
-    pub cost: Cost,
-    /// Accuracy over predictions whose object has a spectroscopic label.
-    pub metrics: Option<Evaluation>,
-    pub per_rank: Vec<RankMeasure>,
-}
-
-fn yes() -> bool {
-    true
-}
+pub use cosmicai_shared::run::RunSummary;
+use cosmicai_shared::run::{RankMeasure, RankResult, RunStatus};
 
 /// Reads the rank results written so far, writes `combined_data.json` and `summary.json`.
 ///

@@ -10,23 +10,16 @@ use wasm_bindgen::{Clamped, JsCast};
 /// `/api/cutouts` for one object: its `[5, side, side]` pixels.
 async fn cutout(id: i64) -> Result<(Vec<f32>, usize), String> {
     let raw = crate::api::bytes(&format!("/api/cutouts?ids={id}")).await?;
-    let side = u32::from_le_bytes(
-        raw.get(4..8)
-            .ok_or("short reply")?
-            .try_into()
-            .unwrap_or_default(),
-    ) as usize;
-    let pixels = raw
-        .get(16..)
-        .ok_or("short reply")?
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    let cutout = cosmicai_shared::cutouts::decode(&raw)?
+        .into_iter()
+        .next()
+        .ok_or("no cutout in the reply")?;
+    let pixels = cutout
+        .pixels
+        .into_iter()
         .map(|v| if v.is_finite() { v } else { 0.0 })
-        .collect::<Vec<f32>>();
-    if pixels.len() != 5 * side * side {
-        return Err("unexpected cutout size".into());
-    }
-    Ok((pixels, side))
+        .collect();
+    Ok((pixels, cutout.side))
 }
 
 fn draw(

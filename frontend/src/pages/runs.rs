@@ -3,17 +3,12 @@
 
 use super::ErrorMessage;
 use crate::charts::{Bars, DensityScatter, Histogram};
-use cosmicai_shared::api::{ModelEntry, RunEvent, RunInfo, RunLaunch, ScatterPoint, Target};
-use cosmicai_shared::run::Device;
+use cosmicai_shared::api::{Created, ModelEntry, RunEvent, RunInfo, RunLaunch, RunResults, Target};
+use cosmicai_shared::model::ModelSpec;
+use cosmicai_shared::run::{Device, Estimate, RunSummary};
 use leptos::prelude::*;
-use serde::Deserialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
-
-#[derive(Deserialize)]
-struct Created {
-    id: String,
-}
 
 #[component]
 pub fn RunsPage() -> impl IntoView {
@@ -63,10 +58,10 @@ pub fn RunsPage() -> impl IntoView {
         leptos::task::spawn_local(async move {
             let result = match body {
                 Err(e) => Err(e),
-                Ok(body) => crate::api::post::<_, serde_json::Value>("/api/estimate", &body).await.map(|e| {
+                Ok(body) => crate::api::post::<_, Estimate>("/api/estimate", &body).await.map(|e| {
                     format!(
                         "Estimate: {} objects over {} ranks, about {:.2} s and ${:.6} at AWS prices.",
-                        e["objects"], e["ranks"], e["duration_s"].as_f64().unwrap_or(0.0), e["cost_usd"].as_f64().unwrap_or(0.0)
+                        e.objects, e.ranks, e.duration_s, e.cost_usd
                     )
                 }),
             };
@@ -234,12 +229,6 @@ fn apply(ranks: &mut Vec<RankView>, e: &RunEvent) {
     }
 }
 
-#[derive(Deserialize, Clone)]
-struct Results {
-    summary: serde_json::Value,
-    scatter: Vec<ScatterPoint>,
-}
-
 #[component]
 pub fn RunPage(id: String) -> impl IntoView {
     let events = RwSignal::new(Vec::<RunEvent>::new());
@@ -291,7 +280,7 @@ pub fn RunPage(id: String) -> impl IntoView {
         async move {
             match finished {
                 Some(Ok(_)) => {
-                    Some(crate::api::get::<Results>(&format!("/api/runs/{id}/results")).await)
+                    Some(crate::api::get::<RunResults>(&format!("/api/runs/{id}/results")).await)
                 }
                 _ => None,
             }
@@ -320,7 +309,7 @@ pub fn RunPage(id: String) -> impl IntoView {
             }}
         </div>
         {move || match results.get() {
-            Some(Some(Ok(r))) => view! { <RunResults results=r /> }.into_any(),
+            Some(Some(Ok(r))) => view! { <ResultsView results=r /> }.into_any(),
             Some(Some(Err(e))) => view! { <ErrorMessage message=e /> }.into_any(),
             _ => ().into_any(),
         }}
@@ -328,31 +317,39 @@ pub fn RunPage(id: String) -> impl IntoView {
 }
 
 /// The run's model as the API names it (file name only).
-fn model_name(summary: &serde_json::Value) -> String {
-    let model = summary["model"].as_str().unwrap_or("photoz");
-    match model.split_once(':') {
-        Some((family, path)) => {
-            let file = path.rsplit('/').next().unwrap_or(path);
-            format!("{family}:{file}")
-        }
-        None => model.to_string(),
+fn model_name(summary: &RunSummary) -> String {
+    let model = if summary.model.is_empty() {
+        "photoz"
+    } else {
+        &summary.model
+    };
+    match ModelSpec::parse(model) {
+        Ok(spec) => match spec.weights() {
+            Some(path) => format!(
+                "{}:{}",
+                spec.family(),
+                path.rsplit('/').next().unwrap_or(path)
+            ),
+            None => spec.family().to_string(),
+        },
+        Err(_) => model.to_string(),
     }
 }
 
 /// Class accuracy, or why there is none.
-fn class_line(summary: &serde_json::Value) -> String {
-    if summary["predicts_class"].as_bool() == Some(false) {
+fn class_line(summary: &RunSummary) -> String {
+    if !summary.predicts_class {
         return "no class prediction (redshift only)".into();
     }
-    match summary["metrics"]["class_accuracy"].as_f64() {
+    match summary.metrics.as_ref().and_then(|m| m.class_accuracy) {
         Some(a) => format!("class accuracy {a:.3}"),
         None => "class accuracy: no labelled objects".into(),
     }
 }
 
 #[component]
-fn RunResults(results: Results) -> impl IntoView {
-    let s = results.summary.clone();
+fn ResultsView(results: RunResults) -> impl IntoView {
+    let s = results.summary;
     let points: Vec<(f32, f32)> = results
         .scatter
         .iter()
@@ -363,46 +360,52 @@ fn RunResults(results: Results) -> impl IntoView {
         .iter()
         .map(|p| ((p.z_pred - p.z_spec) / (1.0 + p.z_spec)) as f64)
         .collect();
-    let metric_rows = ["galaxy", "qso", "all"]
+    let groups = s
+        .metrics
+        .as_ref()
+        .map(|m| {
+            [
+                ("galaxy", m.galaxy.clone()),
+                ("qso", m.qso.clone()),
+                ("all", m.all.clone()),
+            ]
+        })
+        .unwrap_or_default();
+    let metric_rows = groups
         .into_iter()
-        .filter_map(|group| {
-            let m = s["metrics"][group].as_object()?.clone();
-            let f = |k: &str| m.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+        .filter_map(|(group, m)| {
+            let m = m?;
             Some(view! {
-                <tr><td>{group}</td><td>{m.get("n").and_then(|v| v.as_u64()).unwrap_or(0)}</td>
-                <td>{format!("{:.4}", f("mae"))}</td><td>{format!("{:.4}", f("mse"))}</td><td>{format!("{:+.4}", f("bias"))}</td>
-                <td>{format!("{:.4}", f("nmad"))}</td><td>{format!("{:.3}", f("r2"))}</td>
-                <td>{format!("{:.3}", f("outlier_frac_0_05"))}</td><td>{format!("{:.3}", f("outlier_frac_0_15"))}</td></tr>
+                <tr><td>{group}</td><td>{m.n}</td>
+                <td>{format!("{:.4}", m.mae)}</td><td>{format!("{:.4}", m.mse)}</td><td>{format!("{:+.4}", m.bias)}</td>
+                <td>{format!("{:.4}", m.nmad)}</td><td>{format!("{:.3}", m.r2)}</td>
+                <td>{format!("{:.3}", m.outlier_frac_0_05)}</td><td>{format!("{:.3}", m.outlier_frac_0_15)}</td></tr>
             })
         })
         .collect_view();
-    let per_rank = s["per_rank"].as_array().cloned().unwrap_or_default();
-    let durations: Vec<(String, f64)> = per_rank
+    let durations: Vec<(String, f64)> = s
+        .per_rank
         .iter()
-        .map(|r| {
-            (
-                format!("rank {}", r["rank"]),
-                r["duration_s"].as_f64().unwrap_or(0.0),
-            )
-        })
+        .map(|r| (format!("rank {}", r.rank), r.duration_s))
         .collect();
-    let memory: Vec<(String, f64)> = per_rank
+    let memory: Vec<(String, f64)> = s
+        .per_rank
         .iter()
-        .map(|r| {
-            (
-                format!("rank {}", r["rank"]),
-                r["peak_rss_mb"].as_f64().unwrap_or(0.0),
-            )
-        })
+        .map(|r| (format!("rank {}", r.rank), r.peak_rss_mb))
         .collect();
-    let cost = s["cost"].clone();
-    let c = |k: &str| cost[k].as_f64().unwrap_or(0.0);
+    let line = format!(
+        "{} objects in {:.2} s ({:.0} objects/s) with {}, {}",
+        s.objects,
+        s.duration_s,
+        s.samples_per_s,
+        model_name(&s),
+        class_line(&s)
+    );
+    let cost = s.cost;
     view! {
         <section class="results">
             <h3>"Results"</h3>
-            <p class="results-line">{format!("{} objects in {:.2} s ({:.0} objects/s) with {}, {}",
-                s["objects"], s["duration_s"].as_f64().unwrap_or(0.0), s["samples_per_s"].as_f64().unwrap_or(0.0),
-                model_name(&s), class_line(&s))}</p>
+            <p class="results-line">{line}</p>
             <div class="charts">
                 <DensityScatter points=points />
                 <Histogram values=residuals lo=-0.3 hi=0.3 label="(z_pred − z_spec) / (1 + z_spec)".to_string() />
@@ -416,11 +419,11 @@ fn RunResults(results: Results) -> impl IntoView {
             <div class="charts"><Bars items=durations unit="s".to_string() /><Bars items=memory unit="MB".to_string() /></div>
             <h4>"Cost at AWS prices"</h4>
             <table class="cost">
-                <tr><td>"Lambda compute"</td><td>{format!("{:.3} GB-s", c("lambda_gb_s"))}</td><td>{format!("${:.6}", c("lambda_compute_usd"))}</td></tr>
-                <tr><td>"Lambda requests"</td><td>{cost["lambda_requests"].to_string()}</td><td>{format!("${:.6}", c("lambda_requests_usd"))}</td></tr>
-                <tr><td>"Step Functions transitions"</td><td>{cost["state_transitions"].to_string()}</td><td>{format!("${:.6}", c("step_functions_usd"))}</td></tr>
-                <tr><td>"S3 requests"</td><td>{format!("{} put/list, {} get", cost["s3_put_list"], cost["s3_get"])}</td><td>{format!("${:.6}", c("s3_usd"))}</td></tr>
-                <tr class="total"><td>"Total"</td><td></td><td>{format!("${:.6}", c("total_usd"))}</td></tr>
+                <tr><td>"Lambda compute"</td><td>{format!("{:.3} GB-s", cost.lambda_gb_s)}</td><td>{format!("${:.6}", cost.lambda_compute_usd)}</td></tr>
+                <tr><td>"Lambda requests"</td><td>{cost.lambda_requests}</td><td>{format!("${:.6}", cost.lambda_requests_usd)}</td></tr>
+                <tr><td>"Step Functions"</td><td>{format!("{} transitions, {} Express children", cost.state_transitions, cost.express_executions)}</td><td>{format!("${:.6}", cost.step_functions_usd)}</td></tr>
+                <tr><td>"S3 requests"</td><td>{format!("{} put/list, {} get", cost.s3_put_list, cost.s3_get)}</td><td>{format!("${:.6}", cost.s3_usd)}</td></tr>
+                <tr class="total"><td>"Total"</td><td></td><td>{format!("${:.6}", cost.total_usd)}</td></tr>
             </table>
         </section>
     }
