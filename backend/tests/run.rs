@@ -243,6 +243,7 @@ fn kill_one_worker(data: &str) -> i32 {
         if let Some(&pid) = workers(data).first() {
             // Give it time to load the model and pause, then kill it mid-run.
             std::thread::sleep(Duration::from_millis(300));
+            // SAFETY: signalling a worker of the run this test started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             return pid;
         }

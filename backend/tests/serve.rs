@@ -584,3 +584,70 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
     );
     assert_json_error(&get(&s, "/api/sweeps/sweep-nope"), 404, "no such sweep");
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn objects_with_non_square_cutouts_are_served_without_an_image() {
+    use cosmicai_engine::partition::{
+        Images, ObjectRow, Partition, PartitionMeta, Source, write_partition,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(data_dir(), dir.path());
+    // One object whose cutouts are 32 x 40: the partition reader accepts them.
+    let mut partition = Partition::new(
+        PartitionMeta::default(),
+        vec![Source {
+            name: "odd".into(),
+            provenance: cosmicai_shared::Provenance::Real,
+            detail: "a test partition with non-square cutouts".into(),
+        }],
+    );
+    partition.push(
+        ObjectRow {
+            object_id: 4242,
+            ra: 10.0,
+            dec: 1.0,
+            magnitudes: [19.0, 18.0, 17.5, 17.2, 17.0],
+            redshift: 0.1,
+            class: cosmicai_shared::Class::Galaxy,
+        },
+        0,
+    );
+    partition.images = Some(Images {
+        height: 32,
+        width: 40,
+        pixels: vec![1.0; 5 * 32 * 40],
+    });
+    write_partition(dir.path().join("real/part-odd.safetensors"), &partition).unwrap();
+    let s = start_in(dir.path(), "127.0.0.1:0", &[]);
+    let detail = get(&s, "/api/objects/4242");
+    assert_eq!(detail.status, 200);
+    assert_eq!(
+        detail.json()["object"]["has_image"],
+        false,
+        "{}",
+        detail.json()
+    );
+    for path in ["/api/objects/4242/image.png", "/api/cutouts?ids=4242"] {
+        let r = get(&s, path);
+        assert_eq!(r.status, 404, "{path}");
+        assert!(
+            r.json()["error"].as_str().unwrap().contains("no image"),
+            "{path}"
+        );
+    }
+    // The server is still up.
+    assert_eq!(get(&s, "/api/health").status, 200);
+}

@@ -6,7 +6,7 @@
 //!
 //! Workers talk back on stdout, one JSON object a line:
 //! `{"event":"ready"}` once the model is loaded, `{"event":"objects","objects":N}`
-//! after the first batch and then as they go, `{"event":"done","objects":N,"throughput_bps":B}` at the end.
+//! after the first batch and then as they go, `{"event":"done","objects":N,"throughput_bps":B,"peak_rss_mb":M}` at the end.
 
 use crate::cost::billed_ms;
 use cosmicai_shared::api::RunEvent;
@@ -44,8 +44,18 @@ pub struct ExecutorConfig {
 #[serde(tag = "event", rename_all = "lowercase")]
 pub enum WorkerMessage {
     Ready,
-    Objects { objects: usize },
-    Done { objects: usize, throughput_bps: f64 },
+    Objects {
+        objects: usize,
+    },
+    Done {
+        objects: usize,
+        throughput_bps: f64,
+        /// The worker's own peak RSS (`VmHWM`), read just before it ends. The
+        /// kernel's `ru_maxrss` of a child includes the memory of the parent it
+        /// was forked from (a server's gigabyte), so it cannot be used.
+        #[serde(default)]
+        peak_rss_mb: Option<f64>,
+    },
 }
 
 enum Message {
@@ -209,7 +219,8 @@ fn run_attempt(
                 Ok(WorkerMessage::Done {
                     objects,
                     throughput_bps,
-                }) => done = Some((objects, throughput_bps)),
+                    peak_rss_mb,
+                }) => done = Some((objects, throughput_bps, peak_rss_mb)),
                 Err(_) => {} // anything else on stdout is the worker's own business
             }
         }
@@ -223,10 +234,12 @@ fn run_attempt(
 
     // Poll the child: enforce memory like Lambda, and collect its rusage at exit.
     let mut out_of_memory = None;
+    let mut polled_peak_mb = 0.0f64;
     let (status, usage) = loop {
         let mut status = 0;
-        // SAFETY: rusage is plain data; wait4 fills it for our own child.
+        // SAFETY: rusage is plain data, valid when all zeros.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 fills `status` and `usage`, both ours, for our own child.
         let r = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
         if r == pid as i32 {
             break (status, usage);
@@ -245,7 +258,9 @@ fn run_attempt(
             let _ = errors.join();
             return Err(CANCELLED.into());
         }
-        if let Some(rss) = crate::system::rss_mb(pid)
+        let rss = crate::system::rss_mb(pid);
+        polled_peak_mb = polled_peak_mb.max(rss.unwrap_or(0.0));
+        if let Some(rss) = rss
             && rss > f64::from(memory_mb)
             && out_of_memory.is_none()
         {
@@ -259,7 +274,6 @@ fn run_attempt(
     let (ready, first_batch, done) = reader.join().unwrap_or((None, None, None));
     let stderr_text = errors.join().unwrap_or_default();
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let peak_rss_mb = usage.ru_maxrss as f64 / 1024.0;
 
     if let Some(rss) = out_of_memory {
         return Err(format!(
@@ -286,7 +300,7 @@ fn run_attempt(
         .rev()
         .collect::<Vec<_>>()
         .join(" | ");
-    let Some((objects, throughput_bps)) = done.filter(|_| code == 0) else {
+    let Some((objects, throughput_bps, reported_peak_mb)) = done.filter(|_| code == 0) else {
         return Err(format!(
             "rank {rank} worker exited with code {code}: {}",
             if tail.is_empty() { "no message" } else { &tail }
@@ -301,7 +315,8 @@ fn run_attempt(
         init_duration_s: ready.map_or(0.0, |r| r.as_secs_f64()),
         first_batch_s: first_batch.map_or(0.0, |r| r.as_secs_f64()),
         cpu_time_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        peak_rss_mb,
+        // What the worker measured of itself, else what polling saw.
+        peak_rss_mb: reported_peak_mb.unwrap_or(polled_peak_mb),
         objects,
         samples_per_s: objects as f64 / duration_s.max(1e-9),
         bits_per_s: throughput_bps,

@@ -13,13 +13,16 @@ fn python(code: &str) -> WorkerCommand {
     }
 }
 
-/// A worker that follows the protocol; `--rank N` arrives as argv[2].
+/// A worker that follows the protocol, reporting its own peak RSS (VmHWM) as
+/// `cosmicai worker` does; `--rank N` arrives as argv[2].
 const GOOD: &str = r#"
 import sys, json
 rank = int(sys.argv[2])
 print(json.dumps({"event": "ready"}), flush=True)
 print(json.dumps({"event": "objects", "objects": 10 * (rank + 1)}), flush=True)
-print(json.dumps({"event": "done", "objects": 10 * (rank + 1), "throughput_bps": 1000.0}), flush=True)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({"event": "done", "objects": 10 * (rank + 1), "throughput_bps": 1000.0,
+                  "peak_rss_mb": int(hwm) / 1024}), flush=True)
 "#;
 
 #[test]
@@ -47,6 +50,24 @@ fn every_rank_runs_once_and_is_measured() {
         .filter(|e| matches!(e, RunEvent::RankStarted { .. }))
         .count();
     assert_eq!(started, 3);
+}
+
+#[test]
+fn a_rank_reports_its_own_peak_memory_not_its_parents() {
+    // The parent (as a server would) holds 500 MB before it starts the worker.
+    let mut held = vec![0u8; 500 << 20];
+    for i in (0..held.len()).step_by(4096) {
+        held[i] = 1;
+    }
+    let config = ExecutorConfig {
+        concurrency: 1,
+        memory_mb: 1024,
+        retries: 0,
+    };
+    let measures = execute(&python(GOOD), 1, config, |_| {});
+    let peak = measures[0].peak_rss_mb;
+    assert!(peak > 1.0 && peak < 200.0, "peak RSS {peak} MB");
+    std::hint::black_box(&held);
 }
 
 #[test]

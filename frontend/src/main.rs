@@ -67,7 +67,7 @@ fn App() -> impl IntoView {
                     .into_any()
             }
             ["runs", id] => {
-                pages::runs::RunPage(pages::runs::RunPageProps { id: id.to_string() }).into_any()
+                pages::run::RunPage(pages::run::RunPageProps { id: id.to_string() }).into_any()
             }
             _ => pages::explore::ExplorePage().into_any(),
         }

@@ -163,6 +163,10 @@ try {
     assert.equal(await page.textContent('.run-status'), 'finished: succeeded');
     await page.waitForSelector('.results svg.scatter', { timeout: 30000 });
     assert.equal(await page.locator('.rank').count(), 2);
+    // Done means full: a finished rank's bar reaches its end, whatever its share of objects.
+    const bars = await page.$$eval('.rank[data-state=done] progress', (ps) => ps.map((p) => [p.value, p.max]));
+    assert.equal(bars.length, 2);
+    for (const [value, max] of bars) assert.equal(value, max);
     assert.ok(await page.locator('.results svg.scatter rect').count() > 20);
     assert.ok(await page.locator('table.metrics tr').count() >= 2);
     await page.screenshot({ path: join(shots, 'run-results.png'), fullPage: true });

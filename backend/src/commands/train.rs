@@ -1,15 +1,15 @@
 //! `cosmicai train`: train PhotoZ on real catalogs and write weights plus a model card.
 
 use crate::models::Train;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use cosmicai_engine::catalog::{Catalog, read_catalogs};
 use cosmicai_engine::metrics::{Evaluation, evaluate};
-use cosmicai_engine::partition::ObjectRow;
+use cosmicai_engine::partition::{ObjectRow, write_atomically};
 use cosmicai_engine::predict::predict_photoz;
 use cosmicai_engine::split::{Split, is_validation};
-use cosmicai_model::photoz::PhotoZConfig;
 use cosmicai_model::photoz::train::{EpochReport, Examples, TrainConfig, train};
+use cosmicai_model::photoz::{PhotoZ, PhotoZConfig};
 use cosmicai_shared::Class;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -118,6 +118,74 @@ fn labelled(catalog: &Catalog) -> impl Iterator<Item = &ObjectRow> {
         .filter(|o| o.class != Class::Unknown && o.redshift.is_finite())
 }
 
+/// The labelled objects of every catalog, split into training and validation by
+/// object id (`split::is_validation`), with what each catalog gave.
+struct Labelled {
+    train: Examples,
+    valid: Examples,
+    train_rows: Vec<ObjectRow>,
+    valid_rows: Vec<ObjectRow>,
+    data: Vec<DataUse>,
+}
+
+fn split_labelled(catalogs: &[Catalog]) -> Result<Labelled> {
+    let mut l = Labelled {
+        train: Examples::default(),
+        valid: Examples::default(),
+        train_rows: Vec::new(),
+        valid_rows: Vec::new(),
+        data: Vec::new(),
+    };
+    for catalog in catalogs {
+        let (mut t, mut v) = (0, 0);
+        for o in labelled(catalog) {
+            let (set, rows) = if is_validation(o.object_id) {
+                v += 1;
+                (&mut l.valid, &mut l.valid_rows)
+            } else {
+                t += 1;
+                (&mut l.train, &mut l.train_rows)
+            };
+            set.push(o.magnitudes, o.class.code(), o.redshift);
+            rows.push(*o);
+        }
+        l.data.push(DataUse {
+            file: catalog.report.file.clone(),
+            rows: catalog.report.rows,
+            train: t,
+            validation: v,
+        });
+    }
+    if l.train.is_empty() || l.valid.is_empty() {
+        bail!("the catalogs hold no labelled objects to train and validate on");
+    }
+    Ok(l)
+}
+
+/// Metrics of `model` on each catalog's validation objects (real labels).
+fn validate<B: burn::prelude::Backend>(
+    catalogs: &[Catalog],
+    model: &PhotoZ<B>,
+    device: &B::Device,
+) -> HashMap<String, Evaluation> {
+    let mut validation = HashMap::new();
+    for catalog in catalogs {
+        let rows: Vec<ObjectRow> = labelled(catalog)
+            .filter(|o| Split::Validation.contains(o.object_id))
+            .copied()
+            .collect();
+        let mags: Vec<[f32; 5]> = rows.iter().map(|r| r.magnitudes).collect();
+        let predictions = predict_photoz(model, &mags, 4096, device);
+        let name = catalog
+            .report
+            .file
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        validation.insert(name, evaluate(&rows, &predictions));
+    }
+    validation
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     let weights_path = args.out.join("photoz.safetensors");
     if weights_path.exists() && !args.force {
@@ -127,33 +195,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     let catalogs = read_catalogs(&args.catalog, |_, _| {})?;
-    let (mut train_set, mut valid_set) = (Examples::default(), Examples::default());
-    let (mut train_rows, mut valid_rows) = (Vec::new(), Vec::new());
-    let mut data = Vec::new();
-    for catalog in &catalogs {
-        let (mut t, mut v) = (0, 0);
-        for o in labelled(catalog) {
-            let (set, rows) = if is_validation(o.object_id) {
-                v += 1;
-                (&mut valid_set, &mut valid_rows)
-            } else {
-                t += 1;
-                (&mut train_set, &mut train_rows)
-            };
-            set.push(o.magnitudes, o.class.code(), o.redshift);
-            rows.push(*o);
-        }
-        data.push(DataUse {
-            file: catalog.report.file.clone(),
-            rows: catalog.report.rows,
-            train: t,
-            validation: v,
-        });
-    }
-    if train_set.is_empty() || valid_set.is_empty() {
-        bail!("the catalogs hold no labelled objects to train and validate on");
-    }
-
+    let Labelled {
+        train: mut train_set,
+        valid: mut valid_set,
+        train_rows,
+        valid_rows,
+        data,
+    } = split_labelled(&catalogs)?;
     if args.synthetic_cutouts {
         // Different seeds: validation cutouts never share noise with training ones.
         train_set.cutouts = Some(render_cutouts(&train_rows, args.seed));
@@ -186,22 +234,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         bar.inc(1);
     });
     bar.finish_and_clear();
-
-    let mut validation = HashMap::new();
-    for catalog in &catalogs {
-        let rows: Vec<ObjectRow> = labelled(catalog)
-            .filter(|o| Split::Validation.contains(o.object_id))
-            .copied()
-            .collect();
-        let mags: Vec<[f32; 5]> = rows.iter().map(|r| r.magnitudes).collect();
-        let predictions = predict_photoz(&trained.model, &mags, 4096, &device);
-        let name = catalog
-            .report
-            .file
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        validation.insert(name, evaluate(&rows, &predictions));
-    }
+    let validation = validate(&catalogs, &trained.model, &device);
 
     let metadata = HashMap::from([("seed".to_string(), args.seed.to_string())]);
     let bytes = trained
@@ -238,44 +271,50 @@ pub fn run(args: TrainArgs) -> Result<()> {
         history: trained.epochs,
     };
     let card_json = serde_json::to_string_pretty(&card)?;
-    std::fs::write(&weights_path, &bytes)?;
-    std::fs::write(args.out.join("photoz.card.json"), format!("{card_json}\n"))?;
+    // A power cut leaves the old weights and card, or the new ones, never half a file.
+    write_atomically(&weights_path, &bytes)
+        .with_context(|| format!("writing {}", weights_path.display()))?;
+    let card_path = args.out.join("photoz.card.json");
+    write_atomically(&card_path, format!("{card_json}\n").as_bytes())
+        .with_context(|| format!("writing {}", card_path.display()))?;
     if args.json {
-        crate::output::emit(&(card_json + "\n"))?;
+        crate::output::emit(&(card_json + "\n"))
     } else {
-        let mut out = String::new();
+        crate::output::emit(&report_text(&card, &weights_path, bytes.len()))
+    }
+}
+
+fn report_text(card: &ModelCard, weights_path: &std::path::Path, bytes: usize) -> String {
+    let mut out = String::new();
+    crate::line!(
+        out,
+        "wrote {} ({bytes} bytes) and photoz.card.json; best epoch {} of {}",
+        weights_path.display(),
+        card.best_epoch,
+        card.epochs_run
+    );
+    let mut names: Vec<_> = card.validation.keys().collect();
+    names.sort();
+    for name in names {
+        let e = &card.validation[name];
+        let g = e.galaxy.as_ref();
         crate::line!(
             out,
-            "wrote {} ({} bytes) and photoz.card.json; best epoch {} of {}",
-            weights_path.display(),
-            bytes.len(),
-            card.best_epoch,
-            card.epochs_run
+            "  {name} validation: {} objects, class accuracy {:.4}, galaxy NMAD {:.4}, outliers(0.15) {:.4}",
+            e.objects,
+            e.class_accuracy.unwrap_or(f64::NAN),
+            g.map_or(f64::NAN, |g| g.nmad),
+            g.map_or(f64::NAN, |g| g.outlier_frac_0_15)
         );
-        let mut names: Vec<_> = card.validation.keys().collect();
-        names.sort();
-        for name in names {
-            let e = &card.validation[name];
-            let g = e.galaxy.as_ref();
-            crate::line!(
-                out,
-                "  {name} validation: {} objects, class accuracy {:.4}, galaxy NMAD {:.4}, outliers(0.15) {:.4}",
-                e.objects,
-                e.class_accuracy.unwrap_or(f64::NAN),
-                g.map_or(f64::NAN, |g| g.nmad),
-                g.map_or(f64::NAN, |g| g.outlier_frac_0_15)
-            );
-        }
-        if let Some(c) = &card.cutouts {
-            crate::line!(
-                out,
-                "  image branch, validation class accuracy on SYNTHETIC cutouts: {:.4} with the cutouts, {:.4} magnitudes only",
-                c.validation_class_accuracy_with_synthetic_cutouts
-                    .unwrap_or(f32::NAN),
-                c.validation_class_accuracy_magnitudes_only
-            );
-        }
-        crate::output::emit(&out)?;
     }
-    Ok(())
+    if let Some(c) = &card.cutouts {
+        crate::line!(
+            out,
+            "  image branch, validation class accuracy on SYNTHETIC cutouts: {:.4} with the cutouts, {:.4} magnitudes only",
+            c.validation_class_accuracy_with_synthetic_cutouts
+                .unwrap_or(f32::NAN),
+            c.validation_class_accuracy_magnitudes_only
+        );
+    }
+    out
 }

@@ -87,6 +87,7 @@ where
     say(&WorkerMessage::Done {
         objects: result.objects,
         throughput_bps: result.throughput_bps,
+        peak_rss_mb: Some(cosmicai_engine::system::peak_rss_mb()),
     });
     Ok(())
 }

@@ -122,7 +122,7 @@ impl ObjectIndex {
                     }
                     let source = &part.sources[part.source[row] as usize];
                     let provenance = source.provenance;
-                    let has_image = file.image_size().is_some();
+                    let has_image = square_side(&file).is_some();
                     let valid = match (has_image, provenance) {
                         (false, _) => None,
                         (true, Provenance::Synthetic) => Some(1.0),
@@ -178,13 +178,20 @@ impl ObjectIndex {
     /// The `[5, size, size]` cutout of `entry` and its size, when it has one.
     pub fn image(&self, entry: &Entry) -> Option<(Vec<f32>, usize)> {
         let file = &self.files[entry.file];
-        let (h, _) = file.image_size()?;
-        Some((file.images(entry.row..entry.row + 1), h))
+        let side = square_side(file)?;
+        Some((file.images(entry.row..entry.row + 1), side))
     }
 
     pub fn image_size(&self, entry: &Entry) -> Option<usize> {
-        self.files[entry.file].image_size().map(|(h, _)| h)
+        square_side(&self.files[entry.file])
     }
+}
+
+/// The side of a partition's cutouts when they are square: the views and
+/// `/api/cutouts` show square cutouts only (a partition may hold others, which
+/// are then served as objects without an image).
+fn square_side(file: &PartitionFile) -> Option<usize> {
+    file.image_size().filter(|(h, w)| h == w).map(|(h, _)| h)
 }
 
 /// Filters and order of `GET /api/objects`, parsed from the query string.

@@ -3,6 +3,7 @@
 pub mod explore;
 pub mod object;
 pub mod predict;
+pub mod run;
 pub mod runs;
 pub mod sweeps;
 
