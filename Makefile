@@ -17,12 +17,13 @@ E2E := tests/e2e
 # Trunk finds wasm-opt (npm binaryen@132) here; Debian's binaryen 108 breaks wasm-bindgen's output.
 TOOLS_PATH := $(CURDIR)/$(E2E)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 TRUNK_VERSION := 0.21.14
+CARGO_DENY_VERSION := 0.20.2
 WASM_BINDGEN_VERSION := $(shell grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')
 
 # Every native crate with every feature (the frontend is built by Trunk, for wasm).
 NATIVE_ALL := -p cosmicai-backend -p cosmicai-lambda --features cosmicai-backend/cuda,cosmicai-backend/openblas,cosmicai-lambda/cuda
 
-.PHONY: demo serve test setup rust-setup python-setup frontend-setup frontend e2e e2e-run
+.PHONY: demo serve test setup deny-setup rust-setup python-setup frontend-setup frontend e2e e2e-run
 
 serve: rust-setup frontend
 	cargo build --release --bin cosmicai
@@ -61,8 +62,11 @@ demo: rust-setup
 	$(COSMICAI) runs --data $(DEMO)/partitions
 	@echo "plots: $(DEMO)/photoz-sdss17.png $(DEMO)/photoz-dr14.png"
 
-test: setup
+test: setup deny-setup
 	cargo fmt --all --check
+	# Supply chain (deny.toml): licences, duplicate versions, sources. Advisories need the
+	# RustSec database from GitHub, which this build machine cannot reach.
+	cargo deny check licenses bans sources
 	# Lints and docs (broken intra-doc links are errors), with every native feature on: the
 	# CUDA backend must keep compiling without a CUDA toolkit (it loads the driver at run time),
 	# and the OpenBLAS build without OpenBLAS installed (only linking needs it). Clippy checks
@@ -85,6 +89,9 @@ test: setup
 	$(MAKE) frontend e2e-run
 
 setup: rust-setup python-setup frontend-setup
+
+deny-setup:
+	@cargo deny --version 2>/dev/null | grep -q "$(CARGO_DENY_VERSION)" || cargo install cargo-deny --version $(CARGO_DENY_VERSION) --locked
 
 # The toolchain itself comes from rustup (rust-toolchain.toml pins it).
 rust-setup:

@@ -2,6 +2,11 @@
 //!
 //! It survives restarts; a run whose coordinator died (crash, kill) is marked
 //! `interrupted` the next time the registry is opened, never left `running`.
+//! A coordinator is known by its pid *and* its start (boot id and start tick),
+//! so a recycled pid (a restarted container's server is PID 1 again) is not
+//! mistaken for it. The file is in WAL mode with full syncs: readers (the
+//! server's pages) do not block the coordinators' writes, and a power cut
+//! loses no committed row.
 
 use anyhow::{Context, Result};
 use cosmicai_engine::pipeline::RunSummary;
@@ -26,6 +31,8 @@ pub struct AwsExecution {
 pub struct StoredRun {
     pub status: RunStatus,
     pub coordinator_pid: i64,
+    /// See [`process_identity`]; absent in rows from before it was recorded.
+    pub coordinator_identity: Option<String>,
     pub request: RunRequest,
     pub aws: Option<AwsExecution>,
 }
@@ -46,7 +53,8 @@ CREATE TABLE IF NOT EXISTS runs (
     duration_s REAL,
     cost_usd REAL,
     summary_json TEXT,
-    aws_json TEXT
+    aws_json TEXT,
+    coordinator_identity TEXT
 );
 CREATE TABLE IF NOT EXISTS ranks (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -69,6 +77,9 @@ impl Registry {
         let db = Connection::open(path)
             .with_context(|| format!("opening run registry {}", path.display()))?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| db.pragma_update(None, "synchronous", "FULL"))
+            .with_context(|| format!("setting up run registry {}", path.display()))?;
         db.execute_batch(SCHEMA)
             .with_context(|| format!("preparing run registry {}", path.display()))?;
         let registry = Registry { db };
@@ -79,26 +90,28 @@ impl Registry {
 
     /// Columns added since the first registries were written.
     fn migrate(&self) -> Result<()> {
-        let has_aws: bool = self
-            .db
-            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'aws_json'")?
-            .exists([])?;
-        if !has_aws {
-            self.db
-                .execute_batch("ALTER TABLE runs ADD COLUMN aws_json TEXT")?;
+        for column in ["aws_json", "coordinator_identity"] {
+            let has: bool = self
+                .db
+                .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = ?1")?
+                .exists(params![column])?;
+            if !has {
+                self.db
+                    .execute_batch(&format!("ALTER TABLE runs ADD COLUMN {column} TEXT"))?;
+            }
         }
         Ok(())
     }
 
     fn mark_interrupted(&self) -> Result<()> {
-        let mut stmt = self
-            .db
-            .prepare("SELECT id, coordinator_pid FROM runs WHERE status = 'running'")?;
-        let running: Vec<(String, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        let mut stmt = self.db.prepare(
+            "SELECT id, coordinator_pid, coordinator_identity FROM runs WHERE status = 'running'",
+        )?;
+        let running: Vec<(String, i64, Option<String>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
-        for (id, pid) in running {
-            if !process_alive(pid) {
+        for (id, pid, identity) in running {
+            if !coordinator_alive(pid, identity.as_deref()) {
                 self.db.execute(
                     "UPDATE runs SET status = 'interrupted' WHERE id = ?1",
                     params![id],
@@ -114,8 +127,8 @@ impl Registry {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         self.db.execute(
-            "INSERT INTO runs (id, created_at, status, world_size, batch_size, device, data_prefix, result_path, coordinator_pid, request_json)
-             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO runs (id, created_at, status, world_size, batch_size, device, data_prefix, result_path, coordinator_pid, request_json, coordinator_identity)
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 id,
                 now,
@@ -125,7 +138,8 @@ impl Registry {
                 request.data_prefix,
                 request.result_path,
                 i64::from(std::process::id()),
-                serde_json::to_string(request)?
+                serde_json::to_string(request)?,
+                process_identity(std::process::id())
             ],
         )?;
         Ok(())
@@ -197,7 +211,7 @@ impl Registry {
     /// Run `id`'s request, status and AWS execution, if it has a row.
     pub fn run(&self, id: &str) -> Result<Option<StoredRun>> {
         let mut stmt = self.db.prepare(
-            "SELECT status, coordinator_pid, request_json, aws_json FROM runs WHERE id = ?1",
+            "SELECT status, coordinator_pid, request_json, aws_json, coordinator_identity FROM runs WHERE id = ?1",
         )?;
         let mut rows = stmt.query(params![id])?;
         let Some(row) = rows.next()? else {
@@ -209,6 +223,7 @@ impl Registry {
         Ok(Some(StoredRun {
             status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
             coordinator_pid: row.get(1)?,
+            coordinator_identity: row.get(4)?,
             request: serde_json::from_str(&request)
                 .with_context(|| format!("run {id}: its stored request"))?,
             aws: aws
@@ -231,8 +246,12 @@ impl Registry {
     /// This process follows run `id` from now on.
     pub fn resume(&self, id: &str) -> Result<()> {
         self.db.execute(
-            "UPDATE runs SET status = 'running', coordinator_pid = ?2 WHERE id = ?1",
-            params![id, i64::from(std::process::id())],
+            "UPDATE runs SET status = 'running', coordinator_pid = ?2, coordinator_identity = ?3 WHERE id = ?1",
+            params![
+                id,
+                i64::from(std::process::id()),
+                process_identity(std::process::id())
+            ],
         )?;
         Ok(())
     }
@@ -280,9 +299,31 @@ impl Registry {
     }
 }
 
-pub fn process_alive(pid: i64) -> bool {
+fn process_alive(pid: i64) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     pid > 0 && pid <= i64::from(i32::MAX) && unsafe { libc::kill(pid as i32, 0) } == 0
+}
+
+/// Process `pid` as no other process can be: this boot's id and the clock tick
+/// the process started at (field 22 of `/proc/PID/stat`). None off Linux.
+pub fn process_identity(pid: u32) -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and ')': count after its last ')'.
+    let start = stat.rsplit(')').next()?.split_whitespace().nth(19)?;
+    Some(format!("{}/{start}", boot.trim()))
+}
+
+/// Whether the coordinator recorded as `pid` (and `identity`, where recorded)
+/// is still running.
+pub fn coordinator_alive(pid: i64, identity: Option<&str>) -> bool {
+    if !process_alive(pid) {
+        return false;
+    }
+    match identity {
+        Some(identity) => process_identity(pid as u32).as_deref() == Some(identity),
+        None => true,
+    }
 }
 
 #[cfg(test)]
@@ -296,8 +337,10 @@ mod tests {
         {
             // The first schema: no aws_json column.
             let db = Connection::open(&path).unwrap();
-            db.execute_batch(&SCHEMA.replace(",\n    aws_json TEXT", ""))
-                .unwrap();
+            db.execute_batch(
+                &SCHEMA.replace(",\n    aws_json TEXT,\n    coordinator_identity TEXT", ""),
+            )
+            .unwrap();
             db.execute(
                 "INSERT INTO runs (id, created_at, status, world_size, batch_size, device, data_prefix, result_path, coordinator_pid, request_json)
                  VALUES ('old', 1, 'succeeded', 1, 1, 'cpu', '', 'results/old', 0, ?1)",
@@ -327,5 +370,42 @@ mod tests {
         // Opening it again migrates nothing twice.
         drop(registry);
         assert_eq!(Registry::open(&path).unwrap().list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_run_whose_pid_was_recycled_is_interrupted_and_a_live_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cosmicai.sqlite");
+        let registry = Registry::open(&path).unwrap();
+        let request: RunRequest = serde_json::from_str(
+            r#"{"batch_size": 1, "world_size": 1, "result_path": "results/x"}"#,
+        )
+        .unwrap();
+        registry.start("live", &request).unwrap();
+        registry.start("recycled", &request).unwrap();
+        // Same pid (ours, alive), but another process: as after a container
+        // restart, where the new server is PID 1 again.
+        registry
+            .db
+            .execute(
+                "UPDATE runs SET coordinator_identity = 'another-boot/1' WHERE id = 'recycled'",
+                [],
+            )
+            .unwrap();
+        drop(registry);
+        let registry = Registry::open(&path).unwrap();
+        assert_eq!(
+            registry.run("live").unwrap().unwrap().status,
+            RunStatus::Running
+        );
+        assert_eq!(
+            registry.run("recycled").unwrap().unwrap().status,
+            RunStatus::Interrupted
+        );
+        let mode: String = registry
+            .db
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
     }
 }

@@ -643,6 +643,7 @@ fn the_handler_stages_called_directly() {
         model: "photoz".into(),
         retries: 0,
         tolerated_failure_percentage: 100.0,
+        timeout_s: None,
     };
     let init = handle(
         &settings,
@@ -776,6 +777,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         model: "astromae:models/astromae.pt".into(),
         retries: 0,
         tolerated_failure_percentage: 100.0,
+        timeout_s: None,
     };
     handle(
         &settings,

@@ -35,9 +35,14 @@ fn data_dir() -> &'static Path {
 }
 
 fn start_in(dir: &Path, addr: &str, envs: &[(&str, &str)]) -> Server {
+    start_with(dir, addr, envs, &[])
+}
+
+fn start_with(dir: &Path, addr: &str, envs: &[(&str, &str)], args: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
         .args(["serve", "--addr", addr, "--data-dir"])
         .arg(dir)
+        .args(args)
         .args([
             "--assets",
             &asset(""),
@@ -92,10 +97,15 @@ fn request(s: &Server, method: &str, path: &str, headers: &[&str], body: &[u8]) 
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        s.addr,
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        head += &format!("Host: {}\r\n", s.addr);
+    }
     for h in headers {
         head += &format!("{h}\r\n");
     }
@@ -353,9 +363,11 @@ fn no_request_path_leaves_the_data_directory() {
     );
 }
 
+const TOKEN: &str = "0123456789abcdef-s3cret";
+
 #[test]
 fn off_loopback_starting_runs_needs_the_token() {
-    let s = start_in(data_dir(), "0.0.0.0:0", &[("COSMICAI_TOKEN", "s3cret")]);
+    let s = start_in(data_dir(), "0.0.0.0:0", &[("COSMICAI_TOKEN", TOKEN)]);
     let body = r#"{"world_size":1,"batch_size":4096,"file_limit":1}"#;
     assert_json_error(&post(&s, "/api/runs", body, &[]), 401, "Bearer");
     assert_json_error(
@@ -366,8 +378,140 @@ fn off_loopback_starting_runs_needs_the_token() {
     assert_json_error(&post(&s, "/api/runs/run-x/cancel", "", &[]), 401, "Bearer");
     // Reading needs no token.
     assert_eq!(get(&s, "/api/objects?limit=1").status, 200);
-    let ok = post(&s, "/api/runs", body, &["Authorization: Bearer s3cret"]);
+    // Estimates cost a calibration and a walk of the data: guarded too.
+    assert_json_error(&post(&s, "/api/estimate", body, &[]), 401, "Bearer");
+    assert_json_error(
+        &post(&s, "/api/sweeps/sweep-x/cancel", "", &[]),
+        401,
+        "Bearer",
+    );
+    let ok = post(
+        &s,
+        "/api/runs",
+        body,
+        &[&format!("Authorization: Bearer {TOKEN}")],
+    );
     assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
+}
+
+#[test]
+fn a_loopback_server_takes_a_token_when_given_and_refuses_short_ones() {
+    let s = start_with(data_dir(), "127.0.0.1:0", &[], &["--token", TOKEN]);
+    let body = r#"{"world_size":1,"batch_size":4096,"file_limit":1}"#;
+    assert_json_error(&post(&s, "/api/runs", body, &[]), 401, "Bearer");
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    assert_eq!(post(&s, "/api/estimate", body, &[&bearer]).status, 200);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--token",
+            "short",
+            "--data-dir",
+        ])
+        .arg(data_dir())
+        .args(["--assets", &asset("")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("at least 16 characters"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_page_on_another_host_name_cannot_reach_a_loopback_server() {
+    // DNS rebinding: evil.example resolves to 127.0.0.1, and the browser sends
+    // its own name as Host.
+    let s = start_with(
+        data_dir(),
+        "127.0.0.1:0",
+        &[],
+        &["--allowed-host", "cosmic.example.org"],
+    );
+    for path in ["/api/health", "/api/runs", "/"] {
+        assert_json_error(
+            &request(&s, "GET", path, &["Host: evil.example:8080"], b""),
+            421,
+            "not a name of this server",
+        );
+    }
+    let proxied = request(&s, "GET", "/api/health", &["Host: cosmic.example.org"], b"");
+    assert_eq!(proxied.status, 200);
+    assert_eq!(get(&s, "/api/health").status, 200);
+}
+
+#[test]
+fn runs_past_the_admission_cap_are_refused_with_retry_after() {
+    let s = std::sync::Arc::new(start_with(
+        data_dir(),
+        "127.0.0.1:0",
+        &[],
+        &["--max-runs", "2"],
+    ));
+    // Slow runs (tiny batches over the whole catalog), 50 at once.
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let s = s.clone();
+                scope
+                    .spawn(move || post(&s, "/api/runs", r#"{"world_size":4,"batch_size":8}"#, &[]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let accepted: Vec<String> = replies
+        .iter()
+        .filter(|r| r.status == 202)
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    let refused: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(
+        accepted.len(),
+        2,
+        "statuses {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(refused.len(), 48);
+    for r in &refused {
+        assert!(r.header("retry-after").is_some(), "{}", r.headers);
+        assert_json_error(r, 429, "try again later");
+    }
+    // The host answers while the admitted runs go, and sweeps share the cap.
+    assert_eq!(get(&s, "/api/health").status, 200);
+    assert_json_error(
+        &post(
+            &s,
+            "/api/sweeps",
+            r#"{"world_sizes":[1],"batch_size":8}"#,
+            &[],
+        ),
+        429,
+        "try again later",
+    );
+    for id in &accepted {
+        assert_eq!(
+            post(&s, &format!("/api/runs/{id}/cancel"), "", &[]).status,
+            202
+        );
+        get(&s, &format!("/api/runs/{id}/events")); // to its end
+    }
+    // Their slots are free again.
+    let again = post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":1,"batch_size":4096,"file_limit":1}"#,
+        &[],
+    );
+    assert_eq!(
+        again.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
 }
 
 #[test]
@@ -566,13 +710,7 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
         String::from_utf8_lossy(&created.body)
     );
     let id = created.json()["id"].as_str().unwrap().to_string();
-    let info = loop {
-        let info = get(&s, &format!("/api/sweeps/{id}")).json();
-        if info["state"] != "running" {
-            break info;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let info = sweep_when_over(&s, &id);
     assert_eq!(info["state"], "finished", "{info}");
     let rows = info["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
@@ -583,6 +721,39 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
             .all(|r| r["status"] == "succeeded" && r["objects"] == 4 * 4096)
     );
     assert_json_error(&get(&s, "/api/sweeps/sweep-nope"), 404, "no such sweep");
+    assert_json_error(
+        &post(&s, &format!("/api/sweeps/{id}/cancel"), "", &[]),
+        409,
+        "already over",
+    );
+
+    // A slow sweep, cancelled: its running run stops and no more start.
+    let slow = post(
+        &s,
+        "/api/sweeps",
+        r#"{"world_sizes":[4,4,4],"batch_size":8}"#,
+        &[],
+    );
+    let id = slow.json()["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        post(&s, &format!("/api/sweeps/{id}/cancel"), "", &[]).status,
+        202
+    );
+    let info = sweep_when_over(&s, &id);
+    assert_eq!(info["state"], "cancelled", "{info}");
+    assert!(info["rows"].as_array().unwrap().len() <= 1, "{info}");
+}
+
+/// Sweep `id`'s info once it is no longer running.
+fn sweep_when_over(s: &Server, id: &str) -> Value {
+    loop {
+        let info = get(s, &format!("/api/sweeps/{id}")).json();
+        if info["state"] != "running" {
+            return info;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -650,4 +821,29 @@ fn objects_with_non_square_cutouts_are_served_without_an_image() {
     }
     // The server is still up.
     assert_eq!(get(&s, "/api/health").status, 200);
+}
+
+#[test]
+fn errors_name_paths_inside_the_data_directory_never_where_it_is() {
+    let dir = data_dir();
+    let broken = dir.join("broken-partitions");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("0.safetensors"), b"not a partition at all").unwrap();
+    let s = start();
+    let created = post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":1,"batch_size":8,"data_prefix":"broken-partitions"}"#,
+        &[],
+    );
+    let text = match created.status {
+        202 => {
+            let id = created.json()["id"].as_str().unwrap().to_string();
+            String::from_utf8_lossy(&get(&s, &format!("/api/runs/{id}/events")).body).into_owned()
+        }
+        _ => String::from_utf8_lossy(&created.body).into_owned(),
+    };
+    assert!(text.contains("broken-partitions"), "{text}");
+    let absolute = std::fs::canonicalize(dir).unwrap().display().to_string();
+    assert!(!text.contains(&absolute), "{text}");
 }

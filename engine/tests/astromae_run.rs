@@ -77,6 +77,7 @@ fn request(model: &str) -> RunRequest {
         model: model.into(),
         retries: 0,
         tolerated_failure_percentage: 100.0,
+        timeout_s: None,
     }
 }
 

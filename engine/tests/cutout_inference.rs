@@ -75,6 +75,7 @@ fn request(result_path: &str) -> RunRequest {
         model: "photoz".into(),
         retries: 0,
         tolerated_failure_percentage: 0.0,
+        timeout_s: None,
     }
 }
 

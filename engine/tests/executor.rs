@@ -4,6 +4,7 @@
 use cosmicai_engine::executor::{ExecutorConfig, WorkerCommand, execute};
 use cosmicai_shared::api::RunEvent;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 fn python(code: &str) -> WorkerCommand {
     WorkerCommand {
@@ -32,6 +33,7 @@ fn every_rank_runs_once_and_is_measured() {
         concurrency: 2,
         memory_mb: 512,
         retries: 0,
+        timeout: None,
     };
     let measures = execute(&python(GOOD), 3, config, |e| events.push(e.clone()));
     assert_eq!(measures.len(), 3);
@@ -59,12 +61,7 @@ fn a_rank_reports_its_own_peak_memory_not_its_parents() {
     for i in (0..held.len()).step_by(4096) {
         held[i] = 1;
     }
-    let config = ExecutorConfig {
-        concurrency: 1,
-        memory_mb: 1024,
-        retries: 0,
-    };
-    let measures = execute(&python(GOOD), 1, config, |_| {});
+    let measures = execute(&python(GOOD), 1, one_rank(1024, None), |_| {});
     let peak = measures[0].peak_rss_mb;
     assert!(peak > 1.0 && peak < 200.0, "peak RSS {peak} MB");
     std::hint::black_box(&held);
@@ -73,12 +70,7 @@ fn a_rank_reports_its_own_peak_memory_not_its_parents() {
 #[test]
 fn a_rank_over_its_memory_is_killed_with_an_out_of_memory_error() {
     let hog = "import time\nx = bytearray(400 * 1024 * 1024)\nfor i in range(0, len(x), 4096): x[i] = 1\ntime.sleep(30)";
-    let config = ExecutorConfig {
-        concurrency: 1,
-        memory_mb: 128,
-        retries: 0,
-    };
-    let measures = execute(&python(hog), 1, config, |_| {});
+    let measures = execute(&python(hog), 1, one_rank(128, None), |_| {});
     let error = measures[0].error.as_deref().unwrap_or_default();
     assert!(
         error.contains("out of memory") && error.contains("memory_mb is 128"),
@@ -100,6 +92,7 @@ fn a_failed_rank_is_retried_and_a_hopeless_one_is_reported() {
         concurrency: 1,
         memory_mb: 512,
         retries: 1,
+        timeout: None,
     };
     let measures = execute(&python(&flaky), 1, config, |_| {});
     assert_eq!(
@@ -113,6 +106,7 @@ fn a_failed_rank_is_retried_and_a_hopeless_one_is_reported() {
         concurrency: 2,
         memory_mb: 512,
         retries: 2,
+        timeout: None,
     };
     let measures = execute(&python(broken), 2, config, |e| {
         failures += usize::from(matches!(e, RunEvent::RankFailed { .. }))
@@ -126,4 +120,121 @@ fn a_failed_rank_is_retried_and_a_hopeless_one_is_reported() {
         );
         assert_eq!(m.attempts, 3);
     }
+}
+
+fn one_rank(memory_mb: u32, timeout: Option<Duration>) -> ExecutorConfig {
+    ExecutorConfig {
+        concurrency: 1,
+        memory_mb,
+        retries: 0,
+        timeout,
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie no one has reaped yet), within 5 s.
+fn ends_soon(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z')) =>
+            {
+                return true;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    false
+}
+
+fn read_pid(path: &std::path::Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no pid in {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_rank_past_its_timeout_is_killed_with_its_own_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("grandchild.pid");
+    // The worker starts a child of its own, then hangs.
+    let hang = format!(
+        "import subprocess, time\np = subprocess.Popen(['sleep', '60'])\nopen({:?}, 'w').write(str(p.pid))\ntime.sleep(60)",
+        pid_file.display().to_string()
+    );
+    let started = Instant::now();
+    let measures = execute(
+        &python(&hang),
+        1,
+        one_rank(512, Some(Duration::from_secs(2))),
+        |_| {},
+    );
+    let error = measures[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("timed out") && error.contains("2 s"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let grandchild = read_pid(&pid_file);
+    assert!(
+        ends_soon(grandchild),
+        "the worker's child {grandchild} outlived the rank"
+    );
+}
+
+#[test]
+fn a_rank_that_reserves_memory_past_its_limit_fails_at_once() {
+    // 4 GB reserved and never touched: resident memory stays small, so polling
+    // cannot see it; the data limit (2 x 512 + 512 MB) refuses it.
+    let reserve =
+        format!("import mmap\nm = mmap.mmap(-1, 4 << 30, flags=mmap.MAP_PRIVATE)\n{GOOD}");
+    let measures = execute(&python(&reserve), 1, one_rank(512, None), |_| {});
+    let error = measures[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("out of memory") && error.contains("data limit of 1536 MB"),
+        "{error}"
+    );
+}
+
+/// Not a test on its own: the coordinator that the next test starts and kills.
+#[test]
+fn coordinator_role() {
+    let Ok(dir) = std::env::var("COSMICAI_TEST_COORDINATOR_DIR") else {
+        return;
+    };
+    let worker = format!(
+        "import os, time\nopen({:?}, 'w').write(str(os.getpid()))\ntime.sleep(60)",
+        format!("{dir}/worker.pid")
+    );
+    execute(&python(&worker), 1, one_rank(512, None), |_| {});
+}
+
+#[test]
+fn no_worker_outlives_a_killed_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut coordinator = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "coordinator_role", "--nocapture"])
+        .env("COSMICAI_TEST_COORDINATOR_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let worker = read_pid(&dir.path().join("worker.pid"));
+    coordinator.kill().unwrap(); // SIGKILL: no cleanup code of ours runs
+    coordinator.wait().unwrap();
+    assert!(
+        ends_soon(worker),
+        "worker {worker} outlived its coordinator"
+    );
 }

@@ -170,6 +170,7 @@ fn the_pipeline_runs_against_a_bucket() {
         model: "photoz".into(),
         retries: 0,
         tolerated_failure_percentage: 100.0,
+        timeout_s: None,
     };
     let payload = initialize(&s3, &request, "s3run").unwrap();
     assert_eq!(payload.files.len(), 3);

@@ -145,6 +145,9 @@ pub struct RunLaunch {
     pub memory_mb: Option<u32>,
     #[serde(default)]
     pub retries: u32,
+    /// Seconds a rank may run (see [`crate::run::RunRequest::timeout_s`]).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
     /// A name from `GET /api/models` (default `photoz`).
     #[serde(default)]
     pub model: Option<String>,
@@ -285,7 +288,7 @@ pub struct SweepRow {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SweepInfo {
     pub id: String,
-    /// running, finished or failed.
+    /// running, finished, cancelled or failed.
     pub state: String,
     /// Runs planned in all.
     pub planned: usize,

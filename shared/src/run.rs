@@ -60,6 +60,11 @@ pub struct RunRequest {
     /// failed ranks are reported in the summary either way.
     #[serde(default = "default_tolerated")]
     pub tolerated_failure_percentage: f64,
+    /// Seconds one attempt of a rank may run before it is killed, on the local
+    /// executor (by default ten times the plan's bound on its slowest rank, and
+    /// at least ten minutes). On AWS the Infer task's own timeout applies.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
 }
 
 fn default_bucket() -> String {
@@ -77,6 +82,9 @@ fn default_tolerated() -> f64 {
 fn default_model() -> String {
     "photoz".into()
 }
+
+/// The longest `timeout_s` a request may ask for: a week.
+pub const MAX_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
 
 impl RunRequest {
     /// Every problem with the request, each naming its field; empty when valid.
@@ -107,6 +115,13 @@ impl RunRequest {
             problems.push(format!(
                 "tolerated_failure_percentage {} is outside 0 to 100",
                 self.tolerated_failure_percentage
+            ));
+        }
+        if let Some(t) = self.timeout_s
+            && !(t > 0.0 && t <= MAX_TIMEOUT_S)
+        {
+            problems.push(format!(
+                "timeout_s {t} is outside 0 to {MAX_TIMEOUT_S} seconds (7 days)"
             ));
         }
         if self.bucket.trim().is_empty() {
@@ -350,6 +365,7 @@ mod tests {
             model: "photoz".into(),
             retries: 0,
             tolerated_failure_percentage: 100.0,
+            timeout_s: None,
         }
     }
 

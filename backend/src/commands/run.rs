@@ -25,8 +25,8 @@ pub struct RunArgs {
     #[arg(long, required_unless_present = "request")]
     pub batch_size: Option<usize>,
     /// A CAI payload as JSON (bucket, data_prefix, file_limit, batch_size, world_size,
-    /// result_path, device, memory_mb, model, retries) instead of the flags above.
-    #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "result_path", "retries", "model", "device", "memory_mb"])]
+    /// result_path, device, memory_mb, model, retries, timeout_s) instead of the flags above.
+    #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "result_path", "retries", "timeout", "model", "device", "memory_mb"])]
     pub request: Option<PathBuf>,
     /// Use at most this many partition files.
     #[arg(long)]
@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// Times a failed rank is retried.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
+    /// Seconds one attempt of a rank may run before it is killed (default: ten
+    /// times the plan's bound on its slowest rank, at least ten minutes).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
     /// Ranks running at once (default: the number of cores), like Lambda's concurrency limit.
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -100,6 +104,7 @@ impl RunArgs {
             result_path: None,
             memory_mb: 2048,
             retries: 0,
+            timeout: None,
             concurrency: None,
             model: "photoz".into(),
             estimate: false,
@@ -169,6 +174,7 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         model: args.model.clone(),
         retries: args.retries,
         tolerated_failure_percentage: 100.0,
+        timeout_s: args.timeout,
     };
     if args.target == TargetArg::Aws {
         return Ok(request); // weights named by S3 key, checked by Initialize

@@ -70,7 +70,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             requests.push(request_of(&run_args, "sweep")?);
         }
     }
-    let rows = sweep(&args.data, &requests, |row| {
+    let rows = sweep(&args.data, &requests, Default::default(), |row| {
         bar.set_message(format!("{} x{}", row.device.name(), row.world_size));
         bar.inc(1);
     })?;

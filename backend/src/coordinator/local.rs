@@ -8,7 +8,10 @@ use cosmicai_engine::pipeline::{RunSummary, initialize, summarize};
 use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::run::RunRequest;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The shortest default rank timeout: start-up and a slow disk must fit.
+const MIN_DEFAULT_TIMEOUT_S: f64 = 600.0;
 
 pub fn execute(
     root: &Path,
@@ -36,6 +39,13 @@ pub fn execute(
     recorder.start(request, &payload.ranks)?;
 
     let (concurrency, threads) = super::concurrency_and_threads(concurrency, request.world_size);
+    // No more ranks at once than the host's memory holds at memory_mb each.
+    let host_mb = cosmicai_engine::system::system_info().memory_gb * 1024.0;
+    let concurrency = if host_mb > 0.0 {
+        concurrency.min(((host_mb / f64::from(request.memory_mb.max(1))) as usize).max(1))
+    } else {
+        concurrency
+    };
     let command = WorkerCommand {
         program: std::env::current_exe().context("finding the cosmicai executable for workers")?,
         args: vec![
@@ -51,6 +61,7 @@ pub fn execute(
         concurrency,
         memory_mb: request.memory_mb,
         retries: request.retries,
+        timeout: Some(rank_timeout(request, &payload)),
     };
     let cancel = recorder.cancel.clone();
     let measures = execute_cancellable(&command, request.world_size, config, cancel, |event| {
@@ -66,4 +77,16 @@ pub fn execute(
         initialize_s,
         summarize_started,
     )?)
+}
+
+/// How long one attempt of a rank may run: the request's `timeout_s`, else ten
+/// times the plan's bound on its slowest rank (a bound for a Lambda of the
+/// request's memory; a rank on a busy laptop may be slower), at least ten minutes.
+fn rank_timeout(request: &RunRequest, payload: &cosmicai_engine::pipeline::Payload) -> Duration {
+    let seconds = request.timeout_s.unwrap_or_else(|| {
+        cosmicai_engine::pipeline::slowest_rank(payload)
+            .map_or(0.0, |slowest| 10.0 * slowest.seconds)
+            .max(MIN_DEFAULT_TIMEOUT_S)
+    });
+    Duration::from_secs_f64(seconds)
 }

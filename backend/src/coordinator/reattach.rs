@@ -5,7 +5,7 @@
 
 use super::record::{Recorder, RunControl};
 use crate::aws::{Aws, follow};
-use crate::registry::{Registry, process_alive};
+use crate::registry::{Registry, coordinator_alive};
 use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::RunSummary;
 use cosmicai_engine::store::LocalStore;
@@ -29,7 +29,9 @@ pub fn reattach(
     let Some(aws) = run.aws else {
         bail!("run {run_id} did not run on AWS: only AWS executions can be followed again");
     };
-    if run.status == RunStatus::Running && process_alive(run.coordinator_pid) {
+    if run.status == RunStatus::Running
+        && coordinator_alive(run.coordinator_pid, run.coordinator_identity.as_deref())
+    {
         bail!(
             "run {run_id} is followed by process {} already",
             run.coordinator_pid

@@ -6,16 +6,23 @@ use anyhow::Result;
 use cosmicai_shared::api::SweepRow;
 use cosmicai_shared::run::RunRequest;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs each request in turn (each gets its own run id and result path) and hands
 /// `on_row` its row as it finishes; stops at the first run that cannot go on.
+/// Setting `cancel` stops the running run and starts no more.
 pub fn sweep(
     root: &Path,
     requests: &[RunRequest],
+    cancel: Arc<AtomicBool>,
     mut on_row: impl FnMut(&SweepRow),
 ) -> Result<Vec<SweepRow>> {
     let mut rows = Vec::with_capacity(requests.len());
     for request in requests {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
         let run_id = new_run_id();
         let request = RunRequest {
             result_path: format!("results/{run_id}"),
@@ -23,7 +30,7 @@ pub fn sweep(
         };
         let control = RunControl {
             quiet: true,
-            ..Default::default()
+            cancel: cancel.clone(),
         };
         let local = Executor::Local { concurrency: None };
         let s = execute(root, &request, &run_id, &local, control, &mut |_| {})?;

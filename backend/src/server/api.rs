@@ -341,14 +341,19 @@ pub async fn list_runs(State(state): AppStateRef) -> ApiResult<Json<Vec<RunInfo>
     security(("bearer" = [])),
     responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
         (status = 401, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
-        (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
+        (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
+        (status = 429, description = "Too many runs and sweeps at once; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn create_run(
     State(state): AppStateRef,
     Json(launch): Json<RunLaunch>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
+    let slot = state
+        .run_slots
+        .take()
+        .ok_or_else(|| super::guard::busy("runs and sweeps", state.run_slots.cap()))?;
     let id = state
         .runs
-        .start(&state.data_dir, &state.models, &launch)
+        .start(&state.data_dir, &state.models, &launch, slot)
         .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }
@@ -415,7 +420,8 @@ pub async fn cancel_run(
 /// the stream ends after `finished` or `error`.
 #[utoipa::path(get, path = "/api/runs/{id}/events", params(("id" = String, Path)),
     responses((status = 200, description = "Server-Sent Events of RunEvent JSON", content_type = "text/event-stream"),
-        (status = 404, body = cosmicai_shared::api::ApiError)))]
+        (status = 404, body = cosmicai_shared::api::ApiError),
+        (status = 429, description = "Too many open streams; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn run_events(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
     let live = match state.runs.get(&id) {
         Some(live) => live,
@@ -432,8 +438,14 @@ pub async fn run_events(State(state): AppStateRef, Path(id): Path<String>) -> Ap
             return Ok(Sse::new(stream).into_response());
         }
     };
-    let stream =
-        futures_util::stream::unfold((live, 0usize, false), |(live, sent, done)| async move {
+    let slot = state
+        .stream_slots
+        .take()
+        .ok_or_else(|| super::guard::busy("event streams", state.stream_slots.cap()))?;
+    // The slot lives in the stream's state: it frees when the client goes.
+    let stream = futures_util::stream::unfold(
+        (live, 0usize, false, slot),
+        |(live, sent, done, slot)| async move {
             if done {
                 return None;
             }
@@ -453,13 +465,17 @@ pub async fn run_events(State(state): AppStateRef, Path(id): Path<String>) -> Ap
                             )
                         })
                         .collect::<Vec<_>>();
-                    return Some((futures_util::stream::iter(data), (live, sent + n, over)));
+                    return Some((
+                        futures_util::stream::iter(data),
+                        (live, sent + n, over, slot),
+                    ));
                 }
                 if rx.changed().await.is_err() {
                     return None;
                 }
             }
-        });
+        },
+    );
     use futures_util::StreamExt;
     Ok(Sse::new(stream.flatten())
         .keep_alive(KeepAlive::default())
@@ -509,8 +525,10 @@ pub async fn run_results(
 }
 
 #[utoipa::path(post, path = "/api/estimate", request_body = RunLaunch,
+    security(("bearer" = [])),
     responses((status = 200, description = "Duration and cost estimate", body = Estimate),
-        (status = 400, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
+        (status = 400, body = cosmicai_shared::api::ApiError), (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 413, body = cosmicai_shared::api::ApiError),
         (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
 pub async fn estimate(
     State(state): AppStateRef,
@@ -537,16 +555,42 @@ pub async fn estimate(
     security(("bearer" = [])),
     responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
         (status = 401, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
-        (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
+        (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
+        (status = 429, description = "Too many runs and sweeps at once; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn create_sweep(
     State(state): AppStateRef,
     Json(launch): Json<SweepLaunch>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
+    let slot = state
+        .run_slots
+        .take()
+        .ok_or_else(|| super::guard::busy("runs and sweeps", state.run_slots.cap()))?;
     let id = state
         .sweeps
-        .start(&state.data_dir, &state.models, &launch)
+        .start(&state.data_dir, &state.models, &launch, slot)
         .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
+}
+
+#[utoipa::path(post, path = "/api/sweeps/{id}/cancel", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 202, body = Created), (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 404, body = cosmicai_shared::api::ApiError), (status = 409, body = cosmicai_shared::api::ApiError)))]
+pub async fn cancel_sweep(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    use super::sweeps::CancelError;
+    match state.sweeps.cancel(&id) {
+        Ok(()) => Ok((StatusCode::ACCEPTED, Json(Created { id }))),
+        Err(CancelError::Unknown) => Err(Error::not_found(format!(
+            "sweep {id:?}: not a sweep this server is running"
+        ))),
+        Err(CancelError::Over) => Err(Error(
+            StatusCode::CONFLICT,
+            format!("sweep {id}: already over"),
+        )),
+    }
 }
 
 #[utoipa::path(get, path = "/api/sweeps/{id}", params(("id" = String, Path)),

@@ -7,6 +7,34 @@ use cosmicai_shared::api::ApiError;
 
 pub struct Error(pub StatusCode, pub String);
 
+/// Folders whose absolute paths never leave the server (the data directory,
+/// the working directory), longest first; set once at start.
+static HIDDEN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Hides `folders` from every error message and run event from now on: a caller
+/// learns paths inside the data directory, never where it lives on the host.
+pub fn hide_paths(folders: &[&std::path::Path]) {
+    let mut hidden: Vec<String> = folders
+        .iter()
+        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .map(|f| f.display().to_string())
+        .filter(|f| f.len() > 1)
+        .collect();
+    hidden.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    let _ = HIDDEN.set(hidden);
+}
+
+/// `text` with the hidden folders cut out of it (made relative).
+pub fn redact(text: &str) -> String {
+    let mut text = text.to_string();
+    for folder in HIDDEN.get().map(Vec::as_slice).unwrap_or_default() {
+        text = text
+            .replace(&format!("{folder}/"), "")
+            .replace(folder.as_str(), ".");
+    }
+    text
+}
+
 pub type ApiResult<T> = Result<T, Error>;
 
 impl Error {
@@ -21,9 +49,20 @@ impl Error {
     }
 }
 
+/// Seconds a refused caller (429) is told to wait.
+const RETRY_AFTER_S: &str = "30";
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        (self.0, Json(ApiError { error: self.1 })).into_response()
+        let error = redact(&self.1);
+        let mut response = (self.0, Json(ApiError { error })).into_response();
+        if self.0 == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_S),
+            );
+        }
+        response
     }
 }
 

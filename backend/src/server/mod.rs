@@ -8,6 +8,7 @@
 
 mod api;
 mod error;
+mod guard;
 mod models;
 mod objects;
 mod prepare;
@@ -16,9 +17,9 @@ mod sweeps;
 
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::Args;
@@ -52,6 +53,22 @@ pub struct ServeArgs {
     /// safetensors) or photoz:WEIGHTS. Files in DATA_DIR/models/ are offered too.
     #[arg(long = "model")]
     pub models: Vec<String>,
+    /// Require this bearer token (at least 16 characters) for starting, cancelling
+    /// and estimating runs, on loopback too (for a server behind a reverse proxy).
+    /// Off loopback a token is always required: this one, COSMICAI_TOKEN, or a
+    /// random one printed at start.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// A host name the server answers to besides its own address (repeatable): the
+    /// name a reverse proxy forwards. Requests for other names get 421.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
+    /// Runs and sweeps admitted at once; more are refused with 429 and Retry-After.
+    #[arg(long, default_value_t = 4)]
+    pub max_runs: usize,
+    /// Event streams (live run views) open at once; more are refused with 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_streams: usize,
 }
 
 pub struct AppState {
@@ -60,7 +77,11 @@ pub struct AppState {
     models: models::ServedModels,
     runs: runs::Runs,
     sweeps: sweeps::Sweeps,
-    token: Option<String>,
+    access: guard::Access,
+    /// Runs and sweeps running at once.
+    run_slots: Arc<guard::Slots>,
+    /// Event streams open at once.
+    stream_slots: Arc<guard::Slots>,
     model_hash: String,
     model_card: serde_json::Value,
     /// Changes when the served data is rebuilt, so image ETags change with it.
@@ -73,7 +94,7 @@ pub struct AppState {
     info(title = "CosmicAI API", description = "Galaxy redshifts from SDSS data: objects, images, the model, pipeline runs."),
     paths(api::health, api::list_objects, api::object_detail, api::object_image, api::cutouts, api::model,
         api::model_weights, api::list_models, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
-        api::run_results, api::estimate, api::create_sweep, api::sweep_detail),
+        api::run_results, api::estimate, api::create_sweep, api::sweep_detail, api::cancel_sweep),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -109,35 +130,17 @@ fn random_token() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Endpoints that start or stop work need the token, when there is one.
-async fn require_token(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return error::Error(
-                StatusCode::UNAUTHORIZED,
-                "this endpoint needs Authorization: Bearer TOKEN (printed by cosmicai serve, or COSMICAI_TOKEN)".into(),
-            )
-            .into_response();
-        }
-    }
-    next.run(request).await
-}
-
 pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
     let guarded = Router::new()
         .route("/api/runs", post(api::create_run))
         .route("/api/runs/{id}/cancel", post(api::cancel_run))
         .route("/api/sweeps", post(api::create_sweep))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/api/sweeps/{id}/cancel", post(api::cancel_sweep))
+        .route("/api/estimate", post(api::estimate))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ));
     let timed = Router::new()
         .route("/api/health", get(api::health))
         .route("/api/objects", get(api::list_objects))
@@ -150,7 +153,6 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
         .route("/api/runs", get(api::list_runs))
         .route("/api/runs/{id}", get(api::run_detail))
         .route("/api/runs/{id}/results", get(api::run_results))
-        .route("/api/estimate", post(api::estimate))
         .route("/api/sweeps/{id}", get(api::sweep_detail))
         .route(
             "/api/openapi.json",
@@ -176,6 +178,10 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
         app.fallback(get(no_frontend))
     };
     app.layer(middleware::from_fn(error::json_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::check_host,
+        ))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
@@ -199,16 +205,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     prepare::prepare(&args.data_dir, &args.assets)?;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    error::hide_paths(&[&args.data_dir, &args.assets, &cwd]);
     let index = objects::ObjectIndex::load(&args.data_dir)?;
     let models = models::ServedModels::load(&args.models, &args.data_dir)?;
-    let token = if args.addr.ip().is_loopback() {
-        None
-    } else {
-        Some(match std::env::var("COSMICAI_TOKEN") {
-            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-            _ => random_token()?,
-        })
+    let given = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("COSMICAI_TOKEN").ok())
+        .filter(|t| !t.trim().is_empty());
+    let token = match given.as_deref() {
+        Some(t) => Some(guard::checked_token(t, "--token (or COSMICAI_TOKEN)")?),
+        None if args.addr.ip().is_loopback() => None,
+        None => Some(random_token()?),
     };
+    if args.max_runs == 0 || args.max_streams == 0 {
+        anyhow::bail!("--max-runs and --max-streams must be at least 1");
+    }
     let card_path = args.assets.join("model/photoz.card.json");
     let model_card = std::fs::read_to_string(&card_path)
         .ok()
@@ -226,7 +239,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         models,
         runs: runs::Runs::new(crate::aws::AwsConfig::from_env()),
         sweeps: sweeps::Sweeps::default(),
-        token: token.clone(),
+        access: guard::Access::new(token.clone(), args.addr, &args.allowed_hosts),
+        run_slots: guard::Slots::new(args.max_runs),
+        stream_slots: guard::Slots::new(args.max_streams),
         model_hash: format!("{:016x}", fnv(crate::models::SHIPPED_PHOTOZ)),
         model_card,
         data_version,
@@ -248,7 +263,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             args.frontend.display()
         );
         if let Some(t) = &token {
-            eprintln!("token for starting and cancelling runs: {t}");
+            if given.is_none() {
+                eprintln!("token for starting, cancelling and estimating runs: {t}");
+            } else {
+                eprintln!("starting, cancelling and estimating runs needs the given token");
+            }
         }
         match crate::aws::AwsConfig::from_env() {
             Some(aws) => {
@@ -271,10 +290,34 @@ pub fn run(args: ServeArgs) -> Result<()> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         axum::serve(listener, router(state, args.frontend))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(shutdown_signal())
             .await
             .context("serving")
     })
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM (what `docker stop` and systemd
+/// send), so the server stops taking requests and ends its open ones. Open
+/// event streams never end by themselves, so a second signal, or 10 s,
+/// ends the process; local workers die with it (they hold a parent-death
+/// signal), and the registry marks their runs interrupted at the next start.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("stopping: finishing open requests (again to stop now)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+        }
+        std::process::exit(130);
+    });
 }

@@ -1,6 +1,7 @@
 //! Runs started from the API: each runs on its own thread with the same code as
 //! `cosmicai run`, and its events are kept for the live view (Server-Sent Events).
 
+use super::guard::Slot;
 use super::models::ServedModels;
 use crate::aws::AwsConfig;
 use crate::coordinator::{self, Executor, RunControl, check_device, new_run_id};
@@ -21,7 +22,10 @@ pub struct LiveRun {
 }
 
 impl LiveRun {
-    fn push(&self, event: RunEvent) {
+    fn push(&self, mut event: RunEvent) {
+        if let RunEvent::RankFailed { error, .. } | RunEvent::Error { error } = &mut event {
+            *error = super::error::redact(error);
+        }
         let n = {
             let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
             events.push(event);
@@ -51,6 +55,9 @@ impl LiveRun {
     }
 }
 
+/// Runs kept in memory (with their events) before finished ones are dropped.
+const KEPT: usize = 64;
+
 #[derive(Default)]
 pub struct Runs {
     live: Mutex<HashMap<String, Arc<LiveRun>>>,
@@ -74,12 +81,14 @@ impl Runs {
             .cloned()
     }
 
-    /// Validates `launch` and starts it; the run id, or what is wrong with the request.
+    /// Validates `launch` and starts it, holding `slot` until it ends; the run
+    /// id, or what is wrong with the request.
     pub fn start(
         &self,
         data_dir: &Path,
         models: &ServedModels,
         launch: &RunLaunch,
+        slot: Slot,
     ) -> Result<String, String> {
         let id = new_run_id();
         let request = request_of(data_dir, models, launch, &id)?;
@@ -97,10 +106,14 @@ impl Runs {
             count: watch::channel(0).0,
             cancel: Arc::default(),
         });
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), live.clone());
+        {
+            let mut all = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            // Finished runs live on in the registry; their events need not.
+            if all.len() >= KEPT {
+                all.retain(|_, run| !run.is_over());
+            }
+            all.insert(id.clone(), live.clone());
+        }
         let (root, run_id) = (data_dir.to_path_buf(), id.clone());
         std::thread::spawn(move || {
             let control = RunControl {
@@ -120,7 +133,7 @@ impl Runs {
                     live.push(e.clone())
                 })
             });
-            match outcome {
+            let last = match outcome {
                 Ok(summary) => {
                     let status = if live.cancel.load(Ordering::Relaxed)
                         && summary.status != RunStatus::Succeeded
@@ -129,12 +142,15 @@ impl Runs {
                     } else {
                         summary.status
                     };
-                    live.push(RunEvent::Finished { status })
+                    RunEvent::Finished { status }
                 }
-                Err(e) => live.push(RunEvent::Error {
+                Err(e) => RunEvent::Error {
                     error: format!("{e:#}"),
-                }),
-            }
+                },
+            };
+            // Free the slot first: whoever saw the run end may start the next.
+            drop(slot);
+            live.push(last);
         });
         Ok(id)
     }
@@ -163,6 +179,7 @@ pub fn request_of(
         model: models.resolve(launch.model.as_deref())?,
         retries: launch.retries,
         tolerated_failure_percentage: 100.0,
+        timeout_s: launch.timeout_s,
     };
     let mut problems = request.problems();
     if launch
@@ -172,6 +189,13 @@ pub fn request_of(
         && problems.is_empty()
     {
         problems.push("data_prefix must name a folder inside the data directory".into());
+    }
+    let host_mb = cosmicai_engine::system::system_info().memory_gb * 1024.0;
+    if launch.target == Target::Local && host_mb > 0.0 && f64::from(request.memory_mb) > host_mb {
+        problems.push(format!(
+            "memory_mb {} is more than this host's {host_mb:.0} MB",
+            request.memory_mb
+        ));
     }
     if launch.retries > 10 {
         problems.push(format!("retries {} is more than 10", launch.retries));

@@ -1,6 +1,7 @@
 //! Sweeps from the API: the same run over several world sizes and devices, one
 //! after another on a thread, each recorded like any run.
 
+use super::guard::Slot;
 use super::models::ServedModels;
 use super::runs::request_of;
 use crate::coordinator::{check_device, new_run_id, sweep};
@@ -8,26 +9,59 @@ use cosmicai_shared::api::{RunLaunch, SweepInfo, SweepLaunch, Target};
 use cosmicai_shared::run::Device;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Sweeps kept in memory before finished ones are dropped.
+const KEPT: usize = 64;
 
 #[derive(Default)]
 pub struct Sweeps {
-    all: Mutex<HashMap<String, Arc<Mutex<SweepInfo>>>>,
+    all: Mutex<HashMap<String, Arc<LiveSweep>>>,
+}
+
+struct LiveSweep {
+    info: Mutex<SweepInfo>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl LiveSweep {
+    fn info(&self) -> SweepInfo {
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Why a sweep could not be cancelled.
+pub enum CancelError {
+    Unknown,
+    Over,
 }
 
 impl Sweeps {
     pub fn get(&self, id: &str) -> Option<SweepInfo> {
         let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(id)
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        all.get(id).map(|s| s.info())
     }
 
-    /// Checks every run of the sweep first, then starts it; its id, or what is wrong.
+    /// Stops sweep `id`: its running run is cancelled, and no more start.
+    pub fn cancel(&self, id: &str) -> Result<(), CancelError> {
+        let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        let sweep = all.get(id).ok_or(CancelError::Unknown)?;
+        if sweep.info().state != "running" {
+            return Err(CancelError::Over);
+        }
+        sweep.cancel.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Checks every run of the sweep first, then starts it, holding `slot` until
+    /// it ends; its id, or what is wrong.
     pub fn start(
         &self,
         data_dir: &Path,
         models: &ServedModels,
         launch: &SweepLaunch,
+        slot: Slot,
     ) -> Result<String, String> {
         if launch.world_sizes.is_empty() || launch.world_sizes.len() > 8 {
             return Err(format!(
@@ -61,31 +95,42 @@ impl Sweeps {
                     memory_mb: launch.memory_mb,
                     retries: 0,
                     model: launch.model.clone(),
+                    timeout_s: None,
                 };
                 plan.push(request_of(data_dir, models, &run, &id)?);
             }
         }
-        let info = Arc::new(Mutex::new(SweepInfo {
-            id: id.clone(),
-            state: "running".into(),
-            planned: plan.len(),
-            rows: Vec::new(),
-            error: None,
-        }));
-        self.all
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), info.clone());
+        let live = Arc::new(LiveSweep {
+            info: Mutex::new(SweepInfo {
+                id: id.clone(),
+                state: "running".into(),
+                planned: plan.len(),
+                rows: Vec::new(),
+                error: None,
+            }),
+            cancel: Arc::default(),
+        });
+        {
+            let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+            if all.len() >= KEPT {
+                all.retain(|_, s| s.info().state == "running");
+            }
+            all.insert(id.clone(), live.clone());
+        }
         let root = data_dir.to_path_buf();
         std::thread::spawn(move || {
-            let outcome = sweep(&root, &plan, |row| {
-                info.lock()
+            let outcome = sweep(&root, &plan, live.cancel.clone(), |row| {
+                live.info
+                    .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .rows
                     .push(row.clone())
             });
-            let mut info = info.lock().unwrap_or_else(|e| e.into_inner());
+            let cancelled = live.cancel.load(Ordering::Relaxed);
+            drop(slot);
+            let mut info = live.info.lock().unwrap_or_else(|e| e.into_inner());
             match outcome {
+                Ok(_) if cancelled => info.state = "cancelled".into(),
                 Ok(_) => info.state = "finished".into(),
                 Err(e) => {
                     info.state = "failed".into();

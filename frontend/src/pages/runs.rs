@@ -64,6 +64,7 @@ impl LaunchForm {
             memory_mb: Some(whole_number("memory", &self.memory.get())? as u32),
             retries: 0,
             model: Some(self.model.get()),
+            timeout_s: None,
         })
     }
 

@@ -2,23 +2,28 @@
 //! duration, CPU time and peak memory are measured per rank the way Lambda and
 //! CloudWatch report them. At most `concurrency` ranks run at once (Lambda's
 //! concurrency limit); a rank over `memory_mb` is killed with an out-of-memory
-//! error; a failed rank is retried up to `retries` times.
+//! error; a failed rank is retried up to `retries` times; a rank past `timeout`
+//! is stopped.
+//!
+//! No worker outlives its run: each is the leader of its own process group, which
+//! is killed as a whole when the rank ends (so a worker's own children go too),
+//! and each gets SIGKILL from the kernel when its coordinator dies, however it
+//! dies (`PR_SET_PDEATHSIG`). [`attempt`] runs one worker; this file schedules them.
 //!
 //! Workers talk back on stdout, one JSON object a line:
 //! `{"event":"ready"}` once the model is loaded, `{"event":"objects","objects":N}`
 //! after the first batch and then as they go, `{"event":"done","objects":N,"throughput_bps":B,"peak_rss_mb":M}` at the end.
 
-use crate::cost::billed_ms;
+mod attempt;
+
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::RankMeasure;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The error of ranks stopped by a cancel.
 pub const CANCELLED: &str = "cancelled";
@@ -35,8 +40,11 @@ pub struct WorkerCommand {
 #[derive(Debug, Clone, Copy)]
 pub struct ExecutorConfig {
     pub concurrency: usize,
+    /// Resident memory a worker may use, in MB; past it the worker is killed.
     pub memory_mb: u32,
     pub retries: u32,
+    /// Wall-clock time one attempt may take; past it the worker is killed.
+    pub timeout: Option<Duration>,
 }
 
 /// A line a worker writes on stdout.
@@ -123,7 +131,11 @@ pub fn execute_cancellable(
             on_event(&RunEvent::RankStarted { rank, attempt });
             let (command, tx, cancel) = (command.clone(), tx.clone(), cancel.clone());
             std::thread::spawn(move || {
-                let outcome = run_attempt(&command, rank, config.memory_mb, &cancel, &tx);
+                let events = tx.clone();
+                let report = move |event| {
+                    let _ = events.send(Message::Event(event));
+                };
+                let outcome = attempt::run(&command, rank, &config, &cancel, report);
                 let _ = tx.send(Message::Ended {
                     rank,
                     attempt,
@@ -179,148 +191,4 @@ fn failed_for_good(rank: usize, attempts: u32, error: String) -> RankMeasure {
         error: Some(error),
         ..Default::default()
     }
-}
-
-/// Starts one worker process and watches it to the end.
-fn run_attempt(
-    command: &WorkerCommand,
-    rank: usize,
-    memory_mb: u32,
-    cancel: &AtomicBool,
-    tx: &mpsc::Sender<Message>,
-) -> Result<RankMeasure, String> {
-    let start = Instant::now();
-    let mut child = Command::new(&command.program)
-        .args(&command.args)
-        .arg("--rank")
-        .arg(rank.to_string())
-        .envs(command.envs.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start worker {}: {e}", command.program.display()))?;
-    let pid = child.id();
-    let stdout = child.stdout.take().ok_or("worker has no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("worker has no stderr")?;
-    let events = tx.clone();
-    let reader = std::thread::spawn(move || {
-        let (mut ready, mut first_batch, mut done) = (None, None, None);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            match serde_json::from_str::<WorkerMessage>(&line) {
-                Ok(WorkerMessage::Ready) => {
-                    ready = Some(start.elapsed());
-                    let _ = events.send(Message::Event(RunEvent::RankReady { rank }));
-                }
-                Ok(WorkerMessage::Objects { objects }) => {
-                    first_batch.get_or_insert(start.elapsed());
-                    let _ = events.send(Message::Event(RunEvent::RankObjects { rank, objects }));
-                }
-                Ok(WorkerMessage::Done {
-                    objects,
-                    throughput_bps,
-                    peak_rss_mb,
-                }) => done = Some((objects, throughput_bps, peak_rss_mb)),
-                Err(_) => {} // anything else on stdout is the worker's own business
-            }
-        }
-        (ready, first_batch, done)
-    });
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-
-    // Poll the child: enforce memory like Lambda, and collect its rusage at exit.
-    let mut out_of_memory = None;
-    let mut polled_peak_mb = 0.0f64;
-    let (status, usage) = loop {
-        let mut status = 0;
-        // SAFETY: rusage is plain data, valid when all zeros.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: wait4 fills `status` and `usage`, both ours, for our own child.
-        let r = unsafe { libc::wait4(pid as i32, &mut status, libc::WNOHANG, &mut usage) };
-        if r == pid as i32 {
-            break (status, usage);
-        }
-        if r < 0 {
-            return Err(format!(
-                "lost track of worker {pid}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        if cancel.load(Ordering::Relaxed) {
-            // SAFETY: signalling our own child process.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            let _ = child.wait();
-            let _ = reader.join();
-            let _ = errors.join();
-            return Err(CANCELLED.into());
-        }
-        let rss = crate::system::rss_mb(pid);
-        polled_peak_mb = polled_peak_mb.max(rss.unwrap_or(0.0));
-        if let Some(rss) = rss
-            && rss > f64::from(memory_mb)
-            && out_of_memory.is_none()
-        {
-            out_of_memory = Some(rss);
-            // SAFETY: signalling our own child process.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let duration = start.elapsed();
-    let (ready, first_batch, done) = reader.join().unwrap_or((None, None, None));
-    let stderr_text = errors.join().unwrap_or_default();
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-
-    if let Some(rss) = out_of_memory {
-        return Err(format!(
-            "rank {rank} ran out of memory: {rss:.0} MB used, memory_mb is {memory_mb} (killed, as Lambda does)"
-        ));
-    }
-    if libc::WIFSIGNALED(status) {
-        return Err(format!(
-            "rank {rank} worker was killed by signal {}",
-            libc::WTERMSIG(status)
-        ));
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    let tail: String = stderr_text
-        .lines()
-        .rev()
-        .take(3)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join(" | ");
-    let Some((objects, throughput_bps, reported_peak_mb)) = done.filter(|_| code == 0) else {
-        return Err(format!(
-            "rank {rank} worker exited with code {code}: {}",
-            if tail.is_empty() { "no message" } else { &tail }
-        ));
-    };
-    let duration_s = duration.as_secs_f64();
-    Ok(RankMeasure {
-        rank,
-        attempts: 1,
-        duration_s,
-        billed_duration_ms: billed_ms(duration_s),
-        init_duration_s: ready.map_or(0.0, |r| r.as_secs_f64()),
-        first_batch_s: first_batch.map_or(0.0, |r| r.as_secs_f64()),
-        cpu_time_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-        // What the worker measured of itself, else what polling saw.
-        peak_rss_mb: reported_peak_mb.unwrap_or(polled_peak_mb),
-        objects,
-        samples_per_s: objects as f64 / duration_s.max(1e-9),
-        bits_per_s: throughput_bps,
-        error: None,
-        ..Default::default()
-    })
 }

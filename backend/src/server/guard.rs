@@ -1,0 +1,234 @@
+//! Who may call the API, and how much at once.
+//!
+//! - The bearer token guards every endpoint that starts, stops or costs work
+//!   (runs, sweeps, estimates). Off loopback there is always one; on loopback
+//!   only when given (`--token`, for a server behind a reverse proxy). It is
+//!   compared in constant time and must be long enough to resist guessing.
+//! - The Host check refuses requests whose `Host` is not this server's name, so
+//!   a web page cannot reach a loopback server through DNS rebinding.
+//! - [`Slots`] admit a bounded number of runs, sweeps and event streams at once;
+//!   past the bound the answer is 429 with `Retry-After`, not a slower host.
+
+use super::AppState;
+use super::error::Error;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The shortest token accepted: 16 characters of a random hex token are 64 bits.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// A token, checked for length; `what` names where it came from.
+pub fn checked_token(token: &str, what: &str) -> anyhow::Result<String> {
+    let token = token.trim();
+    if token.len() < MIN_TOKEN_LEN {
+        anyhow::bail!(
+            "{what}: a token must have at least {MIN_TOKEN_LEN} characters, this one has {}",
+            token.len()
+        );
+    }
+    Ok(token.to_string())
+}
+
+/// Equal, in time that depends on the lengths only, not on where they differ.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    let diff = given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |diff, (a, b)| diff | (a ^ b));
+    std::hint::black_box(diff) == 0
+}
+
+/// Endpoints that start, stop or cost work need the token, when there is one.
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.access.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_token(g.as_bytes(), token.as_bytes())) {
+            return Error(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs Authorization: Bearer TOKEN (printed by cosmicai serve, or COSMICAI_TOKEN)".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Who may call: the token, and the names this server answers to.
+pub struct Access {
+    pub token: Option<String>,
+    /// Host names (without port) requests may carry; `None` accepts any.
+    hosts: Option<Vec<String>>,
+}
+
+impl Access {
+    /// A loopback server answers to its loopback names and `allowed`; one on a
+    /// public or wildcard address to `allowed` only when given (its token
+    /// guards it; its names are the proxy's or DNS's business).
+    pub fn new(token: Option<String>, addr: SocketAddr, allowed: &[String]) -> Access {
+        let hosts = if addr.ip().is_loopback() {
+            let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+                .into_iter()
+                .map(String::from)
+                .collect();
+            hosts.push(match addr {
+                SocketAddr::V4(a) => a.ip().to_string(),
+                SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            });
+            hosts.extend(allowed.iter().map(|h| h.to_ascii_lowercase()));
+            Some(hosts)
+        } else if allowed.is_empty() {
+            None
+        } else {
+            Some(allowed.iter().map(|h| h.to_ascii_lowercase()).collect())
+        };
+        Access { token, hosts }
+    }
+
+    fn host_allowed(&self, host: Option<&str>) -> bool {
+        let Some(hosts) = &self.hosts else {
+            return true;
+        };
+        let Some(host) = host else {
+            return false;
+        };
+        let host = host.to_ascii_lowercase();
+        // The name without its port; an IPv6 literal keeps its brackets.
+        let name = match host.rfind(':') {
+            Some(i) if !host[i..].contains(']') => &host[..i],
+            _ => host.as_str(),
+        };
+        hosts.iter().any(|h| h == name)
+    }
+}
+
+/// Refuses requests for another host name (DNS rebinding).
+pub async fn check_host(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if !state.access.host_allowed(host) {
+        return Error(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "Host {:?} is not a name of this server (start it with --allowed-host NAME to answer to it)",
+                host.unwrap_or("")
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// A bounded number of things (runs, streams) at once.
+pub struct Slots {
+    used: AtomicUsize,
+    cap: usize,
+}
+
+/// One admitted thing; its slot frees when it is dropped.
+pub struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Slots {
+    pub fn new(cap: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            used: AtomicUsize::new(0),
+            cap,
+        })
+    }
+
+    /// A slot, or `None` when all `cap` are taken.
+    pub fn take(self: &Arc<Self>) -> Option<Slot> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < self.cap).then_some(used + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+/// The 429 for a full set of slots; `Retry-After` is added by [`Error`].
+pub fn busy(what: &str, cap: usize) -> Error {
+    Error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{cap} {what} already running, the most this server admits at once; try again later"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(same_token(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_token(b"0123456789abcdeF", b"0123456789abcdef"));
+        assert!(!same_token(b"0123456789abcde", b"0123456789abcdef"));
+        assert!(checked_token("short", "--token").is_err());
+    }
+
+    #[test]
+    fn a_loopback_server_answers_to_its_own_names_only() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let access = Access::new(None, addr, &["cosmic.example.org".into()]);
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:8080",
+            "cosmic.example.org",
+        ] {
+            assert!(access.host_allowed(Some(ok)), "{ok}");
+        }
+        for bad in ["evil.example:8080", "127.0.0.1.evil.example", ""] {
+            assert!(!access.host_allowed(Some(bad)), "{bad}");
+        }
+        assert!(!access.host_allowed(None));
+        let public = Access::new(None, "0.0.0.0:80".parse().unwrap(), &[]);
+        assert!(public.host_allowed(Some("anything.example")));
+    }
+
+    #[test]
+    fn slots_admit_up_to_their_cap_and_free_on_drop() {
+        let slots = Slots::new(2);
+        let a = slots.take().unwrap();
+        let _b = slots.take().unwrap();
+        assert!(slots.take().is_none());
+        drop(a);
+        assert!(slots.take().is_some());
+    }
+}
