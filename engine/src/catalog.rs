@@ -4,16 +4,19 @@
 //! SkyServer exports (`objid,ra,dec,u,g,r,i,z,...,class,redshift`) and the
 //! SDSS17 table (`obj_ID,alpha,delta,u,g,r,i,z,...,class,redshift`). A `.gz`
 //! file is decompressed on the fly. Rows that cannot be trusted are skipped and
-//! counted by reason; a missing required column is an error.
+//! counted by reason; a missing required column is an error. Lines longer than
+//! [`MAX_LINE_BYTES`] and gzip streams that expand past [`MAX_EXPANSION`] are refused.
 
 use crate::partition::{ObjectRow, object_id};
 use cosmicai_shared::Class;
 use flate2::read::GzDecoder;
 use serde::Serialize;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Magnitudes at or beyond these are not measurements (SDSS writes -9999 for "none").
 const MIN_MAGNITUDE: f32 = 0.0;
@@ -234,6 +237,84 @@ pub struct Catalog {
 /// Reads the objects of many catalog files, skipping duplicates across them.
 ///
 /// `progress` is told the number of data rows read so far in the current file.
+/// The longest CSV line accepted: a catalog row is about 200 bytes.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// How many times a gzip catalog may expand (CSV of numbers expands 2 to 5
+/// times; a bomb of repeated bytes a thousand times), checked past 64 MiB.
+pub const MAX_EXPANSION: u64 = 100;
+const EXPANSION_CHECKED_FROM: u64 = 64 << 20;
+
+/// Bytes read through a reader (the compressed side of a gzip stream).
+struct Counted<R> {
+    inner: R,
+    read: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Catalog text with its bounds enforced as it is read, so the CSV reader never
+/// buffers an endless line and a gzip bomb stops early.
+struct Bounded<R> {
+    inner: R,
+    /// Bytes since the last newline, and lines so far.
+    line_bytes: usize,
+    lines: u64,
+    out: u64,
+    compressed: Option<Rc<Cell<u64>>>,
+}
+
+impl<R> Bounded<R> {
+    fn new(inner: R, compressed: Option<Rc<Cell<u64>>>) -> Self {
+        Bounded {
+            inner,
+            line_bytes: 0,
+            lines: 1,
+            out: 0,
+            compressed,
+        }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                self.line_bytes = 0;
+                self.lines += 1;
+            } else {
+                self.line_bytes += 1;
+            }
+        }
+        let refuse = |problem: String| Err(std::io::Error::new(ErrorKind::InvalidData, problem));
+        if self.line_bytes > MAX_LINE_BYTES {
+            return refuse(format!(
+                "line {} is longer than {} MiB: not a catalog row",
+                self.lines,
+                MAX_LINE_BYTES >> 20
+            ));
+        }
+        self.out += n as u64;
+        if let Some(compressed) = &self.compressed
+            && self.out > EXPANSION_CHECKED_FROM
+            && self.out > MAX_EXPANSION * compressed.get().max(1)
+        {
+            return refuse(format!(
+                "the gzip stream expands more than {MAX_EXPANSION} times ({} MiB from {} KiB): not a catalog",
+                self.out >> 20,
+                compressed.get() >> 10
+            ));
+        }
+        Ok(n)
+    }
+}
+
 pub fn read_catalogs(
     files: &[PathBuf],
     mut progress: impl FnMut(&Path, usize),
@@ -257,9 +338,14 @@ pub fn read_catalog(
     };
     let raw = File::open(file).map_err(io)?;
     let input: Box<dyn Read> = if file.extension().is_some_and(|e| e == "gz") {
-        Box::new(GzDecoder::new(BufReader::new(raw)))
+        let read = Rc::new(Cell::new(0));
+        let counted = Counted {
+            inner: BufReader::new(raw),
+            read: read.clone(),
+        };
+        Box::new(Bounded::new(GzDecoder::new(counted), Some(read)))
     } else {
-        Box::new(BufReader::new(raw))
+        Box::new(Bounded::new(BufReader::new(raw), None))
     };
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
     let csv_error = |e: csv::Error| CatalogError::Csv {

@@ -22,6 +22,10 @@ pub struct WeightsError {
     pub problem: String,
 }
 
+/// The largest weight file read (AstroMAE's checkpoint has 63 MB): a file is
+/// read whole, so this bounds what opening one costs.
+pub const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
+
 /// All f32 tensors of one safetensors file, by name.
 pub struct Weights {
     path: PathBuf,
@@ -32,11 +36,22 @@ impl Weights {
     /// A safetensors file, or a PyTorch `.pt` (a zip: a state_dict or a pickled module).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| WeightsError {
+        let fail = |problem: String| WeightsError {
             path: path.into(),
             name: "file".into(),
-            problem: format!("cannot read: {e}"),
-        })?;
+            problem,
+        };
+        let size = std::fs::metadata(path)
+            .map_err(|e| fail(format!("cannot read: {e}")))?
+            .len();
+        if size > MAX_WEIGHTS_BYTES {
+            return Err(fail(format!(
+                "{} MiB, more than the {} MiB a weight file may have",
+                size >> 20,
+                MAX_WEIGHTS_BYTES >> 20
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         Self::from_file_bytes(path, bytes)
     }
 

@@ -157,6 +157,30 @@ fn missing_or_misshapen_weights_are_named() {
 }
 
 #[test]
+fn sizes_the_file_cannot_back_are_refused_before_allocating() {
+    // A head a million wide (a 4 MB tensor) would make the model allocate
+    // about 10^12 parameters.
+    let mut t = tensors();
+    t.insert(
+        "concat_block.0.weight".into(),
+        (vec![1_000_000], vec![0.0; 1_000_000]),
+    );
+    let e = load_error(t);
+    assert!(
+        e.contains("edited.safetensors") && e.contains("not an AstroMAE checkpoint"),
+        "{e}"
+    );
+
+    // Three hundred blocks named by one-value tensors.
+    let mut t = tensors();
+    for i in 0..300 {
+        t.insert(format!("blocks.{i}.norm1.weight"), (vec![1], vec![1.0]));
+    }
+    let e = load_error(t);
+    assert!(e.contains("300 blocks"), "{e}");
+}
+
+#[test]
 fn the_stem_is_read_under_either_name_and_two_different_stems_are_refused() {
     let mut t = tensors();
     for part in ["weight", "bias"] {

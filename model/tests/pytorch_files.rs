@@ -139,3 +139,19 @@ fn damaged_pickles_never_panic() {
         assert!(cosmicai_model::pytorch::pickle::unpickle(&pickle[..n]).is_err());
     }
 }
+
+#[test]
+fn a_weight_file_past_the_size_limit_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.safetensors");
+    // Sparse: five gigabytes on paper, nothing on disk.
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(5 << 30)
+        .unwrap();
+    let e = Weights::open(&path).err().unwrap().to_string();
+    assert!(
+        e.contains("huge.safetensors") && e.contains("more than the 4096 MiB"),
+        "{e}"
+    );
+}

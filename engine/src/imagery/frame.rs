@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
+/// The most FITS data a frame file may hold (decompressed): an SDSS frame
+/// (2048 x 1489 f32) has 12 MiB.
+pub const MAX_FRAME_BYTES: u64 = 256 << 20;
+
 /// One band of one field.
 pub struct Frame {
     pub path: PathBuf,
@@ -25,19 +29,37 @@ impl Frame {
             path: path.to_path_buf(),
             problem,
         };
-        let raw = std::fs::read(path).map_err(|source| ImageryError::Io {
+        let io = |source| ImageryError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        let bytes = if path.extension().is_some_and(|e| e == "bz2") {
-            let mut out = Vec::with_capacity(raw.len() * 4);
-            bzip2::read::BzDecoder::new(raw.as_slice())
-                .read_to_end(&mut out)
-                .map_err(|e| bad(format!("not a readable bzip2 stream: {e}")))?;
-            out
-        } else {
-            raw
         };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let too_big = || {
+            bad(format!(
+                "holds more than {} MiB of FITS data, the most a frame may have (an SDSS frame has 12 MiB)",
+                MAX_FRAME_BYTES >> 20
+            ))
+        };
+        // Read at most one byte past the limit: a bzip2 bomb (kilobytes that
+        // expand to gigabytes) stops there.
+        let mut bytes = Vec::new();
+        if path.extension().is_some_and(|e| e == "bz2") {
+            bzip2::read::BzDecoder::new(std::io::BufReader::new(file))
+                .take(MAX_FRAME_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| bad(format!("not a readable bzip2 stream: {e}")))?;
+        } else {
+            file.take(MAX_FRAME_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(io)?;
+        }
+        if bytes.len() as u64 > MAX_FRAME_BYTES {
+            return Err(too_big());
+        }
+        let data_bytes = bytes.len();
+        // fitsrs multiplies the header's axis lengths unchecked (it overflows on
+        // NAXIS1 = NAXIS2 = 2^32), so the primary header is checked first.
+        check_primary_sizes(&bytes).map_err(bad)?;
         let mut fits = Fits::from_reader(Cursor::new(bytes));
         let hdu = match fits.next() {
             Some(Ok(HDU::Primary(hdu))) => hdu,
@@ -49,6 +71,18 @@ impl Frame {
             [w, h] if *w > 0 && *h > 0 => (*w as usize, *h as usize),
             other => return Err(bad(format!("expected a 2-D image, found axes {other:?}"))),
         };
+        // The header's sizes are checked against the bytes there are before
+        // anything is sized by them (a product that wraps, or a claim of more
+        // pixels than the file holds).
+        if width
+            .checked_mul(height)
+            .and_then(|n| n.checked_mul(4))
+            .is_none_or(|n| n > data_bytes)
+        {
+            return Err(bad(format!(
+                "header says {width} x {height} pixels, more than its {data_bytes} bytes hold"
+            )));
+        }
         let wcs = hdu
             .wcs()
             .map_err(|e| bad(format!("no usable WCS in the header: {e}")))?;
@@ -143,6 +177,77 @@ impl Field {
     pub fn band(&self, band: Band) -> &Frame {
         &self.frames[band.index()]
     }
+}
+
+/// Checks that the primary header's BITPIX and NAXISn describe no more data
+/// than `bytes` holds, with every product checked; reads at most 36 header
+/// blocks (1,296 cards, SDSS frames have about 150).
+fn check_primary_sizes(bytes: &[u8]) -> Result<(), String> {
+    const CARD: usize = 80;
+    const MAX_CARDS: usize = 36 * 36;
+    if !bytes.starts_with(b"SIMPLE  =") {
+        return Err("not a FITS file (it does not start with SIMPLE)".into());
+    }
+    let (mut bitpix, mut axes) = (None, Vec::new());
+    let mut naxis = None;
+    for card in bytes.chunks(CARD).take(MAX_CARDS) {
+        let text = String::from_utf8_lossy(card);
+        let key = text.get(..8).unwrap_or("").trim_end();
+        if key == "END" {
+            let bitpix: i64 = bitpix.ok_or("the header has no BITPIX")?;
+            let n = naxis.ok_or("the header has no NAXIS")?;
+            if axes.len() != n {
+                return Err(format!(
+                    "NAXIS is {n} but {} axis lengths are given",
+                    axes.len()
+                ));
+            }
+            let size = axes
+                .iter()
+                .try_fold(bitpix.unsigned_abs() / 8, |size: u64, axis: &u64| {
+                    size.checked_mul(*axis)
+                });
+            return match size {
+                Some(size) if size <= bytes.len() as u64 => Ok(()),
+                _ => Err(format!(
+                    "header says {} pixels of {} bits, more than its {} bytes hold",
+                    axes.iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" x "),
+                    bitpix.unsigned_abs(),
+                    bytes.len()
+                )),
+            };
+        }
+        let value = || {
+            text.get(10..)
+                .and_then(|v| v.split('/').next())
+                .map(str::trim)
+                .unwrap_or("")
+        };
+        let number = |what: &str| {
+            value()
+                .parse::<i64>()
+                .map_err(|_| format!("{what} is not a whole number: {:?}", value()))
+        };
+        match key {
+            "BITPIX" => bitpix = Some(number("BITPIX")?),
+            "NAXIS" => {
+                let n = number("NAXIS")?;
+                if !(0..=999).contains(&n) {
+                    return Err(format!("NAXIS {n} is outside 0 to 999"));
+                }
+                naxis = Some(n as usize);
+            }
+            k if k.starts_with("NAXIS") => {
+                let n = number(k)?;
+                axes.push(u64::try_from(n).map_err(|_| format!("{k} {n} is negative"))?);
+            }
+            _ => {}
+        }
+    }
+    Err("no END card in the first 36 header blocks".into())
 }
 
 /// `frame-r-002820-3-0122.fits.bz2` → (`r`, `002820-3-0122`).

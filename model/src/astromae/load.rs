@@ -112,7 +112,7 @@ pub fn config_of(weights: &Weights, heads: usize) -> Result<AstroMaeConfig, Weig
     for (w, k) in widths.iter_mut().zip(INCEPTION_BLOCKS) {
         *w = rows(weights, &format!("{INCEPTION}.{k}.branch1.conv.weight"))?;
     }
-    Ok(AstroMaeConfig::new()
+    let config = AstroMaeConfig::new()
         .with_branch_width(rows(weights, "vit_block.0.weight")?)
         .with_magnitude_width(rows(weights, &format!("{MAGNITUDES}.0.weight"))?)
         // the first and last linears are not hidden layers
@@ -125,7 +125,48 @@ pub fn config_of(weights: &Weights, heads: usize) -> Result<AstroMaeConfig, Weig
         .with_heads(heads)
         .with_patch(p)
         .with_bands(bands)
-        .with_image(side * p))
+        .with_image(side * p);
+    check_size(weights, &config, tokens)?;
+    Ok(config)
+}
+
+/// Refuses a configuration whose model would hold far more parameters than the
+/// file has values: its sizes are read from shapes (and counts of names), and a
+/// crafted file could otherwise make `init` allocate terabytes. The count is a
+/// generous over-count of every layer, and the bound (16 times the file's
+/// values, plus 4 M) leaves room for it: what a file can make us allocate stays
+/// proportional to its size.
+fn check_size(weights: &Weights, c: &AstroMaeConfig, tokens: usize) -> Result<(), WeightsError> {
+    let values: u128 = weights
+        .sorted()
+        .iter()
+        .map(|(_, _, v)| v.len() as u128)
+        .sum();
+    let u = |n: usize| n as u128;
+    let (dim, bw, mw, hw) = (
+        u(c.dim),
+        u(c.branch_width),
+        u(c.magnitude_width),
+        u(c.head_width),
+    );
+    let channels = u(c.inception_stem) + 4 * c.inception_widths.iter().map(|w| u(*w)).sum::<u128>();
+    let counted = u(c.depth) * 13 * dim * dim
+        + dim * u(c.bands) * u(c.patch) * u(c.patch)
+        + u(tokens) * dim
+        + bw * (dim + bw + channels)
+        + channels * channels * 25
+        + mw * (u(c.magnitude_layers) * mw + bw + 8)
+        + hw * (2 * bw + mw + hw);
+    if u(c.depth) > 256 || u(c.magnitude_layers) > 256 || counted > 16 * values + 4_000_000 {
+        return Err(weights.error(
+            "patch_embed.proj.weight",
+            format!(
+                "its shapes describe a model of about {counted} parameters ({} blocks), but the file holds {values} values: not an AstroMAE checkpoint",
+                c.depth
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn two_layer<B: Backend>(

@@ -23,6 +23,10 @@ use std::collections::HashMap;
 pub const CLASSES: usize = 3;
 /// Features: 5 magnitudes and 4 adjacent colours (u-g, g-r, r-i, i-z).
 pub const FEATURES: usize = 9;
+/// The widest and deepest PhotoZ a weight file may describe (the shipped one
+/// is far smaller); larger sizes are refused before any allocation.
+pub const MAX_WIDTH: usize = 4096;
+pub const MAX_LAYERS: usize = 64;
 
 #[derive(Config, Debug)]
 pub struct PhotoZConfig {
@@ -212,6 +216,25 @@ impl<B: Backend> PhotoZ<B> {
                 "not a PhotoZ weight file (no hidden layers)",
             ));
         }
+        // The sizes come from the file: check them all before anything is
+        // allocated by them (a tiny `hidden.1.weight` must not make the model
+        // allocate width x width).
+        if width > MAX_WIDTH || layers > MAX_LAYERS {
+            return Err(weights.error(
+                "hidden.0.weight",
+                format!(
+                    "{layers} hidden layers of width {width}: PhotoZ has at most {MAX_LAYERS} layers of width {MAX_WIDTH}"
+                ),
+            ));
+        }
+        for i in 0..layers {
+            let name = format!("hidden.{i}.weight");
+            let expected = [if i == 0 { FEATURES } else { width }, width];
+            let found = weights.shape(&name)?;
+            if found != expected {
+                return Err(weights.error(&name, format!("shape {found:?}, expected {expected:?}")));
+            }
+        }
         let mut model = PhotoZConfig::new()
             .with_width(width)
             .with_layers(layers)
@@ -253,5 +276,50 @@ impl<B: Backend> PhotoZ<B> {
             Param::from_tensor(weights.tensor("feature_std", [FEATURES], device)?)
                 .set_require_grad(false);
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::Weights;
+    use burn::backend::NdArray;
+    use std::collections::HashMap;
+
+    fn load_error(tensors: Vec<(&str, Vec<usize>)>) -> String {
+        let tensors: HashMap<String, (Vec<usize>, Vec<f32>)> = tensors
+            .into_iter()
+            .map(|(n, s)| {
+                let len = s.iter().product();
+                (n.to_string(), (s, vec![0.0; len]))
+            })
+            .collect();
+        let weights = Weights::new("crafted.safetensors".into(), tensors);
+        match PhotoZ::<NdArray<f32>>::from_weights(&weights, &Default::default()) {
+            Ok(_) => panic!("must not load"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn sizes_the_file_cannot_back_are_refused_before_allocating() {
+        // A first layer 100,000 wide (3.6 MB) and a one-value second layer:
+        // without the check, init allocates 10^10 weights for hidden.1.
+        let e = load_error(vec![
+            ("hidden.0.weight", vec![FEATURES, 100_000]),
+            ("hidden.1.weight", vec![1]),
+        ]);
+        assert!(
+            e.contains("crafted.safetensors") && e.contains("at most 64 layers of width 4096"),
+            "{e}"
+        );
+        let e = load_error(vec![
+            ("hidden.0.weight", vec![FEATURES, 64]),
+            ("hidden.1.weight", vec![1]),
+        ]);
+        assert!(
+            e.contains("hidden.1.weight") && e.contains("expected [64, 64]"),
+            "{e}"
+        );
     }
 }
