@@ -2,29 +2,11 @@
 //! the registry, bad requests refused up front, workers and coordinators killed.
 
 mod common;
-use common::{cosmicai, last_json_line};
+use common::{cosmicai, dataset, last_json_line, workers};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A dataset of the DR14 catalog in 4 partitions.
-fn dataset(dir: &Path) -> String {
-    let catalog =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/catalogs/skyserver_dr14.csv.gz");
-    let data = dir.join("data");
-    let out = cosmicai(&[
-        "catalog",
-        "import",
-        &catalog.display().to_string(),
-        "--out",
-        &data.display().to_string(),
-        "--objects",
-        "2200",
-    ]);
-    assert!(out.status.success());
-    data.display().to_string()
-}
 
 #[test]
 fn a_run_writes_cai_results_and_is_recorded() {
@@ -196,25 +178,6 @@ fn bad_requests_are_refused_before_anything_runs() {
         "a refused run wrote results"
     );
     assert!(!Path::new("/tmp/abs").exists());
-}
-
-/// Pids of workers of the run whose data directory is `data`.
-fn workers(data: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().any(|a| a == "worker") && args.iter().any(|a| a == data) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 fn start_paused_run(data: &str, extra: &[&str]) -> Child {

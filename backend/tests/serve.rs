@@ -769,39 +769,45 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn objects_with_non_square_cutouts_are_served_without_an_image() {
+/// A partition of galaxies `ids` with `height x width` cutouts at `path`.
+fn write_test_partition(path: &Path, ids: &[i64], (height, width): (usize, usize)) {
     use cosmicai_engine::partition::{
         Images, ObjectRow, Partition, PartitionMeta, Source, write_partition,
     };
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(data_dir(), dir.path());
-    // One object whose cutouts are 32 x 40: the partition reader accepts them.
     let mut partition = Partition::new(
         PartitionMeta::default(),
         vec![Source {
-            name: "odd".into(),
+            name: "test".into(),
             provenance: cosmicai_shared::Provenance::Real,
-            detail: "a test partition with non-square cutouts".into(),
+            detail: "a partition written by a test".into(),
         }],
     );
-    partition.push(
-        ObjectRow {
-            object_id: 4242,
+    for &object_id in ids {
+        let row = ObjectRow {
+            object_id,
             ra: 10.0,
             dec: 1.0,
             magnitudes: [19.0, 18.0, 17.5, 17.2, 17.0],
             redshift: 0.1,
             class: cosmicai_shared::Class::Galaxy,
-        },
-        0,
-    );
+        };
+        partition.push(row, 0);
+    }
     partition.images = Some(Images {
-        height: 32,
-        width: 40,
-        pixels: vec![1.0; 5 * 32 * 40],
+        height,
+        width,
+        pixels: vec![1.0; ids.len() * 5 * height * width],
     });
-    write_partition(dir.path().join("real/part-odd.safetensors"), &partition).unwrap();
+    write_partition(path, &partition).unwrap();
+}
+
+#[test]
+fn objects_with_non_square_cutouts_are_served_without_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(data_dir(), dir.path());
+    // One object whose cutouts are 32 x 40: the partition reader accepts them.
+    let path = dir.path().join("real/part-odd.safetensors");
+    write_test_partition(&path, &[4242], (32, 40));
     let s = start_in(dir.path(), "127.0.0.1:0", &[]);
     let detail = get(&s, "/api/objects/4242");
     assert_eq!(detail.status, 200);
@@ -825,11 +831,13 @@ fn objects_with_non_square_cutouts_are_served_without_an_image() {
 
 #[test]
 fn errors_name_paths_inside_the_data_directory_never_where_it_is() {
-    let dir = data_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_tree(data_dir(), dir);
     let broken = dir.join("broken-partitions");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("0.safetensors"), b"not a partition at all").unwrap();
-    let s = start();
+    let s = start_in(dir, "127.0.0.1:0", &[]);
     let created = post(
         &s,
         "/api/runs",
@@ -846,4 +854,26 @@ fn errors_name_paths_inside_the_data_directory_never_where_it_is() {
     assert!(text.contains("broken-partitions"), "{text}");
     let absolute = std::fs::canonicalize(dir).unwrap().display().to_string();
     assert!(!text.contains(&absolute), "{text}");
+}
+
+#[test]
+fn a_partition_rewritten_under_the_server_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(data_dir(), dir.path());
+    let path = dir.path().join("synthetic/part-rewritten.safetensors");
+    let ids: Vec<i64> = (5_000..5_064).collect();
+    write_test_partition(&path, &ids, (32, 32));
+    let s = start_in(dir.path(), "127.0.0.1:0", &[]);
+    assert_eq!(get(&s, "/api/objects/5063/image.png").status, 200);
+    // `cp new.safetensors x.safetensors`: the same file, cut short in place.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    for path in ["/api/objects/5063/image.png", "/api/cutouts?ids=5063"] {
+        assert_json_error(&get(&s, path), 500, "changed since it was opened");
+    }
+    assert_eq!(get(&s, "/api/health").status, 200);
 }

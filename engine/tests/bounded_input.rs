@@ -100,3 +100,23 @@ fn a_gzip_bomb_catalog_is_refused() {
         "{error}"
     );
 }
+
+/// Found by `tests/fuzz.rs`: a CTYPE with a non-ASCII byte made wcs-rs panic
+/// (it slices the string at a byte offset inside a character), and a card
+/// holding a lone quote made fitsrs panic (it slices between the quotes).
+#[test]
+fn headers_that_crashed_the_fits_readers_are_errors() {
+    for (name, expected) in [
+        ("fits-non-ascii-ctype.fits", "printable ASCII"),
+        ("fits-lone-quote.fits", "FITS reader failed"),
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz")
+            .join(name);
+        let error = match Frame::open(&path, Band::R) {
+            Ok(_) => panic!("{name} opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(error.contains(name) && error.contains(expected), "{error}");
+    }
+}

@@ -67,6 +67,9 @@ pub fn execute(
     let measures = execute_cancellable(&command, request.world_size, config, cancel, |event| {
         recorder.event(event)
     });
+    // Every worker has ended (its process group killed): what a killed attempt
+    // was writing can go.
+    cosmicai_engine::store::sweep_temporaries(&root.join(&request.result_path));
     let summarize_started = Instant::now();
     let duration_s = started.elapsed().as_secs_f64();
     Ok(summarize(

@@ -100,7 +100,7 @@ fn image_predictions(state: &AppState, id: i64) -> Vec<Prediction> {
     let Some(e) = state.index.get(id) else {
         return Vec::new();
     };
-    let Some((pixels, size)) = state.index.image(e) else {
+    let Ok(Some((pixels, size))) = state.index.image(e) else {
         return Vec::new();
     };
     let cutouts = cosmicai_engine::predict::Cutouts {
@@ -153,7 +153,7 @@ pub async fn object_image(
     Query(params): Query<ImageParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let e = entry(&state, id)?;
+    entry(&state, id)?;
     let view = params.view.unwrap_or_else(|| "gri".into());
     let stretch = params.stretch.unwrap_or(0.5);
     let q = params.q.unwrap_or(8.0);
@@ -185,36 +185,41 @@ pub async fn object_image(
     {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let (pixels, size) = state
-        .index
-        .image(e)
-        .ok_or_else(|| Error::not_found(format!("object {id} has no image")))?;
-    let plane = size * size;
-    let clean: Vec<f32> = pixels
-        .iter()
-        .map(|v| if v.is_finite() { *v } else { 0.0 })
-        .collect();
-    let band_of = |b: usize| &clean[b * plane..(b + 1) * plane];
-    let s = Stretch {
-        minimum: 0.0,
-        stretch,
-        q,
-    };
-    let png = match band {
-        None => cosmicai_engine::imagery::png::encode(
-            size as u32,
-            size as u32,
-            3,
-            &lupton_rgb(band_of(3), band_of(2), band_of(1), s),
-        ),
-        Some(b) => cosmicai_engine::imagery::png::encode(
-            size as u32,
-            size as u32,
-            1,
-            &asinh_gray(band_of(b), s),
-        ),
-    }
-    .map_err(Error::internal)?;
+    // Reading the cutout and encoding the PNG are blocking work: off the
+    // async threads.
+    let st = state.clone();
+    let png = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+        let e = entry(&st, id)?;
+        let (pixels, size) = cutout_of(&st, e, id)?;
+        let plane = size * size;
+        let clean: Vec<f32> = pixels
+            .iter()
+            .map(|v| if v.is_finite() { *v } else { 0.0 })
+            .collect();
+        let band_of = |b: usize| &clean[b * plane..(b + 1) * plane];
+        let s = Stretch {
+            minimum: 0.0,
+            stretch,
+            q,
+        };
+        match band {
+            None => cosmicai_engine::imagery::png::encode(
+                size as u32,
+                size as u32,
+                3,
+                &lupton_rgb(band_of(3), band_of(2), band_of(1), s),
+            ),
+            Some(b) => cosmicai_engine::imagery::png::encode(
+                size as u32,
+                size as u32,
+                1,
+                &asinh_gray(band_of(b), s),
+            ),
+        }
+        .map_err(Error::internal)
+    })
+    .await
+    .map_err(Error::internal)??;
     Ok((
         [
             (header::CONTENT_TYPE, "image/png".to_string()),
@@ -259,14 +264,30 @@ pub async fn cutouts(
             ids.len()
         )));
     }
+    // Up to 256 cutouts read from disk: blocking work, off the async threads.
+    let st = state.clone();
+    let out = tokio::task::spawn_blocking(move || encode_cutouts(&st, &ids, params.crop))
+        .await
+        .map_err(Error::internal)??;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
+}
+
+/// The cutout of object `id`, or why there is none.
+fn cutout_of(state: &AppState, e: &super::objects::Entry, id: i64) -> ApiResult<(Vec<f32>, usize)> {
+    state
+        .index
+        .image(e)
+        .map_err(|err| Error::internal(format!("object {id}: {err}")))?
+        .ok_or_else(|| Error::not_found(format!("object {id} has no image")))
+}
+
+/// The `/api/cutouts` body for `ids`, each cropped to `crop` pixels.
+fn encode_cutouts(state: &AppState, ids: &[i64], crop: Option<usize>) -> ApiResult<Vec<u8>> {
     let mut out = Vec::new();
     let mut side = None;
-    for id in &ids {
-        let (pixels, size) = state
-            .index
-            .image(entry(&state, *id)?)
-            .ok_or_else(|| Error::not_found(format!("object {id} has no image")))?;
-        let crop = params.crop.unwrap_or(size);
+    for id in ids {
+        let (pixels, size) = cutout_of(state, entry(state, *id)?, *id)?;
+        let crop = crop.unwrap_or(size);
         if crop == 0 || crop > size {
             return Err(Error::bad_request(format!("crop={crop}: use 1 to {size}")));
         }
@@ -287,7 +308,7 @@ pub async fn cutouts(
         });
         cosmicai_shared::cutouts::push(&mut out, *id, cropped);
     }
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
+    Ok(out)
 }
 
 #[utoipa::path(get, path = "/api/model", responses((status = 200, body = ModelInfo)))]
@@ -482,6 +503,9 @@ pub async fn run_events(State(state): AppStateRef, Path(id): Path<String>) -> Ap
         .into_response())
 }
 
+/// Points of the results' scatter plot, at most.
+const SCATTER_POINTS: usize = 20_000;
+
 #[utoipa::path(get, path = "/api/runs/{id}/results", params(("id" = String, Path)),
     responses((status = 200, body = RunResults), (status = 404, body = cosmicai_shared::api::ApiError),
         (status = 409, body = cosmicai_shared::api::ApiError)))]
@@ -501,7 +525,12 @@ pub async fn run_results(
         })?;
         let summary: RunSummary = serde_json::from_str(&text).map_err(Error::internal)?;
         let mut scatter = Vec::new();
-        for rank in 0..run.world_size {
+        // Ranks that failed wrote no trustworthy predictions; once the scatter
+        // is full, no more files are read.
+        for rank in (0..run.world_size).filter(|r| !summary.failed_ranks.contains(r)) {
+            if scatter.len() >= SCATTER_POINTS {
+                break;
+            }
             let Ok(bytes) =
                 std::fs::read(dir.join("predictions").join(format!("{rank}.safetensors")))
             else {
@@ -509,7 +538,7 @@ pub async fn run_results(
             };
             let p = cosmicai_engine::pipeline::read_predictions(&bytes).map_err(Error::internal)?;
             for i in 0..p.redshift.len() {
-                if p.redshift[i].is_finite() && scatter.len() < 20_000 {
+                if p.redshift[i].is_finite() && scatter.len() < SCATTER_POINTS {
                     scatter.push(ScatterPoint {
                         z_spec: p.redshift[i],
                         z_pred: p.predicted[i].redshift,

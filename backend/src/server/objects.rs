@@ -175,11 +175,17 @@ impl ObjectIndex {
         self.by_id.get(&id).map(|&i| &self.objects[i])
     }
 
-    /// The `[5, size, size]` cutout of `entry` and its size, when it has one.
-    pub fn image(&self, entry: &Entry) -> Option<(Vec<f32>, usize)> {
+    /// The `[5, size, size]` cutout of `entry` and its size, when it has one;
+    /// an error when its partition changed on disk since the server started.
+    pub fn image(
+        &self,
+        entry: &Entry,
+    ) -> Result<Option<(Vec<f32>, usize)>, cosmicai_engine::partition::PartitionError> {
         let file = &self.files[entry.file];
-        let side = square_side(file)?;
-        Some((file.images(entry.row..entry.row + 1), side))
+        let Some(side) = square_side(file) else {
+            return Ok(None);
+        };
+        Ok(Some((file.read_images(entry.row..entry.row + 1)?, side)))
     }
 
     pub fn image_size(&self, entry: &Entry) -> Option<usize> {

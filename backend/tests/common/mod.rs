@@ -130,3 +130,37 @@ pub fn predicted_redshifts(result_dir: &Path, ranks: usize) -> Vec<(i64, f32)> {
     }
     out
 }
+
+/// The DR14 catalog in 4 partitions (2,200 objects each) under `dir/data`.
+pub fn dataset(dir: &Path) -> String {
+    let catalog =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/catalogs/skyserver_dr14.csv.gz");
+    let data = dir.join("data");
+    let out = cosmicai(&[
+        "catalog",
+        "import",
+        &catalog.display().to_string(),
+        "--out",
+        &data.display().to_string(),
+        "--objects",
+        "2200",
+    ]);
+    assert!(out.status.success());
+    data.display().to_string()
+}
+
+/// Pids of `cosmicai worker` processes of the run whose data directory is `data`.
+pub fn workers(data: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.contains(&&b"worker"[..]) && args.contains(&data.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}

@@ -56,52 +56,16 @@ impl Frame {
         if bytes.len() as u64 > MAX_FRAME_BYTES {
             return Err(too_big());
         }
-        let data_bytes = bytes.len();
         // fitsrs multiplies the header's axis lengths unchecked (it overflows on
         // NAXIS1 = NAXIS2 = 2^32), so the primary header is checked first.
         check_primary_sizes(&bytes).map_err(bad)?;
-        let mut fits = Fits::from_reader(Cursor::new(bytes));
-        let hdu = match fits.next() {
-            Some(Ok(HDU::Primary(hdu))) => hdu,
-            Some(Ok(_)) => return Err(bad("first HDU is not an image".into())),
-            Some(Err(e)) => return Err(bad(format!("not a FITS file: {e}"))),
-            None => return Err(bad("empty FITS file".into())),
-        };
-        let (width, height) = match hdu.get_header().get_xtension().get_naxis() {
-            [w, h] if *w > 0 && *h > 0 => (*w as usize, *h as usize),
-            other => return Err(bad(format!("expected a 2-D image, found axes {other:?}"))),
-        };
-        // The header's sizes are checked against the bytes there are before
-        // anything is sized by them (a product that wraps, or a claim of more
-        // pixels than the file holds).
-        if width
-            .checked_mul(height)
-            .and_then(|n| n.checked_mul(4))
-            .is_none_or(|n| n > data_bytes)
-        {
-            return Err(bad(format!(
-                "header says {width} x {height} pixels, more than its {data_bytes} bytes hold"
-            )));
-        }
-        let wcs = hdu
-            .wcs()
-            .map_err(|e| bad(format!("no usable WCS in the header: {e}")))?;
-        let pixels: Vec<f32> = match fits.get_data(&hdu).pixels() {
-            Pixels::F32(it) => it.collect(),
-            Pixels::F64(it) => it.map(|v| v as f32).collect(),
-            _ => {
-                return Err(bad(
-                    "pixels are not floating point (BITPIX -32 or -64)".into()
-                ));
-            }
-        };
-        if pixels.len() != width * height {
-            return Err(bad(format!(
-                "truncated: {} of {} pixels",
-                pixels.len(),
-                width * height
-            )));
-        }
+        // fitsrs and wcs-rs index header strings by byte offsets and panic on
+        // some malformed cards (a lone quote, for one) that the checks above
+        // let through: their panic is this file's error, not the process's end.
+        let (width, height, wcs, pixels) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode(bytes)))
+                .map_err(|_| bad("the FITS reader failed on this header".into()))?
+                .map_err(bad)?;
         Ok(Frame {
             path: path.to_path_buf(),
             band,
@@ -179,6 +143,52 @@ impl Field {
     }
 }
 
+/// A checked FITS file's first image: its size, WCS and pixels.
+fn decode(bytes: Vec<u8>) -> Result<(usize, usize, wcs::WCS, Vec<f32>), String> {
+    let data_bytes = bytes.len();
+    let mut fits = Fits::from_reader(Cursor::new(bytes));
+    let hdu = match fits.next() {
+        Some(Ok(HDU::Primary(hdu))) => hdu,
+        Some(Ok(_)) => return Err("first HDU is not an image".into()),
+        Some(Err(e)) => return Err(format!("not a FITS file: {e}")),
+        None => return Err("empty FITS file".into()),
+    };
+    let (width, height) = match hdu.get_header().get_xtension().get_naxis() {
+        [w, h] if *w > 0 && *h > 0 => (*w as usize, *h as usize),
+        other => return Err(format!("expected a 2-D image, found axes {other:?}")),
+    };
+    // The header's sizes are checked against the bytes there are before
+    // anything is sized by them (a product that wraps, or a claim of more
+    // pixels than the file holds).
+    if width
+        .checked_mul(height)
+        .and_then(|n| n.checked_mul(4))
+        .is_none_or(|n| n > data_bytes)
+    {
+        return Err(format!(
+            "header says {width} x {height} pixels, more than its {data_bytes} bytes hold"
+        ));
+    }
+    let wcs = hdu
+        .wcs()
+        .map_err(|e| format!("no usable WCS in the header: {e}"))?;
+    let pixels: Vec<f32> = match fits.get_data(&hdu).pixels() {
+        Pixels::F32(it) => it.collect(),
+        Pixels::F64(it) => it.map(|v| v as f32).collect(),
+        _ => {
+            return Err("pixels are not floating point (BITPIX -32 or -64)".into());
+        }
+    };
+    if pixels.len() != width * height {
+        return Err(format!(
+            "truncated: {} of {} pixels",
+            pixels.len(),
+            width * height
+        ));
+    }
+    Ok((width, height, wcs, pixels))
+}
+
 /// Checks that the primary header's BITPIX and NAXISn describe no more data
 /// than `bytes` holds, with every product checked; reads at most 36 header
 /// blocks (1,296 cards, SDSS frames have about 150).
@@ -190,7 +200,14 @@ fn check_primary_sizes(bytes: &[u8]) -> Result<(), String> {
     }
     let (mut bitpix, mut axes) = (None, Vec::new());
     let mut naxis = None;
-    for card in bytes.chunks(CARD).take(MAX_CARDS) {
+    for (i, card) in bytes.chunks(CARD).take(MAX_CARDS).enumerate() {
+        // FITS headers are printable ASCII (FITS 4.0, section 4.1.1).
+        if let Some(b) = card.iter().find(|b| !(0x20..=0x7e).contains(*b)) {
+            return Err(format!(
+                "header card {} holds byte 0x{b:02x}: FITS headers are printable ASCII",
+                i + 1
+            ));
+        }
         let text = String::from_utf8_lossy(card);
         let key = text.get(..8).unwrap_or("").trim_end();
         if key == "END" {

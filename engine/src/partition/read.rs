@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 /// An opened, validated partition file.
 pub struct PartitionFile {
     path: PathBuf,
+    /// Kept open for [`PartitionFile::read_images`].
+    file: File,
     map: Mmap,
     /// Offset of the tensor data in the file (8 + header length).
     data_start: usize,
@@ -73,6 +75,7 @@ impl PartitionFile {
         let image_size = images_info.as_ref().map(|i| (i.shape[2], i.shape[3]));
         Ok(PartitionFile {
             path,
+            file,
             data_start: 8 + header_len,
             map,
             catalog,
@@ -118,6 +121,39 @@ impl PartitionFile {
         let start = self.data_start + info.data_offsets.0;
         let bytes = &self.map[start + range.start * per_object..start + range.end * per_object];
         bytes.chunks_exact(4).map(f32_le).collect()
+    }
+
+    /// [`PartitionFile::images`], read from the file now rather than from the
+    /// map: for long-lived readers (the server). A partition rewritten in place
+    /// after it was opened gives an error here, where touching the map past the
+    /// file's new end would take the whole process down with SIGBUS.
+    pub fn read_images(&self, range: Range<usize>) -> Result<Vec<f32>, PartitionError> {
+        use std::os::unix::fs::FileExt;
+        let Some(info) = &self.images_info else {
+            return Ok(Vec::new());
+        };
+        let err = |problem: String| PartitionError::new(&self.path, "images", problem);
+        if range.start > range.end || range.end > self.len() {
+            return Err(err(format!("objects {range:?} of {}", self.len())));
+        }
+        let now = self
+            .file
+            .metadata()
+            .map_err(|e| err(format!("cannot stat: {e}")))?
+            .len();
+        if now != self.map.len() as u64 {
+            return Err(err(format!(
+                "the file changed since it was opened ({} bytes, now {now}); open it again",
+                self.map.len()
+            )));
+        }
+        let per_object = 5 * info.shape[2] * info.shape[3] * 4;
+        let offset = self.data_start + info.data_offsets.0 + range.start * per_object;
+        let mut bytes = vec![0u8; range.len() * per_object];
+        self.file
+            .read_exact_at(&mut bytes, offset as u64)
+            .map_err(|e| err(format!("cannot read: {e}")))?;
+        Ok(bytes.chunks_exact(4).map(f32_le).collect())
     }
 
     /// The whole partition, images included.

@@ -143,10 +143,17 @@ impl ObjectStore for LocalStore {
         };
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(io)?;
-        // Whole objects only, as S3 does: write aside, then rename.
+        // Whole objects only, as S3 does: write aside, sync, rename, sync the
+        // folder, so a power cut leaves the old object or the new one, never
+        // a torn one. A writer killed midway leaves a `.tmp*` file, which
+        // [`sweep_temporaries`] removes.
         let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
         std::io::Write::write_all(&mut temp, bytes).map_err(io)?;
+        temp.as_file().sync_all().map_err(io)?;
         temp.persist(&path).map_err(|e| io(e.error))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
         Ok(())
     }
 
@@ -157,6 +164,26 @@ impl ObjectStore for LocalStore {
     fn describe(&self) -> String {
         format!("local:{}", self.root.display())
     }
+}
+
+/// Removes the temporary files that killed writers left under `dir` (and its
+/// subfolders): the `.tmp*` files of [`LocalStore`]'s writes. Returns how many.
+pub fn sweep_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            removed += sweep_temporaries(&path);
+        } else if entry.file_name().to_string_lossy().starts_with(".tmp")
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
