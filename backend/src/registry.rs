@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS ranks (
     objects INTEGER,
     error TEXT,
     PRIMARY KEY (run_id, rank)
-);";
+);
+CREATE INDEX IF NOT EXISTS runs_newest_first ON runs (created_at, id);";
 
 impl Registry {
     /// Opens (creating if needed) `path`, and marks runs whose coordinator is gone as interrupted.
@@ -178,13 +179,26 @@ impl Registry {
         Ok(())
     }
 
+    /// Commits the open transaction; if that fails, rolls it back, so the
+    /// connection is never left inside a transaction.
     pub fn commit(&self) -> Result<()> {
-        self.db.execute_batch("COMMIT")?;
+        if let Err(e) = self.db.execute_batch("COMMIT") {
+            let _ = self.db.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
         Ok(())
     }
 
+    /// Closes run `summary.run_id` with its summary, and writes every rank's
+    /// row from it in the same transaction: a rank update that failed during
+    /// the run (reported then) is repaired here, so the rows equal the summary.
     pub fn finish(&self, summary: &RunSummary) -> Result<()> {
-        self.db.execute(
+        if !self.db.is_autocommit() {
+            // A batch of rank rows left open by a failure: this rewrites them all.
+            let _ = self.db.execute_batch("ROLLBACK");
+        }
+        let tx = self.db.unchecked_transaction()?;
+        tx.execute(
             "UPDATE runs SET status = ?2, objects = ?3, duration_s = ?4, cost_usd = ?5, summary_json = ?6 WHERE id = ?1",
             params![
                 summary.run_id,
@@ -195,6 +209,23 @@ impl Registry {
                 serde_json::to_string(summary)?
             ],
         )?;
+        for m in &summary.per_rank {
+            let status = if m.error.is_some() {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            let measure = m.error.is_none().then_some(m);
+            self.rank_update(
+                &summary.run_id,
+                m.rank,
+                status,
+                measure,
+                m.attempts,
+                m.error.as_deref(),
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -275,28 +306,65 @@ impl Registry {
 
     /// All runs, newest first.
     pub fn list(&self) -> Result<Vec<RunInfo>> {
-        let mut stmt = self.db.prepare(
-            "SELECT id, created_at, status, world_size, batch_size, device, data_prefix, result_path, objects, duration_s, cost_usd
-             FROM runs ORDER BY created_at DESC, id DESC",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let status: String = r.get(2)?;
-            Ok(RunInfo {
-                id: r.get(0)?,
-                created_at: r.get(1)?,
-                status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
-                world_size: r.get::<_, i64>(3)? as usize,
-                batch_size: r.get::<_, i64>(4)? as usize,
-                device: r.get(5)?,
-                data_prefix: r.get(6)?,
-                result_path: r.get(7)?,
-                objects: r.get::<_, Option<i64>>(8)?.map(|n| n as usize),
-                duration_s: r.get(9)?,
-                cost_usd: r.get(10)?,
-            })
-        })?;
+        self.page(i64::MAX, None)
+    }
+
+    /// At most `limit` runs, newest first, older than run `before` when given
+    /// (keyset paging: each page costs its own rows, not a scan of the rest).
+    pub fn page(&self, limit: i64, before: Option<&str>) -> Result<Vec<RunInfo>> {
+        if let Some(id) = before
+            && self.info(id)?.is_none()
+        {
+            anyhow::bail!(UnknownRun(id.to_string()));
+        }
+        let mut stmt = self.db.prepare(&format!(
+            "SELECT {INFO_COLUMNS} FROM runs
+             WHERE ?2 IS NULL OR (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?2)
+             ORDER BY created_at DESC, id DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map(params![limit, before], run_info)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// Run `id`'s row for the API, by its key (no scan).
+    pub fn info(&self, id: &str) -> Result<Option<RunInfo>> {
+        let mut stmt = self
+            .db
+            .prepare(&format!("SELECT {INFO_COLUMNS} FROM runs WHERE id = ?1"))?;
+        let mut rows = stmt.query_map(params![id], run_info)?;
+        Ok(rows.next().transpose()?)
+    }
+}
+
+/// `before` names no run.
+#[derive(Debug)]
+pub struct UnknownRun(pub String);
+
+impl std::fmt::Display for UnknownRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "before={:?}: no such run", self.0)
+    }
+}
+
+impl std::error::Error for UnknownRun {}
+
+const INFO_COLUMNS: &str = "id, created_at, status, world_size, batch_size, device, data_prefix, result_path, objects, duration_s, cost_usd";
+
+fn run_info(r: &rusqlite::Row) -> rusqlite::Result<RunInfo> {
+    let status: String = r.get(2)?;
+    Ok(RunInfo {
+        id: r.get(0)?,
+        created_at: r.get(1)?,
+        status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+        world_size: r.get::<_, i64>(3)? as usize,
+        batch_size: r.get::<_, i64>(4)? as usize,
+        device: r.get(5)?,
+        data_prefix: r.get(6)?,
+        result_path: r.get(7)?,
+        objects: r.get::<_, Option<i64>>(8)?.map(|n| n as usize),
+        duration_s: r.get(9)?,
+        cost_usd: r.get(10)?,
+    })
 }
 
 fn process_alive(pid: i64) -> bool {
@@ -407,5 +475,30 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn runs_come_in_pages_and_one_run_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("cosmicai.sqlite")).unwrap();
+        let request: RunRequest = serde_json::from_str(
+            r#"{"batch_size": 1, "world_size": 1, "result_path": "results/x"}"#,
+        )
+        .unwrap();
+        for i in 0..5 {
+            registry.start(&format!("run-{i}"), &request).unwrap();
+        }
+        let ids = |runs: Vec<RunInfo>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        // Same second: the id breaks the tie, newest (highest) first.
+        assert_eq!(ids(registry.page(2, None).unwrap()), ["run-4", "run-3"]);
+        assert_eq!(
+            ids(registry.page(2, Some("run-3")).unwrap()),
+            ["run-2", "run-1"]
+        );
+        assert_eq!(ids(registry.page(2, Some("run-1")).unwrap()), ["run-0"]);
+        assert_eq!(registry.info("run-2").unwrap().unwrap().id, "run-2");
+        assert!(registry.info("run-9").unwrap().is_none());
+        let unknown = registry.page(2, Some("run-9")).unwrap_err();
+        assert!(unknown.is::<UnknownRun>(), "{unknown}");
     }
 }

@@ -74,7 +74,8 @@ fn runs_killed_at_random_points_never_succeed_with_bad_files() {
     let out = cosmicai(&["runs", "--data", &data, "--json"]);
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     let runs = runs.as_array().unwrap();
-    assert_eq!(runs.len() as u64, RUNS, "every run is registered");
+    // A coordinator killed before it planned its run leaves no row.
+    assert!(!runs.is_empty() && runs.len() as u64 <= RUNS, "{runs:?}");
     let mut succeeded = 0;
     for run in runs {
         let status = run["status"].as_str().unwrap();

@@ -171,22 +171,22 @@ fn a_rank_past_its_timeout_is_killed_with_its_own_children() {
     let pid_file = dir.path().join("grandchild.pid");
     // The worker starts a child of its own, then hangs.
     let hang = format!(
-        "import subprocess, time\np = subprocess.Popen(['sleep', '60'])\nopen({:?}, 'w').write(str(p.pid))\ntime.sleep(60)",
+        "import os, subprocess, time\np = subprocess.Popen(['sleep', '60'])\nopen({0:?} + '.tmp', 'w').write(str(p.pid))\nos.rename({0:?} + '.tmp', {0:?})\ntime.sleep(60)",
         pid_file.display().to_string()
     );
     let started = Instant::now();
     let measures = execute(
         &python(&hang),
         1,
-        one_rank(512, Some(Duration::from_secs(2))),
+        one_rank(512, Some(Duration::from_secs(5))),
         |_| {},
     );
     let error = measures[0].error.as_deref().unwrap_or_default();
     assert!(
-        error.contains("timed out") && error.contains("2 s"),
+        error.contains("timed out") && error.contains("5 s"),
         "{error}"
     );
-    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(started.elapsed() < Duration::from_secs(30));
     let grandchild = read_pid(&pid_file);
     assert!(
         ends_soon(grandchild),
@@ -215,7 +215,7 @@ fn coordinator_role() {
         return;
     };
     let worker = format!(
-        "import os, time\nopen({:?}, 'w').write(str(os.getpid()))\ntime.sleep(60)",
+        "import os, time\nopen({0:?} + '.tmp', 'w').write(str(os.getpid()))\nos.rename({0:?} + '.tmp', {0:?})\ntime.sleep(60)",
         format!("{dir}/worker.pid")
     );
     execute(&python(&worker), 1, one_rank(512, None), |_| {});

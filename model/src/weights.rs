@@ -51,7 +51,22 @@ impl Weights {
                 MAX_WEIGHTS_BYTES >> 20
             )));
         }
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        // Read through a limit too: the file may grow after the check.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(f, MAX_WEIGHTS_BYTES + 1),
+                    &mut bytes,
+                )
+            })
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
+        if bytes.len() as u64 > MAX_WEIGHTS_BYTES {
+            return Err(fail(format!(
+                "more than the {} MiB a weight file may have",
+                MAX_WEIGHTS_BYTES >> 20
+            )));
+        }
         Self::from_file_bytes(path, bytes)
     }
 

@@ -67,7 +67,8 @@ pub fn new_run_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("run-{secs}-{}-{n}", std::process::id())
+    // Zero-padded, so ids of one second sort in the order they were made.
+    format!("run-{secs}-{}-{n:06}", std::process::id())
 }
 
 /// Refuses a CUDA run up front when this build or machine cannot run one.

@@ -348,13 +348,35 @@ fn registry(state: &AppState) -> ApiResult<Registry> {
     Registry::open(&state.data_dir.join("cosmicai.sqlite")).map_err(Error::internal)
 }
 
-#[utoipa::path(get, path = "/api/runs", responses((status = 200, body = Vec<RunInfo>)))]
-pub async fn list_runs(State(state): AppStateRef) -> ApiResult<Json<Vec<RunInfo>>> {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct RunsPage {
+    /// Runs per page, newest first (1 to 500, default 100).
+    limit: Option<i64>,
+    /// The last run id of the previous page: runs older than it.
+    before: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/runs", params(RunsPage),
+    responses((status = 200, body = Vec<RunInfo>), (status = 400, body = cosmicai_shared::api::ApiError)))]
+pub async fn list_runs(
+    State(state): AppStateRef,
+    Query(page): Query<RunsPage>,
+) -> ApiResult<Json<Vec<RunInfo>>> {
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(Error::bad_request(format!("limit={limit}: use 1 to 500")));
+    }
     let state = state.clone();
-    let runs =
-        tokio::task::spawn_blocking(move || registry(&state)?.list().map_err(Error::internal))
-            .await
-            .map_err(Error::internal)??;
+    let runs = tokio::task::spawn_blocking(move || {
+        registry(&state)?
+            .page(limit, page.before.as_deref())
+            .map_err(|e| match e.downcast_ref::<crate::registry::UnknownRun>() {
+                Some(unknown) => Error::bad_request(unknown.to_string()),
+                None => Error::internal(e),
+            })
+    })
+    .await
+    .map_err(Error::internal)??;
     Ok(Json(runs))
 }
 
@@ -372,19 +394,20 @@ pub async fn create_run(
         .run_slots
         .take()
         .ok_or_else(|| super::guard::busy("runs and sweeps", state.run_slots.cap()))?;
-    let id = state
-        .runs
-        .start(&state.data_dir, &state.models, &launch, slot)
-        .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    // Checking the request reads the disk (and may probe the CUDA driver).
+    let st = state.clone();
+    let id =
+        tokio::task::spawn_blocking(move || st.runs.start(&st.data_dir, &st.models, &launch, slot))
+            .await
+            .map_err(Error::internal)?
+            .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }
 
 fn find_run(state: &AppState, id: &str) -> ApiResult<RunInfo> {
     registry(state)?
-        .list()
+        .info(id)
         .map_err(Error::internal)?
-        .into_iter()
-        .find(|r| r.id == id)
         .ok_or_else(|| Error::not_found(format!("run {id:?}: no such run")))
 }
 
@@ -523,7 +546,13 @@ pub async fn run_results(
                 format!("run {id}: no results yet (status {})", run.status.name()),
             )
         })?;
-        let summary: RunSummary = serde_json::from_str(&text).map_err(Error::internal)?;
+        let mut summary: RunSummary = serde_json::from_str(&text).map_err(Error::internal)?;
+        // Rank errors carry worker messages: no host paths in them either.
+        for m in &mut summary.per_rank {
+            if let Some(error) = &mut m.error {
+                *error = super::error::redact(error);
+            }
+        }
         let mut scatter = Vec::new();
         // Ranks that failed wrote no trustworthy predictions; once the scatter
         // is full, no more files are read.
@@ -594,10 +623,13 @@ pub async fn create_sweep(
         .run_slots
         .take()
         .ok_or_else(|| super::guard::busy("runs and sweeps", state.run_slots.cap()))?;
-    let id = state
-        .sweeps
-        .start(&state.data_dir, &state.models, &launch, slot)
-        .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let st = state.clone();
+    let id = tokio::task::spawn_blocking(move || {
+        st.sweeps.start(&st.data_dir, &st.models, &launch, slot)
+    })
+    .await
+    .map_err(Error::internal)?
+    .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }
 

@@ -14,12 +14,16 @@ static HIDDEN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 /// Hides `folders` from every error message and run event from now on: a caller
 /// learns paths inside the data directory, never where it lives on the host.
 pub fn hide_paths(folders: &[&std::path::Path]) {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    // Each folder as given (made absolute) and as resolved (symlinks, `..`).
     let mut hidden: Vec<String> = folders
         .iter()
-        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .flat_map(|f| [Some(cwd.join(f)), std::fs::canonicalize(f).ok()])
+        .flatten()
         .map(|f| f.display().to_string())
         .filter(|f| f.len() > 1)
         .collect();
+    hidden.dedup();
     hidden.sort_by_key(|f| std::cmp::Reverse(f.len()));
     let _ = HIDDEN.set(hidden);
 }

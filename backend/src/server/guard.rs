@@ -57,7 +57,12 @@ pub async fn require_token(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            // The scheme is case-insensitive (RFC 9110, 11.1).
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
+            });
         if !given.is_some_and(|g| same_token(g.as_bytes(), token.as_bytes())) {
             return Error(
                 StatusCode::UNAUTHORIZED,
@@ -113,6 +118,8 @@ impl Access {
             Some(i) if !host[i..].contains(']') => &host[..i],
             _ => host.as_str(),
         };
+        // `localhost.` is `localhost` (a fully qualified name).
+        let name = name.strip_suffix('.').unwrap_or(name);
         hosts.iter().any(|h| h == name)
     }
 }
@@ -209,6 +216,7 @@ mod tests {
             "127.0.0.1:8080",
             "localhost:8080",
             "LOCALHOST",
+            "localhost.:8080",
             "[::1]:8080",
             "cosmic.example.org",
         ] {

@@ -128,11 +128,16 @@ impl Runs {
                     s3_prefix: request.data_prefix.clone(),
                 }),
             };
-            let outcome = executor.and_then(|executor| {
-                coordinator::execute(&root, &request, &run_id, &executor, control, &mut |e| {
-                    live.push(e.clone())
+            // A panic in the run is its error: the stream still ends and the
+            // slot is still freed.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                executor.and_then(|executor| {
+                    coordinator::execute(&root, &request, &run_id, &executor, control, &mut |e| {
+                        live.push(e.clone())
+                    })
                 })
-            });
+            }))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the run's coordinator panicked")));
             let last = match outcome {
                 Ok(summary) => {
                     let status = if live.cancel.load(Ordering::Relaxed)

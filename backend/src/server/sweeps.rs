@@ -47,7 +47,8 @@ impl Sweeps {
     pub fn cancel(&self, id: &str) -> Result<(), CancelError> {
         let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
         let sweep = all.get(id).ok_or(CancelError::Unknown)?;
-        if sweep.info().state != "running" {
+        let info = sweep.info.lock().unwrap_or_else(|e| e.into_inner());
+        if info.state != "running" {
             return Err(CancelError::Over);
         }
         sweep.cancel.store(true, Ordering::Relaxed);
@@ -126,15 +127,17 @@ impl Sweeps {
                     .rows
                     .push(row.clone())
             });
-            let cancelled = live.cancel.load(Ordering::Relaxed);
             drop(slot);
+            // Decided under the lock `cancel` takes: a cancel answered 202
+            // always ends the sweep `cancelled`.
             let mut info = live.info.lock().unwrap_or_else(|e| e.into_inner());
+            let cancelled = live.cancel.load(Ordering::Relaxed);
             match outcome {
                 Ok(_) if cancelled => info.state = "cancelled".into(),
                 Ok(_) => info.state = "finished".into(),
                 Err(e) => {
                     info.state = "failed".into();
-                    info.error = Some(format!("{e:#}"));
+                    info.error = Some(super::error::redact(&format!("{e:#}")));
                 }
             }
         });

@@ -6,6 +6,7 @@ use crate::cost::billed_ms;
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::RankMeasure;
 use std::io::{BufRead, BufReader, Read};
+
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,10 @@ use std::time::{Duration, Instant};
 const STDERR_KEPT: usize = 64 * 1024;
 /// How often a running worker's memory is read.
 const POLL: Duration = Duration::from_millis(5);
+/// How long the output readers may take to end once the worker is gone.
+const PIPE_GRACE: Duration = Duration::from_secs(5);
+/// The longest protocol line kept; longer lines are read and dropped.
+const LINE_KEPT: u64 = 64 * 1024;
 
 /// Starts one worker for `rank` and watches it to the end.
 pub(super) fn run(
@@ -34,12 +39,29 @@ pub(super) fn run(
     let errors = std::thread::spawn(move || stderr_tail(stderr));
     let ended = watch(&mut child, config, cancel, start);
     let duration = start.elapsed();
-    // The watch has reaped the worker, or killed its group and reaped it: its
-    // pipes are closed, so both readers end.
-    let reports = reports.join().unwrap_or_default();
-    let stderr = errors.join().unwrap_or_default();
+    // The watch has reaped the worker and killed its group, so its pipes are
+    // closed and both readers end, unless a process that left the group
+    // (setsid) still holds them: then the rank does not wait for it.
+    let (Some(reports), Some(stderr)) = (joined(reports), joined(errors)) else {
+        return Err(format!(
+            "rank {rank}: a process outside the worker's group keeps its output open"
+        ));
+    };
     let ended = ended?;
     measure(rank, config, ended, duration, reports, &stderr)
+}
+
+/// The thread's result, waiting at most [`PIPE_GRACE`] for it to end.
+fn joined<T>(thread: JoinHandle<T>) -> Option<T> {
+    let deadline = Instant::now() + PIPE_GRACE;
+    while !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
+    if thread.is_finished() {
+        thread.join().ok()
+    } else {
+        None
+    }
 }
 
 /// Starts the worker in a process group of its own, to die with its coordinator.
@@ -112,8 +134,20 @@ fn read_reports(
 ) -> JoinHandle<Reports> {
     std::thread::spawn(move || {
         let mut reports = Reports::default();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            match serde_json::from_str::<WorkerMessage>(&line) {
+        let mut stdout = BufReader::new(stdout);
+        let mut line = Vec::new();
+        // Read to the end whatever comes (invalid UTF-8, endless lines), so
+        // the worker never blocks on a full pipe; keep at most LINE_KEPT a line.
+        loop {
+            line.clear();
+            match (&mut stdout).take(LINE_KEPT).read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+            let text = String::from_utf8_lossy(&line);
+            match serde_json::from_str::<WorkerMessage>(text.trim_end()) {
                 Ok(WorkerMessage::Ready) => {
                     reports.ready = Some(start.elapsed());
                     report(RunEvent::RankReady { rank });
@@ -138,10 +172,13 @@ fn read_reports(
 fn stderr_tail(mut stderr: impl Read) -> String {
     let mut kept = Vec::new();
     let mut chunk = [0u8; 8192];
-    while let Ok(n) = stderr.read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
+    loop {
+        let n = match stderr.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
         kept.extend_from_slice(&chunk[..n]);
         if kept.len() > 2 * STDERR_KEPT {
             kept.drain(..kept.len() - STDERR_KEPT);
@@ -290,13 +327,14 @@ fn measure(
         None => {}
     }
     let tail = last_lines(stderr, 3);
-    if allocation_failed(stderr) {
+    let status = ended.status;
+    let succeeded = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if !succeeded && allocation_failed(stderr) {
         return Err(format!(
             "rank {rank} ran out of memory: an allocation failed at the worker's data limit of {} MB (memory_mb is {memory_mb}): {tail}",
             data_limit_bytes(memory_mb) >> 20
         ));
     }
-    let status = ended.status;
     if libc::WIFSIGNALED(status) {
         return Err(format!(
             "rank {rank} worker was killed by signal {}",

@@ -8,7 +8,7 @@
 //! No worker outlives its run: each is the leader of its own process group, which
 //! is killed as a whole when the rank ends (so a worker's own children go too),
 //! and each gets SIGKILL from the kernel when its coordinator dies, however it
-//! dies (`PR_SET_PDEATHSIG`). [`attempt`] runs one worker; this file schedules them.
+//! dies (`PR_SET_PDEATHSIG`). `attempt.rs` runs one worker; this file schedules them.
 //!
 //! Workers talk back on stdout, one JSON object a line:
 //! `{"event":"ready"}` once the model is loaded, `{"event":"objects","objects":N}`

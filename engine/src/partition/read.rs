@@ -43,7 +43,10 @@ impl PartitionFile {
             return Err(err("file", "empty file (0 bytes)".into()));
         }
         // SAFETY: CosmicAI never rewrites a partition in place (writes go to a
-        // temporary file that is renamed over), so the mapping stays valid.
+        // temporary file that is renamed over), so the mapping stays valid while
+        // this reader is used briefly (a rank, an import). Someone else may
+        // rewrite a file in place (`cp` over it): long-lived readers (the
+        // server) therefore read images with `read_images`, not the map.
         let map =
             unsafe { Mmap::map(&file) }.map_err(|e| err("file", format!("cannot map: {e}")))?;
         let (header_len, metadata) =
