@@ -51,14 +51,22 @@ pub async fn list_objects(
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<ObjectPage>> {
     let query = ObjectQuery::parse(&params).map_err(Error::bad_request)?;
-    let (page, total, counts) = query.select(&state.index);
-    Ok(Json(ObjectPage {
-        total,
-        offset: query.offset,
-        limit: query.limit,
-        counts,
-        objects: page.into_iter().cloned().collect(),
-    }))
+    // A scan of every object: off the async threads, which stay free for
+    // cheap requests (health) under load.
+    let st = state.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        let (page, total, counts) = query.select(&st.index);
+        ObjectPage {
+            total,
+            offset: query.offset,
+            limit: query.limit,
+            counts,
+            objects: page.into_iter().cloned().collect(),
+        }
+    })
+    .await
+    .map_err(Error::internal)?;
+    Ok(Json(page))
 }
 
 fn entry(state: &AppState, id: i64) -> ApiResult<&super::objects::Entry> {
@@ -187,6 +195,7 @@ pub async fn object_image(
     }
     // Reading the cutout and encoding the PNG are blocking work: off the
     // async threads.
+    let _permit = state.heavy.acquire().await.map_err(Error::internal)?;
     let st = state.clone();
     let png = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
         let e = entry(&st, id)?;
@@ -265,6 +274,7 @@ pub async fn cutouts(
         )));
     }
     // Up to 256 cutouts read from disk: blocking work, off the async threads.
+    let _permit = state.heavy.acquire().await.map_err(Error::internal)?;
     let st = state.clone();
     let out = tokio::task::spawn_blocking(move || encode_cutouts(&st, &ids, params.crop))
         .await

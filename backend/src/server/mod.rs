@@ -82,6 +82,9 @@ pub struct AppState {
     run_slots: Arc<guard::Slots>,
     /// Event streams open at once.
     stream_slots: Arc<guard::Slots>,
+    /// Cutout reads and PNG encodings at once (one per core): more wait their
+    /// turn without holding a thread, so they cannot starve the rest.
+    heavy: tokio::sync::Semaphore,
     model_hash: String,
     model_card: serde_json::Value,
     /// Changes when the served data is rebuilt, so image ETags change with it.
@@ -242,6 +245,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         access: guard::Access::new(token.clone(), args.addr, &args.allowed_hosts),
         run_slots: guard::Slots::new(args.max_runs),
         stream_slots: guard::Slots::new(args.max_streams),
+        heavy: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ),
         model_hash: format!("{:016x}", fnv(crate::models::SHIPPED_PHOTOZ)),
         model_card,
         data_version,

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const STDERR_KEPT: usize = 64 * 1024;
 /// How often a running worker's memory is read.
 const POLL: Duration = Duration::from_millis(5);
+/// Workers run at this niceness: below the coordinator and the server.
+const WORKER_NICENESS: libc::c_int = 10;
 /// How long the output readers may take to end once the worker is gone.
 const PIPE_GRACE: Duration = Duration::from_secs(5);
 /// The longest protocol line kept; longer lines are read and dropped.
@@ -80,8 +82,8 @@ fn spawn(command: &WorkerCommand, rank: usize, memory_mb: u32) -> Result<Child, 
         // terminal's Ctrl-C reaches the coordinator, which decides.
         .process_group(0);
     // SAFETY: the closure runs in the forked child before exec and makes only
-    // async-signal-safe system calls (prctl, getppid, setrlimit, _exit); it
-    // allocates nothing.
+    // async-signal-safe system calls (prctl, getppid, setrlimit, setpriority,
+    // _exit); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             // SIGKILL when the thread that started us (it waits for us) ends,
@@ -103,6 +105,9 @@ fn spawn(command: &WorkerCommand, rank: usize, memory_mb: u32) -> Result<Child, 
             if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Ranks are batch work: a server starting them stays responsive
+            // (on an idle machine this changes nothing). Failure is harmless.
+            libc::setpriority(libc::PRIO_PROCESS, 0, WORKER_NICENESS);
             Ok(())
         });
     }
