@@ -218,6 +218,22 @@ fn objects_filter_page_and_show_images() {
         by_r.windows(2).all(|w| w[0] <= w[1]),
         "sorted by r magnitude"
     );
+    // The showcase order: a first page of labelled objects with images, every
+    // class on it, classes taking turns; unlabelled detections come last.
+    let objects = |query: &str| get(&s, query).json()["objects"].as_array().unwrap().clone();
+    let first = objects("/api/objects?sort=showcase&limit=60");
+    let classes: Vec<&str> = first.iter().map(|o| o["class"].as_str().unwrap()).collect();
+    assert_eq!(&classes[..3], ["GALAXY", "STAR", "QSO"], "{classes:?}");
+    assert!(!classes.contains(&"UNKNOWN"), "{classes:?}");
+    assert!(first.iter().all(|o| o["has_image"] == true));
+    let total = get(&s, "/api/objects?limit=1").json()["total"]
+        .as_u64()
+        .unwrap();
+    let last = objects(&format!(
+        "/api/objects?sort=showcase&limit=1&offset={}",
+        total - 1
+    ));
+    assert_eq!(last[0]["class"], "UNKNOWN");
     let counted = get(&s, "/api/objects?z_max=0.3&r_min=15&limit=1").json();
     let sum: u64 = ["galaxy", "star", "qso", "unknown"]
         .iter()

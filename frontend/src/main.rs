@@ -17,7 +17,7 @@ use leptos::prelude::*;
 #[derive(Clone, Copy)]
 pub struct Selection(pub RwSignal<Vec<ObjectSummary>>);
 
-fn current_route() -> String {
+pub fn current_route() -> String {
     web_sys::window()
         .and_then(|w| w.location().hash().ok())
         .unwrap_or_default()
@@ -47,10 +47,20 @@ fn App() -> impl IntoView {
     let handle = window_event_listener(leptos::ev::hashchange, move |_| route.set(current_route()));
     on_cleanup(move || handle.remove());
     provide_context(Selection(RwSignal::new(Vec::new())));
+    // Pages are made again when the path changes, not its query: a page that
+    // writes its state into the query (Explore's filters) keeps it.
+    let path = Memo::new(move |_| {
+        let route = route.get();
+        route
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string()
+    });
     let page = move || {
-        let r = route.get();
-        let path = r.split('?').next().unwrap_or_default();
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let path = path.get();
+        let parts: Vec<&str> = path.split('/').collect();
         match parts.as_slice() {
             ["object", id] => match id.parse::<i64>() {
                 Ok(id) => {

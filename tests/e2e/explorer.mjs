@@ -56,7 +56,26 @@ try {
     const total = Number(await page.getAttribute('.counts', 'data-total'));
     assert.ok(total > 3000, `total ${total}`);
     await page.waitForFunction(() => [...document.querySelectorAll('.card img')].slice(0, 10).every((i) => i.complete && i.naturalWidth === 64));
+    // The first page shows the sky's variety: every class, labelled objects first.
+    const classes = await page.locator('.card').evaluateAll((cards) => cards.map((c) => c.dataset.class));
+    for (const c of ['GALAXY', 'STAR', 'QSO']) assert.ok(classes.includes(c), `no ${c} on the first page: ${classes}`);
+    assert.ok(!classes.includes('UNKNOWN'), `unlabelled objects on the first page: ${classes}`);
     await page.screenshot({ path: join(shots, 'explore.png'), fullPage: false });
+  });
+
+  await step('a link sets the filters, and the filters set the link', async () => {
+    await page.goto(base + '/#/?class=QSO&z_min=0.5');
+    await page.reload();
+    await page.waitForFunction(() => {
+      const c = [...document.querySelectorAll('.card')];
+      return c.length > 0 && c.every((e) => e.dataset.class === 'QSO');
+    }, null, { timeout: 30000 });
+    assert.equal(await page.inputValue('.filters select >> nth=0'), 'QSO');
+    const zs = await page.locator('.card .label').allTextContents();
+    assert.ok(zs.every((t) => Number(t.split('z = ')[1]) >= 0.5), zs.join('; '));
+    await page.goto(base + '/#/');
+    await page.reload();
+    await page.waitForSelector('.card img', { timeout: 60000 });
   });
 
   await step('filtering by class keeps only that class', async () => {
@@ -67,6 +86,7 @@ try {
     }, null, { timeout: 30000 });
     const text = await page.textContent('.counts');
     assert.match(text, / 0 galaxies, \d+ stars, 0 quasars/);
+    assert.match(page.url(), /#\/\?class=STAR/);
     await page.screenshot({ path: join(shots, 'explore-stars.png') });
   });
 

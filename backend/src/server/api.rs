@@ -42,7 +42,7 @@ pub struct Health {
         ("r_min" = Option<f32>, Query, description = "r-band magnitude range"), ("r_max" = Option<f32>, Query),
         ("provenance" = Option<cosmicai_shared::Provenance>, Query),
         ("has_image" = Option<bool>, Query),
-        ("sort" = Option<String>, Query, description = "id, redshift, -redshift or r"),
+        ("sort" = Option<String>, Query, description = "id, redshift, -redshift, r or showcase (labelled objects with images first, classes taking turns)"),
         ("offset" = Option<usize>, Query), ("limit" = Option<usize>, Query, description = "1 to 1000, default 60"),
     ),
     responses((status = 200, body = ObjectPage), (status = 400, body = cosmicai_shared::api::ApiError)))]

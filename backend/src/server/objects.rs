@@ -35,6 +35,8 @@ struct Columns {
     by_redshift: Vec<u32>,
     by_redshift_desc: Vec<u32>,
     by_r: Vec<u32>,
+    /// See [`Sort::Showcase`].
+    showcase: Vec<u32>,
 }
 
 const SYNTHETIC: u8 = 1 << 2;
@@ -80,6 +82,7 @@ impl Columns {
         self.by_r = all();
         self.by_r
             .sort_by(|&a, &b| r[a as usize].total_cmp(&r[b as usize]));
+        self.showcase = showcase_order(&self.tag);
     }
 }
 
@@ -200,6 +203,35 @@ fn square_side(file: &PartitionFile) -> Option<usize> {
     file.image_size().filter(|(h, w)| h == w).map(|(h, _)| h)
 }
 
+/// What a first page should show: labelled objects with real images, then
+/// labelled synthetic renderings, then labelled objects without an image, then
+/// unlabelled detections; within each tier the classes take turns (galaxy,
+/// star, quasar, ...), so a page shows the sky's variety, not one class.
+fn showcase_order(tags: &[u8]) -> Vec<u32> {
+    let tier = |tag: u8| -> usize {
+        let labelled = tag & 3 != 3;
+        match (labelled, tag & HAS_IMAGE != 0, tag & SYNTHETIC != 0) {
+            (true, true, false) => 0,
+            (true, true, true) => 1,
+            (true, false, _) => 2,
+            (false, _, _) => 3,
+        }
+    };
+    // tiers x class slots, each in id order
+    let mut lists = vec![vec![Vec::new(); 4]; 4];
+    for (i, &tag) in tags.iter().enumerate() {
+        lists[tier(tag)][(tag & 3) as usize].push(i as u32);
+    }
+    let mut order = Vec::with_capacity(tags.len());
+    for tier in lists {
+        let longest = tier.iter().map(Vec::len).max().unwrap_or(0);
+        for k in 0..longest {
+            order.extend(tier.iter().filter_map(|class| class.get(k)));
+        }
+    }
+    order
+}
+
 /// Filters and order of `GET /api/objects`, parsed from the query string.
 #[derive(Debug, Default)]
 pub struct ObjectQuery {
@@ -222,6 +254,9 @@ pub enum Sort {
     Redshift,
     RedshiftDesc,
     RMag,
+    /// Labelled objects with images first, the classes taking turns (the
+    /// explorer's first page); see `showcase_order`.
+    Showcase,
 }
 
 /// Most objects one page returns.
@@ -273,7 +308,12 @@ impl ObjectQuery {
             Some("redshift") => Sort::Redshift,
             Some("-redshift") => Sort::RedshiftDesc,
             Some("r") => Sort::RMag,
-            Some(v) => return Err(format!("sort={v:?}: use id, redshift, -redshift or r")),
+            Some("showcase") => Sort::Showcase,
+            Some(v) => {
+                return Err(format!(
+                    "sort={v:?}: use id, redshift, -redshift, r or showcase"
+                ));
+            }
         };
         let limit = number::<usize>(params, "limit")?.unwrap_or(60);
         if limit == 0 || limit > MAX_LIMIT {
@@ -363,6 +403,7 @@ impl ObjectQuery {
                 pick(&mut columns.by_redshift_desc.iter().copied().filter(accepts))
             }
             Sort::RMag => pick(&mut columns.by_r.iter().copied().filter(accepts)),
+            Sort::Showcase => pick(&mut columns.showcase.iter().copied().filter(accepts)),
         };
         (page, per_slot.iter().sum(), counts)
     }

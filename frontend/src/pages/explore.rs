@@ -8,16 +8,50 @@ use leptos::prelude::*;
 
 #[component]
 pub fn ExplorePage() -> impl IntoView {
-    let class = RwSignal::new(String::new());
-    let provenance = RwSignal::new(String::new());
-    let images = RwSignal::new(true);
-    let z_min = RwSignal::new(String::new());
-    let z_max = RwSignal::new(String::new());
-    let r_max = RwSignal::new(String::new());
-    let sort = RwSignal::new("id".to_string());
+    // The filters start from the link (`#/?class=GALAXY&z_max=0.3`) and are
+    // written back to it, so a view can be shared.
+    let param = |name: &str| crate::hash_param(name).unwrap_or_default();
+    let class = RwSignal::new(param("class"));
+    let provenance = RwSignal::new(param("provenance"));
+    let images = RwSignal::new(param("images") != "false");
+    let z_min = RwSignal::new(param("z_min"));
+    let z_max = RwSignal::new(param("z_max"));
+    let r_max = RwSignal::new(param("r_max"));
+    let sort = RwSignal::new(crate::hash_param("sort").unwrap_or_else(|| SHOWCASE.into()));
     let offset = RwSignal::new(0usize);
     // Objects per page; `#/?per_page=N` picks it from a link (the benchmark uses 1000).
     let per_page = RwSignal::new(initial_page_size());
+    Effect::new(move |_| {
+        let mut link = Vec::new();
+        for (key, value) in [
+            ("class", class.get()),
+            ("provenance", provenance.get()),
+            ("z_min", z_min.get()),
+            ("z_max", z_max.get()),
+            ("r_max", r_max.get()),
+        ] {
+            if !value.trim().is_empty() {
+                link.push(format!("{key}={}", value.trim()));
+            }
+        }
+        if !images.get() {
+            link.push("images=false".into());
+        }
+        if sort.get() != SHOWCASE {
+            link.push(format!("sort={}", sort.get()));
+        }
+        if per_page.get() != 60 {
+            link.push(format!("per_page={}", per_page.get()));
+        }
+        let route = if link.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/?{}", link.join("&"))
+        };
+        if crate::current_route() != route {
+            crate::navigate(&route);
+        }
+    });
     let query = move || {
         let mut q = format!(
             "/api/objects?limit={}&offset={}&sort={}",
@@ -51,29 +85,20 @@ pub fn ExplorePage() -> impl IntoView {
         <section class="filters">
             <label>"Class "
                 <select on:change=move |ev| { class.set(event_target_value(&ev)); reset() }>
-                    <option value="">"any"</option>
-                    <option value="GALAXY">"galaxy"</option>
-                    <option value="STAR">"star"</option>
-                    <option value="QSO">"quasar"</option>
-                    <option value="UNKNOWN">"unlabelled"</option>
+                    {options(class, &[("", "any"), ("GALAXY", "galaxy"), ("STAR", "star"), ("QSO", "quasar"), ("UNKNOWN", "unlabelled")])}
                 </select>
             </label>
             <label>"Data "
                 <select on:change=move |ev| { provenance.set(event_target_value(&ev)); reset() }>
-                    <option value="">"real and synthetic"</option>
-                    <option value="real">"real"</option>
-                    <option value="synthetic">"synthetic"</option>
+                    {options(provenance, &[("", "real and synthetic"), ("real", "real"), ("synthetic", "synthetic")])}
                 </select>
             </label>
-            <label>"z from " <input type="number" step="0.05" min="0" class="short" on:change=move |ev| { z_min.set(event_target_value(&ev)); reset() } /></label>
-            <label>" to " <input type="number" step="0.05" min="0" class="short" on:change=move |ev| { z_max.set(event_target_value(&ev)); reset() } /></label>
-            <label>"r brighter than " <input type="number" step="0.5" class="short" on:change=move |ev| { r_max.set(event_target_value(&ev)); reset() } /></label>
+            <label>"z from " <input type="number" step="0.05" min="0" class="short" prop:value=z_min.get_untracked() on:change=move |ev| { z_min.set(event_target_value(&ev)); reset() } /></label>
+            <label>" to " <input type="number" step="0.05" min="0" class="short" prop:value=z_max.get_untracked() on:change=move |ev| { z_max.set(event_target_value(&ev)); reset() } /></label>
+            <label>"r brighter than " <input type="number" step="0.5" class="short" prop:value=r_max.get_untracked() on:change=move |ev| { r_max.set(event_target_value(&ev)); reset() } /></label>
             <label>"Sort "
                 <select on:change=move |ev| { sort.set(event_target_value(&ev)); reset() }>
-                    <option value="id">"id"</option>
-                    <option value="redshift">"redshift"</option>
-                    <option value="-redshift">"redshift, high first"</option>
-                    <option value="r">"r magnitude"</option>
+                    {options(sort, &[(SHOWCASE, "mixed, labelled first"), ("id", "id"), ("redshift", "redshift"), ("-redshift", "redshift, high first"), ("r", "r magnitude")])}
                 </select>
             </label>
             <label>"Per page "
@@ -111,6 +136,20 @@ pub fn ExplorePage() -> impl IntoView {
             }
         }}
     }
+}
+
+/// The API's order for a first page: labelled objects with images, the
+/// classes taking turns, unlabelled detections last.
+const SHOWCASE: &str = "showcase";
+
+/// `<option>`s of a select bound to `value`, the current one selected.
+fn options(value: RwSignal<String>, choices: &[(&'static str, &'static str)]) -> impl IntoView {
+    choices
+        .iter()
+        .map(|&(key, label)| {
+            view! { <option value=key selected=move || value.get() == key>{label}</option> }
+        })
+        .collect_view()
 }
 
 fn initial_page_size() -> usize {
