@@ -12,16 +12,21 @@ pub fn system_info() -> SystemInfo {
             || std::env::consts::ARCH.to_string(),
             |m| m.trim().to_string(),
         );
-    let memory_gb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| kb_field(&m, "MemTotal:"))
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let memory_gb = memory_mb() / 1024.0;
     SystemInfo {
         cpu_model,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_gb,
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
     }
+}
+
+/// This machine's memory in MB; 0 where /proc is absent.
+pub fn memory_mb() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| kb_field(&m, "MemTotal:"))
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Peak resident memory of this process (VmHWM) in MB; 0 where /proc is absent.

@@ -40,7 +40,7 @@ pub fn execute(
 
     let (concurrency, threads) = super::concurrency_and_threads(concurrency, request.world_size);
     // No more ranks at once than the host's memory holds at memory_mb each.
-    let host_mb = cosmicai_engine::system::system_info().memory_gb * 1024.0;
+    let host_mb = cosmicai_engine::system::memory_mb();
     let concurrency = if host_mb > 0.0 {
         concurrency.min(((host_mb / f64::from(request.memory_mb.max(1))) as usize).max(1))
     } else {

@@ -195,7 +195,7 @@ pub fn request_of(
     {
         problems.push("data_prefix must name a folder inside the data directory".into());
     }
-    let host_mb = cosmicai_engine::system::system_info().memory_gb * 1024.0;
+    let host_mb = cosmicai_engine::system::memory_mb();
     if launch.target == Target::Local && host_mb > 0.0 && f64::from(request.memory_mb) > host_mb {
         problems.push(format!(
             "memory_mb {} is more than this host's {host_mb:.0} MB",

@@ -6,7 +6,6 @@ use crate::cost::billed_ms;
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::RankMeasure;
 use std::io::{BufRead, BufReader, Read};
-
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -21,19 +21,22 @@ pub fn ExplorePage() -> impl IntoView {
     let offset = RwSignal::new(0usize);
     // Objects per page; `#/?per_page=N` picks it from a link (the benchmark uses 1000).
     let per_page = RwSignal::new(initial_page_size());
-    Effect::new(move |_| {
-        let mut link = Vec::new();
-        for (key, value) in [
+    // The filters that are set, as `key=value` pairs: for the API and the link.
+    let set_filters = move || {
+        [
             ("class", class.get()),
             ("provenance", provenance.get()),
             ("z_min", z_min.get()),
             ("z_max", z_max.get()),
             ("r_max", r_max.get()),
-        ] {
-            if !value.trim().is_empty() {
-                link.push(format!("{key}={}", value.trim()));
-            }
-        }
+        ]
+        .into_iter()
+        .filter(|(_, value)| !value.trim().is_empty())
+        .map(|(key, value)| format!("{key}={}", value.trim()))
+        .collect::<Vec<_>>()
+    };
+    Effect::new(move |_| {
+        let mut link = set_filters();
         if !images.get() {
             link.push("images=false".into());
         }
@@ -59,16 +62,8 @@ pub fn ExplorePage() -> impl IntoView {
             offset.get(),
             sort.get()
         );
-        for (key, value) in [
-            ("class", class.get()),
-            ("provenance", provenance.get()),
-            ("z_min", z_min.get()),
-            ("z_max", z_max.get()),
-            ("r_max", r_max.get()),
-        ] {
-            if !value.trim().is_empty() {
-                q += &format!("&{key}={}", value.trim());
-            }
+        for filter in set_filters() {
+            q += &format!("&{filter}");
         }
         if images.get() {
             q += "&has_image=true";
