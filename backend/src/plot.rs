@@ -201,3 +201,104 @@ pub fn sweep_chart(path: &Path, points: &[SweepPoint], title: &str) -> Result<()
     root.present()?;
     Ok(())
 }
+
+/// Whether σ_z can be trusted: the fraction of objects with |z_pred - z_spec| <= k σ_z
+/// against k, beside what Gaussian errors of that σ would give (dashed).
+/// `normalized` holds |z_pred - z_spec| / σ_z per object.
+pub fn coverage_chart(path: &Path, normalized: &[f64], title: &str) -> Result<()> {
+    register_font();
+    let mut sorted: Vec<f64> = normalized
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    if sorted.is_empty() {
+        return Err(anyhow!("nothing to plot: no object has a σ_z"));
+    }
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len() as f64;
+    let steps = 300;
+    let k_max = 3.0;
+    let covered = |k: f64| sorted.partition_point(|&v| v <= k) as f64 / n;
+    let root = BitMapBackend::new(path, (800, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..k_max, 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("k (in units of the predicted σ_z)")
+        .y_desc("fraction with |z_pred - z_spec| <= k σ_z")
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()?;
+    let ks = (0..=steps).map(|i| k_max * i as f64 / steps as f64);
+    chart
+        .draw_series(LineSeries::new(
+            ks.clone().map(|k| (k, covered(k))),
+            BLUE.stroke_width(3),
+        ))?
+        .label(format!("model ({} objects)", sorted.len()))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(3)));
+    chart
+        .draw_series(DashedLineSeries::new(
+            ks.map(|k| (k, erf(k / std::f64::consts::SQRT_2))),
+            8,
+            6,
+            BLACK.stroke_width(2),
+        ))?
+        .label("Gaussian errors of that σ")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    for (k, target) in [(1.0, 0.68), (2.0, 0.95)] {
+        chart.draw_series(std::iter::once(Circle::new(
+            (k, covered(k)),
+            6,
+            BLUE.filled(),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("{:.3} at {k}σ (target {target})", covered(k)),
+            (k + 0.05, covered(k) - 0.06),
+            ("sans-serif", 15),
+        )))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// The error function (Abramowitz and Stegun 7.1.26; absolute error under 1.5e-7).
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    (1.0 - poly * (-x * x).exp()).copysign(x)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn erf_matches_known_values() {
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (2.0, 0.995_322_3),
+        ] {
+            assert!((super::erf(x) - want).abs() < 1e-6, "erf({x})");
+            assert!((super::erf(-x) + want).abs() < 1e-6, "erf(-{x})");
+        }
+        // 1σ and 2σ of a Gaussian.
+        assert!((super::erf(1.0 / std::f64::consts::SQRT_2) - 0.6827).abs() < 1e-4);
+    }
+}

@@ -37,6 +37,21 @@ fn shipped_photoz_meets_its_card_on_the_real_validation_split() {
     let accuracy = report["class_accuracy"].as_f64().unwrap();
     assert!(nmad < 0.018, "DR14 galaxy NMAD {nmad}");
     assert!(accuracy > 0.97, "DR14 class accuracy {accuracy}");
+    // σ_z: about 68% of galaxies within 1σ and 95% within 2σ, and the objects the
+    // model flags as risky hold the outliers.
+    let c = &report["galaxy_calibration"];
+    let (one, two) = (
+        c["within_1_sigma"].as_f64().unwrap(),
+        c["within_2_sigma"].as_f64().unwrap(),
+    );
+    assert!(
+        (0.6..0.85).contains(&one) && (0.9..0.99).contains(&two),
+        "{c}"
+    );
+    assert_eq!(c["n"], galaxy["n"], "every galaxy has a σ_z: {c}");
+    let low = c["low_risk"]["outlier_frac_0_15"].as_f64().unwrap();
+    assert!(low < 0.01, "{c}");
+    assert!(c["low_risk"]["n"].as_u64().unwrap() > c["high_risk"]["n"].as_u64().unwrap());
     // The card was measured the same way (its split differs only by cross-catalog duplicates).
     let card_nmad = card["validation"]["skyserver_dr14.csv.gz"]["galaxy"]["nmad"]
         .as_f64()
@@ -45,6 +60,59 @@ fn shipped_photoz_meets_its_card_on_the_real_validation_split() {
         (card_nmad - nmad).abs() < 0.002,
         "card {card_nmad} vs eval {nmad}"
     );
+}
+
+#[test]
+fn cross_validation_scores_every_fold_and_writes_no_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cv");
+    let report = ok_json(&[
+        "train",
+        "--catalog",
+        &asset("catalogs/skyserver_dr14.csv.gz"),
+        "--out",
+        &out.display().to_string(),
+        "--cross-validate",
+        "3",
+        "--epochs",
+        "1",
+        "--width",
+        "32",
+        "--json",
+    ]);
+    let dr14 = &report["catalogs"]["skyserver_dr14.csv.gz"];
+    let folds = dr14["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 3, "{report}");
+    for f in folds {
+        assert!(f["class_accuracy"].as_f64().unwrap() > 0.5, "{f}");
+        let one = f["within_1_sigma"].as_f64().unwrap();
+        assert!(
+            one > 0.0 && one <= f["within_2_sigma"].as_f64().unwrap(),
+            "{f}"
+        );
+    }
+    let accuracies: Vec<f64> = folds
+        .iter()
+        .map(|f| f["class_accuracy"].as_f64().unwrap())
+        .collect();
+    let mean = accuracies.iter().sum::<f64>() / 3.0;
+    assert!((dr14["mean"]["class_accuracy"].as_f64().unwrap() - mean).abs() < 1e-9);
+    assert!(dr14["sd"]["class_accuracy"].as_f64().unwrap() >= 0.0);
+    assert!(out.join("photoz.cv.json").exists());
+    assert!(!out.join("photoz.safetensors").exists());
+    // Images are not cross-validated.
+    let refused = cosmicai(&[
+        "train",
+        "--catalog",
+        &asset("catalogs/skyserver_dr14.csv.gz"),
+        "--out",
+        &out.display().to_string(),
+        "--cross-validate",
+        "3",
+        "--synthetic-cutouts",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--synthetic-cutouts"));
 }
 
 #[test]
@@ -290,7 +358,7 @@ fn eval_errors_name_the_bad_input() {
 }
 
 #[test]
-fn eval_plot_writes_a_png_of_the_scatter() {
+fn eval_plot_writes_pngs_of_the_scatter_and_of_sigma_coverage() {
     let tmp = tempfile::tempdir().unwrap();
     let png = tmp.path().join("inference.png");
     ok_json(&[
@@ -303,13 +371,17 @@ fn eval_plot_writes_a_png_of_the_scatter() {
         &png.display().to_string(),
         "--json",
     ]);
-    let bytes = std::fs::read(&png).unwrap();
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-    assert!(
-        bytes.len() > 20_000,
-        "{} bytes: an empty plot?",
-        bytes.len()
-    );
+    // The scatter, and beside it the coverage of σ_z (PhotoZ has a distribution).
+    for png in [png.clone(), tmp.path().join("inference-coverage.png")] {
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(
+            bytes.len() > 20_000,
+            "{}: {} bytes, an empty plot?",
+            png.display(),
+            bytes.len()
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,10 @@
 use crate::partition::ObjectRow;
 use crate::predict::Prediction;
 use cosmicai_shared::Class;
-pub use cosmicai_shared::metrics::{Evaluation, RedshiftMetrics};
+pub use cosmicai_shared::metrics::{Calibration, Evaluation, RedshiftMetrics, RiskGroup};
+
+/// Objects whose own outlier chance is above this are high-risk (PhotoZ's `pdf::HIGH_RISK`).
+pub const HIGH_RISK: f32 = cosmicai_model::photoz::pdf::HIGH_RISK;
 
 /// Scores `predictions` (one per row) against the rows' spectroscopic labels.
 pub fn evaluate(rows: &[ObjectRow], predictions: &[Prediction]) -> Evaluation {
@@ -32,6 +35,16 @@ pub struct Scorer {
     galaxy: Residuals,
     qso: Residuals,
     all: Residuals,
+    calibration: CalibrationCounts,
+}
+
+/// Counts behind [`Calibration`].
+#[derive(Debug, Default)]
+struct CalibrationCounts {
+    n: usize,
+    within: [usize; 2],
+    /// Low risk, then high risk: objects and outliers.
+    risk: [(usize, usize); 2],
 }
 
 impl Scorer {
@@ -48,7 +61,19 @@ impl Scorer {
         }
         self.all.add(p, s);
         match class {
-            Class::Galaxy => self.galaxy.add(p, s),
+            Class::Galaxy => {
+                self.galaxy.add(p, s);
+                if let Some(sigma) = predicted.redshift_sigma.filter(|s| s.is_finite()) {
+                    let c = &mut self.calibration;
+                    c.n += 1;
+                    c.within[0] += usize::from((p - s).abs() <= sigma);
+                    c.within[1] += usize::from((p - s).abs() <= 2.0 * sigma);
+                    let high = predicted.outlier_probability.is_some_and(|r| r > HIGH_RISK);
+                    let group = &mut c.risk[usize::from(high)];
+                    group.0 += 1;
+                    group.1 += usize::from(((p - s) / (1.0 + s)).abs() > 0.15);
+                }
+            }
             Class::Qso => self.qso.add(p, s),
             _ => {}
         }
@@ -68,7 +93,25 @@ impl Scorer {
             all: self.all.finish(),
             class_accuracy: (labelled > 0).then(|| correct as f64 / labelled as f64),
             confusion: self.confusion,
+            galaxy_calibration: self.calibration.finish(),
         }
+    }
+}
+
+impl CalibrationCounts {
+    fn finish(self) -> Option<Calibration> {
+        let group = |(n, outliers): (usize, usize)| RiskGroup {
+            n,
+            outlier_frac_0_15: (n > 0).then(|| outliers as f64 / n as f64),
+        };
+        (self.n > 0).then(|| Calibration {
+            n: self.n,
+            within_1_sigma: self.within[0] as f64 / self.n as f64,
+            within_2_sigma: self.within[1] as f64 / self.n as f64,
+            high_risk_above: f64::from(HIGH_RISK),
+            low_risk: group(self.risk[0]),
+            high_risk: group(self.risk[1]),
+        })
     }
 }
 

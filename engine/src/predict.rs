@@ -5,7 +5,7 @@
 use burn::prelude::*;
 use cosmicai_model::astromae::AstroMae;
 use cosmicai_model::crop::CROP;
-use cosmicai_model::photoz::PhotoZ;
+use cosmicai_model::photoz::{PhotoZ, read_predictions};
 
 pub use cosmicai_shared::model::Prediction;
 
@@ -172,13 +172,18 @@ fn run<B: Backend>(
                 Tensor::from_data(TensorData::new(mask, [n, 1]), device),
             ))
         });
-        let (probability, redshift) = model.predict_with(input, images);
-        let probability: Vec<f32> = probability.into_data().to_vec().unwrap_or_default();
-        let redshift: Vec<f32> = redshift.into_data().to_vec().unwrap_or_default();
-        for (p, &z) in probability.chunks_exact(3).zip(&redshift) {
-            out.predictions
-                .push(Prediction::from_probabilities([p[0], p[1], p[2]], z));
-        }
+        let predicted = model.predict_with(input, images);
+        let probability: Vec<f32> = predicted
+            .probability
+            .into_data()
+            .to_vec()
+            .unwrap_or_default();
+        let redshift: Vec<f32> = predicted.redshift.into_data().to_vec().unwrap_or_default();
+        let pdf: Option<Vec<f32>> = predicted
+            .pdf
+            .map(|p| p.into_data().to_vec().unwrap_or_default());
+        out.predictions
+            .extend(read_predictions(&probability, &redshift, pdf.as_deref()));
     }
     out
 }

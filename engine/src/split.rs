@@ -29,3 +29,38 @@ impl Split {
         }
     }
 }
+
+/// The fold (0..folds) of an object in repeat `repeat` of a k-fold cross-validation:
+/// a SplitMix64 hash of its id and the repeat, so each repeat shuffles the objects
+/// anew, the same way whatever the file order (`tools/baselines.py` does the same).
+pub fn fold(object_id: i64, repeat: u64, folds: usize) -> usize {
+    let mut z = (object_id as u64)
+        .wrapping_add(repeat.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % folds.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_are_balanced_and_differ_between_repeats() {
+        let mut counts = [0usize; 5];
+        let mut moved = 0;
+        for id in 0..10_000i64 {
+            let f = fold(id * 7919, 0, 5);
+            counts[f] += 1;
+            moved += usize::from(fold(id * 7919, 1, 5) != f);
+        }
+        assert!(
+            counts.iter().all(|&c| (1_800..2_200).contains(&c)),
+            "{counts:?}"
+        );
+        // Another repeat puts about 4/5 of the objects in another fold.
+        assert!((7_500..8_500).contains(&moved), "{moved}");
+    }
+}

@@ -6,7 +6,7 @@
 use burn::backend::NdArray;
 use burn::backend::wgpu::{RuntimeOptions, Wgpu, WgpuDevice, graphics, init_setup_async};
 use burn::prelude::*;
-use cosmicai_model::photoz::PhotoZ;
+use cosmicai_model::photoz::{PhotoZ, read_predictions};
 use cosmicai_model::weights::Weights;
 use cosmicai_shared::model::Prediction;
 use std::cell::RefCell;
@@ -253,23 +253,32 @@ async fn forward<B: Backend>(
         TensorData::new(magnitudes.as_flattened().to_vec(), [magnitudes.len(), 5]),
         device,
     );
-    let (probability, redshift) = model.predict(input);
+    let predicted = model.predict(input);
     // Async reads: a GPU result cannot be waited for synchronously in a browser.
     let read = |e| format!("reading the result: {e:?}");
-    let p: Vec<f32> = probability
+    let p: Vec<f32> = predicted
+        .probability
         .into_data_async()
         .await
         .map_err(read)?
         .to_vec()
         .map_err(|e| format!("{e:?}"))?;
-    let z: Vec<f32> = redshift
+    let z: Vec<f32> = predicted
+        .redshift
         .into_data_async()
         .await
         .map_err(read)?
         .to_vec()
         .map_err(|e| format!("{e:?}"))?;
-    Ok(p.chunks_exact(3)
-        .zip(z)
-        .map(|(p, z)| Prediction::from_probabilities([p[0], p[1], p[2]], z))
-        .collect())
+    let pdf: Option<Vec<f32>> = match predicted.pdf {
+        Some(t) => Some(
+            t.into_data_async()
+                .await
+                .map_err(read)?
+                .to_vec()
+                .map_err(|e| format!("{e:?}"))?,
+        ),
+        None => None,
+    };
+    Ok(read_predictions(&p, &z, pdf.as_deref()))
 }

@@ -18,6 +18,9 @@ pub struct ApiError {
 pub struct Prediction {
     pub model: String,
     pub redshift: f32,
+    /// σ_z, for a model that gives a redshift distribution (PhotoZ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redshift_sigma: Option<f32>,
     /// Null for a model that predicts no class (AstroMAE).
     pub class: Option<Class>,
     /// Probabilities of GALAXY, STAR, QSO; null without a class prediction.
@@ -34,6 +37,7 @@ impl Prediction {
         Prediction {
             model: model.into(),
             redshift: p.redshift,
+            redshift_sigma: p.redshift_sigma,
             class: predicts_class.then_some(p.class),
             class_probabilities: predicts_class.then_some(p.class_probability),
         }

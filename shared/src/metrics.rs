@@ -34,4 +34,34 @@ pub struct Evaluation {
     pub class_accuracy: Option<f64>,
     /// `confusion[true][predicted]`, classes GALAXY, STAR, QSO.
     pub confusion: [[usize; 3]; 3],
+    /// How well σ_z and the outlier chance describe the galaxies' errors; for
+    /// models that give a redshift distribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub galaxy_calibration: Option<Calibration>,
+}
+
+/// Whether a model's uncertainties can be trusted, over galaxies with σ_z.
+/// For honest Gaussian-like errors, `within_1_sigma` is about 0.68 and
+/// `within_2_sigma` about 0.95.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Calibration {
+    pub n: usize,
+    /// Fraction with |z_pred - z_spec| <= σ_z.
+    pub within_1_sigma: f64,
+    /// Fraction with |z_pred - z_spec| <= 2 σ_z.
+    pub within_2_sigma: f64,
+    /// The model's own outlier chance above which an object is flagged high-risk.
+    pub high_risk_above: f64,
+    pub low_risk: RiskGroup,
+    pub high_risk: RiskGroup,
+}
+
+/// Galaxies flagged low- or high-risk, and how many of them are outliers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RiskGroup {
+    pub n: usize,
+    /// Fraction with |dz| > 0.15 (none when the group is empty).
+    pub outlier_frac_0_15: Option<f64>,
 }

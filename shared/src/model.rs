@@ -19,6 +19,13 @@ pub struct Prediction {
     /// Probability of GALAXY, STAR, QSO (NaN for a model that predicts no class).
     pub class_probability: [f32; 3],
     pub redshift: f32,
+    /// σ_z: half the width of the central 68% of the model's p(z), for models
+    /// that give a distribution (PhotoZ with its distribution head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redshift_sigma: Option<f32>,
+    /// The model's own chance that `redshift` is an outlier (|Δz|/(1+z) > 0.15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_probability: Option<f32>,
 }
 
 impl Prediction {
@@ -28,6 +35,18 @@ impl Prediction {
             class: Class::Unknown,
             class_probability: [f32::NAN; 3],
             redshift,
+            redshift_sigma: None,
+            outlier_probability: None,
+        }
+    }
+
+    /// This prediction with a redshift read from a distribution.
+    pub fn with_distribution(self, redshift: f32, sigma: f32, outlier_probability: f32) -> Self {
+        Prediction {
+            redshift,
+            redshift_sigma: Some(sigma),
+            outlier_probability: Some(outlier_probability),
+            ..self
         }
     }
 
@@ -41,6 +60,8 @@ impl Prediction {
             class: Class::from_code(best as u8).unwrap_or(Class::Unknown),
             class_probability,
             redshift,
+            redshift_sigma: None,
+            outlier_probability: None,
         }
     }
 }

@@ -98,6 +98,11 @@ try {
     const mine = await page.textContent('tr.browser');
     assert.match(server, /server/);
     assert.match(mine, /browser \(burn ndarray/);
+    // PhotoZ gives σ_z, on the server and in the browser alike.
+    const photoz = await page.textContent('tr.server[data-model="photoz"]');
+    const sigma = (row) => Number(row.match(/± (\d\.\d{4})/)[1]);
+    assert.ok(sigma(photoz) > 0, photoz);
+    assert.ok(Math.abs(sigma(photoz) - sigma(mine)) < 2e-4, `${photoz} / ${mine}`);
     // The served AstroMAE predicts this object's redshift from its cutout, and no class.
     const cai = await page.textContent('tr.server[data-model="astromae:astromae_module.pt"]');
     assert.match(cai, /\d\.\d{4}/);
@@ -189,6 +194,9 @@ try {
     for (const [value, max] of bars) assert.equal(value, max);
     assert.ok(await page.locator('.results svg.scatter rect').count() > 20);
     assert.ok(await page.locator('table.metrics tr').count() >= 2);
+    // PhotoZ's σ_z, scored on the run's galaxies.
+    const within1 = Number(await page.getAttribute('p.calibration', 'data-within-1'));
+    assert.ok(within1 > 0.5 && within1 < 0.95, `within 1σ: ${within1}`);
     await page.screenshot({ path: join(shots, 'run-results.png'), fullPage: true });
   });
 

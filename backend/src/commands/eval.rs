@@ -19,7 +19,9 @@ use std::path::PathBuf;
     cosmicai eval --catalog my_catalog.csv --split validation --plot inference.png\n\n\
     dz = (z_pred - z_spec)/(1 + z_spec); nmad = 1.4826 median(|dz - median(dz)|); bias = mean(dz);\n\
     outlier_frac_T = fraction with |dz| > T; mae, mse, r2 on z itself. Galaxy metrics are over\n\
-    objects whose true class is GALAXY. --split validation scores only the objects training never saw.")]
+    objects whose true class is GALAXY. --split validation scores only the objects training never saw.\n\
+    galaxy_calibration (models with σ_z): the fraction of galaxies with |z_pred - z_spec| <= σ_z and\n\
+    <= 2σ_z, and the outlier fraction among galaxies the model flags low-risk and high-risk.")]
 pub struct EvalArgs {
     /// Catalog CSV (SkyServer or SDSS17 schema, .csv or .csv.gz) with class and redshift.
     #[arg(long)]
@@ -30,7 +32,8 @@ pub struct EvalArgs {
     /// Which objects to score: all, train or validation (the fixed split of `cosmicai train`).
     #[arg(long, value_enum, default_value_t = SplitArg::All)]
     pub split: SplitArg,
-    /// Write the predicted vs spectroscopic redshift density scatter here (PNG).
+    /// Write the predicted vs spectroscopic redshift density scatter here (PNG),
+    /// and, for a model with σ_z, its coverage plot beside it (NAME-coverage.png).
     #[arg(long)]
     pub plot: Option<PathBuf>,
     #[arg(long, default_value_t = 4096)]
@@ -92,6 +95,26 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .map(|(r, p)| (r.redshift, p.redshift))
             .unzip();
         crate::plot::density_scatter(path, &spec, &pred, "PhotoZ on galaxies")?;
+        let normalized: Vec<f64> = rows
+            .iter()
+            .zip(&predictions)
+            .filter(|(r, _)| r.class == Class::Galaxy && r.redshift.is_finite())
+            .filter_map(|(r, p)| {
+                let sigma = p.redshift_sigma.filter(|s| *s > 0.0)?;
+                Some(f64::from((p.redshift - r.redshift).abs() / sigma))
+            })
+            .collect();
+        if !normalized.is_empty() {
+            let stem = path
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+            let coverage = path.with_file_name(format!("{stem}-coverage.png"));
+            crate::plot::coverage_chart(
+                &coverage,
+                &normalized,
+                "PhotoZ σ_z on galaxies: coverage",
+            )?;
+        }
     }
     let report = EvalReport {
         catalog: args.catalog.clone(),
@@ -130,6 +153,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     m.r2
                 );
             }
+        }
+        if let Some(c) = &e.galaxy_calibration {
+            let frac = |f: Option<f64>| f.map_or_else(|| "-".into(), |f| format!("{f:.3}"));
+            crate::line!(
+                out,
+                "  σ_z        galaxies within 1σ {:.3} (Gaussian 0.683), within 2σ {:.3} (0.954); outliers>0.15: low-risk {} of {}, high-risk {} of {} (outlier chance > {:.2})",
+                c.within_1_sigma,
+                c.within_2_sigma,
+                frac(c.low_risk.outlier_frac_0_15),
+                c.low_risk.n,
+                frac(c.high_risk.outlier_frac_0_15),
+                c.high_risk.n,
+                c.high_risk_above
+            );
         }
         crate::output::emit(&out)?;
     }

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod calibrate;
 pub mod catalog;
+pub mod cross_validate;
 pub mod eval;
 pub mod ingest;
 pub mod inspect;

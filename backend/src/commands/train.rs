@@ -53,7 +53,20 @@ pub struct TrainArgs {
     /// stay magnitudes-only; the image figures are on synthetic cutouts and say so.
     #[arg(long)]
     pub synthetic_cutouts: bool,
-    /// Print the model card as JSON.
+    /// Without the redshift distribution head (no σ_z; the redshift of the most
+    /// probable class's head), as PhotoZ was before it.
+    #[arg(long)]
+    pub no_pdf: bool,
+    /// Instead of training once, cross-validate: K folds (by a hash of each
+    /// object's id), each held out in turn while the others train. Prints each
+    /// catalog's metrics, mean and spread over the folds, writes
+    /// photoz.cv.json in --out, and no weights.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(2..=20))]
+    pub cross_validate: Option<u32>,
+    /// Cross-validation repeats, each with other folds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub repeats: u32,
+    /// Print the model card (or the cross-validation report) as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -111,7 +124,7 @@ struct ModelCard {
 }
 
 /// Rows usable for training: a known class and a finite redshift.
-fn labelled(catalog: &Catalog) -> impl Iterator<Item = &ObjectRow> {
+pub(crate) fn labelled(catalog: &Catalog) -> impl Iterator<Item = &ObjectRow> {
     catalog
         .objects
         .iter()
@@ -162,31 +175,52 @@ fn split_labelled(catalogs: &[Catalog]) -> Result<Labelled> {
     Ok(l)
 }
 
-/// Metrics of `model` on each catalog's validation objects (real labels).
-fn validate<B: burn::prelude::Backend>(
+/// Metrics of `model` on each catalog's labelled objects that `held_out` picks (real labels).
+pub(crate) fn validate<B: burn::prelude::Backend>(
     catalogs: &[Catalog],
     model: &PhotoZ<B>,
     device: &B::Device,
+    held_out: impl Fn(&ObjectRow) -> bool,
 ) -> HashMap<String, Evaluation> {
     let mut validation = HashMap::new();
     for catalog in catalogs {
-        let rows: Vec<ObjectRow> = labelled(catalog)
-            .filter(|o| Split::Validation.contains(o.object_id))
-            .copied()
-            .collect();
+        let rows: Vec<ObjectRow> = labelled(catalog).filter(|o| held_out(o)).copied().collect();
         let mags: Vec<[f32; 5]> = rows.iter().map(|r| r.magnitudes).collect();
         let predictions = predict_photoz(model, &mags, 4096, device);
-        let name = catalog
-            .report
-            .file
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        validation.insert(name, evaluate(&rows, &predictions));
+        validation.insert(catalog_name(catalog), evaluate(&rows, &predictions));
     }
     validation
 }
 
+/// A catalog's file name, the key of its figures.
+pub(crate) fn catalog_name(catalog: &Catalog) -> String {
+    catalog
+        .report
+        .file
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+/// The training configuration the flags describe.
+pub(crate) fn config(args: &TrainArgs) -> TrainConfig {
+    TrainConfig::new(
+        PhotoZConfig::new()
+            .with_width(args.width)
+            .with_layers(args.layers)
+            .with_cutout(args.synthetic_cutouts)
+            .with_redshift_pdf(!args.no_pdf),
+    )
+    .with_epochs(args.epochs as usize)
+    .with_seed(args.seed)
+    .with_batch_size(args.batch_size)
+    .with_redshift_weight(args.redshift_weight)
+    .with_learning_rate(args.learning_rate)
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
+    if let Some(folds) = args.cross_validate {
+        return super::cross_validate::run(&args, folds as usize);
+    }
     let weights_path = args.out.join("photoz.safetensors");
     if weights_path.exists() && !args.force {
         bail!(
@@ -207,17 +241,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         train_set.cutouts = Some(render_cutouts(&train_rows, args.seed));
         valid_set.cutouts = Some(render_cutouts(&valid_rows, args.seed ^ 0x5eed));
     }
-    let config = TrainConfig::new(
-        PhotoZConfig::new()
-            .with_width(args.width)
-            .with_layers(args.layers)
-            .with_cutout(args.synthetic_cutouts),
-    )
-    .with_epochs(args.epochs as usize)
-    .with_seed(args.seed)
-    .with_batch_size(args.batch_size)
-    .with_redshift_weight(args.redshift_weight)
-    .with_learning_rate(args.learning_rate);
+    let config = config(&args);
     let bar = ProgressBar::new(args.epochs as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -234,7 +258,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         bar.inc(1);
     });
     bar.finish_and_clear();
-    let validation = validate(&catalogs, &trained.model, &device);
+    let validation = validate(&catalogs, &trained.model, &device, |o| {
+        Split::Validation.contains(o.object_id)
+    });
 
     let metadata = HashMap::from([("seed".to_string(), args.seed.to_string())]);
     let bytes = trained
@@ -257,7 +283,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     });
     let card = ModelCard {
         model: "photoz",
-        description: "PhotoZ: class (GALAXY/STAR/QSO) and redshift from SDSS ugriz magnitudes; an MLP over magnitudes and colours with a redshift head per class (ln(1+z)).",
+        description: "PhotoZ: class (GALAXY/STAR/QSO), redshift and sigma_z from SDSS ugriz magnitudes; an MLP over magnitudes and colours with a class head, a ln(1+z) head per class and, unless trained with --no-pdf, p(z) over 256 bins of ln(1+z) from which the redshift and sigma_z are read.",
         weights: "photoz.safetensors",
         weights_bytes: bytes.len(),
         config,

@@ -174,7 +174,19 @@ pub fn encode_predictions(p: &RankPredictions) -> Result<Vec<u8>, PipelineError>
         .iter()
         .flat_map(|q| q.class_probability)
         .collect::<Vec<_>>());
-    let tensors = [
+    // σ_z and the outlier chance, for models that give a distribution.
+    let with_sigma = p.predicted.iter().any(|q| q.redshift_sigma.is_some());
+    let sigma = le(&p
+        .predicted
+        .iter()
+        .map(|q| q.redshift_sigma.unwrap_or(f32::NAN))
+        .collect::<Vec<_>>());
+    let risk = le(&p
+        .predicted
+        .iter()
+        .map(|q| q.outlier_probability.unwrap_or(f32::NAN))
+        .collect::<Vec<_>>());
+    let mut tensors = vec![
         ("object_id", Dtype::I64, vec![n], &ids),
         ("redshift", Dtype::F32, vec![n], &z),
         ("predicted_redshift", Dtype::F32, vec![n], &zp),
@@ -182,6 +194,10 @@ pub fn encode_predictions(p: &RankPredictions) -> Result<Vec<u8>, PipelineError>
         ("predicted_class", Dtype::U8, vec![n], &pclass),
         ("class_probability", Dtype::F32, vec![n, 3], &prob),
     ];
+    if with_sigma {
+        tensors.push(("predicted_redshift_sigma", Dtype::F32, vec![n], &sigma));
+        tensors.push(("outlier_probability", Dtype::F32, vec![n], &risk));
+    }
     let views = tensors
         .into_iter()
         .map(|(name, dtype, shape, data)| TensorView::new(dtype, shape, data).map(|v| (name, v)))
@@ -218,18 +234,27 @@ pub fn read_predictions(bytes: &[u8]) -> Result<RankPredictions, String> {
     let predicted_class = column("predicted_class")?;
     let probability = f32s(column("class_probability")?);
     let n = object_id.len();
+    // Optional: files of models without a distribution (and older files) lack them.
+    let optional = |name: &str| file.tensor(name).ok().map(|t| f32s(t.data().to_vec()));
+    let sigma = optional("predicted_redshift_sigma");
+    let risk = optional("outlier_probability");
     if [
         redshift.len(),
         predicted_redshift.len(),
         class.len(),
         predicted_class.len(),
         probability.len() / 3,
+        sigma.as_ref().map_or(n, Vec::len),
+        risk.as_ref().map_or(n, Vec::len),
     ]
     .iter()
     .any(|&l| l != n)
     {
         return Err("columns of different lengths".into());
     }
+    let finite = |column: &Option<Vec<f32>>, i: usize| {
+        column.as_ref().map(|c| c[i]).filter(|v| v.is_finite())
+    };
     let predicted = (0..n)
         .map(|i| Prediction {
             class: Class::from_code(predicted_class[i]).unwrap_or(Class::Unknown),
@@ -239,6 +264,8 @@ pub fn read_predictions(bytes: &[u8]) -> Result<RankPredictions, String> {
                 probability[3 * i + 2],
             ],
             redshift: predicted_redshift[i],
+            redshift_sigma: finite(&sigma, i),
+            outlier_probability: finite(&risk, i),
         })
         .collect();
     Ok(RankPredictions {
@@ -247,4 +274,59 @@ pub fn read_predictions(bytes: &[u8]) -> Result<RankPredictions, String> {
         class,
         predicted,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn predictions(with_sigma: bool) -> RankPredictions {
+        let p = Prediction::from_probabilities([0.7, 0.2, 0.1], 0.31);
+        let p = if with_sigma {
+            p.with_distribution(0.3, 0.02, 0.05)
+        } else {
+            p
+        };
+        RankPredictions {
+            object_id: vec![7, 8],
+            redshift: vec![0.29, f32::NAN],
+            class: vec![Class::Galaxy, Class::Unknown],
+            predicted: vec![p, p],
+        }
+    }
+
+    #[test]
+    fn sigma_and_outlier_chance_round_trip_and_files_without_them_still_read() {
+        for with_sigma in [true, false] {
+            let bytes = encode_predictions(&predictions(with_sigma)).unwrap();
+            let back = read_predictions(&bytes).unwrap();
+            assert_eq!(back.predicted[1].redshift_sigma, with_sigma.then_some(0.02));
+            assert_eq!(
+                back.predicted[1].outlier_probability,
+                with_sigma.then_some(0.05)
+            );
+            assert_eq!(
+                back.predicted[0].redshift,
+                if with_sigma { 0.3 } else { 0.31 }
+            );
+        }
+        // A σ column shorter than the others is refused.
+        let sigma = 0.02f32.to_le_bytes().to_vec();
+        let full = encode_predictions(&predictions(true)).unwrap();
+        let full = safetensors::SafeTensors::deserialize(&full).unwrap();
+        let mut views: Vec<(String, safetensors::tensor::TensorView)> = full
+            .tensors()
+            .into_iter()
+            .filter(|(n, _)| n != "predicted_redshift_sigma")
+            .collect();
+        views.push((
+            "predicted_redshift_sigma".into(),
+            safetensors::tensor::TensorView::new(Dtype::F32, vec![1], &sigma).unwrap(),
+        ));
+        let crafted = safetensors::serialize(views, None).unwrap();
+        assert_eq!(
+            read_predictions(&crafted).unwrap_err(),
+            "columns of different lengths"
+        );
+    }
 }

@@ -148,7 +148,7 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
             {server.into_iter().map(|p| {
                 let name = p.model.clone();
                 view! {
-                <tr class="server" data-model=name><td>"server (" {p.model} ")"</td><td>{format!("{:.4}", p.redshift)}</td>
+                <tr class="server" data-model=name><td>"server (" {p.model} ")"</td><td>{redshift_text(p.redshift, p.redshift_sigma)}</td>
                 <td>{p.class.map_or_else(|| "no class prediction".to_string(), |c| c.name().to_string())}</td></tr>
                 }
             }).collect_view()}
@@ -156,9 +156,17 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
                 None => view! { <tr><td>"browser"</td><td colspan="2">"running…"</td></tr> }.into_any(),
                 Some(Err(e)) => view! { <tr><td>"browser"</td><td colspan="2" class="error">{e}</td></tr> }.into_any(),
                 Some(Ok((p, ran, ms))) => view! {
-                    <tr class="browser"><td>{format!("browser ({}, {ms:.1} ms)", ran.label())}</td><td>{format!("{:.4}", p.redshift)}</td><td>{p.class.name()}</td></tr>
+                    <tr class="browser"><td>{format!("browser ({}, {ms:.1} ms)", ran.label())}</td><td>{redshift_text(p.redshift, p.redshift_sigma)}</td><td>{p.class.name()}</td></tr>
                 }.into_any(),
             }}
         </table>
+    }
+}
+
+/// "0.4123 ± 0.0210" for a model with σ_z, "0.4123" for one without.
+fn redshift_text(z: f32, sigma: Option<f32>) -> String {
+    match sigma {
+        Some(s) => format!("{z:.4} ± {s:.4}"),
+        None => format!("{z:.4}"),
     }
 }

@@ -76,7 +76,7 @@ pub fn PredictPage() -> impl IntoView {
                     {batch.fallback.clone().map(|why| view! { <p class="fallback">"Ran on the CPU: WebGPU is not available (" {why} ")."</p> })}
                     <DensityScatter points=points />
                     <table class="predictions">
-                        <tr><th>"object"</th><th>"class"</th><th>"predicted class"</th><th>"spectroscopic z"</th><th>"predicted z"</th></tr>
+                        <tr><th>"object"</th><th>"class"</th><th>"predicted class"</th><th>"spectroscopic z"</th><th>"predicted z"</th><th>"σ_z"</th></tr>
                         {objects.iter().zip(predictions).map(|(o, p)| view! {
                             <tr>
                                 <td><a href=format!("#/object/{}", o.id)>{o.id}</a></td>
@@ -84,6 +84,7 @@ pub fn PredictPage() -> impl IntoView {
                                 <td>{p.class.name()}</td>
                                 <td>{o.redshift.map_or("—".into(), |z| format!("{z:.4}"))}</td>
                                 <td class="zpred">{format!("{:.4}", p.redshift)}</td>
+                                <td class="zsigma">{p.redshift_sigma.map_or("—".into(), |s| format!("{s:.4}"))}</td>
                             </tr>
                         }).collect_view()}
                     </table>

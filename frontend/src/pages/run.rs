@@ -210,6 +210,27 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             })
         })
         .collect_view();
+    let calibration = s
+        .metrics
+        .as_ref()
+        .and_then(|m| m.galaxy_calibration.clone())
+        .map(|c| {
+            let frac = |f: Option<f64>| f.map_or_else(|| "—".into(), |f| format!("{:.1}%", 100.0 * f));
+            view! {
+                <p class="calibration" data-within-1=c.within_1_sigma data-within-2=c.within_2_sigma>
+                    {format!(
+                        "σ_z on {} galaxies: {:.1}% within 1σ (68.3% for Gaussian errors), {:.1}% within 2σ (95.4%). Outliers (|Δz|/(1+z) > 0.15): {} of the {} the model calls low-risk, {} of the {} it flags high-risk.",
+                        c.n,
+                        100.0 * c.within_1_sigma,
+                        100.0 * c.within_2_sigma,
+                        frac(c.low_risk.outlier_frac_0_15),
+                        c.low_risk.n,
+                        frac(c.high_risk.outlier_frac_0_15),
+                        c.high_risk.n
+                    )}
+                </p>
+            }
+        });
     let durations: Vec<(String, f64)> = s
         .per_rank
         .iter()
@@ -242,6 +263,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
                 <tr><th>"objects"</th><th>"n"</th><th>"MAE"</th><th>"MSE"</th><th>"bias"</th><th>"NMAD"</th><th>"R²"</th><th>"outliers >0.05"</th><th>"outliers >0.15"</th></tr>
                 {metric_rows}
             </table>
+            {calibration}
             <h4>"Per rank"</h4>
             <div class="charts"><Bars items=durations unit="s".to_string() /><Bars items=memory unit="MB".to_string() /></div>
             <h4>"Cost at AWS prices"</h4>

@@ -6,10 +6,17 @@
 //!
 //! Redshifts are learned as ln(1 + z), so an error means the same thing at z = 0.05
 //! and at z = 3. The feature scaling is part of the weights.
+//!
+//! Weights with a distribution head (`pdf.*`, all trained since it came) also give
+//! p(z) over bins of ln(1 + z), whatever the class: the reported redshift and its
+//! σ_z are read from it ([`pdf::read`]), which keeps a galaxy the class head
+//! takes for a quasar from getting a quasar's redshift.
 
 pub mod cutout;
+pub mod pdf;
 pub mod train;
 
+use cosmicai_shared::model::Prediction;
 use cutout::CutoutEncoder;
 
 use crate::weights::{Weights, WeightsError};
@@ -39,6 +46,9 @@ pub struct PhotoZConfig {
     /// With the image branch ([`CutoutEncoder`]).
     #[config(default = false)]
     pub cutout: bool,
+    /// With the redshift distribution head ([`pdf`]).
+    #[config(default = true)]
+    pub redshift_pdf: bool,
 }
 
 #[derive(Module, Debug)]
@@ -52,6 +62,8 @@ pub struct PhotoZ<B: Backend> {
     pub cutout: Option<CutoutEncoder<B>>,
     /// Class logits (3) then ln(1+z) for each class (3).
     pub out: Linear<B>,
+    /// Logits of p(z) over [`pdf::BINS`] bins of ln(1+z), whatever the class.
+    pub pdf: Option<Linear<B>>,
 }
 
 /// What the model says about a batch.
@@ -60,6 +72,18 @@ pub struct PhotoZOutput<B: Backend> {
     pub class_logits: Tensor<B, 2>,
     /// `[N, 3]` ln(1 + z) if the object were of each class.
     pub log1p_z: Tensor<B, 2>,
+    /// `[N, BINS]` logits of p(z), with the distribution head.
+    pub pdf_logits: Option<Tensor<B, 2>>,
+}
+
+/// Predictions for a batch, before the distribution is read (on the CPU, [`pdf::read`]).
+pub struct PhotoZPredicted<B: Backend> {
+    /// `[N, 3]` class probabilities.
+    pub probability: Tensor<B, 2>,
+    /// `[N]` the redshift of the most probable class (the per-class heads).
+    pub redshift: Tensor<B, 1>,
+    /// `[N, BINS]` p(z), with the distribution head.
+    pub pdf: Option<Tensor<B, 2>>,
 }
 
 impl PhotoZConfig {
@@ -78,6 +102,9 @@ impl PhotoZConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             cutout: self.cutout.then(|| CutoutEncoder::new(self.width, device)),
             out: LinearConfig::new(self.width, 2 * CLASSES).init(device),
+            pdf: self
+                .redshift_pdf
+                .then(|| LinearConfig::new(self.width, pdf::BINS).init(device)),
         }
     }
 }
@@ -114,16 +141,18 @@ impl<B: Backend> PhotoZ<B> {
             }
             x = self.dropout.forward(Gelu::new().forward(h));
         }
+        let pdf_logits = self.pdf.as_ref().map(|head| head.forward(x.clone()));
         let out = self.out.forward(x);
         let n = out.dims()[0];
         PhotoZOutput {
             class_logits: out.clone().slice([0..n, 0..CLASSES]),
             log1p_z: out.slice([0..n, CLASSES..2 * CLASSES]),
+            pdf_logits,
         }
     }
 
-    /// Class probabilities `[N, 3]` and the redshift `[N]` of the most probable class.
-    pub fn predict(&self, magnitudes: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    /// Class probabilities, the most probable class's redshift and p(z).
+    pub fn predict(&self, magnitudes: Tensor<B, 2>) -> PhotoZPredicted<B> {
         self.predict_with(magnitudes, None)
     }
 
@@ -132,12 +161,18 @@ impl<B: Backend> PhotoZ<B> {
         &self,
         magnitudes: Tensor<B, 2>,
         cutouts: Option<(Tensor<B, 4>, Tensor<B, 2>)>,
-    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    ) -> PhotoZPredicted<B> {
         let out = self.forward_with(magnitudes, cutouts);
         let n = out.class_logits.dims()[0];
         let best = out.class_logits.clone().argmax(1); // [N, 1]
         let z = out.log1p_z.gather(1, best).reshape([n]).exp() - 1.0;
-        (burn::tensor::activation::softmax(out.class_logits, 1), z)
+        PhotoZPredicted {
+            probability: burn::tensor::activation::softmax(out.class_logits, 1),
+            redshift: z,
+            pdf: out
+                .pdf_logits
+                .map(|l| burn::tensor::activation::softmax(l, 1)),
+        }
     }
 
     /// The weights as a safetensors file (names `hidden.{i}.weight` in burn's `[in, out]` layout).
@@ -155,17 +190,15 @@ impl<B: Backend> PhotoZ<B> {
         };
         put("feature_mean".into(), self.feature_mean.val().into_data())?;
         put("feature_std".into(), self.feature_std.val().into_data())?;
-        for (i, layer) in self
+        let heads = std::iter::once(("out".to_string(), &self.out))
+            .chain(self.pdf.as_ref().map(|p| ("pdf".to_string(), p)));
+        for (prefix, layer) in self
             .hidden
             .iter()
-            .chain(std::iter::once(&self.out))
             .enumerate()
+            .map(|(i, l)| (format!("hidden.{i}"), l))
+            .chain(heads)
         {
-            let prefix = if i < self.hidden.len() {
-                format!("hidden.{i}")
-            } else {
-                "out".into()
-            };
             put(format!("{prefix}.weight"), layer.weight.val().into_data())?;
             if let Some(bias) = &layer.bias {
                 put(format!("{prefix}.bias"), bias.val().into_data())?;
@@ -240,6 +273,7 @@ impl<B: Backend> PhotoZ<B> {
             .with_layers(layers)
             .with_dropout(0.0)
             .with_cutout(weights.contains("cutout.join.weight"))
+            .with_redshift_pdf(weights.contains("pdf.weight"))
             .init::<B>(device);
         let linear = |name: &str, mut l: Linear<B>| -> Result<Linear<B>, WeightsError> {
             let dims = l.weight.shape().dims::<2>();
@@ -259,6 +293,7 @@ impl<B: Backend> PhotoZ<B> {
             .map(|(i, l)| linear(&format!("hidden.{i}"), l))
             .collect::<Result<_, _>>()?;
         model.out = linear("out", model.out)?;
+        model.pdf = model.pdf.map(|p| linear("pdf", p)).transpose()?;
         if let Some(mut branch) = model.cutout.take() {
             branch.conv = branch
                 .conv
@@ -277,6 +312,31 @@ impl<B: Backend> PhotoZ<B> {
                 .set_require_grad(false);
         Ok(model)
     }
+}
+
+/// One [`Prediction`] per object from PhotoZ's outputs as read back from the
+/// device: `[N, 3]` class probabilities, `[N]` the class heads' redshift, and,
+/// with the distribution head, `[N, BINS]` p(z), whose reading replaces that redshift.
+pub fn read_predictions(
+    probability: &[f32],
+    redshift: &[f32],
+    pdf: Option<&[f32]>,
+) -> Vec<Prediction> {
+    let mut rows = pdf.map(|p| p.chunks_exact(pdf::BINS));
+    probability
+        .chunks_exact(3)
+        .zip(redshift)
+        .map(|(p, &z)| {
+            let prediction = Prediction::from_probabilities([p[0], p[1], p[2]], z);
+            match rows.as_mut().and_then(Iterator::next) {
+                Some(row) => {
+                    let r = pdf::read(row);
+                    prediction.with_distribution(r.redshift, r.sigma, r.outlier_probability)
+                }
+                None => prediction,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -298,6 +358,49 @@ mod tests {
         match PhotoZ::<NdArray<f32>>::from_weights(&weights, &Default::default()) {
             Ok(_) => panic!("must not load"),
             Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_distribution_head_round_trips_and_weights_without_it_still_load() {
+        type B = NdArray<f32>;
+        let device = Default::default();
+        let mags = Tensor::<B, 2>::from_data(
+            TensorData::new(
+                vec![
+                    19.0f32, 17.5, 16.8, 16.4, 16.2, 22.0, 21.0, 20.2, 19.9, 19.7,
+                ],
+                [2, 5],
+            ),
+            &device,
+        );
+        for with_pdf in [true, false] {
+            let model: PhotoZ<B> = PhotoZConfig::new()
+                .with_width(16)
+                .with_layers(2)
+                .with_dropout(0.0)
+                .with_redshift_pdf(with_pdf)
+                .init(&device);
+            let bytes = model.to_safetensors(Default::default()).unwrap();
+            let weights = Weights::from_bytes("photoz.safetensors", &bytes).unwrap();
+            assert_eq!(weights.contains("pdf.weight"), with_pdf);
+            let loaded = PhotoZ::<B>::from_weights(&weights, &device).unwrap();
+            let (a, b) = (model.predict(mags.clone()), loaded.predict(mags.clone()));
+            assert_eq!(a.pdf.is_some(), with_pdf);
+            assert_eq!(b.pdf.is_some(), with_pdf);
+            let read = |p: PhotoZPredicted<B>| {
+                let prob: Vec<f32> = p.probability.into_data().to_vec().unwrap();
+                let z: Vec<f32> = p.redshift.into_data().to_vec().unwrap();
+                let pdf: Option<Vec<f32>> = p.pdf.map(|t| t.into_data().to_vec().unwrap());
+                read_predictions(&prob, &z, pdf.as_deref())
+            };
+            let (a, b) = (read(a), read(b));
+            assert_eq!(a.len(), 2);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x.redshift - y.redshift).abs() < 1e-6, "{x:?} {y:?}");
+                assert_eq!(x.redshift_sigma.is_some(), with_pdf, "{x:?}");
+                assert_eq!(x.redshift_sigma.is_some(), y.redshift_sigma.is_some());
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! Training PhotoZ with burn's autodiff: AdamW, a one-cycle learning rate,
 //! early stopping on the validation loss, deterministic for a given seed.
 
-use super::{FEATURES, PhotoZ, PhotoZConfig, features};
+use super::{FEATURES, PhotoZ, PhotoZConfig, features, pdf};
 use burn::module::{AutodiffModule, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -48,6 +48,10 @@ pub struct TrainConfig {
     /// Weight of the redshift loss (mean |Δ ln(1+z)|) against the class cross-entropy.
     #[config(default = 2.0)]
     pub redshift_weight: f32,
+    /// Weight of the p(z) loss (cross-entropy against each redshift spread over
+    /// the bins, `pdf::target`), with the distribution head.
+    #[config(default = 1.0)]
+    pub pdf_weight: f32,
     /// Epochs without a better validation loss before stopping.
     #[config(default = 8)]
     pub patience: usize,
@@ -127,6 +131,8 @@ struct Batch<B: Backend> {
     magnitudes: Tensor<B, 2>,
     class: Tensor<B, 1, Int>,
     log1p_z: Tensor<B, 1>,
+    /// `[N, BINS]` each redshift spread over the bins of p(z).
+    pdf_target: Tensor<B, 2>,
     /// Cutouts and the `[N, 1]` mask of those shown to the model.
     cutouts: Option<(Tensor<B, 4>, Tensor<B, 2>)>,
 }
@@ -141,10 +147,16 @@ fn tensors<B: Backend>(examples: &Examples, device: &B::Device) -> Batch<B> {
         .map(|&z| z.max(-0.99).ln_1p())
         .collect();
     let side = crate::crop::CROP;
+    let pdf_target: Vec<f32> = examples
+        .redshift
+        .iter()
+        .flat_map(|&z| pdf::target(z))
+        .collect();
     Batch {
         magnitudes: Tensor::from_data(TensorData::new(mags, [n, 5]), device),
         class: Tensor::from_data(TensorData::new(class, [n]), device),
         log1p_z: Tensor::from_data(TensorData::new(t, [n]), device),
+        pdf_target: Tensor::from_data(TensorData::new(pdf_target, [n, pdf::BINS]), device),
         cutouts: examples.cutouts.as_ref().map(|c| {
             (
                 Tensor::from_data(TensorData::new(c.clone(), [n, 5, side, side]), device),
@@ -154,8 +166,16 @@ fn tensors<B: Backend>(examples: &Examples, device: &B::Device) -> Batch<B> {
     }
 }
 
-fn loss<B: Backend>(model: &PhotoZ<B>, batch: &Batch<B>, redshift_weight: f32) -> Tensor<B, 1> {
+fn loss<B: Backend>(model: &PhotoZ<B>, batch: &Batch<B>, config: &TrainConfig) -> Tensor<B, 1> {
     let out = model.forward_with(batch.magnitudes.clone(), batch.cutouts.clone());
+    let pdf_loss = out.pdf_logits.map(|logits| {
+        let log_p = burn::tensor::activation::log_softmax(logits, 1);
+        (batch.pdf_target.clone() * log_p)
+            .sum_dim(1)
+            .mean()
+            .neg()
+            .mul_scalar(config.pdf_weight)
+    });
     let n = batch.class.dims()[0];
     let ce = CrossEntropyLossConfig::new()
         .init(&out.class_logits.device())
@@ -164,10 +184,15 @@ fn loss<B: Backend>(model: &PhotoZ<B>, batch: &Batch<B>, redshift_weight: f32) -
         .log1p_z
         .gather(1, batch.class.clone().reshape([n, 1]))
         .reshape([n]);
-    ce + (z_true_class - batch.log1p_z.clone())
-        .abs()
-        .mean()
-        .mul_scalar(redshift_weight)
+    let total = ce
+        + (z_true_class - batch.log1p_z.clone())
+            .abs()
+            .mean()
+            .mul_scalar(config.redshift_weight);
+    match pdf_loss {
+        Some(p) => total + p,
+        None => total,
+    }
 }
 
 /// Mean and standard deviation of the features, to scale inputs.
@@ -240,10 +265,11 @@ pub fn train<B: AutodiffBackend>(
             let batch = Batch {
                 magnitudes: all.magnitudes.clone().select(0, index.clone()),
                 class: all.class.clone().select(0, index.clone()),
-                log1p_z: all.log1p_z.clone().select(0, index),
+                log1p_z: all.log1p_z.clone().select(0, index.clone()),
+                pdf_target: all.pdf_target.clone().select(0, index),
                 cutouts,
             };
-            let l = loss(&model, &batch, config.redshift_weight);
+            let l = loss(&model, &batch, config);
             train_loss += l.clone().into_scalar().elem::<f32>() * chunk.len() as f32;
             let grads = GradientsParams::from_grads(l.backward(), &model);
             lr = one_cycle(step, total_steps, config.learning_rate);
@@ -251,7 +277,7 @@ pub fn train<B: AutodiffBackend>(
             step += 1;
         }
         let inference = model.valid();
-        let valid_loss = loss(&inference, &valid_batch, config.redshift_weight)
+        let valid_loss = loss(&inference, &valid_batch, config)
             .into_scalar()
             .elem::<f32>();
         let accuracy = |cutouts| {

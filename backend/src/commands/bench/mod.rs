@@ -375,7 +375,7 @@ pub fn time<B: Backend>(args: &InferArgs, slice: usize) -> Result<(f64, f64, usi
             Box::new(move || {
                 model
                     .predict(magnitudes.clone())
-                    .1
+                    .redshift
                     .into_data()
                     .to_vec()
                     .unwrap_or_default()

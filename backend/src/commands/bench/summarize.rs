@@ -133,6 +133,9 @@ fn synthetic_predictions(first: usize, n: usize) -> RankPredictions {
             class,
             class_probability: [0.8, 0.1, 0.1],
             redshift: z + error * (1.0 + z),
+            // As PhotoZ writes them: with σ_z and the outlier chance.
+            redshift_sigma: Some(0.03 * (1.0 + z)),
+            outlier_probability: Some(0.05),
         });
     }
     p

@@ -1,0 +1,166 @@
+//! PhotoZ's redshift distribution p(z): a probability for each of [`BINS`]
+//! bins of ln(1 + z) from 0 to ln(1 + [`Z_MAX`]), and how one is read.
+//!
+//! The point estimate is where the distribution holds the most mass within
+//! |Δz| / (1 + z) < 0.15 (the outlier bound photo-z work counts against), then
+//! the mean inside that window. A galaxy the class head is unsure of has two
+//! bumps, the galaxy's and the quasar's; the point lands on the bump more
+//! likely to be right, not between them nor on the class head's pick.
+//! σ_z is half the width of the central 68% of the distribution, in z.
+
+/// Number of bins of ln(1 + z).
+pub const BINS: usize = 256;
+/// The highest redshift the bins cover (SDSS quasars reach about 7).
+pub const Z_MAX: f32 = 7.2;
+/// Width (in ln(1 + z)) of the Gaussian each training redshift is spread over:
+/// under a bin, so the learnt distribution's width is the model's uncertainty,
+/// not the target's.
+pub const TARGET_WIDTH: f32 = 0.008;
+/// The outlier bound |Δz| / (1 + z) of photo-z metrics, as a half-width in ln(1 + z).
+pub const WINDOW: f32 = 0.139_761_94; // ln(1.15)
+/// Objects whose chance of an outlier (mass outside the window) is above this are
+/// flagged as high-risk.
+pub const HIGH_RISK: f32 = 0.2;
+
+/// Centre of bin `i`, in ln(1 + z).
+pub fn centre(i: usize) -> f32 {
+    i as f32 * step()
+}
+
+fn step() -> f32 {
+    Z_MAX.ln_1p() / (BINS - 1) as f32
+}
+
+/// The training target of a redshift: a Gaussian of [`TARGET_WIDTH`] over the bins,
+/// summing to 1 (stars' slightly negative redshifts land on the first bin).
+pub fn target(z: f32) -> [f32; BINS] {
+    let t = z.max(-0.99).ln_1p().clamp(0.0, Z_MAX.ln_1p());
+    let mut out = [0.0; BINS];
+    let mut sum = 0.0;
+    for (i, o) in out.iter_mut().enumerate() {
+        let d = (centre(i) - t) / TARGET_WIDTH;
+        *o = (-0.5 * d * d).exp();
+        sum += *o;
+    }
+    out.iter_mut().for_each(|o| *o /= sum);
+    out
+}
+
+/// What a redshift distribution says about one object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub redshift: f32,
+    /// Half the width of the central 68% interval, in z.
+    pub sigma: f32,
+    /// The mass outside |Δz| / (1 + z) < 0.15 of the point estimate: the model's
+    /// own chance that the point is an outlier.
+    pub outlier_probability: f32,
+}
+
+/// Reads one object's distribution (`probability.len() == BINS`, summing to about 1).
+/// NaN everywhere when the input is not a distribution.
+pub fn read(probability: &[f32]) -> Reading {
+    let nan = Reading {
+        redshift: f32::NAN,
+        sigma: f32::NAN,
+        outlier_probability: f32::NAN,
+    };
+    let total: f32 = probability.iter().sum();
+    if probability.len() != BINS || !total.is_finite() || total <= 0.0 {
+        return nan;
+    }
+    // cumulative[i] = mass of bins before i.
+    let mut cumulative = Vec::with_capacity(BINS + 1);
+    cumulative.push(0.0f32);
+    for p in probability {
+        cumulative.push(cumulative.last().copied().unwrap_or(0.0) + p / total);
+    }
+    let half = (WINDOW / step()).round() as usize;
+    let span = |i: usize| (i.saturating_sub(half), (i + half + 1).min(BINS));
+    let (mut best, mut best_mass) = (0, -1.0);
+    for i in 0..BINS {
+        let (a, b) = span(i);
+        let mass = cumulative[b] - cumulative[a];
+        if mass > best_mass {
+            (best, best_mass) = (i, mass);
+        }
+    }
+    let (a, b) = span(best);
+    let weighted: f32 = (a..b).map(|i| probability[i] / total * centre(i)).sum();
+    let log1p_z = weighted / best_mass.max(f32::MIN_POSITIVE);
+    let redshift = log1p_z.exp_m1();
+    let sigma = (quantile(&cumulative, 0.84) - quantile(&cumulative, 0.16)) / 2.0;
+    Reading {
+        redshift,
+        sigma,
+        outlier_probability: (1.0 - best_mass).clamp(0.0, 1.0),
+    }
+}
+
+/// The redshift below which a fraction `q` of the mass lies, interpolated inside
+/// its bin (bin `i` spans centre(i) ± step/2).
+fn quantile(cumulative: &[f32], q: f32) -> f32 {
+    let i = cumulative
+        .iter()
+        .skip(1)
+        .position(|&c| c >= q)
+        .unwrap_or(BINS - 1);
+    let (below, mass) = (cumulative[i], cumulative[i + 1] - cumulative[i]);
+    let within = if mass > 0.0 {
+        ((q - below) / mass).clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
+    (centre(i) + (within - 0.5) * step()).exp_m1()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_narrow_distribution_reads_back_its_redshift_and_width() {
+        for z in [0.05f32, 0.4, 1.2, 3.0] {
+            let r = read(&target(z));
+            assert!((r.redshift - z).abs() < 0.002 * (1.0 + z), "{z}: {r:?}");
+            // A Gaussian of TARGET_WIDTH in ln(1+z): σ_z ≈ TARGET_WIDTH (1 + z).
+            let expected = TARGET_WIDTH * (1.0 + z);
+            assert!((r.sigma - expected).abs() < 0.3 * expected, "{z}: {r:?}");
+            assert!(r.outlier_probability < 1e-3, "{z}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn two_bumps_give_the_likelier_one_and_a_wide_sigma() {
+        // 55% on a broad quasar bump at z 1.6 (spread over ±0.3 in ln(1+z)),
+        // 45% on a sharp galaxy bump at 0.5: the window holds more of the galaxy.
+        let mut p = [0.0f32; BINS];
+        let broad = (1.6f32).ln_1p();
+        let mut broad_sum = 0.0;
+        let mut broad_part = [0.0f32; BINS];
+        for (i, b) in broad_part.iter_mut().enumerate() {
+            let d = (centre(i) - broad) / 0.3;
+            *b = (-0.5 * d * d).exp();
+            broad_sum += *b;
+        }
+        let sharp = target(0.5);
+        for i in 0..BINS {
+            p[i] = 0.55 * broad_part[i] / broad_sum + 0.45 * sharp[i];
+        }
+        let r = read(&p);
+        // The window's mean takes in a little of the broad bump: near 0.5, far from 1.6
+        // (and from the mixture's median, about 1.0).
+        assert!((r.redshift - 0.5).abs() < 0.05, "{r:?}");
+        assert!(r.sigma > 0.3, "{r:?}");
+        assert!(r.outlier_probability > 0.4, "{r:?}");
+    }
+
+    #[test]
+    fn garbage_reads_as_nan() {
+        assert!(read(&[0.0; BINS]).redshift.is_nan());
+        assert!(read(&[1.0; 3]).redshift.is_nan());
+        let mut p = [0.0; BINS];
+        p[0] = f32::NAN;
+        assert!(read(&p).sigma.is_nan());
+    }
+}
