@@ -22,6 +22,7 @@ import io
 import json
 import math
 import sys
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 from sklearn.ensemble import (
@@ -34,12 +35,17 @@ from sklearn.preprocessing import StandardScaler
 
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
-CLASSES = {"GALAXY": 0, "STAR": 1, "QSO": 2}
+CLASSES = {"GALAXY": 0, "STAR": 1, "QSO": 2, "QUASAR": 2}
+
+
+def rust_round(x):
+    # Rust's f64::round: halves away from zero (Python's round() goes to even).
+    return int(Decimal(x).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def object_id(ra, dec):
     h = 0xCBF29CE484222325
-    for v in (round(ra * 1e6), round(dec * 1e6)):
+    for v in (rust_round(ra * 1e6), rust_round(dec * 1e6)):
         for b in (v & MASK64).to_bytes(8, "little"):
             h ^= b
             h = (h * 0x100000001B3) & MASK64
@@ -55,33 +61,40 @@ def fold(oid, repeat, folds):
 
 
 def read(path, seen):
+    """Labelled rows with a redshift, as engine::catalog keeps them: a row with a
+    bad magnitude, position or class is skipped; a duplicate position (across
+    files too) is dropped whether or not the first had a redshift."""
     raw = open(path, "rb").read()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     rows = csv.DictReader(io.StringIO(raw.decode()))
-    cols = {c.lower(): c for c in rows.fieldnames}
+    cols = {c.strip().lower(): c for c in rows.fieldnames}
     ra_c = cols.get("ra", cols.get("alpha"))
     dec_c = cols.get("dec", cols.get("delta"))
+    z_c = next((cols[c] for c in ("redshift", "z_spec", "specz") if c in cols), None)
+    f32 = lambda v: float(np.float32(float(v)))
     out = []
     for r in rows:
         try:
-            mags = [float(r[cols[b]]) for b in "ugriz"]
+            mags = [f32(r[cols[b]]) for b in "ugriz"]
             ra, dec = float(r[ra_c]), float(r[dec_c])
-            z = float(r[cols["redshift"]])
-        except (ValueError, KeyError):
+            cls = CLASSES.get((r[cols["class"]] or "").strip().upper())
+        except (ValueError, KeyError, TypeError):
             continue
-        if any(m <= -999 or not (0 < m < 35) or not math.isfinite(m) for m in mags):
+        if any(m <= -999 or not math.isfinite(m) or not (0 < m < 35) for m in mags):
             continue
-        if not (0 <= ra <= 360 and -90 <= dec <= 90) or not math.isfinite(z):
-            continue
-        cls = CLASSES.get(r[cols["class"]].strip().upper())
-        if cls is None:
+        if not (0 <= ra <= 360 and -90 <= dec <= 90) or cls is None:
             continue
         oid = object_id(ra, dec)
         if oid in seen:
             continue
         seen.add(oid)
-        out.append((oid, mags, cls, z))
+        try:
+            z = f32(r[z_c]) if z_c else math.nan
+        except (ValueError, TypeError):
+            z = math.nan
+        if math.isfinite(z):
+            out.append((oid, mags, cls, z))
     return out
 
 
@@ -92,6 +105,8 @@ def features(mags):
 
 def galaxy_figures(z_pred, z_spec, cls):
     g = cls == 0
+    if not g.any():
+        return {}
     dz = (z_pred[g] - z_spec[g]) / (1 + z_spec[g])
     return {
         "galaxy_nmad": float(1.4826 * np.median(np.abs(dz - np.median(dz)))),
@@ -108,7 +123,10 @@ def main():
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     seen = set()
-    catalogs = {p.split("/")[-1]: read(p, seen) for p in args.catalog}
+    names = [p.split("/")[-1] for p in args.catalog]
+    if len(set(names)) != len(names):
+        sys.exit("two catalogs share a file name: their figures would be mixed")
+    catalogs = {name: read(p, seen) for name, p in zip(names, args.catalog)}
     ids = np.array([o[0] for c in catalogs.values() for o in c], dtype=np.uint64)
     X = features([o[1] for c in catalogs.values() for o in c])
     cls = np.array([o[2] for c in catalogs.values() for o in c])
@@ -135,12 +153,15 @@ def main():
                 model.fit(xs(X[fit]), z[fit] if target == "z" else cls[fit])
                 for cat in catalogs:
                     sel = test & (source == cat)
+                    if not sel.any():
+                        continue
                     pred = model.predict(xs(X[sel]))
                     if target == "z":
                         fig = galaxy_figures(pred, z[sel], cls[sel])
                     else:
                         fig = {"class_accuracy": float(np.mean(pred == cls[sel]))}
-                    figures.setdefault((cat, name), []).append(fig)
+                    if fig:
+                        figures.setdefault((cat, name), []).append(fig)
             print(f"repeat {repeat + 1} fold {k + 1} done", file=sys.stderr)
     report = {}
     for (cat, name), folds in figures.items():

@@ -13,7 +13,7 @@ use cosmicai_shared::Class;
 pub use cosmicai_shared::metrics::{Calibration, Evaluation, RedshiftMetrics, RiskGroup};
 
 /// Objects whose own outlier chance is above this are high-risk (PhotoZ's `pdf::HIGH_RISK`).
-pub const HIGH_RISK: f32 = cosmicai_model::photoz::pdf::HIGH_RISK;
+pub const HIGH_RISK: f64 = cosmicai_model::photoz::pdf::HIGH_RISK;
 
 /// Scores `predictions` (one per row) against the rows' spectroscopic labels.
 pub fn evaluate(rows: &[ObjectRow], predictions: &[Prediction]) -> Evaluation {
@@ -63,12 +63,17 @@ impl Scorer {
         match class {
             Class::Galaxy => {
                 self.galaxy.add(p, s);
-                if let Some(sigma) = predicted.redshift_sigma.filter(|s| s.is_finite()) {
+                if let Some(sigma) = predicted
+                    .redshift_sigma
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                {
                     let c = &mut self.calibration;
                     c.n += 1;
                     c.within[0] += usize::from((p - s).abs() <= sigma);
                     c.within[1] += usize::from((p - s).abs() <= 2.0 * sigma);
-                    let high = predicted.outlier_probability.is_some_and(|r| r > HIGH_RISK);
+                    let high = predicted
+                        .outlier_probability
+                        .is_some_and(|r| f64::from(r) > HIGH_RISK);
                     let group = &mut c.risk[usize::from(high)];
                     group.0 += 1;
                     group.1 += usize::from(((p - s) / (1.0 + s)).abs() > 0.15);
@@ -108,7 +113,7 @@ impl CalibrationCounts {
             n: self.n,
             within_1_sigma: self.within[0] as f64 / self.n as f64,
             within_2_sigma: self.within[1] as f64 / self.n as f64,
-            high_risk_above: f64::from(HIGH_RISK),
+            high_risk_above: HIGH_RISK,
             low_risk: group(self.risk[0]),
             high_risk: group(self.risk[1]),
         })

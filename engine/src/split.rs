@@ -48,6 +48,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ids_and_folds_match_tools_baselines_py() {
+        // Values printed by tools/baselines.py (its object_id and fold); 5000018.5
+        // micro-degrees rounds away from zero in both (Python's round() would not).
+        let id = crate::partition::object_id(5.0000185, -1.5);
+        assert_eq!(id, 8_043_948_083_110_639);
+        assert_eq!([0, 1, 2].map(|r| fold(id, r, 5)), [4, 0, 0]);
+        assert_eq!(fold(id, 1000, 10), 3);
+        assert_eq!(
+            crate::partition::object_id(183.5313256941, 0.0896930301),
+            1_668_659_220_256_958
+        );
+    }
+
+    #[test]
     fn folds_are_balanced_and_differ_between_repeats() {
         let mut counts = [0usize; 5];
         let mut moved = 0;

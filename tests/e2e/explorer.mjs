@@ -99,7 +99,7 @@ try {
     assert.match(server, /server/);
     assert.match(mine, /browser \(burn ndarray/);
     // PhotoZ gives σ_z, on the server and in the browser alike.
-    const photoz = await page.textContent('tr.server[data-model="photoz"]');
+    const photoz = await page.textContent('tr.server[data-model="photoz (shipped)"]');
     const sigma = (row) => Number(row.match(/± (\d\.\d{4})/)[1]);
     assert.ok(sigma(photoz) > 0, photoz);
     assert.ok(Math.abs(sigma(photoz) - sigma(mine)) < 2e-4, `${photoz} / ${mine}`);

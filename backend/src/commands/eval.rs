@@ -100,7 +100,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .zip(&predictions)
             .filter(|(r, _)| r.class == Class::Galaxy && r.redshift.is_finite())
             .filter_map(|(r, p)| {
-                let sigma = p.redshift_sigma.filter(|s| *s > 0.0)?;
+                let sigma = p.redshift_sigma.filter(|s| s.is_finite() && *s > 0.0)?;
                 Some(f64::from((p.redshift - r.redshift).abs() / sigma))
             })
             .collect();

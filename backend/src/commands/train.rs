@@ -64,7 +64,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(2..=20))]
     pub cross_validate: Option<u32>,
     /// Cross-validation repeats, each with other folds.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    #[arg(long, default_value_t = 1, requires = "cross_validate", value_parser = clap::value_parser!(u32).range(1..=10))]
     pub repeats: u32,
     /// Print the model card (or the cross-validation report) as JSON.
     #[arg(long)]

@@ -235,9 +235,21 @@ pub fn read_predictions(bytes: &[u8]) -> Result<RankPredictions, String> {
     let probability = f32s(column("class_probability")?);
     let n = object_id.len();
     // Optional: files of models without a distribution (and older files) lack them.
-    let optional = |name: &str| file.tensor(name).ok().map(|t| f32s(t.data().to_vec()));
-    let sigma = optional("predicted_redshift_sigma");
-    let risk = optional("outlier_probability");
+    let optional = |name: &str| -> Result<Option<Vec<f32>>, String> {
+        match file.tensor(name) {
+            Err(_) => Ok(None),
+            Ok(t) if t.dtype() == Dtype::F32 && t.shape() == [n] => {
+                Ok(Some(f32s(t.data().to_vec())))
+            }
+            Ok(t) => Err(format!(
+                "{name}: {:?} {:?}, expected F32 [{n}]",
+                t.dtype(),
+                t.shape()
+            )),
+        }
+    };
+    let sigma = optional("predicted_redshift_sigma")?;
+    let risk = optional("outlier_probability")?;
     if [
         redshift.len(),
         predicted_redshift.len(),
@@ -324,9 +336,10 @@ mod tests {
             safetensors::tensor::TensorView::new(Dtype::F32, vec![1], &sigma).unwrap(),
         ));
         let crafted = safetensors::serialize(views, None).unwrap();
-        assert_eq!(
-            read_predictions(&crafted).unwrap_err(),
-            "columns of different lengths"
+        let e = read_predictions(&crafted).unwrap_err();
+        assert!(
+            e.starts_with("predicted_redshift_sigma") && e.contains("expected F32 [2]"),
+            "{e}"
         );
     }
 }

@@ -322,7 +322,12 @@ pub fn read_predictions(
     redshift: &[f32],
     pdf: Option<&[f32]>,
 ) -> Vec<Prediction> {
-    let mut rows = pdf.map(|p| p.chunks_exact(pdf::BINS));
+    // A distribution of the wrong size is not read at all (each object keeps
+    // its class head's redshift), rather than read for some objects only.
+    let n = redshift.len();
+    let mut rows = pdf
+        .filter(|p| p.len() == n * pdf::BINS)
+        .map(|p| p.chunks_exact(pdf::BINS));
     probability
         .chunks_exact(3)
         .zip(redshift)
@@ -331,7 +336,11 @@ pub fn read_predictions(
             match rows.as_mut().and_then(Iterator::next) {
                 Some(row) => {
                     let r = pdf::read(row);
-                    prediction.with_distribution(r.redshift, r.sigma, r.outlier_probability)
+                    if r.redshift.is_finite() && r.sigma.is_finite() {
+                        prediction.with_distribution(r.redshift, r.sigma, r.outlier_probability)
+                    } else {
+                        prediction
+                    }
                 }
                 None => prediction,
             }

@@ -2,8 +2,9 @@
 //! bins of ln(1 + z) from 0 to ln(1 + [`Z_MAX`]), and how one is read.
 //!
 //! The point estimate is where the distribution holds the most mass within
-//! |Δz| / (1 + z) < 0.15 (the outlier bound photo-z work counts against), then
-//! the mean inside that window. A galaxy the class head is unsure of has two
+//! |Δz| / (1 + z_spec) < 0.15 (the outlier bound photo-z work counts against), then
+//! the mean inside that window; its outlier chance is the mass outside that bound
+//! around the point reported. A galaxy the class head is unsure of has two
 //! bumps, the galaxy's and the quasar's; the point lands on the bump more
 //! likely to be right, not between them nor on the class head's pick.
 //! σ_z is half the width of the central 68% of the distribution, in z.
@@ -16,11 +17,13 @@ pub const Z_MAX: f32 = 7.2;
 /// under a bin, so the learnt distribution's width is the model's uncertainty,
 /// not the target's.
 pub const TARGET_WIDTH: f32 = 0.008;
-/// The outlier bound |Δz| / (1 + z) of photo-z metrics, as a half-width in ln(1 + z).
-pub const WINDOW: f32 = 0.139_761_94; // ln(1.15)
+/// The outlier bound |Δz| / (1 + z_spec) < 0.15 of photo-z metrics, around a
+/// point t = ln(1 + z_pred), in ln(1 + z_spec): from t - ln(1.15) up to t - ln(0.85).
+pub const WINDOW_BELOW: f32 = 0.139_761_94; // ln(1.15)
+pub const WINDOW_ABOVE: f32 = 0.162_518_93; // -ln(0.85)
 /// Objects whose chance of an outlier (mass outside the window) is above this are
 /// flagged as high-risk.
-pub const HIGH_RISK: f32 = 0.2;
+pub const HIGH_RISK: f64 = 0.2;
 
 /// Centre of bin `i`, in ln(1 + z).
 pub fn centre(i: usize) -> f32 {
@@ -75,25 +78,32 @@ pub fn read(probability: &[f32]) -> Reading {
     for p in probability {
         cumulative.push(cumulative.last().copied().unwrap_or(0.0) + p / total);
     }
-    let half = (WINDOW / step()).round() as usize;
-    let span = |i: usize| (i.saturating_sub(half), (i + half + 1).min(BINS));
+    let (below, above) = (
+        (WINDOW_BELOW / step()).round() as usize,
+        (WINDOW_ABOVE / step()).round() as usize,
+    );
+    // The bins an outlier-free point at bin i would let z_spec lie in.
+    let span = |i: usize| (i.saturating_sub(below), (i + above + 1).min(BINS));
+    let mass = |i: usize| {
+        let (a, b) = span(i);
+        cumulative[b] - cumulative[a]
+    };
     let (mut best, mut best_mass) = (0, -1.0);
     for i in 0..BINS {
-        let (a, b) = span(i);
-        let mass = cumulative[b] - cumulative[a];
-        if mass > best_mass {
-            (best, best_mass) = (i, mass);
+        if mass(i) > best_mass {
+            (best, best_mass) = (i, mass(i));
         }
     }
     let (a, b) = span(best);
     let weighted: f32 = (a..b).map(|i| probability[i] / total * centre(i)).sum();
     let log1p_z = weighted / best_mass.max(f32::MIN_POSITIVE);
-    let redshift = log1p_z.exp_m1();
+    // The outlier chance of the point reported, not of the window that found it.
+    let point_bin = ((log1p_z / step()).round().max(0.0) as usize).min(BINS - 1);
     let sigma = (quantile(&cumulative, 0.84) - quantile(&cumulative, 0.16)) / 2.0;
     Reading {
-        redshift,
+        redshift: log1p_z.exp_m1(),
         sigma,
-        outlier_probability: (1.0 - best_mass).clamp(0.0, 1.0),
+        outlier_probability: (1.0 - mass(point_bin)).clamp(0.0, 1.0),
     }
 }
 

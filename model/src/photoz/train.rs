@@ -137,7 +137,7 @@ struct Batch<B: Backend> {
     cutouts: Option<(Tensor<B, 4>, Tensor<B, 2>)>,
 }
 
-fn tensors<B: Backend>(examples: &Examples, device: &B::Device) -> Batch<B> {
+fn tensors<B: Backend>(examples: &Examples, with_pdf: bool, device: &B::Device) -> Batch<B> {
     let n = examples.len();
     let mags: Vec<f32> = examples.magnitudes.iter().flatten().copied().collect();
     let class: Vec<i64> = examples.class.iter().map(|&c| i64::from(c)).collect();
@@ -147,16 +147,21 @@ fn tensors<B: Backend>(examples: &Examples, device: &B::Device) -> Batch<B> {
         .map(|&z| z.max(-0.99).ln_1p())
         .collect();
     let side = crate::crop::CROP;
-    let pdf_target: Vec<f32> = examples
-        .redshift
-        .iter()
-        .flat_map(|&z| pdf::target(z))
-        .collect();
+    // N x BINS floats: built only for a model with the distribution head.
+    let pdf_target: Vec<f32> = match with_pdf {
+        true => examples
+            .redshift
+            .iter()
+            .flat_map(|&z| pdf::target(z))
+            .collect(),
+        false => vec![0.0; n],
+    };
+    let bins = if with_pdf { pdf::BINS } else { 1 };
     Batch {
         magnitudes: Tensor::from_data(TensorData::new(mags, [n, 5]), device),
         class: Tensor::from_data(TensorData::new(class, [n]), device),
         log1p_z: Tensor::from_data(TensorData::new(t, [n]), device),
-        pdf_target: Tensor::from_data(TensorData::new(pdf_target, [n, pdf::BINS]), device),
+        pdf_target: Tensor::from_data(TensorData::new(pdf_target, [n, bins]), device),
         cutouts: examples.cutouts.as_ref().map(|c| {
             (
                 Tensor::from_data(TensorData::new(c.clone(), [n, 5, side, side]), device),
@@ -218,8 +223,9 @@ pub fn train<B: AutodiffBackend>(
 ) -> Trained<B::InnerBackend> {
     B::seed(device, config.seed);
     let mut rng = SplitMix(config.seed);
-    let all = tensors::<B>(train, device);
-    let mut valid_batch = tensors::<B::InnerBackend>(valid, device);
+    let with_pdf = config.model.redshift_pdf;
+    let all = tensors::<B>(train, with_pdf, device);
+    let mut valid_batch = tensors::<B::InnerBackend>(valid, with_pdf, device);
     // Early stopping looks at magnitudes alone (real objects mostly have no cutout);
     // the cutouts give a second accuracy figure.
     let valid_cutouts = valid_batch.cutouts.take();
