@@ -43,6 +43,8 @@ enum Command {
     Partition(commands::partition::PartitionArgs),
     /// Summarise a partition file or a dataset directory.
     Inspect(commands::inspect::InspectArgs),
+    /// Download the SDSS frames a catalog's objects lie on, into a local frame cache.
+    Fetch(commands::fetch::FetchArgs),
     /// Cut real 5-band cutouts from SDSS frames (at catalog positions or detected sources).
     Ingest(commands::ingest::IngestArgs),
     /// Measure seeing and sky noise per band on real SDSS frames.
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::Catalog(command) => commands::catalog::run(command),
         Command::Partition(args) => commands::partition::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Fetch(args) => commands::fetch::run(args),
         Command::Ingest(args) => commands::ingest::run(args),
         Command::Calibrate(args) => commands::calibrate::run(args),
         Command::Synth(args) => commands::synth::run(args),

@@ -42,6 +42,44 @@ fn ingest_detects_real_cutouts_on_the_bundled_field() {
     );
 }
 
+/// Neighbouring SDSS fields overlap: an object on two fields is cut once. (Here
+/// the bundled field under a second name stands for its neighbour.)
+#[test]
+fn ingest_cuts_an_object_on_two_fields_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = tmp.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for band in ['u', 'g', 'r', 'i', 'z'] {
+        let bundled = std::path::Path::new(&asset("fields/2820-3-0122"))
+            .join(format!("frame-{band}-002820-3-0122.fits.bz2"));
+        for field in ["0122", "0123"] {
+            std::fs::copy(
+                &bundled,
+                frames.join(format!("frame-{band}-002820-3-{field}.fits.bz2")),
+            )
+            .unwrap();
+        }
+    }
+    let out = tmp.path().join("real");
+    let report = ok_json(&[
+        "ingest",
+        "--frames",
+        frames.to_str().unwrap(),
+        "--detect",
+        "--max-sources",
+        "20",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(report["fields"][0]["objects"], 20, "{report}");
+    assert_eq!(report["fields"][1]["objects"], 0, "{report}");
+    assert_eq!(
+        ok_json(&["inspect", out.to_str().unwrap(), "--json"])["objects"],
+        20
+    );
+}
+
 #[test]
 fn synth_marks_every_object_synthetic() {
     let tmp = tempfile::tempdir().unwrap();

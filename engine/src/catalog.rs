@@ -7,6 +7,7 @@
 //! counted by reason; a missing required column is an error. Lines longer than
 //! [`MAX_LINE_BYTES`] and gzip streams that expand past [`MAX_EXPANSION`] are refused.
 
+use crate::archive::SdssField;
 use crate::partition::{ObjectRow, object_id};
 use cosmicai_shared::Class;
 use flate2::read::GzDecoder;
@@ -131,6 +132,8 @@ struct Columns {
     mags: [usize; 5],
     class: usize,
     redshift: Option<usize>,
+    /// run, rerun, camcol, field: the SDSS imaging field a row was measured on.
+    field: Option<[usize; 4]>,
 }
 
 impl Columns {
@@ -168,6 +171,17 @@ impl Columns {
             ],
             class: require(&["class"])?,
             redshift: position(&["redshift", "z_spec", "specz"]),
+            field: match (
+                position(&["run", "run_id"]),
+                position(&["rerun", "rerun_id"]),
+                position(&["camcol", "cam_col"]),
+                position(&["field", "field_id"]),
+            ) {
+                (Some(run), Some(rerun), Some(camcol), Some(field)) => {
+                    Some([run, rerun, camcol, field])
+                }
+                _ => None,
+            },
         };
         Ok((columns, schema))
     }
@@ -225,12 +239,22 @@ impl Columns {
         };
         Ok((row, redshift.is_some()))
     }
+
+    /// The imaging field a row names, if the catalog has the columns and the
+    /// row's values are field numbers.
+    fn field(&self, record: &csv::StringRecord) -> Option<SdssField> {
+        let [run, rerun, camcol, field] = self.field?.map(|i| record.get(i));
+        SdssField::parse(run?, rerun?, camcol?, field?)
+    }
 }
 
 /// One catalog file read into memory.
 #[derive(Debug)]
 pub struct Catalog {
     pub objects: Vec<ObjectRow>,
+    /// The imaging field of each object (same order as `objects`), where the
+    /// catalog names one: what `cosmicai fetch` downloads frames for.
+    pub fields: Vec<Option<SdssField>>,
     pub report: CatalogReport,
 }
 
@@ -372,6 +396,7 @@ pub fn read_catalog(
         skipped: BTreeMap::new(),
     };
     let mut objects = Vec::new();
+    let mut fields = Vec::new();
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record).map_err(csv_error)? {
         report.rows += 1;
@@ -390,6 +415,7 @@ pub fn read_catalog(
             Ok((row, has_z)) => {
                 report.unknown_redshift += usize::from(!has_z);
                 objects.push(row);
+                fields.push(columns.field(&record));
             }
             Err(reason) => {
                 report
@@ -405,5 +431,9 @@ pub fn read_catalog(
     }
     progress(report.rows);
     report.kept = objects.len();
-    Ok(Catalog { objects, report })
+    Ok(Catalog {
+        objects,
+        fields,
+        report,
+    })
 }

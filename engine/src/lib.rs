@@ -23,7 +23,11 @@
 //!    through an [`store::ObjectStore`]; [`executor`] runs each rank as its own
 //!    process and measures it like Lambda; [`cost`] prices the run at AWS rates;
 //!    [`projection`] projects a run of a size not at hand onto Lambda.
+//!
+//! 8. [`archive`]: the SDSS frames a catalog's objects lie on, chosen within a
+//!    disk budget and fetched from the SDSS archive into a local cache.
 
+pub mod archive;
 pub mod cai;
 pub mod catalog;
 pub mod cost;

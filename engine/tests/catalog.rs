@@ -34,6 +34,14 @@ fn reads_the_bundled_skyserver_catalog() {
         [19.47406, 17.0424, 15.94699, 15.50342, 15.22531]
     );
     assert!((first.redshift - -0.000008956).abs() < 1e-9);
+    // Each object names the imaging field it was measured on (run 752, rerun 301,
+    // camcol 4, field 267 for the first row), which `cosmicai fetch` downloads.
+    assert_eq!(c.fields.len(), c.objects.len());
+    assert_eq!(
+        c.fields[0].map(|f| f.name()).as_deref(),
+        Some("000752-4-0267")
+    );
+    assert!(c.fields.iter().all(Option::is_some));
 }
 
 #[test]
@@ -58,6 +66,10 @@ fn reads_the_bundled_sdss17_catalog() {
     );
     let first = c.objects[0];
     assert!((first.ra - 135.6891066).abs() < 1e-9 && (first.dec - 32.49463184).abs() < 1e-9);
+    // SDSS17 spells the field columns run_ID, rerun_ID, cam_col, field_ID.
+    assert!(c.fields.iter().all(Option::is_some));
+    let distinct: HashSet<_> = c.fields.iter().flatten().collect();
+    assert!(distinct.len() > 10_000, "{} fields", distinct.len());
     assert!((first.redshift - 0.6347936).abs() < 1e-6);
 }
 

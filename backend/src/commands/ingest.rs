@@ -6,7 +6,7 @@ use clap::Args;
 use cosmicai_engine::catalog::read_catalogs;
 use cosmicai_engine::dataset::{PartitionSink, SplitBy, WrittenPartition};
 use cosmicai_engine::imagery::detect::DetectOptions;
-use cosmicai_engine::imagery::frame::open_fields;
+use cosmicai_engine::imagery::frame::list_fields;
 use cosmicai_engine::imagery::ingest::{cut_catalog, cut_detections};
 use cosmicai_engine::partition::{PartitionMeta, Source};
 use cosmicai_shared::Provenance;
@@ -82,6 +82,10 @@ pub fn run(args: IngestArgs) -> Result<()> {
     } else {
         let mut out = String::new();
         for r in &report.fields {
+            if r.objects == 0 {
+                crate::line!(out, "field {}: no objects", r.field);
+                continue;
+            }
             crate::line!(
                 out,
                 "field {}: {} cutouts of {}x{} px, valid fraction mean {:.3}, min {:.3}",
@@ -134,7 +138,8 @@ pub fn cut(
     if !(8..=512).contains(&size) {
         bail!("--size {size}: cutouts are 8 to 512 pixels");
     }
-    let fields = open_fields(frames)?;
+    // Fields are read one at a time: a frame cache may hold hundreds.
+    let fields = list_fields(frames)?;
     let catalogs: &[PathBuf] = match at {
         CutAt::Catalog(c) => c,
         CutAt::Detections { .. } => &[],
@@ -156,7 +161,12 @@ pub fn cut(
         PartitionMeta::default(),
     )?;
     let mut reports = Vec::new();
-    for field in &fields {
+    // Neighbouring fields overlap by a few arcseconds: an object on both is cut once.
+    let mut cut_already = std::collections::HashSet::new();
+    let bar = crate::progress::count_bar(fields.len() as u64, "fields");
+    for files in &fields {
+        let field = &files.open()?;
+        bar.inc(1);
         let (cutouts, detail) = match at {
             CutAt::Detections {
                 threshold_sigma,
@@ -184,6 +194,10 @@ pub fn cut(
             provenance: Provenance::Real,
             detail,
         };
+        let cutouts: Vec<_> = cutouts
+            .into_iter()
+            .filter(|c| cut_already.insert(c.row.object_id))
+            .collect();
         for c in &cutouts {
             sink.push(c.row, &source, Some((&c.pixels, size, size)))?;
         }
@@ -195,6 +209,7 @@ pub fn cut(
             min_valid_fraction: valid.iter().copied().fold(f32::NAN, f32::min),
         });
     }
+    bar.finish_and_clear();
     let written = sink.finish()?;
     if written.is_empty() {
         bail!(

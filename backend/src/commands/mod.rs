@@ -3,6 +3,7 @@ pub mod calibrate;
 pub mod catalog;
 pub mod cross_validate;
 pub mod eval;
+pub mod fetch;
 pub mod ingest;
 pub mod inspect;
 pub mod model;

@@ -25,6 +25,17 @@ pub struct Frame {
 impl Frame {
     /// Reads HDU 0 of a `.fits` or `.fits.bz2` file.
     pub fn open(path: &Path, band: Band) -> Result<Frame, ImageryError> {
+        Frame::read(path, band, path.extension().is_some_and(|e| e == "bz2"))
+    }
+
+    /// Checks that a file, whatever its name, is a whole bzip2 stream holding a
+    /// frame this module can read (a FITS image with a usable WCS): what a
+    /// download must be before it enters a frame cache.
+    pub fn check_compressed(path: &Path, band: Band) -> Result<(), ImageryError> {
+        Frame::read(path, band, true).map(drop)
+    }
+
+    fn read(path: &Path, band: Band, bz2: bool) -> Result<Frame, ImageryError> {
         let bad = |problem: String| ImageryError::Frame {
             path: path.to_path_buf(),
             problem,
@@ -43,7 +54,7 @@ impl Frame {
         // Read at most one byte past the limit: a bzip2 bomb (kilobytes that
         // expand to gigabytes) stops there.
         let mut bytes = Vec::new();
-        if path.extension().is_some_and(|e| e == "bz2") {
+        if bz2 {
             bzip2::read::BzDecoder::new(std::io::BufReader::new(file))
                 .take(MAX_FRAME_BYTES + 1)
                 .read_to_end(&mut bytes)
@@ -270,8 +281,31 @@ fn parse_frame_name(name: &str) -> Option<(Band, String)> {
     Some((band, field.to_string()))
 }
 
-/// Every complete field in `dir`, in name order. A field missing a band is an error naming it.
-pub fn open_fields(dir: &Path) -> Result<Vec<Field>, ImageryError> {
+/// The five frame files of one field, not yet read (a frame is 12 MiB in memory:
+/// a directory of many fields is read one field at a time).
+pub struct FieldFiles {
+    /// `RUN-CAMCOL-FIELD`, e.g. `002820-3-0122`.
+    pub name: String,
+    /// Indexed by `Band::index()`.
+    pub paths: [PathBuf; 5],
+}
+
+impl FieldFiles {
+    pub fn open(&self) -> Result<Field, ImageryError> {
+        let frames = BANDS
+            .into_iter()
+            .map(|band| Frame::open(&self.paths[band.index()], band))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Field {
+            name: self.name.clone(),
+            frames,
+        })
+    }
+}
+
+/// Every complete field in `dir`, in name order, without reading them. A field
+/// missing a band is an error naming it.
+pub fn list_fields(dir: &Path) -> Result<Vec<FieldFiles>, ImageryError> {
     let entries = std::fs::read_dir(dir).map_err(|source| ImageryError::Io {
         path: dir.to_path_buf(),
         source,
@@ -293,19 +327,28 @@ pub fn open_fields(dir: &Path) -> Result<Vec<Field>, ImageryError> {
     found
         .into_iter()
         .map(|(name, paths)| {
-            let frames = BANDS
-                .into_iter()
-                .map(|band| match &paths[band.index()] {
-                    Some(p) => Frame::open(p, band),
-                    None => Err(ImageryError::Field {
-                        path: dir.to_path_buf(),
-                        problem: format!("field {name} has no {} frame", band.letter()),
-                    }),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Field { name, frames })
+            let missing = BANDS.into_iter().find(|b| paths[b.index()].is_none());
+            match (missing, paths) {
+                (None, [Some(u), Some(g), Some(r), Some(i), Some(z)]) => Ok(FieldFiles {
+                    name,
+                    paths: [u, g, r, i, z],
+                }),
+                (band, _) => Err(ImageryError::Field {
+                    path: dir.to_path_buf(),
+                    problem: format!(
+                        "field {name} has no {} frame",
+                        band.map_or('?', Band::letter)
+                    ),
+                }),
+            }
         })
         .collect()
+}
+
+/// Every complete field in `dir`, read, in name order. A field missing a band is
+/// an error naming it.
+pub fn open_fields(dir: &Path) -> Result<Vec<Field>, ImageryError> {
+    list_fields(dir)?.iter().map(FieldFiles::open).collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,379 @@
+//! `cosmicai fetch` against an SDSS archive served in this process (axum on
+//! 127.0.0.1), laid out as the Science Archive Server lays it out and serving the
+//! bundled field 2820-3-0122, with failures injected: 503s, transfers cut off
+//! mid-file (resumed with HTTP Range), damaged files, absent fields.
+
+mod common;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use common::{asset, cosmicai, ok_json};
+use cosmicai_engine::partition::read_partition;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const FIELD_DIR: &str = "fields/2820-3-0122";
+
+/// What the archive does to one request for a file, in order; then it serves it.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Unavailable,
+    /// Sends this many bytes of the file and breaks the connection.
+    CutAt(usize),
+    /// Sends the whole file with one byte changed.
+    Damaged,
+}
+
+#[derive(Default)]
+struct Archive {
+    faults: HashMap<String, VecDeque<Fault>>,
+    /// (file name, Range header) of every request.
+    requests: Vec<(String, Option<String>)>,
+}
+
+type Shared = Arc<Mutex<Archive>>;
+
+async fn frame(
+    State(archive): State<Shared>,
+    UrlPath((rerun, run, camcol, file)): UrlPath<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let fault = {
+        let mut archive = archive.lock().unwrap();
+        archive.requests.push((file.clone(), range.clone()));
+        archive.faults.get_mut(&file).and_then(VecDeque::pop_front)
+    };
+    let bundled = Path::new(&asset(FIELD_DIR)).join(&file);
+    if (rerun.as_str(), run.as_str(), camcol.as_str()) != ("301", "2820", "3") || !bundled.is_file()
+    {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let mut bytes = std::fs::read(bundled).unwrap();
+    let start = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
+        Some(r) => r.trim_end_matches('-').parse::<usize>().unwrap(),
+        None => 0,
+    };
+    if start >= bytes.len() && start > 0 {
+        return StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+    }
+    let total = bytes.len();
+    match fault {
+        Some(Fault::Unavailable) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Some(Fault::Damaged) => bytes[total / 2] ^= 0x55,
+        _ => {}
+    }
+    let body = bytes.split_off(start);
+    let length = body.len();
+    let body = match fault {
+        Some(Fault::CutAt(n)) => {
+            let sent = Bytes::from(body[..n - start].to_vec());
+            Body::from_stream(futures_util::stream::iter([
+                Ok(sent),
+                Err(std::io::Error::other("connection cut")),
+            ]))
+        }
+        _ => Body::from(body),
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, length.into());
+    if start > 0 {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{total}", total - 1)
+                .parse()
+                .unwrap(),
+        );
+    }
+    response
+}
+
+/// Serves the archive on a free port until the test ends; its `frames/` URL.
+fn serve(archive: Shared) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new()
+                .route(
+                    "/sas/dr17/eboss/photoObj/frames/{rerun}/{run}/{camcol}/{file}",
+                    axum::routing::get(frame),
+                )
+                .with_state(archive);
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{address}/sas/dr17/eboss/photoObj/frames")
+}
+
+/// A DR14-style catalog: three labelled galaxies on field 2820-3-0122 (RA
+/// 38.248–38.412, Dec −0.220–+0.006) and one object on field 752-4-267.
+fn catalog(dir: &Path) -> PathBuf {
+    let path = dir.join("objects.csv");
+    std::fs::write(
+        &path,
+        "objid,ra,dec,u,g,r,i,z,run,rerun,camcol,field,specobjid,class,redshift\n\
+         1,38.30,-0.10,20.1,19.0,18.2,17.8,17.5,2820,301,3,122,0,GALAXY,0.11\n\
+         2,38.35,-0.05,21.0,19.9,19.1,18.7,18.4,2820,301,3,122,0,GALAXY,0.23\n\
+         3,38.38,-0.15,19.5,18.4,17.9,17.6,17.4,2820,301,3,122,0,STAR,0.0001\n\
+         4,183.5,0.09,19.4,17.0,15.9,15.5,15.2,752,301,4,267,0,STAR,0.0\n",
+    )
+    .unwrap();
+    path
+}
+
+fn frame_name(band: char) -> String {
+    format!("frame-{band}-002820-3-0122.fits.bz2")
+}
+
+fn images(dataset: &Path) -> Vec<f32> {
+    let mut pixels = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dataset)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    for file in files {
+        pixels.extend(read_partition(&file).unwrap().images.unwrap().pixels);
+    }
+    pixels
+}
+
+#[test]
+fn fetch_gets_a_fields_frames_once_through_failures_and_ingest_cuts_the_same_pixels() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = catalog(dir.path());
+    let cache = dir.path().join("cache");
+    let archive = Shared::default();
+    let r_size = std::fs::metadata(Path::new(&asset(FIELD_DIR)).join(frame_name('r')))
+        .unwrap()
+        .len() as usize;
+    {
+        let mut a = archive.lock().unwrap();
+        // r: a 503, then the transfer cut at 40%: the next try must resume there.
+        a.faults.insert(
+            frame_name('r'),
+            [Fault::Unavailable, Fault::CutAt(r_size * 2 / 5)].into(),
+        );
+        // g: a whole file that is not the frame: it must be checked and fetched afresh.
+        a.faults.insert(frame_name('g'), [Fault::Damaged].into());
+    }
+    let url = serve(archive.clone());
+    let fetch = |extra: &[&str]| {
+        let mut args = vec![
+            "fetch",
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--archive",
+            &url,
+            "--out",
+            cache.to_str().unwrap(),
+            "--backoff-ms",
+            "1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        ok_json(&args)
+    };
+
+    // --fields 1 takes the field with the most labelled objects: 2820-3-0122.
+    let report = fetch(&["--fields", "1"]);
+    assert_eq!(report["fields_named"], 2, "{report}");
+    assert_eq!(report["fields_chosen"], 1, "{report}");
+    assert_eq!(report["objects_covered"], 3, "{report}");
+    assert_eq!(
+        (report["downloaded"].as_u64(), report["failed"].as_u64()),
+        (Some(5), Some(0)),
+        "{report}"
+    );
+    for band in ['u', 'g', 'r', 'i', 'z'] {
+        let name = frame_name(band);
+        assert_eq!(
+            std::fs::read(cache.join(&name)).unwrap(),
+            std::fs::read(Path::new(&asset(FIELD_DIR)).join(&name)).unwrap(),
+            "{name} differs from the archive's"
+        );
+    }
+    let requests = archive.lock().unwrap().requests.clone();
+    let of = |band: char| {
+        requests
+            .iter()
+            .filter(|(f, _)| *f == frame_name(band))
+            .map(|(_, r)| r.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(requests.len(), 5 + 2 + 1, "{requests:?}");
+    assert_eq!(
+        of('r'),
+        [None, None, Some(format!("bytes={}-", r_size * 2 / 5))]
+    );
+    assert_eq!(
+        of('g'),
+        [None, None],
+        "a damaged frame is fetched again from its start"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".fits.bz2"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A second fetch asks the archive for nothing.
+    let again = fetch(&["--fields", "1"]);
+    assert_eq!(
+        (again["cached"].as_u64(), again["downloaded"].as_u64()),
+        (Some(5), Some(0))
+    );
+    assert_eq!(archive.lock().unwrap().requests.len(), requests.len());
+
+    // The cache is a frames directory: ingest cuts the same pixels from it as from
+    // the bundled field.
+    let from_cache = dir.path().join("from-cache");
+    let from_assets = dir.path().join("from-assets");
+    for (frames, out) in [
+        (cache.clone(), &from_cache),
+        (PathBuf::from(asset(FIELD_DIR)), &from_assets),
+    ] {
+        ok_json(&[
+            "ingest",
+            "--frames",
+            frames.to_str().unwrap(),
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+    }
+    let (a, b) = (images(&from_cache), images(&from_assets));
+    assert_eq!(a.len(), 3 * 5 * 64 * 64);
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()) && a.len() == b.len());
+}
+
+#[test]
+fn missing_frames_budget_and_bad_input_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = catalog(dir.path());
+    let cache = dir.path().join("cache");
+    let archive = Shared::default();
+    let url = serve(archive.clone());
+    let base = |extra: &[&str]| {
+        let mut args = vec![
+            "fetch".to_string(),
+            "--catalog".into(),
+            catalog.display().to_string(),
+            "--out".into(),
+            cache.display().to_string(),
+            "--backoff-ms".into(),
+            "1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |args: Vec<String>| cosmicai(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Both fields: the archive lacks 752-4-267, which is reported (404, not
+    // retried), and the frames that arrived stay.
+    let out = run(base(&["--archive", &url, "--json"]));
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["downloaded"].as_u64(), report["missing"].as_u64()),
+        (Some(5), Some(5)),
+        "{report}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("5 of 10 frames did not arrive"), "{stderr}");
+    assert!(
+        report["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("frame-u-000752-4-0267.fits.bz2: not in the archive (HTTP 404)"),
+        "{report}"
+    );
+    let asked_752 = archive
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|(f, _)| f.contains("000752"))
+        .count();
+    assert_eq!(asked_752, 5, "a 404 is not retried");
+
+    // A budget smaller than one more field plans nothing beyond what is cached.
+    let planned = ok_json(
+        &base(&["--archive", &url, "--json", "--dry-run", "--budget", "17MB"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        (
+            planned["fields_chosen"].as_u64(),
+            planned["fields_over_budget"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{planned}"
+    );
+
+    // Bad input names the input.
+    let no_fields = dir.path().join("no-fields.csv");
+    std::fs::write(
+        &no_fields,
+        "ra,dec,u,g,r,i,z,class,redshift\n38.3,-0.1,20,19,18,17,17,GALAXY,0.1\n",
+    )
+    .unwrap();
+    for (args, expected) in [
+        (
+            vec!["--archive".to_string(), "ftp://example.org/frames".into()],
+            "not an http(s) URL",
+        ),
+        (
+            vec![
+                "--archive".to_string(),
+                url.clone(),
+                "--bands".into(),
+                "gx".into(),
+            ],
+            "'x' is not an SDSS band",
+        ),
+    ] {
+        let out = run(base(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = cosmicai(&[
+        "fetch",
+        "--catalog",
+        no_fields.to_str().unwrap(),
+        "--out",
+        cache.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("names its SDSS field") && stderr.contains("no-fields.csv"),
+        "{stderr}"
+    );
+}
