@@ -10,7 +10,10 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use common::{asset, cosmicai, ok_json};
+use cosmicai_engine::archive::fetch::{FetchOptions, FrameJob, Outcome, fetch};
+use cosmicai_engine::archive::{FrameCache, SdssField};
 use cosmicai_engine::partition::read_partition;
+use cosmicai_shared::Band;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,10 @@ enum Fault {
     CutAt(usize),
     /// Sends the whole file with one byte changed.
     Damaged,
+    /// Answers a Range request with 200 and the whole file.
+    IgnoreRange,
+    /// Answers a Range request with 206 and a range one byte off.
+    WrongRange,
 }
 
 #[derive(Default)]
@@ -61,8 +68,18 @@ async fn frame(
         None => 0,
     };
     if start >= bytes.len() && start > 0 {
-        return StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+        let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            format!("bytes */{}", bytes.len()).parse().unwrap(),
+        );
+        return response;
     }
+    let start = if matches!(fault, Some(Fault::IgnoreRange)) {
+        0
+    } else {
+        start
+    };
     let total = bytes.len();
     match fault {
         Some(Fault::Unavailable) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
@@ -86,9 +103,10 @@ async fn frame(
     headers.insert(header::CONTENT_LENGTH, length.into());
     if start > 0 {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let shown = start + usize::from(matches!(fault, Some(Fault::WrongRange)));
         response.headers_mut().insert(
             header::CONTENT_RANGE,
-            format!("bytes {start}-{}/{total}", total - 1)
+            format!("bytes {shown}-{}/{total}", total - 1)
                 .parse()
                 .unwrap(),
         );
@@ -121,7 +139,8 @@ fn serve(archive: Shared) -> String {
 }
 
 /// A DR14-style catalog: three labelled galaxies on field 2820-3-0122 (RA
-/// 38.248–38.412, Dec −0.220–+0.006) and one object on field 752-4-267.
+/// 38.248–38.412, Dec −0.220–+0.006), one row naming that field under another
+/// rerun (off its pixels: the same frame files), and one object on field 752-4-267.
 fn catalog(dir: &Path) -> PathBuf {
     let path = dir.join("objects.csv");
     std::fs::write(
@@ -130,10 +149,20 @@ fn catalog(dir: &Path) -> PathBuf {
          1,38.30,-0.10,20.1,19.0,18.2,17.8,17.5,2820,301,3,122,0,GALAXY,0.11\n\
          2,38.35,-0.05,21.0,19.9,19.1,18.7,18.4,2820,301,3,122,0,GALAXY,0.23\n\
          3,38.38,-0.15,19.5,18.4,17.9,17.6,17.4,2820,301,3,122,0,STAR,0.0001\n\
-         4,183.5,0.09,19.4,17.0,15.9,15.5,15.2,752,301,4,267,0,STAR,0.0\n",
+         4,183.5,0.09,19.4,17.0,15.9,15.5,15.2,752,301,4,267,0,STAR,0.0\n\
+         5,40.0,0.5,20.0,19.0,18.5,18.2,18.0,2820,302,3,122,0,GALAXY,0.05\n",
     )
     .unwrap();
     path
+}
+
+/// The Range headers of each request the archive saw for `band`'s frame.
+fn ranges_asked(requests: &[(String, Option<String>)], band: char) -> Vec<Option<String>> {
+    requests
+        .iter()
+        .filter(|(f, _)| *f == frame_name(band))
+        .map(|(_, r)| r.clone())
+        .collect()
 }
 
 fn frame_name(band: char) -> String {
@@ -153,6 +182,26 @@ fn images(dataset: &Path) -> Vec<f32> {
         pixels.extend(read_partition(&file).unwrap().images.unwrap().pixels);
     }
     pixels
+}
+
+/// `cosmicai fetch` of `catalog` from the archive at `url` into `cache`, then `extra`.
+fn fetch_args<'a>(
+    catalog: &'a Path,
+    url: &'a str,
+    cache: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "fetch",
+        "--catalog",
+        catalog.to_str().unwrap(),
+        "--archive",
+        url,
+        "--out",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 #[test]
@@ -176,27 +225,17 @@ fn fetch_gets_a_fields_frames_once_through_failures_and_ingest_cuts_the_same_pix
     }
     let url = serve(archive.clone());
     let fetch = |extra: &[&str]| {
-        let mut args = vec![
-            "fetch",
-            "--catalog",
-            catalog.to_str().unwrap(),
-            "--archive",
-            &url,
-            "--out",
-            cache.to_str().unwrap(),
-            "--backoff-ms",
-            "1",
-            "--json",
-        ];
+        let mut args = fetch_args(&catalog, &url, &cache, &["--backoff-ms", "1", "--json"]);
         args.extend_from_slice(extra);
         ok_json(&args)
     };
 
     // --fields 1 takes the field with the most labelled objects: 2820-3-0122.
     let report = fetch(&["--fields", "1"]);
+    // Reruns 301 and 302 of 2820-3-0122 are one field: their frames are one file.
     assert_eq!(report["fields_named"], 2, "{report}");
     assert_eq!(report["fields_chosen"], 1, "{report}");
-    assert_eq!(report["objects_covered"], 3, "{report}");
+    assert_eq!(report["objects_covered"], 4, "{report}");
     assert_eq!(
         (report["downloaded"].as_u64(), report["failed"].as_u64()),
         (Some(5), Some(0)),
@@ -211,13 +250,7 @@ fn fetch_gets_a_fields_frames_once_through_failures_and_ingest_cuts_the_same_pix
         );
     }
     let requests = archive.lock().unwrap().requests.clone();
-    let of = |band: char| {
-        requests
-            .iter()
-            .filter(|(f, _)| *f == frame_name(band))
-            .map(|(_, r)| r.clone())
-            .collect::<Vec<_>>()
-    };
+    let of = |band: char| ranges_asked(&requests, band);
     assert_eq!(requests.len(), 5 + 2 + 1, "{requests:?}");
     assert_eq!(
         of('r'),
@@ -232,7 +265,7 @@ fn fetch_gets_a_fields_frames_once_through_failures_and_ingest_cuts_the_same_pix
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".fits.bz2"))
+        .filter(|n| !n.ends_with(".fits.bz2") && n != ".lock")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
@@ -266,6 +299,141 @@ fn fetch_gets_a_fields_frames_once_through_failures_and_ingest_cuts_the_same_pix
     let (a, b) = (images(&from_cache), images(&from_assets));
     assert_eq!(a.len(), 3 * 5 * 64 * 64);
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()) && a.len() == b.len());
+
+    // A field a fetch left short of bands is skipped, named, and the rest cut.
+    std::fs::copy(
+        cache.join(frame_name('r')),
+        cache.join("frame-r-000752-4-0267.fits.bz2"),
+    )
+    .unwrap();
+    let out = cosmicai(&[
+        "ingest",
+        "--frames",
+        cache.to_str().unwrap(),
+        "--catalog",
+        catalog.to_str().unwrap(),
+        "--out",
+        dir.path().join("with-short-field").to_str().unwrap(),
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("field 000752-4-0267 skipped: it has no ugiz frame"),
+        "{stderr}"
+    );
+    assert_eq!(images(&dir.path().join("with-short-field")), a);
+
+    // One fetch at a time per cache: a second is refused while the first holds it.
+    let held = FrameCache::open(&cache).unwrap().lock().unwrap();
+    assert!(held.is_some());
+    let out = cosmicai(&fetch_args(&catalog, &url, &cache, &["--fields", "1"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("another cosmicai fetch is writing to"),
+        "{stderr}"
+    );
+    drop(held);
+    assert_eq!(fetch(&["--fields", "1"])["cached"], 5);
+}
+
+/// Parts a killed fetch left behind meet servers that answer Range requests
+/// badly: each frame still ends whole and byte-identical.
+#[test]
+fn resumed_parts_survive_servers_that_ignore_or_garble_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = catalog(dir.path());
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let bundled =
+        |band: char| std::fs::read(Path::new(&asset(FIELD_DIR)).join(frame_name(band))).unwrap();
+    let part = |band: char| cache.join(format!("{}.part", frame_name(band)));
+    // u: the whole file, never checked (killed before its rename): a 416.
+    std::fs::write(part('u'), bundled('u')).unwrap();
+    // g and r: 1000 bytes, then a 200 with the whole file, or a range one byte off.
+    std::fs::write(part('g'), &bundled('g')[..1000]).unwrap();
+    std::fs::write(part('r'), &bundled('r')[..1000]).unwrap();
+    let archive = Shared::default();
+    {
+        let mut a = archive.lock().unwrap();
+        a.faults
+            .insert(frame_name('g'), [Fault::IgnoreRange].into());
+        a.faults.insert(frame_name('r'), [Fault::WrongRange].into());
+    }
+    let url = serve(archive.clone());
+    let report = ok_json(&fetch_args(
+        &catalog,
+        &url,
+        &cache,
+        &["--fields", "1", "--backoff-ms", "1", "--json"],
+    ));
+    assert_eq!(report["downloaded"], 5, "{report}");
+    for band in ['u', 'g', 'r', 'i', 'z'] {
+        assert_eq!(
+            std::fs::read(cache.join(frame_name(band))).unwrap(),
+            bundled(band),
+            "{band}"
+        );
+        assert!(!part(band).exists(), "{band}: its part is left");
+    }
+    let requests = archive.lock().unwrap().requests.clone();
+    let of = |band: char| ranges_asked(&requests, band);
+    let u_size = bundled('u').len();
+    assert_eq!(of('u'), [Some(format!("bytes={u_size}-"))]);
+    assert_eq!(of('g'), [Some("bytes=1000-".to_string())]);
+    assert_eq!(of('r'), [Some("bytes=1000-".to_string()), None]);
+}
+
+/// The budget holds while transfers run, not only in the plan: a frame whose
+/// real size does not fit is not taken, and the same file asked twice is one
+/// transfer.
+#[test]
+fn the_budget_holds_at_run_time_and_a_file_is_fetched_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Shared::default();
+    let url = serve(archive.clone());
+    let field = SdssField::parse("2820", "301", "3", "122").unwrap();
+    let jobs: Vec<FrameJob> = [Band::U, Band::G, Band::U]
+        .into_iter()
+        .map(|band| FrameJob { field, band })
+        .collect();
+    let cache = FrameCache::open(&dir.path().join("cache")).unwrap();
+    let options = |budget| FetchOptions {
+        archive: url.clone(),
+        backoff: std::time::Duration::from_millis(1),
+        budget,
+        ..FetchOptions::default()
+    };
+    let none = Arc::new(|_| {});
+    let report = fetch(&cache, &jobs, &options(1_000_000), none.clone()).unwrap();
+    assert!(
+        report.frames.iter().all(|(_, o)| *o == Outcome::OverBudget),
+        "{:?}",
+        report.frames
+    );
+    assert_eq!(cache.bytes(), 0);
+
+    let report = fetch(&cache, &jobs, &options(u64::MAX), none).unwrap();
+    let outcomes: Vec<_> = report.frames.iter().map(|(_, o)| o.clone()).collect();
+    assert!(
+        matches!(outcomes[0], Outcome::Downloaded { .. }),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[1], Outcome::Downloaded { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[2], outcomes[0], "u asked twice shares one outcome");
+    let asked = archive.lock().unwrap().requests.len();
+    assert_eq!(
+        asked,
+        2 + 2,
+        "u and g refused by the budget after their headers, then fetched"
+    );
+    assert_eq!(
+        std::fs::read(cache.dir().join(frame_name('u'))).unwrap(),
+        std::fs::read(Path::new(&asset(FIELD_DIR)).join(frame_name('u'))).unwrap()
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use cosmicai_engine::archive::fetch::{
-    ARCHIVE_ENV, DEFAULT_ARCHIVE, FetchEvent, FetchOptions, FrameJob, Outcome, fetch,
+    ARCHIVE_ENV, DEFAULT_ARCHIVE, FetchEvent, FetchOptions, FrameJob, Outcome, check_archive, fetch,
 };
 use cosmicai_engine::archive::plan::{ESTIMATED_FRAME_BYTES, Selection, choose, count_fields};
 use cosmicai_engine::archive::{FrameCache, SdssField};
@@ -123,8 +123,17 @@ pub fn run(args: FetchArgs) -> Result<()> {
                 .join(", ")
         );
     }
+    let archive = check_archive(&archive_url(args.archive.as_deref()))?;
     let cache = FrameCache::open(&args.out)
         .with_context(|| format!("cannot create the frame cache {}", args.out.display()))?;
+    let _lock = match cache.lock() {
+        Ok(Some(lock)) => lock,
+        Ok(None) => bail!(
+            "another cosmicai fetch is writing to {}: wait for it, or give another --out",
+            args.out.display()
+        ),
+        Err(e) => bail!("cannot lock the frame cache {}: {e}", args.out.display()),
+    };
     let selection = match (args.fields, args.objects) {
         (Some(n), _) => Selection::Fields(n),
         (None, Some(n)) => Selection::Objects(n),
@@ -184,14 +193,17 @@ pub fn run(args: FetchArgs) -> Result<()> {
             Arc::new(move |event: FetchEvent| match event {
                 // The estimate per frame gives way to its real size.
                 FetchEvent::Sized { remaining } => bar.set_length(
-                    (bar.length().unwrap_or(0) + remaining).saturating_sub(ESTIMATED_FRAME_BYTES),
+                    bar.length()
+                        .unwrap_or(0)
+                        .saturating_add(remaining)
+                        .saturating_sub(ESTIMATED_FRAME_BYTES),
                 ),
                 FetchEvent::Received(n) => bar.inc(n),
                 FetchEvent::Done => {}
             })
         };
         let options = FetchOptions {
-            archive: archive_url(args.archive.as_deref()),
+            archive,
             concurrency: usize::from(args.concurrency),
             attempts: args.attempts,
             backoff: Duration::from_millis(args.backoff_ms),

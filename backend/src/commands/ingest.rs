@@ -139,7 +139,23 @@ pub fn cut(
         bail!("--size {size}: cutouts are 8 to 512 pixels");
     }
     // Fields are read one at a time: a frame cache may hold hundreds.
-    let fields = list_fields(frames)?;
+    let listing = list_fields(frames)?;
+    // A frame cache may hold fields a fetch left short of a band: the rest are
+    // still worth cutting, and the short ones are named so a rerun can finish them.
+    for (name, missing) in &listing.incomplete {
+        let bands: String = missing.iter().map(|b| b.letter()).collect();
+        eprintln!(
+            "warning: field {name} skipped: it has no {bands} frame (run cosmicai fetch again to complete it)"
+        );
+    }
+    if listing.complete.is_empty() {
+        bail!(
+            "{}: no field has all five bands (ugriz); {} fields are incomplete",
+            frames.display(),
+            listing.incomplete.len()
+        );
+    }
+    let fields = listing.complete;
     let catalogs: &[PathBuf] = match at {
         CutAt::Catalog(c) => c,
         CutAt::Detections { .. } => &[],

@@ -20,6 +20,22 @@ impl FrameCache {
         })
     }
 
+    /// Holds the cache for one fetch at a time: two fetches into one directory
+    /// would write the same `.part` files. The lock is the operating system's
+    /// (released when the process ends, however it ends), on `DIR/.lock`.
+    pub fn lock(&self) -> std::io::Result<Option<std::fs::File>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".lock"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

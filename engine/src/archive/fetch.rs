@@ -75,6 +75,7 @@ pub enum Outcome {
     /// Already in the cache: nothing was requested.
     Cached,
     Downloaded {
+        /// Received over all attempts (a resumed transfer's first part included).
         bytes: u64,
         attempts: u32,
     },
@@ -107,7 +108,8 @@ impl FetchReport {
 /// What a fetch tells its caller as it goes (for a progress bar).
 #[derive(Debug, Clone, Copy)]
 pub enum FetchEvent {
-    /// A transfer learnt the frame's size (what it still has to receive).
+    /// A frame's first transfer learnt its size (what it still has to receive,
+    /// in place of the caller's estimate); sent once per frame.
     Sized { remaining: u64 },
     /// Bytes arrived.
     Received(u64),
@@ -123,15 +125,9 @@ pub enum FetchError {
     Client(String),
 }
 
-/// Downloads the frames of `jobs` that the cache lacks. Per-frame failures are
-/// outcomes in the report, not errors: one missing frame does not stop the rest.
-pub fn fetch(
-    cache: &FrameCache,
-    jobs: &[FrameJob],
-    options: &FetchOptions,
-    events: Arc<dyn Fn(FetchEvent) + Send + Sync>,
-) -> Result<FetchReport, FetchError> {
-    let archive = options.archive.trim_end_matches('/').to_string();
+/// The archive root as requests use it, or why it cannot be one.
+pub fn check_archive(url: &str) -> Result<String, FetchError> {
+    let archive = url.trim_end_matches('/').to_string();
     let parsed = reqwest::Url::parse(&archive).map_err(|e| FetchError::Archive {
         url: archive.clone(),
         problem: e.to_string(),
@@ -142,6 +138,18 @@ pub fn fetch(
             problem: "not an http(s) URL".into(),
         });
     }
+    Ok(archive)
+}
+
+/// Downloads the frames of `jobs` that the cache lacks. Per-frame failures are
+/// outcomes in the report, not errors: one missing frame does not stop the rest.
+pub fn fetch(
+    cache: &FrameCache,
+    jobs: &[FrameJob],
+    options: &FetchOptions,
+    events: Arc<dyn Fn(FetchEvent) + Send + Sync>,
+) -> Result<FetchReport, FetchError> {
+    let archive = check_archive(&options.archive)?;
     let client = reqwest::Client::builder()
         .connect_timeout(options.connect_timeout)
         .read_timeout(options.read_timeout)
@@ -153,6 +161,17 @@ pub fn fetch(
         .build()
         .map_err(|e| FetchError::Client(e.to_string()))?;
     let started = Instant::now();
+    // Two jobs for one file (one field under two reruns) would race on its
+    // `.part`: each file is fetched once, and its jobs share the outcome.
+    let mut slot = std::collections::HashMap::new();
+    let mut unique = Vec::new();
+    for &job in jobs {
+        slot.entry(job.field.frame_file(job.band))
+            .or_insert_with(|| {
+                unique.push(job);
+                unique.len() - 1
+            });
+    }
     let shared = Arc::new(Shared {
         client,
         archive,
@@ -160,11 +179,15 @@ pub fn fetch(
         dir: cache.dir().to_path_buf(),
         used: Mutex::new(cache.bytes()),
         events,
+        // A check holds a whole decompressed frame (12 MiB) and a core.
+        checks: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ),
     });
     let frames = runtime.block_on(async {
         let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
-        let mut tasks = Vec::with_capacity(jobs.len());
-        for &job in jobs {
+        let mut tasks = Vec::with_capacity(unique.len());
+        for &job in &unique {
             let shared = shared.clone();
             let permits = permits.clone();
             let cached = cache.has_frame(&job.field, job.band);
@@ -180,7 +203,7 @@ pub fn fetch(
             }));
         }
         let mut frames = Vec::with_capacity(tasks.len());
-        for (task, job) in tasks.into_iter().zip(jobs) {
+        for (task, job) in tasks.into_iter().zip(&unique) {
             frames.push(task.await.unwrap_or_else(|e| {
                 (
                     *job,
@@ -200,6 +223,15 @@ pub fn fetch(
             _ => 0,
         })
         .sum();
+    let frames = jobs
+        .iter()
+        .map(|job| {
+            (
+                *job,
+                frames[slot[&job.field.frame_file(job.band)]].1.clone(),
+            )
+        })
+        .collect();
     Ok(FetchReport {
         frames,
         downloaded_bytes,
@@ -215,6 +247,7 @@ struct Shared {
     /// Bytes the cache holds plus those reserved by transfers under way.
     used: Mutex<u64>,
     events: Arc<dyn Fn(FetchEvent) + Send + Sync>,
+    checks: tokio::sync::Semaphore,
 }
 
 /// Why one attempt did not finish a frame.
@@ -240,6 +273,7 @@ impl Shared {
             );
         let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
         let mut error = String::new();
+        let mut progress = Progress::default();
         for attempt in 1..=self.options.attempts.max(1) {
             if attempt > 1 {
                 let cap = self
@@ -249,12 +283,12 @@ impl Shared {
                     .min(Duration::from_secs(30));
                 tokio::time::sleep(cap.mul_f64(rng.random::<f64>())).await;
             }
-            match self.attempt(&url, &part, job.band).await {
-                Ok(bytes) => {
+            match self.attempt(&url, &part, job.band, &mut progress).await {
+                Ok(()) => {
                     let final_path = self.dir.join(&file);
                     return match publish(&part, &final_path) {
                         Ok(()) => Outcome::Downloaded {
-                            bytes,
+                            bytes: progress.received,
                             attempts: attempt,
                         },
                         Err(e) => Outcome::Failed {
@@ -280,8 +314,14 @@ impl Shared {
     }
 
     /// One request: resumes `part` where it ends, and checks the whole file
-    /// once it is complete. Returns the bytes this attempt received.
-    async fn attempt(&self, url: &str, part: &Path, band: Band) -> Result<u64, Attempt> {
+    /// once it is complete.
+    async fn attempt(
+        &self,
+        url: &str,
+        part: &Path,
+        band: Band,
+        progress: &mut Progress,
+    ) -> Result<(), Attempt> {
         let have = std::fs::metadata(part).map_or(0, |m| m.len());
         let mut request = self.client.get(url);
         if have > 0 {
@@ -292,25 +332,58 @@ impl Shared {
             .await
             .map_err(|e| Attempt::Retry(format!("request failed: {}", error_chain(&e))))?;
         let status = response.status();
-        let start = match status {
-            StatusCode::OK => 0,
-            StatusCode::PARTIAL_CONTENT => {
-                let range = response
-                    .headers()
-                    .get(CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(content_range_start);
-                if range != Some(have) {
-                    discard(part);
+        let content_range = response
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(ContentRange::parse);
+        let length = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let too_big = |total: u64| {
+            Attempt::Stop(Outcome::Failed {
+                attempts: 1,
+                error: format!(
+                    "{url} is {total} bytes, more than any SDSS frame ({} MiB at most)",
+                    MAX_FRAME_DOWNLOAD >> 20
+                ),
+            })
+        };
+        // Where this response's bytes go, and the whole file's size if known.
+        let (start, expected_total) = match status {
+            StatusCode::OK => {
+                if have > 0 {
+                    // The server ignored the Range: the part starts over.
+                    self.discard(part);
+                }
+                (0, length)
+            }
+            StatusCode::PARTIAL_CONTENT => match content_range {
+                Some(ContentRange::Bytes { start, end, total })
+                    if start == have
+                        && end >= start
+                        && length.is_none_or(|l| Some(l) == (end - start).checked_add(1))
+                        && total.is_none_or(|t| Some(t) == end.checked_add(1)) =>
+                {
+                    (have, end.checked_add(1))
+                }
+                range => {
+                    self.discard(part);
                     return Err(Attempt::Retry(format!(
-                        "asked to resume at byte {have}, the server answered {range:?}"
+                        "asked to resume at byte {have}, the server answered the range {range:?} \
+                         with Content-Length {length:?}"
                     )));
                 }
-                have
-            }
+            },
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                // The part is as long as the file or longer: begin again.
-                discard(part);
+                if have > 0 && content_range == Some(ContentRange::Unsatisfied { total: have }) {
+                    // The part is the whole file: a transfer that ended just
+                    // before its check. Check it now.
+                    return self.check(part, band).await;
+                }
+                self.discard(part);
                 return Err(Attempt::Retry("resume refused (416), starting over".into()));
             }
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::GONE => {
@@ -331,32 +404,31 @@ impl Shared {
                 }));
             }
         };
-        let remaining = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let expected_total = remaining.map(|r| start + r);
-        if expected_total.is_some_and(|t| t > MAX_FRAME_DOWNLOAD) {
-            return Err(Attempt::Stop(Outcome::Failed {
-                attempts: 1,
-                error: format!(
-                    "{url} is {} bytes, more than any SDSS frame ({} MiB at most)",
-                    expected_total.unwrap_or(0),
-                    MAX_FRAME_DOWNLOAD >> 20
-                ),
-            }));
+        if let Some(total) = expected_total
+            && total > MAX_FRAME_DOWNLOAD
+        {
+            self.discard(part);
+            return Err(too_big(total));
         }
         // Reserve what is still to come (an estimate where the size is not
-        // given), and give back what did not arrive.
-        let reserve = remaining.unwrap_or(super::plan::ESTIMATED_FRAME_BYTES);
-        if !self.reserve(reserve) {
+        // given, grown as bytes pass it), and give back what did not arrive.
+        let remaining = expected_total.map(|t| t - start);
+        let mut reserved = remaining.unwrap_or(super::plan::ESTIMATED_FRAME_BYTES);
+        if !self.reserve(reserved) {
             return Err(Attempt::Stop(Outcome::OverBudget));
         }
-        (self.events)(FetchEvent::Sized { remaining: reserve });
-        let received = self.receive(&mut response, part, start).await;
+        if !progress.sized {
+            progress.sized = true;
+            (self.events)(FetchEvent::Sized {
+                remaining: reserved,
+            });
+        }
+        let received = self
+            .receive(&mut response, part, start, &mut reserved)
+            .await;
         let got = received.as_ref().map_or_else(|(n, _)| *n, |n| *n);
-        self.release(reserve.saturating_sub(got));
+        progress.received += got;
+        self.release(reserved.saturating_sub(got));
         if let Err((_, why)) = received {
             return Err(why);
         }
@@ -368,17 +440,24 @@ impl Shared {
                 start + got
             )));
         }
-        // The check decompresses the whole frame: off the async thread.
-        let check = part.to_path_buf();
-        let checked = tokio::task::spawn_blocking(move || Frame::check_compressed(&check, band))
+        self.check(part, band).await
+    }
+
+    /// Checks a complete part: a whole bzip2 stream holding the band's FITS
+    /// frame with a WCS. A part that is not one is discarded for a fresh try.
+    async fn check(&self, part: &Path, band: Band) -> Result<(), Attempt> {
+        // The check decompresses the whole frame: off the async thread, and
+        // no more at once than there are cores.
+        let _permit = self.checks.acquire().await;
+        let path = part.to_path_buf();
+        let checked = tokio::task::spawn_blocking(move || Frame::check_compressed(&path, band))
             .await
             .map_err(|e| Attempt::Retry(format!("the check did not finish: {e}")))?;
         if let Err(e) = checked {
-            // A whole transfer that is not a frame: start the next try afresh.
-            discard(part);
+            self.discard(part);
             return Err(Attempt::Retry(format!("not a usable frame: {e}")));
         }
-        Ok(got)
+        Ok(())
     }
 
     /// Appends the response body to `part` from byte `start`; the error carries
@@ -388,6 +467,7 @@ impl Shared {
         response: &mut reqwest::Response,
         part: &Path,
         start: u64,
+        reserved: &mut u64,
     ) -> Result<u64, (u64, Attempt)> {
         let opened = std::fs::OpenOptions::new()
             .create(true)
@@ -424,8 +504,9 @@ impl Shared {
                     ));
                 }
             };
-            if start + got + chunk.len() as u64 > MAX_FRAME_DOWNLOAD {
-                discard(part);
+            let after = got + chunk.len() as u64;
+            if start + after > MAX_FRAME_DOWNLOAD {
+                self.discard(part);
                 return Err((
                     got,
                     Attempt::Stop(Outcome::Failed {
@@ -436,6 +517,13 @@ impl Shared {
                         ),
                     }),
                 ));
+            }
+            // Past the estimate of a response without a length: reserve as it comes.
+            if after > *reserved {
+                if !self.reserve(after - *reserved) {
+                    return Err((got, Attempt::Stop(Outcome::OverBudget)));
+                }
+                *reserved = after;
             }
             // Chunks are small and the disk is local: a blocking write here
             // costs less than handing each chunk to another thread.
@@ -456,11 +544,21 @@ impl Shared {
 
     fn reserve(&self, bytes: u64) -> bool {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        if *used + bytes > self.options.budget {
-            return false;
+        match used.checked_add(bytes) {
+            Some(total) if total <= self.options.budget => {
+                *used = total;
+                true
+            }
+            _ => false,
         }
-        *used += bytes;
-        true
+    }
+
+    /// Removes a part, and its bytes from what the budget counts.
+    fn discard(&self, part: &Path) {
+        if let Ok(meta) = std::fs::metadata(part) {
+            self.release(meta.len());
+        }
+        let _ = std::fs::remove_file(part);
     }
 
     fn release(&self, bytes: u64) {
@@ -469,15 +567,42 @@ impl Shared {
     }
 }
 
-/// `bytes 100-199/200` → 100.
-fn content_range_start(value: &str) -> Option<u64> {
-    value
-        .strip_prefix("bytes ")?
-        .split_once('-')?
-        .0
-        .trim()
-        .parse()
-        .ok()
+/// A response's Content-Range (RFC 9110 §14.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContentRange {
+    /// `bytes 100-199/200`, or `bytes 100-199/*` where the length is unknown.
+    Bytes {
+        start: u64,
+        end: u64,
+        total: Option<u64>,
+    },
+    /// `bytes */200`: sent with a 416.
+    Unsatisfied {
+        total: u64,
+    },
+    Invalid,
+}
+
+impl ContentRange {
+    fn parse(value: &str) -> ContentRange {
+        let parse = || -> Option<ContentRange> {
+            let (range, total) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
+            let total = match total.trim() {
+                "*" => None,
+                t => Some(t.parse().ok()?),
+            };
+            if range.trim() == "*" {
+                return Some(ContentRange::Unsatisfied { total: total? });
+            }
+            let (start, end) = range.split_once('-')?;
+            Some(ContentRange::Bytes {
+                start: start.trim().parse().ok()?,
+                end: end.trim().parse().ok()?,
+                total,
+            })
+        };
+        parse().unwrap_or(ContentRange::Invalid)
+    }
 }
 
 /// A checked part becomes the frame: synced, renamed, the directory synced.
@@ -488,8 +613,12 @@ fn publish(part: &Path, frame: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn discard(part: &Path) {
-    let _ = std::fs::remove_file(part);
+/// What one frame's attempts have done so far.
+#[derive(Default)]
+struct Progress {
+    /// Whether its size has been told to the caller.
+    sized: bool,
+    received: u64,
 }
 
 /// reqwest's errors say "error sending request"; the cause is in the chain.
@@ -506,10 +635,36 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::ContentRange::{self, *};
+
     #[test]
     fn content_ranges() {
-        assert_eq!(super::content_range_start("bytes 100-199/200"), Some(100));
-        assert_eq!(super::content_range_start("bytes */200"), None);
-        assert_eq!(super::content_range_start("items 1-2/3"), None);
+        let parse = ContentRange::parse;
+        assert_eq!(
+            parse("bytes 100-199/200"),
+            Bytes {
+                start: 100,
+                end: 199,
+                total: Some(200)
+            }
+        );
+        assert_eq!(
+            parse("bytes 100-199/*"),
+            Bytes {
+                start: 100,
+                end: 199,
+                total: None
+            }
+        );
+        assert_eq!(parse("bytes */200"), Unsatisfied { total: 200 });
+        for bad in [
+            "items 1-2/3",
+            "bytes 1-2",
+            "bytes */*",
+            "bytes 1-x/3",
+            "bytes 99999999999999999999-1/2",
+        ] {
+            assert_eq!(parse(bad), Invalid, "{bad}");
+        }
     }
 }

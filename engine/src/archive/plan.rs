@@ -22,11 +22,14 @@ pub struct FieldCount {
 /// Every field the catalogs name, most labelled objects first (then most
 /// objects, then field order, so a plan is the same on every machine).
 pub fn count_fields(catalogs: &[Catalog]) -> Vec<FieldCount> {
-    let mut counts: HashMap<SdssField, FieldCount> = HashMap::new();
+    // Keyed as the frame files are named: two reruns of one field would be two
+    // downloads to the same file (the first rerun seen is the one fetched).
+    let mut counts: HashMap<(u32, u8, u32), FieldCount> = HashMap::new();
     for catalog in catalogs {
         for (object, field) in catalog.objects.iter().zip(&catalog.fields) {
             let Some(field) = *field else { continue };
-            let count = counts.entry(field).or_insert(FieldCount {
+            let key = (field.run, field.camcol, field.field);
+            let count = counts.entry(key).or_insert(FieldCount {
                 field,
                 objects: 0,
                 labelled: 0,

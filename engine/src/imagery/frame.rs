@@ -303,9 +303,17 @@ impl FieldFiles {
     }
 }
 
-/// Every complete field in `dir`, in name order, without reading them. A field
-/// missing a band is an error naming it.
-pub fn list_fields(dir: &Path) -> Result<Vec<FieldFiles>, ImageryError> {
+/// The fields of a frame directory: those with all five bands, and those a
+/// band short (a fetch that failed or was cut short, or `--bands` chose fewer).
+pub struct FieldListing {
+    pub complete: Vec<FieldFiles>,
+    /// `RUN-CAMCOL-FIELD` and the bands it lacks.
+    pub incomplete: Vec<(String, Vec<Band>)>,
+}
+
+/// Every field in `dir`, in name order, without reading them. Only a directory
+/// with no frame at all is an error; fields short of a band are listed apart.
+pub fn list_fields(dir: &Path) -> Result<FieldListing, ImageryError> {
     let entries = std::fs::read_dir(dir).map_err(|source| ImageryError::Io {
         path: dir.to_path_buf(),
         source,
@@ -324,31 +332,42 @@ pub fn list_fields(dir: &Path) -> Result<Vec<FieldFiles>, ImageryError> {
                 .into(),
         });
     }
-    found
-        .into_iter()
-        .map(|(name, paths)| {
-            let missing = BANDS.into_iter().find(|b| paths[b.index()].is_none());
-            match (missing, paths) {
-                (None, [Some(u), Some(g), Some(r), Some(i), Some(z)]) => Ok(FieldFiles {
-                    name,
-                    paths: [u, g, r, i, z],
-                }),
-                (band, _) => Err(ImageryError::Field {
-                    path: dir.to_path_buf(),
-                    problem: format!(
-                        "field {name} has no {} frame",
-                        band.map_or('?', Band::letter)
-                    ),
-                }),
+    let mut listing = FieldListing {
+        complete: Vec::new(),
+        incomplete: Vec::new(),
+    };
+    for (name, paths) in found {
+        match paths {
+            [Some(u), Some(g), Some(r), Some(i), Some(z)] => listing.complete.push(FieldFiles {
+                name,
+                paths: [u, g, r, i, z],
+            }),
+            paths => {
+                let missing = BANDS
+                    .into_iter()
+                    .filter(|b| paths[b.index()].is_none())
+                    .collect();
+                listing.incomplete.push((name, missing));
             }
-        })
-        .collect()
+        }
+    }
+    Ok(listing)
 }
 
-/// Every complete field in `dir`, read, in name order. A field missing a band is
-/// an error naming it.
+/// Every field in `dir`, read, in name order. A field missing a band is an
+/// error naming it: calibration and synthesis want exactly the fields given.
 pub fn open_fields(dir: &Path) -> Result<Vec<Field>, ImageryError> {
-    list_fields(dir)?.iter().map(FieldFiles::open).collect()
+    let listing = list_fields(dir)?;
+    if let Some((name, missing)) = listing.incomplete.first() {
+        return Err(ImageryError::Field {
+            path: dir.to_path_buf(),
+            problem: format!(
+                "field {name} has no {} frame",
+                missing.first().map_or('?', |b| b.letter())
+            ),
+        });
+    }
+    listing.complete.iter().map(FieldFiles::open).collect()
 }
 
 #[cfg(test)]
