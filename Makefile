@@ -23,7 +23,7 @@ WASM_BINDGEN_VERSION := $(shell grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock |
 # Every native crate with every feature (the frontend is built by Trunk, for wasm).
 NATIVE_ALL := -p cosmicai-backend -p cosmicai-lambda --features cosmicai-backend/cuda,cosmicai-backend/openblas,cosmicai-lambda/cuda
 
-.PHONY: demo serve test setup deny-setup rust-setup python-setup frontend-setup frontend e2e e2e-run
+.PHONY: demo serve test setup deny-setup rust-setup python-setup frontend-setup frontend e2e e2e-run fuzz
 
 serve: rust-setup frontend
 	cargo build --release --bin cosmicai
@@ -89,6 +89,28 @@ test: setup deny-setup
 	$(MAKE) frontend e2e-run
 
 setup: rust-setup python-setup frontend-setup
+
+# Coverage-guided fuzzing: libFuzzer through cargo-fuzz on a pinned nightly, over the
+# targets of cosmicai_engine::fuzz, each FUZZ_SECONDS, held to 2 GB. The corpus starts
+# from the stable loop's real seeds (run once for 0 s to write them); finds go to
+# fuzz/artifacts/TARGET/. `make test` runs the same targets on stable, 3 s each.
+FUZZ_NIGHTLY := nightly-2026-05-19
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := partition fits fits_bz2 csv csv_gz predictions weights cai_partition stage_events api_bodies
+CARGO_FUZZ_VERSION := 0.13.1
+fuzz: rust-setup
+	rustup toolchain install $(FUZZ_NIGHTLY) --profile minimal
+	@cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)" || cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+	COSMICAI_FUZZ_SECONDS=0 cargo test -p cosmicai-engine --test fuzz
+	cargo +$(FUZZ_NIGHTLY) fuzz build
+	@for t in $(FUZZ_TARGETS); do \
+	  log=$(CARGO_TARGET_DIR)/fuzz-$$t.log; \
+	  cargo +$(FUZZ_NIGHTLY) fuzz run $$t $(CURDIR)/target/fuzz-corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1 >$$log 2>&1; \
+	  status=$$?; \
+	  echo "fuzz $$t: $$(grep -o 'stat::number_of_executed_units: *[0-9]*' $$log | grep -o '[0-9]*$$') executions in $(FUZZ_SECONDS) s, corpus $$(ls $(CURDIR)/target/fuzz-corpus/$$t | wc -l) inputs"; \
+	  if [ $$status -ne 0 ]; then tail -n 40 $$log; echo "fuzz $$t failed: its input is in fuzz/artifacts/$$t/"; exit 1; fi; \
+	done
 
 deny-setup:
 	@cargo deny --version 2>/dev/null | grep -q "$(CARGO_DENY_VERSION)" || cargo install cargo-deny --version $(CARGO_DENY_VERSION) --locked

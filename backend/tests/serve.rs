@@ -530,6 +530,146 @@ fn runs_past_the_admission_cap_are_refused_with_retry_after() {
     );
 }
 
+/// The id in a 202 reply (a run or sweep created).
+fn accepted_id(reply: &Reply) -> String {
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()["id"].as_str().unwrap().to_string()
+}
+
+/// Each SSE event of `body` as (id, data).
+fn sse_events(body: &[u8]) -> Vec<(Option<usize>, Value)> {
+    let text = String::from_utf8_lossy(body);
+    let mut events = Vec::new();
+    let mut id = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = v.parse().ok();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            events.push((id.take(), serde_json::from_str(v).unwrap()));
+        }
+    }
+    events
+}
+
+#[test]
+fn runs_share_a_memory_budget_and_run_fewer_ranks_at_once_when_it_is_short() {
+    let s = start_with(
+        data_dir(),
+        "127.0.0.1:0",
+        &[],
+        &["--memory-budget-mb", "3000"],
+    );
+    // Two ranks of 2000 MB do not fit in 3000: they run one at a time.
+    let created = post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":2,"batch_size":4096,"memory_mb":2000}"#,
+        &[],
+    );
+    let id = accepted_id(&created);
+    // While it runs, 1000 MB are free: a run of 2000 MB ranks is refused, one of 1000 is not.
+    let refused = post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":1,"batch_size":4096,"memory_mb":2000}"#,
+        &[],
+    );
+    assert_json_error(
+        &refused,
+        429,
+        "1000 MB of this server's 3000 MB budget are free",
+    );
+    assert!(refused.header("retry-after").is_some());
+    assert_json_error(
+        &post(
+            &s,
+            "/api/sweeps",
+            r#"{"world_sizes":[1],"batch_size":4096,"memory_mb":2000}"#,
+            &[],
+        ),
+        429,
+        "budget",
+    );
+    let small = post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":1,"batch_size":4096,"file_limit":1,"memory_mb":1000}"#,
+        &[],
+    );
+    assert_eq!(
+        small.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&small.body)
+    );
+    let events = sse_events(&get(&s, &format!("/api/runs/{id}/events")).body);
+    let mut running = 0;
+    for (_, e) in &events {
+        match e["event"].as_str() {
+            Some("rank_started") => {
+                running += 1;
+                assert_eq!(running, 1, "two ranks at once: {events:?}");
+            }
+            Some("rank_finished") => running -= 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        events.last().unwrap().1,
+        serde_json::json!({"event": "finished", "status": "succeeded"})
+    );
+    // Its memory is free again.
+    let small_id = small.json()["id"].as_str().unwrap().to_string();
+    get(&s, &format!("/api/runs/{small_id}/events"));
+    let again = post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":1,"batch_size":4096,"file_limit":1,"memory_mb":2900}"#,
+        &[],
+    );
+    assert_eq!(
+        again.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+}
+
+#[test]
+fn event_streams_resume_after_last_event_id_and_end_when_idle() {
+    let s = start_with(data_dir(), "127.0.0.1:0", &[], &["--stream-idle-s", "1"]);
+    let id = post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":1,"batch_size":4096,"file_limit":1}"#,
+        &[],
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/api/runs/{id}/events");
+    let all = sse_events(&get(&s, &path).body);
+    assert!(all.len() > 3, "{all:?}");
+    for (i, (id, _)) in all.iter().enumerate() {
+        assert_eq!(*id, Some(i), "{all:?}");
+    }
+    // A browser reconnecting after event 2 gets the rest, once.
+    let rest = sse_events(&request(&s, "GET", &path, &["Last-Event-ID: 2"], b"").body);
+    assert_eq!(rest, all[3..]);
+    // Past the end of a finished run nothing comes: the stream closes when idle.
+    let started = std::time::Instant::now();
+    let none = request(&s, "GET", &path, &["Last-Event-ID: 999999"], b"");
+    assert_eq!(none.status, 200);
+    assert!(sse_events(&none.body).is_empty());
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
 #[test]
 fn a_run_streams_its_progress_and_ends_in_a_scatter() {
     let s = start();
@@ -719,13 +859,7 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
         r#"{"world_sizes":[1,2],"batch_size":4096,"file_limit":4}"#,
         &[],
     );
-    assert_eq!(
-        created.status,
-        202,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
-    let id = created.json()["id"].as_str().unwrap().to_string();
+    let id = accepted_id(&created);
     let info = sweep_when_over(&s, &id);
     assert_eq!(info["state"], "finished", "{info}");
     let rows = info["rows"].as_array().unwrap();
@@ -892,4 +1026,139 @@ fn a_partition_rewritten_under_the_server_is_an_error_not_a_crash() {
         assert_json_error(&get(&s, path), 500, "changed since it was opened");
     }
     assert_eq!(get(&s, "/api/health").status, 200);
+}
+
+/// `serve --archive`: a catalog object without a cutout gets one, cut from its
+/// field's frames fetched from the archive (served in this process), the same
+/// pixels `ingest` cuts from the same frames; it survives a restart.
+#[test]
+fn a_catalog_objects_real_cutout_is_fetched_from_the_archive_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    // The bundled catalogs hold no object on the bundled field: a catalog that
+    // does, with real/ and synthetic/ from the shared data directory.
+    copy_tree(&data_dir().join("real"), &dir.path().join("real"));
+    copy_tree(&data_dir().join("synthetic"), &dir.path().join("synthetic"));
+    let csv = dir.path().join("objects.csv");
+    std::fs::write(
+        &csv,
+        "objid,ra,dec,u,g,r,i,z,run,rerun,camcol,field,specobjid,class,redshift\n\
+         1,38.30,-0.10,20.1,19.0,18.2,17.8,17.5,2820,301,3,122,0,GALAXY,0.11\n\
+         4,183.5,0.09,19.4,17.0,15.9,15.5,15.2,752,301,4,267,0,STAR,0.0\n",
+    )
+    .unwrap();
+    let csv_arg = csv.to_str().unwrap();
+    common::ok_json(&[
+        "catalog",
+        "import",
+        csv_arg,
+        "--out",
+        dir.path().join("catalog").to_str().unwrap(),
+        "--json",
+    ]);
+    let archive = common::archive::Shared::default();
+    let url = common::archive::serve(archive.clone());
+    let s = start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &[],
+        &["--archive", &url, "--archive-catalog", csv_arg],
+    );
+    let galaxy = cosmicai_engine::partition::object_id(38.30, -0.10);
+    let detail = get(&s, &format!("/api/objects/{galaxy}")).json();
+    assert_eq!(detail["object"]["has_image"], false);
+    assert_eq!(
+        detail["archive"],
+        serde_json::json!({"field": "002820-3-0122", "state": "available"})
+    );
+    assert_eq!(
+        get(&s, &format!("/api/objects/{galaxy}/image.png")).status,
+        404
+    );
+
+    let asked = post(&s, &format!("/api/objects/{galaxy}/fetch"), "", &[]);
+    assert_eq!(
+        asked.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&asked.body)
+    );
+    let detail = archive_outcome(&s, galaxy);
+    assert_eq!(detail["archive"]["state"], "ready", "{detail}");
+    assert_eq!(detail["object"]["has_image"], true);
+    assert_eq!(detail["object"]["provenance"], "real");
+    assert_eq!(detail["image_size"], 64);
+    let png = get(&s, &format!("/api/objects/{galaxy}/image.png?view=r"));
+    assert_eq!(png.status, 200);
+    assert_eq!(&png.body[..4], b"\x89PNG");
+    // Exactly the field's five frames were asked for; asking again fetches nothing.
+    assert_eq!(archive.lock().unwrap().requests.len(), 5);
+    assert_eq!(
+        post(&s, &format!("/api/objects/{galaxy}/fetch"), "", &[]).json()["state"],
+        "ready"
+    );
+    assert_eq!(archive.lock().unwrap().requests.len(), 5);
+
+    // The pixels are those `ingest` cuts from the same frames.
+    let served = get(&s, &format!("/api/cutouts?ids={galaxy}"));
+    let served = cosmicai_shared::cutouts::decode(&served.body).unwrap();
+    let ingested = dir.path().join("ingested");
+    common::ok_json(&[
+        "ingest",
+        "--frames",
+        &asset(common::archive::FIELD_DIR),
+        "--catalog",
+        csv_arg,
+        "--out",
+        ingested.to_str().unwrap(),
+        "--json",
+    ]);
+    let listed = cosmicai_engine::dataset::list_partitions(&ingested).unwrap();
+    let cut = cosmicai_engine::partition::read_partition(&listed[0]).unwrap();
+    let row = cut.object_id.iter().position(|&id| id == galaxy).unwrap();
+    let plane = 5 * 64 * 64;
+    let same = |a: f32, b: f32| a == b || (a.is_nan() && b.is_nan());
+    let ingested_pixels = &cut.images.unwrap().pixels[row * plane..(row + 1) * plane];
+    assert!(
+        served[0]
+            .pixels
+            .iter()
+            .zip(ingested_pixels)
+            .all(|(a, b)| same(*a, *b))
+    );
+
+    // An object whose field the archive lacks fails, saying which frame.
+    let star = cosmicai_engine::partition::object_id(183.5, 0.09);
+    post(&s, &format!("/api/objects/{star}/fetch"), "", &[]);
+    let detail = archive_outcome(&s, star);
+    assert_eq!(detail["archive"]["state"], "failed", "{detail}");
+    let error = detail["archive"]["error"].as_str().unwrap();
+    assert!(error.contains("frame-u-000752-4-0267.fits.bz2"), "{error}");
+
+    // After a restart without --archive the cutout is still the object's image.
+    drop(s);
+    let s = start_with(dir.path(), "127.0.0.1:0", &[], &[]);
+    let detail = get(&s, &format!("/api/objects/{galaxy}")).json();
+    assert_eq!(detail["object"]["has_image"], true, "{detail}");
+    assert_eq!(detail["object"]["source"], "SDSS archive");
+    assert!(detail.get("archive").is_none());
+    assert_json_error(
+        &post(&s, &format!("/api/objects/{star}/fetch"), "", &[]),
+        404,
+        "--archive",
+    );
+}
+
+/// Object `id`'s detail once its archive fetch is over (ready or failed).
+fn archive_outcome(s: &Server, id: i64) -> Value {
+    for _ in 0..600 {
+        let detail = get(s, &format!("/api/objects/{id}")).json();
+        if matches!(
+            detail["archive"]["state"].as_str(),
+            Some("ready" | "failed")
+        ) {
+            return detail;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("object {id}: the archive fetch did not end in 60 s");
 }

@@ -33,6 +33,7 @@ pub mod catalog;
 pub mod cost;
 pub mod dataset;
 pub mod executor;
+pub mod fuzz;
 pub mod imagery;
 pub mod inspect;
 pub mod metrics;

@@ -1,22 +1,20 @@
-//! Fuzzing on the stable toolchain: every reader of outside bytes gets inputs
-//! mutated from real seeds (bit flips, interesting integers, cuts, splices) for a
+//! Fuzzing on the stable toolchain: every reader of outside bytes (the targets
+//! of `cosmicai_engine::fuzz`) gets inputs mutated from real seeds (bit flips, interesting integers, cuts, splices) for a
 //! fixed time budget, in a process held to 2 GB of data. A panic fails the test
 //! and saves its input under `target/fuzz-crashes/`; an allocation past the
-//! limit aborts the process, which fails it too. Not coverage-guided (that needs
-//! cargo-fuzz on nightly): a bounded, repeatable smoke test of the error paths.
+//! limit aborts the process, which fails it too. Not coverage-guided (cargo-fuzz
+//! runs the same targets that way on nightly: `make fuzz`): a bounded,
+//! repeatable smoke test of the error paths, and the seeds' home.
 //!
 //! Budget per target: `COSMICAI_FUZZ_SECONDS` (default 3). Each target prints
 //! its execution count (`cargo test --test fuzz -- --nocapture`).
 
-use cosmicai_engine::catalog::read_catalogs;
+use cosmicai_engine::fuzz as targets;
 use cosmicai_engine::imagery::frame::Frame;
 use cosmicai_engine::partition::{
-    Images, ObjectRow, Partition, PartitionFile, PartitionMeta, Source, write_partition,
+    Images, ObjectRow, Partition, PartitionMeta, Source, write_partition,
 };
 use cosmicai_engine::pipeline::{RankPredictions, encode_predictions, read_predictions};
-use cosmicai_model::weights::Weights;
-use cosmicai_shared::api::{RunLaunch, SweepLaunch};
-use cosmicai_shared::aws::StageEvent;
 use cosmicai_shared::model::Prediction;
 use cosmicai_shared::{Band, Class, Provenance};
 use std::io::{Read, Write};
@@ -129,6 +127,15 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], target: impl Fn(&[u8])) {
         name.bytes()
             .fold(0, |h: u64, b| h.rotate_left(5) ^ u64::from(b)),
     ));
+    // The seeds are cargo-fuzz's corpus too (`make fuzz`).
+    let corpus = root()
+        .join("target/fuzz-corpus")
+        .join(name.replace('-', "_"));
+    if std::fs::create_dir_all(&corpus).is_ok() {
+        for (i, seed) in seeds.iter().enumerate() {
+            let _ = std::fs::write(corpus.join(format!("seed-{i}")), seed);
+        }
+    }
     let started = Instant::now();
     let mut executions = 0usize;
     let mut inputs = seeds.iter().cloned();
@@ -154,16 +161,6 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], target: impl Fn(&[u8])) {
         "fuzz {name}: {executions} executions in {:.1} s, no panic",
         started.elapsed().as_secs_f64()
     );
-}
-
-/// `target` on a file holding the input (for readers that take a path).
-fn on_file(name: &str, target: impl Fn(&Path)) -> impl Fn(&[u8]) {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let path = dir.join(name);
-    move |bytes| {
-        std::fs::write(&path, bytes).unwrap();
-        target(&path);
-    }
 }
 
 fn small_partition(images: bool) -> Vec<u8> {
@@ -204,16 +201,7 @@ fn small_partition(images: bool) -> Vec<u8> {
 #[test]
 fn fuzz_partition_reader() {
     let seeds = [small_partition(true), small_partition(false)];
-    fuzz(
-        "partition",
-        &seeds,
-        on_file("p.safetensors", |path| {
-            if let Ok(file) = PartitionFile::open(path) {
-                let _ = file.read();
-                let _ = file.read_images(0..file.len());
-            }
-        }),
-    );
+    fuzz("partition", &seeds, targets::partition);
 }
 
 /// A 16 x 16 FITS frame with the bundled real frame's header (its WCS).
@@ -258,20 +246,8 @@ fn fuzz_fits_frames() {
     std::fs::write(dir.path().join("seed.fits"), &seed).unwrap();
     let opened = Frame::open(&dir.path().join("seed.fits"), Band::R);
     assert!(opened.is_ok(), "the seed must be a valid frame");
-    fuzz(
-        "fits",
-        std::slice::from_ref(&seed),
-        on_file("frame.fits", |path| {
-            let _ = Frame::open(path, Band::R);
-        }),
-    );
-    fuzz(
-        "fits-bz2",
-        &[bz2(&seed)],
-        on_file("frame.fits.bz2", |path| {
-            let _ = Frame::open(path, Band::R);
-        }),
-    );
+    fuzz("fits", std::slice::from_ref(&seed), targets::fits);
+    fuzz("fits-bz2", &[bz2(&seed)], targets::fits_bz2);
 }
 
 /// The first 40 lines of each bundled catalog.
@@ -294,13 +270,7 @@ fn catalog_heads() -> Vec<Vec<u8>> {
 #[test]
 fn fuzz_catalog_csv() {
     let seeds = catalog_heads();
-    fuzz(
-        "csv",
-        &seeds,
-        on_file("catalog.csv", |path| {
-            let _ = read_catalogs(&[path.to_path_buf()], |_, _| {});
-        }),
-    );
+    fuzz("csv", &seeds, targets::catalog_csv);
     let gz: Vec<Vec<u8>> = seeds
         .iter()
         .map(|s| {
@@ -309,13 +279,7 @@ fn fuzz_catalog_csv() {
             out.finish().unwrap()
         })
         .collect();
-    fuzz(
-        "csv-gz",
-        &gz,
-        on_file("catalog.csv.gz", |path| {
-            let _ = read_catalogs(&[path.to_path_buf()], |_, _| {});
-        }),
-    );
+    fuzz("csv-gz", &gz, targets::catalog_csv_gz);
 }
 
 #[test]
@@ -332,9 +296,7 @@ fn fuzz_predictions_reader() {
     };
     let seed = encode_predictions(&p).unwrap();
     assert_eq!(read_predictions(&seed).unwrap().object_id, p.object_id);
-    fuzz("predictions", &[seed], |bytes| {
-        let _ = read_predictions(bytes);
-    });
+    fuzz("predictions", &[seed], targets::predictions);
 }
 
 #[test]
@@ -350,27 +312,14 @@ fn fuzz_weight_loaders() {
     .iter()
     .map(|p| std::fs::read(p).unwrap())
     .collect();
-    fuzz("weights", &seeds, |bytes| {
-        let Ok(weights) = Weights::from_file_bytes("fuzz", bytes.to_vec()) else {
-            return;
-        };
-        let device = Default::default();
-        let _ = cosmicai_model::photoz::PhotoZ::<B>::from_weights(&weights, &device);
-        let _ = cosmicai_model::astromae::AstroMae::<B>::from_pytorch(&weights, 3, &device);
-    });
+    fuzz("weights", &seeds, targets::weights::<B>);
 }
 
 #[test]
 fn fuzz_cai_partitions() {
     let seed =
         std::fs::read(root().join("model/tests/fixtures/astromae_small/partition.pt")).unwrap();
-    fuzz(
-        "cai-partition",
-        &[seed],
-        on_file("partition.pt", |path| {
-            let _ = cosmicai_engine::cai::read_cai_partition(path, None, Class::Galaxy);
-        }),
-    );
+    fuzz("cai-partition", &[seed], targets::cai_partition);
 }
 
 #[test]
@@ -381,22 +330,11 @@ fn fuzz_stage_events_and_api_bodies() {
         r#"{"stage":"summarize","run_id":"run-1","bucket":"b","result_path":"results/run-1","world_size":4,"started_at_ms":1}"#,
     ];
     let seeds: Vec<Vec<u8>> = events.iter().map(|e| e.as_bytes().to_vec()).collect();
-    fuzz("stage-events", &seeds, |bytes| {
-        if let Ok(StageEvent::Initialize { request, .. }) = serde_json::from_slice(bytes) {
-            let _ = request.problems();
-            let _ = request.model_spec();
-        }
-    });
+    fuzz("stage-events", &seeds, targets::stage_events);
     let bodies = [
         r#"{"world_size":2,"batch_size":512,"data_prefix":"catalog","file_limit":3,"device":"cpu","memory_mb":2048,"retries":1,"model":"photoz","timeout_s":60}"#,
         r#"{"world_sizes":[1,2,4],"batch_size":512,"devices":["cpu","cuda"],"model":"astromae:x.pt"}"#,
     ];
     let seeds: Vec<Vec<u8>> = bodies.iter().map(|e| e.as_bytes().to_vec()).collect();
-    fuzz("api-bodies", &seeds, |bytes| {
-        let _ = serde_json::from_slice::<RunLaunch>(bytes);
-        let _ = serde_json::from_slice::<SweepLaunch>(bytes);
-        if let Ok(text) = std::str::from_utf8(bytes) {
-            let _ = cosmicai_shared::model::ModelSpec::parse(text);
-        }
-    });
+    fuzz("api-bodies", &seeds, targets::api_bodies);
 }

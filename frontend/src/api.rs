@@ -1,10 +1,37 @@
 //! Talking to `cosmicai serve`: JSON over fetch; errors come back as the API's message.
+//! POSTs (which start, stop or cost work) carry the server's token when the user
+//! gave one: servers off loopback, or started with `--token`, require it.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestInit, Response};
+
+/// Where the token is kept between visits (this browser's storage for the site).
+const TOKEN_KEY: &str = "cosmicai.token";
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+/// The token the user gave, if any.
+pub fn token() -> Option<String> {
+    storage()?
+        .get_item(TOKEN_KEY)
+        .ok()?
+        .filter(|t| !t.trim().is_empty())
+}
+
+/// Keeps `token` for later requests; an empty one forgets it.
+pub fn set_token(token: &str) {
+    if let Some(storage) = storage() {
+        let _ = match token.trim() {
+            "" => storage.remove_item(TOKEN_KEY),
+            t => storage.set_item(TOKEN_KEY, t),
+        };
+    }
+}
 
 async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response, String> {
     let init = RequestInit::new();
@@ -14,10 +41,15 @@ async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response
     }
     let request = Request::new_with_str_and_init(url, &init).map_err(|e| format!("{e:?}"))?;
     if method == "POST" {
-        request
-            .headers()
+        let headers = request.headers();
+        headers
             .set("Content-Type", "application/json")
             .map_err(|e| format!("{e:?}"))?;
+        if let Some(token) = token() {
+            headers
+                .set("Authorization", &format!("Bearer {}", token.trim()))
+                .map_err(|e| format!("{e:?}"))?;
+        }
     }
     let window = web_sys::window().ok_or("no window")?;
     let response: Response = JsFuture::from(window.fetch_with_request(&request))
@@ -39,6 +71,11 @@ async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response
     let message = serde_json::from_str::<cosmicai_shared::api::ApiError>(&text)
         .map(|e| e.error)
         .unwrap_or(text);
+    if status == 401 {
+        return Err(format!(
+            "{status}: {message} — give it under Runs, in the Server token field"
+        ));
+    }
     Err(format!("{status}: {message}"))
 }
 
@@ -66,6 +103,16 @@ pub async fn bytes(url: &str) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| format!("{e:?}"))?;
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// Waits `ms` milliseconds (for polling).
+pub async fn sleep_ms(ms: i32) {
+    let _ = JsFuture::from(js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    }))
+    .await;
 }
 
 /// Milliseconds since page load, for timing.

@@ -116,6 +116,39 @@ pub struct ObjectDetail {
     pub valid_fraction: Option<f32>,
     /// Predictions stored by the server (the shipped model).
     pub predictions: Vec<Prediction>,
+    /// On a server started with `--archive`, for a catalog object whose SDSS
+    /// field is known: where its real cutout from the archive stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveCutout>,
+}
+
+/// A real cutout cut on demand from the SDSS archive's frames
+/// (`POST /api/objects/{id}/fetch` starts it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ArchiveCutout {
+    /// The SDSS field its frames come from, `RUN-CAMCOL-FIELD`.
+    pub field: String,
+    pub state: ArchiveState,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveState {
+    /// Not asked for yet.
+    Available,
+    /// Waiting behind other objects' fetches.
+    Queued,
+    /// Its five frames are being fetched, or the cutout cut.
+    Fetching,
+    /// The cutout is served as the object's image (real, from the archive).
+    Ready,
+    /// The last attempt failed (`error` says why); asking again retries.
+    Failed,
 }
 
 /// Where a run executes.

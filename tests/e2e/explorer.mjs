@@ -15,11 +15,13 @@ const shots = process.env.SCREENSHOTS ?? join(root, 'target/e2e');
 mkdirSync(shots, { recursive: true });
 const data = process.env.E2E_DATA ?? mkdtempSync(join(tmpdir(), 'cosmicai-e2e-'));
 
+// Launching needs the token, as on a server off loopback: the user gives it in the launcher.
+const token = 'e2e-token-0123456789abcdef';
 // A CAI user's AstroMAE checkpoint (the small parity fixture, in CAI's .pt form) is served too.
 const astromae = join(root, 'model/tests/fixtures/astromae_small/astromae_module.pt');
 const server = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', data,
   '--assets', join(root, 'assets'), '--frontend', join(root, 'dist'),
-  '--model', `astromae:${astromae}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  '--model', `astromae:${astromae}`, '--token', token], { stdio: ['ignore', 'pipe', 'inherit'] });
 process.on('exit', () => server.kill());
 const base = await new Promise((ok, fail) => {
   let out = '';
@@ -178,6 +180,11 @@ try {
     await page.goto(base + '/#/runs');
     await page.fill('input[name=world_size]', '2');
     await page.fill('input[name=batch_size]', '4096');
+    // Without the token the server refuses, and the page says where to give it.
+    await page.click('button.estimate');
+    await page.waitForSelector('.error');
+    assert.match(await page.textContent('.error'), /401.*Server token/);
+    await page.fill('input[name=token]', token);
     await page.click('button.estimate');
     await page.waitForSelector('.estimate-result');
     assert.match(await page.textContent('.estimate-result'), /over 2 ranks/);

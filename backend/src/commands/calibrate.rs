@@ -1,6 +1,6 @@
 //! `cosmicai calibrate`: seeing and sky noise per band, measured on real frames.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use cosmicai_engine::imagery::calibrate::{Calibration, measure_field};
 use cosmicai_engine::imagery::frame::open_fields;
@@ -36,7 +36,9 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
                 calibrations.len()
             );
         };
-        std::fs::write(out, serde_json::to_string_pretty(one)? + "\n")?;
+        let json = serde_json::to_string_pretty(one)? + "\n";
+        cosmicai_engine::partition::write_atomically(out, json.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     if args.json {
         return crate::output::emit(&(serde_json::to_string(&calibrations)? + "\n"));

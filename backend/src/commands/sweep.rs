@@ -3,7 +3,7 @@
 use super::run::{DeviceArg, RunArgs, request_of};
 use crate::coordinator::{check_device, sweep};
 use crate::plot::{SweepPoint, sweep_chart};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -90,7 +90,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
             r.cost_usd
         );
     }
-    std::fs::write(out.join("sweep.csv"), &csv)?;
+    cosmicai_engine::partition::write_atomically(&out.join("sweep.csv"), csv.as_bytes())
+        .with_context(|| format!("writing {}", out.join("sweep.csv").display()))?;
     let points: Vec<SweepPoint> = rows
         .iter()
         .map(|r| SweepPoint {

@@ -85,8 +85,26 @@ pub async fn object_detail(
 ) -> ApiResult<Json<ObjectDetail>> {
     let e = entry(&state, id)?;
     let mut predictions = vec![e.prediction.clone()];
+    let mut object = e.summary.clone();
+    let mut source_detail = e.source_detail.clone();
+    let mut image_size = state.index.image_size(e);
+    // A catalog object without an image may get one from the SDSS archive.
+    let archive = match &state.archive {
+        Some(archive) if image_size.is_none() => archive.status(id),
+        _ => None,
+    };
+    if archive
+        .as_ref()
+        .is_some_and(|a| a.state == cosmicai_shared::api::ArchiveState::Ready)
+    {
+        object.has_image = true;
+        object.provenance = cosmicai_shared::Provenance::Real;
+        object.source = "SDSS archive".into();
+        source_detail = "a real cutout, cut on demand from the SDSS archive's frames".into();
+        image_size = Some(64);
+    }
     // Image models served here predict from the object's cutout, on demand.
-    if e.summary.has_image && state.models.all.iter().any(|m| m.entry.reads_images) {
+    if object.has_image && state.models.all.iter().any(|m| m.entry.reads_images) {
         let st = state.clone();
         let more = tokio::task::spawn_blocking(move || image_predictions(&st, id))
             .await
@@ -94,12 +112,40 @@ pub async fn object_detail(
         predictions.extend(more);
     }
     Ok(Json(ObjectDetail {
-        object: e.summary.clone(),
-        source_detail: e.source_detail.clone(),
-        image_size: state.index.image_size(e),
+        object,
+        source_detail,
+        image_size,
         valid_fraction: e.valid_fraction,
         predictions,
+        archive,
     }))
+}
+
+/// Starts fetching a catalog object's real cutout from the SDSS archive (its
+/// field's five frames, then the cutout); `GET /api/objects/{id}` follows it.
+#[utoipa::path(post, path = "/api/objects/{id}/fetch", params(("id" = i64, Path)),
+    security(("bearer" = [])),
+    responses((status = 202, body = cosmicai_shared::api::ArchiveCutout),
+        (status = 401, body = cosmicai_shared::api::ApiError), (status = 404, body = cosmicai_shared::api::ApiError),
+        (status = 409, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
+        (status = 429, description = "Too many objects waiting; see Retry-After", body = cosmicai_shared::api::ApiError)))]
+pub async fn fetch_object(
+    State(state): AppStateRef,
+    Path(id): Path<i64>,
+) -> ApiResult<(StatusCode, Json<cosmicai_shared::api::ArchiveCutout>)> {
+    let e = entry(&state, id)?;
+    let Some(archive) = &state.archive else {
+        return Err(Error::not_found(
+            "this server fetches nothing from the SDSS archive (start it with --archive)",
+        ));
+    };
+    if state.index.image_size(e).is_some() {
+        return Err(Error(
+            StatusCode::CONFLICT,
+            format!("object {id} already has an image"),
+        ));
+    }
+    Ok((StatusCode::ACCEPTED, Json(archive.request(id)?)))
 }
 
 /// The predictions of the served image models (AstroMAE) for object `id`; a model
@@ -108,7 +154,7 @@ fn image_predictions(state: &AppState, id: i64) -> Vec<Prediction> {
     let Some(e) = state.index.get(id) else {
         return Vec::new();
     };
-    let Ok(Some((pixels, size))) = state.index.image(e) else {
+    let Ok((pixels, size)) = cutout_of(state, e, id) else {
         return Vec::new();
     };
     let cutouts = cosmicai_engine::predict::Cutouts {
@@ -284,11 +330,18 @@ pub async fn cutouts(
 
 /// The cutout of object `id`, or why there is none.
 fn cutout_of(state: &AppState, e: &super::objects::Entry, id: i64) -> ApiResult<(Vec<f32>, usize)> {
-    state
+    if let Some(cutout) = state
         .index
         .image(e)
         .map_err(|err| Error::internal(format!("object {id}: {err}")))?
-        .ok_or_else(|| Error::not_found(format!("object {id} has no image")))
+    {
+        return Ok(cutout);
+    }
+    // Fetched from the SDSS archive since the server started.
+    match state.archive.as_ref().and_then(|a| a.cutout(id)) {
+        Some(cutout) => cutout.map_err(|err| Error::internal(format!("object {id}: {err}"))),
+        None => Err(Error::not_found(format!("object {id} has no image"))),
+    }
 }
 
 /// The `/api/cutouts` body for `ids`, each cropped to `crop` pixels.
@@ -354,8 +407,10 @@ pub async fn list_models(State(state): AppStateRef) -> Json<Vec<ModelEntry>> {
     Json(state.models.entries())
 }
 
-fn registry(state: &AppState) -> ApiResult<Registry> {
-    Registry::open(&state.data_dir.join("cosmicai.sqlite")).map_err(Error::internal)
+/// The shared registry connection; a handler that panicked while holding it
+/// left no transaction open (each call is its own), so a poisoned lock is fine.
+fn registry(state: &AppState) -> ApiResult<std::sync::MutexGuard<'_, Registry>> {
+    Ok(state.registry.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -395,7 +450,7 @@ pub async fn list_runs(
     responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
         (status = 401, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
         (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
-        (status = 429, description = "Too many runs and sweeps at once; see Retry-After", body = cosmicai_shared::api::ApiError)))]
+        (status = 429, description = "Too many runs and sweeps at once, or their memory budget is held; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn create_run(
     State(state): AppStateRef,
     Json(launch): Json<RunLaunch>,
@@ -406,11 +461,12 @@ pub async fn create_run(
         .ok_or_else(|| super::guard::busy("runs and sweeps", state.run_slots.cap()))?;
     // Checking the request reads the disk (and may probe the CUDA driver).
     let st = state.clone();
-    let id =
-        tokio::task::spawn_blocking(move || st.runs.start(&st.data_dir, &st.models, &launch, slot))
-            .await
-            .map_err(Error::internal)?
-            .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let id = tokio::task::spawn_blocking(move || {
+        st.runs
+            .start(&st.data_dir, &st.models, &launch, slot, &st.memory)
+    })
+    .await
+    .map_err(Error::internal)??;
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }
 
@@ -470,13 +526,20 @@ pub async fn cancel_run(
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }
 
-/// Server-Sent Events: every event of the run (from the start), then new ones live;
-/// the stream ends after `finished` or `error`.
+/// Server-Sent Events: every event of the run (from the start, or after the
+/// `Last-Event-ID` a reconnecting browser sends), then new ones live; the stream
+/// ends after `finished` or `error`, or after `--stream-idle-s` without an event
+/// (the browser then reconnects and resumes, so a forgotten client holds no slot
+/// for long).
 #[utoipa::path(get, path = "/api/runs/{id}/events", params(("id" = String, Path)),
-    responses((status = 200, description = "Server-Sent Events of RunEvent JSON", content_type = "text/event-stream"),
+    responses((status = 200, description = "Server-Sent Events of RunEvent JSON, each with its number as id", content_type = "text/event-stream"),
         (status = 404, body = cosmicai_shared::api::ApiError),
         (status = 429, description = "Too many open streams; see Retry-After", body = cosmicai_shared::api::ApiError)))]
-pub async fn run_events(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn run_events(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
     let live = match state.runs.get(&id) {
         Some(live) => live,
         None => {
@@ -496,10 +559,17 @@ pub async fn run_events(State(state): AppStateRef, Path(id): Path<String>) -> Ap
         .stream_slots
         .take()
         .ok_or_else(|| super::guard::busy("event streams", state.stream_slots.cap()))?;
+    // Ids are event numbers; anything else in the header starts from the beginning.
+    let from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(0, |last| last.saturating_add(1));
+    let idle = state.stream_idle;
     // The slot lives in the stream's state: it frees when the client goes.
     let stream = futures_util::stream::unfold(
-        (live, 0usize, false, slot),
-        |(live, sent, done, slot)| async move {
+        (live, from, false, slot),
+        move |(live, sent, done, slot)| async move {
             if done {
                 return None;
             }
@@ -513,9 +583,13 @@ pub async fn run_events(State(state): AppStateRef, Path(id): Path<String>) -> Ap
                     let n = events.len();
                     let data = events
                         .into_iter()
-                        .map(|e| {
+                        .enumerate()
+                        .map(|(i, e)| {
                             Ok::<_, std::convert::Infallible>(
-                                Event::default().json_data(&e).unwrap_or_default(),
+                                Event::default()
+                                    .id((sent + i).to_string())
+                                    .json_data(&e)
+                                    .unwrap_or_default(),
                             )
                         })
                         .collect::<Vec<_>>();
@@ -524,8 +598,10 @@ pub async fn run_events(State(state): AppStateRef, Path(id): Path<String>) -> Ap
                         (live, sent + n, over, slot),
                     ));
                 }
-                if rx.changed().await.is_err() {
-                    return None;
+                match tokio::time::timeout(idle, rx.changed()).await {
+                    Ok(Ok(())) => {}
+                    // The run is gone, or idle too long: end; a browser resumes.
+                    Ok(Err(_)) | Err(_) => return None,
                 }
             }
         },
@@ -624,7 +700,7 @@ pub async fn estimate(
     responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
         (status = 401, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
         (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
-        (status = 429, description = "Too many runs and sweeps at once; see Retry-After", body = cosmicai_shared::api::ApiError)))]
+        (status = 429, description = "Too many runs and sweeps at once, or their memory budget is held; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn create_sweep(
     State(state): AppStateRef,
     Json(launch): Json<SweepLaunch>,
@@ -635,11 +711,11 @@ pub async fn create_sweep(
         .ok_or_else(|| super::guard::busy("runs and sweeps", state.run_slots.cap()))?;
     let st = state.clone();
     let id = tokio::task::spawn_blocking(move || {
-        st.sweeps.start(&st.data_dir, &st.models, &launch, slot)
+        st.sweeps
+            .start(&st.data_dir, &st.models, &launch, slot, &st.memory)
     })
     .await
-    .map_err(Error::internal)?
-    .map_err(|e| Error(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    .map_err(Error::internal)??;
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }
 

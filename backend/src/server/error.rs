@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cosmicai_shared::api::ApiError;
 
+#[derive(Debug)]
 pub struct Error(pub StatusCode, pub String);
 
 /// Folders whose absolute paths never leave the server (the data directory,

@@ -8,6 +8,10 @@
 //!   a web page cannot reach a loopback server through DNS rebinding.
 //! - [`Slots`] admit a bounded number of runs, sweeps and event streams at once;
 //!   past the bound the answer is 429 with `Retry-After`, not a slower host.
+//! - The [`MemoryBudget`] is shared by every local run and sweep: each holds
+//!   its ranks-at-once × `memory_mb`, so runs side by side cannot promise the
+//!   host more memory than it has; a run that finds less free runs fewer ranks
+//!   at once, and one that finds not even one rank's worth is refused (429).
 
 use super::AppState;
 use super::error::Error;
@@ -17,6 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The shortest token accepted: 16 characters of a random hex token are 64 bits.
@@ -186,6 +191,81 @@ impl Slots {
     }
 }
 
+/// Memory, in MB, that the local runs admitted at once may hold together.
+pub struct MemoryBudget {
+    total_mb: u64,
+    held_mb: Mutex<u64>,
+}
+
+/// Memory held for one run's ranks; it frees when dropped.
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    mb: u64,
+    ranks: usize,
+}
+
+impl Reservation {
+    /// Ranks the run may have at once.
+    pub fn ranks(&self) -> usize {
+        self.ranks
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut held = self
+            .budget
+            .held_mb
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *held = held.saturating_sub(self.mb);
+    }
+}
+
+impl MemoryBudget {
+    pub fn new(total_mb: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            total_mb,
+            held_mb: Mutex::new(0),
+        })
+    }
+
+    /// `per_rank_mb` for as many of `ranks` as are free, at least `least`; the
+    /// 429 naming what is held when not even `least` fit.
+    pub fn reserve(
+        self: &Arc<Self>,
+        per_rank_mb: u32,
+        least: usize,
+        ranks: usize,
+    ) -> Result<Reservation, Error> {
+        let per_rank = u64::from(per_rank_mb.max(1));
+        let mut held = self.held_mb.lock().unwrap_or_else(|e| e.into_inner());
+        let free = self.total_mb.saturating_sub(*held);
+        let fit = usize::try_from(free / per_rank)
+            .unwrap_or(usize::MAX)
+            .min(ranks);
+        if fit < least.max(1) {
+            return Err(Error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "memory: {} rank(s) of {per_rank_mb} MB need {} MB, and {free} MB of this server's {} MB budget are free ({} MB held by running runs); try again later",
+                    least.max(1),
+                    least.max(1) as u64 * per_rank,
+                    self.total_mb,
+                    *held
+                ),
+            ));
+        }
+        let mb = fit as u64 * per_rank;
+        *held += mb;
+        Ok(Reservation {
+            budget: self.clone(),
+            mb,
+            ranks: fit,
+        })
+    }
+}
+
 /// The 429 for a full set of slots; `Retry-After` is added by [`Error`].
 pub fn busy(what: &str, cap: usize) -> Error {
     Error(
@@ -238,5 +318,29 @@ mod tests {
         assert!(slots.take().is_none());
         drop(a);
         assert!(slots.take().is_some());
+    }
+
+    #[test]
+    fn runs_share_the_memory_budget() {
+        let budget = MemoryBudget::new(5000);
+        // Wants 4 ranks of 2000 MB: 2 fit.
+        let a = budget.reserve(2000, 1, 4).unwrap();
+        assert_eq!(a.ranks(), 2);
+        // 1000 MB left: not one rank of 2000, but a rank of 1000.
+        let refused = budget.reserve(2000, 1, 1).err().unwrap();
+        assert_eq!(refused.0, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            refused
+                .1
+                .contains("1000 MB of this server's 5000 MB budget are free"),
+            "{}",
+            refused.1
+        );
+        let b = budget.reserve(1000, 1, 8).unwrap();
+        assert_eq!(b.ranks(), 1);
+        // All or nothing (a sweep): 2 ranks of 2000 once `a` is gone.
+        assert!(budget.reserve(2000, 2, 2).is_err());
+        drop(a);
+        assert_eq!(budget.reserve(2000, 2, 2).unwrap().ranks(), 2);
     }
 }

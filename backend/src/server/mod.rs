@@ -7,6 +7,7 @@
 //! token for anything that starts or stops work on other addresses).
 
 mod api;
+mod archive;
 mod error;
 mod guard;
 mod models;
@@ -69,6 +70,28 @@ pub struct ServeArgs {
     /// Event streams (live run views) open at once; more are refused with 429.
     #[arg(long, default_value_t = 256)]
     pub max_streams: usize,
+    /// Memory (MB) that local runs and sweeps may hold together, each its ranks at
+    /// once × memory_mb (default: the host's memory). A run finding less free runs
+    /// fewer ranks at once; one finding less than one rank's is refused with 429.
+    #[arg(long, value_name = "MB")]
+    pub memory_budget_mb: Option<u64>,
+    /// Seconds an event stream may go without a run event before it is closed;
+    /// browsers reconnect and resume where they were (Last-Event-ID).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub stream_idle_s: u64,
+    /// Fetch real cutouts of catalog objects that have none from the SDSS archive,
+    /// when their Object page asks: URL (a mirror), or $COSMICAI_SDSS_ARCHIVE, or
+    /// the SDSS Science Archive Server. Without it nothing leaves the machine.
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URL")]
+    pub archive: Option<String>,
+    /// Most bytes the frames fetched for --archive may hold in DATA/frames; the
+    /// least recently used go first.
+    #[arg(long, default_value = "20GB", value_parser = cosmicai_engine::size::parse_size)]
+    pub archive_budget: u64,
+    /// Catalogs whose rows name each object's SDSS field, for --archive (default:
+    /// the bundled catalogs the data directory was filled from).
+    #[arg(long = "archive-catalog", value_name = "CSV")]
+    pub archive_catalogs: Vec<PathBuf>,
 }
 
 pub struct AppState {
@@ -82,6 +105,12 @@ pub struct AppState {
     run_slots: Arc<guard::Slots>,
     /// Event streams open at once.
     stream_slots: Arc<guard::Slots>,
+    /// How long a stream may go without a run event.
+    stream_idle: Duration,
+    /// Memory held by the local runs and sweeps running now.
+    memory: Arc<guard::MemoryBudget>,
+    /// Real cutouts from the SDSS archive, with `--archive`.
+    archive: Option<Arc<archive::Archive>>,
     /// Cutout reads and PNG encodings at once (one per core): more wait their
     /// turn without holding a thread, so they cannot starve the rest.
     heavy: tokio::sync::Semaphore,
@@ -90,6 +119,9 @@ pub struct AppState {
     /// Changes when the served data is rebuilt, so image ETags change with it.
     data_version: u64,
     calibration: OnceLock<(f64, f64)>,
+    /// The run registry, one connection for every handler (runs write through
+    /// their own; WAL lets readers and writers go together).
+    registry: std::sync::Mutex<crate::registry::Registry>,
 }
 
 #[derive(OpenApi)]
@@ -97,7 +129,7 @@ pub struct AppState {
     info(title = "CosmicAI API", description = "Galaxy redshifts from SDSS data: objects, images, the model, pipeline runs."),
     paths(api::health, api::list_objects, api::object_detail, api::object_image, api::cutouts, api::model,
         api::model_weights, api::list_models, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
-        api::run_results, api::estimate, api::create_sweep, api::sweep_detail, api::cancel_sweep),
+        api::run_results, api::estimate, api::create_sweep, api::sweep_detail, api::cancel_sweep, api::fetch_object),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -140,6 +172,7 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
         .route("/api/sweeps", post(api::create_sweep))
         .route("/api/sweeps/{id}/cancel", post(api::cancel_sweep))
         .route("/api/estimate", post(api::estimate))
+        .route("/api/objects/{id}/fetch", post(api::fetch_object))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             guard::require_token,
@@ -222,9 +255,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
         None if args.addr.ip().is_loopback() => None,
         None => Some(random_token()?),
     };
-    if args.max_runs == 0 || args.max_streams == 0 {
-        anyhow::bail!("--max-runs and --max-streams must be at least 1");
+    if args.max_runs == 0 || args.max_streams == 0 || args.stream_idle_s == 0 {
+        anyhow::bail!("--max-runs, --max-streams and --stream-idle-s must be at least 1");
     }
+    let memory_budget_mb = match args.memory_budget_mb {
+        Some(0) => anyhow::bail!("--memory-budget-mb must be at least 1"),
+        Some(mb) => mb,
+        // Where the host's memory is unknown, the cores alone bound runs.
+        None => match cosmicai_engine::system::memory_mb() as u64 {
+            0 => u64::MAX,
+            mb => mb,
+        },
+    };
     let card_path = args.assets.join("model/photoz.card.json");
     let model_card = std::fs::read_to_string(&card_path)
         .ok()
@@ -236,6 +278,25 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
     let objects = index.objects.len();
+    let archive = match &args.archive {
+        None => None,
+        Some(url) => {
+            let url =
+                crate::commands::fetch::archive_url(Some(url.as_str()).filter(|u| !u.is_empty()));
+            let catalogs = if args.archive_catalogs.is_empty() {
+                prepare::bundled_catalogs(&args.assets)
+            } else {
+                args.archive_catalogs.clone()
+            };
+            let archive =
+                archive::Archive::start(&url, args.archive_budget, &catalogs, &args.data_dir)?;
+            eprintln!(
+                "archive: real cutouts on demand for {} catalog objects, from {url}",
+                archive.objects()
+            );
+            Some(archive)
+        }
+    };
     let state = Arc::new(AppState {
         data_dir: args.data_dir.clone(),
         index,
@@ -245,6 +306,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         access: guard::Access::new(token.clone(), args.addr, &args.allowed_hosts),
         run_slots: guard::Slots::new(args.max_runs),
         stream_slots: guard::Slots::new(args.max_streams),
+        stream_idle: Duration::from_secs(args.stream_idle_s),
+        memory: guard::MemoryBudget::new(memory_budget_mb),
+        archive,
         heavy: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         ),
@@ -252,6 +316,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         model_card,
         data_version,
         calibration: OnceLock::new(),
+        registry: std::sync::Mutex::new(crate::registry::Registry::open(
+            &args.data_dir.join("cosmicai.sqlite"),
+        )?),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,8 +10,10 @@ use cosmicai_shared::{Class, Provenance};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The datasets under the data directory that the explorer browses, in order.
-pub const DATASETS: [&str; 3] = ["catalog", "real", "synthetic"];
+/// The datasets under the data directory that the explorer browses, in order:
+/// an object in two takes the first one's entry, so a catalog object whose real
+/// cutout was fetched from the SDSS archive (`fetched/`, see `archive`) shows it.
+pub const DATASETS: [&str; 4] = ["fetched", "catalog", "real", "synthetic"];
 
 pub struct Entry {
     pub summary: ObjectSummary,

@@ -4,17 +4,22 @@
 use crate::commands::{catalog, ingest, synth};
 use anyhow::{Context, Result};
 use cosmicai_engine::dataset::SplitBy;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Synthetic cutouts made on first start (drawn from the bundled catalogs).
 const SYNTHETIC_OBJECTS: usize = 3000;
 
-/// Creates whichever of `catalog/`, `real/`, `synthetic/` is missing under `data_dir`.
-pub fn prepare(data_dir: &Path, assets: &Path) -> Result<()> {
-    let catalogs: Vec<_> = ["sdss17_star_classification.csv.gz", "skyserver_dr14.csv.gz"]
+/// The bundled real catalogs, which fill `catalog/`.
+pub fn bundled_catalogs(assets: &Path) -> Vec<PathBuf> {
+    ["sdss17_star_classification.csv.gz", "skyserver_dr14.csv.gz"]
         .iter()
         .map(|f| assets.join("catalogs").join(f))
-        .collect();
+        .collect()
+}
+
+/// Creates whichever of `catalog/`, `real/`, `synthetic/` is missing under `data_dir`.
+pub fn prepare(data_dir: &Path, assets: &Path) -> Result<()> {
+    let catalogs = bundled_catalogs(assets);
     for c in &catalogs {
         anyhow::ensure!(
             c.is_file(),

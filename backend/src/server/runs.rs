@@ -1,7 +1,8 @@
 //! Runs started from the API: each runs on its own thread with the same code as
 //! `cosmicai run`, and its events are kept for the live view (Server-Sent Events).
 
-use super::guard::Slot;
+use super::error::Error;
+use super::guard::{MemoryBudget, Slot};
 use super::models::ServedModels;
 use crate::aws::AwsConfig;
 use crate::coordinator::{self, Executor, RunControl, check_device, new_run_id};
@@ -81,25 +82,31 @@ impl Runs {
             .cloned()
     }
 
-    /// Validates `launch` and starts it, holding `slot` until it ends; the run
-    /// id, or what is wrong with the request.
+    /// Validates `launch` and starts it, holding `slot`, and for a local run its
+    /// share of `budget`, until it ends; the run id, or what is wrong with the
+    /// request (422) or the server's load (429).
     pub fn start(
         &self,
         data_dir: &Path,
         models: &ServedModels,
         launch: &RunLaunch,
         slot: Slot,
-    ) -> Result<String, String> {
+        budget: &Arc<MemoryBudget>,
+    ) -> Result<String, Error> {
+        let invalid = |e: String| Error(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e);
         let id = new_run_id();
-        let request = request_of(data_dir, models, launch, &id)?;
-        let aws = match (launch.target, &self.aws) {
+        let request = request_of(data_dir, models, launch, &id).map_err(invalid)?;
+        let (aws, memory) = match (launch.target, &self.aws) {
             (Target::Local, _) => {
-                check_device(request.device).map_err(|e| format!("{e:#}"))?;
-                None
+                check_device(request.device).map_err(|e| invalid(format!("{e:#}")))?;
+                // As many ranks at once as the cores and the free budget allow.
+                let (ranks, _) = coordinator::concurrency_and_threads(None, request.world_size);
+                let ranks = ranks.min(request.world_size.max(1));
+                (None, Some(budget.reserve(request.memory_mb, 1, ranks)?))
             }
             // Lambda has no GPU: cuda ranks go to the stack's AWS Batch queue.
-            (Target::Aws, Some(config)) => Some(config.clone()),
-            (Target::Aws, None) => return Err("target aws: this server has no AWS deployment; start it with COSMICAI_AWS_BUCKET and COSMICAI_STATE_MACHINE_ARN set (the outputs of infra/aws/template.yaml), or run with target local".into()),
+            (Target::Aws, Some(config)) => (Some(config.clone()), None),
+            (Target::Aws, None) => return Err(invalid("target aws: this server has no AWS deployment; start it with COSMICAI_AWS_BUCKET and COSMICAI_STATE_MACHINE_ARN set (the outputs of infra/aws/template.yaml), or run with target local".into())),
         };
         let live = Arc::new(LiveRun {
             events: Mutex::new(Vec::new()),
@@ -122,7 +129,9 @@ impl Runs {
             };
             // The dataset goes to the same folder name in the bucket.
             let executor = match aws {
-                None => Ok(Executor::Local { concurrency: None }),
+                None => Ok(Executor::Local {
+                    concurrency: memory.as_ref().map(|m| m.ranks()),
+                }),
                 Some(config) => crate::aws::Aws::connect(config).map(|aws| Executor::Aws {
                     aws: Box::new(aws),
                     s3_prefix: request.data_prefix.clone(),
@@ -154,6 +163,7 @@ impl Runs {
                 },
             };
             // Free the slot first: whoever saw the run end may start the next.
+            drop(memory);
             drop(slot);
             live.push(last);
         });

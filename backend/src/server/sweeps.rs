@@ -1,10 +1,11 @@
 //! Sweeps from the API: the same run over several world sizes and devices, one
 //! after another on a thread, each recorded like any run.
 
-use super::guard::Slot;
+use super::error::Error;
+use super::guard::{MemoryBudget, Slot};
 use super::models::ServedModels;
 use super::runs::request_of;
-use crate::coordinator::{check_device, new_run_id, sweep};
+use crate::coordinator::{check_device, concurrency_and_threads, new_run_id, sweep};
 use cosmicai_shared::api::{RunLaunch, SweepInfo, SweepLaunch, Target};
 use cosmicai_shared::run::Device;
 use std::collections::HashMap;
@@ -55,23 +56,25 @@ impl Sweeps {
         Ok(())
     }
 
-    /// Checks every run of the sweep first, then starts it, holding `slot` until
-    /// it ends; its id, or what is wrong.
+    /// Checks every run of the sweep first, then starts it, holding `slot` and
+    /// the memory of its widest run until it ends; its id, or what is wrong.
     pub fn start(
         &self,
         data_dir: &Path,
         models: &ServedModels,
         launch: &SweepLaunch,
         slot: Slot,
-    ) -> Result<String, String> {
+        budget: &Arc<MemoryBudget>,
+    ) -> Result<String, Error> {
+        let invalid = |e: String| Error(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e);
         if launch.world_sizes.is_empty() || launch.world_sizes.len() > 8 {
-            return Err(format!(
+            return Err(invalid(format!(
                 "world_sizes: give 1 to 8 world sizes, not {}",
                 launch.world_sizes.len()
-            ));
+            )));
         }
         if let Some(w) = launch.world_sizes.iter().find(|w| !(1..=64).contains(*w)) {
-            return Err(format!("world_sizes: {w} is outside 1 to 64"));
+            return Err(invalid(format!("world_sizes: {w} is outside 1 to 64")));
         }
         let devices = if launch.devices.is_empty() {
             vec![Device::Cpu]
@@ -79,12 +82,12 @@ impl Sweeps {
             launch.devices.clone()
         };
         if devices.len() > 2 {
-            return Err("devices: give cpu, cuda or both".into());
+            return Err(invalid("devices: give cpu, cuda or both".into()));
         }
         let id = format!("sweep-{}", new_run_id().trim_start_matches("run-"));
         let mut plan = Vec::new();
         for &device in &devices {
-            check_device(device).map_err(|e| format!("{e:#}"))?;
+            check_device(device).map_err(|e| invalid(format!("{e:#}")))?;
             for &world_size in &launch.world_sizes {
                 let run = RunLaunch {
                     target: Target::Local,
@@ -98,9 +101,20 @@ impl Sweeps {
                     model: launch.model.clone(),
                     timeout_s: None,
                 };
-                plan.push(request_of(data_dir, models, &run, &id)?);
+                plan.push(request_of(data_dir, models, &run, &id).map_err(invalid)?);
             }
         }
+        // Each run measures its world size, so the widest must fit whole.
+        let widest = plan
+            .iter()
+            .map(|r| {
+                concurrency_and_threads(None, r.world_size)
+                    .0
+                    .min(r.world_size)
+            })
+            .max()
+            .unwrap_or(1);
+        let memory = budget.reserve(plan[0].memory_mb, widest, widest)?;
         let live = Arc::new(LiveSweep {
             info: Mutex::new(SweepInfo {
                 id: id.clone(),
@@ -127,6 +141,7 @@ impl Sweeps {
                     .rows
                     .push(row.clone())
             });
+            drop(memory);
             drop(slot);
             // Decided under the lock `cancel` takes: a cancel answered 202
             // always ends the sweep `cancelled`.

@@ -1,6 +1,8 @@
 //! Helpers shared by the CLI tests: run `cosmicai`, read its JSON, find assets.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod archive;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! the same Lupton code as the server), magnitudes, colours, labels, predictions.
 
 use super::ErrorMessage;
-use cosmicai_shared::api::ObjectDetail;
+use cosmicai_shared::api::{ArchiveCutout, ArchiveState, ObjectDetail};
 use cosmicai_shared::display::{Stretch, lupton_rgb};
 use leptos::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};
@@ -66,8 +66,73 @@ pub fn ObjectPage(id: i64) -> impl IntoView {
         {move || match detail.get() {
             None => view! { <p class="loading">"Loading…"</p> }.into_any(),
             Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
-            Some(Ok(d)) => view! { <Detail detail=d /> }.into_any(),
+            Some(Ok(d)) => {
+                let fetching = d.archive.clone().filter(|a| a.state != ArchiveState::Ready);
+                view! {
+                    {fetching.map(|status| view! { <ArchiveFetch id=id status=status reload=detail /> })}
+                    <Detail detail=d />
+                }.into_any()
+            }
         }}
+    }
+}
+
+/// A catalog object without an image, on a server with `--archive`: asks for its
+/// real cutout at once (the field's five SDSS frames, then the cut), shows a
+/// spinner while the server works, then has the page reloaded with the image.
+#[component]
+fn ArchiveFetch(
+    id: i64,
+    status: ArchiveCutout,
+    /// The page's object, fetched again once the cutout is ready.
+    reload: LocalResource<Result<ObjectDetail, String>>,
+) -> impl IntoView {
+    let state = RwSignal::new(Ok::<ArchiveCutout, String>(status.clone()));
+    let ask = move || {
+        leptos::task::spawn_local(async move {
+            let url = format!("/api/objects/{id}/fetch");
+            let mut reply = crate::api::post::<_, ArchiveCutout>(&url, &()).await;
+            loop {
+                let waiting = matches!(&reply, Ok(a) if matches!(a.state, ArchiveState::Queued | ArchiveState::Fetching));
+                let ready = matches!(&reply, Ok(a) if a.state == ArchiveState::Ready);
+                state.set(reply);
+                if ready {
+                    reload.refetch();
+                }
+                if !waiting {
+                    break;
+                }
+                crate::api::sleep_ms(700).await;
+                reply = crate::api::get::<ObjectDetail>(&format!("/api/objects/{id}"))
+                    .await
+                    .and_then(|d| {
+                        d.archive.ok_or_else(|| {
+                            "the server no longer fetches from the archive".to_string()
+                        })
+                    });
+            }
+        });
+    };
+    // The page asked for the object: fetch it straight away, unless it failed before.
+    if status.state != ArchiveState::Failed {
+        ask();
+    }
+    view! {
+        <section class="archive-fetch">
+            {move || match state.get() {
+                Err(e) => view! { <ErrorMessage message=e /> }.into_any(),
+                Ok(a) if a.state == ArchiveState::Failed => view! {
+                    <p class="error" data-state="failed">{format!("Fetching field {} from the SDSS archive failed: {}", a.field, a.error.unwrap_or_default())}
+                        " " <button type="button" on:click=move |_| ask()>"Try again"</button></p>
+                }.into_any(),
+                Ok(a) => view! {
+                    <p class="fetching" data-state=format!("{:?}", a.state).to_lowercase()>
+                        <span class="spinner" aria-hidden="true"></span>
+                        {format!("Fetching the real SDSS frames of field {} (five bands, about 17 MB) and cutting this object…", a.field)}
+                    </p>
+                }.into_any(),
+            }}
+        </section>
     }
 }
 

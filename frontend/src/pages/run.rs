@@ -71,8 +71,18 @@ pub fn RunPage(id: String) -> impl IntoView {
         source.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         on_message.forget();
         let s = source.clone();
-        // The stream ends after the last event; stop the browser from reconnecting.
-        let on_error = Closure::<dyn FnMut()>::new(move || s.close());
+        // The stream ends after the last event: then stop the browser from
+        // reconnecting. Before that (the server closes idle streams) let it
+        // reconnect: it sends Last-Event-ID and the server resumes after it.
+        let on_error = Closure::<dyn FnMut()>::new(move || {
+            let over = events.with_untracked(|v| {
+                v.iter()
+                    .any(|e| matches!(e, RunEvent::Finished { .. } | RunEvent::Error { .. }))
+            });
+            if over || s.ready_state() == web_sys::EventSource::CLOSED {
+                s.close()
+            }
+        });
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         on_error.forget();
     }

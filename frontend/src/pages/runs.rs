@@ -159,9 +159,29 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Result<String, String>>>)
             <ModelSelect model=form.model />
             <label>"Device "<select on:change=move |ev| device.set(event_target_value(&ev))><option value="cpu">"CPU"</option><option value="cuda">"CUDA"</option></select></label>
             <label>"Target "<select on:change=move |ev| target.set(event_target_value(&ev))><option value="local">"this machine"</option><option value="aws">"AWS"</option></select></label>
+            <TokenField />
             <button type="button" class="estimate" on:click=estimate>"Estimate"</button>
             <button type="button" class="launch" on:click=start>"Launch"</button>
         </form>
+    }
+}
+
+/// The server's token, for servers that require one (off loopback, or started
+/// with `--token`); kept in this browser and sent with every launch and cancel.
+#[component]
+fn TokenField() -> impl IntoView {
+    let token = RwSignal::new(crate::api::token().unwrap_or_default());
+    view! {
+        <label title="Printed by cosmicai serve at start (or its COSMICAI_TOKEN). Needed when the server is not on this machine.">
+            "Server token "
+            <input name="token" type="password" autocomplete="off" placeholder="if the server needs one"
+                prop:value=move || token.get()
+                on:input=move |ev| {
+                    let value = event_target_value(&ev);
+                    crate::api::set_token(&value);
+                    token.set(value);
+                } />
+        </label>
     }
 }
 

@@ -19,14 +19,7 @@ pub fn SweepPage(id: String) -> impl IntoView {
             if over {
                 break;
             }
-            let _ =
-                wasm_bindgen_futures::JsFuture::from(js_sys::Promise::new(&mut |resolve, _| {
-                    if let Some(w) = web_sys::window() {
-                        let _ =
-                            w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 1000);
-                    }
-                }))
-                .await;
+            crate::api::sleep_ms(1000).await;
         }
     });
     view! {

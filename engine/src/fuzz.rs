@@ -1,0 +1,111 @@
+//! The fuzz targets: every reader of outside bytes, as one function each from
+//! bytes to nothing. A target may return any error; it must not panic, hang
+//! or allocate without bound. Two drivers run them: a stable mutation loop in
+//! `cargo test` (`engine/tests/fuzz.rs`, a short fixed budget in CI) and
+//! coverage-guided libFuzzer through cargo-fuzz on nightly (`fuzz/`, `make fuzz`).
+
+use crate::catalog::read_catalogs;
+use crate::imagery::frame::Frame;
+use crate::partition::PartitionFile;
+use crate::pipeline::read_predictions;
+use burn::tensor::backend::Backend;
+use cosmicai_model::weights::Weights;
+use cosmicai_shared::api::{RunLaunch, SweepLaunch};
+use cosmicai_shared::aws::StageEvent;
+use cosmicai_shared::model::ModelSpec;
+use cosmicai_shared::{Band, Class};
+use std::path::{Path, PathBuf};
+
+/// A file of this process holding `bytes`, named `name` (readers that take a
+/// path pick the format by its extension); `None` if it cannot be written.
+fn scratch(name: &str, bytes: &[u8]) -> Option<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("cosmicai-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).ok()?;
+    Some(path)
+}
+
+fn on_file(name: &str, bytes: &[u8], read: impl FnOnce(&Path)) {
+    if let Some(path) = scratch(name, bytes) {
+        read(&path);
+    }
+}
+
+/// A partition file: its metadata, its objects and its images.
+pub fn partition(bytes: &[u8]) {
+    on_file("p.safetensors", bytes, |path| {
+        if let Ok(file) = PartitionFile::open(path) {
+            let _ = file.read();
+            let _ = file.read_images(0..file.len());
+        }
+    });
+}
+
+/// An SDSS frame, plain FITS.
+pub fn fits(bytes: &[u8]) {
+    on_file("frame.fits", bytes, |path| {
+        let _ = Frame::open(path, Band::R);
+    });
+}
+
+/// An SDSS frame, bzip2-compressed FITS (as the archive serves them).
+pub fn fits_bz2(bytes: &[u8]) {
+    on_file("frame.fits.bz2", bytes, |path| {
+        let _ = Frame::open(path, Band::R);
+    });
+}
+
+/// A catalog, CSV.
+pub fn catalog_csv(bytes: &[u8]) {
+    on_file("catalog.csv", bytes, |path| {
+        let _ = read_catalogs(&[path.to_path_buf()], |_, _| {});
+    });
+}
+
+/// A catalog, gzip-compressed CSV.
+pub fn catalog_csv_gz(bytes: &[u8]) {
+    on_file("catalog.csv.gz", bytes, |path| {
+        let _ = read_catalogs(&[path.to_path_buf()], |_, _| {});
+    });
+}
+
+/// A rank's predictions file.
+pub fn predictions(bytes: &[u8]) {
+    let _ = read_predictions(bytes);
+}
+
+/// A weight file (safetensors or PyTorch `.pt`), through to building PhotoZ
+/// and AstroMAE from it on backend `B`.
+pub fn weights<B: Backend>(bytes: &[u8]) {
+    let Ok(weights) = Weights::from_file_bytes("fuzz", bytes.to_vec()) else {
+        return;
+    };
+    let device = Default::default();
+    let _ = cosmicai_model::photoz::PhotoZ::<B>::from_weights(&weights, &device);
+    let _ = cosmicai_model::astromae::AstroMae::<B>::from_pytorch(&weights, 3, &device);
+}
+
+/// A CAI data partition (`.pt`).
+pub fn cai_partition(bytes: &[u8]) {
+    on_file("partition.pt", bytes, |path| {
+        let _ = crate::cai::read_cai_partition(path, None, Class::Galaxy);
+    });
+}
+
+/// A Lambda stage event, and the request inside an Initialize.
+pub fn stage_events(bytes: &[u8]) {
+    if let Ok(StageEvent::Initialize { request, .. }) = serde_json::from_slice(bytes) {
+        let _ = request.problems();
+        let _ = request.model_spec();
+    }
+}
+
+/// API request bodies (runs, sweeps) and model names.
+pub fn api_bodies(bytes: &[u8]) {
+    let _ = serde_json::from_slice::<RunLaunch>(bytes);
+    let _ = serde_json::from_slice::<SweepLaunch>(bytes);
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let _ = ModelSpec::parse(text);
+    }
+}

@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cosmicai_engine::fuzz::catalog_csv_gz(data));
