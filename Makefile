@@ -82,6 +82,9 @@ test: setup deny-setup
 	# with the same features, so nothing is compiled twice.
 	COSMICAI_REQUIRE_AWS_TESTS=1 COSMICAI_TEST_VENV=$(CURDIR)/$(VENV) cargo test --workspace --exclude cosmicai-frontend
 	COSMICAI_BIN=$(COSMICAI_DEBUG) $(PYTHON) -m pytest -q tests/python
+	# Coverage-guided fuzzing (cargo-fuzz, pinned nightly), 10 s a target; `make fuzz`
+	# alone runs 60 s a target.
+	$(MAKE) fuzz FUZZ_SECONDS=10
 	# The Lambda package for arm64 (Graviton, the template's default), cross-compiled with
 	# the venv's zig (PyPI's ziglang); checked to be an AArch64 ELF (e_machine 183).
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cargo-lambda lambda build --arm64 -p cosmicai-lambda
@@ -93,11 +96,12 @@ setup: rust-setup python-setup frontend-setup
 # Coverage-guided fuzzing: libFuzzer through cargo-fuzz on a pinned nightly, over the
 # targets of cosmicai_engine::fuzz, each FUZZ_SECONDS, held to 2 GB. The corpus starts
 # from the stable loop's real seeds (run once for 0 s to write them); finds go to
-# fuzz/artifacts/TARGET/. `make test` runs the same targets on stable, 3 s each.
+# fuzz/artifacts/TARGET/. `make test` runs it for 10 s a target, after the stable loop
+# (engine/tests/fuzz.rs, 3 s a target, part of cargo test).
 FUZZ_NIGHTLY := nightly-2026-05-19
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := partition fits fits_bz2 csv csv_gz predictions weights cai_partition stage_events api_bodies
-CARGO_FUZZ_VERSION := 0.13.1
+CARGO_FUZZ_VERSION := 0.13.2
 fuzz: rust-setup
 	rustup toolchain install $(FUZZ_NIGHTLY) --profile minimal
 	@cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)" || cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked

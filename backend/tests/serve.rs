@@ -1162,3 +1162,38 @@ fn archive_outcome(s: &Server, id: i64) -> Value {
     }
     panic!("object {id}: the archive fetch did not end in 60 s");
 }
+
+#[test]
+fn settings_name_the_skyserver_and_a_bad_address_is_refused() {
+    let s = start();
+    let settings = get(&s, "/api/settings").json();
+    assert_eq!(
+        settings,
+        serde_json::json!({
+            "skyserver_jpeg": "https://skyserver.sdss.org/dr17/SkyServerWS/ImgCutout/getjpeg",
+            "archive": false
+        })
+    );
+    for bad in [
+        "javascript:alert(1)",
+        "https://sky.example/jpeg?x=\"><script>",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--skyserver",
+                bad,
+                "--data-dir",
+            ])
+            .arg(data_dir())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("--skyserver"),
+            "{stderr}"
+        );
+    }
+}

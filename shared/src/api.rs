@@ -103,6 +103,18 @@ pub struct ObjectPage {
     pub objects: Vec<ObjectSummary>,
 }
 
+/// `GET /api/settings`: what the explorer needs to know of this server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerSettings {
+    /// SDSS SkyServer's JPEG cutout service (`?ra=&dec=&scale=&width=&height=`),
+    /// for the optional colour thumbnails of objects without a cutout; the
+    /// browser loads them, and only when the user turns them on.
+    pub skyserver_jpeg: String,
+    /// Whether the server fetches real cutouts from the SDSS archive (`--archive`).
+    pub archive: bool,
+}
+
 /// `GET /api/objects/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -21,7 +21,9 @@ const token = 'e2e-token-0123456789abcdef';
 const astromae = join(root, 'model/tests/fixtures/astromae_small/astromae_module.pt');
 const server = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', data,
   '--assets', join(root, 'assets'), '--frontend', join(root, 'dist'),
-  '--model', `astromae:${astromae}`, '--token', token], { stdio: ['ignore', 'pipe', 'inherit'] });
+  '--model', `astromae:${astromae}`, '--token', token,
+  // Nothing leaves the machine in the tests: a SkyServer that refuses connections.
+  '--skyserver', 'http://127.0.0.1:9/jpeg'], { stdio: ['ignore', 'pipe', 'inherit'] });
 process.on('exit', () => server.kill());
 const base = await new Promise((ok, fail) => {
   let out = '';
@@ -62,6 +64,10 @@ try {
     const classes = await page.locator('.card').evaluateAll((cards) => cards.map((c) => c.dataset.class));
     for (const c of ['GALAXY', 'STAR', 'QSO']) assert.ok(classes.includes(c), `no ${c} on the first page: ${classes}`);
     assert.ok(!classes.includes('UNKNOWN'), `unlabelled objects on the first page: ${classes}`);
+    // The pager: Previous off on the first page, Next on (and labelled just that).
+    assert.equal(await page.textContent('.pager button.next'), 'Next');
+    assert.ok(await page.isEnabled('.pager button.next'));
+    assert.ok(await page.isDisabled('.pager button >> nth=0'));
     await page.screenshot({ path: join(shots, 'explore.png'), fullPage: false });
   });
 
@@ -75,6 +81,23 @@ try {
     assert.equal(await page.inputValue('.filters select >> nth=0'), 'QSO');
     const zs = await page.locator('.card .label').allTextContents();
     assert.ok(zs.every((t) => Number(t.split('z = ')[1]) >= 0.5), zs.join('; '));
+    await page.goto(base + '/#/');
+    await page.reload();
+    await page.waitForSelector('.card img', { timeout: 60000 });
+  });
+
+  await step('SDSS colour JPEGs, when turned on, stand in for missing cutouts, labelled', async () => {
+    await page.goto(base + '/#/?images=false&sort=id');
+    await page.reload();
+    await page.waitForSelector('.card .no-image');
+    assert.equal(await page.locator('.card img.jpeg').count(), 0);
+    await page.check('input[name=jpegs]');
+    await page.waitForSelector('.card img.jpeg', { state: 'attached' });
+    const src = await page.getAttribute('.card img.jpeg', 'src');
+    assert.match(src, /^http:\/\/127\.0\.0\.1:9\/jpeg\?ra=[0-9.]+&dec=-?[0-9.]+&scale=0\.3&width=96&height=96$/);
+    assert.equal(await page.textContent('.card .jpeg-label'), 'SDSS colour JPEG, not science data');
+    assert.match(page.url(), /jpegs=true/);
+    await page.screenshot({ path: join(shots, 'explore-jpegs.png') });
     await page.goto(base + '/#/');
     await page.reload();
     await page.waitForSelector('.card img', { timeout: 60000 });

@@ -29,6 +29,14 @@ pub async fn health(State(state): AppStateRef) -> Json<Health> {
     })
 }
 
+#[utoipa::path(get, path = "/api/settings", responses((status = 200, body = cosmicai_shared::api::ServerSettings)))]
+pub async fn settings(State(state): AppStateRef) -> Json<cosmicai_shared::api::ServerSettings> {
+    Json(cosmicai_shared::api::ServerSettings {
+        skyserver_jpeg: state.skyserver.clone(),
+        archive: state.archive.is_some(),
+    })
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub objects: usize,

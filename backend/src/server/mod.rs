@@ -92,7 +92,14 @@ pub struct ServeArgs {
     /// the bundled catalogs the data directory was filled from).
     #[arg(long = "archive-catalog", value_name = "CSV")]
     pub archive_catalogs: Vec<PathBuf>,
+    /// SDSS SkyServer's JPEG cutout service, for the explorer's optional colour
+    /// thumbnails (off until a user turns them on; the browser loads them).
+    #[arg(long, default_value = SKYSERVER_JPEG, value_name = "URL")]
+    pub skyserver: String,
 }
+
+/// SkyServer's DR17 JPEG cutouts (colour composites for display, not science data).
+pub const SKYSERVER_JPEG: &str = "https://skyserver.sdss.org/dr17/SkyServerWS/ImgCutout/getjpeg";
 
 pub struct AppState {
     data_dir: PathBuf,
@@ -111,6 +118,8 @@ pub struct AppState {
     memory: Arc<guard::MemoryBudget>,
     /// Real cutouts from the SDSS archive, with `--archive`.
     archive: Option<Arc<archive::Archive>>,
+    /// SkyServer's JPEG cutout service (`--skyserver`).
+    skyserver: String,
     /// Cutout reads and PNG encodings at once (one per core): more wait their
     /// turn without holding a thread, so they cannot starve the rest.
     heavy: tokio::sync::Semaphore,
@@ -129,7 +138,7 @@ pub struct AppState {
     info(title = "CosmicAI API", description = "Galaxy redshifts from SDSS data: objects, images, the model, pipeline runs."),
     paths(api::health, api::list_objects, api::object_detail, api::object_image, api::cutouts, api::model,
         api::model_weights, api::list_models, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
-        api::run_results, api::estimate, api::create_sweep, api::sweep_detail, api::cancel_sweep, api::fetch_object),
+        api::run_results, api::estimate, api::create_sweep, api::sweep_detail, api::cancel_sweep, api::fetch_object, api::settings),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -186,6 +195,7 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
         .route("/api/model", get(api::model))
         .route("/api/model/weights", get(api::model_weights))
         .route("/api/models", get(api::list_models))
+        .route("/api/settings", get(api::settings))
         .route("/api/runs", get(api::list_runs))
         .route("/api/runs/{id}", get(api::run_detail))
         .route("/api/runs/{id}/results", get(api::run_results))
@@ -238,6 +248,15 @@ async fn api_not_found(request: Request) -> Response {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
+    // It goes into the explorer's <img> sources: a web address, nothing else.
+    let skyserver = args.skyserver.trim();
+    if !(skyserver.starts_with("https://") || skyserver.starts_with("http://"))
+        || skyserver.contains(['"', '<', '>', ' ', '?', '#'])
+    {
+        anyhow::bail!(
+            "--skyserver {skyserver:?}: give the service's http(s) address, without a query"
+        );
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     prepare::prepare(&args.data_dir, &args.assets)?;
@@ -309,6 +328,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         stream_idle: Duration::from_secs(args.stream_idle_s),
         memory: guard::MemoryBudget::new(memory_budget_mb),
         archive,
+        skyserver: args.skyserver.clone(),
         heavy: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         ),

@@ -3,7 +3,7 @@
 use super::ErrorMessage;
 use crate::Selection;
 use cosmicai_shared::Provenance;
-use cosmicai_shared::api::{ObjectPage, ObjectSummary};
+use cosmicai_shared::api::{ObjectPage, ObjectSummary, ServerSettings};
 use leptos::prelude::*;
 
 #[component]
@@ -14,6 +14,13 @@ pub fn ExplorePage() -> impl IntoView {
     let class = RwSignal::new(param("class"));
     let provenance = RwSignal::new(param("provenance"));
     let images = RwSignal::new(param("images") != "false");
+    // SkyServer's colour JPEGs for objects without a cutout: off unless asked for.
+    let jpegs = RwSignal::new(param("jpegs") == "true");
+    let settings = LocalResource::new(|| async {
+        crate::api::get::<ServerSettings>("/api/settings")
+            .await
+            .ok()
+    });
     let z_min = RwSignal::new(param("z_min"));
     let z_max = RwSignal::new(param("z_max"));
     let r_max = RwSignal::new(param("r_max"));
@@ -39,6 +46,9 @@ pub fn ExplorePage() -> impl IntoView {
         let mut link = set_filters();
         if !images.get() {
             link.push("images=false".into());
+        }
+        if jpegs.get() {
+            link.push("jpegs=true".into());
         }
         if sort.get() != SHOWCASE {
             link.push(format!("sort={}", sort.get()));
@@ -102,13 +112,21 @@ pub fn ExplorePage() -> impl IntoView {
                 </select>
             </label>
             <label><input type="checkbox" prop:checked=move || images.get() on:change=move |ev| { images.set(event_target_checked(&ev)); reset() } />" with images"</label>
+            <label title="Objects without a cutout get a colour JPEG from SDSS SkyServer, loaded by this browser: for looking, not science data">
+                <input type="checkbox" name="jpegs" prop:checked=move || jpegs.get() on:change=move |ev| jpegs.set(event_target_checked(&ev)) />" SDSS colour JPEGs"</label>
         </section>
         {move || match page.get() {
             None => view! { <p class="loading">"Loading objects…"</p> }.into_any(),
             Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
             Some(Ok(p)) => {
                 let shown: Vec<ObjectSummary> = p.objects.clone();
+                let jpeg_base = move || {
+                    jpegs.get().then(|| settings.get().flatten().map(|s| s.skyserver_jpeg)).flatten()
+                };
                 let for_predict = shown.clone();
+                let to_predict = shown.len().min(64);
+                // Computed here: a `>=` inside the view's attributes would end the tag.
+                let last_page = p.offset + p.limit >= p.total;
                 view! {
                     <p class="counts" data-total=p.total>
                         {format!("{} objects: {} galaxies, {} stars, {} quasars, {} unlabelled",
@@ -116,15 +134,15 @@ pub fn ExplorePage() -> impl IntoView {
                         <button class="predict-these" on:click=move |_| {
                             selection.set(for_predict.iter().take(64).cloned().collect());
                             crate::navigate("/predict");
-                        }>{format!("Predict these {} in the browser", shown.len().min(64))}</button>
+                        }>{format!("Predict these {to_predict} in the browser")}</button>
                     </p>
                     <div class="grid">
-                        {shown.into_iter().map(|o| view! { <ObjectCard object=o /> }).collect_view()}
+                        {move || shown.clone().into_iter().map(|o| view! { <ObjectCard object=o jpeg_base=jpeg_base() /> }).collect_view()}
                     </div>
                     <p class="pager">
                         <button disabled=move || offset.get() == 0 on:click=move |_| offset.update(|o| *o = o.saturating_sub(p.limit))>"Previous"</button>
                         {format!(" {}–{} of {} ", p.offset + 1, (p.offset + p.limit).min(p.total), p.total)}
-                        <button disabled=p.offset + p.limit >= p.total on:click=move |_| offset.update(|o| *o += p.limit)>"Next"</button>
+                        <button class="next" disabled=last_page on:click=move |_| offset.update(|o| *o += p.limit)>"Next"</button>
                     </p>
                 }
                 .into_any()
@@ -154,15 +172,31 @@ fn initial_page_size() -> usize {
         .unwrap_or(60)
 }
 
+/// A SkyServer JPEG of the sky around `ra`, `dec`: 96 pixels of 0.3", about the
+/// field of a 64-pixel SDSS cutout.
+fn jpeg_url(base: &str, ra: f64, dec: f64) -> String {
+    format!("{base}?ra={ra:.6}&dec={dec:.6}&scale=0.3&width=96&height=96")
+}
+
 #[component]
-fn ObjectCard(object: ObjectSummary) -> impl IntoView {
+fn ObjectCard(
+    object: ObjectSummary,
+    /// SkyServer's JPEG service, when the user turned its thumbnails on.
+    jpeg_base: Option<String>,
+) -> impl IntoView {
     let href = format!("#/object/{}", object.id);
     let z = object
         .redshift
         .map_or("z unknown".to_string(), |z| format!("z = {z:.3}"));
     let synthetic = object.provenance == Provenance::Synthetic;
+    let jpeg = jpeg_base.zip(object.ra.zip(object.dec));
     let picture = if object.has_image {
         view! { <img loading="lazy" width="96" height="96" alt="gri composite" src=format!("/api/objects/{}/image.png", object.id) /> }.into_any()
+    } else if let Some((base, (ra, dec))) = jpeg {
+        view! {
+            <img class="jpeg" loading="lazy" width="96" height="96" alt="SDSS colour JPEG" src=jpeg_url(&base, ra, dec) />
+            <span class="jpeg-label">"SDSS colour JPEG, not science data"</span>
+        }.into_any()
     } else {
         view! { <div class="no-image">"no image"<br />{format!("r = {:.2}", object.magnitudes[2])}</div> }.into_any()
     };
