@@ -16,6 +16,15 @@ use cosmicai_shared::model::ModelSpec;
 use cosmicai_shared::{Band, Class};
 use std::path::{Path, PathBuf};
 
+/// For libFuzzer's start (`fuzz_target!(init: ...)`): the engine turns a
+/// third-party reader's panic into an error for that file (`catch_unwind`
+/// around fitsrs and wcs), but libfuzzer-sys's panic hook aborts at any panic,
+/// caught or not. Back to the default hook: a panic that escapes a target still
+/// aborts (libfuzzer-sys catches it and aborts), one the engine handles does not.
+pub fn only_escaping_panics_crash() {
+    drop(std::panic::take_hook());
+}
+
 /// A file of this process holding `bytes`, named `name` (readers that take a
 /// path pick the format by its extension); `None` if it cannot be written.
 fn scratch(name: &str, bytes: &[u8]) -> Option<PathBuf> {
