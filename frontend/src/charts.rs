@@ -1,5 +1,6 @@
 //! Small SVG charts: density scatter of predicted vs spectroscopic z, histograms, bars.
 
+use cosmicai_shared::axis::{quantile, tick_label, ticks};
 use leptos::prelude::*;
 
 const W: f64 = 360.0;
@@ -22,12 +23,33 @@ fn colour(t: f64) -> String {
 #[component]
 pub fn DensityScatter(points: Vec<(f32, f32)>) -> impl IntoView {
     const BINS: usize = 60;
-    let max_z = points
+    // The axes end at a round value past 99.5% of the points: a few quasars at
+    // z ≈ 7 would otherwise squeeze the galaxies into a corner.
+    let top = quantile(
+        points.iter().flat_map(|(a, b)| [*a as f64, *b as f64]),
+        0.995,
+    )
+    .unwrap_or(1.0)
+    .max(0.1);
+    let ticks = ticks(top, 5);
+    let max_z = ticks.last().copied().unwrap_or(top);
+    let beyond = points
         .iter()
-        .flat_map(|(a, b)| [*a, *b])
-        .filter(|v| v.is_finite())
-        .fold(0.1f32, f32::max)
-        .min(7.0) as f64;
+        .filter(|(x, y)| f64::from(*x) > max_z || f64::from(*y) > max_z)
+        .count();
+    let at = move |z: f64| z / max_z * (W - 2.0 * PAD);
+    let tick_marks = ticks
+        .iter()
+        .map(|&t| {
+            let label = tick_label(t);
+            view! {
+                <line class="tick" x1=PAD + at(t) y1=H - PAD x2=PAD + at(t) y2=H - PAD + 4.0 stroke="#888" />
+                <text class="tick" x=PAD + at(t) y=H - PAD + 15.0 text-anchor="middle">{label.clone()}</text>
+                <line class="tick" x1=PAD - 4.0 y1=H - PAD - at(t) x2=PAD y2=H - PAD - at(t) stroke="#888" />
+                <text class="tick" x=PAD - 6.0 y=H - PAD - at(t) + 4.0 text-anchor="end">{label}</text>
+            }
+        })
+        .collect_view();
     let mut counts = vec![0u32; BINS * BINS];
     for (x, y) in &points {
         let bx = ((*x as f64 / max_z) * BINS as f64).floor() as isize;
@@ -55,10 +77,11 @@ pub fn DensityScatter(points: Vec<(f32, f32)>) -> impl IntoView {
             <line x1=PAD y1=H - PAD x2=W - PAD y2=PAD stroke="#ddd" stroke-dasharray="5,4" />
             <text x=W / 2.0 y=H - 8.0 text-anchor="middle">"spectroscopic z"</text>
             <text x=12 y=H / 2.0 transform=format!("rotate(-90 12 {})", H / 2.0) text-anchor="middle">"predicted z"</text>
-            <text x=PAD y=H - PAD + 14.0>"0"</text>
-            <text x=W - PAD y=H - PAD + 14.0 text-anchor="end">{format!("{max_z:.2}")}</text>
-            <text x=PAD - 4.0 y=PAD + 4.0 text-anchor="end">{format!("{max_z:.2}")}</text>
-            <text x=W - PAD y=PAD - 6.0 text-anchor="end">{format!("{} points; colour: log count", points.len())}</text>
+            {tick_marks}
+            <text x=W - PAD y=PAD - 6.0 text-anchor="end">{
+                let shown = format!("{} points; colour: log count", points.len());
+                if beyond > 0 { format!("{shown}; {beyond} beyond z = {max_z}") } else { shown }
+            }</text>
         </svg>
     }
 }
@@ -120,11 +143,18 @@ pub fn LineChart(
     const COLOURS: [&str; 4] = ["#e5534b", "#57ab5a", "#4a90d9", "#e5a33d"];
     let xs = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x));
     let x_max = xs.clone().fold(1.0, f64::max);
-    let y_max = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
-        .fold(1e-12, f64::max)
-        * 1.1;
+    let y_ticks = ticks(
+        series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+            .fold(1e-12, f64::max),
+        4,
+    );
+    let y_max = y_ticks.last().copied().unwrap_or(1.0);
+    // The x ticks are the x values themselves (world sizes).
+    let mut x_ticks: Vec<f64> = xs.clone().collect();
+    x_ticks.sort_by(f64::total_cmp);
+    x_ticks.dedup();
     let sx = move |x: f64| PAD + x / x_max * (W - 2.0 * PAD);
     let sy = move |y: f64| H - PAD - y / y_max * (H - 2.0 * PAD);
     let aria = format!("{y_label} against {x_label}");
@@ -143,8 +173,14 @@ pub fn LineChart(
             }).collect_view()}
             <text x=W / 2.0 y=H - 8.0 text-anchor="middle">{x_label}</text>
             <text x=12 y=H / 2.0 transform=format!("rotate(-90 12 {})", H / 2.0) text-anchor="middle">{y_label}</text>
-            <text x=PAD - 4.0 y=PAD + 4.0 text-anchor="end">{if y_max < 0.01 { format!("{y_max:.1e}") } else { format!("{y_max:.3}") }}</text>
-            <text x=W - PAD y=H - PAD + 14.0 text-anchor="end">{format!("{x_max}")}</text>
+            {y_ticks.into_iter().map(|t| view! {
+                <line class="tick" x1=PAD - 4.0 y1=sy(t) x2=PAD y2=sy(t) stroke="#888" />
+                <text class="tick" x=PAD - 6.0 y=sy(t) + 4.0 text-anchor="end">{tick_label(t)}</text>
+            }).collect_view()}
+            {x_ticks.into_iter().map(|t| view! {
+                <line class="tick" x1=sx(t) y1=H - PAD x2=sx(t) y2=H - PAD + 4.0 stroke="#888" />
+                <text class="tick" x=sx(t) y=H - PAD + 15.0 text-anchor="middle">{tick_label(t)}</text>
+            }).collect_view()}
         </svg>
     }
 }

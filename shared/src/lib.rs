@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod axis;
 pub mod cutouts;
 pub mod display;
 mod domain;

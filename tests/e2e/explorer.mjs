@@ -223,6 +223,10 @@ try {
     assert.equal(bars.length, 2);
     for (const [value, max] of bars) assert.equal(value, max);
     assert.ok(await page.locator('.results svg.scatter rect').count() > 20);
+    // Axes with round ticks from 0, both ways, ending past 99.5% of the points.
+    const ticks = await page.locator('.results svg.scatter text.tick').allTextContents();
+    assert.ok(ticks.length >= 6 && ticks[0] === '0', ticks.join(' '));
+    assert.ok(ticks.every((t) => Number.isFinite(Number(t))), ticks.join(' '));
     assert.ok(await page.locator('table.metrics tr').count() >= 2);
     // PhotoZ's σ_z, scored on the run's galaxies.
     const within1 = Number(await page.getAttribute('p.calibration', 'data-within-1'));
