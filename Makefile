@@ -23,7 +23,7 @@ WASM_BINDGEN_VERSION := $(shell grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock |
 # Every native crate with every feature (the frontend is built by Trunk, for wasm).
 NATIVE_ALL := -p cosmicai-backend -p cosmicai-lambda --features cosmicai-backend/cuda,cosmicai-backend/openblas,cosmicai-lambda/cuda
 
-.PHONY: demo serve test setup deny-setup rust-setup python-setup frontend-setup frontend e2e e2e-run fuzz
+.PHONY: demo serve test setup deny-setup rust-setup python-setup frontend-setup browser-setup frontend e2e e2e-run fuzz
 
 serve: rust-setup frontend
 	cargo build --release --bin cosmicai
@@ -37,10 +37,13 @@ frontend-setup: rust-setup
 	@trunk --version 2>/dev/null | grep -q "$(TRUNK_VERSION)" || cargo install trunk --version $(TRUNK_VERSION) --locked
 	@wasm-bindgen --version 2>/dev/null | grep -q "$(WASM_BINDGEN_VERSION)" || cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
 	@test -x $(E2E)/node_modules/.bin/wasm-opt || (cd $(E2E) && npm ci --no-audit --no-fund)
+
+# Chromium, for the browser tests only: serving never needs it.
+browser-setup:
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver) || { echo "install Debian's chromium for the browser tests"; exit 1; }
 
 # Browser tests: headless Chromium against a real `cosmicai serve` with the built explorer.
-e2e: frontend
+e2e: frontend browser-setup
 	cargo build --bin cosmicai
 	$(MAKE) e2e-run
 
@@ -91,7 +94,7 @@ test: setup deny-setup
 	$(PYTHON) -c "import sys; h = open(sys.argv[1], 'rb').read(20); sys.exit(0 if h[:4] == b'\x7fELF' and int.from_bytes(h[18:20], 'little') == 183 else 'not an arm64 binary: ' + sys.argv[1])" $(CARGO_TARGET_DIR)/lambda/bootstrap/bootstrap
 	$(MAKE) frontend e2e-run
 
-setup: rust-setup python-setup frontend-setup
+setup: rust-setup python-setup frontend-setup browser-setup
 
 # Coverage-guided fuzzing: libFuzzer through cargo-fuzz on a pinned nightly, over the
 # targets of cosmicai_engine::fuzz, each FUZZ_SECONDS, held to 2 GB. The corpus starts
