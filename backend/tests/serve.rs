@@ -1197,3 +1197,54 @@ fn settings_name_the_skyserver_and_a_bad_address_is_refused() {
         );
     }
 }
+
+/// The explorer's files go out gzipped to browsers that take gzip (the wasm is
+/// about 12 MB, 2 MB compressed), and as they are to the rest.
+#[test]
+fn the_explorer_is_served_precompressed() {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(
+        site.path().join("index.html"),
+        "<!doctype html><title>x</title>",
+    )
+    .unwrap();
+    let wasm: Vec<u8> = (0..400_000u32)
+        .flat_map(|i| (i % 97).to_le_bytes())
+        .collect();
+    std::fs::write(site.path().join("app.wasm"), &wasm).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir())
+        .args(["--assets", &asset(""), "--frontend"])
+        .arg(site.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listening on "))
+        .unwrap();
+    let s = Server {
+        child,
+        addr: format!("127.0.0.1:{}", line.rsplit(':').next().unwrap()),
+    };
+    assert!(site.path().join("app.wasm.gz").is_file());
+    let gzipped = request(&s, "GET", "/app.wasm", &["Accept-Encoding: gzip"], b"");
+    assert_eq!(gzipped.status, 200);
+    assert_eq!(gzipped.header("content-encoding").as_deref(), Some("gzip"));
+    assert!(
+        gzipped.body.len() * 10 < wasm.len(),
+        "{} bytes",
+        gzipped.body.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&gzipped.body[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, wasm);
+    let plain = get(&s, "/app.wasm");
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.body, wasm);
+}

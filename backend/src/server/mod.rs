@@ -217,8 +217,11 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
         .merge(streams)
         .route("/api/{*rest}", get(api_not_found).post(api_not_found));
     let app = if index.is_file() {
+        // The explorer's wasm is about 12 MB, 2 MB gzipped: browsers that take gzip
+        // get the `.gz` beside each file (made at start, see `precompress`).
         let site = tower_http::services::ServeDir::new(&frontend)
-            .fallback(tower_http::services::ServeFile::new(index));
+            .precompressed_gzip()
+            .fallback(tower_http::services::ServeFile::new(index).precompressed_gzip());
         app.fallback_service(site)
     } else {
         app.fallback(get(no_frontend))
@@ -230,6 +233,45 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
         ))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
+}
+
+/// Writes `FILE.gz` beside each text or wasm file of the built explorer that
+/// lacks an up-to-date one, so it is compressed once, not per request. A
+/// directory that cannot be written is served uncompressed (with a warning).
+fn precompress(frontend: &std::path::Path) {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => walk(&path, out),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(frontend, &mut files);
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    for file in files {
+        let compressible = file
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "wasm" | "js" | "css" | "html" | "svg" | "json"));
+        let gz = PathBuf::from(format!("{}.gz", file.display()));
+        if !compressible || modified(&gz).is_some_and(|g| Some(g) >= modified(&file)) {
+            continue;
+        }
+        let written = std::fs::read(&file).and_then(|bytes| {
+            use std::io::Write;
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            encoder.write_all(&bytes)?;
+            cosmicai_engine::partition::write_atomically(&gz, &encoder.finish()?)
+        });
+        if let Err(e) = written {
+            eprintln!("warning: {} is served uncompressed: {e}", file.display());
+        }
+    }
 }
 
 /// Without a built explorer, `/` says so and points at the API.
@@ -262,6 +304,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     prepare::prepare(&args.data_dir, &args.assets)?;
     let cwd = std::env::current_dir().unwrap_or_default();
     error::hide_paths(&[&args.data_dir, &args.assets, &cwd]);
+    precompress(&args.frontend);
     let index = objects::ObjectIndex::load(&args.data_dir)?;
     let models = models::ServedModels::load(&args.models, &args.data_dir)?;
     let given = args
