@@ -2,7 +2,7 @@
 //! PhotoZ weights scored on the real validation split.
 
 mod common;
-use common::{asset, cosmicai, ok_json};
+use common::{asset, cosmicai, failure, ok_json};
 use serde_json::Value;
 use std::path::Path;
 
@@ -426,5 +426,25 @@ fn bench_infer_prints_figures() {
         (figures["samples"].as_u64(), figures["slice"].as_u64()),
         (Some(6), Some(4))
     );
-    assert_eq!(figures["backend"], "ndarray");
+    // AstroMAE runs fused by default, and says how much arithmetic it did.
+    assert_eq!(figures["backend"], "fused");
+    assert_eq!(figures["precision"], "fp32");
+    let gflops = figures["gflops_per_s"].as_f64().unwrap();
+    let per_object = gflops * 1e9 / figures["samples_per_s"].as_f64().unwrap();
+    assert!(
+        (per_object / 1e9 - 0.765).abs() < 0.005,
+        "{per_object} FLOP per object"
+    );
+    // The fused path runs AstroMAE only.
+    let e = failure(&[
+        "bench",
+        "infer",
+        "--model",
+        "photoz",
+        "--backend",
+        "fused",
+        "--samples",
+        "8",
+    ]);
+    assert!(e.contains("--backend fused runs AstroMAE only"), "{e}");
 }

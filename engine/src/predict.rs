@@ -4,6 +4,7 @@
 
 use burn::prelude::*;
 use cosmicai_model::astromae::AstroMae;
+use cosmicai_model::astromae::fused::FusedAstroMae;
 use cosmicai_model::crop::CROP;
 use cosmicai_model::photoz::{PhotoZ, read_predictions};
 
@@ -88,22 +89,23 @@ pub fn predict_photoz_with<B: Backend>(
     Ok(run(model, magnitudes, Some(cutouts), batch_size, device))
 }
 
+/// Where AstroMAE runs: through burn on `device` (whole batches, for a GPU), or
+/// on the fused CPU path in slices of that many objects.
+pub enum AstroMaeOn<'a, B: Backend> {
+    Burn(&'a AstroMae<B>, &'a B::Device),
+    Fused(&'a FusedAstroMae, usize),
+}
+
 /// AstroMAE's redshifts for `magnitudes` and their `cutouts` (at least 32x32; the
 /// model reads the centre 32x32, as CAI crops). Pixels outside an object's frame
 /// (NaN) read as 0, the level of the sky-subtracted background; an object counts
-/// in `with_cutouts` when its centre crop has a pixel on the frame. `slice` runs
-/// each batch in parallel slices of that many objects (the CPU path).
+/// in `with_cutouts` when its centre crop has a pixel on the frame.
 pub fn predict_astromae<B: Backend>(
-    model: &AstroMae<B>,
+    model: &AstroMaeOn<B>,
     magnitudes: &[[f32; 5]],
     cutouts: Cutouts,
     batch_size: usize,
-    slice: Option<usize>,
-    device: &B::Device,
-) -> Result<Predicted, String>
-where
-    AstroMae<B>: Sync,
-{
+) -> Result<Predicted, String> {
     cutouts.check(magnitudes.len(), "AstroMAE")?;
     let per = cutouts.values_per_object();
     let mut out = Predicted {
@@ -118,19 +120,23 @@ where
             .iter()
             .map(|&p| if p.is_finite() { p } else { 0.0 })
             .collect();
-        let images = Tensor::from_data(
-            TensorData::new(pixels, [n, 5, cutouts.height, cutouts.width]),
-            device,
-        );
-        let mags = Tensor::from_data(
-            TensorData::new(chunk.as_flattened().to_vec(), [n, 5]),
-            device,
-        );
-        let z = match slice {
-            Some(s) => model.forward_sliced(images, mags, s),
-            None => model.forward(images, mags),
+        let mags = chunk.as_flattened().to_vec();
+        let shape = [cutouts.height, cutouts.width];
+        let z: Vec<f32> = match model {
+            AstroMaeOn::Burn(model, device) => {
+                let images =
+                    Tensor::from_data(TensorData::new(pixels, [n, 5, shape[0], shape[1]]), *device);
+                let mags = Tensor::from_data(TensorData::new(mags, [n, 5]), *device);
+                model
+                    .forward(images, mags)
+                    .into_data()
+                    .to_vec()
+                    .map_err(|e| format!("{e:?}"))?
+            }
+            AstroMaeOn::Fused(model, slice) => model
+                .forward(&pixels, &mags, n, shape, *slice)
+                .map_err(|e| e.to_string())?,
         };
-        let z: Vec<f32> = z.into_data().to_vec().map_err(|e| format!("{e:?}"))?;
         out.predictions
             .extend(z.into_iter().map(Prediction::redshift_only));
     }

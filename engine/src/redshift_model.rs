@@ -5,8 +5,9 @@
 //! cutout and predicts no class; PhotoZ reads magnitudes, and cutouts when it has
 //! an image branch.
 
-use crate::predict::{Cutouts, Predicted, predict_astromae, predict_photoz_with};
+use crate::predict::{AstroMaeOn, Cutouts, Predicted, predict_astromae, predict_photoz_with};
 use cosmicai_model::astromae::AstroMae;
+use cosmicai_model::astromae::fused::FusedAstroMae;
 use cosmicai_model::photoz::PhotoZ;
 use cosmicai_model::weights::Weights;
 use cosmicai_shared::model::ModelSpec;
@@ -14,25 +15,26 @@ use cosmicai_shared::model::ModelSpec;
 /// Attention heads of AstroMAE: the one size a checkpoint does not record.
 pub const ASTROMAE_HEADS: usize = 3;
 
-/// Objects per parallel slice of an AstroMAE batch on the CPU (see the model's
-/// `forward_sliced`: about 3x faster than one large batch on this kind of machine).
-pub const CPU_SLICE: usize = 16;
+/// Objects per parallel slice of an AstroMAE batch on the CPU: a slice's
+/// activations stay in cache (`cosmicai bench infer --slice` measures others).
+pub const CPU_SLICE: usize = 32;
 
 /// A loaded model.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per rank process: boxing would buy nothing
 pub enum RedshiftModel<B: burn::prelude::Backend> {
     PhotoZ(PhotoZ<B>),
-    AstroMae {
-        model: AstroMae<B>,
-        /// Objects per parallel slice; `None` runs whole batches (a GPU).
-        slice: Option<usize>,
-    },
+    /// AstroMAE through burn: whole batches, for a GPU.
+    AstroMae(AstroMae<B>),
+    /// AstroMAE on the CPU: fused kernels over gemm, slices of a batch on
+    /// rayon's threads (about 3x burn-ndarray's speed; see the README).
+    FusedAstroMae(FusedAstroMae),
 }
 
 impl<B: burn::prelude::Backend> RedshiftModel<B> {
     /// The model `spec` names, its weights read from the local file system
-    /// (the shipped PhotoZ when it names none). `cpu` runs AstroMAE in slices.
+    /// (the shipped PhotoZ when it names none). `cpu` runs AstroMAE on the fused
+    /// CPU path.
     pub fn load(spec: &ModelSpec, device: &B::Device, cpu: bool) -> Result<Self, String> {
         match spec {
             ModelSpec::PhotoZ(path) => {
@@ -57,12 +59,17 @@ impl<B: burn::prelude::Backend> RedshiftModel<B> {
             ModelSpec::PhotoZ(_) => PhotoZ::from_weights(weights, device)
                 .map(RedshiftModel::PhotoZ)
                 .map_err(|e| format!("loading PhotoZ: {e}")),
-            ModelSpec::AstroMae(_) => AstroMae::from_pytorch(weights, ASTROMAE_HEADS, device)
-                .map(|model| RedshiftModel::AstroMae {
-                    model,
-                    slice: cpu.then_some(CPU_SLICE),
-                })
-                .map_err(|e| format!("loading AstroMAE: {e}")),
+            ModelSpec::AstroMae(_) => {
+                let model = AstroMae::from_pytorch(weights, ASTROMAE_HEADS, device)
+                    .map_err(|e| format!("loading AstroMAE: {e}"))?;
+                if cpu {
+                    FusedAstroMae::new(&model)
+                        .map(RedshiftModel::FusedAstroMae)
+                        .map_err(|e| format!("loading AstroMAE: {e}"))
+                } else {
+                    Ok(RedshiftModel::AstroMae(model))
+                }
+            }
         }
     }
 
@@ -70,7 +77,7 @@ impl<B: burn::prelude::Backend> RedshiftModel<B> {
     pub fn reads_cutouts(&self) -> bool {
         match self {
             RedshiftModel::PhotoZ(m) => m.cutout.is_some(),
-            RedshiftModel::AstroMae { .. } => true,
+            RedshiftModel::AstroMae(_) | RedshiftModel::FusedAstroMae(_) => true,
         }
     }
 
@@ -87,23 +94,29 @@ impl<B: burn::prelude::Backend> RedshiftModel<B> {
         cutouts: Option<Cutouts>,
         batch_size: usize,
         device: &B::Device,
-    ) -> Result<Predicted, String>
-    where
-        AstroMae<B>: Sync,
-    {
+    ) -> Result<Predicted, String> {
         match self {
             RedshiftModel::PhotoZ(m) => {
                 predict_photoz_with(m, magnitudes, cutouts, batch_size, device)
             }
-            RedshiftModel::AstroMae { model, slice } => {
-                let Some(cutouts) = cutouts else {
-                    return Err(
-                        "has no cutouts: AstroMAE predicts from images (5 bands, at least 32x32)"
-                            .into(),
-                    );
-                };
-                predict_astromae(model, magnitudes, cutouts, batch_size, *slice, device)
-            }
+            RedshiftModel::AstroMae(model) => predict_astromae(
+                &AstroMaeOn::Burn(model, device),
+                magnitudes,
+                needs(cutouts)?,
+                batch_size,
+            ),
+            RedshiftModel::FusedAstroMae(model) => predict_astromae(
+                &AstroMaeOn::<B>::Fused(model, CPU_SLICE),
+                magnitudes,
+                needs(cutouts)?,
+                batch_size,
+            ),
         }
     }
+}
+
+fn needs(cutouts: Option<Cutouts>) -> Result<Cutouts, String> {
+    cutouts.ok_or_else(|| {
+        "has no cutouts: AstroMAE predicts from images (5 bands, at least 32x32)".into()
+    })
 }

@@ -127,7 +127,9 @@ fn model(cutout: bool) -> RedshiftModel<B> {
 fn photoz(model: &RedshiftModel<B>) -> &PhotoZ<B> {
     match model {
         RedshiftModel::PhotoZ(m) => m,
-        RedshiftModel::AstroMae { .. } => unreachable!("these tests use PhotoZ"),
+        RedshiftModel::AstroMae(_) | RedshiftModel::FusedAstroMae(_) => {
+            unreachable!("these tests use PhotoZ")
+        }
     }
 }
 

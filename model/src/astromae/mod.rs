@@ -9,7 +9,11 @@
 //!
 //! [`load`] builds the model from a CAI checkpoint's `state_dict` names, read from
 //! safetensors or from the `.pt` file itself ([`crate::weights::Weights::open`]).
+//! On the CPU, runs hand the loaded model to `fused` (feature `fused`), which
+//! computes the same redshifts without burn's per-operation passes.
 
+#[cfg(feature = "fused")]
+pub mod fused;
 pub mod inception;
 pub mod load;
 pub mod vit;

@@ -1,5 +1,6 @@
 //! `cosmicai bench`: figures for the speed targets, printed, never asserted.
 
+mod gemm;
 mod summarize;
 
 use anyhow::Result;
@@ -26,6 +27,12 @@ pub enum BenchCommand {
         cosmicai bench infer --model astromae --batch-size 512 --samples 2048 --threads 2 --json"
     )]
     Infer(InferArgs),
+    /// The matrix-product peak of this machine (fp32, the `gemm` crate, one product per thread).
+    #[command(
+        after_help = "Example (the ceiling for bench infer's gflops_per_s):\n  \
+        cosmicai bench gemm --size 1024 --threads 2 --json"
+    )]
+    Gemm(gemm::GemmArgs),
     /// The renderer's speed: synthetic cutouts per second per core.
     #[command(
         after_help = "Example:\n  cosmicai bench synth --size 32 --objects 20000 --threads 1\n\n\
@@ -131,6 +138,8 @@ pub enum ModelName {
 #[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InferBackend {
+    /// AstroMAE only: fused CPU kernels over gemm (`astromae::fused`), what runs use on the CPU
+    Fused,
     /// burn-ndarray (matrixmultiply, rayon)
     Ndarray,
     /// burn-flex (gemm, SIMD, rayon)
@@ -152,11 +161,13 @@ pub struct InferArgs {
     /// CPU threads (sets the rayon pool before any work starts).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// The CPU default is the fastest measured here (see the README).
-    #[arg(long, value_enum, default_value_t = InferBackend::Ndarray)]
-    pub backend: InferBackend,
+    /// Default: the fastest measured here (see the README): fused for AstroMAE,
+    /// ndarray for PhotoZ.
+    #[arg(long, value_enum)]
+    pub backend: Option<InferBackend>,
     /// AstroMAE: objects per slice of a batch, slices run in parallel; 0: the whole
-    /// batch in one forward. Default: 16 on the CPU, 0 on CUDA (a GPU wants it whole).
+    /// batch in one forward. Default: 32 fused, 16 on burn's CPU backends, 0 on
+    /// CUDA (a GPU wants it whole).
     #[arg(long)]
     pub slice: Option<usize>,
     #[arg(long)]
@@ -167,12 +178,16 @@ pub struct InferArgs {
 struct InferFigures {
     model: ModelName,
     backend: InferBackend,
+    /// Number format of the products (fp32 for now).
+    precision: &'static str,
     batch_size: usize,
     slice: usize,
     threads: usize,
     samples: usize,
     seconds: f64,
     samples_per_s: f64,
+    /// AstroMAE: achieved GFLOP/s in its products (0.765 GFLOP per object).
+    gflops_per_s: Option<f64>,
     first_batch_s: f64,
     peak_rss_mb: f64,
     /// The BLAS behind ndarray's matrix products, when built with one (`--features openblas`).
@@ -291,6 +306,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Pipeline(args) => return bench_pipeline(args),
         BenchCommand::Synth(args) => return bench_synth(args),
         BenchCommand::Summarize(args) => return summarize::bench_summarize(args),
+        BenchCommand::Gemm(args) => return gemm::bench_gemm(args),
     };
     if args.batch_size == 0 || args.threads == 0 {
         anyhow::bail!("--batch-size and --threads must be at least 1");
@@ -299,44 +315,49 @@ pub fn run(command: BenchCommand) -> Result<()> {
         .num_threads(args.threads)
         .build_global()
         .ok();
-    let slice = args.slice.unwrap_or(match args.backend {
-        #[cfg(feature = "cuda")]
-        InferBackend::Cuda => 0,
-        _ => 16,
-    });
+    let backend = args.backend();
+    let slice = args.slice();
     #[cfg(feature = "openblas")]
     openblas_threads(if slice > 0 { 1 } else { args.threads });
-    let (seconds, first_batch_s, samples) = match args.backend {
-        InferBackend::Ndarray => time::<burn::backend::NdArray<f32>>(&args, slice)?,
-        InferBackend::Flex => time::<burn::backend::Flex>(&args, slice)?,
-        #[cfg(feature = "cuda")]
-        InferBackend::Cuda => time::<crate::models::Gpu>(&args, slice)?,
+    let (seconds, first_batch_s, samples) = measure(&args)?;
+    let samples_per_s = samples as f64 / seconds;
+    // Read before counting FLOPs, which builds a model of its own.
+    let peak_rss_mb = cosmicai_engine::system::peak_rss_mb();
+    let flops = match args.model {
+        ModelName::Astromae => Some(astromae_flops_per_object()?),
+        ModelName::Photoz => None,
     };
     let figures = InferFigures {
         model: args.model,
-        backend: args.backend,
+        backend,
+        precision: "fp32",
         batch_size: args.batch_size,
         slice,
         threads: args.threads,
         samples,
         seconds,
-        samples_per_s: samples as f64 / seconds,
+        samples_per_s,
+        gflops_per_s: flops.map(|f| f * samples_per_s / 1e9),
         first_batch_s,
-        peak_rss_mb: cosmicai_engine::system::peak_rss_mb(),
-        blas: (cfg!(feature = "openblas") && matches!(args.backend, InferBackend::Ndarray))
+        peak_rss_mb,
+        blas: (cfg!(feature = "openblas") && matches!(backend, InferBackend::Ndarray))
             .then_some("openblas"),
     };
     let text = if args.json {
         serde_json::to_string(&figures)?
     } else {
         format!(
-            "{:?} on {:?}, batch {} (slices of {}), {} threads: {:.1} samples/s ({} in {:.2} s; first batch {:.2} s), peak RSS {:.0} MB",
+            "{:?} on {:?} ({}), batch {} (slices of {}), {} threads: {:.1} samples/s{} ({} in {:.2} s; first batch {:.2} s), peak RSS {:.0} MB",
             figures.model,
             figures.backend,
+            figures.precision,
             figures.batch_size,
             figures.slice,
             figures.threads,
             figures.samples_per_s,
+            figures
+                .gflops_per_s
+                .map_or_else(String::new, |g| format!(", {g:.1} GFLOP/s")),
             figures.samples,
             figures.seconds,
             figures.first_batch_s,
@@ -344,6 +365,45 @@ pub fn run(command: BenchCommand) -> Result<()> {
         )
     };
     crate::output::emit(&(text + "\n"))
+}
+
+impl InferArgs {
+    /// The backend asked for, or the fastest for the model.
+    pub fn backend(&self) -> InferBackend {
+        self.backend.unwrap_or(match self.model {
+            ModelName::Astromae => InferBackend::Fused,
+            ModelName::Photoz => InferBackend::Ndarray,
+        })
+    }
+
+    /// The slice asked for, or the default for the backend.
+    pub fn slice(&self) -> usize {
+        self.slice.unwrap_or(match self.backend() {
+            InferBackend::Fused => cosmicai_engine::redshift_model::CPU_SLICE,
+            #[cfg(feature = "cuda")]
+            InferBackend::Cuda => 0,
+            _ => 16,
+        })
+    }
+}
+
+/// (seconds for the timed batches, seconds for the warm-up batch, objects timed)
+/// on the backend `args` names.
+pub fn measure(args: &InferArgs) -> Result<(f64, f64, usize)> {
+    let slice = args.slice();
+    match args.backend() {
+        InferBackend::Fused => time_fused(args, slice),
+        InferBackend::Ndarray => time::<burn::backend::NdArray<f32>>(args, slice),
+        InferBackend::Flex => time::<burn::backend::Flex>(args, slice),
+        #[cfg(feature = "cuda")]
+        InferBackend::Cuda => time::<crate::models::Gpu>(args, slice),
+    }
+}
+
+/// The floating-point operations of one AstroMAE object, counted on its layers.
+fn astromae_flops_per_object() -> Result<f64> {
+    let model = AstroMaeConfig::new().init::<burn::backend::NdArray<f32>>(&Default::default());
+    Ok(cosmicai_model::astromae::fused::FusedAstroMae::new(&model)?.flops_per_object())
 }
 
 /// (seconds for the timed batches, seconds for the warm-up batch, objects timed).
@@ -389,6 +449,35 @@ pub fn time<B: Backend>(args: &InferArgs, slice: usize) -> Result<(f64, f64, usi
     let start = Instant::now();
     for _ in 0..batches {
         std::hint::black_box(run());
+    }
+    Ok((start.elapsed().as_secs_f64(), first, batches * b))
+}
+
+/// [`time`] for AstroMAE on the fused CPU path, from the same random model and inputs.
+fn time_fused(args: &InferArgs, slice: usize) -> Result<(f64, f64, usize)> {
+    type B = burn::backend::NdArray<f32>;
+    if !matches!(args.model, ModelName::Astromae) {
+        anyhow::bail!("--backend fused runs AstroMAE only; PhotoZ runs on ndarray or flex");
+    }
+    let device = Default::default();
+    B::seed(&device, 0);
+    let b = args.batch_size;
+    let magnitudes = Tensor::<B, 2>::random([b, 5], Distribution::Normal(18.0, 1.0), &device);
+    let model = AstroMaeConfig::new().init::<B>(&device);
+    let images = Tensor::<B, 4>::random([b, 5, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let fused = cosmicai_model::astromae::fused::FusedAstroMae::new(&model)?;
+    drop(model); // a rank keeps only the fused copy
+    let data = |t: TensorData| t.into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"));
+    let (images, magnitudes) = (data(images.into_data())?, data(magnitudes.into_data())?);
+    let slice = if slice == 0 { b } else { slice };
+    let run = || fused.forward(&images, &magnitudes, b, [32, 32], slice);
+    let start = Instant::now();
+    run()?;
+    let first = start.elapsed().as_secs_f64();
+    let batches = args.samples.div_ceil(b).max(1);
+    let start = Instant::now();
+    for _ in 0..batches {
+        std::hint::black_box(run()?);
     }
     Ok((start.elapsed().as_secs_f64(), first, batches * b))
 }
