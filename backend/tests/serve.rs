@@ -1248,3 +1248,87 @@ fn the_explorer_is_served_precompressed() {
     assert_eq!(plain.header("content-encoding"), None);
     assert_eq!(plain.body, wasm);
 }
+
+#[test]
+fn the_sky_lists_every_placed_object_and_a_selection_comes_back_by_ids() {
+    let s = start();
+    let sky = get(&s, "/api/sky").json();
+    let ids = sky["ids"].as_array().unwrap();
+    let n = ids.len();
+    let total = get(&s, "/api/objects?limit=1").json()["total"]
+        .as_u64()
+        .unwrap() as usize;
+    // Catalog objects all have positions; only a few renderings or detections may not.
+    assert!(n > 30_000 && n <= total, "{n} of {total}");
+    for column in ["ra", "dec", "redshift"] {
+        assert_eq!(sky[column].as_array().unwrap().len(), n, "{column}");
+    }
+    let classes = sky["classes"].as_str().unwrap();
+    assert_eq!(classes.len(), n);
+    assert!(classes.chars().all(|c| "GSQU".contains(c)));
+    assert!(["G", "S", "Q"].iter().all(|c| classes.contains(c)));
+    assert!(
+        sky["ra"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| (0.0..360.0).contains(&v.as_f64().unwrap()))
+    );
+    assert!(
+        sky["dec"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| (-90.0..=90.0).contains(&v.as_f64().unwrap()))
+    );
+    // A selection on the map, fetched back in its order, with the other filters applied.
+    let pick: Vec<i64> = [7, 3, 500, 0]
+        .iter()
+        .map(|&i| ids[i].as_i64().unwrap())
+        .collect();
+    let list = pick
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let page = get(
+        &s,
+        &format!("/api/objects?ids={list},999999999999&limit=1000"),
+    )
+    .json();
+    let got: Vec<i64> = page["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, pick, "unknown ids are skipped, the order kept");
+    assert_eq!(page["total"], 4);
+    let c = classes.as_bytes()[7] as char;
+    let class = match c {
+        'G' => "GALAXY",
+        'S' => "STAR",
+        'Q' => "QSO",
+        _ => "UNKNOWN",
+    };
+    let filtered = get(&s, &format!("/api/objects?ids={list}&class={class}")).json();
+    assert!(
+        filtered["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["class"] == class)
+    );
+    assert!(filtered["objects"][0]["id"] == pick[0] || class != "GALAXY" || c != 'G');
+    // Hostile lists: too many ids, or not numbers.
+    let many = (0..1001)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for (query, says) in [
+        (many.as_str(), "at most 1000"),
+        ("1,two,3", "\"two\" is not an object id"),
+    ] {
+        assert_json_error(&get(&s, &format!("/api/objects?ids={query}")), 400, says);
+    }
+}

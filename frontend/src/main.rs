@@ -71,6 +71,7 @@ fn App() -> impl IntoView {
                 }
             },
             ["predict"] => pages::predict::PredictPage().into_any(),
+            ["sky"] => pages::sky::SkyPage().into_any(),
             ["runs"] => pages::runs::RunsPage().into_any(),
             ["sweeps", id] => {
                 pages::sweeps::SweepPage(pages::sweeps::SweepPageProps { id: id.to_string() })
@@ -87,6 +88,7 @@ fn App() -> impl IntoView {
             <a href="#/" class="brand">"CosmicAI"</a>
             <nav>
                 <a href="#/">"Explore"</a>
+                <a href="#/sky">"Sky"</a>
                 <a href="#/predict">"Predict in the browser"</a>
                 <a href="#/runs">"Runs"</a>
             </nav>

@@ -103,6 +103,24 @@ pub struct ObjectPage {
     pub objects: Vec<ObjectSummary>,
 }
 
+/// `GET /api/sky`: every object with a position, as columns (one entry per
+/// object in each), for the sky map. Compact: about 40 bytes per object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SkyPoints {
+    pub ids: Vec<i64>,
+    /// Degrees.
+    pub ra: Vec<f32>,
+    pub dec: Vec<f32>,
+    /// One letter per object: `G`alaxy, `S`tar, `Q`SO or `U`nknown.
+    pub classes: String,
+    /// Spectroscopic redshift; null when unknown.
+    pub redshift: Vec<Option<f32>>,
+    /// One letter per object: `r`eal or `s`ynthetic (renderings sit at their
+    /// source object's position).
+    pub provenance: String,
+}
+
 /// `GET /api/settings`: what the explorer needs to know of this server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

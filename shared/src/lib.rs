@@ -18,5 +18,6 @@ mod domain;
 pub mod metrics;
 pub mod model;
 pub mod run;
+pub mod sky;
 
 pub use domain::{BANDS, Band, Class, Provenance};

@@ -1,5 +1,5 @@
-// Browser benchmark (figures, not a test): first paint of Explore with 1,000 objects
-// and in-browser inference of 32 objects on the CPU (wasm) and WebGPU paths (first batch,
+// Browser benchmark (figures, not a test): first paint of Explore with 1,000 objects,
+// the sky map's frame time with 100,000 points while panning, and in-browser inference of 32 objects on the CPU (wasm) and WebGPU paths (first batch,
 // which compiles the shaders, and warm batches), in headless Chromium against `cosmicai serve`.
 //   node tests/e2e/bench.mjs          (COSMICAI_BIN, E2E_DATA as for explorer.mjs)
 import { chromium } from 'playwright-core';
@@ -61,6 +61,19 @@ for (let run = 0; run < 5; run++) {
   }
   await page.close();
 }
+// The sky map with 100,000 points (the catalog's, repeated), panned with the arrow keys:
+// each key redraws a frame; the page keeps the median time of the last 120.
+{
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(`${base}/#/sky?bench=100000`);
+  await page.waitForFunction(() => Number(document.querySelector('.sky-stats')?.dataset.frames) >= 1, null, { timeout: 60000 });
+  figures.sky_points = Number(await page.getAttribute('canvas.sky', 'data-points'));
+  await page.focus('canvas.sky');
+  for (let i = 0; i < 120; i++) await page.keyboard.press(i % 40 < 20 ? 'ArrowLeft' : 'ArrowRight');
+  await page.waitForFunction(() => Number(document.querySelector('.sky-stats').dataset.frames) >= 120);
+  figures.sky_frame_ms_median = Number(await page.getAttribute('.sky-stats', 'data-frame-ms'));
+  await page.close();
+}
 const median = (v) => v.length ? [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] : null;
 const round = (v) => v.map((x) => Math.round(x * 10) / 10);
 console.log(JSON.stringify({
@@ -70,5 +83,6 @@ console.log(JSON.stringify({
   webgpu_first_batch_32_ms_median: median(figures.webgpu_first_32_ms), webgpu_first_batch_32_ms: round(figures.webgpu_first_32_ms),
   webgpu_warm_32_ms_median: median(figures.webgpu_warm_32_ms), webgpu_warm_32_ms: round(figures.webgpu_warm_32_ms),
   webgpu: figures.webgpu,
+  sky_points: figures.sky_points, sky_frame_ms_median_while_panning: figures.sky_frame_ms_median,
 }));
 await browser.close();

@@ -157,6 +157,48 @@ try {
     await page.screenshot({ path: join(shots, 'predict.png'), fullPage: true });
   });
 
+  await step('the sky map selects a region and sends it to Predict', async () => {
+    await page.goto(base + '/#/sky');
+    await page.waitForFunction(() => Number(document.querySelector('.sky-stats')?.dataset.frames) >= 1, null, { timeout: 60000 });
+    const points = Number(await page.getAttribute('canvas.sky', 'data-points'));
+    assert.ok(points > 30000, `${points} points on the sky`);
+    // Points are drawn in class colours over the dark map.
+    const lit = await page.evaluate(() => {
+      const c = document.querySelector('canvas.sky');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let galaxies = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] === 255 && d[i + 1] === 196 && d[i + 2] === 84) galaxies++;
+      return galaxies;
+    });
+    assert.ok(lit > 500, `${lit} galaxy-coloured pixels`);
+    // Keyboard: arrows pan, "0" shows the whole sky again; each redraws.
+    const frames = Number(await page.getAttribute('.sky-stats', 'data-frames'));
+    await page.focus('canvas.sky');
+    for (const key of ['ArrowLeft', 'ArrowUp', '+', '-', '0']) await page.keyboard.press(key);
+    await page.waitForFunction((n) => Number(document.querySelector('.sky-stats').dataset.frames) >= n + 5, frames);
+    // Colour by redshift: the galaxy colour goes.
+    await page.selectOption('select.sky-colour', 'redshift');
+    // A box over the northern sky, drawn with shift held.
+    const box = await page.locator('canvas.sky').boundingBox();
+    await page.keyboard.down('Shift');
+    await page.mouse.move(box.x + 240, box.y + 40);
+    await page.mouse.down();
+    await page.mouse.move(box.x + 480, box.y + 160, { steps: 5 });
+    await page.mouse.move(box.x + 720, box.y + 260, { steps: 5 });
+    await page.mouse.up();
+    await page.keyboard.up('Shift');
+    await page.waitForSelector('.sky-selection');
+    const selected = Number(await page.getAttribute('.sky-selection', 'data-selected'));
+    assert.ok(selected > 10, `${selected} selected`);
+    console.log(`(${selected} selected; ${await page.textContent('.sky-stats')})`);
+    await page.screenshot({ path: join(shots, 'sky.png'), fullPage: true });
+    await page.click('button.sky-predict');
+    await page.waitForSelector('.timing', { timeout: 60000 });
+    const n = Number(await page.getAttribute('.timing', 'data-objects'));
+    assert.equal(n, Math.min(selected, 1000));
+    await page.screenshot({ path: join(shots, 'sky-predict.png'), fullPage: true });
+  });
+
   // The same 32 galaxies on each backend: WebGPU (Chromium's adapter; SwiftShader when
   // headless) must agree with the CPU path, and both say which backend ran.
   const predictOn = async (backend) => {

@@ -37,6 +37,14 @@ pub async fn settings(State(state): AppStateRef) -> Json<cosmicai_shared::api::S
     })
 }
 
+#[utoipa::path(get, path = "/api/sky", responses((status = 200, body = cosmicai_shared::api::SkyPoints)))]
+pub async fn sky(State(state): AppStateRef) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        state.index.sky.clone(),
+    )
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub objects: usize,
@@ -50,6 +58,7 @@ pub struct Health {
         ("r_min" = Option<f32>, Query, description = "r-band magnitude range"), ("r_max" = Option<f32>, Query),
         ("provenance" = Option<cosmicai_shared::Provenance>, Query),
         ("has_image" = Option<bool>, Query),
+        ("ids" = Option<String>, Query, description = "only these objects, in this order: comma-separated ids, at most 1000"),
         ("sort" = Option<String>, Query, description = "id, redshift, -redshift, r or showcase (labelled objects with images first, classes taking turns)"),
         ("offset" = Option<usize>, Query), ("limit" = Option<usize>, Query, description = "1 to 1000, default 60"),
     ),

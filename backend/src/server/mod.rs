@@ -138,7 +138,7 @@ pub struct AppState {
     info(title = "CosmicAI API", description = "Galaxy redshifts from SDSS data: objects, images, the model, pipeline runs."),
     paths(api::health, api::list_objects, api::object_detail, api::object_image, api::cutouts, api::model,
         api::model_weights, api::list_models, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
-        api::run_results, api::estimate, api::create_sweep, api::sweep_detail, api::cancel_sweep, api::fetch_object, api::settings),
+        api::run_results, api::estimate, api::create_sweep, api::sweep_detail, api::cancel_sweep, api::fetch_object, api::settings, api::sky),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -196,6 +196,7 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
         .route("/api/model/weights", get(api::model_weights))
         .route("/api/models", get(api::list_models))
         .route("/api/settings", get(api::settings))
+        .route("/api/sky", get(api::sky))
         .route("/api/runs", get(api::list_runs))
         .route("/api/runs/{id}", get(api::run_detail))
         .route("/api/runs/{id}/results", get(api::run_results))

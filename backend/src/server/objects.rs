@@ -5,7 +5,7 @@ use anyhow::Result;
 use cosmicai_engine::dataset::list_partitions;
 use cosmicai_engine::imagery::cutout::valid_fraction;
 use cosmicai_engine::partition::PartitionFile;
-use cosmicai_shared::api::{ClassCounts, ObjectSummary, Prediction};
+use cosmicai_shared::api::{ClassCounts, ObjectSummary, Prediction, SkyPoints};
 use cosmicai_shared::{Class, Provenance};
 use std::collections::HashMap;
 use std::path::Path;
@@ -90,6 +90,8 @@ impl Columns {
 
 pub struct ObjectIndex {
     pub objects: Vec<Entry>,
+    /// `GET /api/sky`'s body, made once: the index does not change while serving.
+    pub sky: axum::body::Bytes,
     columns: Columns,
     by_id: HashMap<i64, usize>,
     files: Vec<PartitionFile>,
@@ -101,6 +103,7 @@ impl ObjectIndex {
         let model = crate::models::load_photoz(None)?;
         let mut index = ObjectIndex {
             objects: Vec::new(),
+            sky: Default::default(),
             columns: Columns::default(),
             by_id: HashMap::new(),
             files: Vec::new(),
@@ -167,6 +170,7 @@ impl ObjectIndex {
             }
         }
         index.columns.sort_orders();
+        index.sky = serde_json::to_vec(&index.sky_points())?.into();
         anyhow::ensure!(
             !index.objects.is_empty(),
             "no objects under {} (expected partitions in {})",
@@ -174,6 +178,37 @@ impl ObjectIndex {
             DATASETS.join(", ")
         );
         Ok(index)
+    }
+
+    /// Every object with a position, for the sky map.
+    fn sky_points(&self) -> SkyPoints {
+        let mut sky = SkyPoints::default();
+        for e in &self.objects {
+            let o = &e.summary;
+            let (Some(ra), Some(dec)) = (o.ra, o.dec) else {
+                continue;
+            };
+            if !(ra.is_finite() && dec.is_finite()) {
+                continue;
+            }
+            sky.ids.push(o.id);
+            sky.ra.push(ra as f32);
+            sky.dec.push(dec as f32);
+            sky.classes.push(match o.class {
+                Class::Galaxy => 'G',
+                Class::Star => 'S',
+                Class::Qso => 'Q',
+                Class::Unknown => 'U',
+            });
+            sky.redshift.push(o.redshift.filter(|z| z.is_finite()));
+            sky.provenance
+                .push(if o.provenance == Provenance::Synthetic {
+                    's'
+                } else {
+                    'r'
+                });
+        }
+        sky
     }
 
     pub fn get(&self, id: i64) -> Option<&Entry> {
@@ -244,6 +279,8 @@ pub struct ObjectQuery {
     pub r_max: Option<f32>,
     pub provenance: Option<Provenance>,
     pub has_image: Option<bool>,
+    /// Only these objects, in this order (`ids=1,2,3`; at most [`MAX_LIMIT`]).
+    pub ids: Option<Vec<i64>>,
     pub sort: Sort,
     pub offset: usize,
     pub limit: usize,
@@ -317,6 +354,25 @@ impl ObjectQuery {
                 ));
             }
         };
+        let ids = match params.get("ids") {
+            None => None,
+            Some(list) => {
+                let ids = list
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .take(MAX_LIMIT + 1)
+                    .map(|s| {
+                        s.trim()
+                            .parse::<i64>()
+                            .map_err(|_| format!("ids: {s:?} is not an object id"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if ids.len() > MAX_LIMIT {
+                    return Err(format!("ids: at most {MAX_LIMIT} objects at once"));
+                }
+                Some(ids)
+            }
+        };
         let limit = number::<usize>(params, "limit")?.unwrap_or(60);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(format!("limit={limit}: use 1 to {MAX_LIMIT}"));
@@ -329,6 +385,7 @@ impl ObjectQuery {
             r_max: finite("r_max", number(params, "r_max")?)?,
             provenance,
             has_image,
+            ids,
             sort,
             offset: number(params, "offset")?.unwrap_or(0),
             limit,
@@ -375,17 +432,31 @@ impl ObjectQuery {
     ) -> (Vec<&'a ObjectSummary>, usize, ClassCounts) {
         let columns = &index.columns;
         let filter = self.filter();
+        if let Some(ids) = &self.ids {
+            // A given list (a selection on the sky map): its objects, in its order.
+            let mut per_slot = [0usize; 4];
+            let chosen: Vec<usize> = ids
+                .iter()
+                .filter_map(|id| index.by_id.get(id).copied())
+                .filter(|&i| filter.accepts(columns.redshift[i], columns.r[i], columns.tag[i]))
+                .collect();
+            for &i in &chosen {
+                per_slot[(columns.tag[i] & 3) as usize] += 1;
+            }
+            let page = chosen
+                .iter()
+                .skip(self.offset)
+                .take(self.limit)
+                .map(|&i| &index.objects[i].summary)
+                .collect();
+            return (page, chosen.len(), counts_of(per_slot));
+        }
         // Pass 1, branch-free so it vectorises: counts per class.
         let mut per_slot = [0usize; 4];
         for ((&z, &r), &tag) in columns.redshift.iter().zip(&columns.r).zip(&columns.tag) {
             per_slot[(tag & 3) as usize] += filter.accepts(z, r, tag) as usize;
         }
-        let counts = ClassCounts {
-            galaxy: per_slot[0],
-            star: per_slot[1],
-            qso: per_slot[2],
-            unknown: per_slot[3],
-        };
+        let counts = counts_of(per_slot);
         // Pass 2: walk the requested order until the page is full.
         let accepts = |&i: &u32| {
             let i = i as usize;
@@ -408,6 +479,15 @@ impl ObjectQuery {
             Sort::Showcase => pick(&mut columns.showcase.iter().copied().filter(accepts)),
         };
         (page, per_slot.iter().sum(), counts)
+    }
+}
+
+fn counts_of(per_slot: [usize; 4]) -> ClassCounts {
+    ClassCounts {
+        galaxy: per_slot[0],
+        star: per_slot[1],
+        qso: per_slot[2],
+        unknown: per_slot[3],
     }
 }
 

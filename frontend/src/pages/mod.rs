@@ -5,6 +5,7 @@ pub mod object;
 pub mod predict;
 pub mod run;
 pub mod runs;
+pub mod sky;
 pub mod sweeps;
 
 use leptos::prelude::*;

@@ -1,0 +1,512 @@
+//! The sky: every object with a position on an equal-area map (Hammer–Aitoff,
+//! `cosmicai_shared::sky`), coloured by class or by redshift. Drag to pan, wheel
+//! or +/- to zoom, hover for an object, click to open it; shift-drag (or the
+//! "select" mode) draws a box whose objects go to Predict.
+//!
+//! Points are drawn into one RGBA buffer and put on a 2D canvas in one call, so a
+//! frame costs a pass over the points, not a canvas call per point.
+
+use super::ErrorMessage;
+use crate::Selection;
+use cosmicai_shared::api::{ObjectPage, SkyPoints};
+use cosmicai_shared::sky::{HALF_HEIGHT, HALF_WIDTH, project};
+use leptos::prelude::*;
+use wasm_bindgen::{Clamped, JsCast};
+
+const W: usize = 960;
+const H: usize = 480;
+/// Most objects one selection sends to Predict (one API page).
+const MAX_SELECTED: usize = 1000;
+
+/// The map's points, projected once.
+struct Sky {
+    ids: Vec<i64>,
+    ra: Vec<f32>,
+    dec: Vec<f32>,
+    /// Map coordinates (projection units).
+    x: Vec<f32>,
+    y: Vec<f32>,
+    classes: Vec<u8>,
+    redshift: Vec<Option<f32>>,
+    synthetic: Vec<bool>,
+    /// Points repeated for the frame-time bench (`#/sky?bench=N`): not objects.
+    padded: usize,
+}
+
+impl Sky {
+    fn new(p: SkyPoints, at_least: usize) -> Sky {
+        let n = p.ids.len();
+        let mut sky = Sky {
+            ids: p.ids,
+            ra: p.ra,
+            dec: p.dec,
+            x: Vec::with_capacity(n),
+            y: Vec::with_capacity(n),
+            classes: p.classes.into_bytes(),
+            redshift: p.redshift,
+            synthetic: p.provenance.bytes().map(|b| b == b's').collect(),
+            padded: 0,
+        };
+        // The bench's extra points: copies shifted in RA, so they spread over the map.
+        let mut copy = 1;
+        while n > 0 && sky.ra.len() < at_least {
+            for i in 0..n.min(at_least - sky.ra.len()) {
+                sky.ra.push((sky.ra[i] + 37.0 * copy as f32) % 360.0);
+                sky.dec.push(sky.dec[i]);
+                sky.ids.push(sky.ids[i]);
+                sky.classes.push(sky.classes[i]);
+                sky.redshift.push(sky.redshift[i]);
+                sky.synthetic.push(sky.synthetic[i]);
+                sky.padded += 1;
+            }
+            copy += 1;
+        }
+        for (&ra, &dec) in sky.ra.iter().zip(&sky.dec) {
+            let (x, y) = project(f64::from(ra), f64::from(dec));
+            sky.x.push(x as f32);
+            sky.y.push(y as f32);
+        }
+        sky
+    }
+
+    fn len(&self) -> usize {
+        self.x.len()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum ColourBy {
+    Class,
+    Redshift,
+}
+
+/// Where the map is looked at: its centre in map units and pixels per unit.
+#[derive(Clone, Copy, PartialEq)]
+struct View {
+    cx: f64,
+    cy: f64,
+    scale: f64,
+}
+
+impl View {
+    fn whole() -> View {
+        View {
+            cx: 0.0,
+            cy: 0.0,
+            scale: 0.98 * (W as f64 / (2.0 * HALF_WIDTH)).min(H as f64 / (2.0 * HALF_HEIGHT)),
+        }
+    }
+
+    fn to_screen(self, x: f64, y: f64) -> (f64, f64) {
+        (
+            W as f64 / 2.0 + (x - self.cx) * self.scale,
+            H as f64 / 2.0 - (y - self.cy) * self.scale,
+        )
+    }
+
+    /// Zoomed by `factor` about the screen point (px, py), which stays put.
+    fn zoomed(self, factor: f64, px: f64, py: f64) -> View {
+        let scale =
+            (self.scale * factor).clamp(Self::whole().scale * 0.5, Self::whole().scale * 2000.0);
+        let mx = self.cx + (px - W as f64 / 2.0) / self.scale;
+        let my = self.cy - (py - H as f64 / 2.0) / self.scale;
+        View {
+            cx: mx - (px - W as f64 / 2.0) / scale,
+            cy: my + (py - H as f64 / 2.0) / scale,
+            scale,
+        }
+    }
+
+    fn panned(self, dx: f64, dy: f64) -> View {
+        View {
+            cx: self.cx - dx / self.scale,
+            cy: self.cy + dy / self.scale,
+            ..self
+        }
+    }
+}
+
+fn class_colour(c: u8) -> [u8; 3] {
+    match c {
+        b'G' => [255, 196, 84],
+        b'S' => [110, 170, 255],
+        b'Q' => [255, 92, 205],
+        _ => [140, 140, 140],
+    }
+}
+
+/// Redshift from violet (0) through orange to yellow (1 and beyond), on a
+/// square-root scale so the many galaxies below 0.3 spread over the colours.
+fn redshift_colour(z: Option<f32>) -> [u8; 3] {
+    match z {
+        Some(z) => {
+            let t = f64::from(z).max(0.0).sqrt().min(1.0);
+            [
+                (120.0 + t * 133.0) as u8,
+                (70.0 + t * 161.0) as u8,
+                (230.0 - t * 193.0) as u8,
+            ]
+        }
+        None => [110, 110, 110],
+    }
+}
+
+/// The frame as RGBA: the map's outline and graticule, the points, the selection.
+fn render(
+    sky: &Sky,
+    graticule: &[(f32, f32)],
+    view: View,
+    colour: ColourBy,
+    selected: &[usize],
+    boxed: Option<[f64; 4]>,
+) -> Vec<u8> {
+    let mut rgba = vec![0u8; W * H * 4];
+    for px in rgba.chunks_exact_mut(4) {
+        px.copy_from_slice(&[12, 15, 22, 255]);
+    }
+    let mut plot = |x: f64, y: f64, c: [u8; 3], size: usize| {
+        let (sx, sy) = view.to_screen(x, y);
+        if sx < 0.0 || sy < 0.0 {
+            return;
+        }
+        let (sx, sy) = (sx as usize, sy as usize);
+        for dy in 0..size {
+            for dx in 0..size {
+                let (x, y) = (sx + dx, sy + dy);
+                if x < W && y < H {
+                    let i = (y * W + x) * 4;
+                    rgba[i..i + 3].copy_from_slice(&c);
+                }
+            }
+        }
+    };
+    for &(x, y) in graticule {
+        plot(f64::from(x), f64::from(y), [44, 52, 66], 1);
+    }
+    let size = if view.scale > View::whole().scale * 4.0 {
+        3
+    } else {
+        2
+    };
+    for i in 0..sky.len() {
+        let c = match colour {
+            ColourBy::Class => class_colour(sky.classes[i]),
+            ColourBy::Redshift => redshift_colour(sky.redshift[i]),
+        };
+        plot(f64::from(sky.x[i]), f64::from(sky.y[i]), c, size);
+    }
+    for &i in selected {
+        plot(
+            f64::from(sky.x[i]),
+            f64::from(sky.y[i]),
+            [255, 255, 255],
+            size,
+        );
+    }
+    if let Some([x0, y0, x1, y1]) = boxed {
+        let (l, r) = (
+            x0.min(x1).max(0.0) as usize,
+            x0.max(x1).min(W as f64 - 1.0) as usize,
+        );
+        let (t, b) = (
+            y0.min(y1).max(0.0) as usize,
+            y0.max(y1).min(H as f64 - 1.0) as usize,
+        );
+        let mut dot = |x: usize, y: usize| {
+            let i = (y * W + x) * 4;
+            rgba[i..i + 3].copy_from_slice(&[255, 255, 255]);
+        };
+        for x in l..=r {
+            dot(x, t);
+            dot(x, b);
+        }
+        for y in t..=b {
+            dot(l, y);
+            dot(r, y);
+        }
+    }
+    rgba
+}
+
+/// The outline and lines of RA and Dec every 30°, as map points.
+fn graticule() -> Vec<(f32, f32)> {
+    let mut points = Vec::new();
+    let mut add = |ra: f64, dec: f64| {
+        let (x, y) = project(ra, dec);
+        points.push((x as f32, y as f32));
+    };
+    for step in 0..=1800 {
+        let t = f64::from(step) / 10.0 - 90.0;
+        for ra in (0..360).step_by(30) {
+            add(f64::from(ra), t);
+        }
+        add(0.000_1, t);
+        add(359.999_9, t);
+    }
+    for step in 0..3600 {
+        let ra = f64::from(step) / 10.0;
+        for dec in [-60.0, -30.0, 0.0, 30.0, 60.0] {
+            add(ra, dec);
+        }
+    }
+    points
+}
+
+/// Index of the point nearest the screen point (px, py), within `radius` pixels.
+fn nearest(sky: &Sky, view: View, px: f64, py: f64, radius: f64) -> Option<usize> {
+    let mut best = (radius * radius, None);
+    for i in 0..sky.len() {
+        let (sx, sy) = view.to_screen(f64::from(sky.x[i]), f64::from(sky.y[i]));
+        let d = (sx - px).powi(2) + (sy - py).powi(2);
+        if d <= best.0 {
+            best = (d, Some(i));
+        }
+    }
+    best.1
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[component]
+pub fn SkyPage() -> impl IntoView {
+    let bench = crate::hash_param("bench")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(1_000_000);
+    let points =
+        LocalResource::new(move || async move { crate::api::get::<SkyPoints>("/api/sky").await });
+    view! {
+        <h2>"Sky"</h2>
+        <p>"Every object with a position, on an equal-area (Hammer–Aitoff) map; RA grows to the left. Drag to pan, scroll or +/− to zoom, hover for an object and click to open it. Shift-drag (or “select”) draws a box; its objects can be predicted in the browser."</p>
+        {move || match points.get() {
+            None => view! { <p class="loading">"Loading the sky…"</p> }.into_any(),
+            Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
+            Some(Ok(p)) => view! { <SkyMap points=p bench=bench /> }.into_any(),
+        }}
+    }
+}
+
+/// A drag in progress: where it started and last was, and whether it selects.
+#[derive(Clone, Copy)]
+struct Drag {
+    start: (f64, f64),
+    last: (f64, f64),
+    selects: bool,
+    moved: bool,
+}
+
+#[component]
+fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
+    let sky = StoredValue::new(Sky::new(points, bench));
+    let lines = StoredValue::new(graticule());
+    let view_at = RwSignal::new(View::whole());
+    let colour = RwSignal::new(ColourBy::Class);
+    let selecting = RwSignal::new(false);
+    let boxed = RwSignal::new(None::<[f64; 4]>);
+    let selected = RwSignal::new(Vec::<usize>::new());
+    let hover = RwSignal::new(None::<usize>);
+    let frames = RwSignal::new(Vec::<f64>::new());
+    let drag = StoredValue::new(None::<Drag>);
+    let canvas = NodeRef::<leptos::html::Canvas>::new();
+    let status = RwSignal::new(None::<String>);
+    let pick = use_context::<Selection>().expect("selection context").0;
+
+    Effect::new(move |_| {
+        let (v, c, b) = (view_at.get(), colour.get(), boxed.get());
+        let chosen = selected.get();
+        let Some(el) = canvas.get() else { return };
+        let started = crate::api::now_ms();
+        let rgba = sky.with_value(|s| lines.with_value(|g| render(s, g, v, c, &chosen, b)));
+        let drawn = (|| -> Result<(), String> {
+            let ctx: web_sys::CanvasRenderingContext2d = el
+                .get_context("2d")
+                .map_err(|e| format!("{e:?}"))?
+                .ok_or("no 2d context")?
+                .unchecked_into();
+            let image = web_sys::ImageData::new_with_u8_clamped_array_and_sh(
+                Clamped(&rgba),
+                W as u32,
+                H as u32,
+            )
+            .map_err(|e| format!("{e:?}"))?;
+            ctx.put_image_data(&image, 0.0, 0.0)
+                .map_err(|e| format!("{e:?}"))
+        })();
+        if let Err(e) = drawn {
+            status.set(Some(e));
+        }
+        let ms = crate::api::now_ms() - started;
+        frames.update(|f| {
+            f.push(ms);
+            if f.len() > 120 {
+                f.remove(0);
+            }
+        });
+    });
+
+    let at = |ev: &web_sys::MouseEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+    let on_down = move |ev: web_sys::MouseEvent| {
+        let p = at(&ev);
+        drag.set_value(Some(Drag {
+            start: p,
+            last: p,
+            selects: ev.shift_key() || selecting.get_untracked(),
+            moved: false,
+        }));
+    };
+    let on_move = move |ev: web_sys::MouseEvent| {
+        let p = at(&ev);
+        match drag.get_value() {
+            Some(mut d) => {
+                d.moved |= (p.0 - d.start.0).abs() + (p.1 - d.start.1).abs() > 3.0;
+                if d.selects {
+                    boxed.set(Some([d.start.0, d.start.1, p.0, p.1]));
+                } else if d.moved {
+                    view_at.update(|v| *v = v.panned(p.0 - d.last.0, p.1 - d.last.1));
+                }
+                d.last = p;
+                drag.set_value(Some(d));
+            }
+            None => {
+                let v = view_at.get_untracked();
+                hover.set(sky.with_value(|s| nearest(s, v, p.0, p.1, 6.0)));
+            }
+        }
+    };
+    let on_up = move |ev: web_sys::MouseEvent| {
+        let Some(d) = drag.get_value() else { return };
+        drag.set_value(None);
+        let p = at(&ev);
+        if d.selects && d.moved {
+            let v = view_at.get_untracked();
+            let (l, r) = (d.start.0.min(p.0), d.start.0.max(p.0));
+            let (t, b) = (d.start.1.min(p.1), d.start.1.max(p.1));
+            let inside = sky.with_value(|s| {
+                (0..s.len() - s.padded)
+                    .filter(|&i| {
+                        let (x, y) = v.to_screen(f64::from(s.x[i]), f64::from(s.y[i]));
+                        x >= l && x <= r && y >= t && y <= b
+                    })
+                    .collect::<Vec<_>>()
+            });
+            selected.set(inside);
+            boxed.set(None);
+        } else if !d.moved {
+            let v = view_at.get_untracked();
+            if let Some(i) = sky.with_value(|s| nearest(s, v, p.0, p.1, 6.0)) {
+                crate::navigate(&format!("/object/{}", sky.with_value(|s| s.ids[i])));
+            }
+        }
+    };
+    let on_wheel = move |ev: web_sys::WheelEvent| {
+        ev.prevent_default();
+        let factor = if ev.delta_y() < 0.0 { 1.25 } else { 0.8 };
+        let (px, py) = (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+        view_at.update(|v| *v = v.zoomed(factor, px, py));
+    };
+    let centre = (W as f64 / 2.0, H as f64 / 2.0);
+    let on_key = move |ev: web_sys::KeyboardEvent| {
+        let step = 60.0;
+        let change: Option<Box<dyn Fn(View) -> View>> = match ev.key().as_str() {
+            "ArrowLeft" => Some(Box::new(move |v: View| v.panned(step, 0.0))),
+            "ArrowRight" => Some(Box::new(move |v: View| v.panned(-step, 0.0))),
+            "ArrowUp" => Some(Box::new(move |v: View| v.panned(0.0, step))),
+            "ArrowDown" => Some(Box::new(move |v: View| v.panned(0.0, -step))),
+            "+" | "=" => Some(Box::new(move |v: View| v.zoomed(1.25, centre.0, centre.1))),
+            "-" => Some(Box::new(move |v: View| v.zoomed(0.8, centre.0, centre.1))),
+            "0" => Some(Box::new(|_| View::whole())),
+            _ => None,
+        };
+        if let Some(f) = change {
+            ev.prevent_default();
+            view_at.update(|v| *v = f(*v));
+        }
+    };
+    let predict = move |_| {
+        let ids: Vec<String> = sky.with_value(|s| {
+            selected
+                .get_untracked()
+                .iter()
+                .take(MAX_SELECTED)
+                .map(|&i| s.ids[i].to_string())
+                .collect()
+        });
+        let url = format!("/api/objects?limit={MAX_SELECTED}&ids={}", ids.join(","));
+        leptos::task::spawn_local(async move {
+            match crate::api::get::<ObjectPage>(&url).await {
+                Ok(page) => {
+                    pick.set(page.objects);
+                    crate::navigate("/predict");
+                }
+                Err(e) => status.set(Some(e)),
+            }
+        });
+    };
+
+    let (total, padded) = sky.with_value(|s| (s.len(), s.padded));
+    view! {
+        <div class="sky-tools">
+            <label>"colour by "
+                <select class="sky-colour" on:change=move |ev| colour.set(if event_target_value(&ev) == "redshift" { ColourBy::Redshift } else { ColourBy::Class })>
+                    <option value="class">"class"</option>
+                    <option value="redshift">"spectroscopic redshift"</option>
+                </select>
+            </label>
+            <button class="zoom-in" on:click=move |_| view_at.update(|v| *v = v.zoomed(1.25, centre.0, centre.1))>"+"</button>
+            <button class="zoom-out" on:click=move |_| view_at.update(|v| *v = v.zoomed(0.8, centre.0, centre.1))>"−"</button>
+            <button class="zoom-reset" on:click=move |_| view_at.set(View::whole())>"whole sky"</button>
+            <label><input type="checkbox" class="sky-select" prop:checked=move || selecting.get() on:change=move |ev| selecting.set(event_target_checked(&ev)) />" select (drag a box)"</label>
+        </div>
+        <canvas node_ref=canvas class="sky" width=W height=H tabindex="0"
+            style=format!("width:{W}px;height:{H}px")
+            role="img" aria-label="map of the objects on the sky; arrow keys pan, + and − zoom, 0 shows the whole sky"
+            data-points=total
+            on:mousedown=on_down on:mousemove=on_move on:mouseup=on_up
+            on:mouseleave=move |_| { drag.set_value(None); boxed.set(None); hover.set(None); }
+            on:wheel=on_wheel on:keydown=on_key></canvas>
+        <p class="sky-legend">
+            {move || match colour.get() {
+                ColourBy::Class => view! {
+                    <span style="color:rgb(255,196,84)">"● galaxy "</span>
+                    <span style="color:rgb(110,170,255)">"● star "</span>
+                    <span style="color:rgb(255,92,205)">"● quasar "</span>
+                    <span style="color:rgb(140,140,140)">"● unlabelled"</span>
+                }.into_any(),
+                ColourBy::Redshift => view! {
+                    <span style="color:rgb(120,70,230)">"● z = 0 "</span>
+                    <span style="color:rgb(186,150,133)">"● z = 0.25 "</span>
+                    <span style="color:rgb(253,231,37)">"● z ≥ 1 "</span>
+                    <span style="color:rgb(110,110,110)">"● unknown"</span>
+                }.into_any(),
+            }}
+        </p>
+        <p class="sky-hover" aria-live="polite">
+            {move || hover.get().map(|i| sky.with_value(|s| {
+                let class = match s.classes[i] { b'G' => "galaxy", b'S' => "star", b'Q' => "quasar", _ => "unlabelled" };
+                let z = s.redshift[i].map_or("z unknown".to_string(), |z| format!("z = {z:.4}"));
+                let made = if s.synthetic[i] { " · synthetic rendering" } else { "" };
+                format!("{class} {} · {z} · RA {:.3}°, Dec {:.3}°{made}", s.ids[i], s.ra[i], s.dec[i])
+            }))}
+        </p>
+        <p class="sky-stats" data-frame-ms=move || format!("{:.2}", median(&frames.get())) data-frames=move || frames.get().len()>
+            {move || format!("{} points{}; drawing a frame: {:.1} ms (median of the last {})",
+                total, if padded > 0 { format!(" ({padded} of them repeated for the frame-time bench)") } else { String::new() },
+                median(&frames.get()), frames.get().len())}
+        </p>
+        {move || {
+            let n = selected.get().len();
+            (n > 0).then(|| view! {
+                <p class="sky-selection" data-selected=n>
+                    {format!("{n} objects selected{}. ", if n > MAX_SELECTED { format!(" (the first {MAX_SELECTED} go to Predict)") } else { String::new() })}
+                    <button class="sky-predict" on:click=predict>"Predict these in the browser"</button>
+                    <button class="sky-clear" on:click=move |_| selected.set(Vec::new())>"clear"</button>
+                </p>
+            })
+        }}
+        {move || status.get().map(|e| view! { <ErrorMessage message=e /> })}
+    }
+}
