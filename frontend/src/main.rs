@@ -6,6 +6,7 @@
 //! route is the URL hash (`#/object/ID`), so any view can be linked and reloaded.
 
 mod api;
+mod canvas;
 mod charts;
 mod model;
 mod pages;

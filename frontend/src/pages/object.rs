@@ -5,7 +5,6 @@ use super::ErrorMessage;
 use cosmicai_shared::api::{ArchiveCutout, ArchiveState, ObjectDetail};
 use cosmicai_shared::display::{Stretch, lupton_rgb};
 use leptos::prelude::*;
-use wasm_bindgen::{Clamped, JsCast};
 
 /// `/api/cutouts` for one object: its `[5, side, side]` pixels.
 async fn cutout(id: i64) -> Result<(Vec<f32>, usize), String> {
@@ -41,19 +40,7 @@ fn draw(
     }
     canvas.set_width(side as u32);
     canvas.set_height(side as u32);
-    let ctx: web_sys::CanvasRenderingContext2d = canvas
-        .get_context("2d")
-        .map_err(|e| format!("{e:?}"))?
-        .ok_or("no 2d context")?
-        .unchecked_into();
-    let image = web_sys::ImageData::new_with_u8_clamped_array_and_sh(
-        Clamped(&rgba),
-        side as u32,
-        side as u32,
-    )
-    .map_err(|e| format!("{e:?}"))?;
-    ctx.put_image_data(&image, 0.0, 0.0)
-        .map_err(|e| format!("{e:?}"))
+    crate::canvas::put_rgba(canvas, &rgba, side as u32, side as u32)
 }
 
 #[component]

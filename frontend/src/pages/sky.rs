@@ -11,7 +11,6 @@ use crate::Selection;
 use cosmicai_shared::api::{ObjectPage, SkyPoints};
 use cosmicai_shared::sky::{HALF_HEIGHT, HALF_WIDTH, project};
 use leptos::prelude::*;
-use wasm_bindgen::{Clamped, JsCast};
 
 const W: usize = 960;
 const H: usize = 480;
@@ -321,21 +320,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         let Some(el) = canvas.get() else { return };
         let started = crate::api::now_ms();
         let rgba = sky.with_value(|s| lines.with_value(|g| render(s, g, v, c, &chosen, b)));
-        let drawn = (|| -> Result<(), String> {
-            let ctx: web_sys::CanvasRenderingContext2d = el
-                .get_context("2d")
-                .map_err(|e| format!("{e:?}"))?
-                .ok_or("no 2d context")?
-                .unchecked_into();
-            let image = web_sys::ImageData::new_with_u8_clamped_array_and_sh(
-                Clamped(&rgba),
-                W as u32,
-                H as u32,
-            )
-            .map_err(|e| format!("{e:?}"))?;
-            ctx.put_image_data(&image, 0.0, 0.0)
-                .map_err(|e| format!("{e:?}"))
-        })();
+        let drawn = crate::canvas::put_rgba(&el, &rgba, W as u32, H as u32);
         if let Err(e) = drawn {
             status.set(Some(e));
         }
