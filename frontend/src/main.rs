@@ -73,6 +73,7 @@ fn App() -> impl IntoView {
             },
             ["predict"] => pages::predict::PredictPage().into_any(),
             ["sky"] => pages::sky::SkyPage().into_any(),
+            ["class"] => pages::classroom::ClassroomPage().into_any(),
             ["runs"] => pages::runs::RunsPage().into_any(),
             ["sweeps", id] => {
                 pages::sweeps::SweepPage(pages::sweeps::SweepPageProps { id: id.to_string() })
@@ -92,6 +93,7 @@ fn App() -> impl IntoView {
                 <a href="#/sky">"Sky"</a>
                 <a href="#/predict">"Predict in the browser"</a>
                 <a href="#/runs">"Runs"</a>
+                <a href="#/class">"Classroom"</a>
             </nav>
         </header>
         <main>{page}</main>

@@ -199,6 +199,31 @@ try {
     await page.screenshot({ path: join(shots, 'sky-predict.png'), fullPage: true });
   });
 
+  await step('classroom mode reveals predictions one object at a time, offline once loaded', async () => {
+    await page.goto(base + '/#/class?n=5');
+    await page.reload();
+    await page.waitForSelector('.class-counter', { timeout: 60000 });
+    assert.equal(await page.textContent('.class-counter'), 'Object 1 of 5');
+    // Every image of the set loads now, so the lesson survives the network going.
+    await page.waitForFunction(() => [...document.querySelectorAll('img.class-image')].every((i) => i.complete && i.naturalWidth === 64));
+    assert.equal(await page.locator('img.class-image').count(), 5);
+    assert.equal(await page.locator('.class-prediction').count(), 0, 'nothing is revealed before the room guesses');
+    await page.context().setOffline(true);
+    await page.click('button.class-reveal');
+    const z = Number(await page.getAttribute('.class-prediction', 'data-z'));
+    assert.ok(Number.isFinite(z) && z > -0.1 && z < 8, `predicted z ${z}`);
+    assert.match(await page.textContent('.class-truth'), /Spectrum: z = \d/);
+    assert.equal(await page.getAttribute('.class-scatter', 'data-points'), '1');
+    await page.click('button.class-next');
+    assert.equal(await page.textContent('.class-counter'), 'Object 2 of 5');
+    await page.click('button.class-reveal');
+    assert.equal(await page.getAttribute('.class-scatter', 'data-points'), '2');
+    const shown = await page.locator('img.class-image').evaluateAll((imgs) => imgs.filter((i) => i.style.display !== 'none').map((i) => i.naturalWidth));
+    assert.deepEqual(shown, [64], 'the second image shows, from the cache');
+    await page.screenshot({ path: join(shots, 'classroom.png'), fullPage: true });
+    await page.context().setOffline(false);
+  });
+
   // The same 32 galaxies on each backend: WebGPU (Chromium's adapter; SwiftShader when
   // headless) must agree with the CPU path, and both say which backend ran.
   const predictOn = async (backend) => {

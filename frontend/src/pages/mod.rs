@@ -1,5 +1,6 @@
 //! One module per view.
 
+pub mod classroom;
 pub mod explore;
 pub mod object;
 pub mod predict;

@@ -52,7 +52,7 @@ impl FusedAstroMae {
     pub fn new<B: Backend>(model: &AstroMae<B>) -> Result<Self, FusedError> {
         let vit = Vit::new(&model.vit)?;
         let bands = model.vit.patch_embed.weight.dims()[1];
-        Ok(FusedAstroMae {
+        let fused = FusedAstroMae {
             vit,
             vit_block: [
                 Dense::new(&model.vit_block.first),
@@ -65,7 +65,72 @@ impl FusedAstroMae {
                 Dense::new(&model.head.second),
             ],
             bands,
-        })
+        };
+        fused.check_widths()?;
+        Ok(fused)
+    }
+
+    /// Each layer reads what the one before it writes, so no product is ever
+    /// handed mismatched matrices (the loader checks names and shapes; this
+    /// checks that they chain).
+    fn check_widths(&self) -> Result<(), FusedError> {
+        let v = &self.vit;
+        let mut chain: Vec<(&str, usize, usize)> = Vec::new();
+        for l in &v.layers {
+            chain.extend([
+                ("a block's qkv", l.qkv.d_in, v.dim),
+                ("a block's qkv output", l.qkv.d_out, 3 * v.dim),
+                ("a block's projection", l.out.d_in, v.dim),
+                ("a block's projection output", l.out.d_out, v.dim),
+                ("a block's first MLP layer", l.mlp_in.d_in, v.dim),
+                ("a block's second MLP layer", l.mlp_out.d_in, l.mlp_in.d_out),
+                ("a block's MLP output", l.mlp_out.d_out, v.dim),
+                (
+                    "a block's LayerNorm",
+                    l.norm1.gamma.len().min(l.norm2.gamma.len()),
+                    v.dim,
+                ),
+            ]);
+        }
+        chain.extend([
+            ("the ViT head", v.head.d_in, v.dim),
+            ("vit_block", self.vit_block[0].d_in, v.head.d_out),
+            (
+                "vit_block's second layer",
+                self.vit_block[1].d_in,
+                self.vit_block[0].d_out,
+            ),
+            (
+                "the Inception MLP's second layer",
+                self.inception.mlp[1].d_in,
+                self.inception.mlp[0].d_out,
+            ),
+            (
+                "the head's second layer",
+                self.head[1].d_in,
+                self.head[0].d_out,
+            ),
+            ("the head's output", self.head[1].d_out, 1),
+            (
+                "the head",
+                self.head[0].d_in,
+                self.vit_block[1].d_out + self.inception.out_width() + self.magnitudes_width(),
+            ),
+        ]);
+        let mut reads = self.bands;
+        for layer in &self.magnitudes {
+            chain.push(("a magnitude layer", layer.d_in, reads));
+            reads = layer.d_out;
+        }
+        if self.magnitudes.is_empty() {
+            return Err(FusedError("no magnitude layers".into()));
+        }
+        match chain.into_iter().find(|(_, got, want)| got != want) {
+            Some((what, got, want)) => Err(FusedError(format!(
+                "{what} reads or writes {got} values where {want} are needed"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Redshifts of `n` objects: `images` `[n, bands, height, width]` (at least
@@ -986,6 +1051,19 @@ mod tests {
             .forward(&[0.0; 10], &[0.0; 5], 1, [32, 32], 4)
             .unwrap_err();
         assert!(e.to_string().contains("need 5120 pixel values"), "{e}");
+    }
+
+    #[test]
+    fn layers_that_do_not_chain_are_refused_by_name() {
+        type B = NdArray<f32>;
+        let device = Default::default();
+        let mut model = AstroMaeConfig::new().with_depth(1).init::<B>(&device);
+        model.magnitudes.layers[1] = burn::nn::LinearConfig::new(7, 1024).init(&device);
+        let e = FusedAstroMae::new(&model).unwrap_err().to_string();
+        assert!(
+            e.contains("a magnitude layer reads or writes 7 values where 1024 are needed"),
+            "{e}"
+        );
     }
 
     #[test]
