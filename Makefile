@@ -36,7 +36,7 @@ frontend: frontend-setup
 frontend-setup: rust-setup
 	@trunk --version 2>/dev/null | grep -q "$(TRUNK_VERSION)" || cargo install trunk --version $(TRUNK_VERSION) --locked
 	@wasm-bindgen --version 2>/dev/null | grep -q "$(WASM_BINDGEN_VERSION)" || cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
-	@test -x $(E2E)/node_modules/.bin/wasm-opt || (cd $(E2E) && npm ci --no-audit --no-fund)
+	@test -x $(E2E)/node_modules/.bin/wasm-opt -a -f $(E2E)/node_modules/axe-core/axe.min.js || (cd $(E2E) && npm ci --no-audit --no-fund)
 
 # Chromium, for the browser tests only: serving never needs it.
 browser-setup:

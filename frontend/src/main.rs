@@ -87,7 +87,7 @@ fn App() -> impl IntoView {
     };
     view! {
         <header>
-            <a href="#/" class="brand">"CosmicAI"</a>
+            <h1 class="brand-title"><a href="#/" class="brand">"CosmicAI"</a></h1>
             <nav>
                 <a href="#/">"Explore"</a>
                 <a href="#/sky">"Sky"</a>

@@ -341,6 +341,41 @@ try {
     await page.screenshot({ path: join(shots, 'sweep.png'), fullPage: true });
   });
 
+  await step('every page passes axe-core with no serious or critical violation, and the grid is reachable by keyboard', async () => {
+    const axeSource = join(root, 'tests/e2e/node_modules/axe-core/axe.min.js');
+    const firstId = (await (await fetch(base + '/api/objects?sort=showcase&limit=1')).json()).objects[0].id;
+    const pages = [['/#/', '.card img'], ['/#/sky', 'canvas.sky'], ['/#/predict?backend=cpu', '.timing'],
+      ['/#/runs', '.runs, h2'], ['/#/class?n=3', '.class-counter'], [`/#/object/${firstId}`, 'canvas.composite']];
+    const found = [];
+    for (const [route, ready] of pages) {
+      await page.goto(base + route);
+      await page.reload();
+      await page.waitForSelector(ready, { timeout: 60000 });
+      await page.addScriptTag({ path: axeSource });
+      const violations = await page.evaluate(async () => (await axe.run(document)).violations
+        .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, first: v.nodes[0]?.html.slice(0, 120) })));
+      found.push(`${route}: ${violations.length ? violations.map((v) => `${v.id} (${v.impact})`).join(', ') : 'none'}`);
+      const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+      assert.deepEqual(bad, [], `${route}: ${JSON.stringify(bad)}`);
+    }
+    console.log(`(${found.join('; ')})`);
+    // Keyboard: Tab from the top reaches the filters, then the grid's cards (links).
+    await page.goto(base + '/#/');
+    await page.reload();
+    await page.waitForSelector('.card img');
+    const reached = new Set();
+    for (let i = 0; i < 40 && !reached.has('card'); i++) {
+      await page.keyboard.press('Tab');
+      reached.add(await page.evaluate(() => {
+        const e = document.activeElement;
+        return e.classList.contains('card') ? 'card' : e.closest('.filters') ? 'filters' : e.tagName.toLowerCase();
+      }));
+    }
+    assert.ok(reached.has('filters') && reached.has('card'), `Tab reached ${[...reached]}`);
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => location.hash.startsWith('#/object/'));
+  });
+
   await step('API errors are shown as messages', async () => {
     await page.goto(base + '/#/object/123');
     await page.waitForSelector('.error');

@@ -196,7 +196,7 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
         </table>
         <h3>"Predictions"</h3>
         <table class="predictions">
-            <tr><th></th><th>"redshift"</th><th>"class"</th></tr>
+            <tr><th>"source"</th><th>"redshift"</th><th>"class"</th></tr>
             {server.into_iter().map(|p| {
                 let name = p.model.clone();
                 view! {

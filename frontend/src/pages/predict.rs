@@ -93,7 +93,7 @@ pub fn PredictPage() -> impl IntoView {
         }}
         <h3>"Batches on this page"</h3>
         <table class="batches">
-            <tr><th>"#"</th><th>"backend"</th><th>"objects"</th><th>"latency"</th><th></th></tr>
+            <tr><th>"#"</th><th>"backend"</th><th>"objects"</th><th>"latency"</th><th>"note"</th></tr>
             {move || history.get().into_iter().enumerate().map(|(i, (ran, n, ms, first))| view! {
                 <tr><td>{i + 1}</td><td>{ran.label()}</td><td>{n}</td><td>{format!("{ms:.1} ms")}</td><td>{if first { "first on this backend" } else { "" }}</td></tr>
             }).collect_view()}
