@@ -150,6 +150,24 @@ fn redshift_colour(z: Option<f32>) -> [u8; 3] {
     }
 }
 
+/// The legend's entries, in the colours the map draws with.
+fn legend(by: ColourBy) -> Vec<(&'static str, [u8; 3])> {
+    match by {
+        ColourBy::Class => vec![
+            ("galaxy", class_colour(b'G')),
+            ("star", class_colour(b'S')),
+            ("quasar", class_colour(b'Q')),
+            ("unlabelled", class_colour(b'U')),
+        ],
+        ColourBy::Redshift => vec![
+            ("z = 0", redshift_colour(Some(0.0))),
+            ("z = 0.25", redshift_colour(Some(0.25))),
+            ("z ≥ 1", redshift_colour(Some(1.0))),
+            ("unknown", redshift_colour(None)),
+        ],
+    }
+}
+
 /// The frame as RGBA: the map's outline and graticule, the points, the selection.
 fn render(
     sky: &Sky,
@@ -454,20 +472,9 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             on:mouseleave=move |_| { drag.set_value(None); boxed.set(None); hover.set(None); }
             on:wheel=on_wheel on:keydown=on_key></canvas>
         <p class="sky-legend">
-            {move || match colour.get() {
-                ColourBy::Class => view! {
-                    <span style="color:rgb(255,196,84)">"● galaxy "</span>
-                    <span style="color:rgb(110,170,255)">"● star "</span>
-                    <span style="color:rgb(255,92,205)">"● quasar "</span>
-                    <span style="color:rgb(140,140,140)">"● unlabelled"</span>
-                }.into_any(),
-                ColourBy::Redshift => view! {
-                    <span style="color:rgb(120,70,230)">"● z = 0 "</span>
-                    <span style="color:rgb(186,150,133)">"● z = 0.25 "</span>
-                    <span style="color:rgb(253,231,37)">"● z ≥ 1 "</span>
-                    <span style="color:rgb(110,110,110)">"● unknown"</span>
-                }.into_any(),
-            }}
+            {move || legend(colour.get()).into_iter().map(|(label, c)| view! {
+                <span style=format!("color:rgb({},{},{})", c[0], c[1], c[2])>{format!("● {label} ")}</span>
+            }).collect_view()}
         </p>
         <p class="sky-hover" aria-live="polite">
             {move || hover.get().map(|i| sky.with_value(|s| {

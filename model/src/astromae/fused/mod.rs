@@ -276,10 +276,7 @@ impl Dense {
         let [d_in, d_out] = linear.weight.dims();
         Dense {
             weight: values(linear.weight.val()),
-            bias: linear
-                .bias
-                .as_ref()
-                .map_or_else(|| vec![0.0; d_out], |b| values(b.val())),
+            bias: or_zeros(linear.bias.as_ref(), d_out),
             d_in,
             d_out,
         }
@@ -432,6 +429,11 @@ fn centre_crop(images: &[f32], n: usize, bands: usize, [h, w]: [usize; 2]) -> Ve
     out
 }
 
+/// A layer's optional bias (or LayerNorm shift), `len` zeros when it has none.
+fn or_zeros<B: Backend>(bias: Option<&burn::module::Param<Tensor<B, 1>>>, len: usize) -> Vec<f32> {
+    bias.map_or_else(|| vec![0.0; len], |b| values(b.val()))
+}
+
 fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
@@ -448,10 +450,7 @@ struct Norm {
 impl Norm {
     fn new<B: Backend>(norm: &LayerNorm<B>) -> Self {
         let gamma = values(norm.gamma.val());
-        let beta = norm
-            .beta
-            .as_ref()
-            .map_or_else(|| vec![0.0; gamma.len()], |b| values(b.val()));
+        let beta = or_zeros(norm.beta.as_ref(), gamma.len());
         Norm { gamma, beta }
     }
 }
@@ -500,11 +499,7 @@ impl Vit {
                 position.len()
             )));
         }
-        let patch_bias = vit
-            .patch_embed
-            .bias
-            .as_ref()
-            .map_or_else(|| vec![0.0; dim], |b| values(b.val()));
+        let patch_bias = or_zeros(vit.patch_embed.bias.as_ref(), dim);
         // Token 0 starts as the class token, the others as their patch's bias.
         let mut start = position;
         for (token, row) in start.chunks_exact_mut(dim).enumerate() {
@@ -706,10 +701,7 @@ impl Conv {
         }
         Ok(Conv {
             weight: values(conv.weight.val()),
-            bias: conv
-                .bias
-                .as_ref()
-                .map_or_else(|| vec![0.0; c_out], |b| values(b.val())),
+            bias: or_zeros(conv.bias.as_ref(), c_out),
             c_in,
             c_out,
             k: kh,
