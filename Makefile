@@ -14,8 +14,7 @@ PYTHON := $(VENV)/bin/python
 DEMO := data/demo
 
 E2E := tests/e2e
-# Trunk finds wasm-opt (npm binaryen@132) here; Debian's binaryen 108 breaks wasm-bindgen's output.
-TOOLS_PATH := $(CURDIR)/$(E2E)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
+TOOLS_PATH := $(HOME)/.cargo/bin:$(PATH)
 TRUNK_VERSION := 0.21.14
 CARGO_DENY_VERSION := 0.20.2
 WASM_BINDGEN_VERSION := $(shell grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')
@@ -23,27 +22,32 @@ WASM_BINDGEN_VERSION := $(shell grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock |
 # Every native crate with every feature (the frontend is built by Trunk, for wasm).
 NATIVE_ALL := -p cosmicai-backend -p cosmicai-lambda --features cosmicai-backend/cuda,cosmicai-backend/openblas,cosmicai-lambda/cuda
 
-.PHONY: demo serve test setup deny-setup rust-setup python-setup frontend-setup browser-setup frontend e2e e2e-run fuzz
+.PHONY: demo serve test setup deny-setup rust-setup python-setup frontend-setup e2e-setup browser-setup frontend e2e e2e-run fuzz
 
-serve: rust-setup frontend
-	cargo build --release --bin cosmicai
-	$(COSMICAI) serve
+# The server first, then the explorer in the background while it serves (tools/serve.sh).
+serve: rust-setup
+	PATH=$(TOOLS_PATH) tools/serve.sh
 
 # The explorer: Trunk builds frontend/ into dist/ (offline: tools installed by frontend-setup).
 frontend: frontend-setup
 	PATH=$(TOOLS_PATH) trunk build --release
 
 frontend-setup: rust-setup
-	@trunk --version 2>/dev/null | grep -q "$(TRUNK_VERSION)" || cargo install trunk --version $(TRUNK_VERSION) --locked
+	@# Trunk's own release profile is fat LTO in one codegen unit (7.4 min here); it only
+	@# drives cargo and wasm-bindgen, so it is built plainly (env settings beat its manifest).
+	@trunk --version 2>/dev/null | grep -q "$(TRUNK_VERSION)" || CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install trunk --version $(TRUNK_VERSION) --locked
 	@wasm-bindgen --version 2>/dev/null | grep -q "$(WASM_BINDGEN_VERSION)" || cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
-	@test -x $(E2E)/node_modules/.bin/wasm-opt -a -f $(E2E)/node_modules/axe-core/axe.min.js || (cd $(E2E) && npm ci --no-audit --no-fund)
+
+# The browser tests' npm packages (playwright-core, axe-core): serving needs none.
+e2e-setup:
+	@test -f $(E2E)/node_modules/playwright-core/package.json -a -f $(E2E)/node_modules/axe-core/axe.min.js || (cd $(E2E) && npm ci --no-audit --no-fund)
 
 # Chromium, for the browser tests only: serving never needs it.
 browser-setup:
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver) || { echo "install Debian's chromium for the browser tests"; exit 1; }
 
 # Browser tests: headless Chromium against a real `cosmicai serve` with the built explorer.
-e2e: frontend browser-setup
+e2e: frontend browser-setup e2e-setup
 	cargo build --bin cosmicai
 	$(MAKE) e2e-run
 
@@ -94,7 +98,7 @@ test: setup deny-setup
 	$(PYTHON) -c "import sys; h = open(sys.argv[1], 'rb').read(20); sys.exit(0 if h[:4] == b'\x7fELF' and int.from_bytes(h[18:20], 'little') == 183 else 'not an arm64 binary: ' + sys.argv[1])" $(CARGO_TARGET_DIR)/lambda/bootstrap/bootstrap
 	$(MAKE) frontend e2e-run
 
-setup: rust-setup python-setup frontend-setup browser-setup
+setup: rust-setup python-setup frontend-setup e2e-setup browser-setup
 
 # Coverage-guided fuzzing: libFuzzer through cargo-fuzz on a pinned nightly, over the
 # targets of cosmicai_engine::fuzz, each FUZZ_SECONDS, held to 2 GB. The corpus starts

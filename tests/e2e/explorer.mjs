@@ -4,6 +4,7 @@
 // $SCREENSHOTS (default target/e2e). Exits non-zero on the first failed expectation.
 import { chromium } from 'playwright-core';
 import { execFileSync, spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -52,6 +53,23 @@ const step = async (name, f) => {
 };
 
 try {
+  await step('the explorer goes over the wire gzipped, at most 3 MB', async () => {
+    const index = await (await fetch(base + '/')).text();
+    const wasm = index.match(/\/[\w.-]+_bg\.wasm/)?.[0];
+    assert.ok(wasm, 'index.html names no wasm module');
+    // Raw bytes as sent (fetch would inflate them).
+    const { encoding, bytes } = await new Promise((ok, fail) => {
+      http.get(base + wasm, { headers: { 'accept-encoding': 'gzip' } }, (res) => {
+        let bytes = 0;
+        res.on('data', (d) => { bytes += d.length; });
+        res.on('end', () => ok({ encoding: res.headers['content-encoding'], bytes }));
+      }).on('error', fail);
+    });
+    assert.equal(encoding, 'gzip', `${wasm} sent without gzip`);
+    assert.ok(bytes <= 3_000_000, `${wasm}: ${bytes} bytes gzipped, over 3 MB`);
+    process.stdout.write(`(${wasm.slice(1, 20)}…: ${(bytes / 1e6).toFixed(2)} MB gzipped) `);
+  });
+
   await step('explore shows a grid of real and synthetic images', async () => {
     await page.goto(base + '/');
     await page.waitForSelector('.card img', { timeout: 60000 });

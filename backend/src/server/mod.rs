@@ -18,7 +18,7 @@ mod sweeps;
 
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -47,9 +47,14 @@ pub struct ServeArgs {
     /// The bundled data (catalogs, SDSS field) used to fill a new data directory.
     #[arg(long, default_value = "assets")]
     pub assets: PathBuf,
-    /// The built explorer (Trunk's output).
+    /// The built explorer (Trunk's output). It may land after the server starts
+    /// (`make serve` builds it beside the server): it is served from then on.
     #[arg(long, default_value = "dist")]
     pub frontend: PathBuf,
+    /// The log of an explorer build in progress (`make serve` passes it): until the
+    /// explorer lands, `/` shows its latest lines.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub frontend_log: Option<PathBuf>,
     /// More models to offer (repeatable): astromae:CHECKPOINT (a CAI .pt or its
     /// safetensors) or photoz:WEIGHTS. Files in DATA_DIR/models/ are offered too.
     #[arg(long = "model")]
@@ -174,7 +179,14 @@ fn random_token() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
+/// Where the explorer is (or will be, while `make serve` builds it).
+#[derive(Clone)]
+pub struct Explorer {
+    pub dir: PathBuf,
+    pub build_log: Option<PathBuf>,
+}
+
+pub fn router(state: Arc<AppState>, explorer: Explorer) -> Router {
     let guarded = Router::new()
         .route("/api/runs", post(api::create_run))
         .route("/api/runs/{id}/cancel", post(api::cancel_run))
@@ -212,21 +224,20 @@ pub fn router(state: Arc<AppState>, frontend: PathBuf) -> Router {
         ));
     // The event stream lives as long as its run: no timeout there.
     let streams = Router::new().route("/api/runs/{id}/events", get(api::run_events));
-    let index = frontend.join("index.html");
     let app = Router::new()
         .merge(timed)
         .merge(streams)
         .route("/api/{*rest}", get(api_not_found).post(api_not_found));
-    let app = if index.is_file() {
-        // The explorer's wasm is about 12 MB, 2 MB gzipped: browsers that take gzip
-        // get the `.gz` beside each file (made at start, see `precompress`).
-        let site = tower_http::services::ServeDir::new(&frontend)
-            .precompressed_gzip()
-            .fallback(tower_http::services::ServeFile::new(index).precompressed_gzip());
-        app.fallback_service(site)
-    } else {
-        app.fallback(get(no_frontend))
-    };
+    // The explorer's wasm is about 18 MB, under 3 MB gzipped: browsers that take gzip
+    // get the `.gz` beside each file (made at start and when a build lands, see
+    // `precompress`). Paths that are no file get index.html (the explorer routes by
+    // hash), or the "explorer building" page while there is none yet.
+    let page: axum::routing::MethodRouter =
+        get(explorer_page).with_state(Arc::new(explorer.clone()));
+    let site = tower_http::services::ServeDir::new(&explorer.dir)
+        .precompressed_gzip()
+        .fallback(page);
+    let app = app.fallback_service(site);
     app.layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -275,15 +286,104 @@ fn precompress(frontend: &std::path::Path) {
     }
 }
 
-/// Without a built explorer, `/` says so and points at the API.
-async fn no_frontend() -> Response {
-    axum::response::Html(
-        "<!doctype html><title>CosmicAI</title><h1>CosmicAI</h1>\
-         <p>The explorer is not built here (build it with Trunk; see the README).</p>\
-         <p>The API is up: <a href=\"/api/openapi.json\">/api/openapi.json</a>, \
-         <a href=\"/api/objects\">/api/objects</a>.</p>",
+/// index.html, or while there is none a page that says the explorer is being built
+/// (with the build's latest log lines, reloading itself) or is not built here.
+async fn explorer_page(State(explorer): State<Arc<Explorer>>) -> Response {
+    if let Ok(html) = tokio::fs::read(explorer.dir.join("index.html")).await {
+        return ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    }
+    let api = "<p>The API is up meanwhile: <a href=\"/api/health\">/api/health</a>, \
+               <a href=\"/api/objects\">/api/objects</a>, \
+               <a href=\"/api/openapi.json\">/api/openapi.json</a>.</p>";
+    let Some(log) = &explorer.build_log else {
+        return axum::response::Html(format!(
+            "<!doctype html><title>CosmicAI</title><h1>CosmicAI</h1>\
+             <p>The explorer is not built here (<code>make serve</code> builds it; see the README).</p>{api}"
+        ))
+        .into_response();
+    };
+    let tail = build_log_tail(log, 6);
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"5\"><title>CosmicAI: explorer building…</title>\
+         <style>body{{background:#0b1020;color:#e6e9f2;font:16px system-ui;margin:3rem}}\
+         pre{{background:#151b30;padding:1rem;white-space:pre-wrap}}a{{color:#8ab4ff}}</style>\
+         <h1>Explorer building…</h1>\
+         <p><code>make serve</code> is building the explorer beside the running server; the \
+         terminal says how long it has left. This page reloads itself every 5 seconds and \
+         shows the explorer once it lands.</p>{api}<p>The build's latest lines:</p><pre>{}</pre></html>",
+        html_escape(&tail)
+    );
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        axum::response::Html(body),
     )
-    .into_response()
+        .into_response()
+}
+
+/// The last `lines` lines of a build log, read from at most its last 16 KB, with
+/// terminal colour codes and carriage-return redraws taken out.
+fn build_log_tail(log: &std::path::Path, lines: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(log).and_then(|mut f| {
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)))?;
+        f.take(16 * 1024).read_to_end(&mut bytes)
+    });
+    if read.is_err() {
+        return "(no build log yet)".into();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI sequences end at a byte in '@'..='~'.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let kept: Vec<&str> = plain
+        .lines()
+        .map(|l| l.rsplit('\r').next().unwrap_or(l).trim_end())
+        .filter(|l| !l.is_empty())
+        .collect();
+    kept[kept.len().saturating_sub(lines)..].join("\n")
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Compresses the explorer again whenever a build lands (its index.html changes),
+/// so a build that finishes while the server runs is served gzipped too.
+fn watch_explorer(dir: PathBuf) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let index = dir.join("index.html");
+    let mut seen = stamp(&index);
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = stamp(&index);
+        if now != seen {
+            // Let the build finish moving its files in.
+            std::thread::sleep(Duration::from_secs(2));
+            precompress(&dir);
+            seen = now;
+        }
+    });
 }
 
 async fn api_not_found(request: Request) -> Response {
@@ -306,6 +406,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let cwd = std::env::current_dir().unwrap_or_default();
     error::hide_paths(&[&args.data_dir, &args.assets, &cwd]);
     precompress(&args.frontend);
+    watch_explorer(args.frontend.clone());
     let index = objects::ObjectIndex::load(&args.data_dir)?;
     let models = models::ServedModels::load(&args.models, &args.data_dir)?;
     let given = args
@@ -426,7 +527,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        axum::serve(listener, router(state, args.frontend))
+        axum::serve(listener, router(
+            state,
+            Explorer {
+                dir: args.frontend.clone(),
+                build_log: args.frontend_log.clone(),
+            },
+        ))
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("serving")
@@ -457,4 +564,28 @@ async fn shutdown_signal() {
         }
         std::process::exit(130);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_log_tail_keeps_the_last_lines_without_colour_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("build.log");
+        // Far over the 16 KB read: only the end is read, and only whole last lines kept.
+        let mut text = "   Compiling filler v1.0.0\n".repeat(2000);
+        text.push_str("\u{1b}[1m\u{1b}[32m   Compiling\u{1b}[0m leptos v0.8.0\n");
+        text.push_str("progress 10%\rprogress 90%\n\n");
+        text.push_str("<script>alert(1)</script>\n");
+        std::fs::write(&log, text).unwrap();
+        let tail = build_log_tail(&log, 3);
+        assert_eq!(
+            tail,
+            "   Compiling leptos v0.8.0\nprogress 90%\n<script>alert(1)</script>"
+        );
+        assert!(html_escape(&tail).contains("&lt;script&gt;"));
+        assert_eq!(build_log_tail(&dir.path().join("missing"), 3), "(no build log yet)");
+    }
 }

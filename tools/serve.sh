@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make serve`: the server first, the explorer beside it.
+#
+# The server (the `cosmicai` binary, release) is built first, on both cores, and
+# started: the API and the bundled data answer as soon as it is up. The explorer
+# (Trunk and wasm-bindgen-cli to install the first time, then its wasm build) builds
+# in the background meanwhile, its log in $CARGO_TARGET_DIR/explorer-build.log; the
+# page says "explorer building…" with the log's latest lines until it lands, then
+# shows it. Ctrl-C stops both. Arguments go to `cosmicai serve`.
+set -euo pipefail
+: "${CARGO_TARGET_DIR:?make serve sets it}"
+cd "$(dirname "$0")/.."
+log="$CARGO_TARGET_DIR/explorer-build.log"
+say() { printf '\033[1m== make serve:\033[0m %s\n' "$*" >&2; }
+started=$SECONDS
+
+# Seconds, measured from a fresh clone on a 2-core machine (README, "First run").
+if [ -x "$CARGO_TARGET_DIR/release/cosmicai" ]; then
+  say "building the server (cosmicai, release): seconds when little changed"
+else
+  say "building the server (cosmicai, release) for the first time: about 11 minutes on 2 cores; cargo's bar counts the crates"
+fi
+cargo build --release --bin cosmicai
+
+if command -v trunk >/dev/null && command -v wasm-bindgen >/dev/null; then
+  say "building the explorer in the background (about 90 s after a change in frontend/; log: $log)"
+else
+  say "installing Trunk and wasm-bindgen-cli, then building the explorer, in the background (about 15 minutes the first time; log: $log)"
+fi
+mkdir -p "$CARGO_TARGET_DIR"
+# Its own session, so that Ctrl-C here (or the server stopping) ends it as a whole.
+setsid bash -c '
+  start=$SECONDS
+  if make --no-print-directory frontend; then
+    echo "explorer built in $((SECONDS - start)) s"
+    printf "\033[1m== make serve:\033[0m explorer built in %s s: reload the page\n" "$((SECONDS - start))" >/dev/tty 2>/dev/null || true
+  else
+    echo "explorer build failed: see the lines above"
+    printf "\033[1m== make serve:\033[0m the explorer build failed: see %s\n" "$0" >/dev/tty 2>/dev/null || true
+  fi' "$log" >"$log" 2>&1 </dev/null &
+builder=$!
+trap 'kill -- -"$builder" 2>/dev/null || true' EXIT
+
+say "starting the server ($((SECONDS - started)) s so far); the page answers once the data is prepared"
+"$CARGO_TARGET_DIR/release/cosmicai" serve --frontend-log "$log" "$@"
