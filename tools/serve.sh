@@ -18,26 +18,27 @@ started=$SECONDS
 if [ -x "$CARGO_TARGET_DIR/release/cosmicai" ]; then
   say "building the server (cosmicai, release): seconds when little changed"
 else
-  say "building the server (cosmicai, release) for the first time: about 11 minutes on 2 cores; cargo's bar counts the crates"
+  say "building the server (cosmicai, release) for the first time: about 8 minutes on 2 cores; cargo's bar counts the crates"
 fi
 cargo build --release --bin cosmicai
 
 if command -v trunk >/dev/null && command -v wasm-bindgen >/dev/null; then
-  say "building the explorer in the background (about 90 s after a change in frontend/; log: $log)"
+  say "building the explorer in the background (about 20 s after a change in frontend/; log: $log)"
 else
-  say "installing Trunk and wasm-bindgen-cli, then building the explorer, in the background (about 15 minutes the first time; log: $log)"
+  say "installing Trunk and wasm-bindgen-cli, then building the explorer, in the background (about 10 minutes the first time; log: $log)"
 fi
 mkdir -p "$CARGO_TARGET_DIR"
 # Its own session, so that Ctrl-C here (or the server stopping) ends it as a whole.
+# Its log goes to the file; its one-line outcome to this terminal (fd 3).
 setsid bash -c '
   start=$SECONDS
   if make --no-print-directory frontend; then
     echo "explorer built in $((SECONDS - start)) s"
-    printf "\033[1m== make serve:\033[0m explorer built in %s s: reload the page\n" "$((SECONDS - start))" >/dev/tty 2>/dev/null || true
+    printf "\033[1m== make serve:\033[0m explorer built in %s s: the page shows it now\n" "$((SECONDS - start))" >&3
   else
     echo "explorer build failed: see the lines above"
-    printf "\033[1m== make serve:\033[0m the explorer build failed: see %s\n" "$0" >/dev/tty 2>/dev/null || true
-  fi' "$log" >"$log" 2>&1 </dev/null &
+    printf "\033[1m== make serve:\033[0m the explorer build failed: see %s\n" "$0" >&3
+  fi' "$log" 3>&2 >"$log" 2>&1 </dev/null &
 builder=$!
 trap 'kill -- -"$builder" 2>/dev/null || true' EXIT
 

@@ -244,6 +244,26 @@ fn objects_filter_page_and_show_images() {
         sum,
         "counts add up to the total"
     );
+    // Colour cuts (a box drawn on the explorer's colour plots): every object in
+    // range, fewer than without, and the counts still add up.
+    let cut = get(
+        &s,
+        "/api/objects?ug_min=1&ug_max=2&gr_min=0.3&gr_max=0.8&limit=1000",
+    )
+    .json();
+    let in_cut = cut["objects"].as_array().unwrap();
+    assert!(!in_cut.is_empty());
+    for o in in_cut {
+        let m = |k: usize| o["magnitudes"][k].as_f64().unwrap() as f32;
+        // Cut on colours to a thousandth of a magnitude, as the plots draw them.
+        let (ug, gr) = (m(0) - m(1), m(1) - m(2));
+        assert!(
+            (0.9995..=2.0005).contains(&ug) && (0.2995..=0.8005).contains(&gr),
+            "{o}"
+        );
+    }
+    assert!(cut["total"].as_u64().unwrap() < total);
+    assert_json_error(&get(&s, "/api/objects?ri_max=lots"), 400, "ri_max");
     let synthetic = get(&s, "/api/objects?provenance=synthetic&limit=3").json();
     assert_eq!(synthetic["total"], 3000);
     let real_images = get(&s, "/api/objects?provenance=real&has_image=true&limit=2").json();
@@ -1212,24 +1232,7 @@ fn the_explorer_is_served_precompressed() {
         .flat_map(|i| (i % 97).to_le_bytes())
         .collect();
     std::fs::write(site.path().join("app.wasm"), &wasm).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir())
-        .args(["--assets", &asset(""), "--frontend"])
-        .arg(site.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("listening on "))
-        .unwrap();
-    let s = Server {
-        child,
-        addr: format!("127.0.0.1:{}", line.rsplit(':').next().unwrap()),
-    };
+    let s = start_serving(site.path(), &[]);
     assert!(site.path().join("app.wasm.gz").is_file());
     let gzipped = request(&s, "GET", "/app.wasm", &["Accept-Encoding: gzip"], b"");
     assert_eq!(gzipped.status, 200);
@@ -1260,8 +1263,23 @@ fn the_sky_lists_every_placed_object_and_a_selection_comes_back_by_ids() {
         .unwrap() as usize;
     // Catalog objects all have positions; only a few renderings or detections may not.
     assert!(n > 30_000 && n <= total, "{n} of {total}");
-    for column in ["ra", "dec", "redshift"] {
+    for column in ["ra", "dec", "redshift", "r", "colours"] {
         assert_eq!(sky[column].as_array().unwrap().len(), n, "{column}");
+    }
+    // The colour plots' columns agree with the objects' magnitudes.
+    let first = get(&s, &format!("/api/objects?ids={}", ids[0])).json()["objects"][0].clone();
+    let m: Vec<f64> = (0..5)
+        .map(|k| first["magnitudes"][k].as_f64().unwrap())
+        .collect();
+    let c = &sky["colours"][0];
+    for (k, want) in [m[0] - m[1], m[1] - m[2], m[2] - m[3]]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(
+            (c[k].as_f64().unwrap() - want).abs() < 2e-3,
+            "colour {k}: {c} vs {m:?}"
+        );
     }
     let classes = sky["classes"].as_str().unwrap();
     assert_eq!(classes.len(), n);
@@ -1330,5 +1348,86 @@ fn the_sky_lists_every_placed_object_and_a_selection_comes_back_by_ids() {
         ("1,two,3", "\"two\" is not an object id"),
     ] {
         assert_json_error(&get(&s, &format!("/api/objects?ids={query}")), 400, says);
+    }
+}
+
+/// `make serve` starts the server before the explorer is built: `/` says it is
+/// building, with the build log's latest lines, and serves the explorer (gzipped
+/// too) once the build lands, without a restart.
+#[test]
+fn the_explorer_lands_while_serving() {
+    let site = tempfile::tempdir().unwrap();
+    let dist = site.path().join("dist");
+    let log = site.path().join("explorer-build.log");
+    std::fs::write(
+        &log,
+        "   Compiling leptos v0.8.0\n   Compiling <cosmicai-frontend>\n",
+    )
+    .unwrap();
+    let s = start_serving(&dist, &["--frontend-log".as_ref(), log.as_os_str()]);
+    let building = get(&s, "/");
+    assert_eq!(building.status, 503);
+    assert!(
+        building
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = String::from_utf8_lossy(&building.body).to_string();
+    assert!(page.contains("Explorer building"), "{page}");
+    assert!(
+        page.contains("Compiling &lt;cosmicai-frontend&gt;"),
+        "{page}"
+    );
+    // The API answers meanwhile.
+    assert_eq!(get(&s, "/api/health").status, 200);
+    // The build lands: index.html and a wasm module, no restart.
+    std::fs::create_dir_all(&dist).unwrap();
+    let wasm: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| (i % 13).to_le_bytes())
+        .collect();
+    std::fs::write(dist.join("app_bg.wasm"), &wasm).unwrap();
+    std::fs::write(
+        dist.join("index.html"),
+        "<!doctype html><title>explorer</title>",
+    )
+    .unwrap();
+    let landed = get(&s, "/");
+    assert_eq!(landed.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&landed.body),
+        "<!doctype html><title>explorer</title>"
+    );
+    // Routes that are no file get the explorer too (it routes by hash).
+    assert_eq!(get(&s, "/some/page").status, 200);
+    // Within a few seconds the server has compressed the new build.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !dist.join("app_bg.wasm.gz").is_file() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let gzipped = request(&s, "GET", "/app_bg.wasm", &["Accept-Encoding: gzip"], b"");
+    assert_eq!(gzipped.header("content-encoding").as_deref(), Some("gzip"));
+}
+
+/// A server on the shared data directory with the explorer from `frontend`.
+fn start_serving(frontend: &Path, more: &[&std::ffi::OsStr]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir())
+        .args(["--assets", &asset(""), "--frontend"])
+        .arg(frontend)
+        .args(more)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listening on "))
+        .unwrap();
+    Server {
+        child,
+        addr: format!("127.0.0.1:{}", line.rsplit(':').next().unwrap()),
     }
 }

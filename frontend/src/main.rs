@@ -8,6 +8,7 @@
 mod api;
 mod canvas;
 mod charts;
+mod cuts;
 mod model;
 mod pages;
 
@@ -73,6 +74,7 @@ fn App() -> impl IntoView {
             },
             ["predict"] => pages::predict::PredictPage().into_any(),
             ["sky"] => pages::sky::SkyPage().into_any(),
+            ["plots"] => pages::plots::PlotsPage().into_any(),
             ["class"] => pages::classroom::ClassroomPage().into_any(),
             ["runs"] => pages::runs::RunsPage().into_any(),
             ["sweeps", id] => {
@@ -91,6 +93,7 @@ fn App() -> impl IntoView {
             <nav>
                 <a href="#/">"Explore"</a>
                 <a href="#/sky">"Sky"</a>
+                <a href="#/plots">"Plots"</a>
                 <a href="#/predict">"Predict in the browser"</a>
                 <a href="#/runs">"Runs"</a>
                 <a href="#/class">"Classroom"</a>

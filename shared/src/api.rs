@@ -104,7 +104,8 @@ pub struct ObjectPage {
 }
 
 /// `GET /api/sky`: every object with a position, as columns (one entry per
-/// object in each), for the sky map. Compact: about 40 bytes per object.
+/// object in each), for the sky map and the colour plots. Compact: about 70 bytes
+/// per object.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SkyPoints {
@@ -119,6 +120,12 @@ pub struct SkyPoints {
     /// One letter per object: `r`eal or `s`ynthetic (renderings sit at their
     /// source object's position).
     pub provenance: String,
+    /// r asinh magnitude; null when unknown.
+    #[serde(default)]
+    pub r: Vec<Option<f32>>,
+    /// u−g, g−r, r−i, to 0.001 (for the colour plots); null when a band is unknown.
+    #[serde(default)]
+    pub colours: Vec<Option<[f32; 3]>>,
 }
 
 /// `GET /api/settings`: what the explorer needs to know of this server.

@@ -217,6 +217,53 @@ try {
     await page.screenshot({ path: join(shots, 'sky-predict.png'), fullPage: true });
   });
 
+  await step('a box on a colour plot cuts the objects, the other plots and Explore follow', async () => {
+    await page.goto(base + '/#/plots');
+    await page.waitForFunction(() => {
+      const plots = [...document.querySelectorAll('canvas.plot')];
+      return plots.length === 3 && plots.every((c) => Number(c.dataset.drawn) >= 1);
+    }, null, { timeout: 60000 });
+    const summary = '.plots-summary';
+    const total = Number(await page.getAttribute(summary, 'data-total'));
+    assert.ok(total > 30000, `${total} objects on the plots`);
+    assert.equal(Number(await page.getAttribute(summary, 'data-pass')), total, 'no cuts, all pass');
+    // Around the galaxies on u−g against g−r: g−r 0.3 to 0.9, u−g 1.2 to 2.0.
+    const box = await page.locator('canvas.plot[data-x="gr"]').boundingBox();
+    const drawn = Number(await page.getAttribute('canvas.plot[data-x="ri"]', 'data-drawn'));
+    await page.mouse.move(box.x + 96, box.y + 112);
+    await page.mouse.down();
+    await page.mouse.move(box.x + 130, box.y + 140, { steps: 4 });
+    await page.mouse.move(box.x + 168, box.y + 172, { steps: 4 });
+    await page.mouse.up();
+    await page.waitForFunction((t) => Number(document.querySelector('.plots-summary').dataset.pass) < t, total);
+    const pass = Number(await page.getAttribute(summary, 'data-pass'));
+    assert.ok(pass > 100 && pass < total, `${pass} of ${total} pass the cut`);
+    const link = await page.evaluate(() => location.hash);
+    for (const key of ['gr_min', 'gr_max', 'ug_min', 'ug_max']) assert.ok(link.includes(key), `${key} not in ${link}`);
+    // The linked plot (g−r against r−i) was drawn again, with grey for what fails.
+    await page.waitForFunction((n) => Number(document.querySelector('canvas.plot[data-x="ri"]').dataset.drawn) > n, drawn);
+    const grey = await page.evaluate(() => {
+      const c = document.querySelector('canvas.plot[data-x="ri"]');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] === 58 && d[i + 1] === 62 && d[i + 2] === 74) n++;
+      return n;
+    });
+    assert.ok(grey > 100, `${grey} grey pixels on the linked plot`);
+    console.log(`(${pass} of ${total} pass) `);
+    await page.screenshot({ path: join(shots, 'plots.png'), fullPage: true });
+    // Explore lists exactly the objects that pass: the API applies the same cuts.
+    await page.click('a.plots-explore');
+    await page.waitForFunction((p) => Number(document.querySelector('.counts')?.dataset.total) === p, pass, { timeout: 30000 })
+      .catch(async (e) => { throw new Error(`Explore lists ${await page.getAttribute('.counts', 'data-total')}, the plots ${pass}: ${e}`); });
+    assert.ok(await page.isVisible('.plot-cuts'), 'Explore shows the cuts');
+    await page.screenshot({ path: join(shots, 'explore-cut.png'), fullPage: false });
+    // And the sky shows them: passing objects in colour, the rest grey.
+    await page.goto(base + '/#/sky?' + link.split('?')[1]);
+    await page.waitForSelector('.sky-cuts', { timeout: 60000 });
+    assert.equal(Number(await page.getAttribute('.sky-cuts', 'data-pass')), pass);
+  });
+
   await step('classroom mode reveals predictions one object at a time, offline once loaded', async () => {
     await page.goto(base + '/#/class?n=5');
     await page.reload();
@@ -362,7 +409,7 @@ try {
   await step('every page passes axe-core with no serious or critical violation, and the grid is reachable by keyboard', async () => {
     const axeSource = join(root, 'tests/e2e/node_modules/axe-core/axe.min.js');
     const firstId = (await (await fetch(base + '/api/objects?sort=showcase&limit=1')).json()).objects[0].id;
-    const pages = [['/#/', '.card img'], ['/#/sky', 'canvas.sky'], ['/#/predict?backend=cpu', '.timing'],
+    const pages = [['/#/', '.card img'], ['/#/sky', 'canvas.sky'], ['/#/plots', 'canvas.plot'], ['/#/predict?backend=cpu', '.timing'],
       ['/#/runs', '.runs, h2'], ['/#/class?n=3', '.class-counter'], [`/#/object/${firstId}`, 'canvas.composite']];
     const found = [];
     for (const [route, ready] of pages) {

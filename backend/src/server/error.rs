@@ -84,6 +84,8 @@ pub async fn json_errors(
         .is_some_and(|v| {
             v.as_bytes().starts_with(b"application/json")
                 || v.as_bytes().starts_with(b"text/event-stream")
+                // Pages made on purpose (the "explorer building" page).
+                || v.as_bytes().starts_with(b"text/html")
         });
     if (status.is_client_error() || status.is_server_error()) && !is_json {
         let body = axum::body::to_bytes(response.into_body(), 64 * 1024)

@@ -374,14 +374,16 @@ fn watch_explorer(dir: PathBuf) {
     let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let index = dir.join("index.html");
     let mut seen = stamp(&index);
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(2));
-        let now = stamp(&index);
-        if now != seen {
-            // Let the build finish moving its files in.
+    std::thread::spawn(move || {
+        loop {
             std::thread::sleep(Duration::from_secs(2));
-            precompress(&dir);
-            seen = now;
+            let now = stamp(&index);
+            if now != seen {
+                // Let the build finish moving its files in.
+                std::thread::sleep(Duration::from_secs(2));
+                precompress(&dir);
+                seen = now;
+            }
         }
     });
 }
@@ -527,16 +529,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        axum::serve(listener, router(
-            state,
-            Explorer {
-                dir: args.frontend.clone(),
-                build_log: args.frontend_log.clone(),
-            },
-        ))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving")
+        axum::serve(
+            listener,
+            router(
+                state,
+                Explorer {
+                    dir: args.frontend.clone(),
+                    build_log: args.frontend_log.clone(),
+                },
+            ),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")
     })
 }
 
@@ -586,6 +591,9 @@ mod tests {
             "   Compiling leptos v0.8.0\nprogress 90%\n<script>alert(1)</script>"
         );
         assert!(html_escape(&tail).contains("&lt;script&gt;"));
-        assert_eq!(build_log_tail(&dir.path().join("missing"), 3), "(no build log yet)");
+        assert_eq!(
+            build_log_tail(&dir.path().join("missing"), 3),
+            "(no build log yet)"
+        );
     }
 }

@@ -30,6 +30,8 @@ pub struct Entry {
 struct Columns {
     redshift: Vec<f32>,
     r: Vec<f32>,
+    /// u−g, g−r and r−i, for the colour cuts that the explorer's plots make.
+    colours: Vec<[f32; 3]>,
     /// Bits 0-1: the class's slot in `Class::ALL`; bit 2: synthetic; bit 3: has an image.
     tag: Vec<u8>,
     /// Object positions in each sort order, made once at load so a sorted page
@@ -52,13 +54,14 @@ impl Columns {
     fn push(
         &mut self,
         redshift: f32,
-        r: f32,
+        magnitudes: [f32; 5],
         class: Class,
         provenance: Provenance,
         has_image: bool,
     ) {
         self.redshift.push(redshift);
-        self.r.push(r);
+        self.r.push(magnitudes[2]);
+        self.colours.push(colours(magnitudes));
         let synthetic = if provenance == Provenance::Synthetic {
             SYNTHETIC
         } else {
@@ -142,7 +145,7 @@ impl ObjectIndex {
                     index.by_id.insert(id, index.objects.len());
                     index.columns.push(
                         part.redshift[row],
-                        part.magnitudes[row][2],
+                        part.magnitudes[row],
                         part.class[row],
                         provenance,
                         has_image,
@@ -201,6 +204,11 @@ impl ObjectIndex {
                 Class::Unknown => 'U',
             });
             sky.redshift.push(o.redshift.filter(|z| z.is_finite()));
+            let r = o.magnitudes[2];
+            sky.r.push(r.is_finite().then_some(r));
+            let c = colours(o.magnitudes);
+            sky.colours
+                .push(c.iter().all(|v| v.is_finite()).then_some(c));
             sky.provenance
                 .push(if o.provenance == Provenance::Synthetic {
                     's'
@@ -277,6 +285,9 @@ pub struct ObjectQuery {
     pub z_max: Option<f32>,
     pub r_min: Option<f32>,
     pub r_max: Option<f32>,
+    /// Colour cuts (`ug_min`, `ug_max`, `gr_min`, …): u−g, g−r, r−i.
+    pub colour_min: [Option<f32>; 3],
+    pub colour_max: [Option<f32>; 3],
     pub provenance: Option<Provenance>,
     pub has_image: Option<bool>,
     /// Only these objects, in this order (`ids=1,2,3`; at most [`MAX_LIMIT`]).
@@ -373,6 +384,14 @@ impl ObjectQuery {
                 Some(ids)
             }
         };
+        let mut colour_min = [None; 3];
+        let mut colour_max = [None; 3];
+        for (k, name) in COLOUR_NAMES.iter().enumerate() {
+            let key = format!("{name}_min");
+            colour_min[k] = finite(&key, number(params, &key)?)?;
+            let key = format!("{name}_max");
+            colour_max[k] = finite(&key, number(params, &key)?)?;
+        }
         let limit = number::<usize>(params, "limit")?.unwrap_or(60);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(format!("limit={limit}: use 1 to {MAX_LIMIT}"));
@@ -383,6 +402,8 @@ impl ObjectQuery {
             z_max: finite("z_max", number(params, "z_max")?)?,
             r_min: finite("r_min", number(params, "r_min")?)?,
             r_max: finite("r_max", number(params, "r_max")?)?,
+            colour_min,
+            colour_max,
             provenance,
             has_image,
             ids,
@@ -422,6 +443,11 @@ impl ObjectQuery {
             r_on: self.r_min.is_some() || self.r_max.is_some(),
             r_lo: self.r_min.unwrap_or(f32::NEG_INFINITY),
             r_hi: self.r_max.unwrap_or(f32::INFINITY),
+            colour_on: std::array::from_fn(|k| {
+                self.colour_min[k].is_some() || self.colour_max[k].is_some()
+            }),
+            colour_lo: self.colour_min.map(|v| v.unwrap_or(f32::NEG_INFINITY)),
+            colour_hi: self.colour_max.map(|v| v.unwrap_or(f32::INFINITY)),
         }
     }
 
@@ -438,7 +464,7 @@ impl ObjectQuery {
             let chosen: Vec<usize> = ids
                 .iter()
                 .filter_map(|id| index.by_id.get(id).copied())
-                .filter(|&i| filter.accepts(columns.redshift[i], columns.r[i], columns.tag[i]))
+                .filter(|&i| filter.accepts_at(columns, i))
                 .collect();
             for &i in &chosen {
                 per_slot[(columns.tag[i] & 3) as usize] += 1;
@@ -453,14 +479,14 @@ impl ObjectQuery {
         }
         // Pass 1, branch-free so it vectorises: counts per class.
         let mut per_slot = [0usize; 4];
-        for ((&z, &r), &tag) in columns.redshift.iter().zip(&columns.r).zip(&columns.tag) {
-            per_slot[(tag & 3) as usize] += filter.accepts(z, r, tag) as usize;
+        for (i, &tag) in columns.tag.iter().enumerate() {
+            per_slot[(tag & 3) as usize] += filter.accepts_at(columns, i) as usize;
         }
         let counts = counts_of(per_slot);
         // Pass 2: walk the requested order until the page is full.
         let accepts = |&i: &u32| {
             let i = i as usize;
-            filter.accepts(columns.redshift[i], columns.r[i], columns.tag[i])
+            filter.accepts_at(columns, i)
         };
         let pick = |order: &mut dyn Iterator<Item = u32>| -> Vec<&'a ObjectSummary> {
             order
@@ -501,14 +527,54 @@ struct Filter {
     r_on: bool,
     r_lo: f32,
     r_hi: f32,
+    colour_on: [bool; 3],
+    colour_lo: [f32; 3],
+    colour_hi: [f32; 3],
 }
 
 impl Filter {
+    /// Whether object `i` of the columns passes.
     #[inline]
-    fn accepts(&self, z: f32, r: f32, tag: u8) -> bool {
-        // `&` rather than `&&`: no branches, so the counting loop vectorises.
+    fn accepts_at(&self, columns: &Columns, i: usize) -> bool {
+        let (z, r, c, tag) = (
+            columns.redshift[i],
+            columns.r[i],
+            columns.colours[i],
+            columns.tag[i],
+        );
+        let within = |on: bool, v: f32, lo: f32, hi: f32| !on | ((v >= lo) & (v <= hi));
+        // `&` rather than `&&`: no branches in the counting loop.
         (tag & self.mask == self.want)
-            & (!self.z_on | ((z >= self.z_lo) & (z <= self.z_hi)))
-            & (!self.r_on | ((r >= self.r_lo) & (r <= self.r_hi)))
+            & within(self.z_on, z, self.z_lo, self.z_hi)
+            & within(self.r_on, r, self.r_lo, self.r_hi)
+            & within(
+                self.colour_on[0],
+                c[0],
+                self.colour_lo[0],
+                self.colour_hi[0],
+            )
+            & within(
+                self.colour_on[1],
+                c[1],
+                self.colour_lo[1],
+                self.colour_hi[1],
+            )
+            & within(
+                self.colour_on[2],
+                c[2],
+                self.colour_lo[2],
+                self.colour_hi[2],
+            )
     }
+}
+
+/// The colours' names in query parameters (`ug_min=0.5`): u−g, g−r, r−i.
+pub const COLOUR_NAMES: [&str; 3] = ["ug", "gr", "ri"];
+
+/// u−g, g−r and r−i of ugriz magnitudes, to a thousandth of a magnitude (far
+/// below their errors; the sky columns carry the same values, so the explorer's
+/// plots count exactly what a cut lists). NaN where a magnitude is unknown, so
+/// that no cut accepts it.
+pub fn colours(m: [f32; 5]) -> [f32; 3] {
+    [m[0] - m[1], m[1] - m[2], m[2] - m[3]].map(|v| (v * 1000.0).round() / 1000.0)
 }

@@ -24,6 +24,15 @@ pub fn ExplorePage() -> impl IntoView {
     let z_min = RwSignal::new(param("z_min"));
     let z_max = RwSignal::new(param("z_max"));
     let r_max = RwSignal::new(param("r_max"));
+    // Cuts made on the plots that the filter bar has no field for (colours, a
+    // faint r limit), kept as the link gave them.
+    let plot_cuts = RwSignal::new(
+        PLOT_CUTS
+            .iter()
+            .filter_map(|&key| crate::hash_param(key).map(|v| (key, v)))
+            .filter(|(_, v)| !v.trim().is_empty())
+            .collect::<Vec<_>>(),
+    );
     let sort = RwSignal::new(crate::hash_param("sort").unwrap_or_else(|| SHOWCASE.into()));
     let offset = RwSignal::new(0usize);
     // Objects per page; `#/?per_page=N` picks it from a link (the benchmark uses 1000).
@@ -38,6 +47,7 @@ pub fn ExplorePage() -> impl IntoView {
             ("r_max", r_max.get()),
         ]
         .into_iter()
+        .chain(plot_cuts.get())
         .filter(|(_, value)| !value.trim().is_empty())
         .map(|(key, value)| format!("{key}={}", value.trim()))
         .collect::<Vec<_>>()
@@ -114,6 +124,18 @@ pub fn ExplorePage() -> impl IntoView {
             <label><input type="checkbox" prop:checked=move || images.get() on:change=move |ev| { images.set(event_target_checked(&ev)); reset() } />" with images"</label>
             <label title="Objects without a cutout get a colour JPEG from SDSS SkyServer, loaded by this browser: for looking, not science data">
                 <input type="checkbox" name="jpegs" prop:checked=move || jpegs.get() on:change=move |ev| jpegs.set(event_target_checked(&ev)) />" SDSS colour JPEGs"</label>
+            <a class="to-plots" href=move || format!("#/plots?{}", set_filters().join("&"))>"Plots of these"</a>
+            {move || {
+                let cuts = plot_cuts.get();
+                (!cuts.is_empty()).then(|| {
+                    let text = cuts.iter().map(|(k, v)| cut_label(k, v)).collect::<Vec<_>>().join(", ");
+                    view! {
+                        <span class="plot-cuts">{format!("cuts from the plots: {text} ")}
+                            <button class="clear-plot-cuts" on:click=move |_| { plot_cuts.set(Vec::new()); reset() }>"clear"</button>
+                        </span>
+                    }
+                })
+            }}
         </section>
         {move || match page.get() {
             None => view! { <p class="loading">"Loading objects…"</p> }.into_any(),
@@ -149,6 +171,24 @@ pub fn ExplorePage() -> impl IntoView {
             }
         }}
     }
+}
+
+/// Filters the plots make that have no field in the filter bar (API names).
+const PLOT_CUTS: [&str; 7] = [
+    "ug_min", "ug_max", "gr_min", "gr_max", "ri_min", "ri_max", "r_min",
+];
+
+/// A cut in words: `gr_min`, `0.3` reads "g − r ≥ 0.3".
+fn cut_label(key: &str, value: &str) -> String {
+    let (name, bound) = key.rsplit_once('_').unwrap_or((key, ""));
+    let name = match name {
+        "ug" => "u − g",
+        "gr" => "g − r",
+        "ri" => "r − i",
+        other => other,
+    };
+    let sign = if bound == "min" { "≥" } else { "≤" };
+    format!("{name} {sign} {value}")
 }
 
 /// The API's order for a first page: labelled objects with images, the

@@ -3,6 +3,7 @@
 pub mod classroom;
 pub mod explore;
 pub mod object;
+pub mod plots;
 pub mod predict;
 pub mod run;
 pub mod runs;

@@ -8,6 +8,7 @@
 
 use super::ErrorMessage;
 use crate::Selection;
+use crate::cuts::Cuts;
 use cosmicai_shared::api::{ObjectPage, SkyPoints};
 use cosmicai_shared::sky::{HALF_HEIGHT, HALF_WIDTH, project};
 use leptos::prelude::*;
@@ -125,7 +126,8 @@ impl View {
     }
 }
 
-fn class_colour(c: u8) -> [u8; 3] {
+/// A class letter's colour, on the map and the plots.
+pub fn class_colour(c: u8) -> [u8; 3] {
     match c {
         b'G' => [255, 196, 84],
         b'S' => [110, 170, 255],
@@ -176,6 +178,7 @@ fn render(
     colour: ColourBy,
     selected: &[usize],
     boxed: Option<[f64; 4]>,
+    pass: Option<&[bool]>,
 ) -> Vec<u8> {
     let mut rgba = vec![0u8; W * H * 4];
     for px in rgba.chunks_exact_mut(4) {
@@ -205,12 +208,26 @@ fn render(
     } else {
         2
     };
-    for i in 0..sky.len() {
-        let c = match colour {
-            ColourBy::Class => class_colour(sky.classes[i]),
-            ColourBy::Redshift => redshift_colour(sky.redshift[i]),
-        };
-        plot(f64::from(sky.x[i]), f64::from(sky.y[i]), c, size);
+    let colour_of = |i: usize| match colour {
+        ColourBy::Class => class_colour(sky.classes[i]),
+        ColourBy::Redshift => redshift_colour(sky.redshift[i]),
+    };
+    match pass {
+        // Cuts from the plots: the objects that fail them grey, underneath.
+        Some(pass) if !pass.is_empty() => {
+            let passes = |i: usize| pass[i % pass.len()];
+            for i in (0..sky.len()).filter(|&i| !passes(i)) {
+                plot(f64::from(sky.x[i]), f64::from(sky.y[i]), [50, 55, 66], size);
+            }
+            for i in (0..sky.len()).filter(|&i| passes(i)) {
+                plot(f64::from(sky.x[i]), f64::from(sky.y[i]), colour_of(i), size);
+            }
+        }
+        _ => {
+            for i in 0..sky.len() {
+                plot(f64::from(sky.x[i]), f64::from(sky.y[i]), colour_of(i), size);
+            }
+        }
     }
     for &i in selected {
         plot(
@@ -318,6 +335,16 @@ struct Drag {
 
 #[component]
 fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
+    // Cuts made on the plots (`#/sky?gr_min=…`): the objects that pass stand out.
+    let cuts = Cuts::from_link();
+    let pass = RwSignal::new((!cuts.is_empty()).then(|| {
+        let values = crate::cuts::values(&points);
+        let classes = points.classes.as_bytes();
+        let synthetic = points.provenance.as_bytes();
+        (0..points.ids.len())
+            .map(|i| cuts.passes(classes[i], synthetic.get(i) == Some(&b's'), &values[i]))
+            .collect::<Vec<bool>>()
+    }));
     let sky = StoredValue::new(Sky::new(points, bench));
     let lines = StoredValue::new(graticule());
     let view_at = RwSignal::new(View::whole());
@@ -337,7 +364,9 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         let chosen = selected.get();
         let Some(el) = canvas.get() else { return };
         let started = crate::api::now_ms();
-        let rgba = sky.with_value(|s| lines.with_value(|g| render(s, g, v, c, &chosen, b)));
+        let rgba = sky.with_value(|s| {
+            lines.with_value(|g| pass.with(|p| render(s, g, v, c, &chosen, b, p.as_deref())))
+        });
         let drawn = crate::canvas::put_rgba(&el, &rgba, W as u32, H as u32);
         if let Err(e) = drawn {
             status.set(Some(e));
@@ -489,6 +518,17 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
                 total, if padded > 0 { format!(" ({padded} of them repeated for the frame-time bench)") } else { String::new() },
                 median(&frames.get()), frames.get().len())}
         </p>
+        {move || pass.with(|p| p.as_ref().map(|p| {
+            let n = p.iter().filter(|x| **x).count();
+            let back = format!("#/plots?{}", cuts.query().join("&"));
+            view! {
+                <p class="sky-cuts" data-pass=n>
+                    {format!("Cuts from the plots ({}): {n} of {} objects pass, in colour. ", cuts.describe(), p.len())}
+                    <a href=back>"Back to the plots"</a>" · "
+                    <button class="sky-cuts-clear" on:click=move |_| { pass.set(None); crate::navigate("/sky"); }>"clear"</button>
+                </p>
+            }
+        }))}
         {move || {
             let n = selected.get().len();
             (n > 0).then(|| view! {

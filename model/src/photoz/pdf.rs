@@ -7,7 +7,8 @@
 //! around the point reported. A galaxy the class head is unsure of has two
 //! bumps, the galaxy's and the quasar's; the point lands on the bump more
 //! likely to be right, not between them nor on the class head's pick.
-//! σ_z is half the width of the central 68% of the distribution, in z.
+//! σ_z is the half-width, in z, of the narrowest interval around the point that
+//! holds 68.3% of the mass.
 
 /// Number of bins of ln(1 + z).
 pub const BINS: usize = 256;
@@ -53,7 +54,8 @@ pub fn target(z: f32) -> [f32; BINS] {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
     pub redshift: f32,
-    /// Half the width of the central 68% interval, in z.
+    /// Half the width of the narrowest interval around `redshift` holding 68.3%
+    /// of the mass, in z.
     pub sigma: f32,
     /// The mass outside |Δz| / (1 + z) < 0.15 of the point estimate: the model's
     /// own chance that the point is an outlier.
@@ -99,29 +101,42 @@ pub fn read(probability: &[f32]) -> Reading {
     let log1p_z = weighted / best_mass.max(f32::MIN_POSITIVE);
     // The outlier chance of the point reported, not of the window that found it.
     let point_bin = ((log1p_z / step()).round().max(0.0) as usize).min(BINS - 1);
-    let sigma = (quantile(&cumulative, 0.84) - quantile(&cumulative, 0.16)) / 2.0;
+    let redshift = log1p_z.exp_m1();
     Reading {
-        redshift: log1p_z.exp_m1(),
-        sigma,
+        redshift,
+        sigma: radius_holding(&cumulative, redshift, ONE_SIGMA),
         outlier_probability: (1.0 - mass(point_bin)).clamp(0.0, 1.0),
     }
 }
 
-/// The redshift below which a fraction `q` of the mass lies, interpolated inside
-/// its bin (bin `i` spans centre(i) ± step/2).
-fn quantile(cumulative: &[f32], q: f32) -> f32 {
-    let i = cumulative
-        .iter()
-        .skip(1)
-        .position(|&c| c >= q)
-        .unwrap_or(BINS - 1);
-    let (below, mass) = (cumulative[i], cumulative[i + 1] - cumulative[i]);
-    let within = if mass > 0.0 {
-        ((q - below) / mass).clamp(0.0, 1.0)
-    } else {
-        0.5
-    };
-    (centre(i) + (within - 0.5) * step()).exp_m1()
+/// The share of a Gaussian within one standard deviation of its mean.
+const ONE_SIGMA: f32 = 0.682_689_5;
+
+/// The distribution's mass below redshift `z`, linear inside each bin of
+/// ln(1 + z) (bin `i` spans centre(i) ± step/2).
+fn mass_below(cumulative: &[f32], z: f32) -> f32 {
+    let u = (z.max(-0.99).ln_1p() / step() + 0.5).clamp(0.0, BINS as f32);
+    let i = (u.floor() as usize).min(BINS - 1);
+    let within = (u - i as f32).clamp(0.0, 1.0);
+    cumulative[i] + within * (cumulative[i + 1] - cumulative[i])
+}
+
+/// The smallest r (in z) whose interval [z - r, z + r] holds a share `q` of the
+/// mass: for a Gaussian, its σ at q = 68.3%; for a skewed or two-bump
+/// distribution, still the interval around the point that the model gives that
+/// chance (half the central 68% would not be centred on the point).
+fn radius_holding(cumulative: &[f32], z: f32, q: f32) -> f32 {
+    let within = |r: f32| mass_below(cumulative, z + r) - mass_below(cumulative, z - r);
+    let (mut lo, mut hi) = (0.0f32, Z_MAX + 1.0);
+    for _ in 0..32 {
+        let mid = 0.5 * (lo + hi);
+        if within(mid) >= q {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
 }
 
 #[cfg(test)]
@@ -163,6 +178,32 @@ mod tests {
         assert!((r.redshift - 0.5).abs() < 0.05, "{r:?}");
         assert!(r.sigma > 0.3, "{r:?}");
         assert!(r.outlier_probability > 0.4, "{r:?}");
+    }
+
+    #[test]
+    fn sigma_bounds_the_interval_around_the_point_that_holds_68_percent() {
+        // A sharp bump at z 0.3 with a long tail towards higher z (30% of the mass).
+        let sharp = target(0.3);
+        let mut tail = [0.0f32; BINS];
+        let mut sum = 0.0;
+        for (i, t) in tail.iter_mut().enumerate() {
+            let d = (centre(i) - 0.6f32.ln_1p()) / 0.15;
+            *t = (-0.5 * d * d).exp();
+            sum += *t;
+        }
+        let p: Vec<f32> = (0..BINS)
+            .map(|i| 0.7 * sharp[i] + 0.3 * tail[i] / sum)
+            .collect();
+        let r = read(&p);
+        let mut cumulative = vec![0.0f32];
+        for v in &p {
+            cumulative.push(cumulative.last().unwrap() + v);
+        }
+        let held = mass_below(&cumulative, r.redshift + r.sigma)
+            - mass_below(&cumulative, r.redshift - r.sigma);
+        assert!((held - ONE_SIGMA).abs() < 0.01, "{held} held: {r:?}");
+        // Narrower than half the central 68%, which the tail stretches.
+        assert!(r.sigma > 0.0 && r.sigma < 0.2, "{r:?}");
     }
 
     #[test]
