@@ -19,9 +19,14 @@ fn colour(t: f64) -> String {
 }
 
 /// Predicted (y) against spectroscopic (x) redshift, binned and coloured by how many
-/// points fall in each bin (log scale), with the y = x line dashed.
+/// points fall in each bin (log scale), with the y = x line dashed. `outliers`
+/// (spectroscopic z, predicted z, object id) are drawn on top as marks that open
+/// their object.
 #[component]
-pub fn DensityScatter(points: Vec<(f32, f32)>) -> impl IntoView {
+pub fn DensityScatter(
+    points: Vec<(f32, f32)>,
+    #[prop(optional)] outliers: Vec<(f32, f32, i64)>,
+) -> impl IntoView {
     const BINS: usize = 60;
     // The axes end at a round value past 99.5% of the points: a few quasars at
     // z ≈ 7 would otherwise squeeze the galaxies into a corner.
@@ -78,6 +83,22 @@ pub fn DensityScatter(points: Vec<(f32, f32)>) -> impl IntoView {
             <text x=W / 2.0 y=H - 8.0 text-anchor="middle">"spectroscopic z"</text>
             <text x=12 y=H / 2.0 transform=format!("rotate(-90 12 {})", H / 2.0) text-anchor="middle">"predicted z"</text>
             {tick_marks}
+            {outliers.into_iter()
+                .filter(|(x, y, _)| f64::from(*x) <= max_z && f64::from(*y) <= max_z)
+                .map(|(x, y, id)| {
+                    let open = move || crate::navigate(&format!("/object/{id}"));
+                    let label = format!("object {id}: spectroscopic z {x:.3}, predicted {y:.3}; open it");
+                    let title = label.clone();
+                    view! {
+                        <circle class="outlier" cx=PAD + at(f64::from(x)) cy=H - PAD - at(f64::from(y)) r="3.5"
+                            fill="#ff6b6b" fill-opacity="0.2" stroke="#ff6b6b" stroke-width="1.5" tabindex="0" role="link" aria-label=label
+                            on:click=move |_| open()
+                            on:keydown=move |ev: web_sys::KeyboardEvent| if ev.key() == "Enter" { open() }>
+                            <title>{title}</title>
+                        </circle>
+                    }
+                })
+                .collect_view()}
             <text x=W - PAD y=PAD - 6.0 text-anchor="end">{
                 let shown = format!("{} points; colour: log count", points.len());
                 if beyond > 0 { format!("{shown}; {beyond} beyond z = {max_z}") } else { shown }

@@ -318,6 +318,9 @@ pub struct ScatterPoint {
     pub z_spec: f32,
     pub z_pred: f32,
     pub class: Class,
+    /// The object, so the explorer can open an outlier.
+    #[serde(default)]
+    pub id: Option<i64>,
 }
 
 /// `POST /api/sweeps`: the same run over several world sizes and devices.

@@ -5,7 +5,7 @@
 import { chromium } from 'playwright-core';
 import { execFileSync, spawn } from 'node:child_process';
 import http from 'node:http';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { cpSync, createReadStream, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import assert from 'node:assert/strict';
@@ -364,6 +364,16 @@ try {
     const within1 = Number(await page.getAttribute('p.calibration', 'data-within-1'));
     assert.ok(within1 > 0.5 && within1 < 0.95, `within 1σ: ${within1}`);
     await page.screenshot({ path: join(shots, 'run-results.png'), fullPage: true });
+    // Outliers are marked, and a click opens the object.
+    const marks = await page.locator('.results svg.scatter circle.outlier').count();
+    assert.ok(marks > 5, `${marks} outlier marks`);
+    // Marks can overlap: the last drawn is on top, and takes the click.
+    const mark = '.results svg.scatter circle.outlier >> nth=-1';
+    const label = await page.getAttribute(mark, 'aria-label');
+    const id = label.match(/^object (\d+)/)[1];
+    await page.click(mark);
+    await page.waitForFunction((id) => location.hash === `#/object/${id}`, id);
+    await page.waitForFunction((id) => document.querySelector('main h2')?.textContent.endsWith(id), id, { timeout: 30000 });
   });
 
   await step('an AstroMAE run chosen in the launcher completes to a scatter plot', async () => {
@@ -439,6 +449,56 @@ try {
     assert.ok(reached.has('filters') && reached.has('card'), `Tab reached ${[...reached]}`);
     await page.keyboard.press('Enter');
     await page.waitForFunction(() => location.hash.startsWith('#/object/'));
+  });
+
+  await step('serve --archive: an object without a cutout gets its real image from the SDSS archive', async () => {
+    // A local archive: the bundled field's frames at the Science Archive Server's layout.
+    const field = join(root, 'assets/fields/2820-3-0122');
+    const archive = http.createServer((req, res) => {
+      const m = req.url.match(/^\/301\/2820\/3\/(frame-[ugriz]-002820-3-0122\.fits\.bz2)$/);
+      if (!m) { res.writeHead(404).end(); return; }
+      res.writeHead(200, { 'content-type': 'application/x-bzip2' });
+      createReadStream(join(field, m[1])).pipe(res);
+    });
+    await new Promise((ok) => archive.listen(0, '127.0.0.1', ok));
+    // The bundled catalogs hold no object on that field: a catalog with one galaxy there.
+    const dir = mkdtempSync(join(tmpdir(), 'cosmicai-e2e-archive-'));
+    for (const d of ['real', 'synthetic']) cpSync(join(data, d), join(dir, d), { recursive: true });
+    const csv = join(dir, 'objects.csv');
+    writeFileSync(csv, 'objid,ra,dec,u,g,r,i,z,run,rerun,camcol,field,specobjid,class,redshift\n'
+      + '1,38.30,-0.10,20.1,19.0,18.2,17.8,17.5,2820,301,3,122,0,GALAXY,0.11\n');
+    execFileSync(bin, ['catalog', 'import', csv, '--out', join(dir, 'catalog')], { stdio: 'ignore' });
+    const second = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', dir, '--assets', join(root, 'assets'),
+      '--frontend', join(root, 'dist'), '--archive', `http://127.0.0.1:${archive.address().port}`,
+      '--archive-catalog', csv, '--skyserver', 'http://127.0.0.1:9/jpeg'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const url = await new Promise((ok, fail) => {
+        let out = '';
+        second.stdout.on('data', (d) => { out += d; const m = out.match(/listening on (http:\/\/\S+)/); if (m) ok(m[1]); });
+        second.on('exit', (code) => fail(new Error(`serve --archive exited with ${code}`)));
+      });
+      const listed = await (await fetch(`${url}/api/objects?class=GALAXY&provenance=real&has_image=false`)).json();
+      assert.equal(listed.total, 1, JSON.stringify(listed));
+      const id = listed.objects[0].id;
+      await page.goto(`${url}/#/object/${id}`);
+      // A spinner while the server fetches the five frames and cuts; then the image.
+      await page.waitForSelector('canvas.composite', { timeout: 120000 });
+      const detail = await (await fetch(`${url}/api/objects/${id}`)).json();
+      assert.equal(detail.object.has_image, true);
+      assert.equal(detail.object.provenance, 'real');
+      const lit = await page.evaluate(() => {
+        const c = document.querySelector('canvas.composite');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) n += d[i] + d[i + 1] + d[i + 2] > 30;
+        return n;
+      });
+      assert.ok(lit > 100, `${lit} lit pixels in the fetched cutout`);
+      await page.screenshot({ path: join(shots, 'archive-object.png'), fullPage: true });
+    } finally {
+      second.kill();
+      archive.close();
+    }
   });
 
   await step('API errors are shown as messages', async () => {

@@ -678,6 +678,7 @@ pub async fn run_results(
                         z_spec: p.redshift[i],
                         z_pred: p.predicted[i].redshift,
                         class: p.class[i],
+                        id: p.object_id.get(i).copied(),
                     });
                 }
             }

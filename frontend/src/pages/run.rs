@@ -184,6 +184,9 @@ fn class_line(summary: &RunSummary) -> String {
     }
 }
 
+/// Outliers marked on the results scatter, at most (the rest stay in the density).
+const MAX_OUTLIER_MARKS: usize = 300;
+
 #[component]
 fn ResultsView(results: RunResults) -> impl IntoView {
     let s = results.summary;
@@ -191,6 +194,14 @@ fn ResultsView(results: RunResults) -> impl IntoView {
         .scatter
         .iter()
         .map(|p| (p.z_spec, p.z_pred))
+        .collect();
+    // Outliers (|Δz| / (1 + z) > 0.15) open their object when clicked.
+    let outliers: Vec<(f32, f32, i64)> = results
+        .scatter
+        .iter()
+        .filter(|p| ((p.z_pred - p.z_spec) / (1.0 + p.z_spec)).abs() > 0.15)
+        .filter_map(|p| Some((p.z_spec, p.z_pred, p.id?)))
+        .take(MAX_OUTLIER_MARKS)
         .collect();
     let residuals: Vec<f64> = results
         .scatter
@@ -265,7 +276,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             <h3>"Results"</h3>
             <p class="results-line">{line}</p>
             <div class="charts">
-                <DensityScatter points=points />
+                <DensityScatter points=points outliers=outliers />
                 <Histogram values=residuals lo=-0.3 hi=0.3 label="(z_pred − z_spec) / (1 + z_spec)".to_string() />
             </div>
             <p class="note">"Metrics cover every labelled object in the run's data. The shipped PhotoZ was trained on 80% of the bundled catalogs, so these include training objects; held-out figures come from "<code>"cosmicai eval --split validation"</code>" (see the model card)."</p>
