@@ -145,6 +145,15 @@ impl Cuts {
         parts.join("; ")
     }
 
+    /// Whether each object passes, for objects given as columns.
+    pub fn passing(&self, classes: &[u8], synthetic: &[bool], values: &[Values]) -> Vec<bool> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| self.passes(classes[i], synthetic[i], v))
+            .collect()
+    }
+
     /// Whether an object passes: `class` is its letter (`G`, `S`, `Q`, `U`). An
     /// unknown value fails any range on it, as in the API.
     pub fn passes(&self, class: u8, synthetic: bool, values: &Values) -> bool {

@@ -37,6 +37,22 @@ pub fn hash_param(name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `path?a=1&b=2`, or `path` alone without pairs.
+pub fn route_with(path: &str, query: &[String]) -> String {
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
+/// Writes a page's state into the link (so it can be shared), unless it is there.
+pub fn keep_in_link(route: &str) {
+    if current_route() != route {
+        navigate(route);
+    }
+}
+
 pub fn navigate(to: &str) {
     if let Some(w) = web_sys::window() {
         let _ = w.location().set_hash(to);

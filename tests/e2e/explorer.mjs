@@ -20,21 +20,26 @@ const data = process.env.E2E_DATA ?? mkdtempSync(join(tmpdir(), 'cosmicai-e2e-')
 const token = 'e2e-token-0123456789abcdef';
 // A CAI user's AstroMAE checkpoint (the small parity fixture, in CAI's .pt form) is served too.
 const astromae = join(root, 'model/tests/fixtures/astromae_small/astromae_module.pt');
-const server = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', data,
-  '--assets', join(root, 'assets'), '--frontend', join(root, 'dist'),
-  '--model', `astromae:${astromae}`, '--token', token,
-  // Nothing leaves the machine in the tests: a SkyServer that refuses connections.
-  '--skyserver', 'http://127.0.0.1:9/jpeg'], { stdio: ['ignore', 'pipe', 'inherit'] });
-process.on('exit', () => server.kill());
-const base = await new Promise((ok, fail) => {
-  let out = '';
-  server.stdout.on('data', (d) => {
-    out += d;
-    const m = out.match(/listening on (http:\/\/\S+)/);
-    if (m) ok(m[1]);
+// `cosmicai serve` on `dir` with the built explorer and `more` arguments; its address
+// once it listens. Nothing leaves the machine in the tests: a SkyServer that refuses connections.
+const serve = (dir, more, stderr) => {
+  const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', dir, '--assets', join(root, 'assets'),
+    '--frontend', join(root, 'dist'), '--skyserver', 'http://127.0.0.1:9/jpeg', ...more],
+  { stdio: ['ignore', 'pipe', stderr] });
+  process.on('exit', () => child.kill());
+  const url = new Promise((ok, fail) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/\S+)/);
+      if (m) ok(m[1]);
+    });
+    child.on('exit', (code) => fail(new Error(`serve exited with ${code}`)));
   });
-  server.on('exit', (code) => fail(new Error(`serve exited with ${code}`)));
-});
+  return { child, url };
+};
+const server = serve(data, ['--model', `astromae:${astromae}`, '--token', token], 'inherit');
+const base = await server.url;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-gpu', '--disable-background-networking',
@@ -468,15 +473,9 @@ try {
     writeFileSync(csv, 'objid,ra,dec,u,g,r,i,z,run,rerun,camcol,field,specobjid,class,redshift\n'
       + '1,38.30,-0.10,20.1,19.0,18.2,17.8,17.5,2820,301,3,122,0,GALAXY,0.11\n');
     execFileSync(bin, ['catalog', 'import', csv, '--out', join(dir, 'catalog')], { stdio: 'ignore' });
-    const second = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data-dir', dir, '--assets', join(root, 'assets'),
-      '--frontend', join(root, 'dist'), '--archive', `http://127.0.0.1:${archive.address().port}`,
-      '--archive-catalog', csv, '--skyserver', 'http://127.0.0.1:9/jpeg'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const second = serve(dir, ['--archive', `http://127.0.0.1:${archive.address().port}`, '--archive-catalog', csv], 'ignore');
     try {
-      const url = await new Promise((ok, fail) => {
-        let out = '';
-        second.stdout.on('data', (d) => { out += d; const m = out.match(/listening on (http:\/\/\S+)/); if (m) ok(m[1]); });
-        second.on('exit', (code) => fail(new Error(`serve --archive exited with ${code}`)));
-      });
+      const url = await second.url;
       const listed = await (await fetch(`${url}/api/objects?class=GALAXY&provenance=real&has_image=false`)).json();
       assert.equal(listed.total, 1, JSON.stringify(listed));
       const id = listed.objects[0].id;
@@ -496,7 +495,7 @@ try {
       assert.ok(lit > 100, `${lit} lit pixels in the fetched cutout`);
       await page.screenshot({ path: join(shots, 'archive-object.png'), fullPage: true });
     } finally {
-      second.kill();
+      second.child.kill();
       archive.close();
     }
   });
@@ -516,5 +515,5 @@ try {
   console.log(`e2e: all passed; screenshots in ${shots}`);
 } finally {
   await browser.close();
-  server.kill();
+  server.child.kill();
 }

@@ -186,7 +186,8 @@ impl ObjectIndex {
     /// Every object with a position, for the sky map.
     fn sky_points(&self) -> SkyPoints {
         let mut sky = SkyPoints::default();
-        for e in &self.objects {
+        // The colours as the filter column holds them, so both count the same objects.
+        for (e, &c) in self.objects.iter().zip(&self.columns.colours) {
             let o = &e.summary;
             let (Some(ra), Some(dec)) = (o.ra, o.dec) else {
                 continue;
@@ -206,7 +207,6 @@ impl ObjectIndex {
             sky.redshift.push(o.redshift.filter(|z| z.is_finite()));
             let r = o.magnitudes[2];
             sky.r.push(r.is_finite().then_some(r));
-            let c = colours(o.magnitudes);
             sky.colours
                 .push(c.iter().all(|v| v.is_finite()).then_some(c));
             sky.provenance

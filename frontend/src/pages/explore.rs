@@ -66,14 +66,7 @@ pub fn ExplorePage() -> impl IntoView {
         if per_page.get() != 60 {
             link.push(format!("per_page={}", per_page.get()));
         }
-        let route = if link.is_empty() {
-            "/".to_string()
-        } else {
-            format!("/?{}", link.join("&"))
-        };
-        if crate::current_route() != route {
-            crate::navigate(&route);
-        }
+        crate::keep_in_link(&crate::route_with("/", &link));
     });
     let query = move || {
         let mut q = format!(
@@ -124,7 +117,7 @@ pub fn ExplorePage() -> impl IntoView {
             <label><input type="checkbox" prop:checked=move || images.get() on:change=move |ev| { images.set(event_target_checked(&ev)); reset() } />" with images"</label>
             <label title="Objects without a cutout get a colour JPEG from SDSS SkyServer, loaded by this browser: for looking, not science data">
                 <input type="checkbox" name="jpegs" prop:checked=move || jpegs.get() on:change=move |ev| jpegs.set(event_target_checked(&ev)) />" SDSS colour JPEGs"</label>
-            <a class="to-plots" href=move || format!("#/plots?{}", set_filters().join("&"))>"Plots of these"</a>
+            <a class="to-plots" href=move || format!("#{}", crate::route_with("/plots", &set_filters()))>"Plots of these"</a>
             {move || {
                 let cuts = plot_cuts.get();
                 (!cuts.is_empty()).then(|| {
@@ -181,12 +174,10 @@ const PLOT_CUTS: [&str; 7] = [
 /// A cut in words: `gr_min`, `0.3` reads "g − r ≥ 0.3".
 fn cut_label(key: &str, value: &str) -> String {
     let (name, bound) = key.rsplit_once('_').unwrap_or((key, ""));
-    let name = match name {
-        "ug" => "u − g",
-        "gr" => "g − r",
-        "ri" => "r − i",
-        other => other,
-    };
+    let name = crate::cuts::Axis::ALL
+        .into_iter()
+        .find(|a| a.key() == name)
+        .map_or(name, |a| a.label());
     let sign = if bound == "min" { "≥" } else { "≤" };
     format!("{name} {sign} {value}")
 }

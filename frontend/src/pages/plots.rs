@@ -137,23 +137,11 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
     // Which objects pass, recomputed when the cuts change.
     let pass = Memo::new(move |_| {
         let c = cuts.get();
-        objects.with_value(|o| {
-            (0..o.ids.len())
-                .map(|i| c.passes(o.classes[i], o.synthetic[i], &o.values[i]))
-                .collect::<Vec<bool>>()
-        })
+        objects.with_value(|o| c.passing(&o.classes, &o.synthetic, &o.values))
     });
     // The cuts go into the link, so the view can be shared and reloaded.
     Effect::new(move |_| {
-        let query = cuts.get().query();
-        let route = if query.is_empty() {
-            "/plots".to_string()
-        } else {
-            format!("/plots?{}", query.join("&"))
-        };
-        if crate::current_route() != route {
-            crate::navigate(&route);
-        }
+        crate::keep_in_link(&crate::route_with("/plots", &cuts.get().query()));
     });
     let counts = move || {
         let p = pass.get();
@@ -176,7 +164,7 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
             // Explore lists objects without images too, so its count is the plots'.
             query.push("images=false".into());
         }
-        format!("#/{page}?{}", query.join("&"))
+        format!("#{}", crate::route_with(&format!("/{page}"), &query))
     };
     view! {
         <div class="plots">

@@ -337,15 +337,14 @@ struct Drag {
 fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
     // Cuts made on the plots (`#/sky?gr_min=…`): the objects that pass stand out.
     let cuts = Cuts::from_link();
-    let pass = RwSignal::new((!cuts.is_empty()).then(|| {
-        let values = crate::cuts::values(&points);
-        let classes = points.classes.as_bytes();
-        let synthetic = points.provenance.as_bytes();
-        (0..points.ids.len())
-            .map(|i| cuts.passes(classes[i], synthetic.get(i) == Some(&b's'), &values[i]))
-            .collect::<Vec<bool>>()
+    let values = (!cuts.is_empty()).then(|| crate::cuts::values(&points));
+    let sky = Sky::new(points, bench);
+    // The map's own columns (their first objects; the bench's copies repeat them).
+    let pass = RwSignal::new(values.map(|v| {
+        let n = v.len();
+        cuts.passing(&sky.classes[..n], &sky.synthetic[..n], &v)
     }));
-    let sky = StoredValue::new(Sky::new(points, bench));
+    let sky = StoredValue::new(sky);
     let lines = StoredValue::new(graticule());
     let view_at = RwSignal::new(View::whole());
     let colour = RwSignal::new(ColourBy::Class);
@@ -520,7 +519,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         </p>
         {move || pass.with(|p| p.as_ref().map(|p| {
             let n = p.iter().filter(|x| **x).count();
-            let back = format!("#/plots?{}", cuts.query().join("&"));
+            let back = format!("#{}", crate::route_with("/plots", &cuts.query()));
             view! {
                 <p class="sky-cuts" data-pass=n>
                     {format!("Cuts from the plots ({}): {n} of {} objects pass, in colour. ", cuts.describe(), p.len())}
