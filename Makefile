@@ -36,8 +36,10 @@ frontend: frontend-setup
 frontend-setup: rust-setup
 	@# Trunk's own release profile is fat LTO in one codegen unit (7.4 min here); it only
 	@# drives cargo and wasm-bindgen, so it is built plainly (env settings beat its manifest).
-	@trunk --version 2>/dev/null | grep -q "$(TRUNK_VERSION)" || CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install trunk --version $(TRUNK_VERSION) --locked
-	@wasm-bindgen --version 2>/dev/null | grep -q "$(WASM_BINDGEN_VERSION)" || cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
+	@# Both build in their own target directory: cargo locks a target directory per profile,
+	@# and `make serve` installs them while the server builds in the main one.
+	@trunk --version 2>/dev/null | grep -q "$(TRUNK_VERSION)" || CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/tools CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install trunk --version $(TRUNK_VERSION) --locked
+	@wasm-bindgen --version 2>/dev/null | grep -q "$(WASM_BINDGEN_VERSION)" || CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/tools cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
 
 # The browser tests' npm packages (playwright-core, axe-core): serving needs none.
 e2e-setup:

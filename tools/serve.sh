@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# `make serve`: the server first, the explorer beside it.
+# `make serve`: the server and the explorer, built side by side.
 #
-# The server (the `cosmicai` binary, release) is built first, on both cores, and
-# started: the API and the bundled data answer as soon as it is up. The explorer
-# (Trunk and wasm-bindgen-cli to install the first time, then its wasm build) builds
-# in the background meanwhile, its log in $CARGO_TARGET_DIR/explorer-build.log; the
-# page says "explorer building…" with the log's latest lines until it lands, then
-# shows it. Ctrl-C stops both. Arguments go to `cosmicai serve`.
+# The explorer (Trunk and wasm-bindgen-cli to install the first time, then its wasm
+# build) starts building in the background at once, at the lowest CPU priority; the
+# server (the `cosmicai` binary, release) builds in the foreground at normal priority, so
+# it is barely slowed while the explorer's build takes the cycles its serial stretches
+# leave idle (one crate compiling, the linker). The server starts as soon as it is built:
+# the API and the bundled data answer, and the page says "explorer building…" with the
+# log's latest lines ($CARGO_TARGET_DIR/explorer-build.log) until the explorer lands,
+# then shows it. Ctrl-C stops both. Arguments go to `cosmicai serve`.
 set -euo pipefail
 : "${CARGO_TARGET_DIR:?make serve sets it}"
 cd "$(dirname "$0")/.."
@@ -15,32 +17,37 @@ say() { printf '\033[1m== make serve:\033[0m %s\n' "$*" >&2; }
 started=$SECONDS
 
 # Seconds, measured from a fresh clone on a 2-core machine (README, "First run").
+if command -v trunk >/dev/null && command -v wasm-bindgen >/dev/null; then
+  say "building the explorer in the background (about 20 s after a change in frontend/; log: $log)"
+else
+  say "installing Trunk and wasm-bindgen-cli, then building the explorer, in the background at low priority (about 10 minutes of work, done while and after the server builds; log: $log)"
+fi
+mkdir -p "$CARGO_TARGET_DIR"
+# Its own session, so that Ctrl-C here (or the server stopping) ends it as a whole.
+# Its log goes to the file; its one-line outcome to this terminal (fd 3).
+# The tools install in their own target directory, so they build beside the server; the
+# explorer's wasm waits for the server's build, which holds the host target directory.
+server_built="$CARGO_TARGET_DIR/.serve-server-built.$$"
+rm -f "$server_built"
+setsid nice -n 19 bash -c '
+  start=$SECONDS
+  if make --no-print-directory frontend-setup && { until [ -e "$1" ]; do sleep 1; done; make --no-print-directory frontend; }; then
+    echo "explorer built in $((SECONDS - start)) s"
+    printf "\033[1m== make serve:\033[0m explorer built in %s s: the page shows it now\n" "$((SECONDS - start))" >&3
+  else
+    echo "explorer build failed: see the lines above"
+    printf "\033[1m== make serve:\033[0m the explorer build failed: see %s\n" "$0" >&3
+  fi' "$log" "$server_built" 3>&2 >"$log" 2>&1 </dev/null &
+builder=$!
+trap 'kill -- -"$builder" 2>/dev/null || true; rm -f "$server_built"' EXIT
+
 if [ -x "$CARGO_TARGET_DIR/release/cosmicai" ]; then
   say "building the server (cosmicai, release): seconds when little changed"
 else
   say "building the server (cosmicai, release) for the first time: about 8 minutes on 2 cores; cargo's bar counts the crates"
 fi
 cargo build --release --bin cosmicai
-
-if command -v trunk >/dev/null && command -v wasm-bindgen >/dev/null; then
-  say "building the explorer in the background (about 20 s after a change in frontend/; log: $log)"
-else
-  say "installing Trunk and wasm-bindgen-cli, then building the explorer, in the background (about 10 minutes the first time; log: $log)"
-fi
-mkdir -p "$CARGO_TARGET_DIR"
-# Its own session, so that Ctrl-C here (or the server stopping) ends it as a whole.
-# Its log goes to the file; its one-line outcome to this terminal (fd 3).
-setsid bash -c '
-  start=$SECONDS
-  if make --no-print-directory frontend; then
-    echo "explorer built in $((SECONDS - start)) s"
-    printf "\033[1m== make serve:\033[0m explorer built in %s s: the page shows it now\n" "$((SECONDS - start))" >&3
-  else
-    echo "explorer build failed: see the lines above"
-    printf "\033[1m== make serve:\033[0m the explorer build failed: see %s\n" "$0" >&3
-  fi' "$log" 3>&2 >"$log" 2>&1 </dev/null &
-builder=$!
-trap 'kill -- -"$builder" 2>/dev/null || true' EXIT
+touch "$server_built"
 
 say "starting the server ($((SECONDS - started)) s so far); the page answers once the data is prepared"
 "$CARGO_TARGET_DIR/release/cosmicai" serve --frontend-log "$log" "$@"
