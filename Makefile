@@ -31,7 +31,9 @@ serve: rust-setup
 # The explorer: Trunk builds frontend/ into dist/ (offline: tools installed by frontend-setup).
 frontend: frontend-setup
 	@# Incremental, release: a one-line change in frontend/ rebuilds in about 16 s, not 80.
-	CARGO_PROFILE_RELEASE_INCREMENTAL=true PATH=$(TOOLS_PATH) trunk build --release
+	@# Its own target directory: cargo locks one per profile (host build scripts
+	@# included), and `make serve` builds the explorer while the server builds.
+	CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/explorer CARGO_PROFILE_RELEASE_INCREMENTAL=true PATH=$(TOOLS_PATH) trunk build --release
 
 frontend-setup: rust-setup
 	@# Trunk's own release profile is fat LTO in one codegen unit (7.4 min here); it only

@@ -25,21 +25,23 @@ fi
 mkdir -p "$CARGO_TARGET_DIR"
 # Its own session, so that Ctrl-C here (or the server stopping) ends it as a whole.
 # Its log goes to the file; its one-line outcome to this terminal (fd 3).
-# The tools install in their own target directory, so they build beside the server; the
-# explorer's wasm waits for the server's build, which holds the host target directory.
-server_built="$CARGO_TARGET_DIR/.serve-server-built.$$"
-rm -f "$server_built"
+# The tools and the explorer build in target directories of their own, so nothing
+# waits on the server's lock; at the lowest priority, they take only the CPU the
+# server's build leaves idle until it is done.
 setsid nice -n 19 bash -c '
+  # With autogroups (most Linux kernels) a new session gets its own fair share of
+  # the CPU whatever its nice value: lower the group itself.
+  echo 19 > /proc/self/autogroup 2>/dev/null || true
   start=$SECONDS
-  if make --no-print-directory frontend-setup && { until [ -e "$1" ]; do sleep 1; done; make --no-print-directory frontend; }; then
+  if make --no-print-directory frontend; then
     echo "explorer built in $((SECONDS - start)) s"
     printf "\033[1m== make serve:\033[0m explorer built in %s s: the page shows it now\n" "$((SECONDS - start))" >&3
   else
     echo "explorer build failed: see the lines above"
     printf "\033[1m== make serve:\033[0m the explorer build failed: see %s\n" "$0" >&3
-  fi' "$log" "$server_built" 3>&2 >"$log" 2>&1 </dev/null &
+  fi' "$log" 3>&2 >"$log" 2>&1 </dev/null &
 builder=$!
-trap 'kill -- -"$builder" 2>/dev/null || true; rm -f "$server_built"' EXIT
+trap 'kill -- -"$builder" 2>/dev/null || true' EXIT
 
 if [ -x "$CARGO_TARGET_DIR/release/cosmicai" ]; then
   say "building the server (cosmicai, release): seconds when little changed"
@@ -47,7 +49,6 @@ else
   say "building the server (cosmicai, release) for the first time: about 8 minutes on 2 cores; cargo's bar counts the crates"
 fi
 cargo build --release --bin cosmicai
-touch "$server_built"
 
 say "starting the server ($((SECONDS - started)) s so far); the page answers once the data is prepared"
 "$CARGO_TARGET_DIR/release/cosmicai" serve --frontend-log "$log" "$@"

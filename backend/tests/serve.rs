@@ -761,6 +761,86 @@ fn a_run_streams_its_progress_and_ends_in_a_scatter() {
 }
 
 #[test]
+fn a_selection_becomes_a_dataset_that_a_run_takes() {
+    let s = start();
+    let cuts = "class=GALAXY&ug_min=1&ug_max=2&gr_min=0.3&gr_max=0.8";
+    let listed = get(&s, &format!("/api/objects?{cuts}&limit=1")).json();
+    let expected = listed["total"].as_u64().unwrap();
+    assert!(expected > 100, "{expected}");
+    // A crashed write's leftover goes when the next selection is written.
+    let leftover = data_dir().join("selections/.tmp-sel-crashed");
+    std::fs::create_dir_all(&leftover).unwrap();
+    let made = post(&s, &format!("/api/selections?{cuts}"), "{}", &[]);
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    let made = made.json();
+    assert_eq!(made["objects"].as_u64(), Some(expected));
+    assert_eq!(made["counts"]["galaxy"].as_u64(), Some(expected));
+    assert_eq!(made["counts"]["star"], 0);
+    let prefix = made["data_prefix"].as_str().unwrap().to_string();
+    assert!(prefix.starts_with("selections/sel-"), "{prefix}");
+    assert!(
+        !leftover.exists(),
+        "the leftover temporary folder is removed"
+    );
+    let files = std::fs::read_dir(data_dir().join(&prefix)).unwrap().count();
+    assert_eq!(Some(files as u64), made["partitions"].as_u64());
+    assert!(files >= 8, "spread over at least 8 partitions: {files}");
+    // The same selection again: the same dataset, not a second one.
+    let again = post(&s, &format!("/api/selections?{cuts}"), "{}", &[]).json();
+    assert_eq!(again["data_prefix"], prefix.as_str());
+
+    // A box on the sky sends ids: each counted once, unknown ones left out.
+    let some = get(&s, "/api/objects?limit=5").json();
+    let ids: Vec<i64> = some["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    let with_repeats = [ids.clone(), vec![ids[0], 42]].concat();
+    let body = serde_json::json!({ "ids": with_repeats });
+    let by_ids = post(&s, "/api/selections", &body.to_string(), &[]).json();
+    assert_eq!(by_ids["objects"], 5);
+    assert_ne!(by_ids["data_prefix"], prefix.as_str());
+
+    // Bad selections: clear errors, nothing written.
+    assert_json_error(
+        &post(&s, "/api/selections", r#"{"ids":[]}"#, &[]),
+        422,
+        "no objects",
+    );
+    assert_json_error(
+        &post(&s, "/api/selections?class=PLANET", "{}", &[]),
+        400,
+        "class",
+    );
+    assert_json_error(
+        &post(&s, "/api/selections?ids=1,2", r#"{"ids":[3]}"#, &[]),
+        400,
+        "not both",
+    );
+    let unknown = post(&s, "/api/selections", r#"{"idz":[1]}"#, &[]);
+    assert!((400..500).contains(&unknown.status), "{}", unknown.status);
+    let huge = format!("{{\"ids\":[{}1]}}", "1,".repeat(2_200_000));
+    assert_eq!(post(&s, "/api/selections", &huge, &[]).status, 413);
+
+    // A run on the selection predicts exactly its objects.
+    let launch = serde_json::json!({"world_size": 2, "batch_size": 512, "data_prefix": prefix});
+    let created = post(&s, "/api/runs", &launch.to_string(), &[]);
+    assert_eq!(
+        created.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let events = get(&s, &format!("/api/runs/{id}/events"));
+    assert!(String::from_utf8_lossy(&events.body).contains(r#""status":"succeeded""#));
+    let results = get(&s, &format!("/api/runs/{id}/results")).json();
+    assert_eq!(results["summary"]["objects"].as_u64(), Some(expected));
+}
+
+#[test]
 fn a_cancelled_run_stops() {
     let s = start();
     let id = post(&s, "/api/runs", r#"{"world_size":4,"batch_size":8}"#, &[]).json()["id"]
@@ -832,6 +912,7 @@ fn the_openapi_document_lists_every_endpoint() {
         "/api/runs/{id}/events",
         "/api/runs/{id}/results",
         "/api/estimate",
+        "/api/selections",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }

@@ -287,6 +287,28 @@ pub struct Created {
     pub id: String,
 }
 
+/// `POST /api/selections`: the objects a box on the sky map picked, by id. The
+/// query string filters them (or, without ids, every object) exactly as it filters
+/// `GET /api/objects`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SelectionRequest {
+    #[serde(default)]
+    pub ids: Option<Vec<i64>>,
+}
+
+/// A selection written as a dataset: a run takes `data_prefix` as its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Selection {
+    /// `selections/NAME`, named by its objects (the same selection gives the same name).
+    pub data_prefix: String,
+    pub objects: usize,
+    pub partitions: usize,
+    pub counts: ClassCounts,
+}
+
 /// `GET /api/runs/{id}/results`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

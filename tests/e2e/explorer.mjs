@@ -381,6 +381,57 @@ try {
     await page.waitForFunction((id) => document.querySelector('main h2')?.textContent.endsWith(id), id, { timeout: 30000 });
   });
 
+  // After the run step: this browser holds the server's token by now.
+  await step('a cut on the plots launches a run on exactly its objects', async () => {
+    await page.goto(base + '/#/plots?ug_min=1.2&ug_max=2&gr_min=0.3&gr_max=0.9&class=GALAXY');
+    await page.waitForFunction(() => Number(document.querySelector('.plots-summary')?.dataset.pass) > 0, null, { timeout: 60000 });
+    const pass = Number(await page.getAttribute('.plots-summary', 'data-pass'));
+    // The first 1,000 that pass go to Predict in the browser.
+    const cut = await page.evaluate(() => location.hash);
+    await page.click('button.plots-predict');
+    await page.waitForSelector('.timing', { timeout: 60000 });
+    assert.equal(Number(await page.getAttribute('.timing', 'data-objects')), Math.min(pass, 1000));
+    await page.goto(base + '/' + cut);
+    await page.waitForFunction((p) => Number(document.querySelector('.plots-summary')?.dataset.pass) === p, pass, { timeout: 60000 });
+    await page.click('button.plots-run');
+    await page.waitForSelector('.run-selection', { timeout: 30000 });
+    const data = await page.inputValue('input[name=data_prefix]');
+    assert.match(data, /^selections\/sel-[0-9a-f]{16}$/);
+    assert.match(await page.textContent('.run-selection'), new RegExp(`selection of ${pass} objects`));
+    await page.click('button.launch');
+    await page.waitForFunction(() => document.querySelector('.run-status')?.textContent.startsWith('finished'), null, { timeout: 180000 });
+    assert.equal(await page.textContent('.run-status'), 'finished: succeeded');
+    await page.waitForSelector('.results-line', { timeout: 30000 });
+    assert.match(await page.textContent('.results-line'), new RegExp(`^${pass} objects in`));
+    console.log(`(${pass} objects) `);
+  });
+
+  await step('a lasso on the sky selects inside its outline, and launches a run', async () => {
+    await page.goto(base + '/#/sky');
+    await page.waitForFunction(() => Number(document.querySelector('.sky-stats')?.dataset.frames) >= 1, null, { timeout: 60000 });
+    const box = await page.locator('canvas.sky').boundingBox();
+    const drag = async (corners) => {
+      await page.mouse.move(box.x + corners[0][0], box.y + corners[0][1]);
+      await page.mouse.down();
+      for (const [x, y] of corners.slice(1)) await page.mouse.move(box.x + x, box.y + y, { steps: 8 });
+      await page.mouse.up();
+      await page.waitForSelector('.sky-selection');
+      return Number(await page.getAttribute('.sky-selection', 'data-selected'));
+    };
+    // A box, then a triangle lasso with the same bounds: the triangle holds fewer.
+    await page.selectOption('select.sky-tool', 'box');
+    const inBox = await drag([[240, 40], [720, 260]]);
+    await page.selectOption('select.sky-tool', 'lasso');
+    await page.click('button.sky-clear');
+    const inLasso = await drag([[240, 40], [720, 40], [240, 260], [240, 40]]);
+    assert.ok(inLasso > 10 && inLasso < inBox, `lasso ${inLasso}, its bounding box ${inBox}`);
+    await page.screenshot({ path: join(shots, 'sky-lasso.png'), fullPage: true });
+    await page.click('button.sky-run');
+    await page.waitForSelector('.run-selection', { timeout: 30000 });
+    assert.match(await page.textContent('.run-selection'), new RegExp(`selection of ${inLasso} objects`));
+    console.log(`(lasso ${inLasso}, box ${inBox}) `);
+  });
+
   await step('an AstroMAE run chosen in the launcher completes to a scatter plot', async () => {
     const models = await (await fetch(base + '/api/models')).json();
     assert.deepEqual(models.map((m) => m.name), ['photoz', 'astromae:astromae_module.pt']);

@@ -89,6 +89,57 @@ pub async fn list_objects(
     Ok(Json(page))
 }
 
+#[utoipa::path(post, path = "/api/selections",
+    params(
+        ("class" = Option<String>, Query), ("z_min" = Option<f32>, Query), ("z_max" = Option<f32>, Query),
+        ("r_min" = Option<f32>, Query), ("r_max" = Option<f32>, Query),
+        ("ug_min" = Option<f32>, Query), ("ug_max" = Option<f32>, Query), ("gr_min" = Option<f32>, Query),
+        ("gr_max" = Option<f32>, Query), ("ri_min" = Option<f32>, Query), ("ri_max" = Option<f32>, Query),
+        ("provenance" = Option<cosmicai_shared::Provenance>, Query), ("has_image" = Option<bool>, Query),
+    ),
+    request_body = cosmicai_shared::api::SelectionRequest,
+    security(("bearer" = [])),
+    responses((status = 201, description = "The selection as a dataset: launch a run with its data_prefix", body = cosmicai_shared::api::Selection),
+        (status = 400, body = cosmicai_shared::api::ApiError), (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 413, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
+pub async fn create_selection(
+    State(state): AppStateRef,
+    Query(params): Query<HashMap<String, String>>,
+    Json(request): Json<cosmicai_shared::api::SelectionRequest>,
+) -> ApiResult<(StatusCode, Json<cosmicai_shared::api::Selection>)> {
+    use super::selections::MAX_IDS;
+    let mut query = ObjectQuery::parse(&params).map_err(Error::bad_request)?;
+    if let Some(ids) = request.ids {
+        if query.ids.is_some() {
+            return Err(Error::bad_request(
+                "ids: give them in the body or in the query string, not both",
+            ));
+        }
+        if ids.len() > MAX_IDS {
+            return Err(Error::bad_request(format!(
+                "ids: {} objects, at most {MAX_IDS} in one selection",
+                ids.len()
+            )));
+        }
+        query.ids = Some(ids);
+    }
+    let st = state.clone();
+    let selection = tokio::task::spawn_blocking(move || {
+        let positions = query.positions(&st.index);
+        if positions.is_empty() {
+            return Err(Error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the selection holds no objects: no object passes its filters (or none of its ids is served)".into(),
+            ));
+        }
+        super::selections::create(&st.data_dir, &st.index, &positions, st.data_version)
+            .map_err(|e| Error::internal(format!("{e:#}")))
+    })
+    .await
+    .map_err(Error::internal)??;
+    Ok((StatusCode::CREATED, Json(selection)))
+}
+
 fn entry(state: &AppState, id: i64) -> ApiResult<&super::objects::Entry> {
     state
         .index

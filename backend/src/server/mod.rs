@@ -14,6 +14,7 @@ mod models;
 mod objects;
 mod prepare;
 mod runs;
+mod selections;
 mod sweeps;
 
 use anyhow::{Context, Result};
@@ -143,7 +144,7 @@ pub struct AppState {
     info(title = "CosmicAI API", description = "Galaxy redshifts from SDSS data: objects, images, the model, pipeline runs."),
     paths(api::health, api::list_objects, api::object_detail, api::object_image, api::cutouts, api::model,
         api::model_weights, api::list_models, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
-        api::run_results, api::estimate, api::create_sweep, api::sweep_detail, api::cancel_sweep, api::fetch_object, api::settings, api::sky),
+        api::run_results, api::estimate, api::create_sweep, api::sweep_detail, api::cancel_sweep, api::fetch_object, api::settings, api::sky, api::create_selection),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -194,6 +195,11 @@ pub fn router(state: Arc<AppState>, explorer: Explorer) -> Router {
         .route("/api/sweeps/{id}/cancel", post(api::cancel_sweep))
         .route("/api/estimate", post(api::estimate))
         .route("/api/objects/{id}/fetch", post(api::fetch_object))
+        // A sky selection's ids: up to `selections::MAX_IDS` of them.
+        .route(
+            "/api/selections",
+            post(api::create_selection).layer(DefaultBodyLimit::max(4 << 20)),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             guard::require_token,

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use cosmicai_engine::dataset::list_partitions;
 use cosmicai_engine::imagery::cutout::valid_fraction;
-use cosmicai_engine::partition::PartitionFile;
+use cosmicai_engine::partition::{ObjectRow, PartitionFile, Source};
 use cosmicai_shared::api::{ClassCounts, ObjectSummary, Prediction, SkyPoints};
 use cosmicai_shared::{Class, Provenance};
 use std::collections::HashMap;
@@ -221,6 +221,16 @@ impl ObjectIndex {
 
     pub fn get(&self, id: i64) -> Option<&Entry> {
         self.by_id.get(&id).map(|&i| &self.objects[i])
+    }
+
+    /// Object `i`'s catalog row (no image) and its source, as its partition holds them.
+    pub fn catalog_row(&self, i: usize) -> (ObjectRow, &Source) {
+        let entry = &self.objects[i];
+        let part = self.files[entry.file].catalog();
+        (
+            part.row(entry.row),
+            &part.sources[part.source[entry.row] as usize],
+        )
     }
 
     /// The `[5, size, size]` cutout of `entry` and its size, when it has one;
@@ -449,6 +459,26 @@ impl ObjectQuery {
             colour_lo: self.colour_min.map(|v| v.unwrap_or(f32::NEG_INFINITY)),
             colour_hi: self.colour_max.map(|v| v.unwrap_or(f32::INFINITY)),
         }
+    }
+
+    /// Every matching object's position in the index, each once, in index order
+    /// (the ids' objects when the query names ids).
+    pub fn positions(&self, index: &ObjectIndex) -> Vec<usize> {
+        let columns = &index.columns;
+        let filter = self.filter();
+        let mut positions: Vec<usize> = match &self.ids {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| index.by_id.get(id).copied())
+                .filter(|&i| filter.accepts_at(columns, i))
+                .collect(),
+            None => (0..columns.tag.len())
+                .filter(|&i| filter.accepts_at(columns, i))
+                .collect(),
+        };
+        positions.sort_unstable();
+        positions.dedup();
+        positions
     }
 
     /// The page of matching objects, the number of matches and their counts per class.

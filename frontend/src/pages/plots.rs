@@ -6,6 +6,7 @@
 //! them, and Explore's "Plots" link brings its filters here.
 
 use super::ErrorMessage;
+use super::predict::MAX_PICKED;
 use crate::cuts::{Axis, Cuts, Values};
 use cosmicai_shared::api::SkyPoints;
 use leptos::prelude::*;
@@ -158,6 +159,23 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
         });
         per
     };
+    let run_status = RwSignal::new(None::<String>);
+    let pick = use_context::<crate::Selection>()
+        .expect("selection context")
+        .0;
+    let passing = move || pass.with(|p| p.iter().filter(|p| **p).count());
+    let predict = move |_| {
+        let ids: Vec<i64> = pass.with_untracked(|p| {
+            objects.with_value(|o| {
+                (0..o.ids.len())
+                    .filter(|&i| p[i])
+                    .map(|i| o.ids[i])
+                    .take(MAX_PICKED)
+                    .collect()
+            })
+        });
+        super::predict::predict_objects(&ids, pick, run_status);
+    };
     let link = move |page: &str| {
         let mut query = cuts.get().query();
         if page.is_empty() {
@@ -180,8 +198,11 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
             }}
             <a class="plots-explore" href=move || link("")>"Show in Explore"</a>" · "
             <a class="plots-sky" href=move || link("sky")>"Show on the sky"</a>" · "
-            <button class="plots-clear" on:click=move |_| cuts.set(Cuts::default())>"Clear cuts"</button>
+            <button class="plots-clear" on:click=move |_| cuts.set(Cuts::default())>"Clear cuts"</button>" · "
+            <button class="plots-predict" on:click=predict>{move || format!("Predict {} in the browser", if passing() > MAX_PICKED { format!("the first {MAX_PICKED}") } else { "these".to_string() })}</button>" · "
+            <button class="plots-run" on:click=move |_| super::runs::launch_on_selection(cuts.get_untracked().query(), None, run_status)>"Launch a run on these"</button>
         </p>
+        {move || run_status.get().map(|s| view! { <p class="plots-run-status" role="status">{s}</p> })}
     }
 }
 

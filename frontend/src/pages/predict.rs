@@ -14,6 +14,30 @@ fn initial_choice() -> Choice {
         .unwrap_or(Choice::Auto)
 }
 
+/// Most objects one selection sends to Predict (one API page).
+pub const MAX_PICKED: usize = 1000;
+
+/// Opens Predict on the objects `ids` (the first [`MAX_PICKED`]), fetched by id and
+/// put in `pick` (the app's [`Selection`]); a failure goes to `status`. The sky
+/// map's and the plots' selections use it.
+pub fn predict_objects(
+    ids: &[i64],
+    pick: RwSignal<Vec<ObjectSummary>>,
+    status: RwSignal<Option<String>>,
+) {
+    let ids: Vec<String> = ids.iter().take(MAX_PICKED).map(i64::to_string).collect();
+    let url = format!("/api/objects?limit={MAX_PICKED}&ids={}", ids.join(","));
+    leptos::task::spawn_local(async move {
+        match crate::api::get::<ObjectPage>(&url).await {
+            Ok(page) => {
+                pick.set(page.objects);
+                crate::navigate("/predict");
+            }
+            Err(e) => status.set(Some(e)),
+        }
+    });
+}
+
 #[component]
 pub fn PredictPage() -> impl IntoView {
     let selection = use_context::<Selection>().expect("selection context").0;

@@ -148,6 +148,8 @@ pub fn RunPage(id: String) -> impl IntoView {
         {move || match results.get() {
             Some(Some(Ok(r))) => view! { <ResultsView results=r /> }.into_any(),
             Some(Some(Err(e))) => view! { <ErrorMessage message=e /> }.into_any(),
+            // Finished, its results on their way.
+            _ if matches!(status(), Some(Ok(_))) => view! { <p class="loading">"Loading the results…"</p> }.into_any(),
             _ => ().into_any(),
         }}
     }

@@ -2,7 +2,9 @@
 //! run's monitor and results are in [`super::run`].
 
 use super::ErrorMessage;
-use cosmicai_shared::api::{Created, ModelEntry, RunInfo, RunLaunch, SweepLaunch, Target};
+use cosmicai_shared::api::{
+    Created, ModelEntry, RunInfo, RunLaunch, Selection, SelectionRequest, SweepLaunch, Target,
+};
 use cosmicai_shared::run::{Device, Estimate};
 use leptos::prelude::*;
 
@@ -28,7 +30,10 @@ fn whole_number(name: &str, v: &str) -> Result<usize, String> {
 impl LaunchForm {
     fn new() -> Self {
         LaunchForm {
-            data_prefix: RwSignal::new("catalog".to_string()),
+            // `#/runs?data=selections/NAME` (a selection's "launch a run on these").
+            data_prefix: RwSignal::new(
+                crate::hash_param("data").unwrap_or_else(|| "catalog".to_string()),
+            ),
             file_limit: RwSignal::new(String::new()),
             world_size: RwSignal::new("2".to_string()),
             batch_size: RwSignal::new("512".to_string()),
@@ -90,20 +95,63 @@ impl LaunchForm {
     }
 }
 
+/// What the launcher says under its forms: a request on its way (the buttons wait
+/// meanwhile, so a double click starts one run), an estimate, or an error.
+#[derive(Clone)]
+enum Message {
+    Pending(&'static str),
+    Done(String),
+    Failed(String),
+}
+
 /// Posts `body` to `path` and opens the page of what it created (`#/runs/ID`).
 fn create<B: serde::Serialize + 'static>(
     path: &'static str,
     body: Result<B, String>,
     page: &'static str,
-    message: RwSignal<Option<Result<String, String>>>,
+    message: RwSignal<Option<Message>>,
 ) {
+    if matches!(message.get_untracked(), Some(Message::Pending(_))) {
+        return;
+    }
+    message.set(Some(Message::Pending("Starting…")));
     leptos::task::spawn_local(async move {
         match body {
-            Err(e) => message.set(Some(Err(e))),
+            Err(e) => message.set(Some(Message::Failed(e))),
             Ok(body) => match crate::api::post::<_, Created>(path, &body).await {
-                Ok(c) => crate::navigate(&format!("/{page}/{}", c.id)),
-                Err(e) => message.set(Some(Err(e))),
+                Ok(c) => {
+                    message.set(None);
+                    crate::navigate(&format!("/{page}/{}", c.id));
+                }
+                Err(e) => message.set(Some(Message::Failed(e))),
             },
+        }
+    });
+}
+
+/// Writes the objects that pass `query` (the API's filters), or those of `ids`, as a
+/// dataset on the server, then opens the launcher on it. The selection's pages
+/// (sky map, plots) call this for "Launch a run on these".
+pub fn launch_on_selection(
+    query: Vec<String>,
+    ids: Option<Vec<i64>>,
+    status: RwSignal<Option<String>>,
+) {
+    status.set(Some("Writing the selection as a dataset…".into()));
+    leptos::task::spawn_local(async move {
+        let url = crate::route_with("/api/selections", &query);
+        match crate::api::post::<_, Selection>(&url, &SelectionRequest { ids }).await {
+            Ok(s) => {
+                status.set(None);
+                crate::navigate(&crate::route_with(
+                    "/runs",
+                    &[
+                        format!("data={}", s.data_prefix),
+                        format!("objects={}", s.objects),
+                    ],
+                ));
+            }
+            Err(e) => status.set(Some(format!("Could not write the selection: {e}"))),
         }
     });
 }
@@ -111,14 +159,20 @@ fn create<B: serde::Serialize + 'static>(
 #[component]
 pub fn RunsPage() -> impl IntoView {
     let form = LaunchForm::new();
-    let message = RwSignal::new(None::<Result<String, String>>);
+    let message = RwSignal::new(None::<Message>);
+    let selected = crate::hash_param("objects")
+        .filter(|_| form.data_prefix.get_untracked().starts_with("selections/"));
     view! {
         <h2>"Launch a run"</h2>
+        {selected.map(|n| view! {
+            <p class="run-selection">{format!("Data: your selection of {n} objects ({}), magnitudes only, so PhotoZ models run on it.", form.data_prefix.get_untracked())}</p>
+        })}
         <Launcher form=form message=message />
         <SweepForm form=form message=message />
         {move || message.get().map(|m| match m {
-            Ok(text) => view! { <p class="estimate-result">{text}</p> }.into_any(),
-            Err(e) => view! { <ErrorMessage message=e /> }.into_any(),
+            Message::Pending(text) => view! { <p class="loading" role="status">{text}</p> }.into_any(),
+            Message::Done(text) => view! { <p class="estimate-result">{text}</p> }.into_any(),
+            Message::Failed(e) => view! { <ErrorMessage message=e /> }.into_any(),
         })}
         <h2>"History"</h2>
         <RunHistory />
@@ -126,9 +180,13 @@ pub fn RunsPage() -> impl IntoView {
 }
 
 #[component]
-fn Launcher(form: LaunchForm, message: RwSignal<Option<Result<String, String>>>) -> impl IntoView {
+fn Launcher(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoView {
     let estimate = move |_| {
         let body = form.run();
+        if matches!(message.get_untracked(), Some(Message::Pending(_))) {
+            return;
+        }
+        message.set(Some(Message::Pending("Estimating…")));
         leptos::task::spawn_local(async move {
             let result = match body {
                 Err(e) => Err(e),
@@ -139,10 +197,14 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Result<String, String>>>)
                     )
                 }),
             };
-            message.set(Some(result));
+            message.set(Some(match result {
+                Ok(text) => Message::Done(text),
+                Err(e) => Message::Failed(e),
+            }));
         });
     };
     let start = move |_| create("/api/runs", form.run(), "runs", message);
+    let waiting = move || matches!(message.get(), Some(Message::Pending(_)));
     let field = |label: &'static str, name: &'static str, signal: RwSignal<String>| {
         view! {
             <label>{label}" "<input name=name prop:value=move || signal.get() on:input=move |ev| signal.set(event_target_value(&ev)) /></label>
@@ -160,8 +222,8 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Result<String, String>>>)
             <label>"Device "<select on:change=move |ev| device.set(event_target_value(&ev))><option value="cpu">"CPU"</option><option value="cuda">"CUDA"</option></select></label>
             <label>"Target "<select on:change=move |ev| target.set(event_target_value(&ev))><option value="local">"this machine"</option><option value="aws">"AWS"</option></select></label>
             <TokenField />
-            <button type="button" class="estimate" on:click=estimate>"Estimate"</button>
-            <button type="button" class="launch" on:click=start>"Launch"</button>
+            <button type="button" class="estimate" on:click=estimate prop:disabled=waiting>"Estimate"</button>
+            <button type="button" class="launch" on:click=start prop:disabled=waiting>"Launch"</button>
         </form>
     }
 }
@@ -208,7 +270,7 @@ fn ModelSelect(model: RwSignal<String>) -> impl IntoView {
 }
 
 #[component]
-fn SweepForm(form: LaunchForm, message: RwSignal<Option<Result<String, String>>>) -> impl IntoView {
+fn SweepForm(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoView {
     let sizes = RwSignal::new("1,2,4".to_string());
     let cuda = RwSignal::new(false);
     let sweep = move |_| {
@@ -223,7 +285,7 @@ fn SweepForm(form: LaunchForm, message: RwSignal<Option<Result<String, String>>>
         <form class="launcher sweep" on:submit=|ev| ev.prevent_default()>
             <label>"Sweep world sizes "<input name="sweep_sizes" prop:value=move || sizes.get() on:input=move |ev| sizes.set(event_target_value(&ev)) /></label>
             <label><input type="checkbox" on:change=move |ev| cuda.set(event_target_checked(&ev)) />" also on CUDA"</label>
-            <button type="button" class="sweep" on:click=sweep>"Run sweep"</button>
+            <button type="button" class="sweep" on:click=sweep prop:disabled=move || matches!(message.get(), Some(Message::Pending(_)))>"Run sweep"</button>
             <span class="note">"(uses the data folder, batch size, file limit and memory above)"</span>
         </form>
     }

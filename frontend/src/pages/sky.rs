@@ -1,22 +1,20 @@
 //! The sky: every object with a position on an equal-area map (Hammer–Aitoff,
 //! `cosmicai_shared::sky`), coloured by class or by redshift. Drag to pan, wheel
 //! or +/- to zoom, hover for an object, click to open it; shift-drag (or the
-//! "select" mode) draws a box whose objects go to Predict.
+//! box and lasso tools) selects a region, whose objects go to Predict or to a run.
 //!
 //! Points are drawn into one RGBA buffer and put on a 2D canvas in one call, so a
 //! frame costs a pass over the points, not a canvas call per point.
 
 use super::ErrorMessage;
-use crate::Selection;
+use super::predict::MAX_PICKED;
 use crate::cuts::Cuts;
-use cosmicai_shared::api::{ObjectPage, SkyPoints};
+use cosmicai_shared::api::SkyPoints;
 use cosmicai_shared::sky::{HALF_HEIGHT, HALF_WIDTH, project};
 use leptos::prelude::*;
 
 const W: usize = 960;
 const H: usize = 480;
-/// Most objects one selection sends to Predict (one API page).
-const MAX_SELECTED: usize = 1000;
 
 /// The map's points, projected once.
 struct Sky {
@@ -177,7 +175,7 @@ fn render(
     view: View,
     colour: ColourBy,
     selected: &[usize],
-    boxed: Option<[f64; 4]>,
+    outline: &[(f64, f64)],
     pass: Option<&[bool]>,
 ) -> Vec<u8> {
     let mut rgba = vec![0u8; W * H * 4];
@@ -237,26 +235,17 @@ fn render(
             size,
         );
     }
-    if let Some([x0, y0, x1, y1]) = boxed {
-        let (l, r) = (
-            x0.min(x1).max(0.0) as usize,
-            x0.max(x1).min(W as f64 - 1.0) as usize,
-        );
-        let (t, b) = (
-            y0.min(y1).max(0.0) as usize,
-            y0.max(y1).min(H as f64 - 1.0) as usize,
-        );
-        let mut dot = |x: usize, y: usize| {
-            let i = (y * W + x) * 4;
-            rgba[i..i + 3].copy_from_slice(&[255, 255, 255]);
-        };
-        for x in l..=r {
-            dot(x, t);
-            dot(x, b);
-        }
-        for y in t..=b {
-            dot(l, y);
-            dot(r, y);
+    // The selection's outline (a box or a lasso), closed, in screen pixels.
+    for (k, &(x0, y0)) in outline.iter().enumerate() {
+        let (x1, y1) = outline[(k + 1) % outline.len()];
+        let steps = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as usize;
+        for t in 0..=steps {
+            let f = t as f64 / steps as f64;
+            let (x, y) = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f);
+            if (0.0..W as f64).contains(&x) && (0.0..H as f64).contains(&y) {
+                let i = (y as usize * W + x as usize) * 4;
+                rgba[i..i + 3].copy_from_slice(&[255, 255, 255]);
+            }
         }
     }
     rgba
@@ -299,6 +288,18 @@ fn nearest(sky: &Sky, view: View, px: f64, py: f64, radius: f64) -> Option<usize
     best.1
 }
 
+/// Whether (x, y) lies inside the closed polygon (even–odd rule).
+fn inside(polygon: &[(f64, f64)], x: f64, y: f64) -> bool {
+    let mut within = false;
+    for (k, &(x0, y0)) in polygon.iter().enumerate() {
+        let (x1, y1) = polygon[(k + 1) % polygon.len()];
+        if (y0 > y) != (y1 > y) && x < x0 + (y - y0) / (y1 - y0) * (x1 - x0) {
+            within = !within;
+        }
+    }
+    within
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
@@ -315,7 +316,7 @@ pub fn SkyPage() -> impl IntoView {
         LocalResource::new(move || async move { crate::api::get::<SkyPoints>("/api/sky").await });
     view! {
         <h2>"Sky"</h2>
-        <p>"Every object with a position, on an equal-area (Hammer–Aitoff) map; RA grows to the left. Drag to pan, scroll or +/− to zoom, hover for an object and click to open it. Shift-drag (or “select”) draws a box; its objects can be predicted in the browser."</p>
+        <p>"Every object with a position, on an equal-area (Hammer–Aitoff) map; RA grows to the left. Drag to pan, scroll or +/− to zoom, hover for an object and click to open it. Shift-drag (or the box and lasso tools) selects a region; its objects can be predicted in the browser or sent to a run."</p>
         {move || match points.get() {
             None => view! { <p class="loading">"Loading the sky…"</p> }.into_any(),
             Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
@@ -324,12 +325,20 @@ pub fn SkyPage() -> impl IntoView {
     }
 }
 
-/// A drag in progress: where it started and last was, and whether it selects.
+/// What a drag on the map does.
+#[derive(Clone, Copy, PartialEq)]
+enum Tool {
+    Pan,
+    Box,
+    Lasso,
+}
+
+/// A drag in progress: where it started and last was, and what it draws.
 #[derive(Clone, Copy)]
 struct Drag {
     start: (f64, f64),
     last: (f64, f64),
-    selects: bool,
+    tool: Tool,
     moved: bool,
 }
 
@@ -348,23 +357,29 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
     let lines = StoredValue::new(graticule());
     let view_at = RwSignal::new(View::whole());
     let colour = RwSignal::new(ColourBy::Class);
-    let selecting = RwSignal::new(false);
-    let boxed = RwSignal::new(None::<[f64; 4]>);
+    let tool = RwSignal::new(Tool::Pan);
+    // The selection being drawn, in screen pixels (empty: none).
+    let outline = RwSignal::new(Vec::<(f64, f64)>::new());
     let selected = RwSignal::new(Vec::<usize>::new());
     let hover = RwSignal::new(None::<usize>);
     let frames = RwSignal::new(Vec::<f64>::new());
     let drag = StoredValue::new(None::<Drag>);
     let canvas = NodeRef::<leptos::html::Canvas>::new();
     let status = RwSignal::new(None::<String>);
-    let pick = use_context::<Selection>().expect("selection context").0;
+    let run_status = RwSignal::new(None::<String>);
+    let pick = use_context::<crate::Selection>()
+        .expect("selection context")
+        .0;
 
     Effect::new(move |_| {
-        let (v, c, b) = (view_at.get(), colour.get(), boxed.get());
+        let (v, c) = (view_at.get(), colour.get());
         let chosen = selected.get();
         let Some(el) = canvas.get() else { return };
         let started = crate::api::now_ms();
         let rgba = sky.with_value(|s| {
-            lines.with_value(|g| pass.with(|p| render(s, g, v, c, &chosen, b, p.as_deref())))
+            lines.with_value(|g| {
+                outline.with(|o| pass.with(|p| render(s, g, v, c, &chosen, o, p.as_deref())))
+            })
         });
         let drawn = crate::canvas::put_rgba(&el, &rgba, W as u32, H as u32);
         if let Err(e) = drawn {
@@ -385,7 +400,11 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         drag.set_value(Some(Drag {
             start: p,
             last: p,
-            selects: ev.shift_key() || selecting.get_untracked(),
+            // Shift selects a box whatever the tool.
+            tool: match tool.get_untracked() {
+                Tool::Pan if ev.shift_key() => Tool::Box,
+                t => t,
+            },
             moved: false,
         }));
     };
@@ -394,8 +413,21 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         match drag.get_value() {
             Some(mut d) => {
                 d.moved |= (p.0 - d.start.0).abs() + (p.1 - d.start.1).abs() > 3.0;
-                if d.selects {
-                    boxed.set(Some([d.start.0, d.start.1, p.0, p.1]));
+                if d.tool == Tool::Box {
+                    let (a, b) = (d.start, p);
+                    outline.set(vec![a, (b.0, a.1), b, (a.0, b.1)]);
+                } else if d.tool == Tool::Lasso {
+                    outline.update(|o| {
+                        if o.is_empty() {
+                            o.push(d.start);
+                        }
+                        // A vertex every few pixels is enough for a hand-drawn outline.
+                        if o.last()
+                            .is_some_and(|q| (q.0 - p.0).abs() + (q.1 - p.1).abs() > 3.0)
+                        {
+                            o.push(p);
+                        }
+                    });
                 } else if d.moved {
                     view_at.update(|v| *v = v.panned(p.0 - d.last.0, p.1 - d.last.1));
                 }
@@ -412,20 +444,24 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         let Some(d) = drag.get_value() else { return };
         drag.set_value(None);
         let p = at(&ev);
-        if d.selects && d.moved {
+        if d.tool != Tool::Pan && d.moved {
             let v = view_at.get_untracked();
-            let (l, r) = (d.start.0.min(p.0), d.start.0.max(p.0));
-            let (t, b) = (d.start.1.min(p.1), d.start.1.max(p.1));
-            let inside = sky.with_value(|s| {
+            let polygon = outline.get_untracked();
+            // The outline's bounds first: most points fail there, cheaply.
+            let (mut l, mut r, mut t, mut b) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+            for &(x, y) in &polygon {
+                (l, r, t, b) = (l.min(x), r.max(x), t.min(y), b.max(y));
+            }
+            let chosen = sky.with_value(|s| {
                 (0..s.len() - s.padded)
                     .filter(|&i| {
                         let (x, y) = v.to_screen(f64::from(s.x[i]), f64::from(s.y[i]));
-                        x >= l && x <= r && y >= t && y <= b
+                        x >= l && x <= r && y >= t && y <= b && inside(&polygon, x, y)
                     })
                     .collect::<Vec<_>>()
             });
-            selected.set(inside);
-            boxed.set(None);
+            selected.set(chosen);
+            outline.set(Vec::new());
         } else if !d.moved {
             let v = view_at.get_untracked();
             if let Some(i) = sky.with_value(|s| nearest(s, v, p.0, p.1, 6.0)) {
@@ -457,25 +493,16 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             view_at.update(|v| *v = f(*v));
         }
     };
+    // Every selected object (not only the first MAX_PICKED) goes into the run.
+    let launch = move |_| {
+        let ids: Vec<i64> =
+            sky.with_value(|s| selected.get_untracked().iter().map(|&i| s.ids[i]).collect());
+        super::runs::launch_on_selection(Vec::new(), Some(ids), run_status);
+    };
     let predict = move |_| {
-        let ids: Vec<String> = sky.with_value(|s| {
-            selected
-                .get_untracked()
-                .iter()
-                .take(MAX_SELECTED)
-                .map(|&i| s.ids[i].to_string())
-                .collect()
-        });
-        let url = format!("/api/objects?limit={MAX_SELECTED}&ids={}", ids.join(","));
-        leptos::task::spawn_local(async move {
-            match crate::api::get::<ObjectPage>(&url).await {
-                Ok(page) => {
-                    pick.set(page.objects);
-                    crate::navigate("/predict");
-                }
-                Err(e) => status.set(Some(e)),
-            }
-        });
+        let ids: Vec<i64> =
+            sky.with_value(|s| selected.get_untracked().iter().map(|&i| s.ids[i]).collect());
+        super::predict::predict_objects(&ids, pick, status);
     };
 
     let (total, padded) = sky.with_value(|s| (s.len(), s.padded));
@@ -490,14 +517,20 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             <button class="zoom-in" on:click=move |_| view_at.update(|v| *v = v.zoomed(1.25, centre.0, centre.1))>"+"</button>
             <button class="zoom-out" on:click=move |_| view_at.update(|v| *v = v.zoomed(0.8, centre.0, centre.1))>"−"</button>
             <button class="zoom-reset" on:click=move |_| view_at.set(View::whole())>"whole sky"</button>
-            <label><input type="checkbox" class="sky-select" prop:checked=move || selecting.get() on:change=move |ev| selecting.set(event_target_checked(&ev)) />" select (drag a box)"</label>
+            <label>"drag to "
+                <select class="sky-tool" on:change=move |ev| tool.set(match event_target_value(&ev).as_str() { "box" => Tool::Box, "lasso" => Tool::Lasso, _ => Tool::Pan })>
+                    <option value="pan">"pan"</option>
+                    <option value="box">"select a box"</option>
+                    <option value="lasso">"select a lasso"</option>
+                </select>
+            </label>
         </div>
         <canvas node_ref=canvas class="sky" width=W height=H tabindex="0"
             style=format!("width:{W}px;height:{H}px")
             role="img" aria-label="map of the objects on the sky; arrow keys pan, + and − zoom, 0 shows the whole sky"
             data-points=total
             on:mousedown=on_down on:mousemove=on_move on:mouseup=on_up
-            on:mouseleave=move |_| { drag.set_value(None); boxed.set(None); hover.set(None); }
+            on:mouseleave=move |_| { drag.set_value(None); outline.set(Vec::new()); hover.set(None); }
             on:wheel=on_wheel on:keydown=on_key></canvas>
         <p class="sky-legend">
             {move || legend(colour.get()).into_iter().map(|(label, c)| view! {
@@ -532,12 +565,14 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             let n = selected.get().len();
             (n > 0).then(|| view! {
                 <p class="sky-selection" data-selected=n>
-                    {format!("{n} objects selected{}. ", if n > MAX_SELECTED { format!(" (the first {MAX_SELECTED} go to Predict)") } else { String::new() })}
+                    {format!("{n} objects selected{}. ", if n > MAX_PICKED { format!(" (the first {MAX_PICKED} go to Predict)") } else { String::new() })}
                     <button class="sky-predict" on:click=predict>"Predict these in the browser"</button>
+                    <button class="sky-run" on:click=launch>"Launch a run on these"</button>
                     <button class="sky-clear" on:click=move |_| selected.set(Vec::new())>"clear"</button>
                 </p>
             })
         }}
         {move || status.get().map(|e| view! { <ErrorMessage message=e /> })}
+        {move || run_status.get().map(|s| view! { <p class="sky-run-status" role="status">{s}</p> })}
     }
 }
