@@ -194,6 +194,117 @@ fn train_writes_weights_and_a_card_deterministically() {
     assert!(weights(&a) == weights(&b));
 }
 
+/// Real labelled cutouts, as a user gets them with `fetch` then `ingest --catalog`:
+/// here from the one bundled field. No labelled catalog object lies on it, so 60 of
+/// its detections stand in as galaxies with made-up redshifts: this checks how
+/// cutouts reach the image branch and the card, not what they are worth.
+#[test]
+fn train_takes_real_labelled_cutouts_and_scores_them_with_and_without() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let field = asset("fields/2820-3-0122");
+    let detections = tmp.path().join("detections");
+    ok_json(&[
+        "ingest",
+        "--frames",
+        &field,
+        "--detect",
+        "--max-sources",
+        "60",
+        "--out",
+        detections.to_str().unwrap(),
+        "--json",
+    ]);
+    let mut positions = Vec::new();
+    for path in cosmicai_engine::dataset::list_partitions(&detections).unwrap() {
+        let part = cosmicai_engine::partition::read_partition(&path).unwrap();
+        positions.extend(part.ra.iter().copied().zip(part.dec.iter().copied()));
+    }
+    assert_eq!(positions.len(), 60);
+    // 300 real DR14 objects, then the stand-ins.
+    let catalog = tmp.path().join("with-stand-ins.csv");
+    let gz = std::fs::File::open(asset("catalogs/skyserver_dr14.csv.gz")).unwrap();
+    let mut out = std::fs::File::create(&catalog).unwrap();
+    for line in BufReader::new(flate2::read::GzDecoder::new(gz))
+        .lines()
+        .take(301)
+    {
+        writeln!(out, "{}", line.unwrap()).unwrap();
+    }
+    for (k, (ra, dec)) in positions.iter().enumerate() {
+        let z = 0.05 + 0.002 * k as f64;
+        writeln!(
+            out,
+            "{k},{ra},{dec},19.5,18.2,17.6,17.3,17.1,2820,301,3,122,{k},GALAXY,{z},0,0,0"
+        )
+        .unwrap();
+    }
+    drop(out);
+    let catalog = catalog.to_str().unwrap();
+    let labelled = tmp.path().join("labelled");
+    ok_json(&[
+        "ingest",
+        "--frames",
+        &field,
+        "--catalog",
+        catalog,
+        "--out",
+        labelled.to_str().unwrap(),
+        "--json",
+    ]);
+    let model = tmp.path().join("model");
+    let card = ok_json(&[
+        "train",
+        "--catalog",
+        catalog,
+        "--out",
+        model.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--width",
+        "32",
+        "--real-cutouts",
+        labelled.to_str().unwrap(),
+        "--json",
+    ]);
+    let real = &card["real_cutouts"];
+    assert!(
+        real["source"].as_str().unwrap().starts_with("real"),
+        "{real}"
+    );
+    assert!(
+        card.get("cutouts").is_none(),
+        "no synthetic figures beside real ones"
+    );
+    let read = real["read"].as_u64().unwrap();
+    let (train, validation) = (
+        real["train"].as_u64().unwrap(),
+        real["validation"].as_u64().unwrap(),
+    );
+    assert!(read >= 50 && train + validation == read, "{real}");
+    assert!(train > 0 && validation > 0, "{real}");
+    for key in ["validation_with_cutouts", "validation_magnitudes_only"] {
+        assert_eq!(
+            real[key]["objects"].as_u64(),
+            Some(validation),
+            "{key}: {real}"
+        );
+    }
+    let weights = std::fs::read(model.join("photoz.safetensors")).unwrap();
+    assert!(weights.windows(11).any(|s| s == b"cutout.join"));
+    // Cutouts of objects no given catalog holds: refused before any training.
+    let refused = failure(&[
+        "train",
+        "--catalog",
+        &asset("catalogs/skyserver_dr14.csv.gz"),
+        "--out",
+        tmp.path().join("m2").to_str().unwrap(),
+        "--real-cutouts",
+        labelled.to_str().unwrap(),
+    ]);
+    assert!(refused.contains("has a real cutout"), "{refused}");
+}
+
 #[test]
 fn the_image_branch_trains_on_synthetic_cutouts_and_still_runs_on_magnitudes() {
     use std::io::{BufRead, BufReader, Write};

@@ -110,9 +110,9 @@ fn picks_epoch(object_id: i64, repeat: u64) -> bool {
 }
 
 pub fn run(args: &TrainArgs, folds: usize) -> Result<()> {
-    if args.synthetic_cutouts {
+    if args.synthetic_cutouts || !args.real_cutouts.is_empty() {
         bail!(
-            "--cross-validate scores real labels on magnitudes; it does not take --synthetic-cutouts"
+            "--cross-validate scores real labels on magnitudes; it does not take --synthetic-cutouts or --real-cutouts"
         );
     }
     let catalogs = read_catalogs(&args.catalog, |_, _| {})?;

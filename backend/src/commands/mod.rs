@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod model;
 pub mod partition;
 pub mod project;
+pub mod real_cutouts;
 pub mod run;
 pub mod runs;
 pub mod sweep;

@@ -51,8 +51,15 @@ pub struct TrainArgs {
     /// Also train the image branch, on synthetic 32x32 cutouts rendered for every
     /// labelled object (the renderer with the bundled calibration). Real-label metrics
     /// stay magnitudes-only; the image figures are on synthetic cutouts and say so.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "real_cutouts")]
     pub synthetic_cutouts: bool,
+    /// Also train the image branch on real labelled cutouts: datasets made by
+    /// `cosmicai ingest --frames … --catalog …` (after `cosmicai fetch`). A catalog
+    /// object with a real cutout there shows it (half the time); the others train
+    /// on magnitudes. The card reports the validation objects that have one, with
+    /// their cutouts and on magnitudes alone: real labels, real pixels.
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub real_cutouts: Vec<PathBuf>,
     /// Without the redshift distribution head (no σ_z; the redshift of the most
     /// probable class's head), as PhotoZ was before it.
     #[arg(long)]
@@ -115,6 +122,9 @@ struct ModelCard {
     data: Vec<DataUse>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cutouts: Option<CutoutUse>,
+    /// The image branch on real labelled cutouts (`--real-cutouts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    real_cutouts: Option<super::real_cutouts::RealCutoutUse>,
     split: &'static str,
     epochs_run: usize,
     best_epoch: usize,
@@ -207,7 +217,7 @@ pub(crate) fn config(args: &TrainArgs) -> TrainConfig {
         PhotoZConfig::new()
             .with_width(args.width)
             .with_layers(args.layers)
-            .with_cutout(args.synthetic_cutouts)
+            .with_cutout(args.synthetic_cutouts || !args.real_cutouts.is_empty())
             .with_redshift_pdf(!args.no_pdf),
     )
     .with_epochs(args.epochs as usize)
@@ -241,6 +251,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
         train_set.cutouts = Some(render_cutouts(&train_rows, args.seed));
         valid_set.cutouts = Some(render_cutouts(&valid_rows, args.seed ^ 0x5eed));
     }
+    let real = if args.real_cutouts.is_empty() {
+        None
+    } else {
+        let found = super::real_cutouts::read(&args.real_cutouts)?;
+        let train_with = found.attach(&train_rows, &mut train_set);
+        found.attach(&valid_rows, &mut valid_set);
+        if train_with == 0 {
+            bail!(
+                "no training object of the catalogs has a real cutout in {} ({} real cutouts read): ingest the frames with --catalog and the same catalogs",
+                super::real_cutouts::names(&args.real_cutouts),
+                found.len()
+            );
+        }
+        Some((found, train_with))
+    };
     let config = config(&args);
     let bar = ProgressBar::new(args.epochs as u64);
     bar.set_style(
@@ -272,6 +297,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .epochs
         .iter()
         .find(|e| e.epoch == trained.best_epoch);
+    let real_cutouts = real
+        .map(|(found, train_with)| {
+            found.score(
+                &args.real_cutouts,
+                &valid_rows,
+                &trained.model,
+                &device,
+                train_with,
+            )
+        })
+        .transpose()?;
     let cutouts = args.synthetic_cutouts.then(|| CutoutUse {
         source: "synthetic: rendered by cosmicai's renderer from each object's catalog magnitudes, class and redshift, bundled calibration",
         side: cosmicai_model::crop::CROP,
@@ -290,6 +326,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         trained_on: crate::models::TRAIN_BACKEND,
         data,
         cutouts,
+        real_cutouts,
         split: "validation = objects whose id (hash of RA/Dec rounded to 1e-6 deg) is divisible by 5",
         epochs_run: trained.epochs.len(),
         best_epoch: trained.best_epoch,
@@ -332,6 +369,9 @@ fn report_text(card: &ModelCard, weights_path: &std::path::Path, bytes: usize) -
             g.map_or(f64::NAN, |g| g.nmad),
             g.map_or(f64::NAN, |g| g.outlier_frac_0_15)
         );
+    }
+    if let Some(r) = &card.real_cutouts {
+        out.push_str(&r.report());
     }
     if let Some(c) = &card.cutouts {
         crate::line!(

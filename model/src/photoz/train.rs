@@ -16,6 +16,9 @@ pub struct Examples {
     pub class: Vec<u8>,
     pub redshift: Vec<f32>,
     pub cutouts: Option<Vec<f32>>,
+    /// With cutouts: 1 for the objects that have one, 0 for those whose slot in
+    /// `cutouts` is empty (real images cover some objects only); none: every object.
+    pub cutout_mask: Option<Vec<f32>>,
 }
 
 impl Examples {
@@ -163,9 +166,13 @@ fn tensors<B: Backend>(examples: &Examples, with_pdf: bool, device: &B::Device) 
         log1p_z: Tensor::from_data(TensorData::new(t, [n]), device),
         pdf_target: Tensor::from_data(TensorData::new(pdf_target, [n, bins]), device),
         cutouts: examples.cutouts.as_ref().map(|c| {
+            let has = match &examples.cutout_mask {
+                Some(mask) => Tensor::from_data(TensorData::new(mask.clone(), [n, 1]), device),
+                None => Tensor::ones([n, 1], device),
+            };
             (
                 Tensor::from_data(TensorData::new(c.clone(), [n, 5, side, side]), device),
-                Tensor::ones([n, 1], device),
+                has,
             )
         }),
     }
@@ -258,14 +265,16 @@ pub fn train<B: AutodiffBackend>(
                 ),
                 device,
             );
-            let cutouts = all.cutouts.as_ref().map(|(images, _)| {
+            // Shown half the time, and only where the object has a cutout.
+            let cutouts = all.cutouts.as_ref().map(|(images, has)| {
                 let keep: Vec<f32> = chunk
                     .iter()
                     .map(|_| f32::from(rng.unit() < config.cutout_keep))
                     .collect();
                 (
                     images.clone().select(0, index.clone()),
-                    Tensor::from_data(TensorData::new(keep, [chunk.len(), 1]), device),
+                    Tensor::from_data(TensorData::new(keep, [chunk.len(), 1]), device)
+                        * has.clone().select(0, index.clone()),
                 )
             });
             let batch = Batch {
