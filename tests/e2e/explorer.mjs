@@ -58,18 +58,22 @@ const step = async (name, f) => {
 };
 
 try {
-  await step('the explorer goes over the wire gzipped, at most 3 MB', async () => {
-    const index = await (await fetch(base + '/')).text();
+  await step('the explorer goes over the wire gzipped, at most 3 MB, and is kept by the browser', async () => {
+    const page0 = await fetch(base + '/');
+    assert.equal(page0.headers.get('cache-control'), 'no-cache', 'index.html is checked on every visit');
+    const index = await page0.text();
     const wasm = index.match(/\/[\w.-]+_bg\.wasm/)?.[0];
     assert.ok(wasm, 'index.html names no wasm module');
     // Raw bytes as sent (fetch would inflate them).
-    const { encoding, bytes } = await new Promise((ok, fail) => {
+    const { encoding, bytes, caching } = await new Promise((ok, fail) => {
       http.get(base + wasm, { headers: { 'accept-encoding': 'gzip' } }, (res) => {
         let bytes = 0;
         res.on('data', (d) => { bytes += d.length; });
-        res.on('end', () => ok({ encoding: res.headers['content-encoding'], bytes }));
+        res.on('end', () => ok({ encoding: res.headers['content-encoding'], bytes, caching: res.headers['cache-control'] }));
       }).on('error', fail);
     });
+    // Named by its content: a return visit reuses it (and its compiled code).
+    assert.equal(caching, 'public, max-age=31536000, immutable');
     assert.equal(encoding, 'gzip', `${wasm} sent without gzip`);
     assert.ok(bytes <= 3_000_000, `${wasm}: ${bytes} bytes gzipped, over 3 MB`);
     process.stdout.write(`(${wasm.slice(1, 20)}…: ${(bytes / 1e6).toFixed(2)} MB gzipped) `);

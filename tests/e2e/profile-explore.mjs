@@ -24,6 +24,14 @@ const browser = await chromium.launch({
 const runs = [];
 for (let run = 0; run < 5; run++) {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  // When the 1,000 cards enter the DOM, and the long tasks before then.
+  await page.addInitScript(() => {
+    window.__long = [];
+    new PerformanceObserver((l) => l.getEntries().forEach((e) => window.__long.push([Math.round(e.startTime), Math.round(e.duration)]))).observe({ type: 'longtask', buffered: true });
+    new MutationObserver(() => {
+      if (!window.__cards && document.querySelectorAll('.card').length === 1000) window.__cards = Math.round(performance.now());
+    }).observe(document, { childList: true, subtree: true });
+  });
   const t0 = Date.now();
   await page.goto(`${base}/#/?per_page=1000`);
   await page.waitForFunction(() => document.querySelectorAll('.card').length === 1000, null, { timeout: 60000 });
@@ -36,6 +44,7 @@ for (let run = 0; run < 5; run++) {
       wasm_start: at(/_bg\.wasm/, 'startTime'), wasm_end: at(/_bg\.wasm/, 'responseEnd'),
       objects_start: at(/\/api\/objects\?/, 'startTime'), objects_end: at(/\/api\/objects\?/, 'responseEnd'),
       objects_bytes: at(/\/api\/objects\?/, 'encodedBodySize'),
+      cards_in_dom: window.__cards, long_tasks: window.__long,
       cards_done: Math.round(performance.now()),
     };
   });

@@ -245,12 +245,47 @@ pub fn router(state: Arc<AppState>, explorer: Explorer) -> Router {
         .fallback(page);
     let app = app.fallback_service(site);
     app.layer(middleware::from_fn(error::json_errors))
+        .layer(middleware::from_fn(explorer_caching))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             guard::check_host,
         ))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
+}
+
+/// Trunk names the explorer's files by their content (`name-0123456789abcdef_bg.wasm`):
+/// browsers may keep those for a year, compiled wasm included, so a return visit
+/// skips the download and the compile. `index.html`, which names them, is checked
+/// on every visit, so a new build shows at once. API responses set their own.
+async fn explorer_caching(request: Request, next: middleware::Next) -> Response {
+    let path = request.uri().path().to_string();
+    let mut response = next.run(request).await;
+    if path.starts_with("/api/") || !response.status().is_success() {
+        return response;
+    }
+    let value = if content_named(&path) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static(value),
+    );
+    response
+}
+
+/// Whether a file name carries Trunk's content hash: 16 hex digits after its last
+/// `-`, before the extension (and wasm-bindgen's `_bg`).
+fn content_named(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let stem = name.split('.').next().unwrap_or_default();
+    let Some((_, hash)) = stem.rsplit_once('-') else {
+        return false;
+    };
+    let hash = hash.strip_suffix("_bg").unwrap_or(hash);
+    hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Writes `FILE.gz` beside each text or wasm file of the built explorer that
@@ -580,6 +615,18 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_trunks_content_named_files_are_kept_for_a_year() {
+        assert!(content_named("/cosmicai-frontend-8be52423df184aca_bg.wasm"));
+        assert!(content_named("/cosmicai-frontend-8be52423df184aca.js"));
+        assert!(content_named("/style-62172c0f83dbf18c.css"));
+        assert!(!content_named("/index.html"));
+        assert!(!content_named("/"));
+        assert!(!content_named("/fonts/inter-latin.woff2"));
+        assert!(!content_named("/style-62172c0f83dbf18z.css"));
+        assert!(!content_named("/a-0123.js"));
+    }
 
     #[test]
     fn build_log_tail_keeps_the_last_lines_without_colour_codes() {

@@ -151,9 +151,10 @@ pub fn ExplorePage() -> impl IntoView {
                             crate::navigate("/predict");
                         }>{format!("Predict these {to_predict} in the browser")}</button>
                     </p>
-                    <div class="grid">
-                        {move || shown.clone().into_iter().map(|o| view! { <ObjectCard object=o jpeg_base=jpeg_base() /> }).collect_view()}
-                    </div>
+                        // One HTML string for the whole page of cards: the browser parses
+                        // 1,000 cards in a few ms, where creating them node by node from
+                        // wasm took about 300 ms. Cards are plain links with no handlers.
+                        <div class="grid" inner_html=move || cards_html(&shown, jpeg_base().as_deref())></div>
                     <p class="pager">
                         <button disabled=move || offset.get() == 0 on:click=move |_| offset.update(|o| *o = o.saturating_sub(p.limit))>"Previous"</button>
                         {format!(" {}–{} of {} ", p.offset + 1, (p.offset + p.limit).min(p.total), p.total)}
@@ -209,33 +210,59 @@ fn jpeg_url(base: &str, ra: f64, dec: f64) -> String {
     format!("{base}?ra={ra:.6}&dec={dec:.6}&scale=0.3&width=96&height=96")
 }
 
-#[component]
-fn ObjectCard(
-    object: ObjectSummary,
-    /// SkyServer's JPEG service, when the user turned its thumbnails on.
-    jpeg_base: Option<String>,
-) -> impl IntoView {
-    let href = format!("#/object/{}", object.id);
-    let z = object
-        .redshift
-        .map_or("z unknown".to_string(), |z| format!("z = {z:.3}"));
-    let synthetic = object.provenance == Provenance::Synthetic;
-    let jpeg = jpeg_base.zip(object.ra.zip(object.dec));
-    let picture = if object.has_image {
-        view! { <img loading="lazy" width="96" height="96" alt="gri composite" src=format!("/api/objects/{}/image.png", object.id) /> }.into_any()
-    } else if let Some((base, (ra, dec))) = jpeg {
-        view! {
-            <img class="jpeg" loading="lazy" width="96" height="96" alt="SDSS colour JPEG" src=jpeg_url(&base, ra, dec) />
-            <span class="jpeg-label">"SDSS colour JPEG, not science data"</span>
-        }.into_any()
-    } else {
-        view! { <div class="no-image">"no image"<br />{format!("r = {:.2}", object.magnitudes[2])}</div> }.into_any()
-    };
-    view! {
-        <a class="card" href=href data-class=object.class.name()>
-            {picture}
-            <span class="label">{object.class.name()}" · "{z}</span>
-            {synthetic.then(|| view! { <span class="synthetic" title="rendered by CosmicAI, not observed">"synthetic"</span> })}
-        </a>
+/// The cards of `objects` as HTML, every value from the data escaped. A card
+/// links to its object and shows its gri composite, the SDSS colour JPEG (when
+/// `jpeg_base` is set and it has no cutout) or its r magnitude.
+fn cards_html(objects: &[ObjectSummary], jpeg_base: Option<&str>) -> String {
+    use std::fmt::Write;
+    let mut html = String::with_capacity(objects.len() * 360);
+    for object in objects {
+        let class = escape(object.class.name());
+        let z = object
+            .redshift
+            .map_or("z unknown".to_string(), |z| format!("z = {z:.3}"));
+        let _ = write!(
+            html,
+            r##"<a class="card" href="#/object/{id}" data-class="{class}">"##,
+            id = object.id
+        );
+        match (object.has_image, jpeg_base.zip(object.ra.zip(object.dec))) {
+            (true, _) => {
+                let _ = write!(
+                    html,
+                    r#"<img loading="lazy" width="96" height="96" alt="gri composite" src="/api/objects/{}/image.png">"#,
+                    object.id
+                );
+            }
+            (false, Some((base, (ra, dec)))) => {
+                let _ = write!(
+                    html,
+                    r#"<img class="jpeg" loading="lazy" width="96" height="96" alt="SDSS colour JPEG" src="{}"><span class="jpeg-label">SDSS colour JPEG, not science data</span>"#,
+                    escape(&jpeg_url(base, ra, dec))
+                );
+            }
+            (false, None) => {
+                let _ = write!(
+                    html,
+                    r#"<div class="no-image">no image<br>r = {:.2}</div>"#,
+                    object.magnitudes[2]
+                );
+            }
+        }
+        let _ = write!(html, r#"<span class="label">{class} · {z}</span>"#);
+        if object.provenance == Provenance::Synthetic {
+            html.push_str(r#"<span class="synthetic" title="rendered by CosmicAI, not observed">synthetic</span>"#);
+        }
+        html.push_str("</a>");
     }
+    html
+}
+
+/// Text safe inside HTML and its quoted attributes.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
