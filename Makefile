@@ -22,7 +22,7 @@ WASM_BINDGEN_VERSION := $(shell grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock |
 # Every native crate with every feature (the frontend is built by Trunk, for wasm).
 NATIVE_ALL := -p cosmicai-backend -p cosmicai-lambda --features cosmicai-backend/cuda,cosmicai-backend/openblas,cosmicai-lambda/cuda
 
-.PHONY: demo serve test setup deny-setup rust-setup python-setup frontend-setup e2e-setup browser-setup frontend frontend-wasm e2e e2e-run fuzz
+.PHONY: demo serve test setup deny-setup rust-setup python-setup frontend-setup e2e-setup browser-setup frontend e2e e2e-run fuzz
 
 # The server first, then the explorer in the background while it serves (tools/serve.sh).
 serve: rust-setup
@@ -35,11 +35,6 @@ serve: rust-setup
 EXPLORER_CARGO := CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/explorer CARGO_PROFILE_RELEASE_INCREMENTAL=true
 frontend: frontend-setup
 	$(EXPLORER_CARGO) PATH=$(TOOLS_PATH) trunk build --release
-
-# The explorer's wasm as Trunk's build compiles it (same flags, so Trunk then finds it
-# done): `make serve` compiles it while Trunk and wasm-bindgen-cli install.
-frontend-wasm: rust-setup
-	$(EXPLORER_CARGO) cargo build --release --target wasm32-unknown-unknown -p cosmicai-frontend
 
 frontend-setup: rust-setup
 	@# Trunk's own release profile is fat LTO in one codegen unit (7.4 min here); it only

@@ -33,9 +33,7 @@ setsid nice -n 19 bash -c '
   # the CPU whatever its nice value: lower the group itself.
   echo 19 > /proc/self/autogroup 2>/dev/null || true
   start=$SECONDS
-  # The tools and the wasm compile side by side (they share no target directory);
-  # Trunk then finds the wasm built and only binds and writes it.
-  if make --no-print-directory -j2 frontend-setup frontend-wasm && make --no-print-directory frontend; then
+  if make --no-print-directory frontend; then
     echo "explorer built in $((SECONDS - start)) s"
     printf "\033[1m== make serve:\033[0m explorer built in %s s: the page shows it now\n" "$((SECONDS - start))" >&3
   else
