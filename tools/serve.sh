@@ -20,7 +20,7 @@ started=$SECONDS
 if command -v trunk >/dev/null && command -v wasm-bindgen >/dev/null; then
   say "building the explorer in the background (about 20 s after a change in frontend/; log: $log)"
 else
-  say "installing Trunk and wasm-bindgen-cli, then building the explorer, in the background at low priority (about 10 minutes of work, done while and after the server builds; log: $log)"
+  say "installing Trunk and wasm-bindgen-cli, then building the explorer, in the background at low priority (the first time it lands about 7 minutes after the server is up; log: $log)"
 fi
 mkdir -p "$CARGO_TARGET_DIR"
 # Its own session, so that Ctrl-C here (or the server stopping) ends it as a whole.
@@ -46,7 +46,7 @@ trap 'kill -- -"$builder" 2>/dev/null || true' EXIT
 if [ -x "$CARGO_TARGET_DIR/release/cosmicai" ]; then
   say "building the server (cosmicai, release): seconds when little changed"
 else
-  say "building the server (cosmicai, release) for the first time: about 8 minutes on 2 cores; cargo's bar counts the crates"
+  say "building the server (cosmicai, release) for the first time: about 7 minutes on 2 cores; cargo's bar counts the crates"
 fi
 cargo build --release --bin cosmicai
 

@@ -768,8 +768,16 @@ fn a_selection_becomes_a_dataset_that_a_run_takes() {
     let expected = listed["total"].as_u64().unwrap();
     assert!(expected > 100, "{expected}");
     // A crashed write's leftover goes when the next selection is written.
-    let leftover = data_dir().join("selections/.tmp-sel-crashed");
+    let leftover = data_dir().join("selections/.tmp-sel-crashed-1");
     std::fs::create_dir_all(&leftover).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::open(&leftover)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    // A neighbour's write in progress (recent) is left alone.
+    let neighbour = data_dir().join("selections/.tmp-sel-writing-2");
+    std::fs::create_dir_all(&neighbour).unwrap();
     let made = post(&s, &format!("/api/selections?{cuts}"), "{}", &[]);
     assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
     let made = made.json();
@@ -782,6 +790,8 @@ fn a_selection_becomes_a_dataset_that_a_run_takes() {
         !leftover.exists(),
         "the leftover temporary folder is removed"
     );
+    assert!(neighbour.exists(), "a recent temporary folder is not");
+    std::fs::remove_dir(&neighbour).unwrap();
     let files = std::fs::read_dir(data_dir().join(&prefix)).unwrap().count();
     assert_eq!(Some(files as u64), made["partitions"].as_u64());
     assert!(files >= 8, "spread over at least 8 partitions: {files}");

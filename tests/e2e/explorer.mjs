@@ -400,7 +400,7 @@ try {
     await page.click('button.plots-run');
     await page.waitForSelector('.run-selection', { timeout: 30000 });
     const data = await page.inputValue('input[name=data_prefix]');
-    assert.match(data, /^selections\/sel-[0-9a-f]{16}$/);
+    assert.match(data, /^selections\/sel-[0-9a-f]{32}$/);
     assert.match(await page.textContent('.run-selection'), new RegExp(`selection of ${pass} objects`));
     await page.click('button.launch');
     await page.waitForFunction(() => document.querySelector('.run-status')?.textContent.startsWith('finished'), null, { timeout: 180000 });

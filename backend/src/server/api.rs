@@ -132,7 +132,17 @@ pub async fn create_selection(
                 "the selection holds no objects: no object passes its filters (or none of its ids is served)".into(),
             ));
         }
-        super::selections::create(&st.data_dir, &st.index, &positions, st.data_version)
+        if positions.len() > super::selections::MAX_OBJECTS {
+            return Err(Error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "the selection holds {} objects, at most {} in one: narrow its filters",
+                    positions.len(),
+                    super::selections::MAX_OBJECTS
+                ),
+            ));
+        }
+        super::selections::create(&st.data_dir, &st.index, &positions)
             .map_err(|e| Error::internal(format!("{e:#}")))
     })
     .await
@@ -533,6 +543,9 @@ pub async fn create_run(
     // Checking the request reads the disk (and may probe the CUDA driver).
     let st = state.clone();
     let id = tokio::task::spawn_blocking(move || {
+        if let Some(prefix) = &launch.data_prefix {
+            super::selections::mark_used(&st.data_dir, prefix);
+        }
         st.runs
             .start(&st.data_dir, &st.models, &launch, slot, &st.memory)
     })

@@ -264,15 +264,28 @@ async fn explorer_caching(request: Request, next: middleware::Next) -> Response 
     if path.starts_with("/api/") || !response.status().is_success() {
         return response;
     }
-    let value = if content_named(&path) {
+    // A missing content-named file gets the page (status 200, HTML): never keep that.
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
+    let value = if content_named(&path) && !html {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
     };
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static(value),
     );
+    // The same path answers gzipped or not, by the request's Accept-Encoding.
+    if !headers.contains_key(header::VARY) {
+        headers.insert(
+            header::VARY,
+            header::HeaderValue::from_static("accept-encoding"),
+        );
+    }
     response
 }
 

@@ -3,11 +3,12 @@
 //! takes as its `data_prefix`. So "launch a run on these" is the same pipeline,
 //! over a smaller dataset.
 //!
-//! A selection is named by its objects and the served data, so asking twice
-//! writes once. The folder is written under a temporary name and renamed into
-//! place, so a power cut leaves either the whole selection or none of it. At most
-//! [`KEPT`] are kept: a new one removes the oldest, so repeated requests cannot
-//! fill the disk.
+//! A selection is named by a SHA-256 of its rows (ids, positions, magnitudes,
+//! labels, sources), so asking twice writes once and rebuilt data gets a new
+//! name. The folder is written under a temporary name and renamed into place, so
+//! a power cut leaves either the whole selection or none of it. At most [`KEPT`]
+//! are kept, each of at most [`MAX_OBJECTS`]: a new one removes the least recently
+//! used (a run launched on one marks it used), so requests cannot fill the disk.
 
 use super::objects::ObjectIndex;
 use anyhow::{Context, Result};
@@ -22,28 +23,28 @@ use std::sync::Mutex;
 pub const DIR: &str = "selections";
 /// Selections kept on disk; a new one beyond this removes the least recently asked for.
 pub const KEPT: usize = 32;
-/// Most ids one request may name (the whole bundled sky is 37k objects).
+/// Most ids one request may name, and most objects one selection may hold (the
+/// whole bundled sky is 37k objects).
 pub const MAX_IDS: usize = 200_000;
+pub const MAX_OBJECTS: usize = MAX_IDS;
+/// A temporary folder older than this is a crashed write's (a write takes seconds).
+const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// At least this many partitions when there are enough objects, so a run's
 /// world size has something to spread.
 const MIN_PARTITIONS: usize = 8;
 /// Objects per partition at most (as `cosmicai partition` makes for the catalog).
 const MAX_PER_PARTITION: usize = 4096;
 
-/// One selection is written at a time, so a leftover temporary folder is always
-/// a crashed write's, never a neighbour's in progress.
+/// One selection is written at a time in this process. Another server on the same
+/// data directory writes under its own temporary names (they carry the pid), and
+/// only temporary folders older than [`STALE`] are taken for a crash's.
 static WRITING: Mutex<()> = Mutex::new(());
 
 /// Writes the objects at `positions` of the index (each once, in index order) as
 /// a dataset under `data_dir/selections/`, or finds it there already.
-pub fn create(
-    data_dir: &Path,
-    index: &ObjectIndex,
-    positions: &[usize],
-    data_version: u64,
-) -> Result<Selection> {
+pub fn create(data_dir: &Path, index: &ObjectIndex, positions: &[usize]) -> Result<Selection> {
     anyhow::ensure!(!positions.is_empty(), "the selection holds no objects");
-    let name = name_of(index, positions, data_version);
+    let name = name_of(index, positions);
     let root = data_dir.join(DIR);
     let dir = root.join(&name);
     let per_partition = positions
@@ -55,16 +56,18 @@ pub fn create(
         // Asked for again: it is now the most recent.
         touch(&dir);
     } else {
-        std::fs::create_dir_all(&root).with_context(|| format!("{}", root.display()))?;
+        if !root.is_dir() {
+            std::fs::create_dir_all(&root).with_context(|| format!("{}", root.display()))?;
+            // The new folder's own entry survives a power cut too.
+            sync_dir(data_dir)?;
+        }
         remove_leftovers(&root);
-        let temp = root.join(format!(".tmp-{name}"));
+        let temp = root.join(format!(".tmp-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&temp);
         write(index, positions, &temp, per_partition)
             .with_context(|| format!("writing the selection {}", temp.display()))?;
         std::fs::rename(&temp, &dir).with_context(|| format!("{}", dir.display()))?;
-        std::fs::File::open(&root)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("{}", root.display()))?;
+        sync_dir(&root)?;
         evict(&root, &dir);
     }
     let mut counts = ClassCounts::default();
@@ -84,13 +87,43 @@ pub fn create(
     })
 }
 
-/// `sel-` and a hash of the objects' ids and the served data's version.
-fn name_of(index: &ObjectIndex, positions: &[usize], data_version: u64) -> String {
-    let mut bytes = data_version.to_le_bytes().to_vec();
+/// `sel-` and 128 bits of a SHA-256 of the rows the dataset will hold.
+fn name_of(index: &ObjectIndex, positions: &[usize]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
     for &i in positions {
-        bytes.extend_from_slice(&index.objects[i].summary.id.to_le_bytes());
+        let (row, source) = index.catalog_row(i);
+        hash.update(row.object_id.to_le_bytes());
+        hash.update(row.ra.to_le_bytes());
+        hash.update(row.dec.to_le_bytes());
+        for m in row.magnitudes {
+            hash.update(m.to_le_bytes());
+        }
+        hash.update(row.redshift.to_le_bytes());
+        hash.update(row.class.name().as_bytes());
+        hash.update(source.name.as_bytes());
+        hash.update([0, source.provenance as u8]);
     }
-    format!("sel-{:016x}", super::fnv(&bytes))
+    let digest = hash.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sel-{hex}")
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("{}", dir.display()))
+}
+
+/// Marks the selection a run takes as just used, so that it is the last to go.
+pub fn mark_used(data_dir: &Path, data_prefix: &str) {
+    let prefix = data_prefix.trim_matches('/');
+    if let Some(name) = prefix.strip_prefix(&format!("{DIR}/"))
+        && name.starts_with("sel-")
+        && !name.contains(['/', '.'])
+    {
+        touch(&data_dir.join(DIR).join(name));
+    }
 }
 
 /// The objects' catalog rows (magnitudes, position, labels; no images, since
@@ -114,10 +147,16 @@ fn touch(dir: &Path) {
     }
 }
 
-/// Temporary folders a crash left behind.
+/// Temporary folders a crash left behind (older than [`STALE`]).
 fn remove_leftovers(root: &Path) {
     for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE);
+        if old && entry.file_name().to_string_lossy().starts_with(".tmp-") {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

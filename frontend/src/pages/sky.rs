@@ -397,6 +397,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
     let at = |ev: &web_sys::MouseEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
     let on_down = move |ev: web_sys::MouseEvent| {
         let p = at(&ev);
+        outline.set(Vec::new());
         drag.set_value(Some(Drag {
             start: p,
             last: p,
@@ -444,9 +445,11 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         let Some(d) = drag.get_value() else { return };
         drag.set_value(None);
         let p = at(&ev);
+        // Whatever the drag was, its outline goes (a selection keeps its points).
+        let polygon = outline.get_untracked();
+        outline.set(Vec::new());
         if d.tool != Tool::Pan && d.moved {
             let v = view_at.get_untracked();
-            let polygon = outline.get_untracked();
             // The outline's bounds first: most points fail there, cheaply.
             let (mut l, mut r, mut t, mut b) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
             for &(x, y) in &polygon {
@@ -461,7 +464,6 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
                     .collect::<Vec<_>>()
             });
             selected.set(chosen);
-            outline.set(Vec::new());
         } else if !d.moved {
             let v = view_at.get_untracked();
             if let Some(i) = sky.with_value(|s| nearest(s, v, p.0, p.1, 6.0)) {

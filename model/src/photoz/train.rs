@@ -73,7 +73,9 @@ pub struct EpochReport {
     pub train_loss: f32,
     pub valid_loss: f32,
     pub valid_class_accuracy: f32,
-    /// The same objects shown their cutouts (synthetic ones in `cosmicai train`).
+    /// The same objects shown the cutouts they have (every object with
+    /// `--synthetic-cutouts`; with `--real-cutouts` only those with a real one,
+    /// so this differs little from the figure above: the card scores those apart).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_class_accuracy_with_cutouts: Option<f32>,
     pub learning_rate: f64,
