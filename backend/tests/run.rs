@@ -163,6 +163,17 @@ fn bad_requests_are_refused_before_anything_runs() {
             ],
             "file_limit",
         ),
+        (
+            vec![
+                "--world-size",
+                "1",
+                "--batch-size",
+                "10",
+                "--precision",
+                "bf16",
+            ],
+            "precision bf16 runs on device cuda only",
+        ),
     ] {
         let mut full = vec!["run", "--data", &data];
         full.extend(args);

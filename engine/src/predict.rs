@@ -130,6 +130,7 @@ pub fn predict_astromae<B: Backend>(
                 model
                     .forward(images, mags)
                     .into_data()
+                    .convert::<f32>() // half-precision backends read back as f32
                     .to_vec()
                     .map_err(|e| format!("{e:?}"))?
             }
@@ -182,12 +183,18 @@ fn run<B: Backend>(
         let probability: Vec<f32> = predicted
             .probability
             .into_data()
+            .convert::<f32>() // half-precision backends read back as f32
             .to_vec()
             .unwrap_or_default();
-        let redshift: Vec<f32> = predicted.redshift.into_data().to_vec().unwrap_or_default();
+        let redshift: Vec<f32> = predicted
+            .redshift
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap_or_default();
         let pdf: Option<Vec<f32>> = predicted
             .pdf
-            .map(|p| p.into_data().to_vec().unwrap_or_default());
+            .map(|p| p.into_data().convert::<f32>().to_vec().unwrap_or_default());
         out.predictions
             .extend(read_predictions(&probability, &redshift, pdf.as_deref()));
     }

@@ -73,6 +73,7 @@ fn request(model: &str) -> RunRequest {
         world_size: 2,
         result_path: "results/a".into(),
         device: Device::Cpu,
+        precision: Default::default(),
         memory_mb: 1024,
         model: model.into(),
         retries: 0,

@@ -71,6 +71,7 @@ fn request(result_path: &str) -> RunRequest {
         world_size: 1,
         result_path: result_path.into(),
         device: Device::Cpu,
+        precision: Default::default(),
         memory_mb: 1024,
         model: "photoz".into(),
         retries: 0,

@@ -166,6 +166,7 @@ fn the_pipeline_runs_against_a_bucket() {
         world_size: 2,
         result_path: "results/s3run".into(),
         device: Device::Cpu,
+        precision: Default::default(),
         memory_mb: 1024,
         model: "photoz".into(),
         retries: 0,

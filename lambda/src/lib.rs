@@ -289,17 +289,15 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
         }
         #[cfg(feature = "cuda")]
         Device::Cuda => {
-            let device = Default::default();
-            let model =
-                load_model::<burn::backend::Cuda<f32>>(settings, &store, &spec, &device, false)?;
-            run_rank(
-                &store,
-                &payload,
-                item.rank,
-                &model,
-                started,
-                &mut first_batch_s,
-            )?
+            use burn::backend::Cuda;
+            use burn::tensor::{bf16, f16};
+            use cosmicai_shared::run::Precision;
+            let args = (settings, &store, &spec, &payload, item.rank, started);
+            match payload.request.precision {
+                Precision::Fp32 => run_cuda::<Cuda<f32>>(args, &mut first_batch_s)?,
+                Precision::Bf16 => run_cuda::<Cuda<bf16>>(args, &mut first_batch_s)?,
+                Precision::F16 => run_cuda::<Cuda<f16>>(args, &mut first_batch_s)?,
+            }
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => unreachable!("refused above"),
@@ -331,6 +329,28 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
 
 /// Runs the rank with `model` (ready now) on backend `B`; also returns when the
 /// model was ready, since the invocation started.
+/// One rank on the GPU in the number format `B` computes in; the model is
+/// loaded per invocation (a Batch job runs one rank).
+#[cfg(feature = "cuda")]
+fn run_cuda<B: burn::prelude::Backend>(
+    (settings, store, spec, payload, rank, started): (
+        &S3Settings,
+        &S3Store,
+        &ModelSpec,
+        &Payload,
+        usize,
+        Instant,
+    ),
+    first_batch_s: &mut Option<f64>,
+) -> Result<(cosmicai_shared::run::RankResult, f64), StageError>
+where
+    cosmicai_model::astromae::AstroMae<B>: Sync,
+{
+    let device = Default::default();
+    let model = load_model::<B>(settings, store, spec, &device, false)?;
+    run_rank(store, payload, rank, &model, started, first_batch_s)
+}
+
 fn run_rank<B: burn::prelude::Backend>(
     store: &S3Store,
     payload: &Payload,

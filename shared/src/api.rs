@@ -214,6 +214,9 @@ pub struct RunLaunch {
     pub batch_size: usize,
     #[serde(default)]
     pub device: Device,
+    /// `fp32` (default), or `bf16` / `f16` on device cuda.
+    #[serde(default)]
+    pub precision: crate::run::Precision,
     /// Memory per rank in MB (128 to 10,240; default 2048).
     #[serde(default)]
     pub memory_mb: Option<u32>,

@@ -26,6 +26,34 @@ impl Device {
     }
 }
 
+/// The number format of a model's products. The CPU's fused AstroMAE path is
+/// fp32 only; on CUDA, bf16 and f16 run burn's half-precision kernels (tensor
+/// cores), with weights and activations stored in that format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// The name used on the wire and the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
+
+    fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+}
+
 /// What to run: CAI's payload plus Lambda-like settings. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -46,6 +74,9 @@ pub struct RunRequest {
     pub result_path: String,
     #[serde(default)]
     pub device: Device,
+    /// `fp32` (the default), or `bf16` / `f16` on device cuda.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
     /// Memory per rank in MB, enforced like Lambda's setting (128 to 10,240).
     #[serde(default = "default_memory")]
     pub memory_mb: u32,
@@ -124,6 +155,12 @@ impl RunRequest {
                 "timeout_s {t} is outside 0 to {MAX_TIMEOUT_S} seconds (7 days)"
             ));
         }
+        if self.precision != Precision::Fp32 && self.device != Device::Cuda {
+            problems.push(format!(
+                "precision {} runs on device cuda only: the CPU path computes in fp32",
+                self.precision.name()
+            ));
+        }
         if self.bucket.trim().is_empty() {
             problems.push("bucket is empty (use \"local\" for the local store)".to_string());
         }
@@ -181,6 +218,9 @@ pub struct RankResult {
     pub num_batches: usize,
     pub batch_size: usize,
     pub device: Device,
+    /// The number format the model computed in (absent in CAI's files: fp32).
+    #[serde(default)]
+    pub precision: Precision,
     pub throughput_bps: f64,
     pub sample_persec: f64,
     pub result_path: String,
@@ -256,6 +296,9 @@ pub struct RunSummary {
     pub cost_usd: f64,
     pub result_path: String,
     pub device: Device,
+    /// The number format the model computed in.
+    #[serde(default)]
+    pub precision: Precision,
     pub batch_size: usize,
     pub memory_mb: u32,
     pub files: usize,
@@ -361,6 +404,7 @@ mod tests {
             world_size: 2,
             result_path: "results/r1".into(),
             device: Device::Cpu,
+            precision: Precision::Fp32,
             memory_mb: 2048,
             model: "photoz".into(),
             retries: 0,
@@ -394,5 +438,25 @@ mod tests {
         ] {
             assert!(problems.contains(field), "{field} not named in: {problems}");
         }
+    }
+
+    #[test]
+    fn half_precision_is_for_cuda_and_absent_means_fp32() {
+        let mut r = request();
+        r.precision = Precision::Bf16;
+        let problems = r.problems().join("; ");
+        assert!(
+            problems.contains("precision bf16") && problems.contains("cuda"),
+            "{problems}"
+        );
+        r.device = Device::Cuda;
+        assert!(r.problems().is_empty(), "{:?}", r.problems());
+        // A CAI payload has no precision: it reads as fp32, and fp32 is not written back.
+        let json = serde_json::to_value(request()).unwrap();
+        assert!(json.get("precision").is_none(), "{json}");
+        let back: RunRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(back.precision, Precision::Fp32);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["precision"], "bf16");
     }
 }

@@ -106,6 +106,7 @@ pub fn run(args: ProjectArgs) -> Result<()> {
         // What a rank runs on the CPU: fused AstroMAE, PhotoZ on ndarray.
         backend: None,
         slice: None,
+        precision: super::run::PrecisionArg::Fp32,
         json: false,
     };
     let started = std::time::Instant::now();

@@ -4,7 +4,7 @@ use crate::coordinator::{self, Executor, RunControl, new_run_id, with_local_weig
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use cosmicai_engine::pipeline::RunSummary;
-use cosmicai_shared::run::{Device, RunRequest};
+use cosmicai_shared::run::{Device, Precision, RunRequest};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -26,13 +26,16 @@ pub struct RunArgs {
     pub batch_size: Option<usize>,
     /// A CAI payload as JSON (bucket, data_prefix, file_limit, batch_size, world_size,
     /// result_path, device, memory_mb, model, retries, timeout_s) instead of the flags above.
-    #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "result_path", "retries", "timeout", "model", "device", "memory_mb"])]
+    #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "result_path", "retries", "timeout", "model", "device", "precision", "memory_mb"])]
     pub request: Option<PathBuf>,
     /// Use at most this many partition files.
     #[arg(long)]
     pub file_limit: Option<usize>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// The number format of the model's products: bf16 and f16 need --device cuda.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
     /// Folder for results, inside --data (default `results/<run id>`).
     #[arg(long)]
     pub result_path: Option<String>,
@@ -101,6 +104,7 @@ impl RunArgs {
             request: None,
             file_limit: None,
             device,
+            precision: PrecisionArg::Fp32,
             result_path: None,
             memory_mb: 2048,
             retries: 0,
@@ -119,6 +123,24 @@ impl RunArgs {
 pub enum DeviceArg {
     Cpu,
     Cuda,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionArg {
+    Fp32,
+    Bf16,
+    F16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+            PrecisionArg::F16 => Precision::F16,
+        }
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -170,6 +192,7 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
             DeviceArg::Cpu => Device::Cpu,
             DeviceArg::Cuda => Device::Cuda,
         },
+        precision: args.precision.into(),
         memory_mb: args.memory_mb,
         model: args.model.clone(),
         retries: args.retries,

@@ -41,7 +41,15 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         Device::Cpu => run_on::<Cpu>(&store, &payload, args.rank, &Default::default(), true),
         #[cfg(feature = "cuda")]
         Device::Cuda => {
-            run_on::<crate::models::Gpu>(&store, &payload, args.rank, &Default::default(), false)
+            use burn::backend::Cuda;
+            use burn::tensor::{bf16, f16};
+            use cosmicai_shared::run::Precision;
+            let (rank, device) = (args.rank, &Default::default());
+            match payload.request.precision {
+                Precision::Fp32 => run_on::<Cuda<f32>>(&store, &payload, rank, device, false),
+                Precision::Bf16 => run_on::<Cuda<bf16>>(&store, &payload, rank, device, false),
+                Precision::F16 => run_on::<Cuda<f16>>(&store, &payload, rank, device, false),
+            }
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => anyhow::bail!("device cuda: this cosmicai was built without CUDA"),

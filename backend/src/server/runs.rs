@@ -190,6 +190,7 @@ pub fn request_of(
         world_size: launch.world_size,
         result_path: format!("results/{id}"),
         device: launch.device,
+        precision: launch.precision,
         memory_mb: launch.memory_mb.unwrap_or(2048),
         model: models.resolve(launch.model.as_deref())?,
         retries: launch.retries,

@@ -96,6 +96,7 @@ impl Sweeps {
                     world_size,
                     batch_size: launch.batch_size,
                     device,
+                    precision: Default::default(),
                     memory_mb: launch.memory_mb,
                     retries: 0,
                     model: launch.model.clone(),

@@ -111,6 +111,7 @@ where
         num_batches: batches,
         batch_size: request.batch_size,
         device: request.device,
+        precision: request.precision,
         throughput_bps: bits as f64 / seconds,
         sample_persec: objects as f64 / seconds,
         result_path: request.result_path.clone(),

@@ -104,6 +104,7 @@ pub fn summarize(
         cost_usd: cost.total_usd,
         result_path: request.result_path.clone(),
         device: request.device,
+        precision: request.precision,
         batch_size: request.batch_size,
         memory_mb: request.memory_mb,
         files: payload.files.len(),

@@ -265,11 +265,13 @@ fn ResultsView(results: RunResults) -> impl IntoView {
         .map(|r| (format!("rank {}", r.rank), r.peak_rss_mb))
         .collect();
     let line = format!(
-        "{} objects in {:.2} s ({:.0} objects/s) with {}, {}",
+        "{} objects in {:.2} s ({:.0} objects/s) with {} on {} in {}, {}",
         s.objects,
         s.duration_s,
         s.samples_per_s,
         model_name(&s),
+        s.device.name(),
+        s.precision.name(),
         class_line(&s)
     );
     let cost = s.cost;

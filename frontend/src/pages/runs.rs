@@ -5,7 +5,7 @@ use super::ErrorMessage;
 use cosmicai_shared::api::{
     Created, ModelEntry, RunInfo, RunLaunch, Selection, SelectionRequest, SweepLaunch, Target,
 };
-use cosmicai_shared::run::{Device, Estimate};
+use cosmicai_shared::run::{Device, Estimate, Precision};
 use leptos::prelude::*;
 
 /// The launcher's fields, as typed; runs and sweeps read them.
@@ -17,6 +17,7 @@ struct LaunchForm {
     batch_size: RwSignal<String>,
     memory: RwSignal<String>,
     device: RwSignal<String>,
+    precision: RwSignal<String>,
     target: RwSignal<String>,
     model: RwSignal<String>,
 }
@@ -39,6 +40,7 @@ impl LaunchForm {
             batch_size: RwSignal::new("512".to_string()),
             memory: RwSignal::new("2048".to_string()),
             device: RwSignal::new("cpu".to_string()),
+            precision: RwSignal::new("fp32".to_string()),
             target: RwSignal::new("local".to_string()),
             model: RwSignal::new("photoz".to_string()),
         }
@@ -65,6 +67,11 @@ impl LaunchForm {
                 Device::Cuda
             } else {
                 Device::Cpu
+            },
+            precision: match self.precision.get().as_str() {
+                "bf16" => Precision::Bf16,
+                "f16" => Precision::F16,
+                _ => Precision::Fp32,
             },
             memory_mb: Some(whole_number("memory", &self.memory.get())? as u32),
             retries: 0,
@@ -210,7 +217,7 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoVi
             <label>{label}" "<input name=name prop:value=move || signal.get() on:input=move |ev| signal.set(event_target_value(&ev)) /></label>
         }
     };
-    let (device, target) = (form.device, form.target);
+    let (device, precision, target) = (form.device, form.precision, form.target);
     view! {
         <form class="launcher" on:submit=|ev| ev.prevent_default()>
             {field("Data folder", "data_prefix", form.data_prefix)}
@@ -220,6 +227,7 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoVi
             {field("Memory (MB)", "memory_mb", form.memory)}
             <ModelSelect model=form.model />
             <label>"Device "<select on:change=move |ev| device.set(event_target_value(&ev))><option value="cpu">"CPU"</option><option value="cuda">"CUDA"</option></select></label>
+            <label title="bf16 and f16 run on CUDA only">"Precision "<select on:change=move |ev| precision.set(event_target_value(&ev))><option value="fp32">"fp32"</option><option value="bf16">"bf16 (CUDA)"</option><option value="f16">"f16 (CUDA)"</option></select></label>
             <label>"Target "<select on:change=move |ev| target.set(event_target_value(&ev))><option value="local">"this machine"</option><option value="aws">"AWS"</option></select></label>
             <TokenField />
             <button type="button" class="estimate" on:click=estimate prop:disabled=waiting>"Estimate"</button>

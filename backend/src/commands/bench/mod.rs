@@ -3,6 +3,7 @@
 mod gemm;
 mod summarize;
 
+use super::run::PrecisionArg;
 use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -170,6 +171,9 @@ pub struct InferArgs {
     /// CUDA (a GPU wants it whole).
     #[arg(long)]
     pub slice: Option<usize>,
+    /// The number format of the products: bf16 and f16 run on --backend cuda only.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
     #[arg(long)]
     pub json: bool,
 }
@@ -178,8 +182,8 @@ pub struct InferArgs {
 struct InferFigures {
     model: ModelName,
     backend: InferBackend,
-    /// Number format of the products (fp32 for now).
-    precision: &'static str,
+    /// Number format of the products.
+    precision: PrecisionArg,
     batch_size: usize,
     slice: usize,
     threads: usize,
@@ -330,7 +334,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let figures = InferFigures {
         model: args.model,
         backend,
-        precision: "fp32",
+        precision: args.precision,
         batch_size: args.batch_size,
         slice,
         threads: args.threads,
@@ -350,7 +354,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
             "{:?} on {:?} ({}), batch {} (slices of {}), {} threads: {:.1} samples/s{} ({} in {:.2} s; first batch {:.2} s), peak RSS {:.0} MB",
             figures.model,
             figures.backend,
-            figures.precision,
+            cosmicai_shared::run::Precision::from(figures.precision).name(),
             figures.batch_size,
             figures.slice,
             figures.threads,
@@ -391,6 +395,25 @@ impl InferArgs {
 /// on the backend `args` names.
 pub fn measure(args: &InferArgs) -> Result<(f64, f64, usize)> {
     let slice = args.slice();
+    #[cfg(feature = "cuda")]
+    if let InferBackend::Cuda = args.backend() {
+        use burn::backend::Cuda;
+        if let Some(why) = cosmicai_engine::system::cuda_unavailable() {
+            anyhow::bail!("--backend cuda: {why}");
+        }
+        use burn::tensor::{bf16, f16};
+        return match args.precision {
+            PrecisionArg::Fp32 => time::<Cuda<f32>>(args, slice),
+            PrecisionArg::Bf16 => time::<Cuda<bf16>>(args, slice),
+            PrecisionArg::F16 => time::<Cuda<f16>>(args, slice),
+        };
+    }
+    if !matches!(args.precision, PrecisionArg::Fp32) {
+        anyhow::bail!(
+            "--precision {}: half precision runs on --backend cuda only; the CPU paths compute in fp32",
+            cosmicai_shared::run::Precision::from(args.precision).name()
+        );
+    }
     match args.backend() {
         InferBackend::Fused => time_fused(args, slice),
         InferBackend::Ndarray => time::<burn::backend::NdArray<f32>>(args, slice),
@@ -423,7 +446,7 @@ pub fn time<B: Backend>(args: &InferArgs, slice: usize) -> Result<(f64, f64, usi
                 } else {
                     model.forward_sliced(images.clone(), magnitudes.clone(), slice)
                 };
-                z.into_data().to_vec().unwrap_or_default()
+                z.into_data().convert::<f32>().to_vec().unwrap_or_default()
             })
         }
         ModelName::Photoz => {

@@ -151,6 +151,7 @@ fn rank_result(rank: usize, objects: usize, request: &RunRequest) -> RankResult 
         num_batches: objects.div_ceil(request.batch_size),
         batch_size: request.batch_size,
         device: request.device,
+        precision: request.precision,
         throughput_bps: 0.0,
         sample_persec: objects as f64,
         result_path: request.result_path.clone(),
