@@ -304,6 +304,15 @@ impl Registry {
         Ok(())
     }
 
+    /// The data folders of the runs still running (their data must stay).
+    pub fn running_data_prefixes(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT DISTINCT data_prefix FROM runs WHERE status = 'running'")?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// All runs, newest first.
     pub fn list(&self) -> Result<Vec<RunInfo>> {
         self.page(i64::MAX, None)

@@ -1,5 +1,7 @@
-//! Small SVG charts: density scatter of predicted vs spectroscopic z, histograms, bars.
+//! Small charts: density scatter of predicted vs spectroscopic z (on the plots'
+//! canvas component), and SVG histograms and bars.
 
+use crate::plot::{CanvasPlot, Gesture, SIDE, Scale};
 use cosmicai_shared::axis::{quantile, tick_label, ticks};
 use leptos::prelude::*;
 
@@ -8,26 +10,27 @@ const H: f64 = 360.0;
 const PAD: f64 = 40.0;
 
 /// Colour for a density in 0..=1 (dark blue → yellow, like viridis' ends).
-fn colour(t: f64) -> String {
+fn colour(t: f64) -> [u8; 3] {
     let t = t.clamp(0.0, 1.0);
-    let (r, g, b) = (
-        68.0 + t * (253.0 - 68.0),
-        1.0 + t * (231.0 - 1.0),
-        84.0 + t * (37.0 - 84.0),
-    );
-    format!("rgb({r:.0},{g:.0},{b:.0})")
+    [
+        (68.0 + t * (253.0 - 68.0)) as u8,
+        (1.0 + t * (231.0 - 1.0)) as u8,
+        (84.0 + t * (37.0 - 84.0)) as u8,
+    ]
 }
 
-/// Predicted (y) against spectroscopic (x) redshift, binned and coloured by how many
-/// points fall in each bin (log scale), with the y = x line dashed. `outliers`
-/// (spectroscopic z, predicted z, object id) are drawn on top as marks that open
-/// their object.
+/// Predicted (y) against spectroscopic (x) redshift on the plots' canvas component:
+/// binned and coloured by how many points fall in each bin (log scale), with the
+/// y = x line dashed. `outliers` (spectroscopic z, predicted z, object id) are
+/// drawn on top in red; a click near one opens its object, and each is also a
+/// link under the plot (for keyboards and screen readers).
 #[component]
 pub fn DensityScatter(
     points: Vec<(f32, f32)>,
     #[prop(optional)] outliers: Vec<(f32, f32, i64)>,
 ) -> impl IntoView {
-    const BINS: usize = 60;
+    const BIN: usize = 5; // pixels a side: 60 x 60 bins
+    const LISTED: usize = 12;
     // The axes end at a round value past 99.5% of the points: a few quasars at
     // z ≈ 7 would otherwise squeeze the galaxies into a corner.
     let top = quantile(
@@ -38,72 +41,100 @@ pub fn DensityScatter(
     .max(0.1);
     let ticks = ticks(top, 5);
     let max_z = ticks.last().copied().unwrap_or(top);
-    let beyond = points
+    let step = ticks.get(1).copied().unwrap_or(max_z);
+    let scale = |label| Scale {
+        lo: 0.0,
+        hi: max_z as f32,
+        step: step as f32,
+        label,
+    };
+    let (sx, sy) = (scale("spectroscopic z"), scale("predicted z"));
+    let inside = |x: f32, y: f32| f64::from(x) <= max_z && f64::from(y) <= max_z;
+    let beyond = points.iter().filter(|(x, y)| !inside(*x, *y)).count();
+    // Stars' spectroscopic redshifts can be a hair below 0: drawn on the axis.
+    let points: Vec<(f32, f32)> = points
         .iter()
-        .filter(|(x, y)| f64::from(*x) > max_z || f64::from(*y) > max_z)
-        .count();
-    let at = move |z: f64| z / max_z * (W - 2.0 * PAD);
-    let tick_marks = ticks
-        .iter()
-        .map(|&t| {
-            let label = tick_label(t);
-            view! {
-                <line class="tick" x1=PAD + at(t) y1=H - PAD x2=PAD + at(t) y2=H - PAD + 4.0 stroke="#888" />
-                <text class="tick" x=PAD + at(t) y=H - PAD + 15.0 text-anchor="middle">{label.clone()}</text>
-                <line class="tick" x1=PAD - 4.0 y1=H - PAD - at(t) x2=PAD y2=H - PAD - at(t) stroke="#888" />
-                <text class="tick" x=PAD - 6.0 y=H - PAD - at(t) + 4.0 text-anchor="end">{label}</text>
-            }
-        })
-        .collect_view();
-    let mut counts = vec![0u32; BINS * BINS];
-    for (x, y) in &points {
-        let bx = ((*x as f64 / max_z) * BINS as f64).floor() as isize;
-        let by = ((*y as f64 / max_z) * BINS as f64).floor() as isize;
-        if (0..BINS as isize).contains(&bx) && (0..BINS as isize).contains(&by) {
-            counts[by as usize * BINS + bx as usize] += 1;
+        .map(|&(x, y)| (x.max(0.0), y.max(0.0)))
+        .collect();
+    let outliers: Vec<(f32, f32, i64)> = outliers
+        .into_iter()
+        .filter(|(x, y, _)| inside(*x, *y))
+        .map(|(x, y, id)| (x.max(0.0), y.max(0.0), id))
+        .collect();
+    // Pixels: log count per bin, the y = x line, then the outliers.
+    let bins = SIDE / BIN;
+    let mut counts = vec![0u32; bins * bins];
+    for &(x, y) in &points {
+        let (px, py) = (sx.pixel_of(x, false), sy.pixel_of(y, true));
+        if (0.0..SIDE as f64).contains(&px) && (0.0..SIDE as f64).contains(&py) {
+            counts[py as usize / BIN * bins + px as usize / BIN] += 1;
         }
     }
-    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let cell = (W - 2.0 * PAD) / BINS as f64;
-    let cells = counts
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c > 0)
-        .map(|(i, c)| {
-            let (bx, by) = ((i % BINS) as f64, (i / BINS) as f64);
-            let t = (1.0 + *c as f64).ln() / (1.0 + top).ln();
-            view! { <rect x=PAD + bx * cell y=H - PAD - (by + 1.0) * cell width=cell height=cell fill=colour(t) /> }
-        })
-        .collect_view();
+    let most = f64::from(counts.iter().copied().max().unwrap_or(1).max(1));
+    let mut rgba = crate::plot::blank();
+    for (i, &c) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+        let rgb = colour((1.0 + f64::from(c)).ln() / (1.0 + most).ln());
+        let (bx, by) = (i % bins * BIN, i / bins * BIN);
+        for row in by..by + BIN {
+            for col in bx..bx + BIN {
+                let k = (row * SIDE + col) * 4;
+                rgba[k..k + 3].copy_from_slice(&rgb);
+            }
+        }
+    }
+    for t in (0..SIDE).filter(|t| t % 8 < 5) {
+        let k = ((SIDE - 1 - t) * SIDE + t) * 4;
+        rgba[k..k + 3].copy_from_slice(&[221, 221, 221]);
+    }
+    for &(x, y, _) in &outliers {
+        crate::plot::ring(&mut rgba, sx, sy, (x, y), [255, 107, 107]);
+    }
+    let marks = StoredValue::new(outliers.clone());
+    let on_gesture = Callback::new(move |gesture| {
+        if let Gesture::Click { pixel } = gesture {
+            let near = marks.with_value(|m| {
+                m.iter()
+                    .map(|&(x, y, id)| {
+                        let d = (sx.pixel_of(x, false) - pixel.0).powi(2)
+                            + (sy.pixel_of(y, true) - pixel.1).powi(2);
+                        (d, id)
+                    })
+                    .filter(|(d, _)| *d <= 36.0)
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+            });
+            if let Some((_, id)) = near {
+                crate::navigate(&format!("/object/{id}"));
+            }
+        }
+    });
+    let shown = format!("{} points; colour: log count", points.len());
+    let note = if beyond > 0 {
+        format!("{shown}; {beyond} beyond z = {max_z}")
+    } else {
+        shown
+    };
+    // The worst outliers as links too (a keyboard cannot click a canvas).
+    let mut worst = outliers.clone();
+    worst.sort_by(|a, b| (b.1 - b.0).abs().total_cmp(&(a.1 - a.0).abs()));
+    let more = worst.len().saturating_sub(LISTED);
+    worst.truncate(LISTED);
+    let links = (!worst.is_empty()).then(|| {
+        view! {
+            <p class="outliers">{format!("{} outliers in red; click one on the plot to open it. The farthest off: ", outliers.len())}
+                {worst.into_iter().map(|(x, y, id)| view! {
+                    <a class="outlier" href=format!("#/object/{id}") title=format!("spectroscopic z {x:.3}, predicted {y:.3}")>{id.to_string()}</a>" "
+                }).collect_view()}
+                {(more > 0).then(|| format!("and {more} more on the plot."))}
+            </p>
+        }
+    });
     view! {
-        <svg class="chart scatter" viewBox=format!("0 0 {W} {H}") width=W height=H role="img" aria-label="predicted against spectroscopic redshift">
-            <rect x=PAD y=PAD width=W - 2.0 * PAD height=H - 2.0 * PAD fill="#111" />
-            {cells}
-            <line x1=PAD y1=H - PAD x2=W - PAD y2=PAD stroke="#ddd" stroke-dasharray="5,4" />
-            <text x=W / 2.0 y=H - 8.0 text-anchor="middle">"spectroscopic z"</text>
-            <text x=12 y=H / 2.0 transform=format!("rotate(-90 12 {})", H / 2.0) text-anchor="middle">"predicted z"</text>
-            {tick_marks}
-            {outliers.into_iter()
-                .filter(|(x, y, _)| f64::from(*x) <= max_z && f64::from(*y) <= max_z)
-                .map(|(x, y, id)| {
-                    let open = move || crate::navigate(&format!("/object/{id}"));
-                    let label = format!("object {id}: spectroscopic z {x:.3}, predicted {y:.3}; open it");
-                    let title = label.clone();
-                    view! {
-                        <circle class="outlier" cx=PAD + at(f64::from(x)) cy=H - PAD - at(f64::from(y)) r="3.5"
-                            fill="#ff6b6b" fill-opacity="0.2" stroke="#ff6b6b" stroke-width="1.5" tabindex="0" role="link" aria-label=label
-                            on:click=move |_| open()
-                            on:keydown=move |ev: web_sys::KeyboardEvent| if ev.key() == "Enter" { open() }>
-                            <title>{title}</title>
-                        </circle>
-                    }
-                })
-                .collect_view()}
-            <text x=W - PAD y=PAD - 6.0 text-anchor="end">{
-                let shown = format!("{} points; colour: log count", points.len());
-                if beyond > 0 { format!("{shown}; {beyond} beyond z = {max_z}") } else { shown }
-            }</text>
-        </svg>
+        <div class="scatter" data-points=points.len() data-beyond=beyond>
+            <CanvasPlot x=sx y=sy pixels=Signal::derive(move || rgba.clone()) on_gesture=on_gesture
+                name="predicted against spectroscopic redshift" keys=("z_spec", "z_pred") clicks_only=true />
+            <p class="note">{note}</p>
+            {links}
+        </div>
     }
 }
 

@@ -11,6 +11,7 @@ mod charts;
 mod cuts;
 mod model;
 mod pages;
+mod plot;
 
 use cosmicai_shared::api::ObjectSummary;
 use leptos::prelude::*;

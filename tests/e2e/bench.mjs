@@ -47,7 +47,10 @@ const explore1000 = async (page) => {
     window.__long = [];
     new PerformanceObserver((l) => l.getEntries().forEach((e) => window.__long.push([Math.round(e.startTime), Math.round(e.duration)]))).observe({ type: 'longtask', buffered: true });
     new MutationObserver(() => {
-      if (!window.__cards && document.querySelectorAll('.card').length === 1000) window.__cards = Math.round(performance.now());
+      if (!window.__cards && document.querySelectorAll('.card').length === 1000) {
+        window.__cards = Math.round(performance.now());
+        requestAnimationFrame(() => { window.__painted = Math.round(performance.now()); });
+      }
     }).observe(document, { childList: true, subtree: true });
   });
   const t0 = Date.now();
@@ -59,13 +62,19 @@ const explore1000 = async (page) => {
     const at = (re, key) => Math.round(performance.getEntriesByType('resource').find((e) => re.test(e.name))?.[key] ?? -1);
     return {
       wasm_end: at(/_bg\.wasm/, 'responseEnd'), objects_start: at(/\/api\/objects\?/, 'startTime'),
-      objects_end: at(/\/api\/objects\?/, 'responseEnd'), cards_in_dom: window.__cards, long_tasks: window.__long,
+      objects_end: at(/\/api\/objects\?/, 'responseEnd'), cards_in_dom: window.__cards, painted: window.__painted,
+      objects_requests: performance.getEntriesByType('resource').filter((e) => /\/api\/objects\?/.test(e.name)).length,
+      long_tasks: window.__long,
     };
   });
   return { ms, where };
 };
 figures.return_visit_1000_ms = [];
 figures.first_visit_where = [];
+// The same two as the page's own clock reads them: navigation start to the frame
+// after the cards (how browsers time a first paint), without the driver's overhead.
+figures.first_paint_1000_from_navigation_ms = [];
+figures.return_visit_1000_from_navigation_ms = [];
 for (let run = 0; run < 5; run++) {
   // A first visit (a new browser context: nothing cached), then a return visit in
   // the same context (the content-named wasm from the cache, compiled code too).
@@ -74,9 +83,12 @@ for (let run = 0; run < 5; run++) {
   const first = await explore1000(page);
   figures.first_paint_1000_ms.push(first.ms);
   figures.first_visit_where.push(first.where);
+  figures.first_paint_1000_from_navigation_ms.push(first.where.painted);
   await page.close();
   page = await context.newPage();
-  figures.return_visit_1000_ms.push((await explore1000(page)).ms);
+  const again = await explore1000(page);
+  figures.return_visit_1000_ms.push(again.ms);
+  figures.return_visit_1000_from_navigation_ms.push(again.where.painted);
   await context.close();
   page = await browser.newPage();
   const cpu = await infer(page, 'cpu', 0);
@@ -111,6 +123,9 @@ const round = (v) => v.map((x) => Math.round(x * 10) / 10);
 console.log(JSON.stringify({
   first_paint_1000_ms_median: median(figures.first_paint_1000_ms), first_paint_1000_ms: figures.first_paint_1000_ms,
   return_visit_1000_ms_median: median(figures.return_visit_1000_ms), return_visit_1000_ms: figures.return_visit_1000_ms,
+  first_paint_1000_from_navigation_ms_median: median(figures.first_paint_1000_from_navigation_ms),
+  first_paint_1000_from_navigation_ms: figures.first_paint_1000_from_navigation_ms,
+  return_visit_1000_from_navigation_ms_median: median(figures.return_visit_1000_from_navigation_ms),
   first_visit_where: figures.first_visit_where,
   cpu_backend: 'burn ndarray (CPU, wasm)',
   inference_32_ms_median: median(figures.inference_32_ms), inference_32_ms: round(figures.inference_32_ms),

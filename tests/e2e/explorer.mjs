@@ -179,7 +179,9 @@ try {
     const n = Number(await page.getAttribute('.timing', 'data-objects'));
     assert.ok(n > 0 && n <= 64, `${n} objects`);
     assert.equal(await page.locator('td.zpred').count(), n);
-    assert.ok(await page.locator('svg.scatter rect').count() > 1);
+    // The scatter is the plots' canvas component, drawn.
+    assert.ok(Number(await page.getAttribute('.scatter', 'data-points')) >= 1);
+    await page.waitForFunction(() => Number(document.querySelector('.scatter canvas.plot')?.dataset.drawn) >= 1);
     console.log(`(${await page.textContent('.timing')})`);
     await page.screenshot({ path: join(shots, 'predict.png'), fullPage: true });
   });
@@ -357,15 +359,16 @@ try {
     await page.screenshot({ path: join(shots, 'run-live.png') });
     await page.waitForFunction(() => document.querySelector('.run-status')?.textContent.startsWith('finished'), null, { timeout: 180000 });
     assert.equal(await page.textContent('.run-status'), 'finished: succeeded');
-    await page.waitForSelector('.results svg.scatter', { timeout: 30000 });
+    await page.waitForSelector('.results .scatter canvas.plot', { timeout: 30000 });
     assert.equal(await page.locator('.rank').count(), 2);
     // Done means full: a finished rank's bar reaches its end, whatever its share of objects.
     const bars = await page.$$eval('.rank[data-state=done] progress', (ps) => ps.map((p) => [p.value, p.max]));
     assert.equal(bars.length, 2);
     for (const [value, max] of bars) assert.equal(value, max);
-    assert.ok(await page.locator('.results svg.scatter rect').count() > 20);
+    assert.ok(Number(await page.getAttribute('.results .scatter', 'data-points')) > 20);
+    await page.waitForFunction(() => Number(document.querySelector('.results .scatter canvas.plot')?.dataset.drawn) >= 1);
     // Axes with round ticks from 0, both ways, ending past 99.5% of the points.
-    const ticks = await page.locator('.results svg.scatter text.tick').allTextContents();
+    const ticks = await page.locator('.results .scatter text.tick').allTextContents();
     assert.ok(ticks.length >= 6 && ticks[0] === '0', ticks.join(' '));
     assert.ok(ticks.every((t) => Number.isFinite(Number(t))), ticks.join(' '));
     assert.ok(await page.locator('table.metrics tr').count() >= 2);
@@ -373,15 +376,29 @@ try {
     const within1 = Number(await page.getAttribute('p.calibration', 'data-within-1'));
     assert.ok(within1 > 0.5 && within1 < 0.95, `within 1σ: ${within1}`);
     await page.screenshot({ path: join(shots, 'run-results.png'), fullPage: true });
-    // Outliers are marked, and a click opens the object.
-    const marks = await page.locator('.results svg.scatter circle.outlier').count();
-    assert.ok(marks > 5, `${marks} outlier marks`);
-    // Marks can overlap: the last drawn is on top, and takes the click.
-    const mark = '.results svg.scatter circle.outlier >> nth=-1';
-    const label = await page.getAttribute(mark, 'aria-label');
-    const id = label.match(/^object (\d+)/)[1];
-    await page.click(mark);
-    await page.waitForFunction((id) => location.hash === `#/object/${id}`, id);
+    // Outliers are marked in red on the plot and listed as links under it; a click
+    // on a mark opens its object (the nearest outlier, where marks overlap).
+    const outliers = await page.$$eval('.results .scatter a.outlier', (as) => as.map((a) => [a.textContent, a.title]));
+    assert.ok(outliers.length > 5, `${outliers.length} outlier links`);
+    const top = Number(ticks[ticks.length - 1]);
+    const [, x, y] = outliers[outliers.length - 1][1].match(/spectroscopic z (-?[\d.]+), predicted (-?[\d.]+)/).map(Number);
+    const plot = await page.locator('.results .scatter canvas.plot').boundingBox();
+    const border = (plot.width - 300) / 2; // the canvas is 300 pixels inside its border
+    const [px, py] = [plot.x + border + (Math.max(x, 0) / top) * 300, plot.y + border + 300 - (Math.max(y, 0) / top) * 300];
+    // Where the red is, within 20 pixels of where the outlier should be.
+    const red = await page.$eval('.results .scatter canvas.plot', (c, [px, py]) => {
+      const [x0, y0] = [Math.round(px) - 20, Math.round(py) - 20];
+      const d = c.getContext('2d').getImageData(x0, y0, 41, 41).data;
+      const at = [];
+      for (let i = 0; i < d.length; i += 4) if (d[i] === 255 && d[i + 1] === 107 && d[i + 2] === 107) at.push([x0 + (i / 4) % 41, y0 + Math.floor(i / 4 / 41)]);
+      return at;
+    }, [px - plot.x - border, py - plot.y - border]);
+    const near = red.filter(([rx, ry]) => Math.abs(rx - (px - plot.x - border)) <= 4 && Math.abs(ry - (py - plot.y - border)) <= 4);
+    assert.ok(near.length > 0, `no red mark at the outlier (${x}, ${y}) at ${px - plot.x - border}, ${py - plot.y - border} of ${JSON.stringify(plot)}, top ${top}: red at ${JSON.stringify(red.slice(0, 12))}`);
+    await page.mouse.click(px, py);
+    await page.waitForFunction(() => /^#\/object\/\d+$/.test(location.hash));
+    const id = (await page.evaluate(() => location.hash)).split('/').pop();
+    assert.ok(outliers.some(([text]) => text === id), `opened ${id}, not an outlier`);
     await page.waitForFunction((id) => document.querySelector('main h2')?.textContent.endsWith(id), id, { timeout: 30000 });
   });
 
@@ -454,9 +471,9 @@ try {
     await page.click('button.launch');
     await page.waitForFunction(() => document.querySelector('.run-status')?.textContent.startsWith('finished'), null, { timeout: 300000 });
     assert.equal(await page.textContent('.run-status'), 'finished: succeeded');
-    await page.waitForSelector('.results svg.scatter', { timeout: 30000 });
-    assert.ok(await page.locator('.results svg.scatter rect').count() > 20);
-    assert.match(await page.textContent('.results-line'), /astromae:astromae_module\.pt, no class prediction/);
+    await page.waitForSelector('.results .scatter canvas.plot', { timeout: 30000 });
+    assert.ok(Number(await page.getAttribute('.results .scatter', 'data-points')) > 20);
+    assert.match(await page.textContent('.results-line'), /astromae:astromae_module\.pt on cpu in fp32, no class prediction/);
     await page.screenshot({ path: join(shots, 'run-astromae.png'), fullPage: true });
   });
 

@@ -142,7 +142,11 @@ pub async fn create_selection(
                 ),
             ));
         }
-        super::selections::create(&st.data_dir, &st.index, &positions)
+        // Selections that a running run reads are never evicted.
+        let in_use = registry(&st)?
+            .running_data_prefixes()
+            .map_err(|e| Error::internal(format!("{e:#}")))?;
+        super::selections::create(&st.data_dir, &st.index, &positions, &in_use)
             .map_err(|e| Error::internal(format!("{e:#}")))
     })
     .await

@@ -42,7 +42,12 @@ static WRITING: Mutex<()> = Mutex::new(());
 
 /// Writes the objects at `positions` of the index (each once, in index order) as
 /// a dataset under `data_dir/selections/`, or finds it there already.
-pub fn create(data_dir: &Path, index: &ObjectIndex, positions: &[usize]) -> Result<Selection> {
+pub fn create(
+    data_dir: &Path,
+    index: &ObjectIndex,
+    positions: &[usize],
+    in_use: &[String],
+) -> Result<Selection> {
     anyhow::ensure!(!positions.is_empty(), "the selection holds no objects");
     let name = name_of(index, positions);
     let root = data_dir.join(DIR);
@@ -68,7 +73,7 @@ pub fn create(data_dir: &Path, index: &ObjectIndex, positions: &[usize]) -> Resu
             .with_context(|| format!("writing the selection {}", temp.display()))?;
         std::fs::rename(&temp, &dir).with_context(|| format!("{}", dir.display()))?;
         sync_dir(&root)?;
-        evict(&root, &dir);
+        evict(&root, &dir, in_use);
     }
     let mut counts = ClassCounts::default();
     for &i in positions {
@@ -162,8 +167,15 @@ fn remove_leftovers(root: &Path) {
     }
 }
 
-/// Removes the least recently used selections beyond [`KEPT`], never `keep`.
-fn evict(root: &Path, keep: &Path) {
+/// Removes the least recently used selections beyond [`KEPT`], never `keep` nor
+/// one that a running run reads (`in_use`: data prefixes such as `selections/sel-…`).
+fn evict(root: &Path, keep: &Path, in_use: &[String]) {
+    let used = |path: &Path| {
+        path.file_name().is_some_and(|name| {
+            let prefix = format!("{DIR}/{}", name.to_string_lossy());
+            in_use.iter().any(|p| p.trim_matches('/') == prefix)
+        })
+    };
     let mut all: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(root)
         .into_iter()
         .flatten()
@@ -176,12 +188,43 @@ fn evict(root: &Path, keep: &Path) {
     }
     all.sort();
     let extra = all.len() - KEPT;
-    for (_, path) in all.into_iter().filter(|(_, p)| p != keep).take(extra) {
+    for (_, path) in all
+        .into_iter()
+        .filter(|(_, p)| p != keep && !used(p))
+        .take(extra)
+    {
         if let Err(e) = std::fs::remove_dir_all(&path) {
             eprintln!(
                 "warning: could not remove the old selection {}: {e}",
                 path.display()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_takes_the_oldest_but_never_one_a_running_run_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // KEPT + 2 selections, oldest first (their names break equal times).
+        let dirs: Vec<PathBuf> = (0..KEPT + 2)
+            .map(|i| {
+                let d = root.join(format!("sel-{i:03}"));
+                std::fs::create_dir(&d).unwrap();
+                d
+            })
+            .collect();
+        let newest = dirs.last().unwrap();
+        evict(root, newest, &[format!("{DIR}/sel-000/")]);
+        assert!(dirs[0].is_dir(), "a running run's selection was evicted");
+        assert!(
+            !dirs[1].exists() && !dirs[2].exists(),
+            "the next two oldest stay"
+        );
+        assert!(dirs[3..].iter().all(|d| d.is_dir()));
     }
 }

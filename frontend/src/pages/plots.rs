@@ -8,14 +8,9 @@
 use super::ErrorMessage;
 use super::predict::MAX_PICKED;
 use crate::cuts::{Axis, Cuts, Values};
+use crate::plot::{CanvasPlot, Gesture, SIDE, Scale};
 use cosmicai_shared::api::SkyPoints;
 use leptos::prelude::*;
-
-/// A plot's side in pixels, and its margins for ticks and labels.
-const S: usize = 300;
-const LEFT: f64 = 44.0;
-const TOP: f64 = 8.0;
-const BOTTOM: f64 = 36.0;
 
 /// The plots: (x, y).
 const PANELS: [(Axis, Axis); 3] = [
@@ -32,39 +27,26 @@ struct Objects {
     values: Vec<Values>,
 }
 
-/// Pixel of value `v` on an axis of `S` pixels (y grows downwards on screen).
-fn to_pixel(axis: Axis, v: f32, vertical: bool) -> f64 {
-    let (lo, hi, _) = axis.range();
-    let t = f64::from((v - lo) / (hi - lo)) * S as f64;
-    if vertical { S as f64 - t } else { t }
-}
-
-fn from_pixel(axis: Axis, p: f64, vertical: bool) -> f32 {
-    let (lo, hi, _) = axis.range();
-    let t = if vertical { S as f64 - p } else { p } / S as f64;
-    lo + (hi - lo) * t as f32
+/// An axis of the linked plots as the plot component draws it.
+fn scale(axis: Axis) -> Scale {
+    let (lo, hi, step) = axis.range();
+    Scale {
+        lo,
+        hi,
+        step,
+        label: axis.label(),
+    }
 }
 
 /// One plot as RGBA: failing objects grey underneath, passing ones in their
 /// class's colour, and the plot's own cut as a box.
 fn render(objects: &Objects, pass: &[bool], x: Axis, y: Axis, cuts: &Cuts) -> Vec<u8> {
-    let mut rgba = vec![0u8; S * S * 4];
-    for px in rgba.chunks_exact_mut(4) {
-        px.copy_from_slice(&[12, 15, 22, 255]);
-    }
+    let mut rgba = crate::plot::blank();
+    let (sx, sy) = (scale(x), scale(y));
     let (xi, yi) = (x.slot(), y.slot());
     let mut plot = |i: usize, c: [u8; 3]| {
-        let (Some(vx), Some(vy)) = (objects.values[i][xi], objects.values[i][yi]) else {
-            return;
-        };
-        let (px, py) = (to_pixel(x, vx, false), to_pixel(y, vy, true));
-        if !(0.0..S as f64 - 1.0).contains(&px) || !(0.0..S as f64 - 1.0).contains(&py) {
-            return;
-        }
-        let (px, py) = (px as usize, py as usize);
-        for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-            let k = ((py + dy) * S + px + dx) * 4;
-            rgba[k..k + 3].copy_from_slice(&c);
+        if let (Some(vx), Some(vy)) = (objects.values[i][xi], objects.values[i][yi]) {
+            crate::plot::dot(&mut rgba, sx, sy, (vx, vy), c);
         }
     };
     for (i, _) in pass.iter().enumerate().filter(|(_, p)| !**p) {
@@ -75,40 +57,28 @@ fn render(objects: &Objects, pass: &[bool], x: Axis, y: Axis, cuts: &Cuts) -> Ve
     }
     // The cut on this plot's axes, as lines at its bounds.
     let mut line = |horizontal: bool, at: f64| {
-        if !(0.0..S as f64).contains(&at) {
+        if !(0.0..SIDE as f64).contains(&at) {
             return;
         }
-        for t in (0..S).step_by(2) {
+        for t in (0..SIDE).step_by(2) {
             let (px, py) = if horizontal {
                 (t, at as usize)
             } else {
                 (at as usize, t)
             };
-            let k = (py * S + px) * 4;
+            let k = (py * SIDE + px) * 4;
             rgba[k..k + 3].copy_from_slice(&[255, 255, 255]);
         }
     };
     let (x_lo, x_hi) = cuts.range(x);
     let (y_lo, y_hi) = cuts.range(y);
     for v in [x_lo, x_hi].into_iter().flatten() {
-        line(false, to_pixel(x, v, false));
+        line(false, sx.pixel_of(v, false));
     }
     for v in [y_lo, y_hi].into_iter().flatten() {
-        line(true, to_pixel(y, v, true));
+        line(true, sy.pixel_of(v, true));
     }
     rgba
-}
-
-/// Ticks from an axis's range: (pixel, label).
-fn ticks(axis: Axis, vertical: bool) -> Vec<(f64, String)> {
-    let (lo, hi, step) = axis.range();
-    let n = ((hi - lo) / step).round() as i32;
-    (0..=n)
-        .map(|k| {
-            let v = lo + step * k as f32;
-            (to_pixel(axis, v, vertical), format!("{v}"))
-        })
-        .collect()
 }
 
 #[component]
@@ -206,13 +176,6 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
     }
 }
 
-/// A drag on a plot: where it started, in plot pixels.
-#[derive(Clone, Copy)]
-struct Drag {
-    start: (f64, f64),
-    last: (f64, f64),
-}
-
 #[component]
 fn Plot(
     objects: StoredValue<Objects>,
@@ -221,101 +184,42 @@ fn Plot(
     x: Axis,
     y: Axis,
 ) -> impl IntoView {
-    let canvas = NodeRef::<leptos::html::Canvas>::new();
-    let drag = RwSignal::new(None::<Drag>);
-    let error = RwSignal::new(None::<String>);
-    let drawn = RwSignal::new(0u32);
-    Effect::new(move |_| {
+    let (sx, sy) = (scale(x), scale(y));
+    let pixels = Signal::derive(move || {
         let (p, c) = (pass.get(), cuts.get());
-        let Some(el) = canvas.get() else { return };
-        let rgba = objects.with_value(|o| render(o, &p, x, y, &c));
-        match crate::canvas::put_rgba(&el, &rgba, S as u32, S as u32) {
-            Ok(()) => drawn.update(|n| *n += 1),
-            Err(e) => error.set(Some(e)),
+        objects.with_value(|o| render(o, &p, x, y, &c))
+    });
+    let on_gesture = Callback::new(move |gesture| match gesture {
+        Gesture::Box { x: xr, y: yr } => cuts.update(|c| {
+            c.set(x, Some(xr.0), Some(xr.1));
+            c.set(y, Some(yr.0), Some(yr.1));
+        }),
+        // A click: the nearest point within 4 pixels opens, else this plot's cut goes.
+        Gesture::Click { pixel } => {
+            let near = objects.with_value(|o| {
+                let mut best = (16.0, None);
+                for i in 0..o.ids.len() {
+                    let (Some(ox), Some(oy)) = (o.values[i][x.slot()], o.values[i][y.slot()])
+                    else {
+                        continue;
+                    };
+                    let d = (sx.pixel_of(ox, false) - pixel.0).powi(2)
+                        + (sy.pixel_of(oy, true) - pixel.1).powi(2);
+                    if d <= best.0 {
+                        best = (d, Some(o.ids[i]));
+                    }
+                }
+                best.1
+            });
+            match near {
+                Some(id) => crate::navigate(&format!("/object/{id}")),
+                None => cuts.update(|c| {
+                    c.set(x, None, None);
+                    c.set(y, None, None);
+                }),
+            }
         }
     });
-    let at = |ev: &web_sys::MouseEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
-    let on_down = move |ev: web_sys::MouseEvent| {
-        let p = at(&ev);
-        drag.set(Some(Drag { start: p, last: p }));
-    };
-    let on_move = move |ev: web_sys::MouseEvent| {
-        if let Some(d) = drag.get_untracked() {
-            drag.set(Some(Drag { last: at(&ev), ..d }));
-        }
-    };
-    let on_up = move |ev: web_sys::MouseEvent| {
-        let Some(d) = drag.get_untracked() else {
-            return;
-        };
-        drag.set(None);
-        let p = at(&ev);
-        if (p.0 - d.start.0).abs() + (p.1 - d.start.1).abs() > 4.0 {
-            let (x0, x1) = (from_pixel(x, d.start.0, false), from_pixel(x, p.0, false));
-            let (y0, y1) = (from_pixel(y, d.start.1, true), from_pixel(y, p.1, true));
-            cuts.update(|c| {
-                c.set(x, Some(x0.min(x1)), Some(x0.max(x1)));
-                c.set(y, Some(y0.min(y1)), Some(y0.max(y1)));
-            });
-            return;
-        }
-        // A click: the nearest point within 4 pixels opens, else this plot's cut goes.
-        let (vx, vy) = (from_pixel(x, p.0, false), from_pixel(y, p.1, true));
-        let near = objects.with_value(|o| {
-            let mut best = (16.0, None);
-            for i in 0..o.ids.len() {
-                let (Some(ox), Some(oy)) = (o.values[i][x.slot()], o.values[i][y.slot()]) else {
-                    continue;
-                };
-                let d = (to_pixel(x, ox, false) - to_pixel(x, vx, false)).powi(2)
-                    + (to_pixel(y, oy, true) - to_pixel(y, vy, true)).powi(2);
-                if d <= best.0 {
-                    best = (d, Some(o.ids[i]));
-                }
-            }
-            best.1
-        });
-        match near {
-            Some(id) => crate::navigate(&format!("/object/{id}")),
-            None => cuts.update(|c| {
-                c.set(x, None, None);
-                c.set(y, None, None);
-            }),
-        }
-    };
-    let boxed = move || {
-        drag.get().map(|d| {
-            let (l, t) = (d.start.0.min(d.last.0), d.start.1.min(d.last.1));
-            let (w, h) = ((d.last.0 - d.start.0).abs(), (d.last.1 - d.start.1).abs());
-            format!(
-                "left:{}px;top:{}px;width:{w}px;height:{h}px",
-                LEFT + l,
-                TOP + t
-            )
-        })
-    };
-    let (w, h) = (LEFT + S as f64 + 8.0, TOP + S as f64 + BOTTOM);
     let name = format!("{} against {}", y.label(), x.label());
-    view! {
-        <figure class="plot" style=format!("width:{w}px;height:{h}px")>
-            <canvas node_ref=canvas class="plot" width=S height=S data-x=x.key() data-y=y.key()
-                data-drawn=move || drawn.get()
-                style=format!("left:{LEFT}px;top:{TOP}px;width:{S}px;height:{S}px")
-                role="img" aria-label=name
-                on:mousedown=on_down on:mousemove=on_move on:mouseup=on_up
-                on:mouseleave=move |_| drag.set(None)></canvas>
-            {move || boxed().map(|style| view! { <div class="plot-box" style=style></div> })}
-            <svg class="plot-axes" width=w height=h aria-hidden="true">
-                {ticks(x, false).into_iter().map(|(p, label)| view! {
-                    <text x=LEFT + p y=TOP + S as f64 + 14.0 text-anchor="middle">{label}</text>
-                }).collect_view()}
-                {ticks(y, true).into_iter().map(|(p, label)| view! {
-                    <text x=LEFT - 4.0 y=TOP + p + 4.0 text-anchor="end">{label}</text>
-                }).collect_view()}
-                <text x=LEFT + S as f64 / 2.0 y=TOP + S as f64 + 30.0 text-anchor="middle">{x.label()}</text>
-                <text x=12 y=TOP + S as f64 / 2.0 transform=format!("rotate(-90 12 {})", TOP + S as f64 / 2.0) text-anchor="middle">{y.label()}</text>
-            </svg>
-            {move || error.get().map(|e| view! { <ErrorMessage message=e /> })}
-        </figure>
-    }
+    view! { <CanvasPlot x=sx y=sy pixels=pixels on_gesture=on_gesture name=name keys=(x.key(), y.key()) /> }
 }
