@@ -135,3 +135,5 @@ console.log(JSON.stringify({
   sky_points: figures.sky_points, sky_frame_ms_median_while_panning: figures.sky_frame_ms_median,
 }));
 await browser.close();
+// The server's stdout pipe keeps node's event loop alive: stop it, and so the bench.
+server.kill();
