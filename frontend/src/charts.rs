@@ -64,10 +64,13 @@ pub fn DensityScatter(
     // Pixels: log count per bin, the y = x line, then the outliers.
     let bins = SIDE / BIN;
     let mut counts = vec![0u32; bins * bins];
+    let edge = SIDE as f64;
     for &(x, y) in &points {
         let (px, py) = (sx.pixel_of(x, false), sy.pixel_of(y, true));
-        if (0.0..SIDE as f64).contains(&px) && (0.0..SIDE as f64).contains(&py) {
-            counts[py as usize / BIN * bins + px as usize / BIN] += 1;
+        // z = 0 is the bottom edge itself (pixel SIDE): its bin is the last row.
+        if (0.0..=edge).contains(&px) && (0.0..=edge).contains(&py) {
+            let (bx, by) = (px as usize / BIN, py as usize / BIN);
+            counts[by.min(bins - 1) * bins + bx.min(bins - 1)] += 1;
         }
     }
     let most = f64::from(counts.iter().copied().max().unwrap_or(1).max(1));
@@ -90,6 +93,12 @@ pub fn DensityScatter(
         crate::plot::ring(&mut rgba, sx, sy, (x, y), [255, 107, 107]);
     }
     let marks = StoredValue::new(outliers.clone());
+    // Every marked outlier's id, for tests and tools that read the page.
+    let marked = outliers
+        .iter()
+        .map(|o| o.2.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
     let on_gesture = Callback::new(move |gesture| {
         if let Gesture::Click { pixel } = gesture {
             let near = marks.with_value(|m| {
@@ -129,7 +138,7 @@ pub fn DensityScatter(
         }
     });
     view! {
-        <div class="scatter" data-points=points.len() data-beyond=beyond>
+        <div class="scatter" data-points=points.len() data-beyond=beyond data-outliers=marked>
             <CanvasPlot x=sx y=sy pixels=Signal::derive(move || rgba.clone()) on_gesture=on_gesture
                 name="predicted against spectroscopic redshift" keys=("z_spec", "z_pred") clicks_only=true />
             <p class="note">{note}</p>

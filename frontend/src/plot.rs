@@ -154,13 +154,25 @@ pub fn CanvasPlot(
     }
 }
 
-/// Paints a 2x2 dot of `colour` at data point (`vx`, `vy`), when inside the plot.
-pub fn dot(rgba: &mut [u8], x: Scale, y: Scale, (vx, vy): (f32, f32), colour: [u8; 3]) {
+/// The pixel of data point (`vx`, `vy`), or `None` outside the plot; points on
+/// its edges (z = 0 on a z axis) are kept, moved in by `margin` pixels so a
+/// mark of that half-width fits.
+fn pixel(x: Scale, y: Scale, (vx, vy): (f32, f32), margin: f64) -> Option<(usize, usize)> {
     let (px, py) = (x.pixel_of(vx, false), y.pixel_of(vy, true));
-    if !(0.0..SIDE as f64 - 1.0).contains(&px) || !(0.0..SIDE as f64 - 1.0).contains(&py) {
-        return;
+    let edge = SIDE as f64;
+    if !(0.0..=edge).contains(&px) || !(0.0..=edge).contains(&py) {
+        return None;
     }
-    let (px, py) = (px as usize, py as usize);
+    let inside = |p: f64| p.clamp(margin, edge - 1.0 - margin) as usize;
+    Some((inside(px), inside(py)))
+}
+
+/// Paints a 2x2 dot of `colour` at data point (`vx`, `vy`), when inside the plot.
+pub fn dot(rgba: &mut [u8], x: Scale, y: Scale, v: (f32, f32), colour: [u8; 3]) {
+    let Some((px, py)) = pixel(x, y, v, 0.0) else {
+        return;
+    };
+    let (px, py) = (px.min(SIDE - 2), py.min(SIDE - 2));
     for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
         let k = ((py + dy) * SIDE + px + dx) * 4;
         rgba[k..k + 3].copy_from_slice(&colour);
@@ -169,12 +181,10 @@ pub fn dot(rgba: &mut [u8], x: Scale, y: Scale, (vx, vy): (f32, f32), colour: [u
 
 /// Paints a 7x7 ring of `colour` around data point (`vx`, `vy`): a mark that
 /// stands out from a dense background.
-pub fn ring(rgba: &mut [u8], x: Scale, y: Scale, (vx, vy): (f32, f32), colour: [u8; 3]) {
-    let (px, py) = (x.pixel_of(vx, false), y.pixel_of(vy, true));
-    if !(3.0..SIDE as f64 - 4.0).contains(&px) || !(3.0..SIDE as f64 - 4.0).contains(&py) {
-        return dot(rgba, x, y, (vx, vy), colour);
-    }
-    let (px, py) = (px as usize, py as usize);
+pub fn ring(rgba: &mut [u8], x: Scale, y: Scale, v: (f32, f32), colour: [u8; 3]) {
+    let Some((px, py)) = pixel(x, y, v, 3.0) else {
+        return;
+    };
     for d in 0..7 {
         for (cx, cy) in [(d, 0), (d, 6), (0, d), (6, d)] {
             let k = ((py + cy - 3) * SIDE + px + cx - 3) * 4;

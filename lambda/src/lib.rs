@@ -327,8 +327,6 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
     Ok(measure)
 }
 
-/// Runs the rank with `model` (ready now) on backend `B`; also returns when the
-/// model was ready, since the invocation started.
 /// One rank on the GPU in the number format `B` computes in; the model is
 /// loaded per invocation (a Batch job runs one rank).
 #[cfg(feature = "cuda")]
@@ -351,6 +349,8 @@ where
     run_rank(store, payload, rank, &model, started, first_batch_s)
 }
 
+/// Runs the rank with `model` (ready now) on backend `B`; also returns when the
+/// model was ready, since the invocation started.
 fn run_rank<B: burn::prelude::Backend>(
     store: &S3Store,
     payload: &Payload,

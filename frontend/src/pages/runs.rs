@@ -82,6 +82,12 @@ impl LaunchForm {
 
     /// A sweep over `sizes` (comma-separated) with the other fields.
     fn sweep(&self, sizes: &str, cuda: bool) -> Result<SweepLaunch, String> {
+        // A sweep compares CPU and CUDA at one precision: fp32, the CPU's only one.
+        if self.precision.get() != "fp32" {
+            return Err(
+                "sweeps run in fp32 (the CPU's only precision): set Precision to fp32".into(),
+            );
+        }
         let world_sizes = sizes
             .split(',')
             .map(|s| whole_number("world sizes", s))

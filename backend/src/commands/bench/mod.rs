@@ -460,6 +460,7 @@ pub fn time<B: Backend>(args: &InferArgs, slice: usize) -> Result<(f64, f64, usi
                     .predict(magnitudes.clone())
                     .redshift
                     .into_data()
+                    .convert::<f32>()
                     .to_vec()
                     .unwrap_or_default()
             })
