@@ -15,10 +15,6 @@ pub type Train = burn::backend::Autodiff<burn::backend::Flex>;
 /// [`Train`] in words, for model cards.
 pub const TRAIN_BACKEND: &str = "burn 0.21 autodiff on flex (CPU)";
 
-/// The CUDA backend, when built with `--features cuda`.
-#[cfg(feature = "cuda")]
-pub type Gpu = burn::backend::Cuda<f32>;
-
 /// PhotoZ from `path`, or the shipped weights when `path` is `None`, on the CPU.
 pub fn load_photoz(path: Option<&Path>) -> Result<PhotoZ<Cpu>> {
     load_photoz_on::<Cpu>(path, &Default::default())

@@ -292,11 +292,17 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
             use burn::backend::Cuda;
             use burn::tensor::{bf16, f16};
             use cosmicai_shared::run::Precision;
-            let args = (settings, &store, &spec, &payload, item.rank, started);
+            let (rank, first) = (item.rank, &mut first_batch_s);
             match payload.request.precision {
-                Precision::Fp32 => run_cuda::<Cuda<f32>>(args, &mut first_batch_s)?,
-                Precision::Bf16 => run_cuda::<Cuda<bf16>>(args, &mut first_batch_s)?,
-                Precision::F16 => run_cuda::<Cuda<f16>>(args, &mut first_batch_s)?,
+                Precision::Fp32 => {
+                    run_cuda::<Cuda<f32>>(settings, &store, &spec, &payload, rank, started, first)?
+                }
+                Precision::Bf16 => {
+                    run_cuda::<Cuda<bf16>>(settings, &store, &spec, &payload, rank, started, first)?
+                }
+                Precision::F16 => {
+                    run_cuda::<Cuda<f16>>(settings, &store, &spec, &payload, rank, started, first)?
+                }
             }
         }
         #[cfg(not(feature = "cuda"))]
@@ -331,14 +337,12 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
 /// loaded per invocation (a Batch job runs one rank).
 #[cfg(feature = "cuda")]
 fn run_cuda<B: burn::prelude::Backend>(
-    (settings, store, spec, payload, rank, started): (
-        &S3Settings,
-        &S3Store,
-        &ModelSpec,
-        &Payload,
-        usize,
-        Instant,
-    ),
+    settings: &S3Settings,
+    store: &S3Store,
+    spec: &ModelSpec,
+    payload: &Payload,
+    rank: usize,
+    started: Instant,
     first_batch_s: &mut Option<f64>,
 ) -> Result<(cosmicai_shared::run::RankResult, f64), StageError>
 where

@@ -396,19 +396,10 @@ impl InferArgs {
 pub fn measure(args: &InferArgs) -> Result<(f64, f64, usize)> {
     let slice = args.slice();
     #[cfg(feature = "cuda")]
-    if let InferBackend::Cuda = args.backend() {
-        use burn::backend::Cuda;
-        if let Some(why) = cosmicai_engine::system::cuda_unavailable() {
-            anyhow::bail!("--backend cuda: {why}");
-        }
-        use burn::tensor::{bf16, f16};
-        return match args.precision {
-            PrecisionArg::Fp32 => time::<Cuda<f32>>(args, slice),
-            PrecisionArg::Bf16 => time::<Cuda<bf16>>(args, slice),
-            PrecisionArg::F16 => time::<Cuda<f16>>(args, slice),
-        };
-    }
-    if !matches!(args.precision, PrecisionArg::Fp32) {
+    let cuda = matches!(args.backend(), InferBackend::Cuda);
+    #[cfg(not(feature = "cuda"))]
+    let cuda = false;
+    if !cuda && !matches!(args.precision, PrecisionArg::Fp32) {
         anyhow::bail!(
             "--precision {}: half precision runs on --backend cuda only; the CPU paths compute in fp32",
             cosmicai_shared::run::Precision::from(args.precision).name()
@@ -419,7 +410,18 @@ pub fn measure(args: &InferArgs) -> Result<(f64, f64, usize)> {
         InferBackend::Ndarray => time::<burn::backend::NdArray<f32>>(args, slice),
         InferBackend::Flex => time::<burn::backend::Flex>(args, slice),
         #[cfg(feature = "cuda")]
-        InferBackend::Cuda => time::<crate::models::Gpu>(args, slice),
+        InferBackend::Cuda => {
+            use burn::backend::Cuda;
+            use burn::tensor::{bf16, f16};
+            if let Some(why) = cosmicai_engine::system::cuda_unavailable() {
+                anyhow::bail!("--backend cuda: {why}");
+            }
+            match args.precision {
+                PrecisionArg::Fp32 => time::<Cuda<f32>>(args, slice),
+                PrecisionArg::Bf16 => time::<Cuda<bf16>>(args, slice),
+                PrecisionArg::F16 => time::<Cuda<f16>>(args, slice),
+            }
+        }
     }
 }
 
