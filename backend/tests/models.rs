@@ -496,6 +496,41 @@ fn eval_plot_writes_pngs_of_the_scatter_and_of_sigma_coverage() {
 }
 
 #[test]
+fn bench_gemm_measures_both_precisions() {
+    let args = |p| {
+        [
+            "bench",
+            "gemm",
+            "--size",
+            "96",
+            "--threads",
+            "1",
+            "--seconds",
+            "0.1",
+            "--json",
+            "--precision",
+            p,
+        ]
+    };
+    let fp32 = ok_json(&args("fp32"));
+    assert_eq!(fp32["precision"], "fp32");
+    assert!(fp32["gflops_per_s"].as_f64().unwrap() > 0.0, "{fp32}");
+    // bf16 runs where the CPU has AVX-512 BF16, and says why not elsewhere.
+    let out = cosmicai(&args("bf16"));
+    if out.status.success() {
+        let bf16: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(bf16["precision"], "bf16");
+        assert!(bf16["gflops_per_s"].as_f64().unwrap() > 0.0, "{bf16}");
+    } else {
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            e.contains("no AVX-512 BF16") && !e.contains("panicked"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn bench_infer_prints_figures() {
     for backend in ["flex", "ndarray"] {
         let figures = ok_json(&[
@@ -540,12 +575,46 @@ fn bench_infer_prints_figures() {
     // AstroMAE runs fused by default, and says how much arithmetic it did.
     assert_eq!(figures["backend"], "fused");
     assert_eq!(figures["precision"], "fp32");
+    assert_eq!(figures["kernels"], "fp32 (gemm)");
     let gflops = figures["gflops_per_s"].as_f64().unwrap();
     let per_object = gflops * 1e9 / figures["samples_per_s"].as_f64().unwrap();
     assert!(
         (per_object / 1e9 - 0.765).abs() < 0.005,
         "{per_object} FLOP per object"
     );
+    // bf16 runs on the fused path, on this CPU's best kernels, and says which.
+    let bf16 = ok_json(&[
+        "bench",
+        "infer",
+        "--model",
+        "astromae",
+        "--batch-size",
+        "6",
+        "--samples",
+        "6",
+        "--precision",
+        "bf16",
+        "--json",
+    ]);
+    assert_eq!(bf16["precision"], "bf16");
+    assert!(
+        bf16["kernels"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("bf16 (")),
+        "{bf16}"
+    );
+    // f16 does not run on the CPU.
+    let e = failure(&[
+        "bench",
+        "infer",
+        "--model",
+        "astromae",
+        "--precision",
+        "f16",
+        "--samples",
+        "6",
+    ]);
+    assert!(e.contains("f16 runs on --backend cuda"), "{e}");
     // The fused path runs AstroMAE only.
     let e = failure(&[
         "bench",

@@ -172,7 +172,18 @@ fn bad_requests_are_refused_before_anything_runs() {
                 "--precision",
                 "bf16",
             ],
-            "precision bf16 runs on device cuda only",
+            "precision bf16 on device cpu runs AstroMAE only",
+        ),
+        (
+            vec![
+                "--world-size",
+                "1",
+                "--batch-size",
+                "10",
+                "--precision",
+                "f16",
+            ],
+            "precision f16 runs on device cuda only",
         ),
     ] {
         let mut full = vec!["run", "--data", &data];

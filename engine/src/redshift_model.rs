@@ -11,6 +11,7 @@ use cosmicai_model::astromae::fused::FusedAstroMae;
 use cosmicai_model::photoz::PhotoZ;
 use cosmicai_model::weights::Weights;
 use cosmicai_shared::model::ModelSpec;
+use cosmicai_shared::run::Precision;
 
 /// Attention heads of AstroMAE: the one size a checkpoint does not record.
 pub const ASTROMAE_HEADS: usize = 3;
@@ -70,6 +71,28 @@ impl<B: burn::prelude::Backend> RedshiftModel<B> {
                     Ok(RedshiftModel::AstroMae(model))
                 }
             }
+        }
+    }
+
+    /// The model computing its products in `precision`. On the fused CPU path
+    /// bf16 packs the transformer's weights (see `astromae::fused::bf16`); on
+    /// CUDA the precision is the backend's element type, chosen by the caller,
+    /// so the model is returned as it is. A request's validation refuses the
+    /// other CPU combinations; this refuses them again (`cpu`) so no result
+    /// records a precision that did not run.
+    pub fn in_precision(self, precision: Precision, cpu: bool) -> Result<Self, String> {
+        match (self, precision) {
+            (RedshiftModel::FusedAstroMae(m), Precision::Bf16) => {
+                Ok(RedshiftModel::FusedAstroMae(m.with_bf16_products()))
+            }
+            (RedshiftModel::FusedAstroMae(_), Precision::F16) => {
+                Err("precision f16 runs on device cuda only".into())
+            }
+            (RedshiftModel::PhotoZ(_), p) if cpu && p != Precision::Fp32 => Err(format!(
+                "precision {} on the CPU runs AstroMAE only",
+                p.name()
+            )),
+            (model, _) => Ok(model),
         }
     }
 

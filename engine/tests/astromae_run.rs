@@ -11,7 +11,9 @@ use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::{LocalStore, ObjectStore};
 use cosmicai_model::weights::Weights;
 use cosmicai_shared::model::ModelSpec;
-use cosmicai_shared::run::{Device, RankMeasure, RankResult, RunRequest, RunStatus, SystemInfo};
+use cosmicai_shared::run::{
+    Device, Precision, RankMeasure, RankResult, RunRequest, RunStatus, SystemInfo,
+};
 use cosmicai_shared::{Class, Provenance};
 use std::path::{Path, PathBuf};
 
@@ -83,11 +85,25 @@ fn request(model: &str) -> RunRequest {
 }
 
 fn run(dir: &Path, model: &str) -> (LocalStore, Vec<Result<RankResult, String>>) {
+    run_in(dir, model, Precision::Fp32, "a")
+}
+
+fn run_in(
+    dir: &Path,
+    model: &str,
+    precision: Precision,
+    run_id: &str,
+) -> (LocalStore, Vec<Result<RankResult, String>>) {
     let store = LocalStore::new(dir);
-    let request = request(model);
-    let payload = initialize(&store, &request, "a").unwrap();
+    let mut request = request(model);
+    request.precision = precision;
+    request.result_path = format!("results/{run_id}");
+    assert!(request.problems().is_empty(), "{:?}", request.problems());
+    let payload = initialize(&store, &request, run_id).unwrap();
     let spec = request.model_spec().unwrap();
-    let loaded = RedshiftModel::<B>::load(&spec, &Default::default(), true).unwrap();
+    let loaded = RedshiftModel::<B>::load(&spec, &Default::default(), true)
+        .and_then(|m| m.in_precision(precision, true))
+        .unwrap();
     let results = (0..2)
         .map(|rank| {
             infer_rank(
@@ -181,6 +197,50 @@ fn a_cai_checkpoint_reproduces_pytorch_over_two_ranks() {
         ModelSpec::parse(&model),
         Ok(ModelSpec::AstroMae(_))
     ));
+}
+
+/// Every rank's predictions of run `run_id`, by object id.
+fn predictions(store: &LocalStore, run_id: &str) -> std::collections::BTreeMap<i64, f32> {
+    (0..2)
+        .flat_map(|rank| {
+            let bytes = store
+                .get(&format!("results/{run_id}/predictions/{rank}.safetensors"))
+                .unwrap();
+            let p = read_predictions(&bytes).unwrap();
+            p.object_id
+                .into_iter()
+                .zip(p.predicted.into_iter().map(|q| q.redshift))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn bf16_on_the_cpu_stays_within_1e3_of_fp32_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    for (i, range) in [0..2, 2..4].into_iter().enumerate() {
+        let path = dir.path().join(format!("data/part-{i}.safetensors"));
+        write_partition(path, &partition(range, true)).unwrap();
+    }
+    let model = format!("astromae:{}", fixture("astromae.safetensors").display());
+    let (store, fp32) = run_in(dir.path(), &model, Precision::Fp32, "fp32");
+    let (_, bf16) = run_in(dir.path(), &model, Precision::Bf16, "bf16");
+    for (a, b) in fp32.iter().zip(&bf16) {
+        assert_eq!(a.as_ref().unwrap().precision, Precision::Fp32);
+        assert_eq!(b.as_ref().unwrap().precision, Precision::Bf16);
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&store.get("results/bf16/summary.json").unwrap()).unwrap();
+    assert_eq!(summary["precision"], "bf16");
+    let (fp32, bf16) = (predictions(&store, "fp32"), predictions(&store, "bf16"));
+    assert_eq!(fp32.len(), 4);
+    let worst = fp32
+        .iter()
+        .map(|(id, z)| (z - bf16[id]).abs())
+        .fold(0f32, f32::max);
+    // bf16 inputs to the transformer's products do change the answer, a little.
+    assert!(worst > 0.0 && worst <= 1e-3, "max |dz| {worst}");
 }
 
 #[test]

@@ -25,7 +25,7 @@ use cosmicai_shared::aws::{
     InitializeOutput, RankItem, StageEvent, SummarizeEvent, SummarizeOutput,
 };
 use cosmicai_shared::model::ModelSpec;
-use cosmicai_shared::run::{Device, RankMeasure, RunRequest};
+use cosmicai_shared::run::{Device, Precision, RankMeasure, RunRequest};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -277,7 +277,7 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
     let result = match payload.request.device {
         // Loaded once per container: warm invocations reuse it.
         Device::Cpu => {
-            let model = cached_cpu_model(settings, &store, &spec)?;
+            let model = cached_cpu_model(settings, &store, &spec, payload.request.precision)?;
             run_rank::<Cpu>(
                 &store,
                 &payload,
@@ -291,7 +291,6 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
         Device::Cuda => {
             use burn::backend::Cuda;
             use burn::tensor::{bf16, f16};
-            use cosmicai_shared::run::Precision;
             let (rank, first) = (item.rank, &mut first_batch_s);
             match payload.request.precision {
                 Precision::Fp32 => {
@@ -440,21 +439,20 @@ fn cached_cpu_model(
     settings: &S3Settings,
     store: &S3Store,
     spec: &ModelSpec,
+    precision: Precision,
 ) -> Result<CpuModel, StageError> {
-    let name = format!("{}|{spec}", store.bucket());
+    let name = format!("{}|{spec}|{}", store.bucket(), precision.name());
     let mut cache = MODEL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((cached, model)) = cache.as_ref()
         && *cached == name
     {
         return Ok(model.clone());
     }
-    let model = Arc::new(load_model::<Cpu>(
-        settings,
-        store,
-        spec,
-        &Default::default(),
-        true,
-    )?);
+    let model = Arc::new(
+        load_model::<Cpu>(settings, store, spec, &Default::default(), true)?
+            .in_precision(precision, true)
+            .map_err(StageError::invalid)?,
+    );
     *cache = Some((name, model.clone()));
     Ok(model)
 }
@@ -473,7 +471,7 @@ pub fn preload(settings: &S3Settings) {
         return;
     };
     if let Ok(store) = settings.connect(&bucket) {
-        let _ = cached_cpu_model(settings, &store, &spec);
+        let _ = cached_cpu_model(settings, &store, &spec, Precision::Fp32);
     }
 }
 

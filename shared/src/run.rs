@@ -26,9 +26,11 @@ impl Device {
     }
 }
 
-/// The number format of a model's products. The CPU's fused AstroMAE path is
-/// fp32 only; on CUDA, bf16 and f16 run burn's half-precision kernels (tensor
-/// cores), with weights and activations stored in that format.
+/// The number format of a model's products. On CUDA, bf16 and f16 run burn's
+/// half-precision kernels (tensor cores), with weights and activations stored
+/// in that format. On the CPU, AstroMAE runs fp32 or bf16 (the transformer's
+/// products with bf16 inputs and f32 sums: AVX-512 BF16 where the CPU has it,
+/// the fp32 kernels on bf16-rounded values where not); PhotoZ runs fp32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
@@ -155,11 +157,18 @@ impl RunRequest {
                 "timeout_s {t} is outside 0 to {MAX_TIMEOUT_S} seconds (7 days)"
             ));
         }
-        if self.precision != Precision::Fp32 && self.device != Device::Cuda {
-            problems.push(format!(
-                "precision {} runs on device cuda only: the CPU path computes in fp32",
-                self.precision.name()
-            ));
+        if self.device == Device::Cpu {
+            let astromae = matches!(self.model_spec(), Ok(crate::model::ModelSpec::AstroMae(_)));
+            match self.precision {
+                Precision::Fp32 => {}
+                Precision::Bf16 if astromae => {}
+                Precision::Bf16 => problems.push(
+                    "precision bf16 on device cpu runs AstroMAE only: PhotoZ computes in fp32 there (bf16 runs it on device cuda)".to_string(),
+                ),
+                Precision::F16 => problems.push(
+                    "precision f16 runs on device cuda only: on the CPU use fp32, or bf16 for AstroMAE".to_string(),
+                ),
+            }
         }
         if self.bucket.trim().is_empty() {
             problems.push("bucket is empty (use \"local\" for the local store)".to_string());
@@ -441,14 +450,24 @@ mod tests {
     }
 
     #[test]
-    fn half_precision_is_for_cuda_and_absent_means_fp32() {
+    fn half_precision_is_for_cuda_or_astromae_and_absent_means_fp32() {
         let mut r = request();
         r.precision = Precision::Bf16;
         let problems = r.problems().join("; ");
         assert!(
-            problems.contains("precision bf16") && problems.contains("cuda"),
+            problems.contains("precision bf16 on device cpu runs AstroMAE only"),
             "{problems}"
         );
+        r.model = "astromae:weights/astromae.pt".into();
+        assert!(r.problems().is_empty(), "{:?}", r.problems());
+        r.precision = Precision::F16;
+        let problems = r.problems().join("; ");
+        assert!(
+            problems.contains("precision f16 runs on device cuda only"),
+            "{problems}"
+        );
+        r.precision = Precision::Bf16;
+        r.model = "photoz".into();
         r.device = Device::Cuda;
         assert!(r.problems().is_empty(), "{:?}", r.problems());
         // A CAI payload has no precision: it reads as fp32, and fp32 is not written back.

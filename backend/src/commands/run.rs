@@ -33,7 +33,8 @@ pub struct RunArgs {
     pub file_limit: Option<usize>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// The number format of the model's products: bf16 and f16 need --device cuda.
+    /// The number format of the model's products: bf16 needs --device cuda or an
+    /// AstroMAE model (on the CPU: AVX-512 BF16 where the CPU has it); f16 needs --device cuda.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
     /// Folder for results, inside --data (default `results/<run id>`).

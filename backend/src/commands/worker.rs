@@ -67,7 +67,9 @@ where
     cosmicai_model::astromae::AstroMae<B>: Sync,
 {
     let spec = payload.request.model_spec().map_err(anyhow::Error::msg)?;
-    let model = RedshiftModel::<B>::load(&spec, device, cpu).map_err(anyhow::Error::msg)?;
+    let model = RedshiftModel::<B>::load(&spec, device, cpu)
+        .and_then(|m| m.in_precision(payload.request.precision, cpu))
+        .map_err(anyhow::Error::msg)?;
     say(&WorkerMessage::Ready);
     if let Some(ms) = std::env::var("COSMICAI_WORKER_PAUSE_MS")
         .ok()

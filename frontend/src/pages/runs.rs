@@ -82,10 +82,11 @@ impl LaunchForm {
 
     /// A sweep over `sizes` (comma-separated) with the other fields.
     fn sweep(&self, sizes: &str, cuda: bool) -> Result<SweepLaunch, String> {
-        // A sweep compares CPU and CUDA at one precision: fp32, the CPU's only one.
+        // A sweep compares CPU and CUDA at one precision: fp32, which both run
+        // for every model.
         if self.precision.get() != "fp32" {
             return Err(
-                "sweeps run in fp32 (the CPU's only precision): set Precision to fp32".into(),
+                "sweeps compare devices in fp32, which both run for every model: set Precision to fp32".into(),
             );
         }
         let world_sizes = sizes
@@ -233,7 +234,7 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoVi
             {field("Memory (MB)", "memory_mb", form.memory)}
             <ModelSelect model=form.model />
             <label>"Device "<select on:change=move |ev| device.set(event_target_value(&ev))><option value="cpu">"CPU"</option><option value="cuda">"CUDA"</option></select></label>
-            <label title="bf16 and f16 run on CUDA only">"Precision "<select on:change=move |ev| precision.set(event_target_value(&ev))><option value="fp32">"fp32"</option><option value="bf16">"bf16 (CUDA)"</option><option value="f16">"f16 (CUDA)"</option></select></label>
+            <label title="bf16 runs on CUDA, and on the CPU for AstroMAE; f16 on CUDA only">"Precision "<select on:change=move |ev| precision.set(event_target_value(&ev))><option value="fp32">"fp32"</option><option value="bf16">"bf16 (CUDA, or AstroMAE on CPU)"</option><option value="f16">"f16 (CUDA)"</option></select></label>
             <label>"Target "<select on:change=move |ev| target.set(event_target_value(&ev))><option value="local">"this machine"</option><option value="aws">"AWS"</option></select></label>
             <TokenField />
             <button type="button" class="estimate" on:click=estimate prop:disabled=waiting>"Estimate"</button>

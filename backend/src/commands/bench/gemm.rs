@@ -7,6 +7,7 @@
 
 use anyhow::Result;
 use clap::Args;
+use cosmicai_model::astromae::fused::bf16 as fused;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -21,8 +22,18 @@ pub struct GemmArgs {
     /// Seconds to measure for.
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    /// fp32 (the `gemm` crate) or bf16 (our AVX-512 BF16 kernel, bf16 inputs
+    /// and f32 sums, as `run --precision bf16` multiplies on the CPU).
+    #[arg(long, value_enum, default_value_t = GemmPrecision::Fp32)]
+    pub precision: GemmPrecision,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum GemmPrecision {
+    Fp32,
+    Bf16,
 }
 
 #[derive(Serialize)]
@@ -38,17 +49,31 @@ pub fn bench_gemm(args: GemmArgs) -> Result<()> {
     if args.size == 0 || args.size > 8192 || args.threads == 0 || args.threads > 1024 {
         anyhow::bail!("--size must be 1 to 8192 and --threads 1 to 1024");
     }
+    let bf16 = matches!(args.precision, GemmPrecision::Bf16);
+    if bf16 && !fused::native() {
+        anyhow::bail!(
+            "--precision bf16: this CPU has no AVX-512 BF16, so bf16 products run on the fp32 kernels (measure --precision fp32)"
+        );
+    }
     let n = args.size;
     let seconds = args.seconds.clamp(0.1, 600.0);
     let flops: f64 = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..args.threads)
-            .map(|_| scope.spawn(move || products_for(n, seconds)))
+            .map(|_| {
+                scope.spawn(move || {
+                    if bf16 {
+                        bf16_products_for(n, seconds)
+                    } else {
+                        products_for(n, seconds)
+                    }
+                })
+            })
             .collect();
         workers.into_iter().map(|w| w.join().unwrap_or(0.0)).sum()
     });
     let gflops = flops / seconds / 1e9;
     let figures = GemmFigures {
-        precision: "fp32",
+        precision: if bf16 { "bf16" } else { "fp32" },
         size: n,
         threads: args.threads,
         gflops_per_s: gflops,
@@ -58,19 +83,30 @@ pub fn bench_gemm(args: GemmArgs) -> Result<()> {
         serde_json::to_string(&figures)?
     } else {
         format!(
-            "fp32 {n}x{n} products on {} threads: {gflops:.1} GFLOP/s ({:.1} per thread)",
-            args.threads, figures.gflops_per_s_per_thread
+            "{} {n}x{n} products on {} threads: {gflops:.1} GFLOP/s ({:.1} per thread)",
+            figures.precision, args.threads, figures.gflops_per_s_per_thread
         )
     };
     crate::output::emit(&(text + "\n"))
+}
+
+/// [`products_for`] with bf16 inputs, the activations rounded into pairs for
+/// each product as the model does.
+fn bf16_products_for(n: usize, seconds: f64) -> f64 {
+    let a = vec![1.0f32; n * n];
+    let w = fused::PackedWeights::new(&vec![0.5f32; n * n], n, n);
+    let mut pairs = fused::Pairs::default();
+    timed(n, seconds, |c| {
+        pairs.fill(&a, n, n);
+        fused::matmul(&pairs, &w, c, n, false);
+    })
 }
 
 /// Floating-point operations done in `seconds` of back-to-back n x n products.
 fn products_for(n: usize, seconds: f64) -> f64 {
     let a = vec![1.0f32; n * n];
     let b = vec![0.5f32; n * n];
-    let mut c = vec![0.0f32; n * n];
-    let product = |c: &mut [f32]| {
+    timed(n, seconds, |c| {
         // SAFETY: a, b and c each hold n * n values, row-major with stride n.
         unsafe {
             gemm::gemm(
@@ -95,7 +131,13 @@ fn products_for(n: usize, seconds: f64) -> f64 {
                 gemm::Parallelism::None,
             )
         }
-    };
+    })
+}
+
+/// Floating-point operations done in `seconds` of back-to-back n x n `product`s
+/// into one destination.
+fn timed(n: usize, seconds: f64, mut product: impl FnMut(&mut [f32])) -> f64 {
+    let mut c = vec![0.0f32; n * n];
     product(&mut c); // warm-up: packing buffers, frequency
     let (start, mut done) = (Instant::now(), 0u64);
     while start.elapsed().as_secs_f64() < seconds {

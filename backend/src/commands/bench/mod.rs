@@ -171,7 +171,7 @@ pub struct InferArgs {
     /// CUDA (a GPU wants it whole).
     #[arg(long)]
     pub slice: Option<usize>,
-    /// The number format of the products: bf16 and f16 run on --backend cuda only.
+    /// The number format of the products: bf16 on --backend fused or cuda, f16 on cuda.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
     #[arg(long)]
@@ -196,6 +196,8 @@ struct InferFigures {
     peak_rss_mb: f64,
     /// The BLAS behind ndarray's matrix products, when built with one (`--features openblas`).
     blas: Option<&'static str>,
+    /// Fused AstroMAE: what ran the products (`bf16 (AVX-512 BF16)`, say).
+    kernels: Option<&'static str>,
 }
 
 #[derive(Args)]
@@ -346,6 +348,13 @@ pub fn run(command: BenchCommand) -> Result<()> {
         peak_rss_mb,
         blas: (cfg!(feature = "openblas") && matches!(backend, InferBackend::Ndarray))
             .then_some("openblas"),
+        kernels: match (backend, args.precision) {
+            (InferBackend::Fused, PrecisionArg::Bf16) => {
+                Some(cosmicai_model::astromae::fused::bf16::kernels())
+            }
+            (InferBackend::Fused, _) => Some("fp32 (gemm)"),
+            _ => None,
+        },
     };
     let text = if args.json {
         serde_json::to_string(&figures)?
@@ -399,9 +408,11 @@ pub fn measure(args: &InferArgs) -> Result<(f64, f64, usize)> {
     let cuda = matches!(args.backend(), InferBackend::Cuda);
     #[cfg(not(feature = "cuda"))]
     let cuda = false;
-    if !cuda && !matches!(args.precision, PrecisionArg::Fp32) {
+    let fused_bf16 = matches!(args.backend(), InferBackend::Fused)
+        && matches!(args.precision, PrecisionArg::Bf16);
+    if !cuda && !fused_bf16 && !matches!(args.precision, PrecisionArg::Fp32) {
         anyhow::bail!(
-            "--precision {}: half precision runs on --backend cuda only; the CPU paths compute in fp32",
+            "--precision {}: on the CPU, bf16 runs on --backend fused only and f16 not at all; f16 runs on --backend cuda",
             cosmicai_shared::run::Precision::from(args.precision).name()
         );
     }
@@ -491,7 +502,10 @@ fn time_fused(args: &InferArgs, slice: usize) -> Result<(f64, f64, usize)> {
     let magnitudes = Tensor::<B, 2>::random([b, 5], Distribution::Normal(18.0, 1.0), &device);
     let model = AstroMaeConfig::new().init::<B>(&device);
     let images = Tensor::<B, 4>::random([b, 5, 32, 32], Distribution::Normal(0.0, 1.0), &device);
-    let fused = cosmicai_model::astromae::fused::FusedAstroMae::new(&model)?;
+    let mut fused = cosmicai_model::astromae::fused::FusedAstroMae::new(&model)?;
+    if matches!(args.precision, PrecisionArg::Bf16) {
+        fused = fused.with_bf16_products();
+    }
     drop(model); // a rank keeps only the fused copy
     let data = |t: TensorData| t.into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"));
     let (images, magnitudes) = (data(images.into_data())?, data(magnitudes.into_data())?);
