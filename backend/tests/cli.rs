@@ -261,6 +261,7 @@ fn project_plans_sizes_like_cai_and_flags_ranks_past_the_express_limit() {
         "--json",
     ]);
     assert!(report["measured_objects_per_core_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["precision"], "fp32");
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     // 12.6 GB in 25 MB partitions, all on the one rank.
@@ -271,4 +272,15 @@ fn project_plans_sizes_like_cai_and_flags_ranks_past_the_express_limit() {
     assert!(rows[1]["cost_usd"].as_f64().unwrap() > rows[0]["cost_usd"].as_f64().unwrap());
     let e = failure(&["project", "--size", "1GB", "--world-size", "0"]);
     assert!(e.contains("--world-size"), "{e}");
+    // PhotoZ has no bf16 CPU path: the projection says so instead of timing fp32.
+    let e = failure(&[
+        "project",
+        "--size",
+        "1GB",
+        "--model",
+        "photoz",
+        "--precision",
+        "bf16",
+    ]);
+    assert!(e.contains("--precision bf16"), "{e}");
 }

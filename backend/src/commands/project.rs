@@ -40,6 +40,10 @@ pub struct ProjectArgs {
     /// Price Lambda as arm64 (Graviton) rather than x86_64.
     #[arg(long)]
     pub arm64: bool,
+    /// The number format of the products: bf16 for AstroMAE measures its bf16 CPU
+    /// path (AVX-512 BF16 when this CPU has it; a Lambda's CPU may not).
+    #[arg(long, value_enum, default_value_t = super::run::PrecisionArg::Fp32)]
+    pub precision: super::run::PrecisionArg,
     /// Objects measured for the rate (after one warm-up batch).
     #[arg(long, default_value_t = 512)]
     pub samples: usize,
@@ -82,6 +86,7 @@ fn per_object(rate: f64) -> PerObject {
 
 #[derive(Serialize)]
 struct Report {
+    precision: &'static str,
     /// Measured here: the model's rate on one thread, and its start.
     measured_objects_per_core_s: f64,
     measured_cold_start_s: f64,
@@ -106,7 +111,7 @@ pub fn run(args: ProjectArgs) -> Result<()> {
         // What a rank runs on the CPU: fused AstroMAE, PhotoZ on ndarray.
         backend: None,
         slice: None,
-        precision: super::run::PrecisionArg::Fp32,
+        precision: args.precision,
         json: false,
     };
     let started = std::time::Instant::now();
@@ -141,6 +146,7 @@ pub fn run(args: ProjectArgs) -> Result<()> {
         .collect();
     if args.json {
         let report = Report {
+            precision: cosmicai_shared::run::Precision::from(args.precision).name(),
             measured_objects_per_core_s: rate,
             measured_cold_start_s: cold_start_s,
             per_object: per_object(rate),
@@ -152,8 +158,9 @@ pub fn run(args: ProjectArgs) -> Result<()> {
     let mut out = String::new();
     crate::line!(
         out,
-        "measured here: {:?} {rate:.1} objects/s on one core (batch 256), start {cold_start_s:.2} s",
-        args.model
+        "measured here: {:?} in {} {rate:.1} objects/s on one core (batch 256), start {cold_start_s:.2} s",
+        args.model,
+        cosmicai_shared::run::Precision::from(args.precision).name()
     );
     let each = per_object(rate);
     crate::line!(

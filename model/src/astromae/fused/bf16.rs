@@ -154,6 +154,24 @@ fn fill_row_portable(src: &[f32], dst: &mut [u32]) {
 /// row-major with rows `dst_stride` apart, on the calling thread. Needs
 /// [`native`].
 pub fn matmul(a: &Pairs, w: &PackedWeights, dst: &mut [f32], dst_stride: usize, accumulate: bool) {
+    matmul_bias(a, w, None, dst, dst_stride, accumulate);
+}
+
+/// [`matmul`] plus a `bias` row added to each row of the product, in the
+/// registers (one pass over `dst` less than adding it before or after).
+pub fn matmul_bias(
+    a: &Pairs,
+    w: &PackedWeights,
+    bias: Option<&[f32]>,
+    dst: &mut [f32],
+    dst_stride: usize,
+    accumulate: bool,
+) {
+    assert!(
+        bias.is_none_or(|b| b.len() == w.n),
+        "bias of {} columns",
+        w.n
+    );
     assert_eq!(
         a.pairs, w.pairs,
         "activations of {} pairs, weights of {}",
@@ -172,10 +190,10 @@ pub fn matmul(a: &Pairs, w: &PackedWeights, dst: &mut [f32], dst_stride: usize, 
     // SAFETY: the asserts above keep every read inside `a` and `w` (both padded
     // to whole blocks) and every write inside `dst`; the CPU has the features.
     unsafe {
-        x86::matmul(a, w, dst, dst_stride, accumulate)
+        x86::matmul(a, w, bias, dst, dst_stride, accumulate)
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = accumulate; // unreachable: `native` is false off x86
+    let _ = (accumulate, bias); // unreachable: `native` is false off x86
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -209,6 +227,7 @@ mod x86 {
     pub(super) unsafe fn matmul(
         a: &Pairs,
         w: &PackedWeights,
+        bias: Option<&[f32]>,
         dst: &mut [f32],
         dst_stride: usize,
         accumulate: bool,
@@ -221,6 +240,7 @@ mod x86 {
                 let cols = NR.min(w.n - b * NR);
                 let masks = [mask(cols), mask(cols.saturating_sub(16))];
                 let panel = &w.lanes[b * pairs * NR..(b + 1) * pairs * NR];
+                let bias = bias.map_or(std::ptr::null(), |bias| bias[b * NR..].as_ptr());
                 for r0 in (chunk..chunk + chunk_rows).step_by(MR) {
                     let rows = MR.min(a.rows - r0);
                     // SAFETY: rows r0..r0 + MR of `a` exist (padded to MR), the
@@ -231,6 +251,7 @@ mod x86 {
                             a.lanes.as_ptr().add(r0 * pairs),
                             pairs,
                             panel.as_ptr(),
+                            bias,
                             dst.as_mut_ptr().add(r0 * dst_stride + b * NR),
                             dst_stride,
                             rows,
@@ -251,13 +272,15 @@ mod x86 {
         }
     }
 
-    /// An MR x NR block of `dst`: `rows` of its rows are written, the masked columns.
+    /// An MR x NR block of `dst`: `rows` of its rows are written, the masked
+    /// columns; `bias` (null for none) holds the block's masked columns.
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel(
         a: *const u32,
         pairs: usize,
         panel: *const u32,
+        bias: *const f32,
         dst: *mut f32,
         dst_stride: usize,
         rows: usize,
@@ -266,15 +289,23 @@ mod x86 {
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         // SAFETY: `a` holds MR rows of `pairs` lanes, `panel` `pairs` x NR lanes,
-        // and `dst` `rows` rows with the masked columns (the caller's bounds).
+        // `bias` (when not null) and `dst`'s `rows` rows the masked columns (the
+        // caller's bounds).
         unsafe {
-            if accumulate {
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    if r < rows {
-                        let d = dst.add(r * dst_stride);
-                        acc[0] = _mm512_maskz_loadu_ps(masks[0], d);
-                        acc[1] = _mm512_maskz_loadu_ps(masks[1], d.add(16));
-                    }
+            let start = if bias.is_null() {
+                [_mm512_setzero_ps(); 2]
+            } else {
+                [
+                    _mm512_maskz_loadu_ps(masks[0], bias),
+                    _mm512_maskz_loadu_ps(masks[1], bias.add(16)),
+                ]
+            };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = start;
+                if accumulate && r < rows {
+                    let d = dst.add(r * dst_stride);
+                    acc[0] = _mm512_add_ps(acc[0], _mm512_maskz_loadu_ps(masks[0], d));
+                    acc[1] = _mm512_add_ps(acc[1], _mm512_maskz_loadu_ps(masks[1], d.add(16)));
                 }
             }
             for p in 0..pairs {
@@ -356,6 +387,9 @@ mod tests {
             matmul(&a, &packed, &mut dst, stride, false);
             let mut sum = dst.clone();
             matmul(&a, &packed, &mut sum, stride, true);
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25).collect();
+            let mut biased = vec![7.0f32; rows * stride];
+            matmul_bias(&a, &packed, Some(&bias), &mut biased, stride, false);
             for i in 0..rows {
                 for j in 0..n {
                     let (got, want) = (f64::from(dst[i * stride + j]), want[i * n + j]);

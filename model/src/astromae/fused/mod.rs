@@ -352,9 +352,7 @@ impl Dense {
         y
     }
 
-    /// `y = x W + b`, or `y += x W + b` when `accumulate` (a residual add). The
-    /// bias goes in first and the product accumulates onto it: one pass less
-    /// over `y` than adding it after.
+    /// `y = x W + b`, or `y += x W + b` when `accumulate` (a residual add).
     fn apply(&self, x: &[f32], rows: usize, y: &mut [f32], accumulate: bool) {
         self.apply_with(x, rows, y, accumulate, &mut bf16::Pairs::default());
     }
@@ -369,28 +367,30 @@ impl Dense {
         pairs: &mut bf16::Pairs,
     ) {
         let y = &mut y[..rows * self.d_out];
+        let x = &x[..rows * self.d_in];
+        match &self.products {
+            Products::Bf16(packed) => {
+                // The bias goes in inside the kernel's registers.
+                pairs.fill(x, rows, self.d_in);
+                bf16::matmul_bias(pairs, packed, Some(&self.bias), y, self.d_out, accumulate);
+            }
+            Products::F32 => self.product(x, rows, y, accumulate),
+            Products::Bf16OnF32 => {
+                let mut rounded = x.to_vec();
+                bf16::round_in_place(&mut rounded);
+                self.product(&rounded, rows, y, accumulate);
+            }
+        }
+    }
+
+    /// `y = x W + b` (or `y += …`) in f32. The bias goes in first and the
+    /// product accumulates onto it: one pass less over `y` than adding it after.
+    fn product(&self, x: &[f32], rows: usize, y: &mut [f32], accumulate: bool) {
         if accumulate {
             add_bias(y, &self.bias);
         } else {
             fill_rows(y, &self.bias);
         }
-        let x = &x[..rows * self.d_in];
-        match &self.products {
-            Products::F32 => self.product(x, rows, y),
-            Products::Bf16(packed) => {
-                pairs.fill(x, rows, self.d_in);
-                bf16::matmul(pairs, packed, y, self.d_out, true);
-            }
-            Products::Bf16OnF32 => {
-                let mut rounded = x.to_vec();
-                bf16::round_in_place(&mut rounded);
-                self.product(&rounded, rows, y);
-            }
-        }
-    }
-
-    /// `y += x W` in f32.
-    fn product(&self, x: &[f32], rows: usize, y: &mut [f32]) {
         matmul(
             Mat::rows(x, rows, self.d_in),
             Mat::rows(&self.weight, self.d_in, self.d_out),
