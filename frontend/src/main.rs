@@ -9,7 +9,7 @@ mod api;
 mod canvas;
 mod charts;
 mod cuts;
-mod model;
+mod inference;
 mod pages;
 mod plot;
 

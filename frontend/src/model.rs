@@ -1,8 +1,9 @@
-//! PhotoZ in the browser with burn: on the GPU through WebGPU (burn's wgpu
-//! backend) when the browser offers an adapter, else burn's CPU backend
-//! (ndarray) compiled to wasm. The weights come from the API once per page load
-//! (the browser caches them by content hash).
+//! PhotoZ in the browser with burn, inside the inference worker: on the GPU
+//! through WebGPU (burn's wgpu backend) when the browser offers an adapter, else
+//! burn's CPU backend (ndarray) compiled to wasm. The weights come from the API
+//! once per worker (the browser caches them by content hash).
 
+use crate::protocol::{Batch, Choice, Ran};
 use burn::backend::NdArray;
 use burn::backend::wgpu::{RuntimeOptions, Wgpu, WgpuDevice, graphics, init_setup_async};
 use burn::prelude::*;
@@ -12,79 +13,11 @@ use cosmicai_shared::model::Prediction;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Response, WorkerGlobalScope};
 
 type Cpu = NdArray<f32>;
 type Gpu = Wgpu<f32, i32>;
-
-/// Which backend the user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Choice {
-    /// WebGPU when there is an adapter, else the CPU.
-    Auto,
-    WebGpu,
-    Cpu,
-}
-
-impl Choice {
-    pub const ALL: [Choice; 3] = [Choice::Auto, Choice::WebGpu, Choice::Cpu];
-
-    pub fn key(self) -> &'static str {
-        match self {
-            Choice::Auto => "auto",
-            Choice::WebGpu => "webgpu",
-            Choice::Cpu => "cpu",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Choice::Auto => "auto (WebGPU if available)",
-            Choice::WebGpu => "WebGPU",
-            Choice::Cpu => "CPU (wasm)",
-        }
-    }
-
-    pub fn from_key(key: &str) -> Option<Choice> {
-        Choice::ALL.into_iter().find(|c| c.key() == key)
-    }
-}
-
-/// The backend a batch ran on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ran {
-    WebGpu,
-    Cpu,
-}
-
-impl Ran {
-    pub fn label(self) -> &'static str {
-        match self {
-            Ran::WebGpu => "burn wgpu (WebGPU)",
-            Ran::Cpu => "burn ndarray (CPU, wasm)",
-        }
-    }
-
-    pub fn key(self) -> &'static str {
-        match self {
-            Ran::WebGpu => "webgpu",
-            Ran::Cpu => "cpu",
-        }
-    }
-}
-
-/// One batch: what ran, where, how long (input upload to results read back).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Batch {
-    pub predictions: Vec<Prediction>,
-    pub ran: Ran,
-    pub ms: f64,
-    /// The first batch on a backend includes its set-up (WebGPU compiles its shaders then).
-    pub first_on_backend: bool,
-    /// The WebGPU adapter, when the batch ran there.
-    pub adapter: Option<String>,
-    /// Why WebGPU was not used, when it was wanted (auto) but not there.
-    pub fallback: Option<String>,
-}
 
 /// The model on WebGPU and the adapter's description.
 type GpuModel = (Rc<PhotoZ<Gpu>>, String);
@@ -141,9 +74,9 @@ async fn timed<B: Backend>(
         }
     }
     let first = LOADED.with(|l| *batches(&mut l.borrow_mut(), ran) == 0);
-    let start = crate::api::now_ms();
+    let start = now_ms();
     let predictions = forward(model, magnitudes, device).await?;
-    let ms = crate::api::now_ms() - start;
+    let ms = now_ms() - start;
     LOADED.with(|l| *batches(&mut l.borrow_mut(), ran) += 1);
     Ok(Batch {
         predictions,
@@ -155,12 +88,39 @@ async fn timed<B: Backend>(
     })
 }
 
+/// The worker's global scope (this module runs in the inference worker only).
+fn scope() -> WorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+/// Milliseconds since the worker started, for timing.
+fn now_ms() -> f64 {
+    scope().performance().map_or(0.0, |p| p.now())
+}
+
+/// The body of a GET of `url`, or why not.
+async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let response: Response = JsFuture::from(scope().fetch_with_str(url))
+        .await
+        .map_err(|_| format!("{url}: the server cannot be reached"))?
+        .unchecked_into();
+    if !response.ok() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{e:?}"))?)
+        .await
+        .map_err(|e| format!("{url}: {e:?}"))?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
 async fn weights() -> Result<Rc<Weights>, String> {
     if let Some(w) = LOADED.with(|l| l.borrow().weights.clone()) {
         return Ok(w);
     }
-    let info: cosmicai_shared::api::ModelInfo = crate::api::get("/api/model").await?;
-    let bytes = crate::api::bytes(&info.weights_url).await?;
+    let info: cosmicai_shared::api::ModelInfo =
+        serde_json::from_slice(&fetch_bytes("/api/model").await?)
+            .map_err(|e| format!("/api/model: {e}"))?;
+    let bytes = fetch_bytes(&info.weights_url).await?;
     let weights =
         Rc::new(Weights::from_bytes("photoz.safetensors", &bytes).map_err(|e| e.to_string())?);
     LOADED.with(|l| l.borrow_mut().weights = Some(weights.clone()));
@@ -199,10 +159,7 @@ async fn gpu_model(weights: &Weights) -> Result<GpuModel, String> {
 /// `navigator.gpu.requestAdapter()`, described as "vendor architecture (fallback)".
 async fn webgpu_adapter() -> Result<String, String> {
     let get = |target: &JsValue, key: &str| js_sys::Reflect::get(target, &key.into()).ok();
-    let navigator = web_sys::window()
-        .ok_or("no window")?
-        .navigator()
-        .unchecked_into::<JsValue>();
+    let navigator = scope().navigator().unchecked_into::<JsValue>();
     let gpu = get(&navigator, "gpu")
         .filter(|g| !g.is_undefined() && !g.is_null())
         .ok_or("this browser has no WebGPU (navigator.gpu is missing)")?;
@@ -212,7 +169,7 @@ async fn webgpu_adapter() -> Result<String, String> {
     let promise = request
         .call0(&gpu)
         .map_err(|e| format!("requestAdapter failed: {e:?}"))?;
-    let adapter = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise))
+    let adapter = JsFuture::from(js_sys::Promise::from(promise))
         .await
         .map_err(|e| format!("requestAdapter failed: {e:?}"))?;
     if adapter.is_null() || adapter.is_undefined() {

@@ -91,6 +91,8 @@ try {
     const classes = await page.locator('.card').evaluateAll((cards) => cards.map((c) => c.dataset.class));
     for (const c of ['GALAXY', 'STAR', 'QSO']) assert.ok(classes.includes(c), `no ${c} on the first page: ${classes}`);
     assert.ok(!classes.includes('UNKNOWN'), `unlabelled objects on the first page: ${classes}`);
+    // Inference (burn, in its own module) waits for the first prediction.
+    assert.deepEqual(page.workers().map((w) => w.url()), [], 'Explore started the inference worker');
     // The pager: Previous off on the first page, Next on (and labelled just that).
     assert.equal(await page.textContent('.pager button.next'), 'Next');
     assert.ok(await page.isEnabled('.pager button.next'));
@@ -150,6 +152,7 @@ try {
     const mine = await page.textContent('tr.browser');
     assert.match(server, /server/);
     assert.match(mine, /browser \(burn ndarray/);
+    assert.ok(page.workers().some((w) => w.url().endsWith('/cosmicai-infer_loader.js')), 'no inference worker');
     // PhotoZ gives σ_z, on the server and in the browser alike.
     const photoz = await page.textContent('tr.server[data-model="photoz (shipped)"]');
     const sigma = (row) => Number(row.match(/± (\d\.\d{4})/)[1]);
@@ -329,17 +332,23 @@ try {
   });
 
   await step('without WebGPU, auto falls back to the CPU and says why', async () => {
-    const plain = await browser.newPage();
-    // A browser without WebGPU: navigator.gpu removed before the app starts.
-    await plain.addInitScript(() => { Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }); });
+    // A browser without WebGPU, in the page and in its workers (where inference runs):
+    // without --enable-unsafe-webgpu, headless Chromium here has navigator.gpu but no adapter.
+    const bare = await chromium.launch({
+      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run'],
+    });
+    const plain = await bare.newPage();
     await plain.goto(`${base}/#/predict?backend=auto`);
+    assert.equal(await plain.evaluate(async () => (await navigator.gpu?.requestAdapter()) ?? null), null, 'this browser has WebGPU');
     await plain.waitForSelector('.timing', { timeout: 60000 });
     assert.equal(await plain.getAttribute('.timing', 'data-backend'), 'cpu');
-    assert.match(await plain.textContent('.fallback'), /no WebGPU/);
+    assert.match(await plain.textContent('.fallback'), /no WebGPU adapter/);
     await plain.selectOption('select.backend', 'webgpu');
     await plain.waitForSelector('.error');
     assert.match(await plain.textContent('.error'), /WebGPU/);
-    await plain.close();
+    await bare.close();
   });
 
   await step('a local run with world size 2 completes to a scatter plot', async () => {

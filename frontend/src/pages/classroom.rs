@@ -37,7 +37,8 @@ async fn lesson(count: usize, class: Option<Class>) -> Result<Lesson, String> {
     }
     let magnitudes: Vec<[f32; 5]> = objects.iter().map(|o| o.magnitudes).collect();
     // The CPU path: a lesson is a few dozen objects, and it needs no GPU set-up.
-    let batch = crate::model::run(&magnitudes, crate::model::Choice::Cpu).await?;
+    let batch =
+        crate::inference::run(&magnitudes, cosmicai_frontend::protocol::Choice::Cpu).await?;
     Ok(Lesson {
         objects,
         predictions: batch.predictions,

@@ -157,7 +157,7 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
     });
     let browser = LocalResource::new(move || async move {
         // One object: the CPU path (setting up WebGPU would cost more than it saves).
-        let batch = crate::model::run(&[m], crate::model::Choice::Cpu).await?;
+        let batch = crate::inference::run(&[m], cosmicai_frontend::protocol::Choice::Cpu).await?;
         let p = batch.predictions.first().cloned().ok_or("no prediction")?;
         Ok::<_, String>((p, batch.ran, batch.ms))
     });

@@ -3,7 +3,8 @@
 use super::ErrorMessage;
 use crate::Selection;
 use crate::charts::DensityScatter;
-use crate::model::{Choice, Ran};
+use crate::inference::Ran;
+use cosmicai_frontend::protocol::Choice;
 use cosmicai_shared::api::{ObjectPage, ObjectSummary};
 use leptos::prelude::*;
 
@@ -61,7 +62,7 @@ pub fn PredictPage() -> impl IntoView {
                 chosen
             };
             let magnitudes: Vec<[f32; 5]> = objects.iter().map(|o| o.magnitudes).collect();
-            let batch = crate::model::run(&magnitudes, choice).await?;
+            let batch = crate::inference::run(&magnitudes, choice).await?;
             history
                 .update(|h| h.push((batch.ran, objects.len(), batch.ms, batch.first_on_backend)));
             Ok::<_, String>((objects, batch))

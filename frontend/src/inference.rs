@@ -1,0 +1,151 @@
+//! In-browser prediction, through the inference worker (see the library's
+//! `protocol`): started on the first prediction, it fetches its own module (burn
+//! and both backends) and the weights, then answers jobs in order.
+
+use cosmicai_frontend::protocol::{Batch, Choice, Done, Job, READY};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{ErrorEvent, MessageEvent, Worker};
+
+pub use cosmicai_frontend::protocol::Ran;
+
+/// Trunk names a worker after its binary, without a content hash.
+const WORKER_URL: &str = "/cosmicai-infer_loader.js";
+
+#[derive(Default)]
+struct Client {
+    worker: Option<Worker>,
+    /// Whether the worker listens yet; jobs wait in `queued` until it does.
+    ready: bool,
+    queued: Vec<String>,
+    /// Each job's promise (resolve, reject), until its answer comes.
+    pending: HashMap<u32, (js_sys::Function, js_sys::Function)>,
+    answers: HashMap<u32, Result<Batch, String>>,
+    next: u32,
+}
+
+thread_local! {
+    static CLIENT: RefCell<Client> = RefCell::new(Client::default());
+}
+
+/// Predictions for `magnitudes` on the backend `choice` asks for.
+pub async fn run(magnitudes: &[[f32; 5]], choice: Choice) -> Result<Batch, String> {
+    let id = CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        c.next = c.next.wrapping_add(1);
+        c.next
+    });
+    let job = serde_json::to_string(&Job {
+        id,
+        magnitudes: magnitudes.to_vec(),
+        choice,
+    })
+    .map_err(|e| e.to_string())?;
+    let promise = js_sys::Promise::new(&mut |resolve, reject| {
+        CLIENT.with(|c| c.borrow_mut().pending.insert(id, (resolve, reject)));
+    });
+    send(job)?;
+    JsFuture::from(promise)
+        .await
+        .map_err(|e| e.as_string().unwrap_or_else(|| format!("{e:?}")))?;
+    CLIENT
+        .with(|c| c.borrow_mut().answers.remove(&id))
+        .unwrap_or_else(|| Err("the inference worker gave no answer".into()))
+}
+
+/// Posts `job`, starting the worker first if there is none, or queues it until
+/// the worker listens.
+fn send(job: String) -> Result<(), String> {
+    let worker = CLIENT.with(|c| c.borrow().worker.clone());
+    let worker = match worker {
+        Some(w) => w,
+        None => start()?,
+    };
+    let queued = CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.ready {
+            None
+        } else {
+            c.queued.push(job.clone());
+            Some(())
+        }
+    });
+    if queued.is_none() {
+        worker
+            .post_message(&JsValue::from_str(&job))
+            .map_err(|e| format!("the inference worker: {e:?}"))?;
+    }
+    Ok(())
+}
+
+fn start() -> Result<Worker, String> {
+    let worker = Worker::new(WORKER_URL)
+        .map_err(|e| format!("starting the inference worker ({WORKER_URL}): {e:?}"))?;
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
+        if let Some(text) = event.data().as_string() {
+            answer(&text);
+        }
+    });
+    worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget(); // as long as the page
+    let on_error = Closure::<dyn FnMut(ErrorEvent)>::new(|event: ErrorEvent| {
+        fail_all(&format!(
+            "the inference worker failed ({WORKER_URL}): {}",
+            event.message()
+        ));
+    });
+    worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    on_error.forget();
+    CLIENT.with(|c| c.borrow_mut().worker = Some(worker.clone()));
+    Ok(worker)
+}
+
+/// A message from the worker: it listens now, or job `id` is done.
+fn answer(text: &str) {
+    if text == READY {
+        let (worker, queued) = CLIENT.with(|c| {
+            let mut c = c.borrow_mut();
+            c.ready = true;
+            (c.worker.clone(), std::mem::take(&mut c.queued))
+        });
+        for job in queued {
+            if let Some(w) = &worker
+                && let Err(e) = w.post_message(&JsValue::from_str(&job))
+            {
+                fail_all(&format!("the inference worker: {e:?}"));
+            }
+        }
+        return;
+    }
+    let Ok(done) = serde_json::from_str::<Done>(text) else {
+        return;
+    };
+    let resolve = CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        c.answers.insert(done.id, done.batch);
+        c.pending.remove(&done.id)
+    });
+    if let Some((resolve, _)) = resolve {
+        let _ = resolve.call0(&JsValue::NULL);
+    }
+}
+
+/// Rejects every waiting job with `why` and drops the worker, so the next
+/// prediction starts a fresh one.
+fn fail_all(why: &str) {
+    let pending = CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(w) = c.worker.take() {
+            w.terminate();
+        }
+        c.ready = false;
+        c.queued.clear();
+        std::mem::take(&mut c.pending)
+    });
+    for (_, (_, reject)) in pending {
+        let _ = reject.call1(&JsValue::NULL, &JsValue::from_str(why));
+    }
+}
