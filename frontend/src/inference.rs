@@ -47,7 +47,10 @@ pub async fn run(magnitudes: &[[f32; 5]], choice: Choice) -> Result<Batch, Strin
     let promise = js_sys::Promise::new(&mut |resolve, reject| {
         CLIENT.with(|c| c.borrow_mut().pending.insert(id, (resolve, reject)));
     });
-    send(job)?;
+    if let Err(e) = send(job) {
+        CLIENT.with(|c| c.borrow_mut().pending.remove(&id));
+        return Err(e);
+    }
     JsFuture::from(promise)
         .await
         .map_err(|e| e.as_string().unwrap_or_else(|| format!("{e:?}")))?;
