@@ -457,9 +457,9 @@ fn cached_cpu_model(
     Ok(model)
 }
 
-/// Loads the model of `COSMICAI_MODEL` (with `COSMICAI_MODEL_BUCKET` for keys) during
-/// the Lambda init phase, so the first invocation finds it ready. Errors are left
-/// for that invocation to report.
+/// Loads the model of `COSMICAI_MODEL` (with `COSMICAI_MODEL_BUCKET` for keys), in
+/// the precision of `COSMICAI_PRECISION`, during the Lambda init phase, so the
+/// first invocation finds it ready. Errors are left for that invocation to report.
 pub fn preload(settings: &S3Settings) {
     let (Ok(model), Ok(bucket)) = (
         std::env::var("COSMICAI_MODEL"),
@@ -470,8 +470,19 @@ pub fn preload(settings: &S3Settings) {
     let Ok(spec) = ModelSpec::parse(&model) else {
         return;
     };
+    let precision = preload_precision(std::env::var("COSMICAI_PRECISION").ok().as_deref());
     if let Ok(store) = settings.connect(&bucket) {
-        let _ = cached_cpu_model(settings, &store, &spec, Precision::Fp32);
+        let _ = cached_cpu_model(settings, &store, &spec, precision);
+    }
+}
+
+/// The precision a container preloads its model in: the template's `Precision`
+/// (fp32 or bf16, the CPU's two), fp32 when unset or anything else. A run in
+/// the other one reloads the model on its first invocation.
+fn preload_precision(value: Option<&str>) -> Precision {
+    match value.map(str::trim) {
+        Some("bf16") => Precision::Bf16,
+        _ => Precision::Fp32,
     }
 }
 
@@ -611,6 +622,14 @@ mod tests {
         );
         assert_eq!(describe(Some(""), Some("boom")), "boom");
         assert_eq!(describe(None, None), "the Map failed");
+    }
+
+    #[test]
+    fn the_preload_precision_is_bf16_or_fp32() {
+        assert_eq!(preload_precision(Some("bf16")), Precision::Bf16);
+        for other in [None, Some(""), Some("fp32"), Some("f16"), Some("BF16x")] {
+            assert_eq!(preload_precision(other), Precision::Fp32, "{other:?}");
+        }
     }
 
     #[test]
