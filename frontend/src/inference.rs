@@ -1,6 +1,6 @@
 //! In-browser prediction, through the inference worker (see the library's
 //! `protocol`): started on the first prediction, it fetches its own module (burn
-//! and both backends) and the weights, then answers jobs in order.
+//! and both backends) and the weights, then answers each job by its id.
 
 use cosmicai_frontend::protocol::{Batch, Choice, Done, Job, READY};
 use std::cell::RefCell;
@@ -14,6 +14,10 @@ pub use cosmicai_frontend::protocol::Ran;
 
 /// Trunk names a worker after its binary, without a content hash.
 const WORKER_URL: &str = "/cosmicai-infer_loader.js";
+/// How long a new worker may take to fetch and start its module. A module that
+/// fails to load does not raise the worker's error event (the loader's promise
+/// is nobody's), so without this its jobs would wait forever.
+const START_LIMIT_MS: i32 = 120_000;
 
 #[derive(Default)]
 struct Client {
@@ -103,7 +107,32 @@ fn start() -> Result<Worker, String> {
     worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     on_error.forget();
     CLIENT.with(|c| c.borrow_mut().worker = Some(worker.clone()));
+    let started = worker.clone();
+    let check = Closure::once_into_js(move || {
+        let stalled = CLIENT.with(|c| {
+            let c = c.borrow();
+            !c.ready && c.worker.as_ref().is_some_and(|w| w == &started)
+        });
+        if stalled {
+            fail_all(&format!(
+                "the inference worker did not start within {} s ({WORKER_URL})",
+                START_LIMIT_MS / 1000
+            ));
+        }
+    });
+    if let Some(window) = web_sys::window() {
+        let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(
+            check.unchecked_ref(),
+            START_LIMIT_MS,
+        );
+    }
     Ok(worker)
+}
+
+/// The id of an answer that does not read back whole.
+#[derive(serde::Deserialize)]
+struct JobId {
+    id: u32,
 }
 
 /// A message from the worker: it listens now, or job `id` is done.
@@ -123,13 +152,22 @@ fn answer(text: &str) {
         }
         return;
     }
-    let Ok(done) = serde_json::from_str::<Done>(text) else {
-        return;
+    let (id, batch) = match serde_json::from_str::<Done>(text) {
+        Ok(done) => (done.id, done.batch),
+        // An answer that does not read back (a NaN goes out as null, say) still
+        // ends its job, with the reason.
+        Err(e) => match serde_json::from_str::<JobId>(text) {
+            Ok(JobId { id }) => (id, Err(format!("the inference worker's answer: {e}"))),
+            Err(_) => return,
+        },
     };
     let resolve = CLIENT.with(|c| {
         let mut c = c.borrow_mut();
-        c.answers.insert(done.id, done.batch);
-        c.pending.remove(&done.id)
+        let waiting = c.pending.remove(&id);
+        if waiting.is_some() {
+            c.answers.insert(id, batch);
+        }
+        waiting
     });
     if let Some((resolve, _)) = resolve {
         let _ = resolve.call0(&JsValue::NULL);

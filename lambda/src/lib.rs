@@ -470,7 +470,13 @@ pub fn preload(settings: &S3Settings) {
     let Ok(spec) = ModelSpec::parse(&model) else {
         return;
     };
-    let precision = preload_precision(std::env::var("COSMICAI_PRECISION").ok().as_deref());
+    // PhotoZ runs fp32 on the CPU whatever the template says.
+    let precision = match spec {
+        ModelSpec::AstroMae(_) => {
+            preload_precision(std::env::var("COSMICAI_PRECISION").ok().as_deref())
+        }
+        ModelSpec::PhotoZ(_) => Precision::Fp32,
+    };
     if let Ok(store) = settings.connect(&bucket) {
         let _ = cached_cpu_model(settings, &store, &spec, precision);
     }

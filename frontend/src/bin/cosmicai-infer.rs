@@ -19,16 +19,28 @@ fn main() {
             return;
         };
         wasm_bindgen_futures::spawn_local(async move {
-            let job: Job = match serde_json::from_str(&text) {
-                Ok(job) => job,
-                Err(e) => {
-                    web_sys::console::error_1(&format!("inference worker: a bad job: {e}").into());
-                    return;
-                }
-            };
-            let done = Done {
-                id: job.id,
-                batch: model::run(&job.magnitudes, job.choice).await,
+            let done = match serde_json::from_str::<Job>(&text) {
+                Ok(job) => Done {
+                    id: job.id,
+                    batch: model::run(&job.magnitudes, job.choice).await,
+                },
+                // Answered all the same when its id reads, so the page stops waiting.
+                Err(e) => match serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("id")?.as_u64())
+                    .and_then(|id| u32::try_from(id).ok())
+                {
+                    Some(id) => Done {
+                        id,
+                        batch: Err(format!("a job the worker cannot read: {e}")),
+                    },
+                    None => {
+                        web_sys::console::error_1(
+                            &format!("inference worker: a bad job: {e}").into(),
+                        );
+                        return;
+                    }
+                },
             };
             let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
             let reply = serde_json::to_string(&done).unwrap_or_else(|e| {

@@ -21,6 +21,10 @@ pub const MR: usize = 8;
 #[inline(always)]
 pub fn round(x: f32) -> u16 {
     let bits = x.to_bits();
+    if bits & 0x7FFF_FFFF > 0x7F80_0000 {
+        // A NaN stays a NaN (rounding could carry its payload into infinity).
+        return ((bits >> 16) as u16) | 0x0040;
+    }
     let rounding = 0x7FFF + ((bits >> 16) & 1);
     (bits.wrapping_add(rounding) >> 16) as u16
 }
@@ -297,7 +301,9 @@ mod x86 {
             } else {
                 [
                     _mm512_maskz_loadu_ps(masks[0], bias),
-                    _mm512_maskz_loadu_ps(masks[1], bias.add(16)),
+                    // wrapping: past a short last block this points beyond
+                    // the bias, and the mask reads none of it.
+                    _mm512_maskz_loadu_ps(masks[1], bias.wrapping_add(16)),
                 ]
             };
             for (r, acc) in acc.iter_mut().enumerate() {
@@ -305,7 +311,8 @@ mod x86 {
                 if accumulate && r < rows {
                     let d = dst.add(r * dst_stride);
                     acc[0] = _mm512_add_ps(acc[0], _mm512_maskz_loadu_ps(masks[0], d));
-                    acc[1] = _mm512_add_ps(acc[1], _mm512_maskz_loadu_ps(masks[1], d.add(16)));
+                    let d16 = d.wrapping_add(16); // masked as the bias above
+                    acc[1] = _mm512_add_ps(acc[1], _mm512_maskz_loadu_ps(masks[1], d16));
                 }
             }
             for p in 0..pairs {
@@ -324,7 +331,7 @@ mod x86 {
                 if r < rows {
                     let d = dst.add(r * dst_stride);
                     _mm512_mask_storeu_ps(d, masks[0], acc[0]);
-                    _mm512_mask_storeu_ps(d.add(16), masks[1], acc[1]);
+                    _mm512_mask_storeu_ps(d.wrapping_add(16), masks[1], acc[1]);
                 }
             }
         }
@@ -343,6 +350,10 @@ mod tests {
         assert_eq!(widen(round(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
         assert_eq!(widen(round(-2.5e-3)), -widen(round(2.5e-3)));
         assert_eq!(widen(round(f32::INFINITY)), f32::INFINITY);
+        assert!(
+            widen(round(f32::from_bits(0x7F80_0001))).is_nan(),
+            "a NaN stays one"
+        );
         assert!((widen(round(18.37)) - 18.37).abs() < 18.37 / 256.0);
     }
 

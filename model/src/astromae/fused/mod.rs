@@ -72,9 +72,10 @@ impl FusedAstroMae {
     }
 
     /// The model with the transformer blocks' products in bf16 (`--precision
-    /// bf16`): their four products are nine tenths of the model's work. The
-    /// patch embedding, attention scores, Inception branch and MLPs stay f32;
-    /// the magnitudes (values near 20) would lose a twentieth of a magnitude in
+    /// bf16`): their four products (qkv, projection, the two MLP layers) are
+    /// nine tenths of the model's work. The patch embedding, attention scores,
+    /// Inception branch, magnitude branch and head stay f32;
+    /// the magnitudes (values near 20) would be rounded to steps of 0.125 mag in
     /// bf16.
     pub fn with_bf16_products(self) -> Self {
         self.with_bf16(bf16::native())
@@ -332,6 +333,9 @@ impl Dense {
 
     /// The layer with its products in bf16 (the bias stays f32).
     fn use_bf16(&mut self, native: bool) {
+        if !matches!(self.products, Products::F32) {
+            return; // already bf16 (the packed copy has replaced the f32 weights)
+        }
         if native {
             self.products = Products::Bf16(bf16::PackedWeights::new(
                 &self.weight,
