@@ -142,10 +142,11 @@ pub async fn create_selection(
                 ),
             ));
         }
-        // Selections that a running run reads are never evicted.
-        let in_use = registry(&st)?
+        // Selections that a running run or sweep reads are never evicted.
+        let mut in_use = registry(&st)?
             .running_data_prefixes()
             .map_err(|e| Error::internal(format!("{e:#}")))?;
+        in_use.extend(st.sweeps.running_data_prefixes());
         super::selections::create(&st.data_dir, &st.index, &positions, &in_use)
             .map_err(|e| Error::internal(format!("{e:#}")))
     })

@@ -24,6 +24,8 @@ pub struct Sweeps {
 struct LiveSweep {
     info: Mutex<SweepInfo>,
     cancel: Arc<AtomicBool>,
+    /// What its runs read: kept from eviction between one run and the next.
+    data_prefix: String,
 }
 
 impl LiveSweep {
@@ -39,6 +41,16 @@ pub enum CancelError {
 }
 
 impl Sweeps {
+    /// The data prefixes of the sweeps still running: a selection one reads
+    /// must outlive the gaps between its runs, when no run of it is running.
+    pub fn running_data_prefixes(&self) -> Vec<String> {
+        let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        all.values()
+            .filter(|s| s.info().state == "running")
+            .map(|s| s.data_prefix.clone())
+            .collect()
+    }
+
     pub fn get(&self, id: &str) -> Option<SweepInfo> {
         let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
         all.get(id).map(|s| s.info())
@@ -125,6 +137,7 @@ impl Sweeps {
                 error: None,
             }),
             cancel: Arc::default(),
+            data_prefix: plan[0].data_prefix.clone(),
         });
         {
             let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
@@ -158,5 +171,39 @@ impl Sweeps {
             }
         });
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(state: &str, data_prefix: &str) -> Arc<LiveSweep> {
+        Arc::new(LiveSweep {
+            info: Mutex::new(SweepInfo {
+                id: "sweep-x".into(),
+                state: state.into(),
+                planned: 2,
+                rows: Vec::new(),
+                error: None,
+            }),
+            cancel: Arc::default(),
+            data_prefix: data_prefix.into(),
+        })
+    }
+
+    #[test]
+    fn only_running_sweeps_hold_their_data() {
+        let sweeps = Sweeps::default();
+        {
+            let mut all = sweeps.all.lock().unwrap();
+            all.insert("a".into(), live("running", "selections/sel-a"));
+            all.insert("b".into(), live("finished", "selections/sel-b"));
+            all.insert("c".into(), live("cancelled", "selections/sel-c"));
+        }
+        assert_eq!(
+            sweeps.running_data_prefixes(),
+            vec!["selections/sel-a".to_string()]
+        );
     }
 }
