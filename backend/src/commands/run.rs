@@ -214,6 +214,15 @@ pub fn execute_run(args: &RunArgs, quiet: bool) -> Result<RunSummary> {
         quiet,
         ..Default::default()
     };
+    if request.device == Device::Cpu
+        && request.precision == Precision::Bf16
+        && !cosmicai_model::astromae::fused::bf16::native()
+    {
+        // Same answers, no gain: say so before the user waits for it.
+        eprintln!(
+            "note: this CPU has no AVX-512 BF16, so --precision bf16 runs its bf16-rounded products on the fp32 kernels, at fp32's speed or a little under"
+        );
+    }
     let local = Executor::Local {
         concurrency: args.concurrency,
     };
