@@ -71,21 +71,13 @@ fn send(job: String) -> Result<(), String> {
         Some(w) => w,
         None => start()?,
     };
-    let queued = CLIENT.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.ready {
-            None
-        } else {
-            c.queued.push(job.clone());
-            Some(())
-        }
-    });
-    if queued.is_none() {
-        worker
-            .post_message(&JsValue::from_str(&job))
-            .map_err(|e| format!("the inference worker: {e:?}"))?;
+    if !CLIENT.with(|c| c.borrow().ready) {
+        CLIENT.with(|c| c.borrow_mut().queued.push(job));
+        return Ok(());
     }
-    Ok(())
+    worker
+        .post_message(&JsValue::from_str(&job))
+        .map_err(|e| format!("the inference worker: {e:?}"))
 }
 
 fn start() -> Result<Worker, String> {

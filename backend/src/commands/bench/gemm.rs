@@ -98,7 +98,7 @@ fn bf16_products_for(n: usize, seconds: f64) -> f64 {
     let mut pairs = fused::Pairs::default();
     timed(n, seconds, |c| {
         pairs.fill(&a, n, n);
-        fused::matmul(&pairs, &w, c, n, false);
+        fused::matmul(&pairs, &w, None, c, n, false);
     })
 }
 

@@ -121,6 +121,8 @@ impl Pairs {
         let padded = rows.div_ceil(MR) * MR;
         self.lanes.clear();
         self.lanes.resize(padded * pairs, 0);
+        // The CPU is asked once per product, not once per row.
+        let fill_row: fn(&[f32], &mut [u32]) = fill_row_for(native());
         for (src, dst) in x
             .chunks_exact(k)
             .take(rows)
@@ -133,14 +135,15 @@ impl Pairs {
     }
 }
 
-fn fill_row(src: &[f32], dst: &mut [u32]) {
+/// The row rounder for this CPU: `vcvtne2ps2bf16` when `native`.
+fn fill_row_for(native: bool) -> fn(&[f32], &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
-    if native() {
-        // SAFETY: the CPU has the features `fill_row_native` is compiled for.
-        unsafe { x86::fill_row_native(src, dst) };
-        return;
+    if native {
+        // SAFETY: `native` says the CPU has the features the function is compiled for.
+        return |src, dst| unsafe { x86::fill_row_native(src, dst) };
     }
-    fill_row_portable(src, dst);
+    let _ = native;
+    fill_row_portable
 }
 
 #[inline(always)]
@@ -154,16 +157,11 @@ fn fill_row_portable(src: &[f32], dst: &mut [u32]) {
     }
 }
 
-/// `dst = x W` (or `dst += x W` when `accumulate`), `x` the rows in `a`, `dst`
-/// row-major with rows `dst_stride` apart, on the calling thread. Needs
-/// [`native`].
-pub fn matmul(a: &Pairs, w: &PackedWeights, dst: &mut [f32], dst_stride: usize, accumulate: bool) {
-    matmul_bias(a, w, None, dst, dst_stride, accumulate);
-}
-
-/// [`matmul`] plus a `bias` row added to each row of the product, in the
-/// registers (one pass over `dst` less than adding it before or after).
-pub fn matmul_bias(
+/// `dst = x W` (or `dst += x W` when `accumulate`), plus a `bias` row added to
+/// each row in the registers (one pass over `dst` less than adding it before or
+/// after); `x` the rows in `a`, `dst` row-major with rows `dst_stride` apart, on
+/// the calling thread. Needs [`native`].
+pub fn matmul(
     a: &Pairs,
     w: &PackedWeights,
     bias: Option<&[f32]>,
@@ -395,12 +393,12 @@ mod tests {
             // A wider destination with a sentinel past each row's n columns.
             let stride = n + 3;
             let mut dst = vec![7.0f32; rows * stride];
-            matmul(&a, &packed, &mut dst, stride, false);
+            matmul(&a, &packed, None, &mut dst, stride, false);
             let mut sum = dst.clone();
-            matmul(&a, &packed, &mut sum, stride, true);
+            matmul(&a, &packed, None, &mut sum, stride, true);
             let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25).collect();
             let mut biased = vec![7.0f32; rows * stride];
-            matmul_bias(&a, &packed, Some(&bias), &mut biased, stride, false);
+            matmul(&a, &packed, Some(&bias), &mut biased, stride, false);
             for i in 0..rows {
                 for j in 0..n {
                     let (got, want) = (f64::from(dst[i * stride + j]), want[i * n + j]);

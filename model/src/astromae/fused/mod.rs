@@ -376,7 +376,7 @@ impl Dense {
             Products::Bf16(packed) => {
                 // The bias goes in inside the kernel's registers.
                 pairs.fill(x, rows, self.d_in);
-                bf16::matmul_bias(pairs, packed, Some(&self.bias), y, self.d_out, accumulate);
+                bf16::matmul(pairs, packed, Some(&self.bias), y, self.d_out, accumulate);
             }
             Products::F32 => self.product(x, rows, y, accumulate),
             Products::Bf16OnF32 => {
