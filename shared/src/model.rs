@@ -19,8 +19,9 @@ pub struct Prediction {
     /// Probability of GALAXY, STAR, QSO (NaN for a model that predicts no class).
     pub class_probability: [f32; 3],
     pub redshift: f32,
-    /// σ_z: half the width of the central 68% of the model's p(z), for models
-    /// that give a distribution (PhotoZ with its distribution head).
+    /// σ_z: the half-width of the narrowest interval around `redshift` holding
+    /// 68.3% of the model's p(z), less the widths its representation adds, for
+    /// models that give a distribution (PhotoZ with its distribution head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redshift_sigma: Option<f32>,
     /// The model's own chance that `redshift` is an outlier (|Δz|/(1+z) > 0.15).
