@@ -584,7 +584,7 @@ fn bench_infer_prints_figures() {
         "{per_object} FLOP per object"
     );
     // bf16 runs on the fused path, on this CPU's best kernels, and says which.
-    let bf16 = ok_json(&[
+    let bf16_args = [
         "bench",
         "infer",
         "--model",
@@ -596,13 +596,30 @@ fn bench_infer_prints_figures() {
         "--precision",
         "bf16",
         "--json",
-    ]);
+    ];
+    let bf16 = ok_json(&bf16_args);
     assert_eq!(bf16["precision"], "bf16");
     assert!(
         bf16["kernels"]
             .as_str()
             .is_some_and(|k| k.starts_with("bf16 (")),
         "{bf16}"
+    );
+    // COSMICAI_CPU_BF16=off takes the path of a CPU without AVX-512 BF16.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args(bf16_args)
+        .env("COSMICAI_CPU_BF16", "off")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let forced: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        forced["kernels"], "bf16 (rounded, on fp32 kernels)",
+        "{forced}"
     );
     // f16 does not run on the CPU.
     let e = failure(&[

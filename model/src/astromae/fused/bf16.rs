@@ -50,9 +50,23 @@ pub fn kernels() -> &'static str {
 pub const NATIVE: &str = "bf16 (AVX-512 BF16)";
 pub const ROUNDED: &str = "bf16 (rounded, on fp32 kernels)";
 
-/// Whether this CPU runs `vdpbf16ps` (checked once per call; the check is cached
-/// by the standard library).
+/// Set to `off`, the bf16 products take the path of a CPU without AVX-512
+/// BF16 even where it has it: to time or check that path (Graviton's, an
+/// AVX2-only x86's) on a machine that has the instructions, as PyTorch's
+/// `ATEN_CPU_CAPABILITY` does for its kernels.
+pub const FORCE_ENV: &str = "COSMICAI_CPU_BF16";
+
+/// Whether bf16 products run `vdpbf16ps` here: the CPU has AVX-512 BF16 and
+/// [`FORCE_ENV`] is not `off` (read once).
 pub fn native() -> bool {
+    static NATIVE_HERE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NATIVE_HERE.get_or_init(|| {
+        let off = std::env::var(FORCE_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("off"));
+        !off && cpu_has_bf16()
+    })
+}
+
+fn cpu_has_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
