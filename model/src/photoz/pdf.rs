@@ -106,7 +106,7 @@ pub fn read(probability: &[f32]) -> Reading {
     let redshift = log1p_z.exp_m1();
     Reading {
         redshift,
-        sigma: without_target_width(radius_holding(&cumulative, redshift, ONE_SIGMA), redshift),
+        sigma: without_added_widths(radius_holding(&cumulative, redshift, ONE_SIGMA), redshift),
         outlier_probability: (1.0 - mass(point_bin)).clamp(0.0, 1.0),
     }
 }
@@ -121,7 +121,7 @@ pub fn read(probability: &[f32]) -> Reading {
 ///   bin's width squared over 12 (Sheppard's correction).
 ///
 /// Never under half a bin: finer, the bins cannot say.
-fn without_target_width(r: f32, z: f32) -> f32 {
+fn without_added_widths(r: f32, z: f32) -> f32 {
     let scale = 1.0 + z.max(-0.99); // dz = (1 + z) d ln(1 + z)
     let r = r / scale;
     let added = TARGET_WIDTH * TARGET_WIDTH + step() * step() / 12.0;
@@ -224,7 +224,7 @@ mod tests {
         let held = mass_below(&cumulative, r.redshift + radius)
             - mass_below(&cumulative, r.redshift - radius);
         assert!((held - ONE_SIGMA).abs() < 0.01, "{held} held: {r:?}");
-        assert_eq!(r.sigma, without_target_width(radius, r.redshift));
+        assert_eq!(r.sigma, without_added_widths(radius, r.redshift));
         assert!(r.sigma < radius, "{r:?}");
         // Narrower than half the central 68%, which the tail stretches.
         assert!(r.sigma > 0.0 && r.sigma < 0.2, "{r:?}");
