@@ -94,7 +94,7 @@ def read(path, seen):
         except (ValueError, TypeError):
             z = math.nan
         if math.isfinite(z):
-            out.append((oid, mags, cls, z))
+            out.append((oid, mags, cls, z, ra, dec))
     return out
 
 
