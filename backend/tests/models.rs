@@ -2,7 +2,7 @@
 //! PhotoZ weights scored on the real validation split.
 
 mod common;
-use common::{asset, cosmicai, failure, ok_json};
+use common::{asset, cosmicai, failure, ok_json, ok_json_with_env};
 use serde_json::Value;
 use std::path::Path;
 
@@ -606,17 +606,7 @@ fn bench_infer_prints_figures() {
         "{bf16}"
     );
     // COSMICAI_CPU_BF16=off takes the path of a CPU without AVX-512 BF16.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cosmicai"))
-        .args(bf16_args)
-        .env("COSMICAI_CPU_BF16", "off")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let forced: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let forced = ok_json_with_env(&bf16_args, &[("COSMICAI_CPU_BF16", "off")]);
     assert_eq!(
         forced["kernels"], "bf16 (rounded, on fp32 kernels)",
         "{forced}"

@@ -8,15 +8,26 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 pub fn cosmicai(args: &[&str]) -> Output {
+    cosmicai_with_env(args, &[])
+}
+
+/// [`cosmicai`] with environment variables set for it.
+pub fn cosmicai_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cosmicai"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run cosmicai")
 }
 
 /// Runs a command that must succeed and print one JSON object.
 pub fn ok_json(args: &[&str]) -> Value {
-    let out = cosmicai(args);
+    ok_json_with_env(args, &[])
+}
+
+/// [`ok_json`] with environment variables set for it.
+pub fn ok_json_with_env(args: &[&str], env: &[(&str, &str)]) -> Value {
+    let out = cosmicai_with_env(args, env);
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
