@@ -25,10 +25,17 @@ impl Drop for Server {
 }
 
 /// A data directory filled by one first start, shared by every test of this file.
+/// Statics are never dropped, so a temporary directory would outlive every run (and
+/// at 270 MB fill a reused CI machine): one fixed place under cargo's scratch space,
+/// emptied each time, holds it instead.
 fn data_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-data");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
         drop(start_in(&dir, "127.0.0.1:0", &[]));
         dir
     })

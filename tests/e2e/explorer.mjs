@@ -5,7 +5,8 @@
 import { chromium } from 'playwright-core';
 import { execFileSync, spawn } from 'node:child_process';
 import http from 'node:http';
-import { cpSync, createReadStream, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, createReadStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import assert from 'node:assert/strict';
@@ -15,6 +16,18 @@ const bin = process.env.COSMICAI_BIN ?? join(root, 'target/debug/cosmicai');
 const shots = process.env.SCREENSHOTS ?? join(root, 'target/e2e');
 mkdirSync(shots, { recursive: true });
 const data = process.env.E2E_DATA ?? mkdtempSync(join(tmpdir(), 'cosmicai-e2e-'));
+// The data directories weigh hundreds of MB: left behind, every CI run on a reused machine
+// would fill its disk. A directory the caller named (E2E_DATA) is theirs to keep.
+const ownData = process.env.E2E_DATA === undefined;
+const removeDir = (dir) => rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+// Ends a `serve` child and waits for it, so that nothing writes into a directory being removed.
+const stop = async (child) => {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = once(child, 'exit');
+    child.kill();
+    await exited;
+  }
+};
 
 // Launching needs the token, as on a server off loopback: the user gives it in the launcher.
 const token = 'e2e-token-0123456789abcdef';
@@ -579,8 +592,9 @@ try {
       assert.ok(lit > 100, `${lit} lit pixels in the fetched cutout`);
       await page.screenshot({ path: join(shots, 'archive-object.png'), fullPage: true });
     } finally {
-      second.child.kill();
+      await stop(second.child);
       archive.close();
+      removeDir(dir);
     }
   });
 
@@ -599,5 +613,6 @@ try {
   console.log(`e2e: all passed; screenshots in ${shots}`);
 } finally {
   await browser.close();
-  server.child.kill();
+  await stop(server.child);
+  if (ownData) removeDir(data);
 }
