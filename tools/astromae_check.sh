@@ -36,6 +36,10 @@ for batch in $batches; do
         "$bin" bench infer --model astromae --backend "$backend" --precision "$precision" \
             --threads "$threads" --batch-size "$batch" --samples "$samples" --json
     done
+    # The fused path's schedule on cuBLAS (fp32), beside burn's CUDA backend. Its
+    # correctness first: `cargo test -p cosmicai-model --features cuda --lib device`.
+    [ "$device" != cuda ] || "$bin" bench infer --model astromae --backend cuda-fused \
+        --threads "$threads" --batch-size "$batch" --samples "$samples" --json
 done
 
 # Accuracy: PyTorch's fixture, and synthetic 32x32 cutouts.

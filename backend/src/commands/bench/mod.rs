@@ -148,6 +148,10 @@ pub enum InferBackend {
     /// burn's CUDA backend (builds with `--features cuda` only)
     #[cfg(feature = "cuda")]
     Cuda,
+    /// AstroMAE only, fp32: the fused path's schedule on cuBLAS and NVRTC kernels
+    /// (`astromae::fused::device`), whole batches (builds with `--features cuda` only)
+    #[cfg(feature = "cuda")]
+    CudaFused,
 }
 
 #[derive(Args)]
@@ -353,6 +357,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 Some(cosmicai_model::astromae::fused::bf16::kernels())
             }
             (InferBackend::Fused, _) => Some("fp32 (gemm)"),
+            #[cfg(feature = "cuda")]
+            (InferBackend::CudaFused, _) => Some("fp32 (cuBLAS, NVRTC kernels)"),
             _ => None,
         },
     };
@@ -394,7 +400,7 @@ impl InferArgs {
         self.slice.unwrap_or(match self.backend() {
             InferBackend::Fused => cosmicai_engine::redshift_model::CPU_SLICE,
             #[cfg(feature = "cuda")]
-            InferBackend::Cuda => 0,
+            InferBackend::Cuda | InferBackend::CudaFused => 0,
             _ => 16,
         })
     }
@@ -404,6 +410,10 @@ impl InferArgs {
 /// on the backend `args` names.
 pub fn measure(args: &InferArgs) -> Result<(f64, f64, usize)> {
     let slice = args.slice();
+    #[cfg(feature = "cuda")]
+    if matches!(args.backend(), InferBackend::CudaFused) {
+        return time_cuda_fused(args);
+    }
     #[cfg(feature = "cuda")]
     let cuda = matches!(args.backend(), InferBackend::Cuda);
     #[cfg(not(feature = "cuda"))]
@@ -433,6 +443,8 @@ pub fn measure(args: &InferArgs) -> Result<(f64, f64, usize)> {
                 PrecisionArg::F16 => time::<Cuda<f16>>(args, slice),
             }
         }
+        #[cfg(feature = "cuda")]
+        InferBackend::CudaFused => time_cuda_fused(args),
     }
 }
 
@@ -490,36 +502,83 @@ pub fn time<B: Backend>(args: &InferArgs, slice: usize) -> Result<(f64, f64, usi
     Ok((start.elapsed().as_secs_f64(), first, batches * b))
 }
 
-/// [`time`] for AstroMAE on the fused CPU path, from the same random model and inputs.
-fn time_fused(args: &InferArgs, slice: usize) -> Result<(f64, f64, usize)> {
+/// The random AstroMAE [`time`] builds, as the fused path holds it, and a
+/// batch of its random inputs (images, magnitudes), as flat values.
+fn fused_model_and_batch(
+    args: &InferArgs,
+) -> Result<(
+    cosmicai_model::astromae::fused::FusedAstroMae,
+    Vec<f32>,
+    Vec<f32>,
+)> {
     type B = burn::backend::NdArray<f32>;
-    if !matches!(args.model, ModelName::Astromae) {
-        anyhow::bail!("--backend fused runs AstroMAE only; PhotoZ runs on ndarray or flex");
-    }
     let device = Default::default();
     B::seed(&device, 0);
     let b = args.batch_size;
     let magnitudes = Tensor::<B, 2>::random([b, 5], Distribution::Normal(18.0, 1.0), &device);
     let model = AstroMaeConfig::new().init::<B>(&device);
     let images = Tensor::<B, 4>::random([b, 5, 32, 32], Distribution::Normal(0.0, 1.0), &device);
-    let mut fused = cosmicai_model::astromae::fused::FusedAstroMae::new(&model)?;
-    if matches!(args.precision, PrecisionArg::Bf16) {
-        fused = fused.with_bf16_products();
-    }
-    drop(model); // a rank keeps only the fused copy
+    // A rank keeps only the fused copy: burn's is dropped on return.
+    let fused = cosmicai_model::astromae::fused::FusedAstroMae::new(&model)?;
     let data = |t: TensorData| t.into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"));
-    let (images, magnitudes) = (data(images.into_data())?, data(magnitudes.into_data())?);
-    let slice = if slice == 0 { b } else { slice };
-    let run = || fused.forward(&images, &magnitudes, b, [32, 32], slice);
+    Ok((
+        fused,
+        data(images.into_data())?,
+        data(magnitudes.into_data())?,
+    ))
+}
+
+/// (seconds for the timed batches, seconds for the warm-up batch, objects
+/// timed) of `run`, one batch of `args.batch_size` a call.
+fn time_batches<T>(
+    args: &InferArgs,
+    run: impl Fn() -> Result<T, cosmicai_model::astromae::fused::FusedError>,
+) -> Result<(f64, f64, usize)> {
     let start = Instant::now();
     run()?;
     let first = start.elapsed().as_secs_f64();
-    let batches = args.samples.div_ceil(b).max(1);
+    let batches = args.samples.div_ceil(args.batch_size).max(1);
     let start = Instant::now();
     for _ in 0..batches {
         std::hint::black_box(run()?);
     }
-    Ok((start.elapsed().as_secs_f64(), first, batches * b))
+    Ok((
+        start.elapsed().as_secs_f64(),
+        first,
+        batches * args.batch_size,
+    ))
+}
+
+/// [`time`] for AstroMAE on the fused CPU path, from the same random model and inputs.
+fn time_fused(args: &InferArgs, slice: usize) -> Result<(f64, f64, usize)> {
+    if !matches!(args.model, ModelName::Astromae) {
+        anyhow::bail!("--backend fused runs AstroMAE only; PhotoZ runs on ndarray or flex");
+    }
+    let (mut fused, images, magnitudes) = fused_model_and_batch(args)?;
+    if matches!(args.precision, PrecisionArg::Bf16) {
+        fused = fused.with_bf16_products();
+    }
+    let b = args.batch_size;
+    let slice = if slice == 0 { b } else { slice };
+    time_batches(args, || {
+        fused.forward(&images, &magnitudes, b, [32, 32], slice)
+    })
+}
+
+/// [`time`] for AstroMAE on the GPU through the fused path's schedule
+/// (`astromae::fused::device::cuda`), from the same random model and inputs.
+/// Each batch's images go up and its redshifts come back, as in a run.
+#[cfg(feature = "cuda")]
+fn time_cuda_fused(args: &InferArgs) -> Result<(f64, f64, usize)> {
+    use cosmicai_model::astromae::fused::device::{OnDevice, cuda::CudaKernels};
+    if !matches!(args.model, ModelName::Astromae) || !matches!(args.precision, PrecisionArg::Fp32) {
+        anyhow::bail!("--backend cuda-fused runs AstroMAE in fp32 only");
+    }
+    let (fused, images, magnitudes) = fused_model_and_batch(args)?;
+    let gpu = OnDevice::new(&fused, CudaKernels::new(0)?)?;
+    drop(fused);
+    let b = args.batch_size;
+    time_batches(args, || gpu.forward(&images, &magnitudes, b, [32, 32]))
 }
 
 /// Slices already keep every core busy; OpenBLAS threads of its own inside each

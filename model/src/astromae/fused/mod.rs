@@ -20,6 +20,7 @@ use super::inception::{ConvBlock, Inception, InceptionBranch};
 use super::vit::{Block, LAYER_NORM_EPS, VitEncoder};
 
 pub mod bf16;
+pub mod device;
 mod kernels;
 
 const EPS: f32 = LAYER_NORM_EPS as f32;
@@ -45,7 +46,7 @@ pub struct FusedAstroMae {
 
 /// Why a loaded model cannot run on this path.
 #[derive(Debug, thiserror::Error)]
-#[error("AstroMAE on the fused CPU path: {0}")]
+#[error("AstroMAE on the fused path: {0}")]
 pub struct FusedError(String);
 
 impl FusedAstroMae {
@@ -1103,21 +1104,47 @@ impl Inceptions {
 }
 
 #[cfg(test)]
+type TestBackend = burn::backend::NdArray<f32>;
+
+/// A random AstroMAE of `depth` blocks with `n` random objects of `height x
+/// width` and their magnitudes, for tests here and in [`device`].
+#[cfg(test)]
+pub(crate) fn random_objects(
+    depth: usize,
+    n: usize,
+    [height, width]: [usize; 2],
+    seed: u64,
+) -> (
+    super::AstroMae<TestBackend>,
+    Tensor<TestBackend, 4>,
+    Tensor<TestBackend, 2>,
+) {
+    use burn::tensor::Distribution;
+    type B = TestBackend;
+    let device = Default::default();
+    B::seed(&device, seed);
+    let model = super::AstroMaeConfig::new()
+        .with_depth(depth)
+        .init::<B>(&device);
+    let images = Tensor::<B, 4>::random(
+        [n, 5, height, width],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let mags = Tensor::<B, 2>::random([n, 5], Distribution::Normal(18.0, 1.0), &device);
+    (model, images, mags)
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::astromae::AstroMaeConfig;
     use burn::backend::NdArray;
-    use burn::tensor::Distribution;
 
     #[test]
     fn fused_redshifts_equal_burns_for_64x64_cutouts_in_uneven_slices() {
-        type B = NdArray<f32>;
-        let device = Default::default();
-        let model = AstroMaeConfig::new().with_depth(2).init::<B>(&device);
         let n = 7;
-        let images =
-            Tensor::<B, 4>::random([n, 5, 64, 64], Distribution::Normal(0.0, 1.0), &device);
-        let mags = Tensor::<B, 2>::random([n, 5], Distribution::Normal(18.0, 1.0), &device);
+        let (model, images, mags) = random_objects(2, n, [64, 64], 1);
         let want = values(model.forward(images.clone(), mags.clone()));
         let fused = FusedAstroMae::new(&model).unwrap();
         let got = fused
@@ -1133,14 +1160,8 @@ mod tests {
 
     #[test]
     fn bf16_products_agree_on_both_kernels_and_stay_near_fp32() {
-        type B = NdArray<f32>;
-        let device = Default::default();
-        B::seed(&device, 7);
-        let model = AstroMaeConfig::new().with_depth(2).init::<B>(&device);
         let n = 9;
-        let images =
-            Tensor::<B, 4>::random([n, 5, 32, 32], Distribution::Normal(0.0, 1.0), &device);
-        let mags = Tensor::<B, 2>::random([n, 5], Distribution::Normal(18.0, 1.0), &device);
+        let (model, images, mags) = random_objects(2, n, [32, 32], 7);
         let (images, mags) = (values(images), values(mags));
         let fp32 = FusedAstroMae::new(&model).unwrap();
         let run = |m: &FusedAstroMae| m.forward(&images, &mags, n, [32, 32], 4).unwrap();

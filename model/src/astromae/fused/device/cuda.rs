@@ -1,0 +1,527 @@
+//! [`Kernels`] on an NVIDIA GPU: products on cuBLAS (strict fp32: cuBLAS's
+//! default math mode, no TF32), the other steps in `kernels.cu`, compiled by
+//! NVRTC when the device is opened. cudarc loads the driver, NVRTC and cuBLAS
+//! at run time, so building needs no CUDA toolkit; opening a device checks
+//! that the driver is there first (cudarc panics on a library it cannot load).
+//!
+//! Every launch is checked against its buffers' lengths on the host first:
+//! a wrong stride is an error here, never a read or write outside a buffer.
+
+use super::{Activation, Copy6, Kernels, Operand, Pool, Product, Region};
+use crate::astromae::fused::FusedError;
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use std::sync::Arc;
+
+const SOURCE: &str = include_str!("kernels.cu");
+/// Threads per block for every kernel (a multiple of 32: the reductions use warps).
+const THREADS: u32 = 256;
+
+/// One GPU, its stream, cuBLAS handle and compiled kernels.
+pub struct CudaKernels {
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    copy6: CudaFunction,
+    bias_act: CudaFunction,
+    layer_norm: CudaFunction,
+    softmax_rows: CudaFunction,
+    windows: CudaFunction,
+    max_pool3: CudaFunction,
+    avg_pool2: CudaFunction,
+}
+
+fn failed<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> FusedError {
+    move |e| FusedError(format!("CUDA {what}: {e:?}"))
+}
+
+fn out_of(what: &str) -> FusedError {
+    FusedError(format!("{what} reaches past its buffer"))
+}
+
+/// [`Copy6`] as `kernels.cu` reads it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CopyArgs {
+    shape: [u64; 6],
+    src: [u64; 6],
+    dst: [u64; 6],
+    src_offset: u64,
+    dst_offset: u64,
+    total: u64,
+}
+
+// SAFETY: plain integers, laid out as the kernel's `struct Copy6`.
+unsafe impl DeviceRepr for CopyArgs {}
+
+/// Blocks for a grid-strided loop over `total` items, `per_block` a block.
+fn grid(total: usize, per_block: usize) -> LaunchConfig {
+    let blocks = total.div_ceil(per_block.max(1)).clamp(1, 1 << 20) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn int(v: usize) -> Result<i32, FusedError> {
+    i32::try_from(v).map_err(|_| FusedError(format!("{v} exceeds cuBLAS's 32-bit sizes")))
+}
+
+fn long(v: usize) -> Result<i64, FusedError> {
+    i64::try_from(v).map_err(|_| FusedError(format!("{v} exceeds a 64-bit stride")))
+}
+
+impl CudaKernels {
+    /// GPU `ordinal`, with the kernels compiled for it.
+    pub fn new(ordinal: usize) -> Result<Self, FusedError> {
+        if !driver_present() {
+            return Err(FusedError(
+                "no NVIDIA driver here (libcuda.so.1 cannot be loaded)".into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(failed("device"))?;
+        let stream = ctx.default_stream();
+        let ptx = cudarc::nvrtc::compile_ptx(SOURCE).map_err(failed("kernel compilation"))?;
+        let module = ctx.load_module(ptx).map_err(failed("module"))?;
+        let load = |name: &str| module.load_function(name).map_err(failed("kernel"));
+        Ok(CudaKernels {
+            blas: CudaBlas::new(stream.clone()).map_err(failed("cuBLAS"))?,
+            copy6: load("copy6")?,
+            bias_act: load("bias_act")?,
+            layer_norm: load("layer_norm")?,
+            softmax_rows: load("softmax_rows")?,
+            windows: load("windows")?,
+            max_pool3: load("max_pool3")?,
+            avg_pool2: load("avg_pool2")?,
+            stream,
+        })
+    }
+
+    /// The GPU's name, for reports.
+    pub fn name(&self) -> String {
+        self.stream
+            .context()
+            .name()
+            .unwrap_or_else(|_| "an NVIDIA GPU".into())
+    }
+}
+
+/// Whether the NVIDIA driver loads (cudarc would panic on its absence).
+fn driver_present() -> bool {
+    // SAFETY: dlopen with a constant name; the handle is closed again at once.
+    unsafe {
+        let handle = libc_dlopen(c"libcuda.so.1".as_ptr(), 1);
+        if !handle.is_null() {
+            libc_dlclose(handle);
+        }
+        !handle.is_null()
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "dlopen"]
+    fn libc_dlopen(filename: *const std::ffi::c_char, flag: i32) -> *mut std::ffi::c_void;
+    #[link_name = "dlclose"]
+    fn libc_dlclose(handle: *mut std::ffi::c_void) -> i32;
+}
+
+impl Kernels for CudaKernels {
+    type Buf = CudaSlice<f32>;
+
+    fn upload(&self, values: &[f32]) -> Result<CudaSlice<f32>, FusedError> {
+        self.stream.clone_htod(values).map_err(failed("upload"))
+    }
+
+    fn alloc(&self, len: usize) -> Result<CudaSlice<f32>, FusedError> {
+        self.stream
+            .alloc_zeros::<f32>(len.max(1))
+            .map_err(failed("allocation"))
+    }
+
+    fn download(&self, buf: &CudaSlice<f32>, len: usize) -> Result<Vec<f32>, FusedError> {
+        if len > buf.len() {
+            return Err(out_of("a download"));
+        }
+        let out = self
+            .stream
+            .clone_dtoh(&buf.slice(..len))
+            .map_err(failed("download"))?;
+        self.stream.synchronize().map_err(failed("synchronize"))?;
+        Ok(out)
+    }
+
+    fn gemm(
+        &self,
+        p: &Product,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        c: &mut CudaSlice<f32>,
+    ) -> Result<(), FusedError> {
+        if p.is_empty() {
+            return Ok(());
+        }
+        if !p.fits(a.len(), b.len(), c.len()) {
+            return Err(out_of("a product's operand"));
+        }
+        // cuBLAS is column-major: the row-major C = A B is the column-major
+        // Cᵀ = Bᵀ Aᵀ, and a row-major buffer read column-major is its transpose.
+        // So B goes first, and an operand stored transposed is multiplied as `T`.
+        let op = |o: &Operand| {
+            if o.transposed {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let cfg = StridedBatchedConfig {
+            gemm: GemmConfig {
+                transa: op(&p.b),
+                transb: op(&p.a),
+                m: int(p.n)?,
+                n: int(p.m)?,
+                k: int(p.k)?,
+                alpha: p.alpha,
+                lda: int(p.b.ld)?,
+                ldb: int(p.a.ld)?,
+                beta: p.beta,
+                ldc: int(p.c.ld)?,
+            },
+            batch_size: int(p.batch)?,
+            stride_a: long(p.b.batch_stride)?,
+            stride_b: long(p.a.batch_stride)?,
+            stride_c: long(p.c.batch_stride)?,
+        };
+        let (first, second) = (b.slice(p.b.offset..), a.slice(p.a.offset..));
+        let mut out = c.slice_mut(p.c.offset..);
+        // SAFETY: every matrix of the batch was checked above to lie inside its
+        // buffer, with leading dimensions no shorter than a row.
+        unsafe {
+            self.blas
+                .gemm_strided_batched(cfg, &first, &second, &mut out)
+        }
+        .map_err(failed("product"))
+    }
+
+    fn copy(
+        &self,
+        c: &Copy6,
+        src: &CudaSlice<f32>,
+        dst: &mut CudaSlice<f32>,
+    ) -> Result<(), FusedError> {
+        if c.is_empty() {
+            return Ok(());
+        }
+        if !c.fits(src.len(), dst.len()) {
+            return Err(out_of("a copy"));
+        }
+        let args = CopyArgs {
+            shape: c.shape.map(|v| v as u64),
+            src: c.src.map(|v| v as u64),
+            dst: c.dst.map(|v| v as u64),
+            src_offset: c.src_offset as u64,
+            dst_offset: c.dst_offset as u64,
+            total: c.len() as u64,
+        };
+        let mut launch = self.stream.launch_builder(&self.copy6);
+        launch.arg(src).arg(dst).arg(&args);
+        // SAFETY: the kernel's signature is (const float*, float*, Copy6), and
+        // every index it forms was bounded above.
+        unsafe { launch.launch(grid(c.len(), THREADS as usize)) }
+            .map(drop)
+            .map_err(failed("copy"))
+    }
+
+    fn bias_act(
+        &self,
+        y: &mut CudaSlice<f32>,
+        at: Region,
+        bias: &CudaSlice<f32>,
+        per_row: bool,
+        act: Activation,
+    ) -> Result<(), FusedError> {
+        if !at.fits(y.len(), bias.len(), per_row) {
+            return Err(out_of("a bias"));
+        }
+        if at.rows * at.cols == 0 {
+            return Ok(());
+        }
+        let [offset, rows, cols, ld] = [at.offset, at.rows, at.cols, at.ld].map(|v| v as u64);
+        let (per_row, act) = (i32::from(per_row), act as i32);
+        let mut launch = self.stream.launch_builder(&self.bias_act);
+        launch
+            .arg(y)
+            .arg(bias)
+            .arg(&offset)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&ld)
+            .arg(&per_row)
+            .arg(&act);
+        // SAFETY: (float*, const float*, u64 x4, int, int), bounded above.
+        unsafe { launch.launch(grid(at.rows * at.cols, THREADS as usize)) }
+            .map(drop)
+            .map_err(failed("bias"))
+    }
+
+    fn layer_norm(
+        &self,
+        x: &CudaSlice<f32>,
+        y: &mut CudaSlice<f32>,
+        gamma: &CudaSlice<f32>,
+        beta: &CudaSlice<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<(), FusedError> {
+        let len = rows * dim;
+        if x.len() < len || y.len() < len || gamma.len() != dim || beta.len() != dim {
+            return Err(out_of("a LayerNorm"));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let [r, d] = [rows, dim].map(|v| v as u64);
+        let mut launch = self.stream.launch_builder(&self.layer_norm);
+        launch
+            .arg(x)
+            .arg(y)
+            .arg(gamma)
+            .arg(beta)
+            .arg(&r)
+            .arg(&d)
+            .arg(&eps);
+        // SAFETY: (const float*, float*, const float*, const float*, u64, u64,
+        // float); one block a row, rows bounded above.
+        unsafe { launch.launch(grid(rows, 1)) }
+            .map(drop)
+            .map_err(failed("LayerNorm"))
+    }
+
+    fn softmax_rows(
+        &self,
+        x: &mut CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(), FusedError> {
+        if x.len() < rows * cols {
+            return Err(out_of("a softmax"));
+        }
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let [r, c] = [rows, cols].map(|v| v as u64);
+        let mut launch = self.stream.launch_builder(&self.softmax_rows);
+        launch.arg(x).arg(&r).arg(&c);
+        // SAFETY: (float*, u64, u64); a warp a row, bounded above.
+        unsafe { launch.launch(grid(rows, (THREADS / 32) as usize)) }
+            .map(drop)
+            .map_err(failed("softmax"))
+    }
+
+    fn windows(
+        &self,
+        x: &CudaSlice<f32>,
+        x_offset: usize,
+        y: &mut CudaSlice<f32>,
+        channels: usize,
+        planes: usize,
+        side: usize,
+        k: usize,
+    ) -> Result<(), FusedError> {
+        let plane = planes * side * side;
+        let total = channels * k * k * plane;
+        if x_offset + channels * plane > x.len() || total > y.len() {
+            return Err(out_of("a convolution's windows"));
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        let [off, c, p, s, kk] = [x_offset, channels, planes, side, k].map(|v| v as u64);
+        let mut launch = self.stream.launch_builder(&self.windows);
+        launch
+            .arg(x)
+            .arg(&off)
+            .arg(y)
+            .arg(&c)
+            .arg(&p)
+            .arg(&s)
+            .arg(&kk);
+        // SAFETY: (const float*, u64, float*, u64 x4), bounded above.
+        unsafe { launch.launch(grid(total, THREADS as usize)) }
+            .map(drop)
+            .map_err(failed("windows"))
+    }
+
+    fn pool(
+        &self,
+        pool: Pool,
+        x: &CudaSlice<f32>,
+        y: &mut CudaSlice<f32>,
+        planes: usize,
+        side: usize,
+    ) -> Result<(), FusedError> {
+        let out_len = planes * pool.out_side(side).pow(2);
+        if x.len() < planes * side * side || y.len() < out_len {
+            return Err(out_of("a pool"));
+        }
+        if out_len == 0 {
+            return Ok(());
+        }
+        let kernel = match pool {
+            Pool::Max3 => &self.max_pool3,
+            Pool::Avg2 => &self.avg_pool2,
+        };
+        let [p, s] = [planes, side].map(|v| v as u64);
+        let mut launch = self.stream.launch_builder(kernel);
+        launch.arg(x).arg(y).arg(&p).arg(&s);
+        // SAFETY: (const float*, float*, u64, u64), bounded above.
+        unsafe { launch.launch(grid(out_len, THREADS as usize)) }
+            .map(drop)
+            .map_err(failed("pool"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! These run where a GPU is (a lent machine: `cargo test -p cosmicai-model
+    //! --features cuda --lib device`); elsewhere they say so and pass.
+    use super::super::host::HostKernels;
+    use super::super::{Activation, Copy6, Kernels, OnDevice, Operand, Pool, Product, Region};
+    use super::CudaKernels;
+    use crate::astromae::fused::{FusedAstroMae, random_objects, values};
+
+    fn gpu() -> Option<CudaKernels> {
+        match CudaKernels::new(0) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                None
+            }
+        }
+    }
+
+    /// Values in [-2, 2) from a fixed sequence.
+    fn noise(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    fn worst(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn each_operation_matches_the_host() {
+        let Some(gpu) = gpu() else { return };
+        let host = HostKernels;
+        let x = noise(4 * 9 * 64, 1);
+        let (hx, gx) = (host.upload(&x).unwrap(), gpu.upload(&x).unwrap());
+        let check = |what: &str, h: &Vec<f32>, g: &cudarc::driver::CudaSlice<f32>, tol: f32| {
+            let got = gpu.download(g, h.len()).unwrap();
+            let off = worst(&got, h);
+            assert!(off <= tol, "{what}: off by {off}");
+        };
+        // A batched product with a transposed, offset operand and accumulation.
+        let p = Product {
+            m: 5,
+            n: 7,
+            k: 6,
+            batch: 3,
+            alpha: 0.5,
+            beta: 1.0,
+            a: Operand::rows(3, 8, 60),
+            b: Operand::rows(200, 6, 50).transposed(),
+            c: Operand::rows(1, 9, 50),
+        };
+        let c0 = noise(200, 2);
+        let (mut hc, mut gc) = (c0.clone(), gpu.upload(&c0).unwrap());
+        host.gemm(&p, &hx, &hx, &mut hc).unwrap();
+        gpu.gemm(&p, &gx, &gx, &mut gc).unwrap();
+        check("gemm", &hc, &gc, 1e-5);
+        let copy = Copy6::new(&[2, 3, 4, 5], &[1, 40, 10, 2], &[60, 20, 5, 1]).at(7, 0);
+        let (mut hy, mut gy) = (host.alloc(120).unwrap(), gpu.alloc(120).unwrap());
+        host.copy(&copy, &hx, &mut hy).unwrap();
+        gpu.copy(&copy, &gx, &mut gy).unwrap();
+        check("copy", &hy, &gy, 0.0);
+        let bias = noise(9, 3);
+        let (hb, gb) = (host.upload(&bias).unwrap(), gpu.upload(&bias).unwrap());
+        for (per_row, act) in [
+            (false, Activation::None),
+            (true, Activation::Relu),
+            (false, Activation::Gelu),
+        ] {
+            let at = Region {
+                offset: 5,
+                rows: 7,
+                cols: 9,
+                ld: 11,
+            };
+            let (mut h, mut g) = (x.clone(), gpu.upload(&x).unwrap());
+            host.bias_act(&mut h, at, &hb, per_row, act).unwrap();
+            gpu.bias_act(&mut g, at, &gb, per_row, act).unwrap();
+            check("bias", &h, &g, 1e-6);
+        }
+        let (rows, dim) = (6, 96);
+        let (gamma, beta) = (noise(dim, 4), noise(dim, 5));
+        let (hg, hbeta) = (host.upload(&gamma).unwrap(), host.upload(&beta).unwrap());
+        let (gg, gbeta) = (gpu.upload(&gamma).unwrap(), gpu.upload(&beta).unwrap());
+        let (mut h, mut g) = (
+            host.alloc(rows * dim).unwrap(),
+            gpu.alloc(rows * dim).unwrap(),
+        );
+        host.layer_norm(&hx, &mut h, &hg, &hbeta, rows, dim, 1e-6)
+            .unwrap();
+        gpu.layer_norm(&gx, &mut g, &gg, &gbeta, rows, dim, 1e-6)
+            .unwrap();
+        check("LayerNorm", &h, &g, 1e-5);
+        let (mut h, mut g) = (x.clone(), gpu.upload(&x).unwrap());
+        host.softmax_rows(&mut h, 17, 65).unwrap();
+        gpu.softmax_rows(&mut g, 17, 65).unwrap();
+        check("softmax", &h, &g, 1e-6);
+        for k in [1, 3, 5] {
+            let len = 2 * k * k * 3 * 16;
+            let (mut h, mut g) = (host.alloc(len).unwrap(), gpu.alloc(len).unwrap());
+            host.windows(&hx, 10, &mut h, 2, 3, 4, k).unwrap();
+            gpu.windows(&gx, 10, &mut g, 2, 3, 4, k).unwrap();
+            check("windows", &h, &g, 0.0);
+        }
+        for pool in [Pool::Max3, Pool::Avg2] {
+            let len = 6 * pool.out_side(8).pow(2);
+            let (mut h, mut g) = (host.alloc(len).unwrap(), gpu.alloc(len).unwrap());
+            host.pool(pool, &hx, &mut h, 6, 8).unwrap();
+            gpu.pool(pool, &gx, &mut g, 6, 8).unwrap();
+            check("pool", &h, &g, 0.0);
+        }
+        // Out of bounds is an error, not a launch.
+        let past = Copy6::new(&[x.len() + 1], &[1], &[1]);
+        let mut big = gpu.alloc(x.len() + 1).unwrap();
+        assert!(gpu.copy(&past, &gx, &mut big).is_err());
+    }
+
+    #[test]
+    fn the_gpu_schedule_computes_what_the_fused_path_computes() {
+        let Some(gpu) = gpu() else { return };
+        let n = 6;
+        let (model, images, mags) = random_objects(2, n, [48, 48], 3);
+        let (images, mags) = (values(images), values(mags));
+        let fused = FusedAstroMae::new(&model).unwrap();
+        let want = fused.forward(&images, &mags, n, [48, 48], 4).unwrap();
+        let on = OnDevice::new(&fused, gpu).unwrap();
+        let got = on.forward(&images, &mags, n, [48, 48]).unwrap();
+        assert!(worst(&got, &want) < 1e-4, "GPU {got:?} vs fused {want:?}");
+    }
+}

@@ -1,0 +1,198 @@
+//! [`Kernels`] on the CPU, one thread, with the fused path's own kernels: the
+//! reference every device implementation is tested against, and what tests
+//! the schedule in [`super::OnDevice`] on machines without a GPU.
+
+use super::super::kernels::{gelu, layer_norm, relu, softmax_rows};
+use super::super::{FusedError, Mat, matmul};
+use super::{Activation, Copy6, Kernels, Operand, Pool, Product, Region};
+
+/// The CPU as a [`Kernels`] device.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostKernels;
+
+fn out_of(what: &str) -> FusedError {
+    FusedError(format!("{what} reaches past its buffer"))
+}
+
+impl Operand {
+    /// Item `b` of the batch as a [`Mat`] of `rows x cols`, checked to lie in `data`.
+    fn mat<'a>(&self, data: &'a [f32], b: usize, rows: usize, cols: usize) -> Option<Mat<'a>> {
+        let start = self.offset + b * self.batch_stride;
+        let m = if self.transposed {
+            Mat::strided(data.get(start..)?, cols, rows, self.ld).transposed()
+        } else {
+            Mat::strided(data.get(start..)?, rows, cols, self.ld)
+        };
+        m.fits().then_some(m)
+    }
+}
+
+impl Kernels for HostKernels {
+    type Buf = Vec<f32>;
+
+    fn upload(&self, values: &[f32]) -> Result<Vec<f32>, FusedError> {
+        Ok(values.to_vec())
+    }
+
+    fn alloc(&self, len: usize) -> Result<Vec<f32>, FusedError> {
+        // Filled with NaN, so a step that reads what no step wrote shows.
+        Ok(vec![f32::NAN; len])
+    }
+
+    fn download(&self, buf: &Vec<f32>, len: usize) -> Result<Vec<f32>, FusedError> {
+        buf.get(..len)
+            .map(<[f32]>::to_vec)
+            .ok_or_else(|| out_of("a download"))
+    }
+
+    fn gemm(
+        &self,
+        p: &Product,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        c: &mut Vec<f32>,
+    ) -> Result<(), FusedError> {
+        if p.is_empty() {
+            return Ok(());
+        }
+        if !p.fits(a.len(), b.len(), c.len()) {
+            return Err(out_of("a product's operand"));
+        }
+        for item in 0..p.batch {
+            let am =
+                p.a.mat(a, item, p.m, p.k)
+                    .ok_or_else(|| out_of("a product's A"))?;
+            let bm =
+                p.b.mat(b, item, p.k, p.n)
+                    .ok_or_else(|| out_of("a product's B"))?;
+            let start = p.c.offset + item * p.c.batch_stride;
+            let end = start + (p.m - 1) * p.c.ld + p.n;
+            let dst = c
+                .get_mut(start..end)
+                .ok_or_else(|| out_of("a product's C"))?;
+            if p.beta == 0.0 {
+                for row in 0..p.m {
+                    dst[row * p.c.ld..row * p.c.ld + p.n].fill(0.0);
+                }
+            } else if p.beta != 1.0 {
+                for row in 0..p.m {
+                    dst[row * p.c.ld..row * p.c.ld + p.n]
+                        .iter_mut()
+                        .for_each(|v| *v *= p.beta);
+                }
+            }
+            matmul(am, bm, dst, p.c.ld, true, p.alpha);
+        }
+        Ok(())
+    }
+
+    fn copy(&self, c: &Copy6, src: &Vec<f32>, dst: &mut Vec<f32>) -> Result<(), FusedError> {
+        if !c.fits(src.len(), dst.len()) {
+            return Err(out_of("a copy"));
+        }
+        for i in 0..c.len() {
+            let (mut rest, mut from, mut to) = (i, c.src_offset, c.dst_offset);
+            for d in (0..6).rev() {
+                let at = rest % c.shape[d];
+                rest /= c.shape[d];
+                from += at * c.src[d];
+                to += at * c.dst[d];
+            }
+            dst[to] = src[from];
+        }
+        Ok(())
+    }
+
+    fn bias_act(
+        &self,
+        y: &mut Vec<f32>,
+        at: Region,
+        bias: &Vec<f32>,
+        per_row: bool,
+        act: Activation,
+    ) -> Result<(), FusedError> {
+        if !at.fits(y.len(), bias.len(), per_row) {
+            return Err(out_of("a bias"));
+        }
+        for r in 0..at.rows {
+            let row = &mut y[at.offset + r * at.ld..][..at.cols];
+            for (c, v) in row.iter_mut().enumerate() {
+                *v += bias[if per_row { r } else { c }];
+            }
+            match act {
+                Activation::None => {}
+                Activation::Relu => relu(row),
+                Activation::Gelu => gelu(row),
+            }
+        }
+        Ok(())
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+        eps: f32,
+    ) -> Result<(), FusedError> {
+        let len = rows * dim;
+        if x.len() < len || y.len() < len || gamma.len() != dim || beta.len() != dim {
+            return Err(out_of("a LayerNorm"));
+        }
+        layer_norm(&x[..len], &mut y[..len], gamma, beta, eps);
+        Ok(())
+    }
+
+    fn softmax_rows(&self, x: &mut Vec<f32>, rows: usize, cols: usize) -> Result<(), FusedError> {
+        let x = x
+            .get_mut(..rows * cols)
+            .ok_or_else(|| out_of("a softmax"))?;
+        softmax_rows(x, cols);
+        Ok(())
+    }
+
+    fn windows(
+        &self,
+        x: &Vec<f32>,
+        x_offset: usize,
+        y: &mut Vec<f32>,
+        channels: usize,
+        planes: usize,
+        side: usize,
+        k: usize,
+    ) -> Result<(), FusedError> {
+        let plane = planes * side * side;
+        let x = x
+            .get(x_offset..x_offset + channels * plane)
+            .ok_or_else(|| out_of("a convolution's input"))?;
+        let out = super::super::window_columns(x, channels, side, k);
+        y.get_mut(..out.len())
+            .ok_or_else(|| out_of("a convolution's windows"))?
+            .copy_from_slice(&out);
+        Ok(())
+    }
+
+    fn pool(
+        &self,
+        pool: Pool,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        planes: usize,
+        side: usize,
+    ) -> Result<(), FusedError> {
+        let x = x
+            .get(..planes * side * side)
+            .ok_or_else(|| out_of("a pool's input"))?;
+        let out = match pool {
+            Pool::Max3 => super::super::max_pool3(x, side),
+            Pool::Avg2 => super::super::avg_pool2(x, side),
+        };
+        y.get_mut(..out.len())
+            .ok_or_else(|| out_of("a pool's output"))?
+            .copy_from_slice(&out);
+        Ok(())
+    }
+}
