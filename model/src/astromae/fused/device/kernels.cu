@@ -93,7 +93,7 @@ extern "C" __global__ void softmax_rows(float *x, u64 rows, u64 cols) {
     int lane = threadIdx.x & 31;
     for (u64 row = (blockIdx.x * (u64)blockDim.x + threadIdx.x) >> 5; row < rows; row += warps) {
         float *r = x + row * cols;
-        float m = __int_as_float(0xff800000);  // -inf
+        float m = -__int_as_float(0x7f800000);  // -inf
         for (u64 j = lane; j < cols; j += 32) m = fmaxf(m, r[j]);
         for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
         float s = 0.0f;

@@ -5,11 +5,11 @@
 //! wants the opposite: whole batches, each step one launch over every object.
 //! [`OnDevice`] holds the same weights in a [`Kernels`] implementation's
 //! buffers and runs the same steps as whole-batch launches of eight
-//! operations: batched matrix products (the layers, the attention of every
-//! object and head at once, the convolutions as products over their windows,
-//! the token mean), a strided copy (crops, patches, the heads' layout, flatten
-//! and concatenation), bias with an activation, LayerNorm, row softmax, the
-//! convolutions' windows, and the Inception branch's two poolings.
+//! operations: batched matrix products (the layers, every object's attention
+//! a head at a time, the convolutions as products over their windows, the
+//! token mean), a strided copy (crops, patches, layouts, flatten), bias with
+//! an activation, LayerNorm, row softmax, the convolutions' windows, and the
+//! Inception branch's two poolings.
 //!
 //! [`host::HostKernels`] runs them on the CPU, reusing the fused path's
 //! kernels, so the schedule (shapes, strides, offsets, the order of steps) is
@@ -98,8 +98,10 @@ impl Product {
     /// Whether every matrix lies inside buffers of `a`, `b` and `c` values,
     /// with no leading dimension shorter than a row (`C` never transposed).
     pub fn fits(&self, a: usize, b: usize, c: usize) -> bool {
+        // An operand not read (k = 0) must still start inside its buffer.
         let inside = |op: &Operand, rows, cols, len| {
-            rows * cols == 0 || op.end(self.batch, rows, cols).is_some_and(|e| e <= len)
+            op.offset <= len
+                && (rows * cols == 0 || op.end(self.batch, rows, cols).is_some_and(|e| e <= len))
         };
         !self.c.transposed
             && inside(&self.a, self.m, self.k, a)
@@ -650,13 +652,13 @@ impl<K: Kernels> OnDevice<K> {
             .max()
             .unwrap_or(0);
         let mut qkv = k.alloc(rows * 3 * dim)?;
-        let mut heads = k.alloc(rows * 3 * dim)?;
-        let mut scores = k.alloc(n * self.heads * tokens * tokens)?;
-        let mut attended_heads = k.alloc(rows * dim)?;
+        let mut scores = k.alloc(n * tokens * tokens)?;
         let mut attended = k.alloc(rows * dim)?;
         let mut hidden = k.alloc(rows * hidden_width)?;
         let (h, d) = (self.heads, dim / self.heads);
-        let part = n * h * tokens * d;
+        // Columns of query (0), key (1) or value (2) for `head`, in each object's qkv rows.
+        let part =
+            |i: usize, head: usize| Operand::rows(i * dim + head * d, 3 * dim, tokens * 3 * dim);
         for l in &self.layers {
             k.layer_norm(
                 &x,
@@ -677,68 +679,43 @@ impl<K: Kernels> OnDevice<K> {
                 false,
                 Activation::None,
             )?;
-            // [n, tokens, 3, heads, d] -> [3, n, heads, tokens, d]: every
-            // (object, head) matrix contiguous, so one batched product covers all.
-            k.copy(
-                &Copy6::new(
-                    &[3, n, h, tokens, d],
-                    &[dim, tokens * 3 * dim, d, 3 * dim, 1],
-                    &[part, h * tokens * d, tokens * d, d, 1],
-                ),
-                &qkv,
-                &mut heads,
-            )?;
-            let per_head = Operand::rows(0, d, tokens * d);
-            k.gemm(
-                &Product {
-                    m: tokens,
-                    n: tokens,
-                    k: d,
-                    batch: n * h,
-                    alpha: 1.0 / (d as f32).sqrt(),
-                    beta: 0.0,
-                    a: per_head,
-                    b: Operand {
-                        offset: part,
-                        ..per_head
-                    }
-                    .transposed(),
-                    c: Operand::rows(0, tokens, tokens * tokens),
-                },
-                &heads,
-                &heads,
-                &mut scores,
-            )?;
-            k.softmax_rows(&mut scores, n * h * tokens, tokens)?;
-            k.gemm(
-                &Product {
-                    m: tokens,
-                    n: d,
-                    k: tokens,
-                    batch: n * h,
-                    alpha: 1.0,
-                    beta: 0.0,
-                    a: Operand::rows(0, tokens, tokens * tokens),
-                    b: Operand {
-                        offset: 2 * part,
-                        ..per_head
+            // Head by head (AstroMAE has 3), every object's attention in one
+            // batched product, read in place: no copy into a per-head layout.
+            for head in 0..h {
+                k.gemm(
+                    &Product {
+                        m: tokens,
+                        n: tokens,
+                        k: d,
+                        batch: n,
+                        alpha: 1.0 / (d as f32).sqrt(),
+                        beta: 0.0,
+                        a: part(0, head),
+                        b: part(1, head).transposed(),
+                        c: Operand::rows(0, tokens, tokens * tokens),
                     },
-                    c: per_head,
-                },
-                &scores,
-                &heads,
-                &mut attended_heads,
-            )?;
-            // [n, heads, tokens, d] -> [n, tokens, heads, d].
-            k.copy(
-                &Copy6::new(
-                    &[n, h, tokens, d],
-                    &[h * tokens * d, tokens * d, d, 1],
-                    &[tokens * dim, d, dim, 1],
-                ),
-                &attended_heads,
-                &mut attended,
-            )?;
+                    &qkv,
+                    &qkv,
+                    &mut scores,
+                )?;
+                k.softmax_rows(&mut scores, n * tokens, tokens)?;
+                k.gemm(
+                    &Product {
+                        m: tokens,
+                        n: d,
+                        k: tokens,
+                        batch: n,
+                        alpha: 1.0,
+                        beta: 0.0,
+                        a: Operand::rows(0, tokens, tokens * tokens),
+                        b: part(2, head),
+                        c: Operand::rows(head * d, dim, tokens * dim),
+                    },
+                    &scores,
+                    &qkv,
+                    &mut attended,
+                )?;
+            }
             self.dense_into(
                 &l.out,
                 &attended,
@@ -779,7 +756,7 @@ impl<K: Kernels> OnDevice<K> {
                 Activation::None,
             )?;
         }
-        drop((qkv, heads, scores, attended_heads, attended, hidden));
+        drop((qkv, scores, attended, hidden));
         // The mean of each object's patch tokens (the class token left out).
         let mut pooled = k.alloc(n * dim)?;
         k.gemm(
