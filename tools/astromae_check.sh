@@ -12,7 +12,10 @@
 # `cosmicai run` at each precision, and renderer cutouts (`cosmicai synth`,
 # real-shaped inputs) at the reduced precisions against our own fp32 on the same
 # device. Prints JSON lines. BATCHES (default "512 4096" on CUDA, "512" on the
-# CPU) and PEER=0 (skip the peer's timings) shorten it.
+# CPU) and PEER=0 (skip the peer's timings) shorten it. MODEL_TESTS: the model
+# crate's test binary built with `--features cuda` (`cargo test -p cosmicai-model
+# --features cuda --no-run` names it), run first on the GPU: each device kernel
+# against the host's, then the device schedule against the fused CPU path.
 set -uo pipefail
 bin=$1 peer=$2 out=$3 samples=${4:-16384}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +23,10 @@ device=${DEVICE:-cuda}
 mkdir -p "$out"
 if [ "$device" = cuda ]; then
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    # cudarc loads cuBLAS and NVRTC at run time: the toolkit's, or PyTorch's wheels'.
+    wheels=$(python3 -c 'import glob, nvidia; print(":".join(d for p in nvidia.__path__ for d in glob.glob(p + "/*/lib")))' 2>/dev/null)
+    export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${wheels}:${LD_LIBRARY_PATH:-}"
+    [ -z "${MODEL_TESTS:-}" ] || "$MODEL_TESTS" device --nocapture --test-threads 1 || exit 1
     precisions="fp32 bf16 f16" peer_precisions="fp32 fp32-default tf32 bf16 f16"
     threads=8 backend=cuda batches=${BATCHES:-512 4096}
 else
