@@ -43,10 +43,14 @@ for batch in $batches; do
         "$bin" bench infer --model astromae --backend "$backend" --precision "$precision" \
             --threads "$threads" --batch-size "$batch" --samples "$samples" --json
     done
-    # The fused path's schedule on cuBLAS (fp32), beside burn's CUDA backend. Its
+    # The fused path's schedule on cuBLAS (fp32, then TF32), beside burn's CUDA backend. Its
     # correctness first: `cargo test -p cosmicai-model --features cuda --lib device`.
-    [ "$device" != cuda ] || "$bin" bench infer --model astromae --backend cuda-fused \
-        --threads "$threads" --batch-size "$batch" --samples "$samples" --json
+    if [ "$device" = cuda ]; then
+        for tf32 in "" --tf32; do
+            "$bin" bench infer --model astromae --backend cuda-fused $tf32 \
+                --threads "$threads" --batch-size "$batch" --samples "$samples" --json
+        done
+    fi
 done
 
 # Accuracy: PyTorch's fixture, and synthetic 32x32 cutouts.

@@ -635,4 +635,18 @@ fn bench_infer_prints_figures() {
         "8",
     ]);
     assert!(e.contains("--backend fused runs AstroMAE only"), "{e}");
+    // TF32 is a mode of the GPU's products only.
+    let e = failure(&[
+        "bench",
+        "infer",
+        "--model",
+        "astromae",
+        "--tf32",
+        "--samples",
+        "8",
+    ]);
+    assert!(
+        e.contains("--tf32 runs on --backend cuda-fused only"),
+        "{e}"
+    );
 }

@@ -112,6 +112,7 @@ pub fn run(args: ProjectArgs) -> Result<()> {
         backend: None,
         slice: None,
         precision: args.precision,
+        tf32: false,
         json: false,
     };
     let started = std::time::Instant::now();

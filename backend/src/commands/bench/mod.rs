@@ -178,6 +178,9 @@ pub struct InferArgs {
     /// The number format of the products: bf16 on --backend fused or cuda, f16 on cuda.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
+    /// --backend cuda-fused: fp32 products on TF32 tensor cores (PyTorch's `allow_tf32`).
+    #[arg(long)]
+    pub tf32: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -321,6 +324,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
     if args.batch_size == 0 || args.threads == 0 {
         anyhow::bail!("--batch-size and --threads must be at least 1");
     }
+    if args.tf32 && !args.backend_is_cuda_fused() {
+        anyhow::bail!("--tf32 runs on --backend cuda-fused only");
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build_global()
@@ -358,6 +364,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
             }
             (InferBackend::Fused, _) => Some("fp32 (gemm)"),
             #[cfg(feature = "cuda")]
+            (InferBackend::CudaFused, _) if args.tf32 => Some("tf32 (cuBLAS, NVRTC kernels)"),
+            #[cfg(feature = "cuda")]
             (InferBackend::CudaFused, _) => Some("fp32 (cuBLAS, NVRTC kernels)"),
             _ => None,
         },
@@ -393,6 +401,13 @@ impl InferArgs {
             ModelName::Astromae => InferBackend::Fused,
             ModelName::Photoz => InferBackend::Ndarray,
         })
+    }
+
+    fn backend_is_cuda_fused(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        return matches!(self.backend(), InferBackend::CudaFused);
+        #[cfg(not(feature = "cuda"))]
+        false
     }
 
     /// The slice asked for, or the default for the backend.
@@ -575,7 +590,11 @@ fn time_cuda_fused(args: &InferArgs) -> Result<(f64, f64, usize)> {
         anyhow::bail!("--backend cuda-fused runs AstroMAE in fp32 only");
     }
     let (fused, images, magnitudes) = fused_model_and_batch(args)?;
-    let gpu = OnDevice::new(&fused, CudaKernels::new(0)?)?;
+    let mut kernels = CudaKernels::new(0)?;
+    if args.tf32 {
+        kernels = kernels.with_tf32()?;
+    }
+    let gpu = OnDevice::new(&fused, kernels)?;
     drop(fused);
     let b = args.batch_size;
     time_batches(args, || gpu.forward(&images, &magnitudes, b, [32, 32]))

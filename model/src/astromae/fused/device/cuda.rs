@@ -113,6 +113,24 @@ impl CudaKernels {
         })
     }
 
+    /// The products on TF32 tensor cores (cuBLAS's `CUBLAS_TF32_TENSOR_OP_MATH`:
+    /// inputs rounded to 10-bit mantissas, sums in fp32), as PyTorch's
+    /// `allow_tf32`; the other steps stay fp32.
+    pub fn with_tf32(self) -> Result<Self, FusedError> {
+        use cudarc::cublas::sys::{cublasMath_t, cublasSetMathMode, cublasStatus_t};
+        // SAFETY: the handle is live for as long as `self.blas`.
+        let status = unsafe {
+            cublasSetMathMode(
+                *self.blas.handle(),
+                cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+            )
+        };
+        if status != cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            return Err(FusedError(format!("CUDA TF32 math mode: {status:?}")));
+        }
+        Ok(self)
+    }
+
     /// The GPU's name, for reports.
     pub fn name(&self) -> String {
         self.stream
