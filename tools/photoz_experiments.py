@@ -3,6 +3,7 @@
     python tools/photoz_experiments.py [--members 5] [--width 512 --layers 4]
         [--dropout 0] [--class-weight 3] [--target-width 0.003]
         [--galactic-latitude] [--joint-head] [--low-z-weight 0.4]
+        [--sigma-rule max|geo] [--sigma-scale 0.8] [--blend-trees 0.3]
 
 A PyTorch replica of PhotoZ's training (model/src/photoz): the same MLP over
 magnitudes and colours, class and per-class ln(1+z) heads, p(z) over 256 bins
@@ -16,7 +17,8 @@ figures to within fold noise (SDSS17 galaxy NMAD 0.0266 in both). Needs torch
 Prints, per catalog, mean over the folds: galaxy NMAD, bias, outliers
 |dz| > 0.15, class accuracy, and the share of galaxies within 1σ and 2σ (σ as
 pdf.rs reads it, less the target's and bins' widths); with --low-z-weight,
-also quasars' outliers and bias.
+also quasars' outliers and bias; with another σ rule or scale, also quasars'
+coverage. --blend-trees needs scikit-learn.
 """
 
 import argparse
@@ -38,6 +40,7 @@ STEP = math.log1p(Z_MAX) / (BINS - 1)
 CENTRE = np.arange(BINS) * STEP
 WINDOW_BELOW, WINDOW_ABOVE = math.log(1.15), -math.log(0.85)
 ONE_SIGMA = 0.6826895
+TWO_SIGMA = 0.9544997
 
 
 def pdf_target(z, width):
@@ -47,9 +50,11 @@ def pdf_target(z, width):
     return (p / p.sum(1, keepdims=True)).astype(np.float32)
 
 
-def read_pdf(p, target_width, window_weight=None):
+def read_pdf(p, target_width, window_weight=None, sigma_rule="now"):
     """Point, σ_z and outlier chance as pdf.rs reads them. `window_weight`
-    (per bin) reweights p(z) only to choose the window (the point-rule what-if)."""
+    (per bin) reweights p(z) only to choose the window (the point-rule what-if);
+    `sigma_rule` other than "now" widens σ_z towards p(z)'s 2σ interval (the
+    σ-rule what-if: "max" or "geo", the larger or the geometric mean)."""
     p = p / p.sum(1, keepdims=True)
     n = len(p)
     rows = np.arange(n)
@@ -72,15 +77,24 @@ def read_pdf(p, target_width, window_weight=None):
         f = np.clip(u - i, 0, 1)
         return cum[rows, i] + f * (cum[rows, i + 1] - cum[rows, i])
 
-    lo, hi = np.zeros(n), np.full(n, Z_MAX + 1.0)
-    for _ in range(32):
-        mid = 0.5 * (lo + hi)
-        ok = mass_below(z + mid) - mass_below(z - mid) >= ONE_SIGMA
-        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
-    scale = 1 + z
-    r = hi / scale
-    added = target_width**2 + STEP**2 / 12
-    sigma = np.maximum(np.sqrt(np.maximum(r * r - added, 0)), STEP / 2) * scale
+    def sigma_holding(mass):
+        """Half-width of the interval around z holding `mass` of p(z), less
+        the target's and bins' widths (in quadrature, in ln(1+z))."""
+        lo, hi = np.zeros(n), np.full(n, Z_MAX + 1.0)
+        for _ in range(32):
+            mid = 0.5 * (lo + hi)
+            ok = mass_below(z + mid) - mass_below(z - mid) >= mass
+            hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
+        scale = 1 + z
+        r = hi / scale
+        added = target_width**2 + STEP**2 / 12
+        return np.maximum(np.sqrt(np.maximum(r * r - added, 0)), STEP / 2) * scale
+
+    sigma = sigma_holding(ONE_SIGMA)
+    if sigma_rule != "now":
+        # Half the 2σ (95.45%) half-width: what a Gaussian with p(z)'s tails would have.
+        wide = sigma_holding(TWO_SIGMA) / 2
+        sigma = np.maximum(sigma, wide) if sigma_rule == "max" else np.sqrt(sigma * wide)
     return z, sigma, outlier
 
 
@@ -217,6 +231,11 @@ def main():
     ap.add_argument("--joint-head", action="store_true", help="one head over p(class, z)")
     ap.add_argument("--low-z-weight", type=float, default=None,
                     help="weight p(z) above z = 0.9 by this when choosing the point's window")
+    ap.add_argument("--sigma-rule", choices=["now", "max", "geo"], default="now",
+                    help="σ_z as now, or widened towards half p(z)'s 95.45%% half-width")
+    ap.add_argument("--sigma-scale", type=float, default=1.0, help="σ_z times this")
+    ap.add_argument("--blend-trees", type=float, default=None,
+                    help="average class probabilities with HistGradientBoosting's, at this weight")
     args = ap.parse_args()
 
     seen, rows = set(), {}
@@ -245,10 +264,20 @@ def main():
             train(X[fit], cls[fit], z[fit], X[valid], cls[valid], z[valid], args, 42 + 1000 * m)
             for m in range(args.members)
         ]
+        trees = None
+        if args.blend_trees is not None:
+            from sklearn.ensemble import HistGradientBoostingClassifier
+
+            side = fit | valid
+            trees = HistGradientBoostingClassifier(max_iter=300, random_state=0)
+            trees.fit(X[side], cls[side])
         for name in rows:
             s = test & (source == name)
             P, Q = predict(models, X[s])
-            zp, sigma, _ = read_pdf(Q, args.target_width, window_weight)
+            if trees is not None:
+                P = (1 - args.blend_trees) * P + args.blend_trees * trees.predict_proba(X[s])
+            zp, sigma, _ = read_pdf(Q, args.target_width, window_weight, args.sigma_rule)
+            sigma = sigma * args.sigma_scale
             g = cls[s] == 0
             dz = (zp[g] - z[s][g]) / (1 + z[s][g])
             err = np.abs(zp[g] - z[s][g])
@@ -260,10 +289,14 @@ def main():
                 "within_1_sigma": np.mean(err <= sigma[g]),
                 "within_2_sigma": np.mean(err <= 2 * sigma[g]),
             }
+            q = cls[s] == 2
             if window_weight is not None:
-                q = cls[s] == 2
                 dq = (zp[q] - z[s][q]) / (1 + z[s][q])
                 row["qso_outliers"], row["qso_bias"] = np.mean(np.abs(dq) > 0.15), dq.mean()
+            if args.sigma_rule != "now" or args.sigma_scale != 1.0:
+                eq = np.abs(zp[q] - z[s][q])
+                row["qso_within_1_sigma"] = np.mean(eq <= sigma[q])
+                row["qso_within_2_sigma"] = np.mean(eq <= 2 * sigma[q])
             figures.setdefault(name, []).append(row)
         print(f"fold {k + 1} of {args.folds} done", file=sys.stderr)
     for name, folds in figures.items():
