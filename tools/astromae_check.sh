@@ -43,11 +43,11 @@ for batch in $batches; do
         "$bin" bench infer --model astromae --backend "$backend" --precision "$precision" \
             --threads "$threads" --batch-size "$batch" --samples "$samples" --json
     done
-    # The fused path's schedule on cuBLAS (fp32, then TF32), beside burn's CUDA backend. Its
+    # The fused path's schedule on cuBLAS (fp32, TF32, bf16), beside burn's CUDA backend. Its
     # correctness first: `cargo test -p cosmicai-model --features cuda --lib device`.
     if [ "$device" = cuda ]; then
-        for tf32 in "" --tf32; do
-            "$bin" bench infer --model astromae --backend cuda-fused $tf32 \
+        for mode in "fp32" "fp32 --tf32" "bf16"; do
+            "$bin" bench infer --model astromae --backend cuda-fused --precision $mode \
                 --threads "$threads" --batch-size "$batch" --samples "$samples" --json
         done
     fi

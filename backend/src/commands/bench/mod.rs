@@ -148,8 +148,8 @@ pub enum InferBackend {
     /// burn's CUDA backend (builds with `--features cuda` only)
     #[cfg(feature = "cuda")]
     Cuda,
-    /// AstroMAE only, fp32: the fused path's schedule on cuBLAS and NVRTC kernels
-    /// (`astromae::fused::device`), whole batches (builds with `--features cuda` only)
+    /// AstroMAE only, fp32 or bf16: the fused path's schedule on cuBLAS and NVRTC
+    /// kernels (`astromae::fused::device`), whole batches (builds with `--features cuda` only)
     #[cfg(feature = "cuda")]
     CudaFused,
 }
@@ -363,6 +363,14 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 Some(cosmicai_model::astromae::fused::bf16::kernels())
             }
             (InferBackend::Fused, _) => Some("fp32 (gemm)"),
+            #[cfg(feature = "cuda")]
+            (InferBackend::CudaFused, PrecisionArg::Bf16) if args.tf32 => {
+                Some("bf16 transformer products, tf32 others (cuBLAS, NVRTC kernels)")
+            }
+            #[cfg(feature = "cuda")]
+            (InferBackend::CudaFused, PrecisionArg::Bf16) => {
+                Some("bf16 transformer products (cuBLAS, NVRTC kernels)")
+            }
             #[cfg(feature = "cuda")]
             (InferBackend::CudaFused, _) if args.tf32 => Some("tf32 (cuBLAS, NVRTC kernels)"),
             #[cfg(feature = "cuda")]
@@ -586,15 +594,18 @@ fn time_fused(args: &InferArgs, slice: usize) -> Result<(f64, f64, usize)> {
 #[cfg(feature = "cuda")]
 fn time_cuda_fused(args: &InferArgs) -> Result<(f64, f64, usize)> {
     use cosmicai_model::astromae::fused::device::{OnDevice, cuda::CudaKernels};
-    if !matches!(args.model, ModelName::Astromae) || !matches!(args.precision, PrecisionArg::Fp32) {
-        anyhow::bail!("--backend cuda-fused runs AstroMAE in fp32 only");
+    if !matches!(args.model, ModelName::Astromae) || matches!(args.precision, PrecisionArg::F16) {
+        anyhow::bail!("--backend cuda-fused runs AstroMAE in fp32 or bf16");
     }
     let (fused, images, magnitudes) = fused_model_and_batch(args)?;
     let mut kernels = CudaKernels::new(0)?;
     if args.tf32 {
         kernels = kernels.with_tf32()?;
     }
-    let gpu = OnDevice::new(&fused, kernels)?;
+    let gpu = match args.precision {
+        PrecisionArg::Bf16 => OnDevice::with_bf16_products(&fused, kernels)?,
+        _ => OnDevice::new(&fused, kernels)?,
+    };
     drop(fused);
     let b = args.batch_size;
     time_batches(args, || gpu.forward(&images, &magnitudes, b, [32, 32]))

@@ -1,5 +1,6 @@
 //! [`Kernels`] on an NVIDIA GPU: products on cuBLAS (strict fp32: cuBLAS's
-//! default math mode, no TF32), the other steps in `kernels.cu`, compiled by
+//! default math mode, no TF32; or bf16 operands with f32 sums, through
+//! `cublasGemmStridedBatchedEx`), the other steps in `kernels.cu`, compiled by
 //! NVRTC when the device is opened. cudarc loads the driver, NVRTC and cuBLAS
 //! at run time, so building needs no CUDA toolkit; opening a device turns a
 //! library that will not load into an error (cudarc panics on one).
@@ -31,6 +32,7 @@ pub struct CudaKernels {
     windows: CudaFunction,
     max_pool3: CudaFunction,
     avg_pool2: CudaFunction,
+    round_bf16: CudaFunction,
 }
 
 fn failed<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> FusedError {
@@ -63,6 +65,15 @@ fn grid(total: usize, per_block: usize) -> LaunchConfig {
         grid_dim: (blocks, 1, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
+    }
+}
+
+/// How cuBLAS (column-major) must read a row-major operand.
+fn op(o: &Operand) -> cublasOperation_t {
+    if o.transposed {
+        cublasOperation_t::CUBLAS_OP_T
+    } else {
+        cublasOperation_t::CUBLAS_OP_N
     }
 }
 
@@ -109,6 +120,7 @@ impl CudaKernels {
             windows: load("windows")?,
             max_pool3: load("max_pool3")?,
             avg_pool2: load("avg_pool2")?,
+            round_bf16: load("round_bf16")?,
             stream,
         })
     }
@@ -161,6 +173,95 @@ unsafe extern "C" {
 
 impl Kernels for CudaKernels {
     type Buf = CudaSlice<f32>;
+    /// bf16 bits.
+    type Half = CudaSlice<u16>;
+
+    fn gemm_bf16(
+        &self,
+        p: &Product,
+        a: &CudaSlice<u16>,
+        b: &CudaSlice<u16>,
+        c: &mut CudaSlice<f32>,
+    ) -> Result<(), FusedError> {
+        use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType_t};
+        use cudarc::driver::{DevicePtr, DevicePtrMut};
+        if !p.ready(a.len(), b.len(), c.len())? {
+            return Ok(());
+        }
+        // As in `gemm`: B first, column-major.
+        let (first, second) = (b.slice(p.b.offset..), a.slice(p.a.offset..));
+        let mut out = c.slice_mut(p.c.offset..);
+        let (first, _first) = first.device_ptr(&self.stream);
+        let (second, _second) = second.device_ptr(&self.stream);
+        let (out, _out) = out.device_ptr_mut(&self.stream);
+        let (alpha, beta) = (p.alpha, p.beta);
+        // SAFETY: every matrix was checked above to lie inside its buffer
+        // (lengths in elements, of the types named here), with leading
+        // dimensions no shorter than a row; alpha and beta are host f32s, as
+        // the handle's default pointer mode and CUBLAS_COMPUTE_32F read them.
+        unsafe {
+            cudarc::cublas::result::gemm_strided_batched_ex(
+                *self.blas.handle(),
+                op(&p.b),
+                op(&p.a),
+                int(p.n)?,
+                int(p.m)?,
+                int(p.k)?,
+                (&alpha as *const f32).cast(),
+                first as *const std::ffi::c_void,
+                cudaDataType_t::CUDA_R_16BF,
+                int(p.b.ld)?,
+                long(p.b.batch_stride)?,
+                second as *const std::ffi::c_void,
+                cudaDataType_t::CUDA_R_16BF,
+                int(p.a.ld)?,
+                long(p.a.batch_stride)?,
+                (&beta as *const f32).cast(),
+                out as *mut std::ffi::c_void,
+                cudaDataType_t::CUDA_R_32F,
+                int(p.c.ld)?,
+                long(p.c.batch_stride)?,
+                int(p.batch)?,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(failed("bf16 product"))
+    }
+
+    fn upload_bf16(&self, values: &[f32]) -> Result<CudaSlice<u16>, FusedError> {
+        let bits: Vec<u16> = values
+            .iter()
+            .map(|&v| crate::astromae::fused::bf16::round(v))
+            .collect();
+        self.stream.clone_htod(&bits).map_err(failed("upload"))
+    }
+
+    fn alloc_bf16(&self, len: usize) -> Result<CudaSlice<u16>, FusedError> {
+        // SAFETY: any bits are a bf16, and every value read is written first.
+        unsafe { self.stream.alloc::<u16>(len.max(1)) }.map_err(failed("allocation"))
+    }
+
+    fn round_bf16(
+        &self,
+        x: &CudaSlice<f32>,
+        y: &mut CudaSlice<u16>,
+        len: usize,
+    ) -> Result<(), FusedError> {
+        if x.len() < len || y.len() < len {
+            return Err(out_of("a rounding"));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let n = len as u64;
+        let mut launch = self.stream.launch_builder(&self.round_bf16);
+        launch.arg(x).arg(y).arg(&n);
+        // SAFETY: (const float*, unsigned short*, u64), bounded above.
+        unsafe { launch.launch(grid(len, THREADS as usize)) }
+            .map(drop)
+            .map_err(failed("rounding"))
+    }
 
     fn upload(&self, values: &[f32]) -> Result<CudaSlice<f32>, FusedError> {
         self.stream.clone_htod(values).map_err(failed("upload"))
@@ -192,22 +293,12 @@ impl Kernels for CudaKernels {
         b: &CudaSlice<f32>,
         c: &mut CudaSlice<f32>,
     ) -> Result<(), FusedError> {
-        if p.is_empty() {
+        if !p.ready(a.len(), b.len(), c.len())? {
             return Ok(());
-        }
-        if !p.fits(a.len(), b.len(), c.len()) {
-            return Err(out_of("a product's operand"));
         }
         // cuBLAS is column-major: the row-major C = A B is the column-major
         // Cᵀ = Bᵀ Aᵀ, and a row-major buffer read column-major is its transpose.
         // So B goes first, and an operand stored transposed is multiplied as `T`.
-        let op = |o: &Operand| {
-            if o.transposed {
-                cublasOperation_t::CUBLAS_OP_T
-            } else {
-                cublasOperation_t::CUBLAS_OP_N
-            }
-        };
         let cfg = StridedBatchedConfig {
             gemm: GemmConfig {
                 transa: op(&p.b),
@@ -495,6 +586,19 @@ mod tests {
         host.gemm(&p, &hx, &hx, &mut hc).unwrap();
         gpu.gemm(&p, &gx, &gx, &mut gc).unwrap();
         check("gemm, A transposed", &hc, &gc, 1e-5);
+        // bf16 operands: rounded alike on both sides, so only the order of
+        // the f32 sums differs.
+        let (mut hh, mut gh) = (
+            host.alloc_bf16(x.len()).unwrap(),
+            gpu.alloc_bf16(x.len()).unwrap(),
+        );
+        host.round_bf16(&hx, &mut hh, x.len()).unwrap();
+        gpu.round_bf16(&gx, &mut gh, x.len()).unwrap();
+        let (hw, gw) = (host.upload_bf16(&x).unwrap(), gpu.upload_bf16(&x).unwrap());
+        let (mut hc, mut gc) = (c0.clone(), gpu.upload(&c0).unwrap());
+        host.gemm_bf16(&p, &hh, &hw, &mut hc).unwrap();
+        gpu.gemm_bf16(&p, &gh, &gw, &mut gc).unwrap();
+        check("bf16 gemm", &hc, &gc, 1e-5);
         let copy = Copy6::new(&[2, 3, 4, 5], &[1, 40, 10, 2], &[60, 20, 5, 1]).at(7, 0);
         let (mut hy, mut gy) = (host.alloc(120).unwrap(), gpu.alloc(120).unwrap());
         host.copy(&copy, &hx, &mut hy).unwrap();
@@ -567,5 +671,17 @@ mod tests {
         let on = OnDevice::new(&fused, gpu).unwrap();
         let got = on.forward(&images, &mags, n, [48, 48]).unwrap();
         assert!(worst(&got, &want) < 1e-4, "GPU {got:?} vs fused {want:?}");
+        // bf16: against the CPU path's bf16 on its fp32 kernels (the same products).
+        let half = OnDevice::with_bf16_products(&fused, CudaKernels::new(0).unwrap()).unwrap();
+        let got = half.forward(&images, &mags, n, [48, 48]).unwrap();
+        let want = fused
+            .clone()
+            .with_bf16(false)
+            .forward(&images, &mags, n, [48, 48], 4)
+            .unwrap();
+        assert!(
+            worst(&got, &want) < 1e-4,
+            "GPU bf16 {got:?} vs fused bf16 {want:?}"
+        );
     }
 }

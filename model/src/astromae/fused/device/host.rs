@@ -2,6 +2,7 @@
 //! reference every device implementation is tested against, and what tests
 //! the schedule in [`super::OnDevice`] on machines without a GPU.
 
+use super::super::bf16::round_in_place;
 use super::super::kernels::{gelu, layer_norm, relu, softmax_rows};
 use super::super::{FusedError, Mat, matmul};
 use super::{Activation, Copy6, Kernels, Operand, Pool, Product, Region};
@@ -29,6 +30,40 @@ impl Operand {
 
 impl Kernels for HostKernels {
     type Buf = Vec<f32>;
+    type Half = Vec<f32>;
+
+    fn gemm_bf16(
+        &self,
+        p: &Product,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        c: &mut Vec<f32>,
+    ) -> Result<(), FusedError> {
+        // bf16 values times bf16 values, summed in f32: what the CPU path's
+        // bf16 does where it lacks AVX-512 BF16.
+        self.gemm(p, a, b, c)
+    }
+
+    fn upload_bf16(&self, values: &[f32]) -> Result<Vec<f32>, FusedError> {
+        let mut half = values.to_vec();
+        round_in_place(&mut half);
+        Ok(half)
+    }
+
+    fn alloc_bf16(&self, len: usize) -> Result<Vec<f32>, FusedError> {
+        self.alloc(len)
+    }
+
+    fn round_bf16(&self, x: &Vec<f32>, y: &mut Vec<f32>, len: usize) -> Result<(), FusedError> {
+        let (x, y) = (
+            x.get(..len).ok_or_else(|| out_of("a rounding's input"))?,
+            y.get_mut(..len)
+                .ok_or_else(|| out_of("a rounding's output"))?,
+        );
+        y.copy_from_slice(x);
+        round_in_place(y);
+        Ok(())
+    }
 
     fn upload(&self, values: &[f32]) -> Result<Vec<f32>, FusedError> {
         Ok(values.to_vec())
@@ -52,11 +87,8 @@ impl Kernels for HostKernels {
         b: &Vec<f32>,
         c: &mut Vec<f32>,
     ) -> Result<(), FusedError> {
-        if p.is_empty() {
+        if !p.ready(a.len(), b.len(), c.len())? {
             return Ok(());
-        }
-        if !p.fits(a.len(), b.len(), c.len()) {
-            return Err(out_of("a product's operand"));
         }
         for item in 0..p.batch {
             let am =

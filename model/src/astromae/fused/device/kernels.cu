@@ -32,6 +32,19 @@ extern "C" __global__ void copy6(const float *__restrict__ src, float *__restric
     }
 }
 
+// bf16 by rounding to nearest, ties to even, as bf16.rs's `round`; a NaN stays one.
+extern "C" __global__ void round_bf16(const float *__restrict__ x, unsigned short *__restrict__ y,
+                                      u64 len) {
+    FOR_EACH(i, len) {
+        unsigned bits = __float_as_uint(x[i]);
+        if ((bits & 0x7fffffffu) > 0x7f800000u) {
+            y[i] = (unsigned short)((bits >> 16) | 0x0040u);
+        } else {
+            y[i] = (unsigned short)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+        }
+    }
+}
+
 extern "C" __global__ void bias_act(float *y, const float *__restrict__ bias, u64 offset, u64 rows,
                                     u64 cols, u64 ld, int per_row, int act) {
     FOR_EACH(i, rows * cols) {

@@ -95,6 +95,20 @@ impl Product {
         self.m == 0 || self.n == 0 || self.batch == 0
     }
 
+    /// Whether there is anything to compute, or an error naming the product
+    /// when an operand reaches past buffers of `a`, `b` and `c` values.
+    pub fn ready(&self, a: usize, b: usize, c: usize) -> Result<bool, FusedError> {
+        if self.is_empty() {
+            Ok(false)
+        } else if self.fits(a, b, c) {
+            Ok(true)
+        } else {
+            Err(FusedError(
+                "a product's operand reaches past its buffer".into(),
+            ))
+        }
+    }
+
     /// Whether every matrix lies inside buffers of `a`, `b` and `c` values,
     /// with no leading dimension shorter than a row (`C` never transposed).
     pub fn fits(&self, a: usize, b: usize, c: usize) -> bool {
@@ -226,6 +240,8 @@ pub enum Activation {
 /// [`Kernels::download`] has to wait for what came before.
 pub trait Kernels {
     type Buf;
+    /// bf16 values: on a GPU 16-bit words, on the host f32s already rounded.
+    type Half;
 
     fn upload(&self, values: &[f32]) -> Result<Self::Buf, FusedError>;
     /// A buffer of `len` values, contents unspecified.
@@ -238,6 +254,22 @@ pub trait Kernels {
         b: &Self::Buf,
         c: &mut Self::Buf,
     ) -> Result<(), FusedError>;
+    /// `C = alpha A B + beta C` as [`Kernels::gemm`], with `A` and `B` in
+    /// bf16 and the sums and `C` in f32.
+    fn gemm_bf16(
+        &self,
+        p: &Product,
+        a: &Self::Half,
+        b: &Self::Half,
+        c: &mut Self::Buf,
+    ) -> Result<(), FusedError>;
+    /// `values` rounded to bf16 (to nearest, ties to even), uploaded.
+    fn upload_bf16(&self, values: &[f32]) -> Result<Self::Half, FusedError>;
+    /// A bf16 buffer of `len` values, contents unspecified.
+    fn alloc_bf16(&self, len: usize) -> Result<Self::Half, FusedError>;
+    /// The first `len` values of `x` rounded to bf16 into `y`, as
+    /// [`Kernels::upload_bf16`] rounds.
+    fn round_bf16(&self, x: &Self::Buf, y: &mut Self::Half, len: usize) -> Result<(), FusedError>;
     fn copy(&self, c: &Copy6, src: &Self::Buf, dst: &mut Self::Buf) -> Result<(), FusedError>;
     /// `y[r, c] = act(y[r, c] + bias[c])` over `at`, or `bias[r]` when `per_row`.
     fn bias_act(
@@ -288,10 +320,16 @@ pub trait Kernels {
 
 /// A linear layer's weights on the device.
 struct DeviceDense<K: Kernels> {
-    weight: K::Buf,
+    weight: DeviceWeight<K>,
     bias: K::Buf,
     d_in: usize,
     d_out: usize,
+}
+
+/// A layer's weight matrix, in the number format its products take.
+enum DeviceWeight<K: Kernels> {
+    F32(K::Buf),
+    Bf16(K::Half),
 }
 
 struct DeviceConv<K: Kernels> {
@@ -347,25 +385,42 @@ pub struct OnDevice<K: Kernels> {
 }
 
 impl<K: Kernels> OnDevice<K> {
-    /// `model`'s fp32 weights, uploaded through `kernels`. A model whose
-    /// products were switched to bf16 is refused: this path runs fp32.
+    /// `model`'s weights, uploaded through `kernels`, every product in fp32.
+    /// `model` must hold fp32 weights (not switched to bf16: the packed copy
+    /// has no f32 weights left).
     pub fn new(model: &FusedAstroMae, kernels: K) -> Result<Self, FusedError> {
+        Self::with(model, kernels, false)
+    }
+
+    /// As [`OnDevice::new`], with the transformer blocks' four products in
+    /// bf16 (f32 sums), as the CPU path's `--precision bf16`: the same
+    /// products, so the same accuracy; the rest stays fp32.
+    pub fn with_bf16_products(model: &FusedAstroMae, kernels: K) -> Result<Self, FusedError> {
+        Self::with(model, kernels, true)
+    }
+
+    fn with(model: &FusedAstroMae, kernels: K, bf16: bool) -> Result<Self, FusedError> {
         if model.kernels() != "fp32" {
             return Err(FusedError(format!(
-                "the device schedule runs fp32 weights, not {}",
+                "the device schedule takes fp32 weights, not {}",
                 model.kernels()
             )));
         }
         let k = &kernels;
         let v = &model.vit;
-        let dense = |d: &Dense| -> Result<DeviceDense<K>, FusedError> {
+        let dense_as = |d: &Dense, half: bool| -> Result<DeviceDense<K>, FusedError> {
             Ok(DeviceDense {
-                weight: k.upload(&d.weight)?,
+                weight: if half {
+                    DeviceWeight::Bf16(k.upload_bf16(&d.weight)?)
+                } else {
+                    DeviceWeight::F32(k.upload(&d.weight)?)
+                },
                 bias: k.upload(&d.bias)?,
                 d_in: d.d_in,
                 d_out: d.d_out,
             })
         };
+        let dense = |d: &Dense| dense_as(d, false);
         let conv = |c: &Conv| -> Result<DeviceConv<K>, FusedError> {
             Ok(DeviceConv {
                 weight: k.upload(&c.weight)?,
@@ -404,11 +459,11 @@ impl<K: Kernels> OnDevice<K> {
                 .map(|l| {
                     Ok(DeviceLayer {
                         norm1: norm(&l.norm1)?,
-                        qkv: dense(&l.qkv)?,
-                        out: dense(&l.out)?,
+                        qkv: dense_as(&l.qkv, bf16)?,
+                        out: dense_as(&l.out, bf16)?,
                         norm2: norm(&l.norm2)?,
-                        mlp_in: dense(&l.mlp_in)?,
-                        mlp_out: dense(&l.mlp_out)?,
+                        mlp_in: dense_as(&l.mlp_in, bf16)?,
+                        mlp_out: dense_as(&l.mlp_out, bf16)?,
                     })
                 })
                 .collect::<Result<_, FusedError>>()?,
@@ -570,22 +625,25 @@ impl<K: Kernels> OnDevice<K> {
         act: Activation,
     ) -> Result<(), FusedError> {
         let k = &self.kernels;
-        k.gemm(
-            &Product {
-                m: rows,
-                n: d.d_out,
-                k: d.d_in,
-                batch: 1,
-                alpha: 1.0,
-                beta: if accumulate { 1.0 } else { 0.0 },
-                a: Operand::rows(0, d.d_in, 0),
-                b: Operand::rows(0, d.d_out, 0),
-                c: Operand::rows(column, ld, 0),
-            },
-            x,
-            &d.weight,
-            y,
-        )?;
+        let product = Product {
+            m: rows,
+            n: d.d_out,
+            k: d.d_in,
+            batch: 1,
+            alpha: 1.0,
+            beta: if accumulate { 1.0 } else { 0.0 },
+            a: Operand::rows(0, d.d_in, 0),
+            b: Operand::rows(0, d.d_out, 0),
+            c: Operand::rows(column, ld, 0),
+        };
+        match &d.weight {
+            DeviceWeight::F32(w) => k.gemm(&product, x, w, y)?,
+            DeviceWeight::Bf16(w) => {
+                let mut half = k.alloc_bf16(rows * d.d_in)?;
+                k.round_bf16(x, &mut half, rows * d.d_in)?;
+                k.gemm_bf16(&product, &half, w, y)?;
+            }
+        }
         k.bias_act(
             y,
             Region {
@@ -968,6 +1026,19 @@ mod tests {
         }
         assert!(on.forward(&images, &mags, n, [20, 36]).is_err());
         assert!(on.forward(&images[1..], &mags, n, [40, 36]).is_err());
-        assert!(OnDevice::new(&fused.with_bf16(false), HostKernels).is_err());
+        // bf16: the same products as the CPU path's bf16 on its fp32 kernels.
+        let half = OnDevice::with_bf16_products(&fused, HostKernels).unwrap();
+        let got = half.forward(&images, &mags, n, [40, 36]).unwrap();
+        let rounded = fused.clone().with_bf16(false);
+        let want_half = rounded.forward(&images, &mags, n, [40, 36], 2).unwrap();
+        let apart = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        assert!(apart(&got, &want_half) < 1e-5, "{got:?} vs {want_half:?}");
+        assert!(apart(&got, &want) > 0.0, "bf16 should round something");
+        assert!(OnDevice::new(&rounded, HostKernels).is_err());
     }
 }
