@@ -20,7 +20,8 @@ pub struct Prediction {
     pub class_probability: [f32; 3],
     pub redshift: f32,
     /// σ_z: the half-width of the narrowest interval around `redshift` holding
-    /// 68.3% of the model's p(z), less the widths its representation adds, for
+    /// 68.3% of the model's p(z), less the widths its representation adds (for
+    /// an object taken for a quasar, at least half the one holding 95.45%), for
     /// models that give a distribution (PhotoZ with its distribution head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redshift_sigma: Option<f32>,

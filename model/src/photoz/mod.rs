@@ -16,6 +16,7 @@ pub mod cutout;
 pub mod pdf;
 pub mod train;
 
+use cosmicai_shared::Class;
 use cosmicai_shared::model::Prediction;
 use cutout::CutoutEncoder;
 
@@ -335,7 +336,7 @@ pub fn read_predictions(
             let prediction = Prediction::from_probabilities([p[0], p[1], p[2]], z);
             match rows.as_mut().and_then(Iterator::next) {
                 Some(row) => {
-                    let r = pdf::read(row);
+                    let r = pdf::read_as(row, prediction.class == Class::Qso);
                     if r.redshift.is_finite() && r.sigma.is_finite() {
                         prediction.with_distribution(r.redshift, r.sigma, r.outlier_probability)
                     } else {
