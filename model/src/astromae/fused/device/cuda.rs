@@ -8,6 +8,7 @@
 //! Every launch is checked against its buffers' lengths on the host first:
 //! a wrong stride is an error here, never a read or write outside a buffer.
 
+use super::bounds::{self, out_of};
 use super::{Activation, Copy6, Kernels, Operand, Pool, Product, Region};
 use crate::astromae::fused::FusedError;
 use cudarc::cublas::sys::cublasOperation_t;
@@ -37,10 +38,6 @@ pub struct CudaKernels {
 
 fn failed<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> FusedError {
     move |e| FusedError(format!("CUDA {what}: {e:?}"))
-}
-
-fn out_of(what: &str) -> FusedError {
-    FusedError(format!("{what} reaches past its buffer"))
 }
 
 /// [`Copy6`] as `kernels.cu` reads it.
@@ -248,9 +245,7 @@ impl Kernels for CudaKernels {
         y: &mut CudaSlice<u16>,
         len: usize,
     ) -> Result<(), FusedError> {
-        if x.len() < len || y.len() < len {
-            return Err(out_of("a rounding"));
-        }
+        bounds::values("a rounding", x.len(), y.len(), len)?;
         if len == 0 {
             return Ok(());
         }
@@ -275,9 +270,7 @@ impl Kernels for CudaKernels {
     }
 
     fn download(&self, buf: &CudaSlice<f32>, len: usize) -> Result<Vec<f32>, FusedError> {
-        if len > buf.len() {
-            return Err(out_of("a download"));
-        }
+        bounds::values("a download", buf.len(), len, len)?;
         let out = self
             .stream
             .clone_dtoh(&buf.slice(..len))
@@ -399,10 +392,7 @@ impl Kernels for CudaKernels {
         dim: usize,
         eps: f32,
     ) -> Result<(), FusedError> {
-        let len = rows * dim;
-        if x.len() < len || y.len() < len || gamma.len() != dim || beta.len() != dim {
-            return Err(out_of("a LayerNorm"));
-        }
+        bounds::layer_norm(x.len(), y.len(), gamma.len(), beta.len(), rows, dim)?;
         if rows == 0 {
             return Ok(());
         }
@@ -429,9 +419,7 @@ impl Kernels for CudaKernels {
         rows: usize,
         cols: usize,
     ) -> Result<(), FusedError> {
-        if x.len() < rows * cols {
-            return Err(out_of("a softmax"));
-        }
+        bounds::values("a softmax", x.len(), x.len(), rows * cols)?;
         if rows == 0 || cols == 0 {
             return Ok(());
         }
@@ -454,11 +442,7 @@ impl Kernels for CudaKernels {
         side: usize,
         k: usize,
     ) -> Result<(), FusedError> {
-        let plane = planes * side * side;
-        let total = channels * k * k * plane;
-        if x_offset + channels * plane > x.len() || total > y.len() {
-            return Err(out_of("a convolution's windows"));
-        }
+        let (_, total) = bounds::windows(x.len(), x_offset, y.len(), channels, planes, side, k)?;
         if total == 0 {
             return Ok(());
         }
@@ -486,10 +470,7 @@ impl Kernels for CudaKernels {
         planes: usize,
         side: usize,
     ) -> Result<(), FusedError> {
-        let out_len = planes * pool.out_side(side).pow(2);
-        if x.len() < planes * side * side || y.len() < out_len {
-            return Err(out_of("a pool"));
-        }
+        let (_, out_len) = bounds::pool(pool, x.len(), y.len(), planes, side)?;
         if out_len == 0 {
             return Ok(());
         }

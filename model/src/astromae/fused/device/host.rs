@@ -5,15 +5,12 @@
 use super::super::bf16::round_in_place;
 use super::super::kernels::{gelu, layer_norm, relu, softmax_rows};
 use super::super::{FusedError, Mat, matmul};
+use super::bounds::{self, out_of};
 use super::{Activation, Copy6, Kernels, Operand, Pool, Product, Region};
 
 /// The CPU as a [`Kernels`] device.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostKernels;
-
-fn out_of(what: &str) -> FusedError {
-    FusedError(format!("{what} reaches past its buffer"))
-}
 
 impl Operand {
     /// Item `b` of the batch as a [`Mat`] of `rows x cols`, checked to lie in `data`.
@@ -55,13 +52,9 @@ impl Kernels for HostKernels {
     }
 
     fn round_bf16(&self, x: &Vec<f32>, y: &mut Vec<f32>, len: usize) -> Result<(), FusedError> {
-        let (x, y) = (
-            x.get(..len).ok_or_else(|| out_of("a rounding's input"))?,
-            y.get_mut(..len)
-                .ok_or_else(|| out_of("a rounding's output"))?,
-        );
-        y.copy_from_slice(x);
-        round_in_place(y);
+        bounds::values("a rounding", x.len(), y.len(), len)?;
+        y[..len].copy_from_slice(&x[..len]);
+        round_in_place(&mut y[..len]);
         Ok(())
     }
 
@@ -75,9 +68,8 @@ impl Kernels for HostKernels {
     }
 
     fn download(&self, buf: &Vec<f32>, len: usize) -> Result<Vec<f32>, FusedError> {
-        buf.get(..len)
-            .map(<[f32]>::to_vec)
-            .ok_or_else(|| out_of("a download"))
+        bounds::values("a download", buf.len(), len, len)?;
+        Ok(buf[..len].to_vec())
     }
 
     fn gemm(
@@ -170,19 +162,15 @@ impl Kernels for HostKernels {
         dim: usize,
         eps: f32,
     ) -> Result<(), FusedError> {
+        bounds::layer_norm(x.len(), y.len(), gamma.len(), beta.len(), rows, dim)?;
         let len = rows * dim;
-        if x.len() < len || y.len() < len || gamma.len() != dim || beta.len() != dim {
-            return Err(out_of("a LayerNorm"));
-        }
         layer_norm(&x[..len], &mut y[..len], gamma, beta, eps);
         Ok(())
     }
 
     fn softmax_rows(&self, x: &mut Vec<f32>, rows: usize, cols: usize) -> Result<(), FusedError> {
-        let x = x
-            .get_mut(..rows * cols)
-            .ok_or_else(|| out_of("a softmax"))?;
-        softmax_rows(x, cols);
+        bounds::values("a softmax", x.len(), x.len(), rows * cols)?;
+        softmax_rows(&mut x[..rows * cols], cols);
         Ok(())
     }
 
@@ -196,14 +184,9 @@ impl Kernels for HostKernels {
         side: usize,
         k: usize,
     ) -> Result<(), FusedError> {
-        let plane = planes * side * side;
-        let x = x
-            .get(x_offset..x_offset + channels * plane)
-            .ok_or_else(|| out_of("a convolution's input"))?;
-        let out = super::super::window_columns(x, channels, side, k);
-        y.get_mut(..out.len())
-            .ok_or_else(|| out_of("a convolution's windows"))?
-            .copy_from_slice(&out);
+        let (end, total) = bounds::windows(x.len(), x_offset, y.len(), channels, planes, side, k)?;
+        let out = super::super::window_columns(&x[x_offset..end], channels, side, k);
+        y[..total].copy_from_slice(&out);
         Ok(())
     }
 
@@ -215,16 +198,12 @@ impl Kernels for HostKernels {
         planes: usize,
         side: usize,
     ) -> Result<(), FusedError> {
-        let x = x
-            .get(..planes * side * side)
-            .ok_or_else(|| out_of("a pool's input"))?;
+        let (read, written) = bounds::pool(pool, x.len(), y.len(), planes, side)?;
         let out = match pool {
-            Pool::Max3 => super::super::max_pool3(x, side),
-            Pool::Avg2 => super::super::avg_pool2(x, side),
+            Pool::Max3 => super::super::max_pool3(&x[..read], side),
+            Pool::Avg2 => super::super::avg_pool2(&x[..read], side),
         };
-        y.get_mut(..out.len())
-            .ok_or_else(|| out_of("a pool's output"))?
-            .copy_from_slice(&out);
+        y[..written].copy_from_slice(&out);
         Ok(())
     }
 }

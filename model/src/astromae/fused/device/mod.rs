@@ -20,6 +20,7 @@
 use super::{Conv, Dense, EPS, FusedAstroMae, FusedError, InceptionBlock, Norm};
 use crate::crop::CROP;
 
+mod bounds;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod host;
