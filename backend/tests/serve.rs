@@ -698,11 +698,8 @@ fn event_streams_resume_after_last_event_id_and_end_when_idle() {
         let after = all
             .last()
             .and_then(|(id, _)| *id)
-            .map_or(String::new(), |i| format!("Last-Event-ID: {i}"));
-        let headers: Vec<&str> = [after.as_str()]
-            .into_iter()
-            .filter(|h| !h.is_empty())
-            .collect();
+            .map(|i| format!("Last-Event-ID: {i}"));
+        let headers: Vec<&str> = after.iter().map(String::as_str).collect();
         all.extend(sse_events(&request(&s, "GET", &path, &headers, b"").body));
     }
     assert_eq!(all.last().unwrap().1["event"], "finished", "{all:?}");

@@ -434,11 +434,7 @@ impl InferArgs {
 pub fn measure(args: &InferArgs) -> Result<(f64, f64, usize)> {
     let slice = args.slice();
     #[cfg(feature = "cuda")]
-    if matches!(args.backend(), InferBackend::CudaFused) {
-        return time_cuda_fused(args);
-    }
-    #[cfg(feature = "cuda")]
-    let cuda = matches!(args.backend(), InferBackend::Cuda);
+    let cuda = matches!(args.backend(), InferBackend::Cuda | InferBackend::CudaFused);
     #[cfg(not(feature = "cuda"))]
     let cuda = false;
     let fused_bf16 = matches!(args.backend(), InferBackend::Fused)
