@@ -94,6 +94,10 @@ test: setup deny-setup
 	# This build also makes the `cosmicai` and `bootstrap` binaries the later steps run,
 	# with the same features, so nothing is compiled twice.
 	COSMICAI_REQUIRE_AWS_TESTS=1 COSMICAI_TEST_VENV=$(CURDIR)/$(VENV) cargo test --workspace --exclude cosmicai-frontend
+	# The CUDA path without a GPU: kernels.cu compiled by NVRTC (PyPI's library, in the
+	# venv; the GPU machine's CUDA is 13.0), cuBLAS's arguments against its definition,
+	# and the device schedule on the host. The GPU tests in the same binary skip here.
+	COSMICAI_REQUIRE_NVRTC=1 LD_LIBRARY_PATH=$$(echo $(CURDIR)/$(VENV)/lib/python3*/site-packages/nvidia/cu13/lib) cargo test -p cosmicai-model --features cuda --lib device
 	COSMICAI_BIN=$(COSMICAI_DEBUG) $(PYTHON) -m pytest -q tests/python
 	# Coverage-guided fuzzing (cargo-fuzz, pinned nightly), 10 s a target; `make fuzz`
 	# alone runs 60 s a target.

@@ -532,6 +532,59 @@ fn bench_gemm_measures_both_precisions() {
 }
 
 #[test]
+fn bench_device_memory_counts_the_gpu_schedule_without_a_gpu() {
+    let lines = |precision: &str| -> Vec<Value> {
+        let out = cosmicai(&[
+            "bench",
+            "device-memory",
+            "--batch-size",
+            "1",
+            "--batch-size",
+            "4096",
+            "--precision",
+            precision,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let fp32 = lines("fp32");
+    assert_eq!(fp32.len(), 2);
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap();
+    let (one, big) = (&fp32[0], &fp32[1]);
+    assert_eq!(big["batch_size"], 4096);
+    // The weights plus a share per object, the same share at both sizes.
+    let want = f(big, "weights_mb") + 4096.0 * f(big, "per_object_kb") / 1e3;
+    assert!((f(big, "peak_mb") - want).abs() < 1e-3, "{big}");
+    assert!(f(one, "peak_mb") > f(one, "weights_mb"), "{one}");
+    assert_eq!(one["launches"], big["launches"]);
+    // bf16 holds the transformer's weights in half the bytes, and rounds
+    // their inputs in launches of its own.
+    let bf16 = lines("bf16");
+    assert!(
+        f(&bf16[0], "weights_mb") < f(one, "weights_mb"),
+        "{}",
+        bf16[0]
+    );
+    assert!(bf16[0]["launches"].as_u64() > one["launches"].as_u64());
+    for (args, why) in [
+        (&["--batch-size", "0"][..], "--batch-size 0: must be 1 to"),
+        (&["--image", "16"][..], "--image 16: must be 32 to"),
+        (&["--precision", "f16"][..], "runs fp32 or bf16"),
+    ] {
+        let e = failure(&[&["bench", "device-memory"][..], args].concat());
+        assert!(e.contains(why), "{e}");
+    }
+}
+
+#[test]
 fn bench_infer_prints_figures() {
     for backend in ["flex", "ndarray"] {
         let figures = ok_json(&[

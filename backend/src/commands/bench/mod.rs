@@ -1,5 +1,6 @@
 //! `cosmicai bench`: figures for the speed targets, printed, never asserted.
 
+mod device_memory;
 mod gemm;
 mod summarize;
 
@@ -34,6 +35,13 @@ pub enum BenchCommand {
         cosmicai bench gemm --size 1024 --threads 2 --json"
     )]
     Gemm(gemm::GemmArgs),
+    /// AstroMAE's GPU memory on the device schedule (`--backend cuda-fused`), from a dry run here.
+    #[command(
+        after_help = "Example:\n  cosmicai bench device-memory --batch-size 512 --batch-size 4096 --precision bf16\n\n\
+        Runs the schedule on a device that computes nothing: it counts the bytes its buffers\n\
+        hold and checks every step's reach at each batch size. No GPU or CUDA needed."
+    )]
+    DeviceMemory(device_memory::DeviceMemoryArgs),
     /// The renderer's speed: synthetic cutouts per second per core.
     #[command(
         after_help = "Example:\n  cosmicai bench synth --size 32 --objects 20000 --threads 1\n\n\
@@ -320,6 +328,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Synth(args) => return bench_synth(args),
         BenchCommand::Summarize(args) => return summarize::bench_summarize(args),
         BenchCommand::Gemm(args) => return gemm::bench_gemm(args),
+        BenchCommand::DeviceMemory(args) => return device_memory::bench_device_memory(args),
     };
     if args.batch_size == 0 || args.threads == 0 {
         anyhow::bail!("--batch-size and --threads must be at least 1");
@@ -589,22 +598,38 @@ fn time_fused(args: &InferArgs, slice: usize) -> Result<(f64, f64, usize)> {
 /// Each batch's images go up and its redshifts come back, as in a run.
 #[cfg(feature = "cuda")]
 fn time_cuda_fused(args: &InferArgs) -> Result<(f64, f64, usize)> {
-    use cosmicai_model::astromae::fused::device::{OnDevice, cuda::CudaKernels};
+    use cosmicai_model::astromae::fused::device::{OnDevice, cuda::CudaKernels, ledger::Footprint};
     if !matches!(args.model, ModelName::Astromae) || matches!(args.precision, PrecisionArg::F16) {
         anyhow::bail!("--backend cuda-fused runs AstroMAE in fp32 or bf16");
     }
     let (fused, images, magnitudes) = fused_model_and_batch(args)?;
+    let bf16 = matches!(args.precision, PrecisionArg::Bf16);
+    let footprint = Footprint::of(&fused, bf16, [32, 32])?;
     let mut kernels = CudaKernels::new(0)?;
     if args.tf32 {
         kernels = kernels.with_tf32()?;
     }
-    let gpu = match args.precision {
-        PrecisionArg::Bf16 => OnDevice::with_bf16_products(&fused, kernels)?,
-        _ => OnDevice::new(&fused, kernels)?,
+    let gpu = if bf16 {
+        OnDevice::with_bf16_products(&fused, kernels)?
+    } else {
+        OnDevice::new(&fused, kernels)?
     };
     drop(fused);
+    // A batch the GPU's free memory cannot hold goes through in parts (a tenth
+    // left for cuBLAS's workspace and the allocator).
+    let (free, _) = gpu.kernels().memory()?;
+    let part = footprint.objects_within(free / 10 * 9);
     let b = args.batch_size;
-    time_batches(args, || gpu.forward(&images, &magnitudes, b, [32, 32]))
+    if part < b {
+        eprintln!(
+            "a batch of {b} takes {:.0} MB on the GPU, {:.0} MB free: in parts of {part}",
+            footprint.peak(b) as f64 / 1e6,
+            free as f64 / 1e6
+        );
+    }
+    time_batches(args, || {
+        gpu.forward_in_parts(&images, &magnitudes, b, [32, 32], part)
+    })
 }
 
 /// Slices already keep every core busy; OpenBLAS threads of its own inside each

@@ -9,7 +9,8 @@
 //! a wrong stride is an error here, never a read or write outside a buffer.
 
 use super::bounds::{self, out_of};
-use super::{Activation, Copy6, Kernels, Operand, Pool, Product, Region};
+use super::column_major::ColumnMajor;
+use super::{Activation, Copy6, Kernels, Pool, Product, Region};
 use crate::astromae::fused::FusedError;
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
@@ -19,6 +20,36 @@ use cudarc::driver::{
 use std::sync::Arc;
 
 const SOURCE: &str = include_str!("kernels.cu");
+/// The kernels `kernels.cu` defines, as [`CudaKernels`] loads them.
+const KERNELS: [&str; 8] = [
+    "copy6",
+    "bias_act",
+    "layer_norm",
+    "softmax_rows",
+    "windows",
+    "max_pool3",
+    "avg_pool2",
+    "round_bf16",
+];
+
+/// `kernels.cu` compiled to PTX by NVRTC, as opening a device compiles it.
+/// Only NVRTC's library is needed, not a GPU: so the kernels' source is
+/// checked on any machine that has it (CI installs it from PyPI).
+pub fn compile() -> Result<cudarc::nvrtc::Ptx, FusedError> {
+    unpanic(|| cudarc::nvrtc::compile_ptx(SOURCE).map_err(failed("kernel compilation")))
+}
+
+/// `f`, with cudarc's panic on a library that will not load made an error.
+fn unpanic<T>(f: impl FnOnce() -> Result<T, FusedError>) -> Result<T, FusedError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a CUDA library could not be loaded");
+        Err(FusedError(why.to_string()))
+    })
+}
 /// Threads per block for every kernel (a multiple of 32: the reductions use warps).
 const THREADS: u32 = 256;
 
@@ -65,21 +96,13 @@ fn grid(total: usize, per_block: usize) -> LaunchConfig {
     }
 }
 
-/// How cuBLAS (column-major) must read a row-major operand.
-fn op(o: &Operand) -> cublasOperation_t {
-    if o.transposed {
+/// cuBLAS's `T` or `N`.
+fn op(transposed: bool) -> cublasOperation_t {
+    if transposed {
         cublasOperation_t::CUBLAS_OP_T
     } else {
         cublasOperation_t::CUBLAS_OP_N
     }
-}
-
-fn int(v: usize) -> Result<i32, FusedError> {
-    i32::try_from(v).map_err(|_| FusedError(format!("{v} exceeds cuBLAS's 32-bit sizes")))
-}
-
-fn long(v: usize) -> Result<i64, FusedError> {
-    i64::try_from(v).map_err(|_| FusedError(format!("{v} exceeds a 64-bit stride")))
 }
 
 impl CudaKernels {
@@ -92,32 +115,34 @@ impl CudaKernels {
         }
         // cudarc panics where NVRTC or cuBLAS cannot be loaded (a driver alone
         // is not enough): that is an error here, as a missing driver is.
-        std::panic::catch_unwind(|| Self::open(ordinal)).unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("a CUDA library could not be loaded");
-            Err(FusedError(why.to_string()))
-        })
+        unpanic(|| Self::open(ordinal))
     }
 
     fn open(ordinal: usize) -> Result<Self, FusedError> {
         let ctx = CudaContext::new(ordinal).map_err(failed("device"))?;
         let stream = ctx.default_stream();
-        let ptx = cudarc::nvrtc::compile_ptx(SOURCE).map_err(failed("kernel compilation"))?;
-        let module = ctx.load_module(ptx).map_err(failed("module"))?;
+        let module = ctx.load_module(compile()?).map_err(failed("module"))?;
         let load = |name: &str| module.load_function(name).map_err(failed("kernel"));
+        let [
+            copy6,
+            bias_act,
+            layer_norm,
+            softmax_rows,
+            windows,
+            max_pool3,
+            avg_pool2,
+            round_bf16,
+        ] = KERNELS;
         Ok(CudaKernels {
             blas: CudaBlas::new(stream.clone()).map_err(failed("cuBLAS"))?,
-            copy6: load("copy6")?,
-            bias_act: load("bias_act")?,
-            layer_norm: load("layer_norm")?,
-            softmax_rows: load("softmax_rows")?,
-            windows: load("windows")?,
-            max_pool3: load("max_pool3")?,
-            avg_pool2: load("avg_pool2")?,
-            round_bf16: load("round_bf16")?,
+            copy6: load(copy6)?,
+            bias_act: load(bias_act)?,
+            layer_norm: load(layer_norm)?,
+            softmax_rows: load(softmax_rows)?,
+            windows: load(windows)?,
+            max_pool3: load(max_pool3)?,
+            avg_pool2: load(avg_pool2)?,
+            round_bf16: load(round_bf16)?,
             stream,
         })
     }
@@ -138,6 +163,14 @@ impl CudaKernels {
             return Err(FusedError(format!("CUDA TF32 math mode: {status:?}")));
         }
         Ok(self)
+    }
+
+    /// (free, total) bytes of the GPU's memory.
+    pub fn memory(&self) -> Result<(usize, usize), FusedError> {
+        self.stream
+            .context()
+            .mem_get_info()
+            .map_err(failed("memory"))
     }
 
     /// The GPU's name, for reports.
@@ -185,40 +218,40 @@ impl Kernels for CudaKernels {
         if !p.ready(a.len(), b.len(), c.len())? {
             return Ok(());
         }
-        // As in `gemm`: B first, column-major.
-        let (first, second) = (b.slice(p.b.offset..), a.slice(p.a.offset..));
-        let mut out = c.slice_mut(p.c.offset..);
+        let g = ColumnMajor::of(p)?;
+        let (first, second) = (b.slice(g.a_offset..), a.slice(g.b_offset..));
+        let mut out = c.slice_mut(g.c_offset..);
         let (first, _first) = first.device_ptr(&self.stream);
         let (second, _second) = second.device_ptr(&self.stream);
         let (out, _out) = out.device_ptr_mut(&self.stream);
-        let (alpha, beta) = (p.alpha, p.beta);
+        let (alpha, beta) = (g.alpha, g.beta);
         // SAFETY: every matrix was checked above to lie inside its buffer
-        // (lengths in elements, of the types named here), with leading
-        // dimensions no shorter than a row; alpha and beta are host f32s, as
-        // the handle's default pointer mode and CUBLAS_COMPUTE_32F read them.
+        // (lengths in elements, of the types named here), and the arguments
+        // to keep cuBLAS's rules; alpha and beta are host f32s, as the
+        // handle's default pointer mode and CUBLAS_COMPUTE_32F read them.
         unsafe {
             cudarc::cublas::result::gemm_strided_batched_ex(
                 *self.blas.handle(),
-                op(&p.b),
-                op(&p.a),
-                int(p.n)?,
-                int(p.m)?,
-                int(p.k)?,
+                op(g.transa),
+                op(g.transb),
+                g.m,
+                g.n,
+                g.k,
                 (&alpha as *const f32).cast(),
                 first as *const std::ffi::c_void,
                 cudaDataType_t::CUDA_R_16BF,
-                int(p.b.ld)?,
-                long(p.b.batch_stride)?,
+                g.lda,
+                g.stride_a,
                 second as *const std::ffi::c_void,
                 cudaDataType_t::CUDA_R_16BF,
-                int(p.a.ld)?,
-                long(p.a.batch_stride)?,
+                g.ldb,
+                g.stride_b,
                 (&beta as *const f32).cast(),
                 out as *mut std::ffi::c_void,
                 cudaDataType_t::CUDA_R_32F,
-                int(p.c.ld)?,
-                long(p.c.batch_stride)?,
-                int(p.batch)?,
+                g.ldc,
+                g.stride_c,
+                g.batch_count,
                 cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
@@ -289,31 +322,29 @@ impl Kernels for CudaKernels {
         if !p.ready(a.len(), b.len(), c.len())? {
             return Ok(());
         }
-        // cuBLAS is column-major: the row-major C = A B is the column-major
-        // Cᵀ = Bᵀ Aᵀ, and a row-major buffer read column-major is its transpose.
-        // So B goes first, and an operand stored transposed is multiplied as `T`.
+        let g = ColumnMajor::of(p)?;
         let cfg = StridedBatchedConfig {
             gemm: GemmConfig {
-                transa: op(&p.b),
-                transb: op(&p.a),
-                m: int(p.n)?,
-                n: int(p.m)?,
-                k: int(p.k)?,
-                alpha: p.alpha,
-                lda: int(p.b.ld)?,
-                ldb: int(p.a.ld)?,
-                beta: p.beta,
-                ldc: int(p.c.ld)?,
+                transa: op(g.transa),
+                transb: op(g.transb),
+                m: g.m,
+                n: g.n,
+                k: g.k,
+                alpha: g.alpha,
+                lda: g.lda,
+                ldb: g.ldb,
+                beta: g.beta,
+                ldc: g.ldc,
             },
-            batch_size: int(p.batch)?,
-            stride_a: long(p.b.batch_stride)?,
-            stride_b: long(p.a.batch_stride)?,
-            stride_c: long(p.c.batch_stride)?,
+            batch_size: g.batch_count,
+            stride_a: g.stride_a,
+            stride_b: g.stride_b,
+            stride_c: g.stride_c,
         };
-        let (first, second) = (b.slice(p.b.offset..), a.slice(p.a.offset..));
-        let mut out = c.slice_mut(p.c.offset..);
+        let (first, second) = (b.slice(g.a_offset..), a.slice(g.b_offset..));
+        let mut out = c.slice_mut(g.c_offset..);
         // SAFETY: every matrix of the batch was checked above to lie inside its
-        // buffer, with leading dimensions no shorter than a row.
+        // buffer, and the arguments to keep cuBLAS's rules.
         unsafe {
             self.blas
                 .gemm_strided_batched(cfg, &first, &second, &mut out)
@@ -493,7 +524,9 @@ mod tests {
     //! These run where a GPU is (a lent machine: `cargo test -p cosmicai-model
     //! --features cuda --lib device`); elsewhere they say so and pass.
     use super::super::host::HostKernels;
-    use super::super::{Activation, Copy6, Kernels, OnDevice, Operand, Pool, Product, Region};
+    use super::super::{
+        Activation, Copy6, Kernels, OnDevice, Operand, Pool, Product, Region, noise,
+    };
     use super::CudaKernels;
     use crate::astromae::fused::{FusedAstroMae, random_objects, values};
 
@@ -507,25 +540,49 @@ mod tests {
         }
     }
 
-    /// Values in [-2, 2) from a fixed sequence.
-    fn noise(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect()
-    }
-
     fn worst(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter()
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f32::max)
+    }
+
+    /// Needs only NVRTC's library, no GPU. Where `COSMICAI_REQUIRE_NVRTC` is
+    /// set (CI, which installs it), its absence fails the test.
+    #[test]
+    fn the_kernels_compile_with_nvrtc() {
+        let ptx = match super::compile() {
+            Ok(ptx) => ptx.to_src(),
+            Err(e) if std::env::var_os("COSMICAI_REQUIRE_NVRTC").is_none() => {
+                eprintln!("skipped (set COSMICAI_REQUIRE_NVRTC to require it): {e}");
+                return;
+            }
+            Err(e) => panic!("NVRTC: {e}"),
+        };
+        for name in super::KERNELS {
+            assert!(
+                ptx.contains(&format!(".entry {name}(")),
+                "no kernel {name} in the PTX:\n{ptx}"
+            );
+        }
+        // What each launch passes must be what each kernel takes: the PTX
+        // lists every kernel's parameters, and a count that differs from the
+        // arguments `CudaKernels` pushes would be read as garbage.
+        for (name, params) in [
+            ("copy6", 3),
+            ("bias_act", 8),
+            ("layer_norm", 7),
+            ("softmax_rows", 3),
+            ("windows", 7),
+            ("max_pool3", 4),
+            ("avg_pool2", 4),
+            ("round_bf16", 3),
+        ] {
+            let start = ptx.find(&format!(".entry {name}(")).unwrap();
+            let list = &ptx[start..start + ptx[start..].find(')').unwrap()];
+            assert_eq!(list.matches(".param").count(), params, "{name}: {list}");
+        }
     }
 
     #[test]

@@ -21,9 +21,11 @@ use super::{Conv, Dense, EPS, FusedAstroMae, FusedError, InceptionBlock, Norm};
 use crate::crop::CROP;
 
 mod bounds;
+pub mod column_major;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod host;
+pub mod ledger;
 
 /// A matrix operand of [`Kernels::gemm`]: element (i, j) of batch item b lies at
 /// `offset + b * batch_stride + i * ld + j`, or `… + j * ld + i` when
@@ -659,6 +661,36 @@ impl<K: Kernels> OnDevice<K> {
         )
     }
 
+    /// As [`OnDevice::forward`], at most `max_objects` at a time: a batch
+    /// larger than the device's memory holds goes through in parts (each
+    /// part's memory is [`ledger::Footprint::peak`] of its objects).
+    pub fn forward_in_parts(
+        &self,
+        images: &[f32],
+        magnitudes: &[f32],
+        n: usize,
+        [height, width]: [usize; 2],
+        max_objects: usize,
+    ) -> Result<Vec<f32>, FusedError> {
+        let (pixels, bands) = (self.bands * height * width, self.bands);
+        if images.len() != n * pixels || magnitudes.len() != n * bands {
+            // forward names what is wrong.
+            return self.forward(images, magnitudes, n, [height, width]);
+        }
+        let part = max_objects.max(1);
+        let mut z = Vec::with_capacity(n);
+        for start in (0..n).step_by(part) {
+            let m = part.min(n - start);
+            z.extend(self.forward(
+                &images[start * pixels..(start + m) * pixels],
+                &magnitudes[start * bands..(start + m) * bands],
+                m,
+                [height, width],
+            )?);
+        }
+        Ok(z)
+    }
+
     /// `[n, bands, 32, 32]` -> the ViT's head output `[n, head width]`.
     fn vit(&self, crop: &K::Buf, n: usize) -> Result<K::Buf, FusedError> {
         let k = &self.kernels;
@@ -1001,6 +1033,20 @@ impl<K: Kernels> OnDevice<K> {
     }
 }
 
+/// Test values in [-2, 2) from a fixed sequence.
+#[cfg(test)]
+fn noise(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::host::HostKernels;
@@ -1016,6 +1062,12 @@ mod tests {
         let want = fused.forward(&images, &mags, n, [40, 36], 2).unwrap();
         let on = OnDevice::new(&fused, HostKernels).unwrap();
         let got = on.forward(&images, &mags, n, [40, 36]).unwrap();
+        let apart = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
         assert_eq!(got.len(), n);
         let spread = want.iter().fold(0f32, |m, z| m.max((z - want[0]).abs()));
         assert!(spread > 1e-3, "objects should differ: {want:?}");
@@ -1025,6 +1077,14 @@ mod tests {
                 "device schedule {got:?} vs fused {want:?}"
             );
         }
+        // In parts of 2, 2 and 1: the same redshifts.
+        let parts = on.forward_in_parts(&images, &mags, n, [40, 36], 2).unwrap();
+        assert_eq!(parts.len(), n);
+        assert!(apart(&parts, &got) < 1e-6, "{parts:?} vs {got:?}");
+        assert!(
+            on.forward_in_parts(&images[1..], &mags, n, [40, 36], 2)
+                .is_err()
+        );
         assert!(on.forward(&images, &mags, n, [20, 36]).is_err());
         assert!(on.forward(&images[1..], &mags, n, [40, 36]).is_err());
         // bf16: the same products as the CPU path's bf16 on its fp32 kernels.
@@ -1032,12 +1092,6 @@ mod tests {
         let got = half.forward(&images, &mags, n, [40, 36]).unwrap();
         let rounded = fused.clone().with_bf16(false);
         let want_half = rounded.forward(&images, &mags, n, [40, 36], 2).unwrap();
-        let apart = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max)
-        };
         assert!(apart(&got, &want_half) < 1e-5, "{got:?} vs {want_half:?}");
         assert!(apart(&got, &want) > 0.0, "bf16 should round something");
         assert!(OnDevice::new(&rounded, HostKernels).is_err());
