@@ -181,21 +181,7 @@ impl FusedAstroMae {
         [height, width]: [usize; 2],
         slice: usize,
     ) -> Result<Vec<f32>, FusedError> {
-        let per = self.bands * height * width;
-        if height < CROP || width < CROP {
-            return Err(FusedError(format!(
-                "images are {height}x{width}, smaller than the {CROP}x{CROP} the model reads"
-            )));
-        }
-        if images.len() != n * per || magnitudes.len() != n * self.bands {
-            return Err(FusedError(format!(
-                "{n} objects need {} pixel values and {} magnitudes, got {} and {}",
-                n * per,
-                n * self.bands,
-                images.len(),
-                magnitudes.len()
-            )));
-        }
+        let per = check_batch(self.bands, images, magnitudes, n, [height, width])?;
         let slice = slice.clamp(1, n.max(1));
         let out: Vec<Vec<f32>> = (0..n)
             .step_by(slice)
@@ -513,6 +499,34 @@ fn two_layer(layers: &[Dense; 2], x: &[f32], rows: usize) -> Vec<f32> {
 }
 
 /// `[n, bands, 32, 32]`: the centre crop of `[n, bands, h, w]` images.
+/// The values per object of a batch of `n` objects, `images` `[n, bands,
+/// height, width]` (at least 32x32) and `magnitudes` `[n, bands]`, or an error
+/// naming what does not fit.
+fn check_batch(
+    bands: usize,
+    images: &[f32],
+    magnitudes: &[f32],
+    n: usize,
+    [height, width]: [usize; 2],
+) -> Result<usize, FusedError> {
+    let per = bands * height * width;
+    if height < CROP || width < CROP {
+        return Err(FusedError(format!(
+            "images are {height}x{width}, smaller than the {CROP}x{CROP} the model reads"
+        )));
+    }
+    if images.len() != n * per || magnitudes.len() != n * bands {
+        return Err(FusedError(format!(
+            "{n} objects need {} pixel values and {} magnitudes, got {} and {}",
+            n * per,
+            n * bands,
+            images.len(),
+            magnitudes.len()
+        )));
+    }
+    Ok(per)
+}
+
 fn centre_crop(images: &[f32], n: usize, bands: usize, [h, w]: [usize; 2]) -> Vec<f32> {
     if (h, w) == (CROP, CROP) {
         return images.to_vec();

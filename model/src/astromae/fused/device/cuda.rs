@@ -8,7 +8,7 @@
 //! Every launch is checked against its buffers' lengths on the host first:
 //! a wrong stride is an error here, never a read or write outside a buffer.
 
-use super::bounds::{self, out_of};
+use super::bounds;
 use super::column_major::ColumnMajor;
 use super::{Activation, Copy6, Kernels, Pool, Product, Region};
 use crate::astromae::fused::FusedError;
@@ -358,11 +358,8 @@ impl Kernels for CudaKernels {
         src: &CudaSlice<f32>,
         dst: &mut CudaSlice<f32>,
     ) -> Result<(), FusedError> {
-        if c.is_empty() {
+        if !c.ready(src.len(), dst.len())? {
             return Ok(());
-        }
-        if !c.fits(src.len(), dst.len()) {
-            return Err(out_of("a copy"));
         }
         let args = CopyArgs {
             shape: c.shape.map(|v| v as u64),
@@ -389,10 +386,7 @@ impl Kernels for CudaKernels {
         per_row: bool,
         act: Activation,
     ) -> Result<(), FusedError> {
-        if !at.fits(y.len(), bias.len(), per_row) {
-            return Err(out_of("a bias"));
-        }
-        if at.rows * at.cols == 0 {
+        if !at.ready(y.len(), bias.len(), per_row)? {
             return Ok(());
         }
         let [offset, rows, cols, ld] = [at.offset, at.rows, at.cols, at.ld].map(|v| v as u64);
@@ -525,7 +519,7 @@ mod tests {
     //! --features cuda --lib device`); elsewhere they say so and pass.
     use super::super::host::HostKernels;
     use super::super::{
-        Activation, Copy6, Kernels, OnDevice, Operand, Pool, Product, Region, noise,
+        Activation, Copy6, Kernels, OnDevice, Operand, Pool, Product, Region, noise, worst,
     };
     use super::CudaKernels;
     use crate::astromae::fused::{FusedAstroMae, random_objects, values};
@@ -538,14 +532,6 @@ mod tests {
                 None
             }
         }
-    }
-
-    fn worst(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
     }
 
     /// Needs only NVRTC's library, no GPU. Where `COSMICAI_REQUIRE_NVRTC` is

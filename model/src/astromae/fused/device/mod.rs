@@ -173,6 +173,15 @@ impl Copy6 {
         self.len() == 0
     }
 
+    /// Whether there is anything to copy, or an error when an index reaches
+    /// past buffers of `src` and `dst` values.
+    pub fn ready(&self, src: usize, dst: usize) -> Result<bool, FusedError> {
+        if !self.fits(src, dst) {
+            return Err(bounds::out_of("a copy"));
+        }
+        Ok(!self.is_empty())
+    }
+
     /// Whether every index lies inside buffers of `src` and `dst` values.
     pub fn fits(&self, src: usize, dst: usize) -> bool {
         let last = |strides: &[usize; 6], offset: usize| {
@@ -199,6 +208,15 @@ pub struct Region {
 }
 
 impl Region {
+    /// Whether there is anything to add to, or an error when the region or
+    /// its bias reaches past buffers of `y` and `bias` values.
+    pub fn ready(&self, y: usize, bias: usize, per_row: bool) -> Result<bool, FusedError> {
+        if !self.fits(y, bias, per_row) {
+            return Err(bounds::out_of("a bias"));
+        }
+        Ok(self.rows * self.cols > 0)
+    }
+
     /// Whether the region lies inside `y` values, rows no longer than `ld`,
     /// with a bias of `bias` values for each row (`per_row`) or column.
     pub fn fits(&self, y: usize, bias: usize, per_row: bool) -> bool {
@@ -511,20 +529,7 @@ impl<K: Kernels> OnDevice<K> {
         [height, width]: [usize; 2],
     ) -> Result<Vec<f32>, FusedError> {
         let bands = self.bands;
-        if height < CROP || width < CROP {
-            return Err(FusedError(format!(
-                "images are {height}x{width}, smaller than the {CROP}x{CROP} the model reads"
-            )));
-        }
-        if images.len() != n * bands * height * width || magnitudes.len() != n * bands {
-            return Err(FusedError(format!(
-                "{n} objects need {} pixel values and {} magnitudes, got {} and {}",
-                n * bands * height * width,
-                n * bands,
-                images.len(),
-                magnitudes.len()
-            )));
-        }
+        super::check_batch(bands, images, magnitudes, n, [height, width])?;
         if n == 0 {
             return Ok(Vec::new());
         }
@@ -672,11 +677,8 @@ impl<K: Kernels> OnDevice<K> {
         [height, width]: [usize; 2],
         max_objects: usize,
     ) -> Result<Vec<f32>, FusedError> {
-        let (pixels, bands) = (self.bands * height * width, self.bands);
-        if images.len() != n * pixels || magnitudes.len() != n * bands {
-            // forward names what is wrong.
-            return self.forward(images, magnitudes, n, [height, width]);
-        }
+        let bands = self.bands;
+        let pixels = super::check_batch(bands, images, magnitudes, n, [height, width])?;
         let part = max_objects.max(1);
         let mut z = Vec::with_capacity(n);
         for start in (0..n).step_by(part) {
@@ -1033,6 +1035,16 @@ impl<K: Kernels> OnDevice<K> {
     }
 }
 
+/// The largest difference between two tests' outputs of the same length.
+#[cfg(test)]
+fn worst(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// Test values in [-2, 2) from a fixed sequence.
 #[cfg(test)]
 fn noise(len: usize, seed: u64) -> Vec<f32> {
@@ -1062,12 +1074,6 @@ mod tests {
         let want = fused.forward(&images, &mags, n, [40, 36], 2).unwrap();
         let on = OnDevice::new(&fused, HostKernels).unwrap();
         let got = on.forward(&images, &mags, n, [40, 36]).unwrap();
-        let apart = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max)
-        };
         assert_eq!(got.len(), n);
         let spread = want.iter().fold(0f32, |m, z| m.max((z - want[0]).abs()));
         assert!(spread > 1e-3, "objects should differ: {want:?}");
@@ -1080,7 +1086,7 @@ mod tests {
         // In parts of 2, 2 and 1: the same redshifts.
         let parts = on.forward_in_parts(&images, &mags, n, [40, 36], 2).unwrap();
         assert_eq!(parts.len(), n);
-        assert!(apart(&parts, &got) < 1e-6, "{parts:?} vs {got:?}");
+        assert!(worst(&parts, &got) < 1e-6, "{parts:?} vs {got:?}");
         assert!(
             on.forward_in_parts(&images[1..], &mags, n, [40, 36], 2)
                 .is_err()
@@ -1092,8 +1098,8 @@ mod tests {
         let got = half.forward(&images, &mags, n, [40, 36]).unwrap();
         let rounded = fused.clone().with_bf16(false);
         let want_half = rounded.forward(&images, &mags, n, [40, 36], 2).unwrap();
-        assert!(apart(&got, &want_half) < 1e-5, "{got:?} vs {want_half:?}");
-        assert!(apart(&got, &want) > 0.0, "bf16 should round something");
+        assert!(worst(&got, &want_half) < 1e-5, "{got:?} vs {want_half:?}");
+        assert!(worst(&got, &want) > 0.0, "bf16 should round something");
         assert!(OnDevice::new(&rounded, HostKernels).is_err());
     }
 }
