@@ -14,7 +14,8 @@ use cosmicai_shared::api::{RunLaunch, SweepLaunch};
 use cosmicai_shared::aws::StageEvent;
 use cosmicai_shared::model::ModelSpec;
 use cosmicai_shared::{Band, Class};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// For libFuzzer's start (`fuzz_target!(init: ...)`): the engine turns a
 /// third-party reader's panic into an error for that file (`catch_unwind`
@@ -25,20 +26,20 @@ pub fn only_escaping_panics_crash() {
     drop(std::panic::take_hook());
 }
 
-/// A file of this process holding `bytes`, named `name` (readers that take a
-/// path pick the format by its extension); `None` if it cannot be written.
-fn scratch(name: &str, bytes: &[u8]) -> Option<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("cosmicai-fuzz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).ok()?;
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).ok()?;
-    Some(path)
-}
-
+/// Runs `read` on a file named `name` holding `bytes` (readers that take a path
+/// pick the format by its extension), in a folder of its own (the stable loop
+/// runs targets on several threads), then removes the folder: a fuzzing
+/// process ends by exit or abort, with no destructor to tidy up after it, so
+/// nothing may outlive the input. Only a crash leaves its input behind.
 fn on_file(name: &str, bytes: &[u8], read: impl FnOnce(&Path)) {
-    if let Some(path) = scratch(name, bytes) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("cosmicai-fuzz-{}-{n}", std::process::id()));
+    let path = dir.join(name);
+    if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&path, bytes).is_ok() {
         read(&path);
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A partition file: its metadata, its objects and its images.
@@ -116,5 +117,33 @@ pub fn api_bodies(bytes: &[u8]) {
     let _ = serde_json::from_slice::<SweepLaunch>(bytes);
     if let Ok(text) = std::str::from_utf8(bytes) {
         let _ = ModelSpec::parse(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_file_targets_leave_nothing_behind() {
+        let ours = format!("cosmicai-fuzz-{}-", std::process::id());
+        let left = || {
+            std::fs::read_dir(std::env::temp_dir())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&ours))
+                .count()
+        };
+        for junk in [&b""[..], b"SIMPLE  =", b"\x1f\x8b\x08", b"ra,dec\n1,2\n"] {
+            super::partition(junk);
+            super::fits(junk);
+            super::fits_bz2(junk);
+            super::catalog_csv(junk);
+            super::catalog_csv_gz(junk);
+            super::cai_partition(junk);
+        }
+        assert_eq!(
+            left(),
+            0,
+            "a target left its scratch folder in the temporary folder"
+        );
     }
 }

@@ -344,25 +344,39 @@ try {
     await page.screenshot({ path: join(shots, 'predict-webgpu.png'), fullPage: true });
   });
 
-  await step('without WebGPU, auto falls back to the CPU and says why', async () => {
-    // A browser without WebGPU, in the page and in its workers (where inference runs):
-    // without --enable-unsafe-webgpu, headless Chromium here has navigator.gpu but no adapter.
-    const bare = await chromium.launch({
-      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run'],
+  // Two browsers without WebGPU, in the page and in its workers (where inference runs):
+  // headless Chromium without --enable-unsafe-webgpu has navigator.gpu but no adapter;
+  // one with no navigator.gpu at all (Firefox and Safari without WebGPU) is this Chromium
+  // with the property taken away before the page's and the worker's own code runs.
+  const hideGpu = 'Object.defineProperty((self.WorkerNavigator ?? self.Navigator).prototype, "gpu", { get: () => undefined });';
+  for (const [what, hidden, why] of [['no WebGPU adapter', false, /no WebGPU adapter/], ['no navigator.gpu', true, /navigator\.gpu is missing/]]) {
+    await step(`with ${what}, auto falls back to the CPU and says why`, async () => {
+      const bare = await chromium.launch({
+        executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+          '--disable-component-update', '--disable-sync', '--no-first-run'],
+      });
+      const context = await bare.newContext();
+      if (hidden) {
+        await context.addInitScript(hideGpu);
+        await context.route('**/cosmicai-infer_loader.js', async (route) => {
+          const response = await route.fetch();
+          await route.fulfill({ response, body: hideGpu + '\n' + (await response.text()) });
+        });
+      }
+      const plain = await context.newPage();
+      await plain.goto(`${base}/#/predict?backend=auto`);
+      assert.equal(await plain.evaluate(async () => (await navigator.gpu?.requestAdapter()) ?? null), null, 'this browser has WebGPU');
+      assert.equal(await plain.evaluate(() => navigator.gpu === undefined), hidden);
+      await plain.waitForSelector('.timing', { timeout: 60000 });
+      assert.equal(await plain.getAttribute('.timing', 'data-backend'), 'cpu');
+      assert.match(await plain.textContent('.fallback'), why);
+      await plain.selectOption('select.backend', 'webgpu');
+      await plain.waitForSelector('.error');
+      assert.match(await plain.textContent('.error'), why);
+      await bare.close();
     });
-    const plain = await bare.newPage();
-    await plain.goto(`${base}/#/predict?backend=auto`);
-    assert.equal(await plain.evaluate(async () => (await navigator.gpu?.requestAdapter()) ?? null), null, 'this browser has WebGPU');
-    await plain.waitForSelector('.timing', { timeout: 60000 });
-    assert.equal(await plain.getAttribute('.timing', 'data-backend'), 'cpu');
-    assert.match(await plain.textContent('.fallback'), /no WebGPU adapter/);
-    await plain.selectOption('select.backend', 'webgpu');
-    await plain.waitForSelector('.error');
-    assert.match(await plain.textContent('.error'), /WebGPU/);
-    await bare.close();
-  });
+  }
 
   await step('a local run with world size 2 completes to a scatter plot', async () => {
     await page.goto(base + '/#/runs');
