@@ -10,7 +10,7 @@
 use crate::archive::SdssField;
 use crate::partition::{ObjectRow, object_id};
 use cosmicai_shared::Class;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
@@ -367,7 +367,8 @@ pub fn read_catalog(
             inner: BufReader::new(raw),
             read: read.clone(),
         };
-        Box::new(Bounded::new(GzDecoder::new(counted), Some(read)))
+        // Every member: a concatenated (or bgzip-made) file is one catalog.
+        Box::new(Bounded::new(MultiGzDecoder::new(counted), Some(read)))
     } else {
         Box::new(Bounded::new(BufReader::new(raw), None))
     };

@@ -96,7 +96,7 @@ impl PartitionSink {
         if split == SplitBy::Objects(0) {
             return Err(DatasetError::ZeroObjects);
         }
-        std::fs::create_dir_all(dir).map_err(|source| DatasetError::Io {
+        crate::partition::create_dir_synced(dir).map_err(|source| DatasetError::Io {
             path: dir.to_path_buf(),
             source,
         })?;

@@ -171,3 +171,21 @@ fn a_run_over_a_folder_of_pt_files_converts_it_once() {
     let outside = converted_prefix(&cai, "../cai", |_, _| panic!("converted")).unwrap();
     assert_eq!(outside, "../cai");
 }
+
+#[test]
+fn two_files_that_would_become_one_partition_are_refused_before_any_is_written() {
+    let root = tempfile::tempdir().unwrap();
+    let cai = root.path().join("cai");
+    std::fs::create_dir_all(&cai).unwrap();
+    std::fs::copy(fixture(), cai.join("p.pt")).unwrap();
+    std::fs::copy(fixture(), cai.join("p.pth")).unwrap();
+    let out = root.path().join("out");
+    let err = cosmicai_engine::cai::import(&[cai], &out, None, Class::Galaxy, |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("would also become") && err.contains("p.safetensors"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing is written");
+}

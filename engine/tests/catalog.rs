@@ -177,3 +177,28 @@ fn empty_and_missing_files_are_clear_errors() {
         "{text}"
     );
 }
+
+#[test]
+fn a_gzip_of_several_members_is_read_whole() {
+    // `cat a.gz b.gz` (or bgzip) makes one file of two gzip members: a reader
+    // that stopped after the first would keep half the catalog, silently.
+    use flate2::{Compression, read::GzDecoder, write::GzEncoder};
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    GzDecoder::new(std::fs::File::open(assets().join("skyserver_dr14.csv.gz")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let half = text[..text.len() / 2].rfind('\n').unwrap() + 1;
+    let mut joined = Vec::new();
+    for part in [&text[..half], &text[half..]] {
+        let mut member = GzEncoder::new(Vec::new(), Compression::fast());
+        member.write_all(part.as_bytes()).unwrap();
+        joined.extend(member.finish().unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("joined.csv.gz");
+    std::fs::write(&path, joined).unwrap();
+    let c = read_catalog(&path, &mut HashSet::new(), |_| {}).unwrap();
+    assert_eq!(c.report.rows, 8443);
+    assert_eq!(c.report.kept, 8443);
+}

@@ -123,6 +123,42 @@ fn load_error(t: HashMap<String, (Vec<usize>, Vec<f32>)>) -> String {
 }
 
 #[test]
+fn a_checkpoint_for_other_images_or_bands_is_refused_at_load() {
+    // Each path runs on the centre 32x32 of five bands: a file made for 48x48
+    // images (more position tokens) or for four bands must be named at load,
+    // not fail in a forward pass on some device.
+    let mut t = tensors();
+    let (shape, values) = t.get_mut("pos_embed").unwrap();
+    let dim = shape[2];
+    shape[1] = 12 * 12 + 1;
+    values.resize(shape[1] * dim, 0.0);
+    let e = load_error(t);
+    assert!(e.contains("pos_embed") && e.contains("48x48"), "{e}");
+
+    let mut t = tensors();
+    let (shape, values) = t.get_mut("patch_embed.proj.weight").unwrap();
+    shape[1] = 4;
+    values.truncate(shape.iter().product());
+    let e = load_error(t);
+    assert!(
+        e.contains("patch_embed.proj.weight") && e.contains("4 bands"),
+        "{e}"
+    );
+
+    let mut t = tensors();
+    let (shape, values) = t
+        .get_mut("inception_model.magnitude_block.0.weight")
+        .unwrap();
+    shape[1] = 6;
+    values.resize(shape.iter().product(), 0.0);
+    let e = load_error(t);
+    assert!(
+        e.contains("magnitude_block.0.weight") && e.contains("must take 5"),
+        "{e}"
+    );
+}
+
+#[test]
 fn missing_or_misshapen_weights_are_named() {
     let e = config_of(&Weights::open(fixture("astromae.safetensors")).unwrap(), 5)
         .unwrap_err()

@@ -155,3 +155,50 @@ fn a_weight_file_past_the_size_limit_is_refused_unread() {
         "{e}"
     );
 }
+
+/// `partition.pt` with the sizes its zip directory gives its largest storage
+/// (the images) replaced: `compressed` and `size`, each unless `None`.
+fn forged_sizes(compressed: Option<u32>, size: Option<u32>) -> Vec<u8> {
+    let mut bytes = std::fs::read(fixture("partition.pt")).unwrap();
+    let largest = entries("partition.pt")
+        .into_iter()
+        .filter(|(n, _)| n.contains("/data/"))
+        .max_by_key(|(_, d)| d.len())
+        .unwrap()
+        .0;
+    // Central directory records: "PK\1\2", sizes at 20 and 24, the name at 46.
+    let at = (0..bytes.len() - 46)
+        .find(|&i| {
+            bytes[i..i + 4] == *b"PK\x01\x02" && {
+                let len = u16::from_le_bytes([bytes[i + 28], bytes[i + 29]]) as usize;
+                bytes.get(i + 46..i + 46 + len) == Some(largest.as_bytes())
+            }
+        })
+        .expect("the storage's directory record");
+    for (offset, value) in [(20, compressed), (24, size)] {
+        if let Some(v) = value {
+            bytes[at + offset..at + offset + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    bytes
+}
+
+fn read_images(bytes: Vec<u8>) -> Result<Vec<f32>, String> {
+    let mut file = PtFile::new("forged.pt", Cursor::new(bytes)).map_err(|e| e.to_string())?;
+    let tensors = file.dataset_tensors().map_err(|e| e.to_string())?;
+    file.read(&tensors[0])
+        .map(|t| t.values)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_record_size_the_file_cannot_hold_is_refused_before_it_sizes_anything() {
+    assert!(read_images(forged_sizes(None, None)).is_ok());
+    // Longer than it takes in the file (a compressed record, which torch.save
+    // never writes, or a forged one).
+    let longer = read_images(forged_sizes(None, Some(1 << 30))).unwrap_err();
+    assert!(longer.contains("the zip says 1073741824 bytes"), "{longer}");
+    // As long as it says, but not in a file this short.
+    let past = read_images(forged_sizes(Some(0xffff_fff0), Some(0xffff_fff0))).unwrap_err();
+    assert!(past.contains("forged.pt"), "{past}");
+}

@@ -101,6 +101,7 @@ pub async fn list_objects(
     security(("bearer" = [])),
     responses((status = 201, description = "The selection as a dataset: launch a run with its data_prefix", body = cosmicai_shared::api::Selection),
         (status = 400, body = cosmicai_shared::api::ApiError), (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError),
         (status = 413, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
 pub async fn create_selection(
     State(state): AppStateRef,
@@ -189,12 +190,40 @@ pub async fn object_detail(
         source_detail = "a real cutout, cut on demand from the SDSS archive's frames".into();
         image_size = Some(64);
     }
-    // Image models served here predict from the object's cutout, on demand.
+    // Image models served here predict from the object's cutout, on demand, one
+    // inference per core at once (as cutout reads), and each object once.
     if object.has_image && state.models.all.iter().any(|m| m.entry.reads_images) {
-        let st = state.clone();
-        let more = tokio::task::spawn_blocking(move || image_predictions(&st, id))
-            .await
-            .map_err(Error::internal)?;
+        let kept = move |state: &AppState| {
+            let kept = state.image_predictions.lock();
+            kept.unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        };
+        let more = match kept(&state) {
+            Some(more) => more,
+            None => {
+                let permit = super::heavy_turn(&state).await?;
+                let st = state.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    // Asked for again while this one waited its turn.
+                    if let Some(more) = kept(&st) {
+                        return more;
+                    }
+                    let more = image_predictions(&st, id);
+                    let mut all = st
+                        .image_predictions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    // Bounded: past the bound, start over (it is a cache, not a record).
+                    if all.len() >= KEPT_PREDICTIONS {
+                        all.clear();
+                    }
+                    all.insert(id, more.clone());
+                    more
+                })
+                .await
+                .map_err(Error::internal)?
+            }
+        };
         predictions.extend(more);
     }
     Ok(Json(ObjectDetail {
@@ -212,7 +241,8 @@ pub async fn object_detail(
 #[utoipa::path(post, path = "/api/objects/{id}/fetch", params(("id" = i64, Path)),
     security(("bearer" = [])),
     responses((status = 202, body = cosmicai_shared::api::ArchiveCutout),
-        (status = 401, body = cosmicai_shared::api::ApiError), (status = 404, body = cosmicai_shared::api::ApiError),
+        (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError), (status = 404, body = cosmicai_shared::api::ApiError),
         (status = 409, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
         (status = 429, description = "Too many objects waiting; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn fetch_object(
@@ -233,6 +263,9 @@ pub async fn fetch_object(
     }
     Ok((StatusCode::ACCEPTED, Json(archive.request(id)?)))
 }
+
+/// Objects whose image models' predictions are kept (a few hundred bytes each).
+pub const KEPT_PREDICTIONS: usize = 16_384;
 
 /// The predictions of the served image models (AstroMAE) for object `id`; a model
 /// that cannot run is left out (its load error was reported at start).
@@ -327,9 +360,10 @@ pub async fn object_image(
     }
     // Reading the cutout and encoding the PNG are blocking work: off the
     // async threads.
-    let _permit = state.heavy.acquire().await.map_err(Error::internal)?;
+    let permit = super::heavy_turn(&state).await?;
     let st = state.clone();
     let png = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
+        let _permit = permit;
         let e = entry(&st, id)?;
         let (pixels, size) = cutout_of(&st, e, id)?;
         let plane = size * size;
@@ -384,7 +418,8 @@ pub struct CutoutParams {
 /// then per object an i64 id and count × 5 × side × side f32 (u,g,r,i,z; NaN off the frame).
 #[utoipa::path(get, path = "/api/cutouts", params(CutoutParams),
     responses((status = 200, description = "Binary cutouts", content_type = "application/octet-stream"),
-        (status = 400, body = cosmicai_shared::api::ApiError), (status = 404, body = cosmicai_shared::api::ApiError)))]
+        (status = 400, body = cosmicai_shared::api::ApiError), (status = 404, body = cosmicai_shared::api::ApiError),
+        (status = 429, description = "Too many replies being sent; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn cutouts(
     State(state): AppStateRef,
     Query(params): Query<CutoutParams>,
@@ -405,14 +440,40 @@ pub async fn cutouts(
             ids.len()
         )));
     }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(Error::bad_request(format!("ids: {twice} is given twice")));
+    }
+    // The reply's memory lasts until a client takes it, however slowly: a
+    // bounded number of them at once, each bounded.
+    let reply = state
+        .cutout_replies
+        .take()
+        .ok_or_else(|| super::guard::busy("cutout replies", CUTOUT_REPLIES))?;
     // Up to 256 cutouts read from disk: blocking work, off the async threads.
-    let _permit = state.heavy.acquire().await.map_err(Error::internal)?;
+    let permit = super::heavy_turn(&state).await?;
     let st = state.clone();
-    let out = tokio::task::spawn_blocking(move || encode_cutouts(&st, &ids, params.crop))
-        .await
-        .map_err(Error::internal)??;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
+    let out = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        encode_cutouts(&st, &ids, params.crop)
+    })
+    .await
+    .map_err(Error::internal)??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, out.len().to_string()),
+        ],
+        super::guard::held_body(out, reply),
+    )
+        .into_response())
 }
+
+/// `/api/cutouts` replies being sent at once.
+pub const CUTOUT_REPLIES: usize = 16;
+
+/// The largest `/api/cutouts` reply: 256 cutouts of 32x32, or 100 of 64x64.
+pub const MAX_CUTOUT_BYTES: usize = 8 << 20;
 
 /// The cutout of object `id`, or why there is none.
 fn cutout_of(state: &AppState, e: &super::objects::Entry, id: i64) -> ApiResult<(Vec<f32>, usize)> {
@@ -446,6 +507,16 @@ fn encode_cutouts(state: &AppState, ids: &[i64], crop: Option<usize>) -> ApiResu
             ));
         }
         if out.is_empty() {
+            let bytes = 8 + ids.len() * (8 + 5 * crop * crop * 4);
+            if bytes > MAX_CUTOUT_BYTES {
+                return Err(Error::bad_request(format!(
+                    "ids: {} cutouts of {crop}x{crop} come to {:.1} MB, more than the {:.1} MB \
+                     of one reply: ask for fewer, or give crop",
+                    ids.len(),
+                    bytes as f64 / 1e6,
+                    MAX_CUTOUT_BYTES as f64 / 1e6
+                )));
+            }
             out = cosmicai_shared::cutouts::begin(ids.len(), crop);
         }
         let start = (size - crop) / 2;
@@ -534,7 +605,8 @@ pub async fn list_runs(
 #[utoipa::path(post, path = "/api/runs", request_body = RunLaunch,
     security(("bearer" = [])),
     responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
-        (status = 401, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
+        (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
         (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
         (status = 429, description = "Too many runs and sweeps at once, or their memory budget is held; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn create_run(
@@ -595,6 +667,7 @@ pub async fn run_detail(
 #[utoipa::path(post, path = "/api/runs/{id}/cancel", params(("id" = String, Path)),
     security(("bearer" = [])),
     responses((status = 202, body = Created), (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError),
         (status = 404, body = cosmicai_shared::api::ApiError), (status = 409, body = cosmicai_shared::api::ApiError)))]
 pub async fn cancel_run(
     State(state): AppStateRef,
@@ -644,16 +717,24 @@ pub async fn run_events(
             return Ok(Sse::new(stream).into_response());
         }
     };
-    let slot = state
-        .stream_slots
-        .take()
-        .ok_or_else(|| super::guard::busy("event streams", state.stream_slots.cap()))?;
     // Ids are event numbers; anything else in the header starts from the beginning.
+    // One past the events so far waits for the next: a larger id would wait for an
+    // event that may never come, holding a slot.
     let from = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .map_or(0, |last| last.saturating_add(1));
+        .map_or(0, |last| last.saturating_add(1).min(live.len()));
+    // A finished run has nothing more to wait for: what is left, at once, with no
+    // slot held (also a client that has seen it all, which gets an empty stream).
+    if live.is_over() {
+        let rest = numbered(live.events_from(from), from);
+        return Ok(Sse::new(futures_util::stream::iter(rest)).into_response());
+    }
+    let slot = state
+        .stream_slots
+        .take()
+        .ok_or_else(|| super::guard::busy("event streams", state.stream_slots.cap()))?;
     let idle = state.stream_idle;
     // The slot lives in the stream's state: it frees when the client goes.
     let stream = futures_util::stream::unfold(
@@ -670,18 +751,7 @@ pub async fn run_events(
                         .iter()
                         .any(|e| matches!(e, RunEvent::Finished { .. } | RunEvent::Error { .. }));
                     let n = events.len();
-                    let data = events
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, e)| {
-                            Ok::<_, std::convert::Infallible>(
-                                Event::default()
-                                    .id((sent + i).to_string())
-                                    .json_data(&e)
-                                    .unwrap_or_default(),
-                            )
-                        })
-                        .collect::<Vec<_>>();
+                    let data = numbered(events, sent);
                     return Some((
                         futures_util::stream::iter(data),
                         (live, sent + n, over, slot),
@@ -699,6 +769,21 @@ pub async fn run_events(
     Ok(Sse::new(stream.flatten())
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// Server-Sent Events of `events`, numbered from `first` (their ids, which a
+/// reconnecting browser sends back as `Last-Event-ID`).
+fn numbered(events: Vec<RunEvent>, first: usize) -> Vec<Result<Event, std::convert::Infallible>> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            Ok(Event::default()
+                .id((first + i).to_string())
+                .json_data(&e)
+                .unwrap_or_default())
+        })
+        .collect()
 }
 
 /// Points of the results' scatter plot, at most.
@@ -762,6 +847,7 @@ pub async fn run_results(
     security(("bearer" = [])),
     responses((status = 200, description = "Duration and cost estimate", body = Estimate),
         (status = 400, body = cosmicai_shared::api::ApiError), (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError),
         (status = 413, body = cosmicai_shared::api::ApiError),
         (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
 pub async fn estimate(
@@ -788,7 +874,8 @@ pub async fn estimate(
 #[utoipa::path(post, path = "/api/sweeps", request_body = SweepLaunch,
     security(("bearer" = [])),
     responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
-        (status = 401, body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
+        (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
         (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
         (status = 429, description = "Too many runs and sweeps at once, or their memory budget is held; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn create_sweep(
@@ -812,6 +899,7 @@ pub async fn create_sweep(
 #[utoipa::path(post, path = "/api/sweeps/{id}/cancel", params(("id" = String, Path)),
     security(("bearer" = [])),
     responses((status = 202, body = Created), (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError),
         (status = 404, body = cosmicai_shared::api::ApiError), (status = 409, body = cosmicai_shared::api::ApiError)))]
 pub async fn cancel_sweep(
     State(state): AppStateRef,

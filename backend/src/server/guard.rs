@@ -5,7 +5,9 @@
 //!   only when given (`--token`, for a server behind a reverse proxy). It is
 //!   compared in constant time and must be long enough to resist guessing.
 //! - The Host check refuses requests whose `Host` is not this server's name, so
-//!   a web page cannot reach a loopback server through DNS rebinding.
+//!   a web page cannot reach a loopback server through DNS rebinding; and a
+//!   server with no token takes no guarded request that a browser made for a
+//!   page of another site (cross-site request forgery).
 //! - [`Slots`] admit a bounded number of runs, sweeps and event streams at once;
 //!   past the bound the answer is 429 with `Retry-After`, not a slower host.
 //! - The [`MemoryBudget`] is shared by every local run and sweep: each holds
@@ -57,6 +59,18 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
+    if state.access.token.is_none()
+        && let Some(why) = from_another_site(request.headers())
+    {
+        return Error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a page of another site may not call this endpoint ({why}); to call it from \
+                 elsewhere, start the server with --token"
+            ),
+        )
+        .into_response();
+    }
     if let Some(token) = &state.access.token {
         let given = request
             .headers()
@@ -77,6 +91,30 @@ pub async fn require_token(
         }
     }
     next.run(request).await
+}
+
+/// Why a request comes from a page of another site, if it does. Without a
+/// token, a page anywhere on the web could make the user's browser post to a
+/// loopback server: a request with no body, or a form's, needs no CORS
+/// preflight, and the Host check passes. Browsers say where a request comes
+/// from (`Sec-Fetch-Site`, `Origin`); the CLI and scripts send neither.
+fn from_another_site(headers: &axum::http::HeaderMap) -> Option<String> {
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("?"));
+    // `none`: the user's own doing (the address bar, a bookmark).
+    if let Some(site) = text("sec-fetch-site")
+        && !site.eq_ignore_ascii_case("same-origin")
+        && !site.eq_ignore_ascii_case("none")
+    {
+        return Some(format!("Sec-Fetch-Site: {site}"));
+    }
+    let origin = text("origin")?;
+    // The origin's host and port must be the Host this request was sent to.
+    let host = text("host").unwrap_or_default();
+    let authority = origin
+        .split_once("://")
+        .map_or("", |(_, rest)| rest)
+        .trim_end_matches('/');
+    (!authority.eq_ignore_ascii_case(host)).then(|| format!("Origin: {origin}"))
 }
 
 /// Who may call: the token, and the names this server answers to.
@@ -151,6 +189,22 @@ pub async fn check_host(
         .into_response();
     }
     next.run(request).await
+}
+
+/// A reply body that holds `slot` until the client has taken all of it (or
+/// gone). Sent in pieces, each its own copy, so what the server still holds
+/// for a slow client is the rest of `bytes` plus a few pieces, while the slot
+/// counts it.
+pub fn held_body(bytes: Vec<u8>, slot: Slot) -> axum::body::Body {
+    const PIECE: usize = 64 << 10;
+    let pieces = futures_util::stream::unfold((bytes, 0, slot), |(bytes, at, slot)| async move {
+        let end = bytes.len().min(at + PIECE);
+        (at < end).then(|| {
+            let piece = axum::body::Bytes::copy_from_slice(&bytes[at..end]);
+            (Ok::<_, std::convert::Infallible>(piece), (bytes, end, slot))
+        })
+    });
+    axum::body::Body::from_stream(pieces)
 }
 
 /// A bounded number of things (runs, streams) at once.
@@ -286,6 +340,47 @@ mod tests {
         assert!(!same_token(b"0123456789abcdeF", b"0123456789abcdef"));
         assert!(!same_token(b"0123456789abcde", b"0123456789abcdef"));
         assert!(checked_token("short", "--token").is_err());
+    }
+
+    #[test]
+    fn a_request_from_another_sites_page_is_told_apart() {
+        let of = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = axum::http::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, value.parse().unwrap());
+            }
+            from_another_site(&headers)
+        };
+        let host = ("host", "127.0.0.1:8080");
+        // The CLI, curl, a script: no word on where they come from.
+        assert_eq!(of(&[host]), None);
+        // The explorer itself, and the address bar.
+        assert_eq!(of(&[host, ("sec-fetch-site", "same-origin")]), None);
+        assert_eq!(of(&[host, ("sec-fetch-site", "none")]), None);
+        assert_eq!(of(&[host, ("origin", "http://127.0.0.1:8080")]), None);
+        assert_eq!(
+            of(&[("host", "[::1]:8080"), ("origin", "http://[::1]:8080")]),
+            None
+        );
+        // Another site's page, or a sandboxed one.
+        for site in ["cross-site", "same-site"] {
+            assert!(
+                of(&[host, ("sec-fetch-site", site)])
+                    .unwrap()
+                    .contains(site)
+            );
+        }
+        for origin in [
+            "https://evil.example",
+            "http://127.0.0.1:3000",
+            "null",
+            "http://localhost:8080",
+        ] {
+            assert!(
+                of(&[host, ("origin", origin)]).unwrap().contains(origin),
+                "{origin}"
+            );
+        }
     }
 
     #[test]

@@ -126,9 +126,17 @@ pub struct AppState {
     archive: Option<Arc<archive::Archive>>,
     /// SkyServer's JPEG cutout service (`--skyserver`).
     skyserver: String,
-    /// Cutout reads and PNG encodings at once (one per core): more wait their
-    /// turn without holding a thread, so they cannot starve the rest.
-    heavy: tokio::sync::Semaphore,
+    /// Cutout reads, PNG encodings and inferences at once (one per core): more
+    /// wait their turn without holding a thread, so they cannot starve the
+    /// rest. See [`heavy_turn`].
+    heavy: Arc<tokio::sync::Semaphore>,
+    /// `/api/cutouts` replies being sent: each holds its body (at most
+    /// `api::MAX_CUTOUT_BYTES`) until the client has taken it, however slowly.
+    cutout_replies: Arc<guard::Slots>,
+    /// The image models' predictions of objects already asked for (at most
+    /// `api::KEPT_PREDICTIONS` objects): a page viewed again costs no inference.
+    image_predictions:
+        std::sync::Mutex<std::collections::HashMap<i64, Vec<cosmicai_shared::api::Prediction>>>,
     model_hash: String,
     model_card: serde_json::Value,
     /// Changes when the served data is rebuilt, so image ETags change with it.
@@ -178,6 +186,18 @@ fn random_token() -> Result<String> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A turn at heavy blocking work. It moves into the blocking task: a request
+/// that times out (or whose client goes) while the work runs must not free
+/// the turn before the work ends.
+async fn heavy_turn(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, error::Error> {
+    state
+        .heavy
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(error::Error::internal)
 }
 
 /// Where the explorer is (or will be, while `make serve` builds it).
@@ -530,9 +550,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         memory: guard::MemoryBudget::new(memory_budget_mb),
         archive,
         skyserver: args.skyserver.clone(),
-        heavy: tokio::sync::Semaphore::new(
+        heavy: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
-        ),
+        )),
+        cutout_replies: guard::Slots::new(api::CUTOUT_REPLIES),
+        image_predictions: Default::default(),
         model_hash: format!("{:016x}", fnv(crate::models::SHIPPED_PHOTOZ)),
         model_card,
         data_version,

@@ -116,7 +116,12 @@ impl ObjectIndex {
             if !dir.is_dir() {
                 continue;
             }
-            for path in list_partitions(&dir)? {
+            // An empty folder is an empty dataset (`fetched/` before any fetch).
+            let paths = match list_partitions(&dir) {
+                Err(cosmicai_engine::dataset::DatasetError::NoPartitions(_)) => Vec::new(),
+                paths => paths?,
+            };
+            for path in paths {
                 let file = PartitionFile::open(&path)?;
                 let part = file.catalog();
                 let predictions = cosmicai_engine::predict::predict_photoz::<crate::models::Cpu>(

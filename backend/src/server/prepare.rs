@@ -27,47 +27,67 @@ pub fn prepare(data_dir: &Path, assets: &Path) -> Result<()> {
             c.display()
         );
     }
-    if !data_dir.join("catalog").is_dir() {
-        eprintln!(
-            "preparing {}: importing the bundled catalogs",
-            data_dir.display()
-        );
-        catalog::import_catalogs(&catalogs, &data_dir.join("catalog"), SplitBy::Objects(4096))
-            .context("importing the bundled catalogs")?;
-    }
+    cosmicai_engine::partition::create_dir_synced(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    build(
+        data_dir,
+        "catalog",
+        "importing the bundled catalogs",
+        |dir| {
+            catalog::import_catalogs(&catalogs, dir, SplitBy::Objects(4096))
+                .map(drop)
+                .context("importing the bundled catalogs")
+        },
+    )?;
     let field = assets.join("fields/2820-3-0122");
-    if !data_dir.join("real").is_dir() && field.is_dir() {
-        eprintln!(
-            "preparing {}: real cutouts of the bundled SDSS field",
-            data_dir.display()
-        );
-        ingest::cut(
-            &field,
-            ingest::CutAt::Detections {
-                threshold_sigma: 8.0,
-                max_sources: 1000,
+    if field.is_dir() {
+        build(
+            data_dir,
+            "real",
+            "real cutouts of the bundled SDSS field",
+            |dir| {
+                let at = ingest::CutAt::Detections {
+                    threshold_sigma: 8.0,
+                    max_sources: 1000,
+                };
+                ingest::cut(&field, at, 64, dir, 4096)
+                    .map(drop)
+                    .context("cutting the bundled field")
             },
-            64,
-            &data_dir.join("real"),
-            4096,
-        )
-        .context("cutting the bundled field")?;
+        )?;
     }
-    if !data_dir.join("synthetic").is_dir() {
-        eprintln!(
-            "preparing {}: {SYNTHETIC_OBJECTS} synthetic cutouts",
-            data_dir.display()
-        );
-        synth::render(
-            &catalogs,
-            &data_dir.join("synthetic"),
-            64,
-            1,
-            Some(SYNTHETIC_OBJECTS),
-            None,
-            4096,
-        )
-        .context("rendering synthetic cutouts")?;
-    }
+    let what = format!("{SYNTHETIC_OBJECTS} synthetic cutouts");
+    build(data_dir, "synthetic", &what, |dir| {
+        synth::render(&catalogs, dir, 64, 1, Some(SYNTHETIC_OBJECTS), None, 4096)
+            .map(drop)
+            .context("rendering synthetic cutouts")
+    })?;
     Ok(())
+}
+
+/// Builds dataset `name` under `data_dir` with `make`, unless it is there. It is
+/// made in a `.tmp-NAME` folder beside it and renamed into place whole (the
+/// rename synced), so a first start cut short (Ctrl-C, a power cut) leaves no
+/// half dataset that later starts would serve as whole: they build it again.
+fn build(
+    data_dir: &Path,
+    name: &str,
+    what: &str,
+    make: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let dir = data_dir.join(name);
+    if dir.is_dir() {
+        return Ok(());
+    }
+    eprintln!("preparing {}: {what}", data_dir.display());
+    let temp = data_dir.join(format!(".tmp-{name}"));
+    if temp.exists() {
+        std::fs::remove_dir_all(&temp)
+            .with_context(|| format!("removing what a start cut short left: {}", temp.display()))?;
+    }
+    make(&temp)?;
+    std::fs::rename(&temp, &dir).with_context(|| format!("{}", dir.display()))?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("{}", data_dir.display()))
 }

@@ -44,6 +44,11 @@ impl LiveRun {
             .unwrap_or_default()
     }
 
+    /// How many events there are so far.
+    pub fn len(&self) -> usize {
+        *self.count.borrow()
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<usize> {
         self.count.subscribe()
     }

@@ -64,14 +64,34 @@ pub fn import(
     mut on_file: impl FnMut(&Path, u64),
 ) -> Result<ImportReport, CaiError> {
     let files = cai_files(inputs)?;
-    std::fs::create_dir_all(out).map_err(|e| fail(out, format!("cannot create: {e}")))?;
-    let mut report = ImportReport::default();
-    for file in &files {
-        let size = std::fs::metadata(file).map_or(0, |m| m.len());
+    // Each file becomes STEM.safetensors: two of one stem (`p.pt` and `p.pth`, or
+    // two folders' `p.pt`) would make the second look converted already and
+    // lose its objects, so they are refused before anything is written.
+    let target_of = |file: &Path| {
         let stem = file
             .file_stem()
             .map_or_else(|| "partition".into(), |s| s.to_string_lossy());
-        let target = out.join(format!("{stem}.safetensors"));
+        out.join(format!("{stem}.safetensors"))
+    };
+    let mut targets = std::collections::HashMap::new();
+    for file in &files {
+        if let Some(other) = targets.insert(target_of(file), file) {
+            return Err(fail(
+                file,
+                format!(
+                    "{} would also become {}: give the files different names",
+                    other.display(),
+                    target_of(file).display()
+                ),
+            ));
+        }
+    }
+    crate::partition::create_dir_synced(out)
+        .map_err(|e| fail(out, format!("cannot create: {e}")))?;
+    let mut report = ImportReport::default();
+    for file in &files {
+        let size = std::fs::metadata(file).map_or(0, |m| m.len());
+        let target = target_of(file);
         if PartitionFile::open(&target).is_ok() {
             report.skipped += 1;
             on_file(file, size);

@@ -12,7 +12,10 @@ fn nearest(v: f64) -> i64 {
 /// `None` when the position does not project onto this frame's plane at all.
 pub fn cut_band(frame: &Frame, ra: f64, dec: f64, size: usize, out: &mut [f32]) -> Option<()> {
     let (x, y) = frame.pixel_of(ra, dec)?;
-    if !x.is_finite() || !y.is_finite() {
+    // Far off the frame (a malformed WCS can put it at 1e300) it misses it, and
+    // the window's pixel arithmetic below stays far from i64's ends.
+    const FAR: f64 = 1e9;
+    if !(x.abs() < FAR && y.abs() < FAR) {
         return None;
     }
     let half = (size / 2) as i64;

@@ -166,6 +166,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     replace_synced(path, |temp| std::fs::write(temp, bytes))
 }
 
+/// `create_dir_all` that also syncs each folder it creates into its parent:
+/// syncing a file makes its bytes durable, not the entries of new folders above
+/// it, and a power cut could otherwise take a whole new results folder with it.
+pub fn create_dir_synced(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir_synced(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // Made meanwhile by another writer (ranks share folders).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()
+}
+
 /// The mechanism of [`write_atomically`]: `fill` writes the temporary file (by its
 /// path), which is then synced and renamed over `path`, and the directory synced.
 /// The temporary file is removed if anything fails.

@@ -142,7 +142,7 @@ impl ObjectStore for LocalStore {
             source,
         };
         let dir = path.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::partition::create_dir_synced(dir).map_err(io)?;
         // Whole objects only, as S3 does: write aside, sync, rename, sync the
         // folder, so a power cut leaves the old object or the new one, never
         // a torn one. A writer killed midway leaves a `.tmp*` file, which

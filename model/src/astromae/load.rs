@@ -11,6 +11,7 @@
 use super::inception::{ConvBlock, Inception, InceptionBranch};
 use super::vit::{Block, VitEncoder};
 use super::{AstroMae, AstroMaeConfig, MagnitudeMlp, TwoLayer};
+use crate::crop::CROP;
 use crate::weights::{Weights, WeightsError};
 use burn::module::Param;
 use burn::prelude::*;
@@ -21,6 +22,8 @@ const INCEPTION_BLOCKS: [usize; 5] = [2, 3, 5, 6, 8];
 const INCEPTION_MLP: (usize, usize) = (10, 12);
 const INCEPTION: &str = "inception_model.vis_inception";
 const MAGNITUDES: &str = "inception_model.magnitude_block";
+/// The bands every path reads (ugriz).
+const BANDS: usize = 5;
 /// The stem convolution is one module registered twice, so a state_dict lists it
 /// under both names; either is enough.
 const STEM: &str = "inception_model.conv2d_init";
@@ -102,6 +105,35 @@ pub fn config_of(weights: &Weights, heads: usize) -> Result<AstroMaeConfig, Weig
     }
     let tokens = weights.shape("pos_embed")?.get(1).copied().unwrap_or(0);
     let side = ((tokens.saturating_sub(1)) as f64).sqrt() as usize;
+    // Every path runs the model on the centre 32x32 of five bands (ugriz), so a
+    // file made for other images is refused here, named, not left to fail in a
+    // forward pass on some device.
+    if side * side + 1 != tokens || side * p != CROP {
+        return Err(weights.error(
+            "pos_embed",
+            format!(
+                "{tokens} tokens of {p}x{p} patches: a model for {0}x{0} images, not the \
+                 {CROP}x{CROP} crop AstroMAE reads",
+                side * p
+            ),
+        ));
+    }
+    if bands != BANDS {
+        return Err(weights.error(
+            name,
+            format!("a model of {bands} bands, not the {BANDS} (ugriz) of SDSS images"),
+        ));
+    }
+    let first = format!("{MAGNITUDES}.0.weight");
+    match weights.shape(&first)? {
+        [_, inputs] if *inputs == BANDS => {}
+        other => {
+            return Err(weights.error(
+                &first,
+                format!("shape {other:?}: the magnitudes' first layer must take {BANDS} (ugriz)"),
+            ));
+        }
+    }
     let depth = (0..)
         .take_while(|i| weights.contains(&format!("blocks.{i}.norm1.weight")))
         .count();

@@ -43,6 +43,8 @@ pub struct PtTensor {
 pub struct PtFile<R> {
     path: PathBuf,
     zip: zip::ZipArchive<R>,
+    /// The file's length: what no record in it can be longer than.
+    len: u64,
     /// `ARCHIVE/` before `data.pkl` and `data/KEY`.
     prefix: String,
     pickle: Pickle,
@@ -61,12 +63,16 @@ impl PtFile<std::io::BufReader<std::fs::File>> {
 
 impl<R: Read + Seek> PtFile<R> {
     /// Reads the zip directory and the pickle of `reader`; `path` names it in errors.
-    pub fn new(path: impl AsRef<Path>, reader: R) -> Result<Self, PtError> {
+    pub fn new(path: impl AsRef<Path>, mut reader: R) -> Result<Self, PtError> {
         let path = path.as_ref().to_path_buf();
         let fail = |problem: String| PtError {
             path: path.clone(),
             problem,
         };
+        let len = reader
+            .seek(std::io::SeekFrom::End(0))
+            .and_then(|len| reader.rewind().map(|()| len))
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
         let mut zip = zip::ZipArchive::new(reader).map_err(|e| {
             fail(format!(
                 "not a PyTorch zip file ({e}); files from torch.save before PyTorch 1.6 \
@@ -97,6 +103,7 @@ impl<R: Read + Seek> PtFile<R> {
         Ok(PtFile {
             path,
             zip,
+            len,
             prefix,
             pickle,
         })
@@ -252,6 +259,29 @@ impl<R: Read + Seek> PtFile<R> {
                     path: self.path.clone(),
                     problem: format!("{what}: size overflows"),
                 })?;
+            // The zip's directory says how long a record is, and a forged one can
+            // say anything: torch.save stores records as they are, so a record's
+            // size must be what it takes in the file, and lie inside the file,
+            // before it sizes an allocation.
+            let start = entry.data_start().unwrap_or(entry.header_start());
+            if entry.compression() != zip::CompressionMethod::Stored
+                || entry.compressed_size() != entry.size()
+                || start
+                    .checked_add(entry.size())
+                    .is_none_or(|end| end > self.len)
+            {
+                return Err(PtError {
+                    path: self.path.clone(),
+                    problem: format!(
+                        "{record}: the zip says {} bytes ({:?}, {} in the file, from byte \
+                         {start}), which a {}-byte file made by torch.save cannot hold",
+                        entry.size(),
+                        entry.compression(),
+                        entry.compressed_size(),
+                        self.len
+                    ),
+                });
+            }
             if (entry.size() as u128) < needed as u128 {
                 return Err(PtError {
                     path: self.path.clone(),
