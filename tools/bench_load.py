@@ -4,7 +4,8 @@ a figure to report, not a test.
 
 All at once, for DURATION seconds (default 30):
   - 200 keep-alive connections listing objects,
-  - 50 connections fetching /api/cutouts with 256 ids each,
+  - 50 connections fetching /api/cutouts with 256 ids each, cropped to 32x32 (5.2 MB;
+    a reply is at most 8 MiB, and 16 are sent at once: the rest get 429),
   - 500 Server-Sent Event streams opened on a running run (past --max-streams,
     256 by default, the server answers 429),
   - run creation at the admission cap (one POST /api/runs every 0.5 s),
@@ -150,7 +151,7 @@ async def main(args):
 
         load = Load(host, port, time.monotonic() + args.duration)
         tasks = [load.loop("GET", "/api/objects?class=GALAXY&z_max=0.3&limit=60") for _ in range(200)]
-        tasks += [load.loop("GET", f"/api/cutouts?ids={ids}") for _ in range(50)]
+        tasks += [load.loop("GET", f"/api/cutouts?ids={ids}&crop=32") for _ in range(50)]
         tasks += [load.stream(run_id) for _ in range(500)]
         tasks += [load.loop("POST", "/api/runs", b'{"world_size":1,"batch_size":64}', pause=0.5)]
         receive, send = multiprocessing.Pipe(duplex=False)

@@ -200,5 +200,5 @@ fn a_record_size_the_file_cannot_hold_is_refused_before_it_sizes_anything() {
     assert!(longer.contains("the zip says 1073741824 bytes"), "{longer}");
     // As long as it says, but not in a file this short.
     let past = read_images(forged_sizes(Some(0xffff_fff0), Some(0xffff_fff0))).unwrap_err();
-    assert!(past.contains("forged.pt"), "{past}");
+    assert!(past.contains("the zip says 4294967280 bytes"), "{past}");
 }

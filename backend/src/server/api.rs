@@ -208,7 +208,11 @@ pub async fn object_detail(
                     if let Some(more) = kept(&st) {
                         return more;
                     }
-                    let more = image_predictions(&st, id);
+                    // Kept only when the cutout was read: a passing read error
+                    // is tried again on the next view.
+                    let Some(more) = image_predictions(&st, id) else {
+                        return Vec::new();
+                    };
                     let mut all = st
                         .image_predictions
                         .lock()
@@ -268,14 +272,11 @@ pub async fn fetch_object(
 pub const KEPT_PREDICTIONS: usize = 16_384;
 
 /// The predictions of the served image models (AstroMAE) for object `id`; a model
-/// that cannot run is left out (its load error was reported at start).
-fn image_predictions(state: &AppState, id: i64) -> Vec<Prediction> {
-    let Some(e) = state.index.get(id) else {
-        return Vec::new();
-    };
-    let Ok((pixels, size)) = cutout_of(state, e, id) else {
-        return Vec::new();
-    };
+/// that cannot run is left out (its load error was reported at start). `None`
+/// when the object's cutout could not be read.
+fn image_predictions(state: &AppState, id: i64) -> Option<Vec<Prediction>> {
+    let e = state.index.get(id)?;
+    let (pixels, size) = cutout_of(state, e, id).ok()?;
     let cutouts = cosmicai_engine::predict::Cutouts {
         pixels: &pixels,
         height: size,
@@ -303,7 +304,8 @@ fn image_predictions(state: &AppState, id: i64) -> Vec<Prediction> {
                 model.predicts_class(),
             ))
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .into()
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -446,12 +448,12 @@ pub async fn cutouts(
     }
     // The reply's memory lasts until a client takes it, however slowly: a
     // bounded number of them at once, each bounded.
+    // Up to 256 cutouts read from disk: blocking work, off the async threads.
+    let permit = super::heavy_turn(&state).await?;
     let reply = state
         .cutout_replies
         .take()
         .ok_or_else(|| super::guard::busy("cutout replies", CUTOUT_REPLIES))?;
-    // Up to 256 cutouts read from disk: blocking work, off the async threads.
-    let permit = super::heavy_turn(&state).await?;
     let st = state.clone();
     let out = tokio::task::spawn_blocking(move || {
         let _permit = permit;

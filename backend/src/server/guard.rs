@@ -60,7 +60,10 @@ pub async fn require_token(
     next: Next,
 ) -> Response {
     if state.access.token.is_none()
-        && let Some(why) = from_another_site(request.headers())
+        && let Some(why) = from_another_site(
+            request.headers(),
+            request.uri().authority().map(|a| a.as_str()),
+        )
     {
         return Error(
             StatusCode::FORBIDDEN,
@@ -98,18 +101,19 @@ pub async fn require_token(
 /// loopback server: a request with no body, or a form's, needs no CORS
 /// preflight, and the Host check passes. Browsers say where a request comes
 /// from (`Sec-Fetch-Site`, `Origin`); the CLI and scripts send neither.
-fn from_another_site(headers: &axum::http::HeaderMap) -> Option<String> {
+fn from_another_site(headers: &axum::http::HeaderMap, authority: Option<&str>) -> Option<String> {
     let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("?"));
-    // `none`: the user's own doing (the address bar, a bookmark).
-    if let Some(site) = text("sec-fetch-site")
-        && !site.eq_ignore_ascii_case("same-origin")
-        && !site.eq_ignore_ascii_case("none")
-    {
-        return Some(format!("Sec-Fetch-Site: {site}"));
+    // The browser's own word, which no page can change, decides where it is
+    // given (`none`: the address bar, a bookmark); a proxy that rewrites Host
+    // leaves it right where comparing Origin with Host would not be.
+    if let Some(site) = text("sec-fetch-site") {
+        let ours = site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none");
+        return (!ours).then(|| format!("Sec-Fetch-Site: {site}"));
     }
     let origin = text("origin")?;
-    // The origin's host and port must be the Host this request was sent to.
-    let host = text("host").unwrap_or_default();
+    // Older browsers: the origin's host and port must be those this request was
+    // sent to (Host, or the URI's authority in HTTP/2).
+    let host = text("host").or(authority).unwrap_or_default();
     let authority = origin
         .split_once("://")
         .map_or("", |(_, rest)| rest)
@@ -349,7 +353,7 @@ mod tests {
             for (name, value) in pairs {
                 headers.insert(*name, value.parse().unwrap());
             }
-            from_another_site(&headers)
+            from_another_site(&headers, None)
         };
         let host = ("host", "127.0.0.1:8080");
         // The CLI, curl, a script: no word on where they come from.
@@ -358,6 +362,13 @@ mod tests {
         assert_eq!(of(&[host, ("sec-fetch-site", "same-origin")]), None);
         assert_eq!(of(&[host, ("sec-fetch-site", "none")]), None);
         assert_eq!(of(&[host, ("origin", "http://127.0.0.1:8080")]), None);
+        // Behind a proxy that rewrites Host, the browser's word still holds.
+        let proxied = [
+            host,
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://sky.example"),
+        ];
+        assert_eq!(of(&proxied), None);
         assert_eq!(
             of(&[("host", "[::1]:8080"), ("origin", "http://[::1]:8080")]),
             None
