@@ -190,45 +190,9 @@ pub async fn object_detail(
         source_detail = "a real cutout, cut on demand from the SDSS archive's frames".into();
         image_size = Some(64);
     }
-    // Image models served here predict from the object's cutout, on demand, one
-    // inference per core at once (as cutout reads), and each object once.
+    // Image models served here predict from the object's cutout, on demand.
     if object.has_image && state.models.all.iter().any(|m| m.entry.reads_images) {
-        let kept = move |state: &AppState| {
-            let kept = state.image_predictions.lock();
-            kept.unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
-        };
-        let more = match kept(&state) {
-            Some(more) => more,
-            None => {
-                let permit = super::heavy_turn(&state).await?;
-                let st = state.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    // Asked for again while this one waited its turn.
-                    if let Some(more) = kept(&st) {
-                        return more;
-                    }
-                    // Kept only when the cutout was read: a passing read error
-                    // is tried again on the next view.
-                    let Some(more) = image_predictions(&st, id) else {
-                        return Vec::new();
-                    };
-                    let mut all = st
-                        .image_predictions
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    // Bounded: past the bound, start over (it is a cache, not a record).
-                    if all.len() >= KEPT_PREDICTIONS {
-                        all.clear();
-                    }
-                    all.insert(id, more.clone());
-                    more
-                })
-                .await
-                .map_err(Error::internal)?
-            }
-        };
-        predictions.extend(more);
+        predictions.extend(kept_image_predictions(&state, id).await?);
     }
     Ok(Json(ObjectDetail {
         object,
@@ -268,6 +232,45 @@ pub async fn fetch_object(
     Ok((StatusCode::ACCEPTED, Json(archive.request(id)?)))
 }
 
+/// [`image_predictions`] for object `id`, each object once (up to
+/// [`KEPT_PREDICTIONS`] objects kept), one inference per core at once as
+/// cutout reads.
+async fn kept_image_predictions(state: &Arc<AppState>, id: i64) -> ApiResult<Vec<Prediction>> {
+    let kept = move |state: &AppState| {
+        let all = state.image_predictions.lock();
+        all.unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    };
+    if let Some(more) = kept(state) {
+        return Ok(more);
+    }
+    let permit = super::heavy_turn(state).await?;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        // Asked for again while this one waited its turn.
+        if let Some(more) = kept(&st) {
+            return more;
+        }
+        // Kept only when the cutout was read: a passing read error is tried
+        // again on the next view.
+        let Some(more) = image_predictions(&st, id) else {
+            return Vec::new();
+        };
+        let mut all = st
+            .image_predictions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Bounded: past the bound, start over (it is a cache, not a record).
+        if all.len() >= KEPT_PREDICTIONS {
+            all.clear();
+        }
+        all.insert(id, more.clone());
+        more
+    })
+    .await
+    .map_err(Error::internal)
+}
+
 /// Objects whose image models' predictions are kept (a few hundred bytes each).
 pub const KEPT_PREDICTIONS: usize = 16_384;
 
@@ -282,7 +285,7 @@ fn image_predictions(state: &AppState, id: i64) -> Option<Vec<Prediction>> {
         height: size,
         width: size,
     };
-    state
+    let predictions = state
         .models
         .all
         .iter()
@@ -304,8 +307,8 @@ fn image_predictions(state: &AppState, id: i64) -> Option<Vec<Prediction>> {
                 model.predicts_class(),
             ))
         })
-        .collect::<Vec<_>>()
-        .into()
+        .collect();
+    Some(predictions)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -59,39 +59,36 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if state.access.token.is_none()
-        && let Some(why) = from_another_site(
-            request.headers(),
-            request.uri().authority().map(|a| a.as_str()),
-        )
-    {
-        return Error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "a page of another site may not call this endpoint ({why}); to call it from \
-                 elsewhere, start the server with --token"
-            ),
-        )
-        .into_response();
-    }
-    if let Some(token) = &state.access.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            // The scheme is case-insensitive (RFC 9110, 11.1).
-            .and_then(|v| {
-                v.get(..7)
-                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
-                    .map(|_| &v[7..])
-            });
-        if !given.is_some_and(|g| same_token(g.as_bytes(), token.as_bytes())) {
+    let Some(token) = &state.access.token else {
+        let authority = request.uri().authority().map(|a| a.as_str());
+        if let Some(why) = from_another_site(request.headers(), authority) {
             return Error(
-                StatusCode::UNAUTHORIZED,
-                "this endpoint needs Authorization: Bearer TOKEN (printed by cosmicai serve, or COSMICAI_TOKEN)".into(),
+                StatusCode::FORBIDDEN,
+                format!(
+                    "a page of another site may not call this endpoint ({why}); to call it \
+                     from elsewhere, start the server with --token"
+                ),
             )
             .into_response();
         }
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        // The scheme is case-insensitive (RFC 9110, 11.1).
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        });
+    if !given.is_some_and(|g| same_token(g.as_bytes(), token.as_bytes())) {
+        return Error(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs Authorization: Bearer TOKEN (printed by cosmicai serve, or COSMICAI_TOKEN)".into(),
+        )
+        .into_response();
     }
     next.run(request).await
 }

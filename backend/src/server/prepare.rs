@@ -86,8 +86,6 @@ fn build(
             .with_context(|| format!("removing what a start cut short left: {}", temp.display()))?;
     }
     make(&temp)?;
-    std::fs::rename(&temp, &dir).with_context(|| format!("{}", dir.display()))?;
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("{}", data_dir.display()))
+    cosmicai_engine::partition::rename_synced(&temp, &dir)
+        .with_context(|| format!("{}", dir.display()))
 }

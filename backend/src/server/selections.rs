@@ -13,7 +13,7 @@
 use super::objects::ObjectIndex;
 use anyhow::{Context, Result};
 use cosmicai_engine::dataset::{PartitionSink, SplitBy};
-use cosmicai_engine::partition::PartitionMeta;
+use cosmicai_engine::partition::{PartitionMeta, create_dir_synced, rename_synced};
 use cosmicai_shared::Class;
 use cosmicai_shared::api::{ClassCounts, Selection};
 use std::path::{Path, PathBuf};
@@ -61,18 +61,14 @@ pub fn create(
         // Asked for again: it is now the most recent.
         touch(&dir);
     } else {
-        if !root.is_dir() {
-            std::fs::create_dir_all(&root).with_context(|| format!("{}", root.display()))?;
-            // The new folder's own entry survives a power cut too.
-            sync_dir(data_dir)?;
-        }
+        // The new folder's own entry survives a power cut too.
+        create_dir_synced(&root).with_context(|| format!("{}", root.display()))?;
         remove_leftovers(&root);
         let temp = root.join(format!(".tmp-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&temp);
         write(index, positions, &temp, per_partition)
             .with_context(|| format!("writing the selection {}", temp.display()))?;
-        std::fs::rename(&temp, &dir).with_context(|| format!("{}", dir.display()))?;
-        sync_dir(&root)?;
+        rename_synced(&temp, &dir).with_context(|| format!("{}", dir.display()))?;
         evict(&root, &dir, in_use);
     }
     let mut counts = ClassCounts::default();
@@ -112,12 +108,6 @@ fn name_of(index: &ObjectIndex, positions: &[usize]) -> String {
     let digest = hash.finalize();
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("sel-{hex}")
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("{}", dir.display()))
 }
 
 /// Marks the selection a run takes as just used, so that it is the last to go.

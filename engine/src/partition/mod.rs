@@ -11,7 +11,7 @@ mod write;
 
 pub use error::PartitionError;
 pub use read::{PartitionFile, read_partition};
-pub use write::{create_dir_synced, write_atomically, write_partition};
+pub use write::{create_dir_synced, rename_synced, write_atomically, write_partition};
 
 use cosmicai_shared::{Class, Provenance};
 use serde::{Deserialize, Serialize};

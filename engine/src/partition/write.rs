@@ -186,6 +186,15 @@ pub fn create_dir_synced(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()
 }
 
+/// Renames folder (or file) `from` to `to` and syncs the rename into `to`'s
+/// parent: a whole thing built aside appears under its name, and stays there
+/// after a power cut.
+pub fn rename_synced(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    let parent = to.parent().filter(|p| !p.as_os_str().is_empty());
+    std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()
+}
+
 /// The mechanism of [`write_atomically`]: `fill` writes the temporary file (by its
 /// path), which is then synced and renamed over `path`, and the directory synced.
 /// The temporary file is removed if anything fails.
