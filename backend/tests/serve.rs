@@ -847,6 +847,21 @@ fn a_run_streams_its_progress_and_ends_in_a_scatter() {
         &serde_json::json!({"event": "finished", "status": "succeeded"})
     );
 
+    // The run's page lists the same events, from any number on.
+    let detail = get(&s, &format!("/api/runs/{id}")).json();
+    assert_eq!(detail["events"].as_array().unwrap(), &events);
+    assert_eq!(detail["events_total"], events.len());
+    assert_eq!(detail["next_events_from"], Value::Null);
+    let rest = get(&s, &format!("/api/runs/{id}?events_from=3")).json();
+    assert_eq!(rest["events"].as_array().unwrap(), &events[3..]);
+    let past = get(
+        &s,
+        &format!("/api/runs/{id}?events_from=18446744073709551615"),
+    )
+    .json();
+    assert_eq!(past["events"], serde_json::json!([]));
+    assert_eq!(past["events_total"], events.len());
+
     let results = get(&s, &format!("/api/runs/{id}/results")).json();
     assert_eq!(results["summary"]["status"], "succeeded");
     assert_eq!(results["summary"]["objects"], 33884);

@@ -189,3 +189,17 @@ fn two_files_that_would_become_one_partition_are_refused_before_any_is_written()
     );
     assert!(!out.exists(), "nothing is written");
 }
+
+#[test]
+fn a_file_named_twice_is_imported_once() {
+    let root = tempfile::tempdir().unwrap();
+    let cai = root.path().join("cai");
+    std::fs::create_dir_all(&cai).unwrap();
+    std::fs::copy(fixture(), cai.join("p.pt")).unwrap();
+    let out = root.path().join("out");
+    // The folder, the file in it, and the file again by another spelling.
+    let named = [cai.clone(), cai.join("p.pt"), cai.join(".").join("p.pt")];
+    let report =
+        cosmicai_engine::cai::import(&named, &out, None, Class::Galaxy, |_, _| {}).unwrap();
+    assert_eq!((report.written.len(), report.skipped), (1, 0));
+}

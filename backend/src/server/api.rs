@@ -469,13 +469,17 @@ pub async fn cutouts(
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (header::CONTENT_LENGTH, out.len().to_string()),
         ],
-        super::guard::held_body(out, reply),
+        super::guard::held_body(out, reply, CUTOUT_REPLY_DEADLINE),
     )
         .into_response())
 }
 
 /// `/api/cutouts` replies being sent at once.
 pub const CUTOUT_REPLIES: usize = 16;
+
+/// How long a client may take to read an `/api/cutouts` reply before it is cut
+/// and its slot let go: 8 MiB in 120 s is about 0.6 Mbit/s.
+pub const CUTOUT_REPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The largest `/api/cutouts` reply: 256 cutouts of 32x32, or 100 of 64x64.
 pub const MAX_CUTOUT_BYTES: usize = 8 << 20;
@@ -646,27 +650,50 @@ fn find_run(state: &AppState, id: &str) -> ApiResult<RunInfo> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RunDetail {
     pub run: RunInfo,
-    /// Events so far (runs started by this server process).
+    /// Events from number `events_from` on, at most [`RUN_DETAIL_EVENTS`] of
+    /// them (runs started by this server process).
     pub events: Vec<RunEvent>,
+    /// Events so far.
+    pub events_total: usize,
+    /// Where the next page of events starts (`?events_from=`), while there is one.
+    pub next_events_from: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/api/runs/{id}", params(("id" = String, Path)),
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct RunDetailParams {
+    /// Number of the first event to list (default 0).
+    events_from: Option<usize>,
+}
+
+/// Events in one `GET /api/runs/{id}` reply: a run of 10,000 ranks has tens of
+/// thousands, and the live view streams them anyway.
+pub const RUN_DETAIL_EVENTS: usize = 1000;
+
+#[utoipa::path(get, path = "/api/runs/{id}", params(("id" = String, Path), RunDetailParams),
     responses((status = 200, body = RunDetail), (status = 404, body = cosmicai_shared::api::ApiError)))]
 pub async fn run_detail(
     State(state): AppStateRef,
     Path(id): Path<String>,
+    Query(params): Query<RunDetailParams>,
 ) -> ApiResult<Json<RunDetail>> {
     let st = state.clone();
     let id2 = id.clone();
     let run = tokio::task::spawn_blocking(move || find_run(&st, &id2))
         .await
         .map_err(Error::internal)??;
-    let events = state
+    let from = params.events_from.unwrap_or(0);
+    let (events, events_total) = state
         .runs
         .get(&id)
-        .map(|l| l.events_from(0))
+        .map(|l| l.events_page(from, RUN_DETAIL_EVENTS))
         .unwrap_or_default();
-    Ok(Json(RunDetail { run, events }))
+    let next = from.saturating_add(events.len());
+    Ok(Json(RunDetail {
+        run,
+        next_events_from: (next < events_total).then_some(next),
+        events,
+        events_total,
+    }))
 }
 
 #[utoipa::path(post, path = "/api/runs/{id}/cancel", params(("id" = String, Path)),

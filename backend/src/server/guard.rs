@@ -192,17 +192,43 @@ pub async fn check_host(
     next.run(request).await
 }
 
-/// A reply body that holds `slot` until the client has taken all of it (or
-/// gone). Sent in pieces, each its own copy, so what the server still holds
-/// for a slow client is the rest of `bytes` plus a few pieces, while the slot
-/// counts it.
-pub fn held_body(bytes: Vec<u8>, slot: Slot) -> axum::body::Body {
+/// A reply body that holds `slot` until the client has taken all of it, gone,
+/// or let `deadline` pass. Sent in pieces, each its own copy, so what the
+/// server still holds for a slow client is the rest of `bytes` plus a few
+/// pieces, while the slot counts it. At the deadline the rest and the slot are
+/// let go together, whether or not the client is reading (one that never reads
+/// never polls the body again), and the body's next poll ends the reply with
+/// an error, so hyper closes the connection short of Content-Length and the
+/// client cannot take a cut reply for a whole one.
+pub fn held_body(bytes: Vec<u8>, slot: Slot, deadline: std::time::Duration) -> axum::body::Body {
     const PIECE: usize = 64 << 10;
-    let pieces = futures_util::stream::unfold((bytes, 0, slot), |(bytes, at, slot)| async move {
-        let end = bytes.len().min(at + PIECE);
-        (at < end).then(|| {
-            let piece = axum::body::Bytes::copy_from_slice(&bytes[at..end]);
-            (Ok::<_, std::convert::Infallible>(piece), (bytes, end, slot))
+    let held = Arc::new(Mutex::new(Some((bytes, slot))));
+    let expiry = Arc::downgrade(&held);
+    tokio::spawn(async move {
+        tokio::time::sleep(deadline).await;
+        if let Some(held) = expiry.upgrade() {
+            held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    });
+    let pieces = futures_util::stream::unfold(Some((held, 0)), move |state| async move {
+        let (held, at) = state?;
+        let piece = {
+            let kept = held.lock().unwrap_or_else(|e| e.into_inner());
+            match kept.as_ref() {
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the reply was not taken within {} s", deadline.as_secs()),
+                )),
+                Some((bytes, _)) if at >= bytes.len() => return None,
+                Some((bytes, _)) => {
+                    let end = bytes.len().min(at + PIECE);
+                    Ok((axum::body::Bytes::copy_from_slice(&bytes[at..end]), end))
+                }
+            }
+        };
+        Some(match piece {
+            Ok((piece, end)) => (Ok(piece), Some((held, end))),
+            Err(e) => (Err(e), None),
         })
     });
     axum::body::Body::from_stream(pieces)
@@ -421,6 +447,41 @@ mod tests {
         assert!(slots.take().is_none());
         drop(a);
         assert!(slots.take().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_held_reply_lets_its_slot_go_at_the_deadline() {
+        use futures_util::StreamExt;
+        let slots = Slots::new(1);
+        let bytes = vec![7u8; 200 << 10];
+        let body = held_body(
+            bytes.clone(),
+            slots.take().unwrap(),
+            std::time::Duration::from_secs(60),
+        );
+        // Taken whole within its deadline: every byte, then the slot is free.
+        let taken = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        assert_eq!(taken.as_ref(), bytes.as_slice());
+        assert!(slots.take().is_some());
+
+        // A client that takes one piece and stops reading.
+        let body = held_body(
+            bytes,
+            slots.take().unwrap(),
+            std::time::Duration::from_millis(50),
+        );
+        let mut pieces = body.into_data_stream();
+        let first = pieces.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), 64 << 10);
+        assert!(
+            slots.take().is_none(),
+            "the slot is held while the reply is sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(slots.take().is_some(), "the deadline let the slot go");
+        let cut = pieces.next().await.unwrap();
+        assert!(cut.is_err(), "a reply cut at its deadline ends in an error");
+        assert!(pieces.next().await.is_none());
     }
 
     #[test]

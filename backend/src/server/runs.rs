@@ -44,6 +44,13 @@ impl LiveRun {
             .unwrap_or_default()
     }
 
+    /// At most `limit` events from number `from` on, and how many there are.
+    pub fn events_page(&self, from: usize, limit: usize) -> (Vec<RunEvent>, usize) {
+        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let page = events.iter().skip(from).take(limit).cloned().collect();
+        (page, events.len())
+    }
+
     /// How many events there are so far.
     pub fn len(&self) -> usize {
         *self.count.borrow()
@@ -236,4 +243,31 @@ pub fn request_of(
 
 fn dataset_dir(data_dir: &Path, prefix: &str) -> PathBuf {
     data_dir.join(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_come_in_pages() {
+        let live = LiveRun {
+            events: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
+            cancel: Arc::new(AtomicBool::new(false)),
+        };
+        for rank in 0..2500 {
+            live.push(RunEvent::RankReady { rank });
+        }
+        let rank_of = |e: &RunEvent| match e {
+            RunEvent::RankReady { rank } => *rank,
+            other => panic!("{other:?}"),
+        };
+        let (page, total) = live.events_page(0, 1000);
+        assert_eq!((page.len(), total), (1000, 2500));
+        let (page, _) = live.events_page(2000, 1000);
+        assert_eq!(page.len(), 500);
+        assert_eq!((rank_of(&page[0]), rank_of(&page[499])), (2000, 2499));
+        assert!(live.events_page(usize::MAX, 1000).0.is_empty());
+    }
 }

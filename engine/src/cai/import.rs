@@ -30,8 +30,21 @@ fn is_pt(path: &Path) -> bool {
     path.is_file() && path.extension().is_some_and(|x| x == "pt" || x == "pth")
 }
 
-/// The `.pt` files named by `inputs` (folders give their `.pt` files, sorted).
+/// The `.pt` files named by `inputs` (folders give their `.pt` files, sorted),
+/// each once: a file named twice (`dir dir/p.pt`, or through a link) is one file.
 pub fn cai_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CaiError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut once = Vec::new();
+    for file in named_files(inputs)? {
+        let same = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+        if seen.insert(same) {
+            once.push(file);
+        }
+    }
+    Ok(once)
+}
+
+fn named_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CaiError> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
