@@ -931,3 +931,33 @@ fn the_follower_rides_out_throttling_and_a_lost_run_is_followed_again() {
     ]);
     assert!(e.contains("not in the registry"), "{e}");
 }
+
+#[test]
+fn cai_pt_partitions_are_converted_before_the_upload() {
+    let Some(bin) = venv_bin() else { return };
+    let (stack, _store, _client, arn) = deployed(&bin, "cosmicai-cai-pt");
+    let tmp = tempfile::tempdir().unwrap();
+    // A folder of CAI's own `.pt` partitions, as `split_data.py` writes them.
+    let data = tmp.path().join("cai");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(common::astromae_fixture("partition.pt"), data.join("1.pt")).unwrap();
+    let out = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &["--world-size", "1", "--batch-size", "8", "--json"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 CAI .pt partitions; converting them")
+            && stderr.contains("1 partitions uploaded"),
+        "{stderr}"
+    );
+    let s = last_json_line(&out);
+    assert_eq!(
+        (s["status"].as_str(), s["objects"].as_u64()),
+        (Some("succeeded"), Some(4)),
+        "{s}"
+    );
+}

@@ -53,7 +53,7 @@ fn a_run_writes_cai_results_and_is_recorded() {
     ] {
         assert!(results.join(f).exists(), "{f} missing");
     }
-    // 4 files over 3 ranks, CAI's ceil split: 2, 2, 0.
+    // 4 files over 3 ranks, CAI's split (ceil of files left / ranks left): 2, 1, 1.
     let payload: Value =
         serde_json::from_slice(&std::fs::read(results.join("payload.json")).unwrap()).unwrap();
     let planned: Vec<usize> = payload["ranks"]
@@ -62,7 +62,7 @@ fn a_run_writes_cai_results_and_is_recorded() {
         .iter()
         .map(|r| r.as_array().unwrap().len())
         .collect();
-    assert_eq!(planned, [2, 2, 0]);
+    assert_eq!(planned, [2, 1, 1]);
     let rank0: Value =
         serde_json::from_slice(&std::fs::read(results.join("0.json")).unwrap()).unwrap();
     for key in [
@@ -422,6 +422,27 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
     assert_eq!(
         (s["result_path"].as_str(), s["objects"].as_u64()),
         (Some("results/req"), Some(4400))
+    );
+
+    // CAI's own payload file, as its demo input has it: buckets and script
+    // settings set aside with a note, counts as strings, world_size from file_limit.
+    let cai = write(
+        "cai.json",
+        r#"{"bucket": "cosmicai2", "file_limit": "2", "batch_size": 512, "object_type": "folder",
+            "S3_object_name": "scripts/Anomaly Detection", "script": "/tmp/scripts/inference.py",
+            "result_path": "result/run 1", "data_bucket": "cosmicai-data", "data_prefix": ""}"#,
+    );
+    let out = cosmicai(&["run", "--data", &data, "--request", &cai, "--json"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("data_bucket \"cosmicai-data\"") && said.contains("world_size not given"),
+        "{said}"
+    );
+    let s = last_json_line(&out);
+    assert_eq!(
+        (s["result_path"].as_str(), s["ranks"].as_u64()),
+        (Some("result/run 1"), Some(2))
     );
 
     for (name, json, needle) in [

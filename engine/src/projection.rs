@@ -61,8 +61,10 @@ pub fn project(input: &ProjectionInput) -> Projection {
         .max(1);
     let objects = (input.dataset_bytes as f64 / input.bytes_per_object.max(1.0)).round() as u64;
     let world = (input.world_size.max(1) as u64).min(partitions);
-    // CAI's initializer: ceil(files / world) files per rank; the busiest rank sets the pace.
+    // CAI's initializer: ceil(files left / ranks left) files per rank, so the
+    // first `partitions % world` ranks read one more; the busiest sets the pace.
     let files_per_rank = partitions.div_ceil(world);
+    let files_of = |r: u64| partitions / world + u64::from(r < partitions % world);
     let objects_per_file = objects as f64 / partitions as f64;
     let vcpus = (f64::from(input.memory_mb) / MB_PER_VCPU).clamp(0.07, 6.0);
     let rank_time = |files: u64| {
@@ -76,9 +78,7 @@ pub fn project(input: &ProjectionInput) -> Projection {
     // Every rank billed for its own files (the last ranks may have fewer).
     let ranks: Vec<RankMeasure> = (0..world)
         .map(|r| {
-            let files = partitions
-                .saturating_sub(r * files_per_rank)
-                .min(files_per_rank);
+            let files = files_of(r);
             RankMeasure {
                 rank: r as usize,
                 attempts: 1,
@@ -87,13 +87,7 @@ pub fn project(input: &ProjectionInput) -> Projection {
             }
         })
         .collect();
-    let files: Vec<usize> = (0..world)
-        .map(|r| {
-            partitions
-                .saturating_sub(r * files_per_rank)
-                .min(files_per_rank) as usize
-        })
-        .collect();
+    let files: Vec<usize> = (0..world).map(|r| files_of(r) as usize).collect();
     // CPU ranks: EXPRESS children, as the template runs them.
     let cost = run_cost(
         &ranks,

@@ -22,6 +22,10 @@ pub fn execute_on_aws(
     recorder: &mut Recorder,
 ) -> Result<RunSummary> {
     let local = LocalStore::new(root);
+    // CAI's `.pt` partitions are converted here, as for a local run: the Lambda
+    // workers read ours only.
+    let request =
+        &crate::coordinator::with_converted_data(root, request, recorder, " before the upload")?;
     let local_plan = plan(&local, request, run_id)?;
     // Refused here too, before the upload (Initialize on AWS checks it again).
     if request.device == cosmicai_shared::run::Device::Cpu {

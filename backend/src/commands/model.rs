@@ -21,7 +21,7 @@ pub enum ModelCommand {
     /// Convert a CAI AstroMAE checkpoint (.pt: a state_dict or a pickled module) to safetensors.
     #[command(after_help = "Example:\n  \
         cosmicai model import Mixed_Inception_z_VITAE_Base_Img_Full_New_Full.pt --out astromae.safetensors\n  \
-        cosmicai run --data data/parts --model astromae:astromae.safetensors --world-size 2\n\n\
+        cosmicai run --data data/parts --model astromae:astromae.safetensors --world-size 2 --batch-size 512\n\n\
         The checkpoint is read in Rust (its zip and pickle); no class in it is ever run.")]
     Import(ImportArgs),
 }

@@ -38,7 +38,7 @@ pub enum PartitionCommand {
     /// Convert CAI's .pt partitions (TensorDatasets of images, magnitudes, redshift) in Rust.
     #[command(after_help = "Example:\n  \
         cosmicai partition import cai_data/ --out data/cai\n  \
-        cosmicai run --data data/cai --model astromae:astromae.safetensors --world-size 4\n\n\
+        cosmicai run --data data/cai --model astromae:astromae.safetensors --world-size 4 --batch-size 512\n\n\
         Each FILE.pt becomes FILE.safetensors in --out: images and magnitudes as they are, the\n\
         redshift as the label, class unknown, positions unknown, provenance real. Files already\n\
         converted are skipped, so an interrupted import can simply be run again.")]

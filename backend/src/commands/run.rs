@@ -26,6 +26,8 @@ pub struct RunArgs {
     pub batch_size: Option<usize>,
     /// A CAI payload as JSON (bucket, data_prefix, file_limit, batch_size, world_size,
     /// result_path, device, memory_mb, model, retries, timeout_s) instead of the flags above.
+    /// CAI's own payload file is read too: its buckets and script settings are set
+    /// aside (the partitions come from --data), and world_size defaults to file_limit.
     #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "result_path", "retries", "timeout", "model", "device", "precision", "memory_mb"])]
     pub request: Option<PathBuf>,
     /// Use at most this many partition files.
@@ -164,8 +166,14 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
     if let Some(path) = &args.request {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading --request {}", path.display()))?;
-        let request: RunRequest = serde_json::from_str(&text)
-            .with_context(|| format!("--request {}: not a valid run request", path.display()))?;
+        let invalid = || format!("--request {}: not a valid run request", path.display());
+        let payload: serde_json::Value = serde_json::from_str(&text).with_context(invalid)?;
+        let (payload, notes) = super::cai_payload::translate(payload)
+            .map_err(|e| anyhow::anyhow!("--request {}: {e}", path.display()))?;
+        for note in notes {
+            eprintln!("--request {}: {note}", path.display());
+        }
+        let request: RunRequest = serde_json::from_value(payload).with_context(invalid)?;
         let problems = request.problems();
         if !problems.is_empty() {
             bail!("--request {}: {}", path.display(), problems.join("; "));

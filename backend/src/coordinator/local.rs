@@ -22,18 +22,7 @@ pub fn execute(
 ) -> Result<RunSummary> {
     let store = LocalStore::new(root);
     let started = Instant::now();
-    let data_prefix =
-        cosmicai_engine::cai::converted_prefix(root, &request.data_prefix, |n, out| {
-            recorder.println(&format!(
-                "{}: {n} CAI .pt partitions; converting them into {} (once)",
-                root.join(&request.data_prefix).display(),
-                out.display()
-            ))
-        })?;
-    let request = &RunRequest {
-        data_prefix,
-        ..request.clone()
-    };
+    let request = &super::with_converted_data(root, request, recorder, "")?;
     let payload = initialize(&store, request, run_id)?;
     let initialize_s = started.elapsed().as_secs_f64();
     recorder.start(request, &payload.ranks)?;

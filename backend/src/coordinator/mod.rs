@@ -61,6 +61,29 @@ pub fn execute(
 }
 
 /// A run id that sorts by time: `run-<unix seconds>-<pid>-<sequence in this process>`.
+/// `request` with its `data_prefix` turned to the converted folder where it
+/// names a folder of CAI `.pt` partitions (converted once, here: ranks, local or
+/// on Lambda, read ours only); `when` ends the line that says so.
+pub fn with_converted_data(
+    root: &Path,
+    request: &RunRequest,
+    recorder: &mut Recorder,
+    when: &str,
+) -> Result<RunRequest> {
+    let data_prefix =
+        cosmicai_engine::cai::converted_prefix(root, &request.data_prefix, |n, out| {
+            recorder.println(&format!(
+                "{}: {n} CAI .pt partitions; converting them into {} (once){when}",
+                root.join(&request.data_prefix).display(),
+                out.display()
+            ))
+        })?;
+    Ok(RunRequest {
+        data_prefix,
+        ..request.clone()
+    })
+}
+
 pub fn new_run_id() -> String {
     static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let secs = std::time::SystemTime::now()

@@ -17,18 +17,19 @@ pub struct Payload {
     pub ranks: Vec<Vec<String>>,
 }
 
-/// CAI's initializer: `ceil(files / world_size)` files per rank, in order; the
-/// last ranks may get fewer, or none (they exit at once).
+/// CAI's initializer: rank r reads the next `ceil(files left / ranks left)`
+/// files, in order, so ranks differ by at most one file (10 files on 4 ranks:
+/// 3, 3, 2, 2). With fewer files than ranks, CAI hands files round again
+/// (`rank % files`), which counts their objects twice in the combined results;
+/// here the extra ranks get none and exit at once.
 pub fn plan_ranks(files: &[String], world_size: usize) -> Vec<Vec<String>> {
-    let per_rank = files.len().div_ceil(world_size.max(1)).max(1);
+    let mut start = 0;
     (0..world_size)
         .map(|r| {
-            files
-                .iter()
-                .skip(r * per_rank)
-                .take(per_rank)
-                .cloned()
-                .collect()
+            let take = (files.len() - start).div_ceil(world_size - r);
+            let keys = files[start..start + take].to_vec();
+            start += take;
+            keys
         })
         .collect()
 }
@@ -171,14 +172,20 @@ mod tests {
 
     #[test]
     fn ceil_split_like_cai() {
+        // CAI's initializer.py: ceil(files left / ranks left) per rank.
         let plan = plan_ranks(&files(10), 4);
-        assert_eq!(plan.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
-        assert_eq!(plan[3], ["9.safetensors"]);
+        assert_eq!(plan.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 2, 2]);
+        assert_eq!(plan[3], ["8.safetensors", "9.safetensors"]);
+        let plan = plan_ranks(&files(9), 4);
+        assert_eq!(plan.iter().map(Vec::len).collect::<Vec<_>>(), [3, 2, 2, 2]);
         // More ranks than files: the extra ranks get nothing.
         let plan = plan_ranks(&files(2), 4);
         assert_eq!(plan.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 0, 0]);
         // Every file exactly once, in order.
-        let plan = plan_ranks(&files(7), 3);
-        assert_eq!(plan.concat(), files(7));
+        for (n, ranks) in [(7, 3), (100, 7), (1, 1), (0, 3), (10_000, 9_999)] {
+            let plan = plan_ranks(&files(n), ranks);
+            assert_eq!(plan.len(), ranks);
+            assert_eq!(plan.concat(), files(n));
+        }
     }
 }

@@ -1,0 +1,142 @@
+//! CAI's own payload file, as its users already have it (`aws/demo input.json`),
+//! read into a run request.
+//!
+//! CAI's initializer reads `bucket` (its scripts' bucket), `data_bucket` and
+//! `data_prefix` (the partitions), `file_limit`, `batch_size` and `world_size`
+//! (numbers, or strings of digits: it calls `int()` on them; `world_size`
+//! defaults to `file_limit`), `result_path`, and settings for the script it
+//! runs (`object_type`, `S3_object_name`, `script`, `data_path`,
+//! `dynamodb_table`). Here the partitions come from `--data` (and are uploaded
+//! with `--target aws`) and the inference is our own, so those buckets and
+//! script settings are set aside, each named in a note. A payload without
+//! CAI's own keys is read strictly, as a CosmicAI request.
+
+use serde_json::Value;
+
+/// Keys only CAI's payload has; any of them marks a file as CAI's.
+const CAI_ONLY: [&str; 6] = [
+    "data_bucket",
+    "object_type",
+    "S3_object_name",
+    "script",
+    "data_path",
+    "dynamodb_table",
+];
+
+/// Keys CAI's initializer passes through `int()`.
+const CAI_NUMBERS: [&str; 3] = ["file_limit", "batch_size", "world_size"];
+
+/// `payload` as a CosmicAI request, and a note for each thing set aside or
+/// filled in; a payload that is not CAI's comes back as it was, with no notes.
+pub fn translate(payload: Value) -> Result<(Value, Vec<String>), String> {
+    let Value::Object(mut fields) = payload else {
+        return Ok((payload, Vec::new()));
+    };
+    if !CAI_ONLY.iter().any(|k| fields.contains_key(*k)) {
+        return Ok((Value::Object(fields), Vec::new()));
+    }
+    let mut notes = Vec::new();
+    let set_aside: Vec<String> = CAI_ONLY
+        .iter()
+        .filter_map(|k| fields.remove(*k).map(|v| format!("{k} {}", short(&v))))
+        .collect();
+    if let Some(bucket) = fields.insert("bucket".into(), Value::String("local".into()))
+        && bucket != Value::String("local".into())
+    {
+        notes.push(format!(
+            "bucket {}: CAI's scripts bucket, not used (the partitions are read from --data)",
+            short(&bucket)
+        ));
+    }
+    notes.push(format!(
+        "set aside CAI's settings for its own script and data bucket: {}",
+        set_aside.join(", ")
+    ));
+    for key in CAI_NUMBERS {
+        if let Some(Value::String(text)) = fields.get(key) {
+            let n: u64 = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("{key}: {text:?} is not a whole number"))?;
+            fields.insert(key.into(), Value::from(n));
+        }
+    }
+    if !fields.contains_key("world_size")
+        && let Some(limit) = fields.get("file_limit").cloned()
+    {
+        notes.push(format!(
+            "world_size not given: {limit}, the file_limit, as CAI's initializer does"
+        ));
+        fields.insert("world_size".into(), limit);
+    }
+    Ok((Value::Object(fields), notes))
+}
+
+/// A value for a note, cut short: a payload may hold anything.
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(60) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cosmicai_shared::run::RunRequest;
+
+    /// CAI's `aws/demo input.json`, as its repository ships it.
+    const DEMO_INPUT: &str = r#"{
+      "bucket": "cosmicai2",
+      "file_limit": "10",
+      "batch_size": 512,
+      "object_type": "folder",
+      "S3_object_name": "scripts/Anomaly Detection",
+      "data_path": "/tmp/scripts/Anomaly Detection/Inference/resized_inference.pt",
+      "script": "/tmp/scripts/Anomaly Detection/Inference/inference.py",
+      "result_path": "result/Batches/run 1",
+      "data_bucket": "cosmicai-data",
+      "data_prefix": ""
+    }"#;
+
+    #[test]
+    fn cais_demo_input_becomes_a_request() {
+        let (value, notes) = translate(serde_json::from_str(DEMO_INPUT).unwrap()).unwrap();
+        let request: RunRequest = serde_json::from_value(value).unwrap();
+        assert_eq!(
+            (
+                request.bucket.as_str(),
+                request.file_limit,
+                request.world_size
+            ),
+            ("local", Some(10), 10)
+        );
+        assert_eq!(request.batch_size, 512);
+        assert_eq!(request.result_path, "result/Batches/run 1");
+        assert!(request.problems().is_empty(), "{:?}", request.problems());
+        let notes = notes.join("\n");
+        for said in [
+            "\"cosmicai2\"",
+            "data_bucket \"cosmicai-data\"",
+            "script",
+            "file_limit",
+        ] {
+            assert!(notes.contains(said), "{said}: {notes}");
+        }
+    }
+
+    #[test]
+    fn a_cosmicai_request_is_left_strict() {
+        let ours = serde_json::json!({"batch_size": "10", "worldsize": 2, "result_path": "r"});
+        let (value, notes) = translate(ours.clone()).unwrap();
+        assert_eq!((value, notes.len()), (ours, 0));
+        // CAI's, with a count that is no number: named.
+        let bad = serde_json::json!({"data_bucket": "b", "file_limit": "ten", "batch_size": 1});
+        let err = translate(bad).unwrap_err();
+        assert!(
+            err.contains("file_limit") && err.contains("\"ten\""),
+            "{err}"
+        );
+    }
+}
