@@ -60,7 +60,6 @@ pub fn execute(
     recorder.end(outcome)
 }
 
-/// A run id that sorts by time: `run-<unix seconds>-<pid>-<sequence in this process>`.
 /// `request` with its `data_prefix` turned to the converted folder where it
 /// names a folder of CAI `.pt` partitions (converted once, here: ranks, local or
 /// on Lambda, read ours only); `when` ends the line that says so.
@@ -84,6 +83,7 @@ pub fn with_converted_data(
     })
 }
 
+/// A run id that sorts by time: `run-<unix seconds>-<pid>-<sequence in this process>`.
 pub fn new_run_id() -> String {
     static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let secs = std::time::SystemTime::now()

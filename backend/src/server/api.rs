@@ -760,7 +760,7 @@ pub async fn run_events(
     // A finished run has nothing more to wait for: what is left, at once, with no
     // slot held (also a client that has seen it all, which gets an empty stream).
     if live.is_over() {
-        let rest = numbered(live.events_from(from), from);
+        let rest = numbered(live.events_page(from, usize::MAX).0, from);
         return Ok(Sse::new(futures_util::stream::iter(rest)).into_response());
     }
     let slot = state
@@ -777,7 +777,7 @@ pub async fn run_events(
             }
             let mut rx = live.subscribe();
             loop {
-                let events = live.events_from(sent);
+                let (events, _) = live.events_page(sent, usize::MAX);
                 if !events.is_empty() {
                     let over = events
                         .iter()

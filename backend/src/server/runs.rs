@@ -35,15 +35,6 @@ impl LiveRun {
         self.count.send_replace(n);
     }
 
-    /// Events from number `from` on.
-    pub fn events_from(&self, from: usize) -> Vec<RunEvent> {
-        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        events
-            .get(from..)
-            .map(<[RunEvent]>::to_vec)
-            .unwrap_or_default()
-    }
-
     /// At most `limit` events from number `from` on, and how many there are.
     pub fn events_page(&self, from: usize, limit: usize) -> (Vec<RunEvent>, usize) {
         let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
