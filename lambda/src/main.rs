@@ -6,12 +6,20 @@ use cosmicai_lambda::{S3Settings, handle, mark_process_start, preload};
 use cosmicai_shared::aws::{RankItem, StageEvent};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+fn main() -> Result<(), lambda_runtime::Error> {
     mark_process_start();
     let settings = S3Settings::from_env();
     // Lambda's init phase: load the function's model before the first event.
+    // Before the runtime is built: the S3 store behind `preload` blocks on a
+    // runtime of its own, which tokio refuses inside another.
     preload(&settings);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(settings))
+}
+
+async fn serve(settings: S3Settings) -> Result<(), lambda_runtime::Error> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("run-event") {
         return run_once(settings, args.get(2).cloned()).await;

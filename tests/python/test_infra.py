@@ -164,3 +164,51 @@ def test_concurrency_is_reserved_and_bounds_the_map():
     storage = template()["Parameters"]["EphemeralStorageMB"]
     assert (storage["MinValue"], storage["MaxValue"]) == (512, 10240)
     assert function["Timeout"] <= 900
+
+
+def _resources(node):
+    """Every statement Resource anywhere under node (policies, !If branches, bucket policies)."""
+    if isinstance(node, dict):
+        if "Effect" in node and "Resource" in node:
+            value = node["Resource"]
+            yield from (value if isinstance(value, list) else [value])
+        for child in node.values():
+            yield from _resources(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _resources(child)
+
+
+def well_formed_arn(text):
+    """arn:partition:service:region:account-id:resource (IAM User Guide, "IAM identifiers"),
+    the partition from ${AWS::Partition}, or an attribute ARN with a path or qualifier."""
+    if re.fullmatch(r"\$\{\w+\.Arn\}[/:][^\s\"']+", text):
+        return True
+    if not text.startswith("arn:${AWS::Partition}:"):
+        return False
+    plain = re.sub(r"\$\{[^}]*\}", "X", text)  # ${AWS::Region} holds colons of its own
+    return re.fullmatch(r"arn:X:[a-z0-9-]+:[^:\s\"']*:[^:\s\"']*:[^\s\"']+", plain) is not None
+
+
+def test_every_policy_resource_is_a_well_formed_arn():
+    # A malformed ARN is accepted at deploy and then matches nothing, so the grant
+    # silently does not work (a stray quote once left batch:TerminateJob matching no
+    # job). cfn-lint and moto check neither.
+    seen = 0
+    for value in _resources(template()["Resources"]):
+        seen += 1
+        if value == "*" or set(value) <= {"GetAtt", "Ref"}:
+            continue
+        assert set(value) == {"Sub"}, value
+        text = value["Sub"] if isinstance(value["Sub"], str) else value["Sub"][0]
+        assert well_formed_arn(text), f"not a well-formed ARN: {text!r}"
+    assert seen >= 20, seen
+
+
+def test_the_arn_check_catches_a_stray_quote():
+    assert well_formed_arn("arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}:job/*")
+    assert well_formed_arn("arn:${AWS::Partition}:s3:::bucket/*")
+    assert well_formed_arn("${DataBucket.Arn}/${ResultsPrefix}/*")
+    assert not well_formed_arn('arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}:job/*"')
+    assert not well_formed_arn("arn:aws:batch:us-east-1:1:job/*")  # the partition is not hard-coded
+    assert not well_formed_arn("arn:${AWS::Partition}:states:${AWS::Region}:stateMachine")
