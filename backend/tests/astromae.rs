@@ -216,26 +216,39 @@ fn cai_pt_partitions_import_bit_for_bit_and_run_with_astromae() {
         "astromae:{}",
         astromae_fixture("astromae_state_dict.pt").display()
     );
-    let out = cosmicai(&[
-        "run",
-        "--data",
-        &cai.display().to_string(),
-        "--world-size",
-        "1",
-        "--batch-size",
-        "2",
-        "--model",
-        &model,
-        "--result-path",
-        "results/r",
-        "--json",
-    ]);
+    let data = cai.display().to_string();
+    let run = |result_path: &str, more: &[&str]| {
+        let args = [
+            "run",
+            "--data",
+            &data,
+            "--world-size",
+            "1",
+            "--batch-size",
+            "2",
+            "--model",
+            &model,
+            "--result-path",
+            result_path,
+        ];
+        cosmicai(&[&args[..], more].concat())
+    };
+    let out = run("results/r", &["--json"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(last_json_line(&out)["objects"], 4);
+    // CAI's files carry no class: the text report scores every object with a redshift.
+    let text = run("results/text", &[]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("objects with a spectroscopic redshift (no class known")
+            && stdout.contains(": n 4 NMAD"),
+        "{stdout}"
+    );
     let expected = astromae_expected();
     let predicted = predicted_redshifts(&cai.join("results/r"), 1);
     assert_eq!(predicted.len(), 4);

@@ -268,6 +268,25 @@ fn upload_dir(store: &S3Store, data: &Path, prefix: &str) {
     }
 }
 
+/// An execution's status once it is no longer RUNNING (or after `seconds`).
+fn status_when_done(
+    store: &S3Store,
+    client: &aws_sdk_sfn::Client,
+    execution: &str,
+    seconds: u64,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let described = store
+            .block_on(client.describe_execution().execution_arn(execution).send())
+            .unwrap();
+        if described.status().as_str() != "RUNNING" || Instant::now() > deadline {
+            return described.status().as_str().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The Map run an execution started, as DescribeMapRun tells it.
 fn map_run_of(
     store: &S3Store,
@@ -598,22 +617,10 @@ fn an_execution_can_be_stopped() {
         )
         .unwrap();
     // moto stops it asynchronously.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        let described = store
-            .block_on(
-                client
-                    .describe_execution()
-                    .execution_arn(started.execution_arn())
-                    .send(),
-            )
-            .unwrap();
-        if described.status().as_str() != "RUNNING" || Instant::now() > deadline {
-            break described.status().as_str().to_string();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(status, "ABORTED");
+    assert_eq!(
+        status_when_done(&store, &client, started.execution_arn(), 30),
+        "ABORTED"
+    );
     // Summarize never ran. (moto lets the Map's items already handed out finish.)
     assert!(store.get("results/stop/summary.json").is_err());
 }
@@ -667,9 +674,29 @@ fn the_handler_stages_called_directly() {
         result_path: "results/direct".into(),
         rank,
         device: Device::Cpu,
+        entered_at: None,
     };
     let m0 = handle(&settings, StageEvent::Infer(item(0))).unwrap();
     assert!(m0["objects"].as_u64().unwrap() > 0 && m0["billed_duration_ms"].as_u64().unwrap() >= 1);
+    // Initialize retried by the state machine (its answer lost) goes on with its plan.
+    let again = handle(
+        &settings,
+        StageEvent::Initialize {
+            run_id: "direct".into(),
+            request: request.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(again["files"], 3);
+    // A rank whose Infer state began longer ago than an Express child lasts stops
+    // before it reads or writes anything, with an error the state machine does not retry.
+    let late = RankItem {
+        entered_at: Some("2020-01-01T00:00:00.000Z".into()),
+        ..item(1)
+    };
+    let e = handle(&settings, StageEvent::Infer(late)).unwrap_err();
+    assert_eq!(e.kind, "RankOutOfTime", "{e}");
+    assert!(store.get("results/direct/1.json").is_err());
     // Rank 1 never ran: Summarize names it failed.
     let summary = handle(
         &settings,
@@ -796,6 +823,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
             result_path: "results/cai".into(),
             rank,
             device: Device::Cpu,
+            entered_at: None,
         };
         let m = handle(&settings, StageEvent::Infer(item)).unwrap();
         assert_eq!(m["objects"], 2, "{m}");
@@ -950,7 +978,7 @@ fn cai_pt_partitions_are_converted_before_the_upload() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("1 CAI .pt partitions; converting them")
+        stderr.contains("1 CAI .pt files; converting them")
             && stderr.contains("1 partitions uploaded"),
         "{stderr}"
     );
@@ -960,4 +988,69 @@ fn cai_pt_partitions_are_converted_before_the_upload() {
         (Some("succeeded"), Some(4)),
         "{s}"
     );
+}
+
+#[test]
+fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place() {
+    // A CAI user's data and checkpoint already in the bucket, as CAI keeps them, and
+    // an execution started with CAI's own payload: nothing converted or uploaded here.
+    let Some(bin) = venv_bin() else { return };
+    let (_stack, store, client, arn) = deployed(&bin, "cosmicai-cai-input");
+    let partition = std::fs::read(common::astromae_fixture("partition.pt")).unwrap();
+    store.put("cai-data/p0.pt", &partition).unwrap();
+    store.put("cai-data/p1.pt", &partition).unwrap();
+    store
+        .put(
+            "models/astromae.pt",
+            &std::fs::read(common::astromae_fixture("astromae_module.pt")).unwrap(),
+        )
+        .unwrap();
+    // CAI's demo input's keys (its scripts bucket, its counts as strings, no
+    // world_size), with its data bucket and a model of ours.
+    let input = serde_json::json!({
+        "bucket": "cosmicai2", "data_bucket": BUCKET, "data_prefix": "cai-data",
+        "file_limit": "2", "batch_size": "3", "object_type": "folder",
+        "S3_object_name": "scripts/Anomaly Detection",
+        "script": "/tmp/scripts/Anomaly Detection/Inference/inference.py",
+        "result_path": "results/cai-input", "model": "astromae:models/astromae.pt"
+    });
+    let started = store
+        .block_on(
+            client
+                .start_execution()
+                .state_machine_arn(&arn)
+                .name("cai-input")
+                .input(input.to_string())
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(
+        status_when_done(&store, &client, started.execution_arn(), 120),
+        "SUCCEEDED"
+    );
+    let summary: Value =
+        serde_json::from_slice(&store.get("results/cai-input/summary.json").unwrap()).unwrap();
+    assert_eq!(summary["status"], "succeeded", "{summary}");
+    assert_eq!(summary["objects"], 8, "{summary}");
+    let combined: Value =
+        serde_json::from_slice(&store.get("results/cai-input/combined_data.json").unwrap())
+            .unwrap();
+    let read: Vec<&str> = combined
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["data_path"].as_array().unwrap().iter())
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(read, ["cai-data/p0.pt", "cai-data/p1.pt"]);
+    // Each file's objects under the ids its conversion would give, at PyTorch's redshifts.
+    let expected = common::astromae_expected();
+    let bytes = store
+        .get("results/cai-input/predictions/0.safetensors")
+        .unwrap();
+    let p = cosmicai_engine::pipeline::read_predictions(&bytes).unwrap();
+    for (row, (id, q)) in p.object_id.iter().zip(&p.predicted).enumerate() {
+        assert_eq!(*id, cosmicai_engine::cai::cai_object_id("p0.pt", row));
+        assert!((q.redshift - expected[row]).abs() <= 1e-4, "row {row}");
+    }
 }

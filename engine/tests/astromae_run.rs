@@ -113,7 +113,7 @@ fn run_in(
                 &loaded,
                 &Default::default(),
                 SystemInfo::default(),
-                |_| {},
+                |_| Ok(()),
             )
             .map_err(|e| e.to_string())
         })
@@ -297,4 +297,87 @@ fn cutouts_under_32_pixels_are_refused() {
         )
         .unwrap_err();
     assert!(e.contains("16x16") && e.contains("32x32"), "{e}");
+}
+
+#[test]
+fn cai_pt_partitions_are_read_in_place_as_their_conversion_would_be() {
+    // CAI's data already in a bucket: the ranks read its .pt files as they are.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::copy(fixture("partition.pt"), dir.path().join("data/p0.pt")).unwrap();
+    std::fs::copy(fixture("partition.pt"), dir.path().join("data/p1.pth")).unwrap();
+    let model = format!("astromae:{}", fixture("astromae_module.pt").display());
+    let (store, results) = run(dir.path(), &model);
+    let results: Vec<RankResult> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(results[0].data_path, ["data/p0.pt"]);
+    assert_eq!(results[1].data_path, ["data/p1.pth"]);
+    let in_place = predictions(&store, "a");
+    assert_eq!(in_place.len(), 8);
+    // The same objects, ids and redshifts as the converted files give.
+    let converted = dir.path().join("converted");
+    cosmicai_engine::cai::import(
+        &[dir.path().join("data")],
+        &converted.join("data"),
+        None,
+        Class::Unknown,
+        |_, _| {},
+    )
+    .unwrap();
+    let (_, again) = run_in(&converted, &model, Precision::Fp32, "b");
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    let from_converted = predictions(&LocalStore::new(&converted), "b");
+    assert_eq!(
+        in_place.keys().collect::<Vec<_>>(),
+        from_converted.keys().collect::<Vec<_>>()
+    );
+    for (id, z) in &in_place {
+        assert_eq!(z.to_bits(), from_converted[id].to_bits(), "object {id}");
+    }
+    // PyTorch's redshifts, to the parity bound.
+    let expected = Weights::open(fixture("io.safetensors")).unwrap();
+    let expected = expected.values("redshift").unwrap();
+    assert_eq!(expected.len(), 4);
+    for (row, want) in expected.iter().enumerate() {
+        let id = cosmicai_engine::cai::cai_object_id("p0.pt", row);
+        assert!((in_place[&id] - want).abs() <= 1e-4, "row {row}");
+    }
+}
+
+#[test]
+fn a_rank_its_caller_stops_writes_nothing() {
+    use cosmicai_engine::pipeline::{PipelineError, RankEvent};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::copy(fixture("partition.pt"), dir.path().join("data/p0.pt")).unwrap();
+    let store = LocalStore::new(dir.path());
+    let model = format!("astromae:{}", fixture("astromae_module.pt").display());
+    let mut request = request(&model);
+    (request.world_size, request.result_path) = (1, "results/stop".into());
+    let payload = initialize(&store, &request, "stop").unwrap();
+    let loaded =
+        RedshiftModel::<B>::load(&request.model_spec().unwrap(), &Default::default(), true)
+            .unwrap();
+    // Stopped after its first batch (3 of 4 objects), then just before its writes.
+    for stop_at in [RankEvent::Objects(3), RankEvent::Writing] {
+        let mut heard = Vec::new();
+        let stopped = infer_rank(
+            &store,
+            &payload,
+            0,
+            &loaded,
+            &Default::default(),
+            SystemInfo::default(),
+            |event| {
+                heard.push(event);
+                if event == stop_at {
+                    return Err(PipelineError::Other("out of time".into()));
+                }
+                Ok(())
+            },
+        );
+        assert!(stopped.unwrap_err().to_string().contains("out of time"));
+        assert_eq!(heard.last(), Some(&stop_at));
+        assert!(store.get("results/stop/0.json").is_err());
+        assert!(store.get("results/stop/predictions/0.safetensors").is_err());
+    }
 }

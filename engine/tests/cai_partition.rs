@@ -152,23 +152,28 @@ fn a_run_over_a_folder_of_pt_files_converts_it_once() {
     std::fs::create_dir_all(&cai).unwrap();
     std::fs::copy(fixture(), cai.join("partition_0.pt")).unwrap();
     let mut told = Vec::new();
-    let prefix =
-        converted_prefix(root.path(), "cai", |n, out| told.push((n, out.to_owned()))).unwrap();
+    let prefix = converted_prefix(
+        root.path(),
+        "cai",
+        |n, out| told.push((n, out.to_owned())),
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(prefix, format!("cai/{CONVERTED}"));
     assert_eq!(told, vec![(1, cai.join(CONVERTED))]);
     let written = cai.join(CONVERTED).join("partition_0.safetensors");
     let modified = std::fs::metadata(&written).unwrap().modified().unwrap();
     // Again: the same prefix, the partition kept as it was.
-    let again = converted_prefix(root.path(), "cai", |_, _| {}).unwrap();
+    let again = converted_prefix(root.path(), "cai", |_, _| {}, |_| {}).unwrap();
     assert_eq!(again, prefix);
     assert_eq!(
         std::fs::metadata(&written).unwrap().modified().unwrap(),
         modified
     );
     // Folders of our own partitions, and prefixes leaving the root, are left alone.
-    let ours = converted_prefix(root.path(), &prefix, |_, _| panic!("converted")).unwrap();
+    let ours = converted_prefix(root.path(), &prefix, |_, _| panic!("converted"), |_| {}).unwrap();
     assert_eq!(ours, prefix);
-    let outside = converted_prefix(&cai, "../cai", |_, _| panic!("converted")).unwrap();
+    let outside = converted_prefix(&cai, "../cai", |_, _| panic!("converted"), |_| {}).unwrap();
     assert_eq!(outside, "../cai");
 }
 
@@ -202,4 +207,81 @@ fn a_file_named_twice_is_imported_once() {
     let report =
         cosmicai_engine::cai::import(&named, &out, None, Class::Galaxy, |_, _| {}).unwrap();
     assert_eq!((report.written.len(), report.skipped), (1, 0));
+}
+
+#[test]
+fn a_checkpoint_kept_beside_the_partitions_is_left_out() {
+    use cosmicai_engine::cai::{CONVERTED, converted_prefix};
+    let checkpoints =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/astromae_small");
+    let root = tempfile::tempdir().unwrap();
+    let cai = root.path().join("cai");
+    std::fs::create_dir_all(&cai).unwrap();
+    std::fs::copy(fixture(), cai.join("partition_0.pt")).unwrap();
+    // Both forms CAI's users keep, and our own import of the weights.
+    std::fs::copy(
+        checkpoints.join("astromae_state_dict.pt"),
+        cai.join("model.pt"),
+    )
+    .unwrap();
+    std::fs::copy(
+        checkpoints.join("astromae_module.pt"),
+        cai.join("module.pth"),
+    )
+    .unwrap();
+    std::fs::copy(
+        checkpoints.join("astromae.safetensors"),
+        cai.join("astromae.safetensors"),
+    )
+    .unwrap();
+    let mut left_out = Vec::new();
+    let prefix = converted_prefix(
+        root.path(),
+        "cai",
+        |_, _| {},
+        |f| left_out.push(f.to_owned()),
+    )
+    .unwrap();
+    assert_eq!(prefix, format!("cai/{CONVERTED}"));
+    left_out.sort();
+    assert_eq!(left_out, vec![cai.join("model.pt"), cai.join("module.pth")]);
+    let converted: Vec<_> = std::fs::read_dir(cai.join(CONVERTED))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(converted, vec!["partition_0.safetensors"]);
+    // A damaged partition is still an error, not a file left out.
+    let broken = cai.join("partition_1.pt");
+    let bytes = std::fs::read(fixture()).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let e = cosmicai_engine::cai::import(
+        std::slice::from_ref(&cai),
+        &root.path().join("o"),
+        None,
+        Class::Galaxy,
+        |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("partition_1.pt"), "{e}");
+}
+
+#[test]
+fn a_file_converted_with_another_class_is_named_before_anything_is_written() {
+    let root = tempfile::tempdir().unwrap();
+    let cai = root.path().join("cai");
+    std::fs::create_dir_all(&cai).unwrap();
+    std::fs::copy(fixture(), cai.join("p.pt")).unwrap();
+    let out = root.path().join("out");
+    let import = |class| {
+        cosmicai_engine::cai::import(std::slice::from_ref(&cai), &out, None, class, |_, _| {})
+    };
+    import(Class::Unknown).unwrap();
+    let e = import(Class::Galaxy).unwrap_err().to_string();
+    assert!(
+        e.contains("p.safetensors was converted with class UNKNOWN, not GALAXY"),
+        "{e}"
+    );
+    // Without a class, or with the same one, it is simply kept.
+    assert_eq!(import(Class::Unknown).unwrap().skipped, 1);
 }

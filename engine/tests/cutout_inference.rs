@@ -98,7 +98,7 @@ fn run_rank(
         model,
         &Default::default(),
         system,
-        |_| {},
+        |_| Ok(()),
     ) {
         Ok(result) => {
             let bytes = store.get("results/r/predictions/0.safetensors").unwrap();

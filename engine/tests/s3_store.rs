@@ -188,7 +188,7 @@ fn the_pipeline_runs_against_a_bucket() {
             &model,
             &device,
             SystemInfo::default(),
-            |_| {},
+            |_| Ok(()),
         )
         .unwrap();
         measures.push(RankMeasure {

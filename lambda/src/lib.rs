@@ -14,8 +14,8 @@
 
 use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::pipeline::{
-    Payload, PipelineError, RankEvent, check_express_time, infer_rank, initialize_with,
-    measures_key, payload_key, plan_key, summarize,
+    EXPRESS_RANK_TIMEOUT_S, Payload, PipelineError, RankEvent, check_express_time, infer_rank,
+    initialize_with, measures_key, payload_key, plan_key, summarize,
 };
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::s3::{S3Config, S3Store};
@@ -24,6 +24,7 @@ use cosmicai_model::weights::Weights;
 use cosmicai_shared::aws::{
     InitializeOutput, RankItem, StageEvent, SummarizeEvent, SummarizeOutput,
 };
+use cosmicai_shared::cai_payload::{PartitionsIn, translate};
 use cosmicai_shared::model::ModelSpec;
 use cosmicai_shared::run::{Device, Precision, RankMeasure, RunRequest};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +92,14 @@ impl StageError {
             message: message.into(),
         }
     }
+
+    /// Not retried by the state machine: a retry would start past the deadline too.
+    fn out_of_time(message: impl Into<String>) -> Self {
+        StageError {
+            kind: "RankOutOfTime",
+            message: message.into(),
+        }
+    }
 }
 
 impl From<PipelineError> for StageError {
@@ -118,6 +127,25 @@ pub fn mark_process_start() {
     PROCESS_START.get_or_init(Instant::now);
 }
 
+/// An event as Step Functions sends it. An Initialize whose request is CAI's own
+/// payload (an execution started with CAI's input file) is read as CAI's, as
+/// `cosmicai run --request` reads it: partitions from its `data_bucket`, its
+/// script settings set aside, each with a note in the function's log.
+pub fn parse_event(mut value: serde_json::Value) -> Result<StageEvent, StageError> {
+    if value.get("stage").and_then(serde_json::Value::as_str) == Some("initialize")
+        && let Some(request) = value.get_mut("request")
+    {
+        let (ours, notes) = translate(request.take(), PartitionsIn::DataBucket)
+            .map_err(|e| StageError::invalid(format!("request: {e}")))?;
+        for note in notes {
+            eprintln!("request: {note}");
+        }
+        *request = ours;
+    }
+    serde_json::from_value(value)
+        .map_err(|e| StageError::invalid(format!("not a stage event: {e}")))
+}
+
 /// Handles one event. Blocking work: call it from a blocking thread.
 pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Value, StageError> {
     let value = match event {
@@ -137,6 +165,12 @@ pub fn initialize_stage(
     request: &RunRequest,
 ) -> Result<InitializeOutput, StageError> {
     let started = Instant::now();
+    let request = &with_function_memory(
+        request,
+        std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+            .ok()
+            .as_deref(),
+    );
     let spec = request.model_spec().map_err(StageError::invalid)?;
     // The function may write only under the deployment's results prefix (its IAM policy).
     if let Ok(prefix) = std::env::var("COSMICAI_RESULTS_PREFIX") {
@@ -154,6 +188,12 @@ pub fn initialize_stage(
     // A model whose weights cannot be found fails here, before any rank is paid for.
     if let Some(path) = spec.weights() {
         let (bucket, key) = weights_location(path, &request.bucket);
+        readable_weights_bucket(
+            &bucket,
+            &request.bucket,
+            std::env::var("COSMICAI_WEIGHTS_BUCKET").ok().as_deref(),
+        )
+        .map_err(|e| StageError::invalid(format!("model '{spec}': {e}")))?;
         let found = if bucket == request.bucket {
             object_exists(&store, &key)
         } else {
@@ -195,6 +235,25 @@ pub fn initialize_stage(
     ))
 }
 
+/// The request as the ranks will run it: Lambda gives every worker the function's
+/// memory (the template's MemorySize), whatever `memory_mb` says, so the time
+/// check, `payload.json` and the bill use that. GPU ranks run on Batch: unchanged.
+pub fn with_function_memory(request: &RunRequest, function_mb: Option<&str>) -> RunRequest {
+    let mut request = request.clone();
+    let function_mb = function_mb.and_then(|mb| mb.trim().parse::<u32>().ok());
+    if let Some(mb) = function_mb
+        && request.device == Device::Cpu
+        && mb != request.memory_mb
+    {
+        eprintln!(
+            "memory_mb {}: this deployment's workers have {mb} MB (template parameter MemorySize); the run is planned and priced at {mb} MB",
+            request.memory_mb
+        );
+        request.memory_mb = mb;
+    }
+    request
+}
+
 /// The Map's items: one per rank, written to `plan.json` (never through the state).
 pub fn plan_items(run_id: &str, request: &RunRequest) -> Vec<RankItem> {
     (0..request.world_size)
@@ -204,6 +263,7 @@ pub fn plan_items(run_id: &str, request: &RunRequest) -> Vec<RankItem> {
             result_path: request.result_path.clone(),
             rank,
             device: request.device,
+            entered_at: None,
         })
         .collect()
 }
@@ -262,6 +322,13 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
         (true, Some(t)) => t.elapsed().as_secs_f64(),
         _ => 0.0,
     };
+    let deadline = match &item.entered_at {
+        Some(time) => Some(RankDeadline::after(time)?),
+        None => None,
+    };
+    if let Some(deadline) = &deadline {
+        deadline.check()?;
+    }
     let store = settings
         .connect(&item.bucket)
         .map_err(StageError::invalid)?;
@@ -283,7 +350,7 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
                 &payload,
                 item.rank,
                 &model,
-                started,
+                (started, deadline.as_ref()),
                 &mut first_batch_s,
             )?
         }
@@ -349,17 +416,18 @@ where
 {
     let device = Default::default();
     let model = load_model::<B>(settings, store, spec, &device, false)?;
-    run_rank(store, payload, rank, &model, started, first_batch_s)
+    // A Batch job has no Express execution to outlive: no deadline.
+    run_rank(store, payload, rank, &model, (started, None), first_batch_s)
 }
 
-/// Runs the rank with `model` (ready now) on backend `B`; also returns when the
-/// model was ready, since the invocation started.
+/// Runs the rank with `model` (ready now) on backend `B`, stopping between batches
+/// at `deadline`; also returns when the model was ready, since the invocation started.
 fn run_rank<B: burn::prelude::Backend>(
     store: &S3Store,
     payload: &Payload,
     rank: usize,
     model: &RedshiftModel<B>,
-    started: Instant,
+    (started, deadline): (Instant, Option<&RankDeadline>),
     first_batch_s: &mut Option<f64>,
 ) -> Result<(cosmicai_shared::run::RankResult, f64), StageError>
 where
@@ -367,6 +435,7 @@ where
 {
     let ready_s = started.elapsed().as_secs_f64();
     let device = B::Device::default();
+    let mut late = None;
     let result = infer_rank::<B>(
         store,
         payload,
@@ -374,11 +443,65 @@ where
         model,
         &device,
         cosmicai_engine::system::system_info(),
-        |RankEvent::Objects(_)| {
-            first_batch_s.get_or_insert_with(|| started.elapsed().as_secs_f64());
+        |event| {
+            if let RankEvent::Objects(_) = event {
+                first_batch_s.get_or_insert_with(|| started.elapsed().as_secs_f64());
+            }
+            match deadline.map(RankDeadline::check) {
+                Some(Err(e)) => {
+                    let message = e.message.clone();
+                    late = Some(e);
+                    Err(PipelineError::Other(message))
+                }
+                _ => Ok(()),
+            }
         },
-    )?;
-    Ok((result, ready_s))
+    );
+    match (result, late) {
+        (Ok(result), _) => Ok((result, ready_s)),
+        (Err(_), Some(late)) => Err(late),
+        (Err(e), None) => Err(e.into()),
+    }
+}
+
+/// Seconds after its Infer state began that a Lambda rank stops: the task's
+/// timeout less time for the rank's writes, so that none is made after it.
+pub const RANK_STOP_S: f64 = EXPRESS_RANK_TIMEOUT_S - 10.0;
+
+/// When a Lambda rank must stop: [`RANK_STOP_S`] after its Infer state was
+/// entered, checked after each batch and before its files are written. Step
+/// Functions times the task out at [`EXPRESS_RANK_TIMEOUT_S`] and stops the Express
+/// child at 5 minutes, but not the Lambda call it made, which would run on to the
+/// function's own timeout, holding reserved concurrency and perhaps writing its
+/// rank after Summarize has read.
+#[derive(Debug, Clone, Copy)]
+pub struct RankDeadline {
+    entered_epoch_s: f64,
+}
+
+impl RankDeadline {
+    /// From `$$.State.EnteredTime` (RFC 3339, `Z` or an offset).
+    pub fn after(entered_at: &str) -> Result<Self, StageError> {
+        epoch_seconds(entered_at)
+            .map(|entered_epoch_s| RankDeadline { entered_epoch_s })
+            .ok_or_else(|| {
+                StageError::invalid(format!("entered_at '{entered_at}' is not an RFC 3339 time"))
+            })
+    }
+
+    /// An error once the rank has had its time.
+    pub fn check(&self) -> Result<(), StageError> {
+        let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now()).as_secs_f64();
+        let used = now - self.entered_epoch_s;
+        if used < RANK_STOP_S {
+            return Ok(());
+        }
+        Err(StageError::out_of_time(format!(
+            "the rank stopped {used:.0} s after its Infer state began, at the {RANK_STOP_S:.0} s \
+             it may use of an Express child execution; nothing of it was written. A larger \
+             world_size gives each rank fewer files"
+        )))
+    }
 }
 
 /// Whether `key` is an object of `store` (listing its folder: no GET of the whole object).
@@ -388,6 +511,28 @@ fn object_exists(store: &S3Store, key: &str) -> Result<bool, String> {
         .list(folder)
         .map(|objects| objects.iter().any(|o| o.key == key))
         .map_err(|e| e.to_string())
+}
+
+/// Whether the workers may read weights from `bucket`: the run's own, or the
+/// template's `WeightsBucket` (`allowed`: set, maybe empty, wherever the template
+/// deployed the function; unset elsewhere, where no role narrows what is read).
+pub fn readable_weights_bucket(
+    bucket: &str,
+    run_bucket: &str,
+    allowed: Option<&str>,
+) -> Result<(), String> {
+    match allowed {
+        Some(allowed) if bucket != run_bucket && bucket != allowed.trim() => Err(format!(
+            "the workers may read weights only from the data bucket '{run_bucket}'{}, not '{bucket}': \
+             copy them into the data bucket, or deploy the template with WeightsBucket={bucket}",
+            if allowed.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" and '{}'", allowed.trim())
+            }
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Where weights named `path` live: `s3://BUCKET/KEY`, or a key in the run's bucket.
@@ -575,6 +720,13 @@ fn describe(error: Option<&str>, cause: Option<&str>) -> String {
 
 /// Seconds from an RFC 3339 time (the execution's start) until now.
 fn seconds_since(rfc3339: &str) -> Option<f64> {
+    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+    let s = now.as_secs_f64() - epoch_seconds(rfc3339)?;
+    (s >= 0.0).then_some(s)
+}
+
+/// Seconds since 1970 of an RFC 3339 time.
+fn epoch_seconds(rfc3339: &str) -> Option<f64> {
     use aws_smithy_types::date_time::{DateTime, Format};
     // Smithy reads `Z` times; an offset (`+00:00`, as moto writes) is applied by hand.
     let split = rfc3339
@@ -593,10 +745,8 @@ fn seconds_since(rfc3339: &str) -> Option<f64> {
         }
         _ => (rfc3339.to_string(), 0.0),
     };
-    let start = DateTime::from_str(&utc, Format::DateTime).ok()?;
-    let now = DateTime::from(std::time::SystemTime::now());
-    let s = now.as_secs_f64() - (start.as_secs_f64() - offset_s);
-    (s >= 0.0).then_some(s)
+    let time = DateTime::from_str(&utc, Format::DateTime).ok()?;
+    Some(time.as_secs_f64() - offset_s)
 }
 
 /// User plus system CPU time of this process.
@@ -636,6 +786,68 @@ mod tests {
         for other in [None, Some(""), Some("fp32"), Some("f16"), Some("BF16x")] {
             assert_eq!(preload_precision(other), Precision::Fp32, "{other:?}");
         }
+    }
+
+    #[test]
+    fn weights_are_read_only_from_buckets_the_role_can_read() {
+        assert!(readable_weights_bucket("data", "data", Some("")).is_ok());
+        assert!(readable_weights_bucket("models", "data", Some("models")).is_ok());
+        assert!(readable_weights_bucket("models", "data", None).is_ok());
+        let e = readable_weights_bucket("other", "data", Some("")).unwrap_err();
+        assert!(
+            e.contains("only from the data bucket 'data', not 'other'"),
+            "{e}"
+        );
+        assert!(e.contains("WeightsBucket=other"), "{e}");
+        let e = readable_weights_bucket("other", "data", Some("models")).unwrap_err();
+        assert!(e.contains("'data' and 'models'"), "{e}");
+    }
+
+    #[test]
+    fn a_run_is_planned_at_the_memory_its_workers_have() {
+        let request: RunRequest = serde_json::from_str(
+            r#"{"batch_size": 1, "world_size": 1, "result_path": "results/r", "memory_mb": 10240}"#,
+        )
+        .unwrap();
+        assert_eq!(with_function_memory(&request, Some("2048")).memory_mb, 2048);
+        // Outside Lambda, or a value that is no number: as asked.
+        assert_eq!(with_function_memory(&request, None).memory_mb, 10240);
+        assert_eq!(
+            with_function_memory(&request, Some("lots")).memory_mb,
+            10240
+        );
+        let mut gpu = request.clone();
+        gpu.device = Device::Cuda;
+        assert_eq!(with_function_memory(&gpu, Some("2048")).memory_mb, 10240);
+    }
+
+    #[test]
+    fn a_rank_stops_once_its_express_time_is_used() {
+        use aws_smithy_types::date_time::{DateTime, Format};
+        let ago = |s: i64| {
+            let now = DateTime::from(std::time::SystemTime::now()).secs();
+            DateTime::from_secs(now - s).fmt(Format::DateTime).unwrap()
+        };
+        assert!(RankDeadline::after(&ago(0)).unwrap().check().is_ok());
+        assert!(RankDeadline::after(&ago(-60)).unwrap().check().is_ok()); // a clock ahead
+        assert!(
+            RankDeadline::after(&ago(RANK_STOP_S as i64 - 5))
+                .unwrap()
+                .check()
+                .is_ok()
+        );
+        let late = RankDeadline::after(&ago(RANK_STOP_S as i64 + 1))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert_eq!(late.kind, "RankOutOfTime");
+        assert!(late.message.contains("nothing of it was written"), "{late}");
+        // As moto writes it, with an offset.
+        let moto = RankDeadline::after("2020-01-01T00:00:00.176423+00:00").unwrap();
+        assert_eq!(moto.check().unwrap_err().kind, "RankOutOfTime");
+        let bad = RankDeadline::after("soon").unwrap_err();
+        assert_eq!(bad.kind, "InvalidRequest");
+        assert!(bad.message.contains("entered_at 'soon'"), "{bad}");
     }
 
     #[test]

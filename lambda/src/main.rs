@@ -2,9 +2,10 @@
 //! `bootstrap run-event JSON`, the same handler once as an AWS Batch GPU job
 //! (the Map passes a bare rank item there, which means `infer`).
 
-use cosmicai_lambda::{S3Settings, handle, mark_process_start, preload};
+use cosmicai_lambda::{S3Settings, handle, mark_process_start, parse_event, preload};
 use cosmicai_shared::aws::{RankItem, StageEvent};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde_json::Value;
 
 fn main() -> Result<(), lambda_runtime::Error> {
     mark_process_start();
@@ -24,14 +25,16 @@ async fn serve(settings: S3Settings) -> Result<(), lambda_runtime::Error> {
     if args.get(1).map(String::as_str) == Some("run-event") {
         return run_once(settings, args.get(2).cloned()).await;
     }
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<StageEvent>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let settings = settings.clone();
         async move {
             // The pipeline blocks (memory-mapped partitions, its own S3 runtime).
-            tokio::task::spawn_blocking(move || handle(&settings, event.payload))
-                .await
-                .map_err(|e| diagnostic("StageFailed", e.to_string()))?
-                .map_err(|e| diagnostic(e.kind, e.message))
+            tokio::task::spawn_blocking(move || {
+                parse_event(event.payload).and_then(|event| handle(&settings, event))
+            })
+            .await
+            .map_err(|e| diagnostic("StageFailed", e.to_string()))?
+            .map_err(|e| diagnostic(e.kind, e.message))
         }
     }))
     .await
@@ -51,14 +54,18 @@ async fn run_once(
     event: Option<String>,
 ) -> Result<(), lambda_runtime::Error> {
     let text = event.ok_or("usage: bootstrap run-event '{\"stage\": ...}'")?;
-    let event: StageEvent = match serde_json::from_str(&text) {
-        Ok(event) => event,
-        Err(e) => match serde_json::from_str::<RankItem>(&text) {
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("run-event: not a stage event or a rank item: {e}"))?;
+    let event = if value.get("stage").is_some() {
+        parse_event(value)
+            .map_err(|e| format!("run-event: not a stage event or a rank item: {}", e.message))?
+    } else {
+        match serde_json::from_value::<RankItem>(value) {
             Ok(item) => StageEvent::Infer(item),
-            Err(_) => {
+            Err(e) => {
                 return Err(format!("run-event: not a stage event or a rank item: {e}").into());
             }
-        },
+        }
     };
     let answer = tokio::task::spawn_blocking(move || handle(&settings, event)).await?;
     match answer {

@@ -26,6 +26,17 @@ pub struct WeightsError {
 /// read whole, so this bounds what opening one costs.
 pub const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
 
+/// Whether `bytes` are a `torch.save` from before PyTorch 1.6: a pickle (PROTO
+/// opcode) whose first object is torch's magic number, 0x1950a86a20f9469cfc6c,
+/// as a 10-byte LONG1. No safetensors file starts so: its first 8 bytes are a
+/// header length, and these would make it exabytes long.
+fn is_legacy_pt(bytes: &[u8]) -> bool {
+    const MAGIC: [u8; 12] = [
+        0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
+    ];
+    bytes.first() == Some(&0x80) && bytes.get(2..14) == Some(&MAGIC[..])
+}
+
 /// All f32 tensors of one safetensors file, by name.
 pub struct Weights {
     path: PathBuf,
@@ -74,6 +85,15 @@ impl Weights {
     pub fn from_file_bytes(path: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self, WeightsError> {
         if bytes.starts_with(b"PK\x03\x04") {
             return Self::from_pt_bytes(path, bytes);
+        }
+        if is_legacy_pt(&bytes) {
+            return Err(WeightsError {
+                path: path.as_ref().into(),
+                name: "file".into(),
+                problem: "a PyTorch file saved before PyTorch 1.6 (a bare pickle, not a zip): \
+                          re-save it with torch 1.6 or newer, `torch.save(torch.load(F), F2)`"
+                    .into(),
+            });
         }
         Self::from_bytes(path, &bytes)
     }

@@ -202,3 +202,19 @@ fn a_record_size_the_file_cannot_hold_is_refused_before_it_sizes_anything() {
     let past = read_images(forged_sizes(Some(0xffff_fff0), Some(0xffff_fff0))).unwrap_err();
     assert!(past.contains("the zip says 4294967280 bytes"), "{past}");
 }
+
+#[test]
+fn a_file_saved_before_pytorch_1_6_is_named_as_such() {
+    // torch.save(..., _use_new_zipfile_serialization=False): pickle protocol 2, then
+    // torch's magic number as a LONG1, then the protocol version and the rest.
+    let mut bytes = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.".to_vec();
+    bytes.extend_from_slice(&[0u8; 64]);
+    let e = weights_error(bytes);
+    assert!(
+        e.contains("hostile.pt") && e.contains("saved before PyTorch 1.6") && e.contains("re-save"),
+        "{e}"
+    );
+    // Other bytes are still read as safetensors, and named so when they are not.
+    let e = weights_error(vec![0x80; 64]);
+    assert!(!e.contains("before PyTorch 1.6"), "{e}");
+}

@@ -33,6 +33,12 @@ pub struct RankItem {
     /// Where the rank runs: `cpu` on Lambda, `cuda` as an AWS Batch GPU job.
     #[serde(default)]
     pub device: Device,
+    /// When the Map's Infer state was entered (`$$.State.EnteredTime`, RFC 3339). A
+    /// Lambda rank stops by the Express execution's end counted from it, so it never
+    /// runs on, holding concurrency, or writes after Summarize has read. Absent in the
+    /// plan and on AWS Batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entered_at: Option<String>,
 }
 
 /// Initialize's answer. The Map reads its items, one [`RankItem`] per rank, from the
@@ -120,6 +126,7 @@ mod tests {
             result_path: "results/r".into(),
             rank: 3,
             device: Device::Cpu,
+            entered_at: None,
         };
         assert_eq!(parsed, StageEvent::Infer(item));
         let wrong = r#"{"stage":"train","run_id":"r"}"#;

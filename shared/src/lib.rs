@@ -12,6 +12,7 @@
 pub mod api;
 pub mod aws;
 pub mod axis;
+pub mod cai_payload;
 pub mod cutouts;
 pub mod display;
 mod domain;

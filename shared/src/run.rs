@@ -119,6 +119,11 @@ fn default_model() -> String {
 /// The longest `timeout_s` a request may ask for: a week.
 pub const MAX_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
 
+/// S3 keys stop at 1,024 bytes (Amazon S3 User Guide, "Naming Amazon S3 objects"):
+/// the longest key a run writes under its result path, `/predictions/<rank>.safetensors`
+/// at rank 9,999, takes 29 of them; this leaves room for more.
+pub const MAX_RESULT_PATH_BYTES: usize = 960;
+
 impl RunRequest {
     /// Every problem with the request, each naming its field; empty when valid.
     pub fn problems(&self) -> Vec<String> {
@@ -183,6 +188,12 @@ impl RunRequest {
         }
         if self.result_path.trim_matches('/').is_empty() {
             problems.push("result_path is empty".to_string());
+        }
+        if self.result_path.len() > MAX_RESULT_PATH_BYTES {
+            problems.push(format!(
+                "result_path is {} bytes long: at most {MAX_RESULT_PATH_BYTES}, so that the keys under it stay within S3's 1,024",
+                self.result_path.len()
+            ));
         }
         if let Err(e) = self.model_spec() {
             problems.push(e);
@@ -447,6 +458,20 @@ mod tests {
         ] {
             assert!(problems.contains(field), "{field} not named in: {problems}");
         }
+    }
+
+    #[test]
+    fn a_result_path_too_long_for_s3_keys_is_refused() {
+        let mut r = request();
+        r.result_path = "r".repeat(MAX_RESULT_PATH_BYTES);
+        assert!(r.problems().is_empty(), "{:?}", r.problems());
+        // Bytes, not characters: S3 counts the key's UTF-8.
+        r.result_path = "é".repeat(MAX_RESULT_PATH_BYTES / 2 + 1);
+        let problems = r.problems().join("; ");
+        assert!(
+            problems.contains("result_path is 962 bytes long"),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -78,6 +78,36 @@ def test_an_express_rank_cannot_outlive_its_execution():
     assert 0 < infer["TimeoutSeconds"] < 300
 
 
+def _retriers(states_):
+    for name, s in states_.items():
+        for r in s.get("Retry", []):
+            yield name, r
+        if "ItemProcessor" in s:
+            yield from _retriers(s["ItemProcessor"]["States"])
+
+
+def test_retries_are_jittered_and_an_express_rank_bounds_its_own_time():
+    # Thousands of ranks throttled together would retry together without jitter
+    # ("JitterStrategy": FULL, Step Functions developer guide, "Retrying after an error").
+    for name, r in _retriers(states()):
+        assert r.get("JitterStrategy") == "FULL", (name, r)
+    infer = maps()["Ranks"]["ItemProcessor"]["States"]["Infer"]
+    # A rank's waits between tries stay small next to the Express execution's 300 s.
+    waits = 0
+    for r in infer["Retry"]:
+        delay = r["IntervalSeconds"]
+        for _ in range(r["MaxAttempts"]):
+            waits += min(delay, r.get("MaxDelaySeconds", delay))
+            delay *= r["BackoffRate"]
+    assert waits <= 60, waits
+    # The Task's timeout does not stop the Lambda call it made; the worker stops itself
+    # from the state's entry time (lambda/src/lib.rs, RankDeadline), and that error is
+    # not retried.
+    assert infer["Parameters"]["Payload"]["entered_at.$"] == "$$.State.EnteredTime"
+    # States.ALL and States.TaskFailed are wildcards that would catch it too.
+    assert not any({"RankOutOfTime", "States.ALL", "States.TaskFailed"} & set(r["ErrorEquals"]) for r in infer["Retry"])
+
+
 def test_no_state_carries_a_per_rank_list():
     # State input and output stop at 256 KiB ("States.DataLimitExceeded", a terminal
     # error that States.ALL does not catch). Items come from S3 (ItemReader) and results
@@ -118,8 +148,10 @@ def template():
 
 
 def statements(role):
-    return [s for p in role["Properties"]["Policies"] if isinstance(p, dict) and "PolicyDocument" in p
-            for s in p["PolicyDocument"]["Statement"]]
+    """A role's statements, each !If [condition, statement, NoValue] as its statement."""
+    found = [s for p in role["Properties"]["Policies"] if isinstance(p, dict) and "PolicyDocument" in p
+             for s in p["PolicyDocument"]["Statement"]]
+    return [s["If"][1] if "If" in s else s for s in found]
 
 
 def test_workers_write_only_under_the_results_prefix():
@@ -129,8 +161,26 @@ def test_workers_write_only_under_the_results_prefix():
             actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
             if any(a in ("s3:PutObject", "s3:*", "s3:DeleteObject") for a in actions):
                 assert s["Resource"] == {"Sub": "${DataBucket.Arn}/${ResultsPrefix}/*"}, (role, s)
+        # Results over 16 MiB go up in parts (engine/src/store/s3.rs), and a failed one is
+        # aborted: AbortMultipartUpload is an action of its own, not covered by PutObject
+        # (Amazon S3 User Guide, "Multipart upload API and permissions").
+        writes = [s for s in statements(resources[role]) if "s3:PutObject" in s["Action"]]
+        assert writes and all("s3:AbortMultipartUpload" in s["Action"] for s in writes), role
     env = resources["Function"]["Properties"]["Environment"]["Variables"]
     assert env["COSMICAI_RESULTS_PREFIX"] == {"Ref": "ResultsPrefix"}
+
+
+def test_a_weights_bucket_is_read_only_and_known_to_the_workers():
+    resources = template()["Resources"]
+    bucket = [{"Sub": "arn:${AWS::Partition}:s3:::${WeightsBucket}"},
+              {"Sub": "arn:${AWS::Partition}:s3:::${WeightsBucket}/*"}]
+    for role in ["FunctionRole", "GpuJobRole"]:
+        grants = [s for s in statements(resources[role]) if s["Resource"] == bucket]
+        assert [sorted(s["Action"]) for s in grants] == [["s3:GetObject", "s3:ListBucket"]], role
+    env = resources["Function"]["Properties"]["Environment"]["Variables"]
+    assert env["COSMICAI_WEIGHTS_BUCKET"] == {"Ref": "WeightsBucket"}
+    gpu_env = resources["GpuJobDefinition"]["Properties"]["ContainerProperties"]["Environment"]
+    assert {"Name": "COSMICAI_WEIGHTS_BUCKET", "Value": {"Ref": "WeightsBucket"}} in gpu_env
 
 
 def test_nothing_is_granted_on_every_resource_that_can_be_scoped():
@@ -160,6 +210,10 @@ def test_concurrency_is_reserved_and_bounds_the_map():
     assert function["Environment"]["Variables"]["COSMICAI_MAX_CONCURRENCY"] == {"Ref": "ReservedConcurrency"}
     params = template()["Parameters"]["ReservedConcurrency"]
     assert 1 <= params["MinValue"] and params["MaxValue"] <= 10000  # a Distributed Map runs at most 10,000 children
+    # "Lambda reserves 100 units of concurrency for functions that don't use reserved
+    # concurrency" (Lambda developer guide, "Configuring reserved concurrency"): with the
+    # default quota of 1,000 a reservation above 900 fails the deploy. moto does not check.
+    assert params["Default"] <= 1000 - 100
     # Lambda: ephemeral storage 512 to 10,240 MB, memory 128 to 10,240 MB, timeout at most 900 s.
     storage = template()["Parameters"]["EphemeralStorageMB"]
     assert (storage["MinValue"], storage["MaxValue"]) == (512, 10240)

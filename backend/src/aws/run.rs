@@ -22,8 +22,9 @@ pub fn execute_on_aws(
     recorder: &mut Recorder,
 ) -> Result<RunSummary> {
     let local = LocalStore::new(root);
-    // CAI's `.pt` partitions are converted here, as for a local run: the Lambda
-    // workers read ours only.
+    // CAI's `.pt` partitions are converted here, as for a local run: ranks then
+    // memory-map them instead of parsing pickles (they can read `.pt` in place,
+    // for data already in S3).
     let request =
         &crate::coordinator::with_converted_data(root, request, recorder, " before the upload")?;
     let local_plan = plan(&local, request, run_id)?;

@@ -1,5 +1,4 @@
 pub mod bench;
-pub mod cai_payload;
 pub mod calibrate;
 pub mod catalog;
 pub mod cross_validate;

@@ -125,7 +125,11 @@ fn run_import(args: ImportArgs) -> Result<()> {
         .sum();
     let bar = progress::bytes_bar(total, "importing CAI partitions");
     let started = std::time::Instant::now();
-    let cosmicai_engine::cai::ImportReport { written, skipped } = cosmicai_engine::cai::import(
+    let cosmicai_engine::cai::ImportReport {
+        written,
+        skipped,
+        checkpoints,
+    } = cosmicai_engine::cai::import(
         &files,
         &args.out,
         args.source.as_deref(),
@@ -136,6 +140,12 @@ fn run_import(args: ImportArgs) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
+    for (file, why) in &checkpoints {
+        eprintln!(
+            "{}: a model checkpoint, not a CAI partition ({why}); left out",
+            file.display()
+        );
+    }
     let seconds = started.elapsed().as_secs_f64();
     let objects: usize = written.iter().map(|w| w.objects).sum();
     let bytes: u64 = written.iter().map(|w| w.bytes).sum();
@@ -143,6 +153,7 @@ fn run_import(args: ImportArgs) -> Result<()> {
         return crate::output::emit(
             &(json!({
                 "files": files.len(), "written": written.len(), "skipped": skipped,
+                "checkpoints_left_out": checkpoints.iter().map(|(f, _)| f.display().to_string()).collect::<Vec<_>>(),
                 "objects": objects, "bytes": bytes, "seconds": seconds,
                 "mb_per_s": total as f64 / 1e6 / seconds.max(1e-9),
                 "partitions": written,

@@ -4,6 +4,7 @@ use crate::coordinator::{self, Executor, RunControl, new_run_id, with_local_weig
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use cosmicai_engine::pipeline::RunSummary;
+use cosmicai_shared::cai_payload::PartitionsIn;
 use cosmicai_shared::run::{Device, Precision, RunRequest};
 use serde_json::json;
 use std::path::PathBuf;
@@ -168,7 +169,7 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
             .with_context(|| format!("reading --request {}", path.display()))?;
         let invalid = || format!("--request {}: not a valid run request", path.display());
         let payload: serde_json::Value = serde_json::from_str(&text).with_context(invalid)?;
-        let (payload, notes) = super::cai_payload::translate(payload)
+        let (payload, notes) = cosmicai_shared::cai_payload::translate(payload, PartitionsIn::Data)
             .map_err(|e| anyhow::anyhow!("--request {}: {e}", path.display()))?;
         for note in notes {
             eprintln!("--request {}: {note}", path.display());
@@ -333,7 +334,8 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
             m.error.as_deref().unwrap_or("")
         );
     }
-    if let Some(g) = s.metrics.as_ref().and_then(|m| m.galaxy.as_ref()) {
+    let metrics = s.metrics.as_ref();
+    if let Some(g) = metrics.and_then(|m| m.galaxy.as_ref()) {
         crate::line!(
             out,
             "  galaxies (every labelled object, training split included): n {} NMAD {:.4} bias {:+.4} outliers(0.15) {:.3}",
@@ -341,6 +343,17 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
             g.nmad,
             g.bias,
             g.outlier_frac_0_15
+        );
+    } else if let Some(a) = metrics.and_then(|m| m.all.as_ref()) {
+        // Partitions without classes (CAI's .pt files import as UNKNOWN): every
+        // object with a spectroscopic redshift, whatever its class.
+        crate::line!(
+            out,
+            "  objects with a spectroscopic redshift (no class known, so not galaxies alone): n {} NMAD {:.4} bias {:+.4} outliers(0.15) {:.3}",
+            a.n,
+            a.nmad,
+            a.bias,
+            a.outlier_frac_0_15
         );
     }
     crate::line!(

@@ -79,21 +79,16 @@ where
     }
     let mut last = 0;
     let system = cosmicai_engine::system::system_info();
-    let result = infer_rank::<B>(
-        store,
-        payload,
-        rank,
-        &model,
-        device,
-        system,
-        |RankEvent::Objects(n)| {
-            // The first batch, then a line per few thousand objects: plenty for a progress bar.
-            if last == 0 || n >= last + 4096 {
-                last = n;
-                say(&WorkerMessage::Objects { objects: n });
-            }
-        },
-    )?;
+    let result = infer_rank::<B>(store, payload, rank, &model, device, system, |event| {
+        // The first batch, then a line per few thousand objects: plenty for a progress bar.
+        if let RankEvent::Objects(n) = event
+            && (last == 0 || n >= last + 4096)
+        {
+            last = n;
+            say(&WorkerMessage::Objects { objects: n });
+        }
+        Ok(())
+    })?;
     say(&WorkerMessage::Done {
         objects: result.objects,
         throughput_bps: result.throughput_bps,

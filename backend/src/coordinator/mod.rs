@@ -69,14 +69,25 @@ pub fn with_converted_data(
     recorder: &mut Recorder,
     when: &str,
 ) -> Result<RunRequest> {
-    let data_prefix =
-        cosmicai_engine::cai::converted_prefix(root, &request.data_prefix, |n, out| {
+    let mut left_out = Vec::new();
+    let data_prefix = cosmicai_engine::cai::converted_prefix(
+        root,
+        &request.data_prefix,
+        |n, out| {
             recorder.println(&format!(
-                "{}: {n} CAI .pt partitions; converting them into {} (once){when}",
+                "{}: {n} CAI .pt files; converting them into {} (once){when}",
                 root.join(&request.data_prefix).display(),
                 out.display()
             ))
-        })?;
+        },
+        |file| left_out.push(file.to_owned()),
+    )?;
+    for file in left_out {
+        recorder.println(&format!(
+            "{}: a model checkpoint, not a partition: left out of the data",
+            file.display()
+        ));
+    }
     Ok(RunRequest {
         data_prefix,
         ..request.clone()

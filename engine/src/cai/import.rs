@@ -17,6 +17,9 @@ pub struct ImportReport {
     pub written: Vec<WrittenPartition>,
     /// Files whose partition was already there.
     pub skipped: usize,
+    /// Model checkpoints met among the files (a checkpoint kept beside its data),
+    /// left out, with why each is no partition.
+    pub checkpoints: Vec<(PathBuf, String)>,
 }
 
 fn fail(path: &Path, problem: impl Into<String>) -> CaiError {
@@ -99,6 +102,26 @@ pub fn import(
             ));
         }
     }
+    // A file converted before with another class would keep it: said before any is written.
+    if class != Class::Unknown {
+        for file in &files {
+            let target = target_of(file);
+            let Ok(done) = PartitionFile::open(&target) else {
+                continue;
+            };
+            if let Some(&before) = done.catalog().class.first()
+                && before != class
+            {
+                return Err(fail(
+                    file,
+                    format!(
+                        "{} was converted with class {before}, not {class}: remove it, or import into another folder, to convert it again",
+                        target.display()
+                    ),
+                ));
+            }
+        }
+    }
     crate::partition::create_dir_synced(out)
         .map_err(|e| fail(out, format!("cannot create: {e}")))?;
     let mut report = ImportReport::default();
@@ -110,7 +133,17 @@ pub fn import(
             on_file(file, size);
             continue;
         }
-        let partition = read_cai_partition(file, source, class)?;
+        let partition = match read_cai_partition(file, source, class) {
+            Ok(partition) => partition,
+            Err(e) => match model_checkpoint(file) {
+                Some(why) => {
+                    report.checkpoints.push((file.clone(), why));
+                    on_file(file, size);
+                    continue;
+                }
+                None => return Err(e),
+            },
+        };
         write_partition(&target, &partition).map_err(|e| fail(&target, e.to_string()))?;
         report.written.push(WrittenPartition {
             path: target.clone(),
@@ -119,7 +152,28 @@ pub fn import(
         });
         on_file(file, size);
     }
+    if let [(file, why), ..] = &report.checkpoints[..]
+        && report.written.is_empty()
+        && report.skipped == 0
+    {
+        return Err(fail(
+            file,
+            format!(
+                "a model checkpoint, not a CAI partition ({why}); no partition was among the files: give it to `cosmicai model import` or `--model astromae:FILE`"
+            ),
+        ));
+    }
     Ok(report)
+}
+
+/// Why `file` is a model's weights rather than a data partition (its tensors are
+/// named, as a state_dict's or a module's are, and no TensorDataset holds them),
+/// or `None` when it is neither, or broken.
+fn model_checkpoint(file: &Path) -> Option<String> {
+    let pt = cosmicai_model::pytorch::PtFile::open(file).ok()?;
+    let not_dataset = pt.dataset_tensors().err()?;
+    pt.named_tensors().ok()?;
+    Some(not_dataset.problem)
 }
 
 /// The data prefix a run reads for `prefix` under `root`: `prefix` itself, or,
@@ -134,6 +188,7 @@ pub fn converted_prefix(
     root: &Path,
     prefix: &str,
     on_convert: impl FnOnce(usize, &Path),
+    mut on_checkpoint: impl FnMut(&Path),
 ) -> Result<String, CaiError> {
     // Only a relative path down the tree: the prefix may come from a request.
     if !Path::new(prefix)
@@ -143,20 +198,30 @@ pub fn converted_prefix(
         return Ok(prefix.to_string()); // Initialize names what is wrong with it
     }
     let folder = root.join(prefix);
-    let listed = |ext: &str| {
-        std::fs::read_dir(&folder).map_or(0, |d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.path().extension().is_some_and(|x| x == ext))
-                .count()
-        })
+    let listed = |ext: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(&folder).map_or_else(
+            |_| Vec::new(),
+            |d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == ext))
+                    .collect()
+            },
+        )
     };
-    let pt = listed("pt") + listed("pth");
-    if pt == 0 || listed("safetensors") > 0 {
+    let pt = listed("pt").len() + listed("pth").len();
+    // A safetensors checkpoint kept beside CAI's files is not a partition of ours.
+    let ours = listed("safetensors")
+        .iter()
+        .any(|p| PartitionFile::open(p).is_ok());
+    if pt == 0 || ours {
         return Ok(prefix.to_string());
     }
     let out = folder.join(CONVERTED);
     on_convert(pt, &out);
-    import(&[folder], &out, None, Class::Unknown, |_, _| {})?;
+    let report = import(&[folder], &out, None, Class::Unknown, |_, _| {})?;
+    for (file, _) in &report.checkpoints {
+        on_checkpoint(file);
+    }
     Ok(Path::new(prefix)
         .join(CONVERTED)
         .to_string_lossy()

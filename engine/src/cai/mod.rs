@@ -13,6 +13,7 @@
 mod import;
 
 pub use import::{CONVERTED, ImportReport, cai_files, converted_prefix, import};
+// Ranks also read CAI's files in place (a run over CAI's data already in S3).
 
 use crate::partition::{Images, ObjectRow, Partition, PartitionMeta, Source};
 use cosmicai_model::pytorch::{PtFile, pickle::TensorRef};
@@ -38,6 +39,41 @@ pub fn read_cai_partition(
         || path.display().to_string(),
         |f| f.to_string_lossy().into_owned(),
     );
+    read_cai_partition_named(path, &file_name, source, class)
+}
+
+/// The extensions CAI's partitions have.
+pub const CAI_EXTENSIONS: [&str; 2] = ["pt", "pth"];
+
+/// Whether store key (or file name) `key` names a CAI `.pt` partition.
+pub fn is_cai_key(key: &str) -> bool {
+    key.rsplit_once('.')
+        .is_some_and(|(_, ext)| CAI_EXTENSIONS.contains(&ext))
+}
+
+/// Objects in CAI partition `path`, from its tensors' shapes (nothing else is read).
+pub fn cai_objects(path: &Path) -> Result<usize, CaiError> {
+    let fail = |problem: String| CaiError {
+        file: path.display().to_string(),
+        problem,
+    };
+    let pt = PtFile::open(path).map_err(|e| fail(e.problem))?;
+    let tensors = pt.dataset_tensors().map_err(|e| fail(e.problem))?;
+    tensors
+        .get(1)
+        .and_then(|magnitudes| magnitudes.shape.first().copied())
+        .ok_or_else(|| fail("a TensorDataset without magnitudes".into()))
+}
+
+/// [`read_cai_partition`] for a copy of CAI file `file_name` at `path` (a rank's
+/// download): the ids and source come from `file_name`, as when it is converted.
+pub fn read_cai_partition_named(
+    path: &Path,
+    file_name: &str,
+    source: Option<&str>,
+    class: Class,
+) -> Result<Partition, CaiError> {
+    let file_name = file_name.to_string();
     let fail = |problem: String| CaiError {
         file: path.display().to_string(),
         problem,

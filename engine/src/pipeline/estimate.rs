@@ -22,6 +22,8 @@ pub fn estimate(
         let mut n = 0;
         for key in keys {
             n += match store.local_path(key) {
+                Some(path) if crate::cai::is_cai_key(key) => crate::cai::cai_objects(&path)
+                    .map_err(|e| PipelineError::Other(e.to_string()))?,
                 Some(path) => PartitionFile::open(&path)?.len(),
                 // Remote objects: assume the average catalog object size.
                 None => payload

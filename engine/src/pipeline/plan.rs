@@ -5,6 +5,7 @@ use crate::partition::EXTENSION;
 use crate::store::ObjectStore;
 use cosmicai_shared::run::{Device, RunRequest};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// `result_path/payload.json`: the request and which files each rank reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,7 +60,20 @@ pub fn initialize_with(
     let key = payload_key(&request.result_path);
     match store.get(&key) {
         Ok(bytes) => {
-            let owner = serde_json::from_slice::<Payload>(&bytes)
+            let stored = serde_json::from_slice::<Payload>(&bytes);
+            // Initialize retried (its answer was lost after the write): the same run,
+            // asked the same, goes on with the plan it wrote.
+            // Compared as written and read back: a float may not survive JSON exactly.
+            let written = serde_json::to_vec(request)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<RunRequest>(&bytes).ok());
+            if let Ok(stored) = &stored
+                && stored.run_id == run_id
+                && written.as_ref() == Some(&stored.request)
+            {
+                return Ok(stored.clone());
+            }
+            let owner = stored
                 .map(|p| format!("run {}", p.run_id))
                 .unwrap_or_else(|_| "another run".into());
             return Err(PipelineError::Invalid(vec![format!(
@@ -74,6 +88,34 @@ pub fn initialize_with(
         serde_json::to_vec_pretty(&payload).map_err(|e| PipelineError::Other(e.to_string()))?;
     store.put(&payload_key(&request.result_path), &json)?;
     Ok(payload)
+}
+
+/// Whether `key` is the run's own weights file (`weights`), which a prefix may hold
+/// beside the partitions (CAI's payload lists a whole bucket with `data_prefix ""`).
+fn is_weights(
+    store: &dyn ObjectStore,
+    request: &RunRequest,
+    weights: Option<&str>,
+    key: &str,
+) -> bool {
+    let Some(weights) = weights else {
+        return false;
+    };
+    let in_bucket = weights
+        .strip_prefix(&format!("s3://{}/", request.bucket))
+        .unwrap_or(weights);
+    if key == in_bucket.trim_start_matches('/') {
+        return true;
+    }
+    // A local run names its weights by path: the same file under another name.
+    let same_name = Path::new(weights).file_name() == Path::new(key).file_name();
+    same_name
+        && store.local_path(key).is_some_and(|path| {
+            match (std::fs::canonicalize(path), std::fs::canonicalize(weights)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            }
+        })
 }
 
 /// Initialize without writing anything: the plan a run would follow (for estimates).
@@ -104,15 +146,28 @@ pub fn plan(
             request.result_path.trim_end_matches('/')
         )))
         .collect();
-    let mut files: Vec<(String, u64)> = listing
-        .into_iter()
-        .filter(|o| o.key.ends_with(&format!(".{EXTENSION}")))
-        .filter(|o| !result_dirs.iter().any(|d| o.key.starts_with(d.as_str())))
-        .map(|o| (o.key, o.size))
-        .collect();
+    let weights = request
+        .model_spec()
+        .ok()
+        .and_then(|spec| spec.weights().map(str::to_string));
+    let partitions = |is_partition: &dyn Fn(&str) -> bool| -> Vec<(String, u64)> {
+        listing
+            .iter()
+            .filter(|o| is_partition(&o.key))
+            .filter(|o| !result_dirs.iter().any(|d| o.key.starts_with(d.as_str())))
+            .filter(|o| !is_weights(store, request, weights.as_deref(), &o.key))
+            .map(|o| (o.key.clone(), o.size))
+            .collect()
+    };
+    let mut files = partitions(&|key| key.ends_with(&format!(".{EXTENSION}")));
+    // Else CAI's own `.pt` files, read in place by the ranks. Never both: a folder of
+    // CAI's files holds their conversion too, and its objects would count twice.
+    if files.is_empty() {
+        files = partitions(&crate::cai::is_cai_key);
+    }
     if files.is_empty() {
         return Err(PipelineError::Invalid(vec![format!(
-            "data_prefix '{}' holds no partition files (*.{EXTENSION}) in {}",
+            "data_prefix '{}' holds no partition files (*.{EXTENSION}, or CAI's *.pt) in {}",
             request.data_prefix,
             store.describe()
         )]));
@@ -154,6 +209,99 @@ mod tests {
         let (_dir, store, request) = one_partition();
         initialize(&store, &request, "first").unwrap();
         let e = initialize(&store, &request, "second")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("already holds the results of run first"), "{e}");
+    }
+
+    #[test]
+    fn cai_pt_files_are_partitions_where_no_converted_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::new(dir.path());
+        store.put("cai/a.pt", b"x").unwrap();
+        store.put("cai/b.pth", b"x").unwrap();
+        store.put("cai/notes.txt", b"x").unwrap();
+        let request: RunRequest = serde_json::from_str(
+            r#"{"data_prefix":"cai","batch_size":1,"world_size":2,"result_path":"results/r"}"#,
+        )
+        .unwrap();
+        let keys = |p: Payload| p.files.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            keys(plan(&store, &request, "r").unwrap()),
+            ["cai/a.pt", "cai/b.pth"]
+        );
+        // Once converted beside them, the conversion is read, and never both.
+        store.put("cai/cai-partitions/a.safetensors", b"x").unwrap();
+        assert_eq!(
+            keys(plan(&store, &request, "r").unwrap()),
+            ["cai/cai-partitions/a.safetensors"]
+        );
+    }
+
+    #[test]
+    fn every_key_under_the_longest_result_path_fits_in_s3() {
+        use crate::pipeline::{measures_key, payload_key, plan_key, predictions_key, rank_key};
+        let path = "r".repeat(cosmicai_shared::run::MAX_RESULT_PATH_BYTES);
+        let rank = 9_999; // world_size is at most 10,000
+        for key in [
+            payload_key(&path),
+            plan_key(&path),
+            rank_key(&path, rank),
+            measures_key(&path, rank),
+            predictions_key(&path, rank),
+            crate::store::join(&path, "combined_data.json"),
+            crate::store::join(&path, "summary.json"),
+        ] {
+            assert!(key.len() <= 1024, "{} bytes: {key}", key.len());
+        }
+    }
+
+    #[test]
+    fn the_runs_own_weights_are_no_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::new(dir.path());
+        store.put("cai/p.pt", b"x").unwrap();
+        store.put("models/ours.safetensors", b"x").unwrap();
+        let request = |model: String| -> RunRequest {
+            serde_json::from_value(serde_json::json!({"data_prefix": "", "batch_size": 1,
+                "world_size": 1, "result_path": "results/r", "model": model}))
+            .unwrap()
+        };
+        let keys = |r: &RunRequest| {
+            plan(&store, r, "r")
+                .unwrap()
+                .files
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        };
+        // A key in the bucket, or the same file by its local path.
+        assert_eq!(
+            keys(&request("astromae:models/ours.safetensors".into())),
+            ["cai/p.pt"]
+        );
+        let path = dir.path().join("models/ours.safetensors");
+        assert_eq!(
+            keys(&request(format!("astromae:{}", path.display()))),
+            ["cai/p.pt"]
+        );
+        // Another model's file is data like any other.
+        assert_eq!(keys(&request("photoz".into())), ["models/ours.safetensors"]);
+    }
+
+    #[test]
+    fn initialize_retried_for_its_own_run_goes_on_with_its_plan() {
+        let (_dir, store, mut request) = one_partition();
+        // A share a float cannot hold exactly survives the payload's JSON.
+        request.tolerated_failure_percentage = 100.0 / 3.0;
+        let first = initialize(&store, &request, "first").unwrap();
+        // A file that arrived since is not in the plan the ranks already follow.
+        store.put("data/b.safetensors", b"y").unwrap();
+        let again = initialize(&store, &request, "first").unwrap();
+        assert_eq!(again.ranks, first.ranks);
+        // The same run id asked something else is not a retry.
+        request.batch_size = 2;
+        let e = initialize(&store, &request, "first")
             .unwrap_err()
             .to_string();
         assert!(e.contains("already holds the results of run first"), "{e}");

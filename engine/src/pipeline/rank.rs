@@ -1,7 +1,7 @@
 //! One rank: its partitions through the model, in batches.
 
 use super::{Payload, PipelineError, predictions_key, rank_key};
-use crate::partition::PartitionFile;
+use crate::partition::{Partition, PartitionFile};
 use crate::predict::{Cutouts, Prediction};
 use crate::redshift_model::RedshiftModel;
 use crate::store::ObjectStore;
@@ -17,6 +17,8 @@ use std::time::Instant;
 pub enum RankEvent {
     /// Objects done so far.
     Objects(usize),
+    /// Every batch is done: the rank's files are written next.
+    Writing,
 }
 
 /// Every object's labels and prediction, as stored in `predictions/<rank>.safetensors`.
@@ -29,6 +31,8 @@ pub struct RankPredictions {
 }
 
 /// Runs rank `rank` of `payload` with `model`, writing its result and predictions.
+/// `on_event` hears of each batch done; an error from it stops the rank there,
+/// before anything is written (a rank out of time must not write late).
 pub fn infer_rank<B: Backend>(
     store: &dyn ObjectStore,
     payload: &Payload,
@@ -36,7 +40,7 @@ pub fn infer_rank<B: Backend>(
     model: &RedshiftModel<B>,
     device: &B::Device,
     system: SystemInfo,
-    mut on_event: impl FnMut(RankEvent),
+    mut on_event: impl FnMut(RankEvent) -> Result<(), PipelineError>,
 ) -> Result<RankResult, PipelineError>
 where
     AstroMae<B>: Sync,
@@ -61,7 +65,7 @@ where
                 temp.path().to_path_buf()
             }
         };
-        let file = PartitionFile::open(&path)?;
+        let file = RankPartition::open(&path, key)?;
         let catalog = file.catalog();
         // Pixels are read only for a model that looks at them.
         let image_size = file.image_size().filter(|_| model.reads_cutouts());
@@ -93,7 +97,7 @@ where
                 .extend_from_slice(&catalog.redshift[start..end]);
             out.class.extend_from_slice(&catalog.class[start..end]);
             out.predicted.extend(predicted.predictions);
-            on_event(RankEvent::Objects(out.object_id.len()));
+            on_event(RankEvent::Objects(out.object_id.len()))?;
         }
     }
     let objects = out.object_id.len();
@@ -121,6 +125,7 @@ where
         model: request.model.clone(),
         system,
     };
+    on_event(RankEvent::Writing)?;
     store.put(
         &predictions_key(&request.result_path, rank),
         &encode_predictions(&out)?,
@@ -129,6 +134,54 @@ where
         serde_json::to_vec_pretty(&result).map_err(|e| PipelineError::Other(e.to_string()))?;
     store.put(&rank_key(&request.result_path, rank), &json)?;
     Ok(result)
+}
+
+/// A partition as a rank reads it: ours, memory-mapped, or one of CAI's `.pt`
+/// files read whole (they hold 25 to 100 MB), so a run can read CAI's data where
+/// it already is, without converting it first.
+enum RankPartition {
+    Mapped(PartitionFile),
+    Cai(Partition),
+}
+
+impl RankPartition {
+    fn open(path: &std::path::Path, key: &str) -> Result<Self, PipelineError> {
+        if !crate::cai::is_cai_key(key) {
+            return Ok(RankPartition::Mapped(PartitionFile::open(path)?));
+        }
+        let name = key.rsplit('/').next().unwrap_or(key);
+        crate::cai::read_cai_partition_named(path, name, None, Class::Unknown)
+            .map(RankPartition::Cai)
+            .map_err(|e| PipelineError::Other(format!("partition {key}: {}", e.problem)))
+    }
+
+    fn len(&self) -> usize {
+        self.catalog().len()
+    }
+
+    fn catalog(&self) -> &Partition {
+        match self {
+            RankPartition::Mapped(file) => file.catalog(),
+            RankPartition::Cai(partition) => partition,
+        }
+    }
+
+    fn image_size(&self) -> Option<(usize, usize)> {
+        match self {
+            RankPartition::Mapped(file) => file.image_size(),
+            RankPartition::Cai(p) => p.images.as_ref().map(|i| (i.height, i.width)),
+        }
+    }
+
+    fn images(&self, range: std::ops::Range<usize>) -> Vec<f32> {
+        match self {
+            RankPartition::Mapped(file) => file.images(range),
+            RankPartition::Cai(p) => p.images.as_ref().map_or_else(Vec::new, |i| {
+                let n = i.values_per_object();
+                i.pixels[range.start * n..range.end * n].to_vec()
+            }),
+        }
+    }
 }
 
 /// Streams partition `key` to a temporary file, after checking that the file

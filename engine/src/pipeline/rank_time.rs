@@ -99,7 +99,7 @@ pub fn check_express_time(payload: &Payload) -> Result<(), PipelineError> {
     let budget = EXPRESS_RANK_TIMEOUT_S - COLD_START_S;
     let fix = if slowest.seconds_per_file > budget {
         format!(
-            "one file alone may take {:.0} s: split the partitions smaller (`cosmicai partition --size 25MB`), or give the function more memory (memory_mb)",
+            "one file alone may take {:.0} s: split the partitions smaller (`cosmicai partition --size 25MB`), or give the function more memory (memory_mb; on AWS, the template's MemorySize)",
             slowest.seconds_per_file
         )
     } else {

@@ -137,20 +137,13 @@ impl S3Store {
                         .build(),
                 ),
                 Err(e) => {
-                    // Leave no half upload behind.
-                    let _ = self
-                        .client
-                        .abort_multipart_upload()
-                        .bucket(&self.bucket)
-                        .key(key)
-                        .upload_id(id)
-                        .send()
-                        .await;
+                    self.abort_multipart(key, id).await;
                     return Err(self.error(key, sdk(&e)));
                 }
             }
         }
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -161,9 +154,25 @@ impl S3Store {
                     .build(),
             )
             .send()
-            .await
-            .map_err(|e| self.error(key, sdk(&e)))?;
+            .await;
+        if let Err(e) = completed {
+            self.abort_multipart(key, id).await;
+            return Err(self.error(key, sdk(&e)));
+        }
         Ok(())
+    }
+
+    /// Leaves no half upload behind: its parts are billed as storage until aborted
+    /// (the bucket's lifecycle rule aborts what this misses, after days).
+    async fn abort_multipart(&self, key: &str, id: &str) {
+        let _ = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(id)
+            .send()
+            .await;
     }
 }
 

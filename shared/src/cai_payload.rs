@@ -6,12 +6,24 @@
 //! (numbers, or strings of digits: it calls `int()` on them; `world_size`
 //! defaults to `file_limit`), `result_path`, and settings for the script it
 //! runs (`object_type`, `S3_object_name`, `script`, `data_path`,
-//! `dynamodb_table`). Here the partitions come from `--data` (and are uploaded
-//! with `--target aws`) and the inference is our own, so those buckets and
-//! script settings are set aside, each named in a note. A payload without
-//! CAI's own keys is read strictly, as a CosmicAI request.
+//! `dynamodb_table`). The inference is our own, so the script settings are set
+//! aside, each named in a note. Where the partitions are read from depends on
+//! who reads the payload ([`PartitionsIn`]): `cosmicai run` reads them from
+//! `--data` (and uploads them with `--target aws`), so CAI's buckets are set
+//! aside too; the deployed state machine reads them from CAI's `data_bucket`,
+//! as CAI's own does. A payload without CAI's own keys is read strictly, as a
+//! CosmicAI request.
 
 use serde_json::Value;
+
+/// Where the partitions of a run from CAI's payload are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionsIn {
+    /// The local data folder (`--data`): bucket "local".
+    Data,
+    /// CAI's `data_bucket` (an execution of the deployed state machine).
+    DataBucket,
+}
 
 /// Keys only CAI's payload has; any of them marks a file as CAI's.
 const CAI_ONLY: [&str; 6] = [
@@ -28,7 +40,7 @@ const CAI_NUMBERS: [&str; 3] = ["file_limit", "batch_size", "world_size"];
 
 /// `payload` as a CosmicAI request, and a note for each thing set aside or
 /// filled in; a payload that is not CAI's comes back as it was, with no notes.
-pub fn translate(payload: Value) -> Result<(Value, Vec<String>), String> {
+pub fn translate(payload: Value, partitions: PartitionsIn) -> Result<(Value, Vec<String>), String> {
     let Value::Object(mut fields) = payload else {
         return Ok((payload, Vec::new()));
     };
@@ -36,22 +48,35 @@ pub fn translate(payload: Value) -> Result<(Value, Vec<String>), String> {
         return Ok((Value::Object(fields), Vec::new()));
     }
     let mut notes = Vec::new();
+    let data_bucket = match partitions {
+        PartitionsIn::Data => None,
+        PartitionsIn::DataBucket => fields.remove("data_bucket"),
+    };
     let set_aside: Vec<String> = CAI_ONLY
         .iter()
         .filter_map(|k| fields.remove(*k).map(|v| format!("{k} {}", short(&v))))
         .collect();
-    if let Some(bucket) = fields.insert("bucket".into(), Value::String("local".into()))
-        && bucket != Value::String("local".into())
+    let (partitions_bucket, from) = match data_bucket {
+        Some(bucket) => (Some(bucket), "data_bucket"),
+        // CAI's bucket, or none: the request's default.
+        None if partitions == PartitionsIn::DataBucket => (None, "bucket"),
+        None => (Some(Value::String("local".into())), "--data"),
+    };
+    if let Some(partitions_bucket) = partitions_bucket
+        && let Some(bucket) = fields.insert("bucket".into(), partitions_bucket.clone())
+        && bucket != partitions_bucket
     {
         notes.push(format!(
-            "bucket {}: CAI's scripts bucket, not used (the partitions are read from --data)",
+            "bucket {}: CAI's scripts bucket, not used (the partitions are read from {from})",
             short(&bucket)
         ));
     }
-    notes.push(format!(
-        "set aside CAI's settings for its own script and data bucket: {}",
-        set_aside.join(", ")
-    ));
+    if !set_aside.is_empty() {
+        notes.push(format!(
+            "set aside CAI's settings for its own script and data bucket: {}",
+            set_aside.join(", ")
+        ));
+    }
     for key in CAI_NUMBERS {
         if let Some(Value::String(text)) = fields.get(key) {
             let n: u64 = text
@@ -84,7 +109,7 @@ fn short(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cosmicai_shared::run::RunRequest;
+    use crate::run::RunRequest;
 
     /// CAI's `aws/demo input.json`, as its repository ships it.
     const DEMO_INPUT: &str = r#"{
@@ -102,7 +127,11 @@ mod tests {
 
     #[test]
     fn cais_demo_input_becomes_a_request() {
-        let (value, notes) = translate(serde_json::from_str(DEMO_INPUT).unwrap()).unwrap();
+        let (value, notes) = translate(
+            serde_json::from_str(DEMO_INPUT).unwrap(),
+            PartitionsIn::Data,
+        )
+        .unwrap();
         let request: RunRequest = serde_json::from_value(value).unwrap();
         assert_eq!(
             (
@@ -127,13 +156,50 @@ mod tests {
     }
 
     #[test]
+    fn on_aws_the_partitions_are_read_from_cais_data_bucket() {
+        let (value, notes) = translate(
+            serde_json::from_str(DEMO_INPUT).unwrap(),
+            PartitionsIn::DataBucket,
+        )
+        .unwrap();
+        let request: RunRequest = serde_json::from_value(value).unwrap();
+        assert_eq!(
+            (request.bucket.as_str(), request.data_prefix.as_str()),
+            ("cosmicai-data", "")
+        );
+        assert_eq!((request.file_limit, request.world_size), (Some(10), 10));
+        let notes = notes.join("\n");
+        assert!(
+            notes.contains("bucket \"cosmicai2\": CAI's scripts bucket, not used (the partitions are read from data_bucket)"),
+            "{notes}"
+        );
+        assert!(!notes.contains("data_bucket \"cosmicai-data\""), "{notes}");
+        // Without a data_bucket, CAI's bucket is where its partitions are.
+        let (value, _) = translate(
+            serde_json::json!({"bucket": "b", "script": "s", "batch_size": 1, "file_limit": 2, "result_path": "r"}),
+            PartitionsIn::DataBucket,
+        )
+        .unwrap();
+        assert_eq!(value["bucket"], "b");
+        // Neither: the request's own default, not a null bucket.
+        let (value, _) = translate(
+            serde_json::json!({"script": "s", "batch_size": 1, "file_limit": 2, "result_path": "r"}),
+            PartitionsIn::DataBucket,
+        )
+        .unwrap();
+        assert!(value.get("bucket").is_none(), "{value}");
+        let request: RunRequest = serde_json::from_value(value).unwrap();
+        assert!(request.problems().is_empty(), "{:?}", request.problems());
+    }
+
+    #[test]
     fn a_cosmicai_request_is_left_strict() {
         let ours = serde_json::json!({"batch_size": "10", "worldsize": 2, "result_path": "r"});
-        let (value, notes) = translate(ours.clone()).unwrap();
+        let (value, notes) = translate(ours.clone(), PartitionsIn::Data).unwrap();
         assert_eq!((value, notes.len()), (ours, 0));
         // CAI's, with a count that is no number: named.
         let bad = serde_json::json!({"data_bucket": "b", "file_limit": "ten", "batch_size": 1});
-        let err = translate(bad).unwrap_err();
+        let err = translate(bad, PartitionsIn::Data).unwrap_err();
         assert!(
             err.contains("file_limit") && err.contains("\"ten\""),
             "{err}"
