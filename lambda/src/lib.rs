@@ -322,13 +322,12 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
         (true, Some(t)) => t.elapsed().as_secs_f64(),
         _ => 0.0,
     };
-    let deadline = match &item.entered_at {
-        Some(time) => Some(RankDeadline::after(time)?),
-        None => None,
-    };
-    if let Some(deadline) = &deadline {
-        deadline.check()?;
-    }
+    let deadline = item
+        .entered_at
+        .as_deref()
+        .map(RankDeadline::after)
+        .transpose()?;
+    deadline.as_ref().map(RankDeadline::check).transpose()?;
     let store = settings
         .connect(&item.bucket)
         .map_err(StageError::invalid)?;

@@ -30,7 +30,7 @@ fn fail(path: &Path, problem: impl Into<String>) -> CaiError {
 }
 
 fn is_pt(path: &Path) -> bool {
-    path.is_file() && path.extension().is_some_and(|x| x == "pt" || x == "pth")
+    path.is_file() && super::is_cai_key(&path.to_string_lossy())
 }
 
 /// The `.pt` files named by `inputs` (folders give their `.pt` files, sorted),
@@ -198,21 +198,20 @@ pub fn converted_prefix(
         return Ok(prefix.to_string()); // Initialize names what is wrong with it
     }
     let folder = root.join(prefix);
-    let listed = |ext: &str| -> Vec<PathBuf> {
-        std::fs::read_dir(&folder).map_or_else(
-            |_| Vec::new(),
-            |d| {
-                d.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == ext))
-                    .collect()
-            },
-        )
-    };
-    let pt = listed("pt").len() + listed("pth").len();
-    // A safetensors checkpoint kept beside CAI's files is not a partition of ours.
-    let ours = listed("safetensors")
+    let listed: Vec<PathBuf> = std::fs::read_dir(&folder).map_or_else(
+        |_| Vec::new(),
+        |d| d.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+    );
+    let pt = listed
         .iter()
-        .any(|p| PartitionFile::open(p).is_ok());
+        .filter(|p| super::is_cai_key(&p.to_string_lossy()))
+        .count();
+    // A safetensors checkpoint kept beside CAI's files is not a partition of ours.
+    let ours = listed.iter().any(|p| {
+        p.extension()
+            .is_some_and(|x| x == crate::partition::EXTENSION)
+            && PartitionFile::open(p).is_ok()
+    });
     if pt == 0 || ours {
         return Ok(prefix.to_string());
     }

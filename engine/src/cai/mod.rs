@@ -8,12 +8,12 @@
 //! a source naming the file, and object ids derived from the file name and row.
 //! No Python is involved (the file is read by `cosmicai_model::pytorch`).
 //! [`import`] converts folders of them; [`converted_prefix`] does so once for a
-//! run whose data is such a folder.
+//! run whose data is such a folder. Ranks also read them in place
+//! ([`read_cai_partition_named`]): a run over CAI's data already in S3.
 
 mod import;
 
 pub use import::{CONVERTED, ImportReport, cai_files, converted_prefix, import};
-// Ranks also read CAI's files in place (a run over CAI's data already in S3).
 
 use crate::partition::{Images, ObjectRow, Partition, PartitionMeta, Source};
 use cosmicai_model::pytorch::{PtFile, pickle::TensorRef};
@@ -73,7 +73,6 @@ pub fn read_cai_partition_named(
     source: Option<&str>,
     class: Class,
 ) -> Result<Partition, CaiError> {
-    let file_name = file_name.to_string();
     let fail = |problem: String| CaiError {
         file: path.display().to_string(),
         problem,
@@ -133,7 +132,7 @@ pub fn read_cai_partition_named(
     let mut partition = Partition::new(
         PartitionMeta::default(),
         vec![Source {
-            name: source.unwrap_or(&file_name).to_string(),
+            name: source.unwrap_or(file_name).to_string(),
             provenance: Provenance::Real,
             detail:
                 "converted from a CAI .pt partition (TensorDataset of images, magnitudes, redshift)"
@@ -144,7 +143,7 @@ pub fn read_cai_partition_named(
         let m = &mags[i * 5..i * 5 + 5];
         partition.push(
             ObjectRow {
-                object_id: cai_object_id(&file_name, i),
+                object_id: cai_object_id(file_name, i),
                 ra: f64::NAN,
                 dec: f64::NAN,
                 magnitudes: [m[0], m[1], m[2], m[3], m[4]],

@@ -90,32 +90,43 @@ pub fn initialize_with(
     Ok(payload)
 }
 
-/// Whether `key` is the run's own weights file (`weights`), which a prefix may hold
-/// beside the partitions (CAI's payload lists a whole bucket with `data_prefix ""`).
-fn is_weights(
-    store: &dyn ObjectStore,
-    request: &RunRequest,
-    weights: Option<&str>,
-    key: &str,
-) -> bool {
-    let Some(weights) = weights else {
-        return false;
-    };
-    let in_bucket = weights
-        .strip_prefix(&format!("s3://{}/", request.bucket))
-        .unwrap_or(weights);
-    if key == in_bucket.trim_start_matches('/') {
-        return true;
+/// The run's own weights file, which a prefix may hold beside the partitions
+/// (CAI's payload lists a whole bucket with `data_prefix ""`): worked out once
+/// per plan, then asked of every listed key.
+struct WeightsFile {
+    /// Its key in the run's bucket.
+    key: String,
+    /// The file itself, for a local run that names it by path.
+    local: Option<std::path::PathBuf>,
+}
+
+impl WeightsFile {
+    fn of(request: &RunRequest) -> Option<Self> {
+        let spec = request.model_spec().ok()?;
+        let weights = spec.weights()?;
+        let key = weights
+            .strip_prefix(&format!("s3://{}/", request.bucket))
+            .unwrap_or(weights)
+            .trim_start_matches('/')
+            .to_string();
+        let local = std::fs::canonicalize(weights).ok();
+        Some(WeightsFile { key, local })
     }
-    // A local run names its weights by path: the same file under another name.
-    let same_name = Path::new(weights).file_name() == Path::new(key).file_name();
-    same_name
-        && store.local_path(key).is_some_and(|path| {
-            match (std::fs::canonicalize(path), std::fs::canonicalize(weights)) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => false,
-            }
-        })
+
+    fn is(&self, store: &dyn ObjectStore, key: &str) -> bool {
+        if key == self.key {
+            return true;
+        }
+        // The same file under another name: compared only where the names match.
+        let Some(local) = &self.local else {
+            return false;
+        };
+        local.file_name() == Path::new(key).file_name()
+            && store
+                .local_path(key)
+                .and_then(|path| std::fs::canonicalize(path).ok())
+                .is_some_and(|path| path == *local)
+    }
 }
 
 /// Initialize without writing anything: the plan a run would follow (for estimates).
@@ -146,16 +157,13 @@ pub fn plan(
             request.result_path.trim_end_matches('/')
         )))
         .collect();
-    let weights = request
-        .model_spec()
-        .ok()
-        .and_then(|spec| spec.weights().map(str::to_string));
+    let weights = WeightsFile::of(request);
     let partitions = |is_partition: &dyn Fn(&str) -> bool| -> Vec<(String, u64)> {
         listing
             .iter()
             .filter(|o| is_partition(&o.key))
             .filter(|o| !result_dirs.iter().any(|d| o.key.starts_with(d.as_str())))
-            .filter(|o| !is_weights(store, request, weights.as_deref(), &o.key))
+            .filter(|o| !weights.as_ref().is_some_and(|w| w.is(store, &o.key)))
             .map(|o| (o.key.clone(), o.size))
             .collect()
     };
