@@ -27,6 +27,8 @@ if [ "$device" = cuda ]; then
     wheels=$(python3 -c 'import glob, nvidia; print(":".join(d for p in nvidia.__path__ for d in glob.glob(p + "/*/lib")))' 2>/dev/null)
     export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${wheels}:${LD_LIBRARY_PATH:-}"
     [ -z "${MODEL_TESTS:-}" ] || COSMICAI_REQUIRE_GPU=1 COSMICAI_REQUIRE_NVRTC=1 "$MODEL_TESTS" device --nocapture --test-threads 1 || exit 1
+    # The roofline's ceiling: cuBLAS's peak on this GPU.
+    python3 "$here/gpu_gemm_peak.py"
     precisions="fp32 bf16 f16" peer_precisions="fp32 fp32-default tf32 bf16 f16"
     threads=8 backend=cuda batches=${BATCHES:-512 4096}
 else
@@ -63,32 +65,39 @@ mkdir -p "$out/fixture" "$out/synth"
 cp "$out/fx/partition.pt" "$out/fixture/"
 "$bin" synth --catalog "$here/../assets/catalogs/skyserver_dr14.csv.gz" --objects 4096 \
     --size 32 --objects-per-file 4096 --out "$out/synth" --json | tail -1
+# On CUDA a run takes burn's backend unless COSMICAI_CUDA_KERNELS=fused: the fused-* modes
+# run AstroMAE's fused schedule on cuBLAS, the path `bench infer --backend cuda-fused` times.
+modes=$precisions
+[ "$device" != cuda ] || modes="$precisions fused-fp32 fused-bf16"
 for data in fixture synth; do
-    for precision in $precisions; do
-        "$bin" run --data "$out/$data" --model "astromae:$out/fx/astromae_module.pt" \
+    for mode in $modes; do
+        precision=${mode#fused-} kernels=burn
+        [ "$mode" = "$precision" ] || kernels=fused
+        COSMICAI_CUDA_KERNELS=$kernels "$bin" run --data "$out/$data" \
+            --model "astromae:$out/fx/astromae_module.pt" \
             --device "$device" --precision "$precision" --world-size 1 --batch-size 512 \
-            --result-path "results/$precision" --json | tail -1 |
-            python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({k: s.get(k) for k in ["status","objects","precision","device","samples_per_s","duration_s"]}))'
+            --result-path "results/$mode" --json | tail -1 |
+            python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({"mode": sys.argv[1], **{k: s.get(k) for k in ["status","objects","precision","device","samples_per_s","duration_s"]}}))' "$mode"
     done
 done
-python3 - "$out" "$device" $precisions <<'EOF'
+python3 - "$out" "$device" $modes <<'EOF'
 import json, sys
 import numpy as np
 from safetensors.numpy import load_file
-out, device, precisions = sys.argv[1], sys.argv[2], sys.argv[3:]
-def predicted(data, precision):
-    p = load_file(f"{out}/{data}/results/{precision}/predictions/0.safetensors")
+out, device, modes = sys.argv[1], sys.argv[2], sys.argv[3:]
+def predicted(data, mode):
+    p = load_file(f"{out}/{data}/results/{mode}/predictions/0.safetensors")
     order = np.argsort(p["object_id"])
     return p["redshift"][order].astype(np.float64), p["predicted_redshift"][order].astype(np.float64)
 # The fixture partition's redshift column holds PyTorch's predictions.
-for precision in precisions:
+for precision in modes:
     torch_z, z = predicted("fixture", precision)
     print(json.dumps({"check": "fixture vs PyTorch fp32 (CPU)", "precision": precision,
                       "objects": int(len(z)), "max_abs_dz": float(np.abs(z - torch_z).max()),
                       "mean_abs_dz": float(np.abs(z - torch_z).mean())}))
 for data in ["fixture", "synth"]:
     _, ref = predicted(data, "fp32")
-    for precision in precisions[1:]:
+    for precision in modes[1:]:
         _, z = predicted(data, precision)
         print(json.dumps({"check": f"{data} vs our {device} fp32", "precision": precision,
                           "objects": int(len(z)), "max_abs_dz": float(np.abs(z - ref).max()),

@@ -14,7 +14,8 @@
 //!    AstroMAE checkpoint); [`predict`] runs it over objects; [`metrics`] scores the predictions
 //!    against spectroscopic labels; [`split`] fixes which objects validate.
 //!
-//!    [`shipped`] holds the PhotoZ weights every binary carries.
+//!    [`shipped`] holds the PhotoZ weights every binary carries; `gpu_astromae`
+//!    (feature `cuda`) runs AstroMAE's fused schedule on an NVIDIA GPU.
 //!
 //! 6. [`imagery`]: real cutouts from SDSS frames, a renderer calibrated on them
 //!    for labelled synthetic cutouts, and PNG views.
@@ -34,6 +35,8 @@ pub mod cost;
 pub mod dataset;
 pub mod executor;
 pub mod fuzz;
+#[cfg(feature = "cuda")]
+pub mod gpu_astromae;
 pub mod imagery;
 pub mod inspect;
 pub mod metrics;

@@ -94,6 +94,9 @@ pub fn predict_photoz_with<B: Backend>(
 pub enum AstroMaeOn<'a, B: Backend> {
     Burn(&'a AstroMae<B>, &'a B::Device),
     Fused(&'a FusedAstroMae, usize),
+    /// The fused path's schedule on an NVIDIA GPU, fed centre crops.
+    #[cfg(feature = "cuda")]
+    Gpu(&'a crate::gpu_astromae::GpuAstroMae),
 }
 
 /// AstroMAE's redshifts for `magnitudes` and their `cutouts` (at least 32x32; the
@@ -116,32 +119,56 @@ pub fn predict_astromae<B: Backend>(
     for (b, chunk) in magnitudes.chunks(batch_size).enumerate() {
         let (n, first) = (chunk.len(), b * batch_size);
         out.with_cutouts += (first..first + n).filter(|&i| cutouts.usable(i)).count();
-        let pixels: Vec<f32> = cutouts.pixels[first * per..(first + n) * per]
-            .iter()
-            .map(|&p| if p.is_finite() { p } else { 0.0 })
-            .collect();
+        let pixels = &cutouts.pixels[first * per..(first + n) * per];
         let mags = chunk.as_flattened().to_vec();
         let shape = [cutouts.height, cutouts.width];
         let z: Vec<f32> = match model {
             AstroMaeOn::Burn(model, device) => {
-                let images =
-                    Tensor::from_data(TensorData::new(pixels, [n, 5, shape[0], shape[1]]), *device);
-                let mags = Tensor::from_data(TensorData::new(mags, [n, 5]), *device);
+                let images = TensorData::new(on_sky(pixels), [n, 5, shape[0], shape[1]]);
                 model
-                    .forward(images, mags)
+                    .forward(
+                        Tensor::from_data(images, *device),
+                        Tensor::from_data(TensorData::new(mags, [n, 5]), *device),
+                    )
                     .into_data()
                     .convert::<f32>() // half-precision backends read back as f32
                     .to_vec()
                     .map_err(|e| format!("{e:?}"))?
             }
             AstroMaeOn::Fused(model, slice) => model
-                .forward(&pixels, &mags, n, shape, *slice)
+                .forward(&on_sky(pixels), &mags, n, shape, *slice)
                 .map_err(|e| e.to_string())?,
+            #[cfg(feature = "cuda")]
+            AstroMaeOn::Gpu(model) => model.forward(&centre_crops(pixels, shape), &mags, n)?,
         };
         out.predictions
             .extend(z.into_iter().map(Prediction::redshift_only));
     }
     Ok(out)
+}
+
+/// A pixel outside its frame (NaN) reads as the sky-subtracted background.
+fn finite_or_sky(p: f32) -> f32 {
+    if p.is_finite() { p } else { 0.0 }
+}
+
+fn on_sky(pixels: &[f32]) -> Vec<f32> {
+    pixels.iter().map(|&p| finite_or_sky(p)).collect()
+}
+
+/// The centre 32x32 of each of `[n, 5, h, w]` cutouts (checked to be at least
+/// that), pixels outside the frame read as the sky: a GPU is sent only what
+/// the model reads.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // tested on every build
+fn centre_crops(pixels: &[f32], [h, w]: [usize; 2]) -> Vec<f32> {
+    let (top, left) = ((h - CROP) / 2, (w - CROP) / 2);
+    let mut out = Vec::with_capacity(pixels.len() / (h * w) * CROP * CROP);
+    for band in pixels.chunks_exact(h * w) {
+        for row in band[top * w..].chunks_exact(w).take(CROP) {
+            out.extend(row[left..left + CROP].iter().map(|&p| finite_or_sky(p)));
+        }
+    }
+    out
 }
 
 fn run<B: Backend>(
@@ -199,4 +226,39 @@ fn run<B: Backend>(
             .extend(read_predictions(&probability, &redshift, pdf.as_deref()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    /// The crops a GPU is sent are the model's own centre crop, on the sky.
+    #[test]
+    fn centre_crops_are_the_models_crop_with_nan_as_sky() {
+        for [h, w] in [[64, 64], [33, 35], [32, 32]] {
+            let n = 3;
+            let pixels: Vec<f32> = (0..n * 5 * h * w)
+                .map(|i| {
+                    if i % 97 == 5 {
+                        f32::NAN
+                    } else {
+                        (i as f32 * 0.37).sin()
+                    }
+                })
+                .collect();
+            let device = Default::default();
+            let images = Tensor::<NdArray, 4>::from_data(
+                TensorData::new(on_sky(&pixels), [n, 5, h, w]),
+                &device,
+            );
+            let expected: Vec<f32> = cosmicai_model::crop::centre_crop(images, CROP)
+                .into_data()
+                .to_vec()
+                .unwrap();
+            let got = centre_crops(&pixels, [h, w]);
+            assert_eq!(got.len(), n * 5 * CROP * CROP, "{h}x{w}");
+            assert_eq!(got, expected, "{h}x{w}");
+        }
+    }
 }

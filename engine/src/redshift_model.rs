@@ -30,6 +30,10 @@ pub enum RedshiftModel<B: burn::prelude::Backend> {
     /// AstroMAE on the CPU: fused kernels over gemm, slices of a batch on
     /// rayon's threads (about 3x burn-ndarray's speed; see the README).
     FusedAstroMae(FusedAstroMae),
+    /// AstroMAE on an NVIDIA GPU through the fused path's schedule
+    /// (`COSMICAI_CUDA_KERNELS=fused`; see [`crate::gpu_astromae`]).
+    #[cfg(feature = "cuda")]
+    GpuAstroMae(crate::gpu_astromae::GpuAstroMae),
 }
 
 impl<B: burn::prelude::Backend> RedshiftModel<B> {
@@ -96,11 +100,29 @@ impl<B: burn::prelude::Backend> RedshiftModel<B> {
         }
     }
 
+    /// AstroMAE loaded for the CPU's fused path, moved onto GPU 0 with its
+    /// products in `precision` (fp32 or bf16); another model as it is.
+    #[cfg(feature = "cuda")]
+    pub fn on_gpu(self, precision: Precision) -> Result<Self, String> {
+        use crate::gpu_astromae::GpuAstroMae;
+        match (self, precision) {
+            (RedshiftModel::FusedAstroMae(_), Precision::F16) => {
+                Err("precision f16 runs AstroMAE on burn's CUDA backend".into())
+            }
+            (RedshiftModel::FusedAstroMae(m), p) => {
+                GpuAstroMae::new(&m, p == Precision::Bf16).map(RedshiftModel::GpuAstroMae)
+            }
+            (model, _) => Ok(model),
+        }
+    }
+
     /// Whether the model looks at pixels (so a rank must read them).
     pub fn reads_cutouts(&self) -> bool {
         match self {
             RedshiftModel::PhotoZ(m) => m.cutout.is_some(),
             RedshiftModel::AstroMae(_) | RedshiftModel::FusedAstroMae(_) => true,
+            #[cfg(feature = "cuda")]
+            RedshiftModel::GpuAstroMae(_) => true,
         }
     }
 
@@ -130,6 +152,13 @@ impl<B: burn::prelude::Backend> RedshiftModel<B> {
             ),
             RedshiftModel::FusedAstroMae(model) => predict_astromae(
                 &AstroMaeOn::<B>::Fused(model, CPU_SLICE),
+                magnitudes,
+                needs(cutouts)?,
+                batch_size,
+            ),
+            #[cfg(feature = "cuda")]
+            RedshiftModel::GpuAstroMae(model) => predict_astromae(
+                &AstroMaeOn::<B>::Gpu(model),
                 magnitudes,
                 needs(cutouts)?,
                 batch_size,

@@ -353,6 +353,17 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
                 &mut first_batch_s,
             )?
         }
+        // AstroMAE in fp32 or bf16 with COSMICAI_CUDA_KERNELS=fused: the fused schedule on
+        // cuBLAS, its weights read as for the CPU.
+        #[cfg(feature = "cuda")]
+        Device::Cuda if cosmicai_engine::gpu_astromae::takes(&spec, payload.request.precision) => {
+            let model = load_model::<Cpu>(settings, &store, &spec, &Default::default(), true)?
+                .on_gpu(payload.request.precision)
+                .map_err(StageError::failed)?;
+            // A Batch job has no Express execution to outlive: no deadline.
+            let first = &mut first_batch_s;
+            run_rank(&store, &payload, item.rank, &model, (started, None), first)?
+        }
         #[cfg(feature = "cuda")]
         Device::Cuda => {
             use burn::backend::Cuda;

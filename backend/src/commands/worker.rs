@@ -37,22 +37,64 @@ pub fn run(args: WorkerArgs) -> Result<()> {
     let store = LocalStore::new(&args.store);
     let bytes = store.get(&payload_key(&args.result_path))?;
     let payload: Payload = serde_json::from_slice(&bytes).context("reading payload.json")?;
+    let (rank, device) = (args.rank, &Default::default());
     match payload.request.device {
-        Device::Cpu => run_on::<Cpu>(&store, &payload, args.rank, &Default::default(), true),
+        Device::Cpu => run_on::<Cpu>(&store, &payload, rank, device, Placement::Cpu),
+        // AstroMAE in fp32 or bf16 with COSMICAI_CUDA_KERNELS=fused: the fused schedule on
+        // cuBLAS, its weights read as for the CPU.
+        #[cfg(feature = "cuda")]
+        Device::Cuda
+            if cosmicai_engine::gpu_astromae::takes(
+                &payload.request.model_spec().map_err(anyhow::Error::msg)?,
+                payload.request.precision,
+            ) =>
+        {
+            run_on::<Cpu>(&store, &payload, rank, device, Placement::FusedGpu)
+        }
         #[cfg(feature = "cuda")]
         Device::Cuda => {
             use burn::backend::Cuda;
             use burn::tensor::{bf16, f16};
             use cosmicai_shared::run::Precision;
-            let (rank, device) = (args.rank, &Default::default());
+            let (device, on) = (&Default::default(), Placement::Burn);
             match payload.request.precision {
-                Precision::Fp32 => run_on::<Cuda<f32>>(&store, &payload, rank, device, false),
-                Precision::Bf16 => run_on::<Cuda<bf16>>(&store, &payload, rank, device, false),
-                Precision::F16 => run_on::<Cuda<f16>>(&store, &payload, rank, device, false),
+                Precision::Fp32 => run_on::<Cuda<f32>>(&store, &payload, rank, device, on),
+                Precision::Bf16 => run_on::<Cuda<bf16>>(&store, &payload, rank, device, on),
+                Precision::F16 => run_on::<Cuda<f16>>(&store, &payload, rank, device, on),
             }
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => anyhow::bail!("device cuda: this cosmicai was built without CUDA"),
+    }
+}
+
+/// Where a rank's model runs.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// The CPU's fused path (AstroMAE) or burn's CPU backend (PhotoZ).
+    Cpu,
+    /// AstroMAE's fused schedule on the GPU.
+    #[cfg(feature = "cuda")]
+    FusedGpu,
+    /// Burn's backend `B`, whole batches on its device.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    Burn,
+}
+
+fn load<B: burn::prelude::Backend>(
+    payload: &Payload,
+    device: &B::Device,
+    on: Placement,
+) -> Result<RedshiftModel<B>, String> {
+    let spec = payload.request.model_spec()?;
+    let precision = payload.request.precision;
+    match on {
+        Placement::Cpu => RedshiftModel::load(&spec, device, true)?.in_precision(precision, true),
+        #[cfg(feature = "cuda")]
+        Placement::FusedGpu => RedshiftModel::load(&spec, device, true)?.on_gpu(precision),
+        Placement::Burn => {
+            RedshiftModel::load(&spec, device, false)?.in_precision(precision, false)
+        }
     }
 }
 
@@ -61,15 +103,12 @@ fn run_on<B: burn::prelude::Backend>(
     payload: &Payload,
     rank: usize,
     device: &B::Device,
-    cpu: bool,
+    on: Placement,
 ) -> Result<()>
 where
     cosmicai_model::astromae::AstroMae<B>: Sync,
 {
-    let spec = payload.request.model_spec().map_err(anyhow::Error::msg)?;
-    let model = RedshiftModel::<B>::load(&spec, device, cpu)
-        .and_then(|m| m.in_precision(payload.request.precision, cpu))
-        .map_err(anyhow::Error::msg)?;
+    let model = load::<B>(payload, device, on).map_err(anyhow::Error::msg)?;
     say(&WorkerMessage::Ready);
     if let Some(ms) = std::env::var("COSMICAI_WORKER_PAUSE_MS")
         .ok()
