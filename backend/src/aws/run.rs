@@ -1,26 +1,77 @@
-//! The AWS executor's run: upload what the bucket lacks, start the state machine,
-//! follow it to the end, copy the results back.
+//! The AWS executor's run: upload what the bucket lacks (or take the partitions
+//! already there), start the state machine, follow it to the end, copy the
+//! results back.
 
 use super::{Aws, start_and_follow, upload};
-use crate::coordinator::Recorder;
+use crate::coordinator::{AwsData, Recorder};
 use anyhow::Result;
-use cosmicai_engine::pipeline::{RunSummary, check_express_time, plan};
+use cosmicai_engine::pipeline::{Payload, RunSummary, check_express_time, plan};
 use cosmicai_engine::store::LocalStore;
-use cosmicai_shared::run::RunRequest;
+use cosmicai_shared::run::{Device, RunRequest};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::Path;
 
-/// Runs `request`, whose `data_prefix` is a folder of the local store at `root`, on
-/// AWS as run `run_id`: uploads what the bucket lacks under `s3_prefix`, starts the
-/// state machine and follows it; results are copied back under `root`.
+/// Runs `request` on AWS as run `run_id` over `data`: the local store at `root`'s
+/// folder `request.data_prefix`, uploaded first, or partitions already in the
+/// bucket. Results are copied back under `root`.
 pub fn execute_on_aws(
+    aws: &Aws,
+    root: &Path,
+    request: &RunRequest,
+    data: &AwsData,
+    run_id: &str,
+    recorder: &mut Recorder,
+) -> Result<RunSummary> {
+    let local = LocalStore::new(root);
+    let (remote, planned) = match data {
+        AwsData::Upload(s3_prefix) => uploaded(aws, root, request, s3_prefix, run_id, recorder)?,
+        AwsData::InBucket(s3_prefix) => {
+            let remote = in_bucket(aws, request, s3_prefix);
+            // Planned as Initialize will plan it: from the bucket's listing alone.
+            let planned = plan(&aws.s3, &remote, run_id)?;
+            refuse_too_long(&planned)?;
+            let bytes: u64 = planned.files.iter().map(|(_, size)| size).sum();
+            recorder.println(&format!(
+                "s3://{}/{s3_prefix}: {} partition files ({bytes} bytes) run where they are; nothing uploaded",
+                aws.config.bucket,
+                planned.files.len()
+            ));
+            (remote, planned)
+        }
+    };
+    recorder.start(&remote, &planned.ranks)?;
+    recorder.status("on AWS".into());
+    start_and_follow(aws, &remote, run_id, &local, recorder)
+}
+
+/// `request` reading its partitions from `s3_prefix` of the stack's bucket.
+fn in_bucket(aws: &Aws, request: &RunRequest, s3_prefix: &str) -> RunRequest {
+    RunRequest {
+        bucket: aws.config.bucket.clone(),
+        data_prefix: s3_prefix.to_string(),
+        ..request.clone()
+    }
+}
+
+/// A CPU run whose ranks could outlive their Express execution, refused before
+/// anything is uploaded or started (Initialize on AWS checks it again).
+fn refuse_too_long(planned: &Payload) -> Result<()> {
+    if planned.request.device == Device::Cpu {
+        check_express_time(planned)?;
+    }
+    Ok(())
+}
+
+/// The local dataset's partitions uploaded under `s3_prefix` (what the bucket
+/// lacks), and the request and plan that read them there.
+fn uploaded(
     aws: &Aws,
     root: &Path,
     request: &RunRequest,
     s3_prefix: &str,
     run_id: &str,
     recorder: &mut Recorder,
-) -> Result<RunSummary> {
+) -> Result<(RunRequest, Payload)> {
     let local = LocalStore::new(root);
     // CAI's `.pt` partitions are converted here, as for a local run: ranks then
     // memory-map them instead of parsing pickles (they can read `.pt` in place,
@@ -28,10 +79,7 @@ pub fn execute_on_aws(
     let request =
         &crate::coordinator::with_converted_data(root, request, recorder, " before the upload")?;
     let local_plan = plan(&local, request, run_id)?;
-    // Refused here too, before the upload (Initialize on AWS checks it again).
-    if request.device == cosmicai_shared::run::Device::Cpu {
-        check_express_time(&local_plan)?;
-    }
+    refuse_too_long(&local_plan)?;
     let bar = if recorder.is_quiet() {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
     } else {
@@ -55,13 +103,5 @@ pub fn execute_on_aws(
         "s3://{}/{s3_prefix}: {} partitions uploaded ({} bytes), {} already there",
         aws.config.bucket, uploaded.uploaded, uploaded.bytes, uploaded.already_there
     ));
-
-    let remote = RunRequest {
-        bucket: aws.config.bucket.clone(),
-        data_prefix: s3_prefix.to_string(),
-        ..request.clone()
-    };
-    recorder.start(&remote, &local_plan.ranks)?;
-    recorder.status("on AWS".into());
-    start_and_follow(aws, &remote, run_id, &local, recorder)
+    Ok((in_bucket(aws, request, s3_prefix), local_plan))
 }

@@ -1,6 +1,6 @@
 //! `cosmicai run`: the whole pipeline on this machine, one process per rank.
 
-use crate::coordinator::{self, Executor, RunControl, new_run_id, with_local_weights};
+use crate::coordinator::{self, AwsData, Executor, RunControl, new_run_id, with_local_weights};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use cosmicai_engine::pipeline::RunSummary;
@@ -18,7 +18,8 @@ use std::path::PathBuf;
     With --json the last line is the run summary (status, ranks, failed_ranks, objects, duration_s,\n\
     samples_per_s, cost_usd, result_path). Runs are recorded in DATA/cosmicai.sqlite (`cosmicai runs`).")]
 pub struct RunArgs {
-    /// Directory holding the partitions; it is the run's store (results are written inside it).
+    /// Directory holding the partitions; it is the run's store (results are written
+    /// inside it). With --s3-data, only where the results and the run registry go.
     #[arg(long)]
     pub data: PathBuf,
     #[arg(long, required_unless_present = "request")]
@@ -96,6 +97,40 @@ pub struct AwsArgs {
     /// Folder in the bucket the partitions of --data go to.
     #[arg(long, default_value = "partitions")]
     pub s3_prefix: String,
+    /// Partitions already in the stack's bucket (ours, or CAI's .pt), under this
+    /// folder (or s3://BUCKET/FOLDER, BUCKET the stack's): nothing is uploaded, and
+    /// --data is only where the results and the run registry go.
+    #[arg(long, value_name = "FOLDER")]
+    pub s3_data: Option<String>,
+}
+
+impl AwsArgs {
+    /// Where the run's partitions come from, in `bucket` (the stack's).
+    fn data(&self, bucket: &str) -> Result<AwsData> {
+        let Some(given) = &self.s3_data else {
+            if let Err(e) = cosmicai_shared::run::check_key(&self.s3_prefix) {
+                bail!("--s3-prefix '{}' {e}", self.s3_prefix);
+            }
+            return Ok(AwsData::Upload(self.s3_prefix.clone()));
+        };
+        let folder = match given.strip_prefix("s3://") {
+            Some(rest) => {
+                let (other, folder) = rest.split_once('/').unwrap_or((rest, ""));
+                if other != bucket {
+                    bail!(
+                        "--s3-data {given}: the stack's workers read its own bucket, {bucket}, only; copy the data in first (aws s3 sync s3://{other}/{folder} s3://{bucket}/{folder}) and give --s3-data {folder}"
+                    );
+                }
+                folder
+            }
+            None => given.as_str(),
+        };
+        let folder = folder.trim_matches('/');
+        if let Err(e) = cosmicai_shared::run::check_key(folder) {
+            bail!("--s3-data '{given}' {e}");
+        }
+        Ok(AwsData::InBucket(folder.to_string()))
+    }
 }
 
 impl RunArgs {
@@ -150,6 +185,9 @@ impl From<PrecisionArg> for Precision {
 pub fn run(args: RunArgs) -> Result<()> {
     if args.estimate {
         return print_estimate(&args);
+    }
+    if args.aws.s3_data.is_some() && args.target != TargetArg::Aws {
+        bail!("--s3-data names partitions in the stack's bucket: it needs --target aws");
     }
     let summary = if args.target == TargetArg::Aws {
         execute_aws_run(&args)?
@@ -246,14 +284,12 @@ fn execute_aws_run(args: &RunArgs) -> Result<RunSummary> {
         args.aws.region.clone(),
         args.aws.aws_endpoint.clone(),
     )?;
-    if let Err(e) = cosmicai_shared::run::check_key(&args.aws.s3_prefix) {
-        bail!("--s3-prefix '{}' {e}", args.aws.s3_prefix);
-    }
+    let data = args.aws.data(&config.bucket)?;
     let run_id = new_run_id();
     let request = request_of(args, &run_id)?;
     let aws = Executor::Aws {
         aws: Box::new(crate::aws::Aws::connect(config)?),
-        s3_prefix: args.aws.s3_prefix.clone(),
+        data,
     };
     let control = RunControl {
         quiet: args.json,

@@ -34,9 +34,20 @@ pub enum Executor {
     /// One `cosmicai worker` process per rank on this machine; at most
     /// `concurrency` at once (default: the number of cores).
     Local { concurrency: Option<usize> },
-    /// The stack's state machine. The partitions of the local dataset go to
-    /// `s3_prefix` in the bucket first (only what is not there yet); results come back.
-    Aws { aws: Box<Aws>, s3_prefix: String },
+    /// The stack's state machine, over `data` (uploaded first, or already in
+    /// the bucket); results come back.
+    Aws { aws: Box<Aws>, data: AwsData },
+}
+
+/// Where the partitions of a run on AWS come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AwsData {
+    /// The local dataset, uploaded to this prefix of the bucket first (only
+    /// what is not there yet).
+    Upload(String),
+    /// Partitions (ours, or CAI's `.pt`) already in the bucket under this
+    /// prefix, run where they are: nothing goes up.
+    InBucket(String),
 }
 
 /// Runs `request` on the data directory `root` as run `run_id`, recording it in
@@ -53,8 +64,8 @@ pub fn execute(
     let outcome = match executor {
         Executor::Local { concurrency } => check_device(request.device)
             .and_then(|()| local::execute(root, request, run_id, *concurrency, &mut recorder)),
-        Executor::Aws { aws, s3_prefix } => {
-            crate::aws::execute_on_aws(aws, root, request, s3_prefix, run_id, &mut recorder)
+        Executor::Aws { aws, data } => {
+            crate::aws::execute_on_aws(aws, root, request, data, run_id, &mut recorder)
         }
     };
     recorder.end(outcome)

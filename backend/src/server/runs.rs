@@ -137,7 +137,7 @@ impl Runs {
                 }),
                 Some(config) => crate::aws::Aws::connect(config).map(|aws| Executor::Aws {
                     aws: Box::new(aws),
-                    s3_prefix: request.data_prefix.clone(),
+                    data: coordinator::AwsData::Upload(request.data_prefix.clone()),
                 }),
             };
             // A panic in the run is its error: the stream still ends and the
