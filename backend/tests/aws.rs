@@ -1064,16 +1064,13 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
     let partition = std::fs::read(common::astromae_fixture("partition.pt")).unwrap();
     store.put("lake/cai/p0.pt", &partition).unwrap();
     store.put("lake/cai/p1.pt", &partition).unwrap();
-    store
-        .put(
-            "models/astromae.pt",
-            &std::fs::read(common::astromae_fixture("astromae_module.pt")).unwrap(),
-        )
-        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let s3_data = format!("s3://{BUCKET}/lake/cai/");
+    // The checkpoint is a local file: it goes up by itself, named by its hash.
+    let weights = common::astromae_fixture("astromae_module.pt");
+    let model = format!("astromae:{}", weights.display());
     let out = aws_run(
         &stack,
         &arn,
@@ -1082,7 +1079,7 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
             "--s3-data",
             &s3_data,
             "--model",
-            "astromae:models/astromae.pt",
+            &model,
             "--world-size",
             "2",
             "--batch-size",
@@ -1099,6 +1096,20 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
         )),
         "{stderr}"
     );
+    let uploaded = stderr
+        .lines()
+        .find_map(|l| l.split(&format!("uploaded to s3://{BUCKET}/")).nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        uploaded.starts_with("models/astromae_module-") && uploaded.ends_with(".pt"),
+        "{stderr}"
+    );
+    assert_eq!(
+        store.get(&uploaded).unwrap(),
+        std::fs::read(&weights).unwrap()
+    );
     let s = last_json_line(&out);
     assert_eq!(
         (
@@ -1109,14 +1120,18 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
         (Some("succeeded"), Some(8), Some(2)),
         "{s}"
     );
-    // Nothing went up: the bucket holds the data, the model, the run's results
+    assert_eq!(
+        s["model"].as_str(),
+        Some(format!("astromae:{uploaded}").as_str())
+    );
+    // No partition went up: the bucket holds the data, the model, the run's results
     // and the Distributed Map's manifest (its ResultWriter's).
     let keys: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
     let run_id = s["run_id"].as_str().unwrap();
     let result_path = s["result_path"].as_str().unwrap();
     assert!(
         keys.iter().all(|k| k.starts_with("lake/cai/")
-            || k == "models/astromae.pt"
+            || *k == uploaded
             || k.starts_with(&format!("{result_path}/"))
             || k.starts_with("results/map-results/")),
         "{keys:?}"
@@ -1133,6 +1148,28 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
         (runs[0]["id"].as_str(), runs[0]["status"].as_str()),
         (Some(run_id), Some("succeeded")),
         "{runs}"
+    );
+    // A second run finds the weights already there.
+    let again = aws_run(
+        &stack,
+        &arn,
+        &home,
+        &[
+            "--s3-data",
+            "lake/cai",
+            "--model",
+            &model,
+            "--world-size",
+            "1",
+            "--batch-size",
+            "8",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("already in s3://{BUCKET}/{uploaded}")),
+        "{stderr}"
     );
 }
 

@@ -19,7 +19,7 @@ mod upload;
 pub use config::AwsConfig;
 pub use follow::{LostContact, follow, start_and_follow};
 pub use run::execute_on_aws;
-pub use upload::upload;
+pub use upload::{upload, with_weights_in_bucket};
 
 use anyhow::{Context, Result};
 use aws_sdk_sfn::Client as Sfn;

@@ -2,7 +2,7 @@
 //! already there), start the state machine, follow it to the end, copy the
 //! results back.
 
-use super::{Aws, start_and_follow, upload};
+use super::{Aws, start_and_follow, upload, with_weights_in_bucket};
 use crate::coordinator::{AwsData, Recorder};
 use anyhow::Result;
 use cosmicai_engine::pipeline::{Payload, RunSummary, check_express_time, plan};
@@ -23,10 +23,22 @@ pub fn execute_on_aws(
     recorder: &mut Recorder,
 ) -> Result<RunSummary> {
     let local = LocalStore::new(root);
+    // The model's weights go up after a local plan (which leaves the local file out
+    // of the data) and before a plan over the bucket (which leaves its key out).
+    let weights_up = |request: &RunRequest, recorder: &mut Recorder| -> Result<RunRequest> {
+        let (request, note) = with_weights_in_bucket(aws, request)?;
+        if let Some(note) = note {
+            recorder.println(&note);
+        }
+        Ok(request)
+    };
     let (remote, planned) = match data {
-        AwsData::Upload(s3_prefix) => uploaded(aws, root, request, s3_prefix, run_id, recorder)?,
+        AwsData::Upload(s3_prefix) => {
+            let (remote, planned) = uploaded(aws, root, request, s3_prefix, run_id, recorder)?;
+            (weights_up(&remote, recorder)?, planned)
+        }
         AwsData::InBucket(s3_prefix) => {
-            let remote = in_bucket(aws, request, s3_prefix);
+            let remote = in_bucket(aws, &weights_up(request, recorder)?, s3_prefix);
             // Planned as Initialize will plan it: from the bucket's listing alone.
             let planned = plan(&aws.s3, &remote, run_id)?;
             refuse_too_long(&planned)?;

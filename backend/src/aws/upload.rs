@@ -1,10 +1,15 @@
 //! Partitions to the bucket: only those it lacks (same key and size), large ones
-//! in parts (the S3 store switches to multipart above 16 MB), several at a time.
+//! in parts (the S3 store switches to multipart above 16 MB), several at a time;
+//! and the model's weights, where the run names a local file.
 
 use anyhow::{Context, Result};
 use cosmicai_engine::pipeline::Payload;
 use cosmicai_engine::store::{LocalStore, ObjectStore, join};
+use cosmicai_shared::model::ModelSpec;
+use cosmicai_shared::run::RunRequest;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::path::Path;
 
 /// What an upload did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -80,4 +85,61 @@ fn put(local: &LocalStore, aws: &super::Aws, key: &str, target: &str) -> Result<
         .put(target, &bytes)
         .with_context(|| format!("uploading {key} to s3://{}/{target}", aws.s3.bucket()))?;
     Ok(bytes.len() as u64)
+}
+
+/// `request` with its model's weights in the bucket: a local file it names goes
+/// to `models/<name>-<first 12 hex digits of its SHA-256>.<extension>` (skipped
+/// when that key already holds as many bytes), so a CAI user's checkpoint needs
+/// no `aws s3 cp`, and two files of one name never overwrite each other. A path
+/// that is no local file is a key in a bucket, left for Initialize to check.
+pub fn with_weights_in_bucket(
+    aws: &super::Aws,
+    request: &RunRequest,
+) -> Result<(RunRequest, Option<String>)> {
+    let spec = request.model_spec().map_err(anyhow::Error::msg)?;
+    let Some(path) = spec.weights().filter(|p| !p.starts_with("s3://")) else {
+        return Ok((request.clone(), None));
+    };
+    let local = Path::new(path);
+    if !local.is_file() {
+        return Ok((request.clone(), None));
+    }
+    let bytes = std::fs::read(local).with_context(|| format!("model '{spec}': reading {path}"))?;
+    let digest = Sha256::digest(&bytes);
+    let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let stem = local
+        .file_stem()
+        .map_or("weights".into(), |s| s.to_string_lossy());
+    let key = match local.extension() {
+        Some(ext) => format!("models/{stem}-{hash}.{}", ext.to_string_lossy()),
+        None => format!("models/{stem}-{hash}"),
+    };
+    cosmicai_shared::run::check_key(&key)
+        .map_err(|e| anyhow::anyhow!("model '{spec}': its key in the bucket, {key}, {e}"))?;
+    let there = aws
+        .s3
+        .list("models")?
+        .iter()
+        .any(|o| o.key == key && o.size == bytes.len() as u64);
+    let bucket = aws.s3.bucket();
+    let note = if there {
+        format!("model weights {path}: already in s3://{bucket}/{key}")
+    } else {
+        aws.s3.put(&key, &bytes).with_context(|| {
+            format!("uploading the model's weights {path} to s3://{bucket}/{key}")
+        })?;
+        format!(
+            "model weights {path}: uploaded to s3://{bucket}/{key} ({} bytes)",
+            bytes.len()
+        )
+    };
+    let model = match spec {
+        ModelSpec::PhotoZ(_) => ModelSpec::PhotoZ(Some(key)),
+        ModelSpec::AstroMae(_) => ModelSpec::AstroMae(key),
+    };
+    let request = RunRequest {
+        model: model.to_string(),
+        ..request.clone()
+    };
+    Ok((request, Some(note)))
 }
