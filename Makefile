@@ -42,6 +42,7 @@ frontend-setup: rust-setup
 	@# Both build in their own target directory: cargo locks a target directory per profile,
 	@# and `make serve` installs them while the server builds in the main one.
 	@trunk --version 2>/dev/null | grep -q "$(TRUNK_VERSION)" || CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/tools CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install trunk --version $(TRUNK_VERSION) --locked
+	@# wasm-bindgen-cli without --locked: its lockfile pins a webpki-roots release the registry lacks.
 	@wasm-bindgen --version 2>/dev/null | grep -q "$(WASM_BINDGEN_VERSION)" || CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/tools cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
 
 # The browser tests' npm packages (playwright-core, axe-core): serving needs none.

@@ -5,7 +5,9 @@
 use super::{Aws, start_and_follow, upload, with_weights_in_bucket};
 use crate::coordinator::{AwsData, Recorder};
 use anyhow::Result;
-use cosmicai_engine::pipeline::{Payload, RunSummary, check_express_time, plan};
+use cosmicai_engine::pipeline::{
+    LAMBDA_MAX_MEMORY_MB, Payload, RunSummary, check_express_time, plan,
+};
 use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::run::{Device, RunRequest};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -65,13 +67,22 @@ fn in_bucket(aws: &Aws, request: &RunRequest, s3_prefix: &str) -> RunRequest {
     }
 }
 
-/// A CPU run whose ranks could outlive their Express execution, refused before
-/// anything is uploaded or started (Initialize on AWS checks it again).
+/// A CPU run whose ranks could outlive their Express execution even with the
+/// most memory Lambda gives, refused before anything is uploaded or started.
+/// The request's `memory_mb` is not the workers': they have the template's
+/// MemorySize, which Initialize plans at and checks exactly. Bounding at the
+/// request's would refuse runs a large function can take.
 fn refuse_too_long(planned: &Payload) -> Result<()> {
-    if planned.request.device == Device::Cpu {
-        check_express_time(planned)?;
+    if planned.request.device != Device::Cpu {
+        return Ok(());
     }
-    Ok(())
+    let mut largest = planned.clone();
+    largest.request.memory_mb = LAMBDA_MAX_MEMORY_MB;
+    check_express_time(&largest).map_err(|e| {
+        anyhow::anyhow!(
+            "{e} (bounded with Lambda's largest memory; Initialize checks again at the template's MemorySize)"
+        )
+    })
 }
 
 /// The local dataset's partitions uploaded under `s3_prefix` (what the bucket
@@ -116,4 +127,47 @@ fn uploaded(
         aws.config.bucket, uploaded.uploaded, uploaded.bytes, uploaded.already_there
     ));
     Ok((in_bucket(aws, request, s3_prefix), local_plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cosmicai_engine::pipeline::plan_ranks;
+
+    /// AstroMAE over `files` files of 100 MB, all in one rank.
+    fn one_rank(files: usize, memory_mb: u32) -> Payload {
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "batch_size": 512, "world_size": 1, "result_path": "results/r",
+            "model": "astromae:models/a.pt", "memory_mb": memory_mb,
+        }))
+        .unwrap();
+        let keys: Vec<String> = (0..files).map(|i| format!("d/{i}.pt")).collect();
+        Payload {
+            run_id: "r".into(),
+            ranks: plan_ranks(&keys, 1),
+            files: keys.into_iter().map(|k| (k, 100_000_000)).collect(),
+            request,
+        }
+    }
+
+    #[test]
+    fn the_launcher_refuses_only_what_no_function_memory_could_run() {
+        // Too long at the request's 2 GB, yet within reach of a 10 GB function:
+        // Initialize decides at the template's MemorySize.
+        let fits_large = one_rank(2, 2048);
+        assert!(check_express_time(&fits_large).is_err());
+        assert!(refuse_too_long(&fits_large).is_ok());
+        // Past even 10 GB: refused here, before any upload, naming the bound.
+        let e = refuse_too_long(&one_rank(40, 2048))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("at 10240 MB") && e.contains("Lambda's largest memory"),
+            "{e}"
+        );
+        // A GPU run has no Express child to outlive.
+        let mut gpu = one_rank(40, 2048);
+        gpu.request.device = Device::Cuda;
+        assert!(refuse_too_long(&gpu).is_ok());
+    }
 }

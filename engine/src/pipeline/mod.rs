@@ -18,7 +18,9 @@ mod summary;
 pub use estimate::{Estimate, estimate};
 pub use plan::{Payload, initialize, initialize_with, plan, plan_ranks};
 pub use rank::{RankEvent, RankPredictions, encode_predictions, infer_rank, read_predictions};
-pub use rank_time::{EXPRESS_RANK_TIMEOUT_S, SlowestRank, check_express_time, slowest_rank};
+pub use rank_time::{
+    EXPRESS_RANK_TIMEOUT_S, LAMBDA_MAX_MEMORY_MB, SlowestRank, check_express_time, slowest_rank,
+};
 pub use summary::{RunSummary, summarize};
 
 use crate::store::StoreError;

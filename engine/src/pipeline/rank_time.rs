@@ -11,6 +11,9 @@ use cosmicai_shared::model::ModelSpec;
 /// execution's 300 s, less 10 s for its own states.
 pub const EXPRESS_RANK_TIMEOUT_S: f64 = 290.0;
 
+/// The most memory a Lambda function can have, and with it the most vCPUs (six).
+pub const LAMBDA_MAX_MEMORY_MB: u32 = 10_240;
+
 /// Bytes a 32 x 32 five-band f32 cutout takes: no image partition holds more
 /// objects than its size over this, so the objects counted are an upper bound.
 const CUTOUT_BYTES: f64 = 5.0 * 32.0 * 32.0 * 4.0;
