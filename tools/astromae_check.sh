@@ -77,7 +77,8 @@ for data in fixture synth; do
             --model "astromae:$out/fx/astromae_module.pt" \
             --device "$device" --precision "$precision" --world-size 1 --batch-size 512 \
             --result-path "results/$mode" --json | tail -1 |
-            python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({"mode": sys.argv[1], **{k: s.get(k) for k in ["status","objects","precision","device","samples_per_s","duration_s"]}}))' "$mode"
+            python3 -c 'import json,sys; s=json.load(sys.stdin); kern=json.load(open(sys.argv[2])).get("kernels"); print(json.dumps({"mode": sys.argv[1], "kernels": kern, **{k: s.get(k) for k in ["status","objects","precision","device","samples_per_s","duration_s"]}}))' \
+                "$mode" "$out/$data/results/$mode/0.json"
     done
 done
 python3 - "$out" "$device" $modes <<'EOF'

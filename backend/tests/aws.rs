@@ -688,6 +688,25 @@ fn the_handler_stages_called_directly() {
     )
     .unwrap();
     assert_eq!(again["files"], 3);
+    // A CUDA run is planned by this Lambda, which has no GPU and no CUDA build:
+    // its ranks run on the stack's Batch queue.
+    let gpu = handle(
+        &settings,
+        StageEvent::Initialize {
+            run_id: "direct-gpu".into(),
+            request: RunRequest {
+                device: Device::Cuda,
+                result_path: "results/direct-gpu".into(),
+                ..request.clone()
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (gpu["files"].as_u64(), gpu["ranks"].as_u64()),
+        (Some(3), Some(2)),
+        "{gpu}"
+    );
     // A rank whose Infer state began longer ago than an Express child lasts stops
     // before it reads or writes anything, with an error the state machine does not retry.
     let late = RankItem {
@@ -995,7 +1014,7 @@ fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place(
     // A CAI user's data and checkpoint already in the bucket, as CAI keeps them, and
     // an execution started with CAI's own payload: nothing converted or uploaded here.
     let Some(bin) = venv_bin() else { return };
-    let (_stack, store, client, arn) = deployed(&bin, "cosmicai-cai-input");
+    let (stack, store, client, arn) = deployed(&bin, "cosmicai-cai-input");
     let partition = std::fs::read(common::astromae_fixture("partition.pt")).unwrap();
     store.put("cai-data/p0.pt", &partition).unwrap();
     store.put("cai-data/p1.pt", &partition).unwrap();
@@ -1024,6 +1043,57 @@ fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place(
                 .send(),
         )
         .unwrap();
+    // Taken into a registry here while it runs, and followed to its end.
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let adopt = |arn: &str| {
+        aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")))
+            .args(["runs", "--data"])
+            .arg(&home)
+            .args([
+                "--adopt",
+                arn,
+                "--bucket",
+                BUCKET,
+                "--aws-endpoint",
+                &stack.endpoint,
+            ])
+            .arg("--json")
+            .output()
+            .unwrap()
+    };
+    let adopted = adopt(started.execution_arn());
+    let stderr = String::from_utf8_lossy(&adopted.stderr);
+    assert!(adopted.status.success(), "{stderr}");
+    let followed = last_json_line(&adopted);
+    assert_eq!(
+        (followed["status"].as_str(), followed["objects"].as_u64()),
+        (Some("succeeded"), Some(8)),
+        "{followed}"
+    );
+    assert!(home.join("results/cai-input/combined_data.json").is_file());
+    let runs = common::ok_json(&["runs", "--data", &home.display().to_string(), "--json"]);
+    assert_eq!(
+        (runs[0]["id"].as_str(), runs[0]["status"].as_str()),
+        (Some("cai-input"), Some("succeeded")),
+        "{runs}"
+    );
+    let again = adopt(started.execution_arn());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("runs --follow cai-input"),
+        "{stderr}"
+    );
+    let elsewhere = adopt(
+        &started
+            .execution_arn()
+            .replace(":execution:", ":execution:other-"),
+    );
+    let stderr = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(
+        !elsewhere.status.success() && stderr.contains("DescribeExecution"),
+        "{stderr}"
+    );
     assert_eq!(
         status_when_done(&store, &client, started.execution_arn(), 120),
         "SUCCEEDED"
@@ -1065,9 +1135,9 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
     store.put("lake/cai/p0.pt", &partition).unwrap();
     store.put("lake/cai/p1.pt", &partition).unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    // Only where results and the registry go: made by the run.
     let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let s3_data = format!("s3://{BUCKET}/lake/cai/");
+    let s3_data = format!("S3://{BUCKET}/lake/cai/");
     // The checkpoint is a local file: it goes up by itself, named by its hash.
     let weights = common::astromae_fixture("astromae_module.pt");
     let model = format!("astromae:{}", weights.display());
@@ -1205,6 +1275,22 @@ fn s3_data_outside_the_stacks_bucket_or_without_aws_is_refused_by_name() {
         stderr.contains(&format!(
             "its own bucket, {BUCKET}, only; copy the data in first (aws s3 sync s3://cai-data-bucket/runs/1 s3://{BUCKET}/runs/1)"
         )),
+        "{stderr}"
+    );
+    for whole in [
+        format!("s3://{BUCKET}"),
+        format!("s3://{BUCKET}/"),
+        "/".into(),
+    ] {
+        let stderr = refusal(&whole);
+        assert!(
+            stderr.contains("names the whole bucket"),
+            "{whole}: {stderr}"
+        );
+    }
+    let stderr = refusal("s3://cai-data-bucket");
+    assert!(
+        stderr.contains("aws s3 sync s3://cai-data-bucket/FOLDER"),
         "{stderr}"
     );
     let stderr = refusal("lake/../../etc");

@@ -60,6 +60,15 @@ impl GpuAstroMae {
         })
     }
 
+    /// What computes the model, for the rank's record.
+    pub fn kernels(&self) -> &'static str {
+        if self.bf16 {
+            "fused GPU, cuBLAS: transformer products bf16 (f32 sums), the rest fp32"
+        } else {
+            "fused GPU, cuBLAS: fp32"
+        }
+    }
+
     /// Redshifts of `n` objects from their `[n, 5, 32, 32]` centre crops and
     /// `[n, 5]` magnitudes, in parts that fit the GPU's free memory (a tenth
     /// left for cuBLAS's workspace and the allocator).

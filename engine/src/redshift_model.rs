@@ -116,6 +116,19 @@ impl<B: burn::prelude::Backend> RedshiftModel<B> {
         }
     }
 
+    /// What computes the model, for the rank's record: burn and its backend
+    /// on `device`, or AstroMAE's fused kernels with their number format.
+    pub fn kernels(&self, device: &B::Device) -> String {
+        match self {
+            RedshiftModel::PhotoZ(_) | RedshiftModel::AstroMae(_) => {
+                format!("burn ({})", B::name(device))
+            }
+            RedshiftModel::FusedAstroMae(m) => format!("fused CPU, {}", m.kernels()),
+            #[cfg(feature = "cuda")]
+            RedshiftModel::GpuAstroMae(m) => m.kernels().to_string(),
+        }
+    }
+
     /// Whether the model looks at pixels (so a rank must read them).
     pub fn reads_cutouts(&self) -> bool {
         match self {

@@ -227,9 +227,16 @@ fn bf16_on_the_cpu_stays_within_1e3_of_fp32_and_is_recorded() {
     let (store, fp32) = run_in(dir.path(), &model, Precision::Fp32, "fp32");
     let (_, bf16) = run_in(dir.path(), &model, Precision::Bf16, "bf16");
     for (a, b) in fp32.iter().zip(&bf16) {
-        assert_eq!(a.as_ref().unwrap().precision, Precision::Fp32);
-        assert_eq!(b.as_ref().unwrap().precision, Precision::Bf16);
+        let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+        assert_eq!(a.precision, Precision::Fp32);
+        assert_eq!(b.precision, Precision::Bf16);
+        // What computed each rank is recorded with it.
+        assert_eq!(a.kernels, "fused CPU, fp32");
+        assert!(b.kernels.starts_with("fused CPU, bf16 ("), "{}", b.kernels);
     }
+    let written: serde_json::Value =
+        serde_json::from_slice(&store.get("results/bf16/0.json").unwrap()).unwrap();
+    assert!(written["kernels"].as_str().unwrap().starts_with("fused CPU, bf16"), "{written}");
     let summary: serde_json::Value =
         serde_json::from_slice(&store.get("results/bf16/summary.json").unwrap()).unwrap();
     assert_eq!(summary["precision"], "bf16");

@@ -253,6 +253,10 @@ pub struct RankResult {
     /// The model that ran (`photoz`, `photoz:PATH`, `astromae:PATH`).
     #[serde(default)]
     pub model: String,
+    /// What computed it: burn and its backend, or AstroMAE's fused kernels on
+    /// the CPU or the GPU, with their number format (absent in CAI's files).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kernels: String,
     pub system: SystemInfo,
 }
 

@@ -183,6 +183,20 @@ def test_a_weights_bucket_is_read_only_and_known_to_the_workers():
     assert {"Name": "COSMICAI_WEIGHTS_BUCKET", "Value": {"Ref": "WeightsBucket"}} in gpu_env
 
 
+def test_the_gpu_jobs_are_told_which_kernels_compute_astromae():
+    # The Batch job runs `bootstrap run-event`, which reads COSMICAI_CUDA_KERNELS
+    # (engine/src/gpu_astromae.rs): the template's choice must reach it, and name
+    # only values the code reads.
+    t = template()
+    param = t["Parameters"]["GpuKernels"]
+    assert (param["Default"], param["AllowedValues"]) == ("burn", ["burn", "fused"])
+    gpu_env = t["Resources"]["GpuJobDefinition"]["Properties"]["ContainerProperties"]["Environment"]
+    assert {"Name": "COSMICAI_CUDA_KERNELS", "Value": {"Ref": "GpuKernels"}} in gpu_env
+    source = (INFRA.parents[1] / "engine" / "src" / "gpu_astromae.rs").read_text()
+    assert 'KERNELS_VAR: &str = "COSMICAI_CUDA_KERNELS"' in source
+    assert 'eq_ignore_ascii_case("fused")' in source
+
+
 def test_nothing_is_granted_on_every_resource_that_can_be_scoped():
     # batch:DescribeJobs has no resource-level permissions (Service Authorization
     # Reference, AWS Batch); TerminateJob does, so it is scoped to jobs.

@@ -160,7 +160,15 @@ pub fn follow(
             retrying: false,
         });
     }
-    copy_results(aws, &request.result_path, local)?;
+    // The results are safe in the bucket: a failed copy leaves the run to be
+    // followed again (interrupted), not failed.
+    copy_results(aws, &request.result_path, local).map_err(|e| {
+        LostContact(format!(
+            "execution {run_id} ended {}, but copying its results back failed ({e:#}); \
+             `cosmicai runs --follow {run_id}` copies them again",
+            status.as_str()
+        ))
+    })?;
     match local.get(&join(&request.result_path, "summary.json")) {
         Ok(bytes) => serde_json::from_slice(&bytes).context("reading the run's summary.json"),
         Err(StoreError::NotFound { .. }) => bail!(

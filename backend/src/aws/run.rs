@@ -120,8 +120,9 @@ fn uploaded(
         aws,
         s3_prefix,
         |done, _| bar.set_position(done as u64),
-    )?;
+    );
     bar.finish_and_clear();
+    let uploaded = uploaded?;
     recorder.println(&format!(
         "s3://{}/{s3_prefix}: {} partitions uploaded ({} bytes), {} already there",
         aws.config.bucket, uploaded.uploaded, uploaded.bytes, uploaded.already_there

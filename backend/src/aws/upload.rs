@@ -19,9 +19,11 @@ pub struct Upload {
     pub bytes: u64,
 }
 
-/// Partitions uploaded at once: one stream rarely fills a link to S3, and
-/// each holds a partition (25 to 100 MB for CAI's) in memory while it goes.
+/// Partitions uploaded at once: one stream rarely fills a link to S3.
 const PARALLEL_PUTS: usize = 8;
+/// Bytes of partitions held in memory at once while they go up (each is read
+/// whole): 8 of CAI's 25 to 100 MB files, fewer of larger ones, one at least.
+const BYTES_IN_FLIGHT: u64 = 1 << 30;
 
 /// Uploads the partitions `plan` lists (keys in `local`) under `s3_prefix` in the
 /// bucket, skipping those already there with the same size, [`PARALLEL_PUTS`]
@@ -51,15 +53,15 @@ pub fn upload(
         if remote.get(&target) == Some(size) {
             report.already_there += 1;
         } else {
-            missing.push((key, target));
+            missing.push((key, target, *size));
         }
     }
     progress(report.already_there, plan.files.len());
-    for window in missing.chunks(PARALLEL_PUTS) {
+    for window in windows(&missing, |(_, _, size)| *size) {
         let sent: Vec<Result<u64>> = std::thread::scope(|scope| {
             let handles: Vec<_> = window
                 .iter()
-                .map(|(key, target)| scope.spawn(move || put(local, aws, key, target)))
+                .map(|(key, target, _)| scope.spawn(move || put(local, aws, key, target)))
                 .collect();
             handles
                 .into_iter()
@@ -76,6 +78,25 @@ pub fn upload(
         progress(report.already_there + report.uploaded, plan.files.len());
     }
     Ok(report)
+}
+
+/// `items` in runs of at most [`PARALLEL_PUTS`] whose sizes add up to at most
+/// [`BYTES_IN_FLIGHT`] (a larger item goes alone).
+fn windows<T>(items: &[T], size: impl Fn(&T) -> u64) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, item) in items.iter().enumerate() {
+        let full = i - start == PARALLEL_PUTS || bytes.saturating_add(size(item)) > BYTES_IN_FLIGHT;
+        if i > start && full {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(size(item));
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
 }
 
 /// One partition to `target`; its size.
@@ -142,4 +163,30 @@ pub fn with_weights_in_bucket(
         ..request.clone()
     };
     Ok((request, Some(note)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_go_eight_at_a_time_within_a_gigabyte() {
+        let lengths = |sizes: &[u64]| -> Vec<usize> {
+            windows(sizes, |s| *s).iter().map(|w| w.len()).collect()
+        };
+        // CAI's 100 MB files: eight at a time.
+        assert_eq!(lengths(&[100_000_000; 20]), [8, 8, 4]);
+        // 400 MB files: two at a time (1.2 GB would be past the bound).
+        assert_eq!(lengths(&[400_000_000; 5]), [2, 2, 1]);
+        // A file over the bound goes alone; small ones around it go together.
+        assert_eq!(lengths(&[10, 3 << 30, 10, 10]), [1, 1, 2]);
+        assert!(lengths(&[]).is_empty());
+        // Every item once, in order.
+        let sizes: Vec<u64> = (0..50).map(|i| i * 37_000_000).collect();
+        let flat: Vec<u64> = windows(&sizes, |s| *s).concat();
+        assert_eq!(flat, sizes);
+        for w in windows(&sizes, |s| *s) {
+            assert!(w.len() == 1 || w.iter().sum::<u64>() <= BYTES_IN_FLIGHT);
+        }
+    }
 }

@@ -100,7 +100,7 @@ pub struct AwsArgs {
     /// Partitions already in the stack's bucket (ours, or CAI's .pt), under this
     /// folder (or s3://BUCKET/FOLDER, BUCKET the stack's): nothing is uploaded, and
     /// --data is only where the results and the run registry go.
-    #[arg(long, value_name = "FOLDER")]
+    #[arg(long, value_name = "FOLDER", conflicts_with = "s3_prefix")]
     pub s3_data: Option<String>,
 }
 
@@ -113,9 +113,18 @@ impl AwsArgs {
             }
             return Ok(AwsData::Upload(self.s3_prefix.clone()));
         };
-        let folder = match given.strip_prefix("s3://") {
+        let url = given
+            .get(..5)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("s3://"))
+            .map(|_| &given[5..]);
+        let folder = match url {
             Some(rest) => {
                 let (other, folder) = rest.split_once('/').unwrap_or((rest, ""));
+                if other != bucket && folder.trim_matches('/').is_empty() {
+                    bail!(
+                        "--s3-data {given}: the stack's workers read its own bucket, {bucket}, only; copy the partitions' folder in first (aws s3 sync s3://{other}/FOLDER s3://{bucket}/FOLDER) and give --s3-data FOLDER"
+                    );
+                }
                 if other != bucket {
                     bail!(
                         "--s3-data {given}: the stack's workers read its own bucket, {bucket}, only; copy the data in first (aws s3 sync s3://{other}/{folder} s3://{bucket}/{folder}) and give --s3-data {folder}"
@@ -128,6 +137,13 @@ impl AwsArgs {
         let folder = folder.trim_matches('/');
         if let Err(e) = cosmicai_shared::run::check_key(folder) {
             bail!("--s3-data '{given}' {e}");
+        }
+        // A whole bucket holds checkpoints and past runs' files beside the data,
+        // and would be planned as partitions.
+        if folder.is_empty() {
+            bail!(
+                "--s3-data '{given}' names the whole bucket: give the folder that holds the partitions"
+            );
         }
         Ok(AwsData::InBucket(folder.to_string()))
     }
@@ -183,11 +199,13 @@ impl From<PrecisionArg> for Precision {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if args.aws.s3_data.is_some() && (args.target != TargetArg::Aws || args.estimate) {
+        bail!(
+            "--s3-data names partitions in the stack's bucket: it needs --target aws (and estimates only local data)"
+        );
+    }
     if args.estimate {
         return print_estimate(&args);
-    }
-    if args.aws.s3_data.is_some() && args.target != TargetArg::Aws {
-        bail!("--s3-data names partitions in the stack's bucket: it needs --target aws");
     }
     let summary = if args.target == TargetArg::Aws {
         execute_aws_run(&args)?
@@ -285,6 +303,11 @@ fn execute_aws_run(args: &RunArgs) -> Result<RunSummary> {
         args.aws.aws_endpoint.clone(),
     )?;
     let data = args.aws.data(&config.bucket)?;
+    if matches!(data, AwsData::InBucket(_)) {
+        // Only where the results and the registry go: made if it is not there.
+        std::fs::create_dir_all(&args.data)
+            .with_context(|| format!("--data {}", args.data.display()))?;
+    }
     let run_id = new_run_id();
     let request = request_of(args, &run_id)?;
     let aws = Executor::Aws {

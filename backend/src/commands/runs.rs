@@ -1,7 +1,7 @@
 //! `cosmicai runs`: the run history of a data directory.
 
 use crate::registry::Registry;
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -9,9 +9,12 @@ use std::path::PathBuf;
 #[command(
     after_help = "Examples:\n  cosmicai runs --data data/demo/partitions --json\n  \
     cosmicai runs --data data/demo/partitions --follow run-1764655200-4242-0\n\n\
+    cosmicai runs --data runs-home --adopt arn:aws:states:us-east-1:123456789012:execution:cosmicai:cai-1\n\n\
     --follow picks up an AWS run whose launcher stopped (a closed terminal, a lost\n\
     connection): it follows the execution to its end, copies the results back and\n\
-    closes the run's row, as if it had been followed all along."
+    closes the run's row, as if it had been followed all along. --adopt does the same\n\
+    for an execution started elsewhere (CAI's payload through `aws stepfunctions\n\
+    start-execution`), recording it here under the execution's name."
 )]
 pub struct RunsArgs {
     /// The data directory the runs used.
@@ -20,17 +23,39 @@ pub struct RunsArgs {
     /// Follow this AWS run again, to its end.
     #[arg(long, value_name = "RUN_ID")]
     pub follow: Option<String>,
+    /// Take in this execution of the stack's state machine, started elsewhere,
+    /// and follow it to its end (the bucket from --bucket or COSMICAI_AWS_BUCKET).
+    #[arg(long, value_name = "EXECUTION_ARN", conflicts_with = "follow")]
+    pub adopt: Option<String>,
+    /// The stack's bucket, for --adopt [env: COSMICAI_AWS_BUCKET].
+    #[arg(long, requires = "adopt")]
+    pub bucket: Option<String>,
+    /// An S3 + Step Functions endpoint other than AWS, for --adopt [env: COSMICAI_AWS_ENDPOINT].
+    #[arg(long, requires = "adopt")]
+    pub aws_endpoint: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: RunsArgs) -> Result<()> {
+    let control = crate::coordinator::RunControl {
+        quiet: args.json,
+        ..Default::default()
+    };
     if let Some(id) = &args.follow {
-        let control = crate::coordinator::RunControl {
-            quiet: args.json,
-            ..Default::default()
-        };
         let summary = crate::coordinator::reattach(&args.data, id, control, &mut |_| {})?;
+        return crate::output::emit(&(serde_json::to_string(&summary)? + "\n"));
+    }
+    if let Some(arn) = &args.adopt {
+        let config = crate::aws::AwsConfig::resolve(
+            args.bucket.clone(),
+            Some(state_machine_of(arn)?),
+            region_of(arn),
+            args.aws_endpoint.clone(),
+        )?;
+        std::fs::create_dir_all(&args.data)
+            .with_context(|| format!("--data {}", args.data.display()))?;
+        let summary = crate::coordinator::adopt(&args.data, config, arn, control, &mut |_| {})?;
         return crate::output::emit(&(serde_json::to_string(&summary)? + "\n"));
     }
     let runs = Registry::open(&args.data.join("cosmicai.sqlite"))?.list()?;
@@ -64,4 +89,62 @@ pub fn run(args: RunsArgs) -> Result<()> {
         );
     }
     crate::output::emit(&out)
+}
+
+/// The state machine of execution `arn`
+/// (`arn:PARTITION:states:REGION:ACCOUNT:execution:MACHINE:NAME`).
+fn state_machine_of(arn: &str) -> Result<String> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    match parts.as_slice() {
+        [
+            "arn",
+            partition,
+            "states",
+            region,
+            account,
+            "execution",
+            machine,
+            name,
+        ] if !machine.is_empty() && !name.is_empty() => Ok(format!(
+            "arn:{partition}:states:{region}:{account}:stateMachine:{machine}"
+        )),
+        _ => bail!(
+            "--adopt '{arn}' is not a Step Functions execution ARN (arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME)"
+        ),
+    }
+}
+
+/// The region an execution ARN names, where the environment names none.
+fn region_of(arn: &str) -> Option<String> {
+    arn.split(':')
+        .nth(3)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_execution_arn_names_its_state_machine() {
+        let arn = "arn:aws:states:eu-west-1:123456789012:execution:cosmicai:cai-1";
+        assert_eq!(
+            state_machine_of(arn).unwrap(),
+            "arn:aws:states:eu-west-1:123456789012:stateMachine:cosmicai"
+        );
+        assert_eq!(region_of(arn).as_deref(), Some("eu-west-1"));
+        for bad in [
+            "arn:aws:states:eu-west-1:123456789012:stateMachine:cosmicai",
+            "arn:aws:states:eu-west-1:123456789012:execution:cosmicai",
+            "arn:aws:states:eu-west-1:123456789012:execution::x",
+            "cai-1",
+        ] {
+            let e = state_machine_of(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("not a Step Functions execution ARN"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

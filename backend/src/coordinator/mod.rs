@@ -17,7 +17,7 @@ mod record;
 mod sweep;
 
 pub use estimate::estimate;
-pub use reattach::{reattach, reattach_interrupted};
+pub use reattach::{adopt, reattach, reattach_interrupted};
 pub use record::{Recorder, RunControl};
 pub use sweep::sweep;
 

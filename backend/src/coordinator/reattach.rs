@@ -1,16 +1,19 @@
 //! Following an AWS run again after its launcher stopped (a closed terminal, a
 //! restarted server, a follower that lost contact): the execution goes on, and
 //! billing with it, whether or not anyone watches. `cosmicai runs --follow ID`
-//! and `serve` at start pick such runs up from the registry.
+//! and `serve` at start pick such runs up from the registry; `runs --adopt ARN`
+//! takes in an execution started elsewhere (CAI's payload through
+//! `aws stepfunctions start-execution`).
 
 use super::record::{Recorder, RunControl};
-use crate::aws::{Aws, follow};
+use crate::aws::{Aws, AwsConfig, follow, sdk_error};
 use crate::registry::{Registry, coordinator_alive};
 use anyhow::{Result, bail};
-use cosmicai_engine::pipeline::RunSummary;
-use cosmicai_engine::store::LocalStore;
+use cosmicai_engine::pipeline::{Payload, RunSummary, payload_key};
+use cosmicai_engine::store::{LocalStore, ObjectStore};
 use cosmicai_shared::api::RunEvent;
-use cosmicai_shared::run::RunStatus;
+use cosmicai_shared::cai_payload::{PartitionsIn, translate};
+use cosmicai_shared::run::{RunRequest, RunStatus};
 use std::path::Path;
 
 /// Follows AWS run `run_id` of the registry under `root` to its end: its
@@ -77,4 +80,79 @@ pub fn reattach_interrupted(root: &Path) -> Result<usize> {
         });
     }
     Ok(ids.len())
+}
+
+/// Takes execution `arn` of the stack `config` names, started outside this
+/// registry, into the registry under `root` as a run named after the execution,
+/// then follows it to its end as [`reattach`] does. Its request is the plan
+/// Initialize wrote (`payload.json`: the request as the ranks run it), or, before
+/// Initialize has written one, the execution's input read as Initialize reads it.
+pub fn adopt(
+    root: &Path,
+    config: AwsConfig,
+    arn: &str,
+    control: RunControl,
+    observe: &mut dyn FnMut(&RunEvent),
+) -> Result<RunSummary> {
+    let aws = Aws::connect(config)?;
+    let described = aws
+        .s3
+        .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
+        .map_err(|e| anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e)))?;
+    if described.state_machine_arn() != aws.config.state_machine_arn {
+        bail!(
+            "execution {arn} belongs to state machine {}, not the stack's {}: give that stack's --state-machine-arn and --bucket",
+            described.state_machine_arn(),
+            aws.config.state_machine_arn
+        );
+    }
+    let run_id = described.name().unwrap_or_default().to_string();
+    let registry = Registry::open(&root.join("cosmicai.sqlite"))?;
+    if registry.run(&run_id)?.is_some() {
+        bail!(
+            "run {run_id} is in the registry of {} already: `cosmicai runs --follow {run_id}` follows it",
+            root.display()
+        );
+    }
+    drop(registry);
+    let request = adopted_request(&aws, arn, &run_id, described.input().unwrap_or("{}"))?;
+    let mut recorder = Recorder::new(root, &run_id, request.world_size, control, observe)?;
+    recorder.start(&request, &[])?;
+    recorder.record_aws(&crate::registry::AwsExecution {
+        config: aws.config.clone(),
+        execution_arn: arn.to_string(),
+    })?;
+    recorder.status(format!("following {arn}"));
+    let outcome = follow(
+        &aws,
+        &request,
+        &run_id,
+        arn,
+        &LocalStore::new(root),
+        &mut recorder,
+    );
+    recorder.end(outcome)
+}
+
+/// The request of execution `run_id`: Initialize's plan where it has written
+/// one for this run, else the execution's `input`, translated as Initialize does.
+fn adopted_request(aws: &Aws, arn: &str, run_id: &str, input: &str) -> Result<RunRequest> {
+    let invalid =
+        |e: String| anyhow::anyhow!("execution {arn}: its input is not a run request: {e}");
+    let input: serde_json::Value =
+        serde_json::from_str(input).map_err(|e| invalid(e.to_string()))?;
+    let (input, _notes) = translate(input, PartitionsIn::DataBucket).map_err(invalid)?;
+    let request: RunRequest = serde_json::from_value(input).map_err(|e| invalid(e.to_string()))?;
+    let problems = request.problems();
+    if !problems.is_empty() {
+        return Err(invalid(problems.join("; ")));
+    }
+    match aws.s3.get(&payload_key(&request.result_path)) {
+        Ok(bytes) => match serde_json::from_slice::<Payload>(&bytes) {
+            Ok(plan) if plan.run_id == run_id => Ok(plan.request),
+            _ => Ok(request),
+        },
+        Err(cosmicai_engine::store::StoreError::NotFound { .. }) => Ok(request),
+        Err(e) => Err(e.into()),
+    }
 }

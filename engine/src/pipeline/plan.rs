@@ -3,7 +3,7 @@
 use super::{PipelineError, payload_key};
 use crate::partition::EXTENSION;
 use crate::store::ObjectStore;
-use cosmicai_shared::run::{Device, RunRequest};
+use cosmicai_shared::run::RunRequest;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -139,13 +139,9 @@ pub fn plan(
     if !problems.is_empty() {
         return Err(PipelineError::Invalid(problems));
     }
-    if request.device == Device::Cuda && !cfg!(feature = "cuda") {
-        // Only the build is checked: the plan may be made where the ranks do not run.
-        return Err(PipelineError::Invalid(vec![format!(
-            "device cuda: {}",
-            crate::system::BUILT_WITHOUT_CUDA
-        )]));
-    }
+    // No check of this build's CUDA here: the plan is made where the ranks may not
+    // run (Lambda's Initialize plans CUDA runs for the Batch queue). Executors
+    // that run ranks here check it (`coordinator::check_device`).
     let listing = store.list(&request.data_prefix)?;
     // Result folders (any folder holding a payload.json) hold predictions, not partitions.
     let result_dirs: Vec<String> = listing

@@ -123,6 +123,7 @@ where
         objects,
         objects_with_cutouts: with_cutouts,
         model: request.model.clone(),
+        kernels: model.kernels(device),
         system,
     };
     on_event(RankEvent::Writing)?;

@@ -159,6 +159,7 @@ fn rank_result(rank: usize, objects: usize, request: &RunRequest) -> RankResult 
         objects,
         objects_with_cutouts: 0,
         model: request.model.clone(),
+        kernels: String::new(),
         system: Default::default(),
     }
 }
