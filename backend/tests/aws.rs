@@ -500,6 +500,48 @@ fn a_run_on_step_functions_and_lambda_matches_the_local_layout() {
         stderr.contains("0 partitions uploaded (0 bytes), 4 already there"),
         "{stderr}"
     );
+    // Another dataset's file of the same name and size in the bucket is not ours:
+    // its ETag tells it apart, and ours goes up over it.
+    let listed = store.list("partitions").unwrap();
+    let first = &listed[0];
+    let other: Vec<u8> = (0..first.size).map(|i| (i % 251) as u8).collect();
+    store.put(&first.key, &other).unwrap();
+    let third = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &["--world-size", "2", "--batch-size", "1000"],
+    );
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(third.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "1 partitions uploaded ({} bytes), 3 already there",
+            first.size
+        )),
+        "{stderr}"
+    );
+    assert_ne!(store.get(&first.key).unwrap(), other);
+}
+
+#[test]
+fn a_local_files_etag_is_the_one_s3_gives_it() {
+    // One part, the multipart threshold exactly, and several parts, against
+    // moto, which computes ETags as S3 does (MD5, or MD5 of the parts' MD5s).
+    let Some(bin) = venv_bin() else { return };
+    let stack = start_stack(&bin);
+    let store = s3(&stack);
+    let threshold = cosmicai_engine::store::s3::MULTIPART_THRESHOLD;
+    for len in [0, 1000, threshold, threshold + 1, 20_000_000] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+        let key = format!("etags/{len}");
+        store.put(&key, &bytes).unwrap();
+        let listed = store.list_with_etags("etags").unwrap();
+        let (_, etag) = listed.iter().find(|(o, _)| o.key == key).unwrap();
+        let ours = cosmicai_engine::store::s3::etag_of(&bytes[..], len as u64).unwrap();
+        assert_eq!(&ours, etag, "{len} bytes");
+        assert_eq!(etag.contains('-'), len > threshold, "{len} bytes: {etag}");
+    }
 }
 
 #[test]

@@ -236,7 +236,13 @@ fn bf16_on_the_cpu_stays_within_1e3_of_fp32_and_is_recorded() {
     }
     let written: serde_json::Value =
         serde_json::from_slice(&store.get("results/bf16/0.json").unwrap()).unwrap();
-    assert!(written["kernels"].as_str().unwrap().starts_with("fused CPU, bf16"), "{written}");
+    assert!(
+        written["kernels"]
+            .as_str()
+            .unwrap()
+            .starts_with("fused CPU, bf16"),
+        "{written}"
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&store.get("results/bf16/summary.json").unwrap()).unwrap();
     assert_eq!(summary["precision"], "bf16");

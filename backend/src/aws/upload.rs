@@ -1,9 +1,10 @@
-//! Partitions to the bucket: only those it lacks (same key and size), large ones
+//! Partitions to the bucket: only those it lacks (same key, size and ETag), large ones
 //! in parts (the S3 store switches to multipart above 16 MB), several at a time;
 //! and the model's weights, where the run names a local file.
 
 use anyhow::{Context, Result};
 use cosmicai_engine::pipeline::Payload;
+use cosmicai_engine::store::s3::etag_of;
 use cosmicai_engine::store::{LocalStore, ObjectStore, join};
 use cosmicai_shared::model::ModelSpec;
 use cosmicai_shared::run::RunRequest;
@@ -26,8 +27,9 @@ const PARALLEL_PUTS: usize = 8;
 const BYTES_IN_FLIGHT: u64 = 1 << 30;
 
 /// Uploads the partitions `plan` lists (keys in `local`) under `s3_prefix` in the
-/// bucket, skipping those already there with the same size, [`PARALLEL_PUTS`]
-/// at a time. `progress(done, total)`.
+/// bucket, [`PARALLEL_PUTS`] at a time, skipping those already there: the same
+/// key, size and ETag (the same bytes: two datasets whose files share names and
+/// sizes, as fixed-size partitions do, are told apart). `progress(done, total)`.
 pub fn upload(
     local: &LocalStore,
     plan: &Payload,
@@ -36,32 +38,44 @@ pub fn upload(
     s3_prefix: &str,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Upload> {
-    let remote: HashMap<String, u64> = aws
+    let remote: HashMap<String, (u64, String)> = aws
         .s3
-        .list(s3_prefix)?
+        .list_with_etags(s3_prefix)?
         .into_iter()
-        .map(|o| (o.key, o.size))
+        .map(|(o, etag)| (o.key, (o.size, etag)))
+        .collect();
+    let files: Vec<(&String, String, u64, Option<&String>)> = plan
+        .files
+        .iter()
+        .map(|(key, size)| {
+            let relative = key
+                .strip_prefix(local_prefix)
+                .unwrap_or(key)
+                .trim_start_matches('/');
+            let target = join(s3_prefix, relative);
+            // Only an object of the same size can hold the same bytes.
+            let etag = remote
+                .get(&target)
+                .filter(|(there, _)| there == size)
+                .map(|(_, etag)| etag);
+            (key, target, *size, etag)
+        })
         .collect();
     let mut report = Upload::default();
-    let mut missing = Vec::new();
-    for (key, size) in &plan.files {
-        let relative = key
-            .strip_prefix(local_prefix)
-            .unwrap_or(key)
-            .trim_start_matches('/');
-        let target = join(s3_prefix, relative);
-        if remote.get(&target) == Some(size) {
-            report.already_there += 1;
-        } else {
-            missing.push((key, target, *size));
-        }
-    }
-    progress(report.already_there, plan.files.len());
-    for window in windows(&missing, |(_, _, size)| *size) {
-        let sent: Vec<Result<u64>> = std::thread::scope(|scope| {
+    for window in windows(&files, |(_, _, size, _)| *size) {
+        let sent: Vec<Result<Option<u64>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = window
                 .iter()
-                .map(|(key, target, _)| scope.spawn(move || put(local, aws, key, target)))
+                .map(|(key, target, size, etag)| {
+                    scope.spawn(move || {
+                        if let Some(etag) = etag
+                            && local_etag(local, key, *size)? == **etag
+                        {
+                            return Ok(None);
+                        }
+                        put(local, aws, key, target).map(Some)
+                    })
+                })
                 .collect();
             handles
                 .into_iter()
@@ -71,13 +85,28 @@ pub fn upload(
                 })
                 .collect()
         });
-        for bytes in sent {
-            report.bytes += bytes?;
-            report.uploaded += 1;
+        for sent in sent {
+            match sent? {
+                Some(bytes) => {
+                    report.bytes += bytes;
+                    report.uploaded += 1;
+                }
+                None => report.already_there += 1,
+            }
         }
         progress(report.already_there + report.uploaded, plan.files.len());
     }
     Ok(report)
+}
+
+/// The ETag S3 would give the local partition `key` (read as it streams).
+fn local_etag(local: &LocalStore, key: &str, size: u64) -> Result<String> {
+    let path = local
+        .local_path(key)
+        .ok_or_else(|| anyhow::anyhow!("{key}: not in the local store"))?;
+    let file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+    etag_of(std::io::BufReader::new(file), size)
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 /// `items` in runs of at most [`PARALLEL_PUTS`] whose sizes add up to at most

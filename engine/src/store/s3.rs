@@ -202,8 +202,45 @@ fn checked(key: &str) -> Result<&str, StoreError> {
     Ok(key)
 }
 
-impl ObjectStore for S3Store {
-    fn list(&self, prefix: &str) -> Result<Vec<StoreObject>, StoreError> {
+/// The ETag S3 gives `len` bytes read from `reader` when this store puts them:
+/// their MD5 in one part, or, above [`MULTIPART_THRESHOLD`], the MD5 of the
+/// [`PART_SIZE`] parts' MD5s and the part count (objects encrypted with SSE-S3,
+/// as the template's bucket is). A local file whose ETag matches the object's is
+/// the same bytes, where a size alone is not.
+pub fn etag_of(mut reader: impl std::io::Read, len: u64) -> std::io::Result<String> {
+    use md5::{Digest, Md5};
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut part = vec![0u8; PART_SIZE];
+    let mut parts = Md5::new();
+    let (mut count, mut whole) = (0usize, Md5::new());
+    loop {
+        let mut filled = 0;
+        while filled < PART_SIZE {
+            match reader.read(&mut part[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        whole.update(&part[..filled]);
+        parts.update(Md5::digest(&part[..filled]));
+        count += 1;
+        if filled < PART_SIZE {
+            break;
+        }
+    }
+    Ok(if len as usize > MULTIPART_THRESHOLD {
+        format!("{}-{count}", hex(&parts.finalize()))
+    } else {
+        hex(&whole.finalize())
+    })
+}
+
+impl S3Store {
+    /// The objects under `prefix` (a folder) with their ETags, quotes removed.
+    pub fn list_with_etags(&self, prefix: &str) -> Result<Vec<(StoreObject, String)>, StoreError> {
         let prefix = checked(prefix)?;
         // A folder: "a" lists "a/..." not "ab".
         let folder = if prefix.is_empty() || prefix.ends_with('/') {
@@ -226,10 +263,14 @@ impl ObjectStore for S3Store {
                     .map_err(|e| self.error(prefix, sdk(&e)))?;
                 for o in page.contents() {
                     if let Some(key) = o.key() {
-                        out.push(StoreObject {
+                        let object = StoreObject {
                             key: key.to_string(),
                             size: o.size().unwrap_or(0).max(0) as u64,
-                        });
+                        };
+                        out.push((
+                            object,
+                            o.e_tag().unwrap_or("").trim_matches('"').to_string(),
+                        ));
                     }
                 }
                 token = page.next_continuation_token().map(str::to_string);
@@ -237,9 +278,19 @@ impl ObjectStore for S3Store {
                     break;
                 }
             }
-            out.sort_by(|a, b| a.key.cmp(&b.key));
+            out.sort_by(|a, b| a.0.key.cmp(&b.0.key));
             Ok(out)
         })
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn list(&self, prefix: &str) -> Result<Vec<StoreObject>, StoreError> {
+        Ok(self
+            .list_with_etags(prefix)?
+            .into_iter()
+            .map(|(object, _)| object)
+            .collect())
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
