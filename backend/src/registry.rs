@@ -146,6 +146,14 @@ impl Registry {
         Ok(())
     }
 
+    pub fn set_created_at(&self, id: &str, secs: i64) -> Result<()> {
+        self.db.execute(
+            "UPDATE runs SET created_at = ?2 WHERE id = ?1",
+            params![id, secs],
+        )?;
+        Ok(())
+    }
+
     pub fn rank_update(
         &self,
         run_id: &str,

@@ -522,6 +522,26 @@ fn a_run_on_step_functions_and_lambda_matches_the_local_layout() {
         "{stderr}"
     );
     assert_ne!(store.get(&first.key).unwrap(), other);
+    // A partition another dataset left under the prefix would run too: refused
+    // by name before the execution starts.
+    store
+        .put("partitions/zz-other.safetensors", &other)
+        .unwrap();
+    let stale = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &["--world-size", "2", "--batch-size", "1000"],
+    );
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert!(!stale.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "s3://{BUCKET}/partitions holds 1 partition files that {} does not (such as zz-other.safetensors)",
+            data.display()
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -550,8 +570,8 @@ fn failed_ranks_are_reported_and_the_tolerance_decides_the_execution() {
     let (stack, store, client, arn) = deployed(&bin, "cosmicai-failures");
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());
-    // Upload once, then break the last partition in the bucket (same size, so
-    // later uploads leave it alone): the rank reading it fails for good.
+    // Break the last partition here (same size, other bytes): the upload sends
+    // it, as its ETag is not the bucket's, and the rank reading it fails for good.
     let ok = aws_run(
         &stack,
         &arn,
@@ -563,15 +583,14 @@ fn failed_ranks_are_reported_and_the_tolerance_decides_the_execution() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let last = store
-        .list("partitions")
+    let last = std::fs::read_dir(&data)
         .unwrap()
-        .into_iter()
-        .rfind(|o| o.key.ends_with(".safetensors"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .max()
         .unwrap();
-    store
-        .put(&last.key, &vec![b'x'; last.size as usize])
-        .unwrap();
+    let size = std::fs::metadata(&last).unwrap().len();
+    std::fs::write(&last, vec![b'x'; size as usize]).unwrap();
 
     // moto runs every item and ignores the tolerance (real Step Functions fails the Map
     // above it, and the definition then summarizes and fails the execution); what
@@ -1126,6 +1145,41 @@ fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place(
         !again.status.success() && stderr.contains("runs --follow cai-input"),
         "{stderr}"
     );
+    // An execution Initialize refused, its result path another run's: nothing
+    // of that run is copied or taken for this one's.
+    let refused = store
+        .block_on(
+            client
+                .start_execution()
+                .state_machine_arn(&arn)
+                .name("cai-input-again")
+                .input(input.to_string())
+                .send(),
+        )
+        .unwrap();
+    let out = adopt(refused.execution_arn());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "cai-input-again ended FAILED with no plan of its own under results/cai-input"
+        ),
+        "{stderr}"
+    );
+    let runs = common::ok_json(&["runs", "--data", &home.display().to_string(), "--json"]);
+    let row = |id: &str| {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+    };
+    assert_eq!(
+        row("cai-input-again").unwrap()["status"],
+        "failed",
+        "{runs}"
+    );
+    assert_eq!(row("cai-input").unwrap()["status"], "succeeded", "{runs}");
     let elsewhere = adopt(
         &started
             .execution_arn()

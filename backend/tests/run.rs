@@ -370,6 +370,24 @@ fn estimate_then_sweep_with_a_chart_and_csv() {
         "cpu,cuda",
     ]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cuda"));
+    // Nor is a CUDA run estimated on a machine that cannot start it.
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &data,
+        "--world-size",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "cuda",
+        "--estimate",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("device cuda:"),
+        "{stderr}"
+    );
 }
 
 #[test]

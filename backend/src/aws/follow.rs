@@ -6,7 +6,7 @@ use crate::coordinator::Recorder;
 use crate::registry::AwsExecution;
 use anyhow::{Context, Result, bail};
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
-use cosmicai_engine::pipeline::{RunSummary, measures_key};
+use cosmicai_engine::pipeline::{Payload, RunSummary, measures_key, payload_key};
 use cosmicai_engine::store::{
     LocalStore, ObjectStore, PARALLEL_GETS, StoreError, for_each_fetched, join,
 };
@@ -160,23 +160,51 @@ pub fn follow(
             retrying: false,
         });
     }
-    // The results are safe in the bucket: a failed copy leaves the run to be
-    // followed again (interrupted), not failed.
-    copy_results(aws, &request.result_path, local).map_err(|e| {
-        LostContact(format!(
-            "execution {run_id} ended {}, but copying its results back failed ({e:#}); \
-             `cosmicai runs --follow {run_id}` copies them again",
-            status.as_str()
-        ))
-    })?;
-    match local.get(&join(&request.result_path, "summary.json")) {
-        Ok(bytes) => serde_json::from_slice(&bytes).context("reading the run's summary.json"),
-        Err(StoreError::NotFound { .. }) => bail!(
-            "execution {run_id} ended {} without a summary{}",
-            status.as_str(),
-            error.map(|e| format!(": {e}")).unwrap_or_default()
-        ),
-        Err(e) => Err(e.into()),
+    // Only a plan this run wrote makes what lies under its result path its own:
+    // Initialize refuses a result_path that holds another run's results.
+    let ended = status.as_str().to_string();
+    let failure = error.map(|e| format!(": {e}")).unwrap_or_default();
+    if !wrote_its_plan(aws, request, run_id).map_err(|e| lost(run_id, &e))? {
+        bail!(
+            "execution {run_id} ended {ended} with no plan of its own under {}{failure}",
+            request.result_path
+        );
+    }
+    copy_results(aws, &request.result_path, local, run_id)?;
+    let summary: RunSummary = match local.get(&join(&request.result_path, "summary.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).context("reading the run's summary.json")?,
+        Err(StoreError::NotFound { .. }) => {
+            bail!("execution {run_id} ended {ended} without a summary{failure}")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if summary.run_id != run_id {
+        bail!(
+            "{}/summary.json is run {}'s, not {run_id}'s",
+            request.result_path,
+            summary.run_id
+        );
+    }
+    Ok(summary)
+}
+
+/// The results are safe in the bucket: an AWS call that failed leaves the run
+/// to be followed again (interrupted), not failed.
+fn lost(run_id: &str, e: &dyn std::fmt::Display) -> anyhow::Error {
+    LostContact(format!(
+        "copying the results of {run_id} back failed ({e}); `cosmicai runs --follow {run_id}` copies them again"
+    ))
+    .into()
+}
+
+/// Whether the run's `payload.json` is there and names `run_id`.
+fn wrote_its_plan(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<bool, StoreError> {
+    match aws.s3.get(&payload_key(&request.result_path)) {
+        Ok(bytes) => {
+            Ok(serde_json::from_slice::<Payload>(&bytes).is_ok_and(|p| p.run_id == run_id))
+        }
+        Err(StoreError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -350,17 +378,22 @@ fn new_measures(
 /// Copies everything under the run's result path from the bucket to the local
 /// store, [`PARALLEL_GETS`] objects at a time: a run of 10,000 ranks leaves over
 /// 30,000 of them, which one at a time would take minutes of round trips.
-fn copy_results(aws: &Aws, result_path: &str, local: &LocalStore) -> Result<()> {
+fn copy_results(aws: &Aws, result_path: &str, local: &LocalStore, run_id: &str) -> Result<()> {
     let keys: Vec<String> = aws
         .s3
-        .list(result_path)?
+        .list(result_path)
+        .map_err(|e| lost(run_id, &e))?
         .into_iter()
         .map(|object| object.key)
+        // A console's folder marker (`x/`), or a key no local file can take, is not a result.
+        .filter(|key| !key.ends_with('/') && cosmicai_shared::run::check_key(key).is_ok())
         .collect();
     for_each_fetched(&aws.s3, &keys, PARALLEL_GETS, |i, fetched| {
         let key = &keys[i];
-        let bytes = fetched.with_context(|| format!("copying the run's {key}"))?;
-        local.put(key, &bytes)?;
+        let bytes = fetched.map_err(|e| lost(run_id, &e))?;
+        local
+            .put(key, &bytes)
+            .with_context(|| format!("writing the run's {key} here"))?;
         Ok::<_, anyhow::Error>(())
     })
 }

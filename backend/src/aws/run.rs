@@ -2,9 +2,9 @@
 //! already there), start the state machine, follow it to the end, copy the
 //! results back.
 
-use super::{Aws, start_and_follow, upload, with_weights_in_bucket};
+use super::{Aws, LocalWeights, start_and_follow, upload};
 use crate::coordinator::{AwsData, Recorder};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{
     LAMBDA_MAX_MEMORY_MB, Payload, RunSummary, check_express_time, plan,
 };
@@ -25,22 +25,23 @@ pub fn execute_on_aws(
     recorder: &mut Recorder,
 ) -> Result<RunSummary> {
     let local = LocalStore::new(root);
-    // The model's weights go up after a local plan (which leaves the local file out
-    // of the data) and before a plan over the bucket (which leaves its key out).
-    let weights_up = |request: &RunRequest, recorder: &mut Recorder| -> Result<RunRequest> {
-        let (request, note) = with_weights_in_bucket(aws, request)?;
-        if let Some(note) = note {
-            recorder.println(&note);
-        }
-        Ok(request)
-    };
+    // The weights' key is known before anything is sent: a plan over the bucket
+    // leaves it out of the data, and a refused plan has sent nothing.
+    let (with_key, weights) = LocalWeights::of(request)?;
     let (remote, planned) = match data {
-        AwsData::Upload(s3_prefix) => {
-            let (remote, planned) = uploaded(aws, root, request, s3_prefix, run_id, recorder)?;
-            (weights_up(&remote, recorder)?, planned)
-        }
+        // The local plan reads the request as given, which leaves a local weights
+        // file among the partitions out of the data.
+        AwsData::Upload(s3_prefix) => uploaded(
+            aws,
+            root,
+            request,
+            &with_key.model,
+            s3_prefix,
+            run_id,
+            recorder,
+        )?,
         AwsData::InBucket(s3_prefix) => {
-            let remote = in_bucket(aws, &weights_up(request, recorder)?, s3_prefix);
+            let remote = in_bucket(aws, &with_key, s3_prefix);
             // Planned as Initialize will plan it: from the bucket's listing alone.
             let planned = plan(&aws.s3, &remote, run_id)?;
             refuse_too_long(&planned)?;
@@ -53,6 +54,9 @@ pub fn execute_on_aws(
             (remote, planned)
         }
     };
+    if let Some(weights) = &weights {
+        recorder.println(&weights.send(aws)?);
+    }
     recorder.start(&remote, &planned.ranks)?;
     recorder.status("on AWS".into());
     start_and_follow(aws, &remote, run_id, &local, recorder)
@@ -91,6 +95,7 @@ fn uploaded(
     aws: &Aws,
     root: &Path,
     request: &RunRequest,
+    remote_model: &str,
     s3_prefix: &str,
     run_id: &str,
     recorder: &mut Recorder,
@@ -127,7 +132,36 @@ fn uploaded(
         "s3://{}/{s3_prefix}: {} partitions uploaded ({} bytes), {} already there",
         aws.config.bucket, uploaded.uploaded, uploaded.bytes, uploaded.already_there
     ));
-    Ok((in_bucket(aws, request, s3_prefix), local_plan))
+    let remote = RunRequest {
+        model: remote_model.to_string(),
+        ..in_bucket(aws, request, s3_prefix)
+    };
+    // Initialize plans over the bucket's listing: partitions another dataset
+    // left under the prefix would run too.
+    let remote_plan = plan(&aws.s3, &remote, run_id)?;
+    let names = |p: &Payload, prefix: &str| -> Vec<String> {
+        p.files
+            .iter()
+            .map(|(key, _)| {
+                let name = key.strip_prefix(prefix).unwrap_or(key);
+                name.trim_start_matches('/').to_string()
+            })
+            .collect()
+    };
+    let ours = names(&local_plan, &request.data_prefix);
+    let there = names(&remote_plan, s3_prefix);
+    if ours != there {
+        let ours: std::collections::HashSet<&String> = ours.iter().collect();
+        let extra: Vec<&String> = there.iter().filter(|n| !ours.contains(n)).collect();
+        bail!(
+            "s3://{}/{s3_prefix} holds {} partition files that {} does not (such as {}): the run would read them too; give --s3-prefix a folder of its own, or remove them",
+            aws.config.bucket,
+            extra.len(),
+            root.join(&request.data_prefix).components().as_path().display(),
+            extra.first().map_or("-", |n| n.as_str())
+        );
+    }
+    Ok((remote, remote_plan))
 }
 
 #[cfg(test)]

@@ -105,8 +105,7 @@ fn local_etag(local: &LocalStore, key: &str, size: u64) -> Result<String> {
         .local_path(key)
         .ok_or_else(|| anyhow::anyhow!("{key}: not in the local store"))?;
     let file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
-    etag_of(std::io::BufReader::new(file), size)
-        .with_context(|| format!("reading {}", path.display()))
+    etag_of(file, size).with_context(|| format!("reading {}", path.display()))
 }
 
 /// `items` in runs of at most [`PARALLEL_PUTS`] whose sizes add up to at most
@@ -137,61 +136,76 @@ fn put(local: &LocalStore, aws: &super::Aws, key: &str, target: &str) -> Result<
     Ok(bytes.len() as u64)
 }
 
-/// `request` with its model's weights in the bucket: a local file it names goes
-/// to `models/<name>-<first 12 hex digits of its SHA-256>.<extension>` (skipped
-/// when that key already holds as many bytes), so a CAI user's checkpoint needs
-/// no `aws s3 cp`, and two files of one name never overwrite each other. A path
-/// that is no local file is a key in a bucket, left for Initialize to check.
-pub fn with_weights_in_bucket(
-    aws: &super::Aws,
-    request: &RunRequest,
-) -> Result<(RunRequest, Option<String>)> {
-    let spec = request.model_spec().map_err(anyhow::Error::msg)?;
-    let Some(path) = spec.weights().filter(|p| !p.starts_with("s3://")) else {
-        return Ok((request.clone(), None));
-    };
-    let local = Path::new(path);
-    if !local.is_file() {
-        return Ok((request.clone(), None));
+/// A local weights file a run names, and its key in the bucket:
+/// `models/<name>-<first 12 hex digits of its SHA-256>.<extension>`, so a CAI
+/// user's checkpoint needs no `aws s3 cp`, and two files of one name never
+/// overwrite each other.
+pub struct LocalWeights {
+    path: String,
+    key: String,
+    bytes: Vec<u8>,
+}
+
+impl LocalWeights {
+    /// `request` reading its weights from the bucket, and the local file to send
+    /// there first, where the model names one; nothing is sent yet. A path that
+    /// is no local file is a key in a bucket, left for Initialize to check.
+    pub fn of(request: &RunRequest) -> Result<(RunRequest, Option<LocalWeights>)> {
+        let spec = request.model_spec().map_err(anyhow::Error::msg)?;
+        let Some(path) = spec.weights().filter(|p| !p.starts_with("s3://")) else {
+            return Ok((request.clone(), None));
+        };
+        let local = Path::new(path);
+        if !local.is_file() {
+            return Ok((request.clone(), None));
+        }
+        let bytes =
+            std::fs::read(local).with_context(|| format!("model '{spec}': reading {path}"))?;
+        let digest = Sha256::digest(&bytes);
+        let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let stem = local
+            .file_stem()
+            .map_or("weights".into(), |s| s.to_string_lossy());
+        let key = match local.extension() {
+            Some(ext) => format!("models/{stem}-{hash}.{}", ext.to_string_lossy()),
+            None => format!("models/{stem}-{hash}"),
+        };
+        cosmicai_shared::run::check_key(&key)
+            .map_err(|e| anyhow::anyhow!("model '{spec}': its key in the bucket, {key}, {e}"))?;
+        let model = match spec {
+            ModelSpec::PhotoZ(_) => ModelSpec::PhotoZ(Some(key.clone())),
+            ModelSpec::AstroMae(_) => ModelSpec::AstroMae(key.clone()),
+        };
+        let request = RunRequest {
+            model: model.to_string(),
+            ..request.clone()
+        };
+        let path = path.to_string();
+        Ok((request, Some(LocalWeights { path, key, bytes })))
     }
-    let bytes = std::fs::read(local).with_context(|| format!("model '{spec}': reading {path}"))?;
-    let digest = Sha256::digest(&bytes);
-    let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-    let stem = local
-        .file_stem()
-        .map_or("weights".into(), |s| s.to_string_lossy());
-    let key = match local.extension() {
-        Some(ext) => format!("models/{stem}-{hash}.{}", ext.to_string_lossy()),
-        None => format!("models/{stem}-{hash}"),
-    };
-    cosmicai_shared::run::check_key(&key)
-        .map_err(|e| anyhow::anyhow!("model '{spec}': its key in the bucket, {key}, {e}"))?;
-    let there = aws
-        .s3
-        .list("models")?
-        .iter()
-        .any(|o| o.key == key && o.size == bytes.len() as u64);
-    let bucket = aws.s3.bucket();
-    let note = if there {
-        format!("model weights {path}: already in s3://{bucket}/{key}")
-    } else {
-        aws.s3.put(&key, &bytes).with_context(|| {
+
+    /// Sends the file, unless its key already holds as many bytes (the key
+    /// names its hash); says which.
+    pub fn send(&self, aws: &super::Aws) -> Result<String> {
+        let (path, key, bucket) = (&self.path, &self.key, aws.s3.bucket());
+        let there = aws
+            .s3
+            .list("models")?
+            .iter()
+            .any(|o| o.key == *key && o.size == self.bytes.len() as u64);
+        if there {
+            return Ok(format!(
+                "model weights {path}: already in s3://{bucket}/{key}"
+            ));
+        }
+        aws.s3.put(key, &self.bytes).with_context(|| {
             format!("uploading the model's weights {path} to s3://{bucket}/{key}")
         })?;
-        format!(
+        Ok(format!(
             "model weights {path}: uploaded to s3://{bucket}/{key} ({} bytes)",
-            bytes.len()
-        )
-    };
-    let model = match spec {
-        ModelSpec::PhotoZ(_) => ModelSpec::PhotoZ(Some(key)),
-        ModelSpec::AstroMae(_) => ModelSpec::AstroMae(key),
-    };
-    let request = RunRequest {
-        model: model.to_string(),
-        ..request.clone()
-    };
-    Ok((request, Some(note)))
+            self.bytes.len()
+        ))
+    }
 }
 
 #[cfg(test)]

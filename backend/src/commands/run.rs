@@ -242,6 +242,9 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
                 request.bucket
             );
         }
+        if args.target == TargetArg::Aws {
+            return Ok(request); // local weights go up with the run, keys are Initialize's
+        }
         return with_local_weights(request);
     }
     let request = RunRequest {
@@ -266,7 +269,7 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         timeout_s: args.timeout,
     };
     if args.target == TargetArg::Aws {
-        return Ok(request); // weights named by S3 key, checked by Initialize
+        return Ok(request); // local weights go up with the run, keys are Initialize's
     }
     with_local_weights(request)
 }

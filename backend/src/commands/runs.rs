@@ -114,7 +114,7 @@ fn state_machine_of(arn: &str) -> Result<String> {
     }
 }
 
-/// The region an execution ARN names, where the environment names none.
+/// The region an execution ARN names: where the execution is.
 fn region_of(arn: &str) -> Option<String> {
     arn.split(':')
         .nth(3)

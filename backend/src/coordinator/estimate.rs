@@ -19,6 +19,15 @@ pub fn estimate(
     concurrency: Option<usize>,
     calibration: &OnceLock<(f64, f64)>,
 ) -> Result<Estimate> {
+    // Calibrated on this machine: a CUDA run it cannot start has no estimate here.
+    if request.device == cosmicai_shared::run::Device::Cuda
+        && let Some(why) = cosmicai_engine::system::cuda_unavailable()
+    {
+        return Err(
+            cosmicai_engine::pipeline::PipelineError::Invalid(vec![format!("device cuda: {why}")])
+                .into(),
+        );
+    }
     let store = LocalStore::new(root);
     let payload = plan(&store, request, "estimate")?;
     let (concurrency, threads) = super::concurrency_and_threads(concurrency, request.world_size);

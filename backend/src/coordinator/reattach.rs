@@ -99,14 +99,22 @@ pub fn adopt(
         .s3
         .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
         .map_err(|e| anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e)))?;
-    if described.state_machine_arn() != aws.config.state_machine_arn {
+    if let Ok(stack) = std::env::var("COSMICAI_STATE_MACHINE_ARN")
+        && !stack.trim().is_empty()
+        && described.state_machine_arn() != stack.trim()
+    {
         bail!(
-            "execution {arn} belongs to state machine {}, not the stack's {}: give that stack's --state-machine-arn and --bucket",
-            described.state_machine_arn(),
-            aws.config.state_machine_arn
+            "execution {arn} belongs to state machine {}, not the stack's {stack} (COSMICAI_STATE_MACHINE_ARN): give its own stack's bucket and state machine",
+            described.state_machine_arn()
         );
     }
-    let run_id = described.name().unwrap_or_default().to_string();
+    let Some(run_id) = described
+        .name()
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+    else {
+        bail!("execution {arn}: DescribeExecution named no execution");
+    };
     let registry = Registry::open(&root.join("cosmicai.sqlite"))?;
     if registry.run(&run_id)?.is_some() {
         bail!(
@@ -116,8 +124,19 @@ pub fn adopt(
     }
     drop(registry);
     let request = adopted_request(&aws, arn, &run_id, described.input().unwrap_or("{}"))?;
+    if request.bucket != aws.config.bucket {
+        bail!(
+            "execution {arn} runs in bucket {}, not {}: give --bucket {} (the stack's workers write there)",
+            request.bucket,
+            aws.config.bucket,
+            request.bucket
+        );
+    }
     let mut recorder = Recorder::new(root, &run_id, request.world_size, control, observe)?;
     recorder.start(&request, &[])?;
+    // Dated when it started, not when it was taken in: the registry follows runs
+    // again only as long as Step Functions keeps their history.
+    recorder.set_created_at(described.start_date().secs())?;
     recorder.record_aws(&crate::registry::AwsExecution {
         config: aws.config.clone(),
         execution_arn: arn.to_string(),
@@ -147,9 +166,17 @@ fn adopted_request(aws: &Aws, arn: &str, run_id: &str, input: &str) -> Result<Ru
     if !problems.is_empty() {
         return Err(invalid(problems.join("; ")));
     }
+    // The plan is read from the bucket: taken only where it is this run's, for
+    // this result path, and a valid request.
     match aws.s3.get(&payload_key(&request.result_path)) {
         Ok(bytes) => match serde_json::from_slice::<Payload>(&bytes) {
-            Ok(plan) if plan.run_id == run_id => Ok(plan.request),
+            Ok(plan)
+                if plan.run_id == run_id
+                    && plan.request.result_path == request.result_path
+                    && plan.request.problems().is_empty() =>
+            {
+                Ok(plan.request)
+            }
             _ => Ok(request),
         },
         Err(cosmicai_engine::store::StoreError::NotFound { .. }) => Ok(request),

@@ -84,6 +84,12 @@ impl<'a> Recorder<'a> {
         self.registry.start(&self.run_id, request)
     }
 
+    /// When the run started, where that was before this process took it in
+    /// (seconds since the Unix epoch).
+    pub fn set_created_at(&self, secs: i64) -> Result<()> {
+        self.registry.set_created_at(&self.run_id, secs)
+    }
+
     /// Where the run executes on AWS, kept so it can be followed again.
     pub fn record_aws(&self, aws: &crate::registry::AwsExecution) -> Result<()> {
         self.registry.set_aws(&self.run_id, aws)

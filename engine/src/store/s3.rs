@@ -210,6 +210,7 @@ fn checked(key: &str) -> Result<&str, StoreError> {
 pub fn etag_of(mut reader: impl std::io::Read, len: u64) -> std::io::Result<String> {
     use md5::{Digest, Md5};
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let multipart = len > MULTIPART_THRESHOLD as u64;
     let mut part = vec![0u8; PART_SIZE];
     let mut parts = Md5::new();
     let (mut count, mut whole) = (0usize, Md5::new());
@@ -224,14 +225,17 @@ pub fn etag_of(mut reader: impl std::io::Read, len: u64) -> std::io::Result<Stri
         if filled == 0 {
             break;
         }
-        whole.update(&part[..filled]);
-        parts.update(Md5::digest(&part[..filled]));
+        if multipart {
+            parts.update(Md5::digest(&part[..filled]));
+        } else {
+            whole.update(&part[..filled]);
+        }
         count += 1;
         if filled < PART_SIZE {
             break;
         }
     }
-    Ok(if len as usize > MULTIPART_THRESHOLD {
+    Ok(if multipart {
         format!("{}-{count}", hex(&parts.finalize()))
     } else {
         hex(&whole.finalize())
