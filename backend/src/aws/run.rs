@@ -157,7 +157,10 @@ fn uploaded(
             "s3://{}/{s3_prefix} holds {} partition files that {} does not (such as {}): the run would read them too; give --s3-prefix a folder of its own, or remove them",
             aws.config.bucket,
             extra.len(),
-            root.join(&request.data_prefix).components().as_path().display(),
+            root.join(&request.data_prefix)
+                .components()
+                .as_path()
+                .display(),
             extra.first().map_or("-", |n| n.as_str())
         );
     }
