@@ -101,8 +101,14 @@ pub fn check_express_time(payload: &Payload) -> Result<(), PipelineError> {
     let request = &payload.request;
     let budget = EXPRESS_RANK_TIMEOUT_S - COLD_START_S;
     let fix = if slowest.seconds_per_file > budget {
+        // At Lambda's largest memory, more is not to be had.
+        let memory = if request.memory_mb < LAMBDA_MAX_MEMORY_MB {
+            ", or give the function more memory (memory_mb; on AWS, the template's MemorySize)"
+        } else {
+            ""
+        };
         format!(
-            "one file alone may take {:.0} s: split the partitions smaller (`cosmicai partition --size 25MB`), or give the function more memory (memory_mb; on AWS, the template's MemorySize)",
+            "one file alone may take {:.0} s: split the partitions smaller (`cosmicai partition --size 25MB`){memory}",
             slowest.seconds_per_file
         )
     } else {
@@ -171,5 +177,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("split the partitions smaller"), "{e}");
+        assert!(e.contains("give the function more memory"), "{e}");
+        // At Lambda's largest memory, more is not offered.
+        let mut largest = payload(1, 4_000_000_000, 1, "astromae:m.pt");
+        largest.request.memory_mb = LAMBDA_MAX_MEMORY_MB;
+        let e = check_express_time(&largest).unwrap_err().to_string();
+        assert!(e.contains("split the partitions smaller"), "{e}");
+        assert!(!e.contains("more memory"), "{e}");
     }
 }
