@@ -249,6 +249,12 @@ fn cai_pt_partitions_import_bit_for_bit_and_run_with_astromae() {
             && stdout.contains(": n 4 NMAD"),
         "{stdout}"
     );
+    // What computed it, in the report and in the summary.
+    assert!(
+        stdout.contains("  on cpu in fp32: fused CPU, fp32\n"),
+        "{stdout}"
+    );
+    assert_eq!(last_json_line(&out)["kernels"], "fused CPU, fp32");
     let expected = astromae_expected();
     let predicted = predicted_redshifts(&cai.join("results/r"), 1);
     assert_eq!(predicted.len(), 4);

@@ -246,6 +246,13 @@ fn bf16_on_the_cpu_stays_within_1e3_of_fp32_and_is_recorded() {
     let summary: serde_json::Value =
         serde_json::from_slice(&store.get("results/bf16/summary.json").unwrap()).unwrap();
     assert_eq!(summary["precision"], "bf16");
+    assert!(
+        summary["kernels"]
+            .as_str()
+            .unwrap()
+            .starts_with("fused CPU, bf16 ("),
+        "{summary}"
+    );
     let (fp32, bf16) = (predictions(&store, "fp32"), predictions(&store, "bf16"));
     assert_eq!(fp32.len(), 4);
     let worst = fp32

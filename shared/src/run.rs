@@ -323,6 +323,10 @@ pub struct RunSummary {
     /// The number format the model computed in.
     #[serde(default)]
     pub precision: Precision,
+    /// What computed the model, as its ranks recorded it (distinct values,
+    /// joined by "; "; empty where no rank said).
+    #[serde(default)]
+    pub kernels: String,
     pub batch_size: usize,
     pub memory_mb: u32,
     pub files: usize,

@@ -512,7 +512,8 @@ try {
     assert.equal(await page.textContent('.run-status'), 'finished: succeeded');
     await page.waitForSelector('.results .scatter canvas.plot', { timeout: 30000 });
     assert.ok(Number(await page.getAttribute('.results .scatter', 'data-points')) > 20);
-    assert.match(await page.textContent('.results-line'), /astromae:astromae_module\.pt on cpu in fp32, no class prediction/);
+    // What computed it: AstroMAE's fused CPU kernels, as its ranks recorded.
+    assert.match(await page.textContent('.results-line'), /astromae:astromae_module\.pt on cpu in fp32 \(fused CPU, fp32\), no class prediction/);
     await page.screenshot({ path: join(shots, 'run-astromae.png'), fullPage: true });
   });
 

@@ -347,7 +347,7 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
     if json {
         let line = json!({
             "run_id": s.run_id, "status": s.status, "ranks": s.ranks, "failed_ranks": s.failed_ranks,
-            "objects": s.objects, "objects_with_cutouts": s.objects_with_cutouts, "model": s.model, "device": s.device, "precision": s.precision, "predicts_class": s.predicts_class, "duration_s": s.duration_s, "samples_per_s": s.samples_per_s,
+            "objects": s.objects, "objects_with_cutouts": s.objects_with_cutouts, "model": s.model, "device": s.device, "precision": s.precision, "kernels": s.kernels, "predicts_class": s.predicts_class, "duration_s": s.duration_s, "samples_per_s": s.samples_per_s,
             "cost_usd": s.cost_usd, "result_path": s.result_path, "metrics": s.metrics, "per_rank": s.per_rank,
         });
         return crate::output::emit(&format!("{line}\n"));
@@ -376,6 +376,15 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
             out,
             "  the model's image branch read the cutouts of {} objects; the rest went on magnitudes alone",
             s.objects_with_cutouts
+        );
+    }
+    if !s.kernels.is_empty() {
+        crate::line!(
+            out,
+            "  on {} in {}: {}",
+            s.device.name(),
+            s.precision.name(),
+            s.kernels
         );
     }
     crate::line!(

@@ -105,6 +105,7 @@ pub fn summarize(
         result_path: request.result_path.clone(),
         device: request.device,
         precision: request.precision,
+        kernels: kernels_of(&results),
         batch_size: request.batch_size,
         memory_mb: request.memory_mb,
         files: payload.files.len(),
@@ -116,4 +117,15 @@ pub fn summarize(
         serde_json::to_vec_pretty(&summary).map_err(|e| PipelineError::Other(e.to_string()))?;
     store.put(&join(&request.result_path, "summary.json"), &json)?;
     Ok(summary)
+}
+
+/// The distinct `kernels` the ranks recorded, in rank order, joined by "; ".
+fn kernels_of(results: &[cosmicai_shared::run::RankResult]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for r in results {
+        if !r.kernels.is_empty() && !seen.contains(&r.kernels.as_str()) {
+            seen.push(&r.kernels);
+        }
+    }
+    seen.join("; ")
 }

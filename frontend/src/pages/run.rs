@@ -264,8 +264,13 @@ fn ResultsView(results: RunResults) -> impl IntoView {
         .iter()
         .map(|r| (format!("rank {}", r.rank), r.peak_rss_mb))
         .collect();
+    let kernels = if s.kernels.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", s.kernels)
+    };
     let line = format!(
-        "{} objects in {:.2} s ({:.0} objects/s) with {} on {} in {}, {}",
+        "{} objects in {:.2} s ({:.0} objects/s) with {} on {} in {}{kernels}, {}",
         s.objects,
         s.duration_s,
         s.samples_per_s,
