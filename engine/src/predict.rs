@@ -161,14 +161,10 @@ fn on_sky(pixels: &[f32]) -> Vec<f32> {
 /// the model reads.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // tested on every build
 fn centre_crops(pixels: &[f32], [h, w]: [usize; 2]) -> Vec<f32> {
-    let (top, left) = ((h - CROP) / 2, (w - CROP) / 2);
-    let mut out = Vec::with_capacity(pixels.len() / (h * w) * CROP * CROP);
-    for band in pixels.chunks_exact(h * w) {
-        for row in band[top * w..].chunks_exact(w).take(CROP) {
-            out.extend(row[left..left + CROP].iter().map(|&p| finite_or_sky(p)));
-        }
-    }
-    out
+    let n = pixels.len() / (5 * h * w);
+    let mut crops = cosmicai_model::astromae::fused::centre_crop(pixels, n, 5, [h, w]);
+    crops.iter_mut().for_each(|p| *p = finite_or_sky(*p));
+    crops
 }
 
 fn run<B: Backend>(

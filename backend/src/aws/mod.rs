@@ -19,7 +19,7 @@ mod upload;
 pub use config::AwsConfig;
 pub use follow::{LostContact, follow, start_and_follow};
 pub use run::execute_on_aws;
-pub use upload::{LocalWeights, upload};
+pub use upload::{LocalWeights, upload, within};
 
 use anyhow::{Context, Result};
 use aws_sdk_sfn::Client as Sfn;

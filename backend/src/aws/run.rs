@@ -2,7 +2,7 @@
 //! already there), start the state machine, follow it to the end, copy the
 //! results back.
 
-use super::{Aws, LocalWeights, start_and_follow, upload};
+use super::{Aws, LocalWeights, start_and_follow, upload, within};
 use crate::coordinator::{AwsData, Recorder};
 use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{
@@ -142,10 +142,7 @@ fn uploaded(
     let names = |p: &Payload, prefix: &str| -> Vec<String> {
         p.files
             .iter()
-            .map(|(key, _)| {
-                let name = key.strip_prefix(prefix).unwrap_or(key);
-                name.trim_start_matches('/').to_string()
-            })
+            .map(|(key, _)| within(key, prefix).to_string())
             .collect()
     };
     let ours = names(&local_plan, &request.data_prefix);

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use cosmicai_engine::pipeline::Payload;
 use cosmicai_engine::store::s3::etag_of;
-use cosmicai_engine::store::{LocalStore, ObjectStore, join};
+use cosmicai_engine::store::{LocalStore, ObjectStore, join, on_threads};
 use cosmicai_shared::model::ModelSpec;
 use cosmicai_shared::run::RunRequest;
 use sha2::{Digest, Sha256};
@@ -48,11 +48,7 @@ pub fn upload(
         .files
         .iter()
         .map(|(key, size)| {
-            let relative = key
-                .strip_prefix(local_prefix)
-                .unwrap_or(key)
-                .trim_start_matches('/');
-            let target = join(s3_prefix, relative);
+            let target = join(s3_prefix, within(key, local_prefix));
             // Only an object of the same size can hold the same bytes.
             let etag = remote
                 .get(&target)
@@ -63,28 +59,18 @@ pub fn upload(
         .collect();
     let mut report = Upload::default();
     for window in windows(&files, |(_, _, size, _)| *size) {
-        let sent: Vec<Result<Option<u64>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = window
-                .iter()
-                .map(|(key, target, size, etag)| {
-                    scope.spawn(move || {
-                        if let Some(etag) = etag
-                            && local_etag(local, key, *size)? == **etag
-                        {
-                            return Ok(None);
-                        }
-                        put(local, aws, key, target).map(Some)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("an upload thread panicked")))
-                })
-                .collect()
-        });
+        let sent = on_threads(
+            window,
+            |(key, target, size, etag)| -> Result<Option<u64>> {
+                if let Some(etag) = etag
+                    && local_etag(local, key, *size)? == **etag
+                {
+                    return Ok(None);
+                }
+                put(local, aws, key, target).map(Some)
+            },
+            |(key, ..)| Err(anyhow::anyhow!("uploading {key}: its thread panicked")),
+        );
         for sent in sent {
             match sent? {
                 Some(bytes) => {
@@ -97,6 +83,13 @@ pub fn upload(
         progress(report.already_there + report.uploaded, plan.files.len());
     }
     Ok(report)
+}
+
+/// `key`'s path inside the folder `prefix` (the key itself outside it).
+pub fn within<'a>(key: &'a str, prefix: &str) -> &'a str {
+    key.strip_prefix(prefix)
+        .unwrap_or(key)
+        .trim_start_matches('/')
 }
 
 /// The ETag S3 would give the local partition `key` (read as it streams).

@@ -120,12 +120,10 @@ impl AwsArgs {
         let folder = match url {
             Some(rest) => {
                 let (other, folder) = rest.split_once('/').unwrap_or((rest, ""));
-                if other != bucket && folder.trim_matches('/').is_empty() {
-                    bail!(
-                        "--s3-data {given}: the stack's workers read its own bucket, {bucket}, only; copy the partitions' folder in first (aws s3 sync s3://{other}/FOLDER s3://{bucket}/FOLDER) and give --s3-data FOLDER"
-                    );
-                }
                 if other != bucket {
+                    let folder = Some(folder.trim_matches('/'))
+                        .filter(|f| !f.is_empty())
+                        .unwrap_or("FOLDER");
                     bail!(
                         "--s3-data {given}: the stack's workers read its own bucket, {bucket}, only; copy the data in first (aws s3 sync s3://{other}/{folder} s3://{bucket}/{folder}) and give --s3-data {folder}"
                     );

@@ -17,29 +17,44 @@ pub fn for_each_fetched<E>(
     mut each: impl FnMut(usize, Result<Vec<u8>, StoreError>) -> Result<(), E>,
 ) -> Result<(), E> {
     for (window, chunk) in keys.chunks(parallel.max(1)).enumerate() {
-        let fetched: Vec<Result<Vec<u8>, StoreError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|key| scope.spawn(move || store.get(key)))
-                .collect();
-            handles
-                .into_iter()
-                .zip(chunk)
-                .map(|(handle, key)| {
-                    handle.join().unwrap_or_else(|_| {
-                        Err(StoreError::Io {
-                            key: key.clone(),
-                            source: std::io::Error::other("the reading thread panicked"),
-                        })
-                    })
+        let fetched = on_threads(
+            chunk,
+            |key| store.get(key),
+            |key| {
+                Err(StoreError::Io {
+                    key: key.clone(),
+                    source: std::io::Error::other("the reading thread panicked"),
                 })
-                .collect()
-        });
+            },
+        );
         for (i, result) in fetched.into_iter().enumerate() {
             each(window * parallel.max(1) + i, result)?;
         }
     }
     Ok(())
+}
+
+/// `f` of every item, each on a thread of its own, in the items' order; an
+/// item whose thread panicked gets `panicked(item)`.
+pub fn on_threads<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+    panicked: impl Fn(&T) -> R,
+) -> Vec<R> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| {
+                let f = &f;
+                scope.spawn(move || f(item))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(items)
+            .map(|(handle, item)| handle.join().unwrap_or_else(|_| panicked(item)))
+            .collect()
+    })
 }
 
 #[cfg(test)]

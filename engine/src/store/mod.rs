@@ -7,7 +7,7 @@
 mod fetch;
 pub mod s3;
 
-pub use fetch::{PARALLEL_GETS, for_each_fetched};
+pub use fetch::{PARALLEL_GETS, for_each_fetched, on_threads};
 
 use cosmicai_shared::run::check_key;
 use std::path::{Path, PathBuf};

@@ -498,7 +498,6 @@ fn two_layer(layers: &[Dense; 2], x: &[f32], rows: usize) -> Vec<f32> {
     layers[1].forward(&h, rows)
 }
 
-/// `[n, bands, 32, 32]`: the centre crop of `[n, bands, h, w]` images.
 /// The values per object of a batch of `n` objects, `images` `[n, bands,
 /// height, width]` (at least 32x32) and `magnitudes` `[n, bands]`, or an error
 /// naming what does not fit.
@@ -527,7 +526,9 @@ fn check_batch(
     Ok(per)
 }
 
-fn centre_crop(images: &[f32], n: usize, bands: usize, [h, w]: [usize; 2]) -> Vec<f32> {
+/// `[n, bands, 32, 32]`: the centre crop of `[n, bands, h, w]` images (at
+/// least 32x32).
+pub fn centre_crop(images: &[f32], n: usize, bands: usize, [h, w]: [usize; 2]) -> Vec<f32> {
     if (h, w) == (CROP, CROP) {
         return images.to_vec();
     }
