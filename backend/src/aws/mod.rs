@@ -12,11 +12,13 @@
 //! logged nor sent to the browser.
 
 mod config;
+mod etags;
 mod follow;
 mod run;
 mod upload;
 
 pub use config::AwsConfig;
+pub use etags::LocalEtags;
 pub use follow::{LostContact, follow, start_and_follow};
 pub use run::execute_on_aws;
 pub use upload::{LocalWeights, upload, within};

@@ -2,7 +2,7 @@
 //! already there), start the state machine, follow it to the end, copy the
 //! results back.
 
-use super::{Aws, LocalWeights, start_and_follow, upload, within};
+use super::{Aws, LocalEtags, LocalWeights, start_and_follow, upload, within};
 use crate::coordinator::{AwsData, Recorder};
 use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{
@@ -118,19 +118,25 @@ fn uploaded(
             .progress_chars("=> "),
     );
     bar.set_message(format!("upload to s3://{}/{s3_prefix}", aws.config.bucket));
+    let etags = LocalEtags::open(&root.join("cosmicai.sqlite"))?;
     let uploaded = upload(
         &local,
         &local_plan,
         &request.data_prefix,
         aws,
         s3_prefix,
+        &etags,
         |done, _| bar.set_position(done as u64),
     );
     bar.finish_and_clear();
     let uploaded = uploaded?;
     recorder.println(&format!(
-        "s3://{}/{s3_prefix}: {} partitions uploaded ({} bytes), {} already there",
-        aws.config.bucket, uploaded.uploaded, uploaded.bytes, uploaded.already_there
+        "s3://{}/{s3_prefix}: {} partitions uploaded ({} bytes), {} already there ({} read to compare)",
+        aws.config.bucket,
+        uploaded.uploaded,
+        uploaded.bytes,
+        uploaded.already_there,
+        uploaded.read_for_etag
     ));
     let remote = RunRequest {
         model: remote_model.to_string(),

@@ -1,16 +1,19 @@
-//! Partitions to the bucket: only those it lacks (same key, size and ETag), large ones
-//! in parts (the S3 store switches to multipart above 16 MB), several at a time;
-//! and the model's weights, where the run names a local file.
+//! Partitions to the bucket: only those it lacks (same key, size and ETag), each
+//! streamed in parts (one part in memory, whatever the file's size), several
+//! at a time; and the model's weights, where the run names a local file.
 
+use super::etags::{LocalEtags, Stamp};
 use anyhow::{Context, Result};
 use cosmicai_engine::pipeline::Payload;
 use cosmicai_engine::store::s3::etag_of;
-use cosmicai_engine::store::{LocalStore, ObjectStore, join, on_threads};
+use cosmicai_engine::store::{LocalStore, ObjectStore, join};
 use cosmicai_shared::model::ModelSpec;
 use cosmicai_shared::run::RunRequest;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::io::Seek;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// What an upload did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -18,24 +21,33 @@ pub struct Upload {
     pub uploaded: usize,
     pub already_there: usize,
     pub bytes: u64,
+    /// Files whose ETag was worked out by reading them (the rest were remembered).
+    pub read_for_etag: usize,
 }
 
-/// Partitions uploaded at once: one stream rarely fills a link to S3.
+/// Partitions uploaded at once: one stream rarely fills a link to S3. Each
+/// holds one part (8 MiB for files up to 78 GiB) in memory.
 const PARALLEL_PUTS: usize = 8;
-/// Bytes of partitions held in memory at once while they go up (each is read
-/// whole): 8 of CAI's 25 to 100 MB files, fewer of larger ones, one at least.
-const BYTES_IN_FLIGHT: u64 = 1 << 30;
+
+/// One partition's upload, as a thread finishes it.
+enum Sent {
+    Uploaded { bytes: u64 },
+    AlreadyThere { read: bool },
+}
 
 /// Uploads the partitions `plan` lists (keys in `local`) under `s3_prefix` in the
 /// bucket, [`PARALLEL_PUTS`] at a time, skipping those already there: the same
 /// key, size and ETag (the same bytes: two datasets whose files share names and
-/// sizes, as fixed-size partitions do, are told apart). `progress(done, total)`.
+/// sizes, as fixed-size partitions do, are told apart). Local ETags are
+/// remembered in `etags`, so a rerun reads only files that changed.
+/// `progress(done, total)` after each file.
 pub fn upload(
     local: &LocalStore,
     plan: &Payload,
     local_prefix: &str,
     aws: &super::Aws,
     s3_prefix: &str,
+    etags: &LocalEtags,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Upload> {
     let remote: HashMap<String, (u64, String)> = aws
@@ -58,31 +70,72 @@ pub fn upload(
         })
         .collect();
     let mut report = Upload::default();
-    for window in windows(&files, |(_, _, size, _)| *size) {
-        let sent = on_threads(
-            window,
-            |(key, target, size, etag)| -> Result<Option<u64>> {
-                if let Some(etag) = etag
-                    && local_etag(local, key, *size)? == **etag
-                {
-                    return Ok(None);
-                }
-                put(local, aws, key, target).map(Some)
-            },
-            |(key, ..)| Err(anyhow::anyhow!("uploading {key}: its thread panicked")),
-        );
-        for sent in sent {
-            match sent? {
-                Some(bytes) => {
+    on_pool(
+        &files,
+        PARALLEL_PUTS,
+        |(key, target, size, etag)| send(local, aws, etags, key, target, *size, *etag),
+        |sent| {
+            match sent {
+                Sent::Uploaded { bytes } => {
                     report.bytes += bytes;
                     report.uploaded += 1;
                 }
-                None => report.already_there += 1,
+                Sent::AlreadyThere { read } => {
+                    report.already_there += 1;
+                    report.read_for_etag += usize::from(read);
+                }
             }
-        }
-        progress(report.already_there + report.uploaded, plan.files.len());
-    }
+            progress(report.already_there + report.uploaded, plan.files.len());
+        },
+    )?;
     Ok(report)
+}
+
+/// One partition to `target`, unless the bucket's object there (`remote_etag`,
+/// of the same size) holds the same bytes.
+fn send(
+    local: &LocalStore,
+    aws: &super::Aws,
+    etags: &LocalEtags,
+    key: &str,
+    target: &str,
+    size: u64,
+    remote_etag: Option<&String>,
+) -> Result<Sent> {
+    let path = local
+        .local_path(key)
+        .ok_or_else(|| anyhow::anyhow!("{key}: not in the local store"))?;
+    let reading = || format!("reading {}", path.display());
+    let mut file = std::fs::File::open(&path).with_context(reading)?;
+    // Stamped before a byte is read: a write after this changes the stamp.
+    let stamp = Stamp::of(&file.metadata().with_context(reading)?);
+    if stamp.size() != size {
+        anyhow::bail!(
+            "{}: {} bytes, where it had {size} when the run was planned: it changed; run again once it is written",
+            path.display(),
+            stamp.size()
+        );
+    }
+    if let Some(remote_etag) = remote_etag {
+        let (ours, read) = match etags.get(&path, &stamp) {
+            Some(etag) => (etag, false),
+            None => {
+                let etag = etag_of(std::io::BufReader::new(&file), size).with_context(reading)?;
+                etags.remember(&path, &stamp, &etag);
+                (etag, true)
+            }
+        };
+        if ours == *remote_etag {
+            return Ok(Sent::AlreadyThere { read });
+        }
+        file.rewind().with_context(reading)?;
+    }
+    let etag = aws
+        .s3
+        .put_from(target, file, size)
+        .with_context(|| format!("uploading {key} to s3://{}/{target}", aws.s3.bucket()))?;
+    etags.remember(&path, &stamp, &etag);
+    Ok(Sent::Uploaded { bytes: size })
 }
 
 /// `key`'s path inside the folder `prefix` (the key itself outside it).
@@ -92,41 +145,47 @@ pub fn within<'a>(key: &'a str, prefix: &str) -> &'a str {
         .trim_start_matches('/')
 }
 
-/// The ETag S3 would give the local partition `key` (read as it streams).
-fn local_etag(local: &LocalStore, key: &str, size: u64) -> Result<String> {
-    let path = local
-        .local_path(key)
-        .ok_or_else(|| anyhow::anyhow!("{key}: not in the local store"))?;
-    let file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
-    etag_of(file, size).with_context(|| format!("reading {}", path.display()))
-}
-
-/// `items` in runs of at most [`PARALLEL_PUTS`] whose sizes add up to at most
-/// [`BYTES_IN_FLIGHT`] (a larger item goes alone).
-fn windows<T>(items: &[T], size: impl Fn(&T) -> u64) -> Vec<&[T]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0u64);
-    for (i, item) in items.iter().enumerate() {
-        let full = i - start == PARALLEL_PUTS || bytes.saturating_add(size(item)) > BYTES_IN_FLIGHT;
-        if i > start && full {
-            out.push(&items[start..i]);
-            (start, bytes) = (i, 0);
+/// `f` of every item on `threads` threads, each taking the next item as it
+/// finishes one (a slow file holds up no other); `each` of every result on the
+/// caller's thread as it comes. The first error stops the work: no new item
+/// is started, and the error is returned once the threads are done.
+fn on_pool<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+    mut each: impl FnMut(R),
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            let (tx, next, stop, f) = (tx.clone(), &next, &stop, &f);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)))
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("an upload thread panicked")));
+                    if tx.send(result).is_err() {
+                        break;
+                    }
+                }
+            });
         }
-        bytes = bytes.saturating_add(size(item));
-    }
-    if start < items.len() {
-        out.push(&items[start..]);
-    }
-    out
-}
-
-/// One partition to `target`; its size.
-fn put(local: &LocalStore, aws: &super::Aws, key: &str, target: &str) -> Result<u64> {
-    let bytes = local.get(key)?;
-    aws.s3
-        .put(target, &bytes)
-        .with_context(|| format!("uploading {key} to s3://{}/{target}", aws.s3.bucket()))?;
-    Ok(bytes.len() as u64)
+        drop(tx);
+        for result in rx {
+            match result {
+                Ok(value) => each(value),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// A local weights file a run names, and its key in the bucket:
@@ -206,23 +265,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uploads_go_eight_at_a_time_within_a_gigabyte() {
-        let lengths = |sizes: &[u64]| -> Vec<usize> {
-            windows(sizes, |s| *s).iter().map(|w| w.len()).collect()
-        };
-        // CAI's 100 MB files: eight at a time.
-        assert_eq!(lengths(&[100_000_000; 20]), [8, 8, 4]);
-        // 400 MB files: two at a time (1.2 GB would be past the bound).
-        assert_eq!(lengths(&[400_000_000; 5]), [2, 2, 1]);
-        // A file over the bound goes alone; small ones around it go together.
-        assert_eq!(lengths(&[10, 3 << 30, 10, 10]), [1, 1, 2]);
-        assert!(lengths(&[]).is_empty());
-        // Every item once, in order.
-        let sizes: Vec<u64> = (0..50).map(|i| i * 37_000_000).collect();
-        let flat: Vec<u64> = windows(&sizes, |s| *s).concat();
-        assert_eq!(flat, sizes);
-        for w in windows(&sizes, |s| *s) {
-            assert!(w.len() == 1 || w.iter().sum::<u64>() <= BYTES_IN_FLIGHT);
-        }
+    fn the_pool_runs_every_item_once_and_stops_at_the_first_error() {
+        let items: Vec<usize> = (0..100).collect();
+        let mut seen = Vec::new();
+        on_pool(&items, 8, |i| Ok(*i * 2), |r| seen.push(r)).unwrap();
+        seen.sort();
+        assert_eq!(seen, (0..100).map(|i| i * 2).collect::<Vec<_>>());
+        // An empty list, and more threads than items.
+        on_pool(&[] as &[usize], 8, |i| Ok(*i), |_| panic!("no item")).unwrap();
+        let mut one = Vec::new();
+        on_pool(&[7], 8, |i| Ok(*i), |r| one.push(r)).unwrap();
+        assert_eq!(one, [7]);
+        // An error (or a panic) stops the pool: named, and not every item runs.
+        let started = AtomicUsize::new(0);
+        let failed = on_pool(
+            &items,
+            2,
+            |i| {
+                started.fetch_add(1, Ordering::SeqCst);
+                if *i == 3 {
+                    anyhow::bail!("item 3 is bad")
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                Ok(())
+            },
+            |()| {},
+        );
+        assert_eq!(failed.unwrap_err().to_string(), "item 3 is bad");
+        assert!(started.load(Ordering::SeqCst) < items.len());
+        let panicked = on_pool(
+            &items,
+            2,
+            |i| if *i == 5 { panic!("boom") } else { Ok(()) },
+            |()| {},
+        );
+        assert!(panicked.unwrap_err().to_string().contains("panicked"));
     }
 }

@@ -15,8 +15,21 @@ use std::path::PathBuf;
 
 /// Objects larger than this are uploaded in parts.
 pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
-/// Part size of multipart uploads (S3's minimum is 5 MiB).
+/// Part size of multipart uploads (S3's minimum is 5 MiB), for objects up to
+/// [`MAX_PARTS`] of them (78 GiB); larger ones take larger parts ([`part_size`]).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// S3's most parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+/// S3's largest object (5 TiB).
+pub const MAX_OBJECT: u64 = 5 << 40;
+
+/// The part size this store uploads `len` bytes with: [`PART_SIZE`], or as many
+/// whole MiB as keep the parts within [`MAX_PARTS`].
+pub fn part_size(len: u64) -> usize {
+    const MIB: u64 = 1 << 20;
+    let least = len.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    least.max(PART_SIZE as u64) as usize
+}
 
 /// Where and how to reach the bucket.
 #[derive(Debug, Clone, Default)]
@@ -104,7 +117,13 @@ impl S3Store {
         }
     }
 
-    async fn put_multipart(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Uploads in parts, each asked of `next_part` when the one before has gone
+    /// (`None`: no more), so only one part is held at a time.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        mut next_part: impl FnMut() -> Result<Option<Vec<u8>>, StoreError>,
+    ) -> Result<(), StoreError> {
         let upload = self
             .client
             .create_multipart_upload()
@@ -117,8 +136,16 @@ impl S3Store {
             .upload_id()
             .ok_or_else(|| self.error(key, "no upload id"))?;
         let mut parts = Vec::new();
-        for (i, chunk) in bytes.chunks(PART_SIZE).enumerate() {
-            let number = i as i32 + 1;
+        loop {
+            let chunk = match next_part() {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    self.abort_multipart(key, id).await;
+                    return Err(e);
+                }
+            };
+            let number = parts.len() as i32 + 1;
             let part = self
                 .client
                 .upload_part()
@@ -126,7 +153,7 @@ impl S3Store {
                 .key(key)
                 .upload_id(id)
                 .part_number(number)
-                .body(ByteStream::from(chunk.to_vec()))
+                .body(ByteStream::from(chunk))
                 .send()
                 .await;
             match part {
@@ -202,47 +229,133 @@ fn checked(key: &str) -> Result<&str, StoreError> {
     Ok(key)
 }
 
-/// The ETag S3 gives `len` bytes read from `reader` when this store puts them:
-/// their MD5 in one part, or, above [`MULTIPART_THRESHOLD`], the MD5 of the
-/// [`PART_SIZE`] parts' MD5s and the part count (objects encrypted with SSE-S3,
-/// as the template's bucket is). A local file whose ETag matches the object's is
-/// the same bytes, where a size alone is not.
-pub fn etag_of(mut reader: impl std::io::Read, len: u64) -> std::io::Result<String> {
-    use md5::{Digest, Md5};
-    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let multipart = len > MULTIPART_THRESHOLD as u64;
-    let mut part = vec![0u8; PART_SIZE];
-    let mut parts = Md5::new();
-    let (mut count, mut whole) = (0usize, Md5::new());
-    loop {
-        let mut filled = 0;
-        while filled < PART_SIZE {
-            match reader.read(&mut part[filled..])? {
-                0 => break,
-                n => filled += n,
-            }
-        }
-        if filled == 0 {
-            break;
-        }
-        if multipart {
-            parts.update(Md5::digest(&part[..filled]));
-        } else {
-            whole.update(&part[..filled]);
-        }
-        count += 1;
-        if filled < PART_SIZE {
-            break;
+/// The ETag S3 gives `len` bytes when this store puts them: their MD5 in one
+/// part, or, above [`MULTIPART_THRESHOLD`], the MD5 of the [`part_size`] parts'
+/// MD5s and the part count (objects encrypted with SSE-S3, as the template's
+/// bucket is). A local file whose ETag matches the object's is the same bytes,
+/// where a size alone is not.
+pub struct Etag {
+    multipart: bool,
+    whole: md5::Md5,
+    parts: md5::Md5,
+    count: usize,
+}
+
+impl Etag {
+    pub fn new(len: u64) -> Self {
+        use md5::Digest;
+        Etag {
+            multipart: len > MULTIPART_THRESHOLD as u64,
+            whole: md5::Md5::new(),
+            parts: md5::Md5::new(),
+            count: 0,
         }
     }
-    Ok(if multipart {
-        format!("{}-{count}", hex(&parts.finalize()))
+
+    /// The next part, as the store cuts them.
+    pub fn part(&mut self, bytes: &[u8]) {
+        use md5::Digest;
+        if self.multipart {
+            self.parts.update(md5::Md5::digest(bytes));
+        } else {
+            self.whole.update(bytes);
+        }
+        self.count += 1;
+    }
+
+    pub fn finish(self) -> String {
+        use md5::Digest;
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        if self.multipart {
+            format!("{}-{}", hex(&self.parts.finalize()), self.count)
+        } else {
+            hex(&self.whole.finalize())
+        }
+    }
+}
+
+/// The [`Etag`] of `len` bytes read from `reader` (which must hold that many).
+pub fn etag_of(mut reader: impl std::io::Read, len: u64) -> std::io::Result<String> {
+    let mut etag = Etag::new(len);
+    let mut buffer = Vec::new();
+    let mut left = len;
+    while let Some(part) = next_part(&mut reader, &mut left, len, &mut buffer)? {
+        etag.part(part);
+    }
+    Ok(etag.finish())
+}
+
+/// The next part of a `len`-byte stream with `left` bytes to go: all of it up
+/// to [`MULTIPART_THRESHOLD`], else [`part_size`] bytes; `None` at the end. A
+/// stream that ends early is an error: the file changed as it was read.
+fn next_part<'a>(
+    reader: &mut impl std::io::Read,
+    left: &mut u64,
+    len: u64,
+    buffer: &'a mut Vec<u8>,
+) -> std::io::Result<Option<&'a [u8]>> {
+    if *left == 0 {
+        return Ok(None);
+    }
+    let size = if len > MULTIPART_THRESHOLD as u64 {
+        part_size(len) as u64
     } else {
-        hex(&whole.finalize())
-    })
+        len
+    }
+    .min(*left) as usize;
+    buffer.resize(size, 0);
+    reader.read_exact(buffer).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => std::io::Error::other(format!(
+            "ended before its {len} bytes: it changed while it was read"
+        )),
+        _ => e,
+    })?;
+    *left -= size as u64;
+    Ok(Some(&buffer[..]))
 }
 
 impl S3Store {
+    /// Streams the `len` bytes of `reader` to `key`, one part at a time, so an
+    /// object of any size takes one part's memory (8 MiB up to 78 GiB); returns
+    /// their [`Etag`], worked out on the way. A `reader` shorter than `len` (a
+    /// file cut as it was read) fails, and leaves no object behind.
+    pub fn put_from(
+        &self,
+        key: &str,
+        mut reader: impl std::io::Read,
+        len: u64,
+    ) -> Result<String, StoreError> {
+        let key = checked(key)?;
+        if len > MAX_OBJECT {
+            return Err(self.error(
+                key,
+                format!("{len} bytes: past S3's largest object (5 TiB); split it"),
+            ));
+        }
+        let io = |source| StoreError::Io {
+            key: key.to_string(),
+            source,
+        };
+        let mut etag = Etag::new(len);
+        let (mut left, mut buffer) = (len, Vec::new());
+        if len <= MULTIPART_THRESHOLD as u64 {
+            let bytes = next_part(&mut reader, &mut left, len, &mut buffer)
+                .map_err(io)?
+                .unwrap_or_default();
+            etag.part(bytes);
+            self.put(key, bytes)?;
+            return Ok(etag.finish());
+        }
+        self.block_on(self.put_multipart(key, || {
+            let part = next_part(&mut reader, &mut left, len, &mut buffer).map_err(io)?;
+            Ok(part.map(|bytes| {
+                etag.part(bytes);
+                bytes.to_vec()
+            }))
+        }))?;
+        Ok(etag.finish())
+    }
+
     /// The objects under `prefix` (a folder) with their ETags, quotes removed.
     pub fn list_with_etags(&self, prefix: &str) -> Result<Vec<(StoreObject, String)>, StoreError> {
         let prefix = checked(prefix)?;
@@ -340,7 +453,10 @@ impl ObjectStore for S3Store {
         let key = checked(key)?;
         self.block_on(async {
             if bytes.len() > MULTIPART_THRESHOLD {
-                return self.put_multipart(key, bytes).await;
+                let mut parts = bytes.chunks(part_size(bytes.len() as u64));
+                return self
+                    .put_multipart(key, || Ok(parts.next().map(<[u8]>::to_vec)))
+                    .await;
             }
             self.client
                 .put_object()
@@ -360,5 +476,58 @@ impl ObjectStore for S3Store {
 
     fn describe(&self) -> String {
         format!("s3://{}", self.bucket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_stay_within_s3s_count_up_to_its_largest_object() {
+        const MIB: u64 = 1 << 20;
+        // 8 MiB parts up to 10,000 of them (78 GiB): CAI's partitions.
+        for len in [0, 100_000_000, MAX_PARTS * PART_SIZE as u64] {
+            assert_eq!(part_size(len), PART_SIZE, "{len}");
+        }
+        // Past that, whole MiB, as few as keep the count at 10,000 at most.
+        for len in [
+            MAX_PARTS * PART_SIZE as u64 + 1,
+            100 << 30,
+            1 << 40,
+            MAX_OBJECT,
+        ] {
+            let size = part_size(len) as u64;
+            assert_eq!(size % MIB, 0, "{len}");
+            assert!(len.div_ceil(size) <= MAX_PARTS, "{len}: {size}");
+            assert!(
+                len.div_ceil(size - MIB) > MAX_PARTS,
+                "{len}: {size} is not the least"
+            );
+        }
+    }
+
+    #[test]
+    fn the_etag_is_cut_in_the_parts_the_store_sends() {
+        // 20 MB: two 8 MiB parts and a rest, as `put` and `put_from` send it.
+        let bytes: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut by_hand = Etag::new(bytes.len() as u64);
+        for part in bytes.chunks(PART_SIZE) {
+            by_hand.part(part);
+        }
+        let by_hand = by_hand.finish();
+        assert!(by_hand.ends_with("-3"), "{by_hand}");
+        assert_eq!(etag_of(&bytes[..], bytes.len() as u64).unwrap(), by_hand);
+        // One part: the plain MD5 (of nothing, for an empty object).
+        assert_eq!(
+            etag_of(&b""[..], 0).unwrap(),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
+        // A reader shorter than its length: named.
+        let err = etag_of(&bytes[..100], 1000).unwrap_err();
+        assert!(
+            err.to_string().contains("changed while it was read"),
+            "{err}"
+        );
     }
 }
