@@ -348,9 +348,9 @@ impl S3Store {
         }
         self.block_on(self.put_multipart(key, || {
             let part = next_part(&mut reader, &mut left, len, &mut buffer).map_err(io)?;
-            Ok(part.map(|bytes| {
-                etag.part(bytes);
-                bytes.to_vec()
+            Ok(part.map(|bytes| etag.part(bytes)).map(|()| {
+                // The part's buffer goes with it, not a copy.
+                std::mem::take(&mut buffer)
             }))
         }))?;
         Ok(etag.finish())

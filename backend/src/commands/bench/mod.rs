@@ -3,6 +3,7 @@
 mod device_memory;
 mod gemm;
 mod summarize;
+mod upload;
 
 use super::run::PrecisionArg;
 use anyhow::Result;
@@ -55,6 +56,14 @@ pub enum BenchCommand {
         Writes rank results and predictions files into a scratch store, then summarizes them."
     )]
     Summarize(summarize::SummarizeBenchArgs),
+    /// The AWS launcher's partition upload: speed, peak memory, and the rerun that finds it all there.
+    #[command(
+        after_help = "Example (a local S3 server: tools/bench_upload.sh starts moto and runs this):\n  \
+        cosmicai bench upload --endpoint http://127.0.0.1:5000 --bucket bench --files 8 --mib 100\n\n\
+        Writes the files into a scratch folder, uploads them as a run's partitions, uploads\n\
+        them again (nothing is sent: the ETags match), then deletes them from the bucket."
+    )]
+    Upload(upload::UploadBenchArgs),
 }
 
 #[derive(Args)]
@@ -327,6 +336,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Pipeline(args) => return bench_pipeline(args),
         BenchCommand::Synth(args) => return bench_synth(args),
         BenchCommand::Summarize(args) => return summarize::bench_summarize(args),
+        BenchCommand::Upload(args) => return upload::bench_upload(args),
         BenchCommand::Gemm(args) => return gemm::bench_gemm(args),
         BenchCommand::DeviceMemory(args) => return device_memory::bench_device_memory(args),
     };
