@@ -5,7 +5,7 @@
 //! bill from the same prices as real runs ([`crate::cost::run_cost`]).
 
 use crate::cost::{billed_ms, run_cost};
-use crate::pipeline::EXPRESS_RANK_TIMEOUT_S;
+use crate::pipeline::RANK_PLANNED_MAX_S;
 use cosmicai_shared::run::{Cost, RankMeasure};
 use serde::Serialize;
 
@@ -112,7 +112,7 @@ pub fn project(input: &ProjectionInput) -> Projection {
         files_per_rank,
         objects_per_rank: (files_per_rank as f64 * objects_per_file).round() as u64,
         rank_s,
-        fits_express: rank_s <= EXPRESS_RANK_TIMEOUT_S,
+        fits_express: rank_s <= RANK_PLANNED_MAX_S,
         waves,
         map_s: waves as f64 * rank_s,
         cost_usd: cost.total_usd,

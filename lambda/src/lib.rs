@@ -14,7 +14,7 @@
 
 use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::pipeline::{
-    EXPRESS_RANK_TIMEOUT_S, Payload, PipelineError, RankEvent, check_express_time, infer_rank,
+    Payload, PipelineError, RANK_STOP_S, RankEvent, check_express_time, infer_rank,
     initialize_with, measures_key, payload_key, plan_key, summarize,
 };
 use cosmicai_engine::redshift_model::RedshiftModel;
@@ -474,13 +474,10 @@ where
     }
 }
 
-/// Seconds after its Infer state began that a Lambda rank stops: the task's
-/// timeout less time for the rank's writes, so that none is made after it.
-pub const RANK_STOP_S: f64 = EXPRESS_RANK_TIMEOUT_S - 10.0;
-
 /// When a Lambda rank must stop: [`RANK_STOP_S`] after its Infer state was
 /// entered, checked after each batch and before its files are written. Step
-/// Functions times the task out at [`EXPRESS_RANK_TIMEOUT_S`] and stops the Express
+/// Functions times the task out at
+/// [`EXPRESS_RANK_TIMEOUT_S`](cosmicai_engine::pipeline::EXPRESS_RANK_TIMEOUT_S) and stops the Express
 /// child at 5 minutes, but not the Lambda call it made, which would run on to the
 /// function's own timeout, holding reserved concurrency and perhaps writing its
 /// rank after Summarize has read.

@@ -214,7 +214,7 @@ pub fn run(args: ProjectArgs) -> Result<()> {
             if p.fits_express {
                 ""
             } else {
-                "  (a rank past the 290 s Express limit: Initialize refuses it; raise --world-size)"
+                "  (a rank past the 250 s a rank may be planned at in an Express child: Initialize refuses it; raise --world-size)"
             }
         );
     }

@@ -1,7 +1,8 @@
 //! How long a rank may take on Lambda, bounded from the plan alone (file sizes),
 //! so Initialize can refuse a plan whose CPU ranks would outlive their Express
-//! child execution (Step Functions stops those at 5 minutes; the Lambda call
-//! times out at [`EXPRESS_RANK_TIMEOUT_S`]) before any rank is paid for.
+//! child execution (Step Functions stops those at 5 minutes, the Infer task
+//! times out at [`EXPRESS_RANK_TIMEOUT_S`], a rank stops itself at
+//! [`RANK_STOP_S`]) before any rank is paid for.
 
 use super::{Payload, PipelineError};
 use crate::projection::MB_PER_VCPU;
@@ -10,6 +11,17 @@ use cosmicai_shared::model::ModelSpec;
 /// The Infer task's timeout in `infra/aws/statemachine.asl.json`: an Express
 /// execution's 300 s, less 10 s for its own states.
 pub const EXPRESS_RANK_TIMEOUT_S: f64 = 290.0;
+
+/// Seconds after its Infer state began that a Lambda rank stops itself: the
+/// task's timeout less time for the rank's writes, so that none is made after it.
+pub const RANK_STOP_S: f64 = EXPRESS_RANK_TIMEOUT_S - 10.0;
+
+/// The longest a plan may bound a rank at: it stops at [`RANK_STOP_S`], and S3
+/// calls retried under throttling (up to 6 attempts, at most 8 s apart) take
+/// their time out of the same window. A plan bounded between this and the task's
+/// timeout would be accepted and then stopped.
+pub const RANK_PLANNED_MAX_S: f64 = RANK_STOP_S - 30.0;
+const _: () = assert!(RANK_PLANNED_MAX_S < RANK_STOP_S && RANK_STOP_S < EXPRESS_RANK_TIMEOUT_S);
 
 /// The most memory a Lambda function can have, and with it the most vCPUs (six).
 pub const LAMBDA_MAX_MEMORY_MB: u32 = 10_240;
@@ -89,17 +101,17 @@ pub fn slowest_rank(payload: &Payload) -> Option<SlowestRank> {
         })
 }
 
-/// Refuses a plan whose slowest rank could run past [`EXPRESS_RANK_TIMEOUT_S`],
+/// Refuses a plan whose slowest rank could run past [`RANK_PLANNED_MAX_S`],
 /// saying which world size (or which file size) would fit.
 pub fn check_express_time(payload: &Payload) -> Result<(), PipelineError> {
     let Some(slowest) = slowest_rank(payload) else {
         return Ok(());
     };
-    if slowest.seconds <= EXPRESS_RANK_TIMEOUT_S {
+    if slowest.seconds <= RANK_PLANNED_MAX_S {
         return Ok(());
     }
     let request = &payload.request;
-    let budget = EXPRESS_RANK_TIMEOUT_S - COLD_START_S;
+    let budget = RANK_PLANNED_MAX_S - COLD_START_S;
     let fix = if slowest.seconds_per_file > budget {
         // At Lambda's largest memory, more is not to be had.
         let memory = if request.memory_mb < LAMBDA_MAX_MEMORY_MB {
@@ -120,7 +132,9 @@ pub fn check_express_time(payload: &Payload) -> Result<(), PipelineError> {
     };
     Err(PipelineError::Invalid(vec![format!(
         "rank {} would read {} files ({:.1} MB) with model '{}' in up to {:.0} s at {} MB, \
-         past the {EXPRESS_RANK_TIMEOUT_S:.0} s a rank may run in an Express child execution; {fix}",
+         past the {RANK_PLANNED_MAX_S:.0} s a rank may be planned at in an Express child execution \
+         (it stops itself at {RANK_STOP_S:.0} s, before the task's {EXPRESS_RANK_TIMEOUT_S:.0} s timeout, \
+         and throttled calls are retried within that); {fix}",
         slowest.rank,
         slowest.files,
         slowest.bytes as f64 / 1e6,
@@ -168,6 +182,29 @@ mod tests {
         assert!(
             check_express_time(&payload(40_000, 25_000_000, needed / 2, "astromae:m.pt")).is_err()
         );
+    }
+
+    #[test]
+    fn a_rank_is_planned_within_the_time_it_stops_at_less_retries() {
+        // PhotoZ: the start and the download (50 MB/s) are the bound.
+        let at = |seconds: f64| {
+            let bytes = (seconds - COLD_START_S) * S3_BYTES_PER_S;
+            payload(1, bytes as u64, 1, "photoz")
+        };
+        check_express_time(&at(RANK_PLANNED_MAX_S - 1.0)).unwrap();
+        // Between the plan's bound and the task's timeout: the rank would stop
+        // itself at 280 s, so it is refused, by the figures that decide it.
+        for seconds in [
+            RANK_PLANNED_MAX_S + 1.0,
+            RANK_STOP_S + 1.0,
+            EXPRESS_RANK_TIMEOUT_S - 1.0,
+        ] {
+            let e = check_express_time(&at(seconds)).unwrap_err().to_string();
+            assert!(
+                e.contains("past the 250 s") && e.contains("at 280 s"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
