@@ -14,8 +14,8 @@
 
 use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::pipeline::{
-    Payload, PipelineError, RANK_STOP_S, RankEvent, check_express_time, infer_rank,
-    initialize_with, measures_key, payload_key, plan_key, summarize,
+    Payload, PipelineError, RANK_STOP_S, RankEvent, check_rank_time, infer_rank, initialize_with,
+    measures_key, payload_key, plan_key, summarize,
 };
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::s3::{S3Config, S3Store};
@@ -211,21 +211,21 @@ pub fn initialize_stage(
             Err(e) => return Err(StageError::failed(format!("model '{spec}': {e}"))),
         }
     }
-    // CPU ranks run in Express children, stopped at 5 minutes: a plan whose
-    // ranks could run longer is refused before anything is written or paid for.
-    let payload = initialize_with(&store, request, run_id, |payload| match request.device {
-        Device::Cpu => check_express_time(payload),
-        Device::Cuda => Ok(()),
-    })?;
+    // CPU ranks run in Express children, stopped at 5 minutes, GPU ranks in Batch
+    // attempts stopped at an hour: a plan whose ranks could run longer is
+    // refused before anything is written or paid for.
+    let payload = initialize_with(&store, request, run_id, check_rank_time)?;
     let plan = plan_key(&request.result_path);
     let json = serde_json::to_vec(&plan_items(run_id, request))
         .map_err(|e| StageError::failed(e.to_string()))?;
     store
         .put(&plan, &json)
         .map_err(|e| StageError::failed(format!("{plan}: {e}")))?;
-    let ceiling = std::env::var("COSMICAI_MAX_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let ceiling = concurrency_ceiling(
+        request.device,
+        std::env::var("COSMICAI_MAX_CONCURRENCY").ok().as_deref(),
+        std::env::var("COSMICAI_GPU_MAX_VCPUS").ok().as_deref(),
+    );
     Ok(initialize_output(
         run_id,
         request,
@@ -266,6 +266,24 @@ pub fn plan_items(run_id: &str, request: &RunRequest) -> Vec<RankItem> {
             entered_at: None,
         })
         .collect()
+}
+
+/// Most ranks worth running at once: CPU ranks up to the function's reserved
+/// concurrency (more would only be throttled), GPU ranks up to the jobs the
+/// compute environment's vCPUs hold (`GpuMaxVcpus` over a job's 4). More GPU
+/// ranks at once would only wait in the queue, each a `SubmitJob` against
+/// Batch's 50 a second and a `.sync` task Step Functions keeps polling.
+pub fn concurrency_ceiling(
+    device: Device,
+    reserved: Option<&str>,
+    gpu_max_vcpus: Option<&str>,
+) -> Option<usize> {
+    let number = |v: Option<&str>| v.and_then(|v| v.trim().parse::<usize>().ok());
+    match device {
+        Device::Cpu => number(reserved),
+        Device::Cuda => number(gpu_max_vcpus)
+            .map(|vcpus| (vcpus / cosmicai_engine::pipeline::BATCH_JOB_VCPUS as usize).max(1)),
+    }
 }
 
 /// Initialize's answer to the state machine: the same few fields at any world size.
@@ -916,6 +934,26 @@ mod tests {
             summary_key: format!("{}/summary.json", request.result_path),
         };
         assert!(size!(output) < 16 * 1024, "{} bytes", size!(output));
+    }
+
+    #[test]
+    fn gpu_ranks_run_as_many_at_once_as_the_queue_has_gpus() {
+        use Device::{Cpu, Cuda};
+        // The template's defaults: 900 reserved, 16 vCPUs of 4-vCPU GPU jobs.
+        assert_eq!(concurrency_ceiling(Cpu, Some("900"), Some("16")), Some(900));
+        assert_eq!(concurrency_ceiling(Cuda, Some("900"), Some("16")), Some(4));
+        assert_eq!(concurrency_ceiling(Cuda, Some("900"), Some("2")), Some(1));
+        assert_eq!(concurrency_ceiling(Cuda, Some("900"), None), None);
+        assert_eq!(concurrency_ceiling(Cpu, Some("x"), Some("16")), None);
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "batch_size": 512, "world_size": 1000, "result_path": "results/r", "device": "cuda",
+        }))
+        .unwrap();
+        let ceiling = concurrency_ceiling(Cuda, Some("900"), Some("16"));
+        assert_eq!(
+            initialize_output("r", &request, 10, 1.0, ceiling).max_concurrency,
+            4
+        );
     }
 
     #[test]

@@ -197,6 +197,43 @@ def test_the_gpu_jobs_are_told_which_kernels_compute_astromae():
     assert 'eq_ignore_ascii_case("fused")' in source
 
 
+def _rust_const(path, name):
+    source = (INFRA.parents[1] / path).read_text()
+    return float(re.search(rf"pub const {name}: f64 = ([0-9.]+);", source).group(1))
+
+
+def test_a_gpu_rank_cannot_wait_or_run_without_end():
+    t = template()["Resources"]
+    job = t["GpuJobDefinition"]["Properties"]
+    attempt = job["Timeout"]["AttemptDurationSeconds"]
+    vcpus = [r["Value"] for r in job["ContainerProperties"]["ResourceRequirements"] if r["Type"] == "VCPU"]
+    # Initialize bounds a GPU rank's time and the Map's concurrency with these
+    # (engine/src/pipeline/rank_time.rs): they must be the template's.
+    assert attempt == _rust_const("engine/src/pipeline/rank_time.rs", "BATCH_ATTEMPT_S")
+    assert [float(v) for v in vcpus] == [_rust_const("engine/src/pipeline/rank_time.rs", "BATCH_JOB_VCPUS")]
+    env = t["Function"]["Properties"]["Environment"]["Variables"]
+    assert env["COSMICAI_GPU_MAX_VCPUS"] == {"Ref": "GpuMaxVcpus"}
+    # "Jobs can remain in this state [RUNNABLE] indefinitely when sufficient resources
+    # are unavailable" (AWS Batch user guide, "Job states"): the queue cancels a job
+    # stuck for a misconfiguration or capacity. JobStateTimeLimitAction: state
+    # RUNNABLE only, action CANCEL, maxTimeSeconds 600 to 86,400 (Batch API reference).
+    actions = t["GpuJobQueue"]["Properties"]["JobStateTimeLimitActions"]
+    assert {a["Reason"] for a in actions} == {
+        "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE",
+        "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT",
+        "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY",
+    }
+    for a in actions:
+        assert (a["State"], a["Action"]) == ("RUNNABLE", "CANCEL")
+        assert 600 <= a["MaxTimeSeconds"] <= 86400
+    # The task gives up after every attempt could have run, plus the longest wait
+    # the queue allows: never the STANDARD child's one-year limit.
+    infer = maps()["GpuRanks"]["ItemProcessor"]["States"]["InferOnBatch"]
+    attempts = job["RetryStrategy"]["Attempts"]
+    longest_wait = max(a["MaxTimeSeconds"] for a in actions)
+    assert attempts * attempt + longest_wait <= infer["TimeoutSeconds"] <= 6 * 3600
+
+
 def test_nothing_is_granted_on_every_resource_that_can_be_scoped():
     # batch:DescribeJobs has no resource-level permissions (Service Authorization
     # Reference, AWS Batch); TerminateJob does, so it is scoped to jobs.

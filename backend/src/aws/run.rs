@@ -5,9 +5,7 @@
 use super::{Aws, LocalEtags, LocalWeights, start_and_follow, upload, within};
 use crate::coordinator::{AwsData, Recorder};
 use anyhow::{Result, bail};
-use cosmicai_engine::pipeline::{
-    LAMBDA_MAX_MEMORY_MB, Payload, RunSummary, check_express_time, plan,
-};
+use cosmicai_engine::pipeline::{LAMBDA_MAX_MEMORY_MB, Payload, RunSummary, check_rank_time, plan};
 use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::run::{Device, RunRequest};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -71,18 +69,19 @@ fn in_bucket(aws: &Aws, request: &RunRequest, s3_prefix: &str) -> RunRequest {
     }
 }
 
-/// A CPU run whose ranks could outlive their Express execution even with the
-/// most memory Lambda gives, refused before anything is uploaded or started.
-/// The request's `memory_mb` is not the workers': they have the template's
-/// MemorySize, which Initialize plans at and checks exactly. Bounding at the
-/// request's would refuse runs a large function can take.
+/// A run whose ranks could outlive their time (a CPU rank's Express execution
+/// even with the most memory Lambda gives, a GPU rank's Batch attempt), refused
+/// before anything is uploaded or started. The request's `memory_mb` is not the
+/// workers': they have the template's MemorySize, which Initialize plans at and
+/// checks exactly. Bounding at the request's would refuse runs a large function
+/// can take.
 fn refuse_too_long(planned: &Payload) -> Result<()> {
     if planned.request.device != Device::Cpu {
-        return Ok(());
+        return check_rank_time(planned).map_err(anyhow::Error::from);
     }
     let mut largest = planned.clone();
     largest.request.memory_mb = LAMBDA_MAX_MEMORY_MB;
-    check_express_time(&largest).map_err(|e| {
+    check_rank_time(&largest).map_err(|e| {
         anyhow::anyhow!(
             "{e} (bounded with Lambda's largest memory; Initialize checks again at the template's MemorySize)"
         )
@@ -196,7 +195,7 @@ mod tests {
         // Too long at the request's 2 GB, yet within reach of a 10 GB function:
         // Initialize decides at the template's MemorySize.
         let fits_large = one_rank(2, 2048);
-        assert!(check_express_time(&fits_large).is_err());
+        assert!(check_rank_time(&fits_large).is_err());
         assert!(refuse_too_long(&fits_large).is_ok());
         // Past even 10 GB: refused here, before any upload, naming the bound.
         let e = refuse_too_long(&one_rank(40, 2048))

@@ -19,8 +19,9 @@ pub use estimate::{Estimate, estimate};
 pub use plan::{Payload, initialize, initialize_with, plan, plan_ranks};
 pub use rank::{RankEvent, RankPredictions, encode_predictions, infer_rank, read_predictions};
 pub use rank_time::{
-    EXPRESS_RANK_TIMEOUT_S, LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, SlowestRank,
-    check_express_time, slowest_rank,
+    BATCH_ATTEMPT_S, BATCH_JOB_VCPUS, BATCH_RANK_PLANNED_MAX_S, EXPRESS_RANK_TIMEOUT_S,
+    LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, SlowestRank, check_rank_time,
+    slowest_rank,
 };
 pub use summary::{RunSummary, summarize};
 

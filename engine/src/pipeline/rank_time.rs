@@ -7,6 +7,7 @@
 use super::{Payload, PipelineError};
 use crate::projection::MB_PER_VCPU;
 use cosmicai_shared::model::ModelSpec;
+use cosmicai_shared::run::Device;
 
 /// The Infer task's timeout in `infra/aws/statemachine.asl.json`: an Express
 /// execution's 300 s, less 10 s for its own states.
@@ -49,9 +50,28 @@ pub struct SlowestRank {
     pub seconds_per_file: f64,
 }
 
-/// An upper bound of rank `files`' time on Lambda with `memory_mb` of memory.
-fn seconds(bytes: u64, model: &ModelSpec, memory_mb: u32) -> f64 {
-    let vcpus = (f64::from(memory_mb) / MB_PER_VCPU).clamp(0.07, 6.0);
+/// A GPU rank's attempt limit: the template's job definition
+/// (`AttemptDurationSeconds`). AWS Batch does not retry an attempt stopped for
+/// time, so a rank planned past it fails after a paid GPU hour.
+pub const BATCH_ATTEMPT_S: f64 = 3600.0;
+/// The longest a plan may bound a GPU rank at: the attempt's limit less time for
+/// the container to start and pull its image.
+pub const BATCH_RANK_PLANNED_MAX_S: f64 = BATCH_ATTEMPT_S - 300.0;
+/// vCPUs of a GPU job (the template's job definition): the GPU's own speed is
+/// not measured here, so its ranks are bounded at what these would compute.
+pub const BATCH_JOB_VCPUS: f64 = 4.0;
+
+/// The vCPUs a rank of `request` computes with: Lambda's share of its memory,
+/// or a GPU job's.
+fn rank_vcpus(request: &cosmicai_shared::run::RunRequest) -> f64 {
+    match request.device {
+        Device::Cpu => (f64::from(request.memory_mb) / MB_PER_VCPU).clamp(0.07, 6.0),
+        Device::Cuda => BATCH_JOB_VCPUS,
+    }
+}
+
+/// An upper bound of a rank's time reading `bytes` with `vcpus` computing.
+fn seconds(bytes: u64, model: &ModelSpec, vcpus: f64) -> f64 {
     let compute = match model {
         ModelSpec::AstroMae(_) => {
             bytes as f64 / CUTOUT_BYTES / (ASTROMAE_OBJECTS_PER_VCPU_S * vcpus)
@@ -76,7 +96,7 @@ pub fn slowest_rank(payload: &Payload) -> Option<SlowestRank> {
     let seconds_per_file = payload
         .files
         .iter()
-        .map(|(_, s)| seconds(*s, &model, request.memory_mb))
+        .map(|(_, s)| seconds(*s, &model, rank_vcpus(request)))
         .fold(0.0, f64::max);
     payload
         .ranks
@@ -88,7 +108,7 @@ pub fn slowest_rank(payload: &Payload) -> Option<SlowestRank> {
                 rank,
                 files: keys.len(),
                 bytes,
-                seconds: COLD_START_S + seconds(bytes, &model, request.memory_mb),
+                seconds: COLD_START_S + seconds(bytes, &model, rank_vcpus(request)),
                 seconds_per_file,
             }
         })
@@ -101,20 +121,40 @@ pub fn slowest_rank(payload: &Payload) -> Option<SlowestRank> {
         })
 }
 
-/// Refuses a plan whose slowest rank could run past [`RANK_PLANNED_MAX_S`],
-/// saying which world size (or which file size) would fit.
-pub fn check_express_time(payload: &Payload) -> Result<(), PipelineError> {
+/// Refuses a plan whose slowest rank could run past the time its ranks have:
+/// [`RANK_PLANNED_MAX_S`] in a Lambda (CPU), [`BATCH_RANK_PLANNED_MAX_S`] in a
+/// GPU job; says which world size (or which file size) would fit.
+pub fn check_rank_time(payload: &Payload) -> Result<(), PipelineError> {
     let Some(slowest) = slowest_rank(payload) else {
         return Ok(());
     };
-    if slowest.seconds <= RANK_PLANNED_MAX_S {
+    let request = &payload.request;
+    let (limit, on, why) = match request.device {
+        Device::Cpu => (
+            RANK_PLANNED_MAX_S,
+            format!("at {} MB", request.memory_mb),
+            format!(
+                "a rank may be planned at in an Express child execution (it stops itself at \
+                 {RANK_STOP_S:.0} s, before the task's {EXPRESS_RANK_TIMEOUT_S:.0} s timeout, and \
+                 throttled calls are retried within that)"
+            ),
+        ),
+        Device::Cuda => (
+            BATCH_RANK_PLANNED_MAX_S,
+            "on a GPU job (bounded at its 4 vCPUs' speed)".to_string(),
+            format!(
+                "a rank may be planned at on AWS Batch (the job definition stops an attempt at \
+                 {BATCH_ATTEMPT_S:.0} s, and Batch does not retry it)"
+            ),
+        ),
+    };
+    if slowest.seconds <= limit {
         return Ok(());
     }
-    let request = &payload.request;
-    let budget = RANK_PLANNED_MAX_S - COLD_START_S;
+    let budget = limit - COLD_START_S;
     let fix = if slowest.seconds_per_file > budget {
-        // At Lambda's largest memory, more is not to be had.
-        let memory = if request.memory_mb < LAMBDA_MAX_MEMORY_MB {
+        // At Lambda's largest memory, more is not to be had; a GPU job's is fixed.
+        let memory = if request.device == Device::Cpu && request.memory_mb < LAMBDA_MAX_MEMORY_MB {
             ", or give the function more memory (memory_mb; on AWS, the template's MemorySize)"
         } else {
             ""
@@ -131,16 +171,13 @@ pub fn check_express_time(payload: &Payload) -> Result<(), PipelineError> {
         )
     };
     Err(PipelineError::Invalid(vec![format!(
-        "rank {} would read {} files ({:.1} MB) with model '{}' in up to {:.0} s at {} MB, \
-         past the {RANK_PLANNED_MAX_S:.0} s a rank may be planned at in an Express child execution \
-         (it stops itself at {RANK_STOP_S:.0} s, before the task's {EXPRESS_RANK_TIMEOUT_S:.0} s timeout, \
-         and throttled calls are retried within that); {fix}",
+        "rank {} would read {} files ({:.1} MB) with model '{}' in up to {:.0} s {on}, \
+         past the {limit:.0} s {why}; {fix}",
         slowest.rank,
         slowest.files,
         slowest.bytes as f64 / 1e6,
         request.model,
         slowest.seconds,
-        request.memory_mb,
     )]))
 }
 
@@ -167,9 +204,9 @@ mod tests {
     fn cai_1000_gb_fits_at_10000_ranks_not_at_1000() {
         // 40,000 partitions of 25 MB, AstroMAE, 2,048 MB.
         let fits = payload(40_000, 25_000_000, 10_000, "astromae:m.pt");
-        check_express_time(&fits).unwrap();
+        check_rank_time(&fits).unwrap();
         let slow = payload(40_000, 25_000_000, 1_000, "astromae:m.pt");
-        let e = check_express_time(&slow).unwrap_err().to_string();
+        let e = check_rank_time(&slow).unwrap_err().to_string();
         assert!(e.contains("rank 0 would read 40 files"), "{e}");
         let needed: usize = e
             .split("world_size ")
@@ -178,9 +215,9 @@ mod tests {
             .and_then(|n| n.parse().ok())
             .unwrap();
         // The world size it names fits; one file fewer per rank is what it means.
-        check_express_time(&payload(40_000, 25_000_000, needed, "astromae:m.pt")).unwrap();
+        check_rank_time(&payload(40_000, 25_000_000, needed, "astromae:m.pt")).unwrap();
         assert!(
-            check_express_time(&payload(40_000, 25_000_000, needed / 2, "astromae:m.pt")).is_err()
+            check_rank_time(&payload(40_000, 25_000_000, needed / 2, "astromae:m.pt")).is_err()
         );
     }
 
@@ -191,7 +228,7 @@ mod tests {
             let bytes = (seconds - COLD_START_S) * S3_BYTES_PER_S;
             payload(1, bytes as u64, 1, "photoz")
         };
-        check_express_time(&at(RANK_PLANNED_MAX_S - 1.0)).unwrap();
+        check_rank_time(&at(RANK_PLANNED_MAX_S - 1.0)).unwrap();
         // Between the plan's bound and the task's timeout: the rank would stop
         // itself at 280 s, so it is refused, by the figures that decide it.
         for seconds in [
@@ -199,7 +236,7 @@ mod tests {
             RANK_STOP_S + 1.0,
             EXPRESS_RANK_TIMEOUT_S - 1.0,
         ] {
-            let e = check_express_time(&at(seconds)).unwrap_err().to_string();
+            let e = check_rank_time(&at(seconds)).unwrap_err().to_string();
             assert!(
                 e.contains("past the 250 s") && e.contains("at 280 s"),
                 "{e}"
@@ -208,9 +245,48 @@ mod tests {
     }
 
     #[test]
+    fn a_gpu_rank_is_planned_within_its_batch_attempt() {
+        // CAI's 1,000 GB on the default GPU queue's 4 jobs: 250 GB a rank, whose
+        // download alone (5,000 s at 50 MB/s) is past Batch's 3,600 s attempt.
+        let gpu = |world_size| {
+            let mut p = payload(40_000, 25_000_000, world_size, "astromae:m.pt");
+            p.request.device = Device::Cuda;
+            p
+        };
+        let e = check_rank_time(&gpu(4)).unwrap_err().to_string();
+        assert!(
+            e.contains("rank 0 would read 10000 files")
+                && e.contains("on a GPU job")
+                && e.contains("past the 3300 s")
+                && e.contains("stops an attempt at 3600 s"),
+            "{e}"
+        );
+        let needed: usize = e
+            .split("world_size ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        check_rank_time(&gpu(needed)).unwrap();
+        assert!(check_rank_time(&gpu(needed / 2)).is_err());
+        // Bounded at the job's 4 vCPUs, not at the request's Lambda memory.
+        let mut small_memory = gpu(needed);
+        small_memory.request.memory_mb = 128;
+        check_rank_time(&small_memory).unwrap();
+        // A GPU job's memory is fixed: not offered.
+        let mut huge = payload(1, 40_000_000_000, 1, "astromae:m.pt");
+        huge.request.device = Device::Cuda;
+        let e = check_rank_time(&huge).unwrap_err().to_string();
+        assert!(
+            e.contains("split the partitions smaller") && !e.contains("memory"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn photoz_is_bounded_by_the_download_and_a_huge_file_by_its_size() {
-        check_express_time(&payload(100, 100_000_000, 10, "photoz")).unwrap();
-        let e = check_express_time(&payload(1, 400_000_000, 1, "astromae:m.pt"))
+        check_rank_time(&payload(100, 100_000_000, 10, "photoz")).unwrap();
+        let e = check_rank_time(&payload(1, 400_000_000, 1, "astromae:m.pt"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("split the partitions smaller"), "{e}");
@@ -218,7 +294,7 @@ mod tests {
         // At Lambda's largest memory, more is not offered.
         let mut largest = payload(1, 4_000_000_000, 1, "astromae:m.pt");
         largest.request.memory_mb = LAMBDA_MAX_MEMORY_MB;
-        let e = check_express_time(&largest).unwrap_err().to_string();
+        let e = check_rank_time(&largest).unwrap_err().to_string();
         assert!(e.contains("split the partitions smaller"), "{e}");
         assert!(!e.contains("more memory"), "{e}");
     }
