@@ -200,6 +200,15 @@ mod tests {
         }
     }
 
+    /// The world size a refusal says would fit.
+    fn named_world_size(e: &str) -> usize {
+        e.split("world_size ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no world size named in: {e}"))
+    }
+
     #[test]
     fn cai_1000_gb_fits_at_10000_ranks_not_at_1000() {
         // 40,000 partitions of 25 MB, AstroMAE, 2,048 MB.
@@ -208,12 +217,7 @@ mod tests {
         let slow = payload(40_000, 25_000_000, 1_000, "astromae:m.pt");
         let e = check_rank_time(&slow).unwrap_err().to_string();
         assert!(e.contains("rank 0 would read 40 files"), "{e}");
-        let needed: usize = e
-            .split("world_size ")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap();
+        let needed = named_world_size(&e);
         // The world size it names fits; one file fewer per rank is what it means.
         check_rank_time(&payload(40_000, 25_000_000, needed, "astromae:m.pt")).unwrap();
         assert!(
@@ -261,12 +265,7 @@ mod tests {
                 && e.contains("stops an attempt at 3600 s"),
             "{e}"
         );
-        let needed: usize = e
-            .split("world_size ")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap();
+        let needed = named_world_size(&e);
         check_rank_time(&gpu(needed)).unwrap();
         assert!(check_rank_time(&gpu(needed / 2)).is_err());
         // Bounded at the job's 4 vCPUs, not at the request's Lambda memory.
