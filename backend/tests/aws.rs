@@ -191,6 +191,9 @@ fn start_stack(bin: &Path) -> Stack {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
             .env("COSMICAI_S3_ENDPOINT", &endpoint)
+            // As the template deploys it: results only there, and left out of
+            // listings of the whole bucket.
+            .env("COSMICAI_RESULTS_PREFIX", "results")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -205,6 +208,7 @@ fn s3(stack: &Stack) -> S3Store {
         region: Some("us-east-1".into()),
         endpoint: Some(stack.endpoint.clone()),
         static_credentials: Some(("test".into(), "test".into())),
+        unlisted: None,
     })
     .unwrap();
     let _ = store.block_on(store.client().create_bucket().bucket(BUCKET).send());
@@ -734,6 +738,7 @@ fn the_handler_stages_called_directly() {
         region: Some("us-east-1".into()),
         endpoint: Some(stack.endpoint.clone()),
         static_credentials: Some(("test".into(), "test".into())),
+        results_prefix: Some("results".into()),
     };
     let request = RunRequest {
         bucket: BUCKET.into(),
@@ -908,6 +913,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         region: Some("us-east-1".into()),
         endpoint: Some(stack.endpoint.clone()),
         static_credentials: Some(("test".into(), "test".into())),
+        results_prefix: Some("results".into()),
     };
     let request = RunRequest {
         bucket: BUCKET.into(),

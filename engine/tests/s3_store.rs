@@ -70,6 +70,7 @@ fn store(server: &Server, bucket: &str) -> S3Store {
         region: Some("us-east-1".into()),
         endpoint: Some(server.endpoint.clone()),
         static_credentials: Some((KEY.into(), SECRET.into())),
+        unlisted: None,
     })
     .unwrap();
     store
@@ -110,10 +111,76 @@ fn s3_store_round_trips_lists_and_refuses_bad_keys() {
         region: None,
         endpoint: Some(server.endpoint.clone()),
         static_credentials: Some((KEY.into(), SECRET.into())),
+        unlisted: None,
     })
     .unwrap();
     let e = missing.list("").unwrap_err().to_string();
     assert!(e.contains("no-such-bucket"), "{e}");
+}
+
+#[test]
+fn the_results_folder_is_left_out_of_listings_above_it() {
+    let server = start_server();
+    let plain = store(&server, "cosmicai-pruned");
+    for key in [
+        "a.safetensors",
+        "data/b.safetensors",
+        "results/stray.safetensors",
+        "results/r1/payload.json",
+        "results/r1/0.json",
+        "resultsx/c.safetensors",
+        "deep/results/d.safetensors",
+        "deep/e.safetensors",
+    ] {
+        plain.put(key, b"x").unwrap();
+    }
+    let keys = |store: &S3Store, prefix: &str| -> Vec<String> {
+        store
+            .list(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    };
+    let pruned = |unlisted: &str| {
+        S3Store::connect(S3Config {
+            bucket: "cosmicai-pruned".into(),
+            region: Some("us-east-1".into()),
+            endpoint: Some(server.endpoint.clone()),
+            static_credentials: Some((KEY.into(), SECRET.into())),
+            unlisted: Some(unlisted.into()),
+        })
+        .unwrap()
+    };
+    // The whole bucket (CAI's `data_prefix ""`): all but the results folder,
+    // sorted, and a folder that only starts alike is kept.
+    let results = pruned("results");
+    assert_eq!(
+        keys(&results, ""),
+        [
+            "a.safetensors",
+            "data/b.safetensors",
+            "deep/e.safetensors",
+            "deep/results/d.safetensors",
+            "resultsx/c.safetensors"
+        ]
+    );
+    assert_eq!(keys(&plain, "").len(), 8);
+    // Listings of the folder itself, or within it, are whole (Summarize, copies).
+    assert_eq!(keys(&results, "results").len(), 3);
+    assert_eq!(
+        keys(&results, "results/r1"),
+        ["results/r1/0.json", "results/r1/payload.json"]
+    );
+    // A folder deeper down is walked to, folder by folder.
+    let deep = pruned("/deep/results/");
+    assert_eq!(keys(&deep, "").len(), 7);
+    assert_eq!(keys(&deep, "deep"), ["deep/e.safetensors"]);
+    assert_eq!(keys(&deep, "deep/results"), ["deep/results/d.safetensors"]);
+    // HeadObject: there or not, no listing.
+    assert!(plain.exists("data/b.safetensors").unwrap());
+    assert!(!plain.exists("data/none.safetensors").unwrap());
+    assert!(plain.exists("../x").is_err());
 }
 
 #[test]

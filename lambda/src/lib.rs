@@ -42,6 +42,11 @@ pub struct S3Settings {
     pub endpoint: Option<String>,
     /// Static credentials (tests); `None` uses the Lambda role through the provider chain.
     pub static_credentials: Option<(String, String)>,
+    /// `COSMICAI_RESULTS_PREFIX`: the deployment's results, left out of listings
+    /// of the folders above it. A CAI payload's `data_prefix ""` lists the whole
+    /// bucket, and every past run's files would grow that listing past what
+    /// Initialize can read in its 15 minutes.
+    pub results_prefix: Option<String>,
 }
 
 impl S3Settings {
@@ -51,6 +56,7 @@ impl S3Settings {
             region: std::env::var("AWS_REGION").ok(),
             endpoint: std::env::var("COSMICAI_S3_ENDPOINT").ok(),
             static_credentials: None,
+            results_prefix: std::env::var("COSMICAI_RESULTS_PREFIX").ok(),
         }
     }
 
@@ -65,6 +71,7 @@ impl S3Settings {
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
             static_credentials: self.static_credentials.clone(),
+            unlisted: self.results_prefix.clone(),
         })
         .map_err(|e| e.to_string())
     }
@@ -529,13 +536,10 @@ impl RankDeadline {
     }
 }
 
-/// Whether `key` is an object of `store` (listing its folder: no GET of the whole object).
+/// Whether `key` is an object of `store` (HeadObject: a listing of its folder
+/// would read the whole bucket for a key at its root).
 fn object_exists(store: &S3Store, key: &str) -> Result<bool, String> {
-    let folder = key.rsplit_once('/').map_or("", |(folder, _)| folder);
-    store
-        .list(folder)
-        .map(|objects| objects.iter().any(|o| o.key == key))
-        .map_err(|e| e.to_string())
+    store.exists(key).map_err(|e| e.to_string())
 }
 
 /// Whether the workers may read weights from `bucket`: the run's own, or the

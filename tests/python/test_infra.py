@@ -251,7 +251,11 @@ def test_the_bucket_takes_tls_only_and_aborts_stale_uploads():
     assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} and s["Action"] == "s3:*" and s["Principal"] == "*"
                for s in deny)
     rules = resources["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
-    assert any(r["Status"] == "Enabled" and r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1 for r in rules)
+    assert any(r["Status"] == "Enabled" and r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation", 0) >= 1
+               for r in rules)
+    # The Map's ResultWriter records expire; the runs' own results never do.
+    expiring = [r for r in rules if "ExpirationInDays" in r]
+    assert [r["Prefix"] for r in expiring] == [{"Sub": "${ResultsPrefix}/map-results/"}]
 
 
 def test_concurrency_is_reserved_and_bounds_the_map():

@@ -41,6 +41,7 @@ impl Aws {
             region: config.region.clone(),
             endpoint: config.endpoint.clone(),
             static_credentials: None,
+            unlisted: None,
         })
         .with_context(|| format!("connecting to s3://{}", config.bucket))?;
         let mut sfn = aws_sdk_sfn::config::Builder::from(s3.sdk_config());

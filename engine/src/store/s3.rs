@@ -40,6 +40,10 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     /// Static credentials (tests, local servers); `None` uses the AWS provider chain.
     pub static_credentials: Option<(String, String)>,
+    /// A folder left out of listings of the folders above it (the deployment's
+    /// results: every past run's files, which grow with each run and hold no
+    /// partition). Listed as usual when a listing is of it or within it.
+    pub unlisted: Option<String>,
 }
 
 pub struct S3Store {
@@ -47,6 +51,17 @@ pub struct S3Store {
     shared: aws_config::SdkConfig,
     bucket: String,
     runtime: tokio::runtime::Runtime,
+    /// [`S3Config::unlisted`], as a folder (`results/`).
+    unlisted: Option<String>,
+}
+
+/// `prefix` as a folder: "a" lists "a/..." not "ab"; "" is the whole bucket.
+fn as_folder(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    }
 }
 
 impl S3Store {
@@ -87,6 +102,10 @@ impl S3Store {
             shared,
             bucket: config.bucket,
             runtime,
+            unlisted: config
+                .unlisted
+                .map(|u| as_folder(u.trim_matches('/')))
+                .filter(|u| !u.is_empty()),
         })
     }
 
@@ -359,25 +378,62 @@ impl S3Store {
     /// The objects under `prefix` (a folder) with their ETags, quotes removed.
     pub fn list_with_etags(&self, prefix: &str) -> Result<Vec<(StoreObject, String)>, StoreError> {
         let prefix = checked(prefix)?;
-        // A folder: "a" lists "a/..." not "ab".
-        let folder = if prefix.is_empty() || prefix.ends_with('/') {
-            prefix.to_string()
-        } else {
-            format!("{prefix}/")
+        let folder = as_folder(prefix);
+        let mut out = match &self.unlisted {
+            // The unlisted folder is below this one: walk down to it, folder by
+            // folder, and list every other folder whole.
+            Some(unlisted) if unlisted.starts_with(&folder) && *unlisted != folder => {
+                self.list_around(&folder, unlisted)?
+            }
+            _ => self.list_pages(&folder, false)?.0,
         };
+        out.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+        Ok(out)
+    }
+
+    /// Everything under `folder` but `unlisted` (a folder below it).
+    fn list_around(
+        &self,
+        folder: &str,
+        unlisted: &str,
+    ) -> Result<Vec<(StoreObject, String)>, StoreError> {
+        let (mut out, folders) = self.list_pages(folder, true)?;
+        for sub in folders {
+            if sub == unlisted {
+                continue;
+            }
+            let mut objects = if unlisted.starts_with(&sub) {
+                self.list_around(&sub, unlisted)?
+            } else {
+                self.list_pages(&sub, false)?.0
+            };
+            out.append(&mut objects);
+        }
+        Ok(out)
+    }
+
+    /// One listing of `folder`, page by page: its objects with their ETags
+    /// (quotes removed), and with `delimited` its subfolders apart (unlisted).
+    #[allow(clippy::type_complexity)]
+    fn list_pages(
+        &self,
+        folder: &str,
+        delimited: bool,
+    ) -> Result<(Vec<(StoreObject, String)>, Vec<String>), StoreError> {
         self.block_on(async {
-            let mut out = Vec::new();
+            let (mut out, mut folders) = (Vec::new(), Vec::new());
             let mut token = None;
             loop {
                 let page = self
                     .client
                     .list_objects_v2()
                     .bucket(&self.bucket)
-                    .prefix(&folder)
+                    .prefix(folder)
+                    .set_delimiter(delimited.then(|| "/".to_string()))
                     .set_continuation_token(token)
                     .send()
                     .await
-                    .map_err(|e| self.error(prefix, sdk(&e)))?;
+                    .map_err(|e| self.error(folder, sdk(&e)))?;
                 for o in page.contents() {
                     if let Some(key) = o.key() {
                         let object = StoreObject {
@@ -390,13 +446,36 @@ impl S3Store {
                         ));
                     }
                 }
+                folders.extend(
+                    page.common_prefixes()
+                        .iter()
+                        .filter_map(|p| p.prefix().map(str::to_string)),
+                );
                 token = page.next_continuation_token().map(str::to_string);
                 if token.is_none() {
                     break;
                 }
             }
-            out.sort_by(|a, b| a.0.key.cmp(&b.0.key));
-            Ok(out)
+            Ok((out, folders))
+        })
+    }
+
+    /// Whether object `key` exists (HeadObject: neither a listing nor the object's bytes).
+    pub fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let key = checked(key)?;
+        self.block_on(async {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+                Err(e) => Err(self.error(key, sdk(&e))),
+            }
         })
     }
 }
