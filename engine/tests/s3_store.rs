@@ -266,15 +266,10 @@ fn the_pipeline_runs_against_a_bucket() {
             ..Default::default()
         });
     }
-    let summary = summarize(
-        &s3,
-        &payload,
-        &measures,
-        1.0,
-        0.1,
-        std::time::Instant::now(),
-    )
-    .unwrap();
+    let summarize_now = |measures: &[RankMeasure]| {
+        summarize(&s3, &payload, measures, 1.0, 0.1, std::time::Instant::now())
+    };
+    let summary = summarize_now(&measures).unwrap();
     assert_eq!(summary.status, RunStatus::Succeeded);
     assert_eq!(summary.objects, 3 * 2200);
     let keys: Vec<String> = s3
@@ -297,4 +292,16 @@ fn the_pipeline_runs_against_a_bucket() {
         );
     }
     assert!(summary.metrics.unwrap().galaxy.unwrap().nmad < 0.03);
+
+    // A rank whose predictions cannot be read counts as failed; the others are
+    // still summarized (one bad file no longer loses a paid-for run's summary).
+    s3.put(
+        "results/s3run/predictions/1.safetensors",
+        b"not a predictions file",
+    )
+    .unwrap();
+    let again = summarize_now(&measures).unwrap();
+    assert_eq!(again.status, RunStatus::Partial);
+    assert_eq!(again.failed_ranks, [1]);
+    assert_eq!(again.objects, summary.objects - measures[1].objects);
 }

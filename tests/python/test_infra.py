@@ -108,6 +108,27 @@ def test_retries_are_jittered_and_an_express_rank_bounds_its_own_time():
     assert not any({"RankOutOfTime", "States.ALL", "States.TaskFailed"} & set(r["ErrorEquals"]) for r in infer["Retry"])
 
 
+def test_summarize_reads_once_no_stopped_rank_can_write_and_is_retried():
+    # A failed Map stops its Express children, not the Lambda calls they made
+    # (Step Functions developer guide, "Stopping a Map Run"): a rank stops itself
+    # RANK_STOP_S after its Infer state began (lambda/src/lib.rs), so the failed
+    # path waits at least the Infer task's timeout before Summarize reads.
+    s = states()
+    catch = maps()["Ranks"]["Catch"][0]
+    wait = s[catch["Next"]]
+    infer = maps()["Ranks"]["ItemProcessor"]["States"]["Infer"]
+    assert wait["Type"] == "Wait" and wait["Seconds"] >= infer["TimeoutSeconds"]
+    assert wait["Next"] == "SummarizeFailedMap"
+    assert _rust_const("engine/src/pipeline/rank_time.rs", "EXPRESS_RANK_TIMEOUT_S") == infer["TimeoutSeconds"]
+    # Batch jobs are cancelled with their STANDARD children: no wait there.
+    assert maps()["GpuRanks"]["Catch"][0]["Next"] == "SummarizeFailedMap"
+    # Summarize after every rank was paid for: an S3 error past the SDK's retries
+    # (StageFailed) is retried, never an invalid request.
+    for name in ["Summarize", "SummarizeFailedMap"]:
+        errors = [e for r in s[name]["Retry"] for e in r["ErrorEquals"]]
+        assert "StageFailed" in errors and "InvalidRequest" not in errors, name
+
+
 def test_no_state_carries_a_per_rank_list():
     # State input and output stop at 256 KiB ("States.DataLimitExceeded", a terminal
     # error that States.ALL does not catch). Items come from S3 (ItemReader) and results

@@ -59,8 +59,12 @@ pub fn summarize(
         };
         match fetched {
             Ok(bytes) => {
-                let p = read_predictions(&bytes)
-                    .map_err(|e| PipelineError::Other(format!("rank {rank} predictions: {e}")))?;
+                // Unreadable predictions fail their rank, not the summary of the
+                // others (every rank is paid for by now).
+                let Ok(p) = read_predictions(&bytes) else {
+                    failed_ranks.push(rank);
+                    return Ok(());
+                };
                 for ((z, class), predicted) in p.redshift.iter().zip(&p.class).zip(&p.predicted) {
                     scorer.add(*z, *class, predicted);
                 }
