@@ -25,22 +25,29 @@ pub const S3_PUT_LIST: f64 = 0.005 / 1e3;
 /// S3 GET, USD per request ($0.0004 per 1,000).
 pub const S3_GET: f64 = 0.0004 / 1e3;
 
+/// A GPU rank's instance, USD per second: g5.xlarge on demand ($1.006 an hour;
+/// the template lets Batch pick g5.2xlarge too, at $1.212).
+pub const GPU_INSTANCE_S: f64 = 1.006 / 3600.0;
+
 /// Whether this build prices Lambda as arm64 (Graviton) rather than x86_64.
 pub const ARM64: bool = cfg!(target_arch = "aarch64");
 
 /// What the Distributed Map's child executions are (the template's choice): CPU
-/// ranks run in EXPRESS children, CUDA ranks (a `.sync` Batch job) in STANDARD ones.
+/// ranks run on Lambda in EXPRESS children (or STANDARD ones); CUDA ranks in
+/// STANDARD children, each waiting on an AWS Batch GPU job (`.sync`), whose time
+/// is billed as the GPU instance's, not as Lambda's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Children {
     Express,
     Standard,
+    BatchGpu,
 }
 
 impl Children {
     pub fn for_device(device: cosmicai_shared::run::Device) -> Self {
         match device {
             cosmicai_shared::run::Device::Cpu => Children::Express,
-            cosmicai_shared::run::Device::Cuda => Children::Standard,
+            cosmicai_shared::run::Device::Cuda => Children::BatchGpu,
         }
     }
 }
@@ -66,22 +73,29 @@ pub fn run_cost(
     children: Children,
 ) -> Cost {
     let gb = f64::from(memory_mb) / 1024.0;
-    let billed_s: f64 = ranks
+    let on_gpu = children == Children::BatchGpu;
+    let ranks_s: f64 = ranks
         .iter()
         .map(|r| r.billed_duration_ms as f64 / 1000.0)
-        .sum::<f64>()
-        + stage_durations_s
-            .iter()
-            .map(|&d| billed_ms(d) as f64 / 1000.0)
-            .sum::<f64>();
-    let lambda_gb_s = billed_s * gb;
+        .sum();
+    let stages_s: f64 = stage_durations_s
+        .iter()
+        .map(|&d| billed_ms(d) as f64 / 1000.0)
+        .sum();
+    // Initialize and Summarize run on Lambda either way; GPU ranks do not.
+    let (lambda_s, gpu_instance_s) = if on_gpu {
+        (stages_s, ranks_s)
+    } else {
+        (ranks_s + stages_s, 0.0)
+    };
+    let lambda_gb_s = lambda_s * gb;
     let price = if arm64 {
         LAMBDA_GB_S_ARM
     } else {
         LAMBDA_GB_S_X86
     };
     let attempts: u64 = ranks.iter().map(|r| u64::from(r.attempts.max(1))).sum();
-    let lambda_requests = attempts + stage_durations_s.len() as u64;
+    let lambda_requests = if on_gpu { 0 } else { attempts } + stage_durations_s.len() as u64;
     let world = ranks.len() as u64;
     let (state_transitions, express_executions, express_gb_s) = match children {
         Children::Express => {
@@ -92,7 +106,9 @@ pub fn run_cost(
                 .sum();
             (6 + world, world, seconds * EXPRESS_BILLED_GB)
         }
-        Children::Standard => (6 + world * (1 + STANDARD_CHILD_TRANSITIONS), 0, 0.0),
+        Children::Standard | Children::BatchGpu => {
+            (6 + world * (1 + STANDARD_CHILD_TRANSITIONS), 0, 0.0)
+        }
     };
     let s3_put_list = 2 + 2 * world + 2;
     let s3_get = files_per_rank.iter().sum::<usize>() as u64 + world;
@@ -110,16 +126,63 @@ pub fn run_cost(
         s3_put_list,
         s3_get,
         s3_usd: s3_put_list as f64 * S3_PUT_LIST + s3_get as f64 * S3_GET,
+        gpu_instance_s,
+        gpu_instance_usd: gpu_instance_s * GPU_INSTANCE_S,
         total_usd: 0.0,
     };
-    cost.total_usd =
-        cost.lambda_compute_usd + cost.lambda_requests_usd + cost.step_functions_usd + cost.s3_usd;
+    cost.total_usd = cost.lambda_compute_usd
+        + cost.lambda_requests_usd
+        + cost.step_functions_usd
+        + cost.s3_usd
+        + cost.gpu_instance_usd;
     cost
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_ranks_are_billed_as_instance_time_not_lambda() {
+        let rank = RankMeasure {
+            billed_duration_ms: 3_600_000,
+            attempts: 1,
+            ..Default::default()
+        };
+        let gpu = run_cost(
+            std::slice::from_ref(&rank),
+            &[3],
+            &[2.0, 1.0],
+            2048,
+            false,
+            Children::BatchGpu,
+        );
+        // One hour of g5.xlarge, and Lambda only for Initialize and Summarize.
+        assert!((gpu.gpu_instance_s - 3600.0).abs() < 1e-9);
+        assert!((gpu.gpu_instance_usd - 1.006).abs() < 1e-9);
+        assert!((gpu.lambda_gb_s - 3.0 * 2.0).abs() < 1e-9);
+        assert_eq!(gpu.lambda_requests, 2);
+        assert!(
+            (gpu.total_usd
+                - gpu.gpu_instance_usd
+                - gpu.lambda_compute_usd
+                - gpu.lambda_requests_usd
+                - gpu.step_functions_usd
+                - gpu.s3_usd)
+                .abs()
+                < 1e-12
+        );
+        // The same hour on Lambda at 2 GB: about a tenth of it.
+        let cpu = run_cost(&[rank], &[3], &[2.0, 1.0], 2048, false, Children::Standard);
+        assert_eq!(cpu.gpu_instance_usd, 0.0);
+        assert!(
+            cpu.total_usd < gpu.total_usd / 5.0,
+            "{} vs {}",
+            cpu.total_usd,
+            gpu.total_usd
+        );
+        assert_eq!(cpu.state_transitions, gpu.state_transitions);
+    }
 
     #[test]
     fn billed_duration_rounds_up_to_the_millisecond() {

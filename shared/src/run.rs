@@ -375,6 +375,12 @@ pub struct Cost {
     pub express_gb_s: f64,
     /// Transitions, and EXPRESS children's requests and duration.
     pub step_functions_usd: f64,
+    /// GPU ranks (AWS Batch jobs): seconds of GPU instance time their work took
+    /// (the instance's start and idle time are not known here, so not counted).
+    #[serde(default)]
+    pub gpu_instance_s: f64,
+    #[serde(default)]
+    pub gpu_instance_usd: f64,
     pub s3_put_list: u64,
     pub s3_get: u64,
     pub s3_usd: f64,

@@ -425,9 +425,17 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
             a.outlier_frac_0_15
         );
     }
+    let gpu = if s.cost.gpu_instance_s > 0.0 {
+        format!(
+            ", GPU instances {:.1} s ${:.6}",
+            s.cost.gpu_instance_s, s.cost.gpu_instance_usd
+        )
+    } else {
+        String::new()
+    };
     crate::line!(
         out,
-        "  cost at AWS prices: ${:.6} (Lambda {:.2} GB-s ${:.6}, {} requests, {} transitions, S3 ${:.6})",
+        "  cost at AWS prices: ${:.6} (Lambda {:.2} GB-s ${:.6}, {} requests, {} transitions, S3 ${:.6}{gpu})",
         s.cost.total_usd,
         s.cost.lambda_gb_s,
         s.cost.lambda_compute_usd,

@@ -301,6 +301,9 @@ fn ResultsView(results: RunResults) -> impl IntoView {
                 <tr><td>"Lambda compute"</td><td>{format!("{:.3} GB-s", cost.lambda_gb_s)}</td><td>{format!("${:.6}", cost.lambda_compute_usd)}</td></tr>
                 <tr><td>"Lambda requests"</td><td>{cost.lambda_requests}</td><td>{format!("${:.6}", cost.lambda_requests_usd)}</td></tr>
                 <tr><td>"Step Functions"</td><td>{format!("{} transitions, {} Express children", cost.state_transitions, cost.express_executions)}</td><td>{format!("${:.6}", cost.step_functions_usd)}</td></tr>
+                {(cost.gpu_instance_s > 0.0).then(|| view! {
+                    <tr><td>"GPU instances (Batch)"</td><td>{format!("{:.1} s of g5.xlarge", cost.gpu_instance_s)}</td><td>{format!("${:.6}", cost.gpu_instance_usd)}</td></tr>
+                })}
                 <tr><td>"S3 requests"</td><td>{format!("{} put/list, {} get", cost.s3_put_list, cost.s3_get)}</td><td>{format!("${:.6}", cost.s3_usd)}</td></tr>
                 <tr class="total"><td>"Total"</td><td></td><td>{format!("${:.6}", cost.total_usd)}</td></tr>
             </table>
