@@ -321,6 +321,11 @@ fn map_run_of(
 
 /// The DR14 catalog in 4 partitions, in a local data directory.
 fn dataset(dir: &Path) -> PathBuf {
+    dataset_of(dir, 2200)
+}
+
+/// The DR14 catalog under `dir/data`, in partitions of `objects` objects.
+fn dataset_of(dir: &Path, objects: usize) -> PathBuf {
     let data = dir.join("data");
     let out = cosmicai(&[
         "catalog",
@@ -329,7 +334,7 @@ fn dataset(dir: &Path) -> PathBuf {
         "--out",
         &data.display().to_string(),
         "--objects",
-        "2200",
+        &objects.to_string(),
     ]);
     assert!(out.status.success());
     data
@@ -534,6 +539,35 @@ fn a_run_on_step_functions_and_lambda_matches_the_local_layout() {
         "{stderr}"
     );
     assert_ne!(store.get(&first.key).unwrap(), other);
+    // More ranks than files: the ranks planned none are no Map item (no Lambda
+    // call, child or writes), and count as done with nothing read.
+    let wide = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &["--world-size", "7", "--batch-size", "1000", "--json"],
+    );
+    let stderr = String::from_utf8_lossy(&wide.stderr);
+    assert!(wide.status.success(), "{stderr}");
+    let s = last_json_line(&wide);
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(
+        (s["ranks"].as_u64(), s["objects"].as_u64()),
+        (Some(7), Some(8443)),
+        "{s}"
+    );
+    assert_eq!(s["failed_ranks"], serde_json::json!([]), "{s}");
+    let execution = format!(
+        "{}:{}",
+        arn.replace(":stateMachine:", ":execution:"),
+        s["run_id"].as_str().unwrap()
+    );
+    let items = map_run_of(&store, &client, &execution);
+    assert_eq!(items.item_counts().map(|c| c.total()), Some(4));
+    assert_eq!(items.max_concurrency(), 4);
+    let wide_path = s["result_path"].as_str().unwrap();
+    assert!(store.get(&format!("{wide_path}/3.json")).is_ok());
+    assert!(store.get(&format!("{wide_path}/4.json")).is_err());
     // A partition another dataset left under the prefix would run too: refused
     // by name before the execution starts.
     store
@@ -673,7 +707,8 @@ fn an_execution_can_be_stopped() {
     let Some(bin) = venv_bin() else { return };
     let (_stack, store, client, arn) = deployed(&bin, "cosmicai-stop");
     let tmp = tempfile::tempdir().unwrap();
-    let data = dataset(tmp.path());
+    // Many small partitions (a rank only runs with a file to read).
+    let data = dataset_of(tmp.path(), 130);
     upload_dir(&store, &data, "stop");
     // Many ranks, one function instance: the Map takes a few seconds.
     let input = serde_json::json!({"bucket": BUCKET, "data_prefix": "stop", "batch_size": 8,

@@ -94,9 +94,16 @@ pub fn run_cost(
     } else {
         LAMBDA_GB_S_X86
     };
-    let attempts: u64 = ranks.iter().map(|r| u64::from(r.attempts.max(1))).sum();
+    // A rank planned no file is no Map item on AWS: no call, child, GET or PUT.
+    let runs = |rank: usize| files_per_rank.get(rank).is_none_or(|&files| files > 0);
+    let attempts: u64 = ranks
+        .iter()
+        .enumerate()
+        .filter(|(rank, _)| runs(*rank))
+        .map(|(_, r)| u64::from(r.attempts.max(1)))
+        .sum();
     let lambda_requests = if on_gpu { 0 } else { attempts } + stage_durations_s.len() as u64;
-    let world = ranks.len() as u64;
+    let world = (0..ranks.len()).filter(|&rank| runs(rank)).count() as u64;
     let (state_transitions, express_executions, express_gb_s) = match children {
         Children::Express => {
             // The child lasts as long as its Lambda call, billed in 100 ms steps.

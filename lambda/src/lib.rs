@@ -223,7 +223,7 @@ pub fn initialize_stage(
     // refused before anything is written or paid for.
     let payload = initialize_with(&store, request, run_id, check_rank_time)?;
     let plan = plan_key(&request.result_path);
-    let json = serde_json::to_vec(&plan_items(run_id, request))
+    let json = serde_json::to_vec(&plan_items(run_id, &payload))
         .map_err(|e| StageError::failed(e.to_string()))?;
     store
         .put(&plan, &json)
@@ -261,9 +261,14 @@ pub fn with_function_memory(request: &RunRequest, function_mb: Option<&str>) -> 
     request
 }
 
-/// The Map's items: one per rank, written to `plan.json` (never through the state).
-pub fn plan_items(run_id: &str, request: &RunRequest) -> Vec<RankItem> {
+/// The Map's items: one per rank planned a file, written to `plan.json` (never
+/// through the state). With more ranks than files, the others read nothing:
+/// each would still cost a child execution, a Lambda call and its writes, and
+/// Summarize counts them as done with no objects.
+pub fn plan_items(run_id: &str, payload: &Payload) -> Vec<RankItem> {
+    let request = &payload.request;
     (0..request.world_size)
+        .filter(|&rank| payload.ranks.get(rank).is_some_and(|keys| !keys.is_empty()))
         .map(|rank| RankItem {
             run_id: run_id.to_string(),
             bucket: request.bucket.clone(),
@@ -308,9 +313,11 @@ pub fn initialize_output(
         plan_key: plan_key(&request.result_path),
         ranks: request.world_size,
         device: request.device,
-        // Never above the function's reserved concurrency: more would only be throttled.
+        // The Map's items (ranks planned a file: at most one per file), never
+        // above the ceiling: more would only be throttled or queued.
         max_concurrency: request
             .world_size
+            .min(files)
             .min(concurrency_ceiling.unwrap_or(usize::MAX))
             .max(1),
         tolerated_failure_percentage: request.tolerated_failure_percentage,
@@ -682,11 +689,23 @@ pub fn summarize_stage(
         .map_error
         .as_ref()
         .map(|e| describe(e.error.as_deref(), e.cause.as_deref()));
-    let keys: Vec<String> = (0..world)
-        .map(|rank| measures_key(&event.result_path, rank))
+    // Ranks planned no file were no Map item: done, with nothing read.
+    let mut measures: Vec<RankMeasure> = (0..world)
+        .map(|rank| RankMeasure {
+            rank,
+            run_id: event.run_id.clone(),
+            ..Default::default()
+        })
         .collect();
-    let mut measures = Vec::with_capacity(world);
-    for_each_fetched(&store, &keys, PARALLEL_GETS, |rank, fetched| {
+    let ran: Vec<usize> = (0..world)
+        .filter(|&rank| payload.ranks.get(rank).is_some_and(|keys| !keys.is_empty()))
+        .collect();
+    let keys: Vec<String> = ran
+        .iter()
+        .map(|&rank| measures_key(&event.result_path, rank))
+        .collect();
+    for_each_fetched(&store, &keys, PARALLEL_GETS, |i, fetched| {
+        let rank = ran[i];
         let measure = match fetched {
             // Measures of another run under the same path are not this run's ranks.
             Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes)
@@ -695,18 +714,16 @@ pub fn summarize_stage(
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(StageError::failed(e.to_string())),
         };
-        measures.push(measure.unwrap_or_else(|| {
-            RankMeasure {
-                rank,
-                attempts: 1,
-                error: Some(
-                    map_failure
-                        .clone()
-                        .unwrap_or_else(|| "the rank's Map item failed".into()),
-                ),
-                ..Default::default()
-            }
-        }));
+        measures[rank] = measure.unwrap_or_else(|| RankMeasure {
+            rank,
+            attempts: 1,
+            error: Some(
+                map_failure
+                    .clone()
+                    .unwrap_or_else(|| "the rank's Map item failed".into()),
+            ),
+            ..Default::default()
+        });
         Ok(())
     })?;
     let duration_s = event
@@ -912,7 +929,7 @@ mod tests {
                 serde_json::to_string(&$v).unwrap().len()
             };
         }
-        let init = initialize_output(&run_id, &request, 40_000, 12.5, Some(1000));
+        let init = initialize_output(&run_id, &request, 80_000, 12.5, Some(1000));
         assert_eq!(
             init.max_concurrency, 1000,
             "bounded by the reserved concurrency"
@@ -923,7 +940,13 @@ mod tests {
         assert!(size!(state) < 8 * 1024, "{} bytes", size!(state));
         // Each Map item (a child execution's input) is one small rank item; the plan
         // itself goes to S3, where it may be large.
-        let items = plan_items(&run_id, &request);
+        let payload = Payload {
+            run_id: run_id.clone(),
+            request: request.clone(),
+            files: Vec::new(),
+            ranks: vec![vec!["p.safetensors".to_string()]; 40_000],
+        };
+        let items = plan_items(&run_id, &payload);
         assert_eq!(items.len(), 40_000);
         assert!(items.iter().all(|i| size!(i) < 2 * 1024));
         assert!(serde_json::to_vec(&items).unwrap().len() > STATE_PAYLOAD_LIMIT);

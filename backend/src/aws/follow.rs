@@ -199,11 +199,16 @@ fn lost(run_id: &str, e: &dyn std::fmt::Display) -> anyhow::Error {
 
 /// Whether the run's `payload.json` is there and names `run_id`.
 fn wrote_its_plan(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<bool, StoreError> {
+    its_plan(aws, request, run_id).map(|plan| plan.is_some())
+}
+
+/// The run's `payload.json`, if it is there and names `run_id`.
+fn its_plan(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<Option<Payload>, StoreError> {
     match aws.s3.get(&payload_key(&request.result_path)) {
-        Ok(bytes) => {
-            Ok(serde_json::from_slice::<Payload>(&bytes).is_ok_and(|p| p.run_id == run_id))
-        }
-        Err(StoreError::NotFound { .. }) => Ok(false),
+        Ok(bytes) => Ok(serde_json::from_slice::<Payload>(&bytes)
+            .ok()
+            .filter(|p| p.run_id == run_id)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -265,6 +270,22 @@ impl Poll {
                     .map(|rank| RunEvent::RankStarted { rank, attempt: 1 })
                     .collect();
                 recorder.events(&started);
+                // Ranks planned no file are no Map item (more ranks than files):
+                // done at once, with nothing read.
+                if let Some(plan) = its_plan(aws, request, run_id)? {
+                    let empty: Vec<RunEvent> = (0..request.world_size)
+                        .filter(|&r| plan.ranks.get(r).is_some_and(Vec::is_empty))
+                        .filter(|r| self.finished.insert(*r))
+                        .map(|rank| RunEvent::RankFinished {
+                            measure: RankMeasure {
+                                rank,
+                                run_id: run_id.to_string(),
+                                ..Default::default()
+                            },
+                        })
+                        .collect();
+                    recorder.events(&empty);
+                }
             }
         }
         let measures = new_measures(aws, request, run_id, &self.finished)?;

@@ -26,10 +26,16 @@ pub fn summarize(
     let mut failed_ranks = Vec::new();
     // Scored rank by rank: one rank's predictions in memory at a time.
     let mut scorer = Scorer::default();
+    // Ranks planned no file (more ranks than files) read nothing and run nowhere
+    // on AWS: not read here, and neither failed nor in the combined results.
+    let reading: Vec<usize> = (0..request.world_size)
+        .filter(|&rank| payload.ranks.get(rank).is_none_or(|keys| !keys.is_empty()))
+        .collect();
     // Each rank's result and predictions, read with many requests in flight (a
     // run may have 10,000 ranks) and scored in rank order.
-    let keys: Vec<String> = (0..request.world_size)
-        .flat_map(|rank| {
+    let keys: Vec<String> = reading
+        .iter()
+        .flat_map(|&rank| {
             [
                 rank_key(&request.result_path, rank),
                 predictions_key(&request.result_path, rank),
@@ -38,7 +44,7 @@ pub fn summarize(
         .collect();
     let mut result: Option<RankResult> = None;
     for_each_fetched(store, &keys, PARALLEL_GETS, |i, fetched| {
-        let rank = i / 2;
+        let rank = reading[i / 2];
         if i % 2 == 0 {
             let failed = measures.get(rank).is_some_and(|m| m.error.is_some());
             result = match fetched {
