@@ -128,14 +128,44 @@ fn send(
         if ours == *remote_etag {
             return Ok(Sent::AlreadyThere { read });
         }
-        file.rewind().with_context(reading)?;
     }
-    let etag = aws
-        .s3
-        .put_from(target, file, size)
-        .with_context(|| format!("uploading {key} to s3://{}/{target}", aws.s3.bucket()))?;
+    // A file fails after the SDK's own retries of each request (a connection
+    // reset mid-way loses its multipart upload): sent again whole, twice, before
+    // the upload stops. A rerun then sends only what is missing.
+    let etag = retried(PUT_ATTEMPTS, std::time::Duration::from_secs(2), || {
+        file.rewind()?;
+        Ok(aws.s3.put_from(target, &file, size)?)
+    })
+    .with_context(|| format!("uploading {key} to s3://{}/{target}", aws.s3.bucket()))?;
     etags.remember(&path, &stamp, &etag);
     Ok(Sent::Uploaded { bytes: size })
+}
+
+/// Tries of one file's upload.
+const PUT_ATTEMPTS: u32 = 3;
+
+/// `f` until it succeeds, at most `attempts` times, waiting `first_wait`, then
+/// twice as long, between tries; the last error if none succeeds.
+fn retried<T>(
+    attempts: u32,
+    first_wait: std::time::Duration,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut wait = first_wait;
+    let mut tried = 1;
+    loop {
+        match f() {
+            Ok(value) => return Ok(value),
+            Err(e) if tried >= attempts => {
+                return Err(e.context(format!("after {tried} tries")));
+            }
+            Err(_) => {
+                std::thread::sleep(wait);
+                wait *= 2;
+                tried += 1;
+            }
+        }
+    }
 }
 
 /// `key`'s path inside the folder `prefix` (the key itself outside it).
@@ -263,6 +293,32 @@ impl LocalWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_upload_is_tried_again_a_bounded_number_of_times() {
+        let zero = std::time::Duration::ZERO;
+        let mut calls = 0;
+        let got = retried(3, zero, || {
+            calls += 1;
+            if calls < 3 {
+                anyhow::bail!("reset")
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(got.unwrap(), 3);
+        let mut calls = 0;
+        let failed = retried(3, zero, || -> Result<()> {
+            calls += 1;
+            anyhow::bail!("reset {calls}")
+        });
+        assert_eq!(calls, 3);
+        let message = format!("{:#}", failed.unwrap_err());
+        assert!(
+            message.contains("after 3 tries") && message.contains("reset 3"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn the_pool_runs_every_item_once_and_stops_at_the_first_error() {
