@@ -409,12 +409,18 @@ fn copy_results(aws: &Aws, result_path: &str, local: &LocalStore, run_id: &str) 
         // A console's folder marker (`x/`), or a key no local file can take, is not a result.
         .filter(|key| !key.ends_with('/') && cosmicai_shared::run::check_key(key).is_ok())
         .collect();
+    // Written without a sync each (two per object, most of the copy's time at
+    // 30,000 objects), then made durable at once: the run is marked done only
+    // after, so a power cut before leaves it to be followed, and copied, again.
     for_each_fetched(&aws.s3, &keys, PARALLEL_GETS, |i, fetched| {
         let key = &keys[i];
         let bytes = fetched.map_err(|e| lost(run_id, &e))?;
         local
-            .put(key, &bytes)
+            .put_unsynced(key, &bytes)
             .with_context(|| format!("writing the run's {key} here"))?;
         Ok::<_, anyhow::Error>(())
-    })
+    })?;
+    local
+        .sync()
+        .with_context(|| format!("syncing the run's results in {}", local.root().display()))
 }

@@ -1,5 +1,6 @@
 //! `cosmicai bench`: figures for the speed targets, printed, never asserted.
 
+mod copy;
 mod device_memory;
 mod gemm;
 mod summarize;
@@ -64,6 +65,12 @@ pub enum BenchCommand {
         them again (nothing is sent: the ETags match), then deletes them from the bucket."
     )]
     Upload(upload::UploadBenchArgs),
+    /// Writing a run's results here as the AWS follower copies them back: a sync each, or one for all.
+    #[command(
+        after_help = "Example (a run of 10,000 ranks leaves over 30,000 objects):\n  \
+        cosmicai bench copy --objects 30000 --bytes 400"
+    )]
+    Copy(copy::CopyBenchArgs),
 }
 
 #[derive(Args)]
@@ -337,6 +344,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Synth(args) => return bench_synth(args),
         BenchCommand::Summarize(args) => return summarize::bench_summarize(args),
         BenchCommand::Upload(args) => return upload::bench_upload(args),
+        BenchCommand::Copy(args) => return copy::bench_copy(args),
         BenchCommand::Gemm(args) => return gemm::bench_gemm(args),
         BenchCommand::DeviceMemory(args) => return device_memory::bench_device_memory(args),
     };
