@@ -79,16 +79,36 @@ impl LocalStore {
     /// For many objects that can be copied again (a run's results, brought back
     /// from the bucket): two syncs each would be most of the copy's time.
     pub fn put_unsynced(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write_whole(key, bytes, false)
+    }
+
+    /// Whole objects only, as S3 does: written aside and renamed into place. With
+    /// `synced`, the file before the rename and the folder after, so a power cut
+    /// leaves the old object or the new one, never a torn one. A writer killed
+    /// midway leaves a `.tmp*` file, which [`sweep_temporaries`] removes.
+    fn write_whole(&self, key: &str, bytes: &[u8], synced: bool) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let io = |source| StoreError::Io {
             key: key.into(),
             source,
         };
         let dir = path.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(io)?;
+        if synced {
+            crate::partition::create_dir_synced(dir).map_err(io)?;
+        } else {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
         std::io::Write::write_all(&mut temp, bytes).map_err(io)?;
+        if synced {
+            temp.as_file().sync_all().map_err(io)?;
+        }
         temp.persist(&path).map_err(|e| io(e.error))?;
+        if synced {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
         Ok(())
     }
 
@@ -173,25 +193,7 @@ impl ObjectStore for LocalStore {
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let path = self.path(key)?;
-        let io = |source| StoreError::Io {
-            key: key.into(),
-            source,
-        };
-        let dir = path.parent().unwrap_or(&self.root);
-        crate::partition::create_dir_synced(dir).map_err(io)?;
-        // Whole objects only, as S3 does: write aside, sync, rename, sync the
-        // folder, so a power cut leaves the old object or the new one, never
-        // a torn one. A writer killed midway leaves a `.tmp*` file, which
-        // [`sweep_temporaries`] removes.
-        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        std::io::Write::write_all(&mut temp, bytes).map_err(io)?;
-        temp.as_file().sync_all().map_err(io)?;
-        temp.persist(&path).map_err(|e| io(e.error))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+        self.write_whole(key, bytes, true)
     }
 
     fn local_path(&self, key: &str) -> Option<PathBuf> {
