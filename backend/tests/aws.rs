@@ -404,7 +404,7 @@ fn a_run_on_step_functions_and_lambda_matches_the_local_layout() {
     let data = dataset(tmp.path());
     // Files younger than this have their ETags worked out but not remembered
     // (a second write in the same clock tick could hide): let them settle.
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
 
     let out = aws_run(
         &stack,
@@ -613,17 +613,19 @@ fn a_local_files_etag_is_the_one_s3_gives_it() {
         assert_eq!(&said, etag, "{len} bytes streamed");
         assert_eq!(store.get(&streamed).unwrap(), bytes, "{len} bytes streamed");
     }
-    // A reader that ends early (a file cut while it was read) fails by name and
-    // leaves no object, in one part or in several.
+    // A reader that ends early or goes on past its length (a file cut, or grown,
+    // while it was read) fails by name and leaves no object, in one part or in
+    // several.
     for len in [1000, 20_000_000] {
-        let bytes = vec![1u8; len - 10];
-        let key = format!("cut/{len}");
-        let err = store.put_from(&key, &bytes[..], len as u64).unwrap_err();
-        assert!(
-            err.to_string().contains("changed while it was read"),
-            "{err}"
-        );
-        assert!(store.list("cut").unwrap().is_empty());
+        for (bytes, said) in [
+            (vec![1u8; len - 10], "changed while it was read"),
+            (vec![1u8; len + 10], "grew past its"),
+        ] {
+            let key = format!("cut/{len}");
+            let err = store.put_from(&key, &bytes[..], len as u64).unwrap_err();
+            assert!(err.to_string().contains(said), "{err}");
+            assert!(store.list("cut").unwrap().is_empty());
+        }
     }
     // No half multipart upload is left to be billed.
     let uploads = store

@@ -74,8 +74,17 @@ pub fn run_cost(
 ) -> Cost {
     let gb = f64::from(memory_mb) / 1024.0;
     let on_gpu = children == Children::BatchGpu;
-    let ranks_s: f64 = ranks
-        .iter()
+    // A rank planned no file is no Map item on AWS: no time, call, child, GET or
+    // PUT (a local run starts it all the same; its cost at AWS prices is AWS's).
+    let runs = |rank: usize| files_per_rank.get(rank).is_none_or(|&files| files > 0);
+    let running = || {
+        ranks
+            .iter()
+            .enumerate()
+            .filter(move |(rank, _)| runs(*rank))
+            .map(|(_, r)| r)
+    };
+    let ranks_s: f64 = running()
         .map(|r| r.billed_duration_ms as f64 / 1000.0)
         .sum();
     let stages_s: f64 = stage_durations_s
@@ -94,21 +103,13 @@ pub fn run_cost(
     } else {
         LAMBDA_GB_S_X86
     };
-    // A rank planned no file is no Map item on AWS: no call, child, GET or PUT.
-    let runs = |rank: usize| files_per_rank.get(rank).is_none_or(|&files| files > 0);
-    let attempts: u64 = ranks
-        .iter()
-        .enumerate()
-        .filter(|(rank, _)| runs(*rank))
-        .map(|(_, r)| u64::from(r.attempts.max(1)))
-        .sum();
+    let attempts: u64 = running().map(|r| u64::from(r.attempts.max(1))).sum();
     let lambda_requests = if on_gpu { 0 } else { attempts } + stage_durations_s.len() as u64;
-    let world = (0..ranks.len()).filter(|&rank| runs(rank)).count() as u64;
+    let world = running().count() as u64;
     let (state_transitions, express_executions, express_gb_s) = match children {
         Children::Express => {
             // The child lasts as long as its Lambda call, billed in 100 ms steps.
-            let seconds: f64 = ranks
-                .iter()
+            let seconds: f64 = running()
                 .map(|r| (r.billed_duration_ms as f64 / 100.0).ceil() / 10.0)
                 .sum();
             (6 + world, world, seconds * EXPRESS_BILLED_GB)
@@ -189,6 +190,34 @@ mod tests {
             gpu.total_usd
         );
         assert_eq!(cpu.state_transitions, gpu.state_transitions);
+    }
+
+    #[test]
+    fn ranks_planned_no_file_cost_nothing() {
+        let rank = |ms| RankMeasure {
+            billed_duration_ms: ms,
+            attempts: 1,
+            ..Default::default()
+        };
+        let two = run_cost(
+            &[rank(1000), rank(2000)],
+            &[1, 1],
+            &[],
+            2048,
+            false,
+            Children::Express,
+        );
+        // A third rank with no file (a local run starts it and measures it): the
+        // same bill, since on AWS it is no Map item.
+        let three = run_cost(
+            &[rank(1000), rank(2000), rank(700)],
+            &[1, 1, 0],
+            &[],
+            2048,
+            false,
+            Children::Express,
+        );
+        assert_eq!(two, three);
     }
 
     #[test]

@@ -303,5 +303,7 @@ fn the_pipeline_runs_against_a_bucket() {
     let again = summarize_now(&measures).unwrap();
     assert_eq!(again.status, RunStatus::Partial);
     assert_eq!(again.failed_ranks, [1]);
+    let error = again.per_rank[1].error.as_deref().unwrap_or_default();
+    assert!(error.contains("predictions cannot be read"), "{error}");
     assert_eq!(again.objects, summary.objects - measures[1].objects);
 }

@@ -293,8 +293,12 @@ pub fn concurrency_ceiling(
     let number = |v: Option<&str>| v.and_then(|v| v.trim().parse::<usize>().ok());
     match device {
         Device::Cpu => number(reserved),
-        Device::Cuda => number(gpu_max_vcpus)
-            .map(|vcpus| (vcpus / cosmicai_engine::pipeline::BATCH_JOB_VCPUS as usize).max(1)),
+        // Unset (a template older than this code): the template's default, 16.
+        Device::Cuda => Some(
+            (number(gpu_max_vcpus).unwrap_or(16)
+                / cosmicai_engine::pipeline::BATCH_JOB_VCPUS as usize)
+                .max(1),
+        ),
     }
 }
 
@@ -970,7 +974,7 @@ mod tests {
         assert_eq!(concurrency_ceiling(Cpu, Some("900"), Some("16")), Some(900));
         assert_eq!(concurrency_ceiling(Cuda, Some("900"), Some("16")), Some(4));
         assert_eq!(concurrency_ceiling(Cuda, Some("900"), Some("2")), Some(1));
-        assert_eq!(concurrency_ceiling(Cuda, Some("900"), None), None);
+        assert_eq!(concurrency_ceiling(Cuda, Some("900"), None), Some(4));
         assert_eq!(concurrency_ceiling(Cpu, Some("x"), Some("16")), None);
         let request: RunRequest = serde_json::from_value(serde_json::json!({
             "batch_size": 512, "world_size": 1000, "result_path": "results/r", "device": "cuda",

@@ -5,10 +5,11 @@
 //! An ETag is kept under the file's path with its stamp (size, modification and
 //! change times, inode) and used only while the stamp is the same. The change
 //! time moves on any write, rename or `touch`, and no tool can set it back, so a
-//! file rewritten in place (even by `rsync -t`) is read again. A stamp younger
-//! than [`SETTLE`] is not kept: a second write within the clock's granularity
-//! could leave it unchanged (git's "racily clean" files). Losing the table loses
-//! only time.
+//! file rewritten in place (even by `rsync -t`) is read again. An ETag is kept
+//! only if the file had not changed for [`SETTLE`] when it was stamped (a second
+//! write within the clock's granularity could leave the stamp as it was: git's
+//! "racily clean" files), and if its stamp is the same once its bytes have been
+//! read. Losing the table loses only time.
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -16,8 +17,10 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-/// How old a file's last change must be for its ETag to be kept.
-pub const SETTLE: Duration = Duration::from_secs(2);
+/// How long before it was stamped a file must have last changed for its ETag
+/// to be kept: more than the coarsest timestamps' step (FAT's 2 s; NFS, Lustre
+/// and HFS+ keep whole seconds).
+pub const SETTLE: Duration = Duration::from_secs(3);
 
 /// What must stay the same for a remembered ETag to hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,18 +64,19 @@ impl Stamp {
         self.size
     }
 
-    /// Whether the file last changed at least [`SETTLE`] before `now`.
-    fn settled(&self, now: SystemTime) -> bool {
-        let now_ns = now
+    /// Whether the file last changed at least `settle` before `stamped_at`.
+    fn settled(&self, stamped_at: SystemTime, settle: Duration) -> bool {
+        let at_ns = stamped_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
         let last = self.modified_ns.max(self.changed_ns);
-        now_ns.saturating_sub(last) >= SETTLE.as_nanos() as i64
+        at_ns.saturating_sub(last) >= settle.as_nanos() as i64
     }
 }
 
 pub struct LocalEtags {
     db: Mutex<Connection>,
+    settle: Duration,
 }
 
 impl LocalEtags {
@@ -93,7 +97,10 @@ impl LocalEtags {
             )",
         )
         .with_context(|| format!("preparing the ETag table in {}", registry.display()))?;
-        Ok(LocalEtags { db: Mutex::new(db) })
+        Ok(LocalEtags {
+            db: Mutex::new(db),
+            settle: SETTLE,
+        })
     }
 
     /// The ETag remembered for `path`, if its stamp is still `stamp`.
@@ -117,10 +124,12 @@ impl LocalEtags {
         (kept == *stamp).then_some(etag)
     }
 
-    /// Keeps `etag` for `path` as stamped (taken before its bytes were read), if
-    /// the stamp has settled. A failed write is only a lost shortcut: ignored.
-    pub fn remember(&self, path: &Path, stamp: &Stamp, etag: &str) {
-        if !stamp.settled(SystemTime::now()) {
+    /// Keeps `etag` for `path`, stamped `stamp` at `stamped_at` before its bytes
+    /// were read, if the file had settled then and its stamp is the same now. A
+    /// failed write is only a lost shortcut: ignored.
+    pub fn remember(&self, path: &Path, stamp: &Stamp, stamped_at: SystemTime, etag: &str) {
+        let unchanged = std::fs::metadata(path).is_ok_and(|now| Stamp::of(&now) == *stamp);
+        if !unchanged || !stamp.settled(stamped_at, self.settle) {
             return;
         }
         if let Ok(db) = self.db.lock() {
@@ -152,17 +161,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.safetensors");
         std::fs::write(&file, b"0123456789").unwrap();
-        let etags = LocalEtags::open(&dir.path().join("cosmicai.sqlite")).unwrap();
-        let original = stamp_of(&file);
-        let mut stamp = original;
-        // Just written: not kept, a second write in the same tick could hide.
-        etags.remember(&file, &stamp, "fresh");
+        let registry = dir.path().join("cosmicai.sqlite");
+        let mut etags = LocalEtags::open(&registry).unwrap();
+        let stamp = stamp_of(&file);
+        // Just written when stamped: not kept, a second write in the same tick
+        // could hide, however long the read then took.
+        let later = SystemTime::now() + Duration::from_secs(60);
+        etags.remember(&file, &stamp, SystemTime::now(), "fresh");
         assert_eq!(etags.get(&file, &stamp), None);
-        // Settled (as if written long ago): kept, and read back after a reopen.
-        stamp.modified_ns -= 10_000_000_000;
-        stamp.changed_ns -= 10_000_000_000;
-        etags.remember(&file, &stamp, "abc-2");
-        let etags = LocalEtags::open(&dir.path().join("cosmicai.sqlite")).unwrap();
+        // Settled when stamped (no wait asked here): kept, read back after a reopen.
+        etags.settle = Duration::ZERO;
+        etags.remember(&file, &stamp, later, "abc-2");
+        let etags = LocalEtags::open(&registry).unwrap();
         assert_eq!(etags.get(&file, &stamp).as_deref(), Some("abc-2"));
         // Any difference in the stamp, and it is not used.
         for changed in [
@@ -185,8 +195,23 @@ mod tests {
         // Rewritten in place with the same size: a new change time.
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&file, b"9876543210").unwrap();
-        assert_ne!(stamp_of(&file), original);
+        assert_ne!(stamp_of(&file), stamp);
         assert_eq!(etags.get(&file, &stamp_of(&file)), None);
         assert_eq!(etags.get(&dir.path().join("other"), &stamp), None);
+    }
+
+    #[test]
+    fn a_file_changed_while_it_was_read_is_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.safetensors");
+        std::fs::write(&file, b"0123456789").unwrap();
+        let mut etags = LocalEtags::open(&dir.path().join("cosmicai.sqlite")).unwrap();
+        etags.settle = Duration::ZERO;
+        let stamp = stamp_of(&file);
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&file, b"9876543210").unwrap();
+        etags.remember(&file, &stamp, SystemTime::now(), "torn");
+        assert_eq!(etags.get(&file, &stamp), None);
+        assert_eq!(etags.get(&file, &stamp_of(&file)), None);
     }
 }

@@ -218,6 +218,7 @@ fn its_plan(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<Option<Payl
 struct Poll {
     finished: BTreeSet<usize>,
     announced: bool,
+    empty_ranks_done: bool,
     stop_sent: bool,
 }
 
@@ -270,8 +271,11 @@ impl Poll {
                     .map(|rank| RunEvent::RankStarted { rank, attempt: 1 })
                     .collect();
                 recorder.events(&started);
-                // Ranks planned no file are no Map item (more ranks than files):
-                // done at once, with nothing read.
+            }
+            // Ranks planned no file are no Map item (more ranks than files): done
+            // at once, with nothing read. Until the plan has been read (a failed
+            // call is tried again at the next look).
+            if !self.empty_ranks_done {
                 if let Some(plan) = its_plan(aws, request, run_id)? {
                     let empty: Vec<RunEvent> = (0..request.world_size)
                         .filter(|&r| plan.ranks.get(r).is_some_and(Vec::is_empty))
@@ -286,6 +290,7 @@ impl Poll {
                         .collect();
                     recorder.events(&empty);
                 }
+                self.empty_ranks_done = true;
             }
         }
         let measures = new_measures(aws, request, run_id, &self.finished)?;

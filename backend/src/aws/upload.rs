@@ -108,6 +108,7 @@ fn send(
     let reading = || format!("reading {}", path.display());
     let mut file = std::fs::File::open(&path).with_context(reading)?;
     // Stamped before a byte is read: a write after this changes the stamp.
+    let stamped_at = std::time::SystemTime::now();
     let stamp = Stamp::of(&file.metadata().with_context(reading)?);
     if stamp.size() != size {
         anyhow::bail!(
@@ -121,7 +122,7 @@ fn send(
             Some(etag) => (etag, false),
             None => {
                 let etag = etag_of(std::io::BufReader::new(&file), size).with_context(reading)?;
-                etags.remember(&path, &stamp, &etag);
+                etags.remember(&path, &stamp, stamped_at, &etag);
                 (etag, true)
             }
         };
@@ -137,7 +138,16 @@ fn send(
         Ok(aws.s3.put_from(target, &file, size)?)
     })
     .with_context(|| format!("uploading {key} to s3://{}/{target}", aws.s3.bucket()))?;
-    etags.remember(&path, &stamp, &etag);
+    // Written to while it went up (same size): what the bucket got may be torn.
+    let after = std::fs::metadata(&path).with_context(reading)?;
+    if Stamp::of(&after) != stamp {
+        anyhow::bail!(
+            "{}: changed while it was uploaded to s3://{}/{target}; run again once it is written",
+            path.display(),
+            aws.s3.bucket()
+        );
+    }
+    etags.remember(&path, &stamp, stamped_at, &etag);
     Ok(Sent::Uploaded { bytes: size })
 }
 

@@ -42,6 +42,8 @@ pub fn summarize(
             ]
         })
         .collect();
+    // A rank whose predictions cannot be read, and why: failed, in its measure too.
+    let mut unreadable: Vec<(usize, String)> = Vec::new();
     let mut result: Option<RankResult> = None;
     for_each_fetched(store, &keys, PARALLEL_GETS, |i, fetched| {
         let rank = reading[i / 2];
@@ -67,9 +69,13 @@ pub fn summarize(
             Ok(bytes) => {
                 // Unreadable predictions fail their rank, not the summary of the
                 // others (every rank is paid for by now).
-                let Ok(p) = read_predictions(&bytes) else {
-                    failed_ranks.push(rank);
-                    return Ok(());
+                let p = match read_predictions(&bytes) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failed_ranks.push(rank);
+                        unreadable.push((rank, format!("its predictions cannot be read: {e}")));
+                        return Ok(());
+                    }
                 };
                 for ((z, class), predicted) in p.redshift.iter().zip(&p.class).zip(&p.predicted) {
                     scorer.add(*z, *class, predicted);
@@ -95,11 +101,27 @@ pub fn summarize(
         crate::cost::ARM64,
         crate::cost::Children::for_device(request.device),
     );
-    let status = match failed_ranks.len() {
-        0 => RunStatus::Succeeded,
-        n if n == request.world_size => RunStatus::Failed,
-        _ => RunStatus::Partial,
+    // A rank planned no file fails only where it ran and failed (a local run
+    // starts every rank: a missing model, a cancel).
+    failed_ranks.extend(
+        (0..request.world_size)
+            .filter(|&rank| payload.ranks.get(rank).is_some_and(Vec::is_empty))
+            .filter(|&rank| measures.get(rank).is_some_and(|m| m.error.is_some())),
+    );
+    failed_ranks.sort_unstable();
+    let status = if failed_ranks.is_empty() {
+        RunStatus::Succeeded
+    } else if results.is_empty() {
+        RunStatus::Failed
+    } else {
+        RunStatus::Partial
     };
+    let mut per_rank = measures.to_vec();
+    for (rank, error) in unreadable {
+        if let Some(m) = per_rank.get_mut(rank) {
+            m.error = Some(error);
+        }
+    }
     let summary = RunSummary {
         run_id: payload.run_id.clone(),
         status,
@@ -121,7 +143,7 @@ pub fn summarize(
         files: payload.files.len(),
         cost,
         metrics: (scorer.objects() > 0).then(|| scorer.finish()),
-        per_rank: measures.to_vec(),
+        per_rank,
     };
     let json =
         serde_json::to_vec_pretty(&summary).map_err(|e| PipelineError::Other(e.to_string()))?;
@@ -138,4 +160,59 @@ fn kernels_of(results: &[cosmicai_shared::run::RankResult]) -> String {
         }
     }
     seen.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LocalStore;
+    use cosmicai_shared::run::RunRequest;
+
+    #[test]
+    fn a_run_whose_every_reading_rank_failed_is_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "batch_size": 8, "world_size": 3, "result_path": "results/r"
+        }))
+        .unwrap();
+        // Three ranks over one file: ranks 1 and 2 read nothing.
+        let payload = Payload {
+            run_id: "r".into(),
+            request,
+            files: vec![("p.safetensors".into(), 1)],
+            ranks: vec![vec!["p.safetensors".into()], Vec::new(), Vec::new()],
+        };
+        let failed = |rank: usize| RankMeasure {
+            rank,
+            attempts: 1,
+            error: Some("no model".into()),
+            ..Default::default()
+        };
+        let done = |rank: usize| RankMeasure {
+            rank,
+            attempts: 1,
+            ..Default::default()
+        };
+        let summary_of = |measures: &[RankMeasure]| {
+            summarize(
+                &store,
+                &payload,
+                measures,
+                1.0,
+                0.0,
+                std::time::Instant::now(),
+            )
+            .unwrap()
+        };
+        // On AWS the empty ranks never run: only rank 0 counts, and it failed.
+        let aws = summary_of(&[failed(0), done(1), done(2)]);
+        assert_eq!((aws.status, aws.failed_ranks), (RunStatus::Failed, vec![0]));
+        // Locally every rank starts: an empty rank that failed is named too.
+        let local = summary_of(&[failed(0), done(1), failed(2)]);
+        assert_eq!(
+            (local.status, local.failed_ranks),
+            (RunStatus::Failed, vec![0, 2])
+        );
+    }
 }

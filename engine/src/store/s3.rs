@@ -314,7 +314,15 @@ fn next_part<'a>(
     buffer: &'a mut Vec<u8>,
 ) -> std::io::Result<Option<&'a [u8]>> {
     if *left == 0 {
-        return Ok(None);
+        // Past its length, the stream must have ended: a file that grew as it
+        // was read would otherwise go up cut at its planned size.
+        let mut more = [0u8; 1];
+        return match reader.read(&mut more)? {
+            0 => Ok(None),
+            _ => Err(std::io::Error::other(format!(
+                "grew past its {len} bytes: it changed while it was read"
+            ))),
+        };
     }
     let size = if len > MULTIPART_THRESHOLD as u64 {
         part_size(len) as u64
@@ -358,9 +366,12 @@ impl S3Store {
         let mut etag = Etag::new(len);
         let (mut left, mut buffer) = (len, Vec::new());
         if len <= MULTIPART_THRESHOLD as u64 {
-            let bytes = next_part(&mut reader, &mut left, len, &mut buffer)
+            let whole = next_part(&mut reader, &mut left, len, &mut buffer)
                 .map_err(io)?
-                .unwrap_or_default();
+                .is_some();
+            // The end of the stream, checked before anything is sent.
+            next_part(&mut reader, &mut left, len, &mut buffer).map_err(io)?;
+            let bytes = if whole { &buffer[..] } else { &[][..] };
             etag.part(bytes);
             self.put(key, bytes)?;
             return Ok(etag.finish());
@@ -397,7 +408,11 @@ impl S3Store {
         folder: &str,
         unlisted: &str,
     ) -> Result<Vec<(StoreObject, String)>, StoreError> {
-        let (mut out, folders) = self.list_pages(folder, true)?;
+        let (mut out, mut folders) = self.list_pages(folder, true)?;
+        // S3 names each subfolder once; a server that repeats one across pages
+        // must not have it listed (and its partitions planned) twice.
+        folders.sort_unstable();
+        folders.dedup();
         for sub in folders {
             if sub == unlisted {
                 continue;
@@ -602,11 +617,15 @@ mod tests {
             etag_of(&b""[..], 0).unwrap(),
             "d41d8cd98f00b204e9800998ecf8427e"
         );
-        // A reader shorter than its length: named.
+        // A reader shorter or longer than its length: named.
         let err = etag_of(&bytes[..100], 1000).unwrap_err();
         assert!(
             err.to_string().contains("changed while it was read"),
             "{err}"
         );
+        for len in [0, 1000, bytes.len() as u64 - 1] {
+            let err = etag_of(&bytes[..], len).unwrap_err();
+            assert!(err.to_string().contains("grew past its"), "{len}: {err}");
+        }
     }
 }

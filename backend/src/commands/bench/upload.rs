@@ -69,7 +69,7 @@ pub fn bench_upload(args: UploadBenchArgs) -> Result<()> {
         files.push((key, args.mib << 20));
     }
     // Only settled files have their ETags remembered (see aws::etags).
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
     let aws = Aws::connect(AwsConfig {
         bucket: args.bucket.clone(),
         state_machine_arn: String::new(),
