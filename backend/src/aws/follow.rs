@@ -219,6 +219,8 @@ struct Poll {
     finished: BTreeSet<usize>,
     announced: bool,
     empty_ranks_done: bool,
+    /// The Map's ended items when the measures were last listed.
+    listed_at: Option<i64>,
     stop_sent: bool,
 }
 
@@ -293,7 +295,17 @@ impl Poll {
                 self.empty_ranks_done = true;
             }
         }
-        let measures = new_measures(aws, request, run_id, &self.finished)?;
+        // A rank writes its measures before its Map item ends: they are listed
+        // again only when more items have ended (or the execution has), not at
+        // every look (10 LISTs a second at 10,000 ranks).
+        let ended = shown.succeeded + shown.failed;
+        let over = *described.status() != ExecutionStatus::Running;
+        let measures = if over || self.listed_at != Some(ended) {
+            self.listed_at = Some(ended);
+            new_measures(aws, request, run_id, &self.finished)?
+        } else {
+            Vec::new()
+        };
         let events: Vec<RunEvent> = measures
             .into_iter()
             .map(|measure| {
