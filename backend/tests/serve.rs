@@ -1030,6 +1030,46 @@ fn bad_bodies_get_json_errors() {
 }
 
 #[test]
+fn data_already_in_the_bucket_is_named_checked_and_never_estimated() {
+    let s = start();
+    // s3_data is the AWS deployment's bucket: refused for a local run, and for an
+    // estimate (made from the data here).
+    let in_bucket = r#"{"world_size":1,"batch_size":1,"s3_data":"cai-data"}"#;
+    assert_json_error(
+        &post(&s, "/api/runs", in_bucket, &[]),
+        422,
+        "give target aws",
+    );
+    assert_json_error(&post(&s, "/api/estimate", in_bucket, &[]), 422, "s3_data");
+    // A server with a deployment (never reached: the folder is refused first).
+    let aws = start_in(
+        data_dir(),
+        "127.0.0.1:0",
+        &[
+            ("COSMICAI_AWS_BUCKET", "stack-bucket"),
+            (
+                "COSMICAI_STATE_MACHINE_ARN",
+                "arn:aws:states:us-east-1:123456789012:stateMachine:cosmicai",
+            ),
+        ],
+    );
+    let launch = |s3_data: &str| {
+        format!(r#"{{"world_size":1,"batch_size":1,"target":"aws","s3_data":"{s3_data}"}}"#)
+    };
+    for (given, said) in [
+        (
+            "s3://cai-bucket/data",
+            "aws s3 sync s3://cai-bucket/data s3://stack-bucket/data",
+        ),
+        ("s3://stack-bucket/", "names the whole bucket"),
+        ("/", "names the whole bucket"),
+        ("../data", "s3_data '../data'"),
+    ] {
+        assert_json_error(&post(&aws, "/api/runs", &launch(given), &[]), 422, said);
+    }
+}
+
+#[test]
 fn the_openapi_document_lists_every_endpoint() {
     let s = start();
     let doc = get(&s, "/api/openapi.json").json();

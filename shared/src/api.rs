@@ -228,6 +228,12 @@ pub struct RunLaunch {
     /// A name from `GET /api/models` (default `photoz`).
     #[serde(default)]
     pub model: Option<String>,
+    /// Target `aws` only: partitions already in the deployment's bucket (ours,
+    /// or CAI's `.pt`), under this folder (or `s3://BUCKET/FOLDER`, BUCKET the
+    /// deployment's). They run where they are: nothing is uploaded, and
+    /// `data_prefix` is not read.
+    #[serde(default)]
+    pub s3_data: Option<String>,
 }
 
 /// A run as listed.

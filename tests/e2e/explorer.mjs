@@ -500,6 +500,11 @@ try {
     execFileSync(bin, ['partition', '--input', join(data, 'synthetic'), '--objects', '64',
       '--out', join(data, 'synthetic-64')], { stdio: 'ignore' });
     await page.goto(base + '/#/runs');
+    // Target AWS offers data already in the deployment's bucket; this machine does not.
+    await page.selectOption('select[name=target]', 'aws');
+    await page.waitForSelector('input[name=s3_data]');
+    await page.selectOption('select[name=target]', 'local');
+    await page.waitForSelector('input[name=s3_data]', { state: 'detached' });
     // Options of a closed <select> are never "visible" to Playwright: wait for it to exist.
     await page.waitForSelector('select[name=model] option[value="astromae:astromae_module.pt"]', { state: 'attached' });
     await page.selectOption('select[name=model]', 'astromae:astromae_module.pt');

@@ -58,3 +58,40 @@ impl Aws {
 
 /// An SDK error as `Code: message` (shared with the S3 store).
 pub use cosmicai_engine::store::s3::sdk as sdk_error;
+
+/// The folder of the stack's `bucket` that `given` names (`FOLDER`, or
+/// `s3://BUCKET/FOLDER` with BUCKET the stack's), for partitions already there;
+/// `what` names the input in errors (`--s3-data`, `s3_data`). Another bucket is
+/// refused with the copy to make, as is the whole bucket (it holds checkpoints
+/// and past runs beside the data) and any key that leaves its folder.
+pub fn folder_in_bucket(what: &str, given: &str, bucket: &str) -> Result<String> {
+    let url = given
+        .get(..5)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("s3://"))
+        .map(|_| &given[5..]);
+    let folder = match url {
+        Some(rest) => {
+            let (other, folder) = rest.split_once('/').unwrap_or((rest, ""));
+            if other != bucket {
+                let folder = Some(folder.trim_matches('/'))
+                    .filter(|f| !f.is_empty())
+                    .unwrap_or("FOLDER");
+                anyhow::bail!(
+                    "{what} {given}: the stack's workers read its own bucket, {bucket}, only; copy the data in first (aws s3 sync s3://{other}/{folder} s3://{bucket}/{folder}) and give {what} {folder}"
+                );
+            }
+            folder
+        }
+        None => given,
+    };
+    let folder = folder.trim_matches('/');
+    if let Err(e) = cosmicai_shared::run::check_key(folder) {
+        anyhow::bail!("{what} '{given}' {e}");
+    }
+    if folder.is_empty() {
+        anyhow::bail!(
+            "{what} '{given}' names the whole bucket: give the folder that holds the partitions"
+        );
+    }
+    Ok(folder.to_string())
+}

@@ -113,37 +113,7 @@ impl AwsArgs {
             }
             return Ok(AwsData::Upload(self.s3_prefix.clone()));
         };
-        let url = given
-            .get(..5)
-            .filter(|scheme| scheme.eq_ignore_ascii_case("s3://"))
-            .map(|_| &given[5..]);
-        let folder = match url {
-            Some(rest) => {
-                let (other, folder) = rest.split_once('/').unwrap_or((rest, ""));
-                if other != bucket {
-                    let folder = Some(folder.trim_matches('/'))
-                        .filter(|f| !f.is_empty())
-                        .unwrap_or("FOLDER");
-                    bail!(
-                        "--s3-data {given}: the stack's workers read its own bucket, {bucket}, only; copy the data in first (aws s3 sync s3://{other}/{folder} s3://{bucket}/{folder}) and give --s3-data {folder}"
-                    );
-                }
-                folder
-            }
-            None => given.as_str(),
-        };
-        let folder = folder.trim_matches('/');
-        if let Err(e) = cosmicai_shared::run::check_key(folder) {
-            bail!("--s3-data '{given}' {e}");
-        }
-        // A whole bucket holds checkpoints and past runs' files beside the data,
-        // and would be planned as partitions.
-        if folder.is_empty() {
-            bail!(
-                "--s3-data '{given}' names the whole bucket: give the folder that holds the partitions"
-            );
-        }
-        Ok(AwsData::InBucket(folder.to_string()))
+        crate::aws::folder_in_bucket("--s3-data", given, bucket).map(AwsData::InBucket)
     }
 }
 

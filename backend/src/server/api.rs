@@ -886,6 +886,12 @@ pub async fn estimate(
     State(state): AppStateRef,
     Json(launch): Json<RunLaunch>,
 ) -> ApiResult<Json<Estimate>> {
+    if launch.s3_data.is_some() {
+        return Err(Error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "s3_data: an estimate is made from the partitions here, not from the bucket's; launch the run, or estimate on a copy of the data here".into(),
+        ));
+    }
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
         let request = super::runs::request_of(&st.data_dir, &st.models, &launch, "estimate")

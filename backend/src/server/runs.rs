@@ -99,6 +99,20 @@ impl Runs {
         let invalid = |e: String| Error(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e);
         let id = new_run_id();
         let request = request_of(data_dir, models, launch, &id).map_err(invalid)?;
+        // Data already in the bucket: its folder, checked before anything starts.
+        let in_bucket = match (&launch.s3_data, launch.target, &self.aws) {
+            (None, ..) => None,
+            (Some(_), Target::Local, _) => {
+                return Err(invalid(
+                    "s3_data names partitions in the AWS deployment's bucket: give target aws, or data_prefix for data here".into(),
+                ));
+            }
+            (Some(given), Target::Aws, Some(config)) => Some(
+                crate::aws::folder_in_bucket("s3_data", given, &config.bucket)
+                    .map_err(|e| invalid(format!("{e:#}")))?,
+            ),
+            (Some(_), Target::Aws, None) => None,
+        };
         let (aws, memory) = match (launch.target, &self.aws) {
             (Target::Local, _) => {
                 check_device(request.device).map_err(|e| invalid(format!("{e:#}")))?;
@@ -137,7 +151,10 @@ impl Runs {
                 }),
                 Some(config) => crate::aws::Aws::connect(config).map(|aws| Executor::Aws {
                     aws: Box::new(aws),
-                    data: coordinator::AwsData::Upload(request.data_prefix.clone()),
+                    data: match in_bucket {
+                        Some(folder) => coordinator::AwsData::InBucket(folder),
+                        None => coordinator::AwsData::Upload(request.data_prefix.clone()),
+                    },
                 }),
             };
             // A panic in the run is its error: the stream still ends and the

@@ -113,6 +113,7 @@ impl Sweeps {
                     retries: 0,
                     model: launch.model.clone(),
                     timeout_s: None,
+                    s3_data: None,
                 };
                 plan.push(request_of(data_dir, models, &run, &id).map_err(invalid)?);
             }

@@ -20,6 +20,8 @@ struct LaunchForm {
     precision: RwSignal<String>,
     target: RwSignal<String>,
     model: RwSignal<String>,
+    /// Target AWS: a folder of partitions already in the deployment's bucket.
+    s3_data: RwSignal<String>,
 }
 
 fn whole_number(name: &str, v: &str) -> Result<usize, String> {
@@ -43,6 +45,7 @@ impl LaunchForm {
             precision: RwSignal::new("fp32".to_string()),
             target: RwSignal::new("local".to_string()),
             model: RwSignal::new("photoz".to_string()),
+            s3_data: RwSignal::new(String::new()),
         }
     }
 
@@ -77,6 +80,8 @@ impl LaunchForm {
             retries: 0,
             model: Some(self.model.get()),
             timeout_s: None,
+            s3_data: Some(self.s3_data.get().trim().to_string())
+                .filter(|folder| self.target.get() == "aws" && !folder.is_empty()),
         })
     }
 
@@ -224,7 +229,8 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoVi
             <label>{label}" "<input name=name prop:value=move || signal.get() on:input=move |ev| signal.set(event_target_value(&ev)) /></label>
         }
     };
-    let (device, precision, target) = (form.device, form.precision, form.target);
+    let (device, precision, target, s3_data) =
+        (form.device, form.precision, form.target, form.s3_data);
     view! {
         <form class="launcher" on:submit=|ev| ev.prevent_default()>
             {field("Data folder", "data_prefix", form.data_prefix)}
@@ -235,7 +241,13 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoVi
             <ModelSelect model=form.model />
             <label>"Device "<select on:change=move |ev| device.set(event_target_value(&ev))><option value="cpu">"CPU"</option><option value="cuda">"CUDA"</option></select></label>
             <label title="bf16 runs on CUDA, and on the CPU for AstroMAE; f16 on CUDA only">"Precision "<select on:change=move |ev| precision.set(event_target_value(&ev))><option value="fp32">"fp32"</option><option value="bf16">"bf16 (CUDA, or AstroMAE on CPU)"</option><option value="f16">"f16 (CUDA)"</option></select></label>
-            <label>"Target "<select on:change=move |ev| target.set(event_target_value(&ev))><option value="local">"this machine"</option><option value="aws">"AWS"</option></select></label>
+            <label>"Target "<select name="target" on:change=move |ev| target.set(event_target_value(&ev))><option value="local">"this machine"</option><option value="aws">"AWS"</option></select></label>
+            {move || (target.get() == "aws").then(|| view! {
+                <label title="Partitions already in the deployment's bucket (ours, or CAI's .pt), under this folder or s3://BUCKET/FOLDER: nothing is uploaded, and the data folder above is not read. Empty: the data folder goes up first.">
+                    "Data in the bucket "
+                    <input name="s3_data" placeholder="FOLDER (optional)" prop:value=move || s3_data.get() on:input=move |ev| s3_data.set(event_target_value(&ev)) />
+                </label>
+            })}
             <TokenField />
             <button type="button" class="estimate" on:click=estimate prop:disabled=waiting>"Estimate"</button>
             <button type="button" class="launch" on:click=start prop:disabled=waiting>"Launch"</button>
