@@ -101,9 +101,12 @@ impl StageError {
     }
 
     /// Not retried by the state machine: a retry would start past the deadline too.
+    /// A rank stopped for time: never retried.
+    pub const OUT_OF_TIME: &'static str = "RankOutOfTime";
+
     fn out_of_time(message: impl Into<String>) -> Self {
         StageError {
-            kind: "RankOutOfTime",
+            kind: Self::OUT_OF_TIME,
             message: message.into(),
         }
     }
@@ -376,49 +379,72 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
     let mut first_batch_s = None;
     let usage_before = cpu_seconds();
     let spec = payload.request.model_spec().map_err(StageError::invalid)?;
-    let result = match payload.request.device {
-        // Loaded once per container: warm invocations reuse it.
-        Device::Cpu => {
-            let model = cached_cpu_model(settings, &store, &spec, payload.request.precision)?;
-            run_rank::<Cpu>(
-                &store,
-                &payload,
-                item.rank,
-                &model,
-                (started, deadline.as_ref()),
-                &mut first_batch_s,
-            )?
-        }
-        // AstroMAE in fp32 or bf16 with COSMICAI_CUDA_KERNELS=fused: the fused schedule on
-        // cuBLAS, its weights read as for the CPU.
-        #[cfg(feature = "cuda")]
-        Device::Cuda if cosmicai_engine::gpu_astromae::takes(&spec, payload.request.precision) => {
-            let model = load_model::<Cpu>(settings, &store, &spec, &Default::default(), true)?
-                .on_gpu(payload.request.precision)
-                .map_err(StageError::failed)?;
-            // A Batch job has no Express execution to outlive: no deadline.
-            let first = &mut first_batch_s;
-            run_rank(&store, &payload, item.rank, &model, (started, None), first)?
-        }
-        #[cfg(feature = "cuda")]
-        Device::Cuda => {
-            use burn::backend::Cuda;
-            use burn::tensor::{bf16, f16};
-            let (rank, first) = (item.rank, &mut first_batch_s);
-            match payload.request.precision {
-                Precision::Fp32 => {
-                    run_cuda::<Cuda<f32>>(settings, &store, &spec, &payload, rank, started, first)?
-                }
-                Precision::Bf16 => {
-                    run_cuda::<Cuda<bf16>>(settings, &store, &spec, &payload, rank, started, first)?
-                }
-                Precision::F16 => {
-                    run_cuda::<Cuda<f16>>(settings, &store, &spec, &payload, rank, started, first)?
+    let computed = (|| -> Result<_, StageError> {
+        Ok(match payload.request.device {
+            // Loaded once per container: warm invocations reuse it.
+            Device::Cpu => {
+                let model = cached_cpu_model(settings, &store, &spec, payload.request.precision)?;
+                run_rank::<Cpu>(
+                    &store,
+                    &payload,
+                    item.rank,
+                    &model,
+                    (started, deadline.as_ref()),
+                    &mut first_batch_s,
+                )?
+            }
+            // AstroMAE in fp32 or bf16 with COSMICAI_CUDA_KERNELS=fused: the fused schedule on
+            // cuBLAS, its weights read as for the CPU.
+            #[cfg(feature = "cuda")]
+            Device::Cuda
+                if cosmicai_engine::gpu_astromae::takes(&spec, payload.request.precision) =>
+            {
+                let model = load_model::<Cpu>(settings, &store, &spec, &Default::default(), true)?
+                    .on_gpu(payload.request.precision)
+                    .map_err(StageError::failed)?;
+                // A Batch job has no Express execution to outlive: no deadline.
+                let first = &mut first_batch_s;
+                run_rank(&store, &payload, item.rank, &model, (started, None), first)?
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {
+                use burn::backend::Cuda;
+                use burn::tensor::{bf16, f16};
+                let (rank, first) = (item.rank, &mut first_batch_s);
+                match payload.request.precision {
+                    Precision::Fp32 => run_cuda::<Cuda<f32>>(
+                        settings, &store, &spec, &payload, rank, started, first,
+                    )?,
+                    Precision::Bf16 => run_cuda::<Cuda<bf16>>(
+                        settings, &store, &spec, &payload, rank, started, first,
+                    )?,
+                    Precision::F16 => run_cuda::<Cuda<f16>>(
+                        settings, &store, &spec, &payload, rank, started, first,
+                    )?,
                 }
             }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => unreachable!("refused above"),
+        })
+    })();
+    let result = match computed {
+        Ok(result) => result,
+        Err(e) => {
+            // Stopped for time (never retried): its measure says why, and what
+            // its Lambda call was billed; Summarize reads it once the Map item
+            // has failed. Best effort: the error is what matters.
+            if let Some(stopped) = stopped_measure(item, &e, started.elapsed().as_secs_f64()) {
+                let stopped = RankMeasure {
+                    cpu_time_s: cpu_seconds() - usage_before,
+                    peak_rss_mb: cosmicai_engine::system::peak_rss_mb(),
+                    ..stopped
+                };
+                if let Ok(json) = serde_json::to_vec_pretty(&stopped) {
+                    let _ = store.put(&measures_key(&item.result_path, item.rank), &json);
+                }
+            }
+            return Err(e);
         }
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda => unreachable!("refused above"),
     };
     let duration_s = started.elapsed().as_secs_f64();
     let measure = RankMeasure {
@@ -443,6 +469,21 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
         .put(&key, &json)
         .map_err(|e| StageError::failed(format!("{key}: {e}")))?;
     Ok(measure)
+}
+
+/// The measure a rank that failed with `e` after `duration_s` leaves: only one
+/// stopped for time (never retried, so its measure is its last), with its error
+/// and what its call was billed. Other failures are retried, or are the run's.
+fn stopped_measure(item: &RankItem, e: &StageError, duration_s: f64) -> Option<RankMeasure> {
+    (e.kind == StageError::OUT_OF_TIME).then(|| RankMeasure {
+        rank: item.rank,
+        run_id: item.run_id.clone(),
+        attempts: 1,
+        duration_s,
+        billed_duration_ms: billed_ms(duration_s),
+        error: Some(e.message.clone()),
+        ..Default::default()
+    })
 }
 
 /// One rank on the GPU in the number format `B` computes in; the model is
@@ -869,6 +910,27 @@ mod tests {
         let mut gpu = request.clone();
         gpu.device = Device::Cuda;
         assert_eq!(with_function_memory(&gpu, Some("2048")).memory_mb, 10240);
+    }
+
+    #[test]
+    fn a_rank_stopped_for_time_leaves_its_error_and_bill() {
+        let item = RankItem {
+            run_id: "r".into(),
+            bucket: "b".into(),
+            result_path: "results/r".into(),
+            rank: 4,
+            device: Device::Cpu,
+            entered_at: None,
+        };
+        let late = StageError::out_of_time("the rank stopped 281 s after its Infer state began");
+        let m = stopped_measure(&item, &late, 279.5).unwrap();
+        assert_eq!(
+            (m.rank, m.run_id.as_str(), m.billed_duration_ms),
+            (4, "r", 279_500)
+        );
+        assert!(m.error.unwrap().contains("281 s"));
+        // A retried failure leaves nothing: a later attempt may still succeed.
+        assert!(stopped_measure(&item, &StageError::failed("S3 timed out"), 3.0).is_none());
     }
 
     #[test]

@@ -310,7 +310,7 @@ impl Poll {
             .into_iter()
             .map(|measure| {
                 self.finished.insert(measure.rank);
-                RunEvent::RankFinished { measure }
+                event_of(measure)
             })
             .collect();
         recorder.events(&events);
@@ -377,6 +377,20 @@ fn read_history(aws: &Aws, arn: &str) -> Result<History> {
     }
 }
 
+/// The event a rank's measures tell: finished, or failed where the rank wrote
+/// why (a rank stopped for time records its error and what it was billed).
+fn event_of(measure: RankMeasure) -> RunEvent {
+    match &measure.error {
+        Some(error) => RunEvent::RankFailed {
+            rank: measure.rank,
+            attempt: measure.attempts.max(1),
+            error: error.clone(),
+            retrying: false,
+        },
+        None => RunEvent::RankFinished { measure },
+    }
+}
+
 /// Measures written by ranks not seen yet.
 fn new_measures(
     aws: &Aws,
@@ -440,4 +454,37 @@ fn copy_results(aws: &Aws, result_path: &str, local: &LocalStore, run_id: &str) 
     local
         .sync()
         .with_context(|| format!("syncing the run's results in {}", local.root().display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rank_that_wrote_its_error_is_failed_not_finished() {
+        let done = RankMeasure {
+            rank: 3,
+            attempts: 1,
+            ..Default::default()
+        };
+        assert!(
+            matches!(event_of(done.clone()), RunEvent::RankFinished { measure } if measure.rank == 3)
+        );
+        let stopped = RankMeasure {
+            error: Some("the rank stopped 281 s after its Infer state began".into()),
+            ..done
+        };
+        match event_of(stopped) {
+            RunEvent::RankFailed {
+                rank,
+                attempt,
+                error,
+                retrying,
+            } => {
+                assert_eq!((rank, attempt, retrying), (3, 1, false));
+                assert!(error.contains("281 s"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
