@@ -1416,6 +1416,31 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
         stderr.contains(&format!("already in s3://{BUCKET}/{uploaded}")),
         "{stderr}"
     );
+    // The deployment's results are never data: past runs' predictions would be
+    // planned as partitions. Initialize refuses the run by name (a stray file
+    // there gets the launcher's own plan past "no partition files").
+    store
+        .put("results/stray/part.safetensors", b"not data")
+        .unwrap();
+    let results = aws_run(
+        &stack,
+        &arn,
+        &home,
+        &[
+            "--s3-data",
+            "results",
+            "--world-size",
+            "1",
+            "--batch-size",
+            "8",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&results.stderr);
+    assert!(!results.status.success());
+    assert!(
+        stderr.contains("data_prefix 'results' is inside 'results/'"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1051,6 +1051,10 @@ fn data_already_in_the_bucket_is_named_checked_and_never_estimated() {
                 "COSMICAI_STATE_MACHINE_ARN",
                 "arn:aws:states:us-east-1:123456789012:stateMachine:cosmicai",
             ),
+            // Nothing listens there: the accepted run fails at once, offline.
+            ("COSMICAI_AWS_ENDPOINT", "http://127.0.0.1:1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
         ],
     );
     let launch = |s3_data: &str| {
@@ -1067,6 +1071,19 @@ fn data_already_in_the_bucket_is_named_checked_and_never_estimated() {
     ] {
         assert_json_error(&post(&aws, "/api/runs", &launch(given), &[]), 422, said);
     }
+    // Data in the bucket needs no dataset here: accepted with none of that name.
+    let accepted = post(
+        &aws,
+        "/api/runs",
+        r#"{"world_size":1,"batch_size":1,"target":"aws","s3_data":"cai-data","data_prefix":"not-here"}"#,
+        &[],
+    );
+    assert_eq!(
+        accepted.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&accepted.body)
+    );
 }
 
 #[test]

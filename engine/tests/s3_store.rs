@@ -177,6 +177,10 @@ fn the_results_folder_is_left_out_of_listings_above_it() {
     assert_eq!(keys(&deep, "").len(), 7);
     assert_eq!(keys(&deep, "deep"), ["deep/e.safetensors"]);
     assert_eq!(keys(&deep, "deep/results"), ["deep/results/d.safetensors"]);
+    // A conditional PUT writes only where nothing is.
+    assert!(plain.put_if_absent("fresh.json", b"1").unwrap());
+    assert!(!plain.put_if_absent("fresh.json", b"2").unwrap());
+    assert_eq!(plain.get("fresh.json").unwrap(), b"1");
     // HeadObject: there or not, no listing.
     assert!(plain.exists("data/b.safetensors").unwrap());
     assert!(!plain.exists("data/none.safetensors").unwrap());

@@ -191,6 +191,14 @@ pub fn initialize_stage(
                 request.result_path
             )));
         }
+        // Past runs' predictions are partitions to a listing: never data.
+        let data = format!("{}/", request.data_prefix.trim_matches('/'));
+        if data.starts_with(&prefix) {
+            return Err(StageError::invalid(format!(
+                "data_prefix '{}' is inside '{prefix}', where this deployment keeps its runs' results: give the folder that holds the partitions",
+                request.data_prefix
+            )));
+        }
     }
     let store = settings
         .connect(&request.bucket)
@@ -433,14 +441,21 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
             // Stopped for time (never retried): its measure says why, and what
             // its Lambda call was billed; Summarize reads it once the Map item
             // has failed. Best effort: the error is what matters.
-            if let Some(stopped) = stopped_measure(item, &e, started.elapsed().as_secs_f64()) {
+            // Only well before the task's timeout (a batch that ran on past it has
+            // been given up on: Summarize may have read), and only where no
+            // attempt left its measures (a retried call still running must not
+            // overwrite a later attempt's success).
+            let in_time = deadline.is_some_and(|d| d.used_s() < RANK_STOP_S + 5.0);
+            if let Some(stopped) =
+                stopped_measure(item, &e, started.elapsed().as_secs_f64()).filter(|_| in_time)
+            {
                 let stopped = RankMeasure {
                     cpu_time_s: cpu_seconds() - usage_before,
                     peak_rss_mb: cosmicai_engine::system::peak_rss_mb(),
                     ..stopped
                 };
                 if let Ok(json) = serde_json::to_vec_pretty(&stopped) {
-                    let _ = store.put(&measures_key(&item.result_path, item.rank), &json);
+                    let _ = store.put_if_absent(&measures_key(&item.result_path, item.rank), &json);
                 }
             }
             return Err(e);
@@ -573,16 +588,21 @@ impl RankDeadline {
             })
     }
 
+    /// Seconds since the rank's Infer state began.
+    pub fn used_s(&self) -> f64 {
+        aws_smithy_types::DateTime::from(std::time::SystemTime::now()).as_secs_f64()
+            - self.entered_epoch_s
+    }
+
     /// An error once the rank has had its time.
     pub fn check(&self) -> Result<(), StageError> {
-        let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now()).as_secs_f64();
-        let used = now - self.entered_epoch_s;
+        let used = self.used_s();
         if used < RANK_STOP_S {
             return Ok(());
         }
         Err(StageError::out_of_time(format!(
             "the rank stopped {used:.0} s after its Infer state began, at the {RANK_STOP_S:.0} s \
-             it may use of an Express child execution; nothing of it was written. A larger \
+             it may use of an Express child execution; it wrote no results. A larger \
              world_size gives each rank fewer files"
         )))
     }
@@ -953,7 +973,7 @@ mod tests {
             .check()
             .unwrap_err();
         assert_eq!(late.kind, "RankOutOfTime");
-        assert!(late.message.contains("nothing of it was written"), "{late}");
+        assert!(late.message.contains("it wrote no results"), "{late}");
         // As moto writes it, with an offset.
         let moto = RankDeadline::after("2020-01-01T00:00:00.176423+00:00").unwrap();
         assert_eq!(moto.check().unwrap_err().kind, "RankOutOfTime");

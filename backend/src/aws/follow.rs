@@ -39,6 +39,8 @@ struct AwsProgress {
     pub failed: i64,
     pub running: i64,
     pub total: i64,
+    /// Items that ended any way: succeeded, failed, timed out or aborted.
+    pub ended: i64,
 }
 
 /// What the execution's history told so far.
@@ -265,6 +267,7 @@ impl Poll {
             if let Some(c) = run.item_counts() {
                 (shown.succeeded, shown.failed, shown.running, shown.total) =
                     (c.succeeded(), c.failed(), c.running(), c.total());
+                shown.ended = c.succeeded() + c.failed() + c.timed_out() + c.aborted();
             }
             if !self.announced {
                 self.announced = true;
@@ -298,11 +301,13 @@ impl Poll {
         // A rank writes its measures before its Map item ends: they are listed
         // again only when more items have ended (or the execution has), not at
         // every look (10 LISTs a second at 10,000 ranks).
-        let ended = shown.succeeded + shown.failed;
+        let ended = shown.ended;
         let over = *described.status() != ExecutionStatus::Running;
         let measures = if over || self.listed_at != Some(ended) {
+            // Marked listed only once it was: a failed listing is made again.
+            let measures = new_measures(aws, request, run_id, &self.finished)?;
             self.listed_at = Some(ended);
-            new_measures(aws, request, run_id, &self.finished)?
+            measures
         } else {
             Vec::new()
         };

@@ -629,7 +629,11 @@ pub async fn create_run(
     // Checking the request reads the disk (and may probe the CUDA driver).
     let st = state.clone();
     let id = tokio::task::spawn_blocking(move || {
-        if let Some(prefix) = &launch.data_prefix {
+        if let Some(prefix) = launch
+            .data_prefix
+            .as_ref()
+            .filter(|_| launch.s3_data.is_none())
+        {
             super::selections::mark_used(&st.data_dir, prefix);
         }
         st.runs

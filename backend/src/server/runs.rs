@@ -236,7 +236,9 @@ pub fn request_of(
     if launch.retries > 10 {
         problems.push(format!("retries {} is more than 10", launch.retries));
     }
-    if problems.is_empty() && !dataset_dir(data_dir, &request.data_prefix).is_dir() {
+    // Data already in the bucket is not read here: no local dataset needed.
+    let in_bucket = launch.target == Target::Aws && launch.s3_data.is_some();
+    if problems.is_empty() && !in_bucket && !dataset_dir(data_dir, &request.data_prefix).is_dir() {
         problems.push(format!(
             "data_prefix '{}': no such dataset in the data directory",
             request.data_prefix

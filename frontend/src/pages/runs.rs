@@ -231,6 +231,7 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoVi
     };
     let (device, precision, target, s3_data) =
         (form.device, form.precision, form.target, form.s3_data);
+    let in_bucket = move || target.get() == "aws" && !s3_data.get().trim().is_empty();
     view! {
         <form class="launcher" on:submit=|ev| ev.prevent_default()>
             {field("Data folder", "data_prefix", form.data_prefix)}
@@ -249,7 +250,10 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoVi
                 </label>
             })}
             <TokenField />
-            <button type="button" class="estimate" on:click=estimate prop:disabled=waiting>"Estimate"</button>
+            // An estimate is made from the data here, not from the bucket's.
+            <button type="button" class="estimate" on:click=estimate
+                title=move || in_bucket().then_some("An estimate is made from the data folder here; empty 'Data in the bucket' to estimate")
+                prop:disabled=move || waiting() || in_bucket()>"Estimate"</button>
             <button type="button" class="launch" on:click=start prop:disabled=waiting>"Launch"</button>
         </form>
     }
