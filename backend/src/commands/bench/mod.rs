@@ -2,6 +2,7 @@
 
 mod copy;
 mod device_memory;
+mod fetch;
 mod gemm;
 mod summarize;
 mod upload;
@@ -71,6 +72,10 @@ pub enum BenchCommand {
         cosmicai bench copy --objects 30000 --bytes 400"
     )]
     Copy(copy::CopyBenchArgs),
+    /// Reading many small objects with GETs in flight (Summarize, the copy back), from a store with S3-like waits.
+    #[command(after_help = "Example (most GETs at 20 ms, one in 50 at 300 ms):\n  \
+        cosmicai bench fetch --objects 4000 --parallel 32 --median-ms 20 --slow-every 50 --slow-ms 300")]
+    Fetch(fetch::FetchBenchArgs),
 }
 
 #[derive(Args)]
@@ -345,6 +350,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Summarize(args) => return summarize::bench_summarize(args),
         BenchCommand::Upload(args) => return upload::bench_upload(args),
         BenchCommand::Copy(args) => return copy::bench_copy(args),
+        BenchCommand::Fetch(args) => return fetch::bench_fetch(args),
         BenchCommand::Gemm(args) => return gemm::bench_gemm(args),
         BenchCommand::DeviceMemory(args) => return device_memory::bench_device_memory(args),
     };
