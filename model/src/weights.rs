@@ -26,6 +26,15 @@ pub struct WeightsError {
 /// read whole, so this bounds what opening one costs.
 pub const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
 
+/// What a `.pt` file's tensors may come to, as f32, per byte of the file: 2 for
+/// a half-precision checkpoint, a little more for the tensors two names share.
+const READ_PER_FILE_BYTE: usize = 4;
+
+/// A tensor whose name ends so is AstroMAE's first: a checkpoint that holds it
+/// under a prefix (`{'model': state_dict, 'optimizer': ...}`, `{'state_dict':
+/// ...}`) holds the model there.
+const MODEL_ROOTS: [&str; 1] = ["patch_embed.proj.weight"];
+
 /// Whether `bytes` are a `torch.save` from before PyTorch 1.6: a pickle (PROTO
 /// opcode) whose first object is torch's magic number, 0x1950a86a20f9469cfc6c,
 /// as a 10-byte LONG1. No safetensors file starts so: its first 8 bytes are a
@@ -41,6 +50,7 @@ fn is_legacy_pt(bytes: &[u8]) -> bool {
 pub struct Weights {
     path: PathBuf,
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    root: Option<String>,
 }
 
 impl Weights {
@@ -101,6 +111,7 @@ impl Weights {
     /// The float tensors of a PyTorch `.pt` file (state_dict or pickled module), as f32.
     pub fn from_pt_bytes(path: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self, WeightsError> {
         let path = path.as_ref().to_path_buf();
+        let bytes_len = bytes.len();
         let fail = |e: crate::pytorch::PtError| WeightsError {
             path: path.clone(),
             name: "file".into(),
@@ -109,26 +120,73 @@ impl Weights {
         let mut file =
             crate::pytorch::PtFile::new(&path, std::io::Cursor::new(bytes)).map_err(fail)?;
         let mut tensors = HashMap::new();
+        // Names may share a storage (a module registered twice), and each is
+        // read on its own: what they read in all is bounded by the file's size.
+        let most = bytes_len
+            .saturating_mul(READ_PER_FILE_BYTE)
+            .saturating_add(1 << 20);
+        let mut read = 0usize;
         for (name, tensor) in file.named_tensors().map_err(fail)? {
             // Integer bookkeeping such as BatchNorm's num_batches_tracked is not a weight.
             if !tensor.dtype.is_float() {
                 continue;
             }
             let t = file.read(&tensor).map_err(fail)?;
+            read = read.saturating_add(t.values.len().saturating_mul(4));
+            if read > most {
+                return Err(WeightsError {
+                    path: path.clone(),
+                    name,
+                    problem: format!(
+                        "its tensors come to over {READ_PER_FILE_BYTE}x the file's {bytes_len} bytes: names sharing storages over and over, which no checkpoint does"
+                    ),
+                });
+            }
             tensors.insert(name, (t.shape, t.values));
         }
         Ok(Weights::new(path, tensors))
     }
 
-    /// Named tensors; DataParallel's `module.` prefix, when every name has it, is dropped.
+    /// Named tensors; DataParallel's `module.` prefix, when every name has it, is
+    /// dropped. A checkpoint that holds the model under a prefix (a dict of
+    /// `model` and `optimizer`, say) keeps only the model's tensors, named as
+    /// in its state_dict, when one prefix alone holds them ([`Self::root`]).
     pub fn new(path: PathBuf, mut tensors: HashMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
+        let mut root = None;
+        if !MODEL_ROOTS.iter().any(|r| tensors.contains_key(*r)) {
+            let prefixes: std::collections::BTreeSet<&str> = tensors
+                .keys()
+                .filter_map(|k| {
+                    MODEL_ROOTS
+                        .iter()
+                        .find_map(|r| k.strip_suffix(r).filter(|p| p.ends_with('.')))
+                })
+                .collect();
+            if let [prefix] = prefixes.into_iter().collect::<Vec<_>>()[..] {
+                let prefix = prefix.to_string();
+                tensors = tensors
+                    .into_iter()
+                    .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|n| (n.to_string(), v)))
+                    .collect();
+                root = Some(prefix);
+            }
+        }
         if !tensors.is_empty() && tensors.keys().all(|k| k.starts_with("module.")) {
             tensors = tensors
                 .into_iter()
                 .map(|(k, v)| (k["module.".len()..].to_string(), v))
                 .collect();
         }
-        Weights { path, tensors }
+        Weights {
+            path,
+            tensors,
+            root,
+        }
+    }
+
+    /// The prefix the model was found under in the file (`model.`), if any.
+    pub fn root(&self) -> Option<&str> {
+        self.root.as_deref()
     }
 
     /// Every tensor, sorted by name: `(name, shape, values)`.
@@ -177,15 +235,28 @@ impl Weights {
         })?;
         let mut tensors = HashMap::new();
         for (name, view) in file.iter() {
-            // Integer bookkeeping such as BatchNorm's num_batches_tracked is not a weight.
-            if view.dtype() != Dtype::F32 {
-                continue;
-            }
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            // Float tensors of any width are read as f32, as a `.pt` file's are;
+            // integer bookkeeping such as BatchNorm's num_batches_tracked is not a weight.
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::F64 => data
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+                    .collect(),
+                _ => continue,
+            };
             tensors.insert(name.to_string(), (view.shape().to_vec(), values));
         }
         Ok(Weights::new(path, tensors))
@@ -219,10 +290,7 @@ impl Weights {
         shape: [usize; D],
         device: &B::Device,
     ) -> Result<Tensor<B, D>, WeightsError> {
-        let (found, values) = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| self.error(name, "missing tensor"))?;
+        let (found, values) = self.tensors.get(name).ok_or_else(|| self.missing(name))?;
         if found.as_slice() != shape {
             return Err(self.error(name, format!("shape {found:?}, expected {shape:?}")));
         }
@@ -237,7 +305,26 @@ impl Weights {
         self.tensors
             .get(name)
             .map(|(s, _)| s.as_slice())
-            .ok_or_else(|| self.error(name, "missing tensor"))
+            .ok_or_else(|| self.missing(name))
+    }
+
+    /// "missing tensor", with the names that end like it where the file has
+    /// some (a model kept under two prefixes: `model.` and `ema.`, say).
+    fn missing(&self, name: &str) -> WeightsError {
+        let suffix = format!(".{name}");
+        let mut like: Vec<&str> = self.names().filter(|n| n.ends_with(&suffix)).collect();
+        if like.is_empty() {
+            return self.error(name, "missing tensor");
+        }
+        like.sort_unstable();
+        like.truncate(3);
+        self.error(
+            name,
+            format!(
+                "missing tensor; the file has {}: give the model's own state_dict (torch.save(checkpoint['model'], F), say)",
+                like.join(", ")
+            ),
+        )
     }
 
     /// Loads `prefix.weight` (PyTorch `[out, in]`) and `prefix.bias` into `linear`.

@@ -308,3 +308,88 @@ fn the_fused_cpu_path_matches_pytorch_on_the_full_size_model() {
     println!("{} objects: max |fused - PyTorch| = {worst:e}", got.len());
     assert!(worst <= 1e-4, "fused {got:?} vs PyTorch {expected:?}");
 }
+
+/// The fixture's tensors renamed by `rename`, plus `extra` (name, values).
+fn renamed(rename: impl Fn(&str) -> Vec<String>, extra: &[(&str, Vec<f32>)]) -> Weights {
+    let source = Weights::open(fixture("astromae.safetensors")).unwrap();
+    let mut tensors: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
+    for (name, shape, values) in source.sorted() {
+        for new in rename(name) {
+            tensors.insert(new, (shape.to_vec(), values.to_vec()));
+        }
+    }
+    for (name, values) in extra {
+        tensors.insert(name.to_string(), (vec![values.len()], values.clone()));
+    }
+    Weights::new("nested.pt".into(), tensors)
+}
+
+#[test]
+fn a_checkpoint_holding_the_model_under_a_key_gives_the_same_redshifts() {
+    // torch.save({'state_dict': DataParallel(model).state_dict(), 'optimizer': ...})
+    let weights = renamed(
+        |n| vec![format!("state_dict.module.{n}")],
+        &[("optimizer.state.0.exp_avg", vec![0.5; 7])],
+    );
+    assert_eq!(weights.root(), Some("state_dict.module."));
+    assert!(weights.names().all(|n| !n.starts_with("optimizer")));
+    assert_parity(&weights);
+}
+
+#[test]
+fn a_model_under_two_keys_is_named_not_guessed() {
+    // {'model': ..., 'ema': ...}: which one to run is the user's choice.
+    let weights = renamed(|n| vec![format!("model.{n}"), format!("ema.{n}")], &[]);
+    assert_eq!(weights.root(), None);
+    let e = AstroMae::<B>::from_pytorch(&weights, 3, &Default::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("missing tensor; the file has ema.patch_embed.proj.weight, model.patch_embed.proj.weight"),
+        "{e}"
+    );
+}
+
+#[test]
+fn half_precision_safetensors_are_read_as_f32() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let source = Weights::open(fixture("astromae.safetensors")).unwrap();
+    let all = source.sorted();
+    for dtype in [Dtype::F16, Dtype::BF16] {
+        let bytes: Vec<Vec<u8>> = all
+            .iter()
+            .map(|(_, _, v)| {
+                v.iter()
+                    .flat_map(|&x| match dtype {
+                        Dtype::F16 => half::f16::from_f32(x).to_le_bytes(),
+                        _ => half::bf16::from_f32(x).to_le_bytes(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let views: Vec<_> = all
+            .iter()
+            .zip(&bytes)
+            .map(|((n, s, _), b)| {
+                (
+                    n.to_string(),
+                    TensorView::new(dtype, s.to_vec(), b).unwrap(),
+                )
+            })
+            .collect();
+        let file = safetensors::serialize(views, None).unwrap();
+        let half = Weights::from_bytes("half.safetensors", &file).unwrap();
+        for (name, _, values) in &all {
+            let got = half.values(name).unwrap();
+            let rounded: Vec<f32> = values
+                .iter()
+                .map(|&x| match dtype {
+                    Dtype::F16 => half::f16::from_f32(x).to_f32(),
+                    _ => half::bf16::from_f32(x).to_f32(),
+                })
+                .collect();
+            assert_eq!(got, rounded.as_slice(), "{dtype:?} {name}");
+        }
+    }
+}

@@ -218,3 +218,68 @@ fn a_file_saved_before_pytorch_1_6_is_named_as_such() {
     let e = weights_error(vec![0x80; 64]);
     assert!(!e.contains("before PyTorch 1.6"), "{e}");
 }
+
+/// The state_dict fixture with its pickle replaced by `pickle`, keeping its
+/// storages, the version records and the rest.
+fn with_pickle(pickle: Vec<u8>) -> Vec<u8> {
+    let mut e = entries("astromae_state_dict.pt");
+    let at = e.iter().position(|(n, _)| n.ends_with("data.pkl")).unwrap();
+    e[at].1 = pickle;
+    zip_of(&e)
+}
+
+/// The fixture's pickle up to its third tensor (`patch_embed.proj.weight`,
+/// storage 2 of 7,680 bytes, memo 0x1d), inside the open OrderedDict's MARK.
+fn first_three_tensors() -> Vec<u8> {
+    let e = entries("astromae_state_dict.pt");
+    let pickle = &e.iter().find(|(n, _)| n.ends_with("data.pkl")).unwrap().1;
+    let end = pickle.windows(3).position(|w| w == b"Rq\x1d").unwrap() + 3;
+    pickle[..end].to_vec()
+}
+
+fn binunicode(text: &str) -> Vec<u8> {
+    let mut out = vec![b'X'];
+    out.extend((text.len() as u32).to_le_bytes());
+    out.extend(text.as_bytes());
+    out
+}
+
+#[test]
+fn names_sharing_one_storage_over_and_over_are_refused() {
+    // 2,000 more names for the 7,680-byte storage, 13 bytes each: 15 MB of
+    // tensors from a file of about 1 MB.
+    let mut pickle = first_three_tensors();
+    for i in 0..2000 {
+        pickle.extend(binunicode(&format!("n{i:04}")));
+        pickle.extend(b"h\x1d");
+    }
+    pickle.extend(b"u.");
+    let msg = weights_error(with_pickle(pickle));
+    assert!(msg.contains("sharing storages over and over"), "{msg}");
+}
+
+#[test]
+fn dicts_sharing_each_other_level_on_level_are_refused() {
+    // D0 = {'w': tensor}, Dk = {'a': Dk-1, 'b': Dk-1}: 2^40 names for a walk.
+    let mut pickle = first_three_tensors();
+    pickle.extend(b"0"); // the tensor off the stack, memo 0x1d keeps it
+    pickle.extend(b"}");
+    pickle.extend(binunicode("w"));
+    pickle.extend(b"h\x1ds");
+    pickle.extend(b"r");
+    pickle.extend(1000u32.to_le_bytes());
+    for k in 1..=40u32 {
+        pickle.extend(b"}");
+        for key in ["a", "b"] {
+            pickle.extend(binunicode(key));
+            pickle.extend(b"j");
+            pickle.extend((1000 + k - 1).to_le_bytes());
+            pickle.extend(b"s");
+        }
+        pickle.extend(b"r");
+        pickle.extend((1000 + k).to_le_bytes());
+    }
+    pickle.extend(b".");
+    let msg = weights_error(with_pickle(pickle));
+    assert!(msg.contains("refer to each other over and over"), "{msg}");
+}

@@ -53,6 +53,12 @@ struct ImportReport {
 pub fn run(command: ModelCommand) -> Result<()> {
     let ModelCommand::Import(args) = command;
     let weights = Weights::open(&args.checkpoint)?;
+    if let Some(root) = weights.root() {
+        eprintln!(
+            "{}: the model's tensors are under '{root}' (a checkpoint dict): only those are kept",
+            args.checkpoint.display()
+        );
+    }
     // Building the model checks every name and shape AstroMAE needs.
     let config = config_of(&weights, ASTROMAE_HEADS)?;
     AstroMae::<Cpu>::from_pytorch(&weights, ASTROMAE_HEADS, &Default::default()).with_context(

@@ -120,7 +120,12 @@ impl<R: Read + Seek> PtFile<R> {
     /// (a `DataParallel`'s `module.` prefix included, as PyTorch writes it).
     pub fn named_tensors(&self) -> Result<BTreeMap<String, TensorRef>, PtError> {
         let mut out = BTreeMap::new();
-        self.collect(self.pickle.root, "", 0, &mut out)?;
+        // A module registered under two names is walked twice, as torch's
+        // state_dict does; a file whose containers share each other level on
+        // level would be walked 2^depth times, so the walk (containers visited
+        // and names given) is bounded by the file's size.
+        let mut visits = 4 * self.pickle.nodes.len() + 1024;
+        self.collect(self.pickle.root, "", 0, &mut visits, &mut out)?;
         if out.is_empty() {
             return Err(
                 self.fail("holds no tensors: neither a state_dict nor a pickled torch module")
@@ -134,11 +139,13 @@ impl<R: Read + Seek> PtFile<R> {
         id: Id,
         prefix: &str,
         depth: usize,
+        visits: &mut usize,
         out: &mut BTreeMap<String, TensorRef>,
     ) -> Result<(), PtError> {
         if depth > MAX_DEPTH {
             return Err(self.fail(format!("modules nested deeper than {MAX_DEPTH}")));
         }
+        self.spend(visits)?;
         let p = &self.pickle;
         let name = |key: Id| {
             p.str(key)
@@ -155,7 +162,7 @@ impl<R: Read + Seek> PtFile<R> {
             Node::Dict(items) => {
                 for &(k, v) in items {
                     if let Some(n) = name(k) {
-                        self.collect(v, &format!("{n}."), depth + 1, out)?;
+                        self.collect(v, &format!("{n}."), depth + 1, visits, out)?;
                     }
                 }
             }
@@ -167,6 +174,7 @@ impl<R: Read + Seek> PtFile<R> {
                     if let Some(Node::Dict(items)) = p.get(*state, field).map(|d| p.node(d)) {
                         for &(k, v) in items {
                             if let (Some(n), Node::Tensor(t)) = (name(k), p.node(v)) {
+                                self.spend(visits)?;
                                 out.insert(n, t.clone());
                             }
                         }
@@ -175,13 +183,23 @@ impl<R: Read + Seek> PtFile<R> {
                 if let Some(Node::Dict(items)) = p.get(*state, "_modules").map(|d| p.node(d)) {
                     for &(k, v) in items {
                         if let Some(n) = name(k) {
-                            self.collect(v, &format!("{n}."), depth + 1, out)?;
+                            self.collect(v, &format!("{n}."), depth + 1, visits, out)?;
                         }
                     }
                 }
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// One step of [`Self::collect`]'s walk (a container visited, a name given).
+    fn spend(&self, visits: &mut usize) -> Result<(), PtError> {
+        *visits = visits.checked_sub(1).ok_or_else(|| {
+            self.fail(
+                "its modules and dicts refer to each other over and over: no file torch writes",
+            )
+        })?;
         Ok(())
     }
 

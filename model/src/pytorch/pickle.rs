@@ -7,8 +7,10 @@
 //! refers to twice (a module registered under two names) are one node, as in
 //! Python. Only torch's tensor rebuild and `OrderedDict` are understood.
 //!
-//! The arena grows by at most one node per opcode, so a file's size bounds the
-//! memory the machine uses; malformed input is an error, never a panic.
+//! The arena grows by at most one node per opcode, and containers by at most
+//! one entry per byte of the pickle in all (BUILD, which copies a dict, is
+//! counted too), so a file's size bounds the memory the machine uses;
+//! malformed input is an error, never a panic.
 
 use std::fmt;
 
@@ -188,6 +190,7 @@ pub fn unpickle(bytes: &[u8]) -> Result<Pickle, PickleError> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: std::collections::HashMap::new(),
+        entries: 0,
     }
     .run()
 }
@@ -199,6 +202,8 @@ struct Machine<'a> {
     stack: Vec<Id>,
     marks: Vec<usize>,
     memo: std::collections::HashMap<u32, Id>,
+    /// Entries added to lists, dicts and sets so far.
+    entries: usize,
 }
 
 impl Machine<'_> {
@@ -248,11 +253,29 @@ impl Machine<'_> {
     }
 
     fn push(&mut self, node: Node) -> Result<(), PickleError> {
+        self.nodes.push(node);
+        self.push_id(self.nodes.len() - 1)
+    }
+
+    /// Pushes a node already in the arena (DUP, memo gets).
+    fn push_id(&mut self, id: Id) -> Result<(), PickleError> {
         if self.stack.len() >= MAX_STACK {
             return self.fail("the stack is deeper than any torch file needs");
         }
-        self.nodes.push(node);
-        self.stack.push(self.nodes.len() - 1);
+        self.stack.push(id);
+        Ok(())
+    }
+
+    /// Counts `n` more container entries: more than the pickle has bytes means
+    /// containers copied into themselves (BUILD of a dict with itself doubles it).
+    fn add_entries(&mut self, n: usize) -> Result<(), PickleError> {
+        self.entries = self.entries.saturating_add(n);
+        if self.entries > self.input.len() {
+            return self.fail(format!(
+                "its containers hold more entries than its {} bytes could: a dict or list copied into itself",
+                self.input.len()
+            ));
+        }
         Ok(())
     }
 
@@ -282,6 +305,7 @@ impl Machine<'_> {
         if pairs && !items.len().is_multiple_of(2) {
             return self.fail("SETITEMS with an odd number of values");
         }
+        self.add_entries(items.len())?;
         match &mut self.nodes[target] {
             Node::List(list) if !pairs => list.extend(items),
             Node::Dict(dict) if pairs => {
@@ -296,10 +320,7 @@ impl Machine<'_> {
 
     fn memo_get(&mut self, key: u32) -> Result<(), PickleError> {
         match self.memo.get(&key) {
-            Some(&id) => {
-                self.stack.push(id);
-                Ok(())
-            }
+            Some(&id) => self.push_id(id),
             None => self.fail(format!("memo {key} was never stored")),
         }
     }
@@ -462,7 +483,7 @@ impl Machine<'_> {
                 }
                 b'2' => {
                     let id = self.top()?;
-                    self.stack.push(id);
+                    self.push_id(id)?;
                 }
                 b'J' => {
                     let v = i32::from_le_bytes(self.le()?);
@@ -623,10 +644,11 @@ impl Machine<'_> {
                     // BUILD
                     let state = self.pop()?;
                     let target = self.top()?;
-                    let items = match &self.nodes[state] {
-                        Node::Dict(items) => items.clone(),
+                    let items = match (&self.nodes[state], &self.nodes[target]) {
+                        (Node::Dict(items), Node::Dict(_)) => items.clone(),
                         _ => Vec::new(),
                     };
+                    self.add_entries(items.len())?;
                     match &mut self.nodes[target] {
                         Node::Object { state: s, .. } => *s = Some(state),
                         Node::Dict(d) => d.extend(items),
@@ -696,6 +718,18 @@ mod tests {
         assert!(unpickle(b"\x80\x02h\x05.").is_err()); // memo never stored
         assert!(unpickle(b"\x80\x02Ns.").is_err()); // SETITEM with too few values
         assert!(unpickle(b"\x80\x02N\x8a\x09").is_err()); // LONG1 past the end
+    }
+
+    #[test]
+    fn a_dict_built_with_itself_cannot_double_past_the_file() {
+        // {1: 2}, then DUP + BUILD 40 times: 2^40 entries from 90 bytes.
+        let mut bytes = b"\x80\x02}K\x01K\x02s".to_vec();
+        for _ in 0..40 {
+            bytes.extend(b"2b");
+        }
+        bytes.push(b'.');
+        let e = unpickle(&bytes).unwrap_err();
+        assert!(e.problem.contains("copied into itself"), "{e}");
     }
 
     #[test]
