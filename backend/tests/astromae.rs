@@ -168,6 +168,23 @@ fn a_missing_checkpoint_is_named_before_any_rank_starts() {
     ]);
     assert!(e.contains("nowhere.pt"), "{e}");
     assert!(!data.join("results").exists(), "no run was started");
+    // A file that holds another model: named once, before any rank starts.
+    let e = failure(&[
+        "run",
+        "--data",
+        &data.display().to_string(),
+        "--world-size",
+        "2",
+        "--batch-size",
+        "4",
+        "--model",
+        &format!("astromae:{}", astromae_fixture("io.safetensors").display()),
+    ]);
+    assert!(
+        e.contains("patch_embed.proj.weight: missing tensor") && e.contains("no rank was started"),
+        "{e}"
+    );
+    assert!(!data.join("results").exists(), "no run was started");
 }
 
 #[test]

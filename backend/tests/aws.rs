@@ -1037,6 +1037,32 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
     .unwrap_err();
     assert_eq!(e.kind, "InvalidRequest");
     assert!(e.message.contains("models/none.pt"), "{}", e.message);
+
+    // Weights of another model: built once at Initialize, refused by name.
+    store
+        .put(
+            "models/photoz.safetensors",
+            &std::fs::read(common::asset("model/photoz.safetensors")).unwrap(),
+        )
+        .unwrap();
+    let mut other = request.clone();
+    other.model = "astromae:models/photoz.safetensors".into();
+    other.result_path = "results/other".into();
+    let e = handle(
+        &settings,
+        StageEvent::Initialize {
+            run_id: "other".into(),
+            request: other,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, "InvalidRequest");
+    assert!(
+        e.message.contains("missing tensor") && e.message.contains("no rank was started"),
+        "{}",
+        e.message
+    );
+    assert!(store.get("results/other/payload.json").is_err(), "no plan");
 }
 
 #[test]

@@ -450,7 +450,23 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
             "S3_object_name": "scripts/Anomaly Detection", "script": "/tmp/scripts/inference.py",
             "result_path": "result/run 1", "data_bucket": "cosmicai-data", "data_prefix": ""}"#,
     );
+    // It names no model (CAI runs AstroMAE): refused by name, not run on PhotoZ.
     let out = cosmicai(&["run", "--data", &data, "--request", &cai, "--json"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("model not given") && said.contains("--model"),
+        "{said}"
+    );
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &data,
+        "--request",
+        &cai,
+        "--model",
+        "photoz",
+        "--json",
+    ]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(
@@ -503,4 +519,23 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
         "3",
     ]);
     assert!(!out.status.success());
+    // --model fills a payload's missing model, and is refused beside another.
+    let named = write(
+        "named.json",
+        r#"{"batch_size": 10, "world_size": 2, "result_path": "r", "model": "photoz"}"#,
+    );
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &data,
+        "--request",
+        &named,
+        "--model",
+        "astromae:x.pt",
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("names model \"photoz\", and --model astromae:x.pt"),
+        "{e}"
+    );
 }

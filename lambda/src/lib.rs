@@ -140,12 +140,20 @@ pub fn mark_process_start() {
 /// An event as Step Functions sends it. An Initialize whose request is CAI's own
 /// payload (an execution started with CAI's input file) is read as CAI's, as
 /// `cosmicai run --request` reads it: partitions from its `data_bucket`, its
-/// script settings set aside, each with a note in the function's log.
+/// script settings set aside, each with a note in the function's log, and the
+/// model the deployment preloads (`COSMICAI_MODEL`) where it names none.
 pub fn parse_event(mut value: serde_json::Value) -> Result<StageEvent, StageError> {
     if value.get("stage").and_then(serde_json::Value::as_str) == Some("initialize")
         && let Some(request) = value.get_mut("request")
     {
-        let (ours, notes) = translate(request.take(), PartitionsIn::DataBucket)
+        let preloaded = std::env::var("COSMICAI_MODEL").ok();
+        let model = preloaded.as_deref().map(|m| {
+            (
+                m,
+                "the model this deployment preloads (template parameter Model)",
+            )
+        });
+        let (ours, notes) = translate(request.take(), PartitionsIn::DataBucket, model)
             .map_err(|e| StageError::invalid(format!("request: {e}")))?;
         for note in notes {
             eprintln!("request: {note}");
@@ -220,7 +228,10 @@ pub fn initialize_stage(
                 .and_then(|other| object_exists(&other, &key))
         };
         match found {
-            Ok(true) => {}
+            // Built once here: a file that holds no such model (an optimizer
+            // state, another network) fails the run by name, before its ranks
+            // each load it and fail.
+            Ok(true) => check_weights(settings, &store, &spec)?,
             Ok(false) => {
                 return Err(StageError::invalid(format!(
                     "model '{spec}': no object s3://{bucket}/{key}; upload the weights first"
@@ -658,8 +669,38 @@ fn load_model<B: burn::prelude::Backend>(
     device: &B::Device,
     cpu: bool,
 ) -> Result<RedshiftModel<B>, StageError> {
-    let Some(path) = spec.weights() else {
+    let Some(weights) = read_weights(settings, store, spec)? else {
         return RedshiftModel::load(spec, device, cpu).map_err(StageError::failed);
+    };
+    let weights = weights.map_err(StageError::failed)?;
+    RedshiftModel::from_weights(spec, &weights, device, cpu).map_err(StageError::failed)
+}
+
+/// Reads the weights `spec` names and builds its model, for Initialize: a
+/// failed read may be retried, a file that holds no such model may not.
+fn check_weights(
+    settings: &S3Settings,
+    store: &S3Store,
+    spec: &ModelSpec,
+) -> Result<(), StageError> {
+    let Some(weights) = read_weights(settings, store, spec)? else {
+        return Ok(());
+    };
+    let weights = weights.map_err(|e| StageError::invalid(format!("model '{spec}': {e}")))?;
+    RedshiftModel::<Cpu>::from_weights(spec, &weights, &Default::default(), false)
+        .map(drop)
+        .map_err(|e| StageError::invalid(format!("model '{spec}': {e}; no rank was started")))
+}
+
+/// The weight file `spec` names, from S3 (`None` for the shipped PhotoZ): a
+/// failed GET is the error, a file that is no weight file the inner one.
+fn read_weights(
+    settings: &S3Settings,
+    store: &S3Store,
+    spec: &ModelSpec,
+) -> Result<Option<Result<Weights, String>>, StageError> {
+    let Some(path) = spec.weights() else {
+        return Ok(None);
     };
     let (bucket, key) = weights_location(path, store.bucket());
     let bytes = if bucket == store.bucket() {
@@ -671,9 +712,9 @@ fn load_model<B: burn::prelude::Backend>(
             .get(&key)
     }
     .map_err(|e| StageError::failed(format!("model '{spec}': s3://{bucket}/{key}: {e}")))?;
-    let weights = Weights::from_file_bytes(format!("s3://{bucket}/{key}"), bytes)
-        .map_err(|e| StageError::failed(e.to_string()))?;
-    RedshiftModel::from_weights(spec, &weights, device, cpu).map_err(StageError::failed)
+    Ok(Some(
+        Weights::from_file_bytes(format!("s3://{bucket}/{key}"), bytes).map_err(|e| e.to_string()),
+    ))
 }
 
 /// The CPU model of this container, loaded by its first invocation (or at init,

@@ -11,8 +11,11 @@
 //! who reads the payload ([`PartitionsIn`]): `cosmicai run` reads them from
 //! `--data` (and uploads them with `--target aws`), so CAI's buckets are set
 //! aside too; the deployed state machine reads them from CAI's `data_bucket`,
-//! as CAI's own does. A payload without CAI's own keys is read strictly, as a
-//! CosmicAI request.
+//! as CAI's own does. CAI's payload names no model, since CAI runs only
+//! AstroMAE: the caller gives the one to run (the CLI's `--model`, the
+//! deployment's preloaded model), and without one the payload is refused by
+//! name rather than run on PhotoZ, the default of our own requests. A payload
+//! without CAI's own keys is read strictly, as a CosmicAI request.
 
 use serde_json::Value;
 
@@ -40,7 +43,13 @@ const CAI_NUMBERS: [&str; 3] = ["file_limit", "batch_size", "world_size"];
 
 /// `payload` as a CosmicAI request, and a note for each thing set aside or
 /// filled in; a payload that is not CAI's comes back as it was, with no notes.
-pub fn translate(payload: Value, partitions: PartitionsIn) -> Result<(Value, Vec<String>), String> {
+/// `model` (with where it comes from, for the note) is run where CAI's payload
+/// names none.
+pub fn translate(
+    payload: Value,
+    partitions: PartitionsIn,
+    model: Option<(&str, &str)>,
+) -> Result<(Value, Vec<String>), String> {
     let Value::Object(mut fields) = payload else {
         return Ok((payload, Vec::new()));
     };
@@ -86,6 +95,15 @@ pub fn translate(payload: Value, partitions: PartitionsIn) -> Result<(Value, Vec
             fields.insert(key.into(), Value::from(n));
         }
     }
+    if !fields.contains_key("model") {
+        let Some((model, from)) = model else {
+            return Err(
+                "model not given: CAI's payload runs AstroMAE, so name its checkpoint (\"model\": \"astromae:PATH\" in the payload, or cosmicai run's --model astromae:PATH), or photoz for ours".into(),
+            );
+        };
+        notes.push(format!("model not given: {model}, {from}"));
+        fields.insert("model".into(), Value::String(model.into()));
+    }
     if !fields.contains_key("world_size")
         && let Some(limit) = fields.get("file_limit").cloned()
     {
@@ -130,9 +148,11 @@ mod tests {
         let (value, notes) = translate(
             serde_json::from_str(DEMO_INPUT).unwrap(),
             PartitionsIn::Data,
+            Some(("astromae:ckpt.pt", "from --model")),
         )
         .unwrap();
         let request: RunRequest = serde_json::from_value(value).unwrap();
+        assert_eq!(request.model, "astromae:ckpt.pt");
         assert_eq!(
             (
                 request.bucket.as_str(),
@@ -150,9 +170,27 @@ mod tests {
             "data_bucket \"cosmicai-data\"",
             "script",
             "file_limit",
+            "model not given: astromae:ckpt.pt, from --model",
         ] {
             assert!(notes.contains(said), "{said}: {notes}");
         }
+        // No model to run: refused by name, not run on PhotoZ.
+        let err = translate(
+            serde_json::from_str(DEMO_INPUT).unwrap(),
+            PartitionsIn::Data,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("model not given: CAI's payload runs AstroMAE"),
+            "{err}"
+        );
+        // One the payload names is kept.
+        let mut named: Value = serde_json::from_str(DEMO_INPUT).unwrap();
+        named["model"] = "photoz".into();
+        let (value, notes) = translate(named, PartitionsIn::Data, None).unwrap();
+        assert_eq!(value["model"], "photoz");
+        assert!(!notes.join("\n").contains("model"), "{notes:?}");
     }
 
     #[test]
@@ -160,6 +198,7 @@ mod tests {
         let (value, notes) = translate(
             serde_json::from_str(DEMO_INPUT).unwrap(),
             PartitionsIn::DataBucket,
+            Some(("photoz", "the deployment's")),
         )
         .unwrap();
         let request: RunRequest = serde_json::from_value(value).unwrap();
@@ -178,6 +217,7 @@ mod tests {
         let (value, _) = translate(
             serde_json::json!({"bucket": "b", "script": "s", "batch_size": 1, "file_limit": 2, "result_path": "r"}),
             PartitionsIn::DataBucket,
+            Some(("photoz", "the deployment's")),
         )
         .unwrap();
         assert_eq!(value["bucket"], "b");
@@ -185,6 +225,7 @@ mod tests {
         let (value, _) = translate(
             serde_json::json!({"script": "s", "batch_size": 1, "file_limit": 2, "result_path": "r"}),
             PartitionsIn::DataBucket,
+            Some(("photoz", "the deployment's")),
         )
         .unwrap();
         assert!(value.get("bucket").is_none(), "{value}");
@@ -195,11 +236,11 @@ mod tests {
     #[test]
     fn a_cosmicai_request_is_left_strict() {
         let ours = serde_json::json!({"batch_size": "10", "worldsize": 2, "result_path": "r"});
-        let (value, notes) = translate(ours.clone(), PartitionsIn::Data).unwrap();
+        let (value, notes) = translate(ours.clone(), PartitionsIn::Data, None).unwrap();
         assert_eq!((value, notes.len()), (ours, 0));
         // CAI's, with a count that is no number: named.
         let bad = serde_json::json!({"data_bucket": "b", "file_limit": "ten", "batch_size": 1});
-        let err = translate(bad, PartitionsIn::Data).unwrap_err();
+        let err = translate(bad, PartitionsIn::Data, None).unwrap_err();
         assert!(
             err.contains("file_limit") && err.contains("\"ten\""),
             "{err}"

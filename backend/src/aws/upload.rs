@@ -253,6 +253,11 @@ impl LocalWeights {
         }
         let bytes =
             std::fs::read(local).with_context(|| format!("model '{spec}': reading {path}"))?;
+        // A file that holds no such model is named here, before it is sent and
+        // before any rank is paid for.
+        let weights = cosmicai_model::weights::Weights::from_file_bytes(path, bytes.clone())?;
+        crate::coordinator::check_weights(&spec, &weights)?;
+        drop(weights);
         let digest = Sha256::digest(&bytes);
         let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         let stem = local

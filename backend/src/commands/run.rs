@@ -30,7 +30,8 @@ pub struct RunArgs {
     /// result_path, device, memory_mb, model, retries, timeout_s) instead of the flags above.
     /// CAI's own payload file is read too: its buckets and script settings are set
     /// aside (the partitions come from --data), and world_size defaults to file_limit.
-    #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "result_path", "retries", "timeout", "model", "device", "precision", "memory_mb"])]
+    /// --model fills in the model of a payload that names none (CAI's never does).
+    #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "result_path", "retries", "timeout", "device", "precision", "memory_mb"])]
     pub request: Option<PathBuf>,
     /// Use at most this many partition files.
     #[arg(long)]
@@ -57,10 +58,10 @@ pub struct RunArgs {
     /// Ranks running at once (default: the number of cores), like Lambda's concurrency limit.
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// photoz (shipped weights), photoz:PATH, or astromae:PATH (a CAI checkpoint,
-    /// .pt or safetensors; the partitions must hold cutouts).
-    #[arg(long, default_value = "photoz")]
-    pub model: String,
+    /// photoz (shipped weights; the default), photoz:PATH, or astromae:PATH (a CAI
+    /// checkpoint, .pt or safetensors; the partitions must hold cutouts).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Print the duration and cost estimate (from a calibration of this machine) and stop.
     #[arg(long)]
     pub estimate: bool,
@@ -133,7 +134,7 @@ impl RunArgs {
             retries: 0,
             timeout: None,
             concurrency: None,
-            model: "photoz".into(),
+            model: None,
             estimate: false,
             json: false,
             target: TargetArg::Local,
@@ -192,9 +193,21 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading --request {}", path.display()))?;
         let invalid = || format!("--request {}: not a valid run request", path.display());
-        let payload: serde_json::Value = serde_json::from_str(&text).with_context(invalid)?;
-        let (payload, notes) = cosmicai_shared::cai_payload::translate(payload, PartitionsIn::Data)
-            .map_err(|e| anyhow::anyhow!("--request {}: {e}", path.display()))?;
+        let mut payload: serde_json::Value = serde_json::from_str(&text).with_context(invalid)?;
+        if let (Some(model), Some(fields)) = (&args.model, payload.as_object_mut()) {
+            match fields.get("model") {
+                Some(named) if named != model.as_str() => bail!(
+                    "--request {}: it names model {named}, and --model {model}: keep one",
+                    path.display()
+                ),
+                _ => {
+                    fields.insert("model".into(), model.as_str().into());
+                }
+            }
+        }
+        let (payload, notes) =
+            cosmicai_shared::cai_payload::translate(payload, PartitionsIn::Data, None)
+                .map_err(|e| anyhow::anyhow!("--request {}: {e}", path.display()))?;
         for note in notes {
             eprintln!("--request {}: {note}", path.display());
         }
@@ -231,7 +244,7 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         },
         precision: args.precision.into(),
         memory_mb: args.memory_mb,
-        model: args.model.clone(),
+        model: args.model.clone().unwrap_or_else(|| "photoz".into()),
         retries: args.retries,
         tolerated_failure_percentage: 100.0,
         timeout_s: args.timeout,

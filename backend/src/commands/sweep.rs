@@ -64,7 +64,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             let run_args = RunArgs {
                 file_limit: args.file_limit,
                 memory_mb: args.memory_mb,
-                model: args.model.clone(),
+                model: Some(args.model.clone()),
                 ..RunArgs::new(args.data.clone(), world_size, args.batch_size, device)
             };
             requests.push(request_of(&run_args, "sweep")?);

@@ -126,6 +126,19 @@ pub fn check_device(device: Device) -> Result<()> {
     Ok(())
 }
 
+/// Builds the model `spec` names from `weights`, which checks every tensor it
+/// needs, and says what is wrong by name (an optimizer state, another model).
+pub fn check_weights(spec: &ModelSpec, weights: &cosmicai_model::weights::Weights) -> Result<()> {
+    cosmicai_engine::redshift_model::RedshiftModel::<crate::models::Cpu>::from_weights(
+        spec,
+        weights,
+        &Default::default(),
+        false,
+    )
+    .map(drop)
+    .map_err(|e| anyhow::anyhow!("model '{spec}': {e}; no rank was started"))
+}
+
 /// Ranks at once, and CPU threads each worker may use (the cores shared among them).
 pub fn concurrency_and_threads(concurrency: Option<usize>, world_size: usize) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -137,12 +150,15 @@ pub fn concurrency_and_threads(concurrency: Option<usize>, world_size: usize) ->
 }
 
 /// The request with its model's weight file made absolute (workers may start
-/// elsewhere), or an error naming the file when it is not there.
+/// elsewhere), or an error naming the file when it is not there or holds no
+/// such model: found once here, not by every rank after all have started.
 pub fn with_local_weights(mut request: RunRequest) -> Result<RunRequest> {
     let spec = request.model_spec().map_err(anyhow::Error::msg)?;
     if let Some(path) = spec.weights() {
         let absolute = std::fs::canonicalize(path)
             .with_context(|| format!("model '{spec}': weights file {path}"))?;
+        let weights = cosmicai_model::weights::Weights::open(&absolute)?;
+        check_weights(&spec, &weights)?;
         let absolute = absolute.display().to_string();
         request.model = match spec {
             ModelSpec::PhotoZ(_) => ModelSpec::PhotoZ(Some(absolute)),

@@ -160,7 +160,14 @@ fn adopted_request(aws: &Aws, arn: &str, run_id: &str, input: &str) -> Result<Ru
         |e: String| anyhow::anyhow!("execution {arn}: its input is not a run request: {e}");
     let input: serde_json::Value =
         serde_json::from_str(input).map_err(|e| invalid(e.to_string()))?;
-    let (input, _notes) = translate(input, PartitionsIn::DataBucket).map_err(invalid)?;
+    // Only read where Initialize wrote no plan (it failed): the model it
+    // would have filled in for CAI's payload is the deployment's, not known here.
+    let (input, _notes) = translate(
+        input,
+        PartitionsIn::DataBucket,
+        Some(("photoz", "the deployment's (not known here)")),
+    )
+    .map_err(invalid)?;
     let request: RunRequest = serde_json::from_value(input).map_err(|e| invalid(e.to_string()))?;
     let problems = request.problems();
     if !problems.is_empty() {
