@@ -113,11 +113,15 @@ impl Registry {
             .collect::<Result<_, _>>()?;
         for (id, pid, identity) in running {
             if !coordinator_alive(pid, identity.as_deref()) {
-                self.db.execute(
+                // Both or neither: a run left interrupted with ranks still
+                // running would never be looked at again.
+                let tx = self.db.unchecked_transaction()?;
+                tx.execute(
                     "UPDATE runs SET status = 'interrupted' WHERE id = ?1",
                     params![id],
                 )?;
-                self.db.execute("UPDATE ranks SET status = 'interrupted' WHERE run_id = ?1 AND status = 'running'", params![id])?;
+                tx.execute("UPDATE ranks SET status = 'interrupted' WHERE run_id = ?1 AND status = 'running'", params![id])?;
+                tx.commit()?;
             }
         }
         Ok(())
@@ -127,9 +131,12 @@ impl Registry {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        // A run has its row from the start, and the planned request replaces
+        // what it was given once planning is done (data converted, weights uploaded).
         self.db.execute(
             "INSERT INTO runs (id, created_at, status, world_size, batch_size, device, data_prefix, result_path, coordinator_pid, request_json, coordinator_identity)
-             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(id) DO UPDATE SET world_size = ?3, batch_size = ?4, device = ?5, data_prefix = ?6, result_path = ?7, request_json = ?9",
             params![
                 id,
                 now,
@@ -307,6 +314,15 @@ impl Registry {
     pub fn fail(&self, id: &str, error: &str) -> Result<()> {
         self.db.execute(
             "UPDATE runs SET status = 'failed', summary_json = ?2 WHERE id = ?1",
+            params![id, serde_json::json!({ "error": error }).to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Closes run `id` as failed where nothing else has closed it.
+    pub fn fail_if_running(&self, id: &str, error: &str) -> Result<()> {
+        self.db.execute(
+            "UPDATE runs SET status = 'failed', summary_json = ?2 WHERE id = ?1 AND status = 'running'",
             params![id, serde_json::json!({ "error": error }).to_string()],
         )?;
         Ok(())

@@ -2,7 +2,7 @@
 //! the registry, bad requests refused up front, workers and coordinators killed.
 
 mod common;
-use common::{cosmicai, dataset, last_json_line, workers};
+use common::{cosmicai, dataset, last_json_line, ok_json, workers};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -200,6 +200,26 @@ fn bad_requests_are_refused_before_anything_runs() {
         "a refused run wrote results"
     );
     assert!(!Path::new("/tmp/abs").exists());
+    // Refused runs are not recorded; one that fails as it is planned (no
+    // partitions to plan) is, with its error.
+    let runs = |data: &str| ok_json(&["runs", "--data", data, "--json"]);
+    assert_eq!(runs(&data), serde_json::json!([]));
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let empty = empty.display().to_string();
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &empty,
+        "--world-size",
+        "1",
+        "--batch-size",
+        "10",
+    ]);
+    assert!(!out.status.success());
+    let listed = runs(&empty);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["status"], "failed", "{listed}");
 }
 
 fn start_paused_run(data: &str, extra: &[&str]) -> Child {

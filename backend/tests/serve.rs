@@ -379,6 +379,12 @@ fn no_request_path_leaves_the_data_directory() {
         "..\\\\x",
         "",
         "nonexistent",
+        // Spellings that would read the whole data directory, or a selection
+        // by another name than the one that keeps it from going.
+        ".",
+        "./catalog",
+        "selections//sel-x",
+        "results",
     ];
     for prefix in refused {
         let r = post(
@@ -966,8 +972,20 @@ fn a_selection_becomes_a_dataset_that_a_run_takes() {
         String::from_utf8_lossy(&created.body)
     );
     let id = created.json()["id"].as_str().unwrap().to_string();
+    // Its row is there as soon as its id is given out.
+    assert_eq!(get(&s, &format!("/api/runs/{id}")).status, 200);
     let events = get(&s, &format!("/api/runs/{id}/events"));
     assert!(String::from_utf8_lossy(&events.body).contains(r#""status":"succeeded""#));
+    // A finished run's events, again: all of them, in pages, numbered.
+    let lines = |body: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(body)
+            .lines()
+            .filter(|l| l.starts_with("id:") || l.starts_with("data:"))
+            .map(str::to_string)
+            .collect()
+    };
+    let again = get(&s, &format!("/api/runs/{id}/events"));
+    assert_eq!(lines(&again.body), lines(&events.body));
     let results = get(&s, &format!("/api/runs/{id}/results")).json();
     assert_eq!(results["summary"]["objects"].as_u64(), Some(expected));
 }
@@ -1026,7 +1044,11 @@ fn bad_bodies_get_json_errors() {
         r#"{{"world_size":1,"batch_size":1,"data_prefix":"{}"}}"#,
         "a".repeat(100_000)
     );
-    assert_json_error(&post(&s, "/api/runs", &big, &[]), 413, "");
+    assert_json_error(
+        &post(&s, "/api/runs", &big, &[]),
+        413,
+        "POST /api/runs: the body is larger than the 64 KB this endpoint takes",
+    );
 }
 
 #[test]

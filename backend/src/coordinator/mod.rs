@@ -60,10 +60,23 @@ pub fn execute(
     control: RunControl,
     observe: &mut dyn FnMut(&RunEvent),
 ) -> Result<RunSummary> {
+    // A request that is invalid, or this machine cannot run, is refused
+    // before it has a row.
+    let problems = request.problems();
+    if !problems.is_empty() {
+        return Err(cosmicai_engine::pipeline::PipelineError::Invalid(problems).into());
+    }
+    if matches!(executor, Executor::Local { .. }) {
+        check_device(request.device)?;
+    }
     let mut recorder = record::Recorder::new(root, run_id, request.world_size, control, observe)?;
+    // Its row from the start: a run that fails while it is planned (a
+    // conversion, an upload) is listed with its error, not lost.
+    recorder.start(request, &[])?;
     let outcome = match executor {
-        Executor::Local { concurrency } => check_device(request.device)
-            .and_then(|()| local::execute(root, request, run_id, *concurrency, &mut recorder)),
+        Executor::Local { concurrency } => {
+            local::execute(root, request, run_id, *concurrency, &mut recorder)
+        }
         Executor::Aws { aws, data } => {
             crate::aws::execute_on_aws(aws, root, request, data, run_id, &mut recorder)
         }

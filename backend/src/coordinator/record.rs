@@ -208,7 +208,6 @@ impl<'a> Recorder<'a> {
                 Err(e)
             }
             Err(e) => {
-                // A run refused before it was planned has no row: nothing to update.
                 self.registry.fail(&self.run_id, &format!("{e:#}"))?;
                 Err(e)
             }

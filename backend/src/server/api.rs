@@ -761,11 +761,13 @@ pub async fn run_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok())
         .map_or(0, |last| last.saturating_add(1).min(live.len()));
-    // A finished run has nothing more to wait for: what is left, at once, with no
-    // slot held (also a client that has seen it all, which gets an empty stream).
-    if live.is_over() {
-        let rest = numbered(live.events_page(from, usize::MAX).0, from);
-        return Ok(Sse::new(futures_util::stream::iter(rest)).into_response());
+    // A client that has seen all of a finished run gets an empty stream, with
+    // no slot held. Any other takes a slot, a finished run's too: its events
+    // (50,000 at 10,000 ranks) go out a page at a time, and a client that reads
+    // none of them holds one page and a slot, not all of them each.
+    if live.is_over() && from >= live.len() {
+        let none: Vec<Result<Event, std::convert::Infallible>> = Vec::new();
+        return Ok(Sse::new(futures_util::stream::iter(none)).into_response());
     }
     let slot = state
         .stream_slots
@@ -781,7 +783,10 @@ pub async fn run_events(
             }
             let mut rx = live.subscribe();
             loop {
-                let (events, _) = live.events_page(sent, usize::MAX);
+                let (events, _) = live.events_page(sent, EVENTS_PAGE);
+                if events.is_empty() && live.is_over() {
+                    return None;
+                }
                 if !events.is_empty() {
                     let over = events
                         .iter()
@@ -806,6 +811,23 @@ pub async fn run_events(
         .keep_alive(KeepAlive::default())
         .into_response())
 }
+
+/// `FAMILY:FILE` for a model run from a weight file (`astromae:/srv/models/a.pt`
+/// gives `astromae:a.pt`), as the served models are named; others as they are.
+fn served_name(model: &str) -> String {
+    match model.split_once(':') {
+        Some((family, path)) => {
+            let file = std::path::Path::new(path)
+                .file_name()
+                .map_or_else(|| path.to_string(), |f| f.to_string_lossy().into_owned());
+            format!("{family}:{file}")
+        }
+        None => model.to_string(),
+    }
+}
+
+/// Events an event stream sends at once.
+const EVENTS_PAGE: usize = 512;
 
 /// Server-Sent Events of `events`, numbered from `first` (their ids, which a
 /// reconnecting browser sends back as `Last-Event-ID`).
@@ -843,7 +865,10 @@ pub async fn run_results(
             )
         })?;
         let mut summary: RunSummary = serde_json::from_str(&text).map_err(Error::internal)?;
-        // Rank errors carry worker messages: no host paths in them either.
+        // The model as GET /api/models names it (its file's name, never the
+        // host's path to it), and rank errors carry worker messages: no host
+        // paths in them either.
+        summary.model = served_name(&summary.model);
         for m in &mut summary.per_rank {
             if let Some(error) = &mut m.error {
                 *error = super::error::redact(error);
@@ -930,6 +955,10 @@ pub async fn create_sweep(
         .ok_or_else(|| super::guard::busy("runs and sweeps", state.run_slots.cap()))?;
     let st = state.clone();
     let id = tokio::task::spawn_blocking(move || {
+        // As for a run: the selection it reads is the last to go.
+        if let Some(prefix) = &launch.data_prefix {
+            super::selections::mark_used(&st.data_dir, prefix);
+        }
         st.sweeps
             .start(&st.data_dir, &st.models, &launch, slot, &st.memory)
     })
@@ -971,4 +1000,22 @@ pub async fn sweep_detail(
             "sweep {id:?}: no such sweep (sweeps live as long as the server)"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_name;
+
+    #[test]
+    fn a_models_host_path_is_cut_to_its_file_name() {
+        assert_eq!(
+            served_name("astromae:/srv/data/models/a.pt"),
+            "astromae:a.pt"
+        );
+        assert_eq!(
+            served_name("photoz:/home/u/w.safetensors"),
+            "photoz:w.safetensors"
+        );
+        assert_eq!(served_name("photoz"), "photoz");
+    }
 }

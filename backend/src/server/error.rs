@@ -76,7 +76,21 @@ pub async fn json_errors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // Which body was too large, and its limit (axum says only "length limit exceeded").
+    let limit = if request.uri().path() == "/api/selections" {
+        "4 MB"
+    } else {
+        "64 KB"
+    };
+    let what = format!("{} {}", request.method(), request.uri().path());
     let response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return Error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what}: the body is larger than the {limit} this endpoint takes"),
+        )
+        .into_response();
+    }
     let status = response.status();
     let is_json = response
         .headers()

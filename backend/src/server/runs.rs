@@ -138,6 +138,11 @@ impl Runs {
             }
             all.insert(id.clone(), live.clone());
         }
+        // Its row before its id is given out: GET /api/runs/{id} finds it at
+        // once, and while it is planned (a conversion, an upload: minutes).
+        crate::registry::Registry::open(&data_dir.join("cosmicai.sqlite"))
+            .and_then(|registry| registry.start(&id, &request))
+            .map_err(Error::internal)?;
         let (root, run_id) = (data_dir.to_path_buf(), id.clone());
         std::thread::spawn(move || {
             let control = RunControl {
@@ -159,14 +164,22 @@ impl Runs {
             };
             // A panic in the run is its error: the stream still ends and the
             // slot is still freed.
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                executor.and_then(|executor| {
+            let outcome = executor.and_then(|executor| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     coordinator::execute(&root, &request, &run_id, &executor, control, &mut |e| {
                         live.push(e.clone())
                     })
-                })
-            }))
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the run's coordinator panicked")));
+                }))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the run's coordinator panicked")))
+            });
+            // The coordinator closes the row of a run it ran; one it never
+            // started, or that panicked, is closed here.
+            if let Err(e) = &outcome
+                && !e.is::<crate::aws::LostContact>()
+            {
+                let _ = crate::registry::Registry::open(&root.join("cosmicai.sqlite"))
+                    .and_then(|registry| registry.fail_if_running(&run_id, &format!("{e:#}")));
+            }
             let last = match outcome {
                 Ok(summary) => {
                     let status = if live.cancel.load(Ordering::Relaxed)
@@ -218,13 +231,11 @@ pub fn request_of(
         timeout_s: launch.timeout_s,
     };
     let mut problems = request.problems();
-    if launch
-        .data_prefix
-        .as_deref()
-        .is_some_and(|p| check_key(p).is_err() || p.trim_matches('/').is_empty())
+    if let Some(prefix) = launch.data_prefix.as_deref()
         && problems.is_empty()
+        && let Err(e) = check_data_prefix(prefix)
     {
-        problems.push("data_prefix must name a folder inside the data directory".into());
+        problems.push(e);
     }
     let host_mb = cosmicai_engine::system::memory_mb();
     if launch.target == Target::Local && host_mb > 0.0 && f64::from(request.memory_mb) > host_mb {
@@ -248,6 +259,29 @@ pub fn request_of(
         Ok(request)
     } else {
         Err(problems.join("; "))
+    }
+}
+
+/// A data prefix spelled one way only (`selections/sel-x`, not
+/// `./selections//sel-x`): runs and selections are matched by it (a selection
+/// a run reads is kept), and `.` would read the whole data directory.
+fn check_data_prefix(prefix: &str) -> Result<(), String> {
+    let trimmed = prefix.trim_matches('/');
+    if check_key(prefix).is_err()
+        || trimmed.is_empty()
+        || trimmed
+            .split('/')
+            .any(|part| part.is_empty() || part.starts_with('.'))
+    {
+        return Err(format!(
+            "data_prefix {prefix:?} must name a folder inside the data directory, as a/b (no empty parts, none starting with '.')"
+        ));
+    }
+    match trimmed.split('/').next() {
+        Some(top @ ("results" | "models")) => Err(format!(
+            "data_prefix {prefix:?}: '{top}' is where the server keeps runs' {top}, not partitions"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -279,5 +313,30 @@ mod tests {
         assert_eq!(page.len(), 500);
         assert_eq!((rank_of(&page[0]), rank_of(&page[499])), (2000, 2499));
         assert!(live.events_page(usize::MAX, 1000).0.is_empty());
+    }
+
+    #[test]
+    fn a_data_prefix_is_spelled_one_way() {
+        for good in ["catalog", "selections/sel-1", "cai/", "demo/partitions"] {
+            assert_eq!(check_data_prefix(good), Ok(()), "{good}");
+        }
+        for bad in [
+            ".",
+            "./",
+            "./catalog",
+            "selections//sel-1",
+            "selections/.tmp-x",
+            "..",
+            "a/../b",
+            "",
+            "/",
+        ] {
+            let e = check_data_prefix(bad).unwrap_err();
+            assert!(e.contains("must name a folder"), "{bad}: {e}");
+        }
+        for kept in ["results", "results/run-1", "models"] {
+            let e = check_data_prefix(kept).unwrap_err();
+            assert!(e.contains("where the server keeps"), "{kept}: {e}");
+        }
     }
 }

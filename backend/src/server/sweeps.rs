@@ -149,13 +149,18 @@ impl Sweeps {
         }
         let root = data_dir.to_path_buf();
         std::thread::spawn(move || {
-            let outcome = sweep(&root, &plan, live.cancel.clone(), |row| {
-                live.info
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .rows
-                    .push(row.clone())
-            });
+            // A panic is the sweep's error, as for a run: it still ends, and
+            // its selection can go.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                sweep(&root, &plan, live.cancel.clone(), |row| {
+                    live.info
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .rows
+                        .push(row.clone())
+                })
+            }))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the sweep panicked")));
             drop(memory);
             drop(slot);
             // Decided under the lock `cancel` takes: a cancel answered 202
