@@ -117,6 +117,26 @@ fn more_magnitudes_than_redshifts_is_a_length_mismatch() {
 }
 
 #[test]
+fn a_count_of_objects_the_file_cannot_hold_is_refused_unread() {
+    // 2^31 - 1 objects of magnitudes claimed: the estimate's count (which
+    // reads shapes only) is bounded by the file's bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = damaged(
+        dir.path(),
+        patch_pickle(MAGNITUDE_SHAPE, b"J\xff\xff\xff\x7fK\x05\x86"),
+    );
+    let e = cosmicai_engine::cai::cai_objects(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("damaged.pt") && e.contains("more than its") && e.contains("2147483647"),
+        "{e}"
+    );
+    let fine = damaged(dir.path(), |_| {});
+    assert_eq!(cosmicai_engine::cai::cai_objects(&fine).unwrap(), 4);
+}
+
+#[test]
 fn magnitudes_of_the_wrong_width_are_refused() {
     let e = error_of(patch_pickle(MAGNITUDE_SHAPE, b"K\x04K\x04\x86"));
     assert!(e.contains("magnitudes have shape [4, 4]"), "{e}");
@@ -155,6 +175,7 @@ fn a_run_over_a_folder_of_pt_files_converts_it_once() {
     let prefix = converted_prefix(
         root.path(),
         "cai",
+        None,
         |n, out| told.push((n, out.to_owned())),
         |_| {},
     )
@@ -164,16 +185,40 @@ fn a_run_over_a_folder_of_pt_files_converts_it_once() {
     let written = cai.join(CONVERTED).join("partition_0.safetensors");
     let modified = std::fs::metadata(&written).unwrap().modified().unwrap();
     // Again: the same prefix, the partition kept as it was.
-    let again = converted_prefix(root.path(), "cai", |_, _| {}, |_| {}).unwrap();
+    let again = converted_prefix(root.path(), "cai", None, |_, _| {}, |_| {}).unwrap();
     assert_eq!(again, prefix);
     assert_eq!(
         std::fs::metadata(&written).unwrap().modified().unwrap(),
         modified
     );
     // Folders of our own partitions, and prefixes leaving the root, are left alone.
-    let ours = converted_prefix(root.path(), &prefix, |_, _| panic!("converted"), |_| {}).unwrap();
+    let ours = converted_prefix(
+        root.path(),
+        &prefix,
+        None,
+        |_, _| panic!("converted"),
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(ours, prefix);
-    let outside = converted_prefix(&cai, "../cai", |_, _| panic!("converted"), |_| {}).unwrap();
+    // A run with a file_limit converts no more than it reads: of three files,
+    // the first two (the first already done), in name order.
+    std::fs::copy(fixture(), cai.join("partition_1.pt")).unwrap();
+    std::fs::copy(fixture(), cai.join("partition_2.pt")).unwrap();
+    let mut told = Vec::new();
+    converted_prefix(root.path(), "cai", Some(2), |n, _| told.push(n), |_| {}).unwrap();
+    assert_eq!(told, vec![2]);
+    let mut converted: Vec<_> = std::fs::read_dir(cai.join(CONVERTED))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    converted.sort();
+    assert_eq!(
+        converted,
+        ["partition_0.safetensors", "partition_1.safetensors"]
+    );
+    let outside =
+        converted_prefix(&cai, "../cai", None, |_, _| panic!("converted"), |_| {}).unwrap();
     assert_eq!(outside, "../cai");
 }
 
@@ -238,6 +283,7 @@ fn a_checkpoint_kept_beside_the_partitions_is_left_out() {
     let prefix = converted_prefix(
         root.path(),
         "cai",
+        None,
         |_, _| {},
         |f| left_out.push(f.to_owned()),
     )

@@ -208,6 +208,10 @@ pub fn initialize_stage(
             )));
         }
     }
+    own_bucket(
+        request,
+        std::env::var("COSMICAI_MODEL_BUCKET").ok().as_deref(),
+    )?;
     let store = settings
         .connect(&request.bucket)
         .map_err(StageError::invalid)?;
@@ -676,6 +680,24 @@ fn load_model<B: burn::prelude::Backend>(
     RedshiftModel::from_weights(spec, &weights, device, cpu).map_err(StageError::failed)
 }
 
+/// The deployment's role lets its workers read its own bucket only: a request
+/// for another (CAI's payload naming CAI's `data_bucket`) is refused by name,
+/// with the copy to make, not left to an S3 AccessDenied.
+fn own_bucket(request: &RunRequest, own: Option<&str>) -> Result<(), StageError> {
+    match own.filter(|own| !own.is_empty()) {
+        Some(own) if request.bucket != own => {
+            let folder = Some(request.data_prefix.trim_matches('/'))
+                .filter(|f| !f.is_empty())
+                .unwrap_or("FOLDER");
+            Err(StageError::invalid(format!(
+                "bucket '{}': this deployment's workers read its own bucket, {own}, only; copy the partitions in first (aws s3 sync s3://{}/{folder} s3://{own}/{folder}) and name {own} as the bucket (CAI's data_bucket)",
+                request.bucket, request.bucket
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Reads the weights `spec` names and builds its model, for Initialize: a
 /// failed read may be retried, a file that holds no such model may not.
 fn check_weights(
@@ -930,6 +952,27 @@ mod tests {
         );
         assert_eq!(describe(Some(""), Some("boom")), "boom");
         assert_eq!(describe(None, None), "the Map failed");
+    }
+
+    #[test]
+    fn a_request_for_another_bucket_is_refused_with_the_copy_to_make() {
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "bucket": "cosmicai-data", "data_prefix": "100MB/", "batch_size": 512,
+            "world_size": 4, "result_path": "results/r"
+        }))
+        .unwrap();
+        let e = own_bucket(&request, Some("stack-bucket")).unwrap_err();
+        assert_eq!(e.kind, "InvalidRequest");
+        assert!(
+            e.message
+                .contains("aws s3 sync s3://cosmicai-data/100MB s3://stack-bucket/100MB"),
+            "{}",
+            e.message
+        );
+        // Its own bucket, or no bucket named to the function: no refusal.
+        assert!(own_bucket(&request, Some("cosmicai-data")).is_ok());
+        assert!(own_bucket(&request, None).is_ok());
+        assert!(own_bucket(&request, Some("")).is_ok());
     }
 
     #[test]

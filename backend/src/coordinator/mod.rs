@@ -97,6 +97,7 @@ pub fn with_converted_data(
     let data_prefix = cosmicai_engine::cai::converted_prefix(
         root,
         &request.data_prefix,
+        request.file_limit,
         |n, out| {
             recorder.println(&format!(
                 "{}: {n} CAI .pt files; converting them into {} (once){when}",

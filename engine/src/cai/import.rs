@@ -77,6 +77,19 @@ pub fn import(
     out: &Path,
     source: Option<&str>,
     class: Class,
+    on_file: impl FnMut(&Path, u64),
+) -> Result<ImportReport, CaiError> {
+    import_up_to(inputs, out, source, class, None, on_file)
+}
+
+/// [`import`], stopping once `limit` partitions are there (written now or
+/// before), in the files' order: a run with a `file_limit` reads no more.
+fn import_up_to(
+    inputs: &[PathBuf],
+    out: &Path,
+    source: Option<&str>,
+    class: Class,
+    limit: Option<usize>,
     mut on_file: impl FnMut(&Path, u64),
 ) -> Result<ImportReport, CaiError> {
     let files = cai_files(inputs)?;
@@ -126,6 +139,9 @@ pub fn import(
         .map_err(|e| fail(out, format!("cannot create: {e}")))?;
     let mut report = ImportReport::default();
     for file in &files {
+        if limit.is_some_and(|n| report.written.len() + report.skipped >= n) {
+            break;
+        }
         let size = std::fs::metadata(file).map_or(0, |m| m.len());
         let target = target_of(file);
         if PartitionFile::open(&target).is_ok() {
@@ -178,8 +194,9 @@ fn model_checkpoint(file: &Path) -> Option<String> {
 
 /// The data prefix a run reads for `prefix` under `root`: `prefix` itself, or,
 /// when that folder holds CAI `.pt` files and no partitions of ours, its
-/// [`CONVERTED`] folder, filled first (files already converted are skipped).
-/// `on_convert(files, folder)` is told before a conversion starts.
+/// [`CONVERTED`] folder, filled first (files already converted are skipped;
+/// with a `file_limit`, the first that many partitions in name order, the ones
+/// Initialize plans). `on_convert(files, folder)` is told before a conversion starts.
 ///
 /// Converting once beats reading the pickles in every rank of every run: ranks
 /// then memory-map safetensors and read only their rows, as for any dataset, and
@@ -187,6 +204,7 @@ fn model_checkpoint(file: &Path) -> Option<String> {
 pub fn converted_prefix(
     root: &Path,
     prefix: &str,
+    file_limit: Option<usize>,
     on_convert: impl FnOnce(usize, &Path),
     mut on_checkpoint: impl FnMut(&Path),
 ) -> Result<String, CaiError> {
@@ -216,8 +234,8 @@ pub fn converted_prefix(
         return Ok(prefix.to_string());
     }
     let out = folder.join(CONVERTED);
-    on_convert(pt, &out);
-    let report = import(&[folder], &out, None, Class::Unknown, |_, _| {})?;
+    on_convert(file_limit.map_or(pt, |n| n.min(pt)), &out);
+    let report = import_up_to(&[folder], &out, None, Class::Unknown, file_limit, |_, _| {})?;
     for (file, _) in &report.checkpoints {
         on_checkpoint(file);
     }

@@ -51,7 +51,8 @@ pub fn is_cai_key(key: &str) -> bool {
         .is_some_and(|(_, ext)| CAI_EXTENSIONS.contains(&ext))
 }
 
-/// Objects in CAI partition `path`, from its tensors' shapes (nothing else is read).
+/// Objects in CAI partition `path`, from its tensors' shapes (nothing else is
+/// read), within what the file's bytes can hold: a pickle may claim any shape.
 pub fn cai_objects(path: &Path) -> Result<usize, CaiError> {
     let fail = |problem: String| CaiError {
         file: path.display().to_string(),
@@ -59,10 +60,26 @@ pub fn cai_objects(path: &Path) -> Result<usize, CaiError> {
     };
     let pt = PtFile::open(path).map_err(|e| fail(e.problem))?;
     let tensors = pt.dataset_tensors().map_err(|e| fail(e.problem))?;
-    tensors
+    let magnitudes = tensors
         .get(1)
-        .and_then(|magnitudes| magnitudes.shape.first().copied())
-        .ok_or_else(|| fail("a TensorDataset without magnitudes".into()))
+        .ok_or_else(|| fail("a TensorDataset without magnitudes".into()))?;
+    let objects = magnitudes
+        .shape
+        .first()
+        .copied()
+        .ok_or_else(|| fail("its magnitudes are a scalar".into()))?;
+    let bytes = magnitudes
+        .shape
+        .iter()
+        .try_fold(magnitudes.dtype.size(), |n, &d| n.checked_mul(d));
+    let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    match bytes {
+        Some(bytes) if bytes as u64 <= file_bytes => Ok(objects),
+        _ => Err(fail(format!(
+            "its magnitudes claim shape {:?}, more than its {file_bytes} bytes hold",
+            magnitudes.shape
+        ))),
+    }
 }
 
 /// [`read_cai_partition`] for a copy of CAI file `file_name` at `path` (a rank's

@@ -19,9 +19,9 @@ pub fn estimate(
 ) -> Result<Estimate, PipelineError> {
     let mut objects_per_rank = Vec::new();
     for keys in &payload.ranks {
-        let mut n = 0;
+        let mut n: usize = 0;
         for key in keys {
-            n += match store.local_path(key) {
+            n = n.saturating_add(match store.local_path(key) {
                 Some(path) if crate::cai::is_cai_key(key) => crate::cai::cai_objects(&path)
                     .map_err(|e| PipelineError::Other(e.to_string()))?,
                 Some(path) => PartitionFile::open(&path)?.len(),
@@ -33,7 +33,7 @@ pub fn estimate(
                     .map_or(0, |(_, size)| {
                         (*size as usize) / crate::partition::bytes_per_object(None)
                     }),
-            };
+            });
         }
         objects_per_rank.push(n);
     }
