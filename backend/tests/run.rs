@@ -80,6 +80,13 @@ fn a_run_writes_cai_results_and_is_recorded() {
     }
     // Two files of 2200 objects, batches of 500 within each file: 5 + 5.
     assert_eq!(rank0["num_batches"].as_u64(), Some(10));
+    // CAI's time per batch: the time over samples / batch_size (4400 / 500 = 8.8).
+    let per_batch = rank0["execution_time (seconds/batch)"].as_f64().unwrap();
+    let total = rank0["total_cpu_time (seconds)"].as_f64().unwrap();
+    assert!(
+        (per_batch - total / 8.8).abs() <= 1e-9 * total.max(1.0),
+        "{rank0}"
+    );
     assert!(rank0["system"]["cores"].as_u64().unwrap() >= 1);
     let combined: Value =
         serde_json::from_slice(&std::fs::read(results.join("combined_data.json")).unwrap())
@@ -519,6 +526,11 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
             "broken.json",
             r#"{"batch_size": 10,"#,
             "not a valid run request",
+        ),
+        (
+            "string.json",
+            r#"{"batch_size": 10, "world_size": "4", "result_path": "r"}"#,
+            "world_size: invalid type: string \"4\"",
         ),
     ] {
         let path = write(name, json);

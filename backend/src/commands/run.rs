@@ -27,7 +27,8 @@ pub struct RunArgs {
     #[arg(long, required_unless_present = "request")]
     pub batch_size: Option<usize>,
     /// A CAI payload as JSON (bucket, data_prefix, file_limit, batch_size, world_size,
-    /// result_path, device, memory_mb, model, retries, timeout_s) instead of the flags above.
+    /// result_path, device, precision, memory_mb, model, retries, timeout_s,
+    /// tolerated_failure_percentage) instead of the flags above.
     /// CAI's own payload file is read too: its buckets and script settings are set
     /// aside (the partitions come from --data), and world_size defaults to file_limit.
     /// --model fills in the model of a payload that names none (CAI's never does).
@@ -211,7 +212,9 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         for note in notes {
             eprintln!("--request {}: {note}", path.display());
         }
-        let request: RunRequest = serde_json::from_value(payload).with_context(invalid)?;
+        // The field at fault is named: `world_size: invalid type: string "4"`.
+        let request: RunRequest =
+            serde_path_to_error::deserialize(payload).with_context(invalid)?;
         let problems = request.problems();
         if !problems.is_empty() {
             bail!("--request {}: {}", path.display(), problems.join("; "));

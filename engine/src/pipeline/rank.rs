@@ -107,8 +107,10 @@ where
         run_id: payload.run_id.clone(),
         total_time_s: seconds,
         memory_mb: crate::system::peak_rss_mb(),
-        execution_time_per_batch_s: if batches > 0 {
-            seconds / batches as f64
+        // CAI's formula: its time over objects / batch_size, a fractional count
+        // of batches (a last, partial batch counts for its share).
+        execution_time_per_batch_s: if objects > 0 {
+            seconds / (objects as f64 / request.batch_size.max(1) as f64)
         } else {
             0.0
         },
