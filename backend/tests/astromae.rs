@@ -314,3 +314,36 @@ fn files_that_are_not_cai_partitions_are_named() {
     ]);
     assert!(e.contains("cut.pt"), "{e}");
 }
+
+#[test]
+fn an_astromae_estimate_is_measured_on_astromae() {
+    // The calibration runs the run's own model on cutouts (it ran PhotoZ on
+    // magnitudes whatever the model, about a hundred times too fast for AstroMAE).
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    astromae_partitions(&data, true);
+    let model = format!(
+        "astromae:{}",
+        astromae_fixture("astromae.safetensors").display()
+    );
+    let data = data.display().to_string();
+    let args = [
+        "run",
+        "--data",
+        &data,
+        "--world-size",
+        "2",
+        "--batch-size",
+        "4",
+        "--estimate",
+        "--json",
+    ];
+    let mut with_model = args.to_vec();
+    with_model.extend(["--model", &model]);
+    let e = ok_json(&with_model);
+    assert!(
+        e["calibration_samples_per_s"].as_f64().unwrap() > 0.0,
+        "{e}"
+    );
+    assert_eq!(e["objects"], 4, "{e}");
+}

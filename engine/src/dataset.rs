@@ -80,8 +80,16 @@ pub struct WrittenPartition {
 }
 
 /// Writes objects into numbered partition files in an empty directory.
+///
+/// The files are written in a `.tmp-NAME` folder beside it and put in place
+/// by [`PartitionSink::finish`], so a command cut short (an error, Ctrl-C, a
+/// power cut) leaves no part of a dataset that a run would take for all of it.
 pub struct PartitionSink {
+    /// Where the files are written until `finish`.
     dir: PathBuf,
+    /// Where they go then.
+    out: PathBuf,
+    finished: bool,
     split: SplitBy,
     meta: PartitionMeta,
     current: Partition,
@@ -96,15 +104,31 @@ impl PartitionSink {
         if split == SplitBy::Objects(0) {
             return Err(DatasetError::ZeroObjects);
         }
-        crate::partition::create_dir_synced(dir).map_err(|source| DatasetError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
         if list_partitions(dir).is_ok() {
             return Err(DatasetError::OutputNotEmpty(dir.to_path_buf()));
         }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DatasetError::Io { path, source }
+        };
+        // Beside `dir` (one rename puts it in place), or in it where it has no
+        // name of its own (`.`).
+        let building = match (dir.parent(), dir.file_name()) {
+            (Some(parent), Some(name)) => {
+                let building = parent.join(format!(".tmp-{}", name.to_string_lossy()));
+                // What a command cut short left: never a dataset.
+                if building.exists() {
+                    std::fs::remove_dir_all(&building).map_err(io(&building))?;
+                }
+                building
+            }
+            _ => dir.to_path_buf(),
+        };
+        crate::partition::create_dir_synced(&building).map_err(io(&building))?;
         Ok(PartitionSink {
-            dir: dir.to_path_buf(),
+            dir: building,
+            out: dir.to_path_buf(),
+            finished: false,
             split,
             current: Partition::new(meta.clone(), Vec::new()),
             meta,
@@ -132,7 +156,7 @@ impl PartitionSink {
         let current_size = self.current.images.as_ref().map(|i| (i.height, i.width));
         if !self.current.is_empty() && current_size != image_size {
             return Err(DatasetError::Incompatible {
-                path: self.dir.clone(),
+                path: self.out.clone(),
                 problem: format!(
                     "cannot mix objects with image size {} and {} in one dataset",
                     describe_size(current_size),
@@ -157,7 +181,40 @@ impl PartitionSink {
     /// Writes the last, partly filled partition and returns every file written.
     pub fn finish(mut self) -> Result<Vec<WrittenPartition>, DatasetError> {
         self.flush()?;
-        Ok(self.written)
+        self.finished = true;
+        if self.dir != self.out {
+            self.put_in_place()?;
+        }
+        Ok(std::mem::take(&mut self.written))
+    }
+
+    /// Renames the folder built aside to `out` (an empty `out` is replaced);
+    /// where `out` holds other files, moves the partitions in one by one.
+    fn put_in_place(&mut self) -> Result<(), DatasetError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DatasetError::Io { path, source }
+        };
+        let empty = std::fs::read_dir(&self.out).map_or(true, |mut d| d.next().is_none());
+        if empty {
+            if self.out.exists() {
+                std::fs::remove_dir(&self.out).map_err(io(&self.out))?;
+            }
+            crate::partition::rename_synced(&self.dir, &self.out).map_err(io(&self.out))?;
+        } else {
+            for w in &self.written {
+                let name = w.path.file_name().unwrap_or_default();
+                std::fs::rename(&w.path, self.out.join(name)).map_err(io(&w.path))?;
+            }
+            std::fs::File::open(&self.out)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.out))?;
+            std::fs::remove_dir_all(&self.dir).map_err(io(&self.dir))?;
+        }
+        for w in &mut self.written {
+            w.path = self.out.join(w.path.file_name().unwrap_or_default());
+        }
+        Ok(())
     }
 
     /// Objects written so far, including the partition being filled.
@@ -201,6 +258,15 @@ impl PartitionSink {
             bytes,
         });
         Ok(())
+    }
+}
+
+impl Drop for PartitionSink {
+    /// A sink given up (an error before `finish`) leaves nothing behind.
+    fn drop(&mut self) {
+        if !self.finished && self.dir != self.out {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

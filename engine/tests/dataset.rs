@@ -174,3 +174,74 @@ fn an_empty_directory_has_no_partitions() {
         Err(DatasetError::NoPartitions(_))
     ));
 }
+
+#[test]
+fn a_dataset_appears_whole_or_not_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let names = |dir: &Path| -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        n.sort();
+        n
+    };
+    // Cut short after two of three files: nothing in `out`, no leftovers.
+    let mut sink =
+        PartitionSink::create(&out, SplitBy::Objects(2), PartitionMeta::default()).unwrap();
+    for i in 0..5 {
+        sink.push(row(i), &synthetic(), None).unwrap();
+    }
+    assert!(
+        list_partitions(&out).is_err(),
+        "partitions showed before the end"
+    );
+    drop(sink);
+    assert_eq!(names(tmp.path()), Vec::<String>::new());
+    // Finished: all three, in `out` (an empty folder there is taken over).
+    std::fs::create_dir(&out).unwrap();
+    let mut sink =
+        PartitionSink::create(&out, SplitBy::Objects(2), PartitionMeta::default()).unwrap();
+    for i in 0..5 {
+        sink.push(row(i), &synthetic(), None).unwrap();
+    }
+    let written = sink.finish().unwrap();
+    assert_eq!(names(tmp.path()), ["out"]);
+    assert_eq!(list_partitions(&out).unwrap().len(), 3);
+    assert!(
+        written
+            .iter()
+            .all(|w| w.path.parent() == Some(out.as_path()))
+    );
+    // Into a folder holding other files: the partitions join them.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("README"), "kept").unwrap();
+    let mut sink =
+        PartitionSink::create(&other, SplitBy::Objects(2), PartitionMeta::default()).unwrap();
+    sink.push(row(0), &synthetic(), None).unwrap();
+    sink.finish().unwrap();
+    assert_eq!(names(&other), ["README", "part-000000.safetensors"]);
+    assert_eq!(names(tmp.path()), ["other", "out"]);
+}
+
+#[test]
+fn a_stores_listing_leaves_temporaries_out() {
+    use cosmicai_engine::store::{LocalStore, ObjectStore};
+    let tmp = tempfile::tempdir().unwrap();
+    image_dataset(&tmp.path().join("data/a"), 2, 2);
+    // What a command or a write cut short leaves.
+    std::fs::create_dir_all(tmp.path().join("data/.tmp-b")).unwrap();
+    std::fs::write(tmp.path().join("data/.tmp-b/part-000000.safetensors"), b"x").unwrap();
+    std::fs::write(tmp.path().join("data/a/.tmpXYZ"), b"x").unwrap();
+    let keys: Vec<String> = LocalStore::new(tmp.path())
+        .list("data")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["data/a/part-000000.safetensors"]);
+}

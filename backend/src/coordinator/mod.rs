@@ -16,7 +16,7 @@ mod reattach;
 mod record;
 mod sweep;
 
-pub use estimate::estimate;
+pub use estimate::{Calibrations, estimate};
 pub use reattach::{adopt, reattach, reattach_interrupted};
 pub use record::{Recorder, RunControl};
 pub use sweep::sweep;

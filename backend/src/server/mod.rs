@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use utoipa::OpenApi;
 
@@ -141,7 +141,7 @@ pub struct AppState {
     model_card: serde_json::Value,
     /// Changes when the served data is rebuilt, so image ETags change with it.
     data_version: u64,
-    calibration: OnceLock<(f64, f64)>,
+    calibration: crate::coordinator::Calibrations,
     /// The run registry, one connection for every handler (runs write through
     /// their own; WAL lets readers and writers go together).
     registry: std::sync::Mutex<crate::registry::Registry>,
@@ -560,7 +560,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         model_hash: format!("{:016x}", fnv(crate::models::SHIPPED_PHOTOZ)),
         model_card,
         data_version,
-        calibration: OnceLock::new(),
+        calibration: Default::default(),
         registry: std::sync::Mutex::new(crate::registry::Registry::open(
             &args.data_dir.join("cosmicai.sqlite"),
         )?),

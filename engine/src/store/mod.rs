@@ -159,6 +159,11 @@ impl ObjectStore for LocalStore {
                 }
             };
             for entry in entries.flatten() {
+                // Temporaries (files being written, datasets being built) are
+                // never objects: they are whole only once renamed.
+                if entry.file_name().to_string_lossy().starts_with(".tmp") {
+                    continue;
+                }
                 let path = entry.path();
                 let Ok(meta) = entry.metadata() else { continue };
                 if meta.is_dir() {
