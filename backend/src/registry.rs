@@ -319,6 +319,16 @@ impl Registry {
         Ok(())
     }
 
+    /// Marks run `id` interrupted where it is still running (its coordinator
+    /// gave up on it: an AWS run is then followed again, as after a restart).
+    pub fn interrupt_if_running(&self, id: &str, error: &str) -> Result<()> {
+        self.db.execute(
+            "UPDATE runs SET status = 'interrupted', summary_json = ?2 WHERE id = ?1 AND status = 'running'",
+            params![id, serde_json::json!({ "error": error }).to_string()],
+        )?;
+        Ok(())
+    }
+
     /// Closes run `id` as failed where nothing else has closed it.
     pub fn fail_if_running(&self, id: &str, error: &str) -> Result<()> {
         self.db.execute(

@@ -81,14 +81,18 @@ pub struct WrittenPartition {
 
 /// Writes objects into numbered partition files in an empty directory.
 ///
-/// The files are written in a `.tmp-NAME` folder beside it and put in place
-/// by [`PartitionSink::finish`], so a command cut short (an error, Ctrl-C, a
-/// power cut) leaves no part of a dataset that a run would take for all of it.
+/// The files are written in a `.tmp-` folder and put in place by
+/// [`PartitionSink::finish`], so a command cut short (an error, Ctrl-C, a power
+/// cut) leaves no part of a dataset that a run would take for all of it:
+/// - a new directory is built beside its place and renamed there whole;
+/// - an existing one (a mount point, a link, one holding other files) gets a
+///   `.tmp-partitions` folder inside, whose files are renamed into it at the
+///   end, one after another once all are written and synced.
 pub struct PartitionSink {
     /// Where the files are written until `finish`.
     dir: PathBuf,
-    /// Where they go then.
-    out: PathBuf,
+    /// Where they go then, and how.
+    place: Placing,
     finished: bool,
     split: SplitBy,
     meta: PartitionMeta,
@@ -96,6 +100,14 @@ pub struct PartitionSink {
     /// Objects per file, fixed by the first object (its image size).
     capacity: Option<usize>,
     written: Vec<WrittenPartition>,
+}
+
+/// How a sink's files reach the directory asked for.
+enum Placing {
+    /// The folder is renamed to this path.
+    Rename(PathBuf),
+    /// Each file is renamed into this existing directory.
+    MoveInto(PathBuf),
 }
 
 impl PartitionSink {
@@ -111,23 +123,25 @@ impl PartitionSink {
             let path = path.to_path_buf();
             move |source| DatasetError::Io { path, source }
         };
-        // Beside `dir` (one rename puts it in place), or in it where it has no
-        // name of its own (`.`).
-        let building = match (dir.parent(), dir.file_name()) {
-            (Some(parent), Some(name)) => {
-                let building = parent.join(format!(".tmp-{}", name.to_string_lossy()));
-                // What a command cut short left: never a dataset.
-                if building.exists() {
-                    std::fs::remove_dir_all(&building).map_err(io(&building))?;
-                }
-                building
-            }
-            _ => dir.to_path_buf(),
+        let (building, place) = match (dir.exists(), dir.parent(), dir.file_name()) {
+            // New: built beside its place (the same file system), renamed there.
+            (false, Some(parent), Some(name)) => (
+                parent.join(format!(".tmp-{}", name.to_string_lossy())),
+                Placing::Rename(parent.join(name)),
+            ),
+            _ => (
+                dir.join(".tmp-partitions"),
+                Placing::MoveInto(dir.to_path_buf()),
+            ),
         };
+        // What a command cut short left: never a dataset.
+        if building.exists() {
+            std::fs::remove_dir_all(&building).map_err(io(&building))?;
+        }
         crate::partition::create_dir_synced(&building).map_err(io(&building))?;
         Ok(PartitionSink {
             dir: building,
-            out: dir.to_path_buf(),
+            place,
             finished: false,
             split,
             current: Partition::new(meta.clone(), Vec::new()),
@@ -156,7 +170,7 @@ impl PartitionSink {
         let current_size = self.current.images.as_ref().map(|i| (i.height, i.width));
         if !self.current.is_empty() && current_size != image_size {
             return Err(DatasetError::Incompatible {
-                path: self.out.clone(),
+                path: self.out().to_path_buf(),
                 problem: format!(
                     "cannot mix objects with image size {} and {} in one dataset",
                     describe_size(current_size),
@@ -182,39 +196,44 @@ impl PartitionSink {
     pub fn finish(mut self) -> Result<Vec<WrittenPartition>, DatasetError> {
         self.flush()?;
         self.finished = true;
-        if self.dir != self.out {
-            self.put_in_place()?;
-        }
+        self.put_in_place()?;
         Ok(std::mem::take(&mut self.written))
     }
 
-    /// Renames the folder built aside to `out` (an empty `out` is replaced);
-    /// where `out` holds other files, moves the partitions in one by one.
+    /// Puts the files built aside where they were asked for (see [`Placing`]).
     fn put_in_place(&mut self) -> Result<(), DatasetError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| DatasetError::Io { path, source }
         };
-        let empty = std::fs::read_dir(&self.out).map_or(true, |mut d| d.next().is_none());
-        if empty {
-            if self.out.exists() {
-                std::fs::remove_dir(&self.out).map_err(io(&self.out))?;
+        let out = match &self.place {
+            Placing::Rename(out) => {
+                crate::partition::rename_synced(&self.dir, out).map_err(io(out))?;
+                out.clone()
             }
-            crate::partition::rename_synced(&self.dir, &self.out).map_err(io(&self.out))?;
-        } else {
-            for w in &self.written {
-                let name = w.path.file_name().unwrap_or_default();
-                std::fs::rename(&w.path, self.out.join(name)).map_err(io(&w.path))?;
+            Placing::MoveInto(out) => {
+                for w in &self.written {
+                    let name = w.path.file_name().unwrap_or_default();
+                    std::fs::rename(&w.path, out.join(name)).map_err(io(&w.path))?;
+                }
+                std::fs::File::open(out)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(out))?;
+                std::fs::remove_dir_all(&self.dir).map_err(io(&self.dir))?;
+                out.clone()
             }
-            std::fs::File::open(&self.out)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&self.out))?;
-            std::fs::remove_dir_all(&self.dir).map_err(io(&self.dir))?;
-        }
+        };
         for w in &mut self.written {
-            w.path = self.out.join(w.path.file_name().unwrap_or_default());
+            w.path = out.join(w.path.file_name().unwrap_or_default());
         }
         Ok(())
+    }
+
+    /// The directory the dataset is for.
+    fn out(&self) -> &Path {
+        match &self.place {
+            Placing::Rename(out) | Placing::MoveInto(out) => out,
+        }
     }
 
     /// Objects written so far, including the partition being filled.
@@ -264,7 +283,7 @@ impl PartitionSink {
 impl Drop for PartitionSink {
     /// A sink given up (an error before `finish`) leaves nothing behind.
     fn drop(&mut self) {
-        if !self.finished && self.dir != self.out {
+        if !self.finished {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

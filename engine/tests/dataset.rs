@@ -201,7 +201,7 @@ fn a_dataset_appears_whole_or_not_at_all() {
     );
     drop(sink);
     assert_eq!(names(tmp.path()), Vec::<String>::new());
-    // Finished: all three, in `out` (an empty folder there is taken over).
+    // Finished: all three, in `out` (an existing empty folder gets them).
     std::fs::create_dir(&out).unwrap();
     let mut sink =
         PartitionSink::create(&out, SplitBy::Objects(2), PartitionMeta::default()).unwrap();

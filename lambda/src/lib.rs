@@ -141,18 +141,23 @@ pub fn mark_process_start() {
 /// payload (an execution started with CAI's input file) is read as CAI's, as
 /// `cosmicai run --request` reads it: partitions from its `data_bucket`, its
 /// script settings set aside, each with a note in the function's log, and the
-/// model the deployment preloads (`COSMICAI_MODEL`) where it names none.
+/// AstroMAE the deployment preloads (`COSMICAI_MODEL`) where it names no model.
+/// A deployment preloading PhotoZ (the template's default) refuses it by name:
+/// CAI's payload is for AstroMAE.
 pub fn parse_event(mut value: serde_json::Value) -> Result<StageEvent, StageError> {
     if value.get("stage").and_then(serde_json::Value::as_str) == Some("initialize")
         && let Some(request) = value.get_mut("request")
     {
         let preloaded = std::env::var("COSMICAI_MODEL").ok();
-        let model = preloaded.as_deref().map(|m| {
-            (
-                m,
-                "the model this deployment preloads (template parameter Model)",
-            )
-        });
+        let model = preloaded
+            .as_deref()
+            .filter(|m| m.starts_with("astromae:"))
+            .map(|m| {
+                (
+                    m,
+                    "the AstroMAE this deployment preloads (template parameter Model)",
+                )
+            });
         let (ours, notes) = translate(request.take(), PartitionsIn::DataBucket, model)
             .map_err(|e| StageError::invalid(format!("request: {e}")))?;
         for note in notes {

@@ -93,10 +93,15 @@ impl Weights {
 
     /// The bytes of a weight file of either kind: a `.pt` zip or safetensors.
     pub fn from_file_bytes(path: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self, WeightsError> {
+        Self::from_file_slice(path, &bytes)
+    }
+
+    /// [`Self::from_file_bytes`] of bytes the caller keeps (to send on, say).
+    pub fn from_file_slice(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Self, WeightsError> {
         if bytes.starts_with(b"PK\x03\x04") {
             return Self::from_pt_bytes(path, bytes);
         }
-        if is_legacy_pt(&bytes) {
+        if is_legacy_pt(bytes) {
             return Err(WeightsError {
                 path: path.as_ref().into(),
                 name: "file".into(),
@@ -105,11 +110,11 @@ impl Weights {
                     .into(),
             });
         }
-        Self::from_bytes(path, &bytes)
+        Self::from_bytes(path, bytes)
     }
 
     /// The float tensors of a PyTorch `.pt` file (state_dict or pickled module), as f32.
-    pub fn from_pt_bytes(path: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self, WeightsError> {
+    pub fn from_pt_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Self, WeightsError> {
         let path = path.as_ref().to_path_buf();
         let bytes_len = bytes.len();
         let fail = |e: crate::pytorch::PtError| WeightsError {

@@ -255,7 +255,7 @@ impl LocalWeights {
             std::fs::read(local).with_context(|| format!("model '{spec}': reading {path}"))?;
         // A file that holds no such model is named here, before it is sent and
         // before any rank is paid for.
-        let weights = cosmicai_model::weights::Weights::from_file_bytes(path, bytes.clone())?;
+        let weights = cosmicai_model::weights::Weights::from_file_slice(path, &bytes)?;
         crate::coordinator::check_weights(&spec, &weights)?;
         drop(weights);
         let digest = Sha256::digest(&bytes);

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// This machine's measured rates, by model, precision and threads per worker:
+/// This machine's measured rates, by model, precision, threads per worker and
+/// batch size:
 /// an AstroMAE run is about a hundred times slower an object than PhotoZ, and a
 /// rate measured at one world size's threads is not another's. A server keeps
 /// them; the CLI measures afresh.
@@ -41,7 +42,12 @@ pub fn estimate(
     let store = LocalStore::new(root);
     let payload = plan(&store, request, "estimate")?;
     let (concurrency, threads) = super::concurrency_and_threads(concurrency, request.world_size);
-    let key = format!("{}|{}|{threads}", request.model, request.precision.name());
+    let key = format!(
+        "{}|{}|{threads}|{}",
+        request.model,
+        request.precision.name(),
+        calibration_batch(request)
+    );
     // Held while measuring: concurrent first callers wait for one measurement
     // instead of each running their own on the same cores.
     let mut known = calibrations.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -61,6 +67,12 @@ pub fn estimate(
         cold,
         concurrency,
     )?)
+}
+
+/// The batch size a calibration runs (the request's, up to 512): a rate at
+/// batch 1 is not one at 512.
+fn calibration_batch(request: &RunRequest) -> usize {
+    request.batch_size.clamp(1, 512)
 }
 
 /// Objects the calibration infers at most, and the time it stops after.
@@ -85,7 +97,7 @@ fn calibrate(request: &RunRequest, threads: usize) -> Result<(f64, f64)> {
         .and_then(|m| m.in_precision(request.precision, true))
         .map_err(|e| anyhow::anyhow!("calibration: model '{spec}': {e}"))?;
     let cold_start_s = start.elapsed().as_secs_f64();
-    let batch = request.batch_size.clamp(1, 512);
+    let batch = calibration_batch(request);
     let magnitudes: Vec<[f32; 5]> = (0..batch)
         .map(|i| {
             let x = (i % 97) as f32 / 97.0;

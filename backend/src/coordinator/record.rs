@@ -30,6 +30,8 @@ pub struct Recorder<'a> {
     overall: ProgressBar,
     ranks: Vec<ProgressBar>,
     observe: &'a mut dyn FnMut(&RunEvent),
+    /// Whether [`Recorder::end`] closed the run's row.
+    ended: bool,
 }
 
 impl<'a> Recorder<'a> {
@@ -72,6 +74,7 @@ impl<'a> Recorder<'a> {
             overall,
             ranks,
             observe,
+            ended: false,
         })
     }
 
@@ -194,7 +197,8 @@ impl<'a> Recorder<'a> {
     }
 
     /// Closes the run's row with its summary or its error, and clears the bars.
-    pub fn end(self, outcome: Result<RunSummary>) -> Result<RunSummary> {
+    pub fn end(mut self, outcome: Result<RunSummary>) -> Result<RunSummary> {
+        self.ended = true;
         self.overall.finish_and_clear();
         let _ = self.bars.clear();
         match outcome {
@@ -212,5 +216,57 @@ impl<'a> Recorder<'a> {
                 Err(e)
             }
         }
+    }
+}
+
+impl Drop for Recorder<'_> {
+    /// A recorder dropped before [`Recorder::end`] (a panic, an error on the
+    /// way) leaves no row running for ever: it is interrupted, as after a
+    /// restart, and an AWS run is followed again.
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self
+                .registry
+                .interrupt_if_running(&self.run_id, "its coordinator stopped before the run ended");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cosmicai_shared::run::RunStatus;
+
+    #[test]
+    fn a_recorder_dropped_before_the_end_leaves_no_row_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "batch_size": 8, "world_size": 2, "result_path": "results/r"
+        }))
+        .unwrap();
+        let status = |id: &str| {
+            Registry::open(&dir.path().join("cosmicai.sqlite"))
+                .unwrap()
+                .info(id)
+                .unwrap()
+                .unwrap()
+                .status
+        };
+        let control = || RunControl {
+            quiet: true,
+            ..Default::default()
+        };
+        let mut quiet = |_: &RunEvent| {};
+        // Given up on the way (a panic unwinding, an error before `end`).
+        let recorder = Recorder::new(dir.path(), "dropped", 2, control(), &mut quiet).unwrap();
+        recorder.start(&request, &[]).unwrap();
+        drop(recorder);
+        assert_eq!(status("dropped"), RunStatus::Interrupted);
+        // Ended: its own status, left alone by the drop.
+        let mut quiet = |_: &RunEvent| {};
+        let recorder = Recorder::new(dir.path(), "ended", 2, control(), &mut quiet).unwrap();
+        recorder.start(&request, &[]).unwrap();
+        let _ = recorder.end(Err(anyhow::anyhow!("refused")));
+        assert_eq!(status("ended"), RunStatus::Failed);
     }
 }

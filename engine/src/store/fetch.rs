@@ -76,10 +76,13 @@ fn fetch_in_window<E>(
             });
         }
         drop(sender);
+        // The readers are let go however this ends, a panic in `each` too:
+        // else they would wait on the window for ever, and the scope with them.
+        let _stop = StopOnDrop(&window);
         // Results that arrived before the ones to be handed on first.
         let mut early = BTreeMap::new();
         let mut handed = 0;
-        let outcome = loop {
+        loop {
             if handed == keys.len() {
                 break Ok(());
             }
@@ -101,10 +104,17 @@ fn fetch_in_window<E>(
                 break Err(e);
             }
             window.hand_on(handed, released);
-        };
-        window.stop();
-        outcome
+        }
     })
+}
+
+/// Stops the readers when dropped.
+struct StopOnDrop<'a>(&'a Window);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// Which keys the readers may take: up to `ahead` past the next to be handed
@@ -324,5 +334,22 @@ mod tests {
         // at most those and one more per reader were read ahead of key 0;
         // without the bound, 64.
         assert!((1..=7).contains(&most_ahead), "{most_ahead} read ahead");
+    }
+
+    #[test]
+    fn a_panic_while_handing_on_ends_the_reading() {
+        // More keys than the window holds: readers wait on it when `each` panics.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let keys: Vec<String> = (0..200).map(|i| format!("missing/{i}")).collect();
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let _ = for_each_fetched(&store, &keys, 2, |i, _| {
+                if i == 1 {
+                    panic!("each panicked");
+                }
+                Ok::<_, ()>(())
+            });
+        }));
+        assert!(caught.is_err(), "the panic comes back, and nothing hangs");
     }
 }
