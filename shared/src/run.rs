@@ -244,7 +244,10 @@ pub struct RankResult {
     pub throughput_bps: f64,
     pub sample_persec: f64,
     pub result_path: String,
-    /// The partitions this rank read.
+    /// The partitions this rank read: written as CAI writes it, a key where
+    /// the rank read one file and a list where several (read either way).
+    #[serde(with = "one_or_many")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub data_path: Vec<String>,
     pub objects: usize,
     /// Objects whose cutout the model's image branch read (0 for a magnitudes-only model).
@@ -425,6 +428,32 @@ impl RunStatus {
     }
 }
 
+/// CAI's `data_path`: a string for one key, a list for several; scripts that
+/// split it as a path get the string they expect.
+mod one_or_many {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(keys: &[String], s: S) -> Result<S::Ok, S::Error> {
+        match keys {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(key) => vec![key],
+            OneOrMany::Many(keys) => keys,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +479,29 @@ mod tests {
     #[test]
     fn a_valid_request_has_no_problems() {
         assert!(request().problems().is_empty());
+    }
+
+    #[test]
+    fn data_path_is_a_key_for_one_file_as_cai_writes_it() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Paths {
+            #[serde(with = "one_or_many")]
+            data_path: Vec<String>,
+        }
+        for (keys, json) in [
+            (vec!["data/0.pt"], r#"{"data_path":"data/0.pt"}"#),
+            (vec!["a", "b"], r#"{"data_path":["a","b"]}"#),
+            (vec![], r#"{"data_path":[]}"#),
+        ] {
+            let paths = Paths {
+                data_path: keys.iter().map(|k| k.to_string()).collect(),
+            };
+            assert_eq!(serde_json::to_string(&paths).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Paths>(json).unwrap(), paths);
+        }
+        // A list of one, as files written before this read.
+        let old: Paths = serde_json::from_str(r#"{"data_path":["x"]}"#).unwrap();
+        assert_eq!(old.data_path, ["x"]);
     }
 
     #[test]
