@@ -1009,6 +1009,15 @@ fn a_cancelled_run_stops() {
         text.contains(r#""event":"finished""#) && !text.contains(r#""status":"succeeded""#),
         "{text}"
     );
+    // The stream's last word is the registry's.
+    let status = get(&s, &format!("/api/runs/{id}")).json()["run"]["status"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains(&format!(r#""status":"{status}""#)),
+        "{status}: {text}"
+    );
 }
 
 #[test]

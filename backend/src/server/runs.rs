@@ -7,10 +7,10 @@ use super::models::ServedModels;
 use crate::aws::AwsConfig;
 use crate::coordinator::{self, Executor, RunControl, check_device, new_run_id};
 use cosmicai_shared::api::{RunEvent, RunLaunch, Target};
-use cosmicai_shared::run::{RunRequest, RunStatus, check_key};
+use cosmicai_shared::run::{RunRequest, check_key};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -181,16 +181,11 @@ impl Runs {
                     .and_then(|registry| registry.fail_if_running(&run_id, &format!("{e:#}")));
             }
             let last = match outcome {
-                Ok(summary) => {
-                    let status = if live.cancel.load(Ordering::Relaxed)
-                        && summary.status != RunStatus::Succeeded
-                    {
-                        RunStatus::Failed
-                    } else {
-                        summary.status
-                    };
-                    RunEvent::Finished { status }
-                }
+                // The status the registry and summary.json have: a cancelled
+                // run that left results is partial there, and here too.
+                Ok(summary) => RunEvent::Finished {
+                    status: summary.status,
+                },
                 Err(e) => RunEvent::Error {
                     error: format!("{e:#}"),
                 },
