@@ -30,6 +30,82 @@ pub struct RankPredictions {
     pub predicted: Vec<Prediction>,
 }
 
+/// What a rank's batches add up to.
+#[derive(Default)]
+struct Tally {
+    batches: usize,
+    bits: u64,
+    seconds: f64,
+    with_cutouts: usize,
+}
+
+/// Rows gathered for the next batch, from one or more of the rank's files.
+#[derive(Default)]
+struct Batch {
+    /// The files they come from (named in errors).
+    keys: Vec<String>,
+    magnitudes: Vec<[f32; 5]>,
+    pixels: Vec<f32>,
+    image_size: Option<(usize, usize)>,
+    object_id: Vec<i64>,
+    redshift: Vec<f32>,
+    class: Vec<Class>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.magnitudes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.magnitudes.is_empty()
+    }
+
+    /// Rows `rows` of partition `key`, with their `pixels` (empty without cutouts).
+    fn take(
+        &mut self,
+        key: &str,
+        catalog: &Partition,
+        rows: std::ops::Range<usize>,
+        pixels: Vec<f32>,
+    ) {
+        if self.keys.last().is_none_or(|last| last != key) {
+            self.keys.push(key.to_string());
+        }
+        self.magnitudes
+            .extend_from_slice(&catalog.magnitudes[rows.clone()]);
+        // A batch from one file keeps its read as it is: no second copy.
+        if self.pixels.is_empty() {
+            self.pixels = pixels;
+        } else {
+            self.pixels.extend_from_slice(&pixels);
+        }
+        self.object_id
+            .extend_from_slice(&catalog.object_id[rows.clone()]);
+        self.redshift
+            .extend_from_slice(&catalog.redshift[rows.clone()]);
+        self.class.extend_from_slice(&catalog.class[rows]);
+    }
+
+    /// "partition KEY" or "partitions A, B": where the batch's rows come from.
+    fn partitions(&self) -> String {
+        match &self.keys[..] {
+            [one] => format!("partition {one}"),
+            many => format!("partitions {}", many.join(", ")),
+        }
+    }
+
+    /// Moves the rows' labels into `out` (after their predictions) and empties the batch.
+    fn hand_on(&mut self, out: &mut RankPredictions) {
+        out.object_id.append(&mut self.object_id);
+        out.redshift.append(&mut self.redshift);
+        out.class.append(&mut self.class);
+        self.keys.clear();
+        self.magnitudes.clear();
+        self.pixels = Vec::new();
+    }
+}
+
 /// Runs rank `rank` of `payload` with `model`, writing its result and predictions.
 /// `on_event` hears of each batch done; an error from it stops the rank there,
 /// before anything is written (a rank out of time must not write late).
@@ -53,7 +129,32 @@ where
         ))
     })?;
     let mut out = RankPredictions::default();
-    let (mut batches, mut bits, mut seconds, mut with_cutouts) = (0usize, 0u64, 0f64, 0usize);
+    let mut batch = Batch::default();
+    let mut tally = Tally::default();
+    // Batches run across the rank's files, as CAI's one DataLoader over them
+    // does: only the rank's last batch is partial.
+    let mut run = |batch: &mut Batch, out: &mut RankPredictions, tally: &mut Tally| {
+        let t = Instant::now();
+        let predicted = model
+            .predict(
+                &batch.magnitudes,
+                batch.image_size.map(|(height, width)| Cutouts {
+                    pixels: &batch.pixels,
+                    height,
+                    width,
+                }),
+                request.batch_size,
+                device,
+            )
+            .map_err(|e| PipelineError::Other(format!("{}: {e}", batch.partitions())))?;
+        tally.seconds += t.elapsed().as_secs_f64();
+        tally.batches += 1;
+        tally.bits += batch.magnitudes.len() as u64 * 5 * 32 + batch.pixels.len() as u64 * 32;
+        tally.with_cutouts += predicted.with_cutouts;
+        out.predicted.extend(predicted.predictions);
+        batch.hand_on(out);
+        on_event(RankEvent::Objects(out.object_id.len()))
+    };
     for key in keys {
         // Remote objects are streamed to a temporary file (never whole in memory), so
         // partitions are always memory-mapped.
@@ -69,37 +170,35 @@ where
         let catalog = file.catalog();
         // Pixels are read only for a model that looks at them.
         let image_size = file.image_size().filter(|_| model.reads_cutouts());
-        for start in (0..file.len()).step_by(request.batch_size) {
-            let end = (start + request.batch_size).min(file.len());
+        // Cutouts of another size (or none) cannot share a batch.
+        if !batch.is_empty() && batch.image_size != image_size {
+            run(&mut batch, &mut out, &mut tally)?;
+        }
+        batch.image_size = image_size;
+        let mut start = 0;
+        while start < file.len() {
+            let end = (start + request.batch_size - batch.len()).min(file.len());
             let t = Instant::now();
             let pixels = image_size
                 .map(|_| file.images(start..end))
                 .unwrap_or_default();
-            let predicted = model
-                .predict(
-                    &catalog.magnitudes[start..end],
-                    image_size.map(|(height, width)| Cutouts {
-                        pixels: &pixels,
-                        height,
-                        width,
-                    }),
-                    request.batch_size,
-                    device,
-                )
-                .map_err(|e| PipelineError::Other(format!("partition {key}: {e}")))?;
-            seconds += t.elapsed().as_secs_f64();
-            batches += 1;
-            bits += (end - start) as u64 * 5 * 32 + pixels.len() as u64 * 32;
-            with_cutouts += predicted.with_cutouts;
-            out.object_id
-                .extend_from_slice(&catalog.object_id[start..end]);
-            out.redshift
-                .extend_from_slice(&catalog.redshift[start..end]);
-            out.class.extend_from_slice(&catalog.class[start..end]);
-            out.predicted.extend(predicted.predictions);
-            on_event(RankEvent::Objects(out.object_id.len()))?;
+            batch.take(key, catalog, start..end, pixels);
+            tally.seconds += t.elapsed().as_secs_f64();
+            start = end;
+            if batch.len() >= request.batch_size {
+                run(&mut batch, &mut out, &mut tally)?;
+            }
         }
     }
+    if !batch.is_empty() {
+        run(&mut batch, &mut out, &mut tally)?;
+    }
+    let Tally {
+        batches,
+        bits,
+        seconds,
+        with_cutouts,
+    } = tally;
     let objects = out.object_id.len();
     let seconds = seconds.max(1e-9);
     let result = RankResult {
