@@ -812,18 +812,11 @@ pub async fn run_events(
         .into_response())
 }
 
-/// `FAMILY:FILE` for a model run from a weight file (`astromae:/srv/models/a.pt`
-/// gives `astromae:a.pt`), as the served models are named; others as they are.
+/// A run's model as `GET /api/models` names it (`astromae:/srv/models/a.pt`
+/// gives `astromae:a.pt`); a name that is no model spec as it is.
 fn served_name(model: &str) -> String {
-    match model.split_once(':') {
-        Some((family, path)) => {
-            let file = std::path::Path::new(path)
-                .file_name()
-                .map_or_else(|| path.to_string(), |f| f.to_string_lossy().into_owned());
-            format!("{family}:{file}")
-        }
-        None => model.to_string(),
-    }
+    cosmicai_shared::model::ModelSpec::parse(model)
+        .map_or_else(|_| model.to_string(), |spec| super::models::name_of(&spec))
 }
 
 /// Events an event stream sends at once.

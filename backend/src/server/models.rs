@@ -13,6 +13,20 @@ use cosmicai_shared::model::ModelSpec;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+/// The name a model is served under: `FAMILY:FILE` for weights from a file
+/// (its name, never the host's path to it), else the family.
+pub fn name_of(spec: &ModelSpec) -> String {
+    match spec.weights() {
+        Some(path) => {
+            let file = Path::new(path)
+                .file_name()
+                .map_or_else(|| path.to_string(), |f| f.to_string_lossy().into_owned());
+            format!("{}:{file}", spec.family())
+        }
+        None => spec.family().to_string(),
+    }
+}
+
 /// One model the server offers.
 pub struct Served {
     pub entry: ModelEntry,
@@ -24,15 +38,7 @@ pub struct Served {
 
 impl Served {
     fn new(spec: ModelSpec, bytes: u64) -> Served {
-        let name = match spec.weights() {
-            Some(path) => {
-                let file = Path::new(path)
-                    .file_name()
-                    .map_or_else(|| path.to_string(), |f| f.to_string_lossy().into_owned());
-                format!("{}:{file}", spec.family())
-            }
-            None => spec.family().to_string(),
-        };
+        let name = name_of(&spec);
         Served {
             entry: ModelEntry {
                 name,

@@ -229,39 +229,15 @@ mod tests {
         assert_eq!((stopped, calls), (Err(5), 6));
     }
 
-    /// Key 0 answers only once the other readers have read every key the
-    /// window allows past it: keys 1..64 at 4 readers. In fixed batches of 4,
-    /// keys 4.. waited for key 0.
-    struct SlowFirst {
-        keys: usize,
-        state: Mutex<(usize, usize, usize)>, // (in flight, most in flight, done)
-        moved: Condvar,
-    }
+    /// A store that only answers GETs, with `get`.
+    struct Gets<F>(F);
 
-    impl ObjectStore for SlowFirst {
+    impl<F: Fn(&str) -> Result<Vec<u8>, StoreError> + Send + Sync> ObjectStore for Gets<F> {
         fn list(&self, _: &str) -> Result<Vec<crate::store::StoreObject>, StoreError> {
             Ok(Vec::new())
         }
         fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-            let i: usize = key.parse().unwrap();
-            let mut state = self.state.lock().unwrap();
-            state.0 += 1;
-            state.1 = state.1.max(state.0);
-            if i == 0 {
-                // Wait until keys 1..64 are read (the window is 64 past key 0).
-                let (state_after, _) = self
-                    .moved
-                    .wait_timeout_while(state, std::time::Duration::from_secs(10), |s| s.2 < 63)
-                    .unwrap();
-                state = state_after;
-                assert_eq!(state.2, 63, "keys 1..64 were not read while key 0 waited");
-            } else {
-                state.2 += 1;
-            }
-            state.0 -= 1;
-            self.moved.notify_all();
-            assert!(i < self.keys);
-            Ok(key.as_bytes().to_vec())
+            (self.0)(key)
         }
         fn put(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
             Ok(())
@@ -270,17 +246,37 @@ mod tests {
             None
         }
         fn describe(&self) -> String {
-            "slow first".into()
+            "gets only".into()
         }
     }
 
+    /// Key 0 answers only once the other readers have read every key the
+    /// window allows past it: keys 1..64 at 4 readers. In fixed batches of 4,
+    /// keys 4.. waited for key 0.
     #[test]
     fn a_slow_read_holds_back_only_the_window_past_it() {
-        let store = SlowFirst {
-            keys: 200,
-            state: Mutex::new((0, 0, 0)),
-            moved: Condvar::new(),
-        };
+        // (in flight, most in flight, done)
+        let state = Mutex::new((0usize, 0usize, 0usize));
+        let moved = Condvar::new();
+        let store = Gets(|key: &str| {
+            let i: usize = key.parse().unwrap();
+            let mut s = state.lock().unwrap();
+            s.0 += 1;
+            s.1 = s.1.max(s.0);
+            if i == 0 {
+                // Wait until keys 1..64 are read (the window is 64 past key 0).
+                let (after, _) = moved
+                    .wait_timeout_while(s, std::time::Duration::from_secs(10), |s| s.2 < 63)
+                    .unwrap();
+                s = after;
+                assert_eq!(s.2, 63, "keys 1..64 were not read while key 0 waited");
+            } else {
+                s.2 += 1;
+            }
+            s.0 -= 1;
+            moved.notify_all();
+            Ok(key.as_bytes().to_vec())
+        });
         let keys: Vec<String> = (0..200).map(|i| i.to_string()).collect();
         let mut seen = Vec::new();
         for_each_fetched(&store, &keys, 4, |i, got| {
@@ -292,40 +288,25 @@ mod tests {
             seen,
             (0..200).map(|i| (i, i.to_string())).collect::<Vec<_>>()
         );
-        let most_in_flight = store.state.lock().unwrap().1;
+        let most_in_flight = state.lock().unwrap().1;
         assert!(most_in_flight <= 4, "{most_in_flight} reads at once");
     }
 
     #[test]
     fn readers_wait_while_the_bytes_held_pass_the_bound() {
         // Key 0 waits 200 ms; the others are read at once, 400 bytes each.
-        struct Counted(std::sync::atomic::AtomicUsize);
-        impl ObjectStore for Counted {
-            fn list(&self, _: &str) -> Result<Vec<crate::store::StoreObject>, StoreError> {
-                Ok(Vec::new())
+        let fetched = std::sync::atomic::AtomicUsize::new(0);
+        let store = Gets(|key: &str| {
+            if key == "0" {
+                std::thread::sleep(std::time::Duration::from_millis(200));
             }
-            fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-                if key == "0" {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                }
-                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Ok(vec![0; 400])
-            }
-            fn put(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
-                Ok(())
-            }
-            fn local_path(&self, _: &str) -> Option<std::path::PathBuf> {
-                None
-            }
-            fn describe(&self) -> String {
-                "counted".into()
-            }
-        }
-        let store = Counted(std::sync::atomic::AtomicUsize::new(0));
+            fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![0; 400])
+        });
         let keys: Vec<String> = (0..100).map(|i| i.to_string()).collect();
         let mut most_ahead = 0;
         fetch_in_window(&store, &keys, 4, 1000, |i, _| {
-            let fetched = store.0.load(std::sync::atomic::Ordering::SeqCst);
+            let fetched = fetched.load(std::sync::atomic::Ordering::SeqCst);
             most_ahead = most_ahead.max(fetched - i);
             Ok::<_, ()>(())
         })
