@@ -1191,6 +1191,25 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
         rows.iter()
             .all(|r| r["status"] == "succeeded" && r["objects"] == 4 * 4096)
     );
+    // Each of its runs streams its events to its page, as a run started alone
+    // does, and is stopped through its sweep.
+    let run = rows[1]["run_id"].as_str().unwrap();
+    let events = sse_events(&get(&s, &format!("/api/runs/{run}/events")).body);
+    let finished = events
+        .iter()
+        .filter(|(_, e)| e["event"] == "rank_finished")
+        .count();
+    assert_eq!(finished, 2, "{events:?}");
+    assert_eq!(
+        events.last().unwrap().1["status"],
+        "succeeded",
+        "{events:?}"
+    );
+    assert_json_error(
+        &post(&s, &format!("/api/runs/{run}/cancel"), "", &[]),
+        409,
+        "already finished",
+    );
     assert_json_error(&get(&s, "/api/sweeps/sweep-nope"), 404, "no such sweep");
     assert_json_error(
         &post(&s, &format!("/api/sweeps/{id}/cancel"), "", &[]),
@@ -1207,6 +1226,29 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
     );
     let id = slow.json()["id"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(300));
+    // Its running run is stopped through the sweep, never alone.
+    let started = std::time::Instant::now();
+    let running = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no run of sweep {id} running"
+        );
+        let runs = get(&s, "/api/runs").json();
+        if let Some(run) = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["status"] == "running" && r["world_size"] == 4)
+        {
+            break run["id"].as_str().unwrap().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_json_error(
+        &post(&s, &format!("/api/runs/{running}/cancel"), "", &[]),
+        409,
+        &format!("part of sweep {id}"),
+    );
     assert_eq!(
         post(&s, &format!("/api/sweeps/{id}/cancel"), "", &[]).status,
         202

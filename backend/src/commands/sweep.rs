@@ -70,10 +70,16 @@ pub fn run(args: SweepArgs) -> Result<()> {
             requests.push(request_of(&run_args, "sweep")?);
         }
     }
-    let rows = sweep(&args.data, &requests, Default::default(), |row| {
-        bar.set_message(format!("{} x{}", row.device.name(), row.world_size));
-        bar.inc(1);
-    })?;
+    let rows = sweep(
+        &args.data,
+        &requests,
+        Default::default(),
+        |_, _| {},
+        |row| {
+            bar.set_message(format!("{} x{}", row.device.name(), row.world_size));
+            bar.inc(1);
+        },
+    )?;
     bar.finish_and_clear();
     let mut csv =
         String::from("world_size,device,run_id,status,objects,duration_s,samples_per_s,cost_usd\n");

@@ -3,7 +3,7 @@
 
 use super::{Executor, RunControl, execute, new_run_id};
 use anyhow::Result;
-use cosmicai_shared::api::SweepRow;
+use cosmicai_shared::api::{RunEvent, SweepRow};
 use cosmicai_shared::run::RunRequest;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,11 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs each request in turn (each gets its own run id and result path) and hands
 /// `on_row` its row as it finishes; stops at the first run that cannot go on.
+/// `on_event` sees each run's events under its id, ending with its `Finished` or
+/// `Error` (the server streams them to the run's page, as for any run).
 /// Setting `cancel` stops the running run and starts no more.
 pub fn sweep(
     root: &Path,
     requests: &[RunRequest],
     cancel: Arc<AtomicBool>,
+    mut on_event: impl FnMut(&str, &RunEvent),
     mut on_row: impl FnMut(&SweepRow),
 ) -> Result<Vec<SweepRow>> {
     let mut rows = Vec::with_capacity(requests.len());
@@ -33,7 +36,20 @@ pub fn sweep(
             cancel: cancel.clone(),
         };
         let local = Executor::Local { concurrency: None };
-        let s = execute(root, &request, &run_id, &local, control, &mut |_| {})?;
+        let outcome = execute(root, &request, &run_id, &local, control, &mut |e| {
+            on_event(&run_id, e)
+        });
+        let s = match outcome {
+            Ok(s) => {
+                on_event(&run_id, &RunEvent::Finished { status: s.status });
+                s
+            }
+            Err(e) => {
+                let error = format!("{e:#}");
+                on_event(&run_id, &RunEvent::Error { error });
+                return Err(e);
+            }
+        };
         let row = SweepRow {
             world_size: request.world_size,
             device: request.device,

@@ -14,7 +14,7 @@ use cosmicai_shared::api::{
     RunLaunch, RunResults, ScatterPoint, SweepInfo, SweepLaunch,
 };
 use cosmicai_shared::display::{Stretch, asinh_gray, lupton_rgb};
-use cosmicai_shared::run::{Estimate, RunSummary};
+use cosmicai_shared::run::{Estimate, RunStatus, RunSummary};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -719,6 +719,14 @@ pub async fn cancel_run(
             format!("run {id}: already finished"),
         ));
     }
+    if let Some(sweep) = &live.sweep {
+        return Err(Error(
+            StatusCode::CONFLICT,
+            format!(
+                "run {id} is part of sweep {sweep}: cancel the sweep (POST /api/sweeps/{sweep}/cancel)"
+            ),
+        ));
+    }
     live.cancel
         .store(true, std::sync::atomic::Ordering::Relaxed);
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
@@ -741,15 +749,23 @@ pub async fn run_events(
     let live = match state.runs.get(&id) {
         Some(live) => live,
         None => {
-            // A run from the registry (an earlier server, or the CLI): its final status.
+            // A run from the registry (an earlier server, or the CLI): its final
+            // status. One still running elsewhere (a CLI run) has no events
+            // here: the stream ends at once, with no slot held, and asks the
+            // browser to come back for its status a few seconds later.
             let st = state.clone();
             let run = tokio::task::spawn_blocking(move || find_run(&st, &id))
                 .await
                 .map_err(Error::internal)??;
-            let event = RunEvent::Finished { status: run.status };
-            let stream = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
-                Event::default().json_data(&event).unwrap_or_default(),
-            )]);
+            let event = if run.status == RunStatus::Running {
+                Event::default()
+                    .retry(UNFOLLOWED_RETRY)
+                    .comment("running elsewhere")
+            } else {
+                let finished = RunEvent::Finished { status: run.status };
+                Event::default().json_data(&finished).unwrap_or_default()
+            };
+            let stream = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(event)]);
             return Ok(Sse::new(stream).into_response());
         }
     };
@@ -818,6 +834,9 @@ fn served_name(model: &str) -> String {
     cosmicai_shared::model::ModelSpec::parse(model)
         .map_or_else(|_| model.to_string(), |spec| super::models::name_of(&spec))
 }
+
+/// How soon a browser asks again about a run another process runs.
+const UNFOLLOWED_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Events an event stream sends at once.
 const EVENTS_PAGE: usize = 512;
@@ -952,8 +971,14 @@ pub async fn create_sweep(
         if let Some(prefix) = &launch.data_prefix {
             super::selections::mark_used(&st.data_dir, prefix);
         }
-        st.sweeps
-            .start(&st.data_dir, &st.models, &launch, slot, &st.memory)
+        st.sweeps.start(
+            &st.data_dir,
+            &st.models,
+            &st.runs,
+            &launch,
+            slot,
+            &st.memory,
+        )
     })
     .await
     .map_err(Error::internal)??;

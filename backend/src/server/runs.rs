@@ -20,9 +20,20 @@ pub struct LiveRun {
     /// Number of events, for waiting on the next one.
     count: watch::Sender<usize>,
     pub cancel: Arc<AtomicBool>,
+    /// The sweep that runs it, which alone can stop it.
+    pub sweep: Option<String>,
 }
 
 impl LiveRun {
+    fn new(sweep: Option<String>) -> Self {
+        LiveRun {
+            events: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
+            cancel: Arc::default(),
+            sweep,
+        }
+    }
+
     fn push(&self, mut event: RunEvent) {
         if let RunEvent::RankFailed { error, .. } | RunEvent::Error { error } = &mut event {
             *error = super::error::redact(error);
@@ -62,9 +73,20 @@ impl LiveRun {
 /// Runs kept in memory (with their events) before finished ones are dropped.
 const KEPT: usize = 64;
 
+type LiveRuns = Arc<Mutex<HashMap<String, Arc<LiveRun>>>>;
+
+/// Adds run `id`; finished runs live on in the registry, their events need not.
+fn insert(all: &LiveRuns, id: &str, live: Arc<LiveRun>) {
+    let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
+    if all.len() >= KEPT {
+        all.retain(|_, run| !run.is_over());
+    }
+    all.insert(id.to_string(), live);
+}
+
 #[derive(Default)]
 pub struct Runs {
-    live: Mutex<HashMap<String, Arc<LiveRun>>>,
+    live: LiveRuns,
     /// The AWS deployment runs with target `aws` go to (from the environment at start).
     aws: Option<AwsConfig>,
 }
@@ -72,8 +94,27 @@ pub struct Runs {
 impl Runs {
     pub fn new(aws: Option<AwsConfig>) -> Self {
         Runs {
-            live: Mutex::default(),
+            live: LiveRuns::default(),
             aws,
+        }
+    }
+
+    /// Keeps the events of sweep `sweep`'s runs as this server's own runs' are
+    /// (their pages stream them): hand it each run's events under its id.
+    pub fn follow_sweep(&self, sweep: &str) -> impl FnMut(&str, &RunEvent) + Send + 'static {
+        let (all, sweep) = (self.live.clone(), sweep.to_string());
+        let mut current: Option<(String, Arc<LiveRun>)> = None;
+        move |id, event| {
+            let live = match &current {
+                Some((run, live)) if run == id => live.clone(),
+                _ => {
+                    let live = Arc::new(LiveRun::new(Some(sweep.clone())));
+                    insert(&all, id, live.clone());
+                    current = Some((id.to_string(), live.clone()));
+                    live
+                }
+            };
+            live.push(event.clone());
         }
     }
 
@@ -125,19 +166,8 @@ impl Runs {
             (Target::Aws, Some(config)) => (Some(config.clone()), None),
             (Target::Aws, None) => return Err(invalid("target aws: this server has no AWS deployment; start it with COSMICAI_AWS_BUCKET and COSMICAI_STATE_MACHINE_ARN set (the outputs of infra/aws/template.yaml), or run with target local".into())),
         };
-        let live = Arc::new(LiveRun {
-            events: Mutex::new(Vec::new()),
-            count: watch::channel(0).0,
-            cancel: Arc::default(),
-        });
-        {
-            let mut all = self.live.lock().unwrap_or_else(|e| e.into_inner());
-            // Finished runs live on in the registry; their events need not.
-            if all.len() >= KEPT {
-                all.retain(|_, run| !run.is_over());
-            }
-            all.insert(id.clone(), live.clone());
-        }
+        let live = Arc::new(LiveRun::new(None));
+        insert(&self.live, &id, live.clone());
         // Its row before its id is given out: GET /api/runs/{id} finds it at
         // once, and while it is planned (a conversion, an upload: minutes).
         crate::registry::Registry::open(&data_dir.join("cosmicai.sqlite"))
@@ -290,11 +320,7 @@ mod tests {
 
     #[test]
     fn events_come_in_pages() {
-        let live = LiveRun {
-            events: Mutex::new(Vec::new()),
-            count: watch::channel(0).0,
-            cancel: Arc::new(AtomicBool::new(false)),
-        };
+        let live = LiveRun::new(None);
         for rank in 0..2500 {
             live.push(RunEvent::RankReady { rank });
         }
@@ -308,6 +334,25 @@ mod tests {
         assert_eq!(page.len(), 500);
         assert_eq!((rank_of(&page[0]), rank_of(&page[499])), (2000, 2499));
         assert!(live.events_page(usize::MAX, 1000).0.is_empty());
+    }
+
+    #[test]
+    fn a_sweeps_runs_are_followed_each_under_its_id() {
+        let runs = Runs::new(None);
+        let mut follow = runs.follow_sweep("sweep-1");
+        follow("run-a", &RunEvent::RankReady { rank: 0 });
+        follow(
+            "run-a",
+            &RunEvent::Finished {
+                status: cosmicai_shared::run::RunStatus::Succeeded,
+            },
+        );
+        follow("run-b", &RunEvent::RankReady { rank: 1 });
+        let (a, b) = (runs.get("run-a").unwrap(), runs.get("run-b").unwrap());
+        assert_eq!((a.len(), b.len()), (2, 1));
+        assert!(a.is_over() && !b.is_over());
+        assert_eq!(b.sweep.as_deref(), Some("sweep-1"));
+        assert!(runs.get("run-c").is_none());
     }
 
     #[test]

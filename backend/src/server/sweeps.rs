@@ -4,7 +4,7 @@
 use super::error::Error;
 use super::guard::{MemoryBudget, Slot};
 use super::models::ServedModels;
-use super::runs::request_of;
+use super::runs::{Runs, request_of};
 use crate::coordinator::{check_device, concurrency_and_threads, new_run_id, sweep};
 use cosmicai_shared::api::{RunLaunch, SweepInfo, SweepLaunch, Target};
 use cosmicai_shared::run::Device;
@@ -74,6 +74,7 @@ impl Sweeps {
         &self,
         data_dir: &Path,
         models: &ServedModels,
+        runs: &Runs,
         launch: &SweepLaunch,
         slot: Slot,
         budget: &Arc<MemoryBudget>,
@@ -148,11 +149,12 @@ impl Sweeps {
             all.insert(id.clone(), live.clone());
         }
         let root = data_dir.to_path_buf();
+        let on_event = runs.follow_sweep(&id);
         std::thread::spawn(move || {
             // A panic is the sweep's error, as for a run: it still ends, and
             // its selection can go.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                sweep(&root, &plan, live.cancel.clone(), |row| {
+                sweep(&root, &plan, live.cancel.clone(), on_event, |row| {
                     live.info
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
