@@ -707,7 +707,7 @@ fn failed_ranks_are_reported_and_the_tolerance_decides_the_execution() {
 #[test]
 fn an_execution_can_be_stopped() {
     let Some(bin) = venv_bin() else { return };
-    let (_stack, store, client, arn) = deployed(&bin, "cosmicai-stop");
+    let (stack, store, client, arn) = deployed(&bin, "cosmicai-stop");
     let tmp = tempfile::tempdir().unwrap();
     // Many small partitions (a rank only runs with a file to read).
     let data = dataset_of(tmp.path(), 130);
@@ -745,6 +745,21 @@ fn an_execution_can_be_stopped() {
         assert!(Instant::now() < deadline, "the Map never started");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A second run meanwhile would share the workers' concurrency: refused
+    // by name before anything is uploaded.
+    let out = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &["--world-size", "2", "--batch-size", "8"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("execution stopped-run of this stack is running"),
+        "{stderr}"
+    );
+    assert!(store.list("results/run-").unwrap().is_empty());
     store
         .block_on(
             client

@@ -399,6 +399,9 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
         .connect(&item.bucket)
         .map_err(StageError::invalid)?;
     let payload = read_payload(&store, &item.result_path, &item.run_id)?;
+    if let Some(deadline) = &deadline {
+        deadline.fits(cosmicai_engine::pipeline::rank_seconds(&payload, item.rank))?;
+    }
     if payload.request.device == Device::Cuda && !cfg!(feature = "cuda") {
         return Err(StageError::invalid(
             "device cuda: Lambda has no GPU; CUDA runs go to the AWS Batch queue of the template",
@@ -612,6 +615,23 @@ impl RankDeadline {
     pub fn used_s(&self) -> f64 {
         aws_smithy_types::DateTime::from(std::time::SystemTime::now()).as_secs_f64()
             - self.entered_epoch_s
+    }
+
+    /// An error where the time left is less than the rank's `planned` bound:
+    /// a retry late in its state's time would read its files again, then be
+    /// stopped. Stopped now, it costs nothing more.
+    pub fn fits(&self, planned: Option<f64>) -> Result<(), StageError> {
+        let (used, planned) = (self.used_s(), planned.unwrap_or(0.0));
+        if used + planned <= RANK_STOP_S {
+            return Ok(());
+        }
+        Err(StageError::out_of_time(format!(
+            "the rank was not started: {used:.0} s after its Infer state began (a retry), \
+             {:.0} s of the {RANK_STOP_S:.0} s it may use are left, and its plan bounds it \
+             at {planned:.0} s; it wrote no results. A larger world_size gives each rank \
+             fewer files",
+            (RANK_STOP_S - used).max(0.0)
+        )))
     }
 
     /// An error once the rank has had its time.
@@ -1066,6 +1086,18 @@ mod tests {
         // As moto writes it, with an offset.
         let moto = RankDeadline::after("2020-01-01T00:00:00.176423+00:00").unwrap();
         assert_eq!(moto.check().unwrap_err().kind, "RankOutOfTime");
+        // A retry with less time left than its plan bounds it at is not started.
+        let retried = RankDeadline::after(&ago(200)).unwrap();
+        assert!(retried.fits(Some(RANK_STOP_S - 210.0)).is_ok());
+        let short = retried.fits(Some(RANK_STOP_S - 190.0)).unwrap_err();
+        assert_eq!(short.kind, "RankOutOfTime");
+        assert!(short.message.contains("was not started"), "{short}");
+        assert!(
+            RankDeadline::after(&ago(0))
+                .unwrap()
+                .fits(Some(250.0))
+                .is_ok()
+        );
         let bad = RankDeadline::after("soon").unwrap_err();
         assert_eq!(bad.kind, "InvalidRequest");
         assert!(bad.message.contains("entered_at 'soon'"), "{bad}");

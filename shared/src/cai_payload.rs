@@ -194,6 +194,26 @@ mod tests {
     }
 
     #[test]
+    fn cais_1000_gb_payload_is_a_valid_request() {
+        // CAI's 1,000 GB is 40,000 files of 25 MB; its initializer runs a rank
+        // per file when the payload gives no world_size.
+        let input = DEMO_INPUT.replace("\"file_limit\": \"10\"", "\"file_limit\": \"40000\"");
+        assert_ne!(input, DEMO_INPUT, "the demo payload's file_limit moved");
+        let (value, _) = translate(
+            serde_json::from_str(&input).unwrap(),
+            PartitionsIn::DataBucket,
+            Some(("astromae:s3://cosmicai-data/m.pt", "the deployment's")),
+        )
+        .unwrap();
+        let mut request: RunRequest = serde_json::from_value(value).unwrap();
+        request.result_path = "results/cai-1000".into();
+        assert_eq!(request.world_size, 40_000);
+        assert_eq!(request.problems(), Vec::<String>::new());
+        request.world_size = crate::run::MAX_WORLD_SIZE + 1;
+        assert!(request.problems().join(";").contains("world_size"));
+    }
+
+    #[test]
     fn on_aws_the_partitions_are_read_from_cais_data_bucket() {
         let (value, notes) = translate(
             serde_json::from_str(DEMO_INPUT).unwrap(),

@@ -119,9 +119,15 @@ fn default_model() -> String {
 /// The longest `timeout_s` a request may ask for: a week.
 pub const MAX_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
 
+/// Most ranks a run may have. CAI sets world_size to its file count, and its
+/// 1,000 GB is 40,000 files of 25 MB: a Distributed Map takes any number of
+/// items (its 10,000 is the default of child executions at once, which
+/// MaxConcurrency bounds separately).
+pub const MAX_WORLD_SIZE: usize = 100_000;
+
 /// S3 keys stop at 1,024 bytes (Amazon S3 User Guide, "Naming Amazon S3 objects"):
 /// the longest key a run writes under its result path, `/predictions/<rank>.safetensors`
-/// at rank 9,999, takes 29 of them; this leaves room for more.
+/// at rank 99,999, takes 30 of them; this leaves room for more.
 pub const MAX_RESULT_PATH_BYTES: usize = 960;
 
 impl RunRequest {
@@ -131,9 +137,9 @@ impl RunRequest {
         if self.world_size == 0 {
             problems.push("world_size must be at least 1".to_string());
         }
-        if self.world_size > 10_000 {
+        if self.world_size > MAX_WORLD_SIZE {
             problems.push(format!(
-                "world_size {} is more than 10,000 workers",
+                "world_size {} is more than {MAX_WORLD_SIZE} workers",
                 self.world_size
             ));
         }

@@ -285,10 +285,25 @@ def test_the_bucket_takes_tls_only_and_aborts_stale_uploads():
 def test_concurrency_is_reserved_and_bounds_the_map():
     resources = template()["Resources"]
     function = resources["Function"]["Properties"]
-    assert function["ReservedConcurrentExecutions"] == {"Ref": "ReservedConcurrency"}
-    assert function["Environment"]["Variables"]["COSMICAI_MAX_CONCURRENCY"] == {"Ref": "ReservedConcurrency"}
+    # 0 reserves none (accounts whose quota is below 1,000 cannot reserve 900).
+    assert function["ReservedConcurrentExecutions"] == {
+        "If": ["Reserves", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+    conditions = template()["Conditions"]
+    assert conditions["Reserves"] == {"Not": [{"Equals": [{"Ref": "ReservedConcurrency"}, "0"]}]}
+    assert conditions["WithMaxConcurrency"] == {"Not": [{"Equals": [{"Ref": "MaxConcurrency"}, "0"]}]}
+    # The Map's ceiling: MaxConcurrency, else the reservation, else 10 (never unbounded).
+    assert function["Environment"]["Variables"]["COSMICAI_MAX_CONCURRENCY"] == {
+        "If": [
+            "WithMaxConcurrency",
+            {"Ref": "MaxConcurrency"},
+            {"If": ["Reserves", {"Ref": "ReservedConcurrency"}, "10"]},
+        ]
+    }
     params = template()["Parameters"]["ReservedConcurrency"]
-    assert 1 <= params["MinValue"] and params["MaxValue"] <= 10000  # a Distributed Map runs at most 10,000 children
+    assert params["MinValue"] == 0 and params["MaxValue"] <= 10000  # a Distributed Map runs at most 10,000 children at once
+    most = template()["Parameters"]["MaxConcurrency"]
+    assert (most["MinValue"], most["Default"]) == (0, 0) and most["MaxValue"] <= 10000
     # "Lambda reserves 100 units of concurrency for functions that don't use reserved
     # concurrency" (Lambda developer guide, "Configuring reserved concurrency"): with the
     # default quota of 1,000 a reservation above 900 fails the deploy. moto does not check.

@@ -79,6 +79,7 @@ pub fn start_and_follow(
     local: &LocalStore,
     recorder: &mut Recorder,
 ) -> Result<RunSummary> {
+    refuse_if_busy(aws, run_id)?;
     let input = serde_json::to_string(request)?;
     let started = aws
         .s3
@@ -97,6 +98,34 @@ pub fn start_and_follow(
         execution_arn: arn.clone(),
     })?;
     follow(aws, request, run_id, &arn, local, recorder)
+}
+
+/// Refuses run `run_id` while another execution of the stack's state machine
+/// runs: its ranks would share the workers' reserved concurrency, and the
+/// invocations past it are throttled until their retries run out (the second
+/// run's ranks would fail in bulk).
+pub fn refuse_if_busy(aws: &Aws, run_id: &str) -> Result<()> {
+    let running = aws
+        .s3
+        .block_on(
+            aws.sfn
+                .list_executions()
+                .state_machine_arn(&aws.config.state_machine_arn)
+                .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+                .max_results(1)
+                .send(),
+        )
+        .map_err(|e| anyhow::anyhow!("ListExecutions: {}", sdk_error(&e)))?;
+    match running.executions().first() {
+        Some(other) if other.name() != run_id => anyhow::bail!(
+            "run {run_id} not started: execution {} of this stack is running, and its ranks \
+             hold the workers' concurrency (a second run's would be throttled and fail); \
+             wait for it (`cosmicai runs --follow {}`) or stop it first",
+            other.name(),
+            other.name()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Follows execution `arn` of `request` to its end (also for a run reattached
@@ -215,14 +244,19 @@ fn its_plan(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<Option<Payl
     }
 }
 
+/// The least time between two listings of a run's measures while it runs.
+fn relist_after(world_size: usize) -> Duration {
+    Duration::from_millis((world_size as u64).clamp(1_000, 10_000))
+}
+
 /// What one look at the execution has found so far.
 #[derive(Default)]
 struct Poll {
     finished: BTreeSet<usize>,
     announced: bool,
     empty_ranks_done: bool,
-    /// The Map's ended items when the measures were last listed.
-    listed_at: Option<i64>,
+    /// The Map's ended items when the measures were last listed, and when.
+    listed_at: Option<(i64, std::time::Instant)>,
     stop_sent: bool,
 }
 
@@ -299,14 +333,20 @@ impl Poll {
             }
         }
         // A rank writes its measures before its Map item ends: they are listed
-        // again only when more items have ended (or the execution has), not at
-        // every look (10 LISTs a second at 10,000 ranks).
+        // again only when more items have ended (or the execution has), and
+        // at most every millisecond per rank (1 to 10 s): while hundreds of
+        // ranks end each minute the count moves at almost every look, and a
+        // listing is a LIST a thousand ranks.
         let ended = shown.ended;
         let over = *described.status() != ExecutionStatus::Running;
-        let measures = if over || self.listed_at != Some(ended) {
+        let due = match self.listed_at {
+            None => true,
+            Some((at, when)) => at != ended && when.elapsed() >= relist_after(request.world_size),
+        };
+        let measures = if over || due {
             // Marked listed only once it was: a failed listing is made again.
             let measures = new_measures(aws, request, run_id, &self.finished)?;
-            self.listed_at = Some(ended);
+            self.listed_at = Some((ended, std::time::Instant::now()));
             measures
         } else {
             Vec::new()
@@ -464,6 +504,15 @@ fn copy_results(aws: &Aws, result_path: &str, local: &LocalStore, run_id: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn measures_are_listed_at_most_every_ms_per_rank_between_1_and_10_s() {
+        let s = |ranks| relist_after(ranks).as_secs_f64();
+        assert_eq!(
+            (s(3), s(2_500), s(10_000), s(40_000)),
+            (1.0, 2.5, 10.0, 10.0)
+        );
+    }
 
     #[test]
     fn a_rank_that_wrote_its_error_is_failed_not_finished() {

@@ -19,7 +19,7 @@ mod upload;
 
 pub use config::AwsConfig;
 pub use etags::LocalEtags;
-pub use follow::{LostContact, follow, start_and_follow};
+pub use follow::{LostContact, follow, refuse_if_busy, start_and_follow};
 pub use run::execute_on_aws;
 pub use upload::{LocalWeights, upload, within};
 

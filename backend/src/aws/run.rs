@@ -22,6 +22,8 @@ pub fn execute_on_aws(
     run_id: &str,
     recorder: &mut Recorder,
 ) -> Result<RunSummary> {
+    // Before hours of upload, as well as at the start.
+    super::refuse_if_busy(aws, run_id)?;
     let local = LocalStore::new(root);
     // The weights' key is known before anything is sent: a plan over the bucket
     // leaves it out of the data, and a refused plan has sent nothing.

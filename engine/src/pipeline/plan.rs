@@ -246,7 +246,7 @@ mod tests {
     fn every_key_under_the_longest_result_path_fits_in_s3() {
         use crate::pipeline::{measures_key, payload_key, plan_key, predictions_key, rank_key};
         let path = "r".repeat(cosmicai_shared::run::MAX_RESULT_PATH_BYTES);
-        let rank = 9_999; // world_size is at most 10,000
+        let rank = cosmicai_shared::run::MAX_WORLD_SIZE - 1;
         for key in [
             payload_key(&path),
             plan_key(&path),

@@ -41,8 +41,14 @@ struct SummarizeFigures {
 }
 
 pub fn bench_summarize(args: SummarizeBenchArgs) -> Result<()> {
-    if args.ranks == 0 || args.ranks > 10_000 || args.objects < args.ranks {
-        anyhow::bail!("--ranks must be 1 to 10,000 and --objects at least --ranks");
+    if args.ranks == 0
+        || args.ranks > cosmicai_shared::run::MAX_WORLD_SIZE
+        || args.objects < args.ranks
+    {
+        anyhow::bail!(
+            "--ranks must be 1 to {} and --objects at least --ranks",
+            cosmicai_shared::run::MAX_WORLD_SIZE
+        );
     }
     let dir = tempfile::tempdir()?;
     let store = LocalStore::new(dir.path());
