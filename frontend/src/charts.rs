@@ -152,10 +152,13 @@ pub fn DensityScatter(
 pub fn Histogram(values: Vec<f64>, lo: f64, hi: f64, label: String) -> impl IntoView {
     const BINS: usize = 50;
     let mut counts = [0u32; BINS];
+    let mut outside = 0usize;
     for v in &values {
         let b = ((v - lo) / (hi - lo) * BINS as f64).floor();
         if b >= 0.0 && (b as usize) < BINS {
             counts[b as usize] += 1;
+        } else {
+            outside += 1;
         }
     }
     let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
@@ -170,6 +173,10 @@ pub fn Histogram(values: Vec<f64>, lo: f64, hi: f64, label: String) -> impl Into
             <text x=PAD y=196>{format!("{lo}")}</text>
             <text x=W - PAD y=196 text-anchor="end">{format!("{hi}")}</text>
             <text x=W / 2.0 y=214 text-anchor="middle">{label}</text>
+            // Said, not dropped: the tails are where the outliers are.
+            {(outside > 0).then(|| view! {
+                <text class="outside" x=W - PAD y=20 text-anchor="end">{format!("{outside} of {} outside {lo} to {hi}", values.len())}</text>
+            })}
         </svg>
     }
 }

@@ -402,4 +402,7 @@ pub struct SweepInfo {
     pub planned: usize,
     pub rows: Vec<SweepRow>,
     pub error: Option<String>,
+    /// The run going on now, whose page streams its progress.
+    #[serde(default)]
+    pub running: Option<String>,
 }

@@ -397,6 +397,12 @@ try {
     assert.equal(await page.textContent('.run-status'), 'finished: succeeded');
     await page.waitForSelector('.results .scatter canvas.plot', { timeout: 30000 });
     assert.equal(await page.locator('.rank').count(), 2);
+    // The run's settings, every rank counted, no cancel once it is over, and
+    // what share of the labelled objects the plots show.
+    assert.match(await page.textContent('.run-settings'), /^2 ranks · batch 4096 · cpu · data catalog$/);
+    assert.match(await page.textContent('.overall'), /^2 of 2 ranks done, 0 failed/);
+    assert.equal(await page.locator('button.cancel').count(), 0);
+    assert.match(await page.textContent('.scatter-sample'), /an even sample of \d+ of the \d+ labelled objects/);
     // Done means full: a finished rank's bar reaches its end, whatever its share of objects.
     const bars = await page.$$eval('.rank[data-state=done] progress', (ps) => ps.map((p) => [p.value, p.max]));
     assert.equal(bars.length, 2);
@@ -522,12 +528,36 @@ try {
     await page.screenshot({ path: join(shots, 'run-astromae.png'), fullPage: true });
   });
 
+  await step('a run is cancelled from its page and ends with its ranks stopped', async () => {
+    await page.goto(base + '/#/runs');
+    await page.selectOption('select[name=model]', 'photoz');
+    await page.fill('input[name=data_prefix]', 'catalog');
+    await page.fill('input[name=file_limit]', '');
+    await page.fill('input[name=world_size]', '8');
+    await page.fill('input[name=batch_size]', '8');
+    await page.click('button.launch');
+    await page.waitForSelector('.rank', { timeout: 30000 });
+    await page.click('button.cancel');
+    await page.waitForFunction(() => document.querySelector('.run-status')?.textContent.startsWith('finished'), null, { timeout: 120000 });
+    assert.match(await page.textContent('.run-status'), /^finished: (partial|failed)$/);
+    // What the server said stays; the button goes with the run.
+    assert.match(await page.textContent('.cancel .note'), /cancel requested/);
+    assert.equal(await page.locator('button.cancel').count(), 0);
+    assert.ok((await page.locator('.rank[data-state=done]').count()) < 8);
+  });
+
   await step('a sweep over world sizes 1 and 2 draws duration and cost charts', async () => {
     await page.goto(base + '/#/runs');
     // The launcher may keep the AstroMAE run's choices: set every one this sweep needs.
     await page.selectOption('select[name=model]', 'photoz');
     await page.fill('input[name=data_prefix]', 'catalog');
     await page.fill('input[name=batch_size]', '4096');
+    // A typo in the file limit is named, not read as "every file".
+    await page.fill('input[name=file_limit]', '4x');
+    await page.fill('input[name=sweep_sizes]', '1,2');
+    await page.click('button.sweep');
+    await page.waitForSelector('.error');
+    assert.match(await page.textContent('.error'), /file limit: "4x" is not a whole number/);
     await page.fill('input[name=file_limit]', '4');
     await page.fill('input[name=sweep_sizes]', '1,2');
     await page.click('button.sweep');

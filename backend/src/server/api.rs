@@ -887,9 +887,15 @@ pub async fn run_results(
             }
         }
         let mut scatter = Vec::new();
-        // Ranks that failed wrote no trustworthy predictions; once the scatter
-        // is full, no more files are read.
-        for rank in (0..run.world_size).filter(|r| !summary.failed_ranks.contains(r)) {
+        // An even sample of the labelled objects (every k-th, in rank order,
+        // k from all the objects: never more than the labelled need), not the
+        // first ranks': the partitions may be sorted by sky or redshift.
+        let every = summary.objects.div_ceil(SCATTER_POINTS).max(1);
+        let mut seen = 0usize;
+        // Ranks that failed wrote no trustworthy predictions.
+        let failed: std::collections::HashSet<usize> =
+            summary.failed_ranks.iter().copied().collect();
+        for rank in (0..run.world_size).filter(|r| !failed.contains(r)) {
             if scatter.len() >= SCATTER_POINTS {
                 break;
             }
@@ -900,7 +906,11 @@ pub async fn run_results(
             };
             let p = cosmicai_engine::pipeline::read_predictions(&bytes).map_err(Error::internal)?;
             for i in 0..p.redshift.len() {
-                if p.redshift[i].is_finite() && scatter.len() < SCATTER_POINTS {
+                if !p.redshift[i].is_finite() {
+                    continue;
+                }
+                seen += 1;
+                if (seen - 1).is_multiple_of(every) && scatter.len() < SCATTER_POINTS {
                     scatter.push(ScatterPoint {
                         z_spec: p.redshift[i],
                         z_pred: p.predicted[i].redshift,

@@ -411,12 +411,27 @@ impl ObjectQuery {
         if limit == 0 || limit > MAX_LIMIT {
             return Err(format!("limit={limit}: use 1 to {MAX_LIMIT}"));
         }
+        let z_min = finite("z_min", number(params, "z_min")?)?;
+        let z_max = finite("z_max", number(params, "z_max")?)?;
+        let r_min = finite("r_min", number(params, "r_min")?)?;
+        let r_max = finite("r_max", number(params, "r_max")?)?;
+        // A range that holds nothing is a slip, not a question: said, not
+        // answered with an empty page.
+        for (name, lo, hi) in [("z", z_min, z_max), ("r", r_min, r_max)] {
+            if let (Some(lo), Some(hi)) = (lo, hi)
+                && lo > hi
+            {
+                return Err(format!(
+                    "{name}_min={lo} is above {name}_max={hi}: no object lies between"
+                ));
+            }
+        }
         Ok(ObjectQuery {
             class,
-            z_min: finite("z_min", number(params, "z_min")?)?,
-            z_max: finite("z_max", number(params, "z_max")?)?,
-            r_min: finite("r_min", number(params, "r_min")?)?,
-            r_max: finite("r_max", number(params, "r_max")?)?,
+            z_min,
+            z_max,
+            r_min,
+            r_max,
             colour_min,
             colour_max,
             provenance,

@@ -280,11 +280,43 @@ pub fn request_of(
             request.data_prefix
         ));
     }
+    if problems.is_empty()
+        && !in_bucket
+        && let Some(e) = lacks_cutouts(data_dir, &request.data_prefix, &request.model)
+    {
+        problems.push(e);
+    }
     if problems.is_empty() {
         Ok(request)
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// Why `model` cannot run on the dataset at `dir`: a model that reads cutouts
+/// given a folder whose first partition has none would fail in every rank,
+/// after the launch. Folders of CAI `.pt` files (converted at the run) hold
+/// cutouts, and are not looked into.
+fn lacks_cutouts(data_dir: &Path, data_prefix: &str, model: &str) -> Option<String> {
+    use cosmicai_shared::model::ModelSpec;
+    let spec = match ModelSpec::parse(model) {
+        Ok(spec @ ModelSpec::AstroMae(_)) => spec,
+        _ => return None,
+    };
+    let dir = dataset_dir(data_dir, data_prefix);
+    let first = cosmicai_engine::dataset::list_partitions(&dir)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let file = cosmicai_engine::partition::PartitionFile::open(&first).ok()?;
+    file.image_size().is_none().then(|| {
+        format!(
+            "model '{}' reads cutouts, and data_prefix '{data_prefix}' has none (magnitudes \
+             only): choose a dataset with images (`cosmicai synth` or `cosmicai ingest` makes \
+             one), or PhotoZ",
+            super::models::name_of(&spec)
+        )
+    })
 }
 
 /// A data prefix spelled one way only (`selections/sel-x`, not
@@ -353,6 +385,55 @@ mod tests {
         assert!(a.is_over() && !b.is_over());
         assert_eq!(b.sweep.as_deref(), Some("sweep-1"));
         assert!(runs.get("run-c").is_none());
+    }
+
+    #[test]
+    fn a_model_that_reads_cutouts_is_refused_data_without_them() {
+        use cosmicai_engine::partition::{
+            Images, ObjectRow, Partition, PartitionMeta, Source, write_partition,
+        };
+        let data = tempfile::tempdir().unwrap();
+        for (folder, images) in [("catalog", false), ("cutouts", true)] {
+            let source = Source {
+                name: "test".into(),
+                provenance: cosmicai_shared::Provenance::Real,
+                detail: String::new(),
+            };
+            let mut p = Partition::new(PartitionMeta::default(), vec![source]);
+            let row = ObjectRow {
+                object_id: 1,
+                ra: 10.0,
+                dec: 0.0,
+                magnitudes: [19.0; 5],
+                redshift: 0.1,
+                class: cosmicai_shared::Class::Galaxy,
+            };
+            p.push(row, 0);
+            if images {
+                p.images = Some(Images {
+                    height: 32,
+                    width: 32,
+                    pixels: vec![0.0; 5 * 32 * 32],
+                });
+            }
+            std::fs::create_dir(data.path().join(folder)).unwrap();
+            write_partition(data.path().join(folder).join("part-000000.safetensors"), &p).unwrap();
+        }
+        let e = lacks_cutouts(data.path(), "catalog", "astromae:/srv/models/m.pt").unwrap();
+        assert!(
+            e.contains("model 'astromae:m.pt' reads cutouts, and data_prefix 'catalog' has none"),
+            "{e}"
+        );
+        assert_eq!(
+            lacks_cutouts(data.path(), "cutouts", "astromae:/srv/models/m.pt"),
+            None
+        );
+        assert_eq!(lacks_cutouts(data.path(), "catalog", "photoz"), None);
+        // A folder of CAI .pt files, or none at all: left to the run to judge.
+        assert_eq!(
+            lacks_cutouts(data.path(), "nowhere", "astromae:/srv/models/m.pt"),
+            None
+        );
     }
 
     #[test]

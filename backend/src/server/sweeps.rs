@@ -137,6 +137,7 @@ impl Sweeps {
                 planned: plan.len(),
                 rows: Vec::new(),
                 error: None,
+                running: None,
             }),
             cancel: Arc::default(),
             data_prefix: plan[0].data_prefix.clone(),
@@ -149,7 +150,15 @@ impl Sweeps {
             all.insert(id.clone(), live.clone());
         }
         let root = data_dir.to_path_buf();
-        let on_event = runs.follow_sweep(&id);
+        let mut follow = runs.follow_sweep(&id);
+        let shown = live.clone();
+        let on_event = move |run: &str, event: &cosmicai_shared::api::RunEvent| {
+            use cosmicai_shared::api::RunEvent::{Error, Finished};
+            let over = matches!(event, Finished { .. } | Error { .. });
+            shown.info.lock().unwrap_or_else(|e| e.into_inner()).running =
+                (!over).then(|| run.to_string());
+            follow(run, event);
+        };
         std::thread::spawn(move || {
             // A panic is the sweep's error, as for a run: it still ends, and
             // its selection can go.
@@ -194,6 +203,7 @@ mod tests {
                 planned: 2,
                 rows: Vec::new(),
                 error: None,
+                running: None,
             }),
             cancel: Arc::default(),
             data_prefix: data_prefix.into(),

@@ -24,13 +24,21 @@ struct Lesson {
 }
 
 /// Objects with an image and a spectroscopic redshift: of `class`, or the
-/// classes taking turns (the server's showcase order).
-async fn lesson(count: usize, class: Option<Class>) -> Result<Lesson, String> {
+/// classes taking turns (the server's showcase order). The first set is the
+/// showcase's start; a `fresh` one starts anywhere in it.
+async fn lesson(count: usize, class: Option<Class>, fresh: bool) -> Result<Lesson, String> {
     let class = class.map_or(String::new(), |c| format!("&class={}", c.name()));
-    let url = format!(
-        "/api/objects?sort=showcase&has_image=true&z_min=0&limit={}{class}",
-        count.clamp(1, MAX_OBJECTS)
-    );
+    let count = count.clamp(1, MAX_OBJECTS);
+    let query = format!("/api/objects?sort=showcase&has_image=true&z_min=0{class}");
+    let offset = if fresh {
+        let total = crate::api::get::<ObjectPage>(&format!("{query}&limit=1"))
+            .await?
+            .total;
+        (js_sys::Math::random() * total.saturating_sub(count).saturating_add(1) as f64) as usize
+    } else {
+        0
+    };
+    let url = format!("{query}&limit={count}&offset={offset}");
     let objects = crate::api::get::<ObjectPage>(&url).await?.objects;
     if objects.is_empty() {
         return Err("no objects with images and a spectroscopic redshift match".into());
@@ -68,8 +76,7 @@ pub fn ClassroomPage() -> impl IntoView {
     let made = RwSignal::new(0u32);
     let lesson = LocalResource::new(move || {
         let (n, c) = (count.get_untracked(), class.get_untracked());
-        made.track();
-        lesson(n, c)
+        lesson(n, c, made.get() > 0)
     });
     let at = RwSignal::new(0usize);
     let revealed = RwSignal::new(0usize);

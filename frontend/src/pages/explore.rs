@@ -146,11 +146,14 @@ pub fn ExplorePage() -> impl IntoView {
                     <p class="counts" data-total=p.total>
                         {format!("{} objects: {} galaxies, {} stars, {} quasars, {} unlabelled",
                             p.total, p.counts.galaxy, p.counts.star, p.counts.qso, p.counts.unknown)}
-                        <button class="predict-these" on:click=move |_| {
+                        <button class="predict-these" disabled=to_predict == 0 on:click=move |_| {
                             selection.set(for_predict.iter().take(64).cloned().collect());
                             crate::navigate("/predict");
                         }>{format!("Predict these {to_predict} in the browser")}</button>
                     </p>
+                    {(p.total == 0).then(|| view! {
+                        <p class="empty" role="status">"No objects match these filters: widen them, or clear them to see every object."</p>
+                    })}
                         // One HTML string for the whole page of cards: the browser parses
                         // 1,000 cards in a few ms, where creating them node by node from
                         // wasm took about 300 ms. Cards are plain links with no handlers.

@@ -5,6 +5,7 @@ use crate::Selection;
 use crate::charts::DensityScatter;
 use crate::inference::Ran;
 use cosmicai_frontend::protocol::Choice;
+use cosmicai_shared::Provenance;
 use cosmicai_shared::api::{ObjectPage, ObjectSummary};
 use leptos::prelude::*;
 
@@ -26,6 +27,11 @@ pub fn predict_objects(
     pick: RwSignal<Vec<ObjectSummary>>,
     status: RwSignal<Option<String>>,
 ) {
+    // Nothing picked would open Predict on its default galaxies instead.
+    if ids.is_empty() {
+        status.set(Some("no objects are picked: nothing to predict".into()));
+        return;
+    }
     let ids: Vec<String> = ids.iter().take(MAX_PICKED).map(i64::to_string).collect();
     let url = format!("/api/objects?limit={MAX_PICKED}&ids={}", ids.join(","));
     leptos::task::spawn_local(async move {
@@ -101,10 +107,11 @@ pub fn PredictPage() -> impl IntoView {
                     {batch.fallback.clone().map(|why| view! { <p class="fallback">"Ran on the CPU: WebGPU is not available (" {why} ")."</p> })}
                     <DensityScatter points=points />
                     <table class="predictions">
-                        <tr><th>"object"</th><th>"class"</th><th>"predicted class"</th><th>"spectroscopic z"</th><th>"predicted z"</th><th>"σ_z"</th></tr>
+                        <tr><th>"object"</th><th>"data"</th><th>"class"</th><th>"predicted class"</th><th>"spectroscopic z"</th><th>"predicted z"</th><th>"σ_z"</th></tr>
                         {objects.iter().zip(predictions).map(|(o, p)| view! {
                             <tr>
                                 <td><a href=format!("#/object/{}", o.id)>{o.id}</a></td>
+                                <td class="provenance">{if o.provenance == Provenance::Synthetic { "synthetic image" } else { "real" }}</td>
                                 <td>{o.class.name()}</td>
                                 <td>{p.class.name()}</td>
                                 <td>{o.redshift.map_or("—".into(), |z| format!("{z:.4}"))}</td>

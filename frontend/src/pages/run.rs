@@ -3,9 +3,9 @@
 
 use super::ErrorMessage;
 use crate::charts::{Bars, DensityScatter, Histogram};
-use cosmicai_shared::api::{RunEvent, RunResults};
+use cosmicai_shared::api::{Created, RunEvent, RunInfo, RunResults};
 use cosmicai_shared::model::ModelSpec;
-use cosmicai_shared::run::RunSummary;
+use cosmicai_shared::run::{RunStatus, RunSummary};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
@@ -27,12 +27,21 @@ fn apply(ranks: &mut Vec<RankView>, e: &RunEvent) {
         RunEvent::RankFinished { measure } => measure.rank,
         _ => return,
     };
+    // Ranks come from the server: a rank number past any world size is not
+    // worth a vector that long.
+    if rank >= cosmicai_shared::run::MAX_WORLD_SIZE {
+        return;
+    }
     if ranks.len() <= rank {
         ranks.resize(rank + 1, RankView::default());
     }
     let r = &mut ranks[rank];
     match e {
-        RunEvent::RankStarted { attempt, .. } => r.state = format!("starting (attempt {attempt})"),
+        RunEvent::RankStarted { attempt, .. } => {
+            r.state = format!("starting (attempt {attempt})");
+            // A retry starts afresh: the last attempt's error is not this one's.
+            r.error = None;
+        }
         RunEvent::RankReady { .. } => r.state = "model ready".into(),
         RunEvent::RankObjects { objects, .. } => {
             r.state = "running".into();
@@ -52,9 +61,26 @@ fn apply(ranks: &mut Vec<RankView>, e: &RunEvent) {
     }
 }
 
+/// `GET /api/runs/{id}`: the run as the registry has it (the rest of the reply,
+/// its events, comes through the stream).
+#[derive(Clone, serde::Deserialize)]
+struct Detail {
+    run: RunInfo,
+}
+
+/// How the run ended, as far as this page knows: `Ok` its status, `Err` its error.
+type Ending = Option<Result<RunStatus, String>>;
+
+/// Rank rows shown at most; the counts above them cover every rank.
+const RANK_ROWS: usize = 200;
+
 #[component]
 pub fn RunPage(id: String) -> impl IntoView {
-    let events = RwSignal::new(Vec::<RunEvent>::new());
+    // Events are folded as they come (never all again per event: a run of
+    // 10,000 ranks sends 50,000).
+    let ranks = RwSignal::new(Vec::<RankView>::new());
+    let ending = RwSignal::new(Ending::None);
+    let detail = RwSignal::new(None::<Result<RunInfo, String>>);
     let url = format!("/api/runs/{id}/events");
     let source = web_sys::EventSource::new(&url).ok();
     if let Some(source) = &source {
@@ -65,22 +91,29 @@ pub fn RunPage(id: String) -> impl IntoView {
                     .as_string()
                     .map(|t| serde_json::from_str::<RunEvent>(&t))
                 {
-                    events.update(|v| v.push(e));
+                    match &e {
+                        RunEvent::Finished { status } => ending.set(Some(Ok(*status))),
+                        RunEvent::Error { error } => ending.set(Some(Err(error.clone()))),
+                        _ => ranks.update(|r| apply(r, &e)),
+                    }
                 }
             });
         source.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         on_message.forget();
         let s = source.clone();
         // The stream ends after the last event: then stop the browser from
-        // reconnecting. Before that (the server closes idle streams) let it
-        // reconnect: it sends Last-Event-ID and the server resumes after it.
+        // reconnecting. Before that (the server closes idle streams, or asks
+        // back later about a run another process runs) let it reconnect: it
+        // sends Last-Event-ID and the server resumes after it. A browser that
+        // gave up (404, 429, a server gone) leaves the run to be asked after.
+        let id = id.clone();
         let on_error = Closure::<dyn FnMut()>::new(move || {
-            let over = events.with_untracked(|v| {
-                v.iter()
-                    .any(|e| matches!(e, RunEvent::Finished { .. } | RunEvent::Error { .. }))
-            });
-            if over || s.ready_state() == web_sys::EventSource::CLOSED {
-                s.close()
+            let over = ending.with_untracked(Option::is_some);
+            if over {
+                s.close();
+            } else if s.ready_state() == web_sys::EventSource::CLOSED {
+                s.close();
+                leptos::task::spawn_local(poll_until_over(id.clone(), ending, detail));
             }
         });
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
@@ -92,20 +125,14 @@ pub fn RunPage(id: String) -> impl IntoView {
             s.close()
         }
     });
-    let status = move || {
-        events.with(|v| {
-            v.iter().rev().find_map(|e| match e {
-                RunEvent::Finished { status } => Some(Ok(*status)),
-                RunEvent::Error { error } => Some(Err(error.clone())),
-                _ => None,
-            })
-        })
-    };
-    let ranks = move || {
-        let mut ranks: Vec<RankView> = Vec::new();
-        events.with(|v| v.iter().for_each(|e| apply(&mut ranks, e)));
-        ranks
-    };
+    {
+        let id = id.clone();
+        leptos::task::spawn_local(async move {
+            let reply = crate::api::get::<Detail>(&format!("/api/runs/{id}")).await;
+            detail.set(Some(reply.map(|d| d.run)));
+        });
+    }
+    let status = move || ending.get();
     let id2 = id.clone();
     let results = LocalResource::new(move || {
         let finished = status();
@@ -119,30 +146,62 @@ pub fn RunPage(id: String) -> impl IntoView {
             }
         }
     });
+    let world_size = move || match detail.get() {
+        Some(Ok(run)) => Some(run.world_size),
+        _ => None,
+    };
     view! {
         <p><a href="#/runs">"← Runs"</a></p>
         <h2>"Run " {id.clone()}</h2>
+        {move || match detail.get() {
+            Some(Ok(run)) => view! {
+                <p class="run-settings">{format!(
+                    "{} ranks · batch {} · {} · data {}",
+                    run.world_size, run.batch_size, run.device, run.data_prefix
+                )}</p>
+            }.into_any(),
+            Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
+            None => ().into_any(),
+        }}
         <p class="run-status">{move || match status() {
             None => "running…".to_string(),
             Some(Ok(s)) => format!("finished: {}", s.name()),
             Some(Err(e)) => format!("error: {e}"),
         }}</p>
+        <CancelButton id=id.clone() over=Signal::derive(move || status().is_some()) />
+        {move || {
+            let ranks = ranks.get();
+            let done = ranks.iter().filter(|r| r.state == "done").count();
+            let failed = ranks.iter().filter(|r| r.state == "failed").count();
+            let objects: usize = ranks.iter().map(|r| r.objects).sum();
+            world_size().map(|n| view! {
+                <div class="overall">
+                    <progress aria-label="ranks ended" max=n.max(1) value=done + failed></progress>
+                    <span>{format!("{done} of {n} ranks done, {failed} failed · {objects} objects so far")}</span>
+                </div>
+            })
+        }}
         <div class="ranks">
             {move || {
-                let ranks = ranks();
+                let ranks = ranks.get();
+                let hidden = ranks.len().saturating_sub(RANK_ROWS);
                 let most = ranks.iter().map(|r| r.objects).max().unwrap_or(1).max(1);
-                ranks.into_iter().enumerate().map(|(i, r)| {
+                let rows = ranks.into_iter().enumerate().take(RANK_ROWS).map(|(i, r)| {
                     // A rank that is done is full, whatever its share of the objects.
                     let value = if r.state == "done" { most } else { r.objects };
                     view! {
                     <div class="rank" data-state=r.state.clone()>
                         <span class="rank-name">{format!("rank {i}")}</span>
-                        <progress max=most value=value></progress>
+                        <progress aria-label=format!("rank {i}") max=most value=value></progress>
                         <span>{format!("{} · {} objects", r.state, r.objects)}</span>
                         {r.error.map(|e| view! { <span class="error">{e}</span> })}
                     </div>
                     }
-                }).collect_view()
+                }).collect_view();
+                view! {
+                    {rows}
+                    {(hidden > 0).then(|| view! { <p class="note">{format!("… and {hidden} more ranks (counted above)")}</p> })}
+                }
             }}
         </div>
         {move || match results.get() {
@@ -152,6 +211,62 @@ pub fn RunPage(id: String) -> impl IntoView {
             _ if matches!(status(), Some(Ok(_))) => view! { <p class="loading">"Loading the results…"</p> }.into_any(),
             _ => ().into_any(),
         }}
+    }
+}
+
+/// The stream is gone before the run's end (the browser gave up on it): the
+/// registry is asked every 2 s until the run is over, or the run is unknown.
+async fn poll_until_over(
+    id: String,
+    ending: RwSignal<Ending>,
+    detail: RwSignal<Option<Result<RunInfo, String>>>,
+) {
+    loop {
+        match crate::api::get::<Detail>(&format!("/api/runs/{id}")).await {
+            Ok(d) if d.run.status != RunStatus::Running => {
+                ending.set(Some(Ok(d.run.status)));
+                detail.set(Some(Ok(d.run)));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.starts_with("404") => {
+                ending.set(Some(Err(e)));
+                return;
+            }
+            // The server away for a while: keep asking.
+            Err(_) => {}
+        }
+        crate::api::sleep_ms(2000).await;
+    }
+}
+
+/// Stops the run (its running ranks are killed, queued ones never start); what
+/// the server says back is shown, also once the run is `over`.
+#[component]
+fn CancelButton(id: String, over: Signal<bool>) -> impl IntoView {
+    let said = RwSignal::new(None::<Result<String, String>>);
+    let cancel = move |_| {
+        let id = id.clone();
+        said.set(Some(Ok("cancelling…".into())));
+        leptos::task::spawn_local(async move {
+            let url = format!("/api/runs/{id}/cancel");
+            let reply = crate::api::post::<_, Created>(&url, &serde_json::json!({})).await;
+            said.set(Some(reply.map(|_| {
+                "cancel requested: running ranks stop, queued ones never start".into()
+            })));
+        });
+    };
+    view! {
+        <p class="cancel">
+            {move || (!over.get()).then(|| view! {
+                <button type="button" class="cancel" on:click=cancel.clone() prop:disabled=move || said.get().is_some_and(|s| s.is_ok())>"Cancel run"</button>
+            })}
+            {move || match said.get() {
+                Some(Ok(m)) => view! { <span class="note">{m}</span> }.into_any(),
+                Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
+                None => ().into_any(),
+            }}
+        </p>
     }
 }
 
@@ -185,6 +300,12 @@ fn class_line(summary: &RunSummary) -> String {
         None => "class accuracy: no labelled objects".into(),
     }
 }
+
+/// Failed ranks listed with their errors, at most.
+const FAILURES_LISTED: usize = 100;
+
+/// Ranks drawn in the per-rank bars, at most.
+const BAR_RANKS: usize = 32;
 
 /// Outliers marked on the results scatter, at most (the rest stay in the density).
 const MAX_OUTLIER_MARKS: usize = 300;
@@ -254,16 +375,45 @@ fn ResultsView(results: RunResults) -> impl IntoView {
                 </p>
             }
         });
-    let durations: Vec<(String, f64)> = s
-        .per_rank
+    // The slowest ranks, at most BAR_RANKS of them: a bar per rank of 10,000
+    // would be a chart 200,000 pixels tall, and the slow ones set the wall.
+    let mut slowest: Vec<&cosmicai_shared::run::RankMeasure> = s.per_rank.iter().collect();
+    slowest.sort_by(|a, b| b.duration_s.total_cmp(&a.duration_s));
+    slowest.truncate(BAR_RANKS);
+    let bars_note = (s.per_rank.len() > BAR_RANKS)
+        .then(|| format!("The {BAR_RANKS} slowest of {} ranks.", s.per_rank.len()));
+    let durations: Vec<(String, f64)> = slowest
         .iter()
         .map(|r| (format!("rank {}", r.rank), r.duration_s))
         .collect();
-    let memory: Vec<(String, f64)> = s
-        .per_rank
+    let memory: Vec<(String, f64)> = slowest
         .iter()
         .map(|r| (format!("rank {}", r.rank), r.peak_rss_mb))
         .collect();
+    // Ranks that failed for good, and why: a reopened run has no events left.
+    let failures: Vec<(usize, String)> = s
+        .per_rank
+        .iter()
+        .filter(|r| s.failed_ranks.contains(&r.rank))
+        .take(FAILURES_LISTED)
+        .map(|r| {
+            (
+                r.rank,
+                r.error
+                    .clone()
+                    .unwrap_or_else(|| "no error recorded".into()),
+            )
+        })
+        .collect();
+    let failures_hidden = s.failed_ranks.len().saturating_sub(failures.len());
+    let labelled = s.metrics.as_ref().and_then(|m| m.all.as_ref()).map(|m| m.n);
+    let sample_note = match labelled {
+        Some(n) if n > points.len() => format!(
+            "The plots show an even sample of {} of the {n} labelled objects; the metrics cover all of them.",
+            points.len()
+        ),
+        _ => format!("The plots show all {} labelled objects.", points.len()),
+    };
     let kernels = if s.kernels.is_empty() {
         String::new()
     } else {
@@ -288,13 +438,24 @@ fn ResultsView(results: RunResults) -> impl IntoView {
                 <DensityScatter points=points outliers=outliers />
                 <Histogram values=residuals lo=-0.3 hi=0.3 label="(z_pred − z_spec) / (1 + z_spec)".to_string() />
             </div>
+            <p class="note scatter-sample">{sample_note}</p>
             <p class="note">"Metrics cover every labelled object in the run's data. The shipped PhotoZ was trained on 80% of the bundled catalogs, so these include training objects; held-out figures come from "<code>"cosmicai eval --split validation"</code>" (see the model card)."</p>
             <table class="metrics">
                 <tr><th>"objects"</th><th>"n"</th><th>"MAE"</th><th>"MSE"</th><th>"bias"</th><th>"NMAD"</th><th>"R²"</th><th>"outliers >0.05"</th><th>"outliers >0.15"</th></tr>
                 {metric_rows}
             </table>
             {calibration}
+            {(!failures.is_empty()).then(|| view! {
+                <h4>"Failed ranks"</h4>
+                <ul class="failed-ranks">
+                    {failures.into_iter().map(|(rank, error)| view! {
+                        <li><span class="rank-name">{format!("rank {rank}")}</span>": "<span class="error">{error}</span></li>
+                    }).collect_view()}
+                </ul>
+                {(failures_hidden > 0).then(|| view! { <p class="note">{format!("… and {failures_hidden} more (all are in summary.json)")}</p> })}
+            })}
             <h4>"Per rank"</h4>
+            {bars_note.map(|n| view! { <p class="note">{n}</p> })}
             <div class="charts"><Bars items=durations unit="s".to_string() /><Bars items=memory unit="MB".to_string() /></div>
             <h4>"Cost at AWS prices"</h4>
             <table class="cost">

@@ -49,9 +49,24 @@ impl LaunchForm {
         }
     }
 
+    /// The file limit typed, if any (blank: every file).
+    fn file_limit(&self) -> Result<Option<usize>, String> {
+        let file_limit = self.file_limit.get();
+        if file_limit.trim().is_empty() {
+            return Ok(None);
+        }
+        whole_number("file limit", &file_limit).map(Some)
+    }
+
+    /// The memory typed, in MB (a number past u32 is no memory size either).
+    fn memory_mb(&self) -> Result<u32, String> {
+        let memory = self.memory.get();
+        u32::try_from(whole_number("memory", &memory)?)
+            .map_err(|_| format!("memory: {memory:?} MB is more than any worker has"))
+    }
+
     /// The run the fields describe, or the first field that is not a number.
     fn run(&self) -> Result<RunLaunch, String> {
-        let file_limit = self.file_limit.get();
         Ok(RunLaunch {
             target: if self.target.get() == "aws" {
                 Target::Aws
@@ -59,11 +74,7 @@ impl LaunchForm {
                 Target::Local
             },
             data_prefix: Some(self.data_prefix.get()),
-            file_limit: if file_limit.trim().is_empty() {
-                None
-            } else {
-                Some(whole_number("file limit", &file_limit)?)
-            },
+            file_limit: self.file_limit()?,
             world_size: whole_number("world size", &self.world_size.get())?,
             batch_size: whole_number("batch size", &self.batch_size.get())?,
             device: if self.device.get() == "cuda" {
@@ -76,7 +87,7 @@ impl LaunchForm {
                 "f16" => Precision::F16,
                 _ => Precision::Fp32,
             },
-            memory_mb: Some(whole_number("memory", &self.memory.get())? as u32),
+            memory_mb: Some(self.memory_mb()?),
             retries: 0,
             model: Some(self.model.get()),
             timeout_s: None,
@@ -107,8 +118,9 @@ impl LaunchForm {
             devices,
             batch_size: whole_number("batch size", &self.batch_size.get())?,
             data_prefix: Some(self.data_prefix.get()),
-            file_limit: self.file_limit.get().trim().parse().ok(),
-            memory_mb: self.memory.get().trim().parse().ok(),
+            // As a run's: a typo is named, never read as "every file".
+            file_limit: self.file_limit()?,
+            memory_mb: Some(self.memory_mb()?),
             model: Some(self.model.get()),
         })
     }
@@ -331,6 +343,9 @@ fn RunHistory() -> impl IntoView {
         match history.get() {
         None => view! { <p class="loading">"Loading…"</p> }.into_any(),
         Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
+        Some(Ok(runs)) if runs.is_empty() => view! {
+            <p class="empty">"No runs yet: launch one above, or run "<code>"cosmicai run"</code>" with this data folder."</p>
+        }.into_any(),
         Some(Ok(runs)) => view! {
             <table class="history">
                 <tr><th>"run"</th><th>"status"</th><th>"world size"</th><th>"device"</th><th>"objects"</th><th>"duration"</th><th>"cost"</th></tr>
