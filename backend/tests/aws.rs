@@ -990,6 +990,16 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         },
     )
     .unwrap();
+    // Initialize read the partitions' headers (ranged GETs) to count their
+    // objects: two of 32 x 32 cutouts a file.
+    let payload: Value =
+        serde_json::from_slice(&store.get("results/cai/payload.json").unwrap()).unwrap();
+    let size = store.list("cai").unwrap()[0].size as f64;
+    assert_eq!(
+        payload["bytes_per_object"].as_f64(),
+        Some(size / 2.0),
+        "{payload}"
+    );
     for rank in 0..2 {
         let item = RankItem {
             run_id: "cai".into(),

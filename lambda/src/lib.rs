@@ -1148,6 +1148,7 @@ mod tests {
         // Each Map item (a child execution's input) is one small rank item; the plan
         // itself goes to S3, where it may be large.
         let payload = Payload {
+            bytes_per_object: None,
             run_id: run_id.clone(),
             request: request.clone(),
             files: Vec::new(),

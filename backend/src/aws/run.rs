@@ -185,6 +185,7 @@ mod tests {
         .unwrap();
         let keys: Vec<String> = (0..files).map(|i| format!("d/{i}.pt")).collect();
         Payload {
+            bytes_per_object: None,
             run_id: "r".into(),
             ranks: plan_ranks(&keys, 1),
             files: keys.into_iter().map(|k| (k, 100_000_000)).collect(),

@@ -389,35 +389,12 @@ mod tests {
 
     #[test]
     fn a_model_that_reads_cutouts_is_refused_data_without_them() {
-        use cosmicai_engine::partition::{
-            Images, ObjectRow, Partition, PartitionMeta, Source, write_partition,
-        };
+        use cosmicai_engine::partition::{Partition, write_partition};
         let data = tempfile::tempdir().unwrap();
-        for (folder, images) in [("catalog", false), ("cutouts", true)] {
-            let source = Source {
-                name: "test".into(),
-                provenance: cosmicai_shared::Provenance::Real,
-                detail: String::new(),
-            };
-            let mut p = Partition::new(PartitionMeta::default(), vec![source]);
-            let row = ObjectRow {
-                object_id: 1,
-                ra: 10.0,
-                dec: 0.0,
-                magnitudes: [19.0; 5],
-                redshift: 0.1,
-                class: cosmicai_shared::Class::Galaxy,
-            };
-            p.push(row, 0);
-            if images {
-                p.images = Some(Images {
-                    height: 32,
-                    width: 32,
-                    pixels: vec![0.0; 5 * 32 * 32],
-                });
-            }
+        for (folder, side) in [("catalog", None), ("cutouts", Some(32))] {
             std::fs::create_dir(data.path().join(folder)).unwrap();
-            write_partition(data.path().join(folder).join("part-000000.safetensors"), &p).unwrap();
+            let path = data.path().join(folder).join("part-000000.safetensors");
+            write_partition(path, &Partition::blank(1, side)).unwrap();
         }
         let e = lacks_cutouts(data.path(), "catalog", "astromae:/srv/models/m.pt").unwrap();
         assert!(

@@ -127,6 +127,35 @@ impl Partition {
         }
     }
 
+    /// `objects` made-up galaxies, with blank `side` x `side` cutouts where a
+    /// side is given: for tests and benches of what reads partitions, not
+    /// their values (marked synthetic).
+    pub fn blank(objects: usize, side: Option<usize>) -> Self {
+        let source = Source {
+            name: "blank".into(),
+            provenance: Provenance::Synthetic,
+            detail: "made-up objects for tests".into(),
+        };
+        let mut p = Partition::new(PartitionMeta::default(), vec![source]);
+        for i in 0..objects {
+            let row = ObjectRow {
+                object_id: i as i64 + 1,
+                ra: 10.0,
+                dec: 0.0,
+                magnitudes: [19.0; 5],
+                redshift: 0.1,
+                class: Class::Galaxy,
+            };
+            p.push(row, 0);
+        }
+        p.images = side.map(|side| Images {
+            height: side,
+            width: side,
+            pixels: vec![0.0; objects * 5 * side * side],
+        });
+        p
+    }
+
     pub fn len(&self) -> usize {
         self.object_id.len()
     }

@@ -16,6 +16,11 @@ pub struct Payload {
     pub files: Vec<(String, u64)>,
     /// `ranks[r]` = the keys rank r reads (possibly none).
     pub ranks: Vec<Vec<String>>,
+    /// For models that read cutouts: the fewest bytes an object takes in the
+    /// partitions whose headers were read (see [`sampled_bytes_per_object`]);
+    /// the rank-time bound counts objects with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_object: Option<f64>,
 }
 
 /// CAI's initializer: rank r reads the next `ceil(files left / ranks left)`
@@ -180,12 +185,55 @@ pub fn plan(
         files.truncate(limit);
     }
     let keys: Vec<String> = files.iter().map(|(k, _)| k.clone()).collect();
+    let reads_cutouts = matches!(
+        request.model_spec(),
+        Ok(cosmicai_shared::model::ModelSpec::AstroMae(_))
+    );
     Ok(Payload {
         run_id: run_id.to_string(),
         request: request.clone(),
         ranks: plan_ranks(&keys, request.world_size),
+        bytes_per_object: reads_cutouts
+            .then(|| sampled_bytes_per_object(store, &files))
+            .flatten(),
         files,
     })
+}
+
+/// Partition headers read to learn how many bytes an object takes.
+pub const SAMPLED_HEADERS: usize = 8;
+/// The largest header read (a partition's is a few KB: its tensors and sources).
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// The fewest bytes an object takes in up to [`SAMPLED_HEADERS`] of `files`,
+/// spread over the list, each learnt from its safetensors header alone (a
+/// ranged read of a few KB): its size over the objects its `images` hold.
+/// `None` where no header could be read (CAI's `.pt` files, a store error),
+/// and the bound then assumes the smallest cutouts. A dataset mixing cutout
+/// sizes is bounded by the files sampled.
+pub fn sampled_bytes_per_object(store: &dyn ObjectStore, files: &[(String, u64)]) -> Option<f64> {
+    let step = files.len().div_ceil(SAMPLED_HEADERS).max(1);
+    files
+        .iter()
+        .step_by(step)
+        .filter(|(key, _)| key.ends_with(&format!(".{EXTENSION}")))
+        .filter_map(|(key, size)| {
+            let objects = objects_in_header(store, key)?;
+            (objects > 0).then(|| *size as f64 / objects as f64)
+        })
+        .reduce(f64::min)
+}
+
+/// The objects a partition's header says its `images` hold.
+fn objects_in_header(store: &dyn ObjectStore, key: &str) -> Option<u64> {
+    let head = store.get_head(key, 8).ok()?;
+    let len = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
+    if len > MAX_HEADER_BYTES {
+        return None;
+    }
+    let bytes = store.get_head(key, 8 + len).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..)?).ok()?;
+    header.get("images")?.get("shape")?.get(0)?.as_u64()
 }
 
 #[cfg(test)]
@@ -206,6 +254,63 @@ mod tests {
         )
         .unwrap();
         (dir, store, request)
+    }
+
+    /// A partition of `objects` objects with `side` x `side` cutouts, written to `key`.
+    fn with_cutouts(
+        store: &crate::store::LocalStore,
+        key: &str,
+        objects: usize,
+        side: usize,
+    ) -> u64 {
+        let path = store.root().join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let p = crate::partition::Partition::blank(objects, Some(side));
+        crate::partition::write_partition(&path, &p).unwrap();
+        std::fs::metadata(&path).unwrap().len()
+    }
+
+    #[test]
+    fn an_image_models_plan_counts_objects_from_the_partition_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::new(dir.path());
+        let big = with_cutouts(&store, "data/a.safetensors", 3, 64);
+        let request: RunRequest = serde_json::from_str(
+            r#"{"data_prefix":"data","batch_size":1,"world_size":1,"result_path":"results/r","model":"astromae:m.pt"}"#,
+        )
+        .unwrap();
+        let payload = plan(&store, &request, "r").unwrap();
+        assert_eq!(payload.bytes_per_object, Some(big as f64 / 3.0));
+        assert!(big as f64 / 3.0 > 5.0 * 64.0 * 64.0 * 4.0);
+        // Files of smaller cutouts: the fewest bytes an object takes.
+        let small = with_cutouts(&store, "data/b.safetensors", 4, 32);
+        let payload = plan(&store, &request, "r").unwrap();
+        assert_eq!(payload.bytes_per_object, Some(small as f64 / 4.0));
+        // PhotoZ reads no cutouts: no header is read.
+        let photoz = RunRequest {
+            model: "photoz".into(),
+            ..request.clone()
+        };
+        assert_eq!(plan(&store, &photoz, "r").unwrap().bytes_per_object, None);
+        // A header claiming to be huge, or no safetensors at all, tells nothing.
+        let files = |key: &str, bytes: &[u8]| {
+            store.put(key, bytes).unwrap();
+            vec![(key.to_string(), bytes.len() as u64)]
+        };
+        let mut huge = u64::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        assert_eq!(
+            sampled_bytes_per_object(&store, &files("h/x.safetensors", &huge)),
+            None
+        );
+        assert_eq!(
+            sampled_bytes_per_object(&store, &files("h/y.safetensors", b"abc")),
+            None
+        );
+        assert_eq!(
+            sampled_bytes_per_object(&store, &files("h/z.pt", b"PK")),
+            None
+        );
     }
 
     #[test]

@@ -28,7 +28,8 @@ const _: () = assert!(RANK_PLANNED_MAX_S < RANK_STOP_S && RANK_STOP_S < EXPRESS_
 pub const LAMBDA_MAX_MEMORY_MB: u32 = 10_240;
 
 /// Bytes a 32 x 32 five-band f32 cutout takes: no image partition holds more
-/// objects than its size over this, so the objects counted are an upper bound.
+/// objects than its size over this, so the objects counted are an upper bound
+/// where no partition header was read.
 const CUTOUT_BYTES: f64 = 5.0 * 32.0 * 32.0 * 4.0;
 /// AstroMAE (full size, batch 256) objects per second per vCPU: `cosmicai run`
 /// measured 28.1 and 29.3 per single-core rank on the development machine; the
@@ -70,11 +71,21 @@ fn rank_vcpus(request: &cosmicai_shared::run::RunRequest) -> f64 {
     }
 }
 
-/// An upper bound of a rank's time reading `bytes` with `vcpus` computing.
-fn seconds(bytes: u64, model: &ModelSpec, vcpus: f64) -> f64 {
+/// Bytes an object of `payload` is counted at: what its partitions' headers
+/// said, else the smallest cutout's.
+fn bytes_per_object(payload: &Payload) -> f64 {
+    payload
+        .bytes_per_object
+        .filter(|b| b.is_finite() && *b > 0.0)
+        .unwrap_or(CUTOUT_BYTES)
+}
+
+/// An upper bound of a rank's time reading `bytes` of `payload`'s partitions
+/// with `vcpus` computing.
+fn seconds(bytes: u64, payload: &Payload, model: &ModelSpec, vcpus: f64) -> f64 {
     let compute = match model {
         ModelSpec::AstroMae(_) => {
-            bytes as f64 / CUTOUT_BYTES / (ASTROMAE_OBJECTS_PER_VCPU_S * vcpus)
+            bytes as f64 / bytes_per_object(payload) / (ASTROMAE_OBJECTS_PER_VCPU_S * vcpus)
         }
         // PhotoZ runs at hundreds of thousands of objects per second: the
         // download is its time.
@@ -93,7 +104,7 @@ pub fn rank_seconds(payload: &Payload, rank: usize) -> Option<f64> {
         .filter(|(key, _)| keys.contains(key))
         .map(|(_, size)| size)
         .sum();
-    Some(COLD_START_S + seconds(bytes, &model, rank_vcpus(&payload.request)))
+    Some(COLD_START_S + seconds(bytes, payload, &model, rank_vcpus(&payload.request)))
 }
 
 /// The slowest rank of `payload`, by the bound above.
@@ -109,7 +120,7 @@ pub fn slowest_rank(payload: &Payload) -> Option<SlowestRank> {
     let seconds_per_file = payload
         .files
         .iter()
-        .map(|(_, s)| seconds(*s, &model, rank_vcpus(request)))
+        .map(|(_, s)| seconds(*s, payload, &model, rank_vcpus(request)))
         .fold(0.0, f64::max);
     payload
         .ranks
@@ -121,7 +132,7 @@ pub fn slowest_rank(payload: &Payload) -> Option<SlowestRank> {
                 rank,
                 files: keys.len(),
                 bytes,
-                seconds: COLD_START_S + seconds(bytes, &model, rank_vcpus(request)),
+                seconds: COLD_START_S + seconds(bytes, payload, &model, rank_vcpus(request)),
                 seconds_per_file,
             }
         })
@@ -206,6 +217,7 @@ mod tests {
         .unwrap();
         let keys: Vec<String> = (0..files).map(|i| format!("p/{i}.safetensors")).collect();
         Payload {
+            bytes_per_object: None,
             run_id: "r".into(),
             ranks: plan_ranks(&keys, world_size),
             files: keys.into_iter().map(|k| (k, bytes)).collect(),
@@ -236,6 +248,31 @@ mod tests {
         assert!(
             check_rank_time(&payload(40_000, 25_000_000, needed / 2, "astromae:m.pt")).is_err()
         );
+    }
+
+    #[test]
+    fn headers_that_say_64x64_cutouts_plan_cais_1000_gb_on_a_quarter_of_the_ranks() {
+        // CAI's cutouts are 5 x 64 x 64 f32 (81,920 bytes) plus magnitudes and
+        // redshift: read from the headers, a 25 MB file holds 4x fewer objects
+        // than the 32 x 32 assumed without them.
+        let cai = |world_size| {
+            let mut p = payload(40_000, 25_000_000, world_size, "astromae:m.pt");
+            p.bytes_per_object = Some(81_944.0);
+            p
+        };
+        let e = check_rank_time(&cai(1_000)).unwrap_err().to_string();
+        let needed = named_world_size(&e);
+        let unsampled = named_world_size(
+            &check_rank_time(&payload(40_000, 25_000_000, 1_000, "astromae:m.pt"))
+                .unwrap_err()
+                .to_string(),
+        );
+        assert!(needed * 3 < unsampled, "{needed} vs {unsampled} ranks");
+        check_rank_time(&cai(needed)).unwrap();
+        // A header that said nothing sensible is not believed.
+        let mut odd = cai(needed);
+        odd.bytes_per_object = Some(0.0);
+        assert!(check_rank_time(&odd).is_err());
     }
 
     #[test]

@@ -178,6 +178,7 @@ mod tests {
         .unwrap();
         // Three ranks over one file: ranks 1 and 2 read nothing.
         let payload = Payload {
+            bytes_per_object: None,
             run_id: "r".into(),
             request,
             files: vec![("p.safetensors".into(), 1)],

@@ -43,6 +43,14 @@ pub trait ObjectStore: Send + Sync {
         })?;
         Ok(bytes.len() as u64)
     }
+    /// The first `len` bytes of object `key` (fewer where it is shorter): a
+    /// file's header without its data. Stores that cannot read a range read
+    /// the whole object.
+    fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = self.get(key)?;
+        bytes.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(bytes)
+    }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// A file holding the object, when the store is a local file system (lets readers map it).
     fn local_path(&self, key: &str) -> Option<PathBuf>;
@@ -197,6 +205,24 @@ impl ObjectStore for LocalStore {
                 source: e,
             },
         })
+    }
+
+    fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
+        use std::io::Read;
+        let io = |source| StoreError::Io {
+            key: key.into(),
+            source,
+        };
+        let file = std::fs::File::open(self.path(key)?).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::NotFound {
+                key: key.into(),
+                store: self.describe(),
+            },
+            _ => io(e),
+        })?;
+        let mut bytes = Vec::new();
+        file.take(len).read_to_end(&mut bytes).map_err(io)?;
+        Ok(bytes)
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {

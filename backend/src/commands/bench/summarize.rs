@@ -56,6 +56,7 @@ pub fn bench_summarize(args: SummarizeBenchArgs) -> Result<()> {
         "batch_size": 512, "world_size": args.ranks, "result_path": "bench",
     }))?;
     let payload = Payload {
+        bytes_per_object: None,
         run_id: "bench".into(),
         request: request.clone(),
         files: Vec::new(),

@@ -90,6 +90,7 @@ pub fn bench_upload(args: UploadBenchArgs) -> Result<()> {
         "batch_size": 512, "world_size": 1, "data_prefix": PREFIX, "result_path": "bench",
     }))?;
     let plan = Payload {
+        bytes_per_object: None,
         run_id: "bench-upload".into(),
         request,
         files,
