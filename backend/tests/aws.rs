@@ -233,7 +233,11 @@ fn definition() -> String {
         .replace("${GpuJobDefinitionArn}", "none")
         .replace("${DataBucketName}", BUCKET)
         .replace("${ResultsPrefix}", "results")
+        .replace("${WorkerMemoryMB}", WORKER_MEMORY_MB)
 }
+
+/// The workers' memory the moto stack's definition names.
+const WORKER_MEMORY_MB: &str = "2048";
 
 fn create_state_machine(store: &S3Store, client: &aws_sdk_sfn::Client, name: &str) -> String {
     store
@@ -810,6 +814,7 @@ fn the_handler_stages_called_directly() {
     let init = handle(
         &settings,
         StageEvent::Initialize {
+            worker_memory_mb: None,
             run_id: "direct".into(),
             request: request.clone(),
         },
@@ -836,6 +841,7 @@ fn the_handler_stages_called_directly() {
     let again = handle(
         &settings,
         StageEvent::Initialize {
+            worker_memory_mb: None,
             run_id: "direct".into(),
             request: request.clone(),
         },
@@ -847,6 +853,7 @@ fn the_handler_stages_called_directly() {
     let gpu = handle(
         &settings,
         StageEvent::Initialize {
+            worker_memory_mb: None,
             run_id: "direct-gpu".into(),
             request: RunRequest {
                 device: Device::Cuda,
@@ -920,6 +927,7 @@ fn the_handler_stages_called_directly() {
     let e = handle(
         &settings,
         StageEvent::Initialize {
+            worker_memory_mb: None,
             run_id: "bad".into(),
             request: bad,
         },
@@ -932,6 +940,7 @@ fn the_handler_stages_called_directly() {
     let e = handle(
         &settings,
         StageEvent::Initialize {
+            worker_memory_mb: None,
             run_id: "l".into(),
             request: local,
         },
@@ -985,6 +994,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
     handle(
         &settings,
         StageEvent::Initialize {
+            worker_memory_mb: None,
             run_id: "cai".into(),
             request: request.clone(),
         },
@@ -1055,6 +1065,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
     let e = handle(
         &settings,
         StageEvent::Initialize {
+            worker_memory_mb: None,
             run_id: "none".into(),
             request: missing,
         },
@@ -1076,6 +1087,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
     let e = handle(
         &settings,
         StageEvent::Initialize {
+            worker_memory_mb: None,
             run_id: "other".into(),
             request: other,
         },

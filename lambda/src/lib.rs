@@ -172,9 +172,16 @@ pub fn parse_event(mut value: serde_json::Value) -> Result<StageEvent, StageErro
 /// Handles one event. Blocking work: call it from a blocking thread.
 pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Value, StageError> {
     let value = match event {
-        StageEvent::Initialize { run_id, request } => {
-            serde_json::to_value(initialize_stage(settings, &run_id, &request)?)
-        }
+        StageEvent::Initialize {
+            run_id,
+            request,
+            worker_memory_mb,
+        } => serde_json::to_value(initialize_stage(
+            settings,
+            &run_id,
+            &request,
+            worker_memory_mb.as_deref(),
+        )?),
         StageEvent::Infer(item) => serde_json::to_value(infer_stage(settings, &item)?),
         StageEvent::Summarize(event) => serde_json::to_value(summarize_stage(settings, &event)?),
     };
@@ -186,14 +193,13 @@ pub fn initialize_stage(
     settings: &S3Settings,
     run_id: &str,
     request: &RunRequest,
+    worker_memory_mb: Option<&str>,
 ) -> Result<InitializeOutput, StageError> {
     let started = Instant::now();
-    let request = &with_function_memory(
-        request,
-        std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-            .ok()
-            .as_deref(),
-    );
+    // Lambda's own figure for this function (the workers' too), else the one
+    // the state machine was deployed with.
+    let function_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok();
+    let request = &with_function_memory(request, function_mb.as_deref().or(worker_memory_mb));
     let spec = request.model_spec().map_err(StageError::invalid)?;
     // The function may write only under the deployment's results prefix (its IAM policy).
     if let Ok(prefix) = std::env::var("COSMICAI_RESULTS_PREFIX") {

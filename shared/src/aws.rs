@@ -16,6 +16,11 @@ pub enum StageEvent {
         /// The execution's name (the run id).
         run_id: String,
         request: RunRequest,
+        /// The workers' memory as the template gave it (`MemorySize`, written
+        /// into the state machine's definition, where launchers read it too).
+        /// The function's own figure, where Lambda gives one, comes first.
+        #[serde(default)]
+        worker_memory_mb: Option<String>,
     },
     /// One Map item: run one rank.
     Infer(RankItem),

@@ -34,7 +34,13 @@ def test_definition_placeholders_match_the_substitutions():
     substitutions = set(re.findall(r"^\s+(\w+):", block, re.MULTILINE))
     assert placeholders == substitutions
     assert placeholders == {"FunctionArn", "ChildExecutionType", "GpuJobQueueArn", "GpuJobDefinitionArn",
-                            "DataBucketName", "ResultsPrefix"}
+                            "DataBucketName", "ResultsPrefix", "WorkerMemoryMB"}
+    # Launchers read the workers' memory where the definition names it.
+    subs = yaml.safe_load(template.split("DefinitionSubstitutions:")[1].split("LoggingConfiguration:")[0]
+                          .replace("!GetAtt ", "").replace("!Ref ", "").replace("!If ", ""))
+    assert subs["WorkerMemoryMB"] == "MemorySize"
+    payload = json.loads(definition)["States"]["Initialize"]["Parameters"]["Payload"]
+    assert payload["worker_memory_mb"] == "${WorkerMemoryMB}"
 
 
 def states():

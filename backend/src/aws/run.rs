@@ -24,6 +24,7 @@ pub fn execute_on_aws(
 ) -> Result<RunSummary> {
     // Before hours of upload, as well as at the start.
     super::refuse_if_busy(aws, run_id)?;
+    let worker_mb = worker_memory_mb(aws);
     let local = LocalStore::new(root);
     // The weights' key is known before anything is sent: a plan over the bucket
     // leaves it out of the data, and a refused plan has sent nothing.
@@ -33,8 +34,7 @@ pub fn execute_on_aws(
         // file among the partitions out of the data.
         AwsData::Upload(s3_prefix) => uploaded(
             aws,
-            root,
-            request,
+            (root, request, worker_mb),
             &with_key.model,
             s3_prefix,
             run_id,
@@ -44,7 +44,7 @@ pub fn execute_on_aws(
             let remote = in_bucket(aws, &with_key, s3_prefix);
             // Planned as Initialize will plan it: from the bucket's listing alone.
             let planned = plan(&aws.s3, &remote, run_id)?;
-            refuse_too_long(&planned)?;
+            refuse_too_long(&planned, worker_mb)?;
             let bytes: u64 = planned.files.iter().map(|(_, size)| size).sum();
             recorder.println(&format!(
                 "s3://{}/{s3_prefix}: {} partition files ({bytes} bytes) run where they are; nothing uploaded",
@@ -77,25 +77,57 @@ fn in_bucket(aws: &Aws, request: &RunRequest, s3_prefix: &str) -> RunRequest {
 /// workers': they have the template's MemorySize, which Initialize plans at and
 /// checks exactly. Bounding at the request's would refuse runs a large function
 /// can take.
-fn refuse_too_long(planned: &Payload) -> Result<()> {
+fn refuse_too_long(planned: &Payload, worker_mb: Option<u32>) -> Result<()> {
     if planned.request.device != Device::Cpu {
         return check_rank_time(planned).map_err(anyhow::Error::from);
     }
-    let mut largest = planned.clone();
-    largest.request.memory_mb = LAMBDA_MAX_MEMORY_MB;
-    check_rank_time(&largest).map_err(|e| {
-        anyhow::anyhow!(
+    let mut at = planned.clone();
+    at.request.memory_mb = worker_mb.unwrap_or(LAMBDA_MAX_MEMORY_MB);
+    check_rank_time(&at).map_err(|e| match worker_mb {
+        Some(_) => anyhow::anyhow!(
+            "{e} (the stack's workers have {} MB, its template's MemorySize, as its state machine says; nothing was uploaded)",
+            at.request.memory_mb
+        ),
+        None => anyhow::anyhow!(
             "{e} (bounded with Lambda's largest memory; Initialize checks again at the template's MemorySize)"
-        )
+        ),
     })
+}
+
+/// The workers' memory the stack was deployed with: the template writes its
+/// `MemorySize` into the state machine's definition (Initialize's
+/// `worker_memory_mb`). `None` for a stack deployed before it did, or a
+/// definition that cannot be read.
+pub fn worker_memory_mb(aws: &Aws) -> Option<u32> {
+    let described = aws
+        .s3
+        .block_on(
+            aws.sfn
+                .describe_state_machine()
+                .state_machine_arn(&aws.config.state_machine_arn)
+                .send(),
+        )
+        .ok()?;
+    memory_in_definition(described.definition())
+}
+
+/// Initialize's `worker_memory_mb` in a state machine definition.
+fn memory_in_definition(definition: &str) -> Option<u32> {
+    let definition: serde_json::Value = serde_json::from_str(definition).ok()?;
+    definition
+        .pointer("/States/Initialize/Parameters/Payload/worker_memory_mb")?
+        .as_str()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|mb| (128..=LAMBDA_MAX_MEMORY_MB).contains(mb))
 }
 
 /// The local dataset's partitions uploaded under `s3_prefix` (what the bucket
 /// lacks), and the request and plan that read them there.
 fn uploaded(
     aws: &Aws,
-    root: &Path,
-    request: &RunRequest,
+    (root, request, worker_mb): (&Path, &RunRequest, Option<u32>),
     remote_model: &str,
     s3_prefix: &str,
     run_id: &str,
@@ -108,7 +140,7 @@ fn uploaded(
     let request =
         &crate::coordinator::with_converted_data(root, request, recorder, " before the upload")?;
     let local_plan = plan(&local, request, run_id)?;
-    refuse_too_long(&local_plan)?;
+    refuse_too_long(&local_plan, worker_mb)?;
     let bar = if recorder.is_quiet() {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
     } else {
@@ -199,18 +231,46 @@ mod tests {
         // Initialize decides at the template's MemorySize.
         let fits_large = one_rank(2, 2048);
         assert!(check_rank_time(&fits_large).is_err());
-        assert!(refuse_too_long(&fits_large).is_ok());
+        assert!(refuse_too_long(&fits_large, None).is_ok());
         // Past even 10 GB: refused here, before any upload, naming the bound.
-        let e = refuse_too_long(&one_rank(40, 2048))
+        let e = refuse_too_long(&one_rank(40, 2048), None)
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("at 10240 MB") && e.contains("Lambda's largest memory"),
             "{e}"
         );
+        // A stack whose definition names its workers' memory: bounded at it.
+        let e = refuse_too_long(&one_rank(2, 10240), Some(2048))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("at 2048 MB") && e.contains("nothing was uploaded"),
+            "{e}"
+        );
         // A GPU run has no Express child to outlive.
         let mut gpu = one_rank(40, 2048);
         gpu.request.device = Device::Cuda;
-        assert!(refuse_too_long(&gpu).is_ok());
+        assert!(refuse_too_long(&gpu, Some(2048)).is_ok());
+    }
+
+    #[test]
+    fn the_workers_memory_is_read_from_the_deployed_definition() {
+        let asl = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../infra/aws/statemachine.asl.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            memory_in_definition(&asl.replace("${WorkerMemoryMB}", "3008")),
+            Some(3008)
+        );
+        // Undeployed (the placeholder), out of Lambda's range, or an older stack's.
+        assert_eq!(memory_in_definition(&asl), None);
+        assert_eq!(
+            memory_in_definition(&asl.replace("${WorkerMemoryMB}", "64")),
+            None
+        );
+        assert_eq!(memory_in_definition(r#"{"States": {}}"#), None);
     }
 }
