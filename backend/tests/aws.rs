@@ -751,6 +751,14 @@ fn an_execution_can_be_stopped() {
     }
     // A second run meanwhile would share the workers' concurrency: refused
     // by name before anything is uploaded.
+    // What the running one writes goes under results/; the rest must not move.
+    let inputs = || -> Vec<_> {
+        let all = store.list("").unwrap();
+        all.into_iter()
+            .filter(|o| !o.key.starts_with("results/"))
+            .collect()
+    };
+    let before = inputs();
     let out = aws_run(
         &stack,
         &arn,
@@ -760,10 +768,12 @@ fn an_execution_can_be_stopped() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("execution stopped-run of this stack is running"),
+        stderr.contains("execution stopped-run of this stack is running")
+            && stderr.contains("stop-execution --execution-arn arn:aws:states:"),
         "{stderr}"
     );
     assert!(store.list("results/run-").unwrap().is_empty());
+    assert_eq!(inputs(), before, "nothing uploaded");
     store
         .block_on(
             client

@@ -881,6 +881,14 @@ fn a_run_streams_its_progress_and_ends_in_a_scatter() {
     // first 20,000, which would all be rank 0's 16,942 and some of rank 1's.
     let scatter = results["scatter"].as_array().unwrap().len();
     assert!((16_000..=16_942).contains(&scatter), "{scatter}");
+    // A finished run's results are read once: looked at again, with its
+    // predictions gone, the same.
+    let predictions = data_dir()
+        .join(results["summary"]["result_path"].as_str().unwrap())
+        .join("predictions");
+    std::fs::remove_dir_all(&predictions).unwrap();
+    let again = get(&s, &format!("/api/runs/{id}/results")).json();
+    assert_eq!(again, results);
     let listed = get(&s, "/api/runs").json();
     assert!(
         listed
@@ -1047,6 +1055,17 @@ fn bad_bodies_get_json_errors() {
         &post(&s, "/api/runs", r#"{"world_size":0,"batch_size":1}"#, &[]),
         422,
         "world_size",
+    );
+    // CAI's rank-per-file world sizes are for AWS; here each rank is a process.
+    assert_json_error(
+        &post(
+            &s,
+            "/api/runs",
+            r#"{"world_size":40000,"batch_size":1}"#,
+            &[],
+        ),
+        422,
+        "world_size 40000: at most 10000 ranks on this machine",
     );
     assert_json_error(
         &post(

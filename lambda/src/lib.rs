@@ -265,9 +265,15 @@ pub fn initialize_stage(
     store
         .put(&plan, &json)
         .map_err(|e| StageError::failed(format!("{plan}: {e}")))?;
+    let cpu = cpu_ceiling(
+        std::env::var("COSMICAI_MAX_CONCURRENCY").ok().as_deref(),
+        std::env::var("COSMICAI_RESERVED_CONCURRENCY")
+            .ok()
+            .as_deref(),
+    );
     let ceiling = concurrency_ceiling(
         request.device,
-        std::env::var("COSMICAI_MAX_CONCURRENCY").ok().as_deref(),
+        cpu.map(|n| n.to_string()).as_deref(),
         std::env::var("COSMICAI_GPU_MAX_VCPUS").ok().as_deref(),
     );
     Ok(initialize_output(
@@ -322,6 +328,24 @@ pub fn plan_items(run_id: &str, payload: &Payload) -> Vec<RankItem> {
 /// compute environment's vCPUs hold (`GpuMaxVcpus` over a job's 4). More GPU
 /// ranks at once would only wait in the queue, each a `SubmitJob` against
 /// Batch's 50 a second and a `.sync` task Step Functions keeps polling.
+/// Most CPU ranks at once, from the template's `MaxConcurrency` and
+/// `ReservedConcurrency` (0 = not given): the smaller of those given (the
+/// reservation caps the function whatever the Map asks), else 10 where neither
+/// is. A template older than `COSMICAI_RESERVED_CONCURRENCY` put its
+/// reservation in `COSMICAI_MAX_CONCURRENCY`.
+pub fn cpu_ceiling(max: Option<&str>, reserved: Option<&str>) -> Option<usize> {
+    let given = |v: Option<&str>| {
+        v.and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    };
+    match (given(max), given(reserved)) {
+        (Some(m), Some(r)) => Some(m.min(r)),
+        (Some(n), None) | (None, Some(n)) => Some(n),
+        (None, None) if reserved.is_some() => Some(10),
+        (None, None) => None,
+    }
+}
+
 pub fn concurrency_ceiling(
     device: Device,
     reserved: Option<&str>,
@@ -405,9 +429,6 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
         .connect(&item.bucket)
         .map_err(StageError::invalid)?;
     let payload = read_payload(&store, &item.result_path, &item.run_id)?;
-    if let Some(deadline) = &deadline {
-        deadline.fits(cosmicai_engine::pipeline::rank_seconds(&payload, item.rank))?;
-    }
     if payload.request.device == Device::Cuda && !cfg!(feature = "cuda") {
         return Err(StageError::invalid(
             "device cuda: Lambda has no GPU; CUDA runs go to the AWS Batch queue of the template",
@@ -621,23 +642,6 @@ impl RankDeadline {
     pub fn used_s(&self) -> f64 {
         aws_smithy_types::DateTime::from(std::time::SystemTime::now()).as_secs_f64()
             - self.entered_epoch_s
-    }
-
-    /// An error where the time left is less than the rank's `planned` bound:
-    /// a retry late in its state's time would read its files again, then be
-    /// stopped. Stopped now, it costs nothing more.
-    pub fn fits(&self, planned: Option<f64>) -> Result<(), StageError> {
-        let (used, planned) = (self.used_s(), planned.unwrap_or(0.0));
-        if used + planned <= RANK_STOP_S {
-            return Ok(());
-        }
-        Err(StageError::out_of_time(format!(
-            "the rank was not started: {used:.0} s after its Infer state began (a retry), \
-             {:.0} s of the {RANK_STOP_S:.0} s it may use are left, and its plan bounds it \
-             at {planned:.0} s; it wrote no results. A larger world_size gives each rank \
-             fewer files",
-            (RANK_STOP_S - used).max(0.0)
-        )))
     }
 
     /// An error once the rank has had its time.
@@ -1092,18 +1096,6 @@ mod tests {
         // As moto writes it, with an offset.
         let moto = RankDeadline::after("2020-01-01T00:00:00.176423+00:00").unwrap();
         assert_eq!(moto.check().unwrap_err().kind, "RankOutOfTime");
-        // A retry with less time left than its plan bounds it at is not started.
-        let retried = RankDeadline::after(&ago(200)).unwrap();
-        assert!(retried.fits(Some(RANK_STOP_S - 210.0)).is_ok());
-        let short = retried.fits(Some(RANK_STOP_S - 190.0)).unwrap_err();
-        assert_eq!(short.kind, "RankOutOfTime");
-        assert!(short.message.contains("was not started"), "{short}");
-        assert!(
-            RankDeadline::after(&ago(0))
-                .unwrap()
-                .fits(Some(250.0))
-                .is_ok()
-        );
         let bad = RankDeadline::after("soon").unwrap_err();
         assert_eq!(bad.kind, "InvalidRequest");
         assert!(bad.message.contains("entered_at 'soon'"), "{bad}");
@@ -1175,6 +1167,20 @@ mod tests {
             summary_key: format!("{}/summary.json", request.result_path),
         };
         assert!(size!(output) < 16 * 1024, "{} bytes", size!(output));
+    }
+
+    #[test]
+    fn cpu_ranks_run_at_most_the_reservation_or_the_max_given() {
+        // MaxConcurrency above the reservation: the reservation throttles the rest.
+        assert_eq!(cpu_ceiling(Some("500"), Some("100")), Some(100));
+        assert_eq!(cpu_ceiling(Some("50"), Some("900")), Some(50));
+        assert_eq!(cpu_ceiling(Some("0"), Some("900")), Some(900));
+        assert_eq!(cpu_ceiling(Some("40"), Some("0")), Some(40));
+        // Nothing reserved and no MaxConcurrency: 10, never unbounded.
+        assert_eq!(cpu_ceiling(Some("0"), Some("0")), Some(10));
+        // An older template: its reservation in COSMICAI_MAX_CONCURRENCY alone.
+        assert_eq!(cpu_ceiling(Some("900"), None), Some(900));
+        assert_eq!(cpu_ceiling(None, None), None);
     }
 
     #[test]

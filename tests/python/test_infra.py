@@ -297,15 +297,11 @@ def test_concurrency_is_reserved_and_bounds_the_map():
     }
     conditions = template()["Conditions"]
     assert conditions["Reserves"] == {"Not": [{"Equals": [{"Ref": "ReservedConcurrency"}, "0"]}]}
-    assert conditions["WithMaxConcurrency"] == {"Not": [{"Equals": [{"Ref": "MaxConcurrency"}, "0"]}]}
-    # The Map's ceiling: MaxConcurrency, else the reservation, else 10 (never unbounded).
-    assert function["Environment"]["Variables"]["COSMICAI_MAX_CONCURRENCY"] == {
-        "If": [
-            "WithMaxConcurrency",
-            {"Ref": "MaxConcurrency"},
-            {"If": ["Reserves", {"Ref": "ReservedConcurrency"}, "10"]},
-        ]
-    }
+    # The Map's ceiling: the smaller of the two given, else 10 (lambda's cpu_ceiling,
+    # unit-tested there); both reach the function.
+    env = function["Environment"]["Variables"]
+    assert env["COSMICAI_MAX_CONCURRENCY"] == {"Ref": "MaxConcurrency"}
+    assert env["COSMICAI_RESERVED_CONCURRENCY"] == {"Ref": "ReservedConcurrency"}
     params = template()["Parameters"]["ReservedConcurrency"]
     assert params["MinValue"] == 0 and params["MaxValue"] <= 10000  # a Distributed Map runs at most 10,000 children at once
     most = template()["Parameters"]["MaxConcurrency"]

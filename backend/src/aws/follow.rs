@@ -79,7 +79,7 @@ pub fn start_and_follow(
     local: &LocalStore,
     recorder: &mut Recorder,
 ) -> Result<RunSummary> {
-    refuse_if_busy(aws, run_id)?;
+    refuse_if_busy(aws, request, run_id)?;
     let input = serde_json::to_string(request)?;
     let started = aws
         .s3
@@ -100,31 +100,46 @@ pub fn start_and_follow(
     follow(aws, request, run_id, &arn, local, recorder)
 }
 
-/// Refuses run `run_id` while another execution of the stack's state machine
-/// runs: its ranks would share the workers' reserved concurrency, and the
-/// invocations past it are throttled until their retries run out (the second
-/// run's ranks would fail in bulk).
-pub fn refuse_if_busy(aws: &Aws, run_id: &str) -> Result<()> {
-    let running = aws
-        .s3
-        .block_on(
-            aws.sfn
-                .list_executions()
-                .state_machine_arn(&aws.config.state_machine_arn)
-                .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
-                .max_results(1)
-                .send(),
-        )
-        .map_err(|e| anyhow::anyhow!("ListExecutions: {}", sdk_error(&e)))?;
-    match running.executions().first() {
-        Some(other) if other.name() != run_id => anyhow::bail!(
-            "run {run_id} not started: execution {} of this stack is running, and its ranks \
-             hold the workers' concurrency (a second run's would be throttled and fail); \
-             wait for it (`cosmicai runs --follow {}`) or stop it first",
+/// Refuses CPU run `run_id` while another execution of the stack's state
+/// machine runs: its ranks would share the workers' reserved concurrency, and
+/// the invocations past it are throttled until their retries run out (the
+/// second run's ranks would fail in bulk). GPU ranks queue on AWS Batch
+/// instead, and are not refused. Launchers whose role may not list executions
+/// (`states:ListExecutions`) are warned, not stopped.
+pub fn refuse_if_busy(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<()> {
+    if request.device != cosmicai_shared::run::Device::Cpu {
+        return Ok(());
+    }
+    let listed = aws.s3.block_on(
+        aws.sfn
+            .list_executions()
+            .state_machine_arn(&aws.config.state_machine_arn)
+            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+            // Its own execution (a launcher started again) may be one of them.
+            .max_results(2)
+            .send(),
+    );
+    let running = match listed {
+        Ok(listed) => listed,
+        Err(e) => {
+            eprintln!(
+                "warning: ListExecutions: {}; whether another run holds the workers was not checked",
+                sdk_error(&e)
+            );
+            return Ok(());
+        }
+    };
+    match running.executions().iter().find(|e| e.name() != run_id) {
+        Some(other) => anyhow::bail!(
+            "run {run_id} not started: execution {} of this stack is running ({}), and its \
+             ranks hold the workers' concurrency (a second run's would be throttled and \
+             fail); wait for it to end, or stop it (`aws stepfunctions stop-execution \
+             --execution-arn {}`)",
             other.name(),
-            other.name()
+            other.execution_arn(),
+            other.execution_arn()
         ),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 

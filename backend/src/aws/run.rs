@@ -23,7 +23,7 @@ pub fn execute_on_aws(
     recorder: &mut Recorder,
 ) -> Result<RunSummary> {
     // Before hours of upload, as well as at the start.
-    super::refuse_if_busy(aws, run_id)?;
+    super::refuse_if_busy(aws, request, run_id)?;
     let worker_mb = worker_memory_mb(aws);
     let local = LocalStore::new(root);
     // The weights' key is known before anything is sent: a plan over the bucket

@@ -36,9 +36,14 @@ pub fn sweep(
             cancel: cancel.clone(),
         };
         let local = Executor::Local { concurrency: None };
-        let outcome = execute(root, &request, &run_id, &local, control, &mut |e| {
-            on_event(&run_id, e)
-        });
+        // A panic is this run's error (its page and row end with it), not the
+        // sweep's alone.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            execute(root, &request, &run_id, &local, control, &mut |e| {
+                on_event(&run_id, e)
+            })
+        }))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("run {run_id} panicked")));
         let s = match outcome {
             Ok(s) => {
                 on_event(&run_id, &RunEvent::Finished { status: s.status });
@@ -46,6 +51,9 @@ pub fn sweep(
             }
             Err(e) => {
                 let error = format!("{e:#}");
+                // Closed here if the coordinator never closed it (a panic).
+                let _ = crate::registry::Registry::open(&root.join("cosmicai.sqlite"))
+                    .and_then(|registry| registry.fail_if_running(&run_id, &error));
                 on_event(&run_id, &RunEvent::Error { error });
                 return Err(e);
             }

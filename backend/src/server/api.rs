@@ -866,8 +866,24 @@ pub async fn run_results(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunResults>> {
+    let kept = |state: &AppState, id: &str| {
+        let results = state.results.lock().unwrap_or_else(|e| e.into_inner());
+        results
+            .iter()
+            .find(|(run, _)| run == id)
+            .map(|(_, r)| r.clone())
+    };
+    if let Some(results) = kept(&state, &id) {
+        return Ok(Json(RunResults::clone(&results)));
+    }
+    // Read in turn with the other heavy work: a large run's predictions are
+    // hundreds of MB.
+    let _turn = super::heavy_turn(&state).await?;
+    if let Some(results) = kept(&state, &id) {
+        return Ok(Json(RunResults::clone(&results)));
+    }
     let st = state.clone();
-    tokio::task::spawn_blocking(move || {
+    let results = tokio::task::spawn_blocking(move || {
         let run = find_run(&st, &id)?;
         let dir = st.data_dir.join(&run.result_path);
         let text = std::fs::read_to_string(dir.join("summary.json")).map_err(|_| {
@@ -920,11 +936,29 @@ pub async fn run_results(
                 }
             }
         }
-        Ok(Json(RunResults { summary, scatter }))
+        let results = Arc::new(RunResults { summary, scatter });
+        // Results of a run that has ended never change (an interrupted one
+        // may yet be followed to its end).
+        if matches!(
+            run.status,
+            RunStatus::Succeeded | RunStatus::Partial | RunStatus::Failed
+        ) {
+            let mut kept = st.results.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() >= KEPT_RESULTS {
+                kept.pop_front();
+            }
+            kept.push_back((id, results.clone()));
+        }
+        Ok::<_, Error>(results)
     })
     .await
-    .map_err(Error::internal)?
+    .map_err(Error::internal)??;
+    Ok(Json(RunResults::clone(&results)))
 }
+
+/// Finished runs whose results are kept in memory (each at most
+/// `SCATTER_POINTS` points and its summary).
+pub const KEPT_RESULTS: usize = 16;
 
 #[utoipa::path(post, path = "/api/estimate", request_body = RunLaunch,
     security(("bearer" = [])),

@@ -137,6 +137,11 @@ pub struct AppState {
     /// `api::KEPT_PREDICTIONS` objects): a page viewed again costs no inference.
     image_predictions:
         std::sync::Mutex<std::collections::HashMap<i64, Vec<cosmicai_shared::api::Prediction>>>,
+    /// Finished runs' results (at most `api::KEPT_RESULTS`, newest last): their
+    /// scatter samples every rank's predictions, read once, not at each look.
+    results: std::sync::Mutex<
+        std::collections::VecDeque<(String, Arc<cosmicai_shared::api::RunResults>)>,
+    >,
     model_hash: String,
     model_card: serde_json::Value,
     /// Changes when the served data is rebuilt, so image ETags change with it.
@@ -557,6 +562,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         )),
         cutout_replies: guard::Slots::new(api::CUTOUT_REPLIES),
         image_predictions: Default::default(),
+        results: Default::default(),
         model_hash: format!("{:016x}", fnv(crate::models::SHIPPED_PHOTOZ)),
         model_card,
         data_version,

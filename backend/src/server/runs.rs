@@ -70,6 +70,9 @@ impl LiveRun {
     }
 }
 
+/// Most ranks of a run on this machine (the API's; the CLI takes more).
+pub const MAX_LOCAL_WORLD_SIZE: usize = 10_000;
+
 /// Runs kept in memory (with their events) before finished ones are dropped.
 const KEPT: usize = 64;
 
@@ -267,6 +270,15 @@ pub fn request_of(
         problems.push(format!(
             "memory_mb {} is more than this host's {host_mb:.0} MB",
             request.memory_mb
+        ));
+    }
+    // Ranks run here one process each, their events kept in memory: CAI's
+    // rank-per-file world sizes are for AWS.
+    if launch.target == Target::Local && request.world_size > MAX_LOCAL_WORLD_SIZE {
+        problems.push(format!(
+            "world_size {}: at most {MAX_LOCAL_WORLD_SIZE} ranks on this machine (target aws takes up to {})",
+            request.world_size,
+            cosmicai_shared::run::MAX_WORLD_SIZE
         ));
     }
     if launch.retries > 10 {

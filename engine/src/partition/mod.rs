@@ -130,6 +130,7 @@ impl Partition {
     /// `objects` made-up galaxies, with blank `side` x `side` cutouts where a
     /// side is given: for tests and benches of what reads partitions, not
     /// their values (marked synthetic).
+    #[doc(hidden)]
     pub fn blank(objects: usize, side: Option<usize>) -> Self {
         let source = Source {
             name: "blank".into(),

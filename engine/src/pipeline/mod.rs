@@ -21,7 +21,7 @@ pub use rank::{RankEvent, RankPredictions, encode_predictions, infer_rank, read_
 pub use rank_time::{
     BATCH_ATTEMPT_S, BATCH_JOB_VCPUS, BATCH_RANK_PLANNED_MAX_S, EXPRESS_RANK_TIMEOUT_S,
     LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, SlowestRank, check_rank_time,
-    rank_seconds, slowest_rank,
+    slowest_rank,
 };
 pub use summary::{RunSummary, summarize};
 

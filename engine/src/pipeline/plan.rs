@@ -17,7 +17,7 @@ pub struct Payload {
     /// `ranks[r]` = the keys rank r reads (possibly none).
     pub ranks: Vec<Vec<String>>,
     /// For models that read cutouts: the fewest bytes an object takes in the
-    /// partitions whose headers were read (see [`sampled_bytes_per_object`]);
+    /// partitions whose headers were read (see `sampled_bytes_per_object`);
     /// the rank-time bound counts objects with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_per_object: Option<f64>,
@@ -218,14 +218,16 @@ pub fn sampled_bytes_per_object(store: &dyn ObjectStore, files: &[(String, u64)]
         .step_by(step)
         .filter(|(key, _)| key.ends_with(&format!(".{EXTENSION}")))
         .filter_map(|(key, size)| {
-            let objects = objects_in_header(store, key)?;
-            (objects > 0).then(|| *size as f64 / objects as f64)
+            let objects = objects_in_header(store, key, *size)?;
+            Some(*size as f64 / objects as f64)
         })
         .reduce(f64::min)
 }
 
-/// The objects a partition's header says its `images` hold.
-fn objects_in_header(store: &dyn ObjectStore, key: &str) -> Option<u64> {
+/// The objects a partition's header says its `images` hold: believed only
+/// where that many cutouts of the shape it gives (f32) fit in the file's `size`
+/// bytes, so a header claiming 10^18 objects cannot make every rank look long.
+fn objects_in_header(store: &dyn ObjectStore, key: &str, size: u64) -> Option<u64> {
     let head = store.get_head(key, 8).ok()?;
     let len = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
     if len > MAX_HEADER_BYTES {
@@ -233,7 +235,18 @@ fn objects_in_header(store: &dyn ObjectStore, key: &str) -> Option<u64> {
     }
     let bytes = store.get_head(key, 8 + len).ok()?;
     let header: serde_json::Value = serde_json::from_slice(bytes.get(8..)?).ok()?;
-    header.get("images")?.get("shape")?.get(0)?.as_u64()
+    let shape: Vec<u64> = header
+        .get("images")?
+        .get("shape")?
+        .as_array()?
+        .iter()
+        .map(serde_json::Value::as_u64)
+        .collect::<Option<_>>()?;
+    let (&objects, cutout) = shape.split_first()?;
+    let pixel_bytes = cutout
+        .iter()
+        .try_fold(objects.checked_mul(4)?, |n, &d| n.checked_mul(d))?;
+    (objects > 0 && pixel_bytes <= size).then_some(objects)
 }
 
 #[cfg(test)]
@@ -311,6 +324,19 @@ mod tests {
             sampled_bytes_per_object(&store, &files("h/z.pt", b"PK")),
             None
         );
+        // A header claiming more cutouts than its file holds is not believed.
+        let lying = |n: u64| {
+            let header = format!(
+                r#"{{"images":{{"dtype":"F32","shape":[{n},5,32,32],"data_offsets":[0,20480]}}}}"#
+            );
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.resize(bytes.len() + 20480, 0);
+            sampled_bytes_per_object(&store, &files("h/l.safetensors", &bytes))
+        };
+        assert!(lying(1).is_some());
+        assert_eq!(lying(1_000_000_000_000_000_000), None);
+        assert_eq!(lying(0), None);
     }
 
     #[test]

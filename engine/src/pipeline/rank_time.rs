@@ -94,19 +94,6 @@ fn seconds(bytes: u64, payload: &Payload, model: &ModelSpec, vcpus: f64) -> f64 
     bytes as f64 / S3_BYTES_PER_S + compute
 }
 
-/// Rank `rank`'s time as bounded here (what [`check_rank_time`] held it to).
-pub fn rank_seconds(payload: &Payload, rank: usize) -> Option<f64> {
-    let model = payload.request.model_spec().ok()?;
-    let keys: std::collections::HashSet<&String> = payload.ranks.get(rank)?.iter().collect();
-    let bytes: u64 = payload
-        .files
-        .iter()
-        .filter(|(key, _)| keys.contains(key))
-        .map(|(_, size)| size)
-        .sum();
-    Some(COLD_START_S + seconds(bytes, payload, &model, rank_vcpus(&payload.request)))
-}
-
 /// The slowest rank of `payload`, by the bound above.
 pub fn slowest_rank(payload: &Payload) -> Option<SlowestRank> {
     let request = &payload.request;

@@ -81,6 +81,8 @@ pub fn RunPage(id: String) -> impl IntoView {
     let ranks = RwSignal::new(Vec::<RankView>::new());
     let ending = RwSignal::new(Ending::None);
     let detail = RwSignal::new(None::<Result<RunInfo, String>>);
+    // Whether the page is still shown: a poll started for it stops when it goes.
+    let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let url = format!("/api/runs/{id}/events");
     let source = web_sys::EventSource::new(&url).ok();
     if let Some(source) = &source {
@@ -107,20 +109,28 @@ pub fn RunPage(id: String) -> impl IntoView {
         // sends Last-Event-ID and the server resumes after it. A browser that
         // gave up (404, 429, a server gone) leaves the run to be asked after.
         let id = id.clone();
+        let alive = alive.clone();
         let on_error = Closure::<dyn FnMut()>::new(move || {
             let over = ending.with_untracked(Option::is_some);
             if over {
                 s.close();
             } else if s.ready_state() == web_sys::EventSource::CLOSED {
                 s.close();
-                leptos::task::spawn_local(poll_until_over(id.clone(), ending, detail));
+                leptos::task::spawn_local(poll_until_over(
+                    id.clone(),
+                    ending,
+                    detail,
+                    alive.clone(),
+                ));
             }
         });
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         on_error.forget();
     }
     let closer = source.clone();
+    let leaving = alive.clone();
     on_cleanup(move || {
+        leaving.store(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(s) = closer {
             s.close()
         }
@@ -170,11 +180,19 @@ pub fn RunPage(id: String) -> impl IntoView {
         }}</p>
         <CancelButton id=id.clone() over=Signal::derive(move || status().is_some()) />
         {move || {
-            let ranks = ranks.get();
-            let done = ranks.iter().filter(|r| r.state == "done").count();
-            let failed = ranks.iter().filter(|r| r.state == "failed").count();
-            let objects: usize = ranks.iter().map(|r| r.objects).sum();
-            world_size().map(|n| view! {
+            // Counted in place: a clone of 10,000 ranks at each event would undo
+            // folding them as they come.
+            let (seen, done, failed, objects) = ranks.with(|ranks| {
+                (
+                    ranks.len(),
+                    ranks.iter().filter(|r| r.state == "done").count(),
+                    ranks.iter().filter(|r| r.state == "failed").count(),
+                    ranks.iter().map(|r| r.objects).sum::<usize>(),
+                )
+            });
+            // A run reopened after its end has no events here: its results say it all.
+            let over_unseen = seen == 0 && status().is_some();
+            world_size().filter(|_| !over_unseen).map(|n| view! {
                 <div class="overall">
                     <progress aria-label="ranks ended" max=n.max(1) value=done + failed></progress>
                     <span>{format!("{done} of {n} ranks done, {failed} failed · {objects} objects so far")}</span>
@@ -183,10 +201,12 @@ pub fn RunPage(id: String) -> impl IntoView {
         }}
         <div class="ranks">
             {move || {
-                let ranks = ranks.get();
-                let hidden = ranks.len().saturating_sub(RANK_ROWS);
-                let most = ranks.iter().map(|r| r.objects).max().unwrap_or(1).max(1);
-                let rows = ranks.into_iter().enumerate().take(RANK_ROWS).map(|(i, r)| {
+                let (shown, hidden, most) = ranks.with(|ranks| {
+                    let most = ranks.iter().map(|r| r.objects).max().unwrap_or(1).max(1);
+                    let shown: Vec<RankView> = ranks.iter().take(RANK_ROWS).cloned().collect();
+                    (shown, ranks.len().saturating_sub(RANK_ROWS), most)
+                });
+                let rows = shown.into_iter().enumerate().map(|(i, r)| {
                     // A rank that is done is full, whatever its share of the objects.
                     let value = if r.state == "done" { most } else { r.objects };
                     view! {
@@ -220,9 +240,14 @@ async fn poll_until_over(
     id: String,
     ending: RwSignal<Ending>,
     detail: RwSignal<Option<Result<RunInfo, String>>>,
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
-    loop {
-        match crate::api::get::<Detail>(&format!("/api/runs/{id}")).await {
+    while alive.load(std::sync::atomic::Ordering::Relaxed) {
+        let reply = crate::api::get::<Detail>(&format!("/api/runs/{id}")).await;
+        if !alive.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        match reply {
             Ok(d) if d.run.status != RunStatus::Running => {
                 ending.set(Some(Ok(d.run.status)));
                 detail.set(Some(Ok(d.run)));

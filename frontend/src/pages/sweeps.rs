@@ -13,6 +13,9 @@ const TRIES: u32 = 30;
 #[component]
 pub fn SweepPage(id: String) -> impl IntoView {
     let info = RwSignal::new(None::<Result<SweepInfo, String>>);
+    // Kept here: the view below is rebuilt at each poll, and what the server
+    // said to a cancel must outlive that.
+    let cancel_said = RwSignal::new(None::<Result<(), String>>);
     let url = format!("/api/sweeps/{id}");
     // Poll once a second until the sweep is over; a failed look (the server
     // busy or away a moment) is tried again, and shown only if it lasts.
@@ -68,7 +71,11 @@ pub fn SweepPage(id: String) -> impl IntoView {
                     {s.running.clone().map(|run| view! {
                         <p class="sweep-running">"Running now: "<a href=format!("#/runs/{run}")>{run.clone()}</a>" (its page shows its ranks live)"</p>
                     })}
-                    {running.then(|| view! { <CancelSweep id=s.id.clone() /> })}
+                    {running.then(|| view! { <CancelSweep id=s.id.clone() said=cancel_said /> })}
+                    {(!running).then(|| match cancel_said.get_untracked() {
+                        Some(Ok(())) => view! { <p class="note">"cancel requested: its running run stopped, no more started"</p> }.into_any(),
+                        _ => ().into_any(),
+                    })}
                     {s.error.clone().map(|e| view! { <ErrorMessage message=e /> })}
                     <div class="charts">
                         <LineChart series=series(|r| r.duration_s) x_label="world size".to_string() y_label="duration (s)".to_string() />
@@ -90,10 +97,10 @@ pub fn SweepPage(id: String) -> impl IntoView {
     }
 }
 
-/// Stops the sweep: its running run is cancelled and no more start.
+/// Stops the sweep: its running run is cancelled and no more start. What the
+/// server answered goes to `said`.
 #[component]
-fn CancelSweep(id: String) -> impl IntoView {
-    let said = RwSignal::new(None::<Result<(), String>>);
+fn CancelSweep(id: String, said: RwSignal<Option<Result<(), String>>>) -> impl IntoView {
     let cancel = move |_| {
         let id = id.clone();
         said.set(Some(Ok(())));
