@@ -1211,6 +1211,9 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
     let id = accepted_id(&created);
     let info = sweep_when_over(&s, &id);
     assert_eq!(info["state"], "finished", "{info}");
+    // Listed, to be found again without its link.
+    let listed = get(&s, "/api/sweeps").json();
+    assert_eq!(listed[0], info, "{listed}");
     let rows = info["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["world_size"], 1);

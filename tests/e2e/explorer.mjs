@@ -566,6 +566,13 @@ try {
     assert.equal(await page.locator('svg.lines').count(), 2);
     assert.equal(await page.locator('svg.lines circle').count(), 4);
     await page.screenshot({ path: join(shots, 'sweep.png'), fullPage: true });
+    // Found again from the Runs page, without its link.
+    const sweepUrl = page.url();
+    await page.goto(base + '/#/runs');
+    await page.waitForSelector('table.sweeps tr[data-state=finished] a');
+    await page.click('table.sweeps tr[data-state=finished] a');
+    await page.waitForSelector('.sweep-state[data-state=finished]');
+    assert.equal(page.url(), sweepUrl);
   });
 
   await step('every page passes axe-core with no serious or critical violation, and the grid is reachable by keyboard', async () => {

@@ -1051,6 +1051,12 @@ pub async fn cancel_sweep(
     }
 }
 
+#[utoipa::path(get, path = "/api/sweeps",
+    responses((status = 200, description = "The sweeps this server holds (the last 64 it started), newest first", body = Vec<SweepInfo>)))]
+pub async fn list_sweeps(State(state): AppStateRef) -> Json<Vec<SweepInfo>> {
+    Json(state.sweeps.list())
+}
+
 #[utoipa::path(get, path = "/api/sweeps/{id}", params(("id" = String, Path)),
     responses((status = 200, body = SweepInfo), (status = 404, body = cosmicai_shared::api::ApiError)))]
 pub async fn sweep_detail(

@@ -157,7 +157,7 @@ pub struct AppState {
     info(title = "CosmicAI API", description = "Galaxy redshifts from SDSS data: objects, images, the model, pipeline runs."),
     paths(api::health, api::list_objects, api::object_detail, api::object_image, api::cutouts, api::model,
         api::model_weights, api::list_models, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
-        api::run_results, api::estimate, api::create_sweep, api::sweep_detail, api::cancel_sweep, api::fetch_object, api::settings, api::sky, api::create_selection),
+        api::run_results, api::estimate, api::create_sweep, api::list_sweeps, api::sweep_detail, api::cancel_sweep, api::fetch_object, api::settings, api::sky, api::create_selection),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -243,6 +243,7 @@ pub fn router(state: Arc<AppState>, explorer: Explorer) -> Router {
         .route("/api/runs", get(api::list_runs))
         .route("/api/runs/{id}", get(api::run_detail))
         .route("/api/runs/{id}/results", get(api::run_results))
+        .route("/api/sweeps", get(api::list_sweeps))
         .route("/api/sweeps/{id}", get(api::sweep_detail))
         .route(
             "/api/openapi.json",

@@ -51,6 +51,15 @@ impl Sweeps {
             .collect()
     }
 
+    /// Every sweep held (at most [`KEPT`] and those running), newest first:
+    /// ids carry their start's time.
+    pub fn list(&self) -> Vec<SweepInfo> {
+        let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<SweepInfo> = all.values().map(|s| s.info()).collect();
+        list.sort_by(|a, b| b.id.cmp(&a.id));
+        list
+    }
+
     pub fn get(&self, id: &str) -> Option<SweepInfo> {
         let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
         all.get(id).map(|s| s.info())

@@ -3,7 +3,8 @@
 
 use super::ErrorMessage;
 use cosmicai_shared::api::{
-    Created, ModelEntry, RunInfo, RunLaunch, Selection, SelectionRequest, SweepLaunch, Target,
+    Created, ModelEntry, RunInfo, RunLaunch, Selection, SelectionRequest, SweepInfo, SweepLaunch,
+    Target,
 };
 use cosmicai_shared::run::{Device, Estimate, Precision};
 use leptos::prelude::*;
@@ -206,7 +207,33 @@ pub fn RunsPage() -> impl IntoView {
             Message::Failed(e) => view! { <ErrorMessage message=e /> }.into_any(),
         })}
         <h2>"History"</h2>
+        <SweepHistory />
         <RunHistory />
+    }
+}
+
+/// The sweeps the server holds (since it started), newest first; none, nothing.
+#[component]
+fn SweepHistory() -> impl IntoView {
+    let sweeps =
+        LocalResource::new(|| async { crate::api::get::<Vec<SweepInfo>>("/api/sweeps").await });
+    move || match sweeps.get() {
+        Some(Ok(list)) if !list.is_empty() => view! {
+            <h3>"Sweeps"</h3>
+            <table class="sweeps">
+                <tr><th>"sweep"</th><th>"state"</th><th>"runs"</th></tr>
+                {list.into_iter().map(|s| view! {
+                    <tr data-state=s.state.clone()>
+                        <td><a href=format!("#/sweeps/{}", s.id)>{s.id.clone()}</a></td>
+                        <td>{s.state.clone()}</td>
+                        <td>{format!("{} of {}", s.rows.len(), s.planned)}</td>
+                    </tr>
+                }).collect_view()}
+            </table>
+        }
+        .into_any(),
+        Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
+        _ => ().into_any(),
     }
 }
 
