@@ -49,12 +49,15 @@ pub fn sweep(
                 on_event(&run_id, &RunEvent::Finished { status: s.status });
                 s
             }
+            // Its row is closed already: by the coordinator, or, after a panic,
+            // by its Recorder's drop (interrupted).
             Err(e) => {
-                let error = format!("{e:#}");
-                // Closed here if the coordinator never closed it (a panic).
-                let _ = crate::registry::Registry::open(&root.join("cosmicai.sqlite"))
-                    .and_then(|registry| registry.fail_if_running(&run_id, &error));
-                on_event(&run_id, &RunEvent::Error { error });
+                on_event(
+                    &run_id,
+                    &RunEvent::Error {
+                        error: format!("{e:#}"),
+                    },
+                );
                 return Err(e);
             }
         };
