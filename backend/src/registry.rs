@@ -6,13 +6,14 @@
 //! so a recycled pid (a restarted container's server is PID 1 again) is not
 //! mistaken for it. The file is in WAL mode with full syncs: readers (the
 //! server's pages) do not block the coordinators' writes, and a power cut
-//! loses no committed row.
+//! loses no committed row. The server's sweeps are kept here too, so they are
+//! found again after a restart (one that was running then is `interrupted`).
 
 use anyhow::{Context, Result};
 use cosmicai_engine::pipeline::RunSummary;
-use cosmicai_shared::api::RunInfo;
+use cosmicai_shared::api::{RunInfo, SweepInfo};
 use cosmicai_shared::run::{RankMeasure, RunRequest, RunStatus};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 
 pub struct Registry {
@@ -67,7 +68,15 @@ CREATE TABLE IF NOT EXISTS ranks (
     error TEXT,
     PRIMARY KEY (run_id, rank)
 );
-CREATE INDEX IF NOT EXISTS runs_newest_first ON runs (created_at, id);";
+CREATE INDEX IF NOT EXISTS runs_newest_first ON runs (created_at, id);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    info_json TEXT NOT NULL,
+    coordinator_pid INTEGER NOT NULL,
+    coordinator_identity TEXT
+);";
 
 impl Registry {
     /// Opens (creating if needed) `path`, and marks runs whose coordinator is gone as interrupted.
@@ -124,13 +133,95 @@ impl Registry {
                 tx.commit()?;
             }
         }
+        let mut stmt = self.db.prepare(
+            "SELECT id, coordinator_pid, coordinator_identity, info_json FROM sweeps WHERE state = 'running'",
+        )?;
+        let running: Vec<(String, i64, Option<String>, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, pid, identity, json) in running {
+            if coordinator_alive(pid, identity.as_deref()) {
+                continue;
+            }
+            let info = match serde_json::from_str::<SweepInfo>(&json) {
+                Ok(info) => SweepInfo {
+                    state: "interrupted".into(),
+                    running: None,
+                    error: Some("the server stopped during the sweep".into()),
+                    ..info
+                },
+                // Unreadable, it is still not running.
+                Err(_) => SweepInfo {
+                    id: id.clone(),
+                    state: "interrupted".into(),
+                    planned: 0,
+                    rows: Vec::new(),
+                    error: Some(
+                        "the server stopped during the sweep; its stored rows are unreadable"
+                            .into(),
+                    ),
+                    running: None,
+                },
+            };
+            self.db.execute(
+                "UPDATE sweeps SET state = 'interrupted', info_json = ?2 WHERE id = ?1",
+                params![id, serde_json::to_string(&info)?],
+            )?;
+        }
         Ok(())
     }
 
+    /// Writes sweep `info` as it stands now, run by this process.
+    pub fn save_sweep(&self, info: &SweepInfo) -> Result<()> {
+        self.db.execute(
+            "INSERT INTO sweeps (id, created_at, state, info_json, coordinator_pid, coordinator_identity)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET state = ?3, info_json = ?4",
+            params![
+                info.id,
+                unix_now(),
+                info.state,
+                serde_json::to_string(info)?,
+                i64::from(std::process::id()),
+                process_identity(std::process::id())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// At most `limit` stored sweeps, newest first.
+    pub fn sweeps(&self, limit: i64) -> Result<Vec<SweepInfo>> {
+        let mut stmt = self.db.prepare(
+            "SELECT id, info_json FROM sweeps ORDER BY created_at DESC, id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|row| {
+            let (id, json) = row?;
+            serde_json::from_str(&json).with_context(|| format!("sweep {id}: its stored rows"))
+        })
+        .collect()
+    }
+
+    /// Stored sweep `id`, by its key.
+    pub fn sweep(&self, id: &str) -> Result<Option<SweepInfo>> {
+        let json: Option<String> = self
+            .db
+            .query_row(
+                "SELECT info_json FROM sweeps WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        json.map(|j| {
+            serde_json::from_str(&j).with_context(|| format!("sweep {id}: its stored rows"))
+        })
+        .transpose()
+    }
+
     pub fn start(&self, id: &str, request: &RunRequest) -> Result<()> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = unix_now();
         // A run has its row from the start, and the planned request replaces
         // what it was given once planning is done (data converted, weights uploaded).
         self.db.execute(
@@ -410,6 +501,12 @@ fn run_info(r: &rusqlite::Row) -> rusqlite::Result<RunInfo> {
     })
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn process_alive(pid: i64) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     pid > 0 && pid <= i64::from(i32::MAX) && unsafe { libc::kill(pid as i32, 0) } == 0
@@ -543,5 +640,54 @@ mod tests {
         assert!(registry.info("run-9").unwrap().is_none());
         let unknown = registry.page(2, Some("run-9")).unwrap_err();
         assert!(unknown.is::<UnknownRun>(), "{unknown}");
+    }
+
+    #[test]
+    fn sweeps_are_kept_and_one_left_running_by_a_gone_server_is_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cosmicai.sqlite");
+        let registry = Registry::open(&path).unwrap();
+        let sweep = |id: &str, state: &str| SweepInfo {
+            id: id.into(),
+            state: state.into(),
+            planned: 4,
+            rows: Vec::new(),
+            error: None,
+            running: Some("run-a".into()),
+        };
+        registry.save_sweep(&sweep("sweep-1", "running")).unwrap();
+        registry.save_sweep(&sweep("sweep-1", "finished")).unwrap();
+        registry.save_sweep(&sweep("sweep-2", "running")).unwrap();
+        registry.save_sweep(&sweep("sweep-3", "running")).unwrap();
+        // sweep-3's server is gone (another boot's process).
+        registry
+            .db
+            .execute(
+                "UPDATE sweeps SET coordinator_identity = 'another-boot/1' WHERE id = 'sweep-3'",
+                [],
+            )
+            .unwrap();
+        drop(registry);
+        let registry = Registry::open(&path).unwrap();
+        let states: Vec<(String, String)> = registry
+            .sweeps(10)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.id, s.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("sweep-3".to_string(), "interrupted".to_string()),
+                ("sweep-2".into(), "running".into()),
+                ("sweep-1".into(), "finished".into()),
+            ]
+        );
+        let gone = registry.sweep("sweep-3").unwrap().unwrap();
+        assert_eq!(gone.running, None);
+        assert!(gone.error.unwrap().contains("server stopped"));
+        assert_eq!(gone.planned, 4);
+        assert!(registry.sweep("sweep-9").unwrap().is_none());
+        assert_eq!(registry.sweeps(1).unwrap().len(), 1);
     }
 }

@@ -1211,6 +1211,7 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
     let id = accepted_id(&created);
     let info = sweep_when_over(&s, &id);
     assert_eq!(info["state"], "finished", "{info}");
+    let first = (id.clone(), info.clone());
     // Listed, to be found again without its link.
     let listed = get(&s, "/api/sweeps").json();
     assert_eq!(listed[0], info, "{listed}");
@@ -1280,6 +1281,11 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
         409,
         &format!("part of sweep {id}"),
     );
+    // Its page names the sweep, whose cancel stops it.
+    assert_eq!(
+        get(&s, &format!("/api/runs/{running}")).json()["sweep"],
+        id.as_str()
+    );
     assert_eq!(
         post(&s, &format!("/api/sweeps/{id}/cancel"), "", &[]).status,
         202
@@ -1287,6 +1293,39 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
     let info = sweep_when_over(&s, &id);
     assert_eq!(info["state"], "cancelled", "{info}");
     assert!(info["rows"].as_array().unwrap().len() <= 1, "{info}");
+
+    // The server stops during a sweep: another one started on the same data
+    // finds every sweep again, the one running then interrupted.
+    let stopped = accepted_id(&post(
+        &s,
+        "/api/sweeps",
+        r#"{"world_sizes":[4,4,4],"batch_size":8}"#,
+        &[],
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    let s = start();
+    let info = get(&s, &format!("/api/sweeps/{stopped}")).json();
+    assert_eq!(info["state"], "interrupted", "{info}");
+    assert_eq!(info["running"], Value::Null, "{info}");
+    assert!(
+        info["error"].as_str().unwrap().contains("server stopped"),
+        "{info}"
+    );
+    assert_eq!(get(&s, &format!("/api/sweeps/{}", first.0)).json(), first.1);
+    let listed = get(&s, "/api/sweeps").json();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        [stopped.as_str(), id.as_str(), first.0.as_str()]
+            .iter()
+            .all(|i| ids.contains(i)),
+        "{ids:?}"
+    );
 }
 
 /// Sweep `id`'s info once it is no longer running.

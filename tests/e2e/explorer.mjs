@@ -566,8 +566,15 @@ try {
     assert.equal(await page.locator('svg.lines').count(), 2);
     assert.equal(await page.locator('svg.lines circle').count(), 4);
     await page.screenshot({ path: join(shots, 'sweep.png'), fullPage: true });
-    // Found again from the Runs page, without its link.
     const sweepUrl = page.url();
+    // Each run's page links its sweep, whose cancel alone stops it: no Cancel run there.
+    await page.click('table.sweep tr[data-status=succeeded] a');
+    await page.waitForSelector('.part-of-sweep a');
+    assert.equal(await page.locator('button.cancel').count(), 0);
+    await page.click('.part-of-sweep a');
+    await page.waitForSelector('.sweep-state[data-state=finished]');
+    assert.equal(page.url(), sweepUrl);
+    // Found again from the Runs page, without its link.
     await page.goto(base + '/#/runs');
     await page.waitForSelector('table.sweeps tr[data-state=finished] a');
     await page.click('table.sweeps tr[data-state=finished] a');

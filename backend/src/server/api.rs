@@ -661,6 +661,9 @@ pub struct RunDetail {
     pub events_total: usize,
     /// Where the next page of events starts (`?events_from=`), while there is one.
     pub next_events_from: Option<usize>,
+    /// The sweep this run is part of (while this server holds its events):
+    /// only cancelling the sweep stops it.
+    pub sweep: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -686,9 +689,9 @@ pub async fn run_detail(
         .await
         .map_err(Error::internal)??;
     let from = params.events_from.unwrap_or(0);
-    let (events, events_total) = state
-        .runs
-        .get(&id)
+    let live = state.runs.get(&id);
+    let (events, events_total) = live
+        .as_ref()
         .map(|l| l.events_page(from, RUN_DETAIL_EVENTS))
         .unwrap_or_default();
     let next = from.saturating_add(events.len());
@@ -697,6 +700,7 @@ pub async fn run_detail(
         next_events_from: (next < events_total).then_some(next),
         events,
         events_total,
+        sweep: live.and_then(|l| l.sweep.clone()),
     }))
 }
 
@@ -1052,22 +1056,36 @@ pub async fn cancel_sweep(
 }
 
 #[utoipa::path(get, path = "/api/sweeps",
-    responses((status = 200, description = "The sweeps this server holds (the last 64 it started), newest first", body = Vec<SweepInfo>)))]
-pub async fn list_sweeps(State(state): AppStateRef) -> Json<Vec<SweepInfo>> {
-    Json(state.sweeps.list())
+    responses((status = 200, description = "The sweeps this server started, kept past restarts (the last 64, and any running), newest first; one running when its server stopped is `interrupted`", body = Vec<SweepInfo>),
+        (status = 500, body = cosmicai_shared::api::ApiError)))]
+pub async fn list_sweeps(State(state): AppStateRef) -> ApiResult<Json<Vec<SweepInfo>>> {
+    let st = state.clone();
+    let stored =
+        tokio::task::spawn_blocking(move || registry(&st)?.sweeps(64).map_err(Error::internal))
+            .await
+            .map_err(Error::internal)??;
+    Ok(Json(state.sweeps.list(stored)))
 }
 
 #[utoipa::path(get, path = "/api/sweeps/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = SweepInfo), (status = 404, body = cosmicai_shared::api::ApiError)))]
+    responses((status = 200, body = SweepInfo), (status = 404, body = cosmicai_shared::api::ApiError),
+        (status = 500, body = cosmicai_shared::api::ApiError)))]
 pub async fn sweep_detail(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SweepInfo>> {
-    state.sweeps.get(&id).map(Json).ok_or_else(|| {
-        Error::not_found(format!(
-            "sweep {id:?}: no such sweep (sweeps live as long as the server)"
-        ))
-    })
+    if let Some(info) = state.sweeps.get(&id) {
+        return Ok(Json(info));
+    }
+    let st = state.clone();
+    let id2 = id.clone();
+    let stored =
+        tokio::task::spawn_blocking(move || registry(&st)?.sweep(&id2).map_err(Error::internal))
+            .await
+            .map_err(Error::internal)??;
+    stored
+        .map(Json)
+        .ok_or_else(|| Error::not_found(format!("sweep {id:?}: no such sweep")))
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Sweeps from the API: the same run over several world sizes and devices, one
-//! after another on a thread, each recorded like any run.
+//! after another on a thread, each recorded like any run. A sweep is kept in
+//! memory while this server holds it, and in the registry as it goes, so it is
+//! found again after a restart.
 
 use super::error::Error;
 use super::guard::{MemoryBudget, Slot};
@@ -51,15 +53,19 @@ impl Sweeps {
             .collect()
     }
 
-    /// Every sweep held (at most [`KEPT`] and those running), newest first:
-    /// ids carry their start's time.
-    pub fn list(&self) -> Vec<SweepInfo> {
+    /// The sweeps held here and those `stored` in the registry (the newest
+    /// [`KEPT`] of each), newest first: ids carry their start's time. A sweep
+    /// held here is as it stands now, its stored row a step behind.
+    pub fn list(&self, stored: Vec<SweepInfo>) -> Vec<SweepInfo> {
         let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
         let mut list: Vec<SweepInfo> = all.values().map(|s| s.info()).collect();
+        list.extend(stored.into_iter().filter(|s| !all.contains_key(&s.id)));
         list.sort_by(|a, b| b.id.cmp(&a.id));
+        list.truncate(KEPT.max(all.len()));
         list
     }
 
+    /// Sweep `id` as held here; else the registry is asked.
     pub fn get(&self, id: &str) -> Option<SweepInfo> {
         let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
         all.get(id).map(|s| s.info())
@@ -168,16 +174,20 @@ impl Sweeps {
                 (!over).then(|| run.to_string());
             follow(run, event);
         };
+        // Kept before its id is given out: a restart right after still finds it.
+        let stored = Stored::open(&root);
+        stored.save(&live.info());
         std::thread::spawn(move || {
             // A panic is the sweep's error, as for a run: it still ends, and
             // its selection can go.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 sweep(&root, &plan, live.cancel.clone(), on_event, |row| {
-                    live.info
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .rows
-                        .push(row.clone())
+                    let info = {
+                        let mut info = live.info.lock().unwrap_or_else(|e| e.into_inner());
+                        info.rows.push(row.clone());
+                        info.clone()
+                    };
+                    stored.save(&info);
                 })
             }))
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the sweep panicked")));
@@ -195,8 +205,39 @@ impl Sweeps {
                     info.error = Some(super::error::redact(&format!("{e:#}")));
                 }
             }
+            info.running = None;
+            stored.save(&info);
         });
         Ok(id)
+    }
+}
+
+/// The sweep's row in the registry. The sweep goes on where the registry
+/// cannot be written (it is then forgotten at a restart, as before rows were
+/// kept), and says so on the server's log.
+struct Stored(Option<crate::registry::Registry>);
+
+impl Stored {
+    fn open(root: &Path) -> Self {
+        let path = root.join("cosmicai.sqlite");
+        match crate::registry::Registry::open(&path) {
+            Ok(registry) => Stored(Some(registry)),
+            Err(e) => {
+                eprintln!("warning: sweeps are not kept past a restart: {e:#}");
+                Stored(None)
+            }
+        }
+    }
+
+    fn save(&self, info: &SweepInfo) {
+        if let Some(registry) = &self.0
+            && let Err(e) = registry.save_sweep(info)
+        {
+            eprintln!(
+                "warning: sweep {} is not kept past a restart: {e:#}",
+                info.id
+            );
+        }
     }
 }
 

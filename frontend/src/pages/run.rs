@@ -66,6 +66,9 @@ fn apply(ranks: &mut Vec<RankView>, e: &RunEvent) {
 #[derive(Clone, serde::Deserialize)]
 struct Detail {
     run: RunInfo,
+    /// The sweep running it, whose cancel alone stops it.
+    #[serde(default)]
+    sweep: Option<String>,
 }
 
 /// How the run ended, as far as this page knows: `Ok` its status, `Err` its error.
@@ -81,6 +84,7 @@ pub fn RunPage(id: String) -> impl IntoView {
     let ranks = RwSignal::new(Vec::<RankView>::new());
     let ending = RwSignal::new(Ending::None);
     let detail = RwSignal::new(None::<Result<RunInfo, String>>);
+    let sweep = RwSignal::new(None::<String>);
     // Whether the page is still shown: a poll started for it stops when it goes.
     let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let url = format!("/api/runs/{id}/events");
@@ -139,6 +143,9 @@ pub fn RunPage(id: String) -> impl IntoView {
         let id = id.clone();
         leptos::task::spawn_local(async move {
             let reply = crate::api::get::<Detail>(&format!("/api/runs/{id}")).await;
+            if let Ok(d) = &reply {
+                sweep.set(d.sweep.clone());
+            }
             detail.set(Some(reply.map(|d| d.run)));
         });
     }
@@ -178,7 +185,21 @@ pub fn RunPage(id: String) -> impl IntoView {
             Some(Ok(s)) => format!("finished: {}", s.name()),
             Some(Err(e)) => format!("error: {e}"),
         }}</p>
-        <CancelButton id=id.clone() over=Signal::derive(move || status().is_some()) />
+        {
+            let id = id.clone();
+            move || match sweep.get() {
+                // Cancelling one run of a sweep alone is refused: its sweep is named.
+                Some(sweep) => view! {
+                    <p class="note part-of-sweep">"Part of "
+                        <a href=format!("#/sweeps/{sweep}")>{format!("sweep {sweep}")}</a>
+                        {move || status().is_none().then_some(": cancel the sweep to stop it")}
+                    </p>
+                }.into_any(),
+                None => view! {
+                    <CancelButton id=id.clone() over=Signal::derive(move || status().is_some()) />
+                }.into_any(),
+            }
+        }
         {move || {
             // Counted in place: a clone of 10,000 ranks at each event would undo
             // folding them as they come.
