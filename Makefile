@@ -63,7 +63,10 @@ e2e-run:
 
 demo: rust-setup
 	cargo build --release --bin cosmicai
-	rm -rf $(DEMO)
+	# Made again: the datasets. Kept: the runs made on them since (results/,
+	# sweeps/ and cosmicai.sqlite under partitions/).
+	rm -rf $(DEMO)/catalog $(DEMO)/real-cutouts $(DEMO)/synthetic-cutouts $(DEMO)/*.png
+	rm -f $(DEMO)/partitions/*.safetensors
 	$(COSMICAI) catalog import assets/catalogs/sdss17_star_classification.csv.gz assets/catalogs/skyserver_dr14.csv.gz --out $(DEMO)/catalog
 	$(COSMICAI) partition --input $(DEMO)/catalog --objects 4096 --out $(DEMO)/partitions
 	$(COSMICAI) inspect $(DEMO)/partitions

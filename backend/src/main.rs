@@ -101,7 +101,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            match error.downcast_ref::<commands::NotSucceeded>() {
+                Some(run) => ExitCode::from(run.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -62,6 +62,31 @@ fn model_import_refuses_broken_files_by_name() {
         e.contains("patch_embed.proj.weight") && e.contains("missing"),
         "{e}"
     );
+    // A file already there is kept unless --force, and the checkpoint always.
+    let checkpoint = tmp.path().join("m.pt");
+    std::fs::copy(astromae_fixture("astromae_module.pt"), &checkpoint).unwrap();
+    let before = std::fs::read(&checkpoint).unwrap();
+    let (ck, kept) = (
+        checkpoint.display().to_string(),
+        tmp.path().join("kept.safetensors"),
+    );
+    std::fs::write(&kept, b"mine").unwrap();
+    let e = failure(&["model", "import", &ck, "--out", &kept.display().to_string()]);
+    assert!(e.contains("exists; pass --force"), "{e}");
+    assert_eq!(std::fs::read(&kept).unwrap(), b"mine");
+    let e = failure(&["model", "import", &ck, "--out", &ck, "--force"]);
+    assert!(e.contains("is the checkpoint itself"), "{e}");
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), before);
+    ok_json(&[
+        "model",
+        "import",
+        &ck,
+        "--out",
+        &kept.display().to_string(),
+        "--force",
+        "--json",
+    ]);
+    assert_ne!(std::fs::read(&kept).unwrap(), b"mine");
 }
 
 #[test]
@@ -142,6 +167,7 @@ fn a_partition_without_cutouts_fails_its_rank_and_names_it() {
     ]);
     let summary = last_json_line(&out);
     assert_eq!(summary["status"], "partial", "{summary}");
+    assert_eq!(out.status.code(), Some(3));
     assert_eq!(summary["failed_ranks"], serde_json::json!([1]));
     let error = summary["per_rank"][1]["error"].as_str().unwrap();
     assert!(

@@ -691,7 +691,9 @@ fn failed_ranks_are_reported_and_the_tolerance_decides_the_execution() {
             &["--request", &request.display().to_string(), "--json"],
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
+        // Partial: the summary, then exit code 3, so that a script stops there.
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("ended partial"), "{stderr}");
         let s = last_json_line(&out);
         assert_eq!(s["status"], "partial", "{s}");
         assert_eq!(s["failed_ranks"], serde_json::json!([3]), "{s}");

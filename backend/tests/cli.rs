@@ -227,6 +227,40 @@ fn bad_input_is_a_clear_error_and_nothing_stored_is_lost() {
     assert!(e.contains("--size") && e.contains("--objects"), "{e}");
     let e = failure(&["inspect", &s(&tmp.path().join("nowhere"))]);
     assert!(e.contains("nowhere"), "{e}");
+    // A mistyped folder for the run history is named, and not made.
+    let e = failure(&["runs", "--data", &s(&tmp.path().join("nowhere"))]);
+    assert!(e.contains("nowhere") && e.contains("no such folder"), "{e}");
+    assert!(!tmp.path().join("nowhere").exists());
+    assert_eq!(
+        ok_json(&["runs", "--data", &s(&catalog), "--json"]),
+        serde_json::json!([])
+    );
+    assert!(!catalog.join("cosmicai.sqlite").exists());
+
+    // Two datasets under one --data (a catalog and a re-split of it) would
+    // count every object twice: refused, both named.
+    ok_json(&[
+        "partition",
+        "--input",
+        &s(&catalog),
+        "--objects",
+        "5000",
+        "--out",
+        &s(&tmp.path().join("parts")),
+        "--json",
+    ]);
+    let e = failure(&[
+        "run",
+        "--data",
+        &s(tmp.path()),
+        "--world-size",
+        "1",
+        "--batch-size",
+        "512",
+        "--estimate",
+    ]);
+    // (the broken file above lies at the top, a third)
+    assert!(e.contains("3 folders ('./', 'catalog/', 'parts/')"), "{e}");
 }
 
 #[test]

@@ -300,6 +300,8 @@ fn without_retries_a_killed_worker_fails_its_rank_and_keeps_the_others() {
     let run = start_paused_run(&data, &["--concurrency", "1", "--result-path", "results/k"]);
     kill_one_worker(&data);
     let out = run.wait_with_output().unwrap();
+    // The summary, then exit code 3 (partial), so that a script stops there.
+    assert_eq!(out.status.code(), Some(3));
     let s = last_json_line(&out);
     assert_eq!(s["status"], "partial");
     assert_eq!(s["failed_ranks"], serde_json::json!([0]));
@@ -311,6 +313,29 @@ fn without_retries_a_killed_worker_fails_its_rank_and_keeps_the_others() {
     )
     .unwrap();
     assert_eq!(combined.as_array().unwrap().len(), 1);
+
+    // Every rank out of time: the run failed, and says so by its exit code too.
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &data,
+        "--world-size",
+        "2",
+        "--batch-size",
+        "512",
+        "--timeout",
+        "0.05",
+        "--result-path",
+        "results/late",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(last_json_line(&out)["status"], "failed");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ended failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -485,7 +510,7 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
         !out.status.success() && said.contains("model not given") && said.contains("--model"),
         "{said}"
     );
-    let out = cosmicai(&[
+    let with_model = [
         "run",
         "--data",
         &data,
@@ -494,7 +519,8 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
         "--model",
         "photoz",
         "--json",
-    ]);
+    ];
+    let out = cosmicai(&with_model);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(
@@ -506,6 +532,20 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
         (s["result_path"].as_str(), s["ranks"].as_u64()),
         (Some("result/run 1"), Some(2))
     );
+    // The same payload again: its one result_path is taken, and --result-path
+    // gives the second run its own.
+    let said = String::from_utf8_lossy(&cosmicai(&with_model).stderr).into_owned();
+    assert!(
+        said.contains("already holds the results") && said.contains("--result-path"),
+        "{said}"
+    );
+    let out = cosmicai(&[&with_model[..], &["--result-path", "result/run 2"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(last_json_line(&out)["result_path"], "result/run 2");
 
     for (name, json, needle) in [
         (

@@ -226,7 +226,8 @@ impl Columns {
                 .trim()
                 .parse::<f32>()
                 .ok()
-                .filter(|z| z.is_finite()),
+                // Sentinels (-9999) and impossible values are no label.
+                .filter(|z| crate::metrics::LABELS.contains(z)),
             None => None,
         };
         let row = ObjectRow {

@@ -5,12 +5,21 @@
 //! - `bias` = mean(dz);
 //! - `outlier_frac_T` = fraction with |dz| > T (T = 0.05, 0.15);
 //! - `mae`, `mse` = mean |z_pred - z_spec| and mean (z_pred - z_spec)²;
-//! - `r2` = 1 - Σ(z_pred - z_spec)² / Σ(z_spec - mean z_spec)².
+//! - `r2` = 1 - Σ(z_pred - z_spec)² / Σ(z_spec - mean z_spec)² (none where z_spec
+//!   does not vary).
+//!
+//! A spectroscopic redshift is a label only in [`LABELS`]: survey sentinels
+//! (-9999) and z <= -1 would make dz meaningless. An object with a label whose
+//! prediction is not a number is counted as `unscored`, never dropped unseen.
 
 use crate::partition::ObjectRow;
 use crate::predict::Prediction;
 use cosmicai_shared::Class;
 pub use cosmicai_shared::metrics::{Calibration, Evaluation, RedshiftMetrics, RiskGroup};
+
+/// Spectroscopic redshifts taken as labels: SDSS's stars reach slightly below
+/// 0, its quasars about 7.
+pub const LABELS: std::ops::RangeInclusive<f32> = -0.1..=12.0;
 
 /// Objects whose own outlier chance is above this are high-risk (PhotoZ's `pdf::HIGH_RISK`).
 pub const HIGH_RISK: f64 = cosmicai_model::photoz::pdf::HIGH_RISK;
@@ -31,6 +40,7 @@ pub fn evaluate(rows: &[ObjectRow], predictions: &[Prediction]) -> Evaluation {
 #[derive(Debug, Default)]
 pub struct Scorer {
     objects: usize,
+    unscored: usize,
     confusion: [[usize; 3]; 3],
     galaxy: Residuals,
     qso: Residuals,
@@ -56,7 +66,11 @@ impl Scorer {
             self.confusion[t][q] += 1;
         }
         let (p, s) = (predicted.redshift, spectroscopic);
-        if !(p.is_finite() && s.is_finite()) {
+        if !LABELS.contains(&s) {
+            return;
+        }
+        if !p.is_finite() {
+            self.unscored += 1;
             return;
         }
         self.all.add(p, s);
@@ -93,6 +107,7 @@ impl Scorer {
         let correct: usize = (0..3).map(|i| self.confusion[i][i]).sum();
         Evaluation {
             objects: self.objects,
+            unscored: self.unscored,
             galaxy: self.galaxy.finish(),
             qso: self.qso.finish(),
             all: self.all.finish(),
@@ -172,20 +187,17 @@ impl Residuals {
             outlier_frac_0_15: self.outliers_0_15 as f64 / n,
             mae: self.abs_error / n,
             mse: self.squared_error / n,
-            r2: if self.m2_spec > 0.0 {
-                1.0 - self.squared_error / self.m2_spec
-            } else {
-                f64::NAN
-            },
+            r2: (self.m2_spec > 0.0).then(|| 1.0 - self.squared_error / self.m2_spec),
         })
     }
 }
 
-/// Metrics over pairs with a finite spectroscopic and predicted redshift; `None` if there are none.
+/// Metrics over pairs with a spectroscopic label (in [`LABELS`]) and a finite
+/// prediction; `None` if there are none.
 pub fn redshift_metrics(predicted: &[f32], spectroscopic: &[f32]) -> Option<RedshiftMetrics> {
     let mut residuals = Residuals::default();
     for (&p, &s) in predicted.iter().zip(spectroscopic) {
-        if p.is_finite() && s.is_finite() {
+        if p.is_finite() && LABELS.contains(&s) {
             residuals.add(p, s);
         }
     }
@@ -226,7 +238,7 @@ mod tests {
         let m = redshift_metrics(&z, &z).unwrap();
         assert_eq!(
             (m.n, m.nmad, m.bias, m.mae, m.mse, m.r2),
-            (4, 0.0, 0.0, 0.0, 0.0, 1.0)
+            (4, 0.0, 0.0, 0.0, 0.0, Some(1.0))
         );
     }
 
@@ -282,7 +294,7 @@ mod tests {
         assert!((all.bias - bias).abs() < 1e-9);
         let mean: f64 = spec.iter().map(|&s| f64::from(s)).sum::<f64>() / n as f64;
         let ss_tot: f64 = spec.iter().map(|&s| (f64::from(s) - mean).powi(2)).sum();
-        assert!((all.r2 - (1.0 - all.mse * n as f64 / ss_tot)).abs() < 1e-9);
+        assert!((all.r2.unwrap() - (1.0 - all.mse * n as f64 / ss_tot)).abs() < 1e-9);
         // Every fourth object is a galaxy, and an even count exercises the
         // two-middle median.
         assert_eq!(evaluation.galaxy.unwrap().n, 2501);
@@ -297,6 +309,43 @@ mod tests {
         assert_eq!(
             redshift_metrics(&[0.1, 0.2], &[f32::NAN, 0.2]).unwrap().n,
             1
+        );
+    }
+
+    #[test]
+    fn sentinel_labels_are_not_labels_and_failed_predictions_are_counted() {
+        let mut scorer = Scorer::default();
+        for (spec, pred) in [
+            (0.1, 0.1),
+            (-9999.0, 0.2),
+            (-1.0, 0.2),
+            (0.3, f32::NAN),
+            (0.5, 0.5),
+        ] {
+            scorer.add(spec, Class::Galaxy, &Prediction::redshift_only(pred));
+        }
+        let e = scorer.finish();
+        assert_eq!(e.galaxy.as_ref().unwrap().n, 2);
+        assert!(e.galaxy.unwrap().bias.is_finite());
+        assert_eq!(e.unscored, 1);
+        assert_eq!(e.objects, 5);
+    }
+
+    #[test]
+    fn one_object_or_one_redshift_has_no_r2_and_its_json_reads_back() {
+        let m = redshift_metrics(&[0.2], &[0.1]).unwrap();
+        assert_eq!(m.r2, None);
+        assert_eq!(redshift_metrics(&[0.2, 0.3], &[0.1, 0.1]).unwrap().r2, None);
+        // NaN was written as null, which the f64 field could not read back:
+        // a run's summary.json was then unreadable.
+        let text = serde_json::to_string(&m).unwrap();
+        let read = serde_json::from_str::<RedshiftMetrics>(&text).unwrap();
+        assert_eq!((read.n, read.r2), (1, None));
+        // Summaries written before keep reading.
+        let old = text.replace("\"r2\":null", "\"r2\":0.5");
+        assert_eq!(
+            serde_json::from_str::<RedshiftMetrics>(&old).unwrap().r2,
+            Some(0.5)
         );
     }
 }

@@ -13,7 +13,10 @@ pub struct RedshiftMetrics {
     pub outlier_frac_0_15: f64,
     pub mae: f64,
     pub mse: f64,
-    pub r2: f64,
+    /// None where the spectroscopic redshifts do not vary (one object, or all
+    /// equal): the fraction has no denominator.
+    #[serde(default)]
+    pub r2: Option<f64>,
 }
 
 /// How well predictions match the labels of a set of objects.
@@ -22,6 +25,11 @@ pub struct RedshiftMetrics {
 pub struct Evaluation {
     /// Objects scored (known class, and redshift for the redshift metrics).
     pub objects: usize,
+    /// Objects with a known redshift whose predicted redshift is not a number
+    /// (the model failed on them): left out of the redshift metrics, and
+    /// counted here so that leaving them out is seen.
+    #[serde(default)]
+    pub unscored: usize,
     /// Redshift metrics over objects whose true class is GALAXY.
     pub galaxy: Option<RedshiftMetrics>,
     /// Redshift metrics over QSOs.

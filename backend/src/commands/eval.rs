@@ -142,7 +142,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             if let Some(m) = m {
                 crate::line!(
                     out,
-                    "  {name:9} n {:>6}  NMAD {:.4}  bias {:+.4}  out>0.05 {:.3}  out>0.15 {:.3}  MAE {:.4}  MSE {:.4}  R2 {:.3}",
+                    "  {name:9} n {:>6}  NMAD {:.4}  bias {:+.4}  out>0.05 {:.3}  out>0.15 {:.3}  MAE {:.4}  MSE {:.4}  R2 {}",
                     m.n,
                     m.nmad,
                     m.bias,
@@ -150,7 +150,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     m.outlier_frac_0_15,
                     m.mae,
                     m.mse,
-                    m.r2
+                    m.r2.map_or_else(|| "-".into(), |r| format!("{r:.3}"))
                 );
             }
         }

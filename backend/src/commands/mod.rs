@@ -19,6 +19,51 @@ pub mod worker;
 
 use cosmicai_engine::dataset::SplitBy;
 use cosmicai_engine::size::parse_size;
+use cosmicai_shared::run::RunStatus;
+
+/// A run that ended without succeeding. Its summary is printed first; then the
+/// command exits non-zero, so that a script or a job chain stops there: 3 where
+/// it is partial (some ranks failed for good), 1 otherwise.
+#[derive(Debug)]
+pub struct NotSucceeded {
+    pub run_id: String,
+    pub status: RunStatus,
+}
+
+impl NotSucceeded {
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            RunStatus::Partial => 3,
+            _ => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for NotSucceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "run {} ended {}: see its summary above (exit code {})",
+            self.run_id,
+            self.status.name(),
+            self.exit_code()
+        )
+    }
+}
+
+impl std::error::Error for NotSucceeded {}
+
+/// Ok where run `run_id` succeeded, else [`NotSucceeded`].
+pub fn succeeded(run_id: &str, status: RunStatus) -> anyhow::Result<()> {
+    match status {
+        RunStatus::Succeeded => Ok(()),
+        status => Err(NotSucceeded {
+            run_id: run_id.to_string(),
+            status,
+        }
+        .into()),
+    }
+}
 
 /// `--size` / `--objects`, shared by the commands that write partitions.
 #[derive(clap::Args, Debug)]

@@ -33,6 +33,9 @@ pub struct ImportArgs {
     /// The safetensors file to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace --out where it exists (never the checkpoint itself).
+    #[arg(long)]
+    pub force: bool,
     /// Print one JSON object instead of a report.
     #[arg(long)]
     pub json: bool,
@@ -52,6 +55,24 @@ struct ImportReport {
 
 pub fn run(command: ModelCommand) -> Result<()> {
     let ModelCommand::Import(args) = command;
+    // Checked before the checkpoint is read: a file already kept is never replaced
+    // unasked, and the checkpoint (with what else its pickle holds) never.
+    if let (Ok(a), Ok(b)) = (
+        std::fs::canonicalize(&args.checkpoint),
+        std::fs::canonicalize(&args.out),
+    ) && a == b
+    {
+        anyhow::bail!(
+            "--out {} is the checkpoint itself: write the safetensors file beside it",
+            args.out.display()
+        );
+    }
+    if args.out.exists() && !args.force {
+        anyhow::bail!(
+            "--out {} exists; pass --force to replace it",
+            args.out.display()
+        );
+    }
     let weights = Weights::open(&args.checkpoint)?;
     if let Some(root) = weights.root() {
         eprintln!(

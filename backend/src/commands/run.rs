@@ -32,7 +32,8 @@ pub struct RunArgs {
     /// CAI's own payload file is read too: its buckets and script settings are set
     /// aside (the partitions come from --data), and world_size defaults to file_limit.
     /// --model fills in the model of a payload that names none (CAI's never does).
-    #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "result_path", "retries", "timeout", "device", "precision", "memory_mb"])]
+    /// --result-path replaces its result_path (CAI's names one folder for every run).
+    #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "retries", "timeout", "device", "precision", "memory_mb"])]
     pub request: Option<PathBuf>,
     /// Use at most this many partition files.
     #[arg(long)]
@@ -43,7 +44,8 @@ pub struct RunArgs {
     /// AstroMAE model (on the CPU: AVX-512 BF16 where the CPU has it); f16 needs --device cuda.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
-    /// Folder for results, inside --data (default `results/<run id>`).
+    /// Folder for results, inside --data (default `results/<run id>`); with
+    /// --request, in place of the payload's.
     #[arg(long)]
     pub result_path: Option<String>,
     /// Memory per rank in MB, enforced like Lambda's.
@@ -182,7 +184,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         execute_run(&args, false)?
     };
-    print_summary(&summary, args.json)
+    print_summary(&summary, args.json)?;
+    super::succeeded(&summary.run_id, summary.status)
 }
 
 /// The request `args` describe, for run `run_id`.
@@ -206,9 +209,13 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
                 }
             }
         }
-        let (payload, notes) =
+        let (mut payload, notes) =
             cosmicai_shared::cai_payload::translate(payload, PartitionsIn::Data, None)
                 .map_err(|e| anyhow::anyhow!("--request {}: {e}", path.display()))?;
+        // Run again with the same payload: its one result_path holds the first run's.
+        if let (Some(result_path), Some(fields)) = (&args.result_path, payload.as_object_mut()) {
+            fields.insert("result_path".into(), result_path.as_str().into());
+        }
         for note in notes {
             eprintln!("--request {}: {note}", path.display());
         }
@@ -390,10 +397,17 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
         );
     }
     let metrics = s.metrics.as_ref();
+    // Only the shipped PhotoZ is known to have trained on the bundled catalogs.
+    let shipped = s.model.is_empty() || s.model == "photoz";
     if let Some(g) = metrics.and_then(|m| m.galaxy.as_ref()) {
         crate::line!(
             out,
-            "  galaxies (every labelled object, training split included): n {} NMAD {:.4} bias {:+.4} outliers(0.15) {:.3}",
+            "  galaxies (every labelled object{}): n {} NMAD {:.4} bias {:+.4} outliers(0.15) {:.3}",
+            if shipped {
+                ", training split included"
+            } else {
+                ""
+            },
             g.n,
             g.nmad,
             g.bias,
@@ -409,6 +423,13 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
             a.nmad,
             a.bias,
             a.outlier_frac_0_15
+        );
+    }
+    if let Some(m) = metrics.filter(|m| m.unscored > 0) {
+        crate::line!(
+            out,
+            "  {} objects with a spectroscopic redshift got no finite prediction: left out of the figures above",
+            m.unscored
         );
     }
     let gpu = if s.cost.gpu_instance_s > 0.0 {

@@ -44,7 +44,8 @@ pub fn run(args: RunsArgs) -> Result<()> {
     };
     if let Some(id) = &args.follow {
         let summary = crate::coordinator::reattach(&args.data, id, control, &mut |_| {})?;
-        return crate::output::emit(&(serde_json::to_string(&summary)? + "\n"));
+        crate::output::emit(&(serde_json::to_string(&summary)? + "\n"))?;
+        return super::succeeded(&summary.run_id, summary.status);
     }
     if let Some(arn) = &args.adopt {
         let config = crate::aws::AwsConfig::resolve(
@@ -56,9 +57,19 @@ pub fn run(args: RunsArgs) -> Result<()> {
         std::fs::create_dir_all(&args.data)
             .with_context(|| format!("--data {}", args.data.display()))?;
         let summary = crate::coordinator::adopt(&args.data, config, arn, control, &mut |_| {})?;
-        return crate::output::emit(&(serde_json::to_string(&summary)? + "\n"));
+        crate::output::emit(&(serde_json::to_string(&summary)? + "\n"))?;
+        return super::succeeded(&summary.run_id, summary.status);
     }
-    let runs = Registry::open(&args.data.join("cosmicai.sqlite"))?.list()?;
+    // Only looked at: a mistyped --data makes no folder and no empty registry.
+    let registry = args.data.join("cosmicai.sqlite");
+    if !args.data.is_dir() {
+        anyhow::bail!("--data {}: no such folder", args.data.display());
+    }
+    let runs = if registry.is_file() {
+        Registry::open(&registry)?.list()?
+    } else {
+        Vec::new()
+    };
     if args.json {
         return crate::output::emit(&(serde_json::to_string(&runs)? + "\n"));
     }

@@ -5,6 +5,7 @@ use crate::coordinator::{check_device, sweep};
 use crate::plot::{SweepPoint, sweep_chart};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use cosmicai_shared::run::RunStatus;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -98,8 +99,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     cosmicai_engine::partition::write_atomically(&out.join("sweep.csv"), csv.as_bytes())
         .with_context(|| format!("writing {}", out.join("sweep.csv").display()))?;
+    // A run that did not succeed measures no world size: the CSV has it, the
+    // chart leaves it out.
     let points: Vec<SweepPoint> = rows
         .iter()
+        .filter(|r| r.status == RunStatus::Succeeded)
         .map(|r| SweepPoint {
             world_size: r.world_size,
             device: r.device.name().to_string(),
@@ -113,12 +117,23 @@ pub fn run(args: SweepArgs) -> Result<()> {
         "CosmicAI sweep: duration and cost vs world size",
     )?;
     if args.json {
-        crate::output::emit(&(serde_json::json!({ "out": out, "runs": rows }).to_string() + "\n"))
+        crate::output::emit(&(serde_json::json!({ "out": out, "runs": rows }).to_string() + "\n"))?;
     } else {
+        let left_out = rows.len() - points.len();
         crate::output::emit(&format!(
-            "{csv}wrote {} and {}\n",
+            "{csv}wrote {} and {}{}\n",
             out.join("sweep.csv").display(),
-            out.join("sweep.png").display()
-        ))
+            out.join("sweep.png").display(),
+            if left_out > 0 {
+                format!(" ({left_out} runs that did not succeed are left out of the chart)")
+            } else {
+                String::new()
+            }
+        ))?;
+    }
+    // The first run that did not succeed sets the exit code.
+    match rows.iter().find(|r| r.status != RunStatus::Succeeded) {
+        Some(r) => super::succeeded(&r.run_id, r.status),
+        None => Ok(()),
     }
 }

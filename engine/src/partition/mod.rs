@@ -11,7 +11,9 @@ mod write;
 
 pub use error::PartitionError;
 pub use read::{PartitionFile, read_partition};
-pub use write::{create_dir_synced, rename_synced, write_atomically, write_partition};
+pub use write::{
+    create_dir_synced, rename_synced, temp_file_in, write_atomically, write_partition,
+};
 
 use cosmicai_shared::{Class, Provenance};
 use serde::{Deserialize, Serialize};

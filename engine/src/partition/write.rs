@@ -206,11 +206,25 @@ fn replace_synced(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let temp = tempfile::NamedTempFile::new_in(dir)?;
+    let temp = temp_file_in(dir)?;
     fill(temp.path())?;
     std::fs::File::open(temp.path())?.sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// A temporary file in `dir` (named `.tmp…`) that becomes a file like any other
+/// the user makes: mode 0666 less the umask. tempfile's own 0600 kept a shared
+/// data folder's datasets and results from its group, and from a server run as
+/// another user.
+pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
 }
 
 fn le_bytes<T, const W: usize>(values: &[T], to_bytes: impl Fn(&T) -> [u8; W]) -> Vec<u8> {

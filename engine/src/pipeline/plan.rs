@@ -82,7 +82,7 @@ pub fn initialize_with(
                 .map(|p| format!("run {}", p.run_id))
                 .unwrap_or_else(|_| "another run".into());
             return Err(PipelineError::Invalid(vec![format!(
-                "result_path '{}' already holds the results of {owner}: give each run its own result_path",
+                "result_path '{}' already holds the results of {owner}: give each run its own result_path (the CLI's --result-path)",
                 request.result_path
             )]));
         }
@@ -181,6 +181,33 @@ pub fn plan(
             store.describe()
         )]));
     }
+    // A listing goes down every folder under the prefix: two datasets there
+    // (a catalog's partitions and a re-split of them) would run as one, their
+    // objects counted twice, with no word of it.
+    let mut folders: Vec<&str> = files.iter().map(|(k, _)| folder_of(k)).collect();
+    folders.dedup();
+    folders.sort_unstable();
+    folders.dedup();
+    if folders.len() > 1 {
+        let shown: Vec<String> = folders
+            .iter()
+            .take(4)
+            .map(|f| {
+                if f.is_empty() {
+                    "'./'".into()
+                } else {
+                    format!("'{f}/'")
+                }
+            })
+            .collect();
+        return Err(PipelineError::Invalid(vec![format!(
+            "data_prefix '{}' holds partition files in {} folders ({}{}): each is read as a dataset of its own, so give one of them as data_prefix",
+            request.data_prefix,
+            folders.len(),
+            shown.join(", "),
+            if folders.len() > 4 { ", …" } else { "" }
+        )]));
+    }
     if let Some(limit) = request.file_limit {
         files.truncate(limit);
     }
@@ -198,6 +225,11 @@ pub fn plan(
             .flatten(),
         files,
     })
+}
+
+/// The folder `key` is in ("" at the top).
+fn folder_of(key: &str) -> &str {
+    key.rsplit_once('/').map_or("", |(folder, _)| folder)
 }
 
 /// Partition headers read to learn how many bytes an object takes.
@@ -337,6 +369,42 @@ mod tests {
         assert!(lying(1).is_some());
         assert_eq!(lying(1_000_000_000_000_000_000), None);
         assert_eq!(lying(0), None);
+    }
+
+    #[test]
+    fn partitions_in_two_folders_under_the_prefix_are_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::new(dir.path());
+        with_cutouts(&store, "data/catalog/a.safetensors", 2, 8);
+        let request: RunRequest = serde_json::from_str(
+            r#"{"data_prefix":"data","batch_size":1,"world_size":1,"result_path":"results/r"}"#,
+        )
+        .unwrap();
+        assert_eq!(plan(&store, &request, "r").unwrap().files.len(), 1);
+        // The same objects re-split beside them: read together, counted twice.
+        with_cutouts(&store, "data/parts/a.safetensors", 2, 8);
+        let e = plan(&store, &request, "r").unwrap_err().to_string();
+        assert!(
+            e.contains("2 folders ('data/catalog/', 'data/parts/')")
+                && e.contains("give one of them"),
+            "{e}"
+        );
+        let one = RunRequest {
+            data_prefix: "data/parts".into(),
+            ..request.clone()
+        };
+        assert_eq!(plan(&store, &one, "r").unwrap().files.len(), 1);
+        // A run's results under the prefix are not a dataset.
+        initialize(
+            &store,
+            &RunRequest {
+                result_path: "data/parts/results/r".into(),
+                ..one.clone()
+            },
+            "r",
+        )
+        .unwrap();
+        assert_eq!(plan(&store, &one, "r2").unwrap().files.len(), 1);
     }
 
     #[test]

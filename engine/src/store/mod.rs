@@ -107,7 +107,7 @@ impl LocalStore {
         } else {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        let mut temp = crate::partition::temp_file_in(dir).map_err(io)?;
         std::io::Write::write_all(&mut temp, bytes).map_err(io)?;
         if synced {
             temp.as_file().sync_all().map_err(io)?;
@@ -280,6 +280,29 @@ mod tests {
         // No temporary file left beside them.
         assert_eq!(keys, ["r/1.json", "r/a/0.json"]);
         assert!(store.put_unsynced("../x", b"x").is_err());
+    }
+
+    #[test]
+    fn stored_files_take_the_umask_not_tempfiles_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        store.put("r/summary.json", b"{}").unwrap();
+        store.put_unsynced("r/0.json", b"{}").unwrap();
+        crate::partition::write_atomically(&dir.path().join("p.safetensors"), b"x").unwrap();
+        for file in ["r/summary.json", "r/0.json", "p.safetensors"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o666 & !umask, "{file}: {mode:o}");
+        }
     }
 
     #[test]

@@ -384,7 +384,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             [
                 ("galaxy", m.galaxy.clone()),
                 ("qso", m.qso.clone()),
-                ("all", m.all.clone()),
+                ("all classes (stars included)", m.all.clone()),
             ]
         })
         .unwrap_or_default();
@@ -395,7 +395,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             Some(view! {
                 <tr><td>{group}</td><td>{m.n}</td>
                 <td>{format!("{:.4}", m.mae)}</td><td>{format!("{:.4}", m.mse)}</td><td>{format!("{:+.4}", m.bias)}</td>
-                <td>{format!("{:.4}", m.nmad)}</td><td>{format!("{:.3}", m.r2)}</td>
+                <td>{format!("{:.4}", m.nmad)}</td><td>{m.r2.map_or_else(|| "—".into(), |r| format!("{r:.3}"))}</td>
                 <td>{format!("{:.3}", m.outlier_frac_0_05)}</td><td>{format!("{:.3}", m.outlier_frac_0_15)}</td></tr>
             })
         })
@@ -475,6 +475,8 @@ fn ResultsView(results: RunResults) -> impl IntoView {
         s.precision.name(),
         class_line(&s)
     );
+    let unscored = s.metrics.as_ref().map_or(0, |m| m.unscored);
+    let shipped = model_name(&s) == "photoz";
     let cost = s.cost;
     view! {
         <section class="results">
@@ -485,11 +487,16 @@ fn ResultsView(results: RunResults) -> impl IntoView {
                 <Histogram values=residuals lo=-0.3 hi=0.3 label="(z_pred − z_spec) / (1 + z_spec)".to_string() />
             </div>
             <p class="note scatter-sample">{sample_note}</p>
-            <p class="note">"Metrics cover every labelled object in the run's data. The shipped PhotoZ was trained on 80% of the bundled catalogs, so these include training objects; held-out figures come from "<code>"cosmicai eval --split validation"</code>" (see the model card)."</p>
+            {shipped.then(|| view! {
+                <p class="note">"Metrics cover every labelled object in the run's data. The shipped PhotoZ was trained on 80% of the bundled catalogs, so these include training objects; held-out figures come from "<code>"cosmicai eval --split validation"</code>" (see the model card)."</p>
+            })}
             <table class="metrics">
                 <tr><th>"objects"</th><th>"n"</th><th>"MAE"</th><th>"MSE"</th><th>"bias"</th><th>"NMAD"</th><th>"R²"</th><th>"outliers >0.05"</th><th>"outliers >0.15"</th></tr>
                 {metric_rows}
             </table>
+            {(unscored > 0).then(|| view! {
+                <p class="note unscored">{format!("{unscored} objects with a spectroscopic redshift got no finite prediction: they are left out of the metrics.")}</p>
+            })}
             {calibration}
             {(!failures.is_empty()).then(|| view! {
                 <h4>"Failed ranks"</h4>
