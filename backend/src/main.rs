@@ -9,6 +9,7 @@
 mod aws;
 mod commands;
 mod coordinator;
+mod interrupt;
 mod models;
 mod output;
 mod plot;

@@ -899,10 +899,15 @@ fn the_handler_stages_called_directly() {
             started: None,
             initialize_s: 0.1,
             map_error: None,
+            child_execution_type: None,
         }),
     )
     .unwrap();
     assert_eq!(summary["status"], "partial");
+    let written: Value =
+        serde_json::from_slice(&store.get("results/direct/summary.json").unwrap()).unwrap();
+    // Both ranks were Map items (the failed one too): two EXPRESS children.
+    assert_eq!(written["cost"]["express_executions"], 2, "{written}");
     assert_eq!(summary["failed_ranks"], serde_json::json!([1]));
     assert_eq!(summary["objects"], m0["objects"]);
     // After a Map that failed as a whole, the missing ranks carry its error.
@@ -918,6 +923,8 @@ fn the_handler_stages_called_directly() {
                 error: Some("States.ExceedToleratedFailureThreshold".into()),
                 cause: Some("1 of 2 items failed".into()),
             }),
+            // A stack deployed with STANDARD children: priced as such.
+            child_execution_type: Some("STANDARD".into()),
         }),
     )
     .unwrap();
@@ -932,6 +939,9 @@ fn the_handler_stages_called_directly() {
         written["duration_s"].as_f64().unwrap() > 1e6,
         "wall time from the execution start"
     );
+    assert_eq!(written["cost"]["express_executions"], 0, "{written}");
+    // The parent's 4 steps, and per child its start and 3 transitions of its own.
+    assert_eq!(written["cost"]["state_transitions"], 4 + 2 * 4, "{written}");
 
     // Bad input: a clear error, classed so the state machine does not retry it.
     let mut bad = request.clone();
@@ -1044,6 +1054,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
             started: None,
             initialize_s: 0.1,
             map_error: None,
+            child_execution_type: None,
         }),
     )
     .unwrap();

@@ -356,6 +356,30 @@ fn a_run_whose_coordinator_dies_is_marked_interrupted() {
 }
 
 #[test]
+fn ctrl_c_stops_the_run_summarizes_what_finished_and_closes_its_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = start_paused_run(&data, &["--concurrency", "1", "--result-path", "results/c"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while workers(&data).is_empty() {
+        assert!(Instant::now() < deadline, "no worker appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling the coordinator this test started.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let s = last_json_line(&out);
+    assert!(s["status"] == "partial" || s["status"] == "failed", "{s}");
+    assert!(PathBuf::from(&data).join("results/c/summary.json").exists());
+    assert!(workers(&data).is_empty(), "no worker outlives its run");
+    let runs = ok_json(&["runs", "--data", &data, "--json"]);
+    assert_eq!(runs[0]["status"], s["status"], "{runs}");
+}
+
+#[test]
 fn estimate_then_sweep_with_a_chart_and_csv() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());

@@ -1005,6 +1005,73 @@ fn a_selection_becomes_a_dataset_that_a_run_takes() {
     assert_eq!(lines(&again.body), lines(&events.body));
     let results = get(&s, &format!("/api/runs/{id}/results")).json();
     assert_eq!(results["summary"]["objects"].as_u64(), Some(expected));
+
+    // Renderings and real objects in one run: the renderings are counted and
+    // left out of the metrics and the scatter (their labels drew them).
+    let ids_of = |provenance: &str| -> Vec<i64> {
+        get(
+            &s,
+            &format!("/api/objects?provenance={provenance}&class=GALAXY&limit=4"),
+        )
+        .json()["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (synthetic, real) = (ids_of("synthetic"), ids_of("real"));
+    assert_eq!((synthetic.len(), real.len()), (4, 4));
+    let both = [synthetic.clone(), real.clone()].concat();
+    let body = serde_json::json!({ "ids": both });
+    let mixed = post(&s, "/api/selections", &body.to_string(), &[]).json();
+    let launch =
+        serde_json::json!({"world_size": 1, "batch_size": 64, "data_prefix": mixed["data_prefix"]});
+    let id = accepted_id(&post(&s, "/api/runs", &launch.to_string(), &[]));
+    let events = get(&s, &format!("/api/runs/{id}/events"));
+    assert!(String::from_utf8_lossy(&events.body).contains(r#""status":"succeeded""#));
+    let results = get(&s, &format!("/api/runs/{id}/results")).json();
+    let metrics = &results["summary"]["metrics"];
+    assert_eq!(results["summary"]["objects"], 8, "{results}");
+    assert_eq!(metrics["synthetic"], 4, "{metrics}");
+    assert_eq!(metrics["galaxy"]["n"], 4, "{metrics}");
+    let plotted: Vec<i64> = results["scatter"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        plotted.iter().all(|i| real.contains(i)) && plotted.len() == 4,
+        "{plotted:?}"
+    );
+
+    // A CLI run given this run's result_path is refused, and its row (which
+    // names that path) shows no results but its own: none.
+    let clash = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args(["run", "--data"])
+        .arg(data_dir())
+        .args(["--world-size", "1", "--batch-size", "64", "--result-path"])
+        .arg(format!("results/{id}"))
+        .output()
+        .unwrap();
+    assert!(!clash.status.success());
+    let runs = get(&s, "/api/runs?limit=500").json();
+    let refused = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["result_path"] == format!("results/{id}") && r["id"] != id.as_str())
+        .expect("the refused run's row")
+        .clone();
+    assert_json_error(
+        &get(
+            &s,
+            &format!("/api/runs/{}/results", refused["id"].as_str().unwrap()),
+        ),
+        409,
+        &format!("holds run {id}'s"),
+    );
 }
 
 #[test]

@@ -18,6 +18,8 @@ pub const EXPRESS_REQUEST: f64 = 1.00 / 1e6;
 pub const EXPRESS_GB_S: f64 = 0.00001667;
 /// Express bills memory in 64 MB steps; a child that only calls a Lambda uses the first.
 pub const EXPRESS_BILLED_GB: f64 = 64.0 / 1024.0;
+/// Steps the parent execution takes: Initialize, the Device choice, the Map, Summarize.
+pub const PARENT_TRANSITIONS: u64 = 4;
 /// State transitions a STANDARD child makes (its start, the Infer task, its end).
 pub const STANDARD_CHILD_TRANSITIONS: u64 = 3;
 /// S3 PUT, COPY, POST, LIST, USD per request ($0.005 per 1,000).
@@ -50,6 +52,21 @@ impl Children {
             cosmicai_shared::run::Device::Cuda => Children::BatchGpu,
         }
     }
+
+    /// The children of a stack deployed with `child_execution_type` (the
+    /// template's ChildExecutionType, EXPRESS or STANDARD) for a run on `device`:
+    /// CUDA ranks are always STANDARD children waiting on Batch.
+    pub fn deployed(
+        device: cosmicai_shared::run::Device,
+        child_execution_type: Option<&str>,
+    ) -> Self {
+        match (Self::for_device(device), child_execution_type) {
+            (Children::Express, Some(t)) if t.eq_ignore_ascii_case("STANDARD") => {
+                Children::Standard
+            }
+            (children, _) => children,
+        }
+    }
 }
 
 /// Lambda bills duration rounded up to the millisecond.
@@ -59,11 +76,15 @@ pub fn billed_ms(duration_s: f64) -> u64 {
 
 /// The pipeline's AWS bill: one Lambda invocation per rank attempt plus Initialize
 /// and Summarize (`stage_durations_s`); Step Functions: the parent's transitions
-/// (start and end of Initialize, Map and Summarize, and one per child execution
-/// the Distributed Map starts), and each child's own bill (an EXPRESS child: a
-/// request and its duration at 64 MB; a STANDARD child: its transitions); and S3
-/// requests (LIST and payload PUT at Initialize; each rank GETs its partitions and
-/// PUTs its result and predictions; Summarize GETs every rank result and PUTs two files).
+/// (a step each for the four states a run executes: Initialize, the Device
+/// choice, the Map and Summarize; and one per child execution the Distributed
+/// Map starts), and each child's own bill (an EXPRESS child: a request and its
+/// duration at 64 MB; a STANDARD child: its transitions); and S3 requests
+/// (Initialize LISTs the data, a page per 1,000 keys, and PUTs `payload.json` and
+/// `plan.json`; each rank GETs `payload.json` and its partitions and PUTs its
+/// predictions, result and measures; Summarize GETs each rank's three and PUTs
+/// two files). Not priced: the upload of the data, its storage, the launcher's
+/// copy of the results, and a failed attempt that left no measure.
 pub fn run_cost(
     ranks: &[RankMeasure],
     files_per_rank: &[usize],
@@ -112,14 +133,22 @@ pub fn run_cost(
             let seconds: f64 = running()
                 .map(|r| (r.billed_duration_ms as f64 / 100.0).ceil() / 10.0)
                 .sum();
-            (6 + world, world, seconds * EXPRESS_BILLED_GB)
+            (
+                PARENT_TRANSITIONS + world,
+                world,
+                seconds * EXPRESS_BILLED_GB,
+            )
         }
-        Children::Standard | Children::BatchGpu => {
-            (6 + world * (1 + STANDARD_CHILD_TRANSITIONS), 0, 0.0)
-        }
+        Children::Standard | Children::BatchGpu => (
+            PARENT_TRANSITIONS + world * (1 + STANDARD_CHILD_TRANSITIONS),
+            0,
+            0.0,
+        ),
     };
-    let s3_put_list = 2 + 2 * world + 2;
-    let s3_get = files_per_rank.iter().sum::<usize>() as u64 + world;
+    let files = files_per_rank.iter().sum::<usize>() as u64;
+    let list_pages = files.div_ceil(1000).max(1);
+    let s3_put_list = (list_pages + 2) + 3 * world + 2;
+    let s3_get = (files + world) + 3 * world;
     let mut cost = Cost {
         lambda_gb_s,
         lambda_compute_usd: lambda_gb_s * price,
@@ -244,7 +273,9 @@ mod tests {
                 c.s3_put_list,
                 c.s3_get
             ),
-            (1, 10, 6, 4)
+            // 4 + 1 + 3 transitions; LIST, 2 PUTs, 3 a rank, 2; 3 partitions
+            // and the payload, then the rank's 3 files.
+            (1, 8, 8, 7)
         );
         let sum = c.lambda_compute_usd + c.lambda_requests_usd + c.step_functions_usd + c.s3_usd;
         assert!((c.total_usd - sum).abs() < 1e-15);
@@ -272,19 +303,19 @@ mod tests {
         };
         let ranks = [rank(34_001), rank(100)];
         let express = run_cost(&ranks, &[1, 1], &[], 2048, true, Children::Express);
-        // One parent transition per child; 34.1 s + 0.1 s at 64 MB.
+        // The parent's 4 steps and one transition per child; 34.1 s + 0.1 s at 64 MB.
         assert_eq!(
             (express.state_transitions, express.express_executions),
-            (8, 2)
+            (6, 2)
         );
         assert!((express.express_gb_s - 34.2 / 16.0).abs() < 1e-9);
-        let expected = 8.0 * STATE_TRANSITION + 2.0 * EXPRESS_REQUEST + 34.2 / 16.0 * EXPRESS_GB_S;
+        let expected = 6.0 * STATE_TRANSITION + 2.0 * EXPRESS_REQUEST + 34.2 / 16.0 * EXPRESS_GB_S;
         assert!((express.step_functions_usd - expected).abs() < 1e-12);
         // STANDARD children: their own transitions instead, nothing per second.
         let standard = run_cost(&ranks, &[1, 1], &[], 2048, true, Children::Standard);
         assert_eq!(
             (standard.state_transitions, standard.express_executions),
-            (14, 0)
+            (12, 0)
         );
         // Short ranks are cheaper in EXPRESS children; from about 71 s on, STANDARD.
         let long = [rank(140_000)];

@@ -10,7 +10,8 @@
 //!
 //! A spectroscopic redshift is a label only in [`LABELS`]: survey sentinels
 //! (-9999) and z <= -1 would make dz meaningless. An object with a label whose
-//! prediction is not a number is counted as `unscored`, never dropped unseen.
+//! prediction is not a number is counted as `unscored`, never dropped unseen;
+//! an object from the renderer as `synthetic`, and never scored.
 
 use crate::partition::ObjectRow;
 use crate::predict::Prediction;
@@ -41,6 +42,7 @@ pub fn evaluate(rows: &[ObjectRow], predictions: &[Prediction]) -> Evaluation {
 pub struct Scorer {
     objects: usize,
     unscored: usize,
+    synthetic: usize,
     confusion: [[usize; 3]; 3],
     galaxy: Residuals,
     qso: Residuals,
@@ -98,6 +100,12 @@ impl Scorer {
         }
     }
 
+    /// One object from the renderer: counted, never scored.
+    pub fn add_synthetic(&mut self) {
+        self.objects += 1;
+        self.synthetic += 1;
+    }
+
     pub fn objects(&self) -> usize {
         self.objects
     }
@@ -108,6 +116,7 @@ impl Scorer {
         Evaluation {
             objects: self.objects,
             unscored: self.unscored,
+            synthetic: self.synthetic,
             galaxy: self.galaxy.finish(),
             qso: self.qso.finish(),
             all: self.all.finish(),

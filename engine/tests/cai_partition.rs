@@ -330,4 +330,16 @@ fn a_file_converted_with_another_class_is_named_before_anything_is_written() {
     );
     // Without a class, or with the same one, it is simply kept.
     assert_eq!(import(Class::Unknown).unwrap().skipped, 1);
+    // The .pt written again under its name (a new split): converted again, not
+    // the old objects kept under the new file's name.
+    let fewer = cai.join("p.pt");
+    let before = std::fs::read(out.join("p.safetensors")).unwrap();
+    std::fs::write(&fewer, std::fs::read(fixture()).unwrap()).unwrap();
+    let file = std::fs::File::options().write(true).open(&fewer).unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    let again = import(Class::Unknown).unwrap();
+    assert_eq!((again.written.len(), again.skipped), (1, 0));
+    assert_ne!(std::fs::read(out.join("p.safetensors")).unwrap(), before);
+    assert_eq!(import(Class::Unknown).unwrap().skipped, 1);
 }

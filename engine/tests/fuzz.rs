@@ -293,6 +293,7 @@ fn fuzz_predictions_reader() {
             Prediction::redshift_only(0.0),
             Prediction::redshift_only(1.9),
         ],
+        synthetic: vec![false, false, true],
     };
     let seed = encode_predictions(&p).unwrap();
     assert_eq!(read_predictions(&seed).unwrap().object_id, p.object_id);

@@ -12,10 +12,10 @@
 //! The handler is thin on purpose: all pipeline logic is in `cosmicai-engine`,
 //! so a run on AWS and a run on a laptop give the same files.
 
-use cosmicai_engine::cost::billed_ms;
+use cosmicai_engine::cost::{Children, billed_ms};
 use cosmicai_engine::pipeline::{
     Payload, PipelineError, RANK_STOP_S, RankEvent, check_rank_time, infer_rank, initialize_with,
-    measures_key, payload_key, plan_key, summarize,
+    measures_key, payload_key, plan_key, summarize_with,
 };
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::s3::{S3Config, S3Store};
@@ -171,6 +171,11 @@ pub fn parse_event(mut value: serde_json::Value) -> Result<StageEvent, StageErro
 
 /// Handles one event. Blocking work: call it from a blocking thread.
 pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Value, StageError> {
+    if !matches!(event, StageEvent::Infer(_)) {
+        // This process has served a call: an Infer after it starts warm. (The
+        // INIT before an Initialize or a Summarize, two calls a run, is not priced.)
+        WARM.store(true, Ordering::SeqCst);
+    }
     let value = match event {
         StageEvent::Initialize {
             run_id,
@@ -497,7 +502,8 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
             // overwrite a later attempt's success).
             let in_time = deadline.is_some_and(|d| d.used_s() < RANK_STOP_S + 5.0);
             if let Some(stopped) =
-                stopped_measure(item, &e, started.elapsed().as_secs_f64()).filter(|_| in_time)
+                stopped_measure(item, &e, started.elapsed().as_secs_f64(), cold_start_s)
+                    .filter(|_| in_time)
             {
                 let stopped = RankMeasure {
                     cpu_time_s: cpu_seconds() - usage_before,
@@ -517,7 +523,10 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
         run_id: item.run_id.clone(),
         attempts: 1,
         duration_s,
-        billed_duration_ms: billed_ms(duration_s),
+        // Lambda bills the INIT before a cold call too (this custom runtime's
+        // always; every on-demand function's since August 2025): for AstroMAE,
+        // its weights read from S3 and built.
+        billed_duration_ms: billed_ms(duration_s + cold_start_s),
         init_duration_s: cold_start_s + result.1,
         first_batch_s: cold_start_s + first_batch_s.unwrap_or(duration_s),
         cpu_time_s: cpu_seconds() - usage_before,
@@ -538,14 +547,21 @@ pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure
 
 /// The measure a rank that failed with `e` after `duration_s` leaves: only one
 /// stopped for time (never retried, so its measure is its last), with its error
-/// and what its call was billed. Other failures are retried, or are the run's.
-fn stopped_measure(item: &RankItem, e: &StageError, duration_s: f64) -> Option<RankMeasure> {
+/// and what its call was billed (its INIT, `init_s`, too). Other failures are
+/// retried, or are the run's.
+fn stopped_measure(
+    item: &RankItem,
+    e: &StageError,
+    duration_s: f64,
+    init_s: f64,
+) -> Option<RankMeasure> {
     (e.kind == StageError::OUT_OF_TIME).then(|| RankMeasure {
         rank: item.rank,
         run_id: item.run_id.clone(),
         attempts: 1,
         duration_s,
-        billed_duration_ms: billed_ms(duration_s),
+        billed_duration_ms: billed_ms(duration_s + init_s),
+        init_duration_s: init_s,
         error: Some(e.message.clone()),
         ..Default::default()
     })
@@ -894,13 +910,18 @@ pub fn summarize_stage(
         .as_deref()
         .and_then(seconds_since)
         .unwrap_or_else(|| measures.iter().map(|m| m.duration_s).fold(0.0, f64::max));
-    let summary = summarize(
+    let children = Children::deployed(
+        payload.request.device,
+        event.child_execution_type.as_deref(),
+    );
+    let summary = summarize_with(
         &store,
         &payload,
         &measures,
         duration_s,
         event.initialize_s,
         started,
+        children,
     )?;
     let summary_key = join(&payload.request.result_path, "summary.json");
     Ok(SummarizeOutput {
@@ -1062,14 +1083,17 @@ mod tests {
             entered_at: None,
         };
         let late = StageError::out_of_time("the rank stopped 281 s after its Infer state began");
-        let m = stopped_measure(&item, &late, 279.5).unwrap();
+        let m = stopped_measure(&item, &late, 279.5, 0.0).unwrap();
         assert_eq!(
             (m.rank, m.run_id.as_str(), m.billed_duration_ms),
             (4, "r", 279_500)
         );
         assert!(m.error.unwrap().contains("281 s"));
+        // A cold call is billed its INIT too.
+        let cold = stopped_measure(&item, &late, 279.5, 1.25).unwrap();
+        assert_eq!(cold.billed_duration_ms, 280_750);
         // A retried failure leaves nothing: a later attempt may still succeed.
-        assert!(stopped_measure(&item, &StageError::failed("S3 timed out"), 3.0).is_none());
+        assert!(stopped_measure(&item, &StageError::failed("S3 timed out"), 3.0, 0.0).is_none());
     }
 
     #[test]

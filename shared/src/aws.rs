@@ -85,6 +85,10 @@ pub struct SummarizeEvent {
     /// Set when the Map failed as a whole (too many failed items).
     #[serde(default)]
     pub map_error: Option<ItemError>,
+    /// The stack's ChildExecutionType (EXPRESS or STANDARD), which prices the
+    /// CPU Map's children; absent from an older stack's events (EXPRESS).
+    #[serde(default)]
+    pub child_execution_type: Option<String>,
 }
 
 /// A Step Functions error object (`Error`, `Cause`).

@@ -30,6 +30,10 @@ pub struct Evaluation {
     /// counted here so that leaving them out is seen.
     #[serde(default)]
     pub unscored: usize,
+    /// Objects from CosmicAI's renderer: left out of every figure here, since
+    /// their labels drew their images (accuracy is claimed on real labels only).
+    #[serde(default)]
+    pub synthetic: usize,
     /// Redshift metrics over objects whose true class is GALAXY.
     pub galaxy: Option<RedshiftMetrics>,
     /// Redshift metrics over QSOs.

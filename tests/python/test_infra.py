@@ -43,6 +43,15 @@ def test_definition_placeholders_match_the_substitutions():
     assert payload["worker_memory_mb"] == "${WorkerMemoryMB}"
 
 
+def test_summarize_prices_the_children_the_stack_was_deployed_with():
+    # A stack with STANDARD children was priced as EXPRESS: 3x the Step Functions cost.
+    for name in ("Summarize", "SummarizeFailedMap"):
+        payload = json.loads((INFRA / "statemachine.asl.json").read_text())["States"][name]["Parameters"]["Payload"]
+        assert payload["child_execution_type"] == "${ChildExecutionType}", name
+    ranks = json.loads((INFRA / "statemachine.asl.json").read_text())["States"]["Ranks"]
+    assert ranks["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] == "${ChildExecutionType}"
+
+
 def states():
     return json.loads((INFRA / "statemachine.asl.json").read_text())["States"]
 

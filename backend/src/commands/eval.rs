@@ -19,7 +19,8 @@ use std::path::PathBuf;
     cosmicai eval --catalog my_catalog.csv --split validation --plot inference.png\n\n\
     dz = (z_pred - z_spec)/(1 + z_spec); nmad = 1.4826 median(|dz - median(dz)|); bias = mean(dz);\n\
     outlier_frac_T = fraction with |dz| > T; mae, mse, r2 on z itself. Galaxy metrics are over\n\
-    objects whose true class is GALAXY. --split validation scores only the objects training never saw.\n\
+    objects whose true class is GALAXY. --split validation scores only the objects training never fitted (train picks its best epoch on\n\
+    them: the shipped weights' best epoch is their last).\n\
     galaxy_calibration (models with σ_z): the fraction of galaxies with |z_pred - z_spec| <= σ_z and\n\
     <= 2σ_z, and the outlier fraction among galaxies the model flags low-risk and high-risk.")]
 pub struct EvalArgs {

@@ -23,7 +23,8 @@ use cosmicai_shared::run::RunStatus;
 
 /// A run that ended without succeeding. Its summary is printed first; then the
 /// command exits non-zero, so that a script or a job chain stops there: 3 where
-/// it is partial (some ranks failed for good), 1 otherwise.
+/// it is partial (some ranks failed for good), 1 otherwise, 130 where Ctrl-C
+/// stopped it ([`crate::interrupt`]).
 #[derive(Debug)]
 pub struct NotSucceeded {
     pub run_id: String,
@@ -32,6 +33,9 @@ pub struct NotSucceeded {
 
 impl NotSucceeded {
     pub fn exit_code(&self) -> u8 {
+        if crate::interrupt::interrupted() {
+            return 130;
+        }
         match self.status {
             RunStatus::Partial => 3,
             _ => 1,
@@ -41,9 +45,14 @@ impl NotSucceeded {
 
 impl std::fmt::Display for NotSucceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let how = if crate::interrupt::interrupted() {
+            "was interrupted and ended"
+        } else {
+            "ended"
+        };
         write!(
             f,
-            "run {} ended {}: see its summary above (exit code {})",
+            "run {} {how} {}: see its summary above (exit code {})",
             self.run_id,
             self.status.name(),
             self.exit_code()
@@ -56,7 +65,7 @@ impl std::error::Error for NotSucceeded {}
 /// Ok where run `run_id` succeeded, else [`NotSucceeded`].
 pub fn succeeded(run_id: &str, status: RunStatus) -> anyhow::Result<()> {
     match status {
-        RunStatus::Succeeded => Ok(()),
+        RunStatus::Succeeded if !crate::interrupt::interrupted() => Ok(()),
         status => Err(NotSucceeded {
             run_id: run_id.to_string(),
             status,

@@ -273,6 +273,7 @@ pub fn execute_run(args: &RunArgs, quiet: bool) -> Result<RunSummary> {
         quiet,
         ..Default::default()
     };
+    crate::interrupt::cancel_on_signal(control.cancel.clone());
     if request.device == Device::Cpu
         && request.precision == Precision::Bf16
         && !cosmicai_model::astromae::fused::bf16::native()
@@ -423,6 +424,13 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
             a.nmad,
             a.bias,
             a.outlier_frac_0_15
+        );
+    }
+    if let Some(m) = metrics.filter(|m| m.synthetic > 0) {
+        crate::line!(
+            out,
+            "  {} objects are SYNTHETIC (rendered from their labels): left out of every figure above, which are on real labels only",
+            m.synthetic
         );
     }
     if let Some(m) = metrics.filter(|m| m.unscored > 0) {

@@ -71,10 +71,12 @@ pub fn run(args: SweepArgs) -> Result<()> {
             requests.push(request_of(&run_args, "sweep")?);
         }
     }
+    let cancel = std::sync::Arc::<std::sync::atomic::AtomicBool>::default();
+    crate::interrupt::cancel_on_signal(cancel.clone());
     let rows = sweep(
         &args.data,
         &requests,
-        Default::default(),
+        cancel,
         |_, _| {},
         |row| {
             bar.set_message(format!("{} x{}", row.device.name(), row.world_size));
@@ -131,9 +133,16 @@ pub fn run(args: SweepArgs) -> Result<()> {
             }
         ))?;
     }
-    // The first run that did not succeed sets the exit code.
-    match rows.iter().find(|r| r.status != RunStatus::Succeeded) {
+    // The first run that did not succeed sets the exit code (the last, where a
+    // signal stopped the sweep between runs).
+    let interrupted = crate::interrupt::interrupted();
+    match rows
+        .iter()
+        .find(|r| r.status != RunStatus::Succeeded)
+        .or(rows.last().filter(|_| interrupted))
+    {
         Some(r) => super::succeeded(&r.run_id, r.status),
+        None if interrupted => bail!("the sweep was interrupted before its first run ended"),
         None => Ok(()),
     }
 }

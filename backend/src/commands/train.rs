@@ -376,7 +376,7 @@ fn report_text(card: &ModelCard, weights_path: &std::path::Path, bytes: usize) -
     if let Some(c) = &card.cutouts {
         crate::line!(
             out,
-            "  image branch, validation class accuracy on SYNTHETIC cutouts: {:.4} with the cutouts, {:.4} magnitudes only",
+            "  image branch, validation class accuracy on SYNTHETIC cutouts: {:.4} with the cutouts, {:.4} magnitudes only\n  (not an accuracy: the renderer drew each cutout from the object's class and redshift, so the gap measures the renderer, not what images add)",
             c.validation_class_accuracy_with_synthetic_cutouts
                 .unwrap_or(f32::NAN),
             c.validation_class_accuracy_magnitudes_only

@@ -30,6 +30,10 @@ pub struct Recorder<'a> {
     overall: ProgressBar,
     ranks: Vec<ProgressBar>,
     observe: &'a mut dyn FnMut(&RunEvent),
+    /// Objects each rank has done so far, and their sum: what the overall bar
+    /// says where there are too many ranks for a bar each.
+    objects: Vec<usize>,
+    objects_total: usize,
     /// Whether [`Recorder::end`] closed the run's row.
     ended: bool,
 }
@@ -56,6 +60,8 @@ impl<'a> Recorder<'a> {
             .progress_chars("=> "),
         );
         overall.set_prefix(run_id.to_string());
+        // Its clock moves while no rank ends (a rank of minutes, hundreds of them).
+        overall.enable_steady_tick(std::time::Duration::from_millis(500));
         let rank_style = ProgressStyle::with_template("  rank {prefix:>3} {spinner} {msg}")?;
         let ranks = (0..world_size)
             .take_while(|_| world_size <= RANK_BARS_UP_TO)
@@ -74,6 +80,8 @@ impl<'a> Recorder<'a> {
             overall,
             ranks,
             observe,
+            objects: vec![0; world_size],
+            objects_total: 0,
             ended: false,
         })
     }
@@ -139,6 +147,14 @@ impl<'a> Recorder<'a> {
             }
             RunEvent::RankObjects { rank, objects } => {
                 bar(*rank).inspect(|b| b.set_message(format!("{objects} objects")));
+                if let Some(seen) = self.objects.get_mut(*rank) {
+                    self.objects_total = self.objects_total - *seen + objects;
+                    *seen = *objects;
+                    if self.ranks.is_empty() {
+                        let total = self.objects_total;
+                        self.overall.set_message(format!("{total} objects so far"));
+                    }
+                }
                 Ok(())
             }
             RunEvent::RankFinished { measure: m } => {

@@ -897,6 +897,17 @@ pub async fn run_results(
             )
         })?;
         let mut summary: RunSummary = serde_json::from_str(&text).map_err(Error::internal)?;
+        // A run refused at Initialize (its result_path taken) has a row naming
+        // that path: the results there are the other run's, never this one's.
+        if summary.run_id != id {
+            return Err(Error(
+                StatusCode::CONFLICT,
+                format!(
+                    "run {id} has no results: its result_path {} holds run {}'s",
+                    run.result_path, summary.run_id
+                ),
+            ));
+        }
         // The model as GET /api/models names it (its file's name, never the
         // host's path to it), and rank errors carry worker messages: no host
         // paths in them either.
@@ -926,7 +937,8 @@ pub async fn run_results(
             };
             let p = cosmicai_engine::pipeline::read_predictions(&bytes).map_err(Error::internal)?;
             for i in 0..p.redshift.len() {
-                if !p.redshift[i].is_finite() {
+                // As the metrics: real labels only.
+                if !p.redshift[i].is_finite() || p.is_synthetic(i) {
                     continue;
                 }
                 seen += 1;

@@ -144,7 +144,15 @@ fn import_up_to(
         }
         let size = std::fs::metadata(file).map_or(0, |m| m.len());
         let target = target_of(file);
-        if PartitionFile::open(&target).is_ok() {
+        let stamp = stamp_of(file);
+        // Converted before from this very file (same size and time): kept. A
+        // `.pt` written again under its name (a new split) is converted again.
+        if PartitionFile::open(&target).is_ok_and(|done| {
+            done.catalog()
+                .sources
+                .iter()
+                .any(|s| s.detail.ends_with(&stamp))
+        }) {
             report.skipped += 1;
             on_file(file, size);
             continue;
@@ -160,6 +168,10 @@ fn import_up_to(
                 None => return Err(e),
             },
         };
+        let mut partition = partition;
+        for s in &mut partition.sources {
+            s.detail = format!("{}; {stamp}", s.detail);
+        }
         write_partition(&target, &partition).map_err(|e| fail(&target, e.to_string()))?;
         report.written.push(WrittenPartition {
             path: target.clone(),
@@ -243,4 +255,19 @@ pub fn converted_prefix(
         .join(CONVERTED)
         .to_string_lossy()
         .into_owned())
+}
+
+/// What a conversion keeps of its `.pt` file, to know it again: its size and
+/// modification time.
+fn stamp_of(file: &Path) -> String {
+    let meta = std::fs::metadata(file).ok();
+    let modified = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "from {} bytes modified at {modified} ns",
+        meta.map_or(0, |m| m.len())
+    )
 }

@@ -262,6 +262,34 @@ fn check_primary_sizes(bytes: &[u8]) -> Result<(), String> {
                 let n = number(k)?;
                 axes.push(u64::try_from(n).map_err(|_| format!("{k} {n} is negative"))?);
             }
+            // The pixels are read as they are stored (fitsrs applies no scale),
+            // as SDSS frames' nanomaggies: a scaled image or another unit would
+            // be read as wrong fluxes with no word.
+            "BSCALE" | "BZERO" => {
+                let wanted = if key == "BSCALE" { 1.0 } else { 0.0 };
+                let found = value()
+                    .parse::<f64>()
+                    .map_err(|_| format!("{key} is not a number: {:?}", value()))?;
+                if found != wanted {
+                    return Err(format!(
+                        "{key} is {found}: scaled pixels are not read (SDSS frames have BSCALE 1, BZERO 0)"
+                    ));
+                }
+            }
+            "BUNIT" => {
+                // A quoted string, which may hold '/' (a comment's mark elsewhere).
+                let raw = text.get(10..).unwrap_or("").trim_start();
+                let unit = raw
+                    .strip_prefix('\'')
+                    .and_then(|r| r.split('\'').next())
+                    .unwrap_or_else(value)
+                    .trim();
+                if !unit.is_empty() && !unit.to_ascii_lowercase().starts_with("nanomagg") {
+                    return Err(format!(
+                        "BUNIT is {unit:?}: pixels are read as nanomaggies, as SDSS frames give them"
+                    ));
+                }
+            }
             _ => {}
         }
     }
@@ -386,5 +414,42 @@ mod tests {
         );
         assert_eq!(parse_frame_name("frame-x-1-2-3.fits"), None);
         assert_eq!(parse_frame_name("psField-002820-3-0122.fit"), None);
+    }
+
+    /// A primary header of `cards` (each padded to 80), 1 x 1 pixel of f32.
+    fn header(cards: &[&str]) -> Vec<u8> {
+        let mut all = vec![
+            "SIMPLE  =                    T",
+            "BITPIX  =                  -32",
+            "NAXIS   =                    2",
+            "NAXIS1  =                    1",
+            "NAXIS2  =                    1",
+        ];
+        all.extend_from_slice(cards);
+        all.push("END");
+        let mut bytes: Vec<u8> = all
+            .iter()
+            .flat_map(|c| format!("{c:<80}").into_bytes())
+            .collect();
+        bytes.resize(2880 + 2880, 0);
+        bytes
+    }
+
+    #[test]
+    fn scaled_pixels_and_other_units_are_refused_by_name() {
+        // As an SDSS frame's header has them.
+        let sdss = [
+            "BZERO   =              0.00000 /Set by MRD_SCALE",
+            "BSCALE  =              1.00000 /Set by MRD_SCALE",
+            "BUNIT   = 'nanomaggy'          / 1 nanomaggy = 3.631e-6 Jy",
+        ];
+        assert_eq!(check_primary_sizes(&header(&sdss)), Ok(()));
+        assert_eq!(check_primary_sizes(&header(&[])), Ok(()));
+        let e = check_primary_sizes(&header(&["BSCALE  =                  2.5"])).unwrap_err();
+        assert!(e.contains("BSCALE is 2.5"), "{e}");
+        let e = check_primary_sizes(&header(&["BZERO   =                32768"])).unwrap_err();
+        assert!(e.contains("BZERO is 32768"), "{e}");
+        let e = check_primary_sizes(&header(&["BUNIT   = 'MJy/sr'"])).unwrap_err();
+        assert!(e.contains("MJy/sr") && e.contains("nanomaggies"), "{e}");
     }
 }

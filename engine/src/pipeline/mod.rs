@@ -23,7 +23,7 @@ pub use rank_time::{
     LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, SlowestRank, check_rank_time,
     slowest_rank,
 };
-pub use summary::{RunSummary, summarize};
+pub use summary::{RunSummary, summarize, summarize_with};
 
 use crate::store::StoreError;
 

@@ -7,8 +7,8 @@ use crate::redshift_model::RedshiftModel;
 use crate::store::ObjectStore;
 use burn::prelude::*;
 use cosmicai_model::astromae::AstroMae;
-use cosmicai_shared::Class;
 use cosmicai_shared::run::{RankResult, SystemInfo};
+use cosmicai_shared::{Class, Provenance};
 use safetensors::tensor::{Dtype, TensorView};
 use std::time::Instant;
 
@@ -28,6 +28,16 @@ pub struct RankPredictions {
     pub redshift: Vec<f32>,
     pub class: Vec<Class>,
     pub predicted: Vec<Prediction>,
+    /// Whether the object came from the renderer: its labels drew its image,
+    /// so it is never scored (empty: none did).
+    pub synthetic: Vec<bool>,
+}
+
+impl RankPredictions {
+    /// Whether object `i` came from the renderer.
+    pub fn is_synthetic(&self, i: usize) -> bool {
+        self.synthetic.get(i).copied().unwrap_or(false)
+    }
 }
 
 /// What a rank's batches add up to.
@@ -50,6 +60,7 @@ struct Batch {
     object_id: Vec<i64>,
     redshift: Vec<f32>,
     class: Vec<Class>,
+    synthetic: Vec<bool>,
 }
 
 impl Batch {
@@ -84,7 +95,9 @@ impl Batch {
             .extend_from_slice(&catalog.object_id[rows.clone()]);
         self.redshift
             .extend_from_slice(&catalog.redshift[rows.clone()]);
-        self.class.extend_from_slice(&catalog.class[rows]);
+        self.class.extend_from_slice(&catalog.class[rows.clone()]);
+        self.synthetic
+            .extend(rows.map(|i| catalog.provenance(i) == Provenance::Synthetic));
     }
 
     /// "partition KEY" or "partitions A, B": where the batch's rows come from.
@@ -100,6 +113,7 @@ impl Batch {
         out.object_id.append(&mut self.object_id);
         out.redshift.append(&mut self.redshift);
         out.class.append(&mut self.class);
+        out.synthetic.append(&mut self.synthetic);
         self.keys.clear();
         self.magnitudes.clear();
         self.pixels = Vec::new();
@@ -354,6 +368,11 @@ pub fn encode_predictions(p: &RankPredictions) -> Result<Vec<u8>, PipelineError>
         tensors.push(("predicted_redshift_sigma", Dtype::F32, vec![n], &sigma));
         tensors.push(("outlier_probability", Dtype::F32, vec![n], &risk));
     }
+    // Only where some object came from the renderer: real data's files are as before.
+    let synthetic: Vec<u8> = (0..n).map(|i| u8::from(p.is_synthetic(i))).collect();
+    if synthetic.contains(&1) {
+        tensors.push(("synthetic", Dtype::U8, vec![n], &synthetic));
+    }
     let views = tensors
         .into_iter()
         .map(|(name, dtype, shape, data)| TensorView::new(dtype, shape, data).map(|v| (name, v)))
@@ -406,6 +425,19 @@ pub fn read_predictions(bytes: &[u8]) -> Result<RankPredictions, String> {
     };
     let sigma = optional("predicted_redshift_sigma")?;
     let risk = optional("outlier_probability")?;
+    let synthetic: Vec<bool> = match file.tensor("synthetic") {
+        Err(_) => Vec::new(),
+        Ok(t) if t.dtype() == Dtype::U8 && t.shape() == [n] => {
+            t.data().iter().map(|&b| b != 0).collect()
+        }
+        Ok(t) => {
+            return Err(format!(
+                "synthetic: {:?} {:?}, expected U8 [{n}]",
+                t.dtype(),
+                t.shape()
+            ));
+        }
+    };
     if [
         redshift.len(),
         predicted_redshift.len(),
@@ -441,6 +473,7 @@ pub fn read_predictions(bytes: &[u8]) -> Result<RankPredictions, String> {
         redshift,
         class,
         predicted,
+        synthetic,
     })
 }
 
@@ -460,7 +493,21 @@ mod tests {
             redshift: vec![0.29, f32::NAN],
             class: vec![Class::Galaxy, Class::Unknown],
             predicted: vec![p, p],
+            synthetic: Vec::new(),
         }
+    }
+
+    #[test]
+    fn renderings_are_marked_and_real_datas_files_are_as_before() {
+        let real = encode_predictions(&predictions(false)).unwrap();
+        assert!(!String::from_utf8_lossy(&real).contains("synthetic"));
+        assert!(!read_predictions(&real).unwrap().is_synthetic(0));
+        let mixed = RankPredictions {
+            synthetic: vec![false, true],
+            ..predictions(false)
+        };
+        let back = read_predictions(&encode_predictions(&mixed).unwrap()).unwrap();
+        assert_eq!(back.synthetic, [false, true]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Summarize: gather rank results, score predictions, add up the cost.
 
 use super::{Payload, PipelineError, predictions_key, rank_key, read_predictions};
-use crate::cost::run_cost;
+use crate::cost::{Children, run_cost};
 use crate::metrics::Scorer;
 use crate::store::{ObjectStore, PARALLEL_GETS, StoreError, for_each_fetched, join};
 pub use cosmicai_shared::run::RunSummary;
@@ -20,6 +20,29 @@ pub fn summarize(
     duration_s: f64,
     initialize_s: f64,
     started: std::time::Instant,
+) -> Result<RunSummary, PipelineError> {
+    let children = Children::for_device(payload.request.device);
+    summarize_with(
+        store,
+        payload,
+        measures,
+        duration_s,
+        initialize_s,
+        started,
+        children,
+    )
+}
+
+/// [`summarize`], priced with `children` as the Map's child executions (a
+/// stack deployed with STANDARD children for its CPU ranks says so).
+pub fn summarize_with(
+    store: &dyn ObjectStore,
+    payload: &Payload,
+    measures: &[RankMeasure],
+    duration_s: f64,
+    initialize_s: f64,
+    started: std::time::Instant,
+    children: Children,
 ) -> Result<RunSummary, PipelineError> {
     let request = &payload.request;
     let mut results: Vec<RankResult> = Vec::new();
@@ -77,8 +100,18 @@ pub fn summarize(
                         return Ok(());
                     }
                 };
-                for ((z, class), predicted) in p.redshift.iter().zip(&p.class).zip(&p.predicted) {
-                    scorer.add(*z, *class, predicted);
+                for (i, ((z, class), predicted)) in p
+                    .redshift
+                    .iter()
+                    .zip(&p.class)
+                    .zip(&p.predicted)
+                    .enumerate()
+                {
+                    if p.is_synthetic(i) {
+                        scorer.add_synthetic();
+                    } else {
+                        scorer.add(*z, *class, predicted);
+                    }
                 }
             }
             Err(StoreError::NotFound { .. }) => {}
@@ -99,7 +132,7 @@ pub fn summarize(
         &[initialize_s, started.elapsed().as_secs_f64()],
         request.memory_mb,
         crate::cost::ARM64,
-        crate::cost::Children::for_device(request.device),
+        children,
     );
     // A rank planned no file fails only where it ran and failed (a local run
     // starts every rank: a missing model, a cancel).

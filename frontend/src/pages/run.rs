@@ -476,6 +476,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
         class_line(&s)
     );
     let unscored = s.metrics.as_ref().map_or(0, |m| m.unscored);
+    let synthetic = s.metrics.as_ref().map_or(0, |m| m.synthetic);
     let shipped = model_name(&s) == "photoz";
     let cost = s.cost;
     view! {
@@ -494,6 +495,9 @@ fn ResultsView(results: RunResults) -> impl IntoView {
                 <tr><th>"objects"</th><th>"n"</th><th>"MAE"</th><th>"MSE"</th><th>"bias"</th><th>"NMAD"</th><th>"R²"</th><th>"outliers >0.05"</th><th>"outliers >0.15"</th></tr>
                 {metric_rows}
             </table>
+            {(synthetic > 0).then(|| view! {
+                <p class="note synthetic-left-out"><span class="badge synthetic">"synthetic"</span>{format!(" {synthetic} objects came from the renderer, which drew their images from their labels: they are left out of the metrics and the plots, which are on real labels only.")}</p>
+            })}
             {(unscored > 0).then(|| view! {
                 <p class="note unscored">{format!("{unscored} objects with a spectroscopic redshift got no finite prediction: they are left out of the metrics.")}</p>
             })}
@@ -511,12 +515,13 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             {bars_note.map(|n| view! { <p class="note">{n}</p> })}
             <div class="charts"><Bars items=durations unit="s".to_string() /><Bars items=memory unit="MB".to_string() /></div>
             <h4>"Cost at AWS prices"</h4>
+            <p class="note cost-basis">"The measured durations at us-east-1 list prices: on AWS, what the functions were billed (a cold call's start included); on this machine, its ranks' time priced as Lambda's, though a local rank may use more cores than a Lambda of its memory gets. Not included: the data's upload and storage, attempts that failed without a measure, GPU instances' start and idle time."</p>
             <table class="cost">
                 <tr><td>"Lambda compute"</td><td>{format!("{:.3} GB-s", cost.lambda_gb_s)}</td><td>{format!("${:.6}", cost.lambda_compute_usd)}</td></tr>
                 <tr><td>"Lambda requests"</td><td>{cost.lambda_requests}</td><td>{format!("${:.6}", cost.lambda_requests_usd)}</td></tr>
                 <tr><td>"Step Functions"</td><td>{format!("{} transitions, {} Express children", cost.state_transitions, cost.express_executions)}</td><td>{format!("${:.6}", cost.step_functions_usd)}</td></tr>
                 {(cost.gpu_instance_s > 0.0).then(|| view! {
-                    <tr><td>"GPU instances (Batch)"</td><td>{format!("{:.1} s of g5.xlarge", cost.gpu_instance_s)}</td><td>{format!("${:.6}", cost.gpu_instance_usd)}</td></tr>
+                    <tr><td>"GPU instances (Batch)"</td><td>{format!("{:.1} s of g5.xlarge (ranks' own time: a lower bound)", cost.gpu_instance_s)}</td><td>{format!("${:.6}", cost.gpu_instance_usd)}</td></tr>
                 })}
                 <tr><td>"S3 requests"</td><td>{format!("{} put/list, {} get", cost.s3_put_list, cost.s3_get)}</td><td>{format!("${:.6}", cost.s3_usd)}</td></tr>
                 <tr class="total"><td>"Total"</td><td></td><td>{format!("${:.6}", cost.total_usd)}</td></tr>
