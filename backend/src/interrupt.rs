@@ -18,13 +18,23 @@ extern "C" fn on_signal(_: libc::c_int) {
     }
 }
 
-/// From now on SIGINT and SIGTERM set `cancel` (and [`interrupted`]).
+/// From now on SIGINT and SIGTERM set `cancel` (and [`interrupted`]). A signal
+/// this process was started ignoring (`nohup`, a script's background job) stays
+/// ignored: a Ctrl-C meant for the script does not stop the run.
 pub fn cancel_on_signal(cancel: Arc<AtomicBool>) {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only touches an atomic and calls `_exit`.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: sigaction with a null new action only reads the disposition;
+        // the handler only touches an atomic and calls `_exit`.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                continue;
+            }
+            libc::signal(signal, handler);
+        }
     }
     // Passed on from a thread: a signal handler may not touch an Arc or print.
     std::thread::spawn(move || {

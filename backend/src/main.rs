@@ -104,6 +104,7 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             match error.downcast_ref::<commands::NotSucceeded>() {
                 Some(run) => ExitCode::from(run.exit_code()),
+                None if interrupt::interrupted() => ExitCode::from(130),
                 None => ExitCode::FAILURE,
             }
         }

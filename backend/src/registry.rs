@@ -197,11 +197,16 @@ impl Registry {
         let rows = stmt.query_map(params![limit], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
-        rows.map(|row| {
+        let mut sweeps = Vec::new();
+        for row in rows {
             let (id, json) = row?;
-            serde_json::from_str(&json).with_context(|| format!("sweep {id}: its stored rows"))
-        })
-        .collect()
+            // One unreadable row (a newer server's, a damaged file) hides only itself.
+            match serde_json::from_str(&json) {
+                Ok(sweep) => sweeps.push(sweep),
+                Err(e) => eprintln!("warning: sweep {id}: its stored rows are unreadable: {e}"),
+            }
+        }
+        Ok(sweeps)
     }
 
     /// Stored sweep `id`, by its key.

@@ -291,6 +291,18 @@ fn a_killed_worker_is_retried_and_the_run_completes() {
         3,
         "one rank needed a second attempt: {attempts:?}"
     );
+    // The killed attempt (300 ms and more) is billed too, as a retried call is.
+    let retried = s["per_rank"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["attempts"] == 2)
+        .unwrap();
+    let own_ms = retried["duration_s"].as_f64().unwrap() * 1000.0;
+    assert!(
+        retried["billed_duration_ms"].as_f64().unwrap() >= own_ms + 300.0,
+        "{retried}"
+    );
 }
 
 #[test]
@@ -307,6 +319,8 @@ fn without_retries_a_killed_worker_fails_its_rank_and_keeps_the_others() {
     assert_eq!(s["failed_ranks"], serde_json::json!([0]));
     let error = s["per_rank"][0]["error"].as_str().unwrap();
     assert!(error.contains("killed by signal 9"), "{error}");
+    // Its time until the kill is billed: the run's cost counts it.
+    assert!(s["per_rank"][0]["billed_duration_ms"].as_u64().unwrap() >= 300);
     assert_eq!(s["objects"].as_u64(), Some(8443 - 4400));
     let combined: Value = serde_json::from_slice(
         &std::fs::read(PathBuf::from(&data).join("results/k/combined_data.json")).unwrap(),

@@ -1048,13 +1048,19 @@ fn a_selection_becomes_a_dataset_that_a_run_takes() {
 
     // A CLI run given this run's result_path is refused, and its row (which
     // names that path) shows no results but its own: none.
+    let request = data_dir().join(format!("clash-{id}.json"));
+    let payload = serde_json::json!({"data_prefix": "catalog", "batch_size": 64, "world_size": 1,
+        "result_path": format!("results/{id}")});
+    std::fs::write(&request, payload.to_string()).unwrap();
     let clash = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
         .args(["run", "--data"])
         .arg(data_dir())
-        .args(["--world-size", "1", "--batch-size", "64", "--result-path"])
-        .arg(format!("results/{id}"))
+        .arg("--request")
+        .arg(&request)
         .output()
         .unwrap();
+    let said = String::from_utf8_lossy(&clash.stderr);
+    assert!(said.contains("already holds the results"), "{said}");
     assert!(!clash.status.success());
     let runs = get(&s, "/api/runs?limit=500").json();
     let refused = runs
@@ -1375,6 +1381,11 @@ fn a_sweep_runs_every_world_size_and_reports_each() {
     let info = get(&s, &format!("/api/sweeps/{stopped}")).json();
     assert_eq!(info["state"], "interrupted", "{info}");
     assert_eq!(info["running"], Value::Null, "{info}");
+    assert_json_error(
+        &post(&s, &format!("/api/sweeps/{stopped}/cancel"), "", &[]),
+        409,
+        "not running on this server (it is interrupted)",
+    );
     assert!(
         info["error"].as_str().unwrap().contains("server stopped"),
         "{info}"

@@ -129,12 +129,20 @@ impl std::fmt::Display for StageError {
 
 /// Process start, for the cold start of the first invocation.
 static PROCESS_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+/// INIT's end (the model loaded): the cold start billed is from the process
+/// start to here, not the idle wait for the first call after it.
+static INIT_END: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 /// Whether this process has served an Infer yet (the next one is warm).
 static WARM: AtomicBool = AtomicBool::new(false);
 
 /// Marks the process start; call first thing in `main`.
 pub fn mark_process_start() {
     PROCESS_START.get_or_init(Instant::now);
+}
+
+/// Marks INIT's end; call in `main` just before the runtime takes events.
+pub fn mark_init_end() {
+    INIT_END.get_or_init(Instant::now);
 }
 
 /// An event as Step Functions sends it. An Initialize whose request is CAI's own
@@ -420,8 +428,9 @@ fn read_payload(store: &S3Store, result_path: &str, run_id: &str) -> Result<Payl
 pub fn infer_stage(settings: &S3Settings, item: &RankItem) -> Result<RankMeasure, StageError> {
     let started = Instant::now();
     let cold = !WARM.swap(true, Ordering::SeqCst);
-    let cold_start_s = match (cold, PROCESS_START.get()) {
-        (true, Some(t)) => t.elapsed().as_secs_f64(),
+    let cold_start_s = match (cold, PROCESS_START.get(), INIT_END.get()) {
+        (true, Some(start), Some(end)) => end.duration_since(*start).as_secs_f64(),
+        (true, Some(start), None) => start.elapsed().as_secs_f64(),
         _ => 0.0,
     };
     let deadline = item

@@ -2,7 +2,9 @@
 //! `bootstrap run-event JSON`, the same handler once as an AWS Batch GPU job
 //! (the Map passes a bare rank item there, which means `infer`).
 
-use cosmicai_lambda::{S3Settings, handle, mark_process_start, parse_event, preload};
+use cosmicai_lambda::{
+    S3Settings, handle, mark_init_end, mark_process_start, parse_event, preload,
+};
 use cosmicai_shared::aws::{RankItem, StageEvent};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -14,6 +16,8 @@ fn main() -> Result<(), lambda_runtime::Error> {
     // Before the runtime is built: the S3 store behind `preload` blocks on a
     // runtime of its own, which tokio refuses inside another.
     preload(&settings);
+    // INIT ends here: what follows until the first call is not billed.
+    mark_init_end();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

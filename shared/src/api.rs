@@ -396,7 +396,8 @@ pub struct SweepRow {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SweepInfo {
     pub id: String,
-    /// running, finished, cancelled or failed.
+    /// running, finished, cancelled, failed, or interrupted (its server
+    /// stopped while it ran).
     pub state: String,
     /// Runs planned in all.
     pub planned: usize,

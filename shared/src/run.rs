@@ -289,7 +289,8 @@ pub struct RankMeasure {
     pub run_id: String,
     pub attempts: u32,
     pub duration_s: f64,
-    /// Lambda bills whole milliseconds.
+    /// Lambda bills whole milliseconds: those of every attempt of the rank
+    /// (a failed one too, locally; on AWS, a cold call's INIT too).
     pub billed_duration_ms: u64,
     /// Process start to model ready.
     pub init_duration_s: f64,

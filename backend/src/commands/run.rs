@@ -182,7 +182,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let summary = if args.target == TargetArg::Aws {
         execute_aws_run(&args)?
     } else {
-        execute_run(&args, false)?
+        execute_run(&args, false, true)?
     };
     print_summary(&summary, args.json)?;
     super::succeeded(&summary.run_id, summary.status)
@@ -266,14 +266,18 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
 }
 
 /// Runs the whole pipeline on this machine; `quiet` hides the progress bars (sweeps show their own).
-pub fn execute_run(args: &RunArgs, quiet: bool) -> Result<RunSummary> {
+/// `on_signal`: Ctrl-C cancels it ([`crate::interrupt`]); a benchmark's runs
+/// leave the signal as it is.
+pub fn execute_run(args: &RunArgs, quiet: bool, on_signal: bool) -> Result<RunSummary> {
     let run_id = new_run_id();
     let request = request_of(args, &run_id)?;
     let control = RunControl {
         quiet,
         ..Default::default()
     };
-    crate::interrupt::cancel_on_signal(control.cancel.clone());
+    if on_signal {
+        crate::interrupt::cancel_on_signal(control.cancel.clone());
+    }
     if request.device == Device::Cpu
         && request.precision == Precision::Bf16
         && !cosmicai_model::astromae::fused::bf16::native()

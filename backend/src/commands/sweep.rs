@@ -113,24 +113,31 @@ pub fn run(args: SweepArgs) -> Result<()> {
             cost_usd: r.cost_usd,
         })
         .collect();
-    sweep_chart(
-        &out.join("sweep.png"),
-        &points,
-        "CosmicAI sweep: duration and cost vs world size",
-    )?;
+    // Nothing succeeded, nothing to draw: the CSV and the exit code say why.
+    if !points.is_empty() {
+        sweep_chart(
+            &out.join("sweep.png"),
+            &points,
+            "CosmicAI sweep: duration and cost vs world size",
+        )?;
+    }
     if args.json {
         crate::output::emit(&(serde_json::json!({ "out": out, "runs": rows }).to_string() + "\n"))?;
     } else {
         let left_out = rows.len() - points.len();
+        let chart = if points.is_empty() {
+            " (no chart: no run succeeded)".to_string()
+        } else if left_out > 0 {
+            format!(
+                " and {} ({left_out} runs that did not succeed are left out of it)",
+                out.join("sweep.png").display()
+            )
+        } else {
+            format!(" and {}", out.join("sweep.png").display())
+        };
         crate::output::emit(&format!(
-            "{csv}wrote {} and {}{}\n",
-            out.join("sweep.csv").display(),
-            out.join("sweep.png").display(),
-            if left_out > 0 {
-                format!(" ({left_out} runs that did not succeed are left out of the chart)")
-            } else {
-                String::new()
-            }
+            "{csv}wrote {}{chart}\n",
+            out.join("sweep.csv").display()
         ))?;
     }
     // The first run that did not succeed sets the exit code (the last, where a

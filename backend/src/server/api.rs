@@ -938,7 +938,7 @@ pub async fn run_results(
             let p = cosmicai_engine::pipeline::read_predictions(&bytes).map_err(Error::internal)?;
             for i in 0..p.redshift.len() {
                 // As the metrics: real labels only.
-                if !p.redshift[i].is_finite() || p.is_synthetic(i) {
+                if !cosmicai_engine::metrics::LABELS.contains(&p.redshift[i]) || p.is_synthetic(i) {
                     continue;
                 }
                 seen += 1;
@@ -1057,9 +1057,26 @@ pub async fn cancel_sweep(
     use super::sweeps::CancelError;
     match state.sweeps.cancel(&id) {
         Ok(()) => Ok((StatusCode::ACCEPTED, Json(Created { id }))),
-        Err(CancelError::Unknown) => Err(Error::not_found(format!(
-            "sweep {id:?}: not a sweep this server is running"
-        ))),
+        Err(CancelError::Unknown) => {
+            // One kept from before a restart: over here, whatever it says.
+            let st = state.clone();
+            let id2 = id.clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                registry(&st)?.sweep(&id2).map_err(Error::internal)
+            })
+            .await
+            .map_err(Error::internal)??;
+            Err(match stored {
+                Some(sweep) => Error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "sweep {id}: not running on this server (it is {})",
+                        sweep.state
+                    ),
+                ),
+                None => Error::not_found(format!("sweep {id:?}: no such sweep")),
+            })
+        }
         Err(CancelError::Over) => Err(Error(
             StatusCode::CONFLICT,
             format!("sweep {id}: already over"),

@@ -1,6 +1,8 @@
 //! Converting CAI `.pt` partitions into CosmicAI partitions, file by file: each
-//! `FILE.pt` becomes `FILE.safetensors`, and one already there (and readable) is
-//! kept, so an interrupted import simply runs again.
+//! `FILE.pt` becomes `FILE.safetensors`, and one already there (readable, and
+//! converted from this very file: its size and time are kept in the partition)
+//! is kept, so an interrupted import simply runs again; a `.pt` written again
+//! under its name is converted again.
 
 use super::{CaiError, read_cai_partition};
 use crate::dataset::WrittenPartition;
@@ -148,10 +150,13 @@ fn import_up_to(
         // Converted before from this very file (same size and time): kept. A
         // `.pt` written again under its name (a new split) is converted again.
         if PartitionFile::open(&target).is_ok_and(|done| {
-            done.catalog()
-                .sources
-                .iter()
-                .any(|s| s.detail.ends_with(&stamp))
+            let details = &done.catalog().sources;
+            if details.iter().any(|s| s.detail.contains(STAMPED)) {
+                details.iter().any(|s| s.detail.ends_with(&stamp))
+            } else {
+                // Converted before stamps were kept: current if written after the `.pt`.
+                modified(&target) >= modified(file)
+            }
         }) {
             report.skipped += 1;
             on_file(file, size);
@@ -257,6 +262,13 @@ pub fn converted_prefix(
         .into_owned())
 }
 
+/// Marks a stamp in a converted partition's source detail.
+const STAMPED: &str = " bytes modified at ";
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// What a conversion keeps of its `.pt` file, to know it again: its size and
 /// modification time.
 fn stamp_of(file: &Path) -> String {
@@ -266,8 +278,5 @@ fn stamp_of(file: &Path) -> String {
         .and_then(|m| m.modified().ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    format!(
-        "from {} bytes modified at {modified} ns",
-        meta.map_or(0, |m| m.len())
-    )
+    format!("from {}{STAMPED}{modified} ns", meta.map_or(0, |m| m.len()))
 }

@@ -72,6 +72,8 @@ enum Message {
         rank: usize,
         attempt: u32,
         outcome: Result<RankMeasure, String>,
+        /// The attempt's wall time, billed like any call (a failed one too).
+        spent_s: f64,
     },
 }
 
@@ -106,6 +108,8 @@ pub fn execute_cancellable(
         })
         .collect();
     let (mut running, mut finished) = (0, 0);
+    // Milliseconds billed for each rank's failed attempts so far.
+    let mut billed_before = vec![0u64; world_size];
     while finished < world_size {
         while cancel.load(Ordering::Relaxed) && running == 0 {
             let Some((rank, attempt)) = queue.pop_front() else {
@@ -117,7 +121,11 @@ pub fn execute_cancellable(
                 error: CANCELLED.into(),
                 retrying: false,
             });
-            measures[rank] = failed_for_good(rank, attempt, CANCELLED.into());
+            // A retry never started: its earlier attempts are what was billed.
+            measures[rank] = RankMeasure {
+                billed_duration_ms: billed_before[rank],
+                ..failed_for_good(rank, (attempt - 1).max(1), CANCELLED.into())
+            };
             finished += 1;
         }
         if finished == world_size {
@@ -135,11 +143,13 @@ pub fn execute_cancellable(
                 let report = move |event| {
                     let _ = events.send(Message::Event(event));
                 };
+                let started = std::time::Instant::now();
                 let outcome = attempt::run(&command, rank, &config, &cancel, report);
                 let _ = tx.send(Message::Ended {
                     rank,
                     attempt,
                     outcome,
+                    spent_s: started.elapsed().as_secs_f64(),
                 });
             });
         }
@@ -150,11 +160,14 @@ pub fn execute_cancellable(
                 rank,
                 attempt,
                 outcome,
+                spent_s,
             } => {
                 running -= 1;
                 match outcome {
                     Ok(mut measure) => {
                         measure.attempts = attempt;
+                        // Earlier attempts were billed too, as a retried call is.
+                        measure.billed_duration_ms += billed_before[rank];
                         on_event(&RunEvent::RankFinished {
                             measure: measure.clone(),
                         });
@@ -162,6 +175,7 @@ pub fn execute_cancellable(
                         finished += 1;
                     }
                     Err(error) => {
+                        billed_before[rank] += crate::cost::billed_ms(spent_s);
                         let retrying = attempt <= config.retries && !cancel.load(Ordering::Relaxed);
                         on_event(&RunEvent::RankFailed {
                             rank,
@@ -172,7 +186,10 @@ pub fn execute_cancellable(
                         if retrying {
                             queue.push_back((rank, attempt + 1));
                         } else {
-                            measures[rank] = failed_for_good(rank, attempt, error);
+                            measures[rank] = RankMeasure {
+                                billed_duration_ms: billed_before[rank],
+                                ..failed_for_good(rank, attempt, error)
+                            };
                             finished += 1;
                         }
                     }

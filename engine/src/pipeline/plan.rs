@@ -404,6 +404,13 @@ mod tests {
             "r",
         )
         .unwrap();
+        // (its predictions are safetensors too, in a folder of their own)
+        with_cutouts(
+            &store,
+            "data/parts/results/r/predictions/0.safetensors",
+            2,
+            8,
+        );
         assert_eq!(plan(&store, &one, "r2").unwrap().files.len(), 1);
     }
 

@@ -304,7 +304,7 @@ fn bench_pipeline(args: PipelineArgs) -> Result<()> {
             args.batch_size,
             DeviceArg::Cpu,
         );
-        execute_run(&run_args, true)
+        execute_run(&run_args, true, false)
     };
     let one = run(1)?;
     let two = run(2)?;
