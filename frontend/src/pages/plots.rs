@@ -164,7 +164,16 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
                 let n = g + s + q + u;
                 let c = cuts.get();
                 let what = if c.is_empty() { "no cuts".to_string() } else { c.describe() };
-                format!("{n} of {} objects pass ({what}): {g} galaxies, {s} stars, {q} quasars, {u} unlabelled. ", pass.get().len())
+                // Renderings repeat their source objects' magnitudes: a point drawn twice.
+                let rendered = pass.with(|p| objects.with_value(|o| {
+                    p.iter().zip(&o.synthetic).filter(|(p, s)| **p && **s).count()
+                }));
+                let rendered = if rendered > 0 {
+                    format!(" {rendered} of them are synthetic renderings, which repeat their source objects' magnitudes (cut provenance=real to leave them out).")
+                } else {
+                    String::new()
+                };
+                format!("{n} of {} objects pass ({what}): {g} galaxies, {s} stars, {q} quasars, {u} unlabelled.{rendered} ", pass.get().len())
             }}
             <a class="plots-explore" href=move || link("")>"Show in Explore"</a>" · "
             <a class="plots-sky" href=move || link("sky")>"Show on the sky"</a>" · "
