@@ -227,6 +227,8 @@ fn bad_input_is_a_clear_error_and_nothing_stored_is_lost() {
     assert!(e.contains("--size") && e.contains("--objects"), "{e}");
     let e = failure(&["inspect", &s(&tmp.path().join("nowhere"))]);
     assert!(e.contains("nowhere"), "{e}");
+    // The system's words once, not twice in a chain.
+    assert_eq!(e.matches("os error 2").count(), 1, "{e}");
     // A mistyped folder for the run history is named, and not made.
     let e = failure(&["runs", "--data", &s(&tmp.path().join("nowhere"))]);
     assert!(e.contains("nowhere") && e.contains("no such folder"), "{e}");

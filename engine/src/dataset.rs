@@ -26,13 +26,17 @@ const HEADER_BUDGET: u64 = 4096;
 pub enum DatasetError {
     #[error(transparent)]
     Partition(#[from] PartitionError),
-    #[error("{}: {source}", path.display())]
+    // `error`, not `source`: the message holds it, and a source would print
+    // it twice in a chain ("…: No such file …: No such file …").
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: holds no partition files (*.{EXTENSION})", .0.display())]
     NoPartitions(PathBuf),
+    #[error("{}: holds part of a dataset whose build was cut short ({INCOMPLETE}): build it again", .0.display())]
+    Incomplete(PathBuf),
     #[error("{}: already holds partition files; choose an empty output directory so nothing stored is overwritten", .0.display())]
     OutputNotEmpty(PathBuf),
     #[error("{}: {problem}", path.display())]
@@ -43,26 +47,41 @@ pub enum DatasetError {
     ZeroObjects,
 }
 
+/// Names the file that marks a folder holding part of a dataset: a build cut
+/// short while its files were moved in one by one. Readers refuse the folder.
+pub const INCOMPLETE: &str = "DATASET-INCOMPLETE";
+
+const MARKER_TEXT: &str = "cosmicai: a dataset was being moved into this folder when it stopped; its files here are part of it. Build it again (the same command) to replace them.\n";
+
 /// The partition files of a dataset directory in name order, or the file itself.
 pub fn list_partitions(path: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     let io = |source| DatasetError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     };
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(io)? {
-        let entry_path = entry.map_err(io)?.path();
-        if entry_path.is_file() && entry_path.extension().is_some_and(|e| e == EXTENSION) {
-            files.push(entry_path);
-        }
+    if path.join(INCOMPLETE).exists() {
+        return Err(DatasetError::Incomplete(path.to_path_buf()));
     }
-    files.sort();
+    let files = partition_files(path).map_err(io)?;
     if files.is_empty() {
         return Err(DatasetError::NoPartitions(path.to_path_buf()));
     }
+    Ok(files)
+}
+
+/// The `.safetensors` files directly in `dir`, in name order.
+fn partition_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == EXTENSION) {
+            files.push(path);
+        }
+    }
+    files.sort();
     Ok(files)
 }
 
@@ -116,13 +135,25 @@ impl PartitionSink {
         if split == SplitBy::Objects(0) {
             return Err(DatasetError::ZeroObjects);
         }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DatasetError::Io {
+                path,
+                error: source,
+            }
+        };
+        // A build cut short while its files were moved in: those files are ours
+        // and not a dataset. They go; the marker last.
+        let marker = dir.join(INCOMPLETE);
+        if marker.exists() {
+            for file in partition_files(dir).map_err(io(dir))? {
+                std::fs::remove_file(&file).map_err(io(&file))?;
+            }
+            std::fs::remove_file(&marker).map_err(io(&marker))?;
+        }
         if list_partitions(dir).is_ok() {
             return Err(DatasetError::OutputNotEmpty(dir.to_path_buf()));
         }
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| DatasetError::Io { path, source }
-        };
         let (building, place) = match (dir.exists(), dir.parent(), dir.file_name()) {
             // New: built beside its place (the same file system), renamed there.
             (false, Some(parent), Some(name)) => (
@@ -204,7 +235,10 @@ impl PartitionSink {
     fn put_in_place(&mut self) -> Result<(), DatasetError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| DatasetError::Io { path, source }
+            move |source| DatasetError::Io {
+                path,
+                error: source,
+            }
         };
         let out = match &self.place {
             Placing::Rename(out) => {
@@ -212,10 +246,19 @@ impl PartitionSink {
                 out.clone()
             }
             Placing::MoveInto(out) => {
+                // Files move in one at a time: until the last is in, a marker
+                // says the folder holds part of a dataset, which no reader takes.
+                let marker = out.join(INCOMPLETE);
+                crate::partition::write_atomically(&marker, MARKER_TEXT.as_bytes())
+                    .map_err(io(&marker))?;
                 for w in &self.written {
                     let name = w.path.file_name().unwrap_or_default();
                     std::fs::rename(&w.path, out.join(name)).map_err(io(&w.path))?;
                 }
+                std::fs::File::open(out)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(out))?;
+                std::fs::remove_file(&marker).map_err(io(&marker))?;
                 std::fs::File::open(out)
                     .and_then(|d| d.sync_all())
                     .map_err(io(out))?;
@@ -268,7 +311,7 @@ impl PartitionSink {
         let bytes = std::fs::metadata(&path)
             .map_err(|source| DatasetError::Io {
                 path: path.clone(),
-                source,
+                error: source,
             })?
             .len();
         self.written.push(WrittenPartition {

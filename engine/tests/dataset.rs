@@ -226,6 +226,30 @@ fn a_dataset_appears_whole_or_not_at_all() {
     sink.finish().unwrap();
     assert_eq!(names(&other), ["README", "part-000000.safetensors"]);
     assert_eq!(names(tmp.path()), ["other", "out"]);
+
+    // Cut short while its files were moved into `other` one by one (the
+    // marker was written first, and the last files never came): refused, and
+    // built again in its place, its part gone with the marker.
+    std::fs::write(other.join(cosmicai_engine::dataset::INCOMPLETE), "").unwrap();
+    assert!(matches!(
+        list_partitions(&other),
+        Err(DatasetError::Incomplete(_))
+    ));
+    let mut sink =
+        PartitionSink::create(&other, SplitBy::Objects(2), PartitionMeta::default()).unwrap();
+    for i in 0..3 {
+        sink.push(row(i), &synthetic(), None).unwrap();
+    }
+    sink.finish().unwrap();
+    assert_eq!(
+        names(&other),
+        [
+            "README",
+            "part-000000.safetensors",
+            "part-000001.safetensors"
+        ]
+    );
+    assert_eq!(list_partitions(&other).unwrap().len(), 2);
 }
 
 #[test]

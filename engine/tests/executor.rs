@@ -183,7 +183,7 @@ fn a_rank_past_its_timeout_is_killed_with_its_own_children() {
     );
     let error = measures[0].error.as_deref().unwrap_or_default();
     assert!(
-        error.contains("timed out") && error.contains("5 s"),
+        error.contains("timed out") && error.contains("after 5.0 s"),
         "{error}"
     );
     assert!(started.elapsed() < Duration::from_secs(30));

@@ -76,7 +76,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
     let mut out = String::new();
     crate::line!(
         out,
-        "{:<24} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  result_path",
+        "{:<26} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  result_path",
         "run",
         "status",
         "world",
@@ -88,7 +88,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
     for r in &runs {
         crate::line!(
             out,
-            "{:<24} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  {}",
+            "{:<26} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  {}",
             r.id,
             r.status.name(),
             r.world_size,

@@ -324,8 +324,12 @@ fn measure(
         }
         Some(Stopped::TimedOut) => {
             return Err(format!(
-                "rank {rank} timed out: still running after {:.0} s (killed)",
-                config.timeout.unwrap_or_default().as_secs_f64()
+                "rank {rank} timed out: still running after {} s (killed)",
+                // A tenth of a second shows where the limit is under a minute.
+                match config.timeout.unwrap_or_default().as_secs_f64() {
+                    s if s < 60.0 => format!("{s:.1}"),
+                    s => format!("{s:.0}"),
+                }
             ));
         }
         None => {}

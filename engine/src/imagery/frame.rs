@@ -42,7 +42,7 @@ impl Frame {
         };
         let io = |source| ImageryError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         };
         let file = std::fs::File::open(path).map_err(io)?;
         let too_big = || {
@@ -344,7 +344,7 @@ pub struct FieldListing {
 pub fn list_fields(dir: &Path) -> Result<FieldListing, ImageryError> {
     let entries = std::fs::read_dir(dir).map_err(|source| ImageryError::Io {
         path: dir.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mut found: BTreeMap<String, [Option<PathBuf>; 5]> = BTreeMap::new();
     for entry in entries.flatten() {

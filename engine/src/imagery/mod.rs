@@ -27,10 +27,12 @@ use std::path::PathBuf;
 /// Why frames could not be read or images made, naming the input.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageryError {
-    #[error("{}: {source}", path.display())]
+    // `error`, not `source`: the message holds it, and a source would print
+    // it twice in a chain ("…: No such file …: No such file …").
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: {problem}", path.display())]
     Frame { path: PathBuf, problem: String },

@@ -181,6 +181,18 @@ pub fn plan(
             store.describe()
         )]));
     }
+    // A dataset cut short while its files were moved in is no dataset.
+    if let Some(marker) = listing
+        .iter()
+        .find(|o| o.key.rsplit('/').next() == Some(crate::dataset::INCOMPLETE))
+    {
+        return Err(PipelineError::Invalid(vec![format!(
+            "data_prefix '{}': '{}/' holds part of a dataset whose build was cut short ({}): build it again",
+            request.data_prefix,
+            folder_of(&marker.key),
+            crate::dataset::INCOMPLETE
+        )]));
+    }
     // A listing goes down every folder under the prefix: two datasets there
     // (a catalog's partitions and a re-split of them) would run as one, their
     // objects counted twice, with no word of it.
@@ -412,6 +424,12 @@ mod tests {
             8,
         );
         assert_eq!(plan(&store, &one, "r2").unwrap().files.len(), 1);
+        // A dataset cut short while its files were moved in is no dataset.
+        store
+            .put(&format!("data/parts/{}", crate::dataset::INCOMPLETE), b"")
+            .unwrap();
+        let e = plan(&store, &one, "r3").unwrap_err().to_string();
+        assert!(e.contains("'data/parts/' holds part of a dataset"), "{e}");
     }
 
     #[test]
