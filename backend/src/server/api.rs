@@ -1059,14 +1059,7 @@ pub async fn cancel_sweep(
         Ok(()) => Ok((StatusCode::ACCEPTED, Json(Created { id }))),
         Err(CancelError::Unknown) => {
             // One kept from before a restart: over here, whatever it says.
-            let st = state.clone();
-            let id2 = id.clone();
-            let stored = tokio::task::spawn_blocking(move || {
-                registry(&st)?.sweep(&id2).map_err(Error::internal)
-            })
-            .await
-            .map_err(Error::internal)??;
-            Err(match stored {
+            Err(match stored_sweep(&state, &id).await? {
                 Some(sweep) => Error(
                     StatusCode::CONFLICT,
                     format!(
@@ -1082,6 +1075,14 @@ pub async fn cancel_sweep(
             format!("sweep {id}: already over"),
         )),
     }
+}
+
+/// Sweep `id` as the registry keeps it (one from before a restart).
+async fn stored_sweep(state: &Arc<AppState>, id: &str) -> ApiResult<Option<SweepInfo>> {
+    let (st, id) = (state.clone(), id.to_string());
+    tokio::task::spawn_blocking(move || registry(&st)?.sweep(&id).map_err(Error::internal))
+        .await
+        .map_err(Error::internal)?
 }
 
 #[utoipa::path(get, path = "/api/sweeps",
@@ -1106,13 +1107,8 @@ pub async fn sweep_detail(
     if let Some(info) = state.sweeps.get(&id) {
         return Ok(Json(info));
     }
-    let st = state.clone();
-    let id2 = id.clone();
-    let stored =
-        tokio::task::spawn_blocking(move || registry(&st)?.sweep(&id2).map_err(Error::internal))
-            .await
-            .map_err(Error::internal)??;
-    stored
+    stored_sweep(&state, &id)
+        .await?
         .map(Json)
         .ok_or_else(|| Error::not_found(format!("sweep {id:?}: no such sweep")))
 }

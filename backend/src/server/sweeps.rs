@@ -65,7 +65,7 @@ impl Sweeps {
         list
     }
 
-    /// Sweep `id` as held here; else the registry is asked.
+    /// Sweep `id` as held here (the API asks the registry for one that is not).
     pub fn get(&self, id: &str) -> Option<SweepInfo> {
         let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
         all.get(id).map(|s| s.info())
