@@ -238,6 +238,10 @@ fn bad_input_is_a_clear_error_and_nothing_stored_is_lost() {
         serde_json::json!([])
     );
     assert!(!catalog.join("cosmicai.sqlite").exists());
+    // Nor does following a run there.
+    let e = failure(&["runs", "--data", &s(&catalog), "--follow", "r-1"]);
+    assert!(e.contains("no run registry"), "{e}");
+    assert!(!catalog.join("cosmicai.sqlite").exists());
 
     // Two datasets under one --data (a catalog and a re-split of it) would
     // count every object twice: refused, both named.

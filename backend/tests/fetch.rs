@@ -335,7 +335,15 @@ fn missing_frames_budget_and_bad_input_are_reported() {
 
     // Both fields: the archive lacks 752-4-267, which is reported (404, not
     // retried), and the frames that arrived stay.
-    let out = run(base(&["--archive", &url, "--json"]));
+    // No selection: refused, with the size of --all named.
+    let out = run(base(&["--archive", &url]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--all") && stderr.contains("2 fields"),
+        "{stderr}"
+    );
+    assert!(!cache.exists(), "refused before the cache is made");
+    let out = run(base(&["--archive", &url, "--json", "--all"]));
     assert!(!out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -363,10 +371,18 @@ fn missing_frames_budget_and_bad_input_are_reported() {
 
     // A budget smaller than one more field plans nothing beyond what is cached.
     let planned = ok_json(
-        &base(&["--archive", &url, "--json", "--dry-run", "--budget", "17MB"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        &base(&[
+            "--archive",
+            &url,
+            "--json",
+            "--dry-run",
+            "--all",
+            "--budget",
+            "17MB",
+        ])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
     );
     assert_eq!(
         (
@@ -375,6 +391,13 @@ fn missing_frames_budget_and_bad_input_are_reported() {
         ),
         (Some(1), Some(1)),
         "{planned}"
+    );
+    // The same fetch for real keeps what fits and fails on what did not.
+    let out = run(base(&["--archive", &url, "--all", "--budget", "17MB"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("1 fields and 0 frames did not fit --budget"),
+        "{stderr}"
     );
 
     // Bad input names the input.
@@ -386,7 +409,11 @@ fn missing_frames_budget_and_bad_input_are_reported() {
     .unwrap();
     for (args, expected) in [
         (
-            vec!["--archive".to_string(), "ftp://example.org/frames".into()],
+            vec![
+                "--archive".to_string(),
+                "ftp://example.org/frames".into(),
+                "--all".into(),
+            ],
             "not an http(s) URL",
         ),
         (

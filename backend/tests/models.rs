@@ -174,6 +174,14 @@ fn train_writes_weights_and_a_card_deterministically() {
     }
     let weights = |d: &Path| std::fs::read(d.join("photoz.safetensors")).unwrap();
     assert!(weights(&a) == weights(&b), "same seed, different weights");
+    // The card names its weights by hash, so a card beside other weights shows.
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("photoz.card.json")).unwrap()).unwrap();
+    let hex = card["weights_sha256"].as_str().unwrap();
+    assert_eq!(hex.len(), 64);
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(weights(&a));
+    let expected: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, expected);
 
     // The trained weights are usable by eval.
     let model = a.join("photoz.safetensors").display().to_string();

@@ -7,6 +7,9 @@ use std::path::Path;
 
 /// PhotoZ weights trained by `cosmicai train` on the bundled real catalogs (see its model card).
 pub const SHIPPED_PHOTOZ: &[u8] = include_bytes!("../../assets/model/photoz.safetensors");
+/// Their model card, shipped with them so a server never shows the card of
+/// other weights than those it predicts with.
+pub const SHIPPED_PHOTOZ_CARD: &str = include_str!("../../assets/model/photoz.card.json");
 
 /// PhotoZ from `path`, or the shipped weights when `path` is `None`, on any backend.
 pub fn load_photoz_on<B: burn::prelude::Backend>(

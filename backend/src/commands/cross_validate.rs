@@ -170,7 +170,7 @@ pub fn run(args: &TrainArgs, folds: usize) -> Result<()> {
             .collect(),
     };
     let json = serde_json::to_string_pretty(&report)?;
-    std::fs::create_dir_all(&args.out)
+    cosmicai_engine::partition::create_dir_synced(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let path = args.out.join("photoz.cv.json");
     write_atomically(&path, format!("{json}\n").as_bytes())

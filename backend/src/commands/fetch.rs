@@ -38,8 +38,11 @@ pub struct FetchArgs {
     #[arg(long, conflicts_with = "objects")]
     pub fields: Option<usize>,
     /// As few fields as cover N catalog objects.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all")]
     pub objects: Option<usize>,
+    /// Every field the catalogs name (within --budget).
+    #[arg(long, conflicts_with = "fields")]
+    pub all: bool,
     /// Most bytes the cache may hold (frames already there included).
     #[arg(long, default_value = "20GB", value_parser = parse_size)]
     pub budget: u64,
@@ -123,6 +126,18 @@ pub fn run(args: FetchArgs) -> Result<()> {
                 .join(", ")
         );
     }
+    let selection = match (args.fields, args.objects, args.all) {
+        (Some(n), _, _) => Selection::Fields(n),
+        (None, Some(n), _) => Selection::Objects(n),
+        (None, None, true) => Selection::All,
+        // No silent default: every field of a big catalog is many gigabytes.
+        (None, None, false) => bail!(
+            "fetch needs --fields N, --objects N or --all: the catalogs name {} fields, about {} in {} bands for all of them",
+            counts.len(),
+            format_size(counts.len() as u64 * bands.len() as u64 * ESTIMATED_FRAME_BYTES),
+            bands.len()
+        ),
+    };
     let archive = check_archive(&archive_url(args.archive.as_deref()))?;
     let cache = FrameCache::open(&args.out)
         .with_context(|| format!("cannot create the frame cache {}", args.out.display()))?;
@@ -133,11 +148,6 @@ pub fn run(args: FetchArgs) -> Result<()> {
             args.out.display()
         ),
         Err(e) => bail!("cannot lock the frame cache {}: {e}", args.out.display()),
-    };
-    let selection = match (args.fields, args.objects) {
-        (Some(n), _) => Selection::Fields(n),
-        (None, Some(n)) => Selection::Objects(n),
-        (None, None) => Selection::All,
     };
     let has_all = |f: &SdssField| bands.iter().all(|&b| cache.has_frame(f, b));
     let plan = choose(
@@ -251,6 +261,15 @@ pub fn run(args: FetchArgs) -> Result<()> {
             "{} of {} frames did not arrive (frames that did are kept; run again to retry)",
             summary.failed + summary.missing,
             summary.frames
+        );
+    }
+    // What was asked for and left out is a failure too, so a script sees it.
+    if !args.dry_run && summary.fields_over_budget + summary.over_budget > 0 {
+        bail!(
+            "{} fields and {} frames did not fit --budget {} (frames that did are kept; raise --budget, or ask for fewer fields)",
+            summary.fields_over_budget,
+            summary.over_budget,
+            format_size(args.budget)
         );
     }
     Ok(())

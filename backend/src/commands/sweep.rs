@@ -52,7 +52,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| args.data.join(format!("sweeps/sweep-{stamp}")));
-    std::fs::create_dir_all(&out)?;
+    cosmicai_engine::partition::create_dir_synced(&out)
+        .with_context(|| format!("creating {}", out.display()))?;
     let total = args.world_sizes.len() * args.devices.len();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(

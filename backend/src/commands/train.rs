@@ -116,6 +116,9 @@ struct ModelCard {
     description: &'static str,
     weights: &'static str,
     weights_bytes: usize,
+    /// Ties the card to its weights: they are written one after the other, and a
+    /// card read beside other weights is refused rather than shown for them.
+    weights_sha256: String,
     config: TrainConfig,
     /// burn backend the weights were trained on (same seed and backend, same bytes).
     trained_on: &'static str,
@@ -292,7 +295,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .model
         .to_safetensors(metadata)
         .map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&args.out)?;
+    cosmicai_engine::partition::create_dir_synced(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let chosen = trained
         .epochs
         .iter()
@@ -322,6 +326,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         description: "PhotoZ: class (GALAXY/STAR/QSO), redshift and sigma_z from SDSS ugriz magnitudes; an MLP over magnitudes and colours with a class head, a ln(1+z) head per class and, unless trained with --no-pdf, p(z) over 256 bins of ln(1+z) from which the redshift and sigma_z are read.",
         weights: "photoz.safetensors",
         weights_bytes: bytes.len(),
+        weights_sha256: crate::models::sha256_hex(&bytes),
         config,
         trained_on: crate::models::TRAIN_BACKEND,
         data,

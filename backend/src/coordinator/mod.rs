@@ -94,7 +94,10 @@ pub fn with_converted_data(
     when: &str,
 ) -> Result<RunRequest> {
     let mut left_out = Vec::new();
-    let data_prefix = cosmicai_engine::cai::converted_prefix(
+    let recorder = &*recorder;
+    // Made only where there is something to convert: gigabytes take minutes.
+    let bar = std::cell::OnceCell::new();
+    let data_prefix = cosmicai_engine::cai::converted_prefix_with(
         root,
         &request.data_prefix,
         request.file_limit,
@@ -103,10 +106,23 @@ pub fn with_converted_data(
                 "{}: {n} CAI .pt files; converting them into {} (once){when}",
                 root.join(&request.data_prefix).display(),
                 out.display()
-            ))
+            ));
+            let _ = bar.set(recorder.files_bar(n, "converting CAI .pt files"));
         },
         |file| left_out.push(file.to_owned()),
+        |file, _| {
+            if let Some(bar) = bar.get() {
+                bar.set_message(
+                    file.file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                );
+                bar.inc(1);
+            }
+        },
     )?;
+    if let Some(bar) = bar.get() {
+        bar.finish_and_clear();
+    }
     for file in left_out {
         recorder.println(&format!(
             "{}: a model checkpoint, not a partition: left out of the data",

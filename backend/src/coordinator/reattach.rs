@@ -25,7 +25,15 @@ pub fn reattach(
     control: RunControl,
     observe: &mut dyn FnMut(&RunEvent),
 ) -> Result<RunSummary> {
-    let registry = Registry::open(&root.join("cosmicai.sqlite"))?;
+    let path = root.join("cosmicai.sqlite");
+    // Only looked at: a mistyped --data makes no folder and no empty registry.
+    if !path.is_file() {
+        bail!(
+            "run {run_id}: {} holds no run registry (cosmicai.sqlite); --data names the folder the run was started with",
+            root.display()
+        );
+    }
+    let registry = Registry::open(&path)?;
     let Some(run) = registry.run(run_id)? else {
         bail!("run {run_id}: not in the registry of {}", root.display());
     };

@@ -115,6 +115,19 @@ impl<'a> Recorder<'a> {
         self.bars.is_hidden()
     }
 
+    /// A bar above the run's own for work before its ranks start (`n` files),
+    /// hidden where the run is quiet.
+    pub fn files_bar(&self, n: usize, label: &str) -> ProgressBar {
+        let bar = self.bars.insert(0, ProgressBar::new(n as u64));
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix} [{bar:30.cyan/blue}] {pos}/{len} files {elapsed} {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(label.to_string());
+        bar
+    }
+
     /// A line above the bars (or on stderr when they are hidden).
     pub fn println(&self, line: &str) {
         if self.bars.is_hidden() {

@@ -515,11 +515,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             mb => mb,
         },
     };
-    let card_path = args.assets.join("model/photoz.card.json");
-    let model_card = std::fs::read_to_string(&card_path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null);
+    let model_card = crate::models::shipped_photoz_card().unwrap_or_else(|e| {
+        eprintln!("warning: {e}; the explorer shows no model card");
+        serde_json::Value::Null
+    });
     let data_version = std::fs::metadata(args.data_dir.join("synthetic"))
         .and_then(|m| m.modified())
         .ok()

@@ -223,7 +223,28 @@ pub fn converted_prefix(
     prefix: &str,
     file_limit: Option<usize>,
     on_convert: impl FnOnce(usize, &Path),
+    on_checkpoint: impl FnMut(&Path),
+) -> Result<String, CaiError> {
+    converted_prefix_with(
+        root,
+        prefix,
+        file_limit,
+        on_convert,
+        on_checkpoint,
+        |_, _| {},
+    )
+}
+
+/// [`converted_prefix`], told of each file as the conversion passes it (its
+/// `.pt` and size, converted or found converted already): a bar for
+/// conversions of gigabytes.
+pub fn converted_prefix_with(
+    root: &Path,
+    prefix: &str,
+    file_limit: Option<usize>,
+    on_convert: impl FnOnce(usize, &Path),
     mut on_checkpoint: impl FnMut(&Path),
+    on_file: impl FnMut(&Path, u64),
 ) -> Result<String, CaiError> {
     // Only a relative path down the tree: the prefix may come from a request.
     if !Path::new(prefix)
@@ -252,7 +273,7 @@ pub fn converted_prefix(
     }
     let out = folder.join(CONVERTED);
     on_convert(file_limit.map_or(pt, |n| n.min(pt)), &out);
-    let report = import_up_to(&[folder], &out, None, Class::Unknown, file_limit, |_, _| {})?;
+    let report = import_up_to(&[folder], &out, None, Class::Unknown, file_limit, on_file)?;
     for (file, _) in &report.checkpoints {
         on_checkpoint(file);
     }

@@ -13,7 +13,9 @@
 
 mod import;
 
-pub use import::{CONVERTED, ImportReport, cai_files, converted_prefix, import};
+pub use import::{
+    CONVERTED, ImportReport, cai_files, converted_prefix, converted_prefix_with, import,
+};
 
 use crate::partition::{Images, ObjectRow, Partition, PartitionMeta, Source};
 use cosmicai_model::pytorch::{PtFile, pickle::TensorRef};
