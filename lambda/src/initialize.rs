@@ -1,0 +1,363 @@
+//! Initialize: the run planned from its request, `payload.json` and the Map's
+//! items (`plan.json`) written, and every refusal made before a rank is paid for.
+
+use crate::weights::{check_weights, object_exists, readable_weights_bucket, weights_location};
+use crate::{S3Settings, StageError};
+use cosmicai_engine::pipeline::{Payload, check_rank_time, initialize_with, plan_key};
+use cosmicai_engine::store::ObjectStore;
+use cosmicai_shared::aws::{InitializeOutput, RankItem};
+use cosmicai_shared::run::{Device, RunRequest};
+use std::time::Instant;
+
+/// Initialize: validate, plan, write `payload.json`, hand the Map its items.
+pub(crate) fn initialize_stage(
+    settings: &S3Settings,
+    run_id: &str,
+    request: &RunRequest,
+    worker_memory_mb: Option<&str>,
+) -> Result<InitializeOutput, StageError> {
+    let started = Instant::now();
+    // Lambda's own figure for this function (the workers' too), else the one
+    // the state machine was deployed with.
+    let function_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok();
+    let request = &with_function_memory(request, function_mb.as_deref().or(worker_memory_mb));
+    let spec = request.model_spec().map_err(StageError::invalid)?;
+    // The function may write only under the deployment's results prefix (its IAM policy).
+    if let Ok(prefix) = std::env::var("COSMICAI_RESULTS_PREFIX") {
+        let prefix = format!("{}/", prefix.trim_matches('/'));
+        if !request.result_path.starts_with(&prefix) {
+            return Err(StageError::invalid(format!(
+                "result_path '{}' is outside '{prefix}': this deployment writes results only there (template parameter ResultsPrefix)",
+                request.result_path
+            )));
+        }
+        // Past runs' predictions are partitions to a listing: never data.
+        let data = format!("{}/", request.data_prefix.trim_matches('/'));
+        if data.starts_with(&prefix) {
+            return Err(StageError::invalid(format!(
+                "data_prefix '{}' is inside '{prefix}', where this deployment keeps its runs' results: give the folder that holds the partitions",
+                request.data_prefix
+            )));
+        }
+    }
+    own_bucket(
+        request,
+        std::env::var("COSMICAI_MODEL_BUCKET").ok().as_deref(),
+    )?;
+    let store = settings
+        .connect(&request.bucket)
+        .map_err(StageError::invalid)?;
+    // A model whose weights cannot be found fails here, before any rank is paid for.
+    if let Some(path) = spec.weights() {
+        let (bucket, key) = weights_location(path, &request.bucket);
+        readable_weights_bucket(
+            &bucket,
+            &request.bucket,
+            std::env::var("COSMICAI_WEIGHTS_BUCKET").ok().as_deref(),
+        )
+        .map_err(|e| StageError::invalid(format!("model '{spec}': {e}")))?;
+        let found = if bucket == request.bucket {
+            object_exists(&store, &key)
+        } else {
+            settings
+                .connect(&bucket)
+                .and_then(|other| object_exists(&other, &key))
+        };
+        match found {
+            // Built once here: a file that holds no such model (an optimizer
+            // state, another network) fails the run by name, before its ranks
+            // each load it and fail.
+            Ok(true) => check_weights(settings, &store, &spec)?,
+            Ok(false) => {
+                return Err(StageError::invalid(format!(
+                    "model '{spec}': no object s3://{bucket}/{key}; upload the weights first"
+                )));
+            }
+            Err(e) => return Err(StageError::failed(format!("model '{spec}': {e}"))),
+        }
+    }
+    // CPU ranks run in Express children, stopped at 5 minutes, GPU ranks in Batch
+    // attempts stopped at an hour: a plan whose ranks could run longer is
+    // refused before anything is written or paid for.
+    let payload = initialize_with(&store, request, run_id, check_rank_time)?;
+    let plan = plan_key(&request.result_path);
+    let json = serde_json::to_vec(&plan_items(run_id, &payload))
+        .map_err(|e| StageError::failed(e.to_string()))?;
+    store
+        .put(&plan, &json)
+        .map_err(|e| StageError::failed(format!("{plan}: {e}")))?;
+    let cpu = cpu_ceiling(
+        std::env::var("COSMICAI_MAX_CONCURRENCY").ok().as_deref(),
+        std::env::var("COSMICAI_RESERVED_CONCURRENCY")
+            .ok()
+            .as_deref(),
+    );
+    let ceiling = concurrency_ceiling(
+        request.device,
+        cpu.map(|n| n.to_string()).as_deref(),
+        std::env::var("COSMICAI_GPU_MAX_VCPUS").ok().as_deref(),
+    );
+    Ok(initialize_output(
+        run_id,
+        request,
+        payload.files.len(),
+        started.elapsed().as_secs_f64(),
+        ceiling,
+    ))
+}
+
+/// The request as the ranks will run it: Lambda gives every worker the function's
+/// memory (the template's MemorySize), whatever `memory_mb` says, so the time
+/// check, `payload.json` and the bill use that. GPU ranks run on Batch: unchanged.
+pub(crate) fn with_function_memory(request: &RunRequest, function_mb: Option<&str>) -> RunRequest {
+    let mut request = request.clone();
+    let function_mb = function_mb.and_then(|mb| mb.trim().parse::<u32>().ok());
+    if let Some(mb) = function_mb
+        && request.device == Device::Cpu
+        && mb != request.memory_mb
+    {
+        eprintln!(
+            "memory_mb {}: this deployment's workers have {mb} MB (template parameter MemorySize); the run is planned and priced at {mb} MB",
+            request.memory_mb
+        );
+        request.memory_mb = mb;
+    }
+    request
+}
+
+/// The Map's items: one per rank planned a file, written to `plan.json` (never
+/// through the state). With more ranks than files, the others read nothing:
+/// each would still cost a child execution, a Lambda call and its writes, and
+/// Summarize counts them as done with no objects.
+pub(crate) fn plan_items(run_id: &str, payload: &Payload) -> Vec<RankItem> {
+    let request = &payload.request;
+    (0..request.world_size)
+        .filter(|&rank| payload.ranks.get(rank).is_some_and(|keys| !keys.is_empty()))
+        .map(|rank| RankItem {
+            run_id: run_id.to_string(),
+            bucket: request.bucket.clone(),
+            result_path: request.result_path.clone(),
+            rank,
+            device: request.device,
+            entered_at: None,
+        })
+        .collect()
+}
+
+/// Most CPU ranks at once, from the template's `MaxConcurrency` and
+/// `ReservedConcurrency` (0 = not given): the smaller of those given (the
+/// reservation caps the function whatever the Map asks), else 10 where neither
+/// is. A template older than `COSMICAI_RESERVED_CONCURRENCY` put its
+/// reservation in `COSMICAI_MAX_CONCURRENCY`.
+pub(crate) fn cpu_ceiling(max: Option<&str>, reserved: Option<&str>) -> Option<usize> {
+    let given = |v: Option<&str>| {
+        v.and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    };
+    match (given(max), given(reserved)) {
+        (Some(m), Some(r)) => Some(m.min(r)),
+        (Some(n), None) | (None, Some(n)) => Some(n),
+        (None, None) if reserved.is_some() => Some(10),
+        (None, None) => None,
+    }
+}
+
+/// Most ranks worth running at once: CPU ranks up to the function's reserved
+/// concurrency (more would only be throttled), GPU ranks up to the jobs the
+/// compute environment's vCPUs hold (`GpuMaxVcpus` over a job's 4). More GPU
+/// ranks at once would only wait in the queue, each a `SubmitJob` against
+/// Batch's 50 a second and a `.sync` task Step Functions keeps polling.
+pub(crate) fn concurrency_ceiling(
+    device: Device,
+    reserved: Option<&str>,
+    gpu_max_vcpus: Option<&str>,
+) -> Option<usize> {
+    let number = |v: Option<&str>| v.and_then(|v| v.trim().parse::<usize>().ok());
+    match device {
+        Device::Cpu => number(reserved),
+        // Unset (a template older than this code): the template's default, 16.
+        Device::Cuda => Some(
+            (number(gpu_max_vcpus).unwrap_or(16)
+                / cosmicai_engine::pipeline::BATCH_JOB_VCPUS as usize)
+                .max(1),
+        ),
+    }
+}
+
+/// Initialize's answer to the state machine: the same few fields at any world size.
+pub(crate) fn initialize_output(
+    run_id: &str,
+    request: &RunRequest,
+    files: usize,
+    duration_s: f64,
+    concurrency_ceiling: Option<usize>,
+) -> InitializeOutput {
+    InitializeOutput {
+        run_id: run_id.to_string(),
+        bucket: request.bucket.clone(),
+        result_path: request.result_path.clone(),
+        plan_key: plan_key(&request.result_path),
+        ranks: request.world_size,
+        device: request.device,
+        // The Map's items (ranks planned a file: at most one per file), never
+        // above the ceiling: more would only be throttled or queued.
+        max_concurrency: request
+            .world_size
+            .min(files)
+            .min(concurrency_ceiling.unwrap_or(usize::MAX))
+            .max(1),
+        tolerated_failure_percentage: request.tolerated_failure_percentage,
+        files,
+        duration_s,
+    }
+}
+
+/// The deployment's role lets its workers read its own bucket only: a request
+/// for another (CAI's payload naming CAI's `data_bucket`) is refused by name,
+/// with the copy to make, not left to an S3 AccessDenied.
+fn own_bucket(request: &RunRequest, own: Option<&str>) -> Result<(), StageError> {
+    match own.filter(|own| !own.is_empty()) {
+        Some(own) if request.bucket != own => {
+            let folder = Some(request.data_prefix.trim_matches('/'))
+                .filter(|f| !f.is_empty())
+                .unwrap_or("FOLDER");
+            Err(StageError::invalid(format!(
+                "bucket '{}': this deployment's workers read its own bucket, {own}, only; copy the partitions in first (aws s3 sync s3://{}/{folder} s3://{own}/{folder}) and name {own} as the bucket (CAI's data_bucket)",
+                request.bucket, request.bucket
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summarize::FAILED_RANKS_LISTED;
+    use cosmicai_shared::aws::SummarizeOutput;
+
+    #[test]
+    fn a_request_for_another_bucket_is_refused_with_the_copy_to_make() {
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "bucket": "cosmicai-data", "data_prefix": "100MB/", "batch_size": 512,
+            "world_size": 4, "result_path": "results/r"
+        }))
+        .unwrap();
+        let e = own_bucket(&request, Some("stack-bucket")).unwrap_err();
+        assert_eq!(e.kind, "InvalidRequest");
+        assert!(
+            e.message
+                .contains("aws s3 sync s3://cosmicai-data/100MB s3://stack-bucket/100MB"),
+            "{}",
+            e.message
+        );
+        // Its own bucket, or no bucket named to the function: no refusal.
+        assert!(own_bucket(&request, Some("cosmicai-data")).is_ok());
+        assert!(own_bucket(&request, None).is_ok());
+        assert!(own_bucket(&request, Some("")).is_ok());
+    }
+
+    #[test]
+    fn a_run_is_planned_at_the_memory_its_workers_have() {
+        let request: RunRequest = serde_json::from_str(
+            r#"{"batch_size": 1, "world_size": 1, "result_path": "results/r", "memory_mb": 10240}"#,
+        )
+        .unwrap();
+        assert_eq!(with_function_memory(&request, Some("2048")).memory_mb, 2048);
+        // Outside Lambda, or a value that is no number: as asked.
+        assert_eq!(with_function_memory(&request, None).memory_mb, 10240);
+        assert_eq!(
+            with_function_memory(&request, Some("lots")).memory_mb,
+            10240
+        );
+        let mut gpu = request.clone();
+        gpu.device = Device::Cuda;
+        assert_eq!(with_function_memory(&gpu, Some("2048")).memory_mb, 10240);
+    }
+
+    #[test]
+    fn state_payloads_stay_under_256_kib_at_40000_ranks() {
+        use cosmicai_shared::aws::STATE_PAYLOAD_LIMIT;
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "bucket": "a-bucket-name-of-the-longest-kind-allowed-by-s3-0123456789abcdef",
+            "data_prefix": "sdss/partitions/".repeat(8),
+            "batch_size": 512, "world_size": 40_000,
+            "result_path": format!("results/{}", "r".repeat(200)),
+            "model": format!("astromae:{}", "m".repeat(400)),
+        }))
+        .unwrap();
+        let run_id = "run-".repeat(20);
+        macro_rules! size {
+            ($v:expr) => {
+                serde_json::to_string(&$v).unwrap().len()
+            };
+        }
+        let init = initialize_output(&run_id, &request, 80_000, 12.5, Some(1000));
+        assert_eq!(
+            init.max_concurrency, 1000,
+            "bounded by the reserved concurrency"
+        );
+        // The execution input, and the state after Initialize (input + its output).
+        let state = serde_json::json!({"request": &request, "initialize": {"output": &init}});
+        assert!(size!(request) < STATE_PAYLOAD_LIMIT);
+        assert!(size!(state) < 8 * 1024, "{} bytes", size!(state));
+        // Each Map item (a child execution's input) is one small rank item; the plan
+        // itself goes to S3, where it may be large.
+        let payload = Payload {
+            bytes_per_object: None,
+            run_id: run_id.clone(),
+            request: request.clone(),
+            files: Vec::new(),
+            ranks: vec![vec!["p.safetensors".to_string()]; 40_000],
+        };
+        let items = plan_items(&run_id, &payload);
+        assert_eq!(items.len(), 40_000);
+        assert!(items.iter().all(|i| size!(i) < 2 * 1024));
+        assert!(serde_json::to_vec(&items).unwrap().len() > STATE_PAYLOAD_LIMIT);
+        // Summarize's answer when every rank failed.
+        let output = SummarizeOutput {
+            run_id: run_id.clone(),
+            status: cosmicai_shared::run::RunStatus::Failed,
+            objects: 0,
+            failed: 40_000,
+            failed_ranks: (0..40_000).take(FAILED_RANKS_LISTED).collect(),
+            cost_usd: 1.0,
+            summary_key: format!("{}/summary.json", request.result_path),
+        };
+        assert!(size!(output) < 16 * 1024, "{} bytes", size!(output));
+    }
+
+    #[test]
+    fn cpu_ranks_run_at_most_the_reservation_or_the_max_given() {
+        // MaxConcurrency above the reservation: the reservation throttles the rest.
+        assert_eq!(cpu_ceiling(Some("500"), Some("100")), Some(100));
+        assert_eq!(cpu_ceiling(Some("50"), Some("900")), Some(50));
+        assert_eq!(cpu_ceiling(Some("0"), Some("900")), Some(900));
+        assert_eq!(cpu_ceiling(Some("40"), Some("0")), Some(40));
+        // Nothing reserved and no MaxConcurrency: 10, never unbounded.
+        assert_eq!(cpu_ceiling(Some("0"), Some("0")), Some(10));
+        // An older template: its reservation in COSMICAI_MAX_CONCURRENCY alone.
+        assert_eq!(cpu_ceiling(Some("900"), None), Some(900));
+        assert_eq!(cpu_ceiling(None, None), None);
+    }
+
+    #[test]
+    fn gpu_ranks_run_as_many_at_once_as_the_queue_has_gpus() {
+        use Device::{Cpu, Cuda};
+        // The template's defaults: 900 reserved, 16 vCPUs of 4-vCPU GPU jobs.
+        assert_eq!(concurrency_ceiling(Cpu, Some("900"), Some("16")), Some(900));
+        assert_eq!(concurrency_ceiling(Cuda, Some("900"), Some("16")), Some(4));
+        assert_eq!(concurrency_ceiling(Cuda, Some("900"), Some("2")), Some(1));
+        assert_eq!(concurrency_ceiling(Cuda, Some("900"), None), Some(4));
+        assert_eq!(concurrency_ceiling(Cpu, Some("x"), Some("16")), None);
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "batch_size": 512, "world_size": 1000, "result_path": "results/r", "device": "cuda",
+        }))
+        .unwrap();
+        let ceiling = concurrency_ceiling(Cuda, Some("900"), Some("16"));
+        assert_eq!(
+            initialize_output("r", &request, 10, 1.0, ceiling).max_concurrency,
+            4
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Summarize: every rank's measures gathered (a rank with none failed),
+//! `combined_data.json` and `summary.json` written, the bill added up.
+
+use crate::deadline::seconds_since;
+use crate::{S3Settings, StageError, read_payload};
+use cosmicai_engine::cost::Children;
+use cosmicai_engine::pipeline::{measures_key, summarize_with};
+use cosmicai_engine::store::{PARALLEL_GETS, StoreError, for_each_fetched, join};
+use cosmicai_shared::aws::{SummarizeEvent, SummarizeOutput};
+use cosmicai_shared::run::RankMeasure;
+use std::time::Instant;
+
+/// Most failed ranks Summarize names in its answer (all are in `summary.json`): the
+/// answer goes through the state machine, whose payloads stop at 256 KiB.
+pub(crate) const FAILED_RANKS_LISTED: usize = 1000;
+
+/// Summarize: every rank's result gathered, failures named, the bill added up.
+pub(crate) fn summarize_stage(
+    settings: &S3Settings,
+    event: &SummarizeEvent,
+) -> Result<SummarizeOutput, StageError> {
+    let started = Instant::now();
+    let store = settings
+        .connect(&event.bucket)
+        .map_err(StageError::invalid)?;
+    let payload = read_payload(&store, &event.result_path, &event.run_id)?;
+    let world = payload.request.world_size;
+    // A rank without measures failed (or the Map stopped before it ran).
+    let map_failure = event
+        .map_error
+        .as_ref()
+        .map(|e| describe(e.error.as_deref(), e.cause.as_deref()));
+    // Ranks planned no file were no Map item: done, with nothing read.
+    let mut measures: Vec<RankMeasure> = (0..world)
+        .map(|rank| RankMeasure {
+            rank,
+            run_id: event.run_id.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let ran: Vec<usize> = (0..world)
+        .filter(|&rank| payload.ranks.get(rank).is_some_and(|keys| !keys.is_empty()))
+        .collect();
+    let keys: Vec<String> = ran
+        .iter()
+        .map(|&rank| measures_key(&event.result_path, rank))
+        .collect();
+    for_each_fetched(&store, &keys, PARALLEL_GETS, |i, fetched| {
+        let rank = ran[i];
+        let measure = match fetched {
+            // Measures of another run under the same path are not this run's ranks.
+            Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes)
+                .ok()
+                .filter(|m| m.run_id.is_empty() || m.run_id == event.run_id),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(StageError::failed(e.to_string())),
+        };
+        measures[rank] = measure.unwrap_or_else(|| RankMeasure {
+            rank,
+            attempts: 1,
+            error: Some(
+                map_failure
+                    .clone()
+                    .unwrap_or_else(|| "the rank's Map item failed".into()),
+            ),
+            ..Default::default()
+        });
+        Ok(())
+    })?;
+    let duration_s = event
+        .started
+        .as_deref()
+        .and_then(seconds_since)
+        .unwrap_or_else(|| measures.iter().map(|m| m.duration_s).fold(0.0, f64::max));
+    let children = Children::deployed(
+        payload.request.device,
+        event.child_execution_type.as_deref(),
+    );
+    let summary = summarize_with(
+        &store,
+        &payload,
+        &measures,
+        duration_s,
+        event.initialize_s,
+        started,
+        children,
+    )?;
+    let summary_key = join(&payload.request.result_path, "summary.json");
+    Ok(SummarizeOutput {
+        run_id: summary.run_id,
+        status: summary.status,
+        objects: summary.objects,
+        failed: summary.failed_ranks.len(),
+        failed_ranks: summary
+            .failed_ranks
+            .into_iter()
+            .take(FAILED_RANKS_LISTED)
+            .collect(),
+        cost_usd: summary.cost_usd,
+        summary_key,
+    })
+}
+
+fn describe(error: Option<&str>, cause: Option<&str>) -> String {
+    match (error, cause) {
+        (Some(e), Some(c)) if !e.is_empty() => format!("{e}: {c}"),
+        (_, Some(c)) => c.to_string(),
+        (Some(e), None) => e.to_string(),
+        (None, None) => "the Map failed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_described_with_error_and_cause() {
+        assert_eq!(
+            describe(
+                Some("States.ExceedToleratedFailureThreshold"),
+                Some("2 of 4")
+            ),
+            "States.ExceedToleratedFailureThreshold: 2 of 4"
+        );
+        assert_eq!(describe(Some(""), Some("boom")), "boom");
+        assert_eq!(describe(None, None), "the Map failed");
+    }
+}
