@@ -38,7 +38,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Work with SDSS spectroscopic catalogs (CSV).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  cosmicai catalog import assets/catalogs/skyserver_dr14.csv.gz --out data/catalog"
+    )]
     Catalog(commands::catalog::CatalogCommand),
     /// Re-split a dataset into numbered partitions by size or object count.
     Partition(commands::partition::PartitionArgs),
@@ -70,10 +73,16 @@ enum Command {
     /// Serve the HTTP API and the explorer (fills a new data directory from the bundled data).
     Serve(server::ServeArgs),
     /// Bring a model in: `model import` reads a CAI AstroMAE checkpoint (.pt).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  cosmicai model import Mixed_Inception_z_VITAE_Base_Img_Full_New_Full.pt --out astromae.safetensors"
+    )]
     Model(commands::model::ModelCommand),
     /// Benchmarks that print figures (inference throughput, memory).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  cosmicai bench infer --model astromae --batch-size 512 --samples 2048 --threads 2 --json"
+    )]
     Bench(commands::bench::BenchCommand),
 }
 

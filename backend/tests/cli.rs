@@ -271,17 +271,33 @@ fn bad_input_is_a_clear_error_and_nothing_stored_is_lost() {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for args in [
-        &["--help"][..],
-        &["catalog", "import", "--help"],
-        &["partition", "--help"],
-        &["inspect", "--help"],
-    ] {
-        let out = cosmicai(args);
-        assert!(out.status.success());
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("Example"), "{args:?}: {text}");
+    // Every command and subcommand the help lists, found by walking it.
+    let mut pending: Vec<Vec<String>> = vec![Vec::new()];
+    let (mut checked, mut lacking) = (0, Vec::new());
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = cosmicai(&args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        checked += 1;
+        if !text.contains("Example") {
+            lacking.push(path.join(" "));
+        }
+        let commands = text
+            .split_once("Commands:\n")
+            .map_or("", |(_, rest)| rest.split("\n\n").next().unwrap_or(""));
+        for line in commands.lines() {
+            let Some(name) = line.split_whitespace().next() else {
+                continue;
+            };
+            if name != "help" && line.starts_with("  ") {
+                pending.push(path.iter().cloned().chain([name.to_string()]).collect());
+            }
+        }
     }
+    assert!(checked > 15, "only {checked} commands found");
+    assert!(lacking.is_empty(), "no example in the help of: {lacking:?}");
 }
 
 #[test]

@@ -3,10 +3,10 @@
 //! The Step Functions state machine (`infra/aws/statemachine.asl.json`) calls the
 //! same function three ways, tagged by `stage` ([`StageEvent`]):
 //! 1. `initialize`: plan the run from the CAI payload, write `payload.json` and the
-//!    Map's items (one [`RankItem`] per rank) to `plan.json`, which the Distributed
+//!    Map's items (one [`RankItem`](cosmicai_shared::aws::RankItem) per rank) to `plan.json`, which the Distributed
 //!    Map reads from S3;
 //! 2. `infer`: one rank, exactly as a local worker runs it (`engine::pipeline::infer_rank`),
-//!    answering with Lambda-style measures ([`RankMeasure`]);
+//!    answering with Lambda-style measures ([`RankMeasure`](cosmicai_shared::run::RankMeasure));
 //! 3. `summarize`: `combined_data.json` and `summary.json`, with the failed ranks and cost.
 //!
 //! The handler is thin on purpose: the pipeline's logic is in `cosmicai-engine`,

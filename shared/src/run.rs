@@ -89,8 +89,9 @@ pub struct RunRequest {
     /// Times a failed rank is started again.
     #[serde(default)]
     pub retries: u32,
-    /// On AWS, the share of ranks (percent) that may fail before the Map stops early;
-    /// failed ranks are reported in the summary either way.
+    /// The share of ranks planned a file (percent) that may fail with the run
+    /// still `partial`; past it the run is `failed` (on AWS the Map stops early
+    /// there). Failed ranks are reported in the summary either way.
     #[serde(default = "default_tolerated")]
     pub tolerated_failure_percentage: f64,
     /// Seconds one attempt of a rank may run before it is killed, on the local

@@ -57,6 +57,10 @@ pub fn execute_on_aws(
     if let Some(weights) = &weights {
         recorder.println(&weights.send(aws)?);
     }
+    // Cancelled while the data was readied: no execution is started (and paid for).
+    if recorder.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        anyhow::bail!("cancelled before its execution started on AWS: nothing ran there");
+    }
     recorder.start(&remote, &planned.ranks)?;
     recorder.status("on AWS".into());
     start_and_follow(aws, &remote, run_id, &local, recorder)
@@ -159,7 +163,15 @@ fn uploaded(
         aws,
         s3_prefix,
         &etags,
-        |done, _| bar.set_position(done as u64),
+        |done, _| {
+            bar.set_position(done as u64);
+            // A cancelled run stops sending between files (an upload is hours
+            // at CAI's sizes); what was sent stays for the next run.
+            if recorder.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                anyhow::bail!("cancelled during the upload: nothing was started on AWS");
+            }
+            Ok(())
+        },
     );
     bar.finish_and_clear();
     let uploaded = uploaded?;

@@ -48,7 +48,7 @@ pub fn upload(
     aws: &super::Aws,
     s3_prefix: &str,
     etags: &LocalEtags,
-    mut progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize) -> Result<()>,
 ) -> Result<Upload> {
     let remote: HashMap<String, (u64, String)> = aws
         .s3
@@ -85,7 +85,8 @@ pub fn upload(
                     report.read_for_etag += usize::from(read);
                 }
             }
-            progress(report.already_there + report.uploaded, plan.files.len());
+            // An error (a cancel) stops the upload between files.
+            progress(report.already_there + report.uploaded, plan.files.len())
         },
     )?;
     Ok(report)
@@ -193,7 +194,7 @@ fn on_pool<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
     f: impl Fn(&T) -> Result<R> + Sync,
-    mut each: impl FnMut(R),
+    mut each: impl FnMut(R) -> Result<()>,
 ) -> Result<()> {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -216,8 +217,8 @@ fn on_pool<T: Sync, R: Send>(
         }
         drop(tx);
         for result in rx {
-            match result {
-                Ok(value) => each(value),
+            match result.and_then(&mut each) {
+                Ok(()) => {}
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
                     return Err(e);
@@ -339,13 +340,31 @@ mod tests {
     fn the_pool_runs_every_item_once_and_stops_at_the_first_error() {
         let items: Vec<usize> = (0..100).collect();
         let mut seen = Vec::new();
-        on_pool(&items, 8, |i| Ok(*i * 2), |r| seen.push(r)).unwrap();
+        on_pool(
+            &items,
+            8,
+            |i| Ok(*i * 2),
+            |r| {
+                seen.push(r);
+                Ok(())
+            },
+        )
+        .unwrap();
         seen.sort();
         assert_eq!(seen, (0..100).map(|i| i * 2).collect::<Vec<_>>());
         // An empty list, and more threads than items.
         on_pool(&[] as &[usize], 8, |i| Ok(*i), |_| panic!("no item")).unwrap();
         let mut one = Vec::new();
-        on_pool(&[7], 8, |i| Ok(*i), |r| one.push(r)).unwrap();
+        on_pool(
+            &[7],
+            8,
+            |i| Ok(*i),
+            |r| {
+                one.push(r);
+                Ok(())
+            },
+        )
+        .unwrap();
         assert_eq!(one, [7]);
         // An error (or a panic) stops the pool: named, and not every item runs.
         let started = AtomicUsize::new(0);
@@ -360,7 +379,7 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(5));
                 Ok(())
             },
-            |()| {},
+            |()| Ok(()),
         );
         assert_eq!(failed.unwrap_err().to_string(), "item 3 is bad");
         assert!(started.load(Ordering::SeqCst) < items.len());
@@ -368,8 +387,27 @@ mod tests {
             &items,
             2,
             |i| if *i == 5 { panic!("boom") } else { Ok(()) },
-            |()| {},
+            |()| Ok(()),
         );
         assert!(panicked.unwrap_err().to_string().contains("panicked"));
+        // So does an error of the caller's (a cancel), between items.
+        let done = AtomicUsize::new(0);
+        let cancelled = on_pool(
+            &items,
+            2,
+            |_| {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                Ok(done.fetch_add(1, Ordering::SeqCst))
+            },
+            |n| {
+                if n >= 10 {
+                    anyhow::bail!("cancelled")
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert_eq!(cancelled.unwrap_err().to_string(), "cancelled");
+        assert!(done.load(Ordering::SeqCst) < items.len());
     }
 }

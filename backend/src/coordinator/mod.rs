@@ -119,6 +119,7 @@ pub fn with_converted_data(
                 bar.inc(1);
             }
         },
+        &|| !recorder.cancel.load(std::sync::atomic::Ordering::Relaxed),
     )?;
     if let Some(bar) = bar.get() {
         bar.finish_and_clear();

@@ -882,12 +882,15 @@ pub async fn run_results(
     }
     // Read in turn with the other heavy work: a large run's predictions are
     // hundreds of MB.
-    let _turn = super::heavy_turn(&state).await?;
+    let turn = super::heavy_turn(&state).await?;
     if let Some(results) = kept(&state, &id) {
         return Ok(Json(RunResults::clone(&results)));
     }
     let st = state.clone();
     let results = tokio::task::spawn_blocking(move || {
+        // Held by the read itself: a client gone (or timed out) must not free
+        // the turn while every rank's predictions are still being read.
+        let _turn = turn;
         let run = find_run(&st, &id)?;
         let dir = st.data_dir.join(&run.result_path);
         let text = std::fs::read_to_string(dir.join("summary.json")).map_err(|_| {

@@ -138,6 +138,18 @@ pub fn check_archive(url: &str) -> Result<String, FetchError> {
             problem: "not an http(s) URL".into(),
         });
     }
+    // The URL is written into every fetched cutout's source, which the explorer
+    // shows to anyone: no secret may ride in it.
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() {
+        let mut shown = parsed.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        shown.set_query(None);
+        return Err(FetchError::Archive {
+            url: shown.to_string(),
+            problem: "holds a user name, password or query: the archive's URL is shown with every cutout fetched from it, so it may carry no credentials (serve a mirror that needs none)".into(),
+        });
+    }
     Ok(archive)
 }
 
@@ -636,6 +648,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::ContentRange::{self, *};
+
+    #[test]
+    fn an_archive_url_carries_no_credentials() {
+        assert!(super::check_archive("https://data.sdss.org/sas/dr17/").is_ok());
+        for url in [
+            "https://me:secret@mirror.example/frames",
+            "https://me@mirror.example/frames",
+            "https://mirror.example/frames?token=secret",
+        ] {
+            let e = super::check_archive(url).unwrap_err().to_string();
+            assert!(e.contains("no credentials") && !e.contains("secret"), "{e}");
+        }
+    }
 
     #[test]
     fn content_ranges() {

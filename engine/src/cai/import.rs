@@ -81,7 +81,7 @@ pub fn import(
     class: Class,
     on_file: impl FnMut(&Path, u64),
 ) -> Result<ImportReport, CaiError> {
-    import_up_to(inputs, out, source, class, None, on_file)
+    import_up_to(inputs, out, source, class, None, on_file, &|| true)
 }
 
 /// [`import`], stopping once `limit` partitions are there (written now or
@@ -93,6 +93,7 @@ fn import_up_to(
     class: Class,
     limit: Option<usize>,
     mut on_file: impl FnMut(&Path, u64),
+    go_on: &dyn Fn() -> bool,
 ) -> Result<ImportReport, CaiError> {
     let files = cai_files(inputs)?;
     // Each file becomes STEM.safetensors: two of one stem (`p.pt` and `p.pth`, or
@@ -143,6 +144,17 @@ fn import_up_to(
     for file in &files {
         if limit.is_some_and(|n| report.written.len() + report.skipped >= n) {
             break;
+        }
+        // Stopped between files: those converted stay, and count next time.
+        if !go_on() {
+            return Err(fail(
+                file,
+                format!(
+                    "stopped (cancelled) before this file; {} converted, {} found converted, the rest left for the next run",
+                    report.written.len(),
+                    report.skipped
+                ),
+            ));
         }
         let size = std::fs::metadata(file).map_or(0, |m| m.len());
         let target = target_of(file);
@@ -232,12 +244,14 @@ pub fn converted_prefix(
         on_convert,
         on_checkpoint,
         |_, _| {},
+        &|| true,
     )
 }
 
 /// [`converted_prefix`], told of each file as the conversion passes it (its
 /// `.pt` and size, converted or found converted already): a bar for
-/// conversions of gigabytes.
+/// conversions of gigabytes. `go_on` is asked before each file: a cancelled
+/// run stops converting there.
 pub fn converted_prefix_with(
     root: &Path,
     prefix: &str,
@@ -245,6 +259,7 @@ pub fn converted_prefix_with(
     on_convert: impl FnOnce(usize, &Path),
     mut on_checkpoint: impl FnMut(&Path),
     on_file: impl FnMut(&Path, u64),
+    go_on: &dyn Fn() -> bool,
 ) -> Result<String, CaiError> {
     // Only a relative path down the tree: the prefix may come from a request.
     if !Path::new(prefix)
@@ -273,7 +288,15 @@ pub fn converted_prefix_with(
     }
     let out = folder.join(CONVERTED);
     on_convert(file_limit.map_or(pt, |n| n.min(pt)), &out);
-    let report = import_up_to(&[folder], &out, None, Class::Unknown, file_limit, on_file)?;
+    let report = import_up_to(
+        &[folder],
+        &out,
+        None,
+        Class::Unknown,
+        file_limit,
+        on_file,
+        go_on,
+    )?;
     for (file, _) in &report.checkpoints {
         on_checkpoint(file);
     }

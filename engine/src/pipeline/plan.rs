@@ -64,35 +64,85 @@ pub fn initialize_with(
     // and measures into this one's summary.
     let key = payload_key(&request.result_path);
     match store.get(&key) {
-        Ok(bytes) => {
-            let stored = serde_json::from_slice::<Payload>(&bytes);
-            // Initialize retried (its answer was lost after the write): the same run,
-            // asked the same, goes on with the plan it wrote.
-            // Compared as written and read back: a float may not survive JSON exactly.
-            let written = serde_json::to_vec(request)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<RunRequest>(&bytes).ok());
-            if let Ok(stored) = &stored
-                && stored.run_id == run_id
-                && written.as_ref() == Some(&stored.request)
-            {
-                return Ok(stored.clone());
-            }
-            let owner = stored
-                .map(|p| format!("run {}", p.run_id))
-                .unwrap_or_else(|_| "another run".into());
-            return Err(PipelineError::Invalid(vec![format!(
-                "result_path '{}' already holds the results of {owner}: give each run its own result_path (the CLI's --result-path)",
-                request.result_path
-            )]));
-        }
+        Ok(bytes) => return claimed_before(&bytes, request, run_id),
         Err(crate::store::StoreError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
+    result_path_free(store, &request.result_path)?;
     let json =
         serde_json::to_vec_pretty(&payload).map_err(|e| PipelineError::Other(e.to_string()))?;
-    store.put(&payload_key(&request.result_path), &json)?;
+    // Claimed in one step: two runs started on one result path at once would
+    // otherwise both see it free, and the last payload written would win.
+    if !store.put_if_absent(&key, &json)? {
+        return claimed_before(&store.get(&key)?, request, run_id);
+    }
     Ok(payload)
+}
+
+/// The payload another Initialize wrote at this result path: this run's own
+/// (Initialize retried after its answer was lost: it goes on with the plan it
+/// wrote), or another run's, which is refused.
+fn claimed_before(
+    bytes: &[u8],
+    request: &RunRequest,
+    run_id: &str,
+) -> Result<Payload, PipelineError> {
+    let stored = serde_json::from_slice::<Payload>(bytes);
+    // Compared as written and read back: a float may not survive JSON exactly.
+    let written = serde_json::to_vec(request)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<RunRequest>(&bytes).ok());
+    if let Ok(stored) = &stored
+        && stored.run_id == run_id
+        && written.as_ref() == Some(&stored.request)
+    {
+        return Ok(stored.clone());
+    }
+    let owner = stored
+        .map(|p| format!("run {}", p.run_id))
+        .unwrap_or_else(|_| "another run".into());
+    Err(PipelineError::Invalid(vec![format!(
+        "result_path '{}' already holds the results of {owner}: give each run its own result_path (the CLI's --result-path)",
+        request.result_path
+    )]))
+}
+
+/// Refuses a result path inside another run's (its rank files would overwrite
+/// that run's measures) or one that holds files already (a run's, or CAI's,
+/// which this run's summary would mix with its own).
+fn result_path_free(store: &dyn ObjectStore, result_path: &str) -> Result<(), PipelineError> {
+    let parts: Vec<&str> = result_path.split('/').filter(|p| !p.is_empty()).collect();
+    for end in 1..parts.len() {
+        let above = parts[..end].join("/");
+        match store.get(&payload_key(&above)) {
+            Ok(bytes) => {
+                let owner = serde_json::from_slice::<Payload>(&bytes)
+                    .map(|p| format!("run {}", p.run_id))
+                    .unwrap_or_else(|_| "another run".into());
+                return Err(PipelineError::Invalid(vec![format!(
+                    "result_path '{result_path}' lies inside '{above}', the result path of {owner}: give a result_path outside every other run's"
+                )]));
+            }
+            Err(crate::store::StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Its own payload.json, written meanwhile by a run racing for it, is left
+    // to the claim that follows.
+    let own = payload_key(result_path);
+    let held: Vec<_> = store
+        .list(result_path)?
+        .into_iter()
+        .filter(|o| o.key != own)
+        .collect();
+    if let Some(first) = held.first() {
+        return Err(PipelineError::Invalid(vec![format!(
+            "result_path '{result_path}' already holds {} files ('{}' first) but no run's payload.json: give each run a new, empty result_path",
+            held.len(),
+            first.key
+        )]));
+    }
+    Ok(())
 }
 
 /// The run's own weights file, which a prefix may hold beside the partitions
@@ -440,6 +490,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("already holds the results of run first"), "{e}");
+        // Nor may a run write inside another's (its rank files are that run's
+        // measures' names), or into a folder of files no run claims.
+        let inside = RunRequest {
+            result_path: format!("{}/measures", request.result_path),
+            ..request.clone()
+        };
+        let e = initialize(&store, &inside, "second")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lies inside") && e.contains("of run first"),
+            "{e}"
+        );
+        store.put("cai-results/0.json", b"{}").unwrap();
+        let used = RunRequest {
+            result_path: "cai-results".into(),
+            ..request.clone()
+        };
+        let e = initialize(&store, &used, "third").unwrap_err().to_string();
+        assert!(
+            e.contains("already holds 1 files ('cai-results/0.json' first)"),
+            "{e}"
+        );
+        assert!(
+            store.get("cai-results/payload.json").is_err(),
+            "nothing written"
+        );
+    }
+
+    #[test]
+    fn a_result_path_is_claimed_once_where_two_runs_race_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::new(dir.path());
+        assert!(store.put_if_absent("results/r/payload.json", b"a").unwrap());
+        assert!(!store.put_if_absent("results/r/payload.json", b"b").unwrap());
+        assert_eq!(store.get("results/r/payload.json").unwrap(), b"a");
+        // Racing Initializes: one wins, the other is refused, and the payload
+        // left is the winner's.
+        let (_dir, store, request) = one_partition();
+        let outcomes: Vec<Result<Payload, String>> = std::thread::scope(|s| {
+            let runs: Vec<_> = ["one", "two", "three", "four"]
+                .map(|id| {
+                    let (store, request) = (&store, &request);
+                    s.spawn(move || initialize(store, request, id).map_err(|e| e.to_string()))
+                })
+                .into_iter()
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let won: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "{outcomes:?}");
+        let stored: Payload =
+            serde_json::from_slice(&store.get(&payload_key(&request.result_path)).unwrap())
+                .unwrap();
+        assert_eq!(stored.run_id, won[0].run_id);
     }
 
     #[test]

@@ -142,9 +142,19 @@ pub fn summarize_with(
             .filter(|&rank| measures.get(rank).is_some_and(|m| m.error.is_some())),
     );
     failed_ranks.sort_unstable();
+    // Past the request's tolerance the run failed, as its AWS Map does
+    // (ToleratedFailurePercentage, over the ranks planned a file: the Map's
+    // items), even where some ranks left results.
+    let items = payload.ranks.iter().filter(|keys| !keys.is_empty()).count();
+    let failed_items = failed_ranks
+        .iter()
+        .filter(|&&rank| payload.ranks.get(rank).is_some_and(|keys| !keys.is_empty()))
+        .count();
+    let over_tolerance =
+        failed_items as f64 * 100.0 > request.tolerated_failure_percentage * items as f64;
     let status = if failed_ranks.is_empty() {
         RunStatus::Succeeded
-    } else if results.is_empty() {
+    } else if results.is_empty() || over_tolerance {
         RunStatus::Failed
     } else {
         RunStatus::Partial

@@ -242,6 +242,9 @@ mod tests {
         fn put(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
             Ok(())
         }
+        fn put_if_absent(&self, _: &str, _: &[u8]) -> Result<bool, StoreError> {
+            Ok(true)
+        }
         fn local_path(&self, _: &str) -> Option<std::path::PathBuf> {
             None
         }

@@ -52,6 +52,11 @@ pub trait ObjectStore: Send + Sync {
         Ok(bytes)
     }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Puts `bytes` at `key` unless an object is there already, in one step no
+    /// other writer can come between (S3's `If-None-Match: *`, a link that does
+    /// not replace): whether it was written. Two runs claiming one result path
+    /// at once are told apart by it.
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError>;
     /// A file holding the object, when the store is a local file system (lets readers map it).
     fn local_path(&self, key: &str) -> Option<PathBuf>;
     /// For messages: `local:/data` or `s3://bucket`.
@@ -96,6 +101,18 @@ impl LocalStore {
     /// leaves the old object or the new one, never a torn one. A writer killed
     /// midway leaves a `.tmp*` file, which [`sweep_temporaries`] removes.
     fn write_whole(&self, key: &str, bytes: &[u8], synced: bool) -> Result<(), StoreError> {
+        self.write_new(key, bytes, synced, true).map(drop)
+    }
+
+    /// Writes `bytes` to `key` through a synced temporary file, replacing what
+    /// is there or (`replace` false) only where nothing is: whether it wrote.
+    fn write_new(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        synced: bool,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
         let path = self.path(key)?;
         let io = |source| StoreError::Io {
             key: key.into(),
@@ -112,13 +129,21 @@ impl LocalStore {
         if synced {
             temp.as_file().sync_all().map_err(io)?;
         }
-        temp.persist(&path).map_err(|e| io(e.error))?;
+        if replace {
+            temp.persist(&path).map_err(|e| io(e.error))?;
+        } else {
+            match temp.persist_noclobber(&path) {
+                Ok(_) => {}
+                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => return Err(io(e.error)),
+            }
+        }
         if synced {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Makes every write so far durable: the whole file system the store is on
@@ -173,7 +198,34 @@ impl ObjectStore for LocalStore {
                     continue;
                 }
                 let path = entry.path();
-                let Ok(meta) = entry.metadata() else { continue };
+                let Ok(mut meta) = entry.metadata() else {
+                    continue;
+                };
+                // A link to a file is followed only inside the store: a dataset
+                // someone else made could point at ~/.aws/credentials, which a
+                // run would read and an AWS run upload. Links to folders are
+                // not walked (one could loop back on itself).
+                if meta.is_symlink() {
+                    let target = std::fs::canonicalize(&path).ok();
+                    let target_meta = target.as_ref().and_then(|t| std::fs::metadata(t).ok());
+                    if target_meta.as_ref().is_some_and(std::fs::Metadata::is_dir) {
+                        continue;
+                    }
+                    let root = std::fs::canonicalize(&self.root).ok();
+                    match (target, root, target_meta) {
+                        (Some(t), Some(root), Some(m)) if t.starts_with(&root) => meta = m,
+                        _ => {
+                            return Err(StoreError::BadKey {
+                                key: path
+                                    .strip_prefix(&self.root)
+                                    .unwrap_or(&path)
+                                    .display()
+                                    .to_string(),
+                                problem: "is a symbolic link to a file outside the data folder, or to nothing: copy the file in instead".into(),
+                            });
+                        }
+                    }
+                }
                 if meta.is_dir() {
                     pending.push(path);
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
@@ -229,6 +281,10 @@ impl ObjectStore for LocalStore {
         self.write_whole(key, bytes, true)
     }
 
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+        self.write_new(key, bytes, true, false)
+    }
+
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path(key).ok()
     }
@@ -261,6 +317,44 @@ pub fn sweep_temporaries(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_are_followed_only_to_files_inside_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("data"));
+        store.put("d/a.safetensors", b"aa").unwrap();
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, dir.path().join("data/d").join(name)).unwrap()
+        };
+        // Inside: listed with its target's size. A folder: not walked.
+        link(&dir.path().join("data/d/a.safetensors"), "b.safetensors");
+        link(outside.path(), "folder");
+        let keys: Vec<_> = store
+            .list("d")
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("d/a.safetensors".to_string(), 2),
+                ("d/b.safetensors".to_string(), 2)
+            ]
+        );
+        // Outside, or to nothing: refused by name.
+        std::fs::write(outside.path().join("credentials"), "secret").unwrap();
+        link(&outside.path().join("credentials"), "c.safetensors");
+        let e = store.list("d").unwrap_err().to_string();
+        assert!(
+            e.contains("d/c.safetensors") && e.contains("outside the data folder"),
+            "{e}"
+        );
+        std::fs::remove_file(dir.path().join("data/d/c.safetensors")).unwrap();
+        link(&dir.path().join("gone"), "e.safetensors");
+        assert!(store.list("d").is_err());
+    }
 
     #[test]
     fn unsynced_puts_are_whole_and_named_like_synced_ones() {

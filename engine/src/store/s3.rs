@@ -475,29 +475,6 @@ impl S3Store {
         })
     }
 
-    /// Puts `bytes` at `key` unless an object is there already (a conditional
-    /// PUT, `If-None-Match: *`): whether it was written.
-    pub fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError> {
-        let key = checked(key)?;
-        self.block_on(async {
-            let put = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .if_none_match("*")
-                .body(ByteStream::from(bytes.to_vec()))
-                .send()
-                .await;
-            match put {
-                Ok(_) => Ok(true),
-                // 412 Precondition Failed: there is one.
-                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
-                Err(e) => Err(self.error(key, sdk(&e))),
-            }
-        })
-    }
-
     /// Whether object `key` exists (HeadObject: neither a listing nor the object's bytes).
     pub fn exists(&self, key: &str) -> Result<bool, StoreError> {
         let key = checked(key)?;
@@ -587,6 +564,28 @@ impl ObjectStore for S3Store {
             self.read_to(key, Some(format!("bytes=0-{}", len - 1)), &mut bytes)?;
         }
         Ok(bytes)
+    }
+
+    /// A conditional PUT, `If-None-Match: *` (S3 answers 412 where there is one).
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+        let key = checked(key)?;
+        self.block_on(async {
+            let put = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .if_none_match("*")
+                .body(ByteStream::from(bytes.to_vec()))
+                .send()
+                .await;
+            match put {
+                Ok(_) => Ok(true),
+                // 412 Precondition Failed: there is one.
+                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
+                Err(e) => Err(self.error(key, sdk(&e))),
+            }
+        })
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {

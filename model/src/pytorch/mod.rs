@@ -18,8 +18,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
-/// Largest `data.pkl` read (the pickle of a checkpoint is a few hundred KB).
-const MAX_PICKLE_BYTES: u64 = 256 << 20;
+/// Largest `data.pkl` read: a checkpoint's pickle is a few hundred KB (the
+/// small AstroMAE fixture's module pickle, 71 KB), and each byte may cost the
+/// reader tens of bytes of memory (see [`pickle`]).
+const MAX_PICKLE_BYTES: u64 = 16 << 20;
 /// Deepest module nesting followed (cycles in a hostile pickle stop here).
 const MAX_DEPTH: usize = 64;
 
@@ -157,7 +159,7 @@ impl<R: Read + Seek> PtFile<R> {
         };
         match p.node(id) {
             Node::Tensor(t) => {
-                out.insert(prefix.trim_end_matches('.').to_string(), t.clone());
+                out.insert(prefix.trim_end_matches('.').to_string(), (**t).clone());
             }
             Node::Dict(items) => {
                 for &(k, v) in items {
@@ -175,7 +177,7 @@ impl<R: Read + Seek> PtFile<R> {
                         for &(k, v) in items {
                             if let (Some(n), Node::Tensor(t)) = (name(k), p.node(v)) {
                                 self.spend(visits)?;
-                                out.insert(n, t.clone());
+                                out.insert(n, (**t).clone());
                             }
                         }
                     }
@@ -228,7 +230,7 @@ impl<R: Read + Seek> PtFile<R> {
             .iter()
             .enumerate()
             .map(|(i, &t)| match p.node(t) {
-                Node::Tensor(t) => Ok(t.clone()),
+                Node::Tensor(t) => Ok((**t).clone()),
                 _ => Err(self.fail(format!("dataset tensor {i} is not a tensor"))),
             })
             .collect()

@@ -9,8 +9,10 @@
 //!
 //! The arena grows by at most one node per opcode, and containers by at most
 //! one entry per byte of the pickle in all (BUILD, which copies a dict, is
-//! counted too), so a file's size bounds the memory the machine uses;
-//! malformed input is an error, never a panic.
+//! counted too); nodes, memo entries, marks and entries are also capped well
+//! above what a real checkpoint holds (AstroMAE's module pickle: about 30,000
+//! opcodes at depth 2), so a pickle of opcodes that each cost bytes of memory
+//! stops at a few hundred MB. Malformed input is an error, never a panic.
 
 use std::fmt;
 
@@ -126,7 +128,8 @@ pub enum Node {
         dtype: Dtype,
         len: usize,
     },
-    Tensor(TensorRef),
+    /// Boxed: the arena holds one node per opcode, and most are small.
+    Tensor(Box<TensorRef>),
 }
 
 /// Why a pickle cannot be read, with the byte offset where it went wrong.
@@ -180,6 +183,9 @@ impl Pickle {
 
 /// Deepest nesting of containers the machine accepts while building a value.
 const MAX_STACK: usize = 1 << 20;
+/// Most nodes in the arena, memo entries and container entries: 2M nodes of
+/// about 56 bytes (a tensor's reference is boxed) bound the arena at ~110 MB.
+const MAX_NODES: usize = 1 << 21;
 
 /// Runs the pickle `bytes`.
 pub fn unpickle(bytes: &[u8]) -> Result<Pickle, PickleError> {
@@ -253,6 +259,11 @@ impl Machine<'_> {
     }
 
     fn push(&mut self, node: Node) -> Result<(), PickleError> {
+        if self.nodes.len() >= MAX_NODES {
+            return self.fail(format!(
+                "more than {MAX_NODES} values: far more than any torch file holds"
+            ));
+        }
         self.nodes.push(node);
         self.push_id(self.nodes.len() - 1)
     }
@@ -270,7 +281,7 @@ impl Machine<'_> {
     /// containers copied into themselves (BUILD of a dict with itself doubles it).
     fn add_entries(&mut self, n: usize) -> Result<(), PickleError> {
         self.entries = self.entries.saturating_add(n);
-        if self.entries > self.input.len() {
+        if self.entries > self.input.len().min(MAX_NODES) {
             return self.fail(format!(
                 "its containers hold more entries than its {} bytes could: a dict or list copied into itself",
                 self.input.len()
@@ -327,6 +338,9 @@ impl Machine<'_> {
 
     fn memo_put(&mut self, key: u32) -> Result<(), PickleError> {
         let id = self.top()?;
+        if self.memo.len() >= MAX_NODES && !self.memo.contains_key(&key) {
+            return self.fail(format!("more than {MAX_NODES} memo entries"));
+        }
         self.memo.insert(key, id);
         Ok(())
     }
@@ -359,13 +373,16 @@ impl Machine<'_> {
             Node::Global { module, name } => format!("{module}.{name}"),
             _ => String::new(),
         };
-        let args_list = match &self.nodes[args] {
-            Node::Tuple(items) => items.clone(),
-            _ => Vec::new(),
+        // Read in place: a hostile pickle reduces one tuple of a million items
+        // many times over, and a copy each time would cost seconds each.
+        let args_list: &[Id] = match &self.nodes[args] {
+            Node::Tuple(items) => items,
+            _ => &[],
         };
+        let first = args_list.first().copied();
         match name.as_str() {
             "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor" => {
-                let [storage, offset, shape, stride, ..] = args_list[..] else {
+                let [storage, offset, shape, stride, ..] = *args_list else {
                     return self.fail(format!("{name} with {} arguments", args_list.len()));
                 };
                 let Node::Storage { key, dtype, len } = self.nodes[storage].clone() else {
@@ -380,18 +397,18 @@ impl Machine<'_> {
                 if shape.len() != stride.len() {
                     return self.fail(format!("tensor of shape {shape:?} has strides {stride:?}"));
                 }
-                Ok(Node::Tensor(TensorRef {
+                Ok(Node::Tensor(Box::new(TensorRef {
                     storage: key,
                     dtype,
                     storage_len: len,
                     offset,
                     shape,
                     stride,
-                }))
+                })))
             }
             // A Parameter is its tensor.
             "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
-                match args_list.first().map(|&t| self.nodes[t].clone()) {
+                match first.map(|t| self.nodes[t].clone()) {
                     Some(tensor @ Node::Tensor(_)) => Ok(tensor),
                     _ => self.fail(format!("{name} of something that is not a tensor")),
                 }
@@ -399,7 +416,7 @@ impl Machine<'_> {
             "collections.OrderedDict" => Ok(Node::Dict(Vec::new())),
             // copyreg._reconstructor(cls, base, state): an instance of cls.
             "copyreg._reconstructor" => Ok(Node::Object {
-                class: args_list.first().copied().unwrap_or(callable),
+                class: first.unwrap_or(callable),
                 args,
                 state: None,
             }),
@@ -474,7 +491,12 @@ impl Machine<'_> {
                         root,
                     });
                 }
-                b'(' => self.marks.push(self.stack.len()),
+                b'(' => {
+                    if self.marks.len() >= MAX_STACK {
+                        return self.fail("more MARKs open than any torch file needs");
+                    }
+                    self.marks.push(self.stack.len());
+                }
                 b'0' => {
                     self.pop()?;
                 }
@@ -730,6 +752,26 @@ mod tests {
         bytes.push(b'.');
         let e = unpickle(&bytes).unwrap_err();
         assert!(e.problem.contains("copied into itself"), "{e}");
+    }
+
+    #[test]
+    fn values_marks_and_memo_entries_stop_at_their_caps() {
+        // NONE, POP: a node a pair of bytes that the stack never holds.
+        let mut bytes = b"\x80\x02".to_vec();
+        bytes.extend(b"N0".repeat(MAX_NODES));
+        bytes.extend(b"N.");
+        let e = unpickle(&bytes).unwrap_err();
+        assert!(e.problem.contains("values"), "{e}");
+        // One byte a MARK, never closed.
+        let mut bytes = b"\x80\x02".to_vec();
+        bytes.extend(b"(".repeat(MAX_STACK + 1));
+        let e = unpickle(&bytes).unwrap_err();
+        assert!(e.problem.contains("MARK"), "{e}");
+        // Under the caps, the same shapes still read.
+        let mut bytes = b"\x80\x02".to_vec();
+        bytes.extend(b"N0".repeat(1000));
+        bytes.extend(b"N.");
+        assert_eq!(unpickle(&bytes).unwrap().nodes.len(), 1001);
     }
 
     #[test]

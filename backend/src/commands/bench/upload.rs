@@ -100,10 +100,10 @@ pub fn bench_upload(args: UploadBenchArgs) -> Result<()> {
     let etags = LocalEtags::open(&dir.path().join("cosmicai.sqlite"))?;
     let before = peak_rss_mb();
     let started = Instant::now();
-    let first = upload(&local, &plan, PREFIX, &aws, PREFIX, &etags, |_, _| {})?;
+    let first = upload(&local, &plan, PREFIX, &aws, PREFIX, &etags, |_, _| Ok(()))?;
     let upload_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let rerun = upload(&local, &plan, PREFIX, &aws, PREFIX, &etags, |_, _| {})?;
+    let rerun = upload(&local, &plan, PREFIX, &aws, PREFIX, &etags, |_, _| Ok(()))?;
     let rerun_s = started.elapsed().as_secs_f64();
     let after = peak_rss_mb();
     anyhow::ensure!(
