@@ -7,7 +7,7 @@ use std::path::Path;
 pub use cosmicai_engine::shipped::{SHIPPED_PHOTOZ, SHIPPED_PHOTOZ_CARD};
 
 /// The CPU backend for inference.
-pub type Cpu = burn::backend::NdArray<f32>;
+pub use cosmicai_engine::redshift_model::Cpu;
 
 /// The backend `cosmicai train` runs burn's autodiff on: burn-flex, faster than
 /// ndarray at training here (the README has the figures).

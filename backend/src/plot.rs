@@ -53,11 +53,10 @@ pub fn density_scatter(path: &Path, spec: &[f32], pred: &[f32], title: &str) -> 
         ));
     }
     // Axis range: up to the 99.5th percentile of both, so a few outliers do not squash the plot.
-    let mut all: Vec<f64> = points.iter().flat_map(|(s, p)| [*s, *p]).collect();
-    all.sort_by(f64::total_cmp);
-    let top = (all[(all.len() as f64 * 0.995) as usize].max(0.05) * 1.05)
-        .min(all[all.len() - 1].max(0.05));
-    let bottom = all[0].min(0.0);
+    let all = || points.iter().flat_map(|(s, p)| [*s, *p]);
+    let at = |q: f64| cosmicai_shared::axis::quantile(all(), q).unwrap_or(0.0);
+    let top = (at(0.995).max(0.05) * 1.05).min(at(1.0).max(0.05));
+    let bottom = at(0.0).min(0.0);
 
     let cell = |v: f64| {
         (((v - bottom) / (top - bottom) * DENSITY_BINS as f64) as usize).min(DENSITY_BINS - 1)

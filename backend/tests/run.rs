@@ -394,6 +394,78 @@ fn ctrl_c_stops_the_run_summarizes_what_finished_and_closes_its_row() {
 }
 
 #[test]
+fn a_second_ctrl_c_ends_the_run_at_once_and_an_ignored_one_is_left_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let wait_for_workers = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while workers(&data).is_empty() {
+            assert!(Instant::now() < deadline, "no worker appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Two signals: the second does not wait for what the first started.
+    let run = start_paused_run(
+        &data,
+        &["--concurrency", "1", "--result-path", "results/twice"],
+    );
+    wait_for_workers();
+    for _ in 0..2 {
+        // SAFETY: signalling the coordinator this test started.
+        unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !workers(&data).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "a worker outlived its coordinator"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Started with SIGINT ignored (`nohup`, a script's background job): a
+    // SIGINT changes nothing and the run ends as it would have.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cosmicai"));
+    command
+        .args([
+            "run",
+            "--data",
+            &data,
+            "--world-size",
+            "2",
+            "--batch-size",
+            "256",
+        ])
+        .args(["--result-path", "results/ignored", "--json"])
+        .env("COSMICAI_WORKER_PAUSE_MS", "800")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let run = command.spawn().unwrap();
+    wait_for_workers();
+    // SAFETY: signalling the coordinator this test started.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(last_json_line(&out)["status"], "succeeded", "{stderr}");
+}
+
+#[test]
 fn estimate_then_sweep_with_a_chart_and_csv() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());

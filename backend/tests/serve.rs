@@ -1435,6 +1435,72 @@ fn running_run_of(s: &Server, id: &str) -> String {
     }
 }
 
+#[test]
+fn a_signal_stops_the_server_and_a_second_one_ends_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_datasets(dir.path());
+    let mut s = start_in(
+        dir.path(),
+        "127.0.0.1:0",
+        &[("COSMICAI_WORKER_PAUSE_MS", "5000")],
+    );
+    let id = accepted_id(&post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":2,"batch_size":8}"#,
+        &[],
+    ));
+    // An event stream held open (its headers read, its events never): the
+    // first signal's graceful stop waits on it.
+    let mut stream = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        stream,
+        "GET /api/runs/{id}/events HTTP/1.1\r\nHost: {}\r\n\r\n",
+        s.addr
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let pid = s.child.id() as i32;
+    // SAFETY: signalling the server this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "the stream keeps it up"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still up after a second signal"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    drop(stream);
+    // Its run, cut short, is interrupted at the next start.
+    let again = start_in(dir.path(), "127.0.0.1:0", &[]);
+    assert_eq!(
+        get(&again, &format!("/api/runs/{id}")).json()["run"]["status"],
+        "interrupted"
+    );
+}
+
 /// The shared data's datasets, copied into `to` for a server of its own: not
 /// its registry or results, which other tests' runs write to meanwhile (a file
 /// renamed away mid-copy would fail the copy).

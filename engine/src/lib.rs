@@ -17,16 +17,20 @@
 //!    [`shipped`] holds the PhotoZ weights every binary carries; `gpu_astromae`
 //!    (feature `cuda`) runs AstroMAE's fused schedule on an NVIDIA GPU.
 //!
-//! 6. [`imagery`]: real cutouts from SDSS frames, a renderer calibrated on them
-//!    for labelled synthetic cutouts, and PNG views.
+//! 6. [`archive`]: the SDSS frames a catalog's objects lie on, chosen within a
+//!    disk budget and fetched from the SDSS archive into a local cache;
+//!    [`imagery`]: real cutouts cut from those frames, a renderer calibrated on
+//!    them for labelled synthetic cutouts, and PNG views.
 //!
 //! 7. [`pipeline`]: Initialize → Map over ranks → Summarize, reading and writing
 //!    through an [`store::ObjectStore`]; [`executor`] runs each rank as its own
 //!    process and measures it like Lambda; [`cost`] prices the run at AWS rates;
 //!    [`projection`] projects a run of a size not at hand onto Lambda.
 //!
-//! 8. [`archive`]: the SDSS frames a catalog's objects lie on, chosen within a
-//!    disk budget and fetched from the SDSS archive into a local cache.
+//! Beside the flow: [`size`] reads and prints sizes (`25MB`), [`system`] what
+//! the host has (cores, memory, a process's peak RSS), and [`fuzz`] the
+//! hostile-input targets every reader above is run against (here, so that
+//! `cargo test` runs them on every change, and cargo-fuzz under `fuzz/` too).
 
 pub mod archive;
 pub mod cai;

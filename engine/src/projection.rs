@@ -12,6 +12,12 @@ use serde::Serialize;
 /// Lambda gives one vCPU per 1,769 MB of memory, up to 6.
 pub const MB_PER_VCPU: f64 = 1769.0;
 
+/// The vCPUs Lambda gives a function of `memory_mb` (its share of a vCPU below
+/// 1,769 MB, at most 6 at 10,240 MB).
+pub fn lambda_vcpus(memory_mb: u32) -> f64 {
+    (f64::from(memory_mb) / MB_PER_VCPU).clamp(0.07, 6.0)
+}
+
 /// What a projection starts from: the dataset, the deployment, and the rates.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProjectionInput {
@@ -66,7 +72,7 @@ pub fn project(input: &ProjectionInput) -> Projection {
     let files_per_rank = partitions.div_ceil(world);
     let files_of = |r: u64| partitions / world + u64::from(r < partitions % world);
     let objects_per_file = objects as f64 / partitions as f64;
-    let vcpus = (f64::from(input.memory_mb) / MB_PER_VCPU).clamp(0.07, 6.0);
+    let vcpus = lambda_vcpus(input.memory_mb);
     let rank_time = |files: u64| {
         let bytes = files as f64 * input.partition_bytes as f64;
         input.cold_start_s

@@ -36,6 +36,18 @@ pub enum RedshiftModel<B: burn::prelude::Backend> {
     GpuAstroMae(crate::gpu_astromae::GpuAstroMae),
 }
 
+/// The CPU backend runs build models on (and checks build them with).
+pub type Cpu = burn::backend::NdArray<f32>;
+
+/// Builds the model `spec` names from `weights`, which checks every tensor it
+/// needs, and says what is wrong by name (an optimizer state, another model):
+/// before a run starts any rank, locally or on AWS.
+pub fn check_weights(spec: &ModelSpec, weights: &Weights) -> Result<(), String> {
+    RedshiftModel::<Cpu>::from_weights(spec, weights, &Default::default(), false)
+        .map(drop)
+        .map_err(|e| format!("model '{spec}': {e}; no rank was started"))
+}
+
 impl<B: burn::prelude::Backend> RedshiftModel<B> {
     /// The model `spec` names, its weights read from the local file system
     /// (the shipped PhotoZ when it names none). `cpu` runs AstroMAE on the fused

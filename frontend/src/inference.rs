@@ -35,8 +35,41 @@ thread_local! {
     static CLIENT: RefCell<Client> = RefCell::new(Client::default());
 }
 
-/// Predictions for `magnitudes` on the backend `choice` asks for.
+/// How a job ends whose worker died under it (its error event).
+const WORKER_FAILED: &str = "the inference worker failed";
+
+thread_local! {
+    /// Why WebGPU took the worker down in this page, once it has: "auto" then
+    /// runs on the CPU at once instead of crashing a fresh worker each time.
+    static GPU_CRASHED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Predictions for `magnitudes` on the backend `choice` asks for. With
+/// "auto", a worker that dies setting WebGPU up (a driver's panic) is started
+/// again on the CPU, and the batch says why.
 pub async fn run(magnitudes: &[[f32; 5]], choice: Choice) -> Result<Batch, String> {
+    let crashed = GPU_CRASHED.with(|c| c.borrow().clone());
+    if choice == Choice::Auto
+        && let Some(why) = crashed
+    {
+        let mut batch = run_once(magnitudes, Choice::Cpu).await?;
+        batch.fallback = Some(why);
+        return Ok(batch);
+    }
+    match run_once(magnitudes, choice).await {
+        Err(e) if choice == Choice::Auto && e.starts_with(WORKER_FAILED) => {
+            let why = format!("WebGPU stopped the inference worker ({e}); the CPU runs instead");
+            GPU_CRASHED.with(|c| *c.borrow_mut() = Some(why.clone()));
+            let mut batch = run_once(magnitudes, Choice::Cpu).await?;
+            batch.fallback = Some(why);
+            Ok(batch)
+        }
+        other => other,
+    }
+}
+
+/// One job on a worker (started if there is none).
+async fn run_once(magnitudes: &[[f32; 5]], choice: Choice) -> Result<Batch, String> {
     let id = CLIENT.with(|c| {
         let mut c = c.borrow_mut();
         c.next = c.next.wrapping_add(1);
@@ -92,7 +125,7 @@ fn start() -> Result<Worker, String> {
     on_message.forget(); // as long as the page
     let on_error = Closure::<dyn FnMut(ErrorEvent)>::new(|event: ErrorEvent| {
         fail_all(&format!(
-            "the inference worker failed ({WORKER_URL}): {}",
+            "{WORKER_FAILED} ({WORKER_URL}): {}",
             event.message()
         ));
     });

@@ -8,6 +8,7 @@
 mod api;
 mod canvas;
 mod charts;
+mod classes;
 mod cuts;
 mod inference;
 mod pages;
@@ -45,6 +46,21 @@ pub fn route_with(path: &str, query: &[String]) -> String {
     } else {
         format!("{path}?{}", query.join("&"))
     }
+}
+
+thread_local! {
+    /// The Explore page's last route, filters and all: where "← Explore" goes back to.
+    static LAST_EXPLORE: std::cell::RefCell<String> = std::cell::RefCell::new("/".into());
+}
+
+/// Remembers the Explore page's route as it changes.
+pub fn remember_explore(route: &str) {
+    LAST_EXPLORE.with(|last| *last.borrow_mut() = route.to_string());
+}
+
+/// The Explore page as it was last left (`/` before it was ever shown).
+pub fn last_explore() -> String {
+    LAST_EXPLORE.with(|last| last.borrow().clone())
 }
 
 /// Writes a page's state into the link (so it can be shared), unless it is there.

@@ -132,7 +132,7 @@ pub(crate) fn with_function_memory(request: &RunRequest, function_mb: Option<&st
 pub(crate) fn plan_items(run_id: &str, payload: &Payload) -> Vec<RankItem> {
     let request = &payload.request;
     (0..request.world_size)
-        .filter(|&rank| payload.ranks.get(rank).is_some_and(|keys| !keys.is_empty()))
+        .filter(|&rank| payload.reads_files(rank))
         .map(|rank| RankItem {
             run_id: run_id.to_string(),
             bucket: request.bucket.clone(),
@@ -275,13 +275,17 @@ mod tests {
         assert_eq!(with_function_memory(&gpu, Some("2048")).memory_mb, 10240);
     }
 
+    /// Every state input and output of a run of the most ranks a request may
+    /// ask (CAI's largest size, 1,000 GB in partitions of 25 MB, is 40,000)
+    /// stays under Step Functions' 256 KiB.
     #[test]
-    fn state_payloads_stay_under_256_kib_at_40000_ranks() {
+    fn state_payloads_stay_under_256_kib_at_the_most_ranks() {
         use cosmicai_shared::aws::STATE_PAYLOAD_LIMIT;
+        use cosmicai_shared::run::MAX_WORLD_SIZE;
         let request: RunRequest = serde_json::from_value(serde_json::json!({
             "bucket": "a-bucket-name-of-the-longest-kind-allowed-by-s3-0123456789abcdef",
             "data_prefix": "sdss/partitions/".repeat(8),
-            "batch_size": 512, "world_size": 40_000,
+            "batch_size": 512, "world_size": MAX_WORLD_SIZE,
             "result_path": format!("results/{}", "r".repeat(200)),
             "model": format!("astromae:{}", "m".repeat(400)),
         }))
@@ -308,10 +312,10 @@ mod tests {
             run_id: run_id.clone(),
             request: request.clone(),
             files: Vec::new(),
-            ranks: vec![vec!["p.safetensors".to_string()]; 40_000],
+            ranks: vec![vec!["p.safetensors".to_string()]; MAX_WORLD_SIZE],
         };
         let items = plan_items(&run_id, &payload);
-        assert_eq!(items.len(), 40_000);
+        assert_eq!(items.len(), MAX_WORLD_SIZE);
         assert!(items.iter().all(|i| size!(i) < 2 * 1024));
         assert!(serde_json::to_vec(&items).unwrap().len() > STATE_PAYLOAD_LIMIT);
         // Summarize's answer when every rank failed.
@@ -319,8 +323,8 @@ mod tests {
             run_id: run_id.clone(),
             status: cosmicai_shared::run::RunStatus::Failed,
             objects: 0,
-            failed: 40_000,
-            failed_ranks: (0..40_000).take(FAILED_RANKS_LISTED).collect(),
+            failed: MAX_WORLD_SIZE,
+            failed_ranks: (0..MAX_WORLD_SIZE).take(FAILED_RANKS_LISTED).collect(),
             cost_usd: 1.0,
             summary_key: format!("{}/summary.json", request.result_path),
         };

@@ -36,7 +36,7 @@ use cosmicai_shared::cai_payload::{PartitionsIn, translate};
 use std::sync::atomic::Ordering;
 
 /// The CPU backend the Lambda runs the model on.
-pub type Cpu = burn::backend::NdArray<f32>;
+pub use cosmicai_engine::redshift_model::Cpu;
 
 /// An event as Step Functions sends it. An Initialize whose request is CAI's own
 /// payload (an execution started with CAI's input file) is read as CAI's, as

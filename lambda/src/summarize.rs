@@ -39,7 +39,7 @@ pub(crate) fn summarize_stage(
         })
         .collect();
     let ran: Vec<usize> = (0..world)
-        .filter(|&rank| payload.ranks.get(rank).is_some_and(|keys| !keys.is_empty()))
+        .filter(|&rank| payload.reads_files(rank))
         .collect();
     let keys: Vec<String> = ran
         .iter()

@@ -78,9 +78,7 @@ pub(crate) fn check_weights(
         return Ok(());
     };
     let weights = weights.map_err(|e| StageError::invalid(format!("model '{spec}': {e}")))?;
-    RedshiftModel::<Cpu>::from_weights(spec, &weights, &Default::default(), false)
-        .map(drop)
-        .map_err(|e| StageError::invalid(format!("model '{spec}': {e}; no rank was started")))
+    cosmicai_engine::redshift_model::check_weights(spec, &weights).map_err(StageError::invalid)
 }
 
 /// The weight file `spec` names, from S3 (`None` for the shipped PhotoZ): a

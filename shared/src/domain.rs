@@ -43,6 +43,27 @@ impl Class {
         }
     }
 
+    /// The one letter the sky's columns carry for the class (`G`, `S`, `Q`,
+    /// `U`: its name's first), so the server and the explorer agree.
+    pub const fn letter(self) -> u8 {
+        match self {
+            Class::Galaxy => b'G',
+            Class::Star => b'S',
+            Class::Qso => b'Q',
+            Class::Unknown => b'U',
+        }
+    }
+
+    /// The class of a letter from [`Class::letter`]; any other is `Unknown`.
+    pub const fn from_letter(letter: u8) -> Class {
+        match letter {
+            b'G' => Class::Galaxy,
+            b'S' => Class::Star,
+            b'Q' => Class::Qso,
+            _ => Class::Unknown,
+        }
+    }
+
     /// The name SDSS uses (`GALAXY`, `STAR`, `QSO`), or `UNKNOWN`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -158,6 +179,15 @@ impl FromStr for Provenance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_letters_are_their_names_first_and_read_back() {
+        for class in Class::ALL {
+            assert_eq!(class.letter(), class.name().as_bytes()[0]);
+            assert_eq!(Class::from_letter(class.letter()), class);
+        }
+        assert_eq!(Class::from_letter(b'x'), Class::Unknown);
+    }
 
     #[test]
     fn class_codes_round_trip_and_reject_unused_bytes() {

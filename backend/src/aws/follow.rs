@@ -210,7 +210,7 @@ pub fn follow(
     // Initialize refuses a result_path that holds another run's results.
     let ended = status.as_str().to_string();
     let failure = error.map(|e| format!(": {e}")).unwrap_or_default();
-    if !wrote_its_plan(aws, request, run_id).map_err(|e| lost(run_id, &e))? {
+    if !wrote_its_payload(aws, request, run_id).map_err(|e| lost(run_id, &e))? {
         bail!(
             "execution {run_id} ended {ended} with no plan of its own under {}{failure}",
             request.result_path
@@ -244,12 +244,16 @@ fn lost(run_id: &str, e: &dyn std::fmt::Display) -> anyhow::Error {
 }
 
 /// Whether the run's `payload.json` is there and names `run_id`.
-fn wrote_its_plan(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<bool, StoreError> {
-    its_plan(aws, request, run_id).map(|plan| plan.is_some())
+fn wrote_its_payload(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<bool, StoreError> {
+    its_payload(aws, request, run_id).map(|plan| plan.is_some())
 }
 
 /// The run's `payload.json`, if it is there and names `run_id`.
-fn its_plan(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<Option<Payload>, StoreError> {
+fn its_payload(
+    aws: &Aws,
+    request: &RunRequest,
+    run_id: &str,
+) -> Result<Option<Payload>, StoreError> {
     match aws.s3.get(&payload_key(&request.result_path)) {
         Ok(bytes) => Ok(serde_json::from_slice::<Payload>(&bytes)
             .ok()
@@ -330,9 +334,9 @@ impl Poll {
             // at once, with nothing read. Until the plan has been read (a failed
             // call is tried again at the next look).
             if !self.empty_ranks_done {
-                if let Some(plan) = its_plan(aws, request, run_id)? {
+                if let Some(plan) = its_payload(aws, request, run_id)? {
                     let empty: Vec<RunEvent> = (0..request.world_size)
-                        .filter(|&r| plan.ranks.get(r).is_some_and(Vec::is_empty))
+                        .filter(|&r| plan.reads_nothing(r))
                         .filter(|r| self.finished.insert(*r))
                         .map(|rank| RunEvent::RankFinished {
                             measure: RankMeasure {

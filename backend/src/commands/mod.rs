@@ -1,7 +1,6 @@
 pub mod bench;
 pub mod calibrate;
 pub mod catalog;
-pub mod cross_validate;
 pub mod eval;
 pub mod fetch;
 pub mod ingest;
@@ -9,7 +8,6 @@ pub mod inspect;
 pub mod model;
 pub mod partition;
 pub mod project;
-pub mod real_cutouts;
 pub mod run;
 pub mod runs;
 pub mod sweep;

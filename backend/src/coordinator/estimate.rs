@@ -18,17 +18,17 @@ use std::time::Instant;
 /// rate measured at one world size's threads is not another's. A server keeps
 /// them; the CLI measures afresh.
 #[derive(Default)]
-pub struct Calibrations(Mutex<HashMap<String, (f64, f64)>>);
+pub struct Rates(Mutex<HashMap<String, (f64, f64)>>);
 
 /// What `request` would take on the data directory `root` with `concurrency`
 /// ranks at once, at this machine's rate for its model (measured once, kept in
-/// `calibrations`). Plan errors come back as
+/// `rates`). Plan errors come back as
 /// [`cosmicai_engine::pipeline::PipelineError`]s (the request's fault).
 pub fn estimate(
     root: &Path,
     request: &RunRequest,
     concurrency: Option<usize>,
-    calibrations: &Calibrations,
+    rates: &Rates,
 ) -> Result<Estimate> {
     // Calibrated on this machine: a CUDA run it cannot start has no estimate here.
     if request.device == cosmicai_shared::run::Device::Cuda
@@ -50,12 +50,12 @@ pub fn estimate(
     );
     // Held while measuring: concurrent first callers wait for one measurement
     // instead of each running their own on the same cores.
-    let mut known = calibrations.0.lock().unwrap_or_else(|e| e.into_inner());
+    let mut known = rates.0.lock().unwrap_or_else(|e| e.into_inner());
     // A failed calibration is an error, not an estimate from made-up rates.
     let (rate, cold) = match known.get(&key) {
         Some(c) => *c,
         None => {
-            let measured = calibrate(request, threads)?;
+            let measured = measure_rate(request, threads)?;
             *known.entry(key).or_insert(measured)
         }
     };
@@ -82,7 +82,7 @@ const CALIBRATION_S: f64 = 2.0;
 /// This machine's rate for one worker (its share of the cores) running
 /// `request`'s model, and a worker's cold start (starting the program and
 /// loading the model).
-fn calibrate(request: &RunRequest, threads: usize) -> Result<(f64, f64)> {
+fn measure_rate(request: &RunRequest, threads: usize) -> Result<(f64, f64)> {
     let start = Instant::now();
     let status = std::process::Command::new(std::env::current_exe()?)
         .arg("--version")

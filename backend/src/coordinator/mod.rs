@@ -16,7 +16,7 @@ mod reattach;
 mod record;
 mod sweep;
 
-pub use estimate::{Calibrations, estimate};
+pub use estimate::{Rates, estimate};
 pub use reattach::{adopt, reattach, reattach_interrupted};
 pub use record::{Recorder, RunControl};
 pub use sweep::sweep;
@@ -157,17 +157,10 @@ pub fn check_device(device: Device) -> Result<()> {
     Ok(())
 }
 
-/// Builds the model `spec` names from `weights`, which checks every tensor it
-/// needs, and says what is wrong by name (an optimizer state, another model).
+/// Builds the model `spec` names from `weights`: see
+/// [`cosmicai_engine::redshift_model::check_weights`].
 pub fn check_weights(spec: &ModelSpec, weights: &cosmicai_model::weights::Weights) -> Result<()> {
-    cosmicai_engine::redshift_model::RedshiftModel::<crate::models::Cpu>::from_weights(
-        spec,
-        weights,
-        &Default::default(),
-        false,
-    )
-    .map(drop)
-    .map_err(|e| anyhow::anyhow!("model '{spec}': {e}; no rank was started"))
+    cosmicai_engine::redshift_model::check_weights(spec, weights).map_err(anyhow::Error::msg)
 }
 
 /// Ranks at once, and CPU threads each worker may use (the cores shared among them).

@@ -200,7 +200,11 @@ pub async fn check_host(
 /// never polls the body again), and the body's next poll ends the reply with
 /// an error, so hyper closes the connection short of Content-Length and the
 /// client cannot take a cut reply for a whole one.
-pub fn held_body(bytes: Vec<u8>, slot: Slot, deadline: std::time::Duration) -> axum::body::Body {
+pub fn held_body(
+    bytes: impl AsRef<[u8]> + Send + 'static,
+    slot: Slot,
+    deadline: std::time::Duration,
+) -> axum::body::Body {
     const PIECE: usize = 64 << 10;
     let held = Arc::new(Mutex::new(Some((bytes, slot))));
     let expiry = Arc::downgrade(&held);
@@ -219,8 +223,9 @@ pub fn held_body(bytes: Vec<u8>, slot: Slot, deadline: std::time::Duration) -> a
                     std::io::ErrorKind::TimedOut,
                     format!("the reply was not taken within {} s", deadline.as_secs()),
                 )),
-                Some((bytes, _)) if at >= bytes.len() => return None,
+                Some((bytes, _)) if at >= bytes.as_ref().len() => return None,
                 Some((bytes, _)) => {
+                    let bytes = bytes.as_ref();
                     let end = bytes.len().min(at + PIECE);
                     Ok((axum::body::Bytes::copy_from_slice(&bytes[at..end]), end))
                 }
@@ -355,6 +360,15 @@ pub fn busy(what: &str, cap: usize) -> Error {
             "{cap} {what} already running, the most this server admits at once; try again later"
         ),
     )
+}
+
+/// A token for a server listening beyond loopback with none given: 24 bytes
+/// from the kernel's random source, in hex.
+pub fn random_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 24];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

@@ -1,14 +1,19 @@
 //! `cosmicai serve`: the HTTP API under `/api` and the explorer at `/`.
 //!
 //! Read top-down: [`prepare`] builds the served datasets on first start,
-//! [`objects`] indexes them, [`runs`] starts and follows pipeline runs, and
-//! [`api`] holds the handlers; this file wires them into a router with its
-//! limits (body size, timeouts) and its security (loopback by default, a bearer
-//! token for anything that starts or stops work on other addresses).
+//! [`objects`] indexes them, [`models`] loads the models runs may name, [`runs`]
+//! starts and follows pipeline runs and [`sweeps`] chains them over world sizes;
+//! [`selections`] turns a sky selection into a dataset, [`archive`] fetches an
+//! object's real image on demand, and [`api`] holds the handlers, one file per
+//! resource. This file wires them into a router with its limits (body size,
+//! timeouts, [`guard`]'s slots) and its security (loopback by default, a bearer
+//! token for anything that starts or stops work on other addresses); [`error`]
+//! is how every handler fails.
 
 mod api;
 mod archive;
 mod error;
+mod explorer;
 mod guard;
 mod models;
 mod objects;
@@ -19,7 +24,7 @@ mod sweeps;
 
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -130,23 +135,23 @@ pub struct AppState {
     /// wait their turn without holding a thread, so they cannot starve the
     /// rest. See [`heavy_turn`].
     heavy: Arc<tokio::sync::Semaphore>,
-    /// `/api/cutouts` replies being sent: each holds its body (at most
-    /// `api::MAX_CUTOUT_BYTES`) until the client has taken it, however slowly.
+    /// `/api/cutouts` and `/api/runs/{id}/results` replies being sent: each
+    /// holds its body (at most `api::MAX_CUTOUT_BYTES`, or a run's results)
+    /// until the client has taken it, however slowly, or its deadline.
     cutout_replies: Arc<guard::Slots>,
     /// The image models' predictions of objects already asked for (at most
     /// `api::KEPT_PREDICTIONS` objects): a page viewed again costs no inference.
     image_predictions:
         std::sync::Mutex<std::collections::HashMap<i64, Vec<cosmicai_shared::api::Prediction>>>,
-    /// Finished runs' results (at most `api::KEPT_RESULTS`, newest last): their
-    /// scatter samples every rank's predictions, read once, not at each look.
-    results: std::sync::Mutex<
-        std::collections::VecDeque<(String, Arc<cosmicai_shared::api::RunResults>)>,
-    >,
+    /// Finished runs' results as JSON (at most `api::KEPT_RESULTS`, newest
+    /// last): their scatter samples every rank's predictions, read and written
+    /// once, not at each look (a 100,000-rank summary is tens of MB).
+    results: std::sync::Mutex<std::collections::VecDeque<(String, Arc<[u8]>)>>,
     model_hash: String,
     model_card: serde_json::Value,
     /// Changes when the served data is rebuilt, so image ETags change with it.
     data_version: u64,
-    calibration: crate::coordinator::Calibrations,
+    rates: crate::coordinator::Rates,
     /// The run registry, one connection for every handler (runs write through
     /// their own; WAL lets readers and writers go together).
     registry: std::sync::Mutex<crate::registry::Registry>,
@@ -180,19 +185,6 @@ pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-fn random_token() -> Result<String> {
-    let mut bytes = [0u8; 24];
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// A turn at heavy blocking work. It moves into the blocking task: a request
 /// that times out (or whose client goes) while the work runs must not free
 /// the turn before the work ends.
@@ -205,12 +197,7 @@ async fn heavy_turn(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermi
         .map_err(error::Error::internal)
 }
 
-/// Where the explorer is (or will be, while `make serve` builds it).
-#[derive(Clone)]
-pub struct Explorer {
-    pub dir: PathBuf,
-    pub build_log: Option<PathBuf>,
-}
+pub use explorer::Explorer;
 
 pub fn router(state: Arc<AppState>, explorer: Explorer) -> Router {
     let guarded = Router::new()
@@ -265,209 +252,19 @@ pub fn router(state: Arc<AppState>, explorer: Explorer) -> Router {
     // `precompress`). Paths that are no file get index.html (the explorer routes by
     // hash), or the "explorer building" page while there is none yet.
     let page: axum::routing::MethodRouter =
-        get(explorer_page).with_state(Arc::new(explorer.clone()));
+        get(explorer::explorer_page).with_state(Arc::new(explorer.clone()));
     let site = tower_http::services::ServeDir::new(&explorer.dir)
         .precompressed_gzip()
         .fallback(page);
     let app = app.fallback_service(site);
     app.layer(middleware::from_fn(error::json_errors))
-        .layer(middleware::from_fn(explorer_caching))
+        .layer(middleware::from_fn(explorer::explorer_caching))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             guard::check_host,
         ))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
-}
-
-/// Trunk names the explorer's files by their content (`name-0123456789abcdef_bg.wasm`):
-/// browsers may keep those for a year, compiled wasm included, so a return visit
-/// skips the download and the compile. `index.html`, which names them, is checked
-/// on every visit, so a new build shows at once. API responses set their own.
-async fn explorer_caching(request: Request, next: middleware::Next) -> Response {
-    let path = request.uri().path().to_string();
-    let mut response = next.run(request).await;
-    if path.starts_with("/api/") || !response.status().is_success() {
-        return response;
-    }
-    // A missing content-named file gets the page (status 200, HTML): never keep that.
-    let html = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
-    let value = if content_named(&path) && !html {
-        "public, max-age=31536000, immutable"
-    } else {
-        "no-cache"
-    };
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static(value),
-    );
-    // The same path answers gzipped or not, by the request's Accept-Encoding.
-    if !headers.contains_key(header::VARY) {
-        headers.insert(
-            header::VARY,
-            header::HeaderValue::from_static("accept-encoding"),
-        );
-    }
-    response
-}
-
-/// Whether a file name carries Trunk's content hash: 16 hex digits after its last
-/// `-`, before the extension (and wasm-bindgen's `_bg`).
-fn content_named(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or_default();
-    let stem = name.split('.').next().unwrap_or_default();
-    let Some((_, hash)) = stem.rsplit_once('-') else {
-        return false;
-    };
-    let hash = hash.strip_suffix("_bg").unwrap_or(hash);
-    // A 64-bit hash in hex without leading zeros: 16 digits but one build in 16
-    // (`cosmicai-frontend-6f5438e121bcd7d_bg.wasm` failed CI), 15 or fewer.
-    (12..=16).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Writes `FILE.gz` beside each text or wasm file of the built explorer that
-/// lacks an up-to-date one, so it is compressed once, not per request. A
-/// directory that cannot be written is served uncompressed (with a warning).
-fn precompress(frontend: &std::path::Path) {
-    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => walk(&path, out),
-                Ok(t) if t.is_file() => out.push(path),
-                _ => {}
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(frontend, &mut files);
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    for file in files {
-        let compressible = file
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "wasm" | "js" | "css" | "html" | "svg" | "json"));
-        let gz = PathBuf::from(format!("{}.gz", file.display()));
-        if !compressible || modified(&gz).is_some_and(|g| Some(g) >= modified(&file)) {
-            continue;
-        }
-        let written = std::fs::read(&file).and_then(|bytes| {
-            use std::io::Write;
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            encoder.write_all(&bytes)?;
-            cosmicai_engine::partition::write_atomically(&gz, &encoder.finish()?)
-        });
-        if let Err(e) = written {
-            eprintln!("warning: {} is served uncompressed: {e}", file.display());
-        }
-    }
-}
-
-/// index.html, or while there is none a page that says the explorer is being built
-/// (with the build's latest log lines, reloading itself) or is not built here.
-async fn explorer_page(State(explorer): State<Arc<Explorer>>) -> Response {
-    if let Ok(html) = tokio::fs::read(explorer.dir.join("index.html")).await {
-        return ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
-    }
-    let api = "<p>The API is up meanwhile: <a href=\"/api/health\">/api/health</a>, \
-               <a href=\"/api/objects\">/api/objects</a>, \
-               <a href=\"/api/openapi.json\">/api/openapi.json</a>.</p>";
-    let Some(log) = &explorer.build_log else {
-        return axum::response::Html(format!(
-            "<!doctype html><title>CosmicAI</title><h1>CosmicAI</h1>\
-             <p>The explorer is not built here (<code>make serve</code> builds it; see the README).</p>{api}"
-        ))
-        .into_response();
-    };
-    let tail = build_log_tail(log, 6);
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"5\"><title>CosmicAI: explorer building…</title>\
-         <style>body{{background:#0b1020;color:#e6e9f2;font:16px system-ui;margin:3rem}}\
-         pre{{background:#151b30;padding:1rem;white-space:pre-wrap}}a{{color:#8ab4ff}}</style>\
-         <h1>Explorer building…</h1>\
-         <p><code>make serve</code> is building the explorer beside the running server; the \
-         terminal says how long it has left. This page reloads itself every 5 seconds and \
-         shows the explorer once it lands.</p>{api}<p>The build's latest lines:</p><pre>{}</pre></html>",
-        html_escape(&tail)
-    );
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, "5")],
-        axum::response::Html(body),
-    )
-        .into_response()
-}
-
-/// The last `lines` lines of a build log, read from at most its last 16 KB, with
-/// terminal colour codes and carriage-return redraws taken out.
-fn build_log_tail(log: &std::path::Path, lines: usize) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut bytes = Vec::new();
-    let read = std::fs::File::open(log).and_then(|mut f| {
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)))?;
-        f.take(16 * 1024).read_to_end(&mut bytes)
-    });
-    if read.is_err() {
-        return "(no build log yet)".into();
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI sequences end at a byte in '@'..='~'.
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    let kept: Vec<&str> = plain
-        .lines()
-        .map(|l| l.rsplit('\r').next().unwrap_or(l).trim_end())
-        .filter(|l| !l.is_empty())
-        .collect();
-    kept[kept.len().saturating_sub(lines)..].join("\n")
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Compresses the explorer again whenever a build lands (its index.html changes),
-/// so a build that finishes while the server runs is served gzipped too.
-fn watch_explorer(dir: PathBuf) {
-    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let index = dir.join("index.html");
-    let mut seen = stamp(&index);
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(Duration::from_secs(2));
-            let now = stamp(&index);
-            if now != seen {
-                // Let the build finish moving its files in.
-                std::thread::sleep(Duration::from_secs(2));
-                precompress(&dir);
-                seen = now;
-            }
-        }
-    });
 }
 
 async fn api_not_found(request: Request) -> Response {
@@ -489,8 +286,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     prepare::prepare(&args.data_dir, &args.assets)?;
     let cwd = std::env::current_dir().unwrap_or_default();
     error::hide_paths(&[&args.data_dir, &args.assets, &cwd]);
-    precompress(&args.frontend);
-    watch_explorer(args.frontend.clone());
+    explorer::precompress(&args.frontend);
+    explorer::watch_explorer(args.frontend.clone());
     let index = objects::ObjectIndex::load(&args.data_dir)?;
     let models = models::ServedModels::load(&args.models, &args.data_dir)?;
     let given = args
@@ -501,7 +298,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let token = match given.as_deref() {
         Some(t) => Some(guard::checked_token(t, "--token (or COSMICAI_TOKEN)")?),
         None if args.addr.ip().is_loopback() => None,
-        None => Some(random_token()?),
+        None => Some(guard::random_token()?),
     };
     if args.max_runs == 0 || args.max_streams == 0 || args.stream_idle_s == 0 {
         anyhow::bail!("--max-runs, --max-streams and --stream-idle-s must be at least 1");
@@ -563,10 +360,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         cutout_replies: guard::Slots::new(api::CUTOUT_REPLIES),
         image_predictions: Default::default(),
         results: Default::default(),
-        model_hash: format!("{:016x}", fnv(crate::models::SHIPPED_PHOTOZ)),
+        // As the model card names the weights (its first 16 hex digits).
+        model_hash: crate::models::sha256_hex(crate::models::SHIPPED_PHOTOZ)[..16].to_string(),
         model_card,
         data_version,
-        calibration: Default::default(),
+        rates: Default::default(),
         registry: std::sync::Mutex::new(crate::registry::Registry::open(
             &args.data_dir.join("cosmicai.sqlite"),
         )?),
@@ -653,45 +451,4 @@ async fn shutdown_signal() {
         }
         std::process::exit(130);
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_trunks_content_named_files_are_kept_for_a_year() {
-        assert!(content_named("/cosmicai-frontend-8be52423df184aca_bg.wasm"));
-        assert!(content_named("/cosmicai-frontend-8be52423df184aca.js"));
-        assert!(content_named("/style-62172c0f83dbf18c.css"));
-        // A hash whose leading hex digit was 0, as Trunk writes it.
-        assert!(content_named("/cosmicai-frontend-6f5438e121bcd7d_bg.wasm"));
-        assert!(!content_named("/index.html"));
-        assert!(!content_named("/"));
-        assert!(!content_named("/fonts/inter-latin.woff2"));
-        assert!(!content_named("/style-62172c0f83dbf18z.css"));
-        assert!(!content_named("/a-0123.js"));
-    }
-
-    #[test]
-    fn build_log_tail_keeps_the_last_lines_without_colour_codes() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("build.log");
-        // Far over the 16 KB read: only the end is read, and only whole last lines kept.
-        let mut text = "   Compiling filler v1.0.0\n".repeat(2000);
-        text.push_str("\u{1b}[1m\u{1b}[32m   Compiling\u{1b}[0m leptos v0.8.0\n");
-        text.push_str("progress 10%\rprogress 90%\n\n");
-        text.push_str("<script>alert(1)</script>\n");
-        std::fs::write(&log, text).unwrap();
-        let tail = build_log_tail(&log, 3);
-        assert_eq!(
-            tail,
-            "   Compiling leptos v0.8.0\nprogress 90%\n<script>alert(1)</script>"
-        );
-        assert!(html_escape(&tail).contains("&lt;script&gt;"));
-        assert_eq!(
-            build_log_tail(&dir.path().join("missing"), 3),
-            "(no build log yet)"
-        );
-    }
 }

@@ -203,12 +203,7 @@ impl ObjectIndex {
             sky.ids.push(o.id);
             sky.ra.push(ra as f32);
             sky.dec.push(dec as f32);
-            sky.classes.push(match o.class {
-                Class::Galaxy => 'G',
-                Class::Star => 'S',
-                Class::Qso => 'Q',
-                Class::Unknown => 'U',
-            });
+            sky.classes.push(char::from(o.class.letter()));
             sky.redshift.push(o.redshift.filter(|z| z.is_finite()));
             let r = o.magnitudes[2];
             sky.r.push(r.is_finite().then_some(r));

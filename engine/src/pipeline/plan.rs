@@ -23,6 +23,19 @@ pub struct Payload {
     pub bytes_per_object: Option<f64>,
 }
 
+impl Payload {
+    /// Whether rank `rank` was planned files: on AWS only those ranks are Map
+    /// items (and run, and are billed); the others are done with nothing read.
+    pub fn reads_files(&self, rank: usize) -> bool {
+        self.ranks.get(rank).is_some_and(|keys| !keys.is_empty())
+    }
+
+    /// Whether rank `rank` was planned none (more ranks than files).
+    pub fn reads_nothing(&self, rank: usize) -> bool {
+        self.ranks.get(rank).is_some_and(Vec::is_empty)
+    }
+}
+
 /// CAI's initializer: rank r reads the next `ceil(files left / ranks left)`
 /// files, in order, so ranks differ by at most one file (10 files on 4 ranks:
 /// 3, 3, 2, 2). With fewer files than ranks, CAI hands files round again

@@ -5,7 +5,7 @@
 //! [`RANK_STOP_S`]) before any rank is paid for.
 
 use super::{Payload, PipelineError};
-use crate::projection::MB_PER_VCPU;
+use crate::projection::lambda_vcpus;
 use cosmicai_shared::model::ModelSpec;
 use cosmicai_shared::run::Device;
 
@@ -66,7 +66,7 @@ pub const BATCH_JOB_VCPUS: f64 = 4.0;
 /// or a GPU job's.
 fn rank_vcpus(request: &cosmicai_shared::run::RunRequest) -> f64 {
     match request.device {
-        Device::Cpu => (f64::from(request.memory_mb) / MB_PER_VCPU).clamp(0.07, 6.0),
+        Device::Cpu => lambda_vcpus(request.memory_mb),
         Device::Cuda => BATCH_JOB_VCPUS,
     }
 }

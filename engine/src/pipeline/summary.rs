@@ -138,7 +138,7 @@ pub fn summarize_with(
     // starts every rank: a missing model, a cancel).
     failed_ranks.extend(
         (0..request.world_size)
-            .filter(|&rank| payload.ranks.get(rank).is_some_and(Vec::is_empty))
+            .filter(|&rank| payload.reads_nothing(rank))
             .filter(|&rank| measures.get(rank).is_some_and(|m| m.error.is_some())),
     );
     failed_ranks.sort_unstable();
@@ -148,7 +148,7 @@ pub fn summarize_with(
     let items = payload.ranks.iter().filter(|keys| !keys.is_empty()).count();
     let failed_items = failed_ranks
         .iter()
-        .filter(|&&rank| payload.ranks.get(rank).is_some_and(|keys| !keys.is_empty()))
+        .filter(|&&rank| payload.reads_files(rank))
         .count();
     let over_tolerance =
         failed_items as f64 * 100.0 > request.tolerated_failure_percentage * items as f64;

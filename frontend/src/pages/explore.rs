@@ -66,7 +66,9 @@ pub fn ExplorePage() -> impl IntoView {
         if per_page.get() != 60 {
             link.push(format!("per_page={}", per_page.get()));
         }
-        crate::keep_in_link(&crate::route_with("/", &link));
+        let route = crate::route_with("/", &link);
+        crate::remember_explore(&route);
+        crate::keep_in_link(&route);
     });
     let query = move || {
         let mut q = format!(
@@ -116,7 +118,9 @@ pub fn ExplorePage() -> impl IntoView {
             </label>
             <label><input type="checkbox" prop:checked=move || images.get() on:change=move |ev| { images.set(event_target_checked(&ev)); reset() } />" with images"</label>
             <label title="Objects without a cutout get a colour JPEG from SDSS SkyServer, loaded by this browser: for looking, not science data">
-                <input type="checkbox" name="jpegs" prop:checked=move || jpegs.get() on:change=move |ev| jpegs.set(event_target_checked(&ev)) />" SDSS colour JPEGs"</label>
+                // Only objects without a cutout get one: none are shown "with images".
+                <input type="checkbox" name="jpegs" disabled=move || images.get() prop:checked=move || jpegs.get() on:change=move |ev| jpegs.set(event_target_checked(&ev)) />" SDSS colour JPEGs"
+                {move || images.get().then(|| view! { <span class="hint">" (for objects without images: untick “with images”)"</span> })}</label>
             <a class="to-plots" href=move || format!("#{}", crate::route_with("/plots", &set_filters()))>"Plots of these"</a>
             {move || {
                 let cuts = plot_cuts.get();

@@ -49,7 +49,8 @@ pub fn ObjectPage(id: i64) -> impl IntoView {
         crate::api::get::<ObjectDetail>(&format!("/api/objects/{id}")).await
     });
     view! {
-        <p><a href="#/">"← Explore"</a></p>
+        // Back to the objects as they were filtered, not a fresh page.
+        <p><a class="back-to-explore" href=format!("#{}", crate::last_explore())>"← Explore"</a></p>
         {move || match detail.get() {
             None => view! { <p class="loading">"Loading…"</p> }.into_any(),
             Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),

@@ -53,7 +53,7 @@ fn render(objects: &Objects, pass: &[bool], x: Axis, y: Axis, cuts: &Cuts) -> Ve
         plot(i, [58, 62, 74]);
     }
     for (i, _) in pass.iter().enumerate().filter(|(_, p)| **p) {
-        plot(i, super::sky::class_colour(objects.classes[i]));
+        plot(i, crate::classes::colour_of_letter(objects.classes[i]));
     }
     // The cut on this plot's axes, as lines at its bounds.
     let mut line = |horizontal: bool, at: f64| {
@@ -119,11 +119,11 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
         let mut per = [0usize; 4];
         objects.with_value(|o| {
             for (i, _) in p.iter().enumerate().filter(|(_, p)| **p) {
-                per[match o.classes[i] {
-                    b'G' => 0,
-                    b'S' => 1,
-                    b'Q' => 2,
-                    _ => 3,
+                per[match cosmicai_shared::Class::from_letter(o.classes[i]) {
+                    cosmicai_shared::Class::Galaxy => 0,
+                    cosmicai_shared::Class::Star => 1,
+                    cosmicai_shared::Class::Qso => 2,
+                    cosmicai_shared::Class::Unknown => 3,
                 }] += 1;
             }
         });

@@ -8,7 +8,9 @@
 
 use super::ErrorMessage;
 use super::predict::MAX_PICKED;
+use crate::classes;
 use crate::cuts::Cuts;
+use cosmicai_shared::Class;
 use cosmicai_shared::api::SkyPoints;
 use cosmicai_shared::sky::{HALF_HEIGHT, HALF_WIDTH, project};
 use leptos::prelude::*;
@@ -124,16 +126,6 @@ impl View {
     }
 }
 
-/// A class letter's colour, on the map and the plots.
-pub fn class_colour(c: u8) -> [u8; 3] {
-    match c {
-        b'G' => [255, 196, 84],
-        b'S' => [110, 170, 255],
-        b'Q' => [255, 92, 205],
-        _ => [140, 140, 140],
-    }
-}
-
 /// Redshift from violet (0) through orange to yellow (1 and beyond), on a
 /// square-root scale so the many galaxies below 0.3 spread over the colours.
 fn redshift_colour(z: Option<f32>) -> [u8; 3] {
@@ -154,10 +146,10 @@ fn redshift_colour(z: Option<f32>) -> [u8; 3] {
 fn legend(by: ColourBy) -> Vec<(&'static str, [u8; 3])> {
     match by {
         ColourBy::Class => vec![
-            ("galaxy", class_colour(b'G')),
-            ("star", class_colour(b'S')),
-            ("quasar", class_colour(b'Q')),
-            ("unlabelled", class_colour(b'U')),
+            ("galaxy", classes::colour(Class::Galaxy)),
+            ("star", classes::colour(Class::Star)),
+            ("quasar", classes::colour(Class::Qso)),
+            ("unlabelled", classes::colour(Class::Unknown)),
         ],
         ColourBy::Redshift => vec![
             ("z = 0", redshift_colour(Some(0.0))),
@@ -207,7 +199,7 @@ fn render(
         2
     };
     let colour_of = |i: usize| match colour {
-        ColourBy::Class => class_colour(sky.classes[i]),
+        ColourBy::Class => classes::colour_of_letter(sky.classes[i]),
         ColourBy::Redshift => redshift_colour(sky.redshift[i]),
     };
     match pass {
@@ -541,7 +533,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         </p>
         <p class="sky-hover" aria-live="polite">
             {move || hover.get().map(|i| sky.with_value(|s| {
-                let class = match s.classes[i] { b'G' => "galaxy", b'S' => "star", b'Q' => "quasar", _ => "unlabelled" };
+                let class = classes::word(Class::from_letter(s.classes[i]));
                 let z = s.redshift[i].map_or("z unknown".to_string(), |z| format!("z = {z:.4}"));
                 let made = if s.synthetic[i] { " · synthetic rendering" } else { "" };
                 format!("{class} {} · {z} · RA {:.3}°, Dec {:.3}°{made}", s.ids[i], s.ra[i], s.dec[i])

@@ -529,17 +529,8 @@ fn check_batch(
 /// `[n, bands, 32, 32]`: the centre crop of `[n, bands, h, w]` images (at
 /// least 32x32).
 pub fn centre_crop(images: &[f32], n: usize, bands: usize, [h, w]: [usize; 2]) -> Vec<f32> {
-    if (h, w) == (CROP, CROP) {
-        return images.to_vec();
-    }
-    let (top, left) = ((h - CROP) / 2, (w - CROP) / 2);
-    let mut out = Vec::with_capacity(n * bands * CROP * CROP);
-    for plane in images.chunks_exact(h * w) {
-        for row in plane[top * w..(top + CROP) * w].chunks_exact(w) {
-            out.extend_from_slice(&row[left..left + CROP]);
-        }
-    }
-    out
+    debug_assert_eq!(images.len(), n * bands * h * w);
+    crate::crop::centre_crop_planes(images, [h, w], CROP)
 }
 
 /// A layer's optional bias (or LayerNorm shift), `len` zeros when it has none.

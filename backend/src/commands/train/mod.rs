@@ -1,4 +1,10 @@
 //! `cosmicai train`: train PhotoZ on real catalogs and write weights plus a model card.
+//! With `--folds K` it cross-validates instead ([`cross_validate`]); with
+//! `--real-cutouts` its image branch also learns from real labelled cutouts
+//! ([`real_cutouts`]).
+
+mod cross_validate;
+mod real_cutouts;
 
 use crate::models::Train;
 use anyhow::{Context, Result, bail};
@@ -98,7 +104,7 @@ fn render_cutouts(rows: &[ObjectRow], seed: u64) -> Vec<f32> {
     let side = cosmicai_model::crop::CROP;
     let renderer = Renderer::new(&Calibration::bundled(), side, seed);
     let mut out = vec![0.0; rows.len() * 5 * side * side];
-    super::synth::render_rows(&renderer, 0, rows, &mut out);
+    crate::commands::synth::render_rows(&renderer, 0, rows, &mut out);
     out
 }
 
@@ -127,7 +133,7 @@ struct ModelCard {
     cutouts: Option<CutoutUse>,
     /// The image branch on real labelled cutouts (`--real-cutouts`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    real_cutouts: Option<super::real_cutouts::RealCutoutUse>,
+    real_cutouts: Option<real_cutouts::RealCutoutUse>,
     split: &'static str,
     epochs_run: usize,
     best_epoch: usize,
@@ -232,7 +238,7 @@ pub(crate) fn config(args: &TrainArgs) -> TrainConfig {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(folds) = args.cross_validate {
-        return super::cross_validate::run(&args, folds as usize);
+        return cross_validate::run(&args, folds as usize);
     }
     let weights_path = args.out.join("photoz.safetensors");
     if weights_path.exists() && !args.force {
@@ -257,13 +263,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let real = if args.real_cutouts.is_empty() {
         None
     } else {
-        let found = super::real_cutouts::read(&args.real_cutouts)?;
+        let found = real_cutouts::read(&args.real_cutouts)?;
         let train_with = found.attach(&train_rows, &mut train_set);
         found.attach(&valid_rows, &mut valid_set);
         if train_with == 0 {
             bail!(
                 "no training object of the catalogs has a real cutout in {} ({} real cutouts read): ingest the frames with --catalog and the same catalogs",
-                super::real_cutouts::names(&args.real_cutouts),
+                real_cutouts::names(&args.real_cutouts),
                 found.len()
             );
         }

@@ -5,7 +5,7 @@
 //! is held out once per repeat. In each round the held-out fold is scored, a
 //! tenth of the rest (another hash) picks the epoch, and the remainder trains.
 
-use super::train::{TrainArgs, catalog_name, config, labelled, validate};
+use super::{TrainArgs, catalog_name, config, labelled, validate};
 use crate::models::Train;
 use anyhow::{Context, Result, bail};
 use cosmicai_engine::catalog::read_catalogs;

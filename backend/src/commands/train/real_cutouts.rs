@@ -72,19 +72,13 @@ pub fn read(dirs: &[PathBuf]) -> Result<RealCutouts> {
                 );
             }
             let part = file.catalog();
-            let (top, left) = ((height - CROP) / 2, (width - CROP) / 2);
             for row in 0..file.len() {
                 if part.sources[part.source[row] as usize].provenance != Provenance::Real {
                     synthetic += 1;
                     continue;
                 }
                 let pixels = file.read_images(row..row + 1)?;
-                let crop: Vec<f32> = pixels
-                    .chunks_exact(height * width)
-                    .flat_map(|band| band.chunks_exact(width).skip(top).take(CROP))
-                    .flat_map(|line| &line[left..left + CROP])
-                    .copied()
-                    .collect();
+                let crop = cosmicai_model::crop::centre_crop_planes(&pixels, [height, width], CROP);
                 if crop.iter().any(|p| p.is_finite()) {
                     by_id.insert(part.object_id[row], crop);
                 }

@@ -1,0 +1,144 @@
+//! `/api/runs/{id}/events`: a run's events as server-sent events, resumable with
+//! `Last-Event-ID`, for the live view.
+
+use super::AppStateRef;
+use super::runs::find_run;
+use crate::server::error::{ApiResult, Error};
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use cosmicai_shared::api::RunEvent;
+use cosmicai_shared::run::RunStatus;
+use std::sync::Arc;
+
+/// Server-Sent Events: every event of the run (from the start, or after the
+/// `Last-Event-ID` a reconnecting browser sends), then new ones live; the stream
+/// ends after `finished` or `error`, or after `--stream-idle-s` without an event
+/// (the browser then reconnects and resumes, so a forgotten client holds no slot
+/// for long).
+#[utoipa::path(get, path = "/api/runs/{id}/events", params(("id" = String, Path)),
+    responses((status = 200, description = "Server-Sent Events of RunEvent JSON, each with its number as id", content_type = "text/event-stream"),
+        (status = 404, body = cosmicai_shared::api::ApiError),
+        (status = 429, description = "Too many open streams; see Retry-After", body = cosmicai_shared::api::ApiError)))]
+pub async fn run_events(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    let live = match state.runs.get(&id) {
+        Some(live) => live,
+        None => {
+            // A run from the registry (an earlier server, or the CLI): its final
+            // status. One still running elsewhere (a CLI run) has no events
+            // here: the stream ends at once, with no slot held, and asks the
+            // browser to come back for its status a few seconds later.
+            let st = state.clone();
+            let run = tokio::task::spawn_blocking(move || find_run(&st, &id))
+                .await
+                .map_err(Error::internal)??;
+            let event = if run.status == RunStatus::Running {
+                Event::default()
+                    .retry(UNFOLLOWED_RETRY)
+                    .comment("running elsewhere")
+            } else {
+                let finished = RunEvent::Finished { status: run.status };
+                Event::default().json_data(&finished).unwrap_or_default()
+            };
+            let stream = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(event)]);
+            return Ok(Sse::new(stream).into_response());
+        }
+    };
+    // Ids are event numbers; anything else in the header starts from the beginning.
+    // One past the events so far waits for the next: a larger id would wait for an
+    // event that may never come, holding a slot.
+    let from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(0, |last| last.saturating_add(1).min(live.len()));
+    // A client that has seen all of a finished run gets an empty stream, with
+    // no slot held. Any other takes a slot, a finished run's too: its events
+    // (50,000 at 10,000 ranks) go out a page at a time, and a client that reads
+    // none of them holds one page and a slot, not all of them each.
+    if live.is_over() && from >= live.len() {
+        let none: Vec<Result<Event, std::convert::Infallible>> = Vec::new();
+        return Ok(Sse::new(futures_util::stream::iter(none)).into_response());
+    }
+    let slot = state
+        .stream_slots
+        .take()
+        .ok_or_else(|| crate::server::guard::busy("event streams", state.stream_slots.cap()))?;
+    let idle = state.stream_idle;
+    // The slot lives with the stream: it frees when the client goes, and at
+    // the stream's lifetime whether or not the client reads (one that never
+    // reads never polls the stream again, and would hold its slot for ever).
+    // A browser's EventSource resumes from its Last-Event-ID.
+    let held = Arc::new(std::sync::Mutex::new(Some(slot)));
+    let expiry = Arc::downgrade(&held);
+    tokio::spawn(async move {
+        tokio::time::sleep(STREAM_LIFETIME).await;
+        if let Some(held) = expiry.upgrade() {
+            held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    });
+    let stream = futures_util::stream::unfold(
+        (live, from, false, held),
+        move |(live, sent, done, held)| async move {
+            let expired = held.lock().unwrap_or_else(|e| e.into_inner()).is_none();
+            if done || expired {
+                return None;
+            }
+            let mut rx = live.subscribe();
+            loop {
+                let (events, _) = live.events_page(sent, EVENTS_PAGE);
+                if events.is_empty() && live.is_over() {
+                    return None;
+                }
+                if !events.is_empty() {
+                    let over = events
+                        .iter()
+                        .any(|e| matches!(e, RunEvent::Finished { .. } | RunEvent::Error { .. }));
+                    let n = events.len();
+                    let data = numbered(events, sent);
+                    return Some((
+                        futures_util::stream::iter(data),
+                        (live, sent + n, over, held),
+                    ));
+                }
+                match tokio::time::timeout(idle, rx.changed()).await {
+                    Ok(Ok(())) => {}
+                    // The run is gone, or idle too long: end; a browser resumes.
+                    Ok(Err(_)) | Err(_) => return None,
+                }
+            }
+        },
+    );
+    use futures_util::StreamExt;
+    Ok(Sse::new(stream.flatten())
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Longest an event stream holds its slot; the browser then resumes.
+const STREAM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How soon a browser asks again about a run another process runs.
+const UNFOLLOWED_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Events an event stream sends at once.
+const EVENTS_PAGE: usize = 512;
+
+/// Server-Sent Events of `events`, numbered from `first` (their ids, which a
+/// reconnecting browser sends back as `Last-Event-ID`).
+fn numbered(events: Vec<RunEvent>, first: usize) -> Vec<Result<Event, std::convert::Infallible>> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            Ok(Event::default()
+                .id((first + i).to_string())
+                .json_data(&e)
+                .unwrap_or_default())
+        })
+        .collect()
+}
