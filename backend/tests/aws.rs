@@ -159,11 +159,15 @@ fn start_stack(bin: &Path) -> Stack {
     );
     wait_for_port(lambda_port, "cargo lambda watch");
     // The port answered: ours, unless our watch failed to bind it (another
-    // test's took it between free_port and the bind) and that one answered.
-    assert!(
-        children[0].try_wait().unwrap().is_none(),
-        "cargo lambda watch exited: port {lambda_port} taken by another test's"
-    );
+    // test's took it between free_port and the bind) and that one answered;
+    // ours then exits soon after, which a second is enough to see.
+    for _ in 0..10 {
+        assert!(
+            children[0].try_wait().unwrap().is_none(),
+            "cargo lambda watch exited: port {lambda_port} taken by another test's"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut moto = Command::new(bin.join("python"))
         .arg(workspace().join("tests/aws/moto_server.py"))
         .args(["--port", "0", "--lambda-url"])

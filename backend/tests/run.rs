@@ -410,10 +410,12 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_an_ignored_one_is_left_ignored() {
         &["--concurrency", "1", "--result-path", "results/twice"],
     );
     wait_for_workers();
+    // The second comes before the first has been acted on (its watcher looks
+    // every 50 ms): only the immediate exit leaves no summary.
     for _ in 0..2 {
         // SAFETY: signalling the coordinator this test started.
         unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(5));
     }
     let out = run.wait_with_output().unwrap();
     assert_eq!(
@@ -422,6 +424,14 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_an_ignored_one_is_left_ignored() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        !PathBuf::from(&data)
+            .join("results/twice/summary.json")
+            .exists(),
+        "a second signal does not wait for the summary"
+    );
+    let runs = ok_json(&["runs", "--data", &data, "--json"]);
+    assert_eq!(runs[0]["status"], "interrupted", "{runs}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !workers(&data).is_empty() {
         assert!(

@@ -39,14 +39,14 @@ thread_local! {
 const WORKER_FAILED: &str = "the inference worker failed";
 
 thread_local! {
-    /// Why WebGPU took the worker down in this page, once it has: "auto" then
+    /// Why the worker died under "auto" in this page, once it has: "auto" then
     /// runs on the CPU at once instead of crashing a fresh worker each time.
     static GPU_CRASHED: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Predictions for `magnitudes` on the backend `choice` asks for. With
-/// "auto", a worker that dies setting WebGPU up (a driver's panic) is started
-/// again on the CPU, and the batch says why.
+/// "auto", a worker that dies (most likely setting WebGPU up: a driver's
+/// panic) is started again on the CPU, and the batch says why.
 pub async fn run(magnitudes: &[[f32; 5]], choice: Choice) -> Result<Batch, String> {
     let crashed = GPU_CRASHED.with(|c| c.borrow().clone());
     if choice == Choice::Auto
@@ -58,7 +58,11 @@ pub async fn run(magnitudes: &[[f32; 5]], choice: Choice) -> Result<Batch, Strin
     }
     match run_once(magnitudes, choice).await {
         Err(e) if choice == Choice::Auto && e.starts_with(WORKER_FAILED) => {
-            let why = format!("WebGPU stopped the inference worker ({e}); the CPU runs instead");
+            // Most likely WebGPU's set-up (a driver's panic); if the CPU path
+            // was what failed, the retry fails too, and says so.
+            let why = format!(
+                "the inference worker stopped under auto, most likely setting WebGPU up ({e}); the CPU runs instead"
+            );
             GPU_CRASHED.with(|c| *c.borrow_mut() = Some(why.clone()));
             let mut batch = run_once(magnitudes, Choice::Cpu).await?;
             batch.fallback = Some(why);

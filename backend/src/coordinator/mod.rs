@@ -95,7 +95,7 @@ pub fn with_converted_data(
 ) -> Result<RunRequest> {
     let mut left_out = Vec::new();
     let recorder = &*recorder;
-    // Made only where there is something to convert: gigabytes take minutes.
+    // Made only where there are files to convert now: gigabytes take minutes.
     let bar = std::cell::OnceCell::new();
     let data_prefix = cosmicai_engine::cai::converted_prefix_with(
         root,

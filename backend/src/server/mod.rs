@@ -429,8 +429,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
 
 /// Resolves on the first Ctrl-C or SIGTERM (what `docker stop` and systemd
 /// send), so the server stops taking requests and ends its open ones. Open
-/// event streams never end by themselves, so a second signal, or 10 s,
-/// ends the process; local workers die with it (they hold a parent-death
+/// event streams end only with their run or their 10-minute lifetime, so a
+/// second signal, or 10 s, ends the process; local workers die with it (they hold a parent-death
 /// signal), and the registry marks their runs interrupted at the next start.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

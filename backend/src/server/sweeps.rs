@@ -170,9 +170,11 @@ impl Sweeps {
         let on_event = move |run: &str, event: &cosmicai_shared::api::RunEvent| {
             use cosmicai_shared::api::RunEvent::{Error, Finished};
             let over = matches!(event, Finished { .. } | Error { .. });
+            // Followed first: a run the sweep names as running is one this
+            // server can be asked about (its cancel answers 409, not 404).
+            follow(run, event);
             shown.info.lock().unwrap_or_else(|e| e.into_inner()).running =
                 (!over).then(|| run.to_string());
-            follow(run, event);
         };
         // Kept before its id is given out: a restart right after still finds it.
         let stored = Stored::open(&root);

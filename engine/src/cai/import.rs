@@ -81,7 +81,39 @@ pub fn import(
     class: Class,
     on_file: impl FnMut(&Path, u64),
 ) -> Result<ImportReport, CaiError> {
-    import_up_to(inputs, out, source, class, None, on_file, &|| true)
+    let mut on_file = on_file;
+    import_up_to(
+        inputs,
+        out,
+        source,
+        class,
+        None,
+        |file, size, _| on_file(file, size),
+        &|| true,
+    )
+}
+
+/// Where `file` is converted to under `out`: `STEM.safetensors`.
+fn target_in(out: &Path, file: &Path) -> PathBuf {
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "partition".into(), |s| s.to_string_lossy());
+    out.join(format!("{stem}.safetensors"))
+}
+
+/// Whether `target` is `file` converted, from this very file (same size and
+/// time): a `.pt` written again under its name (a new split) is converted again.
+fn converted_already(file: &Path, target: &Path) -> bool {
+    let stamp = stamp_of(file);
+    PartitionFile::open(target).is_ok_and(|done| {
+        let details = &done.catalog().sources;
+        if details.iter().any(|s| s.detail.contains(STAMPED)) {
+            details.iter().any(|s| s.detail.ends_with(&stamp))
+        } else {
+            // Converted before stamps were kept: current if written after the `.pt`.
+            modified(target) >= modified(file)
+        }
+    })
 }
 
 /// [`import`], stopping once `limit` partitions are there (written now or
@@ -92,19 +124,14 @@ fn import_up_to(
     source: Option<&str>,
     class: Class,
     limit: Option<usize>,
-    mut on_file: impl FnMut(&Path, u64),
+    mut on_file: impl FnMut(&Path, u64, bool),
     go_on: &dyn Fn() -> bool,
 ) -> Result<ImportReport, CaiError> {
     let files = cai_files(inputs)?;
     // Each file becomes STEM.safetensors: two of one stem (`p.pt` and `p.pth`, or
     // two folders' `p.pt`) would make the second look converted already and
     // lose its objects, so they are refused before anything is written.
-    let target_of = |file: &Path| {
-        let stem = file
-            .file_stem()
-            .map_or_else(|| "partition".into(), |s| s.to_string_lossy());
-        out.join(format!("{stem}.safetensors"))
-    };
+    let target_of = |file: &Path| target_in(out, file);
     let mut targets = std::collections::HashMap::new();
     for file in &files {
         if let Some(other) = targets.insert(target_of(file), file) {
@@ -159,19 +186,9 @@ fn import_up_to(
         let size = std::fs::metadata(file).map_or(0, |m| m.len());
         let target = target_of(file);
         let stamp = stamp_of(file);
-        // Converted before from this very file (same size and time): kept. A
-        // `.pt` written again under its name (a new split) is converted again.
-        if PartitionFile::open(&target).is_ok_and(|done| {
-            let details = &done.catalog().sources;
-            if details.iter().any(|s| s.detail.contains(STAMPED)) {
-                details.iter().any(|s| s.detail.ends_with(&stamp))
-            } else {
-                // Converted before stamps were kept: current if written after the `.pt`.
-                modified(&target) >= modified(file)
-            }
-        }) {
+        if converted_already(file, &target) {
             report.skipped += 1;
-            on_file(file, size);
+            on_file(file, size, false);
             continue;
         }
         let partition = match read_cai_partition(file, source, class) {
@@ -179,7 +196,7 @@ fn import_up_to(
             Err(e) => match model_checkpoint(file) {
                 Some(why) => {
                     report.checkpoints.push((file.clone(), why));
-                    on_file(file, size);
+                    on_file(file, size, false);
                     continue;
                 }
                 None => return Err(e),
@@ -195,7 +212,7 @@ fn import_up_to(
             objects: partition.len(),
             bytes: std::fs::metadata(&target).map_or(0, |m| m.len()),
         });
-        on_file(file, size);
+        on_file(file, size, true);
     }
     if let [(file, why), ..] = &report.checkpoints[..]
         && report.written.is_empty()
@@ -248,9 +265,8 @@ pub fn converted_prefix(
     )
 }
 
-/// [`converted_prefix`], told of each file as the conversion passes it (its
-/// `.pt` and size, converted or found converted already): a bar for
-/// conversions of gigabytes. `go_on` is asked before each file: a cancelled
+/// [`converted_prefix`], told of each file as it is converted (its `.pt` and
+/// size): a bar for conversions of gigabytes. `go_on` is asked before each file: a cancelled
 /// run stops converting there.
 pub fn converted_prefix_with(
     root: &Path,
@@ -287,14 +303,29 @@ pub fn converted_prefix_with(
         return Ok(prefix.to_string());
     }
     let out = folder.join(CONVERTED);
-    on_convert(file_limit.map_or(pt, |n| n.min(pt)), &out);
+    // Told only of files to convert now: a run over a folder converted before
+    // says nothing and shows no bar.
+    let files = cai_files(std::slice::from_ref(&folder))?;
+    let pending = files
+        .iter()
+        .take(file_limit.unwrap_or(usize::MAX))
+        .filter(|file| !converted_already(file, &target_in(&out, file)))
+        .count();
+    if pending > 0 {
+        on_convert(pending, &out);
+    }
+    let mut on_file = on_file;
     let report = import_up_to(
         &[folder],
         &out,
         None,
         Class::Unknown,
         file_limit,
-        on_file,
+        |file, size, converted| {
+            if converted {
+                on_file(file, size);
+            }
+        },
         go_on,
     )?;
     for (file, _) in &report.checkpoints {

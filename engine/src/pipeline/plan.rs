@@ -140,14 +140,21 @@ fn result_path_free(store: &dyn ObjectStore, result_path: &str) -> Result<(), Pi
             Err(e) => return Err(e.into()),
         }
     }
-    // Its own payload.json, written meanwhile by a run racing for it, is left
-    // to the claim that follows.
+    let held = store.list(result_path)?;
+    // Its own payload.json, written meanwhile by a run racing for it (an
+    // earlier attempt of this very Initialize, say, with its plan.json): left
+    // to the claim that follows, which tells the two apart.
     let own = payload_key(result_path);
-    let held: Vec<_> = store
-        .list(result_path)?
-        .into_iter()
-        .filter(|o| o.key != own)
-        .collect();
+    if held.iter().any(|o| o.key == own) {
+        return Ok(());
+    }
+    // Runs' results below it: the summary of this one would read them.
+    if let Some(below) = held.iter().find(|o| o.key.ends_with("/payload.json")) {
+        return Err(PipelineError::Invalid(vec![format!(
+            "result_path '{result_path}' holds other runs' results below it ('{}'): give each run a result_path of its own",
+            below.key.trim_end_matches("payload.json")
+        )]));
+    }
     if let Some(first) = held.first() {
         return Err(PipelineError::Invalid(vec![format!(
             "result_path '{result_path}' already holds {} files ('{}' first) but no run's payload.json: give each run a new, empty result_path",
@@ -529,6 +536,18 @@ mod tests {
         assert!(
             store.get("cai-results/payload.json").is_err(),
             "nothing written"
+        );
+        // A folder holding runs' results below it: named as such.
+        let above = RunRequest {
+            result_path: "results".into(),
+            ..request.clone()
+        };
+        let e = initialize(&store, &above, "fourth")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("holds other runs' results below it ('results/r/')"),
+            "{e}"
         );
     }
 

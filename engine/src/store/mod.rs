@@ -214,6 +214,16 @@ impl ObjectStore for LocalStore {
                     let root = std::fs::canonicalize(&self.root).ok();
                     match (target, root, target_meta) {
                         (Some(t), Some(root), Some(m)) if t.starts_with(&root) => meta = m,
+                        // Not a file a run would read (notes, an editor's lock
+                        // file, a stale link under results): left out.
+                        _ if !path.extension().is_some_and(|x| {
+                            ["safetensors", "pt", "pth"]
+                                .iter()
+                                .any(|e| x == std::ffi::OsStr::new(e))
+                        }) =>
+                        {
+                            continue;
+                        }
                         _ => {
                             return Err(StoreError::BadKey {
                                 key: path
@@ -354,6 +364,11 @@ mod tests {
         std::fs::remove_file(dir.path().join("data/d/c.safetensors")).unwrap();
         link(&dir.path().join("gone"), "e.safetensors");
         assert!(store.list("d").is_err());
+        // A bad link no run would read (notes, an editor's lock file): left out.
+        std::fs::remove_file(dir.path().join("data/d/e.safetensors")).unwrap();
+        link(&outside.path().join("credentials"), "notes.txt");
+        link(&dir.path().join("gone"), ".#README");
+        assert_eq!(store.list("d").unwrap().len(), 2);
     }
 
     #[test]

@@ -281,7 +281,12 @@ impl Machine<'_> {
     /// containers copied into themselves (BUILD of a dict with itself doubles it).
     fn add_entries(&mut self, n: usize) -> Result<(), PickleError> {
         self.entries = self.entries.saturating_add(n);
-        if self.entries > self.input.len().min(MAX_NODES) {
+        if self.entries > MAX_NODES {
+            return self.fail(format!(
+                "its containers hold more than {MAX_NODES} entries: far more than any torch file holds"
+            ));
+        }
+        if self.entries > self.input.len() {
             return self.fail(format!(
                 "its containers hold more entries than its {} bytes could: a dict or list copied into itself",
                 self.input.len()

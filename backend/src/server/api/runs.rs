@@ -184,7 +184,8 @@ const SCATTER_POINTS: usize = 20_000;
 
 #[utoipa::path(get, path = "/api/runs/{id}/results", params(("id" = String, Path)),
     responses((status = 200, body = RunResults), (status = 404, body = cosmicai_shared::api::ApiError),
-        (status = 409, body = cosmicai_shared::api::ApiError)))]
+        (status = 409, body = cosmicai_shared::api::ApiError),
+        (status = 429, description = "Too many replies being sent at once; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn run_results(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
     let kept = |state: &AppState, id: &str| {
         let results = state.results.lock().unwrap_or_else(|e| e.into_inner());
@@ -193,30 +194,34 @@ pub async fn run_results(State(state): AppStateRef, Path(id): Path<String>) -> A
             .find(|(run, _)| run == id)
             .map(|(_, r)| r.clone())
     };
-    // The reply is held until the client takes it: a bounded number at once,
-    // each let go at its deadline (a client that never reads pins nothing).
-    let reply = |state: &AppState, json: Arc<[u8]>| -> ApiResult<Response> {
-        let slot = state
-            .cutout_replies
-            .take()
-            .ok_or_else(|| crate::server::guard::busy("replies", super::images::CUTOUT_REPLIES))?;
+    // The reply is held until the client takes it: a bounded number at once
+    // (the slot taken first, so a busy server reads nothing it cannot send),
+    // each let go at its deadline, which grows with its size (64 KB/s at the
+    // least): a client that never reads pins nothing for long.
+    let slot = state
+        .cutout_replies
+        .take()
+        .ok_or_else(|| crate::server::guard::busy("replies", super::images::CUTOUT_REPLIES))?;
+    let reply = |json: Arc<[u8]>, slot| -> ApiResult<Response> {
+        let deadline = super::images::CUTOUT_REPLY_DEADLINE
+            .max(std::time::Duration::from_secs((json.len() / 65_536) as u64));
         Ok((
             [
                 (header::CONTENT_TYPE, "application/json".to_string()),
                 (header::CONTENT_LENGTH, json.len().to_string()),
             ],
-            crate::server::guard::held_body(json, slot, super::images::CUTOUT_REPLY_DEADLINE),
+            crate::server::guard::held_body(json, slot, deadline),
         )
             .into_response())
     };
     if let Some(json) = kept(&state, &id) {
-        return reply(&state, json);
+        return reply(json, slot);
     }
     // Read in turn with the other heavy work: a large run's predictions are
     // hundreds of MB.
     let turn = crate::server::heavy_turn(&state).await?;
     if let Some(json) = kept(&state, &id) {
-        return reply(&state, json);
+        return reply(json, slot);
     }
     let st = state.clone();
     let results = tokio::task::spawn_blocking(move || {
@@ -307,7 +312,7 @@ pub async fn run_results(State(state): AppStateRef, Path(id): Path<String>) -> A
     })
     .await
     .map_err(Error::internal)??;
-    reply(&state, results)
+    reply(results, slot)
 }
 
 /// Finished runs whose results are kept in memory (each at most
