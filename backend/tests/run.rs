@@ -231,7 +231,17 @@ fn bad_requests_are_refused_before_anything_runs() {
 }
 
 fn start_paused_run(data: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cosmicai"));
+    // SIGINT as a terminal gives it: a test run as a background job (`make
+    // test &`) inherits SIGINT ignored, which the run rightly keeps ignoring.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    command
         .args([
             "run",
             "--data",
