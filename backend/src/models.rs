@@ -40,14 +40,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The shipped weights' model card, where it describes those weights. A card
 /// whose `weights_sha256` names other bytes (training cut off between its two
 /// writes, or a card edited by hand) would show another model's figures.
-pub fn shipped_photoz_card() -> Result<serde_json::Value> {
+/// `weights_sha256` is the shipped weights' hash, worked out once by the caller.
+pub fn shipped_photoz_card(weights_sha256: &str) -> Result<serde_json::Value> {
     let card: serde_json::Value = serde_json::from_str(SHIPPED_PHOTOZ_CARD)
         .map_err(|e| anyhow::anyhow!("the shipped photoz.card.json: {e}"))?;
     let named = card["weights_sha256"].as_str().unwrap_or("none");
-    let actual = sha256_hex(SHIPPED_PHOTOZ);
-    if named != actual {
+    if named != weights_sha256 {
         anyhow::bail!(
-            "the shipped photoz.card.json describes weights with SHA-256 {named}, but the shipped photoz.safetensors has {actual}: run `cosmicai train --out assets/model` again"
+            "the shipped photoz.card.json describes weights with SHA-256 {named}, but the shipped photoz.safetensors has {weights_sha256}: run `cosmicai train --out assets/model` again"
         );
     }
     Ok(card)
@@ -57,7 +57,8 @@ pub fn shipped_photoz_card() -> Result<serde_json::Value> {
 mod tests {
     #[test]
     fn the_shipped_card_describes_the_shipped_weights() {
-        let card = super::shipped_photoz_card().expect("card and weights agree");
+        let card = super::shipped_photoz_card(&super::sha256_hex(super::SHIPPED_PHOTOZ))
+            .expect("card and weights agree");
         assert_eq!(card["weights_bytes"], super::SHIPPED_PHOTOZ.len());
         assert_eq!(super::sha256_hex(b"abc").len(), 64);
         assert!(

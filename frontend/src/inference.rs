@@ -48,13 +48,16 @@ thread_local! {
 /// "auto", a worker that dies (most likely setting WebGPU up: a driver's
 /// panic) is started again on the CPU, and the batch says why.
 pub async fn run(magnitudes: &[[f32; 5]], choice: Choice) -> Result<Batch, String> {
+    let on_cpu_because = |why: String| async move {
+        let mut batch = run_once(magnitudes, Choice::Cpu).await?;
+        batch.fallback = Some(why);
+        Ok(batch)
+    };
     let crashed = GPU_CRASHED.with(|c| c.borrow().clone());
     if choice == Choice::Auto
         && let Some(why) = crashed
     {
-        let mut batch = run_once(magnitudes, Choice::Cpu).await?;
-        batch.fallback = Some(why);
-        return Ok(batch);
+        return on_cpu_because(why).await;
     }
     match run_once(magnitudes, choice).await {
         Err(e) if choice == Choice::Auto && e.starts_with(WORKER_FAILED) => {
@@ -64,9 +67,7 @@ pub async fn run(magnitudes: &[[f32; 5]], choice: Choice) -> Result<Batch, Strin
                 "the inference worker stopped under auto, most likely setting WebGPU up ({e}); the CPU runs instead"
             );
             GPU_CRASHED.with(|c| *c.borrow_mut() = Some(why.clone()));
-            let mut batch = run_once(magnitudes, Choice::Cpu).await?;
-            batch.fallback = Some(why);
-            Ok(batch)
+            on_cpu_because(why).await
         }
         other => other,
     }

@@ -9,7 +9,6 @@ use cosmicai_engine::store::s3::etag_of;
 use cosmicai_engine::store::{LocalStore, ObjectStore, join};
 use cosmicai_shared::model::ModelSpec;
 use cosmicai_shared::run::RunRequest;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Seek;
 use std::path::Path;
@@ -257,10 +256,10 @@ impl LocalWeights {
         // A file that holds no such model is named here, before it is sent and
         // before any rank is paid for.
         let weights = cosmicai_model::weights::Weights::from_file_slice(path, &bytes)?;
-        crate::coordinator::check_weights(&spec, &weights)?;
+        cosmicai_engine::redshift_model::check_weights(&spec, &weights)
+            .map_err(anyhow::Error::msg)?;
         drop(weights);
-        let digest = Sha256::digest(&bytes);
-        let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let hash = &crate::models::sha256_hex(&bytes)[..12];
         let stem = local
             .file_stem()
             .map_or("weights".into(), |s| s.to_string_lossy());

@@ -157,12 +157,6 @@ pub fn check_device(device: Device) -> Result<()> {
     Ok(())
 }
 
-/// Builds the model `spec` names from `weights`: see
-/// [`cosmicai_engine::redshift_model::check_weights`].
-pub fn check_weights(spec: &ModelSpec, weights: &cosmicai_model::weights::Weights) -> Result<()> {
-    cosmicai_engine::redshift_model::check_weights(spec, weights).map_err(anyhow::Error::msg)
-}
-
 /// Ranks at once, and CPU threads each worker may use (the cores shared among them).
 pub fn concurrency_and_threads(concurrency: Option<usize>, world_size: usize) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -182,7 +176,8 @@ pub fn with_local_weights(mut request: RunRequest) -> Result<RunRequest> {
         let absolute = std::fs::canonicalize(path)
             .with_context(|| format!("model '{spec}': weights file {path}"))?;
         let weights = cosmicai_model::weights::Weights::open(&absolute)?;
-        check_weights(&spec, &weights)?;
+        cosmicai_engine::redshift_model::check_weights(&spec, &weights)
+            .map_err(anyhow::Error::msg)?;
         let absolute = absolute.display().to_string();
         request.model = match spec {
             ModelSpec::PhotoZ(_) => ModelSpec::PhotoZ(Some(absolute)),

@@ -145,7 +145,7 @@ pub struct AppState {
         std::sync::Mutex<std::collections::HashMap<i64, Vec<cosmicai_shared::api::Prediction>>>,
     /// Finished runs' results as JSON (at most `api::KEPT_RESULTS`, newest
     /// last): their scatter samples every rank's predictions, read and written
-    /// once, not at each look (a 100,000-rank summary is tens of MB).
+    /// once, not at each look (a summary holds a measure per rank).
     results: std::sync::Mutex<std::collections::VecDeque<(String, Arc<[u8]>)>>,
     model_hash: String,
     model_card: serde_json::Value,
@@ -312,7 +312,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             mb => mb,
         },
     };
-    let model_card = crate::models::shipped_photoz_card().unwrap_or_else(|e| {
+    let weights_sha256 = crate::models::sha256_hex(crate::models::SHIPPED_PHOTOZ);
+    let model_card = crate::models::shipped_photoz_card(&weights_sha256).unwrap_or_else(|e| {
         eprintln!("warning: {e}; the explorer shows no model card");
         serde_json::Value::Null
     });
@@ -361,7 +362,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         image_predictions: Default::default(),
         results: Default::default(),
         // As the model card names the weights (its first 16 hex digits).
-        model_hash: crate::models::sha256_hex(crate::models::SHIPPED_PHOTOZ)[..16].to_string(),
+        model_hash: weights_sha256[..16].to_string(),
         model_card,
         data_version,
         rates: Default::default(),

@@ -103,12 +103,12 @@ fn target_in(out: &Path, file: &Path) -> PathBuf {
 
 /// Whether `target` is `file` converted, from this very file (same size and
 /// time): a `.pt` written again under its name (a new split) is converted again.
-fn converted_already(file: &Path, target: &Path) -> bool {
-    let stamp = stamp_of(file);
+/// `stamp` is the file's [`stamp_of`].
+fn converted_already(file: &Path, stamp: &str, target: &Path) -> bool {
     PartitionFile::open(target).is_ok_and(|done| {
         let details = &done.catalog().sources;
         if details.iter().any(|s| s.detail.contains(STAMPED)) {
-            details.iter().any(|s| s.detail.ends_with(&stamp))
+            details.iter().any(|s| s.detail.ends_with(stamp))
         } else {
             // Converted before stamps were kept: current if written after the `.pt`.
             modified(target) >= modified(file)
@@ -186,7 +186,7 @@ fn import_up_to(
         let size = std::fs::metadata(file).map_or(0, |m| m.len());
         let target = target_of(file);
         let stamp = stamp_of(file);
-        if converted_already(file, &target) {
+        if converted_already(file, &stamp, &target) {
             report.skipped += 1;
             on_file(file, size, false);
             continue;
@@ -266,8 +266,8 @@ pub fn converted_prefix(
 }
 
 /// [`converted_prefix`], told of each file as it is converted (its `.pt` and
-/// size): a bar for conversions of gigabytes. `go_on` is asked before each file: a cancelled
-/// run stops converting there.
+/// size): a bar for conversions of gigabytes. `go_on` is asked before each
+/// file: a cancelled run stops converting there.
 pub fn converted_prefix_with(
     root: &Path,
     prefix: &str,
@@ -309,7 +309,7 @@ pub fn converted_prefix_with(
     let pending = files
         .iter()
         .take(file_limit.unwrap_or(usize::MAX))
-        .filter(|file| !converted_already(file, &target_in(&out, file)))
+        .filter(|file| !converted_already(file, &stamp_of(file), &target_in(&out, file)))
         .count();
     if pending > 0 {
         on_convert(pending, &out);

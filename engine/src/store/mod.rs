@@ -180,6 +180,8 @@ impl ObjectStore for LocalStore {
         let dir = self.path(prefix)?;
         let mut out = Vec::new();
         let mut pending = vec![dir.clone()];
+        // Worked out at the first link, once a listing.
+        let root = std::cell::OnceCell::new();
         while let Some(d) = pending.pop() {
             let entries = match std::fs::read_dir(&d) {
                 Ok(e) => e,
@@ -211,16 +213,15 @@ impl ObjectStore for LocalStore {
                     if target_meta.as_ref().is_some_and(std::fs::Metadata::is_dir) {
                         continue;
                     }
-                    let root = std::fs::canonicalize(&self.root).ok();
+                    let root = root.get_or_init(|| std::fs::canonicalize(&self.root).ok());
                     match (target, root, target_meta) {
-                        (Some(t), Some(root), Some(m)) if t.starts_with(&root) => meta = m,
+                        (Some(t), Some(root), Some(m)) if t.starts_with(root) => meta = m,
                         // Not a file a run would read (notes, an editor's lock
                         // file, a stale link under results): left out.
-                        _ if !path.extension().is_some_and(|x| {
-                            ["safetensors", "pt", "pth"]
-                                .iter()
-                                .any(|e| x == std::ffi::OsStr::new(e))
-                        }) =>
+                        _ if !(path
+                            .extension()
+                            .is_some_and(|x| x == crate::partition::EXTENSION)
+                            || crate::cai::is_cai_key(&path.to_string_lossy())) =>
                         {
                             continue;
                         }

@@ -10,9 +10,10 @@
 //! The arena grows by at most one node per opcode, and containers by at most
 //! one entry per byte of the pickle in all (BUILD, which copies a dict, is
 //! counted too); nodes, memo entries, marks and entries are also capped well
-//! above what a real checkpoint holds (AstroMAE's module pickle: about 30,000
-//! opcodes at depth 2), so a pickle of opcodes that each cost bytes of memory
-//! stops at a few hundred MB. Malformed input is an error, never a panic.
+//! above what a real checkpoint holds (the small AstroMAE fixture's module
+//! pickle: 29,008 opcodes), so a pickle of opcodes that each cost bytes of
+//! memory stops at `MAX_NODES`' bound. Malformed input is an error, never a
+//! panic.
 
 use std::fmt;
 
@@ -184,7 +185,8 @@ impl Pickle {
 /// Deepest nesting of containers the machine accepts while building a value.
 const MAX_STACK: usize = 1 << 20;
 /// Most nodes in the arena, memo entries and container entries: 2M nodes of
-/// about 56 bytes (a tensor's reference is boxed) bound the arena at ~110 MB.
+/// 56 bytes at most (a tensor's reference is boxed; a test checks the size)
+/// bound the arena at 2M x 56 B, about 117 MB.
 const MAX_NODES: usize = 1 << 21;
 
 /// Runs the pickle `bytes`.
@@ -757,6 +759,15 @@ mod tests {
         bytes.push(b'.');
         let e = unpickle(&bytes).unwrap_err();
         assert!(e.problem.contains("copied into itself"), "{e}");
+    }
+
+    #[test]
+    fn a_node_is_at_most_56_bytes() {
+        assert!(
+            std::mem::size_of::<Node>() <= 56,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
     }
 
     #[test]
