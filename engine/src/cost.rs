@@ -83,7 +83,8 @@ pub fn billed_ms(duration_s: f64) -> u64 {
 /// (Initialize LISTs the data, a page per 1,000 keys, and PUTs `payload.json` and
 /// `plan.json`; each rank GETs `payload.json` and its partitions and PUTs its
 /// predictions, result and measures; Summarize GETs each rank's three and PUTs
-/// two files). Not priced: the upload of the data, its storage, the launcher's
+/// two files; see [`count_partition_gets`] for ranks that read less than a
+/// partition). Not priced: the upload of the data, its storage, the launcher's
 /// copy of the results, and a failed attempt that left no measure.
 pub fn run_cost(
     ranks: &[RankMeasure],
@@ -167,17 +168,48 @@ pub fn run_cost(
         gpu_instance_usd: gpu_instance_s * GPU_INSTANCE_S,
         total_usd: 0.0,
     };
+    total(&mut cost);
+    cost
+}
+
+fn total(cost: &mut Cost) {
     cost.total_usd = cost.lambda_compute_usd
         + cost.lambda_requests_usd
         + cost.step_functions_usd
         + cost.s3_usd
         + cost.gpu_instance_usd;
-    cost
+}
+
+/// Prices `gets` GETs for `files` partitions where [`run_cost`] counted one a
+/// partition: a rank that reads only the catalog makes two (its start, and the
+/// columns after the images), counted by the rank itself.
+pub fn count_partition_gets(cost: &mut Cost, files: u64, gets: u64) {
+    let added = gets as i64 - files as i64;
+    cost.s3_get = cost.s3_get.saturating_add_signed(added);
+    cost.s3_usd += added as f64 * S3_GET;
+    total(cost);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_gets_counted_by_ranks_replace_one_a_file() {
+        let rank = RankMeasure {
+            attempts: 1,
+            billed_duration_ms: 1000,
+            ..Default::default()
+        };
+        let once = run_cost(&[rank], &[3], &[], 1024, false, Children::Express);
+        let mut twice = once.clone();
+        count_partition_gets(&mut twice, 3, 6);
+        assert_eq!(twice.s3_get, once.s3_get + 3);
+        assert!((twice.total_usd - once.total_usd - 3.0 * S3_GET).abs() < 1e-12);
+        let mut same = once.clone();
+        count_partition_gets(&mut same, 0, 0);
+        assert_eq!(same, once);
+    }
 
     #[test]
     fn gpu_ranks_are_billed_as_instance_time_not_lambda() {

@@ -202,8 +202,10 @@ impl Residuals {
 }
 
 /// Metrics over pairs with a spectroscopic label (in [`LABELS`]) and a finite
-/// prediction; `None` if there are none.
-pub fn redshift_metrics(predicted: &[f32], spectroscopic: &[f32]) -> Option<RedshiftMetrics> {
+/// prediction; `None` if there are none. (Runs stream objects into a
+/// [`Scorer`]; this is the tests' way to the same sums.)
+#[cfg(test)]
+fn redshift_metrics(predicted: &[f32], spectroscopic: &[f32]) -> Option<RedshiftMetrics> {
     let mut residuals = Residuals::default();
     for (&p, &s) in predicted.iter().zip(spectroscopic) {
         if p.is_finite() && LABELS.contains(&s) {

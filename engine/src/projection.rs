@@ -25,6 +25,9 @@ pub struct ProjectionInput {
     pub partition_bytes: u64,
     /// Bytes one object takes in a partition (cutouts and catalog columns).
     pub bytes_per_object: f64,
+    /// Whether the model reads cutouts; one that does not (PhotoZ) reads only
+    /// the catalog columns of a partition, in two GETs (see `pipeline::download`).
+    pub reads_cutouts: bool,
     pub world_size: usize,
     /// Ranks running at once (the account's Lambda concurrency, or the template's
     /// reserved concurrency).
@@ -36,6 +39,8 @@ pub struct ProjectionInput {
     pub cold_start_s: f64,
     /// Assumed: S3 to Lambda, one stream.
     pub s3_bytes_per_s: f64,
+    /// Assumed: a GET's wait for its first byte.
+    pub s3_request_s: f64,
     pub arm64: bool,
 }
 
@@ -73,9 +78,16 @@ pub fn project(input: &ProjectionInput) -> Projection {
     let files_of = |r: u64| partitions / world + u64::from(r < partitions % world);
     let objects_per_file = objects as f64 / partitions as f64;
     let vcpus = lambda_vcpus(input.memory_mb);
+    let read_share = if input.reads_cutouts {
+        1.0
+    } else {
+        (crate::partition::bytes_per_object(None) as f64 / input.bytes_per_object.max(1.0)).min(1.0)
+    };
+    let gets_per_file = if input.reads_cutouts { 1 } else { 2 };
     let rank_time = |files: u64| {
-        let bytes = files as f64 * input.partition_bytes as f64;
+        let bytes = files as f64 * input.partition_bytes as f64 * read_share;
         input.cold_start_s
+            + (files * gets_per_file) as f64 * input.s3_request_s
             + bytes / input.s3_bytes_per_s.max(1.0)
             + files as f64 * objects_per_file / (input.objects_per_vcpu_s.max(1e-9) * vcpus)
     };
@@ -94,23 +106,21 @@ pub fn project(input: &ProjectionInput) -> Projection {
         })
         .collect();
     let files: Vec<usize> = (0..world).map(|r| files_of(r) as usize).collect();
+    let priced = |children| {
+        let mut cost = run_cost(
+            &ranks,
+            &files,
+            &[1.0, 1.0],
+            input.memory_mb,
+            input.arm64,
+            children,
+        );
+        crate::cost::count_partition_gets(&mut cost, partitions, gets_per_file * partitions);
+        cost
+    };
     // CPU ranks: EXPRESS children, as the template runs them.
-    let cost = run_cost(
-        &ranks,
-        &files,
-        &[1.0, 1.0],
-        input.memory_mb,
-        input.arm64,
-        crate::cost::Children::Express,
-    );
-    let standard = run_cost(
-        &ranks,
-        &files,
-        &[1.0, 1.0],
-        input.memory_mb,
-        input.arm64,
-        crate::cost::Children::Standard,
-    );
+    let cost = priced(crate::cost::Children::Express);
+    let standard = priced(crate::cost::Children::Standard);
     Projection {
         step_functions_standard_usd: standard.step_functions_usd,
         objects,
@@ -141,8 +151,40 @@ mod tests {
             objects_per_vcpu_s: 100.0,
             cold_start_s: 1.0,
             s3_bytes_per_s: 50e6,
+            s3_request_s: 0.0,
             arm64: false,
+            reads_cutouts: true,
         }
+    }
+
+    #[test]
+    fn a_model_that_reads_no_cutouts_downloads_the_catalog_alone() {
+        let all = project(&input(1000, 500));
+        let catalog = project(&ProjectionInput {
+            reads_cutouts: false,
+            ..input(1000, 500)
+        });
+        // 4 files of 25 MB at 53 bytes of 20,000 an object: 265 KB, not 100 MB.
+        let download = 4.0 * 25e6 * 53.0 / 20_000.0 / 50e6;
+        assert!(
+            (catalog.rank_s - (1.0 + download + 50.0)).abs() < 1e-9,
+            "{}",
+            catalog.rank_s
+        );
+        assert!((all.rank_s - catalog.rank_s - (2.0 - download)).abs() < 1e-9);
+        // Two GETs a partition instead of one.
+        assert_eq!(catalog.cost.s3_get, all.cost.s3_get + 4000);
+        // Each GET waits for its first byte: 4 files, 4 or 8 GETs of 50 ms.
+        let waits = |reads_cutouts| {
+            project(&ProjectionInput {
+                s3_request_s: 0.05,
+                reads_cutouts,
+                ..input(1000, 500)
+            })
+            .rank_s
+        };
+        assert!((waits(true) - all.rank_s - 0.2).abs() < 1e-9);
+        assert!((waits(false) - catalog.rank_s - 0.4).abs() < 1e-9);
     }
 
     #[test]

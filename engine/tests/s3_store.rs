@@ -311,3 +311,109 @@ fn the_pipeline_runs_against_a_bucket() {
     assert!(error.contains("predictions cannot be read"), "{error}");
     assert_eq!(again.objects, summary.objects - measures[1].objects);
 }
+
+/// PhotoZ reads no cutouts, so its ranks read a bucket's partitions without them
+/// (ranged GETs around the images), and predict exactly as from local files.
+#[test]
+fn a_photoz_rank_reads_the_catalog_and_not_the_cutouts_from_a_bucket() {
+    use cosmicai_engine::partition::{Partition, write_partition};
+    use cosmicai_engine::pipeline::predictions_key;
+    use cosmicai_engine::store::LocalStore;
+
+    let server = start_server();
+    let s3 = store(&server, "cosmicai-cutouts");
+    let local = tempfile::tempdir().unwrap();
+    let mut sizes = 0;
+    for file in 0..2 {
+        let mut p = Partition::blank(300, Some(32));
+        for (i, m) in p.magnitudes.iter_mut().enumerate() {
+            let g = 17.0 + (file * 300 + i) as f32 / 200.0;
+            *m = [g + 1.5, g, g - 0.5, g - 0.8, g - 1.0];
+        }
+        let path = local
+            .path()
+            .join(format!("data/part-{file:05}.safetensors"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_partition(&path, &p).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        sizes += bytes.len() as u64;
+        s3.put(&format!("data/part-{file:05}.safetensors"), &bytes)
+            .unwrap();
+    }
+    // A ranged GET gives exactly its bytes.
+    let mut range = Vec::new();
+    s3.get_range_to("data/part-00000.safetensors", 3..11, &mut range)
+        .unwrap();
+    let whole = s3.get("data/part-00000.safetensors").unwrap();
+    assert_eq!(range, whole[3..11]);
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let weights = Weights::open(root.join("assets/model/photoz.safetensors")).unwrap();
+    let device = Default::default();
+    let model =
+        RedshiftModel::PhotoZ(PhotoZ::<NdArray<f32>>::from_weights(&weights, &device).unwrap());
+    // The rest as a request leaves it (CPU, fp32, no retries).
+    let request: RunRequest = serde_json::from_value(serde_json::json!({
+        "bucket": "cosmicai-cutouts", "data_prefix": "data", "batch_size": 128,
+        "world_size": 1, "result_path": "results/catalog-only", "model": "photoz",
+    }))
+    .unwrap();
+    let local = LocalStore::new(local.path());
+    let (mut predictions, mut gets) = (Vec::new(), Vec::new());
+    for store in [&s3 as &dyn ObjectStore, &local] {
+        let payload = initialize(store, &request, "catalog-only").unwrap();
+        let result = infer_rank(
+            store,
+            &payload,
+            0,
+            &model,
+            &device,
+            SystemInfo::default(),
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(result.objects, 600);
+        if store.local_path("x").is_none() {
+            // The two headers and the catalog columns (600 objects of 53 bytes),
+            // in two GETs a partition.
+            eprintln!(
+                "a PhotoZ rank read {} of {sizes} bytes in {} GETs",
+                result.downloaded_bytes, result.partition_gets
+            );
+            assert!(
+                result.downloaded_bytes > 600 * 53 && result.downloaded_bytes < sizes / 25,
+                "{} of {sizes}",
+                result.downloaded_bytes
+            );
+            assert_eq!(result.partition_gets, 4);
+        } else {
+            assert_eq!((result.downloaded_bytes, result.partition_gets), (0, 0));
+        }
+        predictions.push(
+            store
+                .get(&predictions_key(&request.result_path, 0))
+                .unwrap(),
+        );
+        let measure = RankMeasure {
+            rank: 0,
+            attempts: 1,
+            objects: 600,
+            billed_duration_ms: 10,
+            ..Default::default()
+        };
+        let summary = summarize(
+            store,
+            &payload,
+            &[measure],
+            1.0,
+            0.1,
+            std::time::Instant::now(),
+        )
+        .unwrap();
+        gets.push(summary.cost.s3_get);
+    }
+    assert!(predictions[0] == predictions[1]);
+    // The bucket's run is priced for the GETs its rank counted, the local one at
+    // one a partition.
+    assert_eq!(gets[0], gets[1] + 2);
+}

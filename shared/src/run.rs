@@ -267,7 +267,18 @@ pub struct RankResult {
     /// the CPU or the GPU, with their number format (absent in CAI's files).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kernels: String,
+    /// Bytes the rank read from a remote store (S3); 0 where its partitions were
+    /// local files. A model that reads no cutouts reads only the catalog columns.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub downloaded_bytes: u64,
+    /// The GET requests those reads took (priced in the run's cost).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub partition_gets: u64,
     pub system: SystemInfo,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The machine a rank ran on.

@@ -226,6 +226,13 @@ try {
     await page.focus('canvas.sky');
     for (const key of ['ArrowLeft', 'ArrowUp', '+', '-', '0']) await page.keyboard.press(key);
     await page.waitForFunction((n) => Number(document.querySelector('.sky-stats').dataset.frames) >= n + 5, frames);
+    // The whole sky's centre is RA 180°, Dec 0° (the pointer's position is shown).
+    const canvas = await page.locator('canvas.sky').boundingBox();
+    await page.mouse.move(canvas.x + canvas.width / 2, canvas.y + canvas.height / 2);
+    await page.waitForSelector('.sky-hover[data-ra]');
+    const ra = Number(await page.getAttribute('.sky-hover', 'data-ra'));
+    const dec = Number(await page.getAttribute('.sky-hover', 'data-dec'));
+    assert.ok(Math.abs(ra - 180) < 0.5 && Math.abs(dec) < 0.5, `pointer at RA ${ra}, Dec ${dec}`);
     // Colour by redshift: the galaxy colour goes.
     await page.selectOption('select.sky-colour', 'redshift');
     // A box over the northern sky, drawn with shift held.

@@ -37,6 +37,10 @@ pub struct ProjectArgs {
     /// Assumed S3 to Lambda throughput per stream, MB/s.
     #[arg(long, default_value_t = 50.0)]
     pub s3_mb_per_s: f64,
+    /// Assumed wait for a GET's first byte, ms (AWS's S3 performance guide:
+    /// "tens of milliseconds" for small requests).
+    #[arg(long, default_value_t = cosmicai_engine::pipeline::S3_REQUEST_S * 1000.0)]
+    pub s3_request_ms: f64,
     /// Price Lambda as arm64 (Graviton) rather than x86_64.
     #[arg(long)]
     pub arm64: bool,
@@ -99,6 +103,12 @@ pub fn run(args: ProjectArgs) -> Result<()> {
     if args.world_size == 0 || args.concurrency == 0 || args.partition_size == 0 {
         bail!("--world-size, --concurrency and --partition-size must be above 0");
     }
+    if !(args.s3_request_ms.is_finite() && args.s3_request_ms >= 0.0) {
+        bail!(
+            "--s3-request-ms must be 0 or more, not {}",
+            args.s3_request_ms
+        );
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build_global()
@@ -126,12 +136,15 @@ pub fn run(args: ProjectArgs) -> Result<()> {
         dataset_bytes: 0,
         partition_bytes: args.partition_size,
         bytes_per_object: cosmicai_engine::partition::bytes_per_object(Some((32, 32))) as f64,
+        // The shipped PhotoZ reads magnitudes alone.
+        reads_cutouts: matches!(args.model, ModelName::Astromae),
         world_size: args.world_size,
         concurrency: args.concurrency,
         memory_mb: args.memory_mb,
         objects_per_vcpu_s: rate,
         cold_start_s,
         s3_bytes_per_s: args.s3_mb_per_s * 1e6,
+        s3_request_s: args.s3_request_ms / 1000.0,
         arm64: args.arm64,
     };
     let rows: Vec<Row> = args
@@ -173,10 +186,11 @@ pub fn run(args: ProjectArgs) -> Result<()> {
     );
     crate::line!(
         out,
-        "assumed: {} MB per rank ({:.2} vCPU), S3 {} MB/s, {} partitions, {} objects per GB, {} ranks {} at a time, {}",
+        "assumed: {} MB per rank ({:.2} vCPU), S3 {} MB/s and {} ms a GET, {} partitions, {} objects per GB, {} ranks {} at a time, {}",
         args.memory_mb,
         f64::from(args.memory_mb) / cosmicai_engine::projection::MB_PER_VCPU,
         args.s3_mb_per_s,
+        args.s3_request_ms,
         format_size(args.partition_size),
         (1e9 / input.bytes_per_object).round(),
         args.world_size,

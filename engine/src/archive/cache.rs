@@ -48,7 +48,8 @@ impl FrameCache {
     }
 
     /// Whether all five bands of the field are in the cache.
-    pub fn has_field(&self, field: &SdssField) -> bool {
+    #[cfg(test)]
+    fn has_field(&self, field: &SdssField) -> bool {
         BANDS.into_iter().all(|b| self.has_frame(field, b))
     }
 

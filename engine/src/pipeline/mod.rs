@@ -9,6 +9,7 @@
 //!
 //! The same functions serve the local executor and the Lambda handlers.
 
+mod download;
 mod estimate;
 mod plan;
 mod rank;
@@ -20,8 +21,8 @@ pub use plan::{Payload, initialize, initialize_with, plan, plan_ranks};
 pub use rank::{RankEvent, RankPredictions, encode_predictions, infer_rank, read_predictions};
 pub use rank_time::{
     BATCH_ATTEMPT_S, BATCH_JOB_VCPUS, BATCH_RANK_PLANNED_MAX_S, EXPRESS_RANK_TIMEOUT_S,
-    LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, SlowestRank, check_rank_time,
-    slowest_rank,
+    LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, S3_REQUEST_S, SlowestRank,
+    check_rank_time, slowest_rank,
 };
 pub use summary::{RunSummary, summarize, summarize_with};
 

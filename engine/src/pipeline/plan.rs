@@ -317,7 +317,7 @@ fn folder_of(key: &str) -> &str {
 /// Partition headers read to learn how many bytes an object takes.
 pub const SAMPLED_HEADERS: usize = 8;
 /// The largest header read (a partition's is a few KB: its tensors and sources).
-const MAX_HEADER_BYTES: u64 = 1 << 20;
+pub(super) const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 /// The fewest bytes an object takes in up to [`SAMPLED_HEADERS`] of `files`,
 /// spread over the list, each learnt from its safetensors header alone (a

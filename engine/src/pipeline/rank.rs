@@ -1,5 +1,6 @@
 //! One rank: its partitions through the model, in batches.
 
+use super::download::{Wanted, download};
 use super::{Payload, PipelineError, predictions_key, rank_key};
 use crate::partition::{Partition, PartitionFile};
 use crate::predict::{Cutouts, Prediction};
@@ -47,6 +48,9 @@ struct Tally {
     bits: u64,
     seconds: f64,
     with_cutouts: usize,
+    /// Bytes read from a remote store, and the GETs that took.
+    downloaded: u64,
+    gets: u64,
 }
 
 /// Rows gathered for the next batch, from one or more of the rank's files.
@@ -176,7 +180,21 @@ where
         let path = match store.local_path(key) {
             Some(p) => p,
             None => {
-                temp = download(store, payload, key)?;
+                let size = payload
+                    .files
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map_or(0, |(_, s)| *s);
+                // CAI's `.pt` files are zip archives, read whole.
+                let wanted = if model.reads_cutouts() || crate::cai::is_cai_key(key) {
+                    Wanted::Whole
+                } else {
+                    Wanted::Catalog
+                };
+                let got = download(store, key, size, wanted)?;
+                tally.downloaded += got.bytes;
+                tally.gets += got.gets;
+                temp = got.file;
                 temp.path().to_path_buf()
             }
         };
@@ -212,6 +230,8 @@ where
         bits,
         seconds,
         with_cutouts,
+        downloaded,
+        gets,
     } = tally;
     let objects = out.object_id.len();
     let seconds = seconds.max(1e-9);
@@ -239,6 +259,8 @@ where
         objects_with_cutouts: with_cutouts,
         model: request.model.clone(),
         kernels: model.kernels(device),
+        downloaded_bytes: downloaded,
+        partition_gets: gets,
         system,
     };
     on_event(RankEvent::Writing)?;
@@ -298,36 +320,6 @@ impl RankPartition {
             }),
         }
     }
-}
-
-/// Streams partition `key` to a temporary file, after checking that the file
-/// system has room for it (a Lambda's /tmp is its ephemeral storage).
-fn download(
-    store: &dyn ObjectStore,
-    payload: &Payload,
-    key: &str,
-) -> Result<tempfile::NamedTempFile, PipelineError> {
-    let fail = |e: String| PipelineError::Other(format!("partition {key}: {e}"));
-    let size = payload
-        .files
-        .iter()
-        .find(|(k, _)| k == key)
-        .map_or(0, |(_, s)| *s);
-    let dir = std::env::temp_dir();
-    if let Some(free) = crate::system::free_bytes(&dir)
-        && size > free
-    {
-        return Err(fail(format!(
-            "{size} bytes do not fit in the {free} bytes free in {} (raise the function's ephemeral storage)",
-            dir.display()
-        )));
-    }
-    let mut temp = tempfile::NamedTempFile::new().map_err(|e| fail(e.to_string()))?;
-    let mut writer = std::io::BufWriter::with_capacity(1 << 20, temp.as_file_mut());
-    store.get_to(key, &mut writer)?;
-    std::io::Write::flush(&mut writer).map_err(|e| fail(e.to_string()))?;
-    drop(writer);
-    Ok(temp)
 }
 
 /// A rank's predictions file (the counterpart of [`read_predictions`]).

@@ -126,7 +126,7 @@ pub fn summarize_with(
 
     let objects: usize = results.iter().map(|r| r.objects).sum();
     let files_per_rank: Vec<usize> = payload.ranks.iter().map(Vec::len).collect();
-    let cost = run_cost(
+    let mut cost = run_cost(
         measures,
         &files_per_rank,
         &[initialize_s, started.elapsed().as_secs_f64()],
@@ -134,6 +134,15 @@ pub fn summarize_with(
         crate::cost::ARM64,
         children,
     );
+    // Ranks that read from S3 counted their GETs (two a partition where only the
+    // catalog is read); local ranks are priced at one a partition.
+    let (files, gets) = results
+        .iter()
+        .filter(|r| r.partition_gets > 0)
+        .fold((0, 0), |(files, gets), r| {
+            (files + r.data_path.len() as u64, gets + r.partition_gets)
+        });
+    crate::cost::count_partition_gets(&mut cost, files, gets);
     // A rank planned no file fails only where it ran and failed (a local run
     // starts every rank: a missing model, a cancel).
     failed_ranks.extend(

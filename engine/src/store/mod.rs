@@ -51,6 +51,27 @@ pub trait ObjectStore: Send + Sync {
         bytes.truncate(usize::try_from(len).unwrap_or(usize::MAX));
         Ok(bytes)
     }
+    /// Copies bytes `range` of object `key` into `out` (fewer where the object
+    /// is shorter): a partition's catalog without its cutouts. Stores that
+    /// cannot read a range read the whole object. Returns the bytes copied.
+    fn get_range_to(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, StoreError> {
+        let bytes = self.get(key)?;
+        let end = usize::try_from(range.end)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
+        out.write_all(&bytes[start..end])
+            .map_err(|source| StoreError::Io {
+                key: key.to_string(),
+                source,
+            })?;
+        Ok((end - start) as u64)
+    }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// Puts `bytes` at `key` unless an object is there already, in one step no
     /// other writer can come between (S3's `If-None-Match: *`, a link that does

@@ -566,6 +566,20 @@ impl ObjectStore for S3Store {
         Ok(bytes)
     }
 
+    fn get_range_to(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, StoreError> {
+        if range.is_empty() {
+            return Ok(0);
+        }
+        // RFC 9110's last-byte-pos is inclusive.
+        let bytes = format!("bytes={}-{}", range.start, range.end - 1);
+        self.read_to(key, Some(bytes), out)
+    }
+
     /// A conditional PUT, `If-None-Match: *` (S3 answers 412 where there is one).
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError> {
         let key = checked(key)?;

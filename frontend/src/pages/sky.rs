@@ -12,7 +12,7 @@ use crate::classes;
 use crate::cuts::Cuts;
 use cosmicai_shared::Class;
 use cosmicai_shared::api::SkyPoints;
-use cosmicai_shared::sky::{HALF_HEIGHT, HALF_WIDTH, project};
+use cosmicai_shared::sky::{HALF_HEIGHT, HALF_WIDTH, project, unproject};
 use leptos::prelude::*;
 
 const W: usize = 960;
@@ -104,12 +104,19 @@ impl View {
         )
     }
 
+    /// The map point under the screen point (px, py).
+    fn to_map(self, px: f64, py: f64) -> (f64, f64) {
+        (
+            self.cx + (px - W as f64 / 2.0) / self.scale,
+            self.cy - (py - H as f64 / 2.0) / self.scale,
+        )
+    }
+
     /// Zoomed by `factor` about the screen point (px, py), which stays put.
     fn zoomed(self, factor: f64, px: f64, py: f64) -> View {
         let scale =
             (self.scale * factor).clamp(Self::whole().scale * 0.5, Self::whole().scale * 2000.0);
-        let mx = self.cx + (px - W as f64 / 2.0) / self.scale;
-        let my = self.cy - (py - H as f64 / 2.0) / self.scale;
+        let (mx, my) = self.to_map(px, py);
         View {
             cx: mx - (px - W as f64 / 2.0) / scale,
             cy: my + (py - H as f64 / 2.0) / scale,
@@ -354,6 +361,8 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
     let outline = RwSignal::new(Vec::<(f64, f64)>::new());
     let selected = RwSignal::new(Vec::<usize>::new());
     let hover = RwSignal::new(None::<usize>);
+    // The sky position under the pointer (None off the map).
+    let pointer = RwSignal::new(None::<(f64, f64)>);
     let frames = RwSignal::new(Vec::<f64>::new());
     let drag = StoredValue::new(None::<Drag>);
     let canvas = NodeRef::<leptos::html::Canvas>::new();
@@ -430,6 +439,8 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             None => {
                 let v = view_at.get_untracked();
                 hover.set(sky.with_value(|s| nearest(s, v, p.0, p.1, 6.0)));
+                let (x, y) = v.to_map(p.0, p.1);
+                pointer.set(unproject(x, y));
             }
         }
     };
@@ -524,20 +535,27 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             role="img" aria-label="map of the objects on the sky; arrow keys pan, + and − zoom, 0 shows the whole sky"
             data-points=total
             on:mousedown=on_down on:mousemove=on_move on:mouseup=on_up
-            on:mouseleave=move |_| { drag.set_value(None); outline.set(Vec::new()); hover.set(None); }
+            on:mouseleave=move |_| { drag.set_value(None); outline.set(Vec::new()); hover.set(None); pointer.set(None); }
             on:wheel=on_wheel on:keydown=on_key></canvas>
         <p class="sky-legend">
             {move || legend(colour.get()).into_iter().map(|(label, c)| view! {
                 <span style=format!("color:rgb({},{},{})", c[0], c[1], c[2])>{format!("● {label} ")}</span>
             }).collect_view()}
         </p>
-        <p class="sky-hover" aria-live="polite">
-            {move || hover.get().map(|i| sky.with_value(|s| {
-                let class = classes::word(Class::from_letter(s.classes[i]));
-                let z = s.redshift[i].map_or("z unknown".to_string(), |z| format!("z = {z:.4}"));
-                let made = if s.synthetic[i] { " · synthetic rendering" } else { "" };
-                format!("{class} {} · {z} · RA {:.3}°, Dec {:.3}°{made}", s.ids[i], s.ra[i], s.dec[i])
-            }))}
+        <p class="sky-hover" aria-live="polite"
+            data-ra=move || pointer.get().map(|(ra, _)| format!("{ra:.3}"))
+            data-dec=move || pointer.get().map(|(_, dec)| format!("{dec:.3}"))>
+            {move || match (hover.get(), pointer.get()) {
+                (Some(i), _) => Some(sky.with_value(|s| {
+                    let class = classes::word(Class::from_letter(s.classes[i]));
+                    let z = s.redshift[i].map_or("z unknown".to_string(), |z| format!("z = {z:.4}"));
+                    let made = if s.synthetic[i] { " · synthetic rendering" } else { "" };
+                    format!("{class} {} · {z} · RA {:.3}°, Dec {:.3}°{made}", s.ids[i], s.ra[i], s.dec[i])
+                })),
+                // Between objects: where on the sky the pointer is.
+                (None, Some((ra, dec))) => Some(format!("pointer at RA {ra:.2}°, Dec {dec:.2}°")),
+                (None, None) => None,
+            }}
         </p>
         <p class="sky-stats" data-frame-ms=move || format!("{:.2}", median(&frames.get())) data-frames=move || frames.get().len()>
             {move || format!("{} points{}; drawing a frame: {:.1} ms (median of the last {})",

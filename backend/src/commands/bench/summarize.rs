@@ -167,6 +167,8 @@ fn rank_result(rank: usize, objects: usize, request: &RunRequest) -> RankResult 
         objects_with_cutouts: 0,
         model: request.model.clone(),
         kernels: String::new(),
+        downloaded_bytes: 0,
+        partition_gets: 0,
         system: Default::default(),
     }
 }

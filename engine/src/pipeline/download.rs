@@ -1,0 +1,293 @@
+//! A rank's copy of a partition held in a remote store (S3), in a temporary file
+//! it can memory-map like a local one.
+//!
+//! A model that reads only the catalog (PhotoZ) is sent the catalog alone: the
+//! header, then ranged reads of the bytes before and after the `images` tensor,
+//! which stays a hole in a sparse file. Cutouts are 99% of a partition (32 x 32
+//! five-band f32 is 20,480 bytes an object, the catalog 53), so such a rank
+//! reads a few hundred KB of a 25 MB partition instead of all of it.
+
+use super::PipelineError;
+use super::plan::MAX_HEADER_BYTES;
+use crate::store::ObjectStore;
+use safetensors::tensor::Metadata;
+use std::io::{Seek, SeekFrom, Write};
+use std::ops::Range;
+
+/// What a rank reads of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    /// Every tensor (a model that reads cutouts).
+    Whole,
+    /// Every tensor but `images`, whose bytes are left unread.
+    Catalog,
+}
+
+/// The first read of a catalog-only download: the header and, in one request,
+/// the columns stored before the images (24 bytes an object: a 25 MB partition
+/// of 32 x 32 cutouts holds about 1,200 objects, 29 KB). So it costs two GETs,
+/// this and the columns after the images, where a whole read costs one.
+const FIRST_READ_BYTES: u64 = 128 << 10;
+
+/// A partition copied from the store.
+pub(super) struct Downloaded {
+    pub file: tempfile::NamedTempFile,
+    /// Bytes read from the store.
+    pub bytes: u64,
+    /// GET requests made for it.
+    pub gets: u64,
+}
+
+/// Streams partition `key` (`size` bytes, as listed) to a temporary file, after
+/// checking that the file system has room for what is read (a Lambda's /tmp is
+/// its ephemeral storage).
+pub(super) fn download(
+    store: &dyn ObjectStore,
+    key: &str,
+    size: u64,
+    wanted: Wanted,
+) -> Result<Downloaded, PipelineError> {
+    let fail = |e: String| PipelineError::Other(format!("partition {key}: {e}"));
+    let Head {
+        bytes: head,
+        gets,
+        images,
+    } = match wanted {
+        Wanted::Catalog => catalog_head(store, key, size)?,
+        Wanted::Whole => Head::default(),
+    };
+    let Some(images) = images else {
+        check_room(size, &fail)?;
+        let mut file = tempfile::NamedTempFile::new().map_err(|e| fail(e.to_string()))?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
+        let bytes = store.get_to(key, &mut writer)?;
+        writer.flush().map_err(|e| fail(e.to_string()))?;
+        drop(writer);
+        let read_before = head.len() as u64;
+        return Ok(Downloaded {
+            file,
+            bytes: bytes + read_before,
+            gets: gets + 1,
+        });
+    };
+    check_room(size - (images.end - images.start), &fail)?;
+    // The file takes its full length; the images' bytes stay a hole (zeros, no
+    // disk), never read, since the model does not ask for them.
+    let mut file = tempfile::NamedTempFile::new().map_err(|e| fail(e.to_string()))?;
+    let io = |e: std::io::Error| fail(e.to_string());
+    file.as_file().set_len(size).map_err(io)?;
+    let kept = (head.len() as u64).min(images.start);
+    file.as_file_mut()
+        .write_all(&head[..kept as usize])
+        .map_err(io)?;
+    let (mut bytes, mut gets) = (head.len() as u64, gets);
+    for range in [kept..images.start, images.end..size] {
+        if range.is_empty() {
+            continue;
+        }
+        file.as_file_mut()
+            .seek(SeekFrom::Start(range.start))
+            .map_err(io)?;
+        let expected = range.end - range.start;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
+        let got = store.get_range_to(key, range, &mut writer)?;
+        writer.flush().map_err(io)?;
+        if got != expected {
+            return Err(fail(format!(
+                "read {got} bytes where {expected} were asked for: the object changed since the run was planned"
+            )));
+        }
+        bytes += got;
+        gets += 1;
+    }
+    Ok(Downloaded { file, bytes, gets })
+}
+
+/// Refuses a download the temporary folder has no room for.
+fn check_room(needed: u64, fail: &dyn Fn(String) -> PipelineError) -> Result<(), PipelineError> {
+    let dir = std::env::temp_dir();
+    match crate::system::free_bytes(&dir) {
+        Some(free) if needed > free => Err(fail(format!(
+            "{needed} bytes do not fit in the {free} bytes free in {} (raise the function's ephemeral storage)",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The start of a partition, as read for its catalog.
+#[derive(Default)]
+struct Head {
+    /// Its first [`FIRST_READ_BYTES`], or its header where that is longer.
+    bytes: Vec<u8>,
+    /// The GETs that took.
+    gets: u64,
+    /// Where its `images` lie (an empty range at the end where it has none);
+    /// `None` where the header is not one this can place exactly.
+    images: Option<Range<u64>>,
+}
+
+/// Reads the start of partition `key` and places its images. A header this
+/// cannot place exactly (over 1 MiB, unreadable, or whose tensors do not fill
+/// the listed `size`) leaves the file to be read whole, and the partition
+/// reader names whatever is wrong with it.
+fn catalog_head(store: &dyn ObjectStore, key: &str, size: u64) -> Result<Head, PipelineError> {
+    let mut head = Head {
+        bytes: store.get_head(key, FIRST_READ_BYTES.min(size))?,
+        gets: 1,
+        images: None,
+    };
+    let Some(len) = head.bytes.get(..8).and_then(|b| b.try_into().ok()) else {
+        return Ok(head);
+    };
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER_BYTES {
+        return Ok(head);
+    }
+    if 8 + len > head.bytes.len() as u64 {
+        head.bytes = store.get_head(key, 8 + len)?;
+        head.gets += 1;
+    }
+    let Some(Ok(metadata)) = head
+        .bytes
+        .get(8..8 + len as usize)
+        .map(serde_json::from_slice::<Metadata>)
+    else {
+        return Ok(head);
+    };
+    let data_start = 8 + len;
+    if data_start + metadata.data_len() as u64 == size {
+        head.images = Some(metadata.info("images").map_or(size..size, |info| {
+            let (start, end) = info.data_offsets;
+            data_start + start as u64..data_start + end as u64
+        }));
+    }
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::{Images, Partition, PartitionFile, write_partition};
+    use crate::store::{LocalStore, StoreError, StoreObject};
+    use cosmicai_shared::Class;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A local store seen as a remote one (no local paths), counting what it sends.
+    struct Remote {
+        inner: LocalStore,
+        sent: AtomicU64,
+    }
+
+    impl ObjectStore for Remote {
+        fn list(&self, prefix: &str) -> Result<Vec<StoreObject>, StoreError> {
+            self.inner.list(prefix)
+        }
+        fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+            let bytes = self.inner.get(key)?;
+            self.sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            Ok(bytes)
+        }
+        fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
+            let bytes = self.inner.get_head(key, len)?;
+            self.sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            Ok(bytes)
+        }
+        fn get_range_to(
+            &self,
+            key: &str,
+            range: Range<u64>,
+            out: &mut dyn Write,
+        ) -> Result<u64, StoreError> {
+            let n = self.inner.get_range_to(key, range, out)?;
+            self.sent.fetch_add(n, Ordering::Relaxed);
+            Ok(n)
+        }
+        fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+            self.inner.put(key, bytes)
+        }
+        fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+            self.inner.put_if_absent(key, bytes)
+        }
+        fn local_path(&self, _: &str) -> Option<PathBuf> {
+            None
+        }
+        fn describe(&self) -> String {
+            "remote".into()
+        }
+    }
+
+    fn partition(objects: usize, side: Option<usize>) -> Partition {
+        let mut p = Partition::blank(objects, side);
+        for i in 0..objects {
+            p.redshift[i] = i as f32 / 100.0;
+            p.magnitudes[i] = [18.0 + i as f32 / 10.0; 5];
+            p.class[i] = Class::Galaxy;
+        }
+        if let Some(Images { pixels, .. }) = &mut p.images {
+            pixels
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = i as f32);
+        }
+        p
+    }
+
+    fn remote_with(p: &Partition) -> (tempfile::TempDir, Remote, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        write_partition(dir.path().join("part-0.safetensors"), p).unwrap();
+        let size = std::fs::metadata(dir.path().join("part-0.safetensors"))
+            .unwrap()
+            .len();
+        let remote = Remote {
+            inner: LocalStore::new(dir.path()),
+            sent: AtomicU64::new(0),
+        };
+        (dir, remote, size)
+    }
+
+    #[test]
+    fn the_catalog_alone_is_read_where_cutouts_are_not_wanted() {
+        let p = partition(200, Some(32));
+        let (_dir, remote, size) = remote_with(&p);
+        let got = download(&remote, "part-0.safetensors", size, Wanted::Catalog).unwrap();
+        let opened = PartitionFile::open(got.file.path()).unwrap();
+        assert_eq!(opened.catalog().redshift, p.redshift);
+        assert_eq!(opened.catalog().magnitudes, p.magnitudes);
+        assert_eq!(opened.image_size(), Some((32, 32)));
+        // 200 cutouts are 4,096,000 bytes; the catalog and header a few KB.
+        // The header and the columns before the images in one GET, those after in another.
+        let sent = remote.sent.load(Ordering::Relaxed);
+        assert!(
+            sent < size / 25 && got.bytes == sent,
+            "{} {sent} of {size}",
+            got.bytes
+        );
+        assert_eq!(got.gets, 2);
+
+        let got = download(&remote, "part-0.safetensors", size, Wanted::Whole).unwrap();
+        assert_eq!((got.bytes, got.gets), (size, 1));
+        let whole = PartitionFile::open(got.file.path()).unwrap();
+        assert_eq!(
+            whole.images(199..200),
+            p.images.unwrap().pixels[199 * 5120..]
+        );
+    }
+
+    #[test]
+    fn a_partition_without_cutouts_is_read_once_and_one_of_another_size_whole() {
+        // Without cutouts: its start, then the rest (no byte twice).
+        let (_dir, remote, size) = remote_with(&partition(8000, None));
+        let got = download(&remote, "part-0.safetensors", size, Wanted::Catalog).unwrap();
+        assert!(size > FIRST_READ_BYTES);
+        assert_eq!((got.bytes, got.gets), (size, 2));
+        assert_eq!(PartitionFile::open(got.file.path()).unwrap().len(), 8000);
+        // Listed at another size than its header gives: read whole after its
+        // start, for the reader to judge.
+        let (_dir, remote, size) = remote_with(&partition(10, Some(8)));
+        let got = download(&remote, "part-0.safetensors", size + 1, Wanted::Catalog).unwrap();
+        assert_eq!((got.bytes, got.gets), (2 * size, 2));
+        assert!(PartitionFile::open(got.file.path()).is_ok());
+    }
+}
