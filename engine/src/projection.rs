@@ -84,8 +84,16 @@ pub fn project(input: &ProjectionInput) -> Projection {
         (crate::partition::bytes_per_object(None) as f64 / input.bytes_per_object.max(1.0)).min(1.0)
     };
     let gets_per_file = if input.reads_cutouts { 1 } else { 2 };
+    // A catalog-only read takes a partition's first 128 KiB whole (its header
+    // and first columns), then the columns after the images.
+    let read_per_file = if input.reads_cutouts {
+        input.partition_bytes as f64
+    } else {
+        (crate::pipeline::FIRST_READ_BYTES as f64 + input.partition_bytes as f64 * read_share)
+            .min(input.partition_bytes as f64)
+    };
     let rank_time = |files: u64| {
-        let bytes = files as f64 * input.partition_bytes as f64 * read_share;
+        let bytes = files as f64 * read_per_file;
         input.cold_start_s
             + (files * gets_per_file) as f64 * input.s3_request_s
             + bytes / input.s3_bytes_per_s.max(1.0)
@@ -164,8 +172,9 @@ mod tests {
             reads_cutouts: false,
             ..input(1000, 500)
         });
-        // 4 files of 25 MB at 53 bytes of 20,000 an object: 265 KB, not 100 MB.
-        let download = 4.0 * 25e6 * 53.0 / 20_000.0 / 50e6;
+        // 4 files of 25 MB: their first 128 KiB and 53 bytes of 20,000 an
+        // object, 789 KB, not 100 MB.
+        let download = 4.0 * (131_072.0 + 25e6 * 53.0 / 20_000.0) / 50e6;
         assert!(
             (catalog.rank_s - (1.0 + download + 50.0)).abs() < 1e-9,
             "{}",

@@ -25,9 +25,11 @@ pub enum Wanted {
 
 /// The first read of a catalog-only download: the header and, in one request,
 /// the columns stored before the images (24 bytes an object: a 25 MB partition
-/// of 32 x 32 cutouts holds about 1,200 objects, 29 KB). So it costs two GETs,
-/// this and the columns after the images, where a whole read costs one.
-const FIRST_READ_BYTES: u64 = 128 << 10;
+/// of 32 x 32 cutouts holds about 1,200 objects, 29 KB), and the first cutouts
+/// after them, unused. So it costs two GETs, this and the columns after the
+/// images, where a whole read costs one; three where the header or those
+/// columns run past it.
+pub const FIRST_READ_BYTES: u64 = 128 << 10;
 
 /// A partition copied from the store.
 pub(super) struct Downloaded {
@@ -53,8 +55,9 @@ pub(super) fn download(
         gets,
         images,
     } = match wanted {
-        Wanted::Catalog => catalog_head(store, key, size)?,
-        Wanted::Whole => Head::default(),
+        // A size of 0 is a key the plan does not list: read whole, for the reader to judge.
+        Wanted::Catalog if size > 0 => catalog_head(store, key, size)?,
+        _ => Head::default(),
     };
     let Some(images) = images else {
         check_room(size, &fail)?;
@@ -76,12 +79,21 @@ pub(super) fn download(
     let mut file = tempfile::NamedTempFile::new().map_err(|e| fail(e.to_string()))?;
     let io = |e: std::io::Error| fail(e.to_string());
     file.as_file().set_len(size).map_err(io)?;
-    let kept = (head.len() as u64).min(images.start);
-    file.as_file_mut()
-        .write_all(&head[..kept as usize])
-        .map_err(io)?;
-    let (mut bytes, mut gets) = (head.len() as u64, gets);
-    for range in [kept..images.start, images.end..size] {
+    // What the first read already holds is written from it, not read again.
+    let held = head.len() as u64;
+    for range in [0..held.min(images.start), images.end.min(held)..held] {
+        file.as_file_mut()
+            .seek(SeekFrom::Start(range.start))
+            .map_err(io)?;
+        file.as_file_mut()
+            .write_all(&head[range.start as usize..range.end as usize])
+            .map_err(io)?;
+    }
+    let (mut bytes, mut gets) = (held, gets);
+    for range in [
+        held.min(images.start)..images.start,
+        images.end.max(held)..size,
+    ] {
         if range.is_empty() {
             continue;
         }
@@ -89,9 +101,14 @@ pub(super) fn download(
             .seek(SeekFrom::Start(range.start))
             .map_err(io)?;
         let expected = range.end - range.start;
-        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
+        // A store that ignores the range and sends the whole object is stopped
+        // at the range's length, not let fill the disk.
+        let mut writer = Capped {
+            inner: std::io::BufWriter::with_capacity(1 << 20, file.as_file_mut()),
+            left: expected,
+        };
         let got = store.get_range_to(key, range, &mut writer)?;
-        writer.flush().map_err(io)?;
+        writer.inner.flush().map_err(io)?;
         if got != expected {
             return Err(fail(format!(
                 "read {got} bytes where {expected} were asked for: the object changed since the run was planned"
@@ -101,6 +118,29 @@ pub(super) fn download(
         gets += 1;
     }
     Ok(Downloaded { file, bytes, gets })
+}
+
+/// A writer that refuses bytes past `left`.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(std::io::Error::other(
+                "the store sent more bytes than the range asked for (it may not read ranges)",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Refuses a download the temporary folder has no room for.
@@ -144,8 +184,9 @@ fn catalog_head(store: &dyn ObjectStore, key: &str, size: u64) -> Result<Head, P
     if len > MAX_HEADER_BYTES {
         return Ok(head);
     }
-    if 8 + len > head.bytes.len() as u64 {
-        head.bytes = store.get_head(key, 8 + len)?;
+    let held = head.bytes.len() as u64;
+    if 8 + len > held {
+        store.get_range_to(key, held..8 + len, &mut head.bytes)?;
         head.gets += 1;
     }
     let Some(Ok(metadata)) = head
@@ -156,7 +197,7 @@ fn catalog_head(store: &dyn ObjectStore, key: &str, size: u64) -> Result<Head, P
         return Ok(head);
     };
     let data_start = 8 + len;
-    if data_start + metadata.data_len() as u64 == size {
+    if data_start.checked_add(metadata.data_len() as u64) == Some(size) {
         head.images = Some(metadata.info("images").map_or(size..size, |info| {
             let (start, end) = info.data_offsets;
             data_start + start as u64..data_start + end as u64
@@ -174,10 +215,12 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// A local store seen as a remote one (no local paths), counting what it sends.
+    /// A local store seen as a remote one (no local paths), counting what it
+    /// sends; one that `ignores_ranges` sends whole objects for ranges.
     struct Remote {
         inner: LocalStore,
         sent: AtomicU64,
+        ignores_ranges: bool,
     }
 
     impl ObjectStore for Remote {
@@ -200,6 +243,11 @@ mod tests {
             range: Range<u64>,
             out: &mut dyn Write,
         ) -> Result<u64, StoreError> {
+            let range = if self.ignores_ranges {
+                0..u64::MAX
+            } else {
+                range
+            };
             let n = self.inner.get_range_to(key, range, out)?;
             self.sent.fetch_add(n, Ordering::Relaxed);
             Ok(n)
@@ -243,6 +291,7 @@ mod tests {
         let remote = Remote {
             inner: LocalStore::new(dir.path()),
             sent: AtomicU64::new(0),
+            ignores_ranges: false,
         };
         (dir, remote, size)
     }
@@ -289,5 +338,30 @@ mod tests {
         let got = download(&remote, "part-0.safetensors", size + 1, Wanted::Catalog).unwrap();
         assert_eq!((got.bytes, got.gets), (2 * size, 2));
         assert!(PartitionFile::open(got.file.path()).is_ok());
+    }
+
+    #[test]
+    fn a_small_partition_is_read_in_one_get_and_a_store_ignoring_ranges_is_stopped() {
+        // Under 128 KiB, cutouts and all: its first read holds everything.
+        let p = partition(10, Some(8));
+        let (_dir, remote, size) = remote_with(&p);
+        let got = download(&remote, "part-0.safetensors", size, Wanted::Catalog).unwrap();
+        assert_eq!((got.bytes, got.gets), (size, 1));
+        assert_eq!(
+            PartitionFile::open(got.file.path())
+                .unwrap()
+                .catalog()
+                .magnitudes,
+            p.magnitudes
+        );
+        // A store that answers the columns' range with the whole object.
+        let (_dir, mut remote, size) = remote_with(&partition(200, Some(32)));
+        remote.ignores_ranges = true;
+        let e = download(&remote, "part-0.safetensors", size, Wanted::Catalog)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("more bytes than the range asked for"), "{e}");
+        assert!(remote.sent.load(Ordering::Relaxed) < 2 * size);
     }
 }

@@ -16,6 +16,7 @@ mod rank;
 mod rank_time;
 mod summary;
 
+pub use download::FIRST_READ_BYTES;
 pub use estimate::{Estimate, estimate};
 pub use plan::{Payload, initialize, initialize_with, plan, plan_ranks};
 pub use rank::{RankEvent, RankPredictions, encode_predictions, infer_rank, read_predictions};

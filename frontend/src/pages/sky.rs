@@ -448,6 +448,8 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         let Some(d) = drag.get_value() else { return };
         drag.set_value(None);
         let p = at(&ev);
+        let (x, y) = view_at.get_untracked().to_map(p.0, p.1);
+        pointer.set(unproject(x, y));
         // Whatever the drag was, its outline goes (a selection keeps its points).
         let polygon = outline.get_untracked();
         outline.set(Vec::new());
@@ -496,6 +498,8 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         if let Some(f) = change {
             ev.prevent_default();
             view_at.update(|v| *v = f(*v));
+            // The map moved under the pointer: its position is told again at its next move.
+            pointer.set(None);
         }
     };
     // Every selected object (not only the first MAX_PICKED) goes into the run.
