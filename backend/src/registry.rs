@@ -27,6 +27,24 @@ pub struct AwsExecution {
     pub execution_arn: String,
 }
 
+/// What a launch's `Idempotency-Key` says of it (see [`Registry::claim_launch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchClaim {
+    /// Not seen: this request starts it.
+    New,
+    /// Seen, and it started this run or sweep.
+    Started(String),
+    /// Seen, and its start has not ended yet.
+    Starting,
+    /// Seen with another body.
+    OtherBody,
+}
+
+/// How long a launch's key is kept: a day, for clients that retry after a restart.
+const LAUNCH_KEY_KEPT_S: i64 = 24 * 3600;
+/// How long a key whose start never ended (a crash mid-start) blocks retries.
+const LAUNCH_PENDING_KEPT_S: i64 = 600;
+
 /// A run's row, as a follower needs it.
 #[derive(Debug, Clone)]
 pub struct StoredRun {
@@ -69,6 +87,12 @@ CREATE TABLE IF NOT EXISTS ranks (
     PRIMARY KEY (run_id, rank)
 );
 CREATE INDEX IF NOT EXISTS runs_newest_first ON runs (created_at, id);
+CREATE TABLE IF NOT EXISTS launches (
+    key TEXT PRIMARY KEY,
+    body_sha256 TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    id TEXT
+);
 CREATE TABLE IF NOT EXISTS sweeps (
     id TEXT PRIMARY KEY,
     created_at INTEGER NOT NULL,
@@ -168,6 +192,55 @@ impl Registry {
                 params![id, serde_json::to_string(&info)?],
             )?;
         }
+        Ok(())
+    }
+
+    /// Claims launch `key` (a route and a client's `Idempotency-Key`) for a
+    /// request whose body hashes to `body_sha256`. Keys are kept a day; one
+    /// claimed by a start that never ended (a crash) is let go after 10 minutes.
+    pub fn claim_launch(&self, key: &str, body_sha256: &str) -> Result<LaunchClaim> {
+        let now = unix_now();
+        let tx = self.db.unchecked_transaction()?;
+        tx.execute(
+            "DELETE FROM launches WHERE created_at < ?1 OR (id IS NULL AND created_at < ?2)",
+            params![now - LAUNCH_KEY_KEPT_S, now - LAUNCH_PENDING_KEPT_S],
+        )?;
+        let held: Option<(String, Option<String>)> = tx
+            .query_row(
+                "SELECT body_sha256, id FROM launches WHERE key = ?1",
+                params![key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let claim = match held {
+            None => {
+                tx.execute(
+                    "INSERT INTO launches (key, body_sha256, created_at) VALUES (?1, ?2, ?3)",
+                    params![key, body_sha256, now],
+                )?;
+                LaunchClaim::New
+            }
+            Some((held, _)) if held != body_sha256 => LaunchClaim::OtherBody,
+            Some((_, Some(id))) => LaunchClaim::Started(id),
+            Some((_, None)) => LaunchClaim::Starting,
+        };
+        tx.commit()?;
+        Ok(claim)
+    }
+
+    /// Launch `key` started `id`: a retry with the key is given it.
+    pub fn launched(&self, key: &str, id: &str) -> Result<()> {
+        self.db.execute(
+            "UPDATE launches SET id = ?2 WHERE key = ?1",
+            params![key, id],
+        )?;
+        Ok(())
+    }
+
+    /// Launch `key` started nothing (it was refused): a retry tries again.
+    pub fn release_launch(&self, key: &str) -> Result<()> {
+        self.db
+            .execute("DELETE FROM launches WHERE key = ?1", params![key])?;
         Ok(())
     }
 
@@ -542,6 +615,64 @@ pub fn coordinator_alive(pid: i64, identity: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_launch_key_gives_its_run_to_retries_and_is_let_go_when_refused_or_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("r.sqlite")).unwrap();
+        assert_eq!(
+            registry.claim_launch("runs k", "a").unwrap(),
+            LaunchClaim::New
+        );
+        assert_eq!(
+            registry.claim_launch("runs k", "a").unwrap(),
+            LaunchClaim::Starting
+        );
+        assert_eq!(
+            registry.claim_launch("runs k", "b").unwrap(),
+            LaunchClaim::OtherBody
+        );
+        registry.launched("runs k", "run-1").unwrap();
+        assert_eq!(
+            registry.claim_launch("runs k", "a").unwrap(),
+            LaunchClaim::Started("run-1".into())
+        );
+        // Refused: the key is free again.
+        assert_eq!(
+            registry.claim_launch("runs j", "a").unwrap(),
+            LaunchClaim::New
+        );
+        registry.release_launch("runs j").unwrap();
+        assert_eq!(
+            registry.claim_launch("runs j", "b").unwrap(),
+            LaunchClaim::New
+        );
+        // A start that never ended blocks its key 10 minutes; any key goes after a day.
+        let age = |key: &str, seconds: i64| {
+            registry
+                .db
+                .execute(
+                    "UPDATE launches SET created_at = created_at - ?2 WHERE key = ?1",
+                    params![key, seconds],
+                )
+                .unwrap();
+        };
+        age("runs j", LAUNCH_PENDING_KEPT_S + 1);
+        assert_eq!(
+            registry.claim_launch("runs j", "c").unwrap(),
+            LaunchClaim::New
+        );
+        age("runs k", LAUNCH_PENDING_KEPT_S + 1);
+        assert_eq!(
+            registry.claim_launch("runs k", "a").unwrap(),
+            LaunchClaim::Started("run-1".into())
+        );
+        age("runs k", LAUNCH_KEY_KEPT_S);
+        assert_eq!(
+            registry.claim_launch("runs k", "a").unwrap(),
+            LaunchClaim::New
+        );
+    }
 
     #[test]
     fn a_registry_from_before_aws_executions_is_migrated_and_keeps_its_runs() {

@@ -1095,12 +1095,29 @@ fn a_selection_becomes_a_dataset_that_a_run_takes() {
 
 #[test]
 fn a_cancelled_run_stops() {
-    let s = start();
-    let id = post(&s, "/api/runs", r#"{"world_size":4,"batch_size":8}"#, &[]).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    std::thread::sleep(Duration::from_millis(300));
+    // Workers that wait 5 s after loading the model: the run is still going when
+    // the cancel comes, whatever this machine's speed (no guessed sleep).
+    let s = start_in(
+        data_dir(),
+        "127.0.0.1:0",
+        &[("COSMICAI_WORKER_PAUSE_MS", "5000")],
+    );
+    let id = accepted_id(&post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":4,"batch_size":8}"#,
+        &[],
+    ));
+    // A rank with its model loaded, in its pause: the cancel stops running work.
+    let waited = std::time::Instant::now();
+    while !String::from_utf8_lossy(&get(&s, &format!("/api/runs/{id}")).body).contains("rank_ready")
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no rank of {id} got ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(
         post(&s, &format!("/api/runs/{id}/cancel"), "", &[]).status,
         202
@@ -1236,20 +1253,21 @@ fn the_openapi_document_lists_every_endpoint() {
     let s = start();
     let doc = get(&s, "/api/openapi.json").json();
     let paths = doc["paths"].as_object().unwrap();
-    for p in [
-        "/api/objects",
-        "/api/objects/{id}",
-        "/api/objects/{id}/image.png",
-        "/api/cutouts",
-        "/api/model",
-        "/api/runs",
-        "/api/runs/{id}/events",
-        "/api/runs/{id}/results",
-        "/api/estimate",
-        "/api/selections",
-    ] {
-        assert!(paths.contains_key(p), "{p} missing");
+    // Every route the router serves under /api, read from its source, is documented.
+    let router = include_str!("../src/server/mod.rs");
+    let routes: std::collections::BTreeSet<&str> = router
+        .split(".route(")
+        .skip(1)
+        .filter_map(|r| r.trim_start().strip_prefix('"')?.split('"').next())
+        .filter(|p| p.starts_with("/api/") && *p != "/api/openapi.json" && !p.contains("{*"))
+        .collect();
+    assert!(routes.len() >= 21, "{routes:?}");
+    for p in &routes {
+        assert!(paths.contains_key(*p), "{p} is served but not documented");
     }
+    // And the launches document their Idempotency-Key.
+    let launch = &doc["paths"]["/api/runs"]["post"];
+    assert!(launch.to_string().contains("Idempotency-Key"), "{launch}");
     let home = get(&s, "/");
     assert_eq!(home.status, 200);
     assert!(String::from_utf8_lossy(&home.body).contains("/api/openapi.json"));
@@ -2036,4 +2054,70 @@ fn a_first_start_cut_short_is_built_again_and_an_empty_dataset_is_no_error() {
     assert!(!cut_short.exists());
     let synthetic = get(&s, "/api/objects?provenance=synthetic&limit=1").json();
     assert_eq!(synthetic["total"], 3000, "{synthetic}");
+}
+
+#[test]
+fn a_launch_sent_again_with_its_idempotency_key_starts_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_datasets(dir.path());
+    let s = start_with(dir.path(), "127.0.0.1:0", &[], &["--max-runs", "8"]);
+    let body = r#"{"world_size":1,"batch_size":8}"#;
+    let key = "Idempotency-Key: 5f0c-launch-1";
+    let first = accepted_id(&post(&s, "/api/runs", body, &[key]));
+    // The same launch again (a client that lost the answer), in other spacing too.
+    assert_eq!(accepted_id(&post(&s, "/api/runs", body, &[key])), first);
+    let respaced = r#"{ "batch_size": 8, "world_size": 1 }"#;
+    assert_eq!(accepted_id(&post(&s, "/api/runs", respaced, &[key])), first);
+    // Another launch with the key: refused, naming it.
+    let other = r#"{"world_size":2,"batch_size":8}"#;
+    assert_json_error(&post(&s, "/api/runs", other, &[key]), 422, "5f0c-launch-1");
+    // A key is 1 to 255 visible characters.
+    for bad in [
+        "Idempotency-Key: a b",
+        &format!("Idempotency-Key: {}", "k".repeat(256)),
+    ] {
+        assert_json_error(&post(&s, "/api/runs", body, &[bad]), 400, "Idempotency-Key");
+    }
+    // A refused launch holds no key: sent again mended, it starts.
+    let mend = "Idempotency-Key: mend-me";
+    let refused = post(
+        &s,
+        "/api/runs",
+        r#"{"world_size":0,"batch_size":8}"#,
+        &[mend],
+    );
+    assert_eq!(refused.status, 422);
+    let mended = accepted_id(&post(&s, "/api/runs", body, &[mend]));
+    assert_ne!(mended, first);
+    // Sweeps keep their own keys.
+    let sweep_body = r#"{"world_sizes":[1],"batch_size":8}"#;
+    let sweep = accepted_id(&post(&s, "/api/sweeps", sweep_body, &[key]));
+    assert_eq!(
+        accepted_id(&post(&s, "/api/sweeps", sweep_body, &[key])),
+        sweep
+    );
+    // Keys outlive a restart (once the sweep's run has its row: a sweep starts
+    // its runs from its own thread).
+    let three_runs = || get(&s, "/api/runs").json().as_array().unwrap().len() == 3;
+    let waited = std::time::Instant::now();
+    while !three_runs() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the sweep's run never listed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(s);
+    let again = start_in(dir.path(), "127.0.0.1:0", &[]);
+    assert_eq!(accepted_id(&post(&again, "/api/runs", body, &[key])), first);
+    // One run for each key, whatever the retries: the first, the mended one and the sweep's.
+    let runs = get(&again, "/api/runs").json();
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.iter().filter(|id| **id == first).count(), 1);
+    assert_eq!(ids.len(), 3, "{ids:?}");
 }

@@ -34,6 +34,15 @@ pub fn set_token(token: &str) {
 }
 
 async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response, String> {
+    fetch_keyed(url, method, body, None).await
+}
+
+async fn fetch_keyed(
+    url: &str,
+    method: &str,
+    body: Option<String>,
+    idempotency_key: Option<&str>,
+) -> Result<Response, String> {
     let init = RequestInit::new();
     init.set_method(method);
     if let Some(body) = body {
@@ -48,6 +57,11 @@ async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response
         if let Some(token) = token() {
             headers
                 .set("Authorization", &format!("Bearer {}", token.trim()))
+                .map_err(|e| format!("{e:?}"))?;
+        }
+        if let Some(key) = idempotency_key {
+            headers
+                .set("Idempotency-Key", key)
                 .map_err(|e| format!("{e:?}"))?;
         }
     }
@@ -95,6 +109,42 @@ pub async fn get<T: DeserializeOwned>(url: &str) -> Result<T, String> {
 pub async fn post<B: Serialize, T: DeserializeOwned>(url: &str, body: &B) -> Result<T, String> {
     let body = serde_json::to_string(body).map_err(|e| e.to_string())?;
     json(fetch(url, "POST", Some(body)).await?).await
+}
+
+thread_local! {
+    /// The last launch that did not come back: its URL and body, and its key.
+    static UNANSWERED: std::cell::RefCell<Option<(String, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A POST that starts work (a run, a sweep), with an `Idempotency-Key`: the same
+/// launch sent again after a failure (a timeout, the network) carries the same
+/// key, so the server answers with what it started instead of starting it twice.
+pub async fn launch<B: Serialize, T: DeserializeOwned>(url: &str, body: &B) -> Result<T, String> {
+    let body = serde_json::to_string(body).map_err(|e| e.to_string())?;
+    let what = format!("{url} {body}");
+    let key = UNANSWERED.with_borrow_mut(|held| match held {
+        Some((launch, key)) if *launch == what => key.clone(),
+        _ => {
+            let key = format!(
+                "{:013x}-{:016x}",
+                js_sys::Date::now() as u64,
+                (js_sys::Math::random() * 2f64.powi(64)) as u64
+            );
+            *held = Some((what, key.clone()));
+            key
+        }
+    });
+    let answer = match fetch_keyed(url, "POST", Some(body), Some(&key)).await {
+        Ok(response) => json(response).await,
+        Err(e) => Err(e),
+    };
+    // Started: the next launch is a new one. A failure keeps the key for the
+    // same launch sent again (a changed form is another launch, with a new key).
+    if answer.is_ok() {
+        UNANSWERED.with_borrow_mut(|held| *held = None);
+    }
+    answer
 }
 
 pub async fn bytes(url: &str) -> Result<Vec<u8>, String> {

@@ -15,6 +15,7 @@ mod archive;
 mod error;
 mod explorer;
 mod guard;
+mod launches;
 mod models;
 mod objects;
 mod prepare;

@@ -150,7 +150,7 @@ fn create<B: serde::Serialize + 'static>(
     leptos::task::spawn_local(async move {
         match body {
             Err(e) => message.set(Some(Message::Failed(e))),
-            Ok(body) => match crate::api::post::<_, Created>(path, &body).await {
+            Ok(body) => match crate::api::launch::<_, Created>(path, &body).await {
                 Ok(c) => {
                     message.set(None);
                     crate::navigate(&format!("/{page}/{}", c.id));

@@ -4,9 +4,10 @@
 use super::{AppStateRef, registry};
 use crate::server::AppState;
 use crate::server::error::{ApiResult, Error};
+use crate::server::launches;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cosmicai_shared::api::{Created, RunEvent, RunInfo, RunLaunch, RunResults, ScatterPoint};
 use cosmicai_shared::run::{RunStatus, RunSummary};
@@ -46,36 +47,37 @@ pub async fn list_runs(
 }
 
 #[utoipa::path(post, path = "/api/runs", request_body = RunLaunch,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the key (within a day) is given what the first launch started, not a second one")),
     security(("bearer" = [])),
     responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
         (status = 401, body = cosmicai_shared::api::ApiError),
         (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
+        (status = 409, description = "A launch with this Idempotency-Key is still starting", body = cosmicai_shared::api::ApiError),
         (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
         (status = 429, description = "Too many runs and sweeps at once, or their memory budget is held; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn create_run(
     State(state): AppStateRef,
+    headers: HeaderMap,
     Json(launch): Json<RunLaunch>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
+    launches::launch(state, "runs", headers, launch, start_run).await
+}
+
+fn start_run(state: &Arc<AppState>, launch: &RunLaunch) -> ApiResult<String> {
     let slot = state
         .run_slots
         .take()
         .ok_or_else(|| crate::server::guard::busy("runs and sweeps", state.run_slots.cap()))?;
-    // Checking the request reads the disk (and may probe the CUDA driver).
-    let st = state.clone();
-    let id = tokio::task::spawn_blocking(move || {
-        if let Some(prefix) = launch
-            .data_prefix
-            .as_ref()
-            .filter(|_| launch.s3_data.is_none())
-        {
-            crate::server::selections::mark_used(&st.data_dir, prefix);
-        }
-        st.runs
-            .start(&st.data_dir, &st.models, &launch, slot, &st.memory)
-    })
-    .await
-    .map_err(Error::internal)??;
-    Ok((StatusCode::ACCEPTED, Json(Created { id })))
+    if let Some(prefix) = launch
+        .data_prefix
+        .as_ref()
+        .filter(|_| launch.s3_data.is_none())
+    {
+        crate::server::selections::mark_used(&state.data_dir, prefix);
+    }
+    state
+        .runs
+        .start(&state.data_dir, &state.models, launch, slot, &state.memory)
 }
 
 pub(super) fn find_run(state: &AppState, id: &str) -> ApiResult<RunInfo> {

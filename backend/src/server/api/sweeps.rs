@@ -4,9 +4,10 @@
 use super::{AppStateRef, registry};
 use crate::server::AppState;
 use crate::server::error::{ApiResult, Error};
+use crate::server::launches;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use cosmicai_shared::api::{Created, RunLaunch, SweepInfo, SweepLaunch};
 use cosmicai_shared::run::Estimate;
 use std::sync::Arc;
@@ -47,38 +48,39 @@ pub async fn estimate(
 }
 
 #[utoipa::path(post, path = "/api/sweeps", request_body = SweepLaunch,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the key (within a day) is given what the first launch started, not a second one")),
     security(("bearer" = [])),
     responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
         (status = 401, body = cosmicai_shared::api::ApiError),
         (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError), (status = 413, body = cosmicai_shared::api::ApiError),
+        (status = 409, description = "A launch with this Idempotency-Key is still starting", body = cosmicai_shared::api::ApiError),
         (status = 415, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
         (status = 429, description = "Too many runs and sweeps at once, or their memory budget is held; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn create_sweep(
     State(state): AppStateRef,
+    headers: HeaderMap,
     Json(launch): Json<SweepLaunch>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
+    launches::launch(state, "sweeps", headers, launch, start_sweep).await
+}
+
+fn start_sweep(state: &Arc<AppState>, launch: &SweepLaunch) -> ApiResult<String> {
     let slot = state
         .run_slots
         .take()
         .ok_or_else(|| crate::server::guard::busy("runs and sweeps", state.run_slots.cap()))?;
-    let st = state.clone();
-    let id = tokio::task::spawn_blocking(move || {
-        // As for a run: the selection it reads is the last to go.
-        if let Some(prefix) = &launch.data_prefix {
-            crate::server::selections::mark_used(&st.data_dir, prefix);
-        }
-        st.sweeps.start(
-            &st.data_dir,
-            &st.models,
-            &st.runs,
-            &launch,
-            slot,
-            &st.memory,
-        )
-    })
-    .await
-    .map_err(Error::internal)??;
-    Ok((StatusCode::ACCEPTED, Json(Created { id })))
+    // As for a run: the selection it reads is the last to go.
+    if let Some(prefix) = &launch.data_prefix {
+        crate::server::selections::mark_used(&state.data_dir, prefix);
+    }
+    state.sweeps.start(
+        &state.data_dir,
+        &state.models,
+        &state.runs,
+        launch,
+        slot,
+        &state.memory,
+    )
 }
 
 #[utoipa::path(post, path = "/api/sweeps/{id}/cancel", params(("id" = String, Path)),

@@ -1,0 +1,147 @@
+//! `Idempotency-Key` on `POST /api/runs` and `/api/sweeps`: a client that lost
+//! the answer to a launch (a proxy's 504, a dropped connection) sends it again
+//! with the same key and is given the run it started, not a second run billed
+//! twice. Keys live in the registry, so a restart keeps them, for a day.
+
+use super::AppState;
+use super::error::{ApiResult, Error};
+use crate::registry::{LaunchClaim, Registry};
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode};
+use cosmicai_shared::api::Created;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A launch handler's work: `start` it on a blocking thread (checking it reads
+/// the disk, and may probe the CUDA driver) unless its key says it was started.
+pub async fn launch<L: Serialize + Send + 'static>(
+    state: Arc<AppState>,
+    route: &'static str,
+    headers: HeaderMap,
+    launch: L,
+    start: fn(&Arc<AppState>, &L) -> ApiResult<String>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    let id = tokio::task::spawn_blocking(move || {
+        let claimed = match before(&state, route, &headers, &launch)? {
+            Before::Started(id) => return Ok(id),
+            Before::Start(claimed) => claimed,
+        };
+        let started = start(&state, &launch);
+        if let Some(claimed) = claimed {
+            claimed.settle(&started);
+        }
+        started
+    })
+    .await
+    .map_err(Error::internal)??;
+    Ok((StatusCode::ACCEPTED, Json(Created { id })))
+}
+
+/// The request header (the IETF's draft name, as Stripe and others use it).
+pub const HEADER: &str = "idempotency-key";
+
+/// A launch with a key, claimed in the registry until it is settled; one
+/// dropped unsettled (its start panicked) lets its key go.
+struct Claimed {
+    key: String,
+    data_dir: PathBuf,
+    settled: bool,
+}
+
+/// What a launch request with its key comes to before it starts anything.
+enum Before {
+    /// No key, or a new one: start it (then settle it).
+    Start(Option<Claimed>),
+    /// A retry of a launch that started this run or sweep: answer it again.
+    Started(String),
+}
+
+/// The registry, on a connection of its own: a claim commits (and syncs), which
+/// must not hold up the readers of the server's shared connection.
+fn registry(data_dir: &Path) -> Result<Registry, Error> {
+    Registry::open(&data_dir.join("cosmicai.sqlite")).map_err(Error::internal)
+}
+
+/// Reads `route`'s `Idempotency-Key` and claims it for `launch`. A key already
+/// held by a launch still starting is 409, one sent with another body 422.
+fn before(
+    state: &AppState,
+    route: &str,
+    headers: &HeaderMap,
+    launch: &impl Serialize,
+) -> Result<Before, Error> {
+    let Some(value) = headers.get(HEADER) else {
+        return Ok(Before::Start(None));
+    };
+    let text = value
+        .to_str()
+        .ok()
+        .filter(|t| (1..=255).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            Error::bad_request(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID, say)",
+            )
+        })?;
+    let key = format!("{route} {text}");
+    // The request as parsed: the same launch written with other spacing is the same.
+    let body = serde_json::to_vec(launch).map_err(Error::internal)?;
+    let claim = registry(&state.data_dir)?
+        .claim_launch(&key, &crate::models::sha256_hex(&body))
+        .map_err(Error::internal)?;
+    match claim {
+        LaunchClaim::New => Ok(Before::Start(Some(Claimed {
+            key,
+            data_dir: state.data_dir.clone(),
+            settled: false,
+        }))),
+        LaunchClaim::Started(id) => Ok(Before::Started(id)),
+        LaunchClaim::Starting => Err(Error(
+            StatusCode::CONFLICT,
+            format!(
+                "the launch with Idempotency-Key '{text}' is still starting; send it again in a few seconds"
+            ),
+        )),
+        LaunchClaim::OtherBody => Err(Error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "Idempotency-Key '{text}' was sent with another launch: give each launch its own key"
+            ),
+        )),
+    }
+}
+
+impl Claimed {
+    /// Records what the launch came to: the id a retry is given, or nothing
+    /// (it was refused), so a retry tries again.
+    fn settle(mut self, outcome: &Result<String, Error>) {
+        self.settled = true;
+        let written = registry(&self.data_dir)
+            .map_err(|e| e.1)
+            .and_then(|registry| {
+                match outcome {
+                    Ok(id) => registry.launched(&self.key, id),
+                    Err(_) => registry.release_launch(&self.key),
+                }
+                .map_err(|e| format!("{e:#}"))
+            });
+        if let Err(e) = written {
+            // The launch itself stands; only a retry's answer is at stake.
+            eprintln!(
+                "warning: recording launch {}: {}",
+                self.key,
+                super::error::redact(&e)
+            );
+        }
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if !self.settled
+            && let Ok(registry) = registry(&self.data_dir)
+        {
+            let _ = registry.release_launch(&self.key);
+        }
+    }
+}
