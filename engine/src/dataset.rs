@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// How to cut a stream of objects into partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SplitBy {
+pub enum PartitionBy {
     /// At most this many objects per partition.
     Objects(usize),
     /// At most this many bytes per file (CAI used 25, 50, 75 and 100 MB).
@@ -113,7 +113,7 @@ pub struct PartitionSink {
     /// Where they go then, and how.
     place: Placing,
     finished: bool,
-    split: SplitBy,
+    split: PartitionBy,
     meta: PartitionMeta,
     current: Partition,
     /// Objects per file, fixed by the first object (its image size).
@@ -131,8 +131,12 @@ enum Placing {
 
 impl PartitionSink {
     /// Creates `dir` if needed; refuses a directory that already holds partitions.
-    pub fn create(dir: &Path, split: SplitBy, meta: PartitionMeta) -> Result<Self, DatasetError> {
-        if split == SplitBy::Objects(0) {
+    pub fn create(
+        dir: &Path,
+        split: PartitionBy,
+        meta: PartitionMeta,
+    ) -> Result<Self, DatasetError> {
+        if split == PartitionBy::Objects(0) {
             return Err(DatasetError::ZeroObjects);
         }
         let io = |path: &Path| {
@@ -286,8 +290,8 @@ impl PartitionSink {
 
     fn capacity_for(&self, image_size: Option<(usize, usize)>) -> Result<usize, DatasetError> {
         match self.split {
-            SplitBy::Objects(n) => Ok(n),
-            SplitBy::Bytes(bytes) => {
+            PartitionBy::Objects(n) => Ok(n),
+            PartitionBy::Bytes(bytes) => {
                 let per_object = partition::bytes_per_object(image_size) as u64;
                 let n = bytes.saturating_sub(HEADER_BUDGET) / per_object;
                 if n == 0 {
@@ -343,7 +347,7 @@ fn describe_size(size: Option<(usize, usize)>) -> String {
 pub fn repartition(
     inputs: &[PathBuf],
     out: &Path,
-    split: SplitBy,
+    split: PartitionBy,
     mut progress: impl FnMut(u64),
 ) -> Result<Vec<WrittenPartition>, DatasetError> {
     let mut bytes_done = 0;

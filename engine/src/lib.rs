@@ -15,7 +15,8 @@
 //!    against spectroscopic labels; [`split`] fixes which objects validate.
 //!
 //!    [`shipped`] holds the PhotoZ weights every binary carries; `gpu_astromae`
-//!    (feature `cuda`) runs AstroMAE's fused schedule on an NVIDIA GPU.
+//!    (feature `cuda`) runs AstroMAE's fused schedule on an NVIDIA GPU;
+//!    [`placement`] says, from a run's request, on which of these a rank runs.
 //!
 //! 6. [`archive`]: the SDSS frames a catalog's objects lie on, chosen within a
 //!    disk budget and fetched from the SDSS archive into a local cache;
@@ -46,6 +47,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod partition;
 pub mod pipeline;
+pub mod placement;
 pub mod predict;
 pub mod projection;
 pub mod redshift_model;

@@ -2,7 +2,7 @@
 //! overwriting what is stored.
 
 use cosmicai_engine::dataset::{
-    DatasetError, PartitionSink, SplitBy, list_partitions, repartition,
+    DatasetError, PartitionBy, PartitionSink, list_partitions, repartition,
 };
 use cosmicai_engine::partition::{
     self, ObjectRow, PartitionFile, PartitionMeta, Source, object_id,
@@ -32,8 +32,12 @@ fn synthetic() -> Source {
 
 /// A dataset of `n` objects with 8x8 images whose pixels encode the object index.
 fn image_dataset(dir: &Path, n: usize, per_file: usize) {
-    let mut sink =
-        PartitionSink::create(dir, SplitBy::Objects(per_file), PartitionMeta::default()).unwrap();
+    let mut sink = PartitionSink::create(
+        dir,
+        PartitionBy::Objects(per_file),
+        PartitionMeta::default(),
+    )
+    .unwrap();
     for i in 0..n {
         let pixels = vec![i as f32; 5 * 8 * 8];
         sink.push(row(i), &synthetic(), Some((&pixels, 8, 8)))
@@ -52,7 +56,7 @@ fn split_by_objects_keeps_order_and_names_sort() {
     let written = repartition(
         &list_partitions(&input).unwrap(),
         &out,
-        SplitBy::Objects(10),
+        PartitionBy::Objects(10),
         |_| {},
     )
     .unwrap();
@@ -96,7 +100,7 @@ fn split_by_size_never_exceeds_the_budget() {
     let written = repartition(
         &list_partitions(&input).unwrap(),
         &out,
-        SplitBy::Bytes(budget),
+        PartitionBy::Bytes(budget),
         |_| {},
     )
     .unwrap();
@@ -123,7 +127,7 @@ fn a_size_smaller_than_one_object_is_an_error() {
     let e = repartition(
         &list_partitions(&input).unwrap(),
         &out,
-        SplitBy::Bytes(5000),
+        PartitionBy::Bytes(5000),
         |_| {},
     )
     .unwrap_err();
@@ -137,7 +141,7 @@ fn an_output_that_holds_partitions_is_refused_and_left_intact() {
     image_dataset(&input, 5, 5);
     let before = std::fs::read(list_partitions(&input).unwrap()[0].clone()).unwrap();
     let inputs = list_partitions(&input).unwrap();
-    let e = repartition(&inputs, &input, SplitBy::Objects(1), |_| {}).unwrap_err();
+    let e = repartition(&inputs, &input, PartitionBy::Objects(1), |_| {}).unwrap_err();
     assert!(matches!(e, DatasetError::OutputNotEmpty(_)), "{e}");
     assert_eq!(list_partitions(&input).unwrap().len(), 1);
     assert_eq!(std::fs::read(&inputs[0]).unwrap(), before);
@@ -153,11 +157,11 @@ fn mixing_image_sizes_is_an_error_naming_the_input() {
     );
     image_dataset(&a, 3, 3);
     let mut sink =
-        PartitionSink::create(&b, SplitBy::Objects(3), PartitionMeta::default()).unwrap();
+        PartitionSink::create(&b, PartitionBy::Objects(3), PartitionMeta::default()).unwrap();
     sink.push(row(99), &synthetic(), None).unwrap();
     sink.finish().unwrap();
     let inputs = [list_partitions(&a).unwrap(), list_partitions(&b).unwrap()].concat();
-    let e = repartition(&inputs, &out, SplitBy::Objects(10), |_| {})
+    let e = repartition(&inputs, &out, PartitionBy::Objects(10), |_| {})
         .unwrap_err()
         .to_string();
     assert!(
@@ -191,7 +195,7 @@ fn a_dataset_appears_whole_or_not_at_all() {
     };
     // Cut short after two of three files: nothing in `out`, no leftovers.
     let mut sink =
-        PartitionSink::create(&out, SplitBy::Objects(2), PartitionMeta::default()).unwrap();
+        PartitionSink::create(&out, PartitionBy::Objects(2), PartitionMeta::default()).unwrap();
     for i in 0..5 {
         sink.push(row(i), &synthetic(), None).unwrap();
     }
@@ -204,7 +208,7 @@ fn a_dataset_appears_whole_or_not_at_all() {
     // Finished: all three, in `out` (an existing empty folder gets them).
     std::fs::create_dir(&out).unwrap();
     let mut sink =
-        PartitionSink::create(&out, SplitBy::Objects(2), PartitionMeta::default()).unwrap();
+        PartitionSink::create(&out, PartitionBy::Objects(2), PartitionMeta::default()).unwrap();
     for i in 0..5 {
         sink.push(row(i), &synthetic(), None).unwrap();
     }
@@ -221,7 +225,7 @@ fn a_dataset_appears_whole_or_not_at_all() {
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("README"), "kept").unwrap();
     let mut sink =
-        PartitionSink::create(&other, SplitBy::Objects(2), PartitionMeta::default()).unwrap();
+        PartitionSink::create(&other, PartitionBy::Objects(2), PartitionMeta::default()).unwrap();
     sink.push(row(0), &synthetic(), None).unwrap();
     sink.finish().unwrap();
     assert_eq!(names(&other), ["README", "part-000000.safetensors"]);
@@ -236,7 +240,7 @@ fn a_dataset_appears_whole_or_not_at_all() {
         Err(DatasetError::Incomplete(_))
     ));
     let mut sink =
-        PartitionSink::create(&other, SplitBy::Objects(2), PartitionMeta::default()).unwrap();
+        PartitionSink::create(&other, PartitionBy::Objects(2), PartitionMeta::default()).unwrap();
     for i in 0..3 {
         sink.push(row(i), &synthetic(), None).unwrap();
     }

@@ -4,7 +4,7 @@
 
 use burn::backend::NdArray;
 use cosmicai_engine::catalog::read_catalog;
-use cosmicai_engine::dataset::{PartitionSink, SplitBy};
+use cosmicai_engine::dataset::{PartitionBy, PartitionSink};
 use cosmicai_engine::partition::{PartitionMeta, Source};
 use cosmicai_engine::pipeline::{infer_rank, initialize, summarize};
 use cosmicai_engine::redshift_model::RedshiftModel;
@@ -203,7 +203,7 @@ fn the_pipeline_runs_against_a_bucket() {
     .unwrap();
     let mut sink = PartitionSink::create(
         scratch.path(),
-        SplitBy::Objects(2200),
+        PartitionBy::Objects(2200),
         PartitionMeta::default(),
     )
     .unwrap();

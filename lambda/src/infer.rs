@@ -10,14 +10,13 @@ use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::pipeline::{
     Payload, PipelineError, RANK_STOP_S, RankEvent, infer_rank, measures_key,
 };
+#[cfg(feature = "cuda")]
+use cosmicai_engine::placement::OnBackend;
+use cosmicai_engine::placement::Placement;
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::ObjectStore;
 use cosmicai_engine::store::s3::S3Store;
 use cosmicai_shared::aws::RankItem;
-#[cfg(feature = "cuda")]
-use cosmicai_shared::model::ModelSpec;
-#[cfg(feature = "cuda")]
-use cosmicai_shared::run::Precision;
 use cosmicai_shared::run::{Device, RankMeasure};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -69,12 +68,12 @@ pub(crate) fn infer_stage(
     }
     let mut first_batch_s = None;
     let usage_before = cpu_seconds();
-    let spec = payload.request.model_spec().map_err(StageError::invalid)?;
-    let computed = (|| -> Result<_, StageError> {
-        Ok(match payload.request.device {
-            // Loaded once per container: warm invocations reuse it.
-            Device::Cpu => {
-                let model = cached_cpu_model(settings, &store, &spec, payload.request.precision)?;
+    let placement = Placement::of(&payload.request).map_err(StageError::invalid)?;
+    let computed = match placement {
+        // Loaded once per container: warm invocations reuse it.
+        Placement::Cpu => {
+            let spec = payload.request.model_spec().map_err(StageError::invalid)?;
+            cached_cpu_model(settings, &store, &spec, payload.request.precision).and_then(|model| {
                 run_rank::<Cpu>(
                     &store,
                     &payload,
@@ -82,42 +81,23 @@ pub(crate) fn infer_stage(
                     &model,
                     (started, deadline.as_ref()),
                     &mut first_batch_s,
-                )?
-            }
-            // AstroMAE in fp32 or bf16 with COSMICAI_CUDA_KERNELS=fused: the fused schedule on
-            // cuBLAS, its weights read as for the CPU.
-            #[cfg(feature = "cuda")]
-            Device::Cuda
-                if cosmicai_engine::gpu_astromae::takes(&spec, payload.request.precision) =>
-            {
-                let model = load_model::<Cpu>(settings, &store, &spec, &Default::default(), true)?
-                    .on_gpu(payload.request.precision)
-                    .map_err(StageError::failed)?;
-                // A Batch job has no Express execution to outlive: no deadline.
-                let first = &mut first_batch_s;
-                run_rank(&store, &payload, item.rank, &model, (started, None), first)?
-            }
-            #[cfg(feature = "cuda")]
-            Device::Cuda => {
-                use burn::backend::Cuda;
-                use burn::tensor::{bf16, f16};
-                let (rank, first) = (item.rank, &mut first_batch_s);
-                match payload.request.precision {
-                    Precision::Fp32 => run_cuda::<Cuda<f32>>(
-                        settings, &store, &spec, &payload, rank, started, first,
-                    )?,
-                    Precision::Bf16 => run_cuda::<Cuda<bf16>>(
-                        settings, &store, &spec, &payload, rank, started, first,
-                    )?,
-                    Precision::F16 => run_cuda::<Cuda<f16>>(
-                        settings, &store, &spec, &payload, rank, started, first,
-                    )?,
-                }
-            }
-            #[cfg(not(feature = "cuda"))]
-            Device::Cuda => unreachable!("refused above"),
-        })
-    })();
+                )
+            })
+        }
+        // An AWS Batch job: one rank, its model loaded for it.
+        #[cfg(feature = "cuda")]
+        _ => placement.run(
+            payload.request.precision,
+            GpuRank {
+                settings,
+                store: &store,
+                payload: &payload,
+                rank: item.rank,
+                started,
+                first_batch_s: &mut first_batch_s,
+            },
+        ),
+    };
     let result = match computed {
         Ok(result) => result,
         Err(e) => {
@@ -195,25 +175,48 @@ fn stopped_measure(
     })
 }
 
-/// One rank on the GPU in the number format `B` computes in; the model is
-/// loaded per invocation (a Batch job runs one rank).
+/// One rank on the GPU; the model is loaded per invocation (a Batch job runs
+/// one rank), on the backend its placement names.
 #[cfg(feature = "cuda")]
-fn run_cuda<B: burn::prelude::Backend>(
-    settings: &S3Settings,
-    store: &S3Store,
-    spec: &ModelSpec,
-    payload: &Payload,
+struct GpuRank<'a> {
+    settings: &'a S3Settings,
+    store: &'a S3Store,
+    payload: &'a Payload,
     rank: usize,
     started: Instant,
-    first_batch_s: &mut Option<f64>,
-) -> Result<(cosmicai_shared::run::RankResult, f64), StageError>
-where
-    cosmicai_model::astromae::AstroMae<B>: Sync,
-{
-    let device = Default::default();
-    let model = load_model::<B>(settings, store, spec, &device, false)?;
-    // A Batch job has no Express execution to outlive: no deadline.
-    run_rank(store, payload, rank, &model, (started, None), first_batch_s)
+    first_batch_s: &'a mut Option<f64>,
+}
+
+#[cfg(feature = "cuda")]
+impl OnBackend for GpuRank<'_> {
+    type Output = Result<(cosmicai_shared::run::RankResult, f64), StageError>;
+    fn on<B: burn::prelude::Backend>(self, placement: Placement) -> Self::Output
+    where
+        cosmicai_model::astromae::AstroMae<B>: Sync,
+    {
+        let request = &self.payload.request;
+        let spec = request.model_spec().map_err(StageError::invalid)?;
+        let model = load_model::<B>(
+            self.settings,
+            self.store,
+            &spec,
+            &Default::default(),
+            placement.fused(),
+        )?;
+        let model = placement
+            .finish(model, request.precision)
+            .map_err(StageError::failed)?;
+        // A Batch job has no Express execution to outlive: no deadline.
+        let (started, first) = (self.started, self.first_batch_s);
+        run_rank(
+            self.store,
+            self.payload,
+            self.rank,
+            &model,
+            (started, None),
+            first,
+        )
+    }
 }
 
 /// Runs the rank with `model` (ready now) on backend `B`, stopping between batches

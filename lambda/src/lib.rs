@@ -28,8 +28,7 @@ pub use infer::{mark_init_end, mark_process_start};
 pub use settings::S3Settings;
 pub use weights::preload;
 
-use cosmicai_engine::pipeline::{Payload, payload_key};
-use cosmicai_engine::store::ObjectStore;
+use cosmicai_engine::pipeline::{Payload, PayloadOf, payload_key};
 use cosmicai_engine::store::s3::S3Store;
 use cosmicai_shared::aws::StageEvent;
 use cosmicai_shared::cai_payload::{PartitionsIn, translate};
@@ -102,16 +101,17 @@ pub(crate) fn read_payload(
     run_id: &str,
 ) -> Result<Payload, StageError> {
     let key = payload_key(result_path);
-    let bytes = store
-        .get(&key)
+    let read = cosmicai_engine::pipeline::read_payload(store, result_path, Some(run_id))
         .map_err(|e| StageError::failed(format!("{key}: {e}")))?;
-    let payload: Payload = serde_json::from_slice(&bytes)
-        .map_err(|e| StageError::failed(format!("{key}: not a payload: {e}")))?;
-    if payload.run_id != run_id {
-        return Err(StageError::invalid(format!(
-            "{key} belongs to run {}, not {run_id}: give each run its own result_path",
-            payload.run_id
-        )));
+    match read {
+        PayloadOf::Its(payload) => Ok(*payload),
+        PayloadOf::Missing => Err(StageError::failed(format!(
+            "{key}: not in s3://{}: Initialize has not written it",
+            store.bucket()
+        ))),
+        PayloadOf::Unreadable(e) => Err(StageError::failed(format!("{key}: {e}"))),
+        PayloadOf::OtherRun(other) => Err(StageError::invalid(format!(
+            "{key} belongs to run {other}, not {run_id}: give each run its own result_path"
+        ))),
     }
-    Ok(payload)
 }

@@ -51,7 +51,7 @@ pub(crate) fn summarize_stage(
             // Measures of another run under the same path are not this run's ranks.
             Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes)
                 .ok()
-                .filter(|m| m.run_id.is_empty() || m.run_id == event.run_id),
+                .filter(|m| m.is_of_run(&event.run_id)),
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(StageError::failed(e.to_string())),
         };

@@ -277,6 +277,14 @@ pub struct RankResult {
     pub system: SystemInfo,
 }
 
+impl RankResult {
+    /// Whether this is run `run_id`'s result: CAI's files, which carry no run
+    /// id, count as the run's.
+    pub fn is_of_run(&self, run_id: &str) -> bool {
+        self.run_id.is_empty() || self.run_id == run_id
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -315,6 +323,14 @@ pub struct RankMeasure {
     pub bits_per_s: f64,
     /// Set when the rank failed for good.
     pub error: Option<String>,
+}
+
+impl RankMeasure {
+    /// Whether this is run `run_id`'s measure: files written before measures
+    /// carried their run's id (none here) count as the run's.
+    pub fn is_of_run(&self, run_id: &str) -> bool {
+        self.run_id.is_empty() || self.run_id == run_id
+    }
 }
 
 /// `result_path/summary.json`: what `cosmicai run --json` prints last, and what

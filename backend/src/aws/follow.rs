@@ -6,7 +6,7 @@ use crate::coordinator::Recorder;
 use crate::registry::AwsExecution;
 use anyhow::{Context, Result, bail};
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEventType};
-use cosmicai_engine::pipeline::{Payload, RunSummary, measures_key, payload_key};
+use cosmicai_engine::pipeline::{Payload, PayloadOf, RunSummary, measures_key, read_payload};
 use cosmicai_engine::store::{
     LocalStore, ObjectStore, PARALLEL_GETS, StoreError, for_each_fetched, join,
 };
@@ -254,13 +254,7 @@ fn its_payload(
     request: &RunRequest,
     run_id: &str,
 ) -> Result<Option<Payload>, StoreError> {
-    match aws.s3.get(&payload_key(&request.result_path)) {
-        Ok(bytes) => Ok(serde_json::from_slice::<Payload>(&bytes)
-            .ok()
-            .filter(|p| p.run_id == run_id)),
-        Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+    read_payload(&aws.s3, &request.result_path, Some(run_id)).map(PayloadOf::its)
 }
 
 /// The least time between two listings of a run's measures while it runs.
@@ -482,7 +476,7 @@ fn new_measures(
     for_each_fetched(&aws.s3, &keys, PARALLEL_GETS, |_, fetched| {
         // Only this run's measures (a rank's file names its run).
         if let Ok(m) = serde_json::from_slice::<RankMeasure>(&fetched?)
-            && (m.run_id.is_empty() || m.run_id == run_id)
+            && m.is_of_run(run_id)
         {
             out.push(m);
         }

@@ -5,7 +5,7 @@ use crate::progress;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use cosmicai_engine::catalog::{CatalogReport, read_catalogs};
-use cosmicai_engine::dataset::{PartitionSink, SplitBy, WrittenPartition};
+use cosmicai_engine::dataset::{PartitionBy, PartitionSink, WrittenPartition};
 use cosmicai_engine::partition::{PartitionMeta, Source};
 use cosmicai_engine::size::format_size;
 use cosmicai_shared::Provenance;
@@ -52,7 +52,7 @@ pub struct ImportReport {
 
 pub fn run(command: CatalogCommand) -> Result<()> {
     let CatalogCommand::Import(args) = command;
-    let split = args.split.split(SplitBy::Objects(DEFAULT_OBJECTS));
+    let split = args.split.split(PartitionBy::Objects(DEFAULT_OBJECTS));
     let report = import_catalogs(&args.csv, &args.out, split)?;
     if args.json {
         crate::output::emit(&(serde_json::to_string(&report)? + "\n"))?;
@@ -64,7 +64,7 @@ pub fn run(command: CatalogCommand) -> Result<()> {
 
 /// Reads SDSS catalog CSVs (both schemas, `.csv.gz` too) into partitions under
 /// `out`, split by `split`; rows that cannot be trusted are skipped and counted.
-pub fn import_catalogs(csv: &[PathBuf], out: &Path, split: SplitBy) -> Result<ImportReport> {
+pub fn import_catalogs(csv: &[PathBuf], out: &Path, split: PartitionBy) -> Result<ImportReport> {
     let bar = progress::counter("reading");
     let catalogs = read_catalogs(csv, |file, rows| {
         bar.set_message(format!("reading {}", file.display()));

@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 use clap::Args;
 use cosmicai_engine::catalog::read_catalogs;
-use cosmicai_engine::dataset::{PartitionSink, SplitBy, WrittenPartition};
+use cosmicai_engine::dataset::{PartitionBy, PartitionSink, WrittenPartition};
 use cosmicai_engine::imagery::detect::DetectOptions;
 use cosmicai_engine::imagery::frame::list_fields;
 use cosmicai_engine::imagery::ingest::{cut_catalog, cut_detections};
@@ -173,7 +173,7 @@ pub fn cut(
         .collect();
     let mut sink = PartitionSink::create(
         out,
-        SplitBy::Objects(objects_per_file),
+        PartitionBy::Objects(objects_per_file),
         PartitionMeta::default(),
     )?;
     let mut reports = Vec::new();

@@ -15,7 +15,7 @@ pub mod synth;
 pub mod train;
 pub mod worker;
 
-use cosmicai_engine::dataset::SplitBy;
+use cosmicai_engine::dataset::PartitionBy;
 use cosmicai_engine::size::parse_size;
 use cosmicai_shared::run::RunStatus;
 
@@ -85,10 +85,10 @@ pub struct SplitArgs {
 }
 
 impl SplitArgs {
-    pub fn split(&self, default: SplitBy) -> SplitBy {
+    pub fn split(&self, default: PartitionBy) -> PartitionBy {
         match (self.size, self.objects) {
-            (Some(bytes), _) => SplitBy::Bytes(bytes),
-            (None, Some(n)) => SplitBy::Objects(n),
+            (Some(bytes), _) => PartitionBy::Bytes(bytes),
+            (None, Some(n)) => PartitionBy::Objects(n),
             (None, None) => default,
         }
     }

@@ -76,7 +76,7 @@ pub fn run(args: PartitionArgs) -> Result<()> {
     }
     let split = args
         .split
-        .split(cosmicai_engine::dataset::SplitBy::Objects(1));
+        .split(cosmicai_engine::dataset::PartitionBy::Objects(1));
     let inputs = list_partitions(&input)?;
     let total: u64 = inputs
         .iter()

@@ -5,7 +5,7 @@ use crate::progress;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use cosmicai_engine::catalog::read_catalogs;
-use cosmicai_engine::dataset::{PartitionSink, SplitBy};
+use cosmicai_engine::dataset::{PartitionBy, PartitionSink};
 use cosmicai_engine::imagery::calibrate::{Calibration, measure_field};
 use cosmicai_engine::imagery::frame::open_fields;
 use cosmicai_engine::imagery::synth::{Renderer, Scratch};
@@ -147,7 +147,7 @@ pub fn render(
     };
     let mut sink = PartitionSink::create(
         out,
-        SplitBy::Objects(objects_per_file),
+        PartitionBy::Objects(objects_per_file),
         PartitionMeta::default(),
     )?;
     let per_object = 5 * size * size;

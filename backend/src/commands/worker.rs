@@ -1,14 +1,15 @@
 //! `cosmicai worker`: one rank of a run, as its own process (started by the
 //! local executor, like a Lambda invocation). Speaks the executor's stdout protocol.
 
-use crate::models::Cpu;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use cosmicai_engine::executor::WorkerMessage;
-use cosmicai_engine::pipeline::{Payload, RankEvent, infer_rank, payload_key};
+use cosmicai_engine::pipeline::{
+    Payload, PayloadOf, RankEvent, infer_rank, payload_key, read_payload,
+};
+use cosmicai_engine::placement::{OnBackend, Placement};
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::{LocalStore, ObjectStore};
-use cosmicai_shared::run::Device;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -35,66 +36,44 @@ fn say(message: &WorkerMessage) {
 
 pub fn run(args: WorkerArgs) -> Result<()> {
     let store = LocalStore::new(&args.store);
-    let bytes = store.get(&payload_key(&args.result_path))?;
-    let payload: Payload = serde_json::from_slice(&bytes).context("reading payload.json")?;
-    let (rank, device) = (args.rank, &Default::default());
-    match payload.request.device {
-        Device::Cpu => run_on::<Cpu>(&store, &payload, rank, device, Placement::Cpu),
-        // AstroMAE in fp32 or bf16 with COSMICAI_CUDA_KERNELS=fused: the fused schedule on
-        // cuBLAS, its weights read as for the CPU.
-        #[cfg(feature = "cuda")]
-        Device::Cuda
-            if cosmicai_engine::gpu_astromae::takes(
-                &payload.request.model_spec().map_err(anyhow::Error::msg)?,
-                payload.request.precision,
-            ) =>
-        {
-            run_on::<Cpu>(&store, &payload, rank, device, Placement::FusedGpu)
-        }
-        #[cfg(feature = "cuda")]
-        Device::Cuda => {
-            use burn::backend::Cuda;
-            use burn::tensor::{bf16, f16};
-            use cosmicai_shared::run::Precision;
-            let (device, on) = (&Default::default(), Placement::Burn);
-            match payload.request.precision {
-                Precision::Fp32 => run_on::<Cuda<f32>>(&store, &payload, rank, device, on),
-                Precision::Bf16 => run_on::<Cuda<bf16>>(&store, &payload, rank, device, on),
-                Precision::F16 => run_on::<Cuda<f16>>(&store, &payload, rank, device, on),
-            }
-        }
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda => anyhow::bail!("device cuda: this cosmicai was built without CUDA"),
-    }
+    let key = payload_key(&args.result_path);
+    let payload = match read_payload(&store, &args.result_path, None)? {
+        PayloadOf::Its(payload) => *payload,
+        PayloadOf::Missing => anyhow::bail!("{key}: not in {}", store.describe()),
+        PayloadOf::Unreadable(e) | PayloadOf::OtherRun(e) => anyhow::bail!("{key}: {e}"),
+    };
+    let placement = Placement::of(&payload.request).map_err(anyhow::Error::msg)?;
+    placement.run(
+        payload.request.precision,
+        Rank {
+            store: &store,
+            payload: &payload,
+            rank: args.rank,
+        },
+    )
 }
 
-/// Where a rank's model runs.
-#[derive(Clone, Copy)]
-enum Placement {
-    /// The CPU's fused path (AstroMAE) or burn's CPU backend (PhotoZ).
-    Cpu,
-    /// AstroMAE's fused schedule on the GPU.
-    #[cfg(feature = "cuda")]
-    FusedGpu,
-    /// Burn's backend `B`, whole batches on its device.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    Burn,
+/// This worker's rank, to run on the backend its placement names.
+struct Rank<'a> {
+    store: &'a LocalStore,
+    payload: &'a Payload,
+    rank: usize,
 }
 
-fn load<B: burn::prelude::Backend>(
-    payload: &Payload,
-    device: &B::Device,
-    on: Placement,
-) -> Result<RedshiftModel<B>, String> {
-    let spec = payload.request.model_spec()?;
-    let precision = payload.request.precision;
-    match on {
-        Placement::Cpu => RedshiftModel::load(&spec, device, true)?.in_precision(precision, true),
-        #[cfg(feature = "cuda")]
-        Placement::FusedGpu => RedshiftModel::load(&spec, device, true)?.on_gpu(precision),
-        Placement::Burn => {
-            RedshiftModel::load(&spec, device, false)?.in_precision(precision, false)
-        }
+impl OnBackend for Rank<'_> {
+    type Output = Result<()>;
+    fn on<B: burn::prelude::Backend>(self, placement: Placement) -> Result<()>
+    where
+        cosmicai_model::astromae::AstroMae<B>: Sync,
+    {
+        let device = Default::default();
+        let request = &self.payload.request;
+        let model = request
+            .model_spec()
+            .and_then(|spec| RedshiftModel::<B>::load(&spec, &device, placement.fused()))
+            .and_then(|model| placement.finish(model, request.precision))
+            .map_err(anyhow::Error::msg)?;
+        run_on::<B>(self.store, self.payload, self.rank, &device, &model)
     }
 }
 
@@ -103,12 +82,11 @@ fn run_on<B: burn::prelude::Backend>(
     payload: &Payload,
     rank: usize,
     device: &B::Device,
-    on: Placement,
+    model: &RedshiftModel<B>,
 ) -> Result<()>
 where
     cosmicai_model::astromae::AstroMae<B>: Sync,
 {
-    let model = load::<B>(payload, device, on).map_err(anyhow::Error::msg)?;
     say(&WorkerMessage::Ready);
     if let Some(ms) = std::env::var("COSMICAI_WORKER_PAUSE_MS")
         .ok()
@@ -118,7 +96,7 @@ where
     }
     let mut last = 0;
     let system = cosmicai_engine::system::system_info();
-    let result = infer_rank::<B>(store, payload, rank, &model, device, system, |event| {
+    let result = infer_rank::<B>(store, payload, rank, model, device, system, |event| {
         // The first batch, then a line per few thousand objects: plenty for a progress bar.
         if let RankEvent::Objects(n) = event
             && (last == 0 || n >= last + 4096)

@@ -9,8 +9,8 @@ use super::record::{Recorder, RunControl};
 use crate::aws::{Aws, AwsConfig, follow, sdk_error};
 use crate::registry::{Registry, coordinator_alive};
 use anyhow::{Result, bail};
-use cosmicai_engine::pipeline::{Payload, RunSummary, payload_key};
-use cosmicai_engine::store::{LocalStore, ObjectStore};
+use cosmicai_engine::pipeline::{PayloadOf, RunSummary, read_payload};
+use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::cai_payload::{PartitionsIn, translate};
 use cosmicai_shared::run::{RunRequest, RunStatus};
@@ -183,18 +183,13 @@ fn adopted_request(aws: &Aws, arn: &str, run_id: &str, input: &str) -> Result<Ru
     }
     // The plan is read from the bucket: taken only where it is this run's, for
     // this result path, and a valid request.
-    match aws.s3.get(&payload_key(&request.result_path)) {
-        Ok(bytes) => match serde_json::from_slice::<Payload>(&bytes) {
-            Ok(plan)
-                if plan.run_id == run_id
-                    && plan.request.result_path == request.result_path
-                    && plan.request.problems().is_empty() =>
-            {
-                Ok(plan.request)
-            }
-            _ => Ok(request),
-        },
-        Err(cosmicai_engine::store::StoreError::NotFound { .. }) => Ok(request),
-        Err(e) => Err(e.into()),
+    match read_payload(&aws.s3, &request.result_path, Some(run_id))? {
+        PayloadOf::Its(plan)
+            if plan.request.result_path == request.result_path
+                && plan.request.problems().is_empty() =>
+        {
+            Ok(plan.request)
+        }
+        _ => Ok(request),
     }
 }

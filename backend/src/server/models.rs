@@ -58,14 +58,16 @@ impl Served {
             .get_or_init(|| {
                 RedshiftModel::load(&self.spec, &Default::default(), true)
                     .map(Arc::new)
-                    .map_err(|e| redact(&e))
+                    .map_err(|e| file_names_only(&e))
             })
             .clone()
     }
 }
 
-/// An error with the model directories' absolute paths cut down to file names.
-fn redact(message: &str) -> String {
+/// An error with every absolute path cut down to its file name: a model's folder
+/// may be anywhere on the host, where `error::redact` hides only the data
+/// directory and the working one.
+fn file_names_only(message: &str) -> String {
     message
         .split(' ')
         .map(|word| {
@@ -181,12 +183,12 @@ fn family_of(path: &Path) -> Result<ModelSpec> {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::file_names_only;
 
     #[test]
     fn absolute_paths_are_cut_to_file_names() {
         assert_eq!(
-            redact("weights /home/u/models/a.pt: blocks.0 missing"),
+            file_names_only("weights /home/u/models/a.pt: blocks.0 missing"),
             "weights a.pt: blocks.0 missing"
         );
     }

@@ -3,7 +3,7 @@
 
 use crate::commands::{catalog, ingest, synth};
 use anyhow::{Context, Result};
-use cosmicai_engine::dataset::SplitBy;
+use cosmicai_engine::dataset::PartitionBy;
 use std::path::{Path, PathBuf};
 
 /// Synthetic cutouts made on first start (drawn from the bundled catalogs).
@@ -34,7 +34,7 @@ pub fn prepare(data_dir: &Path, assets: &Path) -> Result<()> {
         "catalog",
         "importing the bundled catalogs",
         |dir| {
-            catalog::import_catalogs(&catalogs, dir, SplitBy::Objects(4096))
+            catalog::import_catalogs(&catalogs, dir, PartitionBy::Objects(4096))
                 .map(drop)
                 .context("importing the bundled catalogs")
         },

@@ -12,7 +12,7 @@
 
 use super::objects::ObjectIndex;
 use anyhow::{Context, Result};
-use cosmicai_engine::dataset::{PartitionSink, SplitBy};
+use cosmicai_engine::dataset::{PartitionBy, PartitionSink};
 use cosmicai_engine::partition::{PartitionMeta, create_dir_synced, rename_synced};
 use cosmicai_shared::Class;
 use cosmicai_shared::api::{ClassCounts, Selection};
@@ -125,7 +125,7 @@ pub fn mark_used(data_dir: &Path, data_prefix: &str) {
 /// selected objects can mix image sizes and catalog-only ones).
 fn write(index: &ObjectIndex, positions: &[usize], dir: &Path, per_partition: usize) -> Result<()> {
     let meta = PartitionMeta::default();
-    let mut sink = PartitionSink::create(dir, SplitBy::Objects(per_partition), meta)?;
+    let mut sink = PartitionSink::create(dir, PartitionBy::Objects(per_partition), meta)?;
     for &i in positions {
         let (row, source) = index.catalog_row(i);
         sink.push(row, source, None)?;

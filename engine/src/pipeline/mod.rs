@@ -1,7 +1,8 @@
 //! The CAI pipeline: Initialize → Map over ranks → Summarize.
 //!
 //! - [`initialize`] lists the partitions, applies `file_limit`, plans which
-//!   files each rank reads and writes `result_path/payload.json`;
+//!   files each rank reads and writes `result_path/payload.json` (a [`Payload`],
+//!   read back with [`read_payload`]);
 //! - [`infer_rank`] is one rank: load the model once, stream its partitions in
 //!   batches, write `result_path/<rank>.json` and its predictions;
 //! - [`summarize`] gathers the ranks into `combined_data.json` and `summary.json`
@@ -11,6 +12,7 @@
 
 mod download;
 mod estimate;
+mod payload;
 mod plan;
 mod rank;
 mod rank_time;
@@ -18,7 +20,8 @@ mod summary;
 
 pub use download::FIRST_READ_BYTES;
 pub use estimate::{Estimate, estimate};
-pub use plan::{Payload, initialize, initialize_with, plan, plan_ranks};
+pub use payload::{Payload, PayloadOf, read_payload};
+pub use plan::{initialize, initialize_with, plan, plan_ranks};
 pub use rank::{RankEvent, RankPredictions, encode_predictions, infer_rank, read_predictions};
 pub use rank_time::{
     BATCH_ATTEMPT_S, BATCH_JOB_VCPUS, BATCH_RANK_PLANNED_MAX_S, EXPRESS_RANK_TIMEOUT_S,

@@ -1,40 +1,10 @@
 //! Initialize: list partitions, apply `file_limit`, plan ranks, write the payload.
 
-use super::{PipelineError, payload_key};
+use super::{Payload, PipelineError, payload_key};
 use crate::partition::EXTENSION;
 use crate::store::ObjectStore;
 use cosmicai_shared::run::RunRequest;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// `result_path/payload.json`: the request and which files each rank reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Payload {
-    pub run_id: String,
-    pub request: RunRequest,
-    /// Partition keys with their sizes in bytes, in order.
-    pub files: Vec<(String, u64)>,
-    /// `ranks[r]` = the keys rank r reads (possibly none).
-    pub ranks: Vec<Vec<String>>,
-    /// For models that read cutouts: the fewest bytes an object takes in the
-    /// partitions whose headers were read (see `sampled_bytes_per_object`);
-    /// the rank-time bound counts objects with it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes_per_object: Option<f64>,
-}
-
-impl Payload {
-    /// Whether rank `rank` was planned files: on AWS only those ranks are Map
-    /// items (and run, and are billed); the others are done with nothing read.
-    pub fn reads_files(&self, rank: usize) -> bool {
-        self.ranks.get(rank).is_some_and(|keys| !keys.is_empty())
-    }
-
-    /// Whether rank `rank` was planned none (more ranks than files).
-    pub fn reads_nothing(&self, rank: usize) -> bool {
-        self.ranks.get(rank).is_some_and(Vec::is_empty)
-    }
-}
 
 /// CAI's initializer: rank r reads the next `ceil(files left / ranks left)`
 /// files, in order, so ranks differ by at most one file (10 files on 4 ranks:

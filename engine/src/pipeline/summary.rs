@@ -76,7 +76,7 @@ pub fn summarize_with(
                 // Only this run's own rank files count (older files carry another run id).
                 Ok(bytes) if !failed => serde_json::from_slice::<RankResult>(&bytes)
                     .ok()
-                    .filter(|r| r.run_id.is_empty() || r.run_id == payload.run_id),
+                    .filter(|r| r.is_of_run(&payload.run_id)),
                 Ok(_) | Err(StoreError::NotFound { .. }) => None,
                 Err(e) => return Err(PipelineError::from(e)),
             };
