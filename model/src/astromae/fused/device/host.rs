@@ -185,7 +185,7 @@ impl Kernels for HostKernels {
         k: usize,
     ) -> Result<(), FusedError> {
         let (end, total) = bounds::windows(x.len(), x_offset, y.len(), channels, planes, side, k)?;
-        let out = super::super::window_columns(&x[x_offset..end], channels, side, k);
+        let out = super::super::inception::window_columns(&x[x_offset..end], channels, side, k);
         y[..total].copy_from_slice(&out);
         Ok(())
     }
@@ -200,8 +200,8 @@ impl Kernels for HostKernels {
     ) -> Result<(), FusedError> {
         let (read, written) = bounds::pool(pool, x.len(), y.len(), planes, side)?;
         let out = match pool {
-            Pool::Max3 => super::super::max_pool3(&x[..read], side),
-            Pool::Avg2 => super::super::avg_pool2(&x[..read], side),
+            Pool::Max3 => super::super::inception::max_pool3(&x[..read], side),
+            Pool::Avg2 => super::super::inception::avg_pool2(&x[..read], side),
         };
         y[..written].copy_from_slice(&out);
         Ok(())
