@@ -102,7 +102,17 @@ CREATE TABLE IF NOT EXISTS sweeps (
     coordinator_identity TEXT
 );";
 
+/// The registry's file in a data folder.
+pub fn path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("cosmicai.sqlite")
+}
+
 impl Registry {
+    /// Opens the registry of data folder `data_dir` (see [`Registry::open`]).
+    pub fn in_folder(data_dir: &Path) -> Result<Self> {
+        Self::open(&path(data_dir))
+    }
+
     /// Opens (creating if needed) `path`, and marks runs whose coordinator is gone as interrupted.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {

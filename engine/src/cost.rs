@@ -83,8 +83,8 @@ pub fn billed_ms(duration_s: f64) -> u64 {
 /// (Initialize LISTs the data, a page per 1,000 keys, and PUTs `payload.json` and
 /// `plan.json`; each rank GETs `payload.json` and its partitions and PUTs its
 /// predictions, result and measures; Summarize GETs each rank's three and PUTs
-/// two files; see [`count_partition_gets`] for ranks that read less than a
-/// partition). Not priced: the upload of the data, its storage, the launcher's
+/// two files; a rank that read less than whole partitions is priced for the
+/// GETs it counted). Not priced: the upload of the data, its storage, the launcher's
 /// copy of the results, and a failed attempt that left no measure.
 pub fn run_cost(
     ranks: &[RankMeasure],
@@ -180,10 +180,10 @@ fn total(cost: &mut Cost) {
         + cost.gpu_instance_usd;
 }
 
-/// Prices `gets` GETs for `files` partitions where [`run_cost`] counted one a
-/// partition: a rank that reads only the catalog makes two (its start, and the
-/// columns after the images), counted by the rank itself.
-pub fn count_partition_gets(cost: &mut Cost, files: u64, gets: u64) {
+/// Prices `gets` GETs for `files` partitions in place of the one a partition
+/// [`run_cost`] counted: a rank that reads only the catalog makes two to four
+/// (see `pipeline::download`), counted by the rank itself.
+pub(crate) fn price_partition_gets(cost: &mut Cost, files: u64, gets: u64) {
     let added = gets as i64 - files as i64;
     cost.s3_get = cost.s3_get.saturating_add_signed(added);
     cost.s3_usd += added as f64 * S3_GET;
@@ -203,11 +203,11 @@ mod tests {
         };
         let once = run_cost(&[rank], &[3], &[], 1024, false, Children::Express);
         let mut twice = once.clone();
-        count_partition_gets(&mut twice, 3, 6);
+        price_partition_gets(&mut twice, 3, 6);
         assert_eq!(twice.s3_get, once.s3_get + 3);
         assert!((twice.total_usd - once.total_usd - 3.0 * S3_GET).abs() < 1e-12);
         let mut same = once.clone();
-        count_partition_gets(&mut same, 0, 0);
+        price_partition_gets(&mut same, 0, 0);
         assert_eq!(same, once);
     }
 

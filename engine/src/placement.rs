@@ -130,6 +130,18 @@ mod tests {
         assert_eq!(cpu, Placement::Cpu);
         assert!(cpu.fused());
         assert!(cpu.run(Precision::Fp32, Name).contains("NdArray"));
+        // The CPU's PhotoZ runs fp32 only: `finish` refuses bf16, naming it.
+        let photoz = RedshiftModel::<Cpu>::load(
+            &cosmicai_shared::model::ModelSpec::PhotoZ(None),
+            &Default::default(),
+            cpu.fused(),
+        )
+        .unwrap();
+        let e = cpu.finish(photoz, Precision::Bf16).err().unwrap();
+        assert!(
+            e.contains("precision bf16 on the CPU runs AstroMAE only"),
+            "{e}"
+        );
         let cuda = Placement::of(&request("cuda", "photoz"));
         if cfg!(feature = "cuda") {
             // PhotoZ has no fused GPU schedule: burn's CUDA backend.

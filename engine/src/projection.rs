@@ -123,7 +123,7 @@ pub fn project(input: &ProjectionInput) -> Projection {
             input.arm64,
             children,
         );
-        crate::cost::count_partition_gets(&mut cost, partitions, gets_per_file * partitions);
+        crate::cost::price_partition_gets(&mut cost, partitions, gets_per_file * partitions);
         cost
     };
     // CPU ranks: EXPRESS children, as the template runs them.

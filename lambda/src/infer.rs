@@ -5,7 +5,7 @@ use crate::deadline::RankDeadline;
 use crate::weights::cached_cpu_model;
 #[cfg(feature = "cuda")]
 use crate::weights::load_model;
-use crate::{Cpu, S3Settings, StageError, read_payload};
+use crate::{Cpu, S3Settings, StageError, its_payload};
 use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::pipeline::{
     Payload, PipelineError, RANK_STOP_S, RankEvent, infer_rank, measures_key,
@@ -60,7 +60,7 @@ pub(crate) fn infer_stage(
     let store = settings
         .connect(&item.bucket)
         .map_err(StageError::invalid)?;
-    let payload = read_payload(&store, &item.result_path, &item.run_id)?;
+    let payload = its_payload(&store, &item.result_path, &item.run_id)?;
     if payload.request.device == Device::Cuda && !cfg!(feature = "cuda") {
         return Err(StageError::invalid(
             "device cuda: Lambda has no GPU; CUDA runs go to the AWS Batch queue of the template",

@@ -95,7 +95,7 @@ pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Va
     value.map_err(|e| StageError::failed(e.to_string()))
 }
 
-pub(crate) fn read_payload(
+pub(crate) fn its_payload(
     store: &S3Store,
     result_path: &str,
     run_id: &str,

@@ -2,7 +2,7 @@
 //! `combined_data.json` and `summary.json` written, the bill added up.
 
 use crate::deadline::seconds_since;
-use crate::{S3Settings, StageError, read_payload};
+use crate::{S3Settings, StageError, its_payload};
 use cosmicai_engine::cost::Children;
 use cosmicai_engine::pipeline::{measures_key, summarize_with};
 use cosmicai_engine::store::{PARALLEL_GETS, StoreError, for_each_fetched, join};
@@ -23,7 +23,7 @@ pub(crate) fn summarize_stage(
     let store = settings
         .connect(&event.bucket)
         .map_err(StageError::invalid)?;
-    let payload = read_payload(&store, &event.result_path, &event.run_id)?;
+    let payload = its_payload(&store, &event.result_path, &event.run_id)?;
     let world = payload.request.world_size;
     // A rank without measures failed (or the Map stopped before it ran).
     let map_failure = event

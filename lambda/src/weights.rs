@@ -2,6 +2,7 @@
 //! checked once at Initialize, and kept by a warm container between calls.
 
 use crate::{Cpu, S3Settings, StageError};
+use cosmicai_engine::placement::Placement;
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::ObjectStore;
 use cosmicai_engine::store::s3::S3Store;
@@ -124,11 +125,9 @@ pub(crate) fn cached_cpu_model(
     {
         return Ok(model.clone());
     }
-    let model = Arc::new(
-        load_model::<Cpu>(settings, store, spec, &Default::default(), true)?
-            .in_precision(precision, true)
-            .map_err(StageError::invalid)?,
-    );
+    let on = Placement::Cpu;
+    let model = load_model::<Cpu>(settings, store, spec, &Default::default(), on.fused())?;
+    let model = Arc::new(on.finish(model, precision).map_err(StageError::invalid)?);
     *cache = Some((name, model.clone()));
     Ok(model)
 }

@@ -326,8 +326,8 @@ pub struct RankMeasure {
 }
 
 impl RankMeasure {
-    /// Whether this is run `run_id`'s measure: files written before measures
-    /// carried their run's id (none here) count as the run's.
+    /// Whether this is run `run_id`'s measure: one written before measures
+    /// carried their run's id (its `run_id` empty) counts as the run's.
     pub fn is_of_run(&self, run_id: &str) -> bool {
         self.run_id.is_empty() || self.run_id == run_id
     }

@@ -155,7 +155,7 @@ fn uploaded(
             .progress_chars("=> "),
     );
     bar.set_message(format!("upload to s3://{}/{s3_prefix}", aws.config.bucket));
-    let etags = LocalEtags::open(&root.join("cosmicai.sqlite"))?;
+    let etags = LocalEtags::open(&crate::registry::path(root))?;
     let uploaded = upload(
         &local,
         &local_plan,

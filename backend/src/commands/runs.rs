@@ -61,7 +61,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
         return super::succeeded(&summary.run_id, summary.status);
     }
     // Only looked at: a mistyped --data makes no folder and no empty registry.
-    let registry = args.data.join("cosmicai.sqlite");
+    let registry = crate::registry::path(&args.data);
     if !args.data.is_dir() {
         anyhow::bail!("--data {}: no such folder", args.data.display());
     }

@@ -25,7 +25,7 @@ pub fn reattach(
     control: RunControl,
     observe: &mut dyn FnMut(&RunEvent),
 ) -> Result<RunSummary> {
-    let path = root.join("cosmicai.sqlite");
+    let path = crate::registry::path(root);
     // Only looked at: a mistyped --data makes no folder and no empty registry.
     if !path.is_file() {
         bail!(
@@ -73,7 +73,7 @@ pub fn reattach_interrupted(root: &Path) -> Result<usize> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
         - 90 * 86_400;
-    let ids = Registry::open(&root.join("cosmicai.sqlite"))?.interrupted_on_aws(since)?;
+    let ids = Registry::in_folder(root)?.interrupted_on_aws(since)?;
     for id in &ids {
         let (root, id) = (root.to_path_buf(), id.clone());
         std::thread::spawn(move || {
@@ -123,7 +123,7 @@ pub fn adopt(
     else {
         bail!("execution {arn}: DescribeExecution named no execution");
     };
-    let registry = Registry::open(&root.join("cosmicai.sqlite"))?;
+    let registry = Registry::in_folder(root)?;
     if registry.run(&run_id)?.is_some() {
         bail!(
             "run {run_id} is in the registry of {} already: `cosmicai runs --follow {run_id}` follows it",

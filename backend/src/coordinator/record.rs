@@ -46,7 +46,7 @@ impl<'a> Recorder<'a> {
         control: RunControl,
         observe: &'a mut dyn FnMut(&RunEvent),
     ) -> Result<Self> {
-        let registry = Registry::open(&root.join("cosmicai.sqlite"))?;
+        let registry = Registry::in_folder(root)?;
         let bars = if control.quiet {
             MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
         } else {

@@ -23,9 +23,9 @@ pub async fn launch<L: Serialize + Send + 'static>(
     start: fn(&Arc<AppState>, &L) -> ApiResult<String>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let id = tokio::task::spawn_blocking(move || {
-        let claimed = match before(&state, route, &headers, &launch)? {
-            Before::Started(id) => return Ok(id),
-            Before::Start(claimed) => claimed,
+        let claimed = match claim_key(&state, route, &headers, &launch)? {
+            KeyClaim::Started(id) => return Ok(id),
+            KeyClaim::Start(claimed) => claimed,
         };
         let started = start(&state, &launch);
         if let Some(claimed) = claimed {
@@ -39,7 +39,7 @@ pub async fn launch<L: Serialize + Send + 'static>(
 }
 
 /// The request header (the IETF's draft name, as Stripe and others use it).
-pub const HEADER: &str = "idempotency-key";
+const HEADER: &str = "idempotency-key";
 
 /// A launch with a key, claimed in the registry until it is settled; one
 /// dropped unsettled (its start panicked) lets its key go.
@@ -49,8 +49,8 @@ struct Claimed {
     settled: bool,
 }
 
-/// What a launch request with its key comes to before it starts anything.
-enum Before {
+/// What a launch's key says before anything starts.
+enum KeyClaim {
     /// No key, or a new one: start it (then settle it).
     Start(Option<Claimed>),
     /// A retry of a launch that started this run or sweep: answer it again.
@@ -59,20 +59,20 @@ enum Before {
 
 /// The registry, on a connection of its own: a claim commits (and syncs), which
 /// must not hold up the readers of the server's shared connection.
-fn registry(data_dir: &Path) -> Result<Registry, Error> {
-    Registry::open(&data_dir.join("cosmicai.sqlite")).map_err(Error::internal)
+fn own_registry(data_dir: &Path) -> Result<Registry, Error> {
+    Registry::in_folder(data_dir).map_err(Error::internal)
 }
 
 /// Reads `route`'s `Idempotency-Key` and claims it for `launch`. A key already
 /// held by a launch still starting is 409, one sent with another body 422.
-fn before(
+fn claim_key(
     state: &AppState,
     route: &str,
     headers: &HeaderMap,
     launch: &impl Serialize,
-) -> Result<Before, Error> {
+) -> Result<KeyClaim, Error> {
     let Some(value) = headers.get(HEADER) else {
-        return Ok(Before::Start(None));
+        return Ok(KeyClaim::Start(None));
     };
     let text = value
         .to_str()
@@ -86,16 +86,16 @@ fn before(
     let key = format!("{route} {text}");
     // The request as parsed: the same launch written with other spacing is the same.
     let body = serde_json::to_vec(launch).map_err(Error::internal)?;
-    let claim = registry(&state.data_dir)?
+    let claim = own_registry(&state.data_dir)?
         .claim_launch(&key, &crate::models::sha256_hex(&body))
         .map_err(Error::internal)?;
     match claim {
-        LaunchClaim::New => Ok(Before::Start(Some(Claimed {
+        LaunchClaim::New => Ok(KeyClaim::Start(Some(Claimed {
             key,
             data_dir: state.data_dir.clone(),
             settled: false,
         }))),
-        LaunchClaim::Started(id) => Ok(Before::Started(id)),
+        LaunchClaim::Started(id) => Ok(KeyClaim::Started(id)),
         LaunchClaim::Starting => Err(Error(
             StatusCode::CONFLICT,
             format!(
@@ -116,7 +116,7 @@ impl Claimed {
     /// (it was refused), so a retry tries again.
     fn settle(mut self, outcome: &Result<String, Error>) {
         self.settled = true;
-        let written = registry(&self.data_dir)
+        let written = own_registry(&self.data_dir)
             .map_err(|e| e.1)
             .and_then(|registry| {
                 match outcome {
@@ -139,7 +139,7 @@ impl Claimed {
 impl Drop for Claimed {
     fn drop(&mut self) {
         if !self.settled
-            && let Ok(registry) = registry(&self.data_dir)
+            && let Ok(registry) = own_registry(&self.data_dir)
         {
             let _ = registry.release_launch(&self.key);
         }

@@ -367,9 +367,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         model_card,
         data_version,
         rates: Default::default(),
-        registry: std::sync::Mutex::new(crate::registry::Registry::open(
-            &args.data_dir.join("cosmicai.sqlite"),
-        )?),
+        registry: std::sync::Mutex::new(crate::registry::Registry::open(&crate::registry::path(
+            &args.data_dir,
+        ))?),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -173,7 +173,7 @@ impl Runs {
         insert(&self.live, &id, live.clone());
         // Its row before its id is given out: GET /api/runs/{id} finds it at
         // once, and while it is planned (a conversion, an upload: minutes).
-        crate::registry::Registry::open(&data_dir.join("cosmicai.sqlite"))
+        crate::registry::Registry::in_folder(data_dir)
             .and_then(|registry| registry.start(&id, &request))
             .map_err(Error::internal)?;
         let (root, run_id) = (data_dir.to_path_buf(), id.clone());
@@ -210,7 +210,7 @@ impl Runs {
             if let Err(e) = &outcome
                 && !e.is::<crate::aws::LostContact>()
             {
-                let _ = crate::registry::Registry::open(&root.join("cosmicai.sqlite"))
+                let _ = crate::registry::Registry::in_folder(&root)
                     .and_then(|registry| registry.fail_if_running(&run_id, &format!("{e:#}")));
             }
             let last = match outcome {

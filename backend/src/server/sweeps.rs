@@ -221,7 +221,7 @@ struct Stored(Option<crate::registry::Registry>);
 
 impl Stored {
     fn open(root: &Path) -> Self {
-        let path = root.join("cosmicai.sqlite");
+        let path = crate::registry::path(root);
         match crate::registry::Registry::open(&path) {
             Ok(registry) => Stored(Some(registry)),
             Err(e) => {

@@ -16,7 +16,7 @@ use std::ops::Range;
 
 /// What a rank reads of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wanted {
+pub(super) enum Wanted {
     /// Every tensor (a model that reads cutouts).
     Whole,
     /// Every tensor but `images`, whose bytes are left unread.
@@ -27,9 +27,9 @@ pub enum Wanted {
 /// the columns stored before the images (24 bytes an object: a 25 MB partition
 /// of 32 x 32 cutouts holds about 1,200 objects, 29 KB), and the first cutouts
 /// after them, unused. So it costs two GETs, this and the columns after the
-/// images, where a whole read costs one; three where the header or those
-/// columns run past it.
-pub const FIRST_READ_BYTES: u64 = 128 << 10;
+/// images, where a whole read costs one; three or four where the header or
+/// those columns run past it.
+pub(crate) const FIRST_READ_BYTES: u64 = 128 << 10;
 
 /// A partition copied from the store.
 pub(super) struct Downloaded {
@@ -221,6 +221,25 @@ mod tests {
         inner: LocalStore,
         sent: AtomicU64,
         ignores_ranges: bool,
+        /// The most bytes a ranged read's writer took past the range's length.
+        overrun: AtomicU64,
+    }
+
+    /// Counts what a writer takes.
+    struct Counting<'a> {
+        inner: &'a mut dyn Write,
+        took: u64,
+    }
+
+    impl Write for Counting<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.inner.write(buf)?;
+            self.took += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
     }
 
     impl ObjectStore for Remote {
@@ -243,12 +262,20 @@ mod tests {
             range: Range<u64>,
             out: &mut dyn Write,
         ) -> Result<u64, StoreError> {
+            let asked = range.end - range.start;
             let range = if self.ignores_ranges {
                 0..u64::MAX
             } else {
                 range
             };
-            let n = self.inner.get_range_to(key, range, out)?;
+            let mut counting = Counting {
+                inner: out,
+                took: 0,
+            };
+            let read = self.inner.get_range_to(key, range, &mut counting);
+            self.overrun
+                .fetch_max(counting.took.saturating_sub(asked), Ordering::Relaxed);
+            let n = read?;
             self.sent.fetch_add(n, Ordering::Relaxed);
             Ok(n)
         }
@@ -292,6 +319,7 @@ mod tests {
             inner: LocalStore::new(dir.path()),
             sent: AtomicU64::new(0),
             ignores_ranges: false,
+            overrun: AtomicU64::new(0),
         };
         (dir, remote, size)
     }
@@ -362,6 +390,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("more bytes than the range asked for"), "{e}");
-        assert!(remote.sent.load(Ordering::Relaxed) < 2 * size);
+        // Nothing past the range reached the file.
+        assert_eq!(remote.overrun.load(Ordering::Relaxed), 0);
     }
 }

@@ -4,7 +4,8 @@
 //!   files each rank reads and writes `result_path/payload.json` (a [`Payload`],
 //!   read back with [`read_payload`]);
 //! - [`infer_rank`] is one rank: load the model once, stream its partitions in
-//!   batches, write `result_path/<rank>.json` and its predictions;
+//!   batches (from S3, only the columns its model reads: `download`), write
+//!   `result_path/<rank>.json` and its predictions;
 //! - [`summarize`] gathers the ranks into `combined_data.json` and `summary.json`
 //!   (accuracy on known labels, totals, cost).
 //!
@@ -18,7 +19,7 @@ mod rank;
 mod rank_time;
 mod summary;
 
-pub use download::FIRST_READ_BYTES;
+pub(crate) use download::FIRST_READ_BYTES;
 pub use estimate::{Estimate, estimate};
 pub use payload::{Payload, PayloadOf, read_payload};
 pub use plan::{initialize, initialize_with, plan, plan_ranks};

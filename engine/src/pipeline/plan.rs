@@ -1,6 +1,6 @@
 //! Initialize: list partitions, apply `file_limit`, plan ranks, write the payload.
 
-use super::{Payload, PipelineError, payload_key};
+use super::{Payload, PayloadOf, PipelineError, payload_key};
 use crate::partition::EXTENSION;
 use crate::store::ObjectStore;
 use cosmicai_shared::run::RunRequest;
@@ -97,18 +97,14 @@ fn result_path_free(store: &dyn ObjectStore, result_path: &str) -> Result<(), Pi
     let parts: Vec<&str> = result_path.split('/').filter(|p| !p.is_empty()).collect();
     for end in 1..parts.len() {
         let above = parts[..end].join("/");
-        match store.get(&payload_key(&above)) {
-            Ok(bytes) => {
-                let owner = serde_json::from_slice::<Payload>(&bytes)
-                    .map(|p| format!("run {}", p.run_id))
-                    .unwrap_or_else(|_| "another run".into());
-                return Err(PipelineError::Invalid(vec![format!(
-                    "result_path '{result_path}' lies inside '{above}', the result path of {owner}: give a result_path outside every other run's"
-                )]));
-            }
-            Err(crate::store::StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        let owner = match super::read_payload(store, &above, None)? {
+            PayloadOf::Missing => continue,
+            PayloadOf::Its(p) => format!("run {}", p.run_id),
+            PayloadOf::Unreadable(_) | PayloadOf::OtherRun(_) => "another run".into(),
+        };
+        return Err(PipelineError::Invalid(vec![format!(
+            "result_path '{result_path}' lies inside '{above}', the result path of {owner}: give a result_path outside every other run's"
+        )]));
     }
     let held = store.list(result_path)?;
     // Its own payload.json, written meanwhile by a run racing for it (an

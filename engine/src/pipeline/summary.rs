@@ -142,7 +142,7 @@ pub fn summarize_with(
         .fold((0, 0), |(files, gets), r| {
             (files + r.data_path.len() as u64, gets + r.partition_gets)
         });
-    crate::cost::count_partition_gets(&mut cost, files, gets);
+    crate::cost::price_partition_gets(&mut cost, files, gets);
     // A rank planned no file fails only where it ran and failed (a local run
     // starts every rank: a missing model, a cancel).
     failed_ranks.extend(

@@ -44,11 +44,10 @@ pub trait ObjectStore: Send + Sync {
         Ok(bytes.len() as u64)
     }
     /// The first `len` bytes of object `key` (fewer where it is shorter): a
-    /// file's header without its data. Stores that cannot read a range read
-    /// the whole object.
+    /// file's header without its data.
     fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
-        let mut bytes = self.get(key)?;
-        bytes.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        let mut bytes = Vec::new();
+        self.get_range_to(key, 0..len, &mut bytes)?;
         Ok(bytes)
     }
     /// Copies bytes `range` of object `key` into `out` (fewer where the object
@@ -291,22 +290,27 @@ impl ObjectStore for LocalStore {
         })
     }
 
-    fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
-        use std::io::Read;
+    fn get_range_to(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, StoreError> {
+        use std::io::{Read, Seek};
         let io = |source| StoreError::Io {
             key: key.into(),
             source,
         };
-        let file = std::fs::File::open(self.path(key)?).map_err(|e| match e.kind() {
+        let mut file = std::fs::File::open(self.path(key)?).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => StoreError::NotFound {
                 key: key.into(),
                 store: self.describe(),
             },
             _ => io(e),
         })?;
-        let mut bytes = Vec::new();
-        file.take(len).read_to_end(&mut bytes).map_err(io)?;
-        Ok(bytes)
+        file.seek(std::io::SeekFrom::Start(range.start))
+            .map_err(io)?;
+        std::io::copy(&mut file.take(range.end.saturating_sub(range.start)), out).map_err(io)
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {

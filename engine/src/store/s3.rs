@@ -501,17 +501,24 @@ impl S3Store {
     fn read_to(
         &self,
         key: &str,
-        range: Option<String>,
+        range: Option<std::ops::Range<u64>>,
         out: &mut dyn std::io::Write,
     ) -> Result<u64, StoreError> {
         let key = checked(key)?;
+        // RFC 9110's last-byte-pos is inclusive; S3 gives the whole of a shorter object.
+        let header = range
+            .as_ref()
+            .map(|r| format!("bytes={}-{}", r.start, r.end - 1));
+        // A store that ignores the range and sends the whole object is stopped at
+        // the range's length, not let fill memory or a disk.
+        let most = range.map_or(u64::MAX, |r| r.end - r.start);
         self.block_on(async {
             let mut object = self
                 .client
                 .get_object()
                 .bucket(&self.bucket)
                 .key(key)
-                .set_range(range)
+                .set_range(header)
                 .send()
                 .await
                 .map_err(|e| {
@@ -527,6 +534,14 @@ impl S3Store {
             let mut copied = 0u64;
             while let Some(chunk) = object.body.next().await {
                 let chunk = chunk.map_err(|e| self.error(key, e))?;
+                if copied + chunk.len() as u64 > most {
+                    return Err(StoreError::Io {
+                        key: key.to_string(),
+                        source: std::io::Error::other(
+                            "the store sent more bytes than the range asked for (it may not read ranges)",
+                        ),
+                    });
+                }
                 out.write_all(&chunk).map_err(|source| StoreError::Io {
                     key: key.to_string(),
                     source,
@@ -557,15 +572,6 @@ impl ObjectStore for S3Store {
         self.read_to(key, None, out)
     }
 
-    fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
-        let mut bytes = Vec::new();
-        if len > 0 {
-            // RFC 9110's last-byte-pos is inclusive; S3 gives the whole of a shorter object.
-            self.read_to(key, Some(format!("bytes=0-{}", len - 1)), &mut bytes)?;
-        }
-        Ok(bytes)
-    }
-
     fn get_range_to(
         &self,
         key: &str,
@@ -575,9 +581,7 @@ impl ObjectStore for S3Store {
         if range.is_empty() {
             return Ok(0);
         }
-        // RFC 9110's last-byte-pos is inclusive.
-        let bytes = format!("bytes={}-{}", range.start, range.end - 1);
-        self.read_to(key, Some(bytes), out)
+        self.read_to(key, Some(range), out)
     }
 
     /// A conditional PUT, `If-None-Match: *` (S3 answers 412 where there is one).

@@ -112,6 +112,12 @@ impl View {
         )
     }
 
+    /// (ra, dec) under the screen point (px, py), or `None` off the map.
+    fn sky_at(self, px: f64, py: f64) -> Option<(f64, f64)> {
+        let (x, y) = self.to_map(px, py);
+        unproject(x, y)
+    }
+
     /// Zoomed by `factor` about the screen point (px, py), which stays put.
     fn zoomed(self, factor: f64, px: f64, py: f64) -> View {
         let scale =
@@ -439,8 +445,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             None => {
                 let v = view_at.get_untracked();
                 hover.set(sky.with_value(|s| nearest(s, v, p.0, p.1, 6.0)));
-                let (x, y) = v.to_map(p.0, p.1);
-                pointer.set(unproject(x, y));
+                pointer.set(v.sky_at(p.0, p.1));
             }
         }
     };
@@ -448,8 +453,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         let Some(d) = drag.get_value() else { return };
         drag.set_value(None);
         let p = at(&ev);
-        let (x, y) = view_at.get_untracked().to_map(p.0, p.1);
-        pointer.set(unproject(x, y));
+        pointer.set(view_at.get_untracked().sky_at(p.0, p.1));
         // Whatever the drag was, its outline goes (a selection keeps its points).
         let polygon = outline.get_untracked();
         outline.set(Vec::new());

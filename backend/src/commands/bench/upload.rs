@@ -97,7 +97,7 @@ pub fn bench_upload(args: UploadBenchArgs) -> Result<()> {
         ranks: vec![Vec::new()],
     };
     let local = LocalStore::new(dir.path());
-    let etags = LocalEtags::open(&dir.path().join("cosmicai.sqlite"))?;
+    let etags = LocalEtags::open(&crate::registry::path(dir.path()))?;
     let before = peak_rss_mb();
     let started = Instant::now();
     let first = upload(&local, &plan, PREFIX, &aws, PREFIX, &etags, |_, _| Ok(()))?;

@@ -59,6 +59,6 @@ pub struct Health {
 
 /// The shared registry connection; a handler that panicked while holding it
 /// left no transaction open (each call is its own), so a poisoned lock is fine.
-pub(super) fn registry(state: &AppState) -> ApiResult<std::sync::MutexGuard<'_, Registry>> {
+fn registry(state: &AppState) -> ApiResult<std::sync::MutexGuard<'_, Registry>> {
     Ok(state.registry.lock().unwrap_or_else(|e| e.into_inner()))
 }
