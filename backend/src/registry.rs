@@ -34,7 +34,7 @@ pub enum LaunchClaim {
     New,
     /// Seen, and it started this run or sweep.
     Started(String),
-    /// Seen, and its start has not ended yet.
+    /// Seen, and its start has not ended yet (nor written its run or sweep).
     Starting,
     /// Seen with another body.
     OtherBody,
@@ -42,7 +42,8 @@ pub enum LaunchClaim {
 
 /// How long a launch's key is kept: a day, for clients that retry after a restart.
 const LAUNCH_KEY_KEPT_S: i64 = 24 * 3600;
-/// How long a key whose start never ended (a crash mid-start) blocks retries.
+/// How long a key whose start never ended, and wrote no run or sweep (a crash
+/// mid-start), blocks retries.
 const LAUNCH_PENDING_KEPT_S: i64 = 600;
 
 /// A run's row, as a follower needs it.
@@ -91,7 +92,8 @@ CREATE TABLE IF NOT EXISTS launches (
     key TEXT PRIMARY KEY,
     body_sha256 TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    id TEXT
+    id TEXT,
+    planned_id TEXT
 );
 CREATE TABLE IF NOT EXISTS sweeps (
     id TEXT PRIMARY KEY,
@@ -134,14 +136,18 @@ impl Registry {
 
     /// Columns added since the first registries were written.
     fn migrate(&self) -> Result<()> {
-        for column in ["aws_json", "coordinator_identity"] {
+        for (table, column) in [
+            ("runs", "aws_json"),
+            ("runs", "coordinator_identity"),
+            ("launches", "planned_id"),
+        ] {
             let has: bool = self
                 .db
-                .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = ?1")?
-                .exists(params![column])?;
+                .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+                .exists(params![table, column])?;
             if !has {
                 self.db
-                    .execute_batch(&format!("ALTER TABLE runs ADD COLUMN {column} TEXT"))?;
+                    .execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
             }
         }
         Ok(())
@@ -206,51 +212,80 @@ impl Registry {
     }
 
     /// Claims launch `key` (a route and a client's `Idempotency-Key`) for a
-    /// request whose body hashes to `body_sha256`. Keys are kept a day; one
-    /// claimed by a start that never ended (a crash) is let go after 10 minutes.
-    pub fn claim_launch(&self, key: &str, body_sha256: &str) -> Result<LaunchClaim> {
+    /// request whose body hashes to `body_sha256`, which will start `planned_id`.
+    /// Keys are kept a day. A key whose start has not been settled is the run
+    /// or sweep it planned once that has a row (its start wrote it, then the
+    /// server died before settling), and is let go after 10 minutes without
+    /// one (a crash before anything started).
+    pub fn claim_launch(
+        &self,
+        key: &str,
+        body_sha256: &str,
+        planned_id: &str,
+    ) -> Result<LaunchClaim> {
         let now = unix_now();
         let tx = self.db.unchecked_transaction()?;
         tx.execute(
-            "DELETE FROM launches WHERE created_at < ?1 OR (id IS NULL AND created_at < ?2)",
+            "DELETE FROM launches WHERE created_at < ?1 OR (id IS NULL AND created_at < ?2
+                AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = launches.planned_id)
+                AND NOT EXISTS (SELECT 1 FROM sweeps WHERE sweeps.id = launches.planned_id))",
             params![now - LAUNCH_KEY_KEPT_S, now - LAUNCH_PENDING_KEPT_S],
         )?;
-        let held: Option<(String, Option<String>)> = tx
+        let held: Option<(String, Option<String>, Option<String>)> = tx
             .query_row(
-                "SELECT body_sha256, id FROM launches WHERE key = ?1",
+                "SELECT body_sha256, id, planned_id FROM launches WHERE key = ?1",
                 params![key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
+        let has_row = |id: &str| -> Result<bool> {
+            Ok(tx
+                .prepare(
+                    "SELECT 1 FROM runs WHERE id = ?1 UNION ALL SELECT 1 FROM sweeps WHERE id = ?1",
+                )?
+                .exists(params![id])?)
+        };
         let claim = match held {
             None => {
                 tx.execute(
-                    "INSERT INTO launches (key, body_sha256, created_at) VALUES (?1, ?2, ?3)",
-                    params![key, body_sha256, now],
+                    "INSERT INTO launches (key, body_sha256, created_at, planned_id)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![key, body_sha256, now, planned_id],
                 )?;
                 LaunchClaim::New
             }
-            Some((held, _)) if held != body_sha256 => LaunchClaim::OtherBody,
-            Some((_, Some(id))) => LaunchClaim::Started(id),
-            Some((_, None)) => LaunchClaim::Starting,
+            Some((held, ..)) if held != body_sha256 => LaunchClaim::OtherBody,
+            Some((_, Some(id), _)) => LaunchClaim::Started(id),
+            Some((_, None, Some(planned))) if has_row(&planned)? => {
+                tx.execute(
+                    "UPDATE launches SET id = ?2 WHERE key = ?1",
+                    params![key, planned],
+                )?;
+                LaunchClaim::Started(planned)
+            }
+            Some(_) => LaunchClaim::Starting,
         };
         tx.commit()?;
         Ok(claim)
     }
 
-    /// Launch `key` started `id`: a retry with the key is given it.
-    pub fn launched(&self, key: &str, id: &str) -> Result<()> {
+    /// Launch `key`, claimed for `planned_id`, started it: a retry with the key
+    /// is given it. A claim let go and taken by another start is left to that one.
+    pub fn launched(&self, key: &str, planned_id: &str) -> Result<()> {
         self.db.execute(
-            "UPDATE launches SET id = ?2 WHERE key = ?1",
-            params![key, id],
+            "UPDATE launches SET id = ?2 WHERE key = ?1 AND planned_id = ?2",
+            params![key, planned_id],
         )?;
         Ok(())
     }
 
-    /// Launch `key` started nothing (it was refused): a retry tries again.
-    pub fn release_launch(&self, key: &str) -> Result<()> {
-        self.db
-            .execute("DELETE FROM launches WHERE key = ?1", params![key])?;
+    /// Launch `key`, claimed for `planned_id`, started nothing (it was
+    /// refused): a retry tries again.
+    pub fn release_launch(&self, key: &str, planned_id: &str) -> Result<()> {
+        self.db.execute(
+            "DELETE FROM launches WHERE key = ?1 AND planned_id = ?2 AND id IS NULL",
+            params![key, planned_id],
+        )?;
         Ok(())
     }
 
@@ -626,38 +661,32 @@ pub fn coordinator_alive(pid: i64, identity: Option<&str>) -> bool {
 mod tests {
     use super::*;
 
+    fn sample_request() -> RunRequest {
+        serde_json::from_str(r#"{"batch_size": 1, "world_size": 1, "result_path": "results/x"}"#)
+            .unwrap()
+    }
+
     #[test]
     fn a_launch_key_gives_its_run_to_retries_and_is_let_go_when_refused_or_stale() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(&dir.path().join("r.sqlite")).unwrap();
-        assert_eq!(
-            registry.claim_launch("runs k", "a").unwrap(),
-            LaunchClaim::New
-        );
-        assert_eq!(
-            registry.claim_launch("runs k", "a").unwrap(),
-            LaunchClaim::Starting
-        );
-        assert_eq!(
-            registry.claim_launch("runs k", "b").unwrap(),
-            LaunchClaim::OtherBody
-        );
+        let claim = |key: &str, body: &str, planned: &str| {
+            registry.claim_launch(key, body, planned).unwrap()
+        };
+        assert_eq!(claim("runs k", "a", "run-1"), LaunchClaim::New);
+        assert_eq!(claim("runs k", "a", "run-2"), LaunchClaim::Starting);
+        assert_eq!(claim("runs k", "b", "run-2"), LaunchClaim::OtherBody);
         registry.launched("runs k", "run-1").unwrap();
         assert_eq!(
-            registry.claim_launch("runs k", "a").unwrap(),
+            claim("runs k", "a", "run-3"),
             LaunchClaim::Started("run-1".into())
         );
         // Refused: the key is free again.
-        assert_eq!(
-            registry.claim_launch("runs j", "a").unwrap(),
-            LaunchClaim::New
-        );
-        registry.release_launch("runs j").unwrap();
-        assert_eq!(
-            registry.claim_launch("runs j", "b").unwrap(),
-            LaunchClaim::New
-        );
-        // A start that never ended blocks its key 10 minutes; any key goes after a day.
+        assert_eq!(claim("runs j", "a", "run-4"), LaunchClaim::New);
+        registry.release_launch("runs j", "run-4").unwrap();
+        assert_eq!(claim("runs j", "b", "run-5"), LaunchClaim::New);
+        // A start that never ended and wrote nothing blocks its key 10 minutes;
+        // any key goes after a day.
         let age = |key: &str, seconds: i64| {
             registry
                 .db
@@ -668,19 +697,67 @@ mod tests {
                 .unwrap();
         };
         age("runs j", LAUNCH_PENDING_KEPT_S + 1);
+        assert_eq!(claim("runs j", "c", "run-6"), LaunchClaim::New);
+        // The start let go (run-5) settles late: the key stays run-6's.
+        registry.launched("runs j", "run-5").unwrap();
+        registry.release_launch("runs j", "run-5").unwrap();
+        assert_eq!(claim("runs j", "c", "run-7"), LaunchClaim::Starting);
+        registry.launched("runs j", "run-6").unwrap();
         assert_eq!(
-            registry.claim_launch("runs j", "c").unwrap(),
-            LaunchClaim::New
+            claim("runs j", "c", "run-7"),
+            LaunchClaim::Started("run-6".into())
         );
         age("runs k", LAUNCH_PENDING_KEPT_S + 1);
         assert_eq!(
-            registry.claim_launch("runs k", "a").unwrap(),
+            claim("runs k", "a", "run-8"),
             LaunchClaim::Started("run-1".into())
         );
         age("runs k", LAUNCH_KEY_KEPT_S);
+        assert_eq!(claim("runs k", "a", "run-9"), LaunchClaim::New);
+    }
+
+    #[test]
+    fn a_launch_whose_server_died_after_writing_its_run_gives_that_run_to_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("r.sqlite")).unwrap();
         assert_eq!(
-            registry.claim_launch("runs k", "a").unwrap(),
+            registry.claim_launch("runs k", "a", "run-1").unwrap(),
             LaunchClaim::New
+        );
+        // The start wrote its run, and the server died before settling the key.
+        registry.start("run-1", &sample_request()).unwrap();
+        assert_eq!(
+            registry.claim_launch("runs k", "a", "run-2").unwrap(),
+            LaunchClaim::Started("run-1".into())
+        );
+        // Long after, still that run, not a second one.
+        registry
+            .db
+            .execute(
+                "UPDATE launches SET created_at = created_at - ?1",
+                params![LAUNCH_PENDING_KEPT_S + 1],
+            )
+            .unwrap();
+        assert_eq!(
+            registry.claim_launch("runs k", "a", "run-3").unwrap(),
+            LaunchClaim::Started("run-1".into())
+        );
+        // A sweep's row counts as a run's does.
+        assert_eq!(
+            registry.claim_launch("sweeps k", "a", "sweep-1").unwrap(),
+            LaunchClaim::New
+        );
+        registry
+            .db
+            .execute(
+                "INSERT INTO sweeps (id, created_at, state, info_json, coordinator_pid)
+                 VALUES ('sweep-1', 0, 'running', '{}', 1)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(
+            registry.claim_launch("sweeps k", "a", "sweep-2").unwrap(),
+            LaunchClaim::Started("sweep-1".into())
         );
     }
 
@@ -689,10 +766,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cosmicai.sqlite");
         {
-            // The first schema: no aws_json column.
+            // The first schema: no aws_json column (nor a launch's planned id).
             let db = Connection::open(&path).unwrap();
             db.execute_batch(
-                &SCHEMA.replace(",\n    aws_json TEXT,\n    coordinator_identity TEXT", ""),
+                &SCHEMA
+                    .replace(",\n    aws_json TEXT,\n    coordinator_identity TEXT", "")
+                    .replace(",\n    planned_id TEXT", ""),
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO launches (key, body_sha256, created_at, id) VALUES ('runs k', 'a', ?1, 'old')",
+                params![unix_now()],
             )
             .unwrap();
             db.execute(
@@ -705,6 +789,11 @@ mod tests {
         let registry = Registry::open(&path).unwrap();
         let old = registry.run("old").unwrap().unwrap();
         assert_eq!((old.status, old.aws), (RunStatus::Succeeded, None));
+        // The launch key it kept still gives its run.
+        assert_eq!(
+            registry.claim_launch("runs k", "a", "run-2").unwrap(),
+            LaunchClaim::Started("old".into())
+        );
         let aws = AwsExecution {
             config: crate::aws::AwsConfig {
                 bucket: "b".into(),
@@ -731,10 +820,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cosmicai.sqlite");
         let registry = Registry::open(&path).unwrap();
-        let request: RunRequest = serde_json::from_str(
-            r#"{"batch_size": 1, "world_size": 1, "result_path": "results/x"}"#,
-        )
-        .unwrap();
+        let request = sample_request();
         registry.start("live", &request).unwrap();
         registry.start("recycled", &request).unwrap();
         // Same pid (ours, alive), but another process: as after a container
@@ -767,10 +853,7 @@ mod tests {
     fn runs_come_in_pages_and_one_run_by_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(&dir.path().join("cosmicai.sqlite")).unwrap();
-        let request: RunRequest = serde_json::from_str(
-            r#"{"batch_size": 1, "world_size": 1, "result_path": "results/x"}"#,
-        )
-        .unwrap();
+        let request = sample_request();
         for i in 0..5 {
             registry.start(&format!("run-{i}"), &request).unwrap();
         }

@@ -147,6 +147,11 @@ pub fn new_run_id() -> String {
     format!("run-{secs}-{}-{n:06}", std::process::id())
 }
 
+/// A new sweep's id: a run id's stamp, under its own prefix.
+pub fn new_sweep_id() -> String {
+    format!("sweep-{}", new_run_id().trim_start_matches("run-"))
+}
+
 /// Refuses a CUDA run up front when this build or machine cannot run one.
 pub fn check_device(device: Device) -> Result<()> {
     if device == Device::Cuda

@@ -13,21 +13,24 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A launch handler's work: `start` it on a blocking thread (checking it reads
-/// the disk, and may probe the CUDA driver) unless its key says it was started.
+/// A launch handler's work: `start` it as run or sweep `id` on a blocking
+/// thread (checking it reads the disk, and may probe the CUDA driver) unless
+/// its key says it was started. The id is chosen before the key is claimed, so
+/// a key whose server died mid-start still finds the run it started.
 pub async fn launch<L: Serialize + Send + 'static>(
     state: Arc<AppState>,
     route: &'static str,
     headers: HeaderMap,
     launch: L,
-    start: fn(&Arc<AppState>, &L) -> ApiResult<String>,
+    id: String,
+    start: fn(&Arc<AppState>, &L, &str) -> ApiResult<()>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let id = tokio::task::spawn_blocking(move || {
-        let claimed = match claim_key(&state, route, &headers, &launch)? {
+        let claimed = match claim_key(&state, route, &headers, &launch, &id)? {
             KeyClaim::Started(id) => return Ok(id),
             KeyClaim::Start(claimed) => claimed,
         };
-        let started = start(&state, &launch);
+        let started = start(&state, &launch, &id).map(|()| id);
         if let Some(claimed) = claimed {
             claimed.settle(&started);
         }
@@ -45,6 +48,8 @@ const HEADER: &str = "idempotency-key";
 /// dropped unsettled (its start panicked) lets its key go.
 struct Claimed {
     key: String,
+    /// The run or sweep it is claimed for.
+    id: String,
     data_dir: PathBuf,
     settled: bool,
 }
@@ -63,13 +68,15 @@ fn own_registry(data_dir: &Path) -> Result<Registry, Error> {
     Registry::in_folder(data_dir).map_err(Error::internal)
 }
 
-/// Reads `route`'s `Idempotency-Key` and claims it for `launch`. A key already
-/// held by a launch still starting is 409, one sent with another body 422.
+/// Reads `route`'s `Idempotency-Key` and claims it for `launch`, to start as
+/// `id`. A key already held by a launch still starting is 409, one sent with
+/// another body 422.
 fn claim_key(
     state: &AppState,
     route: &str,
     headers: &HeaderMap,
     launch: &impl Serialize,
+    id: &str,
 ) -> Result<KeyClaim, Error> {
     let Some(value) = headers.get(HEADER) else {
         return Ok(KeyClaim::Start(None));
@@ -87,11 +94,12 @@ fn claim_key(
     // The request as parsed: the same launch written with other spacing is the same.
     let body = serde_json::to_vec(launch).map_err(Error::internal)?;
     let claim = own_registry(&state.data_dir)?
-        .claim_launch(&key, &crate::models::sha256_hex(&body))
+        .claim_launch(&key, &crate::models::sha256_hex(&body), id)
         .map_err(Error::internal)?;
     match claim {
         LaunchClaim::New => Ok(KeyClaim::Start(Some(Claimed {
             key,
+            id: id.to_string(),
             data_dir: state.data_dir.clone(),
             settled: false,
         }))),
@@ -120,8 +128,8 @@ impl Claimed {
             .map_err(|e| e.1)
             .and_then(|registry| {
                 match outcome {
-                    Ok(id) => registry.launched(&self.key, id),
-                    Err(_) => registry.release_launch(&self.key),
+                    Ok(_) => registry.launched(&self.key, &self.id),
+                    Err(_) => registry.release_launch(&self.key, &self.id),
                 }
                 .map_err(|e| format!("{e:#}"))
             });
@@ -141,7 +149,7 @@ impl Drop for Claimed {
         if !self.settled
             && let Ok(registry) = own_registry(&self.data_dir)
         {
-            let _ = registry.release_launch(&self.key);
+            let _ = registry.release_launch(&self.key, &self.id);
         }
     }
 }

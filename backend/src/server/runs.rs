@@ -5,7 +5,7 @@ use super::error::Error;
 use super::guard::{MemoryBudget, Slot};
 use super::models::ServedModels;
 use crate::aws::AwsConfig;
-use crate::coordinator::{self, Executor, RunControl, check_device, new_run_id};
+use crate::coordinator::{self, Executor, RunControl, check_device};
 use cosmicai_shared::api::{RunEvent, RunLaunch, Target};
 use cosmicai_shared::run::{RunRequest, check_key};
 use std::collections::HashMap;
@@ -129,20 +129,20 @@ impl Runs {
             .cloned()
     }
 
-    /// Validates `launch` and starts it, holding `slot`, and for a local run its
-    /// share of `budget`, until it ends; the run id, or what is wrong with the
-    /// request (422) or the server's load (429).
+    /// Validates `launch` and starts it as run `id`, holding `slot`, and for a
+    /// local run its share of `budget`, until it ends; or says what is wrong
+    /// with the request (422) or the server's load (429).
     pub fn start(
         &self,
         data_dir: &Path,
         models: &ServedModels,
         launch: &RunLaunch,
+        id: &str,
         slot: Slot,
         budget: &Arc<MemoryBudget>,
-    ) -> Result<String, Error> {
+    ) -> Result<(), Error> {
         let invalid = |e: String| Error(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e);
-        let id = new_run_id();
-        let request = request_of(data_dir, models, launch, &id).map_err(invalid)?;
+        let request = request_of(data_dir, models, launch, id).map_err(invalid)?;
         // Data already in the bucket: its folder, checked before anything starts.
         let in_bucket = match (&launch.s3_data, launch.target, &self.aws) {
             (None, ..) => None,
@@ -170,13 +170,13 @@ impl Runs {
             (Target::Aws, None) => return Err(invalid("target aws: this server has no AWS deployment; start it with COSMICAI_AWS_BUCKET and COSMICAI_STATE_MACHINE_ARN set (the outputs of infra/aws/template.yaml), or run with target local".into())),
         };
         let live = Arc::new(LiveRun::new(None));
-        insert(&self.live, &id, live.clone());
+        insert(&self.live, id, live.clone());
         // Its row before its id is given out: GET /api/runs/{id} finds it at
         // once, and while it is planned (a conversion, an upload: minutes).
         crate::registry::Registry::in_folder(data_dir)
-            .and_then(|registry| registry.start(&id, &request))
+            .and_then(|registry| registry.start(id, &request))
             .map_err(Error::internal)?;
-        let (root, run_id) = (data_dir.to_path_buf(), id.clone());
+        let (root, run_id) = (data_dir.to_path_buf(), id.to_string());
         std::thread::spawn(move || {
             let control = RunControl {
                 quiet: true,
@@ -228,7 +228,7 @@ impl Runs {
             drop(slot);
             live.push(last);
         });
-        Ok(id)
+        Ok(())
     }
 }
 

@@ -4,10 +4,9 @@
 //! found again after a restart.
 
 use super::error::Error;
-use super::guard::{MemoryBudget, Slot};
-use super::models::ServedModels;
-use super::runs::{Runs, request_of};
-use crate::coordinator::{check_device, concurrency_and_threads, new_run_id, sweep};
+use super::guard::Slot;
+use super::runs::request_of;
+use crate::coordinator::{check_device, concurrency_and_threads, sweep};
 use cosmicai_shared::api::{RunLaunch, SweepInfo, SweepLaunch, Target};
 use cosmicai_shared::run::Device;
 use std::collections::HashMap;
@@ -83,17 +82,17 @@ impl Sweeps {
         Ok(())
     }
 
-    /// Checks every run of the sweep first, then starts it, holding `slot` and
-    /// the memory of its widest run until it ends; its id, or what is wrong.
+    /// Checks every run of the sweep first, then starts it as sweep `id` of
+    /// `state`'s sweeps, holding `slot` and the memory of its widest run until
+    /// it ends; or says what is wrong.
     pub fn start(
-        &self,
-        data_dir: &Path,
-        models: &ServedModels,
-        runs: &Runs,
+        state: &super::AppState,
         launch: &SweepLaunch,
+        id: &str,
         slot: Slot,
-        budget: &Arc<MemoryBudget>,
-    ) -> Result<String, Error> {
+    ) -> Result<(), Error> {
+        let (data_dir, models, runs, budget) =
+            (&state.data_dir, &state.models, &state.runs, &state.memory);
         let invalid = |e: String| Error(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e);
         if launch.world_sizes.is_empty() || launch.world_sizes.len() > 8 {
             return Err(invalid(format!(
@@ -112,7 +111,7 @@ impl Sweeps {
         if devices.len() > 2 {
             return Err(invalid("devices: give cpu, cuda or both".into()));
         }
-        let id = format!("sweep-{}", new_run_id().trim_start_matches("run-"));
+        let id = id.to_string();
         let mut plan = Vec::new();
         for &device in &devices {
             check_device(device).map_err(|e| invalid(format!("{e:#}")))?;
@@ -158,7 +157,7 @@ impl Sweeps {
             data_prefix: plan[0].data_prefix.clone(),
         });
         {
-            let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+            let mut all = state.sweeps.all.lock().unwrap_or_else(|e| e.into_inner());
             if all.len() >= KEPT {
                 all.retain(|_, s| s.info().state == "running");
             }
@@ -210,7 +209,7 @@ impl Sweeps {
             info.running = None;
             stored.save(&info);
         });
-        Ok(id)
+        Ok(())
     }
 }
 

@@ -60,10 +60,11 @@ pub async fn create_run(
     headers: HeaderMap,
     Json(launch): Json<RunLaunch>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
-    launches::launch(state, "runs", headers, launch, start_run).await
+    let id = crate::coordinator::new_run_id();
+    launches::launch(state, "runs", headers, launch, id, start_run).await
 }
 
-fn start_run(state: &Arc<AppState>, launch: &RunLaunch) -> ApiResult<String> {
+fn start_run(state: &Arc<AppState>, launch: &RunLaunch, id: &str) -> ApiResult<()> {
     let slot = state
         .run_slots
         .take()
@@ -75,9 +76,14 @@ fn start_run(state: &Arc<AppState>, launch: &RunLaunch) -> ApiResult<String> {
     {
         crate::server::selections::mark_used(&state.data_dir, prefix);
     }
-    state
-        .runs
-        .start(&state.data_dir, &state.models, launch, slot, &state.memory)
+    state.runs.start(
+        &state.data_dir,
+        &state.models,
+        launch,
+        id,
+        slot,
+        &state.memory,
+    )
 }
 
 pub(super) fn find_run(state: &AppState, id: &str) -> ApiResult<RunInfo> {

@@ -61,10 +61,11 @@ pub async fn create_sweep(
     headers: HeaderMap,
     Json(launch): Json<SweepLaunch>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
-    launches::launch(state, "sweeps", headers, launch, start_sweep).await
+    let id = crate::coordinator::new_sweep_id();
+    launches::launch(state, "sweeps", headers, launch, id, start_sweep).await
 }
 
-fn start_sweep(state: &Arc<AppState>, launch: &SweepLaunch) -> ApiResult<String> {
+fn start_sweep(state: &Arc<AppState>, launch: &SweepLaunch, id: &str) -> ApiResult<()> {
     let slot = state
         .run_slots
         .take()
@@ -73,14 +74,7 @@ fn start_sweep(state: &Arc<AppState>, launch: &SweepLaunch) -> ApiResult<String>
     if let Some(prefix) = &launch.data_prefix {
         crate::server::selections::mark_used(&state.data_dir, prefix);
     }
-    state.sweeps.start(
-        &state.data_dir,
-        &state.models,
-        &state.runs,
-        launch,
-        slot,
-        &state.memory,
-    )
+    crate::server::sweeps::Sweeps::start(state, launch, id, slot)
 }
 
 #[utoipa::path(post, path = "/api/sweeps/{id}/cancel", params(("id" = String, Path)),
