@@ -54,6 +54,7 @@ pub(super) fn download(
         bytes: head,
         gets,
         images,
+        version,
     } = match wanted {
         // A size of 0 is a key the plan does not list: read whole, for the reader to judge.
         Wanted::Catalog if size > 0 => catalog_head(store, key, size)?,
@@ -107,7 +108,8 @@ pub(super) fn download(
             inner: std::io::BufWriter::with_capacity(1 << 20, file.as_file_mut()),
             left: expected,
         };
-        let got = store.get_range_to(key, range, &mut writer)?;
+        // From the object the first read saw, or an error: not half a replacement.
+        let (got, _) = store.get_range_of_version(key, range, version.as_deref(), &mut writer)?;
         writer.inner.flush().map_err(io)?;
         if got != expected {
             return Err(fail(format!(
@@ -165,6 +167,8 @@ struct Head {
     /// Where its `images` lie (an empty range at the end where it has none);
     /// `None` where the header is not one this can place exactly.
     images: Option<Range<u64>>,
+    /// The object's version it was read from (S3's ETag), which later reads require.
+    version: Option<String>,
 }
 
 /// Reads the start of partition `key` and places its images. A header this
@@ -172,10 +176,23 @@ struct Head {
 /// the listed `size`) leaves the file to be read whole, and the partition
 /// reader names whatever is wrong with it.
 fn catalog_head(store: &dyn ObjectStore, key: &str, size: u64) -> Result<Head, PipelineError> {
+    let mut bytes = Vec::new();
+    let first = FIRST_READ_BYTES.min(size);
+    // Capped as the column reads are: a store that ignores ranges is stopped.
+    let (_, version) = store.get_range_of_version(
+        key,
+        0..first,
+        None,
+        &mut Capped {
+            inner: &mut bytes,
+            left: first,
+        },
+    )?;
     let mut head = Head {
-        bytes: store.get_head(key, FIRST_READ_BYTES.min(size))?,
+        bytes,
         gets: 1,
         images: None,
+        version,
     };
     let Some(len) = head.bytes.get(..8).and_then(|b| b.try_into().ok()) else {
         return Ok(head);
@@ -186,7 +203,15 @@ fn catalog_head(store: &dyn ObjectStore, key: &str, size: u64) -> Result<Head, P
     }
     let held = head.bytes.len() as u64;
     if 8 + len > held {
-        store.get_range_to(key, held..8 + len, &mut head.bytes)?;
+        store.get_range_of_version(
+            key,
+            held..8 + len,
+            head.version.as_deref(),
+            &mut Capped {
+                inner: &mut head.bytes,
+                left: 8 + len - held,
+            },
+        )?;
         head.gets += 1;
     }
     let Some(Ok(metadata)) = head
@@ -216,13 +241,20 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A local store seen as a remote one (no local paths), counting what it
-    /// sends; one that `ignores_ranges` sends whole objects for ranges.
+    /// sends; one that `ignores_ranges` sends whole objects for ranges. Its
+    /// objects have versions, as S3's ETags: a read of another version than
+    /// the one asked for is refused.
     struct Remote {
         inner: LocalStore,
         sent: AtomicU64,
         ignores_ranges: bool,
         /// The most bytes a ranged read's writer took past the range's length.
         overrun: AtomicU64,
+        /// The objects' version, one for all.
+        version: AtomicU64,
+        /// Written over `part-0.safetensors` after the next read (another
+        /// writer replacing the partition while a rank reads it).
+        replacement: std::sync::Mutex<Option<Vec<u8>>>,
     }
 
     /// Counts what a writer takes.
@@ -251,10 +283,26 @@ mod tests {
             self.sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             Ok(bytes)
         }
-        fn get_head(&self, key: &str, len: u64) -> Result<Vec<u8>, StoreError> {
-            let bytes = self.inner.get_head(key, len)?;
-            self.sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            Ok(bytes)
+        fn get_range_of_version(
+            &self,
+            key: &str,
+            range: Range<u64>,
+            version: Option<&str>,
+            out: &mut dyn Write,
+        ) -> Result<(u64, Option<String>), StoreError> {
+            let current = self.version.load(Ordering::Relaxed).to_string();
+            if version.is_some_and(|v| v != current) {
+                return Err(StoreError::Changed {
+                    key: key.into(),
+                    store: self.describe(),
+                });
+            }
+            let n = self.get_range_to(key, range, out)?;
+            if let Some(bytes) = self.replacement.lock().unwrap().take() {
+                std::fs::write(self.inner.root().join(key), bytes).unwrap();
+                self.version.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok((n, Some(current)))
         }
         fn get_range_to(
             &self,
@@ -320,6 +368,8 @@ mod tests {
             sent: AtomicU64::new(0),
             ignores_ranges: false,
             overrun: AtomicU64::new(0),
+            version: AtomicU64::new(0),
+            replacement: Default::default(),
         };
         (dir, remote, size)
     }
@@ -392,5 +442,31 @@ mod tests {
         assert!(e.contains("more bytes than the range asked for"), "{e}");
         // Nothing past the range reached the file.
         assert_eq!(remote.overrun.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_partition_replaced_between_its_reads_is_refused_not_read_torn() {
+        let (_dir, remote, size) = remote_with(&partition(200, Some(32)));
+        // Another partition of the same size and layout, other values.
+        let mut other = partition(200, Some(32));
+        other.redshift.iter_mut().for_each(|z| *z += 1.0);
+        let other_dir = tempfile::tempdir().unwrap();
+        let other_path = other_dir.path().join("other.safetensors");
+        write_partition(&other_path, &other).unwrap();
+        let other = std::fs::read(other_path).unwrap();
+        assert_eq!(other.len() as u64, size);
+        *remote.replacement.lock().unwrap() = Some(other);
+        let e = download(&remote, "part-0.safetensors", size, Wanted::Catalog)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("part-0.safetensors: replaced in remote while it was read"),
+            "{e}"
+        );
+        // Read again, it is the new one, whole.
+        let got = download(&remote, "part-0.safetensors", size, Wanted::Catalog).unwrap();
+        let opened = PartitionFile::open(got.file.path()).unwrap();
+        assert!((opened.catalog().redshift[0] - 1.0).abs() < 1e-6);
     }
 }

@@ -20,6 +20,8 @@ pub enum StoreError {
     NotFound { key: String, store: String },
     #[error("{key}: {source}")]
     Io { key: String, source: std::io::Error },
+    #[error("{key}: replaced in {store} while it was read (read it again)")]
+    Changed { key: String, store: String },
 }
 
 /// One stored object.
@@ -71,6 +73,22 @@ pub trait ObjectStore: Send + Sync {
             })?;
         Ok((end - start) as u64)
     }
+    /// [`get_range_to`](Self::get_range_to) of one version of `key`: where
+    /// `version` is given, [`StoreError::Changed`] if the object is no longer
+    /// it. Returns the bytes copied and the version read (S3's ETag), so a
+    /// partition read in several ranges is read from one object, not torn
+    /// between an old one and its replacement. Stores without versions (local
+    /// files) read the range and give none.
+    fn get_range_of_version(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        version: Option<&str>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(u64, Option<String>), StoreError> {
+        let _ = version;
+        Ok((self.get_range_to(key, range, out)?, None))
+    }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// Puts `bytes` at `key` unless an object is there already, in one step no
     /// other writer can come between (S3's `If-None-Match: *`, a link that does
@@ -105,6 +123,20 @@ impl LocalStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// A failed read of `key`: a missing file is [`StoreError::NotFound`].
+    fn read_error(&self, key: &str, e: std::io::Error) -> StoreError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::NotFound {
+                key: key.into(),
+                store: self.describe(),
+            },
+            _ => StoreError::Io {
+                key: key.into(),
+                source: e,
+            },
+        }
     }
 
     /// [`ObjectStore::put`] without its syncs: still whole (written aside and
@@ -277,17 +309,7 @@ impl ObjectStore for LocalStore {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let path = self.path(key)?;
-        std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StoreError::NotFound {
-                key: key.into(),
-                store: self.describe(),
-            },
-            _ => StoreError::Io {
-                key: key.into(),
-                source: e,
-            },
-        })
+        std::fs::read(self.path(key)?).map_err(|e| self.read_error(key, e))
     }
 
     fn get_range_to(
@@ -301,13 +323,7 @@ impl ObjectStore for LocalStore {
             key: key.into(),
             source,
         };
-        let mut file = std::fs::File::open(self.path(key)?).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StoreError::NotFound {
-                key: key.into(),
-                store: self.describe(),
-            },
-            _ => io(e),
-        })?;
+        let mut file = std::fs::File::open(self.path(key)?).map_err(|e| self.read_error(key, e))?;
         file.seek(std::io::SeekFrom::Start(range.start))
             .map_err(io)?;
         std::io::copy(&mut file.take(range.end.saturating_sub(range.start)), out).map_err(io)

@@ -496,14 +496,16 @@ impl S3Store {
 }
 
 impl S3Store {
-    /// GetObject of `key` (of `range` only, where given) copied into `out`, in
-    /// the chunks it arrives in.
+    /// GetObject of `key` (of `range` only, where given; of ETag `version`
+    /// only, where given) copied into `out`, in the chunks it arrives in; the
+    /// bytes copied and the ETag read.
     fn read_to(
         &self,
         key: &str,
         range: Option<std::ops::Range<u64>>,
+        version: Option<&str>,
         out: &mut dyn std::io::Write,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(u64, Option<String>), StoreError> {
         let key = checked(key)?;
         // RFC 9110's last-byte-pos is inclusive; S3 gives the whole of a shorter object.
         let header = range
@@ -519,6 +521,7 @@ impl S3Store {
                 .bucket(&self.bucket)
                 .key(key)
                 .set_range(header)
+                .set_if_match(version.map(str::to_string))
                 .send()
                 .await
                 .map_err(|e| {
@@ -527,10 +530,17 @@ impl S3Store {
                             key: key.into(),
                             store: self.describe(),
                         }
+                    } else if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) {
+                        // If-Match failed: another object is at the key now.
+                        StoreError::Changed {
+                            key: key.into(),
+                            store: self.describe(),
+                        }
                     } else {
                         self.error(key, sdk(&e))
                     }
                 })?;
+            let etag = object.e_tag.take();
             let mut copied = 0u64;
             while let Some(chunk) = object.body.next().await {
                 let chunk = chunk.map_err(|e| self.error(key, e))?;
@@ -548,7 +558,7 @@ impl S3Store {
                 })?;
                 copied += chunk.len() as u64;
             }
-            Ok(copied)
+            Ok((copied, etag))
         })
     }
 }
@@ -569,7 +579,7 @@ impl ObjectStore for S3Store {
     }
 
     fn get_to(&self, key: &str, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
-        self.read_to(key, None, out)
+        Ok(self.read_to(key, None, None, out)?.0)
     }
 
     fn get_range_to(
@@ -578,10 +588,20 @@ impl ObjectStore for S3Store {
         range: std::ops::Range<u64>,
         out: &mut dyn std::io::Write,
     ) -> Result<u64, StoreError> {
+        Ok(self.get_range_of_version(key, range, None, out)?.0)
+    }
+
+    fn get_range_of_version(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        version: Option<&str>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(u64, Option<String>), StoreError> {
         if range.is_empty() {
-            return Ok(0);
+            return Ok((0, version.map(str::to_string)));
         }
-        self.read_to(key, Some(range), out)
+        self.read_to(key, Some(range), version, out)
     }
 
     /// A conditional PUT, `If-None-Match: *` (S3 answers 412 where there is one).
