@@ -326,6 +326,11 @@ fn project_plans_sizes_like_cai_and_flags_ranks_past_the_express_limit() {
     // One rank downloading 1,000 GB cannot finish inside an Express child.
     assert_eq!(rows[1]["fits_express"], false);
     assert!(rows[1]["cost_usd"].as_f64().unwrap() > rows[0]["cost_usd"].as_f64().unwrap());
+    // Keeping 1,000 GB (931.3 binary GB, as S3 bills) in S3 Standard a month,
+    // beside the run: $21.42.
+    let storage = rows[1]["cost"]["storage_usd_month"].as_f64().unwrap();
+    assert!((storage - 21.42).abs() < 0.005, "{storage}");
+    assert_eq!(rows[1]["cost"]["data_bytes"], 1_000_000_000_000u64);
     let e = failure(&["project", "--size", "1GB", "--world-size", "0"]);
     assert!(e.contains("--world-size"), "{e}");
     // PhotoZ has no bf16 CPU path: the projection says so instead of timing fp32.

@@ -26,6 +26,9 @@ pub const STANDARD_CHILD_TRANSITIONS: u64 = 3;
 pub const S3_PUT_LIST: f64 = 0.005 / 1e3;
 /// S3 GET, USD per request ($0.0004 per 1,000).
 pub const S3_GET: f64 = 0.0004 / 1e3;
+/// S3 Standard storage, USD per GB-month (the first 50 TB a month). S3 bills
+/// binary gigabytes (its FAQ: 100 GB is 107,374,182,400 bytes).
+pub const S3_STORAGE_GB_MONTH: f64 = 0.023;
 
 /// A GPU rank's instance, USD per second: g5.xlarge on demand ($1.006 an hour;
 /// the template lets Batch pick g5.2xlarge too, at $1.212).
@@ -84,8 +87,9 @@ pub fn billed_ms(duration_s: f64) -> u64 {
 /// `plan.json`; each rank GETs `payload.json` and its partitions and PUTs its
 /// predictions, result and measures; Summarize GETs each rank's three and PUTs
 /// two files; a rank that read less than whole partitions is priced for the
-/// GETs it counted). Not priced: the upload of the data, its storage, the launcher's
-/// copy of the results, and a failed attempt that left no measure.
+/// GETs it counted). Not priced: the upload of the data, the launcher's copy of the
+/// results, and a failed attempt that left no measure; the data's storage is
+/// priced a month at a time beside the run (see [`price_storage`]).
 pub fn run_cost(
     ranks: &[RankMeasure],
     files_per_rank: &[usize],
@@ -167,6 +171,8 @@ pub fn run_cost(
         gpu_instance_s,
         gpu_instance_usd: gpu_instance_s * GPU_INSTANCE_S,
         total_usd: 0.0,
+        data_bytes: 0,
+        storage_usd_month: 0.0,
     };
     total(&mut cost);
     cost
@@ -178,6 +184,14 @@ fn total(cost: &mut Cost) {
         + cost.step_functions_usd
         + cost.s3_usd
         + cost.gpu_instance_usd;
+}
+
+/// Prices keeping `data_bytes` of partitions in the bucket for a month, beside
+/// the run's own bill (not in its total: the data may serve many runs, or be
+/// deleted after one).
+pub fn price_storage(cost: &mut Cost, data_bytes: u64) {
+    cost.data_bytes = data_bytes;
+    cost.storage_usd_month = data_bytes as f64 / (1u64 << 30) as f64 * S3_STORAGE_GB_MONTH;
 }
 
 /// Prices `gets` GETs for `files` partitions in place of the one a partition

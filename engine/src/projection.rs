@@ -124,6 +124,7 @@ pub fn project(input: &ProjectionInput) -> Projection {
             children,
         );
         crate::cost::price_partition_gets(&mut cost, partitions, gets_per_file * partitions);
+        crate::cost::price_storage(&mut cost, input.dataset_bytes);
         cost
     };
     // CPU ranks: EXPRESS children, as the template runs them.

@@ -411,6 +411,11 @@ fn a_photoz_rank_reads_the_catalog_and_not_the_cutouts_from_a_bucket() {
         )
         .unwrap();
         gets.push(summary.cost.s3_get);
+        // Keeping the two partitions in S3 is priced a month, beside the total.
+        assert_eq!(summary.cost.data_bytes, sizes);
+        let month = sizes as f64 / (1u64 << 30) as f64 * cosmicai_engine::cost::S3_STORAGE_GB_MONTH;
+        assert!((summary.cost.storage_usd_month - month).abs() < 1e-12);
+        assert!(summary.cost.storage_usd_month > 0.0);
     }
     assert!(predictions[0] == predictions[1]);
     // The bucket's run is priced for the GETs its rank counted, the local one at

@@ -423,6 +423,25 @@ pub struct Cost {
     pub s3_get: u64,
     pub s3_usd: f64,
     pub total_usd: f64,
+    /// Bytes of the partitions the run was planned (whole, as they are kept,
+    /// though a catalog-only rank reads a share of each).
+    #[serde(default)]
+    pub data_bytes: u64,
+    /// Keeping them in S3 Standard, USD a month: a bill of its own while the
+    /// data stays in the bucket, not in `total_usd`.
+    #[serde(default)]
+    pub storage_usd_month: f64,
+}
+
+impl Cost {
+    /// The run's data as people read it (decimal units, as datasets are sized).
+    pub fn data_size(&self) -> String {
+        match self.data_bytes as f64 {
+            b if b < 1e6 => format!("{:.1} kB", b / 1e3),
+            b if b < 1e9 => format!("{:.1} MB", b / 1e6),
+            b => format!("{:.2} GB", b / 1e9),
+        }
+    }
 }
 
 /// Lifecycle of a run in the registry.

@@ -426,6 +426,8 @@ try {
     assert.ok(ticks.length >= 6 && ticks[0] === '0', ticks.join(' '));
     assert.ok(ticks.every((t) => Number.isFinite(Number(t))), ticks.join(' '));
     assert.ok(await page.locator('table.metrics tr').count() >= 2);
+    // Keeping the run's data in S3 is priced a month, below the run's total.
+    assert.match(await page.textContent('table.cost tr.storage'), /^S3 storage of the data\d+\.\d+ [kMG]B in S3 Standard, a month \(not in the total\)\$\d+\.\d{6}$/);
     // PhotoZ's σ_z, scored on the run's galaxies.
     const within1 = Number(await page.getAttribute('p.calibration', 'data-within-1'));
     assert.ok(within1 > 0.5 && within1 < 0.95, `within 1σ: ${within1}`);

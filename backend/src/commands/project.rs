@@ -199,7 +199,7 @@ pub fn run(args: ProjectArgs) -> Result<()> {
     );
     crate::line!(
         out,
-        "{:>10} {:>11} {:>10} {:>10} {:>9} {:>7} {:>10} {:>10} {:>21}  projected",
+        "{:>10} {:>11} {:>10} {:>10} {:>9} {:>7} {:>10} {:>10} {:>21} {:>12}  projected",
         "dataset",
         "objects",
         "partitions",
@@ -208,13 +208,14 @@ pub fn run(args: ProjectArgs) -> Result<()> {
         "waves",
         "map_s",
         "cost_usd",
-        "sfn_usd express/std"
+        "sfn_usd express/std",
+        "s3_usd/month"
     );
     for row in &rows {
         let p = &row.projection;
         crate::line!(
             out,
-            "{:>10} {:>11} {:>10} {:>10} {:>9.1} {:>7} {:>10.1} {:>10.2} {:>10.3}/{:<10.3}{}",
+            "{:>10} {:>11} {:>10} {:>10} {:>9.1} {:>7} {:>10.1} {:>10.2} {:>10.3}/{:<10.3} {:>12.2}{}",
             format_size(row.dataset_bytes),
             p.objects,
             p.partitions,
@@ -225,6 +226,7 @@ pub fn run(args: ProjectArgs) -> Result<()> {
             p.cost_usd,
             p.cost.step_functions_usd,
             p.step_functions_standard_usd,
+            p.cost.storage_usd_month,
             if p.fits_express {
                 ""
             } else {

@@ -462,6 +462,14 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
         s.cost.state_transitions,
         s.cost.s3_usd
     );
+    if s.cost.data_bytes > 0 {
+        crate::line!(
+            out,
+            "  keeping its {} of partitions in S3 Standard would cost ${:.6} a month, beside the run",
+            s.cost.data_size(),
+            s.cost.storage_usd_month
+        );
+    }
     crate::line!(out, "  results: {}", s.result_path);
     crate::output::emit(&out)
 }

@@ -63,7 +63,7 @@ pub fn estimate(
         })
         .collect();
     let files_per_rank: Vec<usize> = payload.ranks.iter().map(Vec::len).collect();
-    let cost = run_cost(
+    let mut cost = run_cost(
         &measures,
         &files_per_rank,
         &[cold_start_s, cold_start_s],
@@ -71,6 +71,7 @@ pub fn estimate(
         false,
         crate::cost::Children::for_device(payload.request.device),
     );
+    crate::cost::price_storage(&mut cost, payload.files.iter().map(|(_, size)| size).sum());
     Ok(Estimate {
         ranks: payload.ranks.len(),
         objects: objects_per_rank.iter().sum(),
