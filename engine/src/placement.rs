@@ -8,17 +8,18 @@ use crate::redshift_model::{Cpu, RedshiftModel};
 use cosmicai_model::astromae::AstroMae;
 use cosmicai_shared::run::{Device, Precision, RunRequest};
 
+/// Where a rank runs, and in which number format its products are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     /// On the CPU: AstroMAE on its fused path, PhotoZ on burn's ndarray.
-    Cpu,
+    Cpu(Precision),
     /// AstroMAE's fused schedule on the GPU (`COSMICAI_CUDA_KERNELS=fused`, fp32
     /// or bf16), its weights read as for the CPU.
     #[cfg(feature = "cuda")]
-    FusedGpu,
-    /// Burn's CUDA backend, whole batches in the request's number format.
+    FusedGpu(Precision),
+    /// Burn's CUDA backend, whole batches in the number format's element type.
     #[cfg(feature = "cuda")]
-    BurnCuda,
+    BurnCuda(Precision),
 }
 
 /// Work a rank runner does on the backend a placement names, built for each.
@@ -30,17 +31,18 @@ pub trait OnBackend {
 }
 
 impl Placement {
-    /// Where `request`'s ranks run; device cuda in a build without CUDA is an
-    /// error that says so.
+    /// Where `request`'s ranks run, in its precision; device cuda in a build
+    /// without CUDA is an error that says so.
     pub fn of(request: &RunRequest) -> Result<Placement, String> {
+        let precision = request.precision;
         match request.device {
-            Device::Cpu => Ok(Placement::Cpu),
+            Device::Cpu => Ok(Placement::Cpu(precision)),
             #[cfg(feature = "cuda")]
             Device::Cuda => Ok(
-                if crate::gpu_astromae::takes(&request.model_spec()?, request.precision) {
-                    Placement::FusedGpu
+                if crate::gpu_astromae::takes(&request.model_spec()?, precision) {
+                    Placement::FusedGpu(precision)
                 } else {
-                    Placement::BurnCuda
+                    Placement::BurnCuda(precision)
                 },
             ),
             #[cfg(not(feature = "cuda"))]
@@ -55,40 +57,38 @@ impl Placement {
     /// schedule starts from it); `cpu` of [`RedshiftModel::load`].
     pub fn fused(self) -> bool {
         match self {
-            Placement::Cpu => true,
+            Placement::Cpu(_) => true,
             #[cfg(feature = "cuda")]
-            Placement::FusedGpu => true,
+            Placement::FusedGpu(_) => true,
             #[cfg(feature = "cuda")]
-            Placement::BurnCuda => false,
+            Placement::BurnCuda(_) => false,
         }
     }
 
     /// `model`, loaded with [`Placement::fused`], made ready to run here with
-    /// its products in `precision`.
+    /// its products in this placement's precision.
     pub fn finish<B: burn::prelude::Backend>(
         self,
         model: RedshiftModel<B>,
-        precision: Precision,
     ) -> Result<RedshiftModel<B>, String> {
         match self {
-            Placement::Cpu => model.in_precision(precision, true),
+            Placement::Cpu(precision) => model.in_precision(precision, true),
             #[cfg(feature = "cuda")]
-            Placement::FusedGpu => model.on_gpu(precision),
+            Placement::FusedGpu(precision) => model.on_gpu(precision),
             #[cfg(feature = "cuda")]
-            Placement::BurnCuda => model.in_precision(precision, false),
+            Placement::BurnCuda(precision) => model.in_precision(precision, false),
         }
     }
 
     /// Runs `work` on this placement's backend: the CPU's for the fused paths,
-    /// burn's CUDA in `precision`'s element type otherwise.
-    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
-    pub fn run<W: OnBackend>(self, precision: Precision, work: W) -> W::Output {
+    /// burn's CUDA in the precision's element type otherwise.
+    pub fn run<W: OnBackend>(self, work: W) -> W::Output {
         match self {
-            Placement::Cpu => work.on::<Cpu>(self),
+            Placement::Cpu(_) => work.on::<Cpu>(self),
             #[cfg(feature = "cuda")]
-            Placement::FusedGpu => work.on::<Cpu>(self),
+            Placement::FusedGpu(_) => work.on::<Cpu>(self),
             #[cfg(feature = "cuda")]
-            Placement::BurnCuda => {
+            Placement::BurnCuda(precision) => {
                 use burn::backend::Cuda;
                 use burn::tensor::{bf16, f16};
                 match precision {
@@ -127,9 +127,9 @@ mod tests {
     #[test]
     fn cpu_requests_run_on_the_cpu_and_cuda_needs_a_cuda_build() {
         let cpu = Placement::of(&request("cpu", "photoz")).unwrap();
-        assert_eq!(cpu, Placement::Cpu);
+        assert_eq!(cpu, Placement::Cpu(Precision::Fp32));
         assert!(cpu.fused());
-        assert!(cpu.run(Precision::Fp32, Name).contains("NdArray"));
+        assert!(cpu.run(Name).contains("NdArray"));
         // The CPU's PhotoZ runs fp32 only: `finish` refuses bf16, naming it.
         let photoz = RedshiftModel::<Cpu>::load(
             &cosmicai_shared::model::ModelSpec::PhotoZ(None),
@@ -137,7 +137,10 @@ mod tests {
             cpu.fused(),
         )
         .unwrap();
-        let e = cpu.finish(photoz, Precision::Bf16).err().unwrap();
+        let e = Placement::Cpu(Precision::Bf16)
+            .finish(photoz)
+            .err()
+            .unwrap();
         assert!(
             e.contains("precision bf16 on the CPU runs AstroMAE only"),
             "{e}"

@@ -71,9 +71,9 @@ pub(crate) fn infer_stage(
     let placement = Placement::of(&payload.request).map_err(StageError::invalid)?;
     let computed = match placement {
         // Loaded once per container: warm invocations reuse it.
-        Placement::Cpu => {
+        Placement::Cpu(precision) => {
             let spec = payload.request.model_spec().map_err(StageError::invalid)?;
-            cached_cpu_model(settings, &store, &spec, payload.request.precision).and_then(|model| {
+            cached_cpu_model(settings, &store, &spec, precision).and_then(|model| {
                 run_rank::<Cpu>(
                     &store,
                     &payload,
@@ -86,17 +86,14 @@ pub(crate) fn infer_stage(
         }
         // An AWS Batch job: one rank, its model loaded for it.
         #[cfg(feature = "cuda")]
-        _ => placement.run(
-            payload.request.precision,
-            GpuRank {
-                settings,
-                store: &store,
-                payload: &payload,
-                rank: item.rank,
-                started,
-                first_batch_s: &mut first_batch_s,
-            },
-        ),
+        _ => placement.run(GpuRank {
+            settings,
+            store: &store,
+            payload: &payload,
+            rank: item.rank,
+            started,
+            first_batch_s: &mut first_batch_s,
+        }),
     };
     let result = match computed {
         Ok(result) => result,
@@ -203,9 +200,7 @@ impl OnBackend for GpuRank<'_> {
             &Default::default(),
             placement.fused(),
         )?;
-        let model = placement
-            .finish(model, request.precision)
-            .map_err(StageError::failed)?;
+        let model = placement.finish(model).map_err(StageError::failed)?;
         // A Batch job has no Express execution to outlive: no deadline.
         let (started, first) = (self.started, self.first_batch_s);
         run_rank(

@@ -125,9 +125,9 @@ pub(crate) fn cached_cpu_model(
     {
         return Ok(model.clone());
     }
-    let on = Placement::Cpu;
+    let on = Placement::Cpu(precision);
     let model = load_model::<Cpu>(settings, store, spec, &Default::default(), on.fused())?;
-    let model = Arc::new(on.finish(model, precision).map_err(StageError::invalid)?);
+    let model = Arc::new(on.finish(model).map_err(StageError::invalid)?);
     *cache = Some((name, model.clone()));
     Ok(model)
 }

@@ -43,14 +43,11 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         PayloadOf::Unreadable(e) | PayloadOf::OtherRun(e) => anyhow::bail!("{key}: {e}"),
     };
     let placement = Placement::of(&payload.request).map_err(anyhow::Error::msg)?;
-    placement.run(
-        payload.request.precision,
-        Rank {
-            store: &store,
-            payload: &payload,
-            rank: args.rank,
-        },
-    )
+    placement.run(Rank {
+        store: &store,
+        payload: &payload,
+        rank: args.rank,
+    })
 }
 
 /// This worker's rank, to run on the backend its placement names.
@@ -71,7 +68,7 @@ impl OnBackend for Rank<'_> {
         let model = request
             .model_spec()
             .and_then(|spec| RedshiftModel::<B>::load(&spec, &device, placement.fused()))
-            .and_then(|model| placement.finish(model, request.precision))
+            .and_then(|model| placement.finish(model))
             .map_err(anyhow::Error::msg)?;
         run_on::<B>(self.store, self.payload, self.rank, &device, &model)
     }
