@@ -16,7 +16,7 @@ log="$CARGO_TARGET_DIR/explorer-build.log"
 say() { printf '\033[1m== make serve:\033[0m %s\n' "$*" >&2; }
 started=$SECONDS
 
-# Seconds, measured from a fresh clone on a 2-core machine (README, "First run").
+# Seconds, measured from a fresh clone on a 2-core machine (README, "The first `make serve`").
 if command -v trunk >/dev/null && command -v wasm-bindgen >/dev/null; then
   say "building the explorer in the background (about 20 s after a change in frontend/; log: $log)"
 else

@@ -17,9 +17,10 @@ pub const EXPRESS_RANK_TIMEOUT_S: f64 = 290.0;
 /// task's timeout less time for the rank's writes, so that none is made after it.
 pub const RANK_STOP_S: f64 = EXPRESS_RANK_TIMEOUT_S - 10.0;
 
-/// The longest a plan may bound a rank at: it stops at [`RANK_STOP_S`], and S3
-/// calls retried under throttling (up to 6 attempts, at most 8 s apart) take
-/// their time out of the same window. A plan bounded between this and the task's
+/// The longest a plan may bound a rank at: it stops at [`RANK_STOP_S`] after
+/// its Infer state began, so its Lambda call retried under throttling (the
+/// state's Retry: up to 6 attempts, at most 8 s apart) and the SDK's retries of
+/// S3 calls take their time out of the same window. A plan bounded between this and the task's
 /// timeout would be accepted and then stopped.
 pub const RANK_PLANNED_MAX_S: f64 = RANK_STOP_S - 30.0;
 const _: () = assert!(RANK_PLANNED_MAX_S < RANK_STOP_S && RANK_STOP_S < EXPRESS_RANK_TIMEOUT_S);
@@ -248,10 +249,10 @@ mod tests {
     }
 
     #[test]
-    fn headers_that_say_64x64_cutouts_plan_cais_1000_gb_on_a_quarter_of_the_ranks() {
-        // CAI's cutouts are 5 x 64 x 64 f32 (81,920 bytes) plus magnitudes and
-        // redshift: read from the headers, a 25 MB file holds 4x fewer objects
-        // than the 32 x 32 assumed without them.
+    fn headers_that_say_64x64_cutouts_plan_1000_gb_on_a_quarter_of_the_ranks() {
+        // Cutouts of 5 x 64 x 64 f32 (81,920 bytes, ours by default) plus
+        // magnitudes and redshift: read from the headers, a 25 MB file holds 4x
+        // fewer objects than the 32 x 32 assumed without them (CAI's `.pt`).
         let cai = |world_size| {
             let mut p = payload(40_000, 25_000_000, world_size, "astromae:m.pt");
             p.bytes_per_object = Some(81_944.0);
