@@ -46,6 +46,15 @@ const LAUNCH_KEY_KEPT_S: i64 = 24 * 3600;
 /// mid-start), blocks retries.
 const LAUNCH_PENDING_KEPT_S: i64 = 600;
 
+/// SQL: whether `id_expr` (a column or parameter) names a run or sweep the
+/// registry holds, one that a launch's start wrote.
+fn has_run_or_sweep(id_expr: &str) -> String {
+    format!(
+        "(EXISTS (SELECT 1 FROM runs WHERE runs.id = {id_expr}) \
+          OR EXISTS (SELECT 1 FROM sweeps WHERE sweeps.id = {id_expr}))"
+    )
+}
+
 /// A run's row, as a follower needs it.
 #[derive(Debug, Clone)]
 pub struct StoredRun {
@@ -226,9 +235,11 @@ impl Registry {
         let now = unix_now();
         let tx = self.db.unchecked_transaction()?;
         tx.execute(
-            "DELETE FROM launches WHERE created_at < ?1 OR (id IS NULL AND created_at < ?2
-                AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = launches.planned_id)
-                AND NOT EXISTS (SELECT 1 FROM sweeps WHERE sweeps.id = launches.planned_id))",
+            &format!(
+                "DELETE FROM launches WHERE created_at < ?1
+                 OR (id IS NULL AND created_at < ?2 AND NOT {})",
+                has_run_or_sweep("launches.planned_id")
+            ),
             params![now - LAUNCH_KEY_KEPT_S, now - LAUNCH_PENDING_KEPT_S],
         )?;
         let held: Option<(String, Option<String>, Option<String>)> = tx
@@ -239,11 +250,11 @@ impl Registry {
             )
             .optional()?;
         let has_row = |id: &str| -> Result<bool> {
-            Ok(tx
-                .prepare(
-                    "SELECT 1 FROM runs WHERE id = ?1 UNION ALL SELECT 1 FROM sweeps WHERE id = ?1",
-                )?
-                .exists(params![id])?)
+            Ok(tx.query_row(
+                &format!("SELECT {}", has_run_or_sweep("?1")),
+                params![id],
+                |r| r.get(0),
+            )?)
         };
         let claim = match held {
             None => {
@@ -280,10 +291,15 @@ impl Registry {
     }
 
     /// Launch `key`, claimed for `planned_id`, started nothing (it was
-    /// refused): a retry tries again.
+    /// refused, or its start panicked): a retry tries again. A key whose run or
+    /// sweep was written (a start that panicked after) is kept for it.
     pub fn release_launch(&self, key: &str, planned_id: &str) -> Result<()> {
         self.db.execute(
-            "DELETE FROM launches WHERE key = ?1 AND planned_id = ?2 AND id IS NULL",
+            &format!(
+                "DELETE FROM launches WHERE key = ?1 AND planned_id = ?2 AND id IS NULL
+                 AND NOT {}",
+                has_run_or_sweep("?2")
+            ),
             params![key, planned_id],
         )?;
         Ok(())
@@ -724,8 +740,10 @@ mod tests {
             registry.claim_launch("runs k", "a", "run-1").unwrap(),
             LaunchClaim::New
         );
-        // The start wrote its run, and the server died before settling the key.
+        // The start wrote its run, then panicked (its guard lets the key go) or
+        // the server died before settling the key.
         registry.start("run-1", &sample_request()).unwrap();
+        registry.release_launch("runs k", "run-1").unwrap();
         assert_eq!(
             registry.claim_launch("runs k", "a", "run-2").unwrap(),
             LaunchClaim::Started("run-1".into())
@@ -748,12 +766,14 @@ mod tests {
             LaunchClaim::New
         );
         registry
-            .db
-            .execute(
-                "INSERT INTO sweeps (id, created_at, state, info_json, coordinator_pid)
-                 VALUES ('sweep-1', 0, 'running', '{}', 1)",
-                [],
-            )
+            .save_sweep(&SweepInfo {
+                id: "sweep-1".into(),
+                state: "running".into(),
+                planned: 1,
+                rows: Vec::new(),
+                error: None,
+                running: None,
+            })
             .unwrap();
         assert_eq!(
             registry.claim_launch("sweeps k", "a", "sweep-2").unwrap(),
@@ -768,12 +788,12 @@ mod tests {
         {
             // The first schema: no aws_json column (nor a launch's planned id).
             let db = Connection::open(&path).unwrap();
-            db.execute_batch(
-                &SCHEMA
-                    .replace(",\n    aws_json TEXT,\n    coordinator_identity TEXT", "")
-                    .replace(",\n    planned_id TEXT", ""),
-            )
-            .unwrap();
+            let first = SCHEMA
+                .replace(",\n    aws_json TEXT,\n    coordinator_identity TEXT", "")
+                .replace(",\n    planned_id TEXT", "");
+            // Both columns cut (the schema's text has not drifted from these).
+            assert!(!first.contains("aws_json") && !first.contains("planned_id"));
+            db.execute_batch(&first).unwrap();
             db.execute(
                 "INSERT INTO launches (key, body_sha256, created_at, id) VALUES ('runs k', 'a', ?1, 'old')",
                 params![unix_now()],

@@ -38,6 +38,10 @@ fn a_run_writes_cai_results_and_is_recorded() {
     assert_eq!(s["failed_ranks"].as_array().unwrap().len(), 0);
     assert!(s["duration_s"].as_f64().unwrap() > 0.0 && s["samples_per_s"].as_f64().unwrap() > 0.0);
     assert!(s["cost_usd"].as_f64().unwrap() > 0.0);
+    // The breakdown too, with the data's storage a month beside the total.
+    assert_eq!(s["cost"]["total_usd"], s["cost_usd"]);
+    assert!(s["cost"]["data_bytes"].as_u64().unwrap() > 0);
+    assert!(s["cost"]["storage_usd_month"].as_f64().unwrap() > 0.0);
     assert_eq!(s["result_path"], "results/r1");
     assert!(s["metrics"]["galaxy"]["nmad"].as_f64().unwrap() < 0.03);
 

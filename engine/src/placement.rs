@@ -128,6 +128,13 @@ mod tests {
     fn cpu_requests_run_on_the_cpu_and_cuda_needs_a_cuda_build() {
         let cpu = Placement::of(&request("cpu", "photoz")).unwrap();
         assert_eq!(cpu, Placement::Cpu(Precision::Fp32));
+        // The request's number format goes with the placement.
+        let mut bf16 = request("cpu", "astromae");
+        bf16.precision = Precision::Bf16;
+        assert_eq!(
+            Placement::of(&bf16).unwrap(),
+            Placement::Cpu(Precision::Bf16)
+        );
         assert!(cpu.fused());
         assert!(cpu.run(Name).contains("NdArray"));
         // The CPU's PhotoZ runs fp32 only: `finish` refuses bf16, naming it.

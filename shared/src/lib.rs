@@ -7,7 +7,8 @@
 //! in [`run`] the pipeline's request, per-rank results, cost and status; and in
 //! [`display`] the asinh colour composite both the server and the browser draw;
 //! in [`api`] the HTTP API's bodies; in [`aws`] the events of the AWS state machine;
-//! in [`model`] the names of the models a run can use.
+//! in [`model`] the names of the models a run can use; in [`size`] byte sizes
+//! as people read them.
 
 pub mod api;
 pub mod aws;
@@ -19,6 +20,7 @@ mod domain;
 pub mod metrics;
 pub mod model;
 pub mod run;
+pub mod size;
 pub mod sky;
 
 pub use domain::{BANDS, Band, Class, Provenance};

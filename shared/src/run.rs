@@ -433,17 +433,6 @@ pub struct Cost {
     pub storage_usd_month: f64,
 }
 
-impl Cost {
-    /// The run's data as people read it (decimal units, as datasets are sized).
-    pub fn data_size(&self) -> String {
-        match self.data_bytes as f64 {
-            b if b < 1e6 => format!("{:.1} kB", b / 1e3),
-            b if b < 1e9 => format!("{:.1} MB", b / 1e6),
-            b => format!("{:.2} GB", b / 1e9),
-        }
-    }
-}
-
 /// Lifecycle of a run in the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

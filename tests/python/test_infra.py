@@ -115,6 +115,16 @@ def test_retries_are_jittered_and_an_express_rank_bounds_its_own_time():
             waits += min(delay, r.get("MaxDelaySeconds", delay))
             delay *= r["BackoffRate"]
     assert waits <= 60, waits
+    # The throttled Lambda call's retries wait inside the rank's own window: a plan
+    # bounds a rank 30 s short of where it stops itself (RANK_PLANNED_MAX_S in
+    # engine/src/pipeline/rank_time.rs), and 5 s of those are left to the SDK's
+    # retries of S3 calls. Step Functions' MaxAttempts counts retries, not calls.
+    throttled = next(r for r in infer["Retry"] if "Lambda.TooManyRequestsException" in r["ErrorEquals"])
+    delay, throttled_waits = throttled["IntervalSeconds"], 0
+    for _ in range(throttled["MaxAttempts"]):
+        throttled_waits += min(delay, throttled.get("MaxDelaySeconds", delay))
+        delay *= throttled["BackoffRate"]
+    assert throttled_waits <= 25, throttled_waits
     # The Task's timeout does not stop the Lambda call it made; the worker stops itself
     # from the state's entry time (lambda/src/lib.rs, RankDeadline), and that error is
     # not retried.

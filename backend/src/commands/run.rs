@@ -344,7 +344,7 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
         let line = json!({
             "run_id": s.run_id, "status": s.status, "ranks": s.ranks, "failed_ranks": s.failed_ranks,
             "objects": s.objects, "objects_with_cutouts": s.objects_with_cutouts, "model": s.model, "device": s.device, "precision": s.precision, "kernels": s.kernels, "predicts_class": s.predicts_class, "duration_s": s.duration_s, "samples_per_s": s.samples_per_s,
-            "cost_usd": s.cost_usd, "result_path": s.result_path, "metrics": s.metrics, "per_rank": s.per_rank,
+            "cost_usd": s.cost_usd, "cost": s.cost, "result_path": s.result_path, "metrics": s.metrics, "per_rank": s.per_rank,
         });
         return crate::output::emit(&format!("{line}\n"));
     }
@@ -466,7 +466,7 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
         crate::line!(
             out,
             "  keeping its {} of partitions in S3 Standard would cost ${:.6} a month, beside the run",
-            s.cost.data_size(),
+            cosmicai_engine::size::format_size(s.cost.data_bytes),
             s.cost.storage_usd_month
         );
     }

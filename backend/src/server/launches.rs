@@ -30,11 +30,11 @@ pub async fn launch<L: Serialize + Send + 'static>(
             KeyClaim::Started(id) => return Ok(id),
             KeyClaim::Start(claimed) => claimed,
         };
-        let started = start(&state, &launch, &id).map(|()| id);
+        let started = start(&state, &launch, &id);
         if let Some(claimed) = claimed {
-            claimed.settle(&started);
+            claimed.settle(started.is_ok());
         }
-        started
+        started.map(|()| id)
     })
     .await
     .map_err(Error::internal)??;
@@ -120,16 +120,17 @@ fn claim_key(
 }
 
 impl Claimed {
-    /// Records what the launch came to: the id a retry is given, or nothing
-    /// (it was refused), so a retry tries again.
-    fn settle(mut self, outcome: &Result<String, Error>) {
+    /// Records what the launch came to: `started`, its id is what a retry is
+    /// given; refused, nothing, so a retry tries again.
+    fn settle(mut self, started: bool) {
         self.settled = true;
         let written = own_registry(&self.data_dir)
             .map_err(|e| e.1)
             .and_then(|registry| {
-                match outcome {
-                    Ok(_) => registry.launched(&self.key, &self.id),
-                    Err(_) => registry.release_launch(&self.key, &self.id),
+                if started {
+                    registry.launched(&self.key, &self.id)
+                } else {
+                    registry.release_launch(&self.key, &self.id)
                 }
                 .map_err(|e| format!("{e:#}"))
             });

@@ -54,7 +54,7 @@ pub(super) fn download(
         bytes: head,
         gets,
         images,
-        version,
+        etag,
     } = match wanted {
         // A size of 0 is a key the plan does not list: read whole, for the reader to judge.
         Wanted::Catalog if size > 0 => catalog_head(store, key, size)?,
@@ -109,7 +109,7 @@ pub(super) fn download(
             left: expected,
         };
         // From the object the first read saw, or an error: not half a replacement.
-        let (got, _) = store.get_range_of_version(key, range, version.as_deref(), &mut writer)?;
+        let (got, _) = store.get_range_if_match(key, range, etag.as_deref(), &mut writer)?;
         writer.inner.flush().map_err(io)?;
         if got != expected {
             return Err(fail(format!(
@@ -167,8 +167,8 @@ struct Head {
     /// Where its `images` lie (an empty range at the end where it has none);
     /// `None` where the header is not one this can place exactly.
     images: Option<Range<u64>>,
-    /// The object's version it was read from (S3's ETag), which later reads require.
-    version: Option<String>,
+    /// The ETag of the object it was read from, which later reads must match.
+    etag: Option<String>,
 }
 
 /// Reads the start of partition `key` and places its images. A header this
@@ -179,7 +179,7 @@ fn catalog_head(store: &dyn ObjectStore, key: &str, size: u64) -> Result<Head, P
     let mut bytes = Vec::new();
     let first = FIRST_READ_BYTES.min(size);
     // Capped as the column reads are: a store that ignores ranges is stopped.
-    let (_, version) = store.get_range_of_version(
+    let (_, etag) = store.get_range_if_match(
         key,
         0..first,
         None,
@@ -192,7 +192,7 @@ fn catalog_head(store: &dyn ObjectStore, key: &str, size: u64) -> Result<Head, P
         bytes,
         gets: 1,
         images: None,
-        version,
+        etag,
     };
     let Some(len) = head.bytes.get(..8).and_then(|b| b.try_into().ok()) else {
         return Ok(head);
@@ -203,10 +203,10 @@ fn catalog_head(store: &dyn ObjectStore, key: &str, size: u64) -> Result<Head, P
     }
     let held = head.bytes.len() as u64;
     if 8 + len > held {
-        store.get_range_of_version(
+        store.get_range_if_match(
             key,
             held..8 + len,
-            head.version.as_deref(),
+            head.etag.as_deref(),
             &mut Capped {
                 inner: &mut head.bytes,
                 left: 8 + len - held,
@@ -241,17 +241,20 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A local store seen as a remote one (no local paths), counting what it
-    /// sends; one that `ignores_ranges` sends whole objects for ranges. Its
-    /// objects have versions, as S3's ETags: a read of another version than
-    /// the one asked for is refused.
+    /// sends; one that `ignores_ranges_from` read N on sends whole objects for
+    /// ranges from its Nth read (counting from 0). Its
+    /// objects have ETags, as S3's: a read that must match another than the
+    /// object's is refused.
     struct Remote {
         inner: LocalStore,
         sent: AtomicU64,
-        ignores_ranges: bool,
+        ignores_ranges_from: Option<u64>,
+        /// Ranged reads so far.
+        reads: AtomicU64,
         /// The most bytes a ranged read's writer took past the range's length.
         overrun: AtomicU64,
-        /// The objects' version, one for all.
-        version: AtomicU64,
+        /// The objects' ETag, one for all (bumped on each replacement).
+        etag: AtomicU64,
         /// Written over `part-0.safetensors` after the next read (another
         /// writer replacing the partition while a rank reads it).
         replacement: std::sync::Mutex<Option<Vec<u8>>>,
@@ -283,15 +286,15 @@ mod tests {
             self.sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             Ok(bytes)
         }
-        fn get_range_of_version(
+        fn get_range_if_match(
             &self,
             key: &str,
             range: Range<u64>,
-            version: Option<&str>,
+            if_match: Option<&str>,
             out: &mut dyn Write,
         ) -> Result<(u64, Option<String>), StoreError> {
-            let current = self.version.load(Ordering::Relaxed).to_string();
-            if version.is_some_and(|v| v != current) {
+            let current = self.etag.load(Ordering::Relaxed).to_string();
+            if if_match.is_some_and(|v| v != current) {
                 return Err(StoreError::Changed {
                     key: key.into(),
                     store: self.describe(),
@@ -300,7 +303,7 @@ mod tests {
             let n = self.get_range_to(key, range, out)?;
             if let Some(bytes) = self.replacement.lock().unwrap().take() {
                 std::fs::write(self.inner.root().join(key), bytes).unwrap();
-                self.version.fetch_add(1, Ordering::Relaxed);
+                self.etag.fetch_add(1, Ordering::Relaxed);
             }
             Ok((n, Some(current)))
         }
@@ -311,7 +314,8 @@ mod tests {
             out: &mut dyn Write,
         ) -> Result<u64, StoreError> {
             let asked = range.end - range.start;
-            let range = if self.ignores_ranges {
+            let read = self.reads.fetch_add(1, Ordering::Relaxed);
+            let range = if self.ignores_ranges_from.is_some_and(|from| read >= from) {
                 0..u64::MAX
             } else {
                 range
@@ -366,9 +370,10 @@ mod tests {
         let remote = Remote {
             inner: LocalStore::new(dir.path()),
             sent: AtomicU64::new(0),
-            ignores_ranges: false,
+            ignores_ranges_from: None,
+            reads: AtomicU64::new(0),
             overrun: AtomicU64::new(0),
-            version: AtomicU64::new(0),
+            etag: AtomicU64::new(0),
             replacement: Default::default(),
         };
         (dir, remote, size)
@@ -432,16 +437,23 @@ mod tests {
                 .magnitudes,
             p.magnitudes
         );
-        // A store that answers the columns' range with the whole object.
-        let (_dir, mut remote, size) = remote_with(&partition(200, Some(32)));
-        remote.ignores_ranges = true;
-        let e = download(&remote, "part-0.safetensors", size, Wanted::Catalog)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("more bytes than the range asked for"), "{e}");
-        // Nothing past the range reached the file.
-        assert_eq!(remote.overrun.load(Ordering::Relaxed), 0);
+        // A store that answers the columns' range (its second read), or the
+        // first read's, with the whole object is stopped at the range's length.
+        for from in [1, 0] {
+            let (_dir, mut remote, size) = remote_with(&partition(200, Some(32)));
+            remote.ignores_ranges_from = Some(from);
+            let e = download(&remote, "part-0.safetensors", size, Wanted::Catalog)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                e.contains("more bytes than the range asked for"),
+                "{from}: {e}"
+            );
+            assert_eq!(remote.reads.load(Ordering::Relaxed), from + 1);
+            // Nothing past the range reached the file, or the header's bytes.
+            assert_eq!(remote.overrun.load(Ordering::Relaxed), 0);
+        }
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub fn estimate(
         false,
         crate::cost::Children::for_device(payload.request.device),
     );
-    crate::cost::price_storage(&mut cost, payload.files.iter().map(|(_, size)| size).sum());
+    crate::cost::price_storage(&mut cost, payload.data_bytes());
     Ok(Estimate {
         ranks: payload.ranks.len(),
         objects: objects_per_rank.iter().sum(),

@@ -29,6 +29,11 @@ impl Payload {
         self.ranks.get(rank).is_some_and(|keys| !keys.is_empty())
     }
 
+    /// Bytes of every partition planned, as listed.
+    pub fn data_bytes(&self) -> u64 {
+        self.files.iter().map(|(_, size)| size).sum()
+    }
+
     /// Whether rank `rank` was planned none (more ranks than files).
     pub fn reads_nothing(&self, rank: usize) -> bool {
         self.ranks.get(rank).is_some_and(Vec::is_empty)

@@ -19,8 +19,9 @@ pub const RANK_STOP_S: f64 = EXPRESS_RANK_TIMEOUT_S - 10.0;
 
 /// The longest a plan may bound a rank at: it stops at [`RANK_STOP_S`] after
 /// its Infer state began, so its Lambda call retried under throttling (the
-/// state's Retry: up to 6 attempts, at most 8 s apart) and the SDK's retries of
-/// S3 calls take their time out of the same window. A plan bounded between this and the task's
+/// state's Retry: up to 5 retries, 1, 2, 4, 8 and 8 s apart at most: 23 s) and
+/// the SDK's retries of S3 calls take their time out of the same window
+/// (`tests/python/test_infra.py` holds the state machine's schedule to it). A plan bounded between this and the task's
 /// timeout would be accepted and then stopped.
 pub const RANK_PLANNED_MAX_S: f64 = RANK_STOP_S - 30.0;
 const _: () = assert!(RANK_PLANNED_MAX_S < RANK_STOP_S && RANK_STOP_S < EXPRESS_RANK_TIMEOUT_S);
@@ -249,16 +250,18 @@ mod tests {
     }
 
     #[test]
-    fn headers_that_say_64x64_cutouts_plan_1000_gb_on_a_quarter_of_the_ranks() {
+    fn headers_that_say_64x64_cutouts_plan_1000_gb_on_fewer_than_a_third_of_the_ranks() {
         // Cutouts of 5 x 64 x 64 f32 (81,920 bytes, ours by default) plus
         // magnitudes and redshift: read from the headers, a 25 MB file holds 4x
         // fewer objects than the 32 x 32 assumed without them (CAI's `.pt`).
-        let cai = |world_size| {
+        let with_64x64_headers = |world_size| {
             let mut p = payload(40_000, 25_000_000, world_size, "astromae:m.pt");
             p.bytes_per_object = Some(81_944.0);
             p
         };
-        let e = check_rank_time(&cai(1_000)).unwrap_err().to_string();
+        let e = check_rank_time(&with_64x64_headers(1_000))
+            .unwrap_err()
+            .to_string();
         let needed = named_world_size(&e);
         let unsampled = named_world_size(
             &check_rank_time(&payload(40_000, 25_000_000, 1_000, "astromae:m.pt"))
@@ -266,9 +269,9 @@ mod tests {
                 .to_string(),
         );
         assert!(needed * 3 < unsampled, "{needed} vs {unsampled} ranks");
-        check_rank_time(&cai(needed)).unwrap();
+        check_rank_time(&with_64x64_headers(needed)).unwrap();
         // A header that said nothing sensible is not believed.
-        let mut odd = cai(needed);
+        let mut odd = with_64x64_headers(needed);
         odd.bytes_per_object = Some(0.0);
         assert!(check_rank_time(&odd).is_err());
     }

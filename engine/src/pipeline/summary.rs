@@ -143,7 +143,7 @@ pub fn summarize_with(
             (files + r.data_path.len() as u64, gets + r.partition_gets)
         });
     crate::cost::price_partition_gets(&mut cost, files, gets);
-    crate::cost::price_storage(&mut cost, payload.files.iter().map(|(_, size)| size).sum());
+    crate::cost::price_storage(&mut cost, payload.data_bytes());
     // A rank planned no file fails only where it ran and failed (a local run
     // starts every rank: a missing model, a cancel).
     failed_ranks.extend(

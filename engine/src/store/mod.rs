@@ -73,20 +73,28 @@ pub trait ObjectStore: Send + Sync {
             })?;
         Ok((end - start) as u64)
     }
-    /// [`get_range_to`](Self::get_range_to) of one version of `key`: where
-    /// `version` is given, [`StoreError::Changed`] if the object is no longer
-    /// it. Returns the bytes copied and the version read (S3's ETag), so a
+    /// [`get_range_to`](Self::get_range_to) of the object whose ETag is
+    /// `if_match`, where given: [`StoreError::Changed`] if another object is at
+    /// `key` now. Returns the bytes copied and the ETag of the object read, so a
     /// partition read in several ranges is read from one object, not torn
-    /// between an old one and its replacement. Stores without versions (local
-    /// files) read the range and give none.
-    fn get_range_of_version(
+    /// between an old one and its replacement. Stores without ETags (local
+    /// files) read the range and give none; asked to match one, they refuse.
+    fn get_range_if_match(
         &self,
         key: &str,
         range: std::ops::Range<u64>,
-        version: Option<&str>,
+        if_match: Option<&str>,
         out: &mut dyn std::io::Write,
     ) -> Result<(u64, Option<String>), StoreError> {
-        let _ = version;
+        if if_match.is_some() {
+            return Err(StoreError::Io {
+                key: key.to_string(),
+                source: std::io::Error::other(format!(
+                    "{} keeps no ETags to match a read to",
+                    self.describe()
+                )),
+            });
+        }
         Ok((self.get_range_to(key, range, out)?, None))
     }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;

@@ -496,14 +496,14 @@ impl S3Store {
 }
 
 impl S3Store {
-    /// GetObject of `key` (of `range` only, where given; of ETag `version`
-    /// only, where given) copied into `out`, in the chunks it arrives in; the
+    /// GetObject of `key` (of `range` only, where given; of the object whose
+    /// ETag is `if_match` only, where given) copied into `out`, in the chunks it arrives in; the
     /// bytes copied and the ETag read.
     fn read_to(
         &self,
         key: &str,
         range: Option<std::ops::Range<u64>>,
-        version: Option<&str>,
+        if_match: Option<&str>,
         out: &mut dyn std::io::Write,
     ) -> Result<(u64, Option<String>), StoreError> {
         let key = checked(key)?;
@@ -521,7 +521,7 @@ impl S3Store {
                 .bucket(&self.bucket)
                 .key(key)
                 .set_range(header)
-                .set_if_match(version.map(str::to_string))
+                .set_if_match(if_match.map(str::to_string))
                 .send()
                 .await
                 .map_err(|e| {
@@ -588,20 +588,20 @@ impl ObjectStore for S3Store {
         range: std::ops::Range<u64>,
         out: &mut dyn std::io::Write,
     ) -> Result<u64, StoreError> {
-        Ok(self.get_range_of_version(key, range, None, out)?.0)
+        Ok(self.get_range_if_match(key, range, None, out)?.0)
     }
 
-    fn get_range_of_version(
+    fn get_range_if_match(
         &self,
         key: &str,
         range: std::ops::Range<u64>,
-        version: Option<&str>,
+        if_match: Option<&str>,
         out: &mut dyn std::io::Write,
     ) -> Result<(u64, Option<String>), StoreError> {
         if range.is_empty() {
-            return Ok((0, version.map(str::to_string)));
+            return Ok((0, if_match.map(str::to_string)));
         }
-        self.read_to(key, Some(range), version, out)
+        self.read_to(key, Some(range), if_match, out)
     }
 
     /// A conditional PUT, `If-None-Match: *` (S3 answers 412 where there is one).

@@ -515,7 +515,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             {bars_note.map(|n| view! { <p class="note">{n}</p> })}
             <div class="charts"><Bars items=durations unit="s".to_string() /><Bars items=memory unit="MB".to_string() /></div>
             <h4>"Cost at AWS prices"</h4>
-            <p class="note cost-basis">"The measured durations at us-east-1 list prices: on AWS, what the functions were billed (a cold call's start included); on this machine, its ranks' time priced as Lambda's, though a local rank may use more cores than a Lambda of its memory gets. Not included: the data's upload, attempts that failed without a measure, GPU instances' start and idle time; keeping the data in S3 is a monthly bill of its own, below the total."</p>
+            <p class="note cost-basis">"The measured durations at us-east-1 list prices: on AWS, what the functions were billed (a cold call's start included); on this machine, its ranks' time priced as Lambda's, though a local rank may use more cores than a Lambda of its memory gets. Not included: the data's upload, attempts that failed without a measure, GPU instances' start and idle time"{if cost.data_bytes > 0 { "; keeping the data in S3 is a monthly bill of its own, below the total." } else { ", and keeping the data in S3." }}</p>
             <table class="cost">
                 <tr><td>"Lambda compute"</td><td>{format!("{:.3} GB-s", cost.lambda_gb_s)}</td><td>{format!("${:.6}", cost.lambda_compute_usd)}</td></tr>
                 <tr><td>"Lambda requests"</td><td>{cost.lambda_requests}</td><td>{format!("${:.6}", cost.lambda_requests_usd)}</td></tr>
@@ -526,7 +526,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
                 <tr><td>"S3 requests"</td><td>{format!("{} put/list, {} get", cost.s3_put_list, cost.s3_get)}</td><td>{format!("${:.6}", cost.s3_usd)}</td></tr>
                 <tr class="total"><td>"Total"</td><td></td><td>{format!("${:.6}", cost.total_usd)}</td></tr>
                 {(cost.data_bytes > 0).then(|| view! {
-                    <tr class="storage"><td>"S3 storage of the data"</td><td>{format!("{} in S3 Standard, a month (not in the total)", cost.data_size())}</td><td>{format!("${:.6}", cost.storage_usd_month)}</td></tr>
+                    <tr class="storage"><td>"S3 storage of the data"</td><td>{format!("{} in S3 Standard, a month (not in the total)", cosmicai_shared::size::format_size(cost.data_bytes))}</td><td>{format!("${:.6}", cost.storage_usd_month)}</td></tr>
                 })}
             </table>
         </section>
