@@ -9,7 +9,7 @@
 
 use super::PipelineError;
 use super::plan::MAX_HEADER_BYTES;
-use crate::store::ObjectStore;
+use crate::store::{Capped, ObjectStore};
 use safetensors::tensor::Metadata;
 use std::io::{Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -120,29 +120,6 @@ pub(super) fn download(
         gets += 1;
     }
     Ok(Downloaded { file, bytes, gets })
-}
-
-/// A writer that refuses bytes past `left`.
-struct Capped<W> {
-    inner: W,
-    left: u64,
-}
-
-impl<W: Write> Write for Capped<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if buf.len() as u64 > self.left {
-            return Err(std::io::Error::other(
-                "the store sent more bytes than the range asked for (it may not read ranges)",
-            ));
-        }
-        let n = self.inner.write(buf)?;
-        self.left -= n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Refuses a download the temporary folder has no room for.

@@ -109,6 +109,31 @@ pub trait ObjectStore: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// A writer that refuses bytes past `left`: a store that ignores a read's
+/// range and sends the whole object is stopped at the range's length, not let
+/// fill memory or a disk.
+pub(crate) struct Capped<W> {
+    pub inner: W,
+    pub left: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(std::io::Error::other(
+                "the store sent more bytes than the range asked for (it may not read ranges)",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Joins a folder and a name into a key.
 pub fn join(prefix: &str, name: &str) -> String {
     let prefix = prefix.trim_end_matches('/');
