@@ -1,0 +1,220 @@
+//! Data already in a bucket: run where it is, and refused by name outside the stack's bucket or without AWS.
+
+use super::*;
+
+#[test]
+fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
+    // CAI's `.pt` partitions and checkpoint already in the stack's bucket: the
+    // launcher plans over the bucket, uploads nothing, and follows the run as any.
+    let Some(bin) = venv_bin() else { return };
+    let (stack, store, _client, arn) = deployed(&bin, "cosmicai-in-bucket");
+    let partition = std::fs::read(common::astromae_fixture("partition.pt")).unwrap();
+    store.put("lake/cai/p0.pt", &partition).unwrap();
+    store.put("lake/cai/p1.pt", &partition).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // Only where results and the registry go: made by the run.
+    let home = tmp.path().join("home");
+    let s3_data = format!("S3://{BUCKET}/lake/cai/");
+    // The checkpoint is a local file: it goes up by itself, named by its hash.
+    let weights = common::astromae_fixture("astromae_module.pt");
+    let model = format!("astromae:{}", weights.display());
+    let out = aws_run(
+        &stack,
+        &arn,
+        &home,
+        &[
+            "--s3-data",
+            &s3_data,
+            "--model",
+            &model,
+            "--world-size",
+            "2",
+            "--batch-size",
+            "3",
+            "--json",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "s3://{BUCKET}/lake/cai: 2 partition files ({} bytes) run where they are; nothing uploaded",
+            2 * partition.len()
+        )),
+        "{stderr}"
+    );
+    let uploaded = stderr
+        .lines()
+        .find_map(|l| l.split(&format!("uploaded to s3://{BUCKET}/")).nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        uploaded.starts_with("models/astromae_module-") && uploaded.ends_with(".pt"),
+        "{stderr}"
+    );
+    assert_eq!(
+        store.get(&uploaded).unwrap(),
+        std::fs::read(&weights).unwrap()
+    );
+    let s = last_json_line(&out);
+    assert_eq!(
+        (
+            s["status"].as_str(),
+            s["objects"].as_u64(),
+            s["ranks"].as_u64()
+        ),
+        (Some("succeeded"), Some(8), Some(2)),
+        "{s}"
+    );
+    assert_eq!(
+        s["model"].as_str(),
+        Some(format!("astromae:{uploaded}").as_str())
+    );
+    // No partition went up: the bucket holds the data, the model, the run's results
+    // and the Distributed Map's manifest (its ResultWriter's).
+    let keys: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
+    let run_id = s["run_id"].as_str().unwrap();
+    let result_path = s["result_path"].as_str().unwrap();
+    assert!(
+        keys.iter().all(|k| k.starts_with("lake/cai/")
+            || *k == uploaded
+            || k.starts_with(&format!("{result_path}/"))
+            || k.starts_with("results/map-results/")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("{result_path}/")))
+    );
+    // The results came back beside the registry, which lists the run.
+    let combined = home.join(result_path).join("combined_data.json");
+    assert!(combined.is_file(), "{}", combined.display());
+    let runs = common::ok_json(&["runs", "--data", &home.display().to_string(), "--json"]);
+    assert_eq!(
+        (runs[0]["id"].as_str(), runs[0]["status"].as_str()),
+        (Some(run_id), Some("succeeded")),
+        "{runs}"
+    );
+    // A second run finds the weights already there.
+    let again = aws_run(
+        &stack,
+        &arn,
+        &home,
+        &[
+            "--s3-data",
+            "lake/cai",
+            "--model",
+            &model,
+            "--world-size",
+            "1",
+            "--batch-size",
+            "8",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("already in s3://{BUCKET}/{uploaded}")),
+        "{stderr}"
+    );
+    // The deployment's results are never data: past runs' predictions would be
+    // planned as partitions. Initialize refuses the run by name (a stray file
+    // there gets the launcher's own plan past "no partition files").
+    store
+        .put("results/stray/part.safetensors", b"not data")
+        .unwrap();
+    let results = aws_run(
+        &stack,
+        &arn,
+        &home,
+        &[
+            "--s3-data",
+            "results",
+            "--world-size",
+            "1",
+            "--batch-size",
+            "8",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&results.stderr);
+    assert!(!results.status.success());
+    assert!(
+        stderr.contains("data_prefix 'results' is inside 'results/'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn s3_data_outside_the_stacks_bucket_or_without_aws_is_refused_by_name() {
+    // Refused before any connection: no stack needed.
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().display().to_string();
+    let refusal = |s3_data: &str| {
+        let out = aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")))
+            .args([
+                "run", "--target", "aws", "--data", &home, "--bucket", BUCKET,
+            ])
+            .args([
+                "--state-machine-arn",
+                "arn:aws:states:us-east-1:123456789012:stateMachine:c",
+            ])
+            .args([
+                "--world-size",
+                "1",
+                "--batch-size",
+                "8",
+                "--s3-data",
+                s3_data,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let stderr = refusal("s3://cai-data-bucket/runs/1");
+    assert!(
+        stderr.contains(&format!(
+            "its own bucket, {BUCKET}, only; copy the data in first (aws s3 sync s3://cai-data-bucket/runs/1 s3://{BUCKET}/runs/1)"
+        )),
+        "{stderr}"
+    );
+    for whole in [
+        format!("s3://{BUCKET}"),
+        format!("s3://{BUCKET}/"),
+        "/".into(),
+    ] {
+        let stderr = refusal(&whole);
+        assert!(
+            stderr.contains("names the whole bucket"),
+            "{whole}: {stderr}"
+        );
+    }
+    let stderr = refusal("s3://cai-data-bucket");
+    assert!(
+        stderr.contains("aws s3 sync s3://cai-data-bucket/FOLDER"),
+        "{stderr}"
+    );
+    let stderr = refusal("lake/../../etc");
+    assert!(
+        stderr.contains("--s3-data 'lake/../../etc' contains '..'"),
+        "{stderr}"
+    );
+    let local = cosmicai(&[
+        "run",
+        "--data",
+        &home,
+        "--world-size",
+        "1",
+        "--batch-size",
+        "8",
+        "--s3-data",
+        "lake",
+    ]);
+    let stderr = String::from_utf8_lossy(&local.stderr);
+    assert!(!local.status.success());
+    assert!(
+        stderr.contains("--s3-data") && stderr.contains("--target aws"),
+        "{stderr}"
+    );
+}
