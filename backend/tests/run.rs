@@ -605,6 +605,57 @@ fn bench_pipeline_prints_its_figures() {
 }
 
 #[test]
+fn ranks_planned_no_file_start_no_worker() {
+    // CAI's payloads set world_size to file_limit: 40 ranks over 4 files.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &data,
+        "--world-size",
+        "40",
+        "--batch-size",
+        "1000",
+        "--result-path",
+        "results/wide",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = last_json_line(&out);
+    assert_eq!(
+        (
+            s["status"].as_str(),
+            s["ranks"].as_u64(),
+            s["objects"].as_u64()
+        ),
+        (Some("succeeded"), Some(40), Some(8443)),
+        "{s}"
+    );
+    // Tried once each where there was a file; never where there was none.
+    let attempts: Vec<u64> = s["per_rank"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["attempts"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts[..4], [1, 1, 1, 1]);
+    assert!(attempts[4..].iter().all(|&a| a == 0), "{attempts:?}");
+    // As on AWS: no rank file where nothing was read.
+    let results = PathBuf::from(&data).join("results/wide");
+    assert!(results.join("3.json").exists());
+    assert!(!results.join("4.json").exists());
+    let combined: Value =
+        serde_json::from_slice(&std::fs::read(results.join("combined_data.json")).unwrap())
+            .unwrap();
+    assert_eq!(combined.as_array().map(Vec::len), Some(4));
+}
+
+#[test]
 fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());

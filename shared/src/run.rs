@@ -126,6 +126,11 @@ pub const MAX_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
 /// MaxConcurrency bounds separately).
 pub const MAX_WORLD_SIZE: usize = 100_000;
 
+/// The most objects in one batch: a batch's cutouts are in memory at once
+/// (80 KB an object at 64 x 64), so 16,384 is 1.3 GB before the model's own
+/// memory; CAI's runs use 512.
+pub const MAX_BATCH_SIZE: usize = 16_384;
+
 /// S3 keys stop at 1,024 bytes (Amazon S3 User Guide, "Naming Amazon S3 objects"):
 /// the longest key a run writes under its result path, `/predictions/<rank>.safetensors`
 /// at rank 99,999, takes 30 of them; this leaves room for more.
@@ -146,6 +151,12 @@ impl RunRequest {
         }
         if self.batch_size == 0 {
             problems.push("batch_size must be at least 1".to_string());
+        }
+        if self.batch_size > MAX_BATCH_SIZE {
+            problems.push(format!(
+                "batch_size {} is more than {MAX_BATCH_SIZE} objects",
+                self.batch_size
+            ));
         }
         if self.file_limit == Some(0) {
             problems.push("file_limit must be at least 1 when given".to_string());
@@ -191,6 +202,12 @@ impl RunRequest {
         ] {
             if let Err(e) = check_key(value) {
                 problems.push(format!("{field} '{value}' {e}"));
+            } else if value.contains("://") {
+                // `s3://bucket/x` names a bucket too (the request's `bucket`
+                // does that): as a key it would be folders `s3:` and the bucket.
+                problems.push(format!(
+                    "{field} '{value}' is an address, not a key: give the folder inside the bucket (for s3://BUCKET/x, the key is x and the bucket BUCKET)"
+                ));
             }
         }
         if self.result_path.trim_matches('/').is_empty() {
@@ -545,6 +562,30 @@ mod tests {
         // A list of one, as files written before this read.
         let old: Paths = serde_json::from_str(r#"{"data_path":["x"]}"#).unwrap();
         assert_eq!(old.data_path, ["x"]);
+    }
+
+    #[test]
+    fn an_s3_address_is_no_key() {
+        let mut r = request();
+        r.result_path = "s3://my-bucket/results/x".into();
+        let problems = r.problems().join("; ");
+        assert!(
+            problems.contains("result_path 's3://my-bucket/results/x' is an address, not a key"),
+            "{problems}"
+        );
+        assert!(check_key("results/x:1").is_ok());
+    }
+
+    #[test]
+    fn a_batch_past_the_cap_is_refused() {
+        let mut r = request();
+        r.batch_size = MAX_BATCH_SIZE;
+        assert!(r.problems().is_empty(), "{:?}", r.problems());
+        r.batch_size = MAX_BATCH_SIZE + 1;
+        assert_eq!(
+            r.problems(),
+            ["batch_size 16385 is more than 16384 objects"]
+        );
     }
 
     #[test]

@@ -29,6 +29,29 @@ impl std::fmt::Display for LostContact {
 
 impl std::error::Error for LostContact {}
 
+/// AWS knows no execution of that ARN: its launcher recorded the ARN, then
+/// died (or was refused) before StartExecution reached AWS. Nothing ran and
+/// nothing is billed, so there is nothing to wait for.
+#[derive(Debug)]
+pub struct NeverStarted(pub String);
+
+impl std::fmt::Display for NeverStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NeverStarted {}
+
+/// The ARN StartExecution gives execution `name` of `state_machine_arn`
+/// (Step Functions' own form: `arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME`).
+pub fn execution_arn(state_machine_arn: &str, name: &str) -> String {
+    format!(
+        "{}:{name}",
+        state_machine_arn.replacen(":stateMachine:", ":execution:", 1)
+    )
+}
+
 /// What the CLI's bar shows while a run is on AWS.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct AwsProgress {
@@ -81,6 +104,14 @@ pub fn start_and_follow(
 ) -> Result<RunSummary> {
     refuse_if_busy(aws, request, run_id)?;
     let input = serde_json::to_string(request)?;
+    // The ARN is recorded before the call: a launcher that dies while it is on
+    // the wire (or before its answer is written) leaves a run that can be
+    // followed again, not an execution billing where no row points.
+    let predicted = execution_arn(&aws.config.state_machine_arn, run_id);
+    recorder.record_aws(&AwsExecution {
+        config: aws.config.clone(),
+        execution_arn: predicted.clone(),
+    })?;
     let started = aws
         .s3
         .block_on(
@@ -93,10 +124,12 @@ pub fn start_and_follow(
         )
         .map_err(|e| anyhow::anyhow!("StartExecution {run_id}: {}", sdk_error(&e)))?;
     let arn = started.execution_arn().to_string();
-    recorder.record_aws(&AwsExecution {
-        config: aws.config.clone(),
-        execution_arn: arn.clone(),
-    })?;
+    if arn != predicted {
+        recorder.record_aws(&AwsExecution {
+            config: aws.config.clone(),
+            execution_arn: arn.clone(),
+        })?;
+    }
     follow(aws, request, run_id, &arn, local, recorder)
 }
 
@@ -174,6 +207,7 @@ pub fn follow(
                 failing_since = None;
                 backoff = poll_interval();
             }
+            Err(e) if e.is::<NeverStarted>() => return Err(e),
             Err(e) => {
                 let since = *failing_since.get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() > patience() {
@@ -300,7 +334,17 @@ impl Poll {
         let described = aws
             .s3
             .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
-            .map_err(|e| anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e)))?;
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_execution_does_not_exist())
+                {
+                    anyhow::Error::new(NeverStarted(format!(
+                        "execution {arn} does not exist: its start never reached AWS, so nothing ran there or was billed"
+                    )))
+                } else {
+                    anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e))
+                }
+            })?;
         let history = read_history(aws, arn)?;
         let mut shown = AwsProgress {
             status: described.status().as_str().to_string(),

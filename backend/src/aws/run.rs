@@ -24,7 +24,14 @@ pub fn execute_on_aws(
 ) -> Result<RunSummary> {
     // Before hours of upload, as well as at the start.
     super::refuse_if_busy(aws, request, run_id)?;
-    let worker_mb = worker_memory_mb(aws);
+    let deployed = Deployed::read(aws);
+    // Initialize refuses a result path outside the deployment's results: said
+    // here, before an upload that may take hours (CAI's payload names one of
+    // its own, such as `result-partition-100MB/1GB/1`).
+    if let Some(prefix) = &deployed.results_prefix {
+        check_result_path(request, prefix)?;
+    }
+    let worker_mb = deployed.worker_memory_mb;
     let local = LocalStore::new(root);
     // The weights' key is known before anything is sent: a plan over the bucket
     // leaves it out of the data, and a refused plan has sent nothing.
@@ -98,33 +105,64 @@ fn refuse_too_long(planned: &Payload, worker_mb: Option<u32>) -> Result<()> {
     })
 }
 
-/// The workers' memory the stack was deployed with: the template writes its
-/// `MemorySize` into the state machine's definition (Initialize's
-/// `worker_memory_mb`). `None` for a stack deployed before it did, or a
-/// definition that cannot be read.
-pub fn worker_memory_mb(aws: &Aws) -> Option<u32> {
-    let described = aws
-        .s3
-        .block_on(
-            aws.sfn
-                .describe_state_machine()
-                .state_machine_arn(&aws.config.state_machine_arn)
-                .send(),
-        )
-        .ok()?;
-    memory_in_definition(described.definition())
+/// What the launcher reads of the deployed state machine's definition: the
+/// workers' memory (the template writes its `MemorySize` into Initialize's
+/// `worker_memory_mb`) and the results prefix (its Map's `ResultWriter` writes
+/// under `ResultsPrefix/map-results`). `None` for a stack deployed before the
+/// template wrote them, or a definition that cannot be read.
+#[derive(Debug, Default, PartialEq)]
+pub struct Deployed {
+    pub worker_memory_mb: Option<u32>,
+    pub results_prefix: Option<String>,
 }
 
-/// Initialize's `worker_memory_mb` in a state machine definition.
-fn memory_in_definition(definition: &str) -> Option<u32> {
-    let definition: serde_json::Value = serde_json::from_str(definition).ok()?;
-    definition
-        .pointer("/States/Initialize/Parameters/Payload/worker_memory_mb")?
-        .as_str()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|mb| (128..=LAMBDA_MAX_MEMORY_MB).contains(mb))
+impl Deployed {
+    pub fn read(aws: &Aws) -> Deployed {
+        aws.s3
+            .block_on(
+                aws.sfn
+                    .describe_state_machine()
+                    .state_machine_arn(&aws.config.state_machine_arn)
+                    .send(),
+            )
+            .map(|described| Deployed::of(described.definition()))
+            .unwrap_or_default()
+    }
+
+    fn of(definition: &str) -> Deployed {
+        let Ok(definition) = serde_json::from_str::<serde_json::Value>(definition) else {
+            return Deployed::default();
+        };
+        let worker_memory_mb = definition
+            .pointer("/States/Initialize/Parameters/Payload/worker_memory_mb")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|mb| mb.trim().parse().ok())
+            .filter(|mb| (128..=LAMBDA_MAX_MEMORY_MB).contains(mb));
+        let results_prefix = definition
+            .pointer("/States/Ranks/ResultWriter/Parameters/Prefix")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|p| p.strip_suffix("/map-results"))
+            // The undeployed file's placeholder is no prefix.
+            .filter(|p| !p.is_empty() && !p.contains("${"))
+            .map(|p| p.trim_matches('/').to_string());
+        Deployed {
+            worker_memory_mb,
+            results_prefix,
+        }
+    }
+}
+
+/// The check Initialize makes (the function may write only under the results
+/// prefix, by its IAM policy), made before anything is sent.
+fn check_result_path(request: &RunRequest, prefix: &str) -> Result<()> {
+    let prefix = format!("{prefix}/");
+    if !request.result_path.starts_with(&prefix) {
+        bail!(
+            "result_path '{}' is outside '{prefix}': this stack writes results only there (template parameter ResultsPrefix); give --result-path {prefix}NAME",
+            request.result_path
+        );
+    }
+    Ok(())
 }
 
 /// The local dataset's partitions uploaded under `s3_prefix` (what the bucket
@@ -267,22 +305,52 @@ mod tests {
     }
 
     #[test]
-    fn the_workers_memory_is_read_from_the_deployed_definition() {
+    fn the_workers_memory_and_results_prefix_are_read_from_the_deployed_definition() {
         let asl = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../infra/aws/statemachine.asl.json"),
         )
         .unwrap();
+        let deployed = |memory: &str, prefix: &str| {
+            Deployed::of(
+                &asl.replace("${WorkerMemoryMB}", memory)
+                    .replace("${ResultsPrefix}", prefix),
+            )
+        };
         assert_eq!(
-            memory_in_definition(&asl.replace("${WorkerMemoryMB}", "3008")),
-            Some(3008)
+            deployed("3008", "results"),
+            Deployed {
+                worker_memory_mb: Some(3008),
+                results_prefix: Some("results".into())
+            }
         );
-        // Undeployed (the placeholder), out of Lambda's range, or an older stack's.
-        assert_eq!(memory_in_definition(&asl), None);
+        // Undeployed (the placeholders), out of Lambda's range, or an older stack's.
+        assert_eq!(Deployed::of(&asl), Deployed::default());
+        assert_eq!(deployed("64", "runs/out").worker_memory_mb, None);
         assert_eq!(
-            memory_in_definition(&asl.replace("${WorkerMemoryMB}", "64")),
-            None
+            deployed("64", "runs/out").results_prefix.as_deref(),
+            Some("runs/out")
         );
-        assert_eq!(memory_in_definition(r#"{"States": {}}"#), None);
+        assert_eq!(Deployed::of(r#"{"States": {}}"#), Deployed::default());
+        assert_eq!(Deployed::of("not json"), Deployed::default());
+    }
+
+    #[test]
+    fn a_result_path_outside_the_stacks_results_is_refused_before_the_upload() {
+        let mut request = one_rank(1, 2048).request;
+        request.result_path = "result-partition-100MB/1GB/1".into();
+        let e = check_result_path(&request, "results")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'result-partition-100MB/1GB/1' is outside 'results/'")
+                && e.contains("--result-path results/"),
+            "{e}"
+        );
+        request.result_path = "results/run 1".into();
+        assert!(check_result_path(&request, "results").is_ok());
+        // A path that only starts with the same letters is outside.
+        request.result_path = "results2/x".into();
+        assert!(check_result_path(&request, "results").is_err());
     }
 }

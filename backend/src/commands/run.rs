@@ -219,6 +219,14 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         for note in notes {
             eprintln!("--request {}: {note}", path.display());
         }
+        // A CAI payload trimmed to the keys ours shares reads as ours: its
+        // model is PhotoZ, the default, and said so (CAI's would be AstroMAE).
+        if payload.get("model").is_none() {
+            eprintln!(
+                "--request {}: model not given: photoz, the default (for an AstroMAE checkpoint, give --model astromae:PATH)",
+                path.display()
+            );
+        }
         // The field at fault is named: `world_size: invalid type: string "4"`.
         let request: RunRequest =
             serde_path_to_error::deserialize(payload).with_context(invalid)?;

@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use cosmicai_engine::executor::{ExecutorConfig, WorkerCommand, execute_cancellable};
 use cosmicai_engine::pipeline::{RunSummary, initialize, summarize};
 use cosmicai_engine::store::LocalStore;
-use cosmicai_shared::run::RunRequest;
+use cosmicai_shared::api::RunEvent;
+use cosmicai_shared::run::{RankMeasure, RunRequest};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,30 @@ pub fn execute(
     let payload = initialize(&store, request, run_id)?;
     let initialize_s = started.elapsed().as_secs_f64();
     recorder.start(request, &payload.ranks)?;
+    // Ranks planned no file (CAI's payloads set world_size to file_limit, so
+    // 40,000 ranks may share 11 files) start no worker, as on AWS they are no
+    // Map item: done at once, with nothing read.
+    let (working, idle): (Vec<usize>, Vec<usize>) =
+        (0..request.world_size).partition(|&rank| payload.reads_files(rank));
+    recorder.events(
+        &idle
+            .iter()
+            .flat_map(|&rank| {
+                [
+                    RunEvent::RankStarted { rank, attempt: 1 },
+                    RunEvent::RankFinished {
+                        measure: RankMeasure {
+                            rank,
+                            run_id: run_id.to_string(),
+                            ..Default::default()
+                        },
+                    },
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
 
-    let (concurrency, threads) = super::concurrency_and_threads(concurrency, request.world_size);
+    let (concurrency, threads) = super::concurrency_and_threads(concurrency, working.len());
     // No more ranks at once than the host's memory holds at memory_mb each.
     let host_mb = cosmicai_engine::system::memory_mb();
     let concurrency = if host_mb > 0.0 {
@@ -53,9 +76,14 @@ pub fn execute(
         timeout: Some(rank_timeout(request, &payload)),
     };
     let cancel = recorder.cancel.clone();
-    let measures = execute_cancellable(&command, request.world_size, config, cancel, |event| {
-        recorder.event(event)
-    });
+    let measures = execute_cancellable(
+        &command,
+        request.world_size,
+        &working,
+        config,
+        cancel,
+        |event| recorder.event(event),
+    );
     // Every worker has ended (its process group killed): what a killed attempt
     // was writing can go.
     cosmicai_engine::store::sweep_temporaries(&root.join(&request.result_path));

@@ -186,7 +186,11 @@ impl Archive {
                     jobs = self.wake.wait(jobs).unwrap_or_else(|e| e.into_inner());
                 }
             };
-            let outcome = self.fetch_one(id);
+            // A panic in the fetch (a frame no reader foresaw) fails this
+            // object, not the one thread every later fetch waits on.
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fetch_one(id)))
+                    .unwrap_or_else(|_| Err("its fetch failed unexpectedly (a panic)".into()));
             let job = match outcome {
                 Ok(path) => Job::Ready(path),
                 Err(e) => {

@@ -25,7 +25,8 @@ pub async fn launch<L: Serialize + Send + 'static>(
     id: String,
     start: fn(&Arc<AppState>, &L, &str) -> ApiResult<()>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
-    let id = tokio::task::spawn_blocking(move || {
+    let planned = id.clone();
+    let starting = tokio::task::spawn_blocking(move || {
         let claimed = match claim_key(&state, route, &headers, &launch, &id)? {
             KeyClaim::Started(id) => return Ok(id),
             KeyClaim::Start(claimed) => claimed,
@@ -35,11 +36,27 @@ pub async fn launch<L: Serialize + Send + 'static>(
             claimed.settle(started.is_ok());
         }
         started.map(|()| id)
-    })
-    .await
-    .map_err(Error::internal)??;
+    });
+    // The start goes on past a timeout: the caller is told which run it is,
+    // where the router's bare 504 (at 30 s) would leave it guessing.
+    let id = match tokio::time::timeout(LAUNCH_ANSWER, starting).await {
+        Ok(joined) => joined.map_err(Error::internal)??,
+        Err(_) => {
+            let kind = route.trim_end_matches('s');
+            return Err(Error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "{kind} {planned} is still starting after {} s, and goes on: follow GET /api/{route}/{planned} (sent again with the same Idempotency-Key, this launch answers with it; without one, it starts another)",
+                    LAUNCH_ANSWER.as_secs()
+                ),
+            ));
+        }
+    };
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }
+
+/// How long a launch waits for its start to answer: under the router's 30 s.
+const LAUNCH_ANSWER: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// The request header (the IETF's draft name, as Stripe and others use it).
 const HEADER: &str = "idempotency-key";

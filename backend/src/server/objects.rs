@@ -325,6 +325,18 @@ pub const MAX_LIMIT: usize = 1000;
 impl ObjectQuery {
     /// Parses the query parameters; an error names the parameter and what is wrong.
     pub fn parse(params: &HashMap<String, String>) -> Result<ObjectQuery, String> {
+        // A mistyped key (`clas=STAR`) would widen the query to every object:
+        // refused by name instead.
+        if let Some(key) = params
+            .keys()
+            .filter(|k| !QUERY_KEYS.contains(&k.as_str()))
+            .min()
+        {
+            return Err(format!(
+                "{key}: not a parameter of this query (use {})",
+                QUERY_KEYS.join(", ")
+            ));
+        }
         fn number<T: std::str::FromStr>(
             params: &HashMap<String, String>,
             key: &str,
@@ -412,7 +424,10 @@ impl ObjectQuery {
         let r_max = finite("r_max", number(params, "r_max")?)?;
         // A range that holds nothing is a slip, not a question: said, not
         // answered with an empty page.
-        for (name, lo, hi) in [("z", z_min, z_max), ("r", r_min, r_max)] {
+        let ranges = [("z", z_min, z_max), ("r", r_min, r_max)]
+            .into_iter()
+            .chain((0..3).map(|k| (COLOUR_NAMES[k], colour_min[k], colour_max[k])));
+        for (name, lo, hi) in ranges {
             if let (Some(lo), Some(hi)) = (lo, hi)
                 && lo > hi
             {
@@ -615,6 +630,27 @@ impl Filter {
 
 /// The colours' names in query parameters (`ug_min=0.5`): u−g, g−r, r−i.
 pub const COLOUR_NAMES: [&str; 3] = ["ug", "gr", "ri"];
+
+/// Every key an object query takes; the last three page a listing.
+pub const QUERY_KEYS: [&str; 17] = [
+    "class",
+    "z_min",
+    "z_max",
+    "r_min",
+    "r_max",
+    "ug_min",
+    "ug_max",
+    "gr_min",
+    "gr_max",
+    "ri_min",
+    "ri_max",
+    "provenance",
+    "has_image",
+    "ids",
+    "sort",
+    "offset",
+    "limit",
+];
 
 /// u−g, g−r and r−i of ugriz magnitudes, to a thousandth of a magnitude (far
 /// below their errors; the sky columns carry the same values, so the explorer's

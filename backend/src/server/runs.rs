@@ -173,9 +173,16 @@ impl Runs {
         insert(&self.live, id, live.clone());
         // Its row before its id is given out: GET /api/runs/{id} finds it at
         // once, and while it is planned (a conversion, an upload: minutes).
-        crate::registry::Registry::in_folder(data_dir)
+        if let Err(e) = crate::registry::Registry::in_folder(data_dir)
             .and_then(|registry| registry.start(id, &request))
-            .map_err(Error::internal)?;
+        {
+            // Never started: not left in memory as a run that never ends.
+            self.live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(id);
+            return Err(Error::internal(e));
+        }
         let (root, run_id) = (data_dir.to_path_buf(), id.to_string());
         std::thread::spawn(move || {
             let control = RunControl {

@@ -183,7 +183,15 @@ fn evict(root: &Path, keep: &Path, in_use: &[String]) {
         .filter(|(_, p)| p != keep && !used(p))
         .take(extra)
     {
-        if let Err(e) = std::fs::remove_dir_all(&path) {
+        // Out of the selections' names first: a removal cut short (a power
+        // cut, an error) leaves a leftover to clear, never a selection with
+        // files missing that a later request would take for whole.
+        let Some(name) = path.file_name() else {
+            continue;
+        };
+        let doomed = root.join(format!(".tmp-evicted-{}", name.to_string_lossy()));
+        let removed = rename_synced(&path, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed));
+        if let Err(e) = removed {
             eprintln!(
                 "warning: could not remove the old selection {}: {e}",
                 path.display()
@@ -216,5 +224,7 @@ mod tests {
             "the next two oldest stay"
         );
         assert!(dirs[3..].iter().all(|d| d.is_dir()));
+        // Nothing left under another name either.
+        assert_eq!(std::fs::read_dir(root).unwrap().count(), KEPT);
     }
 }

@@ -5,12 +5,36 @@ use super::*;
 #[test]
 fn cai_pt_partitions_are_converted_before_the_upload() {
     let Some(bin) = venv_bin() else { return };
-    let (stack, _store, _client, arn) = deployed(&bin, "cosmicai-cai-pt");
+    let (stack, store, _client, arn) = deployed(&bin, "cosmicai-cai-pt");
     let tmp = tempfile::tempdir().unwrap();
     // A folder of CAI's own `.pt` partitions, as `split_data.py` writes them.
     let data = tmp.path().join("cai");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::copy(common::astromae_fixture("partition.pt"), data.join("1.pt")).unwrap();
+    // CAI's own result path is outside the stack's results: refused before
+    // anything is converted or sent, not by Initialize after the upload.
+    let out = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &[
+            "--world-size",
+            "1",
+            "--batch-size",
+            "8",
+            "--result-path",
+            "result-partition-100MB/1GB/1",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("'result-partition-100MB/1GB/1' is outside 'results/'")
+            && !stderr.contains("uploaded")
+            && !stderr.contains("converting"),
+        "{stderr}"
+    );
+    assert!(store.list("partitions").unwrap().is_empty());
     let out = aws_run(
         &stack,
         &arn,

@@ -422,6 +422,40 @@ fn the_follower_rides_out_throttling_and_a_lost_run_is_followed_again() {
     assert!(data.join(result_path).join("combined_data.json").is_file());
     let runs = common::ok_json(&["runs", "--data", &data.display().to_string(), "--json"]);
     assert_eq!(runs[0]["status"], "succeeded", "{runs}");
+    // A start that never reaches AWS (here throttled past the SDK's retries)
+    // leaves its row with the ARN it would have had: followed, it is said at
+    // once to have never run, not waited on as a lost execution.
+    faults(
+        &stack,
+        Some(serde_json::json!({"StartExecution": 1_000_000})),
+    );
+    let out = aws_command(&stack, &arn, &data, &args)
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("StartExecution"),
+        "{stderr}"
+    );
+    faults(&stack, Some(serde_json::json!({"StartExecution": 0})));
+    let runs = common::ok_json(&["runs", "--data", &data.display().to_string(), "--json"]);
+    assert_eq!(runs[0]["status"], "failed", "{runs}");
+    let never = runs[0]["id"].as_str().unwrap().to_string();
+    let out = aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")))
+        .args(["runs", "--data"])
+        .arg(&data)
+        .args(["--follow", &never])
+        .env("COSMICAI_AWS_PATIENCE_S", "600")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("its start never reached AWS"),
+        "{stderr}"
+    );
+    let runs = common::ok_json(&["runs", "--data", &data.display().to_string(), "--json"]);
+    assert_eq!(runs[0]["status"], "failed", "{runs}");
     // A local run, or one followed already, is no AWS execution to follow.
     let e = common::failure(&[
         "runs",

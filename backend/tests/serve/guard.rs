@@ -231,6 +231,28 @@ fn bad_bodies_get_json_errors() {
         422,
         "aws",
     );
+    assert_json_error(
+        &post(
+            &s,
+            "/api/runs",
+            r#"{"world_size":1,"batch_size":100000}"#,
+            &[],
+        ),
+        422,
+        "batch_size 100000 is more than 16384 objects",
+    );
+    // A selection's filters are checked as a listing's: a mistyped key would
+    // select every object; a page's keys mean nothing there.
+    assert_json_error(
+        &post(&s, "/api/selections?clas=STAR", "{}", &[]),
+        400,
+        "clas: not a parameter",
+    );
+    assert_json_error(
+        &post(&s, "/api/selections?class=STAR&limit=5", "{}", &[]),
+        400,
+        "limit: a selection holds every object its filters pass",
+    );
     let big = format!(
         r#"{{"world_size":1,"batch_size":1,"data_prefix":"{}"}}"#,
         "a".repeat(100_000)

@@ -176,6 +176,24 @@ fn objects_filter_page_and_show_images() {
 
     assert_json_error(&get(&s, "/api/objects?limit=abc"), 400, "limit");
     assert_json_error(&get(&s, "/api/objects?class=COMET"), 400, "class");
+    // A mistyped key, or a range that holds nothing, is named, not answered
+    // with every object.
+    assert_json_error(
+        &get(&s, "/api/objects?clas=STAR"),
+        400,
+        "clas: not a parameter of this query",
+    );
+    assert_json_error(
+        &get(&s, "/api/objects?ug_min=2&ug_max=1"),
+        400,
+        "ug_min=2 is above ug_max=1",
+    );
+    assert_json_error(
+        &get(&s, &format!("/api/objects/{id}/image.png?strech=2")),
+        400,
+        "strech",
+    );
+    assert_json_error(&get(&s, "/api/runs?limt=5"), 400, "limt");
     assert_json_error(&get(&s, "/api/objects/12345"), 404, "no such object");
     assert_json_error(
         &get(&s, &format!("/api/objects/{id}/image.png?view=x")),

@@ -87,20 +87,37 @@ pub fn execute(
     config: ExecutorConfig,
     on_event: impl FnMut(&RunEvent),
 ) -> Vec<RankMeasure> {
-    execute_cancellable(command, world_size, config, Arc::default(), on_event)
+    let every_rank: Vec<usize> = (0..world_size).collect();
+    execute_cancellable(
+        command,
+        world_size,
+        &every_rank,
+        config,
+        Arc::default(),
+        on_event,
+    )
 }
 
 /// [`execute`], stopped early when `cancel` is set: running workers are killed and
 /// queued ranks never start; both end with the error `cancelled`.
+///
+/// Only the ranks in `ranks` start a worker (a plan of more ranks than files
+/// leaves ranks with nothing to read); the others keep an empty measure.
 pub fn execute_cancellable(
     command: &WorkerCommand,
     world_size: usize,
+    ranks: &[usize],
     config: ExecutorConfig,
     cancel: Arc<AtomicBool>,
     mut on_event: impl FnMut(&RunEvent),
 ) -> Vec<RankMeasure> {
     let (tx, rx) = mpsc::channel();
-    let mut queue: VecDeque<(usize, u32)> = (0..world_size).map(|r| (r, 1)).collect();
+    let mut queue: VecDeque<(usize, u32)> = ranks
+        .iter()
+        .filter(|&&r| r < world_size)
+        .map(|&r| (r, 1))
+        .collect();
+    let starting = queue.len();
     let mut measures: Vec<RankMeasure> = (0..world_size)
         .map(|rank| RankMeasure {
             rank,
@@ -110,7 +127,7 @@ pub fn execute_cancellable(
     let (mut running, mut finished) = (0, 0);
     // Milliseconds billed for each rank's failed attempts so far.
     let mut billed_before = vec![0u64; world_size];
-    while finished < world_size {
+    while finished < starting {
         while cancel.load(Ordering::Relaxed) && running == 0 {
             let Some((rank, attempt)) = queue.pop_front() else {
                 break;
@@ -128,7 +145,7 @@ pub fn execute_cancellable(
             };
             finished += 1;
         }
-        if finished == world_size {
+        if finished == starting {
             break;
         }
         while running < config.concurrency.max(1) && !cancel.load(Ordering::Relaxed) {

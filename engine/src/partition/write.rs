@@ -120,9 +120,12 @@ fn write_tensors_atomically(
 ) -> Result<(), PartitionError> {
     use std::io::{Error, Read, Seek, SeekFrom, Write};
     replace_synced(path, |temp| {
-        // safetensors writes a sibling file and renames it over `temp`: reopen by path.
+        // safetensors writes a sibling file and renames it over `temp`: reopen by
+        // path, and give it back `temp`'s mode (tempfile's sibling is 0600).
+        let mode = std::fs::metadata(temp)?.permissions();
         safetensors::serialize_to_file(tensors, Some(metadata), temp)
             .map_err(|e| Error::other(format!("cannot encode: {e}")))?;
+        std::fs::set_permissions(temp, mode)?;
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -480,7 +480,15 @@ mod tests {
         store.put("r/summary.json", b"{}").unwrap();
         store.put_unsynced("r/0.json", b"{}").unwrap();
         crate::partition::write_atomically(&dir.path().join("p.safetensors"), b"x").unwrap();
-        for file in ["r/summary.json", "r/0.json", "p.safetensors"] {
+        // A partition goes through safetensors' own temporary file.
+        let partition = crate::partition::Partition::blank(1, Some(4));
+        crate::partition::write_partition(dir.path().join("part.safetensors"), &partition).unwrap();
+        for file in [
+            "r/summary.json",
+            "r/0.json",
+            "p.safetensors",
+            "part.safetensors",
+        ] {
             let mode = std::fs::metadata(dir.path().join(file))
                 .unwrap()
                 .permissions()

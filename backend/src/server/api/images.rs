@@ -12,6 +12,7 @@ use cosmicai_shared::display::{Stretch, asinh_gray, lupton_rgb};
 use serde::Deserialize;
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ImageParams {
     /// `gri` (colour composite) or one band: u, g, r, i, z.
     view: Option<String>,
@@ -112,6 +113,7 @@ pub async fn object_image(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct CutoutParams {
     /// Comma-separated object ids (at most 256).
     ids: String,

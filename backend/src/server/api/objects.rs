@@ -72,6 +72,16 @@ pub async fn create_selection(
     Json(request): Json<cosmicai_shared::api::SelectionRequest>,
 ) -> ApiResult<(StatusCode, Json<cosmicai_shared::api::Selection>)> {
     use crate::server::selections::MAX_IDS;
+    // A selection holds every object its filters pass: a page's keys would be
+    // ignored, so they are refused.
+    if let Some(key) = ["sort", "offset", "limit"]
+        .into_iter()
+        .find(|k| params.contains_key(*k))
+    {
+        return Err(Error::bad_request(format!(
+            "{key}: a selection holds every object its filters pass and has no pages (leave {key} out)"
+        )));
+    }
     let mut query = ObjectQuery::parse(&params).map_err(Error::bad_request)?;
     if let Some(ids) = request.ids {
         if query.ids.is_some() {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct RunsPage {
     /// Runs per page, newest first (1 to 500, default 100).
     limit: Option<i64>,
@@ -109,6 +110,7 @@ pub struct RunDetail {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct RunDetailParams {
     /// Number of the first event to list (default 0).
     events_from: Option<usize>,
