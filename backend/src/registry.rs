@@ -20,6 +20,18 @@ pub struct Registry {
     db: Connection,
 }
 
+/// Run `id`'s summary in `result_path` under `data_dir`, where the run wrote
+/// one (the last thing a run writes before its row is closed).
+fn ended_summary(data_dir: &Path, id: &str, result_path: &str) -> Option<RunSummary> {
+    if cosmicai_shared::run::check_key(result_path).is_err() {
+        return None;
+    }
+    let bytes = std::fs::read(data_dir.join(result_path).join("summary.json")).ok()?;
+    serde_json::from_slice::<RunSummary>(&bytes)
+        .ok()
+        .filter(|summary| summary.run_id == id)
+}
+
 /// Where a run executes on AWS.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AwsExecution {
@@ -139,7 +151,7 @@ impl Registry {
             .with_context(|| format!("preparing run registry {}", path.display()))?;
         let registry = Registry { db };
         registry.migrate()?;
-        registry.mark_interrupted()?;
+        registry.mark_interrupted(path.parent().unwrap_or(Path::new(".")))?;
         Ok(registry)
     }
 
@@ -162,15 +174,25 @@ impl Registry {
         Ok(())
     }
 
-    fn mark_interrupted(&self) -> Result<()> {
+    /// Runs whose coordinator is gone: interrupted, unless the run's summary
+    /// under `data_dir` says it ended (its coordinator wrote it, then died, or
+    /// could not write the row): then closed from it.
+    fn mark_interrupted(&self, data_dir: &Path) -> Result<()> {
         let mut stmt = self.db.prepare(
-            "SELECT id, coordinator_pid, coordinator_identity FROM runs WHERE status = 'running'",
+            "SELECT id, coordinator_pid, coordinator_identity, result_path, aws_json IS NULL FROM runs WHERE status = 'running'",
         )?;
-        let running: Vec<(String, i64, Option<String>)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        let running: Vec<(String, i64, Option<String>, String, bool)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
             .collect::<Result<_, _>>()?;
-        for (id, pid, identity) in running {
+        for (id, pid, identity, result_path, local) in running {
             if !coordinator_alive(pid, identity.as_deref()) {
+                // An AWS run is followed again instead: its results come back then.
+                if local && let Some(summary) = ended_summary(data_dir, &id, &result_path) {
+                    self.finish(&summary)?;
+                    continue;
+                }
                 // Both or neither: a run left interrupted with ranks still
                 // running would never be looked at again.
                 let tx = self.db.unchecked_transaction()?;
@@ -867,6 +889,56 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_run_whose_coordinator_died_after_its_summary_is_closed_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cosmicai.sqlite");
+        let registry = Registry::open(&path).unwrap();
+        let request = sample_request();
+        for id in ["ended", "cut", "other"] {
+            registry.start(id, &request).unwrap();
+        }
+        registry
+            .db
+            .execute(
+                "UPDATE runs SET coordinator_identity = 'another-boot/1', result_path = 'results/' || id",
+                [],
+            )
+            .unwrap();
+        drop(registry);
+        let summary = |id: &str| {
+            let cost = cosmicai_shared::run::Cost::default();
+            serde_json::json!({
+                "run_id": id, "status": "succeeded", "ranks": 1, "failed_ranks": [],
+                "objects": 7, "duration_s": 1.0, "samples_per_s": 7.0, "cost_usd": 0.5,
+                "result_path": format!("results/{id}"), "device": "cpu", "batch_size": 1,
+                "memory_mb": 2048, "files": 1, "cost": cost, "metrics": null, "per_rank": [],
+            })
+        };
+        let write = |id: &str, body: &serde_json::Value| {
+            let folder = dir.path().join("results").join(id);
+            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::write(folder.join("summary.json"), body.to_string()).unwrap();
+        };
+        // Its summary written, then a power cut before the row was closed.
+        write("ended", &summary("ended"));
+        // Cut before any summary; and a summary another run left in the path.
+        write("other", &summary("someone-else"));
+        let registry = Registry::open(&path).unwrap();
+        let ended = registry.info("ended").unwrap().unwrap();
+        assert_eq!(
+            (ended.status, ended.objects),
+            (RunStatus::Succeeded, Some(7))
+        );
+        for id in ["cut", "other"] {
+            assert_eq!(
+                registry.run(id).unwrap().unwrap().status,
+                RunStatus::Interrupted,
+                "{id}"
+            );
+        }
     }
 
     #[test]

@@ -225,6 +225,33 @@ fn a_run_over_a_folder_of_pt_files_converts_it_once() {
         converted,
         ["partition_0.safetensors", "partition_1.safetensors"]
     );
+    // Split again into fewer files: the partitions of `.pt` files that are gone
+    // go too (the plan lists the whole folder), the others stay as they were.
+    std::fs::remove_file(cai.join("partition_1.pt")).unwrap();
+    std::fs::remove_file(cai.join("partition_2.pt")).unwrap();
+    std::fs::write(
+        cai.join(CONVERTED).join("notes.txt"),
+        b"a user's file, not a partition",
+    )
+    .unwrap();
+    converted_prefix(
+        root.path(),
+        "cai",
+        None,
+        |_, _| panic!("nothing to convert"),
+        |_| {},
+    )
+    .unwrap();
+    let mut kept: Vec<_> = std::fs::read_dir(cai.join(CONVERTED))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["notes.txt", "partition_0.safetensors"]);
+    assert_eq!(
+        std::fs::metadata(&written).unwrap().modified().unwrap(),
+        modified
+    );
     let outside =
         converted_prefix(&cai, "../cai", None, |_, _| panic!("converted"), |_| {}).unwrap();
     assert_eq!(outside, "../cai");

@@ -8,7 +8,8 @@ real `bootstrap` binary. Prints `PORT <n>` once it listens; runs until killed.
 Faults for the tests: `POST /cosmicai-faults {"DescribeExecution": 3}` makes the
 next 3 calls of that Step Functions action fail with a ThrottlingException (as
 real Step Functions does under load, which moto never does); `GET` tells how many
-are left.
+are left. S3, which speaks REST, is named by method and part of the path:
+`{"S3 PUT part-000002": 1}` answers the next PUT of such a key with 503 SlowDown.
 """
 
 import argparse
@@ -46,6 +47,26 @@ def with_faults(call):
                     FAULTS.update(json.loads(environ["wsgi.input"].read(length) or b"{}"))
                 return reply("200 OK", json.dumps(FAULTS).encode())
         action = environ.get("HTTP_X_AMZ_TARGET", "").rsplit(".", 1)[-1]
+        if not action:
+            # S3 speaks REST: "S3 PUT <part of the path>" names its calls.
+            method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+            with FAULTS_LOCK:
+                action = next(
+                    (
+                        k
+                        for k, left in FAULTS.items()
+                        if left > 0 and k.startswith(f"S3 {method} ") and k.split(" ", 2)[2] in path
+                    ),
+                    "",
+                )
+            if action:
+                with FAULTS_LOCK:
+                    FAULTS[action] -= 1
+                body = (
+                    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
+                    b"<Message>Reduce your request rate (injected by the test)</Message></Error>"
+                )
+                return reply("503 Slow Down", body, "application/xml")
         with FAULTS_LOCK:
             throttled = FAULTS.get(action, 0) > 0
             if throttled:

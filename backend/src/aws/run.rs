@@ -6,7 +6,7 @@ use super::{Aws, LocalEtags, LocalWeights, start_and_follow, upload, within};
 use crate::coordinator::{AwsData, Recorder};
 use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{LAMBDA_MAX_MEMORY_MB, Payload, RunSummary, check_rank_time, plan};
-use cosmicai_engine::store::LocalStore;
+use cosmicai_engine::store::{LocalStore, ObjectStore};
 use cosmicai_shared::run::{Device, RunRequest};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::Path;
@@ -194,6 +194,12 @@ fn uploaded(
     );
     bar.set_message(format!("upload to s3://{}/{s3_prefix}", aws.config.bucket));
     let etags = LocalEtags::open(&crate::registry::path(root))?;
+    // Marked incomplete until the last file is there: an upload cut short (a
+    // cancel, a crash) is refused by a later run on the folder (`--s3-data`),
+    // rather than run as a dataset with files missing.
+    let marker = cosmicai_engine::store::join(s3_prefix, cosmicai_engine::dataset::INCOMPLETE);
+    aws.s3
+        .put(&marker, b"an upload to this folder has not finished\n")?;
     let uploaded = upload(
         &local,
         &local_plan,
@@ -213,6 +219,7 @@ fn uploaded(
     );
     bar.finish_and_clear();
     let uploaded = uploaded?;
+    aws.s3.delete(&marker)?;
     recorder.println(&format!(
         "s3://{}/{s3_prefix}: {} partitions uploaded ({} bytes), {} already there ({} read to compare)",
         aws.config.bucket,

@@ -232,7 +232,15 @@ impl<'a> Recorder<'a> {
         let _ = self.bars.clear();
         match outcome {
             Ok(summary) => {
-                self.registry.finish(&summary)?;
+                // The run ended and its summary is on disk: a row that cannot
+                // be closed now (a full disk) does not make it a failure. The
+                // registry's next opening closes it from that summary.
+                if let Err(e) = self.registry.finish(&summary) {
+                    self.println(&format!(
+                        "warning: run {} ended, but its registry row could not be closed ({e:#}); it is closed from {}/summary.json when the registry is next opened",
+                        self.run_id, summary.result_path
+                    ));
+                }
                 Ok(summary)
             }
             // Still running on AWS, unwatched: left to be followed again.

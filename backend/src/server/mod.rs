@@ -285,6 +285,20 @@ pub fn run(args: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     prepare::prepare(&args.data_dir, &args.assets)?;
+    // What killed writers left (a dataset built aside, a cutout half written)
+    // is invisible to every listing, and would fill the disk unseen. Six hours
+    // leaves any writer still at work in another process alone.
+    let data_dir = args.data_dir.clone();
+    std::thread::spawn(move || {
+        let stale = std::time::Duration::from_secs(6 * 3600);
+        let removed = cosmicai_engine::store::sweep_stale_temporaries(&data_dir, stale);
+        if removed > 0 {
+            eprintln!(
+                "removed {removed} temporary files and folders that stopped writers left in {}",
+                data_dir.display()
+            );
+        }
+    });
     let cwd = std::env::current_dir().unwrap_or_default();
     error::hide_paths(&[&args.data_dir, &args.assets, &cwd]);
     explorer::precompress(&args.frontend);

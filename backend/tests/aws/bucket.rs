@@ -1,4 +1,4 @@
-//! Data already in a bucket: run where it is, and refused by name outside the stack's bucket or without AWS.
+//! Data in a bucket: run where it is, refused by name outside the stack's bucket or without AWS, and refused while an upload to it is cut short.
 
 use super::*;
 
@@ -217,4 +217,56 @@ fn s3_data_outside_the_stacks_bucket_or_without_aws_is_refused_by_name() {
         stderr.contains("--s3-data") && stderr.contains("--target aws"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_upload_cut_short_leaves_its_folder_refused_until_it_is_sent_again() {
+    let Some(bin) = venv_bin() else { return };
+    let (stack, store, _client, arn) = deployed(&bin, "cosmicai-cut-upload");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let args = [
+        "--world-size",
+        "2",
+        "--batch-size",
+        "512",
+        "--s3-prefix",
+        "cut",
+    ];
+    // The third partition's PUT fails (S3's SlowDown, past the SDK's retries).
+    faults(&stack, Some(serde_json::json!({"S3 PUT part-000002": 10})));
+    let out = aws_command(&stack, &arn, &data, &args)
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    faults(&stack, Some(serde_json::json!({"S3 PUT part-000002": 0})));
+    assert!(store.get("cut/DATASET-INCOMPLETE").is_ok());
+    // What was sent is no dataset to run where it is...
+    let s3_data = format!("s3://{BUCKET}/cut/");
+    let out = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &[
+            "--s3-data",
+            &s3_data,
+            "--world-size",
+            "2",
+            "--batch-size",
+            "512",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("cut short") && stderr.contains("upload it again"),
+        "{stderr}"
+    );
+    // ...until the upload is sent again and ends: then it runs, whole.
+    let out = aws_run(&stack, &arn, &data, &[&args[..], &["--json"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(last_json_line(&out)["objects"], 8443);
+    assert!(store.get("cut/DATASET-INCOMPLETE").is_err());
 }

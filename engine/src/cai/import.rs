@@ -331,10 +331,43 @@ pub fn converted_prefix_with(
     for (file, _) in &report.checkpoints {
         on_checkpoint(file);
     }
+    remove_orphans(&out, &files);
     Ok(Path::new(prefix)
         .join(CONVERTED)
         .to_string_lossy()
         .into_owned())
+}
+
+/// Removes the partitions in `out` converted from a `.pt` no longer among
+/// `files` (the folder split again into fewer files): the plan lists the whole
+/// folder, and would run them beside the new split, counting objects twice.
+/// Only files this conversion wrote (stamped) are touched: they are copies of
+/// data that is gone, never the only copy of anything.
+fn remove_orphans(out: &Path, files: &[PathBuf]) {
+    let current: std::collections::HashSet<PathBuf> =
+        files.iter().map(|file| target_in(out, file)).collect();
+    let Ok(listed) = std::fs::read_dir(out) else {
+        return;
+    };
+    let mut removed = false;
+    for path in listed.filter_map(|e| e.ok().map(|e| e.path())) {
+        let ours = path
+            .extension()
+            .is_some_and(|x| x == crate::partition::EXTENSION)
+            && !current.contains(&path)
+            && PartitionFile::open(&path).is_ok_and(|done| {
+                done.catalog()
+                    .sources
+                    .iter()
+                    .any(|s| s.detail.contains(STAMPED))
+            });
+        if ours && std::fs::remove_file(&path).is_ok() {
+            removed = true;
+        }
+    }
+    if removed && let Ok(dir) = std::fs::File::open(out) {
+        let _ = dir.sync_all();
+    }
 }
 
 /// Marks a stamp in a converted partition's source detail.

@@ -223,7 +223,7 @@ pub fn plan(
         .find(|o| o.key.rsplit('/').next() == Some(crate::dataset::INCOMPLETE))
     {
         return Err(PipelineError::Invalid(vec![format!(
-            "data_prefix '{}': '{}/' holds part of a dataset whose build was cut short ({}): build it again",
+            "data_prefix '{}': '{}/' holds part of a dataset whose build or upload was cut short ({}): build or upload it again",
             request.data_prefix,
             folder_of(&marker.key),
             crate::dataset::INCOMPLETE

@@ -399,9 +399,77 @@ pub fn sweep_temporaries(dir: &Path) -> usize {
     removed
 }
 
+/// Removes what killed writers left under `dir` (and its subfolders) longer
+/// than `older_than` ago: `.tmp*` files, and `.tmp*` folders (a dataset built
+/// aside, then killed) whole. Younger ones may belong to a writer still at
+/// work in another process, and are left. Returns how many were removed.
+pub fn sweep_stale_temporaries(dir: &Path, older_than: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // Not followed through links: only what lies under `dir`.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let leftover = entry.file_name().to_string_lossy().starts_with(".tmp");
+        if !leftover {
+            if kind.is_dir() {
+                removed += sweep_stale_temporaries(&path, older_than);
+            }
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > older_than);
+        if !stale {
+            continue;
+        }
+        let gone = if kind.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed += usize::from(gone.is_ok());
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_leftovers_go_and_young_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("data/.tmp-build/part")).unwrap();
+        std::fs::write(root.join("data/.tmp-build/part/0.safetensors"), b"x").unwrap();
+        std::fs::write(root.join("data/.tmpAbC"), b"x").unwrap();
+        std::fs::write(root.join("data/keep.safetensors"), b"x").unwrap();
+        std::fs::write(root.join(".tmp-young"), b"x").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for stale in ["data/.tmp-build", "data/.tmpAbC"] {
+            std::fs::File::options()
+                .write(true)
+                .open(root.join(stale))
+                .or_else(|_| std::fs::File::open(root.join(stale)))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(sweep_stale_temporaries(root, hour), 2);
+        assert!(!root.join("data/.tmp-build").exists());
+        assert!(!root.join("data/.tmpAbC").exists());
+        assert!(root.join("data/keep.safetensors").exists());
+        assert!(root.join(".tmp-young").exists());
+    }
 
     #[test]
     fn links_are_followed_only_to_files_inside_the_store() {

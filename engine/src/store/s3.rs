@@ -342,6 +342,21 @@ fn next_part<'a>(
 }
 
 impl S3Store {
+    /// Deletes `key` (S3 answers a missing key as deleted too).
+    pub fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let key = checked(key)?;
+        self.block_on(async {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| self.error(key, sdk(&e)))?;
+            Ok(())
+        })
+    }
+
     /// Streams the `len` bytes of `reader` to `key`, one part at a time, so an
     /// object of any size takes one part's memory (8 MiB up to 78 GiB); returns
     /// their [`Etag`], worked out on the way. A `reader` shorter than `len` (a
