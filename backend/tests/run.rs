@@ -108,6 +108,53 @@ fn a_run_writes_cai_results_and_is_recorded() {
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs[0]["status"], "succeeded");
     assert_eq!(runs[0]["objects"].as_u64(), Some(8443));
+
+    // Every object's prediction as one table, by partition and row.
+    let id = runs[0]["id"].as_str().unwrap();
+    let csv = tmp.path().join("z.csv");
+    let csv_arg = csv.display().to_string();
+    let out = cosmicai(&[
+        "runs",
+        "--data",
+        &data,
+        "--predictions",
+        id,
+        "--out",
+        &csv_arg,
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("8443 objects from 3 ranks"), "{said}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        header[..7],
+        [
+            "rank",
+            "partition",
+            "row",
+            "object_id",
+            "class",
+            "redshift",
+            "predicted_redshift"
+        ]
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 8443);
+    assert!(rows.iter().all(|r| r.len() == header.len()));
+    assert!(rows.iter().all(|r| r[6].parse::<f32>().is_ok()));
+    // Rank 0 read two partitions: its rows count up through the first, then
+    // start again at the second.
+    let keys = rank0["data_path"].as_array().unwrap();
+    let first = keys[0].as_str().unwrap();
+    let second = keys[1].as_str().unwrap();
+    let in_first = rows.iter().filter(|r| r[1] == first).count();
+    assert_eq!((rows[0][0], rows[0][1], rows[0][2]), ("0", first, "0"));
+    assert_eq!(rows[in_first - 1][2], (in_first - 1).to_string());
+    assert_eq!((rows[in_first][1], rows[in_first][2]), (second, "0"));
+    let e = common::failure(&["runs", "--data", &data, "--predictions", "run-0-0-0"]);
+    assert!(e.contains("run run-0-0-0: not in the registry"), "{e}");
 }
 
 #[test]

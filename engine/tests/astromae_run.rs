@@ -365,6 +365,29 @@ fn cai_pt_partitions_are_read_in_place_as_their_conversion_would_be() {
 }
 
 #[test]
+fn a_checkpoint_among_cai_pt_partitions_is_read_as_no_objects() {
+    // `aws s3 sync` of a CAI folder brings its checkpoint along with the data.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::copy(
+        fixture("astromae_module.pt"),
+        dir.path().join("data/model.pt"),
+    )
+    .unwrap();
+    std::fs::copy(fixture("partition.pt"), dir.path().join("data/p0.pt")).unwrap();
+    let model = format!("astromae:{}", fixture("astromae_module.pt").display());
+    let (store, results) = run(dir.path(), &model);
+    let results: Vec<RankResult> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(results[0].data_path, ["data/model.pt"]);
+    assert_eq!(
+        (results[0].objects, results[1].objects),
+        (0, 4),
+        "the checkpoint gave no objects, the partition its four"
+    );
+    assert_eq!(predictions(&store, "a").len(), 4);
+}
+
+#[test]
 fn a_rank_its_caller_stops_writes_nothing() {
     use cosmicai_engine::pipeline::{PipelineError, RankEvent};
     let dir = tempfile::tempdir().unwrap();

@@ -294,6 +294,8 @@ fn fuzz_predictions_reader() {
             Prediction::redshift_only(1.9),
         ],
         synthetic: vec![false, false, true],
+        partition: vec![0, 0, 1],
+        row: vec![0, 1, 0],
     };
     let seed = encode_predictions(&p).unwrap();
     assert_eq!(read_predictions(&seed).unwrap().object_id, p.object_id);

@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod inspect;
 pub mod model;
 pub mod partition;
+pub mod predictions;
 pub mod project;
 pub mod run;
 pub mod runs;

@@ -9,12 +9,18 @@ use std::path::PathBuf;
 #[command(
     after_help = "Examples:\n  cosmicai runs --data data/demo/partitions --json\n  \
     cosmicai runs --data data/demo/partitions --follow run-1764655200-4242-0\n\n\
+    cosmicai runs --data data/demo/partitions --predictions run-1764655200-4242-0 --out z.csv\n\n\
     cosmicai runs --data runs-home --adopt arn:aws:states:us-east-1:123456789012:execution:cosmicai:cai-1\n\n\
     --follow picks up an AWS run whose launcher stopped (a closed terminal, a lost\n\
     connection): it follows the execution to its end, copies the results back and\n\
     closes the run's row, as if it had been followed all along. --adopt does the same\n\
     for an execution started elsewhere (CAI's payload through `aws stepfunctions\n\
-    start-execution`), recording it here under the execution's name."
+    start-execution`), recording it here under the execution's name.\n\n\
+    --predictions writes a run's predictions as one CSV table, a row per object:\n\
+    rank, partition (its key) and row, object_id, the catalog's class and\n\
+    redshift, predicted_redshift (with its sigma and outlier probability where\n\
+    the model gives them), predicted_class and its probabilities (empty for\n\
+    AstroMAE, which predicts none), and synthetic (1 for rendered objects)."
 )]
 pub struct RunsArgs {
     /// The data directory the runs used.
@@ -33,6 +39,12 @@ pub struct RunsArgs {
     /// An S3 + Step Functions endpoint other than AWS, for --adopt [env: COSMICAI_AWS_ENDPOINT].
     #[arg(long, requires = "adopt")]
     pub aws_endpoint: Option<String>,
+    /// Write this run's per-object predictions as CSV (to --out, or standard output).
+    #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["follow", "adopt", "json"])]
+    pub predictions: Option<String>,
+    /// The CSV file for --predictions (written whole, or not at all).
+    #[arg(long, value_name = "FILE", requires = "predictions")]
+    pub out: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -46,6 +58,26 @@ pub fn run(args: RunsArgs) -> Result<()> {
         let summary = crate::coordinator::reattach(&args.data, id, control, &mut |_| {})?;
         crate::output::emit(&(serde_json::to_string(&summary)? + "\n"))?;
         return super::succeeded(&summary.run_id, summary.status);
+    }
+    if let Some(id) = &args.predictions {
+        let done = super::predictions::export(&args.data, id, args.out.as_deref())?;
+        eprintln!(
+            "run {id}: {} objects from {} ranks{}{}",
+            done.objects,
+            done.ranks,
+            args.out
+                .as_ref()
+                .map_or(String::new(), |o| format!(" written to {}", o.display())),
+            if done.ranks_without > 0 {
+                format!(
+                    " ({} ranks without predictions: failed, or planned no file)",
+                    done.ranks_without
+                )
+            } else {
+                String::new()
+            }
+        );
+        return Ok(());
     }
     if let Some(arn) = &args.adopt {
         let config = crate::aws::AwsConfig::resolve(

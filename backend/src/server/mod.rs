@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::Args;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::OpenApi;
@@ -299,12 +299,26 @@ pub fn run(args: ServeArgs) -> Result<()> {
             );
         }
     });
-    let cwd = std::env::current_dir().unwrap_or_default();
-    error::hide_paths(&[&args.data_dir, &args.assets, &cwd]);
     explorer::precompress(&args.frontend);
     explorer::watch_explorer(args.frontend.clone());
     let index = objects::ObjectIndex::load(&args.data_dir)?;
     let models = models::ServedModels::load(&args.models, &args.data_dir)?;
+    // A served model's folder may be anywhere on the host (`--model
+    // astromae:/srv/m.pt`): hidden from callers as the data directory is.
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let model_folders: Vec<PathBuf> = args
+        .models
+        .iter()
+        .filter_map(|m| cosmicai_shared::model::ModelSpec::parse(m).ok())
+        .filter_map(|spec| {
+            let file = Path::new(spec.weights()?);
+            Some(file.parent()?.to_path_buf())
+        })
+        .filter(|folder| !folder.as_os_str().is_empty())
+        .collect();
+    let mut hidden: Vec<&Path> = vec![&args.data_dir, &args.assets, &cwd];
+    hidden.extend(model_folders.iter().map(PathBuf::as_path));
+    error::hide_paths(&hidden);
     let given = args
         .token
         .clone()

@@ -231,7 +231,7 @@ fn import_up_to(
 /// Why `file` is a model's weights rather than a data partition (its tensors are
 /// named, as a state_dict's or a module's are, and no TensorDataset holds them),
 /// or `None` when it is neither, or broken.
-fn model_checkpoint(file: &Path) -> Option<String> {
+pub(crate) fn model_checkpoint(file: &Path) -> Option<String> {
     let pt = cosmicai_model::pytorch::PtFile::open(file).ok()?;
     let not_dataset = pt.dataset_tensors().err()?;
     pt.named_tensors().ok()?;

@@ -12,6 +12,7 @@
 //! ([`read_cai_partition_named`]): a run over CAI's data already in S3.
 
 mod import;
+pub(crate) use import::model_checkpoint;
 
 pub use import::{
     CONVERTED, ImportReport, cai_files, converted_prefix, converted_prefix_with, import,

@@ -32,6 +32,10 @@ pub struct RankPredictions {
     /// Whether the object came from the renderer: its labels drew its image,
     /// so it is never scored (empty: none did).
     pub synthetic: Vec<bool>,
+    /// Where each object was read: its partition (an index into the rank's
+    /// `data_path`) and its row there (empty in files written before them).
+    pub partition: Vec<u32>,
+    pub row: Vec<u32>,
 }
 
 impl RankPredictions {
@@ -65,6 +69,8 @@ struct Batch {
     redshift: Vec<f32>,
     class: Vec<Class>,
     synthetic: Vec<bool>,
+    partition: Vec<u32>,
+    row: Vec<u32>,
 }
 
 impl Batch {
@@ -79,7 +85,7 @@ impl Batch {
     /// Rows `rows` of partition `key`, with their `pixels` (empty without cutouts).
     fn take(
         &mut self,
-        key: &str,
+        (index, key): (usize, &str),
         catalog: &Partition,
         rows: std::ops::Range<usize>,
         pixels: Vec<f32>,
@@ -100,8 +106,14 @@ impl Batch {
         self.redshift
             .extend_from_slice(&catalog.redshift[rows.clone()]);
         self.class.extend_from_slice(&catalog.class[rows.clone()]);
-        self.synthetic
-            .extend(rows.map(|i| catalog.provenance(i) == Provenance::Synthetic));
+        self.synthetic.extend(
+            rows.clone()
+                .map(|i| catalog.provenance(i) == Provenance::Synthetic),
+        );
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        self.partition.extend(rows.clone().map(|_| index));
+        self.row
+            .extend(rows.map(|i| u32::try_from(i).unwrap_or(u32::MAX)));
     }
 
     /// "partition KEY" or "partitions A, B": where the batch's rows come from.
@@ -118,6 +130,8 @@ impl Batch {
         out.redshift.append(&mut self.redshift);
         out.class.append(&mut self.class);
         out.synthetic.append(&mut self.synthetic);
+        out.partition.append(&mut self.partition);
+        out.row.append(&mut self.row);
         self.keys.clear();
         self.magnitudes.clear();
         self.pixels = Vec::new();
@@ -173,7 +187,7 @@ where
         batch.hand_on(out);
         on_event(RankEvent::Objects(out.object_id.len()))
     };
-    for key in keys {
+    for (index, key) in keys.iter().enumerate() {
         // Remote objects are streamed to a temporary file (never whole in memory), so
         // partitions are always memory-mapped.
         let temp;
@@ -198,7 +212,9 @@ where
                 temp.path().to_path_buf()
             }
         };
-        let file = RankPartition::open(&path, key)?;
+        let Some(file) = RankPartition::open(&path, key)? else {
+            continue;
+        };
         let catalog = file.catalog();
         // Pixels are read only for a model that looks at them.
         let image_size = file.image_size().filter(|_| model.reads_cutouts());
@@ -214,7 +230,7 @@ where
             let pixels = image_size
                 .map(|_| file.images(start..end))
                 .unwrap_or_default();
-            batch.take(key, catalog, start..end, pixels);
+            batch.take((index, key), catalog, start..end, pixels);
             tally.seconds += t.elapsed().as_secs_f64();
             start = end;
             if batch.len() >= request.batch_size {
@@ -283,14 +299,29 @@ enum RankPartition {
 }
 
 impl RankPartition {
-    fn open(path: &std::path::Path, key: &str) -> Result<Self, PipelineError> {
+    /// The partition at `path`, or `None` for a model checkpoint among CAI's
+    /// `.pt` files (copied into the bucket with its data, as CAI's folders
+    /// keep it): no objects, as a local run's conversion leaves it out.
+    fn open(path: &std::path::Path, key: &str) -> Result<Option<Self>, PipelineError> {
         if !crate::cai::is_cai_key(key) {
-            return Ok(RankPartition::Mapped(PartitionFile::open(path)?));
+            return Ok(Some(RankPartition::Mapped(PartitionFile::open(path)?)));
         }
         let name = key.rsplit('/').next().unwrap_or(key);
-        crate::cai::read_cai_partition_named(path, name, None, Class::Unknown)
-            .map(RankPartition::Cai)
-            .map_err(|e| PipelineError::Other(format!("partition {key}: {}", e.problem)))
+        match crate::cai::read_cai_partition_named(path, name, None, Class::Unknown) {
+            Ok(partition) => Ok(Some(RankPartition::Cai(partition))),
+            Err(e) => match crate::cai::model_checkpoint(path) {
+                Some(why) => {
+                    eprintln!(
+                        "partition {key}: a model checkpoint, not a CAI partition ({why}): no objects read from it"
+                    );
+                    Ok(None)
+                }
+                None => Err(PipelineError::Other(format!(
+                    "partition {key}: {}",
+                    e.problem
+                ))),
+            },
+        }
     }
 
     fn len(&self) -> usize {
@@ -365,6 +396,13 @@ pub fn encode_predictions(p: &RankPredictions) -> Result<Vec<u8>, PipelineError>
     if synthetic.contains(&1) {
         tensors.push(("synthetic", Dtype::U8, vec![n], &synthetic));
     }
+    // Where each object was read, for a table of predictions by file and row.
+    let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (partition, row) = (u32s(&p.partition), u32s(&p.row));
+    if p.partition.len() == n && p.row.len() == n {
+        tensors.push(("partition", Dtype::U32, vec![n], &partition));
+        tensors.push(("row", Dtype::U32, vec![n], &row));
+    }
     let views = tensors
         .into_iter()
         .map(|(name, dtype, shape, data)| TensorView::new(dtype, shape, data).map(|v| (name, v)))
@@ -430,6 +468,22 @@ pub fn read_predictions(bytes: &[u8]) -> Result<RankPredictions, String> {
             ));
         }
     };
+    let u32_column = |name: &str| -> Result<Vec<u32>, String> {
+        match file.tensor(name) {
+            Err(_) => Ok(Vec::new()),
+            Ok(t) if t.dtype() == Dtype::U32 && t.shape() == [n] => Ok(t
+                .data()
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()),
+            Ok(t) => Err(format!(
+                "{name}: {:?} {:?}, expected U32 [{n}]",
+                t.dtype(),
+                t.shape()
+            )),
+        }
+    };
+    let (partition, row) = (u32_column("partition")?, u32_column("row")?);
     if [
         redshift.len(),
         predicted_redshift.len(),
@@ -466,6 +520,8 @@ pub fn read_predictions(bytes: &[u8]) -> Result<RankPredictions, String> {
         class,
         predicted,
         synthetic,
+        partition,
+        row,
     })
 }
 
@@ -486,6 +542,8 @@ mod tests {
             class: vec![Class::Galaxy, Class::Unknown],
             predicted: vec![p, p],
             synthetic: Vec::new(),
+            partition: vec![0, 1],
+            row: vec![4, 0],
         }
     }
 
@@ -500,6 +558,15 @@ mod tests {
         };
         let back = read_predictions(&encode_predictions(&mixed).unwrap()).unwrap();
         assert_eq!(back.synthetic, [false, true]);
+        assert_eq!((back.partition, back.row), (vec![0, 1], vec![4, 0]));
+        // Files from before the columns read with none.
+        let older = RankPredictions {
+            partition: Vec::new(),
+            row: Vec::new(),
+            ..predictions(false)
+        };
+        let back = read_predictions(&encode_predictions(&older).unwrap()).unwrap();
+        assert!(back.partition.is_empty() && back.row.is_empty());
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! `cosmicai runs --predictions RUN_ID`: a run's per-object predictions as one
+//! CSV table (partition and row, the labels, the prediction), what a CAI user
+//! reaches for after `combined_data.json`'s per-rank figures.
+
+use crate::registry::Registry;
+use anyhow::{Context, Result, bail};
+use cosmicai_engine::pipeline::{RankPredictions, predictions_key, rank_key, read_predictions};
+use cosmicai_engine::store::{LocalStore, ObjectStore, StoreError};
+use cosmicai_shared::run::{RankResult, RunSummary};
+use std::io::Write;
+use std::path::Path;
+
+/// The table's columns, in order.
+const HEADER: &str = "rank,partition,row,object_id,class,redshift,predicted_redshift,predicted_redshift_sigma,outlier_probability,predicted_class,p_galaxy,p_star,p_qso,synthetic";
+
+/// What was written: objects, and ranks with and without predictions.
+pub struct Exported {
+    pub objects: usize,
+    pub ranks: usize,
+    pub ranks_without: usize,
+}
+
+/// Writes run `run_id`'s predictions (under data folder `data`) to `out`, or to
+/// standard output; a file is written aside and renamed, so it is whole or absent.
+pub fn export(data: &Path, run_id: &str, out: Option<&Path>) -> Result<Exported> {
+    let registry = crate::registry::path(data);
+    if !registry.is_file() {
+        bail!(
+            "--data {}: holds no run registry (cosmicai.sqlite)",
+            data.display()
+        );
+    }
+    let Some(run) = Registry::open(&registry)?.run(run_id)? else {
+        bail!("run {run_id}: not in the registry of {}", data.display());
+    };
+    let store = LocalStore::new(data);
+    let result_path = &run.request.result_path;
+    // AstroMAE predicts no class: its class columns would be noise.
+    let predicts_class = store
+        .get(&cosmicai_engine::store::join(result_path, "summary.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<RunSummary>(&b).ok())
+        .is_none_or(|s| s.predicts_class);
+    let ranks = run.request.world_size;
+    let bar = indicatif::ProgressBar::new(ranks as u64).with_message("predictions");
+    let write_to = |sink: &mut dyn Write| -> Result<Exported> {
+        writeln!(sink, "{HEADER}")?;
+        let mut done = Exported {
+            objects: 0,
+            ranks: 0,
+            ranks_without: 0,
+        };
+        for rank in 0..ranks {
+            bar.inc(1);
+            let predictions = match store.get(&predictions_key(result_path, rank)) {
+                Ok(bytes) => read_predictions(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", predictions_key(result_path, rank)))?,
+                // Failed, or planned no file.
+                Err(StoreError::NotFound { .. }) => {
+                    done.ranks_without += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let data_path = store
+                .get(&rank_key(result_path, rank))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<RankResult>(&b).ok())
+                .map(|r| r.data_path)
+                .unwrap_or_default();
+            write_rank(sink, rank, &predictions, &data_path, predicts_class)?;
+            done.objects += predictions.object_id.len();
+            done.ranks += 1;
+        }
+        sink.flush()?;
+        Ok(done)
+    };
+    let done = match out {
+        None => write_to(&mut std::io::BufWriter::new(std::io::stdout().lock()))?,
+        Some(path) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let temp = cosmicai_engine::partition::temp_file_in(dir)
+                .with_context(|| format!("--out {}", path.display()))?;
+            let mut file = std::io::BufWriter::new(temp.as_file());
+            let done = write_to(&mut file)?;
+            drop(file);
+            temp.as_file().sync_all()?;
+            temp.persist(path)
+                .map_err(|e| e.error)
+                .with_context(|| format!("--out {}", path.display()))?;
+            std::fs::File::open(dir)?.sync_all()?;
+            done
+        }
+    };
+    bar.finish_and_clear();
+    Ok(done)
+}
+
+/// One rank's rows. Quoted where a partition key holds a comma or a quote.
+fn write_rank(
+    sink: &mut dyn Write,
+    rank: usize,
+    p: &RankPredictions,
+    data_path: &[String],
+    predicts_class: bool,
+) -> Result<()> {
+    let number = |v: f32| {
+        if v.is_finite() {
+            v.to_string()
+        } else {
+            String::new()
+        }
+    };
+    for (i, predicted) in p.predicted.iter().enumerate() {
+        let partition = p
+            .partition
+            .get(i)
+            .and_then(|&k| data_path.get(k as usize))
+            .map_or_else(String::new, |key| quoted(key));
+        let row = p.row.get(i).map_or_else(String::new, u32::to_string);
+        let (class, probabilities) = if predicts_class {
+            let [g, s, q] = predicted.class_probability;
+            (
+                predicted.class.name().to_string(),
+                format!("{},{},{}", number(g), number(s), number(q)),
+            )
+        } else {
+            (String::new(), ",,".to_string())
+        };
+        writeln!(
+            sink,
+            "{rank},{partition},{row},{},{},{},{},{},{},{class},{probabilities},{}",
+            p.object_id[i],
+            p.class.get(i).map_or("", |c| c.name()),
+            p.redshift.get(i).map_or_else(String::new, |&z| number(z)),
+            number(predicted.redshift),
+            predicted.redshift_sigma.map_or_else(String::new, number),
+            predicted
+                .outlier_probability
+                .map_or_else(String::new, number),
+            u8::from(p.is_synthetic(i)),
+        )?;
+    }
+    Ok(())
+}
+
+/// A CSV field: as it is, or in quotes with its quotes doubled.
+fn quoted(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_with_commas_or_quotes_are_quoted() {
+        assert_eq!(quoted("data/p0.pt"), "data/p0.pt");
+        assert_eq!(quoted("data/a,b.pt"), "\"data/a,b.pt\"");
+        assert_eq!(quoted("say \"hi\".pt"), "\"say \"\"hi\"\".pt\"");
+    }
+}
