@@ -16,6 +16,7 @@ mod error;
 mod explorer;
 mod guard;
 mod launches;
+mod listen;
 mod models;
 mod objects;
 mod prepare;
@@ -441,7 +442,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        axum::serve(
+        listen::serve(
             listener,
             router(
                 state,
@@ -450,10 +451,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     build_log: args.frontend_log.clone(),
                 },
             ),
+            shutdown_signal(),
         )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")
+        .await;
+        Ok(())
     })
 }
 

@@ -1,4 +1,4 @@
-//! What a hostile caller meets: paths that leave the data directory, the bearer token, pages of other sites and host names, bad bodies, errors that name where the data lives; and the OpenAPI document of every endpoint.
+//! What a hostile caller meets: paths that leave the data directory, the bearer token, pages of other sites and host names, bad bodies, headers trickled in, errors that name where the data lives; and the OpenAPI document of every endpoint.
 
 use super::*;
 
@@ -314,4 +314,33 @@ fn errors_name_paths_inside_the_data_directory_never_where_it_is() {
     assert!(text.contains("broken-partitions"), "{text}");
     let absolute = std::fs::canonicalize(dir).unwrap().display().to_string();
     assert!(!text.contains(&absolute), "{text}");
+}
+
+#[test]
+fn a_client_that_trickles_its_headers_is_cut_off() {
+    // The production bound is 30 s; the same hyper timer at 1 s here.
+    let s = start_in(
+        data_dir(),
+        "127.0.0.1:0",
+        &[("COSMICAI_HEADER_READ_TIMEOUT_S", "1")],
+    );
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    // The headers never end: the server answers 408 or closes, within seconds.
+    let mut reply = Vec::new();
+    let _ = slow.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        started.elapsed() < Duration::from_secs(10)
+            && (reply.is_empty() || reply.starts_with("HTTP/1.1 408")),
+        "{:?} after {:?}",
+        reply,
+        started.elapsed()
+    );
+    // A client that sends its request whole is answered as ever.
+    assert_eq!(get(&s, "/api/health").status, 200);
 }
