@@ -673,15 +673,7 @@ fn process_alive(pid: i64) -> bool {
     pid > 0 && pid <= i64::from(i32::MAX) && unsafe { libc::kill(pid as i32, 0) } == 0
 }
 
-/// Process `pid` as no other process can be: this boot's id and the clock tick
-/// the process started at (field 22 of `/proc/PID/stat`). None off Linux.
-pub fn process_identity(pid: u32) -> Option<String> {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and ')': count after its last ')'.
-    let start = stat.rsplit(')').next()?.split_whitespace().nth(19)?;
-    Some(format!("{}/{start}", boot.trim()))
-}
+pub use cosmicai_engine::system::process_identity;
 
 /// Whether the coordinator recorded as `pid` (and `identity`, where recorded)
 /// is still running.

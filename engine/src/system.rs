@@ -98,3 +98,13 @@ fn cuda_driver_present() -> bool {
         !handle.is_null()
     }
 }
+
+/// Process `pid` as no other process can be: this boot's id and the clock tick
+/// the process started at (field 22 of `/proc/PID/stat`). None off Linux.
+pub fn process_identity(pid: u32) -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and ')': count after its last ')'.
+    let start = stat.rsplit(')').next()?.split_whitespace().nth(19)?;
+    Some(format!("{}/{start}", boot.trim()))
+}

@@ -45,6 +45,13 @@ pub(crate) fn infer_stage(
     item: &RankItem,
 ) -> Result<RankMeasure, StageError> {
     let started = Instant::now();
+    // A sandbox runs one invocation at a time: a download left in its /tmp is
+    // an earlier invocation's that was killed (out of memory or time), and
+    // would otherwise count against this one's ephemeral storage.
+    let freed = cosmicai_engine::pipeline::clear_downloads();
+    if freed > 0 {
+        eprintln!("removed {freed} bytes of downloads a killed invocation left in /tmp");
+    }
     let cold = !WARM.swap(true, Ordering::SeqCst);
     let cold_start_s = match (cold, PROCESS_START.get(), INIT_END.get()) {
         (true, Some(start), Some(end)) => end.duration_since(*start).as_secs_f64(),

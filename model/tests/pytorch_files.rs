@@ -117,6 +117,28 @@ fn a_zip_without_a_pickle_is_not_a_checkpoint() {
 }
 
 #[test]
+fn a_torchscript_archive_is_named_as_such() {
+    // torch.jit.save writes the module's code and constants beside its pickle.
+    let mut scripted = entries("astromae_state_dict.pt");
+    let archive = scripted[0].0.split('/').next().unwrap().to_string();
+    scripted.push((
+        format!("{archive}/code/__torch__/model.py"),
+        b"class M:".to_vec(),
+    ));
+    scripted.push((format!("{archive}/constants.pkl"), b"\x80\x02).".to_vec()));
+    let e = weights_error(zip_of(&scripted));
+    assert!(
+        e.contains("hostile.pt") && e.contains("TorchScript") && e.contains("state_dict()"),
+        "{e}"
+    );
+    // The same entries without the code: a checkpoint as ever.
+    assert_eq!(
+        weights_error(zip_of(&entries("astromae_state_dict.pt"))),
+        "loaded"
+    );
+}
+
+#[test]
 fn damaged_pickles_never_panic() {
     // Every byte of the module pickle changed in turn, three ways: each load is an
     // error or a result, never a panic, and stays bounded by the file.

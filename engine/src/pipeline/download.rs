@@ -62,7 +62,7 @@ pub(super) fn download(
     };
     let Some(images) = images else {
         check_room(size, &fail)?;
-        let mut file = tempfile::NamedTempFile::new().map_err(|e| fail(e.to_string()))?;
+        let mut file = download_file().map_err(|e| fail(e.to_string()))?;
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
         let bytes = store.get_to(key, &mut writer)?;
         writer.flush().map_err(|e| fail(e.to_string()))?;
@@ -77,7 +77,7 @@ pub(super) fn download(
     check_room(size - (images.end - images.start), &fail)?;
     // The file takes its full length; the images' bytes stay a hole (zeros, no
     // disk), never read, since the model does not ask for them.
-    let mut file = tempfile::NamedTempFile::new().map_err(|e| fail(e.to_string()))?;
+    let mut file = download_file().map_err(|e| fail(e.to_string()))?;
     let io = |e: std::io::Error| fail(e.to_string());
     file.as_file().set_len(size).map_err(io)?;
     // What the first read already holds is written from it, not read again.
@@ -123,6 +123,58 @@ pub(super) fn download(
 }
 
 /// Refuses a download the temporary folder has no room for.
+/// Where every process keeps its downloads: a folder of its own each, named
+/// by [`process_identity`](crate::system::process_identity), so a process
+/// killed mid-download (a Lambda out of memory or time, whose `/tmp` the next
+/// invocation of its sandbox inherits) leaves them where [`clear_downloads`]
+/// finds them, and no process takes another's.
+fn downloads_root() -> std::path::PathBuf {
+    std::env::temp_dir().join("cosmicai-downloads")
+}
+
+/// This process's folder name: its pid and identity (`/` made `-`).
+fn folder_of(pid: u32) -> Option<String> {
+    crate::system::process_identity(pid).map(|id| format!("{pid}-{}", id.replace('/', "-")))
+}
+
+fn download_file() -> std::io::Result<tempfile::NamedTempFile> {
+    let own = folder_of(std::process::id()).unwrap_or_else(|| std::process::id().to_string());
+    let dir = downloads_root().join(own);
+    std::fs::create_dir_all(&dir)?;
+    tempfile::NamedTempFile::new_in(dir)
+}
+
+/// Removes the downloads of processes that are gone (killed before they
+/// could remove them); returns the bytes freed.
+pub fn clear_downloads() -> u64 {
+    let Ok(entries) = std::fs::read_dir(downloads_root()) else {
+        return 0;
+    };
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let alive = name
+            .split_once('-')
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+            .and_then(folder_of)
+            .is_some_and(|live| live == name);
+        if alive {
+            continue;
+        }
+        let path = entry.path();
+        let bytes: u64 = std::fs::read_dir(&path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| f.metadata().ok().map(|m| m.len()))
+            .sum();
+        if std::fs::remove_dir_all(&path).is_ok() {
+            freed += bytes;
+        }
+    }
+    freed
+}
+
 fn check_room(needed: u64, fail: &dyn Fn(String) -> PipelineError) -> Result<(), PipelineError> {
     let dir = std::env::temp_dir();
     match crate::system::free_bytes(&dir) {
@@ -211,6 +263,25 @@ fn catalog_head(store: &dyn ObjectStore, key: &str, size: u64) -> Result<Head, P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downloads_of_gone_processes_are_cleared_and_live_ones_kept() {
+        let live = download_file().unwrap();
+        // A process that is gone (no pid is this large), and a pid reused by
+        // another process since (its identity no longer matches).
+        let gone = downloads_root().join("4294967295-boot-1");
+        let reused = downloads_root().join(format!("{}-another-start", std::process::id()));
+        for dir in [&gone, &reused] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join(".tmpleft"), [0u8; 1000]).unwrap();
+        }
+        assert!(clear_downloads() >= 2000);
+        assert!(!gone.exists() && !reused.exists());
+        assert!(
+            live.path().exists(),
+            "this process's own download was taken"
+        );
+    }
     use crate::partition::{Images, Partition, PartitionFile, write_partition};
     use crate::store::{LocalStore, StoreError, StoreObject};
     use cosmicai_shared::Class;

@@ -12,6 +12,7 @@
 //! The same functions serve the local executor and the Lambda handlers.
 
 mod download;
+pub use download::clear_downloads;
 mod estimate;
 mod payload;
 mod plan;

@@ -86,6 +86,22 @@ impl<R: Read + Seek> PtFile<R> {
             .find(|name| name == "data.pkl" || name.ends_with("/data.pkl"))
             .ok_or_else(|| fail("no data.pkl in the zip: not a torch.save file".into()))?;
         let prefix = pkl.trim_end_matches("data.pkl").to_string();
+        // torch.jit.save writes its module's code beside the pickle: a
+        // TorchScript archive, whose pickle holds compiled classes, not a
+        // state_dict or a module this reads.
+        let script = (0..zip.len())
+            .filter_map(|i| zip.name_for_index(i))
+            .any(|name| {
+                name.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest == "constants.pkl" || rest.starts_with("code/"))
+            });
+        if script {
+            return Err(fail(
+                "a TorchScript archive (torch.jit.save), not a checkpoint: save the model's \
+                 weights with torch.save(model.state_dict(), FILE) and give that file"
+                    .into(),
+            ));
+        }
         let bytes = {
             let entry = zip.by_name(&pkl).map_err(|e| fail(format!("{pkl}: {e}")))?;
             if entry.size() > MAX_PICKLE_BYTES {
