@@ -545,8 +545,12 @@ fn copy_results(aws: &Aws, result_path: &str, local: &LocalStore, run_id: &str) 
     // Written without a sync each (two per object, most of the copy's time at
     // 30,000 objects), then made durable at once: the run is marked done only
     // after, so a power cut before leaves it to be followed, and copied, again.
-    for_each_fetched(&aws.s3, &keys, PARALLEL_GETS, |i, fetched| {
-        let key = &keys[i];
+    // The summary comes last, synced, once the rest is durable: a reader that
+    // finds it (the API's results) finds every file it names whole.
+    let summary = cosmicai_engine::store::join(result_path, "summary.json");
+    let (last, rest): (Vec<String>, Vec<String>) = keys.into_iter().partition(|k| *k == summary);
+    for_each_fetched(&aws.s3, &rest, PARALLEL_GETS, |i, fetched| {
+        let key = &rest[i];
         let bytes = fetched.map_err(|e| lost(run_id, &e))?;
         local
             .put_unsynced(key, &bytes)
@@ -555,7 +559,14 @@ fn copy_results(aws: &Aws, result_path: &str, local: &LocalStore, run_id: &str) 
     })?;
     local
         .sync()
-        .with_context(|| format!("syncing the run's results in {}", local.root().display()))
+        .with_context(|| format!("syncing the run's results in {}", local.root().display()))?;
+    for key in &last {
+        let bytes = aws.s3.get(key).map_err(|e| lost(run_id, &e))?;
+        local
+            .put(key, &bytes)
+            .with_context(|| format!("writing the run's {key} here"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
