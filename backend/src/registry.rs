@@ -20,6 +20,10 @@ pub struct Registry {
     db: Connection,
 }
 
+/// The start of the error of a run that ended but whose row could not be
+/// closed then: interrupted, to be closed from its summary at the next open.
+pub const UNCLOSED: &str = "the run ended, but its registry row could not be closed";
+
 /// Run `id`'s summary in `result_path` under `data_dir`, where the run wrote
 /// one (the last thing a run writes before its row is closed).
 fn ended_summary(data_dir: &Path, id: &str, result_path: &str) -> Option<RunSummary> {
@@ -202,6 +206,19 @@ impl Registry {
                 )?;
                 tx.execute("UPDATE ranks SET status = 'interrupted' WHERE run_id = ?1 AND status = 'running'", params![id])?;
                 tx.commit()?;
+            }
+        }
+        // Local runs that ended but could not close their row then (a full
+        // disk): closed from their summary now. (AWS ones are followed again.)
+        let mut stmt = self.db.prepare(
+            "SELECT id, result_path FROM runs WHERE status = 'interrupted' AND aws_json IS NULL AND instr(summary_json, ?1) > 0",
+        )?;
+        let unclosed: Vec<(String, String)> = stmt
+            .query_map(params![UNCLOSED], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, result_path) in unclosed {
+            if let Some(summary) = ended_summary(data_dir, &id, &result_path) {
+                self.finish(&summary)?;
             }
         }
         let mut stmt = self.db.prepare(
@@ -889,7 +906,7 @@ mod tests {
         let path = dir.path().join("cosmicai.sqlite");
         let registry = Registry::open(&path).unwrap();
         let request = sample_request();
-        for id in ["ended", "cut", "other"] {
+        for id in ["ended", "cut", "other", "unclosed", "killed"] {
             registry.start(id, &request).unwrap();
         }
         registry
@@ -898,6 +915,14 @@ mod tests {
                 "UPDATE runs SET coordinator_identity = 'another-boot/1', result_path = 'results/' || id",
                 [],
             )
+            .unwrap();
+        // Its row could not be closed when it ended (a full disk): interrupted
+        // as such. Another interrupted otherwise keeps its state.
+        registry
+            .interrupt("unclosed", &format!("{UNCLOSED}: disk full"))
+            .unwrap();
+        registry
+            .interrupt("killed", "its coordinator stopped")
             .unwrap();
         drop(registry);
         let summary = |id: &str| {
@@ -916,15 +941,20 @@ mod tests {
         };
         // Its summary written, then a power cut before the row was closed.
         write("ended", &summary("ended"));
+        write("unclosed", &summary("unclosed"));
+        write("killed", &summary("killed"));
         // Cut before any summary; and a summary another run left in the path.
         write("other", &summary("someone-else"));
         let registry = Registry::open(&path).unwrap();
-        let ended = registry.info("ended").unwrap().unwrap();
-        assert_eq!(
-            (ended.status, ended.objects),
-            (RunStatus::Succeeded, Some(7))
-        );
-        for id in ["cut", "other"] {
+        for id in ["ended", "unclosed"] {
+            let ended = registry.info(id).unwrap().unwrap();
+            assert_eq!(
+                (ended.status, ended.objects),
+                (RunStatus::Succeeded, Some(7)),
+                "{id}"
+            );
+        }
+        for id in ["cut", "other", "killed"] {
             assert_eq!(
                 registry.run(id).unwrap().unwrap().status,
                 RunStatus::Interrupted,

@@ -692,6 +692,7 @@ fn ranks_planned_no_file_start_no_worker() {
         .collect();
     assert_eq!(attempts[..4], [1, 1, 1, 1]);
     assert!(attempts[4..].iter().all(|&a| a == 0), "{attempts:?}");
+    assert_eq!(s["per_rank"][39]["run_id"], s["run_id"]);
     // As on AWS: no rank file where nothing was read.
     let results = PathBuf::from(&data).join("results/wide");
     assert!(results.join("3.json").exists());

@@ -1,7 +1,7 @@
 //! The local executor with real child processes (small Python programs standing
 //! in for workers): memory enforcement, retries, failures kept apart.
 
-use cosmicai_engine::executor::{ExecutorConfig, WorkerCommand, execute};
+use cosmicai_engine::executor::{ExecutorConfig, WorkerCommand, execute, execute_cancellable};
 use cosmicai_shared::api::RunEvent;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -52,6 +52,34 @@ fn every_rank_runs_once_and_is_measured() {
         .filter(|e| matches!(e, RunEvent::RankStarted { .. }))
         .count();
     assert_eq!(started, 3);
+}
+
+#[test]
+fn only_the_ranks_given_run_and_a_cancel_stops_them_alone() {
+    let config = || ExecutorConfig {
+        concurrency: 2,
+        memory_mb: 512,
+        retries: 0,
+        timeout: None,
+    };
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut started = Vec::new();
+    let measures = execute_cancellable(&python(GOOD), 4, &[1, 3], config(), cancel.clone(), |e| {
+        if let RunEvent::RankStarted { rank, .. } = e {
+            started.push(*rank);
+        }
+    });
+    started.sort_unstable();
+    assert_eq!(started, [1, 3]);
+    let attempts: Vec<u32> = measures.iter().map(|m| m.attempts).collect();
+    assert_eq!(attempts, [0, 1, 0, 1]);
+    assert_eq!(measures[3].objects, 40);
+    // Cancelled before any start: the ranks given fail as cancelled, the
+    // others keep their empty measures.
+    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    let measures = execute_cancellable(&python(GOOD), 4, &[1, 3], config(), cancel, |_| {});
+    let failed: Vec<bool> = measures.iter().map(|m| m.error.is_some()).collect();
+    assert_eq!(failed, [false, true, false, true]);
 }
 
 #[test]

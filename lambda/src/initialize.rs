@@ -24,13 +24,9 @@ pub(crate) fn initialize_stage(
     let spec = request.model_spec().map_err(StageError::invalid)?;
     // The function may write only under the deployment's results prefix (its IAM policy).
     if let Ok(prefix) = std::env::var("COSMICAI_RESULTS_PREFIX") {
+        cosmicai_shared::run::check_results_prefix(&request.result_path, &prefix)
+            .map_err(StageError::invalid)?;
         let prefix = format!("{}/", prefix.trim_matches('/'));
-        if !request.result_path.starts_with(&prefix) {
-            return Err(StageError::invalid(format!(
-                "result_path '{}' is outside '{prefix}': this deployment writes results only there (template parameter ResultsPrefix)",
-                request.result_path
-            )));
-        }
         // Past runs' predictions are partitions to a listing: never data.
         let data = format!("{}/", request.data_prefix.trim_matches('/'));
         if data.starts_with(&prefix) {

@@ -32,11 +32,7 @@ pub(crate) fn summarize_stage(
         .map(|e| describe(e.error.as_deref(), e.cause.as_deref()));
     // Ranks planned no file were no Map item: done, with nothing read.
     let mut measures: Vec<RankMeasure> = (0..world)
-        .map(|rank| RankMeasure {
-            rank,
-            run_id: event.run_id.clone(),
-            ..Default::default()
-        })
+        .map(|rank| RankMeasure::nothing_read(rank, &event.run_id))
         .collect();
     let ran: Vec<usize> = (0..world)
         .filter(|&rank| payload.reads_files(rank))

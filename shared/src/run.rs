@@ -231,6 +231,19 @@ impl RunRequest {
     }
 }
 
+/// A deployment's functions write only under its results prefix (the
+/// template's `ResultsPrefix`, by their IAM policy): `result_path` must lie there.
+/// Initialize checks it, and the launcher before it uploads anything.
+pub fn check_results_prefix(result_path: &str, prefix: &str) -> Result<(), String> {
+    let prefix = format!("{}/", prefix.trim_matches('/'));
+    if result_path.starts_with(&prefix) {
+        return Ok(());
+    }
+    Err(format!(
+        "result_path '{result_path}' is outside '{prefix}': this deployment writes results only there (template parameter ResultsPrefix)"
+    ))
+}
+
 /// A store key must stay inside the store: relative, no `..`, no backslashes or NULs.
 pub fn check_key(key: &str) -> Result<(), &'static str> {
     if key.starts_with('/') {
@@ -343,6 +356,16 @@ pub struct RankMeasure {
 }
 
 impl RankMeasure {
+    /// Rank `rank` of run `run_id`, planned no file: done with nothing read
+    /// and never tried (no Map item on AWS, no worker locally).
+    pub fn nothing_read(rank: usize, run_id: &str) -> Self {
+        RankMeasure {
+            rank,
+            run_id: run_id.to_string(),
+            ..Default::default()
+        }
+    }
+
     /// Whether this is run `run_id`'s measure: one written before measures
     /// carried their run's id (its `run_id` empty) counts as the run's.
     pub fn is_of_run(&self, run_id: &str) -> bool {

@@ -59,9 +59,9 @@ def with_faults(call):
                     ),
                     "",
                 )
-            if action:
-                with FAULTS_LOCK:
+                if action:
                     FAULTS[action] -= 1
+            if action:
                 body = (
                     b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
                     b"<Message>Reduce your request rate (injected by the test)</Message></Error>"

@@ -30,8 +30,9 @@ impl std::fmt::Display for LostContact {
 impl std::error::Error for LostContact {}
 
 /// AWS knows no execution of that ARN: its launcher recorded the ARN, then
-/// died (or was refused) before StartExecution reached AWS. Nothing ran and
-/// nothing is billed, so there is nothing to wait for.
+/// died (or was refused) before StartExecution reached AWS, or the execution
+/// ended longer ago than Step Functions keeps histories (90 days). Either way
+/// there is nothing to wait for.
 #[derive(Debug)]
 pub struct NeverStarted(pub String);
 
@@ -45,10 +46,15 @@ impl std::error::Error for NeverStarted {}
 
 /// The ARN StartExecution gives execution `name` of `state_machine_arn`
 /// (Step Functions' own form: `arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME`).
+/// A version's or alias's ARN (`…:stateMachine:MACHINE:3`) starts executions
+/// named under the machine itself, so its qualifier is left out.
 pub fn execution_arn(state_machine_arn: &str, name: &str) -> String {
+    let machine: Vec<&str> = state_machine_arn.split(':').take(7).collect();
     format!(
         "{}:{name}",
-        state_machine_arn.replacen(":stateMachine:", ":execution:", 1)
+        machine
+            .join(":")
+            .replacen(":stateMachine:", ":execution:", 1)
     )
 }
 
@@ -339,7 +345,7 @@ impl Poll {
                     .is_some_and(|s| s.is_execution_does_not_exist())
                 {
                     anyhow::Error::new(NeverStarted(format!(
-                        "execution {arn} does not exist: its start never reached AWS, so nothing ran there or was billed"
+                        "execution {arn} is unknown to AWS: its start never reached AWS (nothing ran there or was billed), or its history is past the 90 days Step Functions keeps"
                     )))
                 } else {
                     anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e))
@@ -377,11 +383,7 @@ impl Poll {
                         .filter(|&r| plan.reads_nothing(r))
                         .filter(|r| self.finished.insert(*r))
                         .map(|rank| RunEvent::RankFinished {
-                            measure: RankMeasure {
-                                rank,
-                                run_id: run_id.to_string(),
-                                ..Default::default()
-                            },
+                            measure: RankMeasure::nothing_read(rank, run_id),
                         })
                         .collect();
                     recorder.events(&empty);
@@ -572,6 +574,15 @@ fn copy_results(aws: &Aws, result_path: &str, local: &LocalStore, run_id: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_execution_is_named_under_its_machine_not_a_version_or_alias() {
+        let machine = "arn:aws:states:us-east-1:123456789012:stateMachine:cosmicai";
+        let want = "arn:aws:states:us-east-1:123456789012:execution:cosmicai:run-1";
+        assert_eq!(execution_arn(machine, "run-1"), want);
+        assert_eq!(execution_arn(&format!("{machine}:3"), "run-1"), want);
+        assert_eq!(execution_arn(&format!("{machine}:live"), "run-1"), want);
+    }
 
     #[test]
     fn measures_are_listed_at_most_every_ms_per_rank_between_1_and_10_s() {

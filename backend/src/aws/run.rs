@@ -152,17 +152,10 @@ impl Deployed {
     }
 }
 
-/// The check Initialize makes (the function may write only under the results
-/// prefix, by its IAM policy), made before anything is sent.
+/// The check Initialize makes, made before anything is sent.
 fn check_result_path(request: &RunRequest, prefix: &str) -> Result<()> {
-    let prefix = format!("{prefix}/");
-    if !request.result_path.starts_with(&prefix) {
-        bail!(
-            "result_path '{}' is outside '{prefix}': this stack writes results only there (template parameter ResultsPrefix); give --result-path {prefix}NAME",
-            request.result_path
-        );
-    }
-    Ok(())
+    cosmicai_shared::run::check_results_prefix(&request.result_path, prefix)
+        .map_err(|e| anyhow::anyhow!("{e}; give --result-path {prefix}/NAME"))
 }
 
 /// The local dataset's partitions uploaded under `s3_prefix` (what the bucket
@@ -194,7 +187,7 @@ fn uploaded(
     );
     bar.set_message(format!("upload to s3://{}/{s3_prefix}", aws.config.bucket));
     let etags = LocalEtags::open(&crate::registry::path(root))?;
-    // Marked incomplete until the last file is there: an upload cut short (a
+    // Marked incomplete until the upload ends: an upload cut short (a
     // cancel, a crash) is refused by a later run on the folder (`--s3-data`),
     // rather than run as a dataset with files missing.
     let marker = cosmicai_engine::store::join(s3_prefix, cosmicai_engine::dataset::INCOMPLETE);

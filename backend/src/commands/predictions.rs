@@ -36,11 +36,16 @@ pub fn export(data: &Path, run_id: &str, out: Option<&Path>) -> Result<Exported>
     let store = LocalStore::new(data);
     let result_path = &run.request.result_path;
     // AstroMAE predicts no class: its class columns would be noise.
-    let predicts_class = store
+    let predicts_class = run.request.model_spec().is_ok_and(|m| m.predicts_class());
+    // Ranks that failed wrote no trustworthy predictions (as Summarize and the
+    // results API judge them).
+    let failed: std::collections::HashSet<usize> = store
         .get(&cosmicai_engine::store::join(result_path, "summary.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<RunSummary>(&b).ok())
-        .is_none_or(|s| s.predicts_class);
+        .filter(|s| s.run_id == run_id)
+        .map(|s| s.failed_ranks.into_iter().collect())
+        .unwrap_or_default();
     let ranks = run.request.world_size;
     let bar = indicatif::ProgressBar::new(ranks as u64).with_message("predictions");
     let write_to = |sink: &mut dyn Write| -> Result<Exported> {
@@ -52,10 +57,20 @@ pub fn export(data: &Path, run_id: &str, out: Option<&Path>) -> Result<Exported>
         };
         for rank in 0..ranks {
             bar.inc(1);
-            let predictions = match store.get(&predictions_key(result_path, rank)) {
-                Ok(bytes) => read_predictions(&bytes)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", predictions_key(result_path, rank)))?,
-                // Failed, or planned no file.
+            if failed.contains(&rank) {
+                done.ranks_without += 1;
+                continue;
+            }
+            let key = predictions_key(result_path, rank);
+            let predictions = match store.get(&key).map(|b| read_predictions(&b)) {
+                Ok(Ok(p)) => p,
+                // A rank's unreadable file fails that rank, not the table.
+                Ok(Err(e)) => {
+                    bar.suspend(|| eprintln!("{key}: {e}: left out"));
+                    done.ranks_without += 1;
+                    continue;
+                }
+                // Planned no file, or it never wrote one.
                 Err(StoreError::NotFound { .. }) => {
                     done.ranks_without += 1;
                     continue;

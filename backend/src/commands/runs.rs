@@ -70,7 +70,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
                 .map_or(String::new(), |o| format!(" written to {}", o.display())),
             if done.ranks_without > 0 {
                 format!(
-                    " ({} ranks without predictions: failed, or planned no file)",
+                    " ({} ranks without predictions: failed, planned no file, or unreadable)",
                     done.ranks_without
                 )
             } else {

@@ -39,11 +39,7 @@ pub fn execute(
                 [
                     RunEvent::RankStarted { rank, attempt: 1 },
                     RunEvent::RankFinished {
-                        measure: RankMeasure {
-                            rank,
-                            run_id: run_id.to_string(),
-                            ..Default::default()
-                        },
+                        measure: RankMeasure::nothing_read(rank, run_id),
                     },
                 ]
             })
@@ -76,7 +72,7 @@ pub fn execute(
         timeout: Some(rank_timeout(request, &payload)),
     };
     let cancel = recorder.cancel.clone();
-    let measures = execute_cancellable(
+    let mut measures = execute_cancellable(
         &command,
         request.world_size,
         &working,
@@ -84,6 +80,9 @@ pub fn execute(
         cancel,
         |event| recorder.event(event),
     );
+    for &rank in &idle {
+        measures[rank] = RankMeasure::nothing_read(rank, run_id);
+    }
     // Every worker has ended (its process group killed): what a killed attempt
     // was writing can go.
     cosmicai_engine::store::sweep_temporaries(&root.join(&request.result_path));

@@ -236,9 +236,14 @@ impl<'a> Recorder<'a> {
                 // be closed now (a full disk) does not make it a failure. The
                 // registry's next opening closes it from that summary.
                 if let Err(e) = self.registry.finish(&summary) {
+                    // Not left `running` under a live server's pid: interrupted,
+                    // it is closed from its summary when the registry is next
+                    // opened (an AWS run is followed again instead).
+                    let why = format!("{}: {e:#}", crate::registry::UNCLOSED);
+                    let _ = self.registry.interrupt(&self.run_id, &why);
                     self.println(&format!(
-                        "warning: run {} ended, but its registry row could not be closed ({e:#}); it is closed from {}/summary.json when the registry is next opened",
-                        self.run_id, summary.result_path
+                        "warning: run {}: {why}; it is closed when the registry is next opened",
+                        self.run_id
                     ));
                 }
                 Ok(summary)

@@ -46,7 +46,7 @@ pub async fn launch<L: Serialize + Send + 'static>(
             return Err(Error(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
-                    "{kind} {planned} is still starting after {} s, and goes on: follow GET /api/{route}/{planned} (sent again with the same Idempotency-Key, this launch answers with it; without one, it starts another)",
+                    "{kind} {planned} is still starting after {} s and may yet start or fail: look for it at GET /api/{route}/{planned} (sent again with the same Idempotency-Key, this launch answers with it once it has started; without one, it starts another)",
                     LAUNCH_ANSWER.as_secs()
                 ),
             ));

@@ -68,5 +68,8 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             drop(permit);
         });
     }
+    // Closed first: a new connection is refused at once, not left waiting
+    // in the backlog while the open ones finish.
+    drop(listener);
     graceful.shutdown().await;
 }

@@ -138,9 +138,19 @@ fn folder_of(pid: u32) -> Option<String> {
 }
 
 fn download_file() -> std::io::Result<tempfile::NamedTempFile> {
+    // Without an identity (off Linux) the folder is the bare pid, which
+    // `clear_downloads` never takes for a gone process's.
     let own = folder_of(std::process::id()).unwrap_or_else(|| std::process::id().to_string());
-    let dir = downloads_root().join(own);
-    std::fs::create_dir_all(&dir)?;
+    let root = downloads_root();
+    std::fs::create_dir_all(&root)?;
+    let dir = root.join(own);
+    let mut made = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut made, 0o700);
+    match made.create(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
     tempfile::NamedTempFile::new_in(dir)
 }
 
@@ -153,12 +163,14 @@ pub fn clear_downloads() -> u64 {
     let mut freed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let alive = name
+        // Only folders named as `folder_of` names them: a pid and an identity.
+        let Some(pid) = name
             .split_once('-')
             .and_then(|(pid, _)| pid.parse::<u32>().ok())
-            .and_then(folder_of)
-            .is_some_and(|live| live == name);
-        if alive {
+        else {
+            continue;
+        };
+        if folder_of(pid).is_some_and(|live| live == name) {
             continue;
         }
         let path = entry.path();

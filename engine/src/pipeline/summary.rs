@@ -144,8 +144,8 @@ pub fn summarize_with(
         });
     crate::cost::price_partition_gets(&mut cost, files, gets);
     crate::cost::price_storage(&mut cost, payload.data_bytes());
-    // A rank planned no file fails only where it ran and failed (a local run
-    // starts every rank: a missing model, a cancel).
+    // A rank planned no file fails only where it ran and failed (no runner
+    // starts one now; measures from a runner that did may say so).
     failed_ranks.extend(
         (0..request.world_size)
             .filter(|&rank| payload.reads_nothing(rank))

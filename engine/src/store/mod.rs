@@ -399,6 +399,22 @@ pub fn sweep_temporaries(dir: &Path) -> usize {
     removed
 }
 
+/// When `path` (a file, or a folder and everything in it) last changed; links
+/// are not followed.
+fn newest_change(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let own = meta.modified().ok()?;
+    if !meta.is_dir() {
+        return Some(own);
+    }
+    let inner = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| newest_change(&e.path()));
+    Some(inner.fold(own, std::cmp::max))
+}
+
 /// Removes what killed writers left under `dir` (and its subfolders) longer
 /// than `older_than` ago: `.tmp*` files, and `.tmp*` folders (a dataset built
 /// aside, then killed) whole. Younger ones may belong to a writer still at
@@ -421,10 +437,9 @@ pub fn sweep_stale_temporaries(dir: &Path, older_than: std::time::Duration) -> u
             }
             continue;
         }
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
+        // A folder is as young as the newest thing in it: a build still
+        // writing into its subfolders is left alone.
+        let stale = newest_change(&path)
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age > older_than);
         if !stale {
@@ -454,7 +469,17 @@ mod tests {
         std::fs::write(root.join("data/keep.safetensors"), b"x").unwrap();
         std::fs::write(root.join(".tmp-young"), b"x").unwrap();
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-        for stale in ["data/.tmp-build", "data/.tmpAbC"] {
+        // A build whose own folder is old but which still writes deeper down.
+        std::fs::create_dir_all(root.join("data/.tmp-busy/part")).unwrap();
+        std::fs::write(root.join("data/.tmp-busy/part/0.safetensors"), b"x").unwrap();
+        for stale in [
+            "data/.tmp-build",
+            "data/.tmp-build/part",
+            "data/.tmp-build/part/0.safetensors",
+            "data/.tmpAbC",
+            "data/.tmp-busy",
+            "data/.tmp-busy/part",
+        ] {
             std::fs::File::options()
                 .write(true)
                 .open(root.join(stale))
@@ -469,6 +494,7 @@ mod tests {
         assert!(!root.join("data/.tmpAbC").exists());
         assert!(root.join("data/keep.safetensors").exists());
         assert!(root.join(".tmp-young").exists());
+        assert!(root.join("data/.tmp-busy/part/0.safetensors").exists());
     }
 
     #[test]
