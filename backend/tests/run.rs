@@ -717,10 +717,13 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
         r#"{"bucket": "local", "data_prefix": "", "file_limit": 2, "batch_size": 1000, "world_size": 2, "result_path": "results/req", "retries": 1}"#,
     );
     let out = cosmicai(&["run", "--data", &data, "--request", &good, "--json"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    // It names no model: it runs PhotoZ, and says so (a CAI payload trimmed
+    // to these keys would otherwise run it unawares).
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        said.contains("model not given: photoz, the default"),
+        "{said}"
     );
     let s = last_json_line(&out);
     assert_eq!(
