@@ -182,21 +182,35 @@ impl Registry {
     /// under `data_dir` says it ended (its coordinator wrote it, then died, or
     /// could not write the row): then closed from it.
     fn mark_interrupted(&self, data_dir: &Path) -> Result<()> {
+        // One pass over the rows still open: those running, and local runs
+        // that ended but could not close their row then (a full disk, left
+        // interrupted as such). AWS runs are followed again instead.
         let mut stmt = self.db.prepare(
-            "SELECT id, coordinator_pid, coordinator_identity, result_path, aws_json IS NULL FROM runs WHERE status = 'running'",
+            "SELECT id, coordinator_pid, coordinator_identity, result_path, aws_json IS NULL, status = 'running' FROM runs \
+             WHERE status = 'running' OR (status = 'interrupted' AND aws_json IS NULL AND instr(summary_json, ?1) > 0)",
         )?;
-        let running: Vec<(String, i64, Option<String>, String, bool)> = stmt
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        type Open = (String, i64, Option<String>, String, bool, bool);
+        let open: Vec<Open> = stmt
+            .query_map(params![UNCLOSED], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })?
             .collect::<Result<_, _>>()?;
-        for (id, pid, identity, result_path, local) in running {
-            if !coordinator_alive(pid, identity.as_deref()) {
-                // An AWS run is followed again instead: its results come back then.
-                if local && let Some(summary) = ended_summary(data_dir, &id, &result_path) {
-                    self.finish(&summary)?;
-                    continue;
-                }
+        for (id, pid, identity, result_path, local, running) in open {
+            if running && coordinator_alive(pid, identity.as_deref()) {
+                continue;
+            }
+            if local && let Some(summary) = ended_summary(data_dir, &id, &result_path) {
+                self.finish(&summary)?;
+                continue;
+            }
+            if running {
                 // Both or neither: a run left interrupted with ranks still
                 // running would never be looked at again.
                 let tx = self.db.unchecked_transaction()?;
@@ -206,19 +220,6 @@ impl Registry {
                 )?;
                 tx.execute("UPDATE ranks SET status = 'interrupted' WHERE run_id = ?1 AND status = 'running'", params![id])?;
                 tx.commit()?;
-            }
-        }
-        // Local runs that ended but could not close their row then (a full
-        // disk): closed from their summary now. (AWS ones are followed again.)
-        let mut stmt = self.db.prepare(
-            "SELECT id, result_path FROM runs WHERE status = 'interrupted' AND aws_json IS NULL AND instr(summary_json, ?1) > 0",
-        )?;
-        let unclosed: Vec<(String, String)> = stmt
-            .query_map(params![UNCLOSED], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (id, result_path) in unclosed {
-            if let Some(summary) = ended_summary(data_dir, &id, &result_path) {
-                self.finish(&summary)?;
             }
         }
         let mut stmt = self.db.prepare(

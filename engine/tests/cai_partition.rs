@@ -164,6 +164,16 @@ fn a_magnitude_that_is_not_a_number_names_its_object() {
     assert!(e.contains("object 1: magnitude NaN is not finite"), "{e}");
 }
 
+/// The names of the files in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn a_run_over_a_folder_of_pt_files_converts_it_once() {
     use cosmicai_engine::cai::{CONVERTED, converted_prefix};
@@ -216,13 +226,8 @@ fn a_run_over_a_folder_of_pt_files_converts_it_once() {
     let mut told = Vec::new();
     converted_prefix(root.path(), "cai", Some(2), |n, _| told.push(n), |_| {}).unwrap();
     assert_eq!(told, vec![1], "one of the two to convert now");
-    let mut converted: Vec<_> = std::fs::read_dir(cai.join(CONVERTED))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    converted.sort();
     assert_eq!(
-        converted,
+        names_in(&cai.join(CONVERTED)),
         ["partition_0.safetensors", "partition_1.safetensors"]
     );
     // Split again into fewer files: the partitions of `.pt` files that are gone
@@ -242,12 +247,10 @@ fn a_run_over_a_folder_of_pt_files_converts_it_once() {
         |_| {},
     )
     .unwrap();
-    let mut kept: Vec<_> = std::fs::read_dir(cai.join(CONVERTED))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    kept.sort();
-    assert_eq!(kept, ["notes.txt", "partition_0.safetensors"]);
+    assert_eq!(
+        names_in(&cai.join(CONVERTED)),
+        ["notes.txt", "partition_0.safetensors"]
+    );
     assert_eq!(
         std::fs::metadata(&written).unwrap().modified().unwrap(),
         modified

@@ -63,7 +63,8 @@ pub fn create(
     } else {
         // The new folder's own entry survives a power cut too.
         create_dir_synced(&root).with_context(|| format!("{}", root.display()))?;
-        remove_leftovers(&root);
+        // Temporary folders a crash left behind (older than STALE).
+        cosmicai_engine::store::sweep_stale_temporaries(&root, STALE);
         let temp = root.join(format!(".tmp-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&temp);
         write(index, positions, &temp, per_partition)
@@ -139,21 +140,6 @@ fn touch(dir: &Path) {
     let now = std::time::SystemTime::now();
     if let Ok(file) = std::fs::File::open(dir) {
         let _ = file.set_modified(now);
-    }
-}
-
-/// Temporary folders a crash left behind (older than [`STALE`]).
-fn remove_leftovers(root: &Path) {
-    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE);
-        if old && entry.file_name().to_string_lossy().starts_with(".tmp-") {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }
 

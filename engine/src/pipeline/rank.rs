@@ -440,50 +440,33 @@ pub fn read_predictions(bytes: &[u8]) -> Result<RankPredictions, String> {
     let probability = f32s(column("class_probability")?);
     let n = object_id.len();
     // Optional: files of models without a distribution (and older files) lack them.
-    let optional = |name: &str| -> Result<Option<Vec<f32>>, String> {
+    // Optional columns (absent in older files, or for models without them):
+    // their bytes where present, of the dtype and length the others have.
+    let optional = |name: &str, dtype: Dtype| -> Result<Option<&[u8]>, String> {
         match file.tensor(name) {
             Err(_) => Ok(None),
-            Ok(t) if t.dtype() == Dtype::F32 && t.shape() == [n] => {
-                Ok(Some(f32s(t.data().to_vec())))
-            }
+            Ok(t) if t.dtype() == dtype && t.shape() == [n] => Ok(Some(t.data())),
             Ok(t) => Err(format!(
-                "{name}: {:?} {:?}, expected F32 [{n}]",
+                "{name}: {:?} {:?}, expected {dtype:?} [{n}]",
                 t.dtype(),
                 t.shape()
             )),
         }
     };
-    let sigma = optional("predicted_redshift_sigma")?;
-    let risk = optional("outlier_probability")?;
-    let synthetic: Vec<bool> = match file.tensor("synthetic") {
-        Err(_) => Vec::new(),
-        Ok(t) if t.dtype() == Dtype::U8 && t.shape() == [n] => {
-            t.data().iter().map(|&b| b != 0).collect()
-        }
-        Ok(t) => {
-            return Err(format!(
-                "synthetic: {:?} {:?}, expected U8 [{n}]",
-                t.dtype(),
-                t.shape()
-            ));
-        }
+    let sigma = optional("predicted_redshift_sigma", Dtype::F32)?.map(|b| f32s(b.to_vec()));
+    let risk = optional("outlier_probability", Dtype::F32)?.map(|b| f32s(b.to_vec()));
+    let synthetic: Vec<bool> = optional("synthetic", Dtype::U8)?
+        .map(|b| b.iter().map(|&v| v != 0).collect())
+        .unwrap_or_default();
+    let u32s = |b: &[u8]| -> Vec<u32> {
+        b.chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     };
-    let u32_column = |name: &str| -> Result<Vec<u32>, String> {
-        match file.tensor(name) {
-            Err(_) => Ok(Vec::new()),
-            Ok(t) if t.dtype() == Dtype::U32 && t.shape() == [n] => Ok(t
-                .data()
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()),
-            Ok(t) => Err(format!(
-                "{name}: {:?} {:?}, expected U32 [{n}]",
-                t.dtype(),
-                t.shape()
-            )),
-        }
-    };
-    let (partition, row) = (u32_column("partition")?, u32_column("row")?);
+    let partition = optional("partition", Dtype::U32)?
+        .map(u32s)
+        .unwrap_or_default();
+    let row = optional("row", Dtype::U32)?.map(u32s).unwrap_or_default();
     if [
         redshift.len(),
         predicted_redshift.len(),
