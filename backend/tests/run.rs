@@ -656,6 +656,36 @@ fn ranks_planned_no_file_start_no_worker() {
     // CAI's payloads set world_size to file_limit: 40 ranks over 4 files.
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());
+    // Its estimate, one rank at a time: four cold starts, not forty.
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &data,
+        "--world-size",
+        "40",
+        "--batch-size",
+        "1000",
+        "--concurrency",
+        "1",
+        "--estimate",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = last_json_line(&out);
+    let (cold, rate) = (
+        e["cold_start_s"].as_f64().unwrap(),
+        e["calibration_samples_per_s"].as_f64().unwrap(),
+    );
+    let one_at_a_time = 4.0 * cold + 8443.0 / rate;
+    let duration = e["duration_s"].as_f64().unwrap();
+    assert!(
+        (duration - one_at_a_time).abs() <= 1e-6 * one_at_a_time && cold > 0.0,
+        "{e}"
+    );
     let out = cosmicai(&[
         "run",
         "--data",

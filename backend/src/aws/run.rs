@@ -191,6 +191,28 @@ fn uploaded(
     // cancel, a crash) is refused by a later run on the folder (`--s3-data`),
     // rather than run as a dataset with files missing.
     let marker = cosmicai_engine::store::join(s3_prefix, cosmicai_engine::dataset::INCOMPLETE);
+    // Part of the dataset (`file_limit`) sent into a folder an earlier upload
+    // left marked would clear the mark with files still missing there.
+    let part = match request.file_limit {
+        None => false,
+        Some(_) => {
+            let all = RunRequest {
+                file_limit: None,
+                ..request.clone()
+            };
+            plan(&local, &all, run_id)?.files.len() > local_plan.files.len()
+        }
+    };
+    if part {
+        match aws.s3.get(&marker) {
+            Err(cosmicai_engine::store::StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+            Ok(_) => bail!(
+                "s3://{}/{marker}: an earlier upload to this folder was cut short (or is under way); send the whole dataset first (no --file-limit), then run part of it",
+                aws.config.bucket
+            ),
+        }
+    }
     aws.s3
         .put(&marker, b"an upload to this folder has not finished\n")?;
     let uploaded = upload(

@@ -41,7 +41,11 @@ pub fn estimate(
     }
     let store = LocalStore::new(root);
     let payload = plan(&store, request, "estimate")?;
-    let (concurrency, threads) = super::concurrency_and_threads(concurrency, request.world_size);
+    // Threads are shared among the ranks that start a worker, as in the run.
+    let working = (0..payload.ranks.len())
+        .filter(|&rank| payload.reads_files(rank))
+        .count();
+    let (concurrency, threads) = super::concurrency_and_threads(concurrency, working);
     let key = format!(
         "{}|{}|{threads}|{}",
         request.model,

@@ -162,6 +162,16 @@ pub fn check_device(device: Device) -> Result<()> {
     Ok(())
 }
 
+/// How many of `request`'s ranks would start a worker on the data directory
+/// `root`: those planned a file (at most the number of partitions, whatever the
+/// world size). The world size where no plan can be made: the run will say why.
+pub fn working_ranks(root: &Path, request: &RunRequest) -> usize {
+    let store = cosmicai_engine::store::LocalStore::new(root);
+    cosmicai_engine::pipeline::plan(&store, request, "working-ranks")
+        .map(|p| (0..p.ranks.len()).filter(|&r| p.reads_files(r)).count())
+        .unwrap_or(request.world_size)
+}
+
 /// Ranks at once, and CPU threads each worker may use (the cores shared among them).
 pub fn concurrency_and_threads(concurrency: Option<usize>, world_size: usize) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

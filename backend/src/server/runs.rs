@@ -160,9 +160,11 @@ impl Runs {
         let (aws, memory) = match (launch.target, &self.aws) {
             (Target::Local, _) => {
                 check_device(request.device).map_err(|e| invalid(format!("{e:#}")))?;
-                // As many ranks at once as the cores and the free budget allow.
-                let (ranks, _) = coordinator::concurrency_and_threads(None, request.world_size);
-                let ranks = ranks.min(request.world_size.max(1));
+                // As many ranks at once as the cores and the free budget allow,
+                // counting only ranks that start a worker (those planned a file).
+                let working = coordinator::working_ranks(data_dir, &request);
+                let (ranks, _) = coordinator::concurrency_and_threads(None, working);
+                let ranks = ranks.min(working.max(1));
                 (None, Some(budget.reserve(request.memory_mb, 1, ranks)?))
             }
             // Lambda has no GPU: cuda ranks go to the stack's AWS Batch queue.

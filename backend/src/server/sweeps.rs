@@ -137,9 +137,8 @@ impl Sweeps {
         let widest = plan
             .iter()
             .map(|r| {
-                concurrency_and_threads(None, r.world_size)
-                    .0
-                    .min(r.world_size)
+                let working = crate::coordinator::working_ranks(data_dir, r);
+                concurrency_and_threads(None, working).0.min(working)
             })
             .max()
             .unwrap_or(1);

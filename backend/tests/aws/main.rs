@@ -292,6 +292,17 @@ fn upload_dir(store: &S3Store, data: &Path, prefix: &str) {
     }
 }
 
+/// The upload markers (`DATASET-INCOMPLETE.<run>`) in the folder `prefix`.
+fn markers(store: &S3Store, prefix: &str) -> Vec<String> {
+    store
+        .list(prefix)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.contains("/DATASET-INCOMPLETE"))
+        .collect()
+}
+
 /// An execution's status once it is no longer RUNNING (or after `seconds`).
 fn status_when_done(
     store: &S3Store,

@@ -8,8 +8,8 @@ use crate::store::ObjectStore;
 pub use cosmicai_shared::run::Estimate;
 use cosmicai_shared::run::RankMeasure;
 
-/// Estimates `payload`'s run: each rank takes `cold_start_s + objects / samples_per_s`,
-/// ranks are scheduled `concurrency` at a time, the bill uses the same prices as real runs.
+/// Estimates `payload`'s run: each rank planned files takes `cold_start_s + objects /
+/// samples_per_s` (one planned none takes nothing), ranks are scheduled `concurrency` at a time, the bill uses the same prices as real runs.
 pub fn estimate(
     store: &dyn ObjectStore,
     payload: &Payload,
@@ -38,9 +38,18 @@ pub fn estimate(
         objects_per_rank.push(n);
     }
     let rate = samples_per_s.max(1e-9);
+    // A rank planned no file starts no worker (and is no Map item): it takes no
+    // slot's time, where a cold start for each of 40,000 idle ranks would.
     let durations: Vec<f64> = objects_per_rank
         .iter()
-        .map(|&n| cold_start_s + n as f64 / rate)
+        .zip(&payload.ranks)
+        .map(|(&n, keys)| {
+            if keys.is_empty() {
+                0.0
+            } else {
+                cold_start_s + n as f64 / rate
+            }
+        })
         .collect();
     // Greedy schedule: each rank starts on the slot that frees first.
     let mut slots = vec![0.0f64; concurrency.max(1)];
