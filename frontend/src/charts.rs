@@ -2,7 +2,7 @@
 //! canvas component), and SVG histograms and bars.
 
 use crate::plot::{CanvasPlot, Gesture, SIDE, Scale};
-use cosmicai_shared::axis::{quantile, tick_label, ticks};
+use cosmicai_shared::axis::{HAIR, redshift_axes, tick_label, ticks};
 use leptos::prelude::*;
 
 const W: f64 = 360.0;
@@ -31,35 +31,48 @@ pub fn DensityScatter(
 ) -> impl IntoView {
     const BIN: usize = 5; // pixels a side: 60 x 60 bins
     const LISTED: usize = 12;
-    // The axes end at a round value past 99.5% of the points: a few quasars at
-    // z ≈ 7 would otherwise squeeze the galaxies into a corner.
-    let top = quantile(
-        points.iter().flat_map(|(a, b)| [*a as f64, *b as f64]),
-        0.995,
-    )
-    .unwrap_or(1.0)
-    .max(0.1);
-    let ticks = ticks(top, 5);
-    let max_z = ticks.last().copied().unwrap_or(top);
+    // The axes end at a round value past 99.5% of the points (a few quasars at
+    // z ≈ 7 would otherwise squeeze the galaxies into a corner), and reach below
+    // 0 only for predictions well below it.
+    let values: Vec<f64> = points
+        .iter()
+        .flat_map(|(a, b)| [*a as f64, *b as f64])
+        .collect();
+    let (min_z, ticks) = redshift_axes(&values);
+    let max_z = ticks.last().copied().unwrap_or(1.0);
     let step = ticks.get(1).copied().unwrap_or(max_z);
     let scale = |label| Scale {
-        lo: 0.0,
+        lo: min_z as f32,
         hi: max_z as f32,
         step: step as f32,
         label,
     };
     let (sx, sy) = (scale("spectroscopic z"), scale("predicted z"));
-    let inside = |x: f32, y: f32| f64::from(x) <= max_z && f64::from(y) <= max_z;
-    let beyond = points.iter().filter(|(x, y)| !inside(*x, *y)).count();
-    // Stars' spectroscopic redshifts can be a hair below 0: drawn on the axis.
-    let points: Vec<(f32, f32)> = points
+    let fits = |v: f32| f64::from(v) <= max_z && f64::from(v) >= min_z - HAIR;
+    let inside = |x: f32, y: f32| fits(x) && fits(y);
+    let above = points
         .iter()
-        .map(|&(x, y)| (x.max(0.0), y.max(0.0)))
-        .collect();
+        .filter(|(x, y)| f64::from(*x) > max_z || f64::from(*y) > max_z)
+        .count();
+    let below = points
+        .iter()
+        .filter(|(x, y)| !inside(*x, *y))
+        .count()
+        .saturating_sub(above);
+    // A hair below the bottom is drawn on it; farther, not at all (counted).
+    let low = min_z as f32;
+    let onto = |v: f32| {
+        if f64::from(v) >= min_z - HAIR {
+            v.max(low)
+        } else {
+            v
+        }
+    };
+    let points: Vec<(f32, f32)> = points.iter().map(|&(x, y)| (onto(x), onto(y))).collect();
     let outliers: Vec<(f32, f32, i64)> = outliers
         .into_iter()
         .filter(|(x, y, _)| inside(*x, *y))
-        .map(|(x, y, id)| (x.max(0.0), y.max(0.0), id))
+        .map(|(x, y, id)| (onto(x), onto(y), id))
         .collect();
     // Pixels: log count per bin, the y = x line, then the outliers.
     let bins = SIDE / BIN;
@@ -67,7 +80,7 @@ pub fn DensityScatter(
     let edge = SIDE as f64;
     for &(x, y) in &points {
         let (px, py) = (sx.pixel_of(x, false), sy.pixel_of(y, true));
-        // z = 0 is the bottom edge itself (pixel SIDE): its bin is the last row.
+        // The bottom is the edge itself (pixel SIDE): its bin is the last row.
         if (0.0..=edge).contains(&px) && (0.0..=edge).contains(&py) {
             let (bx, by) = (px as usize / BIN, py as usize / BIN);
             counts[by.min(bins - 1) * bins + bx.min(bins - 1)] += 1;
@@ -116,12 +129,13 @@ pub fn DensityScatter(
             }
         }
     });
-    let shown = format!("{} points; colour: log count", points.len());
-    let note = if beyond > 0 {
-        format!("{shown}; {beyond} beyond z = {max_z}")
-    } else {
-        shown
-    };
+    let mut note = format!("{} points; colour: log count", points.len());
+    if above > 0 {
+        note += &format!("; {above} beyond z = {max_z}");
+    }
+    if below > 0 {
+        note += &format!("; {below} below z = {}", tick_label(min_z));
+    }
     // The worst outliers as links too (a keyboard cannot click a canvas).
     let mut worst = outliers.clone();
     worst.sort_by(|a, b| (b.1 - b.0).abs().total_cmp(&(a.1 - a.0).abs()));
@@ -129,7 +143,7 @@ pub fn DensityScatter(
     worst.truncate(LISTED);
     let links = (!worst.is_empty()).then(|| {
         view! {
-            <p class="outliers">{format!("{} outliers in red; click one on the plot to open it. The farthest off: ", outliers.len())}
+            <p class="outliers">{format!("{} outliers among the points shown, in red; click one on the plot to open it. The farthest off: ", outliers.len())}
                 {worst.into_iter().map(|(x, y, id)| view! {
                     <a class="outlier" href=format!("#/object/{id}") title=format!("spectroscopic z {x:.3}, predicted {y:.3}")>{id.to_string()}</a>" "
                 }).collect_view()}
@@ -138,7 +152,7 @@ pub fn DensityScatter(
         }
     });
     view! {
-        <div class="scatter" data-points=points.len() data-beyond=beyond data-outliers=marked>
+        <div class="scatter" data-points=points.len() data-beyond=above + below data-outliers=marked>
             <CanvasPlot x=sx y=sy pixels=Signal::derive(move || rgba.clone()) on_gesture=on_gesture
                 name="predicted against spectroscopic redshift" keys=("z_spec", "z_pred") clicks_only=true />
             <p class="note">{note}</p>

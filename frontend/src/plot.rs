@@ -40,7 +40,8 @@ impl Scale {
                 let v = self.lo + self.step * k as f32;
                 // Labels from the f64 of the step's multiple: 0.3, not 0.30000001.
                 let exact = f64::from(self.lo) + f64::from(self.step) * f64::from(k);
-                let label = cosmicai_shared::axis::tick_label((exact * 1e6).round() / 1e6);
+                // `+ 0.0`: a tick at 0 from below is -0.0, labelled 0.
+                let label = cosmicai_shared::axis::tick_label((exact * 1e6).round() / 1e6 + 0.0);
                 (self.pixel_of(v, vertical), label)
             })
             .collect()

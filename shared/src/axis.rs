@@ -50,9 +50,49 @@ pub fn quantile(values: impl IntoIterator<Item = f64>, q: f64) -> Option<f64> {
     Some(finite[at])
 }
 
+/// How far below z = 0 a redshift is still drawn on the axis (stars' spectra).
+pub const HAIR: f64 = 0.01;
+
+/// The axes of a predicted-against-spectroscopic redshift chart, the same both
+/// ways: its bottom and its ticks from 0 up. The top is a round value past 99.5%
+/// of `values` (at least 0.1). The bottom is 0, or, where more than 0.5% of them
+/// lie well below 0 (an untrained or failing model's predictions), a whole step
+/// below them: hidden on the axis, they would look like z = 0.
+pub fn redshift_axes(values: &[f64]) -> (f64, Vec<f64>) {
+    let top = quantile(values.iter().copied(), 0.995)
+        .unwrap_or(1.0)
+        .max(0.1);
+    let ticks = ticks(top, 5);
+    let step = ticks.get(1).copied().unwrap_or(top);
+    let bottom = quantile(values.iter().copied(), 0.005).unwrap_or(0.0);
+    let low = if bottom < -HAIR {
+        -step * (-bottom / step).ceil()
+    } else {
+        0.0
+    };
+    (low, ticks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redshift_axes_reach_below_zero_only_for_predictions_well_below_it() {
+        // Galaxies, and stars a hair below 0: the axes start at 0.
+        let mut z: Vec<f64> = (0..1000).map(|i| f64::from(i) / 1000.0).collect();
+        z.extend([-0.004; 3]);
+        assert_eq!(redshift_axes(&z), (0.0, ticks(z[994], 5)));
+        assert_eq!(redshift_axes(&z).1, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+        // One in a hundred predicted at -0.5: a round step (0.2) below them.
+        z.extend([-0.5; 10]);
+        let (low, ticks) = redshift_axes(&z);
+        assert!((low + 0.6).abs() < 1e-9, "{low}");
+        assert_eq!(ticks.last(), Some(&1.0));
+        // Nothing, or nothing finite: 0 to 1.
+        assert_eq!(redshift_axes(&[]).0, 0.0);
+        assert_eq!(redshift_axes(&[f64::NAN]).1.last(), Some(&1.0));
+    }
 
     #[test]
     fn ticks_are_round_and_reach_the_top() {

@@ -286,21 +286,7 @@ pub async fn run_results(State(state): AppStateRef, Path(id): Path<String>) -> A
                 continue;
             };
             let p = cosmicai_engine::pipeline::read_predictions(&bytes).map_err(Error::internal)?;
-            for i in 0..p.redshift.len() {
-                // As the metrics: real labels only.
-                if !cosmicai_engine::metrics::LABELS.contains(&p.redshift[i]) || p.is_synthetic(i) {
-                    continue;
-                }
-                seen += 1;
-                if (seen - 1).is_multiple_of(every) && scatter.len() < SCATTER_POINTS {
-                    scatter.push(ScatterPoint {
-                        z_spec: p.redshift[i],
-                        z_pred: p.predicted[i].redshift,
-                        class: p.class[i],
-                        id: p.object_id.get(i).copied(),
-                    });
-                }
-            }
+            sample_scatter(&p, every, &mut seen, &mut scatter);
         }
         let results = RunResults { summary, scatter };
         let results: Arc<[u8]> = serde_json::to_vec(&results)
@@ -325,13 +311,64 @@ pub async fn run_results(State(state): AppStateRef, Path(id): Path<String>) -> A
     reply(results, slot)
 }
 
+/// Adds a rank's labelled real objects to `scatter`: every `every`-th of them,
+/// counting on from `seen`, up to [`SCATTER_POINTS`]. A failed prediction (not a
+/// number) is left out: the metrics count it unscored, and JSON has no NaN (the
+/// page could not have read the reply).
+fn sample_scatter(
+    p: &cosmicai_engine::pipeline::RankPredictions,
+    every: usize,
+    seen: &mut usize,
+    scatter: &mut Vec<ScatterPoint>,
+) {
+    for i in 0..p.redshift.len() {
+        // As the metrics: real labels only.
+        if !cosmicai_engine::metrics::LABELS.contains(&p.redshift[i])
+            || p.is_synthetic(i)
+            || !p.predicted.get(i).is_some_and(|z| z.redshift.is_finite())
+        {
+            continue;
+        }
+        *seen += 1;
+        if (*seen - 1).is_multiple_of(every) && scatter.len() < SCATTER_POINTS {
+            scatter.push(ScatterPoint {
+                z_spec: p.redshift[i],
+                z_pred: p.predicted[i].redshift,
+                class: p.class[i],
+                id: p.object_id.get(i).copied(),
+            });
+        }
+    }
+}
+
 /// Finished runs whose results are kept in memory (each at most
 /// `SCATTER_POINTS` points and its summary).
 pub const KEPT_RESULTS: usize = 16;
 
 #[cfg(test)]
 mod tests {
-    use super::served_name;
+    use super::{sample_scatter, served_name};
+    use cosmicai_engine::pipeline::RankPredictions;
+    use cosmicai_shared::{Class, model::Prediction};
+
+    #[test]
+    fn failed_predictions_are_left_out_of_the_scatter_and_it_reads_back() {
+        let z = [0.1, f32::NAN, f32::INFINITY, 0.3];
+        let p = RankPredictions {
+            object_id: vec![1, 2, 3, 4],
+            redshift: vec![0.12, 0.2, 0.25, 0.31],
+            class: vec![Class::Galaxy; 4],
+            predicted: z.iter().map(|&z| Prediction::redshift_only(z)).collect(),
+            ..Default::default()
+        };
+        let (mut seen, mut scatter) = (0, Vec::new());
+        sample_scatter(&p, 1, &mut seen, &mut scatter);
+        let ids: Vec<Option<i64>> = scatter.iter().map(|s| s.id).collect();
+        assert_eq!((seen, ids), (2, vec![Some(1), Some(4)]));
+        let json = serde_json::to_string(&scatter).unwrap();
+        let back: Vec<cosmicai_shared::api::ScatterPoint> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, scatter);
+    }
 
     #[test]
     fn a_models_host_path_is_cut_to_its_file_name() {
