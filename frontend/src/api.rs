@@ -33,8 +33,31 @@ pub fn set_token(token: &str) {
     }
 }
 
+/// Times a GET is sent in all while the server answers 429 (its reply slots
+/// full: a class opening one finished run at once).
+const BUSY_TRIES: u32 = 5;
+
 async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response, String> {
-    fetch_keyed(url, method, body, None).await
+    if method != "GET" {
+        return fetch_keyed(url, method, body, None).await;
+    }
+    // A GET changes nothing: asked again after the wait the server names
+    // (Retry-After, 1 to 10 s, spread a little so a class does not come back
+    // at once), where POSTs are left to their user.
+    let mut tries = 1;
+    loop {
+        match send(url, method, None, None).await {
+            Err(Failure {
+                busy_s: Some(wait_s),
+                ..
+            }) if tries < BUSY_TRIES => {
+                tries += 1;
+                let jitter = js_sys::Math::random() * 1000.0;
+                sleep_ms((f64::from(wait_s.clamp(1, 10)) * 1000.0 + jitter) as i32).await;
+            }
+            answer => return answer.map_err(|f| f.message),
+        }
+    }
 }
 
 async fn fetch_keyed(
@@ -43,6 +66,33 @@ async fn fetch_keyed(
     body: Option<String>,
     idempotency_key: Option<&str>,
 ) -> Result<Response, String> {
+    send(url, method, body, idempotency_key)
+        .await
+        .map_err(|f| f.message)
+}
+
+/// A request that did not succeed: what to show, and for a 429 the seconds the
+/// server asked to wait (Retry-After; 1 where it named none).
+struct Failure {
+    message: String,
+    busy_s: Option<u32>,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            busy_s: None,
+        }
+    }
+}
+
+async fn send(
+    url: &str,
+    method: &str,
+    body: Option<String>,
+    idempotency_key: Option<&str>,
+) -> Result<Response, Failure> {
     let init = RequestInit::new();
     init.set_method(method);
     if let Some(body) = body {
@@ -65,7 +115,7 @@ async fn fetch_keyed(
                 .map_err(|e| format!("{e:?}"))?;
         }
     }
-    let window = web_sys::window().ok_or("no window")?;
+    let window = web_sys::window().ok_or_else(|| "no window".to_string())?;
     let response: Response = JsFuture::from(window.fetch_with_request(&request))
         .await
         .map_err(|_| format!("{url}: the server cannot be reached"))?
@@ -74,6 +124,15 @@ async fn fetch_keyed(
         return Ok(response);
     }
     let status = response.status();
+    let busy_s = (status == 429).then(|| {
+        response
+            .headers()
+            .get("Retry-After")
+            .ok()
+            .flatten()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1)
+    });
     let text = match response.text() {
         Ok(p) => JsFuture::from(p)
             .await
@@ -86,11 +145,14 @@ async fn fetch_keyed(
         .map(|e| e.error)
         .unwrap_or(text);
     if status == 401 {
-        return Err(format!(
-            "{status}: {message} — give it under Runs, in the Server token field"
-        ));
+        return Err(
+            format!("{status}: {message} — give it under Runs, in the Server token field").into(),
+        );
     }
-    Err(format!("{status}: {message}"))
+    Err(Failure {
+        message: format!("{status}: {message}"),
+        busy_s,
+    })
 }
 
 async fn json<T: DeserializeOwned>(response: Response) -> Result<T, String> {

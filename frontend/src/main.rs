@@ -63,9 +63,18 @@ pub fn last_explore() -> String {
     LAST_EXPLORE.with(|last| last.borrow().clone())
 }
 
-/// Writes a page's state into the link (so it can be shared), unless it is there.
+/// Writes a page's state into the link (so it can be shared and reloaded),
+/// unless it is there. The entry is replaced, not added: Back leaves the page
+/// (with its state) rather than stepping through each filter typed, and no
+/// `hashchange` fires, so the page is not made again.
 pub fn keep_in_link(route: &str) {
-    if current_route() != route {
+    if current_route() == route {
+        return;
+    }
+    let replaced = web_sys::window().and_then(|w| w.history().ok()).map(|h| {
+        h.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&format!("#{route}")))
+    });
+    if !matches!(replaced, Some(Ok(()))) {
         navigate(route);
     }
 }
@@ -78,24 +87,39 @@ pub fn navigate(to: &str) {
 
 #[component]
 fn App() -> impl IntoView {
-    let route = RwSignal::new(current_route());
-    let handle = window_event_listener(leptos::ev::hashchange, move |_| route.set(current_route()));
+    // Each `hashchange` is a navigation (a link, Back, a typed address): the
+    // page is made again from the link, query and all, so what it shows is what
+    // the link says. Pages write their own state with `keep_in_link`, which
+    // fires none.
+    let visits = RwSignal::new(0u64);
+    let handle = window_event_listener(leptos::ev::hashchange, move |_| visits.update(|n| *n += 1));
     on_cleanup(move || handle.remove());
     provide_context(Selection(RwSignal::new(Vec::new())));
-    // Pages are made again when the path changes, not its query: a page that
-    // writes its state into the query (Explore's filters) keeps it.
-    let path = Memo::new(move |_| {
-        let route = route.get();
-        route
+    let page = move || {
+        visits.track();
+        let route = current_route();
+        let path = route
             .split('?')
             .next()
             .unwrap_or_default()
             .trim_matches('/')
-            .to_string()
-    });
-    let page = move || {
-        let path = path.get();
+            .to_string();
         let parts: Vec<&str> = path.split('/').collect();
+        // The tab (and a screen reader, on arrival) names the page.
+        let title = match parts.as_slice() {
+            ["object", id] => format!("Object {id}"),
+            ["predict"] => "Predict in the browser".into(),
+            ["sky"] => "Sky".into(),
+            ["plots"] => "Plots".into(),
+            ["class"] => "Classroom".into(),
+            ["runs"] => "Runs".into(),
+            ["sweeps", id] => format!("Sweep {id}"),
+            ["runs", id] => format!("Run {id}"),
+            _ => "Explore".into(),
+        };
+        if let Some(document) = web_sys::window().and_then(|w| w.document()) {
+            document.set_title(&format!("{title} · CosmicAI"));
+        }
         match parts.as_slice() {
             ["object", id] => match id.parse::<i64>() {
                 Ok(id) => {

@@ -111,6 +111,15 @@ try {
     assert.ok(await page.isEnabled('.pager button.next'));
     assert.ok(await page.isDisabled('.pager button >> nth=0'));
     await page.screenshot({ path: join(shots, 'explore.png'), fullPage: false });
+    // Next from the keyboard: the page goes into the link, and the focus stays on Next.
+    await page.focus('.pager button.next');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.querySelector('.pager')?.textContent.includes(' 61–120 of '));
+    assert.match(page.url(), /[?&]offset=60/);
+    assert.equal(await page.evaluate(() => document.activeElement?.className), 'next');
+    // A reload shows the same page.
+    await page.reload();
+    await page.waitForFunction(() => document.querySelector('.pager')?.textContent.includes(' 61–120 of '), null, { timeout: 60000 });
   });
 
   await step('a link sets the filters, and the filters set the link', async () => {
@@ -162,6 +171,7 @@ try {
   await step('an object shows its bands, composite and both predictions', async () => {
     await page.click('.card >> nth=0');
     await page.waitForSelector('canvas.composite');
+    assert.match(await page.title(), /^Object \d+ · CosmicAI$/);
     await page.waitForSelector('tr.browser', { timeout: 60000 });
     const server = await page.textContent('tr.server');
     const mine = await page.textContent('tr.browser');
@@ -188,6 +198,17 @@ try {
     // Back to the objects as they were filtered.
     assert.match(await page.getAttribute('a.back-to-explore', 'href'), /^#\/\?class=STAR/);
     await page.screenshot({ path: join(shots, 'object.png'), fullPage: true });
+    // The browser's Back shows the page the link names, filters and all...
+    await page.goBack();
+    await page.waitForSelector('.card');
+    assert.equal(await page.inputValue('.filters select >> nth=0'), 'STAR');
+    assert.ok((await page.locator('.card').evaluateAll((cs) => cs.map((c) => c.dataset.class))).every((c) => c === 'STAR'));
+    // ...and the Explore link shows every object again.
+    await page.click('nav a[href="#/"]');
+    await page.waitForFunction(() => document.querySelector('.filters select')?.value === '');
+    await page.waitForFunction(() => new Set([...document.querySelectorAll('.card')].map((c) => c.dataset.class)).size > 1);
+    await page.goBack();
+    await page.waitForFunction(() => document.querySelector('.filters select')?.value === 'STAR');
   });
 
   await step('prediction in the browser of the objects on a page', async () => {
@@ -562,6 +583,37 @@ try {
     assert.match(await page.textContent('.cancel .note'), /cancel requested/);
     assert.equal(await page.locator('button.cancel').count(), 0);
     assert.ok((await page.locator('.rank[data-state=done]').count()) < 8);
+  });
+
+  await step('with its live stream refused, a run is followed by asking; a busy reply is asked again', async () => {
+    // A server out of stream slots (or a proxy that drops event streams): the
+    // page says so, and the ranks' progress still comes, through GET /api/runs/{id}.
+    await page.route('**/api/runs/*/events', (route) => route.fulfill({ status: 429, contentType: 'application/json', body: '{"error":"64 event streams already open"}' }));
+    // The server's reply slots full once (a class opening one run at once): 429, asked again.
+    let busy = 0;
+    await page.route('**/api/runs/*/results', (route) => {
+      if (busy++ === 0) return route.fulfill({ status: 429, headers: { 'Retry-After': '1' }, contentType: 'application/json', body: '{"error":"16 replies already running"}' });
+      return route.continue();
+    });
+    try {
+      await page.goto(base + '/#/runs');
+      await page.selectOption('select[name=model]', 'photoz');
+      await page.fill('input[name=data_prefix]', 'catalog');
+      await page.fill('input[name=file_limit]', '');
+      await page.fill('input[name=world_size]', '2');
+      await page.fill('input[name=batch_size]', '4096');
+      await page.click('button.launch');
+      await page.waitForSelector('.polling', { timeout: 30000 });
+      await page.waitForFunction(() => document.querySelector('.run-status')?.textContent.startsWith('finished'), null, { timeout: 180000 });
+      assert.equal(await page.textContent('.run-status'), 'finished: succeeded');
+      assert.match(await page.textContent('.overall'), /^2 of 2 ranks done, 0 failed/);
+      assert.equal(await page.locator('.rank[data-state=done]').count(), 2);
+      await page.waitForSelector('.results .scatter canvas.plot', { timeout: 30000 });
+      assert.ok(busy >= 2, `results asked ${busy} times`);
+    } finally {
+      await page.unroute('**/api/runs/*/events');
+      await page.unroute('**/api/runs/*/results');
+    }
   });
 
   await step('a sweep over world sizes 1 and 2 draws duration and cost charts', async () => {

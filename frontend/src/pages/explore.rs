@@ -34,7 +34,8 @@ pub fn ExplorePage() -> impl IntoView {
             .collect::<Vec<_>>(),
     );
     let sort = RwSignal::new(crate::hash_param("sort").unwrap_or_else(|| SHOWCASE.into()));
-    let offset = RwSignal::new(0usize);
+    // The page of objects is in the link too: back from an object returns to it.
+    let offset = RwSignal::new(param("offset").parse::<usize>().unwrap_or(0));
     // Objects per page; `#/?per_page=N` picks it from a link (the benchmark uses 1000).
     let per_page = RwSignal::new(initial_page_size());
     // The filters that are set, as `key=value` pairs: for the API and the link.
@@ -66,6 +67,9 @@ pub fn ExplorePage() -> impl IntoView {
         if per_page.get() != 60 {
             link.push(format!("per_page={}", per_page.get()));
         }
+        if offset.get() > 0 {
+            link.push(format!("offset={}", offset.get()));
+        }
         let route = crate::route_with("/", &link);
         crate::remember_explore(&route);
         crate::keep_in_link(&route);
@@ -85,10 +89,27 @@ pub fn ExplorePage() -> impl IntoView {
         }
         q
     };
+    // Each reply with the query it answers: while it is not the current one, a
+    // newer page is on its way (the old one stays, greyed, the pager held).
     let page = LocalResource::new(move || {
         let url = query();
-        async move { crate::api::get::<ObjectPage>(&url).await }
+        async move { (url.clone(), crate::api::get::<ObjectPage>(&url).await) }
     });
+    let answered = Memo::new(move |_| page.get().map(|(url, _)| url));
+    let loading = move || answered.get() != Some(query());
+    // Where the shown page is (first object, page size, total): the pager lives
+    // outside the grid, so a keyboard's focus on Next survives the new page.
+    let bounds = Memo::new(move |_| {
+        page.get()
+            .and_then(|(_, p)| p.ok())
+            .map(|p| (p.offset, p.limit, p.total))
+    });
+    // Out of the view: a `>=` inside its attributes would end the tag.
+    let at_end = move || {
+        bounds
+            .get()
+            .is_none_or(|(first, limit, total)| first + limit >= total)
+    };
     let reset = move || offset.set(0);
     let selection = use_context::<Selection>().expect("selection context").0;
     view! {
@@ -134,7 +155,7 @@ pub fn ExplorePage() -> impl IntoView {
                 })
             }}
         </section>
-        {move || match page.get() {
+        {move || match page.get().map(|(_, p)| p) {
             None => view! { <p class="loading">"Loading objects…"</p> }.into_any(),
             Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
             Some(Ok(p)) => {
@@ -144,8 +165,6 @@ pub fn ExplorePage() -> impl IntoView {
                 };
                 let for_predict = shown.clone();
                 let to_predict = shown.len().min(64);
-                // Computed here: a `>=` inside the view's attributes would end the tag.
-                let last_page = p.offset + p.limit >= p.total;
                 view! {
                     <p class="counts" data-total=p.total>
                         {format!("{} objects: {} galaxies, {} stars, {} quasars, {} unlabelled",
@@ -161,16 +180,21 @@ pub fn ExplorePage() -> impl IntoView {
                         // One HTML string for the whole page of cards: the browser parses
                         // 1,000 cards in a few ms, where creating them node by node from
                         // wasm took about 300 ms. Cards are plain links with no handlers.
-                        <div class="grid" inner_html=move || cards_html(&shown, jpeg_base().as_deref())></div>
-                    <p class="pager">
-                        <button disabled=move || offset.get() == 0 on:click=move |_| offset.update(|o| *o = o.saturating_sub(p.limit))>"Previous"</button>
-                        {format!(" {}–{} of {} ", p.offset + 1, (p.offset + p.limit).min(p.total), p.total)}
-                        <button class="next" disabled=last_page on:click=move |_| offset.update(|o| *o += p.limit)>"Next"</button>
-                    </p>
+                        <div class="grid" class:stale=loading inner_html=move || cards_html(&shown, jpeg_base().as_deref())></div>
                 }
                 .into_any()
             }
         }}
+        <p class="pager" hidden=move || bounds.get().is_none() aria-busy=move || loading().to_string()>
+            // Clicks while a page loads are ignored, not the buttons disabled: a
+            // disabled button drops the keyboard's focus.
+            <button disabled=move || offset.get() == 0 aria-disabled=move || loading().to_string()
+                on:click=move |_| if let (false, Some((_, limit, _))) = (loading(), bounds.get_untracked()) { offset.update(|o| *o = o.saturating_sub(limit)) }>"Previous"</button>
+            {move || bounds.get().map(|(first, limit, total)| format!(" {}–{} of {} ", first + 1, (first + limit).min(total), total))}
+            <button class="next" disabled=at_end aria-disabled=move || loading().to_string()
+                on:click=move |_| if let (false, Some((first, limit, _))) = (loading(), bounds.get_untracked()) { offset.set(first + limit) }>"Next"</button>
+            {move || loading().then(|| view! { <span class="loading" role="status">" loading…"</span> })}
+        </p>
     }
 }
 

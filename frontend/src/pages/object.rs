@@ -65,6 +65,9 @@ pub fn ObjectPage(id: i64) -> impl IntoView {
     }
 }
 
+/// Failed looks in a row at an archive fetch before the page shows the error.
+const ARCHIVE_LOOKS: u32 = 10;
+
 /// A catalog object without an image, on a server with `--archive`: asks for its
 /// real cutout at once (the field's five SDSS frames, then the cut), shows a
 /// spinner while the server works, then has the page reloaded with the image.
@@ -76,19 +79,30 @@ fn ArchiveFetch(
     reload: LocalResource<Result<ObjectDetail, String>>,
 ) -> impl IntoView {
     let state = RwSignal::new(Ok::<ArchiveCutout, String>(status.clone()));
-    let ask = move || {
+    // Whether the page is still shown: its poll stops when it goes.
+    let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let leaving = alive.clone();
+    on_cleanup(move || leaving.store(false, std::sync::atomic::Ordering::Relaxed));
+    let shown = move || alive.load(std::sync::atomic::Ordering::Relaxed);
+    let ask = Callback::new(move |()| {
+        let shown = shown.clone();
         leptos::task::spawn_local(async move {
             let url = format!("/api/objects/{id}/fetch");
             let mut reply = crate::api::post::<_, ArchiveCutout>(&url, &()).await;
-            loop {
+            // Looks that failed in a row (the network a moment away): the
+            // fetch goes on at the server, so the page keeps asking a while.
+            let mut failed = 0;
+            while shown() {
                 let waiting = matches!(&reply, Ok(a) if matches!(a.state, ArchiveState::Queued | ArchiveState::Fetching));
                 let ready = matches!(&reply, Ok(a) if a.state == ArchiveState::Ready);
-                state.set(reply);
-                if ready {
-                    reload.refetch();
-                }
-                if !waiting {
-                    break;
+                if reply.is_ok() || failed >= ARCHIVE_LOOKS {
+                    state.set(reply);
+                    if ready {
+                        reload.refetch();
+                    }
+                    if !waiting {
+                        break;
+                    }
                 }
                 crate::api::sleep_ms(700).await;
                 reply = crate::api::get::<ObjectDetail>(&format!("/api/objects/{id}"))
@@ -98,20 +112,24 @@ fn ArchiveFetch(
                             "the server no longer fetches from the archive".to_string()
                         })
                     });
+                failed = if reply.is_ok() { 0 } else { failed + 1 };
             }
         });
-    };
+    });
     // The page asked for the object: fetch it straight away, unless it failed before.
     if status.state != ArchiveState::Failed {
-        ask();
+        ask.run(());
     }
     view! {
         <section class="archive-fetch">
             {move || match state.get() {
-                Err(e) => view! { <ErrorMessage message=e /> }.into_any(),
+                Err(e) => view! {
+                    <ErrorMessage message=e />
+                    <p><button type="button" on:click=move |_| ask.run(())>"Try again"</button></p>
+                }.into_any(),
                 Ok(a) if a.state == ArchiveState::Failed => view! {
                     <p class="error" data-state="failed">{format!("Fetching field {} from the SDSS archive failed: {}", a.field, a.error.unwrap_or_default())}
-                        " " <button type="button" on:click=move |_| ask()>"Try again"</button></p>
+                        " " <button type="button" on:click=move |_| ask.run(())>"Try again"</button></p>
                 }.into_any(),
                 Ok(a) => view! {
                     <p class="fetching" data-state=format!("{:?}", a.state).to_lowercase()>
@@ -171,6 +189,13 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
                     <canvas node_ref=canvas class="composite" width="64" height="64"></canvas>
                     <figcaption>"gri composite (drawn in the browser)"</figcaption>
                 </figure>
+                {move || match pixels.get() {
+                    Some(Some(Err(e))) => view! {
+                        <p class="error image-error">{format!("The cutout could not be loaded: {e}")}" "
+                            <button type="button" on:click=move |_| pixels.refetch()>"Try again"</button></p>
+                    }.into_any(),
+                    _ => ().into_any(),
+                }}
                 {["u", "g", "r", "i", "z"].into_iter().map(|b| view! {
                     <figure><img width="96" height="96" alt=format!("{b} band") src=format!("/api/objects/{id}/image.png?view={b}") /><figcaption>{b}</figcaption></figure>
                 }).collect_view()}

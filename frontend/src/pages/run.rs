@@ -69,7 +69,37 @@ struct Detail {
     /// The sweep running it, whose cancel alone stops it.
     #[serde(default)]
     sweep: Option<String>,
+    /// Its events from the one asked for (a page of them), while this server
+    /// holds them: what the page follows when its stream is gone.
+    #[serde(default)]
+    events: Vec<RunEvent>,
+    #[serde(default)]
+    next_events_from: Option<usize>,
 }
+
+/// Folds a run's events into the page, in one update of its ranks (each
+/// update redraws their rows): the ranks' progress, then the run's end.
+fn fold(events: &[RunEvent], ranks: RwSignal<Vec<RankView>>, ending: RwSignal<Ending>) {
+    if events.is_empty() {
+        return;
+    }
+    ranks.try_update(|r| {
+        for e in events {
+            apply(r, e);
+        }
+    });
+    for e in events {
+        match e {
+            RunEvent::Finished { status } => ending.try_set(Some(Ok(*status))),
+            RunEvent::Error { error } => ending.try_set(Some(Err(error.clone()))),
+            _ => None,
+        };
+    }
+}
+
+/// How often at most streamed events are drawn: a run of 10,000 ranks sends
+/// 50,000 (all at once when a finished run's page is opened).
+const DRAW_EVERY_MS: u64 = 150;
 
 /// How the run ended, as far as this page knows: `Ok` its status, `Err` its error.
 type Ending = Option<Result<RunStatus, String>>;
@@ -79,12 +109,25 @@ const RANK_ROWS: usize = 200;
 
 #[component]
 pub fn RunPage(id: String) -> impl IntoView {
-    // Events are folded as they come (never all again per event: a run of
-    // 10,000 ranks sends 50,000).
+    // Events are folded as they come, a batch per draw (never all again per
+    // event: a run of 10,000 ranks sends 50,000).
     let ranks = RwSignal::new(Vec::<RankView>::new());
     let ending = RwSignal::new(Ending::None);
     let detail = RwSignal::new(None::<Result<RunInfo, String>>);
     let sweep = RwSignal::new(None::<String>);
+    // The number of the next event (the stream's ids are event numbers): where
+    // polling takes up should the stream be gone.
+    let next_event = StoredValue::new(0usize);
+    // The stream is gone and the page polls instead (said on the page).
+    let polling = RwSignal::new(false);
+    // Streamed events not drawn yet, and whether a draw is due.
+    let pending = StoredValue::new(Vec::<RunEvent>::new());
+    let draw_due = StoredValue::new(false);
+    let draw = move || {
+        draw_due.try_set_value(false);
+        let events = pending.try_update_value(std::mem::take).unwrap_or_default();
+        fold(&events, ranks, ending);
+    };
     // Whether the page is still shown: a poll started for it stops when it goes.
     let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let url = format!("/api/runs/{id}/events");
@@ -97,10 +140,16 @@ pub fn RunPage(id: String) -> impl IntoView {
                     .as_string()
                     .map(|t| serde_json::from_str::<RunEvent>(&t))
                 {
-                    match &e {
-                        RunEvent::Finished { status } => ending.set(Some(Ok(*status))),
-                        RunEvent::Error { error } => ending.set(Some(Err(error.clone()))),
-                        _ => ranks.update(|r| apply(r, &e)),
+                    if let Ok(n) = m.last_event_id().parse::<usize>() {
+                        next_event.try_set_value(n + 1);
+                    }
+                    let end = matches!(e, RunEvent::Finished { .. } | RunEvent::Error { .. });
+                    pending.try_update_value(|p| p.push(e));
+                    if end {
+                        draw();
+                    } else if draw_due.try_get_value() == Some(false) {
+                        draw_due.try_set_value(true);
+                        set_timeout(draw, std::time::Duration::from_millis(DRAW_EVERY_MS));
                     }
                 }
             });
@@ -120,10 +169,15 @@ pub fn RunPage(id: String) -> impl IntoView {
                 s.close();
             } else if s.ready_state() == web_sys::EventSource::CLOSED {
                 s.close();
+                polling.set(true);
                 leptos::task::spawn_local(poll_until_over(
                     id.clone(),
-                    ending,
-                    detail,
+                    Followed {
+                        ranks,
+                        ending,
+                        detail,
+                        next_event,
+                    },
                     alive.clone(),
                 ));
             }
@@ -185,6 +239,9 @@ pub fn RunPage(id: String) -> impl IntoView {
             Some(Ok(s)) => format!("finished: {}", s.name()),
             Some(Err(e)) => format!("error: {e}"),
         }}</p>
+        {move || polling.get().then(|| view! {
+            <p class="note polling">"The live stream closed: the run is followed by asking the server every 2 s."</p>
+        })}
         {
             let id = id.clone();
             move || match sweep.get() {
@@ -255,18 +312,41 @@ pub fn RunPage(id: String) -> impl IntoView {
     }
 }
 
-/// The stream is gone before the run's end (the browser gave up on it): the
-/// registry is asked every 2 s until the run is over, or the run is unknown.
-async fn poll_until_over(
-    id: String,
+/// What the page shows of a run that polling keeps up to date.
+struct Followed {
+    ranks: RwSignal<Vec<RankView>>,
     ending: RwSignal<Ending>,
     detail: RwSignal<Option<Result<RunInfo, String>>>,
+    next_event: StoredValue<usize>,
+}
+
+/// The stream is gone before the run's end (the browser gave up on it): the
+/// run is asked after every 2 s, with its events since the last one seen (a
+/// page of them at a time), until it is over or unknown.
+async fn poll_until_over(
+    id: String,
+    page: Followed,
     alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
+    let Followed {
+        ranks,
+        ending,
+        detail,
+        next_event,
+    } = page;
     while alive.load(std::sync::atomic::Ordering::Relaxed) {
-        let reply = crate::api::get::<Detail>(&format!("/api/runs/{id}")).await;
+        let from = next_event.try_get_value().unwrap_or(0);
+        let reply = crate::api::get::<Detail>(&format!("/api/runs/{id}?events_from={from}")).await;
         if !alive.load(std::sync::atomic::Ordering::Relaxed) {
             return;
+        }
+        if let Ok(d) = &reply {
+            fold(&d.events, ranks, ending);
+            next_event.try_set_value(from + d.events.len());
+            // More pages already there: read them before waiting.
+            if d.next_events_from.is_some() {
+                continue;
+            }
         }
         match reply {
             Ok(d) if d.run.status != RunStatus::Running => {
@@ -517,7 +597,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             <h4>"Cost at AWS prices"</h4>
             <p class="note cost-basis">"The measured durations at us-east-1 list prices: on AWS, what the functions were billed (a cold call's start included); on this machine, its ranks' time priced as Lambda's, though a local rank may use more cores than a Lambda of its memory gets. Not included: the data's upload, attempts that failed without a measure, GPU instances' start and idle time"{if cost.data_bytes > 0 { "; keeping the data in S3 is a monthly bill of its own, below the total." } else { ", and keeping the data in S3." }}</p>
             <table class="cost">
-                <tr><td>"Lambda compute"</td><td>{format!("{:.3} GB-s", cost.lambda_gb_s)}</td><td>{format!("${:.6}", cost.lambda_compute_usd)}</td></tr>
+                <tr><td>{match &cost.lambda_architecture { Some(a) => format!("Lambda compute ({a})"), None => "Lambda compute".to_string() }}</td><td>{format!("{:.3} GB-s", cost.lambda_gb_s)}</td><td>{format!("${:.6}", cost.lambda_compute_usd)}</td></tr>
                 <tr><td>"Lambda requests"</td><td>{cost.lambda_requests}</td><td>{format!("${:.6}", cost.lambda_requests_usd)}</td></tr>
                 <tr><td>"Step Functions"</td><td>{format!("{} transitions, {} Express children", cost.state_transitions, cost.express_executions)}</td><td>{format!("${:.6}", cost.step_functions_usd)}</td></tr>
                 {(cost.gpu_instance_s > 0.0).then(|| view! {

@@ -17,12 +17,20 @@ pub fn SweepPage(id: String) -> impl IntoView {
     // said to a cancel must outlive that.
     let cancel_said = RwSignal::new(None::<Result<(), String>>);
     let url = format!("/api/sweeps/{id}");
+    // Whether the page is still shown: the poll stops when it goes (a later
+    // visit starts its own), and never touches its signals after.
+    let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let leaving = alive.clone();
+    on_cleanup(move || leaving.store(false, std::sync::atomic::Ordering::Relaxed));
     // Poll once a second until the sweep is over; a failed look (the server
     // busy or away a moment) is tried again, and shown only if it lasts.
     leptos::task::spawn_local(async move {
         let mut failed = 0;
-        loop {
+        while alive.load(std::sync::atomic::Ordering::Relaxed) {
             let reply = crate::api::get::<SweepInfo>(&url).await;
+            if !alive.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             let over = match &reply {
                 Ok(s) => s.state != "running",
                 Err(e) => {
@@ -33,8 +41,14 @@ pub fn SweepPage(id: String) -> impl IntoView {
             if reply.is_ok() {
                 failed = 0;
             }
-            if reply.is_ok() || over || info.with_untracked(Option::is_none) {
-                info.set(Some(reply));
+            let first = info.try_with_untracked(Option::is_none).unwrap_or(false);
+            // Set only when something changed: the table is rebuilt on each set
+            // (a link focused in it would lose focus every second).
+            let changed = info
+                .try_with_untracked(|now| now.as_ref() != Some(&reply))
+                .unwrap_or(false);
+            if (reply.is_ok() || over || first) && changed {
+                info.try_set(Some(reply));
             }
             if over {
                 break;
@@ -42,9 +56,15 @@ pub fn SweepPage(id: String) -> impl IntoView {
             crate::api::sleep_ms(1000).await;
         }
     });
+    // The cancel button stays while the sweep runs, not rebuilt at each poll
+    // (a keyboard's focus on it would drop each second).
+    let running =
+        Memo::new(move |_| info.with(|i| matches!(i, Some(Ok(s)) if s.state == "running")));
+    let sweep_id = id.clone();
     view! {
         <p><a href="#/runs">"← Runs"</a></p>
         <h2>"Sweep " {id.clone()}</h2>
+        {move || running.get().then(|| view! { <CancelSweep id=sweep_id.clone() said=cancel_said /> })}
         {move || match info.get() {
             None => view! { <p class="loading">"Loading…"</p> }.into_any(),
             Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
@@ -71,7 +91,6 @@ pub fn SweepPage(id: String) -> impl IntoView {
                     {s.running.clone().map(|run| view! {
                         <p class="sweep-running">"Running now: "<a href=format!("#/runs/{run}")>{run.clone()}</a>" (its page shows its ranks live)"</p>
                     })}
-                    {running.then(|| view! { <CancelSweep id=s.id.clone() said=cancel_said /> })}
                     {(!running).then(|| match cancel_said.get_untracked() {
                         Some(Ok(())) => view! { <p class="note">"cancel requested: its running run stopped, no more started"</p> }.into_any(),
                         _ => ().into_any(),
