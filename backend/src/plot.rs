@@ -57,6 +57,16 @@ pub fn density_scatter(path: &Path, spec: &[f32], pred: &[f32], title: &str) -> 
     let at = |q: f64| cosmicai_shared::axis::quantile(all(), q).unwrap_or(0.0);
     let top = (at(0.995).max(0.05) * 1.05).min(at(1.0).max(0.05));
     let bottom = at(0.0).min(0.0);
+    // Past the top (the worst outliers): counted in the caption, not drawn.
+    let beyond = points.iter().filter(|(s, p)| *s > top || *p > top).count();
+    let caption = if beyond > 0 {
+        format!(
+            "{title} (n = {}; {beyond} beyond z = {top:.2}, not drawn)",
+            points.len()
+        )
+    } else {
+        format!("{title} (n = {})", points.len())
+    };
 
     let cell = |v: f64| {
         (((v - bottom) / (top - bottom) * DENSITY_BINS as f64) as usize).min(DENSITY_BINS - 1)
@@ -84,10 +94,7 @@ pub fn density_scatter(path: &Path, spec: &[f32], pred: &[f32], title: &str) -> 
         root.fill(&WHITE)?;
         let (main, bar) = root.split_horizontally(790);
         let mut chart = ChartBuilder::on(&main)
-            .caption(
-                format!("{title} (n = {})", points.len()),
-                ("sans-serif", 24),
-            )
+            .caption(caption, ("sans-serif", 24))
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(60)

@@ -157,6 +157,7 @@ pub fn run_cost(
     let mut cost = Cost {
         lambda_gb_s,
         lambda_compute_usd: lambda_gb_s * price,
+        lambda_architecture: Some(if arm64 { "arm64" } else { "x86_64" }.into()),
         lambda_requests,
         lambda_requests_usd: lambda_requests as f64 * LAMBDA_REQUEST,
         state_transitions,

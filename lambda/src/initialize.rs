@@ -3,24 +3,39 @@
 
 use crate::weights::{check_weights, object_exists, readable_weights_bucket, weights_location};
 use crate::{S3Settings, StageError};
-use cosmicai_engine::pipeline::{Payload, check_rank_time, initialize_with, plan_key};
+use cosmicai_engine::pipeline::{Payload, check_rank_time, check_room, initialize_with, plan_key};
 use cosmicai_engine::store::ObjectStore;
 use cosmicai_shared::aws::{InitializeOutput, RankItem};
 use cosmicai_shared::run::{Device, RunRequest};
 use std::time::Instant;
+
+/// The workers as the state machine's definition gives them (the template's
+/// `MemorySize` and `EphemeralStorageMB`); `None` from a stack deployed before.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Workers<'a> {
+    pub memory_mb: Option<&'a str>,
+    pub storage_mb: Option<&'a str>,
+}
 
 /// Initialize: validate, plan, write `payload.json`, hand the Map its items.
 pub(crate) fn initialize_stage(
     settings: &S3Settings,
     run_id: &str,
     request: &RunRequest,
-    worker_memory_mb: Option<&str>,
+    workers: Workers,
 ) -> Result<InitializeOutput, StageError> {
     let started = Instant::now();
     // Lambda's own figure for this function (the workers' too), else the one
     // the state machine was deployed with.
     let function_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok();
-    let request = &with_function_memory(request, function_mb.as_deref().or(worker_memory_mb));
+    let request = &with_function_memory(request, function_mb.as_deref().or(workers.memory_mb));
+    // A GPU run's execution name names its Batch jobs, which take fewer characters.
+    if request.device == Device::Cuda {
+        batch_job_names(run_id)?;
+    }
+    let storage_mb = workers
+        .storage_mb
+        .and_then(|mb| mb.trim().parse::<u32>().ok());
     let spec = request.model_spec().map_err(StageError::invalid)?;
     // The function may write only under the deployment's results prefix (its IAM policy).
     if let Ok(prefix) = std::env::var("COSMICAI_RESULTS_PREFIX") {
@@ -75,7 +90,12 @@ pub(crate) fn initialize_stage(
     // CPU ranks run in Express children, stopped at 5 minutes, GPU ranks in Batch
     // attempts stopped at an hour: a plan whose ranks could run longer is
     // refused before anything is written or paid for.
-    let payload = initialize_with(&store, request, run_id, check_rank_time)?;
+    let payload = initialize_with(&store, request, run_id, |payload| {
+        if let Some(mb) = storage_mb {
+            check_room(payload, mb)?;
+        }
+        check_rank_time(payload)
+    })?;
     let plan = plan_key(&request.result_path);
     let json = serde_json::to_vec(&plan_items(run_id, &payload))
         .map_err(|e| StageError::failed(e.to_string()))?;
@@ -104,12 +124,13 @@ pub(crate) fn initialize_stage(
 
 /// The request as the ranks will run it: Lambda gives every worker the function's
 /// memory (the template's MemorySize), whatever `memory_mb` says, so the time
-/// check, `payload.json` and the bill use that. GPU ranks run on Batch: unchanged.
+/// check, `payload.json` and the bill use that. A GPU run's ranks run on Batch
+/// (their time and price do not read it), and its Initialize and Summarize in
+/// this function, billed at its memory all the same.
 pub(crate) fn with_function_memory(request: &RunRequest, function_mb: Option<&str>) -> RunRequest {
     let mut request = request.clone();
     let function_mb = function_mb.and_then(|mb| mb.trim().parse::<u32>().ok());
     if let Some(mb) = function_mb
-        && request.device == Device::Cpu
         && mb != request.memory_mb
     {
         eprintln!(
@@ -119,6 +140,21 @@ pub(crate) fn with_function_memory(request: &RunRequest, function_mb: Option<&st
         request.memory_mb = mb;
     }
     request
+}
+
+/// Refuses an execution name that would not do as a Batch job name's start:
+/// a GPU rank's job is `<execution name>-rank-<rank>`, and job names take
+/// letters, digits, hyphens and underscores only (up to 128), where Step
+/// Functions allows execution names with dots and other characters (a console
+/// start of CAI's input file may name one so); SubmitJob would fail every rank.
+fn batch_job_names(run_id: &str) -> Result<(), StageError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if run_id.chars().all(allowed) && !run_id.is_empty() {
+        return Ok(());
+    }
+    Err(StageError::invalid(format!(
+        "execution name '{run_id}': a GPU run's execution name starts its AWS Batch job names, which take only letters, digits, '-' and '_'; start the execution with such a name"
+    )))
 }
 
 /// The Map's items: one per rank planned a file, written to `plan.json` (never
@@ -180,6 +216,10 @@ pub(crate) fn concurrency_ceiling(
     }
 }
 
+/// The most child executions a Distributed Map runs at once (Step Functions'
+/// quota, "MaxConcurrency ... up to 10,000"): a larger figure fails the Map.
+const MAP_MAX_CONCURRENCY: usize = 10_000;
+
 /// Initialize's answer to the state machine: the same few fields at any world size.
 pub(crate) fn initialize_output(
     run_id: &str,
@@ -201,7 +241,7 @@ pub(crate) fn initialize_output(
             .world_size
             .min(files)
             .min(concurrency_ceiling.unwrap_or(usize::MAX))
-            .max(1),
+            .clamp(1, MAP_MAX_CONCURRENCY),
         tolerated_failure_percentage: request.tolerated_failure_percentage,
         files,
         duration_s,
@@ -266,9 +306,10 @@ mod tests {
             with_function_memory(&request, Some("lots")).memory_mb,
             10240
         );
+        // A GPU run's Lambda stages are billed at the function's memory too.
         let mut gpu = request.clone();
         gpu.device = Device::Cuda;
-        assert_eq!(with_function_memory(&gpu, Some("2048")).memory_mb, 10240);
+        assert_eq!(with_function_memory(&gpu, Some("2048")).memory_mb, 2048);
     }
 
     /// Every state input and output of a run of the most ranks a request may
@@ -358,6 +399,15 @@ mod tests {
         assert_eq!(
             initialize_output("r", &request, 10, 1.0, ceiling).max_concurrency,
             4
+        );
+        // No ceiling given (or a GPU queue of 100,000 vCPUs): never past the Map's 10,000.
+        let wide: RunRequest = serde_json::from_value(serde_json::json!({
+            "batch_size": 512, "world_size": 40_000, "result_path": "results/r",
+        }))
+        .unwrap();
+        assert_eq!(
+            initialize_output("r", &wide, 40_000, 1.0, None).max_concurrency,
+            10_000
         );
     }
 }

@@ -81,11 +81,15 @@ pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Va
             run_id,
             request,
             worker_memory_mb,
+            worker_storage_mb,
         } => serde_json::to_value(initialize::initialize_stage(
             settings,
             &run_id,
             &request,
-            worker_memory_mb.as_deref(),
+            initialize::Workers {
+                memory_mb: worker_memory_mb.as_deref(),
+                storage_mb: worker_storage_mb.as_deref(),
+            },
         )?),
         StageEvent::Infer(item) => serde_json::to_value(infer::infer_stage(settings, &item)?),
         StageEvent::Summarize(event) => {

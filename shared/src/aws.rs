@@ -21,6 +21,10 @@ pub enum StageEvent {
         /// The function's own figure, where Lambda gives one, comes first.
         #[serde(default)]
         worker_memory_mb: Option<String>,
+        /// The workers' `/tmp` as the template gave it (`EphemeralStorageMB`):
+        /// a partition read whole must fit there.
+        #[serde(default)]
+        worker_storage_mb: Option<String>,
     },
     /// One Map item: run one rank.
     Infer(RankItem),

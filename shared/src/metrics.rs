@@ -23,7 +23,8 @@ pub struct RedshiftMetrics {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Evaluation {
-    /// Objects scored (known class, and redshift for the redshift metrics).
+    /// Objects counted: every object predicted, synthetic and unlabelled ones
+    /// included (the groups below count those scored).
     pub objects: usize,
     /// Objects with a known redshift whose predicted redshift is not a number
     /// (the model failed on them): left out of the redshift metrics, and

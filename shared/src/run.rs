@@ -442,6 +442,11 @@ pub struct Estimate {
 pub struct Cost {
     pub lambda_gb_s: f64,
     pub lambda_compute_usd: f64,
+    /// The Lambda architecture its GB-seconds are priced at (`arm64` costs a
+    /// fifth less than `x86_64`): the function's own on AWS, this machine's for
+    /// a local run or an estimate. Absent in summaries written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_architecture: Option<String>,
     pub lambda_requests: u64,
     pub lambda_requests_usd: f64,
     pub state_transitions: u64,

@@ -34,13 +34,15 @@ def test_definition_placeholders_match_the_substitutions():
     substitutions = set(re.findall(r"^\s+(\w+):", block, re.MULTILINE))
     assert placeholders == substitutions
     assert placeholders == {"FunctionArn", "ChildExecutionType", "GpuJobQueueArn", "GpuJobDefinitionArn",
-                            "DataBucketName", "ResultsPrefix", "WorkerMemoryMB"}
+                            "DataBucketName", "ResultsPrefix", "WorkerMemoryMB", "WorkerStorageMB"}
     # Launchers read the workers' memory where the definition names it.
     subs = yaml.safe_load(template.split("DefinitionSubstitutions:")[1].split("LoggingConfiguration:")[0]
                           .replace("!GetAtt ", "").replace("!Ref ", "").replace("!If ", ""))
     assert subs["WorkerMemoryMB"] == "MemorySize"
+    assert subs["WorkerStorageMB"] == "EphemeralStorageMB"
     payload = json.loads(definition)["States"]["Initialize"]["Parameters"]["Payload"]
     assert payload["worker_memory_mb"] == "${WorkerMemoryMB}"
+    assert payload["worker_storage_mb"] == "${WorkerStorageMB}"
 
 
 def test_summarize_prices_the_children_the_stack_was_deployed_with():
@@ -262,6 +264,10 @@ def test_a_gpu_rank_cannot_wait_or_run_without_end():
     assert [float(v) for v in vcpus] == [_rust_const("engine/src/pipeline/rank_time.rs", "BATCH_JOB_VCPUS")]
     env = t["Function"]["Properties"]["Environment"]["Variables"]
     assert env["COSMICAI_GPU_MAX_VCPUS"] == {"Ref": "GpuMaxVcpus"}
+    # Initialize sends GpuMaxVcpus / BATCH_JOB_VCPUS jobs at once and prices them as
+    # g5.xlarge time: instances of 4 vCPUs and one GPU only (a g5.2xlarge, 8 vCPUs and
+    # one GPU, holds one job in twice the vCPUs; EC2's instance type table).
+    assert t["GpuComputeEnvironment"]["Properties"]["ComputeResources"]["InstanceTypes"] == ["g5.xlarge"]
     # "Jobs can remain in this state [RUNNABLE] indefinitely when sufficient resources
     # are unavailable" (AWS Batch user guide, "Job states"): the queue cancels a job
     # stuck for a misconfiguration or capacity. JobStateTimeLimitAction: state

@@ -5,7 +5,10 @@
 use super::{Aws, LocalEtags, LocalWeights, start_and_follow, upload, within};
 use crate::coordinator::{AwsData, Recorder};
 use anyhow::{Result, bail};
-use cosmicai_engine::pipeline::{LAMBDA_MAX_MEMORY_MB, Payload, RunSummary, check_rank_time, plan};
+use cosmicai_engine::pipeline::{
+    LAMBDA_MAX_MEMORY_MB, LAMBDA_MAX_STORAGE_MB, Payload, RunSummary, check_rank_time, check_room,
+    plan,
+};
 use cosmicai_engine::store::{LocalStore, ObjectStore};
 use cosmicai_shared::run::{Device, RunRequest};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -31,7 +34,6 @@ pub fn execute_on_aws(
     if let Some(prefix) = &deployed.results_prefix {
         check_result_path(request, prefix)?;
     }
-    let worker_mb = deployed.worker_memory_mb;
     let local = LocalStore::new(root);
     // The weights' key is known before anything is sent: a plan over the bucket
     // leaves it out of the data, and a refused plan has sent nothing.
@@ -41,7 +43,7 @@ pub fn execute_on_aws(
         // file among the partitions out of the data.
         AwsData::Upload(s3_prefix) => uploaded(
             aws,
-            (root, request, worker_mb),
+            (root, request, &deployed),
             &with_key.model,
             s3_prefix,
             run_id,
@@ -51,7 +53,7 @@ pub fn execute_on_aws(
             let remote = in_bucket(aws, &with_key, s3_prefix);
             // Planned as Initialize will plan it: from the bucket's listing alone.
             let planned = plan(&aws.s3, &remote, run_id)?;
-            refuse_too_long(&planned, worker_mb)?;
+            refuse_unrunnable(&planned, &deployed)?;
             let bytes: u64 = planned.files.iter().map(|(_, size)| size).sum();
             recorder.println(&format!(
                 "s3://{}/{s3_prefix}: {} partition files ({bytes} bytes) run where they are; nothing uploaded",
@@ -88,6 +90,17 @@ fn in_bucket(aws: &Aws, request: &RunRequest, s3_prefix: &str) -> RunRequest {
 /// workers': they have the template's MemorySize, which Initialize plans at and
 /// checks exactly. Bounding at the request's would refuse runs a large function
 /// can take.
+/// Refuses a plan the stack's workers cannot run: a partition read whole that
+/// their `/tmp` does not hold, or a rank longer than their time allows.
+fn refuse_unrunnable(planned: &Payload, deployed: &Deployed) -> Result<()> {
+    if let Some(mb) = deployed.worker_storage_mb {
+        check_room(planned, mb).map_err(|e| {
+            anyhow::anyhow!("{e} (as the stack's state machine says; nothing was uploaded)")
+        })?;
+    }
+    refuse_too_long(planned, deployed.worker_memory_mb)
+}
+
 fn refuse_too_long(planned: &Payload, worker_mb: Option<u32>) -> Result<()> {
     if planned.request.device != Device::Cpu {
         return check_rank_time(planned).map_err(anyhow::Error::from);
@@ -106,13 +119,15 @@ fn refuse_too_long(planned: &Payload, worker_mb: Option<u32>) -> Result<()> {
 }
 
 /// What the launcher reads of the deployed state machine's definition: the
-/// workers' memory (the template writes its `MemorySize` into Initialize's
-/// `worker_memory_mb`) and the results prefix (its Map's `ResultWriter` writes
+/// workers' memory and `/tmp` (the template writes its `MemorySize` and
+/// `EphemeralStorageMB` into Initialize's `worker_memory_mb` and
+/// `worker_storage_mb`) and the results prefix (its Map's `ResultWriter` writes
 /// under `ResultsPrefix/map-results`). `None` for a stack deployed before the
 /// template wrote them, or a definition that cannot be read.
 #[derive(Debug, Default, PartialEq)]
 pub struct Deployed {
     pub worker_memory_mb: Option<u32>,
+    pub worker_storage_mb: Option<u32>,
     pub results_prefix: Option<String>,
 }
 
@@ -133,11 +148,15 @@ impl Deployed {
         let Ok(definition) = serde_json::from_str::<serde_json::Value>(definition) else {
             return Deployed::default();
         };
-        let worker_memory_mb = definition
-            .pointer("/States/Initialize/Parameters/Payload/worker_memory_mb")
-            .and_then(serde_json::Value::as_str)
-            .and_then(|mb| mb.trim().parse().ok())
-            .filter(|mb| (128..=LAMBDA_MAX_MEMORY_MB).contains(mb));
+        let megabytes = |field: &str, lambda: std::ops::RangeInclusive<u32>| {
+            definition
+                .pointer(&format!("/States/Initialize/Parameters/Payload/{field}"))
+                .and_then(serde_json::Value::as_str)
+                .and_then(|mb| mb.trim().parse().ok())
+                .filter(|mb| lambda.contains(mb))
+        };
+        let worker_memory_mb = megabytes("worker_memory_mb", 128..=LAMBDA_MAX_MEMORY_MB);
+        let worker_storage_mb = megabytes("worker_storage_mb", 512..=LAMBDA_MAX_STORAGE_MB);
         let results_prefix = definition
             .pointer("/States/Ranks/ResultWriter/Parameters/Prefix")
             .and_then(serde_json::Value::as_str)
@@ -147,6 +166,7 @@ impl Deployed {
             .map(|p| p.trim_matches('/').to_string());
         Deployed {
             worker_memory_mb,
+            worker_storage_mb,
             results_prefix,
         }
     }
@@ -162,7 +182,7 @@ fn check_result_path(request: &RunRequest, prefix: &str) -> Result<()> {
 /// lacks), and the request and plan that read them there.
 fn uploaded(
     aws: &Aws,
-    (root, request, worker_mb): (&Path, &RunRequest, Option<u32>),
+    (root, request, deployed): (&Path, &RunRequest, &Deployed),
     remote_model: &str,
     s3_prefix: &str,
     run_id: &str,
@@ -175,7 +195,7 @@ fn uploaded(
     let request =
         &crate::coordinator::with_converted_data(root, request, recorder, " before the upload")?;
     let local_plan = plan(&local, request, run_id)?;
-    refuse_too_long(&local_plan, worker_mb)?;
+    refuse_unrunnable(&local_plan, deployed)?;
     let bar = if recorder.is_quiet() {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
     } else {
@@ -327,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn the_workers_memory_and_results_prefix_are_read_from_the_deployed_definition() {
+    fn the_workers_memory_storage_and_results_prefix_are_read_from_the_deployed_definition() {
         let asl = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../infra/aws/statemachine.asl.json"),
@@ -336,6 +356,7 @@ mod tests {
         let deployed = |memory: &str, prefix: &str| {
             Deployed::of(
                 &asl.replace("${WorkerMemoryMB}", memory)
+                    .replace("${WorkerStorageMB}", "2048")
                     .replace("${ResultsPrefix}", prefix),
             )
         };
@@ -343,6 +364,7 @@ mod tests {
             deployed("3008", "results"),
             Deployed {
                 worker_memory_mb: Some(3008),
+                worker_storage_mb: Some(2048),
                 results_prefix: Some("results".into())
             }
         );

@@ -462,8 +462,12 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
     };
     crate::line!(
         out,
-        "  cost at AWS prices: ${:.6} (Lambda {:.2} GB-s ${:.6}, {} requests, {} transitions, S3 ${:.6}{gpu})",
+        "  cost at AWS prices: ${:.6} (Lambda{} {:.2} GB-s ${:.6}, {} requests, {} transitions, S3 ${:.6}{gpu})",
         s.cost.total_usd,
+        s.cost
+            .lambda_architecture
+            .as_ref()
+            .map_or(String::new(), |a| format!(" {a}")),
         s.cost.lambda_gb_s,
         s.cost.lambda_compute_usd,
         s.cost.lambda_requests,

@@ -35,6 +35,7 @@ fn the_handler_stages_called_directly() {
         &settings,
         StageEvent::Initialize {
             worker_memory_mb: None,
+            worker_storage_mb: None,
             run_id: "direct".into(),
             request: request.clone(),
         },
@@ -62,6 +63,7 @@ fn the_handler_stages_called_directly() {
         &settings,
         StageEvent::Initialize {
             worker_memory_mb: None,
+            worker_storage_mb: None,
             run_id: "direct".into(),
             request: request.clone(),
         },
@@ -74,6 +76,7 @@ fn the_handler_stages_called_directly() {
         &settings,
         StageEvent::Initialize {
             worker_memory_mb: None,
+            worker_storage_mb: None,
             run_id: "direct-gpu".into(),
             request: RunRequest {
                 device: Device::Cuda,
@@ -158,6 +161,7 @@ fn the_handler_stages_called_directly() {
         &settings,
         StageEvent::Initialize {
             worker_memory_mb: None,
+            worker_storage_mb: None,
             run_id: "bad".into(),
             request: bad,
         },
@@ -171,6 +175,7 @@ fn the_handler_stages_called_directly() {
         &settings,
         StageEvent::Initialize {
             worker_memory_mb: None,
+            worker_storage_mb: None,
             run_id: "l".into(),
             request: local,
         },
@@ -225,6 +230,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         &settings,
         StageEvent::Initialize {
             worker_memory_mb: None,
+            worker_storage_mb: None,
             run_id: "cai".into(),
             request: request.clone(),
         },
@@ -297,6 +303,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         &settings,
         StageEvent::Initialize {
             worker_memory_mb: None,
+            worker_storage_mb: None,
             run_id: "none".into(),
             request: missing,
         },
@@ -319,6 +326,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         &settings,
         StageEvent::Initialize {
             worker_memory_mb: None,
+            worker_storage_mb: None,
             run_id: "other".into(),
             request: other,
         },
@@ -331,4 +339,50 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         e.message
     );
     assert!(store.get("results/other/payload.json").is_err(), "no plan");
+
+    // Partitions read whole that the workers' /tmp (the template's
+    // EphemeralStorageMB, in the definition) cannot hold: refused, nothing planned.
+    let mut crowded = request.clone();
+    crowded.result_path = "results/crowded".into();
+    let e = handle(
+        &settings,
+        StageEvent::Initialize {
+            worker_memory_mb: None,
+            worker_storage_mb: Some("0".into()),
+            run_id: "crowded".into(),
+            request: crowded,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, "InvalidRequest");
+    assert!(
+        e.message.contains("/tmp") && e.message.contains("EphemeralStorageMB"),
+        "{}",
+        e.message
+    );
+    assert!(
+        store.get("results/crowded/payload.json").is_err(),
+        "no plan"
+    );
+
+    // A GPU run whose execution name Batch would refuse as a job name.
+    let mut gpu = request.clone();
+    gpu.device = cosmicai_shared::run::Device::Cuda;
+    gpu.result_path = "results/gpu".into();
+    let e = handle(
+        &settings,
+        StageEvent::Initialize {
+            worker_memory_mb: None,
+            worker_storage_mb: None,
+            run_id: "cai.payload".into(),
+            request: gpu,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, "InvalidRequest");
+    assert!(
+        e.message.contains("'cai.payload'") && e.message.contains("Batch"),
+        "{}",
+        e.message
+    );
 }

@@ -77,7 +77,8 @@ pub fn estimate(
         &files_per_rank,
         &[cold_start_s, cold_start_s],
         payload.request.memory_mb,
-        false,
+        // As a local run's summary prices it: this machine's architecture.
+        crate::cost::ARM64,
         crate::cost::Children::for_device(payload.request.device),
     );
     crate::cost::price_storage(&mut cost, payload.data_bytes());

@@ -18,6 +18,7 @@ mod payload;
 mod plan;
 mod rank;
 mod rank_time;
+mod room;
 mod summary;
 
 pub(crate) use download::FIRST_READ_BYTES;
@@ -30,6 +31,7 @@ pub use rank_time::{
     LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, S3_REQUEST_S, SlowestRank,
     check_rank_time, slowest_rank,
 };
+pub use room::{LAMBDA_MAX_STORAGE_MB, check_room};
 pub use summary::{RunSummary, summarize, summarize_with};
 
 use crate::store::StoreError;
