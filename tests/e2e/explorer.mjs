@@ -334,7 +334,11 @@ try {
     assert.equal(await page.locator('img.class-image').count(), 5);
     assert.equal(await page.locator('.class-prediction').count(), 0, 'nothing is revealed before the room guesses');
     await page.context().setOffline(true);
-    await page.click('button.class-reveal');
+    // From the keyboard (a presenter's remote): reveal hands the focus on to "next object".
+    await page.focus('button.class-reveal');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('.class-prediction');
+    assert.equal(await page.evaluate(() => document.activeElement?.className), 'class-next');
     const z = Number(await page.getAttribute('.class-prediction', 'data-z'));
     assert.ok(Number.isFinite(z) && z > -0.1 && z < 8, `predicted z ${z}`);
     assert.match(await page.textContent('.class-truth'), /Spectrum: z = \d/);
@@ -347,6 +351,11 @@ try {
     assert.deepEqual(shown, [64], 'the second image shows, from the cache');
     await page.screenshot({ path: join(shots, 'classroom.png'), fullPage: true });
     await page.context().setOffline(false);
+    // A changed count makes a new set at once, from its first object, nothing revealed.
+    await page.fill('input.class-count', '3');
+    await page.press('input.class-count', 'Enter');
+    await page.waitForFunction(() => document.querySelector('.class-counter')?.textContent === 'Object 1 of 3');
+    assert.equal(await page.locator('.class-prediction').count(), 0);
   });
 
   // The same 32 galaxies on each backend: WebGPU (Chromium's adapter; SwiftShader when

@@ -80,23 +80,29 @@ pub fn ClassroomPage() -> impl IntoView {
     });
     let at = RwSignal::new(0usize);
     let revealed = RwSignal::new(0usize);
+    // A changed count or class makes a new set at once, as the button does.
+    let new_set = move || {
+        at.set(0);
+        revealed.set(0);
+        made.update(|m| *m += 1);
+    };
     view! {
         <div class="classroom">
             <div class="classroom-setup">
                 <label>"objects "
                     <input type="number" min="1" max=MAX_OBJECTS class="class-count"
                         prop:value=move || count.get().to_string()
-                        on:change=move |ev| count.set(event_target_value(&ev).parse::<usize>().unwrap_or(10).clamp(1, MAX_OBJECTS)) />
+                        on:change=move |ev| { count.set(event_target_value(&ev).parse::<usize>().unwrap_or(10).clamp(1, MAX_OBJECTS)); new_set() } />
                 </label>
                 <label>" of "
-                    <select class="class-kind" on:change=move |ev| class.set(class_from_key(&event_target_value(&ev)))>
+                    <select class="class-kind" on:change=move |ev| { class.set(class_from_key(&event_target_value(&ev))); new_set() }>
                         <option value="" selected=move || class.get().is_none()>"every class"</option>
                         {[Class::Galaxy, Class::Star, Class::Qso].into_iter().map(|c| view! {
                             <option value=c.name() selected=move || class.get() == Some(c)>{c.name().to_lowercase()}</option>
                         }).collect_view()}
                     </select>
                 </label>
-                <button class="class-new" on:click=move |_| { at.set(0); revealed.set(0); made.update(|m| *m += 1); }>"new set"</button>
+                <button class="class-new" on:click=move |_| new_set()>"new set"</button>
                 <button class="class-full" on:click=move |_| full_screen()>"full screen"</button>
             </div>
             {move || match lesson.get() {
@@ -132,6 +138,15 @@ fn LessonView(lesson: Lesson, at: RwSignal<usize>, revealed: RwSignal<usize>) ->
         })
     };
     let is_revealed = move || revealed.get() > at.get();
+    // "reveal" disables itself: the focus moves on to "next object" (a
+    // presenter's remote or keyboard would otherwise drop it on the page).
+    let next = NodeRef::<leptos::html::Button>::new();
+    let reveal = move |_| {
+        revealed.set(at.get() + 1);
+        if let Some(button) = next.get_untracked() {
+            let _ = button.focus();
+        }
+    };
     // Named, not inline: a `>` inside a view attribute would end the tag.
     let at_last = move || at.get() + 1 >= n;
     view! {
@@ -166,8 +181,8 @@ fn LessonView(lesson: Lesson, at: RwSignal<usize>, revealed: RwSignal<usize>) ->
                     })
                 }}
                 <div class="class-buttons">
-                    <button class="class-reveal" disabled=is_revealed on:click=move |_| revealed.set(at.get() + 1)>"reveal"</button>
-                    <button class="class-next" disabled=at_last
+                    <button class="class-reveal" disabled=is_revealed on:click=reveal>"reveal"</button>
+                    <button class="class-next" node_ref=next disabled=at_last
                         on:click=move |_| at.update(|a| *a = (*a + 1).min(n - 1))>"next object"</button>
                 </div>
             </div>

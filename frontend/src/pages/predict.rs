@@ -32,17 +32,36 @@ pub fn predict_objects(
         status.set(Some("no objects are picked: nothing to predict".into()));
         return;
     }
+    // A second click while the first is fetched sends nothing more.
+    if PICKING.get() {
+        return;
+    }
+    PICKING.set(true);
     let ids: Vec<String> = ids.iter().take(MAX_PICKED).map(i64::to_string).collect();
     let url = format!("/api/objects?limit={MAX_PICKED}&ids={}", ids.join(","));
+    let from = crate::current_route();
     leptos::task::spawn_local(async move {
-        match crate::api::get::<ObjectPage>(&url).await {
+        let reply = crate::api::get::<ObjectPage>(&url).await;
+        PICKING.set(false);
+        match reply {
             Ok(page) => {
                 pick.set(page.objects);
-                crate::navigate("/predict");
+                // Only from the page it was asked on: a user who has gone on
+                // elsewhere meanwhile is not pulled back.
+                if crate::current_route() == from {
+                    crate::navigate("/predict");
+                }
             }
-            Err(e) => status.set(Some(e)),
+            Err(e) => {
+                status.try_set(Some(e));
+            }
         }
     });
+}
+
+thread_local! {
+    /// Whether picked objects are being fetched for Predict.
+    static PICKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[component]
@@ -89,6 +108,10 @@ pub fn PredictPage() -> impl IntoView {
             </label>
             <button class="again" on:click=move |_| again.update(|n| *n += 1)>"run again"</button>
         </div>
+        // Picks live in this tab only: a reload or a shared link starts without them.
+        {move || selection.with(Vec::is_empty).then(|| view! {
+            <p class="note default-set">"No objects are picked (picks made on Explore, the sky or the plots last until the page is reloaded): these are 32 real galaxies."</p>
+        })}
         {move || match outcome.get() {
             None => view! { <p class="loading">"Loading the model and predicting…"</p> }.into_any(),
             Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),

@@ -169,12 +169,22 @@ pub fn launch_on_selection(
     ids: Option<Vec<i64>>,
     status: RwSignal<Option<String>>,
 ) {
-    status.set(Some("Writing the selection as a dataset…".into()));
+    const WRITING: &str = "Writing the selection as a dataset…";
+    // A second click while the first is written sends nothing more.
+    if status.get_untracked().as_deref() == Some(WRITING) {
+        return;
+    }
+    status.set(Some(WRITING.into()));
+    let from = crate::current_route();
     leptos::task::spawn_local(async move {
         let url = crate::route_with("/api/selections", &query);
         match crate::api::post::<_, Selection>(&url, &SelectionRequest { ids }).await {
             Ok(s) => {
                 status.set(None);
+                // Only from the page it was asked on (the user may have gone on).
+                if crate::current_route() != from {
+                    return;
+                }
                 crate::navigate(&crate::route_with(
                     "/runs",
                     &[

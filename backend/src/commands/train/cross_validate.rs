@@ -99,6 +99,7 @@ struct CatalogFigures {
 struct Report {
     folds: usize,
     repeats: u32,
+    first_repeat: u32,
     scheme: &'static str,
     config: TrainConfig,
     catalogs: BTreeMap<String, CatalogFigures>,
@@ -121,7 +122,8 @@ pub fn run(args: &TrainArgs, folds: usize) -> Result<()> {
     let bar = crate::progress::count_bar(rounds * config.epochs as u64, "epochs");
     let device = Default::default();
     let mut per_catalog: BTreeMap<String, Vec<Figures>> = BTreeMap::new();
-    for repeat in 0..u64::from(args.repeats) {
+    let first = u64::from(args.first_repeat);
+    for repeat in first..first + u64::from(args.repeats) {
         for k in 0..folds {
             let held_out = |id: i64| fold(id, repeat, folds) == k;
             let (mut train_set, mut valid_set) = (Examples::default(), Examples::default());
@@ -142,7 +144,7 @@ pub fn run(args: &TrainArgs, folds: usize) -> Result<()> {
             bar.set_message(format!("repeat {} fold {}", repeat + 1, k + 1));
             let trained = train::<Train>(&config, &train_set, &valid_set, &device, |_| bar.inc(1));
             // Early stopping skips epochs: keep the bar's total honest.
-            let done = (repeat * folds as u64 + k as u64 + 1) * config.epochs as u64;
+            let done = ((repeat - first) * folds as u64 + k as u64 + 1) * config.epochs as u64;
             bar.set_position(done);
             let scores = validate(&catalogs, &trained.model, &device, |o| {
                 held_out(o.object_id)
@@ -159,6 +161,7 @@ pub fn run(args: &TrainArgs, folds: usize) -> Result<()> {
     let report = Report {
         folds,
         repeats: args.repeats,
+        first_repeat: args.first_repeat,
         scheme: "fold = SplitMix64(object_id + (repeat + 1) * 0x9e3779b97f4a7c15) mod K; each fold held out in turn; the epoch is picked on a tenth of the rest (fold(id, repeat + 1000, 10) == 0)",
         config,
         catalogs: per_catalog
@@ -181,8 +184,9 @@ pub fn run(args: &TrainArgs, folds: usize) -> Result<()> {
     let mut out = String::new();
     crate::line!(
         out,
-        "{folds}-fold cross-validation x {} repeats ({} rounds); mean ± sd over folds; wrote {}",
+        "{folds}-fold cross-validation x {} repeats from repeat {} ({} rounds); mean ± sd over folds; wrote {}",
         args.repeats,
+        args.first_repeat,
         rounds,
         path.display()
     );

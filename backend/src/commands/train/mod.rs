@@ -79,6 +79,10 @@ pub struct TrainArgs {
     /// Cross-validation repeats, each with other folds.
     #[arg(long, default_value_t = 1, requires = "cross_validate", value_parser = clap::value_parser!(u32).range(1..=10))]
     pub repeats: u32,
+    /// The first repeat's number (its folds): repeats never looked at while a
+    /// configuration was chosen give figures that choice cannot have favoured.
+    #[arg(long, default_value_t = 0, requires = "cross_validate", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub first_repeat: u32,
     /// Print the model card (or the cross-validation report) as JSON.
     #[arg(long)]
     pub json: bool,

@@ -268,10 +268,16 @@ pub async fn run_results(State(state): AppStateRef, Path(id): Path<String>) -> A
             }
         }
         let mut scatter = Vec::new();
-        // An even sample of the labelled objects (every k-th, in rank order,
-        // k from all the objects: never more than the labelled need), not the
-        // first ranks': the partitions may be sorted by sky or redshift.
-        let every = summary.objects.div_ceil(SCATTER_POINTS).max(1);
+        // An even sample of the labelled objects (every k-th, in rank order),
+        // not the first ranks': the partitions may be sorted by sky or redshift.
+        // k from the objects the metrics scored, the same set the sample takes
+        // (from all the objects where a summary has no metrics).
+        let labelled = summary
+            .metrics
+            .as_ref()
+            .and_then(|m| m.all.as_ref())
+            .map_or(summary.objects, |all| all.n);
+        let every = labelled.div_ceil(SCATTER_POINTS).max(1);
         let mut seen = 0usize;
         // Ranks that failed wrote no trustworthy predictions.
         let failed: std::collections::HashSet<usize> =
