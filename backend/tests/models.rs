@@ -101,6 +101,27 @@ fn cross_validation_scores_every_fold_and_writes_no_weights() {
     assert!(dr14["sd"]["class_accuracy"].as_f64().unwrap() >= 0.0);
     assert!(out.join("photoz.cv.json").exists());
     assert!(!out.join("photoz.safetensors").exists());
+    // Another repeat's folds (`--first-repeat`): other objects held out, other figures.
+    let later = ok_json(&[
+        "train",
+        "--catalog",
+        &asset("catalogs/skyserver_dr14.csv.gz"),
+        "--out",
+        &out.display().to_string(),
+        "--cross-validate",
+        "3",
+        "--first-repeat",
+        "2",
+        "--epochs",
+        "1",
+        "--width",
+        "32",
+        "--json",
+    ]);
+    assert_eq!(later["first_repeat"], 2);
+    let later_folds = &later["catalogs"]["skyserver_dr14.csv.gz"]["folds"];
+    assert_eq!(later_folds.as_array().map(Vec::len), Some(3));
+    assert_ne!(later_folds, &dr14["folds"]);
     // Images are not cross-validated.
     let refused = cosmicai(&[
         "train",
