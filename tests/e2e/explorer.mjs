@@ -431,7 +431,7 @@ try {
     await page.fill('input[name=token]', token);
     await page.click('button.estimate');
     await page.waitForSelector('.estimate-result');
-    assert.match(await page.textContent('.estimate-result'), /over 2 ranks/);
+    assert.match(await page.textContent('.estimate-result'), /over 2 ranks, about [\d.]+ s run on this server \(\d+ at a time\), and \$[\d.]+ at AWS prices \(Lambda on (x86_64|arm64)\)\./);
     await page.click('button.launch');
     await page.waitForSelector('.rank', { timeout: 30000 });
     await page.screenshot({ path: join(shots, 'run-live.png') });

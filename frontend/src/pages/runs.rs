@@ -259,9 +259,19 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoVi
             let result = match body {
                 Err(e) => Err(e),
                 Ok(body) => crate::api::post::<_, Estimate>("/api/estimate", &body).await.map(|e| {
+                    // Timed at this server's speed and cores, whatever the
+                    // target: an AWS stack runs its ranks many more at a time.
                     format!(
-                        "Estimate: {} objects over {} ranks, about {:.2} s and ${:.6} at AWS prices.",
-                        e.objects, e.ranks, e.duration_s, e.cost_usd
+                        "Estimate: {} objects over {} ranks, about {:.2} s run on this server ({} at a time), and ${:.6} at AWS prices{}.",
+                        e.objects,
+                        e.ranks,
+                        e.duration_s,
+                        e.concurrency,
+                        e.cost_usd,
+                        e.cost
+                            .lambda_architecture
+                            .as_ref()
+                            .map_or(String::new(), |a| format!(" (Lambda on {a})"))
                     )
                 }),
             };
