@@ -2,7 +2,7 @@
 //! canvas component), and SVG histograms and bars.
 
 use crate::plot::{CanvasPlot, Gesture, SIDE, Scale};
-use cosmicai_shared::axis::{HAIR, redshift_axes, tick_label, ticks};
+use cosmicai_shared::axis::{HAIR, RedshiftAxes, redshift_axes, tick_label, ticks};
 use leptos::prelude::*;
 
 const W: f64 = 360.0;
@@ -31,6 +31,15 @@ pub fn DensityScatter(
 ) -> impl IntoView {
     const BIN: usize = 5; // pixels a side: 60 x 60 bins
     const LISTED: usize = 12;
+    // A failed prediction (not a number) is counted, never drawn.
+    let failed = points
+        .iter()
+        .filter(|(x, y)| !(x.is_finite() && y.is_finite()))
+        .count();
+    let points: Vec<(f32, f32)> = points
+        .into_iter()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
     // The axes end at a round value past 99.5% of the points (a few quasars at
     // z ≈ 7 would otherwise squeeze the galaxies into a corner), and reach below
     // 0 only for predictions well below it.
@@ -38,9 +47,11 @@ pub fn DensityScatter(
         .iter()
         .flat_map(|(a, b)| [*a as f64, *b as f64])
         .collect();
-    let (min_z, ticks) = redshift_axes(&values);
-    let max_z = ticks.last().copied().unwrap_or(1.0);
-    let step = ticks.get(1).copied().unwrap_or(max_z);
+    let RedshiftAxes {
+        low: min_z,
+        high: max_z,
+        step,
+    } = redshift_axes(&values);
     let scale = |label| Scale {
         lo: min_z as f32,
         hi: max_z as f32,
@@ -136,6 +147,9 @@ pub fn DensityScatter(
     if below > 0 {
         note += &format!("; {below} below z = {}", tick_label(min_z));
     }
+    if failed > 0 {
+        note += &format!("; {failed} not a number (failed predictions)");
+    }
     // The worst outliers as links too (a keyboard cannot click a canvas).
     let mut worst = outliers.clone();
     worst.sort_by(|a, b| (b.1 - b.0).abs().total_cmp(&(a.1 - a.0).abs()));
@@ -152,7 +166,7 @@ pub fn DensityScatter(
         }
     });
     view! {
-        <div class="scatter" data-points=points.len() data-beyond=above + below data-outliers=marked>
+        <div class="scatter" data-points=points.len() data-beyond=above + below + failed data-outliers=marked>
             <CanvasPlot x=sx y=sy pixels=Signal::derive(move || rgba.clone()) on_gesture=on_gesture
                 name="predicted against spectroscopic redshift" keys=("z_spec", "z_pred") clicks_only=true />
             <p class="note">{note}</p>

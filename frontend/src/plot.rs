@@ -90,17 +90,19 @@ pub fn CanvasPlot(
             Err(e) => error.set(Some(e)),
         }
     });
-    let at = |ev: &web_sys::MouseEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
-    let on_down = move |ev: web_sys::MouseEvent| {
+    // Pointer events: a mouse, a pen and a finger alike (on a phone a drag
+    // draws the box).
+    let at = |ev: &web_sys::PointerEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+    let on_down = move |ev: web_sys::PointerEvent| {
         let p = at(&ev);
         drag.set(Some(Drag { start: p, last: p }));
     };
-    let on_move = move |ev: web_sys::MouseEvent| {
+    let on_move = move |ev: web_sys::PointerEvent| {
         if let Some(d) = drag.get_untracked() {
             drag.set(Some(Drag { last: at(&ev), ..d }));
         }
     };
-    let on_up = move |ev: web_sys::MouseEvent| {
+    let on_up = move |ev: web_sys::PointerEvent| {
         let Some(d) = drag.get_untracked() else {
             return;
         };
@@ -137,8 +139,8 @@ pub fn CanvasPlot(
                 data-drawn=move || drawn.get()
                 style=format!("left:{LEFT}px;top:{TOP}px;width:{SIDE}px;height:{SIDE}px")
                 role="img" aria-label=name
-                on:mousedown=on_down on:mousemove=on_move on:mouseup=on_up
-                on:mouseleave=move |_| drag.set(None)></canvas>
+                on:pointerdown=on_down on:pointermove=on_move on:pointerup=on_up
+                on:pointerleave=move |_| drag.set(None)></canvas>
             {move || boxed().map(|style| view! { <div class="plot-box" style=style></div> })}
             <svg class="plot-axes" width=w height=h aria-hidden="true">
                 {x.ticks(false).into_iter().map(|(p, label)| view! {

@@ -35,7 +35,7 @@ pub(crate) fn initialize_stage(
     }
     let storage_mb = workers
         .storage_mb
-        .and_then(|mb| mb.trim().parse::<u32>().ok());
+        .and_then(cosmicai_engine::pipeline::storage_mb);
     let spec = request.model_spec().map_err(StageError::invalid)?;
     // The function may write only under the deployment's results prefix (its IAM policy).
     if let Ok(prefix) = std::env::var("COSMICAI_RESULTS_PREFIX") {
@@ -144,16 +144,17 @@ pub(crate) fn with_function_memory(request: &RunRequest, function_mb: Option<&st
 
 /// Refuses an execution name that would not do as a Batch job name's start:
 /// a GPU rank's job is `<execution name>-rank-<rank>`, and job names take
-/// letters, digits, hyphens and underscores only (up to 128), where Step
+/// letters, digits, hyphens and underscores only, the first a letter or digit
+/// (up to 128; SubmitJob's reference), where Step
 /// Functions allows execution names with dots and other characters (a console
 /// start of CAI's input file may name one so); SubmitJob would fail every rank.
 fn batch_job_names(run_id: &str) -> Result<(), StageError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    if run_id.chars().all(allowed) && !run_id.is_empty() {
+    if run_id.chars().all(allowed) && run_id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Ok(());
     }
     Err(StageError::invalid(format!(
-        "execution name '{run_id}': a GPU run's execution name starts its AWS Batch job names, which take only letters, digits, '-' and '_'; start the execution with such a name"
+        "execution name '{run_id}': a GPU run's execution name starts its AWS Batch job names, which take only letters, digits, '-' and '_', and begin with a letter or digit; start the execution with such a name"
     )))
 }
 

@@ -54,23 +54,35 @@ pub fn quantile(values: impl IntoIterator<Item = f64>, q: f64) -> Option<f64> {
 pub const HAIR: f64 = 0.01;
 
 /// The axes of a predicted-against-spectroscopic redshift chart, the same both
-/// ways: its bottom and its ticks from 0 up. The top is a round value past 99.5%
-/// of `values` (at least 0.1). The bottom is 0, or, where more than 0.5% of them
-/// lie well below 0 (an untrained or failing model's predictions), a whole step
-/// below them: hidden on the axis, they would look like z = 0.
-pub fn redshift_axes(values: &[f64]) -> (f64, Vec<f64>) {
+/// ways: from `low` to `high` in round steps of `step`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RedshiftAxes {
+    pub low: f64,
+    pub high: f64,
+    pub step: f64,
+}
+
+/// The axes for `values` (non-finite ones left out). The top is a round value
+/// past 99.5% of them (at least 0.1). The bottom is 0, or, where more than 0.5%
+/// of them lie well below 0 (an untrained or failing model's predictions), a
+/// whole step below them: hidden on the axis, they would look like z = 0. The
+/// step is a round fifth or so of the whole span, so the ticks stay few.
+pub fn redshift_axes(values: &[f64]) -> RedshiftAxes {
     let top = quantile(values.iter().copied(), 0.995)
         .unwrap_or(1.0)
         .max(0.1);
-    let ticks = ticks(top, 5);
-    let step = ticks.get(1).copied().unwrap_or(top);
-    let bottom = quantile(values.iter().copied(), 0.005).unwrap_or(0.0);
-    let low = if bottom < -HAIR {
-        -step * (-bottom / step).ceil()
-    } else {
-        0.0
-    };
-    (low, ticks)
+    let bottom = quantile(values.iter().copied(), 0.005)
+        .unwrap_or(0.0)
+        .min(0.0);
+    let bottom = if bottom < -HAIR { bottom } else { 0.0 };
+    let step = *ticks(top - bottom, 5).get(1).unwrap_or(&top);
+    // Whole steps, as `ticks` counts them: -0.6, not -0.6000000000000001.
+    let round = |v: f64| (v * 1e9).round() / 1e9 + 0.0;
+    RedshiftAxes {
+        low: round(-step * (-bottom / step - 1e-9).ceil()),
+        high: round(step * (top / step - 1e-9).ceil()),
+        step,
+    }
 }
 
 #[cfg(test)]
@@ -82,16 +94,28 @@ mod tests {
         // Galaxies, and stars a hair below 0: the axes start at 0.
         let mut z: Vec<f64> = (0..1000).map(|i| f64::from(i) / 1000.0).collect();
         z.extend([-0.004; 3]);
-        assert_eq!(redshift_axes(&z), (0.0, ticks(z[994], 5)));
-        assert_eq!(redshift_axes(&z).1, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
-        // One in a hundred predicted at -0.5: a round step (0.2) below them.
+        let a = redshift_axes(&z);
+        assert_eq!((a.low, a.high, a.step), (0.0, 1.0, 0.2));
+        // One in a hundred predicted at -0.5: the axes reach them, in round steps.
         z.extend([-0.5; 10]);
-        let (low, ticks) = redshift_axes(&z);
-        assert!((low + 0.6).abs() < 1e-9, "{low}");
-        assert_eq!(ticks.last(), Some(&1.0));
+        let a = redshift_axes(&z);
+        assert_eq!((a.low, a.high, a.step), (-0.5, 1.0, 0.5));
+        // A failing model far below 0: few ticks still (a step from the span).
+        let mut far = z.clone();
+        far.extend([-50.0; 100]);
+        let a = redshift_axes(&far);
+        assert!((a.high - a.low) / a.step <= 12.0, "{a:?}");
+        assert!(a.low <= -50.0 && a.high >= 1.0, "{a:?}");
         // Nothing, or nothing finite: 0 to 1.
-        assert_eq!(redshift_axes(&[]).0, 0.0);
-        assert_eq!(redshift_axes(&[f64::NAN]).1.last(), Some(&1.0));
+        assert_eq!(
+            redshift_axes(&[]),
+            RedshiftAxes {
+                low: 0.0,
+                high: 1.0,
+                step: 0.2
+            }
+        );
+        assert_eq!(redshift_axes(&[f64::NAN]).high, 1.0);
     }
 
     #[test]

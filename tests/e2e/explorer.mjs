@@ -322,6 +322,12 @@ try {
     await page.goto(base + '/#/sky?' + link.split('?')[1]);
     await page.waitForSelector('.sky-cuts', { timeout: 60000 });
     assert.equal(Number(await page.getAttribute('.sky-cuts', 'data-pass')), pass);
+    // Clearing them keeps the map as it is (no new page, no refetch) and the link follows.
+    await page.evaluate(() => { document.querySelector('canvas.sky').dataset.kept = 'yes'; });
+    await page.click('button.sky-cuts-clear');
+    await page.waitForSelector('.sky-cuts', { state: 'detached' });
+    assert.equal(await page.getAttribute('canvas.sky', 'data-kept'), 'yes');
+    assert.match(page.url(), /#\/sky$/);
   });
 
   await step('classroom mode reveals predictions one object at a time, offline once loaded', async () => {

@@ -6,8 +6,7 @@ use super::{Aws, LocalEtags, LocalWeights, start_and_follow, upload, within};
 use crate::coordinator::{AwsData, Recorder};
 use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{
-    LAMBDA_MAX_MEMORY_MB, LAMBDA_MAX_STORAGE_MB, Payload, RunSummary, check_rank_time, check_room,
-    plan,
+    LAMBDA_MAX_MEMORY_MB, Payload, RunSummary, check_rank_time, check_room, plan,
 };
 use cosmicai_engine::store::{LocalStore, ObjectStore};
 use cosmicai_shared::run::{Device, RunRequest};
@@ -84,12 +83,6 @@ fn in_bucket(aws: &Aws, request: &RunRequest, s3_prefix: &str) -> RunRequest {
     }
 }
 
-/// A run whose ranks could outlive their time (a CPU rank's Express execution
-/// even with the most memory Lambda gives, a GPU rank's Batch attempt), refused
-/// before anything is uploaded or started. The request's `memory_mb` is not the
-/// workers': they have the template's MemorySize, which Initialize plans at and
-/// checks exactly. Bounding at the request's would refuse runs a large function
-/// can take.
 /// Refuses a plan the stack's workers cannot run: a partition read whole that
 /// their `/tmp` does not hold, or a rank longer than their time allows.
 fn refuse_unrunnable(planned: &Payload, deployed: &Deployed) -> Result<()> {
@@ -101,6 +94,12 @@ fn refuse_unrunnable(planned: &Payload, deployed: &Deployed) -> Result<()> {
     refuse_too_long(planned, deployed.worker_memory_mb)
 }
 
+/// A run whose ranks could outlive their time (a CPU rank's Express execution
+/// even with the most memory Lambda gives, a GPU rank's Batch attempt), refused
+/// before anything is uploaded or started. The request's `memory_mb` is not the
+/// workers': they have the template's MemorySize, which Initialize plans at and
+/// checks exactly. Bounding at the request's would refuse runs a large function
+/// can take.
 fn refuse_too_long(planned: &Payload, worker_mb: Option<u32>) -> Result<()> {
     if planned.request.device != Device::Cpu {
         return check_rank_time(planned).map_err(anyhow::Error::from);
@@ -148,15 +147,15 @@ impl Deployed {
         let Ok(definition) = serde_json::from_str::<serde_json::Value>(definition) else {
             return Deployed::default();
         };
-        let megabytes = |field: &str, lambda: std::ops::RangeInclusive<u32>| {
-            definition
-                .pointer(&format!("/States/Initialize/Parameters/Payload/{field}"))
-                .and_then(serde_json::Value::as_str)
-                .and_then(|mb| mb.trim().parse().ok())
-                .filter(|mb| lambda.contains(mb))
-        };
-        let worker_memory_mb = megabytes("worker_memory_mb", 128..=LAMBDA_MAX_MEMORY_MB);
-        let worker_storage_mb = megabytes("worker_storage_mb", 512..=LAMBDA_MAX_STORAGE_MB);
+        let worker_memory_mb = definition
+            .pointer("/States/Initialize/Parameters/Payload/worker_memory_mb")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|mb| mb.trim().parse().ok())
+            .filter(|mb| (128..=LAMBDA_MAX_MEMORY_MB).contains(mb));
+        let worker_storage_mb = definition
+            .pointer("/States/Initialize/Parameters/Payload/worker_storage_mb")
+            .and_then(serde_json::Value::as_str)
+            .and_then(cosmicai_engine::pipeline::storage_mb);
         let results_prefix = definition
             .pointer("/States/Ranks/ResultWriter/Parameters/Prefix")
             .and_then(serde_json::Value::as_str)
@@ -170,6 +169,30 @@ impl Deployed {
             results_prefix,
         }
     }
+}
+
+/// Whether `request` takes fewer partition files than its folder holds (its
+/// own, or CAI's `.pt` files, whichever are more); a folder that cannot be
+/// planned counts as part.
+fn sends_part(local: &LocalStore, request: &RunRequest, run_id: &str) -> bool {
+    let Some(limit) = request.file_limit else {
+        return false;
+    };
+    let all = RunRequest {
+        file_limit: None,
+        ..request.clone()
+    };
+    let planned = plan(local, &all, run_id).map(|p| p.files.len());
+    let pt = local
+        .list(&request.data_prefix)
+        .map(|listing| {
+            listing
+                .iter()
+                .filter(|o| cosmicai_engine::cai::is_cai_key(&o.key))
+                .count()
+        })
+        .unwrap_or(0);
+    planned.map_or(true, |n| n.max(pt) > limit)
 }
 
 /// The check Initialize makes, made before anything is sent.
@@ -189,6 +212,10 @@ fn uploaded(
     recorder: &mut Recorder,
 ) -> Result<(RunRequest, Payload)> {
     let local = LocalStore::new(root);
+    // Whether this upload sends part of the dataset (`file_limit` takes fewer
+    // files than the folder holds), counted before the conversion below, which
+    // converts only the files a limit takes.
+    let part = sends_part(&local, request, run_id);
     // CAI's `.pt` partitions are converted here, as for a local run: ranks then
     // memory-map them instead of parsing pickles (they can read `.pt` in place,
     // for data already in S3).
@@ -213,16 +240,6 @@ fn uploaded(
     let marker = cosmicai_engine::store::join(s3_prefix, cosmicai_engine::dataset::INCOMPLETE);
     // Part of the dataset (`file_limit`) sent into a folder an earlier upload
     // left marked would clear the mark with files still missing there.
-    let part = match request.file_limit {
-        None => false,
-        Some(_) => {
-            let all = RunRequest {
-                file_limit: None,
-                ..request.clone()
-            };
-            plan(&local, &all, run_id)?.files.len() > local_plan.files.len()
-        }
-    };
     if part {
         match aws.s3.get(&marker) {
             Err(cosmicai_engine::store::StoreError::NotFound { .. }) => {}
@@ -344,6 +361,31 @@ mod tests {
         let mut gpu = one_rank(40, 2048);
         gpu.request.device = Device::Cuda;
         assert!(refuse_too_long(&gpu, Some(2048)).is_ok());
+    }
+
+    #[test]
+    fn an_upload_of_part_of_a_folder_is_told_from_its_files_before_any_conversion() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("cai");
+        std::fs::create_dir_all(data.join("converted")).unwrap();
+        for name in ["a.pt", "b.pt", "c.pt"] {
+            std::fs::write(data.join(name), b"").unwrap();
+        }
+        let local = LocalStore::new(tmp.path());
+        let request = |limit: Option<usize>| -> RunRequest {
+            serde_json::from_value(serde_json::json!({
+                "batch_size": 512, "world_size": 1, "result_path": "results/r",
+                "data_prefix": "cai", "file_limit": limit,
+            }))
+            .unwrap()
+        };
+        assert!(!sends_part(&local, &request(None), "r"));
+        assert!(sends_part(&local, &request(Some(1)), "r"));
+        assert!(!sends_part(&local, &request(Some(3)), "r"));
+        // A limited conversion made one partition of them: still part of the folder.
+        std::fs::write(data.join("converted/part-0.safetensors"), b"").unwrap();
+        assert!(sends_part(&local, &request(Some(1)), "r"));
+        assert!(!sends_part(&local, &request(Some(5)), "r"));
     }
 
     #[test]

@@ -292,7 +292,7 @@ fn upload_dir(store: &S3Store, data: &Path, prefix: &str) {
     }
 }
 
-/// The upload markers (`DATASET-INCOMPLETE.<run>`) in the folder `prefix`.
+/// The upload markers (`DATASET-INCOMPLETE`) under the folder `prefix`.
 fn markers(store: &S3Store, prefix: &str) -> Vec<String> {
     store
         .list(prefix)

@@ -31,7 +31,7 @@ pub use rank_time::{
     LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, S3_REQUEST_S, SlowestRank,
     check_rank_time, slowest_rank,
 };
-pub use room::{LAMBDA_MAX_STORAGE_MB, check_room};
+pub use room::{LAMBDA_MAX_STORAGE_MB, check_room, storage_mb};
 pub use summary::{RunSummary, summarize, summarize_with};
 
 use crate::store::StoreError;

@@ -11,6 +11,17 @@ use cosmicai_shared::run::Device;
 /// The most ephemeral storage (`/tmp`) a Lambda function can have.
 pub const LAMBDA_MAX_STORAGE_MB: u32 = 10_240;
 
+/// The workers' `/tmp` in MB as a state machine's definition gives it (the
+/// template's `EphemeralStorageMB`), where it is a number Lambda allows (up to
+/// its 10,240; a deployed template's is at least 512). The launcher and
+/// Initialize read it alike.
+pub fn storage_mb(text: &str) -> Option<u32> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|mb| *mb <= LAMBDA_MAX_STORAGE_MB)
+}
+
 /// The share of the ephemeral storage a partition may take: the file system's
 /// own use, and what a killed invocation may have left, take the rest.
 const USABLE_SHARE: f64 = 0.9;
@@ -82,5 +93,8 @@ mod tests {
         assert!(check_room(&payload("photoz", "cpu", &pt), 512).is_err());
         // GPU ranks run on Batch, with the instance's disk.
         assert!(check_room(&payload("astromae:m.pt", "cuda", &big), 512).is_ok());
+        assert_eq!(storage_mb(" 2048 "), Some(2048));
+        assert_eq!(storage_mb("${WorkerStorageMB}"), None);
+        assert_eq!(storage_mb("20480"), None);
     }
 }

@@ -138,17 +138,21 @@ fn LessonView(lesson: Lesson, at: RwSignal<usize>, revealed: RwSignal<usize>) ->
         })
     };
     let is_revealed = move || revealed.get() > at.get();
-    // "reveal" disables itself: the focus moves on to "next object" (a
-    // presenter's remote or keyboard would otherwise drop it on the page).
+    // Named, not inline: a `>` inside a view attribute would end the tag.
+    let at_last = move || at.get() + 1 >= n;
+    // Once revealed, "reveal" does nothing (marked so, not disabled: a disabled
+    // button drops a presenter's keyboard focus on the page) and the focus
+    // moves on to "next object" where there is one.
     let next = NodeRef::<leptos::html::Button>::new();
     let reveal = move |_| {
+        if is_revealed() {
+            return;
+        }
         revealed.set(at.get() + 1);
-        if let Some(button) = next.get_untracked() {
+        if let Some(button) = next.get_untracked().filter(|_| !at_last()) {
             let _ = button.focus();
         }
     };
-    // Named, not inline: a `>` inside a view attribute would end the tag.
-    let at_last = move || at.get() + 1 >= n;
     view! {
         // Every image of the set, loaded now (the lesson goes on offline); one shows.
         <div class="class-stage">
@@ -181,7 +185,7 @@ fn LessonView(lesson: Lesson, at: RwSignal<usize>, revealed: RwSignal<usize>) ->
                     })
                 }}
                 <div class="class-buttons">
-                    <button class="class-reveal" disabled=is_revealed on:click=reveal>"reveal"</button>
+                    <button class="class-reveal" aria-disabled=move || is_revealed().to_string() on:click=reveal>"reveal"</button>
                     <button class="class-next" node_ref=next disabled=at_last
                         on:click=move |_| at.update(|a| *a = (*a + 1).min(n - 1))>"next object"</button>
                 </div>

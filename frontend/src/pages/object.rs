@@ -89,6 +89,11 @@ fn ArchiveFetch(
         leptos::task::spawn_local(async move {
             let url = format!("/api/objects/{id}/fetch");
             let mut reply = crate::api::post::<_, ArchiveCutout>(&url, &()).await;
+            // The ask itself refused (busy, off): said at once, not after the looks.
+            if let Err(e) = &reply {
+                state.try_set(Err(e.clone()));
+                return;
+            }
             // Looks that failed in a row (the network a moment away): the
             // fetch goes on at the server, so the page keeps asking a while.
             let mut failed = 0;

@@ -32,23 +32,23 @@ pub fn predict_objects(
         status.set(Some("no objects are picked: nothing to predict".into()));
         return;
     }
+    const FETCHING: &str = "Fetching the picked objects…";
     // A second click while the first is fetched sends nothing more.
-    if PICKING.get() {
+    if status.get_untracked().as_deref() == Some(FETCHING) {
         return;
     }
-    PICKING.set(true);
+    status.set(Some(FETCHING.into()));
     let ids: Vec<String> = ids.iter().take(MAX_PICKED).map(i64::to_string).collect();
     let url = format!("/api/objects?limit={MAX_PICKED}&ids={}", ids.join(","));
-    let from = crate::current_route();
     leptos::task::spawn_local(async move {
         let reply = crate::api::get::<ObjectPage>(&url).await;
-        PICKING.set(false);
+        // The page it was asked on is gone (the user went on): pick, but do
+        // not pull them back to Predict.
+        let here = status.try_set(None).is_none();
         match reply {
             Ok(page) => {
                 pick.set(page.objects);
-                // Only from the page it was asked on: a user who has gone on
-                // elsewhere meanwhile is not pulled back.
-                if crate::current_route() == from {
+                if here {
                     crate::navigate("/predict");
                 }
             }
@@ -57,11 +57,6 @@ pub fn predict_objects(
             }
         }
     });
-}
-
-thread_local! {
-    /// Whether picked objects are being fetched for Predict.
-    static PICKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[component]

@@ -169,6 +169,8 @@ pub fn RunPage(id: String) -> impl IntoView {
                 s.close();
             } else if s.ready_state() == web_sys::EventSource::CLOSED {
                 s.close();
+                // What the stream brought is drawn first: polling takes up after it.
+                draw();
                 polling.set(true);
                 leptos::task::spawn_local(poll_until_over(
                     id.clone(),

@@ -175,14 +175,13 @@ pub fn launch_on_selection(
         return;
     }
     status.set(Some(WRITING.into()));
-    let from = crate::current_route();
     leptos::task::spawn_local(async move {
         let url = crate::route_with("/api/selections", &query);
         match crate::api::post::<_, Selection>(&url, &SelectionRequest { ids }).await {
             Ok(s) => {
-                status.set(None);
-                // Only from the page it was asked on (the user may have gone on).
-                if crate::current_route() != from {
+                // Only from the page it was asked on: gone (the user went on
+                // meanwhile), its status signal is too.
+                if status.try_set(None).is_some() {
                     return;
                 }
                 crate::navigate(&crate::route_with(

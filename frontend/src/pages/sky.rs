@@ -401,8 +401,10 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
         });
     });
 
-    let at = |ev: &web_sys::MouseEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
-    let on_down = move |ev: web_sys::MouseEvent| {
+    // Pointer events: a mouse, a pen and a finger alike (a phone's drag pans,
+    // the box and lasso tools select).
+    let at = |ev: &web_sys::PointerEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+    let on_down = move |ev: web_sys::PointerEvent| {
         let p = at(&ev);
         outline.set(Vec::new());
         drag.set_value(Some(Drag {
@@ -416,7 +418,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             moved: false,
         }));
     };
-    let on_move = move |ev: web_sys::MouseEvent| {
+    let on_move = move |ev: web_sys::PointerEvent| {
         let p = at(&ev);
         match drag.get_value() {
             Some(mut d) => {
@@ -449,7 +451,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             }
         }
     };
-    let on_up = move |ev: web_sys::MouseEvent| {
+    let on_up = move |ev: web_sys::PointerEvent| {
         let Some(d) = drag.get_value() else { return };
         drag.set_value(None);
         let p = at(&ev);
@@ -515,7 +517,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
     let predict = move |_| {
         let ids: Vec<i64> =
             sky.with_value(|s| selected.get_untracked().iter().map(|&i| s.ids[i]).collect());
-        super::predict::predict_objects(&ids, pick, status);
+        super::predict::predict_objects(&ids, pick, run_status);
     };
 
     let (total, padded) = sky.with_value(|s| (s.len(), s.padded));
@@ -542,15 +544,15 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             style=format!("width:{W}px;height:{H}px")
             role="img" aria-label="map of the objects on the sky; arrow keys pan, + and − zoom, 0 shows the whole sky"
             data-points=total
-            on:mousedown=on_down on:mousemove=on_move on:mouseup=on_up
-            on:mouseleave=move |_| { drag.set_value(None); outline.set(Vec::new()); hover.set(None); pointer.set(None); }
+            on:pointerdown=on_down on:pointermove=on_move on:pointerup=on_up
+            on:pointerleave=move |_| { drag.set_value(None); outline.set(Vec::new()); hover.set(None); pointer.set(None); }
             on:wheel=on_wheel on:keydown=on_key></canvas>
         <p class="sky-legend">
             {move || legend(colour.get()).into_iter().map(|(label, c)| view! {
                 <span style=format!("color:rgb({},{},{})", c[0], c[1], c[2])>{format!("● {label} ")}</span>
             }).collect_view()}
         </p>
-        <p class="sky-hover" aria-live="polite"
+        <p class="sky-hover" aria-live="off"
             data-ra=move || pointer.get().map(|(ra, _)| format!("{ra:.3}"))
             data-dec=move || pointer.get().map(|(_, dec)| format!("{dec:.3}"))>
             {move || match (hover.get(), pointer.get()) {
@@ -577,7 +579,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
                 <p class="sky-cuts" data-pass=n>
                     {format!("Cuts from the plots ({}): {n} of {} objects pass, in colour. ", cuts.describe(), p.len())}
                     <a href=back>"Back to the plots"</a>" · "
-                    <button class="sky-cuts-clear" on:click=move |_| { pass.set(None); crate::navigate("/sky"); }>"clear"</button>
+                    <button class="sky-cuts-clear" on:click=move |_| { pass.set(None); crate::keep_in_link("/sky"); }>"clear"</button>
                 </p>
             }
         }))}

@@ -81,7 +81,8 @@ pub struct TrainArgs {
     pub repeats: u32,
     /// The first repeat's number (its folds): repeats never looked at while a
     /// configuration was chosen give figures that choice cannot have favoured.
-    #[arg(long, default_value_t = 0, requires = "cross_validate", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    /// (Up to 100: the epoch-picking tenths are seeded from 1,000 on.)
+    #[arg(long, default_value_t = 0, requires = "cross_validate", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub first_repeat: u32,
     /// Print the model card (or the cross-validation report) as JSON.
     #[arg(long)]
