@@ -236,7 +236,7 @@ pub fn RunPage(id: String) -> impl IntoView {
             Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
             None => ().into_any(),
         }}
-        <p class="run-status">{move || match status() {
+        <p class="run-status" role="status">{move || match status() {
             None => "running…".to_string(),
             Some(Ok(s)) => format!("finished: {}", s.name()),
             Some(Err(e)) => format!("error: {e}"),

@@ -87,7 +87,7 @@ pub fn SweepPage(id: String) -> impl IntoView {
                 };
                 let left_out = s.rows.iter().filter(|r| r.status != RunStatus::Succeeded).count();
                 view! {
-                    <p class="sweep-state" data-state=s.state.clone()>{format!("{}: {} of {} runs done", s.state, s.rows.len(), s.planned)}</p>
+                    <p class="sweep-state" role="status" data-state=s.state.clone()>{format!("{}: {} of {} runs done", s.state, s.rows.len(), s.planned)}</p>
                     {s.running.clone().map(|run| view! {
                         <p class="sweep-running">"Running now: "<a href=format!("#/runs/{run}")>{run.clone()}</a>" (its page shows its ranks live)"</p>
                     })}
