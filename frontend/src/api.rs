@@ -42,8 +42,8 @@ async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response
         return fetch_keyed(url, method, body, None).await;
     }
     // A GET changes nothing: asked again after the wait the server names
-    // (Retry-After, 1 to 10 s, spread a little so a class does not come back
-    // at once), where POSTs are left to their user.
+    // (Retry-After, 1 to 30 s; this server's is 30), spread a little so a
+    // class does not come back at once. POSTs are left to their user.
     let mut tries = 1;
     loop {
         match send(url, method, None, None).await {
@@ -53,7 +53,7 @@ async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response
             }) if tries < BUSY_TRIES => {
                 tries += 1;
                 let jitter = js_sys::Math::random() * 1000.0;
-                sleep_ms((f64::from(wait_s.clamp(1, 10)) * 1000.0 + jitter) as i32).await;
+                sleep_ms((f64::from(wait_s.clamp(1, 30)) * 1000.0 + jitter) as i32).await;
             }
             answer => return answer.map_err(|f| f.message),
         }

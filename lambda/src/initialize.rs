@@ -133,10 +133,16 @@ pub(crate) fn with_function_memory(request: &RunRequest, function_mb: Option<&st
     if let Some(mb) = function_mb
         && mb != request.memory_mb
     {
-        eprintln!(
-            "memory_mb {}: this deployment's workers have {mb} MB (template parameter MemorySize); the run is planned and priced at {mb} MB",
-            request.memory_mb
-        );
+        match request.device {
+            Device::Cpu => eprintln!(
+                "memory_mb {}: this deployment's workers have {mb} MB (template parameter MemorySize); the run is planned and priced at {mb} MB",
+                request.memory_mb
+            ),
+            Device::Cuda => eprintln!(
+                "memory_mb {}: this deployment's function has {mb} MB (template parameter MemorySize); Initialize and Summarize are priced at {mb} MB, the GPU ranks as g5.xlarge time",
+                request.memory_mb
+            ),
+        }
         request.memory_mb = mb;
     }
     request

@@ -212,10 +212,21 @@ fn uploaded(
     recorder: &mut Recorder,
 ) -> Result<(RunRequest, Payload)> {
     let local = LocalStore::new(root);
-    // Whether this upload sends part of the dataset (`file_limit` takes fewer
-    // files than the folder holds), counted before the conversion below, which
-    // converts only the files a limit takes.
-    let part = sends_part(&local, request, run_id);
+    // Part of the dataset (`file_limit` takes fewer files than the folder
+    // holds, counted before the conversion below, which converts only what a
+    // limit takes) sent into a folder an earlier upload left marked would clear
+    // the mark with files still missing there: refused before anything is done.
+    let marker = cosmicai_engine::store::join(s3_prefix, cosmicai_engine::dataset::INCOMPLETE);
+    if sends_part(&local, request, run_id) {
+        match aws.s3.get(&marker) {
+            Err(cosmicai_engine::store::StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+            Ok(_) => bail!(
+                "s3://{}/{marker}: an earlier upload to this folder was cut short (or is under way); send the whole dataset first (no --file-limit), then run part of it",
+                aws.config.bucket
+            ),
+        }
+    }
     // CAI's `.pt` partitions are converted here, as for a local run: ranks then
     // memory-map them instead of parsing pickles (they can read `.pt` in place,
     // for data already in S3).
@@ -237,19 +248,6 @@ fn uploaded(
     // Marked incomplete until the upload ends: an upload cut short (a
     // cancel, a crash) is refused by a later run on the folder (`--s3-data`),
     // rather than run as a dataset with files missing.
-    let marker = cosmicai_engine::store::join(s3_prefix, cosmicai_engine::dataset::INCOMPLETE);
-    // Part of the dataset (`file_limit`) sent into a folder an earlier upload
-    // left marked would clear the mark with files still missing there.
-    if part {
-        match aws.s3.get(&marker) {
-            Err(cosmicai_engine::store::StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-            Ok(_) => bail!(
-                "s3://{}/{marker}: an earlier upload to this folder was cut short (or is under way); send the whole dataset first (no --file-limit), then run part of it",
-                aws.config.bucket
-            ),
-        }
-    }
     aws.s3
         .put(&marker, b"an upload to this folder has not finished\n")?;
     let uploaded = upload(

@@ -335,7 +335,7 @@ fn print_estimate(args: &RunArgs) -> Result<()> {
         return crate::output::emit(&(serde_json::to_string(&e)? + "\n"));
     }
     crate::output::emit(&format!(
-        "estimate: {} objects over {} ranks ({} at a time): about {:.2} s, ${:.6} at AWS prices\n  (calibrated {:.0} objects/s per worker, cold start {:.3} s; Lambda {:.2} GB-s)\n",
+        "estimate: {} objects over {} ranks ({} at a time): about {:.2} s, ${:.6} at AWS prices\n  (calibrated {:.0} objects/s per worker, cold start {:.3} s; Lambda{} {:.2} GB-s)\n",
         e.objects,
         e.ranks,
         e.concurrency,
@@ -343,6 +343,10 @@ fn print_estimate(args: &RunArgs) -> Result<()> {
         e.cost_usd,
         e.calibration_samples_per_s,
         e.cold_start_s,
+        e.cost
+            .lambda_architecture
+            .as_ref()
+            .map_or(String::new(), |a| format!(" on {a}")),
         e.cost.lambda_gb_s
     ))
 }

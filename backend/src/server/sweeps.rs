@@ -138,7 +138,7 @@ impl Sweeps {
             .iter()
             .map(|r| {
                 let working = crate::coordinator::working_ranks(data_dir, r);
-                concurrency_and_threads(None, working).0.min(working)
+                concurrency_and_threads(None, working).0.min(working.max(1))
             })
             .max()
             .unwrap_or(1);

@@ -266,6 +266,16 @@ fn an_upload_cut_short_leaves_its_folder_refused_until_it_is_sent_again() {
     );
     // ...nor is part of it sent again (`--file-limit`): that would clear the
     // mark with files still missing...
+    // Refused with nothing sent.
+    let sent = |store: &S3Store| -> Vec<(String, u64)> {
+        store
+            .list("cut")
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect()
+    };
+    let before = sent(&store);
     let out = aws_run(
         &stack,
         &arn,
@@ -278,6 +288,7 @@ fn an_upload_cut_short_leaves_its_folder_refused_until_it_is_sent_again() {
         "{stderr}"
     );
     assert_eq!(markers(&store, "cut"), cut);
+    assert_eq!(sent(&store), before);
     // ...until the whole upload is sent again and ends: then it runs, whole.
     let out = aws_run(&stack, &arn, &data, &[&args[..], &["--json"]].concat());
     let stderr = String::from_utf8_lossy(&out.stderr);

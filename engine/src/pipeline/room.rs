@@ -44,13 +44,23 @@ pub fn check_room(payload: &Payload, storage_mb: u32) -> Result<(), PipelineErro
         .filter(|(key, _)| reads_images || crate::cai::is_cai_key(key))
         .max_by_key(|(_, size)| *size);
     match largest {
-        Some((key, size)) if *size as f64 > room => Err(PipelineError::Invalid(vec![format!(
-            "partition {key} ({}) is read whole into a worker's /tmp, which holds {storage_mb} MB \
-             (the function's ephemeral storage): split the partitions smaller \
-             (`cosmicai partition --size {}MB`), or raise the template's EphemeralStorageMB",
-            cosmicai_shared::size::format_size(*size),
-            (room / 1024.0 / 1024.0 / 2.0).floor().max(1.0)
-        )])),
+        Some((key, size)) if *size as f64 > room => {
+            let split = (room / 1024.0 / 1024.0 / 2.0).floor().max(1.0);
+            // CAI's files are converted before they can be split.
+            let how = if crate::cai::is_cai_key(key) {
+                format!(
+                    "`cosmicai partition import` them, then `cosmicai partition --size {split}MB`"
+                )
+            } else {
+                format!("`cosmicai partition --size {split}MB`")
+            };
+            Err(PipelineError::Invalid(vec![format!(
+                "partition {key} ({}) is read whole into a worker's /tmp, which holds {storage_mb} MB \
+                 (the function's ephemeral storage): split the partitions smaller ({how}), or \
+                 raise the template's EphemeralStorageMB",
+                cosmicai_shared::size::format_size(*size),
+            )]))
+        }
         _ => Ok(()),
     }
 }
