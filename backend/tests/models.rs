@@ -67,20 +67,29 @@ fn shipped_photoz_meets_its_card_on_the_real_validation_split() {
 fn cross_validation_scores_every_fold_and_writes_no_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("cv");
-    let report = ok_json(&[
-        "train",
-        "--catalog",
-        &asset("catalogs/skyserver_dr14.csv.gz"),
-        "--out",
-        &out.display().to_string(),
-        "--cross-validate",
-        "3",
-        "--epochs",
-        "1",
-        "--width",
-        "32",
-        "--json",
-    ]);
+    let (catalog, out_dir) = (
+        asset("catalogs/skyserver_dr14.csv.gz"),
+        out.display().to_string(),
+    );
+    // 3 folds of a small, one-epoch PhotoZ, with `extra` options.
+    let cross_validate = |extra: &[&str]| {
+        let base = [
+            "train",
+            "--catalog",
+            &catalog,
+            "--out",
+            &out_dir,
+            "--cross-validate",
+            "3",
+            "--epochs",
+            "1",
+            "--width",
+            "32",
+            "--json",
+        ];
+        ok_json(&[&base[..], extra].concat())
+    };
+    let report = cross_validate(&[]);
     let dr14 = &report["catalogs"]["skyserver_dr14.csv.gz"];
     let folds = dr14["folds"].as_array().unwrap();
     assert_eq!(folds.len(), 3, "{report}");
@@ -102,22 +111,7 @@ fn cross_validation_scores_every_fold_and_writes_no_weights() {
     assert!(out.join("photoz.cv.json").exists());
     assert!(!out.join("photoz.safetensors").exists());
     // Another repeat's folds (`--first-repeat`): other objects held out, other figures.
-    let later = ok_json(&[
-        "train",
-        "--catalog",
-        &asset("catalogs/skyserver_dr14.csv.gz"),
-        "--out",
-        &out.display().to_string(),
-        "--cross-validate",
-        "3",
-        "--first-repeat",
-        "2",
-        "--epochs",
-        "1",
-        "--width",
-        "32",
-        "--json",
-    ]);
+    let later = cross_validate(&["--first-repeat", "2"]);
     assert_eq!(later["first_repeat"], 2);
     let later_folds = &later["catalogs"]["skyserver_dr14.csv.gz"]["folds"];
     assert_eq!(later_folds.as_array().map(Vec::len), Some(3));

@@ -39,7 +39,7 @@ const BUSY_TRIES: u32 = 5;
 
 async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response, String> {
     if method != "GET" {
-        return fetch_keyed(url, method, body, None).await;
+        return send(url, method, body, None).await.map_err(|f| f.message);
     }
     // A GET changes nothing: asked again after the wait the server names
     // (Retry-After, 1 to 30 s; this server's is 30), spread a little so a
@@ -58,17 +58,6 @@ async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response
             answer => return answer.map_err(|f| f.message),
         }
     }
-}
-
-async fn fetch_keyed(
-    url: &str,
-    method: &str,
-    body: Option<String>,
-    idempotency_key: Option<&str>,
-) -> Result<Response, String> {
-    send(url, method, body, idempotency_key)
-        .await
-        .map_err(|f| f.message)
 }
 
 /// A request that did not succeed: what to show, and for a 429 the seconds the
@@ -197,9 +186,9 @@ pub async fn launch<B: Serialize, T: DeserializeOwned>(url: &str, body: &B) -> R
             key
         }
     });
-    let answer = match fetch_keyed(url, "POST", Some(body), Some(&key)).await {
+    let answer = match send(url, "POST", Some(body), Some(&key)).await {
         Ok(response) => json(response).await,
-        Err(e) => Err(e),
+        Err(f) => Err(f.message),
     };
     // Started: the next launch is a new one. A failure keeps the key for the
     // same launch sent again (a changed form is another launch, with a new key).

@@ -162,14 +162,21 @@ pub fn check_device(device: Device) -> Result<()> {
     Ok(())
 }
 
-/// How many of `request`'s ranks would start a worker on the data directory
-/// `root`: those planned a file (at most the number of partitions, whatever the
-/// world size). The world size where no plan can be made: the run will say why.
-pub fn working_ranks(root: &Path, request: &RunRequest) -> usize {
+/// The partition files `request` plans on the data directory `root` (its
+/// `file_limit` taken), whatever its world size; `None` where no plan can be
+/// made (the run will say why).
+pub fn planned_files(root: &Path, request: &RunRequest) -> Option<usize> {
     let store = cosmicai_engine::store::LocalStore::new(root);
-    cosmicai_engine::pipeline::plan(&store, request, "working-ranks")
-        .map(|p| (0..p.ranks.len()).filter(|&r| p.reads_files(r)).count())
-        .unwrap_or(request.world_size)
+    cosmicai_engine::pipeline::plan(&store, request, "planned-files")
+        .ok()
+        .map(|p| p.files.len())
+}
+
+/// How many of `world_size` ranks start a worker over `files` partition
+/// files: those planned a file, one per file at most (`plan_ranks` gives every
+/// rank one while there are enough). All of them where the files are unknown.
+pub fn working_ranks(world_size: usize, files: Option<usize>) -> usize {
+    files.map_or(world_size, |n| world_size.min(n))
 }
 
 /// Ranks at once, and CPU threads each worker may use (the cores shared among them).

@@ -162,7 +162,10 @@ impl Runs {
                 check_device(request.device).map_err(|e| invalid(format!("{e:#}")))?;
                 // As many ranks at once as the cores and the free budget allow,
                 // counting only ranks that start a worker (those planned a file).
-                let working = coordinator::working_ranks(data_dir, &request);
+                let working = coordinator::working_ranks(
+                    request.world_size,
+                    coordinator::planned_files(data_dir, &request),
+                );
                 let (ranks, _) = coordinator::concurrency_and_threads(None, working);
                 let ranks = ranks.min(working.max(1));
                 (None, Some(budget.reserve(request.memory_mb, 1, ranks)?))

@@ -133,11 +133,13 @@ impl Sweeps {
                 plan.push(request_of(data_dir, models, &run, &id).map_err(invalid)?);
             }
         }
-        // Each run measures its world size, so the widest must fit whole.
+        // Each run measures its world size, so the widest must fit whole. The
+        // runs differ only in world size and device: their files are one plan's.
+        let files = crate::coordinator::planned_files(data_dir, &plan[0]);
         let widest = plan
             .iter()
             .map(|r| {
-                let working = crate::coordinator::working_ranks(data_dir, r);
+                let working = crate::coordinator::working_ranks(r.world_size, files);
                 concurrency_and_threads(None, working).0.min(working.max(1))
             })
             .max()
