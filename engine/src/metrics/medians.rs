@@ -111,11 +111,11 @@ impl<A: Iterator<Item = (f64, u64)>, B: Iterator<Item = (f64, u64)>> Iterator fo
 
 /// The median of `n` values given as ascending (value, count) pairs.
 fn median_of_sorted(values: impl Iterator<Item = (f64, u64)>, n: usize) -> f64 {
-    let (upper_rank, odd) = (n as u64 / 2, n % 2 == 1);
+    let (upper_rank, odd) = (n as u64 / 2, !n.is_multiple_of(2));
     let (mut seen, mut lower) = (0u64, f64::NAN);
     for (v, c) in values {
         // The values at ranks seen..seen + c are all v.
-        if !odd && seen <= upper_rank - 1 && upper_rank - 1 < seen + c {
+        if !odd && seen < upper_rank && upper_rank - 1 < seen + c {
             lower = v;
         }
         if upper_rank < seen + c {
@@ -228,7 +228,7 @@ mod tests {
         let residual = |i: usize| {
             let u = ((i as u64 * 2_654_435_761) % 1_000_003) as f64 / 1_000_003.0;
             let core = 0.004 + 0.02 * (u - 0.5) * (u - 0.5).abs() * 4.0;
-            (if i % 37 == 0 { core * 40.0 } else { core }) as f32
+            (if i.is_multiple_of(37) { core * 40.0 } else { core }) as f32
         };
         let mut rounded = Residuals::default();
         let mut exact = Vec::with_capacity(n);
