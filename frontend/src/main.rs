@@ -92,7 +92,15 @@ fn App() -> impl IntoView {
     // the link says. Pages write their own state with `keep_in_link`, which
     // fires none.
     let visits = RwSignal::new(0u64);
-    let handle = window_event_listener(leptos::ev::hashchange, move |_| visits.update(|n| *n += 1));
+    let main = NodeRef::<leptos::html::Main>::new();
+    let handle = window_event_listener(leptos::ev::hashchange, move |_| {
+        visits.update(|n| *n += 1);
+        // Keyboard and screen-reader users start at the new page, not at the
+        // link they left (which may be gone); the first load keeps the browser's.
+        if let Some(main) = main.get_untracked() {
+            let _ = main.focus();
+        }
+    });
     on_cleanup(move || handle.remove());
     provide_context(Selection(RwSignal::new(Vec::new())));
     let page = move || {
@@ -156,7 +164,7 @@ fn App() -> impl IntoView {
                 <a href="#/class">"Classroom"</a>
             </nav>
         </header>
-        <main>{page}</main>
+        <main node_ref=main tabindex="-1">{page}</main>
     }
 }
 

@@ -203,9 +203,12 @@ try {
     await page.waitForSelector('.card');
     assert.equal(await page.inputValue('.filters select >> nth=0'), 'STAR');
     assert.ok((await page.locator('.card').evaluateAll((cs) => cs.map((c) => c.dataset.class))).every((c) => c === 'STAR'));
-    // ...and the Explore link shows every object again.
-    await page.click('nav a[href="#/"]');
+    // ...and the Explore link, taken from the keyboard, shows every object
+    // again, with the focus moved to the new page (not left on the link).
+    await page.focus('nav a[href="#/"]');
+    await page.keyboard.press('Enter');
     await page.waitForFunction(() => document.querySelector('.filters select')?.value === '');
+    assert.equal(await page.evaluate(() => document.activeElement?.tagName), 'MAIN');
     await page.waitForFunction(() => new Set([...document.querySelectorAll('.card')].map((c) => c.dataset.class)).size > 1);
     await page.goBack();
     await page.waitForFunction(() => document.querySelector('.filters select')?.value === 'STAR');
