@@ -310,6 +310,21 @@ fn the_pipeline_runs_against_a_bucket() {
     let error = again.per_rank[1].error.as_deref().unwrap_or_default();
     assert!(error.contains("predictions cannot be read"), "{error}");
     assert_eq!(again.objects, summary.objects - measures[1].objects);
+    // So does one whose predictions file is gone, though its result file is there.
+    s3.delete("results/s3run/predictions/1.safetensors")
+        .unwrap();
+    let gone = summarize_now(&measures).unwrap();
+    assert_eq!(
+        (gone.status, gone.failed_ranks),
+        (RunStatus::Partial, vec![1])
+    );
+    let error = gone.per_rank[1].error.as_deref().unwrap_or_default();
+    assert!(error.contains("predictions file is missing"), "{error}");
+    assert_eq!(gone.objects, summary.objects - measures[1].objects);
+    let combined: Vec<serde_json::Value> =
+        serde_json::from_slice(&s3.get("results/s3run/combined_data.json").unwrap()).unwrap();
+    assert_eq!(combined.len(), 1, "rank 0's only: {combined:?}");
+    assert_eq!(combined[0]["rank"], 0);
 }
 
 /// PhotoZ reads no cutouts, so its ranks read a bucket's partitions without them

@@ -228,7 +228,11 @@ mod tests {
         let residual = |i: usize| {
             let u = ((i as u64 * 2_654_435_761) % 1_000_003) as f64 / 1_000_003.0;
             let core = 0.004 + 0.02 * (u - 0.5) * (u - 0.5).abs() * 4.0;
-            (if i.is_multiple_of(37) { core * 40.0 } else { core }) as f32
+            (if i.is_multiple_of(37) {
+                core * 40.0
+            } else {
+                core
+            }) as f32
         };
         let mut rounded = Residuals::default();
         let mut exact = Vec::with_capacity(n);

@@ -65,7 +65,8 @@ pub fn summarize_with(
             ]
         })
         .collect();
-    // A rank whose predictions cannot be read, and why: failed, in its measure too.
+    // A rank whose predictions cannot be read or are missing, and why: failed,
+    // in its measure too.
     let mut unreadable: Vec<(usize, String)> = Vec::new();
     let mut result: Option<RankResult> = None;
     for_each_fetched(store, &keys, PARALLEL_GETS, |i, fetched| {
@@ -114,7 +115,13 @@ pub fn summarize_with(
                     }
                 }
             }
-            Err(StoreError::NotFound { .. }) => {}
+            // A rank writes its predictions before its result file, so a result
+            // without them has lost them since: failed, like unreadable ones.
+            Err(StoreError::NotFound { .. }) => {
+                failed_ranks.push(rank);
+                unreadable.push((rank, "its predictions file is missing".into()));
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         }
         results.push(rank_result);
