@@ -16,6 +16,7 @@
 //!   at once, and one that finds not even one rank's worth is refused (429).
 
 use super::AppState;
+use super::client::{Client, Held, Shares};
 use super::error::Error;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
@@ -208,7 +209,7 @@ pub fn held_body(
     const PIECE: usize = 64 << 10;
     let held = Arc::new(Mutex::new(Some((bytes, slot))));
     let expiry = Arc::downgrade(&held);
-    tokio::spawn(async move {
+    let timer = AbortOnDrop::spawn(async move {
         tokio::time::sleep(deadline).await;
         if let Some(held) = expiry.upgrade() {
             held.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -236,21 +237,48 @@ pub fn held_body(
             Err(e) => (Err(e), None),
         })
     });
-    axum::body::Body::from_stream(pieces)
+    // The timer goes with the body: a reply taken (or dropped) leaves no task
+    // sleeping out its deadline.
+    use futures_util::StreamExt;
+    axum::body::Body::from_stream(pieces.map(move |piece| {
+        let _timer = &timer;
+        piece
+    }))
 }
 
-/// A bounded number of things (runs, streams) at once.
+/// A task aborted when this is dropped: a timer that belongs to a reply or a
+/// stream ends with it, instead of sleeping out its time after the reply is gone.
+pub struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl AbortOnDrop {
+    pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> AbortOnDrop {
+        AbortOnDrop(tokio::spawn(task).abort_handle())
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A bounded number of things (runs, streams, replies) at once, and of those
+/// a bounded share for any one client, where one is given.
 pub struct Slots {
     used: AtomicUsize,
     cap: usize,
+    per_client: Option<Arc<Shares>>,
 }
 
-/// One admitted thing; its slot frees when it is dropped.
-pub struct Slot(Arc<Slots>);
+/// One admitted thing; its slot (and its client's share) frees when it is dropped.
+pub struct Slot {
+    slots: Arc<Slots>,
+    _share: Option<Held>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.used.fetch_sub(1, Ordering::AcqRel);
+        self.slots.used.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -259,6 +287,16 @@ impl Slots {
         Arc::new(Slots {
             used: AtomicUsize::new(0),
             cap,
+            per_client: None,
+        })
+    }
+
+    /// `cap` at once, at most `share` of them for one client.
+    pub fn shared(cap: usize, share: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            used: AtomicUsize::new(0),
+            cap,
+            per_client: Some(Shares::new(share.min(cap))),
         })
     }
 
@@ -269,11 +307,42 @@ impl Slots {
                 (used < self.cap).then_some(used + 1)
             })
             .ok()
-            .map(|_| Slot(self.clone()))
+            .map(|_| Slot {
+                slots: self.clone(),
+                _share: None,
+            })
+    }
+
+    /// A slot for `client`: `None` when all are taken, or when the client
+    /// holds its share (a request with no client, from a test's router, has
+    /// only the cap).
+    pub fn take_for(self: &Arc<Self>, client: Option<Client>) -> Option<Slot> {
+        let share = match (&self.per_client, client) {
+            (Some(shares), Some(client)) => Some(shares.take(client)?),
+            _ => None,
+        };
+        let mut slot = self.take()?;
+        slot._share = share;
+        Some(slot)
     }
 
     pub fn cap(&self) -> usize {
         self.cap
+    }
+
+    /// The 429 when [`Slots::take_for`] finds none: names both bounds.
+    pub fn busy(&self, what: &str) -> Error {
+        match &self.per_client {
+            Some(shares) => Error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{what}: this server admits {} at once, at most {} for one client; try again later",
+                    self.cap,
+                    shares.share()
+                ),
+            ),
+            None => busy(what, self.cap),
+        }
     }
 }
 
@@ -461,6 +530,43 @@ mod tests {
         assert!(slots.take().is_none());
         drop(a);
         assert!(slots.take().is_some());
+    }
+
+    #[test]
+    fn shared_slots_keep_a_share_for_the_other_clients() {
+        use crate::server::client::Client;
+        let slots = Slots::shared(4, 2);
+        let greedy = Some(Client::of("192.0.2.1".parse().unwrap()));
+        let other = Some(Client::of("192.0.2.2".parse().unwrap()));
+        let held: Vec<Slot> = (0..2).map(|_| slots.take_for(greedy).unwrap()).collect();
+        assert!(slots.take_for(greedy).is_none(), "past its share");
+        let _theirs = slots.take_for(other).unwrap();
+        let _no_client = slots.take_for(None).unwrap();
+        // The cap still holds whoever asks.
+        assert!(slots.take_for(other).is_none());
+        drop(held);
+        assert!(slots.take_for(greedy).is_some());
+        assert!(slots.busy("replies").0 == StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[tokio::test]
+    async fn a_timer_ends_with_its_owner() {
+        let marker = Arc::new(());
+        let held = marker.clone();
+        let timer = AbortOnDrop::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            drop(held);
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(Arc::strong_count(&marker), 2, "the timer is sleeping");
+        drop(timer);
+        for _ in 0..100 {
+            if Arc::strong_count(&marker) == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(Arc::strong_count(&marker), 1, "the aborted timer let go");
     }
 
     #[tokio::test]

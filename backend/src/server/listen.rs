@@ -4,7 +4,11 @@
 //! minute would otherwise hold its connection for ever), and at most
 //! [`MAX_CONNECTIONS`] are open at once (past it a new one is closed at once,
 //! and the open ones go on), so callers cannot exhaust the file descriptors.
+//! One client may hold [`CONNECTIONS_PER_CLIENT`] of them, so it cannot shut
+//! the others out; each request carries its [`Client`] for the shares of the
+//! other limits.
 
+use super::client::{Client, Shares};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -17,6 +21,43 @@ use tokio::sync::Semaphore;
 
 /// Connections open at once. Each costs a file descriptor and a few KB.
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Connections one client may hold: a quarter, so a class behind one school
+/// address (a browser opens about 6 a server) still fits, and one caller
+/// cannot take them all.
+pub const CONNECTIONS_PER_CLIENT: usize = MAX_CONNECTIONS / 4;
+
+/// File descriptors kept beyond the connections: the registry, the datasets,
+/// the workers' pipes, the outgoing archive requests.
+const OTHER_FILES: u64 = 256;
+
+/// Connections to admit: [`MAX_CONNECTIONS`], or fewer where the process may
+/// not open that many files beside the rest. The soft limit is raised to the
+/// hard one first (often 1,024 soft on Linux, with a much higher hard limit).
+fn connection_cap() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read the one struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return MAX_CONNECTIONS;
+    }
+    let wanted = (MAX_CONNECTIONS as u64 + OTHER_FILES).min(limit.rlim_max as u64);
+    if (limit.rlim_cur as u64) < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted as libc::rlim_t,
+            rlim_max: limit.rlim_max,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = raised.rlim_cur;
+        }
+    }
+    let files = limit.rlim_cur as u64;
+    usize::try_from(files.saturating_sub(OTHER_FILES))
+        .unwrap_or(MAX_CONNECTIONS)
+        .clamp(16, MAX_CONNECTIONS)
+}
 
 /// How long a request's headers may take to arrive, from the moment the
 /// connection waits for them (an idle keep-alive connection too).
@@ -35,13 +76,20 @@ fn header_read_timeout() -> Duration {
 /// Serves `router` on `listener` until `shutdown` resolves, then lets the
 /// open connections finish (the caller bounds how long).
 pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
-    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let cap = connection_cap();
+    if cap < MAX_CONNECTIONS {
+        eprintln!(
+            "serving at most {cap} connections at once (the process may open too few files for {MAX_CONNECTIONS}; raise `ulimit -n`)"
+        );
+    }
+    let open = Arc::new(Semaphore::new(cap));
+    let per_client = Shares::new(CONNECTIONS_PER_CLIENT.min(cap / 4).max(1));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, peer)) => (stream, Client::of(peer.ip())),
                 // Out of file descriptors, say: wait for some to close rather
                 // than spin (as axum's loop does).
                 Err(_) => {
@@ -50,6 +98,10 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Some(share) = per_client.take(client) else {
+            drop(stream);
+            continue;
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             drop(stream);
@@ -61,11 +113,11 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             .header_read_timeout(header_read_timeout());
         let connection = graceful.watch(http.serve_connection(
             TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
+            TowerToHyperService::new(router.clone().layer(axum::Extension(client))),
         ));
         tokio::spawn(async move {
             let _ = connection.await;
-            drop(permit);
+            drop((permit, share));
         });
     }
     // Closed first: a new connection is refused at once, not left waiting

@@ -12,6 +12,7 @@
 
 mod api;
 mod archive;
+mod client;
 mod error;
 mod explorer;
 mod guard;
@@ -249,8 +250,9 @@ pub fn router(state: Arc<AppState>, explorer: Explorer) -> Router {
         .merge(timed)
         .merge(streams)
         .route("/api/{*rest}", get(api_not_found).post(api_not_found));
-    // The explorer's wasm is about 18 MB, under 3 MB gzipped: browsers that take gzip
-    // get the `.gz` beside each file (made at start and when a build lands, see
+    // The explorer's app module is about 2.5 MB (0.64 MB gzipped), its inference
+    // worker's 17.3 MB (2.1 MB gzipped; README): browsers that take gzip get the
+    // `.gz` beside each file (made at start and when a build lands, see
     // `precompress`). Paths that are no file get index.html (the explorer routes by
     // hash), or the "explorer building" page while there is none yet.
     let page: axum::routing::MethodRouter =
@@ -380,7 +382,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         sweeps: sweeps::Sweeps::default(),
         access: guard::Access::new(token.clone(), args.addr, &args.allowed_hosts),
         run_slots: guard::Slots::new(args.max_runs),
-        stream_slots: guard::Slots::new(args.max_streams),
+        // A quarter each (at least 4): a class behind one address watching a
+        // run fits, and one caller cannot take every stream.
+        stream_slots: guard::Slots::shared(args.max_streams, (args.max_streams / 4).max(4)),
         stream_idle: Duration::from_secs(args.stream_idle_s),
         memory: guard::MemoryBudget::new(memory_budget_mb),
         archive,
@@ -388,7 +392,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         heavy: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         )),
-        cutout_replies: guard::Slots::new(api::CUTOUT_REPLIES),
+        cutout_replies: guard::Slots::shared(api::CUTOUT_REPLIES, api::CUTOUT_REPLIES_PER_CLIENT),
         image_predictions: Default::default(),
         results: Default::default(),
         // As the model card names the weights (its first 16 hex digits).

@@ -346,3 +346,49 @@ fn a_client_that_trickles_its_headers_is_cut_off() {
     // A client that sends its request whole is answered as ever.
     assert_eq!(get(&s, "/api/health").status, 200);
 }
+
+#[test]
+fn one_client_cannot_hold_every_connection() {
+    // A quarter of the 1,024 connections per client: the caller (here, all of
+    // loopback) holding 256 idle ones is refused a 257th, closed at once
+    // without a reply, and served again once it lets one go.
+    let s = start_in(data_dir(), "127.0.0.1:0", &[]);
+    let mut held: Vec<TcpStream> = (0..256)
+        .map(|_| TcpStream::connect(&s.addr).unwrap())
+        .collect();
+    // The server has taken them all (each answers a request on it).
+    for c in held.iter_mut().take(1) {
+        c.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut first = [0u8; 12];
+        c.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+    }
+    let try_health = || {
+        let mut extra = TcpStream::connect(&s.addr).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = extra
+            .write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let mut reply = Vec::new();
+        let _ = extra.read_to_end(&mut reply);
+        reply
+    };
+    let reply = try_health();
+    assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
+    held.truncate(255);
+    let started = std::time::Instant::now();
+    let served = loop {
+        let reply = try_health();
+        if !reply.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        served.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&served)
+    );
+}

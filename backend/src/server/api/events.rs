@@ -22,6 +22,7 @@ use std::sync::Arc;
         (status = 429, description = "Too many open streams; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn run_events(
     State(state): AppStateRef,
+    caller: super::Caller,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
@@ -66,8 +67,8 @@ pub async fn run_events(
     }
     let slot = state
         .stream_slots
-        .take()
-        .ok_or_else(|| crate::server::guard::busy("event streams", state.stream_slots.cap()))?;
+        .take_for(super::client_of(caller))
+        .ok_or_else(|| state.stream_slots.busy("event streams"))?;
     let idle = state.stream_idle;
     // The slot lives with the stream: it frees when the client goes, and at
     // the stream's lifetime whether or not the client reads (one that never
@@ -75,7 +76,7 @@ pub async fn run_events(
     // A browser's EventSource resumes from its Last-Event-ID.
     let held = Arc::new(std::sync::Mutex::new(Some(slot)));
     let expiry = Arc::downgrade(&held);
-    tokio::spawn(async move {
+    let timer = crate::server::guard::AbortOnDrop::spawn(async move {
         tokio::time::sleep(STREAM_LIFETIME).await;
         if let Some(held) = expiry.upgrade() {
             held.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -114,7 +115,12 @@ pub async fn run_events(
         },
     );
     use futures_util::StreamExt;
-    Ok(Sse::new(stream.flatten())
+    // The timer goes with the stream (ended, or its client gone).
+    let stream = stream.flatten().map(move |event| {
+        let _timer = &timer;
+        event
+    });
+    Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
 }

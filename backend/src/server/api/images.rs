@@ -129,6 +129,7 @@ pub struct CutoutParams {
         (status = 429, description = "Too many replies being sent; see Retry-After", body = cosmicai_shared::api::ApiError)))]
 pub async fn cutouts(
     State(state): AppStateRef,
+    caller: super::Caller,
     Query(params): Query<CutoutParams>,
 ) -> ApiResult<Response> {
     let ids: Vec<i64> = params
@@ -157,8 +158,8 @@ pub async fn cutouts(
     let permit = crate::server::heavy_turn(&state).await?;
     let reply = state
         .cutout_replies
-        .take()
-        .ok_or_else(|| crate::server::guard::busy("cutout replies", CUTOUT_REPLIES))?;
+        .take_for(super::client_of(caller))
+        .ok_or_else(|| state.cutout_replies.busy("cutout replies"))?;
     let st = state.clone();
     let out = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -176,8 +177,12 @@ pub async fn cutouts(
         .into_response())
 }
 
-/// `/api/cutouts` replies being sent at once.
+/// `/api/cutouts` and `/api/runs/{id}/results` replies being sent at once.
 pub const CUTOUT_REPLIES: usize = 16;
+
+/// Of [`CUTOUT_REPLIES`], those one client may hold: a caller that never
+/// reads its replies cannot keep the others waiting.
+pub const CUTOUT_REPLIES_PER_CLIENT: usize = 4;
 
 /// How long a client may take to read an `/api/cutouts` reply before it is cut
 /// and its slot let go: 8 MiB in 120 s is about 0.6 Mbit/s.

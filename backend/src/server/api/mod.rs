@@ -27,6 +27,14 @@ use std::sync::Arc;
 
 type AppStateRef = State<Arc<AppState>>;
 
+/// The calling client, which the accept loop puts on every request (a test's
+/// router, called without it, has none): for its share of the slots.
+type Caller = Option<axum::Extension<crate::server::client::Client>>;
+
+fn client_of(caller: Caller) -> Option<crate::server::client::Client> {
+    caller.map(|axum::Extension(client)| client)
+}
+
 #[utoipa::path(get, path = "/api/health", responses((status = 200, description = "Server is up", body = Health)))]
 pub async fn health(State(state): AppStateRef) -> Json<Health> {
     Json(Health {

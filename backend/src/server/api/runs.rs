@@ -196,7 +196,11 @@ const SCATTER_POINTS: usize = 20_000;
     responses((status = 200, body = RunResults), (status = 404, body = cosmicai_shared::api::ApiError),
         (status = 409, body = cosmicai_shared::api::ApiError),
         (status = 429, description = "Too many replies being sent at once; see Retry-After", body = cosmicai_shared::api::ApiError)))]
-pub async fn run_results(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn run_results(
+    State(state): AppStateRef,
+    caller: super::Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let kept = |state: &AppState, id: &str| {
         let results = state.results.lock().unwrap_or_else(|e| e.into_inner());
         results
@@ -210,8 +214,8 @@ pub async fn run_results(State(state): AppStateRef, Path(id): Path<String>) -> A
     // least): a client that never reads pins nothing for long.
     let slot = state
         .cutout_replies
-        .take()
-        .ok_or_else(|| crate::server::guard::busy("replies", super::images::CUTOUT_REPLIES))?;
+        .take_for(super::client_of(caller))
+        .ok_or_else(|| state.cutout_replies.busy("replies"))?;
     let reply = |json: Arc<[u8]>, slot| -> ApiResult<Response> {
         let deadline = super::images::CUTOUT_REPLY_DEADLINE
             .max(std::time::Duration::from_secs((json.len() / 65_536) as u64));

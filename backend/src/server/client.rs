@@ -1,0 +1,123 @@
+//! Who is calling, for the shares of the server's limits one caller may hold.
+//!
+//! A client is its peer address: an IPv4 address, or an IPv6 /64 (one host
+//! often holds a whole /64, so counting single IPv6 addresses would let it take
+//! any share). Behind a reverse proxy every client is the proxy; the shares are
+//! then the proxy's, and the proxy's own limits are the ones per user.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+
+/// A caller, as [`Client::of`] groups addresses. Handlers find it in the
+/// request's extensions (the accept loop puts it there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Client(IpAddr);
+
+impl Client {
+    pub fn of(addr: IpAddr) -> Client {
+        let grouped = match addr {
+            IpAddr::V4(v4) => IpAddr::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                    IpAddr::V6(Ipv6Addr::from(bits))
+                }
+            },
+        };
+        Client(grouped)
+    }
+}
+
+/// How many things each client holds now, against a share per client.
+#[derive(Debug)]
+pub struct Shares {
+    share: usize,
+    held: Mutex<HashMap<Client, usize>>,
+}
+
+/// One thing a client holds; its share frees when dropped.
+#[derive(Debug)]
+pub struct Held {
+    shares: Arc<Shares>,
+    client: Client,
+}
+
+impl Shares {
+    pub fn new(share: usize) -> Arc<Shares> {
+        Arc::new(Shares {
+            share: share.max(1),
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn share(&self) -> usize {
+        self.share
+    }
+
+    /// One more for `client`, or `None` when it holds its whole share.
+    pub fn take(self: &Arc<Self>, client: Client) -> Option<Held> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(client).or_insert(0);
+        if *n >= self.share {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            shares: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.shares.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            // Gone clients leave no entry: the map holds the clients holding something.
+            if *n == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_their_64_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(Client::of(a), Client::of(b));
+        assert_ne!(Client::of(a), Client::of(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(Client::of(mapped), Client::of("192.0.2.7".parse().unwrap()));
+        assert_ne!(
+            Client::of("192.0.2.7".parse().unwrap()),
+            Client::of("192.0.2.8".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_client_holds_at_most_its_share_and_others_are_not_held_back() {
+        let shares = Shares::new(2);
+        let one = Client::of("192.0.2.1".parse().unwrap());
+        let two = Client::of("192.0.2.2".parse().unwrap());
+        let first = shares.take(one).unwrap();
+        let _second = shares.take(one).unwrap();
+        assert!(shares.take(one).is_none());
+        assert!(shares.take(two).is_some());
+        drop(first);
+        let _third = shares.take(one).unwrap();
+        assert!(shares.take(one).is_none());
+        // A client holding nothing leaves nothing behind.
+        drop(_third);
+        drop(_second);
+        assert!(shares.held.lock().unwrap().is_empty());
+    }
+}
