@@ -92,6 +92,10 @@ fn a_catalog_objects_real_cutout_is_fetched_from_the_archive_on_demand() {
     let plane = 5 * 64 * 64;
     let same = |a: f32, b: f32| a == b || (a.is_nan() && b.is_nan());
     let ingested_pixels = &cut.images.unwrap().pixels[row * plane..(row + 1) * plane];
+    // One cutout, the galaxy's, of 5 planes of 64 x 64: compared whole below.
+    assert_eq!(served.len(), 1);
+    assert_eq!((served[0].id, served[0].side), (galaxy, 64));
+    assert_eq!(served[0].pixels.len(), plane);
     assert!(
         served[0]
             .pixels

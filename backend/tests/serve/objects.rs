@@ -356,7 +356,21 @@ fn the_sky_lists_every_placed_object_and_a_selection_comes_back_by_ids() {
             .iter()
             .all(|o| o["class"] == class)
     );
-    assert!(filtered["objects"][0]["id"] == pick[0] || class != "GALAXY" || c != 'G');
+    // Exactly the picked objects of that class (the sky's letters say which),
+    // in the selection's order: ids[7]'s own among them.
+    let want: Vec<i64> = [7, 3, 500, 0]
+        .iter()
+        .filter(|&&i| classes.as_bytes()[i] as char == c)
+        .map(|&i| ids[i].as_i64().unwrap())
+        .collect();
+    let got: Vec<i64> = filtered["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    assert!(!got.is_empty() && got[0] == pick[0], "{filtered}");
+    assert_eq!(got, want, "{filtered}");
     // Hostile lists: too many ids, or not numbers.
     let many = (0..1001)
         .map(|i| i.to_string())
