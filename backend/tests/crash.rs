@@ -93,6 +93,7 @@ fn runs_killed_at_random_points_never_succeed_with_bad_files() {
         assert_eq!(summary["status"], "succeeded", "{}", dir.display());
         assert_eq!(summary["objects"], run["objects"], "{}", dir.display());
         let mut objects = 0;
+        let mut results = Vec::new();
         for rank in 0..2 {
             let result: Value =
                 serde_json::from_slice(&std::fs::read(dir.join(format!("{rank}.json"))).unwrap())
@@ -100,10 +101,26 @@ fn runs_killed_at_random_points_never_succeed_with_bad_files() {
             assert!(result.is_object(), "{}: rank {rank}", dir.display());
             let predictions =
                 std::fs::read(dir.join(format!("predictions/{rank}.safetensors"))).unwrap();
-            objects += cosmicai_engine::pipeline::read_predictions(&predictions)
+            let count = cosmicai_engine::pipeline::read_predictions(&predictions)
                 .unwrap()
                 .object_id
                 .len();
+            // The rank file is this run's, and counts its own predictions.
+            assert_eq!(
+                result["objects"].as_u64(),
+                Some(count as u64),
+                "{}: rank {rank}",
+                dir.display()
+            );
+            assert_eq!(
+                result["run_id"],
+                run["id"],
+                "{}: rank {rank}",
+                dir.display()
+            );
+            assert_eq!(result["rank"].as_u64(), Some(rank), "{}", dir.display());
+            objects += count;
+            results.push(result);
         }
         assert_eq!(
             Some(objects as u64),
@@ -120,6 +137,15 @@ fn runs_killed_at_random_points_never_succeed_with_bad_files() {
             "{}",
             dir.display()
         );
+        // combined_data.json is the rank files, in rank order.
+        for (rank, result) in results.iter().enumerate() {
+            assert!(
+                same_json(&combined[rank], result),
+                "{}: combined_data.json[{rank}] {} vs {rank}.json {result}",
+                dir.display(),
+                combined[rank]
+            );
+        }
         // No half-written file is left behind.
         for entry in walk(&dir) {
             let name = Path::new(&entry).file_name().unwrap().to_string_lossy();
@@ -144,4 +170,27 @@ fn walk(dir: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether two JSON values are the same, numbers with a float's last digits
+/// aside (a rank file's figures are read and written again into
+/// combined_data.json, and serde_json's parsing may move a float by an ulp).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+                _ => false,
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
 }

@@ -107,7 +107,13 @@ fn cross_validation_scores_every_fold_and_writes_no_weights() {
         .collect();
     let mean = accuracies.iter().sum::<f64>() / 3.0;
     assert!((dr14["mean"]["class_accuracy"].as_f64().unwrap() - mean).abs() < 1e-9);
-    assert!(dr14["sd"]["class_accuracy"].as_f64().unwrap() >= 0.0);
+    // The sample standard deviation (n - 1) of the folds' accuracies.
+    let sd = (accuracies.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+    assert!(
+        (dr14["sd"]["class_accuracy"].as_f64().unwrap() - sd).abs() < 1e-9,
+        "{} vs {sd}",
+        dr14["sd"]
+    );
     assert!(out.join("photoz.cv.json").exists());
     assert!(!out.join("photoz.safetensors").exists());
     // Another repeat's folds (`--first-repeat`): other objects held out, other figures.

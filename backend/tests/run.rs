@@ -96,7 +96,92 @@ fn a_run_writes_cai_results_and_is_recorded() {
     let combined: Value =
         serde_json::from_slice(&std::fs::read(results.join("combined_data.json")).unwrap())
             .unwrap();
-    assert_eq!(combined.as_array().unwrap().len(), 3);
+    let combined = combined.as_array().unwrap();
+    assert_eq!(combined.len(), 3);
+    // combined_data.json is the rank files, in rank order; each rank's count is
+    // its predictions file's, and each file is this run's.
+    let run_id = s["run_id"].as_str().unwrap();
+    let mut predictions = Vec::new();
+    for (rank, entry) in combined.iter().enumerate() {
+        let file: Value =
+            serde_json::from_slice(&std::fs::read(results.join(format!("{rank}.json"))).unwrap())
+                .unwrap();
+        assert!(
+            same_json(entry, &file),
+            "combined_data.json[{rank}] is not {rank}.json: {entry} vs {file}"
+        );
+        assert_eq!(file["rank"].as_u64(), Some(rank as u64), "{file}");
+        assert_eq!(file["run_id"], run_id, "{file}");
+        let p = cosmicai_engine::pipeline::read_predictions(
+            &std::fs::read(results.join(format!("predictions/{rank}.safetensors"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            file["objects"].as_u64(),
+            Some(p.object_id.len() as u64),
+            "rank {rank}"
+        );
+        predictions.push(p);
+    }
+
+    // The bill, from run_cost's documented counts (engine/src/cost.rs): 3 ranks
+    // planned 2, 1 and 1 of the 4 files, CPU ranks in EXPRESS children, and
+    // Initialize and Summarize on Lambda beside the ranks.
+    let cost = &s["cost"];
+    let per_rank = s["per_rank"].as_array().unwrap();
+    assert_eq!(per_rank.len(), 3, "{s}");
+    let attempts: u64 = per_rank
+        .iter()
+        .map(|m| m["attempts"].as_u64().unwrap().max(1))
+        .sum();
+    // A Lambda request an attempt, and one each for the two stages.
+    assert_eq!(
+        cost["lambda_requests"].as_u64(),
+        Some(attempts + 2),
+        "{cost}"
+    );
+    // The parent's 4 transitions and one a child; an EXPRESS execution a rank.
+    assert_eq!(
+        (
+            cost["state_transitions"].as_u64(),
+            cost["express_executions"].as_u64()
+        ),
+        (Some(4 + 3), Some(3)),
+        "{cost}"
+    );
+    // PUT/LIST: one LIST page and payload.json and plan.json, 3 a rank, 2 by
+    // Summarize. GET: the 4 partitions and a payload a rank, then Summarize's 3
+    // a rank (local ranks count no GETs of their own).
+    assert_eq!(
+        cost["s3_put_list"].as_u64(),
+        Some((1 + 2) + 3 * 3 + 2),
+        "{cost}"
+    );
+    assert_eq!(cost["s3_get"].as_u64(), Some((4 + 3) + 3 * 3), "{cost}");
+    // An EXPRESS child lasts as long as its rank, billed in 100 ms steps at 64 MB.
+    let billed_ms: Vec<u64> = per_rank
+        .iter()
+        .map(|m| m["billed_duration_ms"].as_u64().unwrap())
+        .collect();
+    let express_s: f64 = billed_ms
+        .iter()
+        .map(|&ms| ms.div_ceil(100) as f64 / 10.0)
+        .sum();
+    let express_gb_s = cost["express_gb_s"].as_f64().unwrap();
+    assert!(
+        (express_gb_s - express_s * 64.0 / 1024.0).abs() < 1e-9,
+        "{cost}"
+    );
+    // Lambda GB-s: the ranks' billed time and the two stages' (at least 1 ms
+    // each), at the run's memory.
+    let summary_file: Value =
+        serde_json::from_slice(&std::fs::read(results.join("summary.json")).unwrap()).unwrap();
+    let gb = summary_file["memory_mb"].as_f64().unwrap() / 1024.0;
+    let ranks_s: f64 = billed_ms.iter().map(|&ms| ms as f64 / 1000.0).sum();
+    assert!(
+        cost["lambda_gb_s"].as_f64().unwrap() >= (ranks_s + 0.002) * gb - 1e-9,
+        "{cost} vs {ranks_s} s of ranks at {gb} GB"
+    );
     for m in s["per_rank"].as_array().unwrap() {
         assert!(m["billed_duration_ms"].as_u64().unwrap() >= 1);
         assert!(
@@ -144,6 +229,29 @@ fn a_run_writes_cai_results_and_is_recorded() {
     assert_eq!(rows.len(), 8443);
     assert!(rows.iter().all(|r| r.len() == header.len()));
     assert!(rows.iter().all(|r| r[6].parse::<f32>().is_ok()));
+    // Row for row, the ranks' predictions files in rank order: the object and
+    // its predicted redshift.
+    assert_eq!(
+        predictions.iter().map(|p| p.object_id.len()).sum::<usize>(),
+        rows.len()
+    );
+    let mut at = 0;
+    for (rank, p) in predictions.iter().enumerate() {
+        for (i, (id, q)) in p.object_id.iter().zip(&p.predicted).enumerate() {
+            let r = &rows[at + i];
+            assert_eq!(r[0], rank.to_string(), "row {}", at + i);
+            assert_eq!(r[3].parse::<i64>().unwrap(), *id, "row {}", at + i);
+            assert!(q.redshift.is_finite(), "rank {rank} object {id}");
+            let z: f32 = r[6].parse().unwrap();
+            assert!(
+                (z - q.redshift).abs() <= 1e-4,
+                "row {}: {z} vs {}",
+                at + i,
+                q.redshift
+            );
+        }
+        at += p.object_id.len();
+    }
     // Rank 0 read two partitions: its rows count up through the first, then
     // start again at the second.
     let keys = rank0["data_path"].as_array().unwrap();
@@ -383,11 +491,27 @@ fn without_retries_a_killed_worker_fails_its_rank_and_keeps_the_others() {
     // Its time until the kill is billed: the run's cost counts it.
     assert!(s["per_rank"][0]["billed_duration_ms"].as_u64().unwrap() >= 300);
     assert_eq!(s["objects"].as_u64(), Some(8443 - 4400));
-    let combined: Value = serde_json::from_slice(
-        &std::fs::read(PathBuf::from(&data).join("results/k/combined_data.json")).unwrap(),
+    let results = PathBuf::from(&data).join("results/k");
+    let combined: Value =
+        serde_json::from_slice(&std::fs::read(results.join("combined_data.json")).unwrap())
+            .unwrap();
+    let combined = combined.as_array().unwrap();
+    assert_eq!(combined.len(), 1);
+    // Only rank 1's result, as its file has it, counting its predictions.
+    assert_eq!(combined[0]["rank"], 1, "{}", combined[0]);
+    let rank1: Value =
+        serde_json::from_slice(&std::fs::read(results.join("1.json")).unwrap()).unwrap();
+    assert!(
+        same_json(&combined[0], &rank1),
+        "{} vs {rank1}",
+        combined[0]
+    );
+    assert_eq!(rank1["run_id"], s["run_id"], "{rank1}");
+    let p = cosmicai_engine::pipeline::read_predictions(
+        &std::fs::read(results.join("predictions/1.safetensors")).unwrap(),
     )
     .unwrap();
-    assert_eq!(combined.as_array().unwrap().len(), 1);
+    assert_eq!(rank1["objects"].as_u64(), Some(p.object_id.len() as u64));
 
     // Every rank out of time: the run failed, and says so by its exit code too.
     let out = cosmicai(&[
@@ -560,6 +684,36 @@ fn estimate_then_sweep_with_a_chart_and_csv() {
     assert_eq!(e["objects"].as_u64(), Some(8443));
     assert_eq!(e["objects_per_rank"], serde_json::json!([4400, 4043]));
     assert!(e["duration_s"].as_f64().unwrap() > 0.0 && e["cost_usd"].as_f64().unwrap() > 0.0);
+    // Its bill by run_cost's documented counts (engine/src/cost.rs) for 2 ranks
+    // planned 2 files each, CPU ranks in EXPRESS children: a request a rank and
+    // one each for Initialize and Summarize; the parent's 4 transitions and one
+    // a child; PUT/LIST: a LIST page, 2 PUTs, 3 a rank, 2; GET: the 4 files and
+    // a payload a rank, then 3 a rank.
+    let c = &e["cost"];
+    assert_eq!(c["lambda_requests"].as_u64(), Some(2 + 2), "{c}");
+    assert_eq!(
+        (
+            c["state_transitions"].as_u64(),
+            c["express_executions"].as_u64()
+        ),
+        (Some(4 + 2), Some(2)),
+        "{c}"
+    );
+    assert_eq!(c["s3_put_list"].as_u64(), Some((1 + 2) + 3 * 2 + 2), "{c}");
+    assert_eq!(c["s3_get"].as_u64(), Some((4 + 2) + 3 * 2), "{c}");
+    // GB-s (estimate's doc): each rank takes cold_start_s + objects / rate, and
+    // the two stages a cold start each, each billed up to the next millisecond,
+    // at --memory-mb's default 2048 MB.
+    let (rate, cold) = (
+        e["calibration_samples_per_s"].as_f64().unwrap(),
+        e["cold_start_s"].as_f64().unwrap(),
+    );
+    let exact_s = (cold + 4400.0 / rate) + (cold + 4043.0 / rate) + 2.0 * cold;
+    let gb_s = c["lambda_gb_s"].as_f64().unwrap();
+    assert!(
+        gb_s >= 2.0 * exact_s - 1e-9 && gb_s <= 2.0 * (exact_s + 0.004) + 1e-9,
+        "{gb_s} GB-s for {exact_s} s at 2 GB: {e}"
+    );
     assert!(
         !PathBuf::from(&data).join("results").exists(),
         "an estimate must not run anything"
@@ -877,4 +1031,27 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
         !out.status.success() && e.contains("names model \"photoz\", and --model astromae:x.pt"),
         "{e}"
     );
+}
+
+/// Whether two JSON values are the same, numbers with a float's last digits
+/// aside (a rank file's figures are read and written again into
+/// combined_data.json, and serde_json's parsing may move a float by an ulp).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+                _ => false,
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
 }

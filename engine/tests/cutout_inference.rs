@@ -142,6 +142,7 @@ fn the_image_branch_reads_cutouts_where_objects_have_them() {
     assert_eq!(result.objects_with_cutouts, 7);
 
     let alone = predict_photoz(photoz(&model), &objects.magnitudes, 4, &Default::default());
+    assert_eq!((stored.len(), alone.len()), (10, 10));
     for (i, (with, without)) in stored.iter().zip(&alone).enumerate() {
         let same = (with.redshift - without.redshift).abs() < 1e-6
             && with

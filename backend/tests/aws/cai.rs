@@ -201,6 +201,12 @@ fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place(
         .get("results/cai-input/predictions/0.safetensors")
         .unwrap();
     let p = cosmicai_engine::pipeline::read_predictions(&bytes).unwrap();
+    // The fixture's four objects, each file a copy of it (8 objects in 2 files).
+    assert_eq!(expected.len(), 4);
+    assert_eq!(
+        (p.object_id.len(), p.predicted.len()),
+        (expected.len(), expected.len())
+    );
     for (row, (id, q)) in p.object_id.iter().zip(&p.predicted).enumerate() {
         assert_eq!(*id, cosmicai_engine::cai::cai_object_id("p0.pt", row));
         assert!((q.redshift - expected[row]).abs() <= 1e-4, "row {row}");

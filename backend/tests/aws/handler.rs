@@ -58,7 +58,15 @@ fn the_handler_stages_called_directly() {
     };
     let m0 = handle(&settings, StageEvent::Infer(item(0))).unwrap();
     assert!(m0["objects"].as_u64().unwrap() > 0 && m0["billed_duration_ms"].as_u64().unwrap() >= 1);
-    // Initialize retried by the state machine (its answer lost) goes on with its plan.
+    // Initialize retried by the state machine (its answer lost) goes on with its
+    // plan: its payload, its Map items and rank 0's result are left as they were.
+    let kept = [
+        "results/direct/payload.json",
+        "results/direct/plan.json",
+        "results/direct/0.json",
+        "results/direct/predictions/0.safetensors",
+    ];
+    let before: Vec<Vec<u8>> = kept.iter().map(|k| store.get(k).unwrap()).collect();
     let again = handle(
         &settings,
         StageEvent::Initialize {
@@ -70,6 +78,12 @@ fn the_handler_stages_called_directly() {
     )
     .unwrap();
     assert_eq!(again["files"], 3);
+    for (key, was) in kept.iter().zip(&before) {
+        assert!(
+            store.get(key).unwrap() == *was,
+            "{key} changed when Initialize was retried"
+        );
+    }
     // A CUDA run is planned by this Lambda, which has no GPU and no CUDA build:
     // its ranks run on the stack's Batch queue.
     let gpu = handle(
@@ -293,7 +307,30 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
     assert_eq!(seen, 4);
     let combined: Value =
         serde_json::from_slice(&store.get("results/cai/combined_data.json").unwrap()).unwrap();
-    assert_eq!(combined.as_array().unwrap().len(), 2);
+    let combined = combined.as_array().unwrap();
+    assert_eq!(combined.len(), 2);
+    // combined_data.json is the rank files, in rank order; each is this run's
+    // and counts its predictions file's objects.
+    for (rank, entry) in combined.iter().enumerate() {
+        let file: Value =
+            serde_json::from_slice(&store.get(&format!("results/cai/{rank}.json")).unwrap())
+                .unwrap();
+        assert!(
+            super::execution::same_json(entry, &file),
+            "combined_data.json[{rank}] {entry} vs {rank}.json {file}"
+        );
+        assert_eq!(file["rank"].as_u64(), Some(rank as u64), "{file}");
+        assert_eq!(file["run_id"], "cai", "{file}");
+        let bytes = store
+            .get(&format!("results/cai/predictions/{rank}.safetensors"))
+            .unwrap();
+        let p = cosmicai_engine::pipeline::read_predictions(&bytes).unwrap();
+        assert_eq!(
+            file["objects"].as_u64(),
+            Some(p.object_id.len() as u64),
+            "rank {rank}"
+        );
+    }
 
     // Weights that are not in the bucket: refused at Initialize, before any rank.
     let mut missing = request.clone();

@@ -276,4 +276,101 @@ mod tests {
             (RunStatus::Failed, vec![0, 2])
         );
     }
+
+    /// AWS's ToleratedFailurePercentage is a strict bound: the Map fails only
+    /// when the failed items' share is above it. 1 of 4 planned ranks is 25%.
+    #[test]
+    fn a_failed_share_exactly_at_the_tolerance_is_partial_and_above_it_failed() {
+        use crate::pipeline::{RankPredictions, encode_predictions};
+        use crate::predict::Prediction;
+        use cosmicai_shared::Class;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "batch_size": 8, "world_size": 4, "result_path": "results/t"
+        }))
+        .unwrap();
+        // Four ranks of one file each: four Map items.
+        let files: Vec<String> = (0..4).map(|i| format!("p{i}.safetensors")).collect();
+        let payload = Payload {
+            bytes_per_object: None,
+            run_id: "t".into(),
+            request,
+            files: files.iter().map(|f| (f.clone(), 1)).collect(),
+            ranks: files.iter().map(|f| vec![f.clone()]).collect(),
+        };
+        // Every rank left its result and predictions; rank 3's measure says it failed.
+        let predictions = encode_predictions(&RankPredictions {
+            object_id: vec![1],
+            redshift: vec![0.1],
+            class: vec![Class::Galaxy],
+            predicted: vec![Prediction::from_probabilities([0.7, 0.2, 0.1], 0.1)],
+            ..Default::default()
+        })
+        .unwrap();
+        for rank in 0..4 {
+            let result = RankResult {
+                rank,
+                run_id: "t".into(),
+                total_time_s: 1.0,
+                memory_mb: 0.0,
+                execution_time_per_batch_s: 1.0,
+                num_batches: 1,
+                batch_size: 8,
+                device: Default::default(),
+                precision: Default::default(),
+                throughput_bps: 0.0,
+                sample_persec: 1.0,
+                result_path: "results/t".into(),
+                data_path: vec![files[rank].clone()],
+                objects: 1,
+                objects_with_cutouts: 0,
+                model: String::new(),
+                kernels: String::new(),
+                downloaded_bytes: 0,
+                partition_gets: 0,
+                system: Default::default(),
+            };
+            store
+                .put(
+                    &rank_key("results/t", rank),
+                    &serde_json::to_vec(&result).unwrap(),
+                )
+                .unwrap();
+            store
+                .put(&predictions_key("results/t", rank), &predictions)
+                .unwrap();
+        }
+        let measures: Vec<RankMeasure> = (0..4)
+            .map(|rank| RankMeasure {
+                rank,
+                attempts: 1,
+                error: (rank == 3).then(|| "failed".to_string()),
+                ..Default::default()
+            })
+            .collect();
+        for (tolerated, status) in [
+            (25.0, RunStatus::Partial),
+            (24.9, RunStatus::Failed),
+            (100.0, RunStatus::Partial),
+            (0.0, RunStatus::Failed),
+        ] {
+            let mut payload = payload.clone();
+            payload.request.tolerated_failure_percentage = tolerated;
+            let summary = summarize(
+                &store,
+                &payload,
+                &measures,
+                1.0,
+                0.0,
+                std::time::Instant::now(),
+            )
+            .unwrap();
+            assert_eq!(
+                (summary.status, summary.failed_ranks, summary.objects),
+                (status, vec![3], 3),
+                "tolerance {tolerated}%"
+            );
+        }
+    }
 }
