@@ -29,7 +29,8 @@ serve: rust-setup
 	PATH=$(TOOLS_PATH) tools/serve.sh
 
 # The explorer: Trunk builds frontend/ into dist/ (offline: tools installed by frontend-setup).
-# Incremental, release: a one-line change in frontend/ rebuilds in about 16 s, not 80.
+# Incremental, release: a one-line change in frontend/ rebuilds in seconds (README,
+# "The first `make serve`", times it).
 # Its own target directory: cargo locks one per profile (host build scripts included),
 # and `make serve` builds the explorer while the server builds.
 EXPLORER_CARGO := CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/explorer CARGO_PROFILE_RELEASE_INCREMENTAL=true
@@ -106,8 +107,10 @@ test: setup deny-setup
 	# Coverage-guided fuzzing (cargo-fuzz, pinned nightly), 10 s a target; `make fuzz`
 	# alone runs 60 s a target.
 	$(MAKE) fuzz FUZZ_SECONDS=10
-	# The Lambda package for arm64 (Graviton, the template's default), cross-compiled with
-	# the venv's zig (PyPI's ziglang); checked to be an AArch64 ELF (e_machine 183).
+	# The Lambda handler for arm64 (Graviton, the template's default), cross-compiled with
+	# the venv's zig (PyPI's ziglang); checked to be an AArch64 ELF (e_machine 183). A debug
+	# build, only to check that it builds: the zip the template deploys is the README's
+	# release build ("Scale out on AWS").
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cargo-lambda lambda build --arm64 -p cosmicai-lambda
 	$(PYTHON) -c "import sys; h = open(sys.argv[1], 'rb').read(20); sys.exit(0 if h[:4] == b'\x7fELF' and int.from_bytes(h[18:20], 'little') == 183 else 'not an arm64 binary: ' + sys.argv[1])" $(CARGO_TARGET_DIR)/lambda/bootstrap/bootstrap
 	$(MAKE) frontend e2e-run

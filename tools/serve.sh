@@ -16,9 +16,10 @@ log="$CARGO_TARGET_DIR/explorer-build.log"
 say() { printf '\033[1m== make serve:\033[0m %s\n' "$*" >&2; }
 started=$SECONDS
 
-# Seconds, measured from a fresh clone on a 2-core machine (README, "The first `make serve`").
+# Times measured on a 2-core machine, from a fresh clone and after a one-line change
+# (README, "The first `make serve`").
 if command -v trunk >/dev/null && command -v wasm-bindgen >/dev/null; then
-  say "building the explorer in the background (about 20 s after a change in frontend/; log: $log)"
+  say "building the explorer in the background (seconds after a change in frontend/; log: $log)"
 else
   say "installing Trunk and wasm-bindgen-cli, then building the explorer, in the background at low priority (the first time it lands about 7 minutes after the server is up; log: $log)"
 fi

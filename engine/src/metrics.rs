@@ -39,7 +39,7 @@ pub fn evaluate(rows: &[ObjectRow], predictions: &[Prediction]) -> Evaluation {
 /// The [`Evaluation`] gathered one object at a time, so a run's Summarize never
 /// holds its predictions: sums for the means, and each group's residuals (all,
 /// and galaxy or QSO) for the two medians of NMAD, exact up to 4 million a group
-/// and then rounded to 12 significant bits in 8 MiB of counts ([`medians`]).
+/// and then rounded to 12 significant bits in 8 MiB of counts (`metrics/medians.rs`).
 #[derive(Debug, Default)]
 pub struct Scorer {
     objects: usize,

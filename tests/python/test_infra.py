@@ -387,3 +387,101 @@ def test_the_arn_check_catches_a_stray_quote():
     assert not well_formed_arn('arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}:job/*"')
     assert not well_formed_arn("arn:aws:batch:us-east-1:1:job/*")  # the partition is not hard-coded
     assert not well_formed_arn("arn:${AWS::Partition}:states:${AWS::Region}:stateMachine")
+
+
+def test_a_failed_first_deploy_leaves_no_bucket_and_gpu_logs_expire_with_the_stack():
+    # CloudFormation: RetainExceptOnCreate keeps the resource on stack deletion
+    # but deletes it when the create that made it rolls back ("DeletionPolicy
+    # attribute"); UpdateReplacePolicy takes Retain only.
+    t = template()
+    bucket = t["Resources"]["DataBucket"]
+    assert bucket["DeletionPolicy"] == "RetainExceptOnCreate"
+    assert bucket["UpdateReplacePolicy"] == "Retain"
+    # Batch: without awslogs-group a job logs to /aws/batch/job, which no stack
+    # owns and which never expires (AWS Batch User Guide, "awslogs log driver").
+    group = t["Resources"]["GpuLogGroup"]
+    assert group["Condition"] == "WithGpu"
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    logs = t["Resources"]["GpuJobDefinition"]["Properties"]["ContainerProperties"]["LogConfiguration"]
+    assert logs["LogDriver"] == "awslogs"
+    assert logs["Options"]["awslogs-group"] == {"Ref": "GpuLogGroup"}
+    # The instances send them: their managed role may write any group's streams.
+    managed = t["Resources"]["GpuInstanceRole"]["Properties"]["ManagedPolicyArns"]
+    assert any("AmazonEC2ContainerServiceforEC2Role" in str(m) for m in managed)
+
+
+def test_a_gpu_queue_is_refused_at_deploy_without_its_image_and_security_groups():
+    # Batch refuses a compute environment with no security group, and a job
+    # definition with no image (Batch API, ComputeResource, ContainerProperties).
+    rule = template()["Rules"]["GpuNeedsItsParameters"]
+    assert rule["RuleCondition"] == {"Not": [{"Fn::EachMemberEquals": [{"Ref": "GpuSubnets"}, ""]}]}
+    asserted = [a["Assert"] for a in rule["Assertions"]]
+    assert {"Not": [{"Fn::EachMemberEquals": [{"Ref": "GpuSecurityGroups"}, ""]}]} in asserted
+    assert {"Not": [{"Equals": [{"Ref": "GpuImage"}, ""]}]} in asserted
+
+
+# The launcher's SDK calls (backend/src/aws, and the S3 store it uploads and
+# copies results back with) and the IAM action each needs (Service
+# Authorization Reference: Amazon S3, AWS Step Functions). A call not listed
+# fails the test below until it is mapped and granted.
+LAUNCHER_ACTIONS = {
+    "put_object": ("s3:PutObject", "object"),
+    "create_multipart_upload": ("s3:PutObject", "object"),
+    "upload_part": ("s3:PutObject", "object"),
+    "complete_multipart_upload": ("s3:PutObject", "object"),
+    "abort_multipart_upload": ("s3:AbortMultipartUpload", "object"),
+    "get_object": ("s3:GetObject", "object"),
+    "head_object": ("s3:GetObject", "object"),
+    "delete_object": ("s3:DeleteObject", "object"),
+    "list_objects_v2": ("s3:ListBucket", "bucket"),
+    "start_execution": ("states:StartExecution", "stateMachine"),
+    "list_executions": ("states:ListExecutions", "stateMachine"),
+    "describe_state_machine": ("states:DescribeStateMachine", "stateMachine"),
+    "describe_execution": ("states:DescribeExecution", "execution"),
+    "stop_execution": ("states:StopExecution", "execution"),
+    "get_execution_history": ("states:GetExecutionHistory", "execution"),
+    "describe_map_run": ("states:DescribeMapRun", "mapRun"),
+}
+
+
+def launcher_calls():
+    root = INFRA.parents[1]
+    files = sorted((root / "backend" / "src" / "aws").glob("*.rs")) + [root / "engine" / "src" / "store" / "s3.rs"]
+    calls = set()
+    for f in files:
+        calls |= set(re.findall(r"(?:\bclient\b(?:\(\))?|\bsfn\b)\s*\.\s*([a-z_0-9]+)\(\)", f.read_text()))
+    return calls - {"build"}
+
+
+def test_the_launcher_policy_grants_every_call_the_launcher_makes():
+    calls = launcher_calls()
+    # The scan finds the calls (a changed spelling would make it find none).
+    assert {"put_object", "start_execution", "describe_map_run", "list_objects_v2"} <= calls, calls
+    unmapped = calls - LAUNCHER_ACTIONS.keys()
+    assert not unmapped, f"map these SDK calls to their IAM actions: {unmapped}"
+    t = template()
+    policy = t["Resources"]["LauncherPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    resource_of = {
+        "object": [{"Sub": "${DataBucket.Arn}/*"}],
+        "bucket": [{"GetAtt": "DataBucket.Arn"}],
+        "stateMachine": [{"Ref": "StateMachine"}],
+        "execution": [
+            {"Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${StateMachineName}:*"},
+            {"Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${StateMachineName}/*"},
+        ],
+        "mapRun": [{"Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:mapRun:${StateMachineName}/*"}],
+    }
+    granted = []
+    for s in policy:
+        assert s["Effect"] == "Allow"
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+        granted += [(a, r) for a in actions for r in resources]
+    for call in sorted(calls):
+        action, kind = LAUNCHER_ACTIONS[call]
+        for resource in resource_of[kind]:
+            assert (action, resource) in granted, (call, action, resource)
+    # Nothing beyond what the calls need.
+    needed = {(LAUNCHER_ACTIONS[c][0], str(r)) for c in calls for r in resource_of[LAUNCHER_ACTIONS[c][1]]}
+    assert {(a, str(r)) for a, r in granted} == needed
+    assert t["Outputs"]["LauncherPolicyArn"]["Value"] == {"Ref": "LauncherPolicy"}

@@ -11,7 +11,8 @@ pub struct AwsConfig {
     pub bucket: String,
     /// `COSMICAI_STATE_MACHINE_ARN`: the stack's state machine.
     pub state_machine_arn: String,
-    /// `AWS_REGION` (or the provider chain's).
+    /// `--region`, `AWS_REGION`, else the state machine's own (its ARN's), so
+    /// a profile set to another region cannot send the calls elsewhere.
     pub region: Option<String>,
     /// `COSMICAI_AWS_ENDPOINT`: one endpoint for S3 and Step Functions instead of
     /// AWS (moto in the tests, LocalStack).
@@ -22,13 +23,22 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The region in a state machine's ARN (arn:PARTITION:states:REGION:ACCOUNT:stateMachine:NAME).
+fn arn_region(arn: &str) -> Option<String> {
+    let region = arn.split(':').nth(3)?;
+    (!region.is_empty()).then(|| region.to_string())
+}
+
 impl AwsConfig {
     /// The configuration from the environment, or `None` when no deployment is named.
     pub fn from_env() -> Option<AwsConfig> {
+        let state_machine_arn = env("COSMICAI_STATE_MACHINE_ARN")?;
         Some(AwsConfig {
             bucket: env("COSMICAI_AWS_BUCKET")?,
-            state_machine_arn: env("COSMICAI_STATE_MACHINE_ARN")?,
-            region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
+            region: env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .or_else(|| arn_region(&state_machine_arn)),
+            state_machine_arn,
             endpoint: env("COSMICAI_AWS_ENDPOINT"),
         })
     }
@@ -54,11 +64,25 @@ impl AwsConfig {
         }
         Ok(AwsConfig {
             bucket,
-            state_machine_arn,
             region: region
                 .or_else(|| env("AWS_REGION"))
-                .or_else(|| env("AWS_DEFAULT_REGION")),
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .or_else(|| arn_region(&state_machine_arn)),
+            state_machine_arn,
             endpoint: endpoint.or_else(|| env("COSMICAI_AWS_ENDPOINT")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arn_region;
+
+    #[test]
+    fn the_state_machines_region_is_read_from_its_arn() {
+        let arn = "arn:aws:states:eu-west-2:123456789012:stateMachine:cosmicai-inference";
+        assert_eq!(arn_region(arn).as_deref(), Some("eu-west-2"));
+        assert_eq!(arn_region("arn:aws:states::1:stateMachine:x"), None);
+        assert_eq!(arn_region("arn:aws"), None);
     }
 }

@@ -34,6 +34,8 @@ const OTHER_FILES: u64 = 256;
 /// Connections to admit: [`MAX_CONNECTIONS`], or fewer where the process may
 /// not open that many files beside the rest. The soft limit is raised to the
 /// hard one first (often 1,024 soft on Linux, with a much higher hard limit).
+// rlim_t is u64 here, not on every target.
+#[allow(clippy::unnecessary_cast)]
 fn connection_cap() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -49,6 +51,7 @@ fn connection_cap() -> usize {
             rlim_cur: wanted as libc::rlim_t,
             rlim_max: limit.rlim_max,
         };
+        // SAFETY: as above.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             limit.rlim_cur = raised.rlim_cur;
         }

@@ -308,7 +308,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        for rank in 0..4 {
+        for (rank, file) in files.iter().enumerate() {
             let result = RankResult {
                 rank,
                 run_id: "t".into(),
@@ -322,7 +322,7 @@ mod tests {
                 throughput_bps: 0.0,
                 sample_persec: 1.0,
                 result_path: "results/t".into(),
-                data_path: vec![files[rank].clone()],
+                data_path: vec![file.clone()],
                 objects: 1,
                 objects_with_cutouts: 0,
                 model: String::new(),
