@@ -74,10 +74,6 @@ fn has_run_or_sweep(id_expr: &str) -> String {
 /// A run's row, as a follower needs it.
 #[derive(Debug, Clone)]
 pub struct StoredRun {
-    pub status: RunStatus,
-    pub coordinator_pid: i64,
-    /// See [`process_identity`]; absent in rows from before it was recorded.
-    pub coordinator_identity: Option<String>,
     pub request: RunRequest,
     pub aws: Option<AwsExecution>,
 }
@@ -524,22 +520,19 @@ impl Registry {
         Ok(())
     }
 
-    /// Run `id`'s request, status and AWS execution, if it has a row.
+    /// Run `id`'s request and AWS execution, if it has a row (who follows it:
+    /// [`Registry::claim`]).
     pub fn run(&self, id: &str) -> Result<Option<StoredRun>> {
-        let mut stmt = self.db.prepare(
-            "SELECT status, coordinator_pid, request_json, aws_json, coordinator_identity FROM runs WHERE id = ?1",
-        )?;
+        let mut stmt = self
+            .db
+            .prepare("SELECT request_json, aws_json FROM runs WHERE id = ?1")?;
         let mut rows = stmt.query(params![id])?;
         let Some(row) = rows.next()? else {
             return Ok(None);
         };
-        let status: String = row.get(0)?;
-        let request: String = row.get(2)?;
-        let aws: Option<String> = row.get(3)?;
+        let request: String = row.get(0)?;
+        let aws: Option<String> = row.get(1)?;
         Ok(Some(StoredRun {
-            status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
-            coordinator_pid: row.get(1)?,
-            coordinator_identity: row.get(4)?,
             request: serde_json::from_str(&request)
                 .with_context(|| format!("run {id}: its stored request"))?,
             aws: aws
@@ -559,17 +552,36 @@ impl Registry {
         Ok(ids.collect::<Result<_, _>>()?)
     }
 
-    /// This process follows run `id` from now on.
-    pub fn resume(&self, id: &str) -> Result<()> {
-        self.db.execute(
-            "UPDATE runs SET status = 'running', coordinator_pid = ?2, coordinator_identity = ?3 WHERE id = ?1",
-            params![
-                id,
-                i64::from(std::process::id()),
-                process_identity(std::process::id())
-            ],
+    /// Makes this process run `id`'s follower, unless a live one follows it:
+    /// then `Some(its pid)`. One write transaction reads and sets the row, so
+    /// of two processes claiming the same run (a server starting while
+    /// `runs --follow` runs) one wins and the other is told, not both following.
+    pub fn claim(&self, id: &str) -> Result<Option<i64>> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.db,
+            rusqlite::TransactionBehavior::Immediate,
         )?;
-        Ok(())
+        let row: Option<(String, i64, Option<String>)> = tx
+            .query_row(
+                "SELECT status, coordinator_pid, coordinator_identity FROM runs WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let me = i64::from(std::process::id());
+        if let Some((status, pid, identity)) = row
+            && status == RunStatus::Running.name()
+            && pid != me
+            && coordinator_alive(pid, identity.as_deref())
+        {
+            return Ok(Some(pid));
+        }
+        tx.execute(
+            "UPDATE runs SET status = 'running', coordinator_pid = ?2, coordinator_identity = ?3 WHERE id = ?1",
+            params![id, me, process_identity(std::process::id())],
+        )?;
+        tx.commit()?;
+        Ok(None)
     }
 
     /// Run `id` lost its follower but may still be running (on AWS).
@@ -599,10 +611,12 @@ impl Registry {
         Ok(())
     }
 
-    /// Closes run `id` as failed where nothing else has closed it.
+    /// Closes run `id` as failed where nothing else has closed it. A local run
+    /// its recorder left interrupted (a panic unwinding past it) is closed too:
+    /// nothing would follow it again. An AWS one stays interrupted, to be followed.
     pub fn fail_if_running(&self, id: &str, error: &str) -> Result<()> {
         self.db.execute(
-            "UPDATE runs SET status = 'failed', summary_json = ?2 WHERE id = ?1 AND status = 'running'",
+            "UPDATE runs SET status = 'failed', summary_json = ?2 WHERE id = ?1 AND (status = 'running' OR (status = 'interrupted' AND aws_json IS NULL))",
             params![id, serde_json::json!({ "error": error }).to_string()],
         )?;
         Ok(())
@@ -712,6 +726,85 @@ mod tests {
     fn sample_request() -> RunRequest {
         serde_json::from_str(r#"{"batch_size": 1, "world_size": 1, "result_path": "results/x"}"#)
             .unwrap()
+    }
+
+    fn status_of(registry: &Registry, id: &str) -> RunStatus {
+        let status: String = registry
+            .db
+            .query_row("SELECT status FROM runs WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        RunStatus::parse(&status).unwrap()
+    }
+
+    #[test]
+    fn a_local_run_left_interrupted_is_failed_and_an_aws_one_kept_for_following() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("r.sqlite")).unwrap();
+        for id in ["local", "aws", "done"] {
+            registry.start(id, &sample_request()).unwrap();
+        }
+        registry
+            .db
+            .execute("UPDATE runs SET aws_json = '{}' WHERE id = 'aws'", [])
+            .unwrap();
+        registry
+            .db
+            .execute("UPDATE runs SET status = 'succeeded' WHERE id = 'done'", [])
+            .unwrap();
+        for id in ["local", "aws"] {
+            registry.interrupt(id, "its coordinator stopped").unwrap();
+        }
+        for id in ["local", "aws", "done"] {
+            registry
+                .fail_if_running(id, "the run's coordinator panicked")
+                .unwrap();
+        }
+        assert_eq!(status_of(&registry, "local"), RunStatus::Failed);
+        assert_eq!(status_of(&registry, "aws"), RunStatus::Interrupted);
+        assert_eq!(status_of(&registry, "done"), RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_run_is_claimed_by_one_follower_while_it_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("r.sqlite")).unwrap();
+        registry.start("run-1", &sample_request()).unwrap();
+        let set_follower = |pid: i64, status: &str| {
+            registry
+                .db
+                .execute(
+                    "UPDATE runs SET coordinator_pid = ?1, coordinator_identity = NULL, status = ?2 WHERE id = 'run-1'",
+                    params![pid, status],
+                )
+                .unwrap();
+        };
+        let row = || -> (String, i64) {
+            registry
+                .db
+                .query_row(
+                    "SELECT status, coordinator_pid FROM runs WHERE id = 'run-1'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap()
+        };
+        let me = i64::from(std::process::id());
+        // Followed by a live process (pid 1 always is): refused, the row as it was.
+        set_follower(1, "running");
+        assert_eq!(registry.claim("run-1").unwrap(), Some(1));
+        assert_eq!(row(), ("running".to_string(), 1));
+        // Interrupted, or its follower gone: taken by this process.
+        set_follower(1, "interrupted");
+        assert_eq!(registry.claim("run-1").unwrap(), None);
+        assert_eq!(row(), ("running".to_string(), me));
+        set_follower(i64::from(i32::MAX), "running");
+        assert_eq!(registry.claim("run-1").unwrap(), None);
+        assert_eq!(row(), ("running".to_string(), me));
+        // Its own claim again is no conflict; the connection is left out of a transaction.
+        assert_eq!(registry.claim("run-1").unwrap(), None);
+        assert!(registry.db.is_autocommit());
     }
 
     #[test]
@@ -840,7 +933,10 @@ mod tests {
         }
         let registry = Registry::open(&path).unwrap();
         let old = registry.run("old").unwrap().unwrap();
-        assert_eq!((old.status, old.aws), (RunStatus::Succeeded, None));
+        assert_eq!(
+            (status_of(&registry, "old"), old.aws),
+            (RunStatus::Succeeded, None)
+        );
         // The launch key it kept still gives its run.
         assert_eq!(
             registry.claim_launch("runs k", "a", "run-2").unwrap(),
@@ -886,14 +982,8 @@ mod tests {
             .unwrap();
         drop(registry);
         let registry = Registry::open(&path).unwrap();
-        assert_eq!(
-            registry.run("live").unwrap().unwrap().status,
-            RunStatus::Running
-        );
-        assert_eq!(
-            registry.run("recycled").unwrap().unwrap().status,
-            RunStatus::Interrupted
-        );
+        assert_eq!(status_of(&registry, "live"), RunStatus::Running);
+        assert_eq!(status_of(&registry, "recycled"), RunStatus::Interrupted);
         let mode: String = registry
             .db
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -956,11 +1046,7 @@ mod tests {
             );
         }
         for id in ["cut", "other", "killed"] {
-            assert_eq!(
-                registry.run(id).unwrap().unwrap().status,
-                RunStatus::Interrupted,
-                "{id}"
-            );
+            assert_eq!(status_of(&registry, id), RunStatus::Interrupted, "{id}");
         }
     }
 

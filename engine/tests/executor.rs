@@ -266,3 +266,40 @@ fn no_worker_outlives_a_killed_coordinator() {
         "worker {worker} outlived its coordinator"
     );
 }
+
+#[test]
+fn a_panic_while_ranks_run_stops_their_workers_before_it_goes_on() {
+    // The worker writes its pid, then hangs; the caller's event handler panics
+    // at the worker's first report. The panic reaches the caller only once the
+    // worker is gone: the memory the caller holds for it can then be let go.
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("worker.pid");
+    let hang = format!(
+        "import os, json, time\nopen({0:?} + '.tmp', 'w').write(str(os.getpid()))\nos.rename({0:?} + '.tmp', {0:?})\nprint(json.dumps({{\"event\": \"ready\"}}), flush=True)\ntime.sleep(120)",
+        pid_file.display().to_string()
+    );
+    let started = Instant::now();
+    let panicked = std::panic::catch_unwind(|| {
+        execute(&python(&hang), 1, one_rank(512, None), |event| {
+            if !matches!(event, RunEvent::RankStarted { .. }) {
+                panic!("the caller's handler fails");
+            }
+        })
+    });
+    assert!(panicked.is_err(), "the panic goes on to the caller");
+    let pid = read_pid(&pid_file);
+    // Gone already (not merely soon): checked at once, no waiting.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty()
+            || stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z')),
+        "worker {pid} still runs after the panic: {stat}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "it did not wait out the worker"
+    );
+}

@@ -373,8 +373,9 @@ impl RankMeasure {
     }
 }
 
-/// `result_path/summary.json`: what `cosmicai run --json` prints last, and what
-/// the API's run results carry.
+/// `result_path/summary.json`: what the API's run results carry, and `cosmicai
+/// run --json`'s last line in part (all but the request's batch size, memory
+/// and files).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunSummary {

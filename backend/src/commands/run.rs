@@ -16,7 +16,7 @@ use std::path::PathBuf;
     Results follow CAI's layout under --data: RESULT_PATH/payload.json, RESULT_PATH/<rank>.json,\n\
     RESULT_PATH/combined_data.json, plus summary.json (metrics, cost) and predictions/<rank>.safetensors.\n\
     With --json the last line is the run summary (status, ranks, failed_ranks, objects, duration_s,\n\
-    samples_per_s, cost_usd, result_path). Runs are recorded in DATA/cosmicai.sqlite (`cosmicai runs`).")]
+    samples_per_s, cost_usd, cost, metrics, per_rank, result_path, ...; summary.json has it whole). Runs are recorded in DATA/cosmicai.sqlite (`cosmicai runs`).")]
 pub struct RunArgs {
     /// Directory holding the partitions; it is the run's store (results are written
     /// inside it). With --s3-data, only where the results and the run registry go.

@@ -7,13 +7,13 @@
 
 use super::record::{Recorder, RunControl};
 use crate::aws::{Aws, AwsConfig, follow, sdk_error};
-use crate::registry::{Registry, coordinator_alive};
+use crate::registry::Registry;
 use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{PayloadOf, RunSummary, read_payload};
 use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::cai_payload::{PartitionsIn, translate};
-use cosmicai_shared::run::{RunRequest, RunStatus};
+use cosmicai_shared::run::RunRequest;
 use std::path::Path;
 
 /// Follows AWS run `run_id` of the registry under `root` to its end: its
@@ -40,18 +40,14 @@ pub fn reattach(
     let Some(aws) = run.aws else {
         bail!("run {run_id} did not run on AWS: only AWS executions can be followed again");
     };
-    if run.status == RunStatus::Running
-        && coordinator_alive(run.coordinator_pid, run.coordinator_identity.as_deref())
-    {
-        bail!(
-            "run {run_id} is followed by process {} already",
-            run.coordinator_pid
-        );
+    // Checked and taken in one write: two processes following one run would
+    // copy its results twice and each close its row.
+    if let Some(pid) = registry.claim(run_id)? {
+        bail!("run {run_id} is followed by process {pid} already");
     }
     drop(registry);
     let request = run.request;
     let mut recorder = Recorder::new(root, run_id, request.world_size, control, observe)?;
-    recorder.resume()?;
     recorder.status(format!("following {} again", aws.execution_arn));
     let outcome = Aws::connect(aws.config).and_then(|client| {
         follow(

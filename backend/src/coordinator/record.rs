@@ -107,10 +107,6 @@ impl<'a> Recorder<'a> {
     }
 
     /// The run's row, taken over by this process (a run followed again).
-    pub fn resume(&self) -> Result<()> {
-        self.registry.resume(&self.run_id)
-    }
-
     pub fn is_quiet(&self) -> bool {
         self.bars.is_hidden()
     }
@@ -249,12 +245,19 @@ impl<'a> Recorder<'a> {
                 Ok(summary)
             }
             // Still running on AWS, unwatched: left to be followed again.
+            // A row that cannot be written says so, and the run's own error
+            // is the one returned: a registry error in its place would have
+            // the caller close a lost AWS run as failed, never followed again.
             Err(e) if e.is::<crate::aws::LostContact>() => {
-                self.registry.interrupt(&self.run_id, &format!("{e:#}"))?;
+                if let Err(r) = self.registry.interrupt(&self.run_id, &format!("{e:#}")) {
+                    self.println(&format!("warning: run {}: its row: {r:#}", self.run_id));
+                }
                 Err(e)
             }
             Err(e) => {
-                self.registry.fail(&self.run_id, &format!("{e:#}"))?;
+                if let Err(r) = self.registry.fail(&self.run_id, &format!("{e:#}")) {
+                    self.println(&format!("warning: run {}: its row: {r:#}", self.run_id));
+                }
                 Err(e)
             }
         }

@@ -407,7 +407,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .with_context(|| format!("binding {}", args.addr))?;
@@ -459,7 +459,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         )
         .await;
         Ok(())
-    })
+    });
+    // Blocking work still running (a large run's results read for a client
+    // gone, a launch planning) gets as long as the open requests had; dropping
+    // the runtime would wait for it without end, with the second-signal
+    // watchdog already gone with the runtime's tasks.
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    served
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM (what `docker stop` and systemd

@@ -208,7 +208,7 @@ impl Runs {
                 }),
             };
             // A panic in the run is its error: the stream still ends and the
-            // slot is still freed.
+            // slot is still freed (the executor has stopped its workers first).
             let outcome = executor.and_then(|executor| {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     coordinator::execute(&root, &request, &run_id, &executor, control, &mut |e| {
@@ -218,7 +218,8 @@ impl Runs {
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the run's coordinator panicked")))
             });
             // The coordinator closes the row of a run it ran; one it never
-            // started, or that panicked, is closed here.
+            // started, or a local one that panicked, is closed here (an AWS one
+            // left interrupted is followed again at the next start).
             if let Err(e) = &outcome
                 && !e.is::<crate::aws::LostContact>()
             {

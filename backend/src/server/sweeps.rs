@@ -200,7 +200,9 @@ impl Sweeps {
             let mut info = live.info.lock().unwrap_or_else(|e| e.into_inner());
             let cancelled = live.cancel.load(Ordering::Relaxed);
             match outcome {
-                Ok(_) if cancelled => info.state = "cancelled".into(),
+                // Whatever the sweep returned: a cancel can stop it with an
+                // error (a CAI conversion stops so), and is still a cancel.
+                _ if cancelled => info.state = "cancelled".into(),
                 Ok(_) => info.state = "finished".into(),
                 Err(e) => {
                     info.state = "failed".into();

@@ -127,92 +127,109 @@ pub fn execute_cancellable(
     let (mut running, mut finished) = (0, 0);
     // Milliseconds billed for each rank's failed attempts so far.
     let mut billed_before = vec![0u64; world_size];
-    while finished < starting {
-        while cancel.load(Ordering::Relaxed) && running == 0 {
-            let Some((rank, attempt)) = queue.pop_front() else {
-                break;
-            };
-            on_event(&RunEvent::RankFailed {
-                rank,
-                attempt,
-                error: CANCELLED.into(),
-                retrying: false,
-            });
-            // A retry never started: its earlier attempts are what was billed.
-            measures[rank] = RankMeasure {
-                billed_duration_ms: billed_before[rank],
-                ..failed_for_good(rank, (attempt - 1).max(1), CANCELLED.into())
-            };
-            finished += 1;
-        }
-        if finished == starting {
-            break;
-        }
-        while running < config.concurrency.max(1) && !cancel.load(Ordering::Relaxed) {
-            let Some((rank, attempt)) = queue.pop_front() else {
-                break;
-            };
-            running += 1;
-            on_event(&RunEvent::RankStarted { rank, attempt });
-            let (command, tx, cancel) = (command.clone(), tx.clone(), cancel.clone());
-            std::thread::spawn(move || {
-                let events = tx.clone();
-                let report = move |event| {
-                    let _ = events.send(Message::Event(event));
+    // A panic on the way (in `on_event`, say) must not leave workers running
+    // past their run, and the memory the caller reserved for them let go:
+    // they are cancelled, and waited for, before it goes on.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while finished < starting {
+            while cancel.load(Ordering::Relaxed) && running == 0 {
+                let Some((rank, attempt)) = queue.pop_front() else {
+                    break;
                 };
-                let started = std::time::Instant::now();
-                let outcome = attempt::run(&command, rank, &config, &cancel, report);
-                let _ = tx.send(Message::Ended {
+                on_event(&RunEvent::RankFailed {
+                    rank,
+                    attempt,
+                    error: CANCELLED.into(),
+                    retrying: false,
+                });
+                // A retry never started: its earlier attempts are what was billed.
+                measures[rank] = RankMeasure {
+                    billed_duration_ms: billed_before[rank],
+                    ..failed_for_good(rank, (attempt - 1).max(1), CANCELLED.into())
+                };
+                finished += 1;
+            }
+            if finished == starting {
+                break;
+            }
+            while running < config.concurrency.max(1) && !cancel.load(Ordering::Relaxed) {
+                let Some((rank, attempt)) = queue.pop_front() else {
+                    break;
+                };
+                running += 1;
+                on_event(&RunEvent::RankStarted { rank, attempt });
+                let (command, tx, cancel) = (command.clone(), tx.clone(), cancel.clone());
+                std::thread::spawn(move || {
+                    let events = tx.clone();
+                    let report = move |event| {
+                        let _ = events.send(Message::Event(event));
+                    };
+                    let started = std::time::Instant::now();
+                    let outcome = attempt::run(&command, rank, &config, &cancel, report);
+                    let _ = tx.send(Message::Ended {
+                        rank,
+                        attempt,
+                        outcome,
+                        spent_s: started.elapsed().as_secs_f64(),
+                    });
+                });
+            }
+            let Ok(message) = rx.recv() else { break };
+            match message {
+                Message::Event(event) => on_event(&event),
+                Message::Ended {
                     rank,
                     attempt,
                     outcome,
-                    spent_s: started.elapsed().as_secs_f64(),
-                });
-            });
-        }
-        let Ok(message) = rx.recv() else { break };
-        match message {
-            Message::Event(event) => on_event(&event),
-            Message::Ended {
-                rank,
-                attempt,
-                outcome,
-                spent_s,
-            } => {
-                running -= 1;
-                match outcome {
-                    Ok(mut measure) => {
-                        measure.attempts = attempt;
-                        // Earlier attempts were billed too, as a retried call is.
-                        measure.billed_duration_ms += billed_before[rank];
-                        on_event(&RunEvent::RankFinished {
-                            measure: measure.clone(),
-                        });
-                        measures[rank] = measure;
-                        finished += 1;
-                    }
-                    Err(error) => {
-                        billed_before[rank] += crate::cost::billed_ms(spent_s);
-                        let retrying = attempt <= config.retries && !cancel.load(Ordering::Relaxed);
-                        on_event(&RunEvent::RankFailed {
-                            rank,
-                            attempt,
-                            error: error.clone(),
-                            retrying,
-                        });
-                        if retrying {
-                            queue.push_back((rank, attempt + 1));
-                        } else {
-                            measures[rank] = RankMeasure {
-                                billed_duration_ms: billed_before[rank],
-                                ..failed_for_good(rank, attempt, error)
-                            };
+                    spent_s,
+                } => {
+                    running -= 1;
+                    match outcome {
+                        Ok(mut measure) => {
+                            measure.attempts = attempt;
+                            // Earlier attempts were billed too, as a retried call is.
+                            measure.billed_duration_ms += billed_before[rank];
+                            on_event(&RunEvent::RankFinished {
+                                measure: measure.clone(),
+                            });
+                            measures[rank] = measure;
                             finished += 1;
+                        }
+                        Err(error) => {
+                            billed_before[rank] += crate::cost::billed_ms(spent_s);
+                            let retrying =
+                                attempt <= config.retries && !cancel.load(Ordering::Relaxed);
+                            on_event(&RunEvent::RankFailed {
+                                rank,
+                                attempt,
+                                error: error.clone(),
+                                retrying,
+                            });
+                            if retrying {
+                                queue.push_back((rank, attempt + 1));
+                            } else {
+                                measures[rank] = RankMeasure {
+                                    billed_duration_ms: billed_before[rank],
+                                    ..failed_for_good(rank, attempt, error)
+                                };
+                                finished += 1;
+                            }
                         }
                     }
                 }
             }
         }
+    }));
+    if let Err(panic) = outcome {
+        cancel.store(true, Ordering::Relaxed);
+        while running > 0 {
+            match rx.recv() {
+                Ok(Message::Ended { .. }) => running -= 1,
+                Ok(Message::Event(_)) => {}
+                Err(_) => break,
+            }
+        }
+        std::panic::resume_unwind(panic);
     }
     measures
 }
