@@ -13,7 +13,11 @@ All at once, for DURATION seconds (default 30):
 Prints the health latency percentiles, the responses by status, and the
 server's peak RSS, then PASS or FAIL against the targets (health p99 <= 100 ms,
 no 5xx). One asyncio thread drives every connection, so the client takes as
-little CPU from the server as it can; both share this machine.
+little CPU from the server as it can; both share this machine. Each connection
+comes from a loopback address of its own (127.0.x.y: Linux routes all of
+127/8 to lo), so the load is many clients, as in a class, and the server's
+per-client shares (a quarter of its connections and streams, 4 replies) do not
+stand in for its overall limits.
 
   tools/bench_load.py [--bin target/release/cosmicai] [--data data/bench-serve] [--duration 30]
 """
@@ -64,9 +68,14 @@ class Load:
         self.health_ms = []
         self.streams_open = 0
         self.streams_refused = 0
+        self.clients = 0
 
     async def connect(self):
-        return await asyncio.open_connection(self.host, self.port)
+        # A client of its own: the next loopback address from 127.0.0.2 on.
+        self.clients += 1
+        n = self.clients + 1
+        source = f"127.0.{n // 250}.{n % 250 + 1}"
+        return await asyncio.open_connection(self.host, self.port, local_addr=(source, 0))
 
     async def loop(self, method, path, body=b"", pause=0.0):
         reader, writer = await self.connect()

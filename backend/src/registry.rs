@@ -701,8 +701,14 @@ fn unix_now() -> i64 {
 }
 
 fn process_alive(pid: i64) -> bool {
+    if pid <= 0 || pid > i64::from(i32::MAX) {
+        return false;
+    }
     // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && pid <= i64::from(i32::MAX) && unsafe { libc::kill(pid as i32, 0) } == 0
+    let sent = unsafe { libc::kill(pid as i32, 0) };
+    // EPERM: it exists, under another user (a service's server while a person
+    // runs `runs --follow`), and may not be signalled.
+    sent == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 pub use cosmicai_engine::system::process_identity;

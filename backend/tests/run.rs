@@ -1055,3 +1055,28 @@ fn same_json(a: &Value, b: &Value) -> bool {
         _ => a == b,
     }
 }
+
+#[test]
+fn bench_summarize_scores_every_object_it_wrote() {
+    // It read nothing (and failed) once Summarize skipped ranks planned no file.
+    let out = cosmicai(&[
+        "bench",
+        "summarize",
+        "--objects",
+        "5000",
+        "--ranks",
+        "7",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = last_json_line(&out);
+    assert_eq!(
+        (f["objects"].as_u64(), f["ranks"].as_u64()),
+        (Some(5000), Some(7))
+    );
+    assert!(f["peak_rss_after_mb"].as_f64().unwrap() >= f["peak_rss_before_mb"].as_f64().unwrap());
+}

@@ -467,7 +467,6 @@ def test_the_launcher_policy_grants_every_call_the_launcher_makes():
         "stateMachine": [{"Ref": "StateMachine"}],
         "execution": [
             {"Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${StateMachineName}:*"},
-            {"Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${StateMachineName}/*"},
         ],
         "mapRun": [{"Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:mapRun:${StateMachineName}/*"}],
     }

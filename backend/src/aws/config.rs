@@ -23,6 +23,29 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The state machine of execution `arn`
+/// (`arn:PARTITION:states:REGION:ACCOUNT:execution:MACHINE:NAME`).
+pub fn execution_state_machine(arn: &str) -> Result<String> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    match parts.as_slice() {
+        [
+            "arn",
+            partition,
+            "states",
+            region,
+            account,
+            "execution",
+            machine,
+            name,
+        ] if !machine.is_empty() && !name.is_empty() => Ok(format!(
+            "arn:{partition}:states:{region}:{account}:stateMachine:{machine}"
+        )),
+        _ => bail!(
+            "--adopt '{arn}' is not a Step Functions execution ARN (arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME)"
+        ),
+    }
+}
+
 /// The region in a state machine's ARN (arn:PARTITION:states:REGION:ACCOUNT:stateMachine:NAME).
 fn arn_region(arn: &str) -> Option<String> {
     let region = arn.split(':').nth(3)?;

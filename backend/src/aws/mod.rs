@@ -17,7 +17,7 @@ mod follow;
 mod run;
 mod upload;
 
-pub use config::AwsConfig;
+pub use config::{AwsConfig, execution_state_machine};
 pub use etags::LocalEtags;
 pub use follow::{LostContact, follow, refuse_if_busy, start_and_follow};
 pub use run::execute_on_aws;

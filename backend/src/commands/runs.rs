@@ -1,7 +1,7 @@
 //! `cosmicai runs`: the run history of a data directory.
 
 use crate::registry::Registry;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -82,7 +82,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
     if let Some(arn) = &args.adopt {
         let config = crate::aws::AwsConfig::resolve(
             args.bucket.clone(),
-            Some(state_machine_of(arn)?),
+            Some(crate::aws::execution_state_machine(arn)?),
             region_of(arn),
             args.aws_endpoint.clone(),
         )?;
@@ -134,29 +134,6 @@ pub fn run(args: RunsArgs) -> Result<()> {
     crate::output::emit(&out)
 }
 
-/// The state machine of execution `arn`
-/// (`arn:PARTITION:states:REGION:ACCOUNT:execution:MACHINE:NAME`).
-fn state_machine_of(arn: &str) -> Result<String> {
-    let parts: Vec<&str> = arn.split(':').collect();
-    match parts.as_slice() {
-        [
-            "arn",
-            partition,
-            "states",
-            region,
-            account,
-            "execution",
-            machine,
-            name,
-        ] if !machine.is_empty() && !name.is_empty() => Ok(format!(
-            "arn:{partition}:states:{region}:{account}:stateMachine:{machine}"
-        )),
-        _ => bail!(
-            "--adopt '{arn}' is not a Step Functions execution ARN (arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME)"
-        ),
-    }
-}
-
 /// The region an execution ARN names: where the execution is.
 fn region_of(arn: &str) -> Option<String> {
     arn.split(':')
@@ -173,7 +150,7 @@ mod tests {
     fn an_execution_arn_names_its_state_machine() {
         let arn = "arn:aws:states:eu-west-1:123456789012:execution:cosmicai:cai-1";
         assert_eq!(
-            state_machine_of(arn).unwrap(),
+            crate::aws::execution_state_machine(arn).unwrap(),
             "arn:aws:states:eu-west-1:123456789012:stateMachine:cosmicai"
         );
         assert_eq!(region_of(arn).as_deref(), Some("eu-west-1"));
@@ -183,7 +160,9 @@ mod tests {
             "arn:aws:states:eu-west-1:123456789012:execution::x",
             "cai-1",
         ] {
-            let e = state_machine_of(bad).unwrap_err().to_string();
+            let e = crate::aws::execution_state_machine(bad)
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("not a Step Functions execution ARN"),
                 "{bad}: {e}"

@@ -45,9 +45,16 @@ pub fn reattach(
     if let Some(pid) = registry.claim(run_id)? {
         bail!("run {run_id} is followed by process {pid} already");
     }
-    drop(registry);
     let request = run.request;
-    let mut recorder = Recorder::new(root, run_id, request.world_size, control, observe)?;
+    let mut recorder = match Recorder::new(root, run_id, request.world_size, control, observe) {
+        Ok(recorder) => recorder,
+        Err(e) => {
+            // Not left claimed by a process that will not follow it.
+            let _ = registry.interrupt(run_id, &format!("{e:#}"));
+            return Err(e);
+        }
+    };
+    drop(registry);
     recorder.status(format!("following {} again", aws.execution_arn));
     let outcome = Aws::connect(aws.config).and_then(|client| {
         follow(
@@ -98,6 +105,18 @@ pub fn adopt(
     control: RunControl,
     observe: &mut dyn FnMut(&RunEvent),
 ) -> Result<RunSummary> {
+    // An execution's ARN names its state machine: another stack's is refused
+    // by name before any call (whose policy may not reach it: AccessDenied).
+    if let (Ok(stack), Some(own)) = (
+        std::env::var("COSMICAI_STATE_MACHINE_ARN"),
+        crate::aws::execution_state_machine(arn).ok(),
+    ) && !stack.trim().is_empty()
+        && own != stack.trim()
+    {
+        bail!(
+            "execution {arn} belongs to state machine {own}, not the stack's {stack} (COSMICAI_STATE_MACHINE_ARN): give its own stack's bucket and state machine"
+        );
+    }
     let aws = Aws::connect(config)?;
     let described = aws
         .s3

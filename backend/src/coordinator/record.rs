@@ -106,7 +106,7 @@ impl<'a> Recorder<'a> {
         self.registry.set_aws(&self.run_id, aws)
     }
 
-    /// The run's row, taken over by this process (a run followed again).
+    /// Whether the run shows no progress bars (quiet: a server's run, `--json`).
     pub fn is_quiet(&self) -> bool {
         self.bars.is_hidden()
     }

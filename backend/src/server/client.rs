@@ -2,8 +2,10 @@
 //!
 //! A client is its peer address: an IPv4 address, or an IPv6 /64 (one host
 //! often holds a whole /64, so counting single IPv6 addresses would let it take
-//! any share). Behind a reverse proxy every client is the proxy; the shares are
-//! then the proxy's, and the proxy's own limits are the ones per user.
+//! any share). Behind a reverse proxy named by `--trusted-proxy`, a request's
+//! client is the address the proxy put last in `X-Forwarded-For` (the one it
+//! saw; entries before it are the caller's word); behind an unnamed proxy every
+//! user is the proxy, and shares one client's share.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -27,6 +29,16 @@ impl Client {
             },
         };
         Client(grouped)
+    }
+
+    /// The client of a request that came through `peer`: the peer, or where it
+    /// is a trusted proxy, the last address in `forwarded` (X-Forwarded-For).
+    pub fn of_request(peer: IpAddr, trusted: bool, forwarded: Option<&str>) -> Client {
+        let named = forwarded
+            .filter(|_| trusted)
+            .and_then(|f| f.rsplit(',').next())
+            .and_then(|last| last.trim().parse::<IpAddr>().ok());
+        Client::of(named.unwrap_or(peer))
     }
 }
 
@@ -100,6 +112,26 @@ mod tests {
         assert_ne!(
             Client::of("192.0.2.7".parse().unwrap()),
             Client::of("192.0.2.8".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxys_requests_count_against_the_address_it_saw() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let user = Client::of("203.0.113.9".parse().unwrap());
+        // The caller's own entries come first and are not believed.
+        let forwarded = Some("198.51.100.1, 203.0.113.9");
+        assert_eq!(Client::of_request(proxy, true, forwarded), user);
+        // Not a trusted proxy: the header is anyone's word.
+        assert_eq!(
+            Client::of_request(proxy, false, forwarded),
+            Client::of(proxy)
+        );
+        // No header, or not an address: the proxy itself.
+        assert_eq!(Client::of_request(proxy, true, None), Client::of(proxy));
+        assert_eq!(
+            Client::of_request(proxy, true, Some("unknown")),
+            Client::of(proxy)
         );
     }
 

@@ -553,11 +553,20 @@ mod tests {
     async fn a_timer_ends_with_its_owner() {
         let marker = Arc::new(());
         let held = marker.clone();
+        let asleep = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sleeping = asleep.clone();
         let timer = AbortOnDrop::spawn(async move {
+            sleeping.store(true, Ordering::Relaxed);
             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
             drop(held);
         });
-        tokio::task::yield_now().await;
+        for _ in 0..100 {
+            if asleep.load(Ordering::Relaxed) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(asleep.load(Ordering::Relaxed), "the timer ran");
         assert_eq!(Arc::strong_count(&marker), 2, "the timer is sleeping");
         drop(timer);
         for _ in 0..100 {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// Connections open at once. Each costs a file descriptor and a few KB.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -78,7 +79,12 @@ fn header_read_timeout() -> Duration {
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets the
 /// open connections finish (the caller bounds how long).
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    trusted_proxies: Vec<std::net::IpAddr>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
     let cap = connection_cap();
     if cap < MAX_CONNECTIONS {
         eprintln!(
@@ -86,13 +92,14 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
         );
     }
     let open = Arc::new(Semaphore::new(cap));
-    let per_client = Shares::new(CONNECTIONS_PER_CLIENT.min(cap / 4).max(1));
+    // At least 8: a browser opens about 6 to one server.
+    let per_client = Shares::new(CONNECTIONS_PER_CLIENT.min(cap / 4).max(8));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, client) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => (stream, Client::of(peer.ip())),
+                Ok((stream, peer)) => (stream, peer.ip()),
                 // Out of file descriptors, say: wait for some to close rather
                 // than spin (as axum's loop does).
                 Err(_) => {
@@ -102,9 +109,17 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             },
             () = &mut shutdown => break,
         };
-        let Some(share) = per_client.take(client) else {
-            drop(stream);
-            continue;
+        // A trusted proxy carries many users' connections: it holds no share.
+        let trusted = trusted_proxies.contains(&peer);
+        let share = match trusted {
+            true => None,
+            false => match per_client.take(Client::of(peer)) {
+                Some(share) => Some(share),
+                None => {
+                    drop(stream);
+                    continue;
+                }
+            },
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             drop(stream);
@@ -116,7 +131,17 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             .header_read_timeout(header_read_timeout());
         let connection = graceful.watch(http.serve_connection(
             TokioIo::new(stream),
-            TowerToHyperService::new(router.clone().layer(axum::Extension(client))),
+            TowerToHyperService::new(router.clone().map_request(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    let forwarded = request
+                        .headers()
+                        .get("x-forwarded-for")
+                        .and_then(|v| v.to_str().ok());
+                    let client = Client::of_request(peer, trusted, forwarded);
+                    request.extensions_mut().insert(client);
+                    request
+                },
+            )),
         ));
         tokio::spawn(async move {
             let _ = connection.await;

@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// name a reverse proxy forwards. Requests for other names get 421.
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub allowed_hosts: Vec<String>,
+    /// The address of a reverse proxy in front of this server (repeatable). Its
+    /// requests are counted against the client its X-Forwarded-For names last,
+    /// not against the proxy, for each client's share of the connections,
+    /// streams and replies; the proxy itself holds no share. Without it, every
+    /// user behind a proxy shares one client's share.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Runs and sweeps admitted at once; more are refused with 429 and Retry-After.
     #[arg(long, default_value_t = 4)]
     pub max_runs: usize,
@@ -448,6 +455,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let _ = std::io::stdout().flush();
         listen::serve(
             listener,
+            args.trusted_proxies.clone(),
             router(
                 state,
                 Explorer {

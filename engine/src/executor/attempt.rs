@@ -1,14 +1,13 @@
 //! One attempt of one rank: start a `cosmicai worker`, read its reports, watch
 //! its memory and time, and turn how it ended into a [`RankMeasure`] or an error.
 
-use super::{CANCELLED, ExecutorConfig, WorkerCommand, WorkerMessage};
+use super::{CANCELLED, ExecutorConfig, Stop, WorkerCommand, WorkerMessage};
 use crate::cost::billed_ms;
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::RankMeasure;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ pub(super) fn run(
     command: &WorkerCommand,
     rank: usize,
     config: &ExecutorConfig,
-    cancel: &AtomicBool,
+    stop: &Stop,
     report: impl Fn(RunEvent) + Send + 'static,
 ) -> Result<RankMeasure, String> {
     let start = Instant::now();
@@ -38,7 +37,7 @@ pub(super) fn run(
     let stderr = child.stderr.take().ok_or("worker has no stderr")?;
     let reports = read_reports(stdout, rank, start, report);
     let errors = std::thread::spawn(move || stderr_tail(stderr));
-    let ended = watch(&mut child, config, cancel, start);
+    let ended = watch(&mut child, config, stop, start);
     let duration = start.elapsed();
     // The watch has reaped the worker and killed its group, so its pipes are
     // closed and both readers end, unless a process that left the group
@@ -211,7 +210,7 @@ struct Ended {
 fn watch(
     child: &mut Child,
     config: &ExecutorConfig,
-    cancel: &AtomicBool,
+    stop: &Stop,
     start: Instant,
 ) -> Result<Ended, String> {
     let pid = child.id() as libc::pid_t;
@@ -227,7 +226,7 @@ fn watch(
                 return Err(format!("lost track of worker {pid}: {e}"));
             }
         }
-        if cancel.load(Ordering::Relaxed) {
+        if stop.is_set() {
             kill_group(pid);
             let _ = child.wait();
             return Err(CANCELLED.into());

@@ -66,6 +66,20 @@ pub enum WorkerMessage {
     },
 }
 
+/// When a worker stops early: the caller's cancel, or the executor's own halt
+/// (a panic on the way), which must not read as the caller's cancel.
+#[derive(Clone, Default)]
+struct Stop {
+    cancel: Arc<AtomicBool>,
+    halt: Arc<AtomicBool>,
+}
+
+impl Stop {
+    fn is_set(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.halt.load(Ordering::Relaxed)
+    }
+}
+
 enum Message {
     Event(RunEvent),
     Ended {
@@ -129,7 +143,11 @@ pub fn execute_cancellable(
     let mut billed_before = vec![0u64; world_size];
     // A panic on the way (in `on_event`, say) must not leave workers running
     // past their run, and the memory the caller reserved for them let go:
-    // they are cancelled, and waited for, before it goes on.
+    // they are halted, and waited for, before it goes on.
+    let stop = Stop {
+        cancel: cancel.clone(),
+        halt: Arc::default(),
+    };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while finished < starting {
             while cancel.load(Ordering::Relaxed) && running == 0 {
@@ -156,16 +174,20 @@ pub fn execute_cancellable(
                 let Some((rank, attempt)) = queue.pop_front() else {
                     break;
                 };
-                running += 1;
                 on_event(&RunEvent::RankStarted { rank, attempt });
-                let (command, tx, cancel) = (command.clone(), tx.clone(), cancel.clone());
+                let (command, tx, stop) = (command.clone(), tx.clone(), stop.clone());
                 std::thread::spawn(move || {
                     let events = tx.clone();
                     let report = move |event| {
                         let _ = events.send(Message::Event(event));
                     };
                     let started = std::time::Instant::now();
-                    let outcome = attempt::run(&command, rank, &config, &cancel, report);
+                    // Every attempt ends in `Ended`, a panicking one too: the
+                    // loop counts on it.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        attempt::run(&command, rank, &config, &stop, report)
+                    }))
+                    .unwrap_or_else(|_| Err("the rank's watcher panicked".into()));
                     let _ = tx.send(Message::Ended {
                         rank,
                         attempt,
@@ -173,6 +195,8 @@ pub fn execute_cancellable(
                         spent_s: started.elapsed().as_secs_f64(),
                     });
                 });
+                // Counted once it runs (a panic above started nothing to wait for).
+                running += 1;
             }
             let Ok(message) = rx.recv() else { break };
             match message {
@@ -221,7 +245,9 @@ pub fn execute_cancellable(
         }
     }));
     if let Err(panic) = outcome {
-        cancel.store(true, Ordering::Relaxed);
+        stop.halt.store(true, Ordering::Relaxed);
+        // Only the attempts' senders are left: past the last, recv ends.
+        drop(tx);
         while running > 0 {
             match rx.recv() {
                 Ok(Message::Ended { .. }) => running -= 1,

@@ -55,12 +55,17 @@ pub fn bench_summarize(args: SummarizeBenchArgs) -> Result<()> {
     let request: RunRequest = serde_json::from_value(serde_json::json!({
         "batch_size": 512, "world_size": args.ranks, "result_path": "bench",
     }))?;
+    // A file a rank (never read: Summarize reads the ranks' results), since
+    // Summarize reads only ranks that were planned a file.
+    let files: Vec<String> = (0..args.ranks)
+        .map(|rank| format!("bench-data/p{rank}.safetensors"))
+        .collect();
     let payload = Payload {
         bytes_per_object: None,
         run_id: "bench".into(),
         request: request.clone(),
-        files: Vec::new(),
-        ranks: vec![Vec::new(); args.ranks],
+        files: files.iter().map(|f| (f.clone(), 1)).collect(),
+        ranks: files.iter().map(|f| vec![f.clone()]).collect(),
     };
     let started = Instant::now();
     let mut measures = Vec::with_capacity(args.ranks);
