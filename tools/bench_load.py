@@ -71,7 +71,7 @@ class Load:
         self.clients = 0
 
     async def connect(self):
-        # A client of its own: the next loopback address from 127.0.0.2 on.
+        # A client of its own: the next loopback address from 127.0.0.3 on.
         self.clients += 1
         n = self.clients + 1
         source = f"127.0.{n // 250}.{n % 250 + 1}"

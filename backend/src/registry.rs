@@ -26,7 +26,7 @@ pub const UNCLOSED: &str = "the run ended, but its registry row could not be clo
 
 /// Run `id`'s summary in `result_path` under `data_dir`, where the run wrote
 /// one (the last thing a run writes before its row is closed).
-fn ended_summary(data_dir: &Path, id: &str, result_path: &str) -> Option<RunSummary> {
+pub fn ended_summary(data_dir: &Path, id: &str, result_path: &str) -> Option<RunSummary> {
     if cosmicai_shared::run::check_key(result_path).is_err() {
         return None;
     }
@@ -719,9 +719,11 @@ pub fn coordinator_alive(pid: i64, identity: Option<&str>) -> bool {
     if !process_alive(pid) {
         return false;
     }
-    match identity {
-        Some(identity) => process_identity(pid as u32).as_deref() == Some(identity),
-        None => true,
+    match (identity, process_identity(pid as u32)) {
+        (Some(identity), Some(now)) => now == identity,
+        // Recorded before identities were, or there but unreadable (another
+        // user's process where /proc is mounted hidepid): taken as alive.
+        _ => true,
     }
 }
 

@@ -107,11 +107,16 @@ pub fn adopt(
 ) -> Result<RunSummary> {
     // An execution's ARN names its state machine: another stack's is refused
     // by name before any call (whose policy may not reach it: AccessDenied).
-    if let (Ok(stack), Some(own)) = (
-        std::env::var("COSMICAI_STATE_MACHINE_ARN"),
+    // The stack's ARN may name a version or alias (NAME:3): its state machine
+    // is the ARN's first seven fields.
+    let stack_machine = std::env::var("COSMICAI_STATE_MACHINE_ARN")
+        .ok()
+        .map(|arn| arn.trim().split(':').take(7).collect::<Vec<_>>().join(":"))
+        .filter(|arn| !arn.is_empty());
+    if let (Some(stack), Some(own)) = (
+        &stack_machine,
         crate::aws::execution_state_machine(arn).ok(),
-    ) && !stack.trim().is_empty()
-        && own != stack.trim()
+    ) && own != *stack
     {
         bail!(
             "execution {arn} belongs to state machine {own}, not the stack's {stack} (COSMICAI_STATE_MACHINE_ARN): give its own stack's bucket and state machine"
@@ -122,9 +127,8 @@ pub fn adopt(
         .s3
         .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
         .map_err(|e| anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e)))?;
-    if let Ok(stack) = std::env::var("COSMICAI_STATE_MACHINE_ARN")
-        && !stack.trim().is_empty()
-        && described.state_machine_arn() != stack.trim()
+    if let Some(stack) = &stack_machine
+        && described.state_machine_arn() != stack
     {
         bail!(
             "execution {arn} belongs to state machine {}, not the stack's {stack} (COSMICAI_STATE_MACHINE_ARN): give its own stack's bucket and state machine",

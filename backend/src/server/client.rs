@@ -32,12 +32,26 @@ impl Client {
     }
 
     /// The client of a request that came through `peer`: the peer, or where it
-    /// is a trusted proxy, the last address in `forwarded` (X-Forwarded-For).
-    pub fn of_request(peer: IpAddr, trusted: bool, forwarded: Option<&str>) -> Client {
-        let named = forwarded
-            .filter(|_| trusted)
-            .and_then(|f| f.rsplit(',').next())
-            .and_then(|last| last.trim().parse::<IpAddr>().ok());
+    /// is a trusted proxy, the last address in `forwarded`, the X-Forwarded-For
+    /// lines in order (a proxy may add a line of its own after the caller's,
+    /// rather than append to it). An address with a port, or in brackets, counts.
+    pub fn of_request<'a>(
+        peer: IpAddr,
+        trusted: bool,
+        forwarded: impl DoubleEndedIterator<Item = &'a str>,
+    ) -> Client {
+        let last = forwarded.rev().flat_map(|line| line.rsplit(',')).next();
+        let named = last.filter(|_| trusted).and_then(|last| {
+            let last = last.trim();
+            last.parse::<IpAddr>()
+                .ok()
+                .or_else(|| last.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+                .or_else(|| {
+                    last.strip_prefix('[')
+                        .and_then(|v| v.strip_suffix(']'))
+                        .and_then(|v| v.parse().ok())
+                })
+        });
         Client::of(named.unwrap_or(peer))
     }
 }
@@ -119,20 +133,24 @@ mod tests {
     fn a_trusted_proxys_requests_count_against_the_address_it_saw() {
         let proxy: IpAddr = "10.0.0.5".parse().unwrap();
         let user = Client::of("203.0.113.9".parse().unwrap());
+        let of = |trusted: bool, lines: &[&str]| {
+            Client::of_request(proxy, trusted, lines.iter().copied())
+        };
         // The caller's own entries come first and are not believed.
-        let forwarded = Some("198.51.100.1, 203.0.113.9");
-        assert_eq!(Client::of_request(proxy, true, forwarded), user);
+        assert_eq!(of(true, &["198.51.100.1, 203.0.113.9"]), user);
+        // Nor is a line of the caller's own before the one the proxy added.
+        assert_eq!(of(true, &["198.51.100.1", "203.0.113.9"]), user);
+        // With a port, or an IPv6 address in brackets.
+        assert_eq!(of(true, &["203.0.113.9:5678"]), user);
+        assert_eq!(
+            of(true, &["[2001:db8::7]"]),
+            Client::of("2001:db8::7".parse().unwrap())
+        );
         // Not a trusted proxy: the header is anyone's word.
-        assert_eq!(
-            Client::of_request(proxy, false, forwarded),
-            Client::of(proxy)
-        );
+        assert_eq!(of(false, &["198.51.100.1, 203.0.113.9"]), Client::of(proxy));
         // No header, or not an address: the proxy itself.
-        assert_eq!(Client::of_request(proxy, true, None), Client::of(proxy));
-        assert_eq!(
-            Client::of_request(proxy, true, Some("unknown")),
-            Client::of(proxy)
-        );
+        assert_eq!(of(true, &[]), Client::of(proxy));
+        assert_eq!(of(true, &["unknown"]), Client::of(proxy));
     }
 
     #[test]

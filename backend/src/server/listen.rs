@@ -92,14 +92,15 @@ pub async fn serve(
         );
     }
     let open = Arc::new(Semaphore::new(cap));
-    // At least 8: a browser opens about 6 to one server.
-    let per_client = Shares::new(CONNECTIONS_PER_CLIENT.min(cap / 4).max(8));
+    // At least 8 (a browser opens about 6 to one server), at most half.
+    let per_client = Shares::new(CONNECTIONS_PER_CLIENT.min(cap / 4).max(8).min(cap / 2));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => (stream, peer.ip()),
+                // An IPv4 peer of a dual-stack listener comes as ::ffff:a.b.c.d.
+                Ok((stream, peer)) => (stream, peer.ip().to_canonical()),
                 // Out of file descriptors, say: wait for some to close rather
                 // than spin (as axum's loop does).
                 Err(_) => {
@@ -133,11 +134,13 @@ pub async fn serve(
             TokioIo::new(stream),
             TowerToHyperService::new(router.clone().map_request(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    let forwarded = request
+                    let lines: Vec<&str> = request
                         .headers()
-                        .get("x-forwarded-for")
-                        .and_then(|v| v.to_str().ok());
-                    let client = Client::of_request(peer, trusted, forwarded);
+                        .get_all("x-forwarded-for")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect();
+                    let client = Client::of_request(peer, trusted, lines.into_iter());
                     request.extensions_mut().insert(client);
                     request
                 },

@@ -455,7 +455,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let _ = std::io::stdout().flush();
         listen::serve(
             listener,
-            args.trusted_proxies.clone(),
+            args.trusted_proxies
+                .iter()
+                .map(|ip| ip.to_canonical())
+                .collect(),
             router(
                 state,
                 Explorer {

@@ -220,18 +220,17 @@ impl Runs {
             // The coordinator closes the row of a run it ran; one it never
             // started, or a local one that panicked, is closed here (an AWS one
             // left interrupted is followed again at the next start).
-            // A run that wrote its summary.json is closed from it when the
-            // registry is next opened, not failed.
-            let summarized = root
-                .join(&request.result_path)
-                .join("summary.json")
-                .is_file();
+            // A run that wrote its own summary.json (then failed to close its
+            // row, or panicked after) is closed from that summary, not failed.
             if let Err(e) = &outcome
                 && !e.is::<crate::aws::LostContact>()
-                && !summarized
             {
-                let _ = crate::registry::Registry::in_folder(&root)
-                    .and_then(|registry| registry.fail_if_running(&run_id, &format!("{e:#}")));
+                let _ = crate::registry::Registry::in_folder(&root).and_then(|registry| {
+                    match crate::registry::ended_summary(&root, &run_id, &request.result_path) {
+                        Some(summary) => registry.finish(&summary),
+                        None => registry.fail_if_running(&run_id, &format!("{e:#}")),
+                    }
+                });
             }
             let last = match outcome {
                 // The status the registry and summary.json have: a cancelled

@@ -399,3 +399,31 @@ fn one_client_cannot_hold_every_connection() {
         String::from_utf8_lossy(&served)
     );
 }
+
+#[test]
+fn a_trusted_proxy_holds_no_share_of_the_connections() {
+    // Behind --trusted-proxy every user comes through one address: it may hold
+    // more than one client's 256 connections.
+    let s = start_with(
+        data_dir(),
+        "127.0.0.1:0",
+        &[],
+        &["--trusted-proxy", "127.0.0.1"],
+    );
+    let held: Vec<TcpStream> = (0..300)
+        .map(|i| {
+            let mut c = TcpStream::connect(&s.addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(
+                b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n",
+            )
+            .unwrap();
+            let mut first = [0u8; 12];
+            c.read_exact(&mut first)
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            assert_eq!(&first, b"HTTP/1.1 200", "connection {i}");
+            c
+        })
+        .collect();
+    assert_eq!(held.len(), 300);
+}

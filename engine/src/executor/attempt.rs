@@ -33,6 +33,7 @@ pub(super) fn run(
 ) -> Result<RankMeasure, String> {
     let start = Instant::now();
     let mut child = spawn(command, rank, config.memory_mb)?;
+    let _group = KilledOnUnwind(child.id() as libc::pid_t);
     let stdout = child.stdout.take().ok_or("worker has no stdout")?;
     let stderr = child.stderr.take().ok_or("worker has no stderr")?;
     let reports = read_reports(stdout, rank, start, report);
@@ -300,6 +301,18 @@ fn reap(pid: libc::pid_t) -> std::io::Result<(libc::c_int, libc::rusage)> {
 }
 
 /// SIGKILL to the worker's whole process group (its pid is the group's id).
+/// A worker's group, killed if its attempt unwinds (a panic) before the watch
+/// has ended it: a retry must not start beside what is left of it.
+struct KilledOnUnwind(libc::pid_t);
+
+impl Drop for KilledOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            kill_group(self.0);
+        }
+    }
+}
+
 fn kill_group(pid: libc::pid_t) {
     // SAFETY: signalling the process group our own child leads.
     unsafe { libc::kill(-pid, libc::SIGKILL) };
