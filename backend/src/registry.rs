@@ -71,6 +71,17 @@ fn has_run_or_sweep(id_expr: &str) -> String {
     )
 }
 
+/// What [`Registry::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This process follows the run now.
+    Taken,
+    /// A live process (this pid) follows it.
+    FollowedBy(i64),
+    /// It was asked for interrupted only, and is not (ended, or taken up meanwhile).
+    NotInterrupted,
+}
+
 /// A run's row, as a follower needs it.
 #[derive(Debug, Clone)]
 pub struct StoredRun {
@@ -556,7 +567,9 @@ impl Registry {
     /// then `Some(its pid)`. One write transaction reads and sets the row, so
     /// of two processes claiming the same run (a server starting while
     /// `runs --follow` runs) one wins and the other is told, not both following.
-    pub fn claim(&self, id: &str) -> Result<Option<i64>> {
+    /// With `interrupted_only` (a server taking up the runs it listed as
+    /// interrupted), a run that has ended or been taken up meanwhile is left.
+    pub fn claim(&self, id: &str, interrupted_only: bool) -> Result<Claim> {
         let tx = rusqlite::Transaction::new_unchecked(
             &self.db,
             rusqlite::TransactionBehavior::Immediate,
@@ -569,19 +582,23 @@ impl Registry {
             )
             .optional()?;
         let me = i64::from(std::process::id());
-        if let Some((status, pid, identity)) = row
-            && status == RunStatus::Running.name()
-            && pid != me
-            && coordinator_alive(pid, identity.as_deref())
-        {
-            return Ok(Some(pid));
+        if let Some((status, pid, identity)) = &row {
+            if status == RunStatus::Running.name()
+                && *pid != me
+                && coordinator_alive(*pid, identity.as_deref())
+            {
+                return Ok(Claim::FollowedBy(*pid));
+            }
+            if interrupted_only && status != RunStatus::Interrupted.name() {
+                return Ok(Claim::NotInterrupted);
+            }
         }
         tx.execute(
             "UPDATE runs SET status = 'running', coordinator_pid = ?2, coordinator_identity = ?3 WHERE id = ?1",
             params![id, me, process_identity(std::process::id())],
         )?;
         tx.commit()?;
-        Ok(None)
+        Ok(Claim::Taken)
     }
 
     /// Run `id` lost its follower but may still be running (on AWS).
@@ -801,18 +818,31 @@ mod tests {
         let me = i64::from(std::process::id());
         // Followed by a live process (pid 1 always is): refused, the row as it was.
         set_follower(1, "running");
-        assert_eq!(registry.claim("run-1").unwrap(), Some(1));
+        assert_eq!(
+            registry.claim("run-1", false).unwrap(),
+            Claim::FollowedBy(1)
+        );
         assert_eq!(row(), ("running".to_string(), 1));
         // Interrupted, or its follower gone: taken by this process.
         set_follower(1, "interrupted");
-        assert_eq!(registry.claim("run-1").unwrap(), None);
+        assert_eq!(registry.claim("run-1", true).unwrap(), Claim::Taken);
         assert_eq!(row(), ("running".to_string(), me));
         set_follower(i64::from(i32::MAX), "running");
-        assert_eq!(registry.claim("run-1").unwrap(), None);
+        assert_eq!(registry.claim("run-1", false).unwrap(), Claim::Taken);
         assert_eq!(row(), ("running".to_string(), me));
         // Its own claim again is no conflict; the connection is left out of a transaction.
-        assert_eq!(registry.claim("run-1").unwrap(), None);
+        assert_eq!(registry.claim("run-1", false).unwrap(), Claim::Taken);
         assert!(registry.db.is_autocommit());
+        // A server taking up the runs it listed as interrupted leaves one that
+        // ended meanwhile (closed by `runs --follow`, say) as it is.
+        set_follower(i64::from(i32::MAX), "succeeded");
+        assert_eq!(
+            registry.claim("run-1", true).unwrap(),
+            Claim::NotInterrupted
+        );
+        assert_eq!(row(), ("succeeded".to_string(), i64::from(i32::MAX)));
+        // `runs --follow` of an ended run follows it again (to copy its results).
+        assert_eq!(registry.claim("run-1", false).unwrap(), Claim::Taken);
     }
 
     #[test]

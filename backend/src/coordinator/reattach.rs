@@ -7,7 +7,7 @@
 
 use super::record::{Recorder, RunControl};
 use crate::aws::{Aws, AwsConfig, follow, sdk_error};
-use crate::registry::Registry;
+use crate::registry::{Claim, Registry};
 use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{PayloadOf, RunSummary, read_payload};
 use cosmicai_engine::store::LocalStore;
@@ -24,6 +24,18 @@ pub fn reattach(
     run_id: &str,
     control: RunControl,
     observe: &mut dyn FnMut(&RunEvent),
+) -> Result<RunSummary> {
+    follow_again(root, run_id, control, observe, false)
+}
+
+/// [`reattach`]; with `interrupted_only`, a run no longer interrupted when it
+/// is claimed (ended, or taken up by another process meanwhile) is left as it is.
+fn follow_again(
+    root: &Path,
+    run_id: &str,
+    control: RunControl,
+    observe: &mut dyn FnMut(&RunEvent),
+    interrupted_only: bool,
 ) -> Result<RunSummary> {
     let path = crate::registry::path(root);
     // Only looked at: a mistyped --data makes no folder and no empty registry.
@@ -42,8 +54,10 @@ pub fn reattach(
     };
     // Checked and taken in one write: two processes following one run would
     // copy its results twice and each close its row.
-    if let Some(pid) = registry.claim(run_id)? {
-        bail!("run {run_id} is followed by process {pid} already");
+    match registry.claim(run_id, interrupted_only)? {
+        Claim::Taken => {}
+        Claim::FollowedBy(pid) => bail!("run {run_id} is followed by process {pid} already"),
+        Claim::NotInterrupted => bail!("run {run_id} is no longer interrupted: left as it is"),
     }
     let request = run.request;
     let mut recorder = match Recorder::new(root, run_id, request.world_size, control, observe) {
@@ -84,7 +98,7 @@ pub fn reattach_interrupted(root: &Path) -> Result<usize> {
                 quiet: true,
                 ..Default::default()
             };
-            match reattach(&root, &id, control, &mut |_| {}) {
+            match follow_again(&root, &id, control, &mut |_| {}, true) {
                 Ok(summary) => eprintln!("run {id} followed again: {}", summary.status.name()),
                 Err(e) => eprintln!("run {id}: {e:#}"),
             }
