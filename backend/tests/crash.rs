@@ -5,7 +5,7 @@
 //! worker is left alive.
 
 mod common;
-use common::{cosmicai, dataset, workers};
+use common::{cosmicai, dataset, same_json, workers};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -170,27 +170,4 @@ fn walk(dir: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-/// Whether two JSON values are the same, numbers with a float's last digits
-/// aside (a rank file's figures are read and written again into
-/// combined_data.json, and serde_json's parsing may move a float by an ulp).
-fn same_json(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            match (x.as_f64(), y.as_f64()) {
-                (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
-                _ => false,
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
-        }
-        _ => a == b,
-    }
 }

@@ -2,7 +2,7 @@
 //! the registry, bad requests refused up front, workers and coordinators killed.
 
 mod common;
-use common::{cosmicai, dataset, last_json_line, ok_json, workers};
+use common::{cosmicai, dataset, last_json_line, ok_json, same_json, workers};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1031,29 +1031,6 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
         !out.status.success() && e.contains("names model \"photoz\", and --model astromae:x.pt"),
         "{e}"
     );
-}
-
-/// Whether two JSON values are the same, numbers with a float's last digits
-/// aside (a rank file's figures are read and written again into
-/// combined_data.json, and serde_json's parsing may move a float by an ulp).
-fn same_json(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            match (x.as_f64(), y.as_f64()) {
-                (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
-                _ => false,
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
-        }
-        _ => a == b,
-    }
 }
 
 #[test]

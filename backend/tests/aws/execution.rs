@@ -96,7 +96,7 @@ fn a_run_on_step_functions_and_lambda_matches_the_local_layout() {
             serde_json::from_slice(&store.get(&format!("{result_path}/{rank}.json")).unwrap())
                 .unwrap();
         assert!(
-            same_json(entry, &file),
+            common::same_json(entry, &file),
             "combined_data.json[{rank}] {entry} vs {rank}.json {file}"
         );
         assert_eq!(file["rank"].as_u64(), Some(rank as u64), "{file}");
@@ -492,27 +492,4 @@ fn the_follower_rides_out_throttling_and_a_lost_run_is_followed_again() {
         "run-0-0-0",
     ]);
     assert!(e.contains("not in the registry"), "{e}");
-}
-
-/// Whether two JSON values are the same, numbers with a float's last digits
-/// aside (a rank file's figures are read and written again into
-/// combined_data.json, and serde_json's parsing may move a float by an ulp).
-pub(crate) fn same_json(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            match (x.as_f64(), y.as_f64()) {
-                (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
-                _ => false,
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
-        }
-        _ => a == b,
-    }
 }

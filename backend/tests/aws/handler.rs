@@ -316,7 +316,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
             serde_json::from_slice(&store.get(&format!("results/cai/{rank}.json")).unwrap())
                 .unwrap();
         assert!(
-            super::execution::same_json(entry, &file),
+            crate::common::same_json(entry, &file),
             "combined_data.json[{rank}] {entry} vs {rank}.json {file}"
         );
         assert_eq!(file["rank"].as_u64(), Some(rank as u64), "{file}");
