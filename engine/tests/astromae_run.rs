@@ -6,7 +6,7 @@ use burn::backend::NdArray;
 use cosmicai_engine::partition::{
     Images, ObjectRow, Partition, PartitionMeta, Source, write_partition,
 };
-use cosmicai_engine::pipeline::{infer_rank, initialize, read_predictions, summarize};
+use cosmicai_engine::pipeline::{Stores, infer_rank, initialize, read_predictions, summarize};
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::{LocalStore, ObjectStore};
 use cosmicai_model::weights::Weights;
@@ -69,6 +69,7 @@ fn partition(range: std::ops::Range<usize>, images: bool) -> Partition {
 fn request(model: &str) -> RunRequest {
     RunRequest {
         bucket: "local".into(),
+        data_bucket: None,
         data_prefix: "data".into(),
         file_limit: None,
         batch_size: 3,
@@ -107,7 +108,7 @@ fn run_in(
     let results = (0..2)
         .map(|rank| {
             infer_rank(
-                &store,
+                Stores::one(&store),
                 &payload,
                 rank,
                 &loaded,
@@ -405,7 +406,7 @@ fn a_rank_its_caller_stops_writes_nothing() {
     for stop_at in [RankEvent::Objects(3), RankEvent::Writing] {
         let mut heard = Vec::new();
         let stopped = infer_rank(
-            &store,
+            Stores::one(&store),
             &payload,
             0,
             &loaded,

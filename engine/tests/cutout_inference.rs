@@ -6,7 +6,7 @@ use burn::backend::NdArray;
 use cosmicai_engine::partition::{
     Images, ObjectRow, Partition, PartitionMeta, Source, write_partition,
 };
-use cosmicai_engine::pipeline::{infer_rank, initialize, read_predictions};
+use cosmicai_engine::pipeline::{Stores, infer_rank, initialize, read_predictions};
 use cosmicai_engine::predict::{Prediction, predict_photoz};
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::{LocalStore, ObjectStore};
@@ -65,6 +65,7 @@ fn partition(n: usize, size: usize, images: bool) -> Partition {
 fn request(result_path: &str) -> RunRequest {
     RunRequest {
         bucket: "local".into(),
+        data_bucket: None,
         data_prefix: "data".into(),
         file_limit: None,
         batch_size: 4,
@@ -92,7 +93,7 @@ fn run_rank(
     let payload = initialize(&store, &request("results/r"), "r").unwrap();
     let system = SystemInfo::default();
     match infer_rank(
-        &store,
+        Stores::one(&store),
         &payload,
         0,
         model,

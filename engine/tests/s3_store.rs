@@ -6,7 +6,7 @@ use burn::backend::NdArray;
 use cosmicai_engine::catalog::read_catalog;
 use cosmicai_engine::dataset::{PartitionBy, PartitionSink};
 use cosmicai_engine::partition::{PartitionMeta, Source};
-use cosmicai_engine::pipeline::{infer_rank, initialize, summarize};
+use cosmicai_engine::pipeline::{Stores, infer_rank, initialize, summarize};
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::s3::{S3Config, S3Store};
 use cosmicai_engine::store::{ObjectStore, StoreError};
@@ -231,6 +231,7 @@ fn the_pipeline_runs_against_a_bucket() {
 
     let request = RunRequest {
         bucket: "cosmicai-data".into(),
+        data_bucket: None,
         data_prefix: "data".into(),
         file_limit: Some(3),
         batch_size: 1000,
@@ -253,7 +254,7 @@ fn the_pipeline_runs_against_a_bucket() {
     let mut measures = Vec::new();
     for rank in 0..2 {
         let result = infer_rank(
-            &s3,
+            Stores::one(&s3),
             &payload,
             rank,
             &model,
@@ -378,7 +379,7 @@ fn a_photoz_rank_reads_the_catalog_and_not_the_cutouts_from_a_bucket() {
     for store in [&s3 as &dyn ObjectStore, &local] {
         let payload = initialize(store, &request, "catalog-only").unwrap();
         let result = infer_rank(
-            store,
+            Stores::one(store),
             &payload,
             0,
             &model,
@@ -436,4 +437,134 @@ fn a_photoz_rank_reads_the_catalog_and_not_the_cutouts_from_a_bucket() {
     // The bucket's run is priced for the GETs its rank counted, the local one at
     // one a partition.
     assert_eq!(gets[0], gets[1] + 2);
+}
+
+/// A CAI user's data read where it is: partitions listed and read from their
+/// bucket, nothing written there, and every file of the run in the run's own
+/// bucket. The weights beside the data (CAI keeps its checkpoint there) are
+/// no partition.
+#[test]
+fn a_run_reads_its_partitions_from_a_data_bucket_and_writes_only_to_its_own() {
+    use cosmicai_engine::partition::{Partition, write_partition};
+    use cosmicai_engine::pipeline::initialize_with;
+
+    let server = start_server();
+    let data = store(&server, "cai-data");
+    let results = store(&server, "cosmicai-stack");
+    let scratch = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let weights_path = root.join("assets/model/photoz.safetensors");
+    for file in 0..2 {
+        let mut p = Partition::blank(100, None);
+        for (i, m) in p.magnitudes.iter_mut().enumerate() {
+            let g = 17.0 + (file * 100 + i) as f32 / 100.0;
+            *m = [g + 1.5, g, g - 0.5, g - 0.8, g - 1.0];
+        }
+        let path = scratch.path().join(format!("part-{file:05}.safetensors"));
+        write_partition(&path, &p).unwrap();
+        data.put(
+            &format!("100MB/part-{file:05}.safetensors"),
+            &std::fs::read(&path).unwrap(),
+        )
+        .unwrap();
+    }
+    data.put(
+        "100MB/photoz.safetensors",
+        &std::fs::read(&weights_path).unwrap(),
+    )
+    .unwrap();
+    let held = |store: &S3Store, prefix: &str| -> Vec<String> {
+        store
+            .list(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    };
+    let data_before = held(&data, "");
+
+    let request: RunRequest = serde_json::from_value(serde_json::json!({
+        "bucket": "cosmicai-stack", "data_bucket": "cai-data", "data_prefix": "100MB",
+        "batch_size": 64, "world_size": 2, "result_path": "results/in-place",
+        "model": "photoz:s3://cai-data/100MB/photoz.safetensors",
+    }))
+    .unwrap();
+    assert!(request.problems().is_empty(), "{:?}", request.problems());
+    let stores = Stores {
+        data: &data,
+        results: &results,
+    };
+    let payload = initialize_with(stores, &request, "in-place", |_| Ok(())).unwrap();
+    let planned: Vec<&str> = payload.files.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        planned,
+        [
+            "100MB/part-00000.safetensors",
+            "100MB/part-00001.safetensors"
+        ]
+    );
+    let weights = Weights::open(&weights_path).unwrap();
+    let device = Default::default();
+    let model =
+        RedshiftModel::PhotoZ(PhotoZ::<NdArray<f32>>::from_weights(&weights, &device).unwrap());
+    let mut measures = Vec::new();
+    for rank in 0..2 {
+        let result = infer_rank(
+            stores,
+            &payload,
+            rank,
+            &model,
+            &device,
+            SystemInfo::default(),
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(result.objects, 100);
+        assert!(result.downloaded_bytes > 0);
+        measures.push(RankMeasure {
+            rank,
+            attempts: 1,
+            objects: result.objects,
+            billed_duration_ms: 10,
+            ..Default::default()
+        });
+    }
+    let summary = summarize(
+        &results,
+        &payload,
+        &measures,
+        1.0,
+        0.1,
+        std::time::Instant::now(),
+    )
+    .unwrap();
+    assert_eq!(summary.status, RunStatus::Succeeded);
+    assert_eq!(summary.objects, 200);
+    assert_eq!(
+        held(&data, ""),
+        data_before,
+        "nothing written to the data bucket"
+    );
+    let written = held(&results, "");
+    for k in [
+        "payload.json",
+        "0.json",
+        "1.json",
+        "combined_data.json",
+        "summary.json",
+    ] {
+        assert!(
+            written.contains(&format!("results/in-place/{k}")),
+            "{k} missing from {written:?}"
+        );
+    }
+    assert!(
+        written.iter().all(|k| k.starts_with("results/in-place/")),
+        "{written:?}"
+    );
+    // Planned over the run's own bucket instead, it finds no partitions there.
+    let e = initialize(&results, &request, "elsewhere")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds no partition files"), "{e}");
 }

@@ -1,6 +1,7 @@
 //! Infer: one rank, as a local worker runs it (`engine::pipeline::infer_rank`),
 //! measured as Lambda bills it: its duration, a cold call's INIT, its CPU time.
 
+use crate::data::data_store;
 use crate::deadline::RankDeadline;
 use crate::weights::cached_cpu_model;
 #[cfg(feature = "cuda")]
@@ -8,13 +9,14 @@ use crate::weights::load_model;
 use crate::{Cpu, S3Settings, StageError, its_payload};
 use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::pipeline::{
-    Payload, PipelineError, RANK_STOP_S, RankEvent, infer_rank, measures_key,
+    Payload, PipelineError, RANK_STOP_S, RankEvent, Stores, infer_rank, measures_key,
 };
 #[cfg(feature = "cuda")]
 use cosmicai_engine::placement::OnBackend;
 use cosmicai_engine::placement::Placement;
 use cosmicai_engine::redshift_model::RedshiftModel;
 use cosmicai_engine::store::ObjectStore;
+#[cfg(feature = "cuda")]
 use cosmicai_engine::store::s3::S3Store;
 use cosmicai_shared::aws::RankItem;
 use cosmicai_shared::run::{Device, RankMeasure};
@@ -68,6 +70,14 @@ pub(crate) fn infer_stage(
         .connect(&item.bucket)
         .map_err(StageError::invalid)?;
     let payload = its_payload(&store, &item.result_path, &item.run_id)?;
+    let data_bucket = std::env::var("COSMICAI_INPUT_BUCKET").ok();
+    let data_store = data_store(settings, &payload.request, data_bucket.as_deref())?;
+    let stores = Stores {
+        data: data_store
+            .as_ref()
+            .map_or(&store as &dyn ObjectStore, |d| d),
+        results: &store,
+    };
     if payload.request.device == Device::Cuda && !cfg!(feature = "cuda") {
         return Err(StageError::invalid(
             "device cuda: Lambda has no GPU; CUDA runs go to the AWS Batch queue of the template",
@@ -82,7 +92,7 @@ pub(crate) fn infer_stage(
             let spec = payload.request.model_spec().map_err(StageError::invalid)?;
             cached_cpu_model(settings, &store, &spec, precision).and_then(|model| {
                 run_rank::<Cpu>(
-                    &store,
+                    stores,
                     &payload,
                     item.rank,
                     &model,
@@ -96,6 +106,7 @@ pub(crate) fn infer_stage(
         _ => placement.run(GpuRank {
             settings,
             store: &store,
+            stores,
             payload: &payload,
             rank: item.rank,
             started,
@@ -184,7 +195,9 @@ fn stopped_measure(
 #[cfg(feature = "cuda")]
 struct GpuRank<'a> {
     settings: &'a S3Settings,
+    /// The run's own bucket, where its weights are named from.
     store: &'a S3Store,
+    stores: Stores<'a>,
     payload: &'a Payload,
     rank: usize,
     started: Instant,
@@ -211,7 +224,7 @@ impl OnBackend for GpuRank<'_> {
         // A Batch job has no Express execution to outlive: no deadline.
         let (started, first) = (self.started, self.first_batch_s);
         run_rank(
-            self.store,
+            self.stores,
             self.payload,
             self.rank,
             &model,
@@ -224,7 +237,7 @@ impl OnBackend for GpuRank<'_> {
 /// Runs the rank with `model` (ready now) on backend `B`, stopping between batches
 /// at `deadline`; also returns when the model was ready, since the invocation started.
 fn run_rank<B: burn::prelude::Backend>(
-    store: &S3Store,
+    stores: Stores,
     payload: &Payload,
     rank: usize,
     model: &RedshiftModel<B>,
@@ -238,7 +251,7 @@ where
     let device = B::Device::default();
     let mut late = None;
     let result = infer_rank::<B>(
-        store,
+        stores,
         payload,
         rank,
         model,

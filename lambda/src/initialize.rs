@@ -1,9 +1,12 @@
 //! Initialize: the run planned from its request, `payload.json` and the Map's
 //! items (`plan.json`) written, and every refusal made before a rank is paid for.
 
+use crate::data::{data_store, in_our_region};
 use crate::weights::{check_weights, object_exists, readable_weights_bucket, weights_location};
 use crate::{S3Settings, StageError};
-use cosmicai_engine::pipeline::{Payload, check_rank_time, check_room, initialize_with, plan_key};
+use cosmicai_engine::pipeline::{
+    Payload, Stores, check_rank_time, check_room, initialize_with, plan_key,
+};
 use cosmicai_engine::store::ObjectStore;
 use cosmicai_shared::aws::{InitializeOutput, RankItem};
 use cosmicai_shared::run::{Device, RunRequest};
@@ -44,7 +47,7 @@ pub(crate) fn initialize_stage(
         let prefix = format!("{}/", prefix.trim_matches('/'));
         // Past runs' predictions are partitions to a listing: never data.
         let data = format!("{}/", request.data_prefix.trim_matches('/'));
-        if data.starts_with(&prefix) {
+        if request.partitions_bucket() == request.bucket && data.starts_with(&prefix) {
             return Err(StageError::invalid(format!(
                 "data_prefix '{}' is inside '{prefix}', where this deployment keeps its runs' results: give the folder that holds the partitions",
                 request.data_prefix
@@ -58,6 +61,17 @@ pub(crate) fn initialize_stage(
     let store = settings
         .connect(&request.bucket)
         .map_err(StageError::invalid)?;
+    let data_bucket = std::env::var("COSMICAI_INPUT_BUCKET").ok();
+    let data_store = data_store(settings, request, data_bucket.as_deref())?;
+    if let Some(data) = &data_store {
+        in_our_region(data)?;
+    }
+    let stores = Stores {
+        data: data_store
+            .as_ref()
+            .map_or(&store as &dyn ObjectStore, |d| d),
+        results: &store,
+    };
     // A model whose weights cannot be found fails here, before any rank is paid for.
     if let Some(path) = spec.weights() {
         let (bucket, key) = weights_location(path, &request.bucket);
@@ -65,6 +79,7 @@ pub(crate) fn initialize_stage(
             &bucket,
             &request.bucket,
             std::env::var("COSMICAI_WEIGHTS_BUCKET").ok().as_deref(),
+            data_bucket.as_deref(),
         )
         .map_err(|e| StageError::invalid(format!("model '{spec}': {e}")))?;
         let found = if bucket == request.bucket {
@@ -90,7 +105,7 @@ pub(crate) fn initialize_stage(
     // CPU ranks run in Express children, stopped at 5 minutes, GPU ranks in Batch
     // attempts stopped at an hour: a plan whose ranks could run longer is
     // refused before anything is written or paid for.
-    let payload = initialize_with(&store, request, run_id, |payload| {
+    let payload = initialize_with(stores, request, run_id, |payload| {
         if let Some(mb) = storage_mb {
             check_room(payload, mb)?;
         }
@@ -255,20 +270,16 @@ pub(crate) fn initialize_output(
     }
 }
 
-/// The deployment's role lets its workers read its own bucket only: a request
-/// for another (CAI's payload naming CAI's `data_bucket`) is refused by name,
-/// with the copy to make, not left to an S3 AccessDenied.
+/// The deployment's role lets its workers write its own bucket only: a request
+/// for another (a CAI user's data bucket named as `bucket`) is refused by name,
+/// with the way to read that bucket in place, not left to an S3 AccessDenied.
 fn own_bucket(request: &RunRequest, own: Option<&str>) -> Result<(), StageError> {
     match own.filter(|own| !own.is_empty()) {
-        Some(own) if request.bucket != own => {
-            let folder = Some(request.data_prefix.trim_matches('/'))
-                .filter(|f| !f.is_empty())
-                .unwrap_or("FOLDER");
-            Err(StageError::invalid(format!(
-                "bucket '{}': this deployment's workers read its own bucket, {own}, only; copy the partitions in first (aws s3 sync s3://{}/{folder} s3://{own}/{folder}) and name {own} as the bucket (CAI's data_bucket)",
-                request.bucket, request.bucket
-            )))
-        }
+        Some(own) if request.bucket != own => Err(StageError::invalid(format!(
+            "bucket '{}': this deployment writes its results to its own bucket, {own}, only: name {own} as the bucket (or leave bucket out), \
+             and '{}' as the data_bucket to read the partitions where they are (template parameter InputBucket)",
+            request.bucket, request.bucket
+        ))),
         _ => Ok(()),
     }
 }
@@ -280,7 +291,7 @@ mod tests {
     use cosmicai_shared::aws::SummarizeOutput;
 
     #[test]
-    fn a_request_for_another_bucket_is_refused_with_the_copy_to_make() {
+    fn a_request_for_another_results_bucket_is_refused_with_the_data_bucket_to_name() {
         let request: RunRequest = serde_json::from_value(serde_json::json!({
             "bucket": "cosmicai-data", "data_prefix": "100MB/", "batch_size": 512,
             "world_size": 4, "result_path": "results/r"
@@ -289,8 +300,8 @@ mod tests {
         let e = own_bucket(&request, Some("stack-bucket")).unwrap_err();
         assert_eq!(e.kind, "InvalidRequest");
         assert!(
-            e.message
-                .contains("aws s3 sync s3://cosmicai-data/100MB s3://stack-bucket/100MB"),
+            e.message.contains("name stack-bucket as the bucket")
+                && e.message.contains("'cosmicai-data' as the data_bucket"),
             "{}",
             e.message
         );

@@ -15,6 +15,7 @@
 //! (its bucket, results prefix, memory and concurrency), a rank's deadline, the
 //! model kept by a warm container, and the measures Lambda bills by.
 
+mod data;
 mod deadline;
 mod error;
 mod infer;
@@ -43,7 +44,9 @@ pub use cosmicai_engine::redshift_model::Cpu;
 /// script settings set aside, each with a note in the function's log, and the
 /// AstroMAE the deployment preloads (`COSMICAI_MODEL`) where it names no model.
 /// A deployment preloading PhotoZ (the template's default) refuses it by name:
-/// CAI's payload is for AstroMAE.
+/// CAI's payload is for AstroMAE. A request that names no `bucket` writes its
+/// results to the deployment's (`COSMICAI_MODEL_BUCKET`), as CAI's payload,
+/// whose buckets hold its data and scripts, always does here.
 pub fn parse_event(mut value: serde_json::Value) -> Result<StageEvent, StageError> {
     if value.get("stage").and_then(serde_json::Value::as_str) == Some("initialize")
         && let Some(request) = value.get_mut("request")
@@ -64,6 +67,13 @@ pub fn parse_event(mut value: serde_json::Value) -> Result<StageEvent, StageErro
             eprintln!("request: {note}");
         }
         *request = ours;
+        if let (Some(fields), Ok(own)) = (
+            request.as_object_mut(),
+            std::env::var("COSMICAI_MODEL_BUCKET"),
+        ) && !own.is_empty()
+        {
+            fields.entry("bucket").or_insert(own.into());
+        }
     }
     serde_json::from_value(value)
         .map_err(|e| StageError::invalid(format!("not a stage event: {e}")))

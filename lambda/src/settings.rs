@@ -29,6 +29,16 @@ impl S3Settings {
     }
 
     pub(crate) fn connect(&self, bucket: &str) -> Result<S3Store, String> {
+        self.connect_listing(bucket, self.results_prefix.clone())
+    }
+
+    /// A bucket of partitions read in place (the template's `InputBucket`): the
+    /// deployment keeps no results there, so its listings leave nothing out.
+    pub(crate) fn connect_data(&self, bucket: &str) -> Result<S3Store, String> {
+        self.connect_listing(bucket, None)
+    }
+
+    fn connect_listing(&self, bucket: &str, unlisted: Option<String>) -> Result<S3Store, String> {
         if bucket == "local" || bucket.trim().is_empty() {
             return Err(format!(
                 "bucket '{bucket}': a run on AWS reads its partitions from an S3 bucket; name it in the payload"
@@ -39,7 +49,7 @@ impl S3Settings {
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
             static_credentials: self.static_credentials.clone(),
-            unlisted: self.results_prefix.clone(),
+            unlisted,
         })
         .map_err(|e| e.to_string())
     }

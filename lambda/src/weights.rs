@@ -17,26 +17,37 @@ pub(crate) fn object_exists(store: &S3Store, key: &str) -> Result<bool, String> 
     store.exists(key).map_err(|e| e.to_string())
 }
 
-/// Whether the workers may read weights from `bucket`: the run's own, or the
-/// template's `WeightsBucket` (`allowed`: set, maybe empty, wherever the template
-/// deployed the function; unset elsewhere, where no role narrows what is read).
+/// Whether the workers may read weights from `bucket`: the run's own, the
+/// template's `WeightsBucket` or its `InputBucket` (CAI keeps its checkpoint
+/// beside its data). `weights` and `data` are those parameters: set, maybe
+/// empty, wherever the template deployed the function; unset elsewhere, where
+/// no role narrows what is read.
 pub(crate) fn readable_weights_bucket(
     bucket: &str,
     run_bucket: &str,
-    allowed: Option<&str>,
+    weights: Option<&str>,
+    data: Option<&str>,
 ) -> Result<(), String> {
-    match allowed {
-        Some(allowed) if bucket != run_bucket && bucket != allowed.trim() => Err(format!(
-            "the workers may read weights only from the data bucket '{run_bucket}'{}, not '{bucket}': \
-             copy them into the data bucket, or deploy the template with WeightsBucket={bucket}",
-            if allowed.trim().is_empty() {
-                String::new()
-            } else {
-                format!(" and '{}'", allowed.trim())
-            }
-        )),
-        _ => Ok(()),
+    let Some(weights) = weights else {
+        return Ok(());
+    };
+    let readable: Vec<&str> = [Some(weights), data]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    if bucket == run_bucket || readable.contains(&bucket) {
+        return Ok(());
     }
+    Err(format!(
+        "the workers may read weights only from the run's bucket '{run_bucket}'{}, not '{bucket}': \
+         copy them into the run's bucket, or deploy the template with WeightsBucket={bucket}",
+        readable
+            .iter()
+            .map(|b| format!(" and '{b}'"))
+            .collect::<String>()
+    ))
 }
 
 /// Where weights named `path` live: `s3://BUCKET/KEY`, or a key in the run's bucket.
@@ -181,16 +192,19 @@ mod tests {
 
     #[test]
     fn weights_are_read_only_from_buckets_the_role_can_read() {
-        assert!(readable_weights_bucket("data", "data", Some("")).is_ok());
-        assert!(readable_weights_bucket("models", "data", Some("models")).is_ok());
-        assert!(readable_weights_bucket("models", "data", None).is_ok());
-        let e = readable_weights_bucket("other", "data", Some("")).unwrap_err();
+        assert!(readable_weights_bucket("data", "data", Some(""), Some("")).is_ok());
+        assert!(readable_weights_bucket("models", "data", Some("models"), None).is_ok());
+        assert!(readable_weights_bucket("models", "data", None, None).is_ok());
+        // CAI's checkpoint beside its data, in the template's InputBucket.
+        assert!(readable_weights_bucket("cai-data", "stack", Some(""), Some("cai-data")).is_ok());
+        let e = readable_weights_bucket("other", "data", Some(""), Some("")).unwrap_err();
         assert!(
-            e.contains("only from the data bucket 'data', not 'other'"),
+            e.contains("only from the run's bucket 'data', not 'other'"),
             "{e}"
         );
         assert!(e.contains("WeightsBucket=other"), "{e}");
-        let e = readable_weights_bucket("other", "data", Some("models")).unwrap_err();
-        assert!(e.contains("'data' and 'models'"), "{e}");
+        let e =
+            readable_weights_bucket("other", "data", Some("models"), Some("cai-data")).unwrap_err();
+        assert!(e.contains("'data' and 'models' and 'cai-data'"), "{e}");
     }
 }

@@ -10,8 +10,8 @@
 //! aside, each named in a note. Where the partitions are read from depends on
 //! who reads the payload ([`PartitionsIn`]): `cosmicai run` reads them from
 //! `--data` (and uploads them with `--target aws`), so CAI's buckets are set
-//! aside too; the deployed state machine reads them from CAI's `data_bucket`,
-//! as CAI's own does. CAI's payload names no model, since CAI runs only
+//! aside too; the deployed state machine reads them in place from CAI's
+//! `data_bucket`, as CAI's own does, and writes the results to its own bucket. CAI's payload names no model, since CAI runs only
 //! AstroMAE: the caller gives the one to run (the CLI's `--model`, the
 //! deployment's preloaded model), and without one the payload is refused by
 //! name rather than run on PhotoZ, the default of our own requests. A payload
@@ -65,20 +65,43 @@ pub fn translate(
         .iter()
         .filter_map(|k| fields.remove(*k).map(|v| format!("{k} {}", short(&v))))
         .collect();
-    let (partitions_bucket, from) = match data_bucket {
-        Some(bucket) => (Some(bucket), "data_bucket"),
-        // CAI's bucket, or none: the request's default.
-        None if partitions == PartitionsIn::DataBucket => (None, "bucket"),
-        None => (Some(Value::String("local".into())), "--data"),
-    };
-    if let Some(partitions_bucket) = partitions_bucket
-        && let Some(bucket) = fields.insert("bucket".into(), partitions_bucket.clone())
-        && bucket != partitions_bucket
-    {
-        notes.push(format!(
-            "bucket {}: CAI's scripts bucket, not used (the partitions are read from {from})",
-            short(&bucket)
-        ));
+    match partitions {
+        PartitionsIn::Data => {
+            let local = Value::String("local".into());
+            if let Some(bucket) = fields.insert("bucket".into(), local.clone())
+                && bucket != local
+            {
+                notes.push(format!(
+                    "bucket {}: CAI's scripts bucket, not used (the partitions are read from --data)",
+                    short(&bucket)
+                ));
+            }
+        }
+        // Read in place from CAI's data bucket (else from CAI's `bucket`, where
+        // its partitions then are); the results go to the deployment's bucket,
+        // which the handler fills in.
+        PartitionsIn::DataBucket => {
+            let scripts = fields.remove("bucket");
+            match (data_bucket, scripts) {
+                (Some(data), scripts) => {
+                    if let Some(scripts) = scripts.filter(|b| *b != data) {
+                        notes.push(format!(
+                            "bucket {}: CAI's scripts bucket, not used (the partitions are read in place from data_bucket, the results written to this deployment's bucket)",
+                            short(&scripts)
+                        ));
+                    }
+                    fields.insert("data_bucket".into(), data);
+                }
+                (None, Some(bucket)) => {
+                    notes.push(format!(
+                        "bucket {}: read in place as the data_bucket (CAI's partitions are there), the results written to this deployment's bucket",
+                        short(&bucket)
+                    ));
+                    fields.insert("data_bucket".into(), bucket);
+                }
+                (None, None) => {}
+            }
+        }
     }
     if !set_aside.is_empty() {
         notes.push(format!(
@@ -207,6 +230,7 @@ mod tests {
         .unwrap();
         let mut request: RunRequest = serde_json::from_value(value).unwrap();
         request.result_path = "results/cai-1000".into();
+        request.bucket = "stack-bucket".into();
         assert_eq!(request.world_size, 40_000);
         assert_eq!(request.problems(), Vec::<String>::new());
         request.world_size = crate::run::MAX_WORLD_SIZE + 1;
@@ -221,27 +245,38 @@ mod tests {
             Some(("photoz", "the deployment's")),
         )
         .unwrap();
-        let request: RunRequest = serde_json::from_value(value).unwrap();
+        // The results' bucket is left to the deployment to fill in.
+        assert!(value.get("bucket").is_none(), "{value}");
+        let mut request: RunRequest = serde_json::from_value(value).unwrap();
+        request.bucket = "stack-bucket".into();
         assert_eq!(
-            (request.bucket.as_str(), request.data_prefix.as_str()),
+            (request.partitions_bucket(), request.data_prefix.as_str()),
             ("cosmicai-data", "")
         );
+        assert!(request.problems().is_empty(), "{:?}", request.problems());
         assert_eq!((request.file_limit, request.world_size), (Some(10), 10));
         let notes = notes.join("\n");
         assert!(
-            notes.contains("bucket \"cosmicai2\": CAI's scripts bucket, not used (the partitions are read from data_bucket)"),
+            notes.contains("bucket \"cosmicai2\": CAI's scripts bucket, not used (the partitions are read in place from data_bucket, the results written to this deployment's bucket)"),
             "{notes}"
         );
         assert!(!notes.contains("data_bucket \"cosmicai-data\""), "{notes}");
         // Without a data_bucket, CAI's bucket is where its partitions are.
-        let (value, _) = translate(
+        let (value, notes) = translate(
             serde_json::json!({"bucket": "b", "script": "s", "batch_size": 1, "file_limit": 2, "result_path": "r"}),
             PartitionsIn::DataBucket,
             Some(("photoz", "the deployment's")),
         )
         .unwrap();
-        assert_eq!(value["bucket"], "b");
-        // Neither: the request's own default, not a null bucket.
+        assert_eq!(value["data_bucket"], "b");
+        assert!(value.get("bucket").is_none(), "{value}");
+        assert!(
+            notes
+                .join("\n")
+                .contains("read in place as the data_bucket"),
+            "{notes:?}"
+        );
+        // Neither: the partitions are beside the results, in the deployment's bucket.
         let (value, _) = translate(
             serde_json::json!({"script": "s", "batch_size": 1, "file_limit": 2, "result_path": "r"}),
             PartitionsIn::DataBucket,
@@ -249,6 +284,7 @@ mod tests {
         )
         .unwrap();
         assert!(value.get("bucket").is_none(), "{value}");
+        assert!(value.get("data_bucket").is_none(), "{value}");
         let request: RunRequest = serde_json::from_value(value).unwrap();
         assert!(request.problems().is_empty(), "{:?}", request.problems());
     }

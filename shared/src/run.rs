@@ -64,6 +64,11 @@ pub struct RunRequest {
     /// `local` for the local store, or an S3 bucket name.
     #[serde(default = "default_bucket")]
     pub bucket: String,
+    /// The S3 bucket holding the partitions, where it is not `bucket`: read in
+    /// place, never written (a CAI user's data bucket; on AWS the template's
+    /// `InputBucket`). Results go to `bucket` either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_bucket: Option<String>,
     /// Folder (key prefix) holding the partitions.
     #[serde(default)]
     pub data_prefix: String,
@@ -196,6 +201,15 @@ impl RunRequest {
         if self.bucket.trim().is_empty() {
             problems.push("bucket is empty (use \"local\" for the local store)".to_string());
         }
+        if let Some(data) = &self.data_bucket {
+            if let Err(e) = check_bucket_name(data) {
+                problems.push(format!("data_bucket '{data}' {e}"));
+            } else if self.bucket == "local" {
+                problems.push(format!(
+                    "data_bucket '{data}': a local run reads its partitions from its data folder; data_bucket is for a run on AWS"
+                ));
+            }
+        }
         for (field, value) in [
             ("data_prefix", &self.data_prefix),
             ("result_path", &self.result_path),
@@ -225,6 +239,11 @@ impl RunRequest {
         problems
     }
 
+    /// The bucket the partitions are read from: `data_bucket`, else `bucket`.
+    pub fn partitions_bucket(&self) -> &str {
+        self.data_bucket.as_deref().unwrap_or(&self.bucket)
+    }
+
     /// The parsed `model` field.
     pub fn model_spec(&self) -> Result<crate::model::ModelSpec, String> {
         crate::model::ModelSpec::parse(&self.model)
@@ -241,6 +260,30 @@ pub fn check_results_prefix(result_path: &str, prefix: &str) -> Result<(), Strin
     }
     Err(format!(
         "result_path '{result_path}' is outside '{prefix}': this deployment writes results only there (template parameter ResultsPrefix)"
+    ))
+}
+
+/// S3's rules for a bucket name (general purpose buckets): 3 to 63 characters
+/// of lowercase letters, digits, dots and hyphens, starting and ending with a
+/// letter or digit, no two dots in a row, and not an IPv4 address.
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-';
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let problem = if !(3..=63).contains(&name.len()) {
+        "is not 3 to 63 characters long"
+    } else if !name.chars().all(allowed) {
+        "holds characters S3 refuses in a bucket name (lowercase letters, digits, '.' and '-' only)"
+    } else if !edge(name.chars().next()) || !edge(name.chars().last()) {
+        "must start and end with a letter or a digit"
+    } else if name.contains("..") {
+        "holds two dots in a row"
+    } else if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        "is an IP address, not a bucket name"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "{problem}: give the bucket's name, as in s3://NAME/"
     ))
 }
 
@@ -550,6 +593,7 @@ mod tests {
     fn request() -> RunRequest {
         RunRequest {
             bucket: "local".into(),
+            data_bucket: None,
             data_prefix: String::new(),
             file_limit: None,
             batch_size: 512,
@@ -568,6 +612,49 @@ mod tests {
     #[test]
     fn a_valid_request_has_no_problems() {
         assert!(request().problems().is_empty());
+    }
+
+    #[test]
+    fn a_data_bucket_is_an_s3_name_for_a_run_on_aws() {
+        let on_aws = |data: &str| RunRequest {
+            bucket: "stack-bucket".into(),
+            data_bucket: Some(data.into()),
+            ..request()
+        };
+        assert!(on_aws("cai-data.v2").problems().is_empty());
+        assert_eq!(on_aws("cai-data").partitions_bucket(), "cai-data");
+        assert_eq!(request().partitions_bucket(), "local");
+        for (bad, why) in [
+            ("ab", "3 to 63"),
+            ("CAI-Data", "characters S3 refuses"),
+            ("s3://cai-data", "characters S3 refuses"),
+            ("-cai", "start and end"),
+            ("cai..data", "two dots"),
+            ("192.168.1.2", "IP address"),
+        ] {
+            let problems = on_aws(bad).problems().join("; ");
+            assert!(
+                problems.contains(&format!("data_bucket '{bad}' {why}")) || problems.contains(why),
+                "{bad}: {problems}"
+            );
+            assert!(problems.contains("data_bucket"), "{bad}: {problems}");
+        }
+        let local = RunRequest {
+            data_bucket: Some("cai-data".into()),
+            ..request()
+        };
+        assert!(
+            local
+                .problems()
+                .join("; ")
+                .contains("data_bucket is for a run on AWS")
+        );
+        // Absent from the JSON of a request without one (CAI's layout unchanged).
+        assert!(
+            !serde_json::to_string(&request())
+                .unwrap()
+                .contains("data_bucket")
+        );
     }
 
     #[test]

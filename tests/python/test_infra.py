@@ -221,17 +221,37 @@ def test_workers_write_only_under_the_results_prefix():
     assert env["COSMICAI_RESULTS_PREFIX"] == {"Ref": "ResultsPrefix"}
 
 
-def test_a_weights_bucket_is_read_only_and_known_to_the_workers():
+def read_only_and_known_to_the_workers(parameter, variable):
+    """Bucket `parameter` may be listed and read, not written, by the workers and the
+    GPU jobs, and both are told its name in `variable`."""
     resources = template()["Resources"]
-    bucket = [{"Sub": "arn:${AWS::Partition}:s3:::${WeightsBucket}"},
-              {"Sub": "arn:${AWS::Partition}:s3:::${WeightsBucket}/*"}]
+    bucket = [{"Sub": "arn:${AWS::Partition}:s3:::${%s}" % parameter},
+              {"Sub": "arn:${AWS::Partition}:s3:::${%s}/*" % parameter}]
     for role in ["FunctionRole", "GpuJobRole"]:
         grants = [s for s in statements(resources[role]) if s["Resource"] == bucket]
         assert [sorted(s["Action"]) for s in grants] == [["s3:GetObject", "s3:ListBucket"]], role
     env = resources["Function"]["Properties"]["Environment"]["Variables"]
-    assert env["COSMICAI_WEIGHTS_BUCKET"] == {"Ref": "WeightsBucket"}
+    assert env[variable] == {"Ref": parameter}
     gpu_env = resources["GpuJobDefinition"]["Properties"]["ContainerProperties"]["Environment"]
-    assert {"Name": "COSMICAI_WEIGHTS_BUCKET", "Value": {"Ref": "WeightsBucket"}} in gpu_env
+    assert {"Name": variable, "Value": {"Ref": parameter}} in gpu_env
+
+
+def test_a_weights_bucket_is_read_only_and_known_to_the_workers():
+    read_only_and_known_to_the_workers("WeightsBucket", "COSMICAI_WEIGHTS_BUCKET")
+
+
+def test_an_input_bucket_is_read_only_and_known_to_the_workers():
+    # A CAI user's data bucket, read in place (lambda/src/data.rs): Initialize refuses
+    # any other by name rather than meet an AccessDenied.
+    read_only_and_known_to_the_workers("InputBucket", "COSMICAI_INPUT_BUCKET")
+    # The name the code reads is the one the template sets.
+    root = INFRA.parents[1]
+    code = (root / "lambda" / "src" / "initialize.rs").read_text() + (root / "lambda" / "src" / "infer.rs").read_text()
+    assert code.count('"COSMICAI_INPUT_BUCKET"') == 2
+    # A bucket name as S3 takes it, or none.
+    parameters = template()["Parameters"]
+    assert parameters["InputBucket"]["Default"] == ""
+    assert parameters["InputBucket"]["AllowedPattern"] == parameters["WeightsBucket"]["AllowedPattern"]
 
 
 def test_the_gpu_jobs_are_told_which_kernels_compute_astromae():
@@ -434,6 +454,8 @@ LAUNCHER_ACTIONS = {
     "head_object": ("s3:GetObject", "object"),
     "delete_object": ("s3:DeleteObject", "object"),
     "list_objects_v2": ("s3:ListBucket", "bucket"),
+    # HeadBucket asks for s3:ListBucket (Amazon S3 API Reference, HeadBucket).
+    "head_bucket": ("s3:ListBucket", "bucket"),
     "start_execution": ("states:StartExecution", "stateMachine"),
     "list_executions": ("states:ListExecutions", "stateMachine"),
     "describe_state_machine": ("states:DescribeStateMachine", "stateMachine"),
@@ -470,8 +492,14 @@ def test_the_launcher_policy_grants_every_call_the_launcher_makes():
         ],
         "mapRun": [{"Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:mapRun:${StateMachineName}/*"}],
     }
-    granted = []
+    granted, conditional = [], []
     for s in policy:
+        if "If" in s:
+            # Only the input bucket's grants are conditional.
+            assert s["If"][0] == "WithInputBucket" and s["If"][2] == {"Ref": "AWS::NoValue"}, s
+            s = s["If"][1]
+            conditional += [(a, str(s["Resource"])) for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+            continue
         assert s["Effect"] == "Allow"
         actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
         resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
@@ -483,4 +511,13 @@ def test_the_launcher_policy_grants_every_call_the_launcher_makes():
     # Nothing beyond what the calls need.
     needed = {(LAUNCHER_ACTIONS[c][0], str(r)) for c in calls for r in resource_of[LAUNCHER_ACTIONS[c][1]]}
     assert {(a, str(r)) for a, r in granted} == needed
+    # The input bucket (a CAI user's data, read in place): listed, its region asked
+    # (HeadBucket) and its headers read (GetObject) while the launcher plans; never written.
+    input_bucket = {"Sub": "arn:${AWS::Partition}:s3:::${InputBucket}"}
+    input_objects = {"Sub": "arn:${AWS::Partition}:s3:::${InputBucket}/*"}
+    reads = {"list_objects_v2", "head_bucket", "get_object"}
+    assert reads <= calls, calls
+    assert sorted(conditional) == sorted(
+        {(LAUNCHER_ACTIONS[c][0], str(input_bucket if LAUNCHER_ACTIONS[c][1] == "bucket" else input_objects)) for c in reads}
+    ), conditional
     assert t["Outputs"]["LauncherPolicyArn"]["Value"] == {"Ref": "LauncherPolicy"}

@@ -35,6 +35,19 @@ pub struct Aws {
 }
 
 impl Aws {
+    /// A store of another bucket, reached as the stack's is (its region,
+    /// credentials and endpoint): a CAI user's data bucket, read in place.
+    pub fn other_bucket(&self, bucket: &str) -> Result<S3Store> {
+        S3Store::connect(S3Config {
+            bucket: bucket.into(),
+            region: self.config.region.clone(),
+            endpoint: self.config.endpoint.clone(),
+            static_credentials: None,
+            unlisted: None,
+        })
+        .with_context(|| format!("connecting to s3://{bucket}"))
+    }
+
     pub fn connect(config: AwsConfig) -> Result<Self> {
         let s3 = S3Store::connect(S3Config {
             bucket: config.bucket.clone(),
@@ -59,39 +72,52 @@ impl Aws {
 /// An SDK error as `Code: message` (shared with the S3 store).
 pub use cosmicai_engine::store::s3::sdk as sdk_error;
 
-/// The folder of the stack's `bucket` that `given` names (`FOLDER`, or
-/// `s3://BUCKET/FOLDER` with BUCKET the stack's), for partitions already there;
-/// `what` names the input in errors (`--s3-data`, `s3_data`). Another bucket is
-/// refused with the copy to make, as is the whole bucket (it holds checkpoints
-/// and past runs beside the data) and any key that leaves its folder.
-pub fn folder_in_bucket(what: &str, given: &str, bucket: &str) -> Result<String> {
+/// Partitions already in S3, run where they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataInS3 {
+    /// Another bucket than the stack's, read in place (the template's
+    /// `InputBucket`, which Initialize checks); `None` for the stack's own.
+    pub bucket: Option<String>,
+    /// The folder holding the partitions.
+    pub folder: String,
+}
+
+/// The partitions `given` names: `FOLDER` in the stack's `bucket`, or
+/// `s3://BUCKET/FOLDER` (another bucket read in place, a CAI user's data
+/// bucket); `what` names the input in errors (`--s3-data`, `s3_data`). The
+/// stack's whole bucket is refused (it holds checkpoints and past runs beside
+/// the data), as is any key that leaves its folder; another bucket may be
+/// given whole, as CAI's payload does (`data_prefix ""`).
+pub fn data_in_s3(what: &str, given: &str, bucket: &str) -> Result<DataInS3> {
     let url = given
         .get(..5)
         .filter(|scheme| scheme.eq_ignore_ascii_case("s3://"))
         .map(|_| &given[5..]);
-    let folder = match url {
+    let (other, folder) = match url {
         Some(rest) => {
-            let (other, folder) = rest.split_once('/').unwrap_or((rest, ""));
-            if other != bucket {
-                let folder = Some(folder.trim_matches('/'))
-                    .filter(|f| !f.is_empty())
-                    .unwrap_or("FOLDER");
-                anyhow::bail!(
-                    "{what} {given}: the stack's workers read its own bucket, {bucket}, only; copy the data in first (aws s3 sync s3://{other}/{folder} s3://{bucket}/{folder}) and give {what} {folder}"
-                );
+            let (named, folder) = rest.split_once('/').unwrap_or((rest, ""));
+            if named == bucket {
+                (None, folder)
+            } else {
+                if let Err(e) = cosmicai_shared::run::check_bucket_name(named) {
+                    anyhow::bail!("{what} '{given}': bucket '{named}' {e}");
+                }
+                (Some(named.to_string()), folder)
             }
-            folder
         }
-        None => given,
+        None => (None, given),
     };
     let folder = folder.trim_matches('/');
     if let Err(e) = cosmicai_shared::run::check_key(folder) {
         anyhow::bail!("{what} '{given}' {e}");
     }
-    if folder.is_empty() {
+    if folder.is_empty() && other.is_none() {
         anyhow::bail!(
             "{what} '{given}' names the whole bucket: give the folder that holds the partitions"
         );
     }
-    Ok(folder.to_string())
+    Ok(DataInS3 {
+        bucket: other,
+        folder: folder.to_string(),
+    })
 }

@@ -48,15 +48,24 @@ pub fn execute_on_aws(
             run_id,
             recorder,
         )?,
-        AwsData::InBucket(s3_prefix) => {
-            let remote = in_bucket(aws, &with_key, s3_prefix);
+        AwsData::InBucket(data) => {
+            let remote = RunRequest {
+                data_bucket: data.bucket.clone(),
+                ..in_bucket(aws, &with_key, &data.folder)
+            };
             // Planned as Initialize will plan it: from the bucket's listing alone.
-            let planned = plan(&aws.s3, &remote, run_id)?;
+            let other = data
+                .bucket
+                .as_deref()
+                .map(|bucket| readable_in_place(aws, bucket))
+                .transpose()?;
+            let planned = plan(other.as_ref().unwrap_or(&aws.s3), &remote, run_id)?;
             refuse_unrunnable(&planned, &deployed)?;
             let bytes: u64 = planned.files.iter().map(|(_, size)| size).sum();
             recorder.println(&format!(
-                "s3://{}/{s3_prefix}: {} partition files ({bytes} bytes) run where they are; nothing uploaded",
-                aws.config.bucket,
+                "s3://{}/{}: {} partition files ({bytes} bytes) run where they are; nothing uploaded",
+                remote.partitions_bucket(),
+                data.folder,
                 planned.files.len()
             ));
             (remote, planned)
@@ -78,9 +87,26 @@ pub fn execute_on_aws(
 fn in_bucket(aws: &Aws, request: &RunRequest, s3_prefix: &str) -> RunRequest {
     RunRequest {
         bucket: aws.config.bucket.clone(),
+        data_bucket: None,
         data_prefix: s3_prefix.to_string(),
         ..request.clone()
     }
+}
+
+/// A store of `bucket`, another than the stack's, whose partitions the run
+/// reads in place: refused by name where it is in another region (S3 would
+/// answer every read `PermanentRedirect`). Whether the stack may read it (its
+/// template's `InputBucket`) Initialize says, before any rank starts.
+fn readable_in_place(aws: &Aws, bucket: &str) -> Result<cosmicai_engine::store::s3::S3Store> {
+    let store = aws.other_bucket(bucket)?;
+    if let (Some(ours), Some(theirs)) = (store.region(), store.bucket_region())
+        && ours != theirs
+    {
+        bail!(
+            "data bucket s3://{bucket}/ is in {theirs}, the stack in {ours}: deploy the stack in {theirs} to read the partitions where they are, or copy them into its bucket"
+        );
+    }
+    Ok(store)
 }
 
 /// Refuses a plan the stack's workers cannot run: a partition read whole that

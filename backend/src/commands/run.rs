@@ -102,8 +102,9 @@ pub struct AwsArgs {
     #[arg(long, default_value = "partitions")]
     pub s3_prefix: String,
     /// Partitions already in the stack's bucket (ours, or CAI's .pt), under this
-    /// folder (or s3://BUCKET/FOLDER, BUCKET the stack's): nothing is uploaded, and
-    /// --data is only where the results and the run registry go.
+    /// folder (or s3://BUCKET/FOLDER: another bucket, read in place, which the
+    /// stack must name as its InputBucket): nothing is uploaded, and --data is
+    /// only where the results and the run registry go.
     #[arg(long, value_name = "FOLDER", conflicts_with = "s3_prefix")]
     pub s3_data: Option<String>,
 }
@@ -117,7 +118,7 @@ impl AwsArgs {
             }
             return Ok(AwsData::Upload(self.s3_prefix.clone()));
         };
-        crate::aws::folder_in_bucket("--s3-data", given, bucket).map(AwsData::InBucket)
+        crate::aws::data_in_s3("--s3-data", given, bucket).map(AwsData::InBucket)
     }
 }
 
@@ -248,6 +249,7 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
     }
     let request = RunRequest {
         bucket: "local".into(),
+        data_bucket: None,
         data_prefix: String::new(),
         file_limit: args.file_limit,
         batch_size: args.batch_size.unwrap_or(0),

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use cosmicai_engine::executor::WorkerMessage;
 use cosmicai_engine::pipeline::{
-    Payload, PayloadOf, RankEvent, infer_rank, payload_key, read_payload,
+    Payload, PayloadOf, RankEvent, Stores, infer_rank, payload_key, read_payload,
 };
 use cosmicai_engine::placement::{OnBackend, Placement};
 use cosmicai_engine::redshift_model::RedshiftModel;
@@ -93,16 +93,24 @@ where
     }
     let mut last = 0;
     let system = cosmicai_engine::system::system_info();
-    let result = infer_rank::<B>(store, payload, rank, model, device, system, |event| {
-        // The first batch, then a line per few thousand objects: plenty for a progress bar.
-        if let RankEvent::Objects(n) = event
-            && (last == 0 || n >= last + 4096)
-        {
-            last = n;
-            say(&WorkerMessage::Objects { objects: n });
-        }
-        Ok(())
-    })?;
+    let result = infer_rank::<B>(
+        Stores::one(store),
+        payload,
+        rank,
+        model,
+        device,
+        system,
+        |event| {
+            // The first batch, then a line per few thousand objects: plenty for a progress bar.
+            if let RankEvent::Objects(n) = event
+                && (last == 0 || n >= last + 4096)
+            {
+                last = n;
+                say(&WorkerMessage::Objects { objects: n });
+            }
+            Ok(())
+        },
+    )?;
     say(&WorkerMessage::Done {
         objects: result.objects,
         throughput_bps: result.throughput_bps,

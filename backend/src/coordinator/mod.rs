@@ -45,9 +45,9 @@ pub enum AwsData {
     /// The local dataset, uploaded to this prefix of the bucket first (only
     /// what is not there yet).
     Upload(String),
-    /// Partitions (ours, or CAI's `.pt`) already in the bucket under this
-    /// prefix, run where they are: nothing goes up.
-    InBucket(String),
+    /// Partitions (ours, or CAI's `.pt`) already in S3, in the stack's bucket
+    /// or another (a CAI user's data bucket), run where they are: nothing goes up.
+    InBucket(crate::aws::DataInS3),
 }
 
 /// Runs `request` on the data directory `root` as run `run_id`, recording it in

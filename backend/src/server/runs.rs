@@ -152,7 +152,7 @@ impl Runs {
                 ));
             }
             (Some(given), Target::Aws, Some(config)) => Some(
-                crate::aws::folder_in_bucket("s3_data", given, &config.bucket)
+                crate::aws::data_in_s3("s3_data", given, &config.bucket)
                     .map_err(|e| invalid(format!("{e:#}")))?,
             ),
             (Some(_), Target::Aws, None) => None,
@@ -202,7 +202,7 @@ impl Runs {
                 Some(config) => crate::aws::Aws::connect(config).map(|aws| Executor::Aws {
                     aws: Box::new(aws),
                     data: match in_bucket {
-                        Some(folder) => coordinator::AwsData::InBucket(folder),
+                        Some(data) => coordinator::AwsData::InBucket(data),
                         None => coordinator::AwsData::Upload(request.data_prefix.clone()),
                     },
                 }),
@@ -264,6 +264,7 @@ pub fn request_of(
         .unwrap_or_else(|| "catalog".into());
     let request = RunRequest {
         bucket: "local".into(),
+        data_bucket: None,
         data_prefix: data_prefix.trim_matches('/').to_string(),
         file_limit: launch.file_limit,
         batch_size: launch.batch_size,

@@ -1,4 +1,4 @@
-//! Data in a bucket: run where it is, refused by name outside the stack's bucket or without AWS, and refused while an upload to it is cut short.
+//! Data in a bucket: run where it is (the stack's, or its InputBucket), refused by name for a bad bucket or without AWS, and refused while an upload to it is cut short.
 
 use super::*;
 
@@ -118,6 +118,88 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
         stderr.contains(&format!("already in s3://{BUCKET}/{uploaded}")),
         "{stderr}"
     );
+    // In the stack's InputBucket (a CAI user's own data bucket), read in place:
+    // planned over that bucket, nothing written there, the results in the stack's.
+    let cai = other_bucket(&stack, INPUT_BUCKET);
+    cai.put("100MB/p0.pt", &partition).unwrap();
+    cai.put("100MB/p1.pt", &partition).unwrap();
+    let in_place = aws_run(
+        &stack,
+        &arn,
+        &home,
+        &[
+            "--s3-data",
+            &format!("s3://{INPUT_BUCKET}/100MB"),
+            "--model",
+            &model,
+            "--world-size",
+            "2",
+            "--batch-size",
+            "3",
+            "--json",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&in_place.stderr);
+    assert!(in_place.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "s3://{INPUT_BUCKET}/100MB: 2 partition files ({} bytes) run where they are; nothing uploaded",
+            2 * partition.len()
+        )),
+        "{stderr}"
+    );
+    let s = last_json_line(&in_place);
+    assert_eq!(
+        (s["status"].as_str(), s["objects"].as_u64()),
+        (Some("succeeded"), Some(8)),
+        "{s}"
+    );
+    let cai_keys: Vec<String> = cai.list("").unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(cai_keys, ["100MB/p0.pt", "100MB/p1.pt"]);
+    let result_path = s["result_path"].as_str().unwrap();
+    assert!(
+        store
+            .exists(&format!("{result_path}/combined_data.json"))
+            .unwrap()
+    );
+    // A data bucket in another region than the stack's: refused by name before
+    // anything starts (S3 would answer every read PermanentRedirect).
+    let eu = "cosmicai-eu-data";
+    store
+        .block_on(
+            store
+                .client()
+                .create_bucket()
+                .bucket(eu)
+                .create_bucket_configuration(
+                    aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                        .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    let far = aws_run(
+        &stack,
+        &arn,
+        &home,
+        &[
+            "--s3-data",
+            &format!("s3://{eu}/100MB"),
+            "--world-size",
+            "1",
+            "--batch-size",
+            "3",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&far.stderr);
+    assert!(
+        !far.status.success()
+            && stderr.contains(&format!(
+                "data bucket s3://{eu}/ is in eu-west-1, the stack in us-east-1"
+            )),
+        "{stderr}"
+    );
     // The deployment's results are never data: past runs' predictions would be
     // planned as partitions. Initialize refuses the run by name (a stray file
     // there gets the launcher's own plan past "no partition files").
@@ -146,7 +228,7 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
 }
 
 #[test]
-fn s3_data_outside_the_stacks_bucket_or_without_aws_is_refused_by_name() {
+fn s3_data_with_a_bad_bucket_or_key_or_without_aws_is_refused_by_name() {
     // Refused before any connection: no stack needed.
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().display().to_string();
@@ -172,11 +254,13 @@ fn s3_data_outside_the_stacks_bucket_or_without_aws_is_refused_by_name() {
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).to_string()
     };
-    let stderr = refusal("s3://cai-data-bucket/runs/1");
+    // Another bucket is read in place (Initialize checks the stack may): only
+    // a name S3 would refuse is refused here.
+    let stderr = refusal("s3://CAI_Data/runs/1");
     assert!(
-        stderr.contains(&format!(
-            "its own bucket, {BUCKET}, only; copy the data in first (aws s3 sync s3://cai-data-bucket/runs/1 s3://{BUCKET}/runs/1)"
-        )),
+        stderr.contains(
+            "--s3-data 's3://CAI_Data/runs/1': bucket 'CAI_Data' holds characters S3 refuses"
+        ),
         "{stderr}"
     );
     for whole in [
@@ -190,9 +274,9 @@ fn s3_data_outside_the_stacks_bucket_or_without_aws_is_refused_by_name() {
             "{whole}: {stderr}"
         );
     }
-    let stderr = refusal("s3://cai-data-bucket");
+    let stderr = refusal("s3://ab/data");
     assert!(
-        stderr.contains("aws s3 sync s3://cai-data-bucket/FOLDER"),
+        stderr.contains("bucket 'ab' is not 3 to 63 characters long"),
         "{stderr}"
     );
     let stderr = refusal("lake/../../etc");

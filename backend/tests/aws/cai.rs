@@ -58,27 +58,39 @@ fn cai_pt_partitions_are_converted_before_the_upload() {
 
 #[test]
 fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place() {
-    // A CAI user's data and checkpoint already in the bucket, as CAI keeps them, and
-    // an execution started with CAI's own payload: nothing converted or uploaded here.
+    // A CAI user's data and checkpoint in their own bucket, as CAI keeps them (the
+    // stack's InputBucket), and an execution started with CAI's own payload: the
+    // partitions read where they are, nothing converted, uploaded or copied, and
+    // every result in the stack's bucket.
     let Some(bin) = venv_bin() else { return };
     let (stack, store, client, arn) = deployed(&bin, "cosmicai-cai-input");
+    let cai = other_bucket(&stack, INPUT_BUCKET);
     let partition = std::fs::read(common::astromae_fixture("partition.pt")).unwrap();
-    store.put("cai-data/p0.pt", &partition).unwrap();
-    store.put("cai-data/p1.pt", &partition).unwrap();
-    store
-        .put(
-            "models/astromae.pt",
-            &std::fs::read(common::astromae_fixture("astromae_module.pt")).unwrap(),
-        )
-        .unwrap();
+    cai.put("cai-data/p0.pt", &partition).unwrap();
+    cai.put("cai-data/p1.pt", &partition).unwrap();
+    cai.put(
+        "models/astromae.pt",
+        &std::fs::read(common::astromae_fixture("astromae_module.pt")).unwrap(),
+    )
+    .unwrap();
+    let held = |bucket: &S3Store| -> Vec<String> {
+        bucket
+            .list("")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    };
+    let cai_before = held(&cai);
     // CAI's demo input's keys (its scripts bucket, its counts as strings, no
     // world_size), with its data bucket and a model of ours.
     let input = serde_json::json!({
-        "bucket": "cosmicai2", "data_bucket": BUCKET, "data_prefix": "cai-data",
+        "bucket": "cosmicai2", "data_bucket": INPUT_BUCKET, "data_prefix": "cai-data",
         "file_limit": "2", "batch_size": "3", "object_type": "folder",
         "S3_object_name": "scripts/Anomaly Detection",
         "script": "/tmp/scripts/Anomaly Detection/Inference/inference.py",
-        "result_path": "results/cai-input", "model": "astromae:models/astromae.pt"
+        "result_path": "results/cai-input",
+        "model": format!("astromae:s3://{INPUT_BUCKET}/models/astromae.pt")
     });
     let started = store
         .block_on(
@@ -211,4 +223,42 @@ fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place(
         assert_eq!(*id, cosmicai_engine::cai::cai_object_id("p0.pt", row));
         assert!((q.redshift - expected[row]).abs() <= 1e-4, "row {row}");
     }
+    // Read in place: the data bucket holds what it held, and the stack's bucket
+    // none of the data, only the run's files.
+    assert_eq!(held(&cai), cai_before);
+    assert!(
+        held(&store).iter().all(|k| k.starts_with("results/")),
+        "{:?}",
+        held(&store)
+    );
+    // A bucket the stack was not deployed to read is refused by Initialize, by
+    // name, before any rank runs.
+    let other = other_bucket(&stack, "cosmicai-not-granted");
+    other.put("cai-data/p0.pt", &partition).unwrap();
+    let input = serde_json::json!({
+        "data_bucket": "cosmicai-not-granted", "data_prefix": "cai-data", "batch_size": 3,
+        "world_size": 1, "result_path": "results/not-granted", "model": "photoz"
+    });
+    let refused = store
+        .block_on(
+            client
+                .start_execution()
+                .state_machine_arn(&arn)
+                .name("not-granted")
+                .input(input.to_string())
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(
+        status_when_done(&store, &client, refused.execution_arn(), 60),
+        "FAILED"
+    );
+    let history = execution_error(&store, &client, refused.execution_arn());
+    assert!(
+        history.contains(&format!(
+            "may read their own bucket '{BUCKET}' and the data bucket '{INPUT_BUCKET}', not 'cosmicai-not-granted'"
+        )) && history.contains("InputBucket=cosmicai-not-granted"),
+        "{history}"
+    );
+    assert!(store.list("results/not-granted").unwrap().is_empty());
 }

@@ -18,6 +18,7 @@ fn the_handler_stages_called_directly() {
     };
     let request = RunRequest {
         bucket: BUCKET.into(),
+        data_bucket: None,
         data_prefix: "direct".into(),
         file_limit: Some(3),
         batch_size: 256,
@@ -227,6 +228,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
     };
     let request = RunRequest {
         bucket: BUCKET.into(),
+        data_bucket: None,
         data_prefix: "cai".into(),
         file_limit: None,
         batch_size: 3,

@@ -24,6 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BUCKET: &str = "cosmicai-test";
+/// The stack's InputBucket: a CAI user's data bucket, which runs read in place.
+const INPUT_BUCKET: &str = "cosmicai-cai-data";
 const ROLE: &str = "arn:aws:iam::123456789012:role/cosmicai-states";
 const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:cosmicai-worker";
 
@@ -210,6 +212,8 @@ fn start_stack(bin: &Path) -> Stack {
             // As the template deploys it: results only there, and left out of
             // listings of the whole bucket.
             .env("COSMICAI_RESULTS_PREFIX", "results")
+            .env("COSMICAI_MODEL_BUCKET", BUCKET)
+            .env("COSMICAI_INPUT_BUCKET", INPUT_BUCKET)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -219,15 +223,20 @@ fn start_stack(bin: &Path) -> Stack {
 }
 
 fn s3(stack: &Stack) -> S3Store {
+    other_bucket(stack, BUCKET)
+}
+
+/// A bucket of the stack's S3, made if it is not there.
+fn other_bucket(stack: &Stack, bucket: &str) -> S3Store {
     let store = S3Store::connect(S3Config {
-        bucket: BUCKET.into(),
+        bucket: bucket.into(),
         region: Some("us-east-1".into()),
         endpoint: Some(stack.endpoint.clone()),
         static_credentials: Some(("test".into(), "test".into())),
         unlisted: None,
     })
     .unwrap();
-    let _ = store.block_on(store.client().create_bucket().bucket(BUCKET).send());
+    let _ = store.block_on(store.client().create_bucket().bucket(bucket).send());
     store
 }
 
@@ -322,20 +331,50 @@ fn status_when_done(
     }
 }
 
-/// The Map run an execution started, as DescribeMapRun tells it.
-fn map_run_of(
+/// An execution's history, as GetExecutionHistory tells it.
+fn history_of(
     store: &S3Store,
     client: &aws_sdk_sfn::Client,
     execution: &str,
-) -> aws_sdk_sfn::operation::describe_map_run::DescribeMapRunOutput {
-    let history = store
+) -> aws_sdk_sfn::operation::get_execution_history::GetExecutionHistoryOutput {
+    store
         .block_on(
             client
                 .get_execution_history()
                 .execution_arn(execution)
                 .send(),
         )
+        .unwrap()
+}
+
+/// The errors and causes an execution ended with (DescribeExecution's and its
+/// failed tasks'), as text to search for a message. Read field by field: the
+/// SDK's Debug hides them as sensitive.
+fn execution_error(store: &S3Store, client: &aws_sdk_sfn::Client, execution: &str) -> String {
+    let described = store
+        .block_on(client.describe_execution().execution_arn(execution).send())
         .unwrap();
+    let tasks = history_of(store, client, execution);
+    let failed = tasks
+        .events()
+        .iter()
+        .filter_map(|e| e.task_failed_event_details())
+        .flat_map(|d| [d.error(), d.cause()]);
+    [described.error(), described.cause()]
+        .into_iter()
+        .chain(failed)
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The Map run an execution started, as DescribeMapRun tells it.
+fn map_run_of(
+    store: &S3Store,
+    client: &aws_sdk_sfn::Client,
+    execution: &str,
+) -> aws_sdk_sfn::operation::describe_map_run::DescribeMapRunOutput {
+    let history = history_of(store, client, execution);
     let map_run = history
         .events()
         .iter()

@@ -579,8 +579,8 @@ fn data_already_in_the_bucket_is_named_checked_and_never_estimated() {
     };
     for (given, said) in [
         (
-            "s3://cai-bucket/data",
-            "aws s3 sync s3://cai-bucket/data s3://stack-bucket/data",
+            "s3://Cai_Bucket/data",
+            "bucket 'Cai_Bucket' holds characters S3 refuses",
         ),
         ("s3://stack-bucket/", "names the whole bucket"),
         ("/", "names the whole bucket"),

@@ -9,7 +9,10 @@
 //! - [`summarize`] gathers the ranks into `combined_data.json` and `summary.json`
 //!   (accuracy on known labels, totals, cost).
 //!
-//! The same functions serve the local executor and the Lambda handlers.
+//! The same functions serve the local executor and the Lambda handlers. A run
+//! reads its partitions from one store and writes its results to another where
+//! its request names a `data_bucket` ([`Stores`]): a CAI user's data is read
+//! where it is, never copied.
 
 mod download;
 pub use download::clear_downloads;
@@ -34,7 +37,25 @@ pub use rank_time::{
 pub use room::{LAMBDA_MAX_STORAGE_MB, check_room, storage_mb};
 pub use summary::{RunSummary, summarize, summarize_with};
 
-use crate::store::StoreError;
+use crate::store::{ObjectStore, StoreError};
+
+/// Where a run reads its partitions (`data`) and writes everything else
+/// (`results`): one store, unless the request names a `data_bucket`.
+#[derive(Clone, Copy)]
+pub struct Stores<'a> {
+    pub data: &'a dyn ObjectStore,
+    pub results: &'a dyn ObjectStore,
+}
+
+impl<'a> Stores<'a> {
+    /// Partitions and results in one store.
+    pub fn one(store: &'a dyn ObjectStore) -> Self {
+        Stores {
+            data: store,
+            results: store,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

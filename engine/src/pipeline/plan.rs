@@ -1,6 +1,6 @@
 //! Initialize: list partitions, apply `file_limit`, plan ranks, write the payload.
 
-use super::{Payload, PayloadOf, PipelineError, payload_key};
+use super::{Payload, PayloadOf, PipelineError, Stores, payload_key};
 use crate::partition::EXTENSION;
 use crate::store::ObjectStore;
 use cosmicai_shared::run::RunRequest;
@@ -29,19 +29,21 @@ pub fn initialize(
     request: &RunRequest,
     run_id: &str,
 ) -> Result<Payload, PipelineError> {
-    initialize_with(store, request, run_id, |_| Ok(()))
+    initialize_with(Stores::one(store), request, run_id, |_| Ok(()))
 }
 
-/// [`initialize`], with `check` of the plan before anything is written (the AWS
+/// [`initialize`] from the partitions in `stores.data`, its payload written to
+/// `stores.results`, with `check` of the plan before anything is written (the AWS
 /// Initialize refuses ranks that could outlive their execution): a refused plan
 /// leaves the result path unused.
 pub fn initialize_with(
-    store: &dyn ObjectStore,
+    stores: Stores,
     request: &RunRequest,
     run_id: &str,
     check: impl FnOnce(&Payload) -> Result<(), PipelineError>,
 ) -> Result<Payload, PipelineError> {
-    let payload = plan(store, request, run_id)?;
+    let payload = plan(stores.data, request, run_id)?;
+    let store = stores.results;
     check(&payload)?;
     // A result path holds one run: reusing it would mix an older run's rank files
     // and measures into this one's summary.
@@ -145,11 +147,18 @@ impl WeightsFile {
     fn of(request: &RunRequest) -> Option<Self> {
         let spec = request.model_spec().ok()?;
         let weights = spec.weights()?;
-        let key = weights
-            .strip_prefix(&format!("s3://{}/", request.bucket))
-            .unwrap_or(weights)
-            .trim_start_matches('/')
-            .to_string();
+        let key = match weights.strip_prefix("s3://") {
+            // Only weights in the bucket listed can be among its files.
+            Some(url) => match url.split_once('/') {
+                Some((bucket, key)) if bucket == request.partitions_bucket() => key,
+                _ => return None,
+            },
+            // A bare key names `bucket`, which is not the one listed.
+            None if request.data_bucket.is_some() => return None,
+            None => weights,
+        }
+        .trim_start_matches('/')
+        .to_string();
         let local = std::fs::canonicalize(weights).ok();
         Some(WeightsFile { key, local })
     }
@@ -170,7 +179,9 @@ impl WeightsFile {
     }
 }
 
-/// Initialize without writing anything: the plan a run would follow (for estimates).
+/// Initialize without writing anything: the plan a run would follow (for
+/// estimates), over the partitions in `store` (the request's `data_bucket`
+/// where it names one).
 pub fn plan(
     store: &dyn ObjectStore,
     request: &RunRequest,
@@ -641,7 +652,7 @@ mod tests {
     #[test]
     fn a_plan_refused_by_its_check_leaves_the_result_path_unused() {
         let (_dir, store, request) = one_partition();
-        let refused = initialize_with(&store, &request, "first", |_| {
+        let refused = initialize_with(Stores::one(&store), &request, "first", |_| {
             Err(PipelineError::Invalid(vec!["too slow".into()]))
         });
         assert!(refused.unwrap_err().to_string().contains("too slow"));

@@ -1,11 +1,10 @@
 //! One rank: its partitions through the model, in batches.
 
 use super::download::{Wanted, download};
-use super::{Payload, PipelineError, predictions_key, rank_key};
+use super::{Payload, PipelineError, Stores, predictions_key, rank_key};
 use crate::partition::{Partition, PartitionFile};
 use crate::predict::{Cutouts, Prediction};
 use crate::redshift_model::RedshiftModel;
-use crate::store::ObjectStore;
 use burn::prelude::*;
 use cosmicai_model::astromae::AstroMae;
 use cosmicai_shared::run::{RankResult, SystemInfo};
@@ -138,11 +137,12 @@ impl Batch {
     }
 }
 
-/// Runs rank `rank` of `payload` with `model`, writing its result and predictions.
+/// Runs rank `rank` of `payload` with `model`, reading its partitions from
+/// `stores.data` and writing its result and predictions to `stores.results`.
 /// `on_event` hears of each batch done; an error from it stops the rank there,
 /// before anything is written (a rank out of time must not write late).
 pub fn infer_rank<B: Backend>(
-    store: &dyn ObjectStore,
+    stores: Stores,
     payload: &Payload,
     rank: usize,
     model: &RedshiftModel<B>,
@@ -191,7 +191,7 @@ where
         // Remote objects are streamed to a temporary file (never whole in memory), so
         // partitions are always memory-mapped.
         let temp;
-        let path = match store.local_path(key) {
+        let path = match stores.data.local_path(key) {
             Some(p) => p,
             None => {
                 let size = payload
@@ -205,7 +205,7 @@ where
                 } else {
                     Wanted::Catalog
                 };
-                let got = download(store, key, size, wanted)?;
+                let got = download(stores.data, key, size, wanted)?;
                 tally.downloaded += got.bytes;
                 tally.gets += got.gets;
                 temp = got.file;
@@ -280,6 +280,7 @@ where
         system,
     };
     on_event(RankEvent::Writing)?;
+    let store = stores.results;
     store.put(
         &predictions_key(&request.result_path, rank),
         &encode_predictions(&out)?,

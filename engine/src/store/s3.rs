@@ -124,6 +124,27 @@ impl S3Store {
         &self.bucket
     }
 
+    /// The region S3 says the bucket is in (HeadBucket's `x-amz-bucket-region`,
+    /// which S3 sends on a redirect or a refusal too), or `None` where it says
+    /// none: a bucket in another region than the client's is answered
+    /// `PermanentRedirect`, so a run asks before it reads one it was only named.
+    pub fn bucket_region(&self) -> Option<String> {
+        self.block_on(async {
+            match self.client.head_bucket().bucket(&self.bucket).send().await {
+                Ok(out) => out.bucket_region().map(str::to_string),
+                Err(e) => e
+                    .raw_response()
+                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                    .map(str::to_string),
+            }
+        })
+    }
+
+    /// The region the store's client signs for, where one is set.
+    pub fn region(&self) -> Option<&str> {
+        self.shared.region().map(|r| r.as_ref())
+    }
+
     /// Runs `future` on the store's runtime.
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)

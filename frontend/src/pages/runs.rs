@@ -302,15 +302,15 @@ fn Launcher(form: LaunchForm, message: RwSignal<Option<Message>>) -> impl IntoVi
             <label title="bf16 runs on CUDA, and on the CPU for AstroMAE; f16 on CUDA only">"Precision "<select on:change=move |ev| precision.set(event_target_value(&ev))><option value="fp32">"fp32"</option><option value="bf16">"bf16 (CUDA, or AstroMAE on CPU)"</option><option value="f16">"f16 (CUDA)"</option></select></label>
             <label>"Target "<select name="target" on:change=move |ev| target.set(event_target_value(&ev))><option value="local">"this machine"</option><option value="aws">"AWS"</option></select></label>
             {move || (target.get() == "aws").then(|| view! {
-                <label title="Partitions already in the deployment's bucket (ours, or CAI's .pt), under this folder or s3://BUCKET/FOLDER: nothing is uploaded, and the data folder above is not read. Empty: the data folder goes up first.">
-                    "Data in the bucket "
-                    <input name="s3_data" placeholder="FOLDER (optional)" prop:value=move || s3_data.get() on:input=move |ev| s3_data.set(event_target_value(&ev)) />
+                <label title="Partitions already in S3 (ours, or CAI's .pt), read where they are: a FOLDER of the deployment's bucket, or s3://BUCKET/FOLDER for your own data bucket (the one the deployment names as its InputBucket). Nothing is uploaded, and the data folder above is not read. Empty: the data folder goes up first.">
+                    "Data in S3 "
+                    <input name="s3_data" placeholder="FOLDER or s3://BUCKET/FOLDER (optional)" prop:value=move || s3_data.get() on:input=move |ev| s3_data.set(event_target_value(&ev)) />
                 </label>
             })}
             <TokenField />
             // An estimate is made from the data here, not from the bucket's.
             <button type="button" class="estimate" on:click=estimate
-                title=move || in_bucket().then_some("An estimate is made from the data folder here; empty 'Data in the bucket' to estimate")
+                title=move || in_bucket().then_some("An estimate is made from the data folder here; empty 'Data in S3' to estimate")
                 prop:disabled=move || waiting() || in_bucket()>"Estimate"</button>
             <button type="button" class="launch" on:click=start prop:disabled=waiting>"Launch"</button>
         </form>
