@@ -18,6 +18,9 @@ use std::time::Instant;
 pub(crate) struct Workers<'a> {
     pub memory_mb: Option<&'a str>,
     pub storage_mb: Option<&'a str>,
+    /// The template's `InputBucket`, as the definition gives it (the
+    /// function's own `COSMICAI_INPUT_BUCKET` comes first).
+    pub input_bucket: Option<&'a str>,
 }
 
 /// Initialize: validate, plan, write `payload.json`, hand the Map its items.
@@ -61,7 +64,9 @@ pub(crate) fn initialize_stage(
     let store = settings
         .connect(&request.bucket)
         .map_err(StageError::invalid)?;
-    let data_bucket = std::env::var("COSMICAI_INPUT_BUCKET").ok();
+    let data_bucket = std::env::var("COSMICAI_INPUT_BUCKET")
+        .ok()
+        .or(workers.input_bucket.map(str::to_string));
     let data_store = data_store(settings, request, data_bucket.as_deref())?;
     if let Some(data) = &data_store {
         in_our_region(data)?;

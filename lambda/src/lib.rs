@@ -47,32 +47,44 @@ pub use cosmicai_engine::redshift_model::Cpu;
 /// CAI's payload is for AstroMAE. A request that names no `bucket` writes its
 /// results to the deployment's (`COSMICAI_MODEL_BUCKET`), as CAI's payload,
 /// whose buckets hold its data and scripts, always does here.
-pub fn parse_event(mut value: serde_json::Value) -> Result<StageEvent, StageError> {
+pub fn parse_event(value: serde_json::Value) -> Result<StageEvent, StageError> {
+    parse_event_in(
+        value,
+        std::env::var("COSMICAI_MODEL").ok().as_deref(),
+        std::env::var("COSMICAI_MODEL_BUCKET").ok().as_deref(),
+    )
+}
+
+/// [`parse_event`] in a deployment preloading `preloaded`, whose bucket is `own`.
+fn parse_event_in(
+    mut value: serde_json::Value,
+    preloaded: Option<&str>,
+    own: Option<&str>,
+) -> Result<StageEvent, StageError> {
     if value.get("stage").and_then(serde_json::Value::as_str) == Some("initialize")
         && let Some(request) = value.get_mut("request")
     {
-        let preloaded = std::env::var("COSMICAI_MODEL").ok();
-        let model = preloaded
-            .as_deref()
-            .filter(|m| m.starts_with("astromae:"))
-            .map(|m| {
-                (
-                    m,
-                    "the AstroMAE this deployment preloads (template parameter Model)",
-                )
-            });
+        let model = preloaded.filter(|m| m.starts_with("astromae:")).map(|m| {
+            (
+                m,
+                "the AstroMAE this deployment preloads (template parameter Model)",
+            )
+        });
         let (ours, notes) = translate(request.take(), PartitionsIn::DataBucket, model)
             .map_err(|e| StageError::invalid(format!("request: {e}")))?;
         for note in notes {
             eprintln!("request: {note}");
         }
         *request = ours;
-        if let (Some(fields), Ok(own)) = (
-            request.as_object_mut(),
-            std::env::var("COSMICAI_MODEL_BUCKET"),
-        ) && !own.is_empty()
+        if let Some(fields) = request.as_object_mut()
+            && !fields.contains_key("bucket")
         {
-            fields.entry("bucket").or_insert(own.into());
+            let Some(own) = own.filter(|b| !b.is_empty()) else {
+                return Err(StageError::invalid(
+                    "request: no bucket for the results, and this function names none of its own (COSMICAI_MODEL_BUCKET, which the template sets): give the request's bucket",
+                ));
+            };
+            fields.insert("bucket".into(), own.into());
         }
     }
     serde_json::from_value(value)
@@ -92,6 +104,7 @@ pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Va
             request,
             worker_memory_mb,
             worker_storage_mb,
+            input_bucket,
         } => serde_json::to_value(initialize::initialize_stage(
             settings,
             &run_id,
@@ -99,6 +112,7 @@ pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Va
             initialize::Workers {
                 memory_mb: worker_memory_mb.as_deref(),
                 storage_mb: worker_storage_mb.as_deref(),
+                input_bucket: input_bucket.as_deref(),
             },
         )?),
         StageEvent::Infer(item) => serde_json::to_value(infer::infer_stage(settings, &item)?),
@@ -127,5 +141,53 @@ pub(crate) fn its_payload(
         PayloadOf::OtherRun(other) => Err(StageError::invalid(format!(
             "{key} belongs to run {other}, not {run_id}: give each run its own result_path"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_of(event: StageEvent) -> cosmicai_shared::run::RunRequest {
+        match event {
+            StageEvent::Initialize { request, .. } => request,
+            other => panic!("not an Initialize: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_without_a_bucket_writes_to_the_deployments() {
+        let event = |request: serde_json::Value| serde_json::json!({"stage": "initialize", "run_id": "r", "request": request});
+        // CAI's payload: its data bucket read in place, its scripts bucket set
+        // aside, the results in the deployment's bucket.
+        let cai = event(serde_json::json!({
+            "bucket": "cosmicai2", "data_bucket": "cai-data", "script": "s",
+            "batch_size": 4, "file_limit": 2, "result_path": "results/r", "model": "photoz"
+        }));
+        let request = request_of(parse_event_in(cai.clone(), None, Some("stack")).unwrap());
+        assert_eq!(
+            (request.bucket.as_str(), request.partitions_bucket()),
+            ("stack", "cai-data")
+        );
+        // Without a bucket of its own, refused by name (not read as bucket 'local').
+        let e = parse_event_in(cai, None, None).unwrap_err();
+        assert!(e.message.contains("COSMICAI_MODEL_BUCKET"), "{}", e.message);
+        // Ours, naming a data bucket: kept as given, its bucket too (Initialize
+        // then refuses a bucket that is not the deployment's).
+        let ours = event(serde_json::json!({
+            "bucket": "elsewhere", "data_bucket": "cai-data", "batch_size": 4,
+            "world_size": 1, "result_path": "results/r"
+        }));
+        let request = request_of(parse_event_in(ours, None, Some("stack")).unwrap());
+        assert_eq!(
+            (request.bucket.as_str(), request.data_bucket.as_deref()),
+            ("elsewhere", Some("cai-data"))
+        );
+        // Ours naming no bucket: the deployment's.
+        let plain = event(
+            serde_json::json!({"batch_size": 4, "world_size": 1, "result_path": "results/r"}),
+        );
+        let request = request_of(parse_event_in(plain, None, Some("stack")).unwrap());
+        assert_eq!(request.bucket, "stack");
     }
 }

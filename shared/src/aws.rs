@@ -25,6 +25,10 @@ pub enum StageEvent {
         /// a partition read whole must fit there.
         #[serde(default)]
         worker_storage_mb: Option<String>,
+        /// The bucket the workers may read partitions from in place (the
+        /// template's `InputBucket`; empty for none), where launchers read it too.
+        #[serde(default)]
+        input_bucket: Option<String>,
     },
     /// One Map item: run one rank.
     Infer(RankItem),

@@ -28,9 +28,9 @@ pub enum PartitionsIn {
     DataBucket,
 }
 
-/// Keys only CAI's payload has; any of them marks a file as CAI's.
-const CAI_ONLY: [&str; 6] = [
-    "data_bucket",
+/// Keys only CAI's payload has; any of them marks a file as CAI's. Not
+/// `data_bucket`, which our requests share (partitions read in place).
+const CAI_ONLY: [&str; 5] = [
     "object_type",
     "S3_object_name",
     "script",
@@ -61,8 +61,8 @@ pub fn translate(
         PartitionsIn::Data => None,
         PartitionsIn::DataBucket => fields.remove("data_bucket"),
     };
-    let set_aside: Vec<String> = CAI_ONLY
-        .iter()
+    let set_aside: Vec<String> = std::iter::once(&"data_bucket")
+        .chain(&CAI_ONLY)
         .filter_map(|k| fields.remove(*k).map(|v| format!("{k} {}", short(&v))))
         .collect();
     match partitions {
@@ -294,8 +294,13 @@ mod tests {
         let ours = serde_json::json!({"batch_size": "10", "worldsize": 2, "result_path": "r"});
         let (value, notes) = translate(ours.clone(), PartitionsIn::Data, None).unwrap();
         assert_eq!((value, notes.len()), (ours, 0));
+        // Ours may name a data_bucket (partitions read in place) and stays ours,
+        // its bucket kept.
+        let in_place = serde_json::json!({"bucket": "stack", "data_bucket": "cai-data", "batch_size": 1, "world_size": 1, "result_path": "r"});
+        let (value, notes) = translate(in_place.clone(), PartitionsIn::DataBucket, None).unwrap();
+        assert_eq!((value, notes.len()), (in_place, 0));
         // CAI's, with a count that is no number: named.
-        let bad = serde_json::json!({"data_bucket": "b", "file_limit": "ten", "batch_size": 1});
+        let bad = serde_json::json!({"script": "s", "file_limit": "ten", "batch_size": 1});
         let err = translate(bad, PartitionsIn::Data, None).unwrap_err();
         assert!(
             err.contains("file_limit") && err.contains("\"ten\""),

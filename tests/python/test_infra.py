@@ -34,7 +34,8 @@ def test_definition_placeholders_match_the_substitutions():
     substitutions = set(re.findall(r"^\s+(\w+):", block, re.MULTILINE))
     assert placeholders == substitutions
     assert placeholders == {"FunctionArn", "ChildExecutionType", "GpuJobQueueArn", "GpuJobDefinitionArn",
-                            "DataBucketName", "ResultsPrefix", "WorkerMemoryMB", "WorkerStorageMB"}
+                            "DataBucketName", "ResultsPrefix", "WorkerMemoryMB", "WorkerStorageMB",
+                            "InputBucket"}
     # Launchers read the workers' memory where the definition names it.
     subs = yaml.safe_load(template.split("DefinitionSubstitutions:")[1].split("LoggingConfiguration:")[0]
                           .replace("!GetAtt ", "").replace("!Ref ", "").replace("!If ", ""))
@@ -43,6 +44,9 @@ def test_definition_placeholders_match_the_substitutions():
     payload = json.loads(definition)["States"]["Initialize"]["Parameters"]["Payload"]
     assert payload["worker_memory_mb"] == "${WorkerMemoryMB}"
     assert payload["worker_storage_mb"] == "${WorkerStorageMB}"
+    # ... and the bucket its workers may read partitions from in place.
+    assert subs["InputBucket"] == "InputBucket"
+    assert payload["input_bucket"] == "${InputBucket}"
 
 
 def test_summarize_prices_the_children_the_stack_was_deployed_with():

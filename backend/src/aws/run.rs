@@ -57,7 +57,7 @@ pub fn execute_on_aws(
             let other = data
                 .bucket
                 .as_deref()
-                .map(|bucket| readable_in_place(aws, bucket))
+                .map(|bucket| readable_in_place(aws, &deployed, bucket))
                 .transpose()?;
             let planned = plan(other.as_ref().unwrap_or(&aws.s3), &remote, run_id)?;
             refuse_unrunnable(&planned, &deployed)?;
@@ -94,12 +94,19 @@ fn in_bucket(aws: &Aws, request: &RunRequest, s3_prefix: &str) -> RunRequest {
 }
 
 /// A store of `bucket`, another than the stack's, whose partitions the run
-/// reads in place: refused by name where it is in another region (S3 would
-/// answer every read `PermanentRedirect`). Whether the stack may read it (its
-/// template's `InputBucket`) Initialize says, before any rank starts.
-fn readable_in_place(aws: &Aws, bucket: &str) -> Result<cosmicai_engine::store::s3::S3Store> {
+/// reads in place. Refused by name, before any call to it, unless the stack's
+/// definition names it as its `InputBucket` (its workers may read no other,
+/// and this launcher's credentials may read more than they should show); and
+/// where it is in another region (S3 would answer every read `PermanentRedirect`).
+fn readable_in_place(
+    aws: &Aws,
+    deployed: &Deployed,
+    bucket: &str,
+) -> Result<cosmicai_engine::store::s3::S3Store> {
+    granted_in_place(&aws.config.bucket, deployed.input_bucket.as_deref(), bucket)?;
     let store = aws.other_bucket(bucket)?;
-    if let (Some(ours), Some(theirs)) = (store.region(), store.bucket_region())
+    let (ours, theirs) = (store.region(), store.bucket_region());
+    if let (Some(ours), Some(theirs)) = (ours, theirs)
         && ours != theirs
     {
         bail!(
@@ -107,6 +114,25 @@ fn readable_in_place(aws: &Aws, bucket: &str) -> Result<cosmicai_engine::store::
         );
     }
     Ok(store)
+}
+
+/// Whether the stack (its own bucket `stack`, its definition's `InputBucket`
+/// `input`, unknown where `None`) may read partitions from `bucket` in place.
+fn granted_in_place(stack: &str, input: Option<&str>, bucket: &str) -> Result<()> {
+    match input {
+        Some(input) if input == bucket => Ok(()),
+        Some(input) => bail!(
+            "data bucket s3://{bucket}/: the stack's workers read partitions from its own bucket, {stack}{}, only: deploy the template with InputBucket={bucket} to read them where they are, or copy them into its bucket (aws s3 sync s3://{bucket}/FOLDER s3://{stack}/FOLDER)",
+            if input.is_empty() {
+                String::new()
+            } else {
+                format!(", and {input}")
+            },
+        ),
+        None => bail!(
+            "data bucket s3://{bucket}/: the stack's state machine names no InputBucket (deployed before there was one, or its definition could not be read): deploy the template again with InputBucket={bucket}"
+        ),
+    }
 }
 
 /// Refuses a plan the stack's workers cannot run: a partition read whole that
@@ -154,6 +180,10 @@ pub struct Deployed {
     pub worker_memory_mb: Option<u32>,
     pub worker_storage_mb: Option<u32>,
     pub results_prefix: Option<String>,
+    /// The template's `InputBucket`: `Some("")` where the stack reads no other
+    /// bucket, `None` where its definition does not say (deployed before it
+    /// did, or unread).
+    pub input_bucket: Option<String>,
 }
 
 impl Deployed {
@@ -189,10 +219,16 @@ impl Deployed {
             // The undeployed file's placeholder is no prefix.
             .filter(|p| !p.is_empty() && !p.contains("${"))
             .map(|p| p.trim_matches('/').to_string());
+        let input_bucket = definition
+            .pointer("/States/Initialize/Parameters/Payload/input_bucket")
+            .and_then(serde_json::Value::as_str)
+            .filter(|b| !b.contains("${"))
+            .map(|b| b.trim().to_string());
         Deployed {
             worker_memory_mb,
             worker_storage_mb,
             results_prefix,
+            input_bucket,
         }
     }
 }
@@ -413,7 +449,8 @@ mod tests {
     }
 
     #[test]
-    fn the_workers_memory_storage_and_results_prefix_are_read_from_the_deployed_definition() {
+    fn the_workers_memory_storage_results_prefix_and_input_bucket_are_read_from_the_deployed_definition()
+     {
         let asl = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../infra/aws/statemachine.asl.json"),
@@ -423,7 +460,8 @@ mod tests {
             Deployed::of(
                 &asl.replace("${WorkerMemoryMB}", memory)
                     .replace("${WorkerStorageMB}", "2048")
-                    .replace("${ResultsPrefix}", prefix),
+                    .replace("${ResultsPrefix}", prefix)
+                    .replace("${InputBucket}", "cai-data"),
             )
         };
         assert_eq!(
@@ -431,9 +469,13 @@ mod tests {
             Deployed {
                 worker_memory_mb: Some(3008),
                 worker_storage_mb: Some(2048),
-                results_prefix: Some("results".into())
+                results_prefix: Some("results".into()),
+                input_bucket: Some("cai-data".into()),
             }
         );
+        // A stack deployed without one says so: no other bucket is read.
+        let none = Deployed::of(&asl.replace("${InputBucket}", ""));
+        assert_eq!(none.input_bucket.as_deref(), Some(""));
         // Undeployed (the placeholders), out of Lambda's range, or an older stack's.
         assert_eq!(Deployed::of(&asl), Deployed::default());
         assert_eq!(deployed("64", "runs/out").worker_memory_mb, None);
@@ -443,6 +485,32 @@ mod tests {
         );
         assert_eq!(Deployed::of(r#"{"States": {}}"#), Deployed::default());
         assert_eq!(Deployed::of("not json"), Deployed::default());
+    }
+
+    #[test]
+    fn only_the_stacks_input_bucket_is_read_in_place() {
+        assert!(granted_in_place("stack", Some("cai-data"), "cai-data").is_ok());
+        let e = granted_in_place("stack", Some("cai-data"), "other")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("its own bucket, stack, and cai-data, only"),
+            "{e}"
+        );
+        assert!(e.contains("InputBucket=other"), "{e}");
+        let e = granted_in_place("stack", Some(""), "other")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("its own bucket, stack, only"), "{e}");
+        assert!(
+            e.contains("aws s3 sync s3://other/FOLDER s3://stack/FOLDER"),
+            "{e}"
+        );
+        // A stack whose definition does not say: refused, not tried.
+        let e = granted_in_place("stack", None, "cai-data")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names no InputBucket"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! [`selections`] turns a sky selection into a dataset, [`archive`] fetches an
 //! object's real image on demand, and [`api`] holds the handlers, one file per
 //! resource. This file wires them into a router with its limits (body size,
-//! timeouts, [`guard`]'s slots) and its security (loopback by default, a bearer
+//! timeouts, [`guard`]'s slots, [`turns`] at heavy work) and its security (loopback by default, a bearer
 //! token for anything that starts or stops work on other addresses); [`error`]
 //! is how every handler fails.
 
@@ -24,6 +24,7 @@ mod prepare;
 mod runs;
 mod selections;
 mod sweeps;
+mod turns;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -143,8 +144,8 @@ pub struct AppState {
     skyserver: String,
     /// Cutout reads, PNG encodings and inferences at once (one per core): more
     /// wait their turn without holding a thread, so they cannot starve the
-    /// rest. See [`heavy_turn`].
-    heavy: Arc<tokio::sync::Semaphore>,
+    /// rest, each client in rotation. See [`heavy_turn`].
+    heavy: Arc<turns::Turns>,
     /// `/api/cutouts` and `/api/runs/{id}/results` replies being sent: each
     /// holds its body (at most `api::MAX_CUTOUT_BYTES`, or a run's results)
     /// until the client has taken it, however slowly, or its deadline.
@@ -195,16 +196,12 @@ pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
 }
 
-/// A turn at heavy blocking work. It moves into the blocking task: a request
-/// that times out (or whose client goes) while the work runs must not free
-/// the turn before the work ends.
-async fn heavy_turn(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, error::Error> {
-    state
-        .heavy
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(error::Error::internal)
+/// A turn at heavy blocking work for `client`, fairly among the clients
+/// waiting. It moves into the blocking task: a request that times out (or
+/// whose client goes) while the work runs must not free the turn before the
+/// work ends.
+async fn heavy_turn(state: &AppState, client: Option<client::Client>) -> turns::Turn {
+    state.heavy.take(client).await
 }
 
 pub use explorer::Explorer;
@@ -396,9 +393,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         memory: guard::MemoryBudget::new(memory_budget_mb),
         archive,
         skyserver: args.skyserver.clone(),
-        heavy: Arc::new(tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-        )),
+        heavy: turns::Turns::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
         cutout_replies: guard::Slots::shared(api::CUTOUT_REPLIES, api::CUTOUT_REPLIES_PER_CLIENT),
         image_predictions: Default::default(),
         results: Default::default(),

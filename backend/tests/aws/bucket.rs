@@ -162,43 +162,36 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
             .exists(&format!("{result_path}/combined_data.json"))
             .unwrap()
     );
-    // A data bucket in another region than the stack's: refused by name before
-    // anything starts (S3 would answer every read PermanentRedirect).
-    let eu = "cosmicai-eu-data";
-    store
-        .block_on(
-            store
-                .client()
-                .create_bucket()
-                .bucket(eu)
-                .create_bucket_configuration(
-                    aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                        .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
-                        .build(),
-                )
-                .send(),
-        )
-        .unwrap();
-    let far = aws_run(
+    // A bucket the stack was not deployed to read (its definition names
+    // another InputBucket): refused by name before any call to it, so the
+    // launcher's own credentials show nothing of it.
+    let other = "cosmicai-not-granted";
+    let refused = aws_run(
         &stack,
         &arn,
         &home,
         &[
             "--s3-data",
-            &format!("s3://{eu}/100MB"),
+            &format!("s3://{other}/100MB"),
             "--world-size",
             "1",
             "--batch-size",
             "3",
         ],
     );
-    let stderr = String::from_utf8_lossy(&far.stderr);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        !far.status.success()
+        !refused.status.success()
             && stderr.contains(&format!(
-                "data bucket s3://{eu}/ is in eu-west-1, the stack in us-east-1"
+                "data bucket s3://{other}/: the stack's workers read partitions from its own bucket, {BUCKET}, and {INPUT_BUCKET}, only: deploy the template with InputBucket={other}"
             )),
         "{stderr}"
+    );
+    assert!(
+        store
+            .block_on(store.client().head_bucket().bucket(other).send())
+            .is_err(),
+        "no such bucket was made"
     );
     // The deployment's results are never data: past runs' predictions would be
     // planned as partitions. Initialize refuses the run by name (a stray file

@@ -37,6 +37,7 @@ fn the_handler_stages_called_directly() {
         StageEvent::Initialize {
             worker_memory_mb: None,
             worker_storage_mb: None,
+            input_bucket: None,
             run_id: "direct".into(),
             request: request.clone(),
         },
@@ -73,6 +74,7 @@ fn the_handler_stages_called_directly() {
         StageEvent::Initialize {
             worker_memory_mb: None,
             worker_storage_mb: None,
+            input_bucket: None,
             run_id: "direct".into(),
             request: request.clone(),
         },
@@ -92,6 +94,7 @@ fn the_handler_stages_called_directly() {
         StageEvent::Initialize {
             worker_memory_mb: None,
             worker_storage_mb: None,
+            input_bucket: None,
             run_id: "direct-gpu".into(),
             request: RunRequest {
                 device: Device::Cuda,
@@ -177,6 +180,7 @@ fn the_handler_stages_called_directly() {
         StageEvent::Initialize {
             worker_memory_mb: None,
             worker_storage_mb: None,
+            input_bucket: None,
             run_id: "bad".into(),
             request: bad,
         },
@@ -191,6 +195,7 @@ fn the_handler_stages_called_directly() {
         StageEvent::Initialize {
             worker_memory_mb: None,
             worker_storage_mb: None,
+            input_bucket: None,
             run_id: "l".into(),
             request: local,
         },
@@ -202,6 +207,35 @@ fn the_handler_stages_called_directly() {
     other.run_id = "someone-else".into();
     let e = handle(&settings, StageEvent::Infer(other)).unwrap_err();
     assert!(e.message.contains("belongs to run direct"), "{}", e.message);
+    // Partitions in a bucket of another region: refused by Initialize, by name,
+    // before anything is written (S3 would answer every read PermanentRedirect).
+    let eu = other_bucket_in(&stack, "cosmicai-handler-eu", "eu-west-1");
+    upload_dir(&eu, &data, "direct");
+    let far = RunRequest {
+        data_bucket: Some("cosmicai-handler-eu".into()),
+        result_path: "results/far".into(),
+        ..request.clone()
+    };
+    let e = handle(
+        &settings,
+        StageEvent::Initialize {
+            worker_memory_mb: None,
+            worker_storage_mb: None,
+            input_bucket: None,
+            run_id: "far".into(),
+            request: far,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, "InvalidRequest");
+    assert!(
+        e.message.contains(
+            "data_bucket 'cosmicai-handler-eu' is in eu-west-1, this deployment in us-east-1"
+        ),
+        "{}",
+        e.message
+    );
+    assert!(store.list("results/far").unwrap().is_empty());
 }
 
 #[test]
@@ -247,6 +281,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         StageEvent::Initialize {
             worker_memory_mb: None,
             worker_storage_mb: None,
+            input_bucket: None,
             run_id: "cai".into(),
             request: request.clone(),
         },
@@ -343,6 +378,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         StageEvent::Initialize {
             worker_memory_mb: None,
             worker_storage_mb: None,
+            input_bucket: None,
             run_id: "none".into(),
             request: missing,
         },
@@ -366,6 +402,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         StageEvent::Initialize {
             worker_memory_mb: None,
             worker_storage_mb: None,
+            input_bucket: None,
             run_id: "other".into(),
             request: other,
         },
@@ -388,6 +425,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         StageEvent::Initialize {
             worker_memory_mb: None,
             worker_storage_mb: Some("0".into()),
+            input_bucket: None,
             run_id: "crowded".into(),
             request: crowded,
         },
@@ -413,6 +451,7 @@ fn an_astromae_checkpoint_in_the_bucket_runs_through_the_handler() {
         StageEvent::Initialize {
             worker_memory_mb: None,
             worker_storage_mb: None,
+            input_bucket: None,
             run_id: "cai.payload".into(),
             request: gpu,
         },

@@ -226,6 +226,24 @@ fn s3(stack: &Stack) -> S3Store {
     other_bucket(stack, BUCKET)
 }
 
+/// A bucket of the stack's S3 in `region`, made if it is not there.
+fn other_bucket_in(stack: &Stack, bucket: &str, region: &str) -> S3Store {
+    let store = other_bucket(stack, BUCKET);
+    let _ = store.block_on(
+        store
+            .client()
+            .create_bucket()
+            .bucket(bucket)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                    .build(),
+            )
+            .send(),
+    );
+    other_bucket(stack, bucket)
+}
+
 /// A bucket of the stack's S3, made if it is not there.
 fn other_bucket(stack: &Stack, bucket: &str) -> S3Store {
     let store = S3Store::connect(S3Config {
@@ -258,6 +276,7 @@ fn definition() -> String {
         .replace("${GpuJobDefinitionArn}", "none")
         .replace("${DataBucketName}", BUCKET)
         .replace("${ResultsPrefix}", "results")
+        .replace("${InputBucket}", INPUT_BUCKET)
         .replace("${WorkerMemoryMB}", WORKER_MEMORY_MB)
 }
 

@@ -154,7 +154,7 @@ impl WeightsFile {
                 _ => return None,
             },
             // A bare key names `bucket`, which is not the one listed.
-            None if request.data_bucket.is_some() => return None,
+            None if request.partitions_bucket() != request.bucket => return None,
             None => weights,
         }
         .trim_start_matches('/')
@@ -629,6 +629,31 @@ mod tests {
         );
         // Another model's file is data like any other.
         assert_eq!(keys(&request("photoz".into())), ["models/ours.safetensors"]);
+        // On S3, a data_bucket that is the run's own bucket is no other bucket: a
+        // bare key or its s3:// address names the weights among the data. In
+        // another data bucket, only its s3:// address does.
+        let in_bucket = |data_bucket: &str, model: &str| RunRequest {
+            bucket: "stack".into(),
+            data_bucket: Some(data_bucket.into()),
+            ..request(model.into())
+        };
+        for model in [
+            "astromae:models/ours.safetensors",
+            "astromae:s3://stack/models/ours.safetensors",
+        ] {
+            assert_eq!(keys(&in_bucket("stack", model)), ["cai/p.pt"], "{model}");
+        }
+        assert_eq!(
+            keys(&in_bucket(
+                "cai-data",
+                "astromae:s3://cai-data/models/ours.safetensors"
+            )),
+            ["cai/p.pt"]
+        );
+        assert_eq!(
+            keys(&in_bucket("cai-data", "astromae:models/ours.safetensors")),
+            ["models/ours.safetensors"]
+        );
     }
 
     #[test]

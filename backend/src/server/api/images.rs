@@ -31,6 +31,7 @@ pub async fn object_image(
     Path(id): Path<i64>,
     Query(params): Query<ImageParams>,
     headers: HeaderMap,
+    caller: super::Caller,
 ) -> ApiResult<Response> {
     entry(&state, id)?;
     let view = params.view.unwrap_or_else(|| "gri".into());
@@ -66,7 +67,7 @@ pub async fn object_image(
     }
     // Reading the cutout and encoding the PNG are blocking work: off the
     // async threads.
-    let permit = crate::server::heavy_turn(&state).await?;
+    let permit = crate::server::heavy_turn(&state, super::client_of(caller)).await;
     let st = state.clone();
     let png = tokio::task::spawn_blocking(move || -> ApiResult<Vec<u8>> {
         let _permit = permit;
@@ -155,10 +156,11 @@ pub async fn cutouts(
     // The reply's memory lasts until a client takes it, however slowly: a
     // bounded number of them at once, each bounded.
     // Up to 256 cutouts read from disk: blocking work, off the async threads.
-    let permit = crate::server::heavy_turn(&state).await?;
+    let client = super::client_of(caller);
+    let permit = crate::server::heavy_turn(&state, client).await;
     let reply = state
         .cutout_replies
-        .take_for(super::client_of(caller))
+        .take_for(client)
         .ok_or_else(|| state.cutout_replies.busy("cutout replies"))?;
     let st = state.clone();
     let out = tokio::task::spawn_blocking(move || {

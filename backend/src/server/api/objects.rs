@@ -142,6 +142,7 @@ pub(super) fn entry(state: &AppState, id: i64) -> ApiResult<&crate::server::obje
 pub async fn object_detail(
     State(state): AppStateRef,
     Path(id): Path<i64>,
+    caller: super::Caller,
 ) -> ApiResult<Json<ObjectDetail>> {
     let e = entry(&state, id)?;
     let mut predictions = vec![e.prediction.clone()];
@@ -165,7 +166,7 @@ pub async fn object_detail(
     }
     // Image models served here predict from the object's cutout, on demand.
     if object.has_image && state.models.all.iter().any(|m| m.entry.reads_images) {
-        predictions.extend(kept_image_predictions(&state, id).await?);
+        predictions.extend(kept_image_predictions(&state, id, super::client_of(caller)).await?);
     }
     Ok(Json(ObjectDetail {
         object,
@@ -208,7 +209,11 @@ pub async fn fetch_object(
 /// [`image_predictions`] for object `id`, each object once (up to
 /// [`KEPT_PREDICTIONS`] objects kept), one inference per core at once as
 /// cutout reads.
-async fn kept_image_predictions(state: &Arc<AppState>, id: i64) -> ApiResult<Vec<Prediction>> {
+async fn kept_image_predictions(
+    state: &Arc<AppState>,
+    id: i64,
+    client: Option<crate::server::client::Client>,
+) -> ApiResult<Vec<Prediction>> {
     let kept = move |state: &AppState| {
         let all = state.image_predictions.lock();
         all.unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
@@ -216,7 +221,7 @@ async fn kept_image_predictions(state: &Arc<AppState>, id: i64) -> ApiResult<Vec
     if let Some(more) = kept(state) {
         return Ok(more);
     }
-    let permit = crate::server::heavy_turn(state).await?;
+    let permit = crate::server::heavy_turn(state, client).await;
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;

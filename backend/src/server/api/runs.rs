@@ -212,9 +212,10 @@ pub async fn run_results(
     // (the slot taken first, so a busy server reads nothing it cannot send),
     // each let go at its deadline, which grows with its size (64 KB/s at the
     // least): a client that never reads pins nothing for long.
+    let client = super::client_of(caller);
     let slot = state
         .cutout_replies
-        .take_for(super::client_of(caller))
+        .take_for(client)
         .ok_or_else(|| state.cutout_replies.busy("replies"))?;
     let reply = |json: Arc<[u8]>, slot| -> ApiResult<Response> {
         let deadline = super::images::CUTOUT_REPLY_DEADLINE
@@ -233,7 +234,7 @@ pub async fn run_results(
     }
     // Read in turn with the other heavy work: a large run's predictions are
     // hundreds of MB.
-    let turn = crate::server::heavy_turn(&state).await?;
+    let turn = crate::server::heavy_turn(&state, client).await;
     if let Some(json) = kept(&state, &id) {
         return reply(json, slot);
     }
