@@ -420,7 +420,8 @@ impl Registry {
                 request.world_size as i64,
                 request.batch_size as i64,
                 serde_json::to_value(request.device)?.as_str().unwrap_or("cpu"),
-                request.data_prefix,
+                // A run on S3 shows its bucket: its data may be another's.
+                request.data_location(),
                 request.result_path,
                 i64::from(std::process::id()),
                 serde_json::to_string(request)?,
@@ -761,6 +762,31 @@ mod tests {
             })
             .unwrap();
         RunStatus::parse(&status).unwrap()
+    }
+
+    #[test]
+    fn a_run_on_s3_lists_where_its_partitions_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&dir.path().join("r.sqlite")).unwrap();
+        let local = RunRequest {
+            data_prefix: "catalog".into(),
+            ..sample_request()
+        };
+        let in_place = RunRequest {
+            bucket: "stack".into(),
+            data_bucket: Some("cai-data".into()),
+            data_prefix: "100MB".into(),
+            ..sample_request()
+        };
+        registry.start("local", &local).unwrap();
+        registry.start("in-place", &in_place).unwrap();
+        let shown = |id: &str| registry.info(id).unwrap().unwrap().data_prefix;
+        assert_eq!(shown("local"), "catalog");
+        assert_eq!(shown("in-place"), "s3://cai-data/100MB");
+        // Local datasets in use are still named as folders.
+        let mut in_use = registry.running_data_prefixes().unwrap();
+        in_use.sort();
+        assert_eq!(in_use, ["catalog", "s3://cai-data/100MB"]);
     }
 
     #[test]

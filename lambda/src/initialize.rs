@@ -280,11 +280,21 @@ pub(crate) fn initialize_output(
 /// with the way to read that bucket in place, not left to an S3 AccessDenied.
 fn own_bucket(request: &RunRequest, own: Option<&str>) -> Result<(), StageError> {
     match own.filter(|own| !own.is_empty()) {
-        Some(own) if request.bucket != own => Err(StageError::invalid(format!(
-            "bucket '{}': this deployment writes its results to its own bucket, {own}, only: name {own} as the bucket (or leave bucket out), \
-             and '{}' as the data_bucket to read the partitions where they are (template parameter InputBucket)",
-            request.bucket, request.bucket
-        ))),
+        Some(own) if request.bucket != own => {
+            // Where the request's bucket may hold its partitions, how to read them there.
+            let in_place = if request.bucket == "local" || request.data_bucket.is_some() {
+                String::new()
+            } else {
+                format!(
+                    ", and '{}' as the data_bucket to read the partitions where they are (template parameter InputBucket)",
+                    request.bucket
+                )
+            };
+            Err(StageError::invalid(format!(
+                "bucket '{}': this deployment writes its results to its own bucket, {own}, only: name {own} as the bucket (or leave bucket out){in_place}",
+                request.bucket
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -310,6 +320,26 @@ mod tests {
             "{}",
             e.message
         );
+        // A request naming its data bucket already, or the local store, is told
+        // only which bucket to name.
+        for other in [
+            RunRequest {
+                data_bucket: Some("cai-data".into()),
+                ..request.clone()
+            },
+            RunRequest {
+                bucket: "local".into(),
+                ..request.clone()
+            },
+        ] {
+            let e = own_bucket(&other, Some("stack-bucket")).unwrap_err();
+            assert!(
+                e.message.contains("name stack-bucket as the bucket")
+                    && !e.message.contains("as the data_bucket"),
+                "{}",
+                e.message
+            );
+        }
         // Its own bucket, or no bucket named to the function: no refusal.
         assert!(own_bucket(&request, Some("cosmicai-data")).is_ok());
         assert!(own_bucket(&request, None).is_ok());

@@ -247,6 +247,7 @@ pub struct RunInfo {
     pub world_size: usize,
     pub batch_size: usize,
     pub device: String,
+    /// The data folder of a local run, or `s3://BUCKET/FOLDER` of a run on S3.
     pub data_prefix: String,
     pub result_path: String,
     pub objects: Option<usize>,

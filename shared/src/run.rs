@@ -244,6 +244,19 @@ impl RunRequest {
         self.data_bucket.as_deref().unwrap_or(&self.bucket)
     }
 
+    /// Where the partitions are, for people: the data folder of a local run,
+    /// `s3://BUCKET/FOLDER` of one on S3 (the run's bucket, or its data bucket).
+    pub fn data_location(&self) -> String {
+        if self.bucket == "local" {
+            return self.data_prefix.clone();
+        }
+        format!(
+            "s3://{}/{}",
+            self.partitions_bucket(),
+            self.data_prefix.trim_matches('/')
+        )
+    }
+
     /// The parsed `model` field.
     pub fn model_spec(&self) -> Result<crate::model::ModelSpec, String> {
         crate::model::ModelSpec::parse(&self.model)
@@ -636,6 +649,17 @@ mod tests {
         assert!(on_aws("cai-data.v2").problems().is_empty());
         assert_eq!(on_aws("cai-data").partitions_bucket(), "cai-data");
         assert_eq!(request().partitions_bucket(), "local");
+        let in_place = RunRequest {
+            data_prefix: "100MB/".into(),
+            ..on_aws("cai-data")
+        };
+        assert_eq!(in_place.data_location(), "s3://cai-data/100MB");
+        let in_stack = RunRequest {
+            data_bucket: None,
+            ..in_place
+        };
+        assert_eq!(in_stack.data_location(), "s3://stack-bucket/100MB");
+        assert_eq!(request().data_location(), "");
         for (bad, why) in [
             ("ab", "3 to 63"),
             ("CAI-Data", "characters S3 refuses"),

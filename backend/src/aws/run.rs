@@ -103,6 +103,11 @@ fn readable_in_place(
     deployed: &Deployed,
     bucket: &str,
 ) -> Result<cosmicai_engine::store::s3::S3Store> {
+    if let (None, Some(why)) = (&deployed.input_bucket, &deployed.unread) {
+        bail!(
+            "data bucket s3://{bucket}/: the stack's state machine, which names the bucket its workers may read in place, could not be read ({why}); the launcher needs states:DescribeStateMachine on it (the stack's LauncherPolicyArn grants it)"
+        );
+    }
     granted_in_place(&aws.config.bucket, deployed.input_bucket.as_deref(), bucket)?;
     let store = aws.other_bucket(bucket)?;
     let (ours, theirs) = (store.region(), store.bucket_region());
@@ -122,11 +127,16 @@ fn granted_in_place(stack: &str, input: Option<&str>, bucket: &str) -> Result<()
     match input {
         Some(input) if input == bucket => Ok(()),
         Some(input) => bail!(
-            "data bucket s3://{bucket}/: the stack's workers read partitions from its own bucket, {stack}{}, only: deploy the template with InputBucket={bucket} to read them where they are, or copy them into its bucket (aws s3 sync s3://{bucket}/FOLDER s3://{stack}/FOLDER)",
+            "data bucket s3://{bucket}/: the stack's workers read partitions from its own bucket, {stack}{}, only: deploy the template with InputBucket={bucket}{} to read them where they are, or copy them into its bucket (aws s3 sync s3://{bucket}/FOLDER s3://{stack}/FOLDER)",
             if input.is_empty() {
                 String::new()
             } else {
                 format!(", and {input}")
+            },
+            if input.is_empty() {
+                String::new()
+            } else {
+                format!(" (in place of {input}: it names one)")
             },
         ),
         None => bail!(
@@ -184,6 +194,8 @@ pub struct Deployed {
     /// bucket, `None` where its definition does not say (deployed before it
     /// did, or unread).
     pub input_bucket: Option<String>,
+    /// Why the definition could not be read, where it could not.
+    pub unread: Option<String>,
 }
 
 impl Deployed {
@@ -196,7 +208,10 @@ impl Deployed {
                     .send(),
             )
             .map(|described| Deployed::of(described.definition()))
-            .unwrap_or_default()
+            .unwrap_or_else(|e| Deployed {
+                unread: Some(super::sdk_error(&e)),
+                ..Deployed::default()
+            })
     }
 
     fn of(definition: &str) -> Deployed {
@@ -229,6 +244,7 @@ impl Deployed {
             worker_storage_mb,
             results_prefix,
             input_bucket,
+            unread: None,
         }
     }
 }
@@ -471,6 +487,7 @@ mod tests {
                 worker_storage_mb: Some(2048),
                 results_prefix: Some("results".into()),
                 input_bucket: Some("cai-data".into()),
+                unread: None,
             }
         );
         // A stack deployed without one says so: no other bucket is read.
@@ -497,6 +514,7 @@ mod tests {
             e.contains("its own bucket, stack, and cai-data, only"),
             "{e}"
         );
+        assert!(e.contains("InputBucket=other (in place of cai-data"), "{e}");
         assert!(e.contains("InputBucket=other"), "{e}");
         let e = granted_in_place("stack", Some(""), "other")
             .unwrap_err()
