@@ -783,7 +783,8 @@ mod tests {
         let shown = |id: &str| registry.info(id).unwrap().unwrap().data_prefix;
         assert_eq!(shown("local"), "catalog");
         assert_eq!(shown("in-place"), "s3://cai-data/100MB");
-        // Local datasets in use are still named as folders.
+        // Local datasets in use are named as folders; a run on S3 names its
+        // bucket (a local dataset uploaded for one is no longer read once it is up).
         let mut in_use = registry.running_data_prefixes().unwrap();
         in_use.sort();
         assert_eq!(in_use, ["catalog", "s3://cai-data/100MB"]);

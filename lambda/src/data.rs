@@ -4,6 +4,8 @@
 //! one bucket besides their own, and write only their own.
 
 use crate::{S3Settings, StageError};
+use cosmicai_engine::pipeline::Stores;
+use cosmicai_engine::store::ObjectStore;
 use cosmicai_engine::store::s3::S3Store;
 use cosmicai_shared::run::RunRequest;
 
@@ -31,43 +33,40 @@ pub(crate) fn data_store(
         .map_err(StageError::invalid)
 }
 
-/// Whether the workers may read partitions from `bucket` (see [`data_store`]).
+/// Whether the workers may read partitions from `bucket` (see [`data_store`]):
+/// where the template narrows what they read (`allowed` set), its rule.
 pub(crate) fn readable_data_bucket(
     bucket: &str,
     run_bucket: &str,
     allowed: Option<&str>,
 ) -> Result<(), String> {
-    match allowed.map(str::trim) {
-        Some(allowed) if bucket != allowed => Err(format!(
-            "data_bucket '{bucket}': this deployment's workers may read {}, not '{bucket}': \
-             deploy the template with InputBucket={bucket} to read the partitions where they are, \
-             or copy them into its bucket (aws s3 sync s3://{bucket}/FOLDER s3://{run_bucket}/FOLDER) \
-             and leave data_bucket out",
-            if allowed.is_empty() {
-                format!("its own bucket '{run_bucket}' only")
-            } else {
-                format!("their own bucket '{run_bucket}' and the data bucket '{allowed}'")
-            }
-        )),
-        _ => Ok(()),
+    match allowed {
+        Some(input) => cosmicai_shared::run::check_input_bucket(bucket, run_bucket, input),
+        None => Ok(()),
     }
 }
 
-/// Refuses a data bucket in another region than the function's: S3 would
-/// answer every read `PermanentRedirect`, and reading across regions is billed
-/// per GB. Where S3 names no region (an emulator), the reads will tell.
+/// Refuses a data bucket in another region than the function's (see
+/// [`S3Store::in_another_region`]).
 pub(crate) fn in_our_region(data: &S3Store) -> Result<(), StageError> {
-    let (Some(ours), Some(theirs)) = (data.region(), data.bucket_region()) else {
-        return Ok(());
-    };
-    if ours == theirs {
-        return Ok(());
+    match data.in_another_region() {
+        None => Ok(()),
+        Some(theirs) => Err(StageError::invalid(format!(
+            "data_bucket '{}' is in {theirs}, this deployment in {}: deploy the stack in {theirs} to read the partitions where they are, \
+             or copy them into its bucket",
+            data.bucket(),
+            data.region().unwrap_or("another region")
+        ))),
     }
-    Err(StageError::invalid(format!(
-        "data_bucket '{}' is in {theirs}, this deployment in {ours}: deploy the stack in {theirs} to read the partitions where they are, \
-         or copy them into its bucket",
-        data.bucket()
-    )))
+}
+
+/// The stores of a run: its partitions from `data` where they are in another
+/// bucket, else beside its results in `results`.
+pub(crate) fn stores<'a>(results: &'a S3Store, data: Option<&'a S3Store>) -> Stores<'a> {
+    Stores {
+        data: data.map_or(results as &dyn ObjectStore, |d| d),
+        results,
+    }
 }
 
 #[cfg(test)]
@@ -75,20 +74,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_templates_data_bucket_is_read_besides_the_runs_own() {
+    fn only_the_templates_input_bucket_is_read_besides_the_runs_own() {
         assert!(readable_data_bucket("cai-data", "stack", Some("cai-data")).is_ok());
-        assert!(readable_data_bucket("cai-data", "stack", Some(" cai-data ")).is_ok());
         // No template narrowing what is read (a local test harness): not refused here.
         assert!(readable_data_bucket("cai-data", "stack", None).is_ok());
         let e = readable_data_bucket("cai-data", "stack", Some("")).unwrap_err();
-        assert!(e.contains("its own bucket 'stack' only"), "{e}");
         assert!(e.contains("InputBucket=cai-data"), "{e}");
-        assert!(
-            e.contains("aws s3 sync s3://cai-data/FOLDER s3://stack/FOLDER"),
-            "{e}"
-        );
-        let e = readable_data_bucket("other", "stack", Some("cai-data")).unwrap_err();
-        assert!(e.contains("the data bucket 'cai-data'"), "{e}");
     }
 
     #[test]

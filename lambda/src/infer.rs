@@ -1,7 +1,7 @@
 //! Infer: one rank, as a local worker runs it (`engine::pipeline::infer_rank`),
 //! measured as Lambda bills it: its duration, a cold call's INIT, its CPU time.
 
-use crate::data::data_store;
+use crate::data::{data_store, stores};
 use crate::deadline::RankDeadline;
 use crate::weights::cached_cpu_model;
 #[cfg(feature = "cuda")]
@@ -70,14 +70,10 @@ pub(crate) fn infer_stage(
         .connect(&item.bucket)
         .map_err(StageError::invalid)?;
     let payload = its_payload(&store, &item.result_path, &item.run_id)?;
-    let data_bucket = std::env::var("COSMICAI_INPUT_BUCKET").ok();
-    let data_store = data_store(settings, &payload.request, data_bucket.as_deref())?;
-    let stores = Stores {
-        data: data_store
-            .as_ref()
-            .map_or(&store as &dyn ObjectStore, |d| d),
-        results: &store,
-    };
+    // Initialize checked the data bucket against the template's InputBucket.
+    let input_bucket = std::env::var("COSMICAI_INPUT_BUCKET").ok();
+    let data_store = data_store(settings, &payload.request, input_bucket.as_deref())?;
+    let stores = stores(&store, data_store.as_ref());
     if payload.request.device == Device::Cuda && !cfg!(feature = "cuda") {
         return Err(StageError::invalid(
             "device cuda: Lambda has no GPU; CUDA runs go to the AWS Batch queue of the template",

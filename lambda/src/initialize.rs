@@ -1,12 +1,10 @@
 //! Initialize: the run planned from its request, `payload.json` and the Map's
 //! items (`plan.json`) written, and every refusal made before a rank is paid for.
 
-use crate::data::{data_store, in_our_region};
+use crate::data::{data_store, in_our_region, stores};
 use crate::weights::{check_weights, object_exists, readable_weights_bucket, weights_location};
 use crate::{S3Settings, StageError};
-use cosmicai_engine::pipeline::{
-    Payload, Stores, check_rank_time, check_room, initialize_with, plan_key,
-};
+use cosmicai_engine::pipeline::{Payload, check_rank_time, check_room, initialize_with, plan_key};
 use cosmicai_engine::store::ObjectStore;
 use cosmicai_shared::aws::{InitializeOutput, RankItem};
 use cosmicai_shared::run::{Device, RunRequest};
@@ -64,19 +62,15 @@ pub(crate) fn initialize_stage(
     let store = settings
         .connect(&request.bucket)
         .map_err(StageError::invalid)?;
-    let data_bucket = std::env::var("COSMICAI_INPUT_BUCKET")
+    // The template's InputBucket: the one other bucket the workers may read.
+    let input_bucket = std::env::var("COSMICAI_INPUT_BUCKET")
         .ok()
         .or(workers.input_bucket.map(str::to_string));
-    let data_store = data_store(settings, request, data_bucket.as_deref())?;
+    let data_store = data_store(settings, request, input_bucket.as_deref())?;
     if let Some(data) = &data_store {
         in_our_region(data)?;
     }
-    let stores = Stores {
-        data: data_store
-            .as_ref()
-            .map_or(&store as &dyn ObjectStore, |d| d),
-        results: &store,
-    };
+    let stores = stores(&store, data_store.as_ref());
     // A model whose weights cannot be found fails here, before any rank is paid for.
     if let Some(path) = spec.weights() {
         let (bucket, key) = weights_location(path, &request.bucket);
@@ -84,7 +78,7 @@ pub(crate) fn initialize_stage(
             &bucket,
             &request.bucket,
             std::env::var("COSMICAI_WEIGHTS_BUCKET").ok().as_deref(),
-            data_bucket.as_deref(),
+            input_bucket.as_deref(),
         )
         .map_err(|e| StageError::invalid(format!("model '{spec}': {e}")))?;
         let found = if bucket == request.bucket {

@@ -228,10 +228,10 @@ pub struct RunLaunch {
     /// A name from `GET /api/models` (default `photoz`).
     #[serde(default)]
     pub model: Option<String>,
-    /// Target `aws` only: partitions already in the deployment's bucket (ours,
-    /// or CAI's `.pt`), under this folder (or `s3://BUCKET/FOLDER`, BUCKET the
-    /// deployment's). They run where they are: nothing is uploaded, and
-    /// `data_prefix` is not read.
+    /// Target `aws` only: partitions already in S3 (ours, or CAI's `.pt`):
+    /// this folder of the deployment's bucket, or `s3://BUCKET/FOLDER` (the
+    /// deployment's bucket, or its `InputBucket`). They run where they are:
+    /// nothing is uploaded, and `data_prefix` is not read.
     #[serde(default)]
     pub s3_data: Option<String>,
 }

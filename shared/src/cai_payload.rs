@@ -104,8 +104,13 @@ pub fn translate(
         }
     }
     if !set_aside.is_empty() {
+        // Reading --data, CAI's data bucket is set aside too; on AWS it is read.
+        let what = match partitions {
+            PartitionsIn::Data => "its own script and data bucket",
+            PartitionsIn::DataBucket => "its own script",
+        };
         notes.push(format!(
-            "set aside CAI's settings for its own script and data bucket: {}",
+            "set aside CAI's settings for {what}: {}",
             set_aside.join(", ")
         ));
     }

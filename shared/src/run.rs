@@ -276,6 +276,29 @@ pub fn check_results_prefix(result_path: &str, prefix: &str) -> Result<(), Strin
     ))
 }
 
+/// Whether a stack whose own bucket is `stack`, deployed with `InputBucket`
+/// `input` (empty for none), may read partitions in place from `bucket`: its
+/// workers' role reads no other. The refusal says what to deploy (one
+/// `InputBucket` at a time) or copy instead. Initialize and the launcher both
+/// ask it.
+pub fn check_input_bucket(bucket: &str, stack: &str, input: &str) -> Result<(), String> {
+    let input = input.trim();
+    if bucket == stack || bucket == input {
+        return Ok(());
+    }
+    let (readable, replaced) = if input.is_empty() {
+        (format!("its own bucket '{stack}' only"), String::new())
+    } else {
+        (
+            format!("its own bucket '{stack}' and its InputBucket '{input}' only"),
+            format!(" (in place of '{input}': it names one)"),
+        )
+    };
+    Err(format!(
+        "data bucket '{bucket}': the stack's workers may read partitions from {readable}: deploy the template with InputBucket={bucket}{replaced} to read them where they are, or copy them into its bucket (aws s3 sync s3://{bucket}/FOLDER s3://{stack}/FOLDER) and name the folder there"
+    ))
+}
+
 /// S3's rules for a general purpose bucket's name: 3 to 63 characters of
 /// lowercase letters, digits, dots and hyphens, starting and ending with a
 /// letter or digit, no two dots in a row (nor a dot beside a hyphen, which
@@ -632,6 +655,25 @@ mod tests {
             tolerated_failure_percentage: 100.0,
             timeout_s: None,
         }
+    }
+
+    #[test]
+    fn only_the_stacks_own_bucket_and_its_input_bucket_are_read_in_place() {
+        assert!(check_input_bucket("stack", "stack", "").is_ok());
+        assert!(check_input_bucket("cai-data", "stack", " cai-data ").is_ok());
+        let e = check_input_bucket("cai-data", "stack", "").unwrap_err();
+        assert!(e.contains("from its own bucket 'stack' only"), "{e}");
+        assert!(e.contains("InputBucket=cai-data to read"), "{e}");
+        assert!(
+            e.contains("aws s3 sync s3://cai-data/FOLDER s3://stack/FOLDER"),
+            "{e}"
+        );
+        let e = check_input_bucket("other", "stack", "cai-data").unwrap_err();
+        assert!(e.contains("and its InputBucket 'cai-data' only"), "{e}");
+        assert!(
+            e.contains("InputBucket=other (in place of 'cai-data'"),
+            "{e}"
+        );
     }
 
     #[test]

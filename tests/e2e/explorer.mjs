@@ -559,7 +559,7 @@ try {
     execFileSync(bin, ['partition', '--input', join(data, 'synthetic'), '--objects', '64',
       '--out', join(data, 'synthetic-64')], { stdio: 'ignore' });
     await page.goto(base + '/#/runs');
-    // Target AWS offers data already in the deployment's bucket; this machine does not.
+    // Target AWS offers data already in S3; this machine does not.
     await page.selectOption('select[name=target]', 'aws');
     await page.waitForSelector('input[name=s3_data]');
     await page.selectOption('select[name=target]', 'local');

@@ -38,25 +38,11 @@ impl Aws {
     /// A store of another bucket, reached as the stack's is (its region,
     /// credentials and endpoint): a CAI user's data bucket, read in place.
     pub fn other_bucket(&self, bucket: &str) -> Result<S3Store> {
-        S3Store::connect(S3Config {
-            bucket: bucket.into(),
-            region: self.config.region.clone(),
-            endpoint: self.config.endpoint.clone(),
-            static_credentials: None,
-            unlisted: None,
-        })
-        .with_context(|| format!("connecting to s3://{bucket}"))
+        store_of(&self.config, bucket)
     }
 
     pub fn connect(config: AwsConfig) -> Result<Self> {
-        let s3 = S3Store::connect(S3Config {
-            bucket: config.bucket.clone(),
-            region: config.region.clone(),
-            endpoint: config.endpoint.clone(),
-            static_credentials: None,
-            unlisted: None,
-        })
-        .with_context(|| format!("connecting to s3://{}", config.bucket))?;
+        let s3 = store_of(&config, &config.bucket)?;
         let mut sfn = aws_sdk_sfn::config::Builder::from(s3.sdk_config());
         if let Some(endpoint) = &config.endpoint {
             sfn = sfn.endpoint_url(endpoint);
@@ -67,6 +53,18 @@ impl Aws {
             config,
         })
     }
+}
+
+/// A store of `bucket` in `config`'s region, at its endpoint.
+fn store_of(config: &AwsConfig, bucket: &str) -> Result<S3Store> {
+    S3Store::connect(S3Config {
+        bucket: bucket.into(),
+        region: config.region.clone(),
+        endpoint: config.endpoint.clone(),
+        static_credentials: None,
+        unlisted: None,
+    })
+    .with_context(|| format!("connecting to s3://{bucket}"))
 }
 
 /// An SDK error as `Code: message` (shared with the S3 store).

@@ -1,5 +1,5 @@
 //! The AWS executor's run: upload what the bucket lacks (or take the partitions
-//! already there), start the state machine, follow it to the end, copy the
+//! already in S3, where they are), start the state machine, follow it to the end, copy the
 //! results back.
 
 use super::{Aws, LocalEtags, LocalWeights, start_and_follow, upload, within};
@@ -14,8 +14,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::Path;
 
 /// Runs `request` on AWS as run `run_id` over `data`: the local store at `root`'s
-/// folder `request.data_prefix`, uploaded first, or partitions already in the
-/// bucket. Results are copied back under `root`.
+/// folder `request.data_prefix`, uploaded first, or partitions already in S3
+/// (the stack's bucket, or its `InputBucket`), read where they are. Results are
+/// copied back under `root`.
 pub fn execute_on_aws(
     aws: &Aws,
     root: &Path,
@@ -105,44 +106,24 @@ fn readable_in_place(
 ) -> Result<cosmicai_engine::store::s3::S3Store> {
     if let (None, Some(why)) = (&deployed.input_bucket, &deployed.unread) {
         bail!(
-            "data bucket s3://{bucket}/: the stack's state machine, which names the bucket its workers may read in place, could not be read ({why}); the launcher needs states:DescribeStateMachine on it (the stack's LauncherPolicyArn grants it)"
+            "data bucket '{bucket}': the stack's state machine, which names the bucket its workers may read in place, could not be read ({why}); the launcher needs states:DescribeStateMachine on it (the stack's LauncherPolicyArn grants it)"
         );
     }
-    granted_in_place(&aws.config.bucket, deployed.input_bucket.as_deref(), bucket)?;
+    match deployed.input_bucket.as_deref() {
+        Some(input) => cosmicai_shared::run::check_input_bucket(bucket, &aws.config.bucket, input)
+            .map_err(anyhow::Error::msg)?,
+        None => bail!(
+            "data bucket '{bucket}': the stack's state machine names no InputBucket (deployed before there was one): deploy the template again with InputBucket={bucket}"
+        ),
+    }
     let store = aws.other_bucket(bucket)?;
-    let (ours, theirs) = (store.region(), store.bucket_region());
-    if let (Some(ours), Some(theirs)) = (ours, theirs)
-        && ours != theirs
-    {
+    if let Some(theirs) = store.in_another_region() {
         bail!(
-            "data bucket s3://{bucket}/ is in {theirs}, the stack in {ours}: deploy the stack in {theirs} to read the partitions where they are, or copy them into its bucket"
+            "data bucket '{bucket}' is in {theirs}, the stack in {}: deploy the stack in {theirs} to read the partitions where they are, or copy them into its bucket",
+            store.region().unwrap_or("another region")
         );
     }
     Ok(store)
-}
-
-/// Whether the stack (its own bucket `stack`, its definition's `InputBucket`
-/// `input`, unknown where `None`) may read partitions from `bucket` in place.
-fn granted_in_place(stack: &str, input: Option<&str>, bucket: &str) -> Result<()> {
-    match input {
-        Some(input) if input == bucket => Ok(()),
-        Some(input) => bail!(
-            "data bucket s3://{bucket}/: the stack's workers read partitions from its own bucket, {stack}{}, only: deploy the template with InputBucket={bucket}{} to read them where they are, or copy them into its bucket (aws s3 sync s3://{bucket}/FOLDER s3://{stack}/FOLDER)",
-            if input.is_empty() {
-                String::new()
-            } else {
-                format!(", and {input}")
-            },
-            if input.is_empty() {
-                String::new()
-            } else {
-                format!(" (in place of {input}: it names one)")
-            },
-        ),
-        None => bail!(
-            "data bucket s3://{bucket}/: the stack's state machine names no InputBucket (deployed before there was one, or its definition could not be read): deploy the template again with InputBucket={bucket}"
-        ),
-    }
 }
 
 /// Refuses a plan the stack's workers cannot run: a partition read whole that
@@ -502,33 +483,6 @@ mod tests {
         );
         assert_eq!(Deployed::of(r#"{"States": {}}"#), Deployed::default());
         assert_eq!(Deployed::of("not json"), Deployed::default());
-    }
-
-    #[test]
-    fn only_the_stacks_input_bucket_is_read_in_place() {
-        assert!(granted_in_place("stack", Some("cai-data"), "cai-data").is_ok());
-        let e = granted_in_place("stack", Some("cai-data"), "other")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("its own bucket, stack, and cai-data, only"),
-            "{e}"
-        );
-        assert!(e.contains("InputBucket=other (in place of cai-data"), "{e}");
-        assert!(e.contains("InputBucket=other"), "{e}");
-        let e = granted_in_place("stack", Some(""), "other")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("its own bucket, stack, only"), "{e}");
-        assert!(
-            e.contains("aws s3 sync s3://other/FOLDER s3://stack/FOLDER"),
-            "{e}"
-        );
-        // A stack whose definition does not say: refused, not tried.
-        let e = granted_in_place("stack", None, "cai-data")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("names no InputBucket"), "{e}");
     }
 
     #[test]

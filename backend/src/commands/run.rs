@@ -174,7 +174,7 @@ impl From<PrecisionArg> for Precision {
 pub fn run(args: RunArgs) -> Result<()> {
     if args.aws.s3_data.is_some() && (args.target != TargetArg::Aws || args.estimate) {
         bail!(
-            "--s3-data names partitions in the stack's bucket: it needs --target aws (and estimates only local data)"
+            "--s3-data names partitions already in S3: it needs --target aws (and estimates only local data)"
         );
     }
     if args.estimate {

@@ -148,7 +148,7 @@ impl Runs {
             (None, ..) => None,
             (Some(_), Target::Local, _) => {
                 return Err(invalid(
-                    "s3_data names partitions in the AWS deployment's bucket: give target aws, or data_prefix for data here".into(),
+                    "s3_data names partitions already in S3, for the AWS deployment: give target aws, or data_prefix for data here".into(),
                 ));
             }
             (Some(given), Target::Aws, Some(config)) => Some(

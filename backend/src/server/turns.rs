@@ -315,13 +315,16 @@ mod tests {
 
     #[tokio::test]
     async fn free_turns_are_taken_at_once_up_to_their_count() {
-        let turns = Turns::new(2);
-        let a = turns.take(client(1)).await;
-        let b = turns.take(client(1)).await;
-        assert_eq!(turns.lock().free, 0);
-        drop((a, b));
-        assert_eq!(turns.lock().free, 2);
-        // A count of zero still gives one turn: work is never refused for good.
-        assert_eq!(Turns::new(0).lock().free, 1);
+        within(async {
+            let turns = Turns::new(2);
+            let a = turns.take(client(1)).await;
+            let b = turns.take(client(1)).await;
+            assert_eq!(turns.lock().free, 0);
+            drop((a, b));
+            assert_eq!(turns.lock().free, 2);
+            // A count of zero still gives one turn: work is never refused for good.
+            assert_eq!(Turns::new(0).lock().free, 1);
+        })
+        .await
     }
 }

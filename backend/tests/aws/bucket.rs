@@ -183,7 +183,7 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
     assert!(
         !refused.status.success()
             && stderr.contains(&format!(
-                "data bucket s3://{other}/: the stack's workers read partitions from its own bucket, {BUCKET}, and {INPUT_BUCKET}, only: deploy the template with InputBucket={other}"
+                "data bucket '{other}': the stack's workers may read partitions from its own bucket '{BUCKET}' and its InputBucket '{INPUT_BUCKET}' only: deploy the template with InputBucket={other} (in place of '{INPUT_BUCKET}'"
             )),
         "{stderr}"
     );

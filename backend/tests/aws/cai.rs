@@ -231,8 +231,9 @@ fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place(
         "{:?}",
         held(&store)
     );
-    // A bucket the stack was not deployed to read is refused by Initialize, by
-    // name, before any rank runs.
+    // A bucket the stack was not deployed to read (an execution started with a
+    // request of ours naming it) is refused by Initialize, by name, before any
+    // rank runs.
     let other = other_bucket(&stack, "cosmicai-not-granted");
     other.put("cai-data/p0.pt", &partition).unwrap();
     let input = serde_json::json!({
@@ -256,7 +257,7 @@ fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place(
     let history = execution_error(&store, &client, refused.execution_arn());
     assert!(
         history.contains(&format!(
-            "may read their own bucket '{BUCKET}' and the data bucket '{INPUT_BUCKET}', not 'cosmicai-not-granted'"
+            "data bucket 'cosmicai-not-granted': the stack's workers may read partitions from its own bucket '{BUCKET}' and its InputBucket '{INPUT_BUCKET}' only"
         )) && history.contains("InputBucket=cosmicai-not-granted"),
         "{history}"
     );

@@ -140,6 +140,15 @@ impl S3Store {
         })
     }
 
+    /// The region the bucket is in, where S3 says it is not the one this
+    /// store's client signs for: S3 would answer every read `PermanentRedirect`
+    /// (and reads across regions are billed per GB). `None` where they match,
+    /// or where either is unknown (an emulator naming none: the reads will tell).
+    pub fn in_another_region(&self) -> Option<String> {
+        let ours = self.shared.region()?.as_ref().to_string();
+        self.bucket_region().filter(|theirs| *theirs != ours)
+    }
+
     /// The region the store's client signs for, where one is set.
     pub fn region(&self) -> Option<&str> {
         self.shared.region().map(|r| r.as_ref())

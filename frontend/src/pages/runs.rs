@@ -21,7 +21,8 @@ struct LaunchForm {
     precision: RwSignal<String>,
     target: RwSignal<String>,
     model: RwSignal<String>,
-    /// Target AWS: a folder of partitions already in the deployment's bucket.
+    /// Target AWS: partitions already in S3 (a folder of the deployment's
+    /// bucket, or `s3://BUCKET/FOLDER` in its InputBucket).
     s3_data: RwSignal<String>,
 }
 
