@@ -51,11 +51,10 @@ pub(crate) fn readable_data_bucket(
 pub(crate) fn in_our_region(data: &S3Store) -> Result<(), StageError> {
     match data.in_another_region() {
         None => Ok(()),
-        Some(theirs) => Err(StageError::invalid(format!(
-            "data_bucket '{}' is in {theirs}, this deployment in {}: deploy the stack in {theirs} to read the partitions where they are, \
+        Some((theirs, ours)) => Err(StageError::invalid(format!(
+            "data_bucket '{}' is in {theirs}, this deployment in {ours}: deploy the stack in {theirs} to read the partitions where they are, \
              or copy them into its bucket",
-            data.bucket(),
-            data.region().unwrap_or("another region")
+            data.bucket()
         ))),
     }
 }

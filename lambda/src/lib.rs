@@ -32,7 +32,7 @@ pub use weights::preload;
 use cosmicai_engine::pipeline::{Payload, PayloadOf, payload_key};
 use cosmicai_engine::store::s3::S3Store;
 use cosmicai_shared::aws::StageEvent;
-use cosmicai_shared::cai_payload::{PartitionsIn, translate};
+use cosmicai_shared::cai_payload::translate_on_deployment;
 use std::sync::atomic::Ordering;
 
 /// The CPU backend the Lambda runs the model on.
@@ -70,22 +70,12 @@ fn parse_event_in(
                 "the AstroMAE this deployment preloads (template parameter Model)",
             )
         });
-        let (ours, notes) = translate(request.take(), PartitionsIn::DataBucket, model)
+        let (ours, notes) = translate_on_deployment(request.take(), model, own)
             .map_err(|e| StageError::invalid(format!("request: {e}")))?;
         for note in notes {
             eprintln!("request: {note}");
         }
         *request = ours;
-        if let Some(fields) = request.as_object_mut()
-            && !fields.contains_key("bucket")
-        {
-            let Some(own) = own.filter(|b| !b.is_empty()) else {
-                return Err(StageError::invalid(
-                    "request: no bucket for the results, and this function names none of its own (COSMICAI_MODEL_BUCKET, which the template sets): give the request's bucket",
-                ));
-            };
-            fields.insert("bucket".into(), own.into());
-        }
     }
     serde_json::from_value(value)
         .map_err(|e| StageError::invalid(format!("not a stage event: {e}")))

@@ -143,6 +143,28 @@ pub fn translate(
     Ok((Value::Object(fields), notes))
 }
 
+/// [`translate`] for the deployed state machine, whose own bucket is `own`: a
+/// request that names no `bucket` (CAI's payload never does, once translated)
+/// writes its results there, and is refused by name where none is known.
+pub fn translate_on_deployment(
+    payload: Value,
+    model: Option<(&str, &str)>,
+    own: Option<&str>,
+) -> Result<(Value, Vec<String>), String> {
+    let (mut value, notes) = translate(payload, PartitionsIn::DataBucket, model)?;
+    if let Value::Object(fields) = &mut value
+        && !fields.contains_key("bucket")
+    {
+        let Some(own) = own.filter(|b| !b.is_empty()) else {
+            return Err(
+                "no bucket for the results, and this function names none of its own (COSMICAI_MODEL_BUCKET, which the template sets): give the request's bucket".into(),
+            );
+        };
+        fields.insert("bucket".into(), own.into());
+    }
+    Ok((value, notes))
+}
+
 /// A value for a note, cut short: a payload may hold anything.
 fn short(value: &Value) -> String {
     let text = value.to_string();

@@ -117,10 +117,9 @@ fn readable_in_place(
         ),
     }
     let store = aws.other_bucket(bucket)?;
-    if let Some(theirs) = store.in_another_region() {
+    if let Some((theirs, ours)) = store.in_another_region() {
         bail!(
-            "data bucket '{bucket}' is in {theirs}, the stack in {}: deploy the stack in {theirs} to read the partitions where they are, or copy them into its bucket",
-            store.region().unwrap_or("another region")
+            "data bucket '{bucket}' is in {theirs}, the stack in {ours}: deploy the stack in {theirs} to read the partitions where they are, or copy them into its bucket"
         );
     }
     Ok(store)

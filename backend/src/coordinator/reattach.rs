@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{PayloadOf, RunSummary, read_payload};
 use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::api::RunEvent;
-use cosmicai_shared::cai_payload::{PartitionsIn, translate};
+use cosmicai_shared::cai_payload::translate_on_deployment;
 use cosmicai_shared::run::RunRequest;
 use std::path::Path;
 
@@ -203,18 +203,13 @@ fn adopted_request(aws: &Aws, arn: &str, run_id: &str, input: &str) -> Result<Ru
         serde_json::from_str(input).map_err(|e| invalid(e.to_string()))?;
     // Only read where Initialize wrote no plan (it failed): the model it
     // would have filled in for CAI's payload is the deployment's, not known here.
-    let (mut input, _notes) = translate(
+    // Its results are in the stack's bucket where it names none, as Initialize fills in.
+    let (input, _notes) = translate_on_deployment(
         input,
-        PartitionsIn::DataBucket,
         Some(("photoz", "the deployment's (not known here)")),
+        Some(&aws.config.bucket),
     )
     .map_err(invalid)?;
-    // Its results are in the stack's bucket where it names none, as Initialize fills in.
-    if let Some(fields) = input.as_object_mut() {
-        fields
-            .entry("bucket")
-            .or_insert(aws.config.bucket.clone().into());
-    }
     let request: RunRequest = serde_json::from_value(input).map_err(|e| invalid(e.to_string()))?;
     let problems = request.problems();
     if !problems.is_empty() {

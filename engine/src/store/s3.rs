@@ -128,7 +128,7 @@ impl S3Store {
     /// which S3 sends on a redirect or a refusal too), or `None` where it says
     /// none: a bucket in another region than the client's is answered
     /// `PermanentRedirect`, so a run asks before it reads one it was only named.
-    pub fn bucket_region(&self) -> Option<String> {
+    fn bucket_region(&self) -> Option<String> {
         self.block_on(async {
             match self.client.head_bucket().bucket(&self.bucket).send().await {
                 Ok(out) => out.bucket_region().map(str::to_string),
@@ -140,13 +140,14 @@ impl S3Store {
         })
     }
 
-    /// The region the bucket is in, where S3 says it is not the one this
-    /// store's client signs for: S3 would answer every read `PermanentRedirect`
+    /// The region the bucket is in and the one this store's client signs for,
+    /// where S3 says they differ: S3 would answer every read `PermanentRedirect`
     /// (and reads across regions are billed per GB). `None` where they match,
     /// or where either is unknown (an emulator naming none: the reads will tell).
-    pub fn in_another_region(&self) -> Option<String> {
-        let ours = self.shared.region()?.as_ref().to_string();
-        self.bucket_region().filter(|theirs| *theirs != ours)
+    pub fn in_another_region(&self) -> Option<(String, &str)> {
+        let ours = self.region()?;
+        let theirs = self.bucket_region()?;
+        (theirs != ours).then_some((theirs, ours))
     }
 
     /// The region the store's client signs for, where one is set.
