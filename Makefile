@@ -130,6 +130,9 @@ fuzz: rust-setup
 	rustup toolchain install $(FUZZ_NIGHTLY) --profile minimal
 	@cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)" || cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
 	COSMICAI_FUZZ_SECONDS=0 cargo test -p cosmicai-engine --test fuzz
+	@# The fuzz crate's own lockfile follows the workspace's: a stale one would be
+	@# rewritten here, leaving a clean clone changed after `make test`.
+	@cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 > /dev/null || { echo "fuzz/Cargo.lock is stale: run 'cargo metadata --manifest-path fuzz/Cargo.toml --format-version 1 > /dev/null' and commit it"; exit 1; }
 	cargo +$(FUZZ_NIGHTLY) fuzz build
 	@for t in $(FUZZ_TARGETS); do \
 	  log=$(CARGO_TARGET_DIR)/fuzz-$$t.log; \

@@ -209,8 +209,13 @@ pub struct RunLaunch {
     #[serde(default)]
     pub data_prefix: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub file_limit: Option<usize>,
+    /// Ranks (workers): 1 to 100,000; a local run takes at most 10,000.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100000))]
     pub world_size: usize,
+    /// Objects per batch: 1 to 16,384.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16384))]
     pub batch_size: usize,
     #[serde(default)]
     pub device: Device,
@@ -219,11 +224,15 @@ pub struct RunLaunch {
     pub precision: crate::run::Precision,
     /// Memory per rank in MB (128 to 10,240; default 2048).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 128, maximum = 10240))]
     pub memory_mb: Option<u32>,
+    /// Times a failed rank is started again (0 to 10).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 10))]
     pub retries: u32,
     /// Seconds a rank may run (see [`crate::run::RunRequest::timeout_s`]).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 604800))]
     pub timeout_s: Option<f64>,
     /// A name from `GET /api/models` (default `photoz`).
     #[serde(default)]
@@ -361,16 +370,21 @@ pub struct ScatterPoint {
 #[serde(deny_unknown_fields)]
 pub struct SweepLaunch {
     /// 1 to 8 world sizes, each 1 to 64.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 8))]
     pub world_sizes: Vec<usize>,
     /// cpu and/or cuda (default cpu).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 2))]
     pub devices: Vec<Device>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16384))]
     pub batch_size: usize,
     #[serde(default)]
     pub data_prefix: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub file_limit: Option<usize>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 128, maximum = 10240))]
     pub memory_mb: Option<u32>,
     /// A name from `GET /api/models` (default `photoz`).
     #[serde(default)]

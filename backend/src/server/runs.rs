@@ -73,6 +73,9 @@ impl LiveRun {
 /// Most ranks of a run on this machine (the API's; the CLI takes more).
 pub const MAX_LOCAL_WORLD_SIZE: usize = 10_000;
 
+/// Most times a failed rank is started again.
+pub const MAX_RETRIES: u32 = 10;
+
 /// Runs kept in memory (with their events) before finished ones are dropped.
 const KEPT: usize = 64;
 
@@ -301,8 +304,11 @@ pub fn request_of(
             cosmicai_shared::run::MAX_WORLD_SIZE
         ));
     }
-    if launch.retries > 10 {
-        problems.push(format!("retries {} is more than 10", launch.retries));
+    if launch.retries > MAX_RETRIES {
+        problems.push(format!(
+            "retries {} is more than {MAX_RETRIES}",
+            launch.retries
+        ));
     }
     // Data already in the bucket is not read here: no local dataset needed.
     let in_bucket = launch.target == Target::Aws && launch.s3_data.is_some();
@@ -468,5 +474,56 @@ mod tests {
             let e = check_data_prefix(kept).unwrap_err();
             assert!(e.contains("where the server keeps"), "{kept}: {e}");
         }
+    }
+
+    /// Clients and the API fuzzer generate requests from the OpenAPI document:
+    /// each bound it states for a run is the one `request_of` enforces, taken
+    /// at the bound and one step past it.
+    #[test]
+    fn the_documents_bounds_for_a_run_are_the_ones_enforced() {
+        let doc: serde_json::Value = serde_json::from_str(&crate::server::openapi_json()).unwrap();
+        let fields = &doc["components"]["schemas"]["RunLaunch"]["properties"];
+        let data = tempfile::tempdir().unwrap();
+        let models = ServedModels::load(&[], data.path()).unwrap();
+        // On AWS with data already in S3: no local dataset, host memory or
+        // local world size comes into it.
+        let check = |field: &str, value: serde_json::Value| {
+            let mut launch = serde_json::json!({
+                "target": "aws", "s3_data": "cai/", "world_size": 1, "batch_size": 1,
+            });
+            launch[field] = value;
+            let launch: RunLaunch = serde_json::from_value(launch).unwrap();
+            request_of(data.path(), &models, &launch, "run-1")
+        };
+        let mut checked = 0;
+        for (field, schema) in fields.as_object().unwrap() {
+            let bound = |name: &str| schema.get(name).and_then(|b| b.as_f64());
+            let steps: Vec<(f64, f64)> = [
+                bound("minimum").map(|b| (b, b - 1.0)),
+                bound("maximum").map(|b| (b, b + 1.0)),
+                bound("exclusiveMinimum").map(|b| (b + 0.5, b)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            for (inside, outside) in steps {
+                let as_json = |v: f64| match v.fract() == 0.0 && v >= 0.0 {
+                    true => serde_json::json!(v as u64),
+                    false => serde_json::json!(v),
+                };
+                if let Err(e) = check(field, as_json(inside)) {
+                    panic!("{field} = {inside}, within the document's bounds, refused: {e}");
+                }
+                // Below zero an unsigned field is not even read: also refused.
+                if outside >= 0.0 {
+                    let e = check(field, as_json(outside)).unwrap_err();
+                    assert!(e.contains(field), "{field} = {outside}: {e}");
+                }
+                checked += 1;
+            }
+        }
+        // world_size, batch_size, memory_mb, retries (its 0 utoipa's, as a u32)
+        // and timeout_s both ways, and file_limit.
+        assert_eq!(checked, 11, "{fields}");
     }
 }

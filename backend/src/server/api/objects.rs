@@ -65,7 +65,8 @@ pub async fn list_objects(
     responses((status = 201, description = "The selection as a dataset: launch a run with its data_prefix", body = cosmicai_shared::api::Selection),
         (status = 400, body = cosmicai_shared::api::ApiError), (status = 401, body = cosmicai_shared::api::ApiError),
         (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError),
-        (status = 413, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError)))]
+        (status = 413, body = cosmicai_shared::api::ApiError), (status = 415, body = cosmicai_shared::api::ApiError),
+        (status = 422, body = cosmicai_shared::api::ApiError)))]
 pub async fn create_selection(
     State(state): AppStateRef,
     Query(params): Query<HashMap<String, String>>,
@@ -183,7 +184,7 @@ pub async fn object_detail(
 #[utoipa::path(post, path = "/api/objects/{id}/fetch", params(("id" = i64, Path)),
     security(("bearer" = [])),
     responses((status = 202, body = cosmicai_shared::api::ArchiveCutout),
-        (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 400, body = cosmicai_shared::api::ApiError), (status = 401, body = cosmicai_shared::api::ApiError),
         (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError), (status = 404, body = cosmicai_shared::api::ApiError),
         (status = 409, body = cosmicai_shared::api::ApiError), (status = 422, body = cosmicai_shared::api::ApiError),
         (status = 429, description = "Too many objects waiting; see Retry-After", body = cosmicai_shared::api::ApiError)))]

@@ -48,7 +48,7 @@ pub async fn list_runs(
 }
 
 #[utoipa::path(post, path = "/api/runs", request_body = RunLaunch,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the key (within a day) is given what the first launch started, not a second one")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the key (within a day) is given what the first launch started, not a second one", pattern = "^[!-~]{1,255}$")),
     security(("bearer" = [])),
     responses((status = 202, body = Created), (status = 400, body = cosmicai_shared::api::ApiError),
         (status = 401, body = cosmicai_shared::api::ApiError),
