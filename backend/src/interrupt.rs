@@ -1,7 +1,7 @@
-//! Ctrl-C (SIGINT) or SIGTERM during a local run or sweep. The first stops it as
-//! a cancel does: running ranks are killed, queued ones never start, what
-//! finished is summarized and the registry row is closed; the command then
-//! exits 130. A second signal exits at once, also 130 (the workers follow,
+//! Ctrl-C (SIGINT) or SIGTERM during a run or sweep. The first stops it as a
+//! cancel does: running ranks are killed (on AWS, the execution is stopped),
+//! queued ones never start, what finished is summarized and the registry row
+//! is closed, cancelled; the command then exits 130. A second signal exits at once, also 130 (the workers follow,
 //! by `PR_SET_PDEATHSIG`). Workers lead process groups of their own, so a
 //! terminal's Ctrl-C reaches only the coordinator, which decides.
 

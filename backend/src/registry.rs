@@ -612,9 +612,23 @@ impl Registry {
     }
 
     pub fn fail(&self, id: &str, error: &str) -> Result<()> {
+        self.close(id, RunStatus::Failed, error)
+    }
+
+    /// Marks run `id` cancelled by its user, with `error` (what stopped it, and
+    /// where): one that ended before its summary (in its upload, or on AWS).
+    pub fn cancel(&self, id: &str, error: &str) -> Result<()> {
+        self.close(id, RunStatus::Cancelled, error)
+    }
+
+    fn close(&self, id: &str, status: RunStatus, error: &str) -> Result<()> {
         self.db.execute(
-            "UPDATE runs SET status = 'failed', summary_json = ?2 WHERE id = ?1",
-            params![id, serde_json::json!({ "error": error }).to_string()],
+            "UPDATE runs SET status = ?3, summary_json = ?2 WHERE id = ?1",
+            params![
+                id,
+                serde_json::json!({ "error": error }).to_string(),
+                status.name()
+            ],
         )?;
         Ok(())
     }

@@ -571,7 +571,7 @@ fn ctrl_c_stops_the_run_summarizes_what_finished_and_closes_its_row() {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     let s = last_json_line(&out);
-    assert!(s["status"] == "partial" || s["status"] == "failed", "{s}");
+    assert_eq!(s["status"], "cancelled", "{s}");
     assert!(PathBuf::from(&data).join("results/c/summary.json").exists());
     assert!(workers(&data).is_empty(), "no worker outlives its run");
     let runs = ok_json(&["runs", "--data", &data, "--json"]);

@@ -326,6 +326,29 @@ fn the_pipeline_runs_against_a_bucket() {
         serde_json::from_slice(&s3.get("results/s3run/combined_data.json").unwrap()).unwrap();
     assert_eq!(combined.len(), 1, "rank 0's only: {combined:?}");
     assert_eq!(combined[0]["rank"], 0);
+
+    // Cancelled on AWS before its Summarize (the launcher summarizes): rank 0
+    // left its measures in the bucket, rank 1 none, so rank 1 was cancelled.
+    use cosmicai_engine::pipeline::{measures_key, stored_measures};
+    let of_run = RankMeasure {
+        run_id: payload.run_id.clone(),
+        ..measures[0].clone()
+    };
+    s3.put(
+        &measures_key("results/s3run", 0),
+        &serde_json::to_vec(&of_run).unwrap(),
+    )
+    .unwrap();
+    let stored = stored_measures(&s3, &payload, cosmicai_engine::executor::CANCELLED).unwrap();
+    assert_eq!(stored[0], of_run);
+    assert_eq!(stored[1].error.as_deref(), Some("cancelled"));
+    let cancelled = summarize_now(&stored).unwrap();
+    assert_eq!(
+        (cancelled.status, cancelled.failed_ranks),
+        (RunStatus::Cancelled, vec![1])
+    );
+    assert_eq!(cancelled.objects, measures[0].objects);
+    assert!(cancelled.cost_usd > 0.0);
 }
 
 /// PhotoZ reads no cutouts, so its ranks read a bucket's partitions without them

@@ -4,10 +4,9 @@
 use crate::deadline::seconds_since;
 use crate::{S3Settings, StageError, its_payload};
 use cosmicai_engine::cost::Children;
-use cosmicai_engine::pipeline::{measures_key, summarize_with};
-use cosmicai_engine::store::{PARALLEL_GETS, StoreError, for_each_fetched, join};
+use cosmicai_engine::pipeline::{stored_measures, summarize_with};
+use cosmicai_engine::store::join;
 use cosmicai_shared::aws::{SummarizeEvent, SummarizeOutput};
-use cosmicai_shared::run::RankMeasure;
 use std::time::Instant;
 
 /// Most failed ranks Summarize names in its answer (all are in `summary.json`): the
@@ -24,45 +23,14 @@ pub(crate) fn summarize_stage(
         .connect(&event.bucket)
         .map_err(StageError::invalid)?;
     let payload = its_payload(&store, &event.result_path, &event.run_id)?;
-    let world = payload.request.world_size;
     // A rank without measures failed (or the Map stopped before it ran).
     let map_failure = event
         .map_error
         .as_ref()
-        .map(|e| describe(e.error.as_deref(), e.cause.as_deref()));
-    // Ranks planned no file were no Map item: done, with nothing read.
-    let mut measures: Vec<RankMeasure> = (0..world)
-        .map(|rank| RankMeasure::nothing_read(rank, &event.run_id))
-        .collect();
-    let ran: Vec<usize> = (0..world)
-        .filter(|&rank| payload.reads_files(rank))
-        .collect();
-    let keys: Vec<String> = ran
-        .iter()
-        .map(|&rank| measures_key(&event.result_path, rank))
-        .collect();
-    for_each_fetched(&store, &keys, PARALLEL_GETS, |i, fetched| {
-        let rank = ran[i];
-        let measure = match fetched {
-            // Measures of another run under the same path are not this run's ranks.
-            Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes)
-                .ok()
-                .filter(|m| m.is_of_run(&event.run_id)),
-            Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(StageError::failed(e.to_string())),
-        };
-        measures[rank] = measure.unwrap_or_else(|| RankMeasure {
-            rank,
-            attempts: 1,
-            error: Some(
-                map_failure
-                    .clone()
-                    .unwrap_or_else(|| "the rank's Map item failed".into()),
-            ),
-            ..Default::default()
-        });
-        Ok(())
-    })?;
+        .map(|e| describe(e.error.as_deref(), e.cause.as_deref()))
+        .unwrap_or_else(|| "the rank's Map item failed".into());
+    let measures = stored_measures(&store, &payload, &map_failure)
+        .map_err(|e| StageError::failed(e.to_string()))?;
     let duration_s = event
         .started
         .as_deref()

@@ -582,6 +582,9 @@ pub enum RunStatus {
     Failed,
     /// Cut short by a crash or a kill of the coordinator.
     Interrupted,
+    /// Stopped by its user (a cancel, Ctrl-C) before it ended: what finished
+    /// is summarized.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -592,6 +595,7 @@ impl RunStatus {
             RunStatus::Partial => "partial",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
@@ -602,6 +606,7 @@ impl RunStatus {
             RunStatus::Partial,
             RunStatus::Failed,
             RunStatus::Interrupted,
+            RunStatus::Cancelled,
         ]
         .into_iter()
         .find(|r| r.name() == s)

@@ -256,6 +256,9 @@ pub fn follow(
             request.result_path
         );
     }
+    if status == ExecutionStatus::Aborted && (poll.stop_sent || stopped_by_a_cancel(aws, arn)) {
+        summarize_cancelled(aws, request, run_id, arn).map_err(|e| lost(run_id, &e))?;
+    }
     copy_results(aws, &request.result_path, local, run_id)?;
     let summary: RunSummary = match local.get(&join(&request.result_path, "summary.json")) {
         Ok(bytes) => serde_json::from_slice(&bytes).context("reading the run's summary.json")?,
@@ -272,6 +275,70 @@ pub fn follow(
         );
     }
     Ok(summary)
+}
+
+/// The cause a cancel gives StopExecution: a run reattached after its launcher
+/// stopped it is told by it.
+const CANCEL_CAUSE: &str = "cancelled by the user";
+
+/// Whether execution `arn` was stopped by a launcher's cancel.
+fn stopped_by_a_cancel(aws: &Aws, arn: &str) -> bool {
+    aws.s3
+        .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
+        .is_ok_and(|d| d.cause() == Some(CANCEL_CAUSE))
+}
+
+/// A run its user cancelled on AWS: its execution stopped before Summarize,
+/// so what finished is summarized here, as a local run's cancel does, and
+/// written where Summarize writes (`combined_data.json`, `summary.json`). A
+/// rank that left no measures was cancelled. Priced as the stack's Summarize
+/// would have: the rank attempts that left measures, this Summarize's time as
+/// a function's, Initialize's (not known here) left out; an item still on a
+/// function when the execution stopped runs on, billed, and is not counted.
+fn summarize_cancelled(
+    aws: &Aws,
+    request: &RunRequest,
+    run_id: &str,
+    arn: &str,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let summary_key = cosmicai_engine::store::join(&request.result_path, "summary.json");
+    match aws.s3.get_head(&summary_key, 1) {
+        // Summarize ran before the stop (or an earlier follow summarized).
+        Ok(_) => return Ok(()),
+        Err(StoreError::NotFound { .. }) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let Some(payload) = its_payload(aws, request, run_id).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let measures = cosmicai_engine::pipeline::stored_measures(
+        &aws.s3,
+        &payload,
+        cosmicai_engine::executor::CANCELLED,
+    )
+    .map_err(|e| e.to_string())?;
+    let described = aws
+        .s3
+        .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
+        .map_err(|e| format!("DescribeExecution {arn}: {}", sdk_error(&e)))?;
+    let ran = |d: &aws_sdk_sfn::primitives::DateTime| d.as_secs_f64();
+    let duration_s = described
+        .stop_date()
+        .map(|stop| ran(stop) - ran(described.start_date()))
+        .filter(|s| *s >= 0.0)
+        .unwrap_or_else(|| measures.iter().map(|m| m.duration_s).fold(0.0, f64::max));
+    let children = cosmicai_engine::cost::Children::deployed(
+        request.device,
+        super::run::Deployed::read(aws)
+            .child_execution_type
+            .as_deref(),
+    );
+    cosmicai_engine::pipeline::summarize_with(
+        &aws.s3, &payload, &measures, duration_s, 0.0, started, children,
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 /// The results are safe in the bucket: an AWS call that failed leaves the run
@@ -331,7 +398,7 @@ impl Poll {
                     aws.sfn
                         .stop_execution()
                         .execution_arn(arn)
-                        .cause("cancelled by the user")
+                        .cause(CANCEL_CAUSE)
                         .send(),
                 )
                 .map_err(|e| anyhow::anyhow!("StopExecution {arn}: {}", sdk_error(&e)))?;

@@ -174,6 +174,9 @@ pub struct Deployed {
     /// bucket, `None` where its definition does not say (deployed before it
     /// did, or unread).
     pub input_bucket: Option<String>,
+    /// The template's `ChildExecutionType` (EXPRESS or STANDARD), as Summarize
+    /// is told it, for pricing the CPU ranks' child executions.
+    pub child_execution_type: Option<String>,
     /// Why the definition could not be read, where it could not.
     pub unread: Option<String>,
 }
@@ -219,11 +222,17 @@ impl Deployed {
             .and_then(serde_json::Value::as_str)
             .filter(|b| !b.contains("${"))
             .map(|b| b.trim().to_string());
+        let child_execution_type = definition
+            .pointer("/States/Summarize/Parameters/Payload/child_execution_type")
+            .and_then(serde_json::Value::as_str)
+            .filter(|t| !t.contains("${"))
+            .map(str::to_string);
         Deployed {
             worker_memory_mb,
             worker_storage_mb,
             results_prefix,
             input_bucket,
+            child_execution_type,
             unread: None,
         }
     }
@@ -445,7 +454,7 @@ mod tests {
     }
 
     #[test]
-    fn the_workers_memory_storage_results_prefix_and_input_bucket_are_read_from_the_deployed_definition()
+    fn the_workers_memory_storage_results_prefix_input_bucket_and_children_are_read_from_the_deployed_definition()
      {
         let asl = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -457,7 +466,8 @@ mod tests {
                 &asl.replace("${WorkerMemoryMB}", memory)
                     .replace("${WorkerStorageMB}", "2048")
                     .replace("${ResultsPrefix}", prefix)
-                    .replace("${InputBucket}", "cai-data"),
+                    .replace("${InputBucket}", "cai-data")
+                    .replace("${ChildExecutionType}", "STANDARD"),
             )
         };
         assert_eq!(
@@ -467,6 +477,7 @@ mod tests {
                 worker_storage_mb: Some(2048),
                 results_prefix: Some("results".into()),
                 input_bucket: Some("cai-data".into()),
+                child_execution_type: Some("STANDARD".into()),
                 unread: None,
             }
         );

@@ -44,7 +44,7 @@ impl NotSucceeded {
 
 impl std::fmt::Display for NotSucceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let how = if crate::interrupt::interrupted() {
+        let how = if crate::interrupt::interrupted() && self.status != RunStatus::Cancelled {
             "was interrupted and ended"
         } else {
             "ended"

@@ -255,7 +255,14 @@ impl<'a> Recorder<'a> {
                 Err(e)
             }
             Err(e) => {
-                if let Err(r) = self.registry.fail(&self.run_id, &format!("{e:#}")) {
+                // Stopped by its user on the way (an upload, an AWS execution
+                // stopped before its summary): cancelled, not failed.
+                let closed = if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.registry.cancel(&self.run_id, &format!("{e:#}"))
+                } else {
+                    self.registry.fail(&self.run_id, &format!("{e:#}"))
+                };
+                if let Err(r) = closed {
                     self.println(&format!("warning: run {}: its row: {r:#}", self.run_id));
                 }
                 Err(e)
@@ -313,5 +320,15 @@ mod tests {
         recorder.start(&request, &[]).unwrap();
         let _ = recorder.end(Err(anyhow::anyhow!("refused")));
         assert_eq!(status("ended"), RunStatus::Failed);
+        // Ended by an error after its user cancelled it (an upload stopped, an
+        // AWS execution stopped before its summary): cancelled.
+        let mut quiet = |_: &RunEvent| {};
+        let control = control();
+        let cancel = control.cancel.clone();
+        let recorder = Recorder::new(dir.path(), "stopped", 2, control, &mut quiet).unwrap();
+        recorder.start(&request, &[]).unwrap();
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = recorder.end(Err(anyhow::anyhow!("cancelled")));
+        assert_eq!(status("stopped"), RunStatus::Cancelled);
     }
 }

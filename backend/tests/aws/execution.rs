@@ -1,4 +1,4 @@
-//! Executions of the deployed state machine: a run's layout, failed ranks against the tolerance, a stopped execution, and the follower under throttling.
+//! Executions of the deployed state machine: a run's layout, failed ranks against the tolerance, a stopped execution, a run cancelled from its launcher, and the follower under throttling.
 
 use super::*;
 
@@ -317,26 +317,7 @@ fn an_execution_can_be_stopped() {
                 .send(),
         )
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let history = store
-            .block_on(
-                client
-                    .get_execution_history()
-                    .execution_arn(started.execution_arn())
-                    .send(),
-            )
-            .unwrap();
-        if history
-            .events()
-            .iter()
-            .any(|e| e.map_run_started_event_details().is_some())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the Map never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_a_map(&store, &client, &arn, Duration::from_secs(30));
     // A second run meanwhile would share the workers' concurrency: refused
     // by name before anything is uploaded.
     // What the running one writes goes under results/; the rest must not move.
@@ -378,6 +359,89 @@ fn an_execution_can_be_stopped() {
     );
     // Summarize never ran. (moto lets the Map's items already handed out finish.)
     assert!(store.get("results/stop/summary.json").is_err());
+}
+
+/// Ctrl-C on `cosmicai run --target aws` stops the execution before its
+/// Summarize: the launcher summarizes what finished, as a local cancel does,
+/// and the run is cancelled, with its results and cost, not failed.
+#[test]
+fn a_run_cancelled_from_its_launcher_is_summarized_and_cancelled() {
+    let Some(bin) = venv_bin() else { return };
+    let (stack, store, client, arn) = deployed(&bin, "cosmicai-cancel");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset_of(tmp.path(), 130);
+    let mut launcher = aws_command(
+        &stack,
+        &arn,
+        &data,
+        &[
+            "--world-size",
+            "64",
+            "--batch-size",
+            "8",
+            "--result-path",
+            "results/cancelled",
+            "--json",
+        ],
+    );
+    // SIGINT as a terminal gives it: a test run as a background job (`make
+    // test &`) inherits SIGINT ignored, which the launcher rightly keeps ignoring.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut launcher, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let launcher = launcher
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once its Map runs (the upload of 65 partitions comes first).
+    wait_for_a_map(&store, &client, &arn, Duration::from_secs(240));
+    // SAFETY: signalling the launcher this test started.
+    unsafe { libc::kill(launcher.id() as i32, libc::SIGINT) };
+    let out = launcher.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let summary = last_json_line(&out);
+    // moto lets the items it handed out finish (here, all of them so far):
+    // where every rank had, nothing was cut short and the run succeeded; else
+    // the rest were cancelled (engine/tests/s3_store.rs summarizes that case).
+    let status = summary["status"].as_str().unwrap();
+    assert!(["cancelled", "succeeded"].contains(&status), "{summary}");
+    let per_rank = summary["per_rank"].as_array().unwrap();
+    let stopped = per_rank
+        .iter()
+        .filter(|m| m["error"] == "cancelled")
+        .count();
+    assert_eq!(status == "cancelled", stopped > 0, "{summary}");
+    eprintln!("cancelled on AWS: {status}, {stopped} of 64 ranks stopped");
+    assert_eq!(
+        summary["failed_ranks"].as_array().unwrap().len(),
+        stopped,
+        "only cancelled ranks failed: {summary}"
+    );
+    // Priced: the attempts that ran, the execution's transitions, the requests.
+    assert!(summary["cost_usd"].as_f64().unwrap() > 0.0, "{summary}");
+    // Stopped: its own Summarize never ran (see an_execution_can_be_stopped),
+    // so the launcher wrote where Summarize writes, and copied it back.
+    let listed = store
+        .block_on(client.list_executions().state_machine_arn(&arn).send())
+        .unwrap();
+    assert_eq!(listed.executions().len(), 1);
+    assert_eq!(listed.executions()[0].status().as_str(), "ABORTED");
+    let local = data.join("results/cancelled");
+    for file in ["summary.json", "combined_data.json"] {
+        assert!(
+            store.get(&format!("results/cancelled/{file}")).is_ok(),
+            "{file}"
+        );
+        assert!(local.join(file).is_file(), "{file}");
+    }
+    let runs = common::ok_json(&["runs", "--data", &data.display().to_string(), "--json"]);
+    assert_eq!(runs[0]["status"], status, "{runs}");
 }
 
 #[test]

@@ -408,6 +408,35 @@ fn map_run_of(
         .unwrap()
 }
 
+/// Waits until an execution of state machine `arn` has started its Map.
+fn wait_for_a_map(store: &S3Store, client: &aws_sdk_sfn::Client, arn: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let listed = store
+            .block_on(client.list_executions().state_machine_arn(arn).send())
+            .unwrap();
+        for execution in listed.executions() {
+            let history = store
+                .block_on(
+                    client
+                        .get_execution_history()
+                        .execution_arn(execution.execution_arn())
+                        .send(),
+                )
+                .unwrap();
+            if history
+                .events()
+                .iter()
+                .any(|e| e.map_run_started_event_details().is_some())
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the Map never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The DR14 catalog in 4 partitions, in a local data directory.
 fn dataset(dir: &Path) -> PathBuf {
     dataset_of(dir, 2200)

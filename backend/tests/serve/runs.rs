@@ -535,11 +535,12 @@ fn a_cancelled_run_stops() {
         text.contains(r#""event":"finished""#) && !text.contains(r#""status":"succeeded""#),
         "{text}"
     );
-    // The stream's last word is the registry's.
+    // The stream's last word is the registry's: cancelled.
     let status = get(&s, &format!("/api/runs/{id}")).json()["run"]["status"]
         .as_str()
         .unwrap()
         .to_string();
+    assert_eq!(status, "cancelled");
     assert!(
         text.contains(&format!(r#""status":"{status}""#)),
         "{status}: {text}"

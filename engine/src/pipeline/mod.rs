@@ -35,7 +35,7 @@ pub use rank_time::{
     check_rank_time, slowest_rank,
 };
 pub use room::{LAMBDA_MAX_STORAGE_MB, check_room, storage_mb};
-pub use summary::{RunSummary, summarize, summarize_with};
+pub use summary::{RunSummary, stored_measures, summarize, summarize_with};
 
 use crate::store::{ObjectStore, StoreError};
 

@@ -1,11 +1,54 @@
 //! Summarize: gather rank results, score predictions, add up the cost.
 
-use super::{Payload, PipelineError, predictions_key, rank_key, read_predictions};
+use super::{Payload, PipelineError, measures_key, predictions_key, rank_key, read_predictions};
 use crate::cost::{Children, run_cost};
 use crate::metrics::Scorer;
 use crate::store::{ObjectStore, PARALLEL_GETS, StoreError, for_each_fetched, join};
 pub use cosmicai_shared::run::RunSummary;
 use cosmicai_shared::run::{RankMeasure, RankResult, RunStatus};
+
+/// The measures ranks of `payload`'s run wrote to the store (AWS's ranks leave
+/// theirs there): a rank planned no file read nothing, and one with none of
+/// this run failed with `missing` (why it left none: the Map's failure, a
+/// cancel).
+pub fn stored_measures(
+    store: &dyn ObjectStore,
+    payload: &Payload,
+    missing: &str,
+) -> Result<Vec<RankMeasure>, StoreError> {
+    let run_id = &payload.run_id;
+    let result_path = &payload.request.result_path;
+    let world = payload.request.world_size;
+    let mut measures: Vec<RankMeasure> = (0..world)
+        .map(|rank| RankMeasure::nothing_read(rank, run_id))
+        .collect();
+    let ran: Vec<usize> = (0..world)
+        .filter(|&rank| payload.reads_files(rank))
+        .collect();
+    let keys: Vec<String> = ran
+        .iter()
+        .map(|&rank| measures_key(result_path, rank))
+        .collect();
+    for_each_fetched(store, &keys, PARALLEL_GETS, |i, fetched| {
+        let rank = ran[i];
+        let measure = match fetched {
+            // Measures of another run under the same path are not this run's ranks.
+            Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes)
+                .ok()
+                .filter(|m| m.is_of_run(run_id)),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        measures[rank] = measure.unwrap_or_else(|| RankMeasure {
+            rank,
+            attempts: 1,
+            error: Some(missing.to_string()),
+            ..Default::default()
+        });
+        Ok(())
+    })?;
+    Ok(measures)
+}
 
 /// Reads the rank results written so far, writes `combined_data.json` and `summary.json`.
 ///
@@ -169,8 +212,16 @@ pub fn summarize_with(
         .count();
     let over_tolerance =
         failed_items as f64 * 100.0 > request.tolerated_failure_percentage * items as f64;
+    // A rank the executor stopped or never started for a cancel: the run was
+    // cancelled, whatever the others did (a cancel after the last rank ended
+    // stops nothing, and the run succeeded).
+    let cancelled = measures
+        .iter()
+        .any(|m| m.error.as_deref() == Some(crate::executor::CANCELLED));
     let status = if failed_ranks.is_empty() {
         RunStatus::Succeeded
+    } else if cancelled {
+        RunStatus::Cancelled
     } else if results.is_empty() || over_tolerance {
         RunStatus::Failed
     } else {
@@ -274,6 +325,17 @@ mod tests {
         assert_eq!(
             (local.status, local.failed_ranks),
             (RunStatus::Failed, vec![0, 2])
+        );
+        // Stopped by a cancel: cancelled, however the others did, and the
+        // stopped rank is named.
+        let stopped = RankMeasure {
+            error: Some(crate::executor::CANCELLED.into()),
+            ..failed(0)
+        };
+        let cancelled = summary_of(&[stopped, done(1), done(2)]);
+        assert_eq!(
+            (cancelled.status, cancelled.failed_ranks),
+            (RunStatus::Cancelled, vec![0])
         );
     }
 

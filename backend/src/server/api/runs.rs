@@ -307,7 +307,7 @@ pub async fn run_results(
         // may yet be followed to its end).
         if matches!(
             run.status,
-            RunStatus::Succeeded | RunStatus::Partial | RunStatus::Failed
+            RunStatus::Succeeded | RunStatus::Partial | RunStatus::Failed | RunStatus::Cancelled
         ) {
             let mut kept = st.results.lock().unwrap_or_else(|e| e.into_inner());
             if kept.len() >= KEPT_RESULTS {
