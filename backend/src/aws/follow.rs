@@ -76,6 +76,10 @@ struct AwsProgress {
 #[derive(Default)]
 struct History {
     map_run_arn: Option<String>,
+    /// Whether Summarize (or SummarizeFailedMap) was entered.
+    summarize_entered: bool,
+    /// The Map run's failure (over its tolerance), where it failed.
+    map_failure: Option<String>,
     /// The last task failure's cause (a rank's error, after retries).
     last_failure: Option<String>,
 }
@@ -248,6 +252,7 @@ pub fn follow(
     }
     // Only a plan this run wrote makes what lies under its result path its own:
     // Initialize refuses a result_path that holds another run's results.
+    let by_a_cancel = poll.stop_sent || error.as_deref() == Some(CANCEL_CAUSE);
     let ended = status.as_str().to_string();
     let failure = error.map(|e| format!(": {e}")).unwrap_or_default();
     if !wrote_its_payload(aws, request, run_id).map_err(|e| lost(run_id, &e))? {
@@ -256,8 +261,16 @@ pub fn follow(
             request.result_path
         );
     }
-    if status == ExecutionStatus::Aborted && (poll.stop_sent || stopped_by_a_cancel(aws, arn)) {
-        summarize_cancelled(aws, request, run_id, arn).map_err(|e| lost(run_id, &e))?;
+    // Stopped by a cancel (this launcher's, or the one it reattaches to) before
+    // its Summarize: summarized here. One whose Summarize had begun is left to
+    // it (a function runs on past a stop, and two writers would mix files).
+    if status == ExecutionStatus::Aborted && by_a_cancel && !poll.summarize_entered {
+        // A rank that left no measures was cancelled, or failed with the Map.
+        let missing = poll
+            .map_failure
+            .clone()
+            .unwrap_or_else(|| cosmicai_engine::executor::CANCELLED.into());
+        summarize_cancelled(aws, request, run_id, arn, &missing).map_err(|e| lost(run_id, &e))?;
     }
     copy_results(aws, &request.result_path, local, run_id)?;
     let summary: RunSummary = match local.get(&join(&request.result_path, "summary.json")) {
@@ -281,17 +294,10 @@ pub fn follow(
 /// stopped it is told by it.
 const CANCEL_CAUSE: &str = "cancelled by the user";
 
-/// Whether execution `arn` was stopped by a launcher's cancel.
-fn stopped_by_a_cancel(aws: &Aws, arn: &str) -> bool {
-    aws.s3
-        .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
-        .is_ok_and(|d| d.cause() == Some(CANCEL_CAUSE))
-}
-
 /// A run its user cancelled on AWS: its execution stopped before Summarize,
 /// so what finished is summarized here, as a local run's cancel does, and
 /// written where Summarize writes (`combined_data.json`, `summary.json`). A
-/// rank that left no measures was cancelled. Priced as the stack's Summarize
+/// rank that left no measures failed with `missing`. Priced as the stack's Summarize
 /// would have: the rank attempts that left measures, this Summarize's time as
 /// a function's, Initialize's (not known here) left out; an item still on a
 /// function when the execution stopped runs on, billed, and is not counted.
@@ -300,6 +306,7 @@ fn summarize_cancelled(
     request: &RunRequest,
     run_id: &str,
     arn: &str,
+    missing: &str,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
     let summary_key = cosmicai_engine::store::join(&request.result_path, "summary.json");
@@ -312,12 +319,8 @@ fn summarize_cancelled(
     let Some(payload) = its_payload(aws, request, run_id).map_err(|e| e.to_string())? else {
         return Ok(());
     };
-    let measures = cosmicai_engine::pipeline::stored_measures(
-        &aws.s3,
-        &payload,
-        cosmicai_engine::executor::CANCELLED,
-    )
-    .map_err(|e| e.to_string())?;
+    let measures = cosmicai_engine::pipeline::stored_measures(&aws.s3, &payload, missing)
+        .map_err(|e| e.to_string())?;
     let described = aws
         .s3
         .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
@@ -378,6 +381,11 @@ struct Poll {
     /// The Map's ended items when the measures were last listed, and when.
     listed_at: Option<(i64, std::time::Instant)>,
     stop_sent: bool,
+    /// Whether a Summarize state was entered (its function may still be
+    /// writing the summary after a stop).
+    summarize_entered: bool,
+    /// Why the Map failed, where it did.
+    map_failure: Option<String>,
 }
 
 impl Poll {
@@ -392,18 +400,6 @@ impl Poll {
         cancelled: bool,
         recorder: &mut Recorder,
     ) -> Result<Option<(ExecutionStatus, Option<String>)>> {
-        if cancelled && !self.stop_sent {
-            aws.s3
-                .block_on(
-                    aws.sfn
-                        .stop_execution()
-                        .execution_arn(arn)
-                        .cause(CANCEL_CAUSE)
-                        .send(),
-                )
-                .map_err(|e| anyhow::anyhow!("StopExecution {arn}: {}", sdk_error(&e)))?;
-            self.stop_sent = true;
-        }
         let described = aws
             .s3
             .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
@@ -418,7 +414,23 @@ impl Poll {
                     anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e))
                 }
             })?;
+        // Stopped only while it runs: one that has ended needs no stop, and a
+        // stop that keeps failing does not hide that it ended.
+        if cancelled && !self.stop_sent && *described.status() == ExecutionStatus::Running {
+            aws.s3
+                .block_on(
+                    aws.sfn
+                        .stop_execution()
+                        .execution_arn(arn)
+                        .cause(CANCEL_CAUSE)
+                        .send(),
+                )
+                .map_err(|e| anyhow::anyhow!("StopExecution {arn}: {}", sdk_error(&e)))?;
+            self.stop_sent = true;
+        }
         let history = read_history(aws, arn)?;
+        self.summarize_entered = history.summarize_entered;
+        self.map_failure.clone_from(&history.map_failure);
         let mut shown = AwsProgress {
             status: described.status().as_str().to_string(),
             ..Default::default()
@@ -523,6 +535,25 @@ fn read_history(aws: &Aws, arn: &str) -> Result<History> {
                         .map_run_started_event_details()
                         .and_then(|d| d.map_run_arn())
                         .map(str::to_string);
+                }
+                HistoryEventType::TaskStateEntered
+                    if event
+                        .state_entered_event_details()
+                        .is_some_and(|d| d.name().starts_with("Summarize")) =>
+                {
+                    history.summarize_entered = true;
+                }
+                HistoryEventType::MapRunFailed => {
+                    let details = event.map_run_failed_event_details();
+                    history.map_failure = Some(
+                        match (
+                            details.and_then(|d| d.error()),
+                            details.and_then(|d| d.cause()),
+                        ) {
+                            (Some(e), Some(c)) => format!("{e}: {c}"),
+                            (e, c) => c.or(e).unwrap_or("the Map failed").to_string(),
+                        },
+                    );
                 }
                 HistoryEventType::TaskFailed => {
                     if let Some(d) = event.task_failed_event_details() {

@@ -236,8 +236,8 @@ impl Runs {
                 });
             }
             let last = match outcome {
-                // The status the registry and summary.json have: a cancelled
-                // run that left results is partial there, and here too.
+                // The status the registry and summary.json have (a cancelled
+                // run is cancelled there), and here too.
                 Ok(summary) => RunEvent::Finished {
                     status: summary.status,
                 },
