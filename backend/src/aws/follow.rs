@@ -275,6 +275,12 @@ pub fn follow(
     copy_results(aws, &request.result_path, local, run_id)?;
     let summary: RunSummary = match local.get(&join(&request.result_path, "summary.json")) {
         Ok(bytes) => serde_json::from_slice(&bytes).context("reading the run's summary.json")?,
+        Err(StoreError::NotFound { .. }) if by_a_cancel => {
+            return Err(crate::coordinator::Cancelled(format!(
+                "execution {run_id} was stopped by its cancel and has no summary{failure}"
+            ))
+            .into());
+        }
         Err(StoreError::NotFound { .. }) => {
             bail!("execution {run_id} ended {ended} without a summary{failure}")
         }

@@ -77,7 +77,10 @@ pub fn execute_on_aws(
     }
     // Cancelled while the data was readied: no execution is started (and paid for).
     if recorder.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-        anyhow::bail!("cancelled before its execution started on AWS: nothing ran there");
+        return Err(crate::coordinator::Cancelled(
+            "cancelled before its execution started on AWS: nothing ran there".into(),
+        )
+        .into());
     }
     recorder.start(&remote, &planned.ranks)?;
     recorder.status("on AWS".into());
@@ -329,7 +332,10 @@ fn uploaded(
             // A cancelled run stops sending between files (an upload is hours
             // at CAI's sizes); what was sent stays for the next run.
             if recorder.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                anyhow::bail!("cancelled during the upload: nothing was started on AWS");
+                return Err(crate::coordinator::Cancelled(
+                    "cancelled during the upload: nothing was started on AWS".into(),
+                )
+                .into());
             }
             Ok(())
         },

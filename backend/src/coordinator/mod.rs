@@ -84,6 +84,20 @@ pub fn execute(
     recorder.end(outcome)
 }
 
+/// A run stopped by its cancel before it had a summary (in its conversion or
+/// upload, or on AWS), raised where the cancel acts: its row is closed
+/// `cancelled`. Any other error closes it `failed`, cancel or not.
+#[derive(Debug)]
+pub struct Cancelled(pub String);
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
 /// `request` with its `data_prefix` turned to the converted folder where it
 /// names a folder of CAI `.pt` partitions (converted once, here: ranks, local or
 /// on Lambda, read ours only); `when` ends the line that says so.
@@ -97,7 +111,7 @@ pub fn with_converted_data(
     let recorder = &*recorder;
     // Made only where there are files to convert now: gigabytes take minutes.
     let bar = std::cell::OnceCell::new();
-    let data_prefix = cosmicai_engine::cai::converted_prefix_with(
+    let converted = cosmicai_engine::cai::converted_prefix_with(
         root,
         &request.data_prefix,
         request.file_limit,
@@ -120,7 +134,14 @@ pub fn with_converted_data(
             }
         },
         &|| !recorder.cancel.load(std::sync::atomic::Ordering::Relaxed),
-    )?;
+    );
+    let data_prefix = match converted {
+        // Stopped between files by the cancel (the engine says which file).
+        Err(e) if recorder.cancel.load(std::sync::atomic::Ordering::Relaxed) => {
+            return Err(Cancelled(format!("{e:#}")).into());
+        }
+        other => other?,
+    };
     if let Some(bar) = bar.get() {
         bar.finish_and_clear();
     }

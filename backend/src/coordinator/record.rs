@@ -257,7 +257,7 @@ impl<'a> Recorder<'a> {
             Err(e) => {
                 // Stopped by its user on the way (an upload, an AWS execution
                 // stopped before its summary): cancelled, not failed.
-                let closed = if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                let closed = if e.is::<super::Cancelled>() {
                     self.registry.cancel(&self.run_id, &format!("{e:#}"))
                 } else {
                     self.registry.fail(&self.run_id, &format!("{e:#}"))
@@ -328,7 +328,22 @@ mod tests {
         let recorder = Recorder::new(dir.path(), "stopped", 2, control, &mut quiet).unwrap();
         recorder.start(&request, &[]).unwrap();
         cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = recorder.end(Err(anyhow::anyhow!("cancelled")));
+        let _ = recorder.end(Err(
+            super::super::Cancelled("stopped in its upload".into()).into()
+        ));
         assert_eq!(status("stopped"), RunStatus::Cancelled);
+        // A run that failed on its own while its cancel was on the way: failed.
+        let mut quiet = |_: &RunEvent| {};
+        let control = RunControl {
+            quiet: true,
+            ..Default::default()
+        };
+        control
+            .cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let recorder = Recorder::new(dir.path(), "broke", 2, control, &mut quiet).unwrap();
+        recorder.start(&request, &[]).unwrap();
+        let _ = recorder.end(Err(anyhow::anyhow!("the disk is full")));
+        assert_eq!(status("broke"), RunStatus::Failed);
     }
 }
