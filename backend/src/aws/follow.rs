@@ -239,6 +239,16 @@ pub fn follow(
         }
         std::thread::sleep(poll_interval());
     };
+    // Ranks on their functions when this launcher stopped the execution run on
+    // (a function cannot be stopped), billed: their measures are waited for, as
+    // the state machine waits after a failed Map, so the summary counts them.
+    if status == ExecutionStatus::Aborted
+        && poll.stop_sent
+        && !poll.summarize_entered
+        && request.device == cosmicai_shared::run::Device::Cpu
+    {
+        wait_for_ranks_in_flight(aws, request, run_id, &mut poll, recorder);
+    }
     let finished = poll.finished;
     for rank in (0..world).filter(|r| !finished.contains(r)) {
         recorder.event(&RunEvent::RankFailed {
@@ -296,6 +306,52 @@ pub fn follow(
     Ok(summary)
 }
 
+/// How long after its stop a cancelled execution's ranks in flight are waited
+/// for: a Lambda rank stops itself [`RANK_STOP_S`](cosmicai_engine::pipeline::RANK_STOP_S) after its Infer began, and
+/// then writes its measures.
+const IN_FLIGHT_WAIT_S: f64 = cosmicai_engine::pipeline::RANK_STOP_S + 20.0;
+
+/// Waits until the ranks on their functions when the execution was stopped
+/// have left their measures (each shown as it comes), at most
+/// [`IN_FLIGHT_WAIT_S`]; a listing that fails ends the wait (the summary then
+/// counts those ranks cancelled).
+fn wait_for_ranks_in_flight(
+    aws: &Aws,
+    request: &RunRequest,
+    run_id: &str,
+    poll: &mut Poll,
+    recorder: &mut Recorder,
+) {
+    let waited = std::time::Instant::now();
+    // Those that ended since the stop count, whichever look saw them.
+    let ended = poll.finished_at_stop + usize::try_from(poll.in_flight_at_stop).unwrap_or(0);
+    if poll.finished.len() < ended {
+        recorder.println(&format!(
+            "execution {run_id} stopped; {} of its ranks were on their functions, which run on (billed): their results are waited for, at most {IN_FLIGHT_WAIT_S:.0} s (Ctrl-C again leaves them to `cosmicai runs --follow {run_id}`)",
+            ended - poll.finished.len()
+        ));
+    }
+    while poll.finished.len() < ended && waited.elapsed().as_secs_f64() < IN_FLIGHT_WAIT_S {
+        recorder.status(format!(
+            "stopped on AWS: waiting for {} ranks still on their functions (billed) to end, at most {:.0} s more",
+            ended - poll.finished.len(),
+            IN_FLIGHT_WAIT_S - waited.elapsed().as_secs_f64()
+        ));
+        std::thread::sleep(relist_after(request.world_size).max(poll_interval()));
+        let Ok(measures) = new_measures(aws, request, run_id, &poll.finished) else {
+            return;
+        };
+        let events: Vec<RunEvent> = measures
+            .into_iter()
+            .map(|measure| {
+                poll.finished.insert(measure.rank);
+                event_of(measure)
+            })
+            .collect();
+        recorder.events(&events);
+    }
+}
+
 /// The cause a cancel gives StopExecution: a run reattached after its launcher
 /// stopped it is told by it.
 const CANCEL_CAUSE: &str = "cancelled by the user";
@@ -305,8 +361,7 @@ const CANCEL_CAUSE: &str = "cancelled by the user";
 /// written where Summarize writes (`combined_data.json`, `summary.json`). A
 /// rank that left no measures failed with `missing`. Priced as the stack's Summarize
 /// would have: the rank attempts that left measures, this Summarize's time as
-/// a function's, Initialize's (not known here) left out; an item still on a
-/// function when the execution stopped runs on, billed, and is not counted.
+/// a function's, Initialize's (not known here) left out.
 fn summarize_cancelled(
     aws: &Aws,
     request: &RunRequest,
@@ -392,6 +447,13 @@ struct Poll {
     summarize_entered: bool,
     /// Why the Map failed, where it did.
     map_failure: Option<String>,
+    /// The Map's running items at the last look while the execution ran.
+    running: i64,
+    /// Those at the look before this launcher stopped the execution: ranks on
+    /// their functions then, which run on past the stop.
+    in_flight_at_stop: i64,
+    /// Ranks seen finished when the stop was sent.
+    finished_at_stop: usize,
 }
 
 impl Poll {
@@ -433,6 +495,8 @@ impl Poll {
                 )
                 .map_err(|e| anyhow::anyhow!("StopExecution {arn}: {}", sdk_error(&e)))?;
             self.stop_sent = true;
+            self.in_flight_at_stop = self.running;
+            self.finished_at_stop = self.finished.len();
         }
         let history = read_history(aws, arn)?;
         self.summarize_entered = history.summarize_entered;
@@ -508,6 +572,7 @@ impl Poll {
             shown.status, shown.succeeded, shown.failed, shown.running, shown.total
         ));
         if *described.status() == ExecutionStatus::Running {
+            self.running = shown.running;
             return Ok(None);
         }
         let error = match (described.error(), described.cause()) {

@@ -44,6 +44,15 @@ impl NotSucceeded {
 
 impl std::fmt::Display for NotSucceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if self.status == RunStatus::Succeeded {
+            // Only an interrupt makes a succeeded run no success (exit 130).
+            return write!(
+                f,
+                "run {} was interrupted after every rank had ended: it succeeded (see its summary above); exit code {} for the interrupt",
+                self.run_id,
+                self.exit_code()
+            );
+        }
         let how = if crate::interrupt::interrupted() && self.status != RunStatus::Cancelled {
             "was interrupted and ended"
         } else {

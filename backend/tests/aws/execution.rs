@@ -417,7 +417,9 @@ fn a_run_cancelled_from_its_launcher_is_summarized_and_cancelled() {
         .filter(|m| m["error"] == "cancelled")
         .count();
     assert_eq!(status == "cancelled", stopped > 0, "{summary}");
-    eprintln!("cancelled on AWS: {status}, {stopped} of 64 ranks stopped");
+    eprintln!(
+        "cancelled on AWS: {status}, {stopped} of 64 ranks stopped; the launcher said: {stderr}"
+    );
     assert_eq!(
         summary["failed_ranks"].as_array().unwrap().len(),
         stopped,
