@@ -341,14 +341,7 @@ fn wait_for_ranks_in_flight(
         let Ok(measures) = new_measures(aws, request, run_id, &poll.finished) else {
             return;
         };
-        let events: Vec<RunEvent> = measures
-            .into_iter()
-            .map(|measure| {
-                poll.finished.insert(measure.rank);
-                event_of(measure)
-            })
-            .collect();
-        recorder.events(&events);
+        poll.record(measures, recorder);
     }
 }
 
@@ -457,6 +450,18 @@ struct Poll {
 }
 
 impl Poll {
+    /// Ranks' measures found: each rank finished (or failed where it says so).
+    fn record(&mut self, measures: Vec<RankMeasure>, recorder: &mut Recorder) {
+        let events: Vec<RunEvent> = measures
+            .into_iter()
+            .map(|measure| {
+                self.finished.insert(measure.rank);
+                event_of(measure)
+            })
+            .collect();
+        recorder.events(&events);
+    }
+
     /// One look: stop it if cancelled, its status, the Map's counts and the ranks
     /// finished since the last look. `Some((status, error))` once it has ended.
     fn once(
@@ -559,14 +564,7 @@ impl Poll {
         } else {
             Vec::new()
         };
-        let events: Vec<RunEvent> = measures
-            .into_iter()
-            .map(|measure| {
-                self.finished.insert(measure.rank);
-                event_of(measure)
-            })
-            .collect();
-        recorder.events(&events);
+        self.record(measures, recorder);
         recorder.status(format!(
             "on AWS: {} (map items: {} done, {} failed, {} running of {})",
             shown.status, shown.succeeded, shown.failed, shown.running, shown.total
