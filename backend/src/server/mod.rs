@@ -193,7 +193,15 @@ impl utoipa::Modify for BearerAuth {
 
 /// The OpenAPI document of the API.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    // utoipa bounds a field, not a list's items: each of a sweep's world sizes.
+    if let Some(items) =
+        doc.pointer_mut("/components/schemas/SweepLaunch/properties/world_sizes/items")
+    {
+        items["minimum"] = 1.into();
+        items["maximum"] = sweeps::MAX_SWEEP_WORLD_SIZE.into();
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
 /// A turn at heavy blocking work for `client`, fairly among the clients

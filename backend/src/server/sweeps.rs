@@ -14,6 +14,34 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Most world sizes a sweep takes, and the largest of them (the API's
+/// document states both).
+pub const MAX_SWEEP_RUNS: usize = 8;
+pub const MAX_SWEEP_WORLD_SIZE: usize = 64;
+
+/// A sweep's lists, checked before any of its runs is.
+pub fn check_shape(launch: &SweepLaunch) -> Result<(), String> {
+    let n = launch.world_sizes.len();
+    if !(1..=MAX_SWEEP_RUNS).contains(&n) {
+        return Err(format!(
+            "world_sizes: give 1 to {MAX_SWEEP_RUNS} world sizes, not {n}"
+        ));
+    }
+    if let Some(w) = launch
+        .world_sizes
+        .iter()
+        .find(|w| !(1..=MAX_SWEEP_WORLD_SIZE).contains(*w))
+    {
+        return Err(format!(
+            "world_sizes: {w} is outside 1 to {MAX_SWEEP_WORLD_SIZE}"
+        ));
+    }
+    if launch.devices.len() > 2 {
+        return Err("devices: give cpu, cuda or both".into());
+    }
+    Ok(())
+}
+
 /// Sweeps kept in memory before finished ones are dropped.
 const KEPT: usize = 64;
 
@@ -94,23 +122,12 @@ impl Sweeps {
         let (data_dir, models, runs, budget) =
             (&state.data_dir, &state.models, &state.runs, &state.memory);
         let invalid = |e: String| Error(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e);
-        if launch.world_sizes.is_empty() || launch.world_sizes.len() > 8 {
-            return Err(invalid(format!(
-                "world_sizes: give 1 to 8 world sizes, not {}",
-                launch.world_sizes.len()
-            )));
-        }
-        if let Some(w) = launch.world_sizes.iter().find(|w| !(1..=64).contains(*w)) {
-            return Err(invalid(format!("world_sizes: {w} is outside 1 to 64")));
-        }
+        check_shape(launch).map_err(invalid)?;
         let devices = if launch.devices.is_empty() {
             vec![Device::Cpu]
         } else {
             launch.devices.clone()
         };
-        if devices.len() > 2 {
-            return Err(invalid("devices: give cpu, cuda or both".into()));
-        }
         let id = id.to_string();
         let mut plan = Vec::new();
         for &device in &devices {
@@ -277,5 +294,39 @@ mod tests {
             sweeps.running_data_prefixes(),
             vec!["selections/sel-a".to_string()]
         );
+    }
+
+    /// The document's bounds on a sweep's lists are the ones `check_shape`
+    /// enforces: at each bound, and one step past it.
+    #[test]
+    fn the_documents_bounds_for_a_sweep_are_the_ones_enforced() {
+        let doc: serde_json::Value = serde_json::from_str(&crate::server::openapi_json()).unwrap();
+        let fields = &doc["components"]["schemas"]["SweepLaunch"]["properties"];
+        let n = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
+        let sweep = |world_sizes: Vec<usize>, devices: usize| SweepLaunch {
+            world_sizes,
+            devices: [Device::Cpu, Device::Cuda, Device::Cpu][..devices].to_vec(),
+            batch_size: 8,
+            data_prefix: None,
+            file_limit: None,
+            memory_mb: None,
+            model: None,
+        };
+        let sizes = &fields["world_sizes"];
+        let (fewest, most) = (n(&sizes["minItems"]), n(&sizes["maxItems"]));
+        let (least, largest) = (n(&sizes["items"]["minimum"]), n(&sizes["items"]["maximum"]));
+        let devices = n(&fields["devices"]["maxItems"]);
+        assert!(check_shape(&sweep(vec![least; fewest], devices)).is_ok());
+        assert!(check_shape(&sweep(vec![largest; most], 0)).is_ok());
+        for (past, what) in [
+            (sweep(vec![1; fewest - 1], 0), "world_sizes"),
+            (sweep(vec![1; most + 1], 0), "world_sizes"),
+            (sweep(vec![least - 1], 0), "outside"),
+            (sweep(vec![largest + 1], 0), "outside"),
+            (sweep(vec![1], devices + 1), "devices"),
+        ] {
+            let e = check_shape(&past).unwrap_err();
+            assert!(e.contains(what), "{past:?}: {e}");
+        }
     }
 }
