@@ -7,7 +7,7 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
     // CAI's `.pt` partitions and checkpoint already in the stack's bucket: the
     // launcher plans over the bucket, uploads nothing, and follows the run as any.
     let Some(bin) = venv_bin() else { return };
-    let (stack, store, _client, arn) = deployed(&bin, "cosmicai-in-bucket");
+    let (stack, store, client, arn) = deployed(&bin, "cosmicai-in-bucket");
     let partition = std::fs::read(common::astromae_fixture("partition.pt")).unwrap();
     store.put("lake/cai/p0.pt", &partition).unwrap();
     store.put("lake/cai/p1.pt", &partition).unwrap();
@@ -187,6 +187,49 @@ fn data_already_in_the_bucket_runs_where_it_is_from_the_launcher() {
             )),
         "{stderr}"
     );
+    // A stack whose InputBucket is in another region: the launcher refuses it
+    // by name (S3 would answer every read PermanentRedirect), and starts nothing.
+    let far = "cosmicai-launcher-eu";
+    let eu = other_bucket_in(&stack, far, "eu-west-1");
+    eu.put("cai/part-000000.safetensors", b"never read")
+        .unwrap();
+    let far_arn = store
+        .block_on(
+            client
+                .create_state_machine()
+                .name("cosmicai-far-input")
+                .definition(definition().replace(INPUT_BUCKET, far))
+                .role_arn(ROLE)
+                .send(),
+        )
+        .unwrap()
+        .state_machine_arn()
+        .to_string();
+    let refused = aws_run(
+        &stack,
+        &far_arn,
+        &home,
+        &[
+            "--s3-data",
+            &format!("s3://{far}/cai"),
+            "--world-size",
+            "1",
+            "--batch-size",
+            "8",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains(&format!(
+                "data bucket '{far}' is in eu-west-1, the stack in us-east-1"
+            )),
+        "{stderr}"
+    );
+    let started = store
+        .block_on(client.list_executions().state_machine_arn(&far_arn).send())
+        .unwrap();
+    assert!(started.executions().is_empty());
     // The deployment's results are never data: past runs' predictions would be
     // planned as partitions. Initialize refuses the run by name (a stray file
     // there gets the launcher's own plan past "no partition files").
