@@ -242,8 +242,11 @@ pub fn follow(
     // Ranks on their functions when this launcher stopped the execution run on
     // (a function cannot be stopped), billed: their measures are waited for, as
     // the state machine waits after a failed Map, so the summary counts them.
+    // A run reattached after its launcher stopped it waits out what is left
+    // of that wait, by AWS's clock: how many ranks ran on is not known there.
+    let by_a_cancel = poll.stop_sent || error.as_deref() == Some(CANCEL_CAUSE);
     if status == ExecutionStatus::Aborted
-        && poll.stop_sent
+        && by_a_cancel
         && !poll.summarize_entered
         && request.device == cosmicai_shared::run::Device::Cpu
     {
@@ -262,10 +265,15 @@ pub fn follow(
     }
     // Only a plan this run wrote makes what lies under its result path its own:
     // Initialize refuses a result_path that holds another run's results.
-    let by_a_cancel = poll.stop_sent || error.as_deref() == Some(CANCEL_CAUSE);
     let ended = status.as_str().to_string();
     let failure = error.map(|e| format!(": {e}")).unwrap_or_default();
     if !wrote_its_payload(aws, request, run_id).map_err(|e| lost(run_id, &e))? {
+        if by_a_cancel {
+            return Err(crate::coordinator::Cancelled(format!(
+                "execution {run_id} was stopped by its cancel before its plan was written: no rank ran"
+            ))
+            .into());
+        }
         bail!(
             "execution {run_id} ended {ended} with no plan of its own under {}{failure}",
             request.result_path
@@ -313,8 +321,9 @@ const IN_FLIGHT_WAIT_S: f64 = cosmicai_engine::pipeline::RANK_STOP_S + 20.0;
 
 /// Waits until the ranks on their functions when the execution was stopped
 /// have left their measures (each shown as it comes), at most
-/// [`IN_FLIGHT_WAIT_S`]; a listing that fails ends the wait (the summary then
-/// counts those ranks cancelled).
+/// [`IN_FLIGHT_WAIT_S`] from the stop; a listing that fails ends the wait (the
+/// summary then counts those ranks cancelled). Reattached, with no count of
+/// them, it waits out the rest of that time by AWS's clock.
 fn wait_for_ranks_in_flight(
     aws: &Aws,
     request: &RunRequest,
@@ -322,22 +331,50 @@ fn wait_for_ranks_in_flight(
     poll: &mut Poll,
     recorder: &mut Recorder,
 ) {
-    let waited = std::time::Instant::now();
-    // Those that ended since the stop count, whichever look saw them.
-    let ended = poll.finished_at_stop + usize::try_from(poll.in_flight_at_stop).unwrap_or(0);
-    if poll.finished.len() < ended {
+    let (deadline, ended) = match (poll.stopped_at, poll.stop_date_s) {
+        (Some(at), _) => (
+            at + Duration::from_secs_f64(IN_FLIGHT_WAIT_S),
+            Some(poll.finished_at_stop + poll.in_flight_at_stop),
+        ),
+        (None, Some(stopped)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let left = (stopped + IN_FLIGHT_WAIT_S - now).clamp(0.0, IN_FLIGHT_WAIT_S);
+            (
+                std::time::Instant::now() + Duration::from_secs_f64(left),
+                None,
+            )
+        }
+        (None, None) => return,
+    };
+    let waiting = |poll: &Poll| {
+        std::time::Instant::now() < deadline && ended.is_none_or(|n| poll.finished.len() < n)
+    };
+    if waiting(poll) {
         recorder.println(&format!(
-            "execution {run_id} stopped; {} of its ranks were on their functions, which run on (billed): their results are waited for, at most {IN_FLIGHT_WAIT_S:.0} s (Ctrl-C again leaves them to `cosmicai runs --follow {run_id}`)",
-            ended - poll.finished.len()
+            "execution {run_id} stopped; ranks on their functions then run on (billed): their results are waited for, at most {:.0} s (Ctrl-C again leaves them to `cosmicai runs --follow {run_id}`)",
+            deadline.saturating_duration_since(std::time::Instant::now()).as_secs_f64()
         ));
     }
-    while poll.finished.len() < ended && waited.elapsed().as_secs_f64() < IN_FLIGHT_WAIT_S {
-        recorder.status(format!(
-            "stopped on AWS: waiting for {} ranks still on their functions (billed) to end, at most {:.0} s more",
-            ended - poll.finished.len(),
-            IN_FLIGHT_WAIT_S - waited.elapsed().as_secs_f64()
-        ));
-        std::thread::sleep(relist_after(request.world_size).max(poll_interval()));
+    while waiting(poll) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        recorder.status(match ended {
+            Some(n) => format!(
+                "stopped on AWS: waiting for {} ranks still on their functions (billed), at most {:.0} s more",
+                n.saturating_sub(poll.finished.len()),
+                left.as_secs_f64()
+            ),
+            None => format!(
+                "stopped on AWS: waiting {:.0} s more for ranks still on their functions (billed)",
+                left.as_secs_f64()
+            ),
+        });
+        std::thread::sleep(
+            relist_after(request.world_size)
+                .max(poll_interval())
+                .min(left),
+        );
         let Ok(measures) = new_measures(aws, request, run_id, &poll.finished) else {
             return;
         };
@@ -440,13 +477,14 @@ struct Poll {
     summarize_entered: bool,
     /// Why the Map failed, where it did.
     map_failure: Option<String>,
-    /// The Map's running items at the last look while the execution ran.
-    running: i64,
-    /// Those at the look before this launcher stopped the execution: ranks on
-    /// their functions then, which run on past the stop.
-    in_flight_at_stop: i64,
-    /// Ranks seen finished when the stop was sent.
+    /// The Map's running items when this launcher stopped the execution:
+    /// ranks on their functions then, which run on past the stop.
+    in_flight_at_stop: usize,
+    /// Ranks seen finished when the stop was sent, and when it was.
     finished_at_stop: usize,
+    stopped_at: Option<std::time::Instant>,
+    /// When AWS says the execution stopped (Unix seconds), once it has.
+    stop_date_s: Option<f64>,
 }
 
 impl Poll {
@@ -487,22 +525,6 @@ impl Poll {
                     anyhow::anyhow!("DescribeExecution {arn}: {}", sdk_error(&e))
                 }
             })?;
-        // Stopped only while it runs: one that has ended needs no stop, and a
-        // stop that keeps failing does not hide that it ended.
-        if cancelled && !self.stop_sent && *described.status() == ExecutionStatus::Running {
-            aws.s3
-                .block_on(
-                    aws.sfn
-                        .stop_execution()
-                        .execution_arn(arn)
-                        .cause(CANCEL_CAUSE)
-                        .send(),
-                )
-                .map_err(|e| anyhow::anyhow!("StopExecution {arn}: {}", sdk_error(&e)))?;
-            self.stop_sent = true;
-            self.in_flight_at_stop = self.running;
-            self.finished_at_stop = self.finished.len();
-        }
         let history = read_history(aws, arn)?;
         self.summarize_entered = history.summarize_entered;
         self.map_failure.clone_from(&history.map_failure);
@@ -556,7 +578,10 @@ impl Poll {
             None => true,
             Some((at, when)) => at != ended && when.elapsed() >= relist_after(request.world_size),
         };
-        let measures = if over || due {
+        // The look that stops the execution lists first: what finished by the
+        // stop is told from what runs on past it.
+        let stopping = cancelled && !self.stop_sent && !over && !self.summarize_entered;
+        let measures = if over || due || stopping {
             // Marked listed only once it was: a failed listing is made again.
             let measures = new_measures(aws, request, run_id, &self.finished)?;
             self.listed_at = Some((ended, std::time::Instant::now()));
@@ -569,10 +594,41 @@ impl Poll {
             "on AWS: {} (map items: {} done, {} failed, {} running of {})",
             shown.status, shown.succeeded, shown.failed, shown.running, shown.total
         ));
+        // Stopped only while it runs, and not once Summarize has begun (every
+        // rank has ended then: the run ends as it would have). The ranks on
+        // their functions at the stop are those the Map counts running after
+        // the listing above (one ending between the two is counted neither
+        // way, and found by the wait).
+        if stopping {
+            let running = match &history.map_run_arn {
+                Some(map_run) => aws
+                    .s3
+                    .block_on(aws.sfn.describe_map_run().map_run_arn(map_run).send())
+                    .map_err(|e| anyhow::anyhow!("DescribeMapRun {map_run}: {}", sdk_error(&e)))?
+                    .item_counts()
+                    .map_or(0, |c| c.running()),
+                None => 0,
+            };
+            aws.s3
+                .block_on(
+                    aws.sfn
+                        .stop_execution()
+                        .execution_arn(arn)
+                        .cause(CANCEL_CAUSE)
+                        .send(),
+                )
+                .map_err(|e| anyhow::anyhow!("StopExecution {arn}: {}", sdk_error(&e)))?;
+            self.stop_sent = true;
+            self.in_flight_at_stop = usize::try_from(running).unwrap_or(0);
+            self.finished_at_stop = self.finished.len();
+            self.stopped_at = Some(std::time::Instant::now());
+        }
         if *described.status() == ExecutionStatus::Running {
-            self.running = shown.running;
             return Ok(None);
         }
+        self.stop_date_s = described
+            .stop_date()
+            .map(aws_sdk_sfn::primitives::DateTime::as_secs_f64);
         let error = match (described.error(), described.cause()) {
             (Some(e), Some(c)) if !e.is_empty() => Some(format!("{e}: {c}")),
             (_, Some(c)) => Some(c.to_string()),

@@ -52,12 +52,16 @@ pub fn sweep(
             // Its row is closed already: by the coordinator, or, after a panic,
             // by its Recorder's drop (interrupted).
             Err(e) => {
-                on_event(
-                    &run_id,
-                    &RunEvent::Error {
+                let last = if e.is::<super::Cancelled>() {
+                    RunEvent::Finished {
+                        status: cosmicai_shared::run::RunStatus::Cancelled,
+                    }
+                } else {
+                    RunEvent::Error {
                         error: format!("{e:#}"),
-                    },
-                );
+                    }
+                };
+                on_event(&run_id, &last);
                 return Err(e);
             }
         };

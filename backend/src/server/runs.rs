@@ -241,6 +241,10 @@ impl Runs {
                 Ok(summary) => RunEvent::Finished {
                     status: summary.status,
                 },
+                // Stopped by its cancel before it had a summary: as its row says.
+                Err(e) if e.is::<crate::coordinator::Cancelled>() => RunEvent::Finished {
+                    status: cosmicai_shared::run::RunStatus::Cancelled,
+                },
                 Err(e) => RunEvent::Error {
                     error: format!("{e:#}"),
                 },
