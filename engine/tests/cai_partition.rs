@@ -258,6 +258,25 @@ fn a_run_over_a_folder_of_pt_files_converts_it_once() {
     let outside =
         converted_prefix(&cai, "../cai", None, |_, _| panic!("converted"), |_| {}).unwrap();
     assert_eq!(outside, "../cai");
+    // Stopped by its caller (a cancel) before a file: said so, as no file's fault.
+    std::fs::copy(fixture(), cai.join("partition_3.pt")).unwrap();
+    let stopped = cosmicai_engine::cai::converted_prefix_with(
+        root.path(),
+        "cai",
+        None,
+        |_, _| {},
+        |_| {},
+        |_, _| {},
+        &|| false,
+    )
+    .unwrap_err();
+    assert!(stopped.stopped, "{stopped}");
+    assert!(stopped.problem.contains("stopped (cancelled)"), "{stopped}");
+    // A file that is no partition is the file's fault, not a stop.
+    std::fs::write(cai.join("partition_4.pt"), b"not a pickle").unwrap();
+    std::fs::remove_file(cai.join("partition_3.pt")).unwrap();
+    let broken = converted_prefix(root.path(), "cai", None, |_, _| {}, |_| {}).unwrap_err();
+    assert!(!broken.stopped, "{broken}");
 }
 
 #[test]

@@ -137,9 +137,7 @@ pub fn with_converted_data(
     );
     let data_prefix = match converted {
         // Stopped between files by the cancel (the engine says which file).
-        Err(e) if recorder.cancel.load(std::sync::atomic::Ordering::Relaxed) => {
-            return Err(Cancelled(format!("{e:#}")).into());
-        }
+        Err(e) if e.stopped => return Err(Cancelled(e.to_string()).into()),
         other => other?,
     };
     if let Some(bar) = bar.get() {

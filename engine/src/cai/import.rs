@@ -28,6 +28,7 @@ fn fail(path: &Path, problem: impl Into<String>) -> CaiError {
     CaiError {
         file: path.display().to_string(),
         problem: problem.into(),
+        stopped: false,
     }
 }
 
@@ -174,14 +175,17 @@ fn import_up_to(
         }
         // Stopped between files: those converted stay, and count next time.
         if !go_on() {
-            return Err(fail(
-                file,
-                format!(
-                    "stopped (cancelled) before this file; {} converted, {} found converted, the rest left for the next run",
-                    report.written.len(),
-                    report.skipped
-                ),
-            ));
+            return Err(CaiError {
+                stopped: true,
+                ..fail(
+                    file,
+                    format!(
+                        "stopped (cancelled) before this file; {} converted, {} found converted, the rest left for the next run",
+                        report.written.len(),
+                        report.skipped
+                    ),
+                )
+            });
         }
         let size = std::fs::metadata(file).map_or(0, |m| m.len());
         let target = target_of(file);

@@ -29,6 +29,8 @@ use std::path::Path;
 pub struct CaiError {
     pub file: String,
     pub problem: String,
+    /// Stopped between files by its caller (a cancel), not by the file.
+    pub stopped: bool,
 }
 
 /// Reads one CAI `.pt` partition; `source` names it in the partition (default: the
@@ -60,6 +62,7 @@ pub fn cai_objects(path: &Path) -> Result<usize, CaiError> {
     let fail = |problem: String| CaiError {
         file: path.display().to_string(),
         problem,
+        stopped: false,
     };
     let pt = PtFile::open(path).map_err(|e| fail(e.problem))?;
     let tensors = pt.dataset_tensors().map_err(|e| fail(e.problem))?;
@@ -96,6 +99,7 @@ pub fn read_cai_partition_named(
     let fail = |problem: String| CaiError {
         file: path.display().to_string(),
         problem,
+        stopped: false,
     };
     let mut pt = PtFile::open(path).map_err(|e| fail(e.problem))?;
     let tensors = pt.dataset_tensors().map_err(|e| fail(e.problem))?;
