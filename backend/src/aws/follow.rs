@@ -316,8 +316,9 @@ pub fn follow(
 
 /// How long after its stop a cancelled execution's ranks in flight are waited
 /// for: a Lambda rank stops itself [`RANK_STOP_S`](cosmicai_engine::pipeline::RANK_STOP_S) after its Infer began, and
-/// then writes its measures.
-const IN_FLIGHT_WAIT_S: f64 = cosmicai_engine::pipeline::RANK_STOP_S + 20.0;
+/// then writes its files (with their retries): 360 s, as the state machine's
+/// `RanksStopping` waits after a failed Map.
+const IN_FLIGHT_WAIT_S: f64 = cosmicai_engine::pipeline::RANK_STOP_S + 80.0;
 
 /// Waits until the ranks on their functions when the execution was stopped
 /// have left their measures (each shown as it comes), at most
@@ -842,5 +843,23 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A cancelled run's launcher waits for its ranks in flight as long as the
+    /// state machine waits for them after a failed Map.
+    #[test]
+    fn a_cancel_waits_as_long_as_the_state_machine_after_a_failed_map() {
+        let asl: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../infra/aws/statemachine.asl.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            asl["States"]["RanksStopping"]["Seconds"].as_f64(),
+            Some(IN_FLIGHT_WAIT_S)
+        );
     }
 }

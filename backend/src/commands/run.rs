@@ -327,9 +327,10 @@ fn execute_aws_run(args: &RunArgs) -> Result<RunSummary> {
         quiet: args.json,
         ..Default::default()
     };
-    // Ctrl-C stops the upload, or the execution (its billing with it), and
-    // what finished is summarized; a second exits at once (`runs --follow`
-    // reattaches, and summarizes a stopped execution).
+    // Ctrl-C stops the upload, or the execution (no rank starts after; those
+    // on their functions are waited for), and what finished is summarized; a
+    // second exits at once (`runs --follow` reattaches, and summarizes a
+    // stopped execution).
     crate::interrupt::cancel_on_signal(control.cancel.clone());
     coordinator::execute(&args.data, &request, &run_id, &aws, control, &mut |_| {})
 }
