@@ -288,7 +288,8 @@ pub fn follow(
             .map_failure
             .clone()
             .unwrap_or_else(|| cosmicai_engine::executor::CANCELLED.into());
-        summarize_cancelled(aws, request, run_id, arn, &missing).map_err(|e| lost(run_id, &e))?;
+        summarize_cancelled(aws, request, run_id, poll.ran_s, &missing)
+            .map_err(|e| lost(run_id, &e))?;
     }
     copy_results(aws, &request.result_path, local, run_id)?;
     let summary: RunSummary = match local.get(&join(&request.result_path, "summary.json")) {
@@ -390,14 +391,15 @@ const CANCEL_CAUSE: &str = "cancelled by the user";
 /// A run its user cancelled on AWS: its execution stopped before Summarize,
 /// so what finished is summarized here, as a local run's cancel does, and
 /// written where Summarize writes (`combined_data.json`, `summary.json`). A
-/// rank that left no measures failed with `missing`. Priced as the stack's Summarize
+/// rank that left no measures failed with `missing`; `ran_s` is how long the
+/// execution ran, as AWS says. Priced as the stack's Summarize
 /// would have: the rank attempts that left measures, this Summarize's time as
 /// a function's, Initialize's (not known here) left out.
 fn summarize_cancelled(
     aws: &Aws,
     request: &RunRequest,
     run_id: &str,
-    arn: &str,
+    ran_s: Option<f64>,
     missing: &str,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
@@ -413,16 +415,8 @@ fn summarize_cancelled(
     };
     let measures = cosmicai_engine::pipeline::stored_measures(&aws.s3, &payload, missing)
         .map_err(|e| e.to_string())?;
-    let described = aws
-        .s3
-        .block_on(aws.sfn.describe_execution().execution_arn(arn).send())
-        .map_err(|e| format!("DescribeExecution {arn}: {}", sdk_error(&e)))?;
-    let ran = |d: &aws_sdk_sfn::primitives::DateTime| d.as_secs_f64();
-    let duration_s = described
-        .stop_date()
-        .map(|stop| ran(stop) - ran(described.start_date()))
-        .filter(|s| *s >= 0.0)
-        .unwrap_or_else(|| measures.iter().map(|m| m.duration_s).fold(0.0, f64::max));
+    let duration_s =
+        ran_s.unwrap_or_else(|| measures.iter().map(|m| m.duration_s).fold(0.0, f64::max));
     let children = cosmicai_engine::cost::Children::deployed(
         request.device,
         super::run::Deployed::read(aws)
@@ -484,8 +478,10 @@ struct Poll {
     /// Ranks seen finished when the stop was sent, and when it was.
     finished_at_stop: usize,
     stopped_at: Option<std::time::Instant>,
-    /// When AWS says the execution stopped (Unix seconds), once it has.
+    /// When AWS says the execution stopped (Unix seconds), once it has, and
+    /// how long it ran.
     stop_date_s: Option<f64>,
+    ran_s: Option<f64>,
 }
 
 impl Poll {
@@ -630,6 +626,10 @@ impl Poll {
         self.stop_date_s = described
             .stop_date()
             .map(aws_sdk_sfn::primitives::DateTime::as_secs_f64);
+        self.ran_s = self
+            .stop_date_s
+            .map(|stop| stop - described.start_date().as_secs_f64())
+            .filter(|s| *s >= 0.0);
         let error = match (described.error(), described.cause()) {
             (Some(e), Some(c)) if !e.is_empty() => Some(format!("{e}: {c}")),
             (_, Some(c)) => Some(c.to_string()),

@@ -98,6 +98,23 @@ impl std::fmt::Display for Cancelled {
 
 impl std::error::Error for Cancelled {}
 
+/// What a run's live view is told last: its status, as its row and summary
+/// say (finished cancelled where its cancel stopped it before a summary), or
+/// the error that ended it.
+pub fn last_event(outcome: &Result<RunSummary>) -> RunEvent {
+    match outcome {
+        Ok(summary) => RunEvent::Finished {
+            status: summary.status,
+        },
+        Err(e) if e.is::<Cancelled>() => RunEvent::Finished {
+            status: cosmicai_shared::run::RunStatus::Cancelled,
+        },
+        Err(e) => RunEvent::Error {
+            error: format!("{e:#}"),
+        },
+    }
+}
+
 /// `request` with its `data_prefix` turned to the converted folder where it
 /// names a folder of CAI `.pt` partitions (converted once, here: ranks, local or
 /// on Lambda, read ours only); `when` ends the line that says so.

@@ -323,9 +323,9 @@ mod tests {
         // Ended by an error after its user cancelled it (an upload stopped, an
         // AWS execution stopped before its summary): cancelled.
         let mut quiet = |_: &RunEvent| {};
-        let control = control();
-        let cancel = control.cancel.clone();
-        let recorder = Recorder::new(dir.path(), "stopped", 2, control, &mut quiet).unwrap();
+        let stopping = control();
+        let cancel = stopping.cancel.clone();
+        let recorder = Recorder::new(dir.path(), "stopped", 2, stopping, &mut quiet).unwrap();
         recorder.start(&request, &[]).unwrap();
         cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = recorder.end(Err(
@@ -334,14 +334,11 @@ mod tests {
         assert_eq!(status("stopped"), RunStatus::Cancelled);
         // A run that failed on its own while its cancel was on the way: failed.
         let mut quiet = |_: &RunEvent| {};
-        let control = RunControl {
-            quiet: true,
-            ..Default::default()
-        };
-        control
+        let broken = control();
+        broken
             .cancel
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let recorder = Recorder::new(dir.path(), "broke", 2, control, &mut quiet).unwrap();
+        let recorder = Recorder::new(dir.path(), "broke", 2, broken, &mut quiet).unwrap();
         recorder.start(&request, &[]).unwrap();
         let _ = recorder.end(Err(anyhow::anyhow!("the disk is full")));
         assert_eq!(status("broke"), RunStatus::Failed);

@@ -44,27 +44,10 @@ pub fn sweep(
             })
         }))
         .unwrap_or_else(|_| Err(anyhow::anyhow!("run {run_id} panicked")));
-        let s = match outcome {
-            Ok(s) => {
-                on_event(&run_id, &RunEvent::Finished { status: s.status });
-                s
-            }
-            // Its row is closed already: by the coordinator, or, after a panic,
-            // by its Recorder's drop (interrupted).
-            Err(e) => {
-                let last = if e.is::<super::Cancelled>() {
-                    RunEvent::Finished {
-                        status: cosmicai_shared::run::RunStatus::Cancelled,
-                    }
-                } else {
-                    RunEvent::Error {
-                        error: format!("{e:#}"),
-                    }
-                };
-                on_event(&run_id, &last);
-                return Err(e);
-            }
-        };
+        on_event(&run_id, &super::last_event(&outcome));
+        // An error's row is closed already: by the coordinator, or, after a
+        // panic, by its Recorder's drop (interrupted).
+        let s = outcome?;
         let row = SweepRow {
             world_size: request.world_size,
             device: request.device,

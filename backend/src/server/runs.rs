@@ -235,20 +235,7 @@ impl Runs {
                     }
                 });
             }
-            let last = match outcome {
-                // The status the registry and summary.json have (a cancelled
-                // run is cancelled there), and here too.
-                Ok(summary) => RunEvent::Finished {
-                    status: summary.status,
-                },
-                // Stopped by its cancel before it had a summary: as its row says.
-                Err(e) if e.is::<crate::coordinator::Cancelled>() => RunEvent::Finished {
-                    status: cosmicai_shared::run::RunStatus::Cancelled,
-                },
-                Err(e) => RunEvent::Error {
-                    error: format!("{e:#}"),
-                },
-            };
+            let last = crate::coordinator::last_event(&outcome);
             // Free the slot first: whoever saw the run end may start the next.
             drop(memory);
             drop(slot);
