@@ -150,6 +150,57 @@ fn a_failed_rank_is_retried_and_a_hopeless_one_is_reported() {
     }
 }
 
+#[test]
+fn a_retry_the_cancel_prevents_ends_the_rank_cancelled() {
+    // The worker says it is ready, then fails on its own; the cancel comes
+    // after it has failed but before the executor has seen it end (the
+    // executor's loop is held in the ready event until then).
+    let failing = "import sys, json\nprint(json.dumps({'event': 'ready'}), flush=True)\nsys.exit('weights missing')";
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut failures = Vec::new();
+    let config = |retries| ExecutorConfig {
+        concurrency: 1,
+        memory_mb: 512,
+        retries,
+        timeout: None,
+    };
+    let measures =
+        execute_cancellable(
+            &python(failing),
+            1,
+            &[0],
+            config(2),
+            cancel.clone(),
+            |e| match e {
+                RunEvent::RankReady { .. } => {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                RunEvent::RankFailed {
+                    error, retrying, ..
+                } => failures.push((error.clone(), *retrying)),
+                _ => {}
+            },
+        );
+    // Its own error went out as it failed, not retried; the rank ends as the
+    // cancel's, since a retry was left.
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].0.contains("weights missing") && !failures[0].1);
+    assert_eq!(measures[0].error.as_deref(), Some("cancelled"));
+    assert_eq!(measures[0].attempts, 1);
+
+    // With no retry left, the cancel prevented nothing: its own error stays.
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let measures = execute_cancellable(&python(failing), 1, &[0], config(0), cancel.clone(), |e| {
+        if let RunEvent::RankReady { .. } = e {
+            std::thread::sleep(Duration::from_millis(1500));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let error = measures[0].error.as_deref().unwrap();
+    assert!(error.contains("weights missing"), "{error}");
+}
+
 fn one_rank(memory_mb: u32, timeout: Option<Duration>) -> ExecutorConfig {
     ExecutorConfig {
         concurrency: 1,

@@ -417,12 +417,22 @@ fn summarize_cancelled(
         .map_err(|e| e.to_string())?;
     let duration_s =
         ran_s.unwrap_or_else(|| measures.iter().map(|m| m.duration_s).fold(0.0, f64::max));
+    let deployed = super::run::Deployed::read(aws);
     let children = cosmicai_engine::cost::Children::deployed(
         request.device,
-        super::run::Deployed::read(aws)
-            .child_execution_type
-            .as_deref(),
+        deployed.child_execution_type.as_deref(),
     );
+    if children == cosmicai_engine::cost::Children::Express
+        && deployed.child_execution_type.is_none()
+    {
+        eprintln!(
+            "warning: the ranks' child executions priced as EXPRESS, the template's default: the state machine's definition does not say which ({})",
+            deployed
+                .unread
+                .as_deref()
+                .unwrap_or("deployed before it named ChildExecutionType")
+        );
+    }
     cosmicai_engine::pipeline::summarize_with(
         &aws.s3, &payload, &measures, duration_s, 0.0, started, children,
     )

@@ -20,7 +20,7 @@ mod upload;
 pub use config::{AwsConfig, execution_state_machine};
 pub use etags::LocalEtags;
 pub use follow::{LostContact, follow, refuse_if_busy, start_and_follow};
-pub use run::execute_on_aws;
+pub use run::{Deployed, execute_on_aws};
 pub use upload::{LocalWeights, upload, within};
 
 use anyhow::{Context, Result};

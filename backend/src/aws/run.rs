@@ -28,6 +28,7 @@ pub fn execute_on_aws(
     // Before hours of upload, as well as at the start.
     super::refuse_if_busy(aws, request, run_id)?;
     let deployed = Deployed::read(aws);
+    deployed.check_bucket(aws)?;
     // Initialize refuses a result path outside the deployment's results: said
     // here, before an upload that may take hours (CAI's payload names one of
     // its own, such as `result-partition-100MB/1GB/1`).
@@ -180,6 +181,9 @@ pub struct Deployed {
     /// The template's `ChildExecutionType` (EXPRESS or STANDARD), as Summarize
     /// is told it, for pricing the CPU ranks' child executions.
     pub child_execution_type: Option<String>,
+    /// The stack's bucket (`DataBucketName`), where its Map writes its
+    /// results: `--bucket` must name this one.
+    pub bucket: Option<String>,
     /// Why the definition could not be read, where it could not.
     pub unread: Option<String>,
 }
@@ -201,8 +205,14 @@ impl Deployed {
     }
 
     fn of(definition: &str) -> Deployed {
-        let Ok(definition) = serde_json::from_str::<serde_json::Value>(definition) else {
-            return Deployed::default();
+        let definition = match serde_json::from_str::<serde_json::Value>(definition) {
+            Ok(definition) => definition,
+            Err(e) => {
+                return Deployed {
+                    unread: Some(format!("its definition is not JSON: {e}")),
+                    ..Deployed::default()
+                };
+            }
         };
         let worker_memory_mb = definition
             .pointer("/States/Initialize/Parameters/Payload/worker_memory_mb")
@@ -230,13 +240,33 @@ impl Deployed {
             .and_then(serde_json::Value::as_str)
             .filter(|t| !t.contains("${"))
             .map(str::to_string);
+        let bucket = definition
+            .pointer("/States/Ranks/ResultWriter/Parameters/Bucket")
+            .and_then(serde_json::Value::as_str)
+            .filter(|b| !b.contains("${") && !b.trim().is_empty())
+            .map(|b| b.trim().to_string());
         Deployed {
             worker_memory_mb,
             worker_storage_mb,
             results_prefix,
             input_bucket,
             child_execution_type,
+            bucket,
             unread: None,
+        }
+    }
+
+    /// Refuses a `--bucket` that is not the stack's: its workers would find
+    /// no payload there, and the results would be looked for where none are
+    /// written.
+    pub fn check_bucket(&self, aws: &Aws) -> Result<()> {
+        match &self.bucket {
+            Some(stack) if *stack != aws.config.bucket => bail!(
+                "bucket '{}' is not the stack's: its state machine {} writes to '{stack}' (the stack's BucketName output): give --bucket {stack} (or COSMICAI_AWS_BUCKET)",
+                aws.config.bucket,
+                aws.config.state_machine_arn
+            ),
+            _ => Ok(()),
         }
     }
 }
@@ -473,7 +503,8 @@ mod tests {
                     .replace("${WorkerStorageMB}", "2048")
                     .replace("${ResultsPrefix}", prefix)
                     .replace("${InputBucket}", "cai-data")
-                    .replace("${ChildExecutionType}", "STANDARD"),
+                    .replace("${ChildExecutionType}", "STANDARD")
+                    .replace("${DataBucketName}", "cosmicai-results"),
             )
         };
         assert_eq!(
@@ -484,6 +515,7 @@ mod tests {
                 results_prefix: Some("results".into()),
                 input_bucket: Some("cai-data".into()),
                 child_execution_type: Some("STANDARD".into()),
+                bucket: Some("cosmicai-results".into()),
                 unread: None,
             }
         );
@@ -498,7 +530,21 @@ mod tests {
             Some("runs/out")
         );
         assert_eq!(Deployed::of(r#"{"States": {}}"#), Deployed::default());
-        assert_eq!(Deployed::of("not json"), Deployed::default());
+        // A definition that is not JSON is unread, and says why.
+        let unread = Deployed::of("not json");
+        assert!(
+            unread
+                .unread
+                .as_deref()
+                .is_some_and(|why| why.contains("not JSON"))
+        );
+        assert_eq!(
+            Deployed {
+                unread: None,
+                ..unread
+            },
+            Deployed::default()
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::coordinator::{check_device, sweep};
 use crate::plot::{SweepPoint, sweep_chart};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use cosmicai_shared::api::SweepRow;
 use cosmicai_shared::run::RunStatus;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -141,16 +142,78 @@ pub fn run(args: SweepArgs) -> Result<()> {
             out.join("sweep.csv").display()
         ))?;
     }
-    // The first run that did not succeed sets the exit code (the last, where a
-    // signal stopped the sweep between runs).
-    let interrupted = crate::interrupt::interrupted();
-    match rows
-        .iter()
-        .find(|r| r.status != RunStatus::Succeeded)
-        .or(rows.last().filter(|_| interrupted))
-    {
+    outcome(&rows, requests.len(), crate::interrupt::interrupted())
+}
+
+/// The sweep's exit: the first run that did not succeed sets it; an
+/// interrupt (exit 130) between runs says how many ran and how many never
+/// started.
+fn outcome(rows: &[SweepRow], planned: usize, interrupted: bool) -> Result<()> {
+    match rows.iter().find(|r| r.status != RunStatus::Succeeded) {
         Some(r) => super::succeeded(&r.run_id, r.status),
-        None if interrupted => bail!("the sweep was interrupted before its first run ended"),
-        None => Ok(()),
+        None if interrupted && rows.is_empty() => {
+            bail!("the sweep was interrupted before its first run ended")
+        }
+        None if interrupted && rows.len() < planned => bail!(
+            "the sweep was interrupted after {} of its {planned} runs, each of which succeeded; the other {} never started",
+            rows.len(),
+            planned - rows.len()
+        ),
+        // Every run ran: the last was interrupted after its ranks had ended.
+        None => match rows.last().filter(|_| interrupted) {
+            Some(r) => Err(super::NotSucceeded {
+                run_id: r.run_id.clone(),
+                status: r.status,
+            }
+            .into()),
+            None => Ok(()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cosmicai_shared::run::Device;
+
+    fn row(run_id: &str, status: RunStatus) -> SweepRow {
+        SweepRow {
+            world_size: 1,
+            device: Device::Cpu,
+            run_id: run_id.into(),
+            status,
+            objects: 1,
+            duration_s: 1.0,
+            samples_per_s: 1.0,
+            cost_usd: 0.0,
+        }
+    }
+
+    #[test]
+    fn an_interrupted_sweep_says_what_ran_and_what_never_started() {
+        let ok = [
+            row("a", RunStatus::Succeeded),
+            row("b", RunStatus::Succeeded),
+        ];
+        assert!(outcome(&ok, 2, false).is_ok());
+        let between = outcome(&ok, 3, true).unwrap_err().to_string();
+        assert!(
+            between.contains("after 2 of its 3 runs")
+                && between.contains("the other 1 never started"),
+            "{between}"
+        );
+        let last = outcome(&ok, 2, true).unwrap_err().to_string();
+        assert!(
+            last.contains("run b was interrupted after every rank"),
+            "{last}"
+        );
+        let none = outcome(&[], 2, true).unwrap_err().to_string();
+        assert!(none.contains("before its first run ended"), "{none}");
+        let failed = [
+            row("a", RunStatus::Succeeded),
+            row("b", RunStatus::Cancelled),
+        ];
+        let cancelled = outcome(&failed, 3, true).unwrap_err().to_string();
+        assert!(cancelled.contains("run b ended cancelled"), "{cancelled}");
     }
 }

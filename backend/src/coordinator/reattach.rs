@@ -137,6 +137,7 @@ pub fn adopt(
         );
     }
     let aws = Aws::connect(config)?;
+    crate::aws::Deployed::read(&aws).check_bucket(&aws)?;
     let described = aws
         .s3
         .block_on(aws.sfn.describe_execution().execution_arn(arn).send())

@@ -105,7 +105,7 @@ fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place(
     // Taken into a registry here while it runs, and followed to its end.
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
-    let adopt = |arn: &str| {
+    let adopt_in = |arn: &str, bucket: &str| {
         aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")))
             .args(["runs", "--data"])
             .arg(&home)
@@ -113,7 +113,7 @@ fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place(
                 "--adopt",
                 arn,
                 "--bucket",
-                BUCKET,
+                bucket,
                 "--aws-endpoint",
                 &stack.endpoint,
             ])
@@ -121,6 +121,17 @@ fn cais_own_input_runs_on_the_deployed_state_machine_over_its_pt_files_in_place(
             .output()
             .unwrap()
     };
+    let adopt = |arn: &str| adopt_in(arn, BUCKET);
+    // CAI's payload names no bucket of the stack's: a --bucket that is not the
+    // stack's (CAI's scripts bucket, say) is refused before anything is taken in.
+    let wrong = adopt_in(started.execution_arn(), "cosmicai2");
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success()
+            && stderr.contains("bucket 'cosmicai2' is not the stack's")
+            && stderr.contains(&format!("give --bucket {BUCKET}")),
+        "{stderr}"
+    );
     let adopted = adopt(started.execution_arn());
     let stderr = String::from_utf8_lossy(&adopted.stderr);
     assert!(adopted.status.success(), "{stderr}");

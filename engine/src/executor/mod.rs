@@ -221,8 +221,8 @@ pub fn execute_cancellable(
                         }
                         Err(error) => {
                             billed_before[rank] += crate::cost::billed_ms(spent_s);
-                            let retrying =
-                                attempt <= config.retries && !cancel.load(Ordering::Relaxed);
+                            let retries_left = attempt <= config.retries;
+                            let retrying = retries_left && !cancel.load(Ordering::Relaxed);
                             on_event(&RunEvent::RankFailed {
                                 rank,
                                 attempt,
@@ -232,6 +232,14 @@ pub fn execute_cancellable(
                             if retrying {
                                 queue.push_back((rank, attempt + 1));
                             } else {
+                                // A retry the cancel prevented ends the rank as the
+                                // cancel's, like a queued one (its attempt's own
+                                // error went out in the event above).
+                                let error = if retries_left {
+                                    CANCELLED.to_string()
+                                } else {
+                                    error
+                                };
                                 measures[rank] = RankMeasure {
                                     billed_duration_ms: billed_before[rank],
                                     ..failed_for_good(rank, attempt, error)
