@@ -42,7 +42,7 @@ pub fn cancel_on_signal(cancel: Arc<AtomicBool>) {
             std::thread::sleep(Duration::from_millis(50));
         }
         cancel.store(true, Ordering::SeqCst);
-        eprintln!(
+        crate::say!(
             "interrupted: stopping the running ranks; what finished is summarized (again to stop at once)"
         );
     });

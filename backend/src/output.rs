@@ -15,6 +15,16 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// `eprintln!` that a closed stderr leaves alone: `cosmicai run ... 2>&1 | head`
+/// must not panic once `head` has gone (the run goes on, unheard).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Appends a formatted line to a report being built.
 #[macro_export]
 macro_rules! line {

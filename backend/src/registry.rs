@@ -384,7 +384,7 @@ impl Registry {
             // One unreadable row (a newer server's, a damaged file) hides only itself.
             match serde_json::from_str(&json) {
                 Ok(sweep) => sweeps.push(sweep),
-                Err(e) => eprintln!("warning: sweep {id}: its stored rows are unreadable: {e}"),
+                Err(e) => crate::say!("warning: sweep {id}: its stored rows are unreadable: {e}"),
             }
         }
         Ok(sweeps)

@@ -959,6 +959,24 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
         said.contains("already holds the results") && said.contains("--result-path"),
         "{said}"
     );
+    // Its row names the taken path: the other run's predictions are not its own.
+    let runs = common::ok_json(&["runs", "--data", &data, "--json"]);
+    let refused = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "failed" && r["result_path"] == "result/run 1")
+        .unwrap_or_else(|| panic!("{runs}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = common::failure(&["runs", "--data", &data, "--predictions", &refused]);
+    assert!(
+        e.contains(&format!(
+            "run {refused} has no predictions: its result_path 'result/run 1' holds run "
+        )),
+        "{e}"
+    );
     let out = cosmicai(&[&with_model[..], &["--result-path", "result/run 2"]].concat());
     assert!(
         out.status.success(),
@@ -1056,4 +1074,86 @@ fn bench_summarize_scores_every_object_it_wrote() {
         (Some(5000), Some(7))
     );
     assert!(f["peak_rss_after_mb"].as_f64().unwrap() >= f["peak_rss_before_mb"].as_f64().unwrap());
+}
+
+#[test]
+fn more_ranks_than_files_are_said_once_not_a_line_a_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let out = cosmicai(&[
+        "run",
+        "--data",
+        &data,
+        "--world-size",
+        "7",
+        "--batch-size",
+        "512",
+        "--concurrency",
+        "2",
+    ]);
+    let (said, printed) = (
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(
+            "note: world_size 7 over 4 partition files: 3 ranks are planned none and read nothing"
+        ),
+        "{said}"
+    );
+    // Ranks 0 to 3 a line each, the three that read nothing one line.
+    assert!(
+        printed.contains("ranks 4-6: planned no file, so none read anything (3 ranks)"),
+        "{printed}"
+    );
+    let rank_lines = printed
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<usize>().is_ok())
+        })
+        .count();
+    assert_eq!(rank_lines, 5, "{printed}");
+}
+
+#[test]
+fn a_run_whose_reader_went_away_goes_on_unheard() {
+    // `cosmicai run ... 2>&1 | head -1`: once head has gone, every line the run
+    // writes meets a closed pipe, which is no panic (exit 101) but silence.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let unheard = |args: &[&str]| {
+        let mut run = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+            .args(["run", "--data", &data])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(run.stdout.take());
+        drop(run.stderr.take());
+        run.wait().unwrap().code()
+    };
+    // It notes the ranks planned none (on stderr), then its summary (stdout).
+    let args = [
+        "--world-size",
+        "7",
+        "--batch-size",
+        "512",
+        "--result-path",
+        "results/unheard",
+    ];
+    assert_eq!(unheard(&args), Some(0));
+    assert!(
+        PathBuf::from(&data)
+            .join("results/unheard/summary.json")
+            .is_file()
+    );
+    // Refused: its error goes nowhere, and the exit code says it all the same.
+    assert_eq!(
+        unheard(&["--world-size", "2", "--batch-size", "0"]),
+        Some(1)
+    );
 }

@@ -110,6 +110,10 @@ pub(crate) fn initialize_stage(
         }
         check_rank_time(payload)
     })?;
+    // In the function's log; the payload keeps them for whoever follows the run.
+    for note in &payload.notes {
+        eprintln!("note: {note}");
+    }
     let plan = plan_key(&request.result_path);
     let json = serde_json::to_vec(&plan_items(run_id, &payload))
         .map_err(|e| StageError::failed(e.to_string()))?;
@@ -393,6 +397,7 @@ mod tests {
         // itself goes to S3, where it may be large.
         let payload = Payload {
             bytes_per_object: None,
+            notes: Vec::new(),
             run_id: run_id.clone(),
             request: request.clone(),
             files: Vec::new(),

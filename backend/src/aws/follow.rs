@@ -165,7 +165,7 @@ pub fn refuse_if_busy(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<(
     let running = match listed {
         Ok(listed) => listed,
         Err(e) => {
-            eprintln!(
+            crate::say!(
                 "warning: ListExecutions: {}; whether another run holds the workers was not checked",
                 sdk_error(&e)
             );
@@ -425,7 +425,7 @@ fn summarize_cancelled(
     if children == cosmicai_engine::cost::Children::Express
         && deployed.child_execution_type.is_none()
     {
-        eprintln!(
+        crate::say!(
             "warning: the ranks' child executions priced as EXPRESS, the template's default: the state machine's definition does not say which ({})",
             deployed
                 .unread

@@ -83,6 +83,9 @@ pub fn execute_on_aws(
         )
         .into());
     }
+    for note in &planned.notes {
+        recorder.println(&format!("note: {note}"));
+    }
     recorder.start(&remote, &planned.ranks)?;
     recorder.status("on AWS".into());
     start_and_follow(aws, &remote, run_id, &local, recorder)
@@ -428,6 +431,7 @@ mod tests {
         let keys: Vec<String> = (0..files).map(|i| format!("d/{i}.pt")).collect();
         Payload {
             bytes_per_object: None,
+            notes: Vec::new(),
             run_id: "r".into(),
             ranks: plan_ranks(&keys, 1),
             files: keys.into_iter().map(|k| (k, 100_000_000)).collect(),

@@ -144,7 +144,7 @@ pub fn cut(
     // still worth cutting, and the short ones are named so a rerun can finish them.
     for (name, missing) in &listing.incomplete {
         let bands: String = missing.iter().map(|b| b.letter()).collect();
-        eprintln!(
+        crate::say!(
             "warning: field {name} skipped: it has no {bands} frame (run cosmicai fetch again to complete it)"
         );
     }

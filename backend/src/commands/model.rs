@@ -75,7 +75,7 @@ pub fn run(command: ModelCommand) -> Result<()> {
     }
     let weights = Weights::open(&args.checkpoint)?;
     if let Some(root) = weights.root() {
-        eprintln!(
+        crate::say!(
             "{}: the model's tensors are under '{root}' (a checkpoint dict): only those are kept",
             args.checkpoint.display()
         );

@@ -141,7 +141,7 @@ fn run_import(args: ImportArgs) -> Result<()> {
     )?;
     bar.finish_and_clear();
     for (file, why) in &checkpoints {
-        eprintln!(
+        crate::say!(
             "{}: a model checkpoint, not a CAI partition ({why}); left out",
             file.display()
         );

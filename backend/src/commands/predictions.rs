@@ -4,7 +4,9 @@
 
 use crate::registry::Registry;
 use anyhow::{Context, Result, bail};
-use cosmicai_engine::pipeline::{RankPredictions, predictions_key, rank_key, read_predictions};
+use cosmicai_engine::pipeline::{
+    PayloadOf, RankPredictions, predictions_key, rank_key, read_payload, read_predictions,
+};
 use cosmicai_engine::store::{LocalStore, ObjectStore, StoreError};
 use cosmicai_shared::run::{RankResult, RunSummary};
 use std::io::Write;
@@ -30,11 +32,29 @@ pub fn export(data: &Path, run_id: &str, out: Option<&Path>) -> Result<Exported>
             data.display()
         );
     }
-    let Some(run) = Registry::open(&registry)?.run(run_id)? else {
+    let registry = Registry::open(&registry)?;
+    let (Some(run), Some(info)) = (registry.run(run_id)?, registry.info(run_id)?) else {
         bail!("run {run_id}: not in the registry of {}", data.display());
     };
     let store = LocalStore::new(data);
     let result_path = &run.request.result_path;
+    // A run refused at Initialize (its result_path another run's) keeps a row
+    // naming that path: only a plan of its own there makes the files its own.
+    match read_payload(&store, result_path, Some(run_id))? {
+        PayloadOf::Its(_) => {}
+        PayloadOf::OtherRun(other) => bail!(
+            "run {run_id} has no predictions: its result_path '{result_path}' holds run {other}'s (run {run_id} ended {} without writing there)",
+            info.status.name()
+        ),
+        PayloadOf::Missing => bail!(
+            "run {run_id} has no predictions: its result_path '{result_path}' holds no plan of it (it ended {} before Initialize wrote one)",
+            info.status.name()
+        ),
+        PayloadOf::Unreadable(why) => bail!(
+            "run {run_id}: {}: {why}",
+            cosmicai_engine::pipeline::payload_key(result_path)
+        ),
+    }
     // AstroMAE predicts no class: its class columns would be noise.
     let predicts_class = run.request.model_spec().is_ok_and(|m| m.predicts_class());
     // Ranks that failed wrote no trustworthy predictions (as Summarize and the
@@ -66,7 +86,7 @@ pub fn export(data: &Path, run_id: &str, out: Option<&Path>) -> Result<Exported>
                 Ok(Ok(p)) => p,
                 // A rank's unreadable file fails that rank, not the table.
                 Ok(Err(e)) => {
-                    bar.suspend(|| eprintln!("{key}: {e}: left out"));
+                    bar.suspend(|| crate::say!("{key}: {e}: left out"));
                     done.ranks_without += 1;
                     continue;
                 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use cosmicai_engine::pipeline::RunSummary;
 use cosmicai_shared::cai_payload::PartitionsIn;
-use cosmicai_shared::run::{Device, Precision, RunRequest};
+use cosmicai_shared::run::{Device, Precision, RankMeasure, RunRequest};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -218,12 +218,12 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
             fields.insert("result_path".into(), result_path.as_str().into());
         }
         for note in notes {
-            eprintln!("--request {}: {note}", path.display());
+            crate::say!("--request {}: {note}", path.display());
         }
         // A CAI payload trimmed to the keys ours shares reads as ours: its
         // model is PhotoZ, the default, and said so (CAI's would be AstroMAE).
         if payload.get("model").is_none() {
-            eprintln!(
+            crate::say!(
                 "--request {}: model not given: photoz, the default (for an AstroMAE checkpoint, give --model astromae:PATH)",
                 path.display()
             );
@@ -293,7 +293,7 @@ pub fn execute_run(args: &RunArgs, quiet: bool, on_signal: bool) -> Result<RunSu
         && !cosmicai_model::astromae::fused::bf16::native()
     {
         // Same answers, no gain: say so before the user waits for it.
-        eprintln!(
+        crate::say!(
             "note: this CPU has no AVX-512 BF16 (or COSMICAI_CPU_BF16=off), so --precision bf16 runs its bf16-rounded products on the fp32 kernels, a little slower than fp32 (0.87-0.94x where measured): use fp32"
         );
     }
@@ -406,7 +406,25 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
         out,
         "  rank  attempts  duration_s  init_s  cpu_s  peak_MB  objects  error"
     );
-    for m in &s.per_rank {
+    // Ranks planned no file (more ranks than files) are one line a stretch:
+    // 40,000 ranks over 11 files is 11 lines and one more, not 40,000.
+    let never_tried = |m: &RankMeasure| m.attempts == 0 && m.error.is_none();
+    let mut ranks = s.per_rank.iter().peekable();
+    while let Some(m) = ranks.next() {
+        let mut last = m.rank;
+        while never_tried(m) && ranks.peek().is_some_and(|n| never_tried(n)) {
+            last = ranks.next().map_or(last, |n| n.rank);
+        }
+        if last != m.rank {
+            crate::line!(
+                out,
+                "  {:>4}  ranks {}-{last}: planned no file, so none read anything ({} ranks)",
+                m.rank,
+                m.rank,
+                last - m.rank + 1
+            );
+            continue;
+        }
         crate::line!(
             out,
             "  {:>4}  {:>8}  {:>10.3}  {:>6.3}  {:>5.2}  {:>7.0}  {:>7}  {}",

@@ -61,7 +61,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
     }
     if let Some(id) = &args.predictions {
         let done = super::predictions::export(&args.data, id, args.out.as_deref())?;
-        eprintln!(
+        crate::say!(
             "run {id}: {} objects from {} ranks{}{}",
             done.objects,
             done.ranks,
@@ -106,9 +106,10 @@ pub fn run(args: RunsArgs) -> Result<()> {
         return crate::output::emit(&(serde_json::to_string(&runs)? + "\n"));
     }
     let mut out = String::new();
+    let id_width = runs.iter().map(|r| r.id.len()).max().unwrap_or(0).max(3);
     crate::line!(
         out,
-        "{:<26} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  result_path",
+        "{:<id_width$} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  result_path",
         "run",
         "status",
         "world",
@@ -120,7 +121,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
     for r in &runs {
         crate::line!(
             out,
-            "{:<26} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  {}",
+            "{:<id_width$} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  {}",
             r.id,
             r.status.name(),
             r.world_size,

@@ -29,8 +29,10 @@ pub struct WorkerArgs {
 }
 
 fn say(message: &WorkerMessage) {
+    // A coordinator gone (its pipe closed) is no panic: the worker ends with it.
     if let Ok(line) = serde_json::to_string(message) {
-        println!("{line}");
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), "{line}");
     }
 }
 

@@ -26,6 +26,9 @@ pub fn execute(
     let request = &super::with_converted_data(root, request, recorder, "")?;
     let payload = initialize(&store, request, run_id)?;
     let initialize_s = started.elapsed().as_secs_f64();
+    for note in &payload.notes {
+        recorder.println(&format!("note: {note}"));
+    }
     recorder.start(request, &payload.ranks)?;
     // Ranks planned no file (CAI's payloads set world_size to file_limit, so
     // 40,000 ranks may share 11 files) start no worker, as on AWS they are no

@@ -99,8 +99,8 @@ pub fn reattach_interrupted(root: &Path) -> Result<usize> {
                 ..Default::default()
             };
             match follow_again(&root, &id, control, &mut |_| {}, true) {
-                Ok(summary) => eprintln!("run {id} followed again: {}", summary.status.name()),
-                Err(e) => eprintln!("run {id}: {e:#}"),
+                Ok(summary) => crate::say!("run {id} followed again: {}", summary.status.name()),
+                Err(e) => crate::say!("run {id}: {e:#}"),
             }
         });
     }

@@ -127,7 +127,7 @@ impl<'a> Recorder<'a> {
     /// A line above the bars (or on stderr when they are hidden).
     pub fn println(&self, line: &str) {
         if self.bars.is_hidden() {
-            eprintln!("{line}");
+            crate::say!("{line}");
         } else {
             let _ = self.bars.println(line);
         }

@@ -194,7 +194,7 @@ impl Archive {
             let job = match outcome {
                 Ok(path) => Job::Ready(path),
                 Err(e) => {
-                    eprintln!("archive: object {id}: {e}");
+                    crate::say!("archive: object {id}: {e}");
                     Job::Failed(super::error::redact(&e))
                 }
             };

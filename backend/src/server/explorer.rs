@@ -100,7 +100,7 @@ pub(super) fn precompress(frontend: &std::path::Path) {
             cosmicai_engine::partition::write_atomically(&gz, &encoder.finish()?)
         });
         if let Err(e) = written {
-            eprintln!("warning: {} is served uncompressed: {e}", file.display());
+            crate::say!("warning: {} is served uncompressed: {e}", file.display());
         }
     }
 }

@@ -153,7 +153,7 @@ impl Claimed {
             });
         if let Err(e) = written {
             // The launch itself stands; only a retry's answer is at stake.
-            eprintln!(
+            crate::say!(
                 "warning: recording launch {}: {}",
                 self.key,
                 super::error::redact(&e)

@@ -87,7 +87,7 @@ pub async fn serve(
 ) {
     let cap = connection_cap();
     if cap < MAX_CONNECTIONS {
-        eprintln!(
+        crate::say!(
             "serving at most {cap} connections at once (the process may open too few files for {MAX_CONNECTIONS}; raise `ulimit -n`)"
         );
     }

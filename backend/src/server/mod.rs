@@ -308,7 +308,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let stale = std::time::Duration::from_secs(6 * 3600);
         let removed = cosmicai_engine::store::sweep_stale_temporaries(&data_dir, stale);
         if removed > 0 {
-            eprintln!(
+            crate::say!(
                 "removed {removed} temporary files and folders that stopped writers left in {}",
                 data_dir.display()
             );
@@ -358,7 +358,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let weights_sha256 = crate::models::sha256_hex(crate::models::SHIPPED_PHOTOZ);
     let model_card = crate::models::shipped_photoz_card(&weights_sha256).unwrap_or_else(|e| {
-        eprintln!("warning: {e}; the explorer shows no model card");
+        crate::say!("warning: {e}; the explorer shows no model card");
         serde_json::Value::Null
     });
     let data_version = std::fs::metadata(args.data_dir.join("synthetic"))
@@ -379,7 +379,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             };
             let archive =
                 archive::Archive::start(&url, args.archive_budget, &catalogs, &args.data_dir)?;
-            eprintln!(
+            crate::say!(
                 "archive: real cutouts on demand for {} catalog objects, from {url}",
                 archive.objects()
             );
@@ -423,34 +423,35 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("binding {}", args.addr))?;
         let addr = listener.local_addr()?;
         // The first line is for scripts and tests: where to connect.
-        println!("listening on http://{addr}");
-        eprintln!(
+        crate::output::emit(&format!("listening on http://{addr}\n"))?;
+        crate::say!(
             "serving {objects} objects from {}; explorer from {}",
             args.data_dir.display(),
             args.frontend.display()
         );
         if let Some(t) = &token {
             if given.is_none() {
-                eprintln!("token for starting, cancelling and estimating runs: {t}");
+                crate::say!("token for starting, cancelling and estimating runs: {t}");
             } else {
-                eprintln!("starting, cancelling and estimating runs needs the given token");
+                crate::say!("starting, cancelling and estimating runs needs the given token");
             }
         }
         match crate::aws::AwsConfig::from_env() {
             Some(aws) => {
-                eprintln!(
+                crate::say!(
                     "target aws: s3://{} and {} (credentials from the AWS provider chain)",
-                    aws.bucket, aws.state_machine_arn
+                    aws.bucket,
+                    aws.state_machine_arn
                 );
                 // AWS runs whose follower stopped (this server, before a restart)
                 // are followed again, so their rows and results complete.
                 match crate::coordinator::reattach_interrupted(&args.data_dir) {
                     Ok(0) => {}
-                    Ok(n) => eprintln!("following {n} interrupted AWS runs again"),
-                    Err(e) => eprintln!("interrupted AWS runs: {e:#}"),
+                    Ok(n) => crate::say!("following {n} interrupted AWS runs again"),
+                    Err(e) => crate::say!("interrupted AWS runs: {e:#}"),
                 }
             }
-            None => eprintln!(
+            None => crate::say!(
                 "target aws: off (set COSMICAI_AWS_BUCKET and COSMICAI_STATE_MACHINE_ARN)"
             ),
         }
@@ -497,7 +498,7 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    eprintln!("stopping: finishing open requests (again to stop now)");
+    crate::say!("stopping: finishing open requests (again to stop now)");
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

@@ -79,7 +79,7 @@ fn build(
     if dir.is_dir() {
         return Ok(());
     }
-    eprintln!("preparing {}: {what}", data_dir.display());
+    crate::say!("preparing {}: {what}", data_dir.display());
     let temp = data_dir.join(format!(".tmp-{name}"));
     if temp.exists() {
         std::fs::remove_dir_all(&temp)

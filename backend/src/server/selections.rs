@@ -178,7 +178,7 @@ fn evict(root: &Path, keep: &Path, in_use: &[String]) {
         let doomed = root.join(format!(".tmp-evicted-{}", name.to_string_lossy()));
         let removed = rename_synced(&path, &doomed).and_then(|()| std::fs::remove_dir_all(&doomed));
         if let Err(e) = removed {
-            eprintln!(
+            crate::say!(
                 "warning: could not remove the old selection {}: {e}",
                 path.display()
             );

@@ -244,7 +244,7 @@ impl Stored {
         match crate::registry::Registry::open(&path) {
             Ok(registry) => Stored(Some(registry)),
             Err(e) => {
-                eprintln!("warning: sweeps are not kept past a restart: {e:#}");
+                crate::say!("warning: sweeps are not kept past a restart: {e:#}");
                 Stored(None)
             }
         }
@@ -254,7 +254,7 @@ impl Stored {
         if let Some(registry) = &self.0
             && let Err(e) = registry.save_sweep(info)
         {
-            eprintln!(
+            crate::say!(
                 "warning: sweep {} is not kept past a restart: {e:#}",
                 info.id
             );

@@ -20,6 +20,10 @@ pub struct Payload {
     /// the rank-time bound counts objects with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_per_object: Option<f64>,
+    /// What the plan did that its request may not have meant (files it did
+    /// not read, ranks it gave none), for its launcher to say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Payload {
@@ -107,6 +111,7 @@ mod tests {
             files: Vec::new(),
             ranks: vec![Vec::new()],
             bytes_per_object: None,
+            notes: Vec::new(),
         };
         store
             .put(

@@ -216,6 +216,18 @@ pub fn plan(
             .collect()
     };
     let mut files = partitions(&|key| key.ends_with(&format!(".{EXTENSION}")));
+    // Model weights kept beside the data (a `model import`'s safetensors) are
+    // no partition: left out, by name, where their headers are at hand here.
+    let mut notes = Vec::new();
+    files.retain(|(key, size)| {
+        let foreign = store.local_path(key).is_some() && not_a_partition(store, key, *size);
+        if foreign {
+            notes.push(format!(
+                "{key}: a safetensors file that is no partition (model weights?): left out of the data"
+            ));
+        }
+        !foreign
+    });
     // Else CAI's own `.pt` files, read in place by the ranks. Never both: a folder of
     // CAI's files holds their conversion too, and its objects would count twice.
     if files.is_empty() {
@@ -223,9 +235,10 @@ pub fn plan(
     }
     if files.is_empty() {
         return Err(PipelineError::Invalid(vec![format!(
-            "data_prefix '{}' holds no partition files (*.{EXTENSION}, or CAI's *.pt) in {}",
+            "data_prefix '{}' holds no partition files (*.{EXTENSION}, or CAI's *.pt) in {}{}",
             request.data_prefix,
-            store.describe()
+            store.describe(),
+            notes.first().map_or(String::new(), |n| format!(" ({n})"))
         )]));
     }
     // A dataset cut short while its files were moved in is no dataset.
@@ -267,8 +280,28 @@ pub fn plan(
             if folders.len() > 4 { ", …" } else { "" }
         )]));
     }
-    if let Some(limit) = request.file_limit {
-        files.truncate(limit);
+    if request.file_limit.is_none_or(|limit| limit > files.len()) {
+        notes.extend(unread_cai_files(
+            &files,
+            &partitions(&crate::cai::is_cai_key),
+        ));
+    }
+    match request.file_limit {
+        Some(limit) if limit > files.len() => notes.push(format!(
+            "file_limit {limit}: data_prefix '{}' holds {} partition files, and all are read",
+            request.data_prefix,
+            files.len()
+        )),
+        Some(limit) => files.truncate(limit),
+        None => {}
+    }
+    if request.world_size > files.len() {
+        notes.push(format!(
+            "world_size {} over {} partition files: {} ranks are planned none and read nothing",
+            request.world_size,
+            files.len(),
+            request.world_size - files.len()
+        ));
     }
     let keys: Vec<String> = files.iter().map(|(k, _)| k.clone()).collect();
     let reads_cutouts = matches!(
@@ -283,7 +316,94 @@ pub fn plan(
             .then(|| sampled_bytes_per_object(store, &files))
             .flatten(),
         files,
+        notes,
     })
+}
+
+/// A note on CAI's `.pt` files that a plan over partitions of ours leaves
+/// unread though they sit with them: beside them, or beside the
+/// [`crate::cai::CONVERTED`] folder they are read from, with no partition
+/// converted from them (a conversion cut short by a `file_limit`, a `.pt`
+/// added since). `files` are the partitions planned, all in one folder.
+fn unread_cai_files(files: &[(String, u64)], cai: &[(String, u64)]) -> Option<String> {
+    let folder = folder_of(&files.first()?.0);
+    let beside = match folder.rsplit_once('/') {
+        Some((parent, last)) if last == crate::cai::CONVERTED => parent,
+        None if folder == crate::cai::CONVERTED => "",
+        _ => folder,
+    };
+    let stem = |key: &str| {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        name.rsplit_once('.')
+            .map_or(name, |(stem, _)| stem)
+            .to_string()
+    };
+    let converted: std::collections::HashSet<String> =
+        files.iter().map(|(key, _)| stem(key)).collect();
+    let unread: Vec<&str> = cai
+        .iter()
+        .map(|(key, _)| key.as_str())
+        .filter(|key| folder_of(key) == beside && !converted.contains(&stem(key)))
+        .collect();
+    if unread.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = unread
+        .iter()
+        .take(4)
+        .map(|k| k.rsplit('/').next().unwrap_or(k))
+        .collect();
+    let folder_named = |f: &str| {
+        if f.is_empty() {
+            "./".to_string()
+        } else {
+            format!("{f}/")
+        }
+    };
+    let how = if beside == folder {
+        "convert them (`cosmicai partition import`) into it".to_string()
+    } else {
+        format!(
+            "a run with data_prefix '{beside}' converts them (with no file_limit below their count)"
+        )
+    };
+    Some(format!(
+        "{} of CAI's .pt files in '{}' are not read ({}{}): only the partitions in '{}' are, and none was converted from them; {how}",
+        unread.len(),
+        folder_named(beside),
+        shown.join(", "),
+        if unread.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        },
+        folder_named(folder)
+    ))
+}
+
+/// Whether `key` is a whole safetensors file whose metadata names no
+/// partition (format [`crate::partition::FORMAT`]): a broken or cut-short file
+/// is not judged here (its rank says what is wrong with it).
+fn not_a_partition(store: &dyn ObjectStore, key: &str, size: u64) -> bool {
+    let Some(len) = store
+        .get_head(key, 8)
+        .ok()
+        .and_then(|head| Some(u64::from_le_bytes(head.get(..8)?.try_into().ok()?)))
+        .filter(|len| *len <= MAX_HEADER_BYTES && len.saturating_add(8) <= size)
+    else {
+        return false;
+    };
+    let Some(header) = store
+        .get_head(key, 8 + len)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(bytes.get(8..)?).ok())
+    else {
+        return false;
+    };
+    header
+        .pointer("/__metadata__/format")
+        .and_then(serde_json::Value::as_str)
+        != Some(crate::partition::FORMAT)
 }
 
 /// The folder `key` is in ("" at the top).
@@ -574,9 +694,91 @@ mod tests {
         );
         // Once converted beside them, the conversion is read, and never both.
         store.put("cai/cai-partitions/a.safetensors", b"x").unwrap();
+        let planned = plan(&store, &request, "r").unwrap();
+        // b.pth was not converted (a file_limit, or added since): said, not silent.
         assert_eq!(
-            keys(plan(&store, &request, "r").unwrap()),
-            ["cai/cai-partitions/a.safetensors"]
+            planned.notes,
+            [
+                "1 of CAI's .pt files in 'cai/' are not read (b.pth): only the partitions in 'cai/cai-partitions/' are, and none was converted from them; a run with data_prefix 'cai' converts them (with no file_limit below their count)",
+                "world_size 2 over 1 partition files: 1 ranks are planned none and read nothing"
+            ]
+        );
+        assert_eq!(keys(planned), ["cai/cai-partitions/a.safetensors"]);
+        // From the folder above (the same files, listed deeper): said the same.
+        let above = RunRequest {
+            data_prefix: String::new(),
+            world_size: 1,
+            ..request.clone()
+        };
+        let notes = plan(&store, &above, "r").unwrap().notes;
+        assert!(
+            notes.len() == 1
+                && notes[0].starts_with("1 of CAI's .pt files in 'cai/' are not read (b.pth)"),
+            "{notes:?}"
+        );
+        // A file_limit the conversion meets reads no .pt by design: no note of them.
+        let limited = RunRequest {
+            file_limit: Some(1),
+            ..above.clone()
+        };
+        assert!(plan(&store, &limited, "r").unwrap().notes.is_empty());
+        // A limit past the files says so.
+        let past = RunRequest {
+            file_limit: Some(5),
+            ..above.clone()
+        };
+        let notes = plan(&store, &past, "r").unwrap().notes;
+        assert_eq!(
+            notes.last().map(String::as_str),
+            Some("file_limit 5: data_prefix '' holds 1 partition files, and all are read")
+        );
+        // Partitions of ours beside the .pt files (imported into the same folder).
+        store.put("cai/b.safetensors", b"x").unwrap();
+        store.put("cai/a.safetensors", b"x").unwrap();
+        std::fs::remove_file(dir.path().join("cai/cai-partitions/a.safetensors")).unwrap();
+        let notes = plan(&store, &above, "r").unwrap().notes;
+        assert!(notes.is_empty(), "{notes:?}");
+        store.put("cai/c.pt", b"x").unwrap();
+        let notes = plan(&store, &above, "r").unwrap().notes;
+        assert!(
+            notes.len() == 1
+                && notes[0].contains("(c.pt): only the partitions in 'cai/' are")
+                && notes[0].contains("cosmicai partition import"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn model_weights_beside_the_data_are_left_out_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::new(dir.path());
+        // A safetensors file as `model import` writes one: tensors, no partition format.
+        let header = br#"{"__metadata__":{"model":"astromae"},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let mut weights = (header.len() as u64).to_le_bytes().to_vec();
+        weights.extend_from_slice(header);
+        weights.extend_from_slice(&[0; 4]);
+        store.put("cai/astromae.safetensors", &weights).unwrap();
+        store.put("cai/a.pt", b"x").unwrap();
+        let request: RunRequest = serde_json::from_str(
+            r#"{"data_prefix":"cai","batch_size":1,"world_size":1,"result_path":"results/r"}"#,
+        )
+        .unwrap();
+        // CAI's .pt files are read, the weights beside them named and left out.
+        let planned = plan(&store, &request, "r").unwrap();
+        assert_eq!(planned.files, [("cai/a.pt".to_string(), 1)]);
+        assert_eq!(
+            planned.notes,
+            [
+                "cai/astromae.safetensors: a safetensors file that is no partition (model weights?): left out of the data"
+            ]
+        );
+        // Weights alone are no data, and the refusal says what was found.
+        std::fs::remove_file(dir.path().join("cai/a.pt")).unwrap();
+        let e = plan(&store, &request, "r").unwrap_err().to_string();
+        assert!(
+            e.contains("holds no partition files")
+                && e.contains("cai/astromae.safetensors: a safetensors file that is no partition"),
+            "{e}"
         );
     }
 

@@ -217,6 +217,7 @@ mod tests {
         let keys: Vec<String> = (0..files).map(|i| format!("p/{i}.safetensors")).collect();
         Payload {
             bytes_per_object: None,
+            notes: Vec::new(),
             run_id: "r".into(),
             ranks: plan_ranks(&keys, world_size),
             files: keys.into_iter().map(|k| (k, bytes)).collect(),

@@ -81,6 +81,7 @@ mod tests {
             files: files.iter().map(|(k, s)| (k.to_string(), *s)).collect(),
             ranks: vec![files.iter().map(|(k, _)| k.to_string()).collect()],
             bytes_per_object: None,
+            notes: Vec::new(),
         }
     }
 

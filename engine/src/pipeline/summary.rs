@@ -290,6 +290,7 @@ mod tests {
         // Three ranks over one file: ranks 1 and 2 read nothing.
         let payload = Payload {
             bytes_per_object: None,
+            notes: Vec::new(),
             run_id: "r".into(),
             request,
             files: vec![("p.safetensors".into(), 1)],
@@ -356,6 +357,7 @@ mod tests {
         let files: Vec<String> = (0..4).map(|i| format!("p{i}.safetensors")).collect();
         let payload = Payload {
             bytes_per_object: None,
+            notes: Vec::new(),
             run_id: "t".into(),
             request,
             files: files.iter().map(|f| (f.clone(), 1)).collect(),

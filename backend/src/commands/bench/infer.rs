@@ -381,7 +381,7 @@ fn time_cuda_fused(args: &InferArgs) -> Result<(f64, f64, usize)> {
     let part = footprint.objects_within(free / 10 * 9);
     let b = args.batch_size;
     if part < b {
-        eprintln!(
+        crate::say!(
             "a batch of {b} takes {:.0} MB on the GPU, {:.0} MB free: in parts of {part}",
             footprint.peak(b) as f64 / 1e6,
             free as f64 / 1e6

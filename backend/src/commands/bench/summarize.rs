@@ -62,6 +62,7 @@ pub fn bench_summarize(args: SummarizeBenchArgs) -> Result<()> {
         .collect();
     let payload = Payload {
         bytes_per_object: None,
+        notes: Vec::new(),
         run_id: "bench".into(),
         request: request.clone(),
         files: files.iter().map(|f| (f.clone(), 1)).collect(),

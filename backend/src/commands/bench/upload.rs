@@ -91,6 +91,7 @@ pub fn bench_upload(args: UploadBenchArgs) -> Result<()> {
     }))?;
     let plan = Payload {
         bytes_per_object: None,
+        notes: Vec::new(),
         run_id: "bench-upload".into(),
         request,
         files,

@@ -86,7 +86,7 @@ pub fn read(dirs: &[PathBuf]) -> Result<RealCutouts> {
         }
     }
     if synthetic > 0 {
-        eprintln!(
+        crate::say!(
             "warning: --real-cutouts: {synthetic} synthetic cutouts left out (real images only)"
         );
     }
