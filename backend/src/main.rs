@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            crate::say!("error: {error:#}");
+            crate::say!("error: {}", output::chain(&error));
             match error.downcast_ref::<commands::NotSucceeded>() {
                 Some(run) => ExitCode::from(run.exit_code()),
                 None if interrupt::interrupted() => ExitCode::from(130),

@@ -15,6 +15,24 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// `error` and its causes, as `{error:#}` gives them, less a cause whose text
+/// the message before it already says (an I/O error named in its context's
+/// message and again as its source: "x: Not a directory: Not a directory").
+pub fn chain(error: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
+}
+
 /// `eprintln!` that a closed stderr leaves alone: `cosmicai run ... 2>&1 | head`
 /// must not panic once `head` has gone (the run goes on, unheard).
 #[macro_export]
@@ -32,4 +50,16 @@ macro_rules! line {
         use std::fmt::Write as _;
         let _ = writeln!($out, $($arg)*);
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_the_message_already_says_is_said_once() {
+        let io = std::io::Error::other("Not a directory");
+        let e = anyhow::Error::new(io).context("r/payload.json: Not a directory");
+        assert_eq!(super::chain(&e), "r/payload.json: Not a directory");
+        let e = anyhow::anyhow!("disk full").context("writing r/0.json");
+        assert_eq!(super::chain(&e), "writing r/0.json: disk full");
+    }
 }

@@ -707,7 +707,10 @@ impl std::fmt::Display for UnknownRun {
 
 impl std::error::Error for UnknownRun {}
 
-const INFO_COLUMNS: &str = "id, created_at, status, world_size, batch_size, device, data_prefix, result_path, objects, duration_s, cost_usd";
+/// The row's columns, and the error of a run closed without a summary (its
+/// `summary_json` then holds that alone: a summary, maybe MBs, is not parsed).
+const INFO_COLUMNS: &str = "id, created_at, status, world_size, batch_size, device, data_prefix, result_path, objects, duration_s, cost_usd, \
+    CASE WHEN substr(summary_json, 1, 9) = '{\"error\":' THEN json_extract(summary_json, '$.error') END";
 
 fn run_info(r: &rusqlite::Row) -> rusqlite::Result<RunInfo> {
     let status: String = r.get(2)?;
@@ -723,6 +726,7 @@ fn run_info(r: &rusqlite::Row) -> rusqlite::Result<RunInfo> {
         objects: r.get::<_, Option<i64>>(8)?.map(|n| n as usize),
         duration_s: r.get(9)?,
         cost_usd: r.get(10)?,
+        error: r.get(11)?,
     })
 }
 

@@ -314,6 +314,21 @@ fn bad_requests_are_refused_before_anything_runs() {
                 "1",
                 "--batch-size",
                 "10",
+                "--concurrency",
+                "0",
+            ],
+            "--concurrency",
+        ),
+        (
+            vec!["--world-size", "1", "--batch-size", "10", "--timeout", "0"],
+            "timeout_s 0: give more than 0",
+        ),
+        (
+            vec![
+                "--world-size",
+                "1",
+                "--batch-size",
+                "10",
                 "--device",
                 "cuda",
             ],
@@ -970,6 +985,33 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
         .as_str()
         .unwrap()
         .to_string();
+    // The row says why, in the listing and in its table.
+    let row = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == refused.as_str())
+        .unwrap();
+    assert!(
+        row["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("already holds the results")),
+        "{row}"
+    );
+    let table = cosmicai(&["runs", "--data", &data]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.lines().any(|l| l.trim_start().starts_with("why: ") && l.contains("already holds the results")),
+        "{table}"
+    );
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == "succeeded")
+            .all(|r| r.get("error").is_none()),
+        "{runs}"
+    );
     let e = common::failure(&["runs", "--data", &data, "--predictions", &refused]);
     assert!(
         e.contains(&format!(

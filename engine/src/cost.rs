@@ -102,14 +102,21 @@ pub fn run_cost(
     let on_gpu = children == Children::BatchGpu;
     // A rank planned no file is no Map item on AWS: no time, call, child, GET or
     // PUT (a local run starts it all the same; its cost at AWS prices is AWS's).
-    let runs = |rank: usize| files_per_rank.get(rank).is_none_or(|&files| files > 0);
+    // Nor is one a cancel kept from starting: billed nothing, it was never
+    // called (a started attempt is billed 1 ms at least).
+    let planned = |rank: usize| files_per_rank.get(rank).is_none_or(|&files| files > 0);
+    let never_started = |r: &RankMeasure| {
+        r.billed_duration_ms == 0 && r.error.as_deref() == Some(crate::executor::CANCELLED)
+    };
     let running = || {
         ranks
             .iter()
             .enumerate()
-            .filter(move |(rank, _)| runs(*rank))
-            .map(|(_, r)| r)
+            .filter(move |(rank, r)| planned(*rank) && !never_started(r))
     };
+    let running_files =
+        || running().map(|(rank, _)| files_per_rank.get(rank).copied().unwrap_or(0));
+    let running = || running().map(|(_, r)| r);
     let ranks_s: f64 = running()
         .map(|r| r.billed_duration_ms as f64 / 1000.0)
         .sum();
@@ -150,8 +157,10 @@ pub fn run_cost(
             0.0,
         ),
     };
-    let files = files_per_rank.iter().sum::<usize>() as u64;
-    let list_pages = files.div_ceil(1000).max(1);
+    // Initialize lists every file; ranks GET only their own.
+    let listed = files_per_rank.iter().sum::<usize>() as u64;
+    let list_pages = listed.div_ceil(1000).max(1);
+    let files = running_files().sum::<usize>() as u64;
     let s3_put_list = (list_pages + 2) + 3 * world + 2;
     let s3_get = (files + world) + 3 * world;
     let mut cost = Cost {
@@ -294,6 +303,50 @@ mod tests {
             Children::Express,
         );
         assert_eq!(two, three);
+    }
+
+    #[test]
+    fn ranks_a_cancel_kept_from_starting_cost_nothing() {
+        let rank = |ms, error: Option<&str>| RankMeasure {
+            billed_duration_ms: ms,
+            attempts: 1,
+            error: error.map(str::to_string),
+            ..Default::default()
+        };
+        let cost = |ranks: &[RankMeasure]| {
+            run_cost(
+                ranks,
+                &[2, 2, 2],
+                &[0.5, 0.5],
+                2048,
+                false,
+                Children::Express,
+            )
+        };
+        let one = cost(&[rank(1000, None)]);
+        // Two more ranks the cancel kept from starting: only the LIST sees their files.
+        let cancelled = cost(&[
+            rank(1000, None),
+            rank(0, Some(crate::executor::CANCELLED)),
+            rank(0, Some(crate::executor::CANCELLED)),
+        ]);
+        assert_eq!(
+            (cancelled.lambda_requests, cancelled.express_executions),
+            (3, 1)
+        );
+        assert_eq!(cancelled.s3_get, one.s3_get);
+        assert_eq!(cancelled.s3_put_list, one.s3_put_list);
+        // One the cancel stopped on its way was called, and is billed.
+        let stopped = cost(&[
+            rank(1000, None),
+            rank(40, Some(crate::executor::CANCELLED)),
+            rank(0, Some(crate::executor::CANCELLED)),
+        ]);
+        assert_eq!(
+            (stopped.lambda_requests, stopped.express_executions),
+            (4, 2)
+        );
+        assert!(stopped.s3_get > one.s3_get && stopped.total_usd > one.total_usd);
     }
 
     #[test]

@@ -236,7 +236,11 @@ impl Weights {
         let file = SafeTensors::deserialize(bytes).map_err(|e| WeightsError {
             path: path.clone(),
             name: "header".into(),
-            problem: format!("not a valid safetensors file: {e}"),
+            problem: if bytes.is_empty() {
+                "is empty (0 bytes): not a weights file".into()
+            } else {
+                format!("not a valid safetensors file ({e}), {} bytes", bytes.len())
+            },
         })?;
         let mut tensors = HashMap::new();
         for (name, view) in file.iter() {
@@ -298,6 +302,18 @@ impl Weights {
         let (found, values) = self.tensors.get(name).ok_or_else(|| self.missing(name))?;
         if found.as_slice() != shape {
             return Err(self.error(name, format!("shape {found:?}, expected {shape:?}")));
+        }
+        // A NaN or infinity in a weight gives predictions that look like any
+        // others, or none: a broken checkpoint is refused by its tensor's name.
+        let broken = values.iter().filter(|v| !v.is_finite()).count();
+        if broken > 0 {
+            return Err(self.error(
+                name,
+                format!(
+                    "{broken} of its {} values are not finite numbers (NaN or infinite): a broken checkpoint",
+                    values.len()
+                ),
+            ));
         }
         Ok(Tensor::from_data(
             TensorData::new(values.clone(), shape),

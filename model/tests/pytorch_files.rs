@@ -305,3 +305,45 @@ fn dicts_sharing_each_other_level_on_level_are_refused() {
     let msg = weights_error(with_pickle(pickle));
     assert!(msg.contains("refer to each other over and over"), "{msg}");
 }
+
+#[test]
+fn empty_cut_short_and_non_finite_weights_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pt");
+    std::fs::write(&empty, b"").unwrap();
+    let e = PtFile::open(&empty).err().unwrap().to_string();
+    assert!(
+        e.contains("empty.pt") && e.contains("is empty (0 bytes)"),
+        "{e}"
+    );
+    let e = Weights::from_bytes("empty.safetensors", b"")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is empty (0 bytes)"), "{e}");
+    // A checkpoint cut short: its size said, and what may be why.
+    let whole = std::fs::read(fixture("astromae_state_dict.pt")).unwrap();
+    let short = dir.path().join("short.pt");
+    std::fs::write(&short, &whole[..whole.len() / 2]).unwrap();
+    let e = PtFile::open(&short).err().unwrap().to_string();
+    assert!(
+        e.contains(&format!("{} bytes: cut short", whole.len() / 2)),
+        "{e}"
+    );
+    // A NaN in one weight: refused by the tensor's name as the model is built.
+    let mut tensors = std::collections::HashMap::new();
+    tensors.insert("w".to_string(), (vec![3], vec![1.0, f32::NAN, 2.0]));
+    let weights = Weights::new(PathBuf::from("nan.safetensors"), tensors);
+    let device = Default::default();
+    let e = weights
+        .tensor::<burn::backend::NdArray, 1>("w", [3], &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("nan.safetensors")
+            && e.contains("w")
+            && e.contains("1 of its 3 values are not finite"),
+        "{e}"
+    );
+}

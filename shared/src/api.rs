@@ -262,6 +262,10 @@ pub struct RunInfo {
     pub objects: Option<usize>,
     pub duration_s: Option<f64>,
     pub cost_usd: Option<f64>,
+    /// Why a run that ended without a summary ended so (refused, failed or
+    /// cancelled before one; interrupted): its summary says the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What the run's event stream (`GET /api/runs/{id}/events`, Server-Sent Events) says.

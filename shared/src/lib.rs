@@ -24,3 +24,22 @@ pub mod size;
 pub mod sky;
 
 pub use domain::{BANDS, Band, Class, Provenance};
+
+/// `n` and its noun, plural where `n` is not 1: "1 rank", "3 ranks".
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_is_singular_and_the_rest_plural() {
+        assert_eq!(super::counted(1, "rank"), "1 rank");
+        assert_eq!(super::counted(0, "rank"), "0 ranks");
+        assert_eq!(super::counted(40_000, "rank"), "40000 ranks");
+    }
+}

@@ -182,7 +182,7 @@ impl RunRequest {
             && !(t > 0.0 && t <= MAX_TIMEOUT_S)
         {
             problems.push(format!(
-                "timeout_s {t} is outside 0 to {MAX_TIMEOUT_S} seconds (7 days)"
+                "timeout_s {t}: give more than 0 and at most {MAX_TIMEOUT_S} seconds (7 days)"
             ));
         }
         if self.device == Device::Cpu {

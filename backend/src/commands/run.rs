@@ -59,7 +59,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
     /// Ranks running at once (default: the number of cores), like Lambda's concurrency limit.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub concurrency: Option<usize>,
     /// photoz (shipped weights; the default), photoz:PATH, or astromae:PATH (a CAI
     /// checkpoint, .pt or safetensors; the partitions must hold cutouts).
@@ -191,8 +191,11 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 /// The request `args` describe, for run `run_id`.
 pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
+    if !args.data.exists() {
+        bail!("--data {}: no such folder", args.data.display());
+    }
     if !args.data.is_dir() {
-        bail!("--data {}: not a directory", args.data.display());
+        bail!("--data {}: a file, not a folder", args.data.display());
     }
     if let Some(path) = &args.request {
         let text = std::fs::read_to_string(path)
@@ -370,11 +373,11 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
     let mut out = String::new();
     crate::line!(
         out,
-        "{} {}: {} objects, {} ranks ({} failed) in {:.2} s, {:.0} objects/s",
+        "{} {}: {} objects, {} ({} failed) in {:.2} s, {:.0} objects/s",
         s.run_id,
         s.status.name(),
         s.objects,
-        s.ranks,
+        cosmicai_shared::counted(s.ranks, "rank"),
         s.failed_ranks.len(),
         s.duration_s,
         s.samples_per_s

@@ -131,8 +131,21 @@ pub fn run(args: RunsArgs) -> Result<()> {
             r.cost_usd.map_or("-".into(), |c| format!("{c:.6}")),
             r.result_path
         );
+        // Why it ended with no summary (a summary's own report says the rest).
+        if let Some(error) = &r.error {
+            crate::line!(out, "{:id_width$}   why: {}", "", first_line(error, 300));
+        }
     }
     crate::output::emit(&out)
+}
+
+/// `text`'s first line, at most `max` characters of it.
+fn first_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 /// The region an execution ARN names: where the execution is.

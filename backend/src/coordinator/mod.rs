@@ -110,7 +110,7 @@ pub fn last_event(outcome: &Result<RunSummary>) -> RunEvent {
             status: cosmicai_shared::run::RunStatus::Cancelled,
         },
         Err(e) => RunEvent::Error {
-            error: format!("{e:#}"),
+            error: crate::output::chain(e),
         },
     }
 }

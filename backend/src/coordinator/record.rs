@@ -257,10 +257,11 @@ impl<'a> Recorder<'a> {
             Err(e) => {
                 // Stopped by its user on the way (an upload, an AWS execution
                 // stopped before its summary): cancelled, not failed.
+                let why = crate::output::chain(&e);
                 let closed = if e.is::<super::Cancelled>() {
-                    self.registry.cancel(&self.run_id, &format!("{e:#}"))
+                    self.registry.cancel(&self.run_id, &why)
                 } else {
-                    self.registry.fail(&self.run_id, &format!("{e:#}"))
+                    self.registry.fail(&self.run_id, &why)
                 };
                 if let Err(r) = closed {
                     self.println(&format!("warning: run {}: its row: {r:#}", self.run_id));

@@ -489,6 +489,12 @@ fn a_selection_becomes_a_dataset_that_a_run_takes() {
         .find(|r| r["result_path"] == format!("results/{id}") && r["id"] != id.as_str())
         .expect("the refused run's row")
         .clone();
+    // Its row says why, with none of the host's paths.
+    let why = refused["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("already holds the results") && !why.contains(&*data_dir().to_string_lossy()),
+        "{refused}"
+    );
     assert_json_error(
         &get(
             &s,

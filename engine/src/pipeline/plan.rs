@@ -45,6 +45,15 @@ pub fn initialize_with(
     let payload = plan(stores.data, request, run_id)?;
     let store = stores.results;
     check(&payload)?;
+    if store
+        .local_path(&request.result_path)
+        .is_some_and(|path| path.is_file())
+    {
+        return Err(PipelineError::Invalid(vec![format!(
+            "result_path '{}' is a file: give a folder, new or empty, for the run's results",
+            request.result_path
+        )]));
+    }
     // A result path holds one run: reusing it would mix an older run's rank files
     // and measures into this one's summary.
     let key = payload_key(&request.result_path);
@@ -646,6 +655,14 @@ mod tests {
             e.contains("holds other runs' results below it ('results/r/')"),
             "{e}"
         );
+        // A file where the folder would go: said so, not "Not a directory".
+        store.put("notes.txt", b"x").unwrap();
+        let file = RunRequest {
+            result_path: "notes.txt".into(),
+            ..request.clone()
+        };
+        let e = initialize(&store, &file, "fifth").unwrap_err().to_string();
+        assert!(e.contains("result_path 'notes.txt' is a file"), "{e}");
     }
 
     #[test]

@@ -75,10 +75,13 @@ impl<R: Read + Seek> PtFile<R> {
             .seek(std::io::SeekFrom::End(0))
             .and_then(|len| reader.rewind().map(|()| len))
             .map_err(|e| fail(format!("cannot read: {e}")))?;
+        if len == 0 {
+            return Err(fail("is empty (0 bytes): not a torch.save file".into()));
+        }
         let mut zip = zip::ZipArchive::new(reader).map_err(|e| {
             fail(format!(
-                "not a PyTorch zip file ({e}); files from torch.save before PyTorch 1.6 \
-                 must be re-saved with a newer torch"
+                "not a PyTorch zip file ({e}), {len} bytes: cut short (a copy not finished?), \
+                 or from torch.save before PyTorch 1.6, which must be re-saved with a newer torch"
             ))
         })?;
         let pkl = (0..zip.len())

@@ -37,6 +37,7 @@ pub async fn list_runs(
     let runs = tokio::task::spawn_blocking(move || {
         registry(&state)?
             .page(limit, page.before.as_deref())
+            .map(|runs| runs.into_iter().map(served).collect::<Vec<_>>())
             .map_err(|e| match e.downcast_ref::<crate::registry::UnknownRun>() {
                 Some(unknown) => Error::bad_request(unknown.to_string()),
                 None => Error::internal(e),
@@ -91,7 +92,16 @@ pub(super) fn find_run(state: &AppState, id: &str) -> ApiResult<RunInfo> {
     registry(state)?
         .info(id)
         .map_err(Error::internal)?
+        .map(served)
         .ok_or_else(|| Error::not_found(format!("run {id:?}: no such run")))
+}
+
+/// A run's row as the API gives it: its error without the host's paths.
+fn served(run: RunInfo) -> RunInfo {
+    RunInfo {
+        error: run.error.as_deref().map(crate::server::error::redact),
+        ..run
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -248,7 +258,10 @@ pub async fn run_results(
         let text = std::fs::read_to_string(dir.join("summary.json")).map_err(|_| {
             Error(
                 StatusCode::CONFLICT,
-                format!("run {id}: no results yet (status {})", run.status.name()),
+                match &run.error {
+                    Some(why) => format!("run {id}: no results ({}: {why})", run.status.name()),
+                    None => format!("run {id}: no results yet (status {})", run.status.name()),
+                },
             )
         })?;
         let mut summary: RunSummary = serde_json::from_str(&text).map_err(Error::internal)?;
