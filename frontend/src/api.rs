@@ -107,7 +107,7 @@ async fn send(
     let window = web_sys::window().ok_or_else(|| "no window".to_string())?;
     let response: Response = JsFuture::from(window.fetch_with_request(&request))
         .await
-        .map_err(|_| format!("{url}: the server cannot be reached"))?
+        .map_err(|_| "the server cannot be reached: is `cosmicai serve` still running? Reload the page once it is back".to_string())?
         .unchecked_into();
     if response.ok() {
         return Ok(response);

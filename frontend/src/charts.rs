@@ -28,6 +28,10 @@ fn colour(t: f64) -> [u8; 3] {
 pub fn DensityScatter(
     points: Vec<(f32, f32)>,
     #[prop(optional)] outliers: Vec<(f32, f32, i64)>,
+    /// How many of the points are outliers, where `outliers` marks only the
+    /// farthest off of them.
+    #[prop(optional)]
+    outliers_total: Option<usize>,
 ) -> impl IntoView {
     const BIN: usize = 5; // pixels a side: 60 x 60 bins
     const LISTED: usize = 12;
@@ -140,7 +144,7 @@ pub fn DensityScatter(
             }
         }
     });
-    let mut note = format!("{} points; colour: log count", points.len());
+    let mut note = format!("{} points", points.len());
     if above > 0 {
         note += &format!("; {above} beyond z = {max_z}");
     }
@@ -155,9 +159,28 @@ pub fn DensityScatter(
     worst.sort_by(|a, b| (b.1 - b.0).abs().total_cmp(&(a.1 - a.0).abs()));
     let more = worst.len().saturating_sub(LISTED);
     worst.truncate(LISTED);
+    let total = outliers_total.unwrap_or(outliers.len()).max(outliers.len());
+    let said = if total > outliers.len() {
+        format!(
+            "{total} of the {} points shown are outliers (|Δz| / (1 + z) > 0.15); the {} farthest off are ringed in red: click one on the plot to open it. The farthest off: ",
+            points.len(),
+            outliers.len()
+        )
+    } else {
+        format!(
+            "{total} of the {} points shown are outliers (|Δz| / (1 + z) > 0.15), ringed in red: click one on the plot to open it. The farthest off: ",
+            points.len()
+        )
+    };
+    // The colour scale: one point a bin at the dark end, the fullest bin's count at the bright end.
+    let (dark, bright) = (colour(0.0), colour(1.0));
+    let colour_bar = format!(
+        "background:linear-gradient(to right,rgb({},{},{}),rgb({},{},{}))",
+        dark[0], dark[1], dark[2], bright[0], bright[1], bright[2]
+    );
     let links = (!worst.is_empty()).then(|| {
         view! {
-            <p class="outliers">{format!("{} outliers among the points shown, in red; click one on the plot to open it. The farthest off: ", outliers.len())}
+            <p class="outliers">{said}
                 {worst.into_iter().map(|(x, y, id)| view! {
                     <a class="outlier" href=format!("#/object/{id}") title=format!("spectroscopic z {x:.3}, predicted {y:.3}")>{id.to_string()}</a>" "
                 }).collect_view()}
@@ -169,6 +192,7 @@ pub fn DensityScatter(
         <div class="scatter" data-points=points.len() data-beyond=above + below + failed data-outliers=marked>
             <CanvasPlot x=sx y=sy pixels=Signal::derive(move || rgba.clone()) on_gesture=on_gesture
                 name="predicted against spectroscopic redshift" keys=("z_spec", "z_pred") clicks_only=true />
+            <p class="note colour-scale">"points a bin: 1 "<span class="colour-bar" style=colour_bar aria-hidden="true"></span>{format!(" {most} (log scale)")}</p>
             <p class="note">{note}</p>
             {links}
         </div>
@@ -195,27 +219,35 @@ pub fn Histogram(values: Vec<f64>, lo: f64, hi: f64, label: String) -> impl Into
     view! {
         <svg class="chart histogram" viewBox=format!("0 0 {W} 220") width=W height=220 role="img" aria-label=aria>
             {counts.iter().enumerate().map(|(i, c)| {
-                let h = (*c as f64 / top) * 150.0;
+                let h = (f64::from(*c) / top) * 150.0;
                 view! { <rect x=PAD + i as f64 * bw y=180.0 - h width=bw - 1.0 height=h fill="#4a90d9" /> }
             }).collect_view()}
+            // The y axis: from none to the fullest bin's count, said at its top.
+            <line x1=PAD - 2.0 y1=30 x2=PAD - 2.0 y2=180 stroke="#888" />
+            <line class="tick" x1=PAD - 6.0 y1=30 x2=PAD - 2.0 y2=30 stroke="#888" />
+            <text class="tick" x=PAD - 8.0 y=184 text-anchor="end">"0"</text>
+            <text class="tick" x=PAD + 2.0 y=27>{format!("{top} objects in the fullest bin")}</text>
             <text x=PAD y=196>{format!("{lo}")}</text>
             <text x=W - PAD y=196 text-anchor="end">{format!("{hi}")}</text>
             <text x=W / 2.0 y=214 text-anchor="middle">{label}</text>
             // Said, not dropped: the tails are where the outliers are.
             {(outside > 0).then(|| view! {
-                <text class="outside" x=W - PAD y=20 text-anchor="end">{format!("{outside} of {} outside {lo} to {hi}", values.len())}</text>
+                <text class="outside" x=W - PAD y=12 text-anchor="end">{format!("{outside} of {} outside {lo} to {hi}", values.len())}</text>
             })}
         </svg>
     }
 }
 
-/// One horizontal bar per item: `(label, value)`, scaled to the largest.
+/// One horizontal bar per item: `(label, value)`, scaled to the largest,
+/// under its `title` (what the bars measure).
 #[component]
-pub fn Bars(items: Vec<(String, f64)>, unit: String) -> impl IntoView {
+pub fn Bars(items: Vec<(String, f64)>, unit: String, title: String) -> impl IntoView {
     let top = items.iter().map(|(_, v)| *v).fold(1e-9, f64::max);
     let h = 22.0 * items.len() as f64 + 10.0;
-    let aria = unit.clone();
+    let aria = format!("{title} ({unit})");
     view! {
+        <figure class="bars-figure">
+        <figcaption>{aria.clone()}</figcaption>
         <svg class="chart bars" viewBox=format!("0 0 {W} {h}") width=W height=h role="img" aria-label=aria>
             {items.into_iter().enumerate().map(|(i, (name, v))| {
                 let y = 5.0 + 22.0 * i as f64;
@@ -226,6 +258,7 @@ pub fn Bars(items: Vec<(String, f64)>, unit: String) -> impl IntoView {
                 }
             }).collect_view()}
         </svg>
+        </figure>
     }
 }
 
@@ -237,6 +270,8 @@ pub fn LineChart(
     y_label: String,
 ) -> impl IntoView {
     const COLOURS: [&str; 4] = ["#e5534b", "#57ab5a", "#4a90d9", "#e5a33d"];
+    // Room left of the y axis for ticks like 1.5e-4 beside the axis's title.
+    const LEFT: f64 = 64.0;
     let xs = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x));
     let x_max = xs.clone().fold(1.0, f64::max);
     let y_ticks = ticks(
@@ -251,13 +286,13 @@ pub fn LineChart(
     let mut x_ticks: Vec<f64> = xs.clone().collect();
     x_ticks.sort_by(f64::total_cmp);
     x_ticks.dedup();
-    let sx = move |x: f64| PAD + x / x_max * (W - 2.0 * PAD);
+    let sx = move |x: f64| LEFT + x / x_max * (W - LEFT - PAD);
     let sy = move |y: f64| H - PAD - y / y_max * (H - 2.0 * PAD);
     let aria = format!("{y_label} against {x_label}");
     view! {
         <svg class="chart lines" viewBox=format!("0 0 {W} {H}") width=W height=H role="img" aria-label=aria>
-            <line x1=PAD y1=H - PAD x2=W - PAD y2=H - PAD stroke="#888" />
-            <line x1=PAD y1=PAD x2=PAD y2=H - PAD stroke="#888" />
+            <line x1=LEFT y1=H - PAD x2=W - PAD y2=H - PAD stroke="#888" />
+            <line x1=LEFT y1=PAD x2=LEFT y2=H - PAD stroke="#888" />
             {series.into_iter().enumerate().map(|(i, (name, points))| {
                 let colour = COLOURS[i % COLOURS.len()];
                 let path = points.iter().map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y))).collect::<Vec<_>>().join(" ");
@@ -270,8 +305,8 @@ pub fn LineChart(
             <text x=W / 2.0 y=H - 8.0 text-anchor="middle">{x_label}</text>
             <text x=12 y=H / 2.0 transform=format!("rotate(-90 12 {})", H / 2.0) text-anchor="middle">{y_label}</text>
             {y_ticks.into_iter().map(|t| view! {
-                <line class="tick" x1=PAD - 4.0 y1=sy(t) x2=PAD y2=sy(t) stroke="#888" />
-                <text class="tick" x=PAD - 6.0 y=sy(t) + 4.0 text-anchor="end">{tick_label(t)}</text>
+                <line class="tick" x1=LEFT - 4.0 y1=sy(t) x2=LEFT y2=sy(t) stroke="#888" />
+                <text class="tick" x=LEFT - 6.0 y=sy(t) + 4.0 text-anchor="end">{tick_label(t)}</text>
             }).collect_view()}
             {x_ticks.into_iter().map(|t| view! {
                 <line class="tick" x1=sx(t) y1=H - PAD x2=sx(t) y2=H - PAD + 4.0 stroke="#888" />

@@ -30,10 +30,14 @@ pub fn ticks(max: f64, count: usize) -> Vec<f64> {
         .collect()
 }
 
-/// A tick's label, short enough for a chart's margin: `0.2`, `4`, `2e-5`.
+/// A tick's label, short enough for a chart's margin: `0.2`, `4`, `2e-5`,
+/// `1.5e-4` (three significant digits at most, so no two ticks read alike).
 pub fn tick_label(t: f64) -> String {
     if t != 0.0 && t.abs() < 0.01 {
-        format!("{t:.0e}")
+        let text = format!("{t:.2e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        format!("{mantissa}e{exponent}")
     } else {
         format!("{t}")
     }
@@ -133,6 +137,12 @@ mod tests {
         );
         assert_eq!(tick_label(0.2), "0.2");
         assert_eq!(tick_label(4.0), "4");
+        // Steps of 5e-5: 1.5e-4 is not a second 1e-4 (or 2e-4).
+        let costs = ticks(0.00019, 4);
+        assert_eq!(
+            costs.iter().map(|&t| tick_label(t)).collect::<Vec<_>>(),
+            ["0", "5e-5", "1e-4", "1.5e-4", "2e-4"]
+        );
     }
 
     #[test]

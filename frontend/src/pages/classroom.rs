@@ -78,6 +78,14 @@ pub fn ClassroomPage() -> impl IntoView {
         let (n, c) = (count.get_untracked(), class.get_untracked());
         lesson(n, c, made.get() > 0)
     });
+    // The count and class go into the link: a reload shows a set of the same kind.
+    Effect::new(move |_| {
+        let mut query = vec![format!("n={}", count.get())];
+        if let Some(c) = class.get() {
+            query.push(format!("class={}", c.name()));
+        }
+        crate::keep_in_link(&crate::route_with("/class", &query));
+    });
     let at = RwSignal::new(0usize);
     let revealed = RwSignal::new(0usize);
     // A changed count or class makes a new set at once, as the button does.
@@ -93,6 +101,7 @@ pub fn ClassroomPage() -> impl IntoView {
                     <input type="number" min="1" max=MAX_OBJECTS class="class-count"
                         prop:value=move || count.get().to_string()
                         on:change=move |ev| { count.set(event_target_value(&ev).parse::<usize>().unwrap_or(10).clamp(1, MAX_OBJECTS)); new_set() } />
+                    <span class="hint">{format!(" (1 to {MAX_OBJECTS}) ")}</span>
                 </label>
                 <label>" of "
                     <select class="class-kind" on:change=move |ev| { class.set(class_from_key(&event_target_value(&ev))); new_set() }>

@@ -172,10 +172,19 @@ pub fn ExplorePage() -> impl IntoView {
                         <button class="predict-these" disabled=to_predict == 0 on:click=move |_| {
                             selection.set(for_predict.iter().take(64).cloned().collect());
                             crate::navigate("/predict");
-                        }>{format!("Predict these {to_predict} in the browser")}</button>
+                        }>{if shown.len() > to_predict {
+                            format!("Predict the first {to_predict} of these in the browser")
+                        } else {
+                            format!("Predict these {to_predict} in the browser")
+                        }}</button>
                     </p>
                     {(p.total == 0).then(|| view! {
-                        <p class="empty" role="status">"No objects match these filters: widen them, or clear them to see every object."</p>
+                        <p class="empty" role="status">"No objects match these filters: widen or remove them to see more."</p>
+                    })}
+                    {(p.total > 0 && p.objects.is_empty()).then(|| view! {
+                        <p class="empty past-the-end" role="status">{format!("This page starts past the last of the {} objects. ", p.total)}
+                            <button class="first-page" on:click=move |_| reset()>"Back to the first page"</button>
+                        </p>
                     })}
                         // One HTML string for the whole page of cards: the browser parses
                         // 1,000 cards in a few ms, where creating them node by node from
@@ -190,7 +199,11 @@ pub fn ExplorePage() -> impl IntoView {
             // disabled button drops the keyboard's focus.
             <button disabled=move || offset.get() == 0 aria-disabled=move || loading().to_string()
                 on:click=move |_| if let (false, Some((_, limit, _))) = (loading(), bounds.get_untracked()) { offset.update(|o| *o = o.saturating_sub(limit)) }>"Previous"</button>
-            {move || bounds.get().map(|(first, limit, total)| format!(" {}–{} of {} ", first + 1, (first + limit).min(total), total))}
+            {move || bounds.get().map(|(first, limit, total)| match total {
+                0 => " none ".to_string(),
+                _ if first >= total => format!(" past the end of {total} "),
+                _ => format!(" {}–{} of {} ", first + 1, (first + limit).min(total), total),
+            })}
             <button class="next" disabled=at_end aria-disabled=move || loading().to_string()
                 on:click=move |_| if let (false, Some((first, limit, _))) = (loading(), bounds.get_untracked()) { offset.set(first + limit) }>"Next"</button>
             {move || loading().then(|| view! { <span class="loading" role="status">" loading…"</span> })}

@@ -154,7 +154,15 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
         }
         format!("#{}", crate::route_with(&format!("/{page}"), &query))
     };
+    use cosmicai_shared::Class;
     view! {
+        <p class="sky-legend plots-legend">
+            {[Class::Galaxy, Class::Star, Class::Qso, Class::Unknown].map(|class| {
+                let c = crate::classes::colour(class);
+                view! { <span style=format!("color:rgb({},{},{})", c[0], c[1], c[2])>{format!("● {} ", crate::classes::word(class))}</span> }
+            }).collect_view()}
+            <span class="outside"><span style="color:rgb(58,62,74)" aria-hidden="true">"● "</span>"outside the cuts"</span>
+        </p>
         <div class="plots">
             {PANELS.into_iter().map(|(x, y)| view! { <Plot objects=objects pass=pass cuts=cuts x=x y=y /> }).collect_view()}
         </div>
@@ -169,7 +177,7 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
                     p.iter().zip(&o.synthetic).filter(|(p, s)| **p && **s).count()
                 }));
                 let rendered = if rendered > 0 {
-                    format!(" {rendered} of them are synthetic renderings, which repeat their source objects' magnitudes (cut provenance=real to leave them out).")
+                    format!(" {rendered} of them are synthetic renderings, which repeat their source objects' magnitudes (Data: real only leaves them out).")
                 } else {
                     String::new()
                 };
@@ -177,6 +185,16 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
             }}
             <a class="plots-explore" href=move || link("")>"Show in Explore"</a>" · "
             <a class="plots-sky" href=move || link("sky")>"Show on the sky"</a>" · "
+            <label>"Data "<select class="plots-provenance"
+                prop:value=move || cuts.get().provenance.unwrap_or_default()
+                on:change=move |ev| {
+                    let chosen = event_target_value(&ev);
+                    cuts.update(|c| c.provenance = (!chosen.is_empty()).then_some(chosen));
+                }>
+                <option value="">"all"</option>
+                <option value="real">"real only"</option>
+                <option value="synthetic">"synthetic only"</option>
+            </select></label>" · "
             <button class="plots-clear" on:click=move |_| cuts.set(Cuts::default())>"Clear cuts"</button>" · "
             <button class="plots-predict" on:click=predict>{move || format!("Predict {} in the browser", if passing() > MAX_PICKED { format!("the first {MAX_PICKED}") } else { "these".to_string() })}</button>" · "
             <button class="plots-run" on:click=move |_| super::runs::launch_on_selection(cuts.get_untracked().query(), None, run_status)>"Launch a run on these"</button>

@@ -120,6 +120,8 @@ pub fn RunPage(id: String) -> impl IntoView {
     let next_event = StoredValue::new(0usize);
     // The stream is gone and the page polls instead (said on the page).
     let polling = RwSignal::new(false);
+    // The server cannot be reached just now: the stream, or polling, tries again.
+    let lost = RwSignal::new(false);
     // Streamed events not drawn yet, and whether a draw is due.
     let pending = StoredValue::new(Vec::<RunEvent>::new());
     let draw_due = StoredValue::new(false);
@@ -143,6 +145,7 @@ pub fn RunPage(id: String) -> impl IntoView {
                     if let Ok(n) = m.last_event_id().parse::<usize>() {
                         next_event.try_set_value(n + 1);
                     }
+                    lost.try_set(false);
                     let end = matches!(e, RunEvent::Finished { .. } | RunEvent::Error { .. });
                     pending.try_update_value(|p| p.push(e));
                     if end {
@@ -167,6 +170,9 @@ pub fn RunPage(id: String) -> impl IntoView {
             let over = ending.with_untracked(Option::is_some);
             if over {
                 s.close();
+            } else if s.ready_state() == web_sys::EventSource::CONNECTING {
+                // The browser reconnects by itself: said, until it is back.
+                lost.set(true);
             } else if s.ready_state() == web_sys::EventSource::CLOSED {
                 s.close();
                 // What the stream brought is drawn first: polling takes up after it.
@@ -179,6 +185,7 @@ pub fn RunPage(id: String) -> impl IntoView {
                         ending,
                         detail,
                         next_event,
+                        lost,
                     },
                     alive.clone(),
                 ));
@@ -186,6 +193,11 @@ pub fn RunPage(id: String) -> impl IntoView {
         });
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         on_error.forget();
+        let on_open = Closure::<dyn FnMut()>::new(move || {
+            lost.try_set(false);
+        });
+        source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        on_open.forget();
     }
     let closer = source.clone();
     let leaving = alive.clone();
@@ -229,8 +241,8 @@ pub fn RunPage(id: String) -> impl IntoView {
         {move || match detail.get() {
             Some(Ok(run)) => view! {
                 <p class="run-settings">{format!(
-                    "{} ranks · batch {} · {} · data {}",
-                    run.world_size, run.batch_size, run.device, run.data_prefix
+                    "{} · batch {} · {} · data {}",
+                    cosmicai_shared::counted(run.world_size, "rank"), run.batch_size, run.device, run.data_prefix
                 )}</p>
             }.into_any(),
             Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
@@ -239,9 +251,14 @@ pub fn RunPage(id: String) -> impl IntoView {
         <p class="run-status" role="status">{move || match status() {
             None => "running…".to_string(),
             Some(Ok(s)) => format!("finished: {}", s.name()),
+            // Said once: the run's own error above says it already.
+            Some(Err(_)) if matches!(detail.get(), Some(Err(_))) => String::new(),
             Some(Err(e)) => format!("error: {e}"),
         }}</p>
-        {move || polling.get().then(|| view! {
+        {move || (lost.get() && status().is_none()).then(|| view! {
+            <p class="note lost" role="alert">"The server cannot be reached: trying again. What is shown is as it was last heard."</p>
+        })}
+        {move || (polling.get() && status().is_none()).then(|| view! {
             <p class="note polling">"The live stream closed: the run is followed by asking the server every 2 s."</p>
         })}
         {
@@ -275,7 +292,7 @@ pub fn RunPage(id: String) -> impl IntoView {
             world_size().filter(|_| !over_unseen).map(|n| view! {
                 <div class="overall">
                     <progress aria-label="ranks ended" max=n.max(1) value=done + failed></progress>
-                    <span>{format!("{done} of {n} ranks done, {failed} failed · {objects} objects so far")}</span>
+                    <span>{format!("{done} of {} done, {failed} failed · {objects} objects{}", cosmicai_shared::counted(n, "rank"), if over_unseen || status().is_some() { "" } else { " so far" })}</span>
                 </div>
             })
         }}
@@ -320,6 +337,7 @@ struct Followed {
     ending: RwSignal<Ending>,
     detail: RwSignal<Option<Result<RunInfo, String>>>,
     next_event: StoredValue<usize>,
+    lost: RwSignal<bool>,
 }
 
 /// The stream is gone before the run's end (the browser gave up on it): the
@@ -335,6 +353,7 @@ async fn poll_until_over(
         ending,
         detail,
         next_event,
+        lost,
     } = page;
     while alive.load(std::sync::atomic::Ordering::Relaxed) {
         let from = next_event.try_get_value().unwrap_or(0);
@@ -342,6 +361,7 @@ async fn poll_until_over(
         if !alive.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
+        lost.try_set(reply.as_ref().is_err_and(|e| !e.starts_with("404")));
         if let Ok(d) = &reply {
             fold(&d.events, ranks, ending);
             next_event.try_set_value(from + d.events.len());
@@ -446,11 +466,15 @@ fn ResultsView(results: RunResults) -> impl IntoView {
         .iter()
         .map(|p| (p.z_spec, p.z_pred))
         .collect();
-    // Outliers (|Δz| / (1 + z) > 0.15) open their object when clicked.
-    let outliers: Vec<(f32, f32, i64)> = results
-        .scatter
-        .iter()
-        .filter(|p| ((p.z_pred - p.z_spec) / (1.0 + p.z_spec)).abs() > 0.15)
+    // Outliers (|Δz| / (1 + z) > 0.15) open their object when clicked: all
+    // counted, the farthest off marked.
+    let off =
+        |p: &cosmicai_shared::api::ScatterPoint| ((p.z_pred - p.z_spec) / (1.0 + p.z_spec)).abs();
+    let mut outlying: Vec<_> = results.scatter.iter().filter(|p| off(p) > 0.15).collect();
+    let outliers_total = outlying.len();
+    outlying.sort_by(|a, b| off(b).total_cmp(&off(a)));
+    let outliers: Vec<(f32, f32, i64)> = outlying
+        .into_iter()
         .filter_map(|p| Some((p.z_spec, p.z_pred, p.id?)))
         .take(MAX_OUTLIER_MARKS)
         .collect();
@@ -566,7 +590,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             <h3>"Results"</h3>
             <p class="results-line">{line}</p>
             <div class="charts">
-                <DensityScatter points=points outliers=outliers />
+                <DensityScatter points=points outliers=outliers outliers_total=outliers_total />
                 <Histogram values=residuals lo=-0.3 hi=0.3 label="(z_pred − z_spec) / (1 + z_spec)".to_string() />
             </div>
             <p class="note scatter-sample">{sample_note}</p>
@@ -595,7 +619,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             })}
             <h4>"Per rank"</h4>
             {bars_note.map(|n| view! { <p class="note">{n}</p> })}
-            <div class="charts"><Bars items=durations unit="s".to_string() /><Bars items=memory unit="MB".to_string() /></div>
+            <div class="charts"><Bars items=durations unit="s".to_string() title="duration".to_string() /><Bars items=memory unit="MB".to_string() title="peak memory".to_string() /></div>
             <h4>"Cost at AWS prices"</h4>
             <p class="note cost-basis">"The measured durations at us-east-1 list prices: on AWS, what the functions were billed (a cold call's start included); on this machine, its ranks' time priced as Lambda's, though a local rank may use more cores than a Lambda of its memory gets. Not included: the data's upload, attempts that failed without a measure, GPU instances' start and idle time"{if cost.data_bytes > 0 { "; keeping the data in S3 is a monthly bill of its own, below the total." } else { ", and keeping the data in S3." }}</p>
             <table class="cost">
