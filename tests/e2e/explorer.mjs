@@ -120,6 +120,12 @@ try {
     // A reload shows the same page.
     await page.reload();
     await page.waitForFunction(() => document.querySelector('.pager')?.textContent.includes(' 61–120 of '), null, { timeout: 60000 });
+    // A link past the last object says so, and leads back to the first page.
+    await page.goto(base + '/#/?offset=999999');
+    await page.waitForSelector('.past-the-end', { timeout: 60000 });
+    assert.match(await page.textContent('.pager'), / past the end of \d+ /);
+    await page.click('button.first-page');
+    await page.waitForFunction(() => document.querySelector('.pager')?.textContent.includes(' 1–60 of '), null, { timeout: 60000 });
   });
 
   await step('a link sets the filters, and the filters set the link', async () => {
@@ -290,6 +296,14 @@ try {
     const total = Number(await page.getAttribute(summary, 'data-total'));
     assert.ok(total > 30000, `${total} objects on the plots`);
     assert.equal(Number(await page.getAttribute(summary, 'data-pass')), total, 'no cuts, all pass');
+    // The legend names each class's colour.
+    assert.match(await page.textContent('.plots-legend'), /galaxy.*star.*quasar.*unlabelled.*outside the cuts/);
+    // Data: real only leaves the renderings out, in the link too; then back to all.
+    await page.selectOption('select.plots-provenance', 'real');
+    await page.waitForFunction((t) => Number(document.querySelector('.plots-summary').dataset.pass) < t, total);
+    assert.ok((await page.evaluate(() => location.hash)).includes('provenance=real'));
+    await page.selectOption('select.plots-provenance', '');
+    await page.waitForFunction((t) => Number(document.querySelector('.plots-summary').dataset.pass) === t, total);
     // Around the galaxies on u−g against g−r: g−r 0.3 to 0.9, u−g 1.2 to 2.0.
     const box = await page.locator('canvas.plot[data-x="gr"]').boundingBox();
     const drawn = Number(await page.getAttribute('canvas.plot[data-x="ri"]', 'data-drawn'));
@@ -476,6 +490,21 @@ try {
     const outliers = await page.$$eval('.results .scatter a.outlier', (as) => as.map((a) => [a.textContent, a.title]));
     const marked = await page.getAttribute('.results .scatter', 'data-outliers');
     assert.ok(outliers.length > 5, `${outliers.length} outlier links`);
+    // Every outlier among the points counted, and what makes one said; the
+    // colour scale and the histogram's fullest bin shown.
+    const said = await page.textContent('.results .scatter p.outliers');
+    const [, counted, shown] = said.match(/^(\d+) of the (\d+) points shown are outliers \(\|Δz\| \/ \(1 \+ z\) > 0\.15\)/) ?? [];
+    assert.ok(Number(counted) >= marked.split(' ').length && Number(shown) > Number(counted), said);
+    assert.match(await page.textContent('.results .scatter .colour-scale'), /^points a bin: 1 +\d+ \(log scale\)$/);
+    assert.match(await page.textContent('.results svg.histogram'), /\d+ objects in the fullest bin/);
+    // The marked ones are the farthest off of all the points (not the first found).
+    const runId = (await page.evaluate(() => location.hash)).split('/').pop();
+    const scatter = (await (await fetch(`${base}/api/runs/${runId}/results`)).json()).scatter;
+    const off = (p) => Math.abs((p.z_pred - p.z_spec) / (1 + p.z_spec));
+    const offs = scatter.filter((p) => off(p) > 0.15).map(off).sort((a, b) => b - a);
+    const cutoff = offs[Math.min(offs.length, 300) - 1];
+    const byId = new Map(scatter.map((p) => [String(p.id), p]));
+    assert.ok(marked.split(' ').every((id) => off(byId.get(id)) >= cutoff - 1e-6), `a marked outlier nearer than the ${Math.min(offs.length, 300)}th farthest`);
     const top = Number(ticks[ticks.length - 1]);
     // The farthest off (listed first), whose ring is drawn 3 pixels in from the edges.
     const [, x, y] = outliers[0][1].match(/spectroscopic z (-?[\d.]+), predicted (-?[\d.]+)/).map(Number);
