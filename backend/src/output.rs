@@ -16,13 +16,13 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 /// `error` and its causes, as `{error:#}` gives them, less a cause whose text
-/// the message before it already says (an I/O error named in its context's
+/// the message before it ends with (an I/O error named in its context's
 /// message and again as its source: "x: Not a directory: Not a directory").
 pub fn chain(error: &anyhow::Error) -> String {
     let mut said = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        if said.contains(&text) {
+        if said.ends_with(&text) {
             continue;
         }
         if !said.is_empty() {
@@ -61,5 +61,8 @@ mod tests {
         assert_eq!(super::chain(&e), "r/payload.json: Not a directory");
         let e = anyhow::anyhow!("disk full").context("writing r/0.json");
         assert_eq!(super::chain(&e), "writing r/0.json: disk full");
+        // A short cause said inside the message (not at its end) is kept.
+        let e = anyhow::anyhow!("0").context("rank 0 failed");
+        assert_eq!(super::chain(&e), "rank 0 failed: 0");
     }
 }

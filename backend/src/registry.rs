@@ -710,7 +710,7 @@ impl std::error::Error for UnknownRun {}
 /// The row's columns, and the error of a run closed without a summary (its
 /// `summary_json` then holds that alone: a summary, maybe MBs, is not parsed).
 const INFO_COLUMNS: &str = "id, created_at, status, world_size, batch_size, device, data_prefix, result_path, objects, duration_s, cost_usd, \
-    CASE WHEN substr(summary_json, 1, 9) = '{\"error\":' THEN json_extract(summary_json, '$.error') END";
+    CASE WHEN substr(summary_json, 1, 9) = '{\"error\":' AND json_valid(summary_json) THEN json_extract(summary_json, '$.error') END";
 
 fn run_info(r: &rusqlite::Row) -> rusqlite::Result<RunInfo> {
     let status: String = r.get(2)?;

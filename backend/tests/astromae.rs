@@ -76,6 +76,11 @@ fn model_import_refuses_broken_files_by_name() {
     assert_eq!(std::fs::read(&kept).unwrap(), b"mine");
     let e = failure(&["model", "import", &ck, "--out", &ck, "--force"]);
     assert!(e.contains("is the checkpoint itself"), "{e}");
+    // It writes safetensors: a `.pt` name would be read back as a pickle.
+    let named_pt = tmp.path().join("converted.pt").display().to_string();
+    let e = failure(&["model", "import", &ck, "--out", &named_pt]);
+    assert!(e.contains("name it NAME.safetensors"), "{e}");
+    assert!(!tmp.path().join("converted.pt").exists());
     assert_eq!(std::fs::read(&checkpoint).unwrap(), before);
     ok_json(&[
         "model",

@@ -1140,7 +1140,7 @@ fn more_ranks_than_files_are_said_once_not_a_line_a_rank() {
     assert!(out.status.success(), "{said}");
     assert!(
         said.contains(
-            "note: world_size 7 over 4 partition files: 3 ranks are planned none and read nothing"
+            "note: world_size 7 over 4 partition files: 3 ranks planned none and read nothing"
         ),
         "{said}"
     );

@@ -102,12 +102,12 @@ pub fn run_cost(
     let on_gpu = children == Children::BatchGpu;
     // A rank planned no file is no Map item on AWS: no time, call, child, GET or
     // PUT (a local run starts it all the same; its cost at AWS prices is AWS's).
-    // Nor is one a cancel kept from starting: billed nothing, it was never
-    // called (a started attempt is billed 1 ms at least).
+    // Nor is one a cancel kept from starting (no attempt: the local executor's
+    // count; on AWS a rank that left no measures may have been called, and is
+    // priced as one attempt).
     let planned = |rank: usize| files_per_rank.get(rank).is_none_or(|&files| files > 0);
-    let never_started = |r: &RankMeasure| {
-        r.billed_duration_ms == 0 && r.error.as_deref() == Some(crate::executor::CANCELLED)
-    };
+    let never_started =
+        |r: &RankMeasure| r.attempts == 0 && r.error.as_deref() == Some(crate::executor::CANCELLED);
     let running = || {
         ranks
             .iter()
@@ -309,7 +309,7 @@ mod tests {
     fn ranks_a_cancel_kept_from_starting_cost_nothing() {
         let rank = |ms, error: Option<&str>| RankMeasure {
             billed_duration_ms: ms,
-            attempts: 1,
+            attempts: u32::from(ms > 0),
             error: error.map(str::to_string),
             ..Default::default()
         };
@@ -347,6 +347,14 @@ mod tests {
             (4, 2)
         );
         assert!(stopped.s3_get > one.s3_get && stopped.total_usd > one.total_usd);
+        // On AWS a rank that left no measures is marked cancelled with one
+        // attempt: it may have been called, and is priced as one.
+        let missing = RankMeasure {
+            attempts: 1,
+            ..rank(0, Some(crate::executor::CANCELLED))
+        };
+        let on_aws = cost(&[rank(1000, None), missing.clone(), missing]);
+        assert_eq!(on_aws.lambda_requests, 5);
     }
 
     #[test]

@@ -400,3 +400,29 @@ fn a_file_converted_with_another_class_is_named_before_anything_is_written() {
     assert_ne!(std::fs::read(out.join("p.safetensors")).unwrap(), before);
     assert_eq!(import(Class::Unknown).unwrap().skipped, 1);
 }
+
+#[test]
+fn a_conversion_that_fails_leaves_no_empty_folder_behind() {
+    use cosmicai_engine::cai::{CONVERTED, converted_prefix};
+    let root = tempfile::tempdir().unwrap();
+    let cai = root.path().join("cai");
+    std::fs::create_dir_all(&cai).unwrap();
+    // Cut short: not a zip any more.
+    let whole = std::fs::read(fixture()).unwrap();
+    std::fs::write(cai.join("partition_0.pt"), &whole[..whole.len() / 2]).unwrap();
+    let e = converted_prefix(root.path(), "cai", None, |_, _| {}, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("partition_0.pt") && e.contains("cut short"),
+        "{e}"
+    );
+    assert!(
+        !cai.join(CONVERTED).exists(),
+        "an empty conversion folder was left"
+    );
+    // A folder that was there before stays, empty or not.
+    std::fs::create_dir(cai.join(CONVERTED)).unwrap();
+    assert!(converted_prefix(root.path(), "cai", None, |_, _| {}, |_| {}).is_err());
+    assert!(cai.join(CONVERTED).is_dir());
+}

@@ -154,7 +154,7 @@ fn a_failed_rank_is_retried_and_a_hopeless_one_is_reported() {
 fn a_retry_the_cancel_prevents_ends_the_rank_cancelled() {
     // The worker says it is ready, then fails on its own; the cancel comes
     // after it has failed but before the executor has seen it end (the
-    // executor's loop is held in the ready event until then).
+    // executor's loop is held in the ready event until then: 3 s, for a busy machine).
     let failing = "import sys, json\nprint(json.dumps({'event': 'ready'}), flush=True)\nsys.exit('weights missing')";
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut failures = Vec::new();
@@ -173,7 +173,7 @@ fn a_retry_the_cancel_prevents_ends_the_rank_cancelled() {
             cancel.clone(),
             |e| match e {
                 RunEvent::RankReady { .. } => {
-                    std::thread::sleep(Duration::from_millis(1500));
+                    std::thread::sleep(Duration::from_millis(3000));
                     cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 RunEvent::RankFailed {
@@ -193,7 +193,7 @@ fn a_retry_the_cancel_prevents_ends_the_rank_cancelled() {
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let measures = execute_cancellable(&python(failing), 1, &[0], config(0), cancel.clone(), |e| {
         if let RunEvent::RankReady { .. } = e {
-            std::thread::sleep(Duration::from_millis(1500));
+            std::thread::sleep(Duration::from_millis(3000));
             cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });

@@ -115,6 +115,15 @@ pub fn translate(
         ));
     }
     for key in CAI_NUMBERS {
+        // CAI calls int() on them: 4.0 is 4 there too.
+        if let Some(n) = fields
+            .get(key)
+            .filter(|v| v.is_f64())
+            .and_then(Value::as_f64)
+            .filter(|n| n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(n))
+        {
+            fields.insert(key.into(), Value::from(n as u64));
+        }
         if let Some(Value::String(text)) = fields.get(key) {
             let n: u64 = text
                 .trim()
@@ -314,6 +323,28 @@ mod tests {
         assert!(value.get("data_bucket").is_none(), "{value}");
         let request: RunRequest = serde_json::from_value(value).unwrap();
         assert!(request.problems().is_empty(), "{:?}", request.problems());
+    }
+
+    #[test]
+    fn whole_floats_are_whole_numbers_as_cai_reads_them() {
+        let cai = serde_json::json!({"script": "s", "file_limit": 4.0, "batch_size": "8", "result_path": "r"});
+        let (value, notes) =
+            translate(cai, PartitionsIn::Data, Some(("photoz", "--model"))).unwrap();
+        assert_eq!(
+            (value["file_limit"].as_u64(), value["world_size"].as_u64()),
+            (Some(4), Some(4)),
+            "{value}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n == "world_size not given: 4, the file_limit, as CAI's initializer does"),
+            "{notes:?}"
+        );
+        // A fraction is left for the request's own check to refuse.
+        let half = serde_json::json!({"script": "s", "file_limit": 2.5, "batch_size": 8, "result_path": "r"});
+        let (value, _) = translate(half, PartitionsIn::Data, Some(("photoz", "--model"))).unwrap();
+        assert_eq!(value["file_limit"], 2.5);
     }
 
     #[test]

@@ -337,6 +337,15 @@ fn uploaded(
         &crate::coordinator::with_converted_data(root, request, recorder, " before the upload")?;
     let local_plan = plan(&local, request, run_id)?;
     refuse_unrunnable(&local_plan, deployed)?;
+    // What only the local plan sees (weights left out of the upload); the
+    // bucket's plan says the rest once the upload is there.
+    for note in local_plan
+        .notes
+        .iter()
+        .filter(|n| n.contains("left out of the data"))
+    {
+        recorder.println(&format!("note: {note}"));
+    }
     let bar = if recorder.is_quiet() {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
     } else {

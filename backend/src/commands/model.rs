@@ -67,6 +67,13 @@ pub fn run(command: ModelCommand) -> Result<()> {
             args.out.display()
         );
     }
+    // The file's name says what it holds: runs read a `.pt` as a pickle.
+    if args.out.extension().is_none_or(|x| x != "safetensors") {
+        anyhow::bail!(
+            "--out {}: model import writes safetensors, so name it NAME.safetensors",
+            args.out.display()
+        );
+    }
     if args.out.exists() && !args.force {
         anyhow::bail!(
             "--out {} exists; pass --force to replace it",

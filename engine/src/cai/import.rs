@@ -166,8 +166,12 @@ fn import_up_to(
             }
         }
     }
+    // A folder made here and left empty by a failure goes again: no empty
+    // `cai-partitions/` is left in the user's data for a file that would not read.
+    let made = !out.is_dir();
     crate::partition::create_dir_synced(out)
         .map_err(|e| fail(out, format!("cannot create: {e}")))?;
+    let mut left_empty = RemovedIfEmpty(made.then_some(out));
     let mut report = ImportReport::default();
     for file in &files {
         if limit.is_some_and(|n| report.written.len() + report.skipped >= n) {
@@ -229,6 +233,7 @@ fn import_up_to(
             ),
         ));
     }
+    left_empty.0 = None;
     Ok(report)
 }
 
@@ -340,6 +345,18 @@ pub fn converted_prefix_with(
         .join(CONVERTED)
         .to_string_lossy()
         .into_owned())
+}
+
+/// A folder removed when dropped, where it is still empty (`remove_dir` leaves
+/// one that holds anything).
+struct RemovedIfEmpty<'a>(Option<&'a Path>);
+
+impl Drop for RemovedIfEmpty<'_> {
+    fn drop(&mut self) {
+        if let Some(folder) = self.0 {
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
 }
 
 /// Removes the partitions in `out` converted from a `.pt` no longer among

@@ -160,10 +160,11 @@ pub fn execute_cancellable(
                     error: CANCELLED.into(),
                     retrying: false,
                 });
-                // A retry never started: its earlier attempts are what was billed.
+                // Never started: its earlier attempts (none, for a rank never
+                // tried) are what was called and billed.
                 measures[rank] = RankMeasure {
                     billed_duration_ms: billed_before[rank],
-                    ..failed_for_good(rank, (attempt - 1).max(1), CANCELLED.into())
+                    ..failed_for_good(rank, attempt - 1, CANCELLED.into())
                 };
                 finished += 1;
             }

@@ -221,6 +221,13 @@ fn replace_synced(
 /// data folder's datasets and results from its group, and from a server run as
 /// another user.
 pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    // Said of the folder, not of a `.tmp…` name the user never chose.
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("folder {} does not exist", dir.display()),
+        ));
+    }
     let mut builder = tempfile::Builder::new();
     #[cfg(unix)]
     {

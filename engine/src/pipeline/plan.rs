@@ -291,25 +291,27 @@ pub fn plan(
     }
     if request.file_limit.is_none_or(|limit| limit > files.len()) {
         notes.extend(unread_cai_files(
+            store,
+            request,
             &files,
             &partitions(&crate::cai::is_cai_key),
         ));
     }
     match request.file_limit {
         Some(limit) if limit > files.len() => notes.push(format!(
-            "file_limit {limit}: data_prefix '{}' holds {} partition files, and all are read",
+            "file_limit {limit}: data_prefix '{}' holds {}, and all are read",
             request.data_prefix,
-            files.len()
+            cosmicai_shared::counted(files.len(), "partition file")
         )),
         Some(limit) => files.truncate(limit),
         None => {}
     }
     if request.world_size > files.len() {
         notes.push(format!(
-            "world_size {} over {} partition files: {} ranks are planned none and read nothing",
+            "world_size {} over {}: {} planned none and read nothing",
             request.world_size,
-            files.len(),
-            request.world_size - files.len()
+            cosmicai_shared::counted(files.len(), "partition file"),
+            cosmicai_shared::counted(request.world_size - files.len(), "rank")
         ));
     }
     let keys: Vec<String> = files.iter().map(|(k, _)| k.clone()).collect();
@@ -333,9 +335,17 @@ pub fn plan(
 /// unread though they sit with them: beside them, or beside the
 /// [`crate::cai::CONVERTED`] folder they are read from, with no partition
 /// converted from them (a conversion cut short by a `file_limit`, a `.pt`
-/// added since). `files` are the partitions planned, all in one folder.
-fn unread_cai_files(files: &[(String, u64)], cai: &[(String, u64)]) -> Option<String> {
+/// added since). `files` are the partitions planned, all in one folder. A
+/// `.pt` at hand here that is a model's checkpoint is no data, and not named.
+fn unread_cai_files(
+    store: &dyn ObjectStore,
+    request: &RunRequest,
+    files: &[(String, u64)],
+    cai: &[(String, u64)],
+) -> Option<String> {
     let folder = folder_of(&files.first()?.0);
+    // Whether the files are at hand here (else in a bucket, read in place).
+    let local = store.local_path(&files.first()?.0).is_some();
     let beside = match folder.rsplit_once('/') {
         Some((parent, last)) if last == crate::cai::CONVERTED => parent,
         None if folder == crate::cai::CONVERTED => "",
@@ -353,6 +363,11 @@ fn unread_cai_files(files: &[(String, u64)], cai: &[(String, u64)]) -> Option<St
         .iter()
         .map(|(key, _)| key.as_str())
         .filter(|key| folder_of(key) == beside && !converted.contains(&stem(key)))
+        .filter(|key| {
+            store
+                .local_path(key)
+                .is_none_or(|path| crate::cai::model_checkpoint(&path).is_none())
+        })
         .collect();
     if unread.is_empty() {
         return None;
@@ -369,17 +384,30 @@ fn unread_cai_files(files: &[(String, u64)], cai: &[(String, u64)]) -> Option<St
             format!("{f}/")
         }
     };
-    let how = if beside == folder {
-        "convert them (`cosmicai partition import`) into it".to_string()
+    // A local run of `beside` converts its own .pt files; a plan over that very
+    // folder (on S3, read in place) cannot, and is told how.
+    let prefix = request.data_prefix.trim_matches('/');
+    let how = if beside == folder || beside == prefix || !local {
+        format!(
+            "convert them (`cosmicai partition import`) into '{}'{}",
+            folder_named(folder),
+            if local { "" } else { " and upload them" }
+        )
     } else {
         format!(
             "a run with data_prefix '{beside}' converts them (with no file_limit below their count)"
         )
     };
+    let some = if local {
+        ""
+    } else {
+        " (unless they are model checkpoints)"
+    };
     Some(format!(
-        "{} of CAI's .pt files in '{}' are not read ({}{}): only the partitions in '{}' are, and none was converted from them; {how}",
+        "{} of CAI's .pt files in '{}' {} not read{some} ({}{}): only the partitions in '{}' are, and none was converted from them; {how}",
         unread.len(),
         folder_named(beside),
+        if unread.len() == 1 { "is" } else { "are" },
         shown.join(", "),
         if unread.len() > shown.len() {
             ", …"
@@ -716,10 +744,16 @@ mod tests {
         assert_eq!(
             planned.notes,
             [
-                "1 of CAI's .pt files in 'cai/' are not read (b.pth): only the partitions in 'cai/cai-partitions/' are, and none was converted from them; a run with data_prefix 'cai' converts them (with no file_limit below their count)",
-                "world_size 2 over 1 partition files: 1 ranks are planned none and read nothing"
+                "1 of CAI's .pt files in 'cai/' is not read (b.pth): only the partitions in 'cai/cai-partitions/' are, and none was converted from them; convert them (`cosmicai partition import`) into 'cai/cai-partitions/'",
+                "world_size 2 over 1 partition file: 1 rank planned none and read nothing"
             ]
         );
+        // A model's checkpoint kept beside them is no data: not named.
+        let checkpoint = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../model/tests/fixtures/astromae_small/astromae_state_dict.pt");
+        std::fs::copy(checkpoint, dir.path().join("cai/astromae.pt")).unwrap();
+        let again = plan(&store, &request, "r").unwrap();
+        assert_eq!(again.notes, planned.notes);
         assert_eq!(keys(planned), ["cai/cai-partitions/a.safetensors"]);
         // From the folder above (the same files, listed deeper): said the same.
         let above = RunRequest {
@@ -730,7 +764,8 @@ mod tests {
         let notes = plan(&store, &above, "r").unwrap().notes;
         assert!(
             notes.len() == 1
-                && notes[0].starts_with("1 of CAI's .pt files in 'cai/' are not read (b.pth)"),
+                && notes[0].starts_with("1 of CAI's .pt files in 'cai/' is not read (b.pth)")
+                && notes[0].ends_with("a run with data_prefix 'cai' converts them (with no file_limit below their count)"),
             "{notes:?}"
         );
         // A file_limit the conversion meets reads no .pt by design: no note of them.
@@ -747,7 +782,7 @@ mod tests {
         let notes = plan(&store, &past, "r").unwrap().notes;
         assert_eq!(
             notes.last().map(String::as_str),
-            Some("file_limit 5: data_prefix '' holds 1 partition files, and all are read")
+            Some("file_limit 5: data_prefix '' holds 1 partition file, and all are read")
         );
         // Partitions of ours beside the .pt files (imported into the same folder).
         store.put("cai/b.safetensors", b"x").unwrap();
