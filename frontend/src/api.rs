@@ -37,6 +37,10 @@ pub fn set_token(token: &str) {
 /// full: a class opening one finished run at once).
 const BUSY_TRIES: u32 = 5;
 
+/// What a request that met no server says (its page may try again, and tell
+/// this apart from an answer).
+pub const UNREACHABLE: &str = "the server cannot be reached (is cosmicai serve still running?)";
+
 async fn fetch(url: &str, method: &str, body: Option<String>) -> Result<Response, String> {
     if method != "GET" {
         return send(url, method, body, None).await.map_err(|f| f.message);
@@ -107,7 +111,7 @@ async fn send(
     let window = web_sys::window().ok_or_else(|| "no window".to_string())?;
     let response: Response = JsFuture::from(window.fetch_with_request(&request))
         .await
-        .map_err(|_| "the server cannot be reached: is `cosmicai serve` still running? Reload the page once it is back".to_string())?
+        .map_err(|_| UNREACHABLE.to_string())?
         .unchecked_into();
     if response.ok() {
         return Ok(response);

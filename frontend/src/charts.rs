@@ -9,6 +9,14 @@ const W: f64 = 360.0;
 const H: f64 = 360.0;
 const PAD: f64 = 40.0;
 
+/// Outliers ringed on a scatter at most: the farthest off.
+pub const MAX_OUTLIER_MARKS: usize = 300;
+
+/// How far off a prediction is: |Δz| / (1 + z), the outliers' measure.
+fn off(p: &(f32, f32, i64)) -> f32 {
+    ((p.1 - p.0) / (1.0 + p.0)).abs()
+}
+
 /// Colour for a density in 0..=1 (dark blue → yellow, like viridis' ends).
 fn colour(t: f64) -> [u8; 3] {
     let t = t.clamp(0.0, 1.0);
@@ -21,17 +29,15 @@ fn colour(t: f64) -> [u8; 3] {
 
 /// Predicted (y) against spectroscopic (x) redshift on the plots' canvas component:
 /// binned and coloured by how many points fall in each bin (log scale), with the
-/// y = x line dashed. `outliers` (spectroscopic z, predicted z, object id) are
-/// drawn on top in red; a click near one opens its object, and each is also a
-/// link under the plot (for keyboards and screen readers).
+/// y = x line dashed. `outliers` (spectroscopic z, predicted z, object id: all
+/// of them among the points) are counted; the farthest off within the axes,
+/// [`MAX_OUTLIER_MARKS`] at most, are ringed in red on top: a click near one
+/// opens its object, and the farthest are also links under the plot (for
+/// keyboards and screen readers).
 #[component]
 pub fn DensityScatter(
     points: Vec<(f32, f32)>,
     #[prop(optional)] outliers: Vec<(f32, f32, i64)>,
-    /// How many of the points are outliers, where `outliers` marks only the
-    /// farthest off of them.
-    #[prop(optional)]
-    outliers_total: Option<usize>,
 ) -> impl IntoView {
     const BIN: usize = 5; // pixels a side: 60 x 60 bins
     const LISTED: usize = 12;
@@ -84,9 +90,19 @@ pub fn DensityScatter(
         }
     };
     let points: Vec<(f32, f32)> = points.iter().map(|&(x, y)| (onto(x), onto(y))).collect();
-    let outliers: Vec<(f32, f32, i64)> = outliers
+    let outliers_total = outliers.len();
+    // The farthest off first, as |Δz| / (1 + z) has it; those past the axes are
+    // counted, not drawn.
+    let mut outliers: Vec<(f32, f32, i64)> = outliers
         .into_iter()
         .filter(|(x, y, _)| inside(*x, *y))
+        .collect();
+    let outliers_beyond = outliers_total - outliers.len();
+    outliers.sort_by(|a, b| off(b).total_cmp(&off(a)));
+    let outliers_drawn = outliers.len();
+    outliers.truncate(MAX_OUTLIER_MARKS);
+    let outliers: Vec<(f32, f32, i64)> = outliers
+        .into_iter()
         .map(|(x, y, id)| (onto(x), onto(y), id))
         .collect();
     // Pixels: log count per bin, the y = x line, then the outliers.
@@ -154,26 +170,29 @@ pub fn DensityScatter(
     if failed > 0 {
         note += &format!("; {failed} not a number (failed predictions)");
     }
-    // The worst outliers as links too (a keyboard cannot click a canvas).
+    // The farthest off as links too (a keyboard cannot click a canvas).
     let mut worst = outliers.clone();
-    worst.sort_by(|a, b| (b.1 - b.0).abs().total_cmp(&(a.1 - a.0).abs()));
     let more = worst.len().saturating_sub(LISTED);
     worst.truncate(LISTED);
-    let total = outliers_total.unwrap_or(outliers.len()).max(outliers.len());
-    let said = if total > outliers.len() {
+    let ringed = if outliers.len() < outliers_drawn {
         format!(
-            "{total} of the {} points shown are outliers (|Δz| / (1 + z) > 0.15); the {} farthest off are ringed in red: click one on the plot to open it. The farthest off: ",
-            points.len(),
+            "the {} farthest off on the plot are ringed in red",
             outliers.len()
         )
     } else {
-        format!(
-            "{total} of the {} points shown are outliers (|Δz| / (1 + z) > 0.15), ringed in red: click one on the plot to open it. The farthest off: ",
-            points.len()
-        )
+        "those on the plot are ringed in red".to_string()
     };
-    // The colour scale: one point a bin at the dark end, the fullest bin's count at the bright end.
-    let (dark, bright) = (colour(0.0), colour(1.0));
+    let beyond = if outliers_beyond > 0 {
+        format!(" ({outliers_beyond} of them beyond the axes)")
+    } else {
+        String::new()
+    };
+    let said = format!(
+        "{outliers_total} of the {} points are outliers (|Δz| / (1 + z) > 0.15){beyond}; {ringed}: click one to open it. The farthest off: ",
+        points.len() + failed
+    );
+    // The colour scale, from a bin of one point to the fullest bin.
+    let (dark, bright) = (colour(2f64.ln() / (1.0 + most).ln()), colour(1.0));
     let colour_bar = format!(
         "background:linear-gradient(to right,rgb({},{},{}),rgb({},{},{}))",
         dark[0], dark[1], dark[2], bright[0], bright[1], bright[2]
@@ -192,7 +211,9 @@ pub fn DensityScatter(
         <div class="scatter" data-points=points.len() data-beyond=above + below + failed data-outliers=marked>
             <CanvasPlot x=sx y=sy pixels=Signal::derive(move || rgba.clone()) on_gesture=on_gesture
                 name="predicted against spectroscopic redshift" keys=("z_spec", "z_pred") clicks_only=true />
-            <p class="note colour-scale">"points a bin: 1 "<span class="colour-bar" style=colour_bar aria-hidden="true"></span>{format!(" {most} (log scale)")}</p>
+            {(most > 1.0).then(|| view! {
+                <p class="note colour-scale">"points a bin: 1 "<span class="colour-bar" style=colour_bar aria-hidden="true"></span>{format!(" {most} (log scale)")}</p>
+            })}
             <p class="note">{note}</p>
             {links}
         </div>
@@ -213,7 +234,8 @@ pub fn Histogram(values: Vec<f64>, lo: f64, hi: f64, label: String) -> impl Into
             outside += 1;
         }
     }
-    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let fullest = counts.iter().copied().max().unwrap_or(0);
+    let top = f64::from(fullest.max(1));
     let bw = (W - 2.0 * PAD) / BINS as f64;
     let aria = label.clone();
     view! {
@@ -226,7 +248,7 @@ pub fn Histogram(values: Vec<f64>, lo: f64, hi: f64, label: String) -> impl Into
             <line x1=PAD - 2.0 y1=30 x2=PAD - 2.0 y2=180 stroke="#888" />
             <line class="tick" x1=PAD - 6.0 y1=30 x2=PAD - 2.0 y2=30 stroke="#888" />
             <text class="tick" x=PAD - 8.0 y=184 text-anchor="end">"0"</text>
-            <text class="tick" x=PAD + 2.0 y=27>{format!("{top} objects in the fullest bin")}</text>
+            <text class="tick" x=PAD + 2.0 y=27>{format!("{} in the fullest bin", cosmicai_shared::counted(fullest as usize, "object"))}</text>
             <text x=PAD y=196>{format!("{lo}")}</text>
             <text x=W - PAD y=196 text-anchor="end">{format!("{hi}")}</text>
             <text x=W / 2.0 y=214 text-anchor="middle">{label}</text>
@@ -244,11 +266,13 @@ pub fn Histogram(values: Vec<f64>, lo: f64, hi: f64, label: String) -> impl Into
 pub fn Bars(items: Vec<(String, f64)>, unit: String, title: String) -> impl IntoView {
     let top = items.iter().map(|(_, v)| *v).fold(1e-9, f64::max);
     let h = 22.0 * items.len() as f64 + 10.0;
-    let aria = format!("{title} ({unit})");
+    let caption = format!("{title} ({unit})");
+    // Named once, by the caption it shows.
+    let id = format!("bars-{}", title.replace(' ', "-"));
     view! {
         <figure class="bars-figure">
-        <figcaption>{aria.clone()}</figcaption>
-        <svg class="chart bars" viewBox=format!("0 0 {W} {h}") width=W height=h role="img" aria-label=aria>
+        <figcaption id=id.clone()>{caption}</figcaption>
+        <svg class="chart bars" viewBox=format!("0 0 {W} {h}") width=W height=h role="img" aria-labelledby=id>
             {items.into_iter().enumerate().map(|(i, (name, v))| {
                 let y = 5.0 + 22.0 * i as f64;
                 view! {

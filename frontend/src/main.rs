@@ -152,8 +152,18 @@ fn App() -> impl IntoView {
             _ => pages::explore::ExplorePage().into_any(),
         }
     };
+    // For keyboards: past the header's links to the page itself (an in-page
+    // anchor would change the route, which lives in the hash).
+    let skip = move |ev: leptos::ev::MouseEvent| {
+        ev.prevent_default();
+        if let Some(main) = main.get_untracked() {
+            let _ = main.focus();
+        }
+    };
     view! {
         <header>
+            // First in the header (a landmark, as every part of the page is).
+            <a class="skip-link" href="#/" on:click=skip>"Skip to the page"</a>
             <h1 class="brand-title"><a href="#/" class="brand">"CosmicAI"</a></h1>
             <nav>
                 <a href="#/">"Explore"</a>

@@ -102,7 +102,9 @@ fn now_ms() -> f64 {
 async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
     let response: Response = JsFuture::from(scope().fetch_with_str(url))
         .await
-        .map_err(|_| format!("{url}: the server cannot be reached"))?
+        .map_err(|_| {
+            format!("{url}: the server cannot be reached (is cosmicai serve still running?)")
+        })?
         .unchecked_into();
     if !response.ok() {
         return Err(format!("{url}: HTTP {}", response.status()));

@@ -298,6 +298,20 @@ try {
     assert.equal(Number(await page.getAttribute(summary, 'data-pass')), total, 'no cuts, all pass');
     // The legend names each class's colour.
     assert.match(await page.textContent('.plots-legend'), /galaxy.*star.*quasar.*unlabelled.*outside the cuts/);
+    // A link that cuts on provenance shows it in the Data control.
+    const drawnAll = () => page.waitForFunction(() => {
+      const plots = [...document.querySelectorAll('canvas.plot')];
+      return plots.length === 3 && plots.every((c) => Number(c.dataset.drawn) >= 1);
+    }, null, { timeout: 60000 });
+    await page.goto(base + '/#/plots?provenance=real');
+    await page.reload();
+    await drawnAll();
+    await page.waitForFunction((t) => Number(document.querySelector('.plots-summary')?.dataset.pass) < t, total, { timeout: 60000 });
+    assert.equal(await page.inputValue('select.plots-provenance'), 'real');
+    await page.goto(base + '/#/plots');
+    await page.reload();
+    await drawnAll();
+    await page.waitForFunction((t) => Number(document.querySelector('.plots-summary')?.dataset.pass) === t, total, { timeout: 60000 });
     // Data: real only leaves the renderings out, in the link too; then back to all.
     await page.selectOption('select.plots-provenance', 'real');
     await page.waitForFunction((t) => Number(document.querySelector('.plots-summary').dataset.pass) < t, total);
@@ -493,19 +507,22 @@ try {
     // Every outlier among the points counted, and what makes one said; the
     // colour scale and the histogram's fullest bin shown.
     const said = await page.textContent('.results .scatter p.outliers');
-    const [, counted, shown] = said.match(/^(\d+) of the (\d+) points shown are outliers \(\|Δz\| \/ \(1 \+ z\) > 0\.15\)/) ?? [];
+    const [, counted, shown] = said.match(/^(\d+) of the (\d+) points are outliers \(\|Δz\| \/ \(1 \+ z\) > 0\.15\)/) ?? [];
     assert.ok(Number(counted) >= marked.split(' ').length && Number(shown) > Number(counted), said);
     assert.match(await page.textContent('.results .scatter .colour-scale'), /^points a bin: 1 +\d+ \(log scale\)$/);
     assert.match(await page.textContent('.results svg.histogram'), /\d+ objects in the fullest bin/);
-    // The marked ones are the farthest off of all the points (not the first found).
+    const top = Number(ticks[ticks.length - 1]);
+    // The marked ones are the 300 farthest off of the points within the axes
+    // (not the first 300 found): the run has more outliers than that.
     const runId = (await page.evaluate(() => location.hash)).split('/').pop();
     const scatter = (await (await fetch(`${base}/api/runs/${runId}/results`)).json()).scatter;
     const off = (p) => Math.abs((p.z_pred - p.z_spec) / (1 + p.z_spec));
-    const offs = scatter.filter((p) => off(p) > 0.15).map(off).sort((a, b) => b - a);
-    const cutoff = offs[Math.min(offs.length, 300) - 1];
+    const within = (p) => Math.max(p.z_spec, p.z_pred) <= top && Math.min(p.z_spec, p.z_pred) >= -0.01;
+    const offs = scatter.filter((p) => off(p) > 0.15 && within(p)).map(off).sort((a, b) => b - a);
+    assert.ok(offs.length > 300, `${offs.length} outliers within the axes`);
     const byId = new Map(scatter.map((p) => [String(p.id), p]));
-    assert.ok(marked.split(' ').every((id) => off(byId.get(id)) >= cutoff - 1e-6), `a marked outlier nearer than the ${Math.min(offs.length, 300)}th farthest`);
-    const top = Number(ticks[ticks.length - 1]);
+    assert.equal(marked.split(' ').length, 300);
+    assert.ok(marked.split(' ').every((id) => off(byId.get(id)) >= offs[299] - 1e-6), 'a marked outlier nearer than the 300th farthest');
     // The farthest off (listed first), whose ring is drawn 3 pixels in from the edges.
     const [, x, y] = outliers[0][1].match(/spectroscopic z (-?[\d.]+), predicted (-?[\d.]+)/).map(Number);
     const plot = await page.locator('.results .scatter canvas.plot').boundingBox();
@@ -699,7 +716,7 @@ try {
     assert.equal(page.url(), sweepUrl);
   });
 
-  await step('every page passes axe-core with no serious or critical violation, and the grid is reachable by keyboard', async () => {
+  await step('every page passes axe-core with no violation, and the grid is reachable by keyboard', async () => {
     const axeSource = join(root, 'tests/e2e/node_modules/axe-core/axe.min.js');
     const firstId = (await (await fetch(base + '/api/objects?sort=showcase&limit=1')).json()).objects[0].id;
     const pages = [['/#/', '.card img'], ['/#/sky', 'canvas.sky'], ['/#/plots', 'canvas.plot'], ['/#/predict?backend=cpu', '.timing'],
@@ -713,8 +730,8 @@ try {
       const violations = await page.evaluate(async () => (await axe.run(document)).violations
         .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, first: v.nodes[0]?.html.slice(0, 120) })));
       found.push(`${route}: ${violations.length ? violations.map((v) => `${v.id} (${v.impact})`).join(', ') : 'none'}`);
-      const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-      assert.deepEqual(bad, [], `${route}: ${JSON.stringify(bad)}`);
+      // None at all, moderate ones too (every part of a page in a landmark, say).
+      assert.deepEqual(violations, [], `${route}: ${JSON.stringify(violations)}`);
     }
     console.log(`(${found.join('; ')})`);
     // Keyboard: Tab from the top reaches the filters, then the grid's cards (links).

@@ -111,6 +111,19 @@ pub fn ExplorePage() -> impl IntoView {
             .is_none_or(|(first, limit, total)| first + limit >= total)
     };
     let reset = move || offset.set(0);
+    // The focus after a control that goes with the page: the page itself (the
+    // pager's buttons may be disabled at that moment).
+    let focus_next = || {
+        use wasm_bindgen::JsCast;
+        if let Some(main) = document()
+            .query_selector("main")
+            .ok()
+            .flatten()
+            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+        {
+            let _ = main.focus();
+        }
+    };
     let selection = use_context::<Selection>().expect("selection context").0;
     view! {
         <section class="filters">
@@ -182,8 +195,12 @@ pub fn ExplorePage() -> impl IntoView {
                         <p class="empty" role="status">"No objects match these filters: widen or remove them to see more."</p>
                     })}
                     {(p.total > 0 && p.objects.is_empty()).then(|| view! {
-                        <p class="empty past-the-end" role="status">{format!("This page starts past the last of the {} objects. ", p.total)}
-                            <button class="first-page" on:click=move |_| reset()>"Back to the first page"</button>
+                        <p class="empty past-the-end" role="status">{format!("This page starts past the last of {}. ", cosmicai_shared::counted(p.total, "object"))}
+                            // The button goes with the page: the focus goes to the page.
+                            <button class="first-page" on:click=move |_| {
+                                reset();
+                                focus_next();
+                            }>"Back to the first page"</button>
                         </p>
                     })}
                         // One HTML string for the whole page of cards: the browser parses
@@ -198,7 +215,10 @@ pub fn ExplorePage() -> impl IntoView {
             // Clicks while a page loads are ignored, not the buttons disabled: a
             // disabled button drops the keyboard's focus.
             <button disabled=move || offset.get() == 0 aria-disabled=move || loading().to_string()
-                on:click=move |_| if let (false, Some((_, limit, _))) = (loading(), bounds.get_untracked()) { offset.update(|o| *o = o.saturating_sub(limit)) }>"Previous"</button>
+                on:click=move |_| if let (false, Some((first, limit, total))) = (loading(), bounds.get_untracked()) {
+                    // From past the end, the last page; else the one before.
+                    offset.set(if first >= total && total > 0 { (total - 1) / limit.max(1) * limit } else { first.saturating_sub(limit) })
+                }>"Previous"</button>
             {move || bounds.get().map(|(first, limit, total)| match total {
                 0 => " none ".to_string(),
                 _ if first >= total => format!(" past the end of {total} "),
@@ -295,7 +315,8 @@ fn cards_html(objects: &[ObjectSummary], jpeg_base: Option<&str>) -> String {
         }
         let _ = write!(html, r#"<span class="label">{class} · {z}</span>"#);
         if object.provenance == Provenance::Synthetic {
-            html.push_str(r#"<span class="synthetic" title="rendered by CosmicAI, not observed">synthetic</span>"#);
+            // Read as "GALAXY · z = 0.559, synthetic", not "…0.559synthetic".
+            html.push_str(r#"<span class="sr-only">, </span><span class="synthetic" title="rendered by CosmicAI, not observed">synthetic</span>"#);
         }
         html.push_str("</a>");
     }

@@ -231,7 +231,7 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
             {server.into_iter().map(|p| {
                 let name = p.model.clone();
                 view! {
-                <tr class="server" data-model=name><td>"server (" {p.model} ")"</td><td>{redshift_text(p.redshift, p.redshift_sigma)}</td>
+                <tr class="server" data-model=name><td>{format!("server: {}", p.model)}</td><td>{redshift_text(p.redshift, p.redshift_sigma)}</td>
                 <td>{p.class.map_or_else(|| "no class prediction".to_string(), |c| c.name().to_string())}</td></tr>
                 }
             }).collect_view()}
@@ -248,6 +248,8 @@ fn Detail(detail: ObjectDetail) -> impl IntoView {
 
 /// "0.4123 ± 0.0210" for a model with σ_z, "0.4123" for one without.
 fn redshift_text(z: f32, sigma: Option<f32>) -> String {
+    // A prediction a hair below 0 reads 0.0000, not -0.0000.
+    let z = if z.abs() < 5e-5 { 0.0 } else { z };
     match sigma {
         Some(s) => format!("{z:.4} ± {s:.4}"),
         None => format!("{z:.4}"),

@@ -161,7 +161,7 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
                 let c = crate::classes::colour(class);
                 view! { <span style=format!("color:rgb({},{},{})", c[0], c[1], c[2])>{format!("● {} ", crate::classes::word(class))}</span> }
             }).collect_view()}
-            <span class="outside"><span style="color:rgb(58,62,74)" aria-hidden="true">"● "</span>"outside the cuts"</span>
+            <span class="outside"><span class="outside-dot" aria-hidden="true">"● "</span>"outside the cuts"</span>
         </p>
         <div class="plots">
             {PANELS.into_iter().map(|(x, y)| view! { <Plot objects=objects pass=pass cuts=cuts x=x y=y /> }).collect_view()}
@@ -186,14 +186,15 @@ fn LinkedPlots(points: SkyPoints) -> impl IntoView {
             <a class="plots-explore" href=move || link("")>"Show in Explore"</a>" · "
             <a class="plots-sky" href=move || link("sky")>"Show on the sky"</a>" · "
             <label>"Data "<select class="plots-provenance"
-                prop:value=move || cuts.get().provenance.unwrap_or_default()
                 on:change=move |ev| {
                     let chosen = event_target_value(&ev);
                     cuts.update(|c| c.provenance = (!chosen.is_empty()).then_some(chosen));
                 }>
-                <option value="">"all"</option>
-                <option value="real">"real only"</option>
-                <option value="synthetic">"synthetic only"</option>
+                // Chosen by `selected` on each option: the select's own value
+                // would be set before its options exist.
+                {[("", "all"), ("real", "real only"), ("synthetic", "synthetic only")].map(|(value, label)| view! {
+                    <option value=value selected=move || cuts.get().provenance.as_deref().unwrap_or("") == value>{label}</option>
+                }).collect_view()}
             </select></label>" · "
             <button class="plots-clear" on:click=move |_| cuts.set(Cuts::default())>"Clear cuts"</button>" · "
             <button class="plots-predict" on:click=predict>{move || format!("Predict {} in the browser", if passing() > MAX_PICKED { format!("the first {MAX_PICKED}") } else { "these".to_string() })}</button>" · "

@@ -122,6 +122,10 @@ pub fn RunPage(id: String) -> impl IntoView {
     let polling = RwSignal::new(false);
     // The server cannot be reached just now: the stream, or polling, tries again.
     let lost = RwSignal::new(false);
+    // Times the stream has opened: a reconnection still pending some seconds
+    // after an error is a lost server (the server also ends idle streams on
+    // purpose, and the browser is back within 3 s).
+    let opens = StoredValue::new(0u32);
     // Streamed events not drawn yet, and whether a draw is due.
     let pending = StoredValue::new(Vec::<RunEvent>::new());
     let draw_due = StoredValue::new(false);
@@ -145,7 +149,9 @@ pub fn RunPage(id: String) -> impl IntoView {
                     if let Ok(n) = m.last_event_id().parse::<usize>() {
                         next_event.try_set_value(n + 1);
                     }
-                    lost.try_set(false);
+                    if lost.try_get_untracked() == Some(true) {
+                        lost.try_set(false);
+                    }
                     let end = matches!(e, RunEvent::Finished { .. } | RunEvent::Error { .. });
                     pending.try_update_value(|p| p.push(e));
                     if end {
@@ -171,8 +177,17 @@ pub fn RunPage(id: String) -> impl IntoView {
             if over {
                 s.close();
             } else if s.ready_state() == web_sys::EventSource::CONNECTING {
-                // The browser reconnects by itself: said, until it is back.
-                lost.set(true);
+                // The browser reconnects by itself: said if it is not back soon.
+                let seen = opens.try_get_value();
+                set_timeout(
+                    move || {
+                        let over = ending.try_with_untracked(Option::is_some).unwrap_or(true);
+                        if !over && opens.try_get_value() == seen {
+                            lost.try_set(true);
+                        }
+                    },
+                    std::time::Duration::from_secs(8),
+                );
             } else if s.ready_state() == web_sys::EventSource::CLOSED {
                 s.close();
                 // What the stream brought is drawn first: polling takes up after it.
@@ -194,6 +209,7 @@ pub fn RunPage(id: String) -> impl IntoView {
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         on_error.forget();
         let on_open = Closure::<dyn FnMut()>::new(move || {
+            opens.try_update_value(|n| *n += 1);
             lost.try_set(false);
         });
         source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -252,7 +268,7 @@ pub fn RunPage(id: String) -> impl IntoView {
             None => "running…".to_string(),
             Some(Ok(s)) => format!("finished: {}", s.name()),
             // Said once: the run's own error above says it already.
-            Some(Err(_)) if matches!(detail.get(), Some(Err(_))) => String::new(),
+            Some(Err(e)) if matches!(detail.get(), Some(Err(d)) if d == e) => String::new(),
             Some(Err(e)) => format!("error: {e}"),
         }}</p>
         {move || (lost.get() && status().is_none()).then(|| view! {
@@ -361,7 +377,7 @@ async fn poll_until_over(
         if !alive.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        lost.try_set(reply.as_ref().is_err_and(|e| !e.starts_with("404")));
+        lost.try_set(reply.as_ref().is_err_and(|e| e == crate::api::UNREACHABLE));
         if let Ok(d) = &reply {
             fold(&d.events, ranks, ending);
             next_event.try_set_value(from + d.events.len());
@@ -455,9 +471,6 @@ const FAILURES_LISTED: usize = 100;
 /// Ranks drawn in the per-rank bars, at most.
 const BAR_RANKS: usize = 32;
 
-/// Outliers marked on the results scatter, at most (the rest stay in the density).
-const MAX_OUTLIER_MARKS: usize = 300;
-
 #[component]
 fn ResultsView(results: RunResults) -> impl IntoView {
     let s = results.summary;
@@ -466,17 +479,13 @@ fn ResultsView(results: RunResults) -> impl IntoView {
         .iter()
         .map(|p| (p.z_spec, p.z_pred))
         .collect();
-    // Outliers (|Δz| / (1 + z) > 0.15) open their object when clicked: all
-    // counted, the farthest off marked.
-    let off =
-        |p: &cosmicai_shared::api::ScatterPoint| ((p.z_pred - p.z_spec) / (1.0 + p.z_spec)).abs();
-    let mut outlying: Vec<_> = results.scatter.iter().filter(|p| off(p) > 0.15).collect();
-    let outliers_total = outlying.len();
-    outlying.sort_by(|a, b| off(b).total_cmp(&off(a)));
-    let outliers: Vec<(f32, f32, i64)> = outlying
-        .into_iter()
+    // Outliers (|Δz| / (1 + z) > 0.15): all counted, the farthest off marked
+    // (the scatter chooses), each opening its object when clicked.
+    let outliers: Vec<(f32, f32, i64)> = results
+        .scatter
+        .iter()
+        .filter(|p| ((p.z_pred - p.z_spec) / (1.0 + p.z_spec)).abs() > 0.15)
         .filter_map(|p| Some((p.z_spec, p.z_pred, p.id?)))
-        .take(MAX_OUTLIER_MARKS)
         .collect();
     let residuals: Vec<f64> = results
         .scatter
@@ -590,7 +599,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             <h3>"Results"</h3>
             <p class="results-line">{line}</p>
             <div class="charts">
-                <DensityScatter points=points outliers=outliers outliers_total=outliers_total />
+                <DensityScatter points=points outliers=outliers />
                 <Histogram values=residuals lo=-0.3 hi=0.3 label="(z_pred − z_spec) / (1 + z_spec)".to_string() />
             </div>
             <p class="note scatter-sample">{sample_note}</p>
