@@ -108,15 +108,15 @@ pub fn run_cost(
     let planned = |rank: usize| files_per_rank.get(rank).is_none_or(|&files| files > 0);
     let never_started =
         |r: &RankMeasure| r.attempts == 0 && r.error.as_deref() == Some(crate::executor::CANCELLED);
-    let running = || {
+    // The ranks that ran, numbered: their measures, and the files they read.
+    let ran = || {
         ranks
             .iter()
             .enumerate()
             .filter(move |(rank, r)| planned(*rank) && !never_started(r))
     };
-    let running_files =
-        || running().map(|(rank, _)| files_per_rank.get(rank).copied().unwrap_or(0));
-    let running = || running().map(|(_, r)| r);
+    let running = || ran().map(|(_, r)| r);
+    let running_files = || ran().map(|(rank, _)| files_per_rank.get(rank).copied().unwrap_or(0));
     let ranks_s: f64 = running()
         .map(|r| r.billed_duration_ms as f64 / 1000.0)
         .sum();

@@ -221,20 +221,24 @@ fn replace_synced(
 /// data folder's datasets and results from its group, and from a server run as
 /// another user.
 pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
-    // Said of the folder, not of a `.tmp…` name the user never chose.
-    if !dir.is_dir() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("folder {} does not exist", dir.display()),
-        ));
-    }
     let mut builder = tempfile::Builder::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    builder.tempfile_in(dir)
+    // A missing folder said of the folder, not of a `.tmp…` name the user
+    // never chose (looked at only once the write has failed).
+    builder.tempfile_in(dir).map_err(|e| {
+        if dir.is_dir() {
+            e
+        } else {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("folder {} does not exist", dir.display()),
+            )
+        }
+    })
 }
 
 fn le_bytes<T, const W: usize>(values: &[T], to_bytes: impl Fn(&T) -> [u8; W]) -> Vec<u8> {

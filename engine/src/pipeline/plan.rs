@@ -422,25 +422,25 @@ fn unread_cai_files(
 /// partition (format [`crate::partition::FORMAT`]): a broken or cut-short file
 /// is not judged here (its rank says what is wrong with it).
 fn not_a_partition(store: &dyn ObjectStore, key: &str, size: u64) -> bool {
-    let Some(len) = store
-        .get_head(key, 8)
-        .ok()
-        .and_then(|head| Some(u64::from_le_bytes(head.get(..8)?.try_into().ok()?)))
-        .filter(|len| *len <= MAX_HEADER_BYTES && len.saturating_add(8) <= size)
-    else {
-        return false;
-    };
-    let Some(header) = store
-        .get_head(key, 8 + len)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(bytes.get(8..)?).ok())
-    else {
-        return false;
-    };
-    header
-        .pointer("/__metadata__/format")
-        .and_then(serde_json::Value::as_str)
-        != Some(crate::partition::FORMAT)
+    header_of(store, key, size).is_some_and(|header| {
+        header
+            .pointer("/__metadata__/format")
+            .and_then(serde_json::Value::as_str)
+            != Some(crate::partition::FORMAT)
+    })
+}
+
+/// The JSON header of safetensors file `key` of `size` bytes, read alone (two
+/// ranged reads); `None` where it is no whole header of at most
+/// [`MAX_HEADER_BYTES`].
+fn header_of(store: &dyn ObjectStore, key: &str, size: u64) -> Option<serde_json::Value> {
+    let head = store.get_head(key, 8).ok()?;
+    let len = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
+    if len > MAX_HEADER_BYTES || len.saturating_add(8) > size {
+        return None;
+    }
+    let bytes = store.get_head(key, 8 + len).ok()?;
+    serde_json::from_slice(bytes.get(8..)?).ok()
 }
 
 /// The folder `key` is in ("" at the top).
@@ -476,13 +476,7 @@ pub fn sampled_bytes_per_object(store: &dyn ObjectStore, files: &[(String, u64)]
 /// where that many cutouts of the shape it gives (f32) fit in the file's `size`
 /// bytes, so a header claiming 10^18 objects cannot make every rank look long.
 fn objects_in_header(store: &dyn ObjectStore, key: &str, size: u64) -> Option<u64> {
-    let head = store.get_head(key, 8).ok()?;
-    let len = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
-    if len > MAX_HEADER_BYTES {
-        return None;
-    }
-    let bytes = store.get_head(key, 8 + len).ok()?;
-    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..)?).ok()?;
+    let header = header_of(store, key, size)?;
     let shape: Vec<u64> = header
         .get("images")?
         .get("shape")?

@@ -113,7 +113,7 @@ pub fn ExplorePage() -> impl IntoView {
     let reset = move || offset.set(0);
     // The focus after a control that goes with the page: the page itself (the
     // pager's buttons may be disabled at that moment).
-    let focus_next = || {
+    let focus_page = || {
         use wasm_bindgen::JsCast;
         if let Some(main) = document()
             .query_selector("main")
@@ -199,7 +199,7 @@ pub fn ExplorePage() -> impl IntoView {
                             // The button goes with the page: the focus goes to the page.
                             <button class="first-page" on:click=move |_| {
                                 reset();
-                                focus_next();
+                                focus_page();
                             }>"Back to the first page"</button>
                         </p>
                     })}
