@@ -11,7 +11,7 @@
 
 use anyhow::{Context, Result};
 use cosmicai_engine::pipeline::RunSummary;
-use cosmicai_shared::api::{RunInfo, SweepInfo};
+use cosmicai_shared::api::{RunEvent, RunInfo, SweepInfo};
 use cosmicai_shared::run::{RankMeasure, RunRequest, RunStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -149,6 +149,21 @@ impl Registry {
 
     /// Opens (creating if needed) `path`, and marks runs whose coordinator is gone as interrupted.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_at(path).map_err(|e| {
+            // SQLite's "unable to open database file" says nothing of why.
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if dir.is_dir() && !writable(dir) {
+                e.context(format!(
+                    "{} cannot be written here: runs keep their registry (cosmicai.sqlite) and results inside the data folder, so give one this user may write to (a copy of read-only data, say)",
+                    dir.display()
+                ))
+            } else {
+                e
+            }
+        })
+    }
+
+    fn open_at(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -554,6 +569,47 @@ impl Registry {
         }))
     }
 
+    /// Run `id`'s ranks as recorded, in rank order, as the events that left
+    /// them so: finished ones with their measures, failed ones with their
+    /// errors, and one that had started and never ended (its run interrupted)
+    /// as started. For a page opened on a run this process does not hold.
+    pub fn rank_events(&self, id: &str) -> Result<Vec<RunEvent>> {
+        let mut stmt = self.db.prepare(
+            "SELECT rank, status, attempts, duration_s, peak_rss_mb, objects, error FROM ranks WHERE run_id = ?1 ORDER BY rank",
+        )?;
+        let rows = stmt.query_map(params![id], |r| {
+            let rank = r.get::<_, i64>(0)?.max(0) as usize;
+            let status: String = r.get(1)?;
+            let attempts = r.get::<_, i64>(2)?.clamp(0, i64::from(u32::MAX)) as u32;
+            Ok(match status.as_str() {
+                "succeeded" => RunEvent::RankFinished {
+                    measure: RankMeasure {
+                        rank,
+                        run_id: id.to_string(),
+                        attempts,
+                        duration_s: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+                        peak_rss_mb: r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
+                        objects: r.get::<_, Option<i64>>(5)?.unwrap_or(0).max(0) as usize,
+                        ..Default::default()
+                    },
+                },
+                "failed" => RunEvent::RankFailed {
+                    rank,
+                    attempt: attempts,
+                    error: r
+                        .get::<_, Option<String>>(6)?
+                        .unwrap_or_else(|| "failed".into()),
+                    retrying: false,
+                },
+                _ => RunEvent::RankStarted {
+                    rank,
+                    attempt: attempts.max(1),
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Ids of interrupted runs that have an AWS execution, created since `since`
     /// (unix seconds): executions that may have gone on without a follower.
     pub fn interrupted_on_aws(&self, since: i64) -> Result<Vec<String>> {
@@ -710,7 +766,10 @@ impl std::error::Error for UnknownRun {}
 /// The row's columns, and the error of a run closed without a summary (its
 /// `summary_json` then holds that alone: a summary, maybe MBs, is not parsed).
 const INFO_COLUMNS: &str = "id, created_at, status, world_size, batch_size, device, data_prefix, result_path, objects, duration_s, cost_usd, \
-    CASE WHEN substr(summary_json, 1, 9) = '{\"error\":' AND json_valid(summary_json) THEN json_extract(summary_json, '$.error') END";
+    CASE WHEN substr(summary_json, 1, 9) = '{\"error\":' AND json_valid(summary_json) THEN json_extract(summary_json, '$.error') END, \
+    aws_json IS NOT NULL, \
+    CASE WHEN json_valid(request_json) THEN json_extract(request_json, '$.model') END, \
+    CASE WHEN json_valid(request_json) THEN json_extract(request_json, '$.precision') END";
 
 fn run_info(r: &rusqlite::Row) -> rusqlite::Result<RunInfo> {
     let status: String = r.get(2)?;
@@ -726,14 +785,47 @@ fn run_info(r: &rusqlite::Row) -> rusqlite::Result<RunInfo> {
         objects: r.get::<_, Option<i64>>(8)?.map(|n| n as usize),
         duration_s: r.get(9)?,
         cost_usd: r.get(10)?,
-        error: r.get(11)?,
+        error: r.get::<_, Option<String>>(11)?.or_else(|| {
+            (status == RunStatus::Interrupted.name())
+                .then(|| interrupted_why(r.get(12).unwrap_or(false)))
+        }),
+        model: r.get::<_, Option<String>>(13)?.map(|model| {
+            match r.get::<_, Option<String>>(14).ok().flatten() {
+                Some(precision) if precision != "fp32" => format!("{model} {precision}"),
+                _ => model,
+            }
+        }),
     })
+}
+
+/// Why an interrupted run has no summary, and what to do about it.
+fn interrupted_why(on_aws: bool) -> String {
+    if on_aws {
+        "the process following it stopped before it ended; the execution on AWS may still be going: \
+         `cosmicai runs --follow ID` takes it up (a server does by itself)"
+            .into()
+    } else {
+        "its coordinator (the server or the CLI that ran it) stopped before it ended, \
+         and its ranks with it; the ranks that finished left their results in its result_path. \
+         Run it again for a summary"
+            .into()
+    }
 }
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Whether this process may create files in `dir`.
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path; access(2) only reads it.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 fn process_alive(pid: i64) -> bool {

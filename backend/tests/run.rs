@@ -44,6 +44,14 @@ fn a_run_writes_cai_results_and_is_recorded() {
     assert!(s["cost"]["storage_usd_month"].as_f64().unwrap() > 0.0);
     assert_eq!(s["result_path"], "results/r1");
     assert!(s["metrics"]["galaxy"]["nmad"].as_f64().unwrap() < 0.03);
+    // The validation split, which the shipped PhotoZ never trained on, scored
+    // apart: about a fifth of the galaxies.
+    let (held, all) = (
+        s["metrics"]["held_out"]["galaxy"]["n"].as_u64().unwrap(),
+        s["metrics"]["galaxy"]["n"].as_u64().unwrap(),
+    );
+    assert!(held * 6 > all && held * 4 < all, "{held} of {all}");
+    assert!(s["metrics"]["held_out"]["galaxy"]["nmad"].as_f64().unwrap() > 0.0);
 
     let results = PathBuf::from(&data).join("results/r1");
     for f in [
@@ -567,6 +575,23 @@ fn a_run_whose_coordinator_dies_is_marked_interrupted() {
     let out = cosmicai(&["runs", "--data", &data, "--json"]);
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs[0]["status"], "interrupted", "{runs}");
+    // It says why, and what to do.
+    let why = runs[0]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("stopped before it ended"), "{runs}");
+    assert!(why.contains("Run it again"), "{runs}");
+    let table = cosmicai(&["runs", "--data", &data]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("why: its coordinator"), "{table}");
+    // Which model, and when (UTC).
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.contains(" photoz "), "{table}");
+    assert!(
+        row.split_whitespace()
+            .nth(1)
+            .is_some_and(|d| d.len() == 10 && d.starts_with("20")),
+        "{table}"
+    );
+    assert_eq!(runs[0]["model"], "photoz", "{runs}");
 }
 
 #[test]
@@ -1051,7 +1076,7 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
         (
             "string.json",
             r#"{"batch_size": 10, "world_size": "4", "result_path": "r"}"#,
-            "world_size: invalid type: string \"4\"",
+            "read as CAI's payload (its keys are ones CAI's initializer reads, with world_size written as a string",
         ),
     ] {
         let path = write(name, json);
@@ -1062,16 +1087,57 @@ fn a_cai_payload_file_runs_and_unknown_fields_are_refused() {
             "{name}: {e}"
         );
     }
-    let out = cosmicai(&[
-        "run",
-        "--data",
-        &data,
-        "--request",
-        &good,
-        "--world-size",
-        "3",
-    ]);
-    assert!(!out.status.success());
+    // Another world size and batch size without editing the file, read from
+    // standard input, a Notepad byte-order mark and all.
+    let mut run = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args([
+            "run",
+            "--data",
+            &data,
+            "--request",
+            "-",
+            "--world-size",
+            "3",
+            "--batch-size",
+            "7",
+        ])
+        .args(["--result-path", "results/req3", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let payload = std::fs::read_to_string(&good).unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = run.stdin.take().unwrap();
+        stdin
+            .write_all(format!("\u{feff}{payload}").as_bytes())
+            .unwrap();
+    }
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = last_json_line(&out);
+    assert_eq!(
+        (s["ranks"].as_u64(), s["result_path"].as_str()),
+        (Some(3), Some("results/req3"))
+    );
+    let payload: Value = serde_json::from_slice(
+        &std::fs::read(PathBuf::from(&data).join("results/req3/payload.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            payload["request"]["batch_size"].as_u64(),
+            payload["request"]["file_limit"].as_u64()
+        ),
+        (Some(7), Some(2)),
+        "{payload}"
+    );
     // --model fills a payload's missing model, and is refused beside another.
     let named = write(
         "named.json",

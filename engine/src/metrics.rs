@@ -18,7 +18,7 @@ mod medians;
 use crate::partition::ObjectRow;
 use crate::predict::Prediction;
 use cosmicai_shared::Class;
-pub use cosmicai_shared::metrics::{Calibration, Evaluation, RedshiftMetrics, RiskGroup};
+pub use cosmicai_shared::metrics::{Calibration, Evaluation, HeldOut, RedshiftMetrics, RiskGroup};
 
 /// Spectroscopic redshifts taken as labels: SDSS's stars reach slightly below
 /// 0, its quasars about 7.
@@ -50,6 +50,9 @@ pub struct Scorer {
     qso: GroupSums,
     all: GroupSums,
     calibration: CalibrationCounts,
+    /// The validation split's own scorer, where the model's training is known
+    /// to have left it out ([`Scorer::with_held_out`]).
+    held_out: Option<Box<Scorer>>,
 }
 
 /// Counts behind [`Calibration`].
@@ -62,6 +65,34 @@ struct CalibrationCounts {
 }
 
 impl Scorer {
+    /// A scorer that also scores the validation split apart (objects
+    /// `cosmicai train` never trains on: [`crate::split::is_validation`]).
+    pub fn with_held_out() -> Self {
+        Scorer {
+            held_out: Some(Box::default()),
+            ..Default::default()
+        }
+    }
+
+    /// [`Scorer::add`] for object `object_id`, scored in the validation split
+    /// too where it is in it and this scorer keeps one.
+    pub fn add_object(
+        &mut self,
+        object_id: i64,
+        spectroscopic: f32,
+        class: Class,
+        predicted: &Prediction,
+    ) {
+        self.add(spectroscopic, class, predicted);
+        if let Some(held_out) = self
+            .held_out
+            .as_mut()
+            .filter(|_| crate::split::is_validation(object_id))
+        {
+            held_out.add(spectroscopic, class, predicted);
+        }
+    }
+
     /// One object: its spectroscopic redshift and class (NaN / Unknown when not
     /// known) and what the model predicted.
     pub fn add(&mut self, spectroscopic: f32, class: Class, predicted: &Prediction) {
@@ -125,6 +156,15 @@ impl Scorer {
             class_accuracy: (labelled > 0).then(|| correct as f64 / labelled as f64),
             confusion: self.confusion,
             galaxy_calibration: self.calibration.finish(),
+            held_out: self.held_out.map(|h| {
+                let e = h.finish();
+                HeldOut {
+                    objects: e.objects,
+                    galaxy: e.galaxy,
+                    qso: e.qso,
+                    all: e.all,
+                }
+            }),
         }
     }
 }
@@ -284,6 +324,28 @@ mod tests {
         assert_eq!(evaluation.qso.unwrap().n, 2500);
         assert_eq!(evaluation.objects, n);
         assert_eq!(evaluation.class_accuracy, None);
+    }
+
+    #[test]
+    fn the_validation_split_is_scored_apart_where_asked() {
+        let mut scorer = Scorer::with_held_out();
+        // Ids 0, 5, 10 are in the validation split; 1..4 are not. The held-out
+        // galaxies are predicted exactly, the rest 0.5 off.
+        for id in 0..11i64 {
+            let held = crate::split::is_validation(id);
+            let p = Prediction::redshift_only(if held { 0.2 } else { 0.7 });
+            scorer.add_object(id, 0.2, Class::Galaxy, &p);
+        }
+        let e = scorer.finish();
+        let held = e.held_out.unwrap();
+        assert_eq!((held.objects, held.galaxy.as_ref().unwrap().n), (3, 3));
+        assert_eq!(held.galaxy.unwrap().mae, 0.0);
+        assert_eq!(e.galaxy.as_ref().unwrap().n, 11);
+        assert!(e.galaxy.unwrap().mae > 0.3);
+        // A scorer not asked keeps none.
+        let mut plain = Scorer::default();
+        plain.add_object(5, 0.2, Class::Galaxy, &Prediction::redshift_only(0.2));
+        assert!(plain.finish().held_out.is_none());
     }
 
     #[test]

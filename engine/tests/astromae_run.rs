@@ -95,12 +95,24 @@ fn run_in(
     precision: Precision,
     run_id: &str,
 ) -> (LocalStore, Vec<Result<RankResult, String>>) {
+    run_planned(dir, model, precision, run_id, || {})
+}
+
+/// [`run_in`], with `after_plan` done between Initialize and the ranks.
+fn run_planned(
+    dir: &Path,
+    model: &str,
+    precision: Precision,
+    run_id: &str,
+    after_plan: impl FnOnce(),
+) -> (LocalStore, Vec<Result<RankResult, String>>) {
     let store = LocalStore::new(dir);
     let mut request = request(model);
     request.precision = precision;
     request.result_path = format!("results/{run_id}");
     assert!(request.problems().is_empty(), "{:?}", request.problems());
     let payload = initialize(&store, &request, run_id).unwrap();
+    after_plan();
     let spec = request.model_spec().unwrap();
     let loaded = RedshiftModel::<B>::load(&spec, &Default::default(), true)
         .and_then(|m| m.in_precision(precision, true))
@@ -274,13 +286,19 @@ fn a_partition_without_cutouts_fails_its_rank_naming_it() {
         &partition(0..2, true),
     )
     .unwrap();
-    write_partition(
-        dir.path().join("data/part-1.safetensors"),
-        &partition(2..4, false),
-    )
-    .unwrap();
+    let part1 = dir.path().join("data/part-1.safetensors");
+    write_partition(&part1, &partition(2..4, false)).unwrap();
     let model = format!("astromae:{}", fixture("astromae.safetensors").display());
-    let (store, results) = run(dir.path(), &model);
+    // The plan reads the headers, and refuses it...
+    let e = initialize(&LocalStore::new(dir.path()), &request(&model), "a")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("part-1.safetensors holds no cutouts"), "{e}");
+    // ... and one rewritten without them once planned fails its rank, named.
+    write_partition(&part1, &partition(2..4, true)).unwrap();
+    let (store, results) = run_planned(dir.path(), &model, Precision::Fp32, "a", || {
+        write_partition(&part1, &partition(2..4, false)).unwrap();
+    });
     assert!(results[0].is_ok());
     let e = results[1].as_ref().unwrap_err();
     assert!(

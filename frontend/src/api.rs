@@ -154,7 +154,14 @@ async fn json<T: DeserializeOwned>(response: Response) -> Result<T, String> {
         .map_err(|e| format!("{e:?}"))?
         .as_string()
         .unwrap_or_default();
-    serde_json::from_str(&text).map_err(|e| format!("unexpected reply: {e}"))
+    // Our own server's reply that does not read is most likely from another
+    // build than this explorer's (a `dist/` older than the server).
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "unexpected reply: {e} (is this explorer from another build than the server? \
+             reload the page, or build both again with make serve)"
+        )
+    })
 }
 
 pub async fn get<T: DeserializeOwned>(url: &str) -> Result<T, String> {

@@ -17,6 +17,17 @@ mod plot;
 use cosmicai_shared::api::ObjectSummary;
 use leptos::prelude::*;
 
+/// Makes the current page again from its link (its requests sent anew): what
+/// "Try again" does once the server is back.
+#[derive(Clone, Copy)]
+pub struct Remake(RwSignal<u64>);
+
+impl Remake {
+    pub fn page(self) {
+        self.0.update(|n| *n += 1);
+    }
+}
+
 /// Objects picked on Explore for in-browser prediction.
 #[derive(Clone, Copy)]
 pub struct Selection(pub RwSignal<Vec<ObjectSummary>>);
@@ -103,6 +114,17 @@ fn App() -> impl IntoView {
     });
     on_cleanup(move || handle.remove());
     provide_context(Selection(RwSignal::new(Vec::new())));
+    provide_context(Remake(visits));
+    // An explorer built from other sources than its server (a `dist/` left
+    // from an older build) may fail to read its replies: say why, once.
+    let other_build = RwSignal::new(None::<String>);
+    leptos::task::spawn_local(async move {
+        if let Ok(health) = api::get::<cosmicai_shared::api::Health>("/api/health").await
+            && health.api != cosmicai_shared::API_FINGERPRINT
+        {
+            other_build.set(Some(health.version));
+        }
+    });
     let page = move || {
         visits.track();
         let route = current_route();
@@ -174,6 +196,15 @@ fn App() -> impl IntoView {
                 <a href="#/class">"Classroom"</a>
             </nav>
         </header>
+        {move || other_build.get().map(|version| view! {
+            <p class="error build-mismatch" role="alert">
+                "This explorer was built from other sources than the server it talks to (cosmicai "
+                {version}
+                "), so some pages may not read its replies. Build both again: "
+                <code>"make serve"</code>
+                " (or "<code>"trunk build --release"</code>" and restart the server)."
+            </p>
+        })}
         <main node_ref=main tabindex="-1">{page}</main>
     }
 }

@@ -12,6 +12,18 @@ pub struct ApiError {
     pub error: String,
 }
 
+/// `/api/health`: the server is up, with what it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    pub objects: usize,
+    pub version: String,
+    /// [`crate::API_FINGERPRINT`] of the server's build (empty from a server
+    /// older than it).
+    #[serde(default)]
+    pub api: String,
+}
+
 /// A prediction of one model for one object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -266,6 +278,10 @@ pub struct RunInfo {
     /// cancelled before one; interrupted): its summary says the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The model it ran (`photoz`, `astromae:PATH`), with its precision where
+    /// that is not fp32 (`astromae:PATH bf16`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// What the run's event stream (`GET /api/runs/{id}/events`, Server-Sent Events) says.

@@ -14,8 +14,14 @@
 //! `data_bucket`, as CAI's own does, and writes the results to its own bucket. CAI's payload names no model, since CAI runs only
 //! AstroMAE: the caller gives the one to run (the CLI's `--model`, the
 //! deployment's preloaded model), and without one the payload is refused by
-//! name rather than run on PhotoZ, the default of our own requests. A payload
-//! without CAI's own keys is read strictly, as a CosmicAI request.
+//! name rather than run on PhotoZ, the default of our own requests.
+//!
+//! A payload is CAI's when it has one of CAI's own keys, or when all its keys
+//! are ones CAI's initializer reads and it would be refused as ours for what
+//! CAI's rules allow (a count written as a string, no `world_size` beside a
+//! `file_limit`). Read as CAI's, keys CAI's initializer ignores are set aside, by
+//! name, as it ignores them. Any other payload is read strictly, as a
+//! CosmicAI request.
 
 use serde_json::Value;
 
@@ -41,6 +47,52 @@ const CAI_ONLY: [&str; 5] = [
 /// Keys CAI's initializer passes through `int()`.
 const CAI_NUMBERS: [&str; 3] = ["file_limit", "batch_size", "world_size"];
 
+/// The other keys CAI's initializer reads, which our requests share.
+const CAI_SHARED: [&str; 4] = ["bucket", "data_bucket", "data_prefix", "result_path"];
+
+/// Every field of a CosmicAI request ([`crate::run::RunRequest`]): what a
+/// payload read as CAI's keeps; any other key is set aside.
+pub const REQUEST_FIELDS: [&str; 14] = [
+    "bucket",
+    "data_bucket",
+    "data_prefix",
+    "file_limit",
+    "batch_size",
+    "world_size",
+    "result_path",
+    "device",
+    "precision",
+    "memory_mb",
+    "model",
+    "retries",
+    "tolerated_failure_percentage",
+    "timeout_s",
+];
+
+/// Why `fields` is CAI's payload, where it is: `Some("")` for one of CAI's
+/// own keys, `Some(reason)` for CAI's shape with what only CAI's rules allow.
+fn cais(fields: &serde_json::Map<String, Value>) -> Option<String> {
+    if CAI_ONLY.iter().any(|k| fields.contains_key(*k)) {
+        return Some(String::new());
+    }
+    let cai_key = |k: &str| CAI_NUMBERS.contains(&k) || CAI_SHARED.contains(&k);
+    if fields.is_empty() || !fields.keys().all(|k| cai_key(k)) {
+        return None;
+    }
+    let strings: Vec<&str> = CAI_NUMBERS
+        .into_iter()
+        .filter(|k| fields.get(*k).is_some_and(Value::is_string))
+        .collect();
+    if !strings.is_empty() {
+        return Some(format!(
+            "{} written as a string, as CAI's are",
+            strings.join(" and ")
+        ));
+    }
+    (fields.contains_key("file_limit") && !fields.contains_key("world_size"))
+        .then(|| "no world_size beside its file_limit".into())
+}
+
 /// `payload` as a CosmicAI request, and a note for each thing set aside or
 /// filled in; a payload that is not CAI's comes back as it was, with no notes.
 /// `model` (with where it comes from, for the note) is run where CAI's payload
@@ -53,10 +105,19 @@ pub fn translate(
     let Value::Object(mut fields) = payload else {
         return Ok((payload, Vec::new()));
     };
-    if !CAI_ONLY.iter().any(|k| fields.contains_key(*k)) {
+    let Some(shaped) = cais(&fields) else {
         return Ok((Value::Object(fields), Vec::new()));
-    }
+    };
     let mut notes = Vec::new();
+    // Why a payload without CAI's own keys is read as CAI's.
+    let read_as = if shaped.is_empty() {
+        "CAI's payload".to_string()
+    } else {
+        format!("read as CAI's payload (its keys are ones CAI's initializer reads, with {shaped})")
+    };
+    if !shaped.is_empty() {
+        notes.push(read_as.clone());
+    }
     let data_bucket = match partitions {
         PartitionsIn::Data => None,
         PartitionsIn::DataBucket => fields.remove("data_bucket"),
@@ -103,6 +164,25 @@ pub fn translate(
             }
         }
     }
+    // CAI's initializer ignores keys it does not read; so does this, saying so.
+    let ignored: Vec<String> = fields
+        .keys()
+        .filter(|k| !REQUEST_FIELDS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if !ignored.is_empty() {
+        for key in &ignored {
+            fields.remove(key);
+        }
+        notes.push(format!(
+            "set aside {}, which neither CAI's initializer nor a CosmicAI request reads",
+            ignored
+                .iter()
+                .map(|k| short(&Value::String(k.clone())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if !set_aside.is_empty() {
         // Reading --data, CAI's data bucket is set aside too; on AWS it is read.
         let what = match partitions {
@@ -134,9 +214,9 @@ pub fn translate(
     }
     if !fields.contains_key("model") {
         let Some((model, from)) = model else {
-            return Err(
-                "model not given: CAI's payload runs AstroMAE, so name its checkpoint (\"model\": \"astromae:PATH\" in the payload, or cosmicai run's --model astromae:PATH), or photoz for ours".into(),
-            );
+            return Err(format!(
+                "model not given: {read_as} runs AstroMAE, so name its checkpoint (\"model\": \"astromae:PATH\" in the payload, or cosmicai run's --model astromae:PATH), or photoz for ours"
+            ));
         };
         notes.push(format!("model not given: {model}, {from}"));
         fields.insert("model".into(), Value::String(model.into()));
@@ -345,6 +425,65 @@ mod tests {
         let half = serde_json::json!({"script": "s", "file_limit": 2.5, "batch_size": 8, "result_path": "r"});
         let (value, _) = translate(half, PartitionsIn::Data, Some(("photoz", "--model"))).unwrap();
         assert_eq!(value["file_limit"], 2.5);
+    }
+
+    #[test]
+    fn the_request_fields_are_a_requests_own() {
+        let mut request: RunRequest = serde_json::from_value(serde_json::json!(
+            {"data_bucket": "d", "batch_size": 1, "world_size": 1, "result_path": "r", "precision": "bf16", "timeout_s": 1.0}
+        ))
+        .unwrap();
+        request.file_limit = Some(1);
+        let Value::Object(fields) = serde_json::to_value(&request).unwrap() else {
+            panic!("a request is an object");
+        };
+        let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let mut expected = REQUEST_FIELDS.to_vec();
+        keys.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn cais_shape_without_its_script_keys_is_read_by_cais_rules() {
+        let model = Some(("astromae:ckpt.pt", "from --model"));
+        // CAI's demo payload, its script's settings taken out.
+        let stripped = serde_json::json!({"bucket": "cosmicai2", "file_limit": "11", "batch_size": 512,
+            "result_path": "r/min", "data_bucket": "cosmicai-data", "data_prefix": "100MB"});
+        let (value, notes) = translate(stripped, PartitionsIn::Data, model).unwrap();
+        let request: RunRequest = serde_json::from_value(value).unwrap();
+        assert_eq!((request.file_limit, request.world_size), (Some(11), 11));
+        assert_eq!(request.bucket, "local");
+        assert!(
+            notes[0].contains("with file_limit written as a string, as CAI's are"),
+            "{notes:?}"
+        );
+        // Numbers, but no world_size: CAI's default.
+        let no_world = serde_json::json!({"file_limit": 3, "batch_size": 8, "result_path": "r"});
+        let (value, notes) = translate(no_world, PartitionsIn::Data, model).unwrap();
+        assert_eq!(value["world_size"], 3, "{notes:?}");
+        // Without a model, refused, saying why it was read as CAI's.
+        let string = serde_json::json!({"batch_size": 10, "world_size": "4", "result_path": "r"});
+        let err = translate(string, PartitionsIn::Data, None).unwrap_err();
+        assert!(
+            err.starts_with("model not given: read as CAI's payload (its keys are ones CAI's initializer reads, with world_size written as a string, as CAI's are) runs AstroMAE"),
+            "{err}"
+        );
+        // A key CAI's initializer ignores is set aside, by name.
+        let extra = serde_json::json!({"script": "s", "file_limit": 2, "batch_size": 8, "result_path": "r", "some_new_cai_key": 1, "model": "photoz"});
+        let (value, notes) = translate(extra, PartitionsIn::Data, None).unwrap();
+        assert!(value.get("some_new_cai_key").is_none(), "{value}");
+        assert_eq!(value["model"], "photoz");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("set aside \"some_new_cai_key\"")),
+            "{notes:?}"
+        );
+        // One of ours, valid as it is, stays ours (PhotoZ by default, no notes).
+        let ours = serde_json::json!({"file_limit": 2, "world_size": 2, "batch_size": 8, "result_path": "r"});
+        let (value, notes) = translate(ours.clone(), PartitionsIn::Data, None).unwrap();
+        assert_eq!((value, notes.len()), (ours, 0));
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub mod sky;
 
 pub use domain::{BANDS, Band, Class, Provenance};
 
+/// A fingerprint of this crate's sources, which the server reports at
+/// `/api/health`: an explorer built with another (an old `dist/`) tells its
+/// user, since the replies it reads may have changed shape.
+pub const API_FINGERPRINT: &str = env!("COSMICAI_API_FINGERPRINT");
+
 /// `n` and its noun, plural where `n` is not 1: "1 rank", "3 ranks".
 pub fn counted(n: usize, noun: &str) -> String {
     if n == 1 {

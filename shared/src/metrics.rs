@@ -51,6 +51,23 @@ pub struct Evaluation {
     /// models that give a redshift distribution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub galaxy_calibration: Option<Calibration>,
+    /// The same figures over the validation split alone (objects whose id is
+    /// divisible by 5), which `cosmicai train` never trains on: for a PhotoZ
+    /// model, accuracy on objects it never saw. Absent for other models, whose
+    /// training this does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOut>,
+}
+
+/// [`Evaluation::held_out`]: the validation split's objects and figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HeldOut {
+    /// Real objects of the split (renderings are never scored).
+    pub objects: usize,
+    pub galaxy: Option<RedshiftMetrics>,
+    pub qso: Option<RedshiftMetrics>,
+    pub all: Option<RedshiftMetrics>,
 }
 
 /// Whether a model's uncertainties can be trusted, over galaxies with σ_z.

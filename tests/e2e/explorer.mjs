@@ -70,6 +70,13 @@ const step = async (name, f) => {
   }
 };
 
+// Each page, with what shows it is drawn.
+const everyPage = async () => {
+  const firstId = (await (await fetch(base + '/api/objects?sort=showcase&limit=1')).json()).objects[0].id;
+  return [['/#/', '.card img'], ['/#/sky', 'canvas.sky'], ['/#/plots', 'canvas.plot'], ['/#/predict?backend=cpu', '.timing'],
+    ['/#/runs', '.runs, h2'], ['/#/class?n=3', '.class-counter'], [`/#/object/${firstId}`, 'canvas.composite']];
+};
+
 try {
   await step('the explorer goes over the wire gzipped, at most 3 MB, and is kept by the browser', async () => {
     const page0 = await fetch(base + '/');
@@ -493,6 +500,10 @@ try {
     assert.ok(ticks.length >= 6 && ticks[0] === '0', ticks.join(' '));
     assert.ok(ticks.every((t) => Number.isFinite(Number(t))), ticks.join(' '));
     assert.ok(await page.locator('table.metrics tr').count() >= 2);
+    // The validation split, which the shipped PhotoZ never trained on, has its own row.
+    const held = await page.locator('table.metrics tr', { hasText: 'galaxy, held out' }).locator('td').allTextContents();
+    const every = await page.locator('table.metrics tr', { hasText: /^galaxy\d/ }).locator('td').allTextContents();
+    assert.ok(Number(held[1]) > 0 && Number(held[1]) < Number(every[1]), `held out ${held[1]} of ${every[1]} galaxies`);
     // Keeping the run's data in S3 is priced a month, below the run's total.
     assert.match(await page.textContent('table.cost tr.storage'), /^S3 storage of the data\d+\.\d+ [kMG]B in S3 Standard, a month \(not in the total\)\$\d+\.\d{6}$/);
     // PhotoZ's σ_z, scored on the run's galaxies.
@@ -711,6 +722,9 @@ try {
     // Found again from the Runs page, without its link.
     await page.goto(base + '/#/runs');
     await page.waitForSelector('table.sweeps tr[data-state=finished] a');
+    // The history says which model each run ran (the checkpoint by its name, not its host path).
+    const models = new Set(await page.locator('table.history td.model').allTextContents());
+    assert.ok(models.has('photoz') && models.has('astromae:astromae_module.pt'), [...models].join(', '));
     await page.click('table.sweeps tr[data-state=finished] a');
     await page.waitForSelector('.sweep-state[data-state=finished]');
     assert.equal(page.url(), sweepUrl);
@@ -718,9 +732,7 @@ try {
 
   await step('every page passes axe-core with no violation, and the grid is reachable by keyboard', async () => {
     const axeSource = join(root, 'tests/e2e/node_modules/axe-core/axe.min.js');
-    const firstId = (await (await fetch(base + '/api/objects?sort=showcase&limit=1')).json()).objects[0].id;
-    const pages = [['/#/', '.card img'], ['/#/sky', 'canvas.sky'], ['/#/plots', 'canvas.plot'], ['/#/predict?backend=cpu', '.timing'],
-      ['/#/runs', '.runs, h2'], ['/#/class?n=3', '.class-counter'], [`/#/object/${firstId}`, 'canvas.composite']];
+    const pages = await everyPage();
     const found = [];
     for (const [route, ready] of pages) {
       await page.goto(base + route);
@@ -749,6 +761,78 @@ try {
     assert.ok(reached.has('filters') && reached.has('card'), `Tab reached ${[...reached]}`);
     await page.keyboard.press('Enter');
     await page.waitForFunction(() => location.hash.startsWith('#/object/'));
+  });
+
+  await step('on a phone (390 px) no page is wider than the screen, and the sky map is read where the finger is', async () => {
+    const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
+    const centreOfSky = async (p) => {
+      const box = await p.locator('canvas.sky').boundingBox();
+      await p.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+      await p.waitForSelector('.sky-hover[data-ra]');
+      return [Number(await p.getAttribute('.sky-hover', 'data-ra')), Number(await p.getAttribute('.sky-hover', 'data-dec'))];
+    };
+    try {
+      // A finished run's page too: its scatter, histogram and per-rank bars.
+      const runs = await (await fetch(base + '/api/runs')).json();
+      const done = runs.find((r) => r.status === 'succeeded');
+      assert.ok(done, 'no finished run to show');
+      const pages = [...(await everyPage()), [`/#/runs/${done.id}`, '.results .scatter canvas.plot']];
+      const wide = [];
+      for (const [route, ready] of pages) {
+        await phone.goto(base + route);
+        await phone.reload();
+        await phone.waitForSelector(ready, { timeout: 60000 });
+        const width = await phone.evaluate(() => ({
+          page: document.documentElement.scrollWidth,
+          screen: document.documentElement.clientWidth,
+          past: [...document.querySelectorAll('main *, header *')]
+            .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+            .slice(0, 3).map((e) => `${e.tagName.toLowerCase()}.${e.getAttribute('class') ?? ''}`),
+        }));
+        if (width.page > width.screen) wide.push(`${route}: ${width.page} px on ${width.screen} (${width.past.join(', ')})`);
+      }
+      assert.deepEqual(wide, [], 'pages wider than a phone');
+      // The map drawn smaller than its 960 pixels reads the pointer in its own:
+      // its centre is the whole sky's, RA 180°, Dec 0°, on a phone too.
+      await phone.goto(base + '/#/sky');
+      await phone.waitForFunction(() => Number(document.querySelector('.sky-stats')?.dataset.frames) >= 1, null, { timeout: 60000 });
+      const [ra, dec] = await centreOfSky(phone);
+      assert.ok(Math.abs(ra - 180) < 1 && Math.abs(dec) < 1, `the centre of the map read as RA ${ra}, Dec ${dec} on a phone`);
+      await phone.goto(base + '/#/runs/' + done.id);
+      await phone.waitForSelector('.results .scatter canvas.plot');
+      await phone.screenshot({ path: join(shots, 'phone-run.png'), fullPage: true });
+    } finally {
+      await phone.close();
+    }
+  });
+
+  await step('a server that cannot be reached is said with Try again; an explorer from another build says so', async () => {
+    const objects = (url) => url.pathname === '/api/objects';
+    await page.route(objects, (route) => route.abort('connectionrefused'));
+    try {
+      await page.goto(base + '/#/');
+      await page.reload();
+      await page.waitForSelector('.error button.retry', { timeout: 30000 });
+      assert.match(await page.textContent('.error'), /server cannot be reached/);
+    } finally {
+      await page.unroute(objects);
+    }
+    // Back: asked again without a reload.
+    await page.click('.error button.retry');
+    await page.waitForSelector('.card img', { timeout: 30000 });
+    assert.equal(await page.locator('button.retry').count(), 0);
+    assert.equal(await page.locator('.build-mismatch').count(), 0, 'the same build flagged as another');
+    // A server built from other sources than this explorer (its types may differ).
+    const health = (url) => url.pathname === '/api/health';
+    await page.route(health, (route) => route.fulfill({ status: 200, contentType: 'application/json',
+      body: JSON.stringify({ objects: 1, version: '0.0.1', api: '0123456789abcdef' }) }));
+    try {
+      await page.reload();
+      await page.waitForSelector('.build-mismatch');
+      assert.match(await page.textContent('.build-mismatch'), /built from other sources than the server it talks to \(cosmicai 0\.0\.1\).*make serve/);
+    } finally {
+      await page.unroute(health);
+    }
   });
 
   await step('serve --archive: an object without a cutout gets its real image from the SDSS archive', async () => {

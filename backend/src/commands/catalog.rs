@@ -135,9 +135,9 @@ fn report_text(report: &ImportReport, dir: &Path) -> String {
     let bytes: u64 = report.partitions.iter().map(|p| p.bytes).sum();
     crate::line!(
         out,
-        "wrote {} objects in {} partitions ({}) to {}",
+        "wrote {} objects in {} ({}) to {}",
         report.objects,
-        report.partitions.len(),
+        cosmicai_shared::counted(report.partitions.len(), "partition"),
         format_size(bytes),
         dir.display()
     );

@@ -28,6 +28,9 @@ use cosmicai_shared::run::RunStatus;
 pub struct NotSucceeded {
     pub run_id: String,
     pub status: RunStatus,
+    /// Where its outcome was shown, where not in its own summary above (a
+    /// sweep's table), and what else the reader should know.
+    pub shown: Option<String>,
 }
 
 impl NotSucceeded {
@@ -48,8 +51,9 @@ impl std::fmt::Display for NotSucceeded {
             // Only an interrupt makes a succeeded run no success (exit 130).
             return write!(
                 f,
-                "run {} was interrupted after every rank had ended: it succeeded (see its summary above); exit code {} for the interrupt",
+                "run {} was interrupted after every rank had ended: it succeeded ({}); exit code {} for the interrupt",
                 self.run_id,
+                self.shown.as_deref().unwrap_or("see its summary above"),
                 self.exit_code()
             );
         }
@@ -60,9 +64,10 @@ impl std::fmt::Display for NotSucceeded {
         };
         write!(
             f,
-            "run {} {how} {}: see its summary above (exit code {})",
+            "run {} {how} {}: {} (exit code {})",
             self.run_id,
             self.status.name(),
+            self.shown.as_deref().unwrap_or("see its summary above"),
             self.exit_code()
         )
     }
@@ -77,6 +82,7 @@ pub fn succeeded(run_id: &str, status: RunStatus) -> anyhow::Result<()> {
         status => Err(NotSucceeded {
             run_id: run_id.to_string(),
             status,
+            shown: None,
         }
         .into()),
     }

@@ -83,7 +83,7 @@ pub fn run(command: ModelCommand) -> Result<()> {
     let weights = Weights::open(&args.checkpoint)?;
     if let Some(root) = weights.root() {
         crate::say!(
-            "{}: the model's tensors are under '{root}' (a checkpoint dict): only those are kept",
+            "{}: the model's tensors are under '{root}' (a checkpoint dict's key, or DataParallel's module): only those are kept, named without it",
             args.checkpoint.display()
         );
     }

@@ -107,8 +107,8 @@ pub fn run(args: PartitionArgs) -> Result<()> {
         }
         crate::line!(
             out,
-            "wrote {objects} objects in {} partitions ({})",
-            written.len(),
+            "wrote {objects} objects in {} ({})",
+            cosmicai_shared::counted(written.len(), "partition"),
             format_size(bytes)
         );
         crate::output::emit(&out)?;

@@ -22,8 +22,10 @@ pub struct RunArgs {
     /// inside it). With --s3-data, only where the results and the run registry go.
     #[arg(long)]
     pub data: PathBuf,
+    /// Ranks: the partition files are shared among this many workers (CAI's split).
     #[arg(long, required_unless_present = "request")]
     pub world_size: Option<usize>,
+    /// Objects a worker predicts at once.
     #[arg(long, required_unless_present = "request")]
     pub batch_size: Option<usize>,
     /// A CAI payload as JSON (bucket, data_prefix, file_limit, batch_size, world_size,
@@ -32,8 +34,10 @@ pub struct RunArgs {
     /// CAI's own payload file is read too: its buckets and script settings are set
     /// aside (the partitions come from --data), and world_size defaults to file_limit.
     /// --model fills in the model of a payload that names none (CAI's never does).
-    /// --result-path replaces its result_path (CAI's names one folder for every run).
-    #[arg(long, conflicts_with_all = ["world_size", "batch_size", "file_limit", "retries", "timeout", "device", "precision", "memory_mb"])]
+    /// --result-path replaces its result_path (CAI's names one folder for every run),
+    /// and --world-size, --batch-size and --file-limit its own (another world size
+    /// without editing the file). `-` reads it from standard input.
+    #[arg(long, conflicts_with_all = ["retries", "timeout", "device", "precision", "memory_mb"])]
     pub request: Option<PathBuf>,
     /// Use at most this many partition files.
     #[arg(long)]
@@ -68,6 +72,7 @@ pub struct RunArgs {
     /// Print the duration and cost estimate (from a calibration of this machine) and stop.
     #[arg(long)]
     pub estimate: bool,
+    /// Print the run's summary as one JSON line (no progress bars).
     #[arg(long)]
     pub json: bool,
     /// Where the ranks run: this machine, or AWS Step Functions + Lambda (see infra/aws).
@@ -189,6 +194,35 @@ pub fn run(args: RunArgs) -> Result<()> {
     super::succeeded(&summary.run_id, summary.status)
 }
 
+/// The payload file `path`, or standard input for `-`; at most 1 MB (a payload
+/// is a few hundred bytes: anything larger is not one).
+fn read_request(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    const MAX_BYTES: u64 = 1 << 20;
+    let reader: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(path)
+                .with_context(|| format!("reading --request {}", path.display()))?,
+        )
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading --request {}", path.display()))?;
+    if bytes.len() as u64 > MAX_BYTES {
+        bail!("--request {}: over 1 MB: not a run request", path.display());
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "--request {}: not UTF-8 text: not a run request",
+            path.display()
+        )
+    })
+}
+
 /// The request `args` describe, for run `run_id`.
 pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
     if !args.data.exists() {
@@ -198,10 +232,12 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         bail!("--data {}: a file, not a folder", args.data.display());
     }
     if let Some(path) = &args.request {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading --request {}", path.display()))?;
+        let text = read_request(path)?;
         let invalid = || format!("--request {}: not a valid run request", path.display());
-        let mut payload: serde_json::Value = serde_json::from_str(&text).with_context(invalid)?;
+        // A file saved by Windows' Notepad may start with a byte-order mark.
+        let mut payload: serde_json::Value =
+            serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text))
+                .with_context(invalid)?;
         if let (Some(model), Some(fields)) = (&args.model, payload.as_object_mut()) {
             match fields.get("model") {
                 Some(named) if named != model.as_str() => bail!(
@@ -216,9 +252,23 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         let (mut payload, notes) =
             cosmicai_shared::cai_payload::translate(payload, PartitionsIn::Data, None)
                 .map_err(|e| anyhow::anyhow!("--request {}: {e}", path.display()))?;
-        // Run again with the same payload: its one result_path holds the first run's.
-        if let (Some(result_path), Some(fields)) = (&args.result_path, payload.as_object_mut()) {
-            fields.insert("result_path".into(), result_path.as_str().into());
+        // Run again with the same payload: its one result_path holds the first
+        // run's; a sweep by hand changes its world size.
+        if let Some(fields) = payload.as_object_mut() {
+            let flags = [
+                (
+                    "result_path",
+                    args.result_path.as_deref().map(serde_json::Value::from),
+                ),
+                ("world_size", args.world_size.map(serde_json::Value::from)),
+                ("batch_size", args.batch_size.map(serde_json::Value::from)),
+                ("file_limit", args.file_limit.map(serde_json::Value::from)),
+            ];
+            for (key, value) in flags {
+                if let Some(value) = value {
+                    fields.insert(key.into(), value);
+                }
+            }
         }
         for note in notes {
             crate::say!("--request {}: {note}", path.display());
@@ -240,7 +290,7 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
         }
         if request.bucket != "local" {
             bail!(
-                "--request {}: bucket '{}': this command runs on the local store (bucket \"local\", data under --data); S3 data is run by the AWS launcher",
+                "--request {}: bucket '{}': this command runs on the local store (bucket \"local\", data under --data); S3 data is run by the AWS launcher (--target aws). A CAI payload's bucket (its scripts') is set aside where the payload keeps CAI's script keys, or drop it",
                 path.display(),
                 request.bucket
             );
@@ -345,9 +395,9 @@ fn print_estimate(args: &RunArgs) -> Result<()> {
         return crate::output::emit(&(serde_json::to_string(&e)? + "\n"));
     }
     crate::output::emit(&format!(
-        "estimate: {} objects over {} ranks ({} at a time): about {:.2} s, ${:.6} at AWS prices\n  (calibrated {:.0} objects/s per worker, cold start {:.3} s; Lambda{} {:.2} GB-s)\n",
+        "estimate: {} objects over {} ({} at a time): about {:.2} s, ${:.6} at AWS prices\n  (calibrated {:.0} objects/s per worker, cold start {:.3} s; Lambda{} {:.2} GB-s)\n",
         e.objects,
-        e.ranks,
+        cosmicai_shared::counted(e.ranks, "rank"),
         e.concurrency,
         e.duration_s,
         e.cost_usd,
@@ -359,6 +409,36 @@ fn print_estimate(args: &RunArgs) -> Result<()> {
             .map_or(String::new(), |a| format!(" on {a}")),
         e.cost.lambda_gb_s
     ))
+}
+
+/// The ranks that did not finish, by why: "2 failed", or for a cancelled run
+/// "1 failed, 2 stopped by the cancel, 17 never started" (its `failed_ranks`
+/// counts them all).
+fn unfinished(failed_ranks: &[usize], per_rank: &[RankMeasure]) -> String {
+    let cancelled = cosmicai_engine::executor::CANCELLED;
+    // per_rank is in rank order: found at its index, else looked for.
+    let ended = |rank: usize| {
+        per_rank
+            .get(rank)
+            .filter(|m| m.rank == rank)
+            .or_else(|| per_rank.iter().find(|m| m.rank == rank))
+    };
+    let (mut failed, mut stopped, mut never) = (0, 0, 0);
+    for &rank in failed_ranks {
+        match ended(rank) {
+            Some(m) if m.error.as_deref() == Some(cancelled) && m.attempts == 0 => never += 1,
+            Some(m) if m.error.as_deref() == Some(cancelled) => stopped += 1,
+            _ => failed += 1,
+        }
+    }
+    let mut parts = vec![format!("{failed} failed")];
+    if stopped > 0 {
+        parts.push(format!("{stopped} stopped by the cancel"));
+    }
+    if never > 0 {
+        parts.push(format!("{never} never started"));
+    }
+    parts.join(", ")
 }
 
 fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
@@ -373,12 +453,12 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
     let mut out = String::new();
     crate::line!(
         out,
-        "{} {}: {} objects, {} ({} failed) in {:.2} s, {:.0} objects/s",
+        "{} {}: {} objects, {} ({}) in {:.2} s, {:.0} objects/s",
         s.run_id,
         s.status.name(),
         s.objects,
         cosmicai_shared::counted(s.ranks, "rank"),
-        s.failed_ranks.len(),
+        unfinished(&s.failed_ranks, &s.per_rank),
         s.duration_s,
         s.samples_per_s
     );
@@ -458,6 +538,20 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
             g.bias,
             g.outlier_frac_0_15
         );
+        // The validation split: objects PhotoZ's training left out.
+        if let Some(h) = metrics
+            .and_then(|m| m.held_out.as_ref())
+            .and_then(|h| h.galaxy.as_ref())
+        {
+            crate::line!(
+                out,
+                "  galaxies held out (the validation split, never trained on): n {} NMAD {:.4} bias {:+.4} outliers(0.15) {:.3}",
+                h.n,
+                h.nmad,
+                h.bias,
+                h.outlier_frac_0_15
+            );
+        }
     } else if let Some(a) = metrics.and_then(|m| m.all.as_ref()) {
         // Partitions without classes (CAI's .pt files import as UNKNOWN): every
         // object with a spectroscopic redshift, whatever its class.
@@ -516,4 +610,34 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
     }
     crate::line!(out, "  results: {}", s.result_path);
     crate::output::emit(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancelled_runs_unfinished_ranks_are_told_apart() {
+        let rank = |rank: usize, attempts: u32, error: Option<&str>| RankMeasure {
+            rank,
+            attempts,
+            error: error.map(str::to_string),
+            ..Default::default()
+        };
+        let cancelled = Some(cosmicai_engine::executor::CANCELLED);
+        let per_rank = [
+            rank(0, 1, None),
+            rank(1, 2, Some("worker exited 1")),
+            rank(2, 1, cancelled),
+            rank(3, 0, cancelled),
+            rank(4, 0, cancelled),
+        ];
+        assert_eq!(
+            unfinished(&[1, 2, 3, 4], &per_rank),
+            "1 failed, 1 stopped by the cancel, 2 never started"
+        );
+        assert_eq!(unfinished(&[], &per_rank), "0 failed");
+        // A rank missing from the measures is a failure.
+        assert_eq!(unfinished(&[7], &per_rank), "1 failed");
+    }
 }

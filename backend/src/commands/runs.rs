@@ -1,7 +1,7 @@
 //! `cosmicai runs`: the run history of a data directory.
 
 use crate::registry::Registry;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -45,6 +45,10 @@ pub struct RunsArgs {
     /// The CSV file for --predictions (written whole, or not at all).
     #[arg(long, value_name = "FILE", requires = "predictions")]
     pub out: Option<PathBuf>,
+    /// Replace --out where it exists.
+    #[arg(long, requires = "out")]
+    pub force: bool,
+    /// Print the runs as JSON (one array) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -60,6 +64,10 @@ pub fn run(args: RunsArgs) -> Result<()> {
         return super::succeeded(&summary.run_id, summary.status);
     }
     if let Some(id) = &args.predictions {
+        // Another run's export (or any file) is not written over unasked.
+        if let Some(out) = args.out.as_ref().filter(|o| o.exists() && !args.force) {
+            bail!("--out {} exists; pass --force to replace it", out.display());
+        }
         let done = super::predictions::export(&args.data, id, args.out.as_deref())?;
         crate::say!(
             "run {id}: {} objects from {} ranks{}{}",
@@ -70,8 +78,8 @@ pub fn run(args: RunsArgs) -> Result<()> {
                 .map_or(String::new(), |o| format!(" written to {}", o.display())),
             if done.ranks_without > 0 {
                 format!(
-                    " ({} ranks without predictions: failed, planned no file, or unreadable)",
-                    done.ranks_without
+                    " ({} without predictions: failed, planned no file, or unreadable)",
+                    cosmicai_shared::counted(done.ranks_without, "rank")
                 )
             } else {
                 String::new()
@@ -107,28 +115,39 @@ pub fn run(args: RunsArgs) -> Result<()> {
     }
     let mut out = String::new();
     let id_width = runs.iter().map(|r| r.id.len()).max().unwrap_or(0).max(3);
+    // Which model ran tells PhotoZ runs from AstroMAE ones.
+    let model_width = runs
+        .iter()
+        .map(|r| r.model.as_deref().unwrap_or("-").chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(5, 48);
     crate::line!(
         out,
-        "{:<id_width$} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  result_path",
+        "{:<id_width$} {:<16} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  {:<model_width$}  result_path",
         "run",
+        "started (UTC)",
         "status",
         "world",
         "batch",
         "objects",
         "duration_s",
-        "cost_usd"
+        "cost_usd",
+        "model"
     );
     for r in &runs {
         crate::line!(
             out,
-            "{:<id_width$} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  {}",
+            "{:<id_width$} {:<16} {:<12} {:>5} {:>6} {:>8} {:>10} {:>12}  {:<model_width$}  {}",
             r.id,
+            utc_minute(r.created_at),
             r.status.name(),
             r.world_size,
             r.batch_size,
             r.objects.map_or("-".into(), |n| n.to_string()),
             r.duration_s.map_or("-".into(), |d| format!("{d:.2}")),
             r.cost_usd.map_or("-".into(), |c| format!("{c:.6}")),
+            r.model.as_deref().unwrap_or("-"),
             r.result_path
         );
         // Why it ended with no summary (a summary's own report says the rest).
@@ -137,6 +156,25 @@ pub fn run(args: RunsArgs) -> Result<()> {
         }
     }
     crate::output::emit(&out)
+}
+
+/// Unix seconds `secs` as "YYYY-MM-DD HH:MM" in UTC (Hinnant's days-to-civil).
+fn utc_minute(secs: i64) -> String {
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60
+    )
 }
 
 /// `text`'s first line, at most `max` characters of it.
@@ -159,6 +197,16 @@ fn region_of(arn: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_seconds_read_as_utc_dates() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00");
+        // `date -u -d @1796662971`: Mon Dec  7 17:02:51 UTC 2026.
+        assert_eq!(utc_minute(1_796_662_971), "2026-12-07 17:02");
+        // A leap day, and before 1970.
+        assert_eq!(utc_minute(951_782_400), "2000-02-29 00:00");
+        assert_eq!(utc_minute(-86_400), "1969-12-31 00:00");
+    }
 
     #[test]
     fn an_execution_arn_names_its_state_machine() {

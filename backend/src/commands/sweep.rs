@@ -16,10 +16,11 @@ use std::path::PathBuf;
     Writes sweep.csv and sweep.png (duration and cost against world size, a line per device)\n\
     in --out (default DATA/sweeps/sweep-<time>).")]
 pub struct SweepArgs {
+    /// Directory holding the partitions, as for `cosmicai run`.
     #[arg(long)]
     pub data: PathBuf,
-    /// World sizes to run, comma separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// World sizes to run, comma separated ("1,2,4" or "1, 2, 4").
+    #[arg(long, value_delimiter = ',', required = true, value_parser = world_size)]
     pub world_sizes: Vec<usize>,
     /// Devices to run, comma separated (cpu, cuda).
     #[arg(long, value_delimiter = ',', value_enum, default_value = "cpu")]
@@ -33,10 +34,22 @@ pub struct SweepArgs {
     /// photoz, photoz:PATH or astromae:PATH (as in `cosmicai run`).
     #[arg(long, default_value = "photoz")]
     pub model: String,
+    /// Folder for sweep.csv and sweep.png (default DATA/sweeps/sweep-TIME).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace an earlier sweep's sweep.csv and sweep.png in --out.
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON object (the folder and each run's row) instead of a report.
     #[arg(long)]
     pub json: bool,
+}
+
+/// One world size of the list, spaces around it allowed.
+fn world_size(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))
 }
 
 pub fn run(args: SweepArgs) -> Result<()> {
@@ -53,6 +66,16 @@ pub fn run(args: SweepArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| args.data.join(format!("sweeps/sweep-{stamp}")));
+    // An earlier sweep's table and chart are not written over unasked (checked
+    // before any run, not after them all).
+    let earlier = out.join("sweep.csv");
+    if earlier.exists() && !args.force {
+        bail!(
+            "--out {}: holds an earlier sweep ({}); pass --force to replace it, or give another --out",
+            out.display(),
+            earlier.display()
+        );
+    }
     cosmicai_engine::partition::create_dir_synced(&out)
         .with_context(|| format!("creating {}", out.display()))?;
     let total = args.world_sizes.len() * args.devices.len();
@@ -149,8 +172,24 @@ pub fn run(args: SweepArgs) -> Result<()> {
 /// interrupt (exit 130) between runs says how many ran and how many never
 /// started.
 fn outcome(rows: &[SweepRow], planned: usize, interrupted: bool) -> Result<()> {
+    // A sweep prints its table, not its runs' summaries.
+    let shown = |also: String| {
+        Some(format!(
+            "its row is in the sweep's table above, and its summary in its result_path{also}"
+        ))
+    };
+    let never = planned.saturating_sub(rows.len());
     match rows.iter().find(|r| r.status != RunStatus::Succeeded) {
-        Some(r) => super::succeeded(&r.run_id, r.status),
+        Some(r) => Err(super::NotSucceeded {
+            run_id: r.run_id.clone(),
+            status: r.status,
+            shown: shown(if never > 0 {
+                format!("; {never} of the sweep's {planned} runs never started")
+            } else {
+                String::new()
+            }),
+        }
+        .into()),
         None if interrupted && rows.is_empty() => {
             bail!("the sweep was interrupted before its first run ended")
         }
@@ -164,6 +203,7 @@ fn outcome(rows: &[SweepRow], planned: usize, interrupted: bool) -> Result<()> {
             Some(r) => Err(super::NotSucceeded {
                 run_id: r.run_id.clone(),
                 status: r.status,
+                shown: shown(String::new()),
             }
             .into()),
             None => Ok(()),
@@ -214,6 +254,11 @@ mod tests {
             row("b", RunStatus::Cancelled),
         ];
         let cancelled = outcome(&failed, 3, true).unwrap_err().to_string();
-        assert!(cancelled.contains("run b ended cancelled"), "{cancelled}");
+        assert!(
+            cancelled.contains("run b ended cancelled: its row is in the sweep's table above")
+                && cancelled.contains("1 of the sweep's 3 runs never started"),
+            "{cancelled}"
+        );
+        assert!(!cancelled.contains("summary above"), "{cancelled}");
     }
 }

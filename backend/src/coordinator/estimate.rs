@@ -70,6 +70,7 @@ pub fn estimate(
         rate,
         cold,
         concurrency,
+        threads,
     )?)
 }
 

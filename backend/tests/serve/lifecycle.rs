@@ -17,6 +17,22 @@ fn a_signal_stops_the_server_and_a_second_one_ends_it_at_once() {
         r#"{"world_size":2,"batch_size":8}"#,
         &[],
     ));
+    // Both ranks started (the worker then pauses 5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let detail = get(&s, &format!("/api/runs/{id}")).json();
+        let started = detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "rank_started")
+            .count();
+        if started == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{detail}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // An event stream held open (its headers read, its events never): the
     // first signal's graceful stop waits on it.
     let mut stream = TcpStream::connect(&s.addr).unwrap();
@@ -60,11 +76,28 @@ fn a_signal_stops_the_server_and_a_second_one_ends_it_at_once() {
     };
     assert_eq!(status.code(), Some(130));
     drop(stream);
-    // Its run, cut short, is interrupted at the next start.
+    // Its run, cut short, is interrupted at the next start, and says why.
     let again = start_in(dir.path(), "127.0.0.1:0", &[]);
+    let run = get(&again, &format!("/api/runs/{id}")).json()["run"].clone();
+    assert_eq!(run["status"], "interrupted", "{run}");
+    let why = run["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("its coordinator (the server or the CLI that ran it) stopped before it ended"),
+        "{run}"
+    );
+    // A page opened on it now (or a live one whose stream comes back) hears
+    // its ranks as recorded, both started and never ended, then its status.
+    let events: Vec<Value> = sse_events(&get(&again, &format!("/api/runs/{id}/events")).body)
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
     assert_eq!(
-        get(&again, &format!("/api/runs/{id}")).json()["run"]["status"],
-        "interrupted"
+        events,
+        [
+            serde_json::json!({"event": "rank_started", "rank": 0, "attempt": 1}),
+            serde_json::json!({"event": "rank_started", "rank": 1, "attempt": 1}),
+            serde_json::json!({"event": "finished", "status": "interrupted"}),
+        ]
     );
 }
 
@@ -130,8 +163,13 @@ fn the_explorer_lands_while_serving() {
         page.contains("Compiling &lt;cosmicai-frontend&gt;"),
         "{page}"
     );
-    // The API answers meanwhile.
-    assert_eq!(get(&s, "/api/health").status, 200);
+    // The API answers meanwhile, with the fingerprint of the types it was
+    // built with (the explorer compares its own).
+    let health = get(&s, "/api/health");
+    assert_eq!(health.status, 200);
+    let health: cosmicai_shared::api::Health = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(health.api, cosmicai_shared::API_FINGERPRINT);
+    assert_eq!(health.api.len(), 16, "{}", health.api);
     // The build lands: index.html and a wasm module, no restart.
     std::fs::create_dir_all(&dist).unwrap();
     let wasm: Vec<u8> = (0..200_000u32)

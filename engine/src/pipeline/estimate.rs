@@ -10,12 +10,16 @@ use cosmicai_shared::run::RankMeasure;
 
 /// Estimates `payload`'s run: each rank planned files takes `cold_start_s + objects /
 /// samples_per_s` (one planned none takes nothing), ranks are scheduled `concurrency` at a time, the bill uses the same prices as real runs.
+/// A CPU rank keeps its `threads` busy, so it is billed, as a run's ranks
+/// are, for the time a Lambda of the run's memory (and its share of vCPUs)
+/// would take.
 pub fn estimate(
     store: &dyn ObjectStore,
     payload: &Payload,
     samples_per_s: f64,
     cold_start_s: f64,
     concurrency: usize,
+    threads: usize,
 ) -> Result<Estimate, PipelineError> {
     let mut objects_per_rank = Vec::new();
     for keys in &payload.ranks {
@@ -60,6 +64,7 @@ pub fn estimate(
             .expect("at least one slot");
         *first += d;
     }
+    let cpu = payload.request.device == cosmicai_shared::run::Device::Cpu;
     let measures: Vec<RankMeasure> = durations
         .iter()
         .enumerate()
@@ -67,7 +72,11 @@ pub fn estimate(
             rank,
             attempts: 1,
             duration_s: d,
-            billed_duration_ms: billed_ms(d),
+            billed_duration_ms: billed_ms(if cpu {
+                crate::executor::lambda_duration_s(d, d * threads as f64, payload.request.memory_mb)
+            } else {
+                d
+            }),
             ..Default::default()
         })
         .collect();

@@ -203,6 +203,16 @@ pub fn plan(
     // No check of this build's CUDA here: the plan is made where the ranks may not
     // run (Lambda's Initialize plans CUDA runs for the Batch queue). Executors
     // that run ranks here check it (`coordinator::check_device`).
+    // Results are kept out of the data: a result_path that is the data's
+    // folder (or holds it) would leave no partition to read.
+    let results = request.result_path.trim_end_matches('/');
+    let data = request.data_prefix.trim_end_matches('/');
+    if !results.is_empty() && (data == results || data.starts_with(&format!("{results}/"))) {
+        return Err(PipelineError::Invalid(vec![format!(
+            "result_path '{}' is where the data is (data_prefix '{}'): give the results a folder of their own",
+            request.result_path, request.data_prefix
+        )]));
+    }
     let listing = store.list(&request.data_prefix)?;
     // Result folders (any folder holding a payload.json) hold predictions, not partitions.
     let result_dirs: Vec<String> = listing
@@ -243,10 +253,18 @@ pub fn plan(
         files = partitions(&crate::cai::is_cai_key);
     }
     if files.is_empty() {
+        // The whole store (`cosmicai run --data DIR`) is named as such.
+        let searched = if request.data_prefix.is_empty() {
+            store.describe()
+        } else {
+            format!(
+                "data_prefix '{}' in {}",
+                request.data_prefix,
+                store.describe()
+            )
+        };
         return Err(PipelineError::Invalid(vec![format!(
-            "data_prefix '{}' holds no partition files (*.{EXTENSION}, or CAI's *.pt) in {}{}",
-            request.data_prefix,
-            store.describe(),
+            "{searched} holds no partition files (*.{EXTENSION}, or CAI's *.pt){}",
             notes.first().map_or(String::new(), |n| format!(" ({n})"))
         )]));
     }
@@ -282,7 +300,7 @@ pub fn plan(
             })
             .collect();
         return Err(PipelineError::Invalid(vec![format!(
-            "data_prefix '{}' holds partition files in {} folders ({}{}): each is read as a dataset of its own, so give one of them as data_prefix",
+            "data_prefix '{}' holds partition files in {} folders ({}{}): each is read as a dataset of its own, so give one of them as data_prefix (to `cosmicai run`, as --data DATA/FOLDER)",
             request.data_prefix,
             folders.len(),
             shown.join(", "),
@@ -319,6 +337,13 @@ pub fn plan(
         request.model_spec(),
         Ok(cosmicai_shared::model::ModelSpec::AstroMae(_))
     );
+    // A catalog's partitions (magnitudes alone) would fail every rank, each
+    // one paid for: refused here, from a few headers.
+    if reads_cutouts && let Some(key) = without_cutouts(store, &files) {
+        return Err(PipelineError::Invalid(vec![format!(
+            "{key} holds no cutouts (a catalog's magnitudes alone), and AstroMAE predicts from images (5 bands, at least 32x32): give data with cutouts, or run photoz on these"
+        )]));
+    }
     Ok(Payload {
         run_id: run_id.to_string(),
         request: request.clone(),
@@ -460,16 +485,39 @@ pub(super) const MAX_HEADER_BYTES: u64 = 1 << 20;
 /// and the bound then assumes the smallest cutouts. A dataset mixing cutout
 /// sizes is bounded by the files sampled.
 pub fn sampled_bytes_per_object(store: &dyn ObjectStore, files: &[(String, u64)]) -> Option<f64> {
-    let step = files.len().div_ceil(SAMPLED_HEADERS).max(1);
-    files
-        .iter()
-        .step_by(step)
-        .filter(|(key, _)| key.ends_with(&format!(".{EXTENSION}")))
+    sampled(files)
         .filter_map(|(key, size)| {
             let objects = objects_in_header(store, key, *size)?;
             Some(*size as f64 / objects as f64)
         })
         .reduce(f64::min)
+}
+
+/// Up to [`SAMPLED_HEADERS`] of `files`, spread over the list, that are
+/// partitions of ours (safetensors, whose headers tell their contents).
+fn sampled(files: &[(String, u64)]) -> impl Iterator<Item = &(String, u64)> {
+    let step = files.len().div_ceil(SAMPLED_HEADERS).max(1);
+    files
+        .iter()
+        .step_by(step)
+        .filter(|(key, _)| key.ends_with(&format!(".{EXTENSION}")))
+}
+
+/// The first of up to [`SAMPLED_HEADERS`] of our partitions in `files`,
+/// spread over the list, whose header names no `images`: a catalog's, which an
+/// image model cannot read. Headers that cannot be read say nothing.
+fn without_cutouts(store: &dyn ObjectStore, files: &[(String, u64)]) -> Option<String> {
+    sampled(files)
+        .find(|(key, size)| {
+            header_of(store, key, *size).is_some_and(|header| {
+                header
+                    .pointer("/__metadata__/format")
+                    .and_then(serde_json::Value::as_str)
+                    == Some(crate::partition::FORMAT)
+                    && header.get("images").is_none()
+            })
+        })
+        .map(|(key, _)| key.clone())
 }
 
 /// The objects a partition's header says its `images` hold: believed only
@@ -523,6 +571,64 @@ mod tests {
         let p = crate::partition::Partition::blank(objects, Some(side));
         crate::partition::write_partition(&path, &p).unwrap();
         std::fs::metadata(&path).unwrap().len()
+    }
+
+    #[test]
+    fn a_result_path_that_is_the_datas_folder_is_refused_as_such() {
+        let (_dir, store, request) = one_partition();
+        for result_path in ["data", "data/"] {
+            let on_data = RunRequest {
+                result_path: result_path.into(),
+                ..request.clone()
+            };
+            let Err(PipelineError::Invalid(problems)) = plan(&store, &on_data, "r") else {
+                panic!("results planned into the data's folder");
+            };
+            assert!(
+                problems[0].starts_with(&format!(
+                    "result_path '{result_path}' is where the data is (data_prefix 'data')"
+                )),
+                "{problems:?}"
+            );
+        }
+        // A folder beside the data, or under it, is the results' own.
+        for result_path in ["data-results/r", "data/results/r"] {
+            let beside = RunRequest {
+                result_path: result_path.into(),
+                ..request.clone()
+            };
+            assert!(plan(&store, &beside, "r").is_ok(), "{result_path}");
+        }
+    }
+
+    #[test]
+    fn an_image_model_over_a_catalogs_partitions_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::new(dir.path());
+        let path = store.root().join("catalog/part-000000.safetensors");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        crate::partition::write_partition(&path, &crate::partition::Partition::blank(3, None))
+            .unwrap();
+        let request: RunRequest = serde_json::from_str(
+            r#"{"data_prefix":"catalog","batch_size":1,"world_size":1,"result_path":"results/r","model":"astromae:m.pt"}"#,
+        )
+        .unwrap();
+        let Err(PipelineError::Invalid(problems)) = plan(&store, &request, "r") else {
+            panic!("an image model planned over magnitudes alone");
+        };
+        assert!(
+            problems[0].starts_with("catalog/part-000000.safetensors holds no cutouts"),
+            "{problems:?}"
+        );
+        // PhotoZ reads them.
+        let photoz = RunRequest {
+            model: "photoz".into(),
+            ..request.clone()
+        };
+        assert!(plan(&store, &photoz, "r").is_ok());
+        // Partitions with cutouts beside it: still named (a rank would fail).
+        with_cutouts(&store, "catalog/part-000001.safetensors", 2, 32);
+        assert!(plan(&store, &request, "r").is_err());
     }
 
     #[test]

@@ -90,8 +90,17 @@ pub fn summarize_with(
     let request = &payload.request;
     let mut results: Vec<RankResult> = Vec::new();
     let mut failed_ranks = Vec::new();
-    // Scored rank by rank: one rank's predictions in memory at a time.
-    let mut scorer = Scorer::default();
+    // Scored rank by rank: one rank's predictions in memory at a time. A
+    // PhotoZ model trained here never saw the validation split: scored apart.
+    let photoz = matches!(
+        request.model_spec(),
+        Ok(cosmicai_shared::model::ModelSpec::PhotoZ(_))
+    );
+    let mut scorer = if photoz {
+        Scorer::with_held_out()
+    } else {
+        Scorer::default()
+    };
     // Ranks planned no file (more ranks than files) read nothing and run nowhere
     // on AWS: not read here, and neither failed nor in the combined results.
     let reading: Vec<usize> = (0..request.world_size)
@@ -153,6 +162,8 @@ pub fn summarize_with(
                 {
                     if p.is_synthetic(i) {
                         scorer.add_synthetic();
+                    } else if let Some(&id) = p.object_id.get(i) {
+                        scorer.add_object(id, *z, *class, predicted);
                     } else {
                         scorer.add(*z, *class, predicted);
                     }

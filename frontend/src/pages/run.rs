@@ -17,6 +17,11 @@ struct RankView {
     error: Option<String>,
 }
 
+/// Whether a rank has ended, done or failed for good.
+fn ended(rank: &RankView) -> bool {
+    rank.state == "done" || rank.state == "failed"
+}
+
 /// Folds one event into the per-rank view.
 fn apply(ranks: &mut Vec<RankView>, e: &RunEvent) {
     let rank = match e {
@@ -295,20 +300,25 @@ pub fn RunPage(id: String) -> impl IntoView {
         {move || {
             // Counted in place: a clone of 10,000 ranks at each event would undo
             // folding them as they come.
-            let (seen, done, failed, objects) = ranks.with(|ranks| {
+            let (seen, done, failed, objects, unended) = ranks.with(|ranks| {
                 (
                     ranks.len(),
                     ranks.iter().filter(|r| r.state == "done").count(),
                     ranks.iter().filter(|r| r.state == "failed").count(),
                     ranks.iter().map(|r| r.objects).sum::<usize>(),
+                    ranks.iter().filter(|r| !r.state.is_empty() && !ended(r)).count(),
                 )
             });
+            let cut = match status() {
+                Some(Ok(RunStatus::Interrupted)) if unended > 0 => format!(", {unended} interrupted"),
+                _ => String::new(),
+            };
             // A run reopened after its end has no events here: its results say it all.
             let over_unseen = seen == 0 && status().is_some();
             world_size().filter(|_| !over_unseen).map(|n| view! {
                 <div class="overall">
                     <progress aria-label="ranks ended" max=n.max(1) value=done + failed></progress>
-                    <span>{format!("{done} of {} done, {failed} failed · {objects} objects{}", cosmicai_shared::counted(n, "rank"), if over_unseen || status().is_some() { "" } else { " so far" })}</span>
+                    <span>{format!("{done} of {} done, {failed} failed{cut} · {objects} objects{}", cosmicai_shared::counted(n, "rank"), if over_unseen || status().is_some() { "" } else { " so far" })}</span>
                 </div>
             })
         }}
@@ -319,7 +329,12 @@ pub fn RunPage(id: String) -> impl IntoView {
                     let shown: Vec<RankView> = ranks.iter().take(RANK_ROWS).cloned().collect();
                     (shown, ranks.len().saturating_sub(RANK_ROWS), most)
                 });
-                let rows = shown.into_iter().enumerate().map(|(i, r)| {
+                // A run cut short (its coordinator gone) took its unfinished ranks with it.
+                let cut = matches!(status(), Some(Ok(RunStatus::Interrupted)));
+                let rows = shown.into_iter().enumerate().map(|(i, mut r)| {
+                    if cut && !ended(&r) {
+                        r.state = "interrupted".into();
+                    }
                     // A rank that is done is full, whatever its share of the objects.
                     let value = if r.state == "done" { most } else { r.objects };
                     view! {
@@ -496,12 +511,17 @@ fn ResultsView(results: RunResults) -> impl IntoView {
         .metrics
         .as_ref()
         .map(|m| {
+            let held = m.held_out.as_ref();
             [
                 ("galaxy", m.galaxy.clone()),
                 ("qso", m.qso.clone()),
                 ("all classes (stars included)", m.all.clone()),
+                // The validation split: objects PhotoZ's training left out.
+                ("galaxy, held out", held.and_then(|h| h.galaxy.clone())),
+                ("qso, held out", held.and_then(|h| h.qso.clone())),
             ]
         })
+        .map(Vec::from)
         .unwrap_or_default();
     let metric_rows = groups
         .into_iter()
@@ -604,7 +624,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             </div>
             <p class="note scatter-sample">{sample_note}</p>
             {shipped.then(|| view! {
-                <p class="note">"Metrics cover every labelled object in the run's data. The shipped PhotoZ was trained on 80% of the bundled catalogs, so these include training objects; held-out figures come from "<code>"cosmicai eval --split validation"</code>" (see the model card)."</p>
+                <p class="note">"Metrics cover every labelled object in the run's data. The shipped PhotoZ was trained on 80% of the bundled catalogs, so these include training objects; the rows \"held out\" cover the validation split alone (objects whose id is divisible by 5), which it never trained on (see the model card)."</p>
             })}
             <table class="metrics">
                 <tr><th>"objects"</th><th>"n"</th><th>"MAE"</th><th>"MSE"</th><th>"bias"</th><th>"NMAD"</th><th>"R²"</th><th>"outliers >0.05"</th><th>"outliers >0.15"</th></tr>
@@ -630,7 +650,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             {bars_note.map(|n| view! { <p class="note">{n}</p> })}
             <div class="charts"><Bars items=durations unit="s".to_string() title="duration".to_string() /><Bars items=memory unit="MB".to_string() title="peak memory".to_string() /></div>
             <h4>"Cost at AWS prices"</h4>
-            <p class="note cost-basis">"The measured durations at us-east-1 list prices: on AWS, what the functions were billed (a cold call's start included); on this machine, its ranks' time priced as Lambda's, though a local rank may use more cores than a Lambda of its memory gets. Not included: the data's upload, attempts that failed without a measure, GPU instances' start and idle time"{if cost.data_bytes > 0 { "; keeping the data in S3 is a monthly bill of its own, below the total." } else { ", and keeping the data in S3." }}</p>
+            <p class="note cost-basis">"The measured durations at us-east-1 list prices: on AWS, what the functions were billed (a cold call's start included); on this machine, the time a Lambda of its memory would take (the longer of a rank's time here and its CPU time over the vCPUs Lambda gives that memory: one at 1,769 MB). Not included: the data's upload, attempts that failed without a measure, GPU instances' start and idle time"{if cost.data_bytes > 0 { "; keeping the data in S3 is a monthly bill of its own, below the total." } else { ", and keeping the data in S3." }}</p>
             <table class="cost">
                 <tr><td>{match &cost.lambda_architecture { Some(a) => format!("Lambda compute ({a})"), None => "Lambda compute".to_string() }}</td><td>{format!("{:.3} GB-s", cost.lambda_gb_s)}</td><td>{format!("${:.6}", cost.lambda_compute_usd)}</td></tr>
                 <tr><td>"Lambda requests"</td><td>{cost.lambda_requests}</td><td>{format!("${:.6}", cost.lambda_requests_usd)}</td></tr>

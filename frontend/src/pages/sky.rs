@@ -403,7 +403,17 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
 
     // Pointer events: a mouse, a pen and a finger alike (a phone's drag pans,
     // the box and lasso tools select).
-    let at = |ev: &web_sys::PointerEvent| (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+    // In the canvas's own pixels: on a narrow screen it is drawn smaller than
+    // its W × H (max-width), and the pointer's offset is in the smaller box.
+    let scaled = move |x: i32, y: i32| {
+        let scale = canvas
+            .get_untracked()
+            .map(|c| c.client_width())
+            .filter(|&w| w > 0)
+            .map_or(1.0, |w| W as f64 / f64::from(w));
+        (f64::from(x) * scale, f64::from(y) * scale)
+    };
+    let at = move |ev: &web_sys::PointerEvent| scaled(ev.offset_x(), ev.offset_y());
     let on_down = move |ev: web_sys::PointerEvent| {
         let p = at(&ev);
         outline.set(Vec::new());
@@ -485,7 +495,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
     let on_wheel = move |ev: web_sys::WheelEvent| {
         ev.prevent_default();
         let factor = if ev.delta_y() < 0.0 { 1.25 } else { 0.8 };
-        let (px, py) = (f64::from(ev.offset_x()), f64::from(ev.offset_y()));
+        let (px, py) = scaled(ev.offset_x(), ev.offset_y());
         view_at.update(|v| *v = v.zoomed(factor, px, py));
     };
     let centre = (W as f64 / 2.0, H as f64 / 2.0);
@@ -541,7 +551,7 @@ fn SkyMap(points: SkyPoints, bench: usize) -> impl IntoView {
             </label>
         </div>
         <canvas node_ref=canvas class="sky" width=W height=H tabindex="0"
-            style=format!("width:{W}px;height:{H}px")
+            style=format!("width:{W}px;max-width:100%;height:auto;aspect-ratio:{W}/{H}")
             role="img" aria-label="map of the objects on the sky; arrow keys pan, + and − zoom, 0 shows the whole sky"
             data-points=total
             on:pointerdown=on_down on:pointermove=on_move on:pointerup=on_up

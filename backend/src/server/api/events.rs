@@ -33,19 +33,38 @@ pub async fn run_events(
             // status. One still running elsewhere (a CLI run) has no events
             // here: the stream ends at once, with no slot held, and asks the
             // browser to come back for its status a few seconds later.
+            // One that ended: its ranks as recorded (what an interrupted run's
+            // finished and unfinished ranks were), then its status.
             let st = state.clone();
-            let run = tokio::task::spawn_blocking(move || find_run(&st, &id))
-                .await
-                .map_err(Error::internal)??;
-            let event = if run.status == RunStatus::Running {
-                Event::default()
-                    .retry(UNFOLLOWED_RETRY)
-                    .comment("running elsewhere")
+            let (run, ranks) = tokio::task::spawn_blocking(move || {
+                let run = find_run(&st, &id)?;
+                if run.status == RunStatus::Running {
+                    return Ok((run, Vec::new()));
+                }
+                let ranks = super::registry(&st)?
+                    .rank_events(&id)
+                    .map_err(Error::internal)?;
+                Ok::<_, Error>((run, ranks))
+            })
+            .await
+            .map_err(Error::internal)??;
+            let events: Vec<Event> = if run.status == RunStatus::Running {
+                vec![
+                    Event::default()
+                        .retry(UNFOLLOWED_RETRY)
+                        .comment("running elsewhere"),
+                ]
             } else {
-                let finished = RunEvent::Finished { status: run.status };
-                Event::default().json_data(&finished).unwrap_or_default()
+                ranks
+                    .into_iter()
+                    .map(redacted)
+                    .chain([RunEvent::Finished { status: run.status }])
+                    .map(|e| Event::default().json_data(&e).unwrap_or_default())
+                    .collect()
             };
-            let stream = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(event)]);
+            let stream = futures_util::stream::iter(
+                events.into_iter().map(Ok::<_, std::convert::Infallible>),
+            );
             return Ok(Sse::new(stream).into_response());
         }
     };
@@ -147,4 +166,22 @@ fn numbered(events: Vec<RunEvent>, first: usize) -> Vec<Result<Event, std::conve
                 .unwrap_or_default())
         })
         .collect()
+}
+
+/// A recorded rank's event as the API gives it: its error without the host's paths.
+fn redacted(event: RunEvent) -> RunEvent {
+    match event {
+        RunEvent::RankFailed {
+            rank,
+            attempt,
+            error,
+            retrying,
+        } => RunEvent::RankFailed {
+            rank,
+            attempt,
+            error: crate::server::error::redact(&error),
+            retrying,
+        },
+        other => other,
+    }
 }

@@ -22,7 +22,6 @@ use crate::server::AppState;
 use crate::server::error::ApiResult;
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
 use std::sync::Arc;
 
 type AppStateRef = State<Arc<AppState>>;
@@ -35,11 +34,12 @@ fn client_of(caller: Caller) -> Option<crate::server::client::Client> {
     caller.map(|axum::Extension(client)| client)
 }
 
-#[utoipa::path(get, path = "/api/health", responses((status = 200, description = "Server is up", body = Health)))]
-pub async fn health(State(state): AppStateRef) -> Json<Health> {
-    Json(Health {
+#[utoipa::path(get, path = "/api/health", responses((status = 200, description = "Server is up", body = cosmicai_shared::api::Health)))]
+pub async fn health(State(state): AppStateRef) -> Json<cosmicai_shared::api::Health> {
+    Json(cosmicai_shared::api::Health {
         objects: state.index.objects.len(),
         version: env!("CARGO_PKG_VERSION").into(),
+        api: cosmicai_shared::API_FINGERPRINT.into(),
     })
 }
 
@@ -57,12 +57,6 @@ pub async fn sky(State(state): AppStateRef) -> impl axum::response::IntoResponse
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         state.index.sky.clone(),
     )
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Health {
-    pub objects: usize,
-    pub version: String,
 }
 
 /// The shared registry connection; a handler that panicked while holding it
