@@ -572,12 +572,13 @@ impl Registry {
     /// Run `id`'s ranks as recorded, in rank order, as the events that left
     /// them so: finished ones with their measures, failed ones with their
     /// errors, and one that had started and never ended (its run interrupted)
-    /// as started. For a page opened on a run this process does not hold.
-    pub fn rank_events(&self, id: &str) -> Result<Vec<RunEvent>> {
+    /// as started; the first `at_most` ranks. For a page opened on a run this
+    /// process does not hold.
+    pub fn rank_events(&self, id: &str, at_most: usize) -> Result<Vec<RunEvent>> {
         let mut stmt = self.db.prepare(
-            "SELECT rank, status, attempts, duration_s, peak_rss_mb, objects, error FROM ranks WHERE run_id = ?1 ORDER BY rank",
+            "SELECT rank, status, attempts, duration_s, peak_rss_mb, objects, error FROM ranks WHERE run_id = ?1 ORDER BY rank LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![id], |r| {
+        let rows = stmt.query_map(params![id, at_most as i64], |r| {
             let rank = r.get::<_, i64>(0)?.max(0) as usize;
             let status: String = r.get(1)?;
             let attempts = r.get::<_, i64>(2)?.clamp(0, i64::from(u32::MAX)) as u32;
@@ -789,12 +790,8 @@ fn run_info(r: &rusqlite::Row) -> rusqlite::Result<RunInfo> {
             (status == RunStatus::Interrupted.name())
                 .then(|| interrupted_why(r.get(12).unwrap_or(false)))
         }),
-        model: r.get::<_, Option<String>>(13)?.map(|model| {
-            match r.get::<_, Option<String>>(14).ok().flatten() {
-                Some(precision) if precision != "fp32" => format!("{model} {precision}"),
-                _ => model,
-            }
-        }),
+        model: r.get(13)?,
+        precision: r.get::<_, Option<String>>(14)?.filter(|p| p != "fp32"),
     })
 }
 

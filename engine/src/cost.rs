@@ -72,6 +72,14 @@ impl Children {
     }
 }
 
+/// What a rank that took `duration_s` here, using `cpu_time_s` of CPU, would
+/// take on a Lambda of `memory_mb`: Lambda gives a share of vCPUs by memory
+/// (one at 1,769 MB, 0.072 at 128 MB), so a rank that used more CPU here than
+/// that share gives in its time would run longer there, and be billed so.
+pub fn lambda_duration_s(duration_s: f64, cpu_time_s: f64, memory_mb: u32) -> f64 {
+    duration_s.max(cpu_time_s / crate::projection::lambda_vcpus(memory_mb))
+}
+
 /// Lambda bills duration rounded up to the millisecond.
 pub fn billed_ms(duration_s: f64) -> u64 {
     (duration_s * 1000.0).ceil().max(1.0) as u64
@@ -217,6 +225,18 @@ pub(crate) fn price_partition_gets(cost: &mut Cost, files: u64, gets: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rank_is_billed_for_the_time_a_lambda_of_its_memory_would_take() {
+        // 3 s of CPU in 3.4 s here: at 2,048 MB (1.16 vCPUs) Lambda is no slower.
+        assert_eq!(lambda_duration_s(3.4, 3.0, 2048), 3.4);
+        // At 128 MB (128/1,769 of a vCPU) it takes the CPU time over that share.
+        let small = lambda_duration_s(3.4, 3.0, 128);
+        assert!((small - 3.0 * 1769.0 / 128.0).abs() < 1e-9, "{small}");
+        // Two cores' worth in 3 s: a Lambda of one vCPU takes 6 s.
+        let one = lambda_duration_s(3.0, 6.0, 1769);
+        assert!((one - 6.0).abs() < 1e-9, "{one}");
+    }
 
     #[test]
     fn partition_gets_counted_by_ranks_replace_one_a_file() {

@@ -278,10 +278,12 @@ pub struct RunInfo {
     /// cancelled before one; interrupted): its summary says the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The model it ran (`photoz`, `astromae:PATH`), with its precision where
-    /// that is not fp32 (`astromae:PATH bf16`).
+    /// The model it ran (`photoz`, `astromae:PATH`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The number format it computed in, where not fp32 (`bf16`, `f16`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 /// What the run's event stream (`GET /api/runs/{id}/events`, Server-Sent Events) says.

@@ -75,7 +75,9 @@ fn cais(fields: &serde_json::Map<String, Value>) -> Option<String> {
     if CAI_ONLY.iter().any(|k| fields.contains_key(*k)) {
         return Some(String::new());
     }
-    let cai_key = |k: &str| CAI_NUMBERS.contains(&k) || CAI_SHARED.contains(&k);
+    // A model may be named beside CAI's keys (by the payload, or `--model`):
+    // CAI's payload needs one here.
+    let cai_key = |k: &str| CAI_NUMBERS.contains(&k) || CAI_SHARED.contains(&k) || k == "model";
     if fields.is_empty() || !fields.keys().all(|k| cai_key(k)) {
         return None;
     }
@@ -462,6 +464,13 @@ mod tests {
         let no_world = serde_json::json!({"file_limit": 3, "batch_size": 8, "result_path": "r"});
         let (value, notes) = translate(no_world, PartitionsIn::Data, model).unwrap();
         assert_eq!(value["world_size"], 3, "{notes:?}");
+        // Its model named in it (as `cosmicai run --model` puts it there).
+        let named = serde_json::json!({"file_limit": "3", "batch_size": 8, "result_path": "r", "model": "photoz"});
+        let (value, _) = translate(named, PartitionsIn::Data, None).unwrap();
+        assert_eq!(
+            (value["world_size"].as_u64(), value["model"].as_str()),
+            (Some(3), Some("photoz"))
+        );
         // Without a model, refused, saying why it was read as CAI's.
         let string = serde_json::json!({"batch_size": 10, "world_size": "4", "result_path": "r"});
         let err = translate(string, PartitionsIn::Data, None).unwrap_err();

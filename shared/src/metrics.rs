@@ -53,7 +53,8 @@ pub struct Evaluation {
     pub galaxy_calibration: Option<Calibration>,
     /// The same figures over the validation split alone (objects whose id is
     /// divisible by 5), which `cosmicai train` never trains on: for a PhotoZ
-    /// model, accuracy on objects it never saw. Absent for other models, whose
+    /// model, accuracy off its training set (its epoch was picked by their
+    /// loss, so a little kinder than a wholly unseen set's). Absent for other models, whose
     /// training this does not know.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_out: Option<HeldOut>,

@@ -249,11 +249,9 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
                 }
             }
         }
-        let (mut payload, notes) =
-            cosmicai_shared::cai_payload::translate(payload, PartitionsIn::Data, None)
-                .map_err(|e| anyhow::anyhow!("--request {}: {e}", path.display()))?;
         // Run again with the same payload: its one result_path holds the first
-        // run's; a sweep by hand changes its world size.
+        // run's; a sweep by hand changes its world size. Set before the payload
+        // is read, so CAI's rules (world_size from file_limit) see them.
         if let Some(fields) = payload.as_object_mut() {
             let flags = [
                 (
@@ -270,6 +268,9 @@ pub fn request_of(args: &RunArgs, run_id: &str) -> Result<RunRequest> {
                 }
             }
         }
+        let (payload, notes) =
+            cosmicai_shared::cai_payload::translate(payload, PartitionsIn::Data, None)
+                .map_err(|e| anyhow::anyhow!("--request {}: {e}", path.display()))?;
         for note in notes {
             crate::say!("--request {}: {note}", path.display());
         }

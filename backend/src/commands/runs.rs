@@ -116,9 +116,14 @@ pub fn run(args: RunsArgs) -> Result<()> {
     let mut out = String::new();
     let id_width = runs.iter().map(|r| r.id.len()).max().unwrap_or(0).max(3);
     // Which model ran tells PhotoZ runs from AstroMAE ones.
+    let model_of = |r: &cosmicai_shared::api::RunInfo| match (&r.model, &r.precision) {
+        (Some(model), Some(precision)) => format!("{model} {precision}"),
+        (Some(model), None) => model.clone(),
+        (None, _) => "-".into(),
+    };
     let model_width = runs
         .iter()
-        .map(|r| r.model.as_deref().unwrap_or("-").chars().count())
+        .map(|r| model_of(r).chars().count())
         .max()
         .unwrap_or(0)
         .clamp(5, 48);
@@ -147,7 +152,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
             r.objects.map_or("-".into(), |n| n.to_string()),
             r.duration_s.map_or("-".into(), |d| format!("{d:.2}")),
             r.cost_usd.map_or("-".into(), |c| format!("{c:.6}")),
-            r.model.as_deref().unwrap_or("-"),
+            model_of(r),
             r.result_path
         );
         // Why it ended with no summary (a summary's own report says the rest).

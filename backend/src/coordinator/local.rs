@@ -3,6 +3,7 @@
 
 use super::record::Recorder;
 use anyhow::{Context, Result};
+use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::executor::{ExecutorConfig, WorkerCommand, execute_cancellable};
 use cosmicai_engine::pipeline::{RunSummary, initialize, summarize};
 use cosmicai_engine::store::LocalStore;
@@ -85,6 +86,19 @@ pub fn execute(
     );
     for &rank in &idle {
         measures[rank] = RankMeasure::nothing_read(rank, run_id);
+    }
+    // A finished CPU rank is billed as a Lambda of the request's memory would
+    // bill it: its share of vCPUs may be less than what the rank used here (a
+    // GPU rank is an instance's time, billed as measured).
+    if request.device == cosmicai_shared::run::Device::Cpu {
+        for m in measures.iter_mut().filter(|m| m.error.is_none()) {
+            let lambda_s = cosmicai_engine::cost::lambda_duration_s(
+                m.duration_s,
+                m.cpu_time_s,
+                request.memory_mb,
+            );
+            m.billed_duration_ms += billed_ms(lambda_s).saturating_sub(billed_ms(m.duration_s));
+        }
     }
     // Every worker has ended (its process group killed): what a killed attempt
     // was writing can go.

@@ -318,14 +318,6 @@ fn kill_group(pid: libc::pid_t) {
     unsafe { libc::kill(-pid, libc::SIGKILL) };
 }
 
-/// What a rank that took `duration_s` here, using `cpu_time_s` of CPU, would
-/// take on a Lambda of `memory_mb`: Lambda gives a share of vCPUs by memory
-/// (one at 1,769 MB, 0.072 at 128 MB), so a rank that used more CPU here than
-/// that share gives in its time would run longer there, and be billed so.
-pub fn lambda_duration_s(duration_s: f64, cpu_time_s: f64, memory_mb: u32) -> f64 {
-    duration_s.max(cpu_time_s / crate::projection::lambda_vcpus(memory_mb))
-}
-
 /// The rank's measure, or the error that says why it failed.
 fn measure(
     rank: usize,
@@ -388,7 +380,7 @@ fn measure(
         rank,
         attempts: 1,
         duration_s,
-        billed_duration_ms: billed_ms(lambda_duration_s(duration_s, cpu_time_s, memory_mb)),
+        billed_duration_ms: billed_ms(duration_s),
         init_duration_s: reports.ready.map_or(0.0, |r| r.as_secs_f64()),
         first_batch_s: reports.first_batch.map_or(0.0, |r| r.as_secs_f64()),
         cpu_time_s,
@@ -436,17 +428,5 @@ mod tests {
         let tail = stderr_tail(std::io::Cursor::new(log));
         assert!(tail.len() <= STDERR_KEPT);
         assert_eq!(last_lines(&tail, 1), "the real error");
-    }
-
-    #[test]
-    fn a_rank_is_billed_for_the_time_a_lambda_of_its_memory_would_take() {
-        // 3 s of CPU in 3.4 s here: at 2,048 MB (1.16 vCPUs) Lambda is no slower.
-        assert_eq!(lambda_duration_s(3.4, 3.0, 2048), 3.4);
-        // At 128 MB (128/1,769 of a vCPU) it takes the CPU time over that share.
-        let small = lambda_duration_s(3.4, 3.0, 128);
-        assert!((small - 3.0 * 1769.0 / 128.0).abs() < 1e-9, "{small}");
-        // Two cores' worth in 3 s: a Lambda of one vCPU takes 6 s.
-        let one = lambda_duration_s(3.0, 6.0, 1769);
-        assert!((one - 6.0).abs() < 1e-9, "{one}");
     }
 }

@@ -15,7 +15,6 @@
 //! after the first batch and then as they go, `{"event":"done","objects":N,"throughput_bps":B,"peak_rss_mb":M}` at the end.
 
 mod attempt;
-pub use attempt::lambda_duration_s;
 
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::RankMeasure;

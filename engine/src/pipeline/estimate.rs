@@ -10,9 +10,9 @@ use cosmicai_shared::run::RankMeasure;
 
 /// Estimates `payload`'s run: each rank planned files takes `cold_start_s + objects /
 /// samples_per_s` (one planned none takes nothing), ranks are scheduled `concurrency` at a time, the bill uses the same prices as real runs.
-/// A CPU rank keeps its `threads` busy, so it is billed, as a run's ranks
-/// are, for the time a Lambda of the run's memory (and its share of vCPUs)
-/// would take.
+/// A CPU rank's inference keeps its `threads` busy, so it is billed, as a
+/// run's ranks are, for the time a Lambda of the run's memory (and its share
+/// of vCPUs) would take.
 pub fn estimate(
     store: &dyn ObjectStore,
     payload: &Payload,
@@ -72,8 +72,15 @@ pub fn estimate(
             rank,
             attempts: 1,
             duration_s: d,
-            billed_duration_ms: billed_ms(if cpu {
-                crate::executor::lambda_duration_s(d, d * threads as f64, payload.request.memory_mb)
+            billed_duration_ms: billed_ms(if cpu && d > 0.0 {
+                // Its inference keeps the worker's threads busy; its cold start does not.
+                let infer = d - cold_start_s;
+                cold_start_s
+                    + crate::cost::lambda_duration_s(
+                        infer,
+                        infer * threads as f64,
+                        payload.request.memory_mb,
+                    )
             } else {
                 d
             }),

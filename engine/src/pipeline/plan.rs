@@ -204,10 +204,20 @@ pub fn plan(
     // run (Lambda's Initialize plans CUDA runs for the Batch queue). Executors
     // that run ranks here check it (`coordinator::check_device`).
     // Results are kept out of the data: a result_path that is the data's
-    // folder (or holds it) would leave no partition to read.
-    let results = request.result_path.trim_end_matches('/');
-    let data = request.data_prefix.trim_end_matches('/');
-    if !results.is_empty() && (data == results || data.starts_with(&format!("{results}/"))) {
+    // folder (or holds it) would leave no partition to read. Only where both
+    // are in one bucket (data read in place from another's is not).
+    let folders = |key: &str| -> Vec<String> {
+        key.split('/')
+            .filter(|part| !part.is_empty() && *part != ".")
+            .map(str::to_string)
+            .collect()
+    };
+    let (results, data) = (folders(&request.result_path), folders(&request.data_prefix));
+    let one_bucket = request
+        .data_bucket
+        .as_deref()
+        .is_none_or(|bucket| bucket == request.bucket);
+    if one_bucket && !results.is_empty() && data.starts_with(&results) {
         return Err(PipelineError::Invalid(vec![format!(
             "result_path '{}' is where the data is (data_prefix '{}'): give the results a folder of their own",
             request.result_path, request.data_prefix
@@ -591,8 +601,34 @@ mod tests {
                 "{problems:?}"
             );
         }
-        // A folder beside the data, or under it, is the results' own.
-        for result_path in ["data-results/r", "data/results/r"] {
+        // Spelt otherwise, the same folder.
+        let dotted = RunRequest {
+            result_path: "./data//".into(),
+            ..request.clone()
+        };
+        let Err(PipelineError::Invalid(problems)) = plan(&store, &dotted, "r") else {
+            panic!("results planned into ./data//");
+        };
+        assert!(problems[0].contains("is where the data is"), "{problems:?}");
+        // The data read in place from another bucket: the results' folder is
+        // the run's own bucket's.
+        store.put("x/a.safetensors", b"x").unwrap();
+        let elsewhere = RunRequest {
+            data_bucket: Some("cai-data".into()),
+            data_prefix: "x".into(),
+            result_path: "x".into(),
+            ..request.clone()
+        };
+        let Err(PipelineError::Invalid(problems)) = plan(&store, &elsewhere, "r") else {
+            panic!("planned");
+        };
+        assert!(
+            !problems.iter().any(|p| p.contains("is where the data is")),
+            "{problems:?}"
+        );
+        // A folder beside the data (its name a prefix of another's), or under
+        // it, is the results' own.
+        for result_path in ["dat", "data-results/r", "data2", "data/results/r"] {
             let beside = RunRequest {
                 result_path: result_path.into(),
                 ..request.clone()

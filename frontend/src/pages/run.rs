@@ -313,7 +313,8 @@ pub fn RunPage(id: String) -> impl IntoView {
                 Some(Ok(RunStatus::Interrupted)) if unended > 0 => format!(", {unended} interrupted"),
                 _ => String::new(),
             };
-            // A run reopened after its end has no events here: its results say it all.
+            // A run reopened after its end has no events here (an interrupted
+            // one has its recorded ranks): its results say it all.
             let over_unseen = seen == 0 && status().is_some();
             world_size().filter(|_| !over_unseen).map(|n| view! {
                 <div class="overall">
@@ -332,7 +333,8 @@ pub fn RunPage(id: String) -> impl IntoView {
                 // A run cut short (its coordinator gone) took its unfinished ranks with it.
                 let cut = matches!(status(), Some(Ok(RunStatus::Interrupted)));
                 let rows = shown.into_iter().enumerate().map(|(i, mut r)| {
-                    if cut && !ended(&r) {
+                    // (A rank never heard of, between two that were, stays blank.)
+                    if cut && !r.state.is_empty() && !ended(&r) {
                         r.state = "interrupted".into();
                     }
                     // A rank that is done is full, whatever its share of the objects.
@@ -624,7 +626,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             </div>
             <p class="note scatter-sample">{sample_note}</p>
             {shipped.then(|| view! {
-                <p class="note">"Metrics cover every labelled object in the run's data. The shipped PhotoZ was trained on 80% of the bundled catalogs, so these include training objects; the rows \"held out\" cover the validation split alone (objects whose id is divisible by 5), which it never trained on (see the model card)."</p>
+                <p class="note">"Metrics cover every labelled object in the run's data. The shipped PhotoZ was trained on 80% of the bundled catalogs, so these include training objects; the rows \"held out\" cover the validation split alone (objects whose id is divisible by 5), which it never trained on (its epoch was picked by their loss; see the model card)."</p>
             })}
             <table class="metrics">
                 <tr><th>"objects"</th><th>"n"</th><th>"MAE"</th><th>"MSE"</th><th>"bias"</th><th>"NMAD"</th><th>"R²"</th><th>"outliers >0.05"</th><th>"outliers >0.15"</th></tr>
@@ -650,7 +652,7 @@ fn ResultsView(results: RunResults) -> impl IntoView {
             {bars_note.map(|n| view! { <p class="note">{n}</p> })}
             <div class="charts"><Bars items=durations unit="s".to_string() title="duration".to_string() /><Bars items=memory unit="MB".to_string() title="peak memory".to_string() /></div>
             <h4>"Cost at AWS prices"</h4>
-            <p class="note cost-basis">"The measured durations at us-east-1 list prices: on AWS, what the functions were billed (a cold call's start included); on this machine, the time a Lambda of its memory would take (the longer of a rank's time here and its CPU time over the vCPUs Lambda gives that memory: one at 1,769 MB). Not included: the data's upload, attempts that failed without a measure, GPU instances' start and idle time"{if cost.data_bytes > 0 { "; keeping the data in S3 is a monthly bill of its own, below the total." } else { ", and keeping the data in S3." }}</p>
+            <p class="note cost-basis">"The measured durations at us-east-1 list prices: on AWS, what the functions were billed (a cold call's start included); on this machine, the time a Lambda of its memory would take (for a finished CPU rank, the longer of its time here and its CPU time over the vCPUs Lambda gives that memory: one at 1,769 MB). Not included: the data's upload, attempts that failed without a measure, GPU instances' start and idle time"{if cost.data_bytes > 0 { "; keeping the data in S3 is a monthly bill of its own, below the total." } else { ", and keeping the data in S3." }}</p>
             <table class="cost">
                 <tr><td>{match &cost.lambda_architecture { Some(a) => format!("Lambda compute ({a})"), None => "Lambda compute".to_string() }}</td><td>{format!("{:.3} GB-s", cost.lambda_gb_s)}</td><td>{format!("${:.6}", cost.lambda_compute_usd)}</td></tr>
                 <tr><td>"Lambda requests"</td><td>{cost.lambda_requests}</td><td>{format!("${:.6}", cost.lambda_requests_usd)}</td></tr>

@@ -33,16 +33,17 @@ pub async fn run_events(
             // status. One still running elsewhere (a CLI run) has no events
             // here: the stream ends at once, with no slot held, and asks the
             // browser to come back for its status a few seconds later.
-            // One that ended: its ranks as recorded (what an interrupted run's
-            // finished and unfinished ranks were), then its status.
+            // One that ended: its status; an interrupted one's ranks as
+            // recorded first (which finished, which were cut short), since it
+            // has no results to show them (at most the first RANK_REPLAY).
             let st = state.clone();
             let (run, ranks) = tokio::task::spawn_blocking(move || {
                 let run = find_run(&st, &id)?;
-                if run.status == RunStatus::Running {
+                if run.status != RunStatus::Interrupted {
                     return Ok((run, Vec::new()));
                 }
                 let ranks = super::registry(&st)?
-                    .rank_events(&id)
+                    .rank_events(&id, RANK_REPLAY)
                     .map_err(Error::internal)?;
                 Ok::<_, Error>((run, ranks))
             })
@@ -167,6 +168,10 @@ fn numbered(events: Vec<RunEvent>, first: usize) -> Vec<Result<Event, std::conve
         })
         .collect()
 }
+
+/// Recorded ranks an interrupted run's stream replays at most: the page shows
+/// 200 rows, and a reply stays a few MB.
+const RANK_REPLAY: usize = 10_000;
 
 /// A recorded rank's event as the API gives it: its error without the host's paths.
 fn redacted(event: RunEvent) -> RunEvent {

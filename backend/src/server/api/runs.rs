@@ -101,10 +101,7 @@ fn served(run: RunInfo) -> RunInfo {
     RunInfo {
         error: run.error.as_deref().map(crate::server::error::redact),
         // A checkpoint's folder on the host is not the API's to give.
-        model: run.model.as_deref().map(|m| match m.split_once(' ') {
-            Some((model, precision)) => format!("{} {precision}", served_name(model)),
-            None => served_name(m),
-        }),
+        model: run.model.as_deref().map(served_name),
         ..run
     }
 }
