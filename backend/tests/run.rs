@@ -207,7 +207,7 @@ fn a_run_writes_cai_results_and_is_recorded() {
     let csv = tmp.path().join("z.csv");
     let csv_arg = csv.display().to_string();
     let export = |more: &[&str]| {
-        let mut args = vec![
+        let args = [
             "runs",
             "--data",
             &data,
@@ -216,8 +216,7 @@ fn a_run_writes_cai_results_and_is_recorded() {
             "--out",
             &csv_arg,
         ];
-        args.extend_from_slice(more);
-        cosmicai(&args)
+        cosmicai(&[&args[..], more].concat())
     };
     let out = export(&[]);
     let said = String::from_utf8_lossy(&out.stderr);
@@ -813,7 +812,7 @@ fn estimate_then_sweep_with_a_chart_and_csv() {
     // any run), and is with --force.
     let again = |more: &[&str]| {
         let sweep_out = sweep_dir.display().to_string();
-        let mut args = vec![
+        let args = [
             "sweep",
             "--data",
             &data,
@@ -821,11 +820,8 @@ fn estimate_then_sweep_with_a_chart_and_csv() {
             " 1",
             "--batch-size",
             "1000",
-            "--out",
-            &sweep_out,
         ];
-        args.extend_from_slice(more);
-        cosmicai(&args)
+        cosmicai(&[&args[..], &["--out", &sweep_out], more].concat())
     };
     let refused = again(&[]);
     let e = String::from_utf8_lossy(&refused.stderr);

@@ -24,6 +24,14 @@ pub struct LiveRun {
     pub sweep: Option<String>,
 }
 
+/// `event` as the API gives it: its error without the host's paths.
+pub(super) fn redacted(mut event: RunEvent) -> RunEvent {
+    if let RunEvent::RankFailed { error, .. } | RunEvent::Error { error } = &mut event {
+        *error = super::error::redact(error);
+    }
+    event
+}
+
 impl LiveRun {
     fn new(sweep: Option<String>) -> Self {
         LiveRun {
@@ -34,10 +42,8 @@ impl LiveRun {
         }
     }
 
-    fn push(&self, mut event: RunEvent) {
-        if let RunEvent::RankFailed { error, .. } | RunEvent::Error { error } = &mut event {
-            *error = super::error::redact(error);
-        }
+    fn push(&self, event: RunEvent) {
+        let event = redacted(event);
         let n = {
             let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
             events.push(event);

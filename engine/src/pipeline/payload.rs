@@ -16,7 +16,7 @@ pub struct Payload {
     /// `ranks[r]` = the keys rank r reads (possibly none).
     pub ranks: Vec<Vec<String>>,
     /// For models that read cutouts: the fewest bytes an object takes in the
-    /// partitions whose headers were read (see `sampled_bytes_per_object`);
+    /// partitions whose headers were read (see `plan::sampled_headers`);
     /// the rank-time bound counts objects with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_per_object: Option<f64>,

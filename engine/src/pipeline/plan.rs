@@ -347,9 +347,19 @@ pub fn plan(
         request.model_spec(),
         Ok(cosmicai_shared::model::ModelSpec::AstroMae(_))
     );
-    // A catalog's partitions (magnitudes alone) would fail every rank, each
-    // one paid for: refused here, from a few headers.
-    if reads_cutouts && let Some(key) = without_cutouts(store, &files) {
+    // An image model's plan reads a few headers once (a GET or two each on
+    // S3): a catalog's partitions (magnitudes alone) would fail every rank,
+    // each one paid for, so they are refused here; the rest bound the bytes an
+    // object takes.
+    let headers = if reads_cutouts {
+        sampled_headers(store, &files)
+    } else {
+        Vec::new()
+    };
+    if let Some((key, _, _)) = headers
+        .iter()
+        .find(|(_, _, header)| is_partition(header) && header.get("images").is_none())
+    {
         return Err(PipelineError::Invalid(vec![format!(
             "{key} holds no cutouts (a catalog's magnitudes alone), and AstroMAE predicts from images (5 bands, at least 32x32): give data with cutouts, or run photoz on these"
         )]));
@@ -358,9 +368,7 @@ pub fn plan(
         run_id: run_id.to_string(),
         request: request.clone(),
         ranks: plan_ranks(&keys, request.world_size),
-        bytes_per_object: reads_cutouts
-            .then(|| sampled_bytes_per_object(store, &files))
-            .flatten(),
+        bytes_per_object: fewest_bytes_per_object(&headers),
         files,
         notes,
     })
@@ -457,12 +465,15 @@ fn unread_cai_files(
 /// partition (format [`crate::partition::FORMAT`]): a broken or cut-short file
 /// is not judged here (its rank says what is wrong with it).
 fn not_a_partition(store: &dyn ObjectStore, key: &str, size: u64) -> bool {
-    header_of(store, key, size).is_some_and(|header| {
-        header
-            .pointer("/__metadata__/format")
-            .and_then(serde_json::Value::as_str)
-            != Some(crate::partition::FORMAT)
-    })
+    header_of(store, key, size).is_some_and(|header| !is_partition(&header))
+}
+
+/// Whether a safetensors header's metadata names a partition of ours.
+fn is_partition(header: &serde_json::Value) -> bool {
+    header
+        .pointer("/__metadata__/format")
+        .and_then(serde_json::Value::as_str)
+        == Some(crate::partition::FORMAT)
 }
 
 /// The JSON header of safetensors file `key` of `size` bytes, read alone (two
@@ -488,53 +499,42 @@ pub const SAMPLED_HEADERS: usize = 8;
 /// The largest header read (a partition's is a few KB: its tensors and sources).
 pub(super) const MAX_HEADER_BYTES: u64 = 1 << 20;
 
-/// The fewest bytes an object takes in up to [`SAMPLED_HEADERS`] of `files`,
-/// spread over the list, each learnt from its safetensors header alone (a
-/// ranged read of a few KB): its size over the objects its `images` hold.
+/// The fewest bytes an object takes in the sampled `headers` (from
+/// [`sampled_headers`]): a file's size over the objects its `images` hold.
 /// `None` where no header could be read (CAI's `.pt` files, a store error),
 /// and the bound then assumes the smallest cutouts. A dataset mixing cutout
 /// sizes is bounded by the files sampled.
-pub fn sampled_bytes_per_object(store: &dyn ObjectStore, files: &[(String, u64)]) -> Option<f64> {
-    sampled(files)
-        .filter_map(|(key, size)| {
-            let objects = objects_in_header(store, key, *size)?;
+fn fewest_bytes_per_object(headers: &[(String, u64, serde_json::Value)]) -> Option<f64> {
+    headers
+        .iter()
+        .filter_map(|(_, size, header)| {
+            let objects = objects_in_header(header, *size)?;
             Some(*size as f64 / objects as f64)
         })
         .reduce(f64::min)
 }
 
-/// Up to [`SAMPLED_HEADERS`] of `files`, spread over the list, that are
-/// partitions of ours (safetensors, whose headers tell their contents).
-fn sampled(files: &[(String, u64)]) -> impl Iterator<Item = &(String, u64)> {
+/// The headers of up to [`SAMPLED_HEADERS`] of `files`, spread over the list,
+/// that are safetensors (whose headers tell their contents), each read alone
+/// (a ranged read of a few KB), with their keys and sizes; those that cannot
+/// be read are left out.
+fn sampled_headers(
+    store: &dyn ObjectStore,
+    files: &[(String, u64)],
+) -> Vec<(String, u64, serde_json::Value)> {
     let step = files.len().div_ceil(SAMPLED_HEADERS).max(1);
     files
         .iter()
         .step_by(step)
         .filter(|(key, _)| key.ends_with(&format!(".{EXTENSION}")))
-}
-
-/// The first of up to [`SAMPLED_HEADERS`] of our partitions in `files`,
-/// spread over the list, whose header names no `images`: a catalog's, which an
-/// image model cannot read. Headers that cannot be read say nothing.
-fn without_cutouts(store: &dyn ObjectStore, files: &[(String, u64)]) -> Option<String> {
-    sampled(files)
-        .find(|(key, size)| {
-            header_of(store, key, *size).is_some_and(|header| {
-                header
-                    .pointer("/__metadata__/format")
-                    .and_then(serde_json::Value::as_str)
-                    == Some(crate::partition::FORMAT)
-                    && header.get("images").is_none()
-            })
-        })
-        .map(|(key, _)| key.clone())
+        .filter_map(|(key, size)| Some((key.clone(), *size, header_of(store, key, *size)?)))
+        .collect()
 }
 
 /// The objects a partition's header says its `images` hold: believed only
 /// where that many cutouts of the shape it gives (f32) fit in the file's `size`
 /// bytes, so a header claiming 10^18 objects cannot make every rank look long.
-fn objects_in_header(store: &dyn ObjectStore, key: &str, size: u64) -> Option<u64> {
-    let header = header_of(store, key, size)?;
+fn objects_in_header(header: &serde_json::Value, size: u64) -> Option<u64> {
     let shape: Vec<u64> = header
         .get("images")?
         .get("shape")?
@@ -552,6 +552,10 @@ fn objects_in_header(store: &dyn ObjectStore, key: &str, size: u64) -> Option<u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bytes_per_object_of(store: &dyn ObjectStore, files: &[(String, u64)]) -> Option<f64> {
+        fewest_bytes_per_object(&sampled_headers(store, files))
+    }
 
     fn files(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{i}.safetensors")).collect()
@@ -697,17 +701,14 @@ mod tests {
         let mut huge = u64::MAX.to_le_bytes().to_vec();
         huge.extend_from_slice(b"{}");
         assert_eq!(
-            sampled_bytes_per_object(&store, &files("h/x.safetensors", &huge)),
+            bytes_per_object_of(&store, &files("h/x.safetensors", &huge)),
             None
         );
         assert_eq!(
-            sampled_bytes_per_object(&store, &files("h/y.safetensors", b"abc")),
+            bytes_per_object_of(&store, &files("h/y.safetensors", b"abc")),
             None
         );
-        assert_eq!(
-            sampled_bytes_per_object(&store, &files("h/z.pt", b"PK")),
-            None
-        );
+        assert_eq!(bytes_per_object_of(&store, &files("h/z.pt", b"PK")), None);
         // A header claiming more cutouts than its file holds is not believed.
         let lying = |n: u64| {
             let header = format!(
@@ -716,7 +717,7 @@ mod tests {
             let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
             bytes.extend_from_slice(header.as_bytes());
             bytes.resize(bytes.len() + 20480, 0);
-            sampled_bytes_per_object(&store, &files("h/l.safetensors", &bytes))
+            bytes_per_object_of(&store, &files("h/l.safetensors", &bytes))
         };
         assert!(lying(1).is_some());
         assert_eq!(lying(1_000_000_000_000_000_000), None);

@@ -58,7 +58,7 @@ pub async fn run_events(
             } else {
                 ranks
                     .into_iter()
-                    .map(redacted)
+                    .map(crate::server::runs::redacted)
                     .chain([RunEvent::Finished { status: run.status }])
                     .map(|e| Event::default().json_data(&e).unwrap_or_default())
                     .collect()
@@ -172,21 +172,3 @@ fn numbered(events: Vec<RunEvent>, first: usize) -> Vec<Result<Event, std::conve
 /// Recorded ranks an interrupted run's stream replays at most: the page shows
 /// 200 rows, and a reply stays a few MB.
 const RANK_REPLAY: usize = 10_000;
-
-/// A recorded rank's event as the API gives it: its error without the host's paths.
-fn redacted(event: RunEvent) -> RunEvent {
-    match event {
-        RunEvent::RankFailed {
-            rank,
-            attempt,
-            error,
-            retrying,
-        } => RunEvent::RankFailed {
-            rank,
-            attempt,
-            error: crate::server::error::redact(&error),
-            retrying,
-        },
-        other => other,
-    }
-}
