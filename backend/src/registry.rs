@@ -18,6 +18,8 @@ use std::path::Path;
 
 pub struct Registry {
     db: Connection,
+    /// The data folder it records runs of (their result paths are inside it).
+    data_dir: std::path::PathBuf,
 }
 
 /// The start of the error of a run that ended but whose row could not be
@@ -141,6 +143,28 @@ pub fn path(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("cosmicai.sqlite")
 }
 
+/// The registry of data folder `data_dir`, with run `run_id`'s row (as a
+/// follower needs it, and as the API gives it), for a command about one run
+/// (resume, follow again, export): a mistyped `--data` makes no folder and no
+/// empty registry, and says so.
+pub fn open_run(data_dir: &Path, run_id: &str) -> Result<(Registry, StoredRun, RunInfo)> {
+    let file = path(data_dir);
+    if !file.is_file() {
+        anyhow::bail!(
+            "run {run_id}: {} holds no run registry (cosmicai.sqlite); --data names the folder the run was started with",
+            data_dir.display()
+        );
+    }
+    let registry = Registry::open(&file)?;
+    let (Some(run), Some(info)) = (registry.run(run_id)?, registry.info(run_id)?) else {
+        anyhow::bail!(
+            "run {run_id}: not in the registry of {}",
+            data_dir.display()
+        );
+    };
+    Ok((registry, run, info))
+}
+
 impl Registry {
     /// Opens the registry of data folder `data_dir` (see [`Registry::open`]).
     pub fn in_folder(data_dir: &Path) -> Result<Self> {
@@ -175,9 +199,10 @@ impl Registry {
             .with_context(|| format!("setting up run registry {}", path.display()))?;
         db.execute_batch(SCHEMA)
             .with_context(|| format!("preparing run registry {}", path.display()))?;
-        let registry = Registry { db };
+        let data_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let registry = Registry { db, data_dir };
         registry.migrate()?;
-        registry.mark_interrupted(path.parent().unwrap_or(Path::new(".")))?;
+        registry.mark_interrupted(&registry.data_dir)?;
         Ok(registry)
     }
 
@@ -738,7 +763,7 @@ impl Registry {
              WHERE ?2 IS NULL OR (created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?2)
              ORDER BY created_at DESC, id DESC LIMIT ?1"
         ))?;
-        let rows = stmt.query_map(params![limit, before], run_info)?;
+        let rows = stmt.query_map(params![limit, before], |r| run_info(r, &self.data_dir))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -747,7 +772,7 @@ impl Registry {
         let mut stmt = self
             .db
             .prepare(&format!("SELECT {INFO_COLUMNS} FROM runs WHERE id = ?1"))?;
-        let mut rows = stmt.query_map(params![id], run_info)?;
+        let mut rows = stmt.query_map(params![id], |r| run_info(r, &self.data_dir))?;
         Ok(rows.next().transpose()?)
     }
 }
@@ -772,26 +797,37 @@ const INFO_COLUMNS: &str = "id, created_at, status, world_size, batch_size, devi
     CASE WHEN json_valid(request_json) THEN json_extract(request_json, '$.model') END, \
     CASE WHEN json_valid(request_json) THEN json_extract(request_json, '$.precision') END";
 
-fn run_info(r: &rusqlite::Row) -> rusqlite::Result<RunInfo> {
+/// A row as [`RunInfo`]; `data_dir` is where its result path is, to tell
+/// whether it can be resumed (its plan there).
+fn run_info(r: &rusqlite::Row, data_dir: &Path) -> rusqlite::Result<RunInfo> {
     let status: String = r.get(2)?;
+    let status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
+    let on_aws: bool = r.get(12).unwrap_or(false);
+    let result_path: String = r.get(7)?;
+    let resumable = !on_aws
+        && crate::coordinator::may_resume(status)
+        && cosmicai_shared::run::check_key(&result_path).is_ok()
+        && data_dir
+            .join(cosmicai_engine::pipeline::payload_key(&result_path))
+            .is_file();
     Ok(RunInfo {
         id: r.get(0)?,
         created_at: r.get(1)?,
-        status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+        status,
         world_size: r.get::<_, i64>(3)? as usize,
         batch_size: r.get::<_, i64>(4)? as usize,
         device: r.get(5)?,
         data_prefix: r.get(6)?,
-        result_path: r.get(7)?,
+        result_path,
         objects: r.get::<_, Option<i64>>(8)?.map(|n| n as usize),
         duration_s: r.get(9)?,
         cost_usd: r.get(10)?,
-        error: r.get::<_, Option<String>>(11)?.or_else(|| {
-            (status == RunStatus::Interrupted.name())
-                .then(|| interrupted_why(r.get(12).unwrap_or(false)))
-        }),
+        error: r
+            .get::<_, Option<String>>(11)?
+            .or_else(|| (status == RunStatus::Interrupted).then(|| interrupted_why(on_aws))),
         model: r.get(13)?,
         precision: r.get::<_, Option<String>>(14)?.filter(|p| p != "fp32"),
+        resumable,
     })
 }
 
@@ -804,7 +840,7 @@ fn interrupted_why(on_aws: bool) -> String {
     } else {
         "its coordinator (the server or the CLI that ran it) stopped before it ended, \
          and its ranks with it; the ranks that finished left their results in its result_path. \
-         Run it again for a summary"
+         `cosmicai run --data DATA --resume ID` runs the others and summarizes it (in the explorer: Resume on its page)"
             .into()
     }
 }

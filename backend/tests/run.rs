@@ -593,7 +593,7 @@ fn a_run_whose_coordinator_dies_is_marked_interrupted() {
     // It says why, and what to do.
     let why = runs[0]["error"].as_str().unwrap_or_default();
     assert!(why.contains("stopped before it ended"), "{runs}");
-    assert!(why.contains("Run it again"), "{runs}");
+    assert!(why.contains("--resume ID"), "{runs}");
     let table = cosmicai(&["runs", "--data", &data]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("why: its coordinator"), "{table}");
@@ -607,6 +607,95 @@ fn a_run_whose_coordinator_dies_is_marked_interrupted() {
         "{table}"
     );
     assert_eq!(runs[0]["model"], "photoz", "{runs}");
+}
+
+#[test]
+fn an_interrupted_run_is_resumed_keeping_its_finished_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let results = PathBuf::from(&data).join("results/again");
+    let mut run = start_paused_run(
+        &data,
+        &["--concurrency", "1", "--result-path", "results/again"],
+    );
+    // Rank 0 finished (its measures kept beside its results), rank 1 not:
+    // then the coordinator dies, and its workers with it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !results.join("measures/0.json").exists() {
+        assert!(Instant::now() < deadline, "rank 0 never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(!results.join("1.json").exists(), "rank 1 finished first");
+    let listed = ok_json(&["runs", "--data", &data, "--json"]);
+    assert_eq!(listed[0]["status"], "interrupted", "{listed}");
+    assert_eq!(listed[0]["resumable"], true, "{listed}");
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let modified = |file: &str| {
+        std::fs::metadata(results.join(file))
+            .and_then(|m| m.modified())
+            .unwrap()
+    };
+    let rank0 = modified("0.json");
+
+    let out = cosmicai(&["run", "--data", &data, "--resume", &id, "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("keeping the results of 1 rank that finished before; running 1 rank"),
+        "{stderr}"
+    );
+    let s = last_json_line(&out);
+    assert_eq!(s["run_id"], id.as_str(), "{s}");
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(s["objects"].as_u64(), Some(8443), "{s}");
+    assert_eq!(s["resumed_ranks"], 1, "{s}");
+    // Rank 0 did not run again; both ranks are in the combined results, and
+    // both are billed (rank 0 as it ran the first time).
+    assert_eq!(modified("0.json"), rank0);
+    let combined: Value =
+        serde_json::from_slice(&std::fs::read(results.join("combined_data.json")).unwrap())
+            .unwrap();
+    assert_eq!(combined.as_array().map(Vec::len), Some(2), "{combined}");
+    assert!(
+        s["per_rank"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["billed_duration_ms"].as_u64() > Some(0)),
+        "{s}"
+    );
+    let listed = ok_json(&["runs", "--data", &data, "--json"]);
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "one run, resumed: {listed}"
+    );
+    assert_eq!(listed[0]["status"], "succeeded", "{listed}");
+    assert!(listed[0].get("resumable").is_none(), "{listed}");
+    let table = cosmicai(&["run", "--data", &data, "--resume", &id]);
+    assert!(!table.status.success());
+    assert!(
+        String::from_utf8_lossy(&table.stderr).contains("nothing to resume"),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+
+    // A run that is not there, and flags a resume does not take.
+    let out = cosmicai(&["run", "--data", &data, "--resume", "run-0-0-000000"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("run run-0-0-000000: not in the registry"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cosmicai(&["run", "--data", &data, "--resume", &id, "--world-size", "3"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -631,6 +720,18 @@ fn ctrl_c_stops_the_run_summarizes_what_finished_and_closes_its_row() {
     assert!(workers(&data).is_empty(), "no worker outlives its run");
     let runs = ok_json(&["runs", "--data", &data, "--json"]);
     assert_eq!(runs[0]["status"], s["status"], "{runs}");
+    // Resumed, the cancelled run ends with every rank's results.
+    let id = s["run_id"].as_str().unwrap();
+    let out = cosmicai(&["run", "--data", &data, "--resume", id, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resumed = last_json_line(&out);
+    assert_eq!(resumed["status"], "succeeded", "{resumed}");
+    assert_eq!(resumed["objects"].as_u64(), Some(8443), "{resumed}");
+    assert_eq!(resumed["failed_ranks"], serde_json::json!([]), "{resumed}");
 }
 
 #[test]

@@ -284,6 +284,10 @@ pub struct RunInfo {
     /// The number format it computed in, where not fp32 (`bf16`, `f16`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<String>,
+    /// Whether it can be resumed (`POST /api/runs/{id}/resume`): a local run
+    /// that ended without every rank's results, whose plan is in its result_path.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumable: bool,
 }
 
 /// What the run's event stream (`GET /api/runs/{id}/events`, Server-Sent Events) says.

@@ -504,6 +504,15 @@ pub struct RunSummary {
     /// Accuracy over predictions whose object has a spectroscopic label.
     pub metrics: Option<crate::metrics::Evaluation>,
     pub per_rank: Vec<RankMeasure>,
+    /// Ranks whose results an earlier, unfinished attempt of this run left,
+    /// kept and not run again (`cosmicai run --resume`); `duration_s` is then
+    /// the last attempt's, and the cost every rank's.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub resumed_ranks: usize,
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
 }
 
 fn yes() -> bool {

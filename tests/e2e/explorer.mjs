@@ -660,6 +660,23 @@ try {
     assert.ok((await page.locator('.rank[data-state=done]').count()) < 8);
   });
 
+  await step('a cancelled run is resumed from its page: its finished ranks kept, the others run', async () => {
+    const kept = await page.locator('.rank[data-state=done]').count();
+    await page.waitForSelector('button.resume', { timeout: 30000 });
+    await page.click('button.resume');
+    await page.waitForFunction(() => document.querySelector('.run-status')?.textContent === 'finished: succeeded', null, { timeout: 300000 });
+    assert.equal(await page.locator('.rank[data-state=done]').count(), 8);
+    await page.waitForSelector('.results .results-line', { timeout: 30000 });
+    // The ranks done before the cancel are said kept (none may have been).
+    if (kept > 0) {
+      assert.match(await page.textContent('.results .resumed'), new RegExp(`^Resumed: ${kept} ranks? kept from an earlier attempt`));
+    } else {
+      assert.equal(await page.locator('.results .resumed').count(), 0);
+    }
+    // Nothing is left to resume.
+    assert.equal(await page.locator('button.resume').count(), 0);
+  });
+
   await step('with its live stream refused, a run is followed by asking; a busy reply is asked again', async () => {
     // A server out of stream slots (or a proxy that drops event streams): the
     // page says so, and the ranks' progress still comes, through GET /api/runs/{id}.

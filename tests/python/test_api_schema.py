@@ -65,15 +65,15 @@ def schemathesis(url, *extra):
 def test_api_conforms_to_its_openapi_document(server):
     out = schemathesis(server)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
-    assert "Tested: 23" in out.stdout, out.stdout[-3000:]
+    assert "Tested: 24" in out.stdout, out.stdout[-3000:]
 
 
 def test_what_starts_or_cancels_work_conforms_for_a_token_holder(server_for_token_holders):
     out = schemathesis(server_for_token_holders, "--include-method", "POST",
                        "--header", f"Authorization: Bearer {TOKEN}")
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
-    # Runs, estimate, sweeps, selections, an object's fetch, and both cancels.
-    assert "Tested: 7" in out.stdout, out.stdout[-3000:]
+    # Runs, estimate, sweeps, selections, an object's fetch, both cancels, and a run's resume.
+    assert "Tested: 8" in out.stdout, out.stdout[-3000:]
     # The fuzzed launches got past the token and the checks: a run started.
     with urllib.request.urlopen(f"{server_for_token_holders}/api/runs", timeout=30) as reply:
         runs = json.load(reply)

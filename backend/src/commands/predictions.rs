@@ -2,7 +2,6 @@
 //! CSV table (partition and row, the labels, the prediction), what a CAI user
 //! reaches for after `combined_data.json`'s per-rank figures.
 
-use crate::registry::Registry;
 use anyhow::{Context, Result, bail};
 use cosmicai_engine::pipeline::{
     PayloadOf, RankPredictions, predictions_key, rank_key, read_payload, read_predictions,
@@ -25,17 +24,7 @@ pub struct Exported {
 /// Writes run `run_id`'s predictions (under data folder `data`) to `out`, or to
 /// standard output; a file is written aside and renamed, so it is whole or absent.
 pub fn export(data: &Path, run_id: &str, out: Option<&Path>) -> Result<Exported> {
-    let registry = crate::registry::path(data);
-    if !registry.is_file() {
-        bail!(
-            "--data {}: holds no run registry (cosmicai.sqlite)",
-            data.display()
-        );
-    }
-    let registry = Registry::open(&registry)?;
-    let (Some(run), Some(info)) = (registry.run(run_id)?, registry.info(run_id)?) else {
-        bail!("run {run_id}: not in the registry of {}", data.display());
-    };
+    let (_, run, info) = crate::registry::open_run(data, run_id)?;
     let store = LocalStore::new(data);
     let result_path = &run.request.result_path;
     // A run refused at Initialize (its result_path another run's) keeps a row

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     cosmicai run --data data/demo/partitions --world-size 4 --batch-size 512\n  \
-    cosmicai run --data data/demo/partitions --world-size 2 --batch-size 256 --file-limit 4 --json\n\n\
+    cosmicai run --data data/demo/partitions --world-size 2 --batch-size 256 --file-limit 4 --json\n  \
+    cosmicai run --data data/demo/partitions --resume run-1765000000-4242-000000\n\n\
     Results follow CAI's layout under --data: RESULT_PATH/payload.json, RESULT_PATH/<rank>.json,\n\
     RESULT_PATH/combined_data.json, plus summary.json (metrics, cost) and predictions/<rank>.safetensors.\n\
     With --json the last line is the run summary (status, ranks, failed_ranks, objects, duration_s,\n\
@@ -23,11 +24,20 @@ pub struct RunArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Ranks: the partition files are shared among this many workers (CAI's split).
-    #[arg(long, required_unless_present = "request")]
+    #[arg(long, required_unless_present_any = ["request", "resume"])]
     pub world_size: Option<usize>,
     /// Objects a worker predicts at once.
-    #[arg(long, required_unless_present = "request")]
+    #[arg(long, required_unless_present_any = ["request", "resume"])]
     pub batch_size: Option<usize>,
+    /// Resumes run ID of --data's registry, which did not finish (interrupted,
+    /// cancelled, failed or partial): its ranks that left their results are
+    /// kept, the others run again under its plan, and it is summarized whole.
+    /// Local runs only (an AWS run: `cosmicai runs --follow ID`).
+    #[arg(long, value_name = "RUN_ID", conflicts_with_all = [
+        "world_size", "batch_size", "request", "file_limit", "device", "precision",
+        "result_path", "memory_mb", "retries", "timeout", "model", "estimate", "target",
+    ])]
+    pub resume: Option<String>,
     /// A CAI payload as JSON (bucket, data_prefix, file_limit, batch_size, world_size,
     /// result_path, device, precision, memory_mb, model, retries, timeout_s,
     /// tolerated_failure_percentage) instead of the flags above.
@@ -135,6 +145,7 @@ impl RunArgs {
             world_size: Some(world_size),
             batch_size: Some(batch_size),
             request: None,
+            resume: None,
             file_limit: None,
             device,
             precision: PrecisionArg::Fp32,
@@ -185,7 +196,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.estimate {
         return print_estimate(&args);
     }
-    let summary = if args.target == TargetArg::Aws {
+    let summary = if let Some(run_id) = &args.resume {
+        resume_run(&args, run_id)?
+    } else if args.target == TargetArg::Aws {
         execute_aws_run(&args)?
     } else {
         execute_run(&args, false, true)?
@@ -357,6 +370,16 @@ pub fn execute_run(args: &RunArgs, quiet: bool, on_signal: bool) -> Result<RunSu
     coordinator::execute(&args.data, &request, &run_id, &local, control, &mut |_| {})
 }
 
+/// `cosmicai run --resume ID`: run ID's unfinished ranks, then its summary.
+fn resume_run(args: &RunArgs, run_id: &str) -> Result<RunSummary> {
+    let control = RunControl {
+        quiet: args.json,
+        ..Default::default()
+    };
+    crate::interrupt::cancel_on_signal(control.cancel.clone());
+    coordinator::resume(&args.data, run_id, args.concurrency, control, &mut |_| {})
+}
+
 /// `cosmicai run --target aws`: the partitions of --data on Step Functions + Lambda.
 fn execute_aws_run(args: &RunArgs) -> Result<RunSummary> {
     let config = crate::aws::AwsConfig::resolve(
@@ -448,6 +471,7 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
             "run_id": s.run_id, "status": s.status, "ranks": s.ranks, "failed_ranks": s.failed_ranks,
             "objects": s.objects, "objects_with_cutouts": s.objects_with_cutouts, "model": s.model, "device": s.device, "precision": s.precision, "kernels": s.kernels, "predicts_class": s.predicts_class, "duration_s": s.duration_s, "samples_per_s": s.samples_per_s,
             "cost_usd": s.cost_usd, "cost": s.cost, "result_path": s.result_path, "metrics": s.metrics, "per_rank": s.per_rank,
+            "resumed_ranks": s.resumed_ranks,
         });
         return crate::output::emit(&format!("{line}\n"));
     }
@@ -463,6 +487,13 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
         s.duration_s,
         s.samples_per_s
     );
+    if s.resumed_ranks > 0 {
+        crate::line!(
+            out,
+            "  resumed: {} kept from an earlier attempt (the time above is this attempt's; the cost is every rank's)",
+            cosmicai_shared::counted(s.resumed_ranks, "rank")
+        );
+    }
     if !s.predicts_class {
         crate::line!(
             out,

@@ -5,8 +5,8 @@ use super::record::Recorder;
 use anyhow::{Context, Result};
 use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::executor::{ExecutorConfig, WorkerCommand, execute_cancellable};
-use cosmicai_engine::pipeline::{RunSummary, initialize, summarize};
-use cosmicai_engine::store::LocalStore;
+use cosmicai_engine::pipeline::{Payload, RunSummary, initialize, measures_key, summarize};
+use cosmicai_engine::store::{LocalStore, ObjectStore, join};
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::{RankMeasure, RunRequest};
 use std::path::Path;
@@ -31,20 +31,53 @@ pub fn execute(
         recorder.println(&format!("note: {note}"));
     }
     recorder.start(request, &payload.ranks)?;
+    let finished = vec![None; request.world_size];
+    run_ranks(
+        root,
+        &payload,
+        finished,
+        concurrency,
+        recorder,
+        started,
+        initialize_s,
+    )
+}
+
+/// Runs the ranks of `payload`'s planned run that have not `finished` (an
+/// earlier attempt's, kept: [`super::resume`]), then Summarize over all of them.
+pub fn run_ranks(
+    root: &Path,
+    payload: &Payload,
+    finished: Vec<Option<RankMeasure>>,
+    concurrency: Option<usize>,
+    recorder: &mut Recorder,
+    started: Instant,
+    initialize_s: f64,
+) -> Result<RunSummary> {
+    let store = LocalStore::new(root);
+    let (request, run_id) = (&payload.request, payload.run_id.as_str());
     // Ranks planned no file (CAI's payloads set world_size to file_limit, so
     // 40,000 ranks may share 11 files) start no worker, as on AWS they are no
-    // Map item: done at once, with nothing read.
-    let (working, idle): (Vec<usize>, Vec<usize>) =
-        (0..request.world_size).partition(|&rank| payload.reads_files(rank));
+    // Map item: done at once, with nothing read. Ranks an earlier attempt
+    // finished are done with their own measures.
+    let kept: Vec<RankMeasure> = finished.into_iter().flatten().collect();
+    let (working, idle): (Vec<usize>, Vec<usize>) = (0..request.world_size)
+        .filter(|&rank| !kept.iter().any(|m| m.rank == rank))
+        .partition(|&rank| payload.reads_files(rank));
+    let done_before = idle
+        .iter()
+        .map(|&rank| RankMeasure::nothing_read(rank, run_id))
+        .chain(kept.iter().cloned());
     recorder.events(
-        &idle
-            .iter()
-            .flat_map(|&rank| {
+        &done_before
+            .clone()
+            .flat_map(|measure| {
                 [
-                    RunEvent::RankStarted { rank, attempt: 1 },
-                    RunEvent::RankFinished {
-                        measure: RankMeasure::nothing_read(rank, run_id),
+                    RunEvent::RankStarted {
+                        rank: measure.rank,
+                        attempt: measure.attempts.max(1),
                     },
+                    RunEvent::RankFinished { measure },
                 ]
             })
             .collect::<Vec<_>>(),
@@ -73,7 +106,7 @@ pub fn execute(
         concurrency,
         memory_mb: request.memory_mb,
         retries: request.retries,
-        timeout: Some(rank_timeout(request, &payload)),
+        timeout: Some(rank_timeout(request, payload)),
     };
     let cancel = recorder.cancel.clone();
     let mut measures = execute_cancellable(
@@ -82,10 +115,14 @@ pub fn execute(
         &working,
         config,
         cancel,
-        |event| recorder.event(event),
+        |event| {
+            keep_measure(&store, run_id, &request.result_path, event, recorder);
+            recorder.event(event)
+        },
     );
-    for &rank in &idle {
-        measures[rank] = RankMeasure::nothing_read(rank, run_id);
+    for measure in done_before {
+        let rank = measure.rank;
+        measures[rank] = measure;
     }
     // A finished CPU rank is billed as a Lambda of the request's memory would
     // bill it: its share of vCPUs may be less than what the rank used here (a
@@ -105,14 +142,57 @@ pub fn execute(
     cosmicai_engine::store::sweep_temporaries(&root.join(&request.result_path));
     let summarize_started = Instant::now();
     let duration_s = started.elapsed().as_secs_f64();
-    Ok(summarize(
+    let mut summary = summarize(
         &store,
-        &payload,
+        payload,
         &measures,
         duration_s,
         initialize_s,
         summarize_started,
-    )?)
+    )?;
+    if !kept.is_empty() {
+        // Said in the summary file too: its duration is this attempt's alone.
+        summary.resumed_ranks = kept.len();
+        let json = serde_json::to_vec_pretty(&summary)?;
+        store.put(&join(&request.result_path, "summary.json"), &json)?;
+    }
+    Ok(summary)
+}
+
+/// Keeps a finished rank's measures beside its results
+/// (`measures/<rank>.json`, as AWS's ranks leave theirs), as they were
+/// measured, so that a resumed run keeps the rank and bills it as it ran. One
+/// that cannot be written is said, and its rank would run again.
+fn keep_measure(
+    store: &LocalStore,
+    run_id: &str,
+    result_path: &str,
+    event: &RunEvent,
+    recorder: &Recorder,
+) {
+    let RunEvent::RankFinished { measure } = event else {
+        return;
+    };
+    if measure.error.is_some() {
+        return;
+    }
+    let measure = RankMeasure {
+        run_id: run_id.to_string(),
+        ..measure.clone()
+    };
+    let kept = serde_json::to_vec(&measure)
+        .map_err(|e| e.to_string())
+        .and_then(|json| {
+            store
+                .put(&measures_key(result_path, measure.rank), &json)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = kept {
+        recorder.println(&format!(
+            "warning: rank {}: its measures were not kept ({e}); a resume of this run would run it again",
+            measure.rank
+        ));
+    }
 }
 
 /// How long one attempt of a rank may run: the request's `timeout_s`, else ten

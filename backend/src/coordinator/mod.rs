@@ -4,7 +4,8 @@
 //! API's runs and sweeps, locally or on AWS. A run goes
 //! request → plan (Initialize) → ranks (the [`Executor`]: local processes, or Step
 //! Functions + Lambda) → measures → summary (Summarize, with the cost computed
-//! once) → registry row. One [`record::Recorder`] turns the executor's events into
+//! once) → registry row; a local run that did not finish is resumed from its
+//! plan, its finished ranks kept (`resume`). One [`record::Recorder`] turns the executor's events into
 //! registry rows, terminal bars and the API's live events, so they cannot drift.
 //!
 //! It lives in the backend, not the engine, because it owns the SQLite registry and
@@ -14,11 +15,13 @@ mod estimate;
 mod local;
 mod reattach;
 mod record;
+mod resume;
 mod sweep;
 
 pub use estimate::{Rates, estimate};
 pub use reattach::{adopt, reattach, reattach_interrupted};
 pub use record::{Recorder, RunControl};
+pub use resume::{may_resume, resumable, resume, resume_checked};
 pub use sweep::sweep;
 
 use crate::aws::Aws;

@@ -37,18 +37,7 @@ fn follow_again(
     observe: &mut dyn FnMut(&RunEvent),
     interrupted_only: bool,
 ) -> Result<RunSummary> {
-    let path = crate::registry::path(root);
-    // Only looked at: a mistyped --data makes no folder and no empty registry.
-    if !path.is_file() {
-        bail!(
-            "run {run_id}: {} holds no run registry (cosmicai.sqlite); --data names the folder the run was started with",
-            root.display()
-        );
-    }
-    let registry = Registry::open(&path)?;
-    let Some(run) = registry.run(run_id)? else {
-        bail!("run {run_id}: not in the registry of {}", root.display());
-    };
+    let (registry, run, _) = crate::registry::open_run(root, run_id)?;
     let Some(aws) = run.aws else {
         bail!("run {run_id} did not run on AWS: only AWS executions can be followed again");
     };

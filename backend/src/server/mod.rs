@@ -172,7 +172,7 @@ pub struct AppState {
 #[openapi(
     info(title = "CosmicAI API", description = "Galaxy redshifts from SDSS data: objects, images, the model, pipeline runs."),
     paths(api::health, api::list_objects, api::object_detail, api::object_image, api::cutouts, api::model,
-        api::model_weights, api::list_models, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::run_events,
+        api::model_weights, api::list_models, api::list_runs, api::create_run, api::run_detail, api::cancel_run, api::resume_run, api::run_events,
         api::run_results, api::estimate, api::create_sweep, api::list_sweeps, api::sweep_detail, api::cancel_sweep, api::fetch_object, api::settings, api::sky, api::create_selection),
     modifiers(&BearerAuth)
 )]
@@ -218,6 +218,7 @@ pub fn router(state: Arc<AppState>, explorer: Explorer) -> Router {
     let guarded = Router::new()
         .route("/api/runs", post(api::create_run))
         .route("/api/runs/{id}/cancel", post(api::cancel_run))
+        .route("/api/runs/{id}/resume", post(api::resume_run))
         .route("/api/sweeps", post(api::create_sweep))
         .route("/api/sweeps/{id}/cancel", post(api::cancel_sweep))
         .route("/api/estimate", post(api::estimate))

@@ -251,6 +251,72 @@ impl Runs {
     }
 }
 
+impl Runs {
+    /// Resumes local run `id` of `data_dir`'s registry (see
+    /// [`coordinator::resume`]), holding `slot` and the memory of the ranks it
+    /// runs until it ends; or says why it cannot (409), or the server's load (429).
+    pub fn resume(
+        &self,
+        data_dir: &Path,
+        id: &str,
+        slot: Slot,
+        budget: &Arc<MemoryBudget>,
+    ) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let conflict = |e: anyhow::Error| {
+            Error(
+                axum::http::StatusCode::CONFLICT,
+                super::error::redact(&format!("{e:#}")),
+            )
+        };
+        let live = Arc::new(LiveRun::new(None));
+        {
+            // Checked and taken under one lock: two resumes of one run at once
+            // (the registry's claim cannot tell this process from itself).
+            let mut all = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            if all.get(id).is_some_and(|run| !run.is_over()) {
+                return Err(conflict(anyhow::anyhow!(
+                    "run {id} is running: cancel it first, or wait for its end"
+                )));
+            }
+            let resumable = coordinator::resumable(data_dir, id).map_err(conflict)?;
+            let request = &resumable.payload.request;
+            let working = resumable.to_run();
+            let (ranks, _) = coordinator::concurrency_and_threads(None, working);
+            let memory = budget.reserve(request.memory_mb, 1, ranks.min(working.max(1)))?;
+            all.insert(id.to_string(), live.clone());
+            let root = data_dir.to_path_buf();
+            std::thread::spawn(move || {
+                let control = RunControl {
+                    quiet: true,
+                    cancel: live.cancel.clone(),
+                };
+                // The coordinator closes the row once it has claimed it; before
+                // that (another process resuming it) the row is not this run's
+                // to close. A panic is the run's error, and its recorder leaves
+                // the row interrupted.
+                let concurrency = Some(memory.ranks());
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    coordinator::resume_checked(
+                        &root,
+                        resumable,
+                        concurrency,
+                        control,
+                        &mut |e| live.push(e.clone()),
+                        started,
+                    )
+                }))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the run's coordinator panicked")));
+                let last = crate::coordinator::last_event(&outcome);
+                drop(memory);
+                drop(slot);
+                live.push(last);
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The pipeline request for `launch`, checked; paths never leave `data_dir`.
 pub fn request_of(
     data_dir: &Path,

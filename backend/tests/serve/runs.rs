@@ -551,6 +551,39 @@ fn a_cancelled_run_stops() {
         text.contains(&format!(r#""status":"{status}""#)),
         "{status}: {text}"
     );
+
+    // Resumed: its ranks without results run again, under the same id; a
+    // second resume while it runs is refused.
+    let detail = get(&s, &format!("/api/runs/{id}")).json();
+    assert_eq!(detail["run"]["resumable"], true, "{detail}");
+    assert_eq!(
+        post(&s, &format!("/api/runs/{id}/resume"), "", &[]).status,
+        202
+    );
+    let again = post(&s, &format!("/api/runs/{id}/resume"), "", &[]);
+    assert_eq!(again.status, 409);
+    assert!(
+        String::from_utf8_lossy(&again.body).contains("is running"),
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    let text =
+        String::from_utf8_lossy(&get(&s, &format!("/api/runs/{id}/events")).body).into_owned();
+    assert!(text.contains(r#""status":"succeeded""#), "{text}");
+    let detail = get(&s, &format!("/api/runs/{id}")).json();
+    assert_eq!(detail["run"]["status"], "succeeded", "{detail}");
+    assert!(detail["run"].get("resumable").is_none(), "{detail}");
+    let done = post(&s, &format!("/api/runs/{id}/resume"), "", &[]);
+    assert_eq!(done.status, 409);
+    assert!(
+        String::from_utf8_lossy(&done.body).contains("nothing to resume"),
+        "{}",
+        String::from_utf8_lossy(&done.body)
+    );
+    assert_eq!(
+        post(&s, "/api/runs/run-0-0-000000/resume", "", &[]).status,
+        404
+    );
 }
 
 #[test]

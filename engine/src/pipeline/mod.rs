@@ -8,6 +8,8 @@
 //!   `result_path/<rank>.json` and its predictions;
 //! - [`summarize`] gathers the ranks into `combined_data.json` and `summary.json`
 //!   (accuracy on known labels, totals, cost).
+//! - [`finished_ranks`] tells which ranks of an unfinished run left their
+//!   results, so that resuming it runs only the others.
 //!
 //! The same functions serve the local executor and the Lambda handlers. A run
 //! reads its partitions from one store and writes its results to another where
@@ -21,6 +23,7 @@ mod payload;
 mod plan;
 mod rank;
 mod rank_time;
+mod resume;
 mod room;
 mod summary;
 
@@ -34,6 +37,7 @@ pub use rank_time::{
     LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, S3_REQUEST_S, SlowestRank,
     check_rank_time, slowest_rank,
 };
+pub use resume::finished_ranks;
 pub use room::{LAMBDA_MAX_STORAGE_MB, check_room, storage_mb};
 pub use summary::{RunSummary, stored_measures, summarize, summarize_with};
 

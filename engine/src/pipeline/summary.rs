@@ -266,6 +266,7 @@ pub fn summarize_with(
         cost,
         metrics: (scorer.objects() > 0).then(|| scorer.finish()),
         per_rank,
+        resumed_ranks: 0,
     };
     let json =
         serde_json::to_vec_pretty(&summary).map_err(|e| PipelineError::Other(e.to_string()))?;

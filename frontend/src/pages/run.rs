@@ -297,6 +297,7 @@ pub fn RunPage(id: String) -> impl IntoView {
                 }.into_any(),
             }
         }
+        <ResumeButton id=id.clone() over=Signal::derive(move || status().is_some()) />
         {move || {
             // Counted in place: a clone of 10,000 ranks at each event would undo
             // folding them as they come.
@@ -448,6 +449,57 @@ fn CancelButton(id: String, over: Signal<bool>) -> impl IntoView {
                 None => ().into_any(),
             }}
         </p>
+    }
+}
+
+/// Runs again the ranks of a run that ended without all their results
+/// (interrupted, cancelled, failed ranks), where the server says it can; then
+/// the page is made again, following the resumed run under the same id.
+#[component]
+fn ResumeButton(id: String, over: Signal<bool>) -> impl IntoView {
+    let said = RwSignal::new(None::<Result<String, String>>);
+    // Asked once the run is over (the row read at the page's start may be
+    // from before its end).
+    let asked = id.clone();
+    let resumable = LocalResource::new(move || {
+        let (over, id) = (over.get(), asked.clone());
+        async move {
+            over && crate::api::get::<Detail>(&format!("/api/runs/{id}"))
+                .await
+                .is_ok_and(|d| d.run.resumable)
+        }
+    });
+    let remake = use_context::<crate::Remake>();
+    let resume = move |_| {
+        let id = id.clone();
+        said.set(Some(Ok("resuming…".into())));
+        leptos::task::spawn_local(async move {
+            let url = format!("/api/runs/{id}/resume");
+            match crate::api::post::<_, Created>(&url, &serde_json::json!({})).await {
+                Ok(_) => {
+                    if let Some(remake) = remake {
+                        remake.page();
+                    }
+                }
+                Err(e) => said.set(Some(Err(e))),
+            }
+        });
+    };
+    move || {
+        (resumable.get() == Some(true)).then(|| {
+            let resume = resume.clone();
+            view! {
+                <p class="resume">
+                    <button type="button" class="resume" on:click=resume prop:disabled=move || said.get().is_some_and(|s| s.is_ok())>"Resume run"</button>
+                    " "
+                    <span class="note">"runs again its ranks that left no results; the others' are kept"</span>
+                    {move || match said.get() {
+                        Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
+                        _ => ().into_any(),
+                    }}
+                </p>
+            }
+        })
     }
 }
 
@@ -620,6 +672,12 @@ fn ResultsView(results: RunResults) -> impl IntoView {
         <section class="results">
             <h3>"Results"</h3>
             <p class="results-line">{line}</p>
+            {(s.resumed_ranks > 0).then(|| view! {
+                <p class="note resumed">{format!(
+                    "Resumed: {} kept from an earlier attempt, not run again. The time is the last attempt's; the cost is every rank's.",
+                    cosmicai_shared::counted(s.resumed_ranks, "rank")
+                )}</p>
+            })}
             <div class="charts">
                 <DensityScatter points=points outliers=outliers />
                 <Histogram values=residuals lo=-0.3 hi=0.3 label="(z_pred − z_spec) / (1 + z_spec)".to_string() />

@@ -192,6 +192,33 @@ pub async fn cancel_run(
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }
 
+#[utoipa::path(post, path = "/api/runs/{id}/resume", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 202, description = "Resuming: its ranks that left no results run again, and its stream follows them", body = Created),
+        (status = 401, body = cosmicai_shared::api::ApiError),
+        (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError),
+        (status = 404, body = cosmicai_shared::api::ApiError),
+        (status = 409, description = "Not a run that can be resumed (running, succeeded, on AWS, or never planned)", body = cosmicai_shared::api::ApiError),
+        (status = 429, description = "Too many runs and sweeps at once, or their memory budget is held; see Retry-After", body = cosmicai_shared::api::ApiError)))]
+pub async fn resume_run(
+    State(state): AppStateRef,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    let st = state.clone();
+    let run = id.clone();
+    tokio::task::spawn_blocking(move || {
+        find_run(&st, &run)?;
+        let slot = st
+            .run_slots
+            .take()
+            .ok_or_else(|| crate::server::guard::busy("runs and sweeps", st.run_slots.cap()))?;
+        st.runs.resume(&st.data_dir, &run, slot, &st.memory)
+    })
+    .await
+    .map_err(Error::internal)??;
+    Ok((StatusCode::ACCEPTED, Json(Created { id })))
+}
+
 /// A run's model as `GET /api/models` names it (`astromae:/srv/models/a.pt`
 /// gives `astromae:a.pt`); a name that is no model spec as it is.
 pub(super) fn served_name(model: &str) -> String {
