@@ -84,6 +84,17 @@ pub enum Claim {
     NotInterrupted,
 }
 
+/// Ranks of a run by their rows' state ([`Registry::rank_progress`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RankProgress {
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Started (or retrying) and not ended.
+    pub running: usize,
+    /// Objects the succeeded ranks predicted.
+    pub objects: usize,
+}
+
 /// A run's row, as a follower needs it.
 #[derive(Debug, Clone)]
 pub struct StoredRun {
@@ -108,7 +119,8 @@ CREATE TABLE IF NOT EXISTS runs (
     cost_usd REAL,
     summary_json TEXT,
     aws_json TEXT,
-    coordinator_identity TEXT
+    coordinator_identity TEXT,
+    planned TEXT
 );
 CREATE TABLE IF NOT EXISTS ranks (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -212,6 +224,7 @@ impl Registry {
             ("runs", "aws_json"),
             ("runs", "coordinator_identity"),
             ("launches", "planned_id"),
+            ("runs", "planned"),
         ] {
             let has: bool = self
                 .db
@@ -594,6 +607,35 @@ impl Registry {
         }))
     }
 
+    /// How far run `id`'s ranks are, as their rows record them (a watcher in
+    /// another process reads this; the run's own events are its coordinator's).
+    pub fn rank_progress(&self, id: &str) -> Result<RankProgress> {
+        let mut stmt = self.db.prepare(
+            "SELECT status, COUNT(*), COALESCE(SUM(objects), 0) FROM ranks WHERE run_id = ?1 GROUP BY status",
+        )?;
+        let rows = stmt.query_map(params![id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?.max(0) as usize,
+                r.get::<_, i64>(2)?.max(0) as usize,
+            ))
+        })?;
+        let mut progress = RankProgress::default();
+        for row in rows {
+            let (status, n, objects) = row?;
+            match status.as_str() {
+                "succeeded" => {
+                    progress.succeeded = n;
+                    progress.objects = objects;
+                }
+                "failed" => progress.failed = n,
+                "running" | "retrying" => progress.running += n,
+                _ => {}
+            }
+        }
+        Ok(progress)
+    }
+
     /// Run `id`'s ranks as recorded, in rank order, as the events that left
     /// them so: finished ones with their measures, failed ones with their
     /// errors, and one that had started and never ended (its run interrupted)
@@ -682,6 +724,55 @@ impl Registry {
         )?;
         tx.commit()?;
         Ok(Claim::Taken)
+    }
+
+    /// Makes this process the coordinator of run `id` again, to resume it,
+    /// where the run has ended without every rank's results (interrupted,
+    /// cancelled, failed, partial); its last attempt's figures go from the row
+    /// until this one closes it. One write transaction reads and sets the row:
+    /// of two processes resuming the same run one wins, and a run that another
+    /// resume finished meanwhile is left as it is.
+    pub fn claim_to_resume(&self, id: &str) -> Result<Claim> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.db,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        let row: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT status, coordinator_pid FROM runs WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((status, pid)) = row else {
+            return Ok(Claim::NotInterrupted);
+        };
+        let status = RunStatus::parse(&status).unwrap_or(RunStatus::Running);
+        if status == RunStatus::Running {
+            return Ok(Claim::FollowedBy(pid));
+        }
+        if !crate::coordinator::may_resume(status) {
+            return Ok(Claim::NotInterrupted);
+        }
+        tx.execute(
+            "UPDATE runs SET status = 'running', coordinator_pid = ?2, coordinator_identity = ?3, \
+             objects = NULL, duration_s = NULL, cost_usd = NULL, summary_json = NULL WHERE id = ?1",
+            params![
+                id,
+                i64::from(std::process::id()),
+                process_identity(std::process::id())
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Claim::Taken)
+    }
+
+    /// Records that run `id` was planned (Initialize wrote its payload.json):
+    /// only such a run can be resumed.
+    pub fn set_planned(&self, id: &str) -> Result<()> {
+        self.db
+            .execute("UPDATE runs SET planned = '1' WHERE id = ?1", params![id])?;
+        Ok(())
     }
 
     /// Run `id` lost its follower but may still be running (on AWS).
@@ -795,7 +886,8 @@ const INFO_COLUMNS: &str = "id, created_at, status, world_size, batch_size, devi
     CASE WHEN substr(summary_json, 1, 9) = '{\"error\":' AND json_valid(summary_json) THEN json_extract(summary_json, '$.error') END, \
     aws_json IS NOT NULL, \
     CASE WHEN json_valid(request_json) THEN json_extract(request_json, '$.model') END, \
-    CASE WHEN json_valid(request_json) THEN json_extract(request_json, '$.precision') END";
+    CASE WHEN json_valid(request_json) THEN json_extract(request_json, '$.precision') END, \
+    planned IS NOT NULL";
 
 /// A row as [`RunInfo`]; `data_dir` is where its result path is, to tell
 /// whether it can be resumed (its plan there).
@@ -804,7 +896,11 @@ fn run_info(r: &rusqlite::Row, data_dir: &Path) -> rusqlite::Result<RunInfo> {
     let status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
     let on_aws: bool = r.get(12).unwrap_or(false);
     let result_path: String = r.get(7)?;
+    // Planned under its own id (a run refused at Initialize names another
+    // run's result path), and its plan still there.
+    let planned: bool = r.get(15).unwrap_or(false);
     let resumable = !on_aws
+        && planned
         && crate::coordinator::may_resume(status)
         && cosmicai_shared::run::check_key(&result_path).is_ok()
         && data_dir

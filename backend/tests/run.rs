@@ -526,8 +526,13 @@ fn without_retries_a_killed_worker_fails_its_rank_and_keeps_the_others() {
     assert_eq!(s["failed_ranks"], serde_json::json!([0]));
     let error = s["per_rank"][0]["error"].as_str().unwrap();
     assert!(error.contains("killed by signal 9"), "{error}");
-    // Its time until the kill is billed: the run's cost counts it.
+    // Its time until the kill is billed: the run's cost counts it, and its
+    // row shows it.
     assert!(s["per_rank"][0]["billed_duration_ms"].as_u64().unwrap() >= 300);
+    assert!(
+        s["per_rank"][0]["duration_s"].as_f64().unwrap() >= 0.3,
+        "{s}"
+    );
     assert_eq!(s["objects"].as_u64(), Some(8443 - 4400));
     let results = PathBuf::from(&data).join("results/k");
     let combined: Value =
@@ -550,6 +555,53 @@ fn without_retries_a_killed_worker_fails_its_rank_and_keeps_the_others() {
     )
     .unwrap();
     assert_eq!(rank1["objects"].as_u64(), Some(p.object_id.len() as u64));
+
+    // Resumed, and the resume killed in its turn: interrupted, not closed
+    // from the partial summary it replaces.
+    let id = s["run_id"].as_str().unwrap();
+    let mut resume = Command::new(env!("CARGO_BIN_EXE_cosmicai"))
+        .args(["run", "--data", &data, "--resume", id, "--json"])
+        .env("COSMICAI_WORKER_PAUSE_MS", "5000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while workers(&data).is_empty() {
+        assert!(Instant::now() < deadline, "no worker appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    resume.kill().unwrap();
+    resume.wait().unwrap();
+    let runs = ok_json(&["runs", "--data", &data, "--json"]);
+    assert_eq!(runs[0]["status"], "interrupted", "{runs}");
+    assert_eq!(runs[0]["resumable"], true, "{runs}");
+    // Resumed again: rank 1 kept; rank 0 billed for its killed attempt too.
+    let out = cosmicai(&["run", "--data", &data, "--resume", id, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = last_json_line(&out);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["objects"].as_u64(), Some(8443), "{done}");
+    assert_eq!(done["resumed_ranks"], 1, "{done}");
+    let rank0 = &done["per_rank"][0];
+    assert_eq!(rank0["attempts"], 2, "{rank0}");
+    let own_ms = rank0["duration_s"].as_f64().unwrap() * 1000.0;
+    assert!(
+        rank0["billed_duration_ms"].as_f64().unwrap() >= own_ms + 300.0,
+        "{rank0}"
+    );
+    // (Read back through JSON: a float may move by its last bit.)
+    for field in ["objects", "duration_s", "billed_duration_ms"] {
+        let (now, then) = (&done["per_rank"][1][field], &s["per_rank"][1][field]);
+        assert!(
+            (now.as_f64().unwrap() - then.as_f64().unwrap()).abs() <= 1.0,
+            "rank 1 as it ran first: {field} {now} vs {then}"
+        );
+    }
 
     // Every rank out of time: the run failed, and says so by its exit code too.
     let out = cosmicai(&[
@@ -627,7 +679,11 @@ fn an_interrupted_run_is_resumed_keeping_its_finished_ranks() {
     }
     run.kill().unwrap();
     run.wait().unwrap();
-    assert!(!results.join("1.json").exists(), "rank 1 finished first");
+    // Rank 1 waits 1.5 s after loading its model: it very likely had not
+    // finished, but the test holds either way.
+    let finished = (0..2)
+        .filter(|r| results.join(format!("measures/{r}.json")).exists())
+        .count();
     let listed = ok_json(&["runs", "--data", &data, "--json"]);
     assert_eq!(listed[0]["status"], "interrupted", "{listed}");
     assert_eq!(listed[0]["resumable"], true, "{listed}");
@@ -642,15 +698,17 @@ fn an_interrupted_run_is_resumed_keeping_its_finished_ranks() {
     let out = cosmicai(&["run", "--data", &data, "--resume", &id, "--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("keeping the results of 1 rank that finished before; running 1 rank"),
-        "{stderr}"
-    );
+    let said = if finished == 1 {
+        "keeping the results of 1 rank that finished before; running 1 rank"
+    } else {
+        "keeping the results of 2 ranks that finished before; running 0 ranks"
+    };
+    assert!(stderr.contains(said), "{stderr}");
     let s = last_json_line(&out);
     assert_eq!(s["run_id"], id.as_str(), "{s}");
     assert_eq!(s["status"], "succeeded", "{s}");
     assert_eq!(s["objects"].as_u64(), Some(8443), "{s}");
-    assert_eq!(s["resumed_ranks"], 1, "{s}");
+    assert_eq!(s["resumed_ranks"], finished, "{s}");
     // Rank 0 did not run again; both ranks are in the combined results, and
     // both are billed (rank 0 as it ran the first time).
     assert_eq!(modified("0.json"), rank0);
@@ -695,6 +753,63 @@ fn an_interrupted_run_is_resumed_keeping_its_finished_ranks() {
         String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_local_run_is_watched_from_another_terminal_to_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    let run = start_paused_run(&data, &["--concurrency", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while workers(&data).is_empty() {
+        assert!(Instant::now() < deadline, "no worker appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let listed = ok_json(&["runs", "--data", &data, "--json"]);
+    assert_eq!(listed[0]["status"], "running", "{listed}");
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    // Waits for the run's end (its coordinator is the other process), then
+    // prints the summary that process wrote.
+    let watched = cosmicai(&["runs", "--data", &data, "--follow", &id, "--json"]);
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        watched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&watched.stdout).unwrap();
+    assert_eq!(seen["run_id"], id.as_str(), "{seen}");
+    assert_eq!(seen["status"], "succeeded", "{seen}");
+    assert_eq!(seen["objects"], last_json_line(&out)["objects"], "{seen}");
+    // An ended run's summary comes at once; one with none says why.
+    let again = ok_json(&["runs", "--data", &data, "--follow", &id, "--json"]);
+    assert_eq!(again["status"], "succeeded", "{again}");
+    let mut killed = start_paused_run(&data, &["--result-path", "results/cut"]);
+    while workers(&data).is_empty() {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(40),
+            "no worker appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let cut = ok_json(&["runs", "--data", &data, "--json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = cosmicai(&["runs", "--data", &data, "--follow", &cut]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ended interrupted without a summary"),
+        "{stderr}"
     );
 }
 

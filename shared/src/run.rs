@@ -505,8 +505,8 @@ pub struct RunSummary {
     pub metrics: Option<crate::metrics::Evaluation>,
     pub per_rank: Vec<RankMeasure>,
     /// Ranks whose results an earlier, unfinished attempt of this run left,
-    /// kept and not run again (`cosmicai run --resume`); `duration_s` is then
-    /// the last attempt's, and the cost every rank's.
+    /// kept and not run again (`cosmicai run --resume`); `duration_s` and
+    /// `samples_per_s` are then the last attempt's, and the cost every rank's.
     #[serde(default, skip_serializing_if = "is_zero_usize")]
     pub resumed_ranks: usize,
 }

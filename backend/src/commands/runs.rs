@@ -11,7 +11,9 @@ use std::path::PathBuf;
     cosmicai runs --data data/demo/partitions --follow run-1764655200-4242-0\n\n\
     cosmicai runs --data data/demo/partitions --predictions run-1764655200-4242-0 --out z.csv\n\n\
     cosmicai runs --data runs-home --adopt arn:aws:states:us-east-1:123456789012:execution:cosmicai:cai-1\n\n\
-    --follow picks up an AWS run whose launcher stopped (a closed terminal, a lost\n\
+    --follow on a local run watches it from another terminal (the CLI or the server\n\
+    that runs it goes on; ending the watch stops nothing), then prints its summary.\n\
+    On an AWS run it picks up a run whose launcher stopped (a closed terminal, a lost\n\
     connection): it follows the execution to its end, copies the results back and\n\
     closes the run's row, as if it had been followed all along. --adopt does the same\n\
     for an execution started elsewhere (CAI's payload through `aws stepfunctions\n\
@@ -26,7 +28,8 @@ pub struct RunsArgs {
     /// The data directory the runs used.
     #[arg(long)]
     pub data: PathBuf,
-    /// Follow this AWS run again, to its end.
+    /// Follow this run to its end: a local one that another process runs is
+    /// watched (its ranks as its registry records them), an AWS one followed again.
     #[arg(long, value_name = "RUN_ID")]
     pub follow: Option<String>,
     /// Take in this execution of the stack's state machine, started elsewhere,
@@ -59,7 +62,14 @@ pub fn run(args: RunsArgs) -> Result<()> {
         ..Default::default()
     };
     if let Some(id) = &args.follow {
-        let summary = crate::coordinator::reattach(&args.data, id, control, &mut |_| {})?;
+        // A local run is watched (its coordinator is another process); an AWS
+        // one is followed, and its results copied back, by this one.
+        let (_, run, _) = crate::registry::open_run(&args.data, id)?;
+        let summary = if run.aws.is_none() {
+            crate::coordinator::watch(&args.data, id, args.json)?
+        } else {
+            crate::coordinator::reattach(&args.data, id, control, &mut |_| {})?
+        };
         crate::output::emit(&(serde_json::to_string(&summary)? + "\n"))?;
         return super::succeeded(&summary.run_id, summary.status);
     }
@@ -158,6 +168,15 @@ pub fn run(args: RunsArgs) -> Result<()> {
         // Why it ended with no summary (a summary's own report says the rest).
         if let Some(error) = &r.error {
             crate::line!(out, "{:id_width$}   why: {}", "", first_line(error, 300));
+        }
+        if r.resumable && r.status != cosmicai_shared::run::RunStatus::Interrupted {
+            crate::line!(
+                out,
+                "{:id_width$}   resume: cosmicai run --data {} --resume {} runs its ranks that left no results",
+                "",
+                args.data.display(),
+                r.id
+            );
         }
     }
     crate::output::emit(&out)

@@ -31,11 +31,11 @@ pub fn execute(
         recorder.println(&format!("note: {note}"));
     }
     recorder.start(request, &payload.ranks)?;
-    let finished = vec![None; request.world_size];
+    let earlier = vec![None; request.world_size];
     run_ranks(
         root,
         &payload,
-        finished,
+        earlier,
         concurrency,
         recorder,
         started,
@@ -43,12 +43,14 @@ pub fn execute(
     )
 }
 
-/// Runs the ranks of `payload`'s planned run that have not `finished` (an
-/// earlier attempt's, kept: [`super::resume`]), then Summarize over all of them.
+/// Runs the ranks of `payload`'s planned run, then Summarize over all of them.
+/// `earlier[rank]` is what an earlier attempt of the run left of a rank
+/// ([`mod@super::resume`]): a finished rank's measures (kept: it does not run
+/// again), or a failed one's (it runs again, its attempts billed with them).
 pub fn run_ranks(
     root: &Path,
     payload: &Payload,
-    finished: Vec<Option<RankMeasure>>,
+    earlier: Vec<Option<RankMeasure>>,
     concurrency: Option<usize>,
     recorder: &mut Recorder,
     started: Instant,
@@ -56,28 +58,46 @@ pub fn run_ranks(
 ) -> Result<RunSummary> {
     let store = LocalStore::new(root);
     let (request, run_id) = (&payload.request, payload.run_id.as_str());
+    let finished = |rank: usize| {
+        earlier
+            .get(rank)
+            .and_then(Option::as_ref)
+            .filter(|m| m.error.is_none())
+    };
     // Ranks planned no file (CAI's payloads set world_size to file_limit, so
     // 40,000 ranks may share 11 files) start no worker, as on AWS they are no
     // Map item: done at once, with nothing read. Ranks an earlier attempt
     // finished are done with their own measures.
-    let kept: Vec<RankMeasure> = finished.into_iter().flatten().collect();
     let (working, idle): (Vec<usize>, Vec<usize>) = (0..request.world_size)
-        .filter(|&rank| !kept.iter().any(|m| m.rank == rank))
+        .filter(|&rank| finished(rank).is_none())
         .partition(|&rank| payload.reads_files(rank));
-    let done_before = idle
+    let kept: Vec<RankMeasure> = (0..request.world_size)
+        .filter_map(|rank| finished(rank).cloned())
+        .collect();
+    // A rank that failed before runs again, billed for its earlier attempts too.
+    let carried: Vec<(u32, u64)> = (0..request.world_size)
+        .map(|rank| match earlier.get(rank).and_then(Option::as_ref) {
+            Some(m) if m.error.is_some() => (m.attempts, m.billed_duration_ms),
+            _ => (0, 0),
+        })
+        .collect();
+    let done_before: Vec<RankMeasure> = idle
         .iter()
         .map(|&rank| RankMeasure::nothing_read(rank, run_id))
-        .chain(kept.iter().cloned());
+        .chain(kept.iter().cloned())
+        .collect();
     recorder.events(
         &done_before
-            .clone()
+            .iter()
             .flat_map(|measure| {
                 [
                     RunEvent::RankStarted {
                         rank: measure.rank,
                         attempt: measure.attempts.max(1),
                     },
-                    RunEvent::RankFinished { measure },
+                    RunEvent::RankFinished {
+                        measure: measure.clone(),
+                    },
                 ]
             })
             .collect::<Vec<_>>(),
@@ -109,6 +129,12 @@ pub fn run_ranks(
         timeout: Some(rank_timeout(request, payload)),
     };
     let cancel = recorder.cancel.clone();
+    let with_carried = |mut m: RankMeasure| {
+        let (attempts, billed_ms) = carried.get(m.rank).copied().unwrap_or_default();
+        m.attempts += attempts;
+        m.billed_duration_ms += billed_ms;
+        m
+    };
     let mut measures = execute_cancellable(
         &command,
         request.world_size,
@@ -116,14 +142,34 @@ pub fn run_ranks(
         config,
         cancel,
         |event| {
-            keep_measure(&store, run_id, &request.result_path, event, recorder);
+            if let RunEvent::RankFinished { measure } = event {
+                keep_measure(
+                    &store,
+                    run_id,
+                    &request.result_path,
+                    &with_carried(measure.clone()),
+                    recorder,
+                );
+            }
             recorder.event(event)
         },
     );
+    for &rank in &working {
+        let measure = with_carried(std::mem::take(&mut measures[rank]));
+        // A rank that failed for good keeps what its attempts were billed, for
+        // a resume to add to (one never started was billed nothing).
+        if measure.error.is_some() && measure.billed_duration_ms > 0 {
+            keep_measure(&store, run_id, &request.result_path, &measure, recorder);
+        }
+        measures[rank] = measure;
+    }
     for measure in done_before {
         let rank = measure.rank;
         measures[rank] = measure;
     }
+    // This attempt's objects over this attempt's time: kept ranks' objects
+    // were predicted in another.
+    let objects_now: usize = working.iter().map(|&rank| measures[rank].objects).sum();
     // A finished CPU rank is billed as a Lambda of the request's memory would
     // bill it: its share of vCPUs may be less than what the rank used here (a
     // GPU rank is an instance's time, billed as measured).
@@ -150,32 +196,38 @@ pub fn run_ranks(
         initialize_s,
         summarize_started,
     )?;
+    // A rank Summarize found without readable results (its predictions
+    // damaged since) is kept as failed, its billing with it: a resume runs it again.
+    for &rank in &summary.failed_ranks {
+        if measures[rank].error.is_none() {
+            let failed = RankMeasure {
+                error: Some("its results could not be read at Summarize".into()),
+                ..measures[rank].clone()
+            };
+            keep_measure(&store, run_id, &request.result_path, &failed, recorder);
+        }
+    }
     if !kept.is_empty() {
-        // Said in the summary file too: its duration is this attempt's alone.
+        // Said in the summary file too: its time is this attempt's alone.
         summary.resumed_ranks = kept.len();
+        summary.samples_per_s = objects_now as f64 / duration_s.max(1e-9);
         let json = serde_json::to_vec_pretty(&summary)?;
         store.put(&join(&request.result_path, "summary.json"), &json)?;
     }
     Ok(summary)
 }
 
-/// Keeps a finished rank's measures beside its results
-/// (`measures/<rank>.json`, as AWS's ranks leave theirs), as they were
-/// measured, so that a resumed run keeps the rank and bills it as it ran. One
-/// that cannot be written is said, and its rank would run again.
+/// Keeps a rank's measures beside its results (`measures/<rank>.json`, as
+/// AWS's ranks leave theirs), as they were measured, so that a resumed run
+/// keeps a finished rank and bills it as it ran, and bills a failed one's
+/// attempts. One that cannot be written is said, and its rank would run again.
 fn keep_measure(
     store: &LocalStore,
     run_id: &str,
     result_path: &str,
-    event: &RunEvent,
+    measure: &RankMeasure,
     recorder: &Recorder,
 ) {
-    let RunEvent::RankFinished { measure } = event else {
-        return;
-    };
-    if measure.error.is_some() {
-        return;
-    }
     let measure = RankMeasure {
         run_id: run_id.to_string(),
         ..measure.clone()

@@ -17,12 +17,14 @@ mod reattach;
 mod record;
 mod resume;
 mod sweep;
+mod watch;
 
 pub use estimate::{Rates, estimate};
 pub use reattach::{adopt, reattach, reattach_interrupted};
 pub use record::{Recorder, RunControl};
 pub use resume::{may_resume, resumable, resume, resume_checked};
 pub use sweep::sweep;
+pub use watch::watch;
 
 use crate::aws::Aws;
 use anyhow::{Context, Result, bail};

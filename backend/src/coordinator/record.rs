@@ -92,7 +92,11 @@ impl<'a> Recorder<'a> {
         for (bar, files) in self.ranks.iter().zip(ranks) {
             bar.set_message(format!("queued ({} files)", files.len()));
         }
-        self.registry.start(&self.run_id, request)
+        self.registry.start(&self.run_id, request)?;
+        if !ranks.is_empty() {
+            self.registry.set_planned(&self.run_id)?;
+        }
+        Ok(())
     }
 
     /// When the run started, where that was before this process took it in

@@ -6,30 +6,24 @@
 use super::record::{Recorder, RunControl};
 use crate::registry::{Claim, Registry};
 use anyhow::{Result, bail};
-use cosmicai_engine::pipeline::{Payload, PayloadOf, RunSummary, finished_ranks, read_payload};
+use cosmicai_engine::pipeline::{Payload, PayloadOf, RunSummary, earlier_ranks, read_payload};
 use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::api::RunEvent;
-use cosmicai_shared::run::{RankMeasure, RunStatus};
+use cosmicai_shared::run::RunStatus;
 use std::path::Path;
 use std::time::Instant;
 
-/// A run checked for resuming: its plan, and the ranks it keeps.
+/// A run checked for resuming: its plan.
 pub struct Resumable {
     pub payload: Payload,
-    /// `finished[rank]`: the measures of a rank that left its results.
-    pub finished: Vec<Option<RankMeasure>>,
 }
 
 impl Resumable {
-    /// Ranks that will run again (planned a file, and left no results).
-    pub fn to_run(&self) -> usize {
+    /// Ranks planned a file: at most this many run again.
+    pub fn working(&self) -> usize {
         (0..self.payload.request.world_size)
-            .filter(|&rank| self.payload.reads_files(rank) && self.finished[rank].is_none())
+            .filter(|&rank| self.payload.reads_files(rank))
             .count()
-    }
-
-    pub fn kept(&self) -> usize {
-        self.finished.iter().flatten().count()
     }
 }
 
@@ -42,8 +36,9 @@ pub fn may_resume(status: RunStatus) -> bool {
     )
 }
 
-/// Checks that run `run_id` of the registry under `root` can be resumed here,
-/// and what it keeps; says why not, by name, where it cannot.
+/// Checks that run `run_id` of the registry under `root` can be resumed here;
+/// says why not, by name, where it cannot. Reads nothing but its row and plan:
+/// which ranks it keeps is read once it is claimed.
 pub fn resumable(root: &Path, run_id: &str) -> Result<Resumable> {
     let (_, run, info) = crate::registry::open_run(root, run_id)?;
     if run.aws.is_some() {
@@ -78,11 +73,20 @@ pub fn resumable(root: &Path, run_id: &str) -> Result<Resumable> {
             "run {run_id}: its result_path '{result_path}' holds run {other}'s plan, not its own"
         ),
     };
+    // The plan is a file anyone may have edited: it must be the one the run
+    // was recorded with (its ranks, its folder, its bounds), read back as written.
+    let recorded = serde_json::to_value(&run.request)?;
+    if serde_json::to_value(&payload.request)? != recorded
+        || payload.ranks.len() != payload.request.world_size
+    {
+        bail!(
+            "run {run_id}: {result_path}/payload.json is not the plan the run was recorded with (edited since?): it cannot be resumed"
+        );
+    }
     if payload.request.device == cosmicai_shared::run::Device::Cuda {
         super::check_device(payload.request.device)?;
     }
-    let finished = finished_ranks(&store, &payload)?;
-    Ok(Resumable { payload, finished })
+    Ok(Resumable { payload })
 }
 
 /// Resumes run `run_id` under `root` (checked by [`resumable`] first): its row
@@ -109,16 +113,18 @@ pub fn resume_checked(
     observe: &mut dyn FnMut(&RunEvent),
     started: Instant,
 ) -> Result<RunSummary> {
-    let (kept, to_run) = (resumable.kept(), resumable.to_run());
-    let Resumable { payload, finished } = resumable;
+    let Resumable { payload } = resumable;
     let run_id = payload.run_id.clone();
-    // Checked and taken in one write: two processes resuming one run would
-    // run its ranks twice into the same files.
+    // Checked and taken in one write, only while the run has not ended since
+    // it was checked: two processes resuming one run would run its ranks twice
+    // into the same files, and a run another resume finished is left alone.
     let registry = Registry::in_folder(root)?;
-    match registry.claim(&run_id, false)? {
+    match registry.claim_to_resume(&run_id)? {
         Claim::Taken => {}
         Claim::FollowedBy(pid) => bail!("run {run_id} is being run by process {pid} already"),
-        Claim::NotInterrupted => bail!("run {run_id} cannot be taken up now"),
+        Claim::NotInterrupted => {
+            bail!("run {run_id} has ended since it was checked: nothing to resume")
+        }
     }
     let world_size = payload.request.world_size;
     let mut recorder = match Recorder::new(root, &run_id, world_size, control, observe) {
@@ -131,18 +137,41 @@ pub fn resume_checked(
     };
     drop(registry);
     recorder.start(&payload.request, &payload.ranks)?;
+    let results = root.join(&payload.request.result_path);
+    // The last attempt's summary goes first: a resume cut short (a kill, a
+    // power cut) is then interrupted, not closed from that older summary, and
+    // what a killed attempt was writing (its workers died with it) goes too.
+    for old in ["summary.json", "combined_data.json"] {
+        match std::fs::remove_file(results.join(old)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return recorder.end(Err(anyhow::Error::new(e)
+                    .context(format!("removing {}", results.join(old).display()))));
+            }
+            _ => {}
+        }
+    }
+    cosmicai_engine::store::sweep_temporaries(&results);
+    let earlier = match earlier_ranks(&LocalStore::new(root), &payload) {
+        Ok(earlier) => earlier,
+        Err(e) => return recorder.end(Err(e.into())),
+    };
+    let kept = earlier
+        .iter()
+        .flatten()
+        .filter(|m| m.error.is_none())
+        .count();
+    let reading = (0..world_size)
+        .filter(|&rank| payload.reads_files(rank))
+        .count();
     recorder.println(&format!(
         "resuming run {run_id}: keeping the results of {} that finished before; running {}",
         cosmicai_shared::counted(kept, "rank"),
-        cosmicai_shared::counted(to_run, "rank")
+        cosmicai_shared::counted(reading - kept, "rank")
     ));
-    // What a killed attempt of the earlier coordinator was writing (its
-    // workers died with it) can go before new attempts write there.
-    cosmicai_engine::store::sweep_temporaries(&root.join(&payload.request.result_path));
     let outcome = super::local::run_ranks(
         root,
         &payload,
-        finished,
+        earlier,
         concurrency,
         &mut recorder,
         started,

@@ -7,7 +7,7 @@ use super::models::ServedModels;
 use crate::aws::AwsConfig;
 use crate::coordinator::{self, Executor, RunControl, check_device};
 use cosmicai_shared::api::{RunEvent, RunLaunch, Target};
-use cosmicai_shared::run::{RunRequest, check_key};
+use cosmicai_shared::run::{RunRequest, RunStatus, check_key};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -66,6 +66,18 @@ impl LiveRun {
 
     pub fn subscribe(&self) -> watch::Receiver<usize> {
         self.count.subscribe()
+    }
+
+    /// Whether these events are not run `row`'s now: they ended, and the
+    /// registry says otherwise (the run resumed by another process since,
+    /// running or ended in its turn).
+    pub fn is_stale(&self, row: RunStatus) -> bool {
+        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        match events.last() {
+            Some(RunEvent::Finished { status }) => *status != row,
+            Some(RunEvent::Error { .. }) => row == RunStatus::Running,
+            _ => false,
+        }
     }
 
     pub fn is_over(&self) -> bool {
@@ -254,7 +266,7 @@ impl Runs {
 impl Runs {
     /// Resumes local run `id` of `data_dir`'s registry (see
     /// [`coordinator::resume`]), holding `slot` and the memory of the ranks it
-    /// runs until it ends; or says why it cannot (409), or the server's load (429).
+    /// may run until it ends; or says why it cannot (409), or the server's load (429).
     pub fn resume(
         &self,
         data_dir: &Path,
@@ -263,56 +275,90 @@ impl Runs {
         budget: &Arc<MemoryBudget>,
     ) -> Result<(), Error> {
         let started = std::time::Instant::now();
-        let conflict = |e: anyhow::Error| {
-            Error(
-                axum::http::StatusCode::CONFLICT,
-                super::error::redact(&format!("{e:#}")),
-            )
-        };
+        let conflict = |e: String| Error(axum::http::StatusCode::CONFLICT, e);
         let live = Arc::new(LiveRun::new(None));
-        {
-            // Checked and taken under one lock: two resumes of one run at once
-            // (the registry's claim cannot tell this process from itself).
+        // Its place is taken under the lock (two resumes of one run at once:
+        // the registry's claim cannot tell this process from itself); the
+        // checks, which read files, run outside it.
+        let previous = {
             let mut all = self.live.lock().unwrap_or_else(|e| e.into_inner());
-            if all.get(id).is_some_and(|run| !run.is_over()) {
-                return Err(conflict(anyhow::anyhow!(
-                    "run {id} is running: cancel it first, or wait for its end"
-                )));
+            match all.get(id) {
+                Some(run) if !run.is_over() => {
+                    return Err(conflict(format!(
+                        "run {id} is running: cancel it first, or wait for its end"
+                    )));
+                }
+                Some(run) if run.sweep.is_some() => {
+                    return Err(conflict(format!(
+                        "run {id} is part of sweep {}: its runs are the sweep's (run a new sweep)",
+                        run.sweep.as_deref().unwrap_or_default()
+                    )));
+                }
+                _ => {}
             }
-            let resumable = coordinator::resumable(data_dir, id).map_err(conflict)?;
-            let request = &resumable.payload.request;
-            let working = resumable.to_run();
-            let (ranks, _) = coordinator::concurrency_and_threads(None, working);
-            let memory = budget.reserve(request.memory_mb, 1, ranks.min(working.max(1)))?;
-            all.insert(id.to_string(), live.clone());
-            let root = data_dir.to_path_buf();
-            std::thread::spawn(move || {
-                let control = RunControl {
-                    quiet: true,
-                    cancel: live.cancel.clone(),
-                };
-                // The coordinator closes the row once it has claimed it; before
-                // that (another process resuming it) the row is not this run's
-                // to close. A panic is the run's error, and its recorder leaves
-                // the row interrupted.
-                let concurrency = Some(memory.ranks());
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    coordinator::resume_checked(
-                        &root,
-                        resumable,
-                        concurrency,
-                        control,
-                        &mut |e| live.push(e.clone()),
-                        started,
-                    )
-                }))
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the run's coordinator panicked")));
-                let last = crate::coordinator::last_event(&outcome);
-                drop(memory);
-                drop(slot);
-                live.push(last);
+            all.insert(id.to_string(), live.clone())
+        };
+        let checked = coordinator::resumable(data_dir, id)
+            .map_err(|e| conflict(super::error::redact(&format!("{e:#}"))))
+            .and_then(|resumable| {
+                let working = resumable.working();
+                if resumable.payload.request.world_size > MAX_LOCAL_WORLD_SIZE {
+                    return Err(conflict(format!(
+                        "run {id} has {} ranks, more than this server runs ({MAX_LOCAL_WORLD_SIZE}): resume it with `cosmicai run --resume`",
+                        resumable.payload.request.world_size
+                    )));
+                }
+                let (ranks, _) = coordinator::concurrency_and_threads(None, working);
+                let memory = budget.reserve(
+                    resumable.payload.request.memory_mb,
+                    1,
+                    ranks.min(working.max(1)),
+                )?;
+                Ok((resumable, memory))
             });
-        }
+        let (resumable, memory) = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                // A stream opened on it meanwhile ends; its place is given
+                // back (the run's earlier events with it).
+                live.push(RunEvent::Error { error: e.1.clone() });
+                let mut all = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                if all.get(id).is_some_and(|run| Arc::ptr_eq(run, &live)) {
+                    match previous {
+                        Some(previous) => all.insert(id.to_string(), previous),
+                        None => all.remove(id),
+                    };
+                }
+                return Err(e);
+            }
+        };
+        let root = data_dir.to_path_buf();
+        std::thread::spawn(move || {
+            let control = RunControl {
+                quiet: true,
+                cancel: live.cancel.clone(),
+            };
+            // The coordinator closes the row once it has claimed it; before
+            // that (another process resuming it) the row is not this run's
+            // to close. A panic is the run's error, and its recorder leaves
+            // the row interrupted.
+            let concurrency = Some(memory.ranks());
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                coordinator::resume_checked(
+                    &root,
+                    resumable,
+                    concurrency,
+                    control,
+                    &mut |e| live.push(e.clone()),
+                    started,
+                )
+            }))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the run's coordinator panicked")));
+            let last = crate::coordinator::last_event(&outcome);
+            drop(memory);
+            drop(slot);
+            live.push(last);
+        });
         Ok(())
     }
 }
@@ -467,6 +513,24 @@ mod tests {
         assert_eq!(page.len(), 500);
         assert_eq!((rank_of(&page[0]), rank_of(&page[499])), (2000, 2499));
         assert!(live.events_page(usize::MAX, 1000).0.is_empty());
+    }
+
+    #[test]
+    fn an_attempts_ended_events_are_stale_once_the_run_went_on_elsewhere() {
+        let live = LiveRun::new(None);
+        live.push(RunEvent::RankStarted {
+            rank: 0,
+            attempt: 1,
+        });
+        // Still running here: its own.
+        assert!(!live.is_stale(RunStatus::Running));
+        live.push(RunEvent::Finished {
+            status: RunStatus::Cancelled,
+        });
+        assert!(!live.is_stale(RunStatus::Cancelled));
+        // Resumed by the CLI since: running there, or ended otherwise.
+        assert!(live.is_stale(RunStatus::Running));
+        assert!(live.is_stale(RunStatus::Succeeded));
     }
 
     #[test]

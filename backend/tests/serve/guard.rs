@@ -95,6 +95,7 @@ fn off_loopback_starting_runs_needs_the_token() {
     // router's, and a route moved out of it would be open.
     for (route, body) in [
         ("/api/runs/run-x/cancel", ""),
+        ("/api/runs/run-x/resume", ""),
         ("/api/sweeps", r#"{"world_sizes":[1],"batch_size":8}"#),
         ("/api/sweeps/sweep-x/cancel", ""),
         ("/api/selections", r#"{"ids":[1]}"#),

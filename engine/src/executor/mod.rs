@@ -241,8 +241,11 @@ pub fn execute_cancellable(
                                 } else {
                                     error
                                 };
+                                // Its last attempt's time, as long as it ran
+                                // (a kill leaves no other measure of it).
                                 measures[rank] = RankMeasure {
                                     billed_duration_ms: billed_before[rank],
+                                    duration_s: spent_s,
                                     ..failed_for_good(rank, attempt, error)
                                 };
                                 finished += 1;

@@ -8,8 +8,8 @@
 //!   `result_path/<rank>.json` and its predictions;
 //! - [`summarize`] gathers the ranks into `combined_data.json` and `summary.json`
 //!   (accuracy on known labels, totals, cost).
-//! - [`finished_ranks`] tells which ranks of an unfinished run left their
-//!   results, so that resuming it runs only the others.
+//! - [`earlier_ranks`] tells what the ranks of an unfinished run left (which
+//!   finished), so that resuming it runs only the others.
 //!
 //! The same functions serve the local executor and the Lambda handlers. A run
 //! reads its partitions from one store and writes its results to another where
@@ -37,7 +37,7 @@ pub use rank_time::{
     LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, S3_REQUEST_S, SlowestRank,
     check_rank_time, slowest_rank,
 };
-pub use resume::finished_ranks;
+pub use resume::earlier_ranks;
 pub use room::{LAMBDA_MAX_STORAGE_MB, check_room, storage_mb};
 pub use summary::{RunSummary, stored_measures, summarize, summarize_with};
 

@@ -1,5 +1,5 @@
-//! Resume: which ranks of an unfinished run finished, so that only the others
-//! run again. A run of 10,000 ranks stopped at rank 9,000 (a closed laptop, a
+//! Resume: what the ranks of an unfinished run left, so that only those that
+//! did not finish run again. A run of 10,000 ranks stopped at rank 9,000 (a closed laptop, a
 //! cancel, a rank out of memory) keeps what it paid for.
 
 use super::{Payload, measures_key, rank_key};
@@ -7,73 +7,78 @@ use crate::store::{ObjectStore, PARALLEL_GETS, StoreError, for_each_fetched};
 use cosmicai_shared::run::{RankMeasure, RankResult};
 use std::collections::HashSet;
 
-/// The measures of `payload`'s ranks that finished, by rank: those whose
-/// `measures/<rank>.json` is this run's and names no error, whose
-/// `<rank>.json` is this run's result and whose predictions are in the
-/// store. `None` for every other rank (planned no file, never started,
-/// failed, or its files gone since).
-pub fn finished_ranks(
+/// What an earlier attempt of `payload`'s run left of each rank, by rank: the
+/// measures of a rank that finished (no error), whose `<rank>.json` is this
+/// run's result and whose predictions are in the store, to be kept; the
+/// measures of a rank that failed for good (its error set), whose attempts were
+/// billed and which runs again; `None` for every other rank (planned no file,
+/// never started, or its files gone since).
+pub fn earlier_ranks(
     store: &dyn ObjectStore,
     payload: &Payload,
 ) -> Result<Vec<Option<RankMeasure>>, StoreError> {
     let request = &payload.request;
     let world = request.world_size;
+    let path = &request.result_path;
     // One listing, not three requests a rank: most of a large run's ranks
-    // are asked about, and a missing file settles its rank at once.
+    // are asked about, and a missing file settles its rank at once. Keys are
+    // compared as the listing spells them (`./results//x` is `results/x`).
     let held: HashSet<String> = store
-        .list(&request.result_path)?
+        .list(path)?
         .into_iter()
-        .map(|o| o.key)
+        .map(|o| normal(&o.key))
         .collect();
+    let has = |key: String| held.contains(&normal(&key));
     let candidates: Vec<usize> = (0..world)
-        .filter(|&rank| payload.reads_files(rank))
-        .filter(|&rank| {
-            [
-                measures_key(&request.result_path, rank),
-                rank_key(&request.result_path, rank),
-                super::predictions_key(&request.result_path, rank),
-            ]
-            .iter()
-            .all(|key| held.contains(key))
-        })
+        .filter(|&rank| payload.reads_files(rank) && has(measures_key(path, rank)))
         .collect();
     let keys: Vec<String> = candidates
         .iter()
-        .flat_map(|&rank| {
-            [
-                measures_key(&request.result_path, rank),
-                rank_key(&request.result_path, rank),
-            ]
-        })
+        .flat_map(|&rank| [measures_key(path, rank), rank_key(path, rank)])
         .collect();
     let run_id = &payload.run_id;
-    let mut finished = vec![None; world];
+    let mut earlier = vec![None; world];
     let mut measure: Option<RankMeasure> = None;
     for_each_fetched(store, &keys, PARALLEL_GETS, |i, fetched| {
         let rank = candidates[i / 2];
-        let bytes = match fetched {
-            Ok(bytes) => bytes,
-            // Gone since the listing: the rank runs again.
-            Err(StoreError::NotFound { .. }) => {
-                measure = None;
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
         if i % 2 == 0 {
-            measure = serde_json::from_slice::<RankMeasure>(&bytes)
-                .ok()
-                .filter(|m| m.rank == rank && m.is_of_run(run_id) && m.error.is_none());
+            measure = match fetched {
+                Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes)
+                    .ok()
+                    .filter(|m| m.rank == rank && m.is_of_run(run_id)),
+                // Gone since the listing: the rank runs again.
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
             return Ok(());
         }
-        let result_is_its = serde_json::from_slice::<RankResult>(&bytes)
-            .is_ok_and(|r| r.rank == rank && r.is_of_run(run_id));
-        if let Some(m) = measure.take().filter(|_| result_is_its) {
-            finished[rank] = Some(m);
+        let Some(m) = measure.take() else {
+            return Ok(());
+        };
+        if m.error.is_some() {
+            earlier[rank] = Some(m);
+            return Ok(());
+        }
+        let result_is_its = match fetched {
+            Ok(bytes) => serde_json::from_slice::<RankResult>(&bytes)
+                .is_ok_and(|r| r.rank == rank && r.is_of_run(run_id)),
+            Err(StoreError::NotFound { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        if result_is_its && has(super::predictions_key(path, rank)) {
+            earlier[rank] = Some(m);
         }
         Ok(())
     })?;
-    Ok(finished)
+    Ok(earlier)
+}
+
+/// `key` without empty or `.` parts, as a store's listing names it.
+fn normal(key: &str) -> String {
+    key.split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[cfg(test)]
@@ -83,7 +88,7 @@ mod tests {
     use crate::store::LocalStore;
 
     #[test]
-    fn only_ranks_with_their_measures_result_and_predictions_finished() {
+    fn a_rank_finished_where_its_measures_result_and_predictions_are_its_runs() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         let request = serde_json::from_value(serde_json::json!({
@@ -147,23 +152,28 @@ mod tests {
                 .unwrap();
             store.put(&predictions_key(path, rank), b"p").unwrap();
         };
-        // 0: finished. 1: failed. 2: another run's measures. 3: no predictions.
-        // 4: never started.
+        // 0: finished. 1: failed for good. 2: another run's measures. 3: no
+        // predictions. 4: never started.
         write_all(0, "r", None);
         write_all(1, "r", Some("killed by signal 9"));
         write_all(2, "other", None);
         write_all(3, "r", None);
         std::fs::remove_file(dir.path().join(predictions_key(path, 3))).unwrap();
-        let finished = finished_ranks(&store, &payload).unwrap();
-        let kept: Vec<usize> = finished
+        let earlier = earlier_ranks(&store, &payload).unwrap();
+        let known: Vec<(usize, bool)> = earlier
             .iter()
             .enumerate()
-            .filter_map(|(rank, m)| m.as_ref().map(|_| rank))
+            .filter_map(|(rank, m)| m.as_ref().map(|m| (rank, m.error.is_none())))
             .collect();
-        assert_eq!(kept, vec![0]);
-        assert_eq!(finished[0].as_ref().map(|m| m.objects), Some(7));
+        // Rank 0 finished; rank 1 failed (billed, to run again).
+        assert_eq!(known, vec![(0, true), (1, false)]);
+        assert_eq!(earlier[0].as_ref().map(|m| m.objects), Some(7));
+        // A result path spelt another way finds the same files.
+        let mut spelt = payload.clone();
+        spelt.request.result_path = "./results//r/".into();
+        assert!(earlier_ranks(&store, &spelt).unwrap()[0].is_some());
         // A result file of another run beside this run's measures: runs again.
         store.put(&rank_key(path, 0), &result(0, "other")).unwrap();
-        assert!(finished_ranks(&store, &payload).unwrap()[0].is_none());
+        assert!(earlier_ranks(&store, &payload).unwrap()[0].is_none());
     }
 }

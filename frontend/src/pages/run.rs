@@ -297,7 +297,13 @@ pub fn RunPage(id: String) -> impl IntoView {
                 }.into_any(),
             }
         }
-        <ResumeButton id=id.clone() over=Signal::derive(move || status().is_some()) />
+        {
+            // A sweep's runs are the sweep's: not resumed one by one.
+            let id = id.clone();
+            move || sweep.get().is_none().then(|| view! {
+                <ResumeButton id=id.clone() over=Signal::derive(move || status().is_some()) />
+            })
+        }
         {move || {
             // Counted in place: a clone of 10,000 ranks at each event would undo
             // folding them as they come.

@@ -26,7 +26,19 @@ pub async fn run_events(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
-    let live = match state.runs.get(&id) {
+    let mut live = state.runs.get(&id);
+    if live.as_ref().is_some_and(|l| l.is_over()) {
+        // Events of an attempt that ended, where another process has run the
+        // run again since (resumed from the CLI), are not its events now.
+        let (st, run) = (state.clone(), id.clone());
+        let row = tokio::task::spawn_blocking(move || find_run(&st, &run))
+            .await
+            .map_err(Error::internal)??;
+        if live.as_ref().is_some_and(|l| l.is_stale(row.status)) {
+            live = None;
+        }
+    }
+    let live = match live {
         Some(live) => live,
         None => {
             // A run from the registry (an earlier server, or the CLI): its final

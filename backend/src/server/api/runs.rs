@@ -145,7 +145,9 @@ pub async fn run_detail(
         .await
         .map_err(Error::internal)??;
     let from = params.events_from.unwrap_or(0);
-    let live = state.runs.get(&id);
+    // Events of an attempt that ended, while another process runs the run
+    // again (resumed from the CLI), are not its events now.
+    let live = state.runs.get(&id).filter(|l| !l.is_stale(run.status));
     let (events, events_total) = live
         .as_ref()
         .map(|l| l.events_page(from, RUN_DETAIL_EVENTS))
