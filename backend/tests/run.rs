@@ -695,6 +695,24 @@ fn an_interrupted_run_is_resumed_keeping_its_finished_ranks() {
     };
     let rank0 = modified("0.json");
 
+    // A partition gone since the plan: refused, nothing run.
+    let partition = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .unwrap();
+    let aside = partition.with_extension("aside");
+    std::fs::rename(&partition, &aside).unwrap();
+    let out = cosmicai(&["run", "--data", &data, "--resume", &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is gone since the run was planned"),
+        "{stderr}"
+    );
+    std::fs::rename(&aside, &partition).unwrap();
+
     let out = cosmicai(&["run", "--data", &data, "--resume", &id, "--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -36,6 +36,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "RUN_ID", conflicts_with_all = [
         "world_size", "batch_size", "request", "file_limit", "device", "precision",
         "result_path", "memory_mb", "retries", "timeout", "model", "estimate", "target",
+        "bucket", "state_machine_arn", "region", "aws_endpoint", "s3_data",
     ])]
     pub resume: Option<String>,
     /// A CAI payload as JSON (bucket, data_prefix, file_limit, batch_size, world_size,
@@ -465,7 +466,7 @@ fn unfinished(failed_ranks: &[usize], per_rank: &[RankMeasure]) -> String {
     parts.join(", ")
 }
 
-fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
+pub fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
     if json {
         let line = json!({
             "run_id": s.run_id, "status": s.status, "ranks": s.ranks, "failed_ranks": s.failed_ranks,
@@ -476,15 +477,25 @@ fn print_summary(s: &RunSummary, json: bool) -> Result<()> {
         return crate::output::emit(&format!("{line}\n"));
     }
     let mut out = String::new();
+    // A resumed run's time is its last attempt's: said with that attempt's
+    // objects, not the run's (which would read as a speed it never had).
+    let timing = if s.resumed_ranks > 0 {
+        format!(
+            "; this attempt predicted {:.0} objects in {:.2} s",
+            s.samples_per_s * s.duration_s,
+            s.duration_s
+        )
+    } else {
+        format!(" in {:.2} s", s.duration_s)
+    };
     crate::line!(
         out,
-        "{} {}: {} objects, {} ({}) in {:.2} s, {:.0} objects/s",
+        "{} {}: {} objects, {} ({}){timing}, {:.0} objects/s",
         s.run_id,
         s.status.name(),
         s.objects,
         cosmicai_shared::counted(s.ranks, "rank"),
         unfinished(&s.failed_ranks, &s.per_rank),
-        s.duration_s,
         s.samples_per_s
     );
     if s.resumed_ranks > 0 {

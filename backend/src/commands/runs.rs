@@ -65,11 +65,12 @@ pub fn run(args: RunsArgs) -> Result<()> {
         // A local run is watched (its coordinator is another process); an AWS
         // one is followed, and its results copied back, by this one.
         let (_, run, _) = crate::registry::open_run(&args.data, id)?;
-        let summary = if run.aws.is_none() {
-            crate::coordinator::watch(&args.data, id, args.json)?
-        } else {
-            crate::coordinator::reattach(&args.data, id, control, &mut |_| {})?
-        };
+        if run.aws.is_none() {
+            let summary = crate::coordinator::watch(&args.data, id, args.json)?;
+            super::run::print_summary(&summary, args.json)?;
+            return super::succeeded(&summary.run_id, summary.status);
+        }
+        let summary = crate::coordinator::reattach(&args.data, id, control, &mut |_| {})?;
         crate::output::emit(&(serde_json::to_string(&summary)? + "\n"))?;
         return super::succeeded(&summary.run_id, summary.status);
     }
@@ -88,7 +89,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
                 .map_or(String::new(), |o| format!(" written to {}", o.display())),
             if done.ranks_without > 0 {
                 format!(
-                    " ({} without predictions: failed, planned no file, or unreadable)",
+                    " ({} without predictions: failed, not run (yet), planned no file, or unreadable)",
                     cosmicai_shared::counted(done.ranks_without, "rank")
                 )
             } else {

@@ -7,7 +7,7 @@ use super::record::{Recorder, RunControl};
 use crate::registry::{Claim, Registry};
 use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{Payload, PayloadOf, RunSummary, earlier_ranks, read_payload};
-use cosmicai_engine::store::LocalStore;
+use cosmicai_engine::store::{LocalStore, ObjectStore};
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::RunStatus;
 use std::path::Path;
@@ -62,11 +62,7 @@ pub fn resumable(root: &Path, run_id: &str) -> Result<Resumable> {
     let payload = match read_payload(&store, result_path, Some(run_id))? {
         PayloadOf::Its(payload) => *payload,
         PayloadOf::Missing => bail!(
-            "run {run_id} has no plan in its result_path '{result_path}' (payload.json): it ended before its ranks were planned{}, so there is nothing to resume; start it anew",
-            info.error
-                .as_deref()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
+            "run {run_id} has no plan in its result_path '{result_path}' (payload.json): it ended before its ranks were planned, or the file was removed since, so it cannot be resumed; start it anew"
         ),
         PayloadOf::Unreadable(e) => bail!("run {run_id}: {result_path}/payload.json: {e}"),
         PayloadOf::OtherRun(other) => bail!(
@@ -82,6 +78,23 @@ pub fn resumable(root: &Path, run_id: &str) -> Result<Resumable> {
         bail!(
             "run {run_id}: {result_path}/payload.json is not the plan the run was recorded with (edited since?): it cannot be resumed"
         );
+    }
+    // The partitions as planned: one replaced or gone since would mix two
+    // datasets in one run (a file of the same size is not told apart).
+    for (key, planned) in &payload.files {
+        let now = store
+            .local_path(key)
+            .and_then(|path| std::fs::metadata(path).ok())
+            .map(|m| m.len());
+        match now {
+            Some(now) if now == *planned => {}
+            Some(now) => bail!(
+                "run {run_id}: partition '{key}' changed since the run was planned ({planned} bytes then, {now} now): a resume would mix two datasets; start a new run"
+            ),
+            None => bail!(
+                "run {run_id}: partition '{key}' is gone since the run was planned: a resume would leave its ranks without it; put it back, or start a new run"
+            ),
+        }
     }
     if payload.request.device == cosmicai_shared::run::Device::Cuda {
         super::check_device(payload.request.device)?;

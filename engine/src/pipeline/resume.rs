@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 /// What an earlier attempt of `payload`'s run left of each rank, by rank: the
 /// measures of a rank that finished (no error), whose `<rank>.json` is this
-/// run's result and whose predictions are in the store, to be kept; the
+/// run's result and whose predictions read, as many as the result counts, to be kept; the
 /// measures of a rank that failed for good (its error set), whose attempts were
 /// billed and which runs again; `None` for every other rank (planned no file,
 /// never started, or its files gone since).
@@ -32,16 +32,41 @@ pub fn earlier_ranks(
     let candidates: Vec<usize> = (0..world)
         .filter(|&rank| payload.reads_files(rank) && has(measures_key(path, rank)))
         .collect();
+    // A finished rank's predictions are read whole, as Summarize reads them:
+    // a damaged file runs its rank again now, not fails it at the summary.
     let keys: Vec<String> = candidates
         .iter()
-        .flat_map(|&rank| [measures_key(path, rank), rank_key(path, rank)])
+        .flat_map(|&rank| {
+            [
+                measures_key(path, rank),
+                rank_key(path, rank),
+                super::predictions_key(path, rank),
+            ]
+        })
         .collect();
     let run_id = &payload.run_id;
     let mut earlier = vec![None; world];
     let mut measure: Option<RankMeasure> = None;
+    let mut result_objects: Option<usize> = None;
     for_each_fetched(store, &keys, PARALLEL_GETS, |i, fetched| {
-        let rank = candidates[i / 2];
-        if i % 2 == 0 {
+        let rank = candidates[i / 3];
+        if i % 3 == 2 {
+            let (Some(m), Some(objects)) = (measure.take(), result_objects.take()) else {
+                return Ok(());
+            };
+            let readable = match fetched {
+                Ok(bytes) => {
+                    super::read_predictions(&bytes).is_ok_and(|p| p.predicted.len() == objects)
+                }
+                Err(StoreError::NotFound { .. }) => false,
+                Err(e) => return Err(e),
+            };
+            if readable {
+                earlier[rank] = Some(m);
+            }
+            return Ok(());
+        }
+        if i % 3 == 0 {
             measure = match fetched {
                 Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes)
                     .ok()
@@ -52,22 +77,22 @@ pub fn earlier_ranks(
             };
             return Ok(());
         }
-        let Some(m) = measure.take() else {
+        result_objects = None;
+        let Some(m) = measure.as_ref() else {
             return Ok(());
         };
         if m.error.is_some() {
-            earlier[rank] = Some(m);
+            earlier[rank] = measure.take();
             return Ok(());
         }
-        let result_is_its = match fetched {
+        result_objects = match fetched {
             Ok(bytes) => serde_json::from_slice::<RankResult>(&bytes)
-                .is_ok_and(|r| r.rank == rank && r.is_of_run(run_id)),
-            Err(StoreError::NotFound { .. }) => false,
+                .ok()
+                .filter(|r| r.rank == rank && r.is_of_run(run_id))
+                .map(|r| r.objects),
+            Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
-        if result_is_its && has(super::predictions_key(path, rank)) {
-            earlier[rank] = Some(m);
-        }
         Ok(())
     })?;
     Ok(earlier)
@@ -85,7 +110,9 @@ fn normal(key: &str) -> String {
 mod tests {
     use super::*;
     use crate::pipeline::predictions_key;
+    use crate::predict::Prediction;
     use crate::store::LocalStore;
+    use cosmicai_shared::Class;
 
     #[test]
     fn a_rank_finished_where_its_measures_result_and_predictions_are_its_runs() {
@@ -142,6 +169,15 @@ mod tests {
             })
             .unwrap()
         };
+        // As many predictions as its result counts (7).
+        let predictions = crate::pipeline::encode_predictions(&crate::pipeline::RankPredictions {
+            object_id: vec![1; 7],
+            redshift: vec![0.1; 7],
+            class: vec![Class::Galaxy; 7],
+            predicted: vec![Prediction::from_probabilities([0.7, 0.2, 0.1], 0.1); 7],
+            ..Default::default()
+        })
+        .unwrap();
         let path = "results/r";
         let write_all = |rank: usize, run: &str, error: Option<&str>| {
             store
@@ -150,7 +186,9 @@ mod tests {
             store
                 .put(&rank_key(path, rank), &result(rank, run))
                 .unwrap();
-            store.put(&predictions_key(path, rank), b"p").unwrap();
+            store
+                .put(&predictions_key(path, rank), &predictions)
+                .unwrap();
         };
         // 0: finished. 1: failed for good. 2: another run's measures. 3: no
         // predictions. 4: never started.
@@ -168,6 +206,13 @@ mod tests {
         // Rank 0 finished; rank 1 failed (billed, to run again).
         assert_eq!(known, vec![(0, true), (1, false)]);
         assert_eq!(earlier[0].as_ref().map(|m| m.objects), Some(7));
+        // Predictions cut short (a full disk, a copy stopped): runs again.
+        let whole = std::fs::read(dir.path().join(predictions_key(path, 0))).unwrap();
+        store
+            .put(&predictions_key(path, 0), &whole[..whole.len() / 2])
+            .unwrap();
+        assert!(earlier_ranks(&store, &payload).unwrap()[0].is_none());
+        store.put(&predictions_key(path, 0), &whole).unwrap();
         // A result path spelt another way finds the same files.
         let mut spelt = payload.clone();
         spelt.request.result_path = "./results//r/".into();
