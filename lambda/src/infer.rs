@@ -129,8 +129,20 @@ pub(crate) fn infer_stage(
                     peak_rss_mb: cosmicai_engine::system::peak_rss_mb(),
                     ..stopped
                 };
-                if let Ok(json) = serde_json::to_vec_pretty(&stopped) {
-                    let _ = store.put_if_absent(&measures_key(&item.result_path, item.rank), &json);
+                let key = measures_key(&item.result_path, item.rank);
+                match earlier_failure(&store, &key, item) {
+                    // A resumed rank stopped again: both attempts billed.
+                    Some(earlier) => {
+                        if let Ok(json) = serde_json::to_vec_pretty(&stopped.after(Some(&earlier)))
+                        {
+                            let _ = store.put(&key, &json);
+                        }
+                    }
+                    None => {
+                        if let Ok(json) = serde_json::to_vec_pretty(&stopped) {
+                            let _ = store.put_if_absent(&key, &json);
+                        }
+                    }
                 }
             }
             return Err(e);
@@ -156,12 +168,26 @@ pub(crate) fn infer_stage(
         error: None,
     };
     let key = measures_key(&item.result_path, item.rank);
+    // A rank of a resumed run that failed for good before (stopped for time)
+    // left its measures: its attempts are billed with this one.
+    let measure = measure.after(earlier_failure(&store, &key, item).as_ref());
     let json =
         serde_json::to_vec_pretty(&measure).map_err(|e| StageError::failed(e.to_string()))?;
     store
         .put(&key, &json)
         .map_err(|e| StageError::failed(format!("{key}: {e}")))?;
     Ok(measure)
+}
+
+/// The measures an earlier attempt of `item`'s rank left at `key` where it
+/// failed for good (a resumed run's rank stopped for time before): its
+/// attempts and billed time go with this attempt's.
+fn earlier_failure(store: &dyn ObjectStore, key: &str, item: &RankItem) -> Option<RankMeasure> {
+    store
+        .get(key)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<RankMeasure>(&bytes).ok())
+        .filter(|m| m.rank == item.rank && m.is_of_run(&item.run_id) && m.error.is_some())
 }
 
 /// The measure a rank that failed with `e` after `duration_s` leaves: only one

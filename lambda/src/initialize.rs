@@ -4,7 +4,9 @@
 use crate::data::{data_store, in_our_region, stores};
 use crate::weights::{check_weights, object_exists, readable_weights_bucket, weights_location};
 use crate::{S3Settings, StageError};
-use cosmicai_engine::pipeline::{Payload, check_rank_time, check_room, initialize_with, plan_key};
+use cosmicai_engine::pipeline::{
+    Payload, check_rank_time, check_room, initialize_with, plan_key, resume_plan,
+};
 use cosmicai_engine::store::ObjectStore;
 use cosmicai_shared::aws::{InitializeOutput, RankItem};
 use cosmicai_shared::run::{Device, RunRequest};
@@ -27,7 +29,10 @@ pub(crate) fn initialize_stage(
     run_id: &str,
     request: &RunRequest,
     workers: Workers,
+    resume_of: Option<&str>,
 ) -> Result<InitializeOutput, StageError> {
+    // A resuming execution (its own name in `run_id`) works for the run it resumes.
+    let run_id = resume_of.unwrap_or(run_id);
     let started = Instant::now();
     // Lambda's own figure for this function (the workers' too), else the one
     // the state machine was deployed with.
@@ -101,22 +106,65 @@ pub(crate) fn initialize_stage(
             Err(e) => return Err(StageError::failed(format!("model '{spec}': {e}"))),
         }
     }
-    // CPU ranks run in Express children, stopped at 5 minutes, GPU ranks in Batch
-    // attempts stopped at an hour: a plan whose ranks could run longer is
-    // refused before anything is written or paid for.
-    let payload = initialize_with(stores, request, run_id, |payload| {
-        if let Some(mb) = storage_mb {
-            check_room(payload, mb)?;
+    let (items, files, tolerated) = match resume_of {
+        // The run's own plan, its partitions unchanged, its ranks that finished
+        // before kept: the Map runs the others only.
+        Some(_) => {
+            let resumed = resume_plan(stores, request, run_id)?;
+            // Checked at this deployment's memory and /tmp (redeployed since?).
+            let at = Payload {
+                request: RunRequest {
+                    memory_mb: request.memory_mb,
+                    ..resumed.payload.request.clone()
+                },
+                ..resumed.payload.clone()
+            };
+            if let Some(mb) = storage_mb {
+                check_room(&at, mb)?;
+            }
+            check_rank_time(&at)?;
+            let planned = plan_items(run_id, &resumed.payload);
+            let working = planned.len();
+            let items: Vec<RankItem> = planned
+                .into_iter()
+                .filter(|item| !resumed.kept(item.rank))
+                .collect();
+            eprintln!(
+                "resuming run {run_id}: {} of {working} ranks run again, the others finished before",
+                items.len()
+            );
+            let files = items
+                .iter()
+                .map(|item| resumed.payload.ranks.get(item.rank).map_or(0, Vec::len))
+                .sum();
+            let tolerated =
+                resumed_tolerance(request.tolerated_failure_percentage, working, items.len());
+            (items, files, tolerated)
         }
-        check_rank_time(payload)
-    })?;
-    // In the function's log; the payload keeps them for whoever follows the run.
-    for note in &payload.notes {
-        eprintln!("note: {note}");
-    }
+        None => {
+            // CPU ranks run in Express children, stopped at 5 minutes, GPU ranks in Batch
+            // attempts stopped at an hour: a plan whose ranks could run longer is
+            // refused before anything is written or paid for.
+            let payload = initialize_with(stores, request, run_id, |payload| {
+                if let Some(mb) = storage_mb {
+                    check_room(payload, mb)?;
+                }
+                check_rank_time(payload)
+            })?;
+            // In the function's log; the payload keeps them for whoever follows the run.
+            for note in &payload.notes {
+                eprintln!("note: {note}");
+            }
+            let files = payload.files.len();
+            (
+                plan_items(run_id, &payload),
+                files,
+                request.tolerated_failure_percentage,
+            )
+        }
+    };
     let plan = plan_key(&request.result_path);
-    let json = serde_json::to_vec(&plan_items(run_id, &payload))
-        .map_err(|e| StageError::failed(e.to_string()))?;
+    let json = serde_json::to_vec(&items).map_err(|e| StageError::failed(e.to_string()))?;
     store
         .put(&plan, &json)
         .map_err(|e| StageError::failed(format!("{plan}: {e}")))?;
@@ -131,10 +179,14 @@ pub(crate) fn initialize_stage(
         cpu.map(|n| n.to_string()).as_deref(),
         std::env::var("COSMICAI_GPU_MAX_VCPUS").ok().as_deref(),
     );
+    let request = &RunRequest {
+        tolerated_failure_percentage: tolerated,
+        ..request.clone()
+    };
     Ok(initialize_output(
         run_id,
         request,
-        payload.files.len(),
+        files,
         started.elapsed().as_secs_f64(),
         ceiling,
     ))
@@ -164,6 +216,17 @@ pub(crate) fn with_function_memory(request: &RunRequest, function_mb: Option<&st
         request.memory_mb = mb;
     }
     request
+}
+
+/// The Map's ToleratedFailurePercentage for a resume that runs `rerun` of
+/// the run's `working` ranks again: the run tolerates `tolerated` percent of
+/// all its ranks failing, so of these (the kept ones finished), that many
+/// ranks. Step Functions counts the Map's items alone.
+fn resumed_tolerance(tolerated: f64, working: usize, rerun: usize) -> f64 {
+    if rerun == 0 {
+        return tolerated;
+    }
+    (tolerated * working as f64 / rerun as f64).min(100.0)
 }
 
 /// Refuses an execution name that would not do as a Batch job name's start:
@@ -418,6 +481,17 @@ mod tests {
             summary_key: format!("{}/summary.json", request.result_path),
         };
         assert!(size!(output) < 16 * 1024, "{} bytes", size!(output));
+    }
+
+    #[test]
+    fn a_resume_tolerates_as_many_failed_ranks_as_the_whole_run_would() {
+        // 10% of 100 ranks is 10: of the 2 run again, both may fail.
+        assert_eq!(resumed_tolerance(10.0, 100, 2), 100.0);
+        // Of 40 run again, 10 may: 25%.
+        assert_eq!(resumed_tolerance(10.0, 100, 40), 25.0);
+        assert_eq!(resumed_tolerance(0.0, 100, 40), 0.0);
+        assert_eq!(resumed_tolerance(10.0, 100, 100), 10.0);
+        assert_eq!(resumed_tolerance(10.0, 100, 0), 10.0);
     }
 
     #[test]

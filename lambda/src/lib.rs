@@ -64,6 +64,18 @@ fn parse_event_in(
     if value.get("stage").and_then(serde_json::Value::as_str) == Some("initialize")
         && let Some(request) = value.get_mut("request")
     {
+        // A resuming execution's input is its run's request with the run
+        // named (`cosmicai run --resume`): set apart, not read as the request's.
+        let resume_of = request
+            .as_object_mut()
+            .and_then(|fields| fields.remove(RESUME_OF));
+        if let Some(of) = &resume_of
+            && of.as_str().is_none_or(str::is_empty)
+        {
+            return Err(StageError::invalid(format!(
+                "request: {RESUME_OF} must name the run to resume, not {of}"
+            )));
+        }
         let model = preloaded.filter(|m| m.starts_with("astromae:")).map(|m| {
             (
                 m,
@@ -76,10 +88,16 @@ fn parse_event_in(
             eprintln!("request: {note}");
         }
         *request = ours;
+        if let (Some(of), Some(fields)) = (resume_of, value.as_object_mut()) {
+            fields.insert("resume_of".into(), of);
+        }
     }
     serde_json::from_value(value)
         .map_err(|e| StageError::invalid(format!("not a stage event: {e}")))
 }
+
+/// The key of a resuming execution's input that names the run it resumes.
+pub use cosmicai_shared::aws::RESUME_OF;
 
 /// Handles one event. Blocking work: call it from a blocking thread.
 pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Value, StageError> {
@@ -95,6 +113,7 @@ pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Va
             worker_memory_mb,
             worker_storage_mb,
             input_bucket,
+            resume_of,
         } => serde_json::to_value(initialize::initialize_stage(
             settings,
             &run_id,
@@ -104,6 +123,7 @@ pub fn handle(settings: &S3Settings, event: StageEvent) -> Result<serde_json::Va
                 storage_mb: worker_storage_mb.as_deref(),
                 input_bucket: input_bucket.as_deref(),
             },
+            resume_of.as_deref(),
         )?),
         StageEvent::Infer(item) => serde_json::to_value(infer::infer_stage(settings, &item)?),
         StageEvent::Summarize(event) => {
@@ -143,6 +163,46 @@ mod tests {
             StageEvent::Initialize { request, .. } => request,
             other => panic!("not an Initialize: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_resuming_executions_input_names_its_run_beside_the_request() {
+        let event = |request: serde_json::Value| serde_json::json!({"stage": "initialize", "run_id": "r-resume-1", "request": request});
+        let request = serde_json::json!({"bucket": "b", "batch_size": 4, "world_size": 2, "result_path": "results/r"});
+        let mut resuming = request.clone();
+        resuming[RESUME_OF] = "r".into();
+        match parse_event_in(event(resuming), None, Some("b")).unwrap() {
+            StageEvent::Initialize {
+                run_id,
+                resume_of,
+                request,
+                ..
+            } => {
+                assert_eq!(
+                    (run_id.as_str(), resume_of.as_deref()),
+                    ("r-resume-1", Some("r"))
+                );
+                assert_eq!(request.world_size, 2);
+            }
+            other => panic!("not an Initialize: {other:?}"),
+        }
+        // A first execution resumes nothing; a resume naming no run is refused.
+        let first = parse_event_in(event(request.clone()), None, Some("b")).unwrap();
+        assert!(matches!(
+            first,
+            StageEvent::Initialize {
+                resume_of: None,
+                ..
+            }
+        ));
+        let mut nameless = request;
+        nameless[RESUME_OF] = serde_json::Value::Null;
+        let e = parse_event_in(event(nameless), None, Some("b")).unwrap_err();
+        assert!(
+            e.message.contains("resume_of must name the run"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::deadline::seconds_since;
 use crate::{S3Settings, StageError, its_payload};
 use cosmicai_engine::cost::Children;
-use cosmicai_engine::pipeline::{stored_measures, summarize_with};
+use cosmicai_engine::pipeline::{kept_by_plan, stored_measures, summarize_with};
 use cosmicai_engine::store::join;
 use cosmicai_shared::aws::{SummarizeEvent, SummarizeOutput};
 use std::time::Instant;
@@ -40,14 +40,16 @@ pub(crate) fn summarize_stage(
         payload.request.device,
         event.child_execution_type.as_deref(),
     );
+    // A resumed run's Map ran only the ranks its plan names: the others
+    // finished in an earlier execution, and its speed is over this one's.
+    let kept = kept_by_plan(&store, &payload);
     let summary = summarize_with(
         &store,
         &payload,
         &measures,
-        duration_s,
-        event.initialize_s,
-        started,
+        (duration_s, event.initialize_s, started),
         children,
+        &kept,
     )?;
     let summary_key = join(&payload.request.result_path, "summary.json");
     Ok(SummarizeOutput {

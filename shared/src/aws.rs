@@ -29,12 +29,21 @@ pub enum StageEvent {
         /// template's `InputBucket`; empty for none), where launchers read it too.
         #[serde(default)]
         input_bucket: Option<String>,
+        /// The run this execution resumes (its input named it `resume_of`):
+        /// the execution runs that run's unfinished ranks under its plan and
+        /// id, where `run_id` is the resuming execution's own name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_of: Option<String>,
     },
     /// One Map item: run one rank.
     Infer(RankItem),
     /// Gather the ranks into `combined_data.json` and `summary.json`.
     Summarize(SummarizeEvent),
 }
+
+/// The key of a resuming execution's input (beside its run's request) that
+/// names the run it resumes: `cosmicai run --resume` starts such executions.
+pub const RESUME_OF: &str = "resume_of";
 
 /// One item of the Distributed Map: which rank of which run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -462,6 +462,17 @@ impl RankMeasure {
     pub fn is_of_run(&self, run_id: &str) -> bool {
         self.run_id.is_empty() || self.run_id == run_id
     }
+
+    /// This measure with the attempts and billed time of `earlier`, the same
+    /// rank's measure from an earlier attempt of the run where it failed: a
+    /// resumed rank is billed for every try.
+    pub fn after(mut self, earlier: Option<&RankMeasure>) -> Self {
+        if let Some(earlier) = earlier.filter(|e| e.error.is_some() && e.rank == self.rank) {
+            self.attempts += earlier.attempts;
+            self.billed_duration_ms += earlier.billed_duration_ms;
+        }
+        self
+    }
 }
 
 /// `result_path/summary.json`: what the API's run results carry, and `cosmicai

@@ -114,33 +114,43 @@ pub fn start_and_follow(
 ) -> Result<RunSummary> {
     refuse_if_busy(aws, request, run_id)?;
     let input = serde_json::to_string(request)?;
-    // The ARN is recorded before the call: a launcher that dies while it is on
-    // the wire (or before its answer is written) leaves a run that can be
-    // followed again, not an execution billing where no row points.
-    let predicted = execution_arn(&aws.config.state_machine_arn, run_id);
-    recorder.record_aws(&AwsExecution {
-        config: aws.config.clone(),
-        execution_arn: predicted.clone(),
+    let arn = start_execution(aws, run_id, &input, &mut |arn| {
+        recorder.record_aws(&AwsExecution {
+            config: aws.config.clone(),
+            execution_arn: arn.to_string(),
+        })
     })?;
+    follow(aws, request, run_id, &arn, local, recorder)
+}
+
+/// Starts execution `name` of the stack's state machine with `input`; its
+/// ARN. `record` keeps the ARN before the call: a launcher that dies while it
+/// is on the wire (or before its answer is written) leaves a run that can be
+/// followed again, not an execution billing where no row points.
+pub(super) fn start_execution(
+    aws: &Aws,
+    name: &str,
+    input: &str,
+    record: &mut dyn FnMut(&str) -> Result<()>,
+) -> Result<String> {
+    let predicted = execution_arn(&aws.config.state_machine_arn, name);
+    record(&predicted)?;
     let started = aws
         .s3
         .block_on(
             aws.sfn
                 .start_execution()
                 .state_machine_arn(&aws.config.state_machine_arn)
-                .name(run_id)
+                .name(name)
                 .input(input)
                 .send(),
         )
-        .map_err(|e| anyhow::anyhow!("StartExecution {run_id}: {}", sdk_error(&e)))?;
+        .map_err(|e| anyhow::anyhow!("StartExecution {name}: {}", sdk_error(&e)))?;
     let arn = started.execution_arn().to_string();
     if arn != predicted {
-        recorder.record_aws(&AwsExecution {
-            config: aws.config.clone(),
-            execution_arn: arn.clone(),
-        })?;
+        record(&arn)?;
     }
-    follow(aws, request, run_id, &arn, local, recorder)
+    Ok(arn)
 }
 
 /// Refuses CPU run `run_id` while another execution of the stack's state
@@ -196,9 +206,48 @@ pub fn follow(
     local: &LocalStore,
     recorder: &mut Recorder,
 ) -> Result<RunSummary> {
+    follow_from(aws, request, run_id, arn, local, recorder, &[])
+}
+
+/// [`follow`] of an execution resuming the run, whose `earlier` attempt left
+/// what [`earlier_measures`](cosmicai_engine::pipeline::earlier_measures) reads: its
+/// finished ranks are shown done at once, and its failed ranks' measures
+/// (still there until the rank runs again) are not read as this attempt's.
+pub fn follow_from(
+    aws: &Aws,
+    request: &RunRequest,
+    run_id: &str,
+    arn: &str,
+    local: &LocalStore,
+    recorder: &mut Recorder,
+    earlier: &[Option<RankMeasure>],
+) -> Result<RunSummary> {
     let cancel = recorder.cancel.clone();
     let world = request.world_size;
     let mut poll = Poll::default();
+    let (kept, failed): (Vec<&RankMeasure>, Vec<&RankMeasure>) =
+        earlier.iter().flatten().partition(|m| m.error.is_none());
+    poll.stale = failed
+        .iter()
+        .map(|m| (m.rank, (m.attempts, m.billed_duration_ms)))
+        .collect();
+    let done: Vec<RunEvent> = kept
+        .iter()
+        .flat_map(|m| {
+            [
+                RunEvent::RankStarted {
+                    rank: m.rank,
+                    attempt: m.attempts.max(1),
+                },
+                RunEvent::RankFinished {
+                    measure: (*m).clone(),
+                },
+            ]
+        })
+        .collect();
+    poll.preseeded = kept.iter().map(|m| m.rank).collect();
+    poll.finished.clone_from(&poll.preseeded);
+    recorder.events(&done);
     // A failed call (throttling, a network blip) is retried with backoff: the
     // execution goes on billing whether or not we are watching it.
     let mut failing_since: Option<std::time::Instant> = None;
@@ -433,8 +482,15 @@ fn summarize_cancelled(
                 .unwrap_or("deployed before it named ChildExecutionType")
         );
     }
+    // A resumed run's Map ran the ranks its plan names; the others were kept.
+    let kept = cosmicai_engine::pipeline::kept_by_plan(&aws.s3, &payload);
     cosmicai_engine::pipeline::summarize_with(
-        &aws.s3, &payload, &measures, duration_s, 0.0, started, children,
+        &aws.s3,
+        &payload,
+        &measures,
+        (duration_s, 0.0, started),
+        children,
+        &kept,
     )
     .map(|_| ())
     .map_err(|e| e.to_string())
@@ -492,6 +548,11 @@ struct Poll {
     /// how long it ran.
     stop_date_s: Option<f64>,
     ran_s: Option<f64>,
+    /// A resumed run's ranks that failed in an earlier attempt: their
+    /// measures then (attempts, billed milliseconds), not this attempt's.
+    stale: std::collections::HashMap<usize, (u32, u64)>,
+    /// A resumed run's ranks shown done from an earlier attempt's measures.
+    preseeded: BTreeSet<usize>,
 }
 
 impl Poll {
@@ -499,6 +560,8 @@ impl Poll {
     fn record(&mut self, measures: Vec<RankMeasure>, recorder: &mut Recorder) {
         let events: Vec<RunEvent> = measures
             .into_iter()
+            // An earlier attempt's failure, until its rank has run again.
+            .filter(|m| self.stale.get(&m.rank) != Some(&(m.attempts, m.billed_duration_ms)))
             .map(|measure| {
                 self.finished.insert(measure.rank);
                 event_of(measure)
@@ -551,6 +614,18 @@ impl Poll {
             }
             if !self.announced {
                 self.announced = true;
+                // Ranks shown kept from their measures alone that the resuming
+                // Map runs again (Initialize found their results damaged):
+                // running, not done.
+                if !self.preseeded.is_empty()
+                    && let Some(plan) = its_payload(aws, request, run_id)?
+                    && let Some(running) =
+                        cosmicai_engine::pipeline::ranks_of_map_plan(&aws.s3, &plan)
+                {
+                    for rank in self.preseeded.iter().filter(|r| running.contains(r)) {
+                        self.finished.remove(rank);
+                    }
+                }
                 let started: Vec<RunEvent> = (0..request.world_size)
                     .filter(|r| !self.finished.contains(r))
                     .map(|rank| RunEvent::RankStarted { rank, attempt: 1 })

@@ -14,12 +14,15 @@
 mod config;
 mod etags;
 mod follow;
+mod resume;
 mod run;
 mod upload;
 
 pub use config::{AwsConfig, execution_state_machine};
 pub use etags::LocalEtags;
-pub use follow::{LostContact, follow, refuse_if_busy, start_and_follow};
+use follow::start_execution;
+pub use follow::{LostContact, follow, follow_from, refuse_if_busy, start_and_follow};
+pub use resume::resume_on_aws;
 pub use run::{Deployed, execute_on_aws};
 pub use upload::{LocalWeights, upload, within};
 

@@ -187,6 +187,9 @@ pub struct Deployed {
     /// The stack's bucket (`DataBucketName`), where its Map writes its
     /// results: `--bucket` must name this one.
     pub bucket: Option<String>,
+    /// Where its Summarize takes the run's id from: Initialize's output in a
+    /// stack that can resume runs (a resuming execution has a name of its own).
+    pub summarize_run_id: Option<String>,
     /// Why the definition could not be read, where it could not.
     pub unread: Option<String>,
 }
@@ -248,6 +251,10 @@ impl Deployed {
             .and_then(serde_json::Value::as_str)
             .filter(|b| !b.contains("${") && !b.trim().is_empty())
             .map(|b| b.trim().to_string());
+        let summarize_run_id = definition
+            .pointer("/States/Summarize/Parameters/Payload/run_id.$")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
         Deployed {
             worker_memory_mb,
             worker_storage_mb,
@@ -255,7 +262,25 @@ impl Deployed {
             input_bucket,
             child_execution_type,
             bucket,
+            summarize_run_id,
             unread: None,
+        }
+    }
+
+    /// Why this stack cannot resume a run, where it cannot: a stack deployed
+    /// before it could would summarize the resuming execution, not the run,
+    /// after its ranks had run and been paid for.
+    pub fn cannot_resume(&self) -> Option<String> {
+        if let Some(why) = &self.unread {
+            return Some(format!(
+                "could not be read ({why}): whether it can resume a run is not known; the launcher needs states:DescribeStateMachine on it (the stack's LauncherPolicyArn grants it)"
+            ));
+        }
+        match self.summarize_run_id.as_deref() {
+            Some(RESUMABLE_RUN_ID) => None,
+            _ => Some(
+                "was deployed before it could resume a run (its Summarize names the execution, not the run): deploy this version's template (infra/aws) again, then resume".into(),
+            ),
         }
     }
 
@@ -273,6 +298,9 @@ impl Deployed {
         }
     }
 }
+
+/// Where a stack that can resume runs has its Summarize take the run's id.
+const RESUMABLE_RUN_ID: &str = "$.initialize.output.run_id";
 
 /// Whether `request` takes fewer partition files than its folder holds (its
 /// own, or CAI's `.pt` files, whichever are more); a folder that cannot be
@@ -299,7 +327,7 @@ fn sends_part(local: &LocalStore, request: &RunRequest, run_id: &str) -> bool {
 }
 
 /// The check Initialize makes, made before anything is sent.
-fn check_result_path(request: &RunRequest, prefix: &str) -> Result<()> {
+pub(super) fn check_result_path(request: &RunRequest, prefix: &str) -> Result<()> {
     cosmicai_shared::run::check_results_prefix(&request.result_path, prefix)
         .map_err(|e| anyhow::anyhow!("{e}; give --result-path {prefix}/NAME"))
 }
@@ -529,14 +557,30 @@ mod tests {
                 input_bucket: Some("cai-data".into()),
                 child_execution_type: Some("STANDARD".into()),
                 bucket: Some("cosmicai-results".into()),
+                summarize_run_id: Some(RESUMABLE_RUN_ID.into()),
                 unread: None,
             }
+        );
+        assert_eq!(deployed("3008", "results").cannot_resume(), None);
+        // A stack deployed before it could resume, or whose definition is unread: said why.
+        let older = Deployed::of(&asl.replace(RESUMABLE_RUN_ID, "$$.Execution.Name"));
+        assert!(
+            older
+                .cannot_resume()
+                .is_some_and(|why| why.contains("deploy this version's template")),
+            "{older:?}"
         );
         // A stack deployed without one says so: no other bucket is read.
         let none = Deployed::of(&asl.replace("${InputBucket}", ""));
         assert_eq!(none.input_bucket.as_deref(), Some(""));
         // Undeployed (the placeholders), out of Lambda's range, or an older stack's.
-        assert_eq!(Deployed::of(&asl), Deployed::default());
+        assert_eq!(
+            Deployed::of(&asl),
+            Deployed {
+                summarize_run_id: Some(RESUMABLE_RUN_ID.into()),
+                ..Deployed::default()
+            }
+        );
         assert_eq!(deployed("64", "runs/out").worker_memory_mb, None);
         assert_eq!(
             deployed("64", "runs/out").results_prefix.as_deref(),

@@ -32,7 +32,8 @@ pub struct RunArgs {
     /// Resumes run ID of --data's registry, which did not finish (interrupted,
     /// cancelled, failed or partial): its ranks that left their results are
     /// kept, the others run again under its plan, and it is summarized whole.
-    /// Local runs only (an AWS run: `cosmicai runs --follow ID`).
+    /// An AWS run is resumed on the stack it ran on (a new execution runs
+    /// its unfinished ranks; the stack must be deployed from this version).
     #[arg(long, value_name = "RUN_ID", conflicts_with_all = [
         "world_size", "batch_size", "request", "file_limit", "device", "precision",
         "result_path", "memory_mb", "retries", "timeout", "model", "estimate", "target",

@@ -3,10 +3,11 @@
 
 use super::record::Recorder;
 use anyhow::{Context, Result};
+use cosmicai_engine::cost::Children;
 use cosmicai_engine::cost::billed_ms;
 use cosmicai_engine::executor::{ExecutorConfig, WorkerCommand, execute_cancellable};
-use cosmicai_engine::pipeline::{Payload, RunSummary, initialize, measures_key, summarize};
-use cosmicai_engine::store::{LocalStore, ObjectStore, join};
+use cosmicai_engine::pipeline::{Payload, RunSummary, initialize, measures_key, summarize_with};
+use cosmicai_engine::store::{LocalStore, ObjectStore};
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::{RankMeasure, RunRequest};
 use std::path::Path;
@@ -74,13 +75,6 @@ pub fn run_ranks(
     let kept: Vec<RankMeasure> = (0..request.world_size)
         .filter_map(|rank| finished(rank).cloned())
         .collect();
-    // A rank that failed before runs again, billed for its earlier attempts too.
-    let carried: Vec<(u32, u64)> = (0..request.world_size)
-        .map(|rank| match earlier.get(rank).and_then(Option::as_ref) {
-            Some(m) if m.error.is_some() => (m.attempts, m.billed_duration_ms),
-            _ => (0, 0),
-        })
-        .collect();
     let done_before: Vec<RankMeasure> = idle
         .iter()
         .map(|&rank| RankMeasure::nothing_read(rank, run_id))
@@ -129,11 +123,10 @@ pub fn run_ranks(
         timeout: Some(rank_timeout(request, payload)),
     };
     let cancel = recorder.cancel.clone();
-    let with_carried = |mut m: RankMeasure| {
-        let (attempts, billed_ms) = carried.get(m.rank).copied().unwrap_or_default();
-        m.attempts += attempts;
-        m.billed_duration_ms += billed_ms;
-        m
+    // A rank that failed before runs again, billed for its earlier attempts too.
+    let with_carried = |m: RankMeasure| {
+        let rank = m.rank;
+        m.after(earlier.get(rank).and_then(Option::as_ref))
     };
     let mut measures = execute_cancellable(
         &command,
@@ -167,9 +160,6 @@ pub fn run_ranks(
         let rank = measure.rank;
         measures[rank] = measure;
     }
-    // This attempt's objects over this attempt's time: kept ranks' objects
-    // were predicted in another.
-    let objects_now: usize = working.iter().map(|&rank| measures[rank].objects).sum();
     // A finished CPU rank is billed as a Lambda of the request's memory would
     // bill it: its share of vCPUs may be less than what the rank used here (a
     // GPU rank is an instance's time, billed as measured).
@@ -188,13 +178,14 @@ pub fn run_ranks(
     cosmicai_engine::store::sweep_temporaries(&root.join(&request.result_path));
     let summarize_started = Instant::now();
     let duration_s = started.elapsed().as_secs_f64();
-    let mut summary = summarize(
+    let kept: Vec<usize> = kept.iter().map(|m| m.rank).collect();
+    let summary = summarize_with(
         &store,
         payload,
         &measures,
-        duration_s,
-        initialize_s,
-        summarize_started,
+        (duration_s, initialize_s, summarize_started),
+        Children::for_device(request.device),
+        &kept,
     )?;
     // A rank Summarize found without readable results (its predictions
     // damaged since) is kept as failed, its billing with it: a resume runs it again.
@@ -206,13 +197,6 @@ pub fn run_ranks(
             };
             keep_measure(&store, run_id, &request.result_path, &failed, recorder);
         }
-    }
-    if !kept.is_empty() {
-        // Said in the summary file too: its time is this attempt's alone.
-        summary.resumed_ranks = kept.len();
-        summary.samples_per_s = objects_now as f64 / duration_s.max(1e-9);
-        let json = serde_json::to_vec_pretty(&summary)?;
-        store.put(&join(&request.result_path, "summary.json"), &json)?;
     }
     Ok(summary)
 }

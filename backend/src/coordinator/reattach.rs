@@ -49,15 +49,8 @@ fn follow_again(
         Claim::NotInterrupted => bail!("run {run_id} is no longer interrupted: left as it is"),
     }
     let request = run.request;
-    let mut recorder = match Recorder::new(root, run_id, request.world_size, control, observe) {
-        Ok(recorder) => recorder,
-        Err(e) => {
-            // Not left claimed by a process that will not follow it.
-            let _ = registry.interrupt(run_id, &format!("{e:#}"));
-            return Err(e);
-        }
-    };
-    drop(registry);
+    let mut recorder =
+        Recorder::for_claimed(registry, root, run_id, request.world_size, control, observe)?;
     recorder.status(format!("following {} again", aws.execution_arn));
     let outcome = Aws::connect(aws.config).and_then(|client| {
         follow(
@@ -191,6 +184,14 @@ fn adopted_request(aws: &Aws, arn: &str, run_id: &str, input: &str) -> Result<Ru
         |e: String| anyhow::anyhow!("execution {arn}: its input is not a run request: {e}");
     let input: serde_json::Value =
         serde_json::from_str(input).map_err(|e| invalid(e.to_string()))?;
+    if let Some(of) = input
+        .get(cosmicai_shared::aws::RESUME_OF)
+        .and_then(serde_json::Value::as_str)
+    {
+        bail!(
+            "execution {arn} resumes run {of}: it is that run's, not a run of its own; `cosmicai runs --data DATA --follow {of}` in the data folder that ran it"
+        );
+    }
     // Only read where Initialize wrote no plan (it failed): the model it
     // would have filled in for CAI's payload is the deployment's, not known here.
     // Its results are in the stack's bucket where it names none, as Initialize fills in.

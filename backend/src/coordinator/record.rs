@@ -39,6 +39,22 @@ pub struct Recorder<'a> {
 }
 
 impl<'a> Recorder<'a> {
+    /// A recorder for run `run_id`, which this process has just claimed in
+    /// `registry` (to follow or resume it): where none can be made, the row
+    /// is left interrupted, not running under a process that will not run it.
+    pub fn for_claimed(
+        registry: Registry,
+        root: &Path,
+        run_id: &str,
+        world_size: usize,
+        control: RunControl,
+        observe: &'a mut dyn FnMut(&RunEvent),
+    ) -> Result<Self> {
+        Self::new(root, run_id, world_size, control, observe).inspect_err(|e| {
+            let _ = registry.interrupt(run_id, &format!("{e:#}"));
+        })
+    }
+
     pub fn new(
         root: &Path,
         run_id: &str,

@@ -1,13 +1,14 @@
 //! Resuming a local run that did not finish (interrupted, cancelled, or with
 //! ranks that failed): the ranks that left their results are kept, the others
 //! run again under the same plan and run id, and Summarize covers them all.
-//! `cosmicai run --resume ID` and the API's `POST /api/runs/{id}/resume`.
+//! `cosmicai run --resume ID` and the API's `POST /api/runs/{id}/resume`;
+//! `run --resume` of an AWS run resumes it on its stack (`aws::resume_on_aws`).
 
 use super::record::{Recorder, RunControl};
 use crate::registry::{Claim, Registry};
 use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{Payload, PayloadOf, RunSummary, earlier_ranks, read_payload};
-use cosmicai_engine::store::{LocalStore, ObjectStore};
+use cosmicai_engine::store::LocalStore;
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::RunStatus;
 use std::path::Path;
@@ -43,7 +44,7 @@ pub fn resumable(root: &Path, run_id: &str) -> Result<Resumable> {
     let (_, run, info) = crate::registry::open_run(root, run_id)?;
     if run.aws.is_some() {
         bail!(
-            "run {run_id} ran on AWS: `cosmicai runs --follow {run_id}` follows its execution to its end and summarizes it (resuming runs a local run's unfinished ranks)"
+            "run {run_id} ran on AWS: `cosmicai run --data DATA --resume {run_id}` resumes it on its stack (here, local runs only)"
         );
     }
     match info.status {
@@ -80,22 +81,8 @@ pub fn resumable(root: &Path, run_id: &str) -> Result<Resumable> {
         );
     }
     // The partitions as planned: one replaced or gone since would mix two
-    // datasets in one run (a file of the same size is not told apart).
-    for (key, planned) in &payload.files {
-        let now = store
-            .local_path(key)
-            .and_then(|path| std::fs::metadata(path).ok())
-            .map(|m| m.len());
-        match now {
-            Some(now) if now == *planned => {}
-            Some(now) => bail!(
-                "run {run_id}: partition '{key}' changed since the run was planned ({planned} bytes then, {now} now): a resume would mix two datasets; start a new run"
-            ),
-            None => bail!(
-                "run {run_id}: partition '{key}' is gone since the run was planned: a resume would leave its ranks without it; put it back, or start a new run"
-            ),
-        }
-    }
+    // datasets in one run.
+    cosmicai_engine::pipeline::unchanged_partitions(&store, &payload)?;
     if payload.request.device == cosmicai_shared::run::Device::Cuda {
         super::check_device(payload.request.device)?;
     }
@@ -112,6 +99,9 @@ pub fn resume(
     observe: &mut dyn FnMut(&RunEvent),
 ) -> Result<RunSummary> {
     let started = Instant::now();
+    if crate::registry::open_run(root, run_id)?.1.aws.is_some() {
+        return crate::aws::resume_on_aws(root, run_id, control, observe);
+    }
     let resumable = resumable(root, run_id)?;
     resume_checked(root, resumable, concurrency, control, observe, started)
 }
@@ -126,6 +116,7 @@ pub fn resume_checked(
     observe: &mut dyn FnMut(&RunEvent),
     started: Instant,
 ) -> Result<RunSummary> {
+    let reading = resumable.working();
     let Resumable { payload } = resumable;
     let run_id = payload.run_id.clone();
     // Checked and taken in one write, only while the run has not ended since
@@ -140,15 +131,8 @@ pub fn resume_checked(
         }
     }
     let world_size = payload.request.world_size;
-    let mut recorder = match Recorder::new(root, &run_id, world_size, control, observe) {
-        Ok(recorder) => recorder,
-        Err(e) => {
-            // Not left running under a process that will not run it.
-            let _ = registry.interrupt(&run_id, &format!("{e:#}"));
-            return Err(e);
-        }
-    };
-    drop(registry);
+    let mut recorder =
+        Recorder::for_claimed(registry, root, &run_id, world_size, control, observe)?;
     recorder.start(&payload.request, &payload.ranks)?;
     let results = root.join(&payload.request.result_path);
     // The last attempt's summary goes first: a resume cut short (a kill, a
@@ -172,9 +156,6 @@ pub fn resume_checked(
         .iter()
         .flatten()
         .filter(|m| m.error.is_none())
-        .count();
-    let reading = (0..world_size)
-        .filter(|&rank| payload.reads_files(rank))
         .count();
     recorder.println(&format!(
         "resuming run {run_id}: keeping the results of {} that finished before; running {}",

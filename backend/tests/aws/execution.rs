@@ -1,4 +1,4 @@
-//! Executions of the deployed state machine: a run's layout, failed ranks against the tolerance, a stopped execution, a run cancelled from its launcher, and the follower under throttling.
+//! Executions of the deployed state machine: a run's layout, failed ranks against the tolerance, a stopped execution, a run cancelled from its launcher, the follower under throttling, and a run resumed on a new execution.
 
 use super::*;
 
@@ -242,14 +242,7 @@ fn failed_ranks_are_reported_and_the_tolerance_decides_the_execution() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let last = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .max()
-        .unwrap();
-    let size = std::fs::metadata(&last).unwrap().len();
-    std::fs::write(&last, vec![b'x'; size as usize]).unwrap();
+    break_last_partition(&data);
 
     // moto runs every item and ignores the tolerance (real Step Functions fails the Map
     // above it, and the definition then summarizes and fails the execution); what
@@ -558,4 +551,104 @@ fn the_follower_rides_out_throttling_and_a_lost_run_is_followed_again() {
         "run-0-0-0",
     ]);
     assert!(e.contains("not in the registry"), "{e}");
+}
+
+#[test]
+fn a_run_whose_rank_failed_is_resumed_on_a_new_execution_running_that_rank_only() {
+    let Some(bin) = venv_bin() else { return };
+    let (stack, store, _client, arn) = deployed(&bin, "cosmicai-resume");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path());
+    // The last partition broken here (same size, other bytes): the rank
+    // reading it fails for good, the others finish.
+    let (last, good) = break_last_partition(&data);
+    let out = aws_run(
+        &stack,
+        &arn,
+        &data,
+        &["--world-size", "4", "--batch-size", "512", "--json"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let s = last_json_line(&out);
+    assert_eq!(s["failed_ranks"], serde_json::json!([3]), "{s}");
+    let run_id = s["run_id"].as_str().unwrap().to_string();
+    let result_path = s["result_path"].as_str().unwrap().to_string();
+    let kept_result = store.get(&format!("{result_path}/0.json")).unwrap();
+    let name = last.file_name().unwrap().to_str().unwrap();
+    let key = store
+        .list("partitions")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .find(|k| k.ends_with(name))
+        .unwrap();
+    let resume = || {
+        aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")))
+            .args(["run", "--data"])
+            .arg(&data)
+            .args(["--resume", &run_id, "--json"])
+            .output()
+            .unwrap()
+    };
+    // The partition gone from the bucket: refused by name, nothing started.
+    store.delete(&key).unwrap();
+    let out = resume();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "partition '{key}' is gone since the run was planned"
+        )),
+        "{stderr}"
+    );
+    // Put back whole (as it should have been): the resume runs rank 3 alone,
+    // on a new execution, and summarizes the run whole.
+    store.put(&key, &good).unwrap();
+    let out = resume();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("keeping the results of 3 ranks that finished before; running 1 rank"),
+        "{stderr}"
+    );
+    let s = last_json_line(&out);
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(s["run_id"], run_id.as_str(), "{s}");
+    assert_eq!(
+        (s["objects"].as_u64(), s["resumed_ranks"].as_u64()),
+        (Some(8443), Some(3)),
+        "{s}"
+    );
+    assert_eq!(s["failed_ranks"], serde_json::json!([]), "{s}");
+    // Ranks 0 to 2 did not run again: their files are as the first execution left them.
+    assert_eq!(
+        store.get(&format!("{result_path}/0.json")).unwrap(),
+        kept_result
+    );
+    // The summary in the bucket is the resumed run's, and came back here.
+    let there: Value =
+        serde_json::from_slice(&store.get(&format!("{result_path}/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(there["resumed_ranks"], 3, "{there}");
+    assert!(data.join(&result_path).join("combined_data.json").is_file());
+    // One row, succeeded; a second resume has nothing to do.
+    let runs = aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")))
+        .args(["runs", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        (runs[0]["id"].as_str(), runs[0]["status"].as_str()),
+        (Some(run_id.as_str()), Some("succeeded"))
+    );
+    let out = resume();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("nothing to resume"),
+        "{stderr}"
+    );
 }

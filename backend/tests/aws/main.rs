@@ -458,6 +458,21 @@ fn dataset_of(dir: &Path, objects: usize) -> PathBuf {
     data
 }
 
+/// Writes over the last partition of `data` with other bytes of its size (the
+/// upload sends it, its ETag not the bucket's, and the rank reading it fails
+/// for good); its path and its bytes as they were.
+fn break_last_partition(data: &Path) -> (PathBuf, Vec<u8>) {
+    let last = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .max()
+        .unwrap();
+    let good = std::fs::read(&last).unwrap();
+    std::fs::write(&last, vec![b'x'; good.len()]).unwrap();
+    (last, good)
+}
+
 fn aws_run(stack: &Stack, arn: &str, data: &Path, extra: &[&str]) -> std::process::Output {
     aws_command(stack, arn, data, extra).output().unwrap()
 }

@@ -37,7 +37,10 @@ pub use rank_time::{
     LAMBDA_MAX_MEMORY_MB, RANK_PLANNED_MAX_S, RANK_STOP_S, S3_REQUEST_S, SlowestRank,
     check_rank_time, slowest_rank,
 };
-pub use resume::earlier_ranks;
+pub use resume::{
+    Resumed, checked_plan, earlier_measures, earlier_ranks, kept_by_plan, ranks_of_map_plan,
+    resume_plan, unchanged_partitions,
+};
 pub use room::{LAMBDA_MAX_STORAGE_MB, check_room, storage_mb};
 pub use summary::{RunSummary, stored_measures, summarize, summarize_with};
 

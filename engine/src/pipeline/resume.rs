@@ -2,10 +2,189 @@
 //! did not finish run again. A run of 10,000 ranks stopped at rank 9,000 (a closed laptop, a
 //! cancel, a rank out of memory) keeps what it paid for.
 
-use super::{Payload, measures_key, rank_key};
+use super::{Payload, PayloadOf, PipelineError, Stores, measures_key, rank_key, read_payload};
 use crate::store::{ObjectStore, PARALLEL_GETS, StoreError, for_each_fetched};
-use cosmicai_shared::run::{RankMeasure, RankResult};
-use std::collections::HashSet;
+use cosmicai_shared::aws::RankItem;
+use cosmicai_shared::run::{RankMeasure, RankResult, RunRequest};
+use std::collections::{HashMap, HashSet};
+
+/// An unfinished run's plan, checked for resuming, and what its ranks left
+/// ([`earlier_ranks`]).
+#[derive(Debug)]
+pub struct Resumed {
+    pub payload: Payload,
+    pub earlier: Vec<Option<RankMeasure>>,
+}
+
+impl Resumed {
+    /// Whether rank `rank` finished in an earlier attempt (it does not run again).
+    pub fn kept(&self, rank: usize) -> bool {
+        self.earlier
+            .get(rank)
+            .and_then(Option::as_ref)
+            .is_some_and(|m| m.error.is_none())
+    }
+
+    /// The ranks that run again: planned a file, not finished before.
+    pub fn to_run(&self) -> Vec<usize> {
+        (0..self.payload.request.world_size)
+            .filter(|&rank| self.payload.reads_files(rank) && !self.kept(rank))
+            .collect()
+    }
+}
+
+/// The plan run `run_id` wrote under `request`'s result path, checked for a
+/// resume of `request` (the request it was started with; its `memory_mb` may
+/// differ: a stack redeployed with more memory resumes ranks that ran out of
+/// it), its partitions unchanged since, and what its ranks left. Refusals
+/// name the file and what is wrong.
+pub fn resume_plan(
+    stores: Stores,
+    request: &RunRequest,
+    run_id: &str,
+) -> Result<Resumed, PipelineError> {
+    let payload = checked_plan(stores, request, run_id)?;
+    let earlier = earlier_ranks(stores.results, &payload)?;
+    Ok(Resumed { payload, earlier })
+}
+
+/// [`resume_plan`]'s checks alone: the run's plan, for `request`, over
+/// partitions unchanged since.
+pub fn checked_plan(
+    stores: Stores,
+    request: &RunRequest,
+    run_id: &str,
+) -> Result<Payload, PipelineError> {
+    let path = &request.result_path;
+    let invalid = |why: String| PipelineError::Invalid(vec![why]);
+    let payload = match read_payload(stores.results, path, Some(run_id))? {
+        PayloadOf::Its(payload) => *payload,
+        PayloadOf::Missing => {
+            return Err(invalid(format!(
+                "run {run_id} has no plan at '{path}/payload.json': it ended before its ranks were planned (or the file was removed since), so it cannot be resumed; start it anew"
+            )));
+        }
+        PayloadOf::Unreadable(e) => {
+            return Err(invalid(format!("run {run_id}: '{path}/payload.json': {e}")));
+        }
+        PayloadOf::OtherRun(other) => {
+            return Err(invalid(format!(
+                "run {run_id}: '{path}/payload.json' is run {other}'s plan, not its own"
+            )));
+        }
+    };
+    // Compared as written and read back (a float may not survive JSON exactly).
+    let comparable = |r: &RunRequest| {
+        serde_json::to_value(RunRequest {
+            memory_mb: 0,
+            ..r.clone()
+        })
+        .ok()
+    };
+    if comparable(&payload.request) != comparable(request)
+        || payload.ranks.len() != payload.request.world_size
+    {
+        return Err(invalid(format!(
+            "run {run_id}: '{path}/payload.json' is not the plan of the request resumed (edited since?): it cannot be resumed"
+        )));
+    }
+    unchanged_partitions(stores.data, &payload)?;
+    Ok(payload)
+}
+
+/// What the ranks' measures alone say an earlier attempt of `payload`'s run
+/// left (one listing of `measures/`, one read a rank found there): what
+/// [`earlier_ranks`] reads first, without its reads of every finished rank's
+/// results. A launcher far from the bucket shows what a resume will keep
+/// with it; the resume itself reads it all.
+pub fn earlier_measures(
+    store: &dyn ObjectStore,
+    payload: &Payload,
+) -> Result<Vec<Option<RankMeasure>>, StoreError> {
+    let path = &payload.request.result_path;
+    let held: HashSet<String> = store
+        .list(&crate::store::join(path, "measures"))?
+        .into_iter()
+        .map(|o| normal(&o.key))
+        .collect();
+    let ranks: Vec<usize> = (0..payload.request.world_size)
+        .filter(|&rank| {
+            payload.reads_files(rank) && held.contains(&normal(&measures_key(path, rank)))
+        })
+        .collect();
+    let keys: Vec<String> = ranks.iter().map(|&rank| measures_key(path, rank)).collect();
+    let mut earlier = vec![None; payload.request.world_size];
+    for_each_fetched(store, &keys, PARALLEL_GETS, |i, fetched| {
+        let rank = ranks[i];
+        earlier[rank] = match fetched {
+            Ok(bytes) => serde_json::from_slice::<RankMeasure>(&bytes)
+                .ok()
+                .filter(|m| m.rank == rank && m.is_of_run(&payload.run_id)),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(())
+    })?;
+    Ok(earlier)
+}
+
+/// Refuses a resume of `payload`'s run where a planned partition is gone or
+/// changed size since it was planned: kept and new ranks would mix two
+/// datasets in one run. One listing of the data folder (a file replaced by
+/// one of the same size is not told apart).
+pub fn unchanged_partitions(
+    data: &dyn ObjectStore,
+    payload: &Payload,
+) -> Result<(), PipelineError> {
+    let listed: HashMap<String, u64> = data
+        .list(&payload.request.data_prefix)?
+        .into_iter()
+        .map(|o| (normal(&o.key), o.size))
+        .collect();
+    let run_id = &payload.run_id;
+    for (key, planned) in &payload.files {
+        match listed.get(&normal(key)) {
+            Some(now) if now == planned => {}
+            Some(now) => {
+                return Err(PipelineError::Invalid(vec![format!(
+                    "run {run_id}: partition '{key}' changed since the run was planned ({planned} bytes then, {now} now): a resume would mix two datasets; start a new run"
+                )]));
+            }
+            None => {
+                return Err(PipelineError::Invalid(vec![format!(
+                    "run {run_id}: partition '{key}' is gone since the run was planned: a resume would leave its ranks without it; put it back, or start a new run"
+                )]));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ranks of `payload`'s run that an earlier attempt finished, as the
+/// Map's plan (`plan.json`, which a resume writes with only the ranks it
+/// runs) leaves them out: every rank planned a file that is no item of it.
+/// None where there is no plan of the Map (a local run) or it cannot be read.
+pub fn kept_by_plan(store: &dyn ObjectStore, payload: &Payload) -> Vec<usize> {
+    let Some(running) = ranks_of_map_plan(store, payload) else {
+        return Vec::new();
+    };
+    (0..payload.request.world_size)
+        .filter(|&rank| payload.reads_files(rank) && !running.contains(&rank))
+        .collect()
+}
+
+/// The ranks the Map's plan (`plan.json`) of `payload`'s run names; `None`
+/// where there is none, it cannot be read, or it is another run's.
+pub fn ranks_of_map_plan(store: &dyn ObjectStore, payload: &Payload) -> Option<HashSet<usize>> {
+    let bytes = store
+        .get(&super::plan_key(&payload.request.result_path))
+        .ok()?;
+    let items: Vec<RankItem> = serde_json::from_slice(&bytes).ok()?;
+    if items.iter().any(|item| item.run_id != payload.run_id) {
+        return None;
+    }
+    Some(items.iter().map(|item| item.rank).collect())
+}
 
 /// What an earlier attempt of `payload`'s run left of each rank, by rank: the
 /// measures of a rank that finished (no error), whose `<rank>.json` is this
@@ -220,5 +399,117 @@ mod tests {
         // A result file of another run beside this run's measures: runs again.
         store.put(&rank_key(path, 0), &result(0, "other")).unwrap();
         assert!(earlier_ranks(&store, &payload).unwrap()[0].is_none());
+    }
+
+    #[test]
+    fn a_resume_takes_its_runs_own_plan_over_unchanged_partitions_and_its_map_plan_tells_the_kept()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let request: RunRequest = serde_json::from_value(serde_json::json!({
+            "batch_size": 8, "world_size": 3, "result_path": "results/r", "data_prefix": "p"
+        }))
+        .unwrap();
+        for i in 0..3 {
+            store.put(&format!("p/{i}.safetensors"), &[0; 10]).unwrap();
+        }
+        let payload = Payload {
+            run_id: "r".into(),
+            request: request.clone(),
+            files: (0..3).map(|i| (format!("p/{i}.safetensors"), 10)).collect(),
+            ranks: (0..3).map(|i| vec![format!("p/{i}.safetensors")]).collect(),
+            bytes_per_object: None,
+            notes: Vec::new(),
+        };
+        let stores = Stores::one(&store);
+        let refused = |request: &RunRequest, run: &str| match resume_plan(stores, request, run) {
+            Err(e) => e.to_string(),
+            Ok(r) => panic!("resumed: {r:?}"),
+        };
+        // Never planned.
+        assert!(refused(&request, "r").contains("has no plan"));
+        let write = |payload: &Payload| {
+            store
+                .put(
+                    &super::super::payload_key("results/r"),
+                    &serde_json::to_vec(payload).unwrap(),
+                )
+                .unwrap();
+        };
+        write(&payload);
+        // Another run's plan, or another request than the one planned.
+        assert!(refused(&request, "s").contains("run r's plan"));
+        let other = RunRequest {
+            batch_size: 16,
+            ..request.clone()
+        };
+        assert!(refused(&other, "r").contains("not the plan of the request resumed"));
+        // More memory (a stack redeployed for ranks that ran out of it): resumed.
+        let more = RunRequest {
+            memory_mb: request.memory_mb * 2,
+            ..request.clone()
+        };
+        let resumed = resume_plan(stores, &more, "r").unwrap();
+        assert_eq!(resumed.to_run(), vec![0, 1, 2]);
+        // Rank 1 left its measures, but no readable result: it runs again
+        // (the test above has the ranks kept).
+        store
+            .put(
+                &measures_key("results/r", 1),
+                &serde_json::to_vec(&RankMeasure {
+                    rank: 1,
+                    run_id: "r".into(),
+                    ..Default::default()
+                })
+                .unwrap(),
+            )
+            .unwrap();
+        store.put(&rank_key("results/r", 1), b"{}").unwrap();
+        assert_eq!(
+            resume_plan(stores, &request, "r").unwrap().to_run(),
+            vec![0, 1, 2]
+        );
+        // A partition changed or gone since the plan: refused by name.
+        store.put("p/2.safetensors", &[0; 11]).unwrap();
+        let e = refused(&request, "r");
+        assert!(
+            e.contains("'p/2.safetensors' changed") && e.contains("10 bytes then, 11 now"),
+            "{e}"
+        );
+        std::fs::remove_file(dir.path().join("p/2.safetensors")).unwrap();
+        assert!(refused(&request, "r").contains("'p/2.safetensors' is gone"));
+        // The Map's plan names the ranks a resuming execution runs: the rest were kept.
+        assert!(
+            kept_by_plan(&store, &payload).is_empty(),
+            "no plan: none kept"
+        );
+        let item = |rank: usize, run: &str| RankItem {
+            run_id: run.into(),
+            bucket: "b".into(),
+            result_path: "results/r".into(),
+            rank,
+            device: Default::default(),
+            entered_at: None,
+        };
+        let plan = |items: Vec<RankItem>| {
+            store
+                .put(
+                    &super::super::plan_key("results/r"),
+                    &serde_json::to_vec(&items).unwrap(),
+                )
+                .unwrap();
+        };
+        plan(vec![item(0, "r"), item(1, "r"), item(2, "r")]);
+        assert!(
+            kept_by_plan(&store, &payload).is_empty(),
+            "a first run's plan"
+        );
+        plan(vec![item(2, "r")]);
+        assert_eq!(kept_by_plan(&store, &payload), vec![0, 1]);
+        plan(vec![item(2, "s")]);
+        assert!(
+            kept_by_plan(&store, &payload).is_empty(),
+            "another run's plan"
+        );
     }
 }

@@ -69,23 +69,24 @@ pub fn summarize(
         store,
         payload,
         measures,
-        duration_s,
-        initialize_s,
-        started,
+        (duration_s, initialize_s, started),
         children,
+        &[],
     )
 }
 
 /// [`summarize`], priced with `children` as the Map's child executions (a
-/// stack deployed with STANDARD children for its CPU ranks says so).
+/// stack deployed with STANDARD children for its CPU ranks says so), of a
+/// run whose ranks `kept` finished in an earlier attempt (a resumed run): its
+/// time and speed are this attempt's, over the other ranks' objects.
+/// `(duration_s, initialize_s, started)` as [`summarize`] takes them.
 pub fn summarize_with(
     store: &dyn ObjectStore,
     payload: &Payload,
     measures: &[RankMeasure],
-    duration_s: f64,
-    initialize_s: f64,
-    started: std::time::Instant,
+    (duration_s, initialize_s, started): (f64, f64, std::time::Instant),
     children: Children,
+    kept: &[usize],
 ) -> Result<RunSummary, PipelineError> {
     let request = &payload.request;
     let mut results: Vec<RankResult> = Vec::new();
@@ -244,6 +245,16 @@ pub fn summarize_with(
             m.error = Some(error);
         }
     }
+    // This attempt's objects over this attempt's time: kept ranks' objects
+    // were predicted in another.
+    let objects_now = objects
+        - kept
+            .iter()
+            .filter_map(|&rank| per_rank.get(rank))
+            .filter(|m| m.error.is_none())
+            .map(|m| m.objects)
+            .sum::<usize>()
+            .min(objects);
     let summary = RunSummary {
         run_id: payload.run_id.clone(),
         status,
@@ -254,7 +265,7 @@ pub fn summarize_with(
         model: request.model.clone(),
         predicts_class: request.model_spec().is_ok_and(|m| m.predicts_class()),
         duration_s,
-        samples_per_s: objects as f64 / duration_s.max(1e-9),
+        samples_per_s: objects_now as f64 / duration_s.max(1e-9),
         cost_usd: cost.total_usd,
         result_path: request.result_path.clone(),
         device: request.device,
@@ -266,7 +277,7 @@ pub fn summarize_with(
         cost,
         metrics: (scorer.objects() > 0).then(|| scorer.finish()),
         per_rank,
-        resumed_ranks: 0,
+        resumed_ranks: kept.len(),
     };
     let json =
         serde_json::to_vec_pretty(&summary).map_err(|e| PipelineError::Other(e.to_string()))?;
