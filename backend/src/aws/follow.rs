@@ -12,7 +12,7 @@ use cosmicai_engine::store::{
 };
 use cosmicai_shared::api::RunEvent;
 use cosmicai_shared::run::{RankMeasure, RunRequest};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -227,10 +227,7 @@ pub fn follow_from(
     let mut poll = Poll::default();
     let (kept, failed): (Vec<&RankMeasure>, Vec<&RankMeasure>) =
         earlier.iter().flatten().partition(|m| m.error.is_none());
-    poll.stale = failed
-        .iter()
-        .map(|m| (m.rank, (m.attempts, m.billed_duration_ms)))
-        .collect();
+    poll.stale = failed.iter().map(|m| (m.rank, (*m).clone())).collect();
     let done: Vec<RunEvent> = kept
         .iter()
         .flat_map(|m| {
@@ -245,8 +242,8 @@ pub fn follow_from(
             ]
         })
         .collect();
-    poll.preseeded = kept.iter().map(|m| m.rank).collect();
-    poll.finished.clone_from(&poll.preseeded);
+    poll.preseeded = kept.iter().map(|m| (m.rank, (*m).clone())).collect();
+    poll.finished = poll.preseeded.keys().copied().collect();
     recorder.events(&done);
     // A failed call (throttling, a network blip) is retried with backoff: the
     // execution goes on billing whether or not we are watching it.
@@ -548,11 +545,11 @@ struct Poll {
     /// how long it ran.
     stop_date_s: Option<f64>,
     ran_s: Option<f64>,
-    /// A resumed run's ranks that failed in an earlier attempt: their
-    /// measures then (attempts, billed milliseconds), not this attempt's.
-    stale: std::collections::HashMap<usize, (u32, u64)>,
+    /// A resumed run's ranks whose measures are an earlier attempt's (a
+    /// failed rank's, or a kept one's that runs again), until it writes its own.
+    stale: std::collections::HashMap<usize, RankMeasure>,
     /// A resumed run's ranks shown done from an earlier attempt's measures.
-    preseeded: BTreeSet<usize>,
+    preseeded: BTreeMap<usize, RankMeasure>,
 }
 
 impl Poll {
@@ -561,7 +558,7 @@ impl Poll {
         let events: Vec<RunEvent> = measures
             .into_iter()
             // An earlier attempt's failure, until its rank has run again.
-            .filter(|m| self.stale.get(&m.rank) != Some(&(m.attempts, m.billed_duration_ms)))
+            .filter(|m| self.stale.get(&m.rank) != Some(m))
             .map(|measure| {
                 self.finished.insert(measure.rank);
                 event_of(measure)
@@ -613,19 +610,22 @@ impl Poll {
                 shown.ended = c.succeeded() + c.failed() + c.timed_out() + c.aborted();
             }
             if !self.announced {
-                self.announced = true;
                 // Ranks shown kept from their measures alone that the resuming
                 // Map runs again (Initialize found their results damaged):
-                // running, not done.
+                // running, not done, their old measures not taken for new.
                 if !self.preseeded.is_empty()
                     && let Some(plan) = its_payload(aws, request, run_id)?
                     && let Some(running) =
                         cosmicai_engine::pipeline::ranks_of_map_plan(&aws.s3, &plan)
                 {
-                    for rank in self.preseeded.iter().filter(|r| running.contains(r)) {
+                    for (rank, measure) in
+                        self.preseeded.iter().filter(|(r, _)| running.contains(r))
+                    {
                         self.finished.remove(rank);
+                        self.stale.insert(*rank, measure.clone());
                     }
                 }
+                self.announced = true;
                 let started: Vec<RunEvent> = (0..request.world_size)
                     .filter(|r| !self.finished.contains(r))
                     .map(|rank| RunEvent::RankStarted { rank, attempt: 1 })

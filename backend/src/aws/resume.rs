@@ -77,6 +77,8 @@ pub fn resume_on_aws(
     // Told from the measures alone (the ranks' results are read by
     // Initialize, in the bucket's region, not downloaded here).
     let payload = checked_plan(stores, &request, run_id)?;
+    // Its ranks as the stack's workers run them now (deployed again since?).
+    super::run::refuse_unrunnable(&payload, &deployed)?;
     let earlier = earlier_measures(&aws.s3, &payload)?;
     let resumed = Resumed { payload, earlier };
     let to_run = resumed.to_run().len();

@@ -134,7 +134,7 @@ fn readable_in_place(
 
 /// Refuses a plan the stack's workers cannot run: a partition read whole that
 /// their `/tmp` does not hold, or a rank longer than their time allows.
-fn refuse_unrunnable(planned: &Payload, deployed: &Deployed) -> Result<()> {
+pub(super) fn refuse_unrunnable(planned: &Payload, deployed: &Deployed) -> Result<()> {
     if let Some(mb) = deployed.worker_storage_mb {
         check_room(planned, mb).map_err(|e| {
             anyhow::anyhow!("{e} (as the stack's state machine says; nothing was uploaded)")

@@ -247,14 +247,12 @@ pub fn summarize_with(
     }
     // This attempt's objects over this attempt's time: kept ranks' objects
     // were predicted in another.
-    let objects_now = objects
-        - kept
-            .iter()
-            .filter_map(|&rank| per_rank.get(rank))
-            .filter(|m| m.error.is_none())
-            .map(|m| m.objects)
-            .sum::<usize>()
-            .min(objects);
+    let kept: std::collections::HashSet<usize> = kept.iter().copied().collect();
+    let objects_now: usize = results
+        .iter()
+        .filter(|r| !kept.contains(&r.rank))
+        .map(|r| r.objects)
+        .sum();
     let summary = RunSummary {
         run_id: payload.run_id.clone(),
         status,
