@@ -767,8 +767,10 @@ impl Registry {
         Ok(Claim::Taken)
     }
 
-    /// Records that run `id` was planned (Initialize wrote its payload.json):
-    /// only such a run can be resumed.
+    /// Records that run `id` was planned (its ranks given their partitions;
+    /// a local run's Initialize wrote its payload.json, an AWS run's launcher
+    /// planned it before its execution started): only such a run can be
+    /// resumed, where its plan is in its result path.
     pub fn set_planned(&self, id: &str) -> Result<()> {
         self.db
             .execute("UPDATE runs SET planned = '1' WHERE id = ?1", params![id])?;
@@ -899,9 +901,13 @@ fn run_info(r: &rusqlite::Row, data_dir: &Path) -> rusqlite::Result<RunInfo> {
     // Planned under its own id (a run refused at Initialize names another
     // run's result path), and its plan still there.
     let planned: bool = r.get(15).unwrap_or(false);
-    let resumable = !on_aws
-        && planned
+    // An AWS run's plan is copied back here with its results once its
+    // execution wrote one (its launcher marks it planned before: a start that
+    // never reached Initialize has none), and one left interrupted is followed
+    // to its end first (its execution may still run).
+    let resumable = planned
         && crate::coordinator::may_resume(status)
+        && !(on_aws && status == RunStatus::Interrupted)
         && cosmicai_shared::run::check_key(&result_path).is_ok()
         && data_dir
             .join(cosmicai_engine::pipeline::payload_key(&result_path))
@@ -924,6 +930,7 @@ fn run_info(r: &rusqlite::Row, data_dir: &Path) -> rusqlite::Result<RunInfo> {
         model: r.get(13)?,
         precision: r.get::<_, Option<String>>(14)?.filter(|p| p != "fp32"),
         resumable,
+        on_aws,
     })
 }
 

@@ -284,10 +284,15 @@ pub struct RunInfo {
     /// The number format it computed in, where not fp32 (`bf16`, `f16`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<String>,
-    /// Whether it can be resumed (`POST /api/runs/{id}/resume`): a local run
-    /// that ended without every rank's results, whose plan is in its result_path.
+    /// Whether it can be resumed (`POST /api/runs/{id}/resume`, `cosmicai run
+    /// --resume`): a run that ended without every rank's results, whose plan
+    /// is in its result_path (an AWS run's copied back with its results; the
+    /// API says so of an AWS run only where the server has an AWS deployment).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resumable: bool,
+    /// Whether it ran on AWS (Step Functions and Lambda, or Batch for CUDA).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_aws: bool,
 }
 
 /// What the run's event stream (`GET /api/runs/{id}/events`, Server-Sent Events) says.

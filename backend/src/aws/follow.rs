@@ -120,7 +120,7 @@ pub fn start_and_follow(
             execution_arn: arn.to_string(),
         })
     })?;
-    follow(aws, request, run_id, &arn, local, recorder)
+    follow(aws, request, run_id, &arn, local, recorder, &[])
 }
 
 /// Starts execution `name` of the stack's state machine with `input`; its
@@ -197,23 +197,13 @@ pub fn refuse_if_busy(aws: &Aws, request: &RunRequest, run_id: &str) -> Result<(
 }
 
 /// Follows execution `arn` of `request` to its end (also for a run reattached
-/// after its launcher stopped), then copies its results into `local`.
+/// after its launcher stopped), then copies its results into `local`. An
+/// execution resuming the run is handed what its `earlier` attempts left (as
+/// [`earlier_measures`](cosmicai_engine::pipeline::earlier_measures) reads it;
+/// none otherwise): their finished ranks are shown done at once, and their
+/// failed ranks' measures (there until the rank runs again) are not read as
+/// this attempt's.
 pub fn follow(
-    aws: &Aws,
-    request: &RunRequest,
-    run_id: &str,
-    arn: &str,
-    local: &LocalStore,
-    recorder: &mut Recorder,
-) -> Result<RunSummary> {
-    follow_from(aws, request, run_id, arn, local, recorder, &[])
-}
-
-/// [`follow`] of an execution resuming the run, whose `earlier` attempt left
-/// what [`earlier_measures`](cosmicai_engine::pipeline::earlier_measures) reads: its
-/// finished ranks are shown done at once, and its failed ranks' measures
-/// (still there until the rank runs again) are not read as this attempt's.
-pub fn follow_from(
     aws: &Aws,
     request: &RunRequest,
     run_id: &str,

@@ -21,8 +21,8 @@ mod upload;
 pub use config::{AwsConfig, execution_state_machine};
 pub use etags::LocalEtags;
 use follow::start_execution;
-pub use follow::{LostContact, follow, follow_from, refuse_if_busy, start_and_follow};
-pub use resume::resume_on_aws;
+pub use follow::{LostContact, follow, refuse_if_busy, start_and_follow};
+pub use resume::{AwsResumable, aws_resumable, resume_checked_on_aws, resume_on_aws};
 pub use run::{Deployed, execute_on_aws};
 pub use upload::{LocalWeights, upload, within};
 

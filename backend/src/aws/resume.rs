@@ -5,15 +5,32 @@
 //! whose last 1,000 failed (out of memory, a partition put back since) pays
 //! for those 1,000 again, not for all of them.
 
-use super::{Aws, Deployed, follow_from, refuse_if_busy, start_execution};
-use crate::coordinator::{Recorder, RunControl};
+use super::{Aws, Deployed, follow, refuse_if_busy, start_execution};
+use crate::coordinator::{LAST_SUMMARY, Recorder, RunControl, remove_last_summary};
 use crate::registry::{AwsExecution, Claim};
 use anyhow::{Result, bail};
 use cosmicai_engine::pipeline::{Resumed, RunSummary, Stores, checked_plan, earlier_measures};
 use cosmicai_engine::store::{LocalStore, ObjectStore, join};
 use cosmicai_shared::api::RunEvent;
-use cosmicai_shared::run::RunStatus;
+use cosmicai_shared::run::{RunRequest, RunStatus};
 use std::path::Path;
+
+/// An AWS run checked for resuming: its stack, its plan as Initialize will
+/// read it, and the ranks its earlier attempts finished.
+pub struct AwsResumable {
+    aws: Aws,
+    run_id: String,
+    request: RunRequest,
+    resumed: Resumed,
+}
+
+impl std::fmt::Debug for AwsResumable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsResumable")
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Resumes AWS run `run_id` of the registry under `root` on the stack it ran
 /// on, and follows the resuming execution to its end as a run is followed.
@@ -23,7 +40,16 @@ pub fn resume_on_aws(
     control: RunControl,
     observe: &mut dyn FnMut(&RunEvent),
 ) -> Result<RunSummary> {
-    let (registry, run, info) = crate::registry::open_run(root, run_id)?;
+    let checked = aws_resumable(root, run_id)?;
+    resume_checked_on_aws(root, checked, control, observe)
+}
+
+/// Checks that AWS run `run_id` of the registry under `root` can be resumed
+/// on its stack, reading what Initialize will read (its plan, its partitions,
+/// its ranks' measures); says why not, by name, where it cannot. Nothing is
+/// started, claimed or removed: the API answers with this before it resumes.
+pub fn aws_resumable(root: &Path, run_id: &str) -> Result<AwsResumable> {
+    let (_, run, info) = crate::registry::open_run(root, run_id)?;
     let Some(recorded) = run.aws else {
         bail!("run {run_id} did not run on AWS");
     };
@@ -80,11 +106,42 @@ pub fn resume_on_aws(
     // Its ranks as the stack's workers run them now (deployed again since?).
     super::run::refuse_unrunnable(&payload, &deployed)?;
     let earlier = earlier_measures(&aws.s3, &payload)?;
-    let resumed = Resumed { payload, earlier };
+    Ok(AwsResumable {
+        aws,
+        run_id: run_id.to_string(),
+        request,
+        resumed: Resumed { payload, earlier },
+    })
+}
+
+/// [`resume_on_aws`] of a run [`aws_resumable`] has checked: claims its row,
+/// starts the resuming execution and follows it to its end.
+pub fn resume_checked_on_aws(
+    root: &Path,
+    checked: AwsResumable,
+    control: RunControl,
+    observe: &mut dyn FnMut(&RunEvent),
+) -> Result<RunSummary> {
+    let AwsResumable {
+        aws,
+        run_id,
+        request,
+        resumed,
+    } = checked;
+    let run_id = run_id.as_str();
+    // Cancelled while it was checked (the API's cancel): nothing is claimed,
+    // removed or started, and the row stays as it ended.
+    if control.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(crate::coordinator::Cancelled(format!(
+            "the resume of run {run_id} was cancelled before its execution started: nothing ran"
+        ))
+        .into());
+    }
     let to_run = resumed.to_run().len();
     let kept = (0..request.world_size).filter(|&r| resumed.kept(r)).count();
     // Checked and taken in one write: two launchers resuming one run would
     // start two executions over the same ranks.
+    let registry = crate::registry::Registry::in_folder(root)?;
     match registry.claim_to_resume(run_id)? {
         Claim::Taken => {}
         Claim::FollowedBy(pid) => bail!("run {run_id} is being run by process {pid} already"),
@@ -103,7 +160,7 @@ pub fn resume_on_aws(
         cosmicai_shared::counted(to_run, "rank")
     ));
     let outcome = start_resuming(&aws, run_id, &request, root, &mut recorder).and_then(|arn| {
-        follow_from(
+        follow(
             &aws,
             &request,
             run_id,
@@ -122,21 +179,14 @@ pub fn resume_on_aws(
 fn start_resuming(
     aws: &Aws,
     run_id: &str,
-    request: &cosmicai_shared::run::RunRequest,
+    request: &RunRequest,
     root: &Path,
     recorder: &mut Recorder,
 ) -> Result<String> {
-    for old in ["summary.json", "combined_data.json"] {
-        let key = join(&request.result_path, old);
-        aws.s3.delete(&key)?;
-        match std::fs::remove_file(root.join(&key)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("removing {}", root.join(&key).display())));
-            }
-            _ => {}
-        }
+    for old in LAST_SUMMARY {
+        aws.s3.delete(&join(&request.result_path, old))?;
     }
+    remove_last_summary(&root.join(&request.result_path))?;
     let name = resuming_name(run_id, now_s());
     let mut input = serde_json::to_value(request)?;
     if let Some(fields) = input.as_object_mut() {

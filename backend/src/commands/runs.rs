@@ -171,9 +171,15 @@ pub fn run(args: RunsArgs) -> Result<()> {
             crate::line!(out, "{:id_width$}   why: {}", "", first_line(error, 300));
         }
         if r.resumable && r.status != cosmicai_shared::run::RunStatus::Interrupted {
+            let how = match r.on_aws {
+                true => {
+                    "starts a new execution on its AWS stack for its ranks that left no results"
+                }
+                false => "runs its ranks that left no results",
+            };
             crate::line!(
                 out,
-                "{:id_width$}   resume: cosmicai run --data {} --resume {} runs its ranks that left no results",
+                "{:id_width$}   resume: cosmicai run --data {} --resume {} {how}",
                 "",
                 args.data.display(),
                 r.id

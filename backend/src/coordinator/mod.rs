@@ -22,7 +22,9 @@ mod watch;
 pub use estimate::{Rates, estimate};
 pub use reattach::{adopt, reattach, reattach_interrupted};
 pub use record::{Recorder, RunControl};
-pub use resume::{may_resume, resumable, resume, resume_checked};
+pub use resume::{
+    LAST_SUMMARY, Resumable, may_resume, remove_last_summary, resumable, resume, resume_checked,
+};
 pub use sweep::sweep;
 pub use watch::watch;
 

@@ -60,6 +60,7 @@ fn follow_again(
             &aws.execution_arn,
             &LocalStore::new(root),
             &mut recorder,
+            &[],
         )
     });
     recorder.end(outcome)
@@ -173,6 +174,7 @@ pub fn adopt(
         arn,
         &LocalStore::new(root),
         &mut recorder,
+        &[],
     );
     recorder.end(outcome)
 }

@@ -2,7 +2,7 @@
 //! ranks that failed): the ranks that left their results are kept, the others
 //! run again under the same plan and run id, and Summarize covers them all.
 //! `cosmicai run --resume ID` and the API's `POST /api/runs/{id}/resume`;
-//! `run --resume` of an AWS run resumes it on its stack (`aws::resume_on_aws`).
+//! both resume an AWS run on a new execution of its stack (`aws::resume_on_aws`).
 
 use super::record::{Recorder, RunControl};
 use crate::registry::{Claim, Registry};
@@ -138,14 +138,8 @@ pub fn resume_checked(
     // The last attempt's summary goes first: a resume cut short (a kill, a
     // power cut) is then interrupted, not closed from that older summary, and
     // what a killed attempt was writing (its workers died with it) goes too.
-    for old in ["summary.json", "combined_data.json"] {
-        match std::fs::remove_file(results.join(old)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return recorder.end(Err(anyhow::Error::new(e)
-                    .context(format!("removing {}", results.join(old).display()))));
-            }
-            _ => {}
-        }
+    if let Err(e) = remove_last_summary(&results) {
+        return recorder.end(Err(e));
     }
     cosmicai_engine::store::sweep_temporaries(&results);
     let earlier = match earlier_ranks(&LocalStore::new(root), &payload) {
@@ -172,4 +166,22 @@ pub fn resume_checked(
         0.0,
     );
     recorder.end(outcome)
+}
+
+/// What Summarize writes last, which a resume removes before it runs: a
+/// resume cut short is then summarized anew, not closed from the older one.
+pub const LAST_SUMMARY: [&str; 2] = ["summary.json", "combined_data.json"];
+
+/// Removes [`LAST_SUMMARY`] from the run's results folder `results` here.
+pub fn remove_last_summary(results: &Path) -> Result<()> {
+    for old in LAST_SUMMARY {
+        let file = results.join(old);
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::Error::new(e).context(format!("removing {}", file.display())));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -263,23 +263,40 @@ impl Runs {
     }
 }
 
+/// A run checked for resuming, with what it holds while it runs.
+enum CheckedResume {
+    /// Its ranks run here, in the memory reserved for them.
+    Local(Box<coordinator::Resumable>, super::guard::Reservation),
+    /// A new execution of its stack runs them.
+    Aws(Box<crate::aws::AwsResumable>),
+}
+
 impl Runs {
-    /// Resumes local run `id` of `data_dir`'s registry (see
-    /// [`coordinator::resume`]), holding `slot` and the memory of the ranks it
-    /// may run until it ends; or says why it cannot (409), or the server's load (429).
+    /// Whether runs with target `aws` can be started (and AWS runs resumed).
+    pub fn has_aws(&self) -> bool {
+        self.aws.is_some()
+    }
+
+    /// Resumes run `id` of `data_dir`'s registry (see [`coordinator::resume`];
+    /// an AWS run on a new execution of its stack), holding `slot`, and for a
+    /// local run the memory of the ranks it may run, until it ends; or says why
+    /// it cannot (409), the server's load (429), or that its bucket did not
+    /// answer (503). Checks that end after `deadline` start nothing (the
+    /// caller was told the request timed out).
     pub fn resume(
         &self,
         data_dir: &Path,
         id: &str,
         slot: Slot,
         budget: &Arc<MemoryBudget>,
+        deadline: std::time::Instant,
     ) -> Result<(), Error> {
         let started = std::time::Instant::now();
         let conflict = |e: String| Error(axum::http::StatusCode::CONFLICT, e);
         let live = Arc::new(LiveRun::new(None));
         // Its place is taken under the lock (two resumes of one run at once:
         // the registry's claim cannot tell this process from itself); the
-        // checks, which read files, run outside it.
+        // checks, which read files (an AWS run's: its bucket), run outside it.
         let previous = {
             let mut all = self.live.lock().unwrap_or_else(|e| e.into_inner());
             match all.get(id) {
@@ -298,25 +315,18 @@ impl Runs {
             }
             all.insert(id.to_string(), live.clone())
         };
-        let checked = coordinator::resumable(data_dir, id)
-            .map_err(|e| conflict(super::error::redact(&format!("{e:#}"))))
-            .and_then(|resumable| {
-                let working = resumable.working();
-                if resumable.payload.request.world_size > MAX_LOCAL_WORLD_SIZE {
-                    return Err(conflict(format!(
-                        "run {id} has {} ranks, more than this server runs ({MAX_LOCAL_WORLD_SIZE}): resume it with `cosmicai run --resume`",
-                        resumable.payload.request.world_size
-                    )));
-                }
-                let (ranks, _) = coordinator::concurrency_and_threads(None, working);
-                let memory = budget.reserve(
-                    resumable.payload.request.memory_mb,
-                    1,
-                    ranks.min(working.max(1)),
-                )?;
-                Ok((resumable, memory))
+        let checked = self
+            .check_resume(data_dir, id, budget)
+            .and_then(|checked| match std::time::Instant::now() > deadline {
+                false => Ok(checked),
+                true => Err(Error(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "run {id}: its checks took longer than the API waits (a slow bucket, or many ranks' measures to read): nothing was started; try again, or resume it with `cosmicai run --data DATA_DIR --resume {id}`"
+                    ),
+                )),
             });
-        let (resumable, memory) = match checked {
+        let checked = match checked {
             Ok(checked) => checked,
             Err(e) => {
                 // A stream opened on it meanwhile ends; its place is given
@@ -341,25 +351,91 @@ impl Runs {
             // The coordinator closes the row once it has claimed it; before
             // that (another process resuming it) the row is not this run's
             // to close. A panic is the run's error, and its recorder leaves
-            // the row interrupted.
-            let concurrency = Some(memory.ranks());
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                coordinator::resume_checked(
-                    &root,
-                    resumable,
-                    concurrency,
-                    control,
-                    &mut |e| live.push(e.clone()),
-                    started,
-                )
-            }))
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the run's coordinator panicked")));
+            // the row interrupted (an AWS one is followed again at the next start).
+            let mut observe = |e: &RunEvent| live.push(e.clone());
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match checked {
+                    CheckedResume::Local(resumable, memory) => {
+                        let concurrency = Some(memory.ranks());
+                        let outcome = coordinator::resume_checked(
+                            &root,
+                            *resumable,
+                            concurrency,
+                            control,
+                            &mut observe,
+                            started,
+                        );
+                        drop(memory);
+                        outcome
+                    }
+                    CheckedResume::Aws(checked) => {
+                        crate::aws::resume_checked_on_aws(&root, *checked, control, &mut observe)
+                    }
+                }))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the run's coordinator panicked")));
             let last = crate::coordinator::last_event(&outcome);
-            drop(memory);
             drop(slot);
             live.push(last);
         });
         Ok(())
+    }
+
+    /// What [`Runs::resume`] checks before it answers: the run can be resumed
+    /// here, and (a local run) the memory of its ranks is free.
+    fn check_resume(
+        &self,
+        data_dir: &Path,
+        id: &str,
+        budget: &Arc<MemoryBudget>,
+    ) -> Result<CheckedResume, Error> {
+        let conflict = |e: String| Error(axum::http::StatusCode::CONFLICT, e);
+        let refused = |e: anyhow::Error| conflict(super::error::redact(&format!("{e:#}")));
+        let (_, run, _) = crate::registry::open_run(data_dir, id).map_err(refused)?;
+        if run.aws.is_some() {
+            if self.aws.is_none() {
+                return Err(conflict(format!(
+                    "run {id} ran on AWS, and this server has no AWS deployment: start it with COSMICAI_AWS_BUCKET and COSMICAI_STATE_MACHINE_ARN set, or resume the run with `cosmicai run --data DATA_DIR --resume {id}`"
+                )));
+            }
+            // On the stack it ran on (as the CLI resumes it, and as this
+            // server follows it again at start). A bucket that did not answer
+            // is no conflict: the same request may pass in a minute.
+            return crate::aws::aws_resumable(data_dir, id)
+                .map(|checked| CheckedResume::Aws(Box::new(checked)))
+                .map_err(|e| {
+                    let unreachable = e.chain().any(|cause| {
+                        matches!(
+                            cause.downcast_ref::<cosmicai_engine::store::StoreError>(),
+                            Some(
+                                cosmicai_engine::store::StoreError::Io { .. }
+                                    | cosmicai_engine::store::StoreError::Changed { .. }
+                            )
+                        )
+                    });
+                    match unreachable {
+                        true => Error(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            super::error::redact(&format!("{e:#}")),
+                        ),
+                        false => refused(e),
+                    }
+                });
+        }
+        let resumable = coordinator::resumable(data_dir, id).map_err(refused)?;
+        let working = resumable.working();
+        if resumable.payload.request.world_size > MAX_LOCAL_WORLD_SIZE {
+            return Err(conflict(format!(
+                "run {id} has {} ranks, more than this server runs ({MAX_LOCAL_WORLD_SIZE}): resume it with `cosmicai run --resume`",
+                resumable.payload.request.world_size
+            )));
+        }
+        let (ranks, _) = coordinator::concurrency_and_threads(None, working);
+        let memory = budget.reserve(
+            resumable.payload.request.memory_mb,
+            1,
+            ranks.min(working.max(1)),
+        )?;
+        Ok(CheckedResume::Local(Box::new(resumable), memory))
     }
 }
 

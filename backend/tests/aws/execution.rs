@@ -1,4 +1,4 @@
-//! Executions of the deployed state machine: a run's layout, failed ranks against the tolerance, a stopped execution, a run cancelled from its launcher, the follower under throttling, and a run resumed on a new execution.
+//! Executions of the deployed state machine: a run's layout, failed ranks against the tolerance, a stopped execution, a run cancelled from its launcher, the follower under throttling, and a run resumed on a new execution (from the CLI and from the API).
 
 use super::*;
 
@@ -575,6 +575,19 @@ fn a_run_whose_rank_failed_is_resumed_on_a_new_execution_running_that_rank_only(
     let run_id = s["run_id"].as_str().unwrap().to_string();
     let result_path = s["result_path"].as_str().unwrap().to_string();
     let kept_result = store.get(&format!("{result_path}/0.json")).unwrap();
+    // The runs table says how to resume it, and where it runs.
+    let table = aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")))
+        .args(["runs", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&format!(
+            "--resume {run_id} starts a new execution on its AWS stack"
+        )),
+        "{table}"
+    );
     let name = last.file_name().unwrap().to_str().unwrap();
     let key = store
         .list("partitions")
@@ -602,17 +615,77 @@ fn a_run_whose_rank_failed_is_resumed_on_a_new_execution_running_that_rank_only(
         )),
         "{stderr}"
     );
-    // Put back whole (as it should have been): the resume runs rank 3 alone,
-    // on a new execution, and summarizes the run whole.
-    store.put(&key, &good).unwrap();
-    let out = resume();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // Put back whole (as it should have been), and resumed from the API of a
+    // server with the stack as its AWS deployment (the explorer's Resume
+    // button): rank 3 runs alone, on a new execution, and the run is
+    // summarized whole. A refusal is the 409 the CLI's refusal was.
+    // A server with no AWS deployment offers no resume, and refuses one by name.
+    let server = serve_without_aws(&data);
+    let (_, detail) = http(&server, "GET", &format!("/api/runs/{run_id}"));
+    assert_eq!(detail["run"]["on_aws"], true, "{detail}");
+    assert!(detail["run"].get("resumable").is_none(), "{detail}");
+    let (status, refused) = http(&server, "POST", &format!("/api/runs/{run_id}/resume"));
+    assert_eq!(status, 409, "{refused}");
     assert!(
-        stderr.contains("keeping the results of 3 ranks that finished before; running 1 rank"),
-        "{stderr}"
+        refused.to_string().contains("no AWS deployment"),
+        "{refused}"
     );
-    let s = last_json_line(&out);
+    drop(server);
+    let server = serve_with_stack(&stack, &arn, &data);
+    let (status, detail) = http(&server, "GET", &format!("/api/runs/{run_id}"));
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(
+        (&detail["run"]["resumable"], &detail["run"]["on_aws"]),
+        (&Value::Bool(true), &Value::Bool(true)),
+        "{detail}"
+    );
+    let (status, refused) = http(&server, "POST", &format!("/api/runs/{run_id}/resume"));
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("is gone since the run was planned"),
+        "{refused}"
+    );
+    store.put(&key, &good).unwrap();
+    let (status, created) = http(&server, "POST", &format!("/api/runs/{run_id}/resume"));
+    assert_eq!(
+        (status, &created["id"]),
+        (202, &Value::from(run_id.as_str())),
+        "{created}"
+    );
+    let within = Instant::now() + Duration::from_secs(600);
+    let detail = loop {
+        let (_, detail) = http(&server, "GET", &format!("/api/runs/{run_id}"));
+        let over = detail["events"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e["event"] == "finished" || e["event"] == "error")
+        });
+        if over {
+            break detail;
+        }
+        assert!(Instant::now() < within, "{detail}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(detail["run"]["status"], "succeeded", "{detail}");
+    assert!(detail["run"].get("resumable").is_none(), "{detail}");
+    // Every rank shown finished on the run's page, the kept ones too.
+    let finished: std::collections::BTreeSet<u64> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "rank_finished")
+        .filter_map(|e| e["measure"]["rank"].as_u64())
+        .collect();
+    assert_eq!(finished, (0..4).collect(), "{detail}");
+    let (status, again) = http(&server, "POST", &format!("/api/runs/{run_id}/resume"));
+    assert_eq!(status, 409, "{again}");
+    assert!(again.to_string().contains("nothing to resume"), "{again}");
+    drop(server);
+    let s: Value = serde_json::from_slice(
+        &std::fs::read(data.join(&result_path).join("summary.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(s["status"], "succeeded", "{s}");
     assert_eq!(s["run_id"], run_id.as_str(), "{s}");
     assert_eq!(

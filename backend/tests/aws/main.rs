@@ -528,3 +528,104 @@ fn faults(stack: &Stack, set: Option<Value>) -> Value {
     let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"))
 }
+
+/// `cosmicai serve` on the data directory `data` with the stack as its AWS
+/// deployment, as a team's server runs; killed when dropped.
+struct Served {
+    child: Child,
+    /// host:port to connect to.
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_with_stack(stack: &Stack, arn: &str, data: &Path) -> Served {
+    let mut command = aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")));
+    command
+        .env("COSMICAI_AWS_BUCKET", BUCKET)
+        .env("COSMICAI_STATE_MACHINE_ARN", arn)
+        .env("COSMICAI_AWS_ENDPOINT", &stack.endpoint);
+    serve_by(command, data)
+}
+
+/// `cosmicai serve` on `data` with no AWS deployment.
+fn serve_without_aws(data: &Path) -> Served {
+    let mut command = aws_env(Command::new(env!("CARGO_BIN_EXE_cosmicai")));
+    command
+        .env_remove("COSMICAI_AWS_BUCKET")
+        .env_remove("COSMICAI_STATE_MACHINE_ARN");
+    serve_by(command, data)
+}
+
+fn serve_by(mut command: Command, data: &Path) -> Served {
+    // The served datasets a first start builds from the bundled data (minutes
+    // in a debug build) are not what these tests are about: the catalog alone
+    // (a server serves some objects), the cutouts none.
+    if !data.join("catalog").is_dir() {
+        let out = cosmicai(&[
+            "catalog",
+            "import",
+            &common::asset("catalogs/skyserver_dr14.csv.gz"),
+            "--out",
+            &data.join("catalog").display().to_string(),
+        ]);
+        assert!(out.status.success());
+    }
+    for dataset in ["real", "synthetic"] {
+        std::fs::create_dir_all(data.join(dataset)).unwrap();
+    }
+    let mut child = command
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args([
+            "--assets",
+            &common::asset(""),
+            "--frontend",
+            "/nonexistent-frontend",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = common::serving_addr(&mut child);
+    Served { child, addr }
+}
+
+/// `method path` with an empty body on `server`: the reply's status and body
+/// (JSON, else its text as a JSON string).
+fn http(server: &Served, method: &str, path: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        server.addr
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete reply");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let status = head[9..12].parse().unwrap();
+    let body = &raw[split + 4..];
+    let body = serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+    (status, body)
+}

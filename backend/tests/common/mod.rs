@@ -200,3 +200,15 @@ pub fn same_json(a: &Value, b: &Value) -> bool {
         _ => a == b,
     }
 }
+
+/// The address (`127.0.0.1:PORT`) `cosmicai serve` spawned as `child` (its
+/// stdout piped) listens on, once it says so.
+pub fn serving_addr(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let line = std::io::BufReader::new(child.stdout.take().expect("serve's stdout piped"))
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listening on "))
+        .expect("serve printed its address");
+    format!("127.0.0.1:{}", line.rsplit(':').next().unwrap_or_default())
+}

@@ -210,15 +210,8 @@ fn start_serving(frontend: &Path, more: &[&std::ffi::OsStr]) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("listening on "))
-        .unwrap();
-    Server {
-        child,
-        addr: format!("127.0.0.1:{}", line.rsplit(':').next().unwrap()),
-    }
+    let addr = common::serving_addr(&mut child);
+    Server { child, addr }
 }
 
 #[test]

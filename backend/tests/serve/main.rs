@@ -11,7 +11,7 @@ mod runs;
 mod sweeps;
 use common::asset;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,18 +68,8 @@ fn start_with(dir: &Path, addr: &str, envs: &[(&str, &str)], args: &[&str]) -> S
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("listening on "))
-        .map(|l| line = l)
-        .expect("serve printed its address");
-    let port = line.rsplit(':').next().unwrap().to_string();
-    Server {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-    }
+    let addr = common::serving_addr(&mut child);
+    Server { child, addr }
 }
 
 fn start() -> Server {

@@ -467,12 +467,18 @@ fn ResumeButton(id: String, over: Signal<bool>) -> impl IntoView {
     // Asked once the run is over (the row read at the page's start may be
     // from before its end).
     let asked = id.clone();
+    // Some(on AWS) where it can be resumed.
     let resumable = LocalResource::new(move || {
         let (over, id) = (over.get(), asked.clone());
         async move {
-            over && crate::api::get::<Detail>(&format!("/api/runs/{id}"))
+            if !over {
+                return None;
+            }
+            crate::api::get::<Detail>(&format!("/api/runs/{id}"))
                 .await
-                .is_ok_and(|d| d.run.resumable)
+                .ok()
+                .filter(|d| d.run.resumable)
+                .map(|d| d.run.on_aws)
         }
     });
     let remake = use_context::<crate::Remake>();
@@ -492,13 +498,18 @@ fn ResumeButton(id: String, over: Signal<bool>) -> impl IntoView {
         });
     };
     move || {
-        (resumable.get() == Some(true)).then(|| {
+        resumable.get().flatten().map(|on_aws| {
             let resume = resume.clone();
+            let how = if on_aws {
+                "a new execution on its AWS stack runs again its ranks that left no results; the others' are kept"
+            } else {
+                "runs again its ranks that left no results; the others' are kept"
+            };
             view! {
                 <p class="resume">
                     <button type="button" class="resume" on:click=resume prop:disabled=move || said.get().is_some_and(|s| s.is_ok())>"Resume run"</button>
                     " "
-                    <span class="note">"runs again its ranks that left no results; the others' are kept"</span>
+                    <span class="note">{how}</span>
                     {move || match said.get() {
                         Some(Err(e)) => view! { <ErrorMessage message=e /> }.into_any(),
                         _ => ().into_any(),

@@ -399,7 +399,7 @@ fn RunHistory() -> impl IntoView {
                 {runs.into_iter().map(|r| view! {
                     <tr>
                         <td><a href=format!("#/runs/{}", r.id)>{r.id.clone()}</a></td>
-                        <td>{r.status.name()}</td><td class="model">{r.model.clone().unwrap_or_else(|| "—".into())}{r.precision.clone().map(|p| format!(" {p}"))}</td><td>{r.world_size}</td><td>{r.device.clone()}</td>
+                        <td>{r.status.name()}</td><td class="model">{r.model.clone().unwrap_or_else(|| "—".into())}{r.precision.clone().map(|p| format!(" {p}"))}</td><td>{r.world_size}</td><td>{r.device.clone()}{r.on_aws.then_some(" on AWS")}</td>
                         <td>{r.objects.map_or("—".into(), |n| n.to_string())}</td>
                         <td>{r.duration_s.map_or("—".into(), |d| format!("{d:.2} s"))}</td>
                         <td>{r.cost_usd.map_or("—".into(), |c| format!("${c:.6}"))}</td>

@@ -37,7 +37,11 @@ pub async fn list_runs(
     let runs = tokio::task::spawn_blocking(move || {
         registry(&state)?
             .page(limit, page.before.as_deref())
-            .map(|runs| runs.into_iter().map(served).collect::<Vec<_>>())
+            .map(|runs| {
+                runs.into_iter()
+                    .map(|run| served(&state, run))
+                    .collect::<Vec<_>>()
+            })
             .map_err(|e| match e.downcast_ref::<crate::registry::UnknownRun>() {
                 Some(unknown) => Error::bad_request(unknown.to_string()),
                 None => Error::internal(e),
@@ -92,13 +96,16 @@ pub(super) fn find_run(state: &AppState, id: &str) -> ApiResult<RunInfo> {
     registry(state)?
         .info(id)
         .map_err(Error::internal)?
-        .map(served)
+        .map(|run| served(state, run))
         .ok_or_else(|| Error::not_found(format!("run {id:?}: no such run")))
 }
 
-/// A run's row as the API gives it: its error without the host's paths.
-fn served(run: RunInfo) -> RunInfo {
+/// A run's row as the API gives it: its error without the host's paths, and
+/// resumable only where this server can resume it (an AWS run needs its
+/// server's AWS deployment).
+fn served(state: &AppState, run: RunInfo) -> RunInfo {
     RunInfo {
+        resumable: run.resumable && (!run.on_aws || state.runs.has_aws()),
         error: run.error.as_deref().map(crate::server::error::redact),
         // A checkpoint's folder on the host is not the API's to give.
         model: run.model.as_deref().map(served_name),
@@ -194,27 +201,36 @@ pub async fn cancel_run(
     Ok((StatusCode::ACCEPTED, Json(Created { id })))
 }
 
+/// How long a resume's checks may take (an AWS run's read its bucket) before
+/// it is refused: short of the API's 30 s timeout, so a caller told it timed
+/// out never finds it started after all.
+const RESUME_CHECKS_WITHIN: std::time::Duration = std::time::Duration::from_secs(25);
+
 #[utoipa::path(post, path = "/api/runs/{id}/resume", params(("id" = String, Path)),
     security(("bearer" = [])),
-    responses((status = 202, description = "Resuming: its ranks that left no results run again, and its stream follows them", body = Created),
+    responses((status = 202, description = "Resuming: its ranks that left no results run again (an AWS run's on a new execution of its stack), and its stream follows them", body = Created),
         (status = 401, body = cosmicai_shared::api::ApiError),
         (status = 403, description = "From a page of another site, to a server with no token", body = cosmicai_shared::api::ApiError),
         (status = 404, body = cosmicai_shared::api::ApiError),
-        (status = 409, description = "Not a run that can be resumed (running, succeeded, on AWS, or never planned)", body = cosmicai_shared::api::ApiError),
-        (status = 429, description = "Too many runs and sweeps at once, or their memory budget is held; see Retry-After", body = cosmicai_shared::api::ApiError)))]
+        (status = 409, description = "Not a run that can be resumed (running, succeeded, never planned, its partitions changed since; on AWS: this server has no AWS deployment, or the run's stack cannot resume it)", body = cosmicai_shared::api::ApiError),
+        (status = 429, description = "Too many runs and sweeps at once, or their memory budget is held; see Retry-After", body = cosmicai_shared::api::ApiError),
+        (status = 503, description = "An AWS run's bucket did not answer, or the checks took longer than 25 s: nothing was started", body = cosmicai_shared::api::ApiError)))]
 pub async fn resume_run(
     State(state): AppStateRef,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let st = state.clone();
     let run = id.clone();
+    // Within the API's 30 s timeout: checks that end after it start nothing.
+    let deadline = std::time::Instant::now() + RESUME_CHECKS_WITHIN;
     tokio::task::spawn_blocking(move || {
         find_run(&st, &run)?;
         let slot = st
             .run_slots
             .take()
             .ok_or_else(|| crate::server::guard::busy("runs and sweeps", st.run_slots.cap()))?;
-        st.runs.resume(&st.data_dir, &run, slot, &st.memory)
+        st.runs
+            .resume(&st.data_dir, &run, slot, &st.memory, deadline)
     })
     .await
     .map_err(Error::internal)??;
